@@ -1,0 +1,25 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""msa_hf: the Medical SAM Adapter (MSA) for Hugging Face transformers and peft.
+
+Importing the package registers `SamAdapterConfig` / `SamAdapterModel` with transformers' Auto classes
+and the `msa` method with peft.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_msa import SamAdapterConfig
+from .modeling_msa import SamAdapterModel, TrainableParameterReport, is_adapter_parameter
+from .resolution import build_at_image_size
+
+AutoConfig.register(SamAdapterConfig.model_type, SamAdapterConfig, exist_ok=True)
+AutoModel.register(SamAdapterConfig, SamAdapterModel, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SamAdapterConfig",
+    "SamAdapterModel",
+    "TrainableParameterReport",
+    "build_at_image_size",
+    "is_adapter_parameter",
+]

@@ -1,0 +1,58 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Tiny SAM geometries and weight randomisation, for tests, benchmarks and examples.
+
+A randomly initialised SAM has vision weights of std 1e-10 (`SamVisionConfig.initializer_range`): its output
+barely depends on the input, so any comparison of outputs on it proves nothing. `randomize_weights` gives
+every parameter a meaningful random value first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+TINY_VISION = dict(
+    hidden_size=32,
+    output_channels=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=64,
+    patch_size=8,
+    window_size=4,
+    global_attn_indexes=[1],
+    num_pos_feats=8,
+    mlp_dim=64,
+)
+TINY_PROMPT_ENCODER = dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+TINY_MASK_DECODER = dict(
+    hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
+)
+
+
+def tiny_sam_kwargs() -> dict:
+    """Sub-config kwargs of a tiny SAM (ViT hidden 32, 2 blocks, 64x64 input, 8x8 embedding grid)."""
+    return dict(
+        vision_config=dict(TINY_VISION),
+        prompt_encoder_config=dict(TINY_PROMPT_ENCODER),
+        mask_decoder_config=dict(TINY_MASK_DECODER),
+    )
+
+
+@torch.no_grad()
+def randomize_weights(
+    model: nn.Module, seed: int = 0, std: float = 0.2, include_adapters: bool = False
+) -> None:
+    """Fill parameters with N(0, std^2) noise (LayerNorm weights around 1).
+
+    Adapters keep their (zero up-projection) values unless `include_adapters`.
+    """
+    from .modeling_msa import is_adapter_parameter
+
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if not include_adapters and (is_adapter_parameter(name) or ".msa_" in name):
+            continue
+        noise = torch.randn(parameter.shape, generator=generator) * std
+        if "layer_norm" in name and name.endswith("weight"):
+            noise = noise + 1.0
+        parameter.copy_(noise.to(parameter.dtype))
