@@ -46,13 +46,27 @@ def randomize_weights(
 
     Adapters keep their (zero up-projection) values unless `include_adapters`.
     """
-    from .modeling_msa import is_adapter_parameter
-
     generator = torch.Generator().manual_seed(seed)
     for name, parameter in model.named_parameters():
-        if not include_adapters and (is_adapter_parameter(name) or ".msa_" in name):
+        if not include_adapters and is_any_adapter_parameter(name):
             continue
         noise = torch.randn(parameter.shape, generator=generator) * std
         if "layer_norm" in name and name.endswith("weight"):
             noise = noise + 1.0
         parameter.copy_(noise.to(parameter.dtype))
+
+
+def is_any_adapter_parameter(name: str) -> bool:
+    """An MSA adapter parameter under either naming (native `space_adapter.`, PEFT `msa_space_adapter.<name>.`)."""
+    from .modeling_msa import is_adapter_parameter
+
+    return is_adapter_parameter(name) or ".msa_" in name
+
+
+@torch.no_grad()
+def randomize_adapter_weights(model: nn.Module, seed: int = 0, std: float = 0.2) -> None:
+    """Give every adapter parameter (and nothing else) N(0, std^2) values, so adapters change outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, parameter in model.named_parameters():
+        if is_any_adapter_parameter(name):
+            parameter.copy_((torch.randn(parameter.shape, generator=generator) * std).to(parameter.dtype))
