@@ -16,3 +16,10 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["native"].config.use_depth_branch
     assert (tmp_path / "msa-adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_readme_parameter_table_is_the_computed_one():
+    from msa_hf.parameter_report import parameter_table_markdown
+
+    # Regenerate with `msa-hf params` when the adapters change.
+    assert parameter_table_markdown() in README.read_text()
