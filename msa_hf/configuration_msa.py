@@ -27,6 +27,8 @@ def validate_adapter_settings(
     decoder_adapter_layers: list[int] | tuple[int, ...],
     decoder_training: str,
     num_slices: int,
+    prompt_conditioning: bool,
+    use_depth_branch: bool,
     num_decoder_layers: int | None,
     owner: str,
 ) -> None:
@@ -34,7 +36,13 @@ def validate_adapter_settings(
 
     Shared by `SamAdapterConfig` and the PEFT `MsaAdapterConfig` so both accept exactly the same values.
     """
-    if not 0.0 < adapter_bottleneck_ratio <= 1.0:
+    for field, value in (
+        ("prompt_conditioning", prompt_conditioning),
+        ("use_depth_branch", use_depth_branch),
+    ):
+        if not isinstance(value, bool):
+            raise ValueError(f"{owner}.{field}={value!r} must be True or False.")
+    if not isinstance(adapter_bottleneck_ratio, int | float) or not 0.0 < adapter_bottleneck_ratio <= 1.0:
         raise ValueError(
             f"{owner}.adapter_bottleneck_ratio={adapter_bottleneck_ratio!r} must be in (0, 1]; "
             "the paper uses 0.25 (ViT-B 768 -> 192)."
@@ -120,6 +128,8 @@ class SamAdapterConfig(SamConfig):
             decoder_adapter_layers=self.decoder_adapter_layers,
             decoder_training=self.decoder_training,
             num_slices=self.num_slices,
+            prompt_conditioning=self.prompt_conditioning,
+            use_depth_branch=self.use_depth_branch,
             num_decoder_layers=self.mask_decoder_config.num_hidden_layers,
             owner=type(self).__name__,
         )

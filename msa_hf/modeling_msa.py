@@ -42,14 +42,12 @@ from .adapter_layers import (
 from .configuration_msa import SamAdapterConfig
 
 # Attribute names under which the native model stores its adapters. The PEFT method stores the same modules
-# as `msa_<name>.<adapter_name>` (see msa_hf/peft_msa/layer.py), which is what conversion maps between.
-VISION_ADAPTER_NAMES = ("space_adapter", "mlp_adapter", "depth_adapter")
-DECODER_ADAPTER_NAMES = ("prompt_adapter", "mlp_adapter", "image_to_token_adapter")
-ADAPTER_PARAMETER_PATTERN = re.compile(
-    r"\.(space_adapter|mlp_adapter|depth_adapter|prompt_adapter|image_to_token_adapter)\."
-)
+# as `msa_<kind>.<adapter_name>` (see msa_hf/peft_msa/layer.py), which is what conversion maps between.
+ADAPTER_KINDS = ("space_adapter", "mlp_adapter", "depth_adapter", "prompt_adapter", "image_to_token_adapter")
+ADAPTER_PARAMETER_PATTERN = re.compile(r"\.(" + "|".join(ADAPTER_KINDS) + r")\.")
 
-_FORWARD_OPTIONS = {"output_hidden_states", "output_attentions", "return_dict"}
+# The only keyword option SamModel honours that we pass on; anything else would vanish silently.
+_FORWARD_OPTIONS = {"output_hidden_states"}
 
 
 def is_adapter_parameter(name: str) -> bool:
@@ -327,11 +325,7 @@ class SamAdapterModel(SamModel):
 
         vision_hidden_states = None
         if pixel_values is not None:
-            vision_outputs = self.vision_encoder(
-                pixel_values,
-                num_slices=num_slices,
-                **{k: v for k, v in kwargs.items() if k == "output_hidden_states"},
-            )
+            vision_outputs = self.vision_encoder(pixel_values, num_slices=num_slices, **kwargs)
             image_embeddings = vision_outputs.last_hidden_state
             vision_hidden_states = vision_outputs.hidden_states
         outputs = super().forward(
@@ -392,6 +386,7 @@ class SamAdapterModel(SamModel):
 
 
 __all__ = [
+    "ADAPTER_KINDS",
     "SamAdapterModel",
     "SamAdapterVisionEncoder",
     "SamAdapterVisionLayer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_msa
-from transformers import AutoConfig, AutoModel, SamModel
+from transformers import AutoConfig, AutoModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, build_at_image_size
 from msa_hf.adapter_layers import depth_attention
@@ -66,13 +66,6 @@ def test_plain_sam_checkpoint_loads_unchanged_and_msa_round_trips(sam_model, tmp
     assert original.keys() == loaded.keys()
     for name in original:
         assert torch.equal(original[name], loaded[name]), name
-
-
-def test_plain_sam_model_refuses_to_silently_load_msa(tmp_path):
-    msa = make_msa()
-    msa.save_pretrained(tmp_path)
-    # A new model_type means SamModel.from_pretrained does not quietly drop the adapters.
-    assert AutoConfig.from_pretrained(tmp_path).model_type != SamModel.config_class.model_type
 
 
 def test_optimiser_steps_move_every_adapter_and_no_frozen_weight(sam_model, images):
@@ -241,6 +234,8 @@ def test_bad_inputs_get_clear_errors(sam_model):
         msa(pixel_values=torch.randn(1, 3, 2, 64, 64), num_slices=4)
     with pytest.raises(TypeError, match="unexpected keyword"):
         msa(pixel_values=torch.randn(1, 3, 64, 64), input_point=torch.zeros(1, 1, 1, 2))
+    with pytest.raises(TypeError, match="output_attentions"):  # SamModel accepts it, then ignores it
+        msa(pixel_values=torch.randn(1, 3, 64, 64), output_attentions=True)
     with pytest.raises(ValueError, match="no depth branch"):
         make_msa()(pixel_values=torch.randn(2, 3, 64, 64), num_slices=2)
 
@@ -255,6 +250,7 @@ def test_bad_inputs_get_clear_errors(sam_model):
         ("decoder_adapter_layers", [5], "has 2 two-way blocks"),
         ("decoder_adapter_layers", [0, 0], "distinct"),
         ("num_slices", 0, "num_slices"),
+        ("use_depth_branch", "yes", "True or False"),
     ],
 )
 def test_invalid_config_values_raise(field, value, message):

@@ -25,7 +25,6 @@ ADAPTER_SETTING_NAMES = (
     "num_slices",
     "decoder_training",
 )
-_VALIDATED = set(ADAPTER_SETTING_NAMES) - {"prompt_conditioning", "use_depth_branch"}
 
 
 @dataclass
@@ -90,7 +89,7 @@ class MsaAdapterConfig(PeftConfig):
         self.peft_type = MSA_PEFT_TYPE
         self.decoder_adapter_layers = list(self.decoder_adapter_layers)
         validate_adapter_settings(
-            **{name: getattr(self, name) for name in ADAPTER_SETTING_NAMES if name in _VALIDATED},
+            **{name: getattr(self, name) for name in ADAPTER_SETTING_NAMES},
             num_decoder_layers=None,
             owner=type(self).__name__,
         )

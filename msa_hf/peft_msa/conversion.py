@@ -18,20 +18,15 @@ from peft import PeftModel, get_peft_model
 from transformers import SamModel
 
 from ..configuration_msa import SamAdapterConfig
-from ..modeling_msa import SamAdapterModel, is_adapter_parameter
+from ..modeling_msa import ADAPTER_KINDS, ADAPTER_PARAMETER_PATTERN, SamAdapterModel, is_adapter_parameter
 from .config import ADAPTER_SETTING_NAMES, MsaAdapterConfig
 
-_NATIVE_ADAPTER = re.compile(
-    r"\.(space_adapter|mlp_adapter|depth_adapter|prompt_adapter|image_to_token_adapter)\."
-)
-_PEFT_ADAPTER = re.compile(
-    r"\.msa_(space_adapter|mlp_adapter|depth_adapter|prompt_adapter|image_to_token_adapter)\.([^.]+)\."
-)
+_PEFT_ADAPTER = re.compile(r"\.msa_(" + "|".join(ADAPTER_KINDS) + r")\.([^.]+)\.")
 
 
 def native_to_peft_key(name: str, adapter_name: str) -> str:
     """`...layers.0.space_adapter.up.weight` -> `...layers.0.msa_space_adapter.<adapter_name>.up.weight`."""
-    return _NATIVE_ADAPTER.sub(lambda m: f".msa_{m.group(1)}.{adapter_name}.", name, count=1)
+    return ADAPTER_PARAMETER_PATTERN.sub(lambda m: f".msa_{m.group(1)}.{adapter_name}.", name, count=1)
 
 
 def peft_to_native_key(name: str, adapter_name: str) -> str | None:
