@@ -1,0 +1,149 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The embedded default dataset: brain tissue classes of the MNI ICBM152 2009a T1 template.
+
+`nilearn` ships the template (197 x 233 x 189 voxels, 1 mm, skull-stripped) with grey- and white-matter
+probability maps inside its wheel, so this builds with no download. Each brain voxel (template > 0.2,
+nilearn's brain mask) is labelled with its most probable tissue: CSF (1 - GM - WM), grey matter or white
+matter. A real MRI with a real (probabilistic, atlas-derived) segmentation: good for exercising the whole
+pipeline offline, and honest about being one averaged brain, not a patient cohort.
+
+One brain cannot be split by patient, so the "cases" are axial slabs of `slab_thickness` slices separated
+by `gap` discarded slices; whole slabs go to train, validation or test. Neighbouring slabs are still
+similar anatomy: validation/test scores measure fit to unseen slices of this brain, not generalisation to
+new subjects. The dataset card says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .prepare import PrepareReport, split_cases
+from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
+from .volumes import axial_slices
+
+MNI_TISSUE_CLASSES = {1: "csf", 2: "grey_matter", 3: "white_matter"}
+MNI_LICENSE_NOTICE = """The MNI ICBM152 2009a template and tissue maps are redistributed (inside the `nilearn`
+package) under the McGill notice:
+
+> Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute,
+> McGill University. Permission to use, copy, modify, and distribute this software and its documentation
+> for any purpose and without fee is hereby granted, provided that the above copyright notice appear in
+> all copies. The authors and McGill University make no representations about the suitability of this
+> software for any purpose. It is provided "as is" without express or implied warranty. The authors are
+> not responsible for any data loss, equipment damage, property loss, or injury to subjects or patients
+> resulting from the use or misuse of this software package.
+
+References: Fonov et al., NeuroImage 54(1), 2011; Fonov et al., NeuroImage 47, S102, 2009; Collins et
+al., Proc. BrainMap 1999. The label maps here (argmax of the tissue probabilities) are derived by msa_hf."""
+
+
+def mni152_tissue_volumes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The template and its tissue label map, RAS+ `(X, Y, Z)`.
+
+    Returns:
+        image `(197, 233, 189)` uint8 (the template's 8-bit values), labels `(197, 233, 189)` uint8 with
+        values in `MNI_TISSUE_CLASSES` (0 outside the brain), and the `(4, 4)` affine.
+    """
+    from nilearn import datasets as nilearn_datasets
+
+    template = nilearn_datasets.load_mni152_template(resolution=1)
+    t1 = np.asanyarray(template.dataobj).astype(np.float32)
+    grey = np.asanyarray(nilearn_datasets.load_mni152_gm_template(resolution=1).dataobj).astype(np.float32)
+    white = np.asanyarray(nilearn_datasets.load_mni152_wm_template(resolution=1).dataobj).astype(np.float32)
+    brain = t1 > 0.2  # nilearn's load_mni152_brain_mask threshold
+    csf = np.clip(1.0 - grey - white, 0.0, 1.0)
+    labels = (np.argmax(np.stack([csf, grey, white]), axis=0) + 1).astype(np.uint8)
+    labels[~brain] = 0
+    # the template's values are k/255 exactly (8-bit source); keep them as uint8 losslessly
+    image = np.round(t1 * 255).astype(np.uint8)
+    return image, labels, template.affine.copy()
+
+
+def build_mni152_tissue_dataset(
+    output: str | Path,
+    slab_thickness: int = 10,
+    gap: int = 3,
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+) -> PrepareReport:
+    """Write the default dataset directory (same layout as `prepare_dataset`) to `output`."""
+    from .dataset_card import render_dataset_card
+
+    output = Path(output)
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True.")
+        shutil.rmtree(output)
+    image, labels, affine = mni152_tissue_volumes()
+    image_slices, label_slices = axial_slices(image), axial_slices(labels)
+    labelled = np.flatnonzero(label_slices.reshape(len(label_slices), -1).any(axis=1))
+    starts = range(int(labelled[0]), int(labelled[-1]) + 1 - slab_thickness + 1, slab_thickness + gap)
+    slabs = {f"mni152_z{start:03d}": range(start, start + slab_thickness) for start in starts}
+    splits = split_cases(list(slabs), split, seed)
+    report = PrepareReport(output=str(output), class_names=dict(MNI_TISSUE_CLASSES))
+    counts: dict[int, int] = {}
+    for split_name in SPLITS:
+        with SliceParquetWriter(split_file(output, split_name)) as writer:
+            for case_id in splits[split_name]:
+                slab = slabs[case_id]
+                slab_affine = affine.copy()
+                slab_affine[:3, 3] += affine[:3, 2] * slab.start  # the slab's first slice is its voxel z = 0
+                rows = [
+                    slice_row(
+                        case_id,
+                        i,
+                        len(slab),
+                        image_slices[k],
+                        label_slices[k],
+                        (1.0, 1.0, 1.0),
+                        "mm",
+                        slab_affine,
+                        "MR",
+                    )  # fmt: skip
+                    for i, k in enumerate(slab)
+                ]
+                for row in rows:
+                    for value in row["labels_present"]:
+                        counts[value] = counts.get(value, 0) + 1
+                writer.write_case(rows)
+                report.cases[split_name] = report.cases.get(split_name, 0) + 1
+            report.slices[split_name] = writer.num_rows
+    report.slices_per_class = {MNI_TISSUE_CLASSES[v]: c for v, c in sorted(counts.items())}
+    report.warnings.append(
+        f"one template brain: cases are axial slabs of {slab_thickness} slices with {gap}-slice gaps between "
+        "them; validation/test measure unseen slices of the same brain, not new subjects."
+    )
+    (output / "classes.json").write_text(
+        json.dumps({str(k): v for k, v in MNI_TISSUE_CLASSES.items()}, indent=2)
+    )
+    (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
+    card = render_dataset_card(
+        name="MNI152 brain tissue (msa_hf default dataset)",
+        report=report,
+        source_description=(
+            "Brain tissue segmentation (CSF, grey matter, white matter) of the MNI ICBM152 2009a T1 template "
+            "(1 mm, skull-stripped), built offline from the copy bundled in the `nilearn` package. Labels "
+            "are the most probable tissue of the template's probability maps inside the brain mask."
+        ),
+        license_notice=MNI_LICENSE_NOTICE,
+    )
+    (output / "README.md").write_text(card, encoding="utf-8")
+    return report
+
+
+DEFAULT_DATASET_DIR = Path("data") / "mni152-tissue"
+
+
+def ensure_default_dataset(folder: str | Path = DEFAULT_DATASET_DIR) -> Path:
+    """Build the default dataset into `folder` unless a complete copy is there; returns `folder`."""
+    folder = Path(folder)
+    complete = folder / "prepare_report.json"
+    if not complete.is_file():
+        build_mni152_tissue_dataset(folder, overwrite=True)
+    return folder

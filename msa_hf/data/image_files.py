@@ -1,0 +1,108 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Reading 2-D images and masks (PNG/JPEG/TIFF/BMP, 8- or 16-bit, grayscale or RGB) with checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .transforms import check_finite
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# More distinct values than this in a mask means it was not saved as labels (JPEG, antialiased resize).
+MAX_MASK_LABELS = 255
+
+
+class ImageReadError(ValueError):
+    """An image or mask file that cannot be used; the message names the file and the fix."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image as `(H, W)` (grayscale, dtype kept: uint8, uint16, int32 or float32) or `(H, W, 3)` uint8.
+
+    Alpha is dropped; palette images are converted to RGB.
+
+    Raises:
+        ImageReadError: unreadable/corrupt file, or NaN/Inf pixels in a float TIFF.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            elif image.mode in ("LA", "1"):
+                image = image.convert("L")
+            array = np.array(image)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from error
+    if (
+        array.ndim == 3
+        and array.shape[-1] == 3
+        and (array[..., 0] == array[..., 1]).all()
+        and (array[..., 0] == array[..., 2]).all()
+    ):
+        array = array[..., 0]  # an RGB file holding a grayscale picture
+    try:
+        check_finite(array, str(path))
+    except ValueError as error:
+        raise ImageReadError(str(error)) from error
+    return array
+
+
+def read_mask(path: str | Path, threshold: float | None = None) -> np.ndarray:
+    """A mask as an `(H, W)` label map (uint8, or uint16 for more than 255 labels); 0 is background.
+
+    - `{0, 255}` (the usual binary PNG) becomes `{0, 1}`; other integer values are kept as labels.
+    - `threshold` binarises instead (`value >= threshold` -> 1), for soft or JPEG masks.
+
+    Raises:
+        ImageReadError: colour masks, negative or fractional values, or more than `MAX_MASK_LABELS` distinct
+            values (a JPEG or a resized mask) when no `threshold` is given.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            # a palette PNG stores the label in the index, which is what we want
+            array = np.array(
+                image if image.mode in ("P", "L", "I", "I;16", "F", "1") else image.convert("RGB")
+            )
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: cannot read the mask ({type(error).__name__}: {error}).") from error
+    if array.ndim == 3:
+        if (array == array[..., :1]).all():
+            array = array[..., 0]
+        else:
+            raise ImageReadError(
+                f"{path}: colour mask (RGB values differ). Save masks as single-channel label images "
+                "(0 = background, 1..K = structures), or map each colour to a label value first."
+            )
+    try:
+        check_finite(array, str(path))
+    except ValueError as error:
+        raise ImageReadError(str(error)) from error
+    if threshold is not None:
+        return (array >= threshold).astype(np.uint8)
+    values = np.unique(array)
+    if values.min() < 0 or not np.array_equal(values, np.round(values)):
+        raise ImageReadError(
+            f"{path}: mask values must be non-negative integers; found {values[:6]}. Pass a threshold "
+            "(msa-hf prepare --mask-threshold) for a soft mask."
+        )
+    if len(values) > MAX_MASK_LABELS + 1:
+        raise ImageReadError(
+            f"{path}: mask has {len(values)} distinct values, which looks like a JPEG or an interpolated mask, "
+            "not labels. Save masks losslessly (PNG) with one integer per structure, or pass a threshold "
+            "(msa-hf prepare --mask-threshold 128) to binarise."
+        )
+    if set(values.tolist()) <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    return array.astype(np.uint16 if values.max() > 255 else np.uint8)

@@ -1,0 +1,99 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Label tables: which integer in a label map is which structure.
+
+Read from the formats medical datasets ship: Medical Segmentation Decathlon `dataset.json` (both
+`{"0": "background", "1": "liver"}` and nnU-Net v2's `{"background": 0, "liver": 1}`), a plain JSON map or
+list, and text tables (`1 liver` per line, or ITK-SNAP's label description `1 255 0 0 1 1 1 "liver"`).
+Background (0) is never a target and is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+LABEL_TABLE_NAMES = ("dataset.json", "labels.json", "classes.json", "labels.txt", "classes.txt", "labels.tsv")
+
+
+class LabelTableError(ValueError):
+    """A label table that cannot be read; the message names the file and the expected formats."""
+
+
+def _is_integer(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+
+
+def _from_mapping(mapping: dict, source: str) -> dict[int, str]:
+    table: dict[int, str] = {}
+    for key, value in mapping.items():
+        if _is_integer(key):
+            table[int(key)] = str(value)  # Decathlon: {"1": "liver"}
+        elif _is_integer(value):
+            table[int(value)] = str(key)  # nnU-Net v2: {"liver": 1}
+        else:
+            raise LabelTableError(
+                f"{source}: cannot read label entry {key!r}: {value!r}. Use {{'1': 'liver'}} or {{'liver': 1}}."
+            )
+    return table
+
+
+def parse_label_table(path: str | Path) -> dict[int, str]:
+    """`{label value: name}` from a label-table file, background (0) removed.
+
+    Raises:
+        LabelTableError: unreadable file or an entry that is neither `value name` nor `name: value`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelTableError(f"{path}: cannot read the label table ({error}).") from error
+    if path.suffix == ".json":
+        try:
+            content = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LabelTableError(f"{path}: not valid JSON ({error}).") from error
+        if isinstance(content, dict) and "labels" in content:
+            content = content["labels"]  # Decathlon / nnU-Net dataset.json
+        if isinstance(content, list):
+            table = dict(enumerate(map(str, content)))
+        elif isinstance(content, dict):
+            table = _from_mapping(content, str(path))
+        else:
+            raise LabelTableError(
+                f"{path}: expected a JSON object or list of names, got {type(content).__name__}."
+            )
+    else:
+        table = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = shlex.split(line.replace("\t", " "))
+            if not fields[0].lstrip("-").isdigit() or len(fields) < 2:
+                raise LabelTableError(
+                    f"{path}:{number}: expected '<value> <name>' (or an ITK-SNAP label line), got {line!r}."
+                )
+            # ITK-SNAP: value R G B A visibility mesh "name" -> the name is the last field.
+            table[int(fields[0])] = fields[-1] if len(fields) >= 8 else " ".join(fields[1:])
+    table.pop(0, None)
+    if any(value < 0 for value in table):
+        raise LabelTableError(f"{path}: negative label values {sorted(v for v in table if v < 0)}.")
+    return table
+
+
+def find_label_table(folder: str | Path) -> Path | None:
+    """The first label table in `folder` (names in `LABEL_TABLE_NAMES` order), or None."""
+    for name in LABEL_TABLE_NAMES:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_class_names(values: list[int]) -> dict[int, str]:
+    """Names for label values with no table: `class_<value>`."""
+    return {int(value): f"class_{int(value)}" for value in sorted(values) if int(value) != 0}

@@ -1,0 +1,374 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`prepare_dataset`: a folder of PNGs, NIfTI volumes or DICOM series -> a dataset directory.
+
+The directory holds `data/{train,validation,test}-00000-of-00001.parquet` (per-slice rows, see
+`slice_dataset.py`), `classes.json`, `prepare_report.json` and a dataset card `README.md` whose YAML
+declares the splits, so `load_dataset(folder)`, `load_dataset("parquet", data_dir=folder + "/data")` and
+`load_prepared(folder)` all read it, and `push_to_hub` publishes it as is.
+
+Splits are drawn by case, never by slice: neighbouring slices are near-copies, and a slice split would
+leak the test set into training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .image_files import ImageReadError, read_image, read_mask
+from .label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
+from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
+from .sources import CaseFiles, detect_source_kind, find_image_pairs, find_volume_pairs
+from .transforms import resample_to_spacing
+from .volumes import Volume, VolumeReadError, axial_slices, check_same_grid, load_volume
+
+logger = logging.getLogger(__name__)
+
+CASE_ERRORS = (ImageReadError, VolumeReadError, LabelTableError, OSError)
+
+
+@dataclass
+class PrepareOptions:
+    """How `prepare_dataset` reads a folder.
+
+    Attributes:
+        kind: "auto", "images" (2-D files) or "volumes" (NIfTI / DICOM).
+        split: train/validation/test fractions of the cases.
+        seed: the case shuffle before splitting.
+        channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS).
+        modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
+            volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
+        mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
+        target_spacing: resample volumes to this (x, y, z) spacing in mm first.
+        keep_empty_slices: keep volume slices outside the labelled range (by default only the slices
+            from the first to the last labelled one are kept; empty ones inside stay, so a window of D
+            consecutive slices is truly consecutive).
+        case_id_pattern: regex whose first group is the case id of a 2-D file name (e.g. `(patient\\d+)_`),
+            so several images of one patient land in one split.
+        label_table: path of the label table; by default one found in the source folder.
+        name: dataset name in the card.
+        source_license: licence of the source data, for the card.
+    """
+
+    kind: str = "auto"
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    channel: int | None = None
+    modality: str | None = None
+    mask_threshold: float | None = None
+    target_spacing: tuple[float, float, float] | None = None
+    keep_empty_slices: bool = False
+    case_id_pattern: str | None = None
+    label_table: str | Path | None = None
+    name: str | None = None
+    source_license: str = "unknown: state the licence of your source data here"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "images", "volumes"):
+            raise ValueError(f"unknown kind {self.kind!r}; use 'auto', 'images' or 'volumes'.")
+        if len(self.split) != 3 or min(self.split) < 0 or not np.isclose(sum(self.split), 1.0):
+            raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}.")
+        if self.modality is not None and self.modality.upper() not in ("CT", "MR", "OTHER"):
+            raise ValueError(f"unknown modality {self.modality!r}; use CT, MR or other.")
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare_dataset` wrote and what it skipped (saved as `prepare_report.json`)."""
+
+    output: str
+    class_names: dict[int, str]
+    cases: dict[str, int] = field(default_factory=dict)
+    slices: dict[str, int] = field(default_factory=dict)
+    skipped_cases: list[dict[str, str]] = field(default_factory=list)
+    empty_masks_skipped: list[str] = field(default_factory=list)
+    empty_slices_dropped: int = 0
+    slices_per_class: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A plain-text table for the terminal."""
+        lines = [f"Dataset written to {self.output}", "", "| split | cases | slices |", "|---|---:|---:|"]
+        lines += [f"| {s} | {self.cases.get(s, 0)} | {self.slices.get(s, 0)} |" for s in SPLITS]
+        lines += ["", "| class | slices containing it |", "|---|---:|"]
+        lines += [f"| {name} | {self.slices_per_class.get(name, 0)} |" for name in self.class_names.values()]
+        if self.skipped_cases:
+            lines += ["", f"Skipped {len(self.skipped_cases)} case(s):"]
+            lines += [f"  - {c['case_id']}: {c['reason']}" for c in self.skipped_cases]
+        if self.empty_masks_skipped:
+            lines += ["", f"Skipped {len(self.empty_masks_skipped)} image(s) with an empty mask."]
+        if self.empty_slices_dropped:
+            lines += [f"Dropped {self.empty_slices_dropped} unlabelled slice(s) outside the labelled range."]
+        for message in self.warnings:
+            lines.append(f"warning: {message}")
+        return "\n".join(lines)
+
+
+def split_cases(
+    case_ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, list[str]]:
+    """Assign whole cases to train/validation/test.
+
+    Deterministic for a given set of ids and seed (the ids are sorted before the seeded shuffle).
+    Validation and test get at least one case each when their fraction is positive and there are at
+    least three cases.
+    """
+    ids = sorted(set(case_ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    ids = [ids[i] for i in order]
+    counts = [int(round(f * len(ids))) for f in fractions[1:]]
+    if len(ids) >= 3:
+        counts = [max(c, 1) if f > 0 else 0 for c, f in zip(counts, fractions[1:], strict=True)]
+    n_validation, n_test = counts
+    n_train = max(len(ids) - n_validation - n_test, 0)
+    return {
+        "train": sorted(ids[:n_train]),
+        "validation": sorted(ids[n_train : n_train + n_validation]),
+        "test": sorted(ids[n_train + n_validation :]),
+    }
+
+
+def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
+    if options.modality is not None:
+        return options.modality.upper() if options.modality.upper() != "OTHER" else "other"
+    if volume.modality != "other":
+        return volume.modality
+    return "CT" if float(volume.array.min()) <= -500 else "MR"
+
+
+def _volume_rows(case: CaseFiles, options: PrepareOptions, report: PrepareReport) -> list[dict[str, Any]]:
+    image = load_volume(case.image, channel=options.channel)
+    label = load_volume(case.label, is_label=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_same_grid(image, label)
+    report.warnings += [str(w.message) for w in caught]
+    modality = _guess_modality(image, options)
+    image_array, label_array, spacing, affine = image.array, label.array, image.spacing, image.affine
+    if options.target_spacing is not None:
+        image_array = resample_to_spacing(image_array, spacing, options.target_spacing)
+        label_array = resample_to_spacing(label_array, spacing, options.target_spacing, is_label=True)
+        affine = affine.copy()
+        affine[:3, :3] = affine[:3, :3] * (np.asarray(options.target_spacing) / np.asarray(spacing))
+        spacing = tuple(float(s) for s in options.target_spacing)
+    if not label_array.any():
+        raise VolumeReadError(f"{case.label}: the label map is empty (all background).")
+    images, labels = axial_slices(image_array), axial_slices(label_array)
+    if options.keep_empty_slices:
+        keep = range(len(labels))
+    else:
+        labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
+        keep = range(int(labelled[0]), int(labelled[-1]) + 1)
+        report.empty_slices_dropped += len(labels) - len(keep)
+    x, y, z = spacing
+    image_dtype = np.int16 if modality == "CT" and np.array_equal(images, np.round(images)) else np.float32
+    if image_dtype == np.int16 and (images.min() < -32768 or images.max() > 32767):
+        image_dtype = np.float32
+    return [
+        slice_row(
+            case.case_id,
+            position,
+            len(keep),
+            images[k].astype(image_dtype),
+            labels[k],
+            (y, x, z),
+            "mm",
+            affine,
+            modality,
+        )  # fmt: skip
+        for position, k in enumerate(keep)
+    ]
+
+
+def _image_rows(
+    case_id: str, files: list[CaseFiles], options: PrepareOptions, report: PrepareReport
+) -> list[dict[str, Any]]:
+    rows = []
+    for case in files:
+        if case.label is None:
+            raise ImageReadError(
+                f"{case.image}: no mask found (looked for {case.image.stem}_mask.*, masks/{case.image.name} or a "
+                "label_file_name in metadata.jsonl)."
+            )
+        image, mask = read_image(case.image), read_mask(case.label, threshold=options.mask_threshold)
+        if image.shape[:2] != mask.shape:
+            raise ImageReadError(
+                f"{case.label}: mask size {mask.shape} differs from image {case.image} size {image.shape[:2]}. "
+                "Masks must be pixel-aligned with their image (same height and width)."
+            )
+        if not mask.any():
+            report.empty_masks_skipped.append(str(case.label))
+            continue
+        if image.dtype == np.int32:  # PIL's 32-bit integer mode; 16-bit range is what PNG/TIFF hold here
+            image = (
+                image.astype(np.uint16)
+                if image.min() >= 0 and image.max() < 65536
+                else image.astype(np.float32)
+            )
+        modality = (options.modality or "other").upper().replace("OTHER", "other")
+        rows.append((image, mask, modality))
+    return [
+        slice_row(case_id, index, len(rows), image, mask, (1.0, 1.0, 1.0), "pixel", np.eye(4), modality)
+        for index, (image, mask, modality) in enumerate(rows)
+    ]
+
+
+def _group_image_cases(cases: list[CaseFiles], pattern: str | None) -> dict[str, list[CaseFiles]]:
+    groups: dict[str, list[CaseFiles]] = defaultdict(list)
+    regex = re.compile(pattern) if pattern else None
+    for case in cases:
+        case_id = case.case_id
+        if regex is not None:
+            match = regex.search(case.image.name)
+            if match is None or not match.groups():
+                raise ValueError(
+                    f"case_id_pattern {pattern!r} does not match {case.image.name} (or has no group); fix the "
+                    "pattern so its first group is the case id."
+                )
+            case_id = match.group(1)
+        groups[case_id].append(case)
+    return groups
+
+
+def _class_names(source: Path, options: PrepareOptions, report: PrepareReport) -> dict[int, str] | None:
+    table_path = Path(options.label_table) if options.label_table else find_label_table(source)
+    if table_path is None:
+        return None
+    return parse_label_table(table_path)
+
+
+def prepare_dataset(
+    source: str | Path, output: str | Path, overwrite: bool = False, **options: Any
+) -> PrepareReport:
+    """Convert a folder of labelled images or volumes into a dataset directory.
+
+    Args:
+        source: the folder (layouts: see `msa_hf.data.sources`).
+        output: the dataset directory to write; must be empty or absent unless `overwrite`.
+        overwrite: replace an existing dataset directory.
+        **options: fields of `PrepareOptions` (split, seed, modality, channel, target_spacing, ...).
+    Returns:
+        The report (also written as `prepare_report.json`). Bad cases are skipped and listed, never fatal:
+        every good case is written.
+    """
+    options = PrepareOptions(**options)
+    source, output = Path(source), Path(output)
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True (--overwrite).")
+        shutil.rmtree(output)
+    kind = detect_source_kind(source) if options.kind == "auto" else options.kind
+    report = PrepareReport(output=str(output), class_names={})
+    table = _class_names(source, options, report)
+    if kind == "volumes":
+        groups = {case.case_id: [case] for case in find_volume_pairs(source)}
+    else:
+        groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
+    splits = split_cases(list(groups), options.split, options.seed)
+    split_of = {case_id: split for split, ids in splits.items() for case_id in ids}
+    seen_values: Counter[int] = Counter()
+    writers = {split: SliceParquetWriter(split_file(output, split)) for split in SPLITS}
+    try:
+        for case_id in tqdm(sorted(groups), desc=f"prepare {source.name}", unit="case"):
+            files = groups[case_id]
+            try:
+                if kind == "volumes":
+                    if files[0].label is None:
+                        raise VolumeReadError(f"{files[0].image}: no label map found for case {case_id}.")
+                    rows = _volume_rows(files[0], options, report)
+                else:
+                    rows = _image_rows(case_id, files, options, report)
+            except CASE_ERRORS as error:
+                report.skipped_cases.append({"case_id": case_id, "reason": str(error)})
+                logger.warning("skipping case %s: %s", case_id, error)
+                continue
+            for row in rows:
+                seen_values.update(row["labels_present"])
+            writers[split_of[case_id]].write_case(rows)
+            report.cases[split_of[case_id]] = report.cases.get(split_of[case_id], 0) + (1 if rows else 0)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    report.slices = {split: writer.num_rows for split, writer in writers.items()}
+    if table is None:
+        table = default_class_names(list(seen_values))
+        report.warnings.append(
+            f"no label table in {source} (looked for dataset.json, labels.json, labels.txt); classes are named "
+            "class_<value>. Add one to name them."
+        )
+    unknown = sorted(set(seen_values) - set(table))
+    if unknown:
+        report.warnings.append(f"label values {unknown} appear in the masks but not in the label table.")
+        table.update(default_class_names(unknown))
+    report.class_names = dict(sorted(table.items()))
+    report.slices_per_class = {table[value]: count for value, count in sorted(seen_values.items())}
+    _write_metadata(output, report, options, source, kind)
+    return report
+
+
+def _write_metadata(
+    output: Path, report: PrepareReport, options: PrepareOptions, source: Path, kind: str
+) -> None:
+    from .dataset_card import render_dataset_card
+
+    (output / "classes.json").write_text(
+        json.dumps({str(k): v for k, v in report.class_names.items()}, indent=2)
+    )
+    (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
+    card = render_dataset_card(
+        name=options.name or source.name,
+        report=report,
+        source_description=f"Prepared by `msa-hf prepare` from a folder of {kind} ({source.name}).",
+        license_notice=options.source_license,
+    )
+    (output / "README.md").write_text(card, encoding="utf-8")
+
+
+def read_class_names(folder: str | Path) -> dict[int, str]:
+    """`{label value: name}` of a prepared dataset directory (its `classes.json`)."""
+    path = Path(folder) / "classes.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: is {folder} a dataset directory written by msa-hf prepare?"
+        )
+    return {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+
+def load_prepared(folder: str | Path, streaming: bool = False) -> Any:
+    """Load a prepared dataset directory as a `DatasetDict` (or `IterableDatasetDict` when streaming).
+
+    Empty splits are left out.
+    """
+    from datasets import load_dataset
+
+    data_files = {split: str(split_file(folder, split)) for split in SPLITS}
+    for split, path in list(data_files.items()):
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"{path} not found: is {folder} a dataset directory written by msa-hf prepare?"
+            )
+        import pyarrow.parquet as pq
+
+        if pq.ParquetFile(path).metadata.num_rows == 0:
+            del data_files[split]
+    return load_dataset("parquet", data_files=data_files, streaming=streaming)
+
+
+def iter_case_ids(dataset: Any) -> Iterator[str]:
+    """Distinct case ids of a slice dataset, in order of first appearance (reads one column only)."""
+    seen: set[str] = set()
+    for case_id in dataset["case_id"]:
+        if case_id not in seen:
+            seen.add(case_id)
+            yield case_id

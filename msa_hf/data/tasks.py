@@ -1,0 +1,254 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""From slice rows to model batches.
+
+`to_binary_tasks` turns each multi-label slice into one (image, structure mask, structure name) row per
+structure present — the paper trains one prompt per organ. `SamSegmentationTransform` turns such rows
+into SAM inputs: intensity normalisation chosen by modality, grayscale -> RGB, resize/pad to the model's
+input size (masks kept binary), optional augmentation, and simulated prompts in the model's frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Features, Image, List, Value
+
+from ..prompts import PADDING_LABEL, ClickStrategy, box_from_mask, resized_shape, sample_point_prompt
+from .transforms import (
+    GrayscaleToRGB,
+    IntensityJitter,
+    RandomSpatialAugment,
+    SamNormalize,
+    intensity_transform_for,
+    resize_and_pad,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_FEATURES = Features(
+    {
+        "case_id": Value("string"),
+        "slice": Value("int32"),
+        "num_slices": Value("int32"),
+        "image": Image(),
+        "mask": Image(),
+        "class_id": Value("int32"),
+        "class_name": Value("string"),
+        "spacing": List(Value("float32"), length=3),
+        "spacing_unit": Value("string"),
+        "modality": Value("string"),
+    }
+)
+
+
+def to_binary_tasks(
+    dataset: Any,
+    class_names: Mapping[int, str],
+    classes: list[int] | None = None,
+    min_pixels: int = 1,
+) -> Any:
+    """One row per (slice, structure present): `image`, binary `mask` (uint8 0/1), `class_id`, `class_name`.
+
+    Empty masks never become rows: structures absent from a slice (or under `min_pixels`) are skipped
+    and counted in the log, so training never meets an empty target mid-epoch. The image bytes are passed
+    through without decoding.
+
+    Args:
+        dataset: a slice `Dataset` (or `IterableDataset`) from `load_prepared` / `prepare_dataset`.
+        class_names: `{label value: name}` (`read_class_names(folder)`).
+        classes: label values to keep (default: all in `class_names`).
+        min_pixels: smallest mask kept.
+    """
+    wanted = set(class_names) if classes is None else set(classes)
+    unknown = wanted - set(class_names)
+    if unknown:
+        raise ValueError(f"classes {sorted(unknown)} are not in class_names {dict(class_names)}.")
+    skipped = [0]
+    mask_encoder = Image()
+    features = TASK_FEATURES.copy()
+    features["image"] = Image(decode=False)
+
+    def expand(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {name: [] for name in features}
+        for index in range(len(batch["case_id"])):
+            present = [v for v in batch["labels_present"][index] if v in wanted]
+            if not present:
+                continue
+            label = np.asarray(batch["label"][index])
+            for value in present:
+                mask = label == value
+                if int(mask.sum()) < min_pixels:
+                    skipped[0] += 1
+                    continue
+                for name in (
+                    "case_id",
+                    "slice",
+                    "num_slices",
+                    "image",
+                    "spacing",
+                    "spacing_unit",
+                    "modality",
+                ):
+                    out[name].append(batch[name][index])
+                # encoded here: a raw array returned from map is widened to int64 and stored as a TIFF
+                out["mask"].append(mask_encoder.encode_example(mask.astype(np.uint8)))
+                out["class_id"].append(int(value))
+                out["class_name"].append(class_names[value])
+        return out
+
+    source = dataset.cast_column("image", Image(decode=False))
+    tasks = source.map(expand, batched=True, remove_columns=list(source.column_names), features=features)
+    if skipped[0]:
+        logger.info("to_binary_tasks: skipped %d masks under %d pixels", skipped[0], min_pixels)
+    return tasks.cast_column("image", Image())
+
+
+@dataclass
+class PromptSampling:
+    """Which prompts to simulate per target.
+
+    Attributes:
+        num_positive: positive clicks (the paper's 1-, 3-, 10-point protocols).
+        num_negative: negative clicks outside the target.
+        click_strategy: "uniform" inside the target, or "interior" (first click at the most interior point).
+        use_points: give clicks at all (False with `use_box` for box-only prompts).
+        use_box: add the target's bounding box.
+        box_jitter: box noise as a fraction of the box side (SAM trains with 0.1); 0 for evaluation.
+    """
+
+    num_positive: int = 1
+    num_negative: int = 0
+    click_strategy: ClickStrategy = "uniform"
+    use_points: bool = True
+    use_box: bool = False
+    box_jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.use_points and not self.use_box:
+            raise ValueError("PromptSampling: enable use_points, use_box or both.")
+        if self.use_points and self.num_positive + self.num_negative < 1:
+            raise ValueError("PromptSampling: use_points needs at least one click.")
+        if self.click_strategy not in ("uniform", "interior"):
+            raise ValueError(f"unknown click_strategy {self.click_strategy!r}; use 'uniform' or 'interior'.")
+
+
+@dataclass
+class SamSegmentationTransform:
+    """`dataset.set_transform(SamSegmentationTransform(image_size=...))` on binary-task rows.
+
+    Each example becomes:
+        pixel_values `(3, S, S)` float32 (SAM-normalised), labels `(1, S, S)` float32 0/1 mask in the
+        model frame, input_points `(1, N, 2)` float32 `(x, y)` in the model frame, input_labels `(1, N)`
+        int64, input_boxes `(1, 4)` (when boxes are on), original_sizes `(2,)`, reshaped_input_sizes `(2,)`,
+        plus case_id, slice, class_id, class_name.
+
+    Attributes:
+        image_size: the model's input size (`model.config.vision_config.image_size`).
+        prompts: what to simulate.
+        augment: flips/rotation/scale and intensity jitter (training only).
+        window: CT window preset or (low, high) HU; default by modality (see `intensity_transform_for`).
+        deterministic: same prompts for the same row every time (evaluation); otherwise fresh each access.
+        seed: base seed of the prompt and augmentation streams.
+    """
+
+    image_size: int
+    prompts: PromptSampling = field(default_factory=PromptSampling)
+    augment: bool = False
+    window: str | tuple[float, float] | None = None
+    deterministic: bool = False
+    seed: int = 0
+    spatial_augment: RandomSpatialAugment = field(default_factory=RandomSpatialAugment)
+    intensity_jitter: IntensityJitter = field(default_factory=IntensityJitter)
+
+    def __post_init__(self) -> None:
+        self._calls = 0
+
+    def _generators(self, example: Mapping[str, Any]) -> tuple[np.random.Generator, torch.Generator]:
+        if self.deterministic:
+            key = f"{example.get('case_id')}/{example.get('slice')}/{example.get('class_id')}"
+            seed = [self.seed, zlib.crc32(key.encode())]
+        else:
+            # torch.initial_seed differs per DataLoader worker and per epoch, so workers do not repeat prompts
+            self._calls += 1
+            seed = [self.seed, torch.initial_seed() % 2**32, self._calls]
+        rng = np.random.default_rng(seed)
+        return rng, torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+    def prepare_pixels(self, image: Any, modality: str) -> torch.Tensor:
+        """`(H, W)` / `(H, W, 3)` raw pixels -> `(3, H, W)` float in [0, 1] (intensity by modality)."""
+        array = np.asarray(image)
+        intensity = intensity_transform_for(modality, array.dtype, self.window)
+        if array.ndim == 3:  # RGB photographs: per-channel 8-bit scaling, no windowing
+            scale = 65535.0 if array.dtype == np.uint16 else 255.0
+            return torch.from_numpy(array.astype(np.float32) / scale).permute(2, 0, 1).contiguous()
+        return GrayscaleToRGB()(intensity(torch.from_numpy(array.astype(np.float32))))
+
+    def example(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Transform one binary-task row (image, mask, modality, ...) into model inputs."""
+        rng, generator = self._generators(row)
+        pixels = self.prepare_pixels(row["image"], row.get("modality", "other"))
+        mask = torch.from_numpy(np.asarray(row["mask"]).astype(np.uint8))
+        if mask.shape != pixels.shape[-2:]:
+            raise ValueError(
+                f"case {row.get('case_id')} slice {row.get('slice')}: mask {tuple(mask.shape)} and image "
+                f"{tuple(pixels.shape[-2:])} differ in size."
+            )
+        original_size = tuple(mask.shape)
+        pixels, mask = resize_and_pad(pixels, mask, self.image_size)
+        valid = torch.zeros(self.image_size, self.image_size, dtype=torch.bool)
+        height, width = resized_shape(original_size, self.image_size)
+        valid[:height, :width] = True
+        if self.augment:
+            stacked = torch.cat([mask[None], valid[None].to(mask.dtype)])
+            pixels, stacked = self.spatial_augment(pixels, stacked, generator)
+            mask, valid = stacked[0], stacked[1].bool()
+            pixels = self.intensity_jitter(pixels, generator)
+        out: dict[str, Any] = {
+            "pixel_values": SamNormalize()(pixels),
+            "labels": mask[None].float(),
+            "original_sizes": torch.tensor(original_size),
+            "reshaped_input_sizes": torch.tensor([height, width]),
+        }
+        for key in ("case_id", "slice", "class_id", "class_name"):
+            if key in row:
+                out[key] = row[key]
+        if not mask.any():  # augmentation pushed a tiny target out of frame: a padding-only prompt
+            out.update(self._empty_prompts())
+            return out
+        if self.prompts.use_points:
+            prompt = sample_point_prompt(
+                mask,
+                self.prompts.num_positive,
+                self.prompts.num_negative,
+                rng,
+                self.prompts.click_strategy,
+                valid,
+            )
+            out["input_points"] = torch.from_numpy(prompt.points)[None]
+            out["input_labels"] = torch.from_numpy(prompt.labels)[None]
+        if self.prompts.use_box:
+            box = box_from_mask(mask, self.prompts.box_jitter, rng)
+            out["input_boxes"] = torch.from_numpy(box)[None]
+        return out
+
+    def _empty_prompts(self) -> dict[str, torch.Tensor]:
+        out = {}
+        if self.prompts.use_points:
+            count = self.prompts.num_positive + self.prompts.num_negative
+            out["input_points"] = torch.zeros(1, count, 2)
+            out["input_labels"] = torch.full((1, count), PADDING_LABEL, dtype=torch.int64)
+        if self.prompts.use_box:
+            out["input_boxes"] = torch.tensor([[0.0, 0.0, self.image_size - 1.0, self.image_size - 1.0]])
+        return out
+
+    def __call__(self, batch: Mapping[str, list]) -> dict[str, list]:
+        """The `set_transform` entry point: a dict of columns in, a dict of columns out."""
+        size = len(next(iter(batch.values())))
+        examples = [self.example({key: values[i] for key, values in batch.items()}) for i in range(size)]
+        return {key: [example[key] for example in examples] for key in examples[0]}

@@ -1,0 +1,259 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Reading 3-D scans: NIfTI (nibabel) and DICOM series (pydicom), in one canonical orientation.
+
+Every volume is reoriented to RAS+ (`nibabel.as_closest_canonical`), so axis 2 is inferior -> superior
+and axial slices are `array[:, :, k]`. Slices handed to the model are in the display convention
+`(rows, cols)` = (anterior -> posterior, patient left -> right) — "neurological" view — and
+`axial_slices` / `volume_from_axial_slices` convert both ways exactly, so predictions can be written
+back to NIfTI on the image's own affine. Spacing is kept in millimetres for HD95.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .transforms import check_finite
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class VolumeReadError(ValueError):
+    """A scan that cannot be used; the message names the file and says how to fix it."""
+
+
+@dataclass
+class Volume:
+    """A scan in RAS+ orientation.
+
+    Attributes:
+        array: `(X, Y, Z)` voxels (float32 image intensities, or integer labels).
+        affine: `(4, 4)` voxel -> world (RAS, mm).
+        spacing: `(x, y, z)` voxel size in mm.
+        source: the file or folder it came from (for messages).
+        modality: "CT", "MR" or "other" (DICOM's tag when known).
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    source: str
+    modality: str = "other"
+
+    @property
+    def slice_spacing(self) -> tuple[float, float, float]:
+        """`(row, col, slice)` spacing in mm of the slices `axial_slices` returns."""
+        x, y, z = self.spacing
+        return (y, x, z)
+
+
+def is_nifti(path: str | Path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path: str | Path) -> str:
+    """`case.nii.gz` -> `case`."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def _canonical(image, source: str, modality: str, channel: int | None, is_label: bool) -> Volume:
+    import nibabel as nib
+
+    shape = image.shape
+    if len(shape) == 4:
+        if shape[3] == 1:
+            image = image.slicer[..., 0]
+        elif channel is None:
+            raise VolumeReadError(
+                f"{source}: 4-D image of shape {shape} (several channels or time points). MSA takes one 3-D "
+                f"volume per case: pick one with channel=k (msa-hf prepare --channel k), 0 <= k < {shape[3]}."
+            )
+        elif not 0 <= channel < shape[3]:
+            raise VolumeReadError(f"{source}: channel {channel} out of range for shape {shape}.")
+        else:
+            image = image.slicer[..., channel]
+    elif len(shape) != 3:
+        raise VolumeReadError(f"{source}: expected a 3-D volume, got shape {shape}.")
+    image = nib.as_closest_canonical(image)
+    try:
+        array = np.asanyarray(image.dataobj)
+    except Exception as error:  # truncated gzip, wrong size: nibabel raises several types
+        raise VolumeReadError(
+            f"{source}: cannot read the voxel data ({type(error).__name__}: {error})."
+        ) from error
+    if is_label:
+        if np.issubdtype(array.dtype, np.floating):
+            check_finite(array, source)
+            if not np.array_equal(array, np.round(array)):
+                raise VolumeReadError(
+                    f"{source}: label map has non-integer values (e.g. {array[array != np.round(array)][:3]}); "
+                    "a label map holds one integer per structure. Was an image passed as the label, or was it "
+                    "resampled with linear interpolation?"
+                )
+        if array.min() < 0:
+            raise VolumeReadError(f"{source}: label map has negative values ({int(array.min())}).")
+        array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+    else:
+        array = array.astype(np.float32)
+        check_finite(array, source)
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    return Volume(array=array, affine=image.affine.copy(), spacing=zooms, source=source, modality=modality)
+
+
+def load_nifti(
+    path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
+) -> Volume:
+    """Load a `.nii` / `.nii.gz` scan (or label map with `is_label=True`) in RAS+ orientation.
+
+    Raises:
+        VolumeReadError: unreadable or corrupt file, 4-D without `channel`, NaN/Inf voxels, a label map
+            with non-integer or negative values.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
+        raise VolumeReadError(
+            f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
+        ) from error
+    try:
+        return _canonical(image, str(path), modality, channel, is_label)
+    except ValueError as error:
+        if isinstance(error, VolumeReadError):
+            raise
+        raise VolumeReadError(str(error)) from error
+
+
+def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
+    """Load a DICOM series (one folder of slice files) as a RAS+ volume in Hounsfield units for CT.
+
+    Slices are ordered by their position along the slice normal (not by file name), rescale slope and
+    intercept are applied, and the affine is built from ImagePositionPatient / ImageOrientationPatient /
+    PixelSpacing (DICOM's LPS converted to RAS).
+
+    Raises:
+        VolumeReadError: no DICOM images, several series without `series_uid`, inconsistent slices.
+    """
+    import nibabel as nib
+    import pydicom
+
+    folder = Path(folder)
+    datasets = []
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            dataset = pydicom.dcmread(file)
+        except Exception:  # not DICOM (e.g. a README or DICOMDIR companion)
+            continue
+        if "PixelData" in dataset and "ImagePositionPatient" in dataset:
+            datasets.append((file, dataset))
+    if not datasets:
+        raise VolumeReadError(
+            f"{folder}: no DICOM image slices (files with PixelData and ImagePositionPatient)."
+        )
+    series = sorted({str(d.get("SeriesInstanceUID", "")) for _, d in datasets})
+    if series_uid is not None:
+        datasets = [(f, d) for f, d in datasets if str(d.get("SeriesInstanceUID", "")) == series_uid]
+        if not datasets:
+            raise VolumeReadError(f"{folder}: no slices of series {series_uid}; it holds {series}.")
+    elif len(series) > 1:
+        raise VolumeReadError(
+            f"{folder}: holds {len(series)} DICOM series {series}. Put each series in its own folder or pass "
+            "series_uid=..."
+        )
+    orientation = np.array(datasets[0][1].ImageOrientationPatient, dtype=np.float64)
+    row_cosine, column_cosine = orientation[:3], orientation[3:]
+    normal = np.cross(row_cosine, column_cosine)
+    datasets.sort(
+        key=lambda item: float(np.dot(np.array(item[1].ImagePositionPatient, dtype=np.float64), normal))
+    )
+    positions = np.array([np.array(d.ImagePositionPatient, dtype=np.float64) for _, d in datasets])
+    row_spacing, column_spacing = (float(v) for v in datasets[0][1].PixelSpacing)
+    slices = []
+    for file, dataset in datasets:
+        try:
+            pixels = dataset.pixel_array.astype(np.float32)
+        except Exception as error:
+            raise VolumeReadError(
+                f"{file}: cannot decode pixel data ({type(error).__name__}: {error})."
+            ) from error
+        if slices and pixels.shape != slices[0].shape:
+            raise VolumeReadError(
+                f"{file}: slice shape {pixels.shape} differs from {slices[0].shape} in {folder}."
+            )
+        slope = float(dataset.get("RescaleSlope", 1.0))
+        intercept = float(dataset.get("RescaleIntercept", 0.0))
+        slices.append(pixels * slope + intercept)
+    # voxel (i = column, j = row, k = slice) -> LPS
+    array = np.stack([s.T for s in slices], axis=-1)
+    slice_step = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
+    if len(positions) > 1:
+        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        if gaps.min() < 1e-6 or gaps.max() - gaps.min() > 0.01 * max(gaps.mean(), 1e-6) + 1e-3:
+            warnings.warn(
+                f"{folder}: uneven slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); using the mean.",
+                stacklevel=2,
+            )
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_cosine * column_spacing
+    affine_lps[:3, 1] = column_cosine * row_spacing
+    affine_lps[:3, 2] = slice_step
+    affine_lps[:3, 3] = positions[0]
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    modality = str(datasets[0][1].get("Modality", "other")).upper()
+    modality = modality if modality in ("CT", "MR") else "other"
+    image = nib.Nifti1Image(array, affine_ras)
+    return _canonical(image, str(folder), modality, None, is_label=False)
+
+
+def load_volume(
+    path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
+) -> Volume:
+    """A NIfTI file or a DICOM series folder, in RAS+ orientation (see `load_nifti`, `load_dicom_series`)."""
+    path = Path(path)
+    if path.is_dir():
+        if is_label:
+            raise VolumeReadError(
+                f"{path}: label maps are read from NIfTI files, not DICOM folders (DICOM-SEG)."
+            )
+        return load_dicom_series(path)
+    if is_nifti(path):
+        return load_nifti(path, is_label=is_label, channel=channel, modality=modality)
+    raise VolumeReadError(f"{path}: not a NIfTI file (.nii, .nii.gz) or a DICOM series folder.")
+
+
+def axial_slices(array: np.ndarray) -> np.ndarray:
+    """RAS+ `(X, Y, Z)` -> `(Z, H=Y, W=X)` display slices (anterior at the top, patient left on the left)."""
+    return np.ascontiguousarray(array[:, ::-1, :].transpose(2, 1, 0))
+
+
+def volume_from_axial_slices(slices: np.ndarray) -> np.ndarray:
+    """Inverse of `axial_slices`: `(Z, H, W)` -> RAS+ `(X, Y, Z)`."""
+    return np.ascontiguousarray(np.asarray(slices).transpose(2, 1, 0)[:, ::-1, :])
+
+
+def check_same_grid(image: Volume, label: Volume) -> None:
+    """Raise when the label map is not on the image's voxel grid; warn when their affines disagree."""
+    if image.array.shape != label.array.shape:
+        raise VolumeReadError(
+            f"{label.source}: label shape {label.array.shape} differs from image {image.source} "
+            f"{image.array.shape} (after reorientation). Resample the label onto the image grid."
+        )
+    if not np.allclose(image.affine, label.affine, atol=1e-2):
+        warnings.warn(
+            f"{label.source}: affine differs from {image.source}'s; using the image's geometry.", stacklevel=2
+        )
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
+    """Write a RAS+ `(X, Y, Z)` array (e.g. a reassembled prediction) as NIfTI on `affine`."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), str(path))
