@@ -10,8 +10,9 @@ import numpy as np
 from .transforms import check_finite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-# More distinct values than this in a mask means it was not saved as labels (JPEG, antialiased resize).
-MAX_MASK_LABELS = 255
+# More distinct values than this in a mask with no label table means it was not saved as labels (a JPEG
+# or an antialiased resize); a label table raises the limit to exactly the values it lists.
+MAX_MASK_LABELS = 64
 
 
 class ImageReadError(ValueError):
@@ -56,15 +57,18 @@ def read_image(path: str | Path) -> np.ndarray:
     return array
 
 
-def read_mask(path: str | Path, threshold: float | None = None) -> np.ndarray:
+def read_mask(
+    path: str | Path, threshold: float | None = None, known_labels: set[int] | None = None
+) -> np.ndarray:
     """A mask as an `(H, W)` label map (uint8, or uint16 for more than 255 labels); 0 is background.
 
     - `{0, 255}` (the usual binary PNG) becomes `{0, 1}`; other integer values are kept as labels.
     - `threshold` binarises instead (`value >= threshold` -> 1), for soft or JPEG masks.
+    - `known_labels` (the label table's values) makes any other value an error.
 
     Raises:
-        ImageReadError: colour masks, negative or fractional values, or more than `MAX_MASK_LABELS` distinct
-            values (a JPEG or a resized mask) when no `threshold` is given.
+        ImageReadError: colour masks, negative or fractional values, values outside `known_labels`, or more
+            than `MAX_MASK_LABELS` distinct values with no table (a JPEG or a resized mask).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -97,12 +101,20 @@ def read_mask(path: str | Path, threshold: float | None = None) -> np.ndarray:
             f"{path}: mask values must be non-negative integers; found {values[:6]}. Pass a threshold "
             "(msa-hf prepare --mask-threshold) for a soft mask."
         )
-    if len(values) > MAX_MASK_LABELS + 1:
+    if set(values.tolist()) <= {0, 255}:
+        return (array == 255).astype(np.uint8)
+    if known_labels is not None:
+        unknown = sorted(set(values.tolist()) - set(known_labels) - {0})
+        if unknown:
+            raise ImageReadError(
+                f"{path}: mask values {unknown[:6]}{'...' if len(unknown) > 6 else ''} are not in the label table "
+                f"{sorted(known_labels)}. Add them to the table, fix the mask (a JPEG or an interpolated resize "
+                "smears labels), or pass a threshold (msa-hf prepare --mask-threshold 128) to binarise."
+            )
+    elif len(values) > MAX_MASK_LABELS + 1:
         raise ImageReadError(
             f"{path}: mask has {len(values)} distinct values, which looks like a JPEG or an interpolated mask, "
             "not labels. Save masks losslessly (PNG) with one integer per structure, or pass a threshold "
-            "(msa-hf prepare --mask-threshold 128) to binarise."
+            "(msa-hf prepare --mask-threshold 128) to binarise; a label table listing the values lifts the limit."
         )
-    if set(values.tolist()) <= {0, 255}:
-        return (array == 255).astype(np.uint8)
     return array.astype(np.uint16 if values.max() > 255 else np.uint8)

@@ -192,7 +192,11 @@ def _volume_rows(case: CaseFiles, options: PrepareOptions, report: PrepareReport
 
 
 def _image_rows(
-    case_id: str, files: list[CaseFiles], options: PrepareOptions, report: PrepareReport
+    case_id: str,
+    files: list[CaseFiles],
+    options: PrepareOptions,
+    report: PrepareReport,
+    known_labels: set[int] | None,
 ) -> list[dict[str, Any]]:
     rows = []
     for case in files:
@@ -201,7 +205,10 @@ def _image_rows(
                 f"{case.image}: no mask found (looked for {case.image.stem}_mask.*, masks/{case.image.name} or a "
                 "label_file_name in metadata.jsonl)."
             )
-        image, mask = read_image(case.image), read_mask(case.label, threshold=options.mask_threshold)
+        image, mask = (
+            read_image(case.image),
+            read_mask(case.label, threshold=options.mask_threshold, known_labels=known_labels),
+        )
         if image.shape[:2] != mask.shape:
             raise ImageReadError(
                 f"{case.label}: mask size {mask.shape} differs from image {case.image} size {image.shape[:2]}. "
@@ -241,7 +248,7 @@ def _group_image_cases(cases: list[CaseFiles], pattern: str | None) -> dict[str,
     return groups
 
 
-def _class_names(source: Path, options: PrepareOptions, report: PrepareReport) -> dict[int, str] | None:
+def _class_names(source: Path, options: PrepareOptions) -> dict[int, str] | None:
     table_path = Path(options.label_table) if options.label_table else find_label_table(source)
     if table_path is None:
         return None
@@ -270,7 +277,7 @@ def prepare_dataset(
         shutil.rmtree(output)
     kind = detect_source_kind(source) if options.kind == "auto" else options.kind
     report = PrepareReport(output=str(output), class_names={})
-    table = _class_names(source, options, report)
+    table = _class_names(source, options)
     if kind == "volumes":
         groups = {case.case_id: [case] for case in find_volume_pairs(source)}
     else:
@@ -288,7 +295,7 @@ def prepare_dataset(
                         raise VolumeReadError(f"{files[0].image}: no label map found for case {case_id}.")
                     rows = _volume_rows(files[0], options, report)
                 else:
-                    rows = _image_rows(case_id, files, options, report)
+                    rows = _image_rows(case_id, files, options, report, set(table) if table else None)
             except CASE_ERRORS as error:
                 report.skipped_cases.append({"case_id": case_id, "reason": str(error)})
                 logger.warning("skipping case %s: %s", case_id, error)

@@ -1,0 +1,243 @@
+"""2-D folders -> dataset -> batch, with values checked, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from msa_hf.data import (
+    PromptSampling,
+    SamSegmentationTransform,
+    find_image_pairs,
+    load_prepared,
+    prepare_dataset,
+    read_class_names,
+    read_image,
+    read_mask,
+    split_cases,
+    to_binary_tasks,
+)
+from msa_hf.data.image_files import ImageReadError
+
+
+def _blob_mask(height: int, width: int, seed: int, values=(1,)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    for value in values:
+        y, x = rng.integers(2, height - 10), rng.integers(2, width - 10)
+        mask[y : y + 8, x : x + 8] = value
+    return mask
+
+
+def write_png_folder(
+    root: Path, count: int = 6, layout: str = "suffix"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Images of three kinds (8-bit gray, 16-bit gray, RGB) with binary {0,255} or {0,1,2} masks."""
+    rng = np.random.default_rng(0)
+    written = {}
+    for index in range(count):
+        case = f"patient{index // 2}_img{index}"
+        kind = index % 3
+        if kind == 0:
+            image = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+        elif kind == 1:
+            image = rng.integers(0, 65536, (40, 56), dtype=np.uint16)
+        else:
+            image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        labels = _blob_mask(40, 56, index, values=(1, 2) if index % 2 else (1,))
+        stored = labels * 255 if index % 2 == 0 else labels  # binary masks saved as 0/255
+        if layout == "suffix":
+            image_path, mask_path = root / f"{case}.png", root / f"{case}_mask.png"
+        elif layout == "folders":
+            image_path, mask_path = root / "images" / f"{case}.png", root / "masks" / f"{case}.png"
+        else:
+            image_path, mask_path = root / "train" / f"{case}.png", root / "train" / f"{case}_label.png"
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(image_path)
+        Image.fromarray(stored).save(mask_path)
+        written[case] = (image, labels)
+    if layout == "metadata":
+        lines = [
+            json.dumps(
+                {"file_name": f"train/{c}.png", "label_file_name": f"train/{c}_label.png", "case_id": c[:8]}
+            )
+            for c in written
+        ]
+        (root / "metadata.jsonl").write_text("\n".join(lines))
+    (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion", "2": "organ"}))
+    return written
+
+
+@pytest.mark.parametrize("layout", ["suffix", "folders", "metadata"])
+def test_png_folder_round_trip_keeps_pixels_and_labels(tmp_path, layout):
+    written = write_png_folder(tmp_path / "src", layout=layout)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", split=(0.5, 0.25, 0.25))
+    assert not report.skipped_cases and sum(report.slices.values()) == len(written)
+    assert read_class_names(tmp_path / "out") == {1: "lesion", 2: "organ"}
+    dataset = load_prepared(tmp_path / "out")
+    seen = 0
+    for split in dataset.values():
+        for row in split:
+            stem = next(
+                c
+                for c in written
+                if (layout == "metadata" and c.startswith(row["case_id"])) or c == row["case_id"]
+            )
+            if layout == "metadata":  # two images per patient case: match by pixels
+                stem = next(
+                    c
+                    for c in written
+                    if c.startswith(row["case_id"])
+                    and np.array_equal(np.asarray(row["label"]), written[c][1])
+                )
+            image, labels = written[stem]
+            assert np.array_equal(np.asarray(row["image"]), image)  # 8-bit, 16-bit and RGB exact
+            assert np.array_equal(np.asarray(row["label"]), labels)  # 0/255 became 0/1; 0/1/2 kept
+            assert row["labels_present"] == sorted(set(np.unique(labels).tolist()) - {0})
+            assert row["spacing_unit"] == "pixel"
+            seen += 1
+    assert seen == len(written)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| 1 | lesion |" in card and "path: data/train-00000-of-00001.parquet" in card
+
+
+def test_metadata_case_ids_group_images_and_split_never_leaks(tmp_path):
+    write_png_folder(tmp_path / "src", count=12, layout="metadata")
+    prepare_dataset(tmp_path / "src", tmp_path / "out", split=(0.5, 0.25, 0.25), seed=3)
+    dataset = load_prepared(tmp_path / "out")
+    cases = {split: set(rows["case_id"]) for split, rows in dataset.items()}
+    assert sum(len(c) for c in cases.values()) == 6  # six patients, two images each
+    assert not (cases["train"] & cases["validation"]) and not (cases["train"] & cases["test"])
+    assert not (cases["validation"] & cases["test"])
+    for rows in dataset.values():
+        counts = {c: rows["case_id"].count(c) for c in set(rows["case_id"])}
+        assert set(counts.values()) == {2}  # both images of a patient land in the same split
+
+
+def test_split_cases_is_deterministic_disjoint_and_complete():
+    ids = [f"case{i:03d}" for i in range(50)]
+    first = split_cases(ids, (0.7, 0.2, 0.1), seed=1)
+    assert first == split_cases(list(reversed(ids)), (0.7, 0.2, 0.1), seed=1)
+    assert [len(first[s]) for s in ("train", "validation", "test")] == [35, 10, 5]
+    assert sorted(sum(first.values(), [])) == ids
+    assert split_cases(ids, (0.7, 0.2, 0.1), seed=2) != first
+    small = split_cases(["a", "b", "c"], (0.8, 0.1, 0.1))
+    assert all(len(v) == 1 for v in small.values())
+
+
+def test_case_id_pattern_groups_by_patient(tmp_path):
+    write_png_folder(tmp_path / "src", count=6)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", case_id_pattern=r"(patient\d+)_")
+    assert sum(report.cases.values()) == 3 and sum(report.slices.values()) == 6
+    with pytest.raises(ValueError, match="does not match"):
+        prepare_dataset(tmp_path / "src", tmp_path / "out2", case_id_pattern=r"(subject\d+)")
+
+
+def test_binary_tasks_and_sam_batch_from_a_png_folder(tmp_path):
+    written = write_png_folder(tmp_path / "src")
+    prepare_dataset(tmp_path / "src", tmp_path / "out", split=(1.0, 0.0, 0.0))
+    slices = load_prepared(tmp_path / "out")["train"]
+    tasks = to_binary_tasks(slices, read_class_names(tmp_path / "out"))
+    expected_tasks = sum(len(set(np.unique(labels).tolist()) - {0}) for _, labels in written.values())
+    assert len(tasks) == expected_tasks
+    for row in tasks:
+        labels = written[row["case_id"]][1]
+        assert np.array_equal(np.asarray(row["mask"]), (labels == row["class_id"]).astype(np.uint8))
+        assert row["class_name"] == {1: "lesion", 2: "organ"}[row["class_id"]]
+    tasks.set_transform(
+        SamSegmentationTransform(
+            image_size=64,
+            prompts=PromptSampling(num_positive=2, use_box=True, box_jitter=0.0),
+            deterministic=True,
+        )
+    )
+    batch = next(iter(torch.utils.data.DataLoader(tasks, batch_size=4)))
+    assert batch["pixel_values"].shape == (4, 3, 64, 64) and batch["labels"].shape == (4, 1, 64, 64)
+    for index in range(4):
+        mask = batch["labels"][index, 0]
+        for x, y in batch["input_points"][index, 0].long().tolist():
+            assert mask[y, x] == 1  # clicks land on the target in the model frame
+        x0, y0, x1, y1 = batch["input_boxes"][index, 0].tolist()
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        assert (x0, y0, x1, y1) == (cols.min(), rows.min(), cols.max(), rows.max())
+    assert batch["original_sizes"][0].tolist() == [40, 56] and batch["reshaped_input_sizes"][0].tolist() == [
+        46,
+        64,
+    ]
+    # deterministic prompts: the same row gives the same clicks every time
+    assert torch.equal(tasks[0]["input_points"], tasks[0]["input_points"])
+
+
+def test_bad_cases_are_skipped_with_reasons_and_good_ones_kept(tmp_path):
+    source = tmp_path / "src"
+    write_png_folder(source, count=4)
+    (source / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "corrupt_mask.png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "mismatch.png")
+    Image.fromarray(np.ones((30, 30), np.uint8)).save(source / "mismatch_mask.png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "empty.png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "empty_mask.png")
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "unpaired.png")
+    jpeg_like = np.random.default_rng(0).integers(0, 256, (40, 56)).astype(np.uint8)
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "soft.png")
+    Image.fromarray(jpeg_like).save(source / "soft_mask.png")
+    report = prepare_dataset(source, tmp_path / "out", split=(1.0, 0.0, 0.0))
+    reasons = {c["case_id"]: c["reason"] for c in report.skipped_cases}
+    assert set(reasons) == {"corrupt", "mismatch", "unpaired", "soft"}
+    assert "corrupt.png" in reasons["corrupt"] and "cannot read" in reasons["corrupt"]
+    assert "mismatch_mask.png" in reasons["mismatch"] and "differs" in reasons["mismatch"]
+    assert "no mask found" in reasons["unpaired"]
+    assert "not in the label table [1, 2]" in reasons["soft"] and "--mask-threshold" in reasons["soft"]
+    assert report.empty_masks_skipped == [str(source / "empty_mask.png")]
+    assert report.slices["train"] == 4  # the good cases are all there
+    assert len(load_prepared(tmp_path / "out")["train"]) == 4
+    saved = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert len(saved["skipped_cases"]) == 4
+    # with no label table, too many distinct values is the JPEG tell; a threshold makes the mask usable
+    with pytest.raises(ImageReadError, match="distinct values"):
+        read_mask(source / "soft_mask.png")
+    assert read_mask(source / "soft_mask.png", threshold=128).max() == 1
+
+
+def test_image_and_mask_readers_reject_bad_values(tmp_path):
+    Image.fromarray(np.array([[0, 255], [0, 0]], np.uint8)).save(tmp_path / "m.png")
+    assert read_mask(tmp_path / "m.png").tolist() == [[0, 1], [0, 0]]
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(ImageReadError, match="colour mask"):
+        read_mask(tmp_path / "colour.png")
+    Image.fromarray(np.array([[0.0, np.nan]], np.float32)).save(tmp_path / "nan.tiff")
+    with pytest.raises(ImageReadError, match=r"nan\.tiff: 1 NaN/Inf"):
+        read_image(tmp_path / "nan.tiff")
+    Image.fromarray(np.array([[0.0, 0.5]], np.float32)).save(tmp_path / "frac.tiff")
+    with pytest.raises(ImageReadError, match="non-negative integers"):
+        read_mask(tmp_path / "frac.tiff")
+
+
+def test_prepare_refuses_to_overwrite_and_unknown_options(tmp_path):
+    write_png_folder(tmp_path / "src", count=3)
+    prepare_dataset(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        prepare_dataset(tmp_path / "src", tmp_path / "out")
+    with pytest.raises(TypeError):
+        prepare_dataset(tmp_path / "src", tmp_path / "out2", windw="lung")
+    with pytest.raises(ValueError, match="split"):
+        prepare_dataset(tmp_path / "src", tmp_path / "out3", split=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="modality"):
+        prepare_dataset(tmp_path / "src", tmp_path / "out4", modality="PET")
+
+
+def test_find_image_pairs_layouts(tmp_path):
+    write_png_folder(tmp_path / "a", count=2, layout="folders")
+    pairs = find_image_pairs(tmp_path / "a")
+    assert [(p.case_id, p.label.parent.name) for p in pairs] == [
+        ("patient0_img0", "masks"),
+        ("patient0_img1", "masks"),
+    ]
