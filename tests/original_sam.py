@@ -13,14 +13,16 @@ from functools import partial
 import torch
 from torch import nn
 
-for _name in (
+_STAND_INS = (
     "torchvision",
     "torchvision.ops",
     "torchvision.ops.boxes",
     "torchvision.transforms",
     "torchvision.transforms.functional",
-):
-    sys.modules.setdefault(_name, types.ModuleType(_name))
+)
+_installed = [name for name in _STAND_INS if name not in sys.modules]
+for _name in _installed:
+    sys.modules[_name] = types.ModuleType(_name)
 sys.modules["torchvision.ops.boxes"].batched_nms = None
 sys.modules["torchvision.ops.boxes"].box_area = None
 sys.modules["torchvision.transforms.functional"].resize = None
@@ -33,6 +35,11 @@ from segment_anything.modeling import (  # noqa: E402
     Sam,
     TwoWayTransformer,
 )
+
+# Remove the stand-ins again: other libraries probe for torchvision (datasets calls find_spec, which
+# fails on a module without __spec__) and must keep seeing it as absent.
+for _name in _installed:
+    del sys.modules[_name]
 
 
 def build_tiny_original_sam(seed: int = 0) -> Sam:
