@@ -241,3 +241,22 @@ def test_find_image_pairs_layouts(tmp_path):
         ("patient0_img0", "masks"),
         ("patient0_img1", "masks"),
     ]
+
+
+def test_binary_tasks_drop_targets_that_vanish_at_the_model_size(tmp_path):
+    source = tmp_path / "src"
+    write_png_folder(source, count=2)
+    dot = np.zeros((40, 56), np.uint8)
+    dot[2, 2] = 1  # one pixel: nearest-neighbour resizing to 16 px samples rows/cols 1, 5, ... and misses it
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(source / "dot.png")
+    Image.fromarray(dot).save(source / "dot_mask.png")
+    prepare_dataset(source, tmp_path / "out", split=(1.0, 0.0, 0.0))
+    slices = load_prepared(tmp_path / "out")["train"]
+    names = read_class_names(tmp_path / "out")
+    everything = to_binary_tasks(slices, names)
+    at_16 = to_binary_tasks(slices, names, image_size=16)
+    assert "dot" in everything["case_id"] and "dot" not in at_16["case_id"]
+    assert len(at_16) == len(everything) - 1
+    everything.set_transform(SamSegmentationTransform(image_size=16))
+    row = everything[everything["case_id"].index("dot")]
+    assert row["has_target"] is False and row["input_labels"].tolist() == [[-10]]

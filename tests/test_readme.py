@@ -16,6 +16,12 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["native"].config.use_depth_branch
     assert (tmp_path / "msa-adapter" / "adapter_model.safetensors").is_file()
+    # the data snippets: a training batch whose clicks land on the target, and a 5-D volume batch
+    batch = namespace["batch"]
+    assert batch["pixel_values"].shape == (8, 3, 64, 64) and batch["input_boxes"].shape == (8, 1, 4)
+    for mask, points in zip(batch["labels"][:, 0], batch["input_points"][:, 0, 0].long(), strict=True):
+        assert mask[points[1], points[0]] == 1
+    assert namespace["volume_batch"]["pixel_values"].shape == (2, 3, 4, 64, 64)
 
 
 def test_readme_parameter_table_is_the_computed_one():

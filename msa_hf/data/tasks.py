@@ -52,6 +52,7 @@ def to_binary_tasks(
     class_names: Mapping[int, str],
     classes: list[int] | None = None,
     min_pixels: int = 1,
+    image_size: int | None = None,
 ) -> Any:
     """One row per (slice, structure present): `image`, binary `mask` (uint8 0/1), `class_id`, `class_name`.
 
@@ -64,6 +65,8 @@ def to_binary_tasks(
         class_names: `{label value: name}` (`read_class_names(folder)`).
         classes: label values to keep (default: all in `class_names`).
         min_pixels: smallest mask kept.
+        image_size: also drop masks that vanish when resized to the model's input size (thin structures
+            at a small `image_size`), so every row has a target in the model frame too.
     """
     wanted = set(class_names) if classes is None else set(classes)
     unknown = wanted - set(class_names)
@@ -83,7 +86,7 @@ def to_binary_tasks(
             label = np.asarray(batch["label"][index])
             for value in present:
                 mask = label == value
-                if int(mask.sum()) < min_pixels:
+                if int(mask.sum()) < min_pixels or (image_size and not _survives_resize(mask, image_size)):
                     skipped[0] += 1
                     continue
                 for name in (
@@ -105,8 +108,21 @@ def to_binary_tasks(
     source = dataset.cast_column("image", Image(decode=False))
     tasks = source.map(expand, batched=True, remove_columns=list(source.column_names), features=features)
     if skipped[0]:
-        logger.info("to_binary_tasks: skipped %d masks under %d pixels", skipped[0], min_pixels)
+        logger.info(
+            "to_binary_tasks: skipped %d masks (under %d pixels or empty at %s px)",
+            skipped[0],
+            min_pixels,
+            image_size,
+        )
     return tasks.cast_column("image", Image())
+
+
+def _survives_resize(mask: np.ndarray, image_size: int) -> bool:
+    """Whether a binary mask keeps any pixel after `resize_and_pad` to `image_size` (nearest neighbour)."""
+    _, resized = resize_and_pad(
+        torch.zeros(1, *mask.shape), torch.from_numpy(mask.astype(np.uint8)), image_size
+    )
+    return bool(resized.any())
 
 
 @dataclass
@@ -146,7 +162,9 @@ class SamSegmentationTransform:
         pixel_values `(3, S, S)` float32 (SAM-normalised), labels `(1, S, S)` float32 0/1 mask in the
         model frame, input_points `(1, N, 2)` float32 `(x, y)` in the model frame, input_labels `(1, N)`
         int64, input_boxes `(1, 4)` (when boxes are on), original_sizes `(2,)`, reshaped_input_sizes `(2,)`,
-        plus case_id, slice, class_id, class_name.
+        has_target (False when the target vanished in the model frame: then the prompt is padding-only;
+        `to_binary_tasks(image_size=...)` drops such rows up front), plus case_id, slice, class_id,
+        class_name.
 
     Attributes:
         image_size: the model's input size (`model.config.vision_config.image_size`).
@@ -218,7 +236,8 @@ class SamSegmentationTransform:
         for key in ("case_id", "slice", "class_id", "class_name"):
             if key in row:
                 out[key] = row[key]
-        if not mask.any():  # augmentation pushed a tiny target out of frame: a padding-only prompt
+        out["has_target"] = bool(mask.any())
+        if not out["has_target"]:  # the target vanished (resize or augmentation): a padding-only prompt
             out.update(self._empty_prompts())
             return out
         if self.prompts.use_points:
