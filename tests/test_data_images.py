@@ -260,3 +260,53 @@ def test_binary_tasks_drop_targets_that_vanish_at_the_model_size(tmp_path):
     everything.set_transform(SamSegmentationTransform(image_size=16))
     row = everything[everything["case_id"].index("dot")]
     assert row["has_target"] is False and row["input_labels"].tolist() == [[-10]]
+
+
+def test_prepared_folder_loads_by_name_and_streams(tmp_path):
+    from datasets import load_dataset
+
+    written = write_png_folder(tmp_path / "src", count=4)
+    prepare_dataset(tmp_path / "src", tmp_path / "out", split=(1.0, 0.0, 0.0))
+    by_card = load_dataset(str(tmp_path / "out"))  # the card's YAML declares the splits
+    assert list(by_card) == ["train"] and len(by_card["train"]) == 4
+    streamed = load_dataset("parquet", data_dir=str(tmp_path / "out" / "data"), streaming=True)["train"]
+    rows = list(streamed)
+    assert len(rows) == 4
+    for row in rows:
+        assert np.array_equal(np.asarray(row["image"]), written[row["case_id"]][0])
+        assert np.array_equal(np.asarray(row["label"]), written[row["case_id"]][1])
+
+
+def test_jpeg_and_16_bit_tiff_images_are_read(tmp_path):
+    yy, xx = np.mgrid[0:20, 0:30]
+    photo = np.stack([xx * 8, yy * 12, (xx + yy) * 5], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95)
+    jpeg = read_image(tmp_path / "photo.jpg")
+    assert (
+        jpeg.shape == (20, 30, 3) and np.abs(jpeg.astype(int) - photo).mean() < 4
+    )  # lossy, but the same picture
+    scan = np.random.default_rng(1).integers(0, 65536, (20, 30)).astype(np.uint16)
+    Image.fromarray(scan).save(tmp_path / "scan.tiff")
+    assert np.array_equal(read_image(tmp_path / "scan.tiff"), scan)
+
+
+def test_transform_pixel_values_are_the_windowed_hu_by_hand():
+    from msa_hf.data.transforms import GrayscaleToRGB, SamNormalize, WindowIntensity
+
+    hu = np.random.default_rng(0).integers(-1000, 1000, (64, 64)).astype(np.int16)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 30:50] = 1
+    row = {"image": hu, "mask": mask, "modality": "CT", "case_id": "c", "slice": 0, "class_id": 1}
+    out = SamSegmentationTransform(image_size=64, window="liver", deterministic=True).example(row)
+    expected = SamNormalize()(
+        GrayscaleToRGB()(WindowIntensity(preset="liver")(torch.from_numpy(hu.astype(np.float32))))
+    )
+    assert torch.allclose(out["pixel_values"], expected, atol=1e-5)  # same size: resize is the identity
+    assert torch.equal(out["labels"][0], torch.from_numpy(mask).float())
+    default = SamSegmentationTransform(image_size=64, deterministic=True).example(row)  # CT default: abdomen
+    expected = SamNormalize()(
+        GrayscaleToRGB()(WindowIntensity(preset="abdomen")(torch.from_numpy(hu.astype(np.float32))))
+    )
+    assert torch.allclose(default["pixel_values"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="differ in size"):
+        SamSegmentationTransform(image_size=64).example({**row, "mask": mask[:32]})

@@ -353,3 +353,16 @@ def test_volume_windows_feed_the_depth_branch_and_reassemble(tmp_path):
     assert np.array_equal(reassemble_volume(case_windows, label_windows).numpy(), labels["case0"])
     with pytest.raises(ValueError, match="several cases"):
         reassemble_volume(slice_windows(dataset, depth=4)[:3], [torch.zeros(4, 2, 2)] * 3)
+
+
+def test_prepare_resamples_to_a_target_spacing(tmp_path):
+    source = tmp_path / "src"
+    _, labels = write_nifti_case(source, "case0", shape=(24, 20, 10))
+    report = prepare_dataset(source, tmp_path / "out", split=(1.0, 0.0, 0.0), target_spacing=(1.4, 1.4, 1.5))
+    rows = load_prepared(tmp_path / "out")["train"]
+    assert report.slices["train"] == len(rows)
+    assert rows[0]["spacing"] == pytest.approx([1.4, 1.4, 1.5])
+    assert np.asarray(rows[0]["image"]).shape == (10, 12)  # 20 * 0.7 / 1.4 rows, 24 * 0.7 / 1.4 columns
+    # 3 mm slices labelled 3..7 become 1.5 mm slices 6..15: twice as many labelled slices
+    assert len(rows) == 2 * int(np.flatnonzero(labels.any(axis=(0, 1))).size)
+    assert set(np.unique(np.asarray(rows[0]["label"])).tolist()) <= {0, 1, 2}

@@ -18,7 +18,7 @@ import re
 import shutil
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,12 +370,3 @@ def load_prepared(folder: str | Path, streaming: bool = False) -> Any:
         if pq.ParquetFile(path).metadata.num_rows == 0:
             del data_files[split]
     return load_dataset("parquet", data_files=data_files, streaming=streaming)
-
-
-def iter_case_ids(dataset: Any) -> Iterator[str]:
-    """Distinct case ids of a slice dataset, in order of first appearance (reads one column only)."""
-    seen: set[str] = set()
-    for case_id in dataset["case_id"]:
-        if case_id not in seen:
-            seen.add(case_id)
-            yield case_id
