@@ -139,9 +139,15 @@ def split_cases(
     }
 
 
+def _normalise_modality(modality: str) -> str:
+    """ "ct"/"CT" -> "CT", "mr"/"MRI" -> "MR", anything else -> "other"."""
+    modality = modality.upper()
+    return {"CT": "CT", "MR": "MR", "MRI": "MR"}.get(modality, "other")
+
+
 def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
     if options.modality is not None:
-        return options.modality.upper() if options.modality.upper() != "OTHER" else "other"
+        return _normalise_modality(options.modality)
     if volume.modality != "other":
         return volume.modality
     return "CT" if float(volume.array.min()) <= -500 else "MR"
@@ -223,7 +229,7 @@ def _image_rows(
                 if image.min() >= 0 and image.max() < 65536
                 else image.astype(np.float32)
             )
-        modality = (options.modality or "other").upper().replace("OTHER", "other")
+        modality = _normalise_modality(options.modality or "other")
         rows.append((image, mask, modality))
     return [
         slice_row(case_id, index, len(rows), image, mask, (1.0, 1.0, 1.0), "pixel", np.eye(4), modality)

@@ -11,7 +11,7 @@
 - Decathlon / nnU-Net: `imagesTr/` + `labelsTr/` (`case_0000.nii.gz` channel suffix understood),
   BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` + `labels/`.
 - flat: `case.nii.gz` + `case_seg.nii.gz` / `_label` / `_mask`.
-- DICOM: one sub-folder per series under `images/` (or the root), labels as NIfTI named like the folder.
+- DICOM: one sub-folder per series under `images/`, labels as NIfTI in `labels/` named like the folder.
 """
 
 from __future__ import annotations

@@ -146,38 +146,38 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     import pydicom
 
     folder = Path(folder)
-    datasets = []
+    found = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             dataset = pydicom.dcmread(file)
         except Exception:  # not DICOM (e.g. a README or DICOMDIR companion)
             continue
         if "PixelData" in dataset and "ImagePositionPatient" in dataset:
-            datasets.append((file, dataset))
-    if not datasets:
+            found.append((file, dataset))
+    if not found:
         raise VolumeReadError(
             f"{folder}: no DICOM image slices (files with PixelData and ImagePositionPatient)."
         )
-    series = sorted({str(d.get("SeriesInstanceUID", "")) for _, d in datasets})
+    series = sorted({str(d.get("SeriesInstanceUID", "")) for _, d in found})
     if series_uid is not None:
-        datasets = [(f, d) for f, d in datasets if str(d.get("SeriesInstanceUID", "")) == series_uid]
-        if not datasets:
+        found = [(f, d) for f, d in found if str(d.get("SeriesInstanceUID", "")) == series_uid]
+        if not found:
             raise VolumeReadError(f"{folder}: no slices of series {series_uid}; it holds {series}.")
     elif len(series) > 1:
         raise VolumeReadError(
             f"{folder}: holds {len(series)} DICOM series {series}. Put each series in its own folder or pass "
             "series_uid=..."
         )
-    orientation = np.array(datasets[0][1].ImageOrientationPatient, dtype=np.float64)
+    orientation = np.array(found[0][1].ImageOrientationPatient, dtype=np.float64)
     row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
-    datasets.sort(
+    found.sort(
         key=lambda item: float(np.dot(np.array(item[1].ImagePositionPatient, dtype=np.float64), normal))
     )
-    positions = np.array([np.array(d.ImagePositionPatient, dtype=np.float64) for _, d in datasets])
-    row_spacing, column_spacing = (float(v) for v in datasets[0][1].PixelSpacing)
+    positions = np.array([np.array(d.ImagePositionPatient, dtype=np.float64) for _, d in found])
+    row_spacing, column_spacing = (float(v) for v in found[0][1].PixelSpacing)
     slices = []
-    for file, dataset in datasets:
+    for file, dataset in found:
         try:
             pixels = dataset.pixel_array.astype(np.float32)
         except Exception as error:
@@ -207,7 +207,7 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     affine_lps[:3, 2] = slice_step
     affine_lps[:3, 3] = positions[0]
     affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
-    modality = str(datasets[0][1].get("Modality", "other")).upper()
+    modality = str(found[0][1].get("Modality", "other")).upper()
     modality = modality if modality in ("CT", "MR") else "other"
     image = nib.Nifti1Image(array, affine_ras)
     return _canonical(image, str(folder), modality, None, is_label=False)
