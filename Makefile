@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format train data bench clean
+.PHONY: setup test lint format train data base bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ $(DEFAULT_DATA)/prepare_report.json: $(STAMP)
 	$(VENV)/bin/msa-hf build-default-data $(DEFAULT_DATA) --overwrite
 
 data: $(DEFAULT_DATA)/prepare_report.json
+
+# Pretrain the small base model on the synthetic data engine (hours on 2 CPU cores, minutes on a GPU).
+# Resumable: run it again after an interruption. `accelerate launch -m msa_hf.cli pretrain-base ...` for GPUs.
+base: $(STAMP)
+	$(VENV)/bin/msa-hf pretrain-base runs/base
 
 train: data
 	@echo "make train: the training job lands with issue #5 (train.py); see README 'Status'." >&2

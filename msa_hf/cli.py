@@ -77,8 +77,24 @@ def _build_default_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_base(args: argparse.Namespace) -> int:
+    from .base_pretraining import PretrainingConfig, pretrain_base
+
+    config = PretrainingConfig(
+        total_images=args.total_images,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        num_workers=args.num_workers,
+    )
+    result = pretrain_base(args.output, config, max_minutes=args.max_minutes)
+    print(f"{'exported' if result.name == 'final' else 'checkpointed (run again to resume)'}: {result}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, params)."""
+    """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, params)."""
     parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -134,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     default_data.add_argument("output", nargs="?", default="data/mni152-tissue")
     default_data.add_argument("--overwrite", action="store_true")
     default_data.set_defaults(run=_build_default_data)
+
+    pretrain = commands.add_parser(
+        "pretrain-base",
+        help="Pretrain the small SamModel base on the synthetic data engine (resumable; accelerate launch works).",
+    )
+    pretrain.add_argument("output", help="run folder: checkpoint/, metrics.csv, final/")
+    pretrain.add_argument("--total-images", type=int, default=300_000)
+    pretrain.add_argument("--batch-size", type=int, default=16, help="per process")
+    pretrain.add_argument("--learning-rate", type=float, default=1e-3)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--eval-every", type=int, default=1000, help="steps between held-out evaluations")
+    pretrain.add_argument("--num-workers", type=int, default=1, help="data-engine worker processes")
+    pretrain.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (after a checkpoint) after this long"
+    )
+    pretrain.set_defaults(run=_pretrain_base)
 
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
     params.set_defaults(run=_params)
