@@ -93,8 +93,33 @@ def _pretrain_base(args: argparse.Namespace) -> int:
     return 0
 
 
+def _base_gate(args: argparse.Namespace) -> int:
+    from .base_gate import run_gate
+    from .training import AdapterTrainingConfig
+
+    report = run_gate(
+        args.base,
+        args.dataset,
+        args.output or args.base,
+        AdapterTrainingConfig(steps=args.steps, seed=args.seed),
+    )
+    synthetic, mri = report["synthetic"], report["mri"]
+    print("| check | value | gate |\n|---|---:|---|")
+    print(f"| synthetic box Dice | {synthetic['box']:.3f} | >= 0.85 |")
+    print(f"| synthetic 1-click Dice | {synthetic['click1']:.3f} | >= 0.60 |")
+    print(
+        f"| synthetic 3-click / iterative Dice | {synthetic['click3']:.3f} / {synthetic['iterative']:.3f} | |"
+    )
+    print(f"| synthetic box-fill baseline | {synthetic['box_fill']:.3f} | |")
+    print(f"| MRI box Dice, MSA on this base | {mri['pretrained']['box']:.3f} | > random-init + 0.05 |")
+    print(f"| MRI box Dice, MSA on random init | {mri['random_init']['box']:.3f} | |")
+    print(f"| MRI box-fill baseline | {mri['box_fill']:.3f} | below MSA on this base |")
+    print(f"gate {'PASSED' if report['passed'] else 'FAILED'}: {report['verdict']}")
+    return 0 if report["passed"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, params)."""
+    """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
     parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -166,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-minutes", type=float, default=None, help="stop (after a checkpoint) after this long"
     )
     pretrain.set_defaults(run=_pretrain_base)
+
+    gate = commands.add_parser("base-gate", help="Run the base model's acceptance gate (synthetic + MRI).")
+    gate.add_argument("base", help="folder of the pretrained base (e.g. runs/base/final)")
+    gate.add_argument("--dataset", default="data/mni152-tissue", help="prepared MRI dataset (make data)")
+    gate.add_argument("--steps", type=int, default=500, help="MSA adaptation steps for both bases")
+    gate.add_argument("--seed", type=int, default=0)
+    gate.add_argument("--output", default=None, help="where gate.json goes (default: the base folder)")
+    gate.set_defaults(run=_base_gate)
 
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
     params.set_defaults(run=_params)
