@@ -1,0 +1,97 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The shipped small base model: where it lives, and how a gated run becomes it.
+
+`TINY_BASE` is a folder inside the package (`config.json`, `model.safetensors`, `processor_config.json`,
+a model card), so `SamAdapterModel.from_pretrained(msa_hf.TINY_BASE)` works offline. `export_base` writes
+that folder from a pretraining run, and refuses when the run did not pass the acceptance gate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from string import Template
+from typing import Any
+
+TINY_BASE = str(Path(__file__).resolve().parent / "pretrained" / "sam-tiny-synthetic")
+
+
+def base_processor(image_size: int = 128, mask_size: int = 64) -> Any:
+    """The `SamProcessor` that matches the base (128 px input, 64 px low-resolution masks)."""
+    from transformers import SamProcessor
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    return SamProcessor(
+        SamImageProcessorPil(
+            size={"longest_edge": image_size},
+            pad_size={"height": image_size, "width": image_size},
+            mask_size={"longest_edge": mask_size},
+            mask_pad_size={"height": mask_size, "width": mask_size},
+        )
+    )
+
+
+def _curve_rows(metrics_csv: Path) -> str:
+    rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("box")]
+    keep = rows if len(rows) <= 14 else rows[:: max(1, len(rows) // 12)] + rows[-1:]
+    return "\n".join(
+        f"| {int(r['images']):,} | {float(r['box']):.3f} | {float(r['click1']):.3f} | {float(r['click3']):.3f} | "
+        f"{float(r['iterative']):.3f} | {float(r['box_fill']):.3f} |"
+        for r in keep
+    )
+
+
+def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE) -> Path:
+    """Copy a gated run's `final/` model into `destination` with its processor and model card.
+
+    Raises:
+        ValueError: the run has no `final/gate.json`, or its gate did not pass.
+    """
+    from transformers import SamModel
+
+    run_dir, destination = Path(run_dir), Path(destination)
+    final = run_dir / "final"
+    gate_file = final / "gate.json"
+    if not gate_file.is_file():
+        raise ValueError(f"{gate_file} not found: run `msa-hf base-gate {final}` first.")
+    gate = json.loads(gate_file.read_text())
+    if not gate.get("passed"):
+        raise ValueError(
+            f"the base in {final} failed its acceptance gate ({gate.get('verdict')}); not shipping it."
+        )
+    if destination.exists():
+        shutil.rmtree(destination)
+    model = SamModel.from_pretrained(final)
+    model.save_pretrained(destination)
+    base_processor(model.config.vision_config.image_size).save_pretrained(destination)
+    (destination / "gate.json").write_text(json.dumps(gate, indent=2))
+    config = json.loads((run_dir / "pretraining_config.json").read_text())
+    synthetic, mri = gate["synthetic"], gate["mri"]
+    recipe = (
+        f"{config['total_images']:,} synthetic images, batch {config['batch_size']}, AdamW lr "
+        f"{config['learning_rate']} (warmup {config['warmup_steps']} steps, flat, cosine over the last "
+        f"{config['decay_fraction']:.0%}), weight decay {config['weight_decay']}; boxes only for the first "
+        f"{config['box_only_fraction']:.0%} of steps, then {config['box_probability']:.0%} boxes / clicks (1-3); "
+        f"{config['iterative_probability']:.0%} of batches add an iterative round (error click + previous logits "
+        "as the mask prompt); loss focal:Dice 20:1 on the best of three masks for single clicks, plus MSE on "
+        "the IoU head. From-scratch fixes: trunc-normal(0.02) vision init, N(0, 1) positional matrix."
+    )
+    from hub_cards import read_template
+
+    text = Template(read_template("base_model_card.md")).substitute(
+        parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
+        synthetic_box=f"{synthetic['box']:.3f}",
+        synthetic_click1=f"{synthetic['click1']:.3f}",
+        synthetic_box_fill=f"{synthetic['box_fill']:.3f}",
+        mri_pretrained=f"{mri['pretrained']['box']:.3f}",
+        mri_random=f"{mri['random_init']['box']:.3f}",
+        mri_box_fill=f"{mri['box_fill']:.3f}",
+        mri_steps=mri["training"]["steps"],
+        total_images=config["total_images"],
+        recipe=recipe,
+        curve_rows=_curve_rows(run_dir / "metrics.csv"),
+    )
+    (destination / "README.md").write_text(text, encoding="utf-8")
+    return destination
