@@ -1,0 +1,71 @@
+"""Metrics against hand-computed cases, including anisotropic spacing and empty masks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from msa_hf.metrics import dice, hd95, iou, normalized_surface_dice, summarise, surface_distances
+
+
+def test_dice_and_iou_by_hand():
+    prediction = np.zeros((4, 4), bool)
+    target = np.zeros((4, 4), bool)
+    prediction[0, :3] = True  # 3 pixels
+    target[0, 1:] = True  # 3 pixels, 2 shared
+    assert dice(prediction, target) == pytest.approx(2 * 2 / 6)
+    assert iou(prediction, target) == pytest.approx(2 / 4)
+    assert dice(np.zeros((2, 2)), np.zeros((2, 2))) is None  # empty on empty: undefined, not 1.0
+    assert dice(prediction, np.zeros((4, 4), bool)) == 0.0
+    with pytest.raises(ValueError, match="threshold"):
+        dice(np.full((2, 2), 0.3), target[:2, :2])
+
+
+def test_hd95_with_anisotropic_spacing():
+    target = np.zeros((1, 10), bool)
+    prediction = np.zeros((1, 10), bool)
+    target[0, 2] = True
+    prediction[0, 5] = True  # three columns away
+    assert hd95(prediction, target, spacing=(1.0, 1.0)) == pytest.approx(3.0)
+    assert hd95(prediction, target, spacing=(4.0, 0.5)) == pytest.approx(1.5)  # columns are 0.5 mm
+    vertical_t = np.zeros((10, 1), bool)
+    vertical_p = np.zeros((10, 1), bool)
+    vertical_t[2, 0] = vertical_p[6, 0] = True
+    assert hd95(vertical_p, vertical_t, spacing=(2.5, 1.0)) == pytest.approx(10.0)  # rows are 2.5 mm
+    # 3-D: slices 3 mm apart
+    a, b = np.zeros((5, 4, 4), bool), np.zeros((5, 4, 4), bool)
+    a[1, 1:3, 1:3] = True
+    b[3, 1:3, 1:3] = True
+    assert hd95(a, b, spacing=(3.0, 0.8, 0.8)) == pytest.approx(6.0)
+
+
+def test_hd95_is_the_95th_percentile_not_the_maximum():
+    target = np.zeros((40, 40), bool)
+    target[5:25, 5:25] = True  # a 20 x 20 square: 76 surface pixels
+    prediction = target.copy()
+    prediction[35, 35] = True  # one far outlier pixel: the Hausdorff distance is large, HD95 is not
+    forward, backward = surface_distances(prediction, target, (1.0, 1.0))
+    assert forward.max() == pytest.approx(np.hypot(11, 11))
+    assert hd95(prediction, target) == pytest.approx(np.percentile(np.concatenate([forward, backward]), 95))
+    assert hd95(prediction, target) == 0.0  # 1 outlier among 153 surface distances
+    assert math.isinf(hd95(prediction, np.zeros_like(target)))
+    assert hd95(np.zeros_like(target), np.zeros_like(target)) is None
+
+
+def test_normalised_surface_dice_by_hand():
+    target = np.zeros((1, 10), bool)
+    prediction = np.zeros((1, 10), bool)
+    target[0, 2] = True
+    prediction[0, 4] = True
+    assert normalized_surface_dice(prediction, target, tolerance_mm=2.0) == 1.0
+    assert normalized_surface_dice(prediction, target, tolerance_mm=1.9) == 0.0
+    assert normalized_surface_dice(prediction, target, tolerance_mm=1.0, spacing=(1.0, 0.5)) == 1.0
+    assert normalized_surface_dice(prediction, np.zeros_like(target), 1.0) == 0.0
+
+
+def test_summary_counts_empty_on_empty_apart():
+    summary = summarise([1.0, None, 0.5, None])
+    assert summary.mean == 0.75 and summary.count == 2 and summary.empty_on_empty == 2
+    assert math.isnan(summarise([None]).mean)
