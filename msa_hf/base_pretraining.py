@@ -200,35 +200,39 @@ def evaluate_prompted_segmentation(
     model.eval()
     rng = np.random.default_rng(seed)
     size = images.shape[1]
+    device = model.device
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in (*EVAL_PROMPTS, "box_fill")}
+
+    def dice_of(logits: torch.Tensor) -> torch.Tensor:
+        return dice_scores(_upsample(logits[:, None], size)[:, 0].cpu() > 0, mask_batch)
+
     for start in range(0, len(images), batch_size):
         image_batch, mask_batch = images[start : start + batch_size], masks[start : start + batch_size]
-        embeddings = model.get_image_embeddings(pixel_values_from_uint8(image_batch))
-        boxes = _box_prompts(mask_batch, rng, 0.0)
-        _, _, best = predict(model, image_embeddings=embeddings, input_boxes=boxes)
-        scores["box"].append(dice_scores(_upsample(best[:, None], size)[:, 0] > 0, mask_batch))
-        points, labels = _click_prompts(mask_batch, rng, 1, interior_first=True)
+        embeddings = model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device)))
+        boxes = _box_prompts(mask_batch, rng, 0.0).to(device)
+        scores["box"].append(dice_of(predict(model, image_embeddings=embeddings, input_boxes=boxes)[2]))
+        points, labels = (t.to(device) for t in _click_prompts(mask_batch, rng, 1, interior_first=True))
         _, _, best = predict(
             model, image_embeddings=embeddings, input_points=points, input_labels=labels, multimask=True
         )
-        scores["click1"].append(dice_scores(_upsample(best[:, None], size)[:, 0] > 0, mask_batch))
+        scores["click1"].append(dice_of(best))
         for _ in range(2):  # iterative: error click + previous logits as the mask prompt
             error_points, error_labels = next_error_clicks(
-                _upsample(best[:, None], size)[:, 0], mask_batch.float()
+                _upsample(best[:, None], size)[:, 0].cpu(), mask_batch.float()
             )
-            points = torch.cat([points, error_points[:, None]], dim=2)
-            labels = torch.cat([labels, error_labels[:, None]], dim=2)
+            points = torch.cat([points, error_points[:, None].to(device)], dim=2)
+            labels = torch.cat([labels, error_labels[:, None].to(device)], dim=2)
             _, _, best = predict(
                 model, image_embeddings=embeddings, input_points=points, input_labels=labels, input_masks=best
             )
-        scores["iterative"].append(dice_scores(_upsample(best[:, None], size)[:, 0] > 0, mask_batch))
-        three = [
-            sample_point_prompt(m.numpy(), 3, 0, rng, "interior") for m in mask_batch
-        ]  # interior first, then two uniform
-        points = torch.from_numpy(np.stack([p.points for p in three]))[:, None]
-        labels = torch.from_numpy(np.stack([p.labels for p in three]))[:, None]
-        _, _, best = predict(model, image_embeddings=embeddings, input_points=points, input_labels=labels)
-        scores["click3"].append(dice_scores(_upsample(best[:, None], size)[:, 0] > 0, mask_batch))
+        scores["iterative"].append(dice_of(best))
+        # the most interior click first, then two uniform ones
+        three = [sample_point_prompt(m.numpy(), 3, 0, rng, "interior") for m in mask_batch]
+        points = torch.from_numpy(np.stack([p.points for p in three]))[:, None].to(device)
+        labels = torch.from_numpy(np.stack([p.labels for p in three]))[:, None].to(device)
+        scores["click3"].append(
+            dice_of(predict(model, image_embeddings=embeddings, input_points=points, input_labels=labels)[2])
+        )
         scores["box_fill"].append(box_fill_dice(mask_batch))
     return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
 
@@ -243,35 +247,35 @@ def held_out_set(
 
 
 def _training_step(
-    model: SamModel,
+    model: Any,
     batch: dict[str, torch.Tensor],
     rng: np.random.Generator,
     config: PretrainingConfig,
     boxes_only: bool = False,
+    unwrapped: SamModel | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One loss. `model` may be DDP-wrapped: the graded pass goes through it (so gradients synchronise);
+    the gradient-free iterative pre-pass uses `unwrapped`."""
     images, masks = batch["images"], batch["masks"]
     size = masks.shape[-1]
+    device = images.device
     pixel_values = pixel_values_from_uint8(images)
     targets = masks[:, None].float()
-    embeddings = model.get_image_embeddings(pixel_values)
     prompts: dict[str, torch.Tensor] = {}
     multimask = False
     if boxes_only or rng.random() < config.box_probability:
-        prompts["input_boxes"] = _box_prompts(masks.cpu(), rng, 0.1).to(pixel_values.device)
+        prompts["input_boxes"] = _box_prompts(masks.cpu(), rng, 0.1).to(device)
     else:
         count = 1 if rng.random() < 0.5 else int(rng.integers(2, 4))
         points, labels = _click_prompts(masks.cpu(), rng, count, interior_first=False)
-        prompts["input_points"], prompts["input_labels"] = (
-            points.to(pixel_values.device),
-            labels.to(pixel_values.device),
-        )
+        prompts["input_points"], prompts["input_labels"] = points.to(device), labels.to(device)
         multimask = count == 1
     if not boxes_only and rng.random() < config.iterative_probability:
         # SAM's iterative rounds: predict without gradients, then click the largest error and give the
         # previous logits back as the mask prompt.
         with torch.no_grad():
             _, _, previous = predict(
-                model, image_embeddings=embeddings.detach(), multimask=multimask, **prompts
+                unwrapped or model, pixel_values=pixel_values, multimask=multimask, **prompts
             )
         error_points, error_labels = next_error_clicks(
             _upsample(previous[:, None], size)[:, 0], targets[:, 0]
@@ -283,7 +287,7 @@ def _training_step(
             prompts["input_points"], prompts["input_labels"] = error_points[:, None], error_labels[:, None]
         prompts["input_masks"] = previous
         multimask = False
-    logits, iou, _ = predict(model, image_embeddings=embeddings, multimask=multimask, **prompts)
+    logits, iou, _ = predict(model, pixel_values=pixel_values, multimask=multimask, **prompts)
     return sam_loss(_upsample(logits[:, None], size), iou, targets)
 
 
@@ -306,7 +310,7 @@ def pretrain_base(
     curve, `final/` the exported `SamModel` once `total_images` are seen. `max_minutes` stops early (after a
     checkpoint) so a long run can be done in slices.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from tqdm.auto import tqdm
 
     torch.set_flush_denormal(True)
@@ -314,7 +318,9 @@ def pretrain_base(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "pretraining_config.json").write_text(json.dumps(asdict(config), indent=2))
-    accelerator = Accelerator()
+    # box batches leave the point embeddings unused, and batches without a mask prompt the mask encoder:
+    # DDP must be told, or it waits for their gradients forever
+    accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     model = initialise_from_scratch(SamModel(base_config()), seed=config.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay

@@ -191,8 +191,8 @@ class SamNormalize:
 
     def __call__(self, image: ArrayT) -> ArrayT:
         tensor = _to_tensor(image).to(torch.float32)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
+        mean = torch.tensor(self.mean, device=tensor.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=tensor.device).view(3, 1, 1)
         return _like((tensor - mean) / std, image)
 
 
