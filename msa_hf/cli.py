@@ -200,12 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--output", default=None, help="where gate.json goes (default: the base folder)")
     gate.set_defaults(run=_base_gate)
 
+    commands.add_parser(
+        "train", help="Train (same as `accelerate launch train.py`); see `msa-hf train --help`."
+    )
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
     params.set_defaults(run=_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # train.py's own flags (from its TrainConfig); see `msa-hf train --help`
+        from .train_job import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

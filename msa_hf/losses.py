@@ -56,8 +56,10 @@ def sam_loss(
     focal_weight: float = 20.0,
     dice_weight: float = 1.0,
     iou_weight: float = 1.0,
+    bce_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SAM's training loss with best-of-M selection.
+    """SAM's training loss with best-of-M selection (focal:Dice 20:1 by default; `bce_weight` adds binary
+    cross-entropy, e.g. `focal_weight=0, bce_weight=1` for MSA's Dice + BCE).
 
     Args:
         logits: `(B, M, H, W)` mask logits (M = 1 or 3), already at the targets' size.
@@ -69,13 +71,16 @@ def sam_loss(
     """
     focal = sigmoid_focal_loss(logits, targets)
     dice = dice_loss(logits, targets)
-    per_mask = focal_weight * focal + dice_weight * dice
+    bce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits).float(), reduction="none")
+    bce = bce.flatten(2).mean(-1)
+    per_mask = focal_weight * focal + dice_weight * dice + bce_weight * bce
     best = per_mask.argmin(dim=1, keepdim=True)
     mask_loss = per_mask.gather(1, best).mean()
     iou_loss = F.mse_loss(iou_predictions, mask_iou(logits.detach(), targets))
     parts = {
         "focal": focal.gather(1, best).mean().detach(),
         "dice": dice.gather(1, best).mean().detach(),
+        "bce": bce.gather(1, best).mean().detach(),
         "iou": iou_loss.detach(),
     }
     return mask_loss + iou_weight * iou_loss, parts

@@ -39,6 +39,19 @@ class AdapterTrainingConfig:
     num_workers: int = 0
 
 
+def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated 3-D batch -> model inputs: pixel_values stay `(V, C, D, S, S)` (the model flattens them);
+    per-slice prompts and labels `(V, D, ...)` become `(V*D, ...)` in the same slice order, and each
+    window's class name repeats per slice."""
+    out = dict(batch)
+    depth = batch["pixel_values"].shape[2]
+    for key in ("input_points", "input_labels", "labels"):
+        out[key] = batch[key].flatten(0, 1)
+    if "class_name" in batch:
+        out["class_name"] = [name for name in batch["class_name"] for _ in range(depth)]
+    return out
+
+
 def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
     """`(B, 1, M, h, w)` -> `(B, M, size, size)`."""
     return F.interpolate(logits[:, 0], size=(size, size), mode="bilinear", align_corners=False)
@@ -145,7 +158,9 @@ def evaluate_segmentation(
     """Mean Dice (threshold: logit > 0, i.e. sigmoid 0.5) at the model's input size, per structure.
 
     Args:
-        dataset: binary-task rows with a deterministic `SamSegmentationTransform` (points and box).
+        dataset: binary-task rows with a deterministic `SamSegmentationTransform` (points and box), or a
+            `VolumeWindowDataset` with a deterministic `SamVolumeTransform` (3-D; slices where the structure
+            is absent are not scored).
         prompt: "box", "click1" (the first click; best of three masks by the IoU head) or "points" (all
             the transform's clicks).
     Returns:
@@ -158,6 +173,10 @@ def evaluate_segmentation(
     by_class: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for batch in loader:
         batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if batch["pixel_values"].ndim == 5:
+            if prompt == "box":
+                raise ValueError("3-D windows have no box prompts (an empty slice has no box); use 'click1'.")
+            batch = flatten_volume_batch(batch)
         if prompt == "click1":
             batch = {
                 **batch,
@@ -169,9 +188,11 @@ def evaluate_segmentation(
         size = batch["labels"].shape[-1]
         predicted = _upsample(_best_logits(outputs)[:, None], size)[:, 0] > 0
         targets = batch["labels"][:, 0] > 0.5
-        dice = dice_scores(predicted, targets).cpu()
-        fill = box_fill_dice(targets.cpu())
-        for name, d, f in zip(batch["class_name"], dice.tolist(), fill.tolist(), strict=True):
+        present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
+        dice = dice_scores(predicted, targets).cpu()[present]
+        fill = box_fill_dice(targets.cpu()[present])
+        names = [name for name, keep in zip(batch["class_name"], present.tolist(), strict=True) if keep]
+        for name, d, f in zip(names, dice.tolist(), fill.tolist(), strict=True):
             by_class[name].append((d, f))
     rows = [value for values in by_class.values() for value in values]
     return {

@@ -1,0 +1,362 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The training job behind `accelerate launch train.py` and `msa-hf train`.
+
+One process or many (DDP), mixed precision from the launcher, gradient accumulation, activation
+checkpointing, seeded everything, and checkpoints every `checkpoint_every` optimizer steps that resume
+*exactly*: the data order (seedable sampler, `set_epoch`), prompts and augmentation (seeded per epoch and
+row), and per-batch prompt choices (seeded per step) are functions of the step, so a resumed run ends with
+the weights of an uninterrupted one. Checkpoints are written to a temporary folder and renamed into place,
+so a kill never leaves a half-written `latest`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .losses import sam_loss
+from .prompts import next_error_clicks
+from .train_config import TrainConfig
+from .training import evaluate_segmentation, flatten_volume_batch
+from .training_methods import build_model_for_method, trainable_parameter_count
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: where, how far, and its validation scores."""
+
+    output_dir: str
+    steps: int
+    trainable_parameters: int
+    total_parameters: int
+    seconds: float
+    validation: dict[str, Any] = field(default_factory=dict)
+    best_step: int | None = None
+    num_processes: int = 1
+    weights_agree: bool = True
+
+
+def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
+    from .data import (
+        PromptSampling,
+        SamSegmentationTransform,
+        load_prepared,
+        read_class_names,
+        to_binary_tasks,
+    )
+
+    slices = load_prepared(config.dataset)
+    if split not in slices:
+        raise ValueError(
+            f"{config.dataset} has no {split!r} split (it has {list(slices)}); re-run msa-hf prepare."
+        )
+    tasks = to_binary_tasks(slices[split], read_class_names(config.dataset), image_size=image_size)
+    prompts = PromptSampling(
+        num_positive=config.num_clicks,
+        click_strategy="uniform" if train else "interior",
+        use_box=True,
+        box_jitter=0.1 if train else 0.0,
+    )
+    window = config.window
+    transform = SamSegmentationTransform(
+        image_size=image_size,
+        prompts=prompts,
+        augment=train and config.augment,
+        window=window,
+        deterministic=True,  # prompts are a function of (seed, row): resumable; the trainer reseeds per epoch
+        seed=config.seed,
+    )
+    tasks.set_transform(transform)
+    return tasks, transform
+
+
+def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(logits[:, 0], size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _loss(model: Any, batch: dict[str, Any], rng: np.random.Generator, config: TrainConfig, unwrapped: Any):
+    if batch["pixel_values"].ndim == 5:
+        batch = flatten_volume_batch(batch)
+    size = batch["labels"].shape[-1]
+    use_box = "input_boxes" in batch and bool(rng.random() < config.box_probability)
+    prompts: dict[str, torch.Tensor] = {}
+    if use_box:
+        prompts["input_boxes"] = batch["input_boxes"]
+    else:
+        prompts["input_points"], prompts["input_labels"] = batch["input_points"], batch["input_labels"]
+    multimask = not use_box and batch["input_points"].shape[2] == 1
+    if rng.random() < config.iterative_probability:
+        with torch.no_grad():
+            outputs = unwrapped(pixel_values=batch["pixel_values"], multimask_output=multimask, **prompts)
+            logits, iou = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
+            previous = logits[torch.arange(len(logits)), iou.argmax(dim=1)][:, None]
+        points, labels = next_error_clicks(_upsample(previous[:, None], size)[:, 0], batch["labels"][:, 0])
+        if use_box:
+            prompts["input_points"], prompts["input_labels"] = points[:, None], labels[:, None]
+        else:
+            prompts["input_points"] = torch.cat([prompts["input_points"], points[:, None]], dim=2)
+            prompts["input_labels"] = torch.cat([prompts["input_labels"], labels[:, None]], dim=2)
+        prompts["input_masks"] = previous
+        multimask = False
+    outputs = model(pixel_values=batch["pixel_values"], multimask_output=multimask, **prompts)
+    return sam_loss(
+        _upsample(outputs.pred_masks, size),
+        outputs.iou_scores[:, 0],
+        batch["labels"],
+        focal_weight=0.0,
+        dice_weight=config.dice_weight,
+        bce_weight=config.bce_weight,
+        iou_weight=config.iou_weight,
+    )
+
+
+def _schedule(config: TrainConfig):
+    def factor(step: int) -> float:
+        warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+        return warmup * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
+
+    return factor
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint `latest` points to, or None."""
+    pointer = Path(output_dir) / CHECKPOINTS / LATEST
+    if not pointer.is_file():
+        return None
+    return Path(output_dir) / CHECKPOINTS / pointer.read_text().strip()
+
+
+def _save_checkpoint(accelerator: Any, output_dir: Path, step: int, best: dict[str, Any]) -> None:
+    """Write the state to a temporary folder, then rename it and the `latest` pointer into place."""
+    root = output_dir / CHECKPOINTS
+    final = root / f"step-{step:07d}"
+    temporary = root / f".tmp-step-{step:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    if accelerator.is_main_process:
+        (temporary / "trainer_state.json").write_text(json.dumps({"step": step, **best}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        pointer = root / f".{LATEST}.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, root / LATEST)
+        for old in sorted(root.glob("step-*"))[:-2]:  # keep the two newest
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train per `config` (see the module docstring); returns the result and writes the run directory."""
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    torch.set_flush_denormal(True)
+    output_dir = Path(config.output_dir)
+    log_with = None if config.log_with in ("none", "", None) else config.log_with
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+    set_seed(config.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_config.yaml").write_text(config.to_yaml())
+    model = build_model_for_method(config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    image_size = model.config.vision_config.image_size
+    mask_size = (
+        4 * image_size // model.config.vision_config.patch_size
+    )  # SAM's low-res masks: 4x the embedding
+    train_set, train_transform = _task_dataset(config, "train", image_size, train=True)
+    validation_set, _ = _task_dataset(config, "validation", image_size, train=False)
+    if config.iou_weight == 0:
+        # an IoU head outside the loss gets no gradient, which DDP refuses: freeze it instead
+        for name, parameter in model.named_parameters():
+            if "iou_prediction_head" in name:
+                parameter.requires_grad_(False)
+    trainable, total = trainable_parameter_count(model)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
+    if len(loader) == 0:
+        raise ValueError(
+            f"the train split has {len(train_set)} rows, fewer than batch_size={config.batch_size}."
+        )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+    step = 0
+    best: dict[str, Any] = {"best_dice": None, "best_step": None}
+    if config.resume:
+        checkpoint = latest_checkpoint(output_dir) if config.resume == "latest" else Path(config.resume)
+        if checkpoint is None or not checkpoint.is_dir():
+            raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint in {output_dir / CHECKPOINTS}.")
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        step, best = state["step"], {k: state.get(k) for k in ("best_dice", "best_step")}
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    if log_with:
+        accelerator.init_trackers("msa_hf", config={k: str(v) for k, v in asdict(config).items()})
+    micro_per_epoch = len(loader)
+    accumulation = config.gradient_accumulation_steps
+    micro = step * accumulation
+    started = time.time()
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        desc=f"train {config.method}",
+        disable=not accelerator.is_main_process,
+    )
+    validation: dict[str, Any] = {}
+    model.train()
+    while step < config.steps:
+        epoch, position = divmod(micro, micro_per_epoch)
+        loader.set_epoch(epoch)
+        train_transform.seed = config.seed * 1_000_003 + epoch  # fresh, reproducible prompts every epoch
+        batches = accelerator.skip_first_batches(loader, position) if position else loader
+        for batch in batches:
+            rng = np.random.default_rng([config.seed, micro])
+            with accelerator.accumulate(model):
+                loss, parts = _loss(model, batch, rng, config, unwrapped)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(parameters, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if log_with:
+                accelerator.log({"train/loss": loss.item(), **{f"train/{k}": v.item() for k, v in parts.items()},
+                                 "train/lr": scheduler.get_last_lr()[0]}, step=step)  # fmt: skip
+            if step % config.eval_every == 0 or step == config.steps:
+                validation = _validate(accelerator, unwrapped, validation_set, step, log_with)
+                model.train()
+                if best["best_dice"] is None or validation["selection"] > best["best_dice"]:
+                    best = {"best_dice": validation["selection"], "best_step": step}
+                    if accelerator.is_main_process:
+                        _save_model(unwrapped, config, output_dir / "best", image_size, mask_size)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _save_checkpoint(accelerator, output_dir, step, best)
+            if step >= config.steps:
+                break
+    bar.close()
+    # DDP keeps replicas equal; check it rather than assume it (a bug here silently trains N models)
+    checksum = (
+        torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1).to(accelerator.device)
+    )
+    checksums = accelerator.gather(checksum)
+    weights_agree = bool(torch.allclose(checksums, checksums[:1].expand_as(checksums)))
+    if accelerator.is_main_process:
+        _save_model(unwrapped, config, output_dir / "model", image_size, mask_size)
+    accelerator.wait_for_everyone()
+    if log_with:
+        accelerator.end_training()
+    result = TrainResult(
+        output_dir=str(output_dir), steps=step, trainable_parameters=trainable, total_parameters=total,
+        seconds=time.time() - started, validation=validation, best_step=best["best_step"],
+        num_processes=accelerator.num_processes, weights_agree=weights_agree,
+    )  # fmt: skip
+    if accelerator.is_main_process:
+        (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def _validate(accelerator: Any, model: Any, dataset: Any, step: int, log_with: str | None) -> dict[str, Any]:
+    scores: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        click = evaluate_segmentation(model, dataset, "click1")
+        scores = {
+            "click1": click["dice"],
+            "box_fill": click["box_fill"],
+            "per_class_click1": {k: v[0] for k, v in click["per_class"].items()},
+        }
+        if not hasattr(dataset, "windows"):  # 2-D rows have boxes too; 3-D windows do not
+            box = evaluate_segmentation(model, dataset, "box")
+            scores.update(box=box["dice"], per_class_box={k: v[0] for k, v in box["per_class"].items()})
+        # model selection: box Dice in 2-D, one-click Dice in 3-D (no boxes there)
+        scores["selection"] = scores.get("box", scores["click1"])
+        numbers = {k: v for k, v in scores.items() if isinstance(v, float)}
+        accelerator.print(
+            f"step {step}: validation Dice " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items())
+        )
+        if log_with:
+            accelerator.log({f"validation/{k}_dice": v for k, v in numbers.items()}, step=step)
+    # every process needs the same best-model decision
+    shared = [scores]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        shared = broadcast_object_list(shared)
+    return shared[0]
+
+
+def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, mask_size: int) -> None:
+    """The trained model in `save_pretrained` layout (MSA: full model + `adapter/` PEFT checkpoint; LoRA:
+    the adapter + the merged model), with its processor."""
+    from .pretrained_base import base_processor
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    if config.method == "msa":
+        model.save_pretrained(folder)
+        from .peft_msa import sam_adapter_to_peft_model
+
+        sam_adapter_to_peft_model(model).save_pretrained(folder / "adapter")
+    elif config.method == "lora":
+        model.save_pretrained(folder / "adapter")
+        import copy
+
+        copy.deepcopy(model).merge_and_unload().save_pretrained(folder)
+    else:
+        model.save_pretrained(folder)
+    base_processor(image_size, mask_size).save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are."""
+    import sys
+
+    from .base_loading import BaseLoadError
+    from .train_config import parse_train_config
+
+    try:
+        config = parse_train_config(argv)
+        result = run_training(config)
+    except (BaseLoadError, ValueError, FileNotFoundError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
+    share = result.trainable_parameters / max(result.total_parameters, 1)
+    print(
+        f"trained {config.method} on {config.base} for {result.steps} steps in {result.seconds / 60:.1f} min "
+        f"({result.trainable_parameters:,} of {result.total_parameters:,} parameters, {share:.1%}); "
+        f"model: {Path(result.output_dir) / 'model'}, best: {Path(result.output_dir) / 'best'} (step {result.best_step})"
+    )
+    return 0

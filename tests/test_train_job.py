@@ -1,0 +1,233 @@
+"""train.py: config parsing, base loading errors, what each method trains, resume, DDP, 3-D."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import SamConfig, SamModel
+
+from msa_hf.base_loading import BaseLoadError, load_base
+from msa_hf.data import prepare_dataset
+from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+from msa_hf.train_config import TrainConfig, parse_train_config
+from msa_hf.train_job import latest_checkpoint, run_training
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base")
+    model = SamModel(SamConfig(**tiny_sam_kwargs()))
+    randomize_weights(model, seed=0, std=0.1)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def disk_dataset(tmp_path_factory) -> Path:
+    """Twelve 2-D cases: bright disks (class 1) and squares (class 2) on noise."""
+    source = tmp_path_factory.mktemp("disks")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for index in range(12):
+        image = rng.integers(0, 60, (48, 48)).astype(np.uint8)
+        label = np.zeros((48, 48), np.uint8)
+        cy, cx, r = rng.integers(12, 36), rng.integers(12, 36), rng.integers(5, 10)
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
+        sy, sx = rng.integers(2, 10), rng.integers(30, 40)
+        label[sy : sy + 6, sx : sx + 6] = 2
+        image[label > 0] = 200
+        Image.fromarray(image).save(source / f"case{index:02d}.png")
+        Image.fromarray(label).save(source / f"case{index:02d}_mask.png")
+    (source / "labels.txt").write_text("1 disk\n2 square\n")
+    output = tmp_path_factory.mktemp("prepared") / "disks"
+    prepare_dataset(source, output, split=(0.5, 0.25, 0.25))
+    return output
+
+
+def _config(base: Path, dataset: Path, output: Path, **overrides) -> TrainConfig:
+    values = dict(
+        base=str(base), dataset=str(dataset), output_dir=str(output), steps=4, batch_size=4, eval_every=2,
+        checkpoint_every=2, warmup_steps=1, log_with="none",
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_config_from_yaml_and_flags(tmp_path):
+    (tmp_path / "run.yaml").write_text("steps: 50\nlearning_rate: 1e-3\naugment: false\nmethod: lora\n")
+    config = parse_train_config(["--config", str(tmp_path / "run.yaml"), "--steps", "7", "--augment"])
+    assert (config.steps, config.learning_rate, config.augment, config.method) == (7, 0.001, True, "lora")
+    (tmp_path / "bad.yaml").write_text("stepz: 5\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['stepz'\]"):
+        parse_train_config(["--config", str(tmp_path / "bad.yaml")])
+    (tmp_path / "typed.yaml").write_text("steps: 2.5\n")
+    with pytest.raises(ValueError, match="steps=2.5: expected an integer"):
+        parse_train_config(["--config", str(tmp_path / "typed.yaml")])
+    with pytest.raises(SystemExit):
+        parse_train_config(["--method", "prompt-tuning"])
+    with pytest.raises(ValueError, match="box_probability"):
+        TrainConfig(box_probability=1.5)
+
+
+def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
+    from msa_hf import SamAdapterModel, pretrained_base
+
+    monkeypatch.setattr(pretrained_base, "TINY_BASE", str(tmp_path / "missing"))
+    with pytest.raises(BaseLoadError, match="make base"):
+        load_base("tiny", SamAdapterModel)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaseLoadError, match="Hub id"):
+        load_base("facebook/sam-vit-base", SamAdapterModel)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BaseLoadError, match="no config.json"):
+        load_base(str(tmp_path / "empty"), SamAdapterModel)
+    with pytest.raises(BaseLoadError, match="no such file"):
+        load_base(str(tmp_path / "sam.pth"), SamAdapterModel)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_msa_training_leaves_sam_weights_bit_identical(tiny_base, disk_dataset, tmp_path):
+    result = run_training(_config(tiny_base, disk_dataset, tmp_path / "run", decoder_training="adapters"))
+    assert result.steps == 4 and result.weights_agree
+    base, trained = _weights(tiny_base), _weights(tmp_path / "run" / "model")
+    adapters = [k for k in trained if "_adapter." in k]
+    assert adapters and any(
+        not torch.equal(trained[k], torch.zeros_like(trained[k])) for k in adapters if ".up." in k
+    )
+    for name, tensor in base.items():
+        if name in trained:
+            assert torch.equal(trained[name], tensor), f"{name} changed"
+    assert (tmp_path / "run" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "run" / "model" / "processor_config.json").is_file()
+    assert "box" in result.validation and (tmp_path / "run" / "best" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("method", "changes", "stays"),
+    [
+        (
+            "full",
+            ["vision_encoder.layers.0.attn.qkv.weight", "mask_decoder.iou_prediction_head.proj_out.weight"],
+            [],
+        ),
+        (
+            "decoder",
+            ["mask_decoder.iou_prediction_head.proj_out.weight"],
+            ["vision_encoder.layers.0.attn.qkv.weight"],
+        ),
+        (
+            "lora",
+            ["mask_decoder.iou_prediction_head.proj_out.weight"],
+            ["vision_encoder.layers.0.attn.qkv.weight"],
+        ),
+    ],
+)
+def test_baseline_methods_train_what_they_claim(tiny_base, disk_dataset, tmp_path, method, changes, stays):
+    run_training(_config(tiny_base, disk_dataset, tmp_path / method, method=method, steps=2, eval_every=2))
+    base = _weights(tiny_base)
+    trained = _weights(tmp_path / method / "model")  # LoRA: the merged model
+    for name in changes:
+        assert not torch.equal(trained[name], base[name]), f"{method}: {name} did not train"
+    for name in stays:
+        if method == "lora":  # merged LoRA changes qkv by B @ A, which starts at zero and moves a little
+            adapter = load_file(str(tmp_path / method / "model" / "adapter" / "adapter_model.safetensors"))
+            assert any("lora_A" in k for k in adapter)
+        else:
+            assert torch.equal(trained[name], base[name]), f"{method}: {name} changed"
+
+
+def _launch(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_kill_and_resume_gives_the_uninterrupted_weights(tiny_base, disk_dataset, tmp_path):
+    common = ["--base", str(tiny_base), "--dataset", str(disk_dataset), "--steps", "6", "--batch-size", "4",
+              "--checkpoint-every", "1", "--eval-every", "100", "--warmup-steps", "2", "--log-with", "none"]  # fmt: skip
+    straight = _launch([*common, "--output-dir", str(tmp_path / "straight")])
+    interrupted = _launch([*common, "--output-dir", str(tmp_path / "interrupted")])
+    deadline = time.time() + 300
+    while latest_checkpoint(tmp_path / "interrupted") is None and time.time() < deadline:
+        time.sleep(0.05)
+    interrupted.send_signal(signal.SIGKILL)  # kill -9 right after the first checkpoint
+    interrupted.wait()
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+    killed_at = json.loads((latest_checkpoint(tmp_path / "interrupted") / "trainer_state.json").read_text())[
+        "step"
+    ]
+    assert killed_at < 6
+    resumed = _launch([*common, "--output-dir", str(tmp_path / "interrupted"), "--resume", "latest"])
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resumed from" in output and f"at step {killed_at}" in output
+    a, b = _weights(tmp_path / "straight" / "model"), _weights(tmp_path / "interrupted" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp_run_on_cpu(tiny_base, disk_dataset, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        str(REPO / "train.py"), "--base", str(tiny_base), "--dataset", str(disk_dataset),
+        "--output-dir", str(tmp_path / "ddp"), "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+        "--checkpoint-every", "2", "--log-with", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp" / "train_result.json").read_text())
+    assert result["num_processes"] == 2 and result["weights_agree"]
+    from msa_hf import SamAdapterModel
+
+    reloaded = SamAdapterModel.from_pretrained(tmp_path / "ddp" / "model")
+    checkpoint = latest_checkpoint(tmp_path / "ddp")
+    state = load_file(str(checkpoint / "model.safetensors"))
+    assert all(
+        torch.equal(reloaded.state_dict()[k], v) for k, v in state.items() if k in reloaded.state_dict()
+    )
+
+
+def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path):
+    import nibabel as nib
+
+    source = tmp_path / "vol"
+    (source / "imagesTr").mkdir(parents=True)
+    (source / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        image = rng.normal(100, 10, (32, 32, 8)).astype(np.float32)
+        label = np.zeros((32, 32, 8), np.uint8)
+        label[8:20, 10:22, 1:7] = 1
+        image[label > 0] += 300
+        nib.save(nib.Nifti1Image(image, np.eye(4)), source / "imagesTr" / f"c{index}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), source / "labelsTr" / f"c{index}.nii.gz")
+    prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.25, 0.25), modality="MR")
+    config = _config(tiny_base, tmp_path / "prepared", tmp_path / "run3d", use_depth_branch=True, num_slices=4,
+                     batch_size=1, steps=2, eval_every=2)  # fmt: skip
+    result = run_training(config)
+    assert result.steps == 2 and "click1" in result.validation and "box" not in result.validation
+    trained = _weights(tmp_path / "run3d" / "model")
+    assert any("depth_adapter" in k for k in trained)
