@@ -53,6 +53,8 @@ def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool)
     from .data import (
         PromptSampling,
         SamSegmentationTransform,
+        SamVolumeTransform,
+        VolumeWindowDataset,
         load_prepared,
         read_class_names,
         to_binary_tasks,
@@ -63,6 +65,22 @@ def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool)
         raise ValueError(
             f"{config.dataset} has no {split!r} split (it has {list(slices)}); re-run msa-hf prepare."
         )
+    if config.use_depth_branch:
+        # 3-D: windows of D consecutive slices, point prompts per slice (an empty slice has no box)
+        transform = SamVolumeTransform(
+            image_size=image_size,
+            prompts=PromptSampling(
+                num_positive=config.num_clicks, click_strategy="uniform" if train else "interior"
+            ),
+            augment=train and config.augment,
+            window=config.window,
+            deterministic=True,
+            seed=config.seed,
+        )
+        windows = VolumeWindowDataset(
+            slices[split], config.num_slices, read_class_names(config.dataset), transform=transform
+        )
+        return windows, transform
     tasks = to_binary_tasks(slices[split], read_class_names(config.dataset), image_size=image_size)
     prompts = PromptSampling(
         num_positive=config.num_clicks,
