@@ -60,6 +60,8 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
         model.load_state_dict(adapter_model.state_dict(), strict=False)
         return model
     local = Path(path)
+    if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path):
+        raise BaseLoadError(f"base {spec}: no such folder (a Hub id looks like 'org/name').")
     if local.exists() and not (local / "config.json").is_file():
         raise BaseLoadError(f"base {spec}: {local} has no config.json; is it a save_pretrained folder?")
     try:

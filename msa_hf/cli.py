@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .base_loading import BaseLoadError
+
 
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert_segment_anything_checkpoint
@@ -118,6 +120,26 @@ def _base_gate(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .base_loading import load_base
+    from .evaluation import evaluate_model, markdown_table
+    from .modeling_msa import SamAdapterModel
+
+    model = load_base(args.model, SamAdapterModel)
+    report = evaluate_model(model, args.dataset, args.split, args.protocols, args.output, clicks=args.clicks)
+    print(markdown_table(report["tables"]))
+    if "iterative" in report:
+        iterative = report["iterative"]
+        curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
+        print(f"iterative: Dice per click {curve}; clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, "
+              f"to 0.90: {iterative['clicks_to_0.90']:.2f}")  # fmt: skip
+    if args.output:
+        print(
+            f"written: {args.output} (results.md, results.json, cases_*.csv, overlays.png, dice_vs_clicks.png)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
     parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
@@ -200,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--output", default=None, help="where gate.json goes (default: the base folder)")
     gate.set_defaults(run=_base_gate)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="Score a model on a prepared dataset with the paper's protocols."
+    )
+    evaluate.add_argument("model", help="model folder (save_pretrained), Hub id, .pth, or 'tiny'")
+    evaluate.add_argument("--dataset", default="data/mni152-tissue")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument(
+        "--protocols", nargs="+", default=["box", "points1", "points3", "points10", "iterative"],
+        choices=["box", "points1", "points3", "points10", "iterative"],
+    )  # fmt: skip
+    evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
+    evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
+    evaluate.set_defaults(run=_evaluate)
+
     commands.add_parser(
         "train", help="Train (same as `accelerate launch train.py`); see `msa-hf train --help`."
     )
@@ -217,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, BaseLoadError) as error:
         print(f"msa-hf {args.command}: {error}", file=sys.stderr)
         return 2
 

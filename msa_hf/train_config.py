@@ -64,6 +64,9 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of data order, prompts, augmentation and init"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
+    evaluate_test: bool = field(
+        default=True, metadata={"help": "after training: test-split Dice table next to the zero-shot base's"}
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -358,6 +358,34 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, 
     base_processor(image_size, mask_size).save_pretrained(folder)
 
 
+def test_comparison(config: TrainConfig, output_dir: Path) -> str:
+    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
+    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and returns the Markdown table."""
+    from .base_loading import load_base
+    from .evaluation import evaluate_model, markdown_table
+    from .modeling_msa import SamAdapterModel
+
+    trained = SamAdapterModel.from_pretrained(output_dir / "model") if config.method == "msa" else None
+    if trained is None:
+        from transformers import SamModel
+
+        trained = SamModel.from_pretrained(output_dir / "model")
+    zero_shot = load_base(config.base, SamAdapterModel)  # adapters at their zero init: exactly the base
+    protocols = ("box", "points1", "iterative")
+    ours = evaluate_model(trained, config.dataset, "test", protocols, output_dir / "evaluation")
+    base = evaluate_model(zero_shot, config.dataset, "test", protocols, output_dir / "evaluation-zero-shot")
+    columns = {}
+    for protocol in protocols:
+        columns[f"zero-shot {protocol}"] = base["tables"][protocol]
+        columns[f"{config.method} {protocol}"] = ours["tables"][protocol]
+    table = markdown_table(columns)
+    (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
+    return (
+        f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
+        f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are."""
     import sys
@@ -371,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BaseLoadError, ValueError, FileNotFoundError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
+    if config.evaluate_test and not config.use_depth_branch:
+        print(test_comparison(config, Path(result.output_dir)))
     share = result.trainable_parameters / max(result.total_parameters, 1)
     print(
         f"trained {config.method} on {config.base} for {result.steps} steps in {result.seconds / 60:.1f} min "

@@ -47,6 +47,20 @@ TASK_FEATURES = Features(
 )
 
 
+def collate_ragged(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Like `default_collate`, but values whose shapes differ between examples stay lists."""
+    out: dict[str, Any] = {}
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        if isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values):
+            out[key] = torch.stack(values)
+        elif isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out
+
+
 def to_binary_tasks(
     dataset: Any,
     class_names: Mapping[int, str],
@@ -173,6 +187,8 @@ class SamSegmentationTransform:
         window: CT window preset or (low, high) HU; default by modality (see `intensity_transform_for`).
         deterministic: same prompts for the same row every time (evaluation); otherwise fresh each access.
         seed: base seed of the prompt and augmentation streams.
+        keep_original_mask: also return `target_original` `(H, W)` uint8, the mask at the image's own size
+            (scoring at the original resolution; use `collate_ragged` when sizes differ).
     """
 
     image_size: int
@@ -181,6 +197,7 @@ class SamSegmentationTransform:
     window: str | tuple[float, float] | None = None
     deterministic: bool = False
     seed: int = 0
+    keep_original_mask: bool = False
     spatial_augment: RandomSpatialAugment = field(default_factory=RandomSpatialAugment)
     intensity_jitter: IntensityJitter = field(default_factory=IntensityJitter)
 
@@ -236,6 +253,8 @@ class SamSegmentationTransform:
         for key in ("case_id", "slice", "class_id", "class_name"):
             if key in row:
                 out[key] = row[key]
+        if self.keep_original_mask:
+            out["target_original"] = torch.from_numpy(np.asarray(row["mask"]).astype(np.uint8))
         out["has_target"] = bool(mask.any())
         if not out["has_target"]:  # the target vanished (resize or augmentation): a padding-only prompt
             out.update(self._empty_prompts())

@@ -1,0 +1,327 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The paper's evaluation protocols on a prepared dataset, scored per case and per structure.
+
+Protocols: `box`, `points1` / `points3` / `points10` (the paper's 1-, 3- and 10-point prompts; the first
+click is the most interior point, the rest uniform inside the target), and `iterative` (one click, then a
+click on the largest error each round, with the previous logits as the mask prompt; Dice after each click
+and the clicks needed to reach 0.85 / 0.90).
+
+Scoring (method.md): logits are resized back to each slice's original size (crop the padding, bilinear,
+threshold at 0 = sigmoid 0.5), the slices of a case are stacked, and Dice, IoU, HD95 and NSD are computed
+per (case, structure) with the case's spacing, then averaged over cases. Only slices containing the
+structure are prompted (a user prompts what they see), so false positives on other slices are not counted:
+the tables say "slice-prompted".
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .metrics import dice, hd95, iou, normalized_surface_dice, summarise
+from .prompts import next_error_clicks
+
+PROTOCOLS = ("box", "points1", "points3", "points10", "iterative")
+NSD_TOLERANCE_MM = 2.0
+
+
+@dataclass
+class CaseScore:
+    """Metrics of one structure in one case."""
+
+    case_id: str
+    class_name: str
+    dice: float | None
+    iou: float | None
+    hd95: float | None
+    nsd: float | None
+    dice_per_click: list[float] = field(default_factory=list)
+
+
+def _to_original(
+    logits: torch.Tensor, reshaped: torch.Tensor, original: torch.Tensor, size: int
+) -> np.ndarray:
+    """`(h, w)` low-res logits -> boolean mask at the slice's original size (SamProcessor's post-processing)."""
+    upsampled = F.interpolate(
+        logits[None, None].float(), size=(size, size), mode="bilinear", align_corners=False
+    )
+    height, width = (int(v) for v in reshaped)
+    cropped = upsampled[..., :height, :width]
+    restored = F.interpolate(
+        cropped, size=tuple(int(v) for v in original), mode="bilinear", align_corners=False
+    )
+    return (restored[0, 0] > 0).cpu().numpy()
+
+
+def _best(outputs: Any) -> torch.Tensor:
+    logits, scores = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
+    return logits[torch.arange(len(logits)), scores.argmax(dim=1)]
+
+
+@torch.no_grad()
+def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 16, clicks: int = 5):
+    """Predictions for every row of a binary-task dataset (with a deterministic `SamSegmentationTransform`
+    giving at least as many clicks as the protocol needs, and boxes).
+
+    Yields `(case_id, slice, class_name, predicted masks, target)` per row at the original size; the
+    iterative protocol yields one mask per click.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
+    from .data.tasks import collate_ragged
+
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_ragged)
+    for batch in loader:
+        pixel_values = batch["pixel_values"].to(model.device)
+        size = pixel_values.shape[-1]
+        embeddings = model.get_image_embeddings(pixel_values)
+        rounds: list[torch.Tensor] = []
+        if protocol == "box":
+            rounds.append(
+                _best(
+                    model(
+                        image_embeddings=embeddings,
+                        input_boxes=batch["input_boxes"].to(model.device),
+                        multimask_output=False,
+                    )
+                )
+            )
+        elif protocol.startswith("points"):
+            count = int(protocol.removeprefix("points"))
+            if batch["input_points"].shape[2] < count:
+                raise ValueError(
+                    f"{protocol} needs {count} clicks per row; the transform gives {batch['input_points'].shape[2]}."
+                )
+            points = batch["input_points"][:, :, :count].to(model.device)
+            labels = batch["input_labels"][:, :, :count].to(model.device)
+            rounds.append(
+                _best(
+                    model(
+                        image_embeddings=embeddings,
+                        input_points=points,
+                        input_labels=labels,
+                        multimask_output=count == 1,
+                    )
+                )
+            )
+        else:
+            points = batch["input_points"][:, :, :1].to(model.device)
+            labels = batch["input_labels"][:, :, :1].to(model.device)
+            logits = _best(
+                model(
+                    image_embeddings=embeddings,
+                    input_points=points,
+                    input_labels=labels,
+                    multimask_output=True,
+                )
+            )
+            rounds.append(logits)
+            for _ in range(clicks - 1):
+                upsampled = F.interpolate(
+                    logits[:, None], size=(size, size), mode="bilinear", align_corners=False
+                )[:, 0]
+                new_points, new_labels = next_error_clicks(upsampled.cpu(), batch["labels"][:, 0])
+                points = torch.cat([points, new_points[:, None].to(model.device)], dim=2)
+                labels = torch.cat([labels, new_labels[:, None].to(model.device)], dim=2)
+                logits = _best(model(image_embeddings=embeddings, input_points=points, input_labels=labels,
+                                     input_masks=logits[:, None], multimask_output=False))  # fmt: skip
+                rounds.append(logits)
+        for index in range(len(pixel_values)):
+            original = batch["original_sizes"][index]
+            reshaped = batch["reshaped_input_sizes"][index]
+            masks = [_to_original(r[index], reshaped, original, size) for r in rounds]
+            yield (
+                batch["case_id"][index],
+                int(batch["slice"][index]),
+                batch["class_name"][index],
+                masks,
+                np.asarray(batch["target_original"][index]),
+            )
+
+
+def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float]]) -> list[CaseScore]:
+    """Stack slice predictions per (case, structure) and score them (see the module docstring)."""
+    grouped: dict[tuple[str, str], list[tuple[int, list[np.ndarray], np.ndarray]]] = defaultdict(list)
+    for case_id, slice_index, class_name, masks, target in predictions:
+        grouped[(case_id, class_name)].append((slice_index, masks, target))
+    scores = []
+    for (case_id, class_name), rows in sorted(grouped.items()):
+        rows.sort(key=lambda r: r[0])
+        target = np.stack([t for _, _, t in rows]).astype(bool)
+        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
+        volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
+        final = np.stack([m[-1] for _, m, _ in rows])
+        per_click = [
+            dice(np.stack([m[k] for _, m, _ in rows]), target) or 0.0 for k in range(len(rows[0][1]))
+        ]
+        scores.append(
+            CaseScore(
+                case_id=case_id,
+                class_name=class_name,
+                dice=dice(final, target),
+                iou=iou(final, target),
+                hd95=hd95(final, target, volume_spacing),
+                nsd=normalized_surface_dice(final, target, NSD_TOLERANCE_MM, volume_spacing),
+                dice_per_click=per_click,
+            )
+        )
+    return scores
+
+
+def summarise_by_class(scores: list[CaseScore]) -> dict[str, dict[str, float]]:
+    """Per structure: mean Dice, IoU, HD95 (finite cases), NSD over cases, and the case count."""
+    table: dict[str, dict[str, float]] = {}
+    for class_name in sorted({s.class_name for s in scores}):
+        rows = [s for s in scores if s.class_name == class_name]
+        finite_hd = [s.hd95 for s in rows if s.hd95 is not None and np.isfinite(s.hd95)]
+        table[class_name] = {
+            "dice": summarise(s.dice for s in rows).mean,
+            "iou": summarise(s.iou for s in rows).mean,
+            "hd95": float(np.mean(finite_hd)) if finite_hd else float("nan"),
+            "nsd": summarise(s.nsd for s in rows).mean,
+            "cases": len(rows),
+        }
+    return table
+
+
+def clicks_to_reach(scores: list[CaseScore], threshold: float) -> float:
+    """Mean number of clicks until Dice >= `threshold` (cases that never reach it count the maximum + 1)."""
+    counts = []
+    for score in scores:
+        reached = [k + 1 for k, d in enumerate(score.dice_per_click) if d >= threshold]
+        counts.append(reached[0] if reached else len(score.dice_per_click) + 1)
+    return float(np.mean(counts)) if counts else float("nan")
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, float]]], metric: str = "dice") -> str:
+    """Rows = structures (+ mean), columns = runs/protocols: the layout of the paper's Tables 1-3."""
+    columns = list(results)
+    classes = sorted({c for table in results.values() for c in table})
+    lines = ["| structure | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for class_name in classes:
+        cells = [results[c].get(class_name, {}).get(metric, float("nan")) for c in columns]
+        lines.append(f"| {class_name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+    means = [
+        np.nanmean([t[metric] for t in results[c].values()]) if results[c] else float("nan") for c in columns
+    ]
+    lines.append("| **mean** | " + " | ".join(f"**{v:.3f}**" for v in means) + " |")
+    return "\n".join(lines)
+
+
+def write_case_csv(scores: list[CaseScore], path: str | Path) -> None:
+    """One row per (case, structure) with every metric."""
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "class_name", "dice", "iou", "hd95_mm", "nsd", "dice_per_click"])
+        for s in scores:
+            writer.writerow(
+                [
+                    s.case_id,
+                    s.class_name,
+                    s.dice,
+                    s.iou,
+                    s.hd95,
+                    s.nsd,
+                    " ".join(f"{d:.4f}" for d in s.dice_per_click),
+                ]
+            )
+
+
+def evaluation_tasks(dataset_dir: str | Path, split: str, image_size: int, window: Any = None) -> Any:
+    """Binary-task rows of `split` with deterministic prompts (10 clicks, the first most interior; the
+    tight box) and the original-size target, for every protocol."""
+    from .data import (
+        PromptSampling,
+        SamSegmentationTransform,
+        load_prepared,
+        read_class_names,
+        to_binary_tasks,
+    )
+
+    slices = load_prepared(dataset_dir)
+    if split not in slices:
+        raise ValueError(f"{dataset_dir} has no {split!r} split (it has {list(slices)}).")
+    tasks = to_binary_tasks(slices[split], read_class_names(dataset_dir), image_size=image_size)
+    prompts = PromptSampling(num_positive=10, click_strategy="interior", use_box=True, box_jitter=0.0)
+    tasks.set_transform(
+        SamSegmentationTransform(
+            image_size=image_size, prompts=prompts, deterministic=True, keep_original_mask=True, window=window
+        )
+    )
+    return tasks
+
+
+def evaluate_model(
+    model: Any,
+    dataset_dir: str | Path,
+    split: str = "test",
+    protocols: Sequence[str] = ("box", "points1", "points3", "iterative"),
+    output_dir: str | Path | None = None,
+    clicks: int = 5,
+    overlays: int = 8,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Run `protocols` on `split`; returns `{"tables": {protocol: per-class table}, "iterative": {...}}` and,
+    with `output_dir`, writes results.json, results.md, per-case CSVs, overlays.png and dice_vs_clicks.png."""
+    import json
+
+    from .reports import overlay, overlay_grid, plot_curves
+
+    image_size = model.config.vision_config.image_size
+    tasks = evaluation_tasks(dataset_dir, split, image_size)
+    plain = tasks.with_format(None)
+    spacing_of = {
+        row["case_id"]: tuple(row["spacing"]) for row in plain.select_columns(["case_id", "spacing"])
+    }
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    report: dict[str, Any] = {"split": split, "tables": tables, "rows": len(tasks)}
+    all_scores: dict[str, list[CaseScore]] = {}
+    first_predictions: list[np.ndarray] = []
+    for protocol in protocols:
+        predictions = list(predict_protocol(model, tasks, protocol, batch_size=batch_size, clicks=clicks))
+        if not first_predictions:
+            first_predictions = [masks[-1] for *_, masks, _ in predictions[:overlays]]
+        scores = score_cases(predictions, spacing_of)
+        all_scores[protocol] = scores
+        tables[protocol] = summarise_by_class(scores)
+        if protocol == "iterative":
+            per_click = np.mean([s.dice_per_click for s in scores], axis=0).tolist() if scores else []
+            report["iterative"] = {
+                "dice_per_click": per_click,
+                "clicks_to_0.85": clicks_to_reach(scores, 0.85),
+                "clicks_to_0.90": clicks_to_reach(scores, 0.90),
+            }
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(report, indent=2))
+        (output_dir / "results.md").write_text(
+            f"Dice per structure ({split} split, per case then averaged, slice-prompted)\n\n"
+            + markdown_table(tables)
+            + "\n\nHD95 (mm)\n\n"
+            + markdown_table(tables, "hd95")
+            + "\n"
+        )
+        for protocol, scores in all_scores.items():
+            write_case_csv(scores, output_dir / f"cases_{protocol}.csv")
+        if first_predictions:
+            tiles, captions = [], []
+            for index, prediction in enumerate(first_predictions):
+                row = plain[index]
+                tiles.append(
+                    overlay(np.asarray(row["image"]), prediction, np.asarray(row["mask"]).astype(bool))
+                )
+                captions.append(f"{row['case_id']}/{row['slice']} {row['class_name']}")
+            overlay_grid(tiles, captions).save(output_dir / "overlays.png")
+        if "iterative" in report:
+            plot_curves({"Dice": report["iterative"]["dice_per_click"]}, output_dir / "dice_vs_clicks.png")
+    return report

@@ -1,0 +1,103 @@
+"""Evaluation protocols, per-case scoring and reports, checked on models whose answers are known."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from msa_hf.cli import main
+from msa_hf.data import prepare_dataset
+from msa_hf.evaluation import CaseScore, clicks_to_reach, evaluate_model, markdown_table
+
+
+class BoxFillSam(torch.nn.Module):
+    """A SAM-shaped stand-in predicting the prompt box filled (or, for points, a 5x5 square at the last click)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(vision_config=SimpleNamespace(image_size=image_size))
+        self.device = torch.device("cpu")
+
+    def get_image_embeddings(self, pixel_values):
+        return pixel_values
+
+    def forward(
+        self, image_embeddings, input_boxes=None, input_points=None, multimask_output=False, **kwargs
+    ):
+        size = image_embeddings.shape[-1]
+        logits = torch.full((len(image_embeddings), 1, 3, size, size), -10.0)
+        for index in range(len(image_embeddings)):
+            if input_boxes is not None:
+                x0, y0, x1, y1 = input_boxes[index, 0].long().tolist()
+            else:
+                x, y = input_points[index, 0, -1].long().tolist()
+                x0, y0, x1, y1 = x - 2, y - 2, x + 2, y + 2
+            logits[index, 0, :, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = 10.0
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
+
+
+@pytest.fixture(scope="module")
+def disks(tmp_path_factory):
+    source = tmp_path_factory.mktemp("disks")
+    yy, xx = np.mgrid[0:48, 0:48]
+    expected = {}
+    for index in range(8):
+        radius = 5 + index
+        disk = ((yy - 24) ** 2 + (xx - 22) ** 2 <= radius**2).astype(np.uint8)
+        Image.fromarray((disk * 180 + 20).astype(np.uint8)).save(source / f"disk{index}.png")
+        Image.fromarray(disk * 255).save(source / f"disk{index}_mask.png")
+        rows, cols = np.nonzero(disk)
+        box = np.zeros_like(disk, bool)
+        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+        expected[f"disk{index}"] = 2 * disk.sum() / (disk.sum() + box.sum())
+    output = tmp_path_factory.mktemp("prepared") / "disks"
+    prepare_dataset(source, output, split=(0.0, 0.0, 1.0))
+    return output, expected
+
+
+def test_box_protocol_scores_a_box_filling_model_at_the_box_fill_dice(disks, tmp_path):
+    folder, expected = disks
+    report = evaluate_model(BoxFillSam(48), folder, "test", ("box",), output_dir=tmp_path / "out")
+    cases = (tmp_path / "out" / "cases_box.csv").read_text().splitlines()[1:]
+    assert len(cases) == 8
+    for line in cases:
+        case_id, _, dice, *_ = line.split(",")
+        assert float(dice) == pytest.approx(
+            expected[case_id], abs=1e-9
+        )  # exact: the model frame is the image
+    mean = np.mean(list(expected.values()))
+    assert report["tables"]["box"]["class_1"]["dice"] == pytest.approx(mean)
+    assert "| class_1 | " in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "overlays.png").is_file()
+
+
+def test_iterative_protocol_adds_clicks_and_reports_the_curve(disks, tmp_path):
+    folder, _ = disks
+    report = evaluate_model(
+        BoxFillSam(48), folder, "test", ("points1", "iterative"), tmp_path / "it", clicks=3
+    )
+    curve = report["iterative"]["dice_per_click"]
+    assert len(curve) == 3 and (tmp_path / "it" / "dice_vs_clicks.png").is_file()
+    # the stand-in paints a 5x5 square at the newest click: the first click is the most interior point
+    assert curve[0] == pytest.approx(report["tables"]["points1"]["class_1"]["dice"])
+
+
+def test_clicks_to_reach_and_table_layout():
+    scores = [
+        CaseScore("a", "liver", 0.9, 0.8, 1.0, 1.0, dice_per_click=[0.5, 0.86, 0.91]),
+        CaseScore("b", "liver", 0.7, 0.6, 2.0, 0.9, dice_per_click=[0.7, 0.7, 0.7]),
+    ]
+    assert clicks_to_reach(scores, 0.85) == pytest.approx((2 + 4) / 2)  # never reached: max + 1
+    assert clicks_to_reach(scores, 0.90) == pytest.approx((3 + 4) / 2)
+    table = markdown_table({"MSA": {"liver": {"dice": 0.8}}, "SAM": {"liver": {"dice": 0.5}}})
+    assert table.splitlines()[0] == "| structure | MSA | SAM |"
+    assert "| liver | 0.800 | 0.500 |" in table and "| **mean** | **0.800** | **0.500** |" in table
+
+
+def test_cli_evaluate_names_a_missing_model(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
