@@ -140,6 +140,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from .base_loading import load_base
+    from .inference import Prompt, predict_file, read_prompts
+    from .modeling_msa import SamAdapterModel
+
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    else:
+        points = [list(p) for p in args.point] + [list(p) for p in args.negative]
+        labels = [1] * len(args.point) + [0] * len(args.negative)
+        prompts = [Prompt(points=points or None, labels=labels or None, box=args.box, slice=args.slice)]
+    model = load_base(args.model, SamAdapterModel)
+    summary = predict_file(model, args.input, args.output, prompts)
+    for mask in summary["masks"]:
+        where = f" slice {mask['slice']}" if "slice" in mask else ""
+        print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
+    print(f"written: {summary['output']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
     parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
@@ -235,6 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
     evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
     evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="Segment a PNG/JPEG/TIFF, NIfTI or DICOM series with points/boxes (no labels needed)."
+    )
+    predict.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
+    predict.add_argument("input", help="image file, .nii/.nii.gz, or DICOM series folder")
+    predict.add_argument("output", help="mask to write: .png for images, .nii.gz for volumes")
+    predict.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                         help="positive click (x = column, y = row); repeat for more")  # fmt: skip
+    predict.add_argument("--negative", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                         help="negative click")  # fmt: skip
+    predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
+    predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
+    predict.add_argument(
+        "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
+    )
+    predict.set_defaults(run=_predict)
 
     commands.add_parser(
         "train", help="Train (same as `accelerate launch train.py`); see `msa-hf train --help`."

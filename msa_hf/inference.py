@@ -1,0 +1,208 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Label-free inference: `SegmentationPredictor` (encode once, decode per prompt, like SAM's predictor) and
+`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF, a NIfTI volume or a DICOM series and
+writes masks in the input's geometry (a NIfTI mask keeps the input's affine and voxel order).
+
+Prompts are in the input's own pixel coordinates: `(x, y)` = (column, row) of the image, or of the axial
+display slice of a volume (anterior at the top, patient left on the left; see `msa_hf.data.volumes`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from .prompts import resized_shape, to_model_frame
+
+
+@dataclass
+class Prompt:
+    """One target's prompt: clicks `points` `[[x, y], ...]` with `labels` (1 positive, 0 negative) and/or a
+    `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume."""
+
+    points: list[list[float]] | None = None
+    labels: list[int] | None = None
+    box: list[float] | None = None
+    slice: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.points and self.box is None:
+            raise ValueError("a prompt needs points or a box.")
+        if self.points:
+            self.labels = list(self.labels) if self.labels is not None else [1] * len(self.points)
+            if len(self.labels) != len(self.points) or any(label not in (0, 1) for label in self.labels):
+                raise ValueError(
+                    f"prompt labels {self.labels} must be 0/1, one per point ({len(self.points)})."
+                )
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """A JSON list of prompts: `[{"points": [[x, y]], "labels": [1], "box": [...], "slice": 40}, ...]`."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read prompts ({error}).") from error
+    if not isinstance(content, list):
+        raise ValueError(f"{path}: expected a JSON list of prompts.")
+    return [Prompt(**entry) for entry in content]
+
+
+class SegmentationPredictor:
+    """Encode an image once, then segment it for any number of prompts."""
+
+    def __init__(self, model: Any, window: str | tuple[float, float] | None = None) -> None:
+        self.model = model.eval()
+        self.window = window
+        self.image_size = model.config.vision_config.image_size
+        self._embedding: torch.Tensor | None = None
+        self._original_size: tuple[int, int] | None = None
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, modality: str = "other") -> None:
+        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3)` uint8."""
+        array = np.asarray(image)
+        if array.ndim == 3:
+            pixels = torch.from_numpy(array[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
+        else:
+            intensity = intensity_transform_for(modality, array.dtype, self.window)
+            pixels = GrayscaleToRGB()(intensity(torch.from_numpy(array.astype(np.float32))))
+        resized, _ = resize_and_pad(pixels, None, self.image_size)
+        pixel_values = SamNormalize()(resized)[None].to(self.model.device)
+        self._embedding = self.model.get_image_embeddings(pixel_values)
+        self._original_size = (array.shape[0], array.shape[1])
+
+    @torch.no_grad()
+    def predict(self, prompt: Prompt, multimask: bool = False) -> tuple[np.ndarray, float]:
+        """The mask `(H, W)` bool at the image's size, and the IoU head's score."""
+        if self._embedding is None or self._original_size is None:
+            raise RuntimeError("call set_image first.")
+        height, width = self._original_size
+        kwargs: dict[str, torch.Tensor] = {}
+        if prompt.points:
+            points = np.asarray(prompt.points, dtype=np.float64)
+            outside = (
+                (points[:, 0] < 0) | (points[:, 0] >= width) | (points[:, 1] < 0) | (points[:, 1] >= height)
+            )
+            if outside.any():
+                raise ValueError(
+                    f"points {points[outside].tolist()} lie outside the {width}x{height} image (x < {width}, "
+                    f"y < {height}); coordinates are (x, y) = (column, row)."
+                )
+            mapped = to_model_frame(points, self._original_size, self.image_size)
+            kwargs["input_points"] = torch.tensor(mapped, dtype=torch.float32)[None, None].to(
+                self.model.device
+            )
+            kwargs["input_labels"] = torch.tensor(prompt.labels)[None, None].to(self.model.device)
+        if prompt.box is not None:
+            box = np.asarray(prompt.box, dtype=np.float64).reshape(2, 2)
+            if (
+                (box < 0).any()
+                or (box[:, 0] >= width).any()
+                or (box[:, 1] >= height).any()
+                or (box[1] < box[0]).any()
+            ):
+                raise ValueError(f"box {prompt.box} must be x0 <= x1 < {width}, y0 <= y1 < {height}.")
+            mapped = to_model_frame(box, self._original_size, self.image_size).reshape(4)
+            kwargs["input_boxes"] = torch.tensor(mapped, dtype=torch.float32)[None, None].to(
+                self.model.device
+            )
+        outputs = self.model(image_embeddings=self._embedding, multimask_output=multimask, **kwargs)
+        scores = outputs.iou_scores[0, 0]
+        best = int(scores.argmax())
+        logits = outputs.pred_masks[0, 0, best]
+        upsampled = F.interpolate(
+            logits[None, None], size=(self.image_size, self.image_size), mode="bilinear"
+        )
+        new_height, new_width = resized_shape(self._original_size, self.image_size)
+        restored = F.interpolate(
+            upsampled[..., :new_height, :new_width], size=self._original_size, mode="bilinear"
+        )
+        return (restored[0, 0] > 0).cpu().numpy(), float(scores[best])
+
+
+def predict_file(
+    model: Any,
+    input_path: str | Path,
+    output_path: str | Path,
+    prompts: list[Prompt],
+    window: str | tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`.
+
+    2-D images -> a PNG label map of the same size (8-bit; 16-bit beyond 255 prompts). NIfTI or DICOM ->
+    a NIfTI label map on the input's grid: the NIfTI input's own affine and voxel order, or the DICOM
+    series' RAS affine. Returns a summary (output path, per-prompt pixel counts and scores).
+    """
+    from PIL import Image
+
+    from .data.image_files import is_image_file, read_image
+    from .data.volumes import axial_slices, is_nifti, load_volume, volume_from_axial_slices
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    predictor = SegmentationPredictor(model, window)
+    summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
+    if is_image_file(input_path):
+        image = read_image(input_path)
+        predictor.set_image(image)
+        labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
+        for index, prompt in enumerate(prompts):
+            mask, score = predictor.predict(prompt)
+            labels[mask] = index + 1
+            summary["masks"].append({"label": index + 1, "pixels": int(mask.sum()), "score": score})
+        Image.fromarray(labels).save(output_path)
+        return summary
+    if not (is_nifti(input_path) or input_path.is_dir()):
+        raise ValueError(
+            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP), a NIfTI file or a DICOM series folder."
+        )
+    volume = load_volume(input_path)
+    modality = (
+        volume.modality if volume.modality != "other" else ("CT" if volume.array.min() <= -500 else "MR")
+    )
+    slices = axial_slices(volume.array)
+    labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
+    cached_slice = None
+    for index, prompt in enumerate(prompts):
+        if prompt.slice is None or not 0 <= prompt.slice < len(slices):
+            raise ValueError(
+                f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
+            )
+        if prompt.slice != cached_slice:  # encode each slice once, however many prompts it has
+            predictor.set_image(slices[prompt.slice], modality)
+            cached_slice = prompt.slice
+        mask, score = predictor.predict(prompt)
+        labels[prompt.slice][mask] = index + 1
+        summary["masks"].append(
+            {"label": index + 1, "slice": prompt.slice, "pixels": int(mask.sum()), "score": score}
+        )
+    canonical = volume_from_axial_slices(labels)
+    _save_on_input_grid(canonical, volume.affine, input_path, output_path)
+    return summary
+
+
+def _save_on_input_grid(
+    canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
+) -> None:
+    """Write a RAS+ label volume back in the NIfTI input's own voxel order and affine (DICOM: RAS+)."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    from .data.volumes import is_nifti
+
+    if is_nifti(input_path):
+        original = nib.load(str(input_path))
+        transform = ornt_transform(io_orientation(canonical_affine), io_orientation(original.affine))
+        array = apply_orientation(canonical, transform)
+        image = nib.Nifti1Image(np.ascontiguousarray(array), original.affine)
+        image.set_qform(original.affine, code=int(original.header["qform_code"]) or 1)
+        image.set_sform(original.affine, code=int(original.header["sform_code"]) or 1)
+        nib.save(image, str(output))
+        return
+    nib.save(nib.Nifti1Image(canonical, canonical_affine), str(output))

@@ -1,0 +1,71 @@
+"""msa-hf predict: masks in the input's geometry, prompts in its pixel coordinates, bad prompts refused."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from test_data_volumes import SCRAMBLED_AFFINE
+from test_evaluation import BoxFillSam
+
+from msa_hf.data import axial_slices, load_nifti
+from msa_hf.inference import Prompt, SegmentationPredictor, predict_file, read_prompts
+
+
+def test_box_prompt_on_a_png_comes_back_at_the_image_size(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (40, 70), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    summary = predict_file(
+        BoxFillSam(64), tmp_path / "scan.png", tmp_path / "mask.png", [Prompt(box=[10, 5, 29, 19])]
+    )
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == (40, 70) and summary["masks"][0]["pixels"] == int((mask == 1).sum())
+    rows, cols = np.nonzero(mask)
+    # the box survives the trip to the 64 px model frame and back to within a pixel
+    assert (
+        abs(cols.min() - 10) <= 1
+        and abs(cols.max() - 29) <= 1
+        and abs(rows.min() - 5) <= 1
+        and abs(rows.max() - 19) <= 1
+    )
+
+
+def test_nifti_prediction_keeps_the_input_affine_and_voxel_order(tmp_path):
+    data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
+    display = axial_slices(load_nifti(tmp_path / "scan.nii.gz").array)  # (12, 20, 16) slices users see
+    assert display.shape == (12, 20, 16)
+    prompts = [Prompt(box=[3, 4, 9, 12], slice=5), Prompt(points=[[12, 15]], slice=7)]
+    predict_file(BoxFillSam(32), tmp_path / "scan.nii.gz", tmp_path / "mask.nii.gz", prompts)
+    written = nib.load(tmp_path / "mask.nii.gz")
+    assert np.allclose(written.affine, SCRAMBLED_AFFINE) and written.shape == data.shape
+    back = axial_slices(load_nifti(tmp_path / "mask.nii.gz", is_label=True).array)
+    rows, cols = np.nonzero(back[5] == 1)
+    assert (
+        abs(cols.min() - 3) <= 1
+        and abs(cols.max() - 9) <= 1
+        and abs(rows.min() - 4) <= 1
+        and abs(rows.max() - 12) <= 1
+    )
+    assert back[7][15, 12] == 2 and not back[6].any()  # the click's square, on its own slice only
+
+
+def test_bad_prompts_are_refused_with_the_reason(tmp_path):
+    predictor = SegmentationPredictor(BoxFillSam(32))
+    predictor.set_image(np.zeros((20, 30), np.uint8))
+    with pytest.raises(ValueError, match=r"outside the 30x20 image"):
+        predictor.predict(Prompt(points=[[30, 5]]))
+    with pytest.raises(ValueError, match="box"):
+        predictor.predict(Prompt(box=[5, 5, 2, 8]))
+    with pytest.raises(ValueError, match="needs points or a box"):
+        Prompt()
+    with pytest.raises(ValueError, match="0/1"):
+        Prompt(points=[[1, 1]], labels=[2])
+    (tmp_path / "p.json").write_text(json.dumps([{"points": [[1, 2]], "slice": 3}]))
+    assert read_prompts(tmp_path / "p.json")[0].labels == [1]
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    with pytest.raises(ValueError, match="needs 'slice'"):
+        predict_file(BoxFillSam(32), tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", [Prompt(points=[[1, 1]])])
