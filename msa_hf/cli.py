@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.set_defaults(run=_predict)
 
+    commands.add_parser("compare", help="MSA vs LoRA vs full vs decoder-only on the same data and budget.")
     commands.add_parser(
         "train", help="Train (same as `accelerate launch train.py`); see `msa-hf train --help`."
     )
@@ -287,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         from .train_job import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["compare"]:  # train.py's flags plus --methods
+        from .compare import main as compare_main
+
+        try:
+            return compare_main(argv[1:])
+        except (ValueError, FileNotFoundError, BaseLoadError, RuntimeError) as error:
+            print(f"msa-hf compare: {error}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

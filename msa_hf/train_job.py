@@ -47,6 +47,7 @@ class TrainResult:
     best_step: int | None = None
     num_processes: int = 1
     weights_agree: bool = True
+    peak_memory_mb: float = 0.0
 
 
 def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
@@ -300,11 +301,20 @@ def run_training(config: TrainConfig) -> TrainResult:
     result = TrainResult(
         output_dir=str(output_dir), steps=step, trainable_parameters=trainable, total_parameters=total,
         seconds=time.time() - started, validation=validation, best_step=best["best_step"],
-        num_processes=accelerator.num_processes, weights_agree=weights_agree,
+        num_processes=accelerator.num_processes, weights_agree=weights_agree, peak_memory_mb=_peak_memory_mb(),
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
     return result
+
+
+def _peak_memory_mb() -> float:
+    """Peak accelerator memory of this process (CUDA), else its peak resident set size (CPU)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _validate(accelerator: Any, model: Any, dataset: Any, step: int, log_with: str | None) -> dict[str, Any]:

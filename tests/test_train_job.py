@@ -231,3 +231,21 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path):
     assert result.steps == 2 and "click1" in result.validation and "box" not in result.validation
     trained = _weights(tmp_path / "run3d" / "model")
     assert any("depth_adapter" in k for k in trained)
+
+
+def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
+    from msa_hf.compare import compare_methods
+
+    config = _config(tiny_base, disk_dataset, tmp_path / "compare", steps=2, eval_every=2)
+    table, results = compare_methods(config, ("msa", "decoder"))
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | trainable | share | disk (box) | square (box) |")
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| msa", "| decoder"]
+    for method in ("msa", "decoder"):
+        train = results[method]["train"]
+        assert train["steps"] == 2 and train["peak_memory_mb"] > 0
+        assert set(results[method]["test"]["box"]) == {"disk", "square"}
+    assert (
+        results["msa"]["train"]["trainable_parameters"] != results["decoder"]["train"]["trainable_parameters"]
+    )
+    assert (tmp_path / "compare" / "comparison.md").read_text().strip() == table
