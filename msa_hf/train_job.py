@@ -390,6 +390,11 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
         columns[f"{config.method} {protocol}"] = ours["tables"][protocol]
     table = markdown_table(columns)
     (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
+    from .model_card import render_model_card
+
+    result = json.loads((output_dir / "train_result.json").read_text())
+    card = render_model_card(config, result, table, ours["tables"])
+    (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
     return (
         f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
         f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"

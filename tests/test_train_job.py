@@ -249,3 +249,20 @@ def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tm
         results["msa"]["train"]["trainable_parameters"] != results["decoder"]["train"]["trainable_parameters"]
     )
     assert (tmp_path / "compare" / "comparison.md").read_text().strip() == table
+
+
+def test_train_main_prints_the_test_table_and_writes_the_card(tiny_base, disk_dataset, tmp_path, capsys):
+    from msa_hf.train_job import main
+
+    code = main(["--base", str(tiny_base), "--dataset", str(disk_dataset), "--output-dir", str(tmp_path / "run"),
+                 "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--log-with", "none"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| structure | zero-shot box | msa box |" in printed and "| disk |" in printed
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    results = json.loads((tmp_path / "run" / "evaluation" / "results.json").read_text())
+    mean_box = np.mean([v["dice"] for v in results["tables"]["box"].values()])
+    assert f"value: {mean_box:.4f}" in card and "steps: 2" in card
+    assert (tmp_path / "run" / "evaluation" / "overlays.png").is_file()
+    assert main(["--base", str(tmp_path / "missing"), "--dataset", str(disk_dataset)]) == 2
+    assert "no such folder" in capsys.readouterr().err
