@@ -69,3 +69,21 @@ def test_summary_counts_empty_on_empty_apart():
     summary = summarise([1.0, None, 0.5, None])
     assert summary.mean == 0.75 and summary.count == 2 and summary.empty_on_empty == 2
     assert math.isnan(summarise([None]).mean)
+
+
+def test_evaluate_module_loads_by_path_and_matches_numpy(tmp_path, monkeypatch):
+    import evaluate
+
+    from msa_hf.metrics import EVALUATE_MODULE
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    metric = evaluate.load(EVALUATE_MODULE)
+    a = np.zeros((12, 12), np.uint8)
+    b = np.zeros((12, 12), np.uint8)
+    a[2:8, 2:8] = 1
+    b[3:9, 2:8] = 1
+    empty = np.zeros((12, 12), np.uint8)
+    result = metric.compute(predictions=[a, empty], references=[b, empty], spacing=[2.0, 1.0])
+    assert result["dice"] == pytest.approx(dice(a, b)) and result["empty_on_empty"] == 1
+    assert result["hd95"] == pytest.approx(hd95(a, b, (2.0, 1.0)))
+    assert result["nsd"] == pytest.approx(normalized_surface_dice(a, b, 2.0, (2.0, 1.0)))

@@ -1,6 +1,8 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Segmentation metrics (numpy): Dice, IoU, HD95 and NSD with voxel spacing; see `segmentation.py`."""
 
+from pathlib import Path
+
 from .segmentation import (
     MetricSummary,
     dice,
@@ -11,7 +13,11 @@ from .segmentation import (
     surface_distances,
 )
 
+# An `evaluate` module wrapping these metrics, loadable by path: `evaluate.load(EVALUATE_MODULE)`.
+EVALUATE_MODULE = str(Path(__file__).resolve().parent / "evaluate_modules" / "msa_segmentation")
+
 __all__ = [
+    "EVALUATE_MODULE",
     "MetricSummary",
     "dice",
     "hd95",
