@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import SamConfig, SamModel
 
 from .data.transforms import SamNormalize
 from .losses import sam_loss
+from .mask_outputs import best_mask_logits, upsample_mask_logits
 from .prompts import box_from_mask, next_error_clicks, sample_point_prompt
 from .synthetic import SyntheticConfig, SyntheticSegmentationDataset
 
@@ -136,11 +136,6 @@ def _click_prompts(masks: torch.Tensor, rng: np.random.Generator, count: int, in
     return points, labels
 
 
-def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
-    """`(B, 1, M, h, w)` decoder logits -> `(B, M, size, size)`."""
-    return F.interpolate(logits[:, 0], size=(size, size), mode="bilinear", align_corners=False)
-
-
 def predict(
     model: SamModel,
     pixel_values: torch.Tensor | None = None,
@@ -162,9 +157,7 @@ def predict(
         input_masks=input_masks,
         multimask_output=multimask,
     )
-    logits, iou = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
-    best = iou.argmax(dim=1)
-    return logits, iou, logits[torch.arange(len(best)), best][:, None]
+    return outputs.pred_masks[:, 0], outputs.iou_scores[:, 0], best_mask_logits(outputs)
 
 
 def dice_scores(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -204,7 +197,7 @@ def evaluate_prompted_segmentation(
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in (*EVAL_PROMPTS, "box_fill")}
 
     def dice_of(logits: torch.Tensor) -> torch.Tensor:
-        return dice_scores(_upsample(logits[:, None], size)[:, 0].cpu() > 0, mask_batch)
+        return dice_scores(upsample_mask_logits(logits, size)[:, 0].cpu() > 0, mask_batch)
 
     for start in range(0, len(images), batch_size):
         image_batch, mask_batch = images[start : start + batch_size], masks[start : start + batch_size]
@@ -218,7 +211,7 @@ def evaluate_prompted_segmentation(
         scores["click1"].append(dice_of(best))
         for _ in range(2):  # iterative: error click + previous logits as the mask prompt
             error_points, error_labels = next_error_clicks(
-                _upsample(best[:, None], size)[:, 0].cpu(), mask_batch.float()
+                upsample_mask_logits(best, size)[:, 0].cpu(), mask_batch.float()
             )
             points = torch.cat([points, error_points[:, None].to(device)], dim=2)
             labels = torch.cat([labels, error_labels[:, None].to(device)], dim=2)
@@ -278,7 +271,7 @@ def _training_step(
                 unwrapped or model, pixel_values=pixel_values, multimask=multimask, **prompts
             )
         error_points, error_labels = next_error_clicks(
-            _upsample(previous[:, None], size)[:, 0], targets[:, 0]
+            upsample_mask_logits(previous, size)[:, 0], targets[:, 0]
         )
         if "input_points" in prompts:
             prompts["input_points"] = torch.cat([prompts["input_points"], error_points[:, None]], dim=2)
@@ -288,7 +281,7 @@ def _training_step(
         prompts["input_masks"] = previous
         multimask = False
     logits, iou, _ = predict(model, pixel_values=pixel_values, multimask=multimask, **prompts)
-    return sam_loss(_upsample(logits[:, None], size), iou, targets)
+    return sam_loss(upsample_mask_logits(logits, size), iou, targets)
 
 
 def _learning_rate_factor(step: int, total_steps: int, config: PretrainingConfig) -> float:

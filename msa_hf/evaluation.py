@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .mask_outputs import best_mask_logits, upsample_mask_logits
 from .metrics import dice, hd95, iou, normalized_surface_dice, summarise
 from .prompts import next_error_clicks
 
@@ -61,11 +62,6 @@ def _to_original(
     return (restored[0, 0] > 0).cpu().numpy()
 
 
-def _best(outputs: Any) -> torch.Tensor:
-    logits, scores = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
-    return logits[torch.arange(len(logits)), scores.argmax(dim=1)]
-
-
 @torch.no_grad()
 def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 16, clicks: int = 5):
     """Predictions for every row of a binary-task dataset (with a deterministic `SamSegmentationTransform`
@@ -84,57 +80,32 @@ def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 
         pixel_values = batch["pixel_values"].to(model.device)
         size = pixel_values.shape[-1]
         embeddings = model.get_image_embeddings(pixel_values)
+        device = model.device
+
+        def decode(embeddings: torch.Tensor = embeddings, **prompts: Any) -> torch.Tensor:
+            """`(B, h, w)` logits of the best mask for `prompts` on this batch's cached embedding."""
+            return best_mask_logits(model(image_embeddings=embeddings, **prompts))[:, 0]
+
         rounds: list[torch.Tensor] = []
         if protocol == "box":
-            rounds.append(
-                _best(
-                    model(
-                        image_embeddings=embeddings,
-                        input_boxes=batch["input_boxes"].to(model.device),
-                        multimask_output=False,
-                    )
-                )
-            )
-        elif protocol.startswith("points"):
-            count = int(protocol.removeprefix("points"))
+            rounds.append(decode(input_boxes=batch["input_boxes"].to(device), multimask_output=False))
+        else:
+            count = 1 if protocol == "iterative" else int(protocol.removeprefix("points"))
             if batch["input_points"].shape[2] < count:
                 raise ValueError(
                     f"{protocol} needs {count} clicks per row; the transform gives {batch['input_points'].shape[2]}."
                 )
-            points = batch["input_points"][:, :, :count].to(model.device)
-            labels = batch["input_labels"][:, :, :count].to(model.device)
-            rounds.append(
-                _best(
-                    model(
-                        image_embeddings=embeddings,
-                        input_points=points,
-                        input_labels=labels,
-                        multimask_output=count == 1,
-                    )
-                )
-            )
-        else:
-            points = batch["input_points"][:, :, :1].to(model.device)
-            labels = batch["input_labels"][:, :, :1].to(model.device)
-            logits = _best(
-                model(
-                    image_embeddings=embeddings,
-                    input_points=points,
-                    input_labels=labels,
-                    multimask_output=True,
-                )
-            )
-            rounds.append(logits)
-            for _ in range(clicks - 1):
-                upsampled = F.interpolate(
-                    logits[:, None], size=(size, size), mode="bilinear", align_corners=False
-                )[:, 0]
+            points = batch["input_points"][:, :, :count].to(device)
+            labels = batch["input_labels"][:, :, :count].to(device)
+            rounds.append(decode(input_points=points, input_labels=labels, multimask_output=count == 1))
+            for _ in range(clicks - 1 if protocol == "iterative" else 0):
+                previous = rounds[-1]
+                upsampled = upsample_mask_logits(previous[:, None], size)[:, 0]
                 new_points, new_labels = next_error_clicks(upsampled.cpu(), batch["labels"][:, 0])
-                points = torch.cat([points, new_points[:, None].to(model.device)], dim=2)
-                labels = torch.cat([labels, new_labels[:, None].to(model.device)], dim=2)
-                logits = _best(model(image_embeddings=embeddings, input_points=points, input_labels=labels,
-                                     input_masks=logits[:, None], multimask_output=False))  # fmt: skip
-                rounds.append(logits)
+                points = torch.cat([points, new_points[:, None].to(device)], dim=2)
+                labels = torch.cat([labels, new_labels[:, None].to(device)], dim=2)
+                rounds.append(decode(input_points=points, input_labels=labels, input_masks=previous[:, None],
+                                     multimask_output=False))  # fmt: skip
         for index in range(len(pixel_values)):
             original = batch["original_sizes"][index]
             reshaped = batch["reshaped_input_sizes"][index]

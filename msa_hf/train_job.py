@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .losses import sam_loss
-from .prompts import next_error_clicks
 from .train_config import TrainConfig
-from .training import evaluate_segmentation, flatten_volume_batch
+from .training import evaluate_segmentation, prompted_training_loss
 from .training_methods import build_model_for_method, trainable_parameter_count
 
 CHECKPOINTS = "checkpoints"
@@ -100,46 +97,6 @@ def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool)
     )
     tasks.set_transform(transform)
     return tasks, transform
-
-
-def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(logits[:, 0], size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _loss(model: Any, batch: dict[str, Any], rng: np.random.Generator, config: TrainConfig, unwrapped: Any):
-    if batch["pixel_values"].ndim == 5:
-        batch = flatten_volume_batch(batch)
-    size = batch["labels"].shape[-1]
-    use_box = "input_boxes" in batch and bool(rng.random() < config.box_probability)
-    prompts: dict[str, torch.Tensor] = {}
-    if use_box:
-        prompts["input_boxes"] = batch["input_boxes"]
-    else:
-        prompts["input_points"], prompts["input_labels"] = batch["input_points"], batch["input_labels"]
-    multimask = not use_box and batch["input_points"].shape[2] == 1
-    if rng.random() < config.iterative_probability:
-        with torch.no_grad():
-            outputs = unwrapped(pixel_values=batch["pixel_values"], multimask_output=multimask, **prompts)
-            logits, iou = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
-            previous = logits[torch.arange(len(logits)), iou.argmax(dim=1)][:, None]
-        points, labels = next_error_clicks(_upsample(previous[:, None], size)[:, 0], batch["labels"][:, 0])
-        if use_box:
-            prompts["input_points"], prompts["input_labels"] = points[:, None], labels[:, None]
-        else:
-            prompts["input_points"] = torch.cat([prompts["input_points"], points[:, None]], dim=2)
-            prompts["input_labels"] = torch.cat([prompts["input_labels"], labels[:, None]], dim=2)
-        prompts["input_masks"] = previous
-        multimask = False
-    outputs = model(pixel_values=batch["pixel_values"], multimask_output=multimask, **prompts)
-    return sam_loss(
-        _upsample(outputs.pred_masks, size),
-        outputs.iou_scores[:, 0],
-        batch["labels"],
-        focal_weight=0.0,
-        dice_weight=config.dice_weight,
-        bce_weight=config.bce_weight,
-        iou_weight=config.iou_weight,
-    )
 
 
 def _schedule(config: TrainConfig):
@@ -239,6 +196,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     if log_with:
         accelerator.init_trackers("msa_hf", config={k: str(v) for k, v in asdict(config).items()})
+    loss_weights = {"focal_weight": 0.0, "dice_weight": config.dice_weight, "bce_weight": config.bce_weight,
+                    "iou_weight": config.iou_weight}  # fmt: skip
     micro_per_epoch = len(loader)
     accumulation = config.gradient_accumulation_steps
     micro = step * accumulation
@@ -259,7 +218,15 @@ def run_training(config: TrainConfig) -> TrainResult:
         for batch in batches:
             rng = np.random.default_rng([config.seed, micro])
             with accelerator.accumulate(model):
-                loss, parts = _loss(model, batch, rng, config, unwrapped)
+                loss, parts = prompted_training_loss(
+                    model,
+                    batch,
+                    rng,
+                    config.box_probability,
+                    config.iterative_probability,
+                    loss_weights,
+                    unwrapped,
+                )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, 1.0)

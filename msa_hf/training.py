@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .base_pretraining import box_fill_dice, dice_scores
 from .losses import sam_loss
+from .mask_outputs import best_mask_logits, upsample_mask_logits
 from .prompts import next_error_clicks
 
 
@@ -35,8 +35,17 @@ class AdapterTrainingConfig:
     warmup_steps: int = 20
     box_probability: float = 0.5
     iterative_probability: float = 0.3
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    iou_weight: float = 1.0
     seed: int = 0
     num_workers: int = 0
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """MSA's Dice + BCE (+ IoU head) as `sam_loss` weights."""
+        return {"focal_weight": 0.0, "dice_weight": self.dice_weight, "bce_weight": self.bce_weight,
+                "iou_weight": self.iou_weight}  # fmt: skip
 
 
 def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -52,11 +61,6 @@ def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _upsample(logits: torch.Tensor, size: int) -> torch.Tensor:
-    """`(B, 1, M, h, w)` -> `(B, M, size, size)`."""
-    return F.interpolate(logits[:, 0], size=(size, size), mode="bilinear", align_corners=False)
-
-
 def _forward(
     model: Any, batch: dict[str, torch.Tensor], use_box: bool, extra: dict | None = None, **kwargs: Any
 ):
@@ -69,10 +73,53 @@ def _forward(
     return model(pixel_values=batch["pixel_values"], **prompts, **kwargs)
 
 
-def _best_logits(outputs: Any) -> torch.Tensor:
-    """`(B, 1, h, w)` logits of the mask the IoU head ranks best."""
-    logits, iou = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
-    return logits[torch.arange(len(logits)), iou.argmax(dim=1)][:, None]
+def prompted_training_loss(
+    model: Any,
+    batch: dict[str, Any],
+    rng: np.random.Generator,
+    box_probability: float,
+    iterative_probability: float,
+    loss_weights: dict[str, float],
+    unwrapped: Any = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MSA training loss of one batch (2-D rows or 3-D windows from the SAM transforms).
+
+    The batch is prompted with its boxes (with probability `box_probability`, when it has boxes) or its
+    clicks; with probability `iterative_probability` a gradient-free pass first predicts, a click goes on
+    the largest error and the previous logits come back as the mask prompt (the paper's iterative
+    training). Single clicks train the best of SAM's three masks. `model` may be DDP-wrapped: the graded
+    pass goes through it, the gradient-free pass through `unwrapped`.
+
+    Args:
+        loss_weights: `sam_loss` weights, e.g. `{"focal_weight": 0, "dice_weight": 1, "bce_weight": 1,
+            "iou_weight": 1}`.
+    """
+    if batch["pixel_values"].ndim == 5:
+        batch = flatten_volume_batch(batch)
+    size = batch["labels"].shape[-1]
+    use_box = "input_boxes" in batch and bool(rng.random() < box_probability)
+    multimask = not use_box and batch["input_points"].shape[2] == 1
+    extra: dict[str, torch.Tensor] = {}
+    if rng.random() < iterative_probability:
+        with torch.no_grad():
+            previous = best_mask_logits(
+                _forward(unwrapped or model, batch, use_box, multimask_output=multimask)
+            )
+        points, labels = next_error_clicks(upsample_mask_logits(previous, size)[:, 0], batch["labels"][:, 0])
+        if use_box:
+            extra["input_points"], extra["input_labels"] = points[:, None], labels[:, None]
+        else:
+            extra["input_points"] = torch.cat([batch["input_points"], points[:, None]], dim=2)
+            extra["input_labels"] = torch.cat([batch["input_labels"], labels[:, None]], dim=2)
+        extra["input_masks"] = previous
+        multimask = False
+    outputs = _forward(model, batch, use_box, extra, multimask_output=multimask)
+    return sam_loss(
+        upsample_mask_logits(outputs.pred_masks, size),
+        outputs.iou_scores[:, 0],
+        batch["labels"],
+        **loss_weights,
+    )
 
 
 def train_adapters(
@@ -117,27 +164,10 @@ def train_adapters(
     step = 0
     while step < config.steps:
         for batch in loader:
-            size = batch["labels"].shape[-1]
-            use_box = bool(rng.random() < config.box_probability)
-            single_click = not use_box and batch["input_points"].shape[2] == 1
-            extra: dict[str, torch.Tensor] = {}
-            if rng.random() < config.iterative_probability:
-                with torch.no_grad():
-                    previous = _best_logits(_forward(model, batch, use_box, multimask_output=single_click))
-                points, labels = next_error_clicks(
-                    _upsample(previous[:, None], size)[:, 0], batch["labels"][:, 0]
-                )
-                if use_box:
-                    extra["input_points"], extra["input_labels"] = points[:, None], labels[:, None]
-                else:
-                    extra["input_points"] = torch.cat([batch["input_points"], points[:, None]], dim=2)
-                    extra["input_labels"] = torch.cat([batch["input_labels"], labels[:, None]], dim=2)
-                extra["input_masks"] = previous
-                single_click = False
-            outputs = _forward(model, batch, use_box, extra, multimask_output=single_click)
-            loss, parts = sam_loss(
-                _upsample(outputs.pred_masks, size), outputs.iou_scores[:, 0], batch["labels"]
-            )
+            loss, parts = prompted_training_loss(
+                model, batch, rng, config.box_probability, config.iterative_probability, config.loss_weights,
+                accelerator.unwrap_model(model),
+            )  # fmt: skip
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
@@ -186,7 +216,7 @@ def evaluate_segmentation(
         single = prompt == "click1"
         outputs = _forward(model, batch, use_box=prompt == "box", multimask_output=single)
         size = batch["labels"].shape[-1]
-        predicted = _upsample(_best_logits(outputs)[:, None], size)[:, 0] > 0
+        predicted = upsample_mask_logits(best_mask_logits(outputs), size)[:, 0] > 0
         targets = batch["labels"][:, 0] > 0.5
         present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
         dice = dice_scores(predicted, targets).cpu()[present]

@@ -1,0 +1,22 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Reading SAM's decoder outputs: upsampling low-resolution mask logits, picking the best of M masks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample_mask_logits(pred_masks: torch.Tensor, size: int) -> torch.Tensor:
+    """`(B, P=1, M, h, w)` or `(B, M, h, w)` low-resolution logits -> `(B, M, size, size)` (bilinear)."""
+    if pred_masks.ndim == 5:
+        pred_masks = pred_masks[:, 0]
+    return F.interpolate(pred_masks, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def best_mask_logits(outputs: Any) -> torch.Tensor:
+    """`(B, 1, h, w)`: per example, the mask (of the first prompt) that the IoU head ranks highest."""
+    logits, scores = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
+    return logits[torch.arange(len(logits), device=logits.device), scores.argmax(dim=1)][:, None]
