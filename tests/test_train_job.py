@@ -300,3 +300,24 @@ def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     result = run_training(config)
     after = result.validation["box"]
     assert after > before + 0.15, (before, after)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tiny_base, disk_dataset, tmp_path):
+    fixed = dict(steps=2, eval_every=100, box_probability=1.0, iterative_probability=0.0, augment=False)
+    run_training(_config(tiny_base, disk_dataset, tmp_path / "big", batch_size=4, **fixed))
+    run_training(
+        _config(
+            tiny_base, disk_dataset, tmp_path / "acc", batch_size=2, gradient_accumulation_steps=2, **fixed
+        )
+    )
+    a, b = _weights(tmp_path / "big" / "model"), _weights(tmp_path / "acc" / "model")
+    moved = [k for k in a if "_adapter.up" in k]
+    assert moved and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_mixed_precision_comes_from_the_launcher(tiny_base, disk_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    result = run_training(_config(tiny_base, disk_dataset, tmp_path / "bf16", steps=2, eval_every=2))
+    assert result.steps == 2 and np.isfinite(result.validation["box"])
+    saved = _weights(tmp_path / "bf16" / "model")
+    assert all(t.dtype == torch.float32 for t in saved.values())  # master weights stay fp32
