@@ -126,6 +126,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .modeling_msa import SamAdapterModel
 
     model = load_base(args.model, SamAdapterModel)
+    if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
+        from .evaluation import evaluate_volumes
+
+        report = evaluate_volumes(model, args.dataset, args.split, stride=args.stride)
+        print(markdown_table(report["tables"]))
+        return 0
     report = evaluate_model(model, args.dataset, args.split, args.protocols, args.output, clicks=args.clicks)
     print(markdown_table(report["tables"]))
     if "iterative" in report:
@@ -253,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["box", "points1", "points3", "points10", "iterative"],
     )  # fmt: skip
     evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
+    evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
     evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
     evaluate.set_defaults(run=_evaluate)
 

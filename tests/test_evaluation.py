@@ -101,3 +101,45 @@ def test_clicks_to_reach_and_table_layout():
 def test_cli_evaluate_names_a_missing_model(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+class FillPromptedSlices(torch.nn.Module):
+    """A depth-model stand-in: every slice with a real click is predicted all foreground."""
+
+    def __init__(self, image_size: int, num_slices: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(
+            vision_config=SimpleNamespace(image_size=image_size), num_slices=num_slices
+        )
+        self.device = torch.device("cpu")
+
+    def forward(self, pixel_values, input_points, input_labels, multimask_output=True, **kwargs):
+        count = input_points.shape[0]
+        size = pixel_values.shape[-1] // 4
+        prompted = (input_labels[:, 0] != -10).any(dim=1)
+        logits = torch.where(prompted[:, None, None, None, None], 10.0, -10.0).expand(count, 1, 3, size, size)
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(count, 1, 3))
+
+
+def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):
+    import nibabel as nib
+
+    from msa_hf.evaluation import evaluate_volumes
+
+    source = tmp_path / "vol"
+    (source / "imagesTr").mkdir(parents=True)
+    (source / "labelsTr").mkdir()
+    for index in range(3):
+        image = np.full((20, 16, 9), 50.0, np.float32)
+        label = np.zeros((20, 16, 9), np.uint8)
+        label[4:10, 3:9, 2:7] = 1  # 6 x 6 on 5 of the 9 slices
+        nib.save(nib.Nifti1Image(image, np.eye(4)), source / "imagesTr" / f"c{index}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), source / "labelsTr" / f"c{index}.nii.gz")
+    prepare_dataset(
+        source, tmp_path / "prepared", split=(0.0, 0.0, 1.0), modality="MR", keep_empty_slices=True
+    )
+    report = evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2)
+    # the 5 prompted slices are filled (16 x 20 each), the 4 others empty: Dice = 2*180 / (180 + 5*320)
+    expected = 2 * 180 / (180 + 5 * 320)
+    assert len(report["scores"]) == 3 and all(s.dice == pytest.approx(expected) for s in report["scores"])
+    assert report["tables"]["volume_points1"]["class_1"]["cases"] == 3
