@@ -166,6 +166,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_run
+
+    plan = push_run(
+        args.run, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
+        revision=args.revision, dry_run=args.dry_run,
+    )  # fmt: skip
+    print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
     parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
@@ -279,6 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
     )
     predict.set_defaults(run=_predict)
+
+    push = commands.add_parser(
+        "push", help="Publish a trained run: full model + processor + card, and the adapter."
+    )
+    push.add_argument("run", help="train.py output directory (with model/)")
+    push.add_argument("repo_id", help="e.g. org/msa-btcv; the adapter goes to <repo_id>-adapter")
+    push.add_argument("--adapter-repo-id", default=None)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
+    push.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    push.set_defaults(run=_push)
 
     commands.add_parser("compare", help="MSA vs LoRA vs full vs decoder-only on the same data and budget.")
     commands.add_parser(

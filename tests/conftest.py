@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.data import prepare_dataset
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 torch.set_flush_denormal(True)
@@ -39,3 +44,35 @@ def point_prompts() -> tuple[torch.Tensor, torch.Tensor]:
     points = torch.rand(4, 1, 2, 2, generator=generator) * 63
     labels = torch.tensor([[[1, 0]]] * 4)
     return points, labels
+
+
+# Shared by the training, hub and demo tests: a saved tiny SAM base and a small prepared 2-D dataset.
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("base")
+    model = SamModel(SamConfig(**tiny_sam_kwargs()))
+    randomize_weights(model, seed=0, std=0.1)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def disk_dataset(tmp_path_factory) -> Path:
+    """Twelve 2-D cases: bright disks (class 1) and squares (class 2) on noise."""
+    source = tmp_path_factory.mktemp("disks")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for index in range(12):
+        image = rng.integers(0, 60, (48, 48)).astype(np.uint8)
+        label = np.zeros((48, 48), np.uint8)
+        cy, cx, r = rng.integers(12, 36), rng.integers(12, 36), rng.integers(5, 10)
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
+        sy, sx = rng.integers(2, 10), rng.integers(30, 40)
+        label[sy : sy + 6, sx : sx + 6] = 2
+        image[label > 0] = 200
+        Image.fromarray(image).save(source / f"case{index:02d}.png")
+        Image.fromarray(label).save(source / f"case{index:02d}_mask.png")
+    (source / "labels.txt").write_text("1 disk\n2 square\n")
+    output = tmp_path_factory.mktemp("prepared") / "disks"
+    prepare_dataset(source, output, split=(0.5, 0.25, 0.25))
+    return output

@@ -13,48 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
-from transformers import SamConfig, SamModel
+from transformers import SamModel
 
 from msa_hf.base_loading import BaseLoadError, load_base
 from msa_hf.data import prepare_dataset
-from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 from msa_hf.train_config import TrainConfig, parse_train_config
 from msa_hf.train_job import latest_checkpoint, run_training
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("base")
-    model = SamModel(SamConfig(**tiny_sam_kwargs()))
-    randomize_weights(model, seed=0, std=0.1)
-    model.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def disk_dataset(tmp_path_factory) -> Path:
-    """Twelve 2-D cases: bright disks (class 1) and squares (class 2) on noise."""
-    source = tmp_path_factory.mktemp("disks")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:48]
-    for index in range(12):
-        image = rng.integers(0, 60, (48, 48)).astype(np.uint8)
-        label = np.zeros((48, 48), np.uint8)
-        cy, cx, r = rng.integers(12, 36), rng.integers(12, 36), rng.integers(5, 10)
-        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 1
-        sy, sx = rng.integers(2, 10), rng.integers(30, 40)
-        label[sy : sy + 6, sx : sx + 6] = 2
-        image[label > 0] = 200
-        Image.fromarray(image).save(source / f"case{index:02d}.png")
-        Image.fromarray(label).save(source / f"case{index:02d}_mask.png")
-    (source / "labels.txt").write_text("1 disk\n2 square\n")
-    output = tmp_path_factory.mktemp("prepared") / "disks"
-    prepare_dataset(source, output, split=(0.5, 0.25, 0.25))
-    return output
 
 
 def _config(base: Path, dataset: Path, output: Path, **overrides) -> TrainConfig:

@@ -1,0 +1,107 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Publishing a trained run to the Hub (`msa-hf push`): the full model with its processor and card, and the
+adapter-only peft checkpoint as a second repo. A dry run lists what would go where, uploading nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+
+@dataclass
+class PushPlan:
+    """What `push_run` uploads: repo id -> [(path in repo, size in bytes)]."""
+
+    uploads: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    revision: str | None = None
+    private: bool = False
+
+    def describe(self) -> str:
+        lines = []
+        for repo_id, files in self.uploads.items():
+            total = sum(size for _, size in files)
+            where = f"{repo_id}@{self.revision}" if self.revision else repo_id
+            lines.append(
+                f"{where}{' (private)' if self.private else ''}: {len(files)} files, {total / 1e6:.2f} MB"
+            )
+            lines += [f"  {path} ({size:,} bytes)" for path, size in files]
+        return "\n".join(lines)
+
+
+def _files(folder: Path, exclude: str | None = None) -> list[tuple[str, int]]:
+    return [
+        (str(p.relative_to(folder)), p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not (exclude and p.relative_to(folder).parts[0] == exclude)
+    ]
+
+
+def _adapter_card(run_model: Path, repo_id: str, full_repo: str) -> str:
+    import json
+
+    from hub_cards import read_template
+
+    config = json.loads((run_model / "config.json").read_text())
+    depth = ", and the depth branch" if config.get("use_depth_branch") else ""
+    return Template(read_template("adapter_card.md")).substitute(
+        base_model=full_repo,
+        name=repo_id.split("/")[-1],
+        full_repo=full_repo,
+        repo_id=repo_id,
+        depth_note=depth,
+    )
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    adapter_repo_id: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
+) -> PushPlan:
+    """Upload `run_dir/model` to `repo_id` and its `adapter/` to `adapter_repo_id` (default
+    `<repo_id>-adapter`).
+
+    Args:
+        revision: a branch to push to (created from main when missing).
+        dry_run: only return the plan.
+    Raises:
+        FileNotFoundError: the run has no `model/` (train first).
+    """
+    model_dir = Path(run_dir) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: is {run_dir} a finished train.py run?")
+    adapter_dir = model_dir / "adapter"
+    adapter_repo_id = adapter_repo_id or f"{repo_id}-adapter"
+    plan = PushPlan(revision=revision, private=private)
+    plan.uploads[repo_id] = _files(model_dir, exclude="adapter")
+    if adapter_dir.is_dir():
+        plan.uploads[adapter_repo_id] = [*_files(adapter_dir), ("README.md", 0)]
+    if dry_run:
+        return plan
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    for target in plan.uploads:
+        api.create_repo(target, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(target, branch=revision, exist_ok=True)
+    api.upload_folder(
+        folder_path=str(model_dir), repo_id=repo_id, revision=revision, ignore_patterns=["adapter/*"],
+        commit_message="Upload MSA model (msa_hf)",
+    )  # fmt: skip
+    if adapter_dir.is_dir():
+        card = _adapter_card(model_dir, adapter_repo_id, repo_id)
+        api.upload_folder(
+            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision,
+            commit_message="Upload MSA adapter (msa_hf)",
+        )  # fmt: skip
+        api.upload_file(
+            path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
+            commit_message="Adapter card",
+        )  # fmt: skip
+    return plan

@@ -1,0 +1,99 @@
+"""msa-hf push against an in-memory Hub on 127.0.0.1: real huggingface_hub client code, no real publish."""
+
+from __future__ import annotations
+
+import huggingface_hub
+import pytest
+import torch
+from fake_hub import FakeHub
+from transformers import SamModel
+
+from msa_hf import SamAdapterModel
+from msa_hf.hub import push_run
+from msa_hf.train_job import run_training
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    server = FakeHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    # huggingface_hub reads these at import time
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(
+        huggingface_hub.constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        server.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", server.endpoint)  # the module-level client
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_base, disk_dataset, tmp_path_factory):
+    from msa_hf.train_config import TrainConfig
+
+    output = tmp_path_factory.mktemp("run")
+    run_training(TrainConfig(base=str(tiny_base), dataset=str(disk_dataset), output_dir=str(output), steps=2,
+                             batch_size=4, eval_every=2, log_with="none"))  # fmt: skip
+    return output
+
+
+def test_dry_run_lists_both_repos_and_uploads_nothing(trained_run, hub):
+    plan = push_run(trained_run, "org/msa-disks", dry_run=True)
+    assert set(plan.uploads) == {"org/msa-disks", "org/msa-disks-adapter"}
+    paths = [p for p, _ in plan.uploads["org/msa-disks"]]
+    assert (
+        "model.safetensors" in paths
+        and "processor_config.json" in paths
+        and not any("adapter/" in p for p in paths)
+    )
+    assert "adapter_model.safetensors" in [p for p, _ in plan.uploads["org/msa-disks-adapter"]]
+    assert "org/msa-disks: " in plan.describe() and hub.repos == {}
+
+
+def test_pushed_model_and_adapter_reload_with_identical_outputs(trained_run, tiny_base, hub):
+    push_run(trained_run, "org/msa-disks", private=True)
+    assert hub.repos[("model", "org/msa-disks")]["private"]
+    local = SamAdapterModel.from_pretrained(trained_run / "model").eval()
+    remote = SamAdapterModel.from_pretrained("org/msa-disks").eval()
+    from peft import PeftModel
+
+    import msa_hf  # noqa: F401  (registers the msa peft method)
+
+    adapter = PeftModel.from_pretrained(SamModel.from_pretrained(tiny_base), "org/msa-disks-adapter").eval()
+    pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    points, labels = torch.tensor([[[[20.0, 30.0]]], [[[40.0, 12.0]]]]), torch.ones(2, 1, 1, dtype=torch.long)
+    with torch.no_grad():
+        expected = local(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
+        from_full = remote(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
+        from_adapter = adapter(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
+    assert torch.equal(expected, from_full)
+    assert torch.allclose(expected, from_adapter, atol=1e-5)
+    card = hub.repos[("model", "org/msa-disks-adapter")]["files"]["README.md"].decode()
+    assert "library_name: peft" in card and "org/msa-disks" in card
+
+
+def test_push_to_a_branch_and_refuse_an_unfinished_run(trained_run, hub, tmp_path):
+    push_run(trained_run, "org/msa-branch", revision="experiment")
+    assert {c["revision"] for c in hub.commits} == {"experiment"}
+    assert "experiment" in hub.repos[("model", "org/msa-branch")]["branches"]
+    with pytest.raises(FileNotFoundError, match="finished train.py run"):
+        push_run(tmp_path, "org/nothing")
+
+
+def test_cli_push_dry_run(trained_run, capsys):
+    from msa_hf.cli import main
+
+    assert main(["push", str(trained_run), "org/msa-disks", "--dry-run", "--revision", "v1"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        printed.startswith("would upload:")
+        and "org/msa-disks@v1" in printed
+        and "org/msa-disks-adapter@v1" in printed
+    )
