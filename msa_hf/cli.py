@@ -170,7 +170,7 @@ def _push(args: argparse.Namespace) -> int:
     from .hub import push_run
 
     plan = push_run(
-        args.run, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
+        args.run_dir, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
         revision=args.revision, dry_run=args.dry_run,
     )  # fmt: skip
     print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     push = commands.add_parser(
         "push", help="Publish a trained run: full model + processor + card, and the adapter."
     )
-    push.add_argument("run", help="train.py output directory (with model/)")
+    push.add_argument("run_dir", metavar="run", help="train.py output directory (with model/)")
     push.add_argument("repo_id", help="e.g. org/msa-btcv; the adapter goes to <repo_id>-adapter")
     push.add_argument("--adapter-repo-id", default=None)
     push.add_argument("--private", action="store_true")
