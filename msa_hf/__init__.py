@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModel
 from .configuration_msa import SamAdapterConfig
 from .modeling_msa import SamAdapterModel, TrainableParameterReport, is_adapter_parameter
 from .peft_msa import MsaAdapterConfig, peft_model_to_sam_adapter, sam_adapter_to_peft_model
+from .pretrained_base import TINY_BASE
 from .resolution import build_at_image_size
 
 AutoConfig.register(SamAdapterConfig.model_type, SamAdapterConfig, exist_ok=True)
@@ -18,6 +19,7 @@ AutoModel.register(SamAdapterConfig, SamAdapterModel, exist_ok=True)
 __version__ = "0.1.0"
 
 __all__ = [
+    "TINY_BASE",
     "MsaAdapterConfig",
     "SamAdapterConfig",
     "SamAdapterModel",
