@@ -174,6 +174,20 @@ def _push(args: argparse.Namespace) -> int:
         revision=args.revision, dry_run=args.dry_run,
     )  # fmt: skip
     print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
+    if args.dataset and args.dataset_repo_id:
+        from .hub import push_dataset
+
+        if args.dry_run:
+            print(f"would upload dataset {args.dataset} -> {args.dataset_repo_id}")
+        else:
+            print(f"dataset: {push_dataset(args.dataset, args.dataset_repo_id, private=args.private)}")
+    if args.space_repo_id:
+        from .hub import push_space
+
+        if args.dry_run:
+            print(f"would create Space {args.space_repo_id} serving {args.repo_id}")
+        else:
+            print(f"space: {push_space(args.space_repo_id, args.repo_id)}")
     return 0
 
 
@@ -300,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
     push.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    push.add_argument("--dataset", default=None, help="prepared dataset directory to publish too")
+    push.add_argument("--dataset-repo-id", default=None, help="dataset repo for --dataset")
+    push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
     push.set_defaults(run=_push)
 
     commands.add_parser("compare", help="MSA vs LoRA vs full vs decoder-only on the same data and budget.")

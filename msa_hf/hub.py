@@ -105,3 +105,53 @@ def push_run(
             commit_message="Adapter card",
         )  # fmt: skip
     return plan
+
+
+def push_dataset(
+    dataset_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None
+) -> str:
+    """Upload a prepared dataset directory (card, `data/*.parquet`, `classes.json`, report) as a dataset
+    repo; `load_dataset(repo_id)` then reads the splits its card declares. Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(dataset_dir)
+    if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
+        raise FileNotFoundError(f"{folder} is not a prepared dataset directory (msa-hf prepare writes one).")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Upload dataset (msa_hf)",
+    )
+    return str(commit)
+
+
+SPACE_FOLDER = Path(__file__).resolve().parents[1] / "spaces" / "msa-demo"
+
+
+def push_space(
+    repo_id: str, model_repo_id: str, space_folder: str | Path = SPACE_FOLDER, token: str | None = None
+) -> str:
+    """Create a Gradio Space from `spaces/msa-demo` serving `model_repo_id` (written to `msa_model.txt`,
+    which the app reads when `MSA_MODEL` is unset). Returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(space_folder)
+    if not (folder / "app.py").is_file():
+        raise FileNotFoundError(f"{folder} has no app.py.")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    operations.append(
+        CommitOperationAdd(path_in_repo="msa_model.txt", path_or_fileobj=model_repo_id.encode())
+    )
+    commit = api.create_commit(
+        repo_id, operations, repo_type="space", commit_message=f"Demo of {model_repo_id}"
+    )
+    return str(commit)

@@ -97,3 +97,17 @@ def test_cli_push_dry_run(trained_run, capsys):
         and "org/msa-disks@v1" in printed
         and "org/msa-disks-adapter@v1" in printed
     )
+
+
+def test_dataset_and_space_pushes(disk_dataset, hub):
+    from msa_hf.hub import push_dataset, push_space
+
+    push_dataset(disk_dataset, "org/disks")
+    files = hub.repos[("dataset", "org/disks")]["files"]
+    assert "README.md" in files and "classes.json" in files
+    assert any(p.startswith("data/train-") and p.endswith(".parquet") for p in files)
+    assert b"split: train" in files["README.md"]
+    push_space("org/msa-demo", "org/msa-disks")
+    space = hub.repos[("space", "org/msa-demo")]
+    assert space["sdk"] == "gradio" and space["files"]["msa_model.txt"] == b"org/msa-disks"
+    assert b"build_demo" in space["files"]["app.py"] and b"sdk: gradio" in space["files"]["README.md"]

@@ -124,10 +124,15 @@ def build_demo(model: Any) -> gr.Blocks:
 
 
 def load_model() -> Any:
-    """The model the Space serves: `MSA_MODEL` (a Hub id or folder), else msa_hf's shipped base."""
+    """The model the Space serves: `MSA_MODEL` (a Hub id or folder), else the id in `msa_model.txt` (written by
+    `msa_hf.hub.push_space`), else msa_hf's shipped base."""
+    from pathlib import Path
+
     from msa_hf import TINY_BASE, SamAdapterModel
 
-    return SamAdapterModel.from_pretrained(os.environ.get("MSA_MODEL", TINY_BASE))
+    pinned = Path(__file__).with_name("msa_model.txt")
+    default = pinned.read_text().strip() if pinned.is_file() else TINY_BASE
+    return SamAdapterModel.from_pretrained(os.environ.get("MSA_MODEL", default))
 
 
 if __name__ == "__main__":
