@@ -60,3 +60,51 @@ def test_segment_endpoint_through_gradio_client(tmp_path):
             client.predict(handle_file(str(tmp_path / "slice.png")), "", "", api_name="/segment")
     finally:
         demo.close()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)"
+)
+def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
+    """Upload a slice, click it, see the overlay appear; the screenshot is kept as a test artefact."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    demo = _app().build_demo(BoxFillSam(64))
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    image = np.full((96, 128, 3), 40, np.uint8)
+    image[30:60, 40:90] = 200
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(demo.local_url)
+            page.locator("input[type=file]").first.set_input_files(str(tmp_path / "slice.png"))
+            uploaded = page.locator("img").first
+            uploaded.wait_for(state="visible", timeout=30_000)
+            box = uploaded.bounding_box()
+
+            def clicks_shown() -> list[str]:
+                return [e.input_value() for e in page.locator("textarea, input[type=text]").all()]
+
+            # the upload handler resets the prompts; a click landing before it finishes is undone, so retry
+            for _ in range(5):
+                page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+                page.wait_for_timeout(2000)
+                if any(value.endswith("click(s)") for value in clicks_shown()):
+                    break
+            assert any(value.endswith("click(s)") for value in clicks_shown()), clicks_shown()
+            page.wait_for_function("document.querySelectorAll('img').length >= 2", timeout=30_000)
+            artefacts = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
+            artefacts.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(artefacts / "demo-click.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+    assert (artefacts / "demo-click.png").stat().st_size > 10_000
