@@ -85,8 +85,8 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
             )  # fmt: skip
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(demo.local_url)
-            page.locator("input[type=file]").first.set_input_files(str(tmp_path / "slice.png"))
-            uploaded = page.locator("img").first
+            page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
+            uploaded = page.locator("#prompt-image img").first
             uploaded.wait_for(state="visible", timeout=30_000)
             box = uploaded.bounding_box()
 
@@ -108,3 +108,22 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     finally:
         demo.close()
     assert (artefacts / "demo-click.png").stat().st_size > 10_000
+
+
+def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
+    import nibabel as nib
+    from test_data_volumes import SCRAMBLED_AFFINE
+
+    from msa_hf.data import axial_slices, load_nifti
+
+    app = _app()
+    data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
+    volume = app.VolumeSession(str(tmp_path / "scan.nii.gz"))
+    assert volume.slices.shape == (12, 20, 16) and volume.modality == "MR"
+    view = volume.segment(app.DemoSession(BoxFillSam(32)), 5, [[8, 10, 1]])
+    assert view.shape == (20, 16, 3)
+    saved = nib.load(volume.save(str(tmp_path)))
+    assert np.allclose(saved.affine, SCRAMBLED_AFFINE) and saved.shape == data.shape
+    back = axial_slices(load_nifti(volume.save(str(tmp_path)), is_label=True).array)
+    assert back[5][10, 8] == 1 and back.sum() == volume.masks.sum() and not back[4].any()

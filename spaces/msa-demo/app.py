@@ -29,7 +29,7 @@ class DemoSession:
         self._key: tuple | None = None
 
     def segment(
-        self, image: np.ndarray, points: list[list[float]], box: list[float] | None
+        self, image: np.ndarray, points: list[list[float]], box: list[float] | None, modality: str = "other"
     ) -> tuple[np.ndarray, np.ndarray]:
         """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`.
 
@@ -44,9 +44,9 @@ class DemoSession:
             )
         if not points and not box:
             raise ValueError("add a click on the structure (or draw a box) first.")
-        key = (image.shape, hash(image.tobytes()))
+        key = (image.shape, hash(image.tobytes()), modality)
         if key != self._key:
-            self.predictor.set_image(image)
+            self.predictor.set_image(image, modality)
             self._key = key
         prompt = Prompt(
             points=[[p[0], p[1]] for p in points] or None,
@@ -55,6 +55,44 @@ class DemoSession:
         )
         mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box)
         return np.asarray(overlay(image, mask, margin=None, scale=1)), mask.astype(np.uint8) * 255
+
+
+class VolumeSession:
+    """A NIfTI volume or DICOM series in the demo: axial slices, one mask volume, NIfTI download."""
+
+    def __init__(self, path: str) -> None:
+        from msa_hf.data import axial_slices, load_volume
+
+        self.path = path
+        self.volume = load_volume(path)
+        modality = self.volume.modality
+        self.modality = (
+            modality if modality != "other" else ("CT" if self.volume.array.min() <= -500 else "MR")
+        )
+        self.slices = axial_slices(self.volume.array)
+        self.masks = np.zeros(self.slices.shape, np.uint8)
+
+    def show(self, index: int) -> np.ndarray:
+        """Slice `index` with its mask overlaid, `(H, W, 3)` uint8."""
+        return np.asarray(overlay(self.slices[index], self.masks[index] > 0, margin=None, scale=1))
+
+    def segment(self, session: DemoSession, index: int, points: list[list[float]]) -> np.ndarray:
+        _, mask = session.segment(self.slices[index], points, None, self.modality)
+        self.masks[index] = mask > 0
+        return self.show(index)
+
+    def save(self, folder: str) -> str:
+        """The mask volume as NIfTI on the input's grid (its affine and voxel order)."""
+        from pathlib import Path
+
+        from msa_hf.data import volume_from_axial_slices
+        from msa_hf.inference import _save_on_input_grid
+
+        output = str(Path(folder) / "msa_mask.nii.gz")
+        _save_on_input_grid(
+            volume_from_axial_slices(self.masks), self.volume.affine, Path(self.path), Path(output)
+        )
+        return output
 
 
 def build_demo(model: Any) -> gr.Blocks:
@@ -99,8 +137,10 @@ def build_demo(model: Any) -> gr.Blocks:
             "Research demo, **not for clinical use**."
         )
         points = gr.State([])
-        with gr.Row():
-            image = gr.Image(label="image (click to prompt)", type="numpy", image_mode="RGB")
+        with gr.Tab("2-D image"), gr.Row():
+            image = gr.Image(
+                label="image (click to prompt)", type="numpy", image_mode="RGB", elem_id="prompt-image"
+            )
             result = gr.Image(label="mask overlay", type="numpy", interactive=False)
         with gr.Row():
             mode = gr.Radio(["positive click", "negative click"], value="positive click", label="click adds")
@@ -112,6 +152,40 @@ def build_demo(model: Any) -> gr.Blocks:
         image.upload(lambda: ([], None, None, "no clicks"), None, [points, result, mask, status])
         undo_button.click(undo, [image, points], [points, result, mask, status])
         clear_button.click(lambda: ([], None, None, "no clicks"), None, [points, result, mask, status])
+        with gr.Tab("volume (NIfTI)"):
+            volume_state = gr.State(None)
+            volume_file = gr.File(label="NIfTI volume (.nii, .nii.gz)", file_types=[".nii", ".gz"])
+            slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice")
+            volume_view = gr.Image(label="slice (click to prompt)", type="numpy", interactive=False)
+            volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
+
+            def open_volume(file):
+                if file is None:
+                    return None, gr.update(), None
+                try:
+                    volume = VolumeSession(file if isinstance(file, str) else file.name)
+                except ValueError as error:
+                    raise gr.Error(str(error)) from None
+                middle = len(volume.slices) // 2
+                return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle)
+
+            def click_volume(volume, index, evt: gr.SelectData):
+                if volume is None:
+                    raise gr.Error("upload a volume first.")
+                x, y = evt.index
+                try:
+                    view = volume.segment(session, int(index), [[x, y, 1]])
+                except ValueError as error:
+                    raise gr.Error(str(error)) from None
+                import tempfile
+
+                return view, volume.save(tempfile.mkdtemp())
+
+            volume_file.upload(open_volume, volume_file, [volume_state, slice_index, volume_view])
+            slice_index.change(
+                lambda v, i: v.show(int(i)) if v else None, [volume_state, slice_index], volume_view
+            )
+            volume_view.select(click_volume, [volume_state, slice_index], [volume_view, volume_mask])
         with gr.Row(visible=False):
             api_image = gr.Image(type="numpy")
             api_points = gr.Textbox()
