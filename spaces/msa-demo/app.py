@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -83,8 +84,6 @@ class VolumeSession:
 
     def save(self, folder: str) -> str:
         """The mask volume as NIfTI on the input's grid (its affine and voxel order)."""
-        from pathlib import Path
-
         from msa_hf.data import volume_from_axial_slices
         from msa_hf.inference import _save_on_input_grid
 
@@ -148,6 +147,9 @@ def build_demo(model: Any) -> gr.Blocks:
             undo_button = gr.Button("undo last click")
             clear_button = gr.Button("clear")
         mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
+        examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
+        if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
+            gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices")
         image.select(on_click, [image, points, mode], [points, result, mask, status])
         image.upload(lambda: ([], None, None, "no clicks"), None, [points, result, mask, status])
         undo_button.click(undo, [image, points], [points, result, mask, status])
@@ -200,8 +202,6 @@ def build_demo(model: Any) -> gr.Blocks:
 def load_model() -> Any:
     """The model the Space serves: `MSA_MODEL` (a Hub id or folder), else the id in `msa_model.txt` (written by
     `msa_hf.hub.push_space`), else msa_hf's shipped base."""
-    from pathlib import Path
-
     from msa_hf import TINY_BASE, SamAdapterModel
 
     pinned = Path(__file__).with_name("msa_model.txt")
