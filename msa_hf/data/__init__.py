@@ -8,56 +8,76 @@ Folder -> dataset directory: `prepare_dataset` (CLI `msa-hf prepare`); the embed
 `msa_hf.prompts`. nibabel / pydicom / nilearn (the `medical` extra) are imported only when used.
 """
 
-from .default_dataset import (
-    DEFAULT_DATASET_DIR,
-    MNI_TISSUE_CLASSES,
-    build_mni152_tissue_dataset,
-    ensure_default_dataset,
-    mni152_tissue_volumes,
-)
-from .image_files import ImageReadError, read_image, read_mask
-from .label_tables import LabelTableError, parse_label_table
-from .prepare import (
-    PrepareOptions,
-    PrepareReport,
-    load_prepared,
-    prepare_dataset,
-    read_class_names,
-    split_cases,
-)
-from .slice_dataset import SLICE_FEATURES, SliceParquetWriter
-from .sources import CaseFiles, SourceLayoutError, find_image_pairs, find_volume_pairs
-from .tasks import TASK_FEATURES, PromptSampling, SamSegmentationTransform, to_binary_tasks
-from .transforms import (
-    CT_WINDOW_PRESETS,
-    GrayscaleToRGB,
-    IntensityJitter,
-    OnKeys,
-    PercentileNormalize,
-    RandomSpatialAugment,
-    SamNormalize,
-    ScaleIntensity,
-    WindowIntensity,
-    resample_to_spacing,
-    resize_and_pad,
-)
-from .volume_windows import (
-    SamVolumeTransform,
-    SliceWindow,
-    VolumeWindowDataset,
-    reassemble_volume,
-    slice_windows,
-)
-from .volumes import (
-    Volume,
-    VolumeReadError,
-    axial_slices,
-    load_dicom_series,
-    load_nifti,
-    load_volume,
-    save_nifti,
-    volume_from_axial_slices,
-)
+_EXPORTS = {
+    "CT_WINDOW_PRESETS": "transforms",
+    "CaseFiles": "sources",
+    "DEFAULT_DATASET_DIR": "default_dataset",
+    "GrayscaleToRGB": "transforms",
+    "ImageReadError": "image_files",
+    "IntensityJitter": "transforms",
+    "LabelTableError": "label_tables",
+    "MNI_TISSUE_CLASSES": "default_dataset",
+    "OnKeys": "transforms",
+    "PercentileNormalize": "transforms",
+    "PrepareOptions": "prepare",
+    "PrepareReport": "prepare",
+    "PromptSampling": "tasks",
+    "RandomSpatialAugment": "transforms",
+    "SLICE_FEATURES": "slice_dataset",
+    "SamNormalize": "transforms",
+    "SamSegmentationTransform": "tasks",
+    "SamVolumeTransform": "volume_windows",
+    "ScaleIntensity": "transforms",
+    "SliceParquetWriter": "slice_dataset",
+    "SliceWindow": "volume_windows",
+    "SourceLayoutError": "sources",
+    "TASK_FEATURES": "tasks",
+    "Volume": "volumes",
+    "VolumeReadError": "volumes",
+    "VolumeWindowDataset": "volume_windows",
+    "WindowIntensity": "transforms",
+    "axial_slices": "volumes",
+    "build_mni152_tissue_dataset": "default_dataset",
+    "ensure_default_dataset": "default_dataset",
+    "find_image_pairs": "sources",
+    "find_volume_pairs": "sources",
+    "load_dicom_series": "volumes",
+    "load_nifti": "volumes",
+    "load_prepared": "prepare",
+    "load_volume": "volumes",
+    "mni152_tissue_volumes": "default_dataset",
+    "parse_label_table": "label_tables",
+    "prepare_dataset": "prepare",
+    "read_class_names": "prepare",
+    "read_image": "image_files",
+    "read_mask": "image_files",
+    "reassemble_volume": "volume_windows",
+    "resample_to_spacing": "transforms",
+    "resize_and_pad": "transforms",
+    "save_nifti": "volumes",
+    "slice_windows": "volume_windows",
+    "split_cases": "prepare",
+    "to_binary_tasks": "tasks",
+    "volume_from_axial_slices": "volumes",
+}
+
+
+def __getattr__(name: str):
+    """Import on first use (PEP 562): training the base on a GPU machine needs only `transforms`, not
+    `datasets`/nibabel/pydicom, and `import msa_hf.data.transforms` stays light."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'msa_hf.data' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "CT_WINDOW_PRESETS",
