@@ -32,6 +32,7 @@ from transformers import SamConfig, SamModel
 from .data.transforms import SamNormalize
 from .losses import sam_loss
 from .mask_outputs import best_mask_logits, upsample_mask_logits
+from .metrics.batched import box_fill_dice, dice_scores
 from .prompts import box_from_mask, next_error_clicks, sample_point_prompt
 from .synthetic import SyntheticConfig, SyntheticSegmentationDataset
 
@@ -111,8 +112,7 @@ class PretrainingConfig:
 
 def pixel_values_from_uint8(images: torch.Tensor) -> torch.Tensor:
     """`(B, H, W, 3)` uint8 -> `(B, 3, H, W)` SAM-normalised float."""
-    pixels = images.permute(0, 3, 1, 2).float() / 255.0
-    return torch.stack([SamNormalize()(p) for p in pixels])
+    return SamNormalize()(images.permute(0, 3, 1, 2).float() / 255.0)
 
 
 def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
@@ -158,23 +158,6 @@ def predict(
         multimask_output=multimask,
     )
     return outputs.pred_masks[:, 0], outputs.iou_scores[:, 0], best_mask_logits(outputs)
-
-
-def dice_scores(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-example Dice of boolean masks `(B, H, W)`; 1.0 when both are empty."""
-    predicted, targets = predicted.flatten(1).bool(), targets.flatten(1).bool()
-    intersection = (predicted & targets).sum(1).float()
-    total = (predicted.sum(1) + targets.sum(1)).float()
-    return torch.where(total > 0, 2 * intersection / total.clamp(min=1), torch.ones_like(total))
-
-
-def box_fill_dice(masks: torch.Tensor) -> torch.Tensor:
-    """The trivial baseline: predict the whole (tight) box of the target, `(B,)` Dice."""
-    filled = torch.zeros_like(masks, dtype=torch.bool)
-    for index, mask in enumerate(masks):
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        filled[index, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
-    return dice_scores(filled, masks)
 
 
 @torch.no_grad()

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .mask_outputs import best_mask_logits, upsample_mask_logits
+from .mask_outputs import best_mask_logits, logits_to_original_mask, upsample_mask_logits
 from .metrics import dice, hd95, iou, normalized_surface_dice, summarise
 from .prompts import next_error_clicks
 
@@ -45,21 +44,6 @@ class CaseScore:
     hd95: float | None
     nsd: float | None
     dice_per_click: list[float] = field(default_factory=list)
-
-
-def _to_original(
-    logits: torch.Tensor, reshaped: torch.Tensor, original: torch.Tensor, size: int
-) -> np.ndarray:
-    """`(h, w)` low-res logits -> boolean mask at the slice's original size (SamProcessor's post-processing)."""
-    upsampled = F.interpolate(
-        logits[None, None].float(), size=(size, size), mode="bilinear", align_corners=False
-    )
-    height, width = (int(v) for v in reshaped)
-    cropped = upsampled[..., :height, :width]
-    restored = F.interpolate(
-        cropped, size=tuple(int(v) for v in original), mode="bilinear", align_corners=False
-    )
-    return (restored[0, 0] > 0).cpu().numpy()
 
 
 @torch.no_grad()
@@ -109,7 +93,9 @@ def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 
         for index in range(len(pixel_values)):
             original = batch["original_sizes"][index]
             reshaped = batch["reshaped_input_sizes"][index]
-            masks = [_to_original(r[index], reshaped, original, size) for r in rounds]
+            masks = [
+                logits_to_original_mask(r[index], size, reshaped, original).cpu().numpy() for r in rounds
+            ]
             yield (
                 batch["case_id"][index],
                 int(batch["slice"][index]),
@@ -342,19 +328,25 @@ def evaluate_volumes(
         height, width = (int(v) for v in item["original_sizes"])
         # each window votes +1 / -1 per pixel; overlapping windows are averaged, then thresholded at 0
         restored = torch.stack([
-            torch.from_numpy(_to_original(slice_logits, item["reshaped_input_sizes"], (height, width), image_size))
+            torch.from_numpy(logits_to_original_mask(slice_logits, image_size, item["reshaped_input_sizes"], (height, width)).numpy())
             for slice_logits in logits
         ]).float() * 2 - 1  # fmt: skip
         predictions[(window.case_id, value)].append((window, restored))
+    # each case's label stack and spacing, read once (not once per structure)
+    label_volumes: dict[str, np.ndarray] = {}
+    spacings: dict[str, tuple[float, ...]] = {}
+    for case_id in {case for case, _ in predictions}:
+        rows = plain.filter(lambda r, c=case_id: r["case_id"] == c).sort("slice")
+        label_volumes[case_id] = np.stack([np.asarray(label) for label in rows["label"]])
+        spacings[case_id] = tuple(rows[0]["spacing"])
     scores = []
     for (case_id, value), parts in sorted(predictions.items()):
-        rows = plain.filter(lambda r, c=case_id: r["case_id"] == c).sort("slice")
-        target = np.stack([np.asarray(label) == value for label in rows["label"]])
+        target = label_volumes[case_id] == value
         volume = (
             reassemble_volume([w for w, _ in parts], [p for _, p in parts], num_slices=len(target)).numpy()
             > 0
         )
-        spacing = tuple(rows[0]["spacing"])
+        spacing = spacings[case_id]
         volume_spacing = (spacing[2], spacing[0], spacing[1])
         scores.append(
             CaseScore(

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from .mask_outputs import logits_to_original_mask
 from .prompts import resized_shape, to_model_frame
 
 
@@ -117,14 +117,10 @@ class SegmentationPredictor:
         scores = outputs.iou_scores[0, 0]
         best = int(scores.argmax())
         logits = outputs.pred_masks[0, 0, best]
-        upsampled = F.interpolate(
-            logits[None, None], size=(self.image_size, self.image_size), mode="bilinear"
+        mask = logits_to_original_mask(
+            logits, self.image_size, resized_shape(self._original_size, self.image_size), self._original_size
         )
-        new_height, new_width = resized_shape(self._original_size, self.image_size)
-        restored = F.interpolate(
-            upsampled[..., :new_height, :new_width], size=self._original_size, mode="bilinear"
-        )
-        return (restored[0, 0] > 0).cpu().numpy(), float(scores[best])
+        return mask.cpu().numpy(), float(scores[best])
 
 
 def predict_file(

@@ -20,3 +20,24 @@ def best_mask_logits(outputs: Any) -> torch.Tensor:
     """`(B, 1, h, w)`: per example, the mask (of the first prompt) that the IoU head ranks highest."""
     logits, scores = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
     return logits[torch.arange(len(logits), device=logits.device), scores.argmax(dim=1)][:, None]
+
+
+def logits_to_original_mask(
+    logits: torch.Tensor, image_size: int, reshaped_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """SamProcessor's post-processing for one mask: `(h, w)` low-res logits -> upsample to the model's
+    `image_size`, crop the padding to `reshaped_size`, resize to `original_size`, threshold at 0.
+
+    Returns a `(H, W)` bool tensor on the logits' device.
+    """
+    upsampled = F.interpolate(
+        logits[None, None].float(), size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
+    height, width = (int(v) for v in reshaped_size)
+    restored = F.interpolate(
+        upsampled[..., :height, :width],
+        size=tuple(int(v) for v in original_size),
+        mode="bilinear",
+        align_corners=False,
+    )
+    return restored[0, 0] > 0

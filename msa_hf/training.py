@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base_pretraining import box_fill_dice, dice_scores
 from .losses import sam_loss
 from .mask_outputs import best_mask_logits, upsample_mask_logits
+from .metrics.batched import box_fill_dice, dice_scores
 from .prompts import next_error_clicks
 
 

@@ -11,13 +11,12 @@ from transformers import SamModel
 from msa_hf.base_pretraining import (
     PretrainingConfig,
     base_config,
-    box_fill_dice,
-    dice_scores,
     evaluate_prompted_segmentation,
     held_out_set,
     initialise_from_scratch,
     pretrain_base,
 )
+from msa_hf.metrics import box_fill_dice, dice_scores
 
 
 def test_base_geometry_and_from_scratch_initialisation():

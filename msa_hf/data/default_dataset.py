@@ -15,14 +15,12 @@ new subjects. The dataset card says so.
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .prepare import PrepareReport, split_cases
+from .prepare import PrepareReport, split_cases, write_dataset_metadata
 from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from .volumes import axial_slices
 
@@ -73,7 +71,6 @@ def build_mni152_tissue_dataset(
     overwrite: bool = False,
 ) -> PrepareReport:
     """Write the default dataset directory (same layout as `prepare_dataset`) to `output`."""
-    from .dataset_card import render_dataset_card
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
@@ -119,13 +116,10 @@ def build_mni152_tissue_dataset(
         f"one template brain: cases are axial slabs of {slab_thickness} slices with {gap}-slice gaps between "
         "them; validation/test measure unseen slices of the same brain, not new subjects."
     )
-    (output / "classes.json").write_text(
-        json.dumps({str(k): v for k, v in MNI_TISSUE_CLASSES.items()}, indent=2)
-    )
-    (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
-    card = render_dataset_card(
+    write_dataset_metadata(
+        output,
+        report,
         name="MNI152 brain tissue (msa_hf default dataset)",
-        report=report,
         source_description=(
             "Brain tissue segmentation (CSF, grey matter, white matter) of the MNI ICBM152 2009a T1 template "
             "(1 mm, skull-stripped), built offline from the copy bundled in the `nilearn` package. Labels "
@@ -133,7 +127,6 @@ def build_mni152_tissue_dataset(
         ),
         license_notice=MNI_LICENSE_NOTICE,
     )
-    (output / "README.md").write_text(card, encoding="utf-8")
     return report
 
 

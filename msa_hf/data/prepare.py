@@ -326,13 +326,21 @@ def prepare_dataset(
         table.update(default_class_names(unknown))
     report.class_names = dict(sorted(table.items()))
     report.slices_per_class = {table[value]: count for value, count in sorted(seen_values.items())}
-    _write_metadata(output, report, options, source, kind)
+    write_dataset_metadata(
+        output,
+        report,
+        name=options.name or source.name,
+        source_description=f"Prepared by `msa-hf prepare` from a folder of {kind} ({source.name}).",
+        license_notice=options.source_license,
+    )
     return report
 
 
-def _write_metadata(
-    output: Path, report: PrepareReport, options: PrepareOptions, source: Path, kind: str
+def write_dataset_metadata(
+    output: Path, report: PrepareReport, name: str, source_description: str, license_notice: str
 ) -> None:
+    """`classes.json`, `prepare_report.json` and the dataset card of a dataset directory. The report goes
+    second to last and the card last, so a complete `prepare_report.json` marks a finished directory."""
     from .dataset_card import render_dataset_card
 
     (output / "classes.json").write_text(
@@ -340,10 +348,7 @@ def _write_metadata(
     )
     (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
     card = render_dataset_card(
-        name=options.name or source.name,
-        report=report,
-        source_description=f"Prepared by `msa-hf prepare` from a folder of {kind} ({source.name}).",
-        license_notice=options.source_license,
+        name=name, report=report, source_description=source_description, license_notice=license_notice
     )
     (output / "README.md").write_text(card, encoding="utf-8")
 

@@ -184,7 +184,7 @@ class GrayscaleToRGB:
 
 @dataclass
 class SamNormalize:
-    """`(3, H, W)` in [0, 1] -> SAM's normalised pixels `(x - mean) / std`."""
+    """`(3, H, W)` or `(B, 3, H, W)` in [0, 1] -> SAM's normalised pixels `(x - mean) / std`."""
 
     mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     std: tuple[float, float, float] = SAM_PIXEL_STD

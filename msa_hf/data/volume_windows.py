@@ -175,7 +175,7 @@ class SamVolumeTransform(SamSegmentationTransform):
             mask, valid = stacked[:-1], stacked[-1]
             pixels = self.intensity_jitter(pixels, generator)
         pixels = pixels.reshape(depth, 3, self.image_size, self.image_size)
-        normalized = torch.stack([SamNormalize()(p) for p in pixels], dim=1)  # (3, D, S, S)
+        normalized = SamNormalize()(pixels).transpose(0, 1)  # (3, D, S, S)
         count = self.prompts.num_positive + self.prompts.num_negative
         points = torch.zeros(depth, 1, count, 2)
         labels = torch.full((depth, 1, count), PADDING_LABEL, dtype=torch.int64)

@@ -3,6 +3,7 @@
 
 from pathlib import Path
 
+from .batched import box_fill_dice, dice_scores
 from .segmentation import (
     MetricSummary,
     dice,
@@ -19,6 +20,8 @@ EVALUATE_MODULE = str(Path(__file__).resolve().parent / "evaluate_modules" / "ms
 __all__ = [
     "EVALUATE_MODULE",
     "MetricSummary",
+    "box_fill_dice",
+    "dice_scores",
     "dice",
     "hd95",
     "iou",
