@@ -156,11 +156,19 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         points = [list(p) for p in args.point] + [list(p) for p in args.negative]
         labels = [1] * len(args.point) + [0] * len(args.negative)
-        prompts = [Prompt(points=points or None, labels=labels or None, box=args.box, slice=args.slice)]
+        prompts = [
+            Prompt(
+                points=points or None, labels=labels or None, box=args.box, slice=args.slice,
+                propagate=args.propagate,
+            )
+        ]  # fmt: skip
     model = load_base(args.model, SamAdapterModel)
     summary = predict_file(model, args.input, args.output, prompts)
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
+        where += (
+            f" (propagated to slices {mask['slices'][0]}-{mask['slices'][1]})" if "slices" in mask else ""
+        )
         print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
     print(f"written: {summary['output']}")
     return 0
@@ -300,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="negative click")  # fmt: skip
     predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
     predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
+    predict.add_argument(
+        "--propagate", action="store_true",
+        help="volumes: carry the slice's mask up and down the volume (3-D propagation)",
+    )  # fmt: skip
     predict.add_argument(
         "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
     )

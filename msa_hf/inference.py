@@ -1,6 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Label-free inference: `SegmentationPredictor` (encode once, decode per prompt, like SAM's predictor) and
-`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF, a NIfTI volume or a DICOM series and
+`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF or one DICOM image, a NIfTI volume or a DICOM series and
 writes masks in the input's geometry (a NIfTI mask keeps the input's affine and voxel order).
 
 Prompts are in the input's own pixel coordinates: `(x, y)` = (column, row) of the image, or of the axial
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from .image_encoding import encode_slices, image_to_pixel_values
 from .mask_outputs import logits_to_original_mask
 from .prompts import resized_shape, to_model_frame
 
@@ -25,12 +25,14 @@ from .prompts import resized_shape, to_model_frame
 @dataclass
 class Prompt:
     """One target's prompt: clicks `points` `[[x, y], ...]` with `labels` (1 positive, 0 negative) and/or a
-    `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume."""
+    `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
+    mask through the volume (`msa_hf.volume_prediction.VolumePredictor.propagate`)."""
 
     points: list[list[float]] | None = None
     labels: list[int] | None = None
     box: list[float] | None = None
     slice: int | None = None
+    propagate: bool = False
 
     def __post_init__(self) -> None:
         if not self.points and self.box is None:
@@ -66,17 +68,18 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray, modality: str = "other") -> None:
-        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3)` uint8."""
+        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3)` uint8.
+
+        A model with a depth branch sees the picture as a window of D copies of it (`encode_slices`); for the
+        slices of a volume, `msa_hf.volume_prediction.VolumePredictor` encodes real neighbours instead."""
         array = np.asarray(image)
-        if array.ndim == 3:
-            pixels = torch.from_numpy(array[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
-        else:
-            intensity = intensity_transform_for(modality, array.dtype, self.window)
-            pixels = GrayscaleToRGB()(intensity(torch.from_numpy(array.astype(np.float32))))
-        resized, _ = resize_and_pad(pixels, None, self.image_size)
-        pixel_values = SamNormalize()(resized)[None].to(self.model.device)
-        self._embedding = self.model.get_image_embeddings(pixel_values)
-        self._original_size = (array.shape[0], array.shape[1])
+        pixel_values = image_to_pixel_values(array, self.image_size, modality, self.window)
+        self.set_image_embedding(encode_slices(self.model, pixel_values[None]), array.shape[:2])
+
+    def set_image_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """Use an embedding computed elsewhere: `embedding` `(1, C, h, w)` of an image of `original_size` (H, W)."""
+        self._embedding = embedding.to(self.model.device)
+        self._original_size = (int(original_size[0]), int(original_size[1]))
 
     @torch.no_grad()
     def predict(self, prompt: Prompt, multimask: bool = False) -> tuple[np.ndarray, float]:
@@ -132,21 +135,26 @@ def predict_file(
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`.
 
-    2-D images -> a PNG label map of the same size (8-bit; 16-bit beyond 255 prompts). NIfTI or DICOM ->
-    a NIfTI label map on the input's grid: the NIfTI input's own affine and voxel order, or the DICOM
+    2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit beyond 255
+    prompts). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own affine and voxel order, or the DICOM
     series' RAS affine. Returns a summary (output path, per-prompt pixel counts and scores).
     """
     from PIL import Image
 
-    from .data.image_files import is_image_file, read_image
+    from .data.image_files import is_dicom_file, is_image_file, read_dicom_image, read_image
     from .data.volumes import axial_slices, is_nifti, load_volume, volume_from_axial_slices
+    from .volume_prediction import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
     predictor = SegmentationPredictor(model, window)
     summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
-    if is_image_file(input_path):
-        image = read_image(input_path)
-        predictor.set_image(image)
+    single_dicom = input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path)
+    if is_image_file(input_path) or single_dicom:
+        if single_dicom:  # an X-ray, an ultrasound frame, one CT/MR slice: intensities by its modality
+            image, modality = read_dicom_image(input_path)
+        else:
+            image, modality = read_image(input_path), "other"
+        predictor.set_image(image, modality)
         labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
         for index, prompt in enumerate(prompts):
             mask, score = predictor.predict(prompt)
@@ -156,7 +164,8 @@ def predict_file(
         return summary
     if not (is_nifti(input_path) or input_path.is_dir()):
         raise ValueError(
-            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP), a NIfTI file or a DICOM series folder."
+            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
+            "series folder."
         )
     volume = load_volume(input_path)
     modality = (
@@ -164,20 +173,23 @@ def predict_file(
     )
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
-    cached_slice = None
+    # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
+    volume_predictor = VolumePredictor(model, window)
+    volume_predictor.set_volume(slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):
             raise ValueError(
                 f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
             )
-        if prompt.slice != cached_slice:  # encode each slice once, however many prompts it has
-            predictor.set_image(slices[prompt.slice], modality)
-            cached_slice = prompt.slice
-        mask, score = predictor.predict(prompt)
-        labels[prompt.slice][mask] = index + 1
-        summary["masks"].append(
-            {"label": index + 1, "slice": prompt.slice, "pixels": int(mask.sum()), "score": score}
-        )
+        mask, score = volume_predictor.predict(prompt.slice, prompt)
+        entry = {"label": index + 1, "slice": prompt.slice, "pixels": int(mask.sum()), "score": score}
+        if prompt.propagate and mask.any():
+            propagation = volume_predictor.propagate(prompt.slice, mask)
+            labels[propagation.masks] = index + 1
+            entry.update(pixels=int(propagation.masks.sum()), slices=[propagation.first, propagation.last])
+        else:
+            labels[prompt.slice][mask] = index + 1
+        summary["masks"].append(entry)
     canonical = volume_from_axial_slices(labels)
     _save_on_input_grid(canonical, volume.affine, input_path, output_path)
     return summary

@@ -1,5 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Reading 2-D images and masks (PNG/JPEG/TIFF/BMP, 8- or 16-bit, grayscale or RGB) with checks."""
+"""Reading 2-D images and masks (PNG/JPEG/TIFF/BMP, 8- or 16-bit, grayscale or RGB; single DICOM images)
+with checks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from .transforms import check_finite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 # More distinct values than this in a mask with no label table means it was not saved as labels (a JPEG
 # or an antialiased resize); a label table raises the limit to exactly the values it lists.
 MAX_MASK_LABELS = 64
@@ -55,6 +57,71 @@ def read_image(path: str | Path) -> np.ndarray:
     except ValueError as error:
         raise ImageReadError(str(error)) from error
     return array
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """A single DICOM file: a `.dcm`/`.dicom` suffix, or the `DICM` marker at byte 128 (suffix-less exports)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_dicom_image(path: str | Path) -> tuple[np.ndarray, str]:
+    """One 2-D DICOM image (X-ray, ultrasound, a single CT/MR slice) and its modality.
+
+    Returns:
+        `(image, modality)`: `(H, W)` float32 with rescale slope/intercept applied (Hounsfield units for CT;
+        MONOCHROME1 inverted so that bright means dense), or `(H, W, 3)` uint8 for colour images; modality
+        "CT", "MR" or "other".
+    Raises:
+        ImageReadError: not DICOM, no pixel data, undecodable (compressed without a decoder), or several frames
+            (a multi-frame file is a volume: open it as one).
+    """
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(path)
+        if "PixelData" not in dataset:
+            raise ImageReadError(f"{path}: a DICOM file without pixel data (a report or a DICOMDIR?).")
+        pixels = dataset.pixel_array
+    except ImageReadError:
+        raise
+    except Exception as error:
+        raise ImageReadError(
+            f"{path}: cannot read the DICOM image ({type(error).__name__}: {error}). Compressed transfer "
+            "syntaxes need pydicom's pixel decoders (pip install pylibjpeg pylibjpeg-libjpeg)."
+        ) from error
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    colour = int(dataset.get("SamplesPerPixel", 1)) == 3
+    if frames > 1 or pixels.ndim == (4 if colour else 3):
+        raise ImageReadError(
+            f"{path}: a DICOM file with {frames} frames is a volume; open it as a volume (a folder of the series) "
+            "rather than as a 2-D image."
+        )
+    modality = str(dataset.get("Modality", "other")).upper()
+    modality = modality if modality in ("CT", "MR") else "other"
+    if colour:
+        if str(dataset.get("PhotometricInterpretation", "RGB")).startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, dataset.PhotometricInterpretation, "RGB")
+        return np.asarray(pixels, dtype=np.uint8), modality
+    array = pixels.astype(np.float32) * float(dataset.get("RescaleSlope", 1.0) or 1.0) + float(
+        dataset.get("RescaleIntercept", 0.0) or 0.0
+    )
+    if str(dataset.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        array = array.max() + array.min() - array
+    try:
+        check_finite(array, str(path))
+    except ValueError as error:
+        raise ImageReadError(str(error)) from error
+    return array, modality
 
 
 def read_mask(

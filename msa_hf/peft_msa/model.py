@@ -179,6 +179,21 @@ class MsaModel(BaseTuner):
             check_num_slices(pixel_values.shape[0], num_slices)
         return num_slices
 
+    @torch.no_grad()
+    def get_image_embeddings(
+        self, pixel_values: torch.Tensor, num_slices: int | None = None, **kwargs
+    ) -> torch.Tensor:
+        """Image embeddings `(B, C, h, w)` with the active adapters, as `SamAdapterModel.get_image_embeddings`:
+        `num_slices` (or a 5-D `(V, C, D, H, W)` input) runs the depth branch over windows of D slices."""
+        if pixel_values.ndim == 5:
+            num_slices = self.resolve_num_slices(pixel_values, num_slices)
+            volumes, channels, depth, height, width = pixel_values.shape
+            pixel_values = pixel_values.permute(0, 2, 1, 3, 4).reshape(
+                volumes * depth, channels, height, width
+            )
+        with self._enable_peft_forward_hooks(pixel_values=pixel_values, num_slices=num_slices):
+            return self.model.get_image_embeddings(pixel_values, **kwargs)
+
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
         """Pass this call's D to every MSA encoder block as a forward argument (peft's per-call mechanism).

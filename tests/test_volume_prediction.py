@@ -1,0 +1,196 @@
+"""Volumes in the interactive path: depth-window encoding, per-slice prompts, 3-D propagation, single DICOM."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import SamConfig, SamModel
+
+from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.data import axial_slices, load_nifti, read_dicom_image
+from msa_hf.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
+from msa_hf.inference import Prompt, SegmentationPredictor, predict_file
+from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
+from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
+from msa_hf.volume_prediction import VolumePredictor, grown_box
+
+
+class BrightInBoxSam(torch.nn.Module):
+    """A SAM-shaped stand-in whose mask is the bright pixels (normalised value > 0) inside the prompt box."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(vision_config=SimpleNamespace(image_size=image_size))
+        self.device = torch.device("cpu")
+
+    def get_image_embeddings(self, pixel_values):
+        return pixel_values
+
+    def forward(self, image_embeddings, input_boxes=None, multimask_output=False, **kwargs):
+        size = image_embeddings.shape[-1]
+        bright = image_embeddings[:, 0] > 0
+        inside = torch.zeros_like(bright)
+        for index in range(len(image_embeddings)):
+            x0, y0, x1, y1 = input_boxes[index, 0].round().long().tolist()
+            inside[index, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+        logits = torch.where(bright & inside, 10.0, -10.0)[:, None, None].expand(-1, 1, 3, size, size)
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
+
+
+def sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0) -> np.ndarray:
+    """`(N, H, W)` display slices holding a bright ball: the ground truth of propagation."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    distance = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
+    return distance <= radius**2
+
+
+def test_grown_box_grows_by_the_margin_and_stays_in_the_image():
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 2:12] = True  # 10 x 10 at columns 2..11, rows 5..14
+    assert grown_box(mask, margin=0.2) == [0.0, 3.0, 13.0, 16.0]
+    assert grown_box(mask, margin=0.0, min_margin=1) == [1.0, 4.0, 12.0, 15.0]
+    assert grown_box(np.zeros((4, 4), bool), 0.1) is None
+
+
+@pytest.mark.parametrize("seed_slice", [8, 11])
+def test_propagation_recovers_the_ball_slice_by_slice(seed_slice):
+    ball = sphere_volume()
+    slices = np.where(ball, 1000.0, 0.0).astype(np.float32)
+    predictor = VolumePredictor(BrightInBoxSam(32))
+    predictor.set_volume(slices)
+    seed, score = predictor.predict(seed_slice, Prompt(box=grown_box(ball[seed_slice], 0.0)))
+    np.testing.assert_array_equal(seed, ball[seed_slice])
+    result = predictor.propagate(seed_slice, seed)
+    np.testing.assert_array_equal(result.masks, ball)
+    present = np.flatnonzero(ball.any(axis=(1, 2)))
+    assert (result.first, result.last) == (present.min(), present.max())
+    assert np.isnan(result.scores[: present.min()]).all() and (result.scores[present] >= 0.5).sum() == (
+        len(present) - 1
+    )  # every slice but the seed was predicted
+
+
+def test_propagation_stops_where_the_structure_ends_and_at_max_slices():
+    ball = sphere_volume()
+    slices = np.where(ball, 1000.0, 0.0).astype(np.float32)
+    slices[0] = 1000.0  # a bright slice beyond a gap: propagation must not jump the gap
+    predictor = VolumePredictor(BrightInBoxSam(32))
+    predictor.set_volume(slices)
+    result = predictor.propagate(8, ball[8], max_slices=2)
+    assert (result.first, result.last) == (6, 10) and not result.masks[:6].any()
+    assert not predictor.propagate(8, ball[8]).masks[0].any()
+    with pytest.raises(ValueError, match="seed mask is empty"):
+        predictor.propagate(8, np.zeros((32, 32), bool))
+    with pytest.raises(ValueError, match="outside the volume"):
+        predictor.predict(16, Prompt(box=[1, 1, 5, 5]))
+
+
+def depth_model(num_slices: int = 4) -> SamAdapterModel:
+    config = SamAdapterConfig(**tiny_sam_kwargs(), use_depth_branch=True, num_slices=num_slices)
+    model = SamAdapterModel(config).eval()
+    randomize_weights(model, seed=1)
+    randomize_adapter_weights(model, seed=2)
+    return model
+
+
+def test_depth_branch_encodes_whole_windows_with_the_last_one_padded():
+    model = depth_model(num_slices=4)
+    pixel_values = torch.randn(10, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    got = encode_slices(model, pixel_values, windows_per_batch=1)
+    assert got.shape == (10, 16, 8, 8)
+    first = model.get_image_embeddings(pixel_values[:4], num_slices=4)
+    last = model.get_image_embeddings(
+        torch.cat([pixel_values[8:], pixel_values[9:].expand(2, -1, -1, -1)]), 4
+    )
+    torch.testing.assert_close(got[:4], first)
+    torch.testing.assert_close(got[8:], last[:2])
+    # the neighbours matter: slice 0 alone (as four copies) embeds differently from slice 0 in its window
+    alone = encode_slices(model, pixel_values[:1])
+    assert (alone[0] - got[0]).abs().max() > 1e-3
+    # a peft model with the same MSA adapters encodes the same windows identically
+    as_peft = sam_adapter_to_peft_model(model)
+    assert depth_branch_slices(as_peft) == 4
+    torch.testing.assert_close(
+        encode_slices(as_peft, pixel_values, windows_per_batch=2), got, atol=1e-5, rtol=0
+    )
+
+
+def test_volume_predictor_decodes_on_window_embeddings_and_caches_them():
+    model = depth_model(num_slices=4)
+    slices = np.random.default_rng(0).normal(100, 20, (6, 40, 50)).astype(np.float32)
+    predictor = VolumePredictor(model)
+    predictor.set_volume(slices, "MR")
+    prompt = Prompt(points=[[20, 15]], labels=[1])
+    got, _ = predictor.predict(5, prompt)
+    window = torch.stack([image_to_pixel_values(s, 64, "MR") for s in slices[4:6]])
+    expected_embedding = encode_slices(model, window)[1:2]
+    reference = SegmentationPredictor(model)
+    reference.set_image_embedding(expected_embedding, (40, 50))
+    expected, _ = reference.predict(prompt)
+    np.testing.assert_array_equal(got, expected)
+    assert sorted(predictor._embeddings) == [4, 5]  # only slice 5's window was encoded
+
+
+def test_two_d_predictor_runs_a_depth_model_on_one_picture():
+    model = depth_model(num_slices=2)
+    image = np.random.default_rng(1).integers(0, 255, (30, 30), dtype=np.uint8)
+    predictor = SegmentationPredictor(model)
+    predictor.set_image(image)  # D copies of the picture: no num_slices error
+    mask, score = predictor.predict(Prompt(box=[5, 5, 20, 20]))
+    assert mask.shape == (30, 30) and np.isfinite(score)
+
+
+def test_predict_file_propagates_through_a_nifti_volume(tmp_path):
+    ball = sphere_volume(shape=(12, 32, 32), centre=(6, 14, 17), radius=4.5)
+    canonical = np.ascontiguousarray(
+        np.transpose(ball, (2, 1, 0))[:, ::-1, :]
+    )  # display slices -> RAS voxels
+    assert np.array_equal(axial_slices(canonical), ball)
+    nib.save(
+        nib.Nifti1Image(np.where(canonical, 900.0, 100.0).astype(np.float32), np.eye(4)),
+        tmp_path / "s.nii.gz",
+    )
+    prompt = Prompt(box=grown_box(ball[6], 0.0), slice=6, propagate=True)
+    summary = predict_file(BrightInBoxSam(32), tmp_path / "s.nii.gz", tmp_path / "mask.nii.gz", [prompt])
+    written = axial_slices(load_nifti(tmp_path / "mask.nii.gz", is_label=True).array)
+    np.testing.assert_array_equal(written == 1, ball)
+    present = np.flatnonzero(ball.any(axis=(1, 2)))
+    assert summary["masks"][0]["slices"] == [present.min(), present.max()]
+    assert summary["masks"][0]["pixels"] == ball.sum()
+
+
+def test_single_dicom_images_read_in_their_units_and_predict(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    ct, modality = read_dicom_image(get_testdata_file("CT_small.dcm"))
+    assert modality == "CT" and ct.shape == (128, 128) and ct.dtype == np.float32
+    assert ct.min() < -500  # Hounsfield units: air is near -1000
+    summary = predict_file(
+        BrightInBoxSam(64),
+        get_testdata_file("CT_small.dcm"),
+        tmp_path / "ct.png",
+        [Prompt(box=[30, 30, 90, 90])],
+    )
+    assert summary["masks"][0]["pixels"] > 0
+    with pytest.raises(ValueError, match="frames is a volume"):
+        read_dicom_image(get_testdata_file("rtdose.dcm"))
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    with pytest.raises(ValueError, match="broken.dcm"):
+        read_dicom_image(tmp_path / "broken.dcm")
+
+
+def test_plain_sam_has_no_depth_branch_and_lora_neither():
+    from peft import LoraConfig
+
+    sam = SamModel(SamConfig(**tiny_sam_kwargs()))
+    assert depth_branch_slices(sam) is None
+    lora = get_peft_model(sam, LoraConfig(target_modules=["qkv"], r=2))
+    assert depth_branch_slices(lora) is None
+    msa = get_peft_model(
+        SamModel(SamConfig(**tiny_sam_kwargs())), MsaAdapterConfig(use_depth_branch=True, num_slices=3)
+    )
+    assert depth_branch_slices(msa) == 3
