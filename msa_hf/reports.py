@@ -48,6 +48,33 @@ def overlay(
     return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
 
 
+def draw_prompts(
+    picture: Image.Image,
+    points: Sequence[Sequence[float]] = (),
+    box: Sequence[float] | None = None,
+    corner: Sequence[float] | None = None,
+    scale: int = 1,
+) -> Image.Image:
+    """Mark prompts on `picture` (an uncropped `overlay`, enlarged `scale` times): positive clicks as green
+    dots, negative ones as red, the box as a yellow rectangle, a half-drawn box's first corner as a yellow
+    cross. `points` are `[x, y, label]` in image pixels."""
+    picture = picture.copy()
+    draw = ImageDraw.Draw(picture)
+    radius = max(2, round(min(picture.size) / 80))
+    if box is not None:
+        x0, y0, x1, y1 = (scale * v for v in box)
+        draw.rectangle([x0, y0, x1 + scale - 1, y1 + scale - 1], outline=(255, 220, 0), width=max(1, radius // 2))
+    if corner is not None:
+        x, y = (scale * v + scale / 2 for v in corner)
+        draw.line([(x - 2 * radius, y), (x + 2 * radius, y)], fill=(255, 220, 0), width=2)
+        draw.line([(x, y - 2 * radius), (x, y + 2 * radius)], fill=(255, 220, 0), width=2)
+    for x, y, label in points:
+        x, y = scale * x + scale / 2, scale * y + scale / 2
+        colour = (40, 220, 80) if int(label) == 1 else (240, 50, 50)
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline="white")
+    return picture
+
+
 def overlay_grid(tiles: Sequence[Image.Image], captions: Sequence[str], columns: int = 4) -> Image.Image:
     """Tiles with captions underneath, `columns` per row (tiles are padded to the largest)."""
     width = max(t.width for t in tiles)

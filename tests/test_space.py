@@ -51,13 +51,21 @@ def test_segment_endpoint_through_gradio_client(tmp_path):
         Image.fromarray(image).save(tmp_path / "slice.png")
         client = Client(demo.local_url, verbose=False)
         result = client.predict(
-            handle_file(str(tmp_path / "slice.png")), json.dumps([[40, 24, 1]]), "", api_name="/segment"
+            handle_file(str(tmp_path / "slice.png")), json.dumps([[40, 24, 1]]), "", "", api_name="/segment"
         )
         mask = np.asarray(Image.open(result))
         mask = mask[..., 0] if mask.ndim == 3 else mask
         assert mask[24, 40] == 255 and mask[5, 5] == 0
         with pytest.raises(Exception, match="add a click"):
-            client.predict(handle_file(str(tmp_path / "slice.png")), "", "", api_name="/segment")
+            client.predict(handle_file(str(tmp_path / "slice.png")), "", "", "", api_name="/segment")
+        with pytest.raises(Exception, match="outside"):
+            client.predict(
+                handle_file(str(tmp_path / "slice.png")),
+                json.dumps([[70, 5, 1]]),
+                "",
+                "",
+                api_name="/segment",
+            )
     finally:
         demo.close()
 
@@ -104,10 +112,24 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
             artefacts = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
             artefacts.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(artefacts / "demo-click.png"), full_page=True)
+            # a box: box mode, then two opposite corners
+            page.get_by_label("box (click two corners)").check()
+            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+            page.wait_for_function(
+                "[...document.querySelectorAll('#status textarea')].some(e => e.value.includes('opposite corner'))",
+                timeout=30_000,
+            )
+            page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.65)
+            page.wait_for_function(
+                "[...document.querySelectorAll('#status textarea')].some(e => e.value.endsWith('click(s), box'))",
+                timeout=30_000,
+            )
+            page.screenshot(path=str(artefacts / "demo-box.png"), full_page=True)
             browser.close()
     finally:
         demo.close()
     assert (artefacts / "demo-click.png").stat().st_size > 10_000
+    assert (artefacts / "demo-box.png").stat().st_size > 10_000
 
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
@@ -119,11 +141,117 @@ def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
     app = _app()
     data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
-    volume = app.VolumeSession(str(tmp_path / "scan.nii.gz"))
+    volume = app.VolumeSession(str(tmp_path / "scan.nii.gz"), app.DemoSession(BoxFillSam(32)))
     assert volume.slices.shape == (12, 20, 16) and volume.modality == "MR"
-    view = volume.segment(app.DemoSession(BoxFillSam(32)), 5, [[8, 10, 1]])
+    prompts = app.add_prompt(app.empty_prompts(), 8, 10, app.POSITIVE, volume.slices.shape[1:])
+    view = volume.set_prompts(5, prompts)
     assert view.shape == (20, 16, 3)
     saved = nib.load(volume.save(str(tmp_path)))
     assert np.allclose(saved.affine, SCRAMBLED_AFFINE) and saved.shape == data.shape
     back = axial_slices(load_nifti(volume.save(str(tmp_path)), is_label=True).array)
     assert back[5][10, 8] == 1 and back.sum() == volume.masks.sum() and not back[4].any()
+    volume.set_prompts(5, app.undo_prompt(prompts))
+    assert not volume.masks.any()
+
+
+def test_prompt_state_clicks_boxes_and_undo():
+    app = _app()
+    prompts = app.add_prompt(app.empty_prompts(), 3, 4, app.POSITIVE, (20, 30))
+    prompts = app.add_prompt(prompts, 25, 15, app.BOX, (20, 30))
+    assert prompts["corner"] == [25, 15] and prompts["box"] is None
+    assert app.describe(prompts) == "1 click(s); box: click the opposite corner"
+    prompts = app.add_prompt(prompts, 10, 2, app.BOX, (20, 30))
+    assert prompts["box"] == [10, 2, 25, 15] and prompts["corner"] is None
+    prompts = app.add_prompt(prompts, 5, 6, app.NEGATIVE, (20, 30))
+    assert prompts["points"] == [[3, 4, 1], [5, 6, 0]] and app.describe(prompts) == "2 click(s), box"
+    prompts = app.undo_prompt(prompts)  # the negative click
+    assert prompts["points"] == [[3, 4, 1]] and prompts["box"] == [10, 2, 25, 15]
+    prompts = app.undo_prompt(prompts)  # the box
+    assert prompts["box"] is None and app.undo_prompt(app.undo_prompt(prompts)) == app.empty_prompts()
+    with pytest.raises(ValueError, match="outside the 30x20 image"):
+        app.add_prompt(prompts, 30, 5, app.POSITIVE, (20, 30))
+    with pytest.raises(ValueError, match="unknown prompt mode"):
+        app.add_prompt(prompts, 1, 1, "lasso", (20, 30))
+
+
+def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
+    from pydicom.data import get_testdata_file
+    from test_volume_prediction import BrightInBoxSam
+
+    app = _app()
+    shown, raw, modality = app.read_upload(get_testdata_file("CT_small.dcm"))
+    assert modality == "CT" and shown.dtype == np.uint8 and raw.min() < -500 and shown.shape == raw.shape
+    state = {"image": raw, "modality": modality, "shown": shown}
+    on_screen = np.repeat(shown[..., None], 3, axis=-1)  # what the browser sends back
+    source, source_modality = app.source_of(on_screen, state)
+    assert source is raw or np.array_equal(source, raw)
+    assert source_modality == "CT"
+    other = on_screen.copy()
+    other[0, 0] ^= 1  # an example or upload replaced the picture: segment what is shown
+    assert app.source_of(other, state)[1] == "other"
+    # the CT window decides what is bright: the mask equals the windowed picture's bright part in the box
+    session = app.DemoSession(BrightInBoxSam(128))
+    _, mask = session.segment(raw, [], [20, 20, 100, 100], modality)
+    from msa_hf.image_encoding import image_to_pixel_values
+
+    bright = image_to_pixel_values(raw, 128, "CT")[0].numpy() > 0
+    expected = np.zeros_like(bright)
+    expected[20:101, 20:101] = bright[20:101, 20:101]
+    assert np.array_equal(mask > 0, expected) and expected.any()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a supported image"):
+        app.read_upload(str(tmp_path / "notes.txt"))
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="volume"):
+        app.read_upload(str(tmp_path / "scan.nii.gz"))
+
+
+def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
+    from test_data_volumes import write_dicom_series
+    from test_volume_prediction import BrightInBoxSam, sphere_volume
+
+    app = _app()
+    ball = sphere_volume(shape=(10, 32, 32), centre=(5, 15, 16), radius=4.0)
+    write_dicom_series(tmp_path / "series", np.where(ball, 300, -1000).astype(np.int16))
+    files = sorted(str(p) for p in (tmp_path / "series").iterdir())
+    volume = app.VolumeSession(files, app.DemoSession(BrightInBoxSam(32)))
+    assert volume.modality == "CT" and volume.slices.shape == (10, 32, 32)
+    expected = volume.slices > 0  # the ball, in the display orientation
+    middle = int(np.argmax(expected.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(expected[middle])
+    prompts = app.add_prompt(app.empty_prompts(), cols.min(), rows.min(), app.BOX, (32, 32))
+    prompts = app.add_prompt(prompts, cols.max(), rows.max(), app.BOX, (32, 32))
+    volume.set_prompts(middle, prompts)
+    assert np.array_equal(volume.masks[middle], expected[middle])
+    message = volume.propagate(middle)
+    assert np.array_equal(volume.masks, expected), message
+    assert message.startswith(f"propagated from slice {middle} to slices 1-9")
+    with pytest.raises(ValueError, match="one NIfTI file"):
+        app.VolumeSession([str(tmp_path / "x.png")], app.DemoSession(BrightInBoxSam(32)))
+
+
+def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
+    from peft import PeftModel
+    from test_task_adapters import fresh_sam, saved_msa_adapter
+
+    from msa_hf.inference import Prompt, SegmentationPredictor
+    from msa_hf.task_adapters import load_task_adapters
+
+    saved_msa_adapter(tmp_path / "liver", seed=1)
+    saved_msa_adapter(tmp_path / "kidney", seed=2)
+    model = load_task_adapters(
+        fresh_sam(), {"liver": str(tmp_path / "liver"), "kidney": str(tmp_path / "kidney")}
+    )
+    session = _app().DemoSession(model)
+    assert session.adapters == ["liver", "kidney"]
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    masks = {}
+    for name in ("kidney", "liver", "kidney"):
+        _, masks[name] = session.segment(image, [[30, 30, 1], [10, 50, 0]], None, adapter=name)
+        reference = SegmentationPredictor(PeftModel.from_pretrained(fresh_sam(), tmp_path / name))
+        reference.set_image(image)
+        expected, _ = reference.predict(Prompt(points=[[30, 30], [10, 50]], labels=[1, 0]))
+        assert np.array_equal(masks[name] > 0, expected), name
+    assert (masks["liver"] != masks["kidney"]).any()
+    with pytest.raises(ValueError, match="unknown task adapter"):
+        session.segment(image, [[30, 30, 1]], None, adapter="spleen")

@@ -1,15 +1,26 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Gradio demo: click or box a structure on a medical image and see MSA's mask.
+"""Gradio demo: click or box a structure on a medical image or volume and see MSA's mask.
 
-`build_demo(model)` builds the app around any SAM-shaped model (tests inject a tiny one; the Space loads the
-model named by `MSA_MODEL`). The image is encoded once per upload and decoded per click, as SAM's predictor
-does. `segment` is also an API endpoint (`api_name="segment"`) for `gradio_client`.
+`build_demo(model)` builds the app around any SAM-shaped model (tests inject tiny ones; the Space loads the
+model named by `MSA_MODEL`, or a base with several task adapters named by `MSA_ADAPTERS`). The image is
+encoded once per upload (per depth window for volumes) and decoded per click, as SAM's predictor does.
+`segment` is also an API endpoint (`api_name="segment"`) for `gradio_client`.
+
+Prompts: positive/negative clicks, and a box drawn by clicking two opposite corners. Volumes (NIfTI or a
+DICOM series): prompt any slice, then propagate its mask through the volume.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +28,164 @@ import gradio as gr
 import numpy as np
 
 from msa_hf.inference import Prompt, SegmentationPredictor
-from msa_hf.reports import overlay
+from msa_hf.reports import draw_prompts, overlay
+from msa_hf.task_adapters import task_adapter_names
 
 MAX_SIDE = 4096  # larger uploads are refused with a message, not processed for minutes
+MAX_VOXELS = 512 * 512 * 1024
+MAX_UPLOAD = "500mb"
+POSITIVE, NEGATIVE, BOX = "positive click", "negative click", "box (click two corners)"
+IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"]
 
 
+# ----------------------------------------------------------------------------------------- prompts
+def empty_prompts() -> dict[str, Any]:
+    """A fresh prompt state: clicks `[[x, y, label], ...]`, a box, a half-drawn box's first corner, and the
+    order in which clicks and the box were added (for undo)."""
+    return {"points": [], "box": None, "corner": None, "history": []}
+
+
+def add_prompt(
+    prompts: dict[str, Any], x: float, y: float, mode: str, shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """`prompts` with a click at `(x, y)` added in `mode` (a new dict; the state is never mutated).
+
+    In box mode the first click sets a corner and the second completes the box (replacing an earlier box).
+    Raises:
+        ValueError: a click outside the image of `shape` `(H, W, ...)`, or an unknown mode.
+    """
+    height, width = shape[:2]
+    x, y = (v.item() if isinstance(v, np.generic) else v for v in (x, y))  # the state stays JSON-like
+    if not (0 <= x < width and 0 <= y < height):
+        raise ValueError(f"the click ({x}, {y}) is outside the {width}x{height} image.")
+    prompts = copy.deepcopy(prompts)
+    if mode == BOX:
+        if prompts["corner"] is None:
+            prompts["corner"] = [x, y]
+            return prompts
+        (x0, y0), (x1, y1) = prompts["corner"], (x, y)
+        prompts["box"] = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        prompts["corner"] = None
+        prompts["history"] = [kind for kind in prompts["history"] if kind != "box"] + ["box"]
+    elif mode in (POSITIVE, NEGATIVE):
+        prompts["points"].append([x, y, 1 if mode == POSITIVE else 0])
+        prompts["history"].append("point")
+    else:
+        raise ValueError(f"unknown prompt mode {mode!r}; choose one of {[POSITIVE, NEGATIVE, BOX]}.")
+    return prompts
+
+
+def undo_prompt(prompts: dict[str, Any]) -> dict[str, Any]:
+    """`prompts` without its last addition (a pending corner first)."""
+    prompts = copy.deepcopy(prompts)
+    if prompts["corner"] is not None:
+        prompts["corner"] = None
+    elif prompts["history"]:
+        if prompts["history"].pop() == "box":
+            prompts["box"] = None
+        else:
+            prompts["points"].pop()
+    return prompts
+
+
+def describe(prompts: dict[str, Any]) -> str:
+    """A one-line summary for the status box, e.g. "2 click(s), box"."""
+    parts = [f"{len(prompts['points'])} click(s)"] if prompts["points"] else []
+    parts += ["box"] if prompts["box"] else []
+    text = ", ".join(parts) or "no prompts"
+    return text + ("; box: click the opposite corner" if prompts["corner"] is not None else "")
+
+
+def has_prompt(prompts: dict[str, Any]) -> bool:
+    return bool(prompts["points"]) or prompts["box"] is not None
+
+
+# ----------------------------------------------------------------------------------------- files
+def display_image(raw: np.ndarray, modality: str) -> np.ndarray:
+    """What the user sees of a raw image: `(H, W)` uint8 after the modality's intensity transform (CT window,
+    MR percentiles), or the `(H, W, 3)` uint8 picture itself."""
+    from msa_hf.data.transforms import intensity_transform_for
+
+    if raw.ndim == 3:
+        return raw
+    scaled = intensity_transform_for(modality, raw.dtype)(raw.astype(np.float32))
+    return (np.clip(np.asarray(scaled), 0, 1) * 255).astype(np.uint8)
+
+
+def read_upload(path: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """An uploaded 2-D file -> `(display image, raw image, modality)`; DICOM keeps its units (HU for CT).
+
+    Raises:
+        ValueError: an unsupported type, an unreadable file, or an image larger than `MAX_SIDE`.
+    """
+    from msa_hf.data import is_dicom_file, read_dicom_image, read_image
+
+    name = Path(path).name
+    if Path(path).suffix.lower() in (".nii", ".gz"):
+        raise ValueError(f"{name} is a volume: open it in the 'volume' tab.")
+    if is_dicom_file(path):
+        raw, modality = read_dicom_image(path)
+    elif Path(path).suffix.lower() in IMAGE_TYPES:
+        raw, modality = read_image(path), "other"
+    else:
+        raise ValueError(f"{name}: not a supported image; upload PNG, JPEG, TIFF, BMP or DICOM (.dcm).")
+    if max(raw.shape[:2]) > MAX_SIDE:
+        raise ValueError(
+            f"{name}: {raw.shape[1]}x{raw.shape[0]} pixels; the demo takes up to {MAX_SIDE} a side."
+        )
+    return display_image(raw, modality), raw, modality
+
+
+def source_of(image: np.ndarray, raw: dict[str, Any] | None) -> tuple[np.ndarray, str]:
+    """What to segment for the picture on screen: the opened file's raw data (DICOM in HU, 16-bit PNG) when
+    `raw` belongs to that picture, else the picture itself (an upload or an example replaced it)."""
+    image = np.asarray(image)
+    if raw is not None:
+        shown = np.asarray(raw["shown"])
+        first = image[..., 0] if image.ndim == 3 else image
+        if first.shape == shown.shape[:2] and np.array_equal(
+            first, shown if shown.ndim == 2 else shown[..., 0]
+        ):
+            return np.asarray(raw["image"]), raw["modality"]
+    return image, "other"
+
+
+# ----------------------------------------------------------------------------------------- sessions
 class DemoSession:
-    """Caches the encoded image so each click costs one decoder pass."""
+    """The model shared by all visitors: caches the encoded image so each click costs one decoder pass, and
+    serialises access so that one visitor's adapter choice or image never leaks into another's result."""
 
     def __init__(self, model: Any) -> None:
+        self.model = model
         self.predictor = SegmentationPredictor(model)
+        self.adapters = task_adapter_names(model)
+        self._lock = threading.RLock()
         self._key: tuple | None = None
 
+    @contextmanager
+    def using(self, adapter: str | None) -> Iterator[None]:
+        """Hold the model, with task adapter `adapter` active (ignored for a model without several)."""
+        with self._lock:
+            if adapter and self.adapters:
+                if adapter not in self.adapters:
+                    raise ValueError(f"unknown task adapter {adapter!r}; this demo has {self.adapters}.")
+                if self.model.active_adapter != adapter:
+                    self.model.set_adapter(adapter)
+            yield
+
     def segment(
-        self, image: np.ndarray, points: list[list[float]], box: list[float] | None, modality: str = "other"
+        self,
+        image: np.ndarray,
+        points: list[list[float]],
+        box: list[float] | None,
+        modality: str = "other",
+        adapter: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`.
 
         Returns the overlay picture `(H, W, 3)` uint8 and the mask `(H, W)` uint8 (0/255).
         Raises:
-            ValueError: no prompt, a click or box outside the image, an image too large.
+            ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
         """
         image = np.asarray(image)
         if image.ndim not in (2, 3) or max(image.shape[:2]) > MAX_SIDE:
@@ -45,169 +194,345 @@ class DemoSession:
             )
         if not points and not box:
             raise ValueError("add a click on the structure (or draw a box) first.")
-        key = (image.shape, hash(image.tobytes()), modality)
-        if key != self._key:
-            self.predictor.set_image(image, modality)
-            self._key = key
         prompt = Prompt(
             points=[[p[0], p[1]] for p in points] or None,
             labels=[int(p[2]) for p in points] or None,
             box=list(box) if box else None,
         )
-        mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box)
+        with self.using(adapter):
+            key = (image.shape, hash(image.tobytes()), modality, adapter)
+            if key != self._key:
+                self.predictor.set_image(image, modality)
+                self._key = key
+            mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box)
         return np.asarray(overlay(image, mask, margin=None, scale=1)), mask.astype(np.uint8) * 255
 
 
 class VolumeSession:
-    """A NIfTI volume or DICOM series in the demo: axial slices, one mask volume, NIfTI download."""
+    """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
+    propagation through the volume, and a NIfTI download on the input's grid."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
         from msa_hf.data import axial_slices, load_volume
+        from msa_hf.volume_prediction import VolumePredictor
 
-        self.path = path
-        self.volume = load_volume(path)
+        files = [files] if isinstance(files, str) else list(files)
+        self.source = self._gather(files)
+        self.volume = load_volume(self.source)
+        if self.volume.array.size > MAX_VOXELS:
+            raise ValueError(
+                f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
+            )
         modality = self.volume.modality
         self.modality = (
             modality if modality != "other" else ("CT" if self.volume.array.min() <= -500 else "MR")
         )
         self.slices = axial_slices(self.volume.array)
-        self.masks = np.zeros(self.slices.shape, np.uint8)
+        self.masks = np.zeros(self.slices.shape, bool)
+        self.prompts: dict[int, dict[str, Any]] = {}
+        self.session, self.adapter = session, adapter
+        self.folder = tempfile.mkdtemp(prefix="msa-mask-")
+        self.predictor = VolumePredictor(session.model)
+        self.predictor.set_volume(self.slices, self.modality)
+
+    @staticmethod
+    def _gather(files: list[str]) -> str:
+        """One NIfTI file as is; DICOM files (a series) copied into one folder, as `load_dicom_series` reads."""
+        from msa_hf.data import is_dicom_file
+        from msa_hf.data.volumes import is_nifti
+
+        if len(files) == 1 and is_nifti(files[0]):
+            return files[0]
+        if files and all(is_dicom_file(f) for f in files):
+            folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
+            for index, file in enumerate(files):
+                shutil.copy(file, folder / f"{index:05d}.dcm")
+            return str(folder)
+        names = [Path(f).name for f in files]
+        raise ValueError(
+            f"{names}: upload one NIfTI file (.nii, .nii.gz) or all the DICOM files (.dcm) of one series."
+        )
+
+    def prompts_of(self, index: int) -> dict[str, Any]:
+        return self.prompts.get(index, empty_prompts())
 
     def show(self, index: int) -> np.ndarray:
-        """Slice `index` with its mask overlaid, `(H, W, 3)` uint8."""
-        return np.asarray(overlay(self.slices[index], self.masks[index] > 0, margin=None, scale=1))
+        """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8."""
+        prompts = self.prompts_of(index)
+        picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
+        return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
 
-    def segment(self, session: DemoSession, index: int, points: list[list[float]]) -> np.ndarray:
-        _, mask = session.segment(self.slices[index], points, None, self.modality)
-        self.masks[index] = mask > 0
+    def set_prompts(self, index: int, prompts: dict[str, Any], adapter: str | None = None) -> np.ndarray:
+        """Store slice `index`'s prompts, segment it when they are complete; returns the new view."""
+        self.prompts[index] = prompts
+        if has_prompt(prompts):
+            with self.session.using(adapter or self.adapter):
+                if (adapter or self.adapter) != self.adapter:  # the encoder adapters changed: re-encode
+                    self.adapter = adapter
+                    self.predictor.set_volume(self.slices, self.modality)
+                mask, _ = self.predictor.predict(
+                    index,
+                    Prompt(
+                        points=[p[:2] for p in prompts["points"]] or None,
+                        labels=[int(p[2]) for p in prompts["points"]] or None,
+                        box=prompts["box"],
+                    ),
+                    multimask=len(prompts["points"]) == 1 and not prompts["box"],
+                )
+            self.masks[index] = mask
+        else:
+            self.masks[index] = False
         return self.show(index)
 
-    def save(self, folder: str) -> str:
-        """The mask volume as NIfTI on the input's grid (its affine and voxel order)."""
+    def propagate(self, index: int) -> str:
+        """Carry slice `index`'s mask through the volume; returns a summary line."""
+        if not self.masks[index].any():
+            raise ValueError("segment the structure on this slice first (click or box), then propagate.")
+        with self.session.using(self.adapter):
+            result = self.predictor.propagate(index, self.masks[index])
+        self.masks[result.first : result.last + 1] = result.masks[result.first : result.last + 1]
+        return (
+            f"propagated from slice {index} to slices {result.first}-{result.last} "
+            f"({int(result.masks.sum())} voxels)"
+        )
+
+    def save(self, folder: str | None = None) -> str:
+        """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
+        this session's own temporary folder, overwritten at each change)."""
+        folder = folder or self.folder
         from msa_hf.data import volume_from_axial_slices
         from msa_hf.inference import _save_on_input_grid
 
         output = str(Path(folder) / "msa_mask.nii.gz")
         _save_on_input_grid(
-            volume_from_axial_slices(self.masks), self.volume.affine, Path(self.path), Path(output)
+            volume_from_axial_slices(self.masks.astype(np.uint8)),
+            self.volume.affine,
+            Path(self.source),
+            Path(output),
         )
         return output
 
 
+# ----------------------------------------------------------------------------------------- app
 def build_demo(model: Any) -> gr.Blocks:
-    """The Gradio app around `model` (a `SamAdapterModel` or any model with SAM's interface)."""
+    """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
+    holding several task adapters: `msa_hf.task_adapters.load_task_adapters`)."""
     session = DemoSession(model)
 
-    def on_click(image, points, mode, evt: gr.SelectData):
+    def guarded(function):
+        """Show bad input as a message in the page, never as a stack trace."""
+
+        @functools.wraps(function)  # Gradio reads the signature (gr.SelectData) through __wrapped__
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except (ValueError, RuntimeError, OSError) as error:
+                raise gr.Error(str(error)) from None
+
+        return run
+
+    # --- 2-D
+    def render(image, raw, prompts, adapter):
+        source, modality = source_of(image, raw)
+        if not has_prompt(prompts):
+            picture = overlay(image, np.zeros(np.asarray(image).shape[:2], bool), margin=None, scale=1)
+            mask = None
+        else:
+            _, mask = session.segment(source, prompts["points"], prompts["box"], modality, adapter)
+            picture = overlay(image, mask > 0, margin=None, scale=1)
+        marked = draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"])
+        return np.asarray(marked), mask, describe(prompts)
+
+    @guarded
+    def on_click(image, raw, prompts, mode, adapter, evt: gr.SelectData):
         if image is None:
-            raise gr.Error("upload an image first.")
+            raise ValueError("upload an image first.")
         x, y = evt.index
-        points = [*points, [x, y, 1 if mode == "positive click" else 0]]
-        return points, *_render(image, points)
+        prompts = add_prompt(prompts, x, y, mode, np.asarray(image).shape)
+        return prompts, *render(image, raw, prompts, adapter)
 
-    def _render(image, points):
-        try:
-            picture, mask = session.segment(image, points, None)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        return picture, mask, f"{len(points)} click(s)"
-
-    def undo(image, points):
-        points = points[:-1]
-        if not points:
-            return points, image, None, "no clicks"
-        return points, *_render(image, points)
-
-    def api_segment(image, points_json: str, box_json: str):
-        """API: image + JSON points `[[x, y, label], ...]` + JSON box `[x0, y0, x1, y1]` or "" -> mask."""
+    @guarded
+    def on_undo(image, raw, prompts, adapter):
+        prompts = undo_prompt(prompts)
         if image is None:
-            raise gr.Error("no image.")
+            return prompts, None, None, describe(prompts)
+        return prompts, *render(image, raw, prompts, adapter)
+
+    @guarded
+    def on_adapter(image, raw, prompts, adapter):
+        if image is None or not has_prompt(prompts):
+            return prompts, gr.update(), gr.update(), describe(prompts)
+        return prompts, *render(image, raw, prompts, adapter)
+
+    @guarded
+    def on_file(file):
+        if file is None:
+            return gr.update(), None, empty_prompts(), None, None, "no prompts"
+        path = file if isinstance(file, str) else file.name
+        shown, raw, modality = read_upload(path)
+        kept = {"image": raw, "modality": modality, "shown": shown}
+        return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
+
+    @guarded
+    def api_segment(image, points_json: str, box_json: str, adapter: str = ""):
+        """API: image + JSON points `[[x, y, label], ...]` + JSON box `[x0, y0, x1, y1]` or "" (+ an adapter
+        name, "" for the active one) -> mask (0/255 PNG)."""
+        if image is None:
+            raise ValueError("no image.")
         try:
             points = json.loads(points_json) if points_json else []
             box = json.loads(box_json) if box_json else None
-            _, mask = session.segment(image, points, box)
-        except (ValueError, json.JSONDecodeError) as error:
-            raise gr.Error(str(error)) from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"points/box must be JSON ({error}).") from None
+        _, mask = session.segment(image, points, box, adapter=adapter or None)
         return mask
+
+    # --- volumes
+    @guarded
+    def open_volume(files, adapter):
+        if not files:
+            return None, gr.update(), None, "no volume"
+        paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
+        volume = VolumeSession(paths, session, adapter or None)
+        middle = len(volume.slices) // 2
+        shown = f"{len(volume.slices)} axial slices, {volume.modality}"
+        return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle), shown
+
+    @guarded
+    def click_volume(volume, index, mode, adapter, evt: gr.SelectData):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        index = int(index)
+        x, y = evt.index
+        prompts = add_prompt(volume.prompts_of(index), x, y, mode, volume.slices.shape[1:])
+        view = volume.set_prompts(index, prompts, adapter or None)
+        return view, volume.save(), f"slice {index}: {describe(prompts)}"
+
+    @guarded
+    def undo_volume(volume, index):
+        if volume is None:
+            return None, None, "no volume"
+        index = int(index)
+        view = volume.set_prompts(index, undo_prompt(volume.prompts_of(index)))
+        return view, volume.save(), f"slice {index}: {describe(volume.prompts_of(index))}"
+
+    @guarded
+    def propagate_volume(volume, index):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        message = volume.propagate(int(index))
+        return volume.show(int(index)), volume.save(), message
 
     with gr.Blocks(title="Medical SAM Adapter") as demo:
         gr.Markdown(
-            "## Medical SAM Adapter\nUpload a scan slice, click the structure (negative clicks remove regions). "
-            "Research demo, **not for clinical use**."
+            "## Medical SAM Adapter\nClick the structure (negative clicks remove regions) or draw a box by "
+            "clicking two opposite corners. Volumes: prompt a slice, then propagate. Research demo, "
+            "**not for clinical use**."
         )
-        points = gr.State([])
-        with gr.Tab("2-D image"), gr.Row():
-            image = gr.Image(
-                label="image (click to prompt)", type="numpy", image_mode="RGB", elem_id="prompt-image"
-            )
-            result = gr.Image(label="mask overlay", type="numpy", interactive=False)
-        with gr.Row():
-            mode = gr.Radio(["positive click", "negative click"], value="positive click", label="click adds")
-            status = gr.Textbox(label="prompts", interactive=False)
-            undo_button = gr.Button("undo last click")
-            clear_button = gr.Button("clear")
-        mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
-        examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
-        if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
-            gr.Examples(examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices")
-        image.select(on_click, [image, points, mode], [points, result, mask, status])
-        image.upload(lambda: ([], None, None, "no clicks"), None, [points, result, mask, status])
-        undo_button.click(undo, [image, points], [points, result, mask, status])
-        clear_button.click(lambda: ([], None, None, "no clicks"), None, [points, result, mask, status])
-        with gr.Tab("volume (NIfTI)"):
+        adapter = gr.Dropdown(
+            session.adapters, value=session.adapters[0] if session.adapters else None, label="task adapter",
+            visible=len(session.adapters) > 1, elem_id="task-adapter",
+        )  # fmt: skip
+        prompts = gr.State(empty_prompts())
+        raw = gr.State(None)  # a DICOM's own units (HU), segmented instead of the 8-bit picture shown
+        with gr.Tab("2-D image"):
+            with gr.Row():
+                image = gr.Image(
+                    label="image (click to prompt)", type="numpy", image_mode="RGB", elem_id="prompt-image"
+                )
+                result = gr.Image(
+                    label="mask overlay", type="numpy", interactive=False, elem_id="result-image"
+                )
+            with gr.Row():
+                mode = gr.Radio(
+                    [POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds", elem_id="mode"
+                )
+                status = gr.Textbox(label="prompts", interactive=False, elem_id="status")
+                undo_button = gr.Button("undo")
+                clear_button = gr.Button("clear")
+            with gr.Row():
+                upload = gr.File(label="or open a file (PNG, JPEG, TIFF, DICOM .dcm)", file_types=IMAGE_TYPES)
+                mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
+            examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
+            if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
+                gr.Examples(
+                    examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices"
+                )
+        outputs = [prompts, result, mask, status]
+        image.select(on_click, [image, raw, prompts, mode, adapter], outputs)
+        image.upload(lambda: (None, empty_prompts(), None, None, "no prompts"), None, [raw, *outputs])
+        upload.upload(on_file, upload, [image, raw, *outputs])
+        undo_button.click(on_undo, [image, raw, prompts, adapter], outputs)
+        clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs)
+        adapter.change(on_adapter, [image, raw, prompts, adapter], outputs)
+
+        with gr.Tab("volume (NIfTI / DICOM series)"):
             volume_state = gr.State(None)
-            volume_file = gr.File(label="NIfTI volume (.nii, .nii.gz)", file_types=[".nii", ".gz"])
-            slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice")
-            volume_view = gr.Image(label="slice (click to prompt)", type="numpy", interactive=False)
+            volume_files = gr.File(
+                label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
+                file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
+            )  # fmt: skip
+            with gr.Row():
+                slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
+                volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
+            volume_view = gr.Image(
+                label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
+            )
+            with gr.Row():
+                volume_status = gr.Textbox(label="volume", interactive=False, elem_id="volume-status")
+                volume_undo = gr.Button("undo on this slice")
+                propagate_button = gr.Button("propagate through the volume", variant="primary")
             volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
-
-            def open_volume(file):
-                if file is None:
-                    return None, gr.update(), None
-                try:
-                    volume = VolumeSession(file if isinstance(file, str) else file.name)
-                except ValueError as error:
-                    raise gr.Error(str(error)) from None
-                middle = len(volume.slices) // 2
-                return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle)
-
-            def click_volume(volume, index, evt: gr.SelectData):
-                if volume is None:
-                    raise gr.Error("upload a volume first.")
-                x, y = evt.index
-                try:
-                    view = volume.segment(session, int(index), [[x, y, 1]])
-                except ValueError as error:
-                    raise gr.Error(str(error)) from None
-                import tempfile
-
-                return view, volume.save(tempfile.mkdtemp())
-
-            volume_file.upload(open_volume, volume_file, [volume_state, slice_index, volume_view])
+            volume_files.upload(
+                open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status]
+            )
             slice_index.change(
                 lambda v, i: v.show(int(i)) if v else None, [volume_state, slice_index], volume_view
             )
-            volume_view.select(click_volume, [volume_state, slice_index], [volume_view, volume_mask])
+            volume_view.select(
+                click_volume,
+                [volume_state, slice_index, volume_mode, adapter],
+                [volume_view, volume_mask, volume_status],
+            )
+            volume_undo.click(
+                undo_volume, [volume_state, slice_index], [volume_view, volume_mask, volume_status]
+            )
+            propagate_button.click(
+                propagate_volume, [volume_state, slice_index], [volume_view, volume_mask, volume_status]
+            )
         with gr.Row(visible=False):
             api_image = gr.Image(type="numpy")
             api_points = gr.Textbox()
             api_box = gr.Textbox()
+            api_adapter = gr.Textbox(value="")
             api_mask = gr.Image(type="numpy", format="png")
         gr.Button(visible=False).click(
-            api_segment, [api_image, api_points, api_box], api_mask, api_name="segment"
+            api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment"
         )
     return demo
 
 
 def load_model() -> Any:
-    """The model the Space serves: `MSA_MODEL` (a Hub id or folder), else the id in `msa_model.txt` (written by
-    `msa_hf.hub.push_space`), else msa_hf's shipped base."""
-    from msa_hf import TINY_BASE, SamAdapterModel
+    """The model the Space serves.
 
-    pinned = Path(__file__).with_name("msa_model.txt")
+    `MSA_ADAPTERS` (JSON `{"name": "adapter repo or folder", ...}`, or an `adapters.json` beside this file):
+    several task adapters on the base `MSA_BASE` (default: msa_hf's shipped base). Otherwise `MSA_MODEL` (a
+    Hub id or folder), else the id in `msa_model.txt` (written by `msa_hf.hub.push_space`), else the shipped
+    base.
+    """
+    from msa_hf import TINY_BASE, SamAdapterModel
+    from msa_hf.task_adapters import load_task_adapters
+
+    here = Path(__file__).parent
+    adapters = os.environ.get("MSA_ADAPTERS") or (
+        (here / "adapters.json").read_text() if (here / "adapters.json").is_file() else ""
+    )
+    if adapters:
+        return load_task_adapters(os.environ.get("MSA_BASE", TINY_BASE), json.loads(adapters))
+    pinned = here / "msa_model.txt"
     default = pinned.read_text().strip() if pinned.is_file() else TINY_BASE
     return SamAdapterModel.from_pretrained(os.environ.get("MSA_MODEL", default))
 
 
 if __name__ == "__main__":
-    build_demo(load_model()).launch()
+    build_demo(load_model()).launch(max_file_size=MAX_UPLOAD)
