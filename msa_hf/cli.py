@@ -297,10 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser(
-        "predict", help="Segment a PNG/JPEG/TIFF, NIfTI or DICOM series with points/boxes (no labels needed)."
+        "predict",
+        help="Segment a PNG/JPEG/TIFF or DICOM image, a NIfTI volume or a DICOM series with points/boxes.",
     )
     predict.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
-    predict.add_argument("input", help="image file, .nii/.nii.gz, or DICOM series folder")
+    predict.add_argument("input", help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder")
     predict.add_argument("output", help="mask to write: .png for images, .nii.gz for volumes")
     predict.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
                          help="positive click (x = column, y = row); repeat for more")  # fmt: skip

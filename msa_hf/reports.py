@@ -63,7 +63,9 @@ def draw_prompts(
     radius = max(2, round(min(picture.size) / 80))
     if box is not None:
         x0, y0, x1, y1 = (scale * v for v in box)
-        draw.rectangle([x0, y0, x1 + scale - 1, y1 + scale - 1], outline=(255, 220, 0), width=max(1, radius // 2))
+        draw.rectangle(
+            [x0, y0, x1 + scale - 1, y1 + scale - 1], outline=(255, 220, 0), width=max(1, radius // 2)
+        )
     if corner is not None:
         x, y = (scale * v + scale / 2 for v in corner)
         draw.line([(x - 2 * radius, y), (x + 2 * radius, y)], fill=(255, 220, 0), width=2)

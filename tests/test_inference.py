@@ -69,3 +69,20 @@ def test_bad_prompts_are_refused_with_the_reason(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     with pytest.raises(ValueError, match="needs 'slice'"):
         predict_file(BoxFillSam(32), tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", [Prompt(points=[[1, 1]])])
+
+
+def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny_base, capsys):
+    from pydicom.data import get_testdata_file
+
+    from msa_hf.cli import main
+
+    assert main(["predict", str(tiny_base), get_testdata_file("CT_small.dcm"), str(tmp_path / "ct.png"),
+                 "--box", "20", "20", "90", "90"]) == 0  # fmt: skip
+    assert np.asarray(Image.open(tmp_path / "ct.png")).shape == (128, 128)
+    data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
+    arguments = ["predict", str(tiny_base), str(tmp_path / "scan.nii.gz"), str(tmp_path / "mask.nii.gz")]
+    assert main([*arguments, "--slice", "5", "--box", "2", "2", "12", "15", "--propagate"]) == 0
+    written = nib.load(tmp_path / "mask.nii.gz")
+    assert written.shape == data.shape and np.allclose(written.affine, SCRAMBLED_AFFINE)
+    assert "written:" in capsys.readouterr().out
