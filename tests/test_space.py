@@ -255,3 +255,35 @@ def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     assert (masks["liver"] != masks["kidney"]).any()
     with pytest.raises(ValueError, match="unknown task adapter"):
         session.segment(image, [[30, 30, 1]], None, adapter="spleen")
+
+
+class CountingBoxFillSam(BoxFillSam):
+    """Counts the pictures it encodes."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__(image_size)
+        self.encoded = 0
+
+    def get_image_embeddings(self, pixel_values):
+        self.encoded += len(pixel_values)
+        return pixel_values
+
+
+def test_pictures_are_encoded_once_on_upload_and_kept_for_several_visitors():
+    model = CountingBoxFillSam(32)
+    session = _app().DemoSession(model, cache_size=2)
+    first, second, third = (np.full((20, 20), value, np.uint8) for value in (10, 20, 30))
+    session.prepare(first)
+    assert model.encoded == 1
+    _, mask = session.segment(first, [[5, 5, 1]], None)
+    assert model.encoded == 1 and mask[5, 5] == 255  # the first click only decodes
+    session.segment(second, [[5, 5, 1]], None)
+    session.segment(first, [[6, 6, 1]], None)
+    assert model.encoded == 2  # two visitors alternating: nobody re-encodes
+    session.segment(third, [[5, 5, 1]], None)  # evicts the least recently used (second)
+    session.segment(first, [[5, 5, 1]], None)
+    assert model.encoded == 3
+    session.segment(second, [[5, 5, 1]], None)
+    assert model.encoded == 4
+    session.segment(first.astype(np.uint16), [[5, 5, 1]], None)  # same values, another dtype: another picture
+    assert model.encoded == 5

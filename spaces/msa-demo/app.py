@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,9 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import torch
 
+from msa_hf.image_encoding import encode_slices, image_to_pixel_values
 from msa_hf.inference import Prompt, SegmentationPredictor
 from msa_hf.reports import draw_prompts, overlay
 from msa_hf.task_adapters import task_adapter_names
@@ -152,15 +155,21 @@ def source_of(image: np.ndarray, raw: dict[str, Any] | None) -> tuple[np.ndarray
 
 # ----------------------------------------------------------------------------------------- sessions
 class DemoSession:
-    """The model shared by all visitors: caches the encoded image so each click costs one decoder pass, and
-    serialises access so that one visitor's adapter choice or image never leaks into another's result."""
+    """The model shared by all visitors.
 
-    def __init__(self, model: Any) -> None:
+    Embeddings are kept for the last `cache_size` pictures (per modality and adapter), so each click costs
+    one decoder pass and visitors do not evict each other's image at every click; `prepare` encodes a picture
+    as soon as it is uploaded, so the first click is as fast as the next. Access is serialised, so one
+    visitor's adapter choice never leaks into another's result.
+    """
+
+    def __init__(self, model: Any, cache_size: int = 8) -> None:
         self.model = model
         self.predictor = SegmentationPredictor(model)
         self.adapters = task_adapter_names(model)
+        self.cache_size = cache_size
         self._lock = threading.RLock()
-        self._key: tuple | None = None
+        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     @contextmanager
     def using(self, adapter: str | None) -> Iterator[None]:
@@ -172,6 +181,33 @@ class DemoSession:
                 if self.model.active_adapter != adapter:
                     self.model.set_adapter(adapter)
             yield
+
+    def _embedding(self, image: np.ndarray, modality: str, adapter: str | None) -> torch.Tensor:
+        """`(1, C, h, w)` for `image`, from the cache or encoded now (call under `using(adapter)`)."""
+        key = (image.shape, str(image.dtype), hash(image.tobytes()), modality, adapter)
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+        else:
+            pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality)
+            self._embeddings[key] = encode_slices(self.model, pixel_values[None])
+            while len(self._embeddings) > self.cache_size:
+                self._embeddings.popitem(last=False)
+        return self._embeddings[key]
+
+    @staticmethod
+    def _check_image(image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or max(image.shape[:2]) > MAX_SIDE:
+            raise ValueError(
+                f"image of shape {image.shape}: expected a 2-D picture up to {MAX_SIDE} pixels a side."
+            )
+        return image
+
+    def prepare(self, image: np.ndarray, modality: str = "other", adapter: str | None = None) -> None:
+        """Encode `image` now (on upload), so that the first click only decodes."""
+        image = self._check_image(image)
+        with self.using(adapter):
+            self._embedding(image, modality, adapter)
 
     def segment(
         self,
@@ -187,11 +223,7 @@ class DemoSession:
         Raises:
             ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
         """
-        image = np.asarray(image)
-        if image.ndim not in (2, 3) or max(image.shape[:2]) > MAX_SIDE:
-            raise ValueError(
-                f"image of shape {image.shape}: expected a 2-D picture up to {MAX_SIDE} pixels a side."
-            )
+        image = self._check_image(image)
         if not points and not box:
             raise ValueError("add a click on the structure (or draw a box) first.")
         prompt = Prompt(
@@ -200,10 +232,7 @@ class DemoSession:
             box=list(box) if box else None,
         )
         with self.using(adapter):
-            key = (image.shape, hash(image.tobytes()), modality, adapter)
-            if key != self._key:
-                self.predictor.set_image(image, modality)
-                self._key = key
+            self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
             mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box)
         return np.asarray(overlay(image, mask, margin=None, scale=1)), mask.astype(np.uint8) * 255
 
@@ -252,6 +281,11 @@ class VolumeSession:
         raise ValueError(
             f"{names}: upload one NIfTI file (.nii, .nii.gz) or all the DICOM files (.dcm) of one series."
         )
+
+    def prepare(self, index: int) -> None:
+        """Encode slice `index`'s window now, so that its first click only decodes."""
+        with self.session.using(self.adapter):
+            self.predictor.embedding(index)
 
     def prompts_of(self, index: int) -> dict[str, Any]:
         return self.prompts.get(index, empty_prompts())
@@ -359,18 +393,25 @@ def build_demo(model: Any) -> gr.Blocks:
         return prompts, *render(image, raw, prompts, adapter)
 
     @guarded
+    def prepare_picture(image, raw, adapter):
+        if image is not None:
+            session.prepare(*source_of(image, raw), adapter)
+
+    @guarded
     def on_adapter(image, raw, prompts, adapter):
         if image is None or not has_prompt(prompts):
+            prepare_picture(image, raw, adapter)
             return prompts, gr.update(), gr.update(), describe(prompts)
         return prompts, *render(image, raw, prompts, adapter)
 
     @guarded
-    def on_file(file):
+    def on_file(file, adapter):
         if file is None:
             return gr.update(), None, empty_prompts(), None, None, "no prompts"
         path = file if isinstance(file, str) else file.name
         shown, raw, modality = read_upload(path)
         kept = {"image": raw, "modality": modality, "shown": shown}
+        session.prepare(raw, modality, adapter)
         return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
 
     @guarded
@@ -395,6 +436,7 @@ def build_demo(model: Any) -> gr.Blocks:
         paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
         volume = VolumeSession(paths, session, adapter or None)
         middle = len(volume.slices) // 2
+        volume.prepare(middle)
         shown = f"{len(volume.slices)} axial slices, {volume.modality}"
         return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle), shown
 
@@ -460,8 +502,10 @@ def build_demo(model: Any) -> gr.Blocks:
                 )
         outputs = [prompts, result, mask, status]
         image.select(on_click, [image, raw, prompts, mode, adapter], outputs)
-        image.upload(lambda: (None, empty_prompts(), None, None, "no prompts"), None, [raw, *outputs])
-        upload.upload(on_file, upload, [image, raw, *outputs])
+        image.upload(lambda: (None, empty_prompts(), None, None, "no prompts"), None, [raw, *outputs]).then(
+            prepare_picture, [image, raw, adapter], None
+        )
+        upload.upload(on_file, [upload, adapter], [image, raw, *outputs])
         undo_button.click(on_undo, [image, raw, prompts, adapter], outputs)
         clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs)
         adapter.change(on_adapter, [image, raw, prompts, adapter], outputs)
@@ -488,6 +532,10 @@ def build_demo(model: Any) -> gr.Blocks:
             )
             slice_index.change(
                 lambda v, i: v.show(int(i)) if v else None, [volume_state, slice_index], volume_view
+            )
+            # encode the slice's window once the slider is let go, so its first click only decodes
+            slice_index.release(
+                lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None
             )
             volume_view.select(
                 click_volume,
