@@ -132,6 +132,48 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     assert (artefacts / "demo-box.png").stat().st_size > 10_000
 
 
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)"
+)
+def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
+    """Open a NIfTI volume, click its middle slice, propagate; the status reports the slices reached."""
+    import nibabel as nib
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    demo = _app().build_demo(BoxFillSam(64))
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    data = np.random.default_rng(0).normal(100, 5, (48, 48, 9)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
+    artefacts = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
+    artefacts.mkdir(parents=True, exist_ok=True)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(demo.local_url)
+            page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
+            page.locator("#volume-files input[type=file]").set_input_files(str(tmp_path / "scan.nii.gz"))
+            status = (
+                "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
+            )
+            page.wait_for_function(status % "9 axial slices", timeout=60_000)
+            view = page.locator("#volume-view img").first
+            view.wait_for(state="visible", timeout=30_000)
+            box = view.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+            page.wait_for_function(status % "slice 4: 1 click(s)", timeout=30_000)
+            page.get_by_role("button", name="propagate through the volume").click()
+            page.wait_for_function(status % "propagated from slice 4 to slices 0-8", timeout=30_000)
+            page.screenshot(path=str(artefacts / "demo-volume.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+
+
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
     import nibabel as nib
     from test_data_volumes import SCRAMBLED_AFFINE
