@@ -259,6 +259,7 @@ class VolumeSession:
         self.slices = axial_slices(self.volume.array)
         self.masks = np.zeros(self.slices.shape, bool)
         self.prompts: dict[int, dict[str, Any]] = {}
+        self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
         self.predictor = VolumePredictor(session.model)
@@ -291,7 +292,8 @@ class VolumeSession:
         return self.prompts.get(index, empty_prompts())
 
     def show(self, index: int) -> np.ndarray:
-        """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8."""
+        """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8 (remembered as the one on screen)."""
+        self.displayed = index
         prompts = self.prompts_of(index)
         picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
         return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
@@ -440,6 +442,15 @@ def build_demo(model: Any) -> gr.Blocks:
         shown = f"{len(volume.slices)} axial slices, {volume.modality}"
         return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle), shown
 
+    def on_slice(volume, index):
+        if volume is None:
+            return None
+        if volume.displayed == int(index):
+            # already on screen (opening a volume moves the slider to the slice it shows): sending the same
+            # picture again makes Gradio rewrite its cached file while the browser may still be reading it
+            return gr.update()
+        return volume.show(int(index))
+
     @guarded
     def click_volume(volume, index, mode, adapter, evt: gr.SelectData):
         if volume is None:
@@ -463,7 +474,9 @@ def build_demo(model: Any) -> gr.Blocks:
         if volume is None:
             raise ValueError("upload a volume first.")
         message = volume.propagate(int(index))
-        return volume.show(int(index)), volume.save(), message
+        # the shown slice is the seed, which propagation leaves as it was: re-sending the same picture makes
+        # Gradio rewrite its cached file while the browser may still be reading it
+        return gr.update(), volume.save(), message
 
     with gr.Blocks(title="Medical SAM Adapter") as demo:
         gr.Markdown(
@@ -530,9 +543,7 @@ def build_demo(model: Any) -> gr.Blocks:
             volume_files.upload(
                 open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status]
             )
-            slice_index.change(
-                lambda v, i: v.show(int(i)) if v else None, [volume_state, slice_index], volume_view
-            )
+            slice_index.change(on_slice, [volume_state, slice_index], volume_view)
             # encode the slice's window once the slider is let go, so its first click only decodes
             slice_index.release(
                 lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None
