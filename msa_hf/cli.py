@@ -174,6 +174,23 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_space(args: argparse.Namespace) -> int:
+    from .hub import push_space
+
+    adapters = {}
+    for entry in args.adapter:
+        name, _, repo = entry.partition("=")
+        if not name.strip() or not repo.strip():
+            print(
+                f"--adapter {entry!r}: expected NAME=REPO, e.g. liver=org/msa-liver-adapter", file=sys.stderr
+            )
+            return 2
+        adapters[name.strip()] = repo.strip()
+    result = push_space(args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run)
+    print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
+    return 0
+
+
 def _push(args: argparse.Namespace) -> int:
     from .hub import push_run
 
@@ -331,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--dataset-repo-id", default=None, help="dataset repo for --dataset")
     push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
     push.set_defaults(run=_push)
+
+    space = commands.add_parser(
+        "push-space",
+        help="Publish the Gradio demo Space serving a model, or a base with several task adapters.",
+    )
+    space.add_argument("space_repo_id", help="e.g. org/msa-demo")
+    space.add_argument(
+        "model", help="the model repo it serves (with --adapter: the base they were trained on)"
+    )
+    space.add_argument("--adapter", action="append", default=[], metavar="NAME=REPO",
+                       help="a task adapter (adapter-only repo) offered in the demo's menu; repeat for more")  # fmt: skip
+    space.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
+    space.set_defaults(run=_push_space)
 
     commands.add_parser("compare", help="MSA vs LoRA vs full vs decoder-only on the same data and budget.")
     commands.add_parser(

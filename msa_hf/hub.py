@@ -131,26 +131,92 @@ def push_dataset(
 SPACE_FOLDER = Path(__file__).resolve().parents[1] / "spaces" / "msa-demo"
 
 
-def push_space(
-    repo_id: str, model_repo_id: str, space_folder: str | Path = SPACE_FOLDER, token: str | None = None
+DEFAULT_SERVING = (
+    "The model comes from the `MSA_MODEL` variable (a Hub id or folder), else `msa_model.txt`, else msa_hf's "
+    'shipped small base. Several task adapters on one base: `MSA_ADAPTERS` (JSON `{"name": "adapter '
+    'repo", ...}`) or an `adapters.json` file, with the base in `MSA_BASE` or `msa_model.txt`; a menu then '
+    "picks the adapter."
+)
+
+
+def render_space_card(
+    model_repo_id: str | None = None,
+    adapters: dict[str, str] | None = None,
+    title: str = "Medical SAM Adapter",
 ) -> str:
-    """Create a Gradio Space from `spaces/msa-demo` serving `model_repo_id` (written to `msa_model.txt`,
-    which the app reads when `MSA_MODEL` is unset). Returns the commit URL."""
+    """The Space README from `hub_cards/space_card.md`: Space metadata (Gradio version, the served model repos
+    under `models:`, so the Hub links them) and what it serves. No arguments: the generic README kept in
+    `spaces/msa-demo/`."""
+    import gradio
+
+    from hub_cards import read_template
+
+    models = ([model_repo_id] if model_repo_id and "/" in model_repo_id else []) + list(
+        (adapters or {}).values()
+    )
+    models_yaml = "models:\n" + "".join(f"- {m}\n" for m in models) if models else ""
+    if adapters:
+        rows = "\n".join(
+            f"| {name} | [`{repo}`](https://huggingface.co/{repo}) |" for name, repo in adapters.items()
+        )
+        serving = (
+            f"Task adapters on the base `{model_repo_id}` (pick one in the menu):\n\n| task | adapter |\n|---|---|\n"
+            f"{rows}"
+        )
+    elif model_repo_id:
+        serving = f"Serves [`{model_repo_id}`](https://huggingface.co/{model_repo_id})."
+    else:
+        serving = DEFAULT_SERVING
+    return Template(read_template("space_card.md")).substitute(
+        title=title, gradio_version=gradio.__version__, models_yaml=models_yaml, serving=serving
+    )
+
+
+def push_space(
+    repo_id: str,
+    model_repo_id: str,
+    space_folder: str | Path = SPACE_FOLDER,
+    token: str | None = None,
+    adapters: dict[str, str] | None = None,
+    dry_run: bool = False,
+) -> str:
+    """Create a Gradio Space from `spaces/msa-demo` serving `model_repo_id`.
+
+    `model_repo_id` is written to `msa_model.txt` (read when `MSA_MODEL` is unset). With `adapters`
+    (task name -> adapter repo), `model_repo_id` is the base and `adapters.json` lists the adapters, which the
+    demo offers in a menu. The README is rendered from `hub_cards/space_card.md`. Returns the commit URL, or
+    with `dry_run` the list of files that would be uploaded.
+    """
+    import json
+
     from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(space_folder)
     if not (folder / "app.py").is_file():
         raise FileNotFoundError(f"{folder} has no app.py.")
+    if adapters is not None and (not adapters or any(not name.strip() for name in adapters)):
+        raise ValueError(f"task adapters must be non-empty names -> repos; got {adapters}.")
+    generated = {
+        "README.md": render_space_card(model_repo_id, adapters).encode(),
+        "msa_model.txt": model_repo_id.encode(),
+    }
+    if adapters:
+        generated["adapters.json"] = json.dumps(adapters, indent=2).encode()
+    copied = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and str(p.relative_to(folder)) not in generated
+    ]
+    if dry_run:
+        return "\n".join([*(str(p.relative_to(folder)) for p in copied), *generated])
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
     operations = [
-        CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p))
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
+        CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p)) for p in copied
     ]
-    operations.append(
-        CommitOperationAdd(path_in_repo="msa_model.txt", path_or_fileobj=model_repo_id.encode())
-    )
+    operations += [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in generated.items()
+    ]
     commit = api.create_commit(
         repo_id, operations, repo_type="space", commit_message=f"Demo of {model_repo_id}"
     )

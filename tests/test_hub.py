@@ -111,3 +111,30 @@ def test_dataset_and_space_pushes(disk_dataset, hub):
     space = hub.repos[("space", "org/msa-demo")]
     assert space["sdk"] == "gradio" and space["files"]["msa_model.txt"] == b"org/msa-disks"
     assert b"build_demo" in space["files"]["app.py"] and b"sdk: gradio" in space["files"]["README.md"]
+
+
+def test_space_with_task_adapters_and_its_card(hub, capsys):
+    import json
+
+    import yaml
+
+    from msa_hf.cli import main
+    from msa_hf.hub import SPACE_FOLDER, render_space_card
+
+    # the README kept in the Space folder is the template's generic rendering, so the two cannot drift apart
+    assert (SPACE_FOLDER / "README.md").read_text() == render_space_card()
+    adapters = {"liver": "org/msa-liver-adapter", "kidney": "org/msa-kidney-adapter"}
+    assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver=org/msa-liver-adapter",
+                 "--adapter", "kidney=org/msa-kidney-adapter", "--dry-run"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "adapters.json" in printed and "app.py" in printed and ("space", "org/organs") not in hub.repos
+    assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver=org/msa-liver-adapter",
+                 "--adapter", "kidney=org/msa-kidney-adapter"]) == 0  # fmt: skip
+    files = hub.repos[("space", "org/organs")]["files"]
+    assert json.loads(files["adapters.json"]) == adapters and files["msa_model.txt"] == b"org/sam-base"
+    readme = files["README.md"].decode()
+    metadata = yaml.safe_load(readme.split("---")[1])
+    assert metadata["sdk"] == "gradio" and metadata["models"] == ["org/sam-base", *adapters.values()]
+    assert "| liver | [`org/msa-liver-adapter`]" in readme and "McGill University" in readme
+    assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver"]) == 2
+    assert "NAME=REPO" in capsys.readouterr().err

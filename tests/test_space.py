@@ -329,3 +329,19 @@ def test_pictures_are_encoded_once_on_upload_and_kept_for_several_visitors():
     assert model.encoded == 4
     session.segment(first.astype(np.uint16), [[5, 5, 1]], None)  # same values, another dtype: another picture
     assert model.encoded == 5
+
+
+def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, monkeypatch):
+    import json
+
+    from test_task_adapters import fresh_sam, saved_msa_adapter
+
+    saved_msa_adapter(tmp_path / "liver", seed=1)
+    saved_msa_adapter(tmp_path / "kidney", seed=2)
+    fresh_sam().save_pretrained(tmp_path / "base")
+    monkeypatch.setenv("MSA_BASE", str(tmp_path / "base"))
+    monkeypatch.setenv(
+        "MSA_ADAPTERS", json.dumps({"liver": str(tmp_path / "liver"), "kidney": str(tmp_path / "kidney")})
+    )
+    model = _app().load_model()
+    assert _app().DemoSession(model).adapters == ["liver", "kidney"]

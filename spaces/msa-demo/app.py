@@ -574,22 +574,21 @@ def build_demo(model: Any) -> gr.Blocks:
 def load_model() -> Any:
     """The model the Space serves.
 
-    `MSA_ADAPTERS` (JSON `{"name": "adapter repo or folder", ...}`, or an `adapters.json` beside this file):
-    several task adapters on the base `MSA_BASE` (default: msa_hf's shipped base). Otherwise `MSA_MODEL` (a
-    Hub id or folder), else the id in `msa_model.txt` (written by `msa_hf.hub.push_space`), else the shipped
-    base.
+    The model (or, with adapters, the base) is `MSA_MODEL` / `MSA_BASE` (a Hub id or folder), else the id in
+    `msa_model.txt` (written by `msa_hf.hub.push_space`), else msa_hf's shipped base. Task adapters:
+    `MSA_ADAPTERS` (JSON `{"name": "adapter repo or folder", ...}`) or `adapters.json` beside this file.
     """
     from msa_hf import TINY_BASE, SamAdapterModel
     from msa_hf.task_adapters import load_task_adapters
 
     here = Path(__file__).parent
+    pinned = here / "msa_model.txt"
+    default = pinned.read_text().strip() if pinned.is_file() else TINY_BASE
     adapters = os.environ.get("MSA_ADAPTERS") or (
         (here / "adapters.json").read_text() if (here / "adapters.json").is_file() else ""
     )
     if adapters:
-        return load_task_adapters(os.environ.get("MSA_BASE", TINY_BASE), json.loads(adapters))
-    pinned = here / "msa_model.txt"
-    default = pinned.read_text().strip() if pinned.is_file() else TINY_BASE
+        return load_task_adapters(os.environ.get("MSA_BASE", default), json.loads(adapters))
     return SamAdapterModel.from_pretrained(os.environ.get("MSA_MODEL", default))
 
 
