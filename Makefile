@@ -42,6 +42,11 @@ data: $(DEFAULT_DATA)/prepare_report.json
 base: $(STAMP)
 	$(VENV)/bin/msa-hf pretrain-base runs/base
 
+# The speed and memory suite (CPU, ViT-B geometry, modest sizes; under 10 minutes on 2 cores). Results go to
+# benchmarks/results/cpu.{csv,md}; `$(PY) -m benchmarks.run --device cuda` on a GPU, `--full` for large sizes.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --output benchmarks/results
+
 # The main job: adapt the base (default: the shipped synthetic-pretrained one) to the default dataset with
 # MSA adapters, then print the test-split Dice table next to the zero-shot base's.
 BASE ?= tiny

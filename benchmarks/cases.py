@@ -1,0 +1,166 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The benchmark cases. Each takes a parameter dict and returns one result row; `benchmarks.run` runs each in
+its own process so that peak memory is the case's own.
+
+Parameters shared by all cases: `geometry` (ViT-B/L/H or tiny), `size` (input side), `batch`, `device`,
+`dtype` ("float32", or "bfloat16" autocast on CUDA), `repeats`, `warmup`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from .geometry import build_model, encoder_macs
+from .measure import PeakMemory, time_calls
+
+# bf16 dense peak of the cards we are lent (H100/H200 SXM), for model FLOP utilisation
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _boxes(batch: int, size: int, device: torch.device) -> torch.Tensor:
+    """One box per image, `(B, 1, 4)` in the input frame."""
+    return torch.tensor([[[0.2 * size, 0.25 * size, 0.7 * size, 0.8 * size]]], device=device).expand(
+        batch, 1, 4
+    )
+
+
+def _row(params: dict[str, Any], timing, peak: int, **extra: Any) -> dict[str, Any]:
+    return {
+        **params,
+        "median_ms": 1000 * timing.median,
+        "min_ms": 1000 * timing.low,
+        "max_ms": 1000 * timing.high,
+        "repeats": timing.repeats,
+        "peak_mb": peak / 2**20,
+        **extra,
+    }
+
+
+def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
+    """Image-encoder forward (`get_image_embeddings`) of `model` ("sam", "msa", "msa-3d" with `depth`) on a
+    batch of `batch` images (3-D: `batch` slices = batch/D volumes). Also reports analytic MACs."""
+    device = torch.device(params["device"])
+    memory = PeakMemory(device)
+    memory.start()
+    kind, depth = params["model"], params.get("depth") or 1
+    model = build_model(kind, params["geometry"], params["size"], depth=depth).to(device).eval()
+    pixels = torch.randn(params["batch"], 3, params["size"], params["size"], device=device)
+    extra = {"num_slices": depth} if kind == "msa-3d" else {}
+
+    @torch.no_grad()
+    def call():
+        with _autocast(device, params["dtype"]):
+            return model.get_image_embeddings(pixels, **extra)
+
+    timing = time_calls(call, device, params["repeats"], params["warmup"])
+    macs = params["batch"] * encoder_macs(
+        params["geometry"], params["size"], adapters=kind != "sam", depth=depth if kind == "msa-3d" else None
+    )
+    row = _row(
+        params, timing, memory.peak_bytes(), gmacs=macs / 1e9, images_per_s=params["batch"] / timing.median
+    )
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        if peak and params["dtype"] == "bfloat16":
+            row["mfu"] = 2 * macs / timing.median / peak
+    return row
+
+
+def _training_model(params: dict[str, Any]):
+    """The model of `method` ("msa", "msa-3d", "lora", "full", "decoder") with only what trains requiring
+    gradients, as train.py builds them (LoRA: rank 4 on qkv, decoder trained, as SAMed)."""
+    method, geometry, size = params["method"], params["geometry"], params["size"]
+    if method in ("msa", "msa-3d"):
+        model = build_model(method, geometry, size, depth=params.get("depth") or 1, decoder_training="full")
+        return model.mark_only_adapters_as_trainable()
+    model = build_model("sam", geometry, size)
+    if method == "full":
+        return model.requires_grad_(True)
+    model.requires_grad_(False)
+    if method == "decoder":
+        model.mask_decoder.requires_grad_(True)
+        return model
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=r"vision_encoder\.layers\.\d+\.attn\.qkv",
+            modules_to_save=["mask_decoder"],
+        )
+        return get_peft_model(model, lora)
+    raise ValueError(f"unknown method {method!r}; choose msa, msa-3d, lora, full or decoder.")
+
+
+def train_step(params: dict[str, Any]) -> dict[str, Any]:
+    """One optimiser step (forward, Dice-free BCE on the low-res masks, backward, AdamW) of `method` on a batch
+    of `batch` images (`msa-3d`: `batch` = D slices of one volume), with or without activation checkpointing."""
+    device = torch.device(params["device"])
+    memory = PeakMemory(device)
+    memory.start()
+    model = _training_model(params).to(device).train()
+    if params.get("checkpointing"):
+        model.gradient_checkpointing_enable()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=1e-4)
+    batch, size = params["batch"], params["size"]
+    generator = torch.Generator(device=device).manual_seed(0)
+    pixels = torch.randn(batch, 3, size, size, device=device, generator=generator)
+    boxes = _boxes(batch, size, device)
+    extra = {"num_slices": params["depth"]} if params["method"] == "msa-3d" else {}
+
+    def step():
+        with _autocast(device, params["dtype"]):
+            logits = model(pixel_values=pixels, input_boxes=boxes, multimask_output=False, **extra).pred_masks
+        target = (
+            (torch.arange(logits.shape[-1], device=device) < logits.shape[-1] // 2).float().expand_as(logits)
+        )
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    timing = time_calls(step, device, params["repeats"], params["warmup"])
+    return _row(
+        params, timing, memory.peak_bytes(), images_per_s=batch / timing.median,
+        trainable_m=sum(p.numel() for p in trainable) / 1e6,
+    )  # fmt: skip
+
+
+def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
+    """One click with a cached image embedding: prompt encoder + mask decoder of `model` ("sam" or "msa" with
+    its decoder adapters), one mask or three (`multimask`)."""
+    device = torch.device(params["device"])
+    memory = PeakMemory(device)
+    memory.start()
+    model = build_model(params["model"], params["geometry"], params["size"]).to(device).eval()
+    grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    channels = model.config.vision_config.output_channels
+    embedding = torch.randn(1, channels, grid, grid, device=device)
+    points = torch.tensor([[[[0.4 * params["size"], 0.5 * params["size"]]]]], device=device)
+    labels = torch.ones(1, 1, 1, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def click():
+        with _autocast(device, params["dtype"]):
+            return model(
+                image_embeddings=embedding, input_points=points, input_labels=labels,
+                multimask_output=params["multimask"],
+            )  # fmt: skip
+
+    timing = time_calls(click, device, params["repeats"], params["warmup"])
+    return _row(params, timing, memory.peak_bytes())
+
+
+CASES = {"encoder_forward": encoder_forward, "train_step": train_step, "decoder_click": decoder_click}

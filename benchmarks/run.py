@@ -1,0 +1,263 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`make bench`: the speed and memory suite, one fresh process per case, results as CSV + Markdown.
+
+    python -m benchmarks.run                   # CPU, ViT-B geometry, modest sizes (under 10 minutes here)
+    python -m benchmarks.run --full            # adds 1024 px training and larger batches (long on CPU)
+    python -m benchmarks.run --device cuda     # a GPU: 1024 px, bf16 autocast, images/s and MFU
+    python -m benchmarks.run --tiny --output build/bench   # the CI regression run: every case, tiny model
+
+Writes `<output>/<device>[-full|-tiny].csv` and `.md` (the tables and the target checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [
+    "section", "case", "model", "method", "checkpointing", "multimask", "geometry", "size", "batch", "depth",
+    "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "gmacs", "images_per_s", "mfu",
+    "trainable_m", "command",
+]  # fmt: skip
+
+
+def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
+    """The cases of one run, in order; each dict is a case's parameters plus its `section`."""
+    cuda = device.startswith("cuda")
+    geometry = "tiny" if tiny else "ViT-B"
+    dtype = "bfloat16" if cuda else "float32"
+    small, big = (64, 64) if tiny else ((1024, 1024) if cuda else (256, 1024))
+    quick = (
+        dict(repeats=1, warmup=0)
+        if tiny
+        else (dict(repeats=10, warmup=3) if cuda else dict(repeats=3, warmup=1))
+    )
+    common = dict(geometry=geometry, device=device, dtype=dtype)
+    cases: list[dict[str, Any]] = []
+
+    def add(section: str, case: str, **params: Any) -> None:
+        cases.append({"section": section, "case": case, **common, **quick, **params})
+
+    encoder_batch = 8 if cuda else (2 if tiny else 4)
+    # the first case of a run also pays for warming the machine up: two warm-up calls, five timed
+    encoder_repeats = {} if tiny or cuda else dict(repeats=5, warmup=2)
+    for model in ("sam", "msa", "msa-3d"):
+        add("encoder", "encoder_forward", model=model, size=small, batch=encoder_batch,
+            depth=(2 if tiny else 4) if model == "msa-3d" else None, **encoder_repeats)  # fmt: skip
+    if not tiny:
+        for size in (512, 1024) if not cuda else ():
+            for model in ("sam", "msa"):
+                add("encoder", "encoder_forward", model=model, size=size, batch=1, depth=None,
+                    **(dict(repeats=2, warmup=0) if size == 1024 else {}))  # fmt: skip
+    train_batch = 8 if cuda else 2
+    for method in ("msa", "lora", "full", "decoder"):
+        for checkpointing in (False, True):
+            add(
+                "training",
+                "train_step",
+                method=method,
+                checkpointing=checkpointing,
+                size=small,
+                batch=train_batch,
+            )
+    for depth in (2,) if tiny else ((4, 8, 16) if cuda else (2, 4, 8)):
+        add("3-D", "train_step", method="msa-3d", checkpointing=False, size=small, batch=depth, depth=depth)
+    if not tiny:
+        sizes = [(256, 1), (256, 4), (512, 1)] if not cuda else [(1024, 1), (1024, 2), (1024, 4)]
+        if full:
+            sizes += [(1024, 1), (512, 2)] if not cuda else [(1024, 16)]
+        for size, batch in sizes:
+            add("scaling", "train_step", method="msa", checkpointing=False, size=size, batch=batch,
+                **({} if cuda else dict(repeats=2, warmup=1)))  # fmt: skip
+    for model in ("sam", "msa"):
+        for multimask in (False, True):
+            add("interactive", "decoder_click", model=model, multimask=multimask, size=big, batch=1,
+                **({} if tiny else dict(repeats=20, warmup=3)))  # fmt: skip
+    return cases
+
+
+def run_case(params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one case in a fresh Python process; its last stdout line is the JSON row."""
+    parameters = {k: v for k, v in params.items() if k not in ("section", "case")}
+    command = [sys.executable, "-m", "benchmarks.run", "--one", params["case"], json.dumps(parameters)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1]
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark case {params} failed:\n{done.stderr[-3000:]}")
+    return {
+        "section": params["section"],
+        "case": params["case"],
+        **json.loads(done.stdout.strip().splitlines()[-1]),
+    }
+
+
+def _find(rows: list[dict], **match: Any) -> dict | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, goal, verdict) for each target of issue #7 these rows can judge."""
+    checks = []
+    small = min((r["size"] for r in rows if r["case"] == "encoder_forward"), default=None)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    for size in sorted({r["size"] for r in rows if r["case"] == "encoder_forward"}):
+        sam = _find(rows, case="encoder_forward", model="sam", size=size)
+        msa = _find(rows, case="encoder_forward", model="msa", size=size)
+        if sam and msa:
+            time_ratio = (msa["median_ms"] / msa["batch"]) / (sam["median_ms"] / sam["batch"])
+            flop_ratio = (msa["gmacs"] / msa["batch"]) / (sam["gmacs"] / sam["batch"])
+            checks.append((f"MSA 2-D encoder vs SamModel, {size} px", f"{time_ratio:.3f}x time "
+                           f"({flop_ratio:.3f}x FLOPs)", "<= 1.15x", verdict(time_ratio <= 1.15)))  # fmt: skip
+    sam = _find(rows, case="encoder_forward", model="sam", size=small)
+    depth = _find(rows, case="encoder_forward", model="msa-3d", size=small)
+    if sam and depth:
+        time_ratio = (depth["median_ms"] / depth["batch"]) / (sam["median_ms"] / sam["batch"])
+        flop_ratio = (depth["gmacs"] / depth["batch"]) / (sam["gmacs"] / sam["batch"])
+        checks.append((f"depth branch (D={depth['depth']}) vs SamModel, {small} px",
+                       f"{time_ratio:.3f}x time, {flop_ratio:.3f}x FLOPs ({time_ratio / flop_ratio:.3f})",
+                       "time/FLOP ratio <= 1.2", verdict(time_ratio / flop_ratio <= 1.2)))  # fmt: skip
+    full = _find(rows, case="train_step", method="full", checkpointing=False, section="training")
+    for checkpointing, goal in ((False, 0.6), (True, 0.35)):
+        msa = _find(rows, case="train_step", method="msa", checkpointing=checkpointing, section="training")
+        if full and msa and full["peak_mb"] > 0:
+            ratio = msa["peak_mb"] / full["peak_mb"]
+            label = "with" if checkpointing else "without"
+            checks.append((f"MSA training peak memory {label} activation checkpointing vs full fine-tuning",
+                           f"{ratio:.3f}x", f"<= {goal}x", verdict(ratio <= goal)))  # fmt: skip
+    for multimask in (False, True):
+        sam = _find(rows, case="decoder_click", model="sam", multimask=multimask)
+        msa = _find(rows, case="decoder_click", model="msa", multimask=multimask)
+        if sam and msa:
+            ratio = msa["median_ms"] / sam["median_ms"]
+            checks.append((f"decoder per click ({'3 masks' if multimask else '1 mask'}) vs SamModel's",
+                           f"{msa['median_ms']:.1f} ms vs {sam['median_ms']:.1f} ms ({ratio:.2f}x)", "<= 0.5x",
+                           verdict(ratio <= 0.5)))  # fmt: skip
+    encoder = _find(rows, case="encoder_forward", model="sam", size=1024)
+    if encoder and encoder.get("mfu") is not None:
+        checks.append(("ViT-B 1024 encoder inference MFU (bf16)", f"{encoder['mfu']:.1%}", ">= 40%",
+                       verdict(encoder["mfu"] >= 0.4)))  # fmt: skip
+    train = _find(rows, case="train_step", method="msa", checkpointing=False, section="training")
+    if train and train["device"].startswith("cuda"):
+        checks.append(("MSA 2-D training throughput", f"{train['images_per_s']:.0f} images/s", ">= 150",
+                       verdict(train["images_per_s"] >= 150)))  # fmt: skip
+    return checks
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
+    """The tables (one per section) and the target checks."""
+    shown = {
+        "encoder": ["model", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "peak_mb"],
+        "training": ["method", "checkpointing", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "peak_mb"],
+        "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
+        "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
+        "interactive": ["model", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
+    }  # fmt: skip
+    titles = {
+        "encoder": "Image encoder forward",
+        "training": "Training step (forward + backward + AdamW)",
+        "3-D": "3-D training step vs D (depth branch; batch = one volume of D slices; images/s = slices/s)",
+        "scaling": "MSA training step vs input size and batch",
+        "interactive": "One click with a cached image embedding (prompt encoder + mask decoder)",
+    }
+    first = rows[0]
+    lines = [
+        f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {first['dtype']}, random weights. "
+        "Times in ms (median, min, max over the repeats); peak memory in MiB (CPU: growth of the resident "
+        "high-water mark from before the model was built; CUDA: max allocated).",
+        "",
+    ]
+    for section, columns in shown.items():
+        part = [r for r in rows if r["section"] == section]
+        if not part:
+            continue
+        lines += [
+            f"**{titles[section]}**",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+        ]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in part]
+        lines.append("")
+    checks = target_checks(rows)
+    if checks:
+        lines += ["**Targets (issue #7)**", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
+        lines += [f"| {t} | {m} | {g} | {v} |" for t, m, g, v in checks]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine_description(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--full", action="store_true", help="add the long cases (1024 px training on CPU)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="every case on a tiny model (the CI regression run)"
+    )
+    parser.add_argument("--output", default="benchmarks/results", help="folder for the CSV and Markdown")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per case")
+    parser.add_argument("--one", nargs=2, metavar=("CASE", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:  # child mode: one case, its row as JSON on the last line
+        from .cases import CASES
+
+        print(json.dumps(CASES[args.one[0]](json.loads(args.one[1]))))
+        return 0
+    command = (
+        "python -m benchmarks.run"
+        + "".join(f" {flag}" for flag, on in (("--full", args.full), ("--tiny", args.tiny)) if on)
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+    )
+    cases = plan(args.device, args.full, args.tiny)
+    rows = []
+    started = time.time()
+    for index, params in enumerate(cases, 1):
+        row = run_case(params, args.timeout)
+        row["command"] = command
+        rows.append(row)
+        print(f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
+              f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }"
+              f" -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)  # fmt: skip
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    stem = args.device.split(":")[0] + ("-full" if args.full else "") + ("-tiny" if args.tiny else "")
+    with (output / f"{stem}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    report = markdown(rows, machine_description(args.device), command)
+    (output / f"{stem}.md").write_text(report + "\n")
+    print(report)
+    print(f"{len(rows)} cases in {(time.time() - started) / 60:.1f} min; written {output / stem}.csv and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
