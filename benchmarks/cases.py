@@ -3,7 +3,8 @@
 its own process so that peak memory is the case's own.
 
 Parameters shared by all cases: `geometry` (ViT-B/L/H or tiny), `size` (input side), `batch`, `device`,
-`dtype` ("float32", or "bfloat16" autocast on CUDA), `repeats`, `warmup`.
+`dtype` ("float32", or "bfloat16" autocast on CUDA), `repeats`, `warmup`, and `compile` (`torch.compile` the
+model first; its first call, compilation included, is reported as `compile_s`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from .geometry import build_model, encoder_macs
-from .measure import PeakMemory, time_calls
+from .measure import PeakMemory, synchronise, time_calls
 
 # bf16 dense peak of the cards we are lent (H100/H200 SXM), for model FLOP utilisation
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -45,6 +46,16 @@ def _row(params: dict[str, Any], timing, peak: int, **extra: Any) -> dict[str, A
     }
 
 
+def _first_call_seconds(function, device: torch.device) -> float:
+    """The first call of a `torch.compile`d function: compilation plus one run."""
+    import time
+
+    start = time.perf_counter()
+    function()
+    synchronise(device)
+    return time.perf_counter() - start
+
+
 def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
     """Image-encoder forward (`get_image_embeddings`) of `model` ("sam", "msa", "msa-3d" with `depth`) on a
     batch of `batch` images (3-D: `batch` slices = batch/D volumes). Also reports analytic MACs."""
@@ -55,19 +66,24 @@ def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
     model = build_model(kind, params["geometry"], params["size"], depth=depth).to(device).eval()
     pixels = torch.randn(params["batch"], 3, params["size"], params["size"], device=device)
     extra = {"num_slices": depth} if kind == "msa-3d" else {}
+    encode = (
+        torch.compile(model.get_image_embeddings) if params.get("compile") else model.get_image_embeddings
+    )
 
     @torch.no_grad()
     def call():
         with _autocast(device, params["dtype"]):
-            return model.get_image_embeddings(pixels, **extra)
+            return encode(pixels, **extra)
 
+    compile_s = _first_call_seconds(call, device) if params.get("compile") else None
     timing = time_calls(call, device, params["repeats"], params["warmup"])
     macs = params["batch"] * encoder_macs(
         params["geometry"], params["size"], adapters=kind != "sam", depth=depth if kind == "msa-3d" else None
     )
     row = _row(
-        params, timing, memory.peak_bytes(), gmacs=macs / 1e9, images_per_s=params["batch"] / timing.median
-    )
+        params, timing, memory.peak_bytes(), gmacs=macs / 1e9, images_per_s=params["batch"] / timing.median,
+        compile_s=compile_s,
+    )  # fmt: skip
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
@@ -119,10 +135,13 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     pixels = torch.randn(batch, 3, size, size, device=device, generator=generator)
     boxes = _boxes(batch, size, device)
     extra = {"num_slices": params["depth"]} if params["method"] == "msa-3d" else {}
+    forward = torch.compile(model) if params.get("compile") else model
 
     def step():
         with _autocast(device, params["dtype"]):
-            logits = model(pixel_values=pixels, input_boxes=boxes, multimask_output=False, **extra).pred_masks
+            logits = forward(
+                pixel_values=pixels, input_boxes=boxes, multimask_output=False, **extra
+            ).pred_masks
         target = (
             (torch.arange(logits.shape[-1], device=device) < logits.shape[-1] // 2).float().expand_as(logits)
         )
@@ -131,10 +150,11 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
 
+    compile_s = _first_call_seconds(step, device) if params.get("compile") else None
     timing = time_calls(step, device, params["repeats"], params["warmup"])
     return _row(
         params, timing, memory.peak_bytes(), images_per_s=batch / timing.median,
-        trainable_m=sum(p.numel() for p in trainable) / 1e6,
+        trainable_m=sum(p.numel() for p in trainable) / 1e6, compile_s=compile_s,
     )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from typing import Any
 COLUMNS = [
     "section", "case", "model", "method", "checkpointing", "multimask", "geometry", "size", "batch", "depth",
     "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "gmacs", "images_per_s", "mfu",
-    "trainable_m", "command",
+    "trainable_m", "compile", "compile_s", "command",
 ]  # fmt: skip
 
 
@@ -52,6 +52,8 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
     for model in ("sam", "msa", "msa-3d"):
         add("encoder", "encoder_forward", model=model, size=small, batch=encoder_batch,
             depth=(2 if tiny else 4) if model == "msa-3d" else None, **encoder_repeats)  # fmt: skip
+    add("encoder", "encoder_forward", model="msa", size=small, batch=encoder_batch, depth=None, compile=True,
+        **encoder_repeats)  # fmt: skip
     if not tiny:
         for size in (512, 1024) if not cuda else ():
             for model in ("sam", "msa"):
@@ -68,6 +70,16 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
                 size=small,
                 batch=train_batch,
             )
+    if full or cuda:
+        add(
+            "training",
+            "train_step",
+            method="msa",
+            checkpointing=False,
+            size=small,
+            batch=train_batch,
+            compile=True,
+        )
     for depth in (2,) if tiny else ((4, 8, 16) if cuda else (2, 4, 8)):
         add("3-D", "train_step", method="msa-3d", checkpointing=False, size=small, batch=depth, depth=depth)
     if not tiny:
@@ -114,7 +126,7 @@ def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
 
     for size in sorted({r["size"] for r in rows if r["case"] == "encoder_forward"}):
         sam = _find(rows, case="encoder_forward", model="sam", size=size)
-        msa = _find(rows, case="encoder_forward", model="msa", size=size)
+        msa = _find(rows, case="encoder_forward", model="msa", size=size, compile=None)
         if sam and msa:
             time_ratio = (msa["median_ms"] / msa["batch"]) / (sam["median_ms"] / sam["batch"])
             flop_ratio = (msa["gmacs"] / msa["batch"]) / (sam["gmacs"] / sam["batch"])
@@ -130,7 +142,14 @@ def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
                        "time/FLOP ratio <= 1.2", verdict(time_ratio / flop_ratio <= 1.2)))  # fmt: skip
     full = _find(rows, case="train_step", method="full", checkpointing=False, section="training")
     for checkpointing, goal in ((False, 0.6), (True, 0.35)):
-        msa = _find(rows, case="train_step", method="msa", checkpointing=checkpointing, section="training")
+        msa = _find(
+            rows,
+            case="train_step",
+            method="msa",
+            checkpointing=checkpointing,
+            section="training",
+            compile=None,
+        )
         if full and msa and full["peak_mb"] > 0:
             ratio = msa["peak_mb"] / full["peak_mb"]
             label = "with" if checkpointing else "without"
@@ -144,6 +163,18 @@ def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
             checks.append((f"decoder per click ({'3 masks' if multimask else '1 mask'}) vs SamModel's",
                            f"{msa['median_ms']:.1f} ms vs {sam['median_ms']:.1f} ms ({ratio:.2f}x)", "<= 0.5x",
                            verdict(ratio <= 0.5)))  # fmt: skip
+    for case, label in (("encoder_forward", "encoder forward"), ("train_step", "training step")):
+        compiled = _find(rows, case=case, model="msa", compile=True) or _find(
+            rows, case=case, method="msa", compile=True
+        )
+        if compiled:
+            plain = _find(rows, case=case, model=compiled.get("model"), method=compiled.get("method"),
+                          size=compiled["size"], batch=compiled["batch"], compile=None, checkpointing=compiled.get("checkpointing"))  # fmt: skip
+            if plain:
+                ratio = compiled["median_ms"] / plain["median_ms"]
+                checks.append((f"torch.compile, MSA {label} ({compiled['size']} px, batch {compiled['batch']})",
+                               f"{ratio:.2f}x time after {compiled['compile_s']:.0f} s compiling", "measured",
+                               "faster" if ratio < 0.97 else ("slower" if ratio > 1.03 else "no effect")))  # fmt: skip
     encoder = _find(rows, case="encoder_forward", model="sam", size=1024)
     if encoder and encoder.get("mfu") is not None:
         checks.append(("ViT-B 1024 encoder inference MFU (bf16)", f"{encoder['mfu']:.1%}", ">= 40%",
@@ -166,8 +197,8 @@ def _cell(value: Any) -> str:
 def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
     """The tables (one per section) and the target checks."""
     shown = {
-        "encoder": ["model", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "peak_mb"],
-        "training": ["method", "checkpointing", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "peak_mb"],
+        "encoder": ["model", "compile", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "compile_s", "peak_mb"],
+        "training": ["method", "checkpointing", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb"],
         "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
         "interactive": ["model", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
