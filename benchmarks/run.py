@@ -25,7 +25,7 @@ from typing import Any
 COLUMNS = [
     "section", "case", "model", "method", "checkpointing", "multimask", "geometry", "size", "batch", "depth",
     "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "gmacs", "images_per_s", "mfu",
-    "trainable_m", "compile", "compile_s", "command",
+    "trainable_m", "compile", "compile_s", "fast", "command",
 ]  # fmt: skip
 
 
@@ -89,9 +89,9 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
         for size, batch in sizes:
             add("scaling", "train_step", method="msa", checkpointing=False, size=size, batch=batch,
                 **({} if cuda else dict(repeats=2, warmup=1)))  # fmt: skip
-    for model in ("sam", "msa"):
+    for model, fast in (("sam", False), ("msa", False), ("sam", True), ("msa", True)):
         for multimask in (False, True):
-            add("interactive", "decoder_click", model=model, multimask=multimask, size=big, batch=1,
+            add("interactive", "decoder_click", model=model, fast=fast, multimask=multimask, size=big, batch=1,
                 **({} if tiny else dict(repeats=20, warmup=3)))  # fmt: skip
     return cases
 
@@ -156,11 +156,11 @@ def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
             checks.append((f"MSA training peak memory {label} activation checkpointing vs full fine-tuning",
                            f"{ratio:.3f}x", f"<= {goal}x", verdict(ratio <= goal)))  # fmt: skip
     for multimask in (False, True):
-        sam = _find(rows, case="decoder_click", model="sam", multimask=multimask)
-        msa = _find(rows, case="decoder_click", model="msa", multimask=multimask)
+        sam = _find(rows, case="decoder_click", model="sam", multimask=multimask, fast=False)
+        msa = _find(rows, case="decoder_click", model="msa", multimask=multimask, fast=True)
         if sam and msa:
             ratio = msa["median_ms"] / sam["median_ms"]
-            checks.append((f"decoder per click ({'3 masks' if multimask else '1 mask'}) vs SamModel's",
+            checks.append((f"MSA per click ({'3 masks' if multimask else '1 mask'}, ClickDecoder) vs SamModel's decoder",
                            f"{msa['median_ms']:.1f} ms vs {sam['median_ms']:.1f} ms ({ratio:.2f}x)", "<= 0.5x",
                            verdict(ratio <= 0.5)))  # fmt: skip
     for case, label in (("encoder_forward", "encoder forward"), ("train_step", "training step")):
@@ -201,14 +201,14 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
         "training": ["method", "checkpointing", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb"],
         "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
-        "interactive": ["model", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
+        "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",
         "training": "Training step (forward + backward + AdamW)",
         "3-D": "3-D training step vs D (depth branch; batch = one volume of D slices; images/s = slices/s)",
         "scaling": "MSA training step vs input size and batch",
-        "interactive": "One click with a cached image embedding (prompt encoder + mask decoder)",
+        "interactive": "One click with a cached image embedding (prompt encoder + mask decoder; fast = msa_hf's ClickDecoder)",
     }
     first = rows[0]
     lines = [
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         row["command"] = command
         rows.append(row)
         print(f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
-              f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }"
+              f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }"
               f" -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)  # fmt: skip
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
