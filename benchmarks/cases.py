@@ -127,7 +127,7 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     model = _training_model(params).to(device).train()
     if params.get("checkpointing"):
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=1e-4)
     batch, size = params["batch"], params["size"]

@@ -158,7 +158,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         (output_dir / "train_config.yaml").write_text(config.to_yaml())
     model = build_model_for_method(config)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     image_size = model.config.vision_config.image_size
     mask_size = (
         4 * image_size // model.config.vision_config.patch_size

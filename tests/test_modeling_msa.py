@@ -158,7 +158,7 @@ def test_gradients_equal_with_and_without_activation_checkpointing(sam_model, im
         return {n: p.grad.clone() for n, p in msa.named_parameters() if p.requires_grad}
 
     plain = gradients()
-    msa.gradient_checkpointing_enable()
+    msa.activation_checkpointing_enable()
     assert all(layer.gradient_checkpointing for layer in msa.vision_encoder.layers)
     checkpointed = gradients()
     assert sum(g.abs().sum() for g in plain.values()) > 0

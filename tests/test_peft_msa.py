@@ -146,7 +146,7 @@ def test_depth_reaches_layers_per_call_and_survives_checkpointing(images):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = gradients()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     checkpointed = gradients()
     assert any("msa_depth_adapter" in n for n in plain)
     for name in plain:
