@@ -92,7 +92,7 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
     for model, fast in (("sam", False), ("msa", False), ("sam", True), ("msa", True)):
         for multimask in (False, True):
             add("interactive", "decoder_click", model=model, fast=fast, multimask=multimask, size=big, batch=1,
-                **({} if tiny else dict(repeats=20, warmup=3)))  # fmt: skip
+                **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
     return cases
 
 

@@ -195,7 +195,9 @@ class ClickDecoder:
         queries = transformer.layer_norm_final_attn(queries + attn_out)
 
         height, width = self._grid
-        grid = image.T.reshape(1, -1, height, width)
+        # the (N, C) tokens viewed as (1, C, h, w) are already in channels-last memory: the convolutions and the
+        # channel LayerNorm (a permute to channels-last) then run without layout copies
+        grid = image.view(1, height, width, -1).permute(0, 3, 1, 2)
         upscaled = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(grid)))
         upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
         mask_tokens = queries[1 : 1 + decoder.num_mask_tokens]
@@ -203,7 +205,8 @@ class ClickDecoder:
             [mlp(mask_tokens[i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)]
         )  # (M, C/8)
         chosen = slice(1, None) if multimask_output else slice(0, 1)
-        masks = (hyper[chosen] @ upscaled[0].flatten(1)).view(1, 1, -1, *upscaled.shape[-2:])
+        pixels = upscaled[0].permute(1, 2, 0).reshape(-1, upscaled.shape[1])  # free for channels-last
+        masks = (pixels @ hyper[chosen].T).T.reshape(1, 1, -1, *upscaled.shape[-2:])
         iou = decoder.iou_prediction_head(queries[0])[chosen].view(1, 1, -1)
         return masks, iou
 
