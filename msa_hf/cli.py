@@ -366,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "train", help="Train (same as `accelerate launch train.py`); see `msa-hf train --help`."
     )
+    commands.add_parser(
+        "pretrain-encoder",
+        help="Self-supervised encoder pretraining (MAE, e-Mix, ShED); same as `accelerate launch pretrain.py`.",
+    )
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
     params.set_defaults(run=_params)
     return parser
@@ -377,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         from .train_job import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["pretrain-encoder"]:  # pretrain.py's flags; see `msa-hf pretrain-encoder --help`
+        from .pretrain.command import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     if argv[:1] == ["compare"]:  # train.py's flags plus --methods
         from .compare import main as compare_main
 

@@ -1,0 +1,78 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Unlabelled images for encoder pretraining: a prepared dataset (labels ignored), a folder of PNG/JPEG/TIFF/
+DICOM images, or NIfTI volumes (every axial slice), as SAM inputs `(3, S, S)`.
+
+The paper pretrains on RadImageNet, EyePACS, BCN-20000 and HAM-10000; each is a folder of images, so
+`msa-hf pretrain-encoder <folder> ...` takes them as downloaded (README, "Encoder pretraining").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..image_encoding import image_to_pixel_values
+
+
+class UnlabelledImages(torch.utils.data.Dataset):
+    """Item `i` -> `(3, S, S)` SAM-normalised pixels; files are read on access (nothing is held in memory)."""
+
+    def __init__(self, source: str | Path, image_size: int) -> None:
+        from ..data.image_files import IMAGE_SUFFIXES, is_dicom_file
+        from ..data.volumes import is_nifti
+
+        self.image_size = image_size
+        self.items: list[tuple[str, Any]] = []
+        source = Path(source)
+        if (source / "classes.json").is_file():  # a prepared dataset: every split, labels unused
+            from ..data.prepare import load_prepared
+
+            self._rows = load_prepared(source)
+            for split in self._rows:
+                self.items += [("row", (split, index)) for index in range(len(self._rows[split]))]
+        elif source.is_dir():
+            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                if file.suffix.lower() in IMAGE_SUFFIXES or (not is_nifti(file) and is_dicom_file(file)):
+                    self.items.append(("image", str(file)))
+                elif is_nifti(file):
+                    from ..data.volumes import axial_slices, load_nifti
+
+                    count = len(axial_slices(load_nifti(file).array))
+                    self.items += [("slice", (str(file), index)) for index in range(count)]
+        if not self.items:
+            raise ValueError(
+                f"{source}: no images found. Pass a prepared dataset (msa-hf prepare), or a folder of PNG, JPEG, "
+                "TIFF or DICOM images or NIfTI volumes."
+            )
+        self._volume: tuple[str, np.ndarray, str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _picture(self, index: int) -> tuple[np.ndarray, str]:
+        kind, where = self.items[index]
+        if kind == "row":
+            split, row = where
+            example = self._rows[split][row]
+            return np.asarray(example["image"]), str(example.get("modality") or "other")
+        if kind == "image":
+            from ..data.image_files import is_dicom_file, read_dicom_image, read_image
+
+            return read_dicom_image(where) if is_dicom_file(where) else (read_image(where), "other")
+        path, slice_index = where
+        if self._volume is None or self._volume[0] != path:  # consecutive slices share one read
+            from ..data.volumes import axial_slices, load_nifti
+
+            volume = load_nifti(path)
+            modality = volume.modality if volume.modality != "other" else (
+                "CT" if volume.array.min() <= -500 else "MR"
+            )  # fmt: skip
+            self._volume = (path, axial_slices(volume.array), modality)
+        return self._volume[1][slice_index], self._volume[2]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        picture, modality = self._picture(index)
+        return image_to_pixel_values(picture, self.image_size, modality)

@@ -1,0 +1,150 @@
+"""Self-supervised encoder pretraining: objectives learn on real MRI slices, token edits are what the config
+says, and the pretrained checkpoint loads with only the expected weights changed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.pretrain import (
+    EncoderPretrainingConfig,
+    ShuffledEmbeddingDetection,
+    UnlabelledImages,
+    build_objectives,
+    encode_tokens,
+    mark_trainable,
+    pretrain_encoder,
+    random_token_choice,
+)
+from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+
+@pytest.fixture(scope="module")
+def mri_folder(tmp_path_factory):
+    """Eight axial slices of the MNI152 T1 template (a real MRI) as 8-bit PNGs: an unlabelled image folder."""
+    from msa_hf.data import axial_slices
+    from msa_hf.data.default_dataset import mni152_tissue_volumes
+
+    image, _, _ = mni152_tissue_volumes()
+    folder = tmp_path_factory.mktemp("mri")
+    slices = axial_slices(image)
+    for index in range(8):
+        Image.fromarray(slices[60 + 8 * index]).save(folder / f"slice{index}.png")
+    return folder
+
+
+def tiny_model(seed: int = 0) -> SamAdapterModel:
+    torch.manual_seed(seed)  # the adapters' own initialisation draws from the global generator
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
+    randomize_weights(model, seed=seed, std=0.1)
+    return model
+
+
+def test_encode_tokens_without_an_edit_is_the_encoder():
+    model = tiny_model().eval()
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            encode_tokens(model.vision_encoder, pixels), model.get_image_embeddings(pixels)
+        )
+
+
+def test_masking_ratio_and_shuffle_fraction_are_what_the_config_says():
+    generator = torch.Generator().manual_seed(0)
+    chosen = random_token_choice(3, (8, 8), 0.75, generator)
+    assert chosen.shape == (3, 8, 8) and chosen.flatten(1).sum(1).tolist() == [48, 48, 48]
+    assert not torch.equal(chosen[0], chosen[1])  # a different draw per image
+    tokens = torch.randn(2, 8, 8, 5, generator=generator)
+    moved = random_token_choice(2, (8, 8), 0.25, generator)
+    shuffled = ShuffledEmbeddingDetection.shuffle(tokens, moved)
+    changed = (shuffled != tokens).any(-1)
+    assert torch.equal(changed, moved) and moved.flatten(1).sum(1).tolist() == [16, 16]
+    # a shuffle moves embeddings, it does not invent them
+    for index in range(2):
+        assert torch.equal(
+            shuffled[index][moved[index]].sort(0).values, tokens[index][moved[index]].sort(0).values
+        )
+
+
+@pytest.mark.parametrize("objective", ["mae", "emix", "shed"])
+def test_each_objective_learns_on_real_mri_slices(mri_folder, objective):
+    images = UnlabelledImages(mri_folder, 64)
+    pixels = torch.stack([images[i] for i in range(len(images))])
+    model = tiny_model()
+    config = EncoderPretrainingConfig(objectives={objective: 1.0}, trainable="encoder", batch_size=8)
+    heads = build_objectives(config, model.config.vision_config)
+    mark_trainable(model, "encoder")
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad] + list(heads.parameters()), lr=2e-3
+    )
+    losses = []
+    for step in range(40):
+        generator = torch.Generator().manual_seed(
+            step % 4
+        )  # the same four draws again and again: it must fit them
+        loss = heads[objective](model.vision_encoder, pixels, generator)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert np.isfinite(losses).all() and last < 0.8 * first, (objective, first, last)
+
+
+def test_adapter_pretraining_changes_only_encoder_adapters_and_reloads(mri_folder, tmp_path):
+    model = tiny_model(seed=1)
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    config = EncoderPretrainingConfig(
+        objectives={"mae": 1.0, "shed": 0.5, "emix": 0.5}, steps=3, batch_size=4, learning_rate=1e-2,
+        checkpoint_every=2, log_every=1,
+    )  # fmt: skip
+    final = pretrain_encoder(model, UnlabelledImages(mri_folder, 64), config, tmp_path / "run")
+    loaded = SamAdapterModel.from_pretrained(final).eval()
+    changed = {name for name, tensor in loaded.state_dict().items() if not torch.equal(tensor, before[name])}
+    assert changed and all(
+        name.startswith("vision_encoder.layers.") and "_adapter." in name for name in changed
+    )
+    assert any("space_adapter.up" in name for name in changed)  # zero-initialised up-projections moved
+    pixels = torch.stack([UnlabelledImages(mri_folder, 64)[i] for i in range(2)])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.get_image_embeddings(pixels), model.eval().get_image_embeddings(pixels)
+        )
+    assert (final / "pretraining_heads.safetensors").is_file()
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,mae,shed,emix" and len(rows) == 4
+
+
+def test_resumed_pretraining_ends_where_an_unbroken_run_ends(mri_folder, tmp_path):
+    config = EncoderPretrainingConfig(
+        objectives={"mae": 1.0}, steps=4, batch_size=2, learning_rate=1e-2, checkpoint_every=2
+    )
+    images = UnlabelledImages(mri_folder, 64)
+    unbroken = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, tmp_path / "a"))
+    half = EncoderPretrainingConfig(**{**config.__dict__, "steps": 2})
+    pretrain_encoder(tiny_model(), images, half, tmp_path / "b")
+    resumed = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, tmp_path / "b"))
+    for name, tensor in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+
+
+def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
+    import nibabel as nib
+
+    volume = np.random.default_rng(0).normal(100, 10, (20, 24, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "scan.nii.gz")
+    slices = UnlabelledImages(tmp_path, 64)
+    assert len(slices) == 6 and slices[0].shape == (3, 64, 64)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found"):
+        UnlabelledImages(tmp_path / "empty", 64)
+    with pytest.raises(ValueError, match="choose weights"):
+        EncoderPretrainingConfig(objectives={"simclr": 1.0})
+    with pytest.raises(ValueError, match="at least 2"):
+        EncoderPretrainingConfig(objectives={"emix": 1.0}, batch_size=1)
+    from msa_hf.cli import main
+
+    assert main(["pretrain-encoder", str(tmp_path / "empty"), str(tmp_path / "out"), "--base", "tiny"]) == 2
