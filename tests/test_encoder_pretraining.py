@@ -148,3 +148,12 @@ def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
     from msa_hf.cli import main
 
     assert main(["pretrain-encoder", str(tmp_path / "empty"), str(tmp_path / "out"), "--base", "tiny"]) == 2
+
+
+def test_a_prepared_dataset_is_a_source_with_its_labels_ignored(disk_dataset):
+    from msa_hf.data import load_prepared
+
+    images = UnlabelledImages(disk_dataset, 64)
+    prepared = load_prepared(disk_dataset)
+    assert len(images) == sum(len(prepared[split]) for split in prepared)
+    assert images[0].shape == (3, 64, 64) and images[0].std() > 0.1
