@@ -103,6 +103,13 @@ class SamAdapterConfig(SamConfig):
         does not say otherwise.
     decoder_training (`str`, defaults to `"full"`):
         What of the mask decoder trains: `"frozen"`, `"adapters"` or `"full"` (see `DECODER_TRAINING_MODES`).
+    text_embedding_dim (`int`, *optional*):
+        Width of the pooled text features (CLIP ViT-B/32: 512). Set, the model holds a trained projection that
+        turns them into `num_text_tokens` decoder prompt tokens (`forward(text_embeddings=...)`).
+    num_text_tokens (`int`, defaults to 1):
+        Prompt tokens per text.
+    text_encoder_name (`str`, *optional*):
+        The text encoder the projection was trained with (Hub id or folder), for `msa-hf predict --text`.
     """
 
     model_type = "sam_adapter"
@@ -116,9 +123,17 @@ class SamAdapterConfig(SamConfig):
     use_depth_branch: bool = False
     num_slices: int = 1
     decoder_training: str = "full"
+    text_embedding_dim: int | None = None
+    num_text_tokens: int = 1
+    text_encoder_name: str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.text_embedding_dim is not None and self.text_embedding_dim < 1 or self.num_text_tokens < 1:
+            raise ValueError(
+                f"{type(self).__name__}: text_embedding_dim ({self.text_embedding_dim}) and num_text_tokens "
+                f"({self.num_text_tokens}) must be positive."
+            )
         self.decoder_adapter_layers = list(self.decoder_adapter_layers)
         validate_adapter_settings(
             adapter_bottleneck_ratio=self.adapter_bottleneck_ratio,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ from .adapter_layers import (
     msa_vision_layer_forward,
 )
 from .configuration_msa import SamAdapterConfig
+from .text_prompts import TextPromptProjection
 
 # Attribute names under which the native model stores its adapters. The PEFT method stores the same modules
 # as `msa_<kind>.<adapter_name>` (see msa_hf/peft_msa/layer.py), which is what conversion maps between.
@@ -229,6 +231,11 @@ class SamAdapterModel(SamModel):
             self.mask_decoder.transformer.layers[index] = SamAdapterTwoWayAttentionBlock(
                 config.mask_decoder_config, skip_first_layer_pe=(index == 0), adapter_config=config
             )
+        self.text_projection = None
+        if config.text_embedding_dim is not None:
+            self.text_projection = TextPromptProjection(
+                config.text_embedding_dim, config.mask_decoder_config.hidden_size, config.num_text_tokens
+            )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -305,6 +312,7 @@ class SamAdapterModel(SamModel):
         attention_similarity: torch.Tensor | None = None,
         target_embedding: torch.Tensor | None = None,
         num_slices: int | None = None,
+        text_embeddings: torch.Tensor | None = None,
         **kwargs,
     ) -> SamImageSegmentationOutput:
         r"""
@@ -314,6 +322,9 @@ class SamAdapterModel(SamModel):
 
         num_slices (`int`, *optional*):
             D, the number of consecutive slices per volume in a `(V * D, C, H, W)` batch (depth branch).
+        text_embeddings (`torch.Tensor` of shape `(B, D_text)` or `(B, P, D_text)`, *optional*):
+            Pooled text features (`msa_hf.text_prompts.TextEncoder`); projected to `config.num_text_tokens`
+            prompt tokens appended to the point/box tokens, or the only prompt. Needs `config.text_embedding_dim`.
         """
         unknown = set(kwargs) - _FORWARD_OPTIONS
         if unknown:
@@ -328,6 +339,11 @@ class SamAdapterModel(SamModel):
             vision_outputs = self.vision_encoder(pixel_values, num_slices=num_slices, **kwargs)
             image_embeddings = vision_outputs.last_hidden_state
             vision_hidden_states = vision_outputs.hidden_states
+        if text_embeddings is not None:
+            return self._forward_with_text(
+                image_embeddings, text_embeddings, input_points, input_labels, input_boxes, input_masks,
+                multimask_output, vision_hidden_states,
+            )  # fmt: skip
         outputs = super().forward(
             image_embeddings=image_embeddings,
             input_points=input_points,
@@ -341,10 +357,53 @@ class SamAdapterModel(SamModel):
         outputs.vision_hidden_states = vision_hidden_states
         return outputs
 
+    def text_prompt_tokens(self, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """`(B, D_text)` or `(B, P, D_text)` pooled text features -> `(B, P, K, C)` decoder prompt tokens."""
+        if self.text_projection is None:
+            raise ValueError(
+                "this model takes no text prompts: build it with SamAdapterConfig(text_embedding_dim=...) (CLIP "
+                "ViT-B/32: 512) and train the projection (train.py --text-prompts)."
+            )
+        if text_embeddings.ndim == 2:
+            text_embeddings = text_embeddings[:, None]
+        return self.text_projection(text_embeddings)
+
+    def _forward_with_text(
+        self,
+        image_embeddings: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        input_points: torch.Tensor | None,
+        input_labels: torch.Tensor | None,
+        input_boxes: torch.Tensor | None,
+        input_masks: torch.Tensor | None,
+        multimask_output: bool,
+        vision_hidden_states: Any,
+    ) -> SamImageSegmentationOutput:
+        """SamModel's prompt encoding and decoding, with the text tokens after the point and box tokens."""
+        if input_points is not None and input_labels is None:
+            input_labels = torch.ones_like(input_points[:, :, :, 0], dtype=torch.int)
+        sparse, dense = self.prompt_encoder(
+            input_points=input_points,
+            input_labels=input_labels,
+            input_boxes=input_boxes,
+            input_masks=input_masks,
+        )
+        text_tokens = self.text_prompt_tokens(text_embeddings).to(image_embeddings.dtype)
+        sparse = text_tokens if sparse is None else torch.cat([sparse, text_tokens], dim=2)
+        positions = self.get_image_wide_positional_embeddings().repeat(len(image_embeddings), 1, 1, 1)
+        masks, iou = self.mask_decoder(
+            image_embeddings=image_embeddings, image_positional_embeddings=positions,
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask_output,
+        )  # fmt: skip
+        return SamImageSegmentationOutput(
+            iou_scores=iou, pred_masks=masks, vision_hidden_states=vision_hidden_states
+        )
+
     # ----------------------------------------------------------------------------------------- training helpers
     def is_trainable_parameter(self, name: str) -> bool:
-        """Whether MSA trains the parameter `name` (adapters, plus the decoder parts `decoder_training` says)."""
-        if is_adapter_parameter(name):
+        """Whether MSA trains the parameter `name` (adapters, the text projection, plus the decoder parts
+        `decoder_training` says)."""
+        if is_adapter_parameter(name) or name.startswith("text_projection."):
             return True
         if self.config.decoder_training != "full" or not name.startswith("mask_decoder."):
             return False
@@ -380,6 +439,8 @@ class SamAdapterModel(SamModel):
                 groups[key] += parameter.numel()
             elif name.startswith("mask_decoder."):
                 groups["decoder (full)"] += parameter.numel()
+            elif name.startswith("text_projection."):
+                groups["text projection"] = groups.get("text projection", 0) + parameter.numel()
             else:
                 groups["other"] += parameter.numel()
         return TrainableParameterReport(trainable=trainable, total=total, by_group=groups)
