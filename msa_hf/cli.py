@@ -159,7 +159,7 @@ def _predict(args: argparse.Namespace) -> int:
         prompts = [
             Prompt(
                 points=points or None, labels=labels or None, box=args.box, slice=args.slice,
-                propagate=args.propagate,
+                propagate=args.propagate, text=args.text,
             )
         ]  # fmt: skip
     model = load_base(args.model, SamAdapterModel)
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="negative click")  # fmt: skip
     predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
     predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
+    predict.add_argument(
+        "--text", default=None, help='describe the target, e.g. "left kidney" (text-trained models)'
+    )
     predict.add_argument(
         "--propagate", action="store_true",
         help="volumes: carry the slice's mask up and down the volume (3-D propagation)",

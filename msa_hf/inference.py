@@ -27,17 +27,19 @@ from .prompts import resized_shape, to_model_frame
 class Prompt:
     """One target's prompt: clicks `points` `[[x, y], ...]` with `labels` (1 positive, 0 negative) and/or a
     `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
-    mask through the volume (`msa_hf.volume_prediction.VolumePredictor.propagate`)."""
+    mask through the volume (`msa_hf.volume_prediction.VolumePredictor.propagate`); `text` describes the
+    target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`)."""
 
     points: list[list[float]] | None = None
     labels: list[int] | None = None
     box: list[float] | None = None
     slice: int | None = None
     propagate: bool = False
+    text: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.points and self.box is None:
-            raise ValueError("a prompt needs points or a box.")
+        if not self.points and self.box is None and not self.text:
+            raise ValueError("a prompt needs points, a box or a text.")
         if self.points:
             self.labels = list(self.labels) if self.labels is not None else [1] * len(self.points)
             if len(self.labels) != len(self.points) or any(label not in (0, 1) for label in self.labels):
@@ -71,6 +73,22 @@ class SegmentationPredictor:
         self._embedding: torch.Tensor | None = None
         self._original_size: tuple[int, int] | None = None
         self._click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
+        self._text_encoder: Any = None
+
+    def text_features(self, text: str) -> torch.Tensor:
+        """`(1, D)` features of `text` from the text encoder the model was trained with (loaded on first use)."""
+        if getattr(self.model.config, "text_embedding_dim", None) is None:
+            raise ValueError("this model takes no text prompts (it was not trained with --text-prompts).")
+        if self._text_encoder is None:
+            from .text_prompts import TextEncoder
+
+            name = self.model.config.text_encoder_name
+            if not name:
+                raise ValueError(
+                    "the model's config names no text encoder (text_encoder_name); set it to the CLIP used."
+                )
+            self._text_encoder = TextEncoder.from_pretrained(name)
+        return self._text_encoder([text]).to(self.model.device)
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray, modality: str = "other") -> None:
@@ -124,7 +142,9 @@ class SegmentationPredictor:
             kwargs["input_boxes"] = torch.tensor(mapped, dtype=torch.float32)[None, None].to(
                 self.model.device
             )
-        if self._click_decoder is not None:
+        if prompt.text:
+            kwargs["text_embeddings"] = self.text_features(prompt.text)
+        if self._click_decoder is not None and not prompt.text:
             pred_masks, iou_scores = self._click_decoder(multimask_output=multimask, **kwargs)
         else:
             outputs = self.model(image_embeddings=self._embedding, multimask_output=multimask, **kwargs)

@@ -91,3 +91,30 @@ def test_different_texts_give_different_masks_after_training_on_mri_tissue(tmp_p
     # (A random tiny CLIP gives "grey matter" and "white matter" features of cosine 0.9, so 300 steps separate
     # the white matter only partly; a real CLIP separates the names themselves.)
     assert np.mean(overlap) < 0.7 and np.mean(specificity) > 0.1, (np.mean(overlap), np.mean(specificity))
+
+
+def test_predict_with_text_loads_the_models_text_encoder(tmp_path, capsys):
+    from PIL import Image
+
+    from msa_hf.cli import main
+
+    encoder = tiny_text_encoder()
+    encoder.save_pretrained(tmp_path / "clip")
+    model = text_model()
+    model.config.text_encoder_name = str(tmp_path / "clip")
+    model.save_pretrained(tmp_path / "model")
+    image = np.random.default_rng(0).integers(0, 255, (50, 60), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    assert main(["predict", str(tmp_path / "model"), str(tmp_path / "slice.png"), str(tmp_path / "mask.png"),
+                 "--text", "grey matter"]) == 0  # fmt: skip
+    written = np.asarray(Image.open(tmp_path / "mask.png")) == 1
+    reloaded = TextEncoder.from_pretrained(tmp_path / "clip")
+    expected = text_prompted_mask(
+        SamAdapterModel.from_pretrained(tmp_path / "model"), reloaded, image, "grey matter"
+    )
+    assert written.shape == (50, 60) and np.array_equal(written, expected)
+    plain = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
+    plain.save_pretrained(tmp_path / "plain")
+    assert main(["predict", str(tmp_path / "plain"), str(tmp_path / "slice.png"), str(tmp_path / "m.png"),
+                 "--text", "grey matter"]) == 2  # fmt: skip
+    assert "takes no text prompts" in capsys.readouterr().err
