@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,81 +72,19 @@ def test_segment_endpoint_through_gradio_client(tmp_path):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.mark.skipif(
+ARTEFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
+needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)"
 )
-def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
-    """Upload a slice, click it, see the overlay appear; the screenshot is kept as a test artefact."""
+
+
+@contextmanager
+def demo_in_browser(model):
+    """The demo around `model`, served on 127.0.0.1 and open in headless chromium: yields the page."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    demo = _app().build_demo(BoxFillSam(64))
+    demo = _app().build_demo(model)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    image = np.full((96, 128, 3), 40, np.uint8)
-    image[30:60, 40:90] = 200
-    Image.fromarray(image).save(tmp_path / "slice.png")
-    try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-            )  # fmt: skip
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(demo.local_url)
-            page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
-            uploaded = page.locator("#prompt-image img").first
-            uploaded.wait_for(state="visible", timeout=30_000)
-            box = uploaded.bounding_box()
-
-            def clicks_shown() -> list[str]:
-                return [e.input_value() for e in page.locator("textarea, input[type=text]").all()]
-
-            # the upload handler resets the prompts; a click landing before it finishes is undone, so retry
-            for _ in range(5):
-                page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
-                page.wait_for_timeout(2000)
-                if any(value.endswith("click(s)") for value in clicks_shown()):
-                    break
-            assert any(value.endswith("click(s)") for value in clicks_shown()), clicks_shown()
-            page.wait_for_function("document.querySelectorAll('img').length >= 2", timeout=30_000)
-            artefacts = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
-            artefacts.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(artefacts / "demo-click.png"), full_page=True)
-            # a box: box mode, then two opposite corners
-            page.get_by_label("box (click two corners)").check()
-            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-            page.wait_for_function(
-                "[...document.querySelectorAll('#status textarea')].some(e => e.value.includes('opposite corner'))",
-                timeout=30_000,
-            )
-            page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.65)
-            page.wait_for_function(
-                "[...document.querySelectorAll('#status textarea')].some(e => e.value.endsWith('click(s), box'))",
-                timeout=30_000,
-            )
-            page.screenshot(path=str(artefacts / "demo-box.png"), full_page=True)
-            browser.close()
-    finally:
-        demo.close()
-    assert (artefacts / "demo-click.png").stat().st_size > 10_000
-    assert (artefacts / "demo-box.png").stat().st_size > 10_000
-
-
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium; .ci/run does)"
-)
-def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
-    """Open a NIfTI volume, click its middle slice, propagate; the status reports the slices reached."""
-    import nibabel as nib
-
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    demo = _app().build_demo(BoxFillSam(64))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
-    data = np.random.default_rng(0).normal(100, 5, (48, 48, 9)).astype(np.float32)
-    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
-    artefacts = Path(__file__).resolve().parents[1] / "build" / "test-artefacts"
-    artefacts.mkdir(parents=True, exist_ok=True)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(
@@ -155,23 +94,73 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
             )  # fmt: skip
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             page.goto(demo.local_url)
-            page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
-            page.locator("#volume-files input[type=file]").set_input_files(str(tmp_path / "scan.nii.gz"))
-            status = (
-                "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
-            )
-            page.wait_for_function(status % "9 axial slices", timeout=60_000)
-            view = page.locator("#volume-view img").first
-            view.wait_for(state="visible", timeout=30_000)
-            box = view.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
-            page.wait_for_function(status % "slice 4: 1 click(s)", timeout=30_000)
-            page.get_by_role("button", name="propagate through the volume").click()
-            page.wait_for_function(status % "propagated from slice 4 to slices 0-8", timeout=30_000)
-            page.screenshot(path=str(artefacts / "demo-volume.png"), full_page=True)
+            yield page
             browser.close()
     finally:
         demo.close()
+
+
+@needs_chromium
+def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
+    """Upload a slice, click it, see the overlay appear, then draw a box; screenshots are kept as artefacts."""
+    image = np.full((96, 128, 3), 40, np.uint8)
+    image[30:60, 40:90] = 200
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
+        uploaded = page.locator("#prompt-image img").first
+        uploaded.wait_for(state="visible", timeout=30_000)
+        box = uploaded.bounding_box()
+
+        def clicks_shown() -> list[str]:
+            return [e.input_value() for e in page.locator("textarea, input[type=text]").all()]
+
+        # the upload handler resets the prompts; a click landing before it finishes is undone, so retry
+        for _ in range(5):
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            page.wait_for_timeout(2000)
+            if any(value.endswith("click(s)") for value in clicks_shown()):
+                break
+        assert any(value.endswith("click(s)") for value in clicks_shown()), clicks_shown()
+        page.wait_for_function("document.querySelectorAll('img').length >= 2", timeout=30_000)
+        page.screenshot(path=str(ARTEFACTS / "demo-click.png"), full_page=True)
+        # a box: box mode, then two opposite corners
+        page.get_by_label("box (click two corners)").check()
+        page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+        page.wait_for_function(
+            "[...document.querySelectorAll('#status textarea')].some(e => e.value.includes('opposite corner'))",
+            timeout=30_000,
+        )
+        page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.65)
+        page.wait_for_function(
+            "[...document.querySelectorAll('#status textarea')].some(e => e.value.endsWith('click(s), box'))",
+            timeout=30_000,
+        )
+        page.screenshot(path=str(ARTEFACTS / "demo-box.png"), full_page=True)
+    assert (ARTEFACTS / "demo-click.png").stat().st_size > 10_000
+    assert (ARTEFACTS / "demo-box.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
+    """Open a NIfTI volume, click its middle slice, propagate; the status reports the slices reached."""
+    import nibabel as nib
+
+    data = np.random.default_rng(0).normal(100, 5, (48, 48, 9)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
+        page.locator("#volume-files input[type=file]").set_input_files(str(tmp_path / "scan.nii.gz"))
+        status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
+        page.wait_for_function(status % "9 axial slices", timeout=60_000)
+        view = page.locator("#volume-view img").first
+        view.wait_for(state="visible", timeout=30_000)
+        box = view.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.wait_for_function(status % "slice 4: 1 click(s)", timeout=30_000)
+        page.get_by_role("button", name="propagate through the volume").click()
+        page.wait_for_function(status % "propagated from slice 4 to slices 0-8", timeout=30_000)
+        page.screenshot(path=str(ARTEFACTS / "demo-volume.png"), full_page=True)
 
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from peft import get_peft_model
+from test_evaluation import BoxFillSam
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
@@ -20,16 +21,8 @@ from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sa
 from msa_hf.volume_prediction import VolumePredictor, grown_box
 
 
-class BrightInBoxSam(torch.nn.Module):
+class BrightInBoxSam(BoxFillSam):
     """A SAM-shaped stand-in whose mask is the bright pixels (normalised value > 0) inside the prompt box."""
-
-    def __init__(self, image_size: int) -> None:
-        super().__init__()
-        self.config = SimpleNamespace(vision_config=SimpleNamespace(image_size=image_size))
-        self.device = torch.device("cpu")
-
-    def get_image_embeddings(self, pixel_values):
-        return pixel_values
 
     def forward(self, image_embeddings, input_boxes=None, multimask_output=False, **kwargs):
         size = image_embeddings.shape[-1]
