@@ -64,6 +64,16 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of data order, prompts, augmentation and init"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
+    text_prompts: bool = field(
+        default=False,
+        metadata={"help": "train a text-prompt projection too (method msa; needs --text-encoder)"},
+    )
+    text_encoder: str | None = field(
+        default=None, metadata={"help": "CLIP text model (Hub id or folder) embedding the class descriptions"}
+    )
+    text_only_probability: float = field(
+        default=0.5, metadata={"help": "share of text-prompted batches with no click or box"}
+    )
     evaluate_test: bool = field(
         default=True, metadata={"help": "after training: test-split Dice table next to the zero-shot base's"}
     )
@@ -76,7 +86,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_slices", "lora_rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("box_probability", "iterative_probability"):
+        if self.text_prompts and (self.method != "msa" or not self.text_encoder):
+            raise ValueError(
+                "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."
+            )
+        for name in ("box_probability", "iterative_probability", "text_only_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
 

@@ -156,7 +156,12 @@ def run_training(config: TrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(config.to_yaml())
-    model = build_model_for_method(config)
+    text_encoder = None
+    if config.text_prompts:  # frozen CLIP: class descriptions -> features, once per distinct description
+        from .text_prompts import TextEncoder
+
+        text_encoder = TextEncoder.from_pretrained(config.text_encoder)
+    model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
     image_size = model.config.vision_config.image_size
@@ -209,6 +214,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         disable=not accelerator.is_main_process,
     )
     validation: dict[str, Any] = {}
+    text_cache: dict[str, torch.Tensor] = {}
     model.train()
     while step < config.steps:
         epoch, position = divmod(micro, micro_per_epoch)
@@ -217,6 +223,10 @@ def run_training(config: TrainConfig) -> TrainResult:
         batches = accelerator.skip_first_batches(loader, position) if position else loader
         for batch in batches:
             rng = np.random.default_rng([config.seed, micro])
+            if text_encoder is not None:
+                batch["text_embeddings"] = _text_features(text_encoder, batch, rng, text_cache).to(
+                    batch["pixel_values"].device
+                )
             with accelerator.accumulate(model):
                 loss, parts = prompted_training_loss(
                     model,
@@ -226,6 +236,7 @@ def run_training(config: TrainConfig) -> TrainResult:
                     config.iterative_probability,
                     loss_weights,
                     unwrapped,
+                    config.text_only_probability,
                 )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -273,6 +284,25 @@ def run_training(config: TrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
     return result
+
+
+def _text_features(
+    text_encoder: Any, batch: dict[str, Any], rng: np.random.Generator, cache: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """`(B, D)` features of one description per example, drawn from the shipped templates of its class."""
+    from .text_prompts import describe
+
+    texts = []
+    for name, modality in zip(
+        batch["class_name"], batch.get("modality") or ["other"] * len(batch["class_name"]), strict=True
+    ):
+        choices = describe([name], modality)
+        texts.append(choices[int(rng.integers(len(choices)))])
+    missing = sorted({t for t in texts if t not in cache})
+    if missing:
+        with torch.no_grad():
+            cache.update(zip(missing, text_encoder(missing), strict=True))
+    return torch.stack([cache[t] for t in texts])
 
 
 def _peak_memory_mb() -> float:
@@ -324,7 +354,9 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, 
         model.save_pretrained(folder)
         from .peft_msa import sam_adapter_to_peft_model
 
-        sam_adapter_to_peft_model(model).save_pretrained(folder / "adapter")
+        # the peft method carries MSA's adapters; a text-prompt projection lives only in the full model
+        if getattr(model, "text_projection", None) is None:
+            sam_adapter_to_peft_model(model).save_pretrained(folder / "adapter")
     elif config.method == "lora":
         model.save_pretrained(folder / "adapter")
         import copy

@@ -62,10 +62,14 @@ def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _forward(
-    model: Any, batch: dict[str, torch.Tensor], use_box: bool, extra: dict | None = None, **kwargs: Any
+    model: Any, batch: dict[str, torch.Tensor], use_box: bool | None, extra: dict | None = None, **kwargs: Any
 ):
     prompts: dict[str, torch.Tensor] = {}
-    if use_box:
+    if "text_embeddings" in batch:
+        prompts["text_embeddings"] = batch["text_embeddings"]
+    if use_box is None:  # text alone
+        pass
+    elif use_box:
         prompts["input_boxes"] = batch["input_boxes"]
     else:
         prompts["input_points"], prompts["input_labels"] = batch["input_points"], batch["input_labels"]
@@ -81,6 +85,7 @@ def prompted_training_loss(
     iterative_probability: float,
     loss_weights: dict[str, float],
     unwrapped: Any = None,
+    text_only_probability: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The MSA training loss of one batch (2-D rows or 3-D windows from the SAM transforms).
 
@@ -93,12 +98,23 @@ def prompted_training_loss(
     Args:
         loss_weights: `sam_loss` weights, e.g. `{"focal_weight": 0, "dice_weight": 1, "bce_weight": 1,
             "iou_weight": 1}`.
+        text_only_probability: with `batch["text_embeddings"]` (text-prompt training), the share of batches
+            prompted by the text alone; the others get the text after their clicks or box.
     """
     if batch["pixel_values"].ndim == 5:
         batch = flatten_volume_batch(batch)
     size = batch["labels"].shape[-1]
     use_box = "input_boxes" in batch and bool(rng.random() < box_probability)
     multimask = not use_box and batch["input_points"].shape[2] == 1
+    if "text_embeddings" in batch and rng.random() < text_only_probability:
+        # text alone names the target; SAM's multimask output resolves click ambiguity, not this
+        outputs = _forward(model, batch, None, multimask_output=False)
+        return sam_loss(
+            upsample_mask_logits(outputs.pred_masks, size),
+            outputs.iou_scores[:, 0],
+            batch["labels"],
+            **loss_weights,
+        )
     extra: dict[str, torch.Tensor] = {}
     if rng.random() < iterative_probability:
         with torch.no_grad():

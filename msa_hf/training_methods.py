@@ -17,8 +17,9 @@ from .train_config import TrainConfig
 LORA_TARGET_MODULES = r"vision_encoder\.layers\.\d+\.attn\.(qkv|proj)"
 
 
-def build_model_for_method(config: TrainConfig) -> Any:
-    """Load `config.base` and set `requires_grad` for `config.method`.
+def build_model_for_method(config: TrainConfig, text_embedding_dim: int | None = None) -> Any:
+    """Load `config.base` and set `requires_grad` for `config.method` (with `text_embedding_dim`, MSA also gets
+    the text-prompt projection, recording `config.text_encoder` in its config).
 
     Returns a `SamAdapterModel` (msa), a `PeftModel` over `SamModel` (lora) or a `SamModel` (full, decoder).
     """
@@ -38,6 +39,11 @@ def build_model_for_method(config: TrainConfig) -> Any:
             adapter_bottleneck_ratio=config.adapter_bottleneck_ratio,
             use_depth_branch=config.use_depth_branch,
             num_slices=config.num_slices if config.use_depth_branch else 1,
+            **(
+                {"text_embedding_dim": text_embedding_dim, "text_encoder_name": config.text_encoder}
+                if text_embedding_dim
+                else {}
+            ),
         )
         return model.mark_only_adapters_as_trainable()
     model = load_base(config.base, SamModel)

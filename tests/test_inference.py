@@ -60,7 +60,7 @@ def test_bad_prompts_are_refused_with_the_reason(tmp_path):
         predictor.predict(Prompt(points=[[30, 5]]))
     with pytest.raises(ValueError, match="box"):
         predictor.predict(Prompt(box=[5, 5, 2, 8]))
-    with pytest.raises(ValueError, match="needs points or a box"):
+    with pytest.raises(ValueError, match="needs points, a box or a text"):
         Prompt()
     with pytest.raises(ValueError, match="0/1"):
         Prompt(points=[[1, 1]], labels=[2])

@@ -288,3 +288,25 @@ def test_mixed_precision_comes_from_the_launcher(tiny_base, disk_dataset, tmp_pa
     assert result.steps == 2 and np.isfinite(result.validation["box"])
     saved = _weights(tmp_path / "bf16" / "model")
     assert all(t.dtype == torch.float32 for t in saved.values())  # master weights stay fp32
+
+
+def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path):
+    from PIL import Image
+    from test_text_prompts import tiny_text_encoder
+
+    from msa_hf import SamAdapterModel
+    from msa_hf.cli import main as cli
+
+    tiny_text_encoder().save_pretrained(tmp_path / "clip")
+    config = _config(
+        tiny_base, disk_dataset, tmp_path / "run", steps=3, eval_every=100, evaluate_test=False,
+        text_prompts=True, text_encoder=str(tmp_path / "clip"), text_only_probability=0.5,
+    )  # fmt: skip
+    run_training(config)
+    model = SamAdapterModel.from_pretrained(tmp_path / "run" / "model")
+    assert model.config.text_embedding_dim == 32 and model.config.text_encoder_name == str(tmp_path / "clip")
+    Image.fromarray(np.full((40, 40), 120, np.uint8)).save(tmp_path / "slice.png")
+    assert cli(["predict", str(tmp_path / "run" / "model"), str(tmp_path / "slice.png"), str(tmp_path / "m.png"),
+                "--text", "disk"]) == 0  # fmt: skip
+    with pytest.raises(ValueError, match="text_prompts needs"):
+        _config(tiny_base, disk_dataset, tmp_path / "x", text_prompts=True)

@@ -250,7 +250,7 @@ class SamSegmentationTransform:
             "original_sizes": torch.tensor(original_size),
             "reshaped_input_sizes": torch.tensor([height, width]),
         }
-        for key in ("case_id", "slice", "class_id", "class_name"):
+        for key in ("case_id", "slice", "class_id", "class_name", "modality"):
             if key in row:
                 out[key] = row[key]
         if self.keep_original_mask:

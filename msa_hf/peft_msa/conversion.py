@@ -49,6 +49,11 @@ def peft_to_native_key(name: str, adapter_name: str) -> str | None:
 def sam_adapter_to_peft_model(model: SamAdapterModel, adapter_name: str = "default") -> PeftModel:
     """A `PeftModel` (method `msa`) over a plain `SamModel` that computes what `model` computes."""
     config = model.config
+    if getattr(model, "text_projection", None) is not None:
+        raise ValueError(
+            "this model has a text-prompt projection, which the peft method `msa` does not carry: share the full "
+            "model (save_pretrained) instead of an adapter-only checkpoint."
+        )
     sam = SamModel(config.to_sam_config())
     state = model.state_dict()
     sam.load_state_dict({k: v for k, v in state.items() if not is_adapter_parameter(k)}, strict=True)
