@@ -334,3 +334,23 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
     )
     model = _app().load_model()
     assert _app().DemoSession(model).adapters == ["liver", "kidney"]
+
+
+def test_a_text_trained_model_segments_by_description(tmp_path):
+    from test_text_prompts import text_model, tiny_text_encoder
+
+    from msa_hf.text_training import text_prompted_mask
+
+    encoder = tiny_text_encoder()
+    encoder.save_pretrained(tmp_path / "clip")
+    model = text_model()
+    model.config.text_encoder_name = str(tmp_path / "clip")
+    session = _app().DemoSession(model)
+    image = np.random.default_rng(0).integers(0, 255, (50, 60), dtype=np.uint8)
+    _, mask = session.segment(image, [], None, text="grey matter")
+    expected = text_prompted_mask(model, encoder, image, "grey matter")
+    assert np.array_equal(mask > 0, expected)
+    with pytest.raises(ValueError, match="add a click"):
+        session.segment(image, [], None, text="  ")
+    demo = _app().build_demo(model)  # the text row is shown for this model
+    assert any(getattr(block, "elem_id", None) == "text" for block in demo.blocks.values())

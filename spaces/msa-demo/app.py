@@ -216,24 +216,28 @@ class DemoSession:
         box: list[float] | None,
         modality: str = "other",
         adapter: str | None = None,
+        text: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`.
+        """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`;
+        `text` describes the target (models trained with text prompts).
 
         Returns the overlay picture `(H, W, 3)` uint8 and the mask `(H, W)` uint8 (0/255).
         Raises:
             ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
         """
         image = self._check_image(image)
-        if not points and not box:
+        text = (text or "").strip() or None
+        if not points and not box and not text:
             raise ValueError("add a click on the structure (or draw a box) first.")
         prompt = Prompt(
             points=[[p[0], p[1]] for p in points] or None,
             labels=[int(p[2]) for p in points] or None,
             box=list(box) if box else None,
+            text=text,
         )
         with self.using(adapter):
             self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
-            mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box)
+            mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box and not text)
         return np.asarray(overlay(image, mask, margin=None, scale=1)), mask.astype(np.uint8) * 255
 
 
@@ -395,6 +399,17 @@ def build_demo(model: Any) -> gr.Blocks:
         return prompts, *render(image, raw, prompts, adapter)
 
     @guarded
+    def on_text(image, raw, text, adapter):
+        if image is None:
+            raise ValueError("upload an image first.")
+        if not (text or "").strip():
+            raise ValueError("type a description of the target first.")
+        source, modality = source_of(image, raw)
+        _, mask = session.segment(source, [], None, modality, adapter, text=text)
+        picture = overlay(image, mask > 0, margin=None, scale=1)
+        return np.asarray(picture), mask, f"text: {text.strip()}"
+
+    @guarded
     def prepare_picture(image, raw, adapter):
         if image is not None:
             session.prepare(*source_of(image, raw), adapter)
@@ -505,6 +520,12 @@ def build_demo(model: Any) -> gr.Blocks:
                 status = gr.Textbox(label="prompts", interactive=False, elem_id="status")
                 undo_button = gr.Button("undo")
                 clear_button = gr.Button("clear")
+            takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
+            with gr.Row(visible=takes_text):
+                text = gr.Textbox(
+                    label="or describe the target", placeholder="e.g. grey matter", elem_id="text"
+                )
+                text_button = gr.Button("segment by text")
             with gr.Row():
                 upload = gr.File(label="or open a file (PNG, JPEG, TIFF, DICOM .dcm)", file_types=IMAGE_TYPES)
                 mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
@@ -520,6 +541,7 @@ def build_demo(model: Any) -> gr.Blocks:
         )
         upload.upload(on_file, [upload, adapter], [image, raw, *outputs])
         undo_button.click(on_undo, [image, raw, prompts, adapter], outputs)
+        text_button.click(on_text, [image, raw, text, adapter], [result, mask, status])
         clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs)
         adapter.change(on_adapter, [image, raw, prompts, adapter], outputs)
 
