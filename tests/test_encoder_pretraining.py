@@ -157,3 +157,32 @@ def test_a_prepared_dataset_is_a_source_with_its_labels_ignored(disk_dataset):
     prepared = load_prepared(disk_dataset)
     assert len(images) == sum(len(prepared[split]) for split in prepared)
     assert images[0].shape == (3, 64, 64) and images[0].std() > 0.1
+
+
+def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        str(repo / "pretrain.py"), str(mri_folder), str(tmp_path / "ddp"), "--base", str(tiny_base),
+        "--objective", "mae=1", "--objective", "shed=0.5", "--steps", "2", "--batch-size", "2",
+        "--checkpoint-every", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "ddp" / "pretraining_result.json").read_text())
+    assert result == {"steps": 2, "num_processes": 2, "weights_agree": True}
+    pretrained = SamAdapterModel.from_pretrained(tmp_path / "ddp" / "final")
+    base = SamAdapterModel.from_pretrained(tiny_base)
+    assert any(
+        not torch.equal(t, base.state_dict()[n])
+        for n, t in pretrained.state_dict().items()
+        if "_adapter." in n
+    )

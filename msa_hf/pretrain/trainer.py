@@ -120,8 +120,19 @@ def pretrain_encoder(
             if accelerator.is_main_process:
                 progress.write_text(json.dumps({"step": step}))
     bar.close()
+    # every replica must end with the same weights (DDP); a checksum per process says whether they do
+    checksum = (
+        torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1).to(accelerator.device)
+    )
+    checksums = accelerator.gather(checksum)
+    weights_agree = bool(torch.allclose(checksums, checksums[:1].expand_as(checksums)))
     final = output_dir / "final"
     if accelerator.is_main_process:
+        (output_dir / "pretraining_result.json").write_text(
+            json.dumps(
+                {"steps": step, "num_processes": accelerator.num_processes, "weights_agree": weights_agree}
+            )
+        )
         model.save_pretrained(final)  # its vision encoder is the module's, trained in place
         heads = accelerator.unwrap_model(module).objectives
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
