@@ -71,6 +71,10 @@ class TrainConfig:
     text_encoder: str | None = field(
         default=None, metadata={"help": "CLIP text model (Hub id or folder) embedding the class descriptions"}
     )
+    text_descriptions: str | None = field(
+        default=None,
+        metadata={"help": "JSON file {class name: [descriptions]} added to the shipped templates"},
+    )
     text_only_probability: float = field(
         default=0.5, metadata={"help": "share of text-prompted batches with no click or box"}
     )

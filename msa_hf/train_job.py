@@ -156,11 +156,12 @@ def run_training(config: TrainConfig) -> TrainResult:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(config.to_yaml())
-    text_encoder = None
+    text_encoder, user_descriptions = None, {}
     if config.text_prompts:  # frozen CLIP: class descriptions -> features, once per distinct description
         from .text_prompts import TextEncoder
 
         text_encoder = TextEncoder.from_pretrained(config.text_encoder)
+        user_descriptions = _read_descriptions(config.text_descriptions) if config.text_descriptions else {}
     model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -224,9 +225,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         for batch in batches:
             rng = np.random.default_rng([config.seed, micro])
             if text_encoder is not None:
-                batch["text_embeddings"] = _text_features(text_encoder, batch, rng, text_cache).to(
-                    batch["pixel_values"].device
-                )
+                batch["text_embeddings"] = _text_features(
+                    text_encoder, batch, rng, text_cache, user_descriptions
+                ).to(batch["pixel_values"].device)
             with accelerator.accumulate(model):
                 loss, parts = prompted_training_loss(
                     model,
@@ -286,17 +287,35 @@ def run_training(config: TrainConfig) -> TrainResult:
     return result
 
 
+def _read_descriptions(path: str) -> dict[str, list[str]]:
+    """`{class name: [descriptions]}` from a JSON file, checked."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"text_descriptions {path}: cannot read it ({error}).") from error
+    if not isinstance(content, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v) for v in content.values()
+    ):
+        raise ValueError(f'text_descriptions {path}: expected {{"class name": ["description", ...]}}.')
+    return content
+
+
 def _text_features(
-    text_encoder: Any, batch: dict[str, Any], rng: np.random.Generator, cache: dict[str, torch.Tensor]
+    text_encoder: Any,
+    batch: dict[str, Any],
+    rng: np.random.Generator,
+    cache: dict[str, torch.Tensor],
+    user: dict[str, list[str]],
 ) -> torch.Tensor:
-    """`(B, D)` features of one description per example, drawn from the shipped templates of its class."""
+    """`(B, D)` features of one description per example, drawn from the shipped templates of its class and the
+    user's own descriptions of it."""
     from .text_prompts import describe
 
     texts = []
     for name, modality in zip(
         batch["class_name"], batch.get("modality") or ["other"] * len(batch["class_name"]), strict=True
     ):
-        choices = describe([name], modality)
+        choices = describe([name], modality, user=user)
         texts.append(choices[int(rng.integers(len(choices)))])
     missing = sorted({t for t in texts if t not in cache})
     if missing:

@@ -298,9 +298,11 @@ def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path
     from msa_hf.cli import main as cli
 
     tiny_text_encoder().save_pretrained(tmp_path / "clip")
+    (tmp_path / "descriptions.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
     config = _config(
         tiny_base, disk_dataset, tmp_path / "run", steps=3, eval_every=100, evaluate_test=False,
         text_prompts=True, text_encoder=str(tmp_path / "clip"), text_only_probability=0.5,
+        text_descriptions=str(tmp_path / "descriptions.json"),
     )  # fmt: skip
     run_training(config)
     model = SamAdapterModel.from_pretrained(tmp_path / "run" / "model")
@@ -310,3 +312,22 @@ def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path
                 "--text", "disk"]) == 0  # fmt: skip
     with pytest.raises(ValueError, match="text_prompts needs"):
         _config(tiny_base, disk_dataset, tmp_path / "x", text_prompts=True)
+
+
+def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
+    from test_text_prompts import tiny_text_encoder
+
+    from msa_hf.train_job import _read_descriptions, _text_features
+
+    (tmp_path / "d.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
+    cache: dict = {}
+    batch = {"class_name": ["disk"] * 40, "modality": ["MR"] * 40}
+    features = _text_features(
+        tiny_text_encoder(), batch, np.random.default_rng(0), cache, _read_descriptions(tmp_path / "d.json")
+    )
+    assert (
+        features.shape == (40, 32) and "the bright round blob" in cache and "a MRI image of the disk" in cache
+    )
+    (tmp_path / "bad.json").write_text(json.dumps({"disk": "not a list"}))
+    with pytest.raises(ValueError, match="expected"):
+        _read_descriptions(tmp_path / "bad.json")
