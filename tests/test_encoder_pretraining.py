@@ -187,3 +187,28 @@ def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
         if n.startswith("vision_encoder.") and "_adapter.up." in n
     ]
     assert ups and all(t.abs().max() > 0 for t in ups)
+
+
+def test_streamed_pretraining_splits_between_processes_and_resumes_exactly(disk_dataset, tmp_path):
+    from msa_hf.pretrain import StreamedImages
+
+    first, second = (
+        StreamedImages(disk_dataset, 64, seed=3, buffer_size=8, process_index=i, num_processes=2)
+        for i in (0, 1)
+    )
+    head = next(iter(first))
+    assert head.shape == (3, 64, 64)
+    ones, twos = iter(first), iter(second)
+    assert not any(torch.equal(next(ones), next(twos)) for _ in range(4))  # each process its own share
+    config = EncoderPretrainingConfig(
+        objectives={"mae": 1.0}, steps=4, batch_size=2, learning_rate=1e-2, checkpoint_every=2
+    )
+    stream = StreamedImages(disk_dataset, 64, seed=3, buffer_size=8)
+    unbroken = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), stream, config, tmp_path / "a"))
+    half = EncoderPretrainingConfig(**{**config.__dict__, "steps": 2})
+    pretrain_encoder(tiny_model(), stream, half, tmp_path / "b")
+    resumed = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), stream, config, tmp_path / "b"))
+    for name, tensor in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+    with pytest.raises(ValueError, match="streaming reads prepared datasets"):
+        StreamedImages(tmp_path, 64)

@@ -5,7 +5,7 @@ encoder adapters (default) or the whole encoder. `accelerate launch pretrain.py`
 """
 
 from .config import OBJECTIVES, EncoderPretrainingConfig
-from .images import UnlabelledImages
+from .images import StreamedImages, UnlabelledImages
 from .objectives import (
     EmbeddingMixup,
     MaskedPatchReconstruction,
@@ -22,6 +22,7 @@ __all__ = [
     "EncoderPretrainingConfig",
     "MaskedPatchReconstruction",
     "ShuffledEmbeddingDetection",
+    "StreamedImages",
     "UnlabelledImages",
     "build_objectives",
     "encode_tokens",

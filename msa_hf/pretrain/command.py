@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--use-depth-branch", action="store_true", help="build the MSA model with its depth branch"
     )
+    parser.add_argument("--streaming", action="store_true",
+                        help="read a prepared dataset as a shuffled stream (large sets), split between processes")  # fmt: skip
+    parser.add_argument(
+        "--shuffle-buffer", type=int, default=1000, help="--streaming: rows in the shuffle window"
+    )
     defaults = EncoderPretrainingConfig()
     for name in ("mask_ratio", "shuffle_fraction", "mix_temperature", "learning_rate", "weight_decay"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..base_loading import BaseLoadError, load_base
     from ..modeling_msa import SamAdapterModel
-    from .images import UnlabelledImages
+    from .images import StreamedImages, UnlabelledImages
     from .trainer import pretrain_encoder
 
     try:
@@ -60,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
                                              "checkpoint_every", "log_every")},
         )  # fmt: skip
         model = load_base(args.base, SamAdapterModel, use_depth_branch=args.use_depth_branch)
-        images = UnlabelledImages(args.source, model.config.vision_config.image_size)
+        size = model.config.vision_config.image_size
+        if args.streaming:
+            from accelerate import PartialState
+
+            state = PartialState()
+            images = StreamedImages(
+                args.source, size, args.seed, args.shuffle_buffer, state.process_index, state.num_processes
+            )
+        else:
+            images = UnlabelledImages(args.source, size)
     except (ValueError, BaseLoadError) as error:
         print(f"pretrain: {error}", file=sys.stderr)
         return 2

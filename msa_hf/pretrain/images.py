@@ -76,3 +76,57 @@ class UnlabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         picture, modality = self._picture(index)
         return image_to_pixel_values(picture, self.image_size, modality)
+
+
+class StreamedImages(torch.utils.data.IterableDataset):
+    """A prepared dataset read as a stream (every split, labels unused): nothing is listed or held up front.
+
+    Rows are shuffled within a `buffer_size` window (seeded) and, under several processes, split between them
+    (`datasets.distributed.split_dataset_by_node`), so each process sees its own share. The order is a function
+    of the seed, so a resumed run skips exactly the images it had consumed.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        image_size: int,
+        seed: int = 0,
+        buffer_size: int = 1000,
+        process_index: int = 0,
+        num_processes: int = 1,
+    ) -> None:
+        if not (Path(source) / "classes.json").is_file():
+            raise ValueError(
+                f"{source}: streaming reads prepared datasets (msa-hf prepare); pass a folder without --streaming."
+            )
+        self.source, self.image_size, self.seed, self.buffer_size = (
+            Path(source),
+            image_size,
+            seed,
+            buffer_size,
+        )
+        self.process_index, self.num_processes = process_index, num_processes
+
+    def rows(self, epoch: int = 0):
+        from datasets import concatenate_datasets
+        from datasets.distributed import split_dataset_by_node
+
+        from ..data.prepare import load_prepared
+
+        splits = load_prepared(self.source, streaming=True)
+        stream = concatenate_datasets([splits[name] for name in splits])
+        stream = stream.shuffle(seed=self.seed + epoch, buffer_size=self.buffer_size)
+        return split_dataset_by_node(stream, rank=self.process_index, world_size=self.num_processes)
+
+    def __iter__(self):
+        epoch = 0
+        while True:  # endless: epochs follow one another, each in its own shuffled order
+            empty = True
+            for row in self.rows(epoch):
+                empty = False
+                yield image_to_pixel_values(
+                    np.asarray(row["image"]), self.image_size, str(row.get("modality") or "other")
+                )
+            if empty:
+                raise ValueError(f"{self.source}: the stream holds no images.")
+            epoch += 1

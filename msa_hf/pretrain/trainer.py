@@ -55,7 +55,8 @@ def _batch_indices(step: int, count: int, batch_size: int, seed: int) -> np.ndar
 def pretrain_encoder(
     model: Any, images: torch.utils.data.Dataset, config: EncoderPretrainingConfig, output_dir: str | Path
 ) -> Path:
-    """Pretrain `model` (a `SamAdapterModel`) on `images` (items `(3, S, S)`); returns the folder of the result.
+    """Pretrain `model` (a `SamAdapterModel`) on `images` (a map-style dataset of `(3, S, S)` items, or a
+    `StreamedImages` stream already split for this process); returns the folder of the result.
 
     `output_dir/checkpoint/` holds the accelerate state (resumed automatically when present), `metrics.csv`
     the losses, `final/` the `SamAdapterModel` (`save_pretrained`, loads as usual for prompt training) and
@@ -89,13 +90,20 @@ def pretrain_encoder(
     bar = tqdm(
         total=config.steps, initial=step, desc="pretrain encoder", disable=not accelerator.is_main_process
     )
+    streamed = isinstance(images, torch.utils.data.IterableDataset)
+    if streamed:  # this process's share of the stream, past what earlier steps consumed (exact resume)
+        stream = iter(images)
+        for _ in range(step * config.batch_size):
+            next(stream)
     while step < config.steps:
-        # each process takes its own share of the step's batch
-        indices = _batch_indices(
-            step, len(images), config.batch_size * accelerator.num_processes, config.seed
-        )
-        mine = indices[accelerator.process_index :: accelerator.num_processes]
-        pixels = torch.stack([images[int(i)] for i in mine]).to(accelerator.device)
+        if streamed:
+            pixels = torch.stack([next(stream) for _ in range(config.batch_size)]).to(accelerator.device)
+        else:  # each process takes its own share of the step's batch
+            indices = _batch_indices(
+                step, len(images), config.batch_size * accelerator.num_processes, config.seed
+            )
+            mine = indices[accelerator.process_index :: accelerator.num_processes]
+            pixels = torch.stack([images[int(i)] for i in mine]).to(accelerator.device)
         if (
             step % 2 == 1
         ):  # a deterministic flip every other step: the only augmentation, cheap and label-free
