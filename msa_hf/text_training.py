@@ -64,6 +64,25 @@ def _example_tensors(image: np.ndarray, label: np.ndarray, values: list[int], mo
     return pixels, (target > 0.5).float()
 
 
+def sample_text_example(
+    example: tuple[np.ndarray, np.ndarray, str, list[int]],
+    class_names: dict[int, str],
+    rng: np.random.Generator,
+    config: TextTrainingConfig,
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """One text-prompted example: `(pixels (3, S, S), target (1, S, S), text)`. With `union_probability` the
+    text names two of the slice's structures and the target is the union of their masks."""
+    image, label, modality, present = example
+    count = 2 if len(present) > 1 and rng.random() < config.union_probability else 1
+    values = sorted(rng.choice(present, size=count, replace=False).tolist())
+    choices = describe(
+        [class_names[v] for v in values], modality, config.templates, user=config.user_descriptions
+    )
+    pixels, target = _example_tensors(image, label, values, modality, size)
+    return pixels, target, choices[int(rng.integers(len(choices)))]
+
+
 def train_text_prompts(
     model: Any,
     text_encoder: TextEncoder,
@@ -83,16 +102,12 @@ def train_text_prompts(
         rng = np.random.default_rng([config.seed, step])
         pixels, targets, texts = [], [], []
         for index in rng.choice(len(examples), size=config.batch_size):
-            image, label, modality, present = examples[int(index)]
-            count = 2 if len(present) > 1 and rng.random() < config.union_probability else 1
-            values = sorted(rng.choice(present, size=count, replace=False).tolist())
-            choices = describe(
-                [class_names[v] for v in values], modality, config.templates, user=config.user_descriptions
+            example_pixels, target, text = sample_text_example(
+                examples[int(index)], class_names, rng, config, size
             )
-            texts.append(choices[int(rng.integers(len(choices)))])
-            example_pixels, target = _example_tensors(image, label, values, modality, size)
             pixels.append(example_pixels)
             targets.append(target)
+            texts.append(text)
         missing = sorted({t for t in texts if t not in features})
         if missing:
             with torch.no_grad():

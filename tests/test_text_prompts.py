@@ -118,3 +118,25 @@ def test_predict_with_text_loads_the_models_text_encoder(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "plain"), str(tmp_path / "slice.png"), str(tmp_path / "m.png"),
                  "--text", "grey matter"]) == 2  # fmt: skip
     assert "takes no text prompts" in capsys.readouterr().err
+
+
+def test_a_text_naming_two_structures_is_supervised_with_their_union():
+    from msa_hf.text_training import sample_text_example
+
+    label = np.zeros((64, 64), np.uint8)
+    label[5:20, 5:20], label[30:50, 30:50], label[55:60, 55:60] = 1, 2, 3
+    example = (np.full((64, 64), 100, np.uint8), label, "MR", [1, 2, 3])
+    names = {1: "csf", 2: "grey_matter", 3: "white_matter"}
+    config = TextTrainingConfig(union_probability=1.0, templates=("{name}",))
+    pixels, target, text = sample_text_example(example, names, np.random.default_rng(0), config, 64)
+    named = [v for v, n in names.items() if n.replace("_", " ") in text]
+    assert len(named) == 2 and " and " in text and pixels.shape == (3, 64, 64)
+    assert torch.equal(target[0].bool(), torch.from_numpy(np.isin(label, named)))
+
+
+def test_clip_trains_only_when_asked():
+    model = tiny_text_encoder().model
+    frozen = TextEncoder(model, CharacterTokenizer(300, max_length=64))
+    assert not frozen(["csf"]).requires_grad
+    trainable = TextEncoder(model, CharacterTokenizer(300, max_length=64), trainable=True)
+    assert trainable(["csf"]).requires_grad and all(p.requires_grad for p in model.parameters())
