@@ -354,3 +354,19 @@ def test_a_text_trained_model_segments_by_description(tmp_path):
         session.segment(image, [], None, text="  ")
     demo = _app().build_demo(model)  # the text row is shown for this model
     assert any(getattr(block, "elem_id", None) == "text" for block in demo.blocks.values())
+
+
+@needs_chromium
+def test_dicom_file_opens_and_takes_a_click_in_a_real_browser():
+    from pydicom.data import get_testdata_file
+
+    status = "[...document.querySelectorAll('#status textarea')].some(e => e.value.%s)"
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.locator("input[type=file]").nth(1).set_input_files(get_testdata_file("CT_small.dcm"))
+        page.wait_for_function(status % "includes('CT_small.dcm (CT)')", timeout=30_000)
+        picture = page.locator("#prompt-image img").first
+        picture.wait_for(state="visible", timeout=30_000)
+        box = picture.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.wait_for_function(status % "endsWith('click(s)')", timeout=30_000)
+        page.screenshot(path=str(ARTEFACTS / "demo-dicom.png"), full_page=True)
