@@ -46,42 +46,46 @@ def _heads(attention: SamAttention) -> tuple[int, int]:
 def tokens_to_image(
     attention: SamAttention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
 ) -> torch.Tensor:
-    """`attention(query=queries, key=keys, value=values)` for few queries: `(T, C), (N, C), (N, C) -> (T, C)`."""
+    """`attention(query=queries, key=keys, value=values)` for few queries: `(B, T, C), (B, N, C), (B, N, C) ->
+    (B, T, C)`."""
     heads, head_dim = _heads(attention)
-    tokens, width = queries.shape
-    query = attention.q_proj(queries).view(tokens, heads, head_dim) * attention.scaling
+    batch, tokens, width = queries.shape
+    query = attention.q_proj(queries).view(batch, tokens, heads, head_dim) * attention.scaling
     key_weight = attention.k_proj.weight.view(heads, head_dim, width)
-    folded = torch.einsum("thd,hdc->htc", query, key_weight).reshape(heads * tokens, width)
-    bias = torch.einsum("thd,hd->ht", query, attention.k_proj.bias.view(heads, head_dim)).reshape(-1, 1)
-    weights = torch.softmax(torch.addmm(bias, folded, keys.T), dim=-1)  # (H*T, N)
-    pooled = (weights @ values).view(heads, tokens, width)
+    folded = torch.einsum("bthd,hdc->bhtc", query, key_weight).reshape(batch, heads * tokens, width)
+    bias = torch.einsum("bthd,hd->bht", query, attention.k_proj.bias.view(heads, head_dim))
+    weights = torch.softmax(torch.baddbmm(bias.reshape(batch, -1, 1), folded, keys.transpose(1, 2)), dim=-1)
+    pooled = torch.bmm(weights, values).view(batch, heads, tokens, width)  # (B, H, T, C)
     value_weight = attention.v_proj.weight.view(heads, head_dim, width)
-    out = torch.einsum("htc,hdc->thd", pooled, value_weight) + attention.v_proj.bias.view(heads, head_dim)
-    return attention.out_proj(out.reshape(tokens, heads * head_dim))
+    out = torch.einsum("bhtc,hdc->bthd", pooled, value_weight) + attention.v_proj.bias.view(heads, head_dim)
+    return attention.out_proj(out.reshape(batch, tokens, heads * head_dim))
 
 
 def image_to_tokens(
     attention: SamAttention, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
 ) -> torch.Tensor:
-    """`attention(query=queries, key=keys, value=values)` for few keys: `(N, C), (T, C), (T, C) -> (N, C)`."""
+    """`attention(query=queries, key=keys, value=values)` for few keys: `(B, N, C), (B, T, C), (B, T, C) ->
+    (B, N, C)`."""
     heads, head_dim = _heads(attention)
-    tokens, width = keys.shape
-    key = attention.k_proj(keys).view(tokens, heads, head_dim) * attention.scaling
-    value = attention.v_proj(values).view(tokens, heads, head_dim)
+    batch, tokens, width = keys.shape
+    key = attention.k_proj(keys).view(batch, tokens, heads, head_dim) * attention.scaling
+    value = attention.v_proj(values).view(batch, tokens, heads, head_dim)
     query_weight = attention.q_proj.weight.view(heads, head_dim, width)
-    folded = torch.einsum("thd,hdc->htc", key, query_weight).reshape(heads * tokens, width)
-    bias = torch.einsum("hd,thd->ht", attention.q_proj.bias.view(heads, head_dim), key).reshape(-1, 1)
-    # scores laid out (H, T, N): the softmax over the T tokens then runs along long contiguous rows of N
-    scores = torch.addmm(bias, folded, queries.T).view(heads, tokens, -1)
-    weights = torch.softmax(scores, dim=1).view(heads * tokens, -1)
+    folded = torch.einsum("bthd,hdc->bhtc", key, query_weight).reshape(batch, heads * tokens, width)
+    bias = torch.einsum("hd,bthd->bht", attention.q_proj.bias.view(heads, head_dim), key).reshape(
+        batch, -1, 1
+    )
+    # scores laid out (B, H, T, N): the softmax over the T tokens then runs along long contiguous rows of N
+    scores = torch.baddbmm(bias, folded, queries.transpose(1, 2)).view(batch, heads, tokens, -1)
+    weights = torch.softmax(scores, dim=2).view(batch, heads * tokens, -1)
     out_weight = attention.out_proj.weight.view(width, heads, head_dim)
-    value_out = torch.einsum("thd,chd->htc", value, out_weight).reshape(heads * tokens, width)
-    return torch.addmm(attention.out_proj.bias, weights.T, value_out)
+    value_out = torch.einsum("bthd,chd->bhtc", value, out_weight).reshape(batch, heads * tokens, width)
+    return torch.baddbmm(attention.out_proj.bias.view(1, 1, -1), weights.transpose(1, 2), value_out)
 
 
 def _self_attention(attention: SamAttention, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    out, _ = attention(query=query[None, None], key=query[None, None], value=value[None, None])
-    return out[0, 0]
+    out, _ = attention(query=query[:, None], key=query[:, None], value=value[:, None])
+    return out[:, 0]
 
 
 class ClickDecoder:
@@ -98,14 +102,12 @@ class ClickDecoder:
 
     @torch.no_grad()
     def set_image_embedding(self, embedding: torch.Tensor) -> None:
-        """`embedding` `(1, C, h, w)` from `get_image_embeddings`."""
-        if embedding.ndim != 4 or embedding.shape[0] != 1:
-            raise ValueError(
-                f"one image embedding (1, C, h, w) at a time; got shape {tuple(embedding.shape)}."
-            )
+        """`embedding` `(B, C, h, w)` from `get_image_embeddings`: B images, each decoded with its own prompt."""
+        if embedding.ndim != 4:
+            raise ValueError(f"image embeddings must be (B, C, h, w); got shape {tuple(embedding.shape)}.")
         _, channels, height, width = embedding.shape
-        no_mask = self.model.prompt_encoder.no_mask_embed.weight.view(1, channels)
-        self._image = embedding[0].flatten(1).T + no_mask
+        no_mask = self.model.prompt_encoder.no_mask_embed.weight.view(1, 1, channels)
+        self._image = embedding.flatten(2).transpose(1, 2) + no_mask
         self._position = self.model.get_image_wide_positional_embeddings()[0].flatten(1).T.to(embedding.dtype)
         self._image_with_position = self._image + self._position
         self._grid = (height, width)
@@ -124,9 +126,9 @@ class ClickDecoder:
         else:
             attn_out = _self_attention(layer.self_attn, queries + prompt_tokens, queries)
         if adapted:
-            prompt = pool_prompt_embedding(prompt_tokens[None, None], layer.num_output_tokens)
-            delta = _sum_of([layer.prompt_adapter], attn_out[None, None], prompt)
-            attn_out = attn_out + delta[0, 0]
+            prompt = pool_prompt_embedding(prompt_tokens[:, None], layer.num_output_tokens)
+            delta = _sum_of([layer.prompt_adapter], attn_out[:, None], prompt)
+            attn_out = attn_out + delta[:, 0]
         queries = layer.layer_norm1(attn_out if layer.skip_first_layer_pe else queries + attn_out)
 
         attn_out = tokens_to_image(
@@ -154,17 +156,19 @@ class ClickDecoder:
         input_masks: torch.Tensor | None = None,
         multimask_output: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts as `SamModel.forward` takes them for one image and one prompt set: points `(1, 1, n, 2)`,
-        labels `(1, 1, n)`, boxes `(1, 1, 4)`, masks `(1, 1, 4h, 4w)` logits.
+        """Prompts as `SamModel.forward` takes them, one prompt set per image: points `(B, 1, n, 2)`, labels
+        `(B, 1, n)`, boxes `(B, 1, 4)`, masks `(B, 1, 4h, 4w)` logits.
 
-        Returns `(pred_masks (1, 1, M, 4h, 4w), iou_scores (1, 1, M))`, M = 3 with `multimask_output` else 1.
+        Returns `(pred_masks (B, 1, M, 4h, 4w), iou_scores (B, 1, M))`, M = 3 with `multimask_output` else 1.
         """
         if self._image is None:
             raise RuntimeError("call set_image_embedding first.")
+        images = len(self._image)
         for name, tensor in (("input_points", input_points), ("input_boxes", input_boxes)):
-            if tensor is not None and (tensor.shape[0] != 1 or tensor.shape[1] != 1):
+            if tensor is not None and (tensor.shape[0] != images or tensor.shape[1] != 1):
                 raise ValueError(
-                    f"{name} must hold one image and one prompt set; got shape {tuple(tensor.shape)}."
+                    f"{name} must hold one prompt set for each of the {images} image(s); got shape "
+                    f"{tuple(tensor.shape)}."
                 )
         if input_points is not None and input_labels is None:
             input_labels = torch.ones_like(input_points[:, :, :, 0], dtype=torch.int)
@@ -177,11 +181,12 @@ class ClickDecoder:
         )
         image, image_with_position = self._image, self._image_with_position
         if input_masks is not None:  # a mask prompt replaces the "no mask" embedding of the cached image side
-            no_mask = self.model.prompt_encoder.no_mask_embed.weight.view(1, -1)
-            image = image - no_mask + dense[0].flatten(1).T
+            no_mask = self.model.prompt_encoder.no_mask_embed.weight.view(1, 1, -1)
+            image = image - no_mask + dense.flatten(2).transpose(1, 2)
             image_with_position = image + self._position
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-        prompt_tokens = output_tokens if sparse is None else torch.cat([output_tokens, sparse[0, 0]], dim=0)
+        output_tokens = output_tokens.expand(images, *output_tokens.shape)
+        prompt_tokens = output_tokens if sparse is None else torch.cat([output_tokens, sparse[:, 0]], dim=1)
         prompt_tokens = prompt_tokens.to(decoder.iou_token.weight.dtype)
 
         queries = prompt_tokens
@@ -195,19 +200,20 @@ class ClickDecoder:
         queries = transformer.layer_norm_final_attn(queries + attn_out)
 
         height, width = self._grid
-        # the (N, C) tokens viewed as (1, C, h, w) are already in channels-last memory: the convolutions and the
-        # channel LayerNorm (a permute to channels-last) then run without layout copies
-        grid = image.view(1, height, width, -1).permute(0, 3, 1, 2)
+        # the (B, N, C) tokens viewed as (B, C, h, w) are already in channels-last memory: the convolutions and
+        # the channel LayerNorm (a permute to channels-last) then run without layout copies
+        grid = image.view(images, height, width, -1).permute(0, 3, 1, 2)
         upscaled = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(grid)))
         upscaled = decoder.activation(decoder.upscale_conv2(upscaled))
-        mask_tokens = queries[1 : 1 + decoder.num_mask_tokens]
+        mask_tokens = queries[:, 1 : 1 + decoder.num_mask_tokens]
         hyper = torch.stack(
-            [mlp(mask_tokens[i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)]
-        )  # (M, C/8)
+            [mlp(mask_tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
+        )  # (B, M, C/8)
         chosen = slice(1, None) if multimask_output else slice(0, 1)
-        pixels = upscaled[0].permute(1, 2, 0).reshape(-1, upscaled.shape[1])  # free for channels-last
-        masks = (pixels @ hyper[chosen].T).T.reshape(1, 1, -1, *upscaled.shape[-2:])
-        iou = decoder.iou_prediction_head(queries[0])[chosen].view(1, 1, -1)
+        pixels = upscaled.permute(0, 2, 3, 1).reshape(images, -1, upscaled.shape[1])  # free for channels-last
+        masks = torch.bmm(pixels, hyper[:, chosen].transpose(1, 2)).transpose(1, 2)
+        masks = masks.reshape(images, 1, -1, *upscaled.shape[-2:])
+        iou = decoder.iou_prediction_head(queries[:, 0])[:, chosen].view(images, 1, -1)
         return masks, iou
 
 

@@ -56,18 +56,28 @@ def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
+    from types import SimpleNamespace
+
+    from .click_decoder import ClickDecoder, supports_click_decoder
     from .data.tasks import collate_ragged
 
     model.eval()
+    # every click of every protocol decodes on cached embeddings: the fast decoder gives the same masks
+    click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_ragged)
     for batch in loader:
         pixel_values = batch["pixel_values"].to(model.device)
         size = pixel_values.shape[-1]
         embeddings = model.get_image_embeddings(pixel_values)
         device = model.device
+        if click_decoder is not None:
+            click_decoder.set_image_embedding(embeddings)
 
         def decode(embeddings: torch.Tensor = embeddings, **prompts: Any) -> torch.Tensor:
             """`(B, h, w)` logits of the best mask for `prompts` on this batch's cached embedding."""
+            if click_decoder is not None:
+                pred_masks, iou_scores = click_decoder(**prompts)
+                return best_mask_logits(SimpleNamespace(pred_masks=pred_masks, iou_scores=iou_scores))[:, 0]
             return best_mask_logits(model(image_embeddings=embeddings, **prompts))[:, 0]
 
         rounds: list[torch.Tensor] = []

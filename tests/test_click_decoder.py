@@ -96,3 +96,33 @@ def test_the_predictor_decodes_clicks_with_it_and_gets_the_stock_answer():
     ):
         (got, got_score), (expected, expected_score) = (p.predict(prompt, multimask) for p in (fast, stock))
         assert np.array_equal(got, expected) and abs(got_score - expected_score) < 1e-5
+
+
+@pytest.mark.parametrize("model_name", ["SamModel", "SamAdapterModel"])
+def test_a_batch_of_images_each_with_its_own_prompt(model_name):
+    model = models()[model_name]
+    embedding = model.get_image_embeddings(
+        torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    )
+    decoder = ClickDecoder(model)
+    decoder.set_image_embedding(embedding)
+    points = torch.tensor(
+        [[[[20.0, 30.0], [0.0, 0.0]]], [[[50.0, 8.0], [5.0, 60.0]]], [[[40.0, 40.0], [0.0, 0.0]]]]
+    )
+    labels = torch.tensor([[[1, -10]], [[1, 0]], [[1, -10]]])  # -10: padding, as the processor pads
+    previous = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    for prompts in (
+        dict(input_points=points, input_labels=labels),
+        dict(
+            input_boxes=torch.tensor(
+                [[[10.0, 12.0, 40.0, 50.0]], [[0.0, 0.0, 63.0, 63.0]], [[30.0, 5.0, 60.0, 20.0]]]
+            )
+        ),
+        dict(input_points=points, input_labels=labels, input_masks=previous),
+    ):
+        for multimask in (False, True):
+            masks, iou = decoder(multimask_output=multimask, **prompts)
+            with torch.no_grad():
+                expected = model(image_embeddings=embedding, multimask_output=multimask, **prompts)
+            torch.testing.assert_close(masks, expected.pred_masks, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(iou, expected.iou_scores, atol=1e-5, rtol=1e-4)

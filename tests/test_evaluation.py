@@ -143,3 +143,20 @@ def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):
     expected = 2 * 180 / (180 + 5 * 320)
     assert len(report["scores"]) == 3 and all(s.dice == pytest.approx(expected) for s in report["scores"])
     assert report["tables"]["volume_points1"]["class_1"]["cases"] == 3
+
+
+def test_protocols_decode_with_the_fast_decoder_and_get_the_stock_masks(disks, tmp_path, monkeypatch):
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
+
+    folder, _ = disks
+    kwargs = tiny_sam_kwargs()
+    for part in ("vision_config", "prompt_encoder_config"):
+        kwargs[part]["image_size"] = 48
+    model = SamAdapterModel(SamAdapterConfig(**kwargs)).eval()
+    randomize_weights(model, seed=0)
+    randomize_adapter_weights(model, seed=1)
+    fast = evaluate_model(model, folder, "test", ("box", "iterative"), tmp_path / "fast", clicks=3)
+    monkeypatch.setattr("msa_hf.click_decoder.supports_click_decoder", lambda model: False)
+    stock = evaluate_model(model, folder, "test", ("box", "iterative"), tmp_path / "stock", clicks=3)
+    assert fast["tables"] == stock["tables"] and fast["iterative"] == stock["iterative"]
