@@ -118,17 +118,21 @@ def test_adapter_pretraining_changes_only_encoder_adapters_and_reloads(mri_folde
     assert rows[0] == "step,loss,mae,shed,emix" and len(rows) == 4
 
 
-def test_resumed_pretraining_ends_where_an_unbroken_run_ends(mri_folder, tmp_path):
+def assert_two_plus_two_steps_equal_four(images, folder) -> None:
+    """A run stopped after 2 steps and resumed to 4 ends with the weights of an unbroken 4-step run."""
     config = EncoderPretrainingConfig(
         objectives={"mae": 1.0}, steps=4, batch_size=2, learning_rate=1e-2, checkpoint_every=2
     )
-    images = UnlabelledImages(mri_folder, 64)
-    unbroken = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, tmp_path / "a"))
+    unbroken = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, folder / "a"))
     half = EncoderPretrainingConfig(**{**config.__dict__, "steps": 2})
-    pretrain_encoder(tiny_model(), images, half, tmp_path / "b")
-    resumed = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, tmp_path / "b"))
+    pretrain_encoder(tiny_model(), images, half, folder / "b")
+    resumed = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), images, config, folder / "b"))
     for name, tensor in unbroken.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+
+
+def test_resumed_pretraining_ends_where_an_unbroken_run_ends(mri_folder, tmp_path):
+    assert_two_plus_two_steps_equal_four(UnlabelledImages(mri_folder, 64), tmp_path)
 
 
 def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
@@ -200,15 +204,6 @@ def test_streamed_pretraining_splits_between_processes_and_resumes_exactly(disk_
     assert head.shape == (3, 64, 64)
     ones, twos = iter(first), iter(second)
     assert not any(torch.equal(next(ones), next(twos)) for _ in range(4))  # each process its own share
-    config = EncoderPretrainingConfig(
-        objectives={"mae": 1.0}, steps=4, batch_size=2, learning_rate=1e-2, checkpoint_every=2
-    )
-    stream = StreamedImages(disk_dataset, 64, seed=3, buffer_size=8)
-    unbroken = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), stream, config, tmp_path / "a"))
-    half = EncoderPretrainingConfig(**{**config.__dict__, "steps": 2})
-    pretrain_encoder(tiny_model(), stream, half, tmp_path / "b")
-    resumed = SamAdapterModel.from_pretrained(pretrain_encoder(tiny_model(), stream, config, tmp_path / "b"))
-    for name, tensor in unbroken.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], tensor, msg=name)
+    assert_two_plus_two_steps_equal_four(StreamedImages(disk_dataset, 64, seed=3, buffer_size=8), tmp_path)
     with pytest.raises(ValueError, match="streaming reads prepared datasets"):
         StreamedImages(tmp_path, 64)
