@@ -108,10 +108,15 @@ class SegmentationPredictor:
         self._original_size = (int(original_size[0]), int(original_size[1]))
 
     @torch.no_grad()
-    def predict(self, prompt: Prompt, multimask: bool = False) -> tuple[np.ndarray, float]:
-        """The mask `(H, W)` bool at the image's size, and the IoU head's score."""
+    def predict(self, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
+        """The mask `(H, W)` bool at the image's size, and the IoU head's score.
+
+        `multimask=None` follows SAM: a single click is ambiguous, so it takes the best of three masks by the
+        IoU head; several clicks, a box or a text give one mask."""
         if self._embedding is None or self._original_size is None:
             raise RuntimeError("call set_image first.")
+        if multimask is None:
+            multimask = len(prompt.points or []) == 1 and prompt.box is None and not prompt.text
         height, width = self._original_size
         kwargs: dict[str, torch.Tensor] = {}
         if prompt.points:
@@ -174,7 +179,7 @@ def predict_file(
     from PIL import Image
 
     from .data.image_files import is_dicom_file, is_image_file, read_dicom_image, read_image
-    from .data.volumes import axial_slices, is_nifti, load_volume, volume_from_axial_slices
+    from .data.volumes import axial_slices, guess_modality, is_nifti, load_volume, volume_from_axial_slices
     from .volume_prediction import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
@@ -200,9 +205,7 @@ def predict_file(
             "series folder."
         )
     volume = load_volume(input_path)
-    modality = (
-        volume.modality if volume.modality != "other" else ("CT" if volume.array.min() <= -500 else "MR")
-    )
+    modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once

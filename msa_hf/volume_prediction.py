@@ -97,8 +97,9 @@ class VolumePredictor:
                 self._embeddings[start + offset] = embedding[None]
         return self._embeddings[index]
 
-    def predict(self, index: int, prompt: Prompt, multimask: bool = False) -> tuple[np.ndarray, float]:
-        """Slice `index`'s mask `(H, W)` bool for `prompt` (coordinates in the slice), and its IoU score."""
+    def predict(self, index: int, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
+        """Slice `index`'s mask `(H, W)` bool for `prompt` (coordinates in the slice), and its IoU score
+        (`multimask` as `SegmentationPredictor.predict`)."""
         self.decoder.set_image_embedding(self.embedding(index), self._slices.shape[1:])
         return self.decoder.predict(prompt, multimask=multimask)
 

@@ -27,14 +27,12 @@ def _app():
 def test_segment_follows_the_prompts():
     session = _app().DemoSession(BoxFillSam(64))
     image = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
-    picture, mask = session.segment(image, [], [10, 8, 30, 20])
+    mask = session.segment(image, [], [10, 8, 30, 20])
     rows, cols = np.nonzero(mask)
-    assert picture.shape == (48, 64, 3) and set(np.unique(mask)) == {0, 255}
+    assert set(np.unique(mask)) == {0, 255}
     assert (cols.min(), rows.min(), cols.max(), rows.max()) == (10, 8, 30, 20)
-    _, first = session.segment(image, [[20, 20, 1]], None)
-    _, second = session.segment(
-        image, [[20, 20, 1], [50, 30, 1]], None
-    )  # the stand-in follows the last click
+    first = session.segment(image, [[20, 20, 1]], None)
+    second = session.segment(image, [[20, 20, 1], [50, 30, 1]], None)  # the stand-in follows the last click
     assert first[20, 20] == 255 and second[30, 50] == 255 and second[20, 20] == 0
     with pytest.raises(ValueError, match="add a click"):
         session.segment(image, [], None)
@@ -222,7 +220,7 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
     assert app.source_of(other, state)[1] == "other"
     # the CT window decides what is bright: the mask equals the windowed picture's bright part in the box
     session = app.DemoSession(BrightInBoxSam(128))
-    _, mask = session.segment(raw, [], [20, 20, 100, 100], modality)
+    mask = session.segment(raw, [], [20, 20, 100, 100], modality)
     from msa_hf.image_encoding import image_to_pixel_values
 
     bright = image_to_pixel_values(raw, 128, "CT")[0].numpy() > 0
@@ -278,7 +276,7 @@ def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     masks = {}
     for name in ("kidney", "liver", "kidney"):
-        _, masks[name] = session.segment(image, [[30, 30, 1], [10, 50, 0]], None, adapter=name)
+        masks[name] = session.segment(image, [[30, 30, 1], [10, 50, 0]], None, adapter=name)
         reference = SegmentationPredictor(PeftModel.from_pretrained(fresh_sam(), tmp_path / name))
         reference.set_image(image)
         expected, _ = reference.predict(Prompt(points=[[30, 30], [10, 50]], labels=[1, 0]))
@@ -306,7 +304,7 @@ def test_pictures_are_encoded_once_on_upload_and_kept_for_several_visitors():
     first, second, third = (np.full((20, 20), value, np.uint8) for value in (10, 20, 30))
     session.prepare(first)
     assert model.encoded == 1
-    _, mask = session.segment(first, [[5, 5, 1]], None)
+    mask = session.segment(first, [[5, 5, 1]], None)
     assert model.encoded == 1 and mask[5, 5] == 255  # the first click only decodes
     session.segment(second, [[5, 5, 1]], None)
     session.segment(first, [[6, 6, 1]], None)
@@ -347,7 +345,7 @@ def test_a_text_trained_model_segments_by_description(tmp_path):
     model.config.text_encoder_name = str(tmp_path / "clip")
     session = _app().DemoSession(model)
     image = np.random.default_rng(0).integers(0, 255, (50, 60), dtype=np.uint8)
-    _, mask = session.segment(image, [], None, text="grey matter")
+    mask = session.segment(image, [], None, text="grey matter")
     expected = text_prompted_mask(model, encoder, image, "grey matter")
     assert np.array_equal(mask > 0, expected)
     with pytest.raises(ValueError, match="add a click"):

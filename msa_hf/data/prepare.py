@@ -31,7 +31,7 @@ from .label_tables import LabelTableError, default_class_names, find_label_table
 from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from .sources import CaseFiles, detect_source_kind, find_image_pairs, find_volume_pairs
 from .transforms import resample_to_spacing
-from .volumes import Volume, VolumeReadError, axial_slices, check_same_grid, load_volume
+from .volumes import Volume, VolumeReadError, axial_slices, check_same_grid, guess_modality, load_volume
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +148,7 @@ def _normalise_modality(modality: str) -> str:
 def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
     if options.modality is not None:
         return _normalise_modality(options.modality)
-    if volume.modality != "other":
-        return volume.modality
-    return "CT" if float(volume.array.min()) <= -500 else "MR"
+    return guess_modality(volume)
 
 
 def _volume_rows(case: CaseFiles, options: PrepareOptions, report: PrepareReport) -> list[dict[str, Any]]:

@@ -213,6 +213,14 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     return _canonical(image, str(folder), modality, None, is_label=False)
 
 
+def guess_modality(volume: Volume) -> str:
+    """The modality that picks a volume's intensity transform: its own ("CT"/"MR" from the DICOM header or
+    the caller), else "CT" when it holds air-like values (<= -500, Hounsfield units), else "MR"."""
+    if volume.modality != "other":
+        return volume.modality
+    return "CT" if float(volume.array.min()) <= -500 else "MR"
+
+
 def load_volume(
     path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
 ) -> Volume:

@@ -64,12 +64,10 @@ class UnlabelledImages(torch.utils.data.Dataset):
             return read_dicom_image(where) if is_dicom_file(where) else (read_image(where), "other")
         path, slice_index = where
         if self._volume is None or self._volume[0] != path:  # consecutive slices share one read
-            from ..data.volumes import axial_slices, load_nifti
+            from ..data.volumes import axial_slices, guess_modality, load_nifti
 
             volume = load_nifti(path)
-            modality = volume.modality if volume.modality != "other" else (
-                "CT" if volume.array.min() <= -500 else "MR"
-            )  # fmt: skip
+            modality = guess_modality(volume)
             self._volume = (path, axial_slices(volume.array), modality)
         return self._volume[1][slice_index], self._volume[2]
 

@@ -103,6 +103,16 @@ def has_prompt(prompts: dict[str, Any]) -> bool:
     return bool(prompts["points"]) or prompts["box"] is not None
 
 
+def to_prompt(points: list[list[float]], box: list[float] | None, text: str | None = None) -> Prompt:
+    """The demo's clicks `[[x, y, label], ...]`, box and text as the predictor's `Prompt`."""
+    return Prompt(
+        points=[[p[0], p[1]] for p in points] or None,
+        labels=[int(p[2]) for p in points] or None,
+        box=list(box) if box else None,
+        text=text,
+    )
+
+
 # ----------------------------------------------------------------------------------------- files
 def display_image(raw: np.ndarray, modality: str) -> np.ndarray:
     """What the user sees of a raw image: `(H, W)` uint8 after the modality's intensity transform (CT window,
@@ -217,11 +227,11 @@ class DemoSession:
         modality: str = "other",
         adapter: str | None = None,
         text: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> np.ndarray:
         """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`;
         `text` describes the target (models trained with text prompts).
 
-        Returns the overlay picture `(H, W, 3)` uint8 and the mask `(H, W)` uint8 (0/255).
+        Returns the mask `(H, W)` uint8 (0/255); callers draw it on the picture they show.
         Raises:
             ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
         """
@@ -229,16 +239,11 @@ class DemoSession:
         text = (text or "").strip() or None
         if not points and not box and not text:
             raise ValueError("add a click on the structure (or draw a box) first.")
-        prompt = Prompt(
-            points=[[p[0], p[1]] for p in points] or None,
-            labels=[int(p[2]) for p in points] or None,
-            box=list(box) if box else None,
-            text=text,
-        )
+        prompt = to_prompt(points, box, text)
         with self.using(adapter):
             self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
-            mask, _ = self.predictor.predict(prompt, multimask=len(points) == 1 and not box and not text)
-        return np.asarray(overlay(image, mask, margin=None, scale=1)), mask.astype(np.uint8) * 255
+            mask, _ = self.predictor.predict(prompt)
+        return mask.astype(np.uint8) * 255
 
 
 class VolumeSession:
@@ -246,7 +251,7 @@ class VolumeSession:
     propagation through the volume, and a NIfTI download on the input's grid."""
 
     def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
-        from msa_hf.data import axial_slices, load_volume
+        from msa_hf.data import axial_slices, guess_modality, load_volume
         from msa_hf.volume_prediction import VolumePredictor
 
         files = [files] if isinstance(files, str) else list(files)
@@ -256,10 +261,7 @@ class VolumeSession:
             raise ValueError(
                 f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
             )
-        modality = self.volume.modality
-        self.modality = (
-            modality if modality != "other" else ("CT" if self.volume.array.min() <= -500 else "MR")
-        )
+        self.modality = guess_modality(self.volume)
         self.slices = axial_slices(self.volume.array)
         self.masks = np.zeros(self.slices.shape, bool)
         self.prompts: dict[int, dict[str, Any]] = {}
@@ -306,19 +308,11 @@ class VolumeSession:
         """Store slice `index`'s prompts, segment it when they are complete; returns the new view."""
         self.prompts[index] = prompts
         if has_prompt(prompts):
-            with self.session.using(adapter or self.adapter):
-                if (adapter or self.adapter) != self.adapter:  # the encoder adapters changed: re-encode
-                    self.adapter = adapter
-                    self.predictor.set_volume(self.slices, self.modality)
-                mask, _ = self.predictor.predict(
-                    index,
-                    Prompt(
-                        points=[p[:2] for p in prompts["points"]] or None,
-                        labels=[int(p[2]) for p in prompts["points"]] or None,
-                        box=prompts["box"],
-                    ),
-                    multimask=len(prompts["points"]) == 1 and not prompts["box"],
-                )
+            if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
+                self.adapter = adapter
+                self.predictor.set_volume(self.slices, self.modality)
+            with self.session.using(self.adapter):
+                mask, _ = self.predictor.predict(index, to_prompt(prompts["points"], prompts["box"]))
             self.masks[index] = mask
         else:
             self.masks[index] = False
@@ -378,7 +372,7 @@ def build_demo(model: Any) -> gr.Blocks:
             picture = overlay(image, np.zeros(np.asarray(image).shape[:2], bool), margin=None, scale=1)
             mask = None
         else:
-            _, mask = session.segment(source, prompts["points"], prompts["box"], modality, adapter)
+            mask = session.segment(source, prompts["points"], prompts["box"], modality, adapter)
             picture = overlay(image, mask > 0, margin=None, scale=1)
         marked = draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"])
         return np.asarray(marked), mask, describe(prompts)
@@ -405,7 +399,7 @@ def build_demo(model: Any) -> gr.Blocks:
         if not (text or "").strip():
             raise ValueError("type a description of the target first.")
         source, modality = source_of(image, raw)
-        _, mask = session.segment(source, [], None, modality, adapter, text=text)
+        mask = session.segment(source, [], None, modality, adapter, text=text)
         picture = overlay(image, mask > 0, margin=None, scale=1)
         return np.asarray(picture), mask, f"text: {text.strip()}"
 
@@ -442,7 +436,7 @@ def build_demo(model: Any) -> gr.Blocks:
             box = json.loads(box_json) if box_json else None
         except json.JSONDecodeError as error:
             raise ValueError(f"points/box must be JSON ({error}).") from None
-        _, mask = session.segment(image, points, box, adapter=adapter or None)
+        mask = session.segment(image, points, box, adapter=adapter or None)
         return mask
 
     # --- volumes
