@@ -102,9 +102,10 @@ class SegmentationPredictor:
 
     def set_image_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
         """Use an embedding computed elsewhere: `embedding` `(1, C, h, w)` of an image of `original_size` (H, W)."""
-        self._embedding = embedding.to(self.model.device)
-        if self._click_decoder is not None:
-            self._click_decoder.set_image_embedding(self._embedding)
+        embedding = embedding.to(self.model.device)
+        if self._click_decoder is not None and embedding is not self._embedding:  # the demo re-sets per click
+            self._click_decoder.set_image_embedding(embedding)
+        self._embedding = embedding
         self._original_size = (int(original_size[0]), int(original_size[1]))
 
     @torch.no_grad()
