@@ -47,15 +47,19 @@ class CaseScore:
 
 
 @torch.no_grad()
-def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 16, clicks: int = 5):
-    """Predictions for every row of a binary-task dataset (with a deterministic `SamSegmentationTransform`
-    giving at least as many clicks as the protocol needs, and boxes).
+def predict_protocols(
+    model: Any, dataset: Any, protocols: Sequence[str], batch_size: int = 16, clicks: int = 5
+):
+    """Predictions of every protocol for every row of a binary-task dataset (with a deterministic
+    `SamSegmentationTransform` giving at least as many clicks as the protocols need, and boxes). Each batch
+    is read and encoded once; the protocols differ only in their prompts.
 
-    Yields `(case_id, slice, class_name, predicted masks, target)` per row at the original size; the
-    iterative protocol yields one mask per click.
+    Yields `(case_id, slice, class_name, {protocol: predicted masks}, target)` per row at the original
+    size; the iterative protocol has one mask per click.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; use one of {PROTOCOLS}.")
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {unknown}; use any of {PROTOCOLS}.")
     from types import SimpleNamespace
 
     from .click_decoder import ClickDecoder, supports_click_decoder
@@ -80,32 +84,39 @@ def predict_protocol(model: Any, dataset: Any, protocol: str, batch_size: int = 
                 return best_mask_logits(SimpleNamespace(pred_masks=pred_masks, iou_scores=iou_scores))[:, 0]
             return best_mask_logits(model(image_embeddings=embeddings, **prompts))[:, 0]
 
-        rounds: list[torch.Tensor] = []
-        if protocol == "box":
-            rounds.append(decode(input_boxes=batch["input_boxes"].to(device), multimask_output=False))
-        else:
-            count = 1 if protocol == "iterative" else int(protocol.removeprefix("points"))
-            if batch["input_points"].shape[2] < count:
-                raise ValueError(
-                    f"{protocol} needs {count} clicks per row; the transform gives {batch['input_points'].shape[2]}."
-                )
-            points = batch["input_points"][:, :, :count].to(device)
-            labels = batch["input_labels"][:, :, :count].to(device)
-            rounds.append(decode(input_points=points, input_labels=labels, multimask_output=count == 1))
-            for _ in range(clicks - 1 if protocol == "iterative" else 0):
-                previous = rounds[-1]
-                upsampled = upsample_mask_logits(previous[:, None], size)[:, 0]
-                new_points, new_labels = next_error_clicks(upsampled.cpu(), batch["labels"][:, 0])
-                points = torch.cat([points, new_points[:, None].to(device)], dim=2)
-                labels = torch.cat([labels, new_labels[:, None].to(device)], dim=2)
-                rounds.append(decode(input_points=points, input_labels=labels, input_masks=previous[:, None],
-                                     multimask_output=False))  # fmt: skip
+        rounds_of: dict[str, list[torch.Tensor]] = {}
+        for protocol in protocols:
+            rounds: list[torch.Tensor] = []
+            if protocol == "box":
+                rounds.append(decode(input_boxes=batch["input_boxes"].to(device), multimask_output=False))
+            else:
+                count = 1 if protocol == "iterative" else int(protocol.removeprefix("points"))
+                if batch["input_points"].shape[2] < count:
+                    raise ValueError(
+                        f"{protocol} needs {count} clicks per row; the transform gives "
+                        f"{batch['input_points'].shape[2]}."
+                    )
+                points = batch["input_points"][:, :, :count].to(device)
+                labels = batch["input_labels"][:, :, :count].to(device)
+                rounds.append(decode(input_points=points, input_labels=labels, multimask_output=count == 1))
+                for _ in range(clicks - 1 if protocol == "iterative" else 0):
+                    previous = rounds[-1]
+                    upsampled = upsample_mask_logits(previous[:, None], size)[:, 0]
+                    new_points, new_labels = next_error_clicks(upsampled.cpu(), batch["labels"][:, 0])
+                    points = torch.cat([points, new_points[:, None].to(device)], dim=2)
+                    labels = torch.cat([labels, new_labels[:, None].to(device)], dim=2)
+                    rounds.append(decode(input_points=points, input_labels=labels, input_masks=previous[:, None],
+                                         multimask_output=False))  # fmt: skip
+            rounds_of[protocol] = rounds
         for index in range(len(pixel_values)):
             original = batch["original_sizes"][index]
             reshaped = batch["reshaped_input_sizes"][index]
-            masks = [
-                logits_to_original_mask(r[index], size, reshaped, original).cpu().numpy() for r in rounds
-            ]
+            masks = {
+                protocol: [
+                    logits_to_original_mask(r[index], size, reshaped, original).cpu().numpy() for r in rounds
+                ]
+                for protocol, rounds in rounds_of.items()
+            }
             yield (
                 batch["case_id"][index],
                 int(batch["slice"][index]),
@@ -253,8 +264,11 @@ def evaluate_model(
     report: dict[str, Any] = {"split": split, "tables": tables, "rows": len(tasks)}
     all_scores: dict[str, list[CaseScore]] = {}
     first_predictions: list[np.ndarray] = []
+    rows = list(predict_protocols(model, tasks, protocols, batch_size=batch_size, clicks=clicks))
     for protocol in protocols:
-        predictions = list(predict_protocol(model, tasks, protocol, batch_size=batch_size, clicks=clicks))
+        predictions = [
+            (case, index, name, masks[protocol], target) for case, index, name, masks, target in rows
+        ]
         if not first_predictions:
             first_predictions = [masks[-1] for *_, masks, _ in predictions[:overlays]]
         scores = score_cases(predictions, spacing_of)

@@ -160,3 +160,16 @@ def test_protocols_decode_with_the_fast_decoder_and_get_the_stock_masks(disks, t
     monkeypatch.setattr("msa_hf.click_decoder.supports_click_decoder", lambda model: False)
     stock = evaluate_model(model, folder, "test", ("box", "iterative"), tmp_path / "stock", clicks=3)
     assert fast["tables"] == stock["tables"] and fast["iterative"] == stock["iterative"]
+
+
+def test_every_protocol_shares_one_encoding_of_each_image(disks, tmp_path):
+    class CountingBoxFillSam(BoxFillSam):
+        encoded = 0
+
+        def get_image_embeddings(self, pixel_values):
+            CountingBoxFillSam.encoded += len(pixel_values)
+            return pixel_values
+
+    folder, _ = disks
+    report = evaluate_model(CountingBoxFillSam(48), folder, "test", ("box", "points1", "iterative"), clicks=2)
+    assert CountingBoxFillSam.encoded == report["rows"] == 8
