@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.image_encoding import image_to_pixel_values
 from msa_hf.pretrain import (
     EncoderPretrainingConfig,
     ShuffledEmbeddingDetection,
@@ -142,6 +143,16 @@ def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "scan.nii.gz")
     slices = UnlabelledImages(tmp_path, 64)
     assert len(slices) == 6 and slices[0].shape == (3, 64, 64)
+    from test_data_volumes import SCRAMBLED_AFFINE
+
+    from msa_hf.data import axial_slices, load_nifti
+
+    (tmp_path / "oblique").mkdir()  # slices are counted from the header: the axial axis follows the affine
+    nib.save(nib.Nifti1Image(volume, SCRAMBLED_AFFINE), tmp_path / "oblique" / "scan.nii.gz")
+    expected = axial_slices(load_nifti(tmp_path / "oblique" / "scan.nii.gz").array)
+    oblique = UnlabelledImages(tmp_path / "oblique", 64)
+    assert len(oblique) == len(expected) != 6
+    assert torch.equal(oblique[len(expected) - 1], image_to_pixel_values(expected[-1], 64, "MR"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images found"):
         UnlabelledImages(tmp_path / "empty", 64)

@@ -17,6 +17,18 @@ import torch
 from ..image_encoding import image_to_pixel_values
 
 
+def _axial_slice_count(path: Path) -> int:
+    """Axial slices of a NIfTI volume, from its header (the voxels are read only when a slice is used)."""
+    import nibabel as nib
+
+    header = nib.load(str(path))
+    if len(header.shape) != 3:  # let the reader say what is wrong (4-D without a channel, ...)
+        from ..data.volumes import axial_slices, load_nifti
+
+        return len(axial_slices(load_nifti(path).array))
+    return header.shape[["S" in code or "I" in code for code in nib.aff2axcodes(header.affine)].index(True)]
+
+
 class UnlabelledImages(torch.utils.data.Dataset):
     """Item `i` -> `(3, S, S)` SAM-normalised pixels; files are read on access (nothing is held in memory)."""
 
@@ -38,9 +50,7 @@ class UnlabelledImages(torch.utils.data.Dataset):
                 if file.suffix.lower() in IMAGE_SUFFIXES or (not is_nifti(file) and is_dicom_file(file)):
                     self.items.append(("image", str(file)))
                 elif is_nifti(file):
-                    from ..data.volumes import axial_slices, load_nifti
-
-                    count = len(axial_slices(load_nifti(file).array))
+                    count = _axial_slice_count(file)
                     self.items += [("slice", (str(file), index)) for index in range(count)]
         if not self.items:
             raise ValueError(
