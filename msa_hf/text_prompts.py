@@ -48,6 +48,18 @@ def describe(
     return texts
 
 
+def random_description(
+    names: Sequence[str],
+    modality: str,
+    rng: Any,
+    templates: Sequence[str] = TEXT_TEMPLATES,
+    user: dict[str, Sequence[str]] | None = None,
+) -> str:
+    """One of `describe(...)`'s texts, drawn with the numpy generator `rng`."""
+    choices = describe(names, modality, templates, user)
+    return choices[int(rng.integers(len(choices)))]
+
+
 class TextPromptProjection(nn.Module):
     """Pooled text features `(..., D)` -> `(..., K, C)` decoder prompt tokens (a two-layer MLP)."""
 
@@ -98,6 +110,7 @@ class TextEncoder:
 
     def __init__(self, model: Any, tokenizer: Any, trainable: bool = False) -> None:
         self.model, self.tokenizer, self.trainable = model, tokenizer, trainable
+        self._cache: dict[str, torch.Tensor] = {}
         model.requires_grad_(trainable)
         if not trainable:
             model.eval()
@@ -141,3 +154,14 @@ class TextEncoder:
         }
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             return self.model(**inputs).pooler_output
+
+    def cached(self, texts: Sequence[str]) -> torch.Tensor:
+        """`(B, D)` features of `texts`; a frozen encoder computes each distinct text once (training draws
+        from a few descriptions again and again), a trainable one every time (its features must carry grads)."""
+        if self.trainable:
+            return self(texts)
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            with torch.no_grad():
+                self._cache.update(zip(missing, self(missing), strict=True))
+        return torch.stack([self._cache[t] for t in texts])

@@ -20,7 +20,7 @@ from .data.transforms import resize_and_pad
 from .image_encoding import image_to_pixel_values
 from .losses import sam_loss
 from .mask_outputs import upsample_mask_logits
-from .text_prompts import TEXT_TEMPLATES, TextEncoder, describe
+from .text_prompts import TEXT_TEMPLATES, TextEncoder, random_description
 
 
 @dataclass
@@ -76,11 +76,10 @@ def sample_text_example(
     image, label, modality, present = example
     count = 2 if len(present) > 1 and rng.random() < config.union_probability else 1
     values = sorted(rng.choice(present, size=count, replace=False).tolist())
-    choices = describe(
-        [class_names[v] for v in values], modality, config.templates, user=config.user_descriptions
-    )
+    names = [class_names[v] for v in values]
+    text = random_description(names, modality, rng, config.templates, user=config.user_descriptions)
     pixels, target = _example_tensors(image, label, values, modality, size)
-    return pixels, target, choices[int(rng.integers(len(choices)))]
+    return pixels, target, text
 
 
 def train_text_prompts(
@@ -91,12 +90,11 @@ def train_text_prompts(
     config: TextTrainingConfig,
 ) -> list[float]:
     """Train `model` (a `SamAdapterModel` with `text_embedding_dim`) on text-prompted examples of `dataset` (a
-    prepared split); returns the loss per step. Text features are computed once per distinct description."""
+    prepared split); returns the loss per step. A frozen text encoder embeds each distinct description once."""
     size = model.config.vision_config.image_size
     examples = text_examples(dataset, class_names)
     model.mark_only_adapters_as_trainable().train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    features: dict[str, torch.Tensor] = {}
     losses = []
     for step in range(config.steps):
         rng = np.random.default_rng([config.seed, step])
@@ -108,12 +106,8 @@ def train_text_prompts(
             pixels.append(example_pixels)
             targets.append(target)
             texts.append(text)
-        missing = sorted({t for t in texts if t not in features})
-        if missing:
-            with torch.no_grad():
-                features.update(zip(missing, text_encoder(missing), strict=True))
         outputs = model(
-            pixel_values=torch.stack(pixels), text_embeddings=torch.stack([features[t] for t in texts]),
+            pixel_values=torch.stack(pixels), text_embeddings=text_encoder.cached(texts),
             multimask_output=False,
         )  # fmt: skip
         loss, _ = sam_loss(

@@ -215,7 +215,6 @@ def run_training(config: TrainConfig) -> TrainResult:
         disable=not accelerator.is_main_process,
     )
     validation: dict[str, Any] = {}
-    text_cache: dict[str, torch.Tensor] = {}
     model.train()
     while step < config.steps:
         epoch, position = divmod(micro, micro_per_epoch)
@@ -225,8 +224,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         for batch in batches:
             rng = np.random.default_rng([config.seed, micro])
             if text_encoder is not None:
-                batch["text_embeddings"] = _text_features(
-                    text_encoder, batch, rng, text_cache, user_descriptions
+                batch["text_embeddings"] = text_encoder.cached(
+                    _descriptions(batch, rng, user_descriptions)
                 ).to(batch["pixel_values"].device)
             with accelerator.accumulate(model):
                 loss, parts = prompted_training_loss(
@@ -300,28 +299,15 @@ def _read_descriptions(path: str) -> dict[str, list[str]]:
     return content
 
 
-def _text_features(
-    text_encoder: Any,
-    batch: dict[str, Any],
-    rng: np.random.Generator,
-    cache: dict[str, torch.Tensor],
-    user: dict[str, list[str]],
-) -> torch.Tensor:
-    """`(B, D)` features of one description per example, drawn from the shipped templates of its class and the
-    user's own descriptions of it."""
-    from .text_prompts import describe
+def _descriptions(batch: dict[str, Any], rng: np.random.Generator, user: dict[str, list[str]]) -> list[str]:
+    """One description per example, drawn from the shipped templates of its class and the user's own."""
+    from .text_prompts import random_description
 
-    texts = []
-    for name, modality in zip(
-        batch["class_name"], batch.get("modality") or ["other"] * len(batch["class_name"]), strict=True
-    ):
-        choices = describe([name], modality, user=user)
-        texts.append(choices[int(rng.integers(len(choices)))])
-    missing = sorted({t for t in texts if t not in cache})
-    if missing:
-        with torch.no_grad():
-            cache.update(zip(missing, text_encoder(missing), strict=True))
-    return torch.stack([cache[t] for t in texts])
+    modalities = batch.get("modality") or ["other"] * len(batch["class_name"])
+    return [
+        random_description([name], modality, rng, user=user)
+        for name, modality in zip(batch["class_name"], modalities, strict=True)
+    ]
 
 
 def _peak_memory_mb() -> float:

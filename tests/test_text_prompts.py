@@ -140,3 +140,5 @@ def test_clip_trains_only_when_asked():
     assert not frozen(["csf"]).requires_grad
     trainable = TextEncoder(model, CharacterTokenizer(300, max_length=64), trainable=True)
     assert trainable(["csf"]).requires_grad and all(p.requires_grad for p in model.parameters())
+    assert trainable.cached(["csf", "csf"]).requires_grad  # a trainable encoder's features are never cached
+    assert not frozen.cached(["csf", "csf"]).requires_grad

@@ -317,17 +317,17 @@ def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path
 def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
     from test_text_prompts import tiny_text_encoder
 
-    from msa_hf.train_job import _read_descriptions, _text_features
+    from msa_hf.train_job import _descriptions, _read_descriptions
 
     (tmp_path / "d.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
-    cache: dict = {}
     batch = {"class_name": ["disk"] * 40, "modality": ["MR"] * 40}
-    features = _text_features(
-        tiny_text_encoder(), batch, np.random.default_rng(0), cache, _read_descriptions(tmp_path / "d.json")
-    )
-    assert (
-        features.shape == (40, 32) and "the bright round blob" in cache and "a MRI image of the disk" in cache
-    )
+    texts = _descriptions(batch, np.random.default_rng(0), _read_descriptions(tmp_path / "d.json"))
+    assert "the bright round blob" in texts and "a MRI image of the disk" in texts
+    encoder = tiny_text_encoder()
+    features = encoder.cached(texts)
+    assert features.shape == (40, 32)
+    for index, text in enumerate(texts):  # one computation per distinct text, the same row for it every time
+        torch.testing.assert_close(features[index], encoder([text])[0], atol=1e-6, rtol=0)
     (tmp_path / "bad.json").write_text(json.dumps({"disk": "not a list"}))
     with pytest.raises(ValueError, match="expected"):
         _read_descriptions(tmp_path / "bad.json")
