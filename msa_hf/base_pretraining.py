@@ -277,16 +277,42 @@ def _learning_rate_factor(step: int, total_steps: int, config: PretrainingConfig
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+STAGES_FILE = "stages.jsonl"
+
+
+def record_stage(output_dir: Path, start_step: int, config: PretrainingConfig) -> None:
+    """Append `{"start_step", "config"}` to `output_dir/stages.jsonl`: a run resumed with a different config
+    (say a new `total_images`, which moves the learning-rate decay) is then reproducible stage by stage."""
+    stages = read_stages(output_dir)
+    if stages and stages[-1]["config"] == asdict(config):
+        return  # a plain resume continues the same stage
+    with (output_dir / STAGES_FILE).open("a") as handle:
+        handle.write(json.dumps({"start_step": start_step, "config": asdict(config)}) + "\n")
+
+
+def read_stages(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The stages of a run, oldest first (empty for a run without `stages.jsonl`)."""
+    path = Path(output_dir) / STAGES_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def pretrain_base(
-    output_dir: str | Path, config: PretrainingConfig | None = None, max_minutes: float | None = None
+    output_dir: str | Path,
+    config: PretrainingConfig | None = None,
+    max_minutes: float | None = None,
+    stop_at_step: int | None = None,
 ) -> Path:
     """Pretrain (or resume) the base in `output_dir`; returns the folder of the exported model.
 
     `output_dir/checkpoint/` holds the accelerate state (resumed automatically), `metrics.csv` the learning
-    curve, `final/` the exported `SamModel` once `total_images` are seen. `max_minutes` stops early (after a
-    checkpoint) so a long run can be done in slices.
+    curve, `stages.jsonl` the configs the run was resumed with, `final/` the exported `SamModel` once
+    `total_images` are seen. `max_minutes` stops early (after a checkpoint) so a long run can be done in
+    slices; `stop_at_step` stops (after a checkpoint) at that step, which replays a staged run exactly.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     torch.set_flush_denormal(True)
@@ -297,6 +323,7 @@ def pretrain_base(
     # box batches leave the point embeddings unused, and batches without a mask prompt the mask encoder:
     # DDP must be told, or it waits for their gradients forever
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(config.seed)  # the decoder's default init draws from the global generator: a replay must match
     model = initialise_from_scratch(SamModel(base_config()), seed=config.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -316,6 +343,8 @@ def pretrain_base(
     ):
         accelerator.load_state(str(checkpoint))
         step = json.loads(progress_file.read_text())["step"]
+    if accelerator.is_main_process:
+        record_stage(output_dir, step, config)
     images_per_step = config.batch_size * accelerator.num_processes
     dataset = SyntheticSegmentationDataset(
         max(total_steps - step, 0) * images_per_step, seed=config.seed, start=step * images_per_step
@@ -396,7 +425,8 @@ def pretrain_base(
             accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if step % config.checkpoint_every == 0:
             save_checkpoint()
-        if max_minutes is not None and (time.time() - started) / 60 > max_minutes:
+        minutes_up = max_minutes is not None and (time.time() - started) / 60 > max_minutes
+        if minutes_up or step == stop_at_step:
             save_checkpoint()
             bar.close()
             return output_dir / "checkpoint"

@@ -90,7 +90,7 @@ def _pretrain_base(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         num_workers=args.num_workers,
     )
-    result = pretrain_base(args.output, config, max_minutes=args.max_minutes)
+    result = pretrain_base(args.output, config, max_minutes=args.max_minutes, stop_at_step=args.stop_at_step)
     print(f"{'exported' if result.name == 'final' else 'checkpointed (run again to resume)'}: {result}")
     return 0
 
@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--num-workers", type=int, default=1, help="data-engine worker processes")
     pretrain.add_argument(
         "--max-minutes", type=float, default=None, help="stop (after a checkpoint) after this long"
+    )
+    pretrain.add_argument(
+        "--stop-at-step",
+        type=int,
+        default=None,
+        help="stop (after a checkpoint) at this step; replays a run resumed with other settings (stages.jsonl)",
     )
     pretrain.set_defaults(run=_pretrain_base)
 

@@ -43,8 +43,45 @@ def _curve_rows(metrics_csv: Path) -> str:
     )
 
 
-def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE) -> Path:
-    """Copy a gated run's `final/` model into `destination` with its processor and model card.
+# `PretrainingConfig` fields that `msa-hf pretrain-base` takes as flags
+_CLI_FLAGS = {
+    "total_images": "--total-images",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "seed": "--seed",
+    "eval_every": "--eval-every",
+    "num_workers": "--num-workers",
+}
+
+
+def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list[str]:
+    """The `msa-hf pretrain-base` commands that replay a run: one per stage (`stages.jsonl`), each stopping
+    where the next one resumed with other settings; a single command for a run without stages."""
+    from dataclasses import asdict
+
+    from .base_pretraining import PretrainingConfig, read_stages
+
+    defaults = asdict(PretrainingConfig())
+    stages = read_stages(run_dir) or [
+        {"start_step": 0, "config": json.loads((Path(run_dir) / "pretraining_config.json").read_text())}
+    ]
+    commands = []
+    for index, stage in enumerate(stages):
+        config = stage["config"]
+        flags = [f"--total-images {config['total_images']}"] + [
+            f"{flag} {config[name]}"
+            for name, flag in _CLI_FLAGS.items()
+            if name != "total_images" and config.get(name, defaults[name]) != defaults[name]
+        ]
+        if index + 1 < len(stages):
+            flags.append(f"--stop-at-step {stages[index + 1]['start_step']}")
+        commands.append(f"msa-hf pretrain-base {output} " + " ".join(flags))
+    return commands
+
+
+def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: str = "") -> Path:
+    """Copy a gated run's `final/` model into `destination` with its processor and model card (`note`: a
+    sentence about the run's history, added to the recipe).
 
     Raises:
         ValueError: the run has no `final/gate.json`, or its gate did not pass.
@@ -78,6 +115,16 @@ def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE) -> Pat
         "as the mask prompt); loss focal:Dice 20:1 on the best of three masks for single clicks, plus MSE on "
         "the IoU head. From-scratch fixes: trunc-normal(0.02) vision init, N(0, 1) positional matrix."
     )
+    commands = pretraining_commands(run_dir)
+    if len(commands) > 1:
+        recipe += (
+            f" The run was trained in {len(commands)} stages, each resuming the previous checkpoint with a new "
+            "`--total-images` (which moves the boxes-only phase and the cosine decay, both fractions of the "
+            "total): the schedule above is the last stage's, and the commands under Reproduce replay all of "
+            "them."
+        )
+    if note:
+        recipe += " " + note
     from hub_cards import read_template
 
     text = Template(read_template("base_model_card.md")).substitute(
@@ -89,7 +136,7 @@ def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE) -> Pat
         mri_random=f"{mri['random_init']['box']:.3f}",
         mri_box_fill=f"{mri['box_fill']:.3f}",
         mri_steps=mri["training"]["steps"],
-        total_images=config["total_images"],
+        pretrain_commands="\n".join(commands),
         recipe=recipe,
         curve_rows=_curve_rows(run_dir / "metrics.csv"),
     )

@@ -15,8 +15,10 @@ from msa_hf.base_pretraining import (
     held_out_set,
     initialise_from_scratch,
     pretrain_base,
+    read_stages,
 )
 from msa_hf.metrics import box_fill_dice, dice_scores
+from msa_hf.pretrained_base import pretraining_commands
 
 
 def test_base_geometry_and_from_scratch_initialisation():
@@ -68,3 +70,35 @@ def test_pretraining_runs_checkpoints_and_resumes(tmp_path):
     assert rows[-1]["step"] == "4" and rows[-1]["box_fill"] != ""
     reloaded = SamModel.from_pretrained(final)
     assert reloaded.config.vision_config.image_size == 128
+
+
+def test_a_staged_run_is_recorded_and_replays_to_the_same_weights(tmp_path):
+    """A run resumed with a new total (the learning-rate decay moves) lists one command per stage, and
+    running those stages in a fresh folder gives the same weights."""
+    settings = dict(batch_size=8, warmup_steps=1, eval_every=100, checkpoint_every=100, eval_samples=4,
+                    num_workers=0)  # fmt: skip
+    first, second = (
+        PretrainingConfig(total_images=32, **settings),
+        PretrainingConfig(total_images=48, **settings),
+    )
+    original = tmp_path / "original"
+    pretrain_base(original, first, stop_at_step=2)
+    assert json.loads((original / "progress.json").read_text())["step"] == 2
+    pretrain_base(original, second)
+    assert [stage["start_step"] for stage in read_stages(original)] == [0, 2]
+    commands = pretraining_commands(original)
+    assert commands == [
+        "msa-hf pretrain-base runs/base --total-images 32 --batch-size 8 --eval-every 100 --num-workers 0 "
+        "--stop-at-step 2",
+        "msa-hf pretrain-base runs/base --total-images 48 --batch-size 8 --eval-every 100 --num-workers 0",
+    ]
+    replay = tmp_path / "replay"
+    pretrain_base(replay, first, stop_at_step=2)
+    pretrain_base(replay, second)
+    expected = SamModel.from_pretrained(original / "final").state_dict()
+    actual = SamModel.from_pretrained(replay / "final").state_dict()
+    assert all(torch.allclose(actual[name], value, atol=1e-6) for name, value in expected.items())
+    uninterrupted = tmp_path / "uninterrupted"  # one stage: another schedule and prompt stream
+    pretrain_base(uninterrupted, second)
+    other = SamModel.from_pretrained(uninterrupted / "final").state_dict()
+    assert not all(torch.allclose(other[name], value, atol=1e-6) for name, value in expected.items())
