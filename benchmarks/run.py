@@ -5,6 +5,7 @@
     python -m benchmarks.run --full            # adds 1024 px training and larger batches (long on CPU)
     python -m benchmarks.run --device cuda     # a GPU: 1024 px, bf16 autocast, images/s and MFU
     python -m benchmarks.run --tiny --output build/bench   # the CI regression run: every case, tiny model
+    python -m benchmarks.run --recipes         # memory of the README's GPU recipe (ViT-B, 1024 px, bf16, MSA)
 
 Writes `<output>/<device>[-full|-tiny].csv` and `.md` (the tables and the target checks).
 """
@@ -94,6 +95,45 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
             add("interactive", "decoder_click", model=model, fast=fast, multimask=multimask, size=big, batch=1,
                 **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
     return cases
+
+
+RECIPE_BATCH = 8  # the README's GPU recipes train with --batch-size 8 per process
+
+
+def recipe_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
+    """The README's GPU training recipe (MSA, ViT-B, 1024 px, bf16 autocast), with and without activation
+    checkpointing. On a GPU at the recipe's batch; elsewhere at batches 1 and 2, which `recipe_estimates`
+    extends linearly to the recipe's batch (activations grow with the batch, weights and state do not)."""
+    cuda = device.startswith("cuda")
+    batches = (1, 2, RECIPE_BATCH) if cuda else (1, 2)
+    size, geometry = (64, "tiny") if tiny else (1024, "ViT-B")
+    return [
+        {"section": "recipes", "case": "train_step", "method": "msa", "checkpointing": checkpointing,
+         "size": size, "batch": batch, "geometry": geometry, "device": device, "dtype": "bfloat16",
+         "repeats": 2 if cuda else 1, "warmup": 1 if cuda else 0}
+        for checkpointing in (False, True) for batch in batches
+    ]  # fmt: skip
+
+
+def recipe_estimates(rows: list[dict[str, Any]], batch: int = RECIPE_BATCH) -> list[dict[str, Any]]:
+    """Per checkpointing setting: peak MiB at batches 1 and 2, the per-image growth, and the peak at `batch`
+    (measured when a row has it, else `peak(1) + (batch - 1) * growth`)."""
+    estimates = []
+    for checkpointing in (False, True):
+        by_batch = {
+            r["batch"]: r for r in rows if r["section"] == "recipes" and r["checkpointing"] == checkpointing
+        }
+        if 1 not in by_batch or 2 not in by_batch:
+            continue
+        growth = by_batch[2]["peak_mb"] - by_batch[1]["peak_mb"]
+        measured = by_batch.get(batch)
+        estimates.append({
+            "checkpointing": checkpointing, "peak_mb_batch1": by_batch[1]["peak_mb"],
+            "peak_mb_batch2": by_batch[2]["peak_mb"], "per_image_mb": growth,
+            f"peak_mb_batch{batch}": measured["peak_mb"] if measured else by_batch[1]["peak_mb"] + (batch - 1) * growth,
+            "how": "measured" if measured else "extended linearly from batches 1 and 2",
+        })  # fmt: skip
+    return estimates
 
 
 def run_case(params: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -202,6 +242,7 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
         "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
+        "recipes": ["method", "checkpointing", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",
@@ -209,6 +250,7 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
         "3-D": "3-D training step vs D (depth branch; batch = one volume of D slices; images/s = slices/s)",
         "scaling": "MSA training step vs input size and batch",
         "interactive": "One click with a cached image embedding (prompt encoder + mask decoder; fast = msa_hf's ClickDecoder)",
+        "recipes": "The GPU recipe's training step (MSA adapters + decoder, bf16 autocast)",
     }
     first = rows[0]
     lines = [
@@ -228,6 +270,13 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
             "|" + "---|" * len(columns),
         ]
         lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in part]
+        lines.append("")
+    estimates = recipe_estimates(rows)
+    if estimates:
+        columns = list(estimates[0])
+        lines += [f"**Peak memory of the recipe at batch {RECIPE_BATCH} (MiB)**", "",
+                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]  # fmt: skip
+        lines += ["| " + " | ".join(_cell(e[c]) for c in columns) + " |" for e in estimates]
         lines.append("")
     checks = target_checks(rows)
     if checks:
@@ -252,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tiny", action="store_true", help="every case on a tiny model (the CI regression run)"
     )
+    parser.add_argument(
+        "--recipes", action="store_true", help="only the memory of the README's GPU training recipe"
+    )
     parser.add_argument("--output", default="benchmarks/results", help="folder for the CSV and Markdown")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case")
     parser.add_argument("--one", nargs=2, metavar=("CASE", "JSON"), help=argparse.SUPPRESS)
@@ -263,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = (
         "python -m benchmarks.run"
-        + "".join(f" {flag}" for flag, on in (("--full", args.full), ("--tiny", args.tiny)) if on)
+        + "".join(
+            f" {flag}"
+            for flag, on in (("--full", args.full), ("--tiny", args.tiny), ("--recipes", args.recipes))
+            if on
+        )
         + (f" --device {args.device}" if args.device != "cpu" else "")
     )
-    cases = plan(args.device, args.full, args.tiny)
+    cases = recipe_plan(args.device, args.tiny) if args.recipes else plan(args.device, args.full, args.tiny)
     rows = []
     started = time.time()
     for index, params in enumerate(cases, 1):
@@ -278,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
               f" -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)  # fmt: skip
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    stem = args.device.split(":")[0] + ("-full" if args.full else "") + ("-tiny" if args.tiny else "")
+    stem = (
+        args.device.split(":")[0]
+        + ("-recipes" if args.recipes else "")
+        + ("-full" if args.full else "")
+        + ("-tiny" if args.tiny else "")
+    )
     with (output / f"{stem}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()

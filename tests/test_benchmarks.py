@@ -7,7 +7,7 @@ import csv
 import math
 
 from benchmarks.geometry import encoder_macs
-from benchmarks.run import COLUMNS, main, plan, target_checks
+from benchmarks.run import COLUMNS, main, plan, recipe_estimates, target_checks
 
 
 def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
@@ -100,3 +100,21 @@ def test_readme_shows_the_committed_results():
     readme = (root / "README.md").read_text()
     shown = readme.split("<!-- bench:cpu -->\n")[1].split("\n<!-- /bench:cpu -->")[0]
     assert shown == (root / "benchmarks" / "results" / "cpu.md").read_text().strip()
+
+
+def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp_path):
+    assert main(["--tiny", "--recipes", "--output", str(tmp_path)]) == 0
+    with (tmp_path / "cpu-recipes-tiny.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["checkpointing"], r["batch"], r["dtype"]) for r in rows] == [
+        ("False", "1", "bfloat16"), ("False", "2", "bfloat16"), ("True", "1", "bfloat16"), ("True", "2", "bfloat16")
+    ]  # fmt: skip
+    assert "**Peak memory of the recipe at batch 8 (MiB)**" in (tmp_path / "cpu-recipes-tiny.md").read_text()
+    made_up = [
+        dict(section="recipes", checkpointing=c, batch=b, peak_mb=m)
+        for c, b, m in ((False, 1, 1000.0), (False, 2, 1600.0), (True, 1, 700.0), (True, 2, 800.0), (True, 8, 1500.0))
+    ]  # fmt: skip
+    without, with_checkpointing = recipe_estimates(made_up)
+    assert without["per_image_mb"] == 600.0 and without["peak_mb_batch8"] == 1000.0 + 7 * 600.0
+    assert without["how"].startswith("extended")
+    assert with_checkpointing["peak_mb_batch8"] == 1500.0 and with_checkpointing["how"] == "measured"
