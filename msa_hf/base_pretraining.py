@@ -343,6 +343,12 @@ def pretrain_base(
     ):
         accelerator.load_state(str(checkpoint))
         step = json.loads(progress_file.read_text())["step"]
+        # the saved scheduler state carries the old base learning rate: a stage resumed with another
+        # --learning-rate must run at the new one
+        scheduler.scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = config.learning_rate
+            group["lr"] = config.learning_rate * _learning_rate_factor(step, total_steps, config)
     if accelerator.is_main_process:
         record_stage(output_dir, step, config)
     images_per_step = config.batch_size * accelerator.num_processes

@@ -79,18 +79,22 @@ def test_a_staged_run_is_recorded_and_replays_to_the_same_weights(tmp_path):
                     num_workers=0)  # fmt: skip
     first, second = (
         PretrainingConfig(total_images=32, **settings),
-        PretrainingConfig(total_images=48, **settings),
+        PretrainingConfig(total_images=48, learning_rate=5e-4, **settings),
     )
     original = tmp_path / "original"
     pretrain_base(original, first, stop_at_step=2)
     assert json.loads((original / "progress.json").read_text())["step"] == 2
     pretrain_base(original, second)
     assert [stage["start_step"] for stage in read_stages(original)] == [0, 2]
+    # the second stage ran at its own learning rate, not the one saved with the first stage's scheduler
+    scheduler_state = torch.load(original / "checkpoint" / "scheduler.bin", weights_only=True)
+    assert scheduler_state["base_lrs"] == [5e-4]
     commands = pretraining_commands(original)
     assert commands == [
         "msa-hf pretrain-base runs/base --total-images 32 --batch-size 8 --eval-every 100 --num-workers 0 "
         "--stop-at-step 2",
-        "msa-hf pretrain-base runs/base --total-images 48 --batch-size 8 --eval-every 100 --num-workers 0",
+        "msa-hf pretrain-base runs/base --total-images 48 --batch-size 8 --learning-rate 0.0005 --eval-every 100 "
+        "--num-workers 0",
     ]
     replay = tmp_path / "replay"
     pretrain_base(replay, first, stop_at_step=2)
