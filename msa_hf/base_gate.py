@@ -4,12 +4,18 @@
 1. Synthetic held-out Dice: >= 0.85 with a box, >= 0.60 with one click, above "fill the box".
 2. On the embedded MRI dataset (MNI152 tissue), after the same short MSA adaptation budget: MSA on the
    pretrained base clearly above MSA on a random-initialised model of the same shape, and above box-fill.
+
+The MRI comparison is scored with one click (mean over adaptation seeds), not with the box: on this dataset
+the tissues' boxes coincide (CSF and grey matter boxes of a slice overlap with IoU 0.95 on the test split;
+`box_overlap_between_classes`), so a box alone cannot say which tissue is wanted, and box Dice measures that
+ambiguity (CSF scores 0.03-0.06 on every base) more than the base. A click lands on the wanted tissue. Box
+Dice is still reported.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,35 +66,78 @@ def _mri_tasks(dataset_dir: str | Path, image_size: int, split: str, train: bool
     return tasks
 
 
-def mri_gate(
-    base: str | Path, dataset_dir: str | Path, training: AdapterTrainingConfig | None = None
-) -> dict[str, Any]:
-    """Adapt MSA on the pretrained base and on a random-init twin with the same budget; score both.
+def box_overlap_between_classes(dataset_dir: str | Path, split: str = "test") -> dict[str, float]:
+    """Mean IoU of the boxes of two structures in the same slice, per pair (`"csf/grey_matter"` -> IoU): near 1,
+    a box prompt cannot tell the two apart."""
+    import itertools
 
-    Returns `{"pretrained": {...}, "random_init": {...}, "box_fill": float}` with box and one-click Dice on
-    the test split.
+    import numpy as np
+
+    from .data import load_prepared, read_class_names
+
+    names = read_class_names(dataset_dir)
+    overlaps: dict[str, list[float]] = {}
+    for row in load_prepared(dataset_dir)[split]:
+        label = np.asarray(row["label"])
+        boxes = {}
+        for value, name in names.items():
+            ys, xs = np.nonzero(label == value)
+            if len(ys):
+                boxes[name] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        for (a, box_a), (b, box_b) in itertools.combinations(boxes.items(), 2):
+            width = max(0, min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]))
+            height = max(0, min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]))
+            area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+            overlap = width * height
+            overlaps.setdefault(f"{a}/{b}", []).append(overlap / (area(box_a) + area(box_b) - overlap))
+    return {pair: float(np.mean(values)) for pair, values in overlaps.items()}
+
+
+def mri_gate(
+    base: str | Path,
+    dataset_dir: str | Path,
+    training: AdapterTrainingConfig | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+) -> dict[str, Any]:
+    """Adapt MSA on the pretrained base and on a random-init twin with the same budget, once per seed; score
+    both on the test split.
+
+    Returns `{"training", "seeds", "pretrained": {...}, "random_init": {...}, "box_fill", "box_overlap"}`; each
+    model's entry has the seed-mean `box` and `click1` Dice, their per-seed values and per-class Dice.
     """
     training = training or AdapterTrainingConfig()
-    pretrained = SamAdapterModel.from_pretrained(base)
-    image_size = pretrained.config.vision_config.image_size
+    config = SamAdapterModel.from_pretrained(base).config
+    image_size = config.vision_config.image_size
     train_tasks = _mri_tasks(dataset_dir, image_size, "train", train=True)
     test_tasks = _mri_tasks(dataset_dir, image_size, "test", train=False)
-    random_init = SamAdapterModel(SamAdapterConfig(**pretrained.config.to_dict()))
-    initialise_from_scratch(random_init, seed=training.seed)
-    results: dict[str, Any] = {"training": asdict(training)}
-    for name, model in (("pretrained", pretrained), ("random_init", random_init)):
-        torch.manual_seed(training.seed)
-        model.mark_only_adapters_as_trainable()
-        history = train_adapters(model, train_tasks, training)
-        box = evaluate_segmentation(model, test_tasks, "box")
-        click = evaluate_segmentation(model, test_tasks, "click1")
+    results: dict[str, Any] = {"training": asdict(training), "seeds": list(seeds)}
+    runs: dict[str, list[dict[str, Any]]] = {"pretrained": [], "random_init": []}
+    for seed in seeds:
+        seeded = replace(training, seed=seed)
+        pretrained = SamAdapterModel.from_pretrained(base)
+        random_init = initialise_from_scratch(
+            SamAdapterModel(SamAdapterConfig(**config.to_dict())), seed=seed
+        )
+        for name, model in (("pretrained", pretrained), ("random_init", random_init)):
+            torch.manual_seed(seed)
+            model.mark_only_adapters_as_trainable()
+            history = train_adapters(model, train_tasks, seeded)
+            box = evaluate_segmentation(model, test_tasks, "box")
+            click = evaluate_segmentation(model, test_tasks, "click1")
+            runs[name].append({
+                "box": box["dice"], "click1": click["dice"],
+                "per_class_box": {k: v[0] for k, v in box["per_class"].items()},
+                "per_class_click1": {k: v[0] for k, v in click["per_class"].items()},
+                "final_loss": sum(h["loss"] for h in history[-20:]) / min(len(history), 20),
+            })  # fmt: skip
+            results["box_fill"] = box["box_fill"]
+    for name, per_seed in runs.items():
         results[name] = {
-            "box": box["dice"],
-            "click1": click["dice"],
-            "per_class_box": {k: v[0] for k, v in box["per_class"].items()},
-            "final_loss": sum(h["loss"] for h in history[-20:]) / min(len(history), 20),
+            "box": sum(r["box"] for r in per_seed) / len(per_seed),
+            "click1": sum(r["click1"] for r in per_seed) / len(per_seed),
+            "per_seed": per_seed,
         }
-        results["box_fill"] = box["box_fill"]
+    results["box_overlap"] = box_overlap_between_classes(dataset_dir)
     return results
 
 
@@ -98,8 +147,8 @@ def gate_verdict(synthetic: dict[str, float], mri: dict[str, Any]) -> dict[str, 
         "synthetic_box": synthetic["box"] >= SYNTHETIC_GATE["box"]
         and synthetic["box"] > synthetic["box_fill"],
         "synthetic_click1": synthetic["click1"] >= SYNTHETIC_GATE["click1"],
-        "mri_above_random_init": mri["pretrained"]["box"] >= mri["random_init"]["box"] + MRI_MARGIN,
-        "mri_above_box_fill": mri["pretrained"]["box"] > mri["box_fill"],
+        "mri_above_random_init": mri["pretrained"]["click1"] >= mri["random_init"]["click1"] + MRI_MARGIN,
+        "mri_above_box_fill": mri["pretrained"]["click1"] > mri["box_fill"],
     }
 
 
@@ -108,10 +157,11 @@ def run_gate(
     dataset_dir: str | Path,
     output: str | Path,
     training: AdapterTrainingConfig | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
 ) -> dict[str, Any]:
     """Both gate parts; writes `gate.json` to `output` and returns it."""
     synthetic = synthetic_gate(base)
-    mri = mri_gate(base, dataset_dir, training)
+    mri = mri_gate(base, dataset_dir, training, seeds)
     report = {"synthetic": synthetic, "mri": mri, "verdict": gate_verdict(synthetic, mri)}
     report["passed"] = all(report["verdict"].values())
     Path(output).mkdir(parents=True, exist_ok=True)

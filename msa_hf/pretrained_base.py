@@ -79,6 +79,14 @@ def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list
     return commands
 
 
+def _most_overlapping_boxes(mri: dict[str, Any]) -> str:
+    overlaps = mri.get("box_overlap") or {}
+    if not overlaps:
+        return "not measured"
+    pair = max(overlaps, key=overlaps.get)
+    return f"{pair.replace('/', ' and ')}: {overlaps[pair]:.2f}"
+
+
 def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: str = "") -> Path:
     """Copy a gated run's `final/` model into `destination` with its processor and model card (`note`: a
     sentence about the run's history, added to the recipe).
@@ -132,8 +140,12 @@ def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: 
         synthetic_box=f"{synthetic['box']:.3f}",
         synthetic_click1=f"{synthetic['click1']:.3f}",
         synthetic_box_fill=f"{synthetic['box_fill']:.3f}",
-        mri_pretrained=f"{mri['pretrained']['box']:.3f}",
-        mri_random=f"{mri['random_init']['box']:.3f}",
+        mri_pretrained=f"{mri['pretrained']['click1']:.3f}",
+        mri_random=f"{mri['random_init']['click1']:.3f}",
+        mri_seeds=len(mri.get("seeds", [0])),
+        mri_box_pretrained=f"{mri['pretrained']['box']:.3f}",
+        mri_box_random=f"{mri['random_init']['box']:.3f}",
+        overlap=_most_overlapping_boxes(mri),
         mri_box_fill=f"{mri['box_fill']:.3f}",
         mri_steps=mri["training"]["steps"],
         pretrain_commands="\n".join(commands),

@@ -1,0 +1,55 @@
+"""The base model's acceptance gate: which numbers it judges, and the box-overlap measure behind its MRI check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from msa_hf.base_gate import box_overlap_between_classes, gate_verdict, mri_gate
+from msa_hf.data import prepare_dataset
+from msa_hf.training import AdapterTrainingConfig
+
+
+def test_box_overlap_between_classes_by_hand(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    label = np.zeros((32, 32), np.uint8)
+    label[0:10, 0:10] = label[20:30, 0:10] = 1  # box x 0-10, y 0-30
+    label[10:20, 5:15] = 2  # box x 5-15, y 10-20
+    label[2:8, 12:16] = 3  # box x 12-16, y 2-8: apart from both
+    for index in range(4):
+        Image.fromarray(label * 60).save(source / f"case{index}.png")
+        Image.fromarray(label).save(source / f"case{index}_mask.png")
+    (source / "labels.txt").write_text("1 a\n2 b\n3 c\n")
+    prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.0, 0.5))
+    overlaps = box_overlap_between_classes(tmp_path / "prepared", "test")
+    # a/b: 5 x 10 px in common over 300 + 100 - 50
+    assert math.isclose(overlaps["a/b"], 50 / 350, rel_tol=1e-6)
+    assert overlaps["a/c"] == 0.0 and overlaps["b/c"] == 0.0
+
+
+def test_the_mri_check_judges_one_click_dice_against_random_init_and_box_fill():
+    synthetic = {"box": 0.86, "click1": 0.7, "box_fill": 0.7}
+    mri = {
+        "pretrained": {"box": 0.40, "click1": 0.47},
+        "random_init": {"box": 0.39, "click1": 0.40},
+        "box_fill": 0.415,
+    }
+    assert all(gate_verdict(synthetic, mri).values())
+    weak = {**mri, "pretrained": {"box": 0.60, "click1": 0.44}}  # a better box does not pass a weak click
+    verdict = gate_verdict(synthetic, weak)
+    assert not verdict["mri_above_random_init"] and verdict["mri_above_box_fill"]
+    assert not gate_verdict({**synthetic, "box": 0.849}, mri)["synthetic_box"]
+
+
+def test_the_mri_gate_averages_its_seeds(tiny_base, disk_dataset):
+    results = mri_gate(tiny_base, disk_dataset, AdapterTrainingConfig(steps=2, batch_size=2), seeds=(0, 1))
+    assert results["seeds"] == [0, 1]
+    for name in ("pretrained", "random_init"):
+        per_seed = results[name]["per_seed"]
+        assert len(per_seed) == 2
+        assert math.isclose(results[name]["click1"], (per_seed[0]["click1"] + per_seed[1]["click1"]) / 2)
+        assert set(per_seed[0]["per_class_click1"]) == {"disk", "square"}
+    assert 0.0 <= results["box_overlap"]["disk/square"] <= 1.0
