@@ -24,7 +24,7 @@ import torch
 from .base_pretraining import evaluate_prompted_segmentation, held_out_set, initialise_from_scratch
 from .configuration_msa import SamAdapterConfig
 from .modeling_msa import SamAdapterModel
-from .training import AdapterTrainingConfig, evaluate_segmentation, train_adapters
+from .training import AdapterTrainingConfig, evaluate_prompts, train_adapters
 
 SYNTHETIC_GATE = {"box": 0.85, "click1": 0.60}
 MRI_MARGIN = 0.05  # "clearly above": at least 5 Dice points
@@ -122,8 +122,8 @@ def mri_gate(
             torch.manual_seed(seed)
             model.mark_only_adapters_as_trainable()
             history = train_adapters(model, train_tasks, seeded)
-            box = evaluate_segmentation(model, test_tasks, "box")
-            click = evaluate_segmentation(model, test_tasks, "click1")
+            scores = evaluate_prompts(model, test_tasks, ("box", "click1"))
+            box, click = scores["box"], scores["click1"]
             runs[name].append({
                 "box": box["dice"], "click1": click["dice"],
                 "per_class_box": {k: v[0] for k, v in box["per_class"].items()},

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .train_config import TrainConfig
-from .training import evaluate_segmentation, prompted_training_loss
+from .training import evaluate_prompts, prompted_training_loss
 from .training_methods import build_model_for_method, trainable_parameter_count
 
 CHECKPOINTS = "checkpoints"
@@ -322,14 +322,16 @@ def _peak_memory_mb() -> float:
 def _validate(accelerator: Any, model: Any, dataset: Any, step: int, log_with: str | None) -> dict[str, Any]:
     scores: dict[str, Any] = {}
     if accelerator.is_main_process:
-        click = evaluate_segmentation(model, dataset, "click1")
+        two_d = not hasattr(dataset, "windows")  # 2-D rows have boxes too; 3-D windows do not
+        results = evaluate_prompts(model, dataset, ("click1", "box") if two_d else ("click1",))
+        click = results["click1"]
         scores = {
             "click1": click["dice"],
             "box_fill": click["box_fill"],
             "per_class_click1": {k: v[0] for k, v in click["per_class"].items()},
         }
-        if not hasattr(dataset, "windows"):  # 2-D rows have boxes too; 3-D windows do not
-            box = evaluate_segmentation(model, dataset, "box")
+        if two_d:
+            box = results["box"]
             scores.update(box=box["dice"], per_class_box={k: v[0] for k, v in box["per_class"].items()})
         # model selection: box Dice in 2-D, one-click Dice in 3-D (no boxes there)
         scores["selection"] = scores.get("box", scores["click1"])

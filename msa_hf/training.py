@@ -74,6 +74,9 @@ def _forward(
     else:
         prompts["input_points"], prompts["input_labels"] = batch["input_points"], batch["input_labels"]
     prompts.update(extra or {})
+    if kwargs.get("image_embeddings") is not None:  # encoded once for several prompt types
+        return model(**prompts, **kwargs)
+    kwargs.pop("image_embeddings", None)
     return model(pixel_values=batch["pixel_values"], **prompts, **kwargs)
 
 
@@ -197,6 +200,9 @@ def train_adapters(
     return history
 
 
+EVALUATION_PROMPTS = ("box", "click1", "points")
+
+
 @torch.no_grad()
 def evaluate_segmentation(
     model: Any, dataset: Any, prompt: str = "box", batch_size: int = 16
@@ -212,34 +218,53 @@ def evaluate_segmentation(
     Returns:
         `{"dice": mean over rows, "box_fill": the baseline's mean, "per_class": {name: (dice, box_fill, n)}}`.
     """
-    if prompt not in ("box", "click1", "points"):
-        raise ValueError(f"unknown prompt {prompt!r}; use 'box', 'click1' or 'points'.")
+    return evaluate_prompts(model, dataset, (prompt,), batch_size)[prompt]
+
+
+@torch.no_grad()
+def evaluate_prompts(
+    model: Any, dataset: Any, prompts: tuple[str, ...] = ("click1", "box"), batch_size: int = 16
+) -> dict[str, dict[str, Any]]:
+    """`evaluate_segmentation` for several prompt types at once: each batch is encoded once and decoded per
+    prompt type. Returns `{prompt: evaluate_segmentation's result}`."""
+    for prompt in prompts:
+        if prompt not in EVALUATION_PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; use one of {EVALUATION_PROMPTS}.")
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    by_class: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    by_prompt: dict[str, dict[str, list[tuple[float, float]]]] = {p: defaultdict(list) for p in prompts}
     for batch in loader:
         batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         if batch["pixel_values"].ndim == 5:
-            if prompt == "box":
+            if "box" in prompts:
                 raise ValueError("3-D windows have no box prompts (an empty slice has no box); use 'click1'.")
             batch = flatten_volume_batch(batch)
-        if prompt == "click1":
-            batch = {
-                **batch,
-                "input_points": batch["input_points"][:, :, :1],
-                "input_labels": batch["input_labels"][:, :, :1],
-            }
-        single = prompt == "click1"
-        outputs = _forward(model, batch, use_box=prompt == "box", multimask_output=single)
-        size = batch["labels"].shape[-1]
-        predicted = upsample_mask_logits(best_mask_logits(outputs), size)[:, 0] > 0
+        # one encoding for all prompt types ((V, C, D, H, W) windows: V * D slice embeddings, depth branch on)
+        embeddings = model.get_image_embeddings(batch["pixel_values"]) if len(prompts) > 1 else None
         targets = batch["labels"][:, 0] > 0.5
         present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
-        dice = dice_scores(predicted, targets).cpu()[present]
         fill = box_fill_dice(targets.cpu()[present])
         names = [name for name, keep in zip(batch["class_name"], present.tolist(), strict=True) if keep]
-        for name, d, f in zip(names, dice.tolist(), fill.tolist(), strict=True):
-            by_class[name].append((d, f))
+        for prompt in prompts:
+            prompted = batch
+            if prompt == "click1":
+                prompted = {
+                    **batch,
+                    "input_points": batch["input_points"][:, :, :1],
+                    "input_labels": batch["input_labels"][:, :, :1],
+                }
+            single = prompt == "click1"
+            outputs = _forward(
+                model, prompted, use_box=prompt == "box", multimask_output=single, image_embeddings=embeddings
+            )
+            predicted = upsample_mask_logits(best_mask_logits(outputs), targets.shape[-1])[:, 0] > 0
+            dice = dice_scores(predicted, targets).cpu()[present]
+            for name, d, f in zip(names, dice.tolist(), fill.tolist(), strict=True):
+                by_prompt[prompt][name].append((d, f))
+    return {prompt: _dice_summary(by_class) for prompt, by_class in by_prompt.items()}
+
+
+def _dice_summary(by_class: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
     rows = [value for values in by_class.values() for value in values]
     return {
         "dice": float(np.mean([d for d, _ in rows])),

@@ -16,7 +16,7 @@ from msa_hf.data import (
     read_class_names,
     to_binary_tasks,
 )
-from msa_hf.training import AdapterTrainingConfig, evaluate_segmentation, train_adapters
+from msa_hf.training import AdapterTrainingConfig, evaluate_prompts, evaluate_segmentation, train_adapters
 
 
 def _write_disks(folder):
@@ -79,3 +79,19 @@ def test_evaluation_of_a_box_filling_model_equals_the_baseline(tmp_path):
     # a disk fills pi/4 of its box: Dice 2 * 0.785 / 1.785 = 0.88 (a little off on pixel disks)
     assert abs(scores["dice"] - scores["box_fill"]) < 1e-6 and 0.8 < scores["dice"] < 0.95
     assert set(scores["per_class"]) == {"class_1"} and scores["per_class"]["class_1"][2] == 6
+
+
+def test_several_prompt_types_are_scored_from_one_encoding_per_batch(tmp_path, sam_model):
+    model = make_msa(sam_model).eval()
+    tasks = _tasks(tmp_path, deterministic=True, disks=True)
+    separately = {
+        prompt: evaluate_segmentation(model, tasks, prompt, batch_size=4) for prompt in ("click1", "box")
+    }
+    encodes = []
+    model.vision_encoder.register_forward_hook(lambda *args: encodes.append(1))
+    together = evaluate_prompts(model, tasks, ("click1", "box"), batch_size=4)
+    assert len(encodes) == 2  # 6 rows in batches of 4: one encoding per batch, not per prompt type
+    for prompt, expected in separately.items():
+        assert abs(together[prompt]["dice"] - expected["dice"]) < 1e-6
+        assert together[prompt]["per_class"] == expected["per_class"]
+    assert separately["click1"]["dice"] != separately["box"]["dice"]
