@@ -107,10 +107,14 @@ class ClickDecoder:
             raise ValueError(f"image embeddings must be (B, C, h, w); got shape {tuple(embedding.shape)}.")
         _, channels, height, width = embedding.shape
         no_mask = self.model.prompt_encoder.no_mask_embed.weight.view(1, 1, channels)
-        self._image = embedding.flatten(2).transpose(1, 2) + no_mask
+        # token-major memory: the per-click products then read the cached image without a transposing copy
+        self._image = (embedding.flatten(2).transpose(1, 2) + no_mask).contiguous()
         if self._position is None or self._position.dtype != embedding.dtype:  # the grid's, not the image's
             self._position = (
-                self.model.get_image_wide_positional_embeddings()[0].flatten(1).T.to(embedding.dtype)
+                self.model.get_image_wide_positional_embeddings()[0]
+                .flatten(1)
+                .T.to(embedding.dtype)
+                .contiguous()
             )
         self._image_with_position = self._image + self._position
         self._grid = (height, width)
