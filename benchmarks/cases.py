@@ -160,8 +160,13 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
 
 def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
     """One click with a cached image embedding: prompt encoder + mask decoder of `model` ("sam" or "msa" with
-    its decoder adapters), one mask or three (`multimask`); `fast` decodes with `msa_hf.click_decoder`."""
+    its decoder adapters), one mask or three (`multimask`); `fast` decodes with `msa_hf.click_decoder`. On CPU
+    the process keeps freed memory (`keep_freed_memory`), as the demo and `msa-hf predict` do."""
     device = torch.device(params["device"])
+    if device.type == "cpu":  # as msa-hf predict and the demo run (msa_hf.cpu_memory); for both decoders
+        from msa_hf.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     memory = PeakMemory(device)
     memory.start()
     model = build_model(params["model"], params["geometry"], params["size"]).to(device).eval()

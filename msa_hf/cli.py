@@ -153,9 +153,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from .base_loading import load_base
+    from .cpu_memory import keep_freed_memory
     from .inference import Prompt, predict_file, read_prompts
     from .modeling_msa import SamAdapterModel
 
+    keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.cpu_memory)
     if args.prompts:
         prompts = read_prompts(args.prompts)
     else:

@@ -609,4 +609,7 @@ def load_model() -> Any:
 
 
 if __name__ == "__main__":
+    from msa_hf.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
     build_demo(load_model()).launch(max_file_size=MAX_UPLOAD)
