@@ -66,6 +66,14 @@ def _mri_tasks(dataset_dir: str | Path, image_size: int, split: str, train: bool
     return tasks
 
 
+def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """IoU of two `(x0, y0, x1, y1)` boxes, ends exclusive."""
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = width * height
+    return overlap / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap)
+
+
 def box_overlap_between_classes(dataset_dir: str | Path, split: str = "test") -> dict[str, float]:
     """Mean IoU of the boxes of two structures in the same slice, per pair (`"csf/grey_matter"` -> IoU): near 1,
     a box prompt cannot tell the two apart."""
@@ -85,11 +93,7 @@ def box_overlap_between_classes(dataset_dir: str | Path, split: str = "test") ->
             if len(ys):
                 boxes[name] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         for (a, box_a), (b, box_b) in itertools.combinations(boxes.items(), 2):
-            width = max(0, min(box_a[2], box_b[2]) - max(box_a[0], box_b[0]))
-            height = max(0, min(box_a[3], box_b[3]) - max(box_a[1], box_b[1]))
-            area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
-            overlap = width * height
-            overlaps.setdefault(f"{a}/{b}", []).append(overlap / (area(box_a) + area(box_b) - overlap))
+            overlaps.setdefault(f"{a}/{b}", []).append(_box_iou(box_a, box_b))
     return {pair: float(np.mean(values)) for pair, values in overlaps.items()}
 
 
