@@ -66,7 +66,7 @@ def _mri_tasks(dataset_dir: str | Path, image_size: int, split: str, train: bool
     return tasks
 
 
-def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     """IoU of two `(x0, y0, x1, y1)` boxes, ends exclusive."""
     width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -82,16 +82,18 @@ def box_overlap_between_classes(dataset_dir: str | Path, split: str = "test") ->
     import numpy as np
 
     from .data import load_prepared, read_class_names
+    from .prompts import box_from_mask
 
     names = read_class_names(dataset_dir)
     overlaps: dict[str, list[float]] = {}
     for row in load_prepared(dataset_dir)[split]:
         label = np.asarray(row["label"])
-        boxes = {}
-        for value, name in names.items():
-            ys, xs = np.nonzero(label == value)
-            if len(ys):
-                boxes[name] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        # box_from_mask's ends are inclusive; _box_iou takes exclusive ones
+        boxes = {
+            name: tuple(box_from_mask(label == value) + np.array([0, 0, 1, 1]))
+            for value, name in names.items()
+            if (label == value).any()
+        }
         for (a, box_a), (b, box_b) in itertools.combinations(boxes.items(), 2):
             overlaps.setdefault(f"{a}/{b}", []).append(_box_iou(box_a, box_b))
     return {pair: float(np.mean(values)) for pair, values in overlaps.items()}
@@ -110,7 +112,7 @@ def mri_gate(
     model's entry has the seed-mean `box` and `click1` Dice, their per-seed values and per-class Dice.
     """
     training = training or AdapterTrainingConfig()
-    config = SamAdapterModel.from_pretrained(base).config
+    config = SamAdapterConfig.from_pretrained(base)  # the weights are loaded per seed below
     image_size = config.vision_config.image_size
     train_tasks = _mri_tasks(dataset_dir, image_size, "train", train=True)
     test_tasks = _mri_tasks(dataset_dir, image_size, "test", train=False)
