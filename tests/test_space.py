@@ -98,6 +98,13 @@ def demo_in_browser(model):
         demo.close()
 
 
+def _visible_box(page, selector: str) -> dict:
+    """The on-screen box of the first element matching `selector`, once it is visible."""
+    element = page.locator(selector).first
+    element.wait_for(state="visible", timeout=30_000)
+    return element.bounding_box()
+
+
 @needs_chromium
 def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     """Upload a slice, click it, see the overlay appear, then draw a box; screenshots are kept as artefacts."""
@@ -106,9 +113,7 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     Image.fromarray(image).save(tmp_path / "slice.png")
     with demo_in_browser(BoxFillSam(64)) as page:
         page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
-        uploaded = page.locator("#prompt-image img").first
-        uploaded.wait_for(state="visible", timeout=30_000)
-        box = uploaded.bounding_box()
+        box = _visible_box(page, "#prompt-image img")
 
         def clicks_shown() -> list[str]:
             return [e.input_value() for e in page.locator("textarea, input[type=text]").all()]
@@ -151,9 +156,7 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
         page.locator("#volume-files input[type=file]").set_input_files(str(tmp_path / "scan.nii.gz"))
         status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
         page.wait_for_function(status % "9 axial slices", timeout=60_000)
-        view = page.locator("#volume-view img").first
-        view.wait_for(state="visible", timeout=30_000)
-        box = view.bounding_box()
+        box = _visible_box(page, "#volume-view img")
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         page.wait_for_function(status % "slice 4: 1 click(s)", timeout=30_000)
         page.get_by_role("button", name="propagate through the volume").click()
@@ -362,9 +365,7 @@ def test_dicom_file_opens_and_takes_a_click_in_a_real_browser():
     with demo_in_browser(BoxFillSam(64)) as page:
         page.locator("input[type=file]").nth(1).set_input_files(get_testdata_file("CT_small.dcm"))
         page.wait_for_function(status % "includes('CT_small.dcm (CT)')", timeout=30_000)
-        picture = page.locator("#prompt-image img").first
-        picture.wait_for(state="visible", timeout=30_000)
-        box = picture.bounding_box()
+        box = _visible_box(page, "#prompt-image img")
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         page.wait_for_function(status % "endsWith('click(s)')", timeout=30_000)
         page.screenshot(path=str(ARTEFACTS / "demo-dicom.png"), full_page=True)
