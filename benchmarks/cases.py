@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .geometry import build_model, encoder_macs
-from .measure import PeakMemory, synchronise, time_calls
+from .measure import LiveTensorBytes, PeakMemory, synchronise, time_calls
 
 # bf16 dense peak of the cards we are lent (H100/H200 SXM), for model FLOP utilisation
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -152,10 +152,31 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
 
     compile_s = _first_call_seconds(step, device) if params.get("compile") else None
     timing = time_calls(step, device, params["repeats"], params["warmup"])
+    peak = memory.peak_bytes()
     return _row(
-        params, timing, memory.peak_bytes(), images_per_s=batch / timing.median,
+        params, timing, peak, images_per_s=batch / timing.median,
         trainable_m=sum(p.numel() for p in trainable) / 1e6, compile_s=compile_s,
+        allocated_mb=_allocated_mb(step, model, optimiser, (pixels, boxes), device, peak, params.get("compile")),
     )  # fmt: skip
+
+
+def _allocated_mb(
+    step, model, optimiser, inputs, device: torch.device, cuda_peak: int, compiled: bool | None
+) -> float | None:
+    """Peak MiB of live tensors over one more `step` (CUDA: `max_memory_allocated`, already measured).
+
+    The optimiser state exists by now (the timed steps made it), so the step starts from the steady state.
+    None for compiled CPU steps: a Python dispatch mode would see the compiled graph, not the eager ops.
+    """
+    if device.type == "cuda":
+        return cuda_peak / 2**20
+    if compiled:
+        return None
+    state = [v for s in optimiser.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    alive = [*model.parameters(), *model.buffers(), *state, *inputs]
+    with LiveTensorBytes(alive) as live:
+        step()
+    return live.peak / 2**20
 
 
 def decoder_click(params: dict[str, Any]) -> dict[str, Any]:

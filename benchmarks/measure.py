@@ -5,6 +5,11 @@ Peak memory on CUDA is `torch.cuda.max_memory_allocated`. On CPU it is the growt
 high-water mark (`ru_maxrss`) from just before the model is built: weights, inputs, activations, gradients,
 optimiser state and temporaries, without the Python/torch runtime. That is why every case runs in a fresh
 process (`benchmarks.run` starts one per case).
+
+The resident mark also holds what the C allocator keeps after tensors are freed and the per-thread buffers of
+oneDNN/OpenMP (a few hundred MiB here, whatever the method), so on CPU the training cases also count what
+CUDA's `max_memory_allocated` counts: the peak bytes of live tensor storage over one step
+(`LiveTensorBytes`). The memory targets of issue #7, which are about fitting a GPU, are judged on that.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 @dataclass
@@ -70,3 +78,45 @@ class PeakMemory:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
         return max(self._resident_high_water() - self._start, 0)
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Bytes of live CPU tensor storage while the mode is active, and their peak: what CUDA's
+    `max_memory_allocated` counts, for CPU runs.
+
+    `alive`: tensors that exist when the mode starts (weights, optimiser state, inputs); their storages count
+    from the start. Every storage an op creates inside the mode counts until it is freed. Views share their
+    base's storage and count once.
+    """
+
+    def __init__(self, alive: Iterable[torch.Tensor] = ()) -> None:
+        super().__init__()
+        self._bytes: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        for tensor in alive:
+            self._count(tensor)
+        self.peak = self.current
+
+    def _forget(self, address: int) -> None:
+        self.current -= self._bytes.pop(address, 0)
+
+    def _count(self, tensor: torch.Tensor) -> None:
+        if tensor.device.type != "cpu" or tensor.is_meta:
+            return
+        storage = tensor.untyped_storage()
+        address, size = storage.data_ptr(), storage.nbytes()
+        if size == 0 or address in self._bytes:
+            return
+        self._bytes[address] = size
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        # torch keeps one Python storage object per storage, so this runs when the memory is released
+        weakref.finalize(storage, self._forget, address)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor):
+                self._count(value)
+        return out

@@ -25,7 +25,7 @@ from typing import Any
 
 COLUMNS = [
     "section", "case", "model", "method", "checkpointing", "multimask", "geometry", "size", "batch", "depth",
-    "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "gmacs", "images_per_s", "mfu",
+    "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "allocated_mb", "gmacs", "images_per_s", "mfu",
     "trainable_m", "compile", "compile_s", "fast", "command",
 ]  # fmt: skip
 
@@ -190,11 +190,15 @@ def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]
             section="training",
             compile=None,
         )
-        if full and msa and full["peak_mb"] > 0:
-            ratio = msa["peak_mb"] / full["peak_mb"]
+        if full and msa and full.get("allocated_mb") and msa.get("allocated_mb"):
+            # judged on allocated tensor memory (what a GPU must hold); the CPU resident mark is shown beside it
+            ratio = msa["allocated_mb"] / full["allocated_mb"]
+            measured = f"{ratio:.3f}x allocated"
+            if not msa["device"].startswith("cuda") and full["peak_mb"] > 0:
+                measured += f" ({msa['peak_mb'] / full['peak_mb']:.3f}x resident)"
             label = "with" if checkpointing else "without"
             checks.append((f"MSA training peak memory {label} activation checkpointing vs full fine-tuning",
-                           f"{ratio:.3f}x", f"<= {goal}x", verdict(ratio <= goal)))  # fmt: skip
+                           measured, f"<= {goal}x", verdict(ratio <= goal)))  # fmt: skip
     for multimask in (False, True):
         sam = _find(rows, case="decoder_click", model="sam", multimask=multimask, fast=False)
         msa = _find(rows, case="decoder_click", model="msa", multimask=multimask, fast=True)
@@ -238,11 +242,11 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
     """The tables (one per section) and the target checks."""
     shown = {
         "encoder": ["model", "compile", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "compile_s", "peak_mb"],
-        "training": ["method", "checkpointing", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb"],
-        "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
-        "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb"],
+        "training": ["method", "checkpointing", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb", "allocated_mb"],
+        "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
+        "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
-        "recipes": ["method", "checkpointing", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb"],
+        "recipes": ["method", "checkpointing", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",
@@ -255,8 +259,9 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
     first = rows[0]
     lines = [
         f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {first['dtype']}, random weights. "
-        "Times in ms (median, min, max over the repeats); peak memory in MiB (CPU: growth of the resident "
-        "high-water mark from before the model was built; CUDA: max allocated).",
+        "Times in ms (median, min, max over the repeats); memory in MiB: `peak_mb` is the growth of the resident "
+        "high-water mark from before the model was built (CUDA: max allocated), `allocated_mb` the peak of live "
+        "tensor storage over one training step (CUDA: max allocated), which the memory targets use.",
         "",
     ]
     for section, columns in shown.items():
