@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from msa_hf.folded_attention import fold_relative_position_attention
+
 from .geometry import build_model, encoder_macs
 from .measure import LiveTensorBytes, PeakMemory, synchronise, time_calls
 
@@ -99,7 +101,8 @@ def _training_model(params: dict[str, Any]):
     if method in ("msa", "msa-3d"):
         model = build_model(method, geometry, size, depth=params.get("depth") or 1, decoder_training="full")
         return model.mark_only_adapters_as_trainable()
-    model = build_model("sam", geometry, size)
+    # as train.py builds them: every method trains with MSA's attention (no dense relative-position mask)
+    model = fold_relative_position_attention(build_model("sam", geometry, size))
     if method == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)

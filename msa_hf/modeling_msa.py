@@ -41,6 +41,7 @@ from .adapter_layers import (
     msa_vision_layer_forward,
 )
 from .configuration_msa import SamAdapterConfig
+from .folded_attention import fold_relative_position_attention
 from .text_prompts import TextPromptProjection
 
 # Attribute names under which the native model stores its adapters. The PEFT method stores the same modules
@@ -236,6 +237,8 @@ class SamAdapterModel(SamModel):
             self.text_projection = TextPromptProjection(
                 config.text_embedding_dim, config.mask_decoder_config.hidden_size, config.num_text_tokens
             )
+        # training without the dense relative-position mask: most of a 1024 px step's activation memory
+        fold_relative_position_attention(self.vision_encoder)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:

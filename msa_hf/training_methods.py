@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base_loading import load_base
+from .folded_attention import fold_relative_position_attention
 from .train_config import TrainConfig
 
 # LoRA on the image encoder's attention projections, the decoder trained fully: the same decoder budget as
@@ -46,7 +47,9 @@ def build_model_for_method(config: TrainConfig, text_embedding_dim: int | None =
             ),
         )
         return model.mark_only_adapters_as_trainable()
-    model = load_base(config.base, SamModel)
+    # every method trains with the same attention as MSA (no dense relative-position mask), so the methods'
+    # memory and time compare the methods, not two attention implementations
+    model = fold_relative_position_attention(load_base(config.base, SamModel))
     if config.method == "full":
         model.requires_grad_(True)
         return model

@@ -13,6 +13,7 @@ from torch import nn
 from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock, SamVisionLayer
 
 from ..adapter_layers import check_num_slices
+from ..folded_attention import fold_relative_position_attention
 from .config import MsaAdapterConfig
 from .layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
 
@@ -106,6 +107,7 @@ class MsaModel(BaseTuner):
         return peft_config
 
     def _prepare_model(self, peft_config: MsaAdapterConfig, model: nn.Module) -> None:
+        fold_relative_position_attention(model)  # as SamAdapterModel trains: no dense relative-position mask
         layers = len(model.mask_decoder.transformer.layers)
         if any(i >= layers for i in peft_config.adapted_decoder_layers):
             raise ValueError(
