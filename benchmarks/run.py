@@ -117,21 +117,24 @@ def recipe_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
 
 def recipe_estimates(rows: list[dict[str, Any]], batch: int = RECIPE_BATCH) -> list[dict[str, Any]]:
     """Per checkpointing setting: peak MiB at batches 1 and 2, the per-image growth, and the peak at `batch`
-    (measured when a row has it, else `peak(1) + (batch - 1) * growth`)."""
+    (measured when a row has it, else `peak(1) + (batch - 1) * growth`). Peaks are allocated tensor memory
+    (`allocated_mb`, what a GPU must hold) when every row has it, else the resident mark (`peak_mb`); `measure`
+    says which."""
     estimates = []
+    recipe_rows = [r for r in rows if r["section"] == "recipes"]
+    key = "allocated_mb" if recipe_rows and all(r.get("allocated_mb") for r in recipe_rows) else "peak_mb"
     for checkpointing in (False, True):
-        by_batch = {
-            r["batch"]: r for r in rows if r["section"] == "recipes" and r["checkpointing"] == checkpointing
-        }
+        by_batch = {r["batch"]: r[key] for r in recipe_rows if r["checkpointing"] == checkpointing}
         if 1 not in by_batch or 2 not in by_batch:
             continue
-        growth = by_batch[2]["peak_mb"] - by_batch[1]["peak_mb"]
+        growth = by_batch[2] - by_batch[1]
         measured = by_batch.get(batch)
         estimates.append({
-            "checkpointing": checkpointing, "peak_mb_batch1": by_batch[1]["peak_mb"],
-            "peak_mb_batch2": by_batch[2]["peak_mb"], "per_image_mb": growth,
-            f"peak_mb_batch{batch}": measured["peak_mb"] if measured else by_batch[1]["peak_mb"] + (batch - 1) * growth,
-            "how": "measured" if measured else "extended linearly from batches 1 and 2",
+            "checkpointing": checkpointing, "peak_mb_batch1": by_batch[1], "peak_mb_batch2": by_batch[2],
+            "per_image_mb": growth,
+            f"peak_mb_batch{batch}": measured if measured is not None else by_batch[1] + (batch - 1) * growth,
+            "how": "measured" if measured is not None else "extended linearly from batches 1 and 2",
+            "measure": "allocated" if key == "allocated_mb" else "resident",
         })  # fmt: skip
     return estimates
 

@@ -121,6 +121,7 @@ def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp
         for c, b, m in ((False, 1, 1000.0), (False, 2, 1600.0), (True, 1, 700.0), (True, 2, 800.0), (True, 8, 1500.0))
     ]  # fmt: skip
     without, with_checkpointing = recipe_estimates(made_up)
+    assert without["measure"] == "resident"  # no allocated_mb in these rows
     assert without["per_image_mb"] == 600.0 and without["peak_mb_batch8"] == 1000.0 + 7 * 600.0
     assert without["how"].startswith("extended")
     assert with_checkpointing["peak_mb_batch8"] == 1500.0 and with_checkpointing["how"] == "measured"
@@ -143,3 +144,13 @@ def test_live_tensor_bytes_count_what_is_alive_and_the_peak():
     assert during == 4000 + 4000 + 4  # weight, hidden (saved), the loss; hidden squared was freed by sum
     assert live.peak >= 4000 + 4000 + 4000  # ... but it was alive for a moment (backward's grads add more)
     assert after == 4000 + 4000  # the weight and its gradient; the activations are gone
+
+
+def test_recipe_estimates_use_allocated_memory_when_every_row_has_it():
+    rows = [
+        dict(section="recipes", checkpointing=c, batch=b, peak_mb=9999.0, allocated_mb=m)
+        for c, b, m in ((False, 1, 500.0), (False, 2, 800.0), (True, 1, 400.0), (True, 2, 450.0))
+    ]
+    without, with_checkpointing = recipe_estimates(rows)
+    assert without["measure"] == "allocated" and without["peak_mb_batch8"] == 500.0 + 7 * 300.0
+    assert with_checkpointing["peak_mb_batch8"] == 400.0 + 7 * 50.0
