@@ -47,6 +47,41 @@ class TrainResult:
     peak_memory_mb: float = 0.0
 
 
+# What a resumed run may change: where and how often it reports, not what it computes
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test"}
+)
+
+
+def check_resume_config(config: TrainConfig, output_dir: Path) -> None:
+    """Refuse to resume with settings that differ from the run's recorded `train_config.yaml`.
+
+    A resumed run continues the recorded one exactly (same weights as an uninterrupted run). A changed learning
+    rate, step count, loss weight, ... would either be silently ignored (the optimiser and scheduler state
+    come from the checkpoint) or make a run that is neither. Runs without a recorded config are not checked.
+    """
+    import yaml
+
+    recorded_file = output_dir / "train_config.yaml"
+    if not recorded_file.is_file():
+        return
+    recorded = yaml.safe_load(recorded_file.read_text()) or {}
+    asked = asdict(config)
+    changed = [
+        name for name, value in asked.items()
+        if name not in RESUME_MAY_CHANGE and name in recorded and recorded[name] != value
+    ]  # fmt: skip
+    if changed:
+        differences = "; ".join(
+            f"{name}: recorded {recorded[name]!r}, asked {asked[name]!r}" for name in changed
+        )
+        raise ValueError(
+            f"resume={config.resume!r} in {output_dir}: this run's settings differ from the recorded ones "
+            f"({differences}). A resumed run continues the recorded run exactly; pass the recorded values (or "
+            f"drop those flags), or start a new run in another --output-dir. {recorded_file} is unchanged."
+        )
+
+
 def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
     from .data import (
         PromptSampling,
@@ -153,6 +188,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     set_seed(config.seed)
+    if config.resume:
+        check_resume_config(config, output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(config.to_yaml())

@@ -331,3 +331,28 @@ def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"disk": "not a list"}))
     with pytest.raises(ValueError, match="expected"):
         _read_descriptions(tmp_path / "bad.json")
+
+
+def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
+    from msa_hf.train_job import check_resume_config
+
+    recorded = _config(tmp_path / "base", tmp_path / "data", tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    record = tmp_path / "run" / "train_config.yaml"
+    record.write_text(recorded.to_yaml())
+    same = _config(tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", eval_every=1)
+    check_resume_config(same, tmp_path / "run")  # reporting settings may change
+    other = _config(
+        tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", learning_rate=5e-4, steps=9
+    )
+    with pytest.raises(
+        ValueError, match=r"steps: recorded 4, asked 9; learning_rate: recorded 0\.001, asked 0\.0005"
+    ):
+        check_resume_config(other, tmp_path / "run")
+    # through the job: refused before anything is built or written
+    with pytest.raises(ValueError, match="continues the recorded run exactly"):
+        run_training(other)
+    assert record.read_text() == recorded.to_yaml() and sorted(
+        p.name for p in (tmp_path / "run").iterdir()
+    ) == ["train_config.yaml"]
+    check_resume_config(other, tmp_path / "no-record-yet")  # older runs without a record are not checked
