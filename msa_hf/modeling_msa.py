@@ -202,6 +202,9 @@ class SamAdapterModel(SamModel):
       branch across the slices of each volume.
     - Mask decoder: in the blocks of `config.decoder_adapter_layers`, a prompt-conditioned adapter after the
       prompt self-attention, an MLP adapter and an image-to-token adapter.
+    - In training mode the image encoder's attention runs `folded_attention` (the same numbers without SAM's
+      dense relative-position mask: a fraction of the activation memory at 1024 px); evaluation runs
+      transformers' own attention.
 
     Inputs are `SamModel`'s, plus `num_slices` for 3-D batches:
     - 2-D: `pixel_values (B, C, H, W)`.
