@@ -170,7 +170,7 @@ def _predict(args: argparse.Namespace) -> int:
             )
         ]  # fmt: skip
     model = load_base(args.model, SamAdapterModel)
-    summary = predict_file(model, args.input, args.output, prompts)
+    summary = predict_file(model, args.input, args.output, prompts, compile_encoder=args.compile)
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
         where += (
@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
     )
+    predict.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the image encoder (pays off over the many slices of a volume)",
+    )  # fmt: skip
     predict.set_defaults(run=_predict)
 
     push = commands.add_parser(

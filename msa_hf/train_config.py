@@ -58,6 +58,9 @@ class TrainConfig:
     augment: bool = field(default=True, metadata={"help": "flips, rotation, scale, intensity jitter"})
     window: str | None = field(default=None, metadata={"help": "CT window preset (default by modality)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing"})
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model (inductor; compiles on the first steps)"}
+    )
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between saved states"})
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})

@@ -202,6 +202,9 @@ def run_training(config: TrainConfig) -> TrainResult:
     model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    if config.compile:
+        # in place: the module, its parameter names and save_pretrained stay as they are; only calls compile
+        model.compile()
     image_size = model.config.vision_config.image_size
     mask_size = (
         4 * image_size // model.config.vision_config.patch_size

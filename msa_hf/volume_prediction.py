@@ -54,10 +54,12 @@ def grown_box(mask: np.ndarray, margin: float, min_margin: int = 2) -> list[floa
 class VolumePredictor:
     """Encode the slices of a volume on demand (per depth window), decode prompts per slice, propagate."""
 
-    def __init__(self, model: Any, window: str | tuple[float, float] | None = None) -> None:
+    def __init__(
+        self, model: Any, window: str | tuple[float, float] | None = None, compile_encoder: bool = False
+    ) -> None:
         self.model = model
         self.window = window
-        self.decoder = SegmentationPredictor(model, window)
+        self.decoder = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
         self.depth = depth_branch_slices(model)
         self._slices: np.ndarray | None = None
         self._modality = "other"

@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_data_volumes import SCRAMBLED_AFFINE
 from test_evaluation import BoxFillSam
@@ -86,3 +87,22 @@ def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny
     written = nib.load(tmp_path / "mask.nii.gz")
     assert written.shape == data.shape and np.allclose(written.affine, SCRAMBLED_AFFINE)
     assert "written:" in capsys.readouterr().out
+    compiled_arguments = [*arguments[:-1], str(tmp_path / "compiled.nii.gz")]
+    assert (
+        main([*compiled_arguments, "--slice", "5", "--box", "2", "2", "12", "15", "--propagate", "--compile"])
+        == 0
+    )
+    # the same masks (a voxel may flip where a logit sits within float rounding of the threshold)
+    assert (nib.load(tmp_path / "compiled.nii.gz").get_fdata() != written.get_fdata()).mean() < 1e-3
+
+
+def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
+    from msa_hf import SamAdapterModel
+
+    image = np.random.default_rng(1).integers(0, 255, (40, 56), dtype=np.uint8)
+    plain = SegmentationPredictor(SamAdapterModel.from_pretrained(tiny_base))
+    compiled = SegmentationPredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
+    assert compiled.model.vision_encoder._compiled_call_impl is not None
+    for predictor in (plain, compiled):
+        predictor.set_image(image)
+    torch.testing.assert_close(compiled._embedding, plain._embedding, atol=1e-5, rtol=1e-5)

@@ -248,6 +248,17 @@ def test_activation_checkpointing_trains_the_same_weights(tiny_base, disk_datase
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "space_adapter.up" in k)
 
 
+def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_path):
+    plain = run_training(_config(tiny_base, disk_dataset, tmp_path / "plain", steps=2, eval_every=100))
+    compiled = run_training(_config(tiny_base, disk_dataset, tmp_path / "compiled", steps=2, eval_every=100,
+                                    compile=True))  # fmt: skip
+    assert plain.steps == compiled.steps == 2
+    a, b = _weights(tmp_path / "plain" / "model"), _weights(tmp_path / "compiled" / "model")
+    assert set(a) == set(b)  # compiled in place: the saved names are the model's own
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "space_adapter.up" in k)
+
+
 def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     """Full fine-tuning of a small random SAM on the MNI152 tissue data must beat the untrained model
     clearly on validation box Dice: a learning check of the loop itself, independent of any base."""
