@@ -47,10 +47,12 @@ class TrainResult:
     peak_memory_mb: float = 0.0
 
 
-# What a resumed run may change: where and how often it reports, not what it computes
-RESUME_MAY_CHANGE = frozenset(
-    {"resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test"}
-)
+# What a resumed run may change: where and how often it reports, and how it computes (compiled or not,
+# recomputing activations or not), not what it computes
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test",
+    "compile", "gradient_checkpointing",
+})  # fmt: skip
 
 
 def check_resume_config(config: TrainConfig, output_dir: Path) -> None:

@@ -351,7 +351,9 @@ def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
     (tmp_path / "run").mkdir()
     record = tmp_path / "run" / "train_config.yaml"
     record.write_text(recorded.to_yaml())
-    same = _config(tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", eval_every=1)
+    same = _config(
+        tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", eval_every=1, compile=True
+    )
     check_resume_config(same, tmp_path / "run")  # reporting settings may change
     other = _config(
         tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", learning_rate=5e-4, steps=9
