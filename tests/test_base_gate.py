@@ -44,12 +44,21 @@ def test_the_mri_check_judges_one_click_dice_against_random_init_and_box_fill():
     assert not gate_verdict({**synthetic, "box": 0.849}, mri)["synthetic_box"]
 
 
-def test_the_mri_gate_averages_its_seeds(tiny_base, disk_dataset):
+def test_the_mri_gate_adapts_per_class_and_averages_seeds_then_classes(tiny_base, disk_dataset):
     results = mri_gate(tiny_base, disk_dataset, AdapterTrainingConfig(steps=2, batch_size=2), seeds=(0, 1))
-    assert results["seeds"] == [0, 1]
+    assert results["seeds"] == [0, 1] and results["protocol"] == "per_class"
+    classes = results["classes"]
+    assert set(classes) == {"disk", "square"}
     for name in ("pretrained", "random_init"):
-        per_seed = results[name]["per_seed"]
-        assert len(per_seed) == 2
-        assert math.isclose(results[name]["click1"], (per_seed[0]["click1"] + per_seed[1]["click1"]) / 2)
-        assert set(per_seed[0]["per_class_click1"]) == {"disk", "square"}
+        for scores in classes.values():
+            per_seed = scores[name]["per_seed"]
+            assert [r["seed"] for r in per_seed] == [0, 1]
+            assert math.isclose(scores[name]["click1"], (per_seed[0]["click1"] + per_seed[1]["click1"]) / 2)
+        mean = (classes["disk"][name]["click1"] + classes["square"][name]["click1"]) / 2
+        assert math.isclose(results[name]["click1"], mean)
+    # the two models differ (different weights), and a class's runs differ by seed
+    assert classes["disk"]["pretrained"]["per_seed"] != classes["disk"]["random_init"]["per_seed"]
+    assert math.isclose(
+        results["box_fill"], (classes["disk"]["box_fill"] + classes["square"]["box_fill"]) / 2
+    )
     assert 0.0 <= results["box_overlap"]["disk/square"] <= 1.0
