@@ -79,6 +79,17 @@ def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list
     return commands
 
 
+def _class_rows(mri: dict[str, Any]) -> str:
+    return (
+        "\n".join(
+            f"| {name.replace('_', ' ')} | {scores['pretrained']['click1']:.3f} | {scores['random_init']['click1']:.3f} | "
+            f"{scores['box_fill']:.3f} |"
+            for name, scores in (mri.get("classes") or {}).items()
+        )
+        or "| (not measured) | | | |"
+    )
+
+
 def _most_overlapping_boxes(mri: dict[str, Any]) -> str:
     overlaps = mri.get("box_overlap") or {}
     if not overlaps:
@@ -146,6 +157,7 @@ def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: 
         mri_box_pretrained=f"{mri['pretrained']['box']:.3f}",
         mri_box_random=f"{mri['random_init']['box']:.3f}",
         overlap=_most_overlapping_boxes(mri),
+        mri_class_rows=_class_rows(mri),
         mri_box_fill=f"{mri['box_fill']:.3f}",
         mri_steps=mri["training"]["steps"],
         pretrain_commands="\n".join(commands),
