@@ -222,6 +222,9 @@ class SamAdapterModel(SamModel):
 
     config_class = SamAdapterConfig
     config: SamAdapterConfig
+    # a SAM checkpoint has no adapters: they start from their own init (zero up-projections), as designed, so
+    # loading one is not reported as missing weights
+    _keys_to_ignore_on_load_missing = [ADAPTER_PARAMETER_PATTERN.pattern]
 
     def __init__(self, config: SamAdapterConfig):
         # SamModel.__init__ would build a plain encoder and run post_init; build the adapted one instead.
