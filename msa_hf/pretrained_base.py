@@ -90,17 +90,12 @@ def _class_rows(mri: dict[str, Any]) -> str:
     )
 
 
-def _most_overlapping_boxes(mri: dict[str, Any]) -> str:
-    overlaps = mri.get("box_overlap") or {}
-    if not overlaps:
-        return "not measured"
-    pair = max(overlaps, key=overlaps.get)
-    return f"{pair.replace('/', ' and ')}: {overlaps[pair]:.2f}"
-
-
-def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: str = "") -> Path:
+def export_base(
+    run_dir: str | Path, destination: str | Path = TINY_BASE, note: str = "", gate_history: str = ""
+) -> Path:
     """Copy a gated run's `final/` model into `destination` with its processor and model card (`note`: a
-    sentence about the run's history, added to the recipe).
+    sentence about the run's history, added to the recipe; `gate_history`: how its gate came to be what it
+    is, if it changed, added under the gate's table).
 
     Raises:
         ValueError: the run has no `final/gate.json`, or its gate did not pass.
@@ -154,10 +149,11 @@ def export_base(run_dir: str | Path, destination: str | Path = TINY_BASE, note: 
         mri_pretrained=f"{mri['pretrained']['click1']:.3f}",
         mri_random=f"{mri['random_init']['click1']:.3f}",
         mri_seeds=len(mri.get("seeds", [0])),
+        mri_seed_list=" ".join(str(seed) for seed in mri.get("seeds", [0])),
         mri_box_pretrained=f"{mri['pretrained']['box']:.3f}",
         mri_box_random=f"{mri['random_init']['box']:.3f}",
-        overlap=_most_overlapping_boxes(mri),
         mri_class_rows=_class_rows(mri),
+        gate_history=gate_history,
         mri_box_fill=f"{mri['box_fill']:.3f}",
         mri_steps=mri["training"]["steps"],
         pretrain_commands="\n".join(commands),

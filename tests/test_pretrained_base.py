@@ -51,7 +51,7 @@ def test_export_refuses_a_run_without_a_passed_gate(tiny_run, tmp_path):
 
 def test_exported_base_loads_into_sam_and_msa_with_equal_outputs(tiny_run, tmp_path):
     (tiny_run / "final" / "gate.json").write_text(json.dumps(_gate(True)))
-    folder = export_base(tiny_run, tmp_path / "base")
+    folder = export_base(tiny_run, tmp_path / "base", gate_history="The gate changed once, for a reason.")
     card = (folder / "README.md").read_text()
     assert (
         "| synthetic Dice, box | 0.900 | >= 0.85 |" in card
@@ -59,7 +59,7 @@ def test_exported_base_loads_into_sam_and_msa_with_equal_outputs(tiny_run, tmp_p
         and "over 2 seeds | 0.800 | >= random init + 0.05 |" in card
         and "| grey matter | 0.900 | 0.600 | 0.650 |" in card
         and "this base / random init | 0.400 / 0.380 |" in card
-        and "csf and grey_matter: 0.95), and a click" in card
+        and "as a user adapts SAM to one organ. The gate changed once, for a reason." in card
     )
     processor = SamProcessor.from_pretrained(folder)
     assert processor.image_processor.size["longest_edge"] == 128
