@@ -468,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"trained {config.method} on {config.base} for {result.steps} steps in {result.seconds / 60:.1f} min "
         f"({result.trainable_parameters:,} of {result.total_parameters:,} parameters, {share:.1%}); "
-        f"model: {Path(result.output_dir) / 'model'}, best: {Path(result.output_dir) / 'best'} (step {result.best_step})"
+        f"model: {Path(result.output_dir) / 'model'} (card: README.md there), best: {Path(result.output_dir) / 'best'} "
+        f"(step {result.best_step})"
     )
     return 0
