@@ -50,10 +50,11 @@ bench: $(STAMP)
 # The main job: adapt the base (default: the shipped synthetic-pretrained one) to the default dataset with
 # MSA adapters, then print the test-split Dice table next to the zero-shot base's.
 BASE ?= tiny
+CLASSES ?=
 train: data
 	HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no train.py --base $(BASE) --dataset $(DEFAULT_DATA) \
-		--output-dir runs/msa-mni152
+		--output-dir runs/msa-mni152 $(if $(CLASSES),--classes $(CLASSES))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -140,7 +140,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         report = evaluate_volumes(model, args.dataset, args.split, stride=args.stride)
         print(markdown_table(report["tables"]))
         return 0
-    report = evaluate_model(model, args.dataset, args.split, args.protocols, args.output, clicks=args.clicks)
+    report = evaluate_model(
+        model, args.dataset, args.split, args.protocols, args.output, clicks=args.clicks, classes=args.classes
+    )
     print(markdown_table(report["tables"]))
     if "iterative" in report:
         iterative = report["iterative"]
@@ -327,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["box", "points1", "points3", "points10", "iterative"],
     )  # fmt: skip
     evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
+    evaluate.add_argument(
+        "--classes", default=None, help="2-D: structures to score, by name or label value, comma-separated"
+    )
     evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
     evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
     evaluate.set_defaults(run=_evaluate)

@@ -214,21 +214,26 @@ def write_case_csv(scores: list[CaseScore], path: str | Path) -> None:
             )
 
 
-def evaluation_tasks(dataset_dir: str | Path, split: str, image_size: int, window: Any = None) -> Any:
-    """Binary-task rows of `split` with deterministic prompts (10 clicks, the first most interior; the
-    tight box) and the original-size target, for every protocol."""
+def evaluation_tasks(
+    dataset_dir: str | Path, split: str, image_size: int, window: Any = None, classes: str | None = None
+) -> Any:
+    """Binary-task rows of `split` (of the structures `classes` names, default all; see
+    `select_class_names`) with deterministic prompts (10 clicks, the first most interior; the tight box) and
+    the original-size target, for every protocol."""
     from .data import (
         PromptSampling,
         SamSegmentationTransform,
         load_prepared,
         read_class_names,
+        select_class_names,
         to_binary_tasks,
     )
 
     slices = load_prepared(dataset_dir)
     if split not in slices:
         raise ValueError(f"{dataset_dir} has no {split!r} split (it has {list(slices)}).")
-    tasks = to_binary_tasks(slices[split], read_class_names(dataset_dir), image_size=image_size)
+    class_names = select_class_names(read_class_names(dataset_dir), classes)
+    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
     prompts = PromptSampling(num_positive=10, click_strategy="interior", use_box=True, box_jitter=0.0)
     tasks.set_transform(
         SamSegmentationTransform(
@@ -247,15 +252,16 @@ def evaluate_model(
     clicks: int = 5,
     overlays: int = 8,
     batch_size: int = 16,
+    classes: str | None = None,
 ) -> dict[str, Any]:
-    """Run `protocols` on `split`; returns `{"tables": {protocol: per-class table}, "iterative": {...}}` and,
+    """Run `protocols` on `split` (the structures `classes` names, default all); returns `{"tables": {protocol: per-class table}, "iterative": {...}}` and,
     with `output_dir`, writes results.json, results.md, per-case CSVs, overlays.png and dice_vs_clicks.png."""
     import json
 
     from .reports import overlay, overlay_grid, plot_curves
 
     image_size = model.config.vision_config.image_size
-    tasks = evaluation_tasks(dataset_dir, split, image_size)
+    tasks = evaluation_tasks(dataset_dir, split, image_size, classes=classes)
     plain = tasks.with_format(None)
     spacing_of = {
         row["case_id"]: tuple(row["spacing"]) for row in plain.select_columns(["case_id", "spacing"])

@@ -58,6 +58,10 @@ class TrainConfig:
     augment: bool = field(default=True, metadata={"help": "flips, rotation, scale, intensity jitter"})
     window: str | None = field(default=None, metadata={"help": "CT window preset (default by modality)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing"})
+    classes: str | None = field(
+        default=None,
+        metadata={"help": "structures to adapt to, by name or label value, comma-separated (default: all)"},
+    )
     compile: bool = field(
         default=False, metadata={"help": "torch.compile the model (inductor; compiles on the first steps)"}
     )

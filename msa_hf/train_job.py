@@ -92,9 +92,11 @@ def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool)
         VolumeWindowDataset,
         load_prepared,
         read_class_names,
+        select_class_names,
         to_binary_tasks,
     )
 
+    class_names = select_class_names(read_class_names(config.dataset), config.classes)
     slices = load_prepared(config.dataset)
     if split not in slices:
         raise ValueError(
@@ -112,11 +114,9 @@ def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool)
             deterministic=True,
             seed=config.seed,
         )
-        windows = VolumeWindowDataset(
-            slices[split], config.num_slices, read_class_names(config.dataset), transform=transform
-        )
+        windows = VolumeWindowDataset(slices[split], config.num_slices, class_names, transform=transform)
         return windows, transform
-    tasks = to_binary_tasks(slices[split], read_class_names(config.dataset), image_size=image_size)
+    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
     prompts = PromptSampling(
         num_positive=config.num_clicks,
         click_strategy="uniform" if train else "interior",
@@ -430,8 +430,17 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
         trained = SamModel.from_pretrained(output_dir / "model")
     zero_shot = load_base(config.base, SamAdapterModel)  # adapters at their zero init: exactly the base
     protocols = ("box", "points1", "iterative")
-    ours = evaluate_model(trained, config.dataset, "test", protocols, output_dir / "evaluation")
-    base = evaluate_model(zero_shot, config.dataset, "test", protocols, output_dir / "evaluation-zero-shot")
+    ours = evaluate_model(
+        trained, config.dataset, "test", protocols, output_dir / "evaluation", classes=config.classes
+    )
+    base = evaluate_model(
+        zero_shot,
+        config.dataset,
+        "test",
+        protocols,
+        output_dir / "evaluation-zero-shot",
+        classes=config.classes,
+    )
     columns = {}
     for protocol in protocols:
         columns[f"zero-shot {protocol}"] = base["tables"][protocol]

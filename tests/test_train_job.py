@@ -369,3 +369,26 @@ def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
         p.name for p in (tmp_path / "run").iterdir()
     ) == ["train_config.yaml"]
     check_resume_config(other, tmp_path / "no-record-yet")  # older runs without a record are not checked
+
+
+def test_adapting_to_some_structures_trains_and_scores_only_those(tiny_base, disk_dataset, tmp_path):
+    from msa_hf.data import read_class_names, select_class_names
+    from msa_hf.evaluation import evaluate_model
+    from msa_hf.train_job import _task_dataset
+
+    names = read_class_names(disk_dataset)
+    disk = next(value for value, name in names.items() if name == "disk")
+    assert select_class_names(names, "disk") == {disk: "disk"}
+    assert select_class_names(names, f" {disk} ,disk") == {disk: "disk"}  # a value and a name, the same one
+    assert select_class_names(names, None) == dict(names)
+    with pytest.raises(ValueError, match=r"'liver' is not a structure of this dataset; choose from disk \("):
+        select_class_names(names, "disk,liver")
+    config = _config(tiny_base, disk_dataset, tmp_path / "run", classes="disk")
+    everything, _ = _task_dataset(_config(tiny_base, disk_dataset, tmp_path / "all"), "train", 64, train=True)
+    only_disks, _ = _task_dataset(config, "train", 64, train=True)
+    kept = set(only_disks.with_format(None)["class_name"])
+    assert kept == {"disk"} and 0 < len(only_disks) < len(everything)
+    model = load_base(str(tiny_base), SamModel)
+    tables = evaluate_model(model, disk_dataset, "test", ("box",), classes="disk")["tables"]["box"]
+    assert set(tables) - {"mean"} == {"disk"}
+    assert parse_train_config(["--classes", "disk,square"]).classes == "disk,square"

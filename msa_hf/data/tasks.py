@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,34 @@ def collate_ragged(examples: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+def select_class_names(class_names: Mapping[int, str], wanted: str | Sequence[str] | None) -> dict[int, str]:
+    """The `{label value: name}` entries of `wanted`: names or label values, as a list or one comma-separated
+    string ("csf,grey_matter", "1, 2"). None or empty keeps them all.
+
+    Raises:
+        ValueError: a wanted entry is neither a name nor a label value of `class_names` (the error lists them).
+    """
+    if not wanted:
+        return dict(class_names)
+    tokens = (
+        [t.strip() for t in wanted.split(",")]
+        if isinstance(wanted, str)
+        else [str(t).strip() for t in wanted]
+    )
+    by_name = {name: value for value, name in class_names.items()}
+    selected: dict[int, str] = {}
+    for token in filter(None, tokens):
+        if token in by_name:
+            value = by_name[token]
+        elif token.lstrip("-").isdigit() and int(token) in class_names:
+            value = int(token)
+        else:
+            choices = ", ".join(f"{name} ({value})" for value, name in class_names.items())
+            raise ValueError(f"classes: {token!r} is not a structure of this dataset; choose from {choices}.")
+        selected[value] = class_names[value]
+    return selected
 
 
 def to_binary_tasks(
