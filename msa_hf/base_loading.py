@@ -24,10 +24,11 @@ def resolve_base(spec: str) -> str:
     if spec == TINY_BASE_NAME:
         if not (Path(TINY_BASE) / "model.safetensors").is_file():
             raise BaseLoadError(
-                f"base 'tiny': the shipped synthetic-pretrained base is not in this installation ({TINY_BASE}). "
-                "It ships only once it passes its acceptance gate (issue #4). Train one with `make base` and "
-                "`msa-hf base-gate runs/base/final`, then pass --base runs/base/final, or pass another base: "
-                "a local folder, a Hub id such as facebook/sam-vit-base (needs the Hub), or a SAM/MedSAM .pth."
+                f"base 'tiny': the shipped synthetic-pretrained base is missing from this installation "
+                f"({TINY_BASE} has no model.safetensors). msa_hf's package data carries it: reinstall "
+                "(`pip install -e .` from a clone, or the wheel). Or pass another base: a local folder (e.g. "
+                "runs/base/final after `make base`), a Hub id such as facebook/sam-vit-base (needs the Hub), or "
+                "a SAM/MedSAM .pth."
             )
         return TINY_BASE
     return spec

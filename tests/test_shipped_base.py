@@ -86,3 +86,13 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
         scores[name] = evaluate_prompts(model, test, ("click1",))["click1"]["dice"]
     assert scores["adapted"] > scores["zero-shot"] + 0.15, scores
     assert scores["adapted"] > scores["random twin"] + 0.05, scores
+
+
+def test_a_missing_shipped_base_is_an_error_that_says_how_to_get_it(tmp_path, monkeypatch):
+    import msa_hf.pretrained_base
+    from msa_hf.base_loading import BaseLoadError, resolve_base
+
+    assert resolve_base("tiny") == TINY_BASE
+    monkeypatch.setattr(msa_hf.pretrained_base, "TINY_BASE", str(tmp_path / "gone"))
+    with pytest.raises(BaseLoadError, match=r"missing from this installation.*reinstall.*another base"):
+        resolve_base("tiny")
