@@ -192,7 +192,6 @@ def predict_file(
     from .volume_prediction import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
-    predictor = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
     summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
     single_dicom = input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path)
     if is_image_file(input_path) or single_dicom:
@@ -200,6 +199,7 @@ def predict_file(
             image, modality = read_dicom_image(input_path)
         else:
             image, modality = read_image(input_path), "other"
+        predictor = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
         predictor.set_image(image, modality)
         labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
         for index, prompt in enumerate(prompts):
@@ -218,7 +218,7 @@ def predict_file(
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
-    volume_predictor = VolumePredictor(model, window)  # shares the (possibly compiled) encoder module
+    volume_predictor = VolumePredictor(model, window, compile_encoder=compile_encoder)
     volume_predictor.set_volume(slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):

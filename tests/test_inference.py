@@ -103,6 +103,11 @@ def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
     plain = SegmentationPredictor(SamAdapterModel.from_pretrained(tiny_base))
     compiled = SegmentationPredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
     assert compiled.model.vision_encoder._compiled_call_impl is not None
+    assert plain.model.vision_encoder._compiled_call_impl is None
+    from msa_hf.volume_prediction import VolumePredictor
+
+    volumes = VolumePredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
+    assert volumes.model.vision_encoder._compiled_call_impl is not None
     for predictor in (plain, compiled):
         predictor.set_image(image)
     torch.testing.assert_close(compiled._embedding, plain._embedding, atol=1e-5, rtol=1e-5)
