@@ -102,7 +102,7 @@ class LiveTensorBytes(TorchDispatchMode):
         self.current -= self._bytes.pop(address, 0)
 
     def _count(self, tensor: torch.Tensor) -> None:
-        if tensor.device.type != "cpu" or tensor.is_meta:
+        if tensor.device.type != "cpu":
             return
         storage = tensor.untyped_storage()
         address, size = storage.data_ptr(), storage.nbytes()

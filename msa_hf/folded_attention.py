@@ -28,10 +28,7 @@ def _grid_one_hot(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
     """`(H * W, H + W)`: for the token at row i, column j, a one at i and one at H + j."""
     rows = torch.arange(height, device=like.device).repeat_interleave(width)
     columns = torch.arange(width, device=like.device).repeat(height)
-    one_hot = torch.zeros(height * width, height + width, device=like.device, dtype=like.dtype)
-    one_hot[torch.arange(height * width, device=like.device), rows] = 1
-    one_hot[torch.arange(height * width, device=like.device), height + columns] = 1
-    return one_hot
+    return torch.cat([F.one_hot(rows, height), F.one_hot(columns, width)], dim=-1).to(like.dtype)
 
 
 def folded_relative_position_attention(
