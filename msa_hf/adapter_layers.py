@@ -18,6 +18,8 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock, SamVisionAttention, SamVisionLayer
 
+from .frozen_mlp import frozen_mlp_forward
+
 
 class AdapterDown(nn.Linear):
     """Down-projection of an adapter. A type of its own so weight init can find it (see `init_adapter_weights`)."""
@@ -178,6 +180,7 @@ def msa_vision_layer_forward(
     depth_adapters: Sequence[nn.Module],
     mlp_adapter_scale: float,
     num_slices: int | None,
+    recompute_frozen_mlp: bool = False,
 ) -> torch.Tensor:
     """One SAM image-encoder block with MSA adapters (method.md, "Image encoder").
 
@@ -194,6 +197,8 @@ def msa_vision_layer_forward(
         space_adapters, mlp_adapters, depth_adapters: the active adapters of each kind (outputs add up).
         mlp_adapter_scale: s.
         num_slices: D; the depth branch runs only when this is given and depth adapters exist.
+        recompute_frozen_mlp: recompute the frozen MLP's hidden layer in the backward pass instead of keeping
+            it (`msa_hf.frozen_mlp`); the same values either way.
 
     Returns:
         `(B, H, W, C)`.
@@ -218,7 +223,7 @@ def msa_vision_layer_forward(
     hidden_states = residual + attn_output
 
     normed = layer.layer_norm2(hidden_states)
-    out = hidden_states + layer.mlp(normed)
+    out = hidden_states + frozen_mlp_forward(layer.mlp, normed, recompute_frozen_mlp)
     mlp_delta = _sum_of(mlp_adapters, normed)
     if mlp_delta is not None:
         out = out + mlp_adapter_scale * mlp_delta

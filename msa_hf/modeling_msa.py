@@ -69,6 +69,8 @@ class SamAdapterVisionLayer(SamVisionLayer):
         self.mlp_adapter = Adapter(width, ratio, act)
         self.depth_adapter = Adapter(width, ratio, act) if adapter_config.use_depth_branch else None
         self.mlp_adapter_scale = adapter_config.mlp_adapter_scale
+        # keep no 4C-wide MLP activation for backward (msa_hf.frozen_mlp); set_frozen_mlp_recompute switches
+        self.recompute_frozen_mlp = True
 
     def forward(self, hidden_states: torch.Tensor, num_slices: int | None = None) -> torch.Tensor:
         """`(B, H, W, C) -> (B, H, W, C)`; `num_slices` (D, with B = V * D) switches the depth branch on.
@@ -84,6 +86,7 @@ class SamAdapterVisionLayer(SamVisionLayer):
             depth_adapters=[self.depth_adapter] if self.depth_adapter is not None else [],
             mlp_adapter_scale=self.mlp_adapter_scale,
             num_slices=num_slices,
+            recompute_frozen_mlp=self.recompute_frozen_mlp,
         )
 
 

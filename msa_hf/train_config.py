@@ -58,6 +58,12 @@ class TrainConfig:
     augment: bool = field(default=True, metadata={"help": "flips, rotation, scale, intensity jitter"})
     window: str | None = field(default=None, metadata={"help": "CT window preset (default by modality)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing"})
+    recompute_frozen_mlp: bool = field(
+        default=True,
+        metadata={
+            "help": "msa: recompute frozen encoder MLPs' hidden layer in backward (less memory, a little slower)"
+        },
+    )
     classes: str | None = field(
         default=None,
         metadata={"help": "structures to adapt to, by name or label value, comma-separated (default: all)"},

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .frozen_mlp import set_frozen_mlp_recompute
 from .train_config import TrainConfig
 from .training import evaluate_prompts, prompted_training_loss
 from .training_methods import build_model_for_method, trainable_parameter_count
@@ -51,7 +52,7 @@ class TrainResult:
 # recomputing activations or not), not what it computes
 RESUME_MAY_CHANGE = frozenset({
     "resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test",
-    "compile", "gradient_checkpointing",
+    "compile", "gradient_checkpointing", "recompute_frozen_mlp",
 })  # fmt: skip
 
 
@@ -204,6 +205,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    set_frozen_mlp_recompute(model, config.recompute_frozen_mlp)
     if config.compile:
         # in place: the module, its parameter names and save_pretrained stay as they are; only calls compile
         model.compile()

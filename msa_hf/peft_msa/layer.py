@@ -73,6 +73,8 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer):
     def __init__(self, base_layer: SamVisionLayer, adapter_name: str, config: MsaAdapterConfig):
         super().__init__()
         self._init_msa_layer(base_layer)
+        # keep no 4C-wide MLP activation for backward (msa_hf.frozen_mlp); set_frozen_mlp_recompute switches
+        self.recompute_frozen_mlp = True
         self.update_layer(adapter_name, config)
         self.set_adapter(adapter_name, inference_mode=config.inference_mode)
 
@@ -99,6 +101,7 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer):
             depth_adapters=[self.msa_depth_adapter[n] for n in names if n in self.msa_depth_adapter],
             mlp_adapter_scale=self._mlp_scale(names),
             num_slices=num_slices,
+            recompute_frozen_mlp=self.recompute_frozen_mlp,
         )
 
 
