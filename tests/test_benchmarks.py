@@ -65,40 +65,42 @@ def test_target_checks_judge_the_rows():
             median_ms=110.0,
             gmacs=32.4,
         ),
-        dict(
-            section="training",
-            case="train_step",
-            method="full",
-            checkpointing=False,
-            peak_mb=1000.0,
-            allocated_mb=2000.0,
-            device="cpu",
-        ),
-        dict(
-            section="training",
-            case="train_step",
-            method="msa",
-            checkpointing=False,
-            peak_mb=700.0,
-            allocated_mb=1400.0,
-            device="cpu",
-        ),
-        dict(
-            section="training",
-            case="train_step",
-            method="msa",
-            checkpointing=True,
-            peak_mb=300.0,
-            allocated_mb=640.0,
-            device="cpu",
-        ),
+    ]
+
+    def training(method, checkpointing, allocated_mb, peak_mb, size=256, recompute_mlp=None):
+        return dict(section="training", case="train_step", method=method, checkpointing=checkpointing,
+                    recompute_mlp=recompute_mlp, size=size, batch=2 if size == 256 else 1,
+                    allocated_mb=allocated_mb, peak_mb=peak_mb, device="cpu")  # fmt: skip
+
+    rows += [
+        training("full", False, 2000.0, 1000.0),
+        training("msa", False, 1400.0, 700.0, recompute_mlp=True),
+        training("msa", True, 640.0, 300.0, recompute_mlp=True),
+        training("msa", False, 1500.0, 750.0, recompute_mlp=False),
+        training("full", False, 4000.0, 5000.0, size=1024),
+        training("msa", False, 2000.0, 3000.0, size=1024, recompute_mlp=True),
     ]
     checks = {target: (measured, verdict) for target, measured, _, verdict in target_checks(rows)}
     assert checks["MSA 2-D encoder vs SamModel, 256 px"] == ("1.100x time (1.080x FLOPs)", "met")
-    without = "MSA training peak memory without activation checkpointing vs full fine-tuning"
-    assert checks[without] == ("0.700x allocated (0.700x resident)", "missed")
-    with_checkpointing = "MSA training peak memory with activation checkpointing vs full fine-tuning"
-    assert checks[with_checkpointing] == ("0.320x allocated (0.300x resident)", "met")
+    memory = "MSA training peak memory {} vs full fine-tuning, {} px, batch {}"
+    assert checks[memory.format("without activation checkpointing", 256, 2)] == (
+        "0.700x allocated (0.700x resident)",
+        "missed",
+    )
+    assert checks[memory.format("with activation checkpointing", 256, 2)] == (
+        "0.320x allocated (0.300x resident)",
+        "met",
+    )
+    assert checks[memory.format("without activation checkpointing or MLP recomputation", 256, 2)] == (
+        "0.750x allocated (0.750x resident)",
+        "missed",
+    )
+    # each size against full fine-tuning at that size; a missing row makes no check
+    assert checks[memory.format("without activation checkpointing", 1024, 1)] == (
+        "0.500x allocated (0.600x resident)",
+        "met",
+    )
+    assert memory.format("with activation checkpointing", 1024, 1) not in checks
 
 
 def test_readme_shows_the_committed_results():
