@@ -8,6 +8,7 @@ and the `msa` method with peft.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_msa import SamAdapterConfig
+from .frozen_mlp import set_frozen_mlp_recompute
 from .modeling_msa import SamAdapterModel, TrainableParameterReport, is_adapter_parameter
 from .peft_msa import MsaAdapterConfig, peft_model_to_sam_adapter, sam_adapter_to_peft_model
 from .pretrained_base import TINY_BASE
@@ -28,4 +29,5 @@ __all__ = [
     "is_adapter_parameter",
     "peft_model_to_sam_adapter",
     "sam_adapter_to_peft_model",
+    "set_frozen_mlp_recompute",
 ]

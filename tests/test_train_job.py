@@ -248,6 +248,24 @@ def test_activation_checkpointing_trains_the_same_weights(tiny_base, disk_datase
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "space_adapter.up" in k)
 
 
+def test_keeping_the_frozen_mlp_activations_trains_the_same_weights(
+    tiny_base, disk_dataset, tmp_path, monkeypatch
+):
+    import msa_hf.train_job
+
+    switched = []
+    switch = msa_hf.train_job.set_frozen_mlp_recompute
+    monkeypatch.setattr(msa_hf.train_job, "set_frozen_mlp_recompute",
+                        lambda model, enabled: switched.append((enabled, switch(model, enabled))))  # fmt: skip
+    run_training(_config(tiny_base, disk_dataset, tmp_path / "recompute", steps=2, eval_every=100))
+    run_training(_config(tiny_base, disk_dataset, tmp_path / "keep", steps=2, eval_every=100,
+                         recompute_frozen_mlp=False))  # fmt: skip
+    assert [enabled for enabled, _ in switched] == [True, False] and all(blocks > 0 for _, blocks in switched)
+    a, b = _weights(tmp_path / "recompute" / "model"), _weights(tmp_path / "keep" / "model")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "mlp_adapter.up" in k)
+
+
 def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_path):
     plain = run_training(_config(tiny_base, disk_dataset, tmp_path / "plain", steps=2, eval_every=100))
     compiled = run_training(_config(tiny_base, disk_dataset, tmp_path / "compiled", steps=2, eval_every=100,
