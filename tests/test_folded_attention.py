@@ -133,3 +133,25 @@ def test_the_peft_method_and_the_trainers_other_methods_fold():
     model = get_peft_model(SamModel(SamConfig(**tiny_sam_kwargs())), MsaAdapterConfig())
     attentions = [m for m in model.modules() if isinstance(m, SamVisionSdpaAttention)]
     assert attentions and all(type(m) is SamVisionFoldedAttention for m in attentions)
+
+
+def test_under_activation_checkpointing_the_sdpa_route_runs(monkeypatch):
+    # checkpointing keeps nothing of the forward: the narrow tensors would only add to the recomputation's peak
+    calls = []
+    apply = folded_attention.FoldedFlashAttention.apply
+    monkeypatch.setattr(
+        folded_attention.FoldedFlashAttention, "apply", lambda *args: calls.append(1) or apply(*args)
+    )
+    _, folded = _stock_and_folded()
+    attention = folded.train().vision_encoder.layers[1].attn
+    tokens = torch.randn(1, 8, 8, 32, requires_grad=True)
+    plain = folded_attention.folded_relative_position_attention(attention, tokens)
+    assert len(calls) == 1
+    checkpointed = torch.utils.checkpoint.checkpoint(
+        folded_attention.folded_relative_position_attention, attention, tokens, use_reentrant=False
+    )
+    assert len(calls) == 1  # neither the forward nor the recomputation took the narrow route
+    torch.testing.assert_close(checkpointed, plain)
+    grads = [torch.autograd.grad(out.sum(), tokens)[0] for out in (plain, checkpointed)]
+    assert len(calls) == 1
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)

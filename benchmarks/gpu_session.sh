@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU run of issue #7 as one prepared command for a lent machine (the device tool's `run`), or any CUDA box:
+#
+#     bash benchmarks/gpu_session.sh            # results and the log under $OUT (device tool) or build/gpu-bench
+#     DEVICE=cpu EXTRA=--tiny bash benchmarks/gpu_session.sh   # a dry run of the same steps here, in seconds
+#
+# Uses the machine's own python3 (torch, transformers, peft are there); this repository on PYTHONPATH, nothing
+# installed. Each step writes its files before the next starts, so a run cut short keeps what it finished.
+# Copy cuda.{csv,md} and cuda-recipes.{csv,md} into benchmarks/results/ and commit them.
+set -uo pipefail
+device=${DEVICE:-cuda}
+extra=${EXTRA:-}
+out=${OUT:-build/gpu-bench}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+python=${PYTHON:-python3}
+log="$out/gpu-session.log"
+
+"$python" - <<'PY' 2>&1 | tee "$log"
+import peft, torch, transformers
+print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)
+print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+PY
+# the suite (1024 px, bf16 autocast, images/s and MFU), then the recipe's memory at batches 1, 2 and 8;
+# per-case timeouts keep one stuck case from eating the lease
+"$python" -m benchmarks.run --device "$device" $extra --timeout 120 --output "$out" 2>&1 | tee -a "$log"
+suite=${PIPESTATUS[0]}
+"$python" -m benchmarks.run --recipes --device "$device" $extra --timeout 120 --output "$out" 2>&1 | tee -a "$log"
+recipes=${PIPESTATUS[0]}
+echo "suite exit $suite, recipes exit $recipes" | tee -a "$log"
+exit $((suite || recipes))
