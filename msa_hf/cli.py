@@ -137,7 +137,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
         from .evaluation import evaluate_volumes
 
-        report = evaluate_volumes(model, args.dataset, args.split, stride=args.stride)
+        report = evaluate_volumes(model, args.dataset, args.split, stride=args.stride, classes=args.classes)
         print(markdown_table(report["tables"]))
         return 0
     report = evaluate_model(
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
     evaluate.add_argument(
-        "--classes", default=None, help="2-D: structures to score, by name or label value, comma-separated"
+        "--classes", default=None, help="structures to score, by name or label value, comma-separated"
     )
     evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
     evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")

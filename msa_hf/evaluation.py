@@ -321,20 +321,29 @@ def evaluate_volumes(
     split: str = "test",
     depth: int | None = None,
     stride: int | None = None,
+    classes: str | None = None,
 ) -> dict[str, Any]:
-    """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows.
+    """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
+    structures `classes` names (names or label values, comma-separated; default all).
 
     Each window of D consecutive slices goes through the model at once; every slice showing the organ gets
     its most interior click, slices without it get none and count as background. Overlapping windows are
     averaged (`reassemble_volume`), and Dice/IoU/HD95/NSD are computed on the case's volume with its spacing.
     """
-    from .data import PromptSampling, SamVolumeTransform, VolumeWindowDataset, load_prepared, read_class_names
+    from .data import (
+        PromptSampling,
+        SamVolumeTransform,
+        VolumeWindowDataset,
+        load_prepared,
+        read_class_names,
+        select_class_names,
+    )
     from .data.volume_windows import reassemble_volume
 
     depth = depth or model.config.num_slices
     image_size = model.config.vision_config.image_size
+    class_names = select_class_names(read_class_names(dataset_dir), classes)
     slices = load_prepared(dataset_dir)[split]
-    class_names = read_class_names(dataset_dir)
     transform = SamVolumeTransform(
         image_size=image_size,
         prompts=PromptSampling(num_positive=1, click_strategy="interior"),
@@ -373,7 +382,10 @@ def evaluate_volumes(
     for (case_id, value), parts in sorted(predictions.items()):
         target = label_volumes[case_id] == value
         volume = (
-            reassemble_volume([w for w, _ in parts], [p for _, p in parts], num_slices=len(target)).numpy()
+            # slices outside every window of this structure got no click: background (-1 vote)
+            reassemble_volume(
+                [w for w, _ in parts], [p for _, p in parts], num_slices=len(target), uncovered=-1.0
+            ).numpy()
             > 0
         )
         spacing = spacings[case_id]

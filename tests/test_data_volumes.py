@@ -353,6 +353,16 @@ def test_volume_windows_feed_the_depth_branch_and_reassemble(tmp_path):
     assert np.array_equal(reassemble_volume(case_windows, label_windows).numpy(), labels["case0"])
     with pytest.raises(ValueError, match="several cases"):
         reassemble_volume(slice_windows(dataset, depth=4)[:3], [torch.zeros(4, 2, 2)] * 3)
+    # a structure's windows need not span the case: the volume stays on the case's slices 0..4, and slices
+    # no window covers are an error, or take the value given for them
+    last = [w for w in case_windows if w.slices[0] == 1]
+    assert last and list(last[0].slices) == [1, 2, 3, 4]
+    partial = reassemble_volume(
+        last, [predictions[case_windows.index(last[0])]], num_slices=5, uncovered=-1.0
+    )
+    assert partial[:, 0, 0].tolist() == [-1.0, 1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match=r"slices \[0\] are covered by no window; pass uncovered"):
+        reassemble_volume(last, [predictions[case_windows.index(last[0])]], num_slices=5)
 
 
 def test_prepare_resamples_to_a_target_spacing(tmp_path):

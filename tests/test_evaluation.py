@@ -133,16 +133,28 @@ def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):
         image = np.full((20, 16, 9), 50.0, np.float32)
         label = np.zeros((20, 16, 9), np.uint8)
         label[4:10, 3:9, 2:7] = 1  # 6 x 6 on 5 of the 9 slices
+        label[12:16, 3:9, 1:3] = 2  # a second structure, on 2 slices
         nib.save(nib.Nifti1Image(image, np.eye(4)), source / "imagesTr" / f"c{index}_0000.nii.gz")
         nib.save(nib.Nifti1Image(label, np.eye(4)), source / "labelsTr" / f"c{index}.nii.gz")
     prepare_dataset(
         source, tmp_path / "prepared", split=(0.0, 0.0, 1.0), modality="MR", keep_empty_slices=True
     )
-    report = evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2)
+    report = evaluate_volumes(
+        FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2, classes="class_1"
+    )
     # the 5 prompted slices are filled (16 x 20 each), the 4 others empty: Dice = 2*180 / (180 + 5*320)
     expected = 2 * 180 / (180 + 5 * 320)
     assert len(report["scores"]) == 3 and all(s.dice == pytest.approx(expected) for s in report["scores"])
+    assert list(report["tables"]["volume_points1"]) == ["class_1"]  # only the structure asked for
     assert report["tables"]["volume_points1"]["class_1"]["cases"] == 3
+    both = evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2)
+    assert sorted(both["tables"]["volume_points1"]) == ["class_1", "class_2"]
+    # the second structure: 2 prompted slices of 4 x 6 each, filled: Dice = 2*48 / (48 + 2*320)
+    assert all(
+        s.dice == pytest.approx(2 * 48 / (48 + 2 * 320)) for s in both["scores"] if s.class_name == "class_2"
+    )
+    with pytest.raises(ValueError, match="'liver' is not a structure of this dataset; choose from class_1"):
+        evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, classes="liver")
 
 
 def test_protocols_decode_with_the_fast_decoder_and_get_the_stock_masks(disks, tmp_path, monkeypatch):

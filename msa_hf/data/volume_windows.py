@@ -206,13 +206,17 @@ def reassemble_volume(
     windows: Sequence[SliceWindow],
     predictions: Sequence[torch.Tensor | np.ndarray],
     num_slices: int | None = None,
+    uncovered: float | None = None,
 ) -> torch.Tensor:
     """Average per-window slice predictions of one case into a volume.
 
     Args:
         windows: the windows of one case (from `slice_windows`).
         predictions: one `(D, H, W)` array per window (probabilities or logits), same order.
-        num_slices: slices of the case (default: one past the largest slice index).
+        num_slices: slices of the case; the volume then holds slices `0 .. num_slices - 1` (default: the
+            windows' span, from their first slice to their last).
+        uncovered: the value of slices no window covers (a structure's windows need not span the case);
+            None makes an uncovered slice an error.
     Returns:
         `(num_slices, H, W)` float32; slices covered by several windows get the mean, padding positions
         are ignored.
@@ -223,10 +227,11 @@ def reassemble_volume(
         )
     if len({w.case_id for w in windows}) != 1:
         raise ValueError("reassemble_volume: windows from several cases; reassemble one case at a time.")
-    first_slice = min(min(w.slices) for w in windows)
-    num_slices = (
-        num_slices if num_slices is not None else max(max(w.slices) for w in windows) - first_slice + 1
-    )
+    if num_slices is not None:
+        first_slice = 0
+    else:
+        first_slice = min(min(w.slices) for w in windows)
+        num_slices = max(max(w.slices) for w in windows) - first_slice + 1
     height, width = np.asarray(predictions[0]).shape[-2:]
     total = torch.zeros(num_slices, height, width)
     count = torch.zeros(num_slices, 1, 1)
@@ -238,7 +243,13 @@ def reassemble_volume(
             if valid:
                 total[slice_index - first_slice] += prediction[position].float().cpu()
                 count[slice_index - first_slice] += 1
-    if (count == 0).any():
-        missing = torch.nonzero(count.flatten() == 0).flatten().tolist()
-        raise ValueError(f"reassemble_volume: slices {missing[:5]} are covered by no window.")
-    return total / count
+    missing = count.flatten() == 0
+    if missing.any() and uncovered is None:
+        missing_slices = (torch.nonzero(missing).flatten() + first_slice).tolist()
+        raise ValueError(
+            f"reassemble_volume: slices {missing_slices[:5]} are covered by no window; pass "
+            "uncovered=<value> to fill them."
+        )
+    volume = total / count.clamp(min=1)
+    volume[missing] = uncovered if uncovered is not None else 0.0
+    return volume
