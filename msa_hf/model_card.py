@@ -19,8 +19,16 @@ def render_model_card(
     evaluation, none is typed in."""
     from hub_cards import read_template
 
-    box = (test_tables or {}).get("box", {})
-    mean_box = float(np.nanmean([v["dice"] for v in box.values()])) if box else float("nan")
+    # the card's headline metric: box-prompted Dice for 2-D models, one click per slice on whole volumes
+    # for 3-D (depth-branch) models, which take no boxes
+    tables = test_tables or {}
+    protocol, metric_name = (
+        ("volume_points1", "mean Dice (3-D volumes, one click per slice, per case)")
+        if "volume_points1" in tables
+        else ("box", "mean Dice (box prompt, per case)")
+    )
+    table = tables.get(protocol, {})
+    mean_dice = float(np.nanmean([v["dice"] for v in table.values()])) if table else float("nan")
     if config.base == "tiny":
         base_license = "Apache-2.0, msa_hf's synthetic-pretrained base"
     elif config.base.endswith(".pth"):
@@ -34,7 +42,8 @@ def render_model_card(
         dataset=Path(config.dataset).name,
         name=f"msa-{Path(config.dataset).name}-{config.method}",
         base=config.base,
-        mean_box_dice=f"{mean_box:.4f}",
+        metric_name=metric_name,
+        mean_dice=f"{mean_dice:.4f}",
         trainable=f"{result['trainable_parameters']:,}",
         total=f"{result['total_parameters']:,}",
         share=f"{result['trainable_parameters'] / max(result['total_parameters'], 1):.2%}",

@@ -460,6 +460,42 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
     )
 
 
+def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
+    """3-D (depth branch): test-split Dice per structure on whole volumes (windows of D slices, one click per
+    slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
+    the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
+    returns the Markdown table."""
+    from .base_loading import load_base
+    from .evaluation import evaluate_volumes, markdown_table, write_case_csv
+    from .model_card import render_model_card
+    from .modeling_msa import SamAdapterModel
+
+    trained = SamAdapterModel.from_pretrained(output_dir / "model")
+    zero_shot = load_base(config.base, SamAdapterModel)  # no adapters, no depth branch: exactly the base
+    reports = {
+        name: evaluate_volumes(model, config.dataset, "test", depth=config.num_slices, classes=config.classes)
+        for name, model in (("zero-shot", zero_shot), (config.method, trained))
+    }
+    protocol = "volume_points1"
+    table = markdown_table(
+        {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
+    )
+    evaluation = output_dir / "evaluation"
+    evaluation.mkdir(parents=True, exist_ok=True)
+    (evaluation / "comparison.md").write_text(table + "\n")
+    write_case_csv(reports[config.method]["scores"], evaluation / f"cases_{protocol}.csv")
+    (evaluation / "results.json").write_text(
+        json.dumps({"tables": reports[config.method]["tables"], "depth": config.num_slices}, indent=2)
+    )
+    result = json.loads((output_dir / "train_result.json").read_text())
+    card = render_model_card(config, result, table, reports[config.method]["tables"])
+    (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
+    return (
+        f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
+        f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are."""
     import sys
@@ -473,8 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BaseLoadError, ValueError, FileNotFoundError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
-    if config.evaluate_test and not config.use_depth_branch:
-        print(test_comparison(config, Path(result.output_dir)))
+    if config.evaluate_test:
+        comparison = volume_test_comparison if config.use_depth_branch else test_comparison
+        print(comparison(config, Path(result.output_dir)))
     share = result.trainable_parameters / max(result.total_parameters, 1)
     print(
         f"trained {config.method} on {config.base} for {result.steps} steps in {result.seconds / 60:.1f} min "

@@ -177,7 +177,7 @@ def test_two_process_ddp_run_on_cpu(tiny_base, disk_dataset, tmp_path):
     )
 
 
-def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path):
+def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     import nibabel as nib
 
     source = tmp_path / "vol"
@@ -194,10 +194,43 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path):
     prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.25, 0.25), modality="MR")
     config = _config(tiny_base, tmp_path / "prepared", tmp_path / "run3d", use_depth_branch=True, num_slices=4,
                      batch_size=1, steps=2, eval_every=2)  # fmt: skip
-    result = run_training(config)
-    assert result.steps == 2 and "click1" in result.validation and "box" not in result.validation
+    # through train.py's main, which prints the whole-volume comparison for depth models
+    from msa_hf.train_job import main
+
+    assert main(["--base", str(tiny_base), "--dataset", str(tmp_path / "prepared"), "--output-dir",
+                 str(tmp_path / "run3d"), "--use-depth-branch", "--num-slices", "4", "--batch-size", "1",
+                 "--steps", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1",
+                 "--log-with", "none"]) == 0  # fmt: skip
+    assert "Test-split Dice per structure on whole volumes" in capsys.readouterr().out
+    result = json.loads((tmp_path / "run3d" / "train_result.json").read_text())
+    assert result["steps"] == 2 and "click1" in result["validation"] and "box" not in result["validation"]
     trained = _weights(tmp_path / "run3d" / "model")
     assert any("depth_adapter" in k for k in trained)
+
+    # the test comparison on whole volumes: each column is evaluate_volumes of that model, and the card's
+    # headline metric is the adapted model's mean
+    from msa_hf import SamAdapterModel
+    from msa_hf.evaluation import evaluate_volumes
+    from msa_hf.train_job import volume_test_comparison
+
+    printed = volume_test_comparison(config, tmp_path / "run3d")
+    assert "| structure | zero-shot volume_points1 | msa volume_points1 |" in printed
+    expected = {
+        name: evaluate_volumes(model, tmp_path / "prepared", "test", depth=4)["tables"]["volume_points1"]
+        for name, model in (
+            ("zero-shot", SamAdapterModel.from_pretrained(tiny_base)),
+            ("msa", SamAdapterModel.from_pretrained(tmp_path / "run3d" / "model")),
+        )
+    }
+    row = next(line for line in printed.splitlines() if line.startswith("| class_1 |"))
+    assert (
+        row
+        == f"| class_1 | {expected['zero-shot']['class_1']['dice']:.3f} | {expected['msa']['class_1']['dice']:.3f} |"
+    )
+    card = (tmp_path / "run3d" / "model" / "README.md").read_text()
+    assert "name: mean Dice (3-D volumes, one click per slice, per case)" in card
+    assert f"value: {expected['msa']['class_1']['dice']:.4f}" in card
+    assert (tmp_path / "run3d" / "evaluation" / "cases_volume_points1.csv").read_text().count("class_1") == 1
 
 
 def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
