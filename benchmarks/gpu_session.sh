@@ -21,11 +21,14 @@ import peft, torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 PY
+# first whether the training paths compute the right thing on this device (seconds; the suite runs either way)
+"$python" -m benchmarks.device_checks --device "$device" 2>&1 | tee -a "$log"
+checks=${PIPESTATUS[0]}
 # the suite (1024 px, bf16 autocast, images/s and MFU), then the recipe's memory at batches 1, 2 and 8;
 # per-case timeouts keep one stuck case from eating the lease
 "$python" -m benchmarks.run --device "$device" $extra --timeout 120 --output "$out" 2>&1 | tee -a "$log"
 suite=${PIPESTATUS[0]}
 "$python" -m benchmarks.run --recipes --device "$device" $extra --timeout 120 --output "$out" 2>&1 | tee -a "$log"
 recipes=${PIPESTATUS[0]}
-echo "suite exit $suite, recipes exit $recipes" | tee -a "$log"
-exit $((suite || recipes))
+echo "device checks exit $checks, suite exit $suite, recipes exit $recipes" | tee -a "$log"
+exit $((checks || suite || recipes))

@@ -1,0 +1,144 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Correctness of the training paths on a device, before its benchmarks are trusted.
+
+    python -m benchmarks.device_checks --device cuda   # first step of benchmarks/gpu_session.sh
+    python -m benchmarks.device_checks --device cpu    # the same checks here (tests/test_benchmarks.py)
+
+The suite only times and measures; these checks say whether what it timed computes the right thing on that
+device: SAM's training-mode image encoder through the folded attention against transformers' own (outputs and
+gradients, float32 and bf16 autocast), MSA's frozen-MLP recomputation against keeping the activations, and the
+device's MSA forward against the CPU's. Tiny random models, seconds. Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Callable
+
+import torch
+from transformers import SamConfig, SamModel
+
+from msa_hf import SamAdapterConfig, SamAdapterModel, set_frozen_mlp_recompute
+from msa_hf.folded_attention import fold_relative_position_attention
+from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+IMAGE_SIZE = 128  # patch 8: a 16 x 16 grid, so windowed (window 4) and global blocks both run
+
+
+def _kwargs() -> dict:
+    kwargs = tiny_sam_kwargs()
+    kwargs["vision_config"] = dict(kwargs["vision_config"], image_size=IMAGE_SIZE)
+    kwargs["prompt_encoder_config"] = dict(kwargs["prompt_encoder_config"], image_size=IMAGE_SIZE)
+    return kwargs
+
+
+def _encoder_output_and_gradients(model, pixels: torch.Tensor, autocast: bool):
+    model.zero_grad()
+    with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = model.vision_encoder(pixels).last_hidden_state.float()
+    (out * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum().backward()
+    grads = {
+        n: p.grad.float().clone() for n, p in model.vision_encoder.named_parameters() if p.grad is not None
+    }
+    return out.detach(), grads
+
+
+def _close(got: dict | torch.Tensor, want: dict | torch.Tensor, atol: float, rtol: float) -> str | None:
+    """None when every tensor matches, else what differs first."""
+    pairs = [(k, got[k], want[k]) for k in want] if isinstance(want, dict) else [("output", got, want)]
+    if isinstance(want, dict) and set(got) != set(want):
+        return f"parameters with gradients differ: {sorted(set(got) ^ set(want))}"
+    for name, a, b in pairs:
+        try:
+            torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+        except AssertionError as error:
+            return f"{name}: {str(error).splitlines()[0]}"
+    return None
+
+
+def check_folded_attention(device: torch.device, autocast: bool) -> str | None:
+    stock = SamModel(SamConfig(**_kwargs()))
+    randomize_weights(stock, seed=0)
+    folded = fold_relative_position_attention(copy.deepcopy(stock))
+    stock, folded = stock.to(device).train(), folded.to(device).train()
+    pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)).to(device)
+    want_out, want_grads = _encoder_output_and_gradients(stock, pixels, autocast)
+    got_out, got_grads = _encoder_output_and_gradients(folded, pixels, autocast)
+    if autocast:  # bf16 rounds both paths differently: compare each tensor as a whole, not element by element
+        return _relative_error(got_out, want_out, 0.03) or _relative_error(got_grads, want_grads, 0.05)
+    return _close(got_out, want_out, atol=1e-4, rtol=1e-3) or _close(
+        got_grads, want_grads, atol=1e-4, rtol=1e-3
+    )
+
+
+def _relative_error(got: dict | torch.Tensor, want: dict | torch.Tensor, limit: float) -> str | None:
+    """None when `|got - want| / |want|` (Frobenius norms) is at most `limit` for every tensor."""
+    pairs = [(k, got[k], want[k]) for k in want] if isinstance(want, dict) else [("output", got, want)]
+    for name, a, b in pairs:
+        error = float((a - b).norm() / b.norm().clamp(min=1e-12))
+        if not error <= limit:
+            return f"{name}: relative error {error:.3g} > {limit}"
+    return None
+
+
+def _trainable_msa() -> SamAdapterModel:
+    msa = SamAdapterModel(SamAdapterConfig(**_kwargs()))
+    randomize_weights(msa, seed=11, std=0.3, include_adapters=True)
+    randomize_weights(msa, seed=0)
+    return msa.mark_only_adapters_as_trainable().train()
+
+
+def _msa_step(msa: SamAdapterModel, device: torch.device):
+    msa.zero_grad()
+    pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(2)).to(device)
+    boxes = torch.tensor([[[20.0, 24.0, 90.0, 100.0]]], device=device).expand(2, 1, 4)
+    masks = msa(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks
+    masks.square().mean().backward()
+    grads = {n: p.grad.clone().cpu() for n, p in msa.named_parameters() if p.grad is not None}
+    return masks.detach().cpu(), grads
+
+
+def check_frozen_mlp_recompute(device: torch.device) -> str | None:
+    msa = _trainable_msa().to(device)
+    recomputed = _msa_step(msa, device)
+    set_frozen_mlp_recompute(msa, False)
+    kept = _msa_step(msa, device)
+    return _close(recomputed[0], kept[0], atol=1e-5, rtol=1e-4) or _close(recomputed[1], kept[1], 1e-5, 1e-4)
+
+
+def check_device_matches_cpu(device: torch.device) -> str | None:
+    on_cpu = _msa_step(_trainable_msa(), torch.device("cpu"))
+    on_device = _msa_step(_trainable_msa().to(device), device)
+    # TF32 and other kernels: the device's float32 differs from the CPU's in the last bits
+    return _close(on_device[0], on_cpu[0], atol=1e-3, rtol=1e-2) or _close(
+        on_device[1], on_cpu[1], 1e-3, 5e-2
+    )
+
+
+def run_checks(device: torch.device) -> list[tuple[str, str | None]]:
+    """(check, None or what failed) for every check on `device`."""
+    checks: list[tuple[str, Callable[[], str | None]]] = [
+        ("folded attention = transformers' attention, float32", lambda: check_folded_attention(device, False)),
+        ("folded attention = transformers' attention, bf16 autocast", lambda: check_folded_attention(device, True)),
+        ("frozen-MLP recomputation = kept activations", lambda: check_frozen_mlp_recompute(device)),
+        (f"MSA training step on {device.type} = on cpu", lambda: check_device_matches_cpu(device)),
+    ]  # fmt: skip
+    return [(name, check()) for name, check in checks]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.device_checks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    results = run_checks(torch.device(args.device))
+    for name, failure in results:
+        print(f"{'FAIL' if failure else 'ok  '} {name}" + (f": {failure}" if failure else ""))
+    return 1 if any(failure for _, failure in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
