@@ -254,8 +254,9 @@ def evaluate_model(
     batch_size: int = 16,
     classes: str | None = None,
 ) -> dict[str, Any]:
-    """Run `protocols` on `split` (the structures `classes` names, default all); returns `{"tables": {protocol: per-class table}, "iterative": {...}}` and,
-    with `output_dir`, writes results.json, results.md, per-case CSVs, overlays.png and dice_vs_clicks.png."""
+    """Run `protocols` on `split` (the structures `classes` names, default all). Returns `{"tables":
+    {protocol: per-class table}, "iterative": {...}}` and, with `output_dir`, writes results.json, results.md,
+    per-case CSVs, overlays.png and dice_vs_clicks.png."""
     import json
 
     from .reports import overlay, overlay_grid, plot_curves

@@ -113,18 +113,11 @@ class FoldedFlashAttention(torch.autograd.Function):
                 F.pad(out, padding), logsumexp, 0.0, False, scale=1.0,
             )
         )  # fmt: skip
-        # narrow copies right away, so that no wide tensor outlives this function (views would keep them alive)
         del wide_query, wide_key, wide_value
-        grad_key = grad_wide_key[..., :depth].contiguous()
-        del grad_wide_key
-        grad_value = grad_wide_value[..., :depth].contiguous()
-        del grad_wide_value
         grad_rel_h = grad_wide_query[..., depth : depth + height].reshape(batch, heads, height, width, height)
         grad_rel_w = grad_wide_query[..., depth + height :].reshape(batch, heads, height, width, width)
         tables = along_height.to(query.dtype), along_width.to(query.dtype)
-        grad_query = grad_wide_query[..., :depth] * scale
-        del grad_wide_query
-        grad_query = grad_query + (
+        grad_query = grad_wide_query[..., :depth] * scale + (
             torch.einsum("bnhwk,hkc->bnhwc", grad_rel_h, tables[0])
             + torch.einsum("bnhwk,wkc->bnhwc", grad_rel_w, tables[1])
         ).reshape(batch, heads, tokens, depth)
@@ -138,8 +131,8 @@ class FoldedFlashAttention(torch.autograd.Function):
             grad_along_width = torch.einsum("bnhwk,bnhwc->wkc", grad_rel_w, grid_query).to(along_width.dtype)
         return (
             grad_query.to(query.dtype),
-            grad_key.to(key.dtype),
-            grad_value.to(value.dtype),
+            grad_wide_key[..., :depth].to(key.dtype),
+            grad_wide_value[..., :depth].to(value.dtype),
             grad_along_height,
             grad_along_width,
             None,

@@ -251,5 +251,6 @@ def reassemble_volume(
             "uncovered=<value> to fill them."
         )
     volume = total / count.clamp(min=1)
-    volume[missing] = uncovered if uncovered is not None else 0.0
+    if uncovered is not None:
+        volume[missing] = uncovered
     return volume
