@@ -418,42 +418,60 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, 
     base_processor(image_size, mask_size).save_pretrained(folder)
 
 
-def test_comparison(config: TrainConfig, output_dir: Path) -> str:
-    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
-    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and returns the Markdown table."""
+def _trained_and_zero_shot(config: TrainConfig, output_dir: Path) -> tuple[Any, Any]:
+    """The saved model of the run, and the un-adapted base as a `SamAdapterModel` (adapters at their zero
+    init, no depth branch: exactly the base)."""
     from .base_loading import load_base
-    from .evaluation import evaluate_model, markdown_table
     from .modeling_msa import SamAdapterModel
 
-    trained = SamAdapterModel.from_pretrained(output_dir / "model") if config.method == "msa" else None
-    if trained is None:
+    if config.method == "msa":
+        trained = SamAdapterModel.from_pretrained(output_dir / "model")
+    else:
         from transformers import SamModel
 
         trained = SamModel.from_pretrained(output_dir / "model")
-    zero_shot = load_base(config.base, SamAdapterModel)  # adapters at their zero init: exactly the base
-    protocols = ("box", "points1", "iterative")
-    ours = evaluate_model(
-        trained, config.dataset, "test", protocols, output_dir / "evaluation", classes=config.classes
-    )
-    base = evaluate_model(
-        zero_shot,
-        config.dataset,
-        "test",
-        protocols,
-        output_dir / "evaluation-zero-shot",
-        classes=config.classes,
-    )
-    columns = {}
-    for protocol in protocols:
-        columns[f"zero-shot {protocol}"] = base["tables"][protocol]
-        columns[f"{config.method} {protocol}"] = ours["tables"][protocol]
-    table = markdown_table(columns)
-    (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
+    return trained, load_base(config.base, SamAdapterModel)
+
+
+def _write_comparison_and_card(
+    config: TrainConfig, output_dir: Path, table: str, test_tables: dict[str, Any]
+) -> None:
+    """`evaluation/comparison.md` (the Markdown `table`) and the model card from the trained model's
+    `test_tables` and the run's `train_result.json`."""
     from .model_card import render_model_card
 
+    (output_dir / "evaluation").mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
     result = json.loads((output_dir / "train_result.json").read_text())
-    card = render_model_card(config, result, table, ours["tables"])
+    card = render_model_card(config, result, table, test_tables)
     (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
+
+
+def test_comparison(config: TrainConfig, output_dir: Path) -> str:
+    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
+    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and the model card, and returns the
+    Markdown table."""
+    from .evaluation import evaluate_model, markdown_table
+
+    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
+    protocols = ("box", "points1", "iterative")
+    reports = {
+        name: evaluate_model(
+            model, config.dataset, "test", protocols, output_dir / folder, classes=config.classes
+        )
+        for name, model, folder in (
+            ("zero-shot", zero_shot, "evaluation-zero-shot"),
+            (config.method, trained, "evaluation"),
+        )
+    }
+    table = markdown_table(
+        {
+            f"{name} {protocol}": reports[name]["tables"][protocol]
+            for protocol in protocols
+            for name in reports
+        }
+    )
+    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
     return (
         f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
         f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
@@ -465,13 +483,9 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
     slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
     the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
     returns the Markdown table."""
-    from .base_loading import load_base
     from .evaluation import evaluate_volumes, markdown_table, write_case_csv
-    from .model_card import render_model_card
-    from .modeling_msa import SamAdapterModel
 
-    trained = SamAdapterModel.from_pretrained(output_dir / "model")
-    zero_shot = load_base(config.base, SamAdapterModel)  # no adapters, no depth branch: exactly the base
+    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     reports = {
         name: evaluate_volumes(model, config.dataset, "test", depth=config.num_slices, classes=config.classes)
         for name, model in (("zero-shot", zero_shot), (config.method, trained))
@@ -480,16 +494,12 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
     table = markdown_table(
         {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
     )
+    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
     evaluation = output_dir / "evaluation"
-    evaluation.mkdir(parents=True, exist_ok=True)
-    (evaluation / "comparison.md").write_text(table + "\n")
     write_case_csv(reports[config.method]["scores"], evaluation / f"cases_{protocol}.csv")
     (evaluation / "results.json").write_text(
         json.dumps({"tables": reports[config.method]["tables"], "depth": config.num_slices}, indent=2)
     )
-    result = json.loads((output_dir / "train_result.json").read_text())
-    card = render_model_card(config, result, table, reports[config.method]["tables"])
-    (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
     return (
         f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
         f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"
