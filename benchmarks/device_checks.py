@@ -45,12 +45,20 @@ def _encoder_output_and_gradients(model, pixels: torch.Tensor, autocast: bool):
     return out.detach(), grads
 
 
+def _pairs(
+    got: dict | torch.Tensor, want: dict | torch.Tensor
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, got, want) per tensor: the entries of two dicts of gradients, or two outputs."""
+    if isinstance(want, dict):
+        return [(name, got[name], want[name]) for name in want]
+    return [("output", got, want)]
+
+
 def _close(got: dict | torch.Tensor, want: dict | torch.Tensor, atol: float, rtol: float) -> str | None:
     """None when every tensor matches, else what differs first."""
-    pairs = [(k, got[k], want[k]) for k in want] if isinstance(want, dict) else [("output", got, want)]
     if isinstance(want, dict) and set(got) != set(want):
         return f"parameters with gradients differ: {sorted(set(got) ^ set(want))}"
-    for name, a, b in pairs:
+    for name, a, b in _pairs(got, want):
         try:
             torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
         except AssertionError as error:
@@ -75,8 +83,7 @@ def check_folded_attention(device: torch.device, autocast: bool) -> str | None:
 
 def _relative_error(got: dict | torch.Tensor, want: dict | torch.Tensor, limit: float) -> str | None:
     """None when `|got - want| / |want|` (Frobenius norms) is at most `limit` for every tensor."""
-    pairs = [(k, got[k], want[k]) for k in want] if isinstance(want, dict) else [("output", got, want)]
-    for name, a, b in pairs:
+    for name, a, b in _pairs(got, want):
         error = float((a - b).norm() / b.norm().clamp(min=1e-12))
         if not error <= limit:
             return f"{name}: relative error {error:.3g} > {limit}"

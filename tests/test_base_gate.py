@@ -56,7 +56,7 @@ def test_the_mri_gate_adapts_per_class_and_averages_seeds_then_classes(tiny_base
             assert math.isclose(scores[name]["click1"], (per_seed[0]["click1"] + per_seed[1]["click1"]) / 2)
         mean = (classes["disk"][name]["click1"] + classes["square"][name]["click1"]) / 2
         assert math.isclose(results[name]["click1"], mean)
-    # the two models differ (different weights), and a class's runs differ by seed
+    # the two models' runs differ (different weights)
     assert classes["disk"]["pretrained"]["per_seed"] != classes["disk"]["random_init"]["per_seed"]
     assert math.isclose(
         results["box_fill"], (classes["disk"]["box_fill"] + classes["square"]["box_fill"]) / 2

@@ -85,23 +85,17 @@ def test_target_checks_judge_the_rows():
     checks = {target: (measured, verdict) for target, measured, _, verdict in target_checks(rows)}
     assert checks["MSA 2-D encoder vs SamModel, 256 px"] == ("1.100x time (1.080x FLOPs)", "met")
     memory = "MSA training peak memory {} vs full fine-tuning, {} px, batch {}"
-    assert checks[memory.format("without activation checkpointing", 256, 2)] == (
-        "0.700x allocated (0.700x resident)",
-        "missed",
-    )
-    assert checks[memory.format("with activation checkpointing", 256, 2)] == (
-        "0.320x allocated (0.300x resident)",
-        "met",
-    )
-    assert checks[memory.format("without activation checkpointing or MLP recomputation", 256, 2)] == (
-        "0.750x allocated (0.750x resident)",
-        "missed",
-    )
-    # each size against full fine-tuning at that size; a missing row makes no check
-    assert checks[memory.format("without activation checkpointing", 1024, 1)] == (
-        "0.500x allocated (0.600x resident)",
-        "met",
-    )
+    expected = {
+        ("without activation checkpointing", 256, 2): ("0.700x allocated (0.700x resident)", "missed"),
+        ("with activation checkpointing", 256, 2): ("0.320x allocated (0.300x resident)", "met"),
+        ("without activation checkpointing or MLP recomputation", 256, 2): (
+            "0.750x allocated (0.750x resident)", "missed",
+        ),
+        # each size against full fine-tuning at that size; a missing row makes no check
+        ("without activation checkpointing", 1024, 1): ("0.500x allocated (0.600x resident)", "met"),
+    }  # fmt: skip
+    for (label, size, batch), reading in expected.items():
+        assert checks[memory.format(label, size, batch)] == reading
     assert memory.format("with activation checkpointing", 1024, 1) not in checks
 
 

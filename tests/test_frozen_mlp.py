@@ -76,19 +76,31 @@ def test_the_hidden_layer_is_not_kept_for_backward():
     assert kept_for_backward[False] - kept_for_backward[True] == pytest.approx(hidden_bytes, rel=0.05)
 
 
-def test_a_trainable_mlp_is_left_alone():
+def test_a_trainable_mlp_is_left_alone(monkeypatch):
     # full fine-tuning of an MLP needs its activations for the weight gradients: nothing is recomputed
+    import msa_hf.frozen_mlp
+
+    checkpointed = []
+    checkpoint = msa_hf.frozen_mlp.checkpoint
+    monkeypatch.setattr(
+        msa_hf.frozen_mlp,
+        "checkpoint",
+        lambda *args, **kwargs: checkpointed.append(1) or checkpoint(*args, **kwargs),
+    )
     msa = _trainable_msa()
-    msa.vision_encoder.layers[0].mlp.requires_grad_(True)
-    hidden_states = torch.randn(2, 8, 8, 32, requires_grad=True)
     mlp = msa.vision_encoder.layers[0].mlp
+    hidden_states = torch.randn(2, 8, 8, 32, requires_grad=True)
+    frozen_mlp_forward(mlp, hidden_states, recompute=True)
+    assert len(checkpointed) == 1  # frozen: recomputed
+    mlp.requires_grad_(True)
     out = frozen_mlp_forward(mlp, hidden_states, recompute=True)
-    assert "Checkpoint" not in type(out.grad_fn.next_functions[0][0]).__name__
+    assert len(checkpointed) == 1  # trainable: left alone
     out.square().sum().backward()
     expected = torch.autograd.grad(mlp(hidden_states).square().sum(), mlp.lin1.weight)[0]
     torch.testing.assert_close(mlp.lin1.weight.grad, expected)
     with torch.no_grad():  # evaluation: plain forward, nothing recorded
         torch.testing.assert_close(frozen_mlp_forward(mlp, hidden_states, recompute=True), mlp(hidden_states))
+    assert len(checkpointed) == 1
 
 
 def test_the_peft_method_recomputes_too_and_can_be_switched_off():
