@@ -149,6 +149,18 @@ class SamAdapterConfig(SamConfig):
             owner=type(self).__name__,
         )
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """transformers' reader, with a plain SAM config relabelled as this class's type.
+
+        A SAM checkpoint is the intended start of every MSA model, so transformers' warning that a `sam`
+        config "can yield errors" in a `sam_adapter` model would be a false alarm on every load.
+        """
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == SamConfig.model_type:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
     @property
     def adapted_decoder_layers(self) -> list[int]:
         """Decoder blocks that actually carry adapters (none when the decoder is frozen)."""

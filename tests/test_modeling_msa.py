@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import make_msa
 from transformers import AutoConfig, AutoModel
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, build_at_image_size
 from msa_hf.adapter_layers import depth_attention
@@ -41,7 +43,11 @@ def test_zero_initialised_adapters_equal_sam_3d(sam_model, images, as_5d):
 
 def test_plain_sam_checkpoint_loads_unchanged_and_msa_round_trips(sam_model, tmp_path, images):
     sam_model.save_pretrained(tmp_path / "sam")
-    msa = SamAdapterModel.from_pretrained(tmp_path / "sam", use_depth_branch=True)
+    with CaptureLogger(logging.get_logger("transformers.configuration_utils")) as config_log:
+        msa = SamAdapterModel.from_pretrained(tmp_path / "sam", use_depth_branch=True)
+    assert "model of type" not in config_log.out  # no "sam into sam_adapter can yield errors" false alarm
+    assert msa.config.model_type == "sam_adapter"
+    assert AutoConfig.from_pretrained(tmp_path / "sam").model_type == "sam"  # the SAM folder is read as is
     sam_state = sam_model.state_dict()
     for name, tensor in msa.state_dict().items():
         if "_adapter." in name:
