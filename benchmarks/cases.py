@@ -132,7 +132,12 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     model = _training_model(params).to(device).train()
     if params.get("checkpointing"):
-        model.activation_checkpointing_enable()
+        # transformers 5.24 (ours) names it activation_checkpointing_enable; older 5.x, such as a lent GPU's
+        # image (5.17), has only gradient_checkpointing_enable, which 5.24 keeps as a deprecated alias
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable()
     if params["method"] in ("msa", "msa-3d"):  # on by default; a row without shows what it trades
         set_frozen_mlp_recompute(model, params.get("recompute_mlp", True) is not False)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -5,7 +5,9 @@
 #     DEVICE=cpu EXTRA=--tiny bash benchmarks/gpu_session.sh   # a dry run of the same steps here, in seconds
 #
 # Uses the machine's own python3 (torch, transformers, peft are there); this repository on PYTHONPATH, nothing
-# installed. Each step writes its files before the next starts, so a run cut short keeps what it finished.
+# installed. The suite rewrites its tables after every case and lists failed or timed-out cases with why, so
+# a run cut short or hit by one out-of-memory case keeps what it finished. Dry-run here against the device
+# image's transformers 5.17 too: DEVICE=cpu EXTRA=--tiny PYTHON=<a venv with transformers==5.17.*>/bin/python
 # Copy cuda.{csv,md} and cuda-recipes.{csv,md} into benchmarks/results/ and commit them.
 set -uo pipefail
 device=${DEVICE:-cuda}

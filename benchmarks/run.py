@@ -7,7 +7,9 @@
     python -m benchmarks.run --tiny --output build/bench   # the CI regression run: every case, tiny model
     python -m benchmarks.run --recipes         # memory of the README's GPU recipe (ViT-B, 1024 px, bf16, MSA)
 
-Writes `<output>/<device>[-full|-tiny].csv` and `.md` (the tables and the target checks).
+Writes `<output>/<device>[-recipes][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
+every case. A case that fails or runs past `--timeout` is listed with why under "Failed cases", the rest still
+run, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -141,15 +143,27 @@ def recipe_estimates(rows: list[dict[str, Any]], batch: int = RECIPE_BATCH) -> l
     return estimates
 
 
+class CaseFailed(RuntimeError):
+    """A case that exited with an error or ran past its timeout; `reason` is one line for the tables."""
+
+    def __init__(self, params: dict[str, Any], reason: str, details: str = ""):
+        super().__init__(f"benchmark case {params} failed: {reason}\n{details}")
+        self.params, self.reason = params, reason
+
+
 def run_case(params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one case in a fresh Python process; its last stdout line is the JSON row."""
+    """Run one case in a fresh Python process; its last stdout line is the JSON row. Raises `CaseFailed`."""
     parameters = {k: v for k, v in params.items() if k not in ("section", "case")}
     command = [sys.executable, "-m", "benchmarks.run", "--one", params["case"], json.dumps(parameters)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1]
-    )
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1]
+        )
+    except subprocess.TimeoutExpired:
+        raise CaseFailed(params, f"ran past its {timeout:g} s timeout (--timeout)") from None
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark case {params} failed:\n{done.stderr[-3000:]}")
+        lines = done.stderr.strip().splitlines()
+        raise CaseFailed(params, lines[-1] if lines else f"exit code {done.returncode}", done.stderr[-3000:])
     return {
         "section": params["section"],
         "case": params["case"],
@@ -249,8 +263,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
-    """The tables (one per section) and the target checks."""
+def markdown(
+    rows: list[dict[str, Any]], machine: str, command: str, failures: list[CaseFailed] | None = None
+) -> str:
+    """The tables (one per section), the target checks, and the cases that failed (with why)."""
     shown = {
         "encoder": ["model", "compile", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "compile_s", "peak_mb"],
         "training": ["method", "checkpointing", "recompute_mlp", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb", "allocated_mb"],
@@ -267,7 +283,7 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
         "interactive": "One click with a cached image embedding (prompt encoder + mask decoder; fast = msa_hf's ClickDecoder)",
         "recipes": "The GPU recipe's training step (MSA adapters + decoder, bf16 autocast)",
     }
-    first = rows[0]
+    first = rows[0] if rows else failures[0].params
     lines = [
         f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {first['dtype']}, random weights. "
         "Times in ms (median, min, max over the repeats); memory in MiB: `peak_mb` is the growth of the resident "
@@ -298,6 +314,16 @@ def markdown(rows: list[dict[str, Any]], machine: str, command: str) -> str:
     if checks:
         lines += ["**Targets (issue #7)**", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
         lines += [f"| {t} | {m} | {g} | {v} |" for t, m, g, v in checks]
+        lines.append("")
+    if failures:
+        lines += ["**Failed cases** (no row above; the run's exit code is 1)", "", "| section | case | parameters | why |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for failure in failures:
+            parameters = {k: v for k, v in failure.params.items() if k not in ("section", "case")}
+            why = failure.reason.replace("|", "\\|")
+            lines.append(
+                f"| {failure.params['section']} | {failure.params['case']} | `{json.dumps(parameters)}` | {why} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -339,15 +365,6 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --device {args.device}" if args.device != "cpu" else "")
     )
     cases = recipe_plan(args.device, args.tiny) if args.recipes else plan(args.device, args.full, args.tiny)
-    rows = []
-    started = time.time()
-    for index, params in enumerate(cases, 1):
-        row = run_case(params, args.timeout)
-        row["command"] = command
-        rows.append(row)
-        print(f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
-              f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }"
-              f" -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)  # fmt: skip
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     stem = (
@@ -356,15 +373,41 @@ def main(argv: list[str] | None = None) -> int:
         + ("-full" if args.full else "")
         + ("-tiny" if args.tiny else "")
     )
-    with (output / f"{stem}.csv").open("w", newline="") as handle:
+    machine = machine_description(args.device)
+    rows: list[dict[str, Any]] = []
+    failures: list[CaseFailed] = []
+    started = time.time()
+    for index, params in enumerate(cases, 1):
+        label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
+                 f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
+        try:
+            row = run_case(params, args.timeout)
+        except CaseFailed as failure:
+            # the other cases still run (one out-of-memory or stuck case must not cost a lent GPU's whole
+            # session); the run still fails at the end, so the CI regression run stays red on any error
+            failures.append(failure)
+            print(f"{label} -> FAILED: {failure}", flush=True)
+        else:
+            row["command"] = command
+            rows.append(row)
+            print(f"{label} -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)
+        # rewritten after every case, so a run killed part way keeps what it measured
+        write_results(output / stem, rows, markdown(rows, machine, command, failures))
+    print(markdown(rows, machine, command, failures))
+    print(f"{len(rows)} cases in {(time.time() - started) / 60:.1f} min; written {output / stem}.csv and .md")
+    if failures:
+        print(f"{len(failures)} of {len(cases)} cases failed: " + "; ".join(f.reason for f in failures))
+        return 1
+    return 0
+
+
+def write_results(path_stem: Path, rows: list[dict[str, Any]], report: str) -> None:
+    """`<path_stem>.csv` (the rows, `COLUMNS`) and `<path_stem>.md` (`report`)."""
+    with path_stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    report = markdown(rows, machine_description(args.device), command)
-    (output / f"{stem}.md").write_text(report + "\n")
-    print(report)
-    print(f"{len(rows)} cases in {(time.time() - started) / 60:.1f} min; written {output / stem}.csv and .md")
-    return 0
+    path_stem.with_suffix(".md").write_text(report + "\n")
 
 
 if __name__ == "__main__":

@@ -322,8 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="Score a model on a prepared dataset with the paper's protocols."
     )
     evaluate.add_argument("model", help="model folder (save_pretrained), Hub id, .pth, or 'tiny'")
-    evaluate.add_argument("--dataset", default="data/mni152-tissue")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument(
+        "--dataset",
+        default="data/mni152-tissue",
+        help="dataset directory written by msa-hf prepare (or make data)",
+    )
+    evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")
     evaluate.add_argument(
         "--protocols", nargs="+", default=["box", "points1", "points3", "points10", "iterative"],
         choices=["box", "points1", "points3", "points10", "iterative"],

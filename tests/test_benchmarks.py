@@ -7,7 +7,9 @@ import csv
 import math
 
 import torch
+from transformers import PreTrainedModel
 
+from benchmarks.cases import train_step
 from benchmarks.geometry import encoder_macs
 from benchmarks.run import COLUMNS, main, plan, recipe_estimates, target_checks
 
@@ -173,3 +175,44 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "FAIL folded attention = transformers' attention, float32" in printed
     assert "FAIL folded attention = transformers' attention, bf16 autocast: output: relative error" in printed
+
+
+def test_checkpointed_steps_run_on_a_transformers_without_activation_checkpointing_enable(monkeypatch):
+    """A lent GPU's image has transformers 5.17, where the method is still called `gradient_checkpointing_enable`;
+    the benchmark must take that name there (its first dry run on 5.17 failed on it)."""
+    enabled = []
+
+    def older_enable(self, *args, **kwargs):
+        enabled.append(type(self).__name__)
+        return activation_checkpointing_enable(self, *args, **kwargs)
+
+    activation_checkpointing_enable = PreTrainedModel.activation_checkpointing_enable
+    monkeypatch.setattr(PreTrainedModel, "gradient_checkpointing_enable", older_enable)
+    monkeypatch.delattr(PreTrainedModel, "activation_checkpointing_enable")
+    for method in ("msa", "lora"):
+        row = train_step(
+            dict(section="training", case="train_step", geometry="tiny", device="cpu", dtype="float32", repeats=1,
+                 warmup=0, method=method, checkpointing=True, size=64, batch=2)
+        )  # fmt: skip
+        assert row["median_ms"] > 0
+    assert enabled == ["SamAdapterModel", "SamModel"]
+
+
+def test_a_failing_or_stuck_case_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    """On a lent GPU one out-of-memory or stuck case must not cost the whole session's results."""
+    good = [c for c in plan("cpu", full=False, tiny=True) if c["case"] == "train_step"][:2]
+    broken = {**good[0], "method": "no-such-method"}
+    monkeypatch.setattr("benchmarks.run.plan", lambda device, full, tiny: [good[0], broken, good[1]])
+    assert main(["--tiny", "--output", str(tmp_path)]) == 1  # the CI regression run stays red on any error
+    with (tmp_path / "cpu-tiny.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["checkpointing"]) for r in rows] == [
+        (str(c["method"]), str(c["checkpointing"])) for c in good
+    ]
+    report = (tmp_path / "cpu-tiny.md").read_text()
+    assert "**Failed cases**" in report and "unknown method 'no-such-method'" in report
+
+    monkeypatch.setattr("benchmarks.run.plan", lambda device, full, tiny: [good[0]])
+    assert main(["--tiny", "--timeout", "0.05", "--output", str(tmp_path)]) == 1
+    assert "ran past its 0.05 s timeout" in (tmp_path / "cpu-tiny.md").read_text()
+    assert (tmp_path / "cpu-tiny.csv").read_text().splitlines() == [",".join(COLUMNS)]  # header only
