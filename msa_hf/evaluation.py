@@ -375,8 +375,13 @@ def evaluate_volumes(
     # each case's label stack and spacing, read once (not once per structure)
     label_volumes: dict[str, np.ndarray] = {}
     spacings: dict[str, tuple[float, ...]] = {}
+    # rows per case from the two small columns: a per-case `filter` would decode every image of the split
+    # once per case (and datasets' `sort` warns under pyarrow 25)
+    case_rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for row, (case_id, slice_index) in enumerate(zip(plain["case_id"], plain["slice"], strict=True)):
+        case_rows[case_id].append((slice_index, row))
     for case_id in {case for case, _ in predictions}:
-        rows = plain.filter(lambda r, c=case_id: r["case_id"] == c).sort("slice")
+        rows = plain.select([row for _, row in sorted(case_rows[case_id])])
         label_volumes[case_id] = np.stack([np.asarray(label) for label in rows["label"]])
         spacings[case_id] = tuple(rows[0]["spacing"])
     scores = []
