@@ -9,7 +9,7 @@
 
 Writes `<output>/<device>[-recipes][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
 every case. A case that fails or runs past `--timeout` is listed with why under "Failed cases", the rest still
-run, and the exit code is 1.
+run, and the exit code is 1. With `--time-budget`, no case starts once it is spent; those are listed as not run.
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
         for multimask in (False, True):
             add("interactive", "decoder_click", model=model, fast=fast, multimask=multimask, size=big, batch=1,
                 **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
+    if cuda:  # a lent GPU's lease is short: the compiled cases, slow to start, go after every plain row
+        cases.sort(key=lambda case: bool(case.get("compile")))
     return cases
 
 
@@ -264,9 +266,14 @@ def _cell(value: Any) -> str:
 
 
 def markdown(
-    rows: list[dict[str, Any]], machine: str, command: str, failures: list[CaseFailed] | None = None
+    rows: list[dict[str, Any]],
+    machine: str,
+    command: str,
+    failures: list[CaseFailed] | None = None,
+    not_run: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The tables (one per section), the target checks, and the cases that failed (with why)."""
+    """The tables (one per section), the target checks, the cases that failed (with why), and those left
+    out when the run's `--time-budget` was spent."""
     shown = {
         "encoder": ["model", "compile", "size", "batch", "depth", "median_ms", "min_ms", "max_ms", "images_per_s", "gmacs", "mfu", "compile_s", "peak_mb"],
         "training": ["method", "checkpointing", "recompute_mlp", "compile", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "trainable_m", "compile_s", "peak_mb", "allocated_mb"],
@@ -283,7 +290,7 @@ def markdown(
         "interactive": "One click with a cached image embedding (prompt encoder + mask decoder; fast = msa_hf's ClickDecoder)",
         "recipes": "The GPU recipe's training step (MSA adapters + decoder, bf16 autocast)",
     }
-    first = rows[0] if rows else failures[0].params
+    first = rows[0] if rows else (failures[0].params if failures else not_run[0])
     lines = [
         f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {first['dtype']}, random weights. "
         "Times in ms (median, min, max over the repeats); memory in MiB: `peak_mb` is the growth of the resident "
@@ -319,13 +326,21 @@ def markdown(
         lines += ["**Failed cases** (no row above; the run's exit code is 1)", "", "| section | case | parameters | why |",
                   "|---|---|---|---|"]  # fmt: skip
         for failure in failures:
-            parameters = {k: v for k, v in failure.params.items() if k not in ("section", "case")}
-            why = failure.reason.replace("|", "\\|")
-            lines.append(
-                f"| {failure.params['section']} | {failure.params['case']} | `{json.dumps(parameters)}` | {why} |"
-            )
+            why = failure.reason.replace("|", "\\|")  # a pipe in an error message would split the cell
+            lines.append(f"| {_case_cells(failure.params)} | {why} |")
+        lines.append("")
+    if not_run:
+        lines += ["**Not run** (the run's --time-budget was spent first)", "", "| section | case | parameters |",
+                  "|---|---|---|"]  # fmt: skip
+        lines += [f"| {_case_cells(params)} |" for params in not_run]
         lines.append("")
     return "\n".join(lines)
+
+
+def _case_cells(params: dict[str, Any]) -> str:
+    """`section | case | parameters` cells of a case that has no row."""
+    parameters = {k: v for k, v in params.items() if k not in ("section", "case")}
+    return f"{params['section']} | {params['case']} | `{json.dumps(parameters)}`"
 
 
 def machine_description(device: str) -> str:
@@ -348,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default="benchmarks/results", help="folder for the CSV and Markdown")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds for the whole run: no case starts after that; the ones left are listed as not run",
+    )
     parser.add_argument("--one", nargs=2, metavar=("CASE", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:  # child mode: one case, its row as JSON on the last line
@@ -376,8 +397,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description(args.device)
     rows: list[dict[str, Any]] = []
     failures: list[CaseFailed] = []
+    not_run: list[dict[str, Any]] = []
     started = time.time()
     for index, params in enumerate(cases, 1):
+        if args.time_budget is not None and time.time() - started >= args.time_budget:
+            not_run = cases[index - 1 :]
+            print(
+                f"--time-budget of {args.time_budget:g} s spent: {len(not_run)} case(s) not run", flush=True
+            )
+            write_results(output / stem, rows, markdown(rows, machine, command, failures, not_run))
+            break
         label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
                  f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
         try:
@@ -393,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label} -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)
         # rewritten after every case, so a run killed part way keeps what it measured
         write_results(output / stem, rows, markdown(rows, machine, command, failures))
-    print(markdown(rows, machine, command, failures))
+    print(markdown(rows, machine, command, failures, not_run))
     print(f"{len(rows)} cases in {(time.time() - started) / 60:.1f} min; written {output / stem}.csv and .md")
     if failures:
         print(f"{len(failures)} of {len(cases)} cases failed: " + "; ".join(f.reason for f in failures))

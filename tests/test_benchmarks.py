@@ -216,3 +216,23 @@ def test_a_failing_or_stuck_case_is_reported_and_the_others_still_run(tmp_path, 
     assert main(["--tiny", "--timeout", "0.05", "--output", str(tmp_path)]) == 1
     assert "ran past its 0.05 s timeout" in (tmp_path / "cpu-tiny.md").read_text()
     assert (tmp_path / "cpu-tiny.csv").read_text().splitlines() == [",".join(COLUMNS)]  # header only
+
+
+def test_no_case_starts_once_the_time_budget_is_spent(tmp_path, monkeypatch):
+    cases = [c for c in plan("cpu", full=False, tiny=True) if c["case"] == "train_step"][:3]
+    monkeypatch.setattr("benchmarks.run.plan", lambda device, full, tiny: cases)
+    clock = iter(range(0, 1000, 10))  # every reading of the clock is 10 s later
+    monkeypatch.setattr(
+        "benchmarks.run.time", type("FakeTime", (), {"time": staticmethod(lambda: next(clock))})
+    )
+    assert main(["--tiny", "--time-budget", "15", "--output", str(tmp_path)]) == 0  # left out is not an error
+    with (tmp_path / "cpu-tiny.csv").open() as handle:
+        assert [r["method"] for r in csv.DictReader(handle)] == [cases[0]["method"]]
+    report = (tmp_path / "cpu-tiny.md").read_text()
+    not_run = report.split("**Not run**")[1]
+    assert not_run.count("| training | train_step |") == 2
+
+
+def test_a_gpu_run_measures_every_plain_row_before_the_compiled_ones():
+    compiled = [bool(c.get("compile")) for c in plan("cuda", full=False, tiny=False)]
+    assert compiled.count(True) == 2 and compiled == sorted(compiled)
