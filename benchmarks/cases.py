@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from msa_hf.folded_attention import fold_relative_position_attention
+from msa_hf.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
 from msa_hf.frozen_mlp import set_frozen_mlp_recompute
 
 from .geometry import build_model, encoder_macs
@@ -126,7 +126,8 @@ def _training_model(params: dict[str, Any]):
 def train_step(params: dict[str, Any]) -> dict[str, Any]:
     """One optimiser step (forward, Dice-free BCE on the low-res masks, backward, AdamW) of `method` on a batch
     of `batch` images (`msa-3d`: `batch` = D slices of one volume), with or without activation checkpointing;
-    MSA with or without recomputing its frozen MLPs' hidden layer (`recompute_mlp`, default on)."""
+    MSA with or without recomputing its frozen MLPs' hidden layer (`recompute_mlp`, default on); with
+    `narrow_attention` False the folded attention takes its SDPA route on CPU too (what other devices run)."""
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
@@ -140,6 +141,10 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
         enable()
     if params["method"] in ("msa", "msa-3d"):  # on by default; a row without shows what it trades
         set_frozen_mlp_recompute(model, params.get("recompute_mlp", True) is not False)
+    if params.get("narrow_attention") is False:  # the SDPA route, as CUDA runs today: what a GPU would keep
+        for module in model.modules():
+            if isinstance(module, SamVisionFoldedAttention):
+                module.narrow_backward = False
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=1e-4)
     batch, size = params["batch"], params["size"]

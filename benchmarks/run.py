@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = [
-    "section", "case", "model", "method", "checkpointing", "recompute_mlp", "multimask", "geometry", "size", "batch", "depth",
+    "section", "case", "model", "method", "checkpointing", "recompute_mlp", "narrow_attention", "multimask", "geometry", "size", "batch", "depth",
     "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "allocated_mb", "gmacs", "images_per_s", "mfu",
     "trainable_m", "compile", "compile_s", "fast", "command",
 ]  # fmt: skip
@@ -109,34 +109,43 @@ RECIPE_BATCH = 8  # the README's GPU recipes train with --batch-size 8 per proce
 def recipe_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
     """The README's GPU training recipe (MSA, ViT-B, 1024 px, bf16 autocast), with and without activation
     checkpointing. On a GPU at the recipe's batch; elsewhere at batches 1 and 2, which `recipe_estimates`
-    extends linearly to the recipe's batch (activations grow with the batch, weights and state do not)."""
+    extends linearly to the recipe's batch (activations grow with the batch, weights and state do not).
+
+    On CPU a third setting runs the folded attention's SDPA route (`narrow_attention` False): CUDA runs that
+    route today, so those rows say what a GPU would hold, where the CPU's narrow route says less."""
     cuda = device.startswith("cuda")
     batches = (1, 2, RECIPE_BATCH) if cuda else (1, 2)
     size, geometry = (64, "tiny") if tiny else (1024, "ViT-B")
+    settings = [(False, None), (True, None)] + ([] if cuda else [(False, False)])
     return [
         {"section": "recipes", "case": "train_step", "method": "msa", "checkpointing": checkpointing,
-         "size": size, "batch": batch, "geometry": geometry, "device": device, "dtype": "bfloat16",
-         "repeats": 2 if cuda else 1, "warmup": 1 if cuda else 0}
-        for checkpointing in (False, True) for batch in batches
+         "narrow_attention": narrow_attention, "size": size, "batch": batch, "geometry": geometry,
+         "device": device, "dtype": "bfloat16", "repeats": 2 if cuda else 1, "warmup": 1 if cuda else 0}
+        for checkpointing, narrow_attention in settings for batch in batches
     ]  # fmt: skip
 
 
 def recipe_estimates(rows: list[dict[str, Any]], batch: int = RECIPE_BATCH) -> list[dict[str, Any]]:
-    """Per checkpointing setting: peak MiB at batches 1 and 2, the per-image growth, and the peak at `batch`
+    """Per setting (checkpointing, narrow_attention): peak MiB at batches 1 and 2, the per-image growth, and the peak at `batch`
     (measured when a row has it, else `peak(1) + (batch - 1) * growth`). Peaks are allocated tensor memory
     (`allocated_mb`, what a GPU must hold) when every row has it, else the resident mark (`peak_mb`); `measure`
     says which."""
     estimates = []
     recipe_rows = [r for r in rows if r["section"] == "recipes"]
     key = "allocated_mb" if recipe_rows and all(r.get("allocated_mb") for r in recipe_rows) else "peak_mb"
-    for checkpointing in (False, True):
-        by_batch = {r["batch"]: r[key] for r in recipe_rows if r["checkpointing"] == checkpointing}
+    settings = dict.fromkeys((r["checkpointing"], r.get("narrow_attention")) for r in recipe_rows)
+    for checkpointing, narrow_attention in settings:
+        by_batch = {
+            r["batch"]: r[key]
+            for r in recipe_rows
+            if (r["checkpointing"], r.get("narrow_attention")) == (checkpointing, narrow_attention)
+        }
         if 1 not in by_batch or 2 not in by_batch:
             continue
         growth = by_batch[2] - by_batch[1]
         measured = by_batch.get(batch)
         estimates.append({
-            "checkpointing": checkpointing, "peak_mb_batch1": by_batch[1], "peak_mb_batch2": by_batch[2],
+            "checkpointing": checkpointing, "narrow_attention": narrow_attention, "peak_mb_batch1": by_batch[1], "peak_mb_batch2": by_batch[2],
             "per_image_mb": growth,
             f"peak_mb_batch{batch}": measured if measured is not None else by_batch[1] + (batch - 1) * growth,
             "how": "measured" if measured is not None else "extended linearly from batches 1 and 2",
@@ -280,7 +289,7 @@ def markdown(
         "3-D": ["depth", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
-        "recipes": ["method", "checkpointing", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
+        "recipes": ["method", "checkpointing", "narrow_attention", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",

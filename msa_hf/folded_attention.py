@@ -176,7 +176,7 @@ def folded_relative_position_attention(
     query, key, value = qkv.unbind(0)  # (B, heads, N, d)
     along_height = attention.get_rel_pos(height, height, attention.rel_pos_h)  # (H, H, d)
     along_width = attention.get_rel_pos(width, width, attention.rel_pos_w)  # (W, W, d)
-    if _keeps_narrow_tensors(query):
+    if getattr(attention, "narrow_backward", True) and _keeps_narrow_tensors(query):
         out = FoldedFlashAttention.apply(
             query, key, value, along_height, along_width, attention.scale, height, width
         )
@@ -191,7 +191,13 @@ def folded_relative_position_attention(
 
 class SamVisionFoldedAttention(SamVisionSdpaAttention):
     """`SamVisionSdpaAttention` that trains through `folded_relative_position_attention` (no N x N mask) and
-    evaluates as transformers does. Same parameters and state-dict keys."""
+    evaluates as transformers does. Same parameters and state-dict keys.
+
+    `narrow_backward` (default True) lets the CPU take the narrow route (`FoldedFlashAttention`); set False,
+    the SDPA route runs as it does on other devices (the benchmarks use it to measure what a GPU keeps).
+    """
+
+    narrow_backward: bool = True
 
     def forward(self, hidden_states: torch.Tensor, output_attentions=False) -> tuple[torch.Tensor, None]:
         if self.training and self.use_rel_pos and not output_attentions:

@@ -114,9 +114,20 @@ def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp
     assert main(["--tiny", "--recipes", "--output", str(tmp_path)]) == 0
     with (tmp_path / "cpu-recipes-tiny.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["checkpointing"], r["batch"], r["dtype"]) for r in rows] == [
-        ("False", "1", "bfloat16"), ("False", "2", "bfloat16"), ("True", "1", "bfloat16"), ("True", "2", "bfloat16")
+    assert [(r["checkpointing"], r["narrow_attention"], r["batch"], r["dtype"]) for r in rows] == [
+        ("False", "", "1", "bfloat16"), ("False", "", "2", "bfloat16"), ("True", "", "1", "bfloat16"),
+        ("True", "", "2", "bfloat16"), ("False", "False", "1", "bfloat16"), ("False", "False", "2", "bfloat16"),
     ]  # fmt: skip
+    # the SDPA route (what CUDA runs) keeps the wide q', k', v' and output that the CPU's narrow route rebuilds
+    narrow, sdpa = (
+        [
+            float(r["allocated_mb"])
+            for r in rows
+            if r["checkpointing"] == "False" and r["narrow_attention"] == route
+        ]
+        for route in ("", "False")
+    )
+    assert sdpa[0] > narrow[0] and sdpa[1] > narrow[1]
     assert "**Peak memory of the recipe at batch 8 (MiB)**" in (tmp_path / "cpu-recipes-tiny.md").read_text()
     made_up = [
         dict(section="recipes", checkpointing=c, batch=b, peak_mb=m)
