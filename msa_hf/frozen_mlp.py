@@ -43,13 +43,20 @@ def frozen_mlp_forward(mlp: nn.Module, hidden_states: torch.Tensor, recompute: b
     return mlp(hidden_states)
 
 
+class RecomputesFrozenMlp:
+    """Mixin of the MSA encoder blocks (native and PEFT) whose forward passes `recompute_frozen_mlp` to
+    `frozen_mlp_forward`; `set_frozen_mlp_recompute` finds them by this class. On by default."""
+
+    recompute_frozen_mlp: bool = True
+
+
 def set_frozen_mlp_recompute(model: nn.Module, enabled: bool) -> int:
     """Switch the frozen-MLP recomputation of every MSA encoder block in `model` (a `SamAdapterModel` or a
     PEFT model with the `msa` method) on or off; it is on by default. Returns how many blocks were set."""
-    blocks = [module for module in model.modules() if hasattr(module, "recompute_frozen_mlp")]
+    blocks = [module for module in model.modules() if isinstance(module, RecomputesFrozenMlp)]
     for block in blocks:
         block.recompute_frozen_mlp = enabled
     return len(blocks)
 
 
-__all__ = ["frozen_mlp_forward", "set_frozen_mlp_recompute"]
+__all__ = ["RecomputesFrozenMlp", "frozen_mlp_forward", "set_frozen_mlp_recompute"]

@@ -42,6 +42,7 @@ from .adapter_layers import (
 )
 from .configuration_msa import SamAdapterConfig
 from .folded_attention import fold_relative_position_attention
+from .frozen_mlp import RecomputesFrozenMlp
 from .text_prompts import TextPromptProjection
 
 # Attribute names under which the native model stores its adapters. The PEFT method stores the same modules
@@ -58,8 +59,10 @@ def is_adapter_parameter(name: str) -> bool:
     return ADAPTER_PARAMETER_PATTERN.search(name) is not None
 
 
-class SamAdapterVisionLayer(SamVisionLayer):
-    """SAM image-encoder block with the space adapter, the parallel MLP adapter and (3-D) the depth adapter."""
+class SamAdapterVisionLayer(SamVisionLayer, RecomputesFrozenMlp):
+    """SAM image-encoder block with the space adapter, the parallel MLP adapter and (3-D) the depth adapter.
+
+    Its frozen MLP keeps no 4C-wide activation for backward (`RecomputesFrozenMlp`, `msa_hf.frozen_mlp`)."""
 
     def __init__(self, config: SamVisionConfig, window_size: int, adapter_config: SamAdapterConfig):
         super().__init__(config, window_size)
@@ -69,8 +72,6 @@ class SamAdapterVisionLayer(SamVisionLayer):
         self.mlp_adapter = Adapter(width, ratio, act)
         self.depth_adapter = Adapter(width, ratio, act) if adapter_config.use_depth_branch else None
         self.mlp_adapter_scale = adapter_config.mlp_adapter_scale
-        # keep no 4C-wide MLP activation for backward (msa_hf.frozen_mlp); set_frozen_mlp_recompute switches
-        self.recompute_frozen_mlp = True
 
     def forward(self, hidden_states: torch.Tensor, num_slices: int | None = None) -> torch.Tensor:
         """`(B, H, W, C) -> (B, H, W, C)`; `num_slices` (D, with B = V * D) switches the depth branch on.

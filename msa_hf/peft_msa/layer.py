@@ -21,6 +21,7 @@ from ..adapter_layers import (
     msa_two_way_block_forward,
     msa_vision_layer_forward,
 )
+from ..frozen_mlp import RecomputesFrozenMlp
 from .config import MsaAdapterConfig
 
 
@@ -61,11 +62,12 @@ class MsaLayer(BaseTunerLayer):
         raise NotImplementedError("MSA adapters are never merged.")
 
 
-class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer):
+class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer, RecomputesFrozenMlp):
     """A SAM image-encoder block with per-name space, MLP and (3-D) depth adapters.
 
     A `GradientCheckpointingLayer`, so activation checkpointing re-runs the adapters too, with the same
-    `num_slices` argument (which peft's forward hooks inject per call).
+    `num_slices` argument (which peft's forward hooks inject per call). Its frozen MLP keeps no 4C-wide
+    activation for backward (`RecomputesFrozenMlp`, `msa_hf.frozen_mlp`).
     """
 
     adapter_layer_names = ("msa_space_adapter", "msa_mlp_adapter", "msa_depth_adapter")
@@ -73,8 +75,6 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer):
     def __init__(self, base_layer: SamVisionLayer, adapter_name: str, config: MsaAdapterConfig):
         super().__init__()
         self._init_msa_layer(base_layer)
-        # keep no 4C-wide MLP activation for backward (msa_hf.frozen_mlp); set_frozen_mlp_recompute switches
-        self.recompute_frozen_mlp = True
         self.update_layer(adapter_name, config)
         self.set_adapter(adapter_name, inference_mode=config.inference_mode)
 
