@@ -43,15 +43,8 @@ def _curve_rows(metrics_csv: Path) -> str:
     )
 
 
-# `PretrainingConfig` fields that `msa-hf pretrain-base` takes as flags
-_CLI_FLAGS = {
-    "total_images": "--total-images",
-    "batch_size": "--batch-size",
-    "learning_rate": "--learning-rate",
-    "seed": "--seed",
-    "eval_every": "--eval-every",
-    "num_workers": "--num-workers",
-}
+# `PretrainingConfig` fields that `msa-hf pretrain-base` takes as flags (`--total-images` for total_images)
+_CLI_FIELDS = ("total_images", "batch_size", "learning_rate", "seed", "eval_every", "num_workers")
 
 
 def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list[str]:
@@ -68,10 +61,10 @@ def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list
     commands = []
     for index, stage in enumerate(stages):
         config = stage["config"]
-        flags = [f"--total-images {config['total_images']}"] + [
-            f"{flag} {config[name]}"
-            for name, flag in _CLI_FLAGS.items()
-            if name != "total_images" and config.get(name, defaults[name]) != defaults[name]
+        flags = [
+            f"--{name.replace('_', '-')} {config[name]}"
+            for name in _CLI_FIELDS
+            if name == "total_images" or config.get(name, defaults[name]) != defaults[name]
         ]
         if index + 1 < len(stages):
             flags.append(f"--stop-at-step {stages[index + 1]['start_step']}")
