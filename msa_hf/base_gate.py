@@ -45,9 +45,12 @@ def synthetic_gate(base: str | Path, samples: int = 300) -> dict[str, float]:
     return evaluate_prompted_segmentation(model, images, masks)
 
 
-def _mri_tasks(
+def mri_gate_tasks(
     dataset_dir: str | Path, image_size: int, split: str, train: bool, class_id: int | None = None
 ) -> Any:
+    """The gate's prompted binary tasks of a prepared MRI dataset's `split` (one row per structure present
+    in a slice; only `class_id` when given), transformed to `image_size` with the gate's prompts: a box and
+    one click, jittered and augmented when `train`, the tight box and most interior click otherwise."""
     from .data import (
         PromptSampling,
         SamSegmentationTransform,
@@ -141,8 +144,8 @@ def mri_gate(
     results: dict[str, Any] = {"training": asdict(training), "seeds": list(seeds), "protocol": "per_class"}
     classes: dict[str, Any] = {}
     for class_id, class_name in read_class_names(dataset_dir).items():
-        train_tasks = _mri_tasks(dataset_dir, image_size, "train", train=True, class_id=class_id)
-        test_tasks = _mri_tasks(dataset_dir, image_size, "test", train=False, class_id=class_id)
+        train_tasks = mri_gate_tasks(dataset_dir, image_size, "train", train=True, class_id=class_id)
+        test_tasks = mri_gate_tasks(dataset_dir, image_size, "test", train=False, class_id=class_id)
         if len(train_tasks) == 0 or len(test_tasks) == 0:
             continue  # a class absent from a split at this resolution cannot be adapted or scored
         runs: dict[str, list[dict[str, Any]]] = {"pretrained": [], "random_init": []}

@@ -63,14 +63,14 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
     thin structure a click alone cannot outline), beat the base's zero-shot Dice and the same budget on a
     random-init twin, each by a stated margin."""
     from msa_hf import SamAdapterConfig
-    from msa_hf.base_gate import _mri_tasks
+    from msa_hf.base_gate import mri_gate_tasks
     from msa_hf.data import build_mni152_tissue_dataset, read_class_names
     from msa_hf.training import AdapterTrainingConfig, evaluate_prompts, train_adapters
 
     build_mni152_tissue_dataset(tmp_path / "mni")
     csf = next(value for value, name in read_class_names(tmp_path / "mni").items() if name == "csf")
-    train = _mri_tasks(tmp_path / "mni", 128, "train", train=True, class_id=csf)
-    test = _mri_tasks(tmp_path / "mni", 128, "test", train=False, class_id=csf)
+    train = mri_gate_tasks(tmp_path / "mni", 128, "train", train=True, class_id=csf)
+    test = mri_gate_tasks(tmp_path / "mni", 128, "test", train=False, class_id=csf)
     training = AdapterTrainingConfig(steps=150)
     scores = {}
     for name in ("zero-shot", "adapted", "random twin"):
