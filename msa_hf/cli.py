@@ -204,20 +204,26 @@ def _push_space(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_run
+    from .hub import dataset_push_plan, default_dataset_repo_id, push_dataset, push_run
 
+    if args.dataset_repo_id and not args.dataset:
+        raise ValueError(
+            "--dataset-repo-id names where --dataset goes; pass --dataset <prepared dataset directory>."
+        )
+    dataset_repo_id = None
+    if args.dataset:
+        dataset_repo_id = args.dataset_repo_id or default_dataset_repo_id(args.repo_id, args.dataset)
+        dataset_plan = dataset_push_plan(args.dataset, dataset_repo_id, private=args.private)  # checked first
     plan = push_run(
         args.run_dir, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
-        revision=args.revision, dry_run=args.dry_run,
+        revision=args.revision, dry_run=args.dry_run, dataset_repo_id=dataset_repo_id,
     )  # fmt: skip
     print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
-    if args.dataset and args.dataset_repo_id:
-        from .hub import push_dataset
-
+    if args.dataset:
         if args.dry_run:
-            print(f"would upload dataset {args.dataset} -> {args.dataset_repo_id}")
+            print(f"dataset (repo type dataset):\n{dataset_plan.describe()}")
         else:
-            print(f"dataset: {push_dataset(args.dataset, args.dataset_repo_id, private=args.private)}")
+            print(f"dataset: {push_dataset(args.dataset, dataset_repo_id, private=args.private)}")
     if args.space_repo_id:
         from .hub import push_space
 
@@ -378,8 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
     push.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
-    push.add_argument("--dataset", default=None, help="prepared dataset directory to publish too")
-    push.add_argument("--dataset-repo-id", default=None, help="dataset repo for --dataset")
+    push.add_argument(
+        "--dataset",
+        default=None,
+        help="prepared dataset directory to publish too; the model card then links it",
+    )
+    push.add_argument(
+        "--dataset-repo-id",
+        default=None,
+        help="dataset repo for --dataset (default: <org>/<dataset folder name>)",
+    )
     push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
     push.set_defaults(run=_push)
 

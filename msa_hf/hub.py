@@ -54,6 +54,21 @@ def _adapter_card(run_model: Path, repo_id: str, full_repo: str) -> str:
     )
 
 
+def _model_card_linking_dataset(model_dir: Path, dataset_repo_id: str | None) -> bytes | None:
+    """The run's model card with `datasets:` and its results' dataset pointing at `dataset_repo_id` (so the
+    Hub links the published dataset); None when there is no card or no dataset repo."""
+    card_path = model_dir / "README.md"
+    if dataset_repo_id is None or not card_path.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(card_path.read_text())
+    card.data.datasets = [dataset_repo_id]
+    for result in card.data.eval_results or []:
+        result.dataset_type = result.dataset_name = dataset_repo_id
+    return str(card).encode()
+
+
 def push_run(
     run_dir: str | Path,
     repo_id: str,
@@ -62,13 +77,16 @@ def push_run(
     revision: str | None = None,
     dry_run: bool = False,
     token: str | None = None,
+    dataset_repo_id: str | None = None,
 ) -> PushPlan:
     """Upload `run_dir/model` to `repo_id` and its `adapter/` to `adapter_repo_id` (default
-    `<repo_id>-adapter`).
+    `<repo_id>-adapter`), each with its card.
 
     Args:
         revision: a branch to push to (created from main when missing).
         dry_run: only return the plan.
+        dataset_repo_id: the dataset repo the run's data is (or will be) published to; the model card then
+            names it under `datasets:` and in its results, instead of the local folder's name.
     Raises:
         FileNotFoundError: the run has no `model/` (train first).
     """
@@ -77,10 +95,20 @@ def push_run(
         raise FileNotFoundError(f"{model_dir} has no config.json: is {run_dir} a finished train.py run?")
     adapter_dir = model_dir / "adapter"
     adapter_repo_id = adapter_repo_id or f"{repo_id}-adapter"
+    model_card = _model_card_linking_dataset(model_dir, dataset_repo_id)
     plan = PushPlan(revision=revision, private=private)
-    plan.uploads[repo_id] = _files(model_dir, exclude="adapter")
+    plan.uploads[repo_id] = [
+        (path, len(model_card) if model_card is not None and path == "README.md" else size)
+        for path, size in _files(model_dir, exclude="adapter")
+    ]
+    adapter_card = None
     if adapter_dir.is_dir():
-        plan.uploads[adapter_repo_id] = [*_files(adapter_dir), ("README.md", 0)]
+        # our card replaces the one peft's save_pretrained wrote
+        adapter_card = _adapter_card(model_dir, adapter_repo_id, repo_id).encode()
+        plan.uploads[adapter_repo_id] = [
+            *(entry for entry in _files(adapter_dir) if entry[0] != "README.md"),
+            ("README.md", len(adapter_card)),
+        ]
     if dry_run:
         return plan
     from huggingface_hub import HfApi
@@ -91,20 +119,43 @@ def push_run(
         if revision:
             api.create_branch(target, branch=revision, exist_ok=True)
     api.upload_folder(
-        folder_path=str(model_dir), repo_id=repo_id, revision=revision, ignore_patterns=["adapter/*"],
+        folder_path=str(model_dir), repo_id=repo_id, revision=revision,
+        ignore_patterns=["adapter/*"] + (["README.md"] if model_card is not None else []),
         commit_message="Upload MSA model (msa_hf)",
     )  # fmt: skip
-    if adapter_dir.is_dir():
-        card = _adapter_card(model_dir, adapter_repo_id, repo_id)
+    if model_card is not None:
+        api.upload_file(
+            path_or_fileobj=model_card, path_in_repo="README.md", repo_id=repo_id, revision=revision,
+            commit_message=f"Model card (dataset: {dataset_repo_id})",
+        )  # fmt: skip
+    if adapter_card is not None:
         api.upload_folder(
-            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision,
+            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision, ignore_patterns=["README.md"],
             commit_message="Upload MSA adapter (msa_hf)",
         )  # fmt: skip
         api.upload_file(
-            path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
+            path_or_fileobj=adapter_card, path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
             commit_message="Adapter card",
         )  # fmt: skip
     return plan
+
+
+def dataset_push_plan(dataset_dir: str | Path, repo_id: str, private: bool = False) -> PushPlan:
+    """What `push_dataset` uploads (every file of the prepared dataset directory).
+
+    Raises:
+        FileNotFoundError: `dataset_dir` is not a prepared dataset directory.
+    """
+    folder = Path(dataset_dir)
+    if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
+        raise FileNotFoundError(f"{folder} is not a prepared dataset directory (msa-hf prepare writes one).")
+    return PushPlan(uploads={repo_id: _files(folder)}, private=private)
+
+
+def default_dataset_repo_id(model_repo_id: str, dataset_dir: str | Path) -> str:
+    """`org/<dataset folder name>` for a model pushed to `org/...` (the folder's name alone without an org)."""
+    name = Path(dataset_dir).resolve().name
+    return f"{model_repo_id.split('/')[0]}/{name}" if "/" in model_repo_id else name
 
 
 def push_dataset(
@@ -115,8 +166,7 @@ def push_dataset(
     from huggingface_hub import HfApi
 
     folder = Path(dataset_dir)
-    if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
-        raise FileNotFoundError(f"{folder} is not a prepared dataset directory (msa-hf prepare writes one).")
+    dataset_push_plan(folder, repo_id)  # checks the folder before anything is created
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     commit = api.upload_folder(

@@ -327,6 +327,11 @@ def run_training(config: TrainConfig) -> TrainResult:
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
+        # every saved model gets its card; train.py's test comparison replaces it with the scored one
+        from .model_card import render_model_card
+
+        card = render_model_card(config, asdict(result), "", None)
+        (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
     return result
 
 
@@ -519,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     except (BaseLoadError, ValueError, FileNotFoundError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one process scores the test split and writes the card
+        return 0
     if config.evaluate_test:
         comparison = volume_test_comparison if config.use_depth_branch else test_comparison
         print(comparison(config, Path(result.output_dir)))

@@ -37,10 +37,13 @@ def hub(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def trained_run(tiny_base, disk_dataset, tmp_path_factory):
     from msa_hf.train_config import TrainConfig
+    from msa_hf.train_job import test_comparison
 
     output = tmp_path_factory.mktemp("run")
-    run_training(TrainConfig(base=str(tiny_base), dataset=str(disk_dataset), output_dir=str(output), steps=2,
-                             batch_size=4, eval_every=2, log_with="none"))  # fmt: skip
+    config = TrainConfig(base=str(tiny_base), dataset=str(disk_dataset), output_dir=str(output), steps=2,
+                         batch_size=4, eval_every=2, log_with="none")  # fmt: skip
+    run_training(config)
+    test_comparison(config, output)  # as train.py does: the card gets its test scores
     return output
 
 
@@ -55,10 +58,13 @@ def test_dry_run_lists_both_repos_and_uploads_nothing(trained_run, hub):
     )
     assert "adapter_model.safetensors" in [p for p, _ in plan.uploads["org/msa-disks-adapter"]]
     assert "org/msa-disks: " in plan.describe() and hub.repos == {}
+    for files in plan.uploads.values():  # peft's own adapter README is replaced by ours, not listed beside it
+        paths = [path for path, _ in files]
+        assert len(paths) == len(set(paths)) and all(size > 0 for _, size in files)
 
 
 def test_pushed_model_and_adapter_reload_with_identical_outputs(trained_run, tiny_base, hub):
-    push_run(trained_run, "org/msa-disks", private=True)
+    push_run(trained_run, "org/msa-disks", private=True, dataset_repo_id="org/disks")
     assert hub.repos[("model", "org/msa-disks")]["private"]
     local = SamAdapterModel.from_pretrained(trained_run / "model").eval()
     remote = SamAdapterModel.from_pretrained("org/msa-disks").eval()
@@ -77,6 +83,14 @@ def test_pushed_model_and_adapter_reload_with_identical_outputs(trained_run, tin
     assert torch.allclose(expected, from_adapter, atol=1e-5)
     card = hub.repos[("model", "org/msa-disks-adapter")]["files"]["README.md"].decode()
     assert "library_name: peft" in card and "org/msa-disks" in card
+    from huggingface_hub import ModelCard
+
+    model_card = ModelCard(hub.repos[("model", "org/msa-disks")]["files"]["README.md"].decode())
+    local_card = ModelCard((trained_run / "model" / "README.md").read_text())
+    assert model_card.data.datasets == ["org/disks"]  # the published dataset, not the local folder's name
+    assert [r.dataset_type for r in model_card.data.eval_results] == ["org/disks"]
+    assert model_card.data.eval_results[0].metric_value == local_card.data.eval_results[0].metric_value
+    assert model_card.text == local_card.text
 
 
 def test_push_to_a_branch_and_refuse_an_unfinished_run(trained_run, hub, tmp_path):
@@ -87,7 +101,7 @@ def test_push_to_a_branch_and_refuse_an_unfinished_run(trained_run, hub, tmp_pat
         push_run(tmp_path, "org/nothing")
 
 
-def test_cli_push_dry_run(trained_run, capsys):
+def test_cli_push_dry_run(trained_run, disk_dataset, capsys):
     from msa_hf.cli import main
 
     assert main(["push", str(trained_run), "org/msa-disks", "--dry-run", "--revision", "v1"]) == 0
@@ -97,6 +111,12 @@ def test_cli_push_dry_run(trained_run, capsys):
         and "org/msa-disks@v1" in printed
         and "org/msa-disks-adapter@v1" in printed
     )
+    # --dataset alone goes to <org>/<folder name> and is listed file by file
+    assert main(["push", str(trained_run), "org/msa-disks", "--dry-run", "--dataset", str(disk_dataset)]) == 0
+    printed = capsys.readouterr().out
+    assert f"org/{disk_dataset.name}: " in printed and "data/train-00000-of-00001.parquet" in printed
+    assert main(["push", str(trained_run), "org/msa-disks", "--dry-run", "--dataset-repo-id", "org/d"]) == 2
+    assert "pass --dataset" in capsys.readouterr().err
 
 
 def test_dataset_and_space_pushes(disk_dataset, hub):

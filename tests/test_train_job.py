@@ -167,6 +167,11 @@ def test_two_process_ddp_run_on_cpu(tiny_base, disk_dataset, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "ddp" / "train_result.json").read_text())
     assert result["num_processes"] == 2 and result["weights_agree"]
+    # one process scores the test split and writes the card (every rank used to, into the same files)
+    assert (
+        done.stdout.count("Test-split Dice per structure") == 1 and done.stdout.count("trained msa on") == 1
+    )
+    assert "model-index:" in (tmp_path / "ddp" / "model" / "README.md").read_text()
     from msa_hf import SamAdapterModel
 
     reloaded = SamAdapterModel.from_pretrained(tmp_path / "ddp" / "model")
@@ -270,6 +275,14 @@ def test_train_main_prints_the_test_table_and_writes_the_card(tiny_base, disk_da
 
 def test_activation_checkpointing_trains_the_same_weights(tiny_base, disk_dataset, tmp_path):
     plain = run_training(_config(tiny_base, disk_dataset, tmp_path / "plain", steps=2, eval_every=100))
+    # a run not (yet) scored on its test split still gets a card, saying so and claiming no metric
+    from huggingface_hub import ModelCard
+
+    from msa_hf.model_card import NOT_EVALUATED
+
+    card = ModelCard((tmp_path / "plain" / "model" / "README.md").read_text())
+    assert card.data.eval_results is None and card.data.license == "apache-2.0"
+    assert NOT_EVALUATED in card.text and "nan" not in card.content.lower()
     checkpointed = run_training(
         _config(
             tiny_base, disk_dataset, tmp_path / "ckpt", steps=2, eval_every=100, gradient_checkpointing=True
