@@ -194,6 +194,7 @@ def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "ddp" / "pretraining_result.json").read_text())
     assert result == {"steps": 2, "num_processes": 2, "weights_agree": True}
+    assert done.stdout.count("pretrained encoder:") == 1  # said once, by the main process
     pretrained = SamAdapterModel.from_pretrained(tmp_path / "ddp" / "final")
     # adapter up-projections start at zero: non-zero ones were trained
     ups = [

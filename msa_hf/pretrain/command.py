@@ -79,5 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pretrain: {error}", file=sys.stderr)
         return 2
     final = pretrain_encoder(model, images, config, args.output_dir)
-    print(f"pretrained encoder: {final} (load with SamAdapterModel.from_pretrained; train.py --base {final})")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # once, not once per process under accelerate launch
+        print(
+            f"pretrained encoder: {final} (load with SamAdapterModel.from_pretrained; train.py --base {final})"
+        )
     return 0
