@@ -126,10 +126,10 @@ def recipe_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
 
 
 def recipe_estimates(rows: list[dict[str, Any]], batch: int = RECIPE_BATCH) -> list[dict[str, Any]]:
-    """Per setting (checkpointing, narrow_attention): peak MiB at batches 1 and 2, the per-image growth, and the peak at `batch`
-    (measured when a row has it, else `peak(1) + (batch - 1) * growth`). Peaks are allocated tensor memory
-    (`allocated_mb`, what a GPU must hold) when every row has it, else the resident mark (`peak_mb`); `measure`
-    says which."""
+    """Per setting (checkpointing, narrow_attention): peak MiB at batches 1 and 2, the per-image growth, and
+    the peak at `batch` (measured when a row has it, else `peak(1) + (batch - 1) * growth`). Peaks are
+    allocated tensor memory (`allocated_mb`, what a GPU must hold) when every row has it, else the resident
+    mark (`peak_mb`); `measure` says which."""
     estimates = []
     recipe_rows = [r for r in rows if r["section"] == "recipes"]
     key = "allocated_mb" if recipe_rows and all(r.get("allocated_mb") for r in recipe_rows) else "peak_mb"

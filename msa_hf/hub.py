@@ -130,8 +130,8 @@ def push_run(
         )  # fmt: skip
     if adapter_card is not None:
         api.upload_folder(
-            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision, ignore_patterns=["README.md"],
-            commit_message="Upload MSA adapter (msa_hf)",
+            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision,
+            ignore_patterns=["README.md"], commit_message="Upload MSA adapter (msa_hf)",
         )  # fmt: skip
         api.upload_file(
             path_or_fileobj=adapter_card, path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
