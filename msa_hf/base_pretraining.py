@@ -35,6 +35,7 @@ from .mask_outputs import best_mask_logits, upsample_mask_logits
 from .metrics.batched import box_fill_dice, dice_scores
 from .prompts import box_from_mask, next_error_clicks, sample_point_prompt
 from .synthetic import SyntheticConfig, SyntheticSegmentationDataset
+from .training_state import save_training_state
 
 # ~0.8 M parameters: ViT width 96, 4 blocks (two global), 128 px input, 16x16 embedding, 64x64 masks.
 BASE_GEOMETRY: dict[str, dict[str, Any]] = {
@@ -383,7 +384,7 @@ def pretrain_base(
     running: list[float] = []
 
     def save_checkpoint() -> None:
-        accelerator.save_state(str(checkpoint))
+        save_training_state(accelerator, checkpoint)
         if accelerator.is_main_process:
             progress_file.write_text(json.dumps({"step": step, "images": step * images_per_step}))
 

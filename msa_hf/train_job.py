@@ -27,6 +27,7 @@ from .frozen_mlp import set_frozen_mlp_recompute
 from .train_config import TrainConfig
 from .training import evaluate_prompts, prompted_training_loss
 from .training_methods import build_model_for_method, trainable_parameter_count
+from .training_state import save_training_state
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -161,7 +162,7 @@ def _save_checkpoint(accelerator: Any, output_dir: Path, step: int, best: dict[s
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
+    save_training_state(accelerator, temporary)
     if accelerator.is_main_process:
         (temporary / "trainer_state.json").write_text(json.dumps({"step": step, **best}))
         shutil.rmtree(final, ignore_errors=True)

@@ -456,3 +456,32 @@ def test_adapting_to_some_structures_trains_and_scores_only_those(tiny_base, dis
     tables = evaluate_model(model, disk_dataset, "test", ("box",), classes="disk")["tables"]["box"]
     assert set(tables) - {"mean"} == {"disk"}
     assert parse_train_config(["--classes", "disk,square"]).classes == "disk,square"
+
+
+def test_saving_the_training_state_drops_only_the_tied_embedding_notice(caplog, tmp_path):
+    """accelerate's "Removed shared tensor" notice is a false alarm for SAM's tied positional embedding (the
+    resume test shows the weights come back exactly), so it is dropped; any other removal still warns."""
+    import logging
+
+    from accelerate import PartialState
+    from accelerate.utils.other import clean_state_dict_for_safetensors
+
+    from msa_hf.training_state import save_training_state
+
+    PartialState()  # accelerate's logger needs its state
+
+    class SavesLikeAccelerate:  # the writer accelerate's save_state runs, on a tied and an untied pair
+        def save_state(self, folder: str) -> None:
+            tied, other = torch.zeros(2), torch.zeros(3)
+            clean_state_dict_for_safetensors(
+                {"base_model.model.shared_image_embedding.positional_embedding": tied,
+                 "base_model.model.prompt_encoder.shared_embedding.positional_embedding": tied}
+            )  # fmt: skip
+            clean_state_dict_for_safetensors({"a.weight": other, "b.weight": other})
+
+    with caplog.at_level(logging.WARNING):
+        save_training_state(SavesLikeAccelerate(), tmp_path)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("shared_embedding" in message for message in messages)
+    assert any("Removed shared tensor {'b.weight'}" in message for message in messages)
+    assert not logging.getLogger("accelerate.utils.other").filters  # the filter does not outlive the save

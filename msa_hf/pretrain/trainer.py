@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..training_state import save_training_state
 from .config import EncoderPretrainingConfig
 from .objectives import build_objectives
 
@@ -124,7 +125,7 @@ def pretrain_encoder(
                     [step, f"{loss.item():.5f}", *(f"{parts[name].item():.5f}" for name in config.objectives)]
                 )
         if step % config.checkpoint_every == 0 or step == config.steps:
-            accelerator.save_state(str(checkpoint))
+            save_training_state(accelerator, checkpoint)
             if accelerator.is_main_process:
                 progress.write_text(json.dumps({"step": step}))
     bar.close()
