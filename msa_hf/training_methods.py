@@ -57,7 +57,9 @@ def build_model_for_method(config: TrainConfig, text_embedding_dim: int | None =
     if config.method == "decoder":
         model.mask_decoder.requires_grad_(True)
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from .peft_msa.wrapping import wrap_in_peft
 
     lora = LoraConfig(
         r=config.lora_rank,
@@ -65,7 +67,7 @@ def build_model_for_method(config: TrainConfig, text_embedding_dim: int | None =
         target_modules=LORA_TARGET_MODULES,
         modules_to_save=["mask_decoder"],
     )
-    return get_peft_model(model, lora)
+    return wrap_in_peft(model, lora)
 
 
 def trainable_parameter_count(model: Any) -> tuple[int, int]:

@@ -13,14 +13,14 @@ The two hold the same modules under different names:
 from __future__ import annotations
 
 import re
-import warnings
 
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import SamModel
 
 from ..configuration_msa import SamAdapterConfig
 from ..modeling_msa import ADAPTER_KINDS, ADAPTER_PARAMETER_PATTERN, SamAdapterModel, is_adapter_parameter
 from .config import ADAPTER_SETTING_NAMES, MsaAdapterConfig
+from .wrapping import wrap_in_peft
 
 _PEFT_ADAPTER = re.compile(r"\.msa_(" + "|".join(ADAPTER_KINDS) + r")\.([^.]+)\.")
 
@@ -59,13 +59,7 @@ def sam_adapter_to_peft_model(model: SamAdapterModel, adapter_name: str = "defau
     state = model.state_dict()
     sam.load_state_dict({k: v for k, v in state.items() if not is_adapter_parameter(k)}, strict=True)
     peft_config = MsaAdapterConfig(**{name: getattr(config, name) for name in ADAPTER_SETTING_NAMES})
-    with warnings.catch_warnings():
-        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`; this conversion runs inside
-        # every save of an adapter-only checkpoint, where the FutureWarning says nothing the user can act on
-        warnings.filterwarnings(
-            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-        )
-        peft_model = get_peft_model(sam, peft_config, adapter_name=adapter_name)
+    peft_model = wrap_in_peft(sam, peft_config, adapter_name=adapter_name)  # runs in every adapter save
     wrapped = peft_model.get_base_model()
     for name, tensor in state.items():
         if is_adapter_parameter(name):
