@@ -110,6 +110,17 @@ class TrainConfig:
         for name in ("box_probability", "iterative_probability", "text_only_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        # checked here, before the base loads, rather than by AdamW or at the first batch
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        from .data.transforms import CT_WINDOW_PRESETS
+
+        if self.window is not None and self.window not in CT_WINDOW_PRESETS:
+            raise ValueError(
+                f"window={self.window!r}: use one of {sorted(CT_WINDOW_PRESETS)} (or leave it unset)."
+            )
 
     def to_yaml(self) -> str:
         import yaml

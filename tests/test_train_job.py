@@ -47,6 +47,13 @@ def test_config_from_yaml_and_flags(tmp_path):
         parse_train_config(["--method", "prompt-tuning"])
     with pytest.raises(ValueError, match="box_probability"):
         TrainConfig(box_probability=1.5)
+    with pytest.raises(ValueError, match="learning_rate must be > 0, got -1"):
+        parse_train_config(["--learning-rate", "-1"])
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        TrainConfig(weight_decay=-0.1)
+    with pytest.raises(ValueError, match=r"window='foo': use one of \['abdomen'"):
+        parse_train_config(["--window", "foo"])
+    assert TrainConfig(window="liver").window == "liver"
 
 
 def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
