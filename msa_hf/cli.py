@@ -159,7 +159,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from .base_loading import load_base
     from .cpu_memory import keep_freed_memory
-    from .inference import Prompt, predict_file, read_prompts
+    from .inference import Prompt, check_prediction_request, predict_file, read_prompts
     from .modeling_msa import SamAdapterModel
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.cpu_memory)
@@ -174,6 +174,7 @@ def _predict(args: argparse.Namespace) -> int:
                 propagate=args.propagate, text=args.text,
             )
         ]  # fmt: skip
+    check_prediction_request(args.input, args.output, prompts)  # before the model loads
     model = load_base(args.model, SamAdapterModel)
     summary = predict_file(model, args.input, args.output, prompts, compile_encoder=args.compile)
     for mask in summary["masks"]:

@@ -187,15 +187,17 @@ def predict_file(
     """
     from PIL import Image
 
-    from .data.image_files import is_dicom_file, is_image_file, read_dicom_image, read_image
+    from .data.image_files import is_dicom_file, read_dicom_image, read_image
     from .data.volumes import axial_slices, guess_modality, is_nifti, load_volume, volume_from_axial_slices
     from .volume_prediction import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
     summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
-    single_dicom = input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path)
-    if is_image_file(input_path) or single_dicom:
-        if single_dicom:  # an X-ray, an ultrasound frame, one CT/MR slice: intensities by its modality
+    two_d = check_prediction_request(input_path, output_path, prompts)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    if two_d:
+        # a single DICOM (an X-ray, an ultrasound frame, one CT/MR slice): intensities by its modality
+        if is_dicom_file(input_path):
             image, modality = read_dicom_image(input_path)
         else:
             image, modality = read_image(input_path), "other"
@@ -237,6 +239,37 @@ def predict_file(
     canonical = volume_from_axial_slices(labels)
     _save_on_input_grid(canonical, volume.affine, input_path, output_path)
     return summary
+
+
+# lossless formats for a 2-D label map (JPEG would smear the label values)
+MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+
+def check_prediction_request(input_path: str | Path, output_path: str | Path, prompts: list[Prompt]) -> bool:
+    """Whether `input_path` is a 2-D image (else a volume); raises `ValueError`, before anything is loaded or
+    computed, for an output format that cannot hold its mask and for volume-only prompt settings on a 2-D
+    image."""
+    from .data.image_files import is_dicom_file, is_image_file
+    from .data.volumes import is_nifti
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    single_dicom = input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path)
+    two_d = is_image_file(input_path) or single_dicom
+    name = output_path.name.lower()
+    if two_d:
+        if not name.endswith(MASK_IMAGE_SUFFIXES):
+            raise ValueError(
+                f"output {output_path}: the mask of a 2-D image is written as {', '.join(MASK_IMAGE_SUFFIXES)} "
+                "(lossless); .nii/.nii.gz is for volumes."
+            )
+        for index, prompt in enumerate(prompts):
+            if prompt.slice is not None or prompt.propagate:
+                raise ValueError(
+                    f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
+                )
+    elif not name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"output {output_path}: the mask of a volume is written as .nii or .nii.gz.")
+    return two_d
 
 
 def _save_on_input_grid(

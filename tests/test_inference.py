@@ -72,6 +72,30 @@ def test_bad_prompts_are_refused_with_the_reason(tmp_path):
         predict_file(BoxFillSam(32), tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", [Prompt(points=[[1, 1]])])
 
 
+def test_outputs_that_cannot_hold_the_mask_are_refused_before_anything_runs(tmp_path, capsys):
+    from msa_hf.cli import main
+
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "scan.png")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    refused = [
+        ("scan.png", "mask.nii.gz", Prompt(points=[[1, 1]]), "mask of a 2-D image is written as .png"),
+        ("scan.png", "mask.jpg", Prompt(points=[[1, 1]]), r"\(lossless\)"),
+        ("scan.png", "mask.png", Prompt(points=[[1, 1]], slice=2), "'slice' and 'propagate' are for volumes"),
+        ("v.nii.gz", "mask.png", Prompt(points=[[1, 1]], slice=2), "mask of a volume is written as .nii"),
+    ]
+    for source, output, prompt, reason in refused:
+        with pytest.raises(ValueError, match=reason):
+            predict_file(BoxFillSam(32), tmp_path / source, tmp_path / output, [prompt])
+    # the command checks before it loads the model: a model that does not exist is not what it reports
+    assert main(["predict", str(tmp_path / "no-model"), str(tmp_path / "scan.png"), str(tmp_path / "m.nii.gz"),
+                 "--point", "1", "1"]) == 2  # fmt: skip
+    assert "mask of a 2-D image is written as .png" in capsys.readouterr().err
+    predict_file(
+        BoxFillSam(32), tmp_path / "scan.png", tmp_path / "new" / "dir" / "m.png", [Prompt(box=[2, 2, 9, 9])]
+    )
+    assert np.asarray(Image.open(tmp_path / "new" / "dir" / "m.png")).max() == 1  # the folder is made
+
+
 def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny_base, capsys):
     from pydicom.data import get_testdata_file
 
