@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -250,6 +251,29 @@ class SamAdapterModel(SamModel):
         # training without the dense relative-position mask: most of a 1024 px step's activation memory
         fold_relative_position_attention(self.vision_encoder)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any
+    ) -> SamAdapterModel:
+        """transformers' `from_pretrained` (a SAM or MSA checkpoint), refusing an adapter-only folder by name.
+
+        Such a folder (`adapter_config.json`, no `config.json`) holds no SAM weights; transformers would look
+        for its base on the Hub under the name `None` and fail with a network error.
+        """
+        folder = Path(str(pretrained_model_name_or_path))
+        if (
+            folder.is_dir()
+            and (folder / "adapter_config.json").is_file()
+            and not (folder / "config.json").is_file()
+        ):
+            raise ValueError(
+                f"{folder} is an adapter-only checkpoint (peft), without the SAM weights it adapts. Load the full "
+                f"model folder instead (train.py writes it as model/, the adapter as model/adapter/), or load the "
+                f"adapter onto its base: PeftModel.from_pretrained(SamModel.from_pretrained(<base>), '{folder}'), "
+                "then msa_hf.peft_model_to_sam_adapter(...) for a SamAdapterModel."
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

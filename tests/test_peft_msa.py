@@ -81,6 +81,9 @@ def test_save_and_load_round_trip(tmp_path, images, decoder_training):
         "adapter_model.safetensors",
     ]
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "MSA"
+    # an adapter folder is not a model: said by name, not as transformers' network error for a base "None"
+    with pytest.raises(ValueError, match="adapter-only checkpoint .* PeftModel.from_pretrained"):
+        SamAdapterModel.from_pretrained(tmp_path)
     keys = load_file(tmp_path / "adapter_model.safetensors").keys()
     adapter_keys = {k for k in keys if ".msa_" in k}
     assert adapter_keys and all(".default." not in k for k in keys)  # adapter name stripped, as peft does
