@@ -74,11 +74,27 @@ def main(argv: list[str]) -> int:
     """`msa-hf compare [train flags] [--methods msa lora full decoder]`."""
     import argparse
 
-    from .train_config import parse_train_config
+    from .train_config import build_train_parser, parse_train_config
+
+    def add_methods(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--methods",
+            nargs="+",
+            choices=METHODS,
+            default=list(METHODS),
+            help="methods to compare (default: all)",
+        )
 
     parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    add_methods(parser)
     known, rest = parser.parse_known_args(argv)
+    if {"-h", "--help"} & set(rest):  # train.py's flags and --methods, under this command's name
+        described = build_train_parser(
+            "msa-hf compare", "Train each method on the same data, split, prompts and budget; one test table."
+        )
+        add_methods(described)
+        described.print_help()
+        return 0
     config = parse_train_config(rest)
     table, _ = compare_methods(config, tuple(known.methods))
     print(f"Same data, split, prompts and budget ({config.steps} steps) on base {config.base}; test split:\n")

@@ -148,12 +148,12 @@ def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     return value
 
 
-def build_train_parser() -> argparse.ArgumentParser:
+def build_train_parser(
+    prog: str = "train.py",
+    description: str = "Adapt a SAM base to a prepared medical dataset (MSA, LoRA, full, decoder).",
+) -> argparse.ArgumentParser:
     """Flags for every `TrainConfig` field, plus `--config FILE.yaml`."""
-    parser = argparse.ArgumentParser(
-        prog="train.py",
-        description="Adapt a SAM base to a prepared medical dataset (MSA, LoRA, full, decoder).",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for item in dataclasses.fields(TrainConfig):

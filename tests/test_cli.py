@@ -41,3 +41,11 @@ def test_parameter_rows_match_the_adapter_arithmetic():
     depth = rows[("ViT-B", "3-D (depth branch)", "adapters")]
     assert depth["by_group"]["depth adapters"] == 12 * per_adapter
     assert rows[("ViT-H", "2-D", "full")]["trainable"] > rows[("ViT-B", "2-D", "full")]["trainable"]
+
+
+def test_compare_help_names_the_command_and_its_methods_flag(capsys):
+    from msa_hf.cli import main
+
+    assert main(["compare", "--help"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: msa-hf compare") and "--methods" in printed and "--steps" in printed
