@@ -44,8 +44,6 @@ def test_parameter_rows_match_the_adapter_arithmetic():
 
 
 def test_compare_help_names_the_command_and_its_methods_flag(capsys):
-    from msa_hf.cli import main
-
     assert main(["compare", "--help"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("usage: msa-hf compare") and "--methods" in printed and "--steps" in printed
