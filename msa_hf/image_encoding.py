@@ -35,6 +35,36 @@ def depth_branch_slices(model: Any) -> int | None:
     return None
 
 
+def _checked_picture(image: np.ndarray) -> np.ndarray:
+    """`image` as `(H, W)` or `(H, W, 3|4)`; a clear `ValueError` for anything a segmentation would silently
+    get wrong: other shapes, an empty picture, NaN or infinite values, RGB outside 0-255 / 0-65535 / [0, 1]."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))) or array.size == 0:
+        raise ValueError(
+            f"image of shape {array.shape}: expected (H, W) grayscale or (H, W, 3) / (H, W, 4) RGB(A); pick one "
+            "channel or one slice of a multi-channel or 3-D array first."
+        )
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        count = int((~np.isfinite(array)).sum())
+        raise ValueError(
+            f"image has {count} NaN or infinite pixel(s); replace them (np.nan_to_num, or the background value) "
+            "before segmenting."
+        )
+    rgb_in_range = array.ndim == 2 or array.dtype in (np.uint8, np.uint16)
+    if not rgb_in_range and np.issubdtype(array.dtype, np.floating):
+        rgb_in_range = array.min() >= 0 and array.max() <= 1
+    if not rgb_in_range:
+        raise ValueError(
+            f"an RGB image must be uint8 (0-255), uint16 or floating point in [0, 1]; got {array.dtype} with "
+            f"values {array.min()}..{array.max()}. Pass a single-channel (H, W) image for other intensities."
+        )
+    return array
+
+
 def image_to_pixel_values(
     image: np.ndarray,
     image_size: int,
@@ -42,10 +72,16 @@ def image_to_pixel_values(
     window: str | tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """One picture -> SAM's input `(3, S, S)`: intensity by modality (CT window, MR percentiles, 8/16-bit
-    range) for `(H, W)` images, `/255` for `(H, W, 3)` uint8, longest side resized to `S`, padded, normalised."""
-    array = np.asarray(image)
+    range) for `(H, W)` images; RGB(A) `(H, W, 3|4)` scaled from its range (uint8 /255, uint16 /65535, float
+    in [0, 1] as is, alpha dropped); longest side resized to `S`, padded, normalised.
+
+    Raises:
+        ValueError: another shape, an empty picture, NaN or infinite values, RGB outside those ranges.
+    """
+    array = _checked_picture(image)
     if array.ndim == 3:
-        pixels = torch.from_numpy(array[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
+        pixels = torch.from_numpy(array[..., :3].astype(np.float32) / scale).permute(2, 0, 1)
     else:
         intensity = intensity_transform_for(modality, array.dtype, window)
         pixels = GrayscaleToRGB()(intensity(torch.from_numpy(array.astype(np.float32))))

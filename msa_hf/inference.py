@@ -98,7 +98,8 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray, modality: str = "other") -> None:
-        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3)` uint8.
+        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3|4)` RGB(A) (uint8, uint16
+        or float in [0, 1]); other shapes and NaN or infinite values raise `ValueError` (`image_to_pixel_values`).
 
         A model with a depth branch sees the picture as a window of D copies of it (`encode_slices`); for the
         slices of a volume, `msa_hf.volume_prediction.VolumePredictor` encodes real neighbours instead."""

@@ -135,3 +135,34 @@ def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
     for predictor in (plain, compiled):
         predictor.set_image(image)
     torch.testing.assert_close(compiled._embedding, plain._embedding, atol=1e-5, rtol=1e-5)
+
+
+def test_pictures_a_segmentation_would_get_wrong_are_refused_and_rgb_ranges_agree():
+    from msa_hf.image_encoding import image_to_pixel_values
+
+    with_nan = np.ones((20, 30), np.float32)
+    with_nan[2, 3] = np.nan
+    for picture, reason in (
+        (with_nan, "1 NaN or infinite pixel"),
+        (np.zeros((20, 30, 5), np.uint8), r"shape \(20, 30, 5\)"),
+        (np.zeros((4, 20, 30), np.float32), r"shape \(4, 20, 30\)"),
+        (np.zeros((0, 30), np.uint8), "shape"),
+        (np.full((20, 30, 3), 7.5), r"RGB image must be .* in \[0, 1\]"),
+        (np.zeros((20, 30, 3), np.int32), "RGB image must be"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            image_to_pixel_values(picture, 32)
+    with pytest.raises(ValueError, match="NaN"):
+        SegmentationPredictor(BoxFillSam(32)).set_image(with_nan, "CT")
+    # one RGB picture in its three storage ranges (and with an alpha channel) gives the same model input
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    expected = image_to_pixel_values(rgb, 32)
+    for same in (
+        rgb.astype(np.uint16) * 257,
+        rgb / 255.0,
+        np.dstack([rgb, np.full((20, 30), 255, np.uint8)]),
+    ):
+        torch.testing.assert_close(image_to_pixel_values(same, 32), expected)
+    torch.testing.assert_close(
+        image_to_pixel_values(rgb[..., :1], 32), image_to_pixel_values(rgb[..., 0], 32)
+    )

@@ -83,7 +83,10 @@ class UnlabelledImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         picture, modality = self._picture(index)
-        return image_to_pixel_values(picture, self.image_size, modality)
+        try:
+            return image_to_pixel_values(picture, self.image_size, modality)
+        except ValueError as error:  # name the file (and slice) the picture came from
+            raise ValueError(f"{self.items[index][1]}: {error}") from error
 
 
 class StreamedImages(torch.utils.data.IterableDataset):
