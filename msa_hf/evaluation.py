@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .mask_outputs import best_mask_logits, logits_to_original_mask, upsample_mask_logits
 from .metrics import dice, hd95, iou, normalized_surface_dice, summarise
@@ -69,7 +70,7 @@ def predict_protocols(
     # every click of every protocol decodes on cached embeddings: the fast decoder gives the same masks
     click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_ragged)
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"evaluate {', '.join(protocols)}", unit="batch", leave=False):
         pixel_values = batch["pixel_values"].to(model.device)
         size = pixel_values.shape[-1]
         embeddings = model.get_image_embeddings(pixel_values)
@@ -354,7 +355,9 @@ def evaluate_volumes(
     plain = slices.with_format(None)
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
     model.eval()
-    for index, (window, value) in enumerate(windows.items):
+    for index, (window, value) in enumerate(
+        tqdm(windows.items, desc="evaluate volumes", unit="window", leave=False)
+    ):
         item = windows[index]
         outputs = model(
             pixel_values=item["pixel_values"][None].to(model.device),
