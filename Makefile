@@ -54,7 +54,7 @@ CLASSES ?=
 train: data
 	HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no train.py --base $(BASE) --dataset $(DEFAULT_DATA) \
-		--output-dir runs/msa-mni152 $(if $(CLASSES),--classes $(CLASSES))
+		--output-dir runs/msa-mni152 --overwrite-output-dir $(if $(CLASSES),--classes $(CLASSES))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -74,6 +74,12 @@ class TrainConfig:
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between saved states"})
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace an earlier run in --output-dir (model, checkpoints, evaluation) instead of refusing"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of data order, prompts, augmentation and init"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})

@@ -53,8 +53,28 @@ class TrainResult:
 # recomputing activations or not), not what it computes
 RESUME_MAY_CHANGE = frozenset({
     "resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test",
-    "compile", "gradient_checkpointing", "recompute_frozen_mlp",
+    "compile", "gradient_checkpointing", "recompute_frozen_mlp", "overwrite_output_dir",
 })  # fmt: skip
+
+# what shows that an output directory holds an earlier run (a run that failed before training, e.g. on a
+# mistyped --base, leaves only train_config.yaml, and may simply be run again) ...
+EARLIER_RUN_MARKERS = ("checkpoints", "model", "best", "train_result.json")
+# ... and what --overwrite-output-dir removes, so no result of the earlier run stays beside the new one
+EARLIER_RUN_OUTPUTS = (*EARLIER_RUN_MARKERS, "evaluation", "evaluation-zero-shot")
+
+
+def earlier_run_outputs(config: TrainConfig, output_dir: Path) -> list[Path]:
+    """The outputs of an earlier run in `output_dir` that a fresh run (no `resume`) would replace: none, or
+    all of them with `overwrite_output_dir`. Raises `ValueError` rather than overwrite a run unasked."""
+    if config.resume or not any((output_dir / name).exists() for name in EARLIER_RUN_MARKERS):
+        return []
+    found = [output_dir / name for name in EARLIER_RUN_OUTPUTS if (output_dir / name).exists()]
+    if not config.overwrite_output_dir:
+        raise ValueError(
+            f"{output_dir} holds an earlier run ({', '.join(path.name for path in found)}): pass --resume latest "
+            "to continue it, --overwrite-output-dir to replace it, or choose another --output-dir."
+        )
+    return found
 
 
 def check_resume_config(config: TrainConfig, output_dir: Path) -> None:
@@ -194,7 +214,14 @@ def run_training(config: TrainConfig) -> TrainResult:
     set_seed(config.seed)
     if config.resume:
         check_resume_config(config, output_dir)
+    replaced = earlier_run_outputs(config, output_dir)
+    accelerator.wait_for_everyone()  # every process has looked before anything is removed or written
     if accelerator.is_main_process:
+        for path in replaced:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_config.yaml").write_text(config.to_yaml())
     text_encoder, user_descriptions = None, {}

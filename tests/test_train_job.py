@@ -498,3 +498,25 @@ def test_saving_the_training_state_drops_only_the_tied_embedding_notice(caplog, 
     assert not any("shared_embedding" in message for message in messages)
     assert any("Removed shared tensor {'b.weight'}" in message for message in messages)
     assert not logging.getLogger("accelerate.utils.other").filters  # the filter does not outlive the save
+
+
+def test_a_fresh_run_does_not_overwrite_an_earlier_one_unasked(tiny_base, disk_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(_config(tiny_base, disk_dataset, run_dir, steps=2, eval_every=100))
+    (run_dir / "evaluation").mkdir()  # as train.py's test table leaves it
+    weights = (run_dir / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"holds an earlier run \(checkpoints, model, .*--overwrite-output-dir"
+    ):
+        run_training(_config(tiny_base, disk_dataset, run_dir, steps=2, eval_every=100, seed=1))
+    assert (run_dir / "model" / "model.safetensors").read_bytes() == weights  # nothing lost
+    run_training(
+        _config(tiny_base, disk_dataset, run_dir, steps=2, eval_every=100, seed=1, overwrite_output_dir=True)
+    )
+    assert (run_dir / "model" / "model.safetensors").read_bytes() != weights  # replaced, seed 1's weights
+    assert not (run_dir / "evaluation").exists()  # no result of the earlier run beside the new one
+    # a run that failed before training (a mistyped base) leaves only its config, and is simply run again
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "train_config.yaml").write_text("steps: 2\n")
+    run_training(_config(tiny_base, disk_dataset, failed, steps=1, eval_every=100))
