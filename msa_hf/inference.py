@@ -10,7 +10,7 @@ display slice of a volume (anterior at the top, patient left on the left; see `m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,18 @@ def read_prompts(path: str | Path) -> list[Prompt]:
         raise ValueError(f"{path}: cannot read prompts ({error}).") from error
     if not isinstance(content, list):
         raise ValueError(f"{path}: expected a JSON list of prompts.")
-    return [Prompt(**entry) for entry in content]
+    known = {item.name for item in fields(Prompt)}
+    prompts = []
+    for index, entry in enumerate(content):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: prompt {index} is not a JSON object of {sorted(known)}.")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(
+                f"{path}: prompt {index} has unknown keys {unknown}; use any of {sorted(known)}."
+            )
+        prompts.append(Prompt(**entry))
+    return prompts
 
 
 class SegmentationPredictor:

@@ -67,6 +67,12 @@ def test_bad_prompts_are_refused_with_the_reason(tmp_path):
         Prompt(points=[[1, 1]], labels=[2])
     (tmp_path / "p.json").write_text(json.dumps([{"points": [[1, 2]], "slice": 3}]))
     assert read_prompts(tmp_path / "p.json")[0].labels == [1]
+    (tmp_path / "typo.json").write_text(json.dumps([{"points": [[1, 2]]}, {"point": [[1, 2]]}]))
+    with pytest.raises(ValueError, match=r"prompt 1 has unknown keys \['point'\]; use any of"):
+        read_prompts(tmp_path / "typo.json")
+    (tmp_path / "flat.json").write_text(json.dumps([[1, 2]]))
+    with pytest.raises(ValueError, match="prompt 0 is not a JSON object"):
+        read_prompts(tmp_path / "flat.json")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     with pytest.raises(ValueError, match="needs 'slice'"):
         predict_file(BoxFillSam(32), tmp_path / "v.nii.gz", tmp_path / "o.nii.gz", [Prompt(points=[[1, 1]])])
