@@ -130,19 +130,29 @@ def _base_gate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .base_loading import load_base
-    from .evaluation import evaluate_model, markdown_table
+    from .evaluation import PROTOCOLS, evaluate_model, markdown_table
     from .modeling_msa import SamAdapterModel
 
     model = load_base(args.model, SamAdapterModel)
     if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
         from .evaluation import evaluate_volumes
 
-        report = evaluate_volumes(model, args.dataset, args.split, stride=args.stride, classes=args.classes)
+        if args.protocols or args.clicks:
+            raise ValueError(
+                "a depth-branch model is scored on whole volumes with one click per slice (volume_points1); "
+                "--protocols and --clicks are for 2-D models."
+            )
+        report = evaluate_volumes(
+            model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output
+        )
         print(markdown_table(report["tables"]))
+        if args.output:
+            print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
         return 0
     report = evaluate_model(
-        model, args.dataset, args.split, args.protocols, args.output, clicks=args.clicks, classes=args.classes
-    )
+        model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, clicks=args.clicks or 5,
+        classes=args.classes,
+    )  # fmt: skip
     print(markdown_table(report["tables"]))
     if "iterative" in report:
         iterative = report["iterative"]
@@ -336,10 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")
     evaluate.add_argument(
-        "--protocols", nargs="+", default=["box", "points1", "points3", "points10", "iterative"],
-        choices=["box", "points1", "points3", "points10", "iterative"],
+        "--protocols", nargs="+", default=None, choices=["box", "points1", "points3", "points10", "iterative"],
+        help="2-D models: prompt protocols to score (default: all)",
     )  # fmt: skip
-    evaluate.add_argument("--clicks", type=int, default=5, help="clicks of the iterative protocol")
+    evaluate.add_argument(
+        "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (5)"
+    )
     evaluate.add_argument(
         "--classes", default=None, help="structures to score, by name or label value, comma-separated"
     )

@@ -16,6 +16,7 @@ the tables say "slice-prompted".
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -258,8 +259,6 @@ def evaluate_model(
     """Run `protocols` on `split` (the structures `classes` names, default all). Returns `{"tables":
     {protocol: per-class table}, "iterative": {...}}` and, with `output_dir`, writes results.json, results.md,
     per-case CSVs, overlays.png and dice_vs_clicks.png."""
-    import json
-
     from .reports import overlay, overlay_grid, plot_curves
 
     image_size = model.config.vision_config.image_size
@@ -324,9 +323,11 @@ def evaluate_volumes(
     depth: int | None = None,
     stride: int | None = None,
     classes: str | None = None,
+    output_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
-    structures `classes` names (names or label values, comma-separated; default all).
+    structures `classes` names (names or label values, comma-separated; default all). With `output_dir`,
+    writes results.json, results.md (Dice and HD95 tables) and cases_volume_points1.csv there.
 
     Each window of D consecutive slices goes through the model at once; every slice showing the organ gets
     its most interior click, slices without it get none and count as background. Overlapping windows are
@@ -409,9 +410,21 @@ def evaluate_volumes(
                 nsd=normalized_surface_dice(volume, target, NSD_TOLERANCE_MM, volume_spacing),
             )
         )
-    return {
-        "split": split,
-        "depth": depth,
-        "tables": {"volume_points1": summarise_by_class(scores)},
-        "scores": scores,
-    }
+    tables = {"volume_points1": summarise_by_class(scores)}
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(
+            json.dumps(
+                {"split": split, "depth": depth, "stride": stride or depth, "tables": tables}, indent=2
+            )
+        )
+        (output_dir / "results.md").write_text(
+            f"Dice per structure ({split} split, whole volumes, one click per slice, windows of {depth} slices)\n\n"
+            + markdown_table(tables)
+            + "\n\nHD95 (mm)\n\n"
+            + markdown_table(tables, "hd95")
+            + "\n"
+        )
+        write_case_csv(scores, output_dir / "cases_volume_points1.csv")
+    return {"split": split, "depth": depth, "tables": tables, "scores": scores}

@@ -516,23 +516,25 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
     slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
     the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
     returns the Markdown table."""
-    from .evaluation import evaluate_volumes, markdown_table, write_case_csv
+    from .evaluation import evaluate_volumes, markdown_table
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     reports = {
-        name: evaluate_volumes(model, config.dataset, "test", depth=config.num_slices, classes=config.classes)
-        for name, model in (("zero-shot", zero_shot), (config.method, trained))
-    }
+        name: evaluate_volumes(
+            model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
+            output_dir=output_dir / folder,
+        )
+        for name, model, folder in (
+            ("zero-shot", zero_shot, "evaluation-zero-shot"),
+            (config.method, trained, "evaluation"),
+        )
+    }  # fmt: skip
     protocol = "volume_points1"
     table = markdown_table(
         {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
     )
     _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
     evaluation = output_dir / "evaluation"
-    write_case_csv(reports[config.method]["scores"], evaluation / f"cases_{protocol}.csv")
-    (evaluation / "results.json").write_text(
-        json.dumps({"tables": reports[config.method]["tables"], "depth": config.num_slices}, indent=2)
-    )
     return (
         f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
         f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"

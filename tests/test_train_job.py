@@ -249,6 +249,21 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     assert "name: mean Dice (3-D volumes, one click per slice, per case)" in card
     assert f"value: {expected['msa']['class_1']['dice']:.4f}" in card
     assert (tmp_path / "run3d" / "evaluation" / "cases_volume_points1.csv").read_text().count("class_1") == 1
+    zero_shot = json.loads((tmp_path / "run3d" / "evaluation-zero-shot" / "results.json").read_text())
+    assert (
+        zero_shot["tables"]["volume_points1"]["class_1"]["dice"] == expected["zero-shot"]["class_1"]["dice"]
+    )
+
+    # msa-hf evaluate on the depth model writes its tables when asked, and refuses 2-D-only options
+    from msa_hf.cli import main as cli_main
+
+    arguments = ["evaluate", str(tmp_path / "run3d" / "model"), "--dataset", str(tmp_path / "prepared")]
+    assert cli_main([*arguments, "--output", str(tmp_path / "eval3d")]) == 0
+    written = json.loads((tmp_path / "eval3d" / "results.json").read_text())
+    assert written["tables"]["volume_points1"]["class_1"]["dice"] == expected["msa"]["class_1"]["dice"]
+    assert "HD95" in (tmp_path / "eval3d" / "results.md").read_text()
+    assert cli_main([*arguments, "--protocols", "box"]) == 2
+    assert "--protocols and --clicks are for 2-D models" in capsys.readouterr().err
 
 
 def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
