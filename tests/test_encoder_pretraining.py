@@ -160,6 +160,10 @@ def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
         EncoderPretrainingConfig(objectives={"simclr": 1.0})
     with pytest.raises(ValueError, match="at least 2"):
         EncoderPretrainingConfig(objectives={"emix": 1.0}, batch_size=1)
+    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):  # it saved an untrained "final"
+        EncoderPretrainingConfig(steps=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        EncoderPretrainingConfig(learning_rate=0.0)
     from msa_hf.cli import main
 
     assert main(["pretrain-encoder", str(tmp_path / "empty"), str(tmp_path / "out"), "--base", "tiny"]) == 2
