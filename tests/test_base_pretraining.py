@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 from transformers import SamModel
 
@@ -106,3 +107,16 @@ def test_a_staged_run_is_recorded_and_replays_to_the_same_weights(tmp_path):
     pretrain_base(uninterrupted, second)
     other = SamModel.from_pretrained(uninterrupted / "final").state_dict()
     assert not all(torch.allclose(other[name], value, atol=1e-6) for name, value in expected.items())
+
+
+def test_settings_that_cannot_train_are_refused_up_front():
+    # total_images 0 exported an untrained base; batch_size 0 ended in a ZeroDivisionError
+    for settings, reason in (
+        ({"total_images": 0}, "total_images must be >= 1, got 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"total_images": 8, "batch_size": 16}, "at least one batch"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"box_probability": 1.5}, r"box_probability must be in \[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            PretrainingConfig(**settings)
