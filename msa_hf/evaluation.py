@@ -197,6 +197,23 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]], metric: str 
     return "\n".join(lines)
 
 
+def write_results(
+    output_dir: str | Path, report: dict[str, Any], scores: dict[str, list[CaseScore]], description: str
+) -> None:
+    """`results.json` (`report`), `results.md` (Dice and HD95 tables of `report["tables"]`, titled with
+    `description`) and one `cases_<protocol>.csv` per protocol of `scores` in `output_dir`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(report, indent=2))
+    tables = report["tables"]
+    (output_dir / "results.md").write_text(
+        f"Dice per structure ({description})\n\n{markdown_table(tables)}\n\n"
+        f"HD95 (mm)\n\n{markdown_table(tables, 'hd95')}\n"
+    )
+    for protocol, protocol_scores in scores.items():
+        write_case_csv(protocol_scores, output_dir / f"cases_{protocol}.csv")
+
+
 def write_case_csv(scores: list[CaseScore], path: str | Path) -> None:
     """One row per (case, structure) with every metric."""
     with Path(path).open("w", newline="") as handle:
@@ -290,17 +307,9 @@ def evaluate_model(
             }
     if output_dir is not None:
         output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(report, indent=2))
-        (output_dir / "results.md").write_text(
-            f"Dice per structure ({split} split, per case then averaged, slice-prompted)\n\n"
-            + markdown_table(tables)
-            + "\n\nHD95 (mm)\n\n"
-            + markdown_table(tables, "hd95")
-            + "\n"
+        write_results(
+            output_dir, report, all_scores, f"{split} split, per case then averaged, slice-prompted"
         )
-        for protocol, scores in all_scores.items():
-            write_case_csv(scores, output_dir / f"cases_{protocol}.csv")
         if first_predictions:
             tiles, captions = [], []
             for index, prediction in enumerate(first_predictions):
@@ -412,19 +421,10 @@ def evaluate_volumes(
         )
     tables = {"volume_points1": summarise_by_class(scores)}
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(
-            json.dumps(
-                {"split": split, "depth": depth, "stride": stride or depth, "tables": tables}, indent=2
-            )
+        write_results(
+            output_dir,
+            {"split": split, "depth": depth, "stride": stride or depth, "tables": tables},
+            {"volume_points1": scores},
+            f"{split} split, whole volumes, one click per slice, windows of {depth} slices",
         )
-        (output_dir / "results.md").write_text(
-            f"Dice per structure ({split} split, whole volumes, one click per slice, windows of {depth} slices)\n\n"
-            + markdown_table(tables)
-            + "\n\nHD95 (mm)\n\n"
-            + markdown_table(tables, "hd95")
-            + "\n"
-        )
-        write_case_csv(scores, output_dir / "cases_volume_points1.csv")
     return {"split": split, "depth": depth, "tables": tables, "scores": scores}
