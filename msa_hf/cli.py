@@ -137,7 +137,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
         from .evaluation import evaluate_volumes
 
-        if args.protocols or args.clicks:
+        if args.protocols is not None or args.clicks is not None:
             raise ValueError(
                 "a depth-branch model is scored on whole volumes with one click per slice (volume_points1); "
                 "--protocols and --clicks are for 2-D models."
@@ -149,9 +149,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.output:
             print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
         return 0
+    clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
-        model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, clicks=args.clicks or 5,
-        classes=args.classes,
+        model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
+        **clicks,
     )  # fmt: skip
     print(markdown_table(report["tables"]))
     if "iterative" in report:
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="2-D models: prompt protocols to score (default: all)",
     )  # fmt: skip
     evaluate.add_argument(
-        "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (5)"
+        "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (default 5)"
     )
     evaluate.add_argument(
         "--classes", default=None, help="structures to score, by name or label value, comma-separated"

@@ -199,17 +199,17 @@ def predict_file(
     """
     from PIL import Image
 
-    from .data.image_files import is_dicom_file, read_dicom_image, read_image
-    from .data.volumes import axial_slices, guess_modality, is_nifti, load_volume, volume_from_axial_slices
+    from .data.image_files import read_dicom_image, read_image
+    from .data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
     from .volume_prediction import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
     summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
-    two_d = check_prediction_request(input_path, output_path, prompts)
+    kind = check_prediction_request(input_path, output_path, prompts)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    if two_d:
+    if kind != "volume":
         # a single DICOM (an X-ray, an ultrasound frame, one CT/MR slice): intensities by its modality
-        if is_dicom_file(input_path):
+        if kind == "dicom":
             image, modality = read_dicom_image(input_path)
         else:
             image, modality = read_image(input_path), "other"
@@ -222,11 +222,6 @@ def predict_file(
             summary["masks"].append({"label": index + 1, "pixels": int(mask.sum()), "score": score})
         Image.fromarray(labels).save(output_path)
         return summary
-    if not (is_nifti(input_path) or input_path.is_dir()):
-        raise ValueError(
-            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
-            "series folder."
-        )
     volume = load_volume(input_path)
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
@@ -257,18 +252,27 @@ def predict_file(
 MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
-def check_prediction_request(input_path: str | Path, output_path: str | Path, prompts: list[Prompt]) -> bool:
-    """Whether `input_path` is a 2-D image (else a volume); raises `ValueError`, before anything is loaded or
-    computed, for an output format that cannot hold its mask and for volume-only prompt settings on a 2-D
-    image."""
+def check_prediction_request(input_path: str | Path, output_path: str | Path, prompts: list[Prompt]) -> str:
+    """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
+    or a DICOM series folder). Raises `ValueError`, before anything is loaded or computed, for any other input,
+    for an output format that cannot hold its mask and for volume-only prompt settings on a 2-D image."""
     from .data.image_files import is_dicom_file, is_image_file
     from .data.volumes import is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
-    single_dicom = input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path)
-    two_d = is_image_file(input_path) or single_dicom
+    if input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path):
+        kind = "dicom"
+    elif is_image_file(input_path):
+        kind = "image"
+    elif is_nifti(input_path) or input_path.is_dir():
+        kind = "volume"
+    else:
+        raise ValueError(
+            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
+            "series folder."
+        )
     name = output_path.name.lower()
-    if two_d:
+    if kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
             raise ValueError(
                 f"output {output_path}: the mask of a 2-D image is written as {', '.join(MASK_IMAGE_SUFFIXES)} "
@@ -281,7 +285,7 @@ def check_prediction_request(input_path: str | Path, output_path: str | Path, pr
                 )
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"output {output_path}: the mask of a volume is written as .nii or .nii.gz.")
-    return two_d
+    return kind
 
 
 def _save_on_input_grid(

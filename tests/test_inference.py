@@ -88,7 +88,9 @@ def test_outputs_that_cannot_hold_the_mask_are_refused_before_anything_runs(tmp_
         ("scan.png", "mask.jpg", Prompt(points=[[1, 1]]), r"\(lossless\)"),
         ("scan.png", "mask.png", Prompt(points=[[1, 1]], slice=2), "'slice' and 'propagate' are for volumes"),
         ("v.nii.gz", "mask.png", Prompt(points=[[1, 1]], slice=2), "mask of a volume is written as .nii"),
+        ("notes.txt", "mask.png", Prompt(points=[[1, 1]]), "notes.txt: not an image .* a NIfTI file"),
     ]
+    (tmp_path / "notes.txt").write_text("not a picture")
     for source, output, prompt, reason in refused:
         with pytest.raises(ValueError, match=reason):
             predict_file(BoxFillSam(32), tmp_path / source, tmp_path / output, [prompt])
