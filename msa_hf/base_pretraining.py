@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers import SamConfig, SamModel
 
+from .config_checks import check_field_ranges
 from .data.transforms import SamNormalize
 from .losses import sam_loss
 from .mask_outputs import best_mask_logits, upsample_mask_logits
@@ -112,26 +113,17 @@ class PretrainingConfig:
 
     def __post_init__(self) -> None:
         # checked before anything runs: 0 images exported an untrained base, batch 0 divided by zero
-        for name in ("total_images", "batch_size", "eval_samples", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        check_field_ranges(
+            self,
+            at_least_one=("total_images", "batch_size", "eval_samples", "eval_every", "checkpoint_every"),
+            positive=("learning_rate",),
+            non_negative=("weight_decay", "warmup_steps", "num_workers"),
+            shares=("decay_fraction", "box_probability", "box_only_fraction", "iterative_probability"),
+        )
         if self.total_images < self.batch_size:
             raise ValueError(
                 f"total_images ({self.total_images}) must be at least one batch ({self.batch_size})."
             )
-        if (
-            not self.learning_rate > 0
-            or self.weight_decay < 0
-            or self.warmup_steps < 0
-            or self.num_workers < 0
-        ):
-            raise ValueError(
-                f"learning_rate ({self.learning_rate}) must be > 0; weight_decay ({self.weight_decay}), "
-                f"warmup_steps ({self.warmup_steps}) and num_workers ({self.num_workers}) >= 0."
-            )
-        for name in ("decay_fraction", "box_probability", "box_only_fraction", "iterative_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
 
 
 def pixel_values_from_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .config_checks import check_field_ranges
+
 METHODS = ("msa", "lora", "full", "decoder")
 DECODER_MODES = ("frozen", "adapters", "full")
 
@@ -106,21 +108,18 @@ class TrainConfig:
             raise ValueError(f"method={self.method!r}: use one of {METHODS}.")
         if self.decoder_training not in DECODER_MODES:
             raise ValueError(f"decoder_training={self.decoder_training!r}: use one of {DECODER_MODES}.")
-        for name in ("steps", "batch_size", "gradient_accumulation_steps", "num_slices", "lora_rank"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        # checked here, before the base loads, rather than by AdamW or at the first batch
+        check_field_ranges(
+            self,
+            at_least_one=("steps", "batch_size", "gradient_accumulation_steps", "num_slices", "lora_rank"),
+            positive=("learning_rate",),
+            non_negative=("weight_decay",),
+            shares=("box_probability", "iterative_probability", "text_only_probability"),
+        )
         if self.text_prompts and (self.method != "msa" or not self.text_encoder):
             raise ValueError(
                 "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."
             )
-        for name in ("box_probability", "iterative_probability", "text_only_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
-        # checked here, before the base loads, rather than by AdamW or at the first batch
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
         from .data.transforms import CT_WINDOW_PRESETS
 
         if self.window is not None and self.window not in CT_WINDOW_PRESETS:

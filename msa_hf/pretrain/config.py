@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config_checks import check_field_ranges
+
 OBJECTIVES = ("mae", "emix", "shed")
 TRAINABLE = ("adapters", "encoder")
 
@@ -47,13 +49,11 @@ class EncoderPretrainingConfig:
             raise ValueError(
                 f"mask_ratio ({self.mask_ratio}) and shuffle_fraction ({self.shuffle_fraction}) must lie in (0, 1)."
             )
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "projection_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if not self.learning_rate > 0 or not self.mix_temperature > 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"learning_rate ({self.learning_rate}) and mix_temperature ({self.mix_temperature}) must be > 0, "
-                f"weight_decay ({self.weight_decay}) >= 0."
-            )
+        check_field_ranges(
+            self,
+            at_least_one=("steps", "batch_size", "checkpoint_every", "log_every", "projection_dim"),
+            positive=("learning_rate", "mix_temperature"),
+            non_negative=("weight_decay",),
+        )
         if "emix" in self.objectives and self.batch_size < 2:
             raise ValueError("emix mixes images of one batch: batch_size must be at least 2.")
