@@ -141,6 +141,11 @@ class FoldedFlashAttention(torch.autograd.Function):
         )
 
 
+# the CPU flash kernel's backward entry point, looked up once (the check runs in every block of every step)
+_HAS_CPU_FLASH_BACKWARD = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
+_NARROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _saved_tensor_hooks_active() -> bool:
     """Whether saved-tensor hooks (activation checkpointing, offloading) handle what the backward keeps."""
     if torch.compiler.is_compiling():  # a compiled graph plans its own saved tensors
@@ -155,9 +160,9 @@ def _keeps_narrow_tensors(query: torch.Tensor) -> bool:
     the narrow q, k, v and output would only sit beside the wide tensors rebuilt for the kernel's backward
     (measured: +21 MB at the peak of a ViT-B step at 256 px, batch 2), so the SDPA route runs there."""
     return (
-        query.device.type == "cpu"
-        and query.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
+        _HAS_CPU_FLASH_BACKWARD
+        and query.device.type == "cpu"
+        and query.dtype in _NARROW_DTYPES
         and not _saved_tensor_hooks_active()
     )
 

@@ -62,13 +62,18 @@ def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks
 
 
 def test_the_narrow_route_keeps_a_third_of_what_sdpa_keeps_and_agrees_under_bf16_autocast(monkeypatch):
+    calls = []
+    apply = folded_attention.FoldedFlashAttention.apply
+    monkeypatch.setattr(
+        folded_attention.FoldedFlashAttention, "apply", lambda *args: calls.append(1) or apply(*args)
+    )
     stock, folded = _stock_and_folded(image_size=256)
     folded.train()
     attention = folded.vision_encoder.layers[1].attn  # global: 32 x 32 tokens, 2 heads of 16 -> q' 80 wide
     tokens = torch.randn(2, 32, 32, 32, generator=torch.Generator().manual_seed(4), requires_grad=True)
 
     def kept_output_and_gradient(narrow: bool, autocast: bool):
-        monkeypatch.setattr(folded_attention, "_keeps_narrow_tensors", lambda query: narrow)
+        attention.narrow_backward = narrow  # the route is chosen by the module's switch, in either dtype
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             with LiveTensorBytes([tokens]) as live:
                 out = folded_attention.folded_relative_position_attention(attention, tokens)
@@ -91,6 +96,7 @@ def test_the_narrow_route_keeps_a_third_of_what_sdpa_keeps_and_agrees_under_bf16
     torch.testing.assert_close(narrow_out, sdpa_out, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(narrow_grad, sdpa_grad, atol=2e-2, rtol=5e-2)
     assert narrow_grad.dtype == torch.float32 and narrow_grad.abs().sum() > 0
+    assert len(calls) == 2  # the narrow route ran in float32 and under bf16 autocast, the SDPA route never
 
 
 def test_evaluation_takes_transformers_path_bit_for_bit():

@@ -103,7 +103,16 @@ def test_a_trainable_mlp_is_left_alone(monkeypatch):
     assert len(checkpointed) == 1
 
 
-def test_the_peft_method_recomputes_too_and_can_be_switched_off():
+def test_the_peft_method_recomputes_too_and_can_be_switched_off(monkeypatch):
+    import msa_hf.frozen_mlp
+
+    checkpointed = []  # equal values alone would also hold if the PEFT layers never recomputed
+    checkpoint = msa_hf.frozen_mlp.checkpoint
+    monkeypatch.setattr(
+        msa_hf.frozen_mlp,
+        "checkpoint",
+        lambda *args, **kwargs: checkpointed.append(1) or checkpoint(*args, **kwargs),
+    )
     sam = SamModel(SamConfig(**tiny_sam_kwargs()))
     randomize_weights(sam, seed=0)
     model = get_peft_model(sam, MsaAdapterConfig())
@@ -112,5 +121,7 @@ def test_the_peft_method_recomputes_too_and_can_be_switched_off():
     model.train()
     pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     recomputed = _outputs_and_gradients(model, pixels)
+    assert len(checkpointed) == 2  # one frozen MLP per encoder block
     assert set_frozen_mlp_recompute(model, False) == 2
     _assert_same(_outputs_and_gradients(model, pixels), recomputed)
+    assert len(checkpointed) == 2  # switched off: nothing recomputed
