@@ -4,7 +4,7 @@
 See `python pretrain.py --help` and the README ("Encoder pretraining"). The same job is `msa-hf pretrain-encoder`.
 """
 
-from msa_hf.pretrain.command import main
+from msa_hf.encoder_pretraining.command import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

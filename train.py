@@ -4,7 +4,7 @@
 See `python train.py --help` and the README ("Training"). The same job is `msa-hf train`.
 """
 
-from msa_hf.train_job import main
+from msa_hf.training.job import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from msa_hf.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
-from msa_hf.frozen_mlp import set_frozen_mlp_recompute
+from msa_hf.modeling.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
+from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 
 from .geometry import build_model, encoder_macs
 from .measure import LiveTensorBytes, PeakMemory, synchronise, time_calls
@@ -198,11 +198,13 @@ def _allocated_mb(
 
 def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
     """One click with a cached image embedding: prompt encoder + mask decoder of `model` ("sam" or "msa" with
-    its decoder adapters), one mask or three (`multimask`); `fast` decodes with `msa_hf.click_decoder`. On CPU
+    its decoder adapters), one mask or three (`multimask`); `fast` decodes with `msa_hf.inference.click_decoder`. On CPU
     the process keeps freed memory (`keep_freed_memory`), as the demo and `msa-hf predict` do."""
     device = torch.device(params["device"])
-    if device.type == "cpu":  # as msa-hf predict and the demo run (msa_hf.cpu_memory); for both decoders
-        from msa_hf.cpu_memory import keep_freed_memory
+    if (
+        device.type == "cpu"
+    ):  # as msa-hf predict and the demo run (msa_hf.inference.cpu_memory); for both decoders
+        from msa_hf.inference.cpu_memory import keep_freed_memory
 
         keep_freed_memory()
     memory = PeakMemory(device)
@@ -215,7 +217,7 @@ def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
     labels = torch.ones(1, 1, 1, dtype=torch.long, device=device)
 
     if params.get("fast"):  # what msa_hf's predictor and demo use
-        from msa_hf.click_decoder import ClickDecoder
+        from msa_hf.inference.click_decoder import ClickDecoder
 
         decoder = ClickDecoder(model)
         decoder.set_image_embedding(embedding)

@@ -21,7 +21,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, set_frozen_mlp_recompute
-from msa_hf.folded_attention import fold_relative_position_attention
+from msa_hf.modeling.folded_attention import fold_relative_position_attention
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 IMAGE_SIZE = 128  # patch 8: a 16 x 16 grid, so windowed (window 4) and global blocks both run

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from msa_hf.parameter_report import SAM_GEOMETRIES
+from msa_hf.modeling.parameter_report import SAM_GEOMETRIES
 from msa_hf.testing import TINY_MASK_DECODER, TINY_PROMPT_ENCODER, TINY_VISION
 
 GEOMETRIES = ("ViT-B", "ViT-L", "ViT-H", "tiny")

@@ -63,7 +63,7 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
                 add("encoder", "encoder_forward", model=model, size=size, batch=1, depth=None,
                     **(dict(repeats=2, warmup=0) if size == 1024 else {}))  # fmt: skip
     train_batch = 8 if cuda else 2
-    # MSA recomputes its frozen MLPs' hidden layer by default (msa_hf.frozen_mlp); one row without, to show
+    # MSA recomputes its frozen MLPs' hidden layer by default (msa_hf.modeling.frozen_mlp); one row without, to show
     # what that trades. On CPU, --full adds the comparison at 1024 px, batch 1 (a GPU runs it at 1024 anyway).
     training_geometries = [(small, train_batch)] + ([(1024, 1)] if full and not cuda and not tiny else [])
     for size, batch in training_geometries:

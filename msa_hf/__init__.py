@@ -7,12 +7,15 @@ and the `msa` method with peft.
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_msa import SamAdapterConfig
-from .frozen_mlp import set_frozen_mlp_recompute
-from .modeling_msa import SamAdapterModel, TrainableParameterReport, is_adapter_parameter
-from .peft_msa import MsaAdapterConfig, peft_model_to_sam_adapter, sam_adapter_to_peft_model
-from .pretrained_base import TINY_BASE
-from .resolution import build_at_image_size
+from msa_hf import _moved_modules
+from msa_hf.base_model.shipped import TINY_BASE
+from msa_hf.modeling.configuration_msa import SamAdapterConfig
+from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
+from msa_hf.modeling.modeling_msa import SamAdapterModel, TrainableParameterReport, is_adapter_parameter
+from msa_hf.modeling.resolution import build_at_image_size
+from msa_hf.peft_msa import MsaAdapterConfig, peft_model_to_sam_adapter, sam_adapter_to_peft_model
+
+_moved_modules.install()
 
 AutoConfig.register(SamAdapterConfig.model_type, SamAdapterConfig, exist_ok=True)
 AutoModel.register(SamAdapterConfig, SamAdapterModel, exist_ok=True)

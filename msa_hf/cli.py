@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .base_loading import BaseLoadError
+from msa_hf.training.base_loading import BaseLoadError
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .convert import convert_segment_anything_checkpoint
+    from msa_hf.modeling.convert import convert_segment_anything_checkpoint
 
     output = Path(args.output)
     if output.exists() and any(output.iterdir()) and not args.overwrite:
@@ -37,14 +37,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from .parameter_report import parameter_table_markdown
+    from msa_hf.modeling.parameter_report import parameter_table_markdown
 
     print(parameter_table_markdown())
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data import prepare_dataset
+    from msa_hf.data import prepare_dataset
 
     report = prepare_dataset(
         args.source,
@@ -72,7 +72,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _build_default_data(args: argparse.Namespace) -> int:
-    from .data import build_mni152_tissue_dataset
+    from msa_hf.data import build_mni152_tissue_dataset
 
     report = build_mni152_tissue_dataset(args.output, overwrite=args.overwrite)
     print(report.summary())
@@ -80,7 +80,7 @@ def _build_default_data(args: argparse.Namespace) -> int:
 
 
 def _pretrain_base(args: argparse.Namespace) -> int:
-    from .base_pretraining import PretrainingConfig, pretrain_base
+    from msa_hf.base_model.pretraining import PretrainingConfig, pretrain_base
 
     config = PretrainingConfig(
         total_images=args.total_images,
@@ -96,8 +96,8 @@ def _pretrain_base(args: argparse.Namespace) -> int:
 
 
 def _base_gate(args: argparse.Namespace) -> int:
-    from .base_gate import run_gate
-    from .training import AdapterTrainingConfig
+    from msa_hf.base_model.gate import run_gate
+    from msa_hf.training.prompted import AdapterTrainingConfig
 
     report = run_gate(
         args.base,
@@ -129,13 +129,12 @@ def _base_gate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .base_loading import load_base
-    from .evaluation import PROTOCOLS, evaluate_model, markdown_table
-    from .modeling_msa import SamAdapterModel
+    from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
+    from msa_hf.inference.loading import load_for_inference
 
-    model = load_base(args.model, SamAdapterModel)
+    model, processor = load_for_inference(args.model)
     if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
-        from .evaluation import evaluate_volumes
+        from msa_hf.evaluation.protocols import evaluate_volumes
 
         if args.protocols is not None or args.clicks is not None:
             raise ValueError(
@@ -143,8 +142,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "--protocols and --clicks are for 2-D models."
             )
         report = evaluate_volumes(
-            model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output
-        )
+            model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
+            window=processor.window,
+        )  # fmt: skip
         print(markdown_table(report["tables"]))
         if args.output:
             print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
@@ -152,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
         model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
-        **clicks,
+        window=processor.window, **clicks,
     )  # fmt: skip
     print(markdown_table(report["tables"]))
     if "iterative" in report:
@@ -168,12 +168,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .base_loading import load_base
-    from .cpu_memory import keep_freed_memory
-    from .inference import Prompt, check_prediction_request, predict_file, read_prompts
-    from .modeling_msa import SamAdapterModel
+    from msa_hf.inference.cpu_memory import keep_freed_memory
+    from msa_hf.inference.loading import load_for_inference
+    from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
 
-    keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.cpu_memory)
+    keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
     if args.prompts:
         prompts = read_prompts(args.prompts)
     else:
@@ -186,8 +185,10 @@ def _predict(args: argparse.Namespace) -> int:
             )
         ]  # fmt: skip
     check_prediction_request(args.input, args.output, prompts)  # before the model loads
-    model = load_base(args.model, SamAdapterModel)
-    summary = predict_file(model, args.input, args.output, prompts, compile_encoder=args.compile)
+    model, processor = load_for_inference(args.model)
+    summary = predict_file(
+        model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile
+    )
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
         where += (
@@ -199,7 +200,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _push_space(args: argparse.Namespace) -> int:
-    from .hub import push_space
+    from msa_hf.hub.push import push_space
 
     adapters = {}
     for entry in args.adapter:
@@ -216,7 +217,7 @@ def _push_space(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import dataset_push_plan, default_dataset_repo_id, push_dataset, push_run
+    from msa_hf.hub.push import dataset_push_plan, default_dataset_repo_id, push_dataset, push_run
 
     if args.dataset_repo_id and not args.dataset:
         raise ValueError(
@@ -237,7 +238,7 @@ def _push(args: argparse.Namespace) -> int:
         else:
             print(f"dataset: {push_dataset(args.dataset, dataset_repo_id, private=args.private)}")
     if args.space_repo_id:
-        from .hub import push_space
+        from msa_hf.hub.push import push_space
 
         if args.dry_run:
             print(f"would create Space {args.space_repo_id} serving {args.repo_id}")
@@ -440,15 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # train.py's own flags (from its TrainConfig); see `msa-hf train --help`
-        from .train_job import main as train_main
+        from msa_hf.training.job import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] == ["pretrain-encoder"]:  # pretrain.py's flags; see `msa-hf pretrain-encoder --help`
-        from .pretrain.command import main as pretrain_main
+        from msa_hf.encoder_pretraining.command import main as pretrain_main
 
         return pretrain_main(argv[1:])
     if argv[:1] == ["compare"]:  # train.py's flags plus --methods
-        from .compare import main as compare_main
+        from msa_hf.training.compare import main as compare_main
 
         try:
             return compare_main(argv[1:])

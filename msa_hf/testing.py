@@ -58,7 +58,7 @@ def randomize_weights(
 
 def is_any_adapter_parameter(name: str) -> bool:
     """An MSA adapter parameter under either naming (native `space_adapter.`, PEFT `msa_space_adapter.<name>.`)."""
-    from .modeling_msa import is_adapter_parameter
+    from msa_hf.modeling.modeling_msa import is_adapter_parameter
 
     return is_adapter_parameter(name) or ".msa_" in name
 
@@ -70,3 +70,32 @@ def randomize_adapter_weights(model: nn.Module, seed: int = 0, std: float = 0.2)
     for name, parameter in model.named_parameters():
         if is_any_adapter_parameter(name):
             parameter.copy_((torch.randn(parameter.shape, generator=generator) * std).to(parameter.dtype))
+
+
+def write_nifti_case(
+    folder, name: str, shape=(24, 20, 10), seed: int = 0, affine=None, hu: bool = True
+) -> tuple:
+    """A Decathlon-style case under `folder` (`imagesTr/<name>_0000.nii.gz`, `labelsTr/<name>.nii.gz`):
+    random int16 HU (or float) noise `shape` with two box-shaped structures (labels 1 and 2) on slices
+    3-7. Returns `(image, labels)` as written (needs nibabel, the `medical` extra)."""
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    image = (
+        rng.integers(-1000, 1000, shape).astype(np.int16)
+        if hu
+        else rng.random(shape).astype(np.float32) * 500
+    )
+    labels = np.zeros(shape, np.uint8)
+    labels[4:12, 5:13, 3:6] = 1
+    labels[14:20, 6:12, 4:8] = 2
+    affine = np.diag([0.7, 0.7, 3.0, 1.0]) if affine is None else affine
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / f"{name}_0000.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), folder / "labelsTr" / f"{name}.nii.gz")
+    return image, labels

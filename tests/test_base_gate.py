@@ -7,9 +7,9 @@ import math
 import numpy as np
 from PIL import Image
 
-from msa_hf.base_gate import box_overlap_between_classes, gate_verdict, mri_gate
+from msa_hf.base_model.gate import box_overlap_between_classes, gate_verdict, mri_gate
 from msa_hf.data import prepare_dataset
-from msa_hf.training import AdapterTrainingConfig
+from msa_hf.training.prompted import AdapterTrainingConfig
 
 
 def test_box_overlap_between_classes_by_hand(tmp_path):

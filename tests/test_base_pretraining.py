@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import SamModel
 
-from msa_hf.base_pretraining import (
+from msa_hf.base_model.pretraining import (
     PretrainingConfig,
     base_config,
     evaluate_prompted_segmentation,
@@ -18,8 +18,8 @@ from msa_hf.base_pretraining import (
     pretrain_base,
     read_stages,
 )
-from msa_hf.metrics import box_fill_dice, dice_scores
-from msa_hf.pretrained_base import pretraining_commands
+from msa_hf.base_model.shipped import pretraining_commands
+from msa_hf.evaluation.metrics import box_fill_dice, dice_scores
 
 
 def test_base_geometry_and_from_scratch_initialisation():

@@ -170,7 +170,7 @@ def test_recipe_estimates_use_allocated_memory_when_every_row_has_it():
 
 
 def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
-    import msa_hf.folded_attention
+    import msa_hf.modeling.folded_attention
     from benchmarks import device_checks
 
     assert device_checks.main(["--device", "cpu"]) == 0
@@ -178,7 +178,7 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     # measured here: bf16 relative errors 0.005 (output) and 0.013 (gradients); dropping the relative-position
     # terms from the fold gives 0.15, and the float32 check fails outright
     monkeypatch.setattr(
-        msa_hf.folded_attention,
+        msa_hf.modeling.folded_attention,
         "_grid_one_hot",
         lambda height, width, like: torch.zeros(height * width, height + width, dtype=like.dtype),
     )

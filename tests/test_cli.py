@@ -7,7 +7,7 @@ from original_sam import build_tiny_original_sam
 
 from msa_hf import SamAdapterModel
 from msa_hf.cli import main
-from msa_hf.parameter_report import parameter_rows
+from msa_hf.modeling.parameter_report import parameter_rows
 
 
 def test_convert_command_writes_a_loadable_model(tmp_path, capsys):

@@ -7,7 +7,7 @@ import torch
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
-from msa_hf.click_decoder import ClickDecoder, supports_click_decoder
+from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
 
 PROMPTS = {
@@ -81,7 +81,7 @@ def test_mask_prompts_and_adapters_matter_and_bad_calls_are_refused():
 def test_the_predictor_decodes_clicks_with_it_and_gets_the_stock_answer():
     import numpy as np
 
-    from msa_hf.inference import Prompt, SegmentationPredictor
+    from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
     msa = models()["SamAdapterModel"]
     image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)

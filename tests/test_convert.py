@@ -6,7 +6,7 @@ import pytest
 import torch
 from original_sam import build_tiny_original_sam
 
-from msa_hf.convert import convert_segment_anything_checkpoint, detect_sam_config_kwargs
+from msa_hf.modeling.convert import convert_segment_anything_checkpoint, detect_sam_config_kwargs
 
 
 @pytest.fixture

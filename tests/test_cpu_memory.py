@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from msa_hf import cpu_memory
+from msa_hf.inference import cpu_memory
 
 
 class FakeMallopt:
@@ -49,7 +49,5 @@ def test_it_applies_on_this_machine():
     if ctypes.util.find_library("c") is None:
         pytest.skip("no C library found")
     # in a child process: the setting is process-wide and would outlive this test
-    code = (
-        "from msa_hf.cpu_memory import keep_freed_memory; raise SystemExit(0 if keep_freed_memory() else 1)"
-    )
+    code = "from msa_hf.inference.cpu_memory import keep_freed_memory; raise SystemExit(0 if keep_freed_memory() else 1)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

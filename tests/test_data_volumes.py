@@ -29,6 +29,7 @@ from msa_hf.data import (
 )
 from msa_hf.data.label_tables import LabelTableError
 from msa_hf.data.volumes import VolumeReadError
+from msa_hf.testing import write_nifti_case
 
 # voxel axes (i, j, k) -> world: i runs posterior (-y) at 0.8 mm, j runs superior (+z) at 2.5 mm,
 # k runs left (-x) at 0.6 mm: permuted, flipped and anisotropic, like many scanner exports.
@@ -65,26 +66,6 @@ def test_nifti_with_a_scrambled_affine_is_reoriented_with_spacing_kept(tmp_path)
     assert (c1 < c2) == (world1[0] < world2[0])  # neurological view: patient right (+x) to the right
     assert np.array_equal(volume_from_axial_slices(slices), volume.array)
     assert volume.slice_spacing == pytest.approx((0.8, 0.6, 2.5))
-
-
-def write_nifti_case(
-    folder: Path, name: str, shape=(24, 20, 10), seed: int = 0, affine=None, hu: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    image = (
-        rng.integers(-1000, 1000, shape).astype(np.int16)
-        if hu
-        else rng.random(shape).astype(np.float32) * 500
-    )
-    labels = np.zeros(shape, np.uint8)
-    labels[4:12, 5:13, 3:6] = 1
-    labels[14:20, 6:12, 4:8] = 2
-    affine = np.diag([0.7, 0.7, 3.0, 1.0]) if affine is None else affine
-    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / f"{name}_0000.nii.gz")
-    nib.save(nib.Nifti1Image(labels, affine), folder / "labelsTr" / f"{name}.nii.gz")
-    return image, labels
 
 
 def test_decathlon_folder_round_trip_keeps_hu_spacing_and_labelled_range(tmp_path):

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
-from msa_hf.image_encoding import image_to_pixel_values
-from msa_hf.pretrain import (
+from msa_hf.encoder_pretraining import (
     EncoderPretrainingConfig,
     ShuffledEmbeddingDetection,
     UnlabelledImages,
@@ -20,6 +19,7 @@ from msa_hf.pretrain import (
     pretrain_encoder,
     random_token_choice,
 )
+from msa_hf.inference.image_encoding import image_to_pixel_values
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 
@@ -210,7 +210,7 @@ def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
 
 
 def test_streamed_pretraining_splits_between_processes_and_resumes_exactly(disk_dataset, tmp_path):
-    from msa_hf.pretrain import StreamedImages
+    from msa_hf.encoder_pretraining import StreamedImages
 
     first, second = (
         StreamedImages(disk_dataset, 64, seed=3, buffer_size=8, process_index=i, num_processes=2)

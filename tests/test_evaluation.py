@@ -11,7 +11,7 @@ from PIL import Image
 
 from msa_hf.cli import main
 from msa_hf.data import prepare_dataset
-from msa_hf.evaluation import CaseScore, clicks_to_reach, evaluate_model, markdown_table
+from msa_hf.evaluation.protocols import CaseScore, clicks_to_reach, evaluate_model, markdown_table
 
 
 class BoxFillSam(torch.nn.Module):
@@ -124,7 +124,7 @@ class FillPromptedSlices(torch.nn.Module):
 def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):
     import nibabel as nib
 
-    from msa_hf.evaluation import evaluate_volumes
+    from msa_hf.evaluation.protocols import evaluate_volumes
 
     source = tmp_path / "vol"
     (source / "imagesTr").mkdir(parents=True)
@@ -169,7 +169,7 @@ def test_protocols_decode_with_the_fast_decoder_and_get_the_stock_masks(disks, t
     randomize_weights(model, seed=0)
     randomize_adapter_weights(model, seed=1)
     fast = evaluate_model(model, folder, "test", ("box", "iterative"), tmp_path / "fast", clicks=3)
-    monkeypatch.setattr("msa_hf.click_decoder.supports_click_decoder", lambda model: False)
+    monkeypatch.setattr("msa_hf.inference.click_decoder.supports_click_decoder", lambda model: False)
     stock = evaluate_model(model, folder, "test", ("box", "iterative"), tmp_path / "stock", clicks=3)
     assert fast["tables"] == stock["tables"] and fast["iterative"] == stock["iterative"]
 

@@ -12,7 +12,7 @@ from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSd
 
 from benchmarks.measure import LiveTensorBytes
 from msa_hf import SamAdapterConfig, SamAdapterModel, folded_attention
-from msa_hf.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
+from msa_hf.modeling.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 

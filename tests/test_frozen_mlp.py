@@ -10,7 +10,7 @@ from transformers import SamConfig, SamModel
 
 from benchmarks.measure import LiveTensorBytes
 from msa_hf import SamAdapterConfig, SamAdapterModel
-from msa_hf.frozen_mlp import frozen_mlp_forward, set_frozen_mlp_recompute
+from msa_hf.modeling.frozen_mlp import frozen_mlp_forward, set_frozen_mlp_recompute
 from msa_hf.peft_msa import MsaAdapterConfig
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
@@ -78,12 +78,12 @@ def test_the_hidden_layer_is_not_kept_for_backward():
 
 def test_a_trainable_mlp_is_left_alone(monkeypatch):
     # full fine-tuning of an MLP needs its activations for the weight gradients: nothing is recomputed
-    import msa_hf.frozen_mlp
+    import msa_hf.modeling.frozen_mlp
 
     checkpointed = []
-    checkpoint = msa_hf.frozen_mlp.checkpoint
+    checkpoint = msa_hf.modeling.frozen_mlp.checkpoint
     monkeypatch.setattr(
-        msa_hf.frozen_mlp,
+        msa_hf.modeling.frozen_mlp,
         "checkpoint",
         lambda *args, **kwargs: checkpointed.append(1) or checkpoint(*args, **kwargs),
     )
@@ -104,12 +104,12 @@ def test_a_trainable_mlp_is_left_alone(monkeypatch):
 
 
 def test_the_peft_method_recomputes_too_and_can_be_switched_off(monkeypatch):
-    import msa_hf.frozen_mlp
+    import msa_hf.modeling.frozen_mlp
 
     checkpointed = []  # equal values alone would also hold if the PEFT layers never recomputed
-    checkpoint = msa_hf.frozen_mlp.checkpoint
+    checkpoint = msa_hf.modeling.frozen_mlp.checkpoint
     monkeypatch.setattr(
-        msa_hf.frozen_mlp,
+        msa_hf.modeling.frozen_mlp,
         "checkpoint",
         lambda *args, **kwargs: checkpointed.append(1) or checkpoint(*args, **kwargs),
     )

@@ -9,8 +9,8 @@ from fake_hub import FakeHub
 from transformers import SamModel
 
 from msa_hf import SamAdapterModel
-from msa_hf.hub import push_run
-from msa_hf.train_job import run_training
+from msa_hf.hub.push import push_run
+from msa_hf.training.job import run_training
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ def hub(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_base, disk_dataset, tmp_path_factory):
-    from msa_hf.train_config import TrainConfig
-    from msa_hf.train_job import test_comparison
+    from msa_hf.training.config import TrainConfig
+    from msa_hf.training.job import test_comparison
 
     output = tmp_path_factory.mktemp("run")
     config = TrainConfig(base=str(tiny_base), dataset=str(disk_dataset), output_dir=str(output), steps=2,
@@ -120,7 +120,7 @@ def test_cli_push_dry_run(trained_run, disk_dataset, capsys):
 
 
 def test_dataset_and_space_pushes(disk_dataset, hub):
-    from msa_hf.hub import push_dataset, push_space
+    from msa_hf.hub.push import push_dataset, push_space
 
     push_dataset(disk_dataset, "org/disks")
     files = hub.repos[("dataset", "org/disks")]["files"]
@@ -139,7 +139,7 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     import yaml
 
     from msa_hf.cli import main
-    from msa_hf.hub import SPACE_FOLDER, render_space_card
+    from msa_hf.hub.push import SPACE_FOLDER, render_space_card
 
     # the README kept in the Space folder is the template's generic rendering, so the two cannot drift apart
     assert (SPACE_FOLDER / "README.md").read_text() == render_space_card()

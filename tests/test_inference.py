@@ -13,7 +13,7 @@ from test_data_volumes import SCRAMBLED_AFFINE
 from test_evaluation import BoxFillSam
 
 from msa_hf.data import axial_slices, load_nifti
-from msa_hf.inference import Prompt, SegmentationPredictor, predict_file, read_prompts
+from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file, read_prompts
 
 
 def test_box_prompt_on_a_png_comes_back_at_the_image_size(tmp_path):
@@ -136,7 +136,7 @@ def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
     compiled = SegmentationPredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
     assert compiled.model.vision_encoder._compiled_call_impl is not None
     assert plain.model.vision_encoder._compiled_call_impl is None
-    from msa_hf.volume_prediction import VolumePredictor
+    from msa_hf.inference.volume_predictor import VolumePredictor
 
     volumes = VolumePredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
     assert volumes.model.vision_encoder._compiled_call_impl is not None
@@ -146,7 +146,7 @@ def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
 
 
 def test_pictures_a_segmentation_would_get_wrong_are_refused_and_rgb_ranges_agree():
-    from msa_hf.image_encoding import image_to_pixel_values
+    from msa_hf.inference.image_encoding import image_to_pixel_values
 
     with_nan = np.ones((20, 30), np.float32)
     with_nan[2, 3] = np.nan

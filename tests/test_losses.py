@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from msa_hf.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
+from msa_hf.training.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
 
 
 def test_focal_and_dice_by_hand():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from msa_hf.metrics import dice, hd95, iou, normalized_surface_dice, summarise, surface_distances
+from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise, surface_distances
 
 
 def test_dice_and_iou_by_hand():
@@ -74,7 +74,7 @@ def test_summary_counts_empty_on_empty_apart():
 def test_evaluate_module_loads_by_path_and_matches_numpy(tmp_path, monkeypatch):
     import evaluate
 
-    from msa_hf.metrics import EVALUATE_MODULE
+    from msa_hf.evaluation.metrics import EVALUATE_MODULE
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     metric = evaluate.load(EVALUATE_MODULE)

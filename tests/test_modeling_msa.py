@@ -10,7 +10,7 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, build_at_image_size
-from msa_hf.adapter_layers import depth_attention
+from msa_hf.modeling.adapter_layers import depth_attention
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 BOXES = torch.tensor(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from msa_hf.onednn_products import rows_times_transposed, weight_times
+from msa_hf.inference.click_products import rows_times_transposed, weight_times
 
 
 def _random(*shape: int, seed: int) -> torch.Tensor:

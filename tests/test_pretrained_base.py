@@ -9,8 +9,8 @@ import torch
 from transformers import SamModel, SamProcessor
 
 from msa_hf import SamAdapterModel
-from msa_hf.base_pretraining import PretrainingConfig, pretrain_base
-from msa_hf.pretrained_base import export_base
+from msa_hf.base_model.pretraining import PretrainingConfig, pretrain_base
+from msa_hf.base_model.shipped import export_base
 
 
 def _gate(passed: bool) -> dict:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from msa_hf.data.transforms import resize_and_pad
-from msa_hf.prompts import (
+from msa_hf.processing.prompts import (
     PADDING_LABEL,
     append_clicks,
     box_from_mask,

@@ -25,7 +25,7 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
 
 
 def test_readme_parameter_table_is_the_computed_one():
-    from msa_hf.parameter_report import parameter_table_markdown
+    from msa_hf.modeling.parameter_report import parameter_table_markdown
 
     # Regenerate with `msa-hf params` when the adapters change.
     assert parameter_table_markdown() in README.read_text()

@@ -11,8 +11,12 @@ import torch
 from transformers import SamModel, SamProcessor
 
 from msa_hf import TINY_BASE, SamAdapterModel
-from msa_hf.base_gate import SYNTHETIC_GATE
-from msa_hf.base_pretraining import evaluate_prompted_segmentation, held_out_set, initialise_from_scratch
+from msa_hf.base_model.gate import SYNTHETIC_GATE
+from msa_hf.base_model.pretraining import (
+    evaluate_prompted_segmentation,
+    held_out_set,
+    initialise_from_scratch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +67,9 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
     thin structure a click alone cannot outline), beat the base's zero-shot Dice and the same budget on a
     random-init twin, each by a stated margin."""
     from msa_hf import SamAdapterConfig
-    from msa_hf.base_gate import mri_gate_tasks
+    from msa_hf.base_model.gate import mri_gate_tasks
     from msa_hf.data import build_mni152_tissue_dataset, read_class_names
-    from msa_hf.training import AdapterTrainingConfig, evaluate_prompts, train_adapters
+    from msa_hf.training.prompted import AdapterTrainingConfig, evaluate_prompts, train_adapters
 
     build_mni152_tissue_dataset(tmp_path / "mni")
     csf = next(value for value, name in read_class_names(tmp_path / "mni").items() if name == "csf")
@@ -89,10 +93,10 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
 
 
 def test_a_missing_shipped_base_is_an_error_that_says_how_to_get_it(tmp_path, monkeypatch):
-    import msa_hf.pretrained_base
-    from msa_hf.base_loading import BaseLoadError, resolve_base
+    import msa_hf.base_model.shipped
+    from msa_hf.training.base_loading import BaseLoadError, resolve_base
 
     assert resolve_base("tiny") == TINY_BASE
-    monkeypatch.setattr(msa_hf.pretrained_base, "TINY_BASE", str(tmp_path / "gone"))
+    monkeypatch.setattr(msa_hf.base_model.shipped, "TINY_BASE", str(tmp_path / "gone"))
     with pytest.raises(BaseLoadError, match=r"missing from this installation.*reinstall.*another base"):
         resolve_base("tiny")

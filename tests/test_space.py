@@ -224,7 +224,7 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
     # the CT window decides what is bright: the mask equals the windowed picture's bright part in the box
     session = app.DemoSession(BrightInBoxSam(128))
     mask = session.segment(raw, [], [20, 20, 100, 100], modality)
-    from msa_hf.image_encoding import image_to_pixel_values
+    from msa_hf.inference.image_encoding import image_to_pixel_values
 
     bright = image_to_pixel_values(raw, 128, "CT")[0].numpy() > 0
     expected = np.zeros_like(bright)
@@ -266,8 +266,8 @@ def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     from peft import PeftModel
     from test_task_adapters import fresh_sam, saved_msa_adapter
 
-    from msa_hf.inference import Prompt, SegmentationPredictor
-    from msa_hf.task_adapters import load_task_adapters
+    from msa_hf.hub.task_adapters import load_task_adapters
+    from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
     saved_msa_adapter(tmp_path / "liver", seed=1)
     saved_msa_adapter(tmp_path / "kidney", seed=2)
@@ -340,7 +340,7 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
 def test_a_text_trained_model_segments_by_description(tmp_path):
     from test_text_prompts import text_model, tiny_text_encoder
 
-    from msa_hf.text_training import text_prompted_mask
+    from msa_hf.training.text_training import text_prompted_mask
 
     encoder = tiny_text_encoder()
     encoder.save_pretrained(tmp_path / "clip")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from msa_hf.synthetic import SyntheticConfig, SyntheticSegmentationDataset, generate_sample
+from msa_hf.base_model.data_engine import SyntheticConfig, SyntheticSegmentationDataset, generate_sample
 
 
 def test_same_seed_and_index_give_the_same_sample():

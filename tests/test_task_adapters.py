@@ -8,7 +8,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import SamConfig, SamModel
 
 from msa_hf import MsaAdapterConfig
-from msa_hf.task_adapters import TaskAdapterError, load_task_adapters, task_adapter_names
+from msa_hf.hub.task_adapters import TaskAdapterError, load_task_adapters, task_adapter_names
 from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
 
 BOXES = torch.tensor([[[4.0, 6.0, 40.0, 50.0]], [[10.0, 3.0, 60.0, 30.0]]])

@@ -9,9 +9,9 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.modeling.text_prompts import CharacterTokenizer, TextEncoder, describe
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
-from msa_hf.text_prompts import CharacterTokenizer, TextEncoder, describe
-from msa_hf.text_training import TextTrainingConfig, text_prompted_mask, train_text_prompts
+from msa_hf.training.text_training import TextTrainingConfig, text_prompted_mask, train_text_prompts
 
 
 def tiny_text_encoder() -> TextEncoder:
@@ -60,7 +60,7 @@ def test_descriptions_fill_the_templates_and_name_unions():
 
 def test_different_texts_give_different_masks_after_training_on_mri_tissue(tmp_path):
     from msa_hf.data import ensure_default_dataset, load_prepared, read_class_names
-    from msa_hf.metrics.segmentation import dice
+    from msa_hf.evaluation.metrics.segmentation import dice
 
     folder = ensure_default_dataset(tmp_path / "mni")
     dataset = load_prepared(folder)
@@ -121,7 +121,7 @@ def test_predict_with_text_loads_the_models_text_encoder(tmp_path, capsys):
 
 
 def test_a_text_naming_two_structures_is_supervised_with_their_union():
-    from msa_hf.text_training import sample_text_example
+    from msa_hf.training.text_training import sample_text_example
 
     label = np.zeros((64, 64), np.uint8)
     label[5:20, 5:20], label[30:50, 30:50], label[55:60, 55:60] = 1, 2, 3

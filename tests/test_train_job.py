@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import SamModel
 
-from msa_hf.base_loading import BaseLoadError, load_base
 from msa_hf.data import prepare_dataset
-from msa_hf.train_config import TrainConfig, parse_train_config
-from msa_hf.train_job import latest_checkpoint, run_training
+from msa_hf.training.base_loading import BaseLoadError, load_base
+from msa_hf.training.config import TrainConfig, parse_train_config
+from msa_hf.training.job import latest_checkpoint, run_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,7 +213,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     config = _config(tiny_base, tmp_path / "prepared", tmp_path / "run3d", use_depth_branch=True, num_slices=4,
                      batch_size=1, steps=2, eval_every=2)  # fmt: skip
     # through train.py's main, which prints the whole-volume comparison for depth models
-    from msa_hf.train_job import main
+    from msa_hf.training.job import main
 
     assert main(["--base", str(tiny_base), "--dataset", str(tmp_path / "prepared"), "--output-dir",
                  str(tmp_path / "run3d"), "--use-depth-branch", "--num-slices", "4", "--batch-size", "1",
@@ -228,8 +228,8 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     # the test comparison on whole volumes: each column is evaluate_volumes of that model, and the card's
     # headline metric is the adapted model's mean
     from msa_hf import SamAdapterModel
-    from msa_hf.evaluation import evaluate_volumes
-    from msa_hf.train_job import volume_test_comparison
+    from msa_hf.evaluation.protocols import evaluate_volumes
+    from msa_hf.training.job import volume_test_comparison
 
     printed = volume_test_comparison(config, tmp_path / "run3d")
     assert "| structure | zero-shot volume_points1 | msa volume_points1 |" in printed
@@ -267,7 +267,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
 
 
 def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
-    from msa_hf.compare import compare_methods
+    from msa_hf.training.compare import compare_methods
 
     config = _config(tiny_base, disk_dataset, tmp_path / "compare", steps=2, eval_every=2)
     table, results = compare_methods(config, ("msa", "decoder"))
@@ -285,7 +285,7 @@ def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tm
 
 
 def test_train_main_prints_the_test_table_and_writes_the_card(tiny_base, disk_dataset, tmp_path, capsys):
-    from msa_hf.train_job import main
+    from msa_hf.training.job import main
 
     code = main(["--base", str(tiny_base), "--dataset", str(disk_dataset), "--output-dir", str(tmp_path / "run"),
                  "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--log-with", "none"])  # fmt: skip
@@ -306,7 +306,7 @@ def test_activation_checkpointing_trains_the_same_weights(tiny_base, disk_datase
     # a run not (yet) scored on its test split still gets a card, saying so and claiming no metric
     from huggingface_hub import ModelCard
 
-    from msa_hf.model_card import NOT_EVALUATED
+    from msa_hf.hub.model_card import NOT_EVALUATED
 
     card = ModelCard((tmp_path / "plain" / "model" / "README.md").read_text())
     assert card.data.eval_results is None and card.data.license == "apache-2.0"
@@ -325,11 +325,11 @@ def test_activation_checkpointing_trains_the_same_weights(tiny_base, disk_datase
 def test_keeping_the_frozen_mlp_activations_trains_the_same_weights(
     tiny_base, disk_dataset, tmp_path, monkeypatch
 ):
-    import msa_hf.train_job
+    import msa_hf.training.job
 
     switched = []
-    switch = msa_hf.train_job.set_frozen_mlp_recompute
-    monkeypatch.setattr(msa_hf.train_job, "set_frozen_mlp_recompute",
+    switch = msa_hf.training.job.set_frozen_mlp_recompute
+    monkeypatch.setattr(msa_hf.training.job, "set_frozen_mlp_recompute",
                         lambda model, enabled: switched.append((enabled, switch(model, enabled))))  # fmt: skip
     run_training(_config(tiny_base, disk_dataset, tmp_path / "recompute", steps=2, eval_every=100))
     run_training(_config(tiny_base, disk_dataset, tmp_path / "keep", steps=2, eval_every=100,
@@ -354,10 +354,10 @@ def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_
 def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     """Full fine-tuning of a small random SAM on the MNI152 tissue data must beat the untrained model
     clearly on validation box Dice: a learning check of the loop itself, independent of any base."""
-    from msa_hf.base_pretraining import base_config, initialise_from_scratch
+    from msa_hf.base_model.pretraining import base_config, initialise_from_scratch
     from msa_hf.data import build_mni152_tissue_dataset
-    from msa_hf.train_job import _task_dataset
-    from msa_hf.training import evaluate_segmentation
+    from msa_hf.training.job import _task_dataset
+    from msa_hf.training.prompted import evaluate_segmentation
 
     build_mni152_tissue_dataset(tmp_path / "mni")
     base = initialise_from_scratch(SamModel(base_config()), seed=0)
@@ -420,7 +420,7 @@ def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path
 def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
     from test_text_prompts import tiny_text_encoder
 
-    from msa_hf.train_job import _descriptions, _read_descriptions
+    from msa_hf.training.job import _descriptions, _read_descriptions
 
     (tmp_path / "d.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
     batch = {"class_name": ["disk"] * 40, "modality": ["MR"] * 40}
@@ -437,7 +437,7 @@ def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
 
 
 def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
-    from msa_hf.train_job import check_resume_config
+    from msa_hf.training.job import check_resume_config
 
     recorded = _config(tmp_path / "base", tmp_path / "data", tmp_path / "run")
     (tmp_path / "run").mkdir()
@@ -465,8 +465,8 @@ def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
 
 def test_adapting_to_some_structures_trains_and_scores_only_those(tiny_base, disk_dataset, tmp_path):
     from msa_hf.data import read_class_names, select_class_names
-    from msa_hf.evaluation import evaluate_model
-    from msa_hf.train_job import _task_dataset
+    from msa_hf.evaluation.protocols import evaluate_model
+    from msa_hf.training.job import _task_dataset
 
     names = read_class_names(disk_dataset)
     disk = next(value for value, name in names.items() if name == "disk")
@@ -494,7 +494,7 @@ def test_saving_the_training_state_drops_only_the_tied_embedding_notice(caplog, 
     from accelerate import PartialState
     from accelerate.utils.other import clean_state_dict_for_safetensors
 
-    from msa_hf.training_state import save_training_state
+    from msa_hf.training.state import save_training_state
 
     PartialState()  # accelerate's logger needs its state
 

@@ -16,7 +16,12 @@ from msa_hf.data import (
     read_class_names,
     to_binary_tasks,
 )
-from msa_hf.training import AdapterTrainingConfig, evaluate_prompts, evaluate_segmentation, train_adapters
+from msa_hf.training.prompted import (
+    AdapterTrainingConfig,
+    evaluate_prompts,
+    evaluate_segmentation,
+    train_adapters,
+)
 
 
 def _write_disks(folder):

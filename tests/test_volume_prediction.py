@@ -14,11 +14,11 @@ from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.data import axial_slices, load_nifti, read_dicom_image
-from msa_hf.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
-from msa_hf.inference import Prompt, SegmentationPredictor, predict_file
+from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
+from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file
+from msa_hf.inference.volume_predictor import VolumePredictor, grown_box
 from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
 from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
-from msa_hf.volume_prediction import VolumePredictor, grown_box
 
 
 class BrightInBoxSam(BoxFillSam):

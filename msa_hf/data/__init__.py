@@ -5,7 +5,7 @@ Folder -> dataset directory: `prepare_dataset` (CLI `msa-hf prepare`); the embed
 `build_mni152_tissue_dataset` (CLI `msa-hf build-default-data`). Dataset -> model inputs:
 `to_binary_tasks` + `SamSegmentationTransform` (2-D), `VolumeWindowDataset` + `SamVolumeTransform`
 (3-D, depth branch). Preprocessing transforms live in `msa_hf.data.transforms`; prompt simulation in
-`msa_hf.prompts`. nibabel / pydicom / nilearn (the `medical` extra) are imported only when used.
+`msa_hf.processing.prompts`. nibabel / pydicom / nilearn (the `medical` extra) are imported only when used.
 """
 
 _EXPORTS = {

@@ -1,15 +1,15 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""The dataset card (`README.md`) of a prepared dataset directory, from `hub_cards/dataset_card.md`."""
+"""The dataset card (`README.md`) of a prepared dataset directory, from `msa_hf/hub/cards/dataset_card.md`."""
 
 from __future__ import annotations
 
 from string import Template
 from typing import TYPE_CHECKING
 
-from .slice_dataset import SPLITS
+from msa_hf.data.slice_dataset import SPLITS
 
 if TYPE_CHECKING:
-    from .prepare import PrepareReport
+    from msa_hf.data.prepare import PrepareReport
 
 
 def render_dataset_card(
@@ -20,7 +20,7 @@ def render_dataset_card(
     license_id: str = "other",
 ) -> str:
     """Fill the dataset card template with the splits, classes and report of a prepared dataset."""
-    from hub_cards import read_template
+    from msa_hf.hub.cards import read_template
 
     splits = [split for split in SPLITS if report.slices.get(split, 0) > 0]
     data_files = "\n".join(

@@ -15,14 +15,14 @@ new subjects. The dataset card says so.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .prepare import PrepareReport, split_cases, write_dataset_metadata
-from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
-from .volumes import axial_slices
+from msa_hf.data.prepare import PrepareReport, split_cases, write_dataset_metadata
+from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
+from msa_hf.data.volumes import axial_slices
+from msa_hf.output_files import atomic_folder
 
 MNI_TISSUE_CLASSES = {1: "csf", 2: "grey_matter", 3: "white_matter"}
 MNI_LICENSE_NOTICE = """The MNI ICBM152 2009a template and tissue maps are redistributed (inside the `nilearn`
@@ -73,17 +73,21 @@ def build_mni152_tissue_dataset(
     """Write the default dataset directory (same layout as `prepare_dataset`) to `output`."""
 
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True.")
-        shutil.rmtree(output)
+    with atomic_folder(output, overwrite) as staging:
+        return _build_into(staging, output, slab_thickness, gap, split, seed)
+
+
+def _build_into(
+    output: Path, final: Path, slab_thickness: int, gap: int, split: tuple[float, float, float], seed: int
+) -> PrepareReport:
+    """`build_mni152_tissue_dataset`'s work, writing into the (staging) folder `output` that becomes `final`."""
     image, labels, affine = mni152_tissue_volumes()
     image_slices, label_slices = axial_slices(image), axial_slices(labels)
     labelled = np.flatnonzero(label_slices.reshape(len(label_slices), -1).any(axis=1))
     starts = range(int(labelled[0]), int(labelled[-1]) + 1 - slab_thickness + 1, slab_thickness + gap)
     slabs = {f"mni152_z{start:03d}": range(start, start + slab_thickness) for start in starts}
     splits = split_cases(list(slabs), split, seed)
-    report = PrepareReport(output=str(output), class_names=dict(MNI_TISSUE_CLASSES))
+    report = PrepareReport(output=str(final), class_names=dict(MNI_TISSUE_CLASSES))
     counts: dict[int, int] = {}
     for split_name in SPLITS:
         with SliceParquetWriter(split_file(output, split_name)) as writer:

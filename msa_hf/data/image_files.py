@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .transforms import check_finite
+from msa_hf.data.transforms import check_finite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")

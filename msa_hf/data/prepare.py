@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -26,12 +25,20 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .image_files import ImageReadError, read_image, read_mask
-from .label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
-from .slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
-from .sources import CaseFiles, detect_source_kind, find_image_pairs, find_volume_pairs
-from .transforms import resample_to_spacing
-from .volumes import Volume, VolumeReadError, axial_slices, check_same_grid, guess_modality, load_volume
+from msa_hf.data.image_files import ImageReadError, read_image, read_mask
+from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
+from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
+from msa_hf.data.sources import CaseFiles, detect_source_kind, find_image_pairs, find_volume_pairs
+from msa_hf.data.transforms import resample_to_spacing
+from msa_hf.data.volumes import (
+    Volume,
+    VolumeReadError,
+    axial_slices,
+    check_same_grid,
+    guess_modality,
+    load_volume,
+)
+from msa_hf.output_files import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -275,12 +282,16 @@ def prepare_dataset(
     """
     options = PrepareOptions(**options)
     source, output = Path(source), Path(output)
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True (--overwrite).")
-        shutil.rmtree(output)
+    # written to a staging folder and swapped in when complete: a failed run (a missing source, an error
+    # half-way) leaves an earlier dataset in `output` as it was, and the source is never the output
+    with atomic_folder(output, overwrite, inputs=[source]) as staging:
+        return _prepare_into(source, staging, options, final=output)
+
+
+def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Path) -> PrepareReport:
+    """`prepare_dataset`'s work, writing into the (staging) folder `output` that becomes `final`."""
     kind = detect_source_kind(source) if options.kind == "auto" else options.kind
-    report = PrepareReport(output=str(output), class_names={})
+    report = PrepareReport(output=str(final), class_names={})
     table = _class_names(source, options)
     if kind == "volumes":
         groups = {case.case_id: [case] for case in find_volume_pairs(source)}
@@ -339,7 +350,7 @@ def write_dataset_metadata(
 ) -> None:
     """`classes.json`, `prepare_report.json` and the dataset card of a dataset directory. The report goes
     second to last and the card last, so a complete `prepare_report.json` marks a finished directory."""
-    from .dataset_card import render_dataset_card
+    from msa_hf.data.dataset_card import render_dataset_card
 
     (output / "classes.json").write_text(
         json.dumps({str(k): v for k, v in report.class_names.items()}, indent=2)

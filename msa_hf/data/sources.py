@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .image_files import is_image_file
-from .volumes import is_nifti, nifti_stem
+from msa_hf.data.image_files import is_image_file
+from msa_hf.data.volumes import is_nifti, nifti_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
 IMAGE_FOLDER_NAMES = ("imagesTr", "images", "img", "image", "imgs")

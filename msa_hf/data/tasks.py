@@ -19,14 +19,20 @@ import numpy as np
 import torch
 from datasets import Features, Image, List, Value
 
-from ..prompts import PADDING_LABEL, ClickStrategy, box_from_mask, resized_shape, sample_point_prompt
-from .transforms import (
+from msa_hf.data.transforms import (
     GrayscaleToRGB,
     IntensityJitter,
     RandomSpatialAugment,
     SamNormalize,
     intensity_transform_for,
     resize_and_pad,
+)
+from msa_hf.processing.prompts import (
+    PADDING_LABEL,
+    ClickStrategy,
+    box_from_mask,
+    resized_shape,
+    sample_point_prompt,
 )
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prompts import resized_shape
+from msa_hf.processing.prompts import resized_shape
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 

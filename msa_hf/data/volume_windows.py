@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..prompts import PADDING_LABEL, resized_shape, sample_point_prompt
-from .tasks import SamSegmentationTransform
-from .transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from msa_hf.data.tasks import SamSegmentationTransform
+from msa_hf.data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from msa_hf.processing.prompts import PADDING_LABEL, resized_shape, sample_point_prompt
 
 
 @dataclass

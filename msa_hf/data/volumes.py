@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .transforms import check_finite
+from msa_hf.data.transforms import check_finite
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

@@ -9,10 +9,10 @@ touches private structures, so `peft` is pinned to 0.21.* and tests cover save, 
 
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 
-from .config import MSA_PEFT_TYPE, MsaAdapterConfig
-from .conversion import peft_model_to_sam_adapter, sam_adapter_to_peft_model
-from .layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
-from .model import MsaModel
+from msa_hf.peft_msa.config import MSA_PEFT_TYPE, MsaAdapterConfig
+from msa_hf.peft_msa.conversion import peft_model_to_sam_adapter, sam_adapter_to_peft_model
+from msa_hf.peft_msa.layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
+from msa_hf.peft_msa.model import MsaModel
 
 
 def register_msa_peft_method() -> None:

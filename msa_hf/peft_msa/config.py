@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from peft.config import PeftConfig
 
-from ..configuration_msa import validate_adapter_settings
+from msa_hf.modeling.configuration_msa import validate_adapter_settings
 
 # peft's PeftType enum cannot be extended from outside; the method is registered under this string key in
 # peft's mapping dicts (see msa_hf/peft_msa/__init__.py).

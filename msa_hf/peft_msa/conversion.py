@@ -17,10 +17,15 @@ import re
 from peft import PeftModel
 from transformers import SamModel
 
-from ..configuration_msa import SamAdapterConfig
-from ..modeling_msa import ADAPTER_KINDS, ADAPTER_PARAMETER_PATTERN, SamAdapterModel, is_adapter_parameter
-from .config import ADAPTER_SETTING_NAMES, MsaAdapterConfig
-from .wrapping import wrap_in_peft
+from msa_hf.modeling.configuration_msa import SamAdapterConfig
+from msa_hf.modeling.modeling_msa import (
+    ADAPTER_KINDS,
+    ADAPTER_PARAMETER_PATTERN,
+    SamAdapterModel,
+    is_adapter_parameter,
+)
+from msa_hf.peft_msa.config import ADAPTER_SETTING_NAMES, MsaAdapterConfig
+from msa_hf.peft_msa.wrapping import wrap_in_peft
 
 _PEFT_ADAPTER = re.compile(r"\.msa_(" + "|".join(ADAPTER_KINDS) + r")\.([^.]+)\.")
 

@@ -3,7 +3,7 @@
 
 They wrap whole SAM blocks rather than single linears because MSA's adapters read block-internal tensors
 (the layer-normed tokens for the parallel MLP and depth adapters, the un-windowed grid for depth attention,
-the prompt tokens for the prompt-conditioned adapter). The math is msa_hf.adapter_layers, shared with the
+the prompt tokens for the prompt-conditioned adapter). The math is msa_hf.modeling.adapter_layers, shared with the
 native model; these classes only keep one adapter set per adapter name.
 """
 
@@ -15,14 +15,14 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock, SamVisionLayer
 
-from ..adapter_layers import (
+from msa_hf.modeling.adapter_layers import (
     Adapter,
     PromptConditionedAdapter,
     msa_two_way_block_forward,
     msa_vision_layer_forward,
 )
-from ..frozen_mlp import RecomputesFrozenMlp
-from .config import MsaAdapterConfig
+from msa_hf.modeling.frozen_mlp import RecomputesFrozenMlp
+from msa_hf.peft_msa.config import MsaAdapterConfig
 
 
 class MsaLayer(BaseTunerLayer):
@@ -67,7 +67,7 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer, RecomputesFrozenMlp):
 
     A `GradientCheckpointingLayer`, so activation checkpointing re-runs the adapters too, with the same
     `num_slices` argument (which peft's forward hooks inject per call). Its frozen MLP keeps no 4C-wide
-    activation for backward (`RecomputesFrozenMlp`, `msa_hf.frozen_mlp`).
+    activation for backward (`RecomputesFrozenMlp`, `msa_hf.modeling.frozen_mlp`).
     """
 
     adapter_layer_names = ("msa_space_adapter", "msa_mlp_adapter", "msa_depth_adapter")

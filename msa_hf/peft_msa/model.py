@@ -12,10 +12,10 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock, SamVisionLayer
 
-from ..adapter_layers import check_num_slices
-from ..folded_attention import fold_relative_position_attention
-from .config import MsaAdapterConfig
-from .layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
+from msa_hf.modeling.adapter_layers import check_num_slices
+from msa_hf.modeling.folded_attention import fold_relative_position_attention
+from msa_hf.peft_msa.config import MsaAdapterConfig
+from msa_hf.peft_msa.layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
 
 
 def default_target_modules(config: MsaAdapterConfig) -> str:

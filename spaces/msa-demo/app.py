@@ -29,10 +29,10 @@ import gradio as gr
 import numpy as np
 import torch
 
-from msa_hf.image_encoding import encode_slices, image_to_pixel_values
-from msa_hf.inference import Prompt, SegmentationPredictor
-from msa_hf.reports import draw_prompts, overlay
-from msa_hf.task_adapters import task_adapter_names
+from msa_hf.evaluation.pictures import draw_prompts, overlay
+from msa_hf.hub.task_adapters import task_adapter_names
+from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
 MAX_SIDE = 4096  # larger uploads are refused with a message, not processed for minutes
 MAX_VOXELS = 512 * 512 * 1024
@@ -114,19 +114,20 @@ def to_prompt(points: list[list[float]], box: list[float] | None, text: str | No
 
 
 # ----------------------------------------------------------------------------------------- files
-def display_image(raw: np.ndarray, modality: str) -> np.ndarray:
-    """What the user sees of a raw image: `(H, W)` uint8 after the modality's intensity transform (CT window,
-    MR percentiles), or the `(H, W, 3)` uint8 picture itself."""
+def display_image(raw: np.ndarray, modality: str, window: Any = None) -> np.ndarray:
+    """What the user sees of a raw image: `(H, W)` uint8 after the intensity transform the model was trained
+    with (CT `window`, default by modality; MR percentiles), or the `(H, W, 3)` uint8 picture itself."""
     from msa_hf.data.transforms import intensity_transform_for
 
     if raw.ndim == 3:
         return raw
-    scaled = intensity_transform_for(modality, raw.dtype)(raw.astype(np.float32))
+    scaled = intensity_transform_for(modality, raw.dtype, window)(raw.astype(np.float32))
     return (np.clip(np.asarray(scaled), 0, 1) * 255).astype(np.uint8)
 
 
-def read_upload(path: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """An uploaded 2-D file -> `(display image, raw image, modality)`; DICOM keeps its units (HU for CT).
+def read_upload(path: str, window: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """An uploaded 2-D file -> `(display image, raw image, modality)`; DICOM keeps its units (HU for CT), and
+    is shown through the served model's CT `window`.
 
     Raises:
         ValueError: an unsupported type, an unreadable file, or an image larger than `MAX_SIDE`.
@@ -146,7 +147,7 @@ def read_upload(path: str) -> tuple[np.ndarray, np.ndarray, str]:
         raise ValueError(
             f"{name}: {raw.shape[1]}x{raw.shape[0]} pixels; the demo takes up to {MAX_SIDE} a side."
         )
-    return display_image(raw, modality), raw, modality
+    return display_image(raw, modality, window), raw, modality
 
 
 def source_of(image: np.ndarray, raw: dict[str, Any] | None) -> tuple[np.ndarray, str]:
@@ -173,9 +174,10 @@ class DemoSession:
     visitor's adapter choice never leaks into another's result.
     """
 
-    def __init__(self, model: Any, cache_size: int = 8) -> None:
+    def __init__(self, model: Any, cache_size: int = 8, window: Any = None) -> None:
         self.model = model
-        self.predictor = SegmentationPredictor(model)
+        self.window = window  # the CT window the model was trained with (its MsaProcessor's)
+        self.predictor = SegmentationPredictor(model, window)
         self.adapters = task_adapter_names(model)
         self.cache_size = cache_size
         self._lock = threading.RLock()
@@ -198,7 +200,7 @@ class DemoSession:
         if key in self._embeddings:
             self._embeddings.move_to_end(key)
         else:
-            pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality)
+            pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality, self.window)
             self._embeddings[key] = encode_slices(self.model, pixel_values[None])
             while len(self._embeddings) > self.cache_size:
                 self._embeddings.popitem(last=False)
@@ -252,7 +254,7 @@ class VolumeSession:
 
     def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
         from msa_hf.data import axial_slices, guess_modality, load_volume
-        from msa_hf.volume_prediction import VolumePredictor
+        from msa_hf.inference.volume_predictor import VolumePredictor
 
         files = [files] if isinstance(files, str) else list(files)
         self.source = self._gather(files)
@@ -268,7 +270,7 @@ class VolumeSession:
         self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
-        self.predictor = VolumePredictor(session.model)
+        self.predictor = VolumePredictor(session.model, session.window)
         self.predictor.set_volume(self.slices, self.modality)
 
     @staticmethod
@@ -335,7 +337,7 @@ class VolumeSession:
         this session's own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
         from msa_hf.data import volume_from_axial_slices
-        from msa_hf.inference import _save_on_input_grid
+        from msa_hf.inference.predictor import _save_on_input_grid
 
         output = str(Path(folder) / "msa_mask.nii.gz")
         _save_on_input_grid(
@@ -348,10 +350,10 @@ class VolumeSession:
 
 
 # ----------------------------------------------------------------------------------------- app
-def build_demo(model: Any) -> gr.Blocks:
+def build_demo(model: Any, window: Any = None) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
-    holding several task adapters: `msa_hf.task_adapters.load_task_adapters`)."""
-    session = DemoSession(model)
+    holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`)."""
+    session = DemoSession(model, window=window)
 
     def guarded(function):
         """Show bad input as a message in the page, never as a stack trace."""
@@ -420,7 +422,7 @@ def build_demo(model: Any) -> gr.Blocks:
         if file is None:
             return gr.update(), None, empty_prompts(), None, None, "no prompts"
         path = file if isinstance(file, str) else file.name
-        shown, raw, modality = read_upload(path)
+        shown, raw, modality = read_upload(path, session.window)
         kept = {"image": raw, "modality": modality, "shown": shown}
         session.prepare(raw, modality, adapter)
         return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
@@ -588,14 +590,21 @@ def build_demo(model: Any) -> gr.Blocks:
 
 
 def load_model() -> Any:
-    """The model the Space serves.
+    """The model the Space serves (see `load_served`)."""
+    return load_served()[0]
+
+
+def load_served() -> tuple[Any, Any]:
+    """`(model, processor)`: the model the Space serves and the `MsaProcessor` saved with it.
 
     The model (or, with adapters, the base) is `MSA_MODEL` / `MSA_BASE` (a Hub id or folder), else the id in
-    `msa_model.txt` (written by `msa_hf.hub.push_space`), else msa_hf's shipped base. Task adapters:
+    `msa_model.txt` (written by `msa_hf.hub.push.push_space`), else msa_hf's shipped base. Task adapters:
     `MSA_ADAPTERS` (JSON `{"name": "adapter repo or folder", ...}`) or `adapters.json` beside this file.
     """
-    from msa_hf import TINY_BASE, SamAdapterModel
-    from msa_hf.task_adapters import load_task_adapters
+    from msa_hf import TINY_BASE
+    from msa_hf.hub.task_adapters import load_task_adapters
+    from msa_hf.inference.loading import load_for_inference
+    from msa_hf.processing.processor import MsaProcessor
 
     here = Path(__file__).parent
     pinned = here / "msa_model.txt"
@@ -604,12 +613,15 @@ def load_model() -> Any:
         (here / "adapters.json").read_text() if (here / "adapters.json").is_file() else ""
     )
     if adapters:
-        return load_task_adapters(os.environ.get("MSA_BASE", default), json.loads(adapters))
-    return SamAdapterModel.from_pretrained(os.environ.get("MSA_MODEL", default))
+        base = os.environ.get("MSA_BASE", default)
+        model = load_task_adapters(base, json.loads(adapters))
+        return model, MsaProcessor.from_pretrained(base, model)
+    return load_for_inference(os.environ.get("MSA_MODEL", default))
 
 
 if __name__ == "__main__":
-    from msa_hf.cpu_memory import keep_freed_memory
+    from msa_hf.inference.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
-    build_demo(load_model()).launch(max_file_size=MAX_UPLOAD)
+    model, processor = load_served()
+    build_demo(model, window=processor.window).launch(max_file_size=MAX_UPLOAD)

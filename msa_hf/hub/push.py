@@ -1,0 +1,273 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Publishing a trained run to the Hub (`msa-hf push`): the full model with its processor and card, and the
+adapter-only peft checkpoint as a second repo. A dry run lists what would go where, uploading nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+
+@dataclass
+class PushPlan:
+    """What `push_run` uploads: repo id -> [(path in repo, size in bytes)]."""
+
+    uploads: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    revision: str | None = None
+    private: bool = False
+
+    def describe(self) -> str:
+        lines = []
+        for repo_id, files in self.uploads.items():
+            total = sum(size for _, size in files)
+            where = f"{repo_id}@{self.revision}" if self.revision else repo_id
+            lines.append(
+                f"{where}{' (private)' if self.private else ''}: {len(files)} files, {total / 1e6:.2f} MB"
+            )
+            lines += [f"  {path} ({size:,} bytes)" for path, size in files]
+        return "\n".join(lines)
+
+
+def _files(folder: Path, exclude: str | None = None) -> list[tuple[str, int]]:
+    return [
+        (str(p.relative_to(folder)), p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not (exclude and p.relative_to(folder).parts[0] == exclude)
+    ]
+
+
+def _adapter_card(run_model: Path, repo_id: str, full_repo: str) -> str:
+    import json
+
+    from msa_hf.hub.cards import read_template
+
+    config = json.loads((run_model / "config.json").read_text())
+    depth = ", and the depth branch" if config.get("use_depth_branch") else ""
+    return Template(read_template("adapter_card.md")).substitute(
+        base_model=full_repo,
+        name=repo_id.split("/")[-1],
+        full_repo=full_repo,
+        repo_id=repo_id,
+        depth_note=depth,
+    )
+
+
+def _model_card_linking_dataset(model_dir: Path, dataset_repo_id: str | None) -> bytes | None:
+    """The run's model card with `datasets:` and its results' dataset pointing at `dataset_repo_id` (so the
+    Hub links the published dataset); None when there is no card or no dataset repo."""
+    card_path = model_dir / "README.md"
+    if dataset_repo_id is None or not card_path.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(card_path.read_text())
+    card.data.datasets = [dataset_repo_id]
+    for result in card.data.eval_results or []:
+        result.dataset_type = result.dataset_name = dataset_repo_id
+    return str(card).encode()
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    adapter_repo_id: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
+    dataset_repo_id: str | None = None,
+) -> PushPlan:
+    """Upload `run_dir/model` to `repo_id` and its `adapter/` to `adapter_repo_id` (default
+    `<repo_id>-adapter`), each with its card.
+
+    Args:
+        revision: a branch to push to (created from main when missing).
+        dry_run: only return the plan.
+        dataset_repo_id: the dataset repo the run's data is (or will be) published to; the model card then
+            names it under `datasets:` and in its results, instead of the local folder's name.
+    Raises:
+        FileNotFoundError: the run has no `model/` (train first).
+    """
+    model_dir = Path(run_dir) / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} has no config.json: is {run_dir} a finished train.py run?")
+    adapter_dir = model_dir / "adapter"
+    adapter_repo_id = adapter_repo_id or f"{repo_id}-adapter"
+    model_card = _model_card_linking_dataset(model_dir, dataset_repo_id)
+    plan = PushPlan(revision=revision, private=private)
+    plan.uploads[repo_id] = [
+        (path, len(model_card) if model_card is not None and path == "README.md" else size)
+        for path, size in _files(model_dir, exclude="adapter")
+    ]
+    adapter_card = None
+    if adapter_dir.is_dir():
+        # our card replaces the one peft's save_pretrained wrote
+        adapter_card = _adapter_card(model_dir, adapter_repo_id, repo_id).encode()
+        plan.uploads[adapter_repo_id] = [
+            *(entry for entry in _files(adapter_dir) if entry[0] != "README.md"),
+            ("README.md", len(adapter_card)),
+        ]
+    if dry_run:
+        return plan
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    for target in plan.uploads:
+        api.create_repo(target, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(target, branch=revision, exist_ok=True)
+    api.upload_folder(
+        folder_path=str(model_dir), repo_id=repo_id, revision=revision,
+        ignore_patterns=["adapter/*"] + (["README.md"] if model_card is not None else []),
+        commit_message="Upload MSA model (msa_hf)",
+    )  # fmt: skip
+    if model_card is not None:
+        api.upload_file(
+            path_or_fileobj=model_card, path_in_repo="README.md", repo_id=repo_id, revision=revision,
+            commit_message=f"Model card (dataset: {dataset_repo_id})",
+        )  # fmt: skip
+    if adapter_card is not None:
+        api.upload_folder(
+            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision,
+            ignore_patterns=["README.md"], commit_message="Upload MSA adapter (msa_hf)",
+        )  # fmt: skip
+        api.upload_file(
+            path_or_fileobj=adapter_card, path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
+            commit_message="Adapter card",
+        )  # fmt: skip
+    return plan
+
+
+def dataset_push_plan(dataset_dir: str | Path, repo_id: str, private: bool = False) -> PushPlan:
+    """What `push_dataset` uploads (every file of the prepared dataset directory).
+
+    Raises:
+        FileNotFoundError: `dataset_dir` is not a prepared dataset directory.
+    """
+    folder = Path(dataset_dir)
+    if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
+        raise FileNotFoundError(f"{folder} is not a prepared dataset directory (msa-hf prepare writes one).")
+    return PushPlan(uploads={repo_id: _files(folder)}, private=private)
+
+
+def default_dataset_repo_id(model_repo_id: str, dataset_dir: str | Path) -> str:
+    """`org/<dataset folder name>` for a model pushed to `org/...` (the folder's name alone without an org)."""
+    name = Path(dataset_dir).resolve().name
+    return f"{model_repo_id.split('/')[0]}/{name}" if "/" in model_repo_id else name
+
+
+def push_dataset(
+    dataset_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None
+) -> str:
+    """Upload a prepared dataset directory (card, `data/*.parquet`, `classes.json`, report) as a dataset
+    repo; `load_dataset(repo_id)` then reads the splits its card declares. Returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(dataset_dir)
+    dataset_push_plan(folder, repo_id)  # checks the folder before anything is created
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        commit_message="Upload dataset (msa_hf)",
+    )
+    return str(commit)
+
+
+SPACE_FOLDER = Path(__file__).resolve().parents[2] / "spaces" / "msa-demo"
+
+
+DEFAULT_SERVING = (
+    "The model comes from the `MSA_MODEL` variable (a Hub id or folder), else `msa_model.txt`, else msa_hf's "
+    'shipped small base. Several task adapters on one base: `MSA_ADAPTERS` (JSON `{"name": "adapter '
+    'repo", ...}`) or an `adapters.json` file, with the base in `MSA_BASE` or `msa_model.txt`; a menu then '
+    "picks the adapter."
+)
+
+
+def render_space_card(
+    model_repo_id: str | None = None,
+    adapters: dict[str, str] | None = None,
+    title: str = "Medical SAM Adapter",
+) -> str:
+    """The Space README from `msa_hf/hub/cards/space_card.md`: Space metadata (Gradio version, the served model repos
+    under `models:`, so the Hub links them) and what it serves. No arguments: the generic README kept in
+    `spaces/msa-demo/`."""
+    import gradio
+
+    from msa_hf.hub.cards import read_template
+
+    models = ([model_repo_id] if model_repo_id and "/" in model_repo_id else []) + list(
+        (adapters or {}).values()
+    )
+    models_yaml = "models:\n" + "".join(f"- {m}\n" for m in models) if models else ""
+    if adapters:
+        rows = "\n".join(
+            f"| {name} | [`{repo}`](https://huggingface.co/{repo}) |" for name, repo in adapters.items()
+        )
+        serving = (
+            f"Task adapters on the base `{model_repo_id}` (pick one in the menu):\n\n| task | adapter |\n|---|---|\n"
+            f"{rows}"
+        )
+    elif model_repo_id:
+        serving = f"Serves [`{model_repo_id}`](https://huggingface.co/{model_repo_id})."
+    else:
+        serving = DEFAULT_SERVING
+    return Template(read_template("space_card.md")).substitute(
+        title=title, gradio_version=gradio.__version__, models_yaml=models_yaml, serving=serving
+    )
+
+
+def push_space(
+    repo_id: str,
+    model_repo_id: str,
+    space_folder: str | Path = SPACE_FOLDER,
+    token: str | None = None,
+    adapters: dict[str, str] | None = None,
+    dry_run: bool = False,
+) -> str:
+    """Create a Gradio Space from `spaces/msa-demo` serving `model_repo_id`.
+
+    `model_repo_id` is written to `msa_model.txt` (read when `MSA_MODEL` is unset). With `adapters`
+    (task name -> adapter repo), `model_repo_id` is the base and `adapters.json` lists the adapters, which the
+    demo offers in a menu. The README is rendered from `msa_hf/hub/cards/space_card.md`. Returns the commit URL, or
+    with `dry_run` the list of files that would be uploaded.
+    """
+    import json
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(space_folder)
+    if not (folder / "app.py").is_file():
+        raise FileNotFoundError(f"{folder} has no app.py.")
+    if adapters is not None and (not adapters or any(not name.strip() for name in adapters)):
+        raise ValueError(f"task adapters must be non-empty names -> repos; got {adapters}.")
+    generated = {
+        "README.md": render_space_card(model_repo_id, adapters).encode(),
+        "msa_model.txt": model_repo_id.encode(),
+    }
+    if adapters:
+        generated["adapters.json"] = json.dumps(adapters, indent=2).encode()
+    copied = [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and str(p.relative_to(folder)) not in generated
+    ]
+    if dry_run:
+        return "\n".join([*(str(p.relative_to(folder)) for p in copied), *generated])
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p)) for p in copied
+    ]
+    operations += [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in generated.items()
+    ]
+    commit = api.create_commit(
+        repo_id, operations, repo_type="space", commit_message=f"Demo of {model_repo_id}"
+    )
+    return str(commit)

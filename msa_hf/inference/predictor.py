@@ -1,0 +1,313 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Label-free inference: `SegmentationPredictor` (encode once, decode per prompt, like SAM's predictor) and
+`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF or one DICOM image, a NIfTI volume or a DICOM series and
+writes masks in the input's geometry (a NIfTI mask keeps the input's affine and voxel order).
+
+Prompts are in the input's own pixel coordinates: `(x, y)` = (column, row) of the image, or of the axial
+display slice of a volume (anterior at the top, patient left on the left; see `msa_hf.data.volumes`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
+from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.output_files import atomic_file, check_not_an_input
+from msa_hf.processing.mask_outputs import logits_to_original_mask
+from msa_hf.processing.prompts import resized_shape, to_model_frame
+
+
+@dataclass
+class Prompt:
+    """One target's prompt: clicks `points` `[[x, y], ...]` with `labels` (1 positive, 0 negative) and/or a
+    `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
+    mask through the volume (`msa_hf.inference.volume_predictor.VolumePredictor.propagate`); `text` describes the
+    target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`)."""
+
+    points: list[list[float]] | None = None
+    labels: list[int] | None = None
+    box: list[float] | None = None
+    slice: int | None = None
+    propagate: bool = False
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.points and self.box is None and not self.text:
+            raise ValueError("a prompt needs points, a box or a text.")
+        if self.points:
+            self.labels = list(self.labels) if self.labels is not None else [1] * len(self.points)
+            if len(self.labels) != len(self.points) or any(label not in (0, 1) for label in self.labels):
+                raise ValueError(
+                    f"prompt labels {self.labels} must be 0/1, one per point ({len(self.points)})."
+                )
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """A JSON list of prompts: `[{"points": [[x, y]], "labels": [1], "box": [...], "slice": 40}, ...]`."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read prompts ({error}).") from error
+    if not isinstance(content, list):
+        raise ValueError(f"{path}: expected a JSON list of prompts.")
+    known = {item.name for item in fields(Prompt)}
+    prompts = []
+    for index, entry in enumerate(content):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: prompt {index} is not a JSON object of {sorted(known)}.")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ValueError(
+                f"{path}: prompt {index} has unknown keys {unknown}; use any of {sorted(known)}."
+            )
+        prompts.append(Prompt(**entry))
+    return prompts
+
+
+class SegmentationPredictor:
+    """Encode an image once, then segment it for any number of prompts.
+
+    Clicks on a `SamModel` or `SamAdapterModel` are decoded by `ClickDecoder` (the same numbers in ~0.4x the
+    time of the stock decoder; `benchmarks/`); other models (peft-wrapped, stand-ins) by their forward.
+    `compile_encoder` compiles `model.vision_encoder` in place with `torch.compile` (0.85x encoder time at
+    256 px on CPU in `make bench`, after a compilation that the first image waits for).
+    """
+
+    def __init__(
+        self, model: Any, window: str | tuple[float, float] | None = None, compile_encoder: bool = False
+    ) -> None:
+        self.model = model.eval()
+        if compile_encoder:  # in place; pays off over many images (the first one waits for the compilation)
+            model.vision_encoder.compile()
+        self.window = window
+        self.image_size = model.config.vision_config.image_size
+        self._embedding: torch.Tensor | None = None
+        self._original_size: tuple[int, int] | None = None
+        self._click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
+        self._text_encoder: Any = None
+
+    def text_features(self, text: str) -> torch.Tensor:
+        """`(1, D)` features of `text` from the text encoder the model was trained with (loaded on first use)."""
+        if getattr(self.model.config, "text_embedding_dim", None) is None:
+            raise ValueError("this model takes no text prompts (it was not trained with --text-prompts).")
+        if self._text_encoder is None:
+            from msa_hf.modeling.text_prompts import TextEncoder
+
+            name = self.model.config.text_encoder_name
+            if not name:
+                raise ValueError(
+                    "the model's config names no text encoder (text_encoder_name); set it to the CLIP used."
+                )
+            self._text_encoder = TextEncoder.from_pretrained(name)
+        return self._text_encoder([text]).to(self.model.device)
+
+    @torch.no_grad()
+    def set_image(self, image: np.ndarray, modality: str = "other") -> None:
+        """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3|4)` RGB(A) (uint8, uint16
+        or float in [0, 1]); other shapes and NaN or infinite values raise `ValueError` (`image_to_pixel_values`).
+
+        A model with a depth branch sees the picture as a window of D copies of it (`encode_slices`); for the
+        slices of a volume, `msa_hf.inference.volume_predictor.VolumePredictor` encodes real neighbours instead."""
+        array = np.asarray(image)
+        pixel_values = image_to_pixel_values(array, self.image_size, modality, self.window)
+        self.set_image_embedding(encode_slices(self.model, pixel_values[None]), array.shape[:2])
+
+    def set_image_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """Use an embedding computed elsewhere: `embedding` `(1, C, h, w)` of an image of `original_size` (H, W)."""
+        embedding = embedding.to(self.model.device)
+        if self._click_decoder is not None and embedding is not self._embedding:  # the demo re-sets per click
+            self._click_decoder.set_image_embedding(embedding)
+        self._embedding = embedding
+        self._original_size = (int(original_size[0]), int(original_size[1]))
+
+    @torch.no_grad()
+    def predict(self, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
+        """The mask `(H, W)` bool at the image's size, and the IoU head's score.
+
+        `multimask=None` follows SAM: a single click is ambiguous, so it takes the best of three masks by the
+        IoU head; several clicks, a box or a text give one mask."""
+        if self._embedding is None or self._original_size is None:
+            raise RuntimeError("call set_image first.")
+        if multimask is None:
+            multimask = len(prompt.points or []) == 1 and prompt.box is None and not prompt.text
+        height, width = self._original_size
+        kwargs: dict[str, torch.Tensor] = {}
+        if prompt.points:
+            points = np.asarray(prompt.points, dtype=np.float64)
+            outside = (
+                (points[:, 0] < 0) | (points[:, 0] >= width) | (points[:, 1] < 0) | (points[:, 1] >= height)
+            )
+            if outside.any():
+                raise ValueError(
+                    f"points {points[outside].tolist()} lie outside the {width}x{height} image (x < {width}, "
+                    f"y < {height}); coordinates are (x, y) = (column, row)."
+                )
+            mapped = to_model_frame(points, self._original_size, self.image_size)
+            kwargs["input_points"] = torch.tensor(mapped, dtype=torch.float32)[None, None].to(
+                self.model.device
+            )
+            kwargs["input_labels"] = torch.tensor(prompt.labels)[None, None].to(self.model.device)
+        if prompt.box is not None:
+            box = np.asarray(prompt.box, dtype=np.float64).reshape(2, 2)
+            if (
+                (box < 0).any()
+                or (box[:, 0] >= width).any()
+                or (box[:, 1] >= height).any()
+                or (box[1] < box[0]).any()
+            ):
+                raise ValueError(f"box {prompt.box} must be x0 <= x1 < {width}, y0 <= y1 < {height}.")
+            mapped = to_model_frame(box, self._original_size, self.image_size).reshape(4)
+            kwargs["input_boxes"] = torch.tensor(mapped, dtype=torch.float32)[None, None].to(
+                self.model.device
+            )
+        if prompt.text:
+            kwargs["text_embeddings"] = self.text_features(prompt.text)
+        if self._click_decoder is not None and not prompt.text:
+            pred_masks, iou_scores = self._click_decoder(multimask_output=multimask, **kwargs)
+        else:
+            outputs = self.model(image_embeddings=self._embedding, multimask_output=multimask, **kwargs)
+            pred_masks, iou_scores = outputs.pred_masks, outputs.iou_scores
+        scores = iou_scores[0, 0]
+        best = int(scores.argmax())
+        logits = pred_masks[0, 0, best]
+        mask = logits_to_original_mask(
+            logits, self.image_size, resized_shape(self._original_size, self.image_size), self._original_size
+        )
+        return mask.cpu().numpy(), float(scores[best])
+
+
+def predict_file(
+    model: Any,
+    input_path: str | Path,
+    output_path: str | Path,
+    prompts: list[Prompt],
+    window: str | tuple[float, float] | None = None,
+    compile_encoder: bool = False,
+) -> dict[str, Any]:
+    """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`. With
+    `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
+
+    2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit beyond 255
+    prompts). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own affine and voxel order, or the DICOM
+    series' RAS affine. Returns a summary (output path, per-prompt pixel counts and scores).
+    """
+    from PIL import Image
+
+    from msa_hf.data.image_files import read_dicom_image, read_image
+    from msa_hf.data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
+    from msa_hf.inference.volume_predictor import VolumePredictor
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
+    kind = check_prediction_request(input_path, output_path, prompts)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    if kind != "volume":
+        # a single DICOM (an X-ray, an ultrasound frame, one CT/MR slice): intensities by its modality
+        if kind == "dicom":
+            image, modality = read_dicom_image(input_path)
+        else:
+            image, modality = read_image(input_path), "other"
+        predictor = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
+        predictor.set_image(image, modality)
+        labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
+        for index, prompt in enumerate(prompts):
+            mask, score = predictor.predict(prompt)
+            labels[mask] = index + 1
+            summary["masks"].append({"label": index + 1, "pixels": int(mask.sum()), "score": score})
+        with atomic_file(output_path, inputs=[input_path]) as staging:
+            Image.fromarray(labels).save(staging)
+        return summary
+    volume = load_volume(input_path)
+    modality = guess_modality(volume)
+    slices = axial_slices(volume.array)
+    labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
+    # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
+    volume_predictor = VolumePredictor(model, window, compile_encoder=compile_encoder)
+    volume_predictor.set_volume(slices, modality)
+    for index, prompt in enumerate(prompts):
+        if prompt.slice is None or not 0 <= prompt.slice < len(slices):
+            raise ValueError(
+                f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
+            )
+        mask, score = volume_predictor.predict(prompt.slice, prompt)
+        entry = {"label": index + 1, "slice": prompt.slice, "pixels": int(mask.sum()), "score": score}
+        if prompt.propagate and mask.any():
+            propagation = volume_predictor.propagate(prompt.slice, mask)
+            labels[propagation.masks] = index + 1
+            entry.update(pixels=int(propagation.masks.sum()), slices=[propagation.first, propagation.last])
+        else:
+            labels[prompt.slice][mask] = index + 1
+        summary["masks"].append(entry)
+    canonical = volume_from_axial_slices(labels)
+    with atomic_file(output_path, inputs=[input_path]) as staging:
+        _save_on_input_grid(canonical, volume.affine, input_path, staging)
+    return summary
+
+
+# lossless formats for a 2-D label map (JPEG would smear the label values)
+MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+
+def check_prediction_request(input_path: str | Path, output_path: str | Path, prompts: list[Prompt]) -> str:
+    """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
+    or a DICOM series folder). Raises `ValueError`, before anything is loaded or computed, for any other input,
+    for an output format that cannot hold its mask and for volume-only prompt settings on a 2-D image."""
+    from msa_hf.data.image_files import is_dicom_file, is_image_file
+    from msa_hf.data.volumes import is_nifti
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
+    if input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path):
+        kind = "dicom"
+    elif is_image_file(input_path):
+        kind = "image"
+    elif is_nifti(input_path) or input_path.is_dir():
+        kind = "volume"
+    else:
+        raise ValueError(
+            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
+            "series folder."
+        )
+    name = output_path.name.lower()
+    if kind != "volume":
+        if not name.endswith(MASK_IMAGE_SUFFIXES):
+            raise ValueError(
+                f"output {output_path}: the mask of a 2-D image is written as {', '.join(MASK_IMAGE_SUFFIXES)} "
+                "(lossless); .nii/.nii.gz is for volumes."
+            )
+        for index, prompt in enumerate(prompts):
+            if prompt.slice is not None or prompt.propagate:
+                raise ValueError(
+                    f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
+                )
+    elif not name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"output {output_path}: the mask of a volume is written as .nii or .nii.gz.")
+    return kind
+
+
+def _save_on_input_grid(
+    canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
+) -> None:
+    """Write a RAS+ label volume back in the NIfTI input's own voxel order and affine (DICOM: RAS+)."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    from msa_hf.data.volumes import is_nifti
+
+    if is_nifti(input_path):
+        original = nib.load(str(input_path))
+        transform = ornt_transform(io_orientation(canonical_affine), io_orientation(original.affine))
+        array = apply_orientation(canonical, transform)
+        image = nib.Nifti1Image(np.ascontiguousarray(array), original.affine)
+        image.set_qform(original.affine, code=int(original.header["qform_code"]) or 1)
+        image.set_sform(original.affine, code=int(original.header["sform_code"]) or 1)
+        nib.save(image, str(output))
+        return
+    nib.save(nib.Nifti1Image(canonical, canonical_affine), str(output))

@@ -1,0 +1,145 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Interactive prediction on a volume, and 3-D propagation of one prompted slice's mask.
+
+`VolumePredictor` holds the axial slices of one volume. Embeddings are computed on first use and cached:
+with MSA's depth branch, a slice is encoded inside its window of D consecutive slices (slices
+`[kD, (k+1)D)`), so the depth attention sees the real neighbours it was trained on; without one, slice by
+slice. Prompts are then decoded per slice, as SAM's predictor does.
+
+`propagate` carries a mask from one slice through the volume: each neighbour is prompted with the box of
+the previous slice's mask, grown by a margin (structures widen and narrow from slice to slice), and the walk
+stops where the mask vanishes or the IoU head's score drops below `stop_score`, in each direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
+from msa_hf.inference.predictor import Prompt, SegmentationPredictor
+
+
+@dataclass
+class Propagation:
+    """A propagated structure: `masks` `(N, H, W)` bool over all slices, `scores` `(N,)` the IoU head's score
+    per predicted slice (NaN where nothing was predicted), and the slice range `[first, last]` it covers."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+    first: int
+    last: int
+
+
+def grown_box(mask: np.ndarray, margin: float, min_margin: int = 2) -> list[float] | None:
+    """The box `[x0, y0, x1, y1]` of `mask` `(H, W)`, grown on each side by `margin` of its size (at least
+    `min_margin` pixels) and clipped to the image; `None` for an empty mask."""
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        return None
+    height, width = mask.shape
+    grow_y = max(min_margin, round(margin * (rows.max() - rows.min() + 1)))
+    grow_x = max(min_margin, round(margin * (cols.max() - cols.min() + 1)))
+    return [
+        float(max(cols.min() - grow_x, 0)),
+        float(max(rows.min() - grow_y, 0)),
+        float(min(cols.max() + grow_x, width - 1)),
+        float(min(rows.max() + grow_y, height - 1)),
+    ]
+
+
+class VolumePredictor:
+    """Encode the slices of a volume on demand (per depth window), decode prompts per slice, propagate."""
+
+    def __init__(
+        self, model: Any, window: str | tuple[float, float] | None = None, compile_encoder: bool = False
+    ) -> None:
+        self.model = model
+        self.window = window
+        self.decoder = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
+        self.depth = depth_branch_slices(model)
+        self._slices: np.ndarray | None = None
+        self._modality = "other"
+        self._embeddings: dict[int, torch.Tensor] = {}
+
+    def set_volume(self, slices: np.ndarray, modality: str = "other") -> None:
+        """`slices` `(N, H, W)`: the axial display slices of one volume (`msa_hf.data.axial_slices`)."""
+        slices = np.asarray(slices)
+        if slices.ndim != 3 or 0 in slices.shape:
+            raise ValueError(
+                f"a volume's slices must be (N, H, W) with N, H, W > 0; got shape {slices.shape}."
+            )
+        self._slices, self._modality, self._embeddings = slices, modality, {}
+
+    @property
+    def num_slices(self) -> int:
+        return 0 if self._slices is None else len(self._slices)
+
+    def _check_index(self, index: int) -> None:
+        if self._slices is None:
+            raise RuntimeError("call set_volume first.")
+        if not 0 <= index < len(self._slices):
+            raise ValueError(f"slice {index} is outside the volume's 0..{len(self._slices) - 1}.")
+
+    def embedding(self, index: int) -> torch.Tensor:
+        """Slice `index`'s embedding `(1, C, h, w)`, encoding its whole depth window on first use."""
+        self._check_index(index)
+        if index not in self._embeddings:
+            depth = self.depth or 1
+            start = index // depth * depth
+            chosen = self._slices[start : start + depth]
+            size = self.decoder.image_size
+            pixel_values = torch.stack(
+                [image_to_pixel_values(s, size, self._modality, self.window) for s in chosen]
+            )
+            for offset, embedding in enumerate(encode_slices(self.model, pixel_values)):
+                self._embeddings[start + offset] = embedding[None]
+        return self._embeddings[index]
+
+    def predict(self, index: int, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
+        """Slice `index`'s mask `(H, W)` bool for `prompt` (coordinates in the slice), and its IoU score
+        (`multimask` as `SegmentationPredictor.predict`)."""
+        self.decoder.set_image_embedding(self.embedding(index), self._slices.shape[1:])
+        return self.decoder.predict(prompt, multimask=multimask)
+
+    def propagate(
+        self,
+        index: int,
+        mask: np.ndarray,
+        stop_score: float = 0.5,
+        margin: float = 0.15,
+        max_slices: int | None = None,
+    ) -> Propagation:
+        """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
+
+        Each next slice is prompted with `grown_box(previous mask, margin)`; a direction ends at the volume's
+        edge, after `max_slices` slices, or where the mask is empty or scores below `stop_score`.
+        """
+        self._check_index(index)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self._slices.shape[1:]:
+            raise ValueError(
+                f"the seed mask has shape {mask.shape}, but the volume's slices are {self._slices.shape[1:]}."
+            )
+        if not mask.any():
+            raise ValueError(
+                "the seed mask is empty: segment the structure on a slice first, then propagate."
+            )
+        masks = np.zeros(self._slices.shape, bool)
+        scores = np.full(len(self._slices), np.nan)
+        masks[index] = mask
+        first = last = index
+        limit = max_slices if max_slices is not None else len(self._slices)
+        for direction in (1, -1):
+            previous, position = mask, index + direction
+            while 0 <= position < len(self._slices) and abs(position - index) <= limit:
+                predicted, score = self.predict(position, Prompt(box=grown_box(previous, margin)))
+                if not predicted.any() or score < stop_score:
+                    break
+                masks[position], scores[position] = predicted, score
+                first, last = min(first, position), max(last, position)
+                previous, position = predicted, position + direction
+        return Propagation(masks=masks, scores=scores, first=first, last=last)

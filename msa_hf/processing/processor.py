@@ -1,0 +1,170 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`MsaProcessor`: how a model's pictures were prepared in training, saved beside its weights.
+
+A model must be served with the intensity mapping it was trained with: a model adapted with the lung
+window scores poorly when shown the abdomen window. The processor records that mapping and the model's
+frame sizes in the model folder's `processor_config.json` (next to transformers' `SamProcessor` fields,
+which plain transformers keeps reading), and every entry point that serves a model (`train.py`'s test
+evaluation, `msa-hf evaluate`, `msa-hf predict`, the predictors, the demo Space) loads it from there.
+
+Intensity rule (the same as training): CT through `window` (a preset name or `(low, high)` in HU; unset:
+the modality's default, abdomen), MR by its 0.5-99.5 percentiles, 8/16-bit pictures by their range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+PROCESSOR_FILE = "processor_config.json"
+# Our own section inside `processor_config.json`; transformers' `SamProcessor` ignores unknown keys.
+MSA_SECTION = "msa_processing"
+FORMAT_VERSION = 1
+
+_warned_defaults: set[str] = set()
+
+
+@dataclass(frozen=True)
+class MsaProcessor:
+    """Frame sizes and intensity mapping of a model, as used in training.
+
+    Args:
+        image_size: side `S` of the square model input (longest side resized to `S`, then padded).
+        mask_size: side of the decoder's low-resolution mask logits.
+        window: CT window: a preset name (`"abdomen"`, `"lung"`, ...), `(low, high)` in HU, or `None` for the
+            modality's default.
+    """
+
+    image_size: int
+    mask_size: int
+    window: str | tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        from msa_hf.data.transforms import CT_WINDOW_PRESETS
+
+        window = self.window
+        if isinstance(window, list):
+            object.__setattr__(self, "window", tuple(float(v) for v in window))
+            window = self.window
+        if isinstance(window, str) and window not in CT_WINDOW_PRESETS:
+            raise ValueError(
+                f"window={window!r}: use one of {sorted(CT_WINDOW_PRESETS)}, (low, high) or None."
+            )
+        if isinstance(window, tuple) and not (len(window) == 2 and window[0] < window[1]):
+            raise ValueError(f"window={window!r}: give (low, high) in HU with low < high.")
+
+    @classmethod
+    def for_model(cls, model: Any, window: str | tuple[float, float] | None = None) -> MsaProcessor:
+        """The processor of a model's geometry (`config.vision_config.image_size`, low-res mask = 4 x the
+        embedding side) with the given intensity `window`."""
+        vision = model.config.vision_config
+        return cls(vision.image_size, 4 * (vision.image_size // vision.patch_size), window)
+
+    def pixel_values(self, image: np.ndarray, modality: str = "other") -> torch.Tensor:
+        """One picture `(H, W)` or `(H, W, 3|4)` -> the model input `(3, S, S)` (see `image_to_pixel_values`)."""
+        from msa_hf.inference.image_encoding import image_to_pixel_values
+
+        return image_to_pixel_values(image, self.image_size, modality, self.window)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `msa_processing` section of `processor_config.json`."""
+        window = list(self.window) if isinstance(self.window, tuple) else self.window
+        return {"format_version": FORMAT_VERSION, "window": window}
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Writes `processor_config.json`: transformers' `SamProcessor` fields for this geometry plus our
+        `msa_processing` section."""
+        from transformers import SamProcessor
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        SamProcessor(image_processor=_sam_image_processor(self.image_size, self.mask_size)).save_pretrained(
+            folder
+        )
+        path = folder / PROCESSOR_FILE
+        content = json.loads(path.read_text(encoding="utf-8"))
+        content[MSA_SECTION] = self.to_dict()
+        path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, model: Any = None) -> MsaProcessor:
+        """The processor saved with a model: a folder (or `"tiny"`, the shipped base) or a Hub id.
+
+        A folder without our section (saved by an older msa_hf, or a plain SAM) gets today's defaults: the
+        geometry of `model` (or of the saved `SamProcessor`) and the modality's default intensity; that is
+        said once per folder in the log.
+        """
+        content = _read_processor_config(source)
+        section = (content or {}).get(MSA_SECTION)
+        image_processor = (content or {}).get("image_processor", {})
+        if model is not None:
+            default = cls.for_model(model)
+        else:
+            default = cls(
+                int(image_processor.get("size", {}).get("longest_edge", 1024)),
+                int(image_processor.get("mask_size", {}).get("longest_edge", 256)),
+            )
+        if section is None:
+            key = str(source)
+            if key not in _warned_defaults:
+                _warned_defaults.add(key)
+                logger.warning(
+                    "%s has no saved intensity settings (%s in %s); using the modality defaults (CT: abdomen "
+                    "window, MR: percentiles). Save the model again with this msa_hf to record them.",
+                    source,
+                    MSA_SECTION,
+                    PROCESSOR_FILE,
+                )
+            return default
+        if not isinstance(section, dict) or section.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: {PROCESSOR_FILE} has a {MSA_SECTION} section this msa_hf cannot read "
+                f"({section!r}); upgrade msa_hf."
+            )
+        return cls(default.image_size, default.mask_size, section.get("window"))
+
+
+def _sam_image_processor(image_size: int, mask_size: int) -> Any:
+    # the PIL image processor: transformers' default one needs torchvision, which msa_hf does not require
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    return SamImageProcessorPil(
+        size={"longest_edge": image_size},
+        pad_size={"height": image_size, "width": image_size},
+        mask_size={"longest_edge": mask_size},
+        mask_pad_size={"height": mask_size, "width": mask_size},
+    )
+
+
+def _read_processor_config(source: str | Path) -> dict[str, Any] | None:
+    """`processor_config.json` of a local folder or a Hub repo, or None where there is none."""
+    if str(source) == "tiny":
+        from msa_hf.base_model.shipped import TINY_BASE
+
+        source = TINY_BASE
+    local = Path(source)
+    if local.suffix in (".pth", ".pt"):  # an original segment-anything checkpoint: no processor
+        return None
+    if local.is_dir():
+        path = local / PROCESSOR_FILE
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(str(source), PROCESSOR_FILE))
+        except Exception:  # no such file in the repo, or the Hub unreachable: the defaults apply
+            return None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable processor config ({error}).") from error

@@ -1,0 +1,75 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Loading the base a run adapts: the shipped tiny base, a local folder, a Hub id, or an original `.pth`.
+
+Nothing falls back silently: a base that cannot be loaded is an error that says which base was asked
+for, why it failed, and how to get it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TINY_BASE_NAME = "tiny"
+
+
+class BaseLoadError(RuntimeError):
+    """The requested base model cannot be loaded; the message says how to get it."""
+
+
+def resolve_base(spec: str) -> str:
+    """`"tiny"` -> the shipped base's folder; anything else unchanged."""
+    from msa_hf.base_model.shipped import TINY_BASE
+
+    if spec == TINY_BASE_NAME:
+        if not (Path(TINY_BASE) / "model.safetensors").is_file():
+            raise BaseLoadError(
+                f"base 'tiny': the shipped synthetic-pretrained base is missing from this installation "
+                f"({TINY_BASE} has no model.safetensors). msa_hf's package data carries it: reinstall "
+                "(`pip install -e .` from a clone, or the wheel). Or pass another base: a local folder (e.g. "
+                "runs/base/final after `make base`), a Hub id such as facebook/sam-vit-base (needs the Hub), or "
+                "a SAM/MedSAM .pth."
+            )
+        return TINY_BASE
+    return spec
+
+
+def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
+    """Load `spec` as `model_class` (`SamAdapterModel` or `SamModel`).
+
+    Args:
+        spec: "tiny", a folder in `save_pretrained` layout, a Hub id, or an original segment-anything /
+            MedSAM `.pth`.
+        config_overrides: adapter settings for `SamAdapterModel` (e.g. `use_depth_branch=True`).
+    Raises:
+        BaseLoadError: missing file/folder, unreachable Hub, or an unreadable checkpoint.
+    """
+    from msa_hf.modeling.modeling_msa import SamAdapterModel
+
+    path = resolve_base(spec)
+    if path.endswith(".pth"):
+        if not Path(path).is_file():
+            raise BaseLoadError(f"base {spec}: no such file.")
+        from msa_hf.modeling.convert import convert_segment_anything_checkpoint
+
+        adapter_model = convert_segment_anything_checkpoint(path, **config_overrides)
+        if model_class is SamAdapterModel:
+            return adapter_model
+        from transformers import SamModel
+
+        model = SamModel(adapter_model.config.to_sam_config())
+        model.load_state_dict(adapter_model.state_dict(), strict=False)
+        return model
+    local = Path(path)
+    if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path):
+        raise BaseLoadError(f"base {spec}: no such folder (a Hub id looks like 'org/name').")
+    if local.exists() and not (local / "config.json").is_file():
+        raise BaseLoadError(f"base {spec}: {local} has no config.json; is it a save_pretrained folder?")
+    try:
+        return model_class.from_pretrained(path, **config_overrides)
+    except OSError as error:
+        where = "folder" if local.exists() else "Hub id (is the Hub reachable? HF_HUB_OFFLINE set?)"
+        raise BaseLoadError(
+            f"base {spec}: cannot be loaded as a {where}: {error}. Download it where the Hub is reachable "
+            "(`huggingface-cli download <id> --local-dir <folder>`) and pass the folder, or use --base tiny."
+        ) from error

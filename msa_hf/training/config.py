@@ -1,0 +1,196 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The training configuration: one typed dataclass, from a YAML file and/or command-line flags.
+
+`parse_train_config(argv)` reads `--config run.yaml` first, then every field as `--field-name value`
+(booleans as `--flag` / `--no-flag`, never `type=bool`). Unknown YAML keys and invalid values are errors
+that name the key. The resolved config is written to the run directory as `train_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from msa_hf.training.config_checks import check_field_ranges
+
+METHODS = ("msa", "lora", "full", "decoder")
+DECODER_MODES = ("frozen", "adapters", "full")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see `train.py --help`)."""
+
+    base: str = field(
+        default="tiny",
+        metadata={
+            "help": "'tiny' (the shipped synthetic-pretrained base), a local folder, a Hub id, or a .pth"
+        },
+    )
+    dataset: str = field(default="data/mni152-tissue", metadata={"help": "prepared dataset directory"})
+    output_dir: str = field(default="runs/msa", metadata={"help": "run directory (checkpoints, model, card)"})
+    method: Literal["msa", "lora", "full", "decoder"] = field(
+        default="msa", metadata={"help": "msa adapters | lora baseline | full fine-tuning | decoder only"}
+    )
+    decoder_training: Literal["frozen", "adapters", "full"] = field(
+        default="full", metadata={"help": "MSA decoder mode (the paper: full)"}
+    )
+    adapter_bottleneck_ratio: float = field(default=0.25, metadata={"help": "adapter width / model width"})
+    lora_rank: int = field(default=8, metadata={"help": "rank of the LoRA baseline"})
+    use_depth_branch: bool = field(default=False, metadata={"help": "3-D: depth attention over D slices"})
+    num_slices: int = field(default=4, metadata={"help": "D, slices per window for the depth branch"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "per process (windows per process in 3-D)"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=30, metadata={"help": "linear warm-up, then cosine decay"})
+    box_probability: float = field(default=0.5, metadata={"help": "share of batches prompted with boxes"})
+    num_clicks: int = field(default=1, metadata={"help": "positive clicks of click prompts"})
+    iterative_probability: float = field(
+        default=0.3, metadata={"help": "share of batches with an error-click round"}
+    )
+    dice_weight: float = field(default=1.0, metadata={"help": "Dice loss weight"})
+    bce_weight: float = field(default=1.0, metadata={"help": "binary cross-entropy weight"})
+    iou_weight: float = field(default=1.0, metadata={"help": "IoU-head regression weight (0 turns it off)"})
+    augment: bool = field(default=True, metadata={"help": "flips, rotation, scale, intensity jitter"})
+    window: str | None = field(default=None, metadata={"help": "CT window preset (default by modality)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing"})
+    recompute_frozen_mlp: bool = field(
+        default=True,
+        metadata={
+            "help": "msa: recompute frozen encoder MLPs' hidden layer in backward (less memory, a little slower)"
+        },
+    )
+    classes: str | None = field(
+        default=None,
+        metadata={"help": "structures to adapt to, by name or label value, comma-separated (default: all)"},
+    )
+    compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model (inductor; compiles on the first steps)"}
+    )
+    eval_every: int = field(default=200, metadata={"help": "steps between validations"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between saved states"})
+    resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "replace an earlier run in --output-dir (model, checkpoints, evaluation) instead of refusing"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed of data order, prompts, augmentation and init"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
+    text_prompts: bool = field(
+        default=False,
+        metadata={"help": "train a text-prompt projection too (method msa; needs --text-encoder)"},
+    )
+    text_encoder: str | None = field(
+        default=None, metadata={"help": "CLIP text model (Hub id or folder) embedding the class descriptions"}
+    )
+    text_descriptions: str | None = field(
+        default=None,
+        metadata={"help": "JSON file {class name: [descriptions]} added to the shipped templates"},
+    )
+    text_only_probability: float = field(
+        default=0.5, metadata={"help": "share of text-prompted batches with no click or box"}
+    )
+    evaluate_test: bool = field(
+        default=True, metadata={"help": "after training: test-split Dice table next to the zero-shot base's"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r}: use one of {METHODS}.")
+        if self.decoder_training not in DECODER_MODES:
+            raise ValueError(f"decoder_training={self.decoder_training!r}: use one of {DECODER_MODES}.")
+        # checked here, before the base loads, rather than by AdamW or at the first batch
+        check_field_ranges(
+            self,
+            at_least_one=("steps", "batch_size", "gradient_accumulation_steps", "num_slices", "lora_rank"),
+            positive=("learning_rate",),
+            non_negative=("weight_decay",),
+            shares=("box_probability", "iterative_probability", "text_only_probability"),
+        )
+        if self.text_prompts and (self.method != "msa" or not self.text_encoder):
+            raise ValueError(
+                "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."
+            )
+        from msa_hf.data.transforms import CT_WINDOW_PRESETS
+
+        if self.window is not None and self.window not in CT_WINDOW_PRESETS:
+            raise ValueError(
+                f"window={self.window!r}: use one of {sorted(CT_WINDOW_PRESETS)} (or leave it unset)."
+            )
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """YAML reads `1e-3` as a string and `5` as an int for a float field: convert, naming the key on failure."""
+    if value is None:
+        return None
+    try:
+        if annotation is bool:
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            return value
+        if annotation is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError("expected an integer")
+            return int(float(value))
+        if annotation is float:
+            return float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {name}={value!r}: {error}.") from error
+    return value
+
+
+def build_train_parser(
+    prog: str = "train.py",
+    description: str = "Adapt a SAM base to a prepared medical dataset (MSA, LoRA, full, decoder).",
+) -> argparse.ArgumentParser:
+    """Flags for every `TrainConfig` field, plus `--config FILE.yaml`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
+    hints = typing.get_type_hints(TrainConfig)
+    for item in dataclasses.fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        annotation = hints[item.name]
+        kwargs: dict[str, Any] = {"help": item.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is Literal:
+            kwargs["choices"] = typing.get_args(annotation)
+        elif annotation in (int, float):
+            kwargs["type"] = annotation
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
+    """YAML (`--config`) then flags -> a validated `TrainConfig`."""
+    import yaml
+
+    arguments = vars(build_train_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    config_file = arguments.pop("config", None)
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_file}: expected a mapping of TrainConfig fields.")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ValueError(f"{config_file}: unknown keys {unknown}; valid keys: {sorted(known)}.")
+        hints = typing.get_type_hints(TrainConfig)
+        values.update({k: _coerce(k, v, hints[k], str(config_file)) for k, v in loaded.items()})
+    values.update(arguments)
+    return TrainConfig(**values)

@@ -1,0 +1,276 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Adapting a promptable base with MSA on a prepared dataset, and scoring it.
+
+`train_adapters` runs the paper's recipe on binary-task rows (`to_binary_tasks` + `SamSegmentationTransform`
+with points and boxes): each batch is prompted with its box or its clicks, sometimes followed by an
+iterative round (an error click plus the previous logits as the mask prompt), and trained with SAM's
+focal + Dice + IoU loss on whatever `model.is_trainable_parameter` allows (adapters, plus the decoder in
+"full" mode). `evaluate_segmentation` scores Dice at the model's input size per structure, next to the
+"fill the box" baseline.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
+from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
+from msa_hf.processing.prompts import next_error_clicks
+from msa_hf.training.losses import sam_loss
+
+
+@dataclass
+class AdapterTrainingConfig:
+    """Hyper-parameters of `train_adapters`."""
+
+    steps: int = 500
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    box_probability: float = 0.5
+    iterative_probability: float = 0.3
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    iou_weight: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """MSA's Dice + BCE (+ IoU head) as `sam_loss` weights."""
+        return {"focal_weight": 0.0, "dice_weight": self.dice_weight, "bce_weight": self.bce_weight,
+                "iou_weight": self.iou_weight}  # fmt: skip
+
+
+def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated 3-D batch -> model inputs: pixel_values stay `(V, C, D, S, S)` (the model flattens them);
+    per-slice prompts and labels `(V, D, ...)` become `(V*D, ...)` in the same slice order, and each
+    window's class name repeats per slice."""
+    out = dict(batch)
+    depth = batch["pixel_values"].shape[2]
+    for key in ("input_points", "input_labels", "labels"):
+        out[key] = batch[key].flatten(0, 1)
+    if "class_name" in batch:
+        out["class_name"] = [name for name in batch["class_name"] for _ in range(depth)]
+    return out
+
+
+def _forward(
+    model: Any, batch: dict[str, torch.Tensor], use_box: bool | None, extra: dict | None = None, **kwargs: Any
+):
+    prompts: dict[str, torch.Tensor] = {}
+    if "text_embeddings" in batch:
+        prompts["text_embeddings"] = batch["text_embeddings"]
+    if use_box is None:  # text alone
+        pass
+    elif use_box:
+        prompts["input_boxes"] = batch["input_boxes"]
+    else:
+        prompts["input_points"], prompts["input_labels"] = batch["input_points"], batch["input_labels"]
+    prompts.update(extra or {})
+    if kwargs.get("image_embeddings") is not None:  # encoded once for several prompt types
+        return model(**prompts, **kwargs)
+    kwargs.pop("image_embeddings", None)
+    return model(pixel_values=batch["pixel_values"], **prompts, **kwargs)
+
+
+def prompted_training_loss(
+    model: Any,
+    batch: dict[str, Any],
+    rng: np.random.Generator,
+    box_probability: float,
+    iterative_probability: float,
+    loss_weights: dict[str, float],
+    unwrapped: Any = None,
+    text_only_probability: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MSA training loss of one batch (2-D rows or 3-D windows from the SAM transforms).
+
+    The batch is prompted with its boxes (with probability `box_probability`, when it has boxes) or its
+    clicks; with probability `iterative_probability` a gradient-free pass first predicts, a click goes on
+    the largest error and the previous logits come back as the mask prompt (the paper's iterative
+    training). Single clicks train the best of SAM's three masks. `model` may be DDP-wrapped: the graded
+    pass goes through it, the gradient-free pass through `unwrapped`.
+
+    Args:
+        loss_weights: `sam_loss` weights, e.g. `{"focal_weight": 0, "dice_weight": 1, "bce_weight": 1,
+            "iou_weight": 1}`.
+        text_only_probability: with `batch["text_embeddings"]` (text-prompt training), the share of batches
+            prompted by the text alone; the others get the text after their clicks or box.
+    """
+    if batch["pixel_values"].ndim == 5:
+        batch = flatten_volume_batch(batch)
+    size = batch["labels"].shape[-1]
+    use_box = "input_boxes" in batch and bool(rng.random() < box_probability)
+    multimask = not use_box and batch["input_points"].shape[2] == 1
+    if "text_embeddings" in batch and rng.random() < text_only_probability:
+        # text alone names the target; SAM's multimask output resolves click ambiguity, not this
+        outputs = _forward(model, batch, None, multimask_output=False)
+        return sam_loss(
+            upsample_mask_logits(outputs.pred_masks, size),
+            outputs.iou_scores[:, 0],
+            batch["labels"],
+            **loss_weights,
+        )
+    extra: dict[str, torch.Tensor] = {}
+    if rng.random() < iterative_probability:
+        with torch.no_grad():
+            previous = best_mask_logits(
+                _forward(unwrapped or model, batch, use_box, multimask_output=multimask)
+            )
+        points, labels = next_error_clicks(upsample_mask_logits(previous, size)[:, 0], batch["labels"][:, 0])
+        if use_box:
+            extra["input_points"], extra["input_labels"] = points[:, None], labels[:, None]
+        else:
+            extra["input_points"] = torch.cat([batch["input_points"], points[:, None]], dim=2)
+            extra["input_labels"] = torch.cat([batch["input_labels"], labels[:, None]], dim=2)
+        extra["input_masks"] = previous
+        multimask = False
+    outputs = _forward(model, batch, use_box, extra, multimask_output=multimask)
+    return sam_loss(
+        upsample_mask_logits(outputs.pred_masks, size),
+        outputs.iou_scores[:, 0],
+        batch["labels"],
+        **loss_weights,
+    )
+
+
+def train_adapters(
+    model: Any, dataset: Any, config: AdapterTrainingConfig | None = None
+) -> list[dict[str, float]]:
+    """Train `model`'s trainable parameters for `config.steps` batches of `dataset` (cycled).
+
+    Args:
+        model: a `SamAdapterModel` after `mark_only_adapters_as_trainable()` (or any SAM-like model whose
+            `requires_grad` flags say what trains).
+        dataset: binary-task rows with a `SamSegmentationTransform(prompts=PromptSampling(use_box=True))`
+            set, so each row has points, labels and a box.
+    Returns:
+        Per-step history: loss, focal, dice (loss), iou (loss).
+    """
+    from accelerate import Accelerator
+
+    config = config or AdapterTrainingConfig()
+    accelerator = Accelerator()
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(
+            "train_adapters: the model has no trainable parameter; call mark_only_adapters_as_trainable()."
+        )
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            min(1.0, (step + 1) / config.warmup_steps)
+            * 0.5
+            * (1 + np.cos(np.pi * min(step / config.steps, 1.0)))
+        ),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
+    )
+    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, loader)
+    model.train()
+    history: list[dict[str, float]] = []
+    step = 0
+    while step < config.steps:
+        for batch in loader:
+            loss, parts = prompted_training_loss(
+                model, batch, rng, config.box_probability, config.iterative_probability, config.loss_weights,
+                accelerator.unwrap_model(model),
+            )  # fmt: skip
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.append({"loss": loss.item(), **{k: v.item() for k, v in parts.items()}})
+            step += 1
+            if step >= config.steps:
+                break
+    model.eval()
+    return history
+
+
+EVALUATION_PROMPTS = ("box", "click1", "points")
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: Any, dataset: Any, prompt: str = "box", batch_size: int = 16
+) -> dict[str, Any]:
+    """Mean Dice (threshold: logit > 0, i.e. sigmoid 0.5) at the model's input size, per structure.
+
+    Args:
+        dataset: binary-task rows with a deterministic `SamSegmentationTransform` (points and box), or a
+            `VolumeWindowDataset` with a deterministic `SamVolumeTransform` (3-D; slices where the structure
+            is absent are not scored).
+        prompt: "box", "click1" (the first click; best of three masks by the IoU head) or "points" (all
+            the transform's clicks).
+    Returns:
+        `{"dice": mean over rows, "box_fill": the baseline's mean, "per_class": {name: (dice, box_fill, n)}}`.
+    """
+    return evaluate_prompts(model, dataset, (prompt,), batch_size)[prompt]
+
+
+@torch.no_grad()
+def evaluate_prompts(
+    model: Any, dataset: Any, prompts: tuple[str, ...] = ("click1", "box"), batch_size: int = 16
+) -> dict[str, dict[str, Any]]:
+    """`evaluate_segmentation` for several prompt types at once: each batch is encoded once and decoded per
+    prompt type. Returns `{prompt: evaluate_segmentation's result}`."""
+    for prompt in prompts:
+        if prompt not in EVALUATION_PROMPTS:
+            raise ValueError(f"unknown prompt {prompt!r}; use one of {EVALUATION_PROMPTS}.")
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    by_prompt: dict[str, dict[str, list[tuple[float, float]]]] = {p: defaultdict(list) for p in prompts}
+    for batch in loader:
+        batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if batch["pixel_values"].ndim == 5:
+            if "box" in prompts:
+                raise ValueError("3-D windows have no box prompts (an empty slice has no box); use 'click1'.")
+            batch = flatten_volume_batch(batch)
+        # one encoding for all prompt types ((V, C, D, H, W) windows: V * D slice embeddings, depth branch on)
+        embeddings = model.get_image_embeddings(batch["pixel_values"]) if len(prompts) > 1 else None
+        targets = batch["labels"][:, 0] > 0.5
+        present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
+        fill = box_fill_dice(targets.cpu()[present])
+        names = [name for name, keep in zip(batch["class_name"], present.tolist(), strict=True) if keep]
+        for prompt in prompts:
+            prompted = batch
+            if prompt == "click1":
+                prompted = {
+                    **batch,
+                    "input_points": batch["input_points"][:, :, :1],
+                    "input_labels": batch["input_labels"][:, :, :1],
+                }
+            single = prompt == "click1"
+            outputs = _forward(
+                model, prompted, use_box=prompt == "box", multimask_output=single, image_embeddings=embeddings
+            )
+            predicted = upsample_mask_logits(best_mask_logits(outputs), targets.shape[-1])[:, 0] > 0
+            dice = dice_scores(predicted, targets).cpu()[present]
+            for name, d, f in zip(names, dice.tolist(), fill.tolist(), strict=True):
+                by_prompt[prompt][name].append((d, f))
+    return {prompt: _dice_summary(by_class) for prompt, by_class in by_prompt.items()}
+
+
+def _dice_summary(by_class: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
+    rows = [value for values in by_class.values() for value in values]
+    return {
+        "dice": float(np.mean([d for d, _ in rows])),
+        "box_fill": float(np.mean([f for _, f in rows])),
+        "per_class": {
+            name: (float(np.mean([d for d, _ in v])), float(np.mean([f for _, f in v])), len(v))
+            for name, v in sorted(by_class.items())
+        },
+    }

@@ -1,0 +1,101 @@
+"""The one output writer: complete or not at all, never over an input; the data-loss paths it closes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from msa_hf.cli import main as cli
+from msa_hf.data import prepare_dataset
+from msa_hf.output_files import OutputError, atomic_file, atomic_folder, check_not_an_input
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_write_leaves_the_earlier_output_and_no_staging(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    with pytest.raises(RuntimeError), atomic_folder(out, overwrite=True) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert _tree(out) == {"old.txt": b"kept"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with atomic_folder(out, overwrite=True) as staging:
+        (staging / "new.txt").write_text("whole")
+    assert _tree(out) == {"new.txt": b"whole"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(FileExistsError, match="--overwrite"), atomic_folder(out):
+        pass
+
+    target = tmp_path / "mask.png"
+    target.write_bytes(b"before")
+    with pytest.raises(RuntimeError), atomic_file(target) as staging:
+        assert staging.name.endswith(".png") and staging.parent == tmp_path
+        staging.write_bytes(b"half")
+        raise RuntimeError("boom")
+    assert target.read_bytes() == b"before"
+    with atomic_file(target) as staging:
+        staging.write_bytes(b"after")
+    assert target.read_bytes() == b"after"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png", "out"]
+
+
+def test_outputs_that_are_inside_or_hold_an_input_are_refused(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for output, reason in (
+        (source, "is the input"),
+        (source / "prepared", "lies inside the input"),
+        (tmp_path, "contains the input"),
+    ):
+        with pytest.raises(OutputError, match=reason):
+            check_not_an_input(output, [source])
+    check_not_an_input(tmp_path / "elsewhere", [source])
+
+
+def _png_source(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        image = rng.integers(0, 255, (24, 24)).astype(np.uint8)
+        label = np.zeros((24, 24), np.uint8)
+        label[5:15, 5:15] = 1
+        Image.fromarray(image).save(folder / f"case{index}.png")
+        Image.fromarray(label).save(folder / f"case{index}_mask.png")
+    return _tree(folder)
+
+
+def test_prepare_into_its_own_source_keeps_the_source(tmp_path, capsys):
+    source = tmp_path / "src"
+    before = _png_source(source)
+    assert cli(["prepare", str(source), str(source), "--overwrite"]) != 0
+    assert "is the input" in capsys.readouterr().err
+    assert _tree(source) == before
+    with pytest.raises(OutputError):
+        prepare_dataset(source, source / "inside", overwrite=True)
+    assert _tree(source) == before
+
+
+def test_prepare_from_a_missing_folder_keeps_the_existing_dataset(tmp_path, capsys):
+    source = tmp_path / "src"
+    _png_source(source)
+    prepare_dataset(source, tmp_path / "out", split=(0.5, 0.25, 0.25))
+    dataset = _tree(tmp_path / "out")
+    assert any(name.endswith(".parquet") for name in dataset)
+    assert cli(["prepare", str(tmp_path / "missing"), str(tmp_path / "out"), "--overwrite"]) != 0
+    assert _tree(tmp_path / "out") == dataset
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no staging left behind
+
+
+def test_predict_refuses_to_write_its_mask_over_the_input(tmp_path, capsys):
+    picture = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(picture)
+    before = picture.read_bytes()
+    code = cli(["predict", "tiny", str(picture), str(picture), "--box", "2", "2", "20", "20"])
+    assert code != 0
+    assert "is the input" in capsys.readouterr().err
+    assert picture.read_bytes() == before
