@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run of issue #7 as one prepared command for a lent machine (the device tool's `run`), or any CUDA box:
+# The GPU run as one prepared command for a lent machine (the device tool's `run`), or any CUDA box:
 #
 #     bash benchmarks/gpu_session.sh            # results and the log under $OUT (device tool) or build/gpu-bench
 #     DEVICE=cpu EXTRA=--tiny bash benchmarks/gpu_session.sh   # a dry run of the same steps here, in seconds
@@ -17,7 +17,7 @@ out=${OUT:-build/gpu-bench}
 # whole (no case starts after its step's budget; the rest are listed as not run)
 case_timeout=${CASE_TIMEOUT:-90}
 suite_budget=${SUITE_BUDGET:-240}
-recipes_budget=${RECIPES_BUDGET:-75}
+recipes_budget=${RECIPES_BUDGET:-60}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 python=${PYTHON:-python3}
@@ -40,5 +40,43 @@ suite=${PIPESTATUS[0]}
 "$python" -m benchmarks.run --recipes --device "$device" $extra --timeout "$case_timeout" \
     --time-budget "$recipes_budget" --output "$out" 2>&1 | tee -a "$log"
 recipes=${PIPESTATUS[0]}
-echo "device checks exit $checks, suite exit $suite, recipes exit $recipes" | tee -a "$log"
-exit $((checks || suite || recipes))
+# the serving entry points on this device (default dtype: bf16 encoder on CUDA): msa-hf predict with the
+# shipped base, timed per image by the predictor after a warm-up
+"$python" - "$device" <<'PY' 2>&1 | tee -a "$log"
+import subprocess, sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from msa_hf.inference.loading import load_for_inference
+from msa_hf.inference.predictor import Prompt, SegmentationPredictor
+
+device = sys.argv[1]
+folder = Path(tempfile.mkdtemp())
+picture = np.random.default_rng(0).integers(0, 255, (300, 400)).astype(np.uint8)
+picture[80:200, 100:300] = 230
+Image.fromarray(picture).save(folder / "scan.png")
+command = [sys.executable, "-m", "msa_hf.cli", "predict", "tiny", str(folder / "scan.png"), str(folder / "mask.png"),
+           "--box", "100", "80", "299", "199", "--device", device]
+print("$", " ".join(command[2:]))
+done = subprocess.run(command, capture_output=True, text=True)
+print(done.stdout.strip(), done.stderr.strip()[-500:], "exit", done.returncode)
+model, processor = load_for_inference("tiny")
+predictor = SegmentationPredictor(model, processor.window, device=device)
+for _ in range(3):
+    predictor.set_image(picture)
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+sync(); start = time.perf_counter()
+for _ in range(20):
+    predictor.set_image(picture)
+    predictor.predict(Prompt(box=[100, 80, 299, 199]))
+sync()
+print(f"predictor on {predictor.placement.device} ({predictor.placement.dtype}): "
+      f"{(time.perf_counter() - start) / 20 * 1000:.2f} ms per image (encode + one box), tiny base 128 px")
+sys.exit(done.returncode)
+PY
+serving=${PIPESTATUS[0]}
+echo "device checks exit $checks, suite exit $suite, recipes exit $recipes, serving exit $serving" | tee -a "$log"
+exit $((checks || suite || recipes || serving))

@@ -143,7 +143,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
-            window=processor.window,
+            window=processor.window, device=args.device, dtype=args.dtype,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         if args.output:
@@ -152,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
         model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
-        window=processor.window, **clicks,
+        window=processor.window, batch_size=args.batch_size, device=args.device, dtype=args.dtype, **clicks,
     )  # fmt: skip
     print(markdown_table(report["tables"]))
     if "iterative" in report:
@@ -187,8 +187,9 @@ def _predict(args: argparse.Namespace) -> int:
     check_prediction_request(args.input, args.output, prompts)  # before the model loads
     model, processor = load_for_inference(args.model)
     summary = predict_file(
-        model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile
-    )
+        model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
+        device=args.device, dtype=args.dtype,
+    )  # fmt: skip
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
         where += (
@@ -197,6 +198,16 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
     print(f"written: {summary['output']}")
     return 0
+
+
+def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+        help="image encoder precision (default: bfloat16 autocast on CUDA, float32 on the CPU)",
+    )  # fmt: skip
 
 
 def _push_space(args: argparse.Namespace) -> int:
@@ -359,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
     evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="2-D models: images encoded at once on the device (default 16)",
+    )
+    _add_placement_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     predict = commands.add_parser(
@@ -388,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true",
         help="torch.compile the image encoder (pays off over the many slices of a volume)",
     )  # fmt: skip
+    _add_placement_arguments(predict)
     predict.set_defaults(run=_predict)
 
     push = commands.add_parser(

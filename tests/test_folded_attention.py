@@ -11,7 +11,8 @@ from transformers import SamConfig, SamModel
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
 
 from benchmarks.measure import LiveTensorBytes
-from msa_hf import SamAdapterConfig, SamAdapterModel, folded_attention
+from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.modeling import folded_attention
 from msa_hf.modeling.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
@@ -162,3 +163,27 @@ def test_under_activation_checkpointing_the_sdpa_route_runs(monkeypatch):
     grads = [torch.autograd.grad(out.sum(), tokens)[0] for out in (plain, checkpointed)]
     assert len(calls) == 1
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+
+
+def test_folded_inference_equals_transformers_path_and_runs_by_device():
+    stock, folded = _stock_and_folded()
+    stock.eval(), folded.eval()
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    attentions = [m for m in folded.modules() if isinstance(m, SamVisionFoldedAttention)]
+    calls = []
+    original = folded_attention.folded_relative_position_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folded_attention, "folded_relative_position_attention", counting)
+        expected = stock.vision_encoder(pixels).last_hidden_state
+        assert torch.equal(folded.vision_encoder(pixels).last_hidden_state, expected)  # CPU: stock path
+        assert not calls
+        for attention in attentions:
+            attention.fold_at_inference = True  # what CUDA runs by default
+        got = folded.vision_encoder(pixels).last_hidden_state
+    assert len(calls) == len(attentions)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

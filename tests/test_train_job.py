@@ -57,7 +57,8 @@ def test_config_from_yaml_and_flags(tmp_path):
 
 
 def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
-    from msa_hf import SamAdapterModel, pretrained_base
+    from msa_hf import SamAdapterModel
+    from msa_hf.base_model import shipped as pretrained_base
 
     monkeypatch.setattr(pretrained_base, "TINY_BASE", str(tmp_path / "missing"))
     with pytest.raises(BaseLoadError, match="make base"):

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise
+from msa_hf.inference.placement import Placement, resolve_placement
 from msa_hf.processing.mask_outputs import best_mask_logits, logits_to_original_mask, upsample_mask_logits
 from msa_hf.processing.prompts import next_error_clicks
 
@@ -50,14 +51,20 @@ class CaseScore:
 
 @torch.no_grad()
 def predict_protocols(
-    model: Any, dataset: Any, protocols: Sequence[str], batch_size: int = 16, clicks: int = 5
+    model: Any,
+    dataset: Any,
+    protocols: Sequence[str],
+    batch_size: int = 16,
+    clicks: int = 5,
+    placement: Placement | None = None,
 ):
     """Predictions of every protocol for every row of a binary-task dataset (with a deterministic
     `SamSegmentationTransform` giving at least as many clicks as the protocols need, and boxes). Each batch
     is read and encoded once; the protocols differ only in their prompts.
 
     Yields `(case_id, slice, class_name, {protocol: predicted masks}, target)` per row at the original
-    size; the iterative protocol has one mask per click.
+    size; the iterative protocol has one mask per click. Images are encoded `batch_size` at a time on
+    `placement`'s device under its autocast (default: where the model is, float32); prompts decode in float32.
     """
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -67,15 +74,17 @@ def predict_protocols(
     from msa_hf.data.tasks import collate_ragged
     from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 
-    model.eval()
+    if placement is None:
+        placement = Placement(model.device, torch.float32)
+    model.to(placement.device).eval()
     # every click of every protocol decodes on cached embeddings: the fast decoder gives the same masks
     click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_ragged)
     for batch in tqdm(loader, desc=f"evaluate {', '.join(protocols)}", unit="batch", leave=False):
-        pixel_values = batch["pixel_values"].to(model.device)
+        pixel_values = batch["pixel_values"]
         size = pixel_values.shape[-1]
-        embeddings = model.get_image_embeddings(pixel_values)
-        device = model.device
+        embeddings = placement.encode(model, pixel_values)
+        device = placement.device
         if click_decoder is not None:
             click_decoder.set_image_embedding(embeddings)
 
@@ -273,8 +282,11 @@ def evaluate_model(
     batch_size: int = 16,
     classes: str | None = None,
     window: str | tuple[float, float] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Run `protocols` on `split` (the structures `classes` names, default all). Returns `{"tables":
+    """Run `protocols` on `split` (the structures `classes` names, default all). `device` / `dtype`: see
+    `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU, else the CPU in float32). Returns `{"tables":
     {protocol: per-class table}, "iterative": {...}}` and, with `output_dir`, writes results.json, results.md,
     per-case CSVs, overlays.png and dice_vs_clicks.png. `window`: the CT window the model was trained with
     (its `MsaProcessor`'s; `None`: the modality default)."""
@@ -290,7 +302,8 @@ def evaluate_model(
     report: dict[str, Any] = {"split": split, "tables": tables, "rows": len(tasks)}
     all_scores: dict[str, list[CaseScore]] = {}
     first_predictions: list[np.ndarray] = []
-    rows = list(predict_protocols(model, tasks, protocols, batch_size=batch_size, clicks=clicks))
+    placement = resolve_placement(device, dtype)
+    rows = list(predict_protocols(model, tasks, protocols, batch_size, clicks, placement))
     for protocol in protocols:
         predictions = [
             (case, index, name, masks[protocol], target) for case, index, name, masks, target in rows
@@ -336,6 +349,8 @@ def evaluate_volumes(
     classes: str | None = None,
     output_dir: str | Path | None = None,
     window: str | tuple[float, float] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
     """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
     structures `classes` names (names or label values, comma-separated; default all). With `output_dir`,
@@ -369,15 +384,18 @@ def evaluate_volumes(
     windows = VolumeWindowDataset(slices, depth, class_names, stride=stride, transform=transform)
     plain = slices.with_format(None)
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
-    model.eval()
-    for index, (window, value) in enumerate(
+    placement = resolve_placement(device, dtype)
+    model.to(placement.device).eval()
+    for index, (depth_window, value) in enumerate(
         tqdm(windows.items, desc="evaluate volumes", unit="window", leave=False)
     ):
         item = windows[index]
+        # the window's D slices are encoded together (the depth branch sees them all), then prompted per slice
+        embeddings = placement.encode(model, item["pixel_values"], num_slices=len(item["pixel_values"]))
         outputs = model(
-            pixel_values=item["pixel_values"][None].to(model.device),
-            input_points=item["input_points"].to(model.device),
-            input_labels=item["input_labels"].to(model.device),
+            image_embeddings=embeddings,
+            input_points=item["input_points"].to(placement.device),
+            input_labels=item["input_labels"].to(placement.device),
             multimask_output=True,
         )
         logits = best_mask_logits(outputs)[:, 0].cpu()  # (D, h, w)
@@ -389,7 +407,7 @@ def evaluate_volumes(
             torch.from_numpy(logits_to_original_mask(slice_logits, image_size, item["reshaped_input_sizes"], (height, width)).numpy())
             for slice_logits in logits
         ]).float() * 2 - 1  # fmt: skip
-        predictions[(window.case_id, value)].append((window, restored))
+        predictions[(depth_window.case_id, value)].append((depth_window, restored))
     # each case's label stack and spacing, read once (not once per structure)
     label_volumes: dict[str, np.ndarray] = {}
     spacings: dict[str, tuple[float, ...]] = {}

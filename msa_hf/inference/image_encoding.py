@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from msa_hf.data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
+from msa_hf.inference.placement import Placement
 
 
 def depth_branch_slices(model: Any) -> int | None:
@@ -90,29 +91,32 @@ def image_to_pixel_values(
 
 
 @torch.no_grad()
-def encode_slices(model: Any, pixel_values: torch.Tensor, windows_per_batch: int = 2) -> torch.Tensor:
-    """Embeddings of consecutive slices, `(N, 3, S, S)` -> `(N, C, h, w)`.
+def encode_slices(
+    model: Any, pixel_values: torch.Tensor, windows_per_batch: int = 2, placement: Placement | None = None
+) -> torch.Tensor:
+    """Embeddings of consecutive slices, `(N, 3, S, S)` -> `(N, C, h, w)`; with `placement`, on its device
+    under its autocast, returned in float32.
 
     With a depth branch of D slices, slices `[kD, (k+1)D)` are encoded together as one window; a last
     window short of D (or a single picture) is padded by repeating its last slice, as `slice_windows` pads
     short volumes, and the padding's embeddings are dropped. Without one, slices are encoded in batches.
     `windows_per_batch` bounds memory: that many windows (or `windows_per_batch * D` slices) per call.
     """
-    pixel_values = pixel_values.to(getattr(model, "device", pixel_values.device))
+    if placement is None:
+        placement = Placement(getattr(model, "device", pixel_values.device), torch.float32)
+    pixel_values = pixel_values.to(placement.device)
     count = len(pixel_values)
     depth = depth_branch_slices(model)
     if depth is None:
         step = max(windows_per_batch * 4, 1)
-        return torch.cat(
-            [model.get_image_embeddings(pixel_values[i : i + step]) for i in range(0, count, step)]
-        )
+        return torch.cat([placement.encode(model, pixel_values[i : i + step]) for i in range(0, count, step)])
     padded_count = -(-count // depth) * depth
     if padded_count != count:
         padding = pixel_values[-1:].expand(padded_count - count, *pixel_values.shape[1:])
         pixel_values = torch.cat([pixel_values, padding])
     step = windows_per_batch * depth
     embeddings = [
-        model.get_image_embeddings(pixel_values[i : i + step], num_slices=depth)
+        placement.encode(model, pixel_values[i : i + step], num_slices=depth)
         for i in range(0, padded_count, step)
     ]
     return torch.cat(embeddings)[:count]

@@ -19,6 +19,7 @@ import torch
 
 from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.inference.placement import resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_mask
 from msa_hf.processing.prompts import resized_shape, to_model_frame
@@ -81,9 +82,16 @@ class SegmentationPredictor:
     """
 
     def __init__(
-        self, model: Any, window: str | tuple[float, float] | None = None, compile_encoder: bool = False
+        self,
+        model: Any,
+        window: str | tuple[float, float] | None = None,
+        compile_encoder: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
-        self.model = model.eval()
+        # `device` / `dtype`: see `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU)
+        self.placement = resolve_placement(device, dtype)
+        self.model = model.to(self.placement.device).eval()
         if compile_encoder:  # in place; pays off over many images (the first one waits for the compilation)
             model.vision_encoder.compile()
         self.window = window
@@ -117,7 +125,8 @@ class SegmentationPredictor:
         slices of a volume, `msa_hf.inference.volume_predictor.VolumePredictor` encodes real neighbours instead."""
         array = np.asarray(image)
         pixel_values = image_to_pixel_values(array, self.image_size, modality, self.window)
-        self.set_image_embedding(encode_slices(self.model, pixel_values[None]), array.shape[:2])
+        embedding = encode_slices(self.model, pixel_values[None], placement=self.placement)
+        self.set_image_embedding(embedding, array.shape[:2])
 
     def set_image_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
         """Use an embedding computed elsewhere: `embedding` `(1, C, h, w)` of an image of `original_size` (H, W)."""
@@ -190,6 +199,8 @@ def predict_file(
     prompts: list[Prompt],
     window: str | tuple[float, float] | None = None,
     compile_encoder: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`. With
     `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
@@ -214,7 +225,7 @@ def predict_file(
             image, modality = read_dicom_image(input_path)
         else:
             image, modality = read_image(input_path), "other"
-        predictor = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
+        predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
         labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
         for index, prompt in enumerate(prompts):
@@ -229,7 +240,7 @@ def predict_file(
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
-    volume_predictor = VolumePredictor(model, window, compile_encoder=compile_encoder)
+    volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype)
     volume_predictor.set_volume(slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):

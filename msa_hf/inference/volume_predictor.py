@@ -55,11 +55,16 @@ class VolumePredictor:
     """Encode the slices of a volume on demand (per depth window), decode prompts per slice, propagate."""
 
     def __init__(
-        self, model: Any, window: str | tuple[float, float] | None = None, compile_encoder: bool = False
+        self,
+        model: Any,
+        window: str | tuple[float, float] | None = None,
+        compile_encoder: bool = False,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
-        self.model = model
         self.window = window
-        self.decoder = SegmentationPredictor(model, window, compile_encoder=compile_encoder)
+        self.decoder = SegmentationPredictor(model, window, compile_encoder, device, dtype)
+        self.model = self.decoder.model  # on the decoder's device
         self.depth = depth_branch_slices(model)
         self._slices: np.ndarray | None = None
         self._modality = "other"
@@ -95,7 +100,8 @@ class VolumePredictor:
             pixel_values = torch.stack(
                 [image_to_pixel_values(s, size, self._modality, self.window) for s in chosen]
             )
-            for offset, embedding in enumerate(encode_slices(self.model, pixel_values)):
+            embeddings = encode_slices(self.model, pixel_values, placement=self.decoder.placement)
+            for offset, embedding in enumerate(embeddings):
                 self._embeddings[start + offset] = embedding[None]
         return self._embeddings[index]
 

@@ -201,7 +201,9 @@ class DemoSession:
             self._embeddings.move_to_end(key)
         else:
             pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality, self.window)
-            self._embeddings[key] = encode_slices(self.model, pixel_values[None])
+            self._embeddings[key] = encode_slices(
+                self.model, pixel_values[None], placement=self.predictor.placement
+            )
             while len(self._embeddings) > self.cache_size:
                 self._embeddings.popitem(last=False)
         return self._embeddings[key]
