@@ -174,7 +174,7 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     from benchmarks import device_checks
 
     assert device_checks.main(["--device", "cpu"]) == 0
-    assert capsys.readouterr().out.count("ok  ") == 4
+    assert capsys.readouterr().out.count("ok  ") == 6
     # measured here: bf16 relative errors 0.005 (output) and 0.013 (gradients); dropping the relative-position
     # terms from the fold gives 0.15, and the float32 check fails outright
     monkeypatch.setattr(
@@ -186,6 +186,7 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "FAIL folded attention = transformers' attention, float32" in printed
     assert "FAIL folded attention = transformers' attention, bf16 autocast: output: relative error" in printed
+    assert "FAIL folded attention at inference = transformers' encoder, float32" in printed
 
 
 def test_checkpointed_steps_run_on_a_transformers_without_activation_checkpointing_enable(monkeypatch):

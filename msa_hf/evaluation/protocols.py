@@ -390,15 +390,15 @@ def evaluate_volumes(
         tqdm(windows.items, desc="evaluate volumes", unit="window", leave=False)
     ):
         item = windows[index]
-        # the window's D slices are encoded together (the depth branch sees them all), then prompted per slice
-        embeddings = placement.encode(model, item["pixel_values"], num_slices=len(item["pixel_values"]))
-        outputs = model(
-            image_embeddings=embeddings,
-            input_points=item["input_points"].to(placement.device),
-            input_labels=item["input_labels"].to(placement.device),
-            multimask_output=True,
-        )
-        logits = best_mask_logits(outputs)[:, 0].cpu()  # (D, h, w)
+        # the window's D slices go through the model at once (the depth branch sees them all)
+        with placement.autocast():
+            outputs = model(
+                pixel_values=item["pixel_values"][None].to(placement.device),
+                input_points=item["input_points"].to(placement.device),
+                input_labels=item["input_labels"].to(placement.device),
+                multimask_output=True,
+            )
+        logits = best_mask_logits(outputs)[:, 0].float().cpu()  # (D, h, w)
         prompted = (item["input_labels"][:, 0] != -10).any(dim=1)
         logits[~prompted] = -100.0  # no click on this slice: the user saw no organ there
         height, width = (int(v) for v in item["original_sizes"])
