@@ -9,7 +9,7 @@ process (`benchmarks.run` starts one per case).
 The resident mark also holds what the C allocator keeps after tensors are freed and the per-thread buffers of
 oneDNN/OpenMP (a few hundred MiB here, whatever the method), so on CPU the training cases also count what
 CUDA's `max_memory_allocated` counts: the peak bytes of live tensor storage over one step
-(`LiveTensorBytes`). The memory targets of issue #7, which are about fitting a GPU, are judged on that.
+(`LiveTensorBytes`). The memory targets, which are about fitting a GPU, are judged on that.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def _find(rows: list[dict], **match: Any) -> dict | None:
 
 
 def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(target, measured, goal, verdict) for each target of issue #7 these rows can judge."""
+    """(target, measured, goal, verdict) for each speed and memory target these rows can judge."""
     checks = []
     small = min((r["size"] for r in rows if r["case"] == "encoder_forward"), default=None)
 
@@ -328,7 +328,7 @@ def markdown(
         lines.append("")
     checks = target_checks(rows)
     if checks:
-        lines += ["**Targets (issue #7)**", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
+        lines += ["**Targets**", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
         lines += [f"| {t} | {m} | {g} | {v} |" for t, m, g, v in checks]
         lines.append("")
     if failures:

@@ -1,7 +1,7 @@
 """Import the original segment-anything package (PyPI `segment-anything`) without torchvision.
 
 Its package __init__ imports torchvision through the automatic mask generator and resize transforms;
-only `segment_anything.modeling` is used here, so empty stand-ins for those modules suffice (hf-stack.md).
+only `segment_anything.modeling` is used here, so empty stand-ins for those modules suffice (docs/stack-notes.md).
 """
 
 from __future__ import annotations

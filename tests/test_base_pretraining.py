@@ -26,7 +26,7 @@ def test_base_geometry_and_from_scratch_initialisation():
     model = SamModel(base_config())
     count = sum(p.numel() for p in model.parameters())
     assert 0.5e6 <= count <= 4e6
-    # transformers' defaults that make from-scratch training fail (tiny-base-notes.md)
+    # transformers' defaults that make from-scratch training fail (docs/base-model.md)
     assert model.shared_image_embedding.positional_embedding.std() > 5
     initialise_from_scratch(model, seed=0)
     qkv = model.vision_encoder.layers[0].attn.qkv.weight

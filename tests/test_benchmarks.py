@@ -34,11 +34,11 @@ def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
     counts = {r["method"]: float(r["trainable_m"]) for r in trained}
     assert counts["decoder"] < counts["full"] and counts["msa"] < counts["full"]
     report = (tmp_path / "cpu-tiny.md").read_text()
-    assert "**Targets (issue #7)**" in report and "MSA 2-D encoder vs SamModel" in report
+    assert "**Targets**" in report and "MSA 2-D encoder vs SamModel" in report
 
 
 def test_encoder_macs_follow_the_shapes():
-    # ViT-B at 1024: the released encoder is ~486 G multiply-accumulates per image (issue #7)
+    # ViT-B at 1024: the released encoder is ~486 G multiply-accumulates per image
     base = encoder_macs("ViT-B", 1024, adapters=False)
     assert 460e9 < base < 500e9
     # two bottleneck adapters per block (ratio 0.25) add N*C^2 per block to ~12 N*C^2 + attention: ~8%

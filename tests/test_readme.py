@@ -1,19 +1,25 @@
-"""The README's Python snippets run as written (offline, on the tiny SAM they build)."""
+"""The documentation's Python snippets run as written (offline, on the tiny SAM they build): the README's
+`python` blocks and those of docs/*.md, in that order."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 
 
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the snippets save folders into the working directory
-    code = "\n".join(re.findall(r"```python\n(.*?)```", README.read_text(), re.S))
+    pages = [README, *DOCS]
+    code = "\n".join(
+        block for page in pages for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
+    )
     assert "SamAdapterModel.from_pretrained" in code and "get_peft_model" in code
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, "README.md + docs/*.md", "exec"), namespace)
     assert namespace["native"].config.use_depth_branch
     assert (tmp_path / "msa-adapter" / "adapter_model.safetensors").is_file()
     # the data snippets: a training batch whose clicks land on the target, and a 5-D volume batch
@@ -28,4 +34,4 @@ def test_readme_parameter_table_is_the_computed_one():
     from msa_hf.modeling.parameter_report import parameter_table_markdown
 
     # Regenerate with `msa-hf params` when the adapters change.
-    assert parameter_table_markdown() in README.read_text()
+    assert parameter_table_markdown() in (REPO / "docs" / "benchmarks.md").read_text()

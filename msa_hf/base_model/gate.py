@@ -1,5 +1,5 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""The acceptance gate of the small base model (issue #4): the weights ship only if it passes.
+"""The acceptance gate of the small base model: the weights ship only if it passes.
 
 1. Synthetic held-out Dice: >= 0.85 with a box, >= 0.60 with one click, above "fill the box".
 2. On the embedded MRI dataset (MNI152 tissue), after the same short MSA adaptation budget: MSA on the
@@ -9,7 +9,7 @@ The MRI check adapts one set of MSA adapters per tissue (CSF, grey matter, white
 SAM to one organ, and scores one-click Dice on that tissue's test rows; the verdict uses the mean over the
 tissues of the seed-mean Dice. Box Dice is reported beside it.
 
-How it came to this (decided after seeing results, and said so in the README and the base's card): the check
+How it came to this (decided after seeing results, and said so in docs/base-model.md and the base's card): the check
 first adapted one adapter set to all three tissues at once and scored the box, then the click. Both failed
 (v4 base: one click 0.419 vs 0.392 on the random-init twin). The tissues' boxes coincide on this dataset (CSF
 and grey matter boxes of a slice overlap with IoU 0.95; `box_overlap_between_classes`), and a click inside

@@ -6,7 +6,7 @@ was: boxes and clicks simulated from the target, SAM's focal:Dice 20:1 loss on t
 ambiguous single clicks, an IoU-head loss, and iterative rounds in which the previous low-resolution
 logits come back as the mask prompt (`input_masks`) together with a click on the largest error.
 
-Two transformers defaults make a from-scratch `SamModel` untrainable (shared/docs/tiny-base-notes.md):
+Two transformers defaults make a from-scratch `SamModel` untrainable (docs/base-model.md):
 vision weights start at std 1e-10 (`initializer_range`; also denormal floats on CPU), and the
 random-Fourier positional matrix starts with std hidden/2 instead of SAM's 1.0. `initialise_from_scratch`
 fixes both.

@@ -3,7 +3,7 @@
 DICOM images, or NIfTI volumes (every axial slice), as SAM inputs `(3, S, S)`.
 
 The paper pretrains on RadImageNet, EyePACS, BCN-20000 and HAM-10000; each is a folder of images, so
-`msa-hf pretrain-encoder <folder> ...` takes them as downloaded (README, "Encoder pretraining").
+`msa-hf pretrain-encoder <folder> ...` takes them as downloaded (docs/encoder-pretraining-and-text.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ click is the most interior point, the rest uniform inside the target), and `iter
 click on the largest error each round, with the previous logits as the mask prompt; Dice after each click
 and the clicks needed to reach 0.85 / 0.90).
 
-Scoring (method.md): logits are resized back to each slice's original size (crop the padding, bilinear,
+Scoring (docs/method.md): logits are resized back to each slice's original size (crop the padding, bilinear,
 threshold at 0 = sigmoid 0.5), the slices of a case are stacked, and Dice, IoU, HD95 and NSD are computed
 per (case, structure) with the case's spacing, then averaged over cases. Only slices containing the
 structure are prompted (a user prompts what they see), so false positives on other slices are not counted:

@@ -35,7 +35,7 @@ def bottleneck_width(width: int, ratio: float) -> int:
 
 
 class Adapter(nn.Module):
-    """`Adapter(x) = up(act(down(x)))` (method.md, "Adapter").
+    """`Adapter(x) = up(act(down(x)))` (docs/method.md, "Adapter").
 
     Args:
         width: channels C of the stream the adapter reads and writes.
@@ -58,7 +58,7 @@ class Adapter(nn.Module):
 
 
 class PromptConditionedAdapter(nn.Module):
-    """`up(act(down(t) + prompt_down(p)))` after the decoder's prompt self-attention (method.md, decoder 1).
+    """`up(act(down(t) + prompt_down(p)))` after the decoder's prompt self-attention (docs/method.md, decoder 1).
 
     `p` is the prompt embedding pooled over the sparse prompt tokens (see `pool_prompt_embedding`); with no
     sparse prompt the prompt term is absent. With `condition_on_prompt=False` there is no `prompt_down` and
@@ -128,7 +128,7 @@ def depth_attention(
 ) -> torch.Tensor:
     """Attention across the slices of each volume, with the block's frozen `qkv` and `proj` weights.
 
-    For every spatial token, the D slices of its own volume form a length-D sequence (method.md, "Depth
+    For every spatial token, the D slices of its own volume form a length-D sequence (docs/method.md, "Depth
     branch"): computed on the un-windowed token grid, as a 1-D sequence without SAM's 2-D relative-position
     bias, so volumes in one batch never see each other.
 
@@ -182,7 +182,7 @@ def msa_vision_layer_forward(
     num_slices: int | None,
     recompute_frozen_mlp: bool = False,
 ) -> torch.Tensor:
-    """One SAM image-encoder block with MSA adapters (method.md, "Image encoder").
+    """One SAM image-encoder block with MSA adapters (docs/method.md, "Image encoder").
 
     ```
     a = attn(ln1(x)) ; a = a + Adapter_space(a) ; a = a + Adapter_depth(attn_D(ln1(x))) ; x = x + a
@@ -257,7 +257,7 @@ def msa_two_way_block_forward(
     mlp_adapter_scale: float,
     num_output_tokens: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One SAM two-way decoder block with the three MSA decoder adapters (method.md, "Mask decoder").
+    """One SAM two-way decoder block with the three MSA decoder adapters (docs/method.md, "Mask decoder").
 
     1. prompt-conditioned adapter on the prompt self-attention output, before its residual;
     2. adapter parallel to the token MLP, scaled by s;

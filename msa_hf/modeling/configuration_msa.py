@@ -6,7 +6,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import SamConfig
 
-# What of the mask decoder trains besides the encoder adapters (method.md, "Mask decoder"):
+# What of the mask decoder trains besides the encoder adapters (docs/method.md, "Mask decoder"):
 # - "frozen":   no decoder adapters, nothing in the decoder trains.
 # - "adapters": adapters in `decoder_adapter_layers` train, every SAM decoder weight stays frozen.
 # - "full":     adapters in `decoder_adapter_layers` train, and every decoder weight outside those

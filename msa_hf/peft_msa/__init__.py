@@ -2,7 +2,7 @@
 """The `msa` PEFT method: MSA adapters injected into a transformers `SamModel` through peft.
 
 peft's `register_peft_method` only accepts members of its `PeftType` enum, which an outside package cannot
-extend. The working route (hf-stack.md) is to put the config class, tuner class and prefix into peft's three
+extend. The working route (docs/stack-notes.md) is to put the config class, tuner class and prefix into peft's three
 mapping dicts under a string key; `MsaAdapterConfig.__post_init__` sets `peft_type` to that string. This
 touches private structures, so `peft` is pinned to 0.21.* and tests cover save, load and switching.
 """

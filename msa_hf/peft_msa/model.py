@@ -33,7 +33,7 @@ def fully_trained_decoder_modules(model: nn.Module, adapted_layers: list[int]) -
     Everything in `mask_decoder` with parameters, except the adapted two-way blocks (those keep SAM's weights
     frozen and train their adapters). ModuleLists are listed element-wise: a wrapper around a ModuleList would
     break the decoder's indexing. `modules_to_save=["mask_decoder"]` would also hide the decoder blocks from
-    adapter injection (hf-stack.md), hence the explicit list.
+    adapter injection (docs/stack-notes.md), hence the explicit list.
     """
     decoder = model.mask_decoder
     names = []

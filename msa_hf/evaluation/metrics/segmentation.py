@@ -1,7 +1,7 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Segmentation metrics in numpy: Dice, IoU, HD95 and normalised surface Dice with voxel spacing.
 
-Conventions (README "Conventions", method.md):
+Conventions (docs/method.md, "Evaluation"):
 - Inputs are boolean masks (threshold logits at 0 / probabilities at 0.5 before calling).
 - Dice and IoU of an empty prediction on an empty target are undefined: `None`, counted apart by
   `summarise`, never scored 1.0 (which inflates means on slices without the organ).
