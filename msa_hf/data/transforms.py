@@ -34,6 +34,22 @@ CT_WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
 }
 
+
+def check_ct_window(window: str | tuple[float, float] | None) -> None:
+    """Refuses a CT window that is neither `None`, a key of `CT_WINDOW_PRESETS`, nor `(low, high)` HU with
+    low < high, naming the choices (used by every configuration that takes one, before any work)."""
+    if window is None:
+        return
+    if isinstance(window, str):
+        if window not in CT_WINDOW_PRESETS:
+            raise ValueError(
+                f"window={window!r}: use one of {sorted(CT_WINDOW_PRESETS)} (or leave it unset)."
+            )
+        return
+    if not (len(window) == 2 and window[0] < window[1]):
+        raise ValueError(f"window={window!r}: give (low, high) in HU with low < high.")
+
+
 # SAM's pixel statistics (ImageNet), on a [0, 1] scale; equal to SamImageProcessor's defaults (tested).
 SAM_PIXEL_MEAN = (0.485, 0.456, 0.406)
 SAM_PIXEL_STD = (0.229, 0.224, 0.225)

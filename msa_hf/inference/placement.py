@@ -4,7 +4,8 @@
 Default: the first CUDA GPU when there is one, with the image encoder under bfloat16 autocast; else the
 CPU in float32. The image encoder is where the time goes (about 99% of a click's FLOPs at 1024 px), so only
 it runs under autocast; its embedding is returned in float32 and the prompt encoder and mask decoder run in
-float32, so the interactive decode is the same on every device and dtype.
+float32, so the interactive decode is the same on every device and dtype. (`evaluate_volumes` is the
+exception: it runs each depth window's whole forward under the autocast, prompts included.)
 """
 
 from __future__ import annotations

@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 logger = logging.getLogger(__name__)
 
 PROCESSOR_FILE = "processor_config.json"
@@ -48,18 +45,11 @@ class MsaProcessor:
     window: str | tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        from msa_hf.data.transforms import CT_WINDOW_PRESETS
+        from msa_hf.data.transforms import check_ct_window
 
-        window = self.window
-        if isinstance(window, list):
-            object.__setattr__(self, "window", tuple(float(v) for v in window))
-            window = self.window
-        if isinstance(window, str) and window not in CT_WINDOW_PRESETS:
-            raise ValueError(
-                f"window={window!r}: use one of {sorted(CT_WINDOW_PRESETS)}, (low, high) or None."
-            )
-        if isinstance(window, tuple) and not (len(window) == 2 and window[0] < window[1]):
-            raise ValueError(f"window={window!r}: give (low, high) in HU with low < high.")
+        if isinstance(self.window, list):  # as read back from JSON
+            object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+        check_ct_window(self.window)
 
     @classmethod
     def for_model(cls, model: Any, window: str | tuple[float, float] | None = None) -> MsaProcessor:
@@ -67,12 +57,6 @@ class MsaProcessor:
         embedding side) with the given intensity `window`."""
         vision = model.config.vision_config
         return cls(vision.image_size, 4 * (vision.image_size // vision.patch_size), window)
-
-    def pixel_values(self, image: np.ndarray, modality: str = "other") -> torch.Tensor:
-        """One picture `(H, W)` or `(H, W, 3|4)` -> the model input `(3, S, S)` (see `image_to_pixel_values`)."""
-        from msa_hf.inference.image_encoding import image_to_pixel_values
-
-        return image_to_pixel_values(image, self.image_size, modality, self.window)
 
     def to_dict(self) -> dict[str, Any]:
         """The `msa_processing` section of `processor_config.json`."""
@@ -146,11 +130,9 @@ def _sam_image_processor(image_size: int, mask_size: int) -> Any:
 
 def _read_processor_config(source: str | Path) -> dict[str, Any] | None:
     """`processor_config.json` of a local folder or a Hub repo, or None where there is none."""
-    if str(source) == "tiny":
-        from msa_hf.base_model.shipped import TINY_BASE
+    from msa_hf.training.base_loading import resolve_base
 
-        source = TINY_BASE
-    local = Path(source)
+    local = Path(resolve_base(str(source)))
     if local.suffix in (".pth", ".pt"):  # an original segment-anything checkpoint: no processor
         return None
     if local.is_dir():
@@ -159,7 +141,7 @@ def _read_processor_config(source: str | Path) -> dict[str, Any] | None:
         try:
             from huggingface_hub import hf_hub_download
 
-            path = Path(hf_hub_download(str(source), PROCESSOR_FILE))
+            path = Path(hf_hub_download(str(local), PROCESSOR_FILE))
         except Exception:  # no such file in the repo, or the Hub unreachable: the defaults apply
             return None
     if not path.is_file():

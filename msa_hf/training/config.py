@@ -120,12 +120,9 @@ class TrainConfig:
             raise ValueError(
                 "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."
             )
-        from msa_hf.data.transforms import CT_WINDOW_PRESETS
+        from msa_hf.data.transforms import check_ct_window
 
-        if self.window is not None and self.window not in CT_WINDOW_PRESETS:
-            raise ValueError(
-                f"window={self.window!r}: use one of {sorted(CT_WINDOW_PRESETS)} (or leave it unset)."
-            )
+        check_ct_window(self.window)
 
     def to_yaml(self) -> str:
         import yaml

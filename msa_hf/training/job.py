@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
+from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
@@ -238,9 +239,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         # in place: the module, its parameter names and save_pretrained stay as they are; only calls compile
         model.compile()
     image_size = model.config.vision_config.image_size
-    mask_size = (
-        4 * image_size // model.config.vision_config.patch_size
-    )  # SAM's low-res masks: 4x the embedding
+    processor = MsaProcessor.for_model(model, config.window)  # saved with every model this run writes
     train_set, train_transform = _task_dataset(config, "train", image_size, train=True)
     validation_set, _ = _task_dataset(config, "validation", image_size, train=False)
     if config.iou_weight == 0:
@@ -331,7 +330,7 @@ def run_training(config: TrainConfig) -> TrainResult:
                 if best["best_dice"] is None or validation["selection"] > best["best_dice"]:
                     best = {"best_dice": validation["selection"], "best_step": step}
                     if accelerator.is_main_process:
-                        _save_model(unwrapped, config, output_dir / "best", image_size, mask_size)
+                        _save_model(unwrapped, config, output_dir / "best", processor)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _save_checkpoint(accelerator, output_dir, step, best)
             if step >= config.steps:
@@ -344,7 +343,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     checksums = accelerator.gather(checksum)
     weights_agree = bool(torch.allclose(checksums, checksums[:1].expand_as(checksums)))
     if accelerator.is_main_process:
-        _save_model(unwrapped, config, output_dir / "model", image_size, mask_size)
+        _save_model(unwrapped, config, output_dir / "model", processor)
     accelerator.wait_for_everyone()
     if log_with:
         accelerator.end_training()
@@ -427,11 +426,10 @@ def _validate(accelerator: Any, model: Any, dataset: Any, step: int, log_with: s
     return shared[0]
 
 
-def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, mask_size: int) -> None:
+def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaProcessor) -> None:
     """The trained model in `save_pretrained` layout (MSA: full model + `adapter/` PEFT checkpoint; LoRA:
     the adapter + the merged model), with its processor."""
     from msa_hf.output_files import atomic_folder
-    from msa_hf.processing.processor import MsaProcessor
 
     # complete or not at all: an earlier model in `folder` is replaced only once this one is written
     with atomic_folder(folder, overwrite=True) as staging:
@@ -449,7 +447,7 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, image_size: int, 
             copy.deepcopy(model).merge_and_unload().save_pretrained(staging)
         else:
             model.save_pretrained(staging)
-        MsaProcessor(image_size, mask_size, config.window).save_pretrained(staging)
+        processor.save_pretrained(staging)
 
 
 def _trained_and_zero_shot(config: TrainConfig, output_dir: Path) -> tuple[Any, Any]:
@@ -486,7 +484,6 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
     `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and the model card, and returns the
     Markdown table."""
     from msa_hf.evaluation.protocols import evaluate_model, markdown_table
-    from msa_hf.processing.processor import MsaProcessor
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
@@ -526,7 +523,6 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
     the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
     returns the Markdown table."""
     from msa_hf.evaluation.protocols import evaluate_volumes, markdown_table
-    from msa_hf.processing.processor import MsaProcessor
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained

@@ -272,7 +272,10 @@ class VolumeSession:
         self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
-        self.predictor = VolumePredictor(session.model, session.window)
+        placement = session.predictor.placement  # the session's device and dtype
+        self.predictor = VolumePredictor(
+            session.model, session.window, device=placement.device, dtype=placement.dtype
+        )
         self.predictor.set_volume(self.slices, self.modality)
 
     @staticmethod
