@@ -3,7 +3,7 @@
 
 `configuration_msa` / `modeling_msa` follow transformers' layout; `adapter_layers` holds the adapter math
 shared with the peft method; `folded_attention` and `frozen_mlp` are the encoder's attention and memory
-operations; `resolution` runs weights at another input size; `convert` reads original SAM checkpoints.
+operations; `volume_batches` is the one rule for 3-D batches (flatten, D); `resolution` runs weights at another input size; `convert` reads original SAM checkpoints.
 """
 
 from msa_hf._lazy import lazy_exports
@@ -19,5 +19,8 @@ __getattr__, __dir__ = lazy_exports(
         "set_frozen_mlp_recompute": "frozen_mlp",
         "fold_relative_position_attention": "folded_attention",
         "convert_segment_anything_checkpoint": "convert",
+        "flatten_volume_pixels": "volume_batches",
+        "flatten_volume_batch": "volume_batches",
+        "unflatten_slices": "volume_batches",
     },
 )

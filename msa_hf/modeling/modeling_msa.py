@@ -36,7 +36,6 @@ from transformers.utils.output_capturing import capture_outputs
 from msa_hf.modeling.adapter_layers import (
     Adapter,
     PromptConditionedAdapter,
-    check_num_slices,
     init_adapter_weights,
     msa_two_way_block_forward,
     msa_vision_layer_forward,
@@ -45,6 +44,7 @@ from msa_hf.modeling.configuration_msa import SamAdapterConfig
 from msa_hf.modeling.folded_attention import fold_relative_position_attention
 from msa_hf.modeling.frozen_mlp import RecomputesFrozenMlp
 from msa_hf.modeling.text_prompts import TextPromptProjection
+from msa_hf.modeling.volume_batches import resolve_volume_batch
 
 # Attribute names under which the native model stores its adapters. The PEFT method stores the same modules
 # as `msa_<kind>.<adapter_name>` (see msa_hf/peft_msa/layer.py), which is what conversion maps between.
@@ -287,35 +287,16 @@ class SamAdapterModel(SamModel):
 
         Returns `(pixel_values (V*D, C, H, W) or (B, C, H, W), D or None)`; `None` means no depth branch.
         """
-        from_volume = False
-        if pixel_values is not None and pixel_values.ndim == 5:
-            volumes, channels, depth, height, width = pixel_values.shape
-            if num_slices is not None and num_slices != depth:
-                raise ValueError(
-                    f"num_slices={num_slices} contradicts the 5-D pixel_values of shape {tuple(pixel_values.shape)} "
-                    f"(V, C, D, H, W) with D={depth}; drop num_slices or pass a 4-D batch."
-                )
-            pixel_values = pixel_values.permute(0, 2, 1, 3, 4).reshape(
-                volumes * depth, channels, height, width
-            )
-            num_slices, from_volume = depth, True
-        elif pixel_values is not None and pixel_values.ndim != 4:
-            raise ValueError(
-                f"pixel_values must be (B, C, H, W) or (V, C, D, H, W); got shape {tuple(pixel_values.shape)}."
-            )
+        pixel_values, num_slices = resolve_volume_batch(
+            pixel_values,
+            num_slices,
+            self.config.use_depth_branch,
+            self.config.num_slices,
+            "this model has no depth branch (config.use_depth_branch=False): build it with "
+            "use_depth_branch=True, or drop num_slices.",
+        )
         if pixel_values is not None:
             self._check_pixel_size(pixel_values)
-        if not self.config.use_depth_branch:
-            if num_slices is not None and not from_volume:
-                raise ValueError(
-                    f"num_slices={num_slices} was given but this model has no depth branch "
-                    "(config.use_depth_branch=False): build it with use_depth_branch=True, or drop num_slices."
-                )
-            return pixel_values, None
-        if num_slices is None:
-            num_slices = self.config.num_slices
-        if pixel_values is not None:
-            check_num_slices(pixel_values.shape[0], num_slices)
         return pixel_values, num_slices
 
     def _check_pixel_size(self, pixel_values: torch.Tensor) -> None:

@@ -12,8 +12,8 @@ from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 from transformers.models.sam.modeling_sam import SamTwoWayAttentionBlock, SamVisionLayer
 
-from msa_hf.modeling.adapter_layers import check_num_slices
 from msa_hf.modeling.folded_attention import fold_relative_position_attention
+from msa_hf.modeling.volume_batches import flatten_volume_pixels, resolve_volume_batch
 from msa_hf.peft_msa.config import MsaAdapterConfig
 from msa_hf.peft_msa.layer import MsaLayer, MsaTwoWayBlockLayer, MsaVisionLayer
 
@@ -67,10 +67,7 @@ def _flatten_volume_batch(module: nn.Module, args: tuple, kwargs: dict) -> tuple
         kwargs["pixel_values"], args = args[0], args[1:]
     pixel_values = kwargs.get("pixel_values")
     if pixel_values is not None and pixel_values.ndim == 5:
-        volumes, channels, depth, height, width = pixel_values.shape
-        kwargs["pixel_values"] = pixel_values.permute(0, 2, 1, 3, 4).reshape(
-            volumes * depth, channels, height, width
-        )
+        kwargs["pixel_values"], _ = flatten_volume_pixels(pixel_values)
     return args, kwargs
 
 
@@ -159,26 +156,14 @@ class MsaModel(BaseTuner):
     def resolve_num_slices(self, pixel_values: torch.Tensor | None, num_slices: int | None) -> int | None:
         """D for one call: the `num_slices` argument, a 5-D input's D, or the config default (depth branch on)."""
         configs = self._active_configs()
-        has_depth = any(c.use_depth_branch for c in configs)
-        from_volume = pixel_values is not None and pixel_values.ndim == 5
-        if from_volume:
-            if num_slices is not None and num_slices != pixel_values.shape[2]:
-                raise ValueError(
-                    f"num_slices={num_slices} contradicts the 5-D pixel_values of shape "
-                    f"{tuple(pixel_values.shape)} (V, C, D, H, W); drop num_slices or pass a 4-D batch."
-                )
-            num_slices = pixel_values.shape[2]
-        if not has_depth:
-            if num_slices is not None and not from_volume:
-                raise ValueError(
-                    f"num_slices={num_slices} was given but no active MSA adapter has a depth branch "
-                    "(MsaAdapterConfig.use_depth_branch=False)."
-                )
-            return None
-        if num_slices is None:
-            num_slices = next(c.num_slices for c in configs if c.use_depth_branch)
-        if pixel_values is not None and not from_volume:
-            check_num_slices(pixel_values.shape[0], num_slices)
+        depth_configs = [c for c in configs if c.use_depth_branch]
+        _, num_slices = resolve_volume_batch(
+            pixel_values,
+            num_slices,
+            bool(depth_configs),
+            depth_configs[0].num_slices if depth_configs else 1,
+            "no active MSA adapter has a depth branch (MsaAdapterConfig.use_depth_branch=False).",
+        )
         return num_slices
 
     @torch.no_grad()
@@ -189,10 +174,7 @@ class MsaModel(BaseTuner):
         `num_slices` (or a 5-D `(V, C, D, H, W)` input) runs the depth branch over windows of D slices."""
         if pixel_values.ndim == 5:
             num_slices = self.resolve_num_slices(pixel_values, num_slices)
-            volumes, channels, depth, height, width = pixel_values.shape
-            pixel_values = pixel_values.permute(0, 2, 1, 3, 4).reshape(
-                volumes * depth, channels, height, width
-            )
+            pixel_values, _ = flatten_volume_pixels(pixel_values)
         with self._enable_peft_forward_hooks(pixel_values=pixel_values, num_slices=num_slices):
             return self.model.get_image_embeddings(pixel_values, **kwargs)
 

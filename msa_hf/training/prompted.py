@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
+from msa_hf.modeling.volume_batches import flatten_volume_batch
 from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
 from msa_hf.processing.prompts import next_error_clicks
 from msa_hf.training.losses import sam_loss
@@ -46,19 +47,6 @@ class AdapterTrainingConfig:
         """MSA's Dice + BCE (+ IoU head) as `sam_loss` weights."""
         return {"focal_weight": 0.0, "dice_weight": self.dice_weight, "bce_weight": self.bce_weight,
                 "iou_weight": self.iou_weight}  # fmt: skip
-
-
-def flatten_volume_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """A collated 3-D batch -> model inputs: pixel_values stay `(V, C, D, S, S)` (the model flattens them);
-    per-slice prompts and labels `(V, D, ...)` become `(V*D, ...)` in the same slice order, and each
-    window's class name repeats per slice."""
-    out = dict(batch)
-    depth = batch["pixel_values"].shape[2]
-    for key in ("input_points", "input_labels", "labels"):
-        out[key] = batch[key].flatten(0, 1)
-    if "class_name" in batch:
-        out["class_name"] = [name for name in batch["class_name"] for _ in range(depth)]
-    return out
 
 
 def _forward(
@@ -104,8 +92,7 @@ def prompted_training_loss(
         text_only_probability: with `batch["text_embeddings"]` (text-prompt training), the share of batches
             prompted by the text alone; the others get the text after their clicks or box.
     """
-    if batch["pixel_values"].ndim == 5:
-        batch = flatten_volume_batch(batch)
+    batch = flatten_volume_batch(batch)
     size = batch["labels"].shape[-1]
     use_box = "input_boxes" in batch and bool(rng.random() < box_probability)
     multimask = not use_box and batch["input_points"].shape[2] == 1
