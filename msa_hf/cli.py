@@ -109,18 +109,18 @@ def _base_gate(args: argparse.Namespace) -> int:
     synthetic, mri = report["synthetic"], report["mri"]
     print("| check | value | gate |\n|---|---:|---|")
     print(f"| synthetic box Dice | {synthetic['box']:.3f} | >= 0.85 |")
-    print(f"| synthetic 1-click Dice | {synthetic['click1']:.3f} | >= 0.60 |")
+    print(f"| synthetic 1-click Dice | {synthetic['points1']:.3f} | >= 0.60 |")
     print(
-        f"| synthetic 3-click / iterative Dice | {synthetic['click3']:.3f} / {synthetic['iterative']:.3f} | |"
+        f"| synthetic 3-click / iterative Dice | {synthetic['points3']:.3f} / {synthetic['iterative']:.3f} | |"
     )
     print(f"| synthetic box-fill baseline | {synthetic['box_fill']:.3f} | |")
     seeds, classes = len(mri["seeds"]), mri["classes"]
     print(f"| MRI 1-click Dice, MSA per tissue on this base (mean of {len(classes)} tissues x {seeds} seeds) | "
-          f"{mri['pretrained']['click1']:.3f} | >= random init + 0.05 |")  # fmt: skip
-    print(f"| MRI 1-click Dice, MSA per tissue on random init | {mri['random_init']['click1']:.3f} | |")
+          f"{mri['pretrained']['points1']:.3f} | >= random init + 0.05 |")  # fmt: skip
+    print(f"| MRI 1-click Dice, MSA per tissue on random init | {mri['random_init']['points1']:.3f} | |")
     for name, scores in classes.items():
-        print(f"| {name}: this base / random init / box-fill | {scores['pretrained']['click1']:.3f} / "
-              f"{scores['random_init']['click1']:.3f} / {scores['box_fill']:.3f} | |")  # fmt: skip
+        print(f"| {name}: this base / random init / box-fill | {scores['pretrained']['points1']:.3f} / "
+              f"{scores['random_init']['points1']:.3f} / {scores['box_fill']:.3f} | |")  # fmt: skip
     print(f"| MRI box-fill baseline | {mri['box_fill']:.3f} | below MSA on this base (1 click) |")
     print(f"| MRI box Dice (reported): this base / random init | {mri['pretrained']['box']:.3f} / "
           f"{mri['random_init']['box']:.3f} | |")  # fmt: skip

@@ -31,14 +31,14 @@ def test_box_overlap_between_classes_by_hand(tmp_path):
 
 
 def test_the_mri_check_judges_one_click_dice_against_random_init_and_box_fill():
-    synthetic = {"box": 0.86, "click1": 0.7, "box_fill": 0.7}
+    synthetic = {"box": 0.86, "points1": 0.7, "box_fill": 0.7}
     mri = {
-        "pretrained": {"box": 0.40, "click1": 0.47},
-        "random_init": {"box": 0.39, "click1": 0.40},
+        "pretrained": {"box": 0.40, "points1": 0.47},
+        "random_init": {"box": 0.39, "points1": 0.40},
         "box_fill": 0.415,
     }
     assert all(gate_verdict(synthetic, mri).values())
-    weak = {**mri, "pretrained": {"box": 0.60, "click1": 0.44}}  # a better box does not pass a weak click
+    weak = {**mri, "pretrained": {"box": 0.60, "points1": 0.44}}  # a better box does not pass a weak click
     verdict = gate_verdict(synthetic, weak)
     assert not verdict["mri_above_random_init"] and verdict["mri_above_box_fill"]
     assert not gate_verdict({**synthetic, "box": 0.849}, mri)["synthetic_box"]
@@ -53,9 +53,9 @@ def test_the_mri_gate_adapts_per_class_and_averages_seeds_then_classes(tiny_base
         for scores in classes.values():
             per_seed = scores[name]["per_seed"]
             assert [r["seed"] for r in per_seed] == [0, 1]
-            assert math.isclose(scores[name]["click1"], (per_seed[0]["click1"] + per_seed[1]["click1"]) / 2)
-        mean = (classes["disk"][name]["click1"] + classes["square"][name]["click1"]) / 2
-        assert math.isclose(results[name]["click1"], mean)
+            assert math.isclose(scores[name]["points1"], (per_seed[0]["points1"] + per_seed[1]["points1"]) / 2)
+        mean = (classes["disk"][name]["points1"] + classes["square"][name]["points1"]) / 2
+        assert math.isclose(results[name]["points1"], mean)
     # the two models' runs differ (different weights)
     assert classes["disk"]["pretrained"]["per_seed"] != classes["disk"]["random_init"]["per_seed"]
     assert math.isclose(

@@ -51,7 +51,7 @@ def test_evaluation_reports_every_prompt_type_and_the_baseline():
     images, masks = held_out_set(6)
     model = initialise_from_scratch(SamModel(base_config()))
     scores = evaluate_prompted_segmentation(model, images, masks, batch_size=3)
-    assert set(scores) == {"box", "click1", "click3", "iterative", "box_fill"}
+    assert set(scores) == {"box", "points1", "points3", "iterative", "box_fill"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert scores["box_fill"] == float(box_fill_dice(masks).mean())
 

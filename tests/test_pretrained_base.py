@@ -14,17 +14,17 @@ from msa_hf.base_model.shipped import export_base
 
 
 def _gate(passed: bool) -> dict:
-    synthetic = {"box": 0.9, "click1": 0.7, "click3": 0.8, "iterative": 0.8, "box_fill": 0.7}
+    synthetic = {"box": 0.9, "points1": 0.7, "points3": 0.8, "iterative": 0.8, "box_fill": 0.7}
     mri = {
         "training": {"steps": 3},
         "seeds": [0, 1],
-        "pretrained": {"box": 0.4, "click1": 0.8},
-        "random_init": {"box": 0.38, "click1": 0.5},
+        "pretrained": {"box": 0.4, "points1": 0.8},
+        "random_init": {"box": 0.38, "points1": 0.5},
         "box_overlap": {"csf/grey_matter": 0.946, "csf/white_matter": 0.491},
         "box_fill": 0.6,
         "classes": {
-            "csf": {"pretrained": {"click1": 0.7}, "random_init": {"click1": 0.4}, "box_fill": 0.1},
-            "grey_matter": {"pretrained": {"click1": 0.9}, "random_init": {"click1": 0.6}, "box_fill": 0.65},
+            "csf": {"pretrained": {"points1": 0.7}, "random_init": {"points1": 0.4}, "box_fill": 0.1},
+            "grey_matter": {"pretrained": {"points1": 0.9}, "random_init": {"points1": 0.6}, "box_fill": 0.65},
         },
     }
     return {"synthetic": synthetic, "mri": mri, "verdict": {"all": passed}, "passed": passed}

@@ -55,11 +55,11 @@ def test_the_base_segments_fresh_synthetic_samples_and_a_random_twin_does_not(fr
     images, masks = fresh_samples
     base = SamModel.from_pretrained(TINY_BASE)
     scores = evaluate_prompted_segmentation(base, images, masks)
-    assert scores["box"] >= SYNTHETIC_GATE["box"] and scores["click1"] >= SYNTHETIC_GATE["click1"]
+    assert scores["box"] >= SYNTHETIC_GATE["box"] and scores["points1"] >= SYNTHETIC_GATE["points1"]
     assert scores["box"] > scores["box_fill"] + 0.1
     twin = initialise_from_scratch(SamModel(base.config), seed=0)
     twin_scores = evaluate_prompted_segmentation(twin, images, masks)
-    assert twin_scores["box"] < scores["box_fill"] and twin_scores["click1"] < SYNTHETIC_GATE["click1"]
+    assert twin_scores["box"] < scores["box_fill"] and twin_scores["points1"] < SYNTHETIC_GATE["points1"]
 
 
 def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path):
@@ -87,7 +87,7 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
         if name != "zero-shot":
             torch.manual_seed(0)
             train_adapters(model.mark_only_adapters_as_trainable(), train, training)
-        scores[name] = evaluate_prompts(model, test, ("click1",))["click1"]["dice"]
+        scores[name] = evaluate_prompts(model, test, ("points1",))["points1"]["dice"]
     assert scores["adapted"] > scores["zero-shot"] + 0.15, scores
     assert scores["adapted"] > scores["random twin"] + 0.05, scores
 

@@ -222,7 +222,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
                  "--log-with", "none"]) == 0  # fmt: skip
     assert "Test-split Dice per structure on whole volumes" in capsys.readouterr().out
     result = json.loads((tmp_path / "run3d" / "train_result.json").read_text())
-    assert result["steps"] == 2 and "click1" in result["validation"] and "box" not in result["validation"]
+    assert result["steps"] == 2 and "points1" in result["validation"] and "box" not in result["validation"]
     trained = _weights(tmp_path / "run3d" / "model")
     assert any("depth_adapter" in k for k in trained)
 

@@ -69,12 +69,15 @@ class BoxFillModel(torch.nn.Module):
 
     device = torch.device("cpu")
 
-    def forward(self, pixel_values, input_boxes=None, multimask_output=False, **kwargs):
-        size = pixel_values.shape[-1]
-        logits = torch.full((len(pixel_values), 1, 3, size, size), -10.0)
+    def get_image_embeddings(self, pixel_values):
+        return pixel_values
+
+    def forward(self, image_embeddings, input_boxes=None, multimask_output=False, **kwargs):
+        size = image_embeddings.shape[-1]
+        logits = torch.full((len(image_embeddings), 1, 3, size, size), -10.0)
         for index, (x0, y0, x1, y1) in enumerate(input_boxes[:, 0].long().tolist()):
             logits[index, 0, :, y0 : y1 + 1, x0 : x1 + 1] = 10.0
-        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(pixel_values), 1, 3))
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
 
 
 def test_evaluation_of_a_box_filling_model_equals_the_baseline(tmp_path):
@@ -90,13 +93,13 @@ def test_several_prompt_types_are_scored_from_one_encoding_per_batch(tmp_path, s
     model = make_msa(sam_model).eval()
     tasks = _tasks(tmp_path, deterministic=True, disks=True)
     separately = {
-        prompt: evaluate_segmentation(model, tasks, prompt, batch_size=4) for prompt in ("click1", "box")
+        prompt: evaluate_segmentation(model, tasks, prompt, batch_size=4) for prompt in ("points1", "box")
     }
     encodes = []
     model.vision_encoder.register_forward_hook(lambda *args: encodes.append(1))
-    together = evaluate_prompts(model, tasks, ("click1", "box"), batch_size=4)
+    together = evaluate_prompts(model, tasks, ("points1", "box"), batch_size=4)
     assert len(encodes) == 2  # 6 rows in batches of 4: one encoding per batch, not per prompt type
     for prompt, expected in separately.items():
         assert abs(together[prompt]["dice"] - expected["dice"]) < 1e-6
         assert together[prompt]["per_class"] == expected["per_class"]
-    assert separately["click1"]["dice"] != separately["box"]["dice"]
+    assert separately["points1"]["dice"] != separately["box"]["dice"]

@@ -36,7 +36,7 @@ from msa_hf.modeling.configuration_msa import SamAdapterConfig
 from msa_hf.modeling.modeling_msa import SamAdapterModel
 from msa_hf.training.prompted import AdapterTrainingConfig, evaluate_prompts, train_adapters
 
-SYNTHETIC_GATE = {"box": 0.85, "click1": 0.60}
+SYNTHETIC_GATE = {"box": 0.85, "points1": 0.60}
 MRI_MARGIN = 0.05  # "clearly above": at least 5 Dice points
 
 
@@ -121,7 +121,7 @@ def _adapt_and_score(
     torch.manual_seed(training.seed)
     model.mark_only_adapters_as_trainable()
     history = train_adapters(model, train_tasks, training)
-    scores = evaluate_prompts(model, test_tasks, ("box", "click1"))
+    scores = evaluate_prompts(model, test_tasks, ("box", "points1"))
     final_loss = sum(h["loss"] for h in history[-20:]) / min(len(history), 20)
     return scores, final_loss
 
@@ -136,8 +136,8 @@ def mri_gate(
     random-init twin with the same budget; score both on the class's test rows.
 
     Returns `{"training", "seeds", "protocol", "classes", "pretrained", "random_init", "box_fill",
-    "box_overlap"}`: `classes[name]` holds each model's seed-mean `box` and `click1` Dice with the per-seed
-    values, and the class's box-fill Dice; the top-level `pretrained`/`random_init` `box`/`click1` and
+    "box_overlap"}`: `classes[name]` holds each model's seed-mean `box` and `points1` Dice with the per-seed
+    values, and the class's box-fill Dice; the top-level `pretrained`/`random_init` `box`/`points1` and
     `box_fill` are their means over the classes (what `gate_verdict` judges).
     """
     from msa_hf.data import read_class_names
@@ -165,14 +165,14 @@ def mri_gate(
             for name, model in models.items():
                 scores, final_loss = _adapt_and_score(model, train_tasks, test_tasks, seeded)
                 runs[name].append({
-                    "seed": seed, "box": scores["box"]["dice"], "click1": scores["click1"]["dice"],
+                    "seed": seed, "box": scores["box"]["dice"], "points1": scores["points1"]["dice"],
                     "final_loss": final_loss,
                 })  # fmt: skip
                 box_fill = scores["box"]["box_fill"]
         classes[class_name] = {
             name: {
                 "box": sum(r["box"] for r in per_seed) / len(per_seed),
-                "click1": sum(r["click1"] for r in per_seed) / len(per_seed),
+                "points1": sum(r["points1"] for r in per_seed) / len(per_seed),
                 "per_seed": per_seed,
             }
             for name, per_seed in runs.items()
@@ -184,7 +184,7 @@ def mri_gate(
     for name in ("pretrained", "random_init"):
         results[name] = {
             prompt: sum(c[name][prompt] for c in classes.values()) / len(classes)
-            for prompt in ("box", "click1")
+            for prompt in ("box", "points1")
         }
     results["box_fill"] = sum(c["box_fill"] for c in classes.values()) / len(classes)
     results["box_overlap"] = box_overlap_between_classes(dataset_dir)
@@ -196,9 +196,9 @@ def gate_verdict(synthetic: dict[str, float], mri: dict[str, Any]) -> dict[str, 
     return {
         "synthetic_box": synthetic["box"] >= SYNTHETIC_GATE["box"]
         and synthetic["box"] > synthetic["box_fill"],
-        "synthetic_click1": synthetic["click1"] >= SYNTHETIC_GATE["click1"],
-        "mri_above_random_init": mri["pretrained"]["click1"] >= mri["random_init"]["click1"] + MRI_MARGIN,
-        "mri_above_box_fill": mri["pretrained"]["click1"] > mri["box_fill"],
+        "synthetic_points1": synthetic["points1"] >= SYNTHETIC_GATE["points1"],
+        "mri_above_random_init": mri["pretrained"]["points1"] >= mri["random_init"]["points1"] + MRI_MARGIN,
+        "mri_above_box_fill": mri["pretrained"]["points1"] > mri["box_fill"],
     }
 
 

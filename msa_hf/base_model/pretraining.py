@@ -31,9 +31,10 @@ from transformers import SamConfig, SamModel
 
 from msa_hf.base_model.data_engine import SyntheticConfig, SyntheticSegmentationDataset
 from msa_hf.data.transforms import SamNormalize
+from msa_hf.evaluation.decoding import MaskDecoding, decode_protocols
 from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
 from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
-from msa_hf.processing.prompts import box_from_mask, next_error_clicks, sample_point_prompt
+from msa_hf.processing.prompts import box_from_mask, error_click_round, sample_point_prompt
 from msa_hf.training.config_checks import check_field_ranges
 from msa_hf.training.losses import sam_loss
 from msa_hf.training.state import save_training_state
@@ -68,7 +69,7 @@ BASE_GEOMETRY: dict[str, dict[str, Any]] = {
     },
 }
 
-EVAL_PROMPTS = ("box", "click1", "click3", "iterative")
+EVAL_PROMPTS = ("box", "points1", "points3", "iterative")
 
 
 def base_config() -> SamConfig:
@@ -180,51 +181,44 @@ def predict(
 def evaluate_prompted_segmentation(
     model: SamModel, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 50, seed: int = 1
 ) -> dict[str, float]:
-    """Mean Dice at the input size by prompt type, next to the box-fill baseline.
+    """Mean Dice at the input size by protocol (the evaluation core's), next to the box-fill baseline.
 
     Args:
         images: `(N, S, S, 3)` uint8; masks: `(N, S, S)` bool targets.
     Returns:
-        `{"box", "click1", "click3", "iterative", "box_fill"}` -> mean Dice. Box: the tight box. click1: the
-        most interior point, best of three masks by the IoU head. click3: that plus two uniform clicks.
-        iterative: click1, then two rounds of an error click plus the previous logits as mask prompt.
+        `{"box", "points1", "points3", "iterative", "box_fill"}` -> mean Dice. Box: the tight box. points1:
+        the most interior point, best of three masks by the IoU head. points3: the most interior point plus
+        two uniform clicks (a prompt set of its own). iterative: points1, then two rounds of an error click
+        plus the previous logits as mask prompt.
     """
     model.eval()
     rng = np.random.default_rng(seed)
     size = images.shape[1]
     device = model.device
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in (*EVAL_PROMPTS, "box_fill")}
-
-    def dice_of(logits: torch.Tensor) -> torch.Tensor:
-        return dice_scores(upsample_mask_logits(logits, size)[:, 0].cpu() > 0, mask_batch)
-
+    decode = MaskDecoding(model)
     for start in range(0, len(images), batch_size):
         image_batch, mask_batch = images[start : start + batch_size], masks[start : start + batch_size]
-        embeddings = model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device)))
+        decode.set_image_embeddings(model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device))))
+        # the prompts are drawn in a fixed order from one generator, so the scores repeat exactly
         boxes = _box_prompts(mask_batch, rng, 0.0).to(device)
-        scores["box"].append(dice_of(predict(model, image_embeddings=embeddings, input_boxes=boxes)[2]))
         points, labels = (t.to(device) for t in _click_prompts(mask_batch, rng, 1, interior_first=True))
-        _, _, best = predict(
-            model, image_embeddings=embeddings, input_points=points, input_labels=labels, multimask=True
-        )
-        scores["click1"].append(dice_of(best))
-        for _ in range(2):  # iterative: error click + previous logits as the mask prompt
-            error_points, error_labels = next_error_clicks(
-                upsample_mask_logits(best, size)[:, 0].cpu(), mask_batch.float()
-            )
-            points = torch.cat([points, error_points[:, None].to(device)], dim=2)
-            labels = torch.cat([labels, error_labels[:, None].to(device)], dim=2)
-            _, _, best = predict(
-                model, image_embeddings=embeddings, input_points=points, input_labels=labels, input_masks=best
-            )
-        scores["iterative"].append(dice_of(best))
-        # the most interior click first, then two uniform ones
         three = [sample_point_prompt(m.numpy(), 3, 0, rng, "interior") for m in mask_batch]
-        points = torch.from_numpy(np.stack([p.points for p in three]))[:, None].to(device)
-        labels = torch.from_numpy(np.stack([p.labels for p in three]))[:, None].to(device)
-        scores["click3"].append(
-            dice_of(predict(model, image_embeddings=embeddings, input_points=points, input_labels=labels)[2])
+        rounds = decode_protocols(
+            decode,
+            ("box", "points1", "iterative"),
+            {"input_boxes": boxes, "input_points": points, "input_labels": labels},
+            mask_batch.float(),
+            clicks=3,
         )
+        three_points = {
+            "input_points": torch.from_numpy(np.stack([p.points for p in three]))[:, None].to(device),
+            "input_labels": torch.from_numpy(np.stack([p.labels for p in three]))[:, None].to(device),
+        }
+        rounds.update(decode_protocols(decode, ("points3",), three_points))
+        for name in EVAL_PROMPTS:
+            predicted = upsample_mask_logits(rounds[name][-1], size)[:, 0].cpu() > 0
+            scores[name].append(dice_scores(predicted, mask_batch))
         scores["box_fill"].append(box_fill_dice(mask_batch))
     return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
 
@@ -269,15 +263,7 @@ def _training_step(
             _, _, previous = predict(
                 unwrapped or model, pixel_values=pixel_values, multimask=multimask, **prompts
             )
-        error_points, error_labels = next_error_clicks(
-            upsample_mask_logits(previous, size)[:, 0], targets[:, 0]
-        )
-        if "input_points" in prompts:
-            prompts["input_points"] = torch.cat([prompts["input_points"], error_points[:, None]], dim=2)
-            prompts["input_labels"] = torch.cat([prompts["input_labels"], error_labels[:, None]], dim=2)
-        else:
-            prompts["input_points"], prompts["input_labels"] = error_points[:, None], error_labels[:, None]
-        prompts["input_masks"] = previous
+        prompts = error_click_round(previous, targets[:, 0], prompts)
         multimask = False
     logits, iou, _ = predict(model, pixel_values=pixel_values, multimask=multimask, **prompts)
     return sam_loss(upsample_mask_logits(logits, size), iou, targets)

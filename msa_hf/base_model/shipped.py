@@ -22,7 +22,7 @@ def _curve_rows(metrics_csv: Path) -> str:
     rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("box")]
     keep = rows if len(rows) <= 14 else rows[:: max(1, len(rows) // 12)] + rows[-1:]
     return "\n".join(
-        f"| {int(r['images']):,} | {float(r['box']):.3f} | {float(r['click1']):.3f} | {float(r['click3']):.3f} | "
+        f"| {int(r['images']):,} | {float(r['box']):.3f} | {float(r['points1']):.3f} | {float(r['points3']):.3f} | "
         f"{float(r['iterative']):.3f} | {float(r['box_fill']):.3f} |"
         for r in keep
     )
@@ -60,7 +60,7 @@ def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list
 def _class_rows(mri: dict[str, Any]) -> str:
     return (
         "\n".join(
-            f"| {name.replace('_', ' ')} | {scores['pretrained']['click1']:.3f} | {scores['random_init']['click1']:.3f} | "
+            f"| {name.replace('_', ' ')} | {scores['pretrained']['points1']:.3f} | {scores['random_init']['points1']:.3f} | "
             f"{scores['box_fill']:.3f} |"
             for name, scores in (mri.get("classes") or {}).items()
         )
@@ -124,10 +124,10 @@ def export_base(
     text = Template(read_template("base_model_card.md")).substitute(
         parameters=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
         synthetic_box=f"{synthetic['box']:.3f}",
-        synthetic_click1=f"{synthetic['click1']:.3f}",
+        synthetic_points1=f"{synthetic['points1']:.3f}",
         synthetic_box_fill=f"{synthetic['box_fill']:.3f}",
-        mri_pretrained=f"{mri['pretrained']['click1']:.3f}",
-        mri_random=f"{mri['random_init']['click1']:.3f}",
+        mri_pretrained=f"{mri['pretrained']['points1']:.3f}",
+        mri_random=f"{mri['random_init']['points1']:.3f}",
         mri_seeds=len(mri.get("seeds", [0])),
         mri_seed_list=" ".join(str(seed) for seed in mri.get("seeds", [0])),
         mri_box_pretrained=f"{mri['pretrained']['box']:.3f}",

@@ -1,10 +1,10 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """The paper's evaluation protocols on a prepared dataset, scored per case and per structure.
 
-Protocols: `box`, `points1` / `points3` / `points10` (the paper's 1-, 3- and 10-point prompts; the first
-click is the most interior point, the rest uniform inside the target), and `iterative` (one click, then a
-click on the largest error each round, with the previous logits as the mask prompt; Dice after each click
-and the clicks needed to reach 0.85 / 0.90).
+Protocols (`decoding.PROTOCOLS`): `box`, `points1` / `points3` / `points10` (the paper's 1-, 3- and 10-point
+prompts; the first click is the most interior point, the rest uniform inside the target), and `iterative`
+(one click, then a click on the largest error each round, with the previous logits as the mask prompt;
+Dice after each click and the clicks needed to reach 0.85 / 0.90).
 
 Scoring (docs/method.md): logits are resized back to each slice's original size (crop the padding, bilinear,
 threshold at 0 = sigmoid 0.5), the slices of a case are stacked, and Dice, IoU, HD95 and NSD are computed
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from msa_hf.evaluation.decoding import PROTOCOLS as PROTOCOLS
+from msa_hf.evaluation.decoding import MaskDecoding, canonical_protocol, decode_protocols
 from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise
 from msa_hf.inference.placement import Placement, resolve_placement
-from msa_hf.processing.mask_outputs import best_mask_logits, logits_to_original_mask, upsample_mask_logits
-from msa_hf.processing.prompts import next_error_clicks
+from msa_hf.processing.mask_outputs import logits_to_original_mask
 
-PROTOCOLS = ("box", "points1", "points3", "points10", "iterative")
 NSD_TOLERANCE_MM = 2.0
 
 
@@ -66,65 +66,29 @@ def predict_protocols(
     size; the iterative protocol has one mask per click. Images are encoded `batch_size` at a time on
     `placement`'s device under its autocast (default: where the model is, float32); prompts decode in float32.
     """
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        raise ValueError(f"unknown protocol(s) {unknown}; use any of {PROTOCOLS}.")
-    from types import SimpleNamespace
-
+    protocols = [canonical_protocol(p) for p in protocols]
     from msa_hf.data.tasks import collate_ragged
-    from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 
     if placement is None:
         placement = Placement(model.device, torch.float32)
     model.to(placement.device).eval()
-    # every click of every protocol decodes on cached embeddings: the fast decoder gives the same masks
-    click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
+    decode = MaskDecoding(model)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_ragged)
     for batch in tqdm(loader, desc=f"evaluate {', '.join(protocols)}", unit="batch", leave=False):
         pixel_values = batch["pixel_values"]
         size = pixel_values.shape[-1]
-        embeddings = placement.encode(model, pixel_values)
-        device = placement.device
-        if click_decoder is not None:
-            click_decoder.set_image_embedding(embeddings)
-
-        def decode(embeddings: torch.Tensor = embeddings, **prompts: Any) -> torch.Tensor:
-            """`(B, h, w)` logits of the best mask for `prompts` on this batch's cached embedding."""
-            if click_decoder is not None:
-                pred_masks, iou_scores = click_decoder(**prompts)
-                return best_mask_logits(SimpleNamespace(pred_masks=pred_masks, iou_scores=iou_scores))[:, 0]
-            return best_mask_logits(model(image_embeddings=embeddings, **prompts))[:, 0]
-
-        rounds_of: dict[str, list[torch.Tensor]] = {}
-        for protocol in protocols:
-            rounds: list[torch.Tensor] = []
-            if protocol == "box":
-                rounds.append(decode(input_boxes=batch["input_boxes"].to(device), multimask_output=False))
-            else:
-                count = 1 if protocol == "iterative" else int(protocol.removeprefix("points"))
-                if batch["input_points"].shape[2] < count:
-                    raise ValueError(
-                        f"{protocol} needs {count} clicks per row; the transform gives "
-                        f"{batch['input_points'].shape[2]}."
-                    )
-                points = batch["input_points"][:, :, :count].to(device)
-                labels = batch["input_labels"][:, :, :count].to(device)
-                rounds.append(decode(input_points=points, input_labels=labels, multimask_output=count == 1))
-                for _ in range(clicks - 1 if protocol == "iterative" else 0):
-                    previous = rounds[-1]
-                    upsampled = upsample_mask_logits(previous[:, None], size)[:, 0]
-                    new_points, new_labels = next_error_clicks(upsampled.cpu(), batch["labels"][:, 0])
-                    points = torch.cat([points, new_points[:, None].to(device)], dim=2)
-                    labels = torch.cat([labels, new_labels[:, None].to(device)], dim=2)
-                    rounds.append(decode(input_points=points, input_labels=labels, input_masks=previous[:, None],
-                                         multimask_output=False))  # fmt: skip
-            rounds_of[protocol] = rounds
+        decode.set_image_embeddings(placement.encode(model, pixel_values))
+        prompts = {
+            key: batch[key].to(placement.device) for key in ("input_boxes", "input_points", "input_labels")
+        }
+        rounds_of = decode_protocols(decode, protocols, prompts, batch["labels"][:, 0], clicks)
         for index in range(len(pixel_values)):
             original = batch["original_sizes"][index]
             reshaped = batch["reshaped_input_sizes"][index]
             masks = {
                 protocol: [
-                    logits_to_original_mask(r[index], size, reshaped, original).cpu().numpy() for r in rounds
+                    logits_to_original_mask(r[index, 0], size, reshaped, original).cpu().numpy()
+                    for r in rounds
                 ]
                 for protocol, rounds in rounds_of.items()
             }
@@ -386,19 +350,15 @@ def evaluate_volumes(
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
     placement = resolve_placement(device, dtype)
     model.to(placement.device).eval()
+    decode = MaskDecoding(model)
     for index, (depth_window, value) in enumerate(
         tqdm(windows.items, desc="evaluate volumes", unit="window", leave=False)
     ):
         item = windows[index]
-        # the window's D slices go through the model at once (the depth branch sees them all)
-        with placement.autocast():
-            outputs = model(
-                pixel_values=item["pixel_values"][None].to(placement.device),
-                input_points=item["input_points"].to(placement.device),
-                input_labels=item["input_labels"].to(placement.device),
-                multimask_output=True,
-            )
-        logits = best_mask_logits(outputs)[:, 0].float().cpu()  # (D, h, w)
+        # the window's D slices are encoded at once (the depth branch sees them all), then each slice's click
+        decode.set_image_embeddings(placement.encode(model, item["pixel_values"][None]))
+        prompts = {key: item[key].to(placement.device) for key in ("input_points", "input_labels")}
+        logits = decode_protocols(decode, ("points1",), prompts)["points1"][0][:, 0].cpu()  # (D, h, w)
         prompted = (item["input_labels"][:, 0] != -10).any(dim=1)
         logits[~prompted] = -100.0  # no click on this slice: the user saw no organ there
         height, width = (int(v) for v in item["original_sizes"])

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from msa_hf.processing.mask_outputs import upsample_mask_logits
+
 PADDING_LABEL = -10
 ClickStrategy = Literal["uniform", "interior"]
 
@@ -229,6 +231,36 @@ def next_error_clicks(
             points[index, 0] = torch.from_numpy(click.point.astype(np.float32))
             labels[index, 0] = click.label
     return points.to(pred_masks.device), labels.to(pred_masks.device)
+
+
+def error_click_round(
+    previous_logits: torch.Tensor, targets: torch.Tensor, prompts: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The prompts of SAM's next interactive round: one click on the largest error of the previous
+    prediction (positive on a miss, negative on a false positive) added to the clicks so far, and the
+    previous logits given back as the mask prompt. A box stays; a box-only prompt gets its first click.
+
+    Args:
+        previous_logits: `(B, 1, h, w)` low-resolution logits of the previous round.
+        targets: `(B, S, S)` ground truth at the model's input size.
+        prompts: the previous round's `input_points (B, 1, N, 2)` / `input_labels (B, 1, N)` and/or
+            `input_boxes (B, 1, 4)`.
+    Returns:
+        a new prompt dict with `input_points (B, 1, N+1, 2)`, `input_labels (B, 1, N+1)` and `input_masks`.
+    """
+    upsampled = upsample_mask_logits(previous_logits, targets.shape[-1])[:, 0]
+    points, labels = next_error_clicks(upsampled, targets)
+    device = previous_logits.device
+    points, labels = points[:, None].to(device), labels[:, None].to(device)
+    out = dict(prompts)
+    if "input_points" in prompts:
+        out["input_points"], out["input_labels"] = append_clicks(
+            prompts["input_points"], prompts["input_labels"], points, labels
+        )
+    else:
+        out["input_points"], out["input_labels"] = points, labels
+    out["input_masks"] = previous_logits
+    return out
 
 
 def append_clicks(

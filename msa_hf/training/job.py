@@ -399,18 +399,18 @@ def _validate(accelerator: Any, model: Any, dataset: Any, step: int, log_with: s
     scores: dict[str, Any] = {}
     if accelerator.is_main_process:
         two_d = not hasattr(dataset, "windows")  # 2-D rows have boxes too; 3-D windows do not
-        results = evaluate_prompts(model, dataset, ("click1", "box") if two_d else ("click1",))
-        click = results["click1"]
+        results = evaluate_prompts(model, dataset, ("points1", "box") if two_d else ("points1",))
+        click = results["points1"]
         scores = {
-            "click1": click["dice"],
+            "points1": click["dice"],
             "box_fill": click["box_fill"],
-            "per_class_click1": {k: v[0] for k, v in click["per_class"].items()},
+            "per_class_points1": {k: v[0] for k, v in click["per_class"].items()},
         }
         if two_d:
             box = results["box"]
             scores.update(box=box["dice"], per_class_box={k: v[0] for k, v in box["per_class"].items()})
         # model selection: box Dice in 2-D, one-click Dice in 3-D (no boxes there)
-        scores["selection"] = scores.get("box", scores["click1"])
+        scores["selection"] = scores.get("box", scores["points1"])
         numbers = {k: v for k, v in scores.items() if isinstance(v, float)}
         accelerator.print(
             f"step {step}: validation Dice " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items())

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.evaluation.decoding import PROTOCOLS, MaskDecoding, canonical_protocol, decode_protocols
 from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
 from msa_hf.modeling.volume_batches import flatten_volume_batch
 from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
-from msa_hf.processing.prompts import next_error_clicks
+from msa_hf.processing.prompts import error_click_round
 from msa_hf.training.losses import sam_loss
 
 
@@ -111,13 +112,9 @@ def prompted_training_loss(
             previous = best_mask_logits(
                 _forward(unwrapped or model, batch, use_box, multimask_output=multimask)
             )
-        points, labels = next_error_clicks(upsample_mask_logits(previous, size)[:, 0], batch["labels"][:, 0])
-        if use_box:
-            extra["input_points"], extra["input_labels"] = points[:, None], labels[:, None]
-        else:
-            extra["input_points"] = torch.cat([batch["input_points"], points[:, None]], dim=2)
-            extra["input_labels"] = torch.cat([batch["input_labels"], labels[:, None]], dim=2)
-        extra["input_masks"] = previous
+        prompts = {"input_boxes": batch["input_boxes"]} if use_box else {
+            "input_points": batch["input_points"], "input_labels": batch["input_labels"]}  # fmt: skip
+        extra = error_click_round(previous, batch["labels"][:, 0], prompts)
         multimask = False
     outputs = _forward(model, batch, use_box, extra, multimask_output=multimask)
     return sam_loss(
@@ -187,7 +184,7 @@ def train_adapters(
     return history
 
 
-EVALUATION_PROMPTS = ("box", "click1", "points")
+EVALUATION_PROMPTS = PROTOCOLS
 
 
 @torch.no_grad()
@@ -200,8 +197,9 @@ def evaluate_segmentation(
         dataset: binary-task rows with a deterministic `SamSegmentationTransform` (points and box), or a
             `VolumeWindowDataset` with a deterministic `SamVolumeTransform` (3-D; slices where the structure
             is absent are not scored).
-        prompt: "box", "click1" (the first click; best of three masks by the IoU head) or "points" (all
-            the transform's clicks).
+        prompt: a protocol of `msa_hf.evaluation.decoding.PROTOCOLS`: "box", "points1" (the first click;
+            best of three masks by the IoU head), "points3", "points10" or "iterative" (the first click and
+            four error clicks; the last prediction is scored).
     Returns:
         `{"dice": mean over rows, "box_fill": the baseline's mean, "per_class": {name: (dice, box_fill, n)}}`.
     """
@@ -210,41 +208,32 @@ def evaluate_segmentation(
 
 @torch.no_grad()
 def evaluate_prompts(
-    model: Any, dataset: Any, prompts: tuple[str, ...] = ("click1", "box"), batch_size: int = 16
+    model: Any, dataset: Any, prompts: tuple[str, ...] = ("points1", "box"), batch_size: int = 16
 ) -> dict[str, dict[str, Any]]:
-    """`evaluate_segmentation` for several prompt types at once: each batch is encoded once and decoded per
-    prompt type. Returns `{prompt: evaluate_segmentation's result}`."""
-    for prompt in prompts:
-        if prompt not in EVALUATION_PROMPTS:
-            raise ValueError(f"unknown prompt {prompt!r}; use one of {EVALUATION_PROMPTS}.")
+    """`evaluate_segmentation` for several protocols at once: each batch is encoded once and decoded per
+    protocol by the evaluation core (`decode_protocols`). Returns `{prompt: evaluate_segmentation's result}`."""
+    protocol_of = {prompt: canonical_protocol(prompt) for prompt in prompts}
+    protocols = list(dict.fromkeys(protocol_of.values()))
     model.eval()
+    decode = MaskDecoding(model)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     by_prompt: dict[str, dict[str, list[tuple[float, float]]]] = {p: defaultdict(list) for p in prompts}
     for batch in loader:
         batch = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        if batch["pixel_values"].ndim == 5:
-            if "box" in prompts:
-                raise ValueError("3-D windows have no box prompts (an empty slice has no box); use 'click1'.")
-            batch = flatten_volume_batch(batch)
-        # one encoding for all prompt types ((V, C, D, H, W) windows: V * D slice embeddings, depth branch on)
-        embeddings = model.get_image_embeddings(batch["pixel_values"]) if len(prompts) > 1 else None
+        if batch["pixel_values"].ndim == 5 and "box" in protocols:
+            raise ValueError("3-D windows have no box prompts (an empty slice has no box); use 'points1'.")
+        batch = flatten_volume_batch(batch)
+        # one encoding for all protocols ((V, C, D, H, W) windows: V * D slice embeddings, depth branch on)
+        text = {"text_embeddings": batch["text_embeddings"]} if "text_embeddings" in batch else {}
+        decode.set_extra_prompts(text)
+        decode.set_image_embeddings(model.get_image_embeddings(batch["pixel_values"]))
+        rounds_of = decode_protocols(decode, protocols, batch, batch["labels"][:, 0])
         targets = batch["labels"][:, 0] > 0.5
         present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
         fill = box_fill_dice(targets.cpu()[present])
         names = [name for name, keep in zip(batch["class_name"], present.tolist(), strict=True) if keep]
-        for prompt in prompts:
-            prompted = batch
-            if prompt == "click1":
-                prompted = {
-                    **batch,
-                    "input_points": batch["input_points"][:, :, :1],
-                    "input_labels": batch["input_labels"][:, :, :1],
-                }
-            single = prompt == "click1"
-            outputs = _forward(
-                model, prompted, use_box=prompt == "box", multimask_output=single, image_embeddings=embeddings
-            )
-            predicted = upsample_mask_logits(best_mask_logits(outputs), targets.shape[-1])[:, 0] > 0
+        for prompt, protocol in protocol_of.items():
+            predicted = upsample_mask_logits(rounds_of[protocol][-1], targets.shape[-1])[:, 0] > 0
             dice = dice_scores(predicted, targets).cpu()[present]
             for name, d, f in zip(names, dice.tolist(), fill.tolist(), strict=True):
                 by_prompt[prompt][name].append((d, f))
