@@ -53,7 +53,9 @@ def test_the_mri_gate_adapts_per_class_and_averages_seeds_then_classes(tiny_base
         for scores in classes.values():
             per_seed = scores[name]["per_seed"]
             assert [r["seed"] for r in per_seed] == [0, 1]
-            assert math.isclose(scores[name]["points1"], (per_seed[0]["points1"] + per_seed[1]["points1"]) / 2)
+            assert math.isclose(
+                scores[name]["points1"], (per_seed[0]["points1"] + per_seed[1]["points1"]) / 2
+            )
         mean = (classes["disk"][name]["points1"] + classes["square"][name]["points1"]) / 2
         assert math.isclose(results[name]["points1"], mean)
     # the two models' runs differ (different weights)

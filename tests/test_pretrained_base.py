@@ -24,7 +24,11 @@ def _gate(passed: bool) -> dict:
         "box_fill": 0.6,
         "classes": {
             "csf": {"pretrained": {"points1": 0.7}, "random_init": {"points1": 0.4}, "box_fill": 0.1},
-            "grey_matter": {"pretrained": {"points1": 0.9}, "random_init": {"points1": 0.6}, "box_fill": 0.65},
+            "grey_matter": {
+                "pretrained": {"points1": 0.9},
+                "random_init": {"points1": 0.6},
+                "box_fill": 0.65,
+            },
         },
     }
     return {"synthetic": synthetic, "mri": mri, "verdict": {"all": passed}, "passed": passed}

@@ -199,7 +199,9 @@ def evaluate_prompted_segmentation(
     decode = MaskDecoding(model)
     for start in range(0, len(images), batch_size):
         image_batch, mask_batch = images[start : start + batch_size], masks[start : start + batch_size]
-        decode.set_image_embeddings(model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device))))
+        decode.set_image_embeddings(
+            model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device)))
+        )
         # the prompts are drawn in a fixed order from one generator, so the scores repeat exactly
         boxes = _box_prompts(mask_batch, rng, 0.0).to(device)
         points, labels = (t.to(device) for t in _click_prompts(mask_batch, rng, 1, interior_first=True))
