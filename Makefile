@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format train data base bench clean
+.PHONY: setup test test-fast lint format train data base bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
+
+# The edit loop: everything except the slow, multi-process and browser tests (about a minute and a half).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

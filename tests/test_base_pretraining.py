@@ -73,6 +73,7 @@ def test_pretraining_runs_checkpoints_and_resumes(tmp_path):
     assert reloaded.config.vision_config.image_size == 128
 
 
+@pytest.mark.slow
 def test_a_staged_run_is_recorded_and_replays_to_the_same_weights(tmp_path):
     """A run resumed with a new total (the learning-rate decay moves) lists one command per stage, and
     running those stages in a fresh folder gives the same weights."""

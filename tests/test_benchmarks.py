@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import pytest
 import torch
 from transformers import PreTrainedModel
 
@@ -14,6 +15,7 @@ from benchmarks.geometry import encoder_macs
 from benchmarks.run import COLUMNS, main, plan, recipe_estimates, target_checks
 
 
+@pytest.mark.slow
 def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
     assert main(["--tiny", "--output", str(tmp_path)]) == 0
     with (tmp_path / "cpu-tiny.csv").open() as handle:
@@ -110,6 +112,7 @@ def test_the_benchmark_docs_show_the_committed_results():
     assert shown == (root / "benchmarks" / "results" / "cpu.md").read_text().strip()
 
 
+@pytest.mark.slow
 def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp_path):
     assert main(["--tiny", "--recipes", "--output", str(tmp_path)]) == 0
     with (tmp_path / "cpu-recipes-tiny.csv").open() as handle:
@@ -210,6 +213,7 @@ def test_checkpointed_steps_run_on_a_transformers_without_activation_checkpointi
     assert enabled == ["SamAdapterModel", "SamModel"]
 
 
+@pytest.mark.slow
 def test_a_failing_or_stuck_case_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
     """On a lent GPU one out-of-memory or stuck case must not cost the whole session's results."""
     good = [c for c in plan("cpu", full=False, tiny=True) if c["case"] == "train_step"][:2]
@@ -230,6 +234,7 @@ def test_a_failing_or_stuck_case_is_reported_and_the_others_still_run(tmp_path, 
     assert (tmp_path / "cpu-tiny.csv").read_text().splitlines() == [",".join(COLUMNS)]  # header only
 
 
+@pytest.mark.slow
 def test_no_case_starts_once_the_time_budget_is_spent(tmp_path, monkeypatch):
     cases = [c for c in plan("cpu", full=False, tiny=True) if c["case"] == "train_step"][:3]
     monkeypatch.setattr("benchmarks.run.plan", lambda device, full, tiny: cases)

@@ -45,6 +45,7 @@ def test_it_changes_nothing_off_glibc(monkeypatch):
     assert not cpu_memory.keep_freed_memory()
 
 
+@pytest.mark.slow
 def test_it_applies_on_this_machine():
     if ctypes.util.find_library("c") is None:
         pytest.skip("no C library found")

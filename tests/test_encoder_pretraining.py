@@ -178,6 +178,7 @@ def test_a_prepared_dataset_is_a_source_with_its_labels_ignored(disk_dataset):
     assert images[0].shape == (3, 64, 64) and images[0].std() > 0.1
 
 
+@pytest.mark.ddp
 def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
     import json
     import os
@@ -209,6 +210,7 @@ def test_two_process_pretraining_on_cpu(tiny_base, mri_folder, tmp_path):
     assert ups and all(t.abs().max() > 0 for t in ups)
 
 
+@pytest.mark.ddp
 def test_streamed_pretraining_splits_between_processes_and_resumes_exactly(disk_dataset, tmp_path):
     from msa_hf.encoder_pretraining import StreamedImages
 

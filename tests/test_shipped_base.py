@@ -62,6 +62,7 @@ def test_the_base_segments_fresh_synthetic_samples_and_a_random_twin_does_not(fr
     assert twin_scores["box"] < scores["box_fill"] and twin_scores["points1"] < SYNTHETIC_GATE["points1"]
 
 
+@pytest.mark.slow
 def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path):
     """The realistic base for a learning check: MSA adapters on it, 150 steps on the embedded MRI's CSF (a
     thin structure a click alone cannot outline), beat the base's zero-shot Dice and the same budget on a

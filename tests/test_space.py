@@ -105,6 +105,7 @@ def _visible_box(page, selector: str) -> dict:
     return element.bounding_box()
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     """Upload a slice, click it, see the overlay appear, then draw a box; screenshots are kept as artefacts."""
@@ -144,6 +145,7 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
     assert (ARTEFACTS / "demo-box.png").stat().st_size > 10_000
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
     """Open a NIfTI volume, click its middle slice, propagate; the status reports the slices reached."""
@@ -357,6 +359,7 @@ def test_a_text_trained_model_segments_by_description(tmp_path):
     assert any(getattr(block, "elem_id", None) == "text" for block in demo.blocks.values())
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_dicom_file_opens_and_takes_a_click_in_a_real_browser():
     from pydicom.data import get_testdata_file

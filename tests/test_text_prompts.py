@@ -58,6 +58,7 @@ def test_descriptions_fill_the_templates_and_name_unions():
     assert describe(["csf", "grey_matter", "white_matter"])[0] == "csf, grey matter and white matter"
 
 
+@pytest.mark.slow
 def test_different_texts_give_different_masks_after_training_on_mri_tissue(tmp_path):
     from msa_hf.data import ensure_default_dataset, load_prepared, read_class_names
     from msa_hf.evaluation.metrics.segmentation import dice

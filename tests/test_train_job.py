@@ -56,6 +56,7 @@ def test_config_from_yaml_and_flags(tmp_path):
     assert TrainConfig(window="liver").window == "liver"
 
 
+@pytest.mark.slow
 def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
     from msa_hf import SamAdapterModel
     from msa_hf.base_model import shipped as pretrained_base
@@ -145,6 +146,7 @@ def _launch(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_weights(tiny_base, disk_dataset, tmp_path):
     common = ["--base", str(tiny_base), "--dataset", str(disk_dataset), "--steps", "6", "--batch-size", "4",
               "--checkpoint-every", "1", "--eval-every", "100", "--warmup-steps", "2", "--log-with", "none"]  # fmt: skip
@@ -168,6 +170,7 @@ def test_kill_and_resume_gives_the_uninterrupted_weights(tiny_base, disk_dataset
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.ddp
 def test_two_process_ddp_run_on_cpu(tiny_base, disk_dataset, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     command = [
@@ -267,6 +270,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     assert "--protocols and --clicks are for 2-D models" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
     from msa_hf.training.compare import compare_methods
 
@@ -341,6 +345,7 @@ def test_keeping_the_frozen_mlp_activations_trains_the_same_weights(
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "mlp_adapter.up" in k)
 
 
+@pytest.mark.slow
 def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_path):
     plain = run_training(_config(tiny_base, disk_dataset, tmp_path / "plain", steps=2, eval_every=100))
     compiled = run_training(_config(tiny_base, disk_dataset, tmp_path / "compiled", steps=2, eval_every=100,
@@ -352,6 +357,7 @@ def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "space_adapter.up" in k)
 
 
+@pytest.mark.slow
 def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     """Full fine-tuning of a small random SAM on the MNI152 tissue data must beat the untrained model
     clearly on validation box Dice: a learning check of the loop itself, independent of any base."""
