@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from transformers import SamConfig, SamModel
 
-from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.data import prepare_dataset
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
@@ -21,15 +20,6 @@ torch.set_flush_denormal(True)
 def sam_model() -> SamModel:
     model = SamModel(SamConfig(**tiny_sam_kwargs())).eval()
     randomize_weights(model, seed=0)
-    return model
-
-
-def make_msa(sam: SamModel | None = None, **adapter_kwargs) -> SamAdapterModel:
-    """A tiny `SamAdapterModel` holding `sam`'s weights (adapters at their zero-output init)."""
-    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs(), **adapter_kwargs)).eval()
-    if sam is not None:
-        missing, unexpected = model.load_state_dict(sam.state_dict(), strict=False)
-        assert not unexpected and all("_adapter." in k for k in missing)
     return model
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,55 +22,7 @@ from msa_hf.data import (
     to_binary_tasks,
 )
 from msa_hf.data.image_files import ImageReadError
-
-
-def _blob_mask(height: int, width: int, seed: int, values=(1,)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((height, width), np.uint8)
-    for value in values:
-        y, x = rng.integers(2, height - 10), rng.integers(2, width - 10)
-        mask[y : y + 8, x : x + 8] = value
-    return mask
-
-
-def write_png_folder(
-    root: Path, count: int = 6, layout: str = "suffix"
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Images of three kinds (8-bit gray, 16-bit gray, RGB) with binary {0,255} or {0,1,2} masks."""
-    rng = np.random.default_rng(0)
-    written = {}
-    for index in range(count):
-        case = f"patient{index // 2}_img{index}"
-        kind = index % 3
-        if kind == 0:
-            image = rng.integers(0, 256, (40, 56), dtype=np.uint8)
-        elif kind == 1:
-            image = rng.integers(0, 65536, (40, 56), dtype=np.uint16)
-        else:
-            image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
-        labels = _blob_mask(40, 56, index, values=(1, 2) if index % 2 else (1,))
-        stored = labels * 255 if index % 2 == 0 else labels  # binary masks saved as 0/255
-        if layout == "suffix":
-            image_path, mask_path = root / f"{case}.png", root / f"{case}_mask.png"
-        elif layout == "folders":
-            image_path, mask_path = root / "images" / f"{case}.png", root / "masks" / f"{case}.png"
-        else:
-            image_path, mask_path = root / "train" / f"{case}.png", root / "train" / f"{case}_label.png"
-        image_path.parent.mkdir(parents=True, exist_ok=True)
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(image_path)
-        Image.fromarray(stored).save(mask_path)
-        written[case] = (image, labels)
-    if layout == "metadata":
-        lines = [
-            json.dumps(
-                {"file_name": f"train/{c}.png", "label_file_name": f"train/{c}_label.png", "case_id": c[:8]}
-            )
-            for c in written
-        ]
-        (root / "metadata.jsonl").write_text("\n".join(lines))
-    (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion", "2": "organ"}))
-    return written
+from msa_hf.testing import write_png_folder
 
 
 @pytest.mark.parametrize("layout", ["suffix", "folders", "metadata"])

@@ -29,13 +29,7 @@ from msa_hf.data import (
 )
 from msa_hf.data.label_tables import LabelTableError
 from msa_hf.data.volumes import VolumeReadError
-from msa_hf.testing import write_nifti_case
-
-# voxel axes (i, j, k) -> world: i runs posterior (-y) at 0.8 mm, j runs superior (+z) at 2.5 mm,
-# k runs left (-x) at 0.6 mm: permuted, flipped and anisotropic, like many scanner exports.
-SCRAMBLED_AFFINE = np.array(
-    [[0.0, 0.0, -0.6, 30.0], [-0.8, 0.0, 0.0, 40.0], [0.0, 2.5, 0.0, -20.0], [0.0, 0.0, 0.0, 1.0]]
-)
+from msa_hf.testing import SCRAMBLED_AFFINE, write_dicom_series, write_nifti_case
 
 
 def _world(affine: np.ndarray, index) -> np.ndarray:
@@ -167,37 +161,6 @@ def test_four_d_nifti_channel_is_selectable(tmp_path):
     nib.save(nib.Nifti1Image(np.full((2, 2, 2), 0.5, np.float32), np.eye(4)), tmp_path / "soft.nii.gz")
     with pytest.raises(VolumeReadError, match="non-integer"):
         load_nifti(tmp_path / "soft.nii.gz", is_label=True)
-
-
-def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5), thickness=2.0) -> None:
-    """A CT series: `volume_hu` (slices, rows, cols), stored as uint16 with slope 1 / intercept -1024,
-    written under shuffled file names so only ImagePositionPatient gives the order."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True)
-    series_uid = generate_uid()
-    order = np.random.default_rng(0).permutation(len(volume_hu))
-    for file_index, slice_index in enumerate(order):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID = "CT", series_uid
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-10.0, -20.0, 100.0 + thickness * float(slice_index)]
-        ds.PixelSpacing = [spacing[0], spacing[1]]
-        ds.SliceThickness = thickness
-        ds.Rows, ds.Columns = volume_hu.shape[1:]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = (volume_hu[slice_index] + 1024).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"IM{file_index:04d}", enforce_file_format=True)
 
 
 def test_dicom_series_in_hounsfield_units_with_geometry(tmp_path):

@@ -92,7 +92,7 @@ def test_ensure_default_dataset_builds_once(tmp_path, monkeypatch):
 
 
 def test_cli_prepare_and_build_default_data(tmp_path, capsys):
-    from test_data_images import write_png_folder
+    from msa_hf.testing import write_png_folder
 
     write_png_folder(tmp_path / "src", count=4)
     assert (

@@ -143,9 +143,8 @@ def test_sources_and_bad_options_are_checked(tmp_path, mri_folder):
     nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "scan.nii.gz")
     slices = UnlabelledImages(tmp_path, 64)
     assert len(slices) == 6 and slices[0].shape == (3, 64, 64)
-    from test_data_volumes import SCRAMBLED_AFFINE
-
     from msa_hf.data import axial_slices, load_nifti
+    from msa_hf.testing import SCRAMBLED_AFFINE
 
     (tmp_path / "oblique").mkdir()  # slices are counted from the header: the axial axis follows the affine
     nib.save(nib.Nifti1Image(volume, SCRAMBLED_AFFINE), tmp_path / "oblique" / "scan.nii.gz")

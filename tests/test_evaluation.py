@@ -12,32 +12,7 @@ from PIL import Image
 from msa_hf.cli import main
 from msa_hf.data import prepare_dataset
 from msa_hf.evaluation.protocols import CaseScore, clicks_to_reach, evaluate_model, markdown_table
-
-
-class BoxFillSam(torch.nn.Module):
-    """A SAM-shaped stand-in predicting the prompt box filled (or, for points, a 5x5 square at the last click)."""
-
-    def __init__(self, image_size: int) -> None:
-        super().__init__()
-        self.config = SimpleNamespace(vision_config=SimpleNamespace(image_size=image_size))
-        self.device = torch.device("cpu")
-
-    def get_image_embeddings(self, pixel_values):
-        return pixel_values
-
-    def forward(
-        self, image_embeddings, input_boxes=None, input_points=None, multimask_output=False, **kwargs
-    ):
-        size = image_embeddings.shape[-1]
-        logits = torch.full((len(image_embeddings), 1, 3, size, size), -10.0)
-        for index in range(len(image_embeddings)):
-            if input_boxes is not None:
-                x0, y0, x1, y1 = input_boxes[index, 0].long().tolist()
-            else:
-                x, y = input_points[index, 0, -1].long().tolist()
-                x0, y0, x1, y1 = x - 2, y - 2, x + 2, y + 2
-            logits[index, 0, :, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = 10.0
-        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
+from msa_hf.testing import BoxFillSam
 
 
 @pytest.fixture(scope="module")

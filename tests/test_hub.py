@@ -37,7 +37,7 @@ def hub(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def trained_run(tiny_base, disk_dataset, tmp_path_factory):
     from msa_hf.training.config import TrainConfig
-    from msa_hf.training.job import test_comparison
+    from msa_hf.training.test_report import test_comparison
 
     output = tmp_path_factory.mktemp("run")
     config = TrainConfig(base=str(tiny_base), dataset=str(disk_dataset), output_dir=str(output), steps=2,

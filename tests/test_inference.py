@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data_volumes import SCRAMBLED_AFFINE
-from test_evaluation import BoxFillSam
 
 from msa_hf.data import axial_slices, load_nifti
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file, read_prompts
+from msa_hf.testing import SCRAMBLED_AFFINE, BoxFillSam
 
 
 def test_box_prompt_on_a_png_comes_back_at_the_image_size(tmp_path):

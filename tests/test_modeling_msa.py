@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_msa
 from transformers import AutoConfig, AutoModel
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, build_at_image_size
 from msa_hf.modeling.adapter_layers import depth_attention
-from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+from msa_hf.testing import make_msa, randomize_weights, tiny_sam_kwargs
 
 BOXES = torch.tensor(
     [[[4.0, 6.0, 40.0, 50.0]], [[10.0, 3.0, 60.0, 30.0]], [[0.0, 0.0, 63.0, 63.0]], [[20, 20, 30, 30]]]

@@ -7,24 +7,16 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_msa
 from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
-from transformers import SamConfig, SamModel
 
 from msa_hf import MsaAdapterConfig, SamAdapterModel, peft_model_to_sam_adapter, sam_adapter_to_peft_model
 from msa_hf.peft_msa import MsaTwoWayBlockLayer, MsaVisionLayer
-from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
+from msa_hf.testing import fresh_sam, make_msa, randomize_adapter_weights
 
 BOXES = torch.tensor(
     [[[4.0, 6.0, 40.0, 50.0]], [[10.0, 3.0, 60.0, 30.0]], [[0.0, 0.0, 63.0, 63.0]], [[20, 20, 30, 30]]]
 )
-
-
-def fresh_sam() -> SamModel:
-    model = SamModel(SamConfig(**tiny_sam_kwargs())).eval()
-    randomize_weights(model, seed=0)
-    return model
 
 
 def test_injection_places_every_adapter_kind():

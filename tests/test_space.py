@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_evaluation import BoxFillSam
+
+from msa_hf.testing import BoxFillSam
 
 gradio = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
 
@@ -168,9 +169,9 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
     import nibabel as nib
-    from test_data_volumes import SCRAMBLED_AFFINE
 
     from msa_hf.data import axial_slices, load_nifti
+    from msa_hf.testing import SCRAMBLED_AFFINE
 
     app = _app()
     data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
@@ -210,7 +211,8 @@ def test_prompt_state_clicks_boxes_and_undo():
 
 def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
     from pydicom.data import get_testdata_file
-    from test_volume_prediction import BrightInBoxSam
+
+    from msa_hf.testing import BrightInBoxSam
 
     app = _app()
     shown, raw, modality = app.read_upload(get_testdata_file("CT_small.dcm"))
@@ -241,8 +243,7 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
 
 
 def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
-    from test_data_volumes import write_dicom_series
-    from test_volume_prediction import BrightInBoxSam, sphere_volume
+    from msa_hf.testing import BrightInBoxSam, sphere_volume, write_dicom_series
 
     app = _app()
     ball = sphere_volume(shape=(10, 32, 32), centre=(5, 15, 16), radius=4.0)
@@ -266,10 +267,10 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
 
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     from peft import PeftModel
-    from test_task_adapters import fresh_sam, saved_msa_adapter
 
     from msa_hf.hub.task_adapters import load_task_adapters
     from msa_hf.inference.predictor import Prompt, SegmentationPredictor
+    from msa_hf.testing import fresh_sam, saved_msa_adapter
 
     saved_msa_adapter(tmp_path / "liver", seed=1)
     saved_msa_adapter(tmp_path / "kidney", seed=2)
@@ -326,7 +327,7 @@ def test_pictures_are_encoded_once_on_upload_and_kept_for_several_visitors():
 def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, monkeypatch):
     import json
 
-    from test_task_adapters import fresh_sam, saved_msa_adapter
+    from msa_hf.testing import fresh_sam, saved_msa_adapter
 
     saved_msa_adapter(tmp_path / "liver", seed=1)
     saved_msa_adapter(tmp_path / "kidney", seed=2)
@@ -340,8 +341,7 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
 
 
 def test_a_text_trained_model_segments_by_description(tmp_path):
-    from test_text_prompts import text_model, tiny_text_encoder
-
+    from msa_hf.testing import text_model, tiny_text_encoder
     from msa_hf.training.text_training import text_prompted_mask
 
     encoder = tiny_text_encoder()

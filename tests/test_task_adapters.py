@@ -5,27 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import SamConfig, SamModel
 
-from msa_hf import MsaAdapterConfig
 from msa_hf.hub.task_adapters import TaskAdapterError, load_task_adapters, task_adapter_names
-from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
+from msa_hf.testing import (
+    fresh_sam,
+    saved_msa_adapter,
+)
 
 BOXES = torch.tensor([[[4.0, 6.0, 40.0, 50.0]], [[10.0, 3.0, 60.0, 30.0]]])
-
-
-def fresh_sam(**vision) -> SamModel:
-    kwargs = tiny_sam_kwargs()
-    kwargs["vision_config"].update(vision)
-    model = SamModel(SamConfig(**kwargs)).eval()
-    randomize_weights(model, seed=0)
-    return model
-
-
-def saved_msa_adapter(folder, seed: int, **vision) -> None:
-    model = get_peft_model(fresh_sam(**vision), MsaAdapterConfig(decoder_training="adapters"))
-    randomize_adapter_weights(model, seed=seed)
-    model.save_pretrained(folder)
 
 
 def test_adapters_switch_by_name_and_match_each_alone(tmp_path):

@@ -6,28 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.modeling.text_prompts import CharacterTokenizer, TextEncoder, describe
-from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+from msa_hf.testing import text_model, tiny_sam_kwargs, tiny_text_encoder
 from msa_hf.training.text_training import TextTrainingConfig, text_prompted_mask, train_text_prompts
-
-
-def tiny_text_encoder() -> TextEncoder:
-    torch.manual_seed(0)
-    config = CLIPTextConfig(
-        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=64, eos_token_id=299, bos_token_id=298, pad_token_id=0,
-    )  # fmt: skip
-    return TextEncoder(CLIPTextModel(config), CharacterTokenizer(300, max_length=64))
-
-
-def text_model(seed: int = 0) -> SamAdapterModel:
-    torch.manual_seed(seed)
-    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs(), text_embedding_dim=32, num_text_tokens=2))
-    randomize_weights(model, seed=seed, std=0.1)
-    return model
 
 
 def test_text_tokens_reach_the_decoder_with_gradients():

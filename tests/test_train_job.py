@@ -233,7 +233,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     # headline metric is the adapted model's mean
     from msa_hf import SamAdapterModel
     from msa_hf.evaluation.protocols import evaluate_volumes
-    from msa_hf.training.job import volume_test_comparison
+    from msa_hf.training.test_report import volume_test_comparison
 
     printed = volume_test_comparison(config, tmp_path / "run3d")
     assert "| structure | zero-shot volume_points1 | msa volume_points1 |" in printed
@@ -363,7 +363,7 @@ def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     clearly on validation box Dice: a learning check of the loop itself, independent of any base."""
     from msa_hf.base_model.pretraining import base_config, initialise_from_scratch
     from msa_hf.data import build_mni152_tissue_dataset
-    from msa_hf.training.job import _task_dataset
+    from msa_hf.training.datasets import task_dataset
     from msa_hf.training.prompted import evaluate_segmentation
 
     build_mni152_tissue_dataset(tmp_path / "mni")
@@ -372,7 +372,7 @@ def test_a_short_run_learns_on_the_embedded_dataset(tmp_path):
     config = _config(tmp_path / "base", tmp_path / "mni", tmp_path / "run", method="full", steps=60, batch_size=8,
                      eval_every=60, checkpoint_every=60, learning_rate=2e-3, warmup_steps=5, iterative_probability=0.0,
                      box_probability=1.0)  # fmt: skip
-    validation, _ = _task_dataset(config, "validation", 128, train=False)
+    validation, _ = task_dataset(config, "validation", 128, train=False)
     before = evaluate_segmentation(SamModel.from_pretrained(tmp_path / "base"), validation, "box")["dice"]
     result = run_training(config)
     after = result.validation["box"]
@@ -402,10 +402,10 @@ def test_mixed_precision_comes_from_the_launcher(tiny_base, disk_dataset, tmp_pa
 
 def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path):
     from PIL import Image
-    from test_text_prompts import tiny_text_encoder
 
     from msa_hf import SamAdapterModel
     from msa_hf.cli import main as cli
+    from msa_hf.testing import tiny_text_encoder
 
     tiny_text_encoder().save_pretrained(tmp_path / "clip")
     (tmp_path / "descriptions.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
@@ -425,13 +425,12 @@ def test_text_prompt_training_through_train_py(tiny_base, disk_dataset, tmp_path
 
 
 def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
-    from test_text_prompts import tiny_text_encoder
-
-    from msa_hf.training.job import _descriptions, _read_descriptions
+    from msa_hf.testing import tiny_text_encoder
+    from msa_hf.training.text_training import batch_descriptions, read_descriptions
 
     (tmp_path / "d.json").write_text(json.dumps({"disk": ["the bright round blob"]}))
     batch = {"class_name": ["disk"] * 40, "modality": ["MR"] * 40}
-    texts = _descriptions(batch, np.random.default_rng(0), _read_descriptions(tmp_path / "d.json"))
+    texts = batch_descriptions(batch, np.random.default_rng(0), read_descriptions(tmp_path / "d.json"))
     assert "the bright round blob" in texts and "a MRI image of the disk" in texts
     encoder = tiny_text_encoder()
     features = encoder.cached(texts)
@@ -440,7 +439,7 @@ def test_training_descriptions_come_from_templates_and_the_users_file(tmp_path):
         torch.testing.assert_close(features[index], encoder([text])[0], atol=1e-6, rtol=0)
     (tmp_path / "bad.json").write_text(json.dumps({"disk": "not a list"}))
     with pytest.raises(ValueError, match="expected"):
-        _read_descriptions(tmp_path / "bad.json")
+        read_descriptions(tmp_path / "bad.json")
 
 
 def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
@@ -473,7 +472,7 @@ def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
 def test_adapting_to_some_structures_trains_and_scores_only_those(tiny_base, disk_dataset, tmp_path):
     from msa_hf.data import read_class_names, select_class_names
     from msa_hf.evaluation.protocols import evaluate_model
-    from msa_hf.training.job import _task_dataset
+    from msa_hf.training.datasets import task_dataset
 
     names = read_class_names(disk_dataset)
     disk = next(value for value, name in names.items() if name == "disk")
@@ -483,8 +482,8 @@ def test_adapting_to_some_structures_trains_and_scores_only_those(tiny_base, dis
     with pytest.raises(ValueError, match=r"'liver' is not a structure of this dataset; choose from disk \("):
         select_class_names(names, "disk,liver")
     config = _config(tiny_base, disk_dataset, tmp_path / "run", classes="disk")
-    everything, _ = _task_dataset(_config(tiny_base, disk_dataset, tmp_path / "all"), "train", 64, train=True)
-    only_disks, _ = _task_dataset(config, "train", 64, train=True)
+    everything, _ = task_dataset(_config(tiny_base, disk_dataset, tmp_path / "all"), "train", 64, train=True)
+    only_disks, _ = task_dataset(config, "train", 64, train=True)
     kept = set(only_disks.with_format(None)["class_name"])
     assert kept == {"disk"} and 0 < len(only_disks) < len(everything)
     model = load_base(str(tiny_base), SamModel)

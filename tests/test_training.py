@@ -5,8 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from conftest import make_msa
-from test_data_images import write_png_folder
 
 from msa_hf.data import (
     PromptSampling,
@@ -16,6 +14,7 @@ from msa_hf.data import (
     read_class_names,
     to_binary_tasks,
 )
+from msa_hf.testing import make_msa, write_png_folder
 from msa_hf.training.prompted import (
     AdapterTrainingConfig,
     evaluate_prompts,

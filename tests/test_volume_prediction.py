@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from peft import get_peft_model
-from test_evaluation import BoxFillSam
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
@@ -18,28 +15,13 @@ from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, 
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file
 from msa_hf.inference.volume_predictor import VolumePredictor, grown_box
 from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
-from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
-
-
-class BrightInBoxSam(BoxFillSam):
-    """A SAM-shaped stand-in whose mask is the bright pixels (normalised value > 0) inside the prompt box."""
-
-    def forward(self, image_embeddings, input_boxes=None, multimask_output=False, **kwargs):
-        size = image_embeddings.shape[-1]
-        bright = image_embeddings[:, 0] > 0
-        inside = torch.zeros_like(bright)
-        for index in range(len(image_embeddings)):
-            x0, y0, x1, y1 = input_boxes[index, 0].round().long().tolist()
-            inside[index, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-        logits = torch.where(bright & inside, 10.0, -10.0)[:, None, None].expand(-1, 1, 3, size, size)
-        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
-
-
-def sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0) -> np.ndarray:
-    """`(N, H, W)` display slices holding a bright ball: the ground truth of propagation."""
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    distance = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
-    return distance <= radius**2
+from msa_hf.testing import (
+    BrightInBoxSam,
+    randomize_adapter_weights,
+    randomize_weights,
+    sphere_volume,
+    tiny_sam_kwargs,
+)
 
 
 def test_grown_box_grows_by_the_margin_and_stays_in_the_image():

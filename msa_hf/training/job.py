@@ -26,9 +26,12 @@ import torch
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
+from msa_hf.training.datasets import task_dataset
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
 from msa_hf.training.state import save_training_state
+from msa_hf.training.test_report import test_comparison, volume_test_comparison
+from msa_hf.training.text_training import batch_descriptions, read_descriptions
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -107,58 +110,6 @@ def check_resume_config(config: TrainConfig, output_dir: Path) -> None:
         )
 
 
-def _task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
-    from msa_hf.data import (
-        PromptSampling,
-        SamSegmentationTransform,
-        SamVolumeTransform,
-        VolumeWindowDataset,
-        load_prepared,
-        read_class_names,
-        select_class_names,
-        to_binary_tasks,
-    )
-
-    class_names = select_class_names(read_class_names(config.dataset), config.classes)
-    slices = load_prepared(config.dataset)
-    if split not in slices:
-        raise ValueError(
-            f"{config.dataset} has no {split!r} split (it has {list(slices)}); re-run msa-hf prepare."
-        )
-    if config.use_depth_branch:
-        # 3-D: windows of D consecutive slices, point prompts per slice (an empty slice has no box)
-        transform = SamVolumeTransform(
-            image_size=image_size,
-            prompts=PromptSampling(
-                num_positive=config.num_clicks, click_strategy="uniform" if train else "interior"
-            ),
-            augment=train and config.augment,
-            window=config.window,
-            deterministic=True,
-            seed=config.seed,
-        )
-        windows = VolumeWindowDataset(slices[split], config.num_slices, class_names, transform=transform)
-        return windows, transform
-    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
-    prompts = PromptSampling(
-        num_positive=config.num_clicks,
-        click_strategy="uniform" if train else "interior",
-        use_box=True,
-        box_jitter=0.1 if train else 0.0,
-    )
-    window = config.window
-    transform = SamSegmentationTransform(
-        image_size=image_size,
-        prompts=prompts,
-        augment=train and config.augment,
-        window=window,
-        deterministic=True,  # prompts are a function of (seed, row): resumable; the trainer reseeds per epoch
-        seed=config.seed,
-    )
-    tasks.set_transform(transform)
-    return tasks, transform
-
-
 def _schedule(config: TrainConfig):
     def factor(step: int) -> float:
         warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
@@ -230,7 +181,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         from msa_hf.modeling.text_prompts import TextEncoder
 
         text_encoder = TextEncoder.from_pretrained(config.text_encoder)
-        user_descriptions = _read_descriptions(config.text_descriptions) if config.text_descriptions else {}
+        user_descriptions = read_descriptions(config.text_descriptions) if config.text_descriptions else {}
     model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -240,8 +191,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         model.compile()
     image_size = model.config.vision_config.image_size
     processor = MsaProcessor.for_model(model, config.window)  # saved with every model this run writes
-    train_set, train_transform = _task_dataset(config, "train", image_size, train=True)
-    validation_set, _ = _task_dataset(config, "validation", image_size, train=False)
+    train_set, train_transform = task_dataset(config, "train", image_size, train=True)
+    validation_set, _ = task_dataset(config, "validation", image_size, train=False)
     if config.iou_weight == 0:
         # an IoU head outside the loss gets no gradient, which DDP refuses: freeze it instead
         for name, parameter in model.named_parameters():
@@ -296,7 +247,7 @@ def run_training(config: TrainConfig) -> TrainResult:
             rng = np.random.default_rng([config.seed, micro])
             if text_encoder is not None:
                 batch["text_embeddings"] = text_encoder.cached(
-                    _descriptions(batch, rng, user_descriptions)
+                    batch_descriptions(batch, rng, user_descriptions)
                 ).to(batch["pixel_values"].device)
             with accelerator.accumulate(model):
                 loss, parts = prompted_training_loss(
@@ -362,30 +313,6 @@ def run_training(config: TrainConfig) -> TrainResult:
     return result
 
 
-def _read_descriptions(path: str) -> dict[str, list[str]]:
-    """`{class name: [descriptions]}` from a JSON file, checked."""
-    try:
-        content = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"text_descriptions {path}: cannot read it ({error}).") from error
-    if not isinstance(content, dict) or not all(
-        isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v) for v in content.values()
-    ):
-        raise ValueError(f'text_descriptions {path}: expected {{"class name": ["description", ...]}}.')
-    return content
-
-
-def _descriptions(batch: dict[str, Any], rng: np.random.Generator, user: dict[str, list[str]]) -> list[str]:
-    """One description per example, drawn from the shipped templates of its class and the user's own."""
-    from msa_hf.modeling.text_prompts import random_description
-
-    modalities = batch.get("modality") or ["other"] * len(batch["class_name"])
-    return [
-        random_description([name], modality, rng, user=user)
-        for name, modality in zip(batch["class_name"], modalities, strict=True)
-    ]
-
-
 def _peak_memory_mb() -> float:
     """Peak accelerator memory of this process (CUDA), else its peak resident set size (CPU)."""
     if torch.cuda.is_available():
@@ -448,104 +375,6 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaPro
         else:
             model.save_pretrained(staging)
         processor.save_pretrained(staging)
-
-
-def _trained_and_zero_shot(config: TrainConfig, output_dir: Path) -> tuple[Any, Any]:
-    """The saved model of the run, and the un-adapted base as a `SamAdapterModel` (adapters at their zero
-    init, no depth branch: exactly the base)."""
-    from msa_hf.modeling.modeling_msa import SamAdapterModel
-    from msa_hf.training.base_loading import load_base
-
-    if config.method == "msa":
-        trained = SamAdapterModel.from_pretrained(output_dir / "model")
-    else:
-        from transformers import SamModel
-
-        trained = SamModel.from_pretrained(output_dir / "model")
-    return trained, load_base(config.base, SamAdapterModel)
-
-
-def _write_comparison_and_card(
-    config: TrainConfig, output_dir: Path, table: str, test_tables: dict[str, Any]
-) -> None:
-    """`evaluation/comparison.md` (the Markdown `table`) and the model card from the trained model's
-    `test_tables` and the run's `train_result.json`."""
-    from msa_hf.hub.model_card import render_model_card
-
-    (output_dir / "evaluation").mkdir(parents=True, exist_ok=True)
-    (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
-    result = json.loads((output_dir / "train_result.json").read_text())
-    card = render_model_card(config, result, table, test_tables)
-    (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
-
-
-def test_comparison(config: TrainConfig, output_dir: Path) -> str:
-    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
-    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and the model card, and returns the
-    Markdown table."""
-    from msa_hf.evaluation.protocols import evaluate_model, markdown_table
-
-    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
-    window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
-    protocols = ("box", "points1", "iterative")
-    reports = {
-        name: evaluate_model(
-            model,
-            config.dataset,
-            "test",
-            protocols,
-            output_dir / folder,
-            classes=config.classes,
-            window=window,
-        )
-        for name, model, folder in (
-            ("zero-shot", zero_shot, "evaluation-zero-shot"),
-            (config.method, trained, "evaluation"),
-        )
-    }
-    table = markdown_table(
-        {
-            f"{name} {protocol}": reports[name]["tables"][protocol]
-            for protocol in protocols
-            for name in reports
-        }
-    )
-    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
-    return (
-        f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
-        f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
-    )
-
-
-def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
-    """3-D (depth branch): test-split Dice per structure on whole volumes (windows of D slices, one click per
-    slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
-    the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
-    returns the Markdown table."""
-    from msa_hf.evaluation.protocols import evaluate_volumes, markdown_table
-
-    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
-    window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
-    reports = {
-        name: evaluate_volumes(
-            model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
-            output_dir=output_dir / folder, window=window,
-        )
-        for name, model, folder in (
-            ("zero-shot", zero_shot, "evaluation-zero-shot"),
-            (config.method, trained, "evaluation"),
-        )
-    }  # fmt: skip
-    protocol = "volume_points1"
-    table = markdown_table(
-        {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
-    )
-    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
-    evaluation = output_dir / "evaluation"
-    return (
-        f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
-        f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,9 @@ projection included.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,3 +138,29 @@ def text_prompted_mask(
     return logits_to_original_mask(
         outputs.pred_masks[0, 0, 0], size, resized_shape(shape, size), shape
     ).numpy()
+
+
+def read_descriptions(path: str) -> dict[str, list[str]]:
+    """`{class name: [descriptions]}` from a JSON file, checked."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"text_descriptions {path}: cannot read it ({error}).") from error
+    if not isinstance(content, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) and t.strip() for t in v) for v in content.values()
+    ):
+        raise ValueError(f'text_descriptions {path}: expected {{"class name": ["description", ...]}}.')
+    return content
+
+
+def batch_descriptions(
+    batch: dict[str, Any], rng: np.random.Generator, user: dict[str, list[str]]
+) -> list[str]:
+    """One description per example, drawn from the shipped templates of its class and the user's own."""
+    from msa_hf.modeling.text_prompts import random_description
+
+    modalities = batch.get("modality") or ["other"] * len(batch["class_name"])
+    return [
+        random_description([name], modality, rng, user=user)
+        for name, modality in zip(batch["class_name"], modalities, strict=True)
+    ]

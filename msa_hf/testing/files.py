@@ -1,0 +1,130 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Small input files with known content (PNG folders, NIfTI cases, DICOM series, a ball volume), for tests
+and examples. NIfTI and DICOM writers need the `medical` extra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# voxel axes (i, j, k) -> world: i runs posterior (-y) at 0.8 mm, j runs superior (+z) at 2.5 mm,
+# k runs left (-x) at 0.6 mm: permuted, flipped and anisotropic, like many scanner exports.
+SCRAMBLED_AFFINE = np.array(
+    [[0.0, 0.0, -0.6, 30.0], [-0.8, 0.0, 0.0, 40.0], [0.0, 2.5, 0.0, -20.0], [0.0, 0.0, 0.0, 1.0]]
+)
+
+
+def write_nifti_case(
+    folder, name: str, shape=(24, 20, 10), seed: int = 0, affine=None, hu: bool = True
+) -> tuple:
+    """A Decathlon-style case under `folder` (`imagesTr/<name>_0000.nii.gz`, `labelsTr/<name>.nii.gz`):
+    random int16 HU (or float) noise `shape` with two box-shaped structures (labels 1 and 2) on slices
+    3-7. Returns `(image, labels)` as written (needs nibabel, the `medical` extra)."""
+    import nibabel as nib
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    image = (
+        rng.integers(-1000, 1000, shape).astype(np.int16)
+        if hu
+        else rng.random(shape).astype(np.float32) * 500
+    )
+    labels = np.zeros(shape, np.uint8)
+    labels[4:12, 5:13, 3:6] = 1
+    labels[14:20, 6:12, 4:8] = 2
+    affine = np.diag([0.7, 0.7, 3.0, 1.0]) if affine is None else affine
+    (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / f"{name}_0000.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), folder / "labelsTr" / f"{name}.nii.gz")
+    return image, labels
+
+
+def _blob_mask(height: int, width: int, seed: int, values=(1,)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    for value in values:
+        y, x = rng.integers(2, height - 10), rng.integers(2, width - 10)
+        mask[y : y + 8, x : x + 8] = value
+    return mask
+
+
+def write_png_folder(
+    root: Path, count: int = 6, layout: str = "suffix"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Images of three kinds (8-bit gray, 16-bit gray, RGB) with binary {0,255} or {0,1,2} masks."""
+    rng = np.random.default_rng(0)
+    written = {}
+    for index in range(count):
+        case = f"patient{index // 2}_img{index}"
+        kind = index % 3
+        if kind == 0:
+            image = rng.integers(0, 256, (40, 56), dtype=np.uint8)
+        elif kind == 1:
+            image = rng.integers(0, 65536, (40, 56), dtype=np.uint16)
+        else:
+            image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+        labels = _blob_mask(40, 56, index, values=(1, 2) if index % 2 else (1,))
+        stored = labels * 255 if index % 2 == 0 else labels  # binary masks saved as 0/255
+        if layout == "suffix":
+            image_path, mask_path = root / f"{case}.png", root / f"{case}_mask.png"
+        elif layout == "folders":
+            image_path, mask_path = root / "images" / f"{case}.png", root / "masks" / f"{case}.png"
+        else:
+            image_path, mask_path = root / "train" / f"{case}.png", root / "train" / f"{case}_label.png"
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(image_path)
+        Image.fromarray(stored).save(mask_path)
+        written[case] = (image, labels)
+    if layout == "metadata":
+        lines = [
+            json.dumps(
+                {"file_name": f"train/{c}.png", "label_file_name": f"train/{c}_label.png", "case_id": c[:8]}
+            )
+            for c in written
+        ]
+        (root / "metadata.jsonl").write_text("\n".join(lines))
+    (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion", "2": "organ"}))
+    return written
+
+
+def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5), thickness=2.0) -> None:
+    """A CT series: `volume_hu` (slices, rows, cols), stored as uint16 with slope 1 / intercept -1024,
+    written under shuffled file names so only ImagePositionPatient gives the order."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    series_uid = generate_uid()
+    order = np.random.default_rng(0).permutation(len(volume_hu))
+    for file_index, slice_index in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID = "CT", series_uid
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-10.0, -20.0, 100.0 + thickness * float(slice_index)]
+        ds.PixelSpacing = [spacing[0], spacing[1]]
+        ds.SliceThickness = thickness
+        ds.Rows, ds.Columns = volume_hu.shape[1:]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (volume_hu[slice_index] + 1024).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"IM{file_index:04d}", enforce_file_format=True)
+
+
+def sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0) -> np.ndarray:
+    """`(N, H, W)` display slices holding a bright ball: the ground truth of propagation."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    distance = (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
+    return distance <= radius**2

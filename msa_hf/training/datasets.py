@@ -1,0 +1,68 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The datasets a training run reads: a prepared dataset's split turned into SAM rows (2-D) or depth windows
+(3-D), with the prompts, augmentation and intensity window of the run's config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msa_hf.training.config import TrainConfig
+
+
+def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
+    """The rows `split` of `config.dataset` as the model sees them, and the transform on them.
+
+    2-D: binary-task rows (one per slice and structure) with `SamSegmentationTransform`; 3-D (depth branch):
+    `VolumeWindowDataset` windows of D slices with `SamVolumeTransform`. Training rows get random clicks,
+    boxes and augmentation (seeded per epoch and row); validation rows get the deterministic ones.
+    Returns `(dataset, transform)`.
+    """
+    from msa_hf.data import (
+        PromptSampling,
+        SamSegmentationTransform,
+        SamVolumeTransform,
+        VolumeWindowDataset,
+        load_prepared,
+        read_class_names,
+        select_class_names,
+        to_binary_tasks,
+    )
+
+    class_names = select_class_names(read_class_names(config.dataset), config.classes)
+    slices = load_prepared(config.dataset)
+    if split not in slices:
+        raise ValueError(
+            f"{config.dataset} has no {split!r} split (it has {list(slices)}); re-run msa-hf prepare."
+        )
+    if config.use_depth_branch:
+        # 3-D: windows of D consecutive slices, point prompts per slice (an empty slice has no box)
+        transform = SamVolumeTransform(
+            image_size=image_size,
+            prompts=PromptSampling(
+                num_positive=config.num_clicks, click_strategy="uniform" if train else "interior"
+            ),
+            augment=train and config.augment,
+            window=config.window,
+            deterministic=True,
+            seed=config.seed,
+        )
+        windows = VolumeWindowDataset(slices[split], config.num_slices, class_names, transform=transform)
+        return windows, transform
+    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
+    prompts = PromptSampling(
+        num_positive=config.num_clicks,
+        click_strategy="uniform" if train else "interior",
+        use_box=True,
+        box_jitter=0.1 if train else 0.0,
+    )
+    window = config.window
+    transform = SamSegmentationTransform(
+        image_size=image_size,
+        prompts=prompts,
+        augment=train and config.augment,
+        window=window,
+        deterministic=True,  # prompts are a function of (seed, row): resumable; the trainer reseeds per epoch
+        seed=config.seed,
+    )
+    tasks.set_transform(transform)
+    return tasks, transform

@@ -1,0 +1,110 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""After training: the test split scored for the trained model next to the un-adapted base (zero-shot),
+written to `evaluation/` and `evaluation-zero-shot/`, and the model card built from those tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from msa_hf.processing.processor import MsaProcessor
+from msa_hf.training.config import TrainConfig
+
+
+def _trained_and_zero_shot(config: TrainConfig, output_dir: Path) -> tuple[Any, Any]:
+    """The saved model of the run, and the un-adapted base as a `SamAdapterModel` (adapters at their zero
+    init, no depth branch: exactly the base)."""
+    from msa_hf.modeling.modeling_msa import SamAdapterModel
+    from msa_hf.training.base_loading import load_base
+
+    if config.method == "msa":
+        trained = SamAdapterModel.from_pretrained(output_dir / "model")
+    else:
+        from transformers import SamModel
+
+        trained = SamModel.from_pretrained(output_dir / "model")
+    return trained, load_base(config.base, SamAdapterModel)
+
+
+def _write_comparison_and_card(
+    config: TrainConfig, output_dir: Path, table: str, test_tables: dict[str, Any]
+) -> None:
+    """`evaluation/comparison.md` (the Markdown `table`) and the model card from the trained model's
+    `test_tables` and the run's `train_result.json`."""
+    from msa_hf.hub.model_card import render_model_card
+
+    (output_dir / "evaluation").mkdir(parents=True, exist_ok=True)
+    (output_dir / "evaluation" / "comparison.md").write_text(table + "\n")
+    result = json.loads((output_dir / "train_result.json").read_text())
+    card = render_model_card(config, result, table, test_tables)
+    (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
+
+
+def test_comparison(config: TrainConfig, output_dir: Path) -> str:
+    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
+    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and the model card, and returns the
+    Markdown table."""
+    from msa_hf.evaluation.protocols import evaluate_model, markdown_table
+
+    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
+    window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
+    protocols = ("box", "points1", "iterative")
+    reports = {
+        name: evaluate_model(
+            model,
+            config.dataset,
+            "test",
+            protocols,
+            output_dir / folder,
+            classes=config.classes,
+            window=window,
+        )
+        for name, model, folder in (
+            ("zero-shot", zero_shot, "evaluation-zero-shot"),
+            (config.method, trained, "evaluation"),
+        )
+    }
+    table = markdown_table(
+        {
+            f"{name} {protocol}": reports[name]["tables"][protocol]
+            for protocol in protocols
+            for name in reports
+        }
+    )
+    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
+    return (
+        f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
+        f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
+    )
+
+
+def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
+    """3-D (depth branch): test-split Dice per structure on whole volumes (windows of D slices, one click per
+    slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
+    the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
+    returns the Markdown table."""
+    from msa_hf.evaluation.protocols import evaluate_volumes, markdown_table
+
+    trained, zero_shot = _trained_and_zero_shot(config, output_dir)
+    window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
+    reports = {
+        name: evaluate_volumes(
+            model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
+            output_dir=output_dir / folder, window=window,
+        )
+        for name, model, folder in (
+            ("zero-shot", zero_shot, "evaluation-zero-shot"),
+            (config.method, trained, "evaluation"),
+        )
+    }  # fmt: skip
+    protocol = "volume_points1"
+    table = markdown_table(
+        {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
+    )
+    _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
+    evaluation = output_dir / "evaluation"
+    return (
+        f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
+        f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"
+    )
