@@ -43,24 +43,27 @@ def test_hd95_with_anisotropic_spacing():
 
 def test_hd95_is_the_95th_percentile_not_the_maximum():
     target = np.zeros((40, 40), bool)
-    target[5:25, 5:25] = True  # a 20 x 20 square: 76 surface pixels
+    target[5:25, 5:25] = True  # a 20 x 20 square: an 80 mm contour
     prediction = target.copy()
     prediction[35, 35] = True  # one far outlier pixel: the Hausdorff distance is large, HD95 is not
-    forward, backward = surface_distances(prediction, target, (1.0, 1.0))
-    assert forward.max() == pytest.approx(np.hypot(11, 11))
-    assert hd95(prediction, target) == pytest.approx(np.percentile(np.concatenate([forward, backward]), 95))
-    assert hd95(prediction, target) == 0.0  # 1 outlier among 153 surface distances
+    surfaces = surface_distances(prediction, target, (1.0, 1.0))
+    assert surfaces.prediction_to_target.max() == pytest.approx(np.hypot(11, 11))  # its far corner
+    assert surfaces.prediction_sizes.sum() == pytest.approx(80 + 4 * np.sqrt(0.5) - 4 * (2 - np.sqrt(2)) / 2)
+    assert hd95(prediction, target) == 0.0  # the outlier's contour is 2.8 mm of 82 mm: under 5%
     assert math.isinf(hd95(prediction, np.zeros_like(target)))
     assert hd95(np.zeros_like(target), np.zeros_like(target)) is None
 
 
 def test_normalised_surface_dice_by_hand():
+    # Each pixel's contour runs through the corners between pixels: for pixels two columns apart, the
+    # facing half of each contour is 1 mm from the other contour, the far half 2 mm.
     target = np.zeros((1, 10), bool)
     prediction = np.zeros((1, 10), bool)
     target[0, 2] = True
     prediction[0, 4] = True
     assert normalized_surface_dice(prediction, target, tolerance_mm=2.0) == 1.0
-    assert normalized_surface_dice(prediction, target, tolerance_mm=1.9) == 0.0
+    assert normalized_surface_dice(prediction, target, tolerance_mm=1.9) == 0.5
+    assert normalized_surface_dice(prediction, target, tolerance_mm=0.9) == 0.0
     assert normalized_surface_dice(prediction, target, tolerance_mm=1.0, spacing=(1.0, 0.5)) == 1.0
     assert normalized_surface_dice(prediction, np.zeros_like(target), 1.0) == 0.0
 

@@ -5,8 +5,12 @@ Conventions (docs/method.md, "Evaluation"):
 - Inputs are boolean masks (threshold logits at 0 / probabilities at 0.5 before calling).
 - Dice and IoU of an empty prediction on an empty target are undefined: `None`, counted apart by
   `summarise`, never scored 1.0 (which inflates means on slices without the organ).
-- HD95 and NSD use surface distances in millimetres with the given `spacing` (rows, cols[, slices]); with
-  one side empty HD95 is `inf` and NSD 0, with both empty both are `None`.
+- HD95 and NSD follow DeepMind's `surface-distance` (the convention of the NSD paper, FLARE and MedSAM):
+  the surface is made of surface elements between voxel centres, each with its area in mm^2 (contour
+  length in mm in 2-D) at the given `spacing` (one value per axis, in the masks' axis order); HD95 is the
+  larger of the two one-way, area-weighted 95th percentiles; NSD is the area share of both surfaces within
+  the tolerance. With one side empty HD95 is `inf` and NSD 0; with both empty both are `None` (the
+  reference library gives inf and NaN there; we count such cases apart, as for Dice).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from msa_hf.evaluation.metrics.surface_elements import block_codes, contour_lengths_2d, surfel_areas_3d
 
 
 def _bool(mask: np.ndarray) -> np.ndarray:
@@ -47,56 +53,107 @@ def iou(prediction: np.ndarray, target: np.ndarray) -> float | None:
     return int((prediction & target).sum()) / union
 
 
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Boundary voxels: the mask minus its erosion (full connectivity)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+@dataclass
+class SurfaceDistances:
+    """Every surface element (surfel) of both masks with its size and its distance to the other surface.
+
+    Distances in mm, sorted ascending; sizes in mm^2 (3-D surfel areas) or mm (2-D contour lengths).
+    """
+
+    prediction_to_target: np.ndarray
+    prediction_sizes: np.ndarray
+    target_to_prediction: np.ndarray
+    target_sizes: np.ndarray
 
 
 def surface_distances(
     prediction: np.ndarray, target: np.ndarray, spacing: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distances in mm from each surface voxel of `prediction` to `target`'s surface, and back.
+) -> SurfaceDistances:
+    """Surfels of `prediction` and `target` (2-D or 3-D masks of one shape) and their distances to the
+    other mask's surface, as DeepMind's `surface-distance` computes them (`surface_elements`).
 
-    Both masks must be non-empty.
+    A side whose mask is empty has no surfels, and the other side's distances are all `inf`.
     """
     prediction, target = _bool(prediction), _bool(target)
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {prediction.shape} and target {target.shape} must have one shape.")
+    if prediction.ndim not in (2, 3):
+        raise ValueError(
+            f"surface metrics take 2-D or 3-D masks; got {prediction.ndim}-D {prediction.shape}."
+        )
     if len(spacing) != prediction.ndim:
         raise ValueError(
             f"spacing {tuple(spacing)} must give one value per axis of masks shaped {prediction.shape}."
         )
-    surface_p, surface_t = _surface(prediction), _surface(target)
-    to_target = ndimage.distance_transform_edt(~surface_t, sampling=spacing)
-    to_prediction = ndimage.distance_transform_edt(~surface_p, sampling=spacing)
-    return to_target[surface_p], to_prediction[surface_t]
+    empty = np.zeros(0)
+    union = prediction | target
+    if not union.any():
+        return SurfaceDistances(empty, empty, empty, empty)
+    # only the bounding box of both masks holds surfels: crop to it before the distance transforms
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(union))
+    sizes = surfel_areas_3d(spacing) if prediction.ndim == 3 else contour_lengths_2d(spacing)
+    full = 255 if prediction.ndim == 3 else 15
+    codes = [block_codes(prediction[box]), block_codes(target[box])]
+    borders = [(c != 0) & (c != full) for c in codes]
+    to_surface = [
+        ndimage.distance_transform_edt(~b, sampling=spacing) if b.any() else np.full(b.shape, np.inf)
+        for b in borders
+    ]
+
+    def sorted_side(own: int, other: int) -> tuple[np.ndarray, np.ndarray]:
+        distances = to_surface[other][borders[own]]
+        order = np.argsort(distances, kind="stable")
+        return distances[order], sizes[codes[own][borders[own]]][order]
+
+    prediction_side, target_side = sorted_side(0, 1), sorted_side(1, 0)
+    return SurfaceDistances(*prediction_side, *target_side)
 
 
-def hd95(prediction: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None) -> float | None:
-    """95th percentile of the symmetric surface distances in mm (spacing default: 1 per axis)."""
+def _percentile_by_size(distances: np.ndarray, sizes: np.ndarray, percent: float) -> float:
+    """The distance below which `percent` % of the surface (by surfel size) lies; inf without surfels."""
+    if len(distances) == 0:
+        return float("inf")
+    cumulative = np.cumsum(sizes) / np.sum(sizes)
+    return float(distances[min(int(np.searchsorted(cumulative, percent / 100.0)), len(distances) - 1)])
+
+
+def hd95(
+    prediction: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None = None, percent: float = 95.0
+) -> float | None:
+    """The robust Hausdorff distance in mm (spacing default: 1 per axis): the larger of the two one-way
+    95th percentiles of surface distance, each weighted by surfel size (DeepMind's
+    `compute_robust_hausdorff`; MONAI's `compute_hausdorff_distance(percentile=95)` also takes the larger
+    one-way value). None when both masks are empty, inf when one is."""
     prediction, target = _bool(prediction), _bool(target)
     spacing = spacing if spacing is not None else [1.0] * prediction.ndim
     if not prediction.any() and not target.any():
         return None
     if not prediction.any() or not target.any():
         return float("inf")
-    forward, backward = surface_distances(prediction, target, spacing)
-    return float(np.percentile(np.concatenate([forward, backward]), 95))
+    surfaces = surface_distances(prediction, target, spacing)
+    return max(
+        _percentile_by_size(surfaces.prediction_to_target, surfaces.prediction_sizes, percent),
+        _percentile_by_size(surfaces.target_to_prediction, surfaces.target_sizes, percent),
+    )
 
 
 def normalized_surface_dice(
     prediction: np.ndarray, target: np.ndarray, tolerance_mm: float, spacing: Sequence[float] | None = None
 ) -> float | None:
-    """The share of both surfaces lying within `tolerance_mm` of the other (NSD, Nikolov et al. 2021)."""
+    """Normalised surface Dice (Nikolov et al. 2021; DeepMind's `compute_surface_dice_at_tolerance`): the
+    share of both surfaces, by surfel area, lying within `tolerance_mm` of the other surface. None when
+    both masks are empty, 0 when one is."""
     prediction, target = _bool(prediction), _bool(target)
     spacing = spacing if spacing is not None else [1.0] * prediction.ndim
     if not prediction.any() and not target.any():
         return None
     if not prediction.any() or not target.any():
         return 0.0
-    forward, backward = surface_distances(prediction, target, spacing)
-    return float(
-        ((forward <= tolerance_mm).sum() + (backward <= tolerance_mm).sum()) / (len(forward) + len(backward))
+    surfaces = surface_distances(prediction, target, spacing)
+    within = surfaces.prediction_sizes[surfaces.prediction_to_target <= tolerance_mm].sum() + (
+        surfaces.target_sizes[surfaces.target_to_prediction <= tolerance_mm].sum()
     )
+    return float(within / (surfaces.prediction_sizes.sum() + surfaces.target_sizes.sum()))
 
 
 @dataclass
