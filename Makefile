@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format train data base bench clean
+.PHONY: setup test test-fast test-lowest lint format train data base bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ test: $(STAMP)
 # The edit loop: everything except the slow, multi-process and browser tests (about a minute and a half).
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
+
+# The lowest versions pyproject.toml allows (.ci/lowest-bounds.txt), installed over the pinned environment
+# into .lowest/ and put first on the path, then the fast tests.
+LOWEST := .lowest
+$(LOWEST)/.installed: $(STAMP) .ci/lowest-bounds.txt
+	rm -rf $(LOWEST)
+	$(PY) -m pip install -q --no-deps --target $(LOWEST) -r .ci/lowest-bounds.txt
+	touch $@
+
+test-lowest: $(LOWEST)/.installed
+	PYTHONPATH=$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -61,4 +72,4 @@ train: data
 		--output-dir runs/msa-mni152 --overwrite-output-dir $(if $(CLASSES),--classes $(CLASSES))
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) build *.egg-info .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.modeling.folded_attention import SamVisionFoldedAttention, fold_relative_position_attention
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 
@@ -133,12 +134,7 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     memory.start()
     model = _training_model(params).to(device).train()
     if params.get("checkpointing"):
-        # transformers 5.24 (ours) names it activation_checkpointing_enable; older 5.x, such as a lent GPU's
-        # image (5.17), has only gradient_checkpointing_enable, which 5.24 keeps as a deprecated alias
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        )
-        enable()
+        enable_activation_checkpointing(model)
     if params["method"] in ("msa", "msa-3d"):  # on by default; a row without shows what it trades
         set_frozen_mlp_recompute(model, params.get("recompute_mlp", True) is not False)
     if params.get("narrow_attention") is False:  # the SDPA route, as CUDA runs today: what a GPU would keep

@@ -208,8 +208,9 @@ def test_binary_tasks_drop_targets_that_vanish_at_the_model_size(tmp_path):
     at_16 = to_binary_tasks(slices, names, image_size=16)
     assert "dot" in everything["case_id"] and "dot" not in at_16["case_id"]
     assert len(at_16) == len(everything) - 1
+    dot_row = everything["case_id"].index("dot")  # before the transform: column reads go through it after
     everything.set_transform(SamSegmentationTransform(image_size=16))
-    row = everything[everything["case_id"].index("dot")]
+    row = everything[dot_row]
     assert row["has_target"] is False and row["input_labels"].tolist() == [[-10]]
 
 

@@ -62,9 +62,11 @@ def test_gate_scores_are_pinned():
     randomize_weights(sam, seed=3, std=0.1)
     images, masks = held_out_set(6, config=SyntheticConfig(image_size=64))
     scores = evaluate_prompted_segmentation(sam, images, masks, batch_size=4)
-    assert {k: round(v, 3) for k, v in scores.items()} == {
-        "box": 0.089, "points1": 0.018, "points3": 0.089, "iterative": 0.089, "box_fill": 0.818,
-    }  # fmt: skip
+    # the synthetic samples come from scipy's image operations: other scipy releases move them a little
+    assert scores == pytest.approx(
+        {"box": 0.0895, "points1": 0.0185, "points3": 0.0895, "iterative": 0.0893, "box_fill": 0.8184},
+        abs=2e-3,
+    )
 
 
 def test_protocol_rounds_follow_their_definition(adapted):

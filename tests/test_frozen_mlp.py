@@ -10,6 +10,7 @@ from transformers import SamConfig, SamModel
 
 from benchmarks.measure import LiveTensorBytes
 from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.modeling.frozen_mlp import frozen_mlp_forward, set_frozen_mlp_recompute
 from msa_hf.peft_msa import MsaAdapterConfig
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
@@ -51,7 +52,7 @@ def test_recomputing_gives_the_same_outputs_and_adapter_gradients(checkpointing)
     msa = _trainable_msa(use_depth_branch=True)
     assert all(layer.recompute_frozen_mlp for layer in msa.vision_encoder.layers)  # on by default
     if checkpointing:
-        msa.activation_checkpointing_enable()
+        enable_activation_checkpointing(msa)
     pixels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     recomputed = _outputs_and_gradients(msa, pixels, num_slices=2)
     assert set_frozen_mlp_recompute(msa, False) == 2

@@ -9,6 +9,7 @@ from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging
 
 from msa_hf import SamAdapterConfig, SamAdapterModel, build_at_image_size
+from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.modeling.adapter_layers import depth_attention
 from msa_hf.testing import make_msa, randomize_weights, tiny_sam_kwargs
 
@@ -163,7 +164,7 @@ def test_gradients_equal_with_and_without_activation_checkpointing(sam_model, im
         return {n: p.grad.clone() for n, p in msa.named_parameters() if p.requires_grad}
 
     plain = gradients()
-    msa.activation_checkpointing_enable()
+    enable_activation_checkpointing(msa)
     assert all(layer.gradient_checkpointing for layer in msa.vision_encoder.layers)
     checkpointed = gradients()
     assert sum(g.abs().sum() for g in plain.values()) > 0

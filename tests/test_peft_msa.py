@@ -11,6 +11,7 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from msa_hf import MsaAdapterConfig, SamAdapterModel, peft_model_to_sam_adapter, sam_adapter_to_peft_model
+from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.peft_msa import MsaTwoWayBlockLayer, MsaVisionLayer
 from msa_hf.testing import fresh_sam, make_msa, randomize_adapter_weights
 
@@ -134,6 +135,7 @@ def test_depth_reaches_layers_per_call_and_survives_checkpointing(images):
     assert (one_volume - by_argument).abs().max() > 1e-3  # D really changes what the blocks compute
     # No hook outlives its call.
     assert not any(layer._forward_pre_hooks for layer in model.get_base_model().vision_encoder.layers)
+    assert all(layer.call_num_slices is None for layer in model.get_base_model().vision_encoder.layers)
 
     model.train()
 
@@ -144,7 +146,7 @@ def test_depth_reaches_layers_per_call_and_survives_checkpointing(images):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = gradients()
-    model.activation_checkpointing_enable()
+    enable_activation_checkpointing(model)
     checkpointed = gradients()
     assert any("msa_depth_adapter" in n for n in plain)
     for name in plain:

@@ -66,7 +66,8 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer, RecomputesFrozenMlp):
     """A SAM image-encoder block with per-name space, MLP and (3-D) depth adapters.
 
     A `GradientCheckpointingLayer`, so activation checkpointing re-runs the adapters too, with the same
-    `num_slices` argument (which peft's forward hooks inject per call). Its frozen MLP keeps no 4C-wide
+    `num_slices` argument: the peft model sets `call_num_slices` for the duration of one call, and the
+    block turns it into an argument when it is called (before checkpointing keeps the arguments). Its frozen MLP keeps no 4C-wide
     activation for backward (`RecomputesFrozenMlp`, `msa_hf.modeling.frozen_mlp`).
     """
 
@@ -77,6 +78,13 @@ class MsaVisionLayer(GradientCheckpointingLayer, MsaLayer, RecomputesFrozenMlp):
         self._init_msa_layer(base_layer)
         self.update_layer(adapter_name, config)
         self.set_adapter(adapter_name, inference_mode=config.inference_mode)
+
+    call_num_slices: int | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.call_num_slices is not None and "num_slices" not in kwargs:
+            kwargs["num_slices"] = self.call_num_slices
+        return super().__call__(*args, **kwargs)
 
     def update_layer(self, adapter_name: str, config: MsaAdapterConfig) -> None:
         width = self.base_layer.layer_norm1.normalized_shape[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from functools import partial
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
@@ -53,10 +52,6 @@ def fully_trained_decoder_modules(model: nn.Module, adapted_layers: list[int]) -
         elif any(True for _ in child.parameters()):
             names.append(f"mask_decoder.{child_name}")
     return names
-
-
-def _inject_num_slices(module: nn.Module, args: tuple, kwargs: dict, num_slices: int) -> tuple[tuple, dict]:
-    return args, {**kwargs, "num_slices": num_slices}
 
 
 def _flatten_volume_batch(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -180,24 +175,24 @@ class MsaModel(BaseTuner):
 
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
-        """Pass this call's D to every MSA encoder block as a forward argument (peft's per-call mechanism).
+        """Give every MSA encoder block this call's D (peft's per-call mechanism).
 
-        D reaches the blocks as a keyword argument, never as module state, so activation checkpointing
-        re-runs each block with the same D.
+        Each block reads D when it is called and passes it on as a keyword argument of its forward, so
+        activation checkpointing (which keeps a call's arguments) re-runs the block with the same D, in
+        every transformers version, after this call has ended.
         """
         pixel_values = args[0] if args else kwargs.get("pixel_values")
         num_slices = self.resolve_num_slices(pixel_values, kwargs.get("num_slices"))
-        handles = [self.model.register_forward_pre_hook(_flatten_volume_batch, with_kwargs=True)]
-        if num_slices is not None:
-            hook = partial(_inject_num_slices, num_slices=num_slices)
-            for module in self.model.modules():
-                if isinstance(module, MsaVisionLayer):
-                    handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        handle = self.model.register_forward_pre_hook(_flatten_volume_batch, with_kwargs=True)
+        layers = [module for module in self.model.modules() if isinstance(module, MsaVisionLayer)]
+        for layer in layers:
+            layer.call_num_slices = num_slices
         try:
             yield
         finally:
-            for handle in handles:
-                handle.remove()
+            handle.remove()
+            for layer in layers:
+                layer.call_num_slices = None
 
     def _unload_and_optionally_merge(
         self, merge=True, progressbar=False, safe_merge=False, adapter_names=None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
@@ -184,7 +185,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         user_descriptions = read_descriptions(config.text_descriptions) if config.text_descriptions else {}
     model = build_model_for_method(config, text_embedding_dim=text_encoder.dim if text_encoder else None)
     if config.gradient_checkpointing:
-        model.activation_checkpointing_enable()
+        enable_activation_checkpointing(model)
     set_frozen_mlp_recompute(model, config.recompute_frozen_mlp)
     if config.compile:
         # in place: the module, its parameter names and save_pretrained stay as they are; only calls compile
