@@ -33,6 +33,7 @@ from transformers.models.sam.modeling_sam import (
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from msa_hf._registration import register_auto_classes
 from msa_hf.modeling.adapter_layers import (
     Adapter,
     PromptConditionedAdapter,
@@ -473,3 +474,7 @@ __all__ = [
     "TrainableParameterReport",
     "is_adapter_parameter",
 ]
+
+
+# `import msa_hf` promises AutoModel / pipeline("mask-generation") support; see msa_hf/_registration.py
+register_auto_classes(SamAdapterConfig, SamAdapterModel)

@@ -1,0 +1,82 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Registering msa_hf with transformers' Auto classes and with peft, without importing them up front.
+
+`import msa_hf` must be cheap (`msa-hf --help` runs in well under a second), yet it promises that
+`AutoModel.from_pretrained(<an MSA folder>)` and `PeftModel.from_pretrained(sam, <an msa adapter>)` work
+afterwards. So the registration runs when the library it registers with is imported: at once when it already
+is, otherwise right after its top-level package has loaded (a finder on `sys.meta_path` wraps that
+package's loader). Importing transformers after msa_hf therefore also imports SAM's modeling code.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+from collections.abc import Callable
+
+
+def register_auto_classes(config_class: type, model_class: type) -> None:
+    """`AutoConfig` knows the `sam_adapter` model type; `AutoModel` and `AutoModelForMaskGeneration` (so
+    `pipeline("mask-generation")`) build `model_class` from it. `modeling_msa` calls this when it loads."""
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskGeneration
+
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    AutoModelForMaskGeneration.register(config_class, model_class, exist_ok=True)
+
+
+def register_model() -> None:
+    """Load `modeling_msa` (which registers itself), unless it is loaded or loading already."""
+    if "msa_hf.modeling.modeling_msa" not in sys.modules:
+        import msa_hf.modeling.modeling_msa  # noqa: F401
+
+
+def register_peft_method() -> None:
+    """Load `msa_hf.peft_msa` (which registers the `msa` method with peft), unless it is loaded or loading."""
+    if "msa_hf.peft_msa" not in sys.modules:
+        import msa_hf.peft_msa  # noqa: F401
+
+
+# Top-level packages only: a hook inside a package's own import chain would import our modules while
+# that package is half-initialised (transformers' auto modules import each other).
+HOOKS: dict[str, Callable[[], None]] = {"transformers": register_model, "peft": register_peft_method}
+
+
+class RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Runs a hook right after its module has been executed for the first time."""
+
+    def __init__(self, hooks: dict[str, Callable[[], None]]) -> None:
+        self.hooks = dict(hooks)
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.hooks:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                hook = self.hooks.pop(fullname)
+                execute = spec.loader.exec_module
+
+                def exec_module(module, execute=execute, hook=hook):
+                    execute(module)
+                    hook()
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+def install() -> None:
+    """Register now with what is imported already, and after import with the rest (once per process)."""
+    if any(isinstance(finder, RegisterAfterImport) for finder in sys.meta_path):
+        return
+    pending = {}
+    for name, hook in HOOKS.items():
+        if name in sys.modules:
+            hook()
+        else:
+            pending[name] = hook
+    if pending:
+        sys.meta_path.insert(0, RegisterAfterImport(pending))
