@@ -42,30 +42,54 @@ def register_peft_method() -> None:
 HOOKS: dict[str, Callable[[], None]] = {"transformers": register_model, "peft": register_peft_method}
 
 
+def _msa_hf_module_initialising(besides: str) -> bool:
+    """Whether a module of this package other than `besides` is part-way through its import."""
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if (name == "msa_hf" or name.startswith("msa_hf.")) and name != besides
+    )
+
+
 class RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Runs a hook right after its module has been executed for the first time."""
+    """Runs a hook once its module has been executed for the first time and no module of this package is
+    part-way through its own import (a hook imports our modules; doing so inside one of their import
+    chains would meet them half-initialised). Until then the hook waits, and runs when the outermost
+    module of this package being imported has finished."""
 
     def __init__(self, hooks: dict[str, Callable[[], None]]) -> None:
         self.hooks = dict(hooks)
+        self.pending: list[Callable[[], None]] = []
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in self.hooks:
+        if fullname not in self.hooks and not fullname.startswith("msa_hf."):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                hook = self.hooks.pop(fullname)
-                execute = spec.loader.exec_module
-
-                def exec_module(module, execute=execute, hook=hook):
-                    execute(module)
-                    hook()
-
-                spec.loader.exec_module = exec_module
+            if spec is None:
+                continue
+            if spec.loader is None or not hasattr(spec.loader, "exec_module"):
                 return spec
+            hook = self.hooks.pop(fullname, None)
+            execute = spec.loader.exec_module
+
+            def exec_module(module, execute=execute, hook=hook, name=fullname):
+                execute(module)
+                if hook is not None:
+                    self.pending.append(hook)
+                self.run_pending(besides=name)
+
+            spec.loader.exec_module = exec_module
+            return spec
         return None
+
+    def run_pending(self, besides: str) -> None:
+        if self.pending and not _msa_hf_module_initialising(besides):
+            hooks, self.pending = self.pending, []
+            for hook in hooks:
+                hook()
 
 
 def install() -> None:

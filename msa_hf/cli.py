@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from msa_hf.command_line import CommandParser
 from msa_hf.training.base_loading import BaseLoadError
 
 
@@ -222,7 +223,9 @@ def _push_space(args: argparse.Namespace) -> int:
             )
             return 2
         adapters[name.strip()] = repo.strip()
-    result = push_space(args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run)
+    result = push_space(
+        args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run, token=args.token
+    )
     print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
     return 0
 
@@ -240,27 +243,32 @@ def _push(args: argparse.Namespace) -> int:
         dataset_plan = dataset_push_plan(args.dataset, dataset_repo_id, private=args.private)  # checked first
     plan = push_run(
         args.run_dir, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
-        revision=args.revision, dry_run=args.dry_run, dataset_repo_id=dataset_repo_id,
+        revision=args.revision, dry_run=args.dry_run, dataset_repo_id=dataset_repo_id, token=args.token,
     )  # fmt: skip
     print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
     if args.dataset:
         if args.dry_run:
             print(f"dataset (repo type dataset):\n{dataset_plan.describe()}")
         else:
-            print(f"dataset: {push_dataset(args.dataset, dataset_repo_id, private=args.private)}")
+            print(
+                f"dataset: {push_dataset(args.dataset, dataset_repo_id, private=args.private, token=args.token)}"
+            )
     if args.space_repo_id:
         from msa_hf.hub.push import push_space
 
         if args.dry_run:
             print(f"would create Space {args.space_repo_id} serving {args.repo_id}")
         else:
-            print(f"space: {push_space(args.space_repo_id, args.repo_id)}")
+            print(f"space: {push_space(args.space_repo_id, args.repo_id, token=args.token)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
-    parser = argparse.ArgumentParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
+    from msa_hf import __version__
+
+    parser = CommandParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
+    parser.add_argument("--version", action="version", version=f"msa-hf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser(
@@ -429,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset repo for --dataset (default: <org>/<dataset folder name>)",
     )
     push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
+    push.add_argument(
+        "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
+    )
     push.set_defaults(run=_push)
 
     space = commands.add_parser(
@@ -442,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--adapter", action="append", default=[], metavar="NAME=REPO",
                        help="a task adapter (adapter-only repo) offered in the demo's menu; repeat for more")  # fmt: skip
     space.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
+    space.add_argument(
+        "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
+    )
     space.set_defaults(run=_push_space)
 
     commands.add_parser("compare", help="MSA vs LoRA vs full vs decoder-only on the same data and budget.")
@@ -462,11 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # train.py's own flags (from its TrainConfig); see `msa-hf train --help`
         from msa_hf.training.job import main as train_main
 
-        return train_main(argv[1:])
+        return train_main(argv[1:], prog="msa-hf train")
     if argv[:1] == ["pretrain-encoder"]:  # pretrain.py's flags; see `msa-hf pretrain-encoder --help`
         from msa_hf.encoder_pretraining.command import main as pretrain_main
 
-        return pretrain_main(argv[1:])
+        return pretrain_main(argv[1:], prog="msa-hf pretrain-encoder")
     if argv[:1] == ["compare"]:  # train.py's flags plus --methods
         from msa_hf.training.compare import main as compare_main
 

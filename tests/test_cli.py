@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from original_sam import build_tiny_original_sam
 
@@ -47,3 +48,35 @@ def test_compare_help_names_the_command_and_its_methods_flag(capsys):
     assert main(["compare", "--help"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("usage: msa-hf compare") and "--methods" in printed and "--steps" in printed
+
+
+def test_command_line_conventions(capsys):
+    from msa_hf import __version__
+    from msa_hf.cli import build_parser
+    from msa_hf.encoder_pretraining.command import build_parser as pretrain_parser
+    from msa_hf.training.config import build_train_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"msa-hf {__version__}"
+    # every command's help names its defaults
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name in ("convert", "prepare", "evaluate", "predict", "push", "base-gate", "pretrain-base"):
+        assert "(default: " in commands[name].format_help(), name
+    train_help = build_train_parser("msa-hf train").format_help()
+    assert train_help.startswith("usage: msa-hf train") and "(default: msa)" in train_help
+    assert "(default: 0.75)" in pretrain_parser().format_help()
+    # underscore spellings, as transformers' scripts accept them
+    args = parser.parse_args(["evaluate", "model", "--dataset", "d", "--batch_size", "4", "--clicks=3"])
+    assert args.batch_size == 4 and args.clicks == 3
+    assert (
+        parser.parse_args(
+            ["push", "run", "org/name", "--adapter_repo_id=org/a", "--token", "t"]
+        ).adapter_repo_id
+        == "org/a"
+    )
+    train_args = build_train_parser().parse_args(["--output_dir", "runs/x", "--learning_rate", "0.01"])
+    assert train_args.output_dir == "runs/x" and train_args.learning_rate == 0.01
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "model", "--no_such_flag", "1"])

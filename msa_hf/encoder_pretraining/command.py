@@ -21,9 +21,11 @@ def _objective(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: the weight after '=' must be a number") from error
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pretrain.py",
+def build_parser(prog: str = "pretrain.py") -> argparse.ArgumentParser:
+    from msa_hf.command_line import CommandParser
+
+    parser = CommandParser(
+        prog=prog,
         description="Self-supervised pretraining of SAM's image encoder (MAE, e-Mix, ShED).",
     )
     parser.add_argument(
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "pretrain.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     from msa_hf.encoder_pretraining.images import StreamedImages, UnlabelledImages
     from msa_hf.encoder_pretraining.trainer import pretrain_encoder
     from msa_hf.modeling.modeling_msa import SamAdapterModel

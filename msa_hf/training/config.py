@@ -155,13 +155,23 @@ def build_train_parser(
     description: str = "Adapt a SAM base to a prepared medical dataset (MSA, LoRA, full, decoder).",
 ) -> argparse.ArgumentParser:
     """Flags for every `TrainConfig` field, plus `--config FILE.yaml`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    from msa_hf.command_line import CommandParser
+
+    parser = CommandParser(prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for item in dataclasses.fields(TrainConfig):
         flag = "--" + item.name.replace("_", "-")
         annotation = hints[item.name]
-        kwargs: dict[str, Any] = {"help": item.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        # SUPPRESS keeps unset flags out of the namespace (so a --config file's values stand); the help
+        # still names the dataclass default
+        default = item.default if item.default is not dataclasses.MISSING else None
+        if item.default_factory is not dataclasses.MISSING:
+            default = item.default_factory()
+        text = item.metadata.get("help", "")
+        if default not in (None, "", [], {}):
+            text = f"{text} (default: {default})".strip()
+        kwargs: dict[str, Any] = {"help": text, "default": argparse.SUPPRESS}
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(annotation) is Literal:
@@ -172,11 +182,11 @@ def build_train_parser(
     return parser
 
 
-def parse_train_config(argv: list[str] | None = None) -> TrainConfig:
+def parse_train_config(argv: list[str] | None = None, prog: str = "train.py") -> TrainConfig:
     """YAML (`--config`) then flags -> a validated `TrainConfig`."""
     import yaml
 
-    arguments = vars(build_train_parser().parse_args(argv))
+    arguments = vars(build_train_parser(prog).parse_args(argv))
     values: dict[str, Any] = {}
     config_file = arguments.pop("config", None)
     if config_file:

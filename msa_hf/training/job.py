@@ -378,7 +378,7 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaPro
         processor.save_pretrained(staging)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are."""
     import sys
 
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     from msa_hf.training.config import parse_train_config
 
     try:
-        config = parse_train_config(argv)
+        config = parse_train_config(argv, prog)
         result = run_training(config)
     except (BaseLoadError, ValueError, FileNotFoundError) as error:
         print(f"train: {error}", file=sys.stderr)
