@@ -88,7 +88,13 @@ def test_pushed_model_and_adapter_reload_with_identical_outputs(trained_run, tin
     model_card = ModelCard(hub.repos[("model", "org/msa-disks")]["files"]["README.md"].decode())
     local_card = ModelCard((trained_run / "model" / "README.md").read_text())
     assert model_card.data.datasets == ["org/disks"]  # the published dataset, not the local folder's name
-    assert [r.dataset_type for r in model_card.data.eval_results] == ["org/disks"]
+    assert {r.dataset_type for r in model_card.data.eval_results} == {"org/disks"}
+    # one result per protocol and metric, from huggingface_hub's card data classes, on the named test split
+    results = {(r.metric_type, r.metric_config) for r in model_card.data.eval_results}
+    assert {
+        (m, p) for m in ("dice", "iou", "hd95", "nsd") for p in ("box", "points1", "iterative")
+    } <= results
+    assert {r.dataset_split for r in model_card.data.eval_results} == {"test"}
     assert model_card.data.eval_results[0].metric_value == local_card.data.eval_results[0].metric_value
     assert model_card.text == local_card.text
 
@@ -158,3 +164,57 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     assert "| liver | [`org/msa-liver-adapter`]" in readme and "McGill University" in readme
     assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver"]) == 2
     assert "NAME=REPO" in capsys.readouterr().err
+
+
+def test_no_path_of_this_machine_in_any_pushed_file(trained_run, tiny_base, disk_dataset, hub):
+    push_run(trained_run, "org/msa-paths", dataset_repo_id="org/disks")
+    local_roots = {
+        str(trained_run),
+        str(tiny_base),
+        str(disk_dataset),
+        str(trained_run.parent),
+        "/tmp/",
+        "/work/",
+    }
+    import json
+
+    for (_repo_type, repo_id), repo in hub.repos.items():
+        for name, content in repo["files"].items():
+            if name.endswith((".safetensors", ".bin")):
+                continue
+            text = content.decode("utf-8", errors="replace")
+            leaks = [root for root in local_roots if root in text]
+            assert not leaks, f"{repo_id}/{name} names {leaks}"
+    adapter_config = json.loads(hub.repos[("model", "org/msa-paths-adapter")]["files"]["adapter_config.json"])
+    assert adapter_config["base_model_name_or_path"] is None  # a local base: no Hub id to name
+
+
+@pytest.mark.parametrize(
+    ("base", "metadata_line", "snippet"),
+    [
+        ("facebook/sam-vit-base", "base_model: facebook/sam-vit-base", 'SamModel.from_pretrained("facebook/sam-vit-base")'),
+        ("tiny", None, "SamModel.from_pretrained(msa_hf.TINY_BASE)"),
+        ("LOCAL", None, 'SamModel.from_pretrained("<your copy of the base>")'),
+    ],
+)  # fmt: skip
+def test_adapter_card_names_the_sam_base(trained_run, tmp_path, base, metadata_line, snippet):
+    import shutil
+
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from msa_hf.hub.push import _adapter_card
+    from msa_hf.training.base_loading import hub_id_of_base
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run / "model", run / "model", ignore=shutil.ignore_patterns("*.safetensors"))
+    base = str(tmp_path / "my-base") if base == "LOCAL" else base
+    (tmp_path / "my-base").mkdir()
+    (run / "train_config.yaml").write_text(yaml.safe_dump({"base": base}))
+    card = _adapter_card(run, "org/msa-x-adapter", "org/msa-x")
+    assert ModelCard(card).data.base_model == hub_id_of_base(base)
+    assert (metadata_line in card) if metadata_line else ("base_model:" not in card)
+    assert snippet in card and str(tmp_path) not in card and "<base>" not in card
+    assert hub_id_of_base("facebook/sam-vit-base") == "facebook/sam-vit-base"
+    assert hub_id_of_base("tiny") is None and hub_id_of_base("sam_vit_b.pth") is None
+    assert hub_id_of_base(str(tmp_path / "my-base")) is None and hub_id_of_base("a/b/c") is None

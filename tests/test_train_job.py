@@ -249,9 +249,17 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
         row
         == f"| class_1 | {expected['zero-shot']['class_1']['dice']:.3f} | {expected['msa']['class_1']['dice']:.3f} |"
     )
-    card = (tmp_path / "run3d" / "model" / "README.md").read_text()
-    assert "name: mean Dice (3-D volumes, one click per slice, per case)" in card
-    assert f"value: {expected['msa']['class_1']['dice']:.4f}" in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((tmp_path / "run3d" / "model" / "README.md").read_text())
+    (dice,) = [
+        r for r in card.data.eval_results if (r.metric_type, r.metric_config) == ("dice", "volume_points1")
+    ]
+    assert (
+        dice.metric_name == "Dice (3-D volumes, one click per slice, per case)"
+        and dice.dataset_split == "test"
+    )
+    assert dice.metric_value == round(expected["msa"]["class_1"]["dice"], 4)
     assert (tmp_path / "run3d" / "evaluation" / "cases_volume_points1.csv").read_text().count("class_1") == 1
     zero_shot = json.loads((tmp_path / "run3d" / "evaluation-zero-shot" / "results.json").read_text())
     assert (

@@ -3,29 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from msa_hf.training.config import TrainConfig
 
-# the card's metadata for the Hub's results widget; only written when the test split was scored
-_MODEL_INDEX = """model-index:
-- name: $name
-  results:
-  - task:
-      type: image-segmentation
-    dataset:
-      type: $dataset
-      name: $dataset
-      split: test
-    metrics:
-    - type: dice
-      name: $metric_name
-      value: $mean_dice
-"""
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCardData
 
 NOT_EVALUATED = (
     "Not scored on a test split yet (the run had none, or `--no-evaluate-test`): "
@@ -33,46 +21,94 @@ NOT_EVALUATED = (
 )
 
 
+def public_name(value: str) -> str:
+    """What a published card may say for a config value: Hub ids and plain words as they are, a path of
+    this machine by its last component only."""
+    if value.startswith(("/", "~", ".")) or Path(value).exists():
+        return Path(value).name or value
+    return value
+
+
+def _public_config(config: TrainConfig) -> TrainConfig:
+    """`config` with every path-valued field reduced to `public_name` (for the card's YAML)."""
+    changes = {
+        item.name: public_name(getattr(config, item.name))
+        for item in dataclasses.fields(config)
+        if isinstance(getattr(config, item.name), str)
+    }
+    return dataclasses.replace(config, **changes)
+
+
+def card_metadata(
+    config: TrainConfig, name: str, dataset: str, test_tables: dict[str, Any] | None
+) -> ModelCardData:
+    """The card's YAML header, built with huggingface_hub's card data classes: licence, library, task,
+    base model (when it is a Hub repo), and one result per protocol (`metric_config`) and metric of the
+    test split (mean over structures of the per-case means; HD95 over cases where both masks are
+    non-empty)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from msa_hf.training.base_loading import hub_id_of_base
+
+    metric_names = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "nsd": "NSD (2 mm)"}
+    prompts = {"box": "box prompt", "points1": "one click", "points3": "three clicks", "points10": "ten clicks",
+               "iterative": "iterative clicks, last", "volume_points1": "3-D volumes, one click per slice"}  # fmt: skip
+    results = []
+    for protocol, table in (test_tables or {}).items():
+        for metric, label in metric_names.items():
+            values = [row[metric] for row in table.values() if np.isfinite(row.get(metric, np.nan))]
+            if not values:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="image-segmentation",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split="test",
+                    metric_type=metric,
+                    metric_name=f"{label} ({prompts.get(protocol, protocol)}, per case)",
+                    metric_config=protocol,
+                    metric_value=round(float(np.mean(values)), 4),
+                )
+            )
+    return ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="mask-generation",
+        base_model=hub_id_of_base(config.base),
+        tags=["sam", "medical-imaging", "msa_hf", config.method],
+        datasets=[dataset],
+        model_name=name,
+        eval_results=results or None,
+    )
+
+
 def render_model_card(
     config: TrainConfig, result: dict[str, Any], results_table: str, test_tables: dict[str, Any] | None
 ) -> str:
     """Fill the model card template; every number comes from `result` (train_result.json) and the test
     evaluation, none is typed in. Without `test_tables` the card says the model is not scored yet and
-    carries no results metadata (no made-up or NaN metric)."""
+    carries no results metadata (no made-up or NaN metric). Paths of this machine appear by their last
+    component only."""
+    from msa_hf import __version__
     from msa_hf.hub.cards import read_template
 
-    # the card's headline metric: box-prompted Dice for 2-D models, one click per slice on whole volumes
-    # for 3-D (depth-branch) models, which take no boxes
-    tables = test_tables or {}
-    protocol, metric_name = (
-        ("volume_points1", "mean Dice (3-D volumes, one click per slice, per case)")
-        if "volume_points1" in tables
-        else ("box", "mean Dice (box prompt, per case)")
-    )
-    table = tables.get(protocol, {})
-    mean_dice = float(np.nanmean([v["dice"] for v in table.values()])) if table else float("nan")
     if config.base == "tiny":
         base_license = "Apache-2.0, msa_hf's synthetic-pretrained base"
     elif config.base.endswith(".pth"):
         base_license = "the checkpoint's own (SAM: Apache-2.0, Meta; MedSAM: see its repository)"
     else:
-        base_license = f"see the card of {config.base}"
-    name, dataset = f"msa-{Path(config.dataset).name}-{config.method}", Path(config.dataset).name
-    model_index = (
-        Template(_MODEL_INDEX).substitute(
-            name=name, dataset=dataset, metric_name=metric_name, mean_dice=f"{mean_dice:.4f}"
-        )
-        if table
-        else ""
-    )
-    return Template(read_template("model_card.md")).substitute(
+        base_license = f"see the card of {public_name(config.base)}"
+    dataset = public_name(config.dataset)
+    name = f"msa-{dataset}-{config.method}"
+    metadata = card_metadata(config, name, dataset, test_tables)
+    body = Template(read_template("model_card.md")).substitute(
         license="apache-2.0",
-        model_index=model_index,
-        base_model=config.base if "/" in config.base and not Path(config.base).exists() else "",
         method=config.method,
         dataset=dataset,
         name=name,
-        base=config.base,
+        base=public_name(config.base),
+        version=__version__,
         trainable=f"{result['trainable_parameters']:,}",
         total=f"{result['total_parameters']:,}",
         share=f"{result['trainable_parameters'] / max(result['total_parameters'], 1):.2%}",
@@ -81,7 +117,8 @@ def render_model_card(
         learning_rate=config.learning_rate,
         box_share=f"{config.box_probability:.0%}",
         iterative_share=f"{config.iterative_probability:.0%}",
-        results_table=results_table if table else NOT_EVALUATED,
-        config_yaml=config.to_yaml(),
+        results_table=results_table if test_tables else NOT_EVALUATED,
+        config_yaml=_public_config(config).to_yaml(),
         base_license=base_license,
     )
+    return f"---\n{metadata.to_yaml()}\n---\n{body}"

@@ -38,15 +38,35 @@ def _files(folder: Path, exclude: str | None = None) -> list[tuple[str, int]]:
     ]
 
 
-def _adapter_card(run_model: Path, repo_id: str, full_repo: str) -> str:
+def _adapter_card(run_dir: Path, repo_id: str, full_repo: str) -> str:
+    """The adapter repo's card: `base_model` is the SAM base the adapter goes on (when it is a Hub repo),
+    and the snippet loads exactly that base."""
     import json
 
-    from msa_hf.hub.cards import read_template
+    import yaml
 
-    config = json.loads((run_model / "config.json").read_text())
+    from msa_hf import __version__
+    from msa_hf.hub.cards import read_template
+    from msa_hf.hub.model_card import public_name
+    from msa_hf.training.base_loading import TINY_BASE_NAME, hub_id_of_base
+
+    config = json.loads((run_dir / "model" / "config.json").read_text())
     depth = ", and the depth branch" if config.get("use_depth_branch") else ""
+    train_config = run_dir / "train_config.yaml"
+    base = (yaml.safe_load(train_config.read_text()) or {}).get("base", "") if train_config.is_file() else ""
+    base_id = hub_id_of_base(base) if base else None
+    if base_id:
+        base_line, expression, note = f"base_model: {base_id}\n", f'"{base_id}"', f"`{base_id}`"
+    elif base == TINY_BASE_NAME:
+        base_line, expression, note = "", "msa_hf.TINY_BASE", "msa_hf's shipped synthetic-pretrained base"
+    else:
+        shown = public_name(base) if base else "unknown"
+        base_line, expression, note = "", '"<your copy of the base>"', f"trained on a local base, `{shown}`"
     return Template(read_template("adapter_card.md")).substitute(
-        base_model=full_repo,
+        base_model_line=base_line,
+        base_expression=expression,
+        base_note=note,
+        version=__version__,
         name=repo_id.split("/")[-1],
         full_repo=full_repo,
         repo_id=repo_id,
@@ -104,7 +124,7 @@ def push_run(
     adapter_card = None
     if adapter_dir.is_dir():
         # our card replaces the one peft's save_pretrained wrote
-        adapter_card = _adapter_card(model_dir, adapter_repo_id, repo_id).encode()
+        adapter_card = _adapter_card(Path(run_dir), adapter_repo_id, repo_id).encode()
         plan.uploads[adapter_repo_id] = [
             *(entry for entry in _files(adapter_dir) if entry[0] != "README.md"),
             ("README.md", len(adapter_card)),

@@ -17,6 +17,16 @@ class BaseLoadError(RuntimeError):
     """The requested base model cannot be loaded; the message says how to get it."""
 
 
+def hub_id_of_base(spec: str) -> str | None:
+    """The Hub repo id a base spec names (`"facebook/sam-vit-base"`), or None for the shipped tiny base, a
+    local folder or a `.pth` file: what a published card or adapter config may name without leaking a
+    path of the machine it was trained on."""
+    if spec == TINY_BASE_NAME or spec.endswith(".pth") or Path(spec).exists():
+        return None
+    parts = spec.split("/")
+    return spec if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) else None
+
+
 def resolve_base(spec: str) -> str:
     """`"tiny"` -> the shipped base's folder; anything else unchanged."""
     from msa_hf.base_model.shipped import TINY_BASE

@@ -360,6 +360,9 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaPro
     from msa_hf.output_files import atomic_folder
 
     # complete or not at all: an earlier model in `folder` is replaced only once this one is written
+    from msa_hf.training.base_loading import hub_id_of_base
+
+    base_id = hub_id_of_base(config.base)  # an adapter config names its base by Hub id, never by local path
     with atomic_folder(folder, overwrite=True) as staging:
         if config.method == "msa":
             model.save_pretrained(staging)
@@ -367,8 +370,14 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaPro
 
             # the peft method carries MSA's adapters; a text-prompt projection lives only in the full model
             if getattr(model, "text_projection", None) is None:
-                sam_adapter_to_peft_model(model).save_pretrained(staging / "adapter")
+                adapter = sam_adapter_to_peft_model(model)
+                adapter.peft_config["default"].base_model_name_or_path = base_id
+                adapter.save_pretrained(staging / "adapter")
         elif config.method == "lora":
+            for adapter_config in model.peft_config.values():
+                adapter_config.base_model_name_or_path = base_id
+            # peft fills a missing base name from the wrapped model's `name_or_path` (a local folder here)
+            model.get_base_model().name_or_path = base_id or ""
             model.save_pretrained(staging / "adapter")
             import copy
 
