@@ -218,3 +218,54 @@ def test_adapter_card_names_the_sam_base(trained_run, tmp_path, base, metadata_l
     assert hub_id_of_base("facebook/sam-vit-base") == "facebook/sam-vit-base"
     assert hub_id_of_base("tiny") is None and hub_id_of_base("sam_vit_b.pth") is None
     assert hub_id_of_base(str(tmp_path / "my-base")) is None and hub_id_of_base("a/b/c") is None
+
+
+def test_a_pushed_model_loads_where_msa_hf_is_not_installed(trained_run, hub, tmp_path):
+    """`AutoModel.from_pretrained(repo, trust_remote_code=True)` builds the model from the repo's own code,
+    in a Python that cannot import msa_hf, and computes what the local model computes."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    push_run(trained_run, "org/msa-remote")
+    files = hub.repos[("model", "org/msa-remote")]["files"]
+    assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == "modeling_msa.SamAdapterModel"
+    code_files = {name: files[name].decode() for name in files if name.endswith(".py")}
+    assert {"configuration_msa.py", "modeling_msa.py"} <= set(code_files)
+    assert not any(re.search(r"^\s*(from|import) msa_hf", text, re.M) for text in code_files.values())
+    code = """
+import importlib.abc, sys
+class HideMsaHf(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "msa_hf" or name.startswith("msa_hf."):
+            raise ImportError("msa_hf is not installed here")
+sys.meta_path.insert(0, HideMsaHf())
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained("org/msa-remote", trust_remote_code=True).eval()
+assert not any(name.startswith("msa_hf") for name in sys.modules)
+pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+points, labels = torch.tensor([[[[20.0, 30.0]]], [[[40.0, 12.0]]]]), torch.ones(2, 1, 1, dtype=torch.long)
+with torch.no_grad():
+    masks = model(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
+torch.save({"masks": masks, "class": type(model).__name__}, sys.argv[1])
+"""
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "cache"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out.pt")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt", weights_only=True)
+    local = SamAdapterModel.from_pretrained(trained_run / "model").eval()
+    pixel_values = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    points, labels = torch.tensor([[[[20.0, 30.0]]], [[[40.0, 12.0]]]]), torch.ones(2, 1, 1, dtype=torch.long)
+    with torch.no_grad():
+        expected = local(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
+    assert remote["class"] == "SamAdapterModel"
+    torch.testing.assert_close(remote["masks"], expected, atol=1e-6, rtol=0)

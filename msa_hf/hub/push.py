@@ -5,6 +5,7 @@ adapter-only peft checkpoint as a second repo. A dry run lists what would go whe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -115,49 +116,55 @@ def push_run(
         raise FileNotFoundError(f"{model_dir} has no config.json: is {run_dir} a finished train.py run?")
     adapter_dir = model_dir / "adapter"
     adapter_repo_id = adapter_repo_id or f"{repo_id}-adapter"
+    # files whose pushed content differs from the run's: the card naming the published dataset, and for an
+    # MSA model the config with `auto_map` plus the modeling code, so it loads without msa_hf installed
+    model_overrides: dict[str, bytes] = {}
     model_card = _model_card_linking_dataset(model_dir, dataset_repo_id)
-    plan = PushPlan(revision=revision, private=private)
-    plan.uploads[repo_id] = [
-        (path, len(model_card) if model_card is not None and path == "README.md" else size)
-        for path, size in _files(model_dir, exclude="adapter")
-    ]
-    adapter_card = None
+    if model_card is not None:
+        model_overrides["README.md"] = model_card
+    config_json = (model_dir / "config.json").read_bytes()
+    if json.loads(config_json).get("model_type") == "sam_adapter":
+        from msa_hf.hub.remote_code import config_with_auto_map, remote_code_files
+
+        model_overrides["config.json"] = config_with_auto_map(config_json)
+        model_overrides.update(remote_code_files())
+    files = {repo_id: _uploads(model_dir, model_overrides, exclude="adapter")}
     if adapter_dir.is_dir():
         # our card replaces the one peft's save_pretrained wrote
         adapter_card = _adapter_card(Path(run_dir), adapter_repo_id, repo_id).encode()
-        plan.uploads[adapter_repo_id] = [
-            *(entry for entry in _files(adapter_dir) if entry[0] != "README.md"),
-            ("README.md", len(adapter_card)),
-        ]
+        files[adapter_repo_id] = _uploads(adapter_dir, {"README.md": adapter_card})
+    plan = PushPlan(revision=revision, private=private)
+    plan.uploads = {
+        target: [(path, len(content) if isinstance(content, bytes) else content.stat().st_size)
+                 for path, content in uploads.items()]
+        for target, uploads in files.items()
+    }  # fmt: skip
     if dry_run:
         return plan
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=token)
-    for target in plan.uploads:
+    for target, uploads in files.items():
         api.create_repo(target, private=private, exist_ok=True)
         if revision:
             api.create_branch(target, branch=revision, exist_ok=True)
-    api.upload_folder(
-        folder_path=str(model_dir), repo_id=repo_id, revision=revision,
-        ignore_patterns=["adapter/*"] + (["README.md"] if model_card is not None else []),
-        commit_message="Upload MSA model (msa_hf)",
-    )  # fmt: skip
-    if model_card is not None:
-        api.upload_file(
-            path_or_fileobj=model_card, path_in_repo="README.md", repo_id=repo_id, revision=revision,
-            commit_message=f"Model card (dataset: {dataset_repo_id})",
-        )  # fmt: skip
-    if adapter_card is not None:
-        api.upload_folder(
-            folder_path=str(adapter_dir), repo_id=adapter_repo_id, revision=revision,
-            ignore_patterns=["README.md"], commit_message="Upload MSA adapter (msa_hf)",
-        )  # fmt: skip
-        api.upload_file(
-            path_or_fileobj=adapter_card, path_in_repo="README.md", repo_id=adapter_repo_id, revision=revision,
-            commit_message="Adapter card",
-        )  # fmt: skip
+        # one commit per repo: a failed upload publishes nothing half-way
+        operations = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+            for path, content in uploads.items()
+        ]  # fmt: skip
+        what = "MSA model" if target == repo_id else "MSA adapter"
+        api.create_commit(target, operations, commit_message=f"Upload {what} (msa_hf)", revision=revision)
     return plan
+
+
+def _uploads(
+    folder: Path, overrides: dict[str, bytes], exclude: str | None = None
+) -> dict[str, Path | bytes]:
+    """Path in repo -> the file to upload, or the bytes that replace or add to it."""
+    uploads: dict[str, Path | bytes] = {path: folder / path for path, _ in _files(folder, exclude=exclude)}
+    uploads.update(overrides)
+    return dict(sorted(uploads.items()))
 
 
 def dataset_push_plan(dataset_dir: str | Path, repo_id: str, private: bool = False) -> PushPlan:
