@@ -24,6 +24,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], dict] = {}
         self.commits: list[dict] = []
+        self.fail_commits_to: set[str] = set()  # repo ids whose commits fail with HTTP 500 (nothing applied)
+        self.tokens: set[str] | None = None  # when set, requests must carry one of these bearer tokens
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -60,9 +62,20 @@ class FakeHub:
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
+            def _authorised(self) -> bool:
+                if hub.tokens is None:
+                    return True
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                if token in hub.tokens:
+                    return True
+                self._send(401, {"error": "Invalid credentials in Authorization header"})
+                return False
+
             def do_POST(self) -> None:
                 path = urlparse(self.path).path
                 body = self._body()
+                if not self._authorised():
+                    return None
                 if path == "/api/repos/create":
                     data = json.loads(body)
                     repo_type = data.get("type", "model") or "model"
@@ -103,6 +116,10 @@ class FakeHub:
                             {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files
                         ]})  # fmt: skip
                     if parts[5] == "commit":
+                        if f"{parts[3]}/{parts[4]}" in hub.fail_commits_to:
+                            return self._send(
+                                500, {"error": "Internal Error - We're working hard to fix this"}
+                            )
                         summary = ""
                         for line in body.decode().splitlines():
                             entry = json.loads(line)

@@ -269,3 +269,36 @@ torch.save({"masks": masks, "class": type(model).__name__}, sys.argv[1])
         expected = local(pixel_values=pixel_values, input_points=points, input_labels=labels).pred_masks
     assert remote["class"] == "SamAdapterModel"
     torch.testing.assert_close(remote["masks"], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("repo_id", ["", "a/b/c", "../../etc/passwd", "org/bad name!", "just-a-name"])
+def test_bad_repo_ids_are_refused_before_anything_happens(trained_run, hub, repo_id, capsys):
+    from msa_hf.cli import main
+    from msa_hf.hub.push import PushError
+
+    with pytest.raises(PushError, match="org/name"):
+        push_run(trained_run, repo_id, dry_run=True)
+    assert main(["push", str(trained_run), repo_id, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(repo_id) in err and "Traceback" not in err
+    assert main(["push-space", repo_id, "org/msa-x", "--dry-run"]) == 2
+    assert hub.repos == {}
+
+
+def test_a_refused_token_and_a_failing_hub_say_so_and_publish_nothing_half_way(trained_run, hub, monkeypatch):
+    from msa_hf.hub.push import PushError
+
+    hub.tokens = {"hf_right_token"}
+    with pytest.raises(PushError, match="refused the token .* write access to org"):
+        push_run(trained_run, "org/msa-denied", token="hf_wrong_token")
+    assert hub.repos == {}
+    hub.fail_commits_to = {"org/msa-fail-adapter"}
+    with pytest.raises(
+        PushError,
+        match=r"org/msa-fail-adapter: the Hub failed .* Already published by this push: org/msa-fail\.",
+    ):
+        push_run(trained_run, "org/msa-fail", token="hf_right_token")
+    assert hub.repos[("model", "org/msa-fail")]["files"]  # the model's one commit went through
+    assert hub.repos[("model", "org/msa-fail-adapter")]["files"] == {}  # the adapter's did not, at all
+    local = {p.name for p in (trained_run / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "adapter"} <= local  # nothing local touched

@@ -6,9 +6,61 @@ adapter-only peft checkpoint as a second repo. A dry run lists what would go whe
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+
+
+class PushError(ValueError):
+    """A push that cannot start or did not finish; the message names the repo and what to do."""
+
+
+def check_repo_id(repo_id: str, what: str = "repo id") -> str:
+    """`repo_id` if it is a Hub repo id of the form `org/name`, else a `PushError` saying how to write one."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    problem = None
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        problem = "expected the form org/name"
+    else:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError:
+            problem = "not a valid name"
+    if problem:
+        raise PushError(
+            f"{what} {repo_id!r}: {problem}; use org/name with letters, digits, '-', '_' or '.' (for example "
+            "org/msa-liver)."
+        )
+    return repo_id
+
+
+@contextmanager
+def hub_errors(repo_id: str, published: list[str] | None = None):
+    """Turn the Hub client's errors while writing `repo_id` into one clear `PushError`. Each repo is written
+    in one commit, so a failed repo has none of this push; `published` lists the repos already written."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    done = f" Already published by this push: {', '.join(published)}." if published else ""
+    try:
+        yield
+    except LocalTokenNotFoundError as error:
+        raise PushError(
+            f"{repo_id}: no Hub token. Pass --token, set HF_TOKEN, or run `hf auth login`.{done}"
+        ) from error
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        if status in (401, 403):
+            raise PushError(
+                f"{repo_id}: the Hub refused the token (HTTP {status}); use a token with write access to "
+                f"{repo_id.split('/')[0]} (--token or HF_TOKEN).{done}"
+            ) from error
+        raise PushError(
+            f"{repo_id}: the Hub failed (HTTP {status}: {str(error).splitlines()[0][:200]}); nothing of this "
+            f"push was committed to {repo_id}. Run the command again.{done}"
+        ) from error
 
 
 @dataclass
@@ -111,6 +163,11 @@ def push_run(
     Raises:
         FileNotFoundError: the run has no `model/` (train first).
     """
+    check_repo_id(repo_id)
+    if adapter_repo_id is not None:
+        check_repo_id(adapter_repo_id, "adapter repo id")
+    if dataset_repo_id is not None:
+        check_repo_id(dataset_repo_id, "dataset repo id")
     model_dir = Path(run_dir) / "model"
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} has no config.json: is {run_dir} a finished train.py run?")
@@ -144,17 +201,20 @@ def push_run(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=token)
+    published: list[str] = []
     for target, uploads in files.items():
-        api.create_repo(target, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(target, branch=revision, exist_ok=True)
-        # one commit per repo: a failed upload publishes nothing half-way
-        operations = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content))
-            for path, content in uploads.items()
-        ]  # fmt: skip
-        what = "MSA model" if target == repo_id else "MSA adapter"
-        api.create_commit(target, operations, commit_message=f"Upload {what} (msa_hf)", revision=revision)
+        with hub_errors(target, published):
+            api.create_repo(target, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(target, branch=revision, exist_ok=True)
+            # one commit per repo: a failed upload publishes nothing half-way
+            operations = [
+                CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+                for path, content in uploads.items()
+            ]  # fmt: skip
+            what = "MSA model" if target == repo_id else "MSA adapter"
+            api.create_commit(target, operations, commit_message=f"Upload {what} (msa_hf)", revision=revision)
+        published.append(target)
     return plan
 
 
@@ -173,6 +233,7 @@ def dataset_push_plan(dataset_dir: str | Path, repo_id: str, private: bool = Fal
     Raises:
         FileNotFoundError: `dataset_dir` is not a prepared dataset directory.
     """
+    check_repo_id(repo_id, "dataset repo id")
     folder = Path(dataset_dir)
     if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
         raise FileNotFoundError(f"{folder} is not a prepared dataset directory (msa-hf prepare writes one).")
@@ -193,15 +254,17 @@ def push_dataset(
     from huggingface_hub import HfApi
 
     folder = Path(dataset_dir)
+    check_repo_id(repo_id, "dataset repo id")
     dataset_push_plan(folder, repo_id)  # checks the folder before anything is created
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type="dataset",
-        commit_message="Upload dataset (msa_hf)",
-    )
+    with hub_errors(repo_id):
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message="Upload dataset (msa_hf)",
+        )
     return str(commit)
 
 
@@ -304,18 +367,21 @@ def push_space(
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    check_repo_id(repo_id, "Space repo id")
+    check_repo_id(model_repo_id, "served model repo id")
+    for name, adapter_repo in (adapters or {}).items():
+        check_repo_id(adapter_repo, f"adapter {name!r} repo id")
     files = space_files(model_repo_id, space_folder, adapters)
     if dry_run:
         return "\n".join(files)
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
     operations = [
-        CommitOperationAdd(
-            path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content)
-        )
+        CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content))
         for path, content in files.items()
-    ]
-    commit = api.create_commit(
-        repo_id, operations, repo_type="space", commit_message=f"Demo of {model_repo_id}"
-    )
+    ]  # fmt: skip
+    with hub_errors(repo_id):
+        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+        commit = api.create_commit(
+            repo_id, operations, repo_type="space", commit_message=f"Demo of {model_repo_id}"
+        )
     return str(commit)
