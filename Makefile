@@ -48,14 +48,14 @@ format: $(STAMP)
 # The embedded default dataset (MNI152 brain tissue), built offline from the copy inside nilearn's wheel.
 DEFAULT_DATA := data/mni152-tissue
 $(DEFAULT_DATA)/prepare_report.json: $(STAMP)
-	$(VENV)/bin/msa-hf build-default-data $(DEFAULT_DATA) --overwrite
+	$(VENV)/bin/msa-hf build-default-data --output-dir $(DEFAULT_DATA) --overwrite
 
 data: $(DEFAULT_DATA)/prepare_report.json
 
 # Pretrain the small base model on the synthetic data engine (hours on 2 CPU cores, minutes on a GPU).
 # Resumable: run it again after an interruption. `accelerate launch -m msa_hf.cli pretrain-base ...` for GPUs.
 base: $(STAMP)
-	$(VENV)/bin/msa-hf pretrain-base runs/base
+	$(VENV)/bin/msa-hf pretrain-base --output-dir runs/base
 
 # The speed and memory suite (CPU, ViT-B geometry, modest sizes; under 10 minutes on 2 cores). Results go to
 # benchmarks/results/cpu.{csv,md}; `$(PY) -m benchmarks.run --device cuda` on a GPU, `--full` for large sizes.
@@ -69,7 +69,7 @@ CLASSES ?=
 train: data
 	HF_HUB_DISABLE_TELEMETRY=1 $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no train.py --base $(BASE) --dataset $(DEFAULT_DATA) \
-		--output-dir runs/msa-mni152 --overwrite-output-dir $(if $(CLASSES),--classes $(CLASSES))
+		--output-dir runs/msa-mni152 --overwrite $(if $(CLASSES),--classes $(CLASSES))
 
 clean:
 	rm -rf $(VENV) $(LOWEST) build *.egg-info .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msa_hf.command_line import CommandParser
+from msa_hf.command_line import CommandParser, space_or_comma_list
 from msa_hf.training.base_loading import BaseLoadError
 
 
@@ -133,6 +133,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
     from msa_hf.inference.loading import load_for_inference
 
+    classes = space_or_comma_list(args.classes)
+    args.classes = ",".join(classes) if classes else None
     model, processor = load_for_inference(args.model)
     if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
         from msa_hf.evaluation.protocols import evaluate_volumes
@@ -275,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="Convert an original segment-anything / MedSAM .pth into a SamAdapterModel folder."
     )
     convert.add_argument("checkpoint", help="path of the .pth, e.g. sam_vit_b_01ec64.pth or medsam_vit_b.pth")
-    convert.add_argument("output", help="folder to write (save_pretrained layout)")
+    convert.add_output_dir("folder to write (save_pretrained layout)", positional=True)
     convert.add_argument("--depth-branch", action=argparse.BooleanOptionalAction, default=False)
     convert.add_argument("--num-slices", type=int, default=1, help="default slices per volume D")
     convert.add_argument("--decoder-training", choices=("frozen", "adapters", "full"), default="full")
@@ -290,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare_report.json and a dataset card. Bad cases are skipped and listed, never fatal.",
     )
     prepare.add_argument("source", help="folder with images + masks (2-D) or volumes + label maps (3-D)")
-    prepare.add_argument("output", help="dataset directory to write")
+    prepare.add_output_dir("dataset directory to write", positional=True)
     prepare.add_argument("--kind", choices=("auto", "images", "volumes"), default="auto")
     prepare.add_argument(
         "--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     default_data = commands.add_parser(
         "build-default-data", help="Build the embedded default dataset (MNI152 brain tissue, from nilearn)."
     )
-    default_data.add_argument("output", nargs="?", default="data/mni152-tissue")
+    default_data.add_output_dir("dataset directory to write", default="data/mni152-tissue", positional=True)
     default_data.add_argument("--overwrite", action="store_true")
     default_data.set_defaults(run=_build_default_data)
 
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain-base",
         help="Pretrain the small SamModel base on the synthetic data engine (resumable; accelerate launch works).",
     )
-    pretrain.add_argument("output", help="run folder: checkpoint/, metrics.csv, final/")
+    pretrain.add_output_dir("run folder: checkpoint/, metrics.csv, final/", positional=True)
     pretrain.add_argument("--total-images", type=int, default=300_000)
     pretrain.add_argument("--batch-size", type=int, default=16, help="per process")
     pretrain.add_argument("--learning-rate", type=float, default=1e-3)
@@ -353,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="adaptation seeds (MRI Dice is their mean)"
     )
-    gate.add_argument("--output", default=None, help="where gate.json goes (default: the base folder)")
+    gate.add_output_dir("where gate.json goes (default: the base folder)", required=False)
+    gate.rename("--output", "--output-dir")
     gate.set_defaults(run=_base_gate)
 
     evaluate = commands.add_parser(
@@ -374,10 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (default 5)"
     )
     evaluate.add_argument(
-        "--classes", default=None, help="structures to score, by name or label value, comma-separated"
+        "--classes", nargs="+", default=None, help="structures to score, by name or label value"
     )
     evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
-    evaluate.add_argument("--output", default=None, help="folder for tables, CSVs and pictures")
+    evaluate.add_output_dir("folder for tables, CSVs and pictures (default: print only)", required=False)
+    evaluate.rename("--output", "--output-dir")
     evaluate.add_argument(
         "--batch-size",
         type=int,

@@ -4,13 +4,19 @@
 - `--help` shows each option's default.
 - Options are spelled with dashes (`--output-dir`) and also accepted with underscores (`--output_dir`), as
   transformers' example scripts accept them.
+- One spelling per concept across commands: where a command writes a folder it is `--output-dir`, replacing
+  an existing output is `--overwrite`, lists are space-separated (a comma-separated item is split too).
+  Older spellings keep working for one release and print a one-line deprecation notice.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
+
+LEGACY_OUTPUT = "legacy_output"
 
 
 class DefaultsShownFormatter(argparse.RawDescriptionHelpFormatter):
@@ -31,6 +37,24 @@ class CommandParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsShownFormatter)
         super().__init__(*args, **kwargs)
+        self.renamed: dict[str, str] = {}  # old option spelling -> the current one
+        self.output_required = False
+        self.output_default: str | None = None
+
+    def rename(self, old: str, new: str) -> None:
+        """Accept `old` (an option spelling of an earlier release) as `new`, with a deprecation notice."""
+        self.renamed[old] = new
+
+    def add_output_dir(
+        self, help: str, default: str | None = None, required: bool = True, positional: bool = False
+    ) -> None:
+        """`--output-dir` (into `args.output`). `positional`: the earlier release took the output as a
+        trailing positional argument, still accepted with a notice."""
+        self.add_argument("--output-dir", dest="output", default=default, help=help)
+        self.output_required = required and default is None
+        self.output_default = default
+        if positional:
+            self.add_argument(LEGACY_OUTPUT, nargs="?", default=None, help=argparse.SUPPRESS)
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
@@ -42,8 +66,33 @@ class CommandParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None):
         if args is not None:
-            args = [self._dashed(arg) for arg in args]
-        return super().parse_known_args(args, namespace)
+            args = [self._renamed(self._dashed(arg)) for arg in args]
+        namespace, extras = super().parse_known_args(args, namespace)
+        legacy = getattr(namespace, LEGACY_OUTPUT, None)
+        if legacy is not None:
+            if getattr(namespace, "output", None) in (None, self.output_default):
+                self._notice(f"the output as a positional argument is now --output-dir {legacy}")
+                namespace.output = legacy
+            else:
+                self.error(f"unexpected argument {legacy!r} (the output goes to --output-dir)")
+        if hasattr(namespace, LEGACY_OUTPUT):
+            delattr(namespace, LEGACY_OUTPUT)
+        if self.output_required and getattr(namespace, "output", None) is None:
+            self.error("the following arguments are required: --output-dir")
+        return namespace, extras
+
+    def _notice(self, text: str) -> None:
+        print(
+            f"{self.prog}: deprecated: {text}; the old form will be removed in the next release.",
+            file=sys.stderr,
+        )
+
+    def _renamed(self, arg: str) -> str:
+        name, equals, value = arg.partition("=")
+        if name in self.renamed:
+            self._notice(f"{name} is now {self.renamed[name]}")
+            return self.renamed[name] + equals + value
+        return arg
 
     def _dashed(self, arg: str) -> str:
         """`--output_dir[=x]` -> `--output-dir[=x]` when this parser knows the dashed spelling."""
@@ -52,3 +101,10 @@ class CommandParser(argparse.ArgumentParser):
         name, equals, value = arg.partition("=")
         dashed = name.replace("_", "-")
         return dashed + equals + value if dashed in self._option_string_actions else arg
+
+
+def space_or_comma_list(items: Sequence[str] | None) -> list[str] | None:
+    """A space-separated list option's values with comma-separated items split too (the older spelling)."""
+    if items is None:
+        return None
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]

@@ -93,9 +93,9 @@ def test_a_staged_run_is_recorded_and_replays_to_the_same_weights(tmp_path):
     assert scheduler_state["base_lrs"] == [5e-4]
     commands = pretraining_commands(original)
     assert commands == [
-        "msa-hf pretrain-base runs/base --total-images 32 --batch-size 8 --eval-every 100 --num-workers 0 "
+        "msa-hf pretrain-base --output-dir runs/base --total-images 32 --batch-size 8 --eval-every 100 --num-workers 0 "
         "--stop-at-step 2",
-        "msa-hf pretrain-base runs/base --total-images 48 --batch-size 8 --learning-rate 0.0005 --eval-every 100 "
+        "msa-hf pretrain-base --output-dir runs/base --total-images 48 --batch-size 8 --learning-rate 0.0005 --eval-every 100 "
         "--num-workers 0",
     ]
     replay = tmp_path / "replay"

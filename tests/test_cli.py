@@ -80,3 +80,41 @@ def test_command_line_conventions(capsys):
     assert train_args.output_dir == "runs/x" and train_args.learning_rate == 0.01
     with pytest.raises(SystemExit):
         parser.parse_args(["evaluate", "model", "--no_such_flag", "1"])
+
+
+def test_one_spelling_per_concept_and_the_old_ones_with_a_notice(capsys):
+    from msa_hf.cli import build_parser
+    from msa_hf.encoder_pretraining.command import build_parser as pretrain_parser
+    from msa_hf.training.config import parse_train_config
+
+    parser = build_parser()
+    for argv in (["prepare", "src", "--output-dir", "out"], ["convert", "a.pth", "--output_dir=out"]):
+        assert parser.parse_args(argv).output == "out"
+    assert capsys.readouterr().err == ""  # the current spellings say nothing
+    for argv in (
+        ["prepare", "src", "out"],
+        ["evaluate", "model", "--output", "out"],
+        ["pretrain-base", "out"],
+    ):
+        assert parser.parse_args(argv).output == "out"
+        assert "deprecated" in capsys.readouterr().err
+    assert pretrain_parser().parse_args(["data", "out"]).output == "out"
+    assert parser.parse_args(["build-default-data"]).output == "data/mni152-tissue"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prepare", "src"])  # nowhere to write
+    assert "--output-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prepare", "src", "out", "--output-dir", "other"])  # two outputs
+    capsys.readouterr()
+    assert parser.parse_args(["evaluate", "m", "--classes", "liver,spleen", "kidney"]).classes == [
+        "liver,spleen",
+        "kidney",
+    ]
+    config = parse_train_config(
+        ["--overwrite", "--classes", "liver,spleen", "kidney", "--output-dir", "runs/x"]
+    )
+    assert config.overwrite_output_dir and config.classes == "liver,spleen,kidney"
+    assert capsys.readouterr().err == ""
+    assert parse_train_config(["--overwrite-output-dir"]).overwrite_output_dir
+    assert "--overwrite-output-dir is now --overwrite" in capsys.readouterr().err
+    assert not parse_train_config(["--no-overwrite-output-dir"]).overwrite_output_dir

@@ -59,7 +59,7 @@ def test_exported_base_loads_into_sam_and_msa_with_equal_outputs(tiny_run, tmp_p
     card = (folder / "README.md").read_text()
     assert (
         "| synthetic Dice, box | 0.900 | >= 0.85 |" in card
-        and "pretrain-base runs/base --total-images 16" in card
+        and "pretrain-base --output-dir runs/base --total-images 16" in card
         and "over 2 seeds | 0.800 | >= random init + 0.05 |" in card
         and "| grey matter | 0.900 | 0.600 | 0.650 |" in card
         and "this base / random init | 0.400 / 0.380 |" in card

@@ -535,7 +535,7 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one_unasked(tiny_base, disk_d
     (run_dir / "evaluation").mkdir()  # as train.py's test table leaves it
     weights = (run_dir / "model" / "model.safetensors").read_bytes()
     with pytest.raises(
-        ValueError, match=r"holds an earlier run \(checkpoints, model, .*--overwrite-output-dir"
+        ValueError, match=r"holds an earlier run \(checkpoints, model, .*--overwrite to replace"
     ):
         run_training(_config(tiny_base, disk_dataset, run_dir, steps=2, eval_every=100, seed=1))
     assert (run_dir / "model" / "model.safetensors").read_bytes() == weights  # nothing lost

@@ -53,7 +53,7 @@ def pretraining_commands(run_dir: str | Path, output: str = "runs/base") -> list
         ]
         if index + 1 < len(stages):
             flags.append(f"--stop-at-step {stages[index + 1]['start_step']}")
-        commands.append(f"msa-hf pretrain-base {output} " + " ".join(flags))
+        commands.append(f"msa-hf pretrain-base --output-dir {output} " + " ".join(flags))
     return commands
 
 

@@ -31,7 +31,7 @@ def build_parser(prog: str = "pretrain.py") -> argparse.ArgumentParser:
     parser.add_argument(
         "source", help="prepared dataset, or a folder of PNG/JPEG/TIFF/DICOM images or NIfTI volumes"
     )
-    parser.add_argument("output_dir", help="checkpoint/, metrics.csv, final/ (a SamAdapterModel)")
+    parser.add_output_dir("checkpoint/, metrics.csv, final/ (a SamAdapterModel)", positional=True)
     parser.add_argument("--base", default="tiny", help="base SAM: 'tiny', a folder, a Hub id or a .pth")
     parser.add_argument("--objective", type=_objective, action="append", default=None, metavar="NAME=WEIGHT",
                         help="mae, emix or shed with its loss weight; repeat to combine (default mae=1)")  # fmt: skip
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "pretrain.py") -> int:
     except (ValueError, BaseLoadError) as error:
         print(f"pretrain: {error}", file=sys.stderr)
         return 2
-    final = pretrain_encoder(model, images, config, args.output_dir)
+    final = pretrain_encoder(model, images, config, args.output)
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # once, not once per process under accelerate launch

@@ -150,6 +150,12 @@ def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     return value
 
 
+# flags spelled as every msa-hf command spells them, where the field name says more than the flag should
+FLAGS = {"overwrite_output_dir": "--overwrite"}
+# fields given as space-separated lists on the command line (stored comma-separated, as in YAML)
+LIST_FIELDS = ("classes",)
+
+
 def build_train_parser(
     prog: str = "train.py",
     description: str = "Adapt a SAM base to a prepared medical dataset (MSA, LoRA, full, decoder).",
@@ -161,7 +167,7 @@ def build_train_parser(
     parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
     hints = typing.get_type_hints(TrainConfig)
     for item in dataclasses.fields(TrainConfig):
-        flag = "--" + item.name.replace("_", "-")
+        flag = FLAGS.get(item.name, "--" + item.name.replace("_", "-"))
         annotation = hints[item.name]
         # SUPPRESS keeps unset flags out of the namespace (so a --config file's values stand); the help
         # still names the dataclass default
@@ -178,7 +184,13 @@ def build_train_parser(
             kwargs["choices"] = typing.get_args(annotation)
         elif annotation in (int, float):
             kwargs["type"] = annotation
-        parser.add_argument(flag, **kwargs)
+        elif item.name in LIST_FIELDS:
+            kwargs["nargs"] = "+"
+        parser.add_argument(flag, dest=item.name, **kwargs)
+    for field_name, flag in FLAGS.items():  # the earlier release's spellings, with a notice
+        old = "--" + field_name.replace("_", "-")
+        parser.rename(old, flag)
+        parser.rename("--no-" + old[2:], "--no-" + flag[2:])
     return parser
 
 
@@ -187,6 +199,11 @@ def parse_train_config(argv: list[str] | None = None, prog: str = "train.py") ->
     import yaml
 
     arguments = vars(build_train_parser(prog).parse_args(argv))
+    from msa_hf.command_line import space_or_comma_list
+
+    for name in LIST_FIELDS:
+        if name in arguments:
+            arguments[name] = ",".join(space_or_comma_list(arguments[name]))
     values: dict[str, Any] = {}
     config_file = arguments.pop("config", None)
     if config_file:

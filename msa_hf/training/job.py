@@ -64,7 +64,7 @@ RESUME_MAY_CHANGE = frozenset({
 # what shows that an output directory holds an earlier run (a run that failed before training, e.g. on a
 # mistyped --base, leaves only train_config.yaml, and may simply be run again) ...
 EARLIER_RUN_MARKERS = ("checkpoints", "model", "best", "train_result.json")
-# ... and what --overwrite-output-dir removes, so no result of the earlier run stays beside the new one
+# ... and what --overwrite removes, so no result of the earlier run stays beside the new one
 EARLIER_RUN_OUTPUTS = (*EARLIER_RUN_MARKERS, "evaluation", "evaluation-zero-shot")
 
 
@@ -77,7 +77,7 @@ def earlier_run_outputs(config: TrainConfig, output_dir: Path) -> list[Path]:
     if not config.overwrite_output_dir:
         raise ValueError(
             f"{output_dir} holds an earlier run ({', '.join(path.name for path in found)}): pass --resume latest "
-            "to continue it, --overwrite-output-dir to replace it, or choose another --output-dir."
+            "to continue it, --overwrite to replace it, or choose another --output-dir."
         )
     return found
 
