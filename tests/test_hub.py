@@ -302,3 +302,20 @@ def test_a_refused_token_and_a_failing_hub_say_so_and_publish_nothing_half_way(t
     assert hub.repos[("model", "org/msa-fail-adapter")]["files"] == {}  # the adapter's did not, at all
     local = {p.name for p in (trained_run / "model").iterdir()}
     assert {"config.json", "model.safetensors", "adapter"} <= local  # nothing local touched
+
+
+def test_train_py_pushes_when_asked(tiny_base, disk_dataset, hub, tmp_path, capsys):
+    from msa_hf.training.job import main
+
+    common = ["--base", str(tiny_base), "--dataset", str(disk_dataset), "--steps", "2", "--batch-size", "4",
+              "--eval-every", "2", "--log-with", "none", "--push-to-hub"]  # fmt: skip
+    # a repo id that cannot be pushed to is refused before any training
+    assert main([*common, "--output-dir", str(tmp_path / "bad"), "--hub-model-id", "not a repo"]) == 2
+    assert "hub_model_id 'not a repo'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main([*common, "--output-dir", str(tmp_path / "none")]) == 2
+    assert "--hub-model-id" in capsys.readouterr().err
+    assert main([*common, "--output-dir", str(tmp_path / "run"), "--hub_model_id", "org/msa-trained"]) == 0
+    assert "pushed:" in capsys.readouterr().out
+    pushed = hub.repos[("model", "org/msa-trained")]["files"]
+    assert pushed["model.safetensors"] == (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    assert "adapter_model.safetensors" in hub.repos[("model", "org/msa-trained-adapter")]["files"]

@@ -308,7 +308,12 @@ def test_train_main_prints_the_test_table_and_writes_the_card(tiny_base, disk_da
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     results = json.loads((tmp_path / "run" / "evaluation" / "results.json").read_text())
     mean_box = np.mean([v["dice"] for v in results["tables"]["box"].values()])
-    assert f"value: {mean_box:.4f}" in card and "steps: 2" in card
+    from huggingface_hub import ModelCard
+
+    (box,) = [
+        r for r in ModelCard(card).data.eval_results if (r.metric_type, r.metric_config) == ("dice", "box")
+    ]
+    assert box.metric_value == round(mean_box, 4) and "steps: 2" in card
     assert (tmp_path / "run" / "evaluation" / "overlays.png").is_file()
     assert main(["--base", str(tmp_path / "missing"), "--dataset", str(disk_dataset)]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -102,12 +102,27 @@ class TrainConfig:
     evaluate_test: bool = field(
         default=True, metadata={"help": "after training: test-split Dice table next to the zero-shot base's"}
     )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "after training: publish the model, its adapter and card as msa-hf push does "
+                  "(token: HF_TOKEN or `hf auth login`)"},
+    )  # fmt: skip
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={"help": "with --push-to-hub: the model repo, org/name (adapter: org/name-adapter)"},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: use one of {METHODS}.")
         if self.decoder_training not in DECODER_MODES:
             raise ValueError(f"decoder_training={self.decoder_training!r}: use one of {DECODER_MODES}.")
+        if self.push_to_hub:  # refused now, not after hours of training
+            from msa_hf.hub.push import check_repo_id
+
+            if not self.hub_model_id:
+                raise ValueError("push_to_hub needs hub_model_id: pass --hub-model-id org/name.")
+            check_repo_id(self.hub_model_id, "hub_model_id")
         # checked here, before the base loads, rather than by AdamW or at the first batch
         check_field_ranges(
             self,

@@ -58,7 +58,8 @@ class TrainResult:
 # recomputing activations or not), not what it computes
 RESUME_MAY_CHANGE = frozenset({
     "resume", "output_dir", "num_workers", "log_with", "eval_every", "checkpoint_every", "evaluate_test",
-    "compile", "gradient_checkpointing", "recompute_frozen_mlp", "overwrite_output_dir",
+    "compile", "gradient_checkpointing", "recompute_frozen_mlp", "overwrite_output_dir", "push_to_hub",
+    "hub_model_id",
 })  # fmt: skip
 
 # what shows that an output directory holds an earlier run (a run that failed before training, e.g. on a
@@ -414,4 +415,16 @@ def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
         f"model: {Path(result.output_dir) / 'model'} (card: README.md there), best: {Path(result.output_dir) / 'best'} "
         f"(step {result.best_step})"
     )
+    if config.push_to_hub:
+        from msa_hf.hub.push import push_run
+
+        try:
+            plan = push_run(result.output_dir, config.hub_model_id)
+        except ValueError as error:  # the run is complete on disk either way; `msa-hf push` can retry
+            print(
+                f"train: {error} The trained run is in {result.output_dir}: `msa-hf push` it later.",
+                file=sys.stderr,
+            )
+            return 2
+        print("pushed:\n" + plan.describe())
     return 0
