@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_hf.data.size_limits import InputTooLargeError, check_image_size
 from msa_hf.data.transforms import check_finite
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -37,13 +38,16 @@ def read_image(path: str | Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
+            check_image_size(path, *image.size)  # from the header, before the pixels are decoded
             image.load()
             if image.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("RGB")
             elif image.mode in ("LA", "1"):
                 image = image.convert("L")
             array = np.array(image)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except InputTooLargeError as error:
+        raise ImageReadError(str(error)) from error
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: cannot read the image ({type(error).__name__}: {error}).") from error
     if (
         array.ndim == 3
@@ -141,12 +145,15 @@ def read_mask(
 
     try:
         with Image.open(path) as image:
+            check_image_size(path, *image.size)
             image.load()
             # a palette PNG stores the label in the index, which is what we want
             array = np.array(
                 image if image.mode in ("P", "L", "I", "I;16", "F", "1") else image.convert("RGB")
             )
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except InputTooLargeError as error:
+        raise ImageReadError(str(error)) from error
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: cannot read the mask ({type(error).__name__}: {error}).") from error
     if array.ndim == 3:
         if (array == array[..., :1]).all():

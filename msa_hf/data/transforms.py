@@ -259,6 +259,9 @@ def resample_to_spacing(
     if min(target_spacing) <= 0:
         raise ValueError(f"resample_to_spacing: target spacing must be positive, got {target_spacing}.")
     size = [max(1, round(n * s / t)) for n, s, t in zip(tensor.shape, spacing, target_spacing, strict=True)]
+    from msa_hf.data.size_limits import check_voxel_count
+
+    check_voxel_count(size, f"resampling {tuple(tensor.shape)} at {spacing} mm to {target_spacing} mm")
     if is_label:
         out = F.interpolate(tensor[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(
             tensor.dtype

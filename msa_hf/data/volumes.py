@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
 from msa_hf.data.transforms import check_finite
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -124,6 +125,10 @@ def load_nifti(
         raise VolumeReadError(
             f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
         ) from error
+    try:  # from the header, before any voxel is read
+        check_nifti_size(path, image.shape, image.header.get_data_dtype().itemsize, image.dataobj.offset)
+    except InputTooLargeError as error:
+        raise VolumeReadError(str(error)) from error
     try:
         return _canonical(image, str(path), modality, channel, is_label)
     except ValueError as error:
