@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -554,3 +555,46 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one_unasked(tiny_base, disk_d
     failed.mkdir()
     (failed / "train_config.yaml").write_text("steps: 2\n")
     run_training(_config(tiny_base, disk_dataset, failed, steps=1, eval_every=100))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"learning_rate": float("inf")}, "learning_rate must be finite, got inf"),
+        ({"learning_rate": float("nan")}, "learning_rate must be > 0, got nan"),
+        ({"dice_weight": -1.0}, "dice_weight must be >= 0, got -1.0"),
+        ({"eval_every": 0}, "eval_every must be >= 1, got 0"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be >= 1, got 0"),
+        ({"num_clicks": 0}, "num_clicks must be >= 1, got 0"),
+        ({"weight_decay": float("inf")}, "weight_decay must be finite"),
+    ],
+)
+def test_every_number_is_checked_before_the_base_loads(change, message):
+    from msa_hf.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(base="never-loaded", dataset="never-read", **change)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
+    tiny_base, disk_dataset, tmp_path, monkeypatch
+):
+    import msa_hf.training.job as job
+
+    real_loss, calls = job.prompted_training_loss, []
+
+    def loss_that_blows_up(*args, **kwargs):
+        loss, parts = real_loss(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), parts) if len(calls) == 3 else (loss, parts)
+
+    monkeypatch.setattr(job, "prompted_training_loss", loss_that_blows_up)
+    with pytest.raises(
+        ValueError, match=r"step 3: the training loss is nan \(not finite\).*checkpoint \(step-0000002\) is intact"
+    ) as error:
+        run_training(_config(tiny_base, disk_dataset, tmp_path / "run", steps=4, eval_every=100))
+    assert "--learning-rate" in str(error.value)
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    assert (
+        checkpoint is not None and checkpoint.name == "step-0000002" and not (tmp_path / "run" / "model").exists()
+    )

@@ -126,9 +126,26 @@ class TrainConfig:
         # checked here, before the base loads, rather than by AdamW or at the first batch
         check_field_ranges(
             self,
-            at_least_one=("steps", "batch_size", "gradient_accumulation_steps", "num_slices", "lora_rank"),
-            positive=("learning_rate",),
-            non_negative=("weight_decay",),
+            at_least_one=(
+                "steps",
+                "batch_size",
+                "gradient_accumulation_steps",
+                "num_slices",
+                "lora_rank",
+                "num_clicks",
+                "eval_every",
+                "checkpoint_every",
+            ),
+            positive=("learning_rate", "adapter_bottleneck_ratio"),
+            # a negative loss weight would maximise that loss
+            non_negative=(
+                "weight_decay",
+                "warmup_steps",
+                "dice_weight",
+                "bce_weight",
+                "iou_weight",
+                "num_workers",
+            ),
             shares=("box_probability", "iterative_probability", "text_only_probability"),
         )
         if self.text_prompts and (self.method != "msa" or not self.text_encoder):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -16,7 +17,8 @@ def check_field_ranges(
     shares: Iterable[str] = (),
 ) -> None:
     """Raise `ValueError` naming the first field of `config` outside its range: counts `>= 1`, `positive`
-    values `> 0`, `non_negative` values `>= 0`, `shares` in `[0, 1]` (NaN fails every check)."""
+    values `> 0`, `non_negative` values `>= 0`, `shares` in `[0, 1]`; every value finite (NaN and
+    infinity fail every check: a learning rate of inf trains a model of NaNs)."""
     checks = (
         (at_least_one, lambda value: value >= 1, "must be >= 1"),
         (positive, lambda value: value > 0, "must be > 0"),
@@ -26,6 +28,8 @@ def check_field_ranges(
     for names, within, requirement in checks:
         for name in names:
             value = getattr(config, name)
+            if isinstance(value, float) and math.isinf(value):
+                raise ValueError(f"{name} must be finite, got {value}.")
             if not within(value):
                 raise ValueError(f"{name} {requirement}, got {value}.")
 

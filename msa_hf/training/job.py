@@ -149,6 +149,21 @@ def _save_checkpoint(accelerator: Any, output_dir: Path, step: int, best: dict[s
     accelerator.wait_for_everyone()
 
 
+def _stop_on_non_finite_loss(output_dir: Path, step: int, loss: float) -> None:
+    """Stop a run whose loss is NaN or infinite, before the optimiser turns the weights into NaN."""
+    last = latest_checkpoint(output_dir)
+    kept = (
+        f"the last checkpoint ({last.name}) is intact"
+        if last is not None
+        else "no checkpoint was written yet"
+    )
+    raise ValueError(
+        f"step {step}: the training loss is {loss} (not finite), usually a learning rate too high for this "
+        f"base or data. Nothing of this step was applied and {kept}; start a new run with a lower "
+        "--learning-rate (a resumed run keeps its recorded settings)."
+    )
+
+
 def run_training(config: TrainConfig) -> TrainResult:
     """Train per `config` (see the module docstring); returns the result and writes the run directory."""
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -262,6 +277,10 @@ def run_training(config: TrainConfig) -> TrainResult:
                     unwrapped,
                     config.text_only_probability,
                 )
+                # every process decides together, so none waits for a peer that stopped
+                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "sum")
+                if int(finite.item()) != accelerator.num_processes:
+                    _stop_on_non_finite_loss(output_dir, step + 1, float(loss.detach()))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, 1.0)
