@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from msa_hf.evaluation.metrics import hd95, normalized_surface_dice, surface_distances
+from msa_hf.evaluation.metrics import hd95, normalized_surface_dice, surface_distances, surface_metrics
 
 surface_distance = pytest.importorskip("surface_distance")
 
@@ -100,3 +100,6 @@ def test_empty_masks():
     )
     # both empty: undefined, counted apart by `summarise` (the reference gives inf and NaN)
     assert hd95(empty, empty) is None and normalized_surface_dice(empty, empty, 2.0) is None
+    assert surface_metrics(mask, empty, 2.0) == (float("inf"), 0.0) and surface_metrics(
+        empty, empty, 2.0
+    ) == (None, None)

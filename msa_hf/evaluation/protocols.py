@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from msa_hf.evaluation.decoding import PROTOCOLS as PROTOCOLS
 from msa_hf.evaluation.decoding import MaskDecoding, canonical_protocol, decode_protocols
-from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise
+from msa_hf.evaluation.metrics import dice, iou, summarise, surface_metrics
 from msa_hf.inference.placement import Placement, resolve_placement
 from msa_hf.processing.mask_outputs import logits_to_original_mask
 
@@ -110,24 +110,37 @@ def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float]]) 
     for (case_id, class_name), rows in sorted(grouped.items()):
         rows.sort(key=lambda r: r[0])
         target = np.stack([t for _, _, t in rows]).astype(bool)
-        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
-        volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
         final = np.stack([m[-1] for _, m, _ in rows])
         per_click = [
             dice(np.stack([m[k] for _, m, _ in rows]), target) or 0.0 for k in range(len(rows[0][1]))
         ]
-        scores.append(
-            CaseScore(
-                case_id=case_id,
-                class_name=class_name,
-                dice=dice(final, target),
-                iou=iou(final, target),
-                hd95=hd95(final, target, volume_spacing),
-                nsd=normalized_surface_dice(final, target, NSD_TOLERANCE_MM, volume_spacing),
-                dice_per_click=per_click,
-            )
-        )
+        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
+        scores.append(case_score(case_id, class_name, final, target, spacing, per_click))
     return scores
+
+
+def case_score(
+    case_id: str,
+    class_name: str,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    spacing: tuple[float, float, float],
+    dice_per_click: list[float] | None = None,
+) -> CaseScore:
+    """Every metric of one structure in one case: `prediction` and `target` are `(Z, H, W)` slice stacks,
+    `spacing` the case's (row, col, slice) voxel spacing in mm. The surface distances are computed once
+    for HD95 and NSD."""
+    volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
+    hd, nsd = surface_metrics(prediction, target, NSD_TOLERANCE_MM, volume_spacing)
+    return CaseScore(
+        case_id=case_id,
+        class_name=class_name,
+        dice=dice(prediction, target),
+        iou=iou(prediction, target),
+        hd95=hd,
+        nsd=nsd,
+        dice_per_click=list(dice_per_click or []),
+    )
 
 
 def summarise_by_class(scores: list[CaseScore]) -> dict[str, dict[str, float]]:
@@ -390,18 +403,7 @@ def evaluate_volumes(
             ).numpy()
             > 0
         )
-        spacing = spacings[case_id]
-        volume_spacing = (spacing[2], spacing[0], spacing[1])
-        scores.append(
-            CaseScore(
-                case_id=case_id,
-                class_name=class_names[value],
-                dice=dice(volume, target),
-                iou=iou(volume, target),
-                hd95=hd95(volume, target, volume_spacing),
-                nsd=normalized_surface_dice(volume, target, NSD_TOLERANCE_MM, volume_spacing),
-            )
-        )
+        scores.append(case_score(case_id, class_names[value], volume, target, spacings[case_id]))
     tables = {"volume_points1": summarise_by_class(scores)}
     if output_dir is not None:
         write_results(

@@ -12,6 +12,7 @@ from msa_hf.evaluation.metrics.segmentation import (
     normalized_surface_dice,
     summarise,
     surface_distances,
+    surface_metrics,
 )
 
 # An `evaluate` module wrapping these metrics, loadable by path: `evaluate.load(EVALUATE_MODULE)`.
@@ -28,4 +29,5 @@ __all__ = [
     "normalized_surface_dice",
     "summarise",
     "surface_distances",
+    "surface_metrics",
 ]

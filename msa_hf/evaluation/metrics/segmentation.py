@@ -65,6 +65,20 @@ class SurfaceDistances:
     target_to_prediction: np.ndarray
     target_sizes: np.ndarray
 
+    def robust_hausdorff(self, percent: float = 95.0) -> float:
+        """The larger of the two one-way, size-weighted `percent`-th percentiles of distance."""
+        return max(
+            _percentile_by_size(self.prediction_to_target, self.prediction_sizes, percent),
+            _percentile_by_size(self.target_to_prediction, self.target_sizes, percent),
+        )
+
+    def surface_dice(self, tolerance_mm: float) -> float:
+        """The size share of both surfaces lying within `tolerance_mm` of the other surface."""
+        within = self.prediction_sizes[self.prediction_to_target <= tolerance_mm].sum() + (
+            self.target_sizes[self.target_to_prediction <= tolerance_mm].sum()
+        )
+        return float(within / (self.prediction_sizes.sum() + self.target_sizes.sum()))
+
 
 def surface_distances(
     prediction: np.ndarray, target: np.ndarray, spacing: Sequence[float]
@@ -124,17 +138,7 @@ def hd95(
     95th percentiles of surface distance, each weighted by surfel size (DeepMind's
     `compute_robust_hausdorff`; MONAI's `compute_hausdorff_distance(percentile=95)` also takes the larger
     one-way value). None when both masks are empty, inf when one is."""
-    prediction, target = _bool(prediction), _bool(target)
-    spacing = spacing if spacing is not None else [1.0] * prediction.ndim
-    if not prediction.any() and not target.any():
-        return None
-    if not prediction.any() or not target.any():
-        return float("inf")
-    surfaces = surface_distances(prediction, target, spacing)
-    return max(
-        _percentile_by_size(surfaces.prediction_to_target, surfaces.prediction_sizes, percent),
-        _percentile_by_size(surfaces.target_to_prediction, surfaces.target_sizes, percent),
-    )
+    return surface_metrics(prediction, target, 0.0, spacing, percent)[0]
 
 
 def normalized_surface_dice(
@@ -143,17 +147,26 @@ def normalized_surface_dice(
     """Normalised surface Dice (Nikolov et al. 2021; DeepMind's `compute_surface_dice_at_tolerance`): the
     share of both surfaces, by surfel area, lying within `tolerance_mm` of the other surface. None when
     both masks are empty, 0 when one is."""
+    return surface_metrics(prediction, target, tolerance_mm, spacing)[1]
+
+
+def surface_metrics(
+    prediction: np.ndarray,
+    target: np.ndarray,
+    tolerance_mm: float,
+    spacing: Sequence[float] | None = None,
+    percent: float = 95.0,
+) -> tuple[float | None, float | None]:
+    """`(hd95, nsd)` from one computation of the surface distances (the distance transforms are the costly
+    part of scoring a 3-D case). Empty masks: both empty gives `(None, None)`, one empty `(inf, 0.0)`."""
     prediction, target = _bool(prediction), _bool(target)
     spacing = spacing if spacing is not None else [1.0] * prediction.ndim
     if not prediction.any() and not target.any():
-        return None
+        return None, None
     if not prediction.any() or not target.any():
-        return 0.0
+        return float("inf"), 0.0
     surfaces = surface_distances(prediction, target, spacing)
-    within = surfaces.prediction_sizes[surfaces.prediction_to_target <= tolerance_mm].sum() + (
-        surfaces.target_sizes[surfaces.target_to_prediction <= tolerance_mm].sum()
-    )
-    return float(within / (surfaces.prediction_sizes.sum() + surfaces.target_sizes.sum()))
+    return surfaces.robust_hausdorff(percent), surfaces.surface_dice(tolerance_mm)
 
 
 @dataclass

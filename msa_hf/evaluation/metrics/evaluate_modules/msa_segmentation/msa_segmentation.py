@@ -14,7 +14,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise
+from msa_hf.evaluation.metrics import dice, iou, summarise, surface_metrics
 
 _DESCRIPTION = "Dice, IoU, HD95 (mm) and normalised surface Dice of binary masks, averaged over cases."
 _KWARGS_DESCRIPTION = """
@@ -49,12 +49,12 @@ class MsaSegmentation(evaluate.Metric):
             for p, r in zip(predictions, references, strict=True)
         ]
         dices = summarise(dice(p, r) for p, r in pairs)
-        hd = [hd95(p, r, spacing) for p, r in pairs]
-        finite = [h for h in hd if h is not None and np.isfinite(h)]
+        surface = [surface_metrics(p, r, nsd_tolerance_mm, spacing) for p, r in pairs]  # distances once
+        finite = [h for h, _ in surface if h is not None and np.isfinite(h)]
         return {
             "dice": dices.mean,
             "iou": summarise(iou(p, r) for p, r in pairs).mean,
             "hd95": float(np.mean(finite)) if finite else float("nan"),
-            "nsd": summarise(normalized_surface_dice(p, r, nsd_tolerance_mm, spacing) for p, r in pairs).mean,
+            "nsd": summarise(n for _, n in surface).mean,
             "empty_on_empty": dices.empty_on_empty,
         }
