@@ -591,7 +591,8 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(job, "prompted_training_loss", loss_that_blows_up)
     with pytest.raises(
         ValueError,
-        match=r"step 3: the training loss is nan \(not finite\).*checkpoint \(step-0000002\) is intact",
+        match=r"step 3: the training loss is not finite \(this process's loss nan, gradient norm nan\).*"
+        r"checkpoint \(step-0000002\) is intact",
     ) as error:
         run_training(_config(tiny_base, disk_dataset, tmp_path / "run", steps=4, eval_every=100))
     assert "--learning-rate" in str(error.value)

@@ -149,8 +149,9 @@ def _save_checkpoint(accelerator: Any, output_dir: Path, step: int, best: dict[s
     accelerator.wait_for_everyone()
 
 
-def _stop_on_non_finite_loss(output_dir: Path, step: int, loss: float) -> None:
-    """Stop a run whose loss is NaN or infinite, before the optimiser turns the weights into NaN."""
+def _stop_on_non_finite_loss(output_dir: Path, step: int, loss: float, gradient_norm: float) -> None:
+    """Stop a run whose loss or gradients are NaN or infinite, before the optimiser turns the weights into
+    NaN."""
     last = latest_checkpoint(output_dir)
     kept = (
         f"the last checkpoint ({last.name}) is intact"
@@ -158,7 +159,8 @@ def _stop_on_non_finite_loss(output_dir: Path, step: int, loss: float) -> None:
         else "no checkpoint was written yet"
     )
     raise ValueError(
-        f"step {step}: the training loss is {loss} (not finite), usually a learning rate too high for this "
+        f"step {step}: the training loss is not finite (this process's loss {loss}, gradient norm "
+        f"{gradient_norm}), usually a learning rate too high for this "
         f"base or data. Nothing of this step was applied and {kept}; start a new run with a lower "
         "--learning-rate (a resumed run keeps its recorded settings)."
     )
@@ -277,13 +279,14 @@ def run_training(config: TrainConfig) -> TrainResult:
                     unwrapped,
                     config.text_only_probability,
                 )
-                # every process decides together, so none waits for a peer that stopped
-                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "sum")
-                if int(finite.item()) != accelerator.num_processes:
-                    _stop_on_non_finite_loss(output_dir, step + 1, float(loss.detach()))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(parameters, 1.0)
+                    norm = accelerator.clip_grad_norm_(parameters, 1.0)
+                    # a NaN/inf loss on any process makes the synchronised gradients non-finite everywhere, so
+                    # every process stops at the same step without an extra collective; fp16's loss scaler
+                    # skips overflowing steps by itself
+                    if accelerator.scaler is None and not torch.isfinite(norm):
+                        _stop_on_non_finite_loss(output_dir, step + 1, float(loss.detach()), float(norm))
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
