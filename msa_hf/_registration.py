@@ -62,6 +62,8 @@ class RegisterAfterImport(importlib.abc.MetaPathFinder):
         self.pending: list[Callable[[], None]] = []
 
     def find_spec(self, fullname, path, target=None):
+        if not self.hooks and not self.pending:  # all registered: nothing left to watch
+            return None
         if fullname not in self.hooks and not fullname.startswith("msa_hf."):
             return None
         for finder in sys.meta_path:
