@@ -268,6 +268,7 @@ def _push(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The `msa-hf` argument parser (subcommands: convert, prepare, build-default-data, pretrain-base, base-gate, params)."""
     from msa_hf import __version__
+    from msa_hf.evaluation.decoding import PROTOCOLS
 
     parser = CommandParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
     parser.add_argument("--version", action="version", version=f"msa-hf {__version__}")
@@ -370,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")
     evaluate.add_argument(
-        "--protocols", nargs="+", default=None, choices=["box", "points1", "points3", "points10", "iterative"],
+        "--protocols", nargs="+", default=None, choices=PROTOCOLS,
         help="2-D models: prompt protocols to score (default: all)",
     )  # fmt: skip
     evaluate.add_argument(

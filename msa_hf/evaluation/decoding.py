@@ -19,12 +19,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from msa_hf.processing.mask_outputs import best_mask_logits
-from msa_hf.processing.prompts import error_click_round
+if TYPE_CHECKING:  # the vocabulary above the classes stays importable without torch (the CLI's choices)
+    import torch
 
 PROTOCOLS = ("box", "points1", "points3", "points10", "iterative")
 RENAMED_PROTOCOLS = {"click1": "points1", "click3": "points3"}
@@ -62,30 +60,29 @@ class MaskDecoding:
         >>> logits = decoding(input_boxes=boxes, multimask_output=False)  # (B, 1, h, w)
     """
 
-    def __init__(self, model: Any, extra_prompts: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, model: Any) -> None:
         from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 
         self.model = model
-        self.extra_prompts = dict(extra_prompts or {})
-        fast = supports_click_decoder(model) and not self.extra_prompts
-        self.click_decoder = ClickDecoder(model) if fast else None
+        self.click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
         self.image_embeddings: torch.Tensor | None = None
+        self.extra_prompts: dict[str, torch.Tensor] = {}
 
-    def set_image_embeddings(self, image_embeddings: torch.Tensor) -> None:
-        """`(B, C, h, w)` embeddings of the batch the next calls decode on."""
+    def set_image_embeddings(
+        self, image_embeddings: torch.Tensor, extra_prompts: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """`(B, C, h, w)` embeddings of the batch the next calls decode on, and prompts added to every call
+        on it (e.g. `text_embeddings`, which only the model's forward takes)."""
         self.image_embeddings = image_embeddings
-        if self.click_decoder is not None:
+        self.extra_prompts = dict(extra_prompts or {})
+        if self.click_decoder is not None and not self.extra_prompts:
             self.click_decoder.set_image_embedding(image_embeddings)
-
-    def set_extra_prompts(self, extra_prompts: dict[str, torch.Tensor]) -> None:
-        """Prompts added to every call of this batch (e.g. `text_embeddings`); they need the model's forward."""
-        self.extra_prompts = dict(extra_prompts)
-        if self.extra_prompts:
-            self.click_decoder = None
 
     def __call__(self, **prompts: Any) -> torch.Tensor:
         """`(B, 1, h, w)` low-resolution logits of the best mask (by the IoU head) for `prompts`."""
-        if self.click_decoder is not None:
+        from msa_hf.processing.mask_outputs import best_mask_logits
+
+        if self.click_decoder is not None and not self.extra_prompts:
             pred_masks, iou_scores = self.click_decoder(**prompts)
             return best_mask_logits(SimpleNamespace(pred_masks=pred_masks, iou_scores=iou_scores))
         return best_mask_logits(
@@ -112,6 +109,8 @@ def decode_protocols(
     Returns:
         `{protocol: [(B, 1, h, w) logits per round]}`: one round, or `clicks` rounds for `iterative`.
     """
+    from msa_hf.processing.prompts import error_click_round
+
     rounds_of: dict[str, list[torch.Tensor]] = {}
     first_click: torch.Tensor | None = None
     for protocol in protocols:

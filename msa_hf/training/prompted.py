@@ -225,8 +225,7 @@ def evaluate_prompts(
         batch = flatten_volume_batch(batch)
         # one encoding for all protocols ((V, C, D, H, W) windows: V * D slice embeddings, depth branch on)
         text = {"text_embeddings": batch["text_embeddings"]} if "text_embeddings" in batch else {}
-        decode.set_extra_prompts(text)
-        decode.set_image_embeddings(model.get_image_embeddings(batch["pixel_values"]))
+        decode.set_image_embeddings(model.get_image_embeddings(batch["pixel_values"]), text)
         rounds_of = decode_protocols(decode, protocols, batch, batch["labels"][:, 0])
         targets = batch["labels"][:, 0] > 0.5
         present = targets.flatten(1).any(dim=1).cpu()  # 3-D: slices without the structure are not scored here
