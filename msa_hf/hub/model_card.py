@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msa_hf.training.base_loading import TINY_BASE_NAME
 from msa_hf.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def render_model_card(
     from msa_hf import __version__
     from msa_hf.hub.cards import read_template
 
-    if config.base == "tiny":
+    if config.base == TINY_BASE_NAME:
         base_license = "Apache-2.0, msa_hf's synthetic-pretrained base"
     elif config.base.endswith(".pth"):
         base_license = "the checkpoint's own (SAM: Apache-2.0, Meta; MedSAM: see its repository)"

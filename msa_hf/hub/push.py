@@ -254,8 +254,7 @@ def push_dataset(
     from huggingface_hub import HfApi
 
     folder = Path(dataset_dir)
-    check_repo_id(repo_id, "dataset repo id")
-    dataset_push_plan(folder, repo_id)  # checks the folder before anything is created
+    dataset_push_plan(folder, repo_id)  # checks the repo id and the folder before anything is created
     api = HfApi(token=token)
     with hub_errors(repo_id):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
