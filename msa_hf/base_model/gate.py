@@ -21,20 +21,18 @@ mask) more than a base that follows prompts. One adapter set per tissue removes 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from msa_hf.base_model.pretraining import (
-    evaluate_prompted_segmentation,
-    held_out_set,
-    initialise_from_scratch,
-)
+from msa_hf.base_model.geometry import initialise_from_scratch
+from msa_hf.base_model.held_out import evaluate_prompted_segmentation, held_out_set
 from msa_hf.modeling.configuration_msa import SamAdapterConfig
 from msa_hf.modeling.modeling_msa import SamAdapterModel
-from msa_hf.training.prompted import AdapterTrainingConfig, evaluate_prompts, train_adapters
+from msa_hf.training.config import AdapterTrainingConfig
+from msa_hf.training.job import run_training
+from msa_hf.training.prompted import evaluate_prompts
 
 SYNTHETIC_GATE = {"box": 0.85, "points1": 0.60}
 MRI_MARGIN = 0.05  # "clearly above": at least 5 Dice points
@@ -116,14 +114,23 @@ def box_overlap_between_classes(dataset_dir: str | Path, split: str = "test") ->
 
 
 def _adapt_and_score(
-    model: SamAdapterModel, train_tasks: Any, test_tasks: Any, training: AdapterTrainingConfig
-):
-    torch.manual_seed(training.seed)
-    model.mark_only_adapters_as_trainable()
-    history = train_adapters(model, train_tasks, training)
+    base: str | Path,
+    dataset_dir: str | Path,
+    class_name: str,
+    test_tasks: Any,
+    training: AdapterTrainingConfig,
+    run_dir: Path,
+) -> tuple[dict[str, Any], float]:
+    """Adapt `base` to `class_name` with the job train.py runs, then score the adapted model on `test_tasks`.
+    Returns `(scores by protocol, mean loss of the last 20 steps)`."""
+    config = replace(
+        training, base=str(base), dataset=str(dataset_dir), classes=class_name, output_dir=str(run_dir),
+        method="msa", overwrite_output_dir=True, resume=None, push_to_hub=False,
+    )  # fmt: skip
+    result = run_training(config)
+    model = SamAdapterModel.from_pretrained(run_dir / "model")
     scores = evaluate_prompts(model, test_tasks, ("box", "points1"))
-    final_loss = sum(h["loss"] for h in history[-20:]) / min(len(history), 20)
-    return scores, final_loss
+    return scores, result.final_loss
 
 
 def mri_gate(
@@ -156,19 +163,20 @@ def mri_gate(
         box_fill = 0.0
         for seed in seeds:
             seeded = replace(training, seed=seed)
-            models = {
-                "pretrained": SamAdapterModel.from_pretrained(base),
-                "random_init": initialise_from_scratch(
-                    SamAdapterModel(SamAdapterConfig(**config.to_dict())), seed=seed
-                ),
-            }
-            for name, model in models.items():
-                scores, final_loss = _adapt_and_score(model, train_tasks, test_tasks, seeded)
-                runs[name].append({
-                    "seed": seed, "box": scores["box"]["dice"], "points1": scores["points1"]["dice"],
-                    "final_loss": final_loss,
-                })  # fmt: skip
-                box_fill = scores["box"]["box_fill"]
+            with tempfile.TemporaryDirectory(prefix="msa-gate-") as work:
+                # the random-init twin: the base's shape, weights drawn as pretraining starts them
+                twin = Path(work) / "random-init"
+                twin_model = SamAdapterModel(SamAdapterConfig(**config.to_dict()))
+                initialise_from_scratch(twin_model, seed=seed).save_pretrained(twin)
+                for name, start in (("pretrained", base), ("random_init", twin)):
+                    scores, final_loss = _adapt_and_score(
+                        start, dataset_dir, class_name, test_tasks, seeded, Path(work) / name
+                    )
+                    runs[name].append({
+                        "seed": seed, "box": scores["box"]["dice"], "points1": scores["points1"]["dice"],
+                        "final_loss": final_loss,
+                    })  # fmt: skip
+                    box_fill = scores["box"]["box_fill"]
         classes[class_name] = {
             name: {
                 "box": sum(r["box"] for r in per_seed) / len(per_seed),

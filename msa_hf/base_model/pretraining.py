@@ -6,10 +6,8 @@ was: boxes and clicks simulated from the target, SAM's focal:Dice 20:1 loss on t
 ambiguous single clicks, an IoU-head loss, and iterative rounds in which the previous low-resolution
 logits come back as the mask prompt (`input_masks`) together with a click on the largest error.
 
-Two transformers defaults make a from-scratch `SamModel` untrainable (docs/base-model.md):
-vision weights start at std 1e-10 (`initializer_range`; also denormal floats on CPU), and the
-random-Fourier positional matrix starts with std hidden/2 instead of SAM's 1.0. `initialise_from_scratch`
-fixes both.
+The base's shape and from-scratch initialisation live in `geometry.py`, its held-out check in
+`held_out.py`; their public names are importable from here too.
 
 Training is resumable (`accelerate` state every `checkpoint_every` steps) and logs a learning curve
 (`metrics.csv`) with held-out Dice by prompt type next to the "fill the box" baseline.
@@ -27,68 +25,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import SamConfig, SamModel
+from transformers import SamModel
 
-from msa_hf.base_model.data_engine import SyntheticConfig, SyntheticSegmentationDataset
-from msa_hf.data.transforms import SamNormalize
-from msa_hf.evaluation.decoding import MaskDecoding, decode_protocols
-from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
-from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
-from msa_hf.processing.prompts import box_from_mask, error_click_round, sample_point_prompt
+from msa_hf.base_model.data_engine import SyntheticSegmentationDataset
+from msa_hf.base_model.geometry import BASE_GEOMETRY, base_config, initialise_from_scratch
+from msa_hf.base_model.held_out import (
+    EVAL_PROMPTS,
+    box_prompts,
+    click_prompts,
+    collate_samples,
+    evaluate_prompted_segmentation,
+    held_out_set,
+    pixel_values_from_uint8,
+    predict,
+)
+from msa_hf.output_files import atomic_folder
+from msa_hf.processing.mask_outputs import upsample_mask_logits
+from msa_hf.processing.prompts import error_click_round
 from msa_hf.training.config_checks import check_field_ranges
+from msa_hf.training.loop import Checkpoints, LoopSettings, TrainingLoop
 from msa_hf.training.losses import sam_loss
-from msa_hf.training.state import save_training_state
-
-# ~0.8 M parameters: ViT width 96, 4 blocks (two global), 128 px input, 16x16 embedding, 64x64 masks.
-BASE_GEOMETRY: dict[str, dict[str, Any]] = {
-    "vision_config": {
-        "hidden_size": 96,
-        "output_channels": 64,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "image_size": 128,
-        "patch_size": 8,
-        "window_size": 8,
-        "global_attn_indexes": [1, 3],
-        "num_pos_feats": 32,
-        "mlp_dim": 384,
-        "initializer_range": 0.02,
-    },
-    "prompt_encoder_config": {
-        "hidden_size": 64,
-        "image_size": 128,
-        "patch_size": 8,
-        "mask_input_channels": 16,
-    },
-    "mask_decoder_config": {
-        "hidden_size": 64,
-        "mlp_dim": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "iou_head_hidden_dim": 64,
-    },
-}
-
-EVAL_PROMPTS = ("box", "points1", "points3", "iterative")
-
-
-def base_config() -> SamConfig:
-    """The small base's `SamConfig`."""
-    return SamConfig(**{key: dict(value) for key, value in BASE_GEOMETRY.items()})
-
-
-@torch.no_grad()
-def initialise_from_scratch(model: SamModel, seed: int = 0) -> SamModel:
-    """Trainable from-scratch init: trunc-normal(0.02) vision linears, SAM's N(0, 1) positional matrix
-    (tied between the image and prompt encoders)."""
-    generator = torch.Generator().manual_seed(seed)
-    for name, parameter in model.vision_encoder.named_parameters():
-        if parameter.ndim >= 2 and "pos_embed" not in name and "rel_pos" not in name:
-            parameter.copy_(torch.randn(parameter.shape, generator=generator).clamp_(-2, 2) * 0.02)
-    gaussian = torch.randn(model.shared_image_embedding.positional_embedding.shape, generator=generator)
-    model.shared_image_embedding.positional_embedding.copy_(gaussian)
-    model.prompt_encoder.shared_embedding.positional_embedding.copy_(gaussian)
-    return model
 
 
 @dataclass
@@ -127,113 +83,6 @@ class PretrainingConfig:
             )
 
 
-def pixel_values_from_uint8(images: torch.Tensor) -> torch.Tensor:
-    """`(B, H, W, 3)` uint8 -> `(B, 3, H, W)` SAM-normalised float."""
-    return SamNormalize()(images.permute(0, 3, 1, 2).float() / 255.0)
-
-
-def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    return {
-        "images": torch.from_numpy(np.stack([i["image"] for i in items])),
-        "masks": torch.from_numpy(np.stack([i["mask"] for i in items])),
-    }
-
-
-def _box_prompts(masks: torch.Tensor, rng: np.random.Generator, jitter: float) -> torch.Tensor:
-    return torch.from_numpy(np.stack([box_from_mask(m.numpy(), jitter, rng) for m in masks]))[:, None]
-
-
-def _click_prompts(masks: torch.Tensor, rng: np.random.Generator, count: int, interior_first: bool):
-    prompts = [
-        sample_point_prompt(m.numpy(), count, 0, rng, "interior" if interior_first else "uniform")
-        for m in masks
-    ]
-    points = torch.from_numpy(np.stack([p.points for p in prompts]))[:, None]
-    labels = torch.from_numpy(np.stack([p.labels for p in prompts]))[:, None]
-    return points, labels
-
-
-def predict(
-    model: SamModel,
-    pixel_values: torch.Tensor | None = None,
-    image_embeddings: torch.Tensor | None = None,
-    input_points: torch.Tensor | None = None,
-    input_labels: torch.Tensor | None = None,
-    input_boxes: torch.Tensor | None = None,
-    input_masks: torch.Tensor | None = None,
-    multimask: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoder pass. Returns `(low-res logits (B, M, h, w), iou (B, M), best low-res logits (B, 1, h, w))`,
-    the best mask chosen by the IoU head when `multimask`."""
-    outputs = model(
-        pixel_values=pixel_values,
-        image_embeddings=image_embeddings,
-        input_points=input_points,
-        input_labels=input_labels,
-        input_boxes=input_boxes,
-        input_masks=input_masks,
-        multimask_output=multimask,
-    )
-    return outputs.pred_masks[:, 0], outputs.iou_scores[:, 0], best_mask_logits(outputs)
-
-
-@torch.no_grad()
-def evaluate_prompted_segmentation(
-    model: SamModel, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 50, seed: int = 1
-) -> dict[str, float]:
-    """Mean Dice at the input size by protocol (the evaluation core's), next to the box-fill baseline.
-
-    Args:
-        images: `(N, S, S, 3)` uint8; masks: `(N, S, S)` bool targets.
-    Returns:
-        `{"box", "points1", "points3", "iterative", "box_fill"}` -> mean Dice. Box: the tight box. points1:
-        the most interior point, best of three masks by the IoU head. points3: the most interior point plus
-        two uniform clicks (a prompt set of its own). iterative: points1, then two rounds of an error click
-        plus the previous logits as mask prompt.
-    """
-    model.eval()
-    rng = np.random.default_rng(seed)
-    size = images.shape[1]
-    device = model.device
-    scores: dict[str, list[torch.Tensor]] = {name: [] for name in (*EVAL_PROMPTS, "box_fill")}
-    decode = MaskDecoding(model)
-    for start in range(0, len(images), batch_size):
-        image_batch, mask_batch = images[start : start + batch_size], masks[start : start + batch_size]
-        decode.set_image_embeddings(
-            model.get_image_embeddings(pixel_values_from_uint8(image_batch.to(device)))
-        )
-        # the prompts are drawn in a fixed order from one generator, so the scores repeat exactly
-        boxes = _box_prompts(mask_batch, rng, 0.0).to(device)
-        points, labels = (t.to(device) for t in _click_prompts(mask_batch, rng, 1, interior_first=True))
-        three = [sample_point_prompt(m.numpy(), 3, 0, rng, "interior") for m in mask_batch]
-        rounds = decode_protocols(
-            decode,
-            ("box", "points1", "iterative"),
-            {"input_boxes": boxes, "input_points": points, "input_labels": labels},
-            mask_batch.float(),
-            clicks=3,
-        )
-        three_points = {
-            "input_points": torch.from_numpy(np.stack([p.points for p in three]))[:, None].to(device),
-            "input_labels": torch.from_numpy(np.stack([p.labels for p in three]))[:, None].to(device),
-        }
-        rounds.update(decode_protocols(decode, ("points3",), three_points))
-        for name in EVAL_PROMPTS:
-            predicted = upsample_mask_logits(rounds[name][-1], size)[:, 0].cpu() > 0
-            scores[name].append(dice_scores(predicted, mask_batch))
-        scores["box_fill"].append(box_fill_dice(mask_batch))
-    return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
-
-
-def held_out_set(
-    count: int, seed: int = 1, config: SyntheticConfig | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` held-out synthetic samples (a seed the training stream never uses): images, masks."""
-    dataset = SyntheticSegmentationDataset(count, seed=seed + 1_000_003, config=config)
-    items = [dataset[i] for i in range(count)]
-    return _collate(items)["images"], _collate(items)["masks"]
-
-
 def _training_step(
     model: Any,
     batch: dict[str, torch.Tensor],
@@ -252,10 +101,10 @@ def _training_step(
     prompts: dict[str, torch.Tensor] = {}
     multimask = False
     if boxes_only or rng.random() < config.box_probability:
-        prompts["input_boxes"] = _box_prompts(masks.cpu(), rng, 0.1).to(device)
+        prompts["input_boxes"] = box_prompts(masks.cpu(), rng, 0.1).to(device)
     else:
         count = 1 if rng.random() < 0.5 else int(rng.integers(2, 4))
-        points, labels = _click_prompts(masks.cpu(), rng, count, interior_first=False)
+        points, labels = click_prompts(masks.cpu(), rng, count, interior_first=False)
         prompts["input_points"], prompts["input_labels"] = points.to(device), labels.to(device)
         multimask = count == 1
     if not boxes_only and rng.random() < config.iterative_probability:
@@ -317,7 +166,6 @@ def pretrain_base(
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     torch.set_flush_denormal(True)
     config = config or PretrainingConfig()
@@ -329,39 +177,39 @@ def pretrain_base(
     accelerator = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(config.seed)  # the decoder's default init draws from the global generator: a replay must match
     model = initialise_from_scratch(SamModel(base_config()), seed=config.seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
     total_steps = config.total_images // (config.batch_size * accelerator.num_processes)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _learning_rate_factor(step, total_steps, config)
-    )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    checkpoint = output_dir / "checkpoint"
-    progress_file = output_dir / "progress.json"
-    step = 0
-    if (
-        (checkpoint / "model.safetensors").exists()
-        or any(checkpoint.glob("*.safetensors"))
-        and progress_file.exists()
-    ):
-        accelerator.load_state(str(checkpoint))
-        step = json.loads(progress_file.read_text())["step"]
+    images_per_step = config.batch_size * accelerator.num_processes
+    settings = LoopSettings(
+        steps=total_steps, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        checkpoint_every=config.checkpoint_every, description="pretrain base",
+    )  # fmt: skip
+
+    # not transformers' cosine: warm-up, a plateau, then cosine decay to 5%, as the shipped base was trained
+    # (its recorded stages replay exactly only with this schedule)
+    def schedule(optimizer: torch.optim.Optimizer, settings: LoopSettings) -> Any:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: _learning_rate_factor(step, total_steps, config)
+        )
+
+    loop = TrainingLoop(model, settings, accelerator, schedule, Checkpoints(output_dir, rolling=False))
+    checkpoint = loop.checkpoints.latest()
+    if checkpoint is not None:
+        loop.resume(checkpoint)
         # the saved scheduler state carries the old base learning rate: a stage resumed with another
         # --learning-rate must run at the new one
-        scheduler.scheduler.base_lrs = [config.learning_rate] * len(optimizer.param_groups)
-        for group in optimizer.param_groups:
+        loop.scheduler.scheduler.base_lrs = [config.learning_rate] * len(loop.optimizer.param_groups)
+        for group in loop.optimizer.param_groups:
             group["initial_lr"] = config.learning_rate
-            group["lr"] = config.learning_rate * _learning_rate_factor(step, total_steps, config)
+            group["lr"] = config.learning_rate * _learning_rate_factor(loop.step, total_steps, config)
     if accelerator.is_main_process:
-        record_stage(output_dir, step, config)
-    images_per_step = config.batch_size * accelerator.num_processes
+        record_stage(output_dir, loop.step, config)
+    # the stream continues where the checkpoint stopped: the images of a step are a function of the step
     dataset = SyntheticSegmentationDataset(
-        max(total_steps - step, 0) * images_per_step, seed=config.seed, start=step * images_per_step
+        max(total_steps - loop.step, 0) * images_per_step, seed=config.seed, start=loop.step * images_per_step
     )
-    loader = accelerator.prepare(
+    loader = loop.prepare(
         torch.utils.data.DataLoader(
-            dataset, batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=_collate,
+            dataset, batch_size=config.batch_size, num_workers=config.num_workers, collate_fn=collate_samples,
             persistent_workers=config.num_workers > 0,
         )
     )  # fmt: skip
@@ -382,67 +230,62 @@ def pretrain_base(
     if not metrics_file.exists():
         with metrics_file.open("w", newline="") as handle:
             csv.writer(handle).writerow(fields)
-    rng = np.random.default_rng([config.seed, step])
+    rng = np.random.default_rng([config.seed, loop.step])
     started = time.time()
     running: list[float] = []
-
-    def save_checkpoint() -> None:
-        save_training_state(accelerator, checkpoint)
-        if accelerator.is_main_process:
-            progress_file.write_text(json.dumps({"step": step, "images": step * images_per_step}))
 
     def log(row: dict[str, Any]) -> None:
         if accelerator.is_main_process:
             with metrics_file.open("a", newline="") as handle:
                 csv.writer(handle).writerow([row.get(name, "") for name in fields])
 
-    model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        desc="pretrain base",
-        unit="step",
-        disable=not accelerator.is_main_process,
-    )
-    for batch in loader:
-        loss, parts = _training_step(
-            model, batch, rng, config, boxes_only=step < config.box_only_fraction * total_steps
-        )
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        running.append(loss.detach().item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}")
+    def loss_of(batch: Any, micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        boxes_only = loop.step < config.box_only_fraction * total_steps
+        return _training_step(loop.model, batch, rng, config, boxes_only=boxes_only)
+
+    def report(step: int, loss: float, parts: dict[str, float]) -> None:
+        loop.state = {"images": step * images_per_step}
+        running.append(loss)
         if step % 100 == 0:
             log({
                 "step": step, "images": step * images_per_step, "minutes": f"{(time.time() - started) / 60:.2f}",
-                "lr": f"{scheduler.get_last_lr()[0]:.2e}", "loss": f"{np.mean(running[-100:]):.4f}",
-                "focal": f"{float(parts['focal']):.4f}", "dice_loss": f"{float(parts['dice']):.4f}",
-                "iou_loss": f"{float(parts['iou']):.4f}",
+                "lr": f"{loop.scheduler.get_last_lr()[0]:.2e}", "loss": f"{np.mean(running[-100:]):.4f}",
+                "focal": f"{parts['focal']:.4f}", "dice_loss": f"{parts['dice']:.4f}",
+                "iou_loss": f"{parts['iou']:.4f}",
             })  # fmt: skip
         if step % config.eval_every == 0 or step == total_steps:
-            scores = evaluate_prompted_segmentation(
-                accelerator.unwrap_model(model), held_out_images, held_out_masks
-            )
-            model.train()
+            scores = evaluate_prompted_segmentation(loop.unwrapped, held_out_images, held_out_masks)
             log(
                 {"step": step, "images": step * images_per_step, **{k: f"{v:.4f}" for k, v in scores.items()}}
             )
             accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        if step % config.checkpoint_every == 0:
-            save_checkpoint()
+
+    def out_of_time() -> bool:
         minutes_up = max_minutes is not None and (time.time() - started) / 60 > max_minutes
-        if minutes_up or step == stop_at_step:
-            save_checkpoint()
-            bar.close()
-            return output_dir / "checkpoint"
-    bar.close()
-    save_checkpoint()
+        return minutes_up or loop.step == stop_at_step
+
+    if not loop.run(iter(loader), loss_of, report, out_of_time):
+        return loop.checkpoints.root
     final = output_dir / "final"
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(final)
+        with atomic_folder(
+            final, overwrite=True
+        ) as staging:  # an earlier export goes only once this one is whole
+            loop.unwrapped.save_pretrained(staging)
     return final
+
+
+__all__ = [
+    "BASE_GEOMETRY",
+    "EVAL_PROMPTS",
+    "PretrainingConfig",
+    "base_config",
+    "evaluate_prompted_segmentation",
+    "held_out_set",
+    "initialise_from_scratch",
+    "pixel_values_from_uint8",
+    "predict",
+    "pretrain_base",
+    "read_stages",
+    "record_stage",
+]

@@ -16,7 +16,8 @@ from torch import nn
 
 from msa_hf.encoder_pretraining.config import EncoderPretrainingConfig
 from msa_hf.encoder_pretraining.objectives import build_objectives
-from msa_hf.training.state import save_training_state
+from msa_hf.output_files import atomic_folder
+from msa_hf.training.loop import Checkpoints, LoopSettings, TrainingLoop, constant_rate
 
 
 def mark_trainable(model: Any, trainable: str) -> list[str]:
@@ -63,88 +64,76 @@ def pretrain_encoder(
     the losses, `final/` the `SamAdapterModel` (`save_pretrained`, loads as usual for prompt training) and
     `final/pretraining_heads.safetensors` the objectives' heads.
     """
-    from accelerate import Accelerator
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "pretraining_config.json").write_text(json.dumps(asdict(config), indent=2))
-    accelerator = Accelerator()
     torch.manual_seed(config.seed)
     mark_trainable(model, config.trainable)
     module = EncoderPretrainingModule(
         model.vision_encoder, build_objectives(config, model.config.vision_config)
     )
-    parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    module, optimizer = accelerator.prepare(module, optimizer)
-    checkpoint, progress = output_dir / "checkpoint", output_dir / "progress.json"
-    step = 0
-    if progress.is_file() and checkpoint.is_dir():
-        accelerator.load_state(str(checkpoint))
-        step = json.loads(progress.read_text())["step"]
+    settings = LoopSettings(
+        steps=config.steps, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        max_grad_norm=None, checkpoint_every=config.checkpoint_every, description="pretrain encoder",
+    )  # fmt: skip
+    loop = TrainingLoop(
+        module, settings, schedule=constant_rate, checkpoints=Checkpoints(output_dir, rolling=False)
+    )
+    accelerator = loop.accelerator
+    checkpoint = loop.checkpoints.latest()
+    if checkpoint is not None:
+        loop.resume(checkpoint)
     metrics = output_dir / "metrics.csv"
     if not metrics.exists() and accelerator.is_main_process:
         metrics.write_text("step," + ",".join(["loss", *config.objectives]) + "\n")
-    module.train()
-    bar = tqdm(
-        total=config.steps, initial=step, desc="pretrain encoder", disable=not accelerator.is_main_process
-    )
-    streamed = isinstance(images, torch.utils.data.IterableDataset)
-    if streamed:  # this process's share of the stream, past what earlier steps consumed (exact resume)
-        stream = iter(images)
-        for _ in range(step * config.batch_size):
-            next(stream)
-    while step < config.steps:
-        if streamed:
-            pixels = torch.stack([next(stream) for _ in range(config.batch_size)]).to(accelerator.device)
-        else:  # each process takes its own share of the step's batch
-            indices = _batch_indices(
-                step, len(images), config.batch_size * accelerator.num_processes, config.seed
-            )
-            mine = indices[accelerator.process_index :: accelerator.num_processes]
-            pixels = torch.stack([images[int(i)] for i in mine]).to(accelerator.device)
-        if (
-            step % 2 == 1
-        ):  # a deterministic flip every other step: the only augmentation, cheap and label-free
-            pixels = pixels.flip(-1)
+
+    def batches() -> Any:  # a step's images are a function of the step (or of the stream's position)
+        streamed = isinstance(images, torch.utils.data.IterableDataset)
+        if streamed:  # this process's share of the stream, past what earlier steps consumed (exact resume)
+            stream = iter(images)
+            for _ in range(loop.step * config.batch_size):
+                next(stream)
+        while True:
+            if streamed:
+                pixels = torch.stack([next(stream) for _ in range(config.batch_size)])
+            else:  # each process takes its own share of the step's batch
+                indices = _batch_indices(
+                    loop.step, len(images), config.batch_size * accelerator.num_processes, config.seed
+                )
+                mine = indices[accelerator.process_index :: accelerator.num_processes]
+                pixels = torch.stack([images[int(i)] for i in mine])
+            if loop.step % 2 == 1:  # a deterministic flip every other step: the only augmentation
+                pixels = pixels.flip(-1)
+            yield pixels.to(accelerator.device)
+
+    def loss_of(pixels: torch.Tensor, micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         generator = torch.Generator().manual_seed(
-            config.seed * 1_000_003 + step * accelerator.num_processes + accelerator.process_index
+            config.seed * 1_000_003 + loop.step * accelerator.num_processes + accelerator.process_index
         )
-        parts = module(pixels, generator)
-        loss = sum(config.objectives[name] * value for name, value in parts.items())
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update(1)
+        parts = loop.model(pixels, generator)
+        return sum(config.objectives[name] * value for name, value in parts.items()), parts
+
+    def log(step: int, loss: float, parts: dict[str, float]) -> None:
         if accelerator.is_main_process and (step % config.log_every == 0 or step == config.steps):
             with metrics.open("a", newline="") as handle:
                 csv.writer(handle).writerow(
-                    [step, f"{loss.item():.5f}", *(f"{parts[name].item():.5f}" for name in config.objectives)]
+                    [step, f"{loss:.5f}", *(f"{parts[name]:.5f}" for name in config.objectives)]
                 )
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save_training_state(accelerator, checkpoint)
-            if accelerator.is_main_process:
-                progress.write_text(json.dumps({"step": step}))
-    bar.close()
-    # every replica must end with the same weights (DDP); a checksum per process says whether they do
-    checksum = (
-        torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1).to(accelerator.device)
-    )
-    checksums = accelerator.gather(checksum)
-    weights_agree = bool(torch.allclose(checksums, checksums[:1].expand_as(checksums)))
+
+    loop.run(batches(), loss_of, log)
+    weights_agree = loop.replicas_agree()
     final = output_dir / "final"
     if accelerator.is_main_process:
         (output_dir / "pretraining_result.json").write_text(
-            json.dumps(
-                {"steps": step, "num_processes": accelerator.num_processes, "weights_agree": weights_agree}
-            )
-        )
-        model.save_pretrained(final)  # its vision encoder is the module's, trained in place
-        heads = accelerator.unwrap_model(module).objectives
-        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
-                  str(final / "pretraining_heads.safetensors"))  # fmt: skip
+            json.dumps({"steps": loop.step, "num_processes": accelerator.num_processes,
+                        "weights_agree": weights_agree})
+        )  # fmt: skip
+        with atomic_folder(final, overwrite=True) as staging:  # whole, or the earlier export stays
+            model.save_pretrained(staging)  # its vision encoder is the module's, trained in place
+            heads = loop.unwrapped.objectives
+            save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
+                      str(staging / "pretraining_heads.safetensors"))  # fmt: skip
     accelerator.wait_for_everyone()
     return final

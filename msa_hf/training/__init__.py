@@ -10,7 +10,7 @@ __getattr__, __dir__ = lazy_exports(
         "TrainConfig": "config",
         "run_training": "job",
         "TrainResult": "job",
-        "AdapterTrainingConfig": "prompted",
+        "AdapterTrainingConfig": "config",
         "flatten_volume_batch": "prompted",
         "prompted_training_loss": "prompted",
         "train_adapters": "prompted",

@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from msa_hf.training.config_checks import check_field_ranges
 
+if typing.TYPE_CHECKING:
+    from msa_hf.training.loop import LoopSettings
+
 METHODS = ("msa", "lora", "full", "decoder")
 DECODER_MODES = ("frozen", "adapters", "full")
 
@@ -160,6 +163,35 @@ class TrainConfig:
         import yaml
 
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """MSA's Dice + BCE (+ the IoU head's regression) as `sam_loss` weights."""
+        return {"focal_weight": 0.0, "dice_weight": self.dice_weight, "bce_weight": self.bce_weight,
+                "iou_weight": self.iou_weight}  # fmt: skip
+
+    def loop_settings(self, description: str) -> LoopSettings:
+        """The optimisation settings of this run for the training loop."""
+        from msa_hf.training.loop import LoopSettings
+
+        return LoopSettings(
+            steps=self.steps, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps, gradient_accumulation_steps=self.gradient_accumulation_steps,
+            checkpoint_every=self.checkpoint_every, description=description,
+        )  # fmt: skip
+
+
+@dataclass
+class AdapterTrainingConfig(TrainConfig):
+    """A `TrainConfig` with the defaults of a short adaptation run (the base gate's, `train_adapters`'):
+    500 steps, a 20-step warm-up, no tracker, no test-split report, validation and a checkpoint at the end."""
+
+    steps: int = 500
+    warmup_steps: int = 20
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    log_with: str = "none"
+    evaluate_test: bool = False
 
 
 def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:

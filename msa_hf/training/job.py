@@ -12,8 +12,6 @@ so a kill never leaves a half-written `latest`.
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,14 +26,11 @@ from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
 from msa_hf.training.datasets import task_dataset
+from msa_hf.training.loop import Checkpoints, LoopSettings, TrainingLoop, epoch_batches
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
-from msa_hf.training.state import save_training_state
 from msa_hf.training.test_report import test_comparison, volume_test_comparison
 from msa_hf.training.text_training import batch_descriptions, read_descriptions
-
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 
 
 @dataclass
@@ -52,6 +47,7 @@ class TrainResult:
     num_processes: int = 1
     weights_agree: bool = True
     peak_memory_mb: float = 0.0
+    final_loss: float | None = None  # mean training loss of the last 20 steps (this process's)
 
 
 # What a resumed run may change: where and how often it reports, and how it computes (compiled or not,
@@ -112,65 +108,15 @@ def check_resume_config(config: TrainConfig, output_dir: Path) -> None:
         )
 
 
-def _schedule(config: TrainConfig):
-    def factor(step: int) -> float:
-        warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
-        return warmup * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1.0)))
-
-    return factor
-
-
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The checkpoint `latest` points to, or None."""
-    pointer = Path(output_dir) / CHECKPOINTS / LATEST
-    if not pointer.is_file():
-        return None
-    return Path(output_dir) / CHECKPOINTS / pointer.read_text().strip()
-
-
-def _save_checkpoint(accelerator: Any, output_dir: Path, step: int, best: dict[str, Any]) -> None:
-    """Write the state to a temporary folder, then rename it and the `latest` pointer into place."""
-    root = output_dir / CHECKPOINTS
-    final = root / f"step-{step:07d}"
-    temporary = root / f".tmp-step-{step:07d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    save_training_state(accelerator, temporary)
-    if accelerator.is_main_process:
-        (temporary / "trainer_state.json").write_text(json.dumps({"step": step, **best}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(temporary, final)
-        pointer = root / f".{LATEST}.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, root / LATEST)
-        for old in sorted(root.glob("step-*"))[:-2]:  # keep the two newest
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def _stop_on_non_finite_loss(output_dir: Path, step: int, loss: float, gradient_norm: float) -> None:
-    """Stop a run whose loss or gradients are NaN or infinite, before the optimiser turns the weights into
-    NaN."""
-    last = latest_checkpoint(output_dir)
-    kept = (
-        f"the last checkpoint ({last.name}) is intact"
-        if last is not None
-        else "no checkpoint was written yet"
-    )
-    raise ValueError(
-        f"step {step}: the training loss is not finite (this process's loss {loss}, gradient norm "
-        f"{gradient_norm}), usually a learning rate too high for this "
-        f"base or data. Nothing of this step was applied and {kept}; start a new run with a lower "
-        "--learning-rate (a resumed run keeps its recorded settings)."
-    )
+    return Checkpoints(output_dir).latest()
 
 
 def run_training(config: TrainConfig) -> TrainResult:
     """Train per `config` (see the module docstring); returns the result and writes the run directory."""
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     torch.set_flush_denormal(True)
     output_dir = Path(config.output_dir)
@@ -218,9 +164,12 @@ def run_training(config: TrainConfig) -> TrainResult:
             if "iou_prediction_head" in name:
                 parameter.requires_grad_(False)
     trainable, total = trainable_parameter_count(model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    settings = LoopSettings(
+        steps=config.steps, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        checkpoint_every=config.checkpoint_every, description=f"train {config.method}",
+    )  # fmt: skip
+    loop = TrainingLoop(model, settings, accelerator, checkpoints=Checkpoints(output_dir))
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers,
         generator=torch.Generator().manual_seed(config.seed),
@@ -229,103 +178,58 @@ def run_training(config: TrainConfig) -> TrainResult:
         raise ValueError(
             f"the train split has {len(train_set)} rows, fewer than batch_size={config.batch_size}."
         )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    step = 0
-    best: dict[str, Any] = {"best_dice": None, "best_step": None}
+    loader = loop.prepare(loader)
+    loop.state = {"best_dice": None, "best_step": None}
     if config.resume:
-        checkpoint = latest_checkpoint(output_dir) if config.resume == "latest" else Path(config.resume)
+        checkpoint = loop.checkpoints.latest() if config.resume == "latest" else Path(config.resume)
         if checkpoint is None or not checkpoint.is_dir():
-            raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint in {output_dir / CHECKPOINTS}.")
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "trainer_state.json").read_text())
-        step, best = state["step"], {k: state.get(k) for k in ("best_dice", "best_step")}
-        accelerator.print(f"resumed from {checkpoint} at step {step}")
+            raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint in {loop.checkpoints.root}.")
+        loop.resume(checkpoint)
+        accelerator.print(f"resumed from {checkpoint} at step {loop.step}")
     if log_with:
         accelerator.init_trackers("msa_hf", config={k: str(v) for k, v in asdict(config).items()})
     loss_weights = {"focal_weight": 0.0, "dice_weight": config.dice_weight, "bce_weight": config.bce_weight,
                     "iou_weight": config.iou_weight}  # fmt: skip
-    micro_per_epoch = len(loader)
-    accumulation = config.gradient_accumulation_steps
-    micro = step * accumulation
-    started = time.time()
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        desc=f"train {config.method}",
-        disable=not accelerator.is_main_process,
-    )
+
+    def reseed_prompts(epoch: int) -> None:  # fresh, reproducible prompts and augmentation every epoch
+        train_transform.seed = config.seed * 1_000_003 + epoch
+
+    def loss_of(batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([config.seed, micro])  # per-batch prompt choices: a function of the step
+        if text_encoder is not None:
+            batch["text_embeddings"] = text_encoder.cached(
+                batch_descriptions(batch, rng, user_descriptions)
+            ).to(batch["pixel_values"].device)
+        return prompted_training_loss(
+            loop.model, batch, rng, config.box_probability, config.iterative_probability, loss_weights,
+            loop.unwrapped, config.text_only_probability,
+        )  # fmt: skip
+
     validation: dict[str, Any] = {}
-    model.train()
-    while step < config.steps:
-        epoch, position = divmod(micro, micro_per_epoch)
-        loader.set_epoch(epoch)
-        train_transform.seed = config.seed * 1_000_003 + epoch  # fresh, reproducible prompts every epoch
-        batches = accelerator.skip_first_batches(loader, position) if position else loader
-        for batch in batches:
-            rng = np.random.default_rng([config.seed, micro])
-            if text_encoder is not None:
-                batch["text_embeddings"] = text_encoder.cached(
-                    batch_descriptions(batch, rng, user_descriptions)
-                ).to(batch["pixel_values"].device)
-            with accelerator.accumulate(model):
-                loss, parts = prompted_training_loss(
-                    model,
-                    batch,
-                    rng,
-                    config.box_probability,
-                    config.iterative_probability,
-                    loss_weights,
-                    unwrapped,
-                    config.text_only_probability,
-                )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(parameters, 1.0)
-                    # a NaN/inf loss on any process makes the synchronised gradients non-finite everywhere, so
-                    # every process stops at the same step without an extra collective; fp16's loss scaler
-                    # skips overflowing steps by itself
-                    if accelerator.scaler is None and not torch.isfinite(norm):
-                        _stop_on_non_finite_loss(output_dir, step + 1, float(loss.detach()), float(norm))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro += 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if log_with:
-                accelerator.log({"train/loss": loss.item(), **{f"train/{k}": v.item() for k, v in parts.items()},
-                                 "train/lr": scheduler.get_last_lr()[0]}, step=step)  # fmt: skip
-            if step % config.eval_every == 0 or step == config.steps:
-                validation = _validate(accelerator, unwrapped, validation_set, step, log_with)
-                model.train()
-                if best["best_dice"] is None or validation["selection"] > best["best_dice"]:
-                    best = {"best_dice": validation["selection"], "best_step": step}
-                    if accelerator.is_main_process:
-                        _save_model(unwrapped, config, output_dir / "best", processor)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                _save_checkpoint(accelerator, output_dir, step, best)
-            if step >= config.steps:
-                break
-    bar.close()
-    # DDP keeps replicas equal; check it rather than assume it (a bug here silently trains N models)
-    checksum = (
-        torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1).to(accelerator.device)
-    )
-    checksums = accelerator.gather(checksum)
-    weights_agree = bool(torch.allclose(checksums, checksums[:1].expand_as(checksums)))
+
+    def validate(step: int, loss: float, parts: dict[str, float]) -> None:
+        nonlocal validation
+        if step % config.eval_every and step != config.steps:
+            return
+        validation = _validate(accelerator, loop.unwrapped, validation_set, step, log_with)
+        if loop.state["best_dice"] is None or validation["selection"] > loop.state["best_dice"]:
+            loop.state = {"best_dice": validation["selection"], "best_step": step}
+            if accelerator.is_main_process:
+                _save_model(loop.unwrapped, config, output_dir / "best", processor)
+
+    started = time.time()
+    loop.run(epoch_batches(loader, loop, reseed_prompts), loss_of, validate)
+    weights_agree = loop.replicas_agree()
     if accelerator.is_main_process:
-        _save_model(unwrapped, config, output_dir / "model", processor)
+        _save_model(loop.unwrapped, config, output_dir / "model", processor)
     accelerator.wait_for_everyone()
     if log_with:
         accelerator.end_training()
     result = TrainResult(
-        output_dir=str(output_dir), steps=step, trainable_parameters=trainable, total_parameters=total,
-        seconds=time.time() - started, validation=validation, best_step=best["best_step"],
+        output_dir=str(output_dir), steps=loop.step, trainable_parameters=trainable, total_parameters=total,
+        seconds=time.time() - started, validation=validation, best_step=loop.state["best_step"],
         num_processes=accelerator.num_processes, weights_agree=weights_agree, peak_memory_mb=_peak_memory_mb(),
+        final_loss=float(np.mean(loop.losses[-20:])) if loop.losses else None,
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))

@@ -12,7 +12,6 @@ focal + Dice + IoU loss on whatever `model.is_trainable_parameter` allows (adapt
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,31 +22,8 @@ from msa_hf.evaluation.metrics.batched import box_fill_dice, dice_scores
 from msa_hf.modeling.volume_batches import flatten_volume_batch
 from msa_hf.processing.mask_outputs import best_mask_logits, upsample_mask_logits
 from msa_hf.processing.prompts import error_click_round
+from msa_hf.training.config import AdapterTrainingConfig, TrainConfig
 from msa_hf.training.losses import sam_loss
-
-
-@dataclass
-class AdapterTrainingConfig:
-    """Hyper-parameters of `train_adapters`."""
-
-    steps: int = 500
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    box_probability: float = 0.5
-    iterative_probability: float = 0.3
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
-    iou_weight: float = 1.0
-    seed: int = 0
-    num_workers: int = 0
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        """MSA's Dice + BCE (+ IoU head) as `sam_loss` weights."""
-        return {"focal_weight": 0.0, "dice_weight": self.dice_weight, "bce_weight": self.bce_weight,
-                "iou_weight": self.iou_weight}  # fmt: skip
 
 
 def _forward(
@@ -125,61 +101,51 @@ def prompted_training_loss(
     )
 
 
-def train_adapters(
-    model: Any, dataset: Any, config: AdapterTrainingConfig | None = None
-) -> list[dict[str, float]]:
-    """Train `model`'s trainable parameters for `config.steps` batches of `dataset` (cycled).
+def train_adapters(model: Any, dataset: Any, config: TrainConfig | None = None) -> list[dict[str, float]]:
+    """Train `model`'s trainable parameters for `config.steps` batches of `dataset` (cycled), with train.py's
+    loop, loss and prompts, in memory: no run folder, no checkpoint, no validation.
 
     Args:
         model: a `SamAdapterModel` after `mark_only_adapters_as_trainable()` (or any SAM-like model whose
             `requires_grad` flags say what trains).
         dataset: binary-task rows with a `SamSegmentationTransform(prompts=PromptSampling(use_box=True))`
             set, so each row has points, labels and a box.
+        config: the run's settings (`AdapterTrainingConfig()`'s short-run defaults when None); the fields
+            about data and outputs are not used.
     Returns:
         Per-step history: loss, focal, dice (loss), iou (loss).
     """
-    from accelerate import Accelerator
+    from msa_hf.training.loop import TrainingLoop
 
     config = config or AdapterTrainingConfig()
-    accelerator = Accelerator()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError(
-            "train_adapters: the model has no trainable parameter; call mark_only_adapters_as_trainable()."
+    loop = TrainingLoop(model, config.loop_settings("train adapters"))
+    loader = loop.prepare(
+        torch.utils.data.DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=config.num_workers,
         )
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / config.warmup_steps)
-            * 0.5
-            * (1 + np.cos(np.pi * min(step / config.steps, 1.0)))
-        ),
     )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
-    )
-    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, loader)
-    model.train()
     history: list[dict[str, float]] = []
-    step = 0
-    while step < config.steps:
-        for batch in loader:
-            loss, parts = prompted_training_loss(
-                model, batch, rng, config.box_probability, config.iterative_probability, config.loss_weights,
-                accelerator.unwrap_model(model),
-            )  # fmt: skip
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            history.append({"loss": loss.item(), **{k: v.item() for k, v in parts.items()}})
-            step += 1
-            if step >= config.steps:
-                break
+
+    def batches() -> Any:
+        while True:
+            yield from loader
+
+    def loss_of(batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return prompted_training_loss(
+            loop.model, batch, rng, config.box_probability, config.iterative_probability, config.loss_weights,
+            loop.unwrapped,
+        )  # fmt: skip
+
+    def record(step: int, loss: float, parts: dict[str, float]) -> None:
+        history.append({"loss": loss, **parts})
+
+    loop.run(batches(), loss_of, record)
     model.eval()
     return history
 

@@ -93,33 +93,41 @@ def train_text_prompts(
 ) -> list[float]:
     """Train `model` (a `SamAdapterModel` with `text_embedding_dim`) on text-prompted examples of `dataset` (a
     prepared split); returns the loss per step. A frozen text encoder embeds each distinct description once."""
+    from msa_hf.training.loop import LoopSettings, TrainingLoop, constant_rate
+
     size = model.config.vision_config.image_size
     examples = text_examples(dataset, class_names)
-    model.mark_only_adapters_as_trainable().train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    losses = []
-    for step in range(config.steps):
-        rng = np.random.default_rng([config.seed, step])
-        pixels, targets, texts = [], [], []
-        for index in rng.choice(len(examples), size=config.batch_size):
-            example_pixels, target, text = sample_text_example(
-                examples[int(index)], class_names, rng, config, size
-            )
-            pixels.append(example_pixels)
-            targets.append(target)
-            texts.append(text)
-        outputs = model(
-            pixel_values=torch.stack(pixels), text_embeddings=text_encoder.cached(texts),
-            multimask_output=False,
-        )  # fmt: skip
-        loss, _ = sam_loss(
-            upsample_mask_logits(outputs.pred_masks, size), outputs.iou_scores[:, 0], torch.stack(targets),
+    model.mark_only_adapters_as_trainable()
+    settings = LoopSettings(
+        steps=config.steps, learning_rate=config.learning_rate, weight_decay=0.01, max_grad_norm=None,
+        description="train text prompts",
+    )  # fmt: skip
+    loop = TrainingLoop(model, settings, schedule=constant_rate)
+
+    def batches() -> Any:  # each step's examples are a function of the step
+        while True:
+            rng = np.random.default_rng([config.seed, loop.step])
+            drawn = [
+                sample_text_example(examples[int(index)], class_names, rng, config, size)
+                for index in rng.choice(len(examples), size=config.batch_size)
+            ]
+            pixels, targets, texts = zip(*drawn, strict=True)
+            yield torch.stack(pixels), torch.stack(targets), list(texts)
+
+    def loss_of(batch: Any, micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pixels, targets, texts = batch
+        device = loop.accelerator.device
+        pixels, targets = pixels.to(device), targets.to(device)
+        outputs = loop.model(
+            pixel_values=pixels, text_embeddings=text_encoder.cached(texts).to(device), multimask_output=False
+        )
+        return sam_loss(
+            upsample_mask_logits(outputs.pred_masks, size), outputs.iou_scores[:, 0], targets,
             focal_weight=0.0, bce_weight=1.0,
         )  # fmt: skip
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+
+    losses: list[float] = []
+    loop.run(batches(), loss_of, lambda step, loss, parts: losses.append(loss))
     return losses
 
 
