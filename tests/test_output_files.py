@@ -99,3 +99,23 @@ def test_predict_refuses_to_write_its_mask_over_the_input(tmp_path, capsys):
     assert code != 0
     assert "is the input" in capsys.readouterr().err
     assert picture.read_bytes() == before
+
+
+def test_evaluate_writes_whole_files_beside_the_users_and_never_into_the_dataset(
+    tiny_base, disk_dataset, tmp_path, capsys
+):
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "results.json").write_text("an earlier evaluation")
+    assert cli(["evaluate", str(tiny_base), "--dataset", str(disk_dataset), "--protocols", "box",
+                "--output-dir", str(out)]) == 0  # fmt: skip
+    files = _tree(out)
+    assert files["notes.txt"] == b"mine" and b'"tables"' in files["results.json"]
+    assert {"results.md", "cases_box.csv", "overlays.png"} <= set(files)
+    assert not [name for name in files if ".partial-" in name]  # no staging left behind
+    dataset = _tree(disk_dataset)
+    assert cli(["evaluate", str(tiny_base), "--dataset", str(disk_dataset), "--protocols", "box",
+                "--output-dir", str(disk_dataset / "scores")]) == 2  # fmt: skip
+    assert "lies inside the input" in capsys.readouterr().err
+    assert _tree(disk_dataset) == dataset

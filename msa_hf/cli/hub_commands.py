@@ -1,0 +1,103 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`msa-hf push` (a trained run, its adapter, dataset and Space) and `msa-hf push-space` (the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register these commands on `msa-hf`'s subcommands."""
+    push = commands.add_parser(
+        "push", help="Publish a trained run: full model + processor + card, and the adapter."
+    )
+    push.add_argument("run_dir", metavar="run", help="train.py output directory (with model/)")
+    push.add_argument("repo_id", help="e.g. org/msa-btcv; the adapter goes to <repo_id>-adapter")
+    push.add_argument("--adapter-repo-id", default=None)
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
+    push.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    push.add_argument(
+        "--dataset",
+        default=None,
+        help="prepared dataset directory to publish too; the model card then links it",
+    )
+    push.add_argument(
+        "--dataset-repo-id",
+        default=None,
+        help="dataset repo for --dataset (default: <org>/<dataset folder name>)",
+    )
+    push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
+    push.add_argument(
+        "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
+    )
+    push.set_defaults(run=_push)
+
+    space = commands.add_parser(
+        "push-space",
+        help="Publish the Gradio demo Space serving a model, or a base with several task adapters.",
+    )
+    space.add_argument("space_repo_id", help="e.g. org/msa-demo")
+    space.add_argument(
+        "model", help="the model repo it serves (with --adapter: the base they were trained on)"
+    )
+    space.add_argument("--adapter", action="append", default=[], metavar="NAME=REPO",
+                       help="a task adapter (adapter-only repo) offered in the demo's menu; repeat for more")  # fmt: skip
+    space.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
+    space.add_argument(
+        "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
+    )
+    space.set_defaults(run=_push_space)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from msa_hf.hub.push import dataset_push_plan, default_dataset_repo_id, push_dataset, push_run
+
+    if args.dataset_repo_id and not args.dataset:
+        raise ValueError(
+            "--dataset-repo-id names where --dataset goes; pass --dataset <prepared dataset directory>."
+        )
+    dataset_repo_id = None
+    if args.dataset:
+        dataset_repo_id = args.dataset_repo_id or default_dataset_repo_id(args.repo_id, args.dataset)
+        dataset_plan = dataset_push_plan(args.dataset, dataset_repo_id, private=args.private)  # checked first
+    plan = push_run(
+        args.run_dir, args.repo_id, adapter_repo_id=args.adapter_repo_id, private=args.private,
+        revision=args.revision, dry_run=args.dry_run, dataset_repo_id=dataset_repo_id, token=args.token,
+    )  # fmt: skip
+    print(("would upload:\n" if args.dry_run else "uploaded:\n") + plan.describe())
+    if args.dataset:
+        if args.dry_run:
+            print(f"dataset (repo type dataset):\n{dataset_plan.describe()}")
+        else:
+            print(
+                f"dataset: {push_dataset(args.dataset, dataset_repo_id, private=args.private, token=args.token)}"
+            )
+    if args.space_repo_id:
+        from msa_hf.hub.push import push_space
+
+        if args.dry_run:
+            print(f"would create Space {args.space_repo_id} serving {args.repo_id}")
+        else:
+            print(f"space: {push_space(args.space_repo_id, args.repo_id, token=args.token)}")
+    return 0
+
+
+def _push_space(args: argparse.Namespace) -> int:
+    from msa_hf.hub.push import push_space
+
+    adapters = {}
+    for entry in args.adapter:
+        name, _, repo = entry.partition("=")
+        if not name.strip() or not repo.strip():
+            print(
+                f"--adapter {entry!r}: expected NAME=REPO, e.g. liver=org/msa-liver-adapter", file=sys.stderr
+            )
+            return 2
+        adapters[name.strip()] = repo.strip()
+    result = push_space(
+        args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run, token=args.token
+    )
+    print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
+    return 0

@@ -1,0 +1,159 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`msa-hf evaluate` (a model on a prepared dataset, by protocol) and `msa-hf predict` (a file with prompts)."""
+
+from __future__ import annotations
+
+import argparse
+
+from msa_hf.command_line import space_or_comma_list
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register these commands on `msa-hf`'s subcommands."""
+    from msa_hf.evaluation.decoding import PROTOCOLS
+
+    evaluate = commands.add_parser(
+        "evaluate", help="Score a model on a prepared dataset with the paper's protocols."
+    )
+    evaluate.add_argument("model", help="model folder (save_pretrained), Hub id, .pth, or 'tiny'")
+    evaluate.add_argument(
+        "--dataset",
+        default="data/mni152-tissue",
+        help="dataset directory written by msa-hf prepare (or make data)",
+    )
+    evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")
+    evaluate.add_argument(
+        "--protocols", nargs="+", default=None, choices=PROTOCOLS,
+        help="2-D models: prompt protocols to score (default: all)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (default 5)"
+    )
+    evaluate.add_argument(
+        "--classes", nargs="+", default=None, help="structures to score, by name or label value"
+    )
+    evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
+    evaluate.add_output_dir("folder for tables, CSVs and pictures (default: print only)", required=False)
+    evaluate.rename("--output", "--output-dir")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="2-D models: images encoded at once on the device (default 16)",
+    )
+    _add_placement_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="Segment a PNG/JPEG/TIFF or DICOM image, a NIfTI volume or a DICOM series with points/boxes.",
+    )
+    predict.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
+    predict.add_argument("input", help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder")
+    predict.add_argument("output", help="mask to write: .png for images, .nii.gz for volumes")
+    predict.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                         help="positive click (x = column, y = row); repeat for more")  # fmt: skip
+    predict.add_argument("--negative", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
+                         help="negative click")  # fmt: skip
+    predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
+    predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
+    predict.add_argument(
+        "--text", default=None, help='describe the target, e.g. "left kidney" (text-trained models)'
+    )
+    predict.add_argument(
+        "--propagate", action="store_true",
+        help="volumes: carry the slice's mask up and down the volume (3-D propagation)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
+    )
+    predict.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the image encoder (pays off over the many slices of a volume)",
+    )  # fmt: skip
+    _add_placement_arguments(predict)
+    predict.set_defaults(run=_predict)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
+    from msa_hf.inference.loading import load_for_inference
+
+    classes = space_or_comma_list(args.classes)
+    args.classes = ",".join(classes) if classes else None
+    model, processor = load_for_inference(args.model)
+    if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
+        from msa_hf.evaluation.protocols import evaluate_volumes
+
+        if args.protocols is not None or args.clicks is not None:
+            raise ValueError(
+                "a depth-branch model is scored on whole volumes with one click per slice (volume_points1); "
+                "--protocols and --clicks are for 2-D models."
+            )
+        report = evaluate_volumes(
+            model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
+            window=processor.window, device=args.device, dtype=args.dtype,
+        )  # fmt: skip
+        print(markdown_table(report["tables"]))
+        if args.output:
+            print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
+        return 0
+    clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
+    report = evaluate_model(
+        model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
+        window=processor.window, batch_size=args.batch_size, device=args.device, dtype=args.dtype, **clicks,
+    )  # fmt: skip
+    print(markdown_table(report["tables"]))
+    if "iterative" in report:
+        iterative = report["iterative"]
+        curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
+        print(f"iterative: Dice per click {curve}; clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, "
+              f"to 0.90: {iterative['clicks_to_0.90']:.2f}")  # fmt: skip
+    if args.output:
+        print(
+            f"written: {args.output} (results.md, results.json, cases_*.csv, overlays.png, dice_vs_clicks.png)"
+        )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from msa_hf.inference.cpu_memory import keep_freed_memory
+    from msa_hf.inference.loading import load_for_inference
+    from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+
+    keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    else:
+        points = [list(p) for p in args.point] + [list(p) for p in args.negative]
+        labels = [1] * len(args.point) + [0] * len(args.negative)
+        prompts = [
+            Prompt(
+                points=points or None, labels=labels or None, box=args.box, slice=args.slice,
+                propagate=args.propagate, text=args.text,
+            )
+        ]  # fmt: skip
+    check_prediction_request(args.input, args.output, prompts)  # before the model loads
+    model, processor = load_for_inference(args.model)
+    summary = predict_file(
+        model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
+        device=args.device, dtype=args.dtype,
+    )  # fmt: skip
+    for mask in summary["masks"]:
+        where = f" slice {mask['slice']}" if "slice" in mask else ""
+        where += (
+            f" (propagated to slices {mask['slices'][0]}-{mask['slices'][1]})" if "slices" in mask else ""
+        )
+        print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
+    print(f"written: {summary['output']}")
+    return 0
+
+
+def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+        help="image encoder precision (default: bfloat16 autocast on CUDA, float32 on the CPU)",
+    )  # fmt: skip

@@ -1,0 +1,59 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`msa-hf convert` (an original SAM / MedSAM checkpoint into a model folder) and `msa-hf params`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register these commands on `msa-hf`'s subcommands."""
+    convert = commands.add_parser(
+        "convert", help="Convert an original segment-anything / MedSAM .pth into a SamAdapterModel folder."
+    )
+    convert.add_argument("checkpoint", help="path of the .pth, e.g. sam_vit_b_01ec64.pth or medsam_vit_b.pth")
+    convert.add_output_dir("folder to write (save_pretrained layout)", positional=True)
+    convert.add_argument("--depth-branch", action=argparse.BooleanOptionalAction, default=False)
+    convert.add_argument("--num-slices", type=int, default=1, help="default slices per volume D")
+    convert.add_argument("--decoder-training", choices=("frozen", "adapters", "full"), default="full")
+    convert.add_argument("--decoder-attention-heads", type=int, default=8)
+    convert.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    convert.set_defaults(run=_convert)
+
+    params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
+    params.set_defaults(run=_params)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from msa_hf.modeling.convert import convert_segment_anything_checkpoint
+
+    output = Path(args.output)
+    if output.exists() and any(output.iterdir()) and not args.overwrite:
+        print(
+            f"msa-hf convert: {output} exists and is not empty; pass --overwrite or another folder.",
+            file=sys.stderr,
+        )
+        return 2
+    model = convert_segment_anything_checkpoint(
+        args.checkpoint,
+        decoder_attention_heads=args.decoder_attention_heads,
+        use_depth_branch=args.depth_branch,
+        num_slices=args.num_slices,
+        decoder_training=args.decoder_training,
+    )
+    model.save_pretrained(output)
+    vision = model.config.vision_config
+    print(
+        f"Converted {args.checkpoint}: ViT width {vision.hidden_size}, {vision.num_hidden_layers} blocks, "
+        f"{vision.image_size}px -> {output} ({model.mark_only_adapters_as_trainable().trainable_parameter_report()})"
+    )
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from msa_hf.modeling.parameter_report import parameter_table_markdown
+
+    print(parameter_table_markdown())
+    return 0

@@ -1,0 +1,94 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Scoring per case: the slices of a case are stacked, and Dice, IoU, HD95 and NSD are computed per
+(case, structure) with the case's spacing, then averaged over cases per structure (docs/method.md)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from msa_hf.evaluation.metrics import dice, iou, summarise, surface_metrics
+
+NSD_TOLERANCE_MM = 2.0
+
+
+@dataclass
+class CaseScore:
+    """Metrics of one structure in one case."""
+
+    case_id: str
+    class_name: str
+    dice: float | None
+    iou: float | None
+    hd95: float | None
+    nsd: float | None
+    dice_per_click: list[float] = field(default_factory=list)
+
+
+def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float]]) -> list[CaseScore]:
+    """Stack slice predictions per (case, structure) and score them (see the module docstring)."""
+    grouped: dict[tuple[str, str], list[tuple[int, list[np.ndarray], np.ndarray]]] = defaultdict(list)
+    for case_id, slice_index, class_name, masks, target in predictions:
+        grouped[(case_id, class_name)].append((slice_index, masks, target))
+    scores = []
+    for (case_id, class_name), rows in sorted(grouped.items()):
+        rows.sort(key=lambda r: r[0])
+        target = np.stack([t for _, _, t in rows]).astype(bool)
+        final = np.stack([m[-1] for _, m, _ in rows])
+        per_click = [
+            dice(np.stack([m[k] for _, m, _ in rows]), target) or 0.0 for k in range(len(rows[0][1]))
+        ]
+        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
+        scores.append(case_score(case_id, class_name, final, target, spacing, per_click))
+    return scores
+
+
+def case_score(
+    case_id: str,
+    class_name: str,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    spacing: tuple[float, float, float],
+    dice_per_click: list[float] | None = None,
+) -> CaseScore:
+    """Every metric of one structure in one case: `prediction` and `target` are `(Z, H, W)` slice stacks,
+    `spacing` the case's (row, col, slice) voxel spacing in mm. The surface distances are computed once
+    for HD95 and NSD."""
+    volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
+    hd, nsd = surface_metrics(prediction, target, NSD_TOLERANCE_MM, volume_spacing)
+    return CaseScore(
+        case_id=case_id,
+        class_name=class_name,
+        dice=dice(prediction, target),
+        iou=iou(prediction, target),
+        hd95=hd,
+        nsd=nsd,
+        dice_per_click=list(dice_per_click or []),
+    )
+
+
+def summarise_by_class(scores: list[CaseScore]) -> dict[str, dict[str, float]]:
+    """Per structure: mean Dice, IoU, HD95 (finite cases), NSD over cases, and the case count."""
+    table: dict[str, dict[str, float]] = {}
+    for class_name in sorted({s.class_name for s in scores}):
+        rows = [s for s in scores if s.class_name == class_name]
+        finite_hd = [s.hd95 for s in rows if s.hd95 is not None and np.isfinite(s.hd95)]
+        table[class_name] = {
+            "dice": summarise(s.dice for s in rows).mean,
+            "iou": summarise(s.iou for s in rows).mean,
+            "hd95": float(np.mean(finite_hd)) if finite_hd else float("nan"),
+            "nsd": summarise(s.nsd for s in rows).mean,
+            "cases": len(rows),
+        }
+    return table
+
+
+def clicks_to_reach(scores: list[CaseScore], threshold: float) -> float:
+    """Mean number of clicks until Dice >= `threshold` (cases that never reach it count the maximum + 1)."""
+    counts = []
+    for score in scores:
+        reached = [k + 1 for k, d in enumerate(score.dice_per_click) if d >= threshold]
+        counts.append(reached[0] if reached else len(score.dice_per_click) + 1)
+    return float(np.mean(counts)) if counts else float("nan")
