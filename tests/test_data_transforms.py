@@ -71,7 +71,9 @@ def test_scale_intensity_and_modality_defaults():
     assert np.allclose(ScaleIntensity(0, 255)(np.array([0, 51, 255], np.uint8)), [0.0, 0.2, 1.0])
     assert isinstance(intensity_transform_for("CT"), WindowIntensity)
     assert isinstance(intensity_transform_for("MR"), PercentileNormalize)
-    assert intensity_transform_for("other", np.uint16).maximum == 65535
+    # a 16-bit image is scaled by its own range, not by 65535 (which left narrow-range scans black)
+    narrow = np.array([[1000, 2000], [3000, 1500]], np.uint16)
+    assert np.allclose(intensity_transform_for("other", np.uint16)(narrow), [[0.0, 0.5], [1.0, 0.25]])
     assert intensity_transform_for("CT", window="lung").bounds == (-1350.0, 150.0)
     assert intensity_transform_for("MR", window=(0.0, 100.0)).bounds == (0.0, 100.0)
 

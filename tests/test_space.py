@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from msa_hf.testing import BoxFillSam
+from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
 gradio = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
 
@@ -372,3 +372,153 @@ def test_dicom_file_opens_and_takes_a_click_in_a_real_browser():
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
         page.wait_for_function(status % "endsWith('click(s)')", timeout=30_000)
         page.screenshot(path=str(ARTEFACTS / "demo-dicom.png"), full_page=True)
+
+
+def _ball_volume(tmp_path):
+    """A NIfTI of 16 axial slices holding a bright ball on slices 2-14 (a BoxFillSam fills the box it is given)."""
+    import nibabel as nib
+
+    from msa_hf.testing import sphere_volume
+
+    ball = sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0)
+    data = np.where(ball, 200.0, 10.0).astype(np.float32).transpose(2, 1, 0)  # (x, y, z) for NIfTI
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "ball.nii.gz")
+    return str(tmp_path / "ball.nii.gz")
+
+
+class _ScoredBrightInBox(BrightInBoxSam):
+    """The bright pixels inside the box, with an IoU score of 0.9 (to test the propagation threshold)."""
+
+    def forward(self, *args, **kwargs):
+        outputs = super().forward(*args, **kwargs)
+        outputs.iou_scores = outputs.iou_scores * 0.9
+        return outputs
+
+
+def test_undo_on_a_propagated_slice_keeps_what_propagation_filled(tmp_path):
+    app = _app()
+    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    seed = volume.slices.shape[0] // 2
+    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, volume.slices.shape[1:])
+    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, volume.slices.shape[1:]))
+    volume.propagate(seed)
+    filled = volume.masks.copy()
+    other = seed + 2
+    assert filled[other].any()
+    # a prompt on a propagated slice, then its undo: the slice shows the propagated mask again, not nothing
+    corner = app.add_prompt(app.empty_prompts(), 14, 12, app.BOX, volume.slices.shape[1:])
+    clicked = app.add_prompt(corner, 16, 14, app.BOX, volume.slices.shape[1:])
+    volume.set_prompts(other, clicked)
+    assert not np.array_equal(volume.masks[other], filled[other])
+    volume.set_prompts(other, app.undo_prompt(clicked))
+    assert np.array_equal(volume.masks[other], filled[other])
+    # undo on the seed removes the visitor's own segmentation there
+    volume.set_prompts(seed, app.empty_prompts())
+    assert not volume.masks[seed].any()
+
+
+def test_propagation_says_why_it_stopped_and_keeps_to_the_slice_range(tmp_path):
+    app = _app()
+    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    seed = 8
+    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, volume.slices.shape[1:])
+    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, volume.slices.shape[1:]))
+    # through the whole volume, it stops where the ball ends, in each direction, and says so
+    message = volume.propagate(seed)
+    ball = np.flatnonzero(volume.slices.reshape(len(volume.slices), -1).max(axis=1) > 100)
+    assert f"to slices {ball[0]}-{ball[-1]}" in message, message
+    assert (
+        f"up: an empty mask at slice {ball[-1] + 1}" in message
+        and f"down: an empty mask at slice {ball[0] - 1}" in message
+    )
+    # within a slice range: nothing outside it, and the range is the reason
+    message = volume.propagate(seed, slice_range=(6, 10))  # replaces the first propagation
+    assert "to slices 6-10" in message and "up: the end of the slice range at 10" in message
+    assert (
+        not volume.masks[:6].any()
+        and not volume.masks[11:].any()
+        and volume.masks[6:11].any(axis=(1, 2)).all()
+    )
+    # a threshold above the IoU head's 0.9 stops at the first neighbour, and says so
+    message = volume.propagate(seed, stop_score=0.95)
+    assert f"slice {seed + 1} scored 0.90, under the threshold 0.95" in message, message
+    with pytest.raises(ValueError, match="slice_range"):
+        volume.propagate(seed, slice_range=(9, 12))
+
+
+def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
+    from gradio_client import Client, handle_file
+
+    demo = _app().build_demo(BoxFillSam(64))
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        api = client.view_api(return_format="dict", print_info=False)
+        assert set(api["named_endpoints"]) == {"/segment"} and not api["unnamed_endpoints"]
+        endpoint = api["named_endpoints"]["/segment"]
+        assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "points", "box", "adapter"]
+        assert [r["label"] for r in endpoint["returns"]] == ["mask"]
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "slice.png")
+        picture = handle_file(str(tmp_path / "slice.png"))
+        with pytest.raises(Exception, match=r"points: got \[\[40, 24\]\]; expected"):
+            client.predict(picture, json.dumps([[40, 24]]), "", "", api_name="/segment")
+        with pytest.raises(Exception, match="box: not JSON"):
+            client.predict(picture, "", "[1, 2", "", api_name="/segment")
+        with pytest.raises(Exception, match="unknown task adapter 'liver'"):
+            client.predict(picture, json.dumps([[40, 24, 1]]), "", "liver", api_name="/segment")
+    finally:
+        demo.close()
+
+
+def test_sixteen_bit_pictures_are_shown_and_segmented_by_their_own_range(tmp_path):
+    app = _app()
+    scan = np.full((40, 50), 1000, np.uint16)
+    scan[10:30, 12:40] = 3000  # a 16-bit scan using a sliver of 0-65535
+    Image.fromarray(scan).save(tmp_path / "scan.png")
+    shown, raw, modality = app.read_upload(str(tmp_path / "scan.png"))
+    assert shown.dtype == np.uint8 and shown.min() == 0 and shown.max() == 255  # not a black picture
+    from msa_hf.inference.image_encoding import image_to_pixel_values
+
+    # the model sees what the visitor sees: the same picture stored in 8 bits gives the same input
+    eight_bit = np.where(scan == 3000, 255, 0).astype(np.uint8)
+    torch = pytest.importorskip("torch")
+    torch.testing.assert_close(image_to_pixel_values(raw, 64), image_to_pixel_values(eight_bit, 64))
+
+
+def test_errors_name_the_visitors_file_never_the_servers_folder(tmp_path):
+    app = _app()
+    upload = tmp_path / "gradio" / "0123abcd" / "broken.png"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(ValueError) as raised:
+        app.read_upload(str(upload))
+    assert "broken.png" in str(raised.value) and str(tmp_path) not in str(raised.value)
+    volume = tmp_path / "gradio" / "4567" / "scan.nii.gz"
+    volume.parent.mkdir(parents=True)
+    volume.write_bytes(b"\x1f\x8b broken gzip")
+    with pytest.raises(ValueError) as raised:
+        app.VolumeSession([str(volume)], app.DemoSession(BoxFillSam(32)))
+    assert "scan.nii.gz" in str(raised.value) and str(tmp_path) not in str(raised.value)
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_new_picture_resets_the_prompts_and_overlay(tmp_path):
+    """Picking an example after prompting another picture starts afresh (the next click used the old box)."""
+    image = np.full((96, 128, 3), 40, np.uint8)
+    image[30:60, 40:90] = 200
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    status = "[...document.querySelectorAll('#status textarea')].some(e => e.value === %r)"
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
+        box = _visible_box(page, "#prompt-image img")
+        for _ in range(5):  # a click that lands while the upload resets the prompts is undone: retry
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            page.wait_for_timeout(1500)
+            if page.evaluate(status.replace("e.value === %r", "e.value.endsWith('click(s)')")):
+                break
+        page.wait_for_function(
+            status.replace("e.value === %r", "e.value.endsWith('click(s)')"), timeout=30_000
+        )
+        page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
+        page.wait_for_function(status % "no prompts", timeout=30_000)

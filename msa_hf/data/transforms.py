@@ -163,8 +163,9 @@ def intensity_transform_for(
     modality: str, dtype: np.dtype | str | None = None, window: str | tuple[float, float] | None = None
 ) -> Callable[[ArrayT], ArrayT]:
     """The default intensity transform for a modality: CT -> window (`abdomen` unless given), MR ->
-    percentile normalisation, anything else -> the dtype's range (8-bit /255, 16-bit /65535) or
-    percentiles for float images."""
+    percentile normalisation, anything else -> 8-bit pictures by /255, and 16-bit or float images by their
+    own range (minimum -> 0, maximum -> 1): a 16-bit scan rarely spans 0-65535, and dividing by 65535 would
+    leave it nearly black. Training, evaluation, prediction and the demo all take this one rule."""
     if window is not None:
         return (
             WindowIntensity(hu_range=window) if isinstance(window, tuple) else WindowIntensity(preset=window)
@@ -177,8 +178,6 @@ def intensity_transform_for(
     dtype = np.dtype(dtype) if dtype is not None else None
     if dtype == np.uint8:
         return ScaleIntensity(0, 255)
-    if dtype == np.uint16:
-        return ScaleIntensity(0, 65535)
     return PercentileNormalize(lower=0.0, upper=100.0, nonzero=False)
 
 

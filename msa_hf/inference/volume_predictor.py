@@ -13,7 +13,7 @@ stops where the mask vanishes or the IoU head's score drops below `stop_score`, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,13 @@ class Propagation:
     scores: np.ndarray
     first: int
     last: int
+    # why each direction ended ("up": towards higher slice indices): the volume's edge, the slice range or
+    # limit, an empty mask, or a score under the threshold, with the slice where it happened
+    stopped: dict[str, str] = field(default_factory=dict)
+
+    def describe_stops(self) -> str:
+        """One line: where and why propagation stopped in each direction."""
+        return "; ".join(f"{direction}: {reason}" for direction, reason in self.stopped.items())
 
 
 def grown_box(mask: np.ndarray, margin: float, min_margin: int = 2) -> list[float] | None:
@@ -118,13 +125,23 @@ class VolumePredictor:
         stop_score: float = 0.5,
         margin: float = 0.15,
         max_slices: int | None = None,
+        slice_range: tuple[int, int] | None = None,
     ) -> Propagation:
         """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
 
         Each next slice is prompted with `grown_box(previous mask, margin)`; a direction ends at the volume's
-        edge, after `max_slices` slices, or where the mask is empty or scores below `stop_score`.
+        edge or the end of `slice_range` (first and last slice, inclusive), after `max_slices` slices, or where
+        the mask is empty or scores below `stop_score`. `Propagation.stopped` says which, per direction.
         """
         self._check_index(index)
+        if not 0.0 <= stop_score <= 1.0:
+            raise ValueError(f"stop_score={stop_score}: the IoU head's scores lie in [0, 1]; give one there.")
+        low, high = (0, len(self._slices) - 1) if slice_range is None else (int(v) for v in slice_range)
+        if not 0 <= low <= index <= high < len(self._slices):
+            raise ValueError(
+                f"slice_range={slice_range}: must hold the seed slice {index} and lie within 0-"
+                f"{len(self._slices) - 1}."
+            )
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != self._slices.shape[1:]:
             raise ValueError(
@@ -139,13 +156,31 @@ class VolumePredictor:
         masks[index] = mask
         first = last = index
         limit = max_slices if max_slices is not None else len(self._slices)
-        for direction in (1, -1):
+        stopped: dict[str, str] = {}
+        for direction, name in ((1, "up"), (-1, "down")):
             previous, position = mask, index + direction
-            while 0 <= position < len(self._slices) and abs(position - index) <= limit:
+            while True:
+                if not low <= position <= high:
+                    edge = position < 0 or position >= len(self._slices)
+                    stopped[name] = (
+                        "the volume's edge"
+                        if edge
+                        else f"the end of the slice range at {position - direction}"
+                    )
+                    break
+                if abs(position - index) > limit:
+                    stopped[name] = f"the limit of {limit} slices"
+                    break
                 predicted, score = self.predict(position, Prompt(box=grown_box(previous, margin)))
-                if not predicted.any() or score < stop_score:
+                if not predicted.any():
+                    stopped[name] = f"an empty mask at slice {position}"
+                    break
+                if score < stop_score:
+                    stopped[name] = (
+                        f"slice {position} scored {score:.2f}, under the threshold {stop_score:.2f}"
+                    )
                     break
                 masks[position], scores[position] = predicted, score
                 first, last = min(first, position), max(last, position)
                 previous, position = predicted, position + direction
-        return Propagation(masks=masks, scores=scores, first=first, last=last)
+        return Propagation(masks=masks, scores=scores, first=first, last=last, stopped=stopped)

@@ -12,346 +12,36 @@ DICOM series): prompt any slice, then propagate its mask through the volume.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
-import shutil
-import tempfile
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 
+from msa_hf.demo.api import parse_api_prompts
+from msa_hf.demo.prompt_state import (
+    BOX,
+    NEGATIVE,
+    POSITIVE,
+    add_prompt,
+    describe,
+    empty_prompts,
+    has_prompt,
+    undo_prompt,
+)
+from msa_hf.demo.sessions import DemoSession, VolumeSession
+from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, display_image, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
-from msa_hf.hub.task_adapters import task_adapter_names
-from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
-from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
-MAX_SIDE = 4096  # larger uploads are refused with a message, not processed for minutes
-MAX_VOXELS = 512 * 512 * 1024
 MAX_UPLOAD = "500mb"
-POSITIVE, NEGATIVE, BOX = "positive click", "negative click", "box (click two corners)"
-IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"]
-
-
-# ----------------------------------------------------------------------------------------- prompts
-def empty_prompts() -> dict[str, Any]:
-    """A fresh prompt state: clicks `[[x, y, label], ...]`, a box, a half-drawn box's first corner, and the
-    order in which clicks and the box were added (for undo)."""
-    return {"points": [], "box": None, "corner": None, "history": []}
-
-
-def add_prompt(
-    prompts: dict[str, Any], x: float, y: float, mode: str, shape: tuple[int, ...]
-) -> dict[str, Any]:
-    """`prompts` with a click at `(x, y)` added in `mode` (a new dict; the state is never mutated).
-
-    In box mode the first click sets a corner and the second completes the box (replacing an earlier box).
-    Raises:
-        ValueError: a click outside the image of `shape` `(H, W, ...)`, or an unknown mode.
-    """
-    height, width = shape[:2]
-    x, y = (v.item() if isinstance(v, np.generic) else v for v in (x, y))  # the state stays JSON-like
-    if not (0 <= x < width and 0 <= y < height):
-        raise ValueError(f"the click ({x}, {y}) is outside the {width}x{height} image.")
-    prompts = copy.deepcopy(prompts)
-    if mode == BOX:
-        if prompts["corner"] is None:
-            prompts["corner"] = [x, y]
-            return prompts
-        (x0, y0), (x1, y1) = prompts["corner"], (x, y)
-        prompts["box"] = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
-        prompts["corner"] = None
-        prompts["history"] = [kind for kind in prompts["history"] if kind != "box"] + ["box"]
-    elif mode in (POSITIVE, NEGATIVE):
-        prompts["points"].append([x, y, 1 if mode == POSITIVE else 0])
-        prompts["history"].append("point")
-    else:
-        raise ValueError(f"unknown prompt mode {mode!r}; choose one of {[POSITIVE, NEGATIVE, BOX]}.")
-    return prompts
-
-
-def undo_prompt(prompts: dict[str, Any]) -> dict[str, Any]:
-    """`prompts` without its last addition (a pending corner first)."""
-    prompts = copy.deepcopy(prompts)
-    if prompts["corner"] is not None:
-        prompts["corner"] = None
-    elif prompts["history"]:
-        if prompts["history"].pop() == "box":
-            prompts["box"] = None
-        else:
-            prompts["points"].pop()
-    return prompts
-
-
-def describe(prompts: dict[str, Any]) -> str:
-    """A one-line summary for the status box, e.g. "2 click(s), box"."""
-    parts = [f"{len(prompts['points'])} click(s)"] if prompts["points"] else []
-    parts += ["box"] if prompts["box"] else []
-    text = ", ".join(parts) or "no prompts"
-    return text + ("; box: click the opposite corner" if prompts["corner"] is not None else "")
-
-
-def has_prompt(prompts: dict[str, Any]) -> bool:
-    return bool(prompts["points"]) or prompts["box"] is not None
-
-
-def to_prompt(points: list[list[float]], box: list[float] | None, text: str | None = None) -> Prompt:
-    """The demo's clicks `[[x, y, label], ...]`, box and text as the predictor's `Prompt`."""
-    return Prompt(
-        points=[[p[0], p[1]] for p in points] or None,
-        labels=[int(p[2]) for p in points] or None,
-        box=list(box) if box else None,
-        text=text,
-    )
-
-
-# ----------------------------------------------------------------------------------------- files
-def display_image(raw: np.ndarray, modality: str, window: Any = None) -> np.ndarray:
-    """What the user sees of a raw image: `(H, W)` uint8 after the intensity transform the model was trained
-    with (CT `window`, default by modality; MR percentiles), or the `(H, W, 3)` uint8 picture itself."""
-    from msa_hf.data.transforms import intensity_transform_for
-
-    if raw.ndim == 3:
-        return raw
-    scaled = intensity_transform_for(modality, raw.dtype, window)(raw.astype(np.float32))
-    return (np.clip(np.asarray(scaled), 0, 1) * 255).astype(np.uint8)
-
-
-def read_upload(path: str, window: Any = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """An uploaded 2-D file -> `(display image, raw image, modality)`; DICOM keeps its units (HU for CT), and
-    is shown through the served model's CT `window`.
-
-    Raises:
-        ValueError: an unsupported type, an unreadable file, or an image larger than `MAX_SIDE`.
-    """
-    from msa_hf.data import is_dicom_file, read_dicom_image, read_image
-
-    name = Path(path).name
-    if Path(path).suffix.lower() in (".nii", ".gz"):
-        raise ValueError(f"{name} is a volume: open it in the 'volume' tab.")
-    if is_dicom_file(path):
-        raw, modality = read_dicom_image(path)
-    elif Path(path).suffix.lower() in IMAGE_TYPES:
-        raw, modality = read_image(path), "other"
-    else:
-        raise ValueError(f"{name}: not a supported image; upload PNG, JPEG, TIFF, BMP or DICOM (.dcm).")
-    if max(raw.shape[:2]) > MAX_SIDE:
-        raise ValueError(
-            f"{name}: {raw.shape[1]}x{raw.shape[0]} pixels; the demo takes up to {MAX_SIDE} a side."
-        )
-    return display_image(raw, modality, window), raw, modality
-
-
-def source_of(image: np.ndarray, raw: dict[str, Any] | None) -> tuple[np.ndarray, str]:
-    """What to segment for the picture on screen: the opened file's raw data (DICOM in HU, 16-bit PNG) when
-    `raw` belongs to that picture, else the picture itself (an upload or an example replaced it)."""
-    image = np.asarray(image)
-    if raw is not None:
-        shown = np.asarray(raw["shown"])
-        first = image[..., 0] if image.ndim == 3 else image
-        if first.shape == shown.shape[:2] and np.array_equal(
-            first, shown if shown.ndim == 2 else shown[..., 0]
-        ):
-            return np.asarray(raw["image"]), raw["modality"]
-    return image, "other"
-
-
-# ----------------------------------------------------------------------------------------- sessions
-class DemoSession:
-    """The model shared by all visitors.
-
-    Embeddings are kept for the last `cache_size` pictures (per modality and adapter), so each click costs
-    one decoder pass and visitors do not evict each other's image at every click; `prepare` encodes a picture
-    as soon as it is uploaded, so the first click is as fast as the next. Access is serialised, so one
-    visitor's adapter choice never leaks into another's result.
-    """
-
-    def __init__(self, model: Any, cache_size: int = 8, window: Any = None) -> None:
-        self.model = model
-        self.window = window  # the CT window the model was trained with (its MsaProcessor's)
-        self.predictor = SegmentationPredictor(model, window)
-        self.adapters = task_adapter_names(model)
-        self.cache_size = cache_size
-        self._lock = threading.RLock()
-        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-
-    @contextmanager
-    def using(self, adapter: str | None) -> Iterator[None]:
-        """Hold the model, with task adapter `adapter` active (ignored for a model without several)."""
-        with self._lock:
-            if adapter and self.adapters:
-                if adapter not in self.adapters:
-                    raise ValueError(f"unknown task adapter {adapter!r}; this demo has {self.adapters}.")
-                if self.model.active_adapter != adapter:
-                    self.model.set_adapter(adapter)
-            yield
-
-    def _embedding(self, image: np.ndarray, modality: str, adapter: str | None) -> torch.Tensor:
-        """`(1, C, h, w)` for `image`, from the cache or encoded now (call under `using(adapter)`)."""
-        key = (image.shape, str(image.dtype), hash(image.tobytes()), modality, adapter)
-        if key in self._embeddings:
-            self._embeddings.move_to_end(key)
-        else:
-            pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality, self.window)
-            self._embeddings[key] = encode_slices(
-                self.model, pixel_values[None], placement=self.predictor.placement
-            )
-            while len(self._embeddings) > self.cache_size:
-                self._embeddings.popitem(last=False)
-        return self._embeddings[key]
-
-    @staticmethod
-    def _check_image(image: np.ndarray) -> np.ndarray:
-        image = np.asarray(image)
-        if image.ndim not in (2, 3) or max(image.shape[:2]) > MAX_SIDE:
-            raise ValueError(
-                f"image of shape {image.shape}: expected a 2-D picture up to {MAX_SIDE} pixels a side."
-            )
-        return image
-
-    def prepare(self, image: np.ndarray, modality: str = "other", adapter: str | None = None) -> None:
-        """Encode `image` now (on upload), so that the first click only decodes."""
-        image = self._check_image(image)
-        with self.using(adapter):
-            self._embedding(image, modality, adapter)
-
-    def segment(
-        self,
-        image: np.ndarray,
-        points: list[list[float]],
-        box: list[float] | None,
-        modality: str = "other",
-        adapter: str | None = None,
-        text: str | None = None,
-    ) -> np.ndarray:
-        """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`;
-        `text` describes the target (models trained with text prompts).
-
-        Returns the mask `(H, W)` uint8 (0/255); callers draw it on the picture they show.
-        Raises:
-            ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
-        """
-        image = self._check_image(image)
-        text = (text or "").strip() or None
-        if not points and not box and not text:
-            raise ValueError("add a click on the structure (or draw a box) first.")
-        prompt = to_prompt(points, box, text)
-        with self.using(adapter):
-            self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
-            mask, _ = self.predictor.predict(prompt)
-        return mask.astype(np.uint8) * 255
-
-
-class VolumeSession:
-    """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
-    propagation through the volume, and a NIfTI download on the input's grid."""
-
-    def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
-        from msa_hf.data import axial_slices, guess_modality, load_volume
-        from msa_hf.inference.volume_predictor import VolumePredictor
-
-        files = [files] if isinstance(files, str) else list(files)
-        self.source = self._gather(files)
-        self.volume = load_volume(self.source)
-        if self.volume.array.size > MAX_VOXELS:
-            raise ValueError(
-                f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
-            )
-        self.modality = guess_modality(self.volume)
-        self.slices = axial_slices(self.volume.array)
-        self.masks = np.zeros(self.slices.shape, bool)
-        self.prompts: dict[int, dict[str, Any]] = {}
-        self.displayed: int | None = None
-        self.session, self.adapter = session, adapter
-        self.folder = tempfile.mkdtemp(prefix="msa-mask-")
-        placement = session.predictor.placement  # the session's device and dtype
-        self.predictor = VolumePredictor(
-            session.model, session.window, device=placement.device, dtype=placement.dtype
-        )
-        self.predictor.set_volume(self.slices, self.modality)
-
-    @staticmethod
-    def _gather(files: list[str]) -> str:
-        """One NIfTI file as is; DICOM files (a series) copied into one folder, as `load_dicom_series` reads."""
-        from msa_hf.data import is_dicom_file
-        from msa_hf.data.volumes import is_nifti
-
-        if len(files) == 1 and is_nifti(files[0]):
-            return files[0]
-        if files and all(is_dicom_file(f) for f in files):
-            folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
-            for index, file in enumerate(files):
-                shutil.copy(file, folder / f"{index:05d}.dcm")
-            return str(folder)
-        names = [Path(f).name for f in files]
-        raise ValueError(
-            f"{names}: upload one NIfTI file (.nii, .nii.gz) or all the DICOM files (.dcm) of one series."
-        )
-
-    def prepare(self, index: int) -> None:
-        """Encode slice `index`'s window now, so that its first click only decodes."""
-        with self.session.using(self.adapter):
-            self.predictor.embedding(index)
-
-    def prompts_of(self, index: int) -> dict[str, Any]:
-        return self.prompts.get(index, empty_prompts())
-
-    def show(self, index: int) -> np.ndarray:
-        """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8 (remembered as the one on screen)."""
-        self.displayed = index
-        prompts = self.prompts_of(index)
-        picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
-        return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
-
-    def set_prompts(self, index: int, prompts: dict[str, Any], adapter: str | None = None) -> np.ndarray:
-        """Store slice `index`'s prompts, segment it when they are complete; returns the new view."""
-        self.prompts[index] = prompts
-        if has_prompt(prompts):
-            if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
-                self.adapter = adapter
-                self.predictor.set_volume(self.slices, self.modality)
-            with self.session.using(self.adapter):
-                mask, _ = self.predictor.predict(index, to_prompt(prompts["points"], prompts["box"]))
-            self.masks[index] = mask
-        else:
-            self.masks[index] = False
-        return self.show(index)
-
-    def propagate(self, index: int) -> str:
-        """Carry slice `index`'s mask through the volume; returns a summary line."""
-        if not self.masks[index].any():
-            raise ValueError("segment the structure on this slice first (click or box), then propagate.")
-        with self.session.using(self.adapter):
-            result = self.predictor.propagate(index, self.masks[index])
-        self.masks[result.first : result.last + 1] = result.masks[result.first : result.last + 1]
-        return (
-            f"propagated from slice {index} to slices {result.first}-{result.last} "
-            f"({int(result.masks.sum())} voxels)"
-        )
-
-    def save(self, folder: str | None = None) -> str:
-        """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
-        this session's own temporary folder, overwritten at each change)."""
-        folder = folder or self.folder
-        from msa_hf.data import volume_from_axial_slices
-        from msa_hf.inference.predictor import _save_on_input_grid
-
-        output = str(Path(folder) / "msa_mask.nii.gz")
-        _save_on_input_grid(
-            volume_from_axial_slices(self.masks.astype(np.uint8)),
-            self.volume.affine,
-            Path(self.source),
-            Path(output),
-        )
-        return output
+__all__ = [  # what tests and other code use from the app
+    "BOX", "NEGATIVE", "POSITIVE", "DemoSession", "VolumeSession", "add_prompt", "build_demo", "describe",
+    "display_image",
+    "empty_prompts", "load_model", "load_served", "read_upload", "source_of", "undo_prompt",
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- app
@@ -433,18 +123,19 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
         return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
 
     @guarded
-    def api_segment(image, points_json: str, box_json: str, adapter: str = ""):
+    def api_segment(image, points: str, box: str, adapter: str = ""):
         """API: image + JSON points `[[x, y, label], ...]` + JSON box `[x0, y0, x1, y1]` or "" (+ an adapter
         name, "" for the active one) -> mask (0/255 PNG)."""
         if image is None:
-            raise ValueError("no image.")
-        try:
-            points = json.loads(points_json) if points_json else []
-            box = json.loads(box_json) if box_json else None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"points/box must be JSON ({error}).") from None
-        mask = session.segment(image, points, box, adapter=adapter or None)
-        return mask
+            raise ValueError("image: none was sent; send the picture to segment.")
+        clicks, corners = parse_api_prompts(points, box)
+        return session.segment(image, clicks, corners, adapter=adapter or None)
+
+    def on_new_image(image, raw):
+        """A new picture (an upload, an example, or none): prompts, overlay and mask start afresh; an opened
+        file's raw data stays only while its picture is the one on screen."""
+        kept = raw if belongs_to(image, raw) else None
+        return kept, empty_prompts(), None, None, "no prompts"
 
     # --- volumes
     @guarded
@@ -486,19 +177,23 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
         return view, volume.save(), f"slice {index}: {describe(volume.prompts_of(index))}"
 
     @guarded
-    def propagate_volume(volume, index):
+    def propagate_volume(volume, index, threshold, first, last):
         if volume is None:
             raise ValueError("upload a volume first.")
-        message = volume.propagate(int(index))
+        top = len(volume.slices) - 1
+        low = 0 if first in (None, "") else int(first)
+        high = top if last in (None, "") or int(last) < 0 else int(last)
+        message = volume.propagate(int(index), stop_score=float(threshold), slice_range=(low, min(high, top)))
         # the shown slice is the seed, which propagation leaves as it was: re-sending the same picture makes
         # Gradio rewrite its cached file while the browser may still be reading it
         return gr.update(), volume.save(), message
 
+    internal = {"api_visibility": "private"}
     with gr.Blocks(title="Medical SAM Adapter") as demo:
         gr.Markdown(
             "## Medical SAM Adapter\nClick the structure (negative clicks remove regions) or draw a box by "
             "clicking two opposite corners. Volumes: prompt a slice, then propagate. Research demo, "
-            "**not for clinical use**."
+            "**not for clinical use**. This demo serves one request at a time; others wait in the queue."
         )
         adapter = gr.Dropdown(
             session.adapters, value=session.adapters[0] if session.adapters else None, label="task adapter",
@@ -533,18 +228,20 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
             examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
             if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
                 gr.Examples(
-                    examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices"
-                )
+                    examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices",
+                    api_visibility="private",
+                )  # fmt: skip
         outputs = [prompts, result, mask, status]
-        image.select(on_click, [image, raw, prompts, mode, adapter], outputs)
-        image.upload(lambda: (None, empty_prompts(), None, None, "no prompts"), None, [raw, *outputs]).then(
-            prepare_picture, [image, raw, adapter], None
+        image.select(on_click, [image, raw, prompts, mode, adapter], outputs, **internal)
+        # any new picture (an upload, an example, a removal) resets the prompts, the overlay and the mask
+        image.change(on_new_image, [image, raw], [raw, *outputs], **internal).then(
+            prepare_picture, [image, raw, adapter], None, **internal
         )
-        upload.upload(on_file, [upload, adapter], [image, raw, *outputs])
-        undo_button.click(on_undo, [image, raw, prompts, adapter], outputs)
-        text_button.click(on_text, [image, raw, text, adapter], [result, mask, status])
-        clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs)
-        adapter.change(on_adapter, [image, raw, prompts, adapter], outputs)
+        upload.upload(on_file, [upload, adapter], [image, raw, *outputs], **internal)
+        undo_button.click(on_undo, [image, raw, prompts, adapter], outputs, **internal)
+        text_button.click(on_text, [image, raw, text, adapter], [result, mask, status], **internal)
+        clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs, **internal)
+        adapter.change(on_adapter, [image, raw, prompts, adapter], outputs, **internal)
 
         with gr.Tab("volume (NIfTI / DICOM series)"):
             volume_state = gr.State(None)
@@ -562,35 +259,57 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
                 volume_status = gr.Textbox(label="volume", interactive=False, elem_id="volume-status")
                 volume_undo = gr.Button("undo on this slice")
                 propagate_button = gr.Button("propagate through the volume", variant="primary")
+            with gr.Row():
+                stop_score = gr.Slider(
+                    0.0, 1.0, value=0.5, step=0.05, elem_id="stop-score",
+                    label="propagation stops where the predicted IoU falls below",
+                )  # fmt: skip
+                first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
+                last_slice = gr.Number(
+                    value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice"
+                )
             volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
             volume_files.upload(
-                open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status]
-            )
-            slice_index.change(on_slice, [volume_state, slice_index], volume_view)
+                open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status],
+                **internal,
+            )  # fmt: skip
+            slice_index.change(on_slice, [volume_state, slice_index], volume_view, **internal)
             # encode the slice's window once the slider is let go, so its first click only decodes
             slice_index.release(
-                lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None
+                lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None, **internal
             )
             volume_view.select(
                 click_volume,
                 [volume_state, slice_index, volume_mode, adapter],
                 [volume_view, volume_mask, volume_status],
+                **internal,
             )
             volume_undo.click(
-                undo_volume, [volume_state, slice_index], [volume_view, volume_mask, volume_status]
+                undo_volume,
+                [volume_state, slice_index],
+                [volume_view, volume_mask, volume_status],
+                **internal,
             )
             propagate_button.click(
-                propagate_volume, [volume_state, slice_index], [volume_view, volume_mask, volume_status]
+                propagate_volume,
+                [volume_state, slice_index, stop_score, first_slice, last_slice],
+                [volume_view, volume_mask, volume_status],
+                **internal,
             )
         with gr.Row(visible=False):
-            api_image = gr.Image(type="numpy")
-            api_points = gr.Textbox()
-            api_box = gr.Textbox()
-            api_adapter = gr.Textbox(value="")
-            api_mask = gr.Image(type="numpy", format="png")
+            api_image = gr.Image(type="numpy", label="image")
+            api_points = gr.Textbox(label="points")
+            api_box = gr.Textbox(label="box")
+            api_adapter = gr.Textbox(value="", label="adapter")
+            api_mask = gr.Image(type="numpy", format="png", label="mask")
+        # the one documented endpoint; every other event is the page's own (api_visibility="private")
         gr.Button(visible=False).click(
-            api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment"
-        )
+            api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment",
+            api_description="Segment `image` with clicks `points` (JSON [[x, y, label], ...], label 1 or 0) "
+            "and/or `box` (JSON [x0, y0, x1, y1] or empty), with task adapter `adapter` (empty: the active "
+            "one); returns the mask (0/255).",
+        )  # fmt: skip
+    demo.queue(default_concurrency_limit=1)  # one request at a time, as the page says
     return demo
 
 

@@ -1,0 +1,229 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The demo's model sessions: `DemoSession` (the model shared by all visitors, embeddings cached per picture)
+and `VolumeSession` (one visitor's volume: slices, prompts per slice, propagation, the NIfTI download)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
+from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
+from msa_hf.evaluation.pictures import draw_prompts, overlay
+from msa_hf.hub.task_adapters import task_adapter_names
+from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.inference.predictor import SegmentationPredictor
+
+MAX_VOXELS = 512 * 512 * 1024
+
+
+class DemoSession:
+    """The model shared by all visitors.
+
+    Embeddings are kept for the last `cache_size` pictures (per modality and adapter), so each click costs
+    one decoder pass and visitors do not evict each other's image at every click; `prepare` encodes a picture
+    as soon as it is uploaded, so the first click is as fast as the next. Access is serialised, so one
+    visitor's adapter choice never leaks into another's result.
+    """
+
+    def __init__(self, model: Any, cache_size: int = 8, window: Any = None) -> None:
+        self.model = model
+        self.window = window  # the CT window the model was trained with (its MsaProcessor's)
+        self.predictor = SegmentationPredictor(model, window)
+        self.adapters = task_adapter_names(model)
+        self.cache_size = cache_size
+        self._lock = threading.RLock()
+        self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    @contextmanager
+    def using(self, adapter: str | None) -> Iterator[None]:
+        """Hold the model, with task adapter `adapter` active (ignored for a model without several)."""
+        with self._lock:
+            if adapter and adapter not in self.adapters:
+                offered = f"this demo has {self.adapters}" if self.adapters else "this demo serves one model"
+                raise ValueError(f"unknown task adapter {adapter!r}; {offered}.")
+            if adapter and self.model.active_adapter != adapter:
+                self.model.set_adapter(adapter)
+            yield
+
+    def _embedding(self, image: np.ndarray, modality: str, adapter: str | None) -> torch.Tensor:
+        """`(1, C, h, w)` for `image`, from the cache or encoded now (call under `using(adapter)`)."""
+        key = (image.shape, str(image.dtype), hash(image.tobytes()), modality, adapter)
+        if key in self._embeddings:
+            self._embeddings.move_to_end(key)
+        else:
+            pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality, self.window)
+            self._embeddings[key] = encode_slices(
+                self.model, pixel_values[None], placement=self.predictor.placement
+            )
+            while len(self._embeddings) > self.cache_size:
+                self._embeddings.popitem(last=False)
+        return self._embeddings[key]
+
+    @staticmethod
+    def _check_image(image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or max(image.shape[:2]) > MAX_SIDE:
+            raise ValueError(
+                f"image of shape {image.shape}: expected a 2-D picture up to {MAX_SIDE} pixels a side."
+            )
+        return image
+
+    def prepare(self, image: np.ndarray, modality: str = "other", adapter: str | None = None) -> None:
+        """Encode `image` now (on upload), so that the first click only decodes."""
+        image = self._check_image(image)
+        with self.using(adapter):
+            self._embedding(image, modality, adapter)
+
+    def segment(
+        self,
+        image: np.ndarray,
+        points: list[list[float]],
+        box: list[float] | None,
+        modality: str = "other",
+        adapter: str | None = None,
+        text: str | None = None,
+    ) -> np.ndarray:
+        """`image` `(H, W)` or `(H, W, 3)`; `points` `[[x, y, label], ...]` (label 1 or 0); `box` `[x0, y0, x1, y1]`;
+        `text` describes the target (models trained with text prompts).
+
+        Returns the mask `(H, W)` uint8 (0/255); callers draw it on the picture they show.
+        Raises:
+            ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
+        """
+        image = self._check_image(image)
+        text = (text or "").strip() or None
+        if not points and not box and not text:
+            raise ValueError("add a click on the structure (or draw a box) first.")
+        prompt = to_prompt(points, box, text)
+        with self.using(adapter):
+            self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
+            mask, _ = self.predictor.predict(prompt)
+        return mask.astype(np.uint8) * 255
+
+
+class VolumeSession:
+    """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
+    propagation through the volume, and a NIfTI download on the input's grid."""
+
+    def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
+        from msa_hf.data import axial_slices, guess_modality, load_volume
+        from msa_hf.inference.volume_predictor import VolumePredictor
+
+        files = [files] if isinstance(files, str) else list(files)
+        self.source = self._gather(files)
+        try:
+            self.volume = load_volume(self.source)
+        except (ValueError, OSError) as error:
+            raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
+        if self.volume.array.size > MAX_VOXELS:
+            raise ValueError(
+                f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
+            )
+        self.modality = guess_modality(self.volume)
+        self.slices = axial_slices(self.volume.array)
+        self.masks = np.zeros(self.slices.shape, bool)
+        self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores
+        self.prompts: dict[int, dict[str, Any]] = {}
+        self.displayed: int | None = None
+        self.session, self.adapter = session, adapter
+        self.folder = tempfile.mkdtemp(prefix="msa-mask-")
+        placement = session.predictor.placement  # the session's device and dtype
+        self.predictor = VolumePredictor(
+            session.model, session.window, device=placement.device, dtype=placement.dtype
+        )
+        self.predictor.set_volume(self.slices, self.modality)
+
+    @staticmethod
+    def _gather(files: list[str]) -> str:
+        """One NIfTI file as is; DICOM files (a series) copied into one folder, as `load_dicom_series` reads."""
+        from msa_hf.data import is_dicom_file
+        from msa_hf.data.volumes import is_nifti
+
+        if len(files) == 1 and is_nifti(files[0]):
+            return files[0]
+        if files and all(is_dicom_file(f) for f in files):
+            folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
+            for index, file in enumerate(files):
+                shutil.copy(file, folder / f"{index:05d}.dcm")
+            return str(folder)
+        names = [Path(f).name for f in files]
+        raise ValueError(
+            f"{names}: upload one NIfTI file (.nii, .nii.gz) or all the DICOM files (.dcm) of one series."
+        )
+
+    def prepare(self, index: int) -> None:
+        """Encode slice `index`'s window now, so that its first click only decodes."""
+        with self.session.using(self.adapter):
+            self.predictor.embedding(index)
+
+    def prompts_of(self, index: int) -> dict[str, Any]:
+        return self.prompts.get(index, empty_prompts())
+
+    def show(self, index: int) -> np.ndarray:
+        """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8 (remembered as the one on screen)."""
+        self.displayed = index
+        prompts = self.prompts_of(index)
+        picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
+        return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
+
+    def set_prompts(self, index: int, prompts: dict[str, Any], adapter: str | None = None) -> np.ndarray:
+        """Store slice `index`'s prompts, segment it when they are complete; returns the new view."""
+        self.prompts[index] = prompts
+        if has_prompt(prompts):
+            if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
+                self.adapter = adapter
+                self.predictor.set_volume(self.slices, self.modality)
+            with self.session.using(self.adapter):
+                mask, _ = self.predictor.predict(index, to_prompt(prompts["points"], prompts["box"]))
+            self.masks[index] = mask
+        else:  # the visitor's own prompts are gone: the slice shows what propagation gave it, if anything
+            self.masks[index] = self.propagated[index]
+        return self.show(index)
+
+    def propagate(
+        self, index: int, stop_score: float = 0.5, slice_range: tuple[int, int] | None = None
+    ) -> str:
+        """Carry slice `index`'s mask through the volume (within `slice_range`, stopping where the IoU head
+        scores a slice below `stop_score`); returns a summary that says where and why each direction stopped."""
+        if not self.masks[index].any():
+            raise ValueError("segment the structure on this slice first (click or box), then propagate.")
+        with self.session.using(self.adapter):
+            result = self.predictor.propagate(
+                index, self.masks[index], stop_score=stop_score, slice_range=slice_range
+            )
+        # a new propagation replaces the previous one; slices the visitor prompted keep their own masks
+        self.propagated = result.masks.copy()
+        self.propagated[index] = False  # the seed is the visitor's own
+        for position in range(len(self.slices)):
+            if not has_prompt(self.prompts_of(position)):
+                self.masks[position] = self.propagated[position]
+        return (
+            f"propagated from slice {index} to slices {result.first}-{result.last} "
+            f"({int(result.masks.sum())} voxels); {result.describe_stops()}"
+        )
+
+    def save(self, folder: str | None = None) -> str:
+        """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
+        this session's own temporary folder, overwritten at each change)."""
+        folder = folder or self.folder
+        from msa_hf.data import volume_from_axial_slices
+        from msa_hf.inference.predictor import _save_on_input_grid
+
+        output = str(Path(folder) / "msa_mask.nii.gz")
+        _save_on_input_grid(
+            volume_from_axial_slices(self.masks.astype(np.uint8)),
+            self.volume.affine,
+            Path(self.source),
+            Path(output),
+        )
+        return output
