@@ -108,3 +108,67 @@ def space_or_comma_list(items: Sequence[str] | None) -> list[str] | None:
     if items is None:
         return None
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+DEBUG_FLAG = "--debug"
+DEBUG_HELP = "on an error, show the full traceback instead of the one-line message"
+
+
+def split_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """`argv` without `--debug`, and whether it was given (or `MSA_HF_DEBUG=1` is set)."""
+    import os
+
+    rest = [arg for arg in argv if arg != DEBUG_FLAG]
+    return rest, len(rest) != len(argv) or os.environ.get("MSA_HF_DEBUG", "") not in ("", "0")
+
+
+def error_boundary(prog: str, run: Any, argv: Sequence[str]) -> int:
+    """Run `run(argv without --debug)` as an entry point: every error becomes one line on stderr and an exit
+    status, never a traceback (unless `--debug`).
+
+    Errors about the user's input or environment (a bad value, a missing or unreadable file, a model that
+    cannot load) print their own message, which names the input and the fix; any other exception is a bug in
+    msa_hf and says so. Outputs are written whole or not at all, so an error leaves nothing half-written.
+    """
+    from msa_hf.training.base_loading import BaseLoadError
+
+    argv, debug = split_debug_flag(argv)
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted; every output already written is complete.", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, BaseLoadError) as error:
+        if debug:
+            raise
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(
+            f"{prog}: out of memory; use a smaller input, batch or model (see docs/data.md).", file=sys.stderr
+        )
+        return 2
+    except Exception as error:  # noqa: BLE001 - the boundary's job is to catch what nothing else did
+        if debug:
+            raise
+        print(
+            f"{prog}: unexpected error ({type(error).__name__}: {error}). This is a bug in msa_hf: rerun with "
+            f"{DEBUG_FLAG} for the traceback and report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def positive_int(text: str) -> int:
+    """An argparse `type` for counts and sizes: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value

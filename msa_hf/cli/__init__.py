@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from msa_hf.command_line import CommandParser
-from msa_hf.training.base_loading import BaseLoadError
+from msa_hf.command_line import DEBUG_FLAG, DEBUG_HELP, CommandParser, error_boundary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = CommandParser(prog="msa-hf", description="Medical SAM Adapter for Hugging Face.")
     parser.add_argument("--version", action="version", version=f"msa-hf {__version__}")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     for group in (model_commands, data_commands, base_commands, inference_commands, hub_commands):
         group.add_commands(commands)
@@ -37,27 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `msa-hf` with `argv` (default: the process's arguments); returns the exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run `msa-hf` with `argv` (default: the process's arguments); returns the exit status. Every error is
+    one line on stderr (the full traceback with `--debug`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    return error_boundary(f"msa-hf {command}".strip(), _run, argv)
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["train"]:  # train.py's own flags (from its TrainConfig); see `msa-hf train --help`
-        from msa_hf.training.job import main as train_main
+        from msa_hf.training.job import run_main as train_main
 
         return train_main(argv[1:], prog="msa-hf train")
     if argv[:1] == ["pretrain-encoder"]:  # pretrain.py's flags; see `msa-hf pretrain-encoder --help`
-        from msa_hf.encoder_pretraining.command import main as pretrain_main
+        from msa_hf.encoder_pretraining.command import run_main as pretrain_main
 
         return pretrain_main(argv[1:], prog="msa-hf pretrain-encoder")
     if argv[:1] == ["compare"]:  # train.py's flags plus --methods
         from msa_hf.training.compare import main as compare_main
 
-        try:
-            return compare_main(argv[1:])
-        except (ValueError, FileNotFoundError, BaseLoadError, RuntimeError) as error:
-            print(f"msa-hf compare: {error}", file=sys.stderr)
-            return 2
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, BaseLoadError) as error:
-        print(f"msa-hf {args.command}: {error}", file=sys.stderr)
-        return 2
+    return args.run(args)

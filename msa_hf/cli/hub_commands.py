@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -91,10 +90,7 @@ def _push_space(args: argparse.Namespace) -> int:
     for entry in args.adapter:
         name, _, repo = entry.partition("=")
         if not name.strip() or not repo.strip():
-            print(
-                f"--adapter {entry!r}: expected NAME=REPO, e.g. liver=org/msa-liver-adapter", file=sys.stderr
-            )
-            return 2
+            raise ValueError(f"--adapter {entry!r}: expected NAME=REPO, e.g. liver=org/msa-liver-adapter.")
         adapters[name.strip()] = repo.strip()
     result = push_space(
         args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run, token=args.token

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from msa_hf.command_line import space_or_comma_list
+from msa_hf.command_line import positive_int, space_or_comma_list
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -27,17 +27,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="2-D models: prompt protocols to score (default: all)",
     )  # fmt: skip
     evaluate.add_argument(
-        "--clicks", type=int, default=None, help="2-D models: clicks of the iterative protocol (default 5)"
+        "--clicks",
+        type=positive_int,
+        default=None,
+        help="2-D models: clicks of the iterative protocol (default 5)",
     )
     evaluate.add_argument(
         "--classes", nargs="+", default=None, help="structures to score, by name or label value"
     )
-    evaluate.add_argument("--stride", type=int, default=None, help="3-D models: window stride (default: D)")
+    evaluate.add_argument(
+        "--stride", type=positive_int, default=None, help="3-D models: window stride (default: D)"
+    )
     evaluate.add_output_dir("folder for tables, CSVs and pictures (default: print only)", required=False)
     evaluate.rename("--output", "--output-dir")
     evaluate.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=16,
         help="2-D models: images encoded at once on the device (default 16)",
     )
@@ -98,6 +103,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.output:
             print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
         return 0
+    if args.stride is not None:
+        raise ValueError("--stride sets the window stride of 3-D (depth-branch) models; this model is 2-D.")
     clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
         model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
@@ -125,6 +132,11 @@ def _predict(args: argparse.Namespace) -> int:
     if args.prompts:
         prompts = read_prompts(args.prompts)
     else:
+        if not (args.point or args.negative or args.box or args.text):
+            raise ValueError(
+                "no prompt: give --point X Y (and --negative X Y), --box X0 Y0 X1 Y1, --text, or a --prompts "
+                "file."
+            )
         points = [list(p) for p in args.point] + [list(p) for p in args.negative]
         labels = [1] * len(args.point) + [0] * len(args.negative)
         prompts = [

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from msa_hf.command_line import positive_int
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -16,9 +17,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("checkpoint", help="path of the .pth, e.g. sam_vit_b_01ec64.pth or medsam_vit_b.pth")
     convert.add_output_dir("folder to write (save_pretrained layout)", positional=True)
     convert.add_argument("--depth-branch", action=argparse.BooleanOptionalAction, default=False)
-    convert.add_argument("--num-slices", type=int, default=1, help="default slices per volume D")
+    convert.add_argument("--num-slices", type=positive_int, default=1, help="default slices per volume D")
     convert.add_argument("--decoder-training", choices=("frozen", "adapters", "full"), default="full")
-    convert.add_argument("--decoder-attention-heads", type=int, default=8)
+    convert.add_argument("--decoder-attention-heads", type=positive_int, default=8)
     convert.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     convert.set_defaults(run=_convert)
 
@@ -28,14 +29,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from msa_hf.modeling.convert import convert_segment_anything_checkpoint
+    from msa_hf.output_files import atomic_folder, check_not_an_input
 
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()) and not args.overwrite:
-        print(
-            f"msa-hf convert: {output} exists and is not empty; pass --overwrite or another folder.",
-            file=sys.stderr,
-        )
-        return 2
+    check_not_an_input(output, [args.checkpoint])  # before the conversion, not after
+    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+        raise ValueError(f"{output} exists and is not empty; pass --overwrite or another folder.")
     model = convert_segment_anything_checkpoint(
         args.checkpoint,
         decoder_attention_heads=args.decoder_attention_heads,
@@ -43,7 +42,8 @@ def _convert(args: argparse.Namespace) -> int:
         num_slices=args.num_slices,
         decoder_training=args.decoder_training,
     )
-    model.save_pretrained(output)
+    with atomic_folder(output, overwrite=args.overwrite, inputs=[args.checkpoint]) as staging:
+        model.save_pretrained(staging)
     vision = model.config.vision_config
     print(
         f"Converted {args.checkpoint}: ViT width {vision.hidden_size}, {vision.num_hidden_layers} blocks, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_hf.data.label_tables import MAX_LABEL_VALUE
 from msa_hf.data.size_limits import InputTooLargeError, check_image_size
 from msa_hf.data.transforms import check_finite
 
@@ -174,6 +175,11 @@ def read_mask(
         raise ImageReadError(
             f"{path}: mask values must be non-negative integers; found {values[:6]}. Pass a threshold "
             "(msa-hf prepare --mask-threshold) for a soft mask."
+        )
+    if values.max() > MAX_LABEL_VALUE:  # a cast to 16 bits would wrap them onto other labels
+        raise ImageReadError(
+            f"{path}: mask values {values[values > MAX_LABEL_VALUE][:5].astype(np.int64).tolist()} exceed "
+            f"{MAX_LABEL_VALUE}, the largest a prepared label map holds; renumber the structures below it."
         )
     if set(values.tolist()) <= {0, 255}:
         return (array == 255).astype(np.uint8)

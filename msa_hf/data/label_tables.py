@@ -13,6 +13,7 @@ import json
 import shlex
 from pathlib import Path
 
+MAX_LABEL_VALUE = 65535  # prepared label maps are stored as uint16
 LABEL_TABLE_NAMES = ("dataset.json", "labels.json", "classes.json", "labels.txt", "classes.txt", "labels.tsv")
 
 
@@ -30,14 +31,24 @@ def _from_mapping(mapping: dict, source: str) -> dict[int, str]:
     table: dict[int, str] = {}
     for key, value in mapping.items():
         if _is_integer(key):
-            table[int(key)] = str(value)  # Decathlon: {"1": "liver"}
+            table[int(key)] = _name(value, key, source)  # Decathlon: {"1": "liver"}
         elif _is_integer(value):
-            table[int(value)] = str(key)  # nnU-Net v2: {"liver": 1}
+            table[int(value)] = _name(key, value, source)  # nnU-Net v2: {"liver": 1}
         else:
             raise LabelTableError(
                 f"{source}: cannot read label entry {key!r}: {value!r}. Use {{'1': 'liver'}} or {{'liver': 1}}."
             )
     return table
+
+
+def _name(name: object, value: object, source: str) -> str:
+    """A structure's name as given, refused unless it is non-empty text (`str()` of a list or None is no name)."""
+    if not isinstance(name, str) or not name.strip():
+        raise LabelTableError(
+            f"{source}: label {value!r} has the name {name!r}; each name must be non-empty text, e.g. "
+            "{'1': 'liver'}."
+        )
+    return name.strip()
 
 
 def parse_label_table(path: str | Path) -> dict[int, str]:
@@ -59,7 +70,7 @@ def parse_label_table(path: str | Path) -> dict[int, str]:
         if isinstance(content, dict) and "labels" in content:
             content = content["labels"]  # Decathlon / nnU-Net dataset.json
         if isinstance(content, list):
-            table = dict(enumerate(map(str, content)))
+            table = {value: _name(name, value, str(path)) for value, name in enumerate(content)}
         elif isinstance(content, dict):
             table = _from_mapping(content, str(path))
         else:
@@ -82,6 +93,20 @@ def parse_label_table(path: str | Path) -> dict[int, str]:
     table.pop(0, None)
     if any(value < 0 for value in table):
         raise LabelTableError(f"{path}: negative label values {sorted(v for v in table if v < 0)}.")
+    if any(value > MAX_LABEL_VALUE for value in table):
+        raise LabelTableError(
+            f"{path}: label values {sorted(v for v in table if v > MAX_LABEL_VALUE)} exceed "
+            f"{MAX_LABEL_VALUE}, the largest a prepared label map holds (16-bit)."
+        )
+    by_name: dict[str, list[int]] = {}
+    for value, name in table.items():
+        by_name.setdefault(name, []).append(value)
+    repeated = {name: values for name, values in by_name.items() if len(values) > 1}
+    if repeated:
+        raise LabelTableError(
+            f"{path}: names given to several values {repeated}; give each structure its own name (or merge "
+            "the values in the label maps first)."
+        )
     return table
 
 

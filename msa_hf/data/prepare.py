@@ -88,6 +88,34 @@ class PrepareOptions:
             raise ValueError(f"split must be three non-negative fractions summing to 1, got {self.split}.")
         if self.modality is not None and self.modality.upper() not in ("CT", "MR", "OTHER"):
             raise ValueError(f"unknown modality {self.modality!r}; use CT, MR or other.")
+        if self.target_spacing is not None and (
+            len(self.target_spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in self.target_spacing)
+        ):
+            raise ValueError(
+                f"target_spacing={self.target_spacing}: give three positive voxel sizes in mm (--target-spacing X Y Z)."
+            )
+        if self.mask_threshold is not None and not (
+            np.isfinite(self.mask_threshold) and self.mask_threshold > 0
+        ):
+            raise ValueError(
+                f"mask_threshold={self.mask_threshold}: give a positive value in the masks' units, e.g. 128 for "
+                "8-bit masks or 0.5 for soft masks in [0, 1]."
+            )
+        if self.channel is not None and self.channel < 0:
+            raise ValueError(f"channel={self.channel}: channels count from 0.")
+        if self.case_id_pattern is not None:
+            try:
+                groups = re.compile(self.case_id_pattern).groups
+            except re.error as error:
+                raise ValueError(
+                    f"case_id_pattern {self.case_id_pattern!r} is not a regular expression ({error}); escape "
+                    "literal brackets with a backslash."
+                ) from None
+            if groups < 1:
+                raise ValueError(
+                    f"case_id_pattern {self.case_id_pattern!r} has no group; put the case id in parentheses, "
+                    r"e.g. '(patient\d+)_'."
+                )
 
 
 @dataclass
@@ -323,6 +351,18 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
         for writer in writers.values():
             writer.close()
     report.slices = {split: writer.num_rows for split, writer in writers.items()}
+    usable = sum(report.cases.values())
+    if usable and options.split[0] > 0 and not report.slices.get("train"):
+        # splits are fixed per case id before cases are read (a case keeps its split when another is fixed),
+        # so skipped cases can leave the train split empty: refuse rather than write a dataset nothing trains on
+        raise ValueError(
+            f"{source}: the train split would be empty ({usable} usable case(s): "
+            f"{', '.join(f'{split} {report.cases.get(split, 0)}' for split in SPLITS)}; "
+            f"{len(report.skipped_cases)} skipped, with reasons above). Add or fix cases, or pass --split 1 0 0."
+        )
+    for split, fraction in zip(SPLITS, options.split, strict=True):
+        if fraction > 0 and not report.slices.get(split) and split != "train":
+            report.warnings.append(f"the {split} split is empty: too few usable cases for it.")
     if table is None:
         table = default_class_names(list(seen_values))
         report.warnings.append(
@@ -385,8 +425,15 @@ def load_prepared(folder: str | Path, streaming: bool = False) -> Any:
             raise FileNotFoundError(
                 f"{path} not found: is {folder} a dataset directory written by msa-hf prepare?"
             )
+        import pyarrow
         import pyarrow.parquet as pq
 
-        if pq.ParquetFile(path).metadata.num_rows == 0:
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pyarrow.ArrowException, OSError) as error:
+            raise ValueError(
+                f"{path}: cannot read this split of the dataset {folder} ({error}); run msa-hf prepare again."
+            ) from None
+        if rows == 0:
             del data_files[split]
     return load_dataset("parquet", data_files=data_files, streaming=streaming)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class CaseFiles:
     case_id: str
     image: Path
     label: Path | None
+
+    def __post_init__(self) -> None:
+        # a file name that is not UTF-8 (it reaches Python as lone surrogates) cannot be stored as text:
+        # keep its bytes visible as escapes, so the case is written and the user can find the file
+        self.case_id = os.fsencode(self.case_id).decode("utf-8", "backslashreplace")
 
 
 def _strip_mask_suffix(stem: str) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_hf.data.label_tables import MAX_LABEL_VALUE
 from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
 from msa_hf.data.transforms import check_finite
 
@@ -82,6 +83,11 @@ def _canonical(image, source: str, modality: str, channel: int | None, is_label:
             image = image.slicer[..., channel]
     elif len(shape) != 3:
         raise VolumeReadError(f"{source}: expected a 3-D volume, got shape {shape}.")
+    elif channel is not None and channel != 0:
+        raise VolumeReadError(
+            f"{source}: channel {channel} asked, but this is a 3-D volume (one channel); drop --channel, which "
+            "picks a channel of 4-D images."
+        )
     image = nib.as_closest_canonical(image)
     try:
         array = np.asanyarray(image.dataobj)
@@ -100,6 +106,12 @@ def _canonical(image, source: str, modality: str, channel: int | None, is_label:
                 )
         if array.min() < 0:
             raise VolumeReadError(f"{source}: label map has negative values ({int(array.min())}).")
+        if array.max() > MAX_LABEL_VALUE:  # a cast to 16 bits would wrap them onto other labels
+            too_large = np.unique(array[array > MAX_LABEL_VALUE])[:5].astype(np.int64).tolist()
+            raise VolumeReadError(
+                f"{source}: label values {too_large} exceed {MAX_LABEL_VALUE}, the largest a prepared label map "
+                "holds; renumber the structures below it."
+            )
         array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
     else:
         array = array.astype(np.float32)
@@ -155,10 +167,22 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             dataset = pydicom.dcmread(file)
-        except Exception:  # not DICOM (e.g. a README or DICOMDIR companion)
-            continue
+        except Exception as error:
+            if _has_dicom_preamble(file):  # a slice of the series that cannot be read: refuse, never skip
+                raise VolumeReadError(
+                    f"{file}: a DICOM file of the series that cannot be read ({type(error).__name__}: {error}); "
+                    "reading the series without it would leave a gap. Replace it with an intact copy or "
+                    "re-export the series."
+                ) from error
+            continue  # not DICOM (e.g. a README)
         if "PixelData" in dataset and "ImagePositionPatient" in dataset:
             found.append((file, dataset))
+        elif _has_dicom_preamble(file) and len(dataset) == 0:  # the file meta and nothing else: truncated
+            raise VolumeReadError(
+                f"{file}: a DICOM file that cannot be read (it ends after its header, so it is truncated); "
+                "reading the series without it would leave a gap. Replace it with an intact copy or re-export "
+                "the series."
+            )
     if not found:
         raise VolumeReadError(
             f"{folder}: no DICOM image slices (files with PixelData and ImagePositionPatient)."
@@ -173,6 +197,10 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
             f"{folder}: holds {len(series)} DICOM series {series}. Put each series in its own folder or pass "
             "series_uid=..."
         )
+    from msa_hf.data.size_limits import check_voxel_count
+
+    # from the headers, before any pixel is decoded
+    check_voxel_count((int(found[0][1].Rows), int(found[0][1].Columns), len(found)), f"DICOM series {folder}")
     orientation = np.array(found[0][1].ImageOrientationPatient, dtype=np.float64)
     row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
@@ -270,3 +298,12 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), str(path))
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether `path` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False

@@ -33,6 +33,9 @@ def build_parser(prog: str = "pretrain.py") -> argparse.ArgumentParser:
     )
     parser.add_output_dir("checkpoint/, metrics.csv, final/ (a SamAdapterModel)", positional=True)
     parser.add_argument("--base", default="tiny", help="base SAM: 'tiny', a folder, a Hub id or a .pth")
+    from msa_hf.command_line import DEBUG_FLAG, DEBUG_HELP
+
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     parser.add_argument("--objective", type=_objective, action="append", default=None, metavar="NAME=WEIGHT",
                         help="mae, emix or shed with its loss weight; repeat to combine (default mae=1)")  # fmt: skip
     parser.add_argument("--trainable", choices=["adapters", "encoder"], default="adapters")
@@ -53,6 +56,14 @@ def build_parser(prog: str = "pretrain.py") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "pretrain.py") -> int:
+    """`pretrain.py` / `msa-hf pretrain-encoder`; every error is one line on stderr (traceback: `--debug`)."""
+    from msa_hf.command_line import error_boundary
+
+    return error_boundary(prog, lambda rest: run_main(rest, prog), sys.argv[1:] if argv is None else argv)
+
+
+def run_main(argv: list[str], prog: str = "pretrain.py") -> int:
+    """`main` without its error boundary (`msa-hf` puts its own around it)."""
     args = build_parser(prog).parse_args(argv)
     from msa_hf.encoder_pretraining.images import StreamedImages, UnlabelledImages
     from msa_hf.encoder_pretraining.trainer import pretrain_encoder
@@ -78,8 +89,7 @@ def main(argv: list[str] | None = None, prog: str = "pretrain.py") -> int:
         else:
             images = UnlabelledImages(args.source, size)
     except (ValueError, BaseLoadError) as error:
-        print(f"pretrain: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(str(error)) from error  # named by the entry point's error boundary
     final = pretrain_encoder(model, images, config, args.output)
     from accelerate import PartialState
 

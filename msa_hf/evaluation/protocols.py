@@ -144,6 +144,10 @@ def evaluate_model(
 
     if output_dir is not None:  # refused before the model runs, not after
         check_not_an_input(output_dir, [dataset_dir])
+    if isinstance(clicks, bool) or not isinstance(clicks, int) or clicks < 1:
+        raise ValueError(f"clicks={clicks!r}: the iterative protocol needs at least one click.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: encode at least one image at a time.")
     image_size = model.config.vision_config.image_size
     tasks = evaluation_tasks(dataset_dir, split, image_size, window=window, classes=classes)
     plain = tasks.with_format(None)

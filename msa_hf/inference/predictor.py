@@ -10,6 +10,8 @@ display slice of a volume (anterior at the top, patient left on the left; see `m
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,47 @@ class Prompt:
     text: str | None = None
 
     def __post_init__(self) -> None:
+        # checked here, where every prompt is made (command line, JSON file, Python, the demo), so a malformed
+        # one is refused by name before the model runs
+        if self.points is not None and not _is_list_of(self.points, lambda p: _numbers(p, 2)):
+            raise ValueError(
+                f"prompt points {str(self.points)[:80]}: expected [[x, y], ...] of finite numbers."
+            )
+        if self.box is not None and not _numbers(self.box, 4):
+            raise ValueError(
+                f"prompt box {str(self.box)[:80]}: expected [x0, y0, x1, y1], four finite numbers."
+            )
+        if self.text is not None and not isinstance(self.text, str):
+            raise ValueError(f"prompt text {self.text!r}: expected a description in words.")
+        if self.slice is not None and (isinstance(self.slice, bool) or not isinstance(self.slice, int)):
+            raise ValueError(f"prompt slice {self.slice!r}: expected a slice number (an integer).")
+        if not isinstance(self.propagate, bool):
+            raise ValueError(f"prompt propagate {self.propagate!r}: expected true or false.")
         if not self.points and self.box is None and not self.text:
             raise ValueError("a prompt needs points, a box or a text.")
         if self.points:
             self.labels = list(self.labels) if self.labels is not None else [1] * len(self.points)
-            if len(self.labels) != len(self.points) or any(label not in (0, 1) for label in self.labels):
+            valid = all(label in (0, 1) and not isinstance(label, bool | float) for label in self.labels)
+            if len(self.labels) != len(self.points) or not valid:
                 raise ValueError(
                     f"prompt labels {self.labels} must be 0/1, one per point ({len(self.points)})."
                 )
+            self.points = [[float(x), float(y)] for x, y in self.points]
+        if self.box is not None:
+            self.box = [float(v) for v in self.box]
+
+
+def _numbers(values: Any, count: int) -> bool:
+    """Whether `values` is a list (or tuple) of `count` finite numbers."""
+    return (
+        isinstance(values, list | tuple)
+        and len(values) == count
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    )
+
+
+def _is_list_of(values: Any, valid: Any) -> bool:
+    return isinstance(values, list | tuple) and all(valid(value) for value in values)
 
 
 def read_prompts(path: str | Path) -> list[Prompt]:
@@ -56,8 +91,10 @@ def read_prompts(path: str | Path) -> list[Prompt]:
         content = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read prompts ({error}).") from error
-    if not isinstance(content, list):
-        raise ValueError(f"{path}: expected a JSON list of prompts.")
+    if not isinstance(content, list) or not content:
+        raise ValueError(
+            f'{path}: expected a non-empty JSON list of prompts, e.g. [{{"box": [10, 10, 60, 50]}}].'
+        )
     known = {item.name for item in fields(Prompt)}
     prompts = []
     for index, entry in enumerate(content):
@@ -68,7 +105,10 @@ def read_prompts(path: str | Path) -> list[Prompt]:
             raise ValueError(
                 f"{path}: prompt {index} has unknown keys {unknown}; use any of {sorted(known)}."
             )
-        prompts.append(Prompt(**entry))
+        try:
+            prompts.append(Prompt(**entry))
+        except ValueError as error:
+            raise ValueError(f"{path}: prompt {index}: {error}") from None
     return prompts
 
 

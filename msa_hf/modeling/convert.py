@@ -57,7 +57,7 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt file, or a pickle that needs code to load
         raise ValueError(
-            f"Could not read {path} as a tensors-only PyTorch checkpoint ({error}). Is it a complete "
+            f"Could not read {path} as a tensors-only PyTorch checkpoint ({_first_line(error)}). Is it a complete "
             "segment-anything .pth (e.g. sam_vit_b_01ec64.pth)?"
         ) from error
     for key in ("model", "state_dict"):  # training scripts often nest the weights
@@ -177,9 +177,19 @@ def convert_segment_anything_checkpoint(
         The model with every SAM weight loaded and zero-output adapters (it computes what SAM computes).
     """
     state = load_original_state_dict(path)
-    config = SamAdapterConfig(**detect_sam_config_kwargs(state, decoder_attention_heads), **adapter_settings)
+    try:
+        detected = detect_sam_config_kwargs(state, decoder_attention_heads)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    config = SamAdapterConfig(**detected, **adapter_settings)
     model = SamAdapterModel(config)
     renamed = convert_original_state_dict(state, model)
     missing, unexpected = model.load_state_dict(renamed, strict=False)
     assert not unexpected and all(is_adapter_parameter(k) for k in missing)  # checked above, by name
     return model.eval()
+
+
+def _first_line(error: Exception) -> str:
+    """An exception's first meaningful line (torch's refusal of a code-running pickle is a page long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]

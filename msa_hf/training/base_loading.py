@@ -77,7 +77,15 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
         raise BaseLoadError(f"base {spec}: {local} has no config.json; is it a save_pretrained folder?")
     try:
         return model_class.from_pretrained(path, **config_overrides)
-    except OSError as error:
+    except Exception as error:
+        if local.exists() and not isinstance(error, OSError):
+            # a damaged folder: a truncated safetensors file, a config that is not JSON, weights of another shape
+            raise BaseLoadError(
+                f"base {spec}: {local} cannot be loaded ({type(error).__name__}: {error}). Its files "
+                "(model.safetensors, config.json) may be truncated or from another model; save or download it again."
+            ) from error
+        if not isinstance(error, OSError):
+            raise
         where = "folder" if local.exists() else "Hub id (is the Hub reachable? HF_HUB_OFFLINE set?)"
         raise BaseLoadError(
             f"base {spec}: cannot be loaded as a {where}: {error}. Download it where the Hub is reachable "

@@ -229,6 +229,9 @@ def build_train_parser(
 
     parser = CommandParser(prog=prog, description=description)
     parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields; flags override it")
+    from msa_hf.command_line import DEBUG_FLAG, DEBUG_HELP
+
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     hints = typing.get_type_hints(TrainConfig)
     for item in dataclasses.fields(TrainConfig):
         flag = FLAGS.get(item.name, "--" + item.name.replace("_", "-"))
@@ -269,9 +272,15 @@ def parse_train_config(argv: list[str] | None = None, prog: str = "train.py") ->
         if name in arguments:
             arguments[name] = ",".join(space_or_comma_list(arguments[name]))
     values: dict[str, Any] = {}
+    arguments.pop("debug", None)  # the entry point's error boundary reads it
     config_file = arguments.pop("config", None)
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not Path(config_file).is_file():
+            raise ValueError(f"--config {config_file}: no such file.")
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{config_file}: not valid YAML ({str(error).splitlines()[0]}).") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_file}: expected a mapping of TrainConfig fields.")
         known = {f.name for f in dataclasses.fields(TrainConfig)}

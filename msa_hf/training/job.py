@@ -315,18 +315,23 @@ def _save_model(model: Any, config: TrainConfig, folder: Path, processor: MsaPro
 
 
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
-    """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are."""
+    """`train.py` / `msa-hf train`: parse the config (YAML and flags), train, print where things are. Every
+    error is one line on stderr (the traceback with `--debug`)."""
     import sys
 
-    from msa_hf.training.base_loading import BaseLoadError
+    from msa_hf.command_line import error_boundary
+
+    return error_boundary(prog, lambda rest: run_main(rest, prog), sys.argv[1:] if argv is None else argv)
+
+
+def run_main(argv: list[str], prog: str = "train.py") -> int:
+    """`main` without its error boundary (`msa-hf` puts its own around it)."""
+    import sys
+
     from msa_hf.training.config import parse_train_config
 
-    try:
-        config = parse_train_config(argv, prog)
-        result = run_training(config)
-    except (BaseLoadError, ValueError, FileNotFoundError) as error:
-        print(f"train: {error}", file=sys.stderr)
-        return 2
+    config = parse_train_config(argv, prog)
+    result = run_training(config)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one process scores the test split and writes the card

@@ -1,0 +1,1334 @@
+"""The bad-input corpus: inputs an adversarial or careless user gives every entry point, and what must come of
+each. `tests/test_bad_inputs.py` runs the corpus in a child process with a memory limit and checks every case.
+
+Each case builds its inputs under `<case folder>/in` (protected: nothing may change there) and writes its
+outputs under `<case folder>/out`. Outcome classes:
+
+- `error`: a non-zero exit (or, for the Space's functions, a `ValueError` the page shows) with one clear
+  message that names the input (`mentions`), and no traceback;
+- `handled`: it works (exit 0) and the case's own check of the result passes.
+
+Anything else is a failure: `traceback` (an exception escaped, or the message admits an unexpected error),
+`silent` (exit 0 where an error was due, or a failed check), `lost` (an input or an earlier output changed),
+`half-written` (a staging file was left behind) or `blow-up` (MemoryError).
+
+Run directly (`python tests/bad_inputs.py RESULTS.json`) it writes every case's outcome as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Case:
+    """One bad input: `build(folder)` writes the inputs and returns the argv of `entry` (a CLI command), or
+    a callable for the Space's functions; `check(folder, output)` judges a handled case."""
+
+    entry: str
+    name: str
+    build: Callable[[Path], list[str] | Callable[[], Any]]
+    expect: str = "error"
+    mentions: tuple[str, ...] = ()
+    check: Callable[[Path, str], bool] | None = None
+    protect_out: bool = False  # an earlier output in out/ must survive an error too
+
+
+CASES: list[Case] = []
+
+
+def case(entry: str, name: str, expect: str = "error", mentions: tuple[str, ...] = (), **kwargs: Any):
+    def register(build: Callable) -> Callable:
+        CASES.append(Case(entry, name, build, expect, mentions, **kwargs))
+        return build
+
+    return register
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def png_source(folder: Path, count: int = 6, name: str = "src") -> Path:
+    """`count` 2-D cases (case<i>.png + case<i>_mask.png, a bright square labelled 1) and a label table."""
+    source = folder / "in" / name
+    source.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        image = rng.integers(0, 60, (32, 32)).astype(np.uint8)
+        label = np.zeros((32, 32), np.uint8)
+        label[8 + index % 4 : 20, 6:18] = 1
+        image[label > 0] = 200
+        Image.fromarray(image).save(source / f"case{index}.png")
+        Image.fromarray(label).save(source / f"case{index}_mask.png")
+    (source / "labels.txt").write_text("1 square\n")
+    return source
+
+
+def nifti_source(folder: Path, count: int = 3, label_values: Any = None, label_dtype: Any = np.uint8) -> Path:
+    """`count` Decathlon-style NIfTI cases; `label_values` replaces label 1 of the first case."""
+    import nibabel as nib
+
+    from msa_hf.testing import write_nifti_case
+
+    source = folder / "in" / "vols"
+    for index in range(count):
+        write_nifti_case(source, f"case{index}", seed=index)
+    if label_values is not None:
+        path = source / "labelsTr" / "case0.nii.gz"
+        labels = np.asarray(nib.load(path).dataobj).astype(label_dtype)
+        labels[labels == 1] = label_values
+        nib.save(nib.Nifti1Image(labels, np.diag([0.7, 0.7, 3.0, 1.0])), path)
+    return source
+
+
+def nifti_bomb(path: Path, shape: tuple[int, ...] = (1200, 1200, 1200)) -> Path:
+    """A tiny .nii.gz whose header claims `shape` voxels of float32."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    raw = header.binaryblock + b"\x00" * 4 + b"\x00" * 64
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw))
+    return path
+
+
+def picture(
+    folder: Path, name: str = "x.png", shape: tuple[int, ...] = (48, 48), dtype: Any = np.uint8
+) -> Path:
+    path = folder / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.full(shape, 40, dtype)
+    image[10:30, 12:34] = 200 if dtype == np.uint8 else 50_000
+    Image.fromarray(image).save(path)
+    return path
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims `width` x `height` pixels (the pixel data is a few bytes)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def prepared(folder: Path) -> Path:
+    """A prepared 2-D dataset under in/dataset (built once per corpus run, copied per case)."""
+    if "dataset" not in _SHARED:
+        from msa_hf.data import prepare_dataset
+
+        shared = Path(tempfile.mkdtemp(prefix="corpus-shared-"))
+        prepare_dataset(png_source(shared, count=8), shared / "dataset", split=(0.5, 0.25, 0.25))
+        _SHARED["dataset"] = shared / "dataset"
+    target = folder / "in" / "dataset"
+    shutil.copytree(_SHARED["dataset"], target)
+    return target
+
+
+def model_folder(folder: Path) -> Path:
+    """The shipped base saved under in/model (a model folder a user may damage)."""
+    from msa_hf import TINY_BASE
+
+    target = folder / "in" / "model"
+    shutil.copytree(TINY_BASE, target)
+    return target
+
+
+def out(folder: Path, name: str = "") -> str:
+    return str(folder / "out" / name) if name else str(folder / "out")
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+@case("prepare", "source folder does not exist", mentions=("missing",))
+def _(f):
+    return ["prepare", str(f / "in" / "missing"), "--output-dir", out(f)]
+
+
+@case("prepare", "source is a file, not a folder", mentions=("x.png",))
+def _(f):
+    return ["prepare", str(picture(f)), "--output-dir", out(f)]
+
+
+@case("prepare", "source folder is empty", mentions=("empty",))
+def _(f):
+    (f / "in" / "empty").mkdir(parents=True)
+    return ["prepare", str(f / "in" / "empty"), "--output-dir", out(f)]
+
+
+@case("prepare", "output is the source itself, with --overwrite", mentions=("is the input",))
+def _(f):
+    source = png_source(f)
+    return ["prepare", str(source), "--output-dir", str(source), "--overwrite"]
+
+
+@case("prepare", "output inside the source", mentions=("lies inside the input",))
+def _(f):
+    source = png_source(f)
+    return ["prepare", str(source), "--output-dir", str(source / "prepared")]
+
+
+@case("prepare", "output holds the source", mentions=("contains the input",))
+def _(f):
+    png_source(f)
+    return ["prepare", str(f / "in" / "src"), "--output-dir", str(f / "in"), "--overwrite"]
+
+
+@case(
+    "prepare",
+    "missing source over an existing dataset, with --overwrite",
+    mentions=("missing",),
+    protect_out=True,
+)
+def _(f):
+    from msa_hf.data import prepare_dataset
+
+    prepare_dataset(png_source(f, name="other"), f / "out", split=(0.5, 0.25, 0.25))
+    return ["prepare", str(f / "in" / "missing"), "--output-dir", out(f), "--overwrite"]
+
+
+@case("prepare", "existing non-empty output without --overwrite", mentions=("--overwrite",), protect_out=True)
+def _(f):
+    (f / "out").mkdir()
+    (f / "out" / "keep.txt").write_text("mine")
+    return ["prepare", str(png_source(f)), "--output-dir", out(f)]
+
+
+def _cases_written(folder: Path) -> int:
+    return sum(json.loads((folder / "out" / "prepare_report.json").read_text())["cases"].values())
+
+
+def _report_names(*words: str) -> Callable[[Path, str], bool]:
+    def check(folder: Path, output: str) -> bool:
+        report = json.loads((folder / "out" / "prepare_report.json").read_text())
+        text = json.dumps([report["skipped_cases"], report["warnings"]])
+        return all(word in text for word in words)
+
+    return check
+
+
+@case("prepare", "an image without its mask", expect="handled", check=_report_names("case9"))
+def _(f):
+    source = png_source(f)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(source / "case9.png")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a mask of another size than its image", expect="handled", check=_report_names("case0"))
+def _(f):
+    source = png_source(f)
+    Image.fromarray(np.ones((20, 24), np.uint8)).save(source / "case0_mask.png")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a corrupt PNG (random bytes)", expect="handled", check=_report_names("case1"))
+def _(f):
+    source = png_source(f)
+    (source / "case1.png").write_bytes(os.urandom(300))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a truncated PNG", expect="handled", check=_report_names("case2"))
+def _(f):
+    source = png_source(f)
+    data = (source / "case2.png").read_bytes()
+    (source / "case2.png").write_bytes(data[: len(data) // 2])
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case(
+    "prepare", "a PNG header claiming 100000 x 100000 pixels", expect="handled", check=_report_names("case3")
+)
+def _(f):
+    source = png_source(f)
+    png_claiming(source / "case3.png", 100_000, 100_000)
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a mask that is RGB colours, not labels", expect="handled", check=_report_names("case4"))
+def _(f):
+    source = png_source(f)
+    colours = np.zeros((32, 32, 3), np.uint8)
+    colours[5:15, 5:15] = (255, 0, 0)
+    colours[16:25, 16:25] = (0, 255, 0)
+    colours[0:4, 0:4] = (10, 20, 30)
+    Image.fromarray(colours).save(source / "case4_mask.png")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a file name that is not UTF-8", expect="handled", check=lambda f, o: _cases_written(f) == 7)
+def _(f):
+    source = png_source(f)
+    name = os.fsencode(str(source)) + b"/caf\xe9.png"
+    with open(name, "wb") as handle:
+        handle.write((source / "case0.png").read_bytes())
+    with open(os.fsencode(str(source)) + b"/caf\xe9_mask.png", "wb") as handle:
+        handle.write((source / "case0_mask.png").read_bytes())
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "a folder named like an image", expect="handled")
+def _(f):
+    source = png_source(f)
+    (source / "folder.png").mkdir()
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "every case is bad", mentions=("no usable case",))
+def _(f):
+    source = f / "in" / "src"
+    source.mkdir(parents=True)
+    for index in range(3):
+        (source / f"case{index}.png").write_bytes(b"not a png")
+        (source / f"case{index}_mask.png").write_bytes(b"not a png")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case(
+    "prepare",
+    "one case: too few for validation and test",
+    expect="handled",
+    check=_report_names("validation split is empty"),
+)
+def _(f):
+    source = png_source(f, count=1)
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "label table that is not valid JSON", mentions=("labels.json",))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text("{1: liver")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "label table with a list as a name", mentions=("labels.json", "liver"))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text(json.dumps({"1": ["liver"]}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "label table with a null name", mentions=("labels.json",))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text(json.dumps({"1": None}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "label table naming two values alike", mentions=("labels.json", "liver"))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text(json.dumps({"1": "liver", "2": "liver"}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "label table with a non-integer value", mentions=("labels.json", "one"))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text(json.dumps({"one": "liver"}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "--label-table file does not exist", mentions=("nowhere.json",))
+def _(f):
+    return [
+        "prepare",
+        str(png_source(f)),
+        "--output-dir",
+        out(f),
+        "--label-table",
+        str(f / "in" / "nowhere.json"),
+    ]
+
+
+@case("prepare", "a mask value the label table does not name", expect="handled", check=_report_names("[7]"))
+def _(f):
+    source = png_source(f)
+    label = np.array(Image.open(source / "case0_mask.png"))
+    label[0:3, 0:3] = 7
+    Image.fromarray(label).save(source / "case0_mask.png")
+    (source / "labels.txt").unlink()
+    (source / "labels.json").write_text(json.dumps({"1": "square"}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case(
+    "prepare", "label values above 65535 in a NIfTI label map", expect="handled", check=_report_names("70000")
+)
+def _(f):
+    return ["prepare", str(nifti_source(f, label_values=70000, label_dtype=np.int32)), "--output-dir", out(f)]
+
+
+@case("prepare", "negative label values in a NIfTI label map", expect="handled", check=_report_names("-3"))
+def _(f):
+    return ["prepare", str(nifti_source(f, label_values=-3, label_dtype=np.int16)), "--output-dir", out(f)]
+
+
+@case("prepare", "fractional label values in a NIfTI label map", expect="handled", check=_report_names("0.5"))
+def _(f):
+    return ["prepare", str(nifti_source(f, label_values=0.5, label_dtype=np.float32)), "--output-dir", out(f)]
+
+
+@case("prepare", "a 82-byte .nii.gz claiming 1200^3 voxels", expect="handled", check=_report_names("case0"))
+def _(f):
+    source = nifti_source(f)
+    nifti_bomb(source / "imagesTr" / "case0_0000.nii.gz")
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case(
+    "prepare", "a label map with another shape than its image", expect="handled", check=_report_names("case1")
+)
+def _(f):
+    import nibabel as nib
+
+    source = nifti_source(f)
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), source / "labelsTr" / "case1.nii.gz"
+    )
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "NaN voxels in a NIfTI image", expect="handled", check=_report_names("case2"))
+def _(f):
+    import nibabel as nib
+
+    source = nifti_source(f, count=5)
+    path = source / "imagesTr" / "case2_0000.nii.gz"
+    image = np.asarray(nib.load(path).dataobj).astype(np.float32)
+    image[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(image, np.diag([0.7, 0.7, 3.0, 1.0])), path)
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
+@case("prepare", "--target-spacing 0.01 (a 33 GB grid)", mentions=("resampling", "limit"))
+def _(f):
+    return [
+        "prepare",
+        str(nifti_source(f)),
+        "--output-dir",
+        out(f),
+        "--target-spacing",
+        "0.01",
+        "0.01",
+        "0.01",
+    ]
+
+
+@case("prepare", "--target-spacing 0", mentions=("spacing",))
+def _(f):
+    return ["prepare", str(nifti_source(f)), "--output-dir", out(f), "--target-spacing", "0", "1", "1"]
+
+
+@case("prepare", "--target-spacing nan", mentions=("spacing",))
+def _(f):
+    return ["prepare", str(nifti_source(f)), "--output-dir", out(f), "--target-spacing", "nan", "1", "1"]
+
+
+@case("prepare", "--split with a negative fraction", mentions=("split",))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--split", "1.2", "-0.1", "-0.1"]
+
+
+@case("prepare", "--split that does not sum to 1", mentions=("split",))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--split", "0.5", "0.5", "0.5"]
+
+
+@case("prepare", "--case-id-pattern that is not a regex", mentions=("case_id_pattern", "(patient"))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--case-id-pattern", "(patient"]
+
+
+@case("prepare", "--case-id-pattern without a group", mentions=("pattern", "group"))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--case-id-pattern", "case"]
+
+
+@case("prepare", "--channel on 3-D volumes", mentions=("channel",))
+def _(f):
+    return ["prepare", str(nifti_source(f)), "--output-dir", out(f), "--channel", "5"]
+
+
+@case("prepare", "--mask-threshold -1", mentions=("mask_threshold",))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--mask-threshold", "-1"]
+
+
+@case("prepare", "--kind volumes on a folder of PNGs", mentions=("volume",))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--kind", "volumes"]
+
+
+@case("prepare", "--seed that is not a number", mentions=("seed",))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--seed", "abc"]
+
+
+@case(
+    "prepare",
+    "a DICOM series with one unreadable slice",
+    expect="handled",
+    check=_report_names("cannot be read"),
+)
+def _(f):
+    import nibabel as nib
+
+    from msa_hf.testing import write_dicom_series
+
+    source = f / "in" / "series"
+    volume = np.random.default_rng(0).integers(-200, 200, (6, 24, 24)).astype(np.int16)
+    for case_id in ("case0", "case1"):
+        write_dicom_series(source / "imagesTr" / case_id, volume)
+        labels = np.zeros((24, 24, 6), np.uint8)
+        labels[5:15, 5:15, 2:4] = 1
+        (source / "labelsTr").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), source / "labelsTr" / f"{case_id}.nii.gz")
+    victim = sorted((source / "imagesTr" / "case0").iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:200])
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def _box(*values: float) -> list[str]:
+    return ["--box", *(str(v) for v in values)]
+
+
+@case("predict", "model folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["predict", str(f / "in" / "nowhere"), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "model weights truncated", mentions=("model.safetensors",))
+def _(f):
+    model = model_folder(f)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return ["predict", str(model), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "model config that is not JSON", mentions=("config.json",))
+def _(f):
+    model = model_folder(f)
+    (model / "config.json").write_text("{not json")
+    return ["predict", str(model), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "model folder without weights", mentions=("model",))
+def _(f):
+    model = model_folder(f)
+    (model / "model.safetensors").unlink()
+    return ["predict", str(model), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "input file does not exist", mentions=("nothing.png",))
+def _(f):
+    return ["predict", "tiny", str(f / "in" / "nothing.png"), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "input is random bytes named .png", mentions=("x.png",))
+def _(f):
+    path = f / "in" / "x.png"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(500))
+    return ["predict", "tiny", str(path), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "input is a folder of unrelated files", mentions=("notes",))
+def _(f):
+    folder = f / "in" / "notes"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text("hello")
+    return ["predict", "tiny", str(folder), out(f, "m.nii.gz"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "output path is the input", mentions=("is the input",))
+def _(f):
+    path = picture(f)
+    return ["predict", "tiny", str(path), str(path), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "output with an unsupported extension", mentions=(".txt",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.txt"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "output is an existing folder", mentions=("folder",))
+def _(f):
+    (f / "out" / "m.png").mkdir(parents=True)
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "no prompt at all", mentions=("--point", "--box"))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png")]
+
+
+@case("predict", "a click outside the image", mentions=("500",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--point", "500", "10"]
+
+
+@case("predict", "a NaN click", mentions=("nan",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--point", "nan", "10"]
+
+
+@case("predict", "an infinite box corner", mentions=("inf",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(0, 0, "inf", 10)]
+
+
+@case("predict", "a box with negative corners", mentions=("box",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(-20, -20, -5, -5)]
+
+
+@case("predict", "a box whose corners are swapped", mentions=("box", "x0 <= x1"))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(30, 30, 5, 5)]
+
+
+@case("predict", "a click that is not a number", mentions=("--point",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--point", "ten", "10"]
+
+
+@case("predict", "--prompts file does not exist", mentions=("prompts.json",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--prompts", str(f / "in" / "prompts.json")]
+
+
+def _prompts(f: Path, content: str) -> list[str]:
+    path = f / "in" / "prompts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--prompts", str(path)]
+
+
+@case("predict", "--prompts file that is not JSON", mentions=("prompts.json",))
+def _(f):
+    return _prompts(f, "[{points: 1}")
+
+
+@case("predict", "--prompts that is an object, not a list", mentions=("prompts.json",))
+def _(f):
+    return _prompts(f, json.dumps({"points": [[1, 2]]}))
+
+
+@case("predict", "--prompts with an empty list", mentions=("prompts.json",))
+def _(f):
+    return _prompts(f, "[]")
+
+
+@case("predict", "--prompts with points as a string", mentions=("points",))
+def _(f):
+    return _prompts(f, json.dumps([{"points": "10,10"}]))
+
+
+@case("predict", "--prompts with a point of one coordinate", mentions=("points",))
+def _(f):
+    return _prompts(f, json.dumps([{"points": [[10]]}]))
+
+
+@case("predict", "--prompts with more labels than points", mentions=("labels",))
+def _(f):
+    return _prompts(f, json.dumps([{"points": [[10, 10]], "labels": [1, 0]}]))
+
+
+@case("predict", "--prompts with a label of 2", mentions=("labels",))
+def _(f):
+    return _prompts(f, json.dumps([{"points": [[10, 10]], "labels": [2]}]))
+
+
+@case("predict", "--prompts with a box of three numbers", mentions=("box",))
+def _(f):
+    return _prompts(f, json.dumps([{"box": [1, 2, 3]}]))
+
+
+@case("predict", "--prompts with an unknown key", mentions=("colour",))
+def _(f):
+    return _prompts(f, json.dumps([{"box": [1, 2, 20, 20], "colour": "red"}]))
+
+
+@case("predict", "--prompts entry that is a number", mentions=("prompts.json",))
+def _(f):
+    return _prompts(f, "[3]")
+
+
+@case("predict", "--prompts with a label value of 70000", mentions=("label",))
+def _(f):
+    return _prompts(f, json.dumps([{"box": [1, 2, 20, 20], "label": 70000}]))
+
+
+@case("predict", "--slice on a 2-D image", mentions=("slice",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--slice", "3"]
+
+
+@case("predict", "--slice beyond a volume's slices", mentions=("slice", "99"))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0_0000.nii.gz"), out(f, "m.nii.gz"),
+            *_box(2, 2, 10, 10), "--slice", "99"]  # fmt: skip
+
+
+@case("predict", "--propagate on a 2-D image", mentions=("propagate",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--propagate"]
+
+
+@case("predict", "--text on a model trained without text", mentions=("text",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), "--text", "liver"]
+
+
+@case("predict", "a volume header claiming 1200^3 voxels", mentions=("bomb.nii.gz",))
+def _(f):
+    path = nifti_bomb(f / "in" / "bomb.nii.gz")
+    return ["predict", "tiny", str(path), out(f, "m.nii.gz"), *_box(2, 2, 10, 10), "--slice", "1"]
+
+
+@case("predict", "a PNG header claiming 100000 x 100000 pixels", mentions=("huge.png",))
+def _(f):
+    path = png_claiming(f / "in" / "huge.png", 100_000, 100_000)
+    return ["predict", "tiny", str(path), out(f, "m.png"), *_box(2, 2, 10, 10)]
+
+
+@case("predict", "--device that does not exist", mentions=("device",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--device", "tpu"]
+
+
+@case("predict", "--device cuda on a machine without a GPU", mentions=("cuda",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--device", "cuda"]
+
+
+@case("predict", "a volume mask written to .png", mentions=(".png",))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0_0000.nii.gz"), out(f, "m.png"),
+            *_box(2, 2, 10, 10), "--slice", "3"]  # fmt: skip
+
+
+@case("predict", "a 16-bit image", expect="handled", check=lambda f, o: (f / "out" / "m.png").is_file())
+def _(f):
+    return ["predict", "tiny", str(picture(f, dtype=np.uint16)), out(f, "m.png"), *_box(10, 8, 36, 32)]
+
+
+@case("predict", "a one-pixel image", expect="handled", check=lambda f, o: (f / "out" / "m.png").is_file())
+def _(f):
+    return ["predict", "tiny", str(picture(f, shape=(1, 1))), out(f, "m.png"), "--point", "0", "0"]
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+@case("evaluate", "dataset folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(f / "in" / "nowhere")]
+
+
+@case("evaluate", "dataset folder with no data", mentions=("empty",))
+def _(f):
+    (f / "in" / "empty").mkdir(parents=True)
+    return ["evaluate", "tiny", "--dataset", str(f / "in" / "empty")]
+
+
+@case("evaluate", "a split the dataset does not have", mentions=("holdout",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--split", "holdout"]
+
+
+@case("evaluate", "--clicks 0", mentions=("clicks",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--clicks", "0"]
+
+
+@case("evaluate", "--clicks -3", mentions=("clicks",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--clicks", "-3"]
+
+
+@case("evaluate", "--classes naming no structure of the dataset", mentions=("liver",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--classes", "liver"]
+
+
+@case("evaluate", "--batch-size 0", mentions=("batch",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--batch-size", "0"]
+
+
+@case("evaluate", "--output-dir inside the dataset", mentions=("lies inside the input",))
+def _(f):
+    dataset = prepared(f)
+    return ["evaluate", "tiny", "--dataset", str(dataset), "--output-dir", str(dataset / "scores")]
+
+
+@case("evaluate", "an unknown protocol", mentions=("protocols",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "lasso"]
+
+
+@case("evaluate", "a corrupt Parquet file in the dataset", mentions=("dataset",))
+def _(f):
+    dataset = prepared(f)
+    for parquet in (dataset / "data").glob("test-*.parquet"):
+        parquet.write_bytes(b"PAR1 broken")
+    return ["evaluate", "tiny", "--dataset", str(dataset)]
+
+
+@case("evaluate", "model that does not exist", mentions=("nowhere",))
+def _(f):
+    return ["evaluate", str(f / "in" / "nowhere"), "--dataset", str(prepared(f))]
+
+
+@case("evaluate", "--stride 0", mentions=("stride",))
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--stride", "0"]
+
+
+# ------------------------------------------------------------------------------------------------ convert
+def _checkpoint(f: Path, data: bytes) -> str:
+    path = f / "in" / "sam.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+@case("convert", "checkpoint does not exist", mentions=("sam.pth",))
+def _(f):
+    return ["convert", str(f / "in" / "sam.pth"), "--output-dir", out(f)]
+
+
+@case("convert", "a pickle that runs code when loaded", mentions=("sam.pth",))
+def _(f):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(f / "pwned"),))
+
+    path = _checkpoint(f, pickle.dumps(Payload()))
+    return ["convert", path, "--output-dir", out(f)]
+
+
+@case("convert", "random bytes named .pth", mentions=("sam.pth",))
+def _(f):
+    return ["convert", _checkpoint(f, os.urandom(2000)), "--output-dir", out(f)]
+
+
+@case("convert", "an empty file", mentions=("sam.pth",))
+def _(f):
+    return ["convert", _checkpoint(f, b""), "--output-dir", out(f)]
+
+
+@case("convert", "a state dict of another network", mentions=("sam.pth",))
+def _(f):
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"conv.weight": torch.zeros(3, 3)}, buffer)
+    return ["convert", _checkpoint(f, buffer.getvalue()), "--output-dir", out(f)]
+
+
+@case("convert", "existing non-empty output without --overwrite", mentions=("--overwrite",), protect_out=True)
+def _(f):
+    (f / "out").mkdir()
+    (f / "out" / "keep.txt").write_text("mine")
+    return ["convert", _checkpoint(f, os.urandom(100)), "--output-dir", out(f)]
+
+
+@case("convert", "--num-slices 0", mentions=("num", "slices"))
+def _(f):
+    return ["convert", _checkpoint(f, os.urandom(100)), "--output-dir", out(f), "--num-slices", "0"]
+
+
+@case("convert", "output is the checkpoint itself", mentions=("sam.pth",))
+def _(f):
+    path = _checkpoint(f, os.urandom(100))
+    return ["convert", path, "--output-dir", path, "--overwrite"]
+
+
+# ------------------------------------------------------------------------------------------------ train
+def _train(f: Path, *flags: str) -> list[str]:
+    return ["train", "--dataset", str(prepared(f)), "--output-dir", out(f), "--steps", "2", "--batch-size", "2",
+            "--log-with", "none", "--no-evaluate-test", *flags]  # fmt: skip
+
+
+for flag, value, words in (
+    ("--learning-rate", "inf", ("learning_rate",)),
+    ("--learning-rate", "nan", ("learning_rate",)),
+    ("--learning-rate", "-1", ("learning_rate",)),
+    ("--dice-weight", "-1", ("dice_weight",)),
+    ("--iou-weight", "inf", ("iou_weight",)),
+    ("--eval-every", "0", ("eval_every",)),
+    ("--checkpoint-every", "0", ("checkpoint_every",)),
+    ("--steps", "0", ("steps",)),
+    ("--batch-size", "0", ("batch_size",)),
+    ("--box-probability", "1.5", ("box_probability",)),
+    ("--num-clicks", "0", ("num_clicks",)),
+    ("--weight-decay", "-0.1", ("weight_decay",)),
+    ("--window", "spleen", ("window",)),
+    ("--num-slices", "0", ("num_slices",)),
+    ("--adapter-bottleneck-ratio", "0", ("adapter_bottleneck_ratio",)),
+):
+    case("train", f"{flag} {value}", mentions=words)(lambda f, flag=flag, value=value: _train(f, flag, value))
+
+
+@case("train", "an unknown --method", mentions=("method",))
+def _(f):
+    return _train(f, "--method", "magic")
+
+
+@case("train", "--dataset that does not exist", mentions=("nowhere",))
+def _(f):
+    return ["train", "--dataset", str(f / "in" / "nowhere"), "--output-dir", out(f), "--steps", "2"]
+
+
+@case("train", "--base that does not exist", mentions=("nowhere",))
+def _(f):
+    return _train(f, "--base", str(f / "in" / "nowhere"))
+
+
+@case("train", "--config file does not exist", mentions=("run.yaml",))
+def _(f):
+    return _train(f, "--config", str(f / "in" / "run.yaml"))
+
+
+def _config(f: Path, text: str) -> list[str]:
+    path = f / "in" / "run.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return _train(f, "--config", str(path))
+
+
+@case("train", "--config with an unknown key", mentions=("run.yaml", "learning_rat"))
+def _(f):
+    return _config(f, "learning_rat: 0.001\n")
+
+
+@case("train", "--config that is a list", mentions=("run.yaml",))
+def _(f):
+    return _config(f, "- steps: 3\n")
+
+
+@case("train", "--config with a string for a number", mentions=("run.yaml", "steps"))
+def _(f):
+    return _config(f, "steps: many\n")
+
+
+@case("train", "--config that is not YAML", mentions=("run.yaml",))
+def _(f):
+    return _config(f, "steps: [3\n")
+
+
+@case("train", "--classes naming no structure", mentions=("liver",))
+def _(f):
+    return _train(f, "--classes", "liver")
+
+
+@case(
+    "train", "an earlier run in --output-dir without --overwrite", mentions=("--overwrite",), protect_out=True
+)
+def _(f):
+    (f / "out" / "model").mkdir(parents=True)
+    (f / "out" / "model" / "config.json").write_text("{}")
+    return _train(f)
+
+
+@case("train", "--resume latest with no checkpoint", mentions=("resume",))
+def _(f):
+    return _train(f, "--resume", "latest")
+
+
+@case("train", "--push-to-hub without --hub-model-id", mentions=("hub_model_id",))
+def _(f):
+    return _train(f, "--push-to-hub")
+
+
+@case("train", "--hub-model-id that is not a repo id", mentions=("hub_model_id",))
+def _(f):
+    return _train(f, "--push-to-hub", "--hub-model-id", "../../etc/passwd")
+
+
+@case("train", "--use-depth-branch with --method lora", mentions=("use_depth_branch",))
+def _(f):
+    return _train(f, "--use-depth-branch", "--method", "lora")
+
+
+@case("train", "--text-prompts without --text-encoder", mentions=("text_encoder",))
+def _(f):
+    return _train(f, "--text-prompts")
+
+
+# ------------------------------------------------------------------------------------------------ pretraining
+for flag, value, words in (
+    ("--total-images", "0", ("total_images",)),
+    ("--batch-size", "0", ("batch_size",)),
+    ("--learning-rate", "0", ("learning_rate",)),
+    ("--learning-rate", "inf", ("learning_rate",)),
+    ("--eval-every", "0", ("eval_every",)),
+    ("--total-images", "4", ("total_images",)),
+):
+    case("pretrain-base", f"{flag} {value}", mentions=words)(
+        lambda f, flag=flag, value=value: ["pretrain-base", "--output-dir", out(f), flag, value]
+    )
+
+
+def _encoder(f: Path, *flags: str) -> list[str]:
+    return ["pretrain-encoder", str(png_source(f)), "--output-dir", out(f), "--steps", "1", *flags]
+
+
+@case("pretrain-encoder", "source folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["pretrain-encoder", str(f / "in" / "nowhere"), "--output-dir", out(f)]
+
+
+@case("pretrain-encoder", "an unknown objective", mentions=("objective", "simclr"))
+def _(f):
+    return _encoder(f, "--objective", "simclr=1")
+
+
+@case("pretrain-encoder", "--mask-ratio 1.5", mentions=("mask_ratio",))
+def _(f):
+    return _encoder(f, "--mask-ratio", "1.5")
+
+
+@case("pretrain-encoder", "--learning-rate nan", mentions=("learning_rate",))
+def _(f):
+    return _encoder(f, "--learning-rate", "nan")
+
+
+@case("pretrain-encoder", "--steps 0", mentions=("steps",))
+def _(f):
+    return _encoder(f, "--steps", "0")
+
+
+@case("pretrain-encoder", "a folder with no images", mentions=("empty",))
+def _(f):
+    (f / "in" / "empty").mkdir(parents=True)
+    return ["pretrain-encoder", str(f / "in" / "empty"), "--output-dir", out(f), "--steps", "1"]
+
+
+# ------------------------------------------------------------------------------------------------ push
+def _run_folder(f: Path) -> Path:
+    run = f / "in" / "run"
+    (run / "model").mkdir(parents=True)
+    return run
+
+
+for repo in ("", "a/b/c", "../../etc/passwd", "org/bad name!", "org/" + "x" * 100):
+    case("push", f"repo id {repo[:30]!r}", mentions=("repo",))(
+        lambda f, repo=repo: ["push", str(_run_folder(f)), repo, "--dry-run"]
+    )
+
+
+@case("push", "run folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["push", str(f / "in" / "nowhere"), "org/name", "--dry-run"]
+
+
+@case("push", "run folder without a model", mentions=("model",))
+def _(f):
+    (f / "in" / "run").mkdir(parents=True)
+    return ["push", str(f / "in" / "run"), "org/name", "--dry-run"]
+
+
+@case("push", "--dataset-repo-id without --dataset", mentions=("--dataset",))
+def _(f):
+    return ["push", str(_run_folder(f)), "org/name", "--dry-run", "--dataset-repo-id", "org/data"]
+
+
+@case("push-space", "an --adapter without NAME=", mentions=("--adapter",))
+def _(f):
+    return ["push-space", "org/demo", "org/model", "--adapter", "org/liver", "--dry-run"]
+
+
+@case("push-space", "a Space repo id with spaces", mentions=("repo",))
+def _(f):
+    return ["push-space", "org/my demo", "org/model", "--dry-run"]
+
+
+# ------------------------------------------------------------------------------------------------ Space
+def _session():
+    from msa_hf import TINY_BASE, SamAdapterModel
+    from msa_hf.demo.sessions import DemoSession
+
+    if "session" not in _SHARED:
+        _SHARED["session"] = DemoSession(SamAdapterModel.from_pretrained(TINY_BASE).eval())
+    return _SHARED["session"]
+
+
+def _image() -> np.ndarray:
+    image = np.full((48, 48), 40, np.uint8)
+    image[10:30, 12:34] = 200
+    return image
+
+
+def space(name: str, mentions: tuple[str, ...] = ()):
+    return case("space", name, mentions=mentions)
+
+
+@space("open a NIfTI in the image tab", mentions=("volume",))
+def _(f):
+    from msa_hf.demo.uploads import read_upload
+
+    path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return lambda: read_upload(str(path))
+
+
+@space("open random bytes named .png", mentions=("x.png",))
+def _(f):
+    from msa_hf.demo.uploads import read_upload
+
+    path = f / "in" / "x.png"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(300))
+    return lambda: read_upload(str(path))
+
+
+@space("open a text file", mentions=("notes.txt",))
+def _(f):
+    from msa_hf.demo.uploads import read_upload
+
+    path = f / "in" / "notes.txt"
+    path.parent.mkdir(parents=True)
+    path.write_text("hello")
+    return lambda: read_upload(str(path))
+
+
+@space("open a PNG claiming 100000 x 100000 pixels", mentions=("huge.png",))
+def _(f):
+    from msa_hf.demo.uploads import read_upload
+
+    path = png_claiming(f / "in" / "huge.png", 100_000, 100_000)
+    return lambda: read_upload(str(path))
+
+
+@space("a click outside the image", mentions=("outside",))
+def _(f):
+    from msa_hf.demo.prompt_state import POSITIVE, add_prompt, empty_prompts
+
+    return lambda: add_prompt(empty_prompts(), 60, 5, POSITIVE, (48, 48))
+
+
+@space("a click in an unknown mode", mentions=("mode",))
+def _(f):
+    from msa_hf.demo.prompt_state import add_prompt, empty_prompts
+
+    return lambda: add_prompt(empty_prompts(), 5, 5, "lasso", (48, 48))
+
+
+@space("segment without a prompt", mentions=("click",))
+def _(f):
+    return lambda: _session().segment(_image(), [], None)
+
+
+@space("segment with a NaN click", mentions=("nan",))
+def _(f):
+    return lambda: _session().segment(_image(), [[float("nan"), 5, 1]], None)
+
+
+@space("segment with a click label of 5", mentions=("label",))
+def _(f):
+    return lambda: _session().segment(_image(), [[5, 5, 5]], None)
+
+
+@space("segment with an unknown task adapter", mentions=("liver",))
+def _(f):
+    return lambda: _session().segment(_image(), [[5, 5, 1]], None, adapter="liver")
+
+
+@space("segment a 4-D array", mentions=("shape",))
+def _(f):
+    return lambda: _session().segment(np.zeros((2, 2, 2, 2), np.uint8), [[1, 1, 1]], None)
+
+
+@space("segment with a box of three numbers", mentions=("box",))
+def _(f):
+    return lambda: _session().segment(_image(), [], [1, 2, 3])
+
+
+def _api(points: str, box: str):
+    from msa_hf.demo.api import parse_api_prompts
+
+    return lambda: parse_api_prompts(points, box)
+
+
+@space("API points that are not JSON", mentions=("points",))
+def _(f):
+    return _api("[[1, 2", "")
+
+
+@space("API points that are an object", mentions=("points",))
+def _(f):
+    return _api('{"x": 1}', "")
+
+
+@space("API point without a label", mentions=("points",))
+def _(f):
+    return _api("[[1, 2]]", "")
+
+
+@space("API point with a text coordinate", mentions=("points",))
+def _(f):
+    return _api('[["a", 2, 1]]', "")
+
+
+@space("API box of two numbers", mentions=("box",))
+def _(f):
+    return _api("", "[1, 2]")
+
+
+@space("API box that is not JSON", mentions=("box",))
+def _(f):
+    return _api("", "box please")
+
+
+@space("open a volume of mixed files", mentions=("NIfTI",))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    paths = [str(picture(f)), str(nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz")]
+    return lambda: VolumeSession(paths, _session())
+
+
+@space("open a volume header claiming 1200^3 voxels", mentions=("bomb.nii.gz",))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    path = nifti_bomb(f / "in" / "bomb.nii.gz")
+    return lambda: VolumeSession([str(path)], _session())
+
+
+@space("propagate from an empty slice", mentions=("segment",))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return lambda: VolumeSession([str(path)], _session()).propagate(2)
+
+
+# ------------------------------------------------------------------------------------------------ runner
+def _files(folder: Path) -> dict[str, bytes]:
+    if not folder.exists():
+        return {}
+    return {
+        os.fsdecode(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def run_case(item: Case, folder: Path) -> dict[str, Any]:
+    """Build and run one case in `folder`; returns `{"outcome", "code", "message"}`."""
+    from msa_hf.cli import main
+
+    folder.mkdir(parents=True)
+    try:
+        target = item.build(folder)
+    except Exception as error:  # noqa: BLE001 - a broken case is reported, not fatal to the corpus
+        return {"outcome": "broken case", "code": None, "message": f"{type(error).__name__}: {error}"}
+    protected = _files(folder / "in")
+    earlier_output = _files(folder / "out")
+    stderr, stdout = io.StringIO(), io.StringIO()
+    outcome, code = None, 0
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+            if callable(target):
+                try:
+                    target()
+                except ValueError as error:  # what the Space shows as a message on the page
+                    print(str(error), file=sys.stderr)
+                    code = 1
+            else:
+                try:
+                    code = main(target)
+                except SystemExit as exit_:  # argparse
+                    code = exit_.code if isinstance(exit_.code, int) else 2
+    except MemoryError:
+        outcome = "blow-up"
+    except BaseException:  # noqa: BLE001 - an escaped exception is exactly what this records
+        print(traceback.format_exc(), file=stderr)
+        outcome = "traceback"
+    message = stderr.getvalue().strip()
+    if outcome is None:
+        staging = [name for name in _files(folder) if ".partial-" in name or "/.tmp-" in name]
+        if _files(folder / "in") != protected or (
+            (code != 0 or item.protect_out) and earlier_output and _files(folder / "out") != earlier_output
+        ):
+            outcome = "lost"
+        elif staging:
+            outcome = "half-written"
+        elif "Traceback" in message or "unexpected error" in message:
+            outcome = "traceback"
+        elif item.expect == "error":
+            named = all(word.lower() in message.lower() for word in item.mentions)
+            outcome = "error" if code != 0 and message and named else ("silent" if code == 0 else "unclear")
+        else:
+            try:
+                passed = code == 0 and (item.check is None or item.check(folder, stdout.getvalue()))
+            except (OSError, KeyError, ValueError):  # the expected result is not there
+                passed = False
+            outcome = "handled" if passed else "silent"
+    return {"outcome": outcome, "code": code, "message": _last_line(message).replace(str(folder), "<case>")}
+
+
+def _last_line(message: str) -> str:
+    """The last line of `message` that is not a progress bar (the entry point's own line comes last)."""
+    lines = [part.strip() for line in message.splitlines() for part in line.split("\r")]
+    lines = [line for line in lines if line and "%|" not in line and "it/s]" not in line]
+    return lines[-1] if lines else ""
+
+
+def run_corpus(root: Path) -> list[dict[str, Any]]:
+    """Every case, each in its own folder under `root`."""
+    results = []
+    for index, item in enumerate(CASES):
+        result = run_case(item, root / f"{index:03d}")
+        results.append({"entry": item.entry, "name": item.name, "expect": item.expect, **result})
+    return results
+
+
+if __name__ == "__main__":
+    import resource
+
+    limit = int(float(os.environ.get("CORPUS_MEMORY_LIMIT_GB", "12")) * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="bad-inputs-") as work:
+        outcomes = run_corpus(Path(work))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(sys.argv[1]).write_text(json.dumps({"cases": outcomes, "peak_resident_mb": peak_mb}, indent=1))
