@@ -217,10 +217,10 @@ class VolumeSession:
         this session's own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
         from msa_hf.data import volume_from_axial_slices
-        from msa_hf.inference.predictor import _save_on_input_grid
+        from msa_hf.inference.predictor import save_on_input_grid
 
         output = str(Path(folder) / "msa_mask.nii.gz")
-        _save_on_input_grid(
+        save_on_input_grid(
             volume_from_axial_slices(self.masks.astype(np.uint8)),
             self.volume.affine,
             Path(self.source),

@@ -297,8 +297,7 @@ def predict_file(
             labels[prompt.slice][mask] = index + 1
         summary["masks"].append(entry)
     canonical = volume_from_axial_slices(labels)
-    with atomic_file(output_path, inputs=[input_path]) as staging:
-        _save_on_input_grid(canonical, volume.affine, input_path, staging)
+    save_on_input_grid(canonical, volume.affine, input_path, output_path)
     return summary
 
 
@@ -343,10 +342,18 @@ def check_prediction_request(input_path: str | Path, output_path: str | Path, pr
     return kind
 
 
-def _save_on_input_grid(
+def save_on_input_grid(
     canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
 ) -> None:
-    """Write a RAS+ label volume back in the NIfTI input's own voxel order and affine (DICOM: RAS+)."""
+    """Write a RAS+ label volume `(X, Y, Z)` back in the NIfTI input's own voxel order and affine (DICOM:
+    RAS+), whole or not at all (`output_files.atomic_file`), never over the input."""
+    with atomic_file(output, inputs=[input_path]) as staging:
+        _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
+
+
+def _write_on_input_grid(
+    canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
+) -> None:
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 

@@ -32,7 +32,7 @@ from msa_hf.demo.prompt_state import (
     has_prompt,
     undo_prompt,
 )
-from msa_hf.demo.sessions import DemoSession, VolumeSession
+from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession
 from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, display_image, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 
@@ -347,5 +347,7 @@ if __name__ == "__main__":
     from msa_hf.inference.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
+    # the demo's volume limit, checked from each file's header before any voxel is read (msa_hf.data.size_limits)
+    os.environ.setdefault("MSA_HF_MAX_VOXELS", str(MAX_VOXELS))
     model, processor = load_served()
     build_demo(model, window=processor.window).launch(max_file_size=MAX_UPLOAD)
