@@ -45,24 +45,49 @@ __all__ = [  # what tests and other code use from the app
 
 
 # ----------------------------------------------------------------------------------------- app
+INTERNAL = {"api_visibility": "private"}  # the page's own events: not part of the documented API
+
+
+def guarded(function):
+    """Show bad input as a message in the page, never as a stack trace."""
+
+    @functools.wraps(function)  # Gradio reads the signature (gr.SelectData) through __wrapped__
+    def run(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise gr.Error(str(error)) from None
+
+    return run
+
+
 def build_demo(model: Any, window: Any = None) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
     holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`)."""
     session = DemoSession(model, window=window)
+    takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
+    with gr.Blocks(title="Medical SAM Adapter") as demo:
+        gr.Markdown(
+            "## Medical SAM Adapter\nClick the structure (negative clicks remove regions) or draw a box by "
+            "clicking two opposite corners. Volumes: prompt a slice, then propagate. Research demo, "
+            "**not for clinical use**. This demo serves one request at a time; others wait in the queue."
+        )
+        adapter = gr.Dropdown(
+            session.adapters, value=session.adapters[0] if session.adapters else None, label="task adapter",
+            visible=len(session.adapters) > 1, elem_id="task-adapter",
+        )  # fmt: skip
+        with gr.Tab("2-D image"):
+            image_tab(session, adapter, takes_text)
+        with gr.Tab("volume (NIfTI / DICOM series)"):
+            volume_tab(session, adapter)
+        segment_endpoint(session)
+    demo.queue(default_concurrency_limit=1)  # one request at a time, as the page says
+    return demo
 
-    def guarded(function):
-        """Show bad input as a message in the page, never as a stack trace."""
 
-        @functools.wraps(function)  # Gradio reads the signature (gr.SelectData) through __wrapped__
-        def run(*args, **kwargs):
-            try:
-                return function(*args, **kwargs)
-            except (ValueError, RuntimeError, OSError) as error:
-                raise gr.Error(str(error)) from None
+def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> None:
+    """The 2-D tab: a picture (upload, example or opened file), clicks and a box, undo, text, the mask."""
 
-        return run
-
-    # --- 2-D
     def render(image, raw, prompts, adapter):
         source, modality = source_of(image, raw)
         if not has_prompt(prompts):
@@ -122,22 +147,52 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
         session.prepare(raw, modality, adapter)
         return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
 
-    @guarded
-    def api_segment(image, points: str, box: str, adapter: str = ""):
-        """API: image + JSON points `[[x, y, label], ...]` + JSON box `[x0, y0, x1, y1]` or "" (+ an adapter
-        name, "" for the active one) -> mask (0/255 PNG)."""
-        if image is None:
-            raise ValueError("image: none was sent; send the picture to segment.")
-        clicks, corners = parse_api_prompts(points, box)
-        return session.segment(image, clicks, corners, adapter=adapter or None)
-
     def on_new_image(image, raw):
         """A new picture (an upload, an example, or none): prompts, overlay and mask start afresh; an opened
         file's raw data stays only while its picture is the one on screen."""
         kept = raw if belongs_to(image, raw) else None
         return kept, empty_prompts(), None, None, "no prompts"
 
-    # --- volumes
+    prompts = gr.State(empty_prompts())
+    raw = gr.State(None)  # a DICOM's own units (HU), segmented instead of the 8-bit picture shown
+    with gr.Row():
+        image = gr.Image(
+            label="image (click to prompt)", type="numpy", image_mode="RGB", elem_id="prompt-image"
+        )
+        result = gr.Image(label="mask overlay", type="numpy", interactive=False, elem_id="result-image")
+    with gr.Row():
+        mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds", elem_id="mode")
+        status = gr.Textbox(label="prompts", interactive=False, elem_id="status")
+        undo_button = gr.Button("undo")
+        clear_button = gr.Button("clear")
+    with gr.Row(visible=takes_text):
+        text = gr.Textbox(label="or describe the target", placeholder="e.g. grey matter", elem_id="text")
+        text_button = gr.Button("segment by text")
+    with gr.Row():
+        upload = gr.File(label="or open a file (PNG, JPEG, TIFF, DICOM .dcm)", file_types=IMAGE_TYPES)
+        mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
+    examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
+    if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
+        gr.Examples(
+            examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices",
+            api_visibility="private",
+        )  # fmt: skip
+    outputs = [prompts, result, mask, status]
+    image.select(on_click, [image, raw, prompts, mode, adapter], outputs, **INTERNAL)
+    # any new picture (an upload, an example, a removal) resets the prompts, the overlay and the mask
+    image.change(on_new_image, [image, raw], [raw, *outputs], **INTERNAL).then(
+        prepare_picture, [image, raw, adapter], None, **INTERNAL
+    )
+    upload.upload(on_file, [upload, adapter], [image, raw, *outputs], **INTERNAL)
+    undo_button.click(on_undo, [image, raw, prompts, adapter], outputs, **INTERNAL)
+    text_button.click(on_text, [image, raw, text, adapter], [result, mask, status], **INTERNAL)
+    clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs, **INTERNAL)
+    adapter.change(on_adapter, [image, raw, prompts, adapter], outputs, **INTERNAL)
+
+
+def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
+    """The volume tab: a NIfTI file or a DICOM series, prompts per slice, propagation, the mask volume."""
+
     @guarded
     def open_volume(files, adapter):
         if not files:
@@ -188,129 +243,83 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
         # Gradio rewrite its cached file while the browser may still be reading it
         return gr.update(), volume.save(), message
 
-    internal = {"api_visibility": "private"}
-    with gr.Blocks(title="Medical SAM Adapter") as demo:
-        gr.Markdown(
-            "## Medical SAM Adapter\nClick the structure (negative clicks remove regions) or draw a box by "
-            "clicking two opposite corners. Volumes: prompt a slice, then propagate. Research demo, "
-            "**not for clinical use**. This demo serves one request at a time; others wait in the queue."
-        )
-        adapter = gr.Dropdown(
-            session.adapters, value=session.adapters[0] if session.adapters else None, label="task adapter",
-            visible=len(session.adapters) > 1, elem_id="task-adapter",
+    volume_state = gr.State(None)
+    volume_files = gr.File(
+        label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
+        file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
+    )  # fmt: skip
+    with gr.Row():
+        slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
+        volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
+    volume_view = gr.Image(
+        label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
+    )
+    with gr.Row():
+        volume_status = gr.Textbox(label="volume", interactive=False, elem_id="volume-status")
+        volume_undo = gr.Button("undo on this slice")
+        propagate_button = gr.Button("propagate through the volume", variant="primary")
+    with gr.Row():
+        stop_score = gr.Slider(
+            0.0, 1.0, value=0.5, step=0.05, elem_id="stop-score",
+            label="propagation stops where the predicted IoU falls below",
         )  # fmt: skip
-        prompts = gr.State(empty_prompts())
-        raw = gr.State(None)  # a DICOM's own units (HU), segmented instead of the 8-bit picture shown
-        with gr.Tab("2-D image"):
-            with gr.Row():
-                image = gr.Image(
-                    label="image (click to prompt)", type="numpy", image_mode="RGB", elem_id="prompt-image"
-                )
-                result = gr.Image(
-                    label="mask overlay", type="numpy", interactive=False, elem_id="result-image"
-                )
-            with gr.Row():
-                mode = gr.Radio(
-                    [POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds", elem_id="mode"
-                )
-                status = gr.Textbox(label="prompts", interactive=False, elem_id="status")
-                undo_button = gr.Button("undo")
-                clear_button = gr.Button("clear")
-            takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
-            with gr.Row(visible=takes_text):
-                text = gr.Textbox(
-                    label="or describe the target", placeholder="e.g. grey matter", elem_id="text"
-                )
-                text_button = gr.Button("segment by text")
-            with gr.Row():
-                upload = gr.File(label="or open a file (PNG, JPEG, TIFF, DICOM .dcm)", file_types=IMAGE_TYPES)
-                mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
-            examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
-            if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
-                gr.Examples(
-                    examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices",
-                    api_visibility="private",
-                )  # fmt: skip
-        outputs = [prompts, result, mask, status]
-        image.select(on_click, [image, raw, prompts, mode, adapter], outputs, **internal)
-        # any new picture (an upload, an example, a removal) resets the prompts, the overlay and the mask
-        image.change(on_new_image, [image, raw], [raw, *outputs], **internal).then(
-            prepare_picture, [image, raw, adapter], None, **internal
-        )
-        upload.upload(on_file, [upload, adapter], [image, raw, *outputs], **internal)
-        undo_button.click(on_undo, [image, raw, prompts, adapter], outputs, **internal)
-        text_button.click(on_text, [image, raw, text, adapter], [result, mask, status], **internal)
-        clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs, **internal)
-        adapter.change(on_adapter, [image, raw, prompts, adapter], outputs, **internal)
+        first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
+        last_slice = gr.Number(value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice")
+    volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
+    volume_files.upload(
+        open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status],
+        **INTERNAL,
+    )  # fmt: skip
+    slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
+    # encode the slice's window once the slider is let go, so its first click only decodes
+    slice_index.release(
+        lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None, **INTERNAL
+    )
+    volume_view.select(
+        click_volume,
+        [volume_state, slice_index, volume_mode, adapter],
+        [volume_view, volume_mask, volume_status],
+        **INTERNAL,
+    )
+    volume_undo.click(
+        undo_volume,
+        [volume_state, slice_index],
+        [volume_view, volume_mask, volume_status],
+        **INTERNAL,
+    )
+    propagate_button.click(
+        propagate_volume,
+        [volume_state, slice_index, stop_score, first_slice, last_slice],
+        [volume_view, volume_mask, volume_status],
+        **INTERNAL,
+    )
 
-        with gr.Tab("volume (NIfTI / DICOM series)"):
-            volume_state = gr.State(None)
-            volume_files = gr.File(
-                label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
-                file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
-            )  # fmt: skip
-            with gr.Row():
-                slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
-                volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
-            volume_view = gr.Image(
-                label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
-            )
-            with gr.Row():
-                volume_status = gr.Textbox(label="volume", interactive=False, elem_id="volume-status")
-                volume_undo = gr.Button("undo on this slice")
-                propagate_button = gr.Button("propagate through the volume", variant="primary")
-            with gr.Row():
-                stop_score = gr.Slider(
-                    0.0, 1.0, value=0.5, step=0.05, elem_id="stop-score",
-                    label="propagation stops where the predicted IoU falls below",
-                )  # fmt: skip
-                first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
-                last_slice = gr.Number(
-                    value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice"
-                )
-            volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
-            volume_files.upload(
-                open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status],
-                **internal,
-            )  # fmt: skip
-            slice_index.change(on_slice, [volume_state, slice_index], volume_view, **internal)
-            # encode the slice's window once the slider is let go, so its first click only decodes
-            slice_index.release(
-                lambda v, i: v.prepare(int(i)) if v else None, [volume_state, slice_index], None, **internal
-            )
-            volume_view.select(
-                click_volume,
-                [volume_state, slice_index, volume_mode, adapter],
-                [volume_view, volume_mask, volume_status],
-                **internal,
-            )
-            volume_undo.click(
-                undo_volume,
-                [volume_state, slice_index],
-                [volume_view, volume_mask, volume_status],
-                **internal,
-            )
-            propagate_button.click(
-                propagate_volume,
-                [volume_state, slice_index, stop_score, first_slice, last_slice],
-                [volume_view, volume_mask, volume_status],
-                **internal,
-            )
-        with gr.Row(visible=False):
-            api_image = gr.Image(type="numpy", label="image")
-            api_points = gr.Textbox(label="points")
-            api_box = gr.Textbox(label="box")
-            api_adapter = gr.Textbox(value="", label="adapter")
-            api_mask = gr.Image(type="numpy", format="png", label="mask")
-        # the one documented endpoint; every other event is the page's own (api_visibility="private")
-        gr.Button(visible=False).click(
-            api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment",
-            api_description="Segment `image` with clicks `points` (JSON [[x, y, label], ...], label 1 or 0) "
-            "and/or `box` (JSON [x0, y0, x1, y1] or empty), with task adapter `adapter` (empty: the active "
-            "one); returns the mask (0/255).",
-        )  # fmt: skip
-    demo.queue(default_concurrency_limit=1)  # one request at a time, as the page says
-    return demo
+
+def segment_endpoint(session: DemoSession) -> None:
+    """The one documented API endpoint, `/segment` (hidden components carry its named inputs and output)."""
+
+    @guarded
+    def api_segment(image, points: str, box: str, adapter: str = ""):
+        """API: image + JSON points `[[x, y, label], ...]` + JSON box `[x0, y0, x1, y1]` or "" (+ an adapter
+        name, "" for the active one) -> mask (0/255 PNG)."""
+        if image is None:
+            raise ValueError("image: none was sent; send the picture to segment.")
+        clicks, corners = parse_api_prompts(points, box)
+        return session.segment(image, clicks, corners, adapter=adapter or None)
+
+    with gr.Row(visible=False):
+        api_image = gr.Image(type="numpy", label="image")
+        api_points = gr.Textbox(label="points")
+        api_box = gr.Textbox(label="box")
+        api_adapter = gr.Textbox(value="", label="adapter")
+        api_mask = gr.Image(type="numpy", format="png", label="mask")
+    # the one documented endpoint; every other event is the page's own (api_visibility="private")
+    gr.Button(visible=False).click(
+        api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment",
+        api_description="Segment `image` with clicks `points` (JSON [[x, y, label], ...], label 1 or 0) "
+        "and/or `box` (JSON [x0, y0, x1, y1] or empty), with task adapter `adapter` (empty: the active "
+        "one); returns the mask (0/255).",
+    )  # fmt: skip
 
 
 def load_model() -> Any:
