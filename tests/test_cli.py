@@ -99,7 +99,7 @@ def test_one_spelling_per_concept_and_the_old_ones_with_a_notice(capsys):
         assert parser.parse_args(argv).output == "out"
         assert "deprecated" in capsys.readouterr().err
     assert pretrain_parser().parse_args(["data", "out"]).output == "out"
-    assert parser.parse_args(["build-default-data"]).output == "data/mni152-tissue"
+    assert parser.parse_args(["build-default-data"]).output == "data/mni152-objects"
     with pytest.raises(SystemExit):
         parser.parse_args(["prepare", "src"])  # nowhere to write
     assert "--output-dir" in capsys.readouterr().err

@@ -602,3 +602,30 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
         and checkpoint.name == "step-0000002"
         and not (tmp_path / "run" / "model").exists()
     )
+
+
+def test_a_run_on_some_structures_reports_box_fill_and_the_held_out_ones_before_and_after(
+    tiny_base, disk_dataset, tmp_path, capsys
+):
+    from msa_hf import SamAdapterModel
+    from msa_hf.evaluation.protocols import evaluate_model
+    from msa_hf.training.job import main
+    from msa_hf.training.test_report import held_out_classes
+
+    code = main(["--base", str(tiny_base), "--dataset", str(disk_dataset), "--output-dir", str(tmp_path / "run"),
+                 "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--log-with", "none",
+                 "--classes", "disk"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert held_out_classes(_config(tiny_base, disk_dataset, tmp_path / "x", classes="disk")) == "square"
+    adapted, held_out = printed.split("Structures not adapted to (held out)")
+    header = "| structure | zero-shot box | msa box | box-fill | zero-shot points1 | msa points1 |"
+    assert header in adapted and "| disk |" in adapted and "| square |" not in adapted
+    assert header in held_out and "| square |" in held_out and "| disk |" not in held_out
+    # each cell is evaluate_model's: the held-out row of the trained model, and box-fill beside the box
+    trained = SamAdapterModel.from_pretrained(tmp_path / "run" / "model")
+    tables = evaluate_model(trained, disk_dataset, "test", ("box", "points1", "iterative"), classes="square")
+    row = next(line for line in held_out.splitlines() if line.startswith("| square |")).split("|")
+    assert float(row[3]) == round(tables["tables"]["box"]["square"]["dice"], 3)
+    assert float(row[4]) == round(tables["tables"]["box_fill"]["square"]["dice"], 3)
+    assert (tmp_path / "run" / "evaluation-held-out" / "results.json").is_file()

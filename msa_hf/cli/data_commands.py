@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DEFAULT_OBJECTS_DIR = "data/mni152-objects"
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
@@ -44,9 +46,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.set_defaults(run=_prepare)
 
     default_data = commands.add_parser(
-        "build-default-data", help="Build the embedded default dataset (MNI152 brain tissue, from nilearn)."
+        "build-default-data",
+        help="Build the embedded default dataset (the MNI152 template's brain structures, from nilearn).",
     )
-    default_data.add_output_dir("dataset directory to write", default="data/mni152-tissue", positional=True)
+    default_data.add_output_dir(
+        "dataset directory to write (with --targets tissue: data/mni152-tissue unless given)",
+        default=DEFAULT_OBJECTS_DIR, positional=True,
+    )  # fmt: skip
+    default_data.add_argument(
+        "--targets", choices=("objects", "tissue"), default="objects",
+        help="objects: ventricles, left/right deep grey and white matter; tissue: CSF, grey and white matter",
+    )  # fmt: skip
     default_data.add_argument("--overwrite", action="store_true")
     default_data.set_defaults(run=_build_default_data)
 
@@ -81,7 +91,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _build_default_data(args: argparse.Namespace) -> int:
     from msa_hf.data import build_mni152_tissue_dataset
+    from msa_hf.data.mni152_objects import build_mni152_objects_dataset
 
-    report = build_mni152_tissue_dataset(args.output, overwrite=args.overwrite)
+    build = build_mni152_objects_dataset if args.targets == "objects" else build_mni152_tissue_dataset
+    output = (
+        "data/mni152-tissue"
+        if args.targets == "tissue" and args.output == DEFAULT_OBJECTS_DIR
+        else args.output
+    )
+    report = build(output, overwrite=args.overwrite)
     print(report.summary())
     return 0

@@ -18,7 +18,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("model", help="model folder (save_pretrained), Hub id, .pth, or 'tiny'")
     evaluate.add_argument(
         "--dataset",
-        default="data/mni152-tissue",
+        default="data/mni152-objects",
         help="dataset directory written by msa-hf prepare (or make data)",
     )
     evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")

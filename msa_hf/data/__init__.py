@@ -2,7 +2,8 @@
 """Medical data for MSA as Hugging Face Datasets.
 
 Folder -> dataset directory: `prepare_dataset` (CLI `msa-hf prepare`); the embedded default:
-`build_mni152_tissue_dataset` (CLI `msa-hf build-default-data`). Dataset -> model inputs:
+`build_mni152_objects_dataset` (its tissue configuration: `build_mni152_tissue_dataset`; CLI
+`msa-hf build-default-data`). Dataset -> model inputs:
 `to_binary_tasks` + `SamSegmentationTransform` (2-D), `VolumeWindowDataset` + `SamVolumeTransform`
 (3-D, depth branch). Preprocessing transforms live in `msa_hf.data.transforms`; prompt simulation in
 `msa_hf.processing.prompts`. nibabel / pydicom / nilearn (the `medical` extra) are imported only when used.
@@ -16,6 +17,7 @@ _EXPORTS = {
     "ImageReadError": "image_files",
     "IntensityJitter": "transforms",
     "LabelTableError": "label_tables",
+    "MNI_OBJECT_CLASSES": "mni152_objects",
     "MNI_TISSUE_CLASSES": "default_dataset",
     "OnKeys": "transforms",
     "PercentileNormalize": "transforms",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "VolumeWindowDataset": "volume_windows",
     "WindowIntensity": "transforms",
     "axial_slices": "volumes",
+    "build_mni152_objects_dataset": "mni152_objects",
     "build_mni152_tissue_dataset": "default_dataset",
     "ensure_default_dataset": "default_dataset",
     "find_image_pairs": "sources",
@@ -86,6 +89,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "CT_WINDOW_PRESETS",
     "DEFAULT_DATASET_DIR",
+    "MNI_OBJECT_CLASSES",
     "MNI_TISSUE_CLASSES",
     "SLICE_FEATURES",
     "TASK_FEATURES",
@@ -112,6 +116,7 @@ __all__ = [
     "VolumeWindowDataset",
     "WindowIntensity",
     "axial_slices",
+    "build_mni152_objects_dataset",
     "build_mni152_tissue_dataset",
     "ensure_default_dataset",
     "find_image_pairs",

@@ -70,24 +70,75 @@ def build_mni152_tissue_dataset(
     seed: int = 0,
     overwrite: bool = False,
 ) -> PrepareReport:
-    """Write the default dataset directory (same layout as `prepare_dataset`) to `output`."""
+    """Write the tissue dataset directory (same layout as `prepare_dataset`) to `output`."""
+    image, labels, affine = mni152_tissue_volumes()
+    return write_template_dataset(
+        output, image, labels, affine, MNI_TISSUE_CLASSES,
+        name="MNI152 brain tissue (msa_hf default dataset)",
+        description=(
+            "Brain tissue segmentation (CSF, grey matter, white matter) of the MNI ICBM152 2009a T1 template "
+            "(1 mm, skull-stripped), built offline from the copy bundled in the `nilearn` package. Labels "
+            "are the most probable tissue of the template's probability maps inside the brain mask."
+        ),
+        slab_thickness=slab_thickness, gap=gap, split=split, seed=seed, overwrite=overwrite,
+    )  # fmt: skip
 
+
+def write_template_dataset(
+    output: str | Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    classes: dict[int, str],
+    name: str,
+    description: str,
+    slab_thickness: int = 10,
+    gap: int = 3,
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+) -> PrepareReport:
+    """A dataset directory from one template volume: `image` and `labels` `(X, Y, Z)` RAS+ cut into axial
+    slabs of `slab_thickness` slices, `gap` slices apart, whole slabs assigned to train/validation/test."""
     output = Path(output)
     with atomic_folder(output, overwrite) as staging:
-        return _build_into(staging, output, slab_thickness, gap, split, seed)
+        return _build_into(
+            staging,
+            output,
+            image,
+            labels,
+            affine,
+            classes,
+            name,
+            description,
+            slab_thickness,
+            gap,
+            split,
+            seed,
+        )
 
 
 def _build_into(
-    output: Path, final: Path, slab_thickness: int, gap: int, split: tuple[float, float, float], seed: int
+    output: Path,
+    final: Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    classes: dict[int, str],
+    name: str,
+    description: str,
+    slab_thickness: int,
+    gap: int,
+    split: tuple[float, float, float],
+    seed: int,
 ) -> PrepareReport:
-    """`build_mni152_tissue_dataset`'s work, writing into the (staging) folder `output` that becomes `final`."""
-    image, labels, affine = mni152_tissue_volumes()
+    """`write_template_dataset`'s work, writing into the (staging) folder `output` that becomes `final`."""
     image_slices, label_slices = axial_slices(image), axial_slices(labels)
     labelled = np.flatnonzero(label_slices.reshape(len(label_slices), -1).any(axis=1))
     starts = range(int(labelled[0]), int(labelled[-1]) + 1 - slab_thickness + 1, slab_thickness + gap)
     slabs = {f"mni152_z{start:03d}": range(start, start + slab_thickness) for start in starts}
     splits = split_cases(list(slabs), split, seed)
-    report = PrepareReport(output=str(final), class_names=dict(MNI_TISSUE_CLASSES))
+    report = PrepareReport(output=str(final), class_names=dict(classes))
     counts: dict[int, int] = {}
     for split_name in SPLITS:
         with SliceParquetWriter(split_file(output, split_name)) as writer:
@@ -115,21 +166,13 @@ def _build_into(
                 writer.write_case(rows)
                 report.cases[split_name] = report.cases.get(split_name, 0) + 1
             report.slices[split_name] = writer.num_rows
-    report.slices_per_class = {MNI_TISSUE_CLASSES[v]: c for v, c in sorted(counts.items())}
+    report.slices_per_class = {classes[v]: c for v, c in sorted(counts.items())}
     report.warnings.append(
         f"one template brain: cases are axial slabs of {slab_thickness} slices with {gap}-slice gaps between "
         "them; validation/test measure unseen slices of the same brain, not new subjects."
     )
     write_dataset_metadata(
-        output,
-        report,
-        name="MNI152 brain tissue (msa_hf default dataset)",
-        source_description=(
-            "Brain tissue segmentation (CSF, grey matter, white matter) of the MNI ICBM152 2009a T1 template "
-            "(1 mm, skull-stripped), built offline from the copy bundled in the `nilearn` package. Labels "
-            "are the most probable tissue of the template's probability maps inside the brain mask."
-        ),
-        license_notice=MNI_LICENSE_NOTICE,
+        output, report, name=name, source_description=description, license_notice=MNI_LICENSE_NOTICE
     )
     return report
 

@@ -137,7 +137,8 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Run `protocols` on `split` (the structures `classes` names, default all). `device` / `dtype`: see
     `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU, else the CPU in float32). Returns `{"tables":
-    {protocol: per-class table}, "iterative": {...}}` and, with `output_dir`, writes results.json, results.md,
+    {protocol: per-class table}, "iterative": {...}}` (with "box", also "box_fill": the filled tight box, the
+    baseline a box prompt must beat) and, with `output_dir`, writes results.json, results.md,
     per-case CSVs, overlays.png and dice_vs_clicks.png. `window`: the CT window the model was trained with
     (its `MsaProcessor`'s; `None`: the modality default)."""
     from msa_hf.evaluation.pictures import overlay, overlay_grid, plot_curves
@@ -160,7 +161,12 @@ def evaluate_model(
     first_predictions: list[np.ndarray] = []
     placement = resolve_placement(device, dtype)
     rows = list(predict_protocols(model, tasks, protocols, batch_size, clicks, placement))
-    for protocol in protocols:
+    if "box" in protocols:  # the baseline a box result must beat: the tight box, filled
+        from msa_hf.evaluation.metrics.batched import box_fill_masks
+
+        for *_, masks, target in rows:
+            masks["box_fill"] = [box_fill_masks(torch.from_numpy(target.astype(bool))[None])[0].numpy()]
+    for protocol in (*protocols, "box_fill") if "box" in protocols else protocols:
         predictions = [
             (case, index, name, masks[protocol], target) for case, index, name, masks, target in rows
         ]

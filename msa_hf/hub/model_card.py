@@ -56,6 +56,8 @@ def card_metadata(
                "iterative": "iterative clicks, last", "volume_points1": "3-D volumes, one click per slice"}  # fmt: skip
     results = []
     for protocol, table in (test_tables or {}).items():
+        if protocol not in prompts:  # a baseline (box_fill) is not a result of this model
+            continue
         for metric, label in metric_names.items():
             values = [row[metric] for row in table.values() if np.isfinite(row.get(metric, np.nan))]
             if not values:

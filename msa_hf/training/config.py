@@ -34,7 +34,7 @@ class TrainConfig:
             "help": "'tiny' (the shipped synthetic-pretrained base), a local folder, a Hub id, or a .pth"
         },
     )
-    dataset: str = field(default="data/mni152-tissue", metadata={"help": "prepared dataset directory"})
+    dataset: str = field(default="data/mni152-objects", metadata={"help": "prepared dataset directory"})
     output_dir: str = field(default="runs/msa", metadata={"help": "run directory (checkpoints, model, card)"})
     method: Literal["msa", "lora", "full", "decoder"] = field(
         default="msa", metadata={"help": "msa adapters | lora baseline | full fine-tuning | decoder only"}

@@ -41,42 +41,63 @@ def _write_comparison_and_card(
     (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
 
 
+def held_out_classes(config: TrainConfig) -> str | None:
+    """The dataset's structures a run with `config.classes` did not adapt to (comma-separated), or None."""
+    if not config.classes:
+        return None
+    from msa_hf.data import read_class_names, select_class_names
+
+    names = read_class_names(config.dataset)
+    adapted = select_class_names(names, config.classes)
+    rest = [name for value, name in sorted(names.items()) if value not in adapted]
+    return ",".join(rest) or None
+
+
+def comparison_table(reports: dict[str, dict[str, Any]], protocols: tuple[str, ...]) -> str:
+    """Columns per protocol, zero-shot then trained (`reports` in that order), with the box-fill baseline
+    beside the box columns."""
+    from msa_hf.evaluation.protocols import markdown_table
+
+    columns: dict[str, Any] = {}
+    for protocol in protocols:
+        for name, report in reports.items():
+            columns[f"{name} {protocol}"] = report["tables"][protocol]
+        if protocol == "box":
+            columns["box-fill"] = next(iter(reports.values()))["tables"]["box_fill"]
+    return markdown_table(columns)
+
+
 def test_comparison(config: TrainConfig, output_dir: Path) -> str:
-    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot); writes
-    `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks) and the model card, and returns the
-    Markdown table."""
-    from msa_hf.evaluation.protocols import evaluate_model, markdown_table
+    """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot) and the
+    box-fill baseline; with `config.classes`, also the structures the run did not adapt to (held out), before
+    and after. Writes `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks; held-out structures in
+    `evaluation-held-out/`) and the model card, and returns the Markdown tables."""
+    from msa_hf.evaluation.protocols import evaluate_model
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
     protocols = ("box", "points1", "iterative")
-    reports = {
-        name: evaluate_model(
-            model,
-            config.dataset,
-            "test",
-            protocols,
-            output_dir / folder,
-            classes=config.classes,
-            window=window,
-        )
-        for name, model, folder in (
-            ("zero-shot", zero_shot, "evaluation-zero-shot"),
-            (config.method, trained, "evaluation"),
-        )
-    }
-    table = markdown_table(
-        {
-            f"{name} {protocol}": reports[name]["tables"][protocol]
-            for protocol in protocols
-            for name in reports
-        }
-    )
+    models = (("zero-shot", zero_shot, "evaluation-zero-shot"), (config.method, trained, "evaluation"))
+
+    def score(classes: str | None, suffix: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: evaluate_model(
+                model, config.dataset, "test", protocols, output_dir / f"{folder}{suffix}", classes=classes,
+                window=window,
+            )
+            for name, model, folder in models
+        }  # fmt: skip
+
+    reports = score(config.classes, "")
+    table = comparison_table(reports, protocols)
     _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
-    return (
-        f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n\n"
-        f"Tables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
-    )
+    text = f"Test-split Dice per structure (per case, slice-prompted; base: {config.base}):\n\n{table}\n"
+    held_out = held_out_classes(config)
+    if held_out:
+        held_table = comparison_table(score(held_out, "-held-out"), protocols)
+        (output_dir / "evaluation" / "held_out.md").write_text(held_table + "\n")
+        text += f"\nStructures not adapted to (held out), before and after adaptation:\n\n{held_table}\n"
+    return text + f"\nTables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
 
 
 def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:

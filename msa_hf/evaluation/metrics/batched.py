@@ -14,10 +14,17 @@ def dice_scores(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * intersection / total.clamp(min=1), torch.ones_like(total))
 
 
-def box_fill_dice(masks: torch.Tensor) -> torch.Tensor:
-    """The trivial baseline: predict the whole (tight) box of the target, `(B,)` Dice."""
+def box_fill_masks(masks: torch.Tensor) -> torch.Tensor:
+    """The trivial baseline's prediction: each target's whole (tight) box, `(B, H, W)` bool (empty targets:
+    empty)."""
     filled = torch.zeros_like(masks, dtype=torch.bool)
     for index, mask in enumerate(masks):
         rows, cols = torch.nonzero(mask, as_tuple=True)
-        filled[index, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
-    return dice_scores(filled, masks)
+        if len(rows):
+            filled[index, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+    return filled
+
+
+def box_fill_dice(masks: torch.Tensor) -> torch.Tensor:
+    """The trivial baseline: predict the whole (tight) box of the target, `(B,)` Dice."""
+    return dice_scores(box_fill_masks(masks), masks)
