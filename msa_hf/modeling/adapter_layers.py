@@ -10,7 +10,8 @@ block and of a two-way decoder block. The two front ends only decide where the a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,13 @@ class Adapter(nn.Module):
         self.up = AdapterUp(hidden, width)
         reset_adapter_parameters(self)
 
+    disabled = (
+        False  # set by `adapters_disabled`: the adapter adds nothing, and the frozen SAM computes alone
+    )
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.disabled:
+            return torch.zeros_like(hidden_states)
         return self.up(self.act(self.down(hidden_states)))
 
 
@@ -78,11 +85,32 @@ class PromptConditionedAdapter(nn.Module):
         self.up = AdapterUp(hidden, width)
         reset_adapter_parameters(self)
 
+    disabled = False  # set by `adapters_disabled`
+
     def forward(self, tokens: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        if self.disabled:
+            return torch.zeros_like(tokens)
         hidden = self.down(tokens)
         if prompt is not None and self.prompt_down is not None:
             hidden = hidden + self.prompt_down(prompt)
         return self.up(self.act(hidden))
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Inside the block every MSA adapter of `model` adds nothing, so the encoder and the decoder compute what
+    the frozen SAM computes (a decoder trained in full keeps its trained weights: see
+    `msa_hf.training.retention.BaseTeacher`). Adapters that add a residual output zeros of their input's shape."""
+    adapters = [
+        module for module in model.modules() if isinstance(module, Adapter | PromptConditionedAdapter)
+    ]
+    for adapter in adapters:
+        adapter.disabled = True
+    try:
+        yield
+    finally:
+        for adapter in adapters:
+            adapter.disabled = False
 
 
 @torch.no_grad()

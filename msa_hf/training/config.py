@@ -57,6 +57,11 @@ class TrainConfig:
     iterative_probability: float = field(
         default=0.3, metadata={"help": "share of batches with an error-click round"}
     )
+    distill_probability: float = field(
+        default=0.0,
+        metadata={"help": "share of steps that prompt the images anywhere and learn the base's own masks "
+                  "(self-distillation, keeps the base's promptability; method msa, 2-D)"},
+    )  # fmt: skip
     dice_weight: float = field(default=1.0, metadata={"help": "Dice loss weight"})
     bce_weight: float = field(default=1.0, metadata={"help": "binary cross-entropy weight"})
     iou_weight: float = field(default=1.0, metadata={"help": "IoU-head regression weight (0 turns it off)"})
@@ -149,8 +154,18 @@ class TrainConfig:
                 "iou_weight",
                 "num_workers",
             ),
-            shares=("box_probability", "iterative_probability", "text_only_probability"),
+            shares=(
+                "box_probability",
+                "iterative_probability",
+                "text_only_probability",
+                "distill_probability",
+            ),
         )
+        if self.distill_probability > 0 and (self.method != "msa" or self.use_depth_branch):
+            raise ValueError(
+                f"distill_probability={self.distill_probability} needs method='msa' without the depth branch "
+                "(the teacher is the model with its MSA adapters off)."
+            )
         if self.text_prompts and (self.method != "msa" or not self.text_encoder):
             raise ValueError(
                 "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."

@@ -194,8 +194,24 @@ def run_training(config: TrainConfig) -> TrainResult:
     def reseed_prompts(epoch: int) -> None:  # fresh, reproducible prompts and augmentation every epoch
         train_transform.seed = config.seed * 1_000_003 + epoch
 
+    teacher = None
+    if config.distill_probability > 0:  # made before the first step: the base as it is now
+        from msa_hf.training.retention import BaseTeacher
+
+        teacher = BaseTeacher(loop.unwrapped)
+
     def loss_of(batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rng = np.random.default_rng([config.seed, micro])  # per-batch prompt choices: a function of the step
+        # drawn only when distillation is on, so runs without it take the same random numbers as before
+        if teacher is not None and rng.random() < config.distill_probability:
+            from msa_hf.training.retention import distillation_batch
+
+            use_box = bool(rng.random() < config.box_probability)
+            distilled = distillation_batch(teacher, batch, rng, use_box)
+            return prompted_training_loss(
+                loop.model, distilled, rng, float(use_box), config.iterative_probability, loss_weights,
+                loop.unwrapped,
+            )  # fmt: skip
         if text_encoder is not None:
             batch["text_embeddings"] = text_encoder.cached(
                 batch_descriptions(batch, rng, user_descriptions)
