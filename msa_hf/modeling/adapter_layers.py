@@ -100,7 +100,7 @@ class PromptConditionedAdapter(nn.Module):
 def adapters_disabled(model: nn.Module) -> Iterator[None]:
     """Inside the block every MSA adapter of `model` adds nothing, so the encoder and the decoder compute what
     the frozen SAM computes (a decoder trained in full keeps its trained weights: see
-    `msa_hf.training.retention.BaseTeacher`). Adapters that add a residual output zeros of their input's shape."""
+    `msa_hf.training.retention.self_distillation.BaseTeacher`). Adapters that add a residual output zeros of their input's shape."""
     adapters = [
         module for module in model.modules() if isinstance(module, Adapter | PromptConditionedAdapter)
     ]

@@ -1,5 +1,5 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Adaptation that keeps what the base could already do: self-distillation from the base inside the model.
+"""Self-distillation from the base inside the model.
 
 Adapting to a few structures narrows a promptable model: it stops following prompts around anything else
 (`make train` shows it on the held-out ventricles). With `distill_probability`, that share of training steps
