@@ -1,5 +1,7 @@
-"""Self-distillation: the teacher is exactly the base (adapters off, the decoder as it was), and a
-distillation step learns the teacher's masks for random prompts, never the dataset's labels."""
+"""Retention options. Self-distillation: the teacher is exactly the base (adapters off, the decoder as it
+was), and a distillation step learns the teacher's masks for random prompts, never the dataset's labels.
+Replay: the replaced rows are the data engine's pictures with their exact masks and prompts on them, every
+other row and key is untouched, and a batch made wholly of replay learns nothing from the dataset."""
 
 from __future__ import annotations
 
@@ -11,12 +13,21 @@ from safetensors.torch import load_file
 from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
+from msa_hf.base_model.data_engine import SyntheticSegmentationDataset
+from msa_hf.base_model.held_out import pixel_values_from_uint8, samples_at_size
 from msa_hf.data import prepare_dataset
 from msa_hf.modeling.adapter_layers import adapters_disabled
 from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
 from msa_hf.training.config import TrainConfig
 from msa_hf.training.job import run_training
-from msa_hf.training.retention import BaseTeacher, distillation_batch, random_prompts
+from msa_hf.training.retention import (
+    BaseTeacher,
+    SyntheticReplay,
+    distillation_batch,
+    random_prompts,
+    replay_rows,
+)
+from msa_hf.training.retention.replay import REPLAY_SEED_OFFSET, replayed_row_count
 
 
 def _base_and_adapted() -> tuple[SamModel, SamAdapterModel]:
@@ -105,21 +116,27 @@ def _source(folder, shapes: str) -> None:
     (folder / "labels.txt").write_text("1 one\n2 two\n")
 
 
-def _trained_weights(base, dataset, output, distill: float) -> dict[str, torch.Tensor]:
+def _trained_weights(base, dataset, output, distill: float = 0.0, **options) -> dict[str, torch.Tensor]:
     config = TrainConfig(
         base=str(base), dataset=str(dataset), output_dir=str(output), steps=3, batch_size=4, eval_every=3,
         checkpoint_every=3, log_with="none", evaluate_test=False, distill_probability=distill, augment=False,
+        **options,
     )  # fmt: skip
     run_training(config)
     return load_file(str(output / "model" / "model.safetensors"))
 
 
-def test_distillation_learns_the_base_not_the_labels(tiny_base, tmp_path):
+def _left_and_right_datasets(root) -> dict[str, object]:
     datasets = {}
     for shapes in ("left", "right"):
-        _source(tmp_path / f"src-{shapes}", shapes)
-        datasets[shapes] = tmp_path / f"data-{shapes}"
-        prepare_dataset(tmp_path / f"src-{shapes}", datasets[shapes], split=(0.5, 0.25, 0.25))
+        _source(root / f"src-{shapes}", shapes)
+        datasets[shapes] = root / f"data-{shapes}"
+        prepare_dataset(root / f"src-{shapes}", datasets[shapes], split=(0.5, 0.25, 0.25))
+    return datasets
+
+
+def test_distillation_learns_the_base_not_the_labels(tiny_base, tmp_path):
+    datasets = _left_and_right_datasets(tmp_path)
     # every step distilled: the labels (left or right structures) make no difference to the weights
     left = _trained_weights(tiny_base, datasets["left"], tmp_path / "left", distill=1.0)
     right = _trained_weights(tiny_base, datasets["right"], tmp_path / "right", distill=1.0)
@@ -137,3 +154,99 @@ def test_distillation_is_refused_where_its_teacher_does_not_exist():
         TrainConfig(method="lora", distill_probability=0.5)
     with pytest.raises(ValueError, match="distill_probability"):
         TrainConfig(distill_probability=1.5)
+
+
+def _training_batch(size: int = 64, rows: int = 4) -> dict[str, object]:
+    generator = torch.Generator().manual_seed(5)
+    return {
+        "pixel_values": torch.randn(rows, 3, size, size, generator=generator),
+        "labels": (torch.rand(rows, 1, size, size, generator=generator) > 0.5).float(),
+        "input_boxes": torch.rand(rows, 1, 4, generator=generator) * size,
+        "input_points": torch.rand(rows, 1, 2, 2, generator=generator) * size,
+        "input_labels": torch.ones(rows, 1, 2, dtype=torch.long),
+        "has_target": torch.tensor([True, False, True, True]),
+        "class_name": ["one", "two", "one", "two"],
+    }
+
+
+@pytest.mark.parametrize(("rows", "share", "expected"), [(8, 0.0, 0), (8, 0.25, 2), (8, 0.01, 1), (8, 0.99, 7),
+                                                          (8, 1.0, 8), (1, 0.5, 1), (4, 0.5, 2)])  # fmt: skip
+def test_the_replayed_row_count_rounds_and_keeps_both_kinds_of_rows(rows, share, expected):
+    assert replayed_row_count(rows, share) == expected
+
+
+def test_samples_at_size_resizes_pictures_and_keeps_masks_binary():
+    dataset = SyntheticSegmentationDataset(2, seed=3)
+    images = torch.from_numpy(np.stack([dataset[i]["image"] for i in range(2)]))
+    masks = torch.from_numpy(np.stack([dataset[i]["mask"] for i in range(2)]))
+    same = samples_at_size(images, masks, images.shape[1])
+    assert same[0] is images and same[1] is masks
+    small_images, small_masks = samples_at_size(images, masks, 64)
+    assert small_images.dtype == torch.uint8 and small_masks.dtype == torch.bool
+    torch.testing.assert_close(small_masks, masks[:, ::2, ::2])  # nearest at half the side: every other pixel
+    mean_colour = images.float().mean(dim=(1, 2))
+    torch.testing.assert_close(small_images.float().mean(dim=(1, 2)), mean_colour, atol=2.0, rtol=0)
+
+
+def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else():
+    batch = _training_batch()
+    before = {
+        key: value.clone() if isinstance(value, torch.Tensor) else list(value) for key, value in batch.items()
+    }
+    replay = SyntheticReplay(64, seed=2)
+    mixed = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
+    for key, value in batch.items():  # the caller's batch is not modified
+        assert torch.equal(value, before[key]) if isinstance(value, torch.Tensor) else value == before[key]
+    for key in ("pixel_values", "labels", "input_boxes", "input_points", "input_labels"):
+        assert mixed[key].shape == batch[key].shape and mixed[key].dtype == batch[key].dtype
+        assert torch.equal(mixed[key][2:], batch[key][2:]), key  # the dataset's rows stay as they were
+        if key != "input_labels":  # positive clicks on both kinds of rows
+            assert not torch.equal(mixed[key][:2], batch[key][:2]), key
+    assert (mixed["input_labels"] == 1).all()
+    assert mixed["class_name"] == batch["class_name"]
+    assert mixed["has_target"].tolist() == [True, True, True, True]
+    # the replayed rows are pictures 6 and 7 of the replay stream (step 3, two rows a step), exact masks
+    stream = SyntheticSegmentationDataset(10, seed=2 + REPLAY_SEED_OFFSET)
+    images = torch.from_numpy(np.stack([stream[i]["image"] for i in (6, 7)]))
+    masks = torch.from_numpy(np.stack([stream[i]["mask"] for i in (6, 7)]))
+    images, masks = samples_at_size(images, masks, 64)
+    torch.testing.assert_close(mixed["pixel_values"][:2], pixel_values_from_uint8(images))
+    assert torch.equal(mixed["labels"][:2, 0], masks.float())
+    for row in range(2):  # prompts on the replayed target: clicks inside it, the box around it
+        for x, y in mixed["input_points"][row, 0]:
+            assert masks[row, int(y), int(x)]
+        ys, xs = torch.nonzero(masks[row], as_tuple=True)
+        x0, y0, x1, y1 = mixed["input_boxes"][row, 0].tolist()
+        tight = (xs.min().item(), ys.min().item(), xs.max().item(), ys.max().item())
+        side = max(tight[2] - tight[0], tight[3] - tight[1]) + 1
+        assert max(abs(a - b) for a, b in zip((x0, y0, x1, y1), tight, strict=True)) <= 0.5 * side
+    again = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
+    assert torch.equal(again["pixel_values"], mixed["pixel_values"])  # a function of the step
+    other = replay_rows(batch, replay, 0.5, step=4, rng=np.random.default_rng(0))
+    assert not torch.equal(other["labels"][:2], mixed["labels"][:2])
+    assert replay_rows(batch, replay, 0.0, step=3, rng=np.random.default_rng(0)) is batch
+
+
+def test_replay_of_whole_batches_learns_nothing_from_the_dataset(tiny_base, tmp_path):
+    datasets = _left_and_right_datasets(tmp_path)
+    left = _trained_weights(tiny_base, datasets["left"], tmp_path / "left", replay_share=1.0)
+    right = _trained_weights(tiny_base, datasets["right"], tmp_path / "right", replay_share=1.0)
+    for name, value in left.items():
+        assert torch.equal(value, right[name]), name
+    plain = _trained_weights(tiny_base, datasets["left"], tmp_path / "plain")
+    assert any(
+        not torch.equal(value, left[name]) for name, value in plain.items()
+    )  # replay did change the run
+    mixed = _trained_weights(tiny_base, datasets["left"], tmp_path / "mixed", replay_share=0.5)
+    mixed_right = _trained_weights(tiny_base, datasets["right"], tmp_path / "mixed-right", replay_share=0.5)
+    assert any(
+        not torch.equal(value, mixed_right[name]) for name, value in mixed.items()
+    )  # half still learns
+
+
+def test_replay_is_refused_where_its_pictures_do_not_fit():
+    with pytest.raises(ValueError, match="replay_share=0.5 needs 2-D training"):
+        TrainConfig(replay_share=0.5, use_depth_branch=True)
+    with pytest.raises(ValueError, match="replay_share"):
+        TrainConfig(replay_share=-0.1)
+    TrainConfig(method="lora", replay_share=0.25)  # any method: the pictures are ordinary training rows

@@ -629,3 +629,19 @@ def test_a_run_on_some_structures_reports_box_fill_and_the_held_out_ones_before_
     assert float(row[3]) == round(tables["tables"]["box"]["square"]["dice"], 3)
     assert float(row[4]) == round(tables["tables"]["box_fill"]["square"]["dice"], 3)
     assert (tmp_path / "run" / "evaluation-held-out" / "results.json").is_file()
+    # the base's own task, before and after: the data engine's held-out pictures at the model's input size
+    from msa_hf.base_model.held_out import evaluate_prompted_segmentation, held_out_set, samples_at_size
+    from msa_hf.training.base_loading import load_base
+    from msa_hf.training.test_report import SYNTHETIC_HELD_OUT_SAMPLES
+
+    assert "The base's own task" in held_out
+    images, masks = samples_at_size(
+        *held_out_set(SYNTHETIC_HELD_OUT_SAMPLES), trained.config.vision_config.image_size
+    )
+    for name, model in (("zero-shot", load_base(str(tiny_base), SamAdapterModel)), ("msa", trained)):
+        expected = evaluate_prompted_segmentation(model, images, masks)
+        row = next(line for line in held_out.splitlines() if line.startswith(f"| {name} |")).split("|")
+        assert [float(cell) for cell in row[2:6]] == [
+            round(expected[key], 3) for key in ("box", "box_fill", "points1", "iterative")
+        ]
+    assert (tmp_path / "run" / "evaluation" / "synthetic_held_out.json").is_file()

@@ -23,6 +23,22 @@ def pixel_values_from_uint8(images: torch.Tensor) -> torch.Tensor:
     return SamNormalize()(images.permute(0, 3, 1, 2).float() / 255.0)
 
 
+def samples_at_size(
+    images: torch.Tensor, masks: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Data-engine samples in a model frame of another side: images `(N, s, s, 3)` uint8 resized bilinearly
+    and masks `(N, s, s)` bool by nearest neighbour to `(N, size, size, 3)` and `(N, size, size)`. The engine
+    draws at the small base's side; a ViT-B SAM takes 1024 pixels."""
+    if images.shape[1] == size:
+        return images, masks
+    resized = torch.nn.functional.interpolate(
+        images.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", align_corners=False
+    )
+    images = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    masks = torch.nn.functional.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")
+    return images, masks[:, 0].bool()
+
+
 def collate_samples(items: list[dict]) -> dict[str, torch.Tensor]:
     """Data-engine samples -> `{"images": (B, S, S, 3) uint8, "masks": (B, S, S) bool}`."""
     return {

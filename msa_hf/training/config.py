@@ -62,6 +62,11 @@ class TrainConfig:
         metadata={"help": "share of steps that prompt the images anywhere and learn the base's own masks "
                   "(self-distillation, keeps the base's promptability; method msa, 2-D)"},
     )  # fmt: skip
+    replay_share: float = field(
+        default=0.0,
+        metadata={"help": "share of every batch replaced by the base's synthetic pictures with their exact "
+                  "masks (replay, keeps the base's promptability; 2-D)"},
+    )  # fmt: skip
     dice_weight: float = field(default=1.0, metadata={"help": "Dice loss weight"})
     bce_weight: float = field(default=1.0, metadata={"help": "binary cross-entropy weight"})
     iou_weight: float = field(default=1.0, metadata={"help": "IoU-head regression weight (0 turns it off)"})
@@ -159,12 +164,18 @@ class TrainConfig:
                 "iterative_probability",
                 "text_only_probability",
                 "distill_probability",
+                "replay_share",
             ),
         )
         if self.distill_probability > 0 and (self.method != "msa" or self.use_depth_branch):
             raise ValueError(
                 f"distill_probability={self.distill_probability} needs method='msa' without the depth branch "
                 "(the teacher is the model with its MSA adapters off)."
+            )
+        if self.replay_share > 0 and (self.use_depth_branch or self.text_prompts):
+            raise ValueError(
+                f"replay_share={self.replay_share} needs 2-D training without text prompts (the data engine's "
+                "pictures have no slices around them and no class names)."
             )
         if self.text_prompts and (self.method != "msa" or not self.text_encoder):
             raise ValueError(

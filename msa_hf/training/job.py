@@ -199,9 +199,21 @@ def run_training(config: TrainConfig) -> TrainResult:
         from msa_hf.training.retention import BaseTeacher
 
         teacher = BaseTeacher(loop.unwrapped)
+    replay = None
+    if config.replay_share > 0:
+        from msa_hf.training.retention import SyntheticReplay
+
+        replay = SyntheticReplay(image_size, seed=config.seed)
 
     def loss_of(batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rng = np.random.default_rng([config.seed, micro])  # per-batch prompt choices: a function of the step
+        if replay is not None:  # its own generator: the batch's other choices stay those of a run without it
+            from msa_hf.training.retention import replay_rows
+
+            draw = micro * accelerator.num_processes + accelerator.process_index  # other pictures per process
+            batch = replay_rows(
+                batch, replay, config.replay_share, draw, np.random.default_rng([config.seed, draw, 1])
+            )
         # drawn only when distillation is on, so runs without it take the same random numbers as before
         if teacher is not None and rng.random() < config.distill_probability:
             from msa_hf.training.retention import distillation_batch

@@ -67,11 +67,37 @@ def comparison_table(reports: dict[str, dict[str, Any]], protocols: tuple[str, .
     return markdown_table(columns)
 
 
+SYNTHETIC_HELD_OUT_SAMPLES = 100
+
+
+def synthetic_held_out_comparison(models: dict[str, Any], output_dir: Path) -> str:
+    """The base's own task before and after adaptation: Dice by protocol on the data engine's held-out pictures
+    (`held_out_set`, a stream no training run draws from; shown at the model's input size) for each of `models`
+    (name -> model, zero-shot first), next to the box-fill baseline. Writes `synthetic_held_out.json` and
+    returns a Markdown table, one row per model."""
+    from msa_hf.base_model.held_out import evaluate_prompted_segmentation, held_out_set, samples_at_size
+
+    images, masks = held_out_set(SYNTHETIC_HELD_OUT_SAMPLES)
+    size = next(iter(models.values())).config.vision_config.image_size
+    images, masks = samples_at_size(images, masks, size)
+    scores = {name: evaluate_prompted_segmentation(model, images, masks) for name, model in models.items()}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "synthetic_held_out.json").write_text(json.dumps(scores, indent=2))
+    columns = ("box", "box_fill", "points1", "iterative")
+    lines = [
+        "| model | " + " | ".join(c.replace("_", "-") for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, score in scores.items():
+        lines.append(f"| {name} | " + " | ".join(f"{score[c]:.3f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
 def test_comparison(config: TrainConfig, output_dir: Path) -> str:
     """Test-split Dice per structure of the trained model next to the un-adapted base (zero-shot) and the
     box-fill baseline; with `config.classes`, also the structures the run did not adapt to (held out), before
     and after. Writes `evaluation/` (tables, per-case CSVs, overlays, Dice-vs-clicks; held-out structures in
-    `evaluation-held-out/`) and the model card, and returns the Markdown tables."""
+    `evaluation-held-out/`; the base's synthetic held-out pictures in `evaluation/synthetic_held_out.*`) and the model card, and returns the Markdown tables."""
     from msa_hf.evaluation.protocols import evaluate_model
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
@@ -97,6 +123,14 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
         held_table = comparison_table(score(held_out, "-held-out"), protocols)
         (output_dir / "evaluation" / "held_out.md").write_text(held_table + "\n")
         text += f"\nStructures not adapted to (held out), before and after adaptation:\n\n{held_table}\n"
+    synthetic = synthetic_held_out_comparison(
+        {name: model for name, model, _ in models}, output_dir / "evaluation"
+    )
+    (output_dir / "evaluation" / "synthetic_held_out.md").write_text(synthetic + "\n")
+    text += (
+        f"\nThe base's own task (held-out pictures of its synthetic data engine, {SYNTHETIC_HELD_OUT_SAMPLES} "
+        f"targets), before and after adaptation:\n\n{synthetic}\n"
+    )
     return text + f"\nTables, per-case CSVs, overlays and Dice-vs-clicks: {output_dir / 'evaluation'}"
 
 

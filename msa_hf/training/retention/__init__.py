@@ -2,12 +2,15 @@
 """Adaptation that keeps what the base could already do.
 
 Adapting a promptable base to a few structures narrows it: it stops following prompts around anything else.
-Options of `train.py` that counter it, each its own module:
+Two options of `train.py` counter that, each its own module:
 
 - `self_distillation`: a share of steps prompts the images anywhere and learns the base's own masks
   (`--distill-probability`); the teacher is the model with its adapters switched off.
+- `replay`: a share of every batch comes from the base's synthetic data engine with its exact masks
+  (`--replay-share`).
 """
 
+from msa_hf.training.retention.replay import SyntheticReplay, replay_rows
 from msa_hf.training.retention.self_distillation import BaseTeacher, distillation_batch, random_prompts
 
-__all__ = ["BaseTeacher", "distillation_batch", "random_prompts"]
+__all__ = ["BaseTeacher", "SyntheticReplay", "distillation_batch", "random_prompts", "replay_rows"]

@@ -1,0 +1,89 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Replay: a share of every training batch comes from the base's synthetic data engine, with its exact masks.
+
+The base learnt to segment anything from the data engine's pictures; rows of those pictures among the
+adaptation rows keep that task in the loss while the adapters learn the new structures. The replayed rows are
+prompted as the dataset's rows are (a jittered box and uniform positive clicks, same counts), so the batch
+keeps its size, shapes and cost; only `labels`, prompts and pixels of those rows change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from msa_hf.base_model.data_engine import SyntheticConfig, SyntheticSegmentationDataset
+from msa_hf.base_model.held_out import collate_samples, pixel_values_from_uint8, samples_at_size
+from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
+
+REPLAY_SEED_OFFSET = 2_000_003  # a stream of its own: not the held-out set's (see `held_out_set`)
+BOX_JITTER = 0.1  # as the training rows' boxes (`task_dataset`)
+STREAM_LENGTH = 2**40  # pictures are drawn by index; the stream never runs out
+
+
+def replayed_row_count(batch_size: int, share: float) -> int:
+    """Rows of a `batch_size` batch that `share` replaces: the nearest whole number, at least one when the
+    share is positive, and never the whole batch unless `share` is 1."""
+    if share <= 0:
+        return 0
+    if share >= 1:
+        return batch_size
+    return min(max(1, round(share * batch_size)), batch_size - 1) if batch_size > 1 else 1
+
+
+class SyntheticReplay:
+    """The data engine's pictures as training rows for a model of input side `image_size`.
+
+    `rows(start, count, points_per_prompt, rng)` draws pictures `start .. start + count - 1` of the stream
+    `seed + REPLAY_SEED_OFFSET` (one target each, chosen by the engine) and returns model inputs:
+    `pixel_values` `(count, 3, S, S)`, `labels` `(count, 1, S, S)`, `input_boxes` `(count, 1, 4)`,
+    `input_points` `(count, 1, points_per_prompt, 2)`, `input_labels` `(count, 1, points_per_prompt)`.
+    """
+
+    def __init__(self, image_size: int, seed: int = 0, config: SyntheticConfig | None = None) -> None:
+        self.image_size = image_size
+        self.stream = SyntheticSegmentationDataset(
+            STREAM_LENGTH, seed=seed + REPLAY_SEED_OFFSET, config=config
+        )
+
+    def rows(
+        self, start: int, count: int, points_per_prompt: int, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        samples = collate_samples([self.stream[start + i] for i in range(count)])
+        images, masks = samples_at_size(samples["images"], samples["masks"], self.image_size)
+        clicks = [sample_point_prompt(m.numpy(), points_per_prompt, 0, rng, "uniform") for m in masks]
+        return {
+            "pixel_values": pixel_values_from_uint8(images),
+            "labels": masks[:, None].float(),
+            "input_boxes": torch.from_numpy(
+                np.stack([box_from_mask(m.numpy(), BOX_JITTER, rng) for m in masks])
+            )[:, None],
+            "input_points": torch.from_numpy(np.stack([c.points for c in clicks]))[:, None],
+            "input_labels": torch.from_numpy(np.stack([c.labels for c in clicks]))[:, None],
+        }
+
+
+def replay_rows(
+    batch: dict[str, Any], replay: SyntheticReplay, share: float, step: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    """`batch` (2-D training rows) with its first `replayed_row_count(B, share)` rows replaced by the engine's
+    pictures `step * k .. step * k + k - 1`, on the batch's device and in its dtypes. The other rows, and every
+    key that is not a model input, are left as they are; `batch` itself is not modified."""
+    pixel_values = batch["pixel_values"]
+    if pixel_values.ndim != 4:
+        raise ValueError("replay takes 2-D batches; the depth branch's windows are not supported yet.")
+    count = replayed_row_count(len(pixel_values), share)
+    if count == 0:
+        return batch
+    rows = replay.rows(step * count, count, batch["input_points"].shape[-2], rng)
+    mixed = dict(batch)
+    for key, values in rows.items():
+        if key in batch:
+            original = batch[key]
+            mixed[key] = torch.cat([values.to(original.device, original.dtype), original[count:]])
+    if "has_target" in batch and isinstance(batch["has_target"], torch.Tensor):
+        mixed["has_target"] = batch["has_target"].clone()
+        mixed["has_target"][:count] = True
+    return mixed
