@@ -25,6 +25,13 @@ from msa_hf.training.job import latest_checkpoint, run_training
 REPO = Path(__file__).resolve().parents[1]
 
 
+def yaml_field(path: Path, name: str) -> str:
+    """The value of a top-level `name: value` line of a YAML file, as written."""
+    return next(
+        line.split(":", 1)[1].strip() for line in path.read_text().splitlines() if line.startswith(f"{name}:")
+    )
+
+
 def _config(base: Path, dataset: Path, output: Path, **overrides) -> TrainConfig:
     values = dict(
         base=str(base), dataset=str(dataset), output_dir=str(output), steps=4, batch_size=4, eval_every=2,
@@ -281,20 +288,42 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_runs_each_method_on_the_same_budget(tiny_base, disk_dataset, tmp_path):
+    from msa_hf import SamAdapterModel
+    from msa_hf.evaluation.protocols import evaluate_model
+    from msa_hf.training.base_loading import load_base
     from msa_hf.training.compare import compare_methods
 
-    config = _config(tiny_base, disk_dataset, tmp_path / "compare", steps=2, eval_every=2)
-    table, results = compare_methods(config, ("msa", "decoder"))
+    config = _config(tiny_base, disk_dataset, tmp_path / "compare", steps=2, eval_every=2, classes="disk")
+    table, results = compare_methods(config, ("msa", "msa+replay", "decoder"))
     lines = table.splitlines()
-    assert lines[0].startswith("| method | trainable | share | disk (box) | square (box) |")
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| msa", "| decoder"]
-    for method in ("msa", "decoder"):
+    assert lines[0] == (
+        "| variant | trainable | share | adapted box | adapted 1 click | adapted iterative | held-out box | "
+        "held-out 1 click | held-out iterative | train min | peak MB |"
+    )
+    rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in lines[2:]}
+    assert list(rows) == ["zero-shot base", "msa", "msa+replay", "decoder"]
+    for method in ("msa", "msa+replay", "decoder"):
         train = results[method]["train"]
         assert train["steps"] == 2 and train["peak_memory_mb"] > 0
-        assert set(results[method]["test"]["box"]) == {"disk", "square"}
+        assert set(results[method]["test"]["adapted"]["box"]) == {"disk"}
+        assert set(results[method]["test"]["held-out"]["box"]) == {"square"}
     assert (
         results["msa"]["train"]["trainable_parameters"] != results["decoder"]["train"]["trainable_parameters"]
     )
+    # replay changed the run, the rest of its settings did not: same parameters, other weights
+    assert (
+        results["msa"]["train"]["trainable_parameters"]
+        == results["msa+replay"]["train"]["trainable_parameters"]
+    )
+    assert yaml_field(tmp_path / "compare" / "msa+replay" / "train_config.yaml", "replay_share") == "0.25"
+    # each cell is evaluate_model's mean over the structures
+    base = evaluate_model(
+        load_base(str(tiny_base), SamAdapterModel), disk_dataset, "test", ("box",), classes="disk"
+    )
+    assert float(rows["zero-shot base"][3]) == round(base["tables"]["box"]["disk"]["dice"], 3)
+    trained = SamAdapterModel.from_pretrained(tmp_path / "compare" / "msa" / "model")
+    held = evaluate_model(trained, disk_dataset, "test", ("points1",), classes="square")
+    assert float(rows["msa"][7]) == round(held["tables"]["points1"]["square"]["dice"], 3)
     assert (tmp_path / "compare" / "comparison.md").read_text().strip() == table
 
 

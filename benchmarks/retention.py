@@ -1,0 +1,216 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`make retention`: the retention options of train.py side by side over several seeds, as a committed table.
+
+    python -m benchmarks.retention                                  # the default grid, seeds 0 1 2
+    python -m benchmarks.retention --seeds 0 --settings off replay  # a part of it
+    python -m benchmarks.retention --summarise-only                 # tables from the runs already there
+
+Every setting adapts the shipped base to `make train`'s four structures of the embedded data with the same
+steps, batch and schedule; only the retention options differ. Each run is `train.py` in its own process,
+written to `<runs>/<setting>-s<seed>/`; a run whose evaluation is complete is reused (delete it to redo it).
+
+The table reports, per setting and as the mean over seeds: test Dice on the adapted structures and on the
+held-out one (the ventricles) per protocol, the base's synthetic held-out pictures, and the two goals per
+seed: the held-out structure keeps >= 90% of its zero-shot Dice, and the adapted structures keep >= 90% of
+the gain that adaptation without retention ("off", same seed) makes over zero-shot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# setting -> train.py flags; "off" is the paper's recipe (and today's default)
+SETTINGS: dict[str, list[str]] = {
+    "off": [],
+    "distill": ["--distill-probability", "0.5"],
+    "replay": ["--replay-share", "0.25"],
+    "distill+replay": ["--distill-probability", "0.5", "--replay-share", "0.25"],
+}
+CLASSES = ["deep_grey_left", "deep_grey_right", "white_matter_left", "white_matter_right"]
+PROTOCOLS = ("box", "points1", "iterative")
+GOAL_PROTOCOLS = ("points1", "iterative")  # the protocols that say whether a prompt is followed
+GOAL = 0.9
+_EVALUATIONS = {  # (model, structures) -> the run's evaluation folder
+    ("msa", "adapted"): "evaluation",
+    ("zero-shot", "adapted"): "evaluation-zero-shot",
+    ("msa", "held-out"): "evaluation-held-out",
+    ("zero-shot", "held-out"): "evaluation-zero-shot-held-out",
+}
+_COLUMNS = [
+    f"{structures} {protocol}"
+    for structures in ("adapted", "held-out", "synthetic")
+    for protocol in PROTOCOLS
+]
+
+
+def run_folder(runs: Path, setting: str, seed: int) -> Path:
+    return runs / f"{setting}-s{seed}"
+
+
+def _complete(folder: Path) -> bool:
+    return (
+        all((folder / name / "results.json").is_file() for name in _EVALUATIONS.values())
+        and (folder / "evaluation" / "synthetic_held_out.json").is_file()
+    )
+
+
+def train(runs: Path, setting: str, seed: int, dataset: str, steps: int | None) -> float:
+    """Runs `train.py` for one setting and seed unless its evaluation is complete; returns minutes spent."""
+    folder = run_folder(runs, setting, seed)
+    if _complete(folder):
+        return 0.0
+    command = [sys.executable, "train.py", "--base", "tiny", "--dataset", dataset, "--output-dir", str(folder),
+               "--overwrite", "--log-with", "none", "--seed", str(seed), "--classes", *CLASSES, *SETTINGS[setting]]  # fmt: skip
+    if steps:
+        command += ["--steps", str(steps)]
+    started = time.time()
+    print(f"[retention] {setting} seed {seed}: {' '.join(command[1:])}", flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{setting} seed {seed} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    (folder / "train.log").write_text(done.stdout)
+    return (time.time() - started) / 60
+
+
+def _mean_dice(results_file: Path, protocol: str) -> float:
+    tables = json.loads(results_file.read_text())["tables"][protocol]
+    return float(np.mean([row["dice"] for row in tables.values()]))
+
+
+def scores(folder: Path) -> dict[str, float]:
+    """One run's figures: `<model> <structures> <protocol>` mean Dice over structures, and
+    `<model> synthetic <protocol>` on the data engine's held-out pictures."""
+    row: dict[str, float] = {}
+    for (model, structures), name in _EVALUATIONS.items():
+        for protocol in PROTOCOLS:
+            row[f"{model} {structures} {protocol}"] = _mean_dice(folder / name / "results.json", protocol)
+    synthetic = json.loads((folder / "evaluation" / "synthetic_held_out.json").read_text())
+    for model, values in synthetic.items():
+        for protocol in ("box", "points1", "iterative"):
+            row[f"{model} synthetic {protocol}"] = values[protocol]
+    row["train minutes"] = json.loads((folder / "train_result.json").read_text())["seconds"] / 60
+    return row
+
+
+def goals(row: dict[str, float], off: dict[str, float]) -> dict[str, float]:
+    """Per protocol of `GOAL_PROTOCOLS`: the held-out structure's Dice as a share of its zero-shot Dice, and
+    the adapted structures' gain over zero-shot as a share of the gain of the same seed without retention."""
+    out = {}
+    for protocol in GOAL_PROTOCOLS:
+        zero = row[f"zero-shot held-out {protocol}"]
+        out[f"held-out kept {protocol}"] = (
+            row[f"msa held-out {protocol}"] / zero if zero > 0 else float("nan")
+        )
+        base_gain = off[f"msa adapted {protocol}"] - off[f"zero-shot adapted {protocol}"]
+        gain = row[f"msa adapted {protocol}"] - row[f"zero-shot adapted {protocol}"]
+        out[f"gain kept {protocol}"] = gain / base_gain if base_gain > 0 else float("nan")
+    return out
+
+
+def summarise(runs: Path, settings: list[str], seeds: list[int]) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown tables (means over seeds, and the goals per seed) and the per-run rows, from the run folders."""
+    rows = []
+    for setting in settings:
+        for seed in seeds:
+            folder = run_folder(runs, setting, seed)
+            if not _complete(folder) or not _complete(run_folder(runs, "off", seed)):
+                continue
+            row = {"setting": setting, "seed": seed, **scores(folder)}
+            row.update(goals(row, scores(run_folder(runs, "off", seed))))
+            rows.append(row)
+    if not rows:
+        return "No complete runs yet.", rows
+
+    def mean(setting: str, key: str) -> str:
+        values = [r[key] for r in rows if r["setting"] == setting]
+        return (
+            f"{np.mean(values):.3f}" if len(values) == 1 else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+        )
+
+    present = [s for s in settings if any(r["setting"] == s for r in rows)]
+    zero = rows[0]
+    lines = [
+        "Mean test Dice over the adapted structures (four) and of the held-out one (ventricles), mean ± sd over "
+        f"seeds {', '.join(str(s) for s in seeds)}; the zero-shot base for reference.",
+        "",
+        "| setting | adapted box | adapted 1 click | adapted iterative | held-out box | held-out 1 click | "
+        "held-out iterative | synthetic box | synthetic 1 click | synthetic iterative | train min |",
+        "|---|" + "---:|" * 10,
+        "| zero-shot base | "
+        + " | ".join(f"{zero[f'zero-shot {part}']:.3f}" for part in _COLUMNS)
+        + " | – |",
+    ]
+    for setting in present:
+        cells = [mean(setting, f"msa {part}") for part in _COLUMNS] + [mean(setting, "train minutes")]
+        lines.append(
+            f"| {setting} ({' '.join(SETTINGS[setting]) or 'no retention'}) | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        f"Goals per seed (met when both shares are >= {GOAL:.0%} for one click and iterative): held-out Dice as a "
+        "share of zero-shot, and the adapted gain over zero-shot as a share of the gain without retention.",
+        "",
+        "| setting | seed | held-out kept 1 click | held-out kept iterative | gain kept 1 click | gain kept iterative "
+        "| goal met |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        shares = [row[f"{kind} kept {p}"] for kind in ("held-out", "gain") for p in GOAL_PROTOCOLS]
+        met = all(value >= GOAL for value in shares)
+        lines.append(
+            f"| {row['setting']} | {row['seed']} | "
+            + " | ".join(f"{v:.2f}" for v in shares)
+            + f" | {'yes' if met else 'no'} |"
+        )
+    return "\n".join(lines), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.retention", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--dataset", default="data/mni152-objects")
+    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
+    parser.add_argument("--steps", type=int, default=None, help="train.py's steps (default: train.py's)")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/retention"))
+    parser.add_argument(
+        "--summarise-only", action="store_true", help="no training: tables from existing runs"
+    )
+    args = parser.parse_args(argv)
+    settings = ["off", *[s for s in args.settings if s != "off"]]  # every goal is relative to "off"
+    if not args.summarise_only:
+        for seed in args.seeds:  # seed by seed, so a partial grid already compares settings
+            for setting in settings:
+                train(args.runs, setting, seed, args.dataset, args.steps)
+                table, rows = summarise(args.runs, settings, args.seeds)
+                _write(args.output, table, rows)
+    table, rows = summarise(args.runs, settings, args.seeds)
+    _write(args.output, table, rows)
+    print(table)
+    return 0
+
+
+def _write(output: Path, table: str, rows: list[dict[str, Any]]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.retention"
+    output.with_suffix(".md").write_text(f"Written by `{command}` (`make retention`).\n\n{table}\n")
+    if rows:
+        with output.with_suffix(".csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
