@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention clean
+.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention compare clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,15 @@ train-tissue: data
 # runs already complete in runs/retention are reused.
 retention: data
 	$(PY) -m benchmarks.retention
+
+# The method comparison on the default data at equal budget: MSA with and without retention, LoRA, full
+# fine-tuning and decoder-only, adapted and held-out structures (about 15 minutes on 2 CPU cores).
+# Writes benchmarks/results/compare.md; the runs go to runs/compare.
+compare: data
+	$(VENV)/bin/msa-hf compare --base $(BASE) --dataset $(DEFAULT_DATA) --output-dir runs/compare --overwrite \
+		--log-with none --classes $(CLASSES)
+	{ echo 'Written by `make compare` (`msa-hf compare` on the default data, 600 steps each).'; echo; \
+		cat runs/compare/comparison.md; } > benchmarks/results/compare.md
 
 clean:
 	rm -rf $(VENV) $(LOWEST) build *.egg-info .pytest_cache .ruff_cache
