@@ -173,3 +173,27 @@ def test_pictures_a_segmentation_would_get_wrong_are_refused_and_rgb_ranges_agre
     torch.testing.assert_close(
         image_to_pixel_values(rgb[..., :1], 32), image_to_pixel_values(rgb[..., 0], 32)
     )
+
+
+@pytest.mark.parametrize(("bias", "expected"), [(5.0, 1.0), (-5.0, 0.0)])
+def test_the_reported_score_is_the_iou_heads_clipped_to_zero_one(bias, expected):
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=0, std=0.1)
+    head = model.mask_decoder.iou_prediction_head.proj_out
+    with torch.no_grad():  # the head regresses IoU without squashing it: push it out of [0, 1]
+        head.weight.zero_()
+        head.bias.fill_(bias)
+    predictor = SegmentationPredictor(model)
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8))
+    mask, score = predictor.predict(Prompt(box=[5, 5, 30, 30]))
+    with torch.no_grad():
+        raw = model(
+            image_embeddings=predictor._embedding,
+            input_boxes=torch.tensor([[[0.0, 0.0, 10.0, 10.0]]]),
+            multimask_output=False,
+        ).iou_scores
+    assert float(raw.flatten()[0]) == pytest.approx(bias)  # what the head says, before clipping
+    assert score == expected

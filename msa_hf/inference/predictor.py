@@ -178,7 +178,10 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def predict(self, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
-        """The mask `(H, W)` bool at the image's size, and the IoU head's score.
+        """The mask `(H, W)` bool at the image's size, and the IoU head's score in [0, 1].
+
+        The score is the IoU head's estimate of the mask's IoU with the intended target. The head regresses it
+        without a squashing function, so it can leave [0, 1] slightly (1.005); it is clipped to that range.
 
         `multimask=None` follows SAM: a single click is ambiguous, so it takes the best of three masks by the
         IoU head; several clicks, a box or a text give one mask."""
@@ -229,7 +232,7 @@ class SegmentationPredictor:
         mask = logits_to_original_mask(
             logits, self.image_size, resized_shape(self._original_size, self.image_size), self._original_size
         )
-        return mask.cpu().numpy(), float(scores[best])
+        return mask.cpu().numpy(), float(scores[best].clamp(0.0, 1.0))
 
 
 def predict_file(
