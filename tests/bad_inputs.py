@@ -592,6 +592,32 @@ def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
 
 
+@case("predict", "probabilities written over the input", mentions=("is the input",))
+def _(f):
+    path = picture(f)
+    return [
+        "predict",
+        "tiny",
+        str(path),
+        out(f, "m.png"),
+        *_box(2, 2, 20, 20),
+        "--save-probabilities",
+        str(path),
+    ]
+
+
+@case("predict", "probabilities and mask the same file", mentions=("same file as the mask",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20),
+            "--save-probabilities", out(f, "m.png")]  # fmt: skip
+
+
+@case("predict", "probabilities of an image as PNG", mentions=(".tif",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20),
+            "--save-probabilities", out(f, "p.png")]  # fmt: skip
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]

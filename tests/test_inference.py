@@ -197,3 +197,142 @@ def test_the_reported_score_is_the_iou_heads_clipped_to_zero_one(bias, expected)
         ).iou_scores
     assert float(raw.flatten()[0]) == pytest.approx(bias)  # what the head says, before clipping
     assert score == expected
+
+
+def _random_tiny_sam():
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=0, std=0.1)
+    return model
+
+
+def _tiff_pages(path) -> list[np.ndarray]:
+    from PIL import ImageSequence
+
+    with Image.open(path) as image:
+        return [np.asarray(page, dtype=np.float32).copy() for page in ImageSequence.Iterator(image)]
+
+
+def test_probabilities_of_an_image_are_the_sigmoid_of_each_prompts_mask_logits(tmp_path):
+    model = _random_tiny_sam()
+    image = np.random.default_rng(1).integers(0, 255, (40, 50), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    prompts = [Prompt(box=[5, 5, 30, 25]), Prompt(points=[[40, 30]], labels=[1])]
+    summary = predict_file(
+        model, tmp_path / "scan.png", tmp_path / "mask.png", prompts, probabilities_path=tmp_path / "p.tif"
+    )
+    pages = _tiff_pages(tmp_path / "p.tif")
+    predictor = SegmentationPredictor(model)
+    predictor.set_image(image)
+    assert len(pages) == 2 and summary["probabilities"] == str(tmp_path / "p.tif")
+    for page, prompt in zip(pages, prompts, strict=True):
+        expected = predictor.predict_masks(prompt)
+        assert page.shape == (40, 50) and page.dtype == np.float32 and 0 <= page.min() <= page.max() <= 1
+        best_logits = torch.from_numpy(expected.logits[expected.best])
+        np.testing.assert_allclose(page, torch.sigmoid(best_logits).numpy(), atol=1e-6)
+        assert np.array_equal(page > 0.5, expected.mask)  # the label map's mask is the map above one half
+    labels = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert np.array_equal(labels == 2, pages[1] > 0.5)  # the later prompt's mask is written over the earlier
+
+
+def test_multimask_keeps_sams_three_masks_and_their_scores(tmp_path, capsys):
+    from msa_hf.cli import main
+
+    model = _random_tiny_sam()
+    image = np.random.default_rng(2).integers(0, 255, (32, 32), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scan.png")
+    prompt = Prompt(box=[4, 4, 20, 20])  # a box: one mask under SAM's rule, three when asked
+    summary = predict_file(
+        model, tmp_path / "scan.png", tmp_path / "mask.png", [prompt], probabilities_path=tmp_path / "p.tiff",
+        multimask=True,
+    )  # fmt: skip
+    pages = _tiff_pages(tmp_path / "p.tiff")
+    predictor = SegmentationPredictor(model)
+    predictor.set_image(image)
+    expected = predictor.predict_masks(prompt, multimask=True)
+    scores = summary["masks"][0]["scores"]
+    assert len(pages) == 3 and len(scores) == 3 and all(0 <= v <= 1 for v in scores)
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-6)
+    np.testing.assert_allclose(np.stack(pages), expected.probabilities, atol=1e-6)
+    assert not np.allclose(pages[0], pages[1])  # three different masks
+    best = int(np.argmax(scores))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "mask.png")) == 1, expected.logits[best] > 0)
+    assert summary["masks"][0]["score"] == pytest.approx(scores[best])
+    # the command line prints the three scores
+    model.save_pretrained(tmp_path / "model")
+    arguments = ["predict", str(tmp_path / "model"), str(tmp_path / "scan.png"), str(tmp_path / "cli.png"),
+                 "--box", "4", "4", "20", "20", "--multimask", "--save-probabilities", str(tmp_path / "cli.tif"),
+                 "--device", "cpu"]  # fmt: skip
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "three masks, predicted IoU" in printed and "(probabilities)" in printed
+    np.testing.assert_allclose(np.stack(_tiff_pages(tmp_path / "cli.tif")), expected.probabilities, atol=1e-5)
+
+
+def test_probabilities_of_a_propagated_volume_lie_on_the_input_grid(tmp_path):
+    model = _random_tiny_sam()
+    head = model.mask_decoder.iou_prediction_head.proj_out
+    with torch.no_grad():  # every mask scores high, so propagation walks on until a mask vanishes
+        head.weight.zero_()
+        head.bias.fill_(0.9)
+    yy, xx = np.mgrid[0:24, 0:20]
+    data = np.zeros((20, 24, 10), np.float32)
+    for z in range(10):  # a bright disk through every slice, on a scrambled voxel order
+        data[..., z] = 100 + 400 * (((xx - 10) ** 2 + (yy - 12) ** 2) < 30).T
+    nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
+    slices = axial_slices(load_nifti(tmp_path / "scan.nii.gz").array)
+    seed = len(slices) // 2
+    height, width = slices.shape[1:]
+    box = [width // 4, height // 4, 3 * width // 4, 3 * height // 4]
+    prompts = [Prompt(box=box, slice=seed, propagate=True), Prompt(box=box, slice=seed)]
+    summary = predict_file(
+        model, tmp_path / "scan.nii.gz", tmp_path / "mask.nii.gz", prompts,
+        probabilities_path=tmp_path / "p.nii.gz",
+    )  # fmt: skip
+    written = nib.load(tmp_path / "p.nii.gz")
+    assert np.allclose(written.affine, SCRAMBLED_AFFINE) and written.shape == (*data.shape, 2)
+    assert written.get_data_dtype() == np.float32
+    # back to display slices, one map per prompt
+    maps = [axial_slices(load_nifti(tmp_path / "p.nii.gz", channel=k).array) for k in range(2)]
+    labels = axial_slices(load_nifti(tmp_path / "mask.nii.gz", is_label=True).array)
+    first, last = summary["masks"][0]["slices"]
+    assert last - first >= 2  # maps on propagated slices are checked, not only the seed's
+    for index in range(len(slices)):
+        if first <= index <= last:  # the propagated prompt's mask is its map above one half
+            mask = (labels[index] == 1) | ((labels[index] == 2) & (maps[0][index] > 0.5))
+            assert np.array_equal(maps[0][index] > 0.5, mask), index
+        else:
+            assert not maps[0][index].any(), index
+    assert not np.delete(maps[1], seed, axis=0).any()  # the other prompt: its own slice only
+    from msa_hf.data.volumes import guess_modality, load_volume
+    from msa_hf.inference.volume_predictor import VolumePredictor
+
+    predictor = VolumePredictor(model)
+    predictor.set_volume(slices, guess_modality(load_volume(tmp_path / "scan.nii.gz")))
+    expected = predictor.predict_masks(seed, prompts[1])
+    np.testing.assert_allclose(maps[1][seed], expected.probabilities[expected.best], atol=1e-5)
+
+
+def test_probability_outputs_that_cannot_be_written_are_refused_before_anything_runs(tmp_path):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "scan.png")
+    box = [Prompt(box=[1, 1, 5, 5])]
+    cases = [
+        (tmp_path / "scan.png", box, False, "scan.png"),
+        (tmp_path / "mask.png", box, False, "same file as the mask"),
+        (tmp_path / "p.png", box, False, "written as .tif or .tiff"),
+        (tmp_path / "p.nii.gz", box, False, "2-D image"),
+    ]
+    for path, prompts, multimask, message in cases:
+        with pytest.raises(ValueError, match=message):
+            predict_file(BoxFillSam(16), tmp_path / "scan.png", tmp_path / "mask.png", prompts, probabilities_path=path,
+                         multimask=multimask)  # fmt: skip
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    with pytest.raises(ValueError, match="propagation carries one"):
+        predict_file(BoxFillSam(16), tmp_path / "scan.nii.gz", tmp_path / "m.nii.gz",
+                     [Prompt(box=[1, 1, 5, 5], slice=1, propagate=True)], multimask=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"written as .nii or .nii.gz"):
+        predict_file(BoxFillSam(16), tmp_path / "scan.nii.gz", tmp_path / "m.nii.gz",
+                     [Prompt(box=[1, 1, 5, 5], slice=1)], probabilities_path=tmp_path / "p.tif")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "scan.png"]  # nothing written

@@ -73,6 +73,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
     )
     predict.add_argument(
+        "--save-probabilities", default=None, metavar="PATH",
+        help="also write each mask's probability as float32: .tif/.tiff (one page per map) for an image, "
+             ".nii/.nii.gz on the input's grid for a volume",
+    )  # fmt: skip
+    predict.add_argument(
+        "--multimask", action="store_true",
+        help="SAM's three masks per prompt: the mask file takes the best by score, every score is printed, "
+             "--save-probabilities keeps all three (not with --propagate)",
+    )  # fmt: skip
+    predict.add_argument(
         "--compile", action="store_true",
         help="torch.compile the image encoder (pays off over the many slices of a volume)",
     )  # fmt: skip
@@ -145,11 +155,13 @@ def _predict(args: argparse.Namespace) -> int:
                 propagate=args.propagate, text=args.text,
             )
         ]  # fmt: skip
-    check_prediction_request(args.input, args.output, prompts)  # before the model loads
+    # before the model loads
+    check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
     model, processor = load_for_inference(args.model)
     summary = predict_file(
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
+        multimask=args.multimask,
     )  # fmt: skip
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
@@ -157,7 +169,11 @@ def _predict(args: argparse.Namespace) -> int:
             f" (propagated to slices {mask['slices'][0]}-{mask['slices'][1]})" if "slices" in mask else ""
         )
         print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
+        if "scores" in mask:
+            print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")
     print(f"written: {summary['output']}")
+    if "probabilities" in summary:
+        print(f"written: {summary['probabilities']} (probabilities)")
     return 0
 
 

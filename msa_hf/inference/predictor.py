@@ -23,7 +23,7 @@ from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
 from msa_hf.inference.placement import resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
-from msa_hf.processing.mask_outputs import logits_to_original_mask
+from msa_hf.processing.mask_outputs import logits_to_original_logits
 from msa_hf.processing.prompts import resized_shape, to_model_frame
 
 
@@ -112,6 +112,31 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
+@dataclass
+class MaskPrediction:
+    """What the model says for one prompt: `logits` `(M, H, W)` float32 at the image's size for each mask
+    decoded (M = 3 with SAM's multimask output, else 1), `scores` `(M,)` the IoU head's estimates clipped to
+    [0, 1], and `best`, the index of the highest score (the mask a label map takes)."""
+
+    logits: np.ndarray
+    scores: np.ndarray
+    best: int
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The best mask `(H, W)` bool: its logits above 0 (probability above 0.5)."""
+        return self.logits[self.best] > 0
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.best])
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Every decoded mask's probability `(M, H, W)` float32: the sigmoid of its logits."""
+        return (1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))).astype(np.float32)
+
+
 class SegmentationPredictor:
     """Encode an image once, then segment it for any number of prompts.
 
@@ -178,7 +203,13 @@ class SegmentationPredictor:
 
     @torch.no_grad()
     def predict(self, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
-        """The mask `(H, W)` bool at the image's size, and the IoU head's score in [0, 1].
+        """The mask `(H, W)` bool at the image's size, and the IoU head's score in [0, 1] (`predict_masks`'s
+        best mask)."""
+        prediction = self.predict_masks(prompt, multimask)
+        return prediction.mask, prediction.score
+
+    def predict_masks(self, prompt: Prompt, multimask: bool | None = None) -> MaskPrediction:
+        """Every mask the decoder gives for `prompt`, as logits at the image's size, with their scores.
 
         The score is the IoU head's estimate of the mask's IoU with the intended target. The head regresses it
         without a squashing function, so it can leave [0, 1] slightly (1.005); it is clipped to that range.
@@ -226,13 +257,19 @@ class SegmentationPredictor:
         else:
             outputs = self.model(image_embeddings=self._embedding, multimask_output=multimask, **kwargs)
             pred_masks, iou_scores = outputs.pred_masks, outputs.iou_scores
-        scores = iou_scores[0, 0]
-        best = int(scores.argmax())
-        logits = pred_masks[0, 0, best]
-        mask = logits_to_original_mask(
-            logits, self.image_size, resized_shape(self._original_size, self.image_size), self._original_size
+        raw_scores = iou_scores[0, 0].float()
+        reshaped = resized_shape(self._original_size, self.image_size)
+        logits = torch.stack(
+            [
+                logits_to_original_logits(m, self.image_size, reshaped, self._original_size)
+                for m in pred_masks[0, 0]
+            ]
         )
-        return mask.cpu().numpy(), float(scores[best].clamp(0.0, 1.0))
+        return MaskPrediction(
+            logits=logits.float().cpu().numpy(),
+            scores=raw_scores.clamp(0.0, 1.0).cpu().numpy(),
+            best=int(raw_scores.argmax()),  # ranked before clipping: two scores over 1 stay ordered
+        )
 
 
 def predict_file(
@@ -244,13 +281,22 @@ def predict_file(
     compile_encoder: bool = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    probabilities_path: str | Path | None = None,
+    multimask: bool = False,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`. With
     `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
 
     2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit beyond 255
-    prompts). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own affine and voxel order, or the DICOM
-    series' RAS affine. Returns a summary (output path, per-prompt pixel counts and scores).
+    prompts). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
+    affine and voxel order, or the DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
+    counts and scores, and with `multimask` every mask's score).
+
+    `probabilities_path` also writes each mask's probability (the sigmoid of its logits) as float32: a
+    multi-page TIFF for an image (page k: prompt k), a NIfTI on the input's grid for a volume (`(X, Y, Z)`
+    for one map, `(X, Y, Z, K)` for several; 0 where nothing was predicted). With `multimask`, each prompt
+    gives SAM's three masks: the label map takes the best by score, the probability file holds all three
+    (prompt k's at maps 3k, 3k + 1, 3k + 2). Not with propagation, which carries one mask.
     """
     from PIL import Image
 
@@ -260,8 +306,18 @@ def predict_file(
 
     input_path, output_path = Path(input_path), Path(output_path)
     summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
-    kind = check_prediction_request(input_path, output_path, prompts)
+    kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask)
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    if probabilities_path is not None:
+        summary["probabilities"] = str(probabilities_path)
+    maps: list[np.ndarray] = []  # probability maps in the order they are written
+    decode = True if multimask else None  # None: SAM's rule (three masks for a single click, best kept)
+
+    def describe(prediction: MaskPrediction, entry: dict[str, Any]) -> dict[str, Any]:
+        if multimask:
+            entry["scores"] = [float(v) for v in prediction.scores]
+        return entry
+
     if kind != "volume":
         # a single DICOM (an X-ray, an ultrasound frame, one CT/MR slice): intensities by its modality
         if kind == "dicom":
@@ -272,11 +328,20 @@ def predict_file(
         predictor.set_image(image, modality)
         labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
         for index, prompt in enumerate(prompts):
-            mask, score = predictor.predict(prompt)
+            prediction = predictor.predict_masks(prompt, decode)
+            mask = prediction.mask
             labels[mask] = index + 1
-            summary["masks"].append({"label": index + 1, "pixels": int(mask.sum()), "score": score})
+            entry = {"label": index + 1, "pixels": int(mask.sum()), "score": prediction.score}
+            summary["masks"].append(describe(prediction, entry))
+            if probabilities_path is not None:
+                chosen = prediction.probabilities
+                maps.extend(chosen if multimask else chosen[prediction.best : prediction.best + 1])
         with atomic_file(output_path, inputs=[input_path]) as staging:
             Image.fromarray(labels).save(staging)
+        if probabilities_path is not None:
+            with atomic_file(Path(probabilities_path), inputs=[input_path]) as staging:
+                pages = [Image.fromarray(page, mode="F") for page in maps]
+                pages[0].save(staging, format="TIFF", save_all=True, append_images=pages[1:])
         return summary
     volume = load_volume(input_path)
     modality = guess_modality(volume)
@@ -290,17 +355,38 @@ def predict_file(
             raise ValueError(
                 f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
             )
-        mask, score = volume_predictor.predict(prompt.slice, prompt)
-        entry = {"label": index + 1, "slice": prompt.slice, "pixels": int(mask.sum()), "score": score}
+        prediction = volume_predictor.predict_masks(prompt.slice, prompt, decode)
+        mask = prediction.mask
+        entry = {
+            "label": index + 1,
+            "slice": prompt.slice,
+            "pixels": int(mask.sum()),
+            "score": prediction.score,
+        }
+        chosen = range(len(prediction.scores)) if multimask else [prediction.best]
+        prompt_maps = [np.zeros(slices.shape, np.float32) for _ in chosen] if probabilities_path else []
+        for volume_map, which in zip(prompt_maps, chosen, strict=False):  # none without a probability file
+            volume_map[prompt.slice] = prediction.probabilities[which]
         if prompt.propagate and mask.any():
-            propagation = volume_predictor.propagate(prompt.slice, mask)
+            propagation = volume_predictor.propagate(
+                prompt.slice, mask, keep_probabilities=probabilities_path is not None
+            )
             labels[propagation.masks] = index + 1
             entry.update(pixels=int(propagation.masks.sum()), slices=[propagation.first, propagation.last])
+            if prompt_maps:  # the seed slice's map stays the prediction's
+                seed = prompt_maps[0][prompt.slice].copy()
+                prompt_maps[0][:] = propagation.probabilities
+                prompt_maps[0][prompt.slice] = seed
         else:
             labels[prompt.slice][mask] = index + 1
-        summary["masks"].append(entry)
+        summary["masks"].append(describe(prediction, entry))
+        maps.extend(prompt_maps)
     canonical = volume_from_axial_slices(labels)
     save_on_input_grid(canonical, volume.affine, input_path, output_path)
+    if probabilities_path is not None:
+        channels = [volume_from_axial_slices(volume_map) for volume_map in maps]
+        stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
+        save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary
 
 
@@ -308,10 +394,17 @@ def predict_file(
 MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
-def check_prediction_request(input_path: str | Path, output_path: str | Path, prompts: list[Prompt]) -> str:
+def check_prediction_request(
+    input_path: str | Path,
+    output_path: str | Path,
+    prompts: list[Prompt],
+    probabilities_path: str | Path | None = None,
+    multimask: bool = False,
+) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
     or a DICOM series folder). Raises `ValueError`, before anything is loaded or computed, for any other input,
-    for an output format that cannot hold its mask and for volume-only prompt settings on a 2-D image."""
+    for an output format that cannot hold its mask or probabilities, for a probability file that is the input
+    or the mask, for volume-only prompt settings on a 2-D image and for `multimask` with propagation."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
     from msa_hf.data.volumes import is_nifti
 
@@ -342,6 +435,24 @@ def check_prediction_request(input_path: str | Path, output_path: str | Path, pr
                 )
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"output {output_path}: the mask of a volume is written as .nii or .nii.gz.")
+    if multimask and any(prompt.propagate for prompt in prompts):
+        raise ValueError(
+            "multimask gives three masks per prompt; propagation carries one: use one or the other."
+        )
+    if probabilities_path is not None:
+        probabilities_path = Path(probabilities_path)
+        check_not_an_input(probabilities_path, [input_path])
+        if probabilities_path.resolve() == output_path.resolve():
+            raise ValueError(
+                f"probabilities {probabilities_path}: the same file as the mask; give the probabilities a path "
+                "of their own."
+            )
+        wanted = (".tif", ".tiff") if kind != "volume" else (".nii", ".nii.gz")
+        if not probabilities_path.name.lower().endswith(wanted):
+            raise ValueError(
+                f"probabilities {probabilities_path}: float maps of a {'volume' if kind == 'volume' else '2-D image'} "
+                f"are written as {' or '.join(wanted)}."
+            )
     return kind
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
-from msa_hf.inference.predictor import Prompt, SegmentationPredictor
+from msa_hf.inference.predictor import MaskPrediction, Prompt, SegmentationPredictor
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Propagation:
     scores: np.ndarray
     first: int
     last: int
+    # `(N, H, W)` float32 probability of each propagated slice's mask (0 elsewhere, and on the seed slice, whose
+    # mask came from the caller), when `propagate(keep_probabilities=True)`
+    probabilities: np.ndarray | None = None
     # why each direction ended ("up": towards higher slice indices): the volume's edge, the slice range or
     # limit, an empty mask, or a score under the threshold, with the slice where it happened
     stopped: dict[str, str] = field(default_factory=dict)
@@ -115,8 +118,14 @@ class VolumePredictor:
     def predict(self, index: int, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
         """Slice `index`'s mask `(H, W)` bool for `prompt` (coordinates in the slice), and its IoU score
         (`multimask` as `SegmentationPredictor.predict`)."""
+        prediction = self.predict_masks(index, prompt, multimask)
+        return prediction.mask, prediction.score
+
+    def predict_masks(self, index: int, prompt: Prompt, multimask: bool | None = None) -> MaskPrediction:
+        """Every mask the decoder gives for `prompt` on slice `index`, with logits and scores
+        (`SegmentationPredictor.predict_masks`)."""
         self.decoder.set_image_embedding(self.embedding(index), self._slices.shape[1:])
-        return self.decoder.predict(prompt, multimask=multimask)
+        return self.decoder.predict_masks(prompt, multimask=multimask)
 
     def propagate(
         self,
@@ -126,12 +135,14 @@ class VolumePredictor:
         margin: float = 0.15,
         max_slices: int | None = None,
         slice_range: tuple[int, int] | None = None,
+        keep_probabilities: bool = False,
     ) -> Propagation:
         """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
 
         Each next slice is prompted with `grown_box(previous mask, margin)`; a direction ends at the volume's
         edge or the end of `slice_range` (first and last slice, inclusive), after `max_slices` slices, or where
         the mask is empty or scores below `stop_score`. `Propagation.stopped` says which, per direction.
+        With `keep_probabilities`, `Propagation.probabilities` holds each propagated slice's probability map.
         """
         self._check_index(index)
         if not 0.0 <= stop_score <= 1.0:
@@ -154,6 +165,7 @@ class VolumePredictor:
         masks = np.zeros(self._slices.shape, bool)
         scores = np.full(len(self._slices), np.nan)
         masks[index] = mask
+        probabilities = np.zeros(self._slices.shape, np.float32) if keep_probabilities else None
         first = last = index
         limit = max_slices if max_slices is not None else len(self._slices)
         stopped: dict[str, str] = {}
@@ -171,7 +183,8 @@ class VolumePredictor:
                 if abs(position - index) > limit:
                     stopped[name] = f"the limit of {limit} slices"
                     break
-                predicted, score = self.predict(position, Prompt(box=grown_box(previous, margin)))
+                prediction = self.predict_masks(position, Prompt(box=grown_box(previous, margin)))
+                predicted, score = prediction.mask, prediction.score
                 if not predicted.any():
                     stopped[name] = f"an empty mask at slice {position}"
                     break
@@ -181,6 +194,10 @@ class VolumePredictor:
                     )
                     break
                 masks[position], scores[position] = predicted, score
+                if probabilities is not None:
+                    probabilities[position] = prediction.probabilities[prediction.best]
                 first, last = min(first, position), max(last, position)
                 previous, position = predicted, position + direction
-        return Propagation(masks=masks, scores=scores, first=first, last=last, stopped=stopped)
+        return Propagation(
+            masks=masks, scores=scores, first=first, last=last, stopped=stopped, probabilities=probabilities
+        )

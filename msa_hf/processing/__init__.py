@@ -14,6 +14,7 @@ __getattr__, __dir__ = lazy_exports(
         "resized_shape": "prompts",
         "best_mask_logits": "mask_outputs",
         "upsample_mask_logits": "mask_outputs",
+        "logits_to_original_logits": "mask_outputs",
         "logits_to_original_mask": "mask_outputs",
     },
 )

@@ -22,13 +22,13 @@ def best_mask_logits(outputs: Any) -> torch.Tensor:
     return logits[torch.arange(len(logits), device=logits.device), scores.argmax(dim=1)][:, None]
 
 
-def logits_to_original_mask(
+def logits_to_original_logits(
     logits: torch.Tensor, image_size: int, reshaped_size: tuple[int, int], original_size: tuple[int, int]
 ) -> torch.Tensor:
-    """SamProcessor's post-processing for one mask: `(h, w)` low-res logits -> upsample to the model's
-    `image_size`, crop the padding to `reshaped_size`, resize to `original_size`, threshold at 0.
+    """SamProcessor's post-processing for one mask, before the threshold: `(h, w)` low-res logits -> upsample
+    to the model's `image_size`, crop the padding to `reshaped_size`, resize to `original_size`.
 
-    Returns a `(H, W)` bool tensor on the logits' device.
+    Returns `(H, W)` float32 logits on the input's device (a probability map is their sigmoid).
     """
     upsampled = F.interpolate(
         logits[None, None].float(), size=(image_size, image_size), mode="bilinear", align_corners=False
@@ -40,4 +40,11 @@ def logits_to_original_mask(
         mode="bilinear",
         align_corners=False,
     )
-    return restored[0, 0] > 0
+    return restored[0, 0]
+
+
+def logits_to_original_mask(
+    logits: torch.Tensor, image_size: int, reshaped_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """`logits_to_original_logits` thresholded at 0: a `(H, W)` bool tensor on the logits' device."""
+    return logits_to_original_logits(logits, image_size, reshaped_size, original_size) > 0
