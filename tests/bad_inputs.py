@@ -618,6 +618,30 @@ def _(f):
             "--save-probabilities", out(f, "p.png")]  # fmt: skip
 
 
+@case("predict", "batch manifest with an unknown column", mentions=("manifest", "box"))
+def _(f):
+    picture(f)
+    (f / "in" / "m.json").write_text('[{"input": "x.png", "box": [1, 2, 3, 4]}]')
+    return ["predict", "tiny", str(f / "in" / "m.json"), out(f, "masks")]
+
+
+@case("predict", "batch manifest with malformed inline prompts", mentions=("prompts are not JSON",))
+def _(f):
+    picture(f)
+    (f / "in" / "m.csv").write_text('input,prompts\nx.png,"[{box: 1}]"\n')
+    return ["predict", "tiny", str(f / "in" / "m.csv"), out(f, "masks")]
+
+
+@case("predict", "batch manifest with two inputs written to one output", mentions=("would both be written",))
+def _(f):
+    picture(f)
+    picture(f, name="y.png")
+    (f / "in" / "m.json").write_text(
+        '[{"input": "x.png", "output": "a.png"}, {"input": "y.png", "output": "a.png"}]'
+    )
+    return ["predict", "tiny", str(f / "in" / "m.json"), out(f, "masks"), *_box(2, 2, 20, 20)]
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]
@@ -718,6 +742,11 @@ def _(f):
 @case("predict", "--prompts with a label value of 70000", mentions=("label",))
 def _(f):
     return _prompts(f, json.dumps([{"box": [1, 2, 20, 20], "label": 70000}]))
+
+
+@case("predict", "--prompts with an output value of 70000", mentions=("value", "65535"))
+def _(f):
+    return _prompts(f, json.dumps([{"box": [1, 2, 20, 20], "value": 70000}]))
 
 
 @case("predict", "--slice on a 2-D image", mentions=("slice",))

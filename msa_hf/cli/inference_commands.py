@@ -51,11 +51,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     predict = commands.add_parser(
         "predict",
-        help="Segment a PNG/JPEG/TIFF or DICOM image, a NIfTI volume or a DICOM series with points/boxes.",
+        help="Segment a PNG/JPEG/TIFF or DICOM image, a NIfTI volume or a DICOM series with points/boxes; or "
+        "many inputs at once (a folder, a glob or a manifest) with one model load.",
     )
     predict.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
-    predict.add_argument("input", help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder")
-    predict.add_argument("output", help="mask to write: .png for images, .nii.gz for volumes")
+    predict.add_argument(
+        "input",
+        help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder; many: a folder of images or NIfTI "
+        "files, a quoted glob ('scans/*.nii.gz'), or a CSV/JSON manifest (input, prompts, labels, output)",
+    )
+    predict.add_argument(
+        "output", help="mask to write: .png for images, .nii.gz for volumes; for many inputs, a folder"
+    )
     predict.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
                          help="positive click (x = column, y = row); repeat for more")  # fmt: skip
     predict.add_argument("--negative", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
@@ -72,6 +79,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--prompts", default=None, help="JSON list of prompts (several targets, several slices)"
     )
+    predict.add_argument(
+        "--prompts-from-labels", default=None, metavar="DIR",
+        help="many inputs: take prompts from the label map of the same file name in DIR (a box or a click per "
+             "structure, per slice of a volume), written with the structure's label value",
+    )  # fmt: skip
+    predict.add_argument(
+        "--prompt-kind", choices=["box", "click"], default="box",
+        help="with --prompts-from-labels or manifest labels: the structure's tight box, or one click on its most "
+             "interior pixel (default: box)",
+    )  # fmt: skip
     predict.add_argument(
         "--save-probabilities", default=None, metavar="PATH",
         help="also write each mask's probability as float32: .tif/.tiff (one page per map) for an image, "
@@ -139,10 +156,16 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
+    from msa_hf.inference.batch import is_batch_source
+
+    batch = is_batch_source(args.input)
+    given = bool(args.prompts or args.point or args.negative or args.box or args.text)
     if args.prompts:
         prompts = read_prompts(args.prompts)
+    elif batch and not given:
+        prompts = None  # from the manifest or the label maps
     else:
-        if not (args.point or args.negative or args.box or args.text):
+        if not given:
             raise ValueError(
                 "no prompt: give --point X Y (and --negative X Y), --box X0 Y0 X1 Y1, --text, or a --prompts "
                 "file."
@@ -155,6 +178,10 @@ def _predict(args: argparse.Namespace) -> int:
                 propagate=args.propagate, text=args.text,
             )
         ]  # fmt: skip
+    if batch:
+        return _predict_many(args, prompts)
+    if args.prompts_from_labels:
+        raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
     # before the model loads
     check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
     model, processor = load_for_inference(args.model)
@@ -175,6 +202,28 @@ def _predict(args: argparse.Namespace) -> int:
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
     return 0
+
+
+def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
+    """`msa-hf predict MODEL SOURCE OUTPUT_DIR`: every input of SOURCE with one model load (shared out over
+    the processes of an `accelerate launch`); exit status 1 when an input failed (the others are written)."""
+    from msa_hf.inference.batch import collect_items, run_batch
+    from msa_hf.inference.loading import load_for_inference
+
+    items = collect_items(  # every input, output and prompt source is known before the model loads
+        args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities
+    )
+    model, processor = load_for_inference(args.model)
+    result = run_batch(
+        model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
+        dtype=args.dtype, multimask=args.multimask,
+    )  # fmt: skip
+    if result is None:  # another process of a launch: the main one writes the summary
+        return 0
+    text, rows = result
+    print(text)
+    print(f"written: {args.output} (masks, summary.csv, summary.md)")
+    return 1 if any(row["status"] != "ok" for row in rows) else 0
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:

@@ -32,7 +32,8 @@ class Prompt:
     """One target's prompt: clicks `points` `[[x, y], ...]` with `labels` (1 positive, 0 negative) and/or a
     `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
     mask through the volume (`msa_hf.inference.volume_predictor.VolumePredictor.propagate`); `text` describes the
-    target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`)."""
+    target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`). `value` is the
+    label value its mask gets in the written label map (default: the prompt's position + 1)."""
 
     points: list[list[float]] | None = None
     labels: list[int] | None = None
@@ -40,6 +41,7 @@ class Prompt:
     slice: int | None = None
     propagate: bool = False
     text: str | None = None
+    value: int | None = None
 
     def __post_init__(self) -> None:
         # checked here, where every prompt is made (command line, JSON file, Python, the demo), so a malformed
@@ -56,6 +58,10 @@ class Prompt:
             raise ValueError(f"prompt text {self.text!r}: expected a description in words.")
         if self.slice is not None and (isinstance(self.slice, bool) or not isinstance(self.slice, int)):
             raise ValueError(f"prompt slice {self.slice!r}: expected a slice number (an integer).")
+        if self.value is not None and (
+            isinstance(self.value, bool) or not isinstance(self.value, int) or not 1 <= self.value <= 65535
+        ):
+            raise ValueError(f"prompt value {self.value!r}: expected a label value from 1 to 65535.")
         if not isinstance(self.propagate, bool):
             raise ValueError(f"prompt propagate {self.propagate!r}: expected true or false.")
         if not self.points and self.box is None and not self.text:
@@ -284,11 +290,12 @@ def predict_file(
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
 ) -> dict[str, Any]:
-    """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`. With
+    """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
+    `value`. With
     `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
 
-    2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit beyond 255
-    prompts). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
+    2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit for values beyond
+    255). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
     affine and voxel order, or the DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
     counts and scores, and with `multimask` every mask's score).
 
@@ -311,6 +318,8 @@ def predict_file(
     if probabilities_path is not None:
         summary["probabilities"] = str(probabilities_path)
     maps: list[np.ndarray] = []  # probability maps in the order they are written
+    values = [prompt.value or index + 1 for index, prompt in enumerate(prompts)]  # label value per prompt
+    label_dtype = np.uint16 if max(values) > 255 else np.uint8
     decode = True if multimask else None  # None: SAM's rule (three masks for a single click, best kept)
 
     def describe(prediction: MaskPrediction, entry: dict[str, Any]) -> dict[str, Any]:
@@ -326,12 +335,12 @@ def predict_file(
             image, modality = read_image(input_path), "other"
         predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
-        labels = np.zeros(image.shape[:2], np.uint16 if len(prompts) > 255 else np.uint8)
+        labels = np.zeros(image.shape[:2], label_dtype)
         for index, prompt in enumerate(prompts):
             prediction = predictor.predict_masks(prompt, decode)
             mask = prediction.mask
-            labels[mask] = index + 1
-            entry = {"label": index + 1, "pixels": int(mask.sum()), "score": prediction.score}
+            labels[mask] = values[index]
+            entry = {"label": values[index], "pixels": int(mask.sum()), "score": prediction.score}
             summary["masks"].append(describe(prediction, entry))
             if probabilities_path is not None:
                 chosen = prediction.probabilities
@@ -346,7 +355,7 @@ def predict_file(
     volume = load_volume(input_path)
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
-    labels = np.zeros(slices.shape, np.uint16 if len(prompts) > 255 else np.uint8)
+    labels = np.zeros(slices.shape, label_dtype)
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype)
     volume_predictor.set_volume(slices, modality)
@@ -358,7 +367,7 @@ def predict_file(
         prediction = volume_predictor.predict_masks(prompt.slice, prompt, decode)
         mask = prediction.mask
         entry = {
-            "label": index + 1,
+            "label": values[index],
             "slice": prompt.slice,
             "pixels": int(mask.sum()),
             "score": prediction.score,
@@ -371,14 +380,14 @@ def predict_file(
             propagation = volume_predictor.propagate(
                 prompt.slice, mask, keep_probabilities=probabilities_path is not None
             )
-            labels[propagation.masks] = index + 1
+            labels[propagation.masks] = values[index]
             entry.update(pixels=int(propagation.masks.sum()), slices=[propagation.first, propagation.last])
             if prompt_maps:  # the seed slice's map stays the prediction's
                 seed = prompt_maps[0][prompt.slice].copy()
                 prompt_maps[0][:] = propagation.probabilities
                 prompt_maps[0][prompt.slice] = seed
         else:
-            labels[prompt.slice][mask] = index + 1
+            labels[prompt.slice][mask] = values[index]
         summary["masks"].append(describe(prediction, entry))
         maps.extend(prompt_maps)
     canonical = volume_from_axial_slices(labels)

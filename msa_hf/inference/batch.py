@@ -1,0 +1,398 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Batch inference: `msa-hf predict MODEL SOURCE OUTPUT_DIR` over many inputs with one model load.
+
+SOURCE is a folder of images or volumes, a glob (`"scans/*.nii.gz"`), or a manifest: a CSV with an `input`
+column, or a JSON list of objects, each naming an input and optionally its `prompts` (a prompts file, or the
+prompts themselves in JSON), a reference `labels` map to take prompts from, and an `output` name. Relative
+paths in a manifest are read from the manifest's folder.
+
+Prompts come from the manifest row, from the command line (the same prompts for every input), or from a
+reference label map (`prompts_from_label_map`: a box or a click per structure, per slice of a volume, with the
+structure's own label value in the output), which is how a test set is re-segmented for scoring.
+
+Each input is written as `OUTPUT_DIR/<name>` (its mask) whole or not at all; an input that fails is reported
+in the summary and skipped, the rest are written. Under `accelerate launch`, the inputs are shared out across
+the processes and one summary (`summary.csv`, `summary.md`) is written by the main one.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+
+PromptKind = Literal["box", "click"]
+MANIFEST_SUFFIXES = (".csv", ".json")
+MANIFEST_KEYS = ("input", "prompts", "labels", "output")
+SUMMARY_COLUMNS = (
+    "input",
+    "output",
+    "status",
+    "masks",
+    "pixels",
+    "mean_score",
+    "seconds",
+    "process",
+    "error",
+)
+
+
+@dataclass
+class BatchItem:
+    """One input of a batch: where it is, where its mask goes, and where its prompts come from (`prompts`,
+    else `labels`, a reference label map on the input's grid); `probabilities` is its probability file."""
+
+    input: Path
+    output: Path
+    prompts: list[Prompt] | None = None
+    labels: Path | None = None
+    probabilities: Path | None = None
+
+
+def _is_glob(source: str) -> bool:
+    return any(character in source for character in "*?[")
+
+
+def _supported_files(folder: Path) -> list[Path]:
+    from msa_hf.data.image_files import is_image_file
+    from msa_hf.data.volumes import is_nifti
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and (is_nifti(p) or is_image_file(p)))
+
+
+def is_batch_source(source: str | Path) -> bool:
+    """Whether `source` names many inputs: a glob, a `.csv`/`.json` manifest, or a folder holding images or
+    NIfTI files (a folder of DICOM files is one series, a single input)."""
+    source = str(source)
+    if _is_glob(source) and not Path(source).exists():
+        return True
+    path = Path(source)
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return True
+    return path.is_dir() and bool(_supported_files(path))
+
+
+def output_name(input_path: Path) -> str:
+    """The mask's file name for an input: volumes (NIfTI, DICOM series) -> `<name>.nii.gz`, images -> `.png`."""
+    from msa_hf.data.volumes import is_nifti, nifti_stem
+
+    if is_nifti(input_path):
+        return f"{nifti_stem(input_path)}.nii.gz"
+    if input_path.is_dir():
+        return f"{input_path.name}.nii.gz"
+    return f"{input_path.stem}.png"
+
+
+def _probabilities_name(mask_name: str) -> str:
+    return (
+        mask_name[: -len(".nii.gz")] + "_probabilities.nii.gz"
+        if mask_name.endswith(".nii.gz")
+        else (Path(mask_name).stem + "_probabilities.tif")
+    )
+
+
+def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+    try:
+        if manifest.suffix.lower() == ".csv":
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                rows: Any = list(csv.DictReader(handle))
+        else:
+            rows = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        raise ValueError(f"manifest {manifest}: cannot read it ({error}).") from error
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(
+            f'manifest {manifest}: expected rows with an "input" column (CSV) or a JSON list of objects like '
+            '{"input": "case1.nii.gz", "prompts": "case1.json"}.'
+        )
+    for index, row in enumerate(rows):
+        unknown = sorted(set(row) - set(MANIFEST_KEYS))
+        if unknown or not row.get("input"):
+            raise ValueError(
+                f"manifest {manifest}: row {index} {'has unknown columns ' + str(unknown) if unknown else 'names no input'}"
+                f"; columns are {list(MANIFEST_KEYS)}, input required."
+            )
+    return rows
+
+
+def _row_prompts(value: Any, base: Path, where: str) -> list[Prompt] | None:
+    """A manifest row's `prompts`: empty, a JSON list inline, or a prompts file (relative to `base`)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and not value.lstrip().startswith("["):
+        return read_prompts(base / value)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: prompts are not JSON ({error}).") from error
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where}: prompts must be a non-empty list or a prompts file.")
+    prompts = []
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: prompt {index} is not an object.")
+        try:
+            prompts.append(Prompt(**entry))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: prompt {index}: {error}") from None
+    return prompts
+
+
+def collect_items(
+    source: str | Path,
+    output_dir: str | Path,
+    prompts: list[Prompt] | None = None,
+    labels_dir: str | Path | None = None,
+    probabilities_dir: str | Path | None = None,
+) -> list[BatchItem]:
+    """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
+    prompts: the manifest row's, else `prompts` (the same for every input), else the label map of the same
+    file name in `labels_dir`. Raises `ValueError` before anything runs when no input is found, when an input
+    has no prompt source, or when two inputs would write the same output."""
+    source, output_dir = str(source), Path(output_dir)
+    if output_dir.is_file():
+        raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
+    labels_dir = Path(labels_dir) if labels_dir else None
+    if labels_dir is not None and not labels_dir.is_dir():
+        raise ValueError(f"--prompts-from-labels {labels_dir}: not a folder of label maps.")
+    rows: list[dict[str, Any]]
+    base = Path(".")
+    if Path(source).suffix.lower() in MANIFEST_SUFFIXES:
+        manifest = Path(source)
+        if not manifest.is_file():
+            raise ValueError(f"manifest {manifest}: no such file.")
+        base = manifest.parent
+        rows = _manifest_rows(manifest)
+    else:
+        found = (
+            sorted(Path(p) for p in glob.glob(source)) if _is_glob(source) else _supported_files(Path(source))
+        )
+        if not found:
+            raise ValueError(
+                f"{source}: no images or NIfTI volumes found (PNG/JPEG/TIFF/BMP, .nii, .nii.gz)."
+            )
+        rows = [{"input": str(path)} for path in found]
+    items = []
+    for index, row in enumerate(rows):
+        input_path = base / str(row["input"])
+        where = f"input {index} ({input_path})"
+        row_prompts = _row_prompts(row.get("prompts"), base, where)
+        labels = base / str(row["labels"]) if row.get("labels") else None
+        if labels is None and row_prompts is None and prompts is None and labels_dir is not None:
+            labels = labels_dir / input_path.name
+        if row_prompts is None and prompts is None and labels is None:
+            raise ValueError(
+                f"{where}: no prompts. Give --box/--point/--prompts for every input, --prompts-from-labels DIR, "
+                "or prompts/labels in the manifest."
+            )
+        name = str(row.get("output") or output_name(input_path))
+        output = output_dir / name
+        items.append(
+            BatchItem(
+                input=input_path,
+                output=output,
+                prompts=row_prompts if row_prompts is not None else (prompts if labels is None else None),
+                labels=labels,
+                probabilities=Path(probabilities_dir) / _probabilities_name(name)
+                if probabilities_dir
+                else None,
+            )
+        )
+    seen: dict[Path, Path] = {}
+    for item in items:
+        if item.output in seen:
+            raise ValueError(
+                f"{seen[item.output]} and {item.input} would both be written to {item.output}; give them "
+                "different names (a manifest's output column)."
+            )
+        seen[item.output] = item.input
+    return items
+
+
+def prompts_from_label_map(
+    labels_path: str | Path, kind: PromptKind, volume: bool, rng: np.random.Generator | None = None
+) -> list[Prompt]:
+    """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
+    most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
+    axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts)."""
+    from msa_hf.data.image_files import read_mask
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
+
+    rng = rng or np.random.default_rng(0)
+    labels_path = Path(labels_path)
+    if not labels_path.exists():
+        raise ValueError(f"label map {labels_path}: no such file.")
+    if volume:
+        planes = axial_slices(load_volume(labels_path, is_label=True).array)
+    else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
+        planes = read_mask(labels_path)[None]
+    prompts = []
+    values = [int(v) for v in np.unique(planes) if v != 0]
+    if not values:
+        raise ValueError(f"label map {labels_path}: no structure in it (all zero).")
+    for value in values:
+        for index, plane in enumerate(planes):
+            mask = plane == value
+            if not mask.any():
+                continue
+            where = {"slice": index} if volume else {}
+            if kind == "box":
+                prompts.append(Prompt(box=[float(v) for v in box_from_mask(mask)], value=value, **where))
+            else:
+                click = sample_point_prompt(mask, 1, 0, rng, "interior")
+                prompts.append(Prompt(points=click.points.tolist(), labels=[1], value=value, **where))
+    return prompts
+
+
+def check_label_map_grid(item: BatchItem) -> None:
+    """A reference label map must be on its input's grid (volumes) or of its size (images)."""
+    from msa_hf.data.image_files import read_image, read_mask
+    from msa_hf.data.volumes import is_nifti, load_volume
+
+    if item.labels is None:
+        return
+    if is_nifti(item.input) or item.input.is_dir():
+        image, labels = load_volume(item.input), load_volume(item.labels, is_label=True)
+        if image.array.shape != labels.array.shape:
+            raise ValueError(
+                f"label map {item.labels} has shape {labels.array.shape}, its input {image.array.shape}."
+            )
+    elif read_image(item.input).shape[:2] != read_mask(item.labels).shape:
+        raise ValueError(f"label map {item.labels} and its input {item.input} differ in size.")
+
+
+def predict_batch(
+    model: Any,
+    items: list[BatchItem],
+    window: str | tuple[float, float] | None = None,
+    kind: PromptKind = "box",
+    device: Any = None,
+    dtype: Any = None,
+    multimask: bool = False,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
+    A failing item gets status "failed" and its error, and the others go on."""
+    from tqdm.auto import tqdm
+
+    from msa_hf.data.volumes import is_nifti
+
+    rows = []
+    for item in tqdm(items, desc="predict", disable=not show_progress):
+        started = time.time()
+        row: dict[str, Any] = {"input": str(item.input), "output": str(item.output)}
+        try:
+            prompts = item.prompts
+            if prompts is None:
+                check_label_map_grid(item)
+                volume = is_nifti(item.input) or item.input.is_dir()
+                prompts = prompts_from_label_map(item.labels, kind, volume)
+            check_prediction_request(item.input, item.output, prompts, item.probabilities, multimask)
+            summary = predict_file(
+                model, item.input, item.output, prompts, window=window, device=device, dtype=dtype,
+                probabilities_path=item.probabilities, multimask=multimask,
+            )  # fmt: skip
+            masks = summary["masks"]
+            row.update(
+                status="ok", masks=len(masks), pixels=sum(m["pixels"] for m in masks),
+                mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="",
+            )  # fmt: skip
+        except Exception as error:  # reported and skipped: one bad input must not lose the others
+            row.update(
+                status="failed", masks=0, pixels=0, mean_score="", error=f"{type(error).__name__}: {error}"
+            )
+        row["seconds"] = round(time.time() - started, 2)
+        rows.append(row)
+    return rows
+
+
+def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
+    """`summary.csv` and `summary.md` in `output_dir` (one row per input, in input order); returns the Markdown."""
+    from msa_hf.output_files import atomic_file
+
+    output_dir = Path(output_dir)
+    with (
+        atomic_file(output_dir / "summary.csv") as staging,
+        staging.open("w", newline="", encoding="utf-8") as handle,
+    ):
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    failed = sum(row["status"] != "ok" for row in rows)
+    lines = [
+        f"{len(rows) - failed} of {len(rows)} inputs segmented"
+        + (f", {failed} failed" if failed else "")
+        + ".",
+        "",
+        "| input | output | status | masks | pixels | mean score | seconds |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
+        output = Path(row["output"]).name if row["status"] == "ok" else "–"
+        lines.append(
+            f"| {Path(row['input']).name} | {output} | {status.replace('|', '/')} | {row['masks']} | {row['pixels']} "
+            f"| {row['mean_score']} | {row['seconds']} |"
+        )
+    text = "\n".join(lines)
+    with atomic_file(output_dir / "summary.md") as staging:
+        staging.write_text(text + "\n", encoding="utf-8")
+    return text
+
+
+def run_batch(
+    model: Any,
+    items: list[BatchItem],
+    output_dir: str | Path,
+    window: str | tuple[float, float] | None = None,
+    kind: PromptKind = "box",
+    device: Any = None,
+    dtype: Any = None,
+    multimask: bool = False,
+) -> tuple[str, list[dict[str, Any]]] | None:
+    """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
+    i mod N, on that process's device unless `device` is given), then one summary written by the main process.
+    Returns the summary's Markdown and rows on the main process, None on the others."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # as Accelerator does: a launch on CPUs (ACCELERATE_USE_CPU, no GPU, or --device cpu) joins its processes
+    # over gloo; without the flag, each CPU process would take itself for the only one
+    on_cpu = (
+        parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available() or str(device) == "cpu"
+    )
+    state = PartialState(cpu=on_cpu)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if device is None and state.num_processes > 1:
+        device = state.device
+    indices = list(range(state.process_index, len(items), state.num_processes))
+    rows = predict_batch(
+        model, [items[i] for i in indices], window, kind, device, dtype, multimask,
+        show_progress=state.is_local_main_process,
+    )  # fmt: skip
+    for row in rows:
+        row["process"] = state.process_index
+    part = output_dir / f".summary-part-{state.process_index}.json"
+    part.write_text(json.dumps(list(zip(indices, rows, strict=True))))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    by_index: dict[int, dict[str, Any]] = {}
+    for rank in range(state.num_processes):
+        path = output_dir / f".summary-part-{rank}.json"
+        by_index.update({index: row for index, row in json.loads(path.read_text())})
+        path.unlink()
+    ordered = [by_index[i] for i in range(len(items))]
+    return write_summary(ordered, output_dir), ordered

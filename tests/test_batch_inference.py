@@ -1,0 +1,198 @@
+"""msa-hf predict over many inputs: one model load, each mask equal to predicting its input alone, prompts from
+label maps with the structures' own values, manifests, a failed input reported and skipped, and the inputs
+shared out over two processes under accelerate launch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from msa_hf.cli import main
+from msa_hf.data import axial_slices, load_nifti
+from msa_hf.inference.batch import collect_items, is_batch_source, prompts_from_label_map
+from msa_hf.inference.loading import load_for_inference
+from msa_hf.inference.predictor import Prompt, predict_file
+from msa_hf.testing import SCRAMBLED_AFFINE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pictures(folder: Path, count: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        image = rng.integers(0, 60, (40 + 4 * index, 36)).astype(np.uint8)
+        image[8:24, 6 + index : 22 + index] = 200
+        path = folder / f"case{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths
+
+
+def _alone(model_folder: Path, input_path: Path, prompts: list[Prompt], tmp: Path) -> np.ndarray:
+    model, processor = load_for_inference(str(model_folder))
+    output = tmp / f"alone-{input_path.stem}.png"
+    predict_file(model, input_path, output, prompts, window=processor.window, device="cpu")
+    return np.asarray(Image.open(output))
+
+
+def _summary(folder: Path) -> list[dict[str, str]]:
+    with (folder / "summary.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_folder_is_segmented_with_one_load_and_a_bad_input_is_skipped(tiny_base, tmp_path, capsys):
+    pictures = _pictures(tmp_path / "in")
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png at all")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()}
+    code = main(["predict", str(tiny_base), str(tmp_path / "in"), str(tmp_path / "out"),
+                 "--box", "5", "6", "25", "22", "--device", "cpu"])  # fmt: skip
+    assert code == 1  # one input failed; the others are written
+    printed = capsys.readouterr().out
+    assert "3 of 4 inputs segmented, 1 failed." in printed and "broken.png" in printed
+    rows = {Path(row["input"]).name: row for row in _summary(tmp_path / "out")}
+    assert rows["broken.png"]["status"] == "failed" and "broken.png" in rows["broken.png"]["error"]
+    for picture in pictures:
+        assert rows[picture.name]["status"] == "ok"
+        written = np.asarray(Image.open(tmp_path / "out" / f"{picture.stem}.png"))
+        alone = _alone(tiny_base, picture, [Prompt(box=[5, 6, 25, 22])], tmp_path)
+        assert np.array_equal(written, alone)  # the same mask as predicting that input alone
+        assert int(rows[picture.name]["pixels"]) == int((written == 1).sum())
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before  # inputs untouched
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "case0.png", "case1.png", "case2.png", "summary.csv", "summary.md"
+    ]  # fmt: skip
+
+
+def _volume_with_labels(folder: Path, name: str, shift: int) -> tuple[Path, Path]:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    data = np.full((20, 24, 6), 50, np.float32)
+    labels = np.zeros(data.shape, np.uint8)
+    labels[3 + shift : 9 + shift, 4:12, 1:4] = 7  # two structures with their own label values
+    labels[12:18, 14:22, 2:6] = 300 % 256  # 44
+    data[labels > 0] = 400
+    image_path, label_path = folder / "images" / name, folder / "labels" / name
+    nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), image_path)
+    nib.save(nib.Nifti1Image(labels, SCRAMBLED_AFFINE), label_path)
+    return image_path, label_path
+
+
+def test_prompts_from_a_label_map_are_each_structures_box_or_click_per_slice(tmp_path):
+    _, label_path = _volume_with_labels(tmp_path, "a.nii.gz", 0)
+    display = axial_slices(load_nifti(label_path, is_label=True).array)
+    boxes = prompts_from_label_map(label_path, "box", volume=True)
+    expected = [(v, z) for v in (7, 44) for z in range(len(display)) if (display[z] == v).any()]
+    assert [(p.value, p.slice) for p in boxes] == expected
+    for prompt in boxes:
+        rows, cols = np.nonzero(display[prompt.slice] == prompt.value)
+        assert prompt.box == [cols.min(), rows.min(), cols.max(), rows.max()]
+    clicks = prompts_from_label_map(label_path, "click", volume=True)
+    for prompt in clicks:
+        x, y = prompt.points[0]
+        assert display[prompt.slice][int(y), int(x)] == prompt.value and prompt.labels == [1]
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="no structure in it"):
+        prompts_from_label_map(tmp_path / "empty.png", "box", volume=False)
+
+
+def test_volumes_re_segmented_from_their_label_maps_keep_the_structures_values(tiny_base, tmp_path):
+    pairs = [_volume_with_labels(tmp_path, f"{name}.nii.gz", shift) for name, shift in (("a", 0), ("b", 2))]
+    code = main(["predict", str(tiny_base), str(tmp_path / "images"), str(tmp_path / "out"),
+                 "--prompts-from-labels", str(tmp_path / "labels"), "--device", "cpu",
+                 "--save-probabilities", str(tmp_path / "probabilities")])  # fmt: skip
+    assert code == 0
+    model, processor = load_for_inference(str(tiny_base))
+    for image_path, label_path in pairs:
+        written = nib.load(tmp_path / "out" / image_path.name)
+        assert np.allclose(written.affine, SCRAMBLED_AFFINE)
+        prompts = prompts_from_label_map(label_path, "box", volume=True)
+        alone = tmp_path / f"alone-{image_path.name}"
+        predict_file(model, image_path, alone, prompts, window=processor.window, device="cpu")
+        assert np.array_equal(np.asarray(written.dataobj), np.asarray(nib.load(alone).dataobj))
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 7, 44}
+        probabilities = (
+            tmp_path / "probabilities" / image_path.name.replace(".nii.gz", "_probabilities.nii.gz")
+        )
+        assert nib.load(probabilities).shape == (*written.shape, len(prompts))
+
+
+def test_a_manifest_names_inputs_prompts_and_outputs_relative_to_itself(tiny_base, tmp_path):
+    pictures = _pictures(tmp_path / "data" / "images", count=2)
+    (tmp_path / "data" / "p1.json").write_text(json.dumps([{"points": [[12, 14]]}]))
+    rows = [
+        {
+            "input": "images/case0.png",
+            "prompts": json.dumps([{"box": [5, 6, 25, 22]}]),
+            "output": "first.png",
+        },
+        {"input": "images/case1.png", "prompts": "p1.json", "output": ""},
+        {"input": "images/missing.png", "prompts": json.dumps([{"box": [1, 1, 5, 5]}]), "output": ""},
+    ]
+    with (tmp_path / "data" / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["input", "prompts", "output"])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert is_batch_source(tmp_path / "data" / "manifest.csv")
+    code = main(["predict", str(tiny_base), str(tmp_path / "data" / "manifest.csv"), str(tmp_path / "out"),
+                 "--device", "cpu"])  # fmt: skip
+    assert code == 1
+    summary = _summary(tmp_path / "out")
+    assert [row["status"] for row in summary] == ["ok", "ok", "failed"] and "missing.png" in summary[2][
+        "error"
+    ]
+    first = np.asarray(Image.open(tmp_path / "out" / "first.png"))
+    assert np.array_equal(first, _alone(tiny_base, pictures[0], [Prompt(box=[5, 6, 25, 22])], tmp_path))
+    second = np.asarray(Image.open(tmp_path / "out" / "case1.png"))
+    assert np.array_equal(second, _alone(tiny_base, pictures[1], [Prompt(points=[[12, 14]])], tmp_path))
+
+
+def test_batches_that_cannot_run_are_refused_before_the_model_loads(tmp_path):
+    _pictures(tmp_path / "in", count=2)
+    with pytest.raises(ValueError, match="no prompts"):
+        collect_items(tmp_path / "in", tmp_path / "out")
+    (tmp_path / "m.json").write_text(json.dumps([{"input": "in/case0.png", "box": [1, 2, 3, 4]}]))
+    with pytest.raises(ValueError, match=r"unknown columns \['box'\]"):
+        collect_items(tmp_path / "m.json", tmp_path / "out")
+    (tmp_path / "m.json").write_text(json.dumps([{"input": "in/case0.png", "output": "x.png"},
+                                                 {"input": "in/case1.png", "output": "x.png"}]))  # fmt: skip
+    with pytest.raises(ValueError, match="would both be written to"):
+        collect_items(tmp_path / "m.json", tmp_path / "out", prompts=[Prompt(box=[1, 1, 4, 4])])
+    with pytest.raises(ValueError, match="no images or NIfTI volumes"):
+        collect_items(str(tmp_path / "in" / "*.nii.gz"), tmp_path / "out", prompts=[Prompt(box=[1, 1, 4, 4])])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="a batch writes a folder"):
+        collect_items(tmp_path / "in", tmp_path / "file", prompts=[Prompt(box=[1, 1, 4, 4])])
+    glob_items = collect_items(
+        str(tmp_path / "in" / "case*.png"), tmp_path / "out", [Prompt(box=[1, 1, 4, 4])]
+    )
+    assert [item.output.name for item in glob_items] == ["case0.png", "case1.png"]
+
+
+@pytest.mark.ddp
+def test_two_processes_share_the_inputs_and_write_one_summary(tiny_base, tmp_path):
+    pictures = _pictures(tmp_path / "in", count=5)
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "-m", "msa_hf.cli",
+               "predict", str(tiny_base), str(tmp_path / "in"), str(tmp_path / "out"), "--box", "5", "6", "25", "22"]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("5 of 5 inputs segmented") == 1  # one summary, from the main process
+    summary = _summary(tmp_path / "out")
+    assert [Path(row["input"]).name for row in summary] == [p.name for p in pictures]
+    assert [row["process"] for row in summary] == ["0", "1", "0", "1", "0"]  # input i on process i mod 2
+    for picture in pictures:
+        written = np.asarray(Image.open(tmp_path / "out" / picture.name))
+        assert np.array_equal(written, _alone(tiny_base, picture, [Prompt(box=[5, 6, 25, 22])], tmp_path))
+    assert not list((tmp_path / "out").glob(".summary-part-*"))
