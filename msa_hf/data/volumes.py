@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,17 +150,18 @@ def load_nifti(
         raise VolumeReadError(str(error)) from error
 
 
-def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
-    """Load a DICOM series (one folder of slice files) as a RAS+ volume in Hounsfield units for CT.
+def dicom_series_slices(
+    folder: str | Path, series_uid: str | None = None
+) -> tuple[list[tuple[Path, Any]], np.ndarray]:
+    """The image slices of a DICOM series (one folder of slice files) in order, and the RAS affine of their grid.
 
-    Slices are ordered by their position along the slice normal (not by file name), rescale slope and
-    intercept are applied, and the affine is built from ImagePositionPatient / ImageOrientationPatient /
-    PixelSpacing (DICOM's LPS converted to RAS).
+    Returns `[(file, pydicom dataset), ...]` ordered by position along the slice normal (not by file name),
+    and the affine of the voxel grid (i = column, j = row, k = that order) in RAS (DICOM's LPS converted),
+    built from ImagePositionPatient / ImageOrientationPatient / PixelSpacing. Pixels are not decoded.
 
     Raises:
-        VolumeReadError: no DICOM images, several series without `series_uid`, inconsistent slices.
+        VolumeReadError: no DICOM images, several series without `series_uid`, a slice that cannot be read.
     """
-    import nibabel as nib
     import pydicom
 
     folder = Path(folder)
@@ -209,6 +211,33 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
     )
     positions = np.array([np.array(d.ImagePositionPatient, dtype=np.float64) for _, d in found])
     row_spacing, column_spacing = (float(v) for v in found[0][1].PixelSpacing)
+    slice_step = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
+    if len(positions) > 1:
+        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        if gaps.min() < 1e-6 or gaps.max() - gaps.min() > 0.01 * max(gaps.mean(), 1e-6) + 1e-3:
+            warnings.warn(
+                f"{folder}: uneven slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); using the mean.",
+                stacklevel=3,
+            )
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row_cosine * column_spacing
+    affine_lps[:3, 1] = column_cosine * row_spacing
+    affine_lps[:3, 2] = slice_step
+    affine_lps[:3, 3] = positions[0]
+    return found, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+
+
+def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
+    """Load a DICOM series (one folder of slice files) as a RAS+ volume in Hounsfield units for CT.
+
+    Slices are ordered and placed as `dicom_series_slices` says; rescale slope and intercept are applied.
+
+    Raises:
+        VolumeReadError: no DICOM images, several series without `series_uid`, inconsistent slices.
+    """
+    import nibabel as nib
+
+    found, affine_ras = dicom_series_slices(folder, series_uid)
     slices = []
     for file, dataset in found:
         try:
@@ -224,22 +253,8 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volu
         slope = float(dataset.get("RescaleSlope", 1.0))
         intercept = float(dataset.get("RescaleIntercept", 0.0))
         slices.append(pixels * slope + intercept)
-    # voxel (i = column, j = row, k = slice) -> LPS
+    # voxel (i = column, j = row, k = slice)
     array = np.stack([s.T for s in slices], axis=-1)
-    slice_step = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
-    if len(positions) > 1:
-        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        if gaps.min() < 1e-6 or gaps.max() - gaps.min() > 0.01 * max(gaps.mean(), 1e-6) + 1e-3:
-            warnings.warn(
-                f"{folder}: uneven slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); using the mean.",
-                stacklevel=2,
-            )
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = row_cosine * column_spacing
-    affine_lps[:3, 1] = column_cosine * row_spacing
-    affine_lps[:3, 2] = slice_step
-    affine_lps[:3, 3] = positions[0]
-    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
     modality = str(found[0][1].get("Modality", "other")).upper()
     modality = modality if modality in ("CT", "MR") else "other"
     image = nib.Nifti1Image(array, affine_ras)
