@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,medical,demo]"
+	$(PY) -m pip install -q -e ".[test,medical,demo,dicom]"
 	touch $(STAMP)
 
 setup: $(STAMP)

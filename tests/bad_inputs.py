@@ -642,6 +642,13 @@ def _(f):
     return ["predict", "tiny", str(f / "in" / "m.json"), out(f, "masks"), *_box(2, 2, 20, 20)]
 
 
+@case("predict", "DICOM-SEG output for a NIfTI input", mentions=("DICOM series", ".nii.gz"))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0.nii.gz"), out(f, "seg.dcm"), *_box(2, 2, 10, 10),
+            "--slice", "1"]  # fmt: skip
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]

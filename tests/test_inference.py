@@ -336,3 +336,61 @@ def test_probability_outputs_that_cannot_be_written_are_refused_before_anything_
         predict_file(BoxFillSam(16), tmp_path / "scan.nii.gz", tmp_path / "m.nii.gz",
                      [Prompt(box=[1, 1, 5, 5], slice=1)], probabilities_path=tmp_path / "p.tif")  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz", "scan.png"]  # nothing written
+
+
+def test_a_dicom_series_gets_a_dicom_seg_whose_frames_are_the_mask(tiny_base, tmp_path, capsys):
+    import highdicom
+    import pydicom
+
+    from msa_hf.cli import main
+    from msa_hf.data.volumes import dicom_series_slices, load_volume
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:4, 5:14, 6:16] = 300.0  # not symmetric along any axis: a flipped mapping would show
+    write_dicom_series(tmp_path / "series", volume)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([
+        {"box": [5, 4, 17, 15], "slice": 2, "propagate": True, "name": "bright block", "value": 4},
+        {"box": [1, 1, 8, 8], "slice": 4},
+    ]))  # fmt: skip
+    arguments = ["predict", str(tiny_base), str(tmp_path / "series"), str(tmp_path / "seg.dcm"),
+                 "--prompts", str(prompts), "--device", "cpu"]  # fmt: skip
+    assert main(arguments) == 0
+    assert main([*arguments[:3], str(tmp_path / "mask.nii.gz"), *arguments[4:]]) == 0  # the same as NIfTI
+    capsys.readouterr()
+    expected = load_volume(tmp_path / "mask.nii.gz", is_label=True).array  # RAS+, as the series reads
+    segmentation = highdicom.seg.segread(tmp_path / "seg.dcm")
+    values = [int(v) for v in np.unique(expected) if v]
+    assert [s.SegmentLabel for s in segmentation.SegmentSequence] == [
+        "bright block" if v == 4 else f"structure {v}" for v in values
+    ]
+    found, _ = dicom_series_slices(tmp_path / "series")
+    uids = [str(dataset.SOPInstanceUID) for _, dataset in found]
+    frames = segmentation.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=list(range(1, len(values) + 1)), skip_overlap_checks=True,
+        ignore_spatial_locations=True, assert_missing_frames_are_empty=True,
+    )  # fmt: skip
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+
+    grid = labels_on_series_grid(tmp_path / "series", expected, load_volume(tmp_path / "mask.nii.gz").affine)
+    assert frames.shape == (len(uids), 20, 24, len(values)) and grid.any()
+    for number, value in enumerate(values, start=1):
+        assert np.array_equal(frames[..., number - 1].astype(bool), grid == value), value
+    # the mapping back onto the series: a mask made from the RAS+ volume lands on each instance's own bright pixels
+    series = load_volume(tmp_path / "series")
+    bright = labels_on_series_grid(tmp_path / "series", (series.array > 0).astype(np.uint8), series.affine)
+    for index, (_, dataset) in enumerate(found):
+        assert np.array_equal(bright[index] == 1, dataset.pixel_array.astype(np.float32) - 1024 > 0), index
+    assert pydicom.dcmread(tmp_path / "seg.dcm").Modality == "SEG"
+
+
+def test_dicom_seg_is_only_for_dicom_series_inputs(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    with pytest.raises(ValueError, match="references the instances of a DICOM series"):
+        predict_file(
+            BoxFillSam(16),
+            tmp_path / "scan.nii.gz",
+            tmp_path / "seg.dcm",
+            [Prompt(box=[1, 1, 5, 5], slice=1)],
+        )

@@ -61,7 +61,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "files, a quoted glob ('scans/*.nii.gz'), or a CSV/JSON manifest (input, prompts, labels, output)",
     )
     predict.add_argument(
-        "output", help="mask to write: .png for images, .nii.gz for volumes; for many inputs, a folder"
+        "output",
+        help="mask to write: .png for images, .nii.gz for volumes, .dcm (DICOM-SEG) for a DICOM series; for many "
+        "inputs, a folder",
     )
     predict.add_argument("--point", nargs=2, type=float, action="append", default=[], metavar=("X", "Y"),
                          help="positive click (x = column, y = row); repeat for more")  # fmt: skip
@@ -69,6 +71,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="negative click")  # fmt: skip
     predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
     predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
+    predict.add_argument(
+        "--name", default=None, help="the structure's name (the segment label of a DICOM-SEG output)"
+    )
     predict.add_argument(
         "--text", default=None, help='describe the target, e.g. "left kidney" (text-trained models)'
     )
@@ -175,7 +180,7 @@ def _predict(args: argparse.Namespace) -> int:
         prompts = [
             Prompt(
                 points=points or None, labels=labels or None, box=args.box, slice=args.slice,
-                propagate=args.propagate, text=args.text,
+                propagate=args.propagate, text=args.text, name=args.name,
             )
         ]  # fmt: skip
     if batch:

@@ -33,7 +33,8 @@ class Prompt:
     `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
     mask through the volume (`msa_hf.inference.volume_predictor.VolumePredictor.propagate`); `text` describes the
     target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`). `value` is the
-    label value its mask gets in the written label map (default: the prompt's position + 1)."""
+    label value its mask gets in the written label map (default: the prompt's position + 1), `name` the
+    structure's name (a DICOM-SEG's segment label)."""
 
     points: list[list[float]] | None = None
     labels: list[int] | None = None
@@ -42,6 +43,7 @@ class Prompt:
     propagate: bool = False
     text: str | None = None
     value: int | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         # checked here, where every prompt is made (command line, JSON file, Python, the demo), so a malformed
@@ -62,6 +64,8 @@ class Prompt:
             isinstance(self.value, bool) or not isinstance(self.value, int) or not 1 <= self.value <= 65535
         ):
             raise ValueError(f"prompt value {self.value!r}: expected a label value from 1 to 65535.")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise ValueError(f"prompt name {self.name!r}: expected the structure's name in words.")
         if not isinstance(self.propagate, bool):
             raise ValueError(f"prompt propagate {self.propagate!r}: expected true or false.")
         if not self.points and self.box is None and not self.text:
@@ -294,6 +298,8 @@ def predict_file(
     `value`. With
     `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
 
+    A DICOM series with an output ending in `.dcm` -> a DICOM-SEG referencing the series' instances (segment
+    labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`).
     2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit for values beyond
     255). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
     affine and voxel order, or the DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
@@ -391,12 +397,26 @@ def predict_file(
         summary["masks"].append(describe(prediction, entry))
         maps.extend(prompt_maps)
     canonical = volume_from_axial_slices(labels)
-    save_on_input_grid(canonical, volume.affine, input_path, output_path)
+    if is_dicom_seg(output_path):
+        from msa_hf.inference.dicom_seg import write_dicom_seg
+
+        names = {}
+        for value, prompt in zip(values, prompts, strict=True):
+            if prompt.name:
+                names.setdefault(value, prompt.name)
+        write_dicom_seg(input_path, canonical, volume.affine, output_path, names)
+    else:
+        save_on_input_grid(canonical, volume.affine, input_path, output_path)
     if probabilities_path is not None:
         channels = [volume_from_axial_slices(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
         save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary
+
+
+def is_dicom_seg(output_path: str | Path) -> bool:
+    """Whether a volume's mask is to be written as DICOM-SEG (a `.dcm` path) rather than NIfTI."""
+    return str(output_path).lower().endswith(".dcm")
 
 
 # lossless formats for a 2-D label map (JPEG would smear the label values)
@@ -442,8 +462,20 @@ def check_prediction_request(
                 raise ValueError(
                     f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
                 )
+    elif is_dicom_seg(output_path):
+        if not input_path.is_dir():
+            raise ValueError(
+                f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
+                "is not one. Write .nii or .nii.gz."
+            )
+        from msa_hf.inference.dicom_seg import _highdicom
+
+        _highdicom()  # the extra is there before anything runs
     elif not name.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"output {output_path}: the mask of a volume is written as .nii or .nii.gz.")
+        raise ValueError(
+            f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "
+            "DICOM series)."
+        )
     if multimask and any(prompt.propagate for prompt in prompts):
         raise ValueError(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."

@@ -100,7 +100,7 @@ def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5),
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True)
-    series_uid = generate_uid()
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(0).permutation(len(volume_hu))
     for file_index, slice_index in enumerate(order):
         meta = FileMetaDataset()
@@ -111,6 +111,12 @@ def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5),
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
         ds.Modality, ds.SeriesInstanceUID = "CT", series_uid
+        # patient, study and frame of reference, as every scanner writes them (a DICOM-SEG copies them)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "P0", "", "O"
+        ds.StudyInstanceUID, ds.StudyID, ds.StudyDate, ds.StudyTime = study_uid, "1", "20260101", "120000"
+        ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
+        ds.FrameOfReferenceUID, ds.SeriesNumber = frame_uid, 3
+        ds.InstanceNumber = int(slice_index) + 1
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [-10.0, -20.0, 100.0 + thickness * float(slice_index)]
         ds.PixelSpacing = [spacing[0], spacing[1]]

@@ -1,0 +1,118 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""DICOM-SEG output: a predicted label volume written as a DICOM Segmentation of the series it was made from.
+
+Hospitals' viewers and PACS read segmentations as DICOM-SEG objects that reference the source series'
+instances. The label volume is mapped back onto the series' own grid (each instance's rows and columns, in
+the slice order `dicom_series_slices` gives) and written with `highdicom` (the `dicom` extra:
+`pip install "msa_hf[dicom]"`) as a binary segmentation, one segment per label value present, numbered from 1
+in value order and labelled with the given names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from msa_hf.output_files import atomic_file
+
+SOFTWARE = "msa_hf"
+
+
+def _highdicom():
+    try:
+        import highdicom
+    except ImportError as error:
+        raise ValueError(
+            'writing DICOM-SEG needs highdicom: pip install "msa_hf[dicom]" (or pip install highdicom).'
+        ) from error
+    return highdicom
+
+
+def labels_on_series_grid(series: Path, canonical: np.ndarray, canonical_affine: np.ndarray) -> np.ndarray:
+    """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
+    instance k being the k-th slice of `dicom_series_slices(series)`."""
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    from msa_hf.data.volumes import dicom_series_slices
+
+    found, affine = dicom_series_slices(series)
+    transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
+    grid = apply_orientation(canonical, transform)  # (columns, rows, instances)
+    if grid.shape != (int(found[0][1].Columns), int(found[0][1].Rows), len(found)):
+        raise ValueError(
+            f"the label volume {canonical.shape} does not lie on the grid of the series {series}."
+        )
+    return np.ascontiguousarray(grid.transpose(2, 1, 0))
+
+
+def write_dicom_seg(
+    series: str | Path,
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    output: str | Path,
+    names: dict[int, str] | None = None,
+    model_name: str = "MSA",
+) -> dict[int, int]:
+    """Write `canonical` (a RAS+ label volume of the series in the folder `series`) as a DICOM-SEG file.
+
+    Each label value present becomes a segment (numbered from 1 in value order, labelled `names[value]` or
+    "structure <value>"), marked semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
+    Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
+    `{label value: segment number}`.
+    """
+    highdicom = _highdicom()
+    from pydicom.sr.codedict import codes
+
+    from msa_hf import __version__
+    from msa_hf.data.volumes import dicom_series_slices
+
+    series, output = Path(series), Path(output)
+    labels = labels_on_series_grid(series, canonical, canonical_affine)
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    if not values:
+        raise ValueError(
+            f"nothing was segmented in {series}: a DICOM-SEG needs at least one non-empty segment."
+        )
+    numbers = {value: number for number, value in enumerate(values, start=1)}
+    segment_map = np.zeros(labels.shape, np.uint8 if len(values) < 256 else np.uint16)
+    for value, number in numbers.items():
+        segment_map[labels == value] = number
+    algorithm = highdicom.AlgorithmIdentificationSequence(
+        name=SOFTWARE, version=__version__, family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        highdicom.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=(names or {}).get(value, f"structure {value}"),
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for value, number in numbers.items()
+    ]
+    sources = [dataset for _, dataset in dicom_series_slices(series)[0]]
+    try:
+        segmentation = highdicom.seg.Segmentation(
+            source_images=sources,
+            pixel_array=segment_map,
+            segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=highdicom.UID(),
+            series_number=int(getattr(sources[0], "SeriesNumber", 0) or 0) + 1000,
+            sop_instance_uid=highdicom.UID(),
+            instance_number=1,
+            manufacturer=SOFTWARE,
+            manufacturer_model_name=model_name[:64],
+            software_versions=__version__,
+            device_serial_number="none",
+        )
+    except (AttributeError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"{series}: cannot make a DICOM-SEG of this series ({type(error).__name__}: {error}); its headers may "
+            "lack attributes a segmentation must copy (patient and study). Write NIfTI instead (.nii.gz)."
+        ) from error
+    with atomic_file(output, inputs=[series]) as staging:
+        segmentation.save_as(staging)
+    return numbers
