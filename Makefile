@@ -12,7 +12,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,medical,demo,dicom]"
+	$(PY) -m pip install -q -e ".[test,medical,demo,dicom,onnx]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,5 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""`msa-hf convert` (an original SAM / MedSAM checkpoint into a model folder) and `msa-hf params`."""
+"""`msa-hf convert` (an original SAM / MedSAM checkpoint into a model folder), `msa-hf export-onnx` (a model as
+ONNX graphs) and `msa-hf params`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--decoder-attention-heads", type=positive_int, default=8)
     convert.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     convert.set_defaults(run=_convert)
+
+    export = commands.add_parser(
+        "export-onnx",
+        help="Write a model's image encoder and prompt decoder as ONNX graphs (checked with onnxruntime).",
+    )
+    export.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
+    export.add_output_dir(
+        "folder for image_encoder.onnx, prompt_decoder.onnx and onnx_export.json", positional=True
+    )
+    export.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    export.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the onnxruntime comparison with PyTorch (no onnxruntime)",
+    )
+    export.set_defaults(run=_export_onnx)
 
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
     params.set_defaults(run=_params)
@@ -49,6 +66,33 @@ def _convert(args: argparse.Namespace) -> int:
         f"Converted {args.checkpoint}: ViT width {vision.hidden_size}, {vision.num_hidden_layers} blocks, "
         f"{vision.image_size}px -> {output} ({model.mark_only_adapters_as_trainable().trainable_parameter_report()})"
     )
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from msa_hf.inference.loading import load_for_inference
+    from msa_hf.inference.onnx_export import export_onnx
+    from msa_hf.output_files import atomic_folder, check_not_an_input
+
+    output = Path(args.output)
+    check_not_an_input(output, [args.model])
+    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+        raise ValueError(f"{output} exists and is not empty; pass --overwrite or another folder.")
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+
+        if not args.no_check:
+            import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise ValueError(
+            f'export-onnx needs {error.name}: pip install "msa_hf[onnx]" (onnx, onnxruntime).'
+        ) from error
+    model, _ = load_for_inference(args.model)
+    with atomic_folder(output, overwrite=args.overwrite, inputs=[args.model]) as staging:
+        report = export_onnx(model, staging, check=not args.no_check)
+    print(f"written: {output / 'image_encoder.onnx'}, {output / 'prompt_decoder.onnx'}")
+    for name, difference in report.get("check", {}).items():
+        print(f"  onnxruntime vs PyTorch, {name}: max |difference| {difference:.2e}")
     return 0
 
 
