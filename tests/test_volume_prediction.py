@@ -16,6 +16,7 @@ from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_fi
 from msa_hf.inference.volume_predictor import VolumePredictor, grown_box
 from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
 from msa_hf.testing import (
+    BoxFillSam,
     BrightInBoxSam,
     randomize_adapter_weights,
     randomize_weights,
@@ -169,3 +170,65 @@ def test_plain_sam_has_no_depth_branch_and_lora_neither():
         SamModel(SamConfig(**tiny_sam_kwargs())), MsaAdapterConfig(use_depth_branch=True, num_slices=3)
     )
     assert depth_branch_slices(msa) == 3
+
+
+def _high_scoring_tiny_sam() -> SamAdapterModel:
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=0, std=0.1)
+    head = model.mask_decoder.iou_prediction_head.proj_out
+    with torch.no_grad():  # every mask scores high: the walk goes on until a mask vanishes or grows
+        head.weight.zero_()
+        head.bias.fill_(0.9)
+    return model
+
+
+def test_propagation_carries_the_previous_slices_logits_as_the_mask_prompt():
+    ball = sphere_volume()
+    slices = np.where(ball, 1000.0, 0.0).astype(np.float32)
+    predictor = VolumePredictor(_high_scoring_tiny_sam())
+    predictor.set_volume(slices)
+    seed = predictor.predict_masks(8, Prompt(box=grown_box(ball[8], 0.0)))
+    carried = predictor.propagate(8, seed.mask, seed_logits=seed.low_res[seed.best], max_area_ratio=None)
+    # the same walk by hand, upwards: box of the previous mask plus its low-resolution logits
+    previous, logits = seed.mask, seed.low_res[seed.best]
+    for position in range(9, carried.last + 1):
+        step = predictor.predict_masks(position, Prompt(box=grown_box(previous, 0.15)), mask_prompt=logits)
+        np.testing.assert_array_equal(carried.masks[position], step.mask)
+        previous, logits = step.mask, step.low_res[step.best]
+    assert carried.last >= 10
+    boxes_only = predictor.propagate(8, seed.mask, carry_logits=False, max_area_ratio=None)
+    assert not np.array_equal(boxes_only.masks, carried.masks)  # the mask prompt changes what is predicted
+
+
+def test_several_seeds_fill_between_them_and_corrections_are_kept():
+    ball = sphere_volume()
+    slices = np.where(ball, 1000.0, 0.0).astype(np.float32)
+    predictor = VolumePredictor(BrightInBoxSam(32))
+    predictor.set_volume(slices)
+    result = predictor.propagate_seeds({7: ball[7], 10: ball[10]})
+    np.testing.assert_array_equal(result.masks, ball)
+    assert set(result.stopped) == {"down from 7", "up from 10"}  # the walks between the seeds met
+    assert np.isnan(result.scores[[7, 10]]).all() and not np.isnan(result.scores[8:10]).any()
+    corrected = ball[9].copy()
+    corrected[:, :16] = False  # a correction on slice 9 (half the disk) is kept as given
+    again = predictor.propagate_seeds({7: ball[7], 9: corrected, 10: ball[10]})
+    np.testing.assert_array_equal(again.masks[9], corrected)
+    np.testing.assert_array_equal(np.delete(again.masks, 9, axis=0), np.delete(ball, 9, axis=0))
+    with pytest.raises(ValueError, match="at least one seed"):
+        predictor.propagate_seeds({})
+    with pytest.raises(ValueError, match="max_area_ratio"):
+        predictor.propagate_seeds({5: ball[5]}, max_area_ratio=1.0)
+
+
+def test_a_mask_that_grows_too_fast_ends_the_walk_and_says_so():
+    slices = np.zeros((9, 48, 48), np.float32)
+    predictor = VolumePredictor(BoxFillSam(64))
+    predictor.set_volume(slices)
+    seed = np.zeros((48, 48), bool)
+    seed[18:30, 18:30] = True  # 144 pixels; each grown box adds 15% per side, about 1.7x the area
+    free = predictor.propagate(4, seed, max_area_ratio=None)
+    assert (free.first, free.last) == (0, 8)
+    limited = predictor.propagate(4, seed, max_area_ratio=1.5)
+    assert (limited.first, limited.last) == (4, 4)
+    assert "grew" in limited.stopped["up"] and "limit 1.5" in limited.stopped["up"]
+    assert predictor.propagate(4, seed).last == 8  # the default (3x) lets ordinary growth through

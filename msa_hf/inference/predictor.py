@@ -131,6 +131,8 @@ class MaskPrediction:
     logits: np.ndarray
     scores: np.ndarray
     best: int
+    # `(M, 4h, 4w)` float32 low-resolution logits in the model frame: what a next decode takes as its mask prompt
+    low_res: np.ndarray | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -218,8 +220,13 @@ class SegmentationPredictor:
         prediction = self.predict_masks(prompt, multimask)
         return prediction.mask, prediction.score
 
-    def predict_masks(self, prompt: Prompt, multimask: bool | None = None) -> MaskPrediction:
+    def predict_masks(
+        self, prompt: Prompt, multimask: bool | None = None, mask_prompt: np.ndarray | None = None
+    ) -> MaskPrediction:
         """Every mask the decoder gives for `prompt`, as logits at the image's size, with their scores.
+
+        `mask_prompt` `(4h, 4w)`: low-resolution logits in the model frame given as SAM's mask prompt (a
+        previous `MaskPrediction.low_res` mask: the iterative round, or the neighbouring slice's mask).
 
         The score is the IoU head's estimate of the mask's IoU with the intended target. The head regresses it
         without a squashing function, so it can leave [0, 1] slightly (1.005); it is clipped to that range.
@@ -262,6 +269,10 @@ class SegmentationPredictor:
             )
         if prompt.text:
             kwargs["text_embeddings"] = self.text_features(prompt.text)
+        if mask_prompt is not None:
+            kwargs["input_masks"] = torch.as_tensor(np.asarray(mask_prompt), dtype=torch.float32)[
+                None, None
+            ].to(self.model.device)
         if self._click_decoder is not None and not prompt.text:
             pred_masks, iou_scores = self._click_decoder(multimask_output=multimask, **kwargs)
         else:
@@ -279,6 +290,7 @@ class SegmentationPredictor:
             logits=logits.float().cpu().numpy(),
             scores=raw_scores.clamp(0.0, 1.0).cpu().numpy(),
             best=int(raw_scores.argmax()),  # ranked before clipping: two scores over 1 stay ordered
+            low_res=pred_masks[0, 0].float().cpu().numpy(),
         )
 
 

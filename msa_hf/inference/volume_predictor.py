@@ -22,6 +22,12 @@ import torch
 from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
 from msa_hf.inference.predictor import MaskPrediction, Prompt, SegmentationPredictor
 
+DEFAULT_STOP_SCORE = 0.5  # the IoU head's score under which a propagated slice is not kept
+# a slice whose mask grows more than this from its neighbour's ends a walk (a leak)
+DEFAULT_MAX_AREA_RATIO = 3.0
+# below this many pixels a mask's area ratio says little (the grown box's 2-pixel margin alone allows 5x)
+MIN_AREA_FOR_RATIO = 64
+
 
 @dataclass
 class Propagation:
@@ -121,83 +127,170 @@ class VolumePredictor:
         prediction = self.predict_masks(index, prompt, multimask)
         return prediction.mask, prediction.score
 
-    def predict_masks(self, index: int, prompt: Prompt, multimask: bool | None = None) -> MaskPrediction:
+    def predict_masks(
+        self, index: int, prompt: Prompt, multimask: bool | None = None, mask_prompt: np.ndarray | None = None
+    ) -> MaskPrediction:
         """Every mask the decoder gives for `prompt` on slice `index`, with logits and scores
-        (`SegmentationPredictor.predict_masks`)."""
+        (`SegmentationPredictor.predict_masks`; `mask_prompt` a `MaskPrediction.low_res` mask)."""
         self.decoder.set_image_embedding(self.embedding(index), self._slices.shape[1:])
-        return self.decoder.predict_masks(prompt, multimask=multimask)
+        return self.decoder.predict_masks(prompt, multimask=multimask, mask_prompt=mask_prompt)
 
     def propagate(
         self,
         index: int,
         mask: np.ndarray,
-        stop_score: float = 0.5,
+        stop_score: float = DEFAULT_STOP_SCORE,
         margin: float = 0.15,
         max_slices: int | None = None,
         slice_range: tuple[int, int] | None = None,
         keep_probabilities: bool = False,
+        max_area_ratio: float | None = DEFAULT_MAX_AREA_RATIO,
+        carry_logits: bool = True,
+        seed_logits: np.ndarray | None = None,
     ) -> Propagation:
         """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
 
-        Each next slice is prompted with `grown_box(previous mask, margin)`; a direction ends at the volume's
-        edge or the end of `slice_range` (first and last slice, inclusive), after `max_slices` slices, or where
-        the mask is empty or scores below `stop_score`. `Propagation.stopped` says which, per direction.
-        With `keep_probabilities`, `Propagation.probabilities` holds each propagated slice's probability map.
+        Each next slice is prompted with `grown_box(previous mask, margin)` and, with `carry_logits`, the
+        previous slice's low-resolution logits as SAM's mask prompt (`seed_logits` for the first step, when the
+        seed came from the model). A direction ends at the volume's edge or the end of `slice_range` (first and
+        last slice, inclusive), after `max_slices` slices, where the mask is empty, where it scores below
+        `stop_score`, or where its area grows more than `max_area_ratio`-fold from the previous slice (a leak
+        into a neighbour; shrinking is allowed, structures taper to their ends; masks under
+        `MIN_AREA_FOR_RATIO` pixels are exempt; None: no area rule).
+        `Propagation.stopped` says which, per direction. With `keep_probabilities`, `Propagation.probabilities`
+        holds each propagated slice's probability map.
         """
-        self._check_index(index)
+        return self.propagate_seeds(
+            {index: mask}, stop_score=stop_score, margin=margin, max_slices=max_slices, slice_range=slice_range,
+            keep_probabilities=keep_probabilities, max_area_ratio=max_area_ratio, carry_logits=carry_logits,
+            seed_logits=None if seed_logits is None else {index: seed_logits},
+        )  # fmt: skip
+
+    def propagate_seeds(
+        self,
+        seeds: dict[int, np.ndarray],
+        stop_score: float = DEFAULT_STOP_SCORE,
+        margin: float = 0.15,
+        max_slices: int | None = None,
+        slice_range: tuple[int, int] | None = None,
+        keep_probabilities: bool = False,
+        max_area_ratio: float | None = DEFAULT_MAX_AREA_RATIO,
+        carry_logits: bool = True,
+        seed_logits: dict[int, np.ndarray] | None = None,
+    ) -> Propagation:
+        """Propagate from several seed slices (`{slice: mask (H, W)}`; a corrected slice is one more seed).
+
+        Seeds are kept as given. Between two seeds, each fills towards the other and the two walks meet
+        halfway (each slice comes from its nearest seed); below the lowest and above the highest seed, the
+        walk goes on as `propagate` does, with the same stopping rules. `stopped` names each walk by its seed
+        ("down from 12", "up from 12"; a single seed's are "down" and "up").
+        """
+        if not seeds:
+            raise ValueError("propagation needs at least one seed slice with its mask.")
         if not 0.0 <= stop_score <= 1.0:
             raise ValueError(f"stop_score={stop_score}: the IoU head's scores lie in [0, 1]; give one there.")
-        low, high = (0, len(self._slices) - 1) if slice_range is None else (int(v) for v in slice_range)
-        if not 0 <= low <= index <= high < len(self._slices):
+        if max_area_ratio is not None and not max_area_ratio > 1.0:
             raise ValueError(
-                f"slice_range={slice_range}: must hold the seed slice {index} and lie within 0-"
-                f"{len(self._slices) - 1}."
+                f"max_area_ratio={max_area_ratio}: give a factor above 1 (or None for no area rule)."
             )
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != self._slices.shape[1:]:
+        order = sorted(int(i) for i in seeds)
+        for index in order:
+            self._check_index(index)
+        count = len(self._slices)
+        low, high = (0, count - 1) if slice_range is None else (int(v) for v in slice_range)
+        if not 0 <= low <= order[0] <= order[-1] <= high < count:
             raise ValueError(
-                f"the seed mask has shape {mask.shape}, but the volume's slices are {self._slices.shape[1:]}."
-            )
-        if not mask.any():
-            raise ValueError(
-                "the seed mask is empty: segment the structure on a slice first, then propagate."
+                f"slice_range={slice_range}: must hold the seed slices {order} and lie within 0-{count - 1}."
             )
         masks = np.zeros(self._slices.shape, bool)
-        scores = np.full(len(self._slices), np.nan)
-        masks[index] = mask
-        probabilities = np.zeros(self._slices.shape, np.float32) if keep_probabilities else None
-        first = last = index
-        limit = max_slices if max_slices is not None else len(self._slices)
+        for index in order:
+            seed = np.asarray(seeds[index], dtype=bool)
+            if seed.shape != self._slices.shape[1:]:
+                raise ValueError(
+                    f"the seed mask of slice {index} has shape {seed.shape}, but the volume's slices are "
+                    f"{self._slices.shape[1:]}."
+                )
+            if not seed.any():
+                raise ValueError(
+                    f"the seed mask is empty (slice {index}): segment the structure on a slice first, then propagate."
+                )
+            masks[index] = seed
+        walk = _Walk(
+            self, masks, np.full(count, np.nan), np.zeros(self._slices.shape, np.float32) if keep_probabilities else None,
+            stop_score, margin, max_area_ratio, carry_logits, max_slices if max_slices is not None else count,
+        )  # fmt: skip
+        logits = seed_logits or {}
+        single = len(order) == 1
         stopped: dict[str, str] = {}
-        for direction, name in ((1, "up"), (-1, "down")):
-            previous, position = mask, index + direction
-            while True:
-                if not low <= position <= high:
-                    edge = position < 0 or position >= len(self._slices)
-                    stopped[name] = (
-                        "the volume's edge"
-                        if edge
-                        else f"the end of the slice range at {position - direction}"
-                    )
-                    break
-                if abs(position - index) > limit:
-                    stopped[name] = f"the limit of {limit} slices"
-                    break
-                prediction = self.predict_masks(position, Prompt(box=grown_box(previous, margin)))
-                predicted, score = prediction.mask, prediction.score
-                if not predicted.any():
-                    stopped[name] = f"an empty mask at slice {position}"
-                    break
-                if score < stop_score:
-                    stopped[name] = (
-                        f"slice {position} scored {score:.2f}, under the threshold {stop_score:.2f}"
-                    )
-                    break
-                masks[position], scores[position] = predicted, score
-                if probabilities is not None:
-                    probabilities[position] = prediction.probabilities[prediction.best]
-                first, last = min(first, position), max(last, position)
-                previous, position = predicted, position + direction
+        for position, index in enumerate(order):
+            below = order[position - 1] if position > 0 else None
+            above = order[position + 1] if position + 1 < len(order) else None
+            # towards the neighbouring seed: up to the slice before halfway (the other seed fills the rest)
+            down_end = low if below is None else (below + index) // 2 + 1
+            up_end = high if above is None else (index + above) // 2
+            for direction, end in ((-1, down_end), (1, up_end)):
+                name = ("down" if direction < 0 else "up") + ("" if single else f" from {index}")
+                reason = walk.run(
+                    index,
+                    direction,
+                    end,
+                    logits.get(index),
+                    edge_is_seed=(below if direction < 0 else above) is not None,
+                )
+                if reason:
+                    stopped[name] = reason
+        filled = np.flatnonzero(masks.any(axis=(1, 2)))
         return Propagation(
-            masks=masks, scores=scores, first=first, last=last, stopped=stopped, probabilities=probabilities
-        )
+            masks=masks, scores=walk.scores, first=int(filled.min()), last=int(filled.max()), stopped=stopped,
+            probabilities=walk.probabilities,
+        )  # fmt: skip
+
+
+class _Walk:
+    """One volume's propagation state: the masks, scores and probabilities being filled, and the rules."""
+
+    def __init__(
+        self, predictor, masks, scores, probabilities, stop_score, margin, max_area_ratio, carry, limit
+    ):
+        self.predictor, self.masks, self.scores, self.probabilities = predictor, masks, scores, probabilities
+        self.stop_score, self.margin, self.max_area_ratio, self.carry, self.limit = (
+            stop_score, margin, max_area_ratio, carry, limit,
+        )  # fmt: skip
+
+    def run(
+        self, seed: int, direction: int, end: int, seed_logits: np.ndarray | None, edge_is_seed: bool
+    ) -> str:
+        """Walk from `seed` in `direction` through slice `end` (inclusive); returns why it stopped ("" when it
+        reached `end` because another seed takes over there)."""
+        count = len(self.masks)
+        previous, logits, position = self.masks[seed], seed_logits, seed + direction
+        while True:
+            if (position - end) * direction > 0:
+                if edge_is_seed:
+                    return ""
+                edge = position < 0 or position >= count
+                return (
+                    "the volume's edge" if edge else f"the end of the slice range at {position - direction}"
+                )
+            if abs(position - seed) > self.limit:
+                return f"the limit of {self.limit} slices"
+            prompt = Prompt(box=grown_box(previous, self.margin))
+            prediction = self.predictor.predict_masks(
+                position, prompt, mask_prompt=logits if self.carry else None
+            )
+            predicted, score = prediction.mask, prediction.score
+            if not predicted.any():
+                return f"an empty mask at slice {position}"
+            if score < self.stop_score:
+                return f"slice {position} scored {score:.2f}, under the threshold {self.stop_score:.2f}"
+            if self.max_area_ratio is not None and previous.sum() >= MIN_AREA_FOR_RATIO:
+                ratio = float(predicted.sum()) / float(previous.sum())
+                if ratio > self.max_area_ratio:  # growth, not shrinking: structures taper to their ends
+                    return (
+                        f"slice {position}: the mask grew {ratio:.1f}-fold from the previous slice (limit "
+                        f"{self.max_area_ratio:g}, a leak into a neighbour)"
+                    )
+            self.masks[position], self.scores[position] = predicted, score
+            if self.probabilities is not None:
+                self.probabilities[position] = prediction.probabilities[prediction.best]
+            previous, logits, position = predicted, prediction.low_res[prediction.best], position + direction
