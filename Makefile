@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention compare clean
+.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,17 @@ compare: data
 		--log-with none --classes $(CLASSES)
 	{ echo 'Written by `make compare` (`msa-hf compare` on the default data, 600 steps each).'; echo; \
 		cat runs/compare/comparison.md; } > benchmarks/results/compare.md
+
+# 3-D interaction on the default data's test volumes: one click propagated through each slab, then two
+# corrections, with the previous slice's logits carried and with boxes only, for the shipped base, make
+# train's model and a depth-branch model (trained here first if missing; about 10 minutes in all on 2 cores).
+runs/msa-mni152/model/config.json:
+	$(MAKE) train
+runs/depth-mni152/model/config.json: data
+	$(LAUNCH) --dataset $(DEFAULT_DATA) --output-dir runs/depth-mni152 --use-depth-branch --num-slices 4 \
+		--steps 300 --log-with none
+propagation: runs/msa-mni152/model/config.json runs/depth-mni152/model/config.json
+	$(PY) -m benchmarks.propagation --model tiny --model runs/msa-mni152/model --model runs/depth-mni152/model
 
 clean:
 	rm -rf $(VENV) $(LOWEST) build *.egg-info .pytest_cache .ruff_cache

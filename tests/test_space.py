@@ -446,6 +446,27 @@ def test_propagation_says_why_it_stopped_and_keeps_to_the_slice_range(tmp_path):
         volume.propagate(seed, slice_range=(9, 12))
 
 
+def test_a_correction_on_another_slice_becomes_a_seed_of_the_next_propagation(tmp_path):
+    app = _app()
+    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    seed, other = 8, 11
+    shape = volume.slices.shape[1:]
+    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, shape)
+    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, shape))
+    volume.propagate(seed)
+    above = volume.masks[other + 1].copy()
+    # the visitor corrects slice 11 with a smaller box: that slice keeps it, and propagating again starts from
+    # both slices, so the slices above 11 follow the correction
+    corner = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, shape)
+    volume.set_prompts(other, app.add_prompt(corner, 16, 20, app.BOX, shape))
+    corrected = volume.masks[other].copy()
+    message = volume.propagate(seed)
+    assert f"propagated from slices {seed}, {other}" in message and f"up from {other}" in message, message
+    assert np.array_equal(volume.masks[other], corrected)
+    # slice 12 now comes from the correction (columns up to 16, its box grown by 2): not the ball's full width
+    assert above[:, 19:].any() and volume.masks[other + 1].any() and not volume.masks[other + 1][:, 19:].any()
+
+
 def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
     from gradio_client import Client, handle_file
 

@@ -194,21 +194,32 @@ class VolumeSession:
         self, index: int, stop_score: float = 0.5, slice_range: tuple[int, int] | None = None
     ) -> str:
         """Carry slice `index`'s mask through the volume (within `slice_range`, stopping where the IoU head
-        scores a slice below `stop_score`); returns a summary that says where and why each direction stopped."""
+        scores a slice below `stop_score` or a mask leaks); every other slice the visitor prompted inside the
+        range is a seed too, so a correction on any slice re-propagates from it. Returns a summary that says
+        where and why each walk stopped."""
         if not self.masks[index].any():
             raise ValueError("segment the structure on this slice first (click or box), then propagate.")
+        low, high = slice_range if slice_range is not None else (0, len(self.slices) - 1)
+        seeds = {
+            position: self.masks[position]
+            for position in range(len(self.slices))
+            if low <= position <= high
+            and has_prompt(self.prompts_of(position))
+            and self.masks[position].any()
+        }
+        seeds[index] = self.masks[index]
         with self.session.using(self.adapter):
-            result = self.predictor.propagate(
-                index, self.masks[index], stop_score=stop_score, slice_range=slice_range
-            )
+            result = self.predictor.propagate_seeds(seeds, stop_score=stop_score, slice_range=slice_range)
         # a new propagation replaces the previous one; slices the visitor prompted keep their own masks
         self.propagated = result.masks.copy()
-        self.propagated[index] = False  # the seed is the visitor's own
+        for position in seeds:
+            self.propagated[position] = False  # the seeds are the visitor's own
         for position in range(len(self.slices)):
             if not has_prompt(self.prompts_of(position)):
                 self.masks[position] = self.propagated[position]
+        origin = f"slice {index}" if len(seeds) == 1 else f"slices {', '.join(str(i) for i in sorted(seeds))}"
         return (
-            f"propagated from slice {index} to slices {result.first}-{result.last} "
+            f"propagated from {origin} to slices {result.first}-{result.last} "
             f"({int(result.masks.sum())} voxels); {result.describe_stops()}"
         )
 

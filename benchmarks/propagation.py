@@ -1,0 +1,156 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`make propagation`: 3-D interaction measured on the embedded data's test volumes, as a committed table.
+
+    python -m benchmarks.propagation --model tiny --model runs/msa-mni152/model --model runs/depth-mni152/model
+
+For every test case (a slab of consecutive slices) and structure: one click on the most interior pixel of the
+slice where the structure is largest gives the seed mask, and `VolumePredictor.propagate` carries it through
+the slab. Then two corrections: on the slice with the most wrong pixels, a click on the most interior pixel of
+its largest error (positive where the structure was missed, negative where it was over-segmented) together
+with a positive click on the structure, and the slab is propagated again from every seed so far
+(`propagate_seeds`). Dice is over the whole slab. Each protocol runs with the previous slice's logits carried
+as the mask prompt, and with boxes alone (the older propagation), for each model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+CORRECTIONS = 2
+
+
+def interior_point(mask: np.ndarray) -> list[float]:
+    """The pixel of `mask` `(H, W)` farthest from its border, as `[x, y]`."""
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    row, column = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return [float(column), float(row)]
+
+
+def dice(predicted: np.ndarray, target: np.ndarray) -> float:
+    total = predicted.sum() + target.sum()
+    return 1.0 if total == 0 else float(2 * (predicted & target).sum() / total)
+
+
+def case_volumes(dataset: str, split: str) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
+    """`(case_id, slices (N, H, W), labels (N, H, W), modality)` for each case of `split`, slices in order."""
+    from msa_hf.data import load_prepared
+
+    rows = load_prepared(dataset)[split]
+    by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_case[row["case_id"]].append(row)
+    volumes = []
+    for case_id, items in sorted(by_case.items()):
+        items.sort(key=lambda r: r["slice"])
+        volumes.append((
+            case_id, np.stack([np.asarray(r["image"]) for r in items]), np.stack([np.asarray(r["label"]) for r in items]),
+            items[0].get("modality", "other"),
+        ))  # fmt: skip
+    return volumes
+
+
+def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[float, list[float]]:
+    """One click, then `CORRECTIONS` corrections, on the structure `target` `(N, H, W)`; Dice after each."""
+    from msa_hf.inference.predictor import Prompt
+
+    areas = target.sum(axis=(1, 2))
+    seed_slice = int(np.argmax(areas))
+    click = interior_point(target[seed_slice])
+    seed = predictor.predict_masks(seed_slice, Prompt(points=[click]))
+    if not seed.mask.any():
+        return 0.0, [0.0] * CORRECTIONS
+    seeds = {seed_slice: seed.mask}
+    logits = {seed_slice: seed.low_res[seed.best]} if carry else None
+    result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
+    first = dice(result.masks, target)
+    after = []
+    for _ in range(CORRECTIONS):
+        errors = result.masks ^ target
+        worst = int(np.argmax(errors.sum(axis=(1, 2))))
+        missed, extra = target[worst] & ~result.masks[worst], result.masks[worst] & ~target[worst]
+        error, label = (missed, 1) if missed.sum() >= extra.sum() else (extra, 0)
+        components, count = ndimage.label(error)
+        largest = components == (1 + int(np.argmax(ndimage.sum(error, components, range(1, count + 1)))))
+        points, labels = [interior_point(largest)], [label]
+        if target[worst].any():
+            points, labels = [interior_point(target[worst]), *points], [1, *labels]
+        corrected = predictor.predict_masks(worst, Prompt(points=points, labels=labels), multimask=False)
+        if corrected.mask.any():
+            seeds[worst] = corrected.mask
+            if carry:
+                logits[worst] = corrected.low_res[corrected.best]
+        else:
+            seeds.pop(worst, None)
+        if not seeds:
+            after.append(0.0)
+            continue
+        result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
+        after.append(dice(result.masks, target))
+    return first, after
+
+
+def measure(model_spec: str, dataset: str, split: str) -> dict[str, dict[str, float]]:
+    """Mean Dice over cases and structures per protocol, with and without carried logits, for one model."""
+    from msa_hf.data import read_class_names
+    from msa_hf.inference.loading import load_for_inference
+    from msa_hf.inference.volume_predictor import VolumePredictor
+
+    model, processor = load_for_inference(model_spec)
+    names = read_class_names(dataset)
+    out: dict[str, dict[str, float]] = {}
+    for carry in (True, False):
+        scores: dict[str, list[float]] = defaultdict(list)
+        for _, slices, labels, modality in case_volumes(dataset, split):
+            predictor = VolumePredictor(model, processor.window, device="cpu")
+            predictor.set_volume(slices, modality)
+            for value in names:
+                target = labels == value
+                if not target.any():
+                    continue
+                first, after = segment_structure(predictor, target, carry)
+                scores["one click"].append(first)
+                for index, value_after in enumerate(after, start=1):
+                    scores[f"+{index} correction{'s' if index > 1 else ''}"].append(value_after)
+        out["logits carried" if carry else "boxes only"] = {k: float(np.mean(v)) for k, v in scores.items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.propagation", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--model", action="append", required=True, help="a model to measure; repeat for more")
+    parser.add_argument("--dataset", default="data/mni152-objects")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/propagation.md"))
+    args = parser.parse_args(argv)
+    lines = [
+        f"Written by `python -m benchmarks.propagation` (`make propagation`) on {args.dataset}, {args.split} split: "
+        "mean Dice over cases and structures of the whole propagated structure against its label.",
+        "",
+        "| model | depth branch | propagation | one click | +1 correction | +2 corrections |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    from msa_hf.inference.loading import load_for_inference
+
+    for spec in args.model:
+        depth = bool(getattr(load_for_inference(spec)[0].config, "use_depth_branch", False))
+        for mode, scores in measure(spec, args.dataset, args.split).items():
+            cells = [f"{scores[k]:.3f}" for k in ("one click", "+1 correction", "+2 corrections")]
+            lines.append(f"| {spec} | {'yes' if depth else 'no'} | {mode} | " + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
