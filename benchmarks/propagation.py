@@ -7,8 +7,8 @@ For every test case (a slab of consecutive slices) and structure: one click on t
 slice where the structure is largest gives the seed mask, and `VolumePredictor.propagate` carries it through
 the slab. Then two corrections: on the slice with the most wrong pixels, a click on the most interior pixel of
 its largest error (positive where the structure was missed, negative where it was over-segmented) together
-with a positive click on the structure, and the slab is propagated again from every seed so far
-(`propagate_seeds`). Dice is over the whole slab. Each protocol runs with the previous slice's logits carried
+with a positive click on the structure and, when logits are carried, that slice's current logits as the mask
+prompt (SAM's correction round), and the slab is propagated again from every seed so far (`propagate_seeds`). Dice is over the whole slab. Each protocol runs with the previous slice's logits carried
 as the mask prompt, and with boxes alone (the older propagation), for each model.
 """
 
@@ -70,7 +70,7 @@ def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[
     logits = {seed_slice: seed.low_res[seed.best]} if carry else None
     result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
     first = dice(result.masks, target)
-    after = []
+    after, empty = [], set()
     for _ in range(CORRECTIONS):
         errors = result.masks ^ target
         worst = int(np.argmax(errors.sum(axis=(1, 2))))
@@ -81,17 +81,23 @@ def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[
         points, labels = [interior_point(largest)], [label]
         if target[worst].any():
             points, labels = [interior_point(target[worst]), *points], [1, *labels]
-        corrected = predictor.predict_masks(worst, Prompt(points=points, labels=labels), multimask=False)
+        # SAM's correction round: the clicks, with the slice's current logits as the mask prompt
+        current = result.low_res.get(worst, (logits or {}).get(worst)) if carry else None
+        corrected = predictor.predict_masks(
+            worst, Prompt(points=points, labels=labels), multimask=False, mask_prompt=current
+        )
         if corrected.mask.any():
             seeds[worst] = corrected.mask
+            empty.discard(worst)
             if carry:
                 logits[worst] = corrected.low_res[corrected.best]
-        else:
+        else:  # the correction cleared the slice: no walk may fill it again
             seeds.pop(worst, None)
+            empty.add(worst)
         if not seeds:
             after.append(0.0)
             continue
-        result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
+        result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits, empty_slices=empty)
         after.append(dice(result.masks, target))
     return first, after
 

@@ -194,6 +194,7 @@ def test_propagation_carries_the_previous_slices_logits_as_the_mask_prompt():
     for position in range(9, carried.last + 1):
         step = predictor.predict_masks(position, Prompt(box=grown_box(previous, 0.15)), mask_prompt=logits)
         np.testing.assert_array_equal(carried.masks[position], step.mask)
+        np.testing.assert_array_equal(carried.low_res[position], step.low_res[step.best])  # for a correction
         previous, logits = step.mask, step.low_res[step.best]
     assert carried.last >= 10
     boxes_only = predictor.propagate(8, seed.mask, carry_logits=False, max_area_ratio=None)
@@ -214,6 +215,12 @@ def test_several_seeds_fill_between_them_and_corrections_are_kept():
     again = predictor.propagate_seeds({7: ball[7], 9: corrected, 10: ball[10]})
     np.testing.assert_array_equal(again.masks[9], corrected)
     np.testing.assert_array_equal(np.delete(again.masks, 9, axis=0), np.delete(ball, 9, axis=0))
+    # a slice a correction cleared: no walk enters it, and the walk says why it stopped there
+    blocked = predictor.propagate_seeds({8: ball[8]}, empty_slices=[11])
+    assert blocked.last == 10 and not blocked.masks[11:].any() and blocked.masks[:11].any()
+    assert blocked.stopped["up"] == "slice 11, marked empty by a correction"
+    with pytest.raises(ValueError, match="both seeds and marked empty"):
+        predictor.propagate_seeds({8: ball[8]}, empty_slices=[8])
     with pytest.raises(ValueError, match="at least one seed"):
         predictor.propagate_seeds({})
     with pytest.raises(ValueError, match="max_area_ratio"):

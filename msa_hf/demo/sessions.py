@@ -208,8 +208,18 @@ class VolumeSession:
             and self.masks[position].any()
         }
         seeds[index] = self.masks[index]
+        # slices the visitor prompted whose mask came out empty: corrected to "not here", never refilled
+        empty = [
+            position
+            for position in range(len(self.slices))
+            if position not in seeds
+            and has_prompt(self.prompts_of(position))
+            and not self.masks[position].any()
+        ]
         with self.session.using(self.adapter):
-            result = self.predictor.propagate_seeds(seeds, stop_score=stop_score, slice_range=slice_range)
+            result = self.predictor.propagate_seeds(
+                seeds, stop_score=stop_score, slice_range=slice_range, empty_slices=empty
+            )
         # a new propagation replaces the previous one; slices the visitor prompted keep their own masks
         self.propagated = result.masks.copy()
         for position in seeds:

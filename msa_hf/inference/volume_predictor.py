@@ -13,6 +13,7 @@ stops where the mask vanishes or the IoU head's score drops below `stop_score`, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ class Propagation:
     # `(N, H, W)` float32 probability of each propagated slice's mask (0 elsewhere, and on the seed slice, whose
     # mask came from the caller), when `propagate(keep_probabilities=True)`
     probabilities: np.ndarray | None = None
+    # slice -> `(4h, 4w)` low-resolution logits of each propagated slice's mask (the model frame): what a
+    # correction on that slice gives back as its mask prompt, as SAM's iterative clicks do
+    low_res: dict[int, np.ndarray] = field(default_factory=dict)
     # why each direction ended ("up": towards higher slice indices): the volume's edge, the slice range or
     # limit, an empty mask, or a score under the threshold, with the slice where it happened
     stopped: dict[str, str] = field(default_factory=dict)
@@ -177,12 +181,14 @@ class VolumePredictor:
         max_area_ratio: float | None = DEFAULT_MAX_AREA_RATIO,
         carry_logits: bool = True,
         seed_logits: dict[int, np.ndarray] | None = None,
+        empty_slices: Iterable[int] = (),
     ) -> Propagation:
         """Propagate from several seed slices (`{slice: mask (H, W)}`; a corrected slice is one more seed).
 
         Seeds are kept as given. Between two seeds, each fills towards the other and the two walks meet
         halfway (each slice comes from its nearest seed); below the lowest and above the highest seed, the
-        walk goes on as `propagate` does, with the same stopping rules. `stopped` names each walk by its seed
+        walk goes on as `propagate` does, with the same stopping rules. `empty_slices` are slices a correction
+        cleared (the structure is not there): no walk enters them. `stopped` names each walk by its seed
         ("down from 12", "up from 12"; a single seed's are "down" and "up").
         """
         if not seeds:
@@ -215,9 +221,12 @@ class VolumePredictor:
                     f"the seed mask is empty (slice {index}): segment the structure on a slice first, then propagate."
                 )
             masks[index] = seed
+        blocked = {int(i) for i in empty_slices}
+        if blocked & set(order):
+            raise ValueError(f"slices {sorted(blocked & set(order))} are both seeds and marked empty.")
         walk = _Walk(
             self, masks, np.full(count, np.nan), np.zeros(self._slices.shape, np.float32) if keep_probabilities else None,
-            stop_score, margin, max_area_ratio, carry_logits, max_slices if max_slices is not None else count,
+            stop_score, margin, max_area_ratio, carry_logits, max_slices if max_slices is not None else count, blocked,
         )  # fmt: skip
         logits = seed_logits or {}
         single = len(order) == 1
@@ -242,7 +251,7 @@ class VolumePredictor:
         filled = np.flatnonzero(masks.any(axis=(1, 2)))
         return Propagation(
             masks=masks, scores=walk.scores, first=int(filled.min()), last=int(filled.max()), stopped=stopped,
-            probabilities=walk.probabilities,
+            probabilities=walk.probabilities, low_res=walk.low_res,
         )  # fmt: skip
 
 
@@ -250,9 +259,21 @@ class _Walk:
     """One volume's propagation state: the masks, scores and probabilities being filled, and the rules."""
 
     def __init__(
-        self, predictor, masks, scores, probabilities, stop_score, margin, max_area_ratio, carry, limit
+        self,
+        predictor,
+        masks,
+        scores,
+        probabilities,
+        stop_score,
+        margin,
+        max_area_ratio,
+        carry,
+        limit,
+        blocked,
     ):
         self.predictor, self.masks, self.scores, self.probabilities = predictor, masks, scores, probabilities
+        self.low_res: dict[int, np.ndarray] = {}
+        self.blocked: set[int] = blocked
         self.stop_score, self.margin, self.max_area_ratio, self.carry, self.limit = (
             stop_score, margin, max_area_ratio, carry, limit,
         )  # fmt: skip
@@ -274,6 +295,8 @@ class _Walk:
                 )
             if abs(position - seed) > self.limit:
                 return f"the limit of {self.limit} slices"
+            if position in self.blocked:
+                return f"slice {position}, marked empty by a correction"
             prompt = Prompt(box=grown_box(previous, self.margin))
             prediction = self.predictor.predict_masks(
                 position, prompt, mask_prompt=logits if self.carry else None
@@ -293,4 +316,5 @@ class _Walk:
             self.masks[position], self.scores[position] = predicted, score
             if self.probabilities is not None:
                 self.probabilities[position] = prediction.probabilities[prediction.best]
+            self.low_res[position] = prediction.low_res[prediction.best]
             previous, logits, position = predicted, prediction.low_res[prediction.best], position + direction
