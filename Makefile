@@ -102,7 +102,7 @@ compare: data
 # train's model and a depth-branch model (trained here first if missing; about 10 minutes in all on 2 cores).
 runs/msa-mni152/model/config.json:
 	$(MAKE) train
-runs/depth-mni152/model/config.json: data
+runs/depth-mni152/model/config.json: | data
 	$(LAUNCH) --dataset $(DEFAULT_DATA) --output-dir runs/depth-mni152 --use-depth-branch --num-slices 4 \
 		--steps 300 --log-with none
 propagation: runs/msa-mni152/model/config.json runs/depth-mni152/model/config.json
