@@ -220,6 +220,7 @@ class SegmentationPredictor:
         prediction = self.predict_masks(prompt, multimask)
         return prediction.mask, prediction.score
 
+    @torch.no_grad()  # inference: no graph, and the outputs become NumPy arrays
     def predict_masks(
         self, prompt: Prompt, multimask: bool | None = None, mask_prompt: np.ndarray | None = None
     ) -> MaskPrediction:
