@@ -11,6 +11,7 @@ in value order and labelled with the given names.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,14 +30,17 @@ def _highdicom():
     return highdicom
 
 
-def labels_on_series_grid(series: Path, canonical: np.ndarray, canonical_affine: np.ndarray) -> np.ndarray:
+def labels_on_series_grid(
+    series: Path, canonical: np.ndarray, canonical_affine: np.ndarray, slices: Any = None
+) -> np.ndarray:
     """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
-    instance k being the k-th slice of `dicom_series_slices(series)`."""
+    instance k being the k-th slice of `dicom_series_slices(series)` (pass its result as `slices` when it is
+    already read: the series is then not read again)."""
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
     from msa_hf.data.volumes import dicom_series_slices
 
-    found, affine = dicom_series_slices(series)
+    found, affine = slices if slices is not None else dicom_series_slices(series)
     transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
     grid = apply_orientation(canonical, transform)  # (columns, rows, instances)
     if grid.shape != (int(found[0][1].Columns), int(found[0][1].Rows), len(found)):
@@ -68,7 +72,8 @@ def write_dicom_seg(
     from msa_hf.data.volumes import dicom_series_slices
 
     series, output = Path(series), Path(output)
-    labels = labels_on_series_grid(series, canonical, canonical_affine)
+    slices = dicom_series_slices(series)  # read once: the grid for the labels, the sources for the SEG
+    labels = labels_on_series_grid(series, canonical, canonical_affine, slices)
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
         raise ValueError(
@@ -92,7 +97,7 @@ def write_dicom_seg(
         )
         for value, number in numbers.items()
     ]
-    sources = [dataset for _, dataset in dicom_series_slices(series)[0]]
+    sources = [dataset for _, dataset in slices[0]]
     try:
         segmentation = highdicom.seg.Segmentation(
             source_images=sources,
