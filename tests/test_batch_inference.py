@@ -196,3 +196,25 @@ def test_two_processes_share_the_inputs_and_write_one_summary(tiny_base, tmp_pat
         written = np.asarray(Image.open(tmp_path / "out" / picture.name))
         assert np.array_equal(written, _alone(tiny_base, picture, [Prompt(box=[5, 6, 25, 22])], tmp_path))
     assert not list((tmp_path / "out").glob(".summary-part-*"))
+
+
+def test_a_label_map_off_its_inputs_grid_fails_that_input_alone(tiny_base, tmp_path):
+    pairs = [_volume_with_labels(tmp_path, f"{name}.nii.gz", 0) for name in ("a", "b")]
+    small = np.zeros((20, 24, 5), np.uint8)  # one slice fewer than its input
+    small[4:8, 4:8, 1:3] = 7
+    nib.save(nib.Nifti1Image(small, SCRAMBLED_AFFINE), pairs[1][1])
+    code = main(["predict", str(tiny_base), str(tmp_path / "images"), str(tmp_path / "out"),
+                 "--prompts-from-labels", str(tmp_path / "labels"), "--device", "cpu"])  # fmt: skip
+    assert code == 1
+    rows = {Path(row["input"]).name: row for row in _summary(tmp_path / "out")}
+    assert rows["a.nii.gz"]["status"] == "ok"
+    # shapes in RAS+ order, read from the headers: the same as the volumes read in full
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.batch import _grid_shape
+
+    expected = load_volume(pairs[1][1], is_label=True).array.shape
+    assert (
+        _grid_shape(pairs[1][1], True) == expected
+        and _grid_shape(pairs[1][0], False) == load_volume(pairs[1][0]).array.shape
+    )
+    assert rows["b.nii.gz"]["status"] == "failed" and f"has shape {expected}" in rows["b.nii.gz"]["error"]

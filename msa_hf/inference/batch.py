@@ -254,21 +254,36 @@ def prompts_from_label_map(
     return prompts
 
 
-def check_label_map_grid(item: BatchItem) -> None:
-    """A reference label map must be on its input's grid (volumes) or of its size (images)."""
-    from msa_hf.data.image_files import read_image, read_mask
+def _grid_shape(path: Path, is_label: bool) -> tuple[int, ...]:
+    """The RAS+ shape of a volume, or the (height, width) of an image, from its header where it has one: a
+    NIfTI's or an image's pixels are not read (the input is read once, by `predict_file`)."""
+    from PIL import Image
+
     from msa_hf.data.volumes import is_nifti, load_volume
 
+    if is_nifti(path):
+        import nibabel as nib
+        from nibabel.orientations import io_orientation
+
+        image = nib.load(str(path))
+        axes = io_orientation(image.affine)[:, 0].astype(int)  # input axis j becomes RAS+ axis axes[j]
+        shape = [0, 0, 0]
+        for axis, size in zip(axes, image.shape[:3], strict=True):
+            shape[axis] = int(size)
+        return tuple(shape)
+    if path.is_dir():
+        return load_volume(path, is_label=is_label).array.shape
+    with Image.open(path) as image:
+        return (image.height, image.width)
+
+
+def check_label_map_grid(item: BatchItem) -> None:
+    """A reference label map must be on its input's grid (volumes) or of its size (images)."""
     if item.labels is None:
         return
-    if is_nifti(item.input) or item.input.is_dir():
-        image, labels = load_volume(item.input), load_volume(item.labels, is_label=True)
-        if image.array.shape != labels.array.shape:
-            raise ValueError(
-                f"label map {item.labels} has shape {labels.array.shape}, its input {image.array.shape}."
-            )
-    elif read_image(item.input).shape[:2] != read_mask(item.labels).shape:
-        raise ValueError(f"label map {item.labels} and its input {item.input} differ in size.")
+    image, labels = _grid_shape(item.input, False), _grid_shape(item.labels, True)
+    if image != labels:
+        raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
 
 
 def predict_batch(
