@@ -218,3 +218,56 @@ def test_a_label_map_off_its_inputs_grid_fails_that_input_alone(tiny_base, tmp_p
         and _grid_shape(pairs[1][0], False) == load_volume(pairs[1][0]).array.shape
     )
     assert rows["b.nii.gz"]["status"] == "failed" and f"has shape {expected}" in rows["b.nii.gz"]["error"]
+
+
+@pytest.mark.parametrize("use_depth_branch", [False, True])
+def test_images_are_encoded_in_groups_and_decoded_as_alone(tmp_path, use_depth_branch):
+    import torch
+
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.inference.batch import BatchItem, predict_batch
+    from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs
+
+    config = SamAdapterConfig(**tiny_sam_kwargs(), use_depth_branch=use_depth_branch, num_slices=2)
+    model = SamAdapterModel(config).eval()
+    randomize_weights(model, seed=4)
+    randomize_adapter_weights(model, seed=5)
+    pictures = _pictures(tmp_path / "in", count=4)
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not a png")
+    inputs = [pictures[0], pictures[1], broken, pictures[2], pictures[3]]
+    prompts = [Prompt(box=[5, 6, 25, 22]), Prompt(points=[[12, 14]])]  # a box, and a click's best of three
+    items = [
+        BatchItem(
+            path, tmp_path / "out" / path.name, prompts, probabilities=tmp_path / "out" / f"{path.stem}.tif"
+        )
+        for path in inputs
+    ]
+    encoded: list[int] = []  # pictures per encoder call
+    get_image_embeddings = model.get_image_embeddings
+
+    def counting(pixel_values: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        encoded.append(
+            len(pixel_values) // (2 if use_depth_branch else 1)
+        )  # a picture is a window of D copies
+        return get_image_embeddings(pixel_values, **kwargs)
+
+    model.get_image_embeddings = counting
+    rows = predict_batch(model, items, device="cpu", batch_size=2, show_progress=False)
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed", "ok", "ok"]
+    assert encoded == [2, 1, 1]  # groups of two inputs: the broken one is skipped, its partner encoded alone
+    model.get_image_embeddings = get_image_embeddings
+    for path in pictures:
+        alone = tmp_path / "alone" / path.name
+        predict_file(model, path, alone, prompts, device="cpu", probabilities_path=alone.with_suffix(".tif"))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "out" / path.name)), np.asarray(Image.open(alone))
+        )
+        for page in range(2):  # each prompt's probability map, as when the image is segmented alone
+            batched, single = (
+                Image.open(tmp_path / "out" / f"{path.stem}.tif"),
+                Image.open(alone.with_suffix(".tif")),
+            )
+            batched.seek(page)
+            single.seek(page)
+            np.testing.assert_allclose(np.asarray(batched), np.asarray(single), atol=1e-5)

@@ -11,7 +11,12 @@ from transformers import SamConfig, SamModel
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.data import axial_slices, load_nifti, read_dicom_image
-from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
+from msa_hf.inference.image_encoding import (
+    depth_branch_slices,
+    encode_pictures,
+    encode_slices,
+    image_to_pixel_values,
+)
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file
 from msa_hf.inference.volume_predictor import VolumePredictor, grown_box
 from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
@@ -65,6 +70,13 @@ def test_propagation_stops_where_the_structure_ends_and_at_max_slices():
         predictor.predict(16, Prompt(box=[1, 1, 5, 5]))
 
 
+def tiny_model() -> SamAdapterModel:
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=1)
+    randomize_adapter_weights(model, seed=2)
+    return model
+
+
 def depth_model(num_slices: int = 4) -> SamAdapterModel:
     config = SamAdapterConfig(**tiny_sam_kwargs(), use_depth_branch=True, num_slices=num_slices)
     model = SamAdapterModel(config).eval()
@@ -76,7 +88,7 @@ def depth_model(num_slices: int = 4) -> SamAdapterModel:
 def test_depth_branch_encodes_whole_windows_with_the_last_one_padded():
     model = depth_model(num_slices=4)
     pixel_values = torch.randn(10, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    got = encode_slices(model, pixel_values, windows_per_batch=1)
+    got = encode_slices(model, pixel_values, batch_size=4)
     assert got.shape == (10, 16, 8, 8)
     first = model.get_image_embeddings(pixel_values[:4], num_slices=4)
     last = model.get_image_embeddings(
@@ -90,9 +102,21 @@ def test_depth_branch_encodes_whole_windows_with_the_last_one_padded():
     # a peft model with the same MSA adapters encodes the same windows identically
     as_peft = sam_adapter_to_peft_model(model)
     assert depth_branch_slices(as_peft) == 4
-    torch.testing.assert_close(
-        encode_slices(as_peft, pixel_values, windows_per_batch=2), got, atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(encode_slices(as_peft, pixel_values, batch_size=8), got, atol=1e-5, rtol=0)
+
+
+def test_pictures_are_encoded_in_batches_each_as_its_own_window():
+    pixel_values = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for model in (depth_model(num_slices=4), tiny_model()):
+        alone = torch.cat([encode_slices(model, picture[None]) for picture in pixel_values])
+        for batch_size in (1, 2, 8):
+            torch.testing.assert_close(
+                encode_pictures(model, pixel_values, batch_size), alone, atol=1e-5, rtol=0
+            )
+    # with a depth branch, encoding the pictures as slices would let them see each other: different
+    model = depth_model(num_slices=4)
+    as_slices = encode_slices(model, pixel_values)
+    assert (as_slices[0] - encode_pictures(model, pixel_values)[0]).abs().max() > 1e-3
 
 
 def test_volume_predictor_decodes_on_window_embeddings_and_caches_them():
@@ -109,6 +133,24 @@ def test_volume_predictor_decodes_on_window_embeddings_and_caches_them():
     expected, _ = reference.predict(prompt)
     np.testing.assert_array_equal(got, expected)
     assert sorted(predictor._embeddings) == [4, 5]  # only slice 5's window was encoded
+
+
+@pytest.mark.parametrize("use_depth", [False, True])
+def test_volume_slices_are_encoded_in_aligned_groups_with_the_same_embeddings(use_depth):
+    model = depth_model(num_slices=2) if use_depth else tiny_model()
+    slices = np.random.default_rng(2).normal(100, 20, (11, 40, 50)).astype(np.float32)
+    one_by_one = VolumePredictor(model)  # the CPU default: one slice (one depth window) per call
+    assert one_by_one.batch_size == (2 if use_depth else 1)
+    one_by_one.set_volume(slices, "MR")
+    grouped = VolumePredictor(model, batch_size=3)  # rounded up to whole windows with a depth branch
+    assert grouped.batch_size == (4 if use_depth else 3)
+    grouped.set_volume(slices, "MR")
+    torch.testing.assert_close(grouped.embedding(7), one_by_one.embedding(7), atol=1e-5, rtol=0)
+    group = range(4, 8) if use_depth else range(6, 9)  # slice 7's aligned group, encoded in one call
+    assert sorted(grouped._embeddings) == list(group)
+    torch.testing.assert_close(grouped.embedding(10), one_by_one.embedding(10), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        VolumePredictor(model, batch_size=0)
 
 
 def test_two_d_predictor_runs_a_depth_model_on_one_picture():

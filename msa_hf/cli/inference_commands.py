@@ -108,6 +108,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--compile", action="store_true",
         help="torch.compile the image encoder (pays off over the many slices of a volume)",
     )  # fmt: skip
+    predict.add_argument(
+        "--batch-size", type=positive_int, default=None,
+        help="images (many inputs) or volume slices encoded at once on the device (default: 8 images; volume "
+             "slices 8 at a time on a GPU, one at a time (one depth window) on the CPU, where a batch saves "
+             "nothing and a propagation may never need the slices ahead)",
+    )  # fmt: skip
     _add_placement_arguments(predict)
     predict.set_defaults(run=_predict)
 
@@ -193,7 +199,7 @@ def _predict(args: argparse.Namespace) -> int:
     summary = predict_file(
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
-        multimask=args.multimask,
+        multimask=args.multimask, batch_size=args.batch_size,
     )  # fmt: skip
     for mask in summary["masks"]:
         where = f" slice {mask['slice']}" if "slice" in mask else ""
@@ -221,7 +227,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     model, processor = load_for_inference(args.model)
     result = run_batch(
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
-        dtype=args.dtype, multimask=args.multimask,
+        dtype=args.dtype, multimask=args.multimask, batch_size=args.batch_size, compile_encoder=args.compile,
     )  # fmt: skip
     if result is None:  # another process of a launch: the main one writes the summary
         return 0

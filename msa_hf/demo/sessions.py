@@ -20,7 +20,7 @@ from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 from msa_hf.hub.task_adapters import task_adapter_names
-from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.predictor import SegmentationPredictor
 
 MAX_VOXELS = 512 * 512 * 1024
@@ -62,7 +62,7 @@ class DemoSession:
             self._embeddings.move_to_end(key)
         else:
             pixel_values = image_to_pixel_values(image, self.predictor.image_size, modality, self.window)
-            self._embeddings[key] = encode_slices(
+            self._embeddings[key] = encode_pictures(
                 self.model, pixel_values[None], placement=self.predictor.placement
             )
             while len(self._embeddings) > self.cache_size:

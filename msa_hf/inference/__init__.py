@@ -18,6 +18,7 @@ __getattr__, __dir__ = lazy_exports(
         "ClickDecoder": "click_decoder",
         "supports_click_decoder": "click_decoder",
         "encode_slices": "image_encoding",
+        "encode_pictures": "image_encoding",
         "image_to_pixel_values": "image_encoding",
     },
 )

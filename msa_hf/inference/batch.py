@@ -27,7 +27,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
+from msa_hf.inference.predictor import (
+    Prompt,
+    SegmentationPredictor,
+    check_prediction_request,
+    predict_file,
+    read_picture,
+    read_prompts,
+    segment_picture,
+)
 
 PromptKind = Literal["box", "click"]
 MANIFEST_SUFFIXES = (".csv", ".json")
@@ -295,40 +304,142 @@ def predict_batch(
     dtype: Any = None,
     multimask: bool = False,
     show_progress: bool = True,
+    batch_size: int | None = None,
+    compile_encoder: bool = False,
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
-    A failing item gets status "failed" and its error, and the others go on."""
+    A failing item gets status "failed" and its error, and the others go on.
+
+    Images (and single DICOM images) are read `batch_size` at a time (default 8) and encoded together in
+    one encoder call, then each is decoded and written; a volume encodes its own slices in groups
+    (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
+    encoder once for all inputs."""
     from tqdm.auto import tqdm
 
+    # one placement (and one compilation, in place) for all inputs
+    predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
+    group_size = batch_size or DEFAULT_PICTURE_BATCH
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(items), desc="predict", disable=not show_progress) as progress:
+        for start in range(0, len(items), group_size):
+            group = items[start : start + group_size]
+            pictures: list[_Picture] = []
+            for item in group:
+                row = _row(item)
+                rows.append(row)
+                started = time.time()
+                try:
+                    prompts = _item_prompts(item, kind)
+                    input_kind = check_prediction_request(
+                        item.input, item.output, prompts, item.probabilities, multimask
+                    )
+                    if input_kind == "volume":
+                        summary = predict_file(
+                            model, item.input, item.output, prompts, window=window, device=device,
+                            dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
+                            batch_size=batch_size,
+                        )  # fmt: skip
+                        _succeeded(row, summary, time.time() - started)
+                        progress.update()
+                    else:
+                        image, modality = read_picture(item.input, input_kind)
+                        pixels = image_to_pixel_values(image, predictor.image_size, modality, window)
+                        seconds = time.time() - started
+                        pictures.append(_Picture(item, row, prompts, image.shape[:2], pixels, seconds))
+                except Exception as error:  # reported and skipped: one bad input must not lose the others
+                    _failed(row, error, time.time() - started)
+                    progress.update()
+            for picture in _encoded(predictor, pictures, group_size):
+                started = time.time()
+                try:
+                    if isinstance(picture.embedding, Exception):
+                        raise picture.embedding
+                    predictor.set_image_embedding(picture.embedding, picture.size)
+                    summary = segment_picture(
+                        predictor, picture.item.input, picture.item.output, picture.prompts,
+                        picture.item.probabilities, multimask,
+                    )  # fmt: skip
+                    _succeeded(picture.row, summary, picture.seconds + time.time() - started)
+                except Exception as error:
+                    _failed(picture.row, error, picture.seconds + time.time() - started)
+                progress.update()
+    return rows
+
+
+DEFAULT_PICTURE_BATCH = (
+    8  # images per encoder call in a batch run (about 0.1 GB of activations each at 1024 px)
+)
+
+
+@dataclass
+class _Picture:
+    """A 2-D input read and ready to encode: its item, summary row, prompts, `(H, W)` and `(3, S, S)` pixels;
+    `seconds` adds up its own time (reading, then its share of the group's encoding)."""
+
+    item: BatchItem
+    row: dict[str, Any]
+    prompts: list[Prompt]
+    size: tuple[int, int]
+    pixel_values: Any
+    seconds: float
+    embedding: Any = None  # `(1, C, h, w)`, or the exception its encoding raised
+
+
+def _encoded(predictor: SegmentationPredictor, pictures: list[_Picture], batch_size: int) -> list[_Picture]:
+    """`pictures` with their embeddings, all in one encoder call; if that call fails, each picture is encoded
+    alone so that only the one that fails is lost."""
+    import torch
+
+    if not pictures:
+        return pictures
+    started = time.time()
+    try:
+        stacked = torch.stack([picture.pixel_values for picture in pictures])
+        embeddings = encode_pictures(predictor.model, stacked, batch_size, predictor.placement)
+        for picture, embedding in zip(pictures, embeddings, strict=True):
+            picture.embedding = embedding[None]
+    except Exception:
+        for picture in pictures:
+            try:
+                picture.embedding = encode_pictures(
+                    predictor.model, picture.pixel_values[None], 1, predictor.placement
+                )
+            except Exception as error:
+                picture.embedding = error
+    share = (time.time() - started) / len(pictures)
+    for picture in pictures:
+        picture.seconds += share
+        picture.pixel_values = None  # the pixels are no longer needed
+    return pictures
+
+
+def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
+    """The item's prompts: its own, else taken from its reference label map."""
     from msa_hf.data.volumes import is_nifti
 
-    rows = []
-    for item in tqdm(items, desc="predict", disable=not show_progress):
-        started = time.time()
-        row: dict[str, Any] = {"input": str(item.input), "output": str(item.output)}
-        try:
-            prompts = item.prompts
-            if prompts is None:
-                check_label_map_grid(item)
-                volume = is_nifti(item.input) or item.input.is_dir()
-                prompts = prompts_from_label_map(item.labels, kind, volume)
-            check_prediction_request(item.input, item.output, prompts, item.probabilities, multimask)
-            summary = predict_file(
-                model, item.input, item.output, prompts, window=window, device=device, dtype=dtype,
-                probabilities_path=item.probabilities, multimask=multimask,
-            )  # fmt: skip
-            masks = summary["masks"]
-            row.update(
-                status="ok", masks=len(masks), pixels=sum(m["pixels"] for m in masks),
-                mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="",
-            )  # fmt: skip
-        except Exception as error:  # reported and skipped: one bad input must not lose the others
-            row.update(
-                status="failed", masks=0, pixels=0, mean_score="", error=f"{type(error).__name__}: {error}"
-            )
-        row["seconds"] = round(time.time() - started, 2)
-        rows.append(row)
-    return rows
+    if item.prompts is not None:
+        return item.prompts
+    check_label_map_grid(item)
+    return prompts_from_label_map(item.labels, kind, is_nifti(item.input) or item.input.is_dir())
+
+
+def _row(item: BatchItem) -> dict[str, Any]:
+    return {"input": str(item.input), "output": str(item.output)}
+
+
+def _succeeded(row: dict[str, Any], summary: dict[str, Any], seconds: float) -> None:
+    masks = summary["masks"]
+    row.update(
+        status="ok", masks=len(masks), pixels=sum(m["pixels"] for m in masks),
+        mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="", seconds=round(seconds, 2),
+    )  # fmt: skip
+
+
+def _failed(row: dict[str, Any], error: Exception, seconds: float) -> None:
+    row.update(
+        status="failed", masks=0, pixels=0, mean_score="", error=f"{type(error).__name__}: {error}",
+        seconds=round(seconds, 2),
+    )  # fmt: skip
 
 
 def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
@@ -374,6 +485,8 @@ def run_batch(
     device: Any = None,
     dtype: Any = None,
     multimask: bool = False,
+    batch_size: int | None = None,
+    compile_encoder: bool = False,
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.
@@ -395,7 +508,7 @@ def run_batch(
     indices = list(range(state.process_index, len(items), state.num_processes))
     rows = predict_batch(
         model, [items[i] for i in indices], window, kind, device, dtype, multimask,
-        show_progress=state.is_local_main_process,
+        show_progress=state.is_local_main_process, batch_size=batch_size, compile_encoder=compile_encoder,
     )  # fmt: skip
     for row in rows:
         row["process"] = state.process_index

@@ -3,7 +3,8 @@
 
 SAM's predictor encodes an image once and decodes per prompt. A model with MSA's depth branch must see its
 slices in windows of D consecutive slices (what it was trained on), so slices are encoded window by
-window: `encode_slices` takes the slices of a volume (or one picture) and returns one embedding per slice.
+window: `encode_slices` takes the slices of a volume and returns one embedding per slice; `encode_pictures`
+takes unrelated pictures (each its own window).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def image_to_pixel_values(
 
 @torch.no_grad()
 def encode_slices(
-    model: Any, pixel_values: torch.Tensor, windows_per_batch: int = 2, placement: Placement | None = None
+    model: Any, pixel_values: torch.Tensor, batch_size: int = 8, placement: Placement | None = None
 ) -> torch.Tensor:
     """Embeddings of consecutive slices, `(N, 3, S, S)` -> `(N, C, h, w)`; with `placement`, on its device
     under its autocast, returned in float32.
@@ -100,7 +101,7 @@ def encode_slices(
     With a depth branch of D slices, slices `[kD, (k+1)D)` are encoded together as one window; a last
     window short of D (or a single picture) is padded by repeating its last slice, as `slice_windows` pads
     short volumes, and the padding's embeddings are dropped. Without one, slices are encoded in batches.
-    `windows_per_batch` bounds memory: that many windows (or `windows_per_batch * D` slices) per call.
+    `batch_size` bounds memory: slices per encoder call (rounded up to whole windows).
     """
     if placement is None:
         placement = Placement(getattr(model, "device", pixel_values.device), torch.float32)
@@ -108,15 +109,32 @@ def encode_slices(
     count = len(pixel_values)
     depth = depth_branch_slices(model)
     if depth is None:
-        step = max(windows_per_batch * 4, 1)
+        step = max(batch_size, 1)
         return torch.cat([placement.encode(model, pixel_values[i : i + step]) for i in range(0, count, step)])
     padded_count = -(-count // depth) * depth
     if padded_count != count:
         padding = pixel_values[-1:].expand(padded_count - count, *pixel_values.shape[1:])
         pixel_values = torch.cat([pixel_values, padding])
-    step = windows_per_batch * depth
+    step = max(-(-batch_size // depth), 1) * depth
     embeddings = [
         placement.encode(model, pixel_values[i : i + step], num_slices=depth)
         for i in range(0, padded_count, step)
     ]
     return torch.cat(embeddings)[:count]
+
+
+@torch.no_grad()
+def encode_pictures(
+    model: Any, pixel_values: torch.Tensor, batch_size: int = 8, placement: Placement | None = None
+) -> torch.Tensor:
+    """Embeddings of unrelated pictures (a folder of images), `(N, 3, S, S)` -> `(N, C, h, w)`, `batch_size`
+    pictures per encoder call.
+
+    A model with a depth branch sees each picture as a window of D copies of itself: a picture has no
+    neighbouring slices, and a window must not mix pictures (`encode_slices` would let them attend to each
+    other across depth)."""
+    depth = depth_branch_slices(model)
+    if depth is None:
+        return encode_slices(model, pixel_values, batch_size, placement)
+    windows = pixel_values.repeat_interleave(depth, dim=0)  # picture k fills window k
+    return encode_slices(model, windows, batch_size * depth, placement)[::depth]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
-from msa_hf.inference.image_encoding import encode_slices, image_to_pixel_values
+from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.placement import resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_logits
@@ -178,6 +178,13 @@ class SegmentationPredictor:
         self._click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
         self._text_encoder: Any = None
 
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """`(H, W)` of the image set last."""
+        if self._original_size is None:
+            raise RuntimeError("call set_image first.")
+        return self._original_size
+
     def text_features(self, text: str) -> torch.Tensor:
         """`(1, D)` features of `text` from the text encoder the model was trained with (loaded on first use)."""
         if getattr(self.model.config, "text_embedding_dim", None) is None:
@@ -198,11 +205,11 @@ class SegmentationPredictor:
         """`image` `(H, W)` (any dtype; intensity chosen by `modality`) or `(H, W, 3|4)` RGB(A) (uint8, uint16
         or float in [0, 1]); other shapes and NaN or infinite values raise `ValueError` (`image_to_pixel_values`).
 
-        A model with a depth branch sees the picture as a window of D copies of it (`encode_slices`); for the
+        A model with a depth branch sees the picture as a window of D copies of it (`encode_pictures`); for the
         slices of a volume, `msa_hf.inference.volume_predictor.VolumePredictor` encodes real neighbours instead."""
         array = np.asarray(image)
         pixel_values = image_to_pixel_values(array, self.image_size, modality, self.window)
-        embedding = encode_slices(self.model, pixel_values[None], placement=self.placement)
+        embedding = encode_pictures(self.model, pixel_values[None], placement=self.placement)
         self.set_image_embedding(embedding, array.shape[:2])
 
     def set_image_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int]) -> None:
@@ -306,6 +313,7 @@ def predict_file(
     dtype: str | torch.dtype | None = None,
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With
@@ -323,60 +331,30 @@ def predict_file(
     for one map, `(X, Y, Z, K)` for several; 0 where nothing was predicted). With `multimask`, each prompt
     gives SAM's three masks: the label map takes the best by score, the probability file holds all three
     (prompt k's at maps 3k, 3k + 1, 3k + 2). Not with propagation, which carries one mask.
-    """
-    from PIL import Image
 
-    from msa_hf.data.image_files import read_dicom_image, read_image
+    `batch_size`: a volume's slices per encoder call (`VolumePredictor.encoding_batch`).
+    """
     from msa_hf.data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
     from msa_hf.inference.volume_predictor import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
-    summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
     kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    if probabilities_path is not None:
-        summary["probabilities"] = str(probabilities_path)
-    maps: list[np.ndarray] = []  # probability maps in the order they are written
-    values = [prompt.value or index + 1 for index, prompt in enumerate(prompts)]  # label value per prompt
-    label_dtype = np.uint16 if max(values) > 255 else np.uint8
-    decode = True if multimask else None  # None: SAM's rule (three masks for a single click, best kept)
-
-    def describe(prediction: MaskPrediction, entry: dict[str, Any]) -> dict[str, Any]:
-        if multimask:
-            entry["scores"] = [float(v) for v in prediction.scores]
-        return entry
-
     if kind != "volume":
-        # a single DICOM (an X-ray, an ultrasound frame, one CT/MR slice): intensities by its modality
-        if kind == "dicom":
-            image, modality = read_dicom_image(input_path)
-        else:
-            image, modality = read_image(input_path), "other"
+        image, modality = read_picture(input_path, kind)
         predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
-        labels = np.zeros(image.shape[:2], label_dtype)
-        for index, prompt in enumerate(prompts):
-            prediction = predictor.predict_masks(prompt, decode)
-            mask = prediction.mask
-            labels[mask] = values[index]
-            entry = {"label": values[index], "pixels": int(mask.sum()), "score": prediction.score}
-            summary["masks"].append(describe(prediction, entry))
-            if probabilities_path is not None:
-                chosen = prediction.probabilities
-                maps.extend(chosen if multimask else chosen[prediction.best : prediction.best + 1])
-        with atomic_file(output_path, inputs=[input_path]) as staging:
-            Image.fromarray(labels).save(staging)
-        if probabilities_path is not None:
-            with atomic_file(Path(probabilities_path), inputs=[input_path]) as staging:
-                pages = [Image.fromarray(page, mode="F") for page in maps]
-                pages[0].save(staging, format="TIFF", save_all=True, append_images=pages[1:])
-        return summary
+        return segment_picture(predictor, input_path, output_path, prompts, probabilities_path, multimask)
+    summary = _summary(input_path, output_path, probabilities_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    maps: list[np.ndarray] = []  # probability maps in the order they are written
+    values = _label_values(prompts)
+    decode = True if multimask else None  # None: SAM's rule (three masks for a single click, best kept)
     volume = load_volume(input_path)
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
-    labels = np.zeros(slices.shape, label_dtype)
+    labels = np.zeros(slices.shape, _label_dtype(values))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
-    volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype)
+    volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
     volume_predictor.set_volume(slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):
@@ -385,12 +363,7 @@ def predict_file(
             )
         prediction = volume_predictor.predict_masks(prompt.slice, prompt, decode)
         mask = prediction.mask
-        entry = {
-            "label": values[index],
-            "slice": prompt.slice,
-            "pixels": int(mask.sum()),
-            "score": prediction.score,
-        }
+        entry = _mask_entry(prediction, values[index], multimask, slice=prompt.slice)
         chosen = range(len(prediction.scores)) if multimask else [prediction.best]
         prompt_maps = [np.zeros(slices.shape, np.float32) for _ in chosen] if probabilities_path else []
         for volume_map, which in zip(prompt_maps, chosen, strict=False):  # none without a probability file
@@ -407,7 +380,7 @@ def predict_file(
                 prompt_maps[0][prompt.slice] = seed
         else:
             labels[prompt.slice][mask] = values[index]
-        summary["masks"].append(describe(prediction, entry))
+        summary["masks"].append(entry)
         maps.extend(prompt_maps)
     canonical = volume_from_axial_slices(labels)
     if is_dicom_seg(output_path):
@@ -425,6 +398,78 @@ def predict_file(
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
         save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary
+
+
+def read_picture(input_path: str | Path, kind: str) -> tuple[np.ndarray, str]:
+    """A 2-D input (`kind` "image" or "dicom", from `check_prediction_request`) as its picture `(H, W)` or
+    `(H, W, 3|4)` and the modality its intensities are read by: a single DICOM (an X-ray, an ultrasound frame,
+    one CT/MR slice) by its own modality, other images as "other"."""
+    from msa_hf.data.image_files import read_dicom_image, read_image
+
+    if kind == "dicom":
+        return read_dicom_image(input_path)
+    return read_image(input_path), "other"
+
+
+def segment_picture(
+    predictor: SegmentationPredictor,
+    input_path: str | Path,
+    output_path: str | Path,
+    prompts: list[Prompt],
+    probabilities_path: str | Path | None = None,
+    multimask: bool = False,
+) -> dict[str, Any]:
+    """`predict_file` for a 2-D input whose picture `predictor` already holds (`set_image`, or an embedding
+    encoded with others: `set_image_embedding`): decode every prompt, write the label map (and the
+    probabilities), return the summary."""
+    from PIL import Image
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    summary = _summary(input_path, output_path, probabilities_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    values = _label_values(prompts)
+    labels = np.zeros(predictor.original_size, _label_dtype(values))
+    maps: list[np.ndarray] = []  # probability pages in the order they are written
+    for index, prompt in enumerate(prompts):
+        prediction = predictor.predict_masks(prompt, True if multimask else None)
+        mask = prediction.mask
+        labels[mask] = values[index]
+        summary["masks"].append(_mask_entry(prediction, values[index], multimask))
+        if probabilities_path is not None:
+            chosen = prediction.probabilities
+            maps.extend(chosen if multimask else chosen[prediction.best : prediction.best + 1])
+    with atomic_file(output_path, inputs=[input_path]) as staging:
+        Image.fromarray(labels).save(staging)
+    if probabilities_path is not None:
+        with atomic_file(Path(probabilities_path), inputs=[input_path]) as staging:
+            pages = [Image.fromarray(page, mode="F") for page in maps]
+            pages[0].save(staging, format="TIFF", save_all=True, append_images=pages[1:])
+    return summary
+
+
+def _label_values(prompts: list[Prompt]) -> list[int]:
+    """The label value of each prompt's mask: its `value`, else its position + 1."""
+    return [prompt.value or index + 1 for index, prompt in enumerate(prompts)]
+
+
+def _label_dtype(values: list[int]) -> type[np.unsignedinteger]:
+    """8-bit label maps unless a value needs 16 bits."""
+    return np.uint16 if max(values) > 255 else np.uint8
+
+
+def _summary(input_path: Path, output_path: Path, probabilities_path: str | Path | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"input": str(input_path), "output": str(output_path), "masks": []}
+    if probabilities_path is not None:
+        summary["probabilities"] = str(probabilities_path)
+    return summary
+
+
+def _mask_entry(prediction: MaskPrediction, label: int, multimask: bool, **extra: Any) -> dict[str, Any]:
+    """One prompt's line of a summary: its label value, pixels and score (every mask's with `multimask`)."""
+    entry = {"label": label, **extra, "pixels": int(prediction.mask.sum()), "score": prediction.score}
+    if multimask:
+        entry["scores"] = [float(v) for v in prediction.scores]
+    return entry
 
 
 def is_dicom_seg(output_path: str | Path) -> bool:

@@ -4,7 +4,7 @@
 `VolumePredictor` holds the axial slices of one volume. Embeddings are computed on first use and cached:
 with MSA's depth branch, a slice is encoded inside its window of D consecutive slices (slices
 `[kD, (k+1)D)`), so the depth attention sees the real neighbours it was trained on; without one, slice by
-slice. Prompts are then decoded per slice, as SAM's predictor does.
+slice on the CPU and eight slices at a time on a GPU (`batch_size`). Prompts are then decoded per slice, as SAM's predictor does.
 
 `propagate` carries a mask from one slice through the volume: each neighbour is prompted with the box of
 the previous slice's mask, grown by a margin (structures widen and narrow from slice to slice), and the walk
@@ -81,14 +81,29 @@ class VolumePredictor:
         compile_encoder: bool = False,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.window = window
         self.decoder = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         self.model = self.decoder.model  # on the decoder's device
         self.depth = depth_branch_slices(model)
+        self.batch_size = self.encoding_batch(batch_size)
         self._slices: np.ndarray | None = None
         self._modality = "other"
         self._embeddings: dict[int, torch.Tensor] = {}
+
+    def encoding_batch(self, batch_size: int | None) -> int:
+        """Slices encoded per encoder call: `batch_size` rounded up to whole depth windows; by default 8 on a
+        GPU, and on the CPU one slice (one window with a depth branch). A slice is encoded with the aligned
+        group of slices around it, before any of them is asked for: on a GPU a batch costs little more than
+        one slice, on the CPU each slice costs its own time, and a propagation that stops early would have
+        paid for slices it never reads."""
+        depth = self.depth or 1
+        if batch_size is None:
+            batch_size = 8 if self.decoder.placement.device.type == "cuda" else depth
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: give a positive number of slices.")
+        return -(-batch_size // depth) * depth
 
     def set_volume(self, slices: np.ndarray, modality: str = "other") -> None:
         """`slices` `(N, H, W)`: the axial display slices of one volume (`msa_hf.data.axial_slices`)."""
@@ -110,17 +125,19 @@ class VolumePredictor:
             raise ValueError(f"slice {index} is outside the volume's 0..{len(self._slices) - 1}.")
 
     def embedding(self, index: int) -> torch.Tensor:
-        """Slice `index`'s embedding `(1, C, h, w)`, encoding its whole depth window on first use."""
+        """Slice `index`'s embedding `(1, C, h, w)`, encoding its group of `batch_size` slices (whole depth
+        windows, aligned to multiples of the group) on first use."""
         self._check_index(index)
         if index not in self._embeddings:
-            depth = self.depth or 1
-            start = index // depth * depth
-            chosen = self._slices[start : start + depth]
+            start = index // self.batch_size * self.batch_size
+            chosen = self._slices[start : start + self.batch_size]
             size = self.decoder.image_size
             pixel_values = torch.stack(
                 [image_to_pixel_values(s, size, self._modality, self.window) for s in chosen]
             )
-            embeddings = encode_slices(self.model, pixel_values, placement=self.decoder.placement)
+            embeddings = encode_slices(
+                self.model, pixel_values, self.batch_size, placement=self.decoder.placement
+            )
             for offset, embedding in enumerate(embeddings):
                 self._embeddings[start + offset] = embedding[None]
         return self._embeddings[index]
