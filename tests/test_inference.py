@@ -237,6 +237,31 @@ def test_probabilities_of_an_image_are_the_sigmoid_of_each_prompts_mask_logits(t
     assert np.array_equal(labels == 2, pages[1] > 0.5)  # the later prompt's mask is written over the earlier
 
 
+def test_masks_reach_the_image_size_as_sam_post_processes_them_and_only_when_asked():
+    from transformers import SamImageProcessor
+
+    from msa_hf.processing.prompts import resized_shape
+
+    model = _random_tiny_sam()
+    image = np.random.default_rng(3).integers(0, 255, (40, 50), dtype=np.uint8)
+    predictor = SegmentationPredictor(model)
+    predictor.set_image(image)
+    prediction = predictor.predict_masks(Prompt(points=[[20, 12]]))  # a single click: three masks
+    assert prediction.low_res.shape == (3, 32, 32) and not prediction._upsampled
+    best = prediction.mask  # the label map's mask: only the best is brought to the image's size
+    assert list(prediction._upsampled) == [prediction.best]
+    processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    reference = processor.post_process_masks(
+        torch.from_numpy(prediction.low_res)[None, None],
+        [(40, 50)],
+        [resized_shape((40, 50), 64)],
+        binarize=False,
+    )[0][0].numpy()  # transformers' SamProcessor post-processing, before the threshold
+    np.testing.assert_allclose(prediction.logits, reference, atol=1e-5)
+    assert np.array_equal(best, reference[prediction.best] > 0)
+    np.testing.assert_allclose(prediction.probabilities_of(1), 1 / (1 + np.exp(-reference[1])), atol=1e-6)
+
+
 def test_multimask_keeps_sams_three_masks_and_their_scores(tmp_path, capsys):
     from msa_hf.cli import main
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +124,42 @@ def read_prompts(path: str | Path) -> list[Prompt]:
 
 @dataclass
 class MaskPrediction:
-    """What the model says for one prompt: `logits` `(M, H, W)` float32 at the image's size for each mask
-    decoded (M = 3 with SAM's multimask output, else 1), `scores` `(M,)` the IoU head's estimates clipped to
-    [0, 1], and `best`, the index of the highest score (the mask a label map takes)."""
+    """What the model says for one prompt: `low_res` `(M, 4h, 4w)` float32 logits in the model frame for each
+    mask decoded (M = 3 with SAM's multimask output, else 1; what a next decode takes as its mask prompt),
+    `scores` `(M,)` the IoU head's estimates clipped to [0, 1], and `best`, the index of the highest score
+    (the mask a label map takes). Masks are brought to the image's size (`original_size` `(H, W)`) only when
+    asked for, and once: a label map needs only the best of three."""
 
-    logits: np.ndarray
+    low_res: np.ndarray
     scores: np.ndarray
     best: int
-    # `(M, 4h, 4w)` float32 low-resolution logits in the model frame: what a next decode takes as its mask prompt
-    low_res: np.ndarray | None = None
+    image_size: int  # the model's square input side S
+    original_size: tuple[int, int]
+    _upsampled: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def logits_of(self, index: int) -> np.ndarray:
+        """Mask `index`'s logits `(H, W)` float32 at the image's size (SamProcessor's post-processing)."""
+        if index not in self._upsampled:
+            reshaped = resized_shape(self.original_size, self.image_size)
+            logits = logits_to_original_logits(
+                torch.from_numpy(self.low_res[index]), self.image_size, reshaped, self.original_size
+            )
+            self._upsampled[index] = logits.numpy()
+        return self._upsampled[index]
+
+    def probabilities_of(self, index: int) -> np.ndarray:
+        """Mask `index`'s probability `(H, W)` float32: the sigmoid of its logits."""
+        return _sigmoid(self.logits_of(index))
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Every decoded mask's logits `(M, H, W)` float32 at the image's size."""
+        return np.stack([self.logits_of(index) for index in range(len(self.scores))])
 
     @property
     def mask(self) -> np.ndarray:
         """The best mask `(H, W)` bool: its logits above 0 (probability above 0.5)."""
-        return self.logits[self.best] > 0
+        return self.logits_of(self.best) > 0
 
     @property
     def score(self) -> float:
@@ -146,7 +168,11 @@ class MaskPrediction:
     @property
     def probabilities(self) -> np.ndarray:
         """Every decoded mask's probability `(M, H, W)` float32: the sigmoid of its logits."""
-        return (1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))).astype(np.float32)
+        return _sigmoid(self.logits)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
 class SegmentationPredictor:
@@ -287,18 +313,12 @@ class SegmentationPredictor:
             outputs = self.model(image_embeddings=self._embedding, multimask_output=multimask, **kwargs)
             pred_masks, iou_scores = outputs.pred_masks, outputs.iou_scores
         raw_scores = iou_scores[0, 0].float()
-        reshaped = resized_shape(self._original_size, self.image_size)
-        logits = torch.stack(
-            [
-                logits_to_original_logits(m, self.image_size, reshaped, self._original_size)
-                for m in pred_masks[0, 0]
-            ]
-        )
         return MaskPrediction(
-            logits=logits.float().cpu().numpy(),
+            low_res=pred_masks[0, 0].float().cpu().numpy(),
             scores=raw_scores.clamp(0.0, 1.0).cpu().numpy(),
             best=int(raw_scores.argmax()),  # ranked before clipping: two scores over 1 stay ordered
-            low_res=pred_masks[0, 0].float().cpu().numpy(),
+            image_size=self.image_size,
+            original_size=self._original_size,
         )
 
 
@@ -367,7 +387,7 @@ def predict_file(
         chosen = range(len(prediction.scores)) if multimask else [prediction.best]
         prompt_maps = [np.zeros(slices.shape, np.float32) for _ in chosen] if probabilities_path else []
         for volume_map, which in zip(prompt_maps, chosen, strict=False):  # none without a probability file
-            volume_map[prompt.slice] = prediction.probabilities[which]
+            volume_map[prompt.slice] = prediction.probabilities_of(which)
         if prompt.propagate and mask.any():
             propagation = volume_predictor.propagate(
                 prompt.slice, mask, keep_probabilities=probabilities_path is not None
@@ -436,8 +456,8 @@ def segment_picture(
         labels[mask] = values[index]
         summary["masks"].append(_mask_entry(prediction, values[index], multimask))
         if probabilities_path is not None:
-            chosen = prediction.probabilities
-            maps.extend(chosen if multimask else chosen[prediction.best : prediction.best + 1])
+            chosen = range(len(prediction.scores)) if multimask else [prediction.best]
+            maps.extend(prediction.probabilities_of(which) for which in chosen)
     with atomic_file(output_path, inputs=[input_path]) as staging:
         Image.fromarray(labels).save(staging)
     if probabilities_path is not None:

@@ -332,6 +332,6 @@ class _Walk:
                     )
             self.masks[position], self.scores[position] = predicted, score
             if self.probabilities is not None:
-                self.probabilities[position] = prediction.probabilities[prediction.best]
+                self.probabilities[position] = prediction.probabilities_of(prediction.best)
             self.low_res[position] = prediction.low_res[prediction.best]
             previous, logits, position = predicted, prediction.low_res[prediction.best], position + direction
