@@ -543,3 +543,70 @@ def test_a_new_picture_resets_the_prompts_and_overlay(tmp_path):
         )
         page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
         page.wait_for_function(status % "no prompts", timeout=30_000)
+
+
+def test_the_page_shows_any_of_sams_three_masks_with_scores_and_probabilities(tmp_path):
+    import torch
+
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.demo.sessions import KEPT_DOWNLOADS, mask_choice
+    from msa_hf.inference.predictor import Prompt, SegmentationPredictor
+    from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=0, std=0.1)
+    session = _app().DemoSession(model)
+    image = np.random.default_rng(4).integers(0, 255, (40, 50), dtype=np.uint8)
+    reference = SegmentationPredictor(model)
+    reference.set_image(image)
+    three = reference.predict_masks(Prompt(points=[[20, 12]]), multimask=True)
+    assert not np.array_equal(three.logits[0] > 0, three.logits[2] > 0)  # three different masks
+    for choice in range(3):
+        found = session.segment_masks(image, [[20, 12, 1]], None, choice=choice)
+        assert np.array_equal(found.mask > 0, three.logits[choice] > 0) and found.chosen == choice
+        np.testing.assert_allclose(
+            found.probabilities, torch.sigmoid(torch.from_numpy(three.logits[choice])), atol=1e-6
+        )
+        np.testing.assert_allclose(found.scores, three.scores, atol=1e-6)
+        assert found.describe().startswith(f"mask {choice + 1} of 3 shown")
+    best = session.segment_masks(image, [[20, 12, 1]], None)  # SAM's rule: the best by predicted IoU
+    assert best.chosen == three.best and np.array_equal(
+        best.mask, session.segment(image, [[20, 12, 1]], None)
+    )
+    boxed = session.segment_masks(
+        image, [], [5, 5, 30, 25]
+    )  # a box: one mask, unless one of three is asked for
+    assert len(boxed.scores) == 1 and "one mask" in boxed.describe()
+    assert len(session.segment_masks(image, [], [5, 5, 30, 25], choice=1).scores) == 3
+    # the probability download: a float32 TIFF of the shown mask's map; only the last few are kept
+    path = session.probability_file(best.probabilities)
+    with Image.open(path) as written:
+        np.testing.assert_array_equal(np.asarray(written), best.probabilities)
+    paths = [session.probability_file(best.probabilities) for _ in range(KEPT_DOWNLOADS)]
+    assert not Path(path).exists() and all(Path(p).exists() for p in paths)
+    assert [mask_choice(v) for v in ("best", "1", "3")] == [None, 0, 2]
+    with pytest.raises(ValueError, match="mask choice"):
+        mask_choice("4")
+    with pytest.raises(ValueError, match="mask choice"):
+        session.segment_masks(image, [[20, 12, 1]], None, choice=3)
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_choosing_one_of_three_masks_in_a_real_browser(tmp_path):
+    image = np.full((96, 128, 3), 40, np.uint8)
+    image[30:60, 40:90] = 200
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    scores = "[...document.querySelectorAll('#mask-scores textarea')].some(e => e.value.startsWith(%r))"
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
+        box = _visible_box(page, "#prompt-image img")
+        for _ in range(5):  # a click that lands while the upload resets the prompts is undone: retry
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+            page.wait_for_timeout(1500)
+            if page.evaluate(scores % "mask 1 of 3"):
+                break
+        page.wait_for_function(scores % "mask 1 of 3", timeout=30_000)  # best: the stand-in's scores tie
+        page.locator("#mask-choice label", has_text="2").click()
+        page.wait_for_function(scores % "mask 2 of 3", timeout=30_000)
+        assert page.locator("#probabilities a").count() >= 1  # the probability map to download

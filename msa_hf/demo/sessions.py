@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ class DemoSession:
         self.cache_size = cache_size
         self._lock = threading.RLock()
         self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._probability_files: list[Path] = []  # the demo's own downloads, the oldest removed first
+        self._probability_folder: Path | None = None
+        self._written = 0
 
     @contextmanager
     def using(self, adapter: str | None) -> Iterator[None]:
@@ -100,6 +104,29 @@ class DemoSession:
         Raises:
             ValueError: no prompt, a click or box outside the image, an image too large, an unknown adapter.
         """
+        return self.segment_masks(image, points, box, modality, adapter, text).mask
+
+    def segment_masks(
+        self,
+        image: np.ndarray,
+        points: list[list[float]],
+        box: list[float] | None,
+        modality: str = "other",
+        adapter: str | None = None,
+        text: str | None = None,
+        choice: int | None = None,
+    ) -> Segmentation:
+        """`segment` with what the page shows beside the mask: the chosen mask's probability map and every
+        decoded mask's predicted IoU.
+
+        `choice` None follows SAM (three masks for a single click, the best by predicted IoU kept; one mask
+        otherwise); 0, 1 or 2 decodes SAM's three masks for any prompt and returns that one (a click is
+        ambiguous: the part, the whole, or the object around it).
+        Raises:
+            ValueError: as `segment`, and a choice other than None, 0, 1, 2.
+        """
+        if choice is not None and choice not in range(MULTIMASK_COUNT):
+            raise ValueError(f"mask choice {choice!r}: SAM decodes masks 0, 1 and 2 (or None for the best).")
         image = self._check_image(image)
         text = (text or "").strip() or None
         if not points and not box and not text:
@@ -107,8 +134,63 @@ class DemoSession:
         prompt = to_prompt(points, box, text)
         with self.using(adapter):
             self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
-            mask, _ = self.predictor.predict(prompt)
-        return mask.astype(np.uint8) * 255
+            prediction = self.predictor.predict_masks(prompt, multimask=None if choice is None else True)
+        chosen = prediction.best if choice is None else choice
+        return Segmentation(
+            mask=(prediction.logits_of(chosen) > 0).astype(np.uint8) * 255,
+            probabilities=prediction.probabilities_of(chosen),
+            scores=[float(v) for v in prediction.scores],
+            chosen=chosen,
+        )
+
+    def probability_file(self, probabilities: np.ndarray) -> str:
+        """`probabilities` `(H, W)` written as a float32 TIFF for the page's download; returns its path. Only
+        the last `KEPT_DOWNLOADS` files are kept (Gradio serves its own copy of each)."""
+        from PIL import Image
+
+        if self._probability_folder is None:
+            self._probability_folder = Path(tempfile.mkdtemp(prefix="msa-probabilities-"))
+        with self._lock:
+            self._written += 1
+            path = self._probability_folder / f"probabilities-{self._written}.tif"
+            Image.fromarray(np.asarray(probabilities, np.float32), mode="F").save(path)
+            self._probability_files.append(path)
+            while len(self._probability_files) > KEPT_DOWNLOADS:
+                self._probability_files.pop(0).unlink(missing_ok=True)
+        return str(path)
+
+
+KEPT_DOWNLOADS = 16
+
+
+def mask_choice(which: str | None) -> int | None:
+    """The page's mask choice ("best", "1", "2", "3") as `DemoSession.segment_masks`' `choice` (None, 0-2)."""
+    if which in (None, "", "best"):
+        return None
+    if which not in ("1", "2", "3"):
+        raise ValueError(f"mask choice {which!r}: pick best, 1, 2 or 3.")
+    return int(which) - 1
+
+
+MULTIMASK_COUNT = 3  # SAM's multimask output
+
+
+@dataclass
+class Segmentation:
+    """The demo's answer to one prompt: `mask` `(H, W)` uint8 0/255 and `probabilities` `(H, W)` float32 of
+    the chosen mask, `scores` every decoded mask's predicted IoU (three or one), `chosen` the one shown."""
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    scores: list[float]
+    chosen: int
+
+    def describe(self) -> str:
+        """The scores line of the page: which mask is shown and how each scored."""
+        if len(self.scores) == 1:
+            return f"predicted IoU {self.scores[0]:.3f} (one mask for this prompt)"
+        listed = " / ".join(f"{score:.3f}" for score in self.scores)
+        return f"mask {self.chosen + 1} of {len(self.scores)} shown; predicted IoU {listed}"
 
 
 class VolumeSession:

@@ -32,11 +32,12 @@ from msa_hf.demo.prompt_state import (
     has_prompt,
     undo_prompt,
 )
-from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession
+from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession, mask_choice
 from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, display_image, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 
 MAX_UPLOAD = "500mb"
+MASK_CHOICES = ["best", "1", "2", "3"]  # the radio's values: SAM's rule, or one of its three masks
 __all__ = [  # what tests and other code use from the app
     "BOX", "NEGATIVE", "POSITIVE", "DemoSession", "VolumeSession", "add_prompt", "build_demo", "describe",
     "display_image",
@@ -88,31 +89,35 @@ def build_demo(model: Any, window: Any = None) -> gr.Blocks:
 def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> None:
     """The 2-D tab: a picture (upload, example or opened file), clicks and a box, undo, text, the mask."""
 
-    def render(image, raw, prompts, adapter):
+    def render(image, raw, prompts, adapter, which):
         source, modality = source_of(image, raw)
         if not has_prompt(prompts):
             picture = overlay(image, np.zeros(np.asarray(image).shape[:2], bool), margin=None, scale=1)
-            mask = None
+            answer = (None, "", None)
         else:
-            mask = session.segment(source, prompts["points"], prompts["box"], modality, adapter)
-            picture = overlay(image, mask > 0, margin=None, scale=1)
+            found = session.segment_masks(
+                source, prompts["points"], prompts["box"], modality, adapter, choice=mask_choice(which)
+            )
+            picture = overlay(image, found.mask > 0, margin=None, scale=1)
+            answer = (found.mask, found.describe(), session.probability_file(found.probabilities))
         marked = draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"])
-        return np.asarray(marked), mask, describe(prompts)
+        mask, scores, probabilities = answer
+        return np.asarray(marked), mask, describe(prompts), scores, probabilities
 
     @guarded
-    def on_click(image, raw, prompts, mode, adapter, evt: gr.SelectData):
+    def on_click(image, raw, prompts, mode, adapter, which, evt: gr.SelectData):
         if image is None:
             raise ValueError("upload an image first.")
         x, y = evt.index
         prompts = add_prompt(prompts, x, y, mode, np.asarray(image).shape)
-        return prompts, *render(image, raw, prompts, adapter)
+        return prompts, *render(image, raw, prompts, adapter, which)
 
     @guarded
-    def on_undo(image, raw, prompts, adapter):
+    def on_undo(image, raw, prompts, adapter, which):
         prompts = undo_prompt(prompts)
         if image is None:
-            return prompts, None, None, describe(prompts)
-        return prompts, *render(image, raw, prompts, adapter)
+            return prompts, None, None, describe(prompts), "", None
+        return prompts, *render(image, raw, prompts, adapter, which)
 
     @guarded
     def on_text(image, raw, text, adapter):
@@ -121,9 +126,10 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
         if not (text or "").strip():
             raise ValueError("type a description of the target first.")
         source, modality = source_of(image, raw)
-        mask = session.segment(source, [], None, modality, adapter, text=text)
-        picture = overlay(image, mask > 0, margin=None, scale=1)
-        return np.asarray(picture), mask, f"text: {text.strip()}"
+        found = session.segment_masks(source, [], None, modality, adapter, text=text)
+        picture = overlay(image, found.mask > 0, margin=None, scale=1)
+        probabilities = session.probability_file(found.probabilities)
+        return np.asarray(picture), found.mask, f"text: {text.strip()}", found.describe(), probabilities
 
     @guarded
     def prepare_picture(image, raw, adapter):
@@ -131,27 +137,39 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
             session.prepare(*source_of(image, raw), adapter)
 
     @guarded
-    def on_adapter(image, raw, prompts, adapter):
+    def on_adapter(image, raw, prompts, adapter, which):
         if image is None or not has_prompt(prompts):
             prepare_picture(image, raw, adapter)
-            return prompts, gr.update(), gr.update(), describe(prompts)
-        return prompts, *render(image, raw, prompts, adapter)
+            return prompts, gr.update(), gr.update(), describe(prompts), gr.update(), gr.update()
+        return prompts, *render(image, raw, prompts, adapter, which)
+
+    @guarded
+    def on_which(image, raw, prompts, adapter, which):
+        if image is None or not has_prompt(prompts):
+            return prompts, gr.update(), gr.update(), describe(prompts), gr.update(), gr.update()
+        return prompts, *render(image, raw, prompts, adapter, which)
 
     @guarded
     def on_file(file, adapter):
         if file is None:
-            return gr.update(), None, empty_prompts(), None, None, "no prompts"
+            return gr.update(), None, *cleared()
         path = file if isinstance(file, str) else file.name
         shown, raw, modality = read_upload(path, session.window)
         kept = {"image": raw, "modality": modality, "shown": shown}
         session.prepare(raw, modality, adapter)
-        return shown, kept, empty_prompts(), None, None, f"opened {Path(path).name} ({modality}); no prompts"
+        prompts, result, mask, _, scores, probabilities = cleared()
+        opened = f"opened {Path(path).name} ({modality}); no prompts"
+        return shown, kept, prompts, result, mask, opened, scores, probabilities
 
     def on_new_image(image, raw):
         """A new picture (an upload, an example, or none): prompts, overlay and mask start afresh; an opened
         file's raw data stays only while its picture is the one on screen."""
         kept = raw if belongs_to(image, raw) else None
-        return kept, empty_prompts(), None, None, "no prompts"
+        return kept, *cleared()
+
+    def cleared():
+        """The outputs with nothing segmented: no prompts, no overlay, mask, scores or probabilities."""
+        return empty_prompts(), None, None, "no prompts", "", None
 
     prompts = gr.State(empty_prompts())
     raw = gr.State(None)  # a DICOM's own units (HU), segmented instead of the 8-bit picture shown
@@ -169,25 +187,35 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
         text = gr.Textbox(label="or describe the target", placeholder="e.g. grey matter", elem_id="text")
         text_button = gr.Button("segment by text")
     with gr.Row():
+        which = gr.Radio(
+            MASK_CHOICES, value=MASK_CHOICES[0], elem_id="mask-choice",
+            label="mask shown: the best by predicted IoU, or one of SAM's three (part, whole, surroundings)",
+        )  # fmt: skip
+        scores = gr.Textbox(label="predicted IoU", interactive=False, elem_id="mask-scores")
+    with gr.Row():
         upload = gr.File(label="or open a file (PNG, JPEG, TIFF, DICOM .dcm)", file_types=IMAGE_TYPES)
         mask = gr.Image(label="mask (download)", type="numpy", interactive=False, format="png")
+        probabilities = gr.File(label="probability map (download, float32 TIFF)", elem_id="probabilities")
     examples = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.png"))
     if examples:  # axial slices of the MNI152 template (McGill notice in the Space README)
         gr.Examples(
             examples=[[e] for e in examples], inputs=[image], label="examples: MNI152 T1 slices",
             api_visibility="private",
         )  # fmt: skip
-    outputs = [prompts, result, mask, status]
-    image.select(on_click, [image, raw, prompts, mode, adapter], outputs, **INTERNAL)
+    outputs = [prompts, result, mask, status, scores, probabilities]
+    image.select(on_click, [image, raw, prompts, mode, adapter, which], outputs, **INTERNAL)
     # any new picture (an upload, an example, a removal) resets the prompts, the overlay and the mask
     image.change(on_new_image, [image, raw], [raw, *outputs], **INTERNAL).then(
         prepare_picture, [image, raw, adapter], None, **INTERNAL
     )
     upload.upload(on_file, [upload, adapter], [image, raw, *outputs], **INTERNAL)
-    undo_button.click(on_undo, [image, raw, prompts, adapter], outputs, **INTERNAL)
-    text_button.click(on_text, [image, raw, text, adapter], [result, mask, status], **INTERNAL)
-    clear_button.click(lambda: (empty_prompts(), None, None, "no prompts"), None, outputs, **INTERNAL)
-    adapter.change(on_adapter, [image, raw, prompts, adapter], outputs, **INTERNAL)
+    undo_button.click(on_undo, [image, raw, prompts, adapter, which], outputs, **INTERNAL)
+    text_button.click(
+        on_text, [image, raw, text, adapter], [result, mask, status, scores, probabilities], **INTERNAL
+    )
+    clear_button.click(cleared, None, outputs, **INTERNAL)
+    adapter.change(on_adapter, [image, raw, prompts, adapter, which], outputs, **INTERNAL)
+    which.change(on_which, [image, raw, prompts, adapter, which], outputs, **INTERNAL)
 
 
 def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
