@@ -18,7 +18,7 @@ from msa_hf.inference.image_encoding import (
     image_to_pixel_values,
 )
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file
-from msa_hf.inference.volume_predictor import VolumePredictor, grown_box
+from msa_hf.inference.volume_predictor import VolumePredictor, grown_box, main_parts
 from msa_hf.peft_msa import MsaAdapterConfig, sam_adapter_to_peft_model
 from msa_hf.testing import (
     BoxFillSam,
@@ -36,6 +36,35 @@ def test_grown_box_grows_by_the_margin_and_stays_in_the_image():
     assert grown_box(mask, margin=0.2) == [0.0, 3.0, 13.0, 16.0]
     assert grown_box(mask, margin=0.0, min_margin=1) == [1.0, 4.0, 12.0, 15.0]
     assert grown_box(np.zeros((4, 4), bool), 0.1) is None
+
+
+def test_main_parts_drop_specks_and_keep_real_parts():
+    mask = np.zeros((30, 40), bool)
+    mask[5:15, 5:15] = True  # the structure, 100 px
+    mask[20:22, 30:32] = True  # a 4 px speck far away
+    mask[15, 15] = True  # touching the structure diagonally: part of it
+    kept = main_parts(mask)
+    expected = mask.copy()
+    expected[20:22, 30:32] = False
+    np.testing.assert_array_equal(kept, expected)
+    mask[20:28, 25:35] = True  # a second real part (80 px) swallows the speck: both parts stay
+    np.testing.assert_array_equal(main_parts(mask), mask)
+    assert not main_parts(np.zeros((4, 4), bool)).any()
+
+
+def test_a_speck_on_the_seed_does_not_widen_the_next_slices_box():
+    slices = np.zeros((3, 32, 32), np.float32)
+    seed = np.zeros((32, 32), bool)
+    seed[8:18, 8:18] = True
+    seed[28, 29] = True  # a stray pixel a correction left behind
+    predictor = VolumePredictor(BoxFillSam(32))  # predicts its prompt box filled
+    predictor.set_volume(slices)
+    result = predictor.propagate(1, seed, max_slices=1)
+    expected = np.zeros((32, 32), bool)
+    x0, y0, x1, y1 = (int(v) for v in grown_box(seed & ~(np.arange(32)[:, None] > 25), 0.15))
+    expected[y0 : y1 + 1, x0 : x1 + 1] = True
+    np.testing.assert_array_equal(result.masks[2], expected)  # the box of the structure, not of the speck
+    np.testing.assert_array_equal(result.masks[0], expected)
 
 
 @pytest.mark.parametrize("seed_slice", [8, 11])

@@ -7,7 +7,8 @@ with MSA's depth branch, a slice is encoded inside its window of D consecutive s
 slice on the CPU and eight slices at a time on a GPU (`batch_size`). Prompts are then decoded per slice, as SAM's predictor does.
 
 `propagate` carries a mask from one slice through the volume: each neighbour is prompted with the box of
-the previous slice's mask, grown by a margin (structures widen and narrow from slice to slice), and the walk
+the previous slice's mask (its main parts: `main_parts`), grown by a margin (structures widen and narrow from
+slice to slice), and the walk
 stops where the mask vanishes or the IoU head's score drops below `stop_score`, in each direction.
 """
 
@@ -28,6 +29,9 @@ DEFAULT_STOP_SCORE = 0.5  # the IoU head's score under which a propagated slice 
 DEFAULT_MAX_AREA_RATIO = 3.0
 # below this many pixels a mask's area ratio says little (the grown box's 2-pixel margin alone allows 5x)
 MIN_AREA_FOR_RATIO = 64
+# parts of a mask smaller than this share of its largest part do not widen the next slice's box: a few stray
+# pixels far from the structure (a correction's clicks can leave them) would otherwise double the box
+MIN_PART_SHARE = 0.1
 
 
 @dataclass
@@ -69,6 +73,19 @@ def grown_box(mask: np.ndarray, margin: float, min_margin: int = 2) -> list[floa
         float(min(cols.max() + grow_x, width - 1)),
         float(min(rows.max() + grow_y, height - 1)),
     ]
+
+
+def main_parts(mask: np.ndarray, min_share: float = MIN_PART_SHARE) -> np.ndarray:
+    """`mask` `(H, W)` without its specks: the connected parts (8-connected) of at least `min_share` of the
+    largest part's area. A structure seen in several real parts keeps them all; an empty mask stays empty."""
+    from scipy import ndimage
+
+    parts, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count <= 1:
+        return np.asarray(mask, bool)
+    areas = np.bincount(parts.ravel())[1:]
+    kept = np.flatnonzero(areas >= min_share * areas.max()) + 1
+    return np.isin(parts, kept)
 
 
 class VolumePredictor:
@@ -171,7 +188,7 @@ class VolumePredictor:
     ) -> Propagation:
         """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
 
-        Each next slice is prompted with `grown_box(previous mask, margin)` and, with `carry_logits`, the
+        Each next slice is prompted with `grown_box(main_parts(previous mask), margin)` and, with `carry_logits`, the
         previous slice's low-resolution logits as SAM's mask prompt (`seed_logits` for the first step, when the
         seed came from the model). A direction ends at the volume's edge or the end of `slice_range` (first and
         last slice, inclusive), after `max_slices` slices, where the mask is empty, where it scores below
@@ -314,7 +331,7 @@ class _Walk:
                 return f"the limit of {self.limit} slices"
             if position in self.blocked:
                 return f"slice {position}, marked empty by a correction"
-            prompt = Prompt(box=grown_box(previous, self.margin))
+            prompt = Prompt(box=grown_box(main_parts(previous), self.margin))
             prediction = self.predictor.predict_masks(
                 position, prompt, mask_prompt=logits if self.carry else None
             )
