@@ -946,6 +946,39 @@ def _(f):
     return ["convert", path, "--output-dir", path, "--overwrite"]
 
 
+# ------------------------------------------------------------------------------------------------ export-onnx
+@case("export-onnx", "a model whose config does not match its weights", mentions=("config.json", "weights"))
+def _(f):
+    model = model_folder(f)
+    config = json.loads((model / "config.json").read_text())
+    config["vision_config"]["hidden_size"] *= 2  # the weights are of the smaller encoder
+    (model / "config.json").write_text(json.dumps(config))
+    return ["export-onnx", str(model), "--output-dir", out(f)]
+
+
+@case("export-onnx", "model folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["export-onnx", str(f / "in" / "nowhere"), "--output-dir", out(f)]
+
+
+@case(
+    "export-onnx",
+    "existing non-empty output without --overwrite",
+    mentions=("--overwrite",),
+    protect_out=True,
+)
+def _(f):
+    (f / "out").mkdir()
+    (f / "out" / "keep.txt").write_text("mine")
+    return ["export-onnx", "tiny", "--output-dir", out(f)]
+
+
+@case("export-onnx", "output is the model folder itself, with --overwrite", mentions=("is the input",))
+def _(f):
+    model = model_folder(f)
+    return ["export-onnx", str(model), "--output-dir", str(model), "--overwrite"]
+
+
 # ------------------------------------------------------------------------------------------------ train
 def _train(f: Path, *flags: str) -> list[str]:
     return ["train", "--dataset", str(prepared(f)), "--output-dir", out(f), "--steps", "2", "--batch-size", "2",

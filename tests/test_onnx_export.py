@@ -74,10 +74,10 @@ def test_onnxruntime_matches_pytorch(kind, tmp_path):
 def test_the_command_exports_and_refuses_to_overwrite(tiny_base, tmp_path, capsys):
     from msa_hf.cli import main
 
-    assert main(["export-onnx", str(tiny_base), str(tmp_path / "onnx")]) == 0
+    assert main(["export-onnx", str(tiny_base), "--output-dir", str(tmp_path / "onnx")]) == 0
     printed = capsys.readouterr().out
     assert "prompt_decoder.onnx" in printed and "onnxruntime vs PyTorch" in printed
-    assert main(["export-onnx", str(tiny_base), str(tmp_path / "onnx")]) != 0
+    assert main(["export-onnx", str(tiny_base), "--output-dir", str(tmp_path / "onnx")]) != 0
     assert "pass --overwrite" in capsys.readouterr().err
     import onnx
 

@@ -78,6 +78,12 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
     try:
         return model_class.from_pretrained(path, **config_overrides)
     except Exception as error:
+        mismatch = _first_shape_mismatch(local, model_class, config_overrides) if local.exists() else None
+        if mismatch is not None:
+            raise BaseLoadError(
+                f"base {spec}: its config.json does not match its weights ({mismatch}); put back the "
+                "config.json saved with these weights (save_pretrained writes both)."
+            ) from error
         if local.exists() and not isinstance(error, OSError):
             # a damaged folder: a truncated safetensors file, a config that is not JSON, weights of another shape
             raise BaseLoadError(
@@ -91,3 +97,24 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
             f"base {spec}: cannot be loaded as a {where}: {error}. Download it where the Hub is reachable "
             "(`huggingface-cli download <id> --local-dir <folder>`) and pass the folder, or use --base tiny."
         ) from error
+
+
+def _first_shape_mismatch(folder: Path, model_class: Any, config_overrides: dict[str, Any]) -> str | None:
+    """The first weight whose shape in `folder`'s safetensors differs from the one its config.json builds,
+    as "name: weights (a, b), config (c, d)"; None when the shapes agree or cannot be read."""
+    import torch
+    from safetensors import safe_open
+
+    try:
+        config = model_class.config_class.from_pretrained(folder, **config_overrides)
+        with torch.device("meta"):
+            expected = {name: tuple(t.shape) for name, t in model_class(config).state_dict().items()}
+        for file in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(file), framework="pt") as weights:
+                for name in sorted(weights.keys()):  # noqa: SIM118 (a safetensors handle, not a dict)
+                    shape = tuple(weights.get_slice(name).get_shape())
+                    if name in expected and expected[name] != shape:
+                        return f"{name}: weights {shape}, config {expected[name]}"
+    except Exception:  # the folder is damaged in another way: the caller's general message applies
+        return None
+    return None
