@@ -8,7 +8,7 @@
 # installed. The suite rewrites its tables after every case and lists failed or timed-out cases with why, so
 # a run cut short or hit by one out-of-memory case keeps what it finished. Dry-run here against the device
 # image's transformers 5.17 too: DEVICE=cpu EXTRA=--tiny PYTHON=<a venv with transformers==5.17.*>/bin/python
-# Copy cuda.{csv,md} and cuda-recipes.{csv,md} into benchmarks/results/ and commit them.
+# Copy cuda.{csv,md}, cuda-recipes.{csv,md} and batch-inference.md into benchmarks/results/ and commit them.
 set -uo pipefail
 device=${DEVICE:-cuda}
 extra=${EXTRA:-}
@@ -78,5 +78,43 @@ print(f"predictor on {predictor.placement.device} ({predictor.placement.dtype}):
 sys.exit(done.returncode)
 PY
 serving=${PIPESTATUS[0]}
-echo "device checks exit $checks, suite exit $suite, recipes exit $recipes, serving exit $serving" | tee -a "$log"
-exit $((checks || suite || recipes || serving))
+# batch inference end to end (read, encode, decode, write) over a folder of 1024 px pictures: images per second
+# with one picture per encoder call and with eight (ViT-B, random weights: the time, not the masks)
+"$python" - "$device" "$extra" "$out" <<'PY' 2>&1 | tee -a "$log"
+import sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.geometry import build_model
+from msa_hf.inference.batch import BatchItem, predict_batch
+from msa_hf.inference.predictor import Prompt
+
+device, tiny, out = sys.argv[1], "--tiny" in sys.argv[2], Path(sys.argv[3])
+geometry, size, count = ("tiny", 128, 16) if tiny else ("ViT-B", 1024, 64)
+model = build_model("msa", geometry, size).eval()
+folder = Path(tempfile.mkdtemp())
+rng = np.random.default_rng(0)
+items = []
+for index in range(count):
+    picture = rng.integers(0, 255, (size, size)).astype(np.uint8)
+    Image.fromarray(picture).save(folder / f"case{index}.png")
+    items.append(BatchItem(folder / f"case{index}.png", folder / "masks" / f"case{index}.png",
+                           [Prompt(box=[size // 4, size // 4, size // 2, size // 2])]))
+predict_batch(model, items[:8], device=device, batch_size=8, show_progress=False)  # warm-up
+lines = ["| model | size | pictures | batch | seconds | images/s |", "|---|---:|---:|---:|---:|---:|"]
+for batch_size in (1, 8):
+    start = time.perf_counter()
+    rows = predict_batch(model, items, device=device, batch_size=batch_size, show_progress=False)
+    seconds = time.perf_counter() - start
+    assert all(row["status"] == "ok" for row in rows), rows
+    lines.append(f"| {geometry} | {size} | {count} | {batch_size} | {seconds:.2f} | {count / seconds:.1f} |")
+    print(lines[-1], flush=True)
+(out / "batch-inference.md").write_text(
+    f"msa-hf predict over a folder ({device}, default dtype), end to end:\n\n" + "\n".join(lines) + "\n"
+)
+PY
+batch=${PIPESTATUS[0]}
+echo "device checks exit $checks, suite exit $suite, recipes exit $recipes, serving exit $serving, batch exit $batch" | tee -a "$log"
+exit $((checks || suite || recipes || serving || batch))
