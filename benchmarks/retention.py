@@ -32,6 +32,7 @@ import numpy as np
 SETTINGS: dict[str, list[str]] = {
     "off": [],
     "distill": ["--distill-probability", "0.5"],
+    "distill-outside": ["--distill-probability", "0.5", "--distill-outside-labels"],
     "replay": ["--replay-share", "0.25"],
     "distill+replay": ["--distill-probability", "0.5", "--replay-share", "0.25"],
 }

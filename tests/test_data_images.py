@@ -125,6 +125,46 @@ def test_binary_tasks_and_sam_batch_from_a_png_folder(tmp_path):
     assert torch.equal(tasks[0]["input_points"], tasks[0]["input_points"])
 
 
+def test_rows_can_carry_the_adapted_structures_moved_with_their_mask(tmp_path):
+    written = write_png_folder(tmp_path / "src")
+    prepare_dataset(tmp_path / "src", tmp_path / "out", split=(1.0, 0.0, 0.0))
+    slices = load_prepared(tmp_path / "out")["train"]
+    names = read_class_names(tmp_path / "out")
+    assert "adapted" not in to_binary_tasks(slices, names).column_names  # only when asked for
+    tasks = to_binary_tasks(slices, names, classes=[2], keep_adapted=True)
+    for row in tasks:  # the union of the kept structures (class 2 only), not of every label
+        labels = written[row["case_id"]][1]
+        assert np.array_equal(np.asarray(row["adapted"]), (labels == 2).astype(np.uint8))
+    tasks = to_binary_tasks(slices, names, keep_adapted=True)
+    for row in tasks:
+        labels = written[row["case_id"]][1]
+        assert np.array_equal(np.asarray(row["adapted"]), (labels > 0).astype(np.uint8))
+    for augment in (False, True):
+        tasks.set_transform(
+            SamSegmentationTransform(image_size=64, augment=augment, deterministic=True, seed=3)
+        )
+        plain = to_binary_tasks(slices, names)
+        plain.set_transform(
+            SamSegmentationTransform(image_size=64, augment=augment, deterministic=True, seed=3)
+        )
+        for index in range(len(tasks)):
+            example, without = tasks[index], plain[index]
+            adapted, mask = example["adapted"][0], example["labels"][0].bool()
+            assert adapted.dtype == torch.bool and adapted.shape == (64, 64)
+            assert (adapted | ~mask).all()  # the row's own structure lies inside the adapted ones
+            # carrying it changes nothing else: pixels, mask and prompts are those of a row without it
+            for key in ("pixel_values", "labels", "input_points"):
+                assert torch.equal(example[key], without[key])
+        if not augment:  # resized as a label: the union of the rows' masks of that picture
+            by_case: dict[str, torch.Tensor] = {}
+            for index in range(len(tasks)):
+                example = tasks[index]
+                by_case[example["case_id"]] = by_case.get(example["case_id"], 0) + example["labels"][0]
+            for index in range(len(tasks)):
+                example = tasks[index]
+                assert torch.equal(example["adapted"][0], by_case[example["case_id"]] > 0)
+
+
 def test_bad_cases_are_skipped_with_reasons_and_good_ones_kept(tmp_path):
     source = tmp_path / "src"
     write_png_folder(source, count=4)

@@ -74,6 +74,42 @@ def test_the_teacher_stays_the_base_while_adapters_and_a_fully_trained_decoder_m
     assert BaseTeacher(frozen.mark_only_adapters_as_trainable()).decoder is None
 
 
+def _scored_by_mask_mean(model) -> None:
+    """Replace `model`'s IoU scores by each mask's mean logit (a random tiny IoU head ranks every click alike),
+    so that which of the three masks is best depends on the click."""
+    forward = model.forward
+
+    def scored(*args, **kwargs):
+        outputs = forward(*args, **kwargs)
+        outputs.iou_scores = outputs.pred_masks.mean(dim=(-2, -1))
+        return outputs
+
+    model.forward = scored
+
+
+def test_the_teacher_answers_a_click_with_the_best_of_the_bases_three_masks():
+    base, adapted = _base_and_adapted()
+    _scored_by_mask_mean(adapted)
+    teacher = BaseTeacher(adapted.mark_only_adapters_as_trainable())
+    points = torch.rand(2, 6, 1, 2, generator=torch.Generator().manual_seed(8)) * 63
+    clicks = {"input_points": points, "input_labels": torch.ones(2, 6, 1, dtype=torch.long)}
+    answered = teacher(PIXELS, multimask=True, **clicks)  # (B, P, 1, h, w): six clicks per picture
+    with torch.no_grad():
+        outputs = base(pixel_values=PIXELS, multimask_output=True, **clicks)
+    best = outputs.pred_masks.mean(dim=(-2, -1)).argmax(-1)
+    assert answered.shape == (2, 6, 1, *outputs.pred_masks.shape[-2:]) and best.unique().numel() > 1
+    for row in range(2):
+        for prompt in range(6):
+            torch.testing.assert_close(
+                answered[row, prompt, 0], outputs.pred_masks[row, prompt, best[row, prompt]]
+            )
+    single = teacher(PIXELS, **clicks)  # the single-mask output otherwise
+    with torch.no_grad():
+        torch.testing.assert_close(
+            single, base(pixel_values=PIXELS, multimask_output=False, **clicks).pred_masks
+        )
+
+
 def test_random_prompts_lie_anywhere_in_the_frame_and_repeat_with_the_seed():
     boxes = random_prompts(np.random.default_rng(0), 200, 64, True, torch.device("cpu"))["input_boxes"][:, 0]
     assert (
@@ -98,6 +134,62 @@ def test_a_distillation_batch_is_labelled_by_the_teacher_alone():
     )
     assert torch.equal(distilled["labels"], (expected > 0).float())
     assert not torch.equal(distilled["input_boxes"], BOXES)
+
+
+@pytest.mark.parametrize("use_box", [True, False])
+def test_distillation_outside_labels_keeps_the_candidate_that_overlaps_them_least(use_box):
+    from msa_hf.training.retention.self_distillation import CANDIDATES
+
+    base, adapted = _base_and_adapted()
+    teacher = BaseTeacher(adapted.mark_only_adapters_as_trainable())
+    structures = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    structures[0, 0, 10:40, 5:50] = True  # a large adapted structure on the first picture
+    structures[1, 0, 30:60, 30:60] = True
+    batch = {
+        "pixel_values": PIXELS,
+        "labels": torch.ones(2, 1, 64, 64),
+        "input_boxes": BOXES,
+        "adapted": structures,
+    }
+    distilled = distillation_batch(teacher, batch, np.random.default_rng(5), use_box=use_box)
+    # the same candidates, drawn again, and the base's masks for each
+    candidates = random_prompts(np.random.default_rng(5), 2, 64, use_box, torch.device("cpu"), CANDIDATES)
+    with torch.no_grad():  # a box: the single mask; a click: the best of three by the base's IoU head
+        outputs = base(pixel_values=PIXELS, multimask_output=not use_box, **candidates)
+    best = outputs.iou_scores.argmax(-1)[..., None, None, None].expand(
+        -1, -1, 1, *outputs.pred_masks.shape[-2:]
+    )
+    masks = torch.gather(outputs.pred_masks, 2, best)[:, :, 0]
+    masks = torch.nn.functional.interpolate(masks, size=(64, 64), mode="bilinear") > 0  # (2, K, 64, 64)
+    overlap = (masks & structures).flatten(2).sum(-1) / masks.flatten(2).sum(-1).clamp(min=1)
+    key = "input_boxes" if use_box else "input_points"
+    for row in range(2):
+        chosen = next(
+            k for k in range(CANDIDATES) if torch.equal(candidates[key][row, k], distilled[key][row, 0])
+        )
+        assert torch.equal(distilled["labels"][row, 0].bool(), masks[row, chosen])  # the base's own mask
+        if use_box:
+            assert overlap[row, chosen] == overlap[row].min()
+        else:  # a click on the structure is never kept while another candidate lies off it
+            x, y = distilled["input_points"][row, 0, 0].round().long().tolist()
+            assert not structures[row, 0, y, x]
+            off = [
+                k
+                for k in range(CANDIDATES)
+                if not structures[row, 0, *candidates[key][row, k, 0].round().long().flip(0)]
+            ]
+            assert overlap[row, chosen] == overlap[row, off].min()
+    if use_box:  # the choice mattered on this batch
+        assert overlap.min(dim=1).values.sum() < overlap[:, 0].sum()
+    else:  # some candidates were clicks on the structures, and none of those was kept
+        points = candidates["input_points"][:, :, 0].round().long()
+        hits = [bool(structures[row, 0, y, x]) for row in range(2) for x, y in points[row].tolist()]
+        assert any(hits) and not all(hits)
+
+
+def test_distill_outside_labels_needs_distillation():
+    with pytest.raises(ValueError, match="distill_probability"):
+        TrainConfig(distill_outside_labels=True)
 
 
 def _source(folder, shapes: str) -> None:
@@ -225,6 +317,10 @@ def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else
     other = replay_rows(batch, replay, 0.5, step=4, rng=np.random.default_rng(0))
     assert not torch.equal(other["labels"][:2], mixed["labels"][:2])
     assert replay_rows(batch, replay, 0.0, step=3, rng=np.random.default_rng(0)) is batch
+    # the adapted structures of a replaced row are cleared (the engine's picture has none), the others kept
+    batch["adapted"] = torch.ones(4, 1, 64, 64, dtype=torch.bool)
+    mixed = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
+    assert not mixed["adapted"][:2].any() and mixed["adapted"][2:].all() and batch["adapted"].all()
 
 
 def test_replay_of_whole_batches_learns_nothing_from_the_dataset(tiny_base, tmp_path):

@@ -101,8 +101,11 @@ def to_binary_tasks(
     classes: list[int] | None = None,
     min_pixels: int = 1,
     image_size: int | None = None,
+    keep_adapted: bool = False,
 ) -> Any:
-    """One row per (slice, structure present): `image`, binary `mask` (uint8 0/1), `class_id`, `class_name`.
+    """One row per (slice, structure present): `image`, binary `mask` (uint8 0/1), `class_id`, `class_name`;
+    with `keep_adapted`, also `adapted` (uint8 0/1), the union of every kept structure on that slice (what
+    self-distillation's prompts stay away from: `msa_hf.training.retention.distillation_batch`).
 
     Empty masks never become rows: structures absent from a slice (or under `min_pixels`) are skipped
     and counted in the log, so training never meets an empty target mid-epoch. The image bytes are passed
@@ -124,6 +127,8 @@ def to_binary_tasks(
     mask_encoder = Image()
     features = TASK_FEATURES.copy()
     features["image"] = Image(decode=False)
+    if keep_adapted:
+        features["adapted"] = Image()
 
     def expand(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in features}
@@ -132,6 +137,11 @@ def to_binary_tasks(
             if not present:
                 continue
             label = np.asarray(batch["label"][index])
+            adapted = (
+                mask_encoder.encode_example(np.isin(label, present).astype(np.uint8))
+                if keep_adapted
+                else None
+            )
             for value in present:
                 mask = label == value
                 if int(mask.sum()) < min_pixels or (image_size and not _survives_resize(mask, image_size)):
@@ -151,6 +161,8 @@ def to_binary_tasks(
                 out["mask"].append(mask_encoder.encode_example(mask.astype(np.uint8)))
                 out["class_id"].append(int(value))
                 out["class_name"].append(class_names[value])
+                if keep_adapted:
+                    out["adapted"].append(adapted)
         return out
 
     source = dataset.cast_column("image", Image(decode=False))
@@ -212,7 +224,8 @@ class SamSegmentationTransform:
         int64, input_boxes `(1, 4)` (when boxes are on), original_sizes `(2,)`, reshaped_input_sizes `(2,)`,
         has_target (False when the target vanished in the model frame: then the prompt is padding-only;
         `to_binary_tasks(image_size=...)` drops such rows up front), plus case_id, slice, class_id,
-        class_name.
+        class_name; rows with an `adapted` mask (`to_binary_tasks(keep_adapted=True)`) give it as `adapted`
+        `(1, S, S)` bool, resized and augmented with the mask.
 
     Attributes:
         image_size: the model's input size (`model.config.vision_config.image_size`).
@@ -269,21 +282,29 @@ class SamSegmentationTransform:
                 f"{tuple(pixels.shape[-2:])} differ in size."
             )
         original_size = tuple(mask.shape)
-        pixels, mask = resize_and_pad(pixels, mask, self.image_size)
-        valid = torch.zeros(self.image_size, self.image_size, dtype=torch.bool)
+        # the union of the adapted structures, when the row has it, is moved exactly as the mask is
+        layers = [mask] if "adapted" not in row else [mask, torch.from_numpy(np.asarray(row["adapted"]) > 0)]
+        pixels, resized = resize_and_pad(
+            pixels, torch.stack([layer.to(torch.uint8) for layer in layers]), self.image_size
+        )
+        valid = torch.zeros(self.image_size, self.image_size, dtype=torch.uint8)
         height, width = resized_shape(original_size, self.image_size)
-        valid[:height, :width] = True
+        valid[:height, :width] = 1
         if self.augment:
-            stacked = torch.cat([mask[None], valid[None].to(mask.dtype)])
+            stacked = torch.cat([resized, valid[None]])
             pixels, stacked = self.spatial_augment(pixels, stacked, generator)
-            mask, valid = stacked[0], stacked[1].bool()
+            resized, valid = stacked[:-1], stacked[-1]
             pixels = self.intensity_jitter(pixels, generator)
+        mask, valid = resized[0], valid.bool()
+        adapted = resized[1] if len(resized) > 1 else None
         out: dict[str, Any] = {
             "pixel_values": SamNormalize()(pixels),
             "labels": mask[None].float(),
             "original_sizes": torch.tensor(original_size),
             "reshaped_input_sizes": torch.tensor([height, width]),
         }
+        if adapted is not None:
+            out["adapted"] = adapted[None].bool()
         for key in ("case_id", "slice", "class_id", "class_name", "modality"):
             if key in row:
                 out[key] = row[key]

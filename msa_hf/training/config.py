@@ -62,6 +62,12 @@ class TrainConfig:
         metadata={"help": "share of steps that prompt the images anywhere and learn the base's own masks "
                   "(self-distillation, keeps the base's promptability; method msa, 2-D)"},
     )  # fmt: skip
+    distill_outside_labels: bool = field(
+        default=False,
+        metadata={"help": "self-distillation prompts stay off the structures being adapted to (the one of "
+                  "several random prompts whose base mask overlaps them least), so the base is never asked to "
+                  "undo the adaptation"},
+    )  # fmt: skip
     replay_share: float = field(
         default=0.0,
         metadata={"help": "share of every batch replaced by the base's synthetic pictures with their exact "
@@ -171,6 +177,10 @@ class TrainConfig:
             raise ValueError(
                 f"distill_probability={self.distill_probability} needs method='msa' without the depth branch "
                 "(the teacher is the model with its MSA adapters off)."
+            )
+        if self.distill_outside_labels and self.distill_probability == 0:
+            raise ValueError(
+                "distill_outside_labels chooses where self-distillation prompts go; set distill_probability too."
             )
         if self.replay_share > 0 and (self.use_depth_branch or self.text_prompts):
             raise ValueError(

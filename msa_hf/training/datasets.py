@@ -48,7 +48,9 @@ def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) 
         )
         windows = VolumeWindowDataset(slices[split], config.num_slices, class_names, transform=transform)
         return windows, transform
-    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
+    # distillation that stays off the adapted structures needs their union on every training row
+    keep_adapted = train and config.distill_probability > 0 and config.distill_outside_labels
+    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size, keep_adapted=keep_adapted)
     prompts = PromptSampling(
         num_positive=config.num_clicks,
         click_strategy="uniform" if train else "interior",

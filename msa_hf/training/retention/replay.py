@@ -70,7 +70,8 @@ def replay_rows(
 ) -> dict[str, Any]:
     """`batch` (2-D training rows) with its first `replayed_row_count(B, share)` rows replaced by the engine's
     pictures `step * k .. step * k + k - 1`, on the batch's device and in its dtypes. The other rows, and every
-    key that is not a model input, are left as they are; `batch` itself is not modified."""
+    key that is not a model input, are left as they are (`adapted`, the adapted structures, is cleared on the
+    replaced rows); `batch` itself is not modified."""
     pixel_values = batch["pixel_values"]
     if pixel_values.ndim != 4:
         raise ValueError("replay takes 2-D batches; the depth branch's windows are not supported yet.")
@@ -86,4 +87,7 @@ def replay_rows(
     if "has_target" in batch and isinstance(batch["has_target"], torch.Tensor):
         mixed["has_target"] = batch["has_target"].clone()
         mixed["has_target"][:count] = True
+    if "adapted" in batch:  # the engine's pictures hold none of the structures being adapted to
+        mixed["adapted"] = batch["adapted"].clone()
+        mixed["adapted"][:count] = False
     return mixed

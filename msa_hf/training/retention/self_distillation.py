@@ -48,44 +48,87 @@ class BaseTeacher:
             self.model.mask_decoder = trained
 
     @torch.no_grad()
-    def __call__(self, pixel_values: torch.Tensor, **prompts: torch.Tensor) -> torch.Tensor:
-        """The base's single-mask low-resolution logits `(B, 1, 1, h, w)` for `pixel_values` `(B, 3, S, S)`
-        and `prompts` (`input_boxes`, or `input_points` + `input_labels`, in the model frame)."""
+    def __call__(
+        self, pixel_values: torch.Tensor, multimask: bool = False, **prompts: torch.Tensor
+    ) -> torch.Tensor:
+        """The base's low-resolution logits `(B, P, 1, h, w)` for `pixel_values` `(B, 3, S, S)` and `prompts`
+        (`input_boxes`, or `input_points` + `input_labels`, in the model frame; P prompts per image). With
+        `multimask`, each prompt's mask is the best of SAM's three by the base's IoU head, as SAM answers a
+        single click; otherwise the single-mask output."""
         with adapters_disabled(self.model), self._base_decoder():
-            return self.model(pixel_values=pixel_values, multimask_output=False, **prompts).pred_masks
+            outputs = self.model(pixel_values=pixel_values, multimask_output=multimask, **prompts)
+        if not multimask:
+            return outputs.pred_masks
+        best = outputs.iou_scores.argmax(dim=-1)  # (B, P)
+        return torch.gather(
+            outputs.pred_masks,
+            2,
+            best[..., None, None, None].expand(-1, -1, 1, *outputs.pred_masks.shape[-2:]),
+        )
 
 
 def random_prompts(
-    rng: np.random.Generator, count: int, size: int, use_box: bool, device: torch.device
+    rng: np.random.Generator, count: int, size: int, use_box: bool, device: torch.device, per_row: int = 1
 ) -> dict[str, torch.Tensor]:
-    """`count` prompts anywhere in an `size` x `size` model frame: boxes `(count, 1, 4)` of at least
-    `MIN_BOX_FRACTION` of the side, or single positive clicks `(count, 1, 1, 2)` with labels `(count, 1, 1)`."""
+    """`count` x `per_row` prompts anywhere in an `size` x `size` model frame: boxes `(count, per_row, 4)` of
+    at least `MIN_BOX_FRACTION` of the side, or single positive clicks `(count, per_row, 1, 2)` with labels
+    `(count, per_row, 1)`."""
+    total = count * per_row
     if use_box:
         low, last = MIN_BOX_FRACTION * size, size - 1
-        x0, y0 = rng.uniform(0, last - low, 2 * count).reshape(2, count)
+        x0, y0 = rng.uniform(0, last - low, 2 * total).reshape(2, total)
         x1 = x0 + rng.uniform(low, last - x0)
         y1 = y0 + rng.uniform(low, last - y0)
-        boxes = np.stack([x0, y0, x1, y1], axis=1)
-        return {"input_boxes": torch.tensor(boxes, dtype=torch.float32, device=device)[:, None]}
-    points = rng.uniform(0, size - 1, (count, 1, 1, 2))
+        boxes = np.stack([x0, y0, x1, y1], axis=1).reshape(count, per_row, 4)
+        return {"input_boxes": torch.tensor(boxes, dtype=torch.float32, device=device)}
+    points = rng.uniform(0, size - 1, (count, per_row, 1, 2))
     return {
         "input_points": torch.tensor(points, dtype=torch.float32, device=device),
-        "input_labels": torch.ones(count, 1, 1, dtype=torch.long, device=device),
+        "input_labels": torch.ones(count, per_row, 1, dtype=torch.long, device=device),
     }
+
+
+CANDIDATES = 8  # random prompts tried per image when distillation stays off the adapted structures
 
 
 def distillation_batch(
     teacher: BaseTeacher, batch: dict[str, Any], rng: np.random.Generator, use_box: bool
 ) -> dict[str, Any]:
     """A self-distillation batch: `batch`'s images with random prompts, labelled by the teacher's masks
-    (`(B, 1, S, S)` at the model's input size). Nothing of `batch`'s own labels or prompts is used."""
+    (`(B, 1, S, S)` at the model's input size). Nothing of `batch`'s own labels or prompts is used. A random
+    click is labelled as SAM answers one click, by the best of the base's three masks (a student trained on
+    single clicks with the best of its own three is scored, and scores its masks, the same way); a random box
+    by the base's single mask.
+
+    When the batch carries `adapted` `(B, 1, S, S)` (the union of the structures being adapted to on each
+    image: `TrainConfig.distill_outside_labels`), `CANDIDATES` prompts are tried per image and the one whose
+    teacher mask overlaps those structures least is kept (a click on one of them counts as full overlap):
+    the base is asked to stay itself around everything else, and never to undo the adaptation on the
+    structures it is being taught."""
     pixel_values = batch["pixel_values"]
     if pixel_values.ndim != 4:
         raise ValueError(
             "self-distillation takes 2-D batches; the depth branch's windows are not supported yet."
         )
     size = pixel_values.shape[-1]
-    prompts = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device)
-    logits = teacher(pixel_values, **prompts)[:, 0]  # (B, 1, h, w)
-    labels = (upsample_mask_logits(logits, size) > 0).float()
+    adapted = batch.get("adapted")
+    if adapted is None:
+        prompts = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device)
+        logits = teacher(pixel_values, multimask=not use_box, **prompts)[:, 0]  # (B, 1, h, w)
+        labels = (upsample_mask_logits(logits, size) > 0).float()
+        return {"pixel_values": pixel_values, "labels": labels, **prompts}
+    candidates = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device, CANDIDATES)
+    logits = teacher(pixel_values, multimask=not use_box, **candidates)[:, :, 0]  # (B, K, h, w)
+    masks = upsample_mask_logits(logits, size) > 0  # (B, K, S, S)
+    structures = adapted.to(masks.device).bool()  # (B, 1, S, S)
+    overlap = (masks & structures).flatten(2).sum(-1) / masks.flatten(2).sum(-1).clamp(min=1)  # (B, K)
+    if not use_box:  # a click on an adapted structure asks about that structure: never chosen over others
+        clicks = candidates["input_points"][:, :, 0].round().long().clamp(0, size - 1)  # (B, K, 2) x, y
+        rows = torch.arange(len(clicks), device=clicks.device)[:, None]
+        on_structure = structures[:, 0][rows, clicks[..., 1], clicks[..., 0]]
+        overlap = torch.where(on_structure, 1.0 + overlap, overlap)
+    chosen = overlap.argmin(dim=1)  # (B,)
+    rows = torch.arange(len(chosen), device=chosen.device)
+    prompts = {key: value[rows, chosen][:, None] for key, value in candidates.items()}
+    labels = masks[rows, chosen][:, None].float()
     return {"pixel_values": pixel_values, "labels": labels, **prompts}
