@@ -522,25 +522,29 @@ def test_errors_name_the_visitors_file_never_the_servers_folder(tmp_path):
     assert "scan.nii.gz" in str(raised.value) and str(tmp_path) not in str(raised.value)
 
 
+def _upload_and_click(page, folder: Path, clicked: str) -> None:
+    """Upload a bright-rectangle slice to the 2-D tab and click its middle until the JavaScript condition
+    `clicked` holds (a click that lands while the upload resets the prompts is undone: retried)."""
+    image = np.full((96, 128, 3), 40, np.uint8)
+    image[30:60, 40:90] = 200
+    Image.fromarray(image).save(folder / "slice.png")
+    page.locator("#prompt-image input[type=file]").set_input_files(str(folder / "slice.png"))
+    box = _visible_box(page, "#prompt-image img")
+    for _ in range(5):
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
+        page.wait_for_timeout(1500)
+        if page.evaluate(clicked):
+            break
+    page.wait_for_function(clicked, timeout=30_000)
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_a_new_picture_resets_the_prompts_and_overlay(tmp_path):
     """Picking an example after prompting another picture starts afresh (the next click used the old box)."""
-    image = np.full((96, 128, 3), 40, np.uint8)
-    image[30:60, 40:90] = 200
-    Image.fromarray(image).save(tmp_path / "slice.png")
     status = "[...document.querySelectorAll('#status textarea')].some(e => e.value === %r)"
     with demo_in_browser(BoxFillSam(64)) as page:
-        page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
-        box = _visible_box(page, "#prompt-image img")
-        for _ in range(5):  # a click that lands while the upload resets the prompts is undone: retry
-            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
-            page.wait_for_timeout(1500)
-            if page.evaluate(status.replace("e.value === %r", "e.value.endsWith('click(s)')")):
-                break
-        page.wait_for_function(
-            status.replace("e.value === %r", "e.value.endsWith('click(s)')"), timeout=30_000
-        )
+        _upload_and_click(page, tmp_path, status.replace("e.value === %r", "e.value.endsWith('click(s)')"))
         page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
         page.wait_for_function(status % "no prompts", timeout=30_000)
 
@@ -594,19 +598,9 @@ def test_the_page_shows_any_of_sams_three_masks_with_scores_and_probabilities(tm
 @pytest.mark.browser
 @needs_chromium
 def test_choosing_one_of_three_masks_in_a_real_browser(tmp_path):
-    image = np.full((96, 128, 3), 40, np.uint8)
-    image[30:60, 40:90] = 200
-    Image.fromarray(image).save(tmp_path / "slice.png")
     scores = "[...document.querySelectorAll('#mask-scores textarea')].some(e => e.value.startsWith(%r))"
     with demo_in_browser(BoxFillSam(64)) as page:
-        page.locator("#prompt-image input[type=file]").set_input_files(str(tmp_path / "slice.png"))
-        box = _visible_box(page, "#prompt-image img")
-        for _ in range(5):  # a click that lands while the upload resets the prompts is undone: retry
-            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.45)
-            page.wait_for_timeout(1500)
-            if page.evaluate(scores % "mask 1 of 3"):
-                break
-        page.wait_for_function(scores % "mask 1 of 3", timeout=30_000)  # best: the stand-in's scores tie
+        _upload_and_click(page, tmp_path, scores % "mask 1 of 3")  # best: the stand-in's scores tie
         page.locator("#mask-choice label", has_text="2").click()
         page.wait_for_function(scores % "mask 2 of 3", timeout=30_000)
         assert page.locator("#probabilities a").count() >= 1  # the probability map to download
