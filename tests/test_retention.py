@@ -241,6 +241,22 @@ def test_distillation_learns_the_base_not_the_labels(tiny_base, tmp_path):
     assert any(not torch.equal(value, left[name]) for name, value in plain.items())
 
 
+def test_distillation_outside_labels_takes_only_where_the_structures_are_from_the_labels(tiny_base, tmp_path):
+    datasets = _left_and_right_datasets(tmp_path)
+    # every step distilled, prompts kept off the structures: the labels now steer where the prompts go (the
+    # structures sit left or right), so the weights differ; each run is still the teacher's masks alone
+    left = _trained_weights(tiny_base, datasets["left"], tmp_path / "left", 1.0, distill_outside_labels=True)
+    right = _trained_weights(
+        tiny_base, datasets["right"], tmp_path / "right", 1.0, distill_outside_labels=True
+    )
+    assert any(not torch.equal(value, right[name]) for name, value in left.items())
+    again = _trained_weights(
+        tiny_base, datasets["left"], tmp_path / "again", 1.0, distill_outside_labels=True
+    )
+    for name, value in left.items():  # and a function of the seed and the data
+        assert torch.equal(value, again[name]), name
+
+
 def test_distillation_is_refused_where_its_teacher_does_not_exist():
     with pytest.raises(ValueError, match="distill_probability=0.5 needs method='msa'"):
         TrainConfig(method="lora", distill_probability=0.5)
