@@ -82,7 +82,8 @@ train-tissue: data
 	$(LAUNCH) --dataset $(TISSUE_DATA) --output-dir runs/msa-mni152-tissue \
 		$(if $(TISSUE_CLASSES),--classes $(TISSUE_CLASSES))
 
-# The retention options of train.py side by side (no retention, self-distillation, replay, both), three seeds
+# The retention options of train.py side by side (no retention, self-distillation with and without its prompts
+# kept off the adapted structures, replay, distillation and replay), three seeds
 # each on the default data: about 40 minutes on 2 CPU cores. Writes benchmarks/results/retention.{md,csv};
 # runs already complete in runs/retention are reused.
 retention: data
