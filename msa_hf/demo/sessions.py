@@ -25,6 +25,8 @@ from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_valu
 from msa_hf.inference.predictor import SegmentationPredictor
 
 MAX_VOXELS = 512 * 512 * 1024
+MULTIMASK_COUNT = 3  # SAM's multimask output
+KEPT_DOWNLOADS = 16  # probability maps kept for the page's downloads, the oldest removed first
 
 
 class DemoSession:
@@ -148,9 +150,9 @@ class DemoSession:
         the last `KEPT_DOWNLOADS` files are kept (Gradio serves its own copy of each)."""
         from PIL import Image
 
-        if self._probability_folder is None:
-            self._probability_folder = Path(tempfile.mkdtemp(prefix="msa-probabilities-"))
         with self._lock:
+            if self._probability_folder is None:
+                self._probability_folder = Path(tempfile.mkdtemp(prefix="msa-probabilities-"))
             self._written += 1
             path = self._probability_folder / f"probabilities-{self._written}.tif"
             Image.fromarray(np.asarray(probabilities, np.float32), mode="F").save(path)
@@ -160,9 +162,6 @@ class DemoSession:
         return str(path)
 
 
-KEPT_DOWNLOADS = 16
-
-
 def mask_choice(which: str | None) -> int | None:
     """The page's mask choice ("best", "1", "2", "3") as `DemoSession.segment_masks`' `choice` (None, 0-2)."""
     if which in (None, "", "best"):
@@ -170,9 +169,6 @@ def mask_choice(which: str | None) -> int | None:
     if which not in ("1", "2", "3"):
         raise ValueError(f"mask choice {which!r}: pick best, 1, 2 or 3.")
     return int(which) - 1
-
-
-MULTIMASK_COUNT = 3  # SAM's multimask output
 
 
 @dataclass
