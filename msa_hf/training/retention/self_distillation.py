@@ -112,11 +112,26 @@ def distillation_batch(
         )
     size = pixel_values.shape[-1]
     adapted = batch.get("adapted")
-    if adapted is None:
-        prompts = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device)
-        logits = teacher(pixel_values, multimask=not use_box, **prompts)[:, 0]  # (B, 1, h, w)
-        labels = (upsample_mask_logits(logits, size) > 0).float()
-        return {"pixel_values": pixel_values, "labels": labels, **prompts}
+    per_row = (
+        1 if adapted is None else CANDIDATES
+    )  # one random prompt per image, or candidates to choose from
+    candidates = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device, per_row)
+    logits = teacher(pixel_values, multimask=not use_box, **candidates)[:, :, 0]  # (B, K, h, w)
+    masks = upsample_mask_logits(logits, size) > 0  # (B, K, S, S)
+    chosen = torch.zeros(len(masks), dtype=torch.long, device=masks.device)  # (B,)
+    if adapted is not None:
+        structures = adapted.to(masks.device).bool()  # (B, 1, S, S)
+        overlap = (masks & structures).flatten(2).sum(-1) / masks.flatten(2).sum(-1).clamp(min=1)  # (B, K)
+        if not use_box:  # a click on an adapted structure asks about that structure: never chosen over others
+            clicks = candidates["input_points"][:, :, 0].round().long().clamp(0, size - 1)  # (B, K, 2) x, y
+            rows = torch.arange(len(clicks), device=clicks.device)[:, None]
+            on_structure = structures[:, 0][rows, clicks[..., 1], clicks[..., 0]]
+            overlap = torch.where(on_structure, 1.0 + overlap, overlap)
+        chosen = overlap.argmin(dim=1)
+    rows = torch.arange(len(chosen), device=chosen.device)
+    prompts = {key: value[rows, chosen][:, None] for key, value in candidates.items()}
+    labels = masks[rows, chosen][:, None].float()
+    return {"pixel_values": pixel_values, "labels": labels, **prompts}
     candidates = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device, CANDIDATES)
     logits = teacher(pixel_values, multimask=not use_box, **candidates)[:, :, 0]  # (B, K, h, w)
     masks = upsample_mask_logits(logits, size) > 0  # (B, K, S, S)
