@@ -174,35 +174,23 @@ class VolumePredictor:
         return self.decoder.predict_masks(prompt, multimask=multimask, mask_prompt=mask_prompt)
 
     def propagate(
-        self,
-        index: int,
-        mask: np.ndarray,
-        stop_score: float = DEFAULT_STOP_SCORE,
-        margin: float = 0.15,
-        max_slices: int | None = None,
-        slice_range: tuple[int, int] | None = None,
-        keep_probabilities: bool = False,
-        max_area_ratio: float | None = DEFAULT_MAX_AREA_RATIO,
-        carry_logits: bool = True,
-        seed_logits: np.ndarray | None = None,
+        self, index: int, mask: np.ndarray, seed_logits: np.ndarray | None = None, **rules: Any
     ) -> Propagation:
-        """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume.
+        """Carry `mask` `(H, W)` (slice `index`'s segmentation) up and down the volume: `propagate_seeds` with
+        one seed, whose `rules` (stopping, margin, slice range, carried logits, probabilities) it takes.
 
-        Each next slice is prompted with `grown_box(main_parts(previous mask), margin)` and, with `carry_logits`, the
-        previous slice's low-resolution logits as SAM's mask prompt (`seed_logits` for the first step, when the
-        seed came from the model). A direction ends at the volume's edge or the end of `slice_range` (first and
-        last slice, inclusive), after `max_slices` slices, where the mask is empty, where it scores below
-        `stop_score`, or where its area grows more than `max_area_ratio`-fold from the previous slice (a leak
-        into a neighbour; shrinking is allowed, structures taper to their ends; masks under
-        `MIN_AREA_FOR_RATIO` pixels are exempt; None: no area rule).
-        `Propagation.stopped` says which, per direction. With `keep_probabilities`, `Propagation.probabilities`
-        holds each propagated slice's probability map.
+        Each next slice is prompted with `grown_box(main_parts(previous mask), margin)` and, with
+        `carry_logits`, the previous slice's low-resolution logits as SAM's mask prompt (`seed_logits` for the
+        first step, when the seed came from the model). A direction ends at the volume's edge or the end of
+        `slice_range` (first and last slice, inclusive), after `max_slices` slices, where the mask is empty,
+        where it scores below `stop_score`, or where its area grows more than `max_area_ratio`-fold from the
+        previous slice (a leak into a neighbour; shrinking is allowed, structures taper to their ends; masks
+        under `MIN_AREA_FOR_RATIO` pixels are exempt; None: no area rule). `Propagation.stopped` says which,
+        per direction. With `keep_probabilities`, `Propagation.probabilities` holds each propagated slice's
+        probability map.
         """
-        return self.propagate_seeds(
-            {index: mask}, stop_score=stop_score, margin=margin, max_slices=max_slices, slice_range=slice_range,
-            keep_probabilities=keep_probabilities, max_area_ratio=max_area_ratio, carry_logits=carry_logits,
-            seed_logits=None if seed_logits is None else {index: seed_logits},
-        )  # fmt: skip
+        logits = None if seed_logits is None else {index: seed_logits}
+        return self.propagate_seeds({index: mask}, seed_logits=logits, **rules)
 
     def propagate_seeds(
         self,
