@@ -214,10 +214,14 @@ def test_a_label_map_off_its_inputs_grid_fails_that_input_alone(tiny_base, tmp_p
 
     expected = load_volume(pairs[1][1], is_label=True).array.shape
     assert (
-        _grid_shape(pairs[1][1], True) == expected
-        and _grid_shape(pairs[1][0], False) == load_volume(pairs[1][0]).array.shape
+        _grid_shape(pairs[1][1]) == expected
+        and _grid_shape(pairs[1][0]) == load_volume(pairs[1][0]).array.shape
     )
     assert rows["b.nii.gz"]["status"] == "failed" and f"has shape {expected}" in rows["b.nii.gz"]["error"]
+    from msa_hf.testing import write_dicom_series  # a DICOM series too, from its headers alone
+
+    write_dicom_series(tmp_path / "series", np.zeros((5, 12, 16)))
+    assert _grid_shape(tmp_path / "series") == load_volume(tmp_path / "series").array.shape
 
 
 @pytest.mark.parametrize("use_depth_branch", [False, True])

@@ -263,34 +263,37 @@ def prompts_from_label_map(
     return prompts
 
 
-def _grid_shape(path: Path, is_label: bool) -> tuple[int, ...]:
-    """The RAS+ shape of a volume, or the (height, width) of an image, from its header where it has one: a
-    NIfTI's or an image's pixels are not read (the input is read once, by `predict_file`)."""
+def _grid_shape(path: Path) -> tuple[int, ...]:
+    """The RAS+ shape of a volume (NIfTI or DICOM series), or the (height, width) of an image, from headers:
+    no pixel is decoded (the input is read once, by `predict_file`)."""
+    from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.volumes import is_nifti, load_volume
+    from msa_hf.data.volumes import dicom_series_slices, is_nifti
 
     if is_nifti(path):
         import nibabel as nib
-        from nibabel.orientations import io_orientation
 
         image = nib.load(str(path))
-        axes = io_orientation(image.affine)[:, 0].astype(int)  # input axis j becomes RAS+ axis axes[j]
-        shape = [0, 0, 0]
-        for axis, size in zip(axes, image.shape[:3], strict=True):
-            shape[axis] = int(size)
-        return tuple(shape)
-    if path.is_dir():
-        return load_volume(path, is_label=is_label).array.shape
-    with Image.open(path) as image:
-        return (image.height, image.width)
+        affine, shape = image.affine, image.shape[:3]
+    elif path.is_dir():
+        found, affine = dicom_series_slices(path)
+        shape = (int(found[0][1].Columns), int(found[0][1].Rows), len(found))  # i = column, j = row, k
+    else:
+        with Image.open(path) as image:
+            return (image.height, image.width)
+    axes = io_orientation(affine)[:, 0].astype(int)  # input axis j becomes RAS+ axis axes[j]
+    ras = [0, 0, 0]
+    for axis, size in zip(axes, shape, strict=True):
+        ras[axis] = int(size)
+    return tuple(ras)
 
 
 def check_label_map_grid(item: BatchItem) -> None:
     """A reference label map must be on its input's grid (volumes) or of its size (images)."""
     if item.labels is None:
         return
-    image, labels = _grid_shape(item.input, False), _grid_shape(item.labels, True)
+    image, labels = _grid_shape(item.input), _grid_shape(item.labels)
     if image != labels:
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
 
