@@ -21,21 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+
+from msa_hf.evaluation.metrics.segmentation import dice
+from msa_hf.processing.prompts import most_interior_point, sample_error_click
 
 CORRECTIONS = 2
 
 
-def interior_point(mask: np.ndarray) -> list[float]:
-    """The pixel of `mask` `(H, W)` farthest from its border, as `[x, y]`."""
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    row, column = np.unravel_index(int(np.argmax(distance)), mask.shape)
-    return [float(column), float(row)]
+def _click(region: np.ndarray) -> list[float]:
+    """A click on the most interior pixel of `region` `(H, W)`, as `[x, y]` (the evaluation protocols' rule)."""
+    return [float(v) for v in most_interior_point(region)]
 
 
-def dice(predicted: np.ndarray, target: np.ndarray) -> float:
-    total = predicted.sum() + target.sum()
-    return 1.0 if total == 0 else float(2 * (predicted & target).sum() / total)
+def _dice(predicted: np.ndarray, target: np.ndarray) -> float:
+    return dice(predicted, target) or 0.0  # targets are never empty here
 
 
 def case_volumes(dataset: str, split: str) -> list[tuple[str, np.ndarray, np.ndarray, str]]:
@@ -62,25 +61,27 @@ def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[
 
     areas = target.sum(axis=(1, 2))
     seed_slice = int(np.argmax(areas))
-    click = interior_point(target[seed_slice])
+    click = _click(target[seed_slice])
     seed = predictor.predict_masks(seed_slice, Prompt(points=[click]))
     if not seed.mask.any():
         return 0.0, [0.0] * CORRECTIONS
     seeds = {seed_slice: seed.mask}
     logits = {seed_slice: seed.low_res[seed.best]} if carry else None
     result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
-    first = dice(result.masks, target)
+    first = _dice(result.masks, target)
     after, empty = [], set()
     for _ in range(CORRECTIONS):
         errors = result.masks ^ target
+        if not errors.any():  # nothing left to correct
+            after.append(1.0)
+            continue
         worst = int(np.argmax(errors.sum(axis=(1, 2))))
-        missed, extra = target[worst] & ~result.masks[worst], result.masks[worst] & ~target[worst]
-        error, label = (missed, 1) if missed.sum() >= extra.sum() else (extra, 0)
-        components, count = ndimage.label(error)
-        largest = components == (1 + int(np.argmax(ndimage.sum(error, components, range(1, count + 1)))))
-        points, labels = [interior_point(largest)], [label]
+        # the simulated user's click on that slice's largest error (positive on a miss, negative on a leak),
+        # as the iterative protocol clicks, with a positive click on the structure where the slice shows it
+        error = sample_error_click(result.masks[worst], target[worst])
+        points, labels = [[float(v) for v in error.point]], [error.label]
         if target[worst].any():
-            points, labels = [interior_point(target[worst]), *points], [1, *labels]
+            points, labels = [_click(target[worst]), *points], [1, *labels]
         # SAM's correction round: the clicks, with the slice's current logits as the mask prompt
         current = result.low_res.get(worst, (logits or {}).get(worst)) if carry else None
         corrected = predictor.predict_masks(
@@ -98,7 +99,7 @@ def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[
             after.append(0.0)
             continue
         result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits, empty_slices=empty)
-        after.append(dice(result.masks, target))
+        after.append(_dice(result.masks, target))
     return first, after
 
 

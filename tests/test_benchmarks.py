@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import math
 
-import numpy as np
 import pytest
 import torch
 from transformers import PreTrainedModel
@@ -258,16 +257,3 @@ def test_no_case_starts_once_the_time_budget_is_spent(tmp_path, monkeypatch):
 def test_a_gpu_run_measures_every_plain_row_before_the_compiled_ones():
     compiled = [bool(c.get("compile")) for c in plan("cuda", full=False, tiny=False)]
     assert compiled.count(True) == 2 and compiled == sorted(compiled)
-
-
-def test_the_propagation_benchmark_clicks_inside_and_scores_dice():
-    from benchmarks.propagation import dice, interior_point
-
-    mask = np.zeros((12, 20), bool)
-    mask[2:9, 3:16] = True  # 7 rows x 13 columns: the deepest pixel is on the middle row
-    x, y = interior_point(mask)
-    assert y == 5 and 6 <= x <= 12 and mask[int(y), int(x)]  # 4 pixels from the border, the most there is
-    other = np.zeros_like(mask)
-    other[2:9, 3:9] = True
-    assert dice(mask, mask) == 1.0 and dice(mask, np.zeros_like(mask)) == 0.0
-    assert dice(mask, other) == pytest.approx(2 * 42 / (91 + 42))
