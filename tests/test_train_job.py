@@ -674,3 +674,47 @@ def test_a_run_on_some_structures_reports_box_fill_and_the_held_out_ones_before_
             round(expected[key], 3) for key in ("box", "box_fill", "points1", "iterative")
         ]
     assert (tmp_path / "run" / "evaluation" / "synthetic_held_out.json").is_file()
+
+
+def test_data_workers_train_the_weights_of_in_process_loading(tiny_base, disk_dataset, tmp_path, capsys):
+    """Workers read, augment and prompt the rows; kept across epochs, they must still see each epoch's new
+    prompt seed (7 steps of 3 batches per epoch: three epochs), or the weights would differ."""
+    runs = {
+        workers: run_training(
+            _config(
+                tiny_base,
+                disk_dataset,
+                tmp_path / f"w{workers}",
+                steps=7,
+                eval_every=100,
+                checkpoint_every=100,
+                num_workers=workers,
+            )
+        )  # fmt: skip
+        for workers in (0, 2)
+    }
+    a, b = _weights(tmp_path / "w0" / "model"), _weights(tmp_path / "w2" / "model")
+    assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "space_adapter.up" in k)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for result in runs.values():  # throughput of steps 2-7: 6 batches of 4 images
+        assert result.images_per_second > 0 and 0 <= result.data_wait_share <= 1
+        assert result.first_step_seconds > 0
+        assert result.images_per_second * result.seconds >= 6 * 4  # the steps are part of the whole run
+    saved = json.loads((tmp_path / "w2" / "train_result.json").read_text())
+    assert saved["images_per_second"] == pytest.approx(runs[2].images_per_second)
+
+
+def test_loader_options_feed_a_gpu_from_workers_and_pinned_memory(monkeypatch):
+    from msa_hf.training.datasets import MAX_DEFAULT_WORKERS, loader_options
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert loader_options(None, "cpu") == {"num_workers": 0, "pin_memory": False}
+    gpu = loader_options(None, "cuda")
+    assert gpu == {"num_workers": MAX_DEFAULT_WORKERS, "pin_memory": True, "persistent_workers": True,
+                   "prefetch_factor": 4}  # fmt: skip
+    assert (
+        loader_options(None, "cuda:1", processes=4)["num_workers"] == 3
+    )  # 4 cores each, one for the process
+    assert loader_options(None, "cuda", processes=16)["num_workers"] == 1
+    assert loader_options(3, "cpu") == {"num_workers": 3, "pin_memory": False, "persistent_workers": True,
+                                        "prefetch_factor": 4}  # fmt: skip

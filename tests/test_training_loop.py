@@ -171,3 +171,25 @@ def test_a_model_with_nothing_to_train_is_refused():
     model = _model().requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameter"):
         TrainingLoop(model, LoopSettings(steps=1, learning_rate=0.1))
+
+
+def test_the_loop_clocks_its_steps_and_the_waits_for_data_apart_from_its_hooks():
+    """The throughput a run reports: steps after the first, data waits inside them, hooks outside."""
+    import time
+
+    settings = LoopSettings(steps=5, learning_rate=0.1, gradient_accumulation_steps=2)
+    loop = TrainingLoop(_model(), settings)
+    plain = _batches(loop)
+
+    def slow_batches():
+        while True:
+            time.sleep(0.05)  # a data loader that cannot keep up
+            yield next(plain)
+
+    loop.run(slow_batches(), _loss(loop), after_step=lambda *_: time.sleep(0.2))  # a slow validation
+    timing = loop.timing
+    assert timing.micro_batches == 8  # the first step's two micro-batches are its own
+    assert timing.data_seconds >= 8 * 0.05 and timing.first_step_seconds >= 2 * 0.05
+    # the hooks' 4 x 0.2 s (after steps 1-4; the last hook runs after the clock stops) are not step time
+    assert timing.seconds < 0.2 + timing.data_seconds
+    assert 0.5 < timing.data_share <= 1.0

@@ -250,15 +250,32 @@ class SamSegmentationTransform:
 
     def __post_init__(self) -> None:
         self._calls = 0
+        self._shared_seed: torch.Tensor | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Make `seed` the base seed, here and in DataLoader workers that are already running.
+
+        A training run reseeds its transform every epoch; persistent workers (kept between epochs so the GPU
+        does not wait for them to restart) hold their own copy of the transform, so the seed lives in a
+        one-number shared-memory tensor they all read. Call it before the workers start (the first epoch's
+        reseed does) and between epochs, when no worker is mid-batch.
+        """
+        if self._shared_seed is None:
+            self._shared_seed = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._shared_seed.fill_(seed)
+        self.seed = seed
+
+    def _base_seed(self) -> int:
+        return self.seed if self._shared_seed is None else int(self._shared_seed)
 
     def _generators(self, example: Mapping[str, Any]) -> tuple[np.random.Generator, torch.Generator]:
         if self.deterministic:
             key = f"{example.get('case_id')}/{example.get('slice')}/{example.get('class_id')}"
-            seed = [self.seed, zlib.crc32(key.encode())]
+            seed = [self._base_seed(), zlib.crc32(key.encode())]
         else:
             # torch.initial_seed differs per DataLoader worker and per epoch, so workers do not repeat prompts
             self._calls += 1
-            seed = [self.seed, torch.initial_seed() % 2**32, self._calls]
+            seed = [self._base_seed(), torch.initial_seed() % 2**32, self._calls]
         rng = np.random.default_rng(seed)
         return rng, torch.Generator().manual_seed(int(rng.integers(2**62)))
 

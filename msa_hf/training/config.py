@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,13 @@ class TrainConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of data order, prompts, augmentation and init"})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "DataLoader worker processes that read, augment and prompt the rows (default: on a GPU, "
+            "one per CPU core of this process up to 8; on the CPU none, as the step itself uses the cores)"
+        },
+    )
     log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
     text_prompts: bool = field(
         default=False,
@@ -230,10 +237,19 @@ class AdapterTrainingConfig(TrainConfig):
     evaluate_test: bool = False
 
 
+def _without_none(annotation: Any) -> Any:
+    """`int | None` -> `int` (an optional number is parsed as the number); other annotations unchanged."""
+    arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(arguments) == 1:
+        return arguments[0]
+    return annotation
+
+
 def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     """YAML reads `1e-3` as a string and `5` as an int for a float field: convert, naming the key on failure."""
     if value is None:
         return None
+    annotation = _without_none(annotation)
     try:
         if annotation is bool:
             if not isinstance(value, bool):
@@ -271,7 +287,7 @@ def build_train_parser(
     hints = typing.get_type_hints(TrainConfig)
     for item in dataclasses.fields(TrainConfig):
         flag = FLAGS.get(item.name, "--" + item.name.replace("_", "-"))
-        annotation = hints[item.name]
+        annotation = _without_none(hints[item.name])
         # SUPPRESS keeps unset flags out of the namespace (so a --config file's values stand); the help
         # still names the dataclass default
         default = item.default if item.default is not dataclasses.MISSING else None

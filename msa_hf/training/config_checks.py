@@ -28,6 +28,8 @@ def check_field_ranges(
     for names, within, requirement in checks:
         for name in names:
             value = getattr(config, name)
+            if value is None:  # an optional setting left to its automatic choice
+                continue
             if isinstance(value, float) and math.isinf(value):
                 raise ValueError(f"{name} must be finite, got {value}.")
             if not within(value):

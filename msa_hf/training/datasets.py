@@ -4,9 +4,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import torch
+
 from msa_hf.training.config import TrainConfig
+
+# at most this many workers by default: past it, more processes only hold more copies of the dataset's pages
+MAX_DEFAULT_WORKERS = 8
 
 
 def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) -> Any:
@@ -68,3 +74,25 @@ def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) 
     )
     tasks.set_transform(transform)
     return tasks, transform
+
+
+def loader_options(num_workers: int | None, device: torch.device | str, processes: int = 1) -> dict[str, Any]:
+    """`torch.utils.data.DataLoader` keyword arguments that keep `device` fed with training batches.
+
+    Reading, augmentation and prompt simulation happen in the dataset's transform, so worker processes do
+    them beside the step. `num_workers` None picks: on a GPU one worker per CPU core this process may use
+    (its share of the cores when `processes` run on the machine, one core left to the process itself), at
+    most `MAX_DEFAULT_WORKERS`; on the CPU none (the step's own threads use the cores). On CUDA batches go
+    to pinned memory, so the copy to the GPU can run without blocking (accelerate's `non_blocking`).
+    Workers persist across epochs (no restart, no empty pipeline at each epoch's start).
+    """
+    device = torch.device(device)
+    if num_workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        num_workers = (
+            min(MAX_DEFAULT_WORKERS, max(cores // max(processes, 1) - 1, 1)) if device.type == "cuda" else 0
+        )
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=4)
+    return options

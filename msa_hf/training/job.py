@@ -25,8 +25,8 @@ from msa_hf.modeling.activation_checkpointing import enable_activation_checkpoin
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
-from msa_hf.training.datasets import task_dataset
-from msa_hf.training.loop import Checkpoints, LoopSettings, TrainingLoop, epoch_batches
+from msa_hf.training.datasets import loader_options, task_dataset
+from msa_hf.training.loop import Checkpoints, LoopSettings, LoopTiming, TrainingLoop, epoch_batches
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
 from msa_hf.training.test_report import test_comparison, volume_test_comparison
@@ -48,6 +48,11 @@ class TrainResult:
     weights_agree: bool = True
     peak_memory_mb: float = 0.0
     final_loss: float | None = None  # mean training loss of the last 20 steps (this process's)
+    # throughput of the steps after the first (all processes' images; validation and checkpoints excluded),
+    # the share of that time spent waiting for data, and the first step's seconds (start-up, compilation)
+    images_per_second: float | None = None
+    data_wait_share: float | None = None
+    first_step_seconds: float | None = None
 
 
 # What a resumed run may change: where and how often it reports, and how it computes (compiled or not,
@@ -125,7 +130,8 @@ def run_training(config: TrainConfig) -> TrainResult:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=log_with,
         project_dir=str(output_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # non_blocking: batches come from pinned memory on CUDA (`loader_options`), so the copy overlaps the step
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
     set_seed(config.seed)
@@ -171,8 +177,9 @@ def run_training(config: TrainConfig) -> TrainResult:
     )  # fmt: skip
     loop = TrainingLoop(model, settings, accelerator, checkpoints=Checkpoints(output_dir))
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers,
+        train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
+        **loader_options(config.num_workers, accelerator.device, accelerator.num_processes),
     )  # fmt: skip
     if len(loader) == 0:
         raise ValueError(
@@ -192,7 +199,7 @@ def run_training(config: TrainConfig) -> TrainResult:
                     "iou_weight": config.iou_weight}  # fmt: skip
 
     def reseed_prompts(epoch: int) -> None:  # fresh, reproducible prompts and augmentation every epoch
-        train_transform.seed = config.seed * 1_000_003 + epoch
+        train_transform.reseed(config.seed * 1_000_003 + epoch)  # workers kept between epochs see it too
 
     teacher = None
     if config.distill_probability > 0:  # made before the first step: the base as it is now
@@ -258,6 +265,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         seconds=time.time() - started, validation=validation, best_step=loop.state["best_step"],
         num_processes=accelerator.num_processes, weights_agree=weights_agree, peak_memory_mb=_peak_memory_mb(),
         final_loss=float(np.mean(loop.losses[-20:])) if loop.losses else None,
+        **_throughput(loop.timing, config.batch_size * accelerator.num_processes),
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
@@ -267,6 +275,16 @@ def run_training(config: TrainConfig) -> TrainResult:
         card = render_model_card(config, asdict(result), "", None)
         (output_dir / "model" / "README.md").write_text(card, encoding="utf-8")
     return result
+
+
+def _throughput(timing: LoopTiming, images_per_micro_batch: int) -> dict[str, float | None]:
+    """`TrainResult`'s throughput fields from the loop's clock (None where no step after the first ran)."""
+    rate = timing.micro_batches * images_per_micro_batch / timing.seconds if timing.seconds > 0 else None
+    return {
+        "images_per_second": rate,
+        "data_wait_share": timing.data_share,
+        "first_step_seconds": timing.first_step_seconds or None,
+    }
 
 
 def _peak_memory_mb() -> float:
@@ -374,6 +392,12 @@ def run_main(argv: list[str], prog: str = "train.py") -> int:
         f"model: {Path(result.output_dir) / 'model'} (card: README.md there), best: {Path(result.output_dir) / 'best'} "
         f"(step {result.best_step})"
     )
+    if result.images_per_second is not None:
+        print(
+            f"throughput: {result.images_per_second:.1f} images/s over steps 2-{result.steps} (waiting for data "
+            f"{result.data_wait_share:.0%} of that time); the first step took {result.first_step_seconds:.1f} s "
+            "(start-up and any compilation)"
+        )
     if config.push_to_hub:
         from msa_hf.hub.push import push_run
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,29 @@ def constant_rate(optimizer: torch.optim.Optimizer, settings: LoopSettings) -> A
     from transformers import get_constant_schedule
 
     return get_constant_schedule(optimizer)
+
+
+@dataclass
+class LoopTiming:
+    """Where a run's time went, on this process (host clock; each step's loss read waits for the device).
+
+    Attributes:
+        first_step_seconds: the first optimiser step this run made: worker start-up, the first batches and,
+            with `torch.compile`, the compilation.
+        seconds: every later step, data waits included; validation and checkpoints (the hooks) excluded.
+        data_seconds: the part of `seconds` spent waiting for the next batch.
+        micro_batches: micro-batches in `seconds`.
+    """
+
+    first_step_seconds: float = 0.0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+    micro_batches: int = 0
+
+    @property
+    def data_share(self) -> float | None:
+        """The share of the steps' time spent waiting for data (0: the data kept up), or None before any."""
+        return self.data_seconds / self.seconds if self.seconds > 0 else None
 
 
 class NonFiniteLossError(ValueError):
@@ -190,6 +214,7 @@ class TrainingLoop:
         self.step, self.micro = 0, 0  # optimiser steps and micro-batches done
         self.losses: list[float] = []  # the loss of each step this process ran
         self.state: dict[str, Any] = {}  # the trainer's own state, saved with every checkpoint
+        self.timing = LoopTiming()
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -243,9 +268,16 @@ class TrainingLoop:
             disable=not accelerator.is_main_process,
         )  # fmt: skip
         self.model.train()
+        timing, first_step = self.timing, True
+        clock = time.perf_counter()
         try:
             while self.step < settings.steps:
+                waited = time.perf_counter()
                 batch = next(batches)
+                waited = time.perf_counter() - waited
+                if not first_step:
+                    timing.data_seconds += waited
+                    timing.micro_batches += 1
                 with accelerator.accumulate(self.model):
                     loss, parts = loss_of(batch, self.micro)
                     accelerator.backward(loss)
@@ -258,8 +290,14 @@ class TrainingLoop:
                 if not accelerator.sync_gradients:
                     continue
                 self.step += 1
-                value = loss.detach().item()
+                value = loss.detach().item()  # waits for the device: the clock below measures real steps
                 self.losses.append(value)
+                now = time.perf_counter()
+                if first_step:
+                    timing.first_step_seconds += now - clock
+                    first_step = False
+                else:
+                    timing.seconds += now - clock
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(self.losses[-50:]):.3f}")
                 numbers = {
@@ -280,6 +318,7 @@ class TrainingLoop:
                     if not due:
                         self.save_checkpoint()
                     return False
+                clock = time.perf_counter()  # the hooks and checkpoints above are not training time
         finally:
             bar.close()
         return True
@@ -330,6 +369,7 @@ def epoch_batches(
 __all__ = [
     "Checkpoints",
     "LoopSettings",
+    "LoopTiming",
     "NonFiniteLossError",
     "TrainingLoop",
     "constant_rate",

@@ -115,6 +115,7 @@ def train_adapters(model: Any, dataset: Any, config: TrainConfig | None = None) 
     Returns:
         Per-step history: loss, focal, dice (loss), iou (loss).
     """
+    from msa_hf.training.datasets import loader_options
     from msa_hf.training.loop import TrainingLoop
 
     config = config or AdapterTrainingConfig()
@@ -127,7 +128,7 @@ def train_adapters(model: Any, dataset: Any, config: TrainConfig | None = None) 
             batch_size=config.batch_size,
             shuffle=True,
             drop_last=True,
-            num_workers=config.num_workers,
+            **loader_options(config.num_workers, loop.accelerator.device, loop.accelerator.num_processes),
         )
     )
     history: list[dict[str, float]] = []
