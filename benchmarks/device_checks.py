@@ -7,7 +7,8 @@
 The suite only times and measures; these checks say whether what it timed computes the right thing on that
 device: SAM's training-mode image encoder through the folded attention against transformers' own (outputs and
 gradients, float32 and bf16 autocast), MSA's frozen-MLP recomputation against keeping the activations, the
-device's MSA forward against the CPU's, the folded attention at inference, and the predictor on the device in
+device's MSA forward against the CPU's, the narrow training route of the folded attention (what it keeps
+for the backward pass and its gradients) against the SDPA route, the folded attention at inference, and the predictor on the device in
 its default dtype against the CPU's float32. TF32 is off for all of them. Tiny random models, seconds. Exit
 status 1 if any check fails.
 """
@@ -81,6 +82,39 @@ def check_folded_attention(device: torch.device, autocast: bool) -> str | None:
     return _close(got_out, want_out, atol=1e-4, rtol=1e-3) or _close(
         got_grads, want_grads, atol=1e-4, rtol=1e-3
     )
+
+
+def check_narrow_route(device: torch.device) -> str | None:
+    """The folded attention's narrow training route on `device` (the CPU kernel's own backward there, the
+    recomputing route on CUDA) runs, gives the SDPA route's output and gradients in float32, and keeps at
+    most 0.4x of the SDPA route's tensors for the backward pass (one global block, 32 x 32 tokens)."""
+    from benchmarks.measure import LiveTensorBytes
+    from msa_hf.modeling import folded_attention
+
+    kwargs = _kwargs()
+    kwargs["vision_config"] = dict(kwargs["vision_config"], image_size=256)
+    folded = fold_relative_position_attention(SamModel(SamConfig(**kwargs)))
+    randomize_weights(folded, seed=0)
+    attention = folded.vision_encoder.layers[1].attn.to(device).train()  # a global block
+    tokens = (
+        torch.randn(2, 32, 32, 32, generator=torch.Generator().manual_seed(4)).to(device).requires_grad_()
+    )
+    weights = torch.linspace(-1, 1, tokens.numel(), device=device).view_as(tokens)
+    results = {}
+    for narrow in (True, False):
+        attention.narrow_backward = narrow
+        with LiveTensorBytes([tokens]) as live:
+            out = folded_attention.folded_relative_position_attention(attention, tokens)
+            kept = live.current
+        (grad,) = torch.autograd.grad((out * weights).sum(), tokens)
+        results[narrow] = kept, out.detach(), grad
+    query = tokens.new_empty(1, requires_grad=True)
+    if folded_attention._narrow_route(query, (query, query)) is None:
+        return f"no narrow route runs on {device.type}"
+    (narrow_kept, *narrow), (sdpa_kept, *sdpa) = results[True], results[False]
+    if narrow_kept > 0.4 * sdpa_kept:
+        return f"the narrow route keeps {narrow_kept / 2**20:.2f} MiB, SDPA {sdpa_kept / 2**20:.2f} MiB"
+    return _close(narrow[0], sdpa[0], 1e-4, 1e-3) or _close(narrow[1], sdpa[1], 1e-4, 1e-3)
 
 
 def _relative_error(got: dict | torch.Tensor, want: dict | torch.Tensor, limit: float) -> str | None:
@@ -169,6 +203,7 @@ def run_checks(device: torch.device) -> list[tuple[str, str | None]]:
     checks: list[tuple[str, Callable[[], str | None]]] = [
         ("folded attention = transformers' attention, float32", lambda: check_folded_attention(device, False)),
         ("folded attention = transformers' attention, bf16 autocast", lambda: check_folded_attention(device, True)),
+        ("folded attention's narrow route = SDPA route, keeping <= 0.4x", lambda: check_narrow_route(device)),
         ("frozen-MLP recomputation = kept activations", lambda: check_frozen_mlp_recompute(device)),
         (f"MSA training step on {device.type} = on cpu", lambda: check_device_matches_cpu(device)),
         ("folded attention at inference = transformers' encoder, float32", lambda: check_folded_inference(device)),

@@ -177,7 +177,17 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     from benchmarks import device_checks
 
     assert device_checks.main(["--device", "cpu"]) == 0
-    assert capsys.readouterr().out.count("ok  ") == 6
+    assert capsys.readouterr().out.count("ok  ") == 7
+    # the checks of the recomputing narrow route, the one CUDA runs, pass here too
+    with monkeypatch.context() as patch:
+        patch.setattr(msa_hf.modeling.folded_attention, "_HAS_CPU_FLASH_BACKWARD", False)
+        assert device_checks.main(["--device", "cpu"]) == 0
+        patch.setattr(msa_hf.modeling.folded_attention, "_narrow_route", lambda query, tables: None)
+        assert device_checks.main(["--device", "cpu"]) == 1
+    assert (
+        "FAIL folded attention's narrow route = SDPA route, keeping <= 0.4x: no narrow route runs on cpu"
+        in (capsys.readouterr().out)
+    )
     # measured here: bf16 relative errors 0.005 (output) and 0.013 (gradients); dropping the relative-position
     # terms from the fold gives 0.15, and the float32 check fails outright
     monkeypatch.setattr(

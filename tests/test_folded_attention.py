@@ -35,14 +35,27 @@ def _encode_and_backpropagate(model: SamModel, pixels: torch.Tensor):
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("route", ["narrow", "sdpa"])
-def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks(route, monkeypatch):
-    # "narrow": the CPU flash kernel keeping only q, k, v and the narrow output; "sdpa": what other devices run
+def _count_calls(monkeypatch, function: type) -> list[int]:
+    """Calls of `function.apply` from now on, one entry each."""
     calls = []
-    apply = folded_attention.FoldedFlashAttention.apply
-    monkeypatch.setattr(
-        folded_attention.FoldedFlashAttention, "apply", lambda *args: calls.append(1) or apply(*args)
-    )
+    apply = function.apply
+    monkeypatch.setattr(function, "apply", lambda *args: calls.append(1) or apply(*args))
+    return calls
+
+
+def _route_function(route: str, monkeypatch) -> type:
+    """The narrow route's function, with the CPU kernel switched off for "recompute" (what CUDA runs)."""
+    if route == "recompute":
+        monkeypatch.setattr(folded_attention, "_HAS_CPU_FLASH_BACKWARD", False)
+        return folded_attention.FoldedRecomputedAttention
+    return folded_attention.FoldedFlashAttention
+
+
+@pytest.mark.parametrize("route", ["narrow", "recompute", "sdpa"])
+def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks(route, monkeypatch):
+    # "narrow": the CPU flash kernel keeping only q, k, v and the narrow output; "recompute": the route CUDA
+    # takes, keeping q, k, v and recomputing the attention in backward; "sdpa": keeping the wide tensors
+    calls = _count_calls(monkeypatch, _route_function(route, monkeypatch))
     stock, folded = _stock_and_folded()
     assert type(folded.vision_encoder.layers[0].attn) is SamVisionFoldedAttention
     assert (
@@ -59,15 +72,12 @@ def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks
     assert any("rel_pos" in name for name in got_grads)  # the tables get their gradient through the fold
     for name, grad in expected_grads.items():
         torch.testing.assert_close(got_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
-    assert len(calls) == (2 if route == "narrow" else 0)  # one windowed and one global block
+    assert len(calls) == (0 if route == "sdpa" else 2)  # one windowed and one global block
 
 
-def test_the_narrow_route_keeps_a_third_of_what_sdpa_keeps_and_agrees_under_bf16_autocast(monkeypatch):
-    calls = []
-    apply = folded_attention.FoldedFlashAttention.apply
-    monkeypatch.setattr(
-        folded_attention.FoldedFlashAttention, "apply", lambda *args: calls.append(1) or apply(*args)
-    )
+@pytest.mark.parametrize("route", ["narrow", "recompute"])
+def test_the_narrow_route_keeps_a_third_of_what_sdpa_keeps_and_agrees_under_bf16_autocast(route, monkeypatch):
+    calls = _count_calls(monkeypatch, _route_function(route, monkeypatch))
     stock, folded = _stock_and_folded(image_size=256)
     folded.train()
     attention = folded.vision_encoder.layers[1].attn  # global: 32 x 32 tokens, 2 heads of 16 -> q' 80 wide
@@ -90,7 +100,8 @@ def test_the_narrow_route_keeps_a_third_of_what_sdpa_keeps_and_agrees_under_bf16
     torch.testing.assert_close(narrow_grad, sdpa_grad, atol=1e-5, rtol=1e-4)
     # in units of N x 16 floats per image and head: both keep the qkv output (3), the projection's input
     # and output (2) and the tables; SDPA adds q', k', v' and the output at width 80 (4 x 5) and the einsum's
-    # copy of q (1), the narrow route only the narrow output (1). Measured: 7.7 vs 25.7 units.
+    # copy of q (1), the narrow route only the narrow output (1), the recomputing one nothing more. Measured:
+    # 7.7 (narrow) and 6.7 (recompute) vs 25.7 units.
     assert narrow_kept < 0.4 * sdpa_kept
     narrow_kept, narrow_out, narrow_grad = kept_output_and_gradient(narrow=True, autocast=True)
     _, sdpa_out, sdpa_grad = kept_output_and_gradient(narrow=False, autocast=True)

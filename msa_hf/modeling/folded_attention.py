@@ -22,8 +22,15 @@ the qkv projection's output already holds) and of the narrow output (the padded 
 zero). So on CPU `FoldedFlashAttention` runs the flash kernel itself and keeps only q, k, v, the narrow
 output and the log-sum-exp, rebuilding the wide tensors for the kernel's backward (two small einsums and
 a concatenation per block). A ViT-B training step at 1024 px, batch 1, peaks 0.45 GB lower with MSA
-(3.04 -> 2.59 GB) and 0.82 GB lower with full fine-tuning (4.70 -> 3.88 GB). Other devices take the SDPA
-route for now: the kernels' backward entry points differ per device and only the CPU one is tested here.
+(3.04 -> 2.59 GB) and 0.82 GB lower with full fine-tuning (4.70 -> 3.88 GB).
+
+On CUDA (and any device without that CPU kernel) `FoldedRecomputedAttention` keeps the same narrow
+tensors by another means: its forward runs SDPA without recording a graph and keeps only q, k, v and the
+tables; its backward runs the block's attention again with a graph (whichever fused kernel SDPA picks
+there) and differentiates it. One extra attention forward per block buys the wide tensors' memory: only
+one block's wide tensors ever exist at a time, during its own backward. The kernels' private backward
+entry points differ per device and version; this route uses only public calls, so it is the one that is
+tested here (on CPU, with the kernel route switched off) and runs the same on a GPU.
 """
 
 from __future__ import annotations
@@ -141,6 +148,62 @@ class FoldedFlashAttention(torch.autograd.Function):
         )
 
 
+class FoldedRecomputedAttention(torch.autograd.Function):
+    """The folded attention on any device, keeping only narrow tensors: the backward recomputes the wide ones.
+
+    `apply(query, key, value, along_height, along_width, scale, height, width)`; shapes as in
+    `_wide_query_key_value`, output `(B, heads, N, d)`. Saved for backward: q, k, v and the tables (no
+    output, no log-sum-exp: the recomputation makes its own). The backward re-enters the forward's autocast
+    state, so the recomputed attention is the one the forward ran, in the same dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, along_height, along_width, scale: float, height: int, width: int):
+        with torch.no_grad():
+            out = _folded_sdpa(
+                query, key, value, along_height, along_width, scale, height, width
+            ).contiguous()
+        ctx.save_for_backward(query, key, value, along_height, along_width)
+        ctx.geometry = (scale, height, width)
+        device_type = query.device.type
+        ctx.autocast = (
+            device_type,
+            torch.is_autocast_enabled(device_type),
+            torch.get_autocast_dtype(device_type),
+        )
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        saved = ctx.saved_tensors
+        inputs = [
+            tensor.detach().requires_grad_(needed)
+            for tensor, needed in zip(saved, ctx.needs_input_grad[:5], strict=True)
+        ]
+        device_type, autocast, dtype = ctx.autocast
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
+            out = _folded_sdpa(*inputs, *ctx.geometry)
+        wanted = [tensor for tensor in inputs if tensor.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out.to(out.dtype)))
+        return (*(next(grads) if tensor.requires_grad else None for tensor in inputs), None, None, None)
+
+
+def _folded_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    along_height: torch.Tensor,
+    along_width: torch.Tensor,
+    scale: float,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The folded attention through `F.scaled_dot_product_attention`: `(B, heads, N, d)` out, a view of the
+    wide output's first d columns (the rest is zero)."""
+    wide = _wide_query_key_value(query, key, value, along_height, along_width, scale, height, width)
+    return F.scaled_dot_product_attention(*wide, scale=1.0)[..., : value.shape[-1]]
+
+
 # the CPU flash kernel's backward entry point, looked up once (the check runs in every block of every step)
 _HAS_CPU_FLASH_BACKWARD = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
 _NARROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -154,17 +217,25 @@ def _saved_tensor_hooks_active() -> bool:
     return top_hooks is not None and top_hooks(False) is not None
 
 
-def _keeps_narrow_tensors(query: torch.Tensor) -> bool:
-    """Whether `FoldedFlashAttention` runs: the CPU flash kernel, in a dtype it takes, with no saved-tensor
-    hooks active. Under activation checkpointing the forward keeps nothing anyway, and in the recomputation
-    the narrow q, k, v and output would only sit beside the wide tensors rebuilt for the kernel's backward
-    (measured: +21 MB at the peak of a ViT-B step at 256 px, batch 2), so the SDPA route runs there."""
-    return (
-        _HAS_CPU_FLASH_BACKWARD
-        and query.device.type == "cpu"
-        and query.dtype in _NARROW_DTYPES
-        and not _saved_tensor_hooks_active()
-    )
+def _narrow_route(query: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> type | None:
+    """The autograd function that keeps only narrow tensors for this call, or None for the SDPA route.
+
+    The CPU flash kernel's own backward where it exists (`FoldedFlashAttention`), else the recomputing
+    route (`FoldedRecomputedAttention`: CUDA and other devices). None where nothing is kept for a backward
+    pass anyway (no gradient wanted), where a compiled graph plans its own saved tensors, or where saved-
+    tensor hooks (activation checkpointing) are active: the forward keeps nothing there, and in the
+    recomputation the narrow q, k, v and output would only sit beside the wide tensors rebuilt for the
+    kernel's backward (measured: +21 MB at the peak of a ViT-B step at 256 px, batch 2).
+    """
+    if not torch.is_grad_enabled() or not (query.requires_grad or any(t.requires_grad for t in tables)):
+        return None
+    if _saved_tensor_hooks_active():
+        return None
+    if _HAS_CPU_FLASH_BACKWARD and query.device.type == "cpu" and query.dtype in _NARROW_DTYPES:
+        return FoldedFlashAttention  # traced by the compiler as well
+    if torch.compiler.is_compiling():  # a backward that differentiates inside itself is not traced
+        return None
+    return FoldedRecomputedAttention
 
 
 def folded_relative_position_attention(
@@ -181,15 +252,12 @@ def folded_relative_position_attention(
     query, key, value = qkv.unbind(0)  # (B, heads, N, d)
     along_height = attention.get_rel_pos(height, height, attention.rel_pos_h)  # (H, H, d)
     along_width = attention.get_rel_pos(width, width, attention.rel_pos_w)  # (W, W, d)
-    if getattr(attention, "narrow_backward", True) and _keeps_narrow_tensors(query):
-        out = FoldedFlashAttention.apply(
-            query, key, value, along_height, along_width, attention.scale, height, width
-        )
+    geometry = (along_height, along_width, attention.scale, height, width)
+    route = _narrow_route(query, (along_height, along_width))
+    if getattr(attention, "narrow_backward", True) and route is not None:
+        out = route.apply(query, key, value, *geometry)
     else:
-        wide = _wide_query_key_value(
-            query, key, value, along_height, along_width, attention.scale, height, width
-        )
-        out = F.scaled_dot_product_attention(*wide, scale=1.0)[..., : value.shape[-1]]
+        out = _folded_sdpa(query, key, value, *geometry)
     out = out.view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
     return attention.proj(out)
 
@@ -203,8 +271,9 @@ class SamVisionFoldedAttention(SamVisionSdpaAttention):
     mask; the whole encoder 1.45x faster), and transformers' path runs elsewhere (on the CPU the wider score
     product costs more than the mask saves). `fold_at_inference` forces either (None: by device).
 
-    `narrow_backward` (default True) lets the CPU take the narrow route (`FoldedFlashAttention`); set False,
-    the SDPA route runs as it does on other devices (the benchmarks use it to measure what a GPU keeps).
+    `narrow_backward` (default True) lets training keep only narrow tensors (`FoldedFlashAttention` on the
+    CPU, `FoldedRecomputedAttention` elsewhere); set False, the SDPA route runs and keeps the wide ones (the
+    benchmarks use it to measure what the narrow routes save).
     """
 
     narrow_backward: bool = True
@@ -235,6 +304,7 @@ def fold_relative_position_attention(model: nn.Module) -> nn.Module:
 
 __all__ = [
     "FoldedFlashAttention",
+    "FoldedRecomputedAttention",
     "SamVisionFoldedAttention",
     "fold_relative_position_attention",
     "folded_relative_position_attention",
