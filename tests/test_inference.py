@@ -127,7 +127,7 @@ def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny
     assert (nib.load(tmp_path / "compiled.nii.gz").get_fdata() != written.get_fdata()).mean() < 1e-3
 
 
-def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
+def test_a_compiled_encoder_gives_the_same_embedding(tiny_base, capsys):
     from msa_hf import SamAdapterModel
 
     image = np.random.default_rng(1).integers(0, 255, (40, 56), dtype=np.uint8)
@@ -139,9 +139,14 @@ def test_a_compiled_encoder_gives_the_same_embedding(tiny_base):
 
     volumes = VolumePredictor(SamAdapterModel.from_pretrained(tiny_base), compile_encoder=True)
     assert volumes.model.vision_encoder._compiled_call_impl is not None
-    for predictor in (plain, compiled):
+    for predictor in (plain, compiled, compiled):
         predictor.set_image(image)
     torch.testing.assert_close(compiled._embedding, plain._embedding, atol=1e-5, rtol=1e-5)
+    # the compilation is reported once, with its time; a second predictor on the model does not recompile
+    assert capsys.readouterr().err.count("image encoder compiled in") == 1
+    again = SegmentationPredictor(compiled.model, compile_encoder=True)
+    again.set_image(image)
+    assert "compil" not in capsys.readouterr().err
 
 
 def test_pictures_a_segmentation_would_get_wrong_are_refused_and_rgb_ranges_agree():

@@ -64,3 +64,47 @@ def test_evaluation_in_bfloat16_matches_float32_to_bf16_tolerance(tiny_base, dis
     for protocol, table in tables["float32"].items():
         for name, row in table.items():
             assert abs(row["dice"] - tables["bfloat16"][protocol][name]["dice"]) < 0.03
+
+
+def test_the_encoder_compiles_by_default_only_where_it_pays():
+    from msa_hf.inference.placement import COMPILE_PAYS_FROM_IMAGES, Placement, compile_by_default
+
+    gpu, cpu = Placement(torch.device("cuda"), torch.bfloat16), Placement(torch.device("cpu"), torch.float32)
+    assert compile_by_default(None, gpu, COMPILE_PAYS_FROM_IMAGES)
+    assert not compile_by_default(None, gpu, COMPILE_PAYS_FROM_IMAGES - 1)  # the compilation is not repaid
+    assert not compile_by_default(None, cpu, 10**6)
+    assert compile_by_default(True, cpu, 1) and not compile_by_default(False, gpu, 10**6)  # the user's word
+
+
+@pytest.mark.parametrize("requested", [None, True, False])
+def test_evaluation_and_batch_prediction_count_their_images_for_the_compile_decision(
+    requested, tiny_base, disk_dataset, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from msa_hf import SamAdapterModel
+    from msa_hf.evaluation import protocols
+    from msa_hf.inference import batch, predictor
+    from msa_hf.inference.batch import BatchItem, predict_batch
+
+    asked, compiled = [], []
+
+    def decide(requested_value, placement, images):
+        asked.append((requested_value, images))
+        return bool(requested_value)
+
+    for module in (protocols, batch):
+        monkeypatch.setattr(module, "compile_by_default", decide, raising=False)
+    for module in (protocols, predictor):
+        monkeypatch.setattr(module, "compile_image_encoder", lambda model: compiled.append(model))
+    model = SamAdapterModel.from_pretrained(tiny_base)
+    report = protocols.evaluate_model(model, disk_dataset, "test", ("box",), compile_encoder=requested)
+    picture = np.full((20, 30), 50, np.uint8)
+    items = []
+    for index in range(3):
+        Image.fromarray(picture).save(tmp_path / f"case{index}.png")
+        items.append(BatchItem(tmp_path / f"case{index}.png", tmp_path / "out" / f"case{index}.png",
+                               [Prompt(box=[2, 2, 20, 15])]))  # fmt: skip
+    predict_batch(model, items, device="cpu", show_progress=False, compile_encoder=requested)
+    assert asked == [(requested, report["rows"]), (requested, 3)]  # one image per row, per picture
+    assert compiled == ([model, model] if requested else [])

@@ -105,10 +105,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "--save-probabilities keeps all three (not with --propagate)",
     )  # fmt: skip
     predict.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the image encoder (pays off over the many slices of a volume)",
-    )  # fmt: skip
-    predict.add_argument(
         "--batch-size", type=positive_int, default=None,
         help="images (many inputs) or volume slices encoded at once on the device (default: 8 images; volume "
              "slices 8 at a time on a GPU, one at a time (one depth window) on the CPU, where a batch saves "
@@ -135,7 +131,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
-            window=processor.window, device=args.device, dtype=args.dtype,
+            window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         if args.output:
@@ -146,7 +142,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
         model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
-        window=processor.window, batch_size=args.batch_size, device=args.device, dtype=args.dtype, **clicks,
+        window=processor.window, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        compile_encoder=args.compile, **clicks,
     )  # fmt: skip
     print(markdown_table(report["tables"]))
     if "iterative" in report:
@@ -238,6 +235,11 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the image encoder; its first call waits for the compilation (default: on a GPU "
+             "when the job encodes enough images or slices to repay it, several thousand; off on the CPU)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
     )

@@ -35,7 +35,7 @@ from msa_hf.evaluation.decoding import PROTOCOLS as PROTOCOLS
 from msa_hf.evaluation.decoding import MaskDecoding, canonical_protocol, decode_protocols
 from msa_hf.evaluation.results_files import markdown_table, write_case_csv, write_results
 from msa_hf.evaluation.volume_evaluation import evaluate_volumes
-from msa_hf.inference.placement import Placement, resolve_placement
+from msa_hf.inference.placement import Placement, compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_mask
 
@@ -134,9 +134,12 @@ def evaluate_model(
     window: str | tuple[float, float] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    compile_encoder: bool | None = None,
 ) -> dict[str, Any]:
     """Run `protocols` on `split` (the structures `classes` names, default all). `device` / `dtype`: see
-    `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU, else the CPU in float32). Returns `{"tables":
+    `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU, else the CPU in float32);
+    `compile_encoder`: `torch.compile` the image encoder (None: where it pays, `compile_by_default`, one
+    image per row). Returns `{"tables":
     {protocol: per-class table}, "iterative": {...}}` (with "box", also "box_fill": the filled tight box, the
     baseline a box prompt must beat) and, with `output_dir`, writes results.json, results.md,
     per-case CSVs, overlays.png and dice_vs_clicks.png. `window`: the CT window the model was trained with
@@ -160,6 +163,8 @@ def evaluate_model(
     all_scores: dict[str, list[CaseScore]] = {}
     first_predictions: list[np.ndarray] = []
     placement = resolve_placement(device, dtype)
+    if compile_by_default(compile_encoder, placement, images=len(tasks)):
+        compile_image_encoder(model)
     rows = list(predict_protocols(model, tasks, protocols, batch_size, clicks, placement))
     if "box" in protocols:  # the baseline a box result must beat: the tight box, filled
         from msa_hf.evaluation.metrics.batched import box_fill_masks

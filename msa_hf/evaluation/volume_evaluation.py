@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from msa_hf.evaluation.case_scores import case_score, summarise_by_class
 from msa_hf.evaluation.decoding import MaskDecoding, decode_protocols
 from msa_hf.evaluation.results_files import write_results
-from msa_hf.inference.placement import resolve_placement
+from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_mask
 
@@ -32,11 +32,14 @@ def evaluate_volumes(
     window: str | tuple[float, float] | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    compile_encoder: bool | None = None,
 ) -> dict[str, Any]:
     """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
     structures `classes` names (names or label values, comma-separated; default all). With `output_dir`,
     writes results.json, results.md (Dice and HD95 tables) and cases_volume_points1.csv there. `window`:
     the CT window the model was trained with (its `MsaProcessor`'s; `None`: the modality default).
+    `compile_encoder`: `torch.compile` the image encoder (None: where it pays, `compile_by_default`, counting
+    every window's D slices).
 
     Each window of D consecutive slices goes through the model at once; every slice showing the organ gets
     its most interior click, slices without it get none and count as background. Overlapping windows are
@@ -69,6 +72,8 @@ def evaluate_volumes(
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
     placement = resolve_placement(device, dtype)
     model.to(placement.device).eval()
+    if compile_by_default(compile_encoder, placement, images=len(windows) * depth):
+        compile_image_encoder(model)
     decode = MaskDecoding(model)
     for index, (depth_window, value) in enumerate(
         tqdm(windows.items, desc="evaluate volumes", unit="window", leave=False)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
+from msa_hf.inference.placement import compile_by_default, resolve_placement
 from msa_hf.inference.predictor import (
     Prompt,
     SegmentationPredictor,
@@ -263,6 +264,16 @@ def prompts_from_label_map(
     return prompts
 
 
+def _encoded_images(path: Path) -> int:
+    """How many pictures predicting `path` encodes at most: its slices for a volume, else one (from headers;
+    an unreadable input counts one and fails later, in its own row)."""
+    try:
+        shape = _grid_shape(Path(path))
+    except Exception:  # noqa: BLE001 - only an estimate for the compile decision
+        return 1
+    return int(shape[2]) if len(shape) == 3 else 1
+
+
 def _grid_shape(path: Path) -> tuple[int, ...]:
     """The RAS+ shape of a volume (NIfTI or DICOM series), or the (height, width) of an image, from headers:
     no pixel is decoded (the input is read once, by `predict_file`)."""
@@ -308,7 +319,7 @@ def predict_batch(
     multimask: bool = False,
     show_progress: bool = True,
     batch_size: int | None = None,
-    compile_encoder: bool = False,
+    compile_encoder: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
     A failing item gets status "failed" and its error, and the others go on.
@@ -316,9 +327,12 @@ def predict_batch(
     Images (and single DICOM images) are read `batch_size` at a time (default 8) and encoded together in
     one encoder call, then each is decoded and written; a volume encodes its own slices in groups
     (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
-    encoder once for all inputs."""
+    encoder once for all inputs (None: where it pays, `compile_by_default`, counting each image and each
+    volume slice)."""
     from tqdm.auto import tqdm
 
+    images = sum(_encoded_images(item.input) for item in items)
+    compile_encoder = compile_by_default(compile_encoder, resolve_placement(device, dtype), images)
     # one placement (and one compilation, in place) for all inputs
     predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
     group_size = batch_size or DEFAULT_PICTURE_BATCH
@@ -489,7 +503,7 @@ def run_batch(
     dtype: Any = None,
     multimask: bool = False,
     batch_size: int | None = None,
-    compile_encoder: bool = False,
+    compile_encoder: bool | None = None,
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.

@@ -73,3 +73,43 @@ def resolve_placement(
     if device.type == "cpu" and dtype == torch.float16:
         raise ValueError("dtype float16 on the CPU: use bfloat16 or float32.")
     return Placement(device, dtype)
+
+
+# torch.compile of the image encoder pays for itself from about this many encoded images on a GPU: measured on
+# an NVIDIA H200 (ViT-B, 1024 px, bf16, batch 8) the compilation takes 29 s and then saves 3.9 ms per image
+# (62.6 -> 31.4 ms per batch of 8), so it is repaid after ~7,400 images; on the CPU it saves 15% at 256 px
+# after a compilation of minutes, so it is never on by default there
+COMPILE_PAYS_FROM_IMAGES = 8000
+
+
+def compile_by_default(requested: bool | None, placement: Placement, images: int) -> bool:
+    """Whether to `torch.compile` the image encoder: `requested` when the user said (True / False), else on
+    a GPU for a job that encodes at least `COMPILE_PAYS_FROM_IMAGES` images (slices count one each)."""
+    if requested is not None:
+        return requested
+    return placement.device.type == "cuda" and images >= COMPILE_PAYS_FROM_IMAGES
+
+
+def compile_image_encoder(model: torch.nn.Module) -> None:
+    """`torch.compile` `model.vision_encoder` in place (parameter names and `save_pretrained` unchanged),
+    and say once, on stderr, how long its first call (the compilation) took."""
+    import sys
+    import time
+
+    encoder = model.vision_encoder
+    if getattr(encoder, "_compiled_call_impl", None) is not None:  # compiled already (an earlier predictor)
+        return
+    encoder.compile()
+    compiled = getattr(encoder, "_compiled_call_impl", None)
+    if compiled is None:  # a torch that compiles modules another way: compiled, just not timed
+        return
+
+    def first_call(*args, **kwargs):
+        print("compiling the image encoder (its first call waits for it) ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        result = compiled(*args, **kwargs)
+        encoder._compiled_call_impl = compiled  # later calls go straight to the compiled code
+        print(f"image encoder compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        return result
+
+    encoder._compiled_call_impl = first_call

@@ -21,7 +21,7 @@ import torch
 
 from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
-from msa_hf.inference.placement import resolve_placement
+from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_logits
 from msa_hf.processing.prompts import resized_shape, to_model_frame
@@ -196,7 +196,7 @@ class SegmentationPredictor:
         self.placement = resolve_placement(device, dtype)
         self.model = model.to(self.placement.device).eval()
         if compile_encoder:  # in place; pays off over many images (the first one waits for the compilation)
-            model.vision_encoder.compile()
+            compile_image_encoder(model)
         self.window = window
         self.image_size = model.config.vision_config.image_size
         self._embedding: torch.Tensor | None = None
@@ -328,7 +328,7 @@ def predict_file(
     output_path: str | Path,
     prompts: list[Prompt],
     window: str | tuple[float, float] | None = None,
-    compile_encoder: bool = False,
+    compile_encoder: bool | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     probabilities_path: str | Path | None = None,
@@ -336,8 +336,8 @@ def predict_file(
     batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
-    `value`. With
-    `compile_encoder`, the image encoder runs `torch.compile`d (worth it for volumes: many slices).
+    `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
+    `compile_by_default`; one input rarely has the slices for it).
 
     A DICOM series with an output ending in `.dcm` -> a DICOM-SEG referencing the series' instances (segment
     labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`).
@@ -359,8 +359,10 @@ def predict_file(
 
     input_path, output_path = Path(input_path), Path(output_path)
     kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask)
+    placement = resolve_placement(device, dtype)
     if kind != "volume":
         image, modality = read_picture(input_path, kind)
+        compile_encoder = compile_by_default(compile_encoder, placement, images=1)
         predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
         return segment_picture(predictor, input_path, output_path, prompts, probabilities_path, multimask)
@@ -373,6 +375,7 @@ def predict_file(
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
+    compile_encoder = compile_by_default(compile_encoder, placement, images=len(slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
     volume_predictor.set_volume(slices, modality)
