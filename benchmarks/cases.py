@@ -128,7 +128,7 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     """One optimiser step (forward, Dice-free BCE on the low-res masks, backward, AdamW) of `method` on a batch
     of `batch` images (`msa-3d`: `batch` = D slices of one volume), with or without activation checkpointing;
     MSA with or without recomputing its frozen MLPs' hidden layer (`recompute_mlp`, default on); with
-    `narrow_attention` False the folded attention takes its SDPA route on CPU too (what other devices run)."""
+    `narrow_attention` False the folded attention takes its SDPA route (keeping the wide tensors)."""
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
@@ -137,7 +137,7 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
         enable_activation_checkpointing(model)
     if params["method"] in ("msa", "msa-3d"):  # on by default; a row without shows what it trades
         set_frozen_mlp_recompute(model, params.get("recompute_mlp", True) is not False)
-    if params.get("narrow_attention") is False:  # the SDPA route, as CUDA runs today: what a GPU would keep
+    if params.get("narrow_attention") is False:  # the SDPA route: what the narrow route saves
         for module in model.modules():
             if isinstance(module, SamVisionFoldedAttention):
                 module.narrow_backward = False

@@ -8,7 +8,8 @@
 # installed. The suite rewrites its tables after every case and lists failed or timed-out cases with why, so
 # a run cut short or hit by one out-of-memory case keeps what it finished. Dry-run here against the device
 # image's transformers 5.17 too: DEVICE=cpu EXTRA=--tiny PYTHON=<a venv with transformers==5.17.*>/bin/python
-# Copy cuda.{csv,md}, cuda-recipes.{csv,md} and batch-inference.md into benchmarks/results/ and commit them.
+# Copy cuda.{csv,md}, cuda-recipes.{csv,md}, batch-inference.md and end-to-end.md into benchmarks/results/ and
+# commit them.
 set -uo pipefail
 device=${DEVICE:-cuda}
 extra=${EXTRA:-}
@@ -16,8 +17,9 @@ out=${OUT:-build/gpu-bench}
 # sized for a 15-minute lease with one ~540 s command: seconds per case, and for the suite and the recipes as a
 # whole (no case starts after its step's budget; the rest are listed as not run)
 case_timeout=${CASE_TIMEOUT:-90}
-suite_budget=${SUITE_BUDGET:-240}
+suite_budget=${SUITE_BUDGET:-200}
 recipes_budget=${RECIPES_BUDGET:-60}
+end_to_end_timeout=${END_TO_END_TIMEOUT:-120}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 python=${PYTHON:-python3}
@@ -116,5 +118,19 @@ for batch_size in (1, 8):
 )
 PY
 batch=${PIPESTATUS[0]}
-echo "device checks exit $checks, suite exit $suite, recipes exit $recipes, serving exit $serving, batch exit $batch" | tee -a "$log"
-exit $((checks || suite || recipes || serving || batch))
+# train.py end to end (workers, pinned memory, the whole job's images/s beside the bare step of the suite's
+# table) and msa-hf evaluate on the GPU, on a generated 1024 px dataset. train.py needs HF Datasets; a machine
+# without it and without the internet installs it from WHEELHOUSE (made elsewhere with `pip download
+# --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d wheels datasets`), else the
+# step says it did not run
+if ! "$python" -c "import datasets" 2>/dev/null && [ -n "${WHEELHOUSE:-}" ]; then
+    "$python" -m pip install -q --no-index --find-links "$WHEELHOUSE" --target /tmp/msa-hf-site-packages datasets \
+        2>&1 | tail -3 | tee -a "$log"
+    export PYTHONPATH="$PYTHONPATH:/tmp/msa-hf-site-packages"
+fi
+timeout "$end_to_end_timeout" "$python" -m benchmarks.end_to_end --device "$device" $extra --output "$out" 2>&1 \
+    | tee -a "$log"
+end_to_end=${PIPESTATUS[0]}
+echo "device checks exit $checks, suite exit $suite, recipes exit $recipes, serving exit $serving, batch exit $batch," \
+    "end to end exit $end_to_end" | tee -a "$log"
+exit $((checks || suite || recipes || serving || batch || end_to_end))

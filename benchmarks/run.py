@@ -111,17 +111,22 @@ def recipe_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
     checkpointing. On a GPU at the recipe's batch; elsewhere at batches 1 and 2, which `recipe_estimates`
     extends linearly to the recipe's batch (activations grow with the batch, weights and state do not).
 
-    On CPU a third setting runs the folded attention's SDPA route (`narrow_attention` False): CUDA runs that
-    route today, so those rows say what a GPU would hold, where the CPU's narrow route says less."""
+    A third setting runs the folded attention's SDPA route (`narrow_attention` False), keeping the wide
+    tensors the narrow route (the default on every device) does not: what the narrow route saves (on a GPU
+    at the recipe's batch only)."""
     cuda = device.startswith("cuda")
     batches = (1, 2, RECIPE_BATCH) if cuda else (1, 2)
     size, geometry = (64, "tiny") if tiny else (1024, "ViT-B")
-    settings = [(False, None), (True, None)] + ([] if cuda else [(False, False)])
+    settings = [
+        (False, None, batches),
+        (True, None, batches),
+        (False, False, batches[-1:] if cuda else batches),
+    ]
     return [
         {"section": "recipes", "case": "train_step", "method": "msa", "checkpointing": checkpointing,
          "narrow_attention": narrow_attention, "size": size, "batch": batch, "geometry": geometry,
          "device": device, "dtype": "bfloat16", "repeats": 2 if cuda else 1, "warmup": 1 if cuda else 0}
-        for checkpointing, narrow_attention in settings for batch in batches
+        for checkpointing, narrow_attention, sizes in settings for batch in sizes
     ]  # fmt: skip
 
 

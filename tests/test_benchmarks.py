@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 
 import pytest
 import torch
@@ -267,3 +268,29 @@ def test_no_case_starts_once_the_time_budget_is_spent(tmp_path, monkeypatch):
 def test_a_gpu_run_measures_every_plain_row_before_the_compiled_ones():
     compiled = [bool(c.get("compile")) for c in plan("cuda", full=False, tiny=False)]
     assert compiled.count(True) == 2 and compiled == sorted(compiled)
+
+
+def test_the_end_to_end_job_reports_train_py_beside_the_bare_step(tmp_path):
+    """The GPU script's train.py + evaluate step, dry-run here: a real run of both commands, and its table
+    puts the job's images/s next to the suite's bare step."""
+    import csv
+
+    from benchmarks import end_to_end
+
+    with (tmp_path / "cpu-tiny.csv").open("w", newline="") as handle:  # as the tiny suite names it
+        writer = csv.DictWriter(
+            handle, ["section", "case", "method", "checkpointing", "compile", "images_per_s"]
+        )
+        writer.writeheader()
+        writer.writerow(dict(section="training", case="train_step", method="msa", checkpointing="True",
+                             compile="", images_per_s="1.0"))  # fmt: skip
+        writer.writerow(dict(section="training", case="train_step", method="msa", checkpointing="False",
+                             compile="", images_per_s="40.0"))  # fmt: skip
+    assert end_to_end.bare_step_images_per_second(tmp_path / "cpu-tiny.csv") == 40.0
+    assert end_to_end.main(["--device", "cpu", "--tiny", "--steps", "4", "--cases", "16", "--output",
+                            str(tmp_path)]) == 0  # fmt: skip
+    table = (tmp_path / "end-to-end.md").read_text()
+    job = float(re.search(r"train.py images/s \(steps 2-4, data waits included\) \| ([\d.]+) \|", table)[1])
+    assert job > 0
+    assert f"| train.py / bare step | {job / 40.0:.2f} |" in table
+    assert re.search(r"msa-hf evaluate on the test split \(box, 1 click\), s \| [\d.]+ \|\n", table)
