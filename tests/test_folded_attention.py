@@ -198,3 +198,36 @@ def test_folded_inference_equals_transformers_path_and_runs_by_device():
         got = folded.vision_encoder(pixels).last_hidden_state
     assert len(calls) == len(attentions)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [("sam", "eval"), ("msa", "eval"), ("msa", "folded eval"), ("msa", "train"), ("msa", "train recompute"),
+     ("msa-3d", "eval"), ("msa", "whole model train")],
+)  # fmt: skip
+def test_the_encoder_compiles_as_one_graph(kind, mode, monkeypatch):
+    """torch.compile sees every path whole: no graph break in the image encoder (stock, MSA, 3-D; eval,
+    the fold at inference, both narrow training routes) or in a whole MSA training forward with a box."""
+    from benchmarks.geometry import build_model
+
+    if mode == "train recompute":  # the route CUDA takes
+        monkeypatch.setattr(folded_attention, "_HAS_CPU_FLASH_BACKWARD", False)
+    model = fold_relative_position_attention(build_model(kind, "tiny", 64, depth=2))
+    if mode.endswith("train") or mode == "train recompute":
+        model.mark_only_adapters_as_trainable().train()
+    else:
+        model.eval()
+    for module in model.modules():
+        if isinstance(module, SamVisionFoldedAttention):
+            module.fold_at_inference = True if mode == "folded eval" else None
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    torch._dynamo.reset()
+    if mode == "whole model train":
+        boxes = torch.tensor([[[5.0, 5.0, 40.0, 40.0]]]).expand(2, 1, 4)
+        explanation = torch._dynamo.explain(model)(
+            pixel_values=pixels, input_boxes=boxes, multimask_output=False
+        )
+    else:
+        explanation = torch._dynamo.explain(model.vision_encoder)(pixels)
+    assert explanation.graph_break_count == 0, [str(reason.reason) for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1
