@@ -132,18 +132,3 @@ def distillation_batch(
     prompts = {key: value[rows, chosen][:, None] for key, value in candidates.items()}
     labels = masks[rows, chosen][:, None].float()
     return {"pixel_values": pixel_values, "labels": labels, **prompts}
-    candidates = random_prompts(rng, len(pixel_values), size, use_box, pixel_values.device, CANDIDATES)
-    logits = teacher(pixel_values, multimask=not use_box, **candidates)[:, :, 0]  # (B, K, h, w)
-    masks = upsample_mask_logits(logits, size) > 0  # (B, K, S, S)
-    structures = adapted.to(masks.device).bool()  # (B, 1, S, S)
-    overlap = (masks & structures).flatten(2).sum(-1) / masks.flatten(2).sum(-1).clamp(min=1)  # (B, K)
-    if not use_box:  # a click on an adapted structure asks about that structure: never chosen over others
-        clicks = candidates["input_points"][:, :, 0].round().long().clamp(0, size - 1)  # (B, K, 2) x, y
-        rows = torch.arange(len(clicks), device=clicks.device)[:, None]
-        on_structure = structures[:, 0][rows, clicks[..., 1], clicks[..., 0]]
-        overlap = torch.where(on_structure, 1.0 + overlap, overlap)
-    chosen = overlap.argmin(dim=1)  # (B,)
-    rows = torch.arange(len(chosen), device=chosen.device)
-    prompts = {key: value[rows, chosen][:, None] for key, value in candidates.items()}
-    labels = masks[rows, chosen][:, None].float()
-    return {"pixel_values": pixel_values, "labels": labels, **prompts}
