@@ -75,6 +75,10 @@ def test_plain_sam_checkpoint_loads_unchanged_and_msa_round_trips(sam_model, tmp
 
 
 def test_optimiser_steps_move_every_adapter_and_no_frozen_weight(sam_model, images):
+    # the adapters' down-projections start from the global generator: a fixed start, so that no ReLU
+    # bottleneck of a decoder adapter starts all dead on these few prompt tokens (then its up-projection
+    # would rightly get no gradient, whatever the code); the global seed differs between test runs
+    torch.manual_seed(0)
     msa = make_msa(sam_model, use_depth_branch=True, decoder_training="adapters")
     msa.mark_only_adapters_as_trainable().train()
     before = {n: p.detach().clone() for n, p in msa.named_parameters()}

@@ -1,0 +1,82 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The base answers where the adapted model ignores the prompt (`SamAdapterConfig.base_fallback`).
+
+Adapting SAM to a few structures narrows it: asked about anything else, the adapted model answers with a
+structure it was adapted to or with nothing, wherever the prompt was. Such an answer does not follow its own
+prompt: the click it was asked about lies outside the mask, or most of the mask lies outside the box. On the
+adapted structures the adapted answer follows the prompt. So a model with `base_fallback` decodes every
+prompt twice, with the adapted model and with the base inside it (adapters off, the base's own mask decoder
+kept as `base_mask_decoder`), and keeps the adapted answer where it follows the prompt, the base's elsewhere.
+On the embedded data this keeps the adapted structures' one-click gain and the held-out structure's
+zero-shot Dice at once (docs/training-and-evaluation.md, "Keeping what the base could do").
+
+The rule, per image and prompt, on the adapted answer's best-scoring mask (low resolution, in the frame of
+the model's input): every positive click inside it, every negative click outside it, and with a box at least
+`BOX_SHARE` of its pixels inside the box (an empty mask follows no prompt). Padding points (label -10) and
+points without a label (-1) do not count.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+BOX_SHARE = 0.9  # an answer to a box lies at least this share inside it
+POSITIVE, NEGATIVE = 1, 0
+
+# the base's image embedding is the encoder with its adapters switched off (module state): one switch at a
+# time, so that a concurrent encoding of the same model (a demo serving several users) never sees it half-way
+ADAPTER_SWITCH = threading.Lock()
+
+
+def follows_prompt(
+    pred_masks: torch.Tensor,
+    iou_scores: torch.Tensor,
+    image_size: int,
+    input_points: torch.Tensor | None = None,
+    input_labels: torch.Tensor | None = None,
+    input_boxes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Whether each prompt's answer follows the prompt (see the module docstring).
+
+    Args:
+        pred_masks: `(B, P, M, h, w)` low-resolution mask logits (SAM's `pred_masks`).
+        iou_scores: `(B, P, M)`; the best-scoring of the M masks is judged.
+        image_size: the side of the model's input frame the prompts are given in (`h` covers it).
+        input_points: `(B, P, N, 2)` (x, y) in that frame; input_labels `(B, P, N)` (1 positive, 0 negative).
+        input_boxes: `(B, P, 4)` x0, y0, x1, y1 in that frame.
+    Returns:
+        `(B, P)` bool.
+    """
+    batch, prompts, _, height, width = pred_masks.shape
+    best = iou_scores.argmax(dim=-1)  # (B, P)
+    index = best[..., None, None, None].expand(-1, -1, 1, height, width)
+    mask = torch.gather(pred_masks, 2, index)[:, :, 0] > 0  # (B, P, h, w)
+    follows = mask.flatten(2).any(dim=-1)  # an empty answer follows nothing
+    if input_points is not None:
+        labels = input_labels if input_labels is not None else torch.ones_like(input_points[..., 0]).long()
+        x = (input_points[..., 0] * width / image_size).long().clamp(0, width - 1)  # (B, P, N)
+        y = (input_points[..., 1] * height / image_size).long().clamp(0, height - 1)
+        inside = torch.gather(mask.flatten(2), 2, y * width + x)  # (B, P, N)
+        wrong = ((labels == POSITIVE) & ~inside) | ((labels == NEGATIVE) & inside)
+        follows &= ~wrong.any(dim=-1)
+    if input_boxes is not None:
+        # low-resolution pixel centres in the input frame
+        columns = (torch.arange(width, device=mask.device) + 0.5) * image_size / width
+        rows = (torch.arange(height, device=mask.device) + 0.5) * image_size / height
+        box = input_boxes[..., None].to(columns.dtype)  # (B, P, 4, 1)
+        in_columns = (columns >= box[:, :, 0]) & (columns <= box[:, :, 2])  # (B, P, w)
+        in_rows = (rows >= box[:, :, 1]) & (rows <= box[:, :, 3])  # (B, P, h)
+        in_box = in_rows[..., :, None] & in_columns[..., None, :]  # (B, P, h, w)
+        area = mask.flatten(2).sum(dim=-1)
+        follows &= (mask & in_box).flatten(2).sum(dim=-1) >= BOX_SHARE * area
+    return follows
+
+
+def choose_answers(adapted: torch.Tensor, base: torch.Tensor, follows: torch.Tensor) -> torch.Tensor:
+    """`adapted` where `follows` `(B, P)`, else `base`: two tensors `(B, P, ...)` of the same shape."""
+    return torch.where(follows.view(*follows.shape, *([1] * (adapted.ndim - 2))), adapted, base)
+
+
+__all__ = ["BOX_SHARE", "choose_answers", "follows_prompt"]
