@@ -35,6 +35,7 @@ SETTINGS: dict[str, list[str]] = {
     "distill-outside": ["--distill-probability", "0.5", "--distill-outside-labels"],
     "replay": ["--replay-share", "0.25"],
     "distill+replay": ["--distill-probability", "0.5", "--replay-share", "0.25"],
+    "fallback": ["--base-fallback"],
 }
 CLASSES = ["deep_grey_left", "deep_grey_right", "white_matter_left", "white_matter_right"]
 PROTOCOLS = ("box", "points1", "iterative")

@@ -24,6 +24,7 @@ MODULES = (
     "frozen_mlp",
     "text_prompts",
     "volume_batches",
+    "base_fallback",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_msa.SamAdapterConfig",

@@ -32,10 +32,13 @@ from msa_hf.modeling.adapter_layers import Adapter, _sum_of, pool_prompt_embeddi
 
 
 def supports_click_decoder(model: Any) -> bool:
-    """`ClickDecoder` handles `SamModel` and `SamAdapterModel`; peft-wrapped decoders take the stock path."""
+    """`ClickDecoder` handles `SamModel` and `SamAdapterModel`; peft-wrapped decoders and models that fall back
+    to their base (`SamAdapterConfig.base_fallback`) take the stock path."""
     from transformers import SamModel
 
     if not isinstance(model, SamModel):
+        return False
+    if getattr(model, "falls_back_to_base", False):  # two decoders and a choice between them: the forward's
         return False
     return all(type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
                for layer in model.mask_decoder.transformer.layers)  # fmt: skip

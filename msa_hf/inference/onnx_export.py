@@ -118,6 +118,13 @@ def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[
     also written as `onnx_export.json`."""
     from msa_hf.output_files import atomic_file
 
+    if getattr(getattr(model, "config", None), "base_fallback", False):
+        raise ValueError(
+            "this model answers with its base where the adapted answer ignores the prompt (base_fallback): two "
+            "encoders' embeddings and two decoders, which the two ONNX graphs do not carry. Export the adapted "
+            "model alone: load it with SamAdapterModel.from_pretrained(MODEL, base_fallback=False) (the "
+            "base's decoder weights are then left out) and export that."
+        )
     model = model.float().cpu().eval()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,12 @@ class SamAdapterConfig(SamConfig):
         Prompt tokens per text.
     text_encoder_name (`str`, *optional*):
         The text encoder the projection was trained with (Hub id or folder), for `msa-hf predict --text`.
+    base_fallback (`bool`, defaults to `False`):
+        At inference, answer a prompt with the base (adapters off, the base's own mask decoder, kept as
+        `base_mask_decoder`) wherever the adapted answer ignores the prompt: a positive click outside its
+        mask, a negative click inside it, or most of it outside the box (`msa_hf.modeling.base_fallback`).
+        The adaptation then keeps what the base could do on structures it was not adapted to, at twice the
+        image-encoder cost. 2-D models only.
     """
 
     model_type = "sam_adapter"
@@ -126,9 +132,15 @@ class SamAdapterConfig(SamConfig):
     text_embedding_dim: int | None = None
     num_text_tokens: int = 1
     text_encoder_name: str | None = None
+    base_fallback: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.base_fallback and self.use_depth_branch:
+            raise ValueError(
+                f"{type(self).__name__}: base_fallback is for 2-D models; the depth branch's base is not "
+                "defined yet. Set base_fallback=False or use_depth_branch=False."
+            )
         if self.text_embedding_dim is not None and self.text_embedding_dim < 1 or self.num_text_tokens < 1:
             raise ValueError(
                 f"{type(self).__name__}: text_embedding_dim ({self.text_embedding_dim}) and num_text_tokens "

@@ -9,6 +9,8 @@ exactly what SAM computes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,12 @@ from msa_hf._registration import register_auto_classes
 from msa_hf.modeling.adapter_layers import (
     Adapter,
     PromptConditionedAdapter,
+    adapters_disabled,
     init_adapter_weights,
     msa_two_way_block_forward,
     msa_vision_layer_forward,
 )
+from msa_hf.modeling.base_fallback import ADAPTER_SWITCH, choose_answers, follows_prompt
 from msa_hf.modeling.configuration_msa import SamAdapterConfig
 from msa_hf.modeling.folded_attention import fold_relative_position_attention
 from msa_hf.modeling.frozen_mlp import RecomputesFrozenMlp
@@ -249,6 +253,8 @@ class SamAdapterModel(SamModel):
             self.text_projection = TextPromptProjection(
                 config.text_embedding_dim, config.mask_decoder_config.hidden_size, config.num_text_tokens
             )
+        # the base's own decoder, for the prompts the adapted model does not follow (`base_fallback`)
+        self.base_mask_decoder = SamMaskDecoder(config.mask_decoder_config) if config.base_fallback else None
         # training without the dense relative-position mask: most of a 1024 px step's activation memory
         fold_relative_position_attention(self.vision_encoder)
         self.post_init()
@@ -310,14 +316,56 @@ class SamAdapterModel(SamModel):
                 f"{expected}), or build the model at your size: msa_hf.build_at_image_size(model, size)."
             )
 
+    # ----------------------------------------------------------------------------------------- base fallback
+    @property
+    def falls_back_to_base(self) -> bool:
+        """Whether prompts the adapted model does not follow are answered by the base (`config.base_fallback`,
+        at inference: training always trains the adapted model)."""
+        return self.base_mask_decoder is not None and self.config.base_fallback and not self.training
+
+    @contextmanager
+    def _as_base(self) -> Iterator[None]:
+        """Inside: the model computes what its base computes (adapters off, the base's mask decoder). Hold
+        `ADAPTER_SWITCH` around it: it switches module state."""
+        trained, self.mask_decoder = self.mask_decoder, self.base_mask_decoder
+        try:
+            with adapters_disabled(self):
+                yield
+        finally:
+            self.mask_decoder = trained
+
+    def keep_base_decoder(self) -> SamAdapterModel:
+        """Switch `base_fallback` on, keeping the mask decoder as it is now as the base's (frozen). Call it on
+        the base, before training (train.py's `--base-fallback`). Returns `self`."""
+        if self.config.use_depth_branch:
+            raise ValueError("base_fallback is for 2-D models; this one has the depth branch.")
+        base = SamMaskDecoder(self.config.mask_decoder_config).to(
+            device=self.mask_decoder.iou_token.weight.device, dtype=self.mask_decoder.iou_token.weight.dtype
+        )
+        # the adapter blocks keep SAM's own weights under SAM's names; their adapters are not the base's
+        own = {k: v for k, v in self.mask_decoder.state_dict().items() if not is_adapter_parameter(k)}
+        base.load_state_dict(own)
+        self.base_mask_decoder = base.requires_grad_(False)
+        self.config.base_fallback = True
+        return self
+
     # ----------------------------------------------------------------------------------------- forward
     @torch.no_grad()
     def get_image_embeddings(
         self, pixel_values: torch.Tensor, num_slices: int | None = None, **kwargs
     ) -> torch.Tensor:
-        """Image embeddings `(B, output_channels, h, w)` for the interactive path (encode once, decode per click)."""
+        """Image embeddings `(B, output_channels, h, w)` for the interactive path (encode once, decode per click).
+
+        With the base fallback on, `(B, 2 * output_channels, h, w)`: the adapted embedding, then the base's
+        (what `forward(image_embeddings=...)` takes back)."""
         pixel_values, num_slices = self.prepare_volume_batch(pixel_values, num_slices)
-        return self.vision_encoder(pixel_values, num_slices=num_slices, **kwargs).last_hidden_state
+        if not self.falls_back_to_base:
+            return self.vision_encoder(pixel_values, num_slices=num_slices, **kwargs).last_hidden_state
+        with ADAPTER_SWITCH:
+            adapted = self.vision_encoder(pixel_values, **kwargs).last_hidden_state
+            with adapters_disabled(self):
+                base = self.vision_encoder(pixel_values, **kwargs).last_hidden_state
+        return torch.cat([adapted, base], dim=1)
 
     def forward(
         self,
@@ -352,6 +400,13 @@ class SamAdapterModel(SamModel):
         if pixel_values is not None and image_embeddings is not None:
             raise ValueError("Only one of pixel_values and image_embeddings can be provided.")
         pixel_values, num_slices = self.prepare_volume_batch(pixel_values, num_slices)
+        if self.falls_back_to_base:
+            prompts = dict(input_points=input_points, input_labels=input_labels, input_boxes=input_boxes,
+                           input_masks=input_masks, multimask_output=multimask_output,
+                           attention_similarity=attention_similarity, target_embedding=target_embedding)  # fmt: skip
+            return self._forward_with_fallback(
+                pixel_values, image_embeddings, text_embeddings, prompts, kwargs
+            )
 
         vision_hidden_states = None
         if pixel_values is not None:
@@ -375,6 +430,44 @@ class SamAdapterModel(SamModel):
         )
         outputs.vision_hidden_states = vision_hidden_states
         return outputs
+
+    def _forward_with_fallback(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_embeddings: torch.Tensor | None,
+        text_embeddings: torch.Tensor | None,
+        prompts: dict[str, Any],
+        encoder_options: dict[str, Any],
+    ) -> SamImageSegmentationOutput:
+        """`forward` with the base fallback: both answers, the adapted one kept where it follows the prompt.
+        Text prompts have no base answer (the base takes no text): they take the adapted answer."""
+        channels = self.config.vision_config.output_channels
+        if pixel_values is not None:
+            image_embeddings = self.get_image_embeddings(pixel_values, **encoder_options)
+        if image_embeddings.shape[1] != 2 * channels:
+            raise ValueError(
+                f"this model answers with its base where the adapted answer ignores the prompt (base_fallback), so "
+                f"it takes image embeddings of {2 * channels} channels (adapted, then base) from its own "
+                f"get_image_embeddings; got {image_embeddings.shape[1]}."
+            )
+        adapted_embeddings, base_embeddings = image_embeddings.split(channels, dim=1)
+        if text_embeddings is not None:
+            return self._forward_with_text(
+                adapted_embeddings, text_embeddings, prompts["input_points"], prompts["input_labels"],
+                prompts["input_boxes"], prompts["input_masks"], prompts["multimask_output"], None,
+            )  # fmt: skip
+        with ADAPTER_SWITCH:
+            adapted = super().forward(image_embeddings=adapted_embeddings, **prompts)
+            with self._as_base():
+                base = super().forward(image_embeddings=base_embeddings, **prompts)
+        follows = follows_prompt(
+            adapted.pred_masks, adapted.iou_scores, self.config.vision_config.image_size,
+            prompts["input_points"], prompts["input_labels"], prompts["input_boxes"],
+        )  # fmt: skip
+        return SamImageSegmentationOutput(
+            iou_scores=choose_answers(adapted.iou_scores, base.iou_scores, follows),
+            pred_masks=choose_answers(adapted.pred_masks, base.pred_masks, follows),
+        )
 
     def text_prompt_tokens(self, text_embeddings: torch.Tensor) -> torch.Tensor:
         """`(B, D_text)` or `(B, P, D_text)` pooled text features -> `(B, P, K, C)` decoder prompt tokens."""

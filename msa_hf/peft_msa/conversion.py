@@ -53,7 +53,8 @@ def peft_to_native_key(name: str, adapter_name: str) -> str | None:
 
 
 def sam_adapter_to_peft_model(model: SamAdapterModel, adapter_name: str = "default") -> PeftModel:
-    """A `PeftModel` (method `msa`) over a plain `SamModel` that computes what `model` computes."""
+    """A `PeftModel` (method `msa`) over a plain `SamModel` that computes what `model` computes (the adapted
+    model: a model's base fallback, `SamAdapterConfig.base_fallback`, lives in its full checkpoint only)."""
     config = model.config
     if getattr(model, "text_projection", None) is not None:
         raise ValueError(
@@ -61,7 +62,7 @@ def sam_adapter_to_peft_model(model: SamAdapterModel, adapter_name: str = "defau
             "model (save_pretrained) instead of an adapter-only checkpoint."
         )
     sam = SamModel(config.to_sam_config())
-    state = model.state_dict()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("base_mask_decoder.")}
     sam.load_state_dict({k: v for k, v in state.items() if not is_adapter_parameter(k)}, strict=True)
     peft_config = MsaAdapterConfig(**{name: getattr(config, name) for name in ADAPTER_SETTING_NAMES})
     peft_model = wrap_in_peft(sam, peft_config, adapter_name=adapter_name)  # runs in every adapter save

@@ -69,6 +69,12 @@ class TrainConfig:
                   "several random prompts whose base mask overlaps them least), so the base is never asked to "
                   "undo the adaptation"},
     )  # fmt: skip
+    base_fallback: bool = field(
+        default=False,
+        metadata={"help": "the saved model answers with its base (kept inside it) wherever the adapted answer "
+                  "ignores the prompt: a click outside its mask, most of it outside the box (keeps the base's "
+                  "promptability at twice the image-encoder cost; method msa, 2-D)"},
+    )  # fmt: skip
     replay_share: float = field(
         default=0.0,
         metadata={"help": "share of every batch replaced by the base's synthetic pictures with their exact "
@@ -184,6 +190,11 @@ class TrainConfig:
             raise ValueError(
                 f"distill_probability={self.distill_probability} needs method='msa' without the depth branch "
                 "(the teacher is the model with its MSA adapters off)."
+            )
+        if self.base_fallback and (self.method != "msa" or self.use_depth_branch):
+            raise ValueError(
+                "base_fallback needs method='msa' without the depth branch (the base is the model with its MSA "
+                "adapters off and the base's own mask decoder)."
             )
         if self.distill_outside_labels and self.distill_probability == 0:
             raise ValueError(

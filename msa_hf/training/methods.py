@@ -46,7 +46,9 @@ def build_model_for_method(config: TrainConfig, text_embedding_dim: int | None =
                 else {}
             ),
         )
-        return model.mark_only_adapters_as_trainable()
+        model.mark_only_adapters_as_trainable()
+        # the base's decoder is kept as it is now, before any step changes the trained one
+        return model.keep_base_decoder() if config.base_fallback else model
     # every method trains with the same attention as MSA (no dense relative-position mask), so the methods'
     # memory and time compare the methods, not two attention implementations
     model = fold_relative_position_attention(load_base(config.base, SamModel))
