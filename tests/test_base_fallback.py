@@ -26,19 +26,25 @@ def test_an_answer_follows_its_clicks_and_its_box():
     square = np.zeros((8, 8), bool)
     square[2:5, 2:5] = True  # input pixels 16..39
     masks, scores = _masks(square, square, square, square, np.zeros((8, 8), bool))
-    points = torch.tensor([[[[20.0, 20.0], [0, 0]], [[50.0, 20.0], [0, 0]], [[20.0, 20.0], [30.0, 30.0]],
-                            [[20.0, 20.0], [60.0, 60.0]], [[20.0, 20.0], [0, 0]]]])  # fmt: skip
-    labels = torch.tensor([[[1, -10], [1, -10], [1, 0], [1, 0], [1, -10]]])
+    points = torch.tensor([[[[20.0, 20.0], [0, 0]], [[50.0, 20.0], [0, 0]], [[50.0, 20.0], [30.0, 30.0]],
+                            [[20.0, 20.0], [30.0, 30.0]], [[20.0, 20.0], [0, 0]]]])  # fmt: skip
+    labels = torch.tensor([[[1, -10], [1, -10], [1, 1], [1, 0], [1, -10]]])
     follows = follows_prompt(masks, scores, SIZE, points, labels)
-    # inside; positive click outside; negative click inside; negative click outside; empty answer
-    assert follows.tolist() == [[True, False, False, True, False]]
+    # inside; the only positive click outside; one of two positives inside; a correction (negative click)
+    # inside is not judged; an empty answer follows nothing
+    assert follows.tolist() == [[True, False, True, True, False]]
     boxes = torch.tensor([[[14.0, 14.0, 42.0, 42.0], [14.0, 14.0, 30.0, 42.0], [14.0, 14.0, 34.0, 42.0],
                            [0.0, 0.0, 63.0, 63.0], [0.0, 0.0, 63.0, 63.0]]])  # fmt: skip
     # all inside; 6 of 9 pixels inside (< 0.9); 6 of 9 again (centres at 20, 28, 36: 36 > 34); around; empty
     assert follows_prompt(masks, scores, SIZE, input_boxes=boxes).tolist() == [
         [True, False, False, True, False]
     ]
+    # clicks and a box: both must be followed
     assert follows_prompt(masks, scores, SIZE, points, labels, boxes).tolist() == [
+        [True, False, False, True, False]
+    ]
+    only_negative = torch.tensor([[[0, -10]] * 5])  # no positive click: the box decides
+    assert follows_prompt(masks, scores, SIZE, points, only_negative, boxes).tolist() == [
         [True, False, False, True, False]
     ]
 

@@ -7,13 +7,16 @@ prompt: the click it was asked about lies outside the mask, or most of the mask 
 adapted structures the adapted answer follows the prompt. So a model with `base_fallback` decodes every
 prompt twice, with the adapted model and with the base inside it (adapters off, the base's own mask decoder
 kept as `base_mask_decoder`), and keeps the adapted answer where it follows the prompt, the base's elsewhere.
-On the embedded data this keeps the adapted structures' one-click gain and the held-out structure's
-zero-shot Dice at once (docs/training-and-evaluation.md, "Keeping what the base could do").
+On the embedded data this keeps the held-out structure at its zero-shot Dice and most of the adapted
+structures' gain (docs/training-and-evaluation.md, "Keeping what the base could do").
 
 The rule, per image and prompt, on the adapted answer's best-scoring mask (low resolution, in the frame of
-the model's input): every positive click inside it, every negative click outside it, and with a box at least
-`BOX_SHARE` of its pixels inside the box (an empty mask follows no prompt). Padding points (label -10) and
-points without a label (-1) do not count.
+the model's input): a positive click inside it, and with a box at least `BOX_SHARE` of its pixels inside the
+box; an empty mask follows no prompt. One positive click inside is enough and negative clicks are not
+judged: later clicks of an interactive session are corrections of the answer, which the adapted model
+follows on its structures as well as the base does, and judging them sent corrected answers on adapted
+structures to the base (iterative Dice below zero-shot on the embedded data). Padding points (label -10)
+and points without a label (-1) do not count.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import torch
 
 BOX_SHARE = 0.9  # an answer to a box lies at least this share inside it
-POSITIVE, NEGATIVE = 1, 0
+POSITIVE = 1
 
 # the base's image embedding is the encoder with its adapters switched off (module state): one switch at a
 # time, so that a concurrent encoding of the same model (a demo serving several users) never sees it half-way
@@ -44,7 +47,7 @@ def follows_prompt(
         pred_masks: `(B, P, M, h, w)` low-resolution mask logits (SAM's `pred_masks`).
         iou_scores: `(B, P, M)`; the best-scoring of the M masks is judged.
         image_size: the side of the model's input frame the prompts are given in (`h` covers it).
-        input_points: `(B, P, N, 2)` (x, y) in that frame; input_labels `(B, P, N)` (1 positive, 0 negative).
+        input_points: `(B, P, N, 2)` (x, y) in that frame; input_labels `(B, P, N)` (1: positive).
         input_boxes: `(B, P, 4)` x0, y0, x1, y1 in that frame.
     Returns:
         `(B, P)` bool.
@@ -59,8 +62,10 @@ def follows_prompt(
         x = (input_points[..., 0] * width / image_size).long().clamp(0, width - 1)  # (B, P, N)
         y = (input_points[..., 1] * height / image_size).long().clamp(0, height - 1)
         inside = torch.gather(mask.flatten(2), 2, y * width + x)  # (B, P, N)
-        wrong = ((labels == POSITIVE) & ~inside) | ((labels == NEGATIVE) & inside)
-        follows &= ~wrong.any(dim=-1)
+        positive = labels == POSITIVE
+        follows &= (positive & inside).any(dim=-1) | ~positive.any(
+            dim=-1
+        )  # no positive click: the box decides
     if input_boxes is not None:
         # low-resolution pixel centres in the input frame
         columns = (torch.arange(width, device=mask.device) + 0.5) * image_size / width

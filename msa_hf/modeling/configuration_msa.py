@@ -112,8 +112,8 @@ class SamAdapterConfig(SamConfig):
         The text encoder the projection was trained with (Hub id or folder), for `msa-hf predict --text`.
     base_fallback (`bool`, defaults to `False`):
         At inference, answer a prompt with the base (adapters off, the base's own mask decoder, kept as
-        `base_mask_decoder`) wherever the adapted answer ignores the prompt: a positive click outside its
-        mask, a negative click inside it, or most of it outside the box (`msa_hf.modeling.base_fallback`).
+        `base_mask_decoder`) wherever the adapted answer ignores the prompt: no positive click inside its
+        mask, or most of it outside the box (`msa_hf.modeling.base_fallback`).
         The adaptation then keeps what the base could do on structures it was not adapted to, at twice the
         image-encoder cost. 2-D models only.
     """

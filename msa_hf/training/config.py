@@ -72,7 +72,7 @@ class TrainConfig:
     base_fallback: bool = field(
         default=False,
         metadata={"help": "the saved model answers with its base (kept inside it) wherever the adapted answer "
-                  "ignores the prompt: a click outside its mask, most of it outside the box (keeps the base's "
+                  "ignores the prompt: its clicks outside its mask, most of it outside the box (keeps the base's "
                   "promptability at twice the image-encoder cost; method msa, 2-D)"},
     )  # fmt: skip
     replay_share: float = field(
