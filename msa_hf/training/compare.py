@@ -18,10 +18,11 @@ from typing import Any
 from msa_hf.training.config import METHODS, TrainConfig
 
 # variant -> (method, TrainConfig fields it sets); retention options at the settings `make retention` measures
-VARIANTS: dict[str, tuple[str, dict[str, float]]] = {
+VARIANTS: dict[str, tuple[str, dict[str, float | bool]]] = {
     "msa": ("msa", {}),
     "msa+distill": ("msa", {"distill_probability": 0.5}),
     "msa+replay": ("msa", {"replay_share": 0.25}),
+    "msa+fallback": ("msa", {"base_fallback": True}),
     **{method: (method, {}) for method in METHODS if method != "msa"},
 }
 PROTOCOLS = ("box", "points1", "iterative")
@@ -117,7 +118,7 @@ def compare_methods(
 
 
 def main(argv: list[str]) -> int:
-    """`msa-hf compare [train flags] [--methods msa msa+distill msa+replay lora full decoder]`."""
+    """`msa-hf compare [train flags] [--methods msa msa+distill msa+replay msa+fallback lora full decoder]`."""
     import argparse
 
     from msa_hf.training.config import build_train_parser, parse_train_config
