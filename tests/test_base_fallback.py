@@ -161,6 +161,15 @@ def test_the_predictor_and_the_onnx_export_know_a_model_that_falls_back(fallback
     assert not (tmp_path / "onnx").exists() or not any((tmp_path / "onnx").iterdir())
 
 
+def test_a_checkpoint_without_the_bases_decoder_is_refused_with_base_fallback(tiny_base):
+    with pytest.raises(ValueError, match="holds no base mask decoder.*keep_base_decoder"):
+        SamAdapterModel.from_pretrained(tiny_base, base_fallback=True)
+    model, info = SamAdapterModel.from_pretrained(
+        tiny_base, output_loading_info=True
+    )  # the caller's flag holds
+    assert isinstance(model, SamAdapterModel) and not model.config.base_fallback and "missing_keys" in info
+
+
 def test_a_model_with_the_depth_branch_or_another_method_is_refused():
     from msa_hf import SamAdapterConfig
     from msa_hf.training.config import TrainConfig

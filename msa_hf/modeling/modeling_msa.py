@@ -280,7 +280,21 @@ class SamAdapterModel(SamModel):
                 f"adapter onto its base: PeftModel.from_pretrained(SamModel.from_pretrained(<base>), '{folder}'), "
                 "then msa_hf.peft_model_to_sam_adapter(...) for a SamAdapterModel."
             )
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        if model.base_mask_decoder is not None and any(
+            key.startswith("base_mask_decoder.") for key in info["missing_keys"]
+        ):
+            # the base fallback would answer with a randomly initialised decoder: refuse instead
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds no base mask decoder, which base_fallback=True answers "
+                "with. A SAM base: load it without base_fallback and call model.keep_base_decoder() before "
+                "training (train.py --base-fallback does). A trained model gets it only from a run with "
+                "--base-fallback; load it without base_fallback."
+            )
+        return (model, info) if wants_info else model
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
