@@ -113,7 +113,8 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "DataLoader worker processes that read, augment and prompt the rows (default: on a GPU, "
-            "one per CPU core of this process up to 8; on the CPU none, as the step itself uses the cores)"
+            "one per CPU core of this process's share less one for the process itself, 1 to 8; on the CPU "
+            "none, as the step itself uses the cores)"
         },
     )
     log_with: str = field(default="tensorboard", metadata={"help": "accelerate tracker ('none' to disable)"})
