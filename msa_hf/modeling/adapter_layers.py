@@ -113,6 +113,21 @@ def adapters_disabled(model: nn.Module) -> Iterator[None]:
             adapter.disabled = False
 
 
+@contextmanager
+def running_as_base(model: nn.Module, base_decoder: nn.Module | None) -> Iterator[None]:
+    """Inside the block `model` computes what its base computes: every adapter off (`adapters_disabled`) and
+    `base_decoder` as its mask decoder (the base's own, kept before the decoder trained; None: the model's own
+    decoder, when it never trained). The self-distillation teacher and the base fallback both run the base so."""
+    trained = model.mask_decoder
+    if base_decoder is not None:
+        model.mask_decoder = base_decoder
+    try:
+        with adapters_disabled(model):
+            yield
+    finally:
+        model.mask_decoder = trained
+
+
 @torch.no_grad()
 def reset_adapter_parameters(module: nn.Module) -> None:
     """Initialise every adapter projection under `module`: down as `nn.Linear` does, up to zero."""

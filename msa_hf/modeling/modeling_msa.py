@@ -9,8 +9,6 @@ exactly what SAM computes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +37,10 @@ from msa_hf._registration import register_auto_classes
 from msa_hf.modeling.adapter_layers import (
     Adapter,
     PromptConditionedAdapter,
-    adapters_disabled,
     init_adapter_weights,
     msa_two_way_block_forward,
     msa_vision_layer_forward,
+    running_as_base,
 )
 from msa_hf.modeling.base_fallback import ADAPTER_SWITCH, choose_answers, follows_prompt
 from msa_hf.modeling.configuration_msa import SamAdapterConfig
@@ -337,17 +335,6 @@ class SamAdapterModel(SamModel):
         at inference: training always trains the adapted model)."""
         return self.base_mask_decoder is not None and self.config.base_fallback and not self.training
 
-    @contextmanager
-    def _as_base(self) -> Iterator[None]:
-        """Inside: the model computes what its base computes (adapters off, the base's mask decoder). Hold
-        `ADAPTER_SWITCH` around it: it switches module state."""
-        trained, self.mask_decoder = self.mask_decoder, self.base_mask_decoder
-        try:
-            with adapters_disabled(self):
-                yield
-        finally:
-            self.mask_decoder = trained
-
     def keep_base_decoder(self) -> SamAdapterModel:
         """Switch `base_fallback` on, keeping the mask decoder as it is now as the base's (frozen). Call it on
         the base, before training (train.py's `--base-fallback`). Returns `self`."""
@@ -377,7 +364,7 @@ class SamAdapterModel(SamModel):
             return self.vision_encoder(pixel_values, num_slices=num_slices, **kwargs).last_hidden_state
         with ADAPTER_SWITCH:
             adapted = self.vision_encoder(pixel_values, **kwargs).last_hidden_state
-            with adapters_disabled(self):
+            with running_as_base(self, self.base_mask_decoder):
                 base = self.vision_encoder(pixel_values, **kwargs).last_hidden_state
         return torch.cat([adapted, base], dim=1)
 
@@ -472,7 +459,7 @@ class SamAdapterModel(SamModel):
             )  # fmt: skip
         with ADAPTER_SWITCH:
             adapted = super().forward(image_embeddings=adapted_embeddings, **prompts)
-            with self._as_base():
+            with running_as_base(self, self.base_mask_decoder):
                 base = super().forward(image_embeddings=base_embeddings, **prompts)
         follows = follows_prompt(
             adapted.pred_masks, adapted.iou_scores, self.config.vision_config.image_size,

@@ -5,7 +5,7 @@ Adapting to a few structures narrows a promptable model: it stops following prom
 (`make train` shows it on the held-out ventricles). With `distill_probability`, that share of training steps
 is a *self-distillation* batch: the step's images, prompted anywhere (a random box or a random click, not
 only on labelled structures), supervised by what the base itself predicts for that prompt. The teacher is
-the model being trained with every MSA adapter switched off (`adapters_disabled`), so the large image encoder
+the model being trained with every MSA adapter switched off (`running_as_base`), so the large image encoder
 is not copied; only a decoder that trains in full is kept as it was before training (a few million
 parameters at ViT-B), because switching adapters off does not undo its updates.
 """
@@ -13,14 +13,12 @@ parameters at ViT-B), because switching adapters off does not undo its updates.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from msa_hf.modeling.adapter_layers import adapters_disabled
+from msa_hf.modeling.adapter_layers import running_as_base
 from msa_hf.processing.mask_outputs import upsample_mask_logits
 
 MIN_BOX_FRACTION = 0.1  # a random box spans at least this share of the image side
@@ -36,17 +34,6 @@ class BaseTeacher:
         trains_decoder = any(parameter.requires_grad for parameter in model.mask_decoder.parameters())
         self.decoder = copy.deepcopy(model.mask_decoder).requires_grad_(False) if trains_decoder else None
 
-    @contextmanager
-    def _base_decoder(self) -> Iterator[None]:
-        if self.decoder is None:
-            yield
-            return
-        trained, self.model.mask_decoder = self.model.mask_decoder, self.decoder
-        try:
-            yield
-        finally:
-            self.model.mask_decoder = trained
-
     @torch.no_grad()
     def __call__(
         self, pixel_values: torch.Tensor, multimask: bool = False, **prompts: torch.Tensor
@@ -55,7 +42,7 @@ class BaseTeacher:
         (`input_boxes`, or `input_points` + `input_labels`, in the model frame; P prompts per image). With
         `multimask`, each prompt's mask is the best of SAM's three by the base's IoU head, as SAM answers a
         single click; otherwise the single-mask output."""
-        with adapters_disabled(self.model), self._base_decoder():
+        with running_as_base(self.model, self.decoder):
             outputs = self.model(pixel_values=pixel_values, multimask_output=multimask, **prompts)
         if not multimask:
             return outputs.pred_masks
