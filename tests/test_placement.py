@@ -70,10 +70,21 @@ def test_the_encoder_compiles_by_default_only_where_it_pays():
     from msa_hf.inference.placement import COMPILE_PAYS_FROM_IMAGES, Placement, compile_by_default
 
     gpu, cpu = Placement(torch.device("cuda"), torch.bfloat16), Placement(torch.device("cpu"), torch.float32)
-    assert compile_by_default(None, gpu, COMPILE_PAYS_FROM_IMAGES)
-    assert not compile_by_default(None, gpu, COMPILE_PAYS_FROM_IMAGES - 1)  # the compilation is not repaid
-    assert not compile_by_default(None, cpu, 10**6)
-    assert compile_by_default(True, cpu, 1) and not compile_by_default(False, gpu, 10**6)  # the user's word
+    assert compile_by_default(None, gpu, lambda: COMPILE_PAYS_FROM_IMAGES)
+    assert not compile_by_default(
+        None, gpu, lambda: COMPILE_PAYS_FROM_IMAGES - 1
+    )  # the compilation is not repaid
+    counted = []
+
+    def count() -> int:
+        counted.append(1)
+        return 10**6
+
+    assert not compile_by_default(None, cpu, count)
+    assert compile_by_default(True, cpu, count) and not compile_by_default(
+        False, gpu, count
+    )  # the user's word
+    assert counted == []  # the images (a batch job's headers) are counted only when the count decides
 
 
 @pytest.mark.parametrize("requested", [None, True, False])
@@ -89,8 +100,8 @@ def test_evaluation_and_batch_prediction_count_their_images_for_the_compile_deci
 
     asked, compiled = [], []
 
-    def decide(requested_value, placement, images):
-        asked.append((requested_value, images))
+    def decide(requested_value, placement, count_images):
+        asked.append((requested_value, count_images()))
         return bool(requested_value)
 
     for module in (protocols, batch):

@@ -163,7 +163,7 @@ def evaluate_model(
     all_scores: dict[str, list[CaseScore]] = {}
     first_predictions: list[np.ndarray] = []
     placement = resolve_placement(device, dtype)
-    if compile_by_default(compile_encoder, placement, images=len(tasks)):
+    if compile_by_default(compile_encoder, placement, lambda: len(tasks)):
         compile_image_encoder(model)
     rows = list(predict_protocols(model, tasks, protocols, batch_size, clicks, placement))
     if "box" in protocols:  # the baseline a box result must beat: the tight box, filled

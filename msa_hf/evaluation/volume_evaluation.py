@@ -72,7 +72,7 @@ def evaluate_volumes(
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
     placement = resolve_placement(device, dtype)
     model.to(placement.device).eval()
-    if compile_by_default(compile_encoder, placement, images=len(windows) * depth):
+    if compile_by_default(compile_encoder, placement, lambda: len(windows) * depth):
         compile_image_encoder(model)
     decode = MaskDecoding(model)
     for index, (depth_window, value) in enumerate(

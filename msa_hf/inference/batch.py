@@ -331,8 +331,11 @@ def predict_batch(
     volume slice)."""
     from tqdm.auto import tqdm
 
-    images = sum(_encoded_images(item.input) for item in items)
-    compile_encoder = compile_by_default(compile_encoder, resolve_placement(device, dtype), images)
+    compile_encoder = compile_by_default(
+        compile_encoder,
+        resolve_placement(device, dtype),
+        lambda: sum(_encoded_images(i.input) for i in items),
+    )
     # one placement (and one compilation, in place) for all inputs
     predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
     group_size = batch_size or DEFAULT_PICTURE_BATCH

@@ -11,6 +11,7 @@ exception: it runs each depth window's whole forward under the autocast, prompts
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,12 +83,13 @@ def resolve_placement(
 COMPILE_PAYS_FROM_IMAGES = 8000
 
 
-def compile_by_default(requested: bool | None, placement: Placement, images: int) -> bool:
+def compile_by_default(requested: bool | None, placement: Placement, count_images: Callable[[], int]) -> bool:
     """Whether to `torch.compile` the image encoder: `requested` when the user said (True / False), else on
-    a GPU for a job that encodes at least `COMPILE_PAYS_FROM_IMAGES` images (slices count one each)."""
+    a GPU for a job that encodes at least `COMPILE_PAYS_FROM_IMAGES` images (slices count one each).
+    `count_images` is called only then (counting a batch job's inputs reads every header)."""
     if requested is not None:
         return requested
-    return placement.device.type == "cuda" and images >= COMPILE_PAYS_FROM_IMAGES
+    return placement.device.type == "cuda" and count_images() >= COMPILE_PAYS_FROM_IMAGES
 
 
 def compile_image_encoder(model: torch.nn.Module) -> None:

@@ -362,7 +362,7 @@ def predict_file(
     placement = resolve_placement(device, dtype)
     if kind != "volume":
         image, modality = read_picture(input_path, kind)
-        compile_encoder = compile_by_default(compile_encoder, placement, images=1)
+        compile_encoder = compile_by_default(compile_encoder, placement, lambda: 1)
         predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
         return segment_picture(predictor, input_path, output_path, prompts, probabilities_path, multimask)
@@ -375,7 +375,7 @@ def predict_file(
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
-    compile_encoder = compile_by_default(compile_encoder, placement, images=len(slices))
+    compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
     volume_predictor.set_volume(slices, modality)
