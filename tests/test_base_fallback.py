@@ -3,6 +3,8 @@ answers are, prompt by prompt, exactly the adapted model's or exactly the base's
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -148,14 +150,32 @@ def test_the_predictor_and_the_onnx_export_know_a_model_that_falls_back(fallback
     from msa_hf.inference.onnx_export import export_onnx
     from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
-    model, _ = fallback_pair
-    assert not supports_click_decoder(model)  # the click path would decode the adapted model alone
+    model, base = fallback_pair
+    # the click path would decode the adapted model alone, in whatever mode the model is when it is asked
+    assert not supports_click_decoder(model) and not supports_click_decoder(model.train())
+    model.eval()
     image = np.random.default_rng(0).integers(0, 255, (50, 70)).astype(np.uint8)
-    predictor = SegmentationPredictor(model, device="cpu")
-    predictor.set_image(image)
-    assert predictor._embedding.shape[1] == 2 * model.config.vision_config.output_channels
-    mask, score = predictor.predict(Prompt(points=[[30, 20]], labels=[1]))
-    assert mask.shape == (50, 70) and 0 <= score <= 1
+    image[10:35, 15:50] = 220
+    adapted_alone = copy.deepcopy(model)
+    adapted_alone.config.base_fallback = False
+    predictors = [SegmentationPredictor(m, device="cpu") for m in (model, base, adapted_alone)]
+    for predictor in predictors:
+        predictor.set_image(image)
+    assert predictors[0]._embedding.shape[1] == 2 * model.config.vision_config.output_channels
+    answered_by = []
+    for x, y in [(x, y) for x in range(5, 70, 10) for y in range(5, 50, 10)]:
+        (mask, _), (from_base, _), (from_adapted, _) = (
+            p.predict(Prompt(points=[[x, y]], labels=[1])) for p in predictors
+        )
+        if (from_base != from_adapted).mean() < 0.05:
+            continue  # the two answers (nearly) agree: this click cannot tell which one was given
+        # the predictor's answer is one of the two whole (the click decoder of the other two predictors
+        # may flip a pixel at the threshold)
+        agreement = {"base": (mask == from_base).mean(), "adapted": (mask == from_adapted).mean()}
+        chosen = max(agreement, key=agreement.get)
+        assert agreement[chosen] > 0.995, agreement
+        answered_by.append(chosen)
+    assert {"base", "adapted"} <= set(answered_by), answered_by  # both kinds of answer were given
     with pytest.raises(ValueError, match="base_fallback=False"):
         export_onnx(model, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists() or not any((tmp_path / "onnx").iterdir())

@@ -38,7 +38,9 @@ def supports_click_decoder(model: Any) -> bool:
 
     if not isinstance(model, SamModel):
         return False
-    if getattr(model, "falls_back_to_base", False):  # two decoders and a choice between them: the forward's
+    # two decoders and a choice between them: the forward's; by the config, not the module's mode (a decoder
+    # made while the model trains would otherwise skip the fallback once it is put in eval mode)
+    if getattr(model.config, "base_fallback", False):
         return False
     return all(type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
                for layer in model.mask_decoder.transformer.layers)  # fmt: skip
