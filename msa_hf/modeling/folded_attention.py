@@ -253,8 +253,9 @@ def folded_relative_position_attention(
     along_height = attention.get_rel_pos(height, height, attention.rel_pos_h)  # (H, H, d)
     along_width = attention.get_rel_pos(width, width, attention.rel_pos_w)  # (W, W, d)
     geometry = (along_height, along_width, attention.scale, height, width)
-    route = _narrow_route(query, (along_height, along_width))
-    if getattr(attention, "narrow_backward", True) and route is not None:
+    narrow = getattr(attention, "narrow_backward", True)
+    route = _narrow_route(query, (along_height, along_width)) if narrow else None
+    if route is not None:
         out = route.apply(query, key, value, *geometry)
     else:
         out = _folded_sdpa(query, key, value, *geometry)
