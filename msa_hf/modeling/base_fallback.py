@@ -33,6 +33,14 @@ POSITIVE = 1
 ADAPTER_SWITCH = threading.Lock()
 
 
+def best_scoring_masks(pred_masks: torch.Tensor, iou_scores: torch.Tensor) -> torch.Tensor:
+    """Per image and prompt, the mask the IoU head ranks highest: `(B, P, M, h, w)`, `(B, P, M)` -> `(B, P, h, w)`
+    (how SAM answers a single click)."""
+    height, width = pred_masks.shape[-2:]
+    index = iou_scores.argmax(dim=-1)[..., None, None, None].expand(-1, -1, 1, height, width)
+    return torch.gather(pred_masks, 2, index)[:, :, 0]
+
+
 def follows_prompt(
     pred_masks: torch.Tensor,
     iou_scores: torch.Tensor,
@@ -52,10 +60,8 @@ def follows_prompt(
     Returns:
         `(B, P)` bool.
     """
-    batch, prompts, _, height, width = pred_masks.shape
-    best = iou_scores.argmax(dim=-1)  # (B, P)
-    index = best[..., None, None, None].expand(-1, -1, 1, height, width)
-    mask = torch.gather(pred_masks, 2, index)[:, :, 0] > 0  # (B, P, h, w)
+    height, width = pred_masks.shape[-2:]
+    mask = best_scoring_masks(pred_masks, iou_scores) > 0  # (B, P, h, w)
     follows = mask.flatten(2).any(dim=-1)  # an empty answer follows nothing
     if input_points is not None:
         labels = input_labels if input_labels is not None else torch.ones_like(input_points[..., 0]).long()
@@ -84,4 +90,4 @@ def choose_answers(adapted: torch.Tensor, base: torch.Tensor, follows: torch.Ten
     return torch.where(follows.view(*follows.shape, *([1] * (adapted.ndim - 2))), adapted, base)
 
 
-__all__ = ["BOX_SHARE", "choose_answers", "follows_prompt"]
+__all__ = ["BOX_SHARE", "best_scoring_masks", "choose_answers", "follows_prompt"]

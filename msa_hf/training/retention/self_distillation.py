@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from msa_hf.modeling.adapter_layers import running_as_base
+from msa_hf.modeling.base_fallback import best_scoring_masks
 from msa_hf.processing.mask_outputs import upsample_mask_logits
 
 MIN_BOX_FRACTION = 0.1  # a random box spans at least this share of the image side
@@ -46,12 +47,7 @@ class BaseTeacher:
             outputs = self.model(pixel_values=pixel_values, multimask_output=multimask, **prompts)
         if not multimask:
             return outputs.pred_masks
-        best = outputs.iou_scores.argmax(dim=-1)  # (B, P)
-        return torch.gather(
-            outputs.pred_masks,
-            2,
-            best[..., None, None, None].expand(-1, -1, 1, *outputs.pred_masks.shape[-2:]),
-        )
+        return best_scoring_masks(outputs.pred_masks, outputs.iou_scores)[:, :, None]
 
 
 def random_prompts(
