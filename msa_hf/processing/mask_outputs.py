@@ -8,6 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+# the rule lives with the model code (a pushed model carries it without this package)
+from msa_hf.modeling.base_fallback import best_scoring_masks
+
 
 def upsample_mask_logits(pred_masks: torch.Tensor, size: int) -> torch.Tensor:
     """`(B, P=1, M, h, w)` or `(B, M, h, w)` low-resolution logits -> `(B, M, size, size)` (bilinear)."""
@@ -18,8 +21,7 @@ def upsample_mask_logits(pred_masks: torch.Tensor, size: int) -> torch.Tensor:
 
 def best_mask_logits(outputs: Any) -> torch.Tensor:
     """`(B, 1, h, w)`: per example, the mask (of the first prompt) that the IoU head ranks highest."""
-    logits, scores = outputs.pred_masks[:, 0], outputs.iou_scores[:, 0]
-    return logits[torch.arange(len(logits), device=logits.device), scores.argmax(dim=1)][:, None]
+    return best_scoring_masks(outputs.pred_masks[:, :1], outputs.iou_scores[:, :1])
 
 
 def logits_to_original_logits(
