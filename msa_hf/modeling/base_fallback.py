@@ -41,6 +41,16 @@ def best_scoring_masks(pred_masks: torch.Tensor, iou_scores: torch.Tensor) -> to
     return torch.gather(pred_masks, 2, index)[:, :, 0]
 
 
+def clicks_inside(masks: torch.Tensor, image_size: int, input_points: torch.Tensor) -> torch.Tensor:
+    """Whether each click lies inside its prompt's mask: `(B, P, h, w)` bool low-resolution masks covering an
+    `image_size` input frame, `(B, P, N, 2)` (x, y) clicks in that frame -> `(B, P, N)` bool (the low-resolution
+    pixel under the click)."""
+    height, width = masks.shape[-2:]
+    x = (input_points[..., 0] * width / image_size).long().clamp(0, width - 1)  # (B, P, N)
+    y = (input_points[..., 1] * height / image_size).long().clamp(0, height - 1)
+    return torch.gather(masks.flatten(2), 2, y * width + x)
+
+
 def follows_prompt(
     pred_masks: torch.Tensor,
     iou_scores: torch.Tensor,
@@ -65,9 +75,7 @@ def follows_prompt(
     follows = mask.flatten(2).any(dim=-1)  # an empty answer follows nothing
     if input_points is not None:
         labels = input_labels if input_labels is not None else torch.ones_like(input_points[..., 0]).long()
-        x = (input_points[..., 0] * width / image_size).long().clamp(0, width - 1)  # (B, P, N)
-        y = (input_points[..., 1] * height / image_size).long().clamp(0, height - 1)
-        inside = torch.gather(mask.flatten(2), 2, y * width + x)  # (B, P, N)
+        inside = clicks_inside(mask, image_size, input_points)
         positive = labels == POSITIVE
         follows &= (positive & inside).any(dim=-1) | ~positive.any(
             dim=-1
@@ -90,4 +98,4 @@ def choose_answers(adapted: torch.Tensor, base: torch.Tensor, follows: torch.Ten
     return torch.where(follows.view(*follows.shape, *([1] * (adapted.ndim - 2))), adapted, base)
 
 
-__all__ = ["BOX_SHARE", "best_scoring_masks", "choose_answers", "follows_prompt"]
+__all__ = ["BOX_SHARE", "best_scoring_masks", "choose_answers", "clicks_inside", "follows_prompt"]

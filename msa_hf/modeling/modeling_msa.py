@@ -461,6 +461,12 @@ class SamAdapterModel(SamModel):
             adapted = super().forward(image_embeddings=adapted_embeddings, **prompts)
             with running_as_base(self, self.base_mask_decoder):
                 base = super().forward(image_embeddings=base_embeddings, **prompts)
+        return self._fallback_answers(adapted, base, prompts)
+
+    def _fallback_answers(
+        self, adapted: SamImageSegmentationOutput, base: SamImageSegmentationOutput, prompts: dict[str, Any]
+    ) -> SamImageSegmentationOutput:
+        """Per prompt, the adapted answer where it follows the prompt, else the base's (`follows_prompt`)."""
         follows = follows_prompt(
             adapted.pred_masks, adapted.iou_scores, self.config.vision_config.image_size,
             prompts["input_points"], prompts["input_labels"], prompts["input_boxes"],
