@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention compare propagation clean
+.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention fallback-rules compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,11 +83,16 @@ train-tissue: data
 		$(if $(TISSUE_CLASSES),--classes $(TISSUE_CLASSES))
 
 # The retention options of train.py side by side (no retention, self-distillation with and without its prompts
-# kept off the adapted structures, replay, distillation and replay), three seeds
+# kept off the adapted structures, replay, distillation and replay, the base fallback), three seeds
 # each on the default data: about 40 minutes on 2 CPU cores. Writes benchmarks/results/retention.{md,csv};
 # runs already complete in runs/retention are reused.
 retention: data
 	$(PY) -m benchmarks.retention
+
+# Which rule should decide when a --base-fallback model answers with its base: other rules replayed on the
+# fallback models of `make retention` (no training; about 4 minutes). Writes benchmarks/results/fallback-rules.md.
+fallback-rules: data
+	$(PY) -m benchmarks.fallback_rules
 
 # The method comparison on the default data at equal budget: MSA with and without retention, LoRA, full
 # fine-tuning and decoder-only, adapted and held-out structures (about 15 minutes on 2 CPU cores).

@@ -1,0 +1,255 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""`python -m benchmarks.fallback_rules`: which rule should decide when the base answers (`--base-fallback`).
+
+A model with the base fallback decodes every prompt twice, adapted and as the base, and keeps one answer per
+prompt. The shipped rule keeps the adapted answer when a positive click lies inside it
+(`msa_hf.modeling.base_fallback.follows_prompt`). This benchmark replays other rules on the models that
+`make retention` trained with `--base-fallback` (runs/retention/fallback-s<seed>, no training here) and scores
+each on the adapted structures, the held-out one (both on the validation split, where a rule is chosen, and
+the test split) and the base's synthetic held-out pictures, beside the adapted model alone and the base
+alone (zero-shot). Box prompts are judged the same way by every rule (at least `BOX_SHARE` of the answer
+inside the box); the rules differ on clicks.
+
+    python -m benchmarks.fallback_rules            # seeds 0 1 2, about 3 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
+
+from msa_hf.modeling.base_fallback import best_scoring_masks, choose_answers, clicks_inside, follows_prompt
+from msa_hf.modeling.modeling_msa import SamAdapterModel
+
+Answers = SamImageSegmentationOutput
+Rule = Callable[[Answers, Answers, dict[str, Any], int], Answers]
+CLASSES = "deep_grey_left,deep_grey_right,white_matter_left,white_matter_right"
+HELD_OUT = "ventricles"
+PROTOCOLS = ("points1", "iterative")
+
+
+def _chosen(adapted: Answers, base: Answers, keep_adapted: torch.Tensor, scores: torch.Tensor | None = None):
+    return Answers(
+        pred_masks=choose_answers(adapted.pred_masks, base.pred_masks, keep_adapted),
+        iou_scores=choose_answers(
+            adapted.iou_scores if scores is None else scores, base.iou_scores, keep_adapted
+        ),
+    )
+
+
+def _positives_inside(
+    answers: Answers, prompts: dict[str, Any], size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(B, P)` positive clicks inside the best-scoring mask, and `(B, P)` positive clicks."""
+    masks = best_scoring_masks(answers.pred_masks, answers.iou_scores) > 0
+    positive = prompts["input_labels"] == 1
+    inside = clicks_inside(masks, size, prompts["input_points"])
+    return (inside & positive).sum(-1), positive.sum(-1)
+
+
+def _box_followed(adapted: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
+    return follows_prompt(adapted.pred_masks, adapted.iou_scores, size, input_boxes=prompts["input_boxes"])
+
+
+def _follows(adapted: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
+    return follows_prompt(adapted.pred_masks, adapted.iou_scores, size, prompts["input_points"],
+                          prompts["input_labels"], prompts["input_boxes"])  # fmt: skip
+
+
+def shipped(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """A positive click inside the adapted answer (what `--base-fallback` does)."""
+    return _chosen(adapted, base, _follows(adapted, prompts, size))
+
+
+def every_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """Every positive click inside the adapted answer."""
+    if prompts["input_points"] is None:
+        return shipped(adapted, base, prompts, size)
+    inside, positives = _positives_inside(adapted, prompts, size)
+    keep = (inside == positives) & (positives > 0)
+    if prompts["input_boxes"] is not None:
+        keep &= _box_followed(adapted, prompts, size)
+    return _chosen(adapted, base, keep)
+
+
+def as_many_as_the_base(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """A positive click inside the adapted answer, and no fewer positive clicks inside it than in the base's."""
+    keep = _follows(adapted, prompts, size)
+    if prompts["input_points"] is not None:
+        keep &= _positives_inside(adapted, prompts, size)[0] >= _positives_inside(base, prompts, size)[0]
+    return _chosen(adapted, base, keep)
+
+
+def any_adapted_mask(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """A single click: the best-scoring of the adapted model's three masks that holds a positive click (not
+    only the best-scoring mask); otherwise the shipped rule."""
+    masks = adapted.pred_masks.shape[2]
+    if prompts["input_points"] is None or masks == 1:
+        return shipped(adapted, base, prompts, size)
+    each = torch.stack(
+        [
+            follows_prompt(
+                adapted.pred_masks[:, :, m : m + 1],
+                adapted.iou_scores[:, :, m : m + 1],
+                size,
+                prompts["input_points"],
+                prompts["input_labels"],
+                prompts["input_boxes"],
+            )
+            for m in range(masks)
+        ],
+        dim=-1,
+    )  # fmt: skip  (B, P, M)
+    scores = adapted.iou_scores.masked_fill(~each, torch.finfo(adapted.iou_scores.dtype).min)
+    return _chosen(adapted, base, each.any(-1), scores)
+
+
+def inside_the_base_answer(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """The shipped rule, or an adapted answer lying (>= 90%) inside the base's answer to the same prompt (both
+    see the same object; the adapted answer is its adapted extent)."""
+    keep = _follows(adapted, prompts, size)
+    own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
+    theirs = best_scoring_masks(base.pred_masks, base.iou_scores) > 0
+    area = own.flatten(2).sum(-1)
+    keep |= ((own & theirs).flatten(2).sum(-1) >= 0.9 * area) & (area > 0)
+    return _chosen(adapted, base, keep)
+
+
+def adapted_alone(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """The adapted answer, always (adaptation without retention)."""
+    return adapted
+
+
+def base_alone(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """The base's answer, always (zero-shot)."""
+    return base
+
+
+RULES: dict[str, Rule] = {
+    "adapted alone": adapted_alone,
+    "base alone (zero-shot)": base_alone,
+    "a click inside (shipped)": shipped,
+    "every click inside": every_click,
+    "as many clicks inside as the base": as_many_as_the_base,
+    "best adapted mask holding the click": any_adapted_mask,
+    "inside the base's answer": inside_the_base_answer,
+}
+
+
+class RuleReplay(SamAdapterModel):
+    """A fallback model whose choice between its two answers is `rule` (the benchmark's, not the shipped one)."""
+
+    rule: Rule = staticmethod(shipped)
+
+    def _fallback_answers(self, adapted: Answers, base: Answers, prompts: dict[str, Any]) -> Answers:
+        return self.rule(adapted, base, prompts, self.config.vision_config.image_size)
+
+
+def _mean_dice(report: dict[str, Any], protocol: str) -> float:
+    return float(np.mean([row["dice"] for row in report["tables"][protocol].values()]))
+
+
+def scores(model: RuleReplay, dataset: str, split: str) -> dict[str, float]:
+    """Mean Dice per protocol over the adapted structures and of the held-out one on `split`."""
+    from msa_hf.evaluation.protocols import evaluate_model
+
+    out = {}
+    for name, classes in (("adapted", CLASSES), ("held-out", HELD_OUT)):
+        report = evaluate_model(model, dataset, split, PROTOCOLS, classes=classes, device="cpu")
+        for protocol in PROTOCOLS:
+            out[f"{split} {name} {protocol}"] = _mean_dice(report, protocol)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.fallback_rules", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--dataset", default="data/mni152-objects")
+    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/fallback-rules.md"))
+    args = parser.parse_args(argv)
+    from msa_hf.base_model.held_out import evaluate_prompted_segmentation, held_out_set, samples_at_size
+    from msa_hf.training.test_report import SYNTHETIC_HELD_OUT_SAMPLES
+
+    folders = {seed: args.runs / f"fallback-s{seed}" / "model" for seed in args.seeds}
+    missing = [str(folder) for folder in folders.values() if not (folder / "config.json").is_file()]
+    if missing:
+        raise SystemExit(
+            f"no fallback model in {missing}: run `python -m benchmarks.retention --settings fallback`."
+        )
+    pictures = held_out_set(SYNTHETIC_HELD_OUT_SAMPLES)
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in RULES}
+    for seed, folder in folders.items():
+        model = RuleReplay.from_pretrained(folder).eval()
+        images, masks = samples_at_size(*pictures, model.config.vision_config.image_size)
+        for name, rule in RULES.items():
+            model.rule = rule
+            row = {**scores(model, args.dataset, "validation"), **scores(model, args.dataset, "test")}
+            synthetic = evaluate_prompted_segmentation(model, images, masks)
+            row.update({f"synthetic {protocol}": synthetic[protocol] for protocol in PROTOCOLS})
+            rows[name].append(row)
+            print(f"[fallback rules] seed {seed} {name}: {row}", flush=True)
+    table = summarise(rows, args.seeds)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(f"Written by `python -m benchmarks.fallback_rules`.\n\n{table}\n")
+    print(table)
+    return 0
+
+
+def summarise(rows: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
+    """Markdown: per rule the mean Dice over seeds per split, structures and protocol, and the smallest share
+    over seeds of the zero-shot held-out Dice and of the adapted model's gain over zero-shot that it keeps."""
+    adapted, base = rows["adapted alone"], rows["base alone (zero-shot)"]
+    columns = [f"{structures} {protocol}" for structures in ("adapted", "held-out") for protocol in PROTOCOLS]
+    lines = [
+        f"Fallback models of `make retention` (seeds {', '.join(map(str, seeds))}), each rule replayed on the same "
+        "weights: mean Dice over seeds; *kept* is the smallest share over seeds (held-out: of the base's Dice; "
+        "gain: of the adapted model's gain over the base on the adapted structures). 1 = one click, it = iterative.",
+        "",
+    ]
+    for split in ("validation", "test"):
+        lines += [
+            f"**{split} split**" + (" and the base's synthetic held-out pictures" if split == "test" else ""),
+            "",
+            "| rule | adapted 1 | adapted it | held-out 1 | held-out it | held-out kept 1 / it | gain kept 1 / it |"
+            + (" synthetic 1 | synthetic it |" if split == "test" else ""),
+            "|---|" + "---:|" * (8 if split == "test" else 6),
+        ]
+        for name, runs in rows.items():
+            cells = [f"{np.mean([r[f'{split} {c}'] for r in runs]):.3f}" for c in columns]
+            kept = []
+            for kind, reference in (("held-out", None), ("adapted", adapted)):
+                shares = []
+                for protocol in PROTOCOLS:
+                    key = f"{split} {kind} {protocol}"
+                    values = []
+                    for index, run in enumerate(runs):
+                        zero = base[index][key]
+                        if reference is None:
+                            values.append(run[key] / zero if zero > 0 else float("nan"))
+                        else:
+                            gain = reference[index][key] - zero
+                            values.append((run[key] - zero) / gain if gain > 0 else float("nan"))
+                    shares.append(f"{min(values):.2f}")
+                kept.append(" / ".join(shares))
+            synthetic = (
+                [f"{np.mean([r[f'synthetic {p}'] for r in runs]):.3f}" for p in PROTOCOLS]
+                if split == "test"
+                else []
+            )
+            lines.append(f"| {name} | " + " | ".join(cells + kept + synthetic) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

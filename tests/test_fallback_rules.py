@@ -1,0 +1,99 @@
+"""The fallback-rule benchmark: each rule chooses as its docstring says on hand-made answers, and replaying the
+shipped rule reproduces the model's own answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import SamModel
+from transformers.models.sam.modeling_sam import SamImageSegmentationOutput as Answers
+
+from benchmarks.fallback_rules import (
+    RuleReplay,
+    adapted_alone,
+    any_adapted_mask,
+    as_many_as_the_base,
+    base_alone,
+    every_click,
+    inside_the_base_answer,
+    shipped,
+)
+from msa_hf import SamAdapterModel
+
+SIZE = 64  # 8 x 8 low-resolution pixels of 8 x 8 input pixels each
+
+
+def _answers(*pictures: np.ndarray, scores: list[float] | None = None) -> Answers:
+    """One image, one prompt, M = len(pictures) masks (+1 inside, -1 outside)."""
+    logits = torch.tensor(np.stack(pictures), dtype=torch.float32) * 2 - 1
+    iou = torch.tensor([scores or [1.0] * len(pictures)])
+    return Answers(pred_masks=logits[None, None], iou_scores=iou[None])
+
+
+def _picture(rows: slice, columns: slice) -> np.ndarray:
+    picture = np.zeros((8, 8), bool)
+    picture[rows, columns] = True
+    return picture
+
+
+def _clicks(*clicks: tuple[float, float, int]) -> dict[str, torch.Tensor | None]:
+    points = torch.tensor([[[[x, y] for x, y, _ in clicks]]])
+    labels = torch.tensor([[[label for *_, label in clicks]]])
+    return {"input_points": points, "input_labels": labels, "input_boxes": None}
+
+
+def _is_adapted(chosen: Answers, adapted: Answers) -> bool:
+    return torch.equal(chosen.pred_masks, adapted.pred_masks)
+
+
+def test_each_rule_chooses_as_it_says():
+    left, right = _picture(slice(2, 5), slice(0, 3)), _picture(slice(2, 5), slice(4, 8))  # x 0..23, 32..63
+    both = left | right
+    adapted, base = _answers(left), _answers(both)
+    one_inside = _clicks((10, 30, 1))
+    two_clicks = _clicks((10, 30, 1), (40, 30, 1))  # the second lies only in the base's answer
+    assert _is_adapted(shipped(adapted, base, two_clicks, SIZE), adapted)
+    assert not _is_adapted(every_click(adapted, base, two_clicks, SIZE), adapted)
+    assert _is_adapted(every_click(adapted, base, one_inside, SIZE), adapted)
+    assert not _is_adapted(as_many_as_the_base(adapted, base, two_clicks, SIZE), adapted)
+    assert _is_adapted(as_many_as_the_base(adapted, base, one_inside, SIZE), adapted)
+    # a click just outside the adapted answer: only "inside the base's answer" keeps it (it lies in the base's)
+    beside = _clicks((40, 30, 1))
+    assert not _is_adapted(shipped(adapted, base, beside, SIZE), adapted)
+    assert _is_adapted(inside_the_base_answer(adapted, base, beside, SIZE), adapted)
+    assert not _is_adapted(inside_the_base_answer(adapted, _answers(right), beside, SIZE), adapted)
+    # three masks, the best-scoring one misses the click: the best of those that hold it answers
+    three = _answers(right, left, both, scores=[0.9, 0.2, 0.5])
+    chosen = any_adapted_mask(three, base, one_inside, SIZE)
+    assert _is_adapted(chosen, three) and chosen.iou_scores[0, 0].argmax().item() == 2
+    assert not _is_adapted(shipped(three, base, one_inside, SIZE), three)
+    assert _is_adapted(adapted_alone(adapted, base, beside, SIZE), adapted)
+    assert base_alone(adapted, base, beside, SIZE) is base
+
+
+def test_replaying_the_shipped_rule_gives_the_models_own_answers(tiny_base, tmp_path):
+    model = SamAdapterModel.from_pretrained(tiny_base).mark_only_adapters_as_trainable().keep_base_decoder()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model.save_pretrained(tmp_path)
+    replay = RuleReplay.from_pretrained(tmp_path).eval()
+    model.eval()
+    size = model.config.vision_config.image_size
+    grid = torch.arange(4, size, 8, dtype=torch.float32)
+    inputs = {
+        "pixel_values": torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1)),
+        "input_points": torch.cartesian_prod(grid, grid)[:, None][None],
+        "input_labels": torch.ones(1, len(grid) ** 2, 1).long(),
+    }
+    with torch.no_grad():
+        own, replayed = model(**inputs), replay(**inputs)
+        replay.rule = base_alone
+        based = replay(**inputs)
+        base = SamModel.from_pretrained(tiny_base).eval()(**inputs)
+    assert torch.equal(own.pred_masks, replayed.pred_masks)
+    assert torch.equal(own.iou_scores, replayed.iou_scores)
+    assert not torch.equal(own.pred_masks, based.pred_masks)  # some prompts are the adapted model's
+    torch.testing.assert_close(based.pred_masks, base.pred_masks)
