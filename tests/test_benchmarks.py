@@ -194,7 +194,7 @@ def test_device_checks_pass_here_and_catch_a_wrong_fold(monkeypatch, capsys):
     monkeypatch.setattr(
         msa_hf.modeling.folded_attention,
         "_grid_one_hot",
-        lambda height, width, like: torch.zeros(height * width, height + width, dtype=like.dtype),
+        lambda height, width, like, columns: torch.zeros(height * width, columns, dtype=like.dtype),
     )
     assert device_checks.main(["--device", "cpu"]) == 1
     printed = capsys.readouterr().out

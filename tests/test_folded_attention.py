@@ -51,10 +51,14 @@ def _route_function(route: str, monkeypatch) -> type:
     return folded_attention.FoldedFlashAttention
 
 
+@pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("route", ["narrow", "recompute", "sdpa"])
-def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks(route, monkeypatch):
+def test_training_outputs_and_gradients_equal_sams_in_windowed_and_global_blocks(route, padded, monkeypatch):
     # "narrow": the CPU flash kernel keeping only q, k, v and the narrow output; "recompute": the route CUDA
-    # takes, keeping q, k, v and recomputing the attention in backward; "sdpa": keeping the wide tensors
+    # takes, keeping q, k, v and recomputing the attention in backward; "sdpa": keeping the wide tensors.
+    # padded: the folded width rounded up with zero columns as on CUDA (here 16 + 4 + 4 = 24 -> 32)
+    if padded:
+        monkeypatch.setitem(folded_attention.WIDTH_MULTIPLE, "cpu", 32)
     calls = _count_calls(monkeypatch, _route_function(route, monkeypatch))
     stock, folded = _stock_and_folded()
     assert type(folded.vision_encoder.layers[0].attn) is SamVisionFoldedAttention
@@ -196,8 +200,11 @@ def test_folded_inference_equals_transformers_path_and_runs_by_device():
         for attention in attentions:
             attention.fold_at_inference = True  # what CUDA runs by default
         got = folded.vision_encoder(pixels).last_hidden_state
-    assert len(calls) == len(attentions)
+        patch.setitem(folded_attention.WIDTH_MULTIPLE, "cpu", 32)  # zero columns as CUDA adds them
+        padded = folded.vision_encoder(pixels).last_hidden_state
+    assert len(calls) == 2 * len(attentions)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

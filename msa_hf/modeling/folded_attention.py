@@ -40,12 +40,26 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
 
+# CUDA's fused attention kernels want head widths that are multiples of 8 (the flash kernel pads q, k and v
+# to one with copies of its own, the memory-efficient one refuses others): there the folded width d + H + W
+# is padded with zero columns to the next one (ViT-B's windowed blocks: 64 + 14 + 14 = 92 -> 96), which adds
+# nothing to any score. The CPU kernels take any width, and the wider product would only cost time.
+WIDTH_MULTIPLE: dict[str, int] = {"cuda": 8}
 
-def _grid_one_hot(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """`(H * W, H + W)`: for the token at row i, column j, a one at i and one at H + j."""
+
+def folded_width(depth: int, height: int, width: int, device_type: str) -> int:
+    """The width of the folded q', k', v' on `device_type`: `depth + height + width`, rounded up to that
+    device's `WIDTH_MULTIPLE`."""
+    multiple = WIDTH_MULTIPLE.get(device_type, 1)
+    return -(-(depth + height + width) // multiple) * multiple
+
+
+def _grid_one_hot(height: int, width: int, like: torch.Tensor, columns: int) -> torch.Tensor:
+    """`(H * W, columns)`: for the token at row i, column j, a one at i and one at H + j (zeros after H + W)."""
     rows = torch.arange(height, device=like.device).repeat_interleave(width)
-    columns = torch.arange(width, device=like.device).repeat(height)
-    return torch.cat([F.one_hot(rows, height), F.one_hot(columns, width)], dim=-1).to(like.dtype)
+    grid_columns = torch.arange(width, device=like.device).repeat(height)
+    one_hot = torch.cat([F.one_hot(rows, height), F.one_hot(grid_columns, width)], dim=-1).to(like.dtype)
+    return F.pad(one_hot, (0, columns - height - width))
 
 
 def _wide_query_key_value(
@@ -58,28 +72,31 @@ def _wide_query_key_value(
     height: int,
     width: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The folded `q' = [scale q, q.R_h, q.R_w]`, `k' = [k, onehot(row), onehot(col)]` and `v' = [v, 0]`.
+    """The folded `q' = [scale q, q.R_h, q.R_w, 0]`, `k' = [k, onehot(row), onehot(col), 0]` and `v' = [v, 0]`.
 
     Shapes: query, key, value `(B, heads, N, d)` with `N = height * width`; `along_height` `(H, H, d)`,
-    `along_width` `(W, W, d)` -> three `(B, heads, N, d + H + W)`. The relative terms are computed in the
-    query's dtype (what autocast would pick for the einsum).
+    `along_width` `(W, W, d)` -> three `(B, heads, N, folded_width(d, H, W))`. The relative terms are
+    computed in the query's dtype (what autocast would pick for the einsum).
     """
-    batch, heads, tokens, _ = query.shape
+    batch, heads, tokens, depth = query.shape
+    columns = folded_width(depth, height, width, query.device.type)
     grid_query = query.reshape(batch, heads, height, width, -1)
     rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid_query, along_height.to(query.dtype))
     rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid_query, along_width.to(query.dtype))
-    wide_query = torch.cat(
-        [
-            query * scale,
-            rel_h.reshape(batch, heads, tokens, height),
-            rel_w.reshape(batch, heads, tokens, width),
-        ],
-        dim=-1,
+    parts = [
+        query * scale,
+        rel_h.reshape(batch, heads, tokens, height),
+        rel_w.reshape(batch, heads, tokens, width),
+    ]
+    if columns > depth + height + width:
+        parts.append(rel_w.new_zeros(()).expand(batch, heads, tokens, columns - depth - height - width))
+    wide_query = torch.cat(parts, dim=-1)
+    positions = _grid_one_hot(height, width, key, columns - depth).expand(
+        batch, heads, tokens, columns - depth
     )
-    positions = _grid_one_hot(height, width, key).expand(batch, heads, tokens, height + width)
     wide_key = torch.cat([key, positions], dim=-1)
     # fused SDPA kernels need values as wide as the keys: zero columns, cut off again after
-    wide_value = F.pad(value, (0, height + width))
+    wide_value = F.pad(value, (0, columns - depth))
     return wide_query, wide_key, wide_value
 
 
@@ -113,7 +130,7 @@ class FoldedFlashAttention(torch.autograd.Function):
         wide_query, wide_key, wide_value = _wide_query_key_value(
             query, key, value, along_height, along_width, scale, height, width
         )
-        padding = (0, height + width)
+        padding = (0, folded_width(depth, height, width, query.device.type) - depth)
         grad_wide_query, grad_wide_key, grad_wide_value = (
             torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                 F.pad(grad_out.to(out.dtype), padding), wide_query, wide_key, wide_value,
@@ -122,7 +139,9 @@ class FoldedFlashAttention(torch.autograd.Function):
         )  # fmt: skip
         del wide_query, wide_key, wide_value
         grad_rel_h = grad_wide_query[..., depth : depth + height].reshape(batch, heads, height, width, height)
-        grad_rel_w = grad_wide_query[..., depth + height :].reshape(batch, heads, height, width, width)
+        grad_rel_w = grad_wide_query[..., depth + height : depth + height + width].reshape(
+            batch, heads, height, width, width
+        )
         tables = along_height.to(query.dtype), along_width.to(query.dtype)
         grad_query = grad_wide_query[..., :depth] * scale + (
             torch.einsum("bnhwk,hkc->bnhwc", grad_rel_h, tables[0])
