@@ -149,7 +149,8 @@ def test_click_in_a_real_browser_shows_the_overlay(tmp_path):
 @pytest.mark.browser
 @needs_chromium
 def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
-    """Open a NIfTI volume, click its middle slice, propagate; the status reports the slices reached."""
+    """Open a NIfTI volume, click its middle slice, show another of SAM's three masks, propagate; the status
+    reports the mask shown and the slices reached."""
     import nibabel as nib
 
     data = np.random.default_rng(0).normal(100, 5, (48, 48, 9)).astype(np.float32)
@@ -161,7 +162,9 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
         page.wait_for_function(status % "9 axial slices", timeout=60_000)
         box = _visible_box(page, "#volume-view img")
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
-        page.wait_for_function(status % "slice 4: 1 click(s)", timeout=30_000)
+        page.wait_for_function(status % "slice 4: 1 click(s); mask 1 of 3 shown", timeout=30_000)
+        page.locator("#volume-mask-choice label", has_text="2").click()  # one of SAM's three masks
+        page.wait_for_function(status % "slice 4: 1 click(s); mask 2 of 3 shown", timeout=30_000)
         page.get_by_role("button", name="propagate through the volume").click()
         page.wait_for_function(status % "propagated from slice 4 to slices 0-8", timeout=30_000)
         page.screenshot(path=str(ARTEFACTS / "demo-volume.png"), full_page=True)
@@ -604,3 +607,37 @@ def test_choosing_one_of_three_masks_in_a_real_browser(tmp_path):
         page.locator("#mask-choice label", has_text="2").click()
         page.wait_for_function(scores % "mask 2 of 3", timeout=30_000)
         assert page.locator("#probabilities a").count() >= 1  # the probability map to download
+
+
+def test_the_volume_tab_shows_any_of_sams_three_masks_on_a_slice(tmp_path):
+    from msa_hf import SamAdapterConfig, SamAdapterModel
+    from msa_hf.inference.predictor import Prompt
+    from msa_hf.inference.volume_predictor import VolumePredictor
+    from msa_hf.testing import randomize_weights, tiny_sam_kwargs
+
+    app = _app()
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
+    randomize_weights(model, seed=0, std=0.1)
+    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(model))
+    reference = VolumePredictor(model)
+    reference.set_volume(volume.slices, volume.modality)
+    index = 8
+    three = reference.predict_masks(index, Prompt(points=[[17, 15]]), multimask=True)
+    assert not np.array_equal(three.logits[0] > 0, three.logits[2] > 0)  # three different masks
+    clicked = app.add_prompt(app.empty_prompts(), 17, 15, app.POSITIVE, volume.slices.shape[1:])
+    for choice in range(3):
+        volume.set_prompts(index, clicked, choice=choice)
+        assert np.array_equal(volume.masks[index], three.logits[choice] > 0)
+        assert f"mask {choice + 1} of 3 shown" in volume.describe(index)
+    from msa_hf.data import axial_slices, load_nifti
+
+    # the download holds the mask shown
+    written = axial_slices(load_nifti(volume.save(str(tmp_path)), is_label=True).array)
+    assert np.array_equal(written[index] > 0, three.logits[2] > 0)
+    volume.set_prompts(index, clicked)  # SAM's rule: the best by predicted IoU
+    assert np.array_equal(volume.masks[index], three.logits[three.best] > 0)
+    assert volume.describe(index).startswith("slice 8: 1 click(s); mask ")
+    volume.set_prompts(index, app.undo_prompt(clicked))
+    assert volume.describe(index) == "slice 8: no prompts" and not volume.masks[index].any()
+    with pytest.raises(ValueError, match="mask choice"):
+        volume.set_prompts(index, clicked, choice=3)

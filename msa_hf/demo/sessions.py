@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
 from msa_hf.evaluation.pictures import draw_prompts, overlay
@@ -127,8 +128,7 @@ class DemoSession:
         Raises:
             ValueError: as `segment`, and a choice other than None, 0, 1, 2.
         """
-        if choice is not None and choice not in range(MULTIMASK_COUNT):
-            raise ValueError(f"mask choice {choice!r}: SAM decodes masks 0, 1 and 2 (or None for the best).")
+        multimask = multimask_for(choice)
         image = self._check_image(image)
         text = (text or "").strip() or None
         if not points and not box and not text:
@@ -136,14 +136,8 @@ class DemoSession:
         prompt = to_prompt(points, box, text)
         with self.using(adapter):
             self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
-            prediction = self.predictor.predict_masks(prompt, multimask=None if choice is None else True)
-        chosen = prediction.best if choice is None else choice
-        return Segmentation(
-            mask=(prediction.logits_of(chosen) > 0).astype(np.uint8) * 255,
-            probabilities=prediction.probabilities_of(chosen),
-            scores=[float(v) for v in prediction.scores],
-            chosen=chosen,
-        )
+            prediction = self.predictor.predict_masks(prompt, multimask=multimask)
+        return Segmentation.of(prediction, choice)
 
     def probability_file(self, probabilities: np.ndarray) -> str:
         """`probabilities` `(H, W)` written as a float32 TIFF for the page's download; returns its path. Only
@@ -160,6 +154,14 @@ class DemoSession:
             while len(self._probability_files) > KEPT_DOWNLOADS:
                 self._probability_files.pop(0).unlink(missing_ok=True)
         return str(path)
+
+
+def multimask_for(choice: int | None) -> bool | None:
+    """The decoder's `multimask` for a mask choice: None (SAM's rule) for the best, True (three masks) for one
+    of them. Raises `ValueError` for a choice other than None, 0, 1, 2."""
+    if choice is not None and choice not in range(MULTIMASK_COUNT):
+        raise ValueError(f"mask choice {choice!r}: SAM decodes masks 0, 1 and 2 (or None for the best).")
+    return None if choice is None else True
 
 
 def mask_choice(which: str | None) -> int | None:
@@ -180,6 +182,17 @@ class Segmentation:
     probabilities: np.ndarray
     scores: list[float]
     chosen: int
+
+    @classmethod
+    def of(cls, prediction: Any, choice: int | None) -> Segmentation:
+        """Mask `choice` of a `MaskPrediction` decoded with `multimask_for(choice)` (None: its best)."""
+        chosen = prediction.best if choice is None else choice
+        return cls(
+            mask=(prediction.logits_of(chosen) > 0).astype(np.uint8) * 255,
+            probabilities=prediction.probabilities_of(chosen),
+            scores=[float(v) for v in prediction.scores],
+            chosen=chosen,
+        )
 
     def describe(self) -> str:
         """The scores line of the page: which mask is shown and how each scored."""
@@ -212,6 +225,7 @@ class VolumeSession:
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores
         self.prompts: dict[int, dict[str, Any]] = {}
+        self.segmentations: dict[int, Segmentation] = {}  # the last answer to each slice's own prompts
         self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
@@ -254,19 +268,34 @@ class VolumeSession:
         picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
         return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
 
-    def set_prompts(self, index: int, prompts: dict[str, Any], adapter: str | None = None) -> np.ndarray:
-        """Store slice `index`'s prompts, segment it when they are complete; returns the new view."""
+    def set_prompts(
+        self, index: int, prompts: dict[str, Any], adapter: str | None = None, choice: int | None = None
+    ) -> np.ndarray:
+        """Store slice `index`'s prompts, segment it when they are complete; returns the new view. `choice`
+        as `DemoSession.segment_masks`' (None: SAM's best; 0, 1, 2: one of its three masks)."""
+        multimask = multimask_for(choice)
         self.prompts[index] = prompts
+        self.segmentations.pop(index, None)
         if has_prompt(prompts):
             if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
                 self.adapter = adapter
                 self.predictor.set_volume(self.slices, self.modality)
             with self.session.using(self.adapter):
-                mask, _ = self.predictor.predict(index, to_prompt(prompts["points"], prompts["box"]))
-            self.masks[index] = mask
+                prediction = self.predictor.predict_masks(
+                    index, to_prompt(prompts["points"], prompts["box"]), multimask=multimask
+                )
+            self.segmentations[index] = Segmentation.of(prediction, choice)
+            self.masks[index] = self.segmentations[index].mask > 0
         else:  # the visitor's own prompts are gone: the slice shows what propagation gave it, if anything
             self.masks[index] = self.propagated[index]
         return self.show(index)
+
+    def describe(self, index: int) -> str:
+        """The status line of slice `index`: its prompts and, when it was segmented from them, the scores."""
+        line = f"slice {index}: {describe_prompts(self.prompts_of(index))}"
+        if index in self.segmentations:
+            line += f"; {self.segmentations[index].describe()}"
+        return line
 
     def propagate(
         self, index: int, stop_score: float = 0.5, slice_range: tuple[int, int] | None = None

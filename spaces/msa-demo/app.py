@@ -242,22 +242,30 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         return volume.show(int(index))
 
     @guarded
-    def click_volume(volume, index, mode, adapter, evt: gr.SelectData):
+    def click_volume(volume, index, mode, adapter, which, evt: gr.SelectData):
         if volume is None:
             raise ValueError("upload a volume first.")
         index = int(index)
         x, y = evt.index
         prompts = add_prompt(volume.prompts_of(index), x, y, mode, volume.slices.shape[1:])
-        view = volume.set_prompts(index, prompts, adapter or None)
-        return view, volume.save(), f"slice {index}: {describe(prompts)}"
+        view = volume.set_prompts(index, prompts, adapter or None, choice=mask_choice(which))
+        return view, volume.save(), volume.describe(index)
 
     @guarded
-    def undo_volume(volume, index):
+    def undo_volume(volume, index, which):
         if volume is None:
             return None, None, "no volume"
         index = int(index)
-        view = volume.set_prompts(index, undo_prompt(volume.prompts_of(index)))
-        return view, volume.save(), f"slice {index}: {describe(volume.prompts_of(index))}"
+        view = volume.set_prompts(index, undo_prompt(volume.prompts_of(index)), choice=mask_choice(which))
+        return view, volume.save(), volume.describe(index)
+
+    @guarded
+    def choose_volume_mask(volume, index, adapter, which):
+        if volume is None or not has_prompt(volume.prompts_of(int(index))):
+            return gr.update(), gr.update(), gr.update()  # nothing segmented on this slice yet
+        index = int(index)
+        view = volume.set_prompts(index, volume.prompts_of(index), adapter or None, choice=mask_choice(which))
+        return view, volume.save(), volume.describe(index)
 
     @guarded
     def propagate_volume(volume, index, threshold, first, last):
@@ -282,6 +290,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     volume_view = gr.Image(
         label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
     )
+    volume_which = gr.Radio(
+        MASK_CHOICES, value=MASK_CHOICES[0], elem_id="volume-mask-choice",
+        label="mask shown on the slice: the best by predicted IoU, or one of SAM's three (part, whole, surroundings)",
+    )  # fmt: skip
     with gr.Row():
         volume_status = gr.Textbox(label="volume", interactive=False, elem_id="volume-status")
         volume_undo = gr.Button("undo on this slice")
@@ -305,13 +317,19 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     )
     volume_view.select(
         click_volume,
-        [volume_state, slice_index, volume_mode, adapter],
+        [volume_state, slice_index, volume_mode, adapter, volume_which],
         [volume_view, volume_mask, volume_status],
         **INTERNAL,
     )
     volume_undo.click(
         undo_volume,
-        [volume_state, slice_index],
+        [volume_state, slice_index, volume_which],
+        [volume_view, volume_mask, volume_status],
+        **INTERNAL,
+    )
+    volume_which.change(
+        choose_volume_mask,
+        [volume_state, slice_index, adapter, volume_which],
         [volume_view, volume_mask, volume_status],
         **INTERNAL,
     )
