@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from transformers import SamConfig, SamModel
 
+from msa_hf import SamAdapterModel
 from msa_hf.data import prepare_dataset
 from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
@@ -66,3 +67,17 @@ def disk_dataset(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("prepared") / "disks"
     prepare_dataset(source, output, split=(0.5, 0.25, 0.25))
     return output
+
+
+@pytest.fixture()
+def fallback_pair(tiny_base) -> tuple[SamAdapterModel, SamModel]:
+    """A tiny MSA model whose trainable parts moved away from the base, with the base kept for fallback
+    (`keep_base_decoder`), and the base itself."""
+    base = SamModel.from_pretrained(tiny_base).eval()
+    model = SamAdapterModel.from_pretrained(tiny_base).mark_only_adapters_as_trainable().keep_base_decoder()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model.eval(), base

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import SamModel
 
 from msa_hf import SamAdapterModel
 from msa_hf.modeling.base_fallback import choose_answers, follows_prompt
@@ -63,20 +62,6 @@ def test_the_best_scoring_mask_is_judged_and_answers_are_chosen_per_prompt():
     adapted, base = torch.zeros(2, 3, 5), torch.ones(2, 3, 5)
     chosen = choose_answers(adapted, base, torch.tensor([[True, False, True], [False, False, True]]))
     assert chosen[..., 0].tolist() == [[0, 1, 0], [1, 1, 0]]
-
-
-@pytest.fixture()
-def fallback_pair(tiny_base):
-    """A tiny MSA model whose trainable parts moved away from the base, with the base kept for fallback,
-    and the base itself."""
-    base = SamModel.from_pretrained(tiny_base).eval()
-    model = SamAdapterModel.from_pretrained(tiny_base).mark_only_adapters_as_trainable().keep_base_decoder()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return model.eval(), base
 
 
 def _adapted_alone(model: SamAdapterModel, **inputs):
