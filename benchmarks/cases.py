@@ -66,7 +66,10 @@ def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
-    kind, depth = params["model"], params.get("depth") or 1
+    kind, depth = (
+        params["model"],
+        params.get("depth") or 1,
+    )  # "msa+fallback": the adapted and the base encoder
     model = build_model(kind, params["geometry"], params["size"], depth=depth).to(device).eval()
     pixels = torch.randn(params["batch"], 3, params["size"], params["size"], device=device)
     extra = {"num_slices": depth} if kind == "msa-3d" else {}
@@ -84,6 +87,8 @@ def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
     macs = params["batch"] * encoder_macs(
         params["geometry"], params["size"], adapters=kind != "sam", depth=depth if kind == "msa-3d" else None
     )
+    if kind == "msa+fallback":  # the base's own pass beside the adapted one
+        macs += params["batch"] * encoder_macs(params["geometry"], params["size"], adapters=False)
     row = _row(
         params, timing, memory.peak_bytes(), gmacs=macs / 1e9, images_per_s=params["batch"] / timing.median,
         compile_s=compile_s,
@@ -128,7 +133,13 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     """One optimiser step (forward, Dice-free BCE on the low-res masks, backward, AdamW) of `method` on a batch
     of `batch` images (`msa-3d`: `batch` = D slices of one volume), with or without activation checkpointing;
     MSA with or without recomputing its frozen MLPs' hidden layer (`recompute_mlp`, default on); with
-    `narrow_attention` False the folded attention takes its SDPA route (keeping the wide tensors)."""
+    `narrow_attention` False the folded attention takes its SDPA route (keeping the wide tensors).
+
+    `retention` (MSA, 2-D) times what train.py's retention options add to a step: "distill", a
+    self-distillation step (the base inside the model, adapters off, answers the step's prompts first and its
+    masks are the targets: train.py's `--distill-probability` makes that share of steps such); "replay", a
+    step whose first `REPLAY_SHARE` of rows are drawn from the base's synthetic data engine in the step's
+    process, as train.py does (`--replay-share`)."""
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
@@ -149,16 +160,17 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     boxes = _boxes(batch, size, device)
     extra = {"num_slices": params["depth"]} if params["method"] == "msa-3d" else {}
     forward = torch.compile(model) if params.get("compile") else model
+    retained = _retention(params, model, batch, size, device)
 
     def step():
+        step_pixels, step_boxes, target = retained(pixels, boxes)
         with _autocast(device, params["dtype"]):
             logits = forward(
-                pixel_values=pixels, input_boxes=boxes, multimask_output=False, **extra
+                pixel_values=step_pixels, input_boxes=step_boxes, multimask_output=False, **extra
             ).pred_masks
-        target = (
-            (torch.arange(logits.shape[-1], device=device) < logits.shape[-1] // 2).float().expand_as(logits)
-        )
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        if target is None:
+            target = (torch.arange(logits.shape[-1], device=device) < logits.shape[-1] // 2).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target.expand_as(logits))
         loss.backward()
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
@@ -171,6 +183,49 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
         trainable_m=sum(p.numel() for p in trainable) / 1e6, compile_s=compile_s,
         allocated_mb=_allocated_mb(step, model, optimiser, (pixels, boxes), device, peak, params.get("compile")),
     )  # fmt: skip
+
+
+REPLAY_SHARE = 0.25  # the docs' replay setting (--replay-share 0.25)
+
+
+def _retention(params: dict[str, Any], model, batch: int, size: int, device: torch.device):
+    """`(pixels, boxes) -> (pixels, boxes, low-res target or None)` for one step of `params["retention"]`
+    (None: the step's own inputs and the fixed target)."""
+    retention = params.get("retention")
+    if retention is None:
+        return lambda pixels, boxes: (pixels, boxes, None)
+    if params["method"] != "msa":
+        raise ValueError(f"retention={retention!r} is timed for method 'msa' (2-D) only.")
+    if retention == "distill":
+        from msa_hf.training.retention import BaseTeacher
+
+        teacher = BaseTeacher(model)  # before the first step, as train.py makes it
+
+        def distilled(pixels, boxes):
+            with _autocast(device, params["dtype"]):
+                masks = teacher(pixels, input_boxes=boxes)  # (B, 1, 1, h, w) logits of the base
+            return pixels, boxes, (masks > 0).float()
+
+        return distilled
+    if retention == "replay":
+        import itertools
+
+        import numpy as np
+
+        from msa_hf.training.retention import SyntheticReplay, replay_rows
+
+        replay, draws, rng = SyntheticReplay(size), itertools.count(), np.random.default_rng(0)
+        points = torch.full((batch, 1, 1, 2), size / 2, device=device)
+        rows = {"input_points": points, "input_labels": torch.ones(batch, 1, 1, device=device).long(),
+                "labels": torch.zeros(batch, 1, size, size, device=device)}  # fmt: skip
+
+        def replayed(pixels, boxes):
+            mixed = replay_rows({**rows, "pixel_values": pixels, "input_boxes": boxes}, replay, REPLAY_SHARE,
+                                next(draws), rng)  # fmt: skip
+            return mixed["pixel_values"], mixed["input_boxes"], None
+
+        return replayed
+    raise ValueError(f"unknown retention {retention!r}; choose distill or replay.")
 
 
 def _allocated_mb(
@@ -193,8 +248,9 @@ def _allocated_mb(
 
 
 def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
-    """One click with a cached image embedding: prompt encoder + mask decoder of `model` ("sam" or "msa" with
-    its decoder adapters), one mask or three (`multimask`); `fast` decodes with `msa_hf.inference.click_decoder`. On CPU
+    """One click with a cached image embedding: prompt encoder + mask decoder of `model` ("sam", "msa" with
+    its decoder adapters, or "msa+fallback": both decoders and the choice between them), one mask or three
+    (`multimask`); `fast` decodes with `msa_hf.inference.click_decoder`. On CPU
     the process keeps freed memory (`keep_freed_memory`), as the demo and `msa-hf predict` do."""
     device = torch.device(params["device"])
     if (
@@ -208,6 +264,10 @@ def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
     model = build_model(params["model"], params["geometry"], params["size"]).to(device).eval()
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     channels = model.config.vision_config.output_channels
+    if params["model"] == "msa+fallback":  # the adapted and the base embedding, each prompt decoded by both
+        if params.get("fast"):
+            raise ValueError("a fallback model decodes through its forward (the click decoder steps aside).")
+        channels *= 2
     embedding = torch.randn(1, channels, grid, grid, device=device)
     points = torch.tensor([[[[0.4 * params["size"], 0.5 * params["size"]]]]], device=device)
     labels = torch.ones(1, 1, 1, dtype=torch.long, device=device)

@@ -42,7 +42,8 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def build_model(kind: str, geometry: str, image_size: int, depth: int = 1, **adapter_settings: Any):
-    """`kind`: "sam" (transformers' `SamModel`), "msa" (2-D adapters) or "msa-3d" (adapters + depth branch).
+    """`kind`: "sam" (transformers' `SamModel`), "msa" (2-D adapters), "msa-3d" (adapters + depth branch) or
+    "msa+fallback" (2-D adapters, and the base kept to answer the prompts they ignore: `keep_base_decoder`).
 
     The same seed gives the same frozen weights to all kinds, so their outputs differ by the adapters only.
     """
@@ -55,6 +56,8 @@ def build_model(kind: str, geometry: str, image_size: int, depth: int = 1, **ada
     config = adapter_config(geometry, image_size, **adapter_settings)
     model = SamAdapterModel(config) if kind.startswith("msa") else SamModel(config.to_sam_config())
     _randomise(model)
+    if kind == "msa+fallback":
+        model.keep_base_decoder()
     return model
 
 

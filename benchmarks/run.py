@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = [
-    "section", "case", "model", "method", "checkpointing", "recompute_mlp", "narrow_attention", "multimask", "geometry", "size", "batch", "depth",
+    "section", "case", "model", "method", "retention", "checkpointing", "recompute_mlp", "narrow_attention", "multimask", "geometry", "size", "batch", "depth",
     "device", "dtype", "repeats", "median_ms", "min_ms", "max_ms", "peak_mb", "allocated_mb", "gmacs", "images_per_s", "mfu",
     "trainable_m", "compile", "compile_s", "fast", "command",
 ]  # fmt: skip
@@ -98,6 +98,15 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
         for multimask in (False, True):
             add("interactive", "decoder_click", model=model, fast=fast, multimask=multimask, size=big, batch=1,
                 **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
+    # what train.py's retention options add to a step, and the base fallback to encoding and to a click, beside
+    # the plain MSA rows above (last of the plain rows: a lent GPU's budget drops these first)
+    for retention in ("distill", "replay"):
+        add("retention", "train_step", method="msa", retention=retention, checkpointing=False, size=small,
+            batch=train_batch)  # fmt: skip
+    add("retention", "encoder_forward", model="msa+fallback", size=small, batch=encoder_batch, depth=None,
+        **encoder_repeats)  # fmt: skip
+    add("retention", "decoder_click", model="msa+fallback", fast=False, multimask=True, size=big, batch=1,
+        **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
     if cuda:  # a lent GPU's lease is short: the compiled cases, slow to start, go after every plain row
         cases.sort(key=lambda case: bool(case.get("compile")))
     return cases
@@ -295,6 +304,7 @@ def markdown(
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
         "recipes": ["method", "checkpointing", "narrow_attention", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
+        "retention": ["case", "model", "method", "retention", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",
@@ -303,6 +313,9 @@ def markdown(
         "scaling": "MSA training step vs input size and batch",
         "interactive": "One click with a cached image embedding (prompt encoder + mask decoder; fast = msa_hf's ClickDecoder)",
         "recipes": "The GPU recipe's training step (MSA adapters + decoder, bf16 autocast)",
+        "retention": "What retention adds: a self-distillation step, a step with a quarter of its rows replayed "
+        "(the msa training row above is the plain step), and the base fallback's encoding and click (beside the "
+        "msa encoder and click rows)",
     }
     first = rows[0] if rows else (failures[0].params if failures else not_run[0])
     lines = [
@@ -422,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             write_results(output / stem, rows, markdown(rows, machine, command, failures, not_run))
             break
         label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
-                 f"{ {k: params[k] for k in ('model', 'method', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
+                 f"{ {k: params[k] for k in ('model', 'method', 'retention', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
         try:
             row = run_case(params, args.timeout)
         except CaseFailed as failure:

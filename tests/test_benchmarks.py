@@ -38,6 +38,16 @@ def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
     assert counts["decoder"] < counts["full"] and counts["msa"] < counts["full"]
     report = (tmp_path / "cpu-tiny.md").read_text()
     assert "**Targets**" in report and "MSA 2-D encoder vs SamModel" in report
+    retention = [(r["case"], r["model"] or r["retention"]) for r in rows if r["section"] == "retention"]
+    assert retention == [("train_step", "distill"), ("train_step", "replay"),
+                         ("encoder_forward", "msa+fallback"), ("decoder_click", "msa+fallback")]  # fmt: skip
+    assert "**What retention adds" in report
+    fallback = next(r for r in rows if r["model"] == "msa+fallback" and r["case"] == "encoder_forward")
+    plain = next(
+        r for r in rows if r["model"] == "msa" and r["case"] == "encoder_forward" and not r["compile"]
+    )
+    # two encoder passes, one of them with adapters
+    assert 1.7 * float(plain["gmacs"]) < float(fallback["gmacs"]) < 2 * float(plain["gmacs"])
 
 
 def test_encoder_macs_follow_the_shapes():
