@@ -265,17 +265,15 @@ def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
     grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     channels = model.config.vision_config.output_channels
     if params["model"] == "msa+fallback":  # the adapted and the base embedding, each prompt decoded by both
-        if params.get("fast"):
-            raise ValueError("a fallback model decodes through its forward (the click decoder steps aside).")
         channels *= 2
     embedding = torch.randn(1, channels, grid, grid, device=device)
     points = torch.tensor([[[[0.4 * params["size"], 0.5 * params["size"]]]]], device=device)
     labels = torch.ones(1, 1, 1, dtype=torch.long, device=device)
 
     if params.get("fast"):  # what msa_hf's predictor and demo use
-        from msa_hf.inference.click_decoder import ClickDecoder
+        from msa_hf.inference.click_decoder import click_decoder_for
 
-        decoder = ClickDecoder(model)
+        decoder = click_decoder_for(model)  # a fallback model's decodes with both of its decoders
         decoder.set_image_embedding(embedding)
 
         def click():

@@ -105,8 +105,9 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
             batch=train_batch)  # fmt: skip
     add("retention", "encoder_forward", model="msa+fallback", size=small, batch=encoder_batch, depth=None,
         **encoder_repeats)  # fmt: skip
-    add("retention", "decoder_click", model="msa+fallback", fast=False, multimask=True, size=big, batch=1,
-        **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
+    for fast in (False, True):
+        add("retention", "decoder_click", model="msa+fallback", fast=fast, multimask=True, size=big, batch=1,
+            **({} if tiny else dict(repeats=50, warmup=5)))  # fmt: skip
     if cuda:  # a lent GPU's lease is short: the compiled cases, slow to start, go after every plain row
         cases.sort(key=lambda case: bool(case.get("compile")))
     return cases
@@ -304,7 +305,7 @@ def markdown(
         "scaling": ["size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
         "recipes": ["method", "checkpointing", "narrow_attention", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
-        "retention": ["case", "model", "method", "retention", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
+        "retention": ["case", "model", "method", "retention", "fast", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",

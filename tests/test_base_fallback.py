@@ -131,14 +131,17 @@ def test_training_trains_the_adapted_model_and_the_base_stays_in_the_saved_model
 
 
 def test_the_predictor_and_the_onnx_export_know_a_model_that_falls_back(fallback_pair, tmp_path):
-    from msa_hf.inference.click_decoder import supports_click_decoder
+    from msa_hf.inference.click_decoder import FallbackClickDecoder, click_decoder_for, supports_click_decoder
     from msa_hf.inference.onnx_export import export_onnx
     from msa_hf.inference.predictor import Prompt, SegmentationPredictor
 
     model, base = fallback_pair
-    # the click path would decode the adapted model alone, in whatever mode the model is when it is asked
+    # the plain click path would decode the adapted model alone, in whatever mode the model is when asked:
+    # the fallback's own click decoder takes it in both
     assert not supports_click_decoder(model) and not supports_click_decoder(model.train())
+    assert isinstance(click_decoder_for(model), FallbackClickDecoder)
     model.eval()
+    assert isinstance(click_decoder_for(model), FallbackClickDecoder)
     image = np.random.default_rng(0).integers(0, 255, (50, 70)).astype(np.uint8)
     image[10:35, 15:50] = 220
     adapted_alone = copy.deepcopy(model)
@@ -201,3 +204,47 @@ def test_train_py_keeps_the_bases_decoder_in_the_model_it_saves(tiny_base, disk_
     assert model.eval().falls_back_to_base
     # the adapter-only checkpoint carries the adapted model alone
     assert (tmp_path / "run" / "model" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "prompts",
+    [
+        {"multimask_output": True},  # one click on a grid of positions: both kinds of answer occur
+        {"multimask_output": False, "boxes": True},
+        {"multimask_output": False, "negative": True, "mask": True},  # an interactive round
+    ],
+)
+def test_the_fallback_click_decoder_answers_as_the_models_forward(fallback_pair, prompts):
+    from msa_hf.inference.click_decoder import ClickDecoder, FallbackClickDecoder
+
+    model, _ = fallback_pair
+    size = model.config.vision_config.image_size
+    pixels = torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(5))
+    embeddings = model.get_image_embeddings(pixels)
+    grid = torch.arange(4, size, 16, dtype=torch.float32)
+    points = torch.cartesian_prod(grid, grid)[:, None, None]  # (16, 1, 1, 2): each image clicked elsewhere
+    inputs = {"input_points": points, "input_labels": torch.ones(16, 1, 1).long()}
+    if prompts.get("boxes"):
+        inputs["input_boxes"] = torch.cat([points[:, 0, 0] - 10, points[:, 0, 0] + 10], dim=-1)[:, None]
+    if prompts.get("negative"):
+        inputs["input_points"] = torch.cat([points, points.flip(0)], dim=2)
+        inputs["input_labels"] = torch.tensor([[[1, 0]]]).expand(16, 1, 2)
+    if prompts.get("mask"):
+        inputs["input_masks"] = torch.randn(16, 1, 4 * 8, 4 * 8, generator=torch.Generator().manual_seed(6))
+    decoder = FallbackClickDecoder(model)
+    decoder.set_image_embedding(embeddings)
+    masks, scores = decoder(**inputs, multimask_output=prompts["multimask_output"])
+    with torch.no_grad():
+        expected = model(image_embeddings=embeddings, **inputs, multimask_output=prompts["multimask_output"])
+    torch.testing.assert_close(masks, expected.pred_masks, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(scores, expected.iou_scores, atol=1e-4, rtol=1e-4)
+    if not prompts.get("boxes"):  # clicks: some prompts answered by each model
+        adapted = ClickDecoder(model, model.mask_decoder)
+        adapted.set_image_embedding(embeddings[:, : embeddings.shape[1] // 2])
+        own = adapted(**inputs, multimask_output=prompts["multimask_output"])[0]
+        same = (masks == own).flatten(1).all(dim=1)
+        assert 0 < same.sum() < len(same)
+    with pytest.raises(TypeError, match="FallbackClickDecoder"):
+        ClickDecoder(model)
+    with pytest.raises(ValueError, match="channels"):
+        decoder.set_image_embedding(embeddings[:, :8])

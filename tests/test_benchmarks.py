@@ -40,7 +40,8 @@ def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
     assert "**Targets**" in report and "MSA 2-D encoder vs SamModel" in report
     retention = [(r["case"], r["model"] or r["retention"]) for r in rows if r["section"] == "retention"]
     assert retention == [("train_step", "distill"), ("train_step", "replay"),
-                         ("encoder_forward", "msa+fallback"), ("decoder_click", "msa+fallback")]  # fmt: skip
+                         ("encoder_forward", "msa+fallback"), ("decoder_click", "msa+fallback"),
+                         ("decoder_click", "msa+fallback")]  # fmt: skip
     assert "**What retention adds" in report
     fallback = next(r for r in rows if r["model"] == "msa+fallback" and r["case"] == "encoder_forward")
     plain = next(

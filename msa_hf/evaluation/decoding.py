@@ -61,10 +61,10 @@ class MaskDecoding:
     """
 
     def __init__(self, model: Any) -> None:
-        from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
+        from msa_hf.inference.click_decoder import click_decoder_for
 
         self.model = model
-        self.click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
+        self.click_decoder = click_decoder_for(model)
         self.image_embeddings: torch.Tensor | None = None
         self.extra_prompts: dict[str, torch.Tensor] = {}
 

@@ -16,6 +16,8 @@ __getattr__, __dir__ = lazy_exports(
         "VolumePredictor": "volume_predictor",
         "Propagation": "volume_predictor",
         "ClickDecoder": "click_decoder",
+        "FallbackClickDecoder": "click_decoder",
+        "click_decoder_for": "click_decoder",
         "supports_click_decoder": "click_decoder",
         "encode_slices": "image_encoding",
         "encode_pictures": "image_encoding",

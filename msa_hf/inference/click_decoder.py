@@ -31,19 +31,37 @@ from msa_hf.inference.click_products import rows_times_transposed, weight_times
 from msa_hf.modeling.adapter_layers import Adapter, _sum_of, pool_prompt_embedding
 
 
-def supports_click_decoder(model: Any) -> bool:
-    """`ClickDecoder` handles `SamModel` and `SamAdapterModel`; peft-wrapped decoders and models that fall back
-    to their base (`SamAdapterConfig.base_fallback`) take the stock path."""
+def _decodes(model: Any, mask_decoder: Any) -> bool:
+    """Whether `ClickDecoder` can run `mask_decoder` of `model` (a `SamModel`, SAM's or MSA's decoder blocks)."""
     from transformers import SamModel
 
-    if not isinstance(model, SamModel):
-        return False
-    # two decoders and a choice between them: the forward's; by the config, not the module's mode (a decoder
-    # made while the model trains would otherwise skip the fallback once it is put in eval mode)
-    if getattr(model.config, "base_fallback", False):
-        return False
-    return all(type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
-               for layer in model.mask_decoder.transformer.layers)  # fmt: skip
+    return isinstance(model, SamModel) and mask_decoder is not None and all(
+        type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
+        for layer in mask_decoder.transformer.layers
+    )
+
+
+def falls_back(model: Any) -> bool:
+    """Whether `model` answers with its base where the adapted answer ignores the prompt. Read from the config,
+    not the module's mode: a decoder made while the model trains must not skip the fallback in eval mode."""
+    return bool(getattr(getattr(model, "config", None), "base_fallback", False))
+
+
+def supports_click_decoder(model: Any) -> bool:
+    """`ClickDecoder` handles `SamModel` and `SamAdapterModel`; peft-wrapped decoders take the stock path, and
+    models that fall back to their base (`SamAdapterConfig.base_fallback`) take `FallbackClickDecoder`
+    (`click_decoder_for` picks)."""
+    return not falls_back(model) and _decodes(model, getattr(model, "mask_decoder", None))
+
+
+def click_decoder_for(model: Any) -> ClickDecoder | FallbackClickDecoder | None:
+    """The fast per-click decoder of `model`: `FallbackClickDecoder` for a model with the base fallback,
+    `ClickDecoder` for the others it handles, None where the model's own forward must decode."""
+    if falls_back(model) and getattr(model, "base_mask_decoder", None) is not None:
+        if _decodes(model, model.mask_decoder) and _decodes(model, model.base_mask_decoder):
+            return FallbackClickDecoder(model)
+        return None
+    return ClickDecoder(model) if supports_click_decoder(model) else None
 
 
 def _heads(attention: SamAttention) -> tuple[int, int]:
@@ -105,10 +123,19 @@ def _self_attention(attention: SamAttention, query: torch.Tensor, value: torch.T
 
 
 class ClickDecoder:
-    """Prompt encoder + mask decoder of `model` on one cached image embedding, one prompt set per call."""
+    """Prompt encoder + mask decoder of `model` on one cached image embedding, one prompt set per call.
 
-    def __init__(self, model: Any) -> None:
-        if not supports_click_decoder(model):
+    `mask_decoder` (default: `model.mask_decoder`) names the decoder to run; `FallbackClickDecoder` passes each
+    of a fallback model's two (a model with the base fallback takes that one, `click_decoder_for`)."""
+
+    def __init__(self, model: Any, mask_decoder: Any = None) -> None:
+        if mask_decoder is None and falls_back(model):
+            raise TypeError(
+                "this model answers with its base where the adapted answer ignores the prompt (base_fallback): "
+                "decode it with FallbackClickDecoder (click_decoder_for(model) picks)."
+            )
+        self.decoder = model.mask_decoder if mask_decoder is None else mask_decoder
+        if not _decodes(model, self.decoder):
             raise TypeError(f"ClickDecoder needs a SamModel or SamAdapterModel, got {type(model).__name__}.")
         self.model = model
         self._image: torch.Tensor | None = None  # (N, C) image tokens + the "no mask" dense embedding
@@ -195,7 +222,7 @@ class ClickDecoder:
                 )
         if input_points is not None and input_labels is None:
             input_labels = torch.ones_like(input_points[:, :, :, 0], dtype=torch.int)
-        decoder = self.model.mask_decoder
+        decoder = self.decoder
         sparse, dense = self.model.prompt_encoder(
             input_points=input_points,
             input_labels=input_labels,
@@ -240,4 +267,62 @@ class ClickDecoder:
         return masks, iou
 
 
-__all__ = ["ClickDecoder", "image_to_tokens", "supports_click_decoder", "tokens_to_image"]
+class FallbackClickDecoder:
+    """`ClickDecoder` for a model with the base fallback: its embedding `(B, 2C, h, w)` holds the adapted and the
+    base image embedding; each prompt is decoded by the adapted decoder and by the base's (`base_mask_decoder`,
+    no adapters), and the model's own rule keeps one answer (`SamAdapterModel._fallback_answers`), as its
+    forward does. Same calls as `ClickDecoder`."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.adapted = ClickDecoder(model, model.mask_decoder)
+        self.base = ClickDecoder(model, model.base_mask_decoder)
+        self.channels = model.config.vision_config.output_channels
+
+    def set_image_embedding(self, embedding: torch.Tensor) -> None:
+        """`embedding` `(B, 2C, h, w)` from the model's `get_image_embeddings` (adapted, then base)."""
+        if embedding.ndim != 4 or embedding.shape[1] != 2 * self.channels:
+            raise ValueError(
+                f"a model with the base fallback decodes image embeddings of {2 * self.channels} channels (adapted, "
+                f"then base) from its own get_image_embeddings; got shape {tuple(embedding.shape)}."
+            )
+        adapted, base = embedding.split(self.channels, dim=1)
+        self.adapted.set_image_embedding(adapted)
+        self.base.set_image_embedding(base)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `ClickDecoder.__call__`; per prompt the adapted answer where it follows the prompt, else the base's."""
+        from types import SimpleNamespace
+
+        from msa_hf.modeling.base_fallback import ADAPTER_SWITCH
+
+        prompts = dict(input_points=input_points, input_labels=input_labels, input_boxes=input_boxes,
+                       input_masks=input_masks, multimask_output=multimask_output)  # fmt: skip
+        # the adapters' state is module state another thread may be switching (the base's image encoding)
+        with ADAPTER_SWITCH:
+            adapted_masks, adapted_scores = self.adapted(**prompts)
+            base_masks, base_scores = self.base(**prompts)
+        chosen = self.model._fallback_answers(
+            SimpleNamespace(pred_masks=adapted_masks, iou_scores=adapted_scores),
+            SimpleNamespace(pred_masks=base_masks, iou_scores=base_scores),
+            prompts,
+        )
+        return chosen.pred_masks, chosen.iou_scores
+
+
+__all__ = [
+    "ClickDecoder",
+    "FallbackClickDecoder",
+    "click_decoder_for",
+    "image_to_tokens",
+    "supports_click_decoder",
+    "tokens_to_image",
+]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msa_hf.inference.click_decoder import ClickDecoder, supports_click_decoder
+from msa_hf.inference.click_decoder import click_decoder_for
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
@@ -201,7 +201,7 @@ class SegmentationPredictor:
         self.image_size = model.config.vision_config.image_size
         self._embedding: torch.Tensor | None = None
         self._original_size: tuple[int, int] | None = None
-        self._click_decoder = ClickDecoder(model) if supports_click_decoder(model) else None
+        self._click_decoder = click_decoder_for(model)
         self._text_encoder: Any = None
 
     @property
