@@ -35,9 +35,13 @@ def _decodes(model: Any, mask_decoder: Any) -> bool:
     """Whether `ClickDecoder` can run `mask_decoder` of `model` (a `SamModel`, SAM's or MSA's decoder blocks)."""
     from transformers import SamModel
 
-    return isinstance(model, SamModel) and mask_decoder is not None and all(
-        type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
-        for layer in mask_decoder.transformer.layers
+    return (
+        isinstance(model, SamModel)
+        and mask_decoder is not None
+        and all(
+            type(layer).__name__ in ("SamTwoWayAttentionBlock", "SamAdapterTwoWayAttentionBlock")
+            for layer in mask_decoder.transformer.layers
+        )
     )
 
 
