@@ -29,6 +29,7 @@ from transformers.models.sam.modeling_sam import SamAttention, SamTwoWayAttentio
 
 from msa_hf.inference.click_products import rows_times_transposed, weight_times
 from msa_hf.modeling.adapter_layers import Adapter, _sum_of, pool_prompt_embedding
+from msa_hf.modeling.base_fallback import ADAPTER_SWITCH, has_base_fallback
 
 
 def _decodes(model: Any, mask_decoder: Any) -> bool:
@@ -45,23 +46,17 @@ def _decodes(model: Any, mask_decoder: Any) -> bool:
     )
 
 
-def falls_back(model: Any) -> bool:
-    """Whether `model` answers with its base where the adapted answer ignores the prompt. Read from the config,
-    not the module's mode: a decoder made while the model trains must not skip the fallback in eval mode."""
-    return bool(getattr(getattr(model, "config", None), "base_fallback", False))
-
-
 def supports_click_decoder(model: Any) -> bool:
     """`ClickDecoder` handles `SamModel` and `SamAdapterModel`; peft-wrapped decoders take the stock path, and
     models that fall back to their base (`SamAdapterConfig.base_fallback`) take `FallbackClickDecoder`
     (`click_decoder_for` picks)."""
-    return not falls_back(model) and _decodes(model, getattr(model, "mask_decoder", None))
+    return not has_base_fallback(model) and _decodes(model, getattr(model, "mask_decoder", None))
 
 
 def click_decoder_for(model: Any) -> ClickDecoder | FallbackClickDecoder | None:
     """The fast per-click decoder of `model`: `FallbackClickDecoder` for a model with the base fallback,
     `ClickDecoder` for the others it handles, None where the model's own forward must decode."""
-    if falls_back(model) and getattr(model, "base_mask_decoder", None) is not None:
+    if has_base_fallback(model) and getattr(model, "base_mask_decoder", None) is not None:
         if _decodes(model, model.mask_decoder) and _decodes(model, model.base_mask_decoder):
             return FallbackClickDecoder(model)
         return None
@@ -133,15 +128,15 @@ class ClickDecoder:
     of a fallback model's two (a model with the base fallback takes that one, `click_decoder_for`)."""
 
     def __init__(self, model: Any, mask_decoder: Any = None) -> None:
-        if mask_decoder is None and falls_back(model):
+        if mask_decoder is None and has_base_fallback(model):
             raise TypeError(
                 "this model answers with its base where the adapted answer ignores the prompt (base_fallback): "
                 "decode it with FallbackClickDecoder (click_decoder_for(model) picks)."
             )
-        self.decoder = model.mask_decoder if mask_decoder is None else mask_decoder
-        if not _decodes(model, self.decoder):
+        if not _decodes(model, model.mask_decoder if mask_decoder is None else mask_decoder):
             raise TypeError(f"ClickDecoder needs a SamModel or SamAdapterModel, got {type(model).__name__}.")
         self.model = model
+        self._mask_decoder = mask_decoder  # None: whatever decoder the model holds when a click comes
         self._image: torch.Tensor | None = None  # (N, C) image tokens + the "no mask" dense embedding
         self._position: torch.Tensor | None = None  # (N, C) positional encoding of the image grid
         self._image_with_position: torch.Tensor | None = None
@@ -226,7 +221,7 @@ class ClickDecoder:
                 )
         if input_points is not None and input_labels is None:
             input_labels = torch.ones_like(input_points[:, :, :, 0], dtype=torch.int)
-        decoder = self.decoder
+        decoder = self.model.mask_decoder if self._mask_decoder is None else self._mask_decoder
         sparse, dense = self.model.prompt_encoder(
             input_points=input_points,
             input_labels=input_labels,
@@ -305,8 +300,6 @@ class FallbackClickDecoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As `ClickDecoder.__call__`; per prompt the adapted answer where it follows the prompt, else the base's."""
         from types import SimpleNamespace
-
-        from msa_hf.modeling.base_fallback import ADAPTER_SWITCH
 
         prompts = dict(input_points=input_points, input_labels=input_labels, input_boxes=input_boxes,
                        input_masks=input_masks, multimask_output=multimask_output)  # fmt: skip

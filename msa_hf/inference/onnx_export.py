@@ -116,9 +116,10 @@ def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[
     """Write `image_encoder.onnx` and `prompt_decoder.onnx` for `model` (a `SamAdapterModel` or a `SamModel`,
     on the CPU, float32) into `output_dir`, check them with onnxruntime when `check`, and return the report
     also written as `onnx_export.json`."""
+    from msa_hf.modeling.base_fallback import has_base_fallback
     from msa_hf.output_files import atomic_file
 
-    if getattr(getattr(model, "config", None), "base_fallback", False):
+    if has_base_fallback(model):
         raise ValueError(
             "this model answers with its base where the adapted answer ignores the prompt (base_fallback): two "
             "encoders' embeddings and two decoders, which the two ONNX graphs do not carry. Export the adapted "

@@ -33,6 +33,13 @@ POSITIVE = 1
 ADAPTER_SWITCH = threading.Lock()
 
 
+def has_base_fallback(model: object) -> bool:
+    """Whether `model` is configured to answer with its base where the adapted answer ignores the prompt
+    (`config.base_fallback`). Read from the config, not the module's mode (`falls_back_to_base` also asks for
+    eval mode): a decoding path made while the model trains must not skip the fallback once it is in eval."""
+    return bool(getattr(getattr(model, "config", None), "base_fallback", False))
+
+
 def best_scoring_masks(pred_masks: torch.Tensor, iou_scores: torch.Tensor) -> torch.Tensor:
     """Per image and prompt, the mask the IoU head ranks highest: `(B, P, M, h, w)`, `(B, P, M)` -> `(B, P, h, w)`
     (how SAM answers a single click)."""
@@ -98,4 +105,11 @@ def choose_answers(adapted: torch.Tensor, base: torch.Tensor, follows: torch.Ten
     return torch.where(follows.view(*follows.shape, *([1] * (adapted.ndim - 2))), adapted, base)
 
 
-__all__ = ["BOX_SHARE", "best_scoring_masks", "choose_answers", "clicks_inside", "follows_prompt"]
+__all__ = [
+    "BOX_SHARE",
+    "best_scoring_masks",
+    "choose_answers",
+    "clicks_inside",
+    "follows_prompt",
+    "has_base_fallback",
+]
