@@ -66,10 +66,8 @@ def encoder_forward(params: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
-    kind, depth = (
-        params["model"],
-        params.get("depth") or 1,
-    )  # "msa+fallback": the adapted and the base encoder
+    # "msa+fallback" encodes twice: the adapted encoder and the base's
+    kind, depth = params["model"], params.get("depth") or 1
     model = build_model(kind, params["geometry"], params["size"], depth=depth).to(device).eval()
     pixels = torch.randn(params["batch"], 3, params["size"], params["size"], device=device)
     extra = {"num_slices": depth} if kind == "msa-3d" else {}
