@@ -4,7 +4,7 @@
     python -m benchmarks.run                   # CPU, ViT-B geometry, modest sizes (under 10 minutes here)
     python -m benchmarks.run --full            # adds 1024 px training and larger batches (long on CPU)
     python -m benchmarks.run --device cuda     # a GPU: 1024 px, bf16 autocast, images/s and MFU
-    python -m benchmarks.run --tiny --output build/bench   # the CI regression run: every case, tiny model
+    python -m benchmarks.run --tiny --jobs 2 --output build/bench   # the CI regression run: every case, tiny
     python -m benchmarks.run --recipes         # memory of the README's GPU recipe (ViT-B, 1024 px, bf16, MSA)
 
 Writes `<output>/<device>[-recipes][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -397,8 +398,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds for the whole run: no case starts after that; the ones left are listed as not run",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cases run at once (with --tiny only: cases sharing the machine time each other's load too)",
+    )
     parser.add_argument("--one", nargs=2, metavar=("CASE", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1 or (args.jobs > 1 and not args.tiny):
+        parser.error(f"--jobs {args.jobs}: one case at a time (1) for tables; several only with --tiny.")
     if args.one:  # child mode: one case, its row as JSON on the last line
         from .cases import CASES
 
@@ -427,29 +436,39 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[CaseFailed] = []
     not_run: list[dict[str, Any]] = []
     started = time.time()
-    for index, params in enumerate(cases, 1):
+
+    def measure(params: dict[str, Any]) -> dict[str, Any] | CaseFailed | None:
+        """The case's row, its failure, or None when the time budget was spent before it could start."""
         if args.time_budget is not None and time.time() - started >= args.time_budget:
-            not_run = cases[index - 1 :]
-            print(
-                f"--time-budget of {args.time_budget:g} s spent: {len(not_run)} case(s) not run", flush=True
-            )
-            write_results(output / stem, rows, markdown(rows, machine, command, failures, not_run))
-            break
-        label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
-                 f"{ {k: params[k] for k in ('model', 'method', 'retention', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
+            return None
         try:
-            row = run_case(params, args.timeout)
+            return run_case(params, args.timeout)
         except CaseFailed as failure:
-            # the other cases still run (one out-of-memory or stuck case must not cost a lent GPU's whole
-            # session); the run still fails at the end, so the CI regression run stays red on any error
-            failures.append(failure)
-            print(f"{label} -> FAILED: {failure}", flush=True)
-        else:
-            row["command"] = command
-            rows.append(row)
-            print(f"{label} -> {row['median_ms']:.1f} ms, {row['peak_mb']:.0f} MiB", flush=True)
-        # rewritten after every case, so a run killed part way keeps what it measured
-        write_results(output / stem, rows, markdown(rows, machine, command, failures))
+            return failure
+
+    # each case is its own process; with --jobs several run at once (threads only wait on them), and the
+    # results are taken in the plan's order
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for index, (params, outcome) in enumerate(zip(cases, pool.map(measure, cases), strict=True), 1):
+            label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
+                     f"{ {k: params[k] for k in ('model', 'method', 'retention', 'checkpointing', 'compile', 'fast', 'multimask', 'size', 'batch', 'depth') if params.get(k) is not None} }")  # fmt: skip
+            if outcome is None:
+                not_run.append(params)
+                continue
+            if isinstance(outcome, CaseFailed):
+                # the other cases still run (one out-of-memory or stuck case must not cost a lent GPU's whole
+                # session); the run still fails at the end, so the CI regression run stays red on any error
+                failures.append(outcome)
+                print(f"{label} -> FAILED: {outcome}", flush=True)
+            else:
+                outcome["command"] = command
+                rows.append(outcome)
+                print(f"{label} -> {outcome['median_ms']:.1f} ms, {outcome['peak_mb']:.0f} MiB", flush=True)
+            # rewritten after every case, so a run killed part way keeps what it measured
+            write_results(output / stem, rows, markdown(rows, machine, command, failures))
+    if not_run:
+        print(f"--time-budget of {args.time_budget:g} s spent: {len(not_run)} case(s) not run", flush=True)
+        write_results(output / stem, rows, markdown(rows, machine, command, failures, not_run))
     print(markdown(rows, machine, command, failures, not_run))
     print(f"{len(rows)} cases in {(time.time() - started) / 60:.1f} min; written {output / stem}.csv and .md")
     if failures:

@@ -18,9 +18,10 @@ from benchmarks.run import COLUMNS, main, plan, recipe_estimates, target_checks
 
 @pytest.mark.slow
 def test_tiny_suite_runs_every_case_and_writes_its_tables(tmp_path):
-    assert main(["--tiny", "--output", str(tmp_path)]) == 0
+    assert main(["--tiny", "--jobs", "2", "--output", str(tmp_path)]) == 0
     with (tmp_path / "cpu-tiny.csv").open() as handle:
         rows = list(csv.DictReader(handle))
+    # two cases at a time, taken in the plan's order
     assert [r["case"] for r in rows] == [c["case"] for c in plan("cpu", full=False, tiny=True)]
     assert list(rows[0]) == COLUMNS
     for row in rows:
@@ -274,6 +275,15 @@ def test_no_case_starts_once_the_time_budget_is_spent(tmp_path, monkeypatch):
     report = (tmp_path / "cpu-tiny.md").read_text()
     not_run = report.split("**Not run**")[1]
     assert not_run.count("| training | train_step |") == 2
+
+
+def test_cases_run_at_once_only_in_the_tiny_regression_run(tmp_path, capsys):
+    # cases sharing the machine time each other's load: never for a table that is committed
+    for argv in (["--jobs", "2"], ["--tiny", "--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--output", str(tmp_path)])
+        assert "--jobs" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_gpu_run_measures_every_plain_row_before_the_compiled_ones():

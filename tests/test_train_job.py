@@ -64,15 +64,18 @@ def test_config_from_yaml_and_flags(tmp_path):
     assert TrainConfig(window="liver").window == "liver"
 
 
-@pytest.mark.slow
 def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
+    import huggingface_hub
+
     from msa_hf import SamAdapterModel
     from msa_hf.base_model import shipped as pretrained_base
 
     monkeypatch.setattr(pretrained_base, "TINY_BASE", str(tmp_path / "missing"))
     with pytest.raises(BaseLoadError, match="make base"):
         load_base("tiny", SamAdapterModel)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the Hub client reads HF_HUB_OFFLINE when imported: set it where it is read, or each load retries the
+    # network for most of a minute before failing
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(BaseLoadError, match="Hub id"):
         load_base("facebook/sam-vit-base", SamAdapterModel)
     (tmp_path / "empty").mkdir()
