@@ -127,7 +127,7 @@ def test_the_benchmark_docs_show_the_committed_results():
 
 @pytest.mark.slow
 def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp_path):
-    assert main(["--tiny", "--recipes", "--output", str(tmp_path)]) == 0
+    assert main(["--tiny", "--recipes", "--jobs", "2", "--output", str(tmp_path)]) == 0
     with (tmp_path / "cpu-recipes-tiny.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["checkpointing"], r["narrow_attention"], r["batch"], r["dtype"]) for r in rows] == [
