@@ -24,6 +24,7 @@ from msa_hf.training.retention import (
     BaseTeacher,
     SyntheticReplay,
     distillation_batch,
+    mix_replayed_rows,
     random_prompts,
     replay_rows,
 )
@@ -339,6 +340,25 @@ def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else
     assert not mixed["adapted"][:2].any() and mixed["adapted"][2:].all() and batch["adapted"].all()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_replay_feed_gives_each_micro_batch_the_rows_replay_rows_draws_for_it(workers):
+    """Drawn ahead in workers or here, in order or after a jump (a resumed run), for the second of two
+    processes: micro-batch m of process 1 takes draw 2m + 1, the rows `replay_rows` mixes in for that draw."""
+    from msa_hf.training.retention import ReplayDraws, ReplayFeed
+    from msa_hf.training.retention.replay import replay_seed
+
+    batch, replay = _training_batch(), SyntheticReplay(64, seed=2)
+    feed = ReplayFeed(ReplayDraws(replay, 2, 2, seed=5), processes=2, process_index=1, num_workers=workers)
+    for micro in (0, 1, 2, 6, 7, 3):
+        draw = 2 * micro + 1
+        expected = replay_rows(batch, replay, 0.5, step=draw, rng=replay_seed(5, draw))
+        mixed = mix_replayed_rows(batch, feed.rows_for(micro))
+        for key in ("pixel_values", "labels", "input_boxes", "input_points", "input_labels"):
+            assert torch.equal(mixed[key], expected[key]), (micro, key)
+    with pytest.raises(ValueError, match="2 pictures and 3 clicks do not fit a batch of 4 rows and 2 clicks"):
+        mix_replayed_rows(batch, ReplayDraws(replay, 2, 3, seed=5)[0])
+
+
 def test_replay_of_whole_batches_learns_nothing_from_the_dataset(tiny_base, tmp_path):
     datasets = _left_and_right_datasets(tmp_path)
     left = _trained_weights(tiny_base, datasets["left"], tmp_path / "left", replay_share=1.0)
@@ -350,6 +370,11 @@ def test_replay_of_whole_batches_learns_nothing_from_the_dataset(tiny_base, tmp_
         not torch.equal(value, left[name]) for name, value in plain.items()
     )  # replay did change the run
     mixed = _trained_weights(tiny_base, datasets["left"], tmp_path / "mixed", replay_share=0.5)
+    # drawn ahead in two workers, the replayed rows (and so the weights) are those drawn in the step's process
+    in_workers = _trained_weights(
+        tiny_base, datasets["left"], tmp_path / "workers", replay_share=0.5, num_workers=2
+    )
+    assert all(torch.equal(value, in_workers[name]) for name, value in mixed.items())
     mixed_right = _trained_weights(tiny_base, datasets["right"], tmp_path / "mixed-right", replay_share=0.5)
     assert any(
         not torch.equal(value, mixed_right[name]) for name, value in mixed.items()

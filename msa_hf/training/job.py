@@ -207,20 +207,26 @@ def run_training(config: TrainConfig) -> TrainResult:
 
         teacher = BaseTeacher(loop.unwrapped)
     replay = None
-    if config.replay_share > 0:
-        from msa_hf.training.retention import SyntheticReplay
+    if config.replay_share > 0:  # drawn ahead in workers, as the dataset's rows are read
+        from msa_hf.training.retention import ReplayDraws, ReplayFeed, SyntheticReplay, replayed_row_count
 
-        replay = SyntheticReplay(image_size, seed=config.seed)
+        draws = ReplayDraws(
+            SyntheticReplay(image_size, seed=config.seed),
+            replayed_row_count(config.batch_size, config.replay_share),
+            config.num_clicks,
+            config.seed,
+        )
+        replay = ReplayFeed(
+            draws, accelerator.num_processes, accelerator.process_index,
+            **loader_options(config.num_workers, accelerator.device, accelerator.num_processes),
+        )  # fmt: skip
 
     def loss_of(batch: dict[str, Any], micro: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rng = np.random.default_rng([config.seed, micro])  # per-batch prompt choices: a function of the step
         if replay is not None:  # its own generator: the batch's other choices stay those of a run without it
-            from msa_hf.training.retention import replay_rows
+            from msa_hf.training.retention import mix_replayed_rows
 
-            draw = micro * accelerator.num_processes + accelerator.process_index  # other pictures per process
-            batch = replay_rows(
-                batch, replay, config.replay_share, draw, np.random.default_rng([config.seed, draw, 1])
-            )
+            batch = mix_replayed_rows(batch, replay.rows_for(micro))
         # drawn only when distillation is on, so runs without it take the same random numbers as before
         if teacher is not None and rng.random() < config.distill_probability:
             from msa_hf.training.retention import distillation_batch

@@ -10,7 +10,24 @@ Two options of `train.py` counter that, each its own module:
   (`--replay-share`).
 """
 
-from msa_hf.training.retention.replay import SyntheticReplay, replay_rows
+from msa_hf.training.retention.replay import (
+    ReplayDraws,
+    ReplayFeed,
+    SyntheticReplay,
+    mix_replayed_rows,
+    replay_rows,
+    replayed_row_count,
+)
 from msa_hf.training.retention.self_distillation import BaseTeacher, distillation_batch, random_prompts
 
-__all__ = ["BaseTeacher", "SyntheticReplay", "distillation_batch", "random_prompts", "replay_rows"]
+__all__ = [
+    "BaseTeacher",
+    "ReplayDraws",
+    "ReplayFeed",
+    "SyntheticReplay",
+    "distillation_batch",
+    "mix_replayed_rows",
+    "random_prompts",
+    "replay_rows",
+    "replayed_row_count",
+]

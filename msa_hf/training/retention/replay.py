@@ -5,10 +5,16 @@ The base learnt to segment anything from the data engine's pictures; rows of tho
 adaptation rows keep that task in the loss while the adapters learn the new structures. The replayed rows are
 prompted as the dataset's rows are (a jittered box and uniform positive clicks, same counts), so the batch
 keeps its size, shapes and cost; only `labels`, prompts and pixels of those rows change.
+
+Drawing a picture costs about as much as a GPU training step (~0.1 s per picture at 1024 px on one CPU core),
+so a training run draws them ahead in DataLoader workers (`ReplayFeed`), as it reads its own rows; the rows
+of a draw are a function of (seed, draw) alone, so where they are drawn does not change them.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -65,25 +71,47 @@ class SyntheticReplay:
         }
 
 
+def replay_seed(seed: int, draw: int) -> np.random.Generator:
+    """The generator of draw `draw`'s prompts: its own stream, so that the batch's other random choices stay
+    those of a run without replay."""
+    return np.random.default_rng([seed, draw, 1])
+
+
 def replay_rows(
     batch: dict[str, Any], replay: SyntheticReplay, share: float, step: int, rng: np.random.Generator
 ) -> dict[str, Any]:
     """`batch` (2-D training rows) with its first `replayed_row_count(B, share)` rows replaced by the engine's
-    pictures `step * k .. step * k + k - 1`, on the batch's device and in its dtypes. The other rows, and every
-    key that is not a model input, are left as they are (`adapted`, the adapted structures, is cleared on the
-    replaced rows); `batch` itself is not modified."""
+    pictures `step * k .. step * k + k - 1` (drawn here; see `mix_replayed_rows`)."""
     pixel_values = batch["pixel_values"]
     if pixel_values.ndim != 4:
         raise ValueError("replay takes 2-D batches; the depth branch's windows are not supported yet.")
     count = replayed_row_count(len(pixel_values), share)
     if count == 0:
         return batch
-    rows = replay.rows(step * count, count, batch["input_points"].shape[-2], rng)
+    return mix_replayed_rows(batch, replay.rows(step * count, count, batch["input_points"].shape[-2], rng))
+
+
+def mix_replayed_rows(batch: dict[str, Any], rows: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """`batch` (2-D training rows) with its first k rows replaced by `rows` (`SyntheticReplay.rows` of k
+    pictures), on the batch's device and in its dtypes. The other rows, and every key that is not a model
+    input, are left as they are (`adapted`, the adapted structures, is cleared on the replaced rows); `batch`
+    itself is not modified."""
+    pixel_values = batch["pixel_values"]
+    if pixel_values.ndim != 4:
+        raise ValueError("replay takes 2-D batches; the depth branch's windows are not supported yet.")
+    count = len(rows["pixel_values"])
+    if count > len(pixel_values) or rows["input_points"].shape[-2] != batch["input_points"].shape[-2]:
+        raise ValueError(
+            f"replayed rows of {count} pictures and {rows['input_points'].shape[-2]} clicks do not fit a batch "
+            f"of {len(pixel_values)} rows and {batch['input_points'].shape[-2]} clicks."
+        )
     mixed = dict(batch)
     for key, values in rows.items():
         if key in batch:
             original = batch[key]
-            mixed[key] = torch.cat([values.to(original.device, original.dtype), original[count:]])
+            # pinned rows from a feed's workers copy without blocking, as the batch's own rows do
+            moved = values.to(original.device, original.dtype, non_blocking=True)
+            mixed[key] = torch.cat([moved, original[count:]])
     if "has_target" in batch and isinstance(batch["has_target"], torch.Tensor):
         mixed["has_target"] = batch["has_target"].clone()
         mixed["has_target"][:count] = True
@@ -91,3 +119,50 @@ def replay_rows(
         mixed["adapted"] = batch["adapted"].clone()
         mixed["adapted"][:count] = False
     return mixed
+
+
+class ReplayDraws(torch.utils.data.Dataset):
+    """Draw `d` -> `replay.rows(d * count, count, points_per_prompt, replay_seed(seed, d))` (what `replay_rows`
+    mixes into the batch of draw `d`), for a DataLoader's workers."""
+
+    def __init__(self, replay: SyntheticReplay, count: int, points_per_prompt: int, seed: int) -> None:
+        self.replay, self.count, self.points_per_prompt, self.seed = replay, count, points_per_prompt, seed
+
+    def __len__(self) -> int:
+        return STREAM_LENGTH // max(self.count, 1)
+
+    def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
+        return self.replay.rows(
+            draw * self.count, self.count, self.points_per_prompt, replay_seed(self.seed, draw)
+        )
+
+
+class ReplayFeed:
+    """The replayed rows of a training run's micro-batches, drawn ahead by DataLoader workers.
+
+    Micro-batch `m` of process `r` of `P` takes draw `m * P + r` (other pictures per process). `rows_for(m)`
+    returns that draw's rows; asked for the micro-batches in order (as a run, resumed or not, does), the
+    workers have drawn them already; asked out of order, the feed starts again at the one asked for.
+    `loader_options`: the training loader's (`msa_hf.training.datasets.loader_options`); with no workers the
+    rows are drawn in this process when asked for, as `replay_rows` does.
+    """
+
+    def __init__(self, draws: ReplayDraws, processes: int = 1, process_index: int = 0, **loader_options: Any):
+        self.draws, self.processes, self.process_index = draws, processes, process_index
+        # a jump starts a new loader anyway; its workers need not outlive it
+        self.loader_options = {k: v for k, v in loader_options.items() if k != "persistent_workers"}
+        self._next: int | None = None
+        self._rows: Iterator[dict[str, torch.Tensor]] | None = None
+
+    def rows_for(self, micro: int) -> dict[str, torch.Tensor]:
+        """The rows of micro-batch `micro`: `SyntheticReplay.rows` of `draws.count` pictures."""
+        if micro != self._next:
+            first = micro * self.processes + self.process_index
+            sampler = itertools.count(first, self.processes)  # an endless run of draws: no epoch boundary
+            self._rows = iter(
+                torch.utils.data.DataLoader(
+                    self.draws, batch_size=None, sampler=sampler, **self.loader_options
+                )
+            )
+        self._next = micro + 1
+        return next(self._rows)
