@@ -136,8 +136,8 @@ def train_step(params: dict[str, Any]) -> dict[str, Any]:
     `retention` (MSA, 2-D) times what train.py's retention options add to a step: "distill", a
     self-distillation step (the base inside the model, adapters off, answers the step's prompts first and its
     masks are the targets: train.py's `--distill-probability` makes that share of steps such); "replay", a
-    step whose first `REPLAY_SHARE` of rows are drawn from the base's synthetic data engine in the step's
-    process, as train.py does (`--replay-share`)."""
+    step whose first `REPLAY_SHARE` of rows are pictures of the base's synthetic data engine, drawn ahead of
+    the step as train.py's loader workers draw them (`--replay-share`), so the row times mixing them in."""
     device = torch.device(params["device"])
     memory = PeakMemory(device)
     memory.start()
@@ -208,18 +208,23 @@ def _retention(params: dict[str, Any], model, batch: int, size: int, device: tor
     if retention == "replay":
         import itertools
 
-        import numpy as np
+        from msa_hf.training.retention import (
+            ReplayDraws,
+            SyntheticReplay,
+            mix_replayed_rows,
+            replayed_row_count,
+        )
 
-        from msa_hf.training.retention import SyntheticReplay, replay_rows
-
-        replay, draws, rng = SyntheticReplay(size), itertools.count(), np.random.default_rng(0)
+        # drawn before the timing, as train.py's loader workers draw them ahead of the step (on a GPU a
+        # picture costs about as much CPU as the step itself); the step mixes them into its batch
+        draws = ReplayDraws(SyntheticReplay(size), replayed_row_count(batch, REPLAY_SHARE), 1, seed=0)
+        drawn = itertools.cycle([draws[index] for index in range(4)])
         points = torch.full((batch, 1, 1, 2), size / 2, device=device)
         rows = {"input_points": points, "input_labels": torch.ones(batch, 1, 1, device=device).long(),
                 "labels": torch.zeros(batch, 1, size, size, device=device)}  # fmt: skip
 
         def replayed(pixels, boxes):
-            mixed = replay_rows({**rows, "pixel_values": pixels, "input_boxes": boxes}, replay, REPLAY_SHARE,
-                                next(draws), rng)  # fmt: skip
+            mixed = mix_replayed_rows({**rows, "pixel_values": pixels, "input_boxes": boxes}, next(drawn))
             return mixed["pixel_values"], mixed["input_boxes"], None
 
         return replayed
