@@ -137,6 +137,27 @@ def near_a_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size:
     return _chosen(adapted, base, keep)
 
 
+def continues_the_previous_round(
+    adapted: Answers, base: Answers, prompts: dict[str, Any], size: int
+) -> Answers:
+    """The shipped rule, or, in a correction round (a mask prompt: the previous round's answer), the adapted
+    answer where it overlaps that previous answer at least as well as the base's does (IoU): whichever model
+    answered a session so far goes on answering its corrections."""
+    keep = _follows(adapted, prompts, size)
+    previous = prompts.get("input_masks")
+    if previous is not None:
+        previous = previous > 0  # (B, 1 or P, h, w)
+        own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
+        theirs = best_scoring_masks(base.pred_masks, base.iou_scores) > 0
+
+        def overlap(masks: torch.Tensor) -> torch.Tensor:
+            joint = (masks & previous).flatten(2).sum(-1).float()
+            return joint / (masks | previous).flatten(2).sum(-1).clamp(min=1)
+
+        keep |= (overlap(own) >= overlap(theirs)) & own.flatten(2).any(-1)
+    return _chosen(adapted, base, keep)
+
+
 def adapted_alone(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
     """The adapted answer, always (adaptation without retention)."""
     return adapted
@@ -156,6 +177,7 @@ RULES: dict[str, Rule] = {
     "best adapted mask holding the click": any_adapted_mask,
     "inside the base's answer": inside_the_base_answer,
     "a click within one mask pixel": near_a_click,
+    "the model that answered the previous round": continues_the_previous_round,
 }
 
 

@@ -13,8 +13,10 @@ from benchmarks.fallback_rules import (
     any_adapted_mask,
     as_many_as_the_base,
     base_alone,
+    continues_the_previous_round,
     every_click,
     inside_the_base_answer,
+    near_a_click,
     shipped,
 )
 
@@ -67,6 +69,16 @@ def test_each_rule_chooses_as_it_says():
     assert not _is_adapted(shipped(three, base, one_inside, SIZE), three)
     assert _is_adapted(adapted_alone(adapted, base, beside, SIZE), adapted)
     assert base_alone(adapted, base, beside, SIZE) is base
+    # a click one low-resolution pixel beside the adapted answer (x 24..31) is near it; two pixels is not
+    assert _is_adapted(near_a_click(adapted, base, _clicks((28, 30, 1)), SIZE), adapted)
+    assert not _is_adapted(near_a_click(adapted, base, _clicks((36, 30, 1)), SIZE), adapted)
+    # a correction round: the previous answer was the adapted one, whose new answer leaves the positive click
+    # out; the shipped rule hands it to the base, the session rule keeps the model that answered before
+    correction = {**beside, "input_masks": torch.tensor(left * 2.0 - 1)[None, None]}
+    assert not _is_adapted(shipped(adapted, base, correction, SIZE), adapted)
+    assert _is_adapted(continues_the_previous_round(adapted, base, correction, SIZE), adapted)
+    correction["input_masks"] = torch.tensor(both * 2.0 - 1)[None, None]  # the base answered before
+    assert not _is_adapted(continues_the_previous_round(adapted, base, correction, SIZE), adapted)
 
 
 def test_replaying_the_shipped_rule_gives_the_models_own_answers(fallback_pair, tmp_path):
