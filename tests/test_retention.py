@@ -357,6 +357,8 @@ def test_a_replay_feed_gives_each_micro_batch_the_rows_replay_rows_draws_for_it(
             assert torch.equal(mixed[key], expected[key]), (micro, key)
     with pytest.raises(ValueError, match="2 pictures and 3 clicks do not fit a batch of 4 rows and 2 clicks"):
         mix_replayed_rows(batch, ReplayDraws(replay, 2, 3, seed=5)[0])
+    with pytest.raises(ValueError, match="replay takes 2-D batches"):  # a depth-branch window
+        mix_replayed_rows({**batch, "pixel_values": torch.zeros(1, 4, 3, 64, 64)}, feed.rows_for(0))
 
 
 def test_replay_of_whole_batches_learns_nothing_from_the_dataset(tiny_base, tmp_path):

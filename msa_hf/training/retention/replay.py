@@ -6,9 +6,10 @@ adaptation rows keep that task in the loss while the adapters learn the new stru
 prompted as the dataset's rows are (a jittered box and uniform positive clicks, same counts), so the batch
 keeps its size, shapes and cost; only `labels`, prompts and pixels of those rows change.
 
-Drawing a picture costs about as much as a GPU training step (~0.1 s per picture at 1024 px on one CPU core),
-so a training run draws them ahead in DataLoader workers (`ReplayFeed`), as it reads its own rows; the rows
-of a draw are a function of (seed, draw) alone, so where they are drawn does not change them.
+A replayed 1024 px row costs ~80 ms of one CPU core (drawn at the engine's size, then resized, normalised and
+prompted), about what a GPU takes for a training step, so a training run draws them ahead in DataLoader
+workers (`ReplayFeed`), as it reads its own rows; the rows of a draw are a function of (seed, draw) alone, so
+where they are drawn does not change them.
 """
 
 from __future__ import annotations
@@ -82,10 +83,7 @@ def replay_rows(
 ) -> dict[str, Any]:
     """`batch` (2-D training rows) with its first `replayed_row_count(B, share)` rows replaced by the engine's
     pictures `step * k .. step * k + k - 1` (drawn here; see `mix_replayed_rows`)."""
-    pixel_values = batch["pixel_values"]
-    if pixel_values.ndim != 4:
-        raise ValueError("replay takes 2-D batches; the depth branch's windows are not supported yet.")
-    count = replayed_row_count(len(pixel_values), share)
+    count = replayed_row_count(len(batch["pixel_values"]), share)
     if count == 0:
         return batch
     return mix_replayed_rows(batch, replay.rows(step * count, count, batch["input_points"].shape[-2], rng))
