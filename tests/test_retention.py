@@ -22,11 +22,12 @@ from msa_hf.training.config import TrainConfig
 from msa_hf.training.job import run_training
 from msa_hf.training.retention import (
     BaseTeacher,
+    ReplayDraws,
+    ReplayFeed,
     SyntheticReplay,
     distillation_batch,
     mix_replayed_rows,
     random_prompts,
-    replay_rows,
 )
 from msa_hf.training.retention.replay import REPLAY_SEED_OFFSET, replayed_row_count
 
@@ -302,8 +303,10 @@ def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else
     before = {
         key: value.clone() if isinstance(value, torch.Tensor) else list(value) for key, value in batch.items()
     }
-    replay = SyntheticReplay(64, seed=2)
-    mixed = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
+    draws = ReplayDraws(
+        SyntheticReplay(64, seed=2), replayed_row_count(len(batch["pixel_values"]), 0.5), 2, 0
+    )
+    mixed = mix_replayed_rows(batch, draws[3])
     for key, value in batch.items():  # the caller's batch is not modified
         assert torch.equal(value, before[key]) if isinstance(value, torch.Tensor) else value == before[key]
     for key in ("pixel_values", "labels", "input_boxes", "input_points", "input_labels"):
@@ -314,7 +317,7 @@ def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else
     assert (mixed["input_labels"] == 1).all()
     assert mixed["class_name"] == batch["class_name"]
     assert mixed["has_target"].tolist() == [True, True, True, True]
-    # the replayed rows are pictures 6 and 7 of the replay stream (step 3, two rows a step), exact masks
+    # the replayed rows are pictures 6 and 7 of the replay stream (draw 3, two rows a draw), exact masks
     stream = SyntheticSegmentationDataset(10, seed=2 + REPLAY_SEED_OFFSET)
     images = torch.from_numpy(np.stack([stream[i]["image"] for i in (6, 7)]))
     masks = torch.from_numpy(np.stack([stream[i]["mask"] for i in (6, 7)]))
@@ -329,29 +332,27 @@ def test_replay_replaces_its_share_of_rows_with_engine_pictures_and_nothing_else
         tight = (xs.min().item(), ys.min().item(), xs.max().item(), ys.max().item())
         side = max(tight[2] - tight[0], tight[3] - tight[1]) + 1
         assert max(abs(a - b) for a, b in zip((x0, y0, x1, y1), tight, strict=True)) <= 0.5 * side
-    again = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
-    assert torch.equal(again["pixel_values"], mixed["pixel_values"])  # a function of the step
-    other = replay_rows(batch, replay, 0.5, step=4, rng=np.random.default_rng(0))
+    again = mix_replayed_rows(batch, draws[3])
+    for key in ("pixel_values", "input_points", "input_boxes"):  # a function of the draw, prompts included
+        assert torch.equal(again[key], mixed[key]), key
+    other = mix_replayed_rows(batch, draws[4])
     assert not torch.equal(other["labels"][:2], mixed["labels"][:2])
-    assert replay_rows(batch, replay, 0.0, step=3, rng=np.random.default_rng(0)) is batch
     # the adapted structures of a replaced row are cleared (the engine's picture has none), the others kept
     batch["adapted"] = torch.ones(4, 1, 64, 64, dtype=torch.bool)
-    mixed = replay_rows(batch, replay, 0.5, step=3, rng=np.random.default_rng(0))
+    mixed = mix_replayed_rows(batch, draws[3])
     assert not mixed["adapted"][:2].any() and mixed["adapted"][2:].all() and batch["adapted"].all()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_replay_feed_gives_each_micro_batch_the_rows_replay_rows_draws_for_it(workers):
+def test_a_replay_feed_gives_each_micro_batch_the_rows_of_its_draw(workers):
     """Drawn ahead in workers or here, in order or after a jump (a resumed run), for the second of two
-    processes: micro-batch m of process 1 takes draw 2m + 1, the rows `replay_rows` mixes in for that draw."""
-    from msa_hf.training.retention import ReplayDraws, ReplayFeed
-    from msa_hf.training.retention.replay import replay_seed
-
+    processes: micro-batch m of process 1 takes draw 2m + 1, pictures 2d and 2d + 1 of the stream, prompted
+    from a generator of (seed, draw) of their own."""
     batch, replay = _training_batch(), SyntheticReplay(64, seed=2)
     feed = ReplayFeed(ReplayDraws(replay, 2, 2, seed=5), processes=2, process_index=1, num_workers=workers)
     for micro in (0, 1, 2, 6, 7, 3):
         draw = 2 * micro + 1
-        expected = replay_rows(batch, replay, 0.5, step=draw, rng=replay_seed(5, draw))
+        expected = mix_replayed_rows(batch, replay.rows(2 * draw, 2, 2, np.random.default_rng([5, draw, 1])))
         mixed = mix_replayed_rows(batch, feed.rows_for(micro))
         for key in ("pixel_values", "labels", "input_boxes", "input_points", "input_labels"):
             assert torch.equal(mixed[key], expected[key]), (micro, key)

@@ -15,7 +15,6 @@ from msa_hf.training.retention.replay import (
     ReplayFeed,
     SyntheticReplay,
     mix_replayed_rows,
-    replay_rows,
     replayed_row_count,
 )
 from msa_hf.training.retention.self_distillation import BaseTeacher, distillation_batch, random_prompts
@@ -28,6 +27,5 @@ __all__ = [
     "distillation_batch",
     "mix_replayed_rows",
     "random_prompts",
-    "replay_rows",
     "replayed_row_count",
 ]

@@ -72,23 +72,6 @@ class SyntheticReplay:
         }
 
 
-def replay_seed(seed: int, draw: int) -> np.random.Generator:
-    """The generator of draw `draw`'s prompts: its own stream, so that the batch's other random choices stay
-    those of a run without replay."""
-    return np.random.default_rng([seed, draw, 1])
-
-
-def replay_rows(
-    batch: dict[str, Any], replay: SyntheticReplay, share: float, step: int, rng: np.random.Generator
-) -> dict[str, Any]:
-    """`batch` (2-D training rows) with its first `replayed_row_count(B, share)` rows replaced by the engine's
-    pictures `step * k .. step * k + k - 1` (drawn here; see `mix_replayed_rows`)."""
-    count = replayed_row_count(len(batch["pixel_values"]), share)
-    if count == 0:
-        return batch
-    return mix_replayed_rows(batch, replay.rows(step * count, count, batch["input_points"].shape[-2], rng))
-
-
 def mix_replayed_rows(batch: dict[str, Any], rows: dict[str, torch.Tensor]) -> dict[str, Any]:
     """`batch` (2-D training rows) with its first k rows replaced by `rows` (`SyntheticReplay.rows` of k
     pictures), on the batch's device and in its dtypes. The other rows, and every key that is not a model
@@ -120,8 +103,9 @@ def mix_replayed_rows(batch: dict[str, Any], rows: dict[str, torch.Tensor]) -> d
 
 
 class ReplayDraws(torch.utils.data.Dataset):
-    """Draw `d` -> `replay.rows(d * count, count, points_per_prompt, replay_seed(seed, d))` (what `replay_rows`
-    mixes into the batch of draw `d`), for a DataLoader's workers."""
+    """Draw `d` -> the rows of pictures `d * count .. d * count + count - 1` (`replay.rows`), prompted from a
+    generator of (seed, d) of their own, so that the batch's other random choices stay those of a run without
+    replay; a DataLoader's workers draw them (`ReplayFeed`), `mix_replayed_rows` puts them in the batch."""
 
     def __init__(self, replay: SyntheticReplay, count: int, points_per_prompt: int, seed: int) -> None:
         self.replay, self.count, self.points_per_prompt, self.seed = replay, count, points_per_prompt, seed
@@ -130,9 +114,8 @@ class ReplayDraws(torch.utils.data.Dataset):
         return STREAM_LENGTH // max(self.count, 1)
 
     def __getitem__(self, draw: int) -> dict[str, torch.Tensor]:
-        return self.replay.rows(
-            draw * self.count, self.count, self.points_per_prompt, replay_seed(self.seed, draw)
-        )
+        rng = np.random.default_rng([self.seed, draw, 1])
+        return self.replay.rows(draw * self.count, self.count, self.points_per_prompt, rng)
 
 
 class ReplayFeed:
@@ -142,7 +125,7 @@ class ReplayFeed:
     returns that draw's rows; asked for the micro-batches in order (as a run, resumed or not, does), the
     workers have drawn them already; asked out of order, the feed starts again at the one asked for.
     `loader_options`: the training loader's (`msa_hf.training.datasets.loader_options`); with no workers the
-    rows are drawn in this process when asked for, as `replay_rows` does.
+    rows are drawn in this process when asked for.
     """
 
     def __init__(self, draws: ReplayDraws, processes: int = 1, process_index: int = 0, **loader_options: Any):
