@@ -1179,6 +1179,33 @@ def _(f):
     return ["push-space", "org/my demo", "org/model", "--dry-run"]
 
 
+@case("demo", "model folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["demo", str(f / "in" / "nowhere")]
+
+
+@case("demo", "model config that is not JSON", mentions=("config.json",))
+def _(f):
+    model = model_folder(f)
+    (model / "config.json").write_text("{not json")
+    return ["demo", str(model)]
+
+
+@case("demo", "an --adapter without NAME=", mentions=("--adapter",))
+def _(f):
+    return ["demo", "tiny", "--adapter", str(f / "in" / "liver")]
+
+
+@case("demo", "an adapter folder that does not exist", mentions=("liver", "no such folder"))
+def _(f):
+    return ["demo", "tiny", "--adapter", f"liver={f / 'in' / 'liver'}"]
+
+
+@case("demo", "an adapter folder that is a model folder", mentions=("liver", "adapter_config.json"))
+def _(f):
+    return ["demo", "tiny", "--adapter", f"liver={model_folder(f)}"]
+
+
 # ------------------------------------------------------------------------------------------------ Space
 def _session():
     from msa_hf import TINY_BASE, SamAdapterModel

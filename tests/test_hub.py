@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import huggingface_hub
 import pytest
 import torch
@@ -126,7 +130,7 @@ def test_cli_push_dry_run(trained_run, disk_dataset, capsys):
 
 
 def test_dataset_and_space_pushes(disk_dataset, hub):
-    from msa_hf.hub.push import push_dataset, push_space
+    from msa_hf.hub.push import SPACE_APP, push_dataset, push_space
 
     push_dataset(disk_dataset, "org/disks")
     files = hub.repos[("dataset", "org/disks")]["files"]
@@ -136,7 +140,26 @@ def test_dataset_and_space_pushes(disk_dataset, hub):
     push_space("org/msa-demo", "org/msa-disks")
     space = hub.repos[("space", "org/msa-demo")]
     assert space["sdk"] == "gradio" and space["files"]["msa_model.txt"] == b"org/msa-disks"
-    assert b"build_demo" in space["files"]["app.py"] and b"sdk: gradio" in space["files"]["README.md"]
+    assert space["files"]["app.py"] == SPACE_APP.encode() and b"sdk: gradio" in space["files"]["README.md"]
+    # the Space's example images come with msa_hf itself, inside the wheel it installs
+    (wheel,) = [content for path, content in space["files"].items() if path.startswith("wheels/")]
+    with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("msa_hf/demo/examples/")}
+    assert {"msa_hf/demo/examples/mni152_axial_a.png", "msa_hf/demo/examples/README.md"} <= shipped
+
+
+def test_a_space_of_your_own_folder_is_pushed_with_its_app(hub, tmp_path):
+    from msa_hf.hub.push import push_space
+
+    with pytest.raises(FileNotFoundError, match="has no app.py"):
+        push_space("org/mine", "org/msa-disks", space_folder=tmp_path)
+    (tmp_path / "app.py").write_text("print('my page')\n")
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "logo.svg").write_text("<svg/>")
+    push_space("org/mine", "org/msa-disks", space_folder=tmp_path)
+    files = hub.repos[("space", "org/mine")]["files"]
+    assert files["app.py"] == b"print('my page')\n" and files["assets/logo.svg"] == b"<svg/>"
+    assert files["msa_model.txt"] == b"org/msa-disks" and any(p.startswith("wheels/") for p in files)
 
 
 def test_space_with_task_adapters_and_its_card(hub, capsys):
@@ -145,10 +168,13 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     import yaml
 
     from msa_hf.cli import main
-    from msa_hf.hub.push import SPACE_FOLDER, render_space_card
+    from msa_hf.hub.push import SPACE_APP, render_space_card
 
-    # the README kept in the Space folder is the template's generic rendering, so the two cannot drift apart
-    assert (SPACE_FOLDER / "README.md").read_text() == render_space_card()
+    # the checkout's Space folder holds what a push generates (its README: the template's generic rendering),
+    # so the two cannot drift apart
+    space_folder = Path(__file__).resolve().parents[1] / "spaces" / "msa-demo"
+    assert (space_folder / "README.md").read_text() == render_space_card()
+    assert (space_folder / "app.py").read_text() == SPACE_APP
     adapters = {"liver": "org/msa-liver-adapter", "kidney": "org/msa-kidney-adapter"}
     assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver=org/msa-liver-adapter",
                  "--adapter", "kidney=org/msa-kidney-adapter", "--dry-run"]) == 0  # fmt: skip

@@ -1,10 +1,18 @@
-"""Install metadata: the lower bounds in pyproject.toml are the versions the lowest-bounds run installs."""
+"""Install metadata: the lower bounds in pyproject.toml are the versions the lowest-bounds run installs, and an
+installed (not editable) msa_hf carries what it serves and publishes."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +43,43 @@ def test_lowest_bounds_file_installs_exactly_the_lower_bounds():
         )
     assert not any("==" in r and not r.startswith("peft") for r in project["dependencies"]), "exact pins"
     assert project["requires-python"] == ">=3.11,<3.14"
+
+
+@pytest.mark.slow
+def test_an_installed_msa_hf_serves_and_publishes_the_demo(tmp_path):
+    """pip's wheel of this checkout, installed into a folder away from it (no `spaces/` beside the package),
+    makes the same demo Space as the checkout: the launcher, the page and its example images all ship."""
+    pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "msa_hf", source / "msa_hf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "NOTICE"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+                   check=True, capture_output=True)  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("msa_hf-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True
+    )
+    script = (
+        "import json, msa_hf, msa_hf.demo.app as app\n"
+        "from msa_hf.hub.push import space_files\n"
+        "files = space_files('org/msa-liver')\n"
+        "print(json.dumps({'package': msa_hf.__file__, 'files': sorted(files), 'app': files['app.py'].decode(),\n"
+        "                  'examples': sorted(p.name for p in app.EXAMPLES.iterdir())}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert Path(found["package"]).is_relative_to(site)
+    from msa_hf.hub.push import SPACE_APP
+
+    assert found["app"] == SPACE_APP
+    assert [f for f in found["files"] if not f.startswith("wheels/")] == [
+        "README.md", "app.py", "msa_model.txt", "requirements.txt"
+    ]  # fmt: skip
+    assert found["examples"] == ["README.md", "mni152_axial_a.png", "mni152_axial_b.png"]

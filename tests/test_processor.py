@@ -47,8 +47,6 @@ def ct_dataset(tmp_path_factory):
 def test_a_lung_window_run_is_evaluated_predicted_and_served_with_the_lung_window(
     tiny_base, ct_dataset, tmp_path, windows_used, monkeypatch
 ):
-    import importlib.util
-    from pathlib import Path
 
     from msa_hf.cli import main as cli
 
@@ -89,11 +87,8 @@ def test_a_lung_window_run_is_evaluated_predicted_and_served_with_the_lung_windo
     )
     assert windows_used and set(windows_used) == {LUNG}
 
-    spec = importlib.util.spec_from_file_location(
-        "space_app", Path(__file__).parents[1] / "spaces/msa-demo/app.py"
-    )
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    import msa_hf.demo.app as app
+
     monkeypatch.setenv("MSA_MODEL", str(model_dir))
     model, processor = app.load_served()
     windows_used.clear()

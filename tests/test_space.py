@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,14 +14,11 @@ from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
 gradio = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
 
-APP = Path(__file__).resolve().parents[1] / "spaces" / "msa-demo" / "app.py"
-
 
 def _app():
-    spec = importlib.util.spec_from_file_location("msa_demo_app", APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import msa_hf.demo.app
+
+    return msa_hf.demo.app
 
 
 def test_segment_follows_the_prompts():
@@ -341,6 +337,50 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
     )
     model = _app().load_model()
     assert _app().DemoSession(model).adapters == ["liver", "kidney"]
+
+
+def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeypatch, capsys):
+    """`msa-hf demo`: the page around the model named on the command line (over MSA_MODEL), or a base with the
+    task adapters named there (over MSA_ADAPTERS), launched with the command's options."""
+    import json
+
+    import torch
+
+    from msa_hf.cli import main
+    from msa_hf.testing import fresh_sam, saved_msa_adapter
+
+    app = _app()
+    served = []
+
+    class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
+        def __init__(self, model, window=None):
+            served.append({"model": model})
+
+        def launch(self, **options):
+            served[-1]["options"] = options
+
+    monkeypatch.setattr(app, "build_demo", Page)
+    base = fresh_sam()
+    base.save_pretrained(tmp_path / "base")
+    saved_msa_adapter(tmp_path / "liver", seed=1)
+    monkeypatch.setenv("MSA_MODEL", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("MSA_ADAPTERS", json.dumps({"kidney": str(tmp_path / "nowhere")}))
+    assert (
+        main(["demo", str(tmp_path / "base"), "--adapter", f"liver={tmp_path / 'liver'}", "--port", "7999"])
+        == 0
+    )
+    assert app.DemoSession(served[-1]["model"]).adapters == ["liver"]
+    assert served[-1]["options"] == {"max_file_size": "500mb", "server_port": 7999, "share": False}
+
+    monkeypatch.delenv("MSA_ADAPTERS")
+    assert main(["demo", str(tmp_path / "base"), "--host", "0.0.0.0", "--share"]) == 0
+    model = served[-1]["model"]
+    weight = "mask_decoder.iou_prediction_head.proj_out.weight"
+    torch.testing.assert_close(model.state_dict()[weight], base.state_dict()[weight], rtol=0, atol=0)
+    assert served[-1]["options"] == {"max_file_size": "500mb", "server_name": "0.0.0.0", "share": True}
+
+    assert main(["demo", "--adapter", "liver"]) != 0
+    assert "NAME=REPO" in capsys.readouterr().err
 
 
 def test_a_text_trained_model_segments_by_description(tmp_path):

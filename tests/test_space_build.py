@@ -79,15 +79,11 @@ def test_the_pushed_space_installs_starts_and_segments(tmp_path):
     finally:
         app.terminate()
         app.wait(timeout=30)
-    # the same request to the app in this process, on the same model: the same mask
-    import importlib.util
-
+    # the same request to the page in this process, on the same model: the same mask
+    from msa_hf.demo.app import DemoSession
     from msa_hf.inference.loading import load_for_inference
 
-    spec = importlib.util.spec_from_file_location("pushed_app", space / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     model, processor = load_for_inference("tiny")
-    expected = module.DemoSession(model, window=processor.window).segment(image, [[40, 24, 1]], None)
+    expected = DemoSession(model, window=processor.window).segment(image, [[40, 24, 1]], None)
     assert set(np.unique(served)) <= {0, 255} and served.any()
     np.testing.assert_array_equal(served, expected)

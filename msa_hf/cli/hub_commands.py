@@ -1,5 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""`msa-hf push` (a trained run, its adapter, dataset and Space) and `msa-hf push-space` (the demo)."""
+"""`msa-hf push` (a trained run, its adapter, dataset and Space), `msa-hf push-space` (the demo, published)
+and `msa-hf demo` (the same page, served on this machine)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     space.set_defaults(run=_push_space)
 
+    demo = commands.add_parser(
+        "demo",
+        help="Serve the demo page (the one a pushed Space runs) on this machine, for a model of yours.",
+    )
+    demo.add_argument(
+        "model", nargs="?", default=None,
+        help="model folder or Hub id (with --adapter: the base they were trained on); default: MSA_MODEL, "
+        "else the shipped small base",
+    )  # fmt: skip
+    demo.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                      help="a task adapter (folder or adapter-only repo) offered in the page's menu; repeat for more")  # fmt: skip
+    demo.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
+    demo.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1, this machine)")
+    demo.add_argument("--share", action="store_true", help="also serve a temporary public link (Gradio's)")
+    demo.set_defaults(run=_demo)
+
 
 def _push(args: argparse.Namespace) -> int:
     from msa_hf.hub.push import dataset_push_plan, default_dataset_repo_id, push_dataset, push_run
@@ -83,17 +100,34 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _push_space(args: argparse.Namespace) -> int:
-    from msa_hf.hub.push import push_space
-
+def _task_adapters(entries: list[str]) -> dict[str, str]:
+    """`--adapter NAME=REPO` entries as `{name: repo or folder}`, in their order."""
     adapters = {}
-    for entry in args.adapter:
+    for entry in entries:
         name, _, repo = entry.partition("=")
         if not name.strip() or not repo.strip():
             raise ValueError(f"--adapter {entry!r}: expected NAME=REPO, e.g. liver=org/msa-liver-adapter.")
         adapters[name.strip()] = repo.strip()
+    return adapters
+
+
+def _push_space(args: argparse.Namespace) -> int:
+    from msa_hf.hub.push import push_space
+
+    adapters = _task_adapters(args.adapter)
     result = push_space(
         args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run, token=args.token
     )
     print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from msa_hf.demo.app import serve
+    except ImportError as error:
+        raise ValueError(f"the demo needs the demo extra: pip install 'msa_hf[demo]' ({error}).") from None
+    adapters = _task_adapters(args.adapter) or None
+    options = {"server_port": args.port, "server_name": args.host, "share": args.share}
+    serve(model=args.model, adapters=adapters, **{k: v for k, v in options.items() if v is not None})
     return 0

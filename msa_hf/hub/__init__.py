@@ -15,7 +15,7 @@ __getattr__, __dir__ = lazy_exports(
                 "dataset_push_plan",
                 "default_dataset_repo_id",
                 "push_dataset",
-                "SPACE_FOLDER",
+                "SPACE_APP",
                 "DEFAULT_SERVING",
                 "render_space_card",
                 "push_space",

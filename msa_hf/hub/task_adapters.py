@@ -2,7 +2,7 @@
 """Several task adapters on one frozen base (peft multi-adapter): e.g. liver, kidney and tumour adapters
 trained separately on the same SAM, loaded once and switched by name.
 
-Each adapter is an adapter-only checkpoint (`msa-hf train` writes one to `<run>/adapter/`; `msa-hf push`
+Each adapter is an adapter-only checkpoint (`train.py` writes one to `<run>/model/adapter/`; `msa-hf push`
 publishes it), a folder or a Hub id. The base is loaded once; switching (`model.set_adapter(name)`) costs
 nothing but a re-encode of the image, since MSA's encoder adapters change the image embedding.
 """
@@ -10,11 +10,28 @@ nothing but a re-encode of the image, since MSA's encoder adapters change the im
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
 class TaskAdapterError(ValueError):
     """Task adapters that cannot be loaded together; the message names the adapter and the fix."""
+
+
+def _adapter_config(peft_config: Any, name: str, location: str) -> Any:
+    """The `PeftConfig` of task adapter `name` at `location` (a folder or Hub id), or a `TaskAdapterError`
+    naming the adapter and what its folder lacks."""
+    local = Path(location)
+    if not local.exists() and (str(location).startswith((".", "/", "~")) or str(location).count("/") > 1):
+        raise TaskAdapterError(
+            f"task adapter {name!r}: {location}: no such folder (a Hub id looks like 'org/name')."
+        )
+    if local.is_dir() and not (local / "adapter_config.json").is_file():
+        raise TaskAdapterError(
+            f"task adapter {name!r}: {location} has no adapter_config.json; point it at an adapter folder (a "
+            "run's model/adapter, or a PeftModel's save_pretrained)."
+        )
+    return peft_config.from_pretrained(location)
 
 
 def load_task_adapters(base: str | Any, adapters: Mapping[str, str]) -> Any:
@@ -39,7 +56,7 @@ def load_task_adapters(base: str | Any, adapters: Mapping[str, str]) -> Any:
         raise TaskAdapterError("no task adapters given: pass at least one {name: adapter folder or Hub id}.")
     if any(not str(name).strip() for name in adapters):
         raise TaskAdapterError(f"task adapter names must be non-empty; got {list(adapters)}.")
-    configs = {name: PeftConfig.from_pretrained(location) for name, location in adapters.items()}
+    configs = {name: _adapter_config(PeftConfig, name, location) for name, location in adapters.items()}
     kinds = {name: str(config.peft_type) for name, config in configs.items()}
     if len(set(kinds.values())) > 1:
         raise TaskAdapterError(
