@@ -164,3 +164,16 @@ def test_every_protocol_shares_one_encoding_of_each_image(disks, tmp_path):
     folder, _ = disks
     report = evaluate_model(CountingBoxFillSam(48), folder, "test", ("box", "points1", "iterative"), clicks=2)
     assert CountingBoxFillSam.encoded == report["rows"] == 8
+
+
+def test_cli_evaluate_prints_the_iterative_curve_it_writes(tiny_base, disk_dataset, tmp_path, capsys):
+    import json
+
+    assert main(["evaluate", str(tiny_base), "--dataset", str(disk_dataset), "--protocols", "iterative",
+                 "--clicks", "3", "--output-dir", str(tmp_path / "scores")]) == 0  # fmt: skip
+    iterative = json.loads((tmp_path / "scores" / "results.json").read_text())["iterative"]
+    curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
+    assert (
+        f"iterative: Dice per click {curve}; mean clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, to 0.90: "
+        f"{iterative['clicks_to_0.90']:.2f} (a case that never gets there counts 4)"
+    ) in capsys.readouterr().out
