@@ -158,6 +158,36 @@ def continues_the_previous_round(
     return _chosen(adapted, base, keep)
 
 
+def _clicks_agreeing(answers: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
+    """`(B, P)`: the prompt's clicks the best-scoring mask agrees with (positive inside, negative outside)."""
+    masks = best_scoring_masks(answers.pred_masks, answers.iou_scores) > 0
+    inside = clicks_inside(masks, size, prompts["input_points"])
+    labels = prompts["input_labels"]
+    return ((inside & (labels == 1)) | (~inside & (labels == 0))).sum(-1)
+
+
+def agrees_with_no_fewer_clicks(
+    adapted: Answers, base: Answers, prompts: dict[str, Any], size: int
+) -> Answers:
+    """The shipped rule, and the adapted answer agrees with no fewer of the clicks than the base's does (a
+    positive click inside, a negative one outside): in a correction round, every click has a say."""
+    keep = _follows(adapted, prompts, size)
+    if prompts["input_points"] is not None:
+        keep &= _clicks_agreeing(adapted, prompts, size) >= _clicks_agreeing(base, prompts, size)
+    return _chosen(adapted, base, keep)
+
+
+def agrees_with_more_clicks(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+    """The shipped rule, or a (non-empty) adapted answer that agrees with more of the clicks than the base's
+    does: a correction round may hand the session back to the adapted model."""
+    keep = _follows(adapted, prompts, size)
+    if prompts["input_points"] is not None:
+        own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
+        more = _clicks_agreeing(adapted, prompts, size) > _clicks_agreeing(base, prompts, size)
+        keep |= more & own.flatten(2).any(-1)
+    return _chosen(adapted, base, keep)
+
+
 def adapted_alone(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
     """The adapted answer, always (adaptation without retention)."""
     return adapted
@@ -179,6 +209,8 @@ RULES: dict[str, Rule] = {
     "inside the base's answer": inside_the_base_answer,
     "a click within one mask pixel": near_a_click,
     "the model that answered the previous round": continues_the_previous_round,
+    "no fewer clicks agree with the adapted answer": agrees_with_no_fewer_clicks,
+    "more clicks agree with the adapted answer": agrees_with_more_clicks,
 }
 
 

@@ -10,6 +10,8 @@ from transformers.models.sam.modeling_sam import SamImageSegmentationOutput as A
 from benchmarks.fallback_rules import (
     RuleReplay,
     adapted_alone,
+    agrees_with_more_clicks,
+    agrees_with_no_fewer_clicks,
     any_adapted_mask,
     as_many_as_the_base,
     base_alone,
@@ -79,6 +81,24 @@ def test_each_rule_chooses_as_it_says():
     assert _is_adapted(continues_the_previous_round(adapted, base, correction, SIZE), adapted)
     correction["input_masks"] = torch.tensor(both * 2.0 - 1)[None, None]  # the base answered before
     assert not _is_adapted(continues_the_previous_round(adapted, base, correction, SIZE), adapted)
+    # every click has a say: a negative click on the base's extra half is outside the adapted answer only
+    corrected = _clicks((10, 30, 1), (40, 30, 0))
+    assert _is_adapted(agrees_with_no_fewer_clicks(adapted, base, corrected, SIZE), adapted)  # 2 against 1
+    assert _is_adapted(agrees_with_no_fewer_clicks(adapted, base, one_inside, SIZE), adapted)  # a tie keeps it
+    # the base's answer holds both positive clicks, the adapted one only the first: the base agrees more
+    assert _is_adapted(shipped(adapted, base, two_clicks, SIZE), adapted)
+    assert not _is_adapted(agrees_with_no_fewer_clicks(adapted, base, two_clicks, SIZE), adapted)
+    # the adapted answer misses the positive click but agrees with both negatives, which the base holds
+    negatives = _clicks((40, 30, 1), (10, 30, 0), (20, 20, 0))
+    shifted = _answers(_picture(slice(0, 2), slice(6, 8)))  # x 48..63, y 0..15: away from every click
+    assert not _is_adapted(shipped(shifted, base, negatives, SIZE), shifted)
+    assert _is_adapted(agrees_with_more_clicks(shifted, base, negatives, SIZE), shifted)  # 2 against 1
+    assert not _is_adapted(
+        agrees_with_more_clicks(shifted, _answers(right), negatives, SIZE), shifted
+    )  # 2 vs 3
+    empty = _answers(np.zeros((8, 8), bool))
+    assert not _is_adapted(agrees_with_more_clicks(shifted, empty, negatives, SIZE), shifted)  # 2 against 2
+    assert not _is_adapted(agrees_with_more_clicks(empty, base, negatives, SIZE), empty)
 
 
 def test_replaying_the_shipped_rule_gives_the_models_own_answers(fallback_pair, tmp_path):
