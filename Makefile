@@ -90,7 +90,7 @@ retention: data
 	$(PY) -m benchmarks.retention
 
 # Which rule should decide when a --base-fallback model answers with its base: other rules replayed on the
-# fallback models of `make retention` (no training; about 4 minutes). Writes benchmarks/results/fallback-rules.md.
+# fallback models of `make retention` (no training; about 6 minutes). Writes benchmarks/results/fallback-rules.md.
 fallback-rules: data
 	$(PY) -m benchmarks.fallback_rules
 

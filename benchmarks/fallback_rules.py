@@ -10,7 +10,7 @@ the test split) and the base's synthetic held-out pictures, beside the adapted m
 alone (zero-shot). Box prompts are judged the same way by every rule (at least `BOX_SHARE` of the answer
 inside the box); the rules differ on clicks.
 
-    python -m benchmarks.fallback_rules            # seeds 0 1 2, about 3 minutes on 2 CPU cores
+    python -m benchmarks.fallback_rules            # seeds 0 1 2, about 6 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
