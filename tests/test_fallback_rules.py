@@ -84,7 +84,8 @@ def test_each_rule_chooses_as_it_says():
     # every click has a say: a negative click on the base's extra half is outside the adapted answer only
     corrected = _clicks((10, 30, 1), (40, 30, 0))
     assert _is_adapted(agrees_with_no_fewer_clicks(adapted, base, corrected, SIZE), adapted)  # 2 against 1
-    assert _is_adapted(agrees_with_no_fewer_clicks(adapted, base, one_inside, SIZE), adapted)  # a tie keeps it
+    tie = agrees_with_no_fewer_clicks(adapted, base, one_inside, SIZE)  # one click each: a tie keeps it
+    assert _is_adapted(tie, adapted)
     # the base's answer holds both positive clicks, the adapted one only the first: the base agrees more
     assert _is_adapted(shipped(adapted, base, two_clicks, SIZE), adapted)
     assert not _is_adapted(agrees_with_no_fewer_clicks(adapted, base, two_clicks, SIZE), adapted)

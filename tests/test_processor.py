@@ -88,16 +88,18 @@ def test_a_lung_window_run_is_evaluated_predicted_and_served_with_the_lung_windo
     assert windows_used and set(windows_used) == {LUNG}
 
     import msa_hf.demo.app as app
+    from msa_hf.demo.sessions import DemoSession
+    from msa_hf.demo.uploads import display_image
 
     monkeypatch.setenv("MSA_MODEL", str(model_dir))
     model, processor = app.load_served()
     windows_used.clear()
-    session = app.DemoSession(model, window=processor.window)
+    session = DemoSession(model, window=processor.window)
     hu = np.random.default_rng(0).integers(-1000, 1000, (40, 40)).astype(np.float32)
     session.prepare(hu, "CT")
-    shown = app.display_image(hu, "CT", session.window)
+    shown = display_image(hu, "CT", session.window)
     assert windows_used and set(windows_used) == {LUNG}
-    assert not np.array_equal(shown, app.display_image(hu, "CT"))  # the abdomen default shows another picture
+    assert not np.array_equal(shown, display_image(hu, "CT"))  # the abdomen default shows another picture
 
 
 def test_an_old_model_folder_loads_with_the_defaults_and_says_so_once(tiny_base, tmp_path, caplog):

@@ -10,19 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msa_hf.demo.prompt_state import BOX, NEGATIVE, POSITIVE, add_prompt, describe, empty_prompts, undo_prompt
+from msa_hf.demo.sessions import DemoSession, VolumeSession
+from msa_hf.demo.uploads import read_upload, source_of
 from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
 gradio = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
-
-
-def _app():
-    import msa_hf.demo.app
-
-    return msa_hf.demo.app
+from msa_hf.demo import app  # noqa: E402  (the page imports gradio: after the skip)
 
 
 def test_segment_follows_the_prompts():
-    session = _app().DemoSession(BoxFillSam(64))
+    session = DemoSession(BoxFillSam(64))
     image = np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)
     mask = session.segment(image, [], [10, 8, 30, 20])
     rows, cols = np.nonzero(mask)
@@ -40,7 +38,7 @@ def test_segment_follows_the_prompts():
 def test_segment_endpoint_through_gradio_client(tmp_path):
     from gradio_client import Client, handle_file
 
-    demo = _app().build_demo(BoxFillSam(64))
+    demo = app.build_demo(BoxFillSam(64))
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         image = np.zeros((48, 64, 3), np.uint8)
@@ -77,7 +75,7 @@ needs_chromium = pytest.mark.skipif(
 def demo_in_browser(model):
     """The demo around `model`, served on 127.0.0.1 and open in headless chromium: yields the page."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    demo = _app().build_demo(model)
+    demo = app.build_demo(model)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     try:
@@ -172,40 +170,38 @@ def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
     from msa_hf.data import axial_slices, load_nifti
     from msa_hf.testing import SCRAMBLED_AFFINE
 
-    app = _app()
     data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
-    volume = app.VolumeSession(str(tmp_path / "scan.nii.gz"), app.DemoSession(BoxFillSam(32)))
+    volume = VolumeSession(str(tmp_path / "scan.nii.gz"), DemoSession(BoxFillSam(32)))
     assert volume.slices.shape == (12, 20, 16) and volume.modality == "MR"
-    prompts = app.add_prompt(app.empty_prompts(), 8, 10, app.POSITIVE, volume.slices.shape[1:])
+    prompts = add_prompt(empty_prompts(), 8, 10, POSITIVE, volume.slices.shape[1:])
     view = volume.set_prompts(5, prompts)
     assert view.shape == (20, 16, 3)
     saved = nib.load(volume.save(str(tmp_path)))
     assert np.allclose(saved.affine, SCRAMBLED_AFFINE) and saved.shape == data.shape
     back = axial_slices(load_nifti(volume.save(str(tmp_path)), is_label=True).array)
     assert back[5][10, 8] == 1 and back.sum() == volume.masks.sum() and not back[4].any()
-    volume.set_prompts(5, app.undo_prompt(prompts))
+    volume.set_prompts(5, undo_prompt(prompts))
     assert not volume.masks.any()
 
 
 def test_prompt_state_clicks_boxes_and_undo():
-    app = _app()
-    prompts = app.add_prompt(app.empty_prompts(), 3, 4, app.POSITIVE, (20, 30))
-    prompts = app.add_prompt(prompts, 25, 15, app.BOX, (20, 30))
+    prompts = add_prompt(empty_prompts(), 3, 4, POSITIVE, (20, 30))
+    prompts = add_prompt(prompts, 25, 15, BOX, (20, 30))
     assert prompts["corner"] == [25, 15] and prompts["box"] is None
-    assert app.describe(prompts) == "1 click(s); box: click the opposite corner"
-    prompts = app.add_prompt(prompts, 10, 2, app.BOX, (20, 30))
+    assert describe(prompts) == "1 click(s); box: click the opposite corner"
+    prompts = add_prompt(prompts, 10, 2, BOX, (20, 30))
     assert prompts["box"] == [10, 2, 25, 15] and prompts["corner"] is None
-    prompts = app.add_prompt(prompts, 5, 6, app.NEGATIVE, (20, 30))
-    assert prompts["points"] == [[3, 4, 1], [5, 6, 0]] and app.describe(prompts) == "2 click(s), box"
-    prompts = app.undo_prompt(prompts)  # the negative click
+    prompts = add_prompt(prompts, 5, 6, NEGATIVE, (20, 30))
+    assert prompts["points"] == [[3, 4, 1], [5, 6, 0]] and describe(prompts) == "2 click(s), box"
+    prompts = undo_prompt(prompts)  # the negative click
     assert prompts["points"] == [[3, 4, 1]] and prompts["box"] == [10, 2, 25, 15]
-    prompts = app.undo_prompt(prompts)  # the box
-    assert prompts["box"] is None and app.undo_prompt(app.undo_prompt(prompts)) == app.empty_prompts()
+    prompts = undo_prompt(prompts)  # the box
+    assert prompts["box"] is None and undo_prompt(undo_prompt(prompts)) == empty_prompts()
     with pytest.raises(ValueError, match="outside the 30x20 image"):
-        app.add_prompt(prompts, 30, 5, app.POSITIVE, (20, 30))
+        add_prompt(prompts, 30, 5, POSITIVE, (20, 30))
     with pytest.raises(ValueError, match="unknown prompt mode"):
-        app.add_prompt(prompts, 1, 1, "lasso", (20, 30))
+        add_prompt(prompts, 1, 1, "lasso", (20, 30))
 
 
 def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
@@ -213,19 +209,18 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
 
     from msa_hf.testing import BrightInBoxSam
 
-    app = _app()
-    shown, raw, modality = app.read_upload(get_testdata_file("CT_small.dcm"))
+    shown, raw, modality = read_upload(get_testdata_file("CT_small.dcm"))
     assert modality == "CT" and shown.dtype == np.uint8 and raw.min() < -500 and shown.shape == raw.shape
     state = {"image": raw, "modality": modality, "shown": shown}
     on_screen = np.repeat(shown[..., None], 3, axis=-1)  # what the browser sends back
-    source, source_modality = app.source_of(on_screen, state)
+    source, source_modality = source_of(on_screen, state)
     assert source is raw or np.array_equal(source, raw)
     assert source_modality == "CT"
     other = on_screen.copy()
     other[0, 0] ^= 1  # an example or upload replaced the picture: segment what is shown
-    assert app.source_of(other, state)[1] == "other"
+    assert source_of(other, state)[1] == "other"
     # the CT window decides what is bright: the mask equals the windowed picture's bright part in the box
-    session = app.DemoSession(BrightInBoxSam(128))
+    session = DemoSession(BrightInBoxSam(128))
     mask = session.segment(raw, [], [20, 20, 100, 100], modality)
     from msa_hf.inference.image_encoding import image_to_pixel_values
 
@@ -235,33 +230,32 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
     assert np.array_equal(mask > 0, expected) and expected.any()
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match="not a supported image"):
-        app.read_upload(str(tmp_path / "notes.txt"))
+        read_upload(str(tmp_path / "notes.txt"))
     (tmp_path / "scan.nii.gz").write_bytes(b"")
     with pytest.raises(ValueError, match="volume"):
-        app.read_upload(str(tmp_path / "scan.nii.gz"))
+        read_upload(str(tmp_path / "scan.nii.gz"))
 
 
 def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     from msa_hf.testing import BrightInBoxSam, sphere_volume, write_dicom_series
 
-    app = _app()
     ball = sphere_volume(shape=(10, 32, 32), centre=(5, 15, 16), radius=4.0)
     write_dicom_series(tmp_path / "series", np.where(ball, 300, -1000).astype(np.int16))
     files = sorted(str(p) for p in (tmp_path / "series").iterdir())
-    volume = app.VolumeSession(files, app.DemoSession(BrightInBoxSam(32)))
+    volume = VolumeSession(files, DemoSession(BrightInBoxSam(32)))
     assert volume.modality == "CT" and volume.slices.shape == (10, 32, 32)
     expected = volume.slices > 0  # the ball, in the display orientation
     middle = int(np.argmax(expected.sum(axis=(1, 2))))
     rows, cols = np.nonzero(expected[middle])
-    prompts = app.add_prompt(app.empty_prompts(), cols.min(), rows.min(), app.BOX, (32, 32))
-    prompts = app.add_prompt(prompts, cols.max(), rows.max(), app.BOX, (32, 32))
+    prompts = add_prompt(empty_prompts(), cols.min(), rows.min(), BOX, (32, 32))
+    prompts = add_prompt(prompts, cols.max(), rows.max(), BOX, (32, 32))
     volume.set_prompts(middle, prompts)
     assert np.array_equal(volume.masks[middle], expected[middle])
     message = volume.propagate(middle)
     assert np.array_equal(volume.masks, expected), message
     assert message.startswith(f"propagated from slice {middle} to slices 1-9")
     with pytest.raises(ValueError, match="one NIfTI file"):
-        app.VolumeSession([str(tmp_path / "x.png")], app.DemoSession(BrightInBoxSam(32)))
+        VolumeSession([str(tmp_path / "x.png")], DemoSession(BrightInBoxSam(32)))
 
 
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
@@ -276,7 +270,7 @@ def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     model = load_task_adapters(
         fresh_sam(), {"liver": str(tmp_path / "liver"), "kidney": str(tmp_path / "kidney")}
     )
-    session = _app().DemoSession(model)
+    session = DemoSession(model)
     assert session.adapters == ["liver", "kidney"]
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     masks = {}
@@ -305,7 +299,7 @@ class CountingBoxFillSam(BoxFillSam):
 
 def test_pictures_are_encoded_once_on_upload_and_kept_for_several_visitors():
     model = CountingBoxFillSam(32)
-    session = _app().DemoSession(model, cache_size=2)
+    session = DemoSession(model, cache_size=2)
     first, second, third = (np.full((20, 20), value, np.uint8) for value in (10, 20, 30))
     session.prepare(first)
     assert model.encoded == 1
@@ -335,8 +329,8 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
     monkeypatch.setenv(
         "MSA_ADAPTERS", json.dumps({"liver": str(tmp_path / "liver"), "kidney": str(tmp_path / "kidney")})
     )
-    model = _app().load_model()
-    assert _app().DemoSession(model).adapters == ["liver", "kidney"]
+    model = app.load_model()
+    assert DemoSession(model).adapters == ["liver", "kidney"]
 
 
 def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeypatch, capsys):
@@ -349,7 +343,6 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     from msa_hf.cli import main
     from msa_hf.testing import fresh_sam, saved_msa_adapter
 
-    app = _app()
     served = []
 
     class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
@@ -369,7 +362,7 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
         main(["demo", str(tmp_path / "base"), "--adapter", f"liver={tmp_path / 'liver'}", "--port", "7999"])
         == 0
     )
-    assert app.DemoSession(served[-1]["model"]).adapters == ["liver"]
+    assert DemoSession(served[-1]["model"]).adapters == ["liver"]
     assert served[-1]["options"] == {"max_file_size": "500mb", "server_port": 7999, "share": False}
 
     monkeypatch.delenv("MSA_ADAPTERS")
@@ -391,14 +384,14 @@ def test_a_text_trained_model_segments_by_description(tmp_path):
     encoder.save_pretrained(tmp_path / "clip")
     model = text_model()
     model.config.text_encoder_name = str(tmp_path / "clip")
-    session = _app().DemoSession(model)
+    session = DemoSession(model)
     image = np.random.default_rng(0).integers(0, 255, (50, 60), dtype=np.uint8)
     mask = session.segment(image, [], None, text="grey matter")
     expected = text_prompted_mask(model, encoder, image, "grey matter")
     assert np.array_equal(mask > 0, expected)
     with pytest.raises(ValueError, match="add a click"):
         session.segment(image, [], None, text="  ")
-    demo = _app().build_demo(model)  # the text row is shown for this model
+    demo = app.build_demo(model)  # the text row is shown for this model
     assert any(getattr(block, "elem_id", None) == "text" for block in demo.blocks.values())
 
 
@@ -439,33 +432,31 @@ class _ScoredBrightInBox(BrightInBoxSam):
 
 
 def test_undo_on_a_propagated_slice_keeps_what_propagation_filled(tmp_path):
-    app = _app()
-    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    volume = VolumeSession(_ball_volume(tmp_path), DemoSession(_ScoredBrightInBox(32)))
     seed = volume.slices.shape[0] // 2
-    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, volume.slices.shape[1:])
-    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, volume.slices.shape[1:]))
+    box = add_prompt(empty_prompts(), 12, 10, BOX, volume.slices.shape[1:])
+    volume.set_prompts(seed, add_prompt(box, 22, 20, BOX, volume.slices.shape[1:]))
     volume.propagate(seed)
     filled = volume.masks.copy()
     other = seed + 2
     assert filled[other].any()
     # a prompt on a propagated slice, then its undo: the slice shows the propagated mask again, not nothing
-    corner = app.add_prompt(app.empty_prompts(), 14, 12, app.BOX, volume.slices.shape[1:])
-    clicked = app.add_prompt(corner, 16, 14, app.BOX, volume.slices.shape[1:])
+    corner = add_prompt(empty_prompts(), 14, 12, BOX, volume.slices.shape[1:])
+    clicked = add_prompt(corner, 16, 14, BOX, volume.slices.shape[1:])
     volume.set_prompts(other, clicked)
     assert not np.array_equal(volume.masks[other], filled[other])
-    volume.set_prompts(other, app.undo_prompt(clicked))
+    volume.set_prompts(other, undo_prompt(clicked))
     assert np.array_equal(volume.masks[other], filled[other])
     # undo on the seed removes the visitor's own segmentation there
-    volume.set_prompts(seed, app.empty_prompts())
+    volume.set_prompts(seed, empty_prompts())
     assert not volume.masks[seed].any()
 
 
 def test_propagation_says_why_it_stopped_and_keeps_to_the_slice_range(tmp_path):
-    app = _app()
-    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    volume = VolumeSession(_ball_volume(tmp_path), DemoSession(_ScoredBrightInBox(32)))
     seed = 8
-    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, volume.slices.shape[1:])
-    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, volume.slices.shape[1:]))
+    box = add_prompt(empty_prompts(), 12, 10, BOX, volume.slices.shape[1:])
+    volume.set_prompts(seed, add_prompt(box, 22, 20, BOX, volume.slices.shape[1:]))
     # through the whole volume, it stops where the ball ends, in each direction, and says so
     message = volume.propagate(seed)
     ball = np.flatnonzero(volume.slices.reshape(len(volume.slices), -1).max(axis=1) > 100)
@@ -490,18 +481,17 @@ def test_propagation_says_why_it_stopped_and_keeps_to_the_slice_range(tmp_path):
 
 
 def test_a_correction_on_another_slice_becomes_a_seed_of_the_next_propagation(tmp_path):
-    app = _app()
-    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(_ScoredBrightInBox(32)))
+    volume = VolumeSession(_ball_volume(tmp_path), DemoSession(_ScoredBrightInBox(32)))
     seed, other = 8, 11
     shape = volume.slices.shape[1:]
-    box = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, shape)
-    volume.set_prompts(seed, app.add_prompt(box, 22, 20, app.BOX, shape))
+    box = add_prompt(empty_prompts(), 12, 10, BOX, shape)
+    volume.set_prompts(seed, add_prompt(box, 22, 20, BOX, shape))
     volume.propagate(seed)
     above = volume.masks[other + 1].copy()
     # the visitor corrects slice 11 with a smaller box: that slice keeps it, and propagating again starts from
     # both slices, so the slices above 11 follow the correction
-    corner = app.add_prompt(app.empty_prompts(), 12, 10, app.BOX, shape)
-    volume.set_prompts(other, app.add_prompt(corner, 16, 20, app.BOX, shape))
+    corner = add_prompt(empty_prompts(), 12, 10, BOX, shape)
+    volume.set_prompts(other, add_prompt(corner, 16, 20, BOX, shape))
     corrected = volume.masks[other].copy()
     message = volume.propagate(seed)
     assert f"propagated from slices {seed}, {other}" in message and f"up from {other}" in message, message
@@ -513,7 +503,7 @@ def test_a_correction_on_another_slice_becomes_a_seed_of_the_next_propagation(tm
 def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
     from gradio_client import Client, handle_file
 
-    demo = _app().build_demo(BoxFillSam(64))
+    demo = app.build_demo(BoxFillSam(64))
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)
@@ -535,11 +525,10 @@ def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
 
 
 def test_sixteen_bit_pictures_are_shown_and_segmented_by_their_own_range(tmp_path):
-    app = _app()
     scan = np.full((40, 50), 1000, np.uint16)
     scan[10:30, 12:40] = 3000  # a 16-bit scan using a sliver of 0-65535
     Image.fromarray(scan).save(tmp_path / "scan.png")
-    shown, raw, modality = app.read_upload(str(tmp_path / "scan.png"))
+    shown, raw, modality = read_upload(str(tmp_path / "scan.png"))
     assert shown.dtype == np.uint8 and shown.min() == 0 and shown.max() == 255  # not a black picture
     from msa_hf.inference.image_encoding import image_to_pixel_values
 
@@ -550,18 +539,17 @@ def test_sixteen_bit_pictures_are_shown_and_segmented_by_their_own_range(tmp_pat
 
 
 def test_errors_name_the_visitors_file_never_the_servers_folder(tmp_path):
-    app = _app()
     upload = tmp_path / "gradio" / "0123abcd" / "broken.png"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ValueError) as raised:
-        app.read_upload(str(upload))
+        read_upload(str(upload))
     assert "broken.png" in str(raised.value) and str(tmp_path) not in str(raised.value)
     volume = tmp_path / "gradio" / "4567" / "scan.nii.gz"
     volume.parent.mkdir(parents=True)
     volume.write_bytes(b"\x1f\x8b broken gzip")
     with pytest.raises(ValueError) as raised:
-        app.VolumeSession([str(volume)], app.DemoSession(BoxFillSam(32)))
+        VolumeSession([str(volume)], DemoSession(BoxFillSam(32)))
     assert "scan.nii.gz" in str(raised.value) and str(tmp_path) not in str(raised.value)
 
 
@@ -602,7 +590,7 @@ def test_the_page_shows_any_of_sams_three_masks_with_scores_and_probabilities(tm
 
     model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
     randomize_weights(model, seed=0, std=0.1)
-    session = _app().DemoSession(model)
+    session = DemoSession(model)
     image = np.random.default_rng(4).integers(0, 255, (40, 50), dtype=np.uint8)
     reference = SegmentationPredictor(model)
     reference.set_image(image)
@@ -655,16 +643,15 @@ def test_the_volume_tab_shows_any_of_sams_three_masks_on_a_slice(tmp_path):
     from msa_hf.inference.volume_predictor import VolumePredictor
     from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
-    app = _app()
     model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
     randomize_weights(model, seed=0, std=0.1)
-    volume = app.VolumeSession(_ball_volume(tmp_path), app.DemoSession(model))
+    volume = VolumeSession(_ball_volume(tmp_path), DemoSession(model))
     reference = VolumePredictor(model)
     reference.set_volume(volume.slices, volume.modality)
     index = 8
     three = reference.predict_masks(index, Prompt(points=[[17, 15]]), multimask=True)
     assert not np.array_equal(three.logits[0] > 0, three.logits[2] > 0)  # three different masks
-    clicked = app.add_prompt(app.empty_prompts(), 17, 15, app.POSITIVE, volume.slices.shape[1:])
+    clicked = add_prompt(empty_prompts(), 17, 15, POSITIVE, volume.slices.shape[1:])
     for choice in range(3):
         volume.set_prompts(index, clicked, choice=choice)
         assert np.array_equal(volume.masks[index], three.logits[choice] > 0)
@@ -677,7 +664,7 @@ def test_the_volume_tab_shows_any_of_sams_three_masks_on_a_slice(tmp_path):
     volume.set_prompts(index, clicked)  # SAM's rule: the best by predicted IoU
     assert np.array_equal(volume.masks[index], three.logits[three.best] > 0)
     assert volume.describe(index).startswith("slice 8: 1 click(s); mask ")
-    volume.set_prompts(index, app.undo_prompt(clicked))
+    volume.set_prompts(index, undo_prompt(clicked))
     assert volume.describe(index) == "slice 8: no prompts" and not volume.masks[index].any()
     with pytest.raises(ValueError, match="mask choice"):
         volume.set_prompts(index, clicked, choice=3)

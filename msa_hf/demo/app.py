@@ -35,18 +35,14 @@ from msa_hf.demo.prompt_state import (
     undo_prompt,
 )
 from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession, mask_choice
-from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, display_image, read_upload, source_of
+from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 
 MAX_UPLOAD = "500mb"
 # axial slices of the MNI152 template, shipped with the package (their notice: README.md beside them)
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MASK_CHOICES = ["best", "1", "2", "3"]  # the radio's values: SAM's rule, or one of its three masks
-__all__ = [  # what tests and other code use from the app
-    "BOX", "NEGATIVE", "POSITIVE", "DemoSession", "VolumeSession", "add_prompt", "build_demo", "describe",
-    "display_image",
-    "empty_prompts", "load_model", "load_served", "read_upload", "serve", "source_of", "undo_prompt",
-]  # fmt: skip
+__all__ = ["EXAMPLES", "MAX_UPLOAD", "build_demo", "load_model", "load_served", "serve"]
 
 
 # ----------------------------------------------------------------------------------------- app
