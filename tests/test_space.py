@@ -353,6 +353,10 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
             served[-1]["options"] = options
 
     monkeypatch.setattr(app, "build_demo", Page)
+    # serve tunes its own process (the demo's volume limit, unless one is set; malloc keeping freed memory):
+    # not this one's
+    monkeypatch.setenv("MSA_HF_MAX_VOXELS", "1000000")
+    monkeypatch.setattr("msa_hf.inference.cpu_memory.keep_freed_memory", lambda: None)
     base = fresh_sam()
     base.save_pretrained(tmp_path / "base")
     saved_msa_adapter(tmp_path / "liver", seed=1)

@@ -409,7 +409,9 @@ def serve(
     **launch_options: Any,
 ) -> None:
     """Load the served model (`load_served(folder, model, adapters)`) and serve the page until interrupted.
-    `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`)."""
+    `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its own: it
+    sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed memory
+    mapped."""
     from msa_hf.inference.cpu_memory import keep_freed_memory
 
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
