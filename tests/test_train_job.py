@@ -76,8 +76,21 @@ def test_bases_that_cannot_load_say_why(tmp_path, monkeypatch):
     # the Hub client reads HF_HUB_OFFLINE when imported: set it where it is read, or each load retries the
     # network for most of a minute before failing
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(BaseLoadError, match="Hub id"):
+    with pytest.raises(BaseLoadError, match="Hub id") as refused:
         load_base("facebook/sam-vit-base", SamAdapterModel)
+    message = str(refused.value)
+    assert message.startswith("base facebook/sam-vit-base:") and "hf download" in message
+    assert message.endswith("or use --base tiny.")
+    with pytest.raises(BaseLoadError, match="Hub id") as refused:  # a model to run, not a base to train
+        load_base("facebook/sam-vit-base", SamAdapterModel, role="model")
+    assert str(refused.value).startswith("model facebook/sam-vit-base:")
+    assert str(refused.value).endswith("or use the shipped base, tiny.")
+    # a local folder that cannot be read is damaged, not a download to make
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.json").write_text("{not json")
+    with pytest.raises(BaseLoadError, match="save or download it again") as refused:
+        load_base(str(tmp_path / "damaged"), SamAdapterModel)
+    assert "Hub" not in str(refused.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(BaseLoadError, match="no config.json"):
         load_base(str(tmp_path / "empty"), SamAdapterModel)

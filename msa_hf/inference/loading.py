@@ -27,5 +27,5 @@ def load_for_inference(spec: str, model_class: Any = None) -> tuple[Any, MsaProc
         from msa_hf.modeling.modeling_msa import SamAdapterModel
 
         model_class = SamAdapterModel
-    model = load_base(spec, model_class).eval()
+    model = load_base(spec, model_class, role="model").eval()
     return model, MsaProcessor.from_pretrained(spec, model)

@@ -134,7 +134,7 @@ class TextEncoder:
         except OSError as error:
             raise OSError(
                 f"text encoder {name}: cannot be loaded ({error}). Download it where the Hub is reachable "
-                "(huggingface-cli download openai/clip-vit-base-patch32 --local-dir <folder>) and pass the folder."
+                "(hf download openai/clip-vit-base-patch32 --local-dir <folder>) and pass the folder."
             ) from error
         return cls(model, tokenizer, trainable)
 

@@ -44,12 +44,13 @@ def resolve_base(spec: str) -> str:
     return spec
 
 
-def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
+def load_base(spec: str, model_class: Any, role: str = "base", **config_overrides: Any) -> Any:
     """Load `spec` as `model_class` (`SamAdapterModel` or `SamModel`).
 
     Args:
         spec: "tiny", a folder in `save_pretrained` layout, a Hub id, or an original segment-anything /
             MedSAM `.pth`.
+        role: what `spec` is to the caller, as error messages name it ("base" to train on, "model" to run).
         config_overrides: adapter settings for `SamAdapterModel` (e.g. `use_depth_branch=True`).
     Raises:
         BaseLoadError: missing file/folder, unreachable Hub, or an unreadable checkpoint.
@@ -59,7 +60,7 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
     path = resolve_base(spec)
     if path.endswith(".pth"):
         if not Path(path).is_file():
-            raise BaseLoadError(f"base {spec}: no such file.")
+            raise BaseLoadError(f"{role} {spec}: no such file.")
         from msa_hf.modeling.convert import convert_segment_anything_checkpoint
 
         adapter_model = convert_segment_anything_checkpoint(path, **config_overrides)
@@ -72,30 +73,31 @@ def load_base(spec: str, model_class: Any, **config_overrides: Any) -> Any:
         return model
     local = Path(path)
     if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path):
-        raise BaseLoadError(f"base {spec}: no such folder (a Hub id looks like 'org/name').")
+        raise BaseLoadError(f"{role} {spec}: no such folder (a Hub id looks like 'org/name').")
     if local.exists() and not (local / "config.json").is_file():
-        raise BaseLoadError(f"base {spec}: {local} has no config.json; is it a save_pretrained folder?")
+        raise BaseLoadError(f"{role} {spec}: {local} has no config.json; is it a save_pretrained folder?")
     try:
         return model_class.from_pretrained(path, **config_overrides)
     except Exception as error:
         mismatch = _first_shape_mismatch(local, model_class, config_overrides) if local.exists() else None
         if mismatch is not None:
             raise BaseLoadError(
-                f"base {spec}: its config.json does not match its weights ({mismatch}); put back the "
+                f"{role} {spec}: its config.json does not match its weights ({mismatch}); put back the "
                 "config.json saved with these weights (save_pretrained writes both)."
             ) from error
-        if local.exists() and not isinstance(error, OSError):
+        if local.exists():
             # a damaged folder: a truncated safetensors file, a config that is not JSON, weights of another shape
             raise BaseLoadError(
-                f"base {spec}: {local} cannot be loaded ({type(error).__name__}: {error}). Its files "
+                f"{role} {spec}: {local} cannot be loaded ({type(error).__name__}: {error}). Its files "
                 "(model.safetensors, config.json) may be truncated or from another model; save or download it again."
             ) from error
         if not isinstance(error, OSError):
             raise
-        where = "folder" if local.exists() else "Hub id (is the Hub reachable? HF_HUB_OFFLINE set?)"
+        hint = "--base tiny" if role == "base" else "the shipped base, tiny"
         raise BaseLoadError(
-            f"base {spec}: cannot be loaded as a {where}: {error}. Download it where the Hub is reachable "
-            "(`huggingface-cli download <id> --local-dir <folder>`) and pass the folder, or use --base tiny."
+            f"{role} {spec}: cannot be loaded as a Hub id (is the Hub reachable? HF_HUB_OFFLINE set?): {error}. "
+            f"Download it where the Hub is reachable (`hf download <id> --local-dir <folder>`) and pass the "
+            f"folder, or use {hint}."
         ) from error
 
 
