@@ -148,7 +148,8 @@ def test_dataset_and_space_pushes(disk_dataset, hub):
     assert {"msa_hf/demo/examples/mni152_axial_a.png", "msa_hf/demo/examples/README.md"} <= shipped
 
 
-def test_a_space_of_your_own_folder_is_pushed_with_its_app(hub, tmp_path):
+def test_a_space_of_your_own_folder_is_pushed_with_its_app(hub, tmp_path, capsys):
+    from msa_hf.cli import main
     from msa_hf.hub.push import push_space
 
     with pytest.raises(FileNotFoundError, match="has no app.py"):
@@ -156,6 +157,10 @@ def test_a_space_of_your_own_folder_is_pushed_with_its_app(hub, tmp_path):
     (tmp_path / "app.py").write_text("print('my page')\n")
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "logo.svg").write_text("<svg/>")
+    assert (
+        main(["push-space", "org/mine", "org/msa-disks", "--space-folder", str(tmp_path), "--dry-run"]) == 0
+    )
+    assert "assets/logo.svg" in capsys.readouterr().out and ("space", "org/mine") not in hub.repos
     push_space("org/mine", "org/msa-disks", space_folder=tmp_path)
     files = hub.repos[("space", "org/mine")]["files"]
     assert files["app.py"] == b"print('my page')\n" and files["assets/logo.svg"] == b"<svg/>"

@@ -44,6 +44,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     space.add_argument("--adapter", action="append", default=[], metavar="NAME=REPO",
                        help="a task adapter (adapter-only repo) offered in the demo's menu; repeat for more")  # fmt: skip
+    space.add_argument(
+        "--space-folder", default=None,
+        help="a Space folder of your own to publish (its app.py and files) instead of msa_hf's demo page",
+    )  # fmt: skip
     space.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
     space.add_argument(
         "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
@@ -116,8 +120,9 @@ def _push_space(args: argparse.Namespace) -> int:
 
     adapters = _task_adapters(args.adapter)
     result = push_space(
-        args.space_repo_id, args.model, adapters=adapters or None, dry_run=args.dry_run, token=args.token
-    )
+        args.space_repo_id, args.model, space_folder=args.space_folder, adapters=adapters or None,
+        dry_run=args.dry_run, token=args.token,
+    )  # fmt: skip
     print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
     return 0
 
