@@ -1179,6 +1179,13 @@ def _(f):
     return ["push-space", "org/my demo", "org/model", "--dry-run"]
 
 
+@case("push-space", "a --space-folder without app.py", mentions=("app.py",))
+def _(f):
+    (f / "in" / "space").mkdir(parents=True)
+    (f / "in" / "space" / "README.md").write_text("my Space")
+    return ["push-space", "org/demo", "org/model", "--space-folder", str(f / "in" / "space"), "--dry-run"]
+
+
 @case("demo", "model folder does not exist", mentions=("nowhere",))
 def _(f):
     return ["demo", str(f / "in" / "nowhere")]
