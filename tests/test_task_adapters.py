@@ -47,3 +47,9 @@ def test_mixed_methods_misfits_and_empty_lists_are_refused(tmp_path):
         load_task_adapters(fresh_sam(), {"a": str(tmp_path / "msa"), "wide": str(tmp_path / "wide")})
     with pytest.raises(TaskAdapterError, match="at least one"):
         load_task_adapters(fresh_sam(), {})
+    # a missing folder, or a folder that is no adapter, named with the adapter it was given for
+    with pytest.raises(TaskAdapterError, match=r"task adapter 'gone': .*gone: no such folder"):
+        load_task_adapters(fresh_sam(), {"a": str(tmp_path / "msa"), "gone": str(tmp_path / "gone")})
+    fresh_sam().save_pretrained(tmp_path / "model")
+    with pytest.raises(TaskAdapterError, match=r"task adapter 'model': .*model has no adapter_config.json"):
+        load_task_adapters(fresh_sam(), {"model": str(tmp_path / "model")})

@@ -21,8 +21,10 @@ class TaskAdapterError(ValueError):
 def _adapter_config(peft_config: Any, name: str, location: str) -> Any:
     """The `PeftConfig` of task adapter `name` at `location` (a folder or Hub id), or a `TaskAdapterError`
     naming the adapter and what its folder lacks."""
+    from msa_hf.training.base_loading import is_missing_local_path
+
     local = Path(location)
-    if not local.exists() and (str(location).startswith((".", "/", "~")) or str(location).count("/") > 1):
+    if is_missing_local_path(str(location)):
         raise TaskAdapterError(
             f"task adapter {name!r}: {location}: no such folder (a Hub id looks like 'org/name')."
         )

@@ -27,6 +27,13 @@ def hub_id_of_base(spec: str) -> str | None:
     return spec if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) else None
 
 
+def is_missing_local_path(spec: str) -> bool:
+    """Whether `spec` is written as a local path (`./x`, `/x`, `~/x`, `a/b/c`, a backslash) that does not exist:
+    it cannot be a Hub id (`org/name`), so loading it is an error about a missing folder, not a download."""
+    written_as_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+    return written_as_path and not Path(spec).exists()
+
+
 def resolve_base(spec: str) -> str:
     """`"tiny"` -> the shipped base's folder; anything else unchanged."""
     from msa_hf.base_model.shipped import TINY_BASE
@@ -72,7 +79,7 @@ def load_base(spec: str, model_class: Any, role: str = "base", **config_override
         model.load_state_dict(adapter_model.state_dict(), strict=False)
         return model
     local = Path(path)
-    if not local.exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path):
+    if is_missing_local_path(path):
         raise BaseLoadError(f"{role} {spec}: no such folder (a Hub id looks like 'org/name').")
     if local.exists() and not (local / "config.json").is_file():
         raise BaseLoadError(f"{role} {spec}: {local} has no config.json; is it a save_pretrained folder?")
