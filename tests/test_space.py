@@ -329,7 +329,7 @@ def test_the_space_loads_a_base_with_task_adapters_from_its_settings(tmp_path, m
     monkeypatch.setenv(
         "MSA_ADAPTERS", json.dumps({"liver": str(tmp_path / "liver"), "kidney": str(tmp_path / "kidney")})
     )
-    model = app.load_model()
+    model, _ = app.load_served()
     assert DemoSession(model).adapters == ["liver", "kidney"]
 
 

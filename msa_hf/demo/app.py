@@ -42,7 +42,7 @@ MAX_UPLOAD = "500mb"
 # axial slices of the MNI152 template, shipped with the package (their notice: README.md beside them)
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MASK_CHOICES = ["best", "1", "2", "3"]  # the radio's values: SAM's rule, or one of its three masks
-__all__ = ["EXAMPLES", "MAX_UPLOAD", "build_demo", "load_model", "load_served", "serve"]
+__all__ = ["EXAMPLES", "MAX_UPLOAD", "build_demo", "load_served", "serve"]
 
 
 # ----------------------------------------------------------------------------------------- app
@@ -366,11 +366,6 @@ def segment_endpoint(session: DemoSession) -> None:
         "and/or `box` (JSON [x0, y0, x1, y1] or empty), with task adapter `adapter` (empty: the active "
         "one); returns the mask (0/255).",
     )  # fmt: skip
-
-
-def load_model(folder: str | Path | None = None) -> Any:
-    """The model the demo serves (see `load_served`)."""
-    return load_served(folder)[0]
 
 
 def load_served(
