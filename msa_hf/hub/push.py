@@ -343,8 +343,9 @@ def space_files(
 
     from msa_hf.hub.wheel import build_wheel
 
-    copied: dict[str, Path | bytes] = {"app.py": SPACE_APP.encode()}
-    if space_folder is not None:
+    if space_folder is None:
+        copied: dict[str, Path | bytes] = {"app.py": SPACE_APP.encode()}
+    else:
         folder = Path(space_folder)
         if not (folder / "app.py").is_file():
             raise FileNotFoundError(f"{folder} has no app.py: a Space folder needs the app it runs.")
