@@ -44,14 +44,22 @@ def _chosen(adapted: Answers, base: Answers, keep_adapted: torch.Tensor, scores:
     )
 
 
+def _answer(answers: Answers) -> torch.Tensor:
+    """`(B, P, h, w)` bool: each prompt's answer, its best-scoring mask (what the rules judge)."""
+    return best_scoring_masks(answers.pred_masks, answers.iou_scores) > 0
+
+
+def _clicks_in_answer(answers: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
+    """`(B, P, N)` bool: which of the prompt's clicks lie inside its answer."""
+    return clicks_inside(_answer(answers), size, prompts["input_points"])
+
+
 def _positives_inside(
     answers: Answers, prompts: dict[str, Any], size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(B, P)` positive clicks inside the best-scoring mask, and `(B, P)` positive clicks."""
-    masks = best_scoring_masks(answers.pred_masks, answers.iou_scores) > 0
     positive = prompts["input_labels"] == 1
-    inside = clicks_inside(masks, size, prompts["input_points"])
-    return (inside & positive).sum(-1), positive.sum(-1)
+    return (_clicks_in_answer(answers, prompts, size) & positive).sum(-1), positive.sum(-1)
 
 
 def _box_followed(adapted: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
@@ -115,8 +123,7 @@ def inside_the_base_answer(adapted: Answers, base: Answers, prompts: dict[str, A
     """The shipped rule, or an adapted answer lying (>= 90%) inside the base's answer to the same prompt (both
     see the same object; the adapted answer is its adapted extent)."""
     keep = _follows(adapted, prompts, size)
-    own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
-    theirs = best_scoring_masks(base.pred_masks, base.iou_scores) > 0
+    own, theirs = _answer(adapted), _answer(base)
     area = own.flatten(2).sum(-1)
     keep |= ((own & theirs).flatten(2).sum(-1) >= 0.9 * area) & (area > 0)
     return _chosen(adapted, base, keep)
@@ -127,7 +134,7 @@ def near_a_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size:
     answers at a quarter of the input's resolution, so it cannot place an edge more finely than that)."""
     if prompts["input_points"] is None:
         return shipped(adapted, base, prompts, size)
-    own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
+    own = _answer(adapted)
     grown = torch.nn.functional.max_pool2d(own.float().flatten(0, 1)[:, None], 3, 1, 1)[:, 0] > 0
     positive = prompts["input_labels"] == 1
     inside = clicks_inside(grown.view_as(own), size, prompts["input_points"])
@@ -147,8 +154,7 @@ def continues_the_previous_round(
     previous = prompts.get("input_masks")
     if previous is not None:
         previous = previous > 0  # (B, 1 or P, h, w)
-        own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
-        theirs = best_scoring_masks(base.pred_masks, base.iou_scores) > 0
+        own, theirs = _answer(adapted), _answer(base)
 
         def overlap(masks: torch.Tensor) -> torch.Tensor:
             joint = (masks & previous).flatten(2).sum(-1).float()
@@ -160,8 +166,7 @@ def continues_the_previous_round(
 
 def _clicks_agreeing(answers: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
     """`(B, P)`: the prompt's clicks the best-scoring mask agrees with (positive inside, negative outside)."""
-    masks = best_scoring_masks(answers.pred_masks, answers.iou_scores) > 0
-    inside = clicks_inside(masks, size, prompts["input_points"])
+    inside = _clicks_in_answer(answers, prompts, size)
     labels = prompts["input_labels"]
     return ((inside & (labels == 1)) | (~inside & (labels == 0))).sum(-1)
 
@@ -182,9 +187,8 @@ def agrees_with_more_clicks(adapted: Answers, base: Answers, prompts: dict[str, 
     does: a correction round may hand the session back to the adapted model."""
     keep = _follows(adapted, prompts, size)
     if prompts["input_points"] is not None:
-        own = best_scoring_masks(adapted.pred_masks, adapted.iou_scores) > 0
         more = _clicks_agreeing(adapted, prompts, size) > _clicks_agreeing(base, prompts, size)
-        keep |= more & own.flatten(2).any(-1)
+        keep |= more & _answer(adapted).flatten(2).any(-1)
     return _chosen(adapted, base, keep)
 
 
