@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-lowest lint format train train-tissue data base bench retention fallback-rules compare propagation clean
+.PHONY: setup test test-fast test-lowest test-oldest-torch lint format train train-tissue data base bench retention fallback-rules compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ $(LOWEST)/.installed: $(STAMP) .ci/lowest-bounds.txt
 
 test-lowest: $(LOWEST)/.installed
 	PYTHONPATH=$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
+
+# The oldest torch pyproject.toml allows, with the lowest versions of everything else, in a venv of its own,
+# then the fast tests (the compile tests skip there: --compile is refused below torch 2.7). PyPI's torch
+# for Linux is the CUDA build: this downloads about 4 GB, so it is a release check, not part of `make test`.
+OLDEST_TORCH := 2.5.1
+OLDEST := .oldest-torch
+$(OLDEST)/.installed: pyproject.toml .ci/lowest-bounds.txt
+	rm -rf $(OLDEST)
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q torch==$(OLDEST_TORCH)
+	$(OLDEST)/bin/python -m pip install -q torch==$(OLDEST_TORCH) ".[test,medical,demo,dicom,onnx]" -c .ci/lowest-bounds.txt
+	touch $@
+
+test-oldest-torch: $(OLDEST)/.installed
+	MSA_HF_BAD_INPUTS_PAGE=$(OLDEST)/bad-inputs.md $(OLDEST)/bin/python -m pytest -m "not slow and not ddp and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -115,4 +130,4 @@ propagation: runs/msa-mni152/model/config.json runs/depth-mni152/model/config.js
 	$(PY) -m benchmarks.propagation --model tiny --model runs/msa-mni152/model --model runs/depth-mni152/model
 
 clean:
-	rm -rf $(VENV) $(LOWEST) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(OLDEST) build *.egg-info .pytest_cache .ruff_cache

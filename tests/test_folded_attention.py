@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from torch_support import needs_compiling_torch
 from transformers import SamConfig, SamModel
 from transformers.models.sam.modeling_sam import SamVisionAttention, SamVisionSdpaAttention
 
@@ -159,7 +160,10 @@ def test_the_peft_method_and_the_trainers_other_methods_fold():
 
 
 def test_under_activation_checkpointing_the_sdpa_route_runs(monkeypatch):
-    # checkpointing keeps nothing of the forward: the narrow tensors would only add to the recomputation's peak
+    # checkpointing keeps nothing of the forward: the narrow tensors would only add to the recomputation's peak.
+    # torch 2.7 and older cannot tell that hooks are active: there the narrow route runs and only the values
+    # are checked
+    sees_hooks = hasattr(torch._C._autograd, "_top_saved_tensors_default_hooks")
     calls = []
     apply = folded_attention.FoldedFlashAttention.apply
     monkeypatch.setattr(
@@ -173,10 +177,13 @@ def test_under_activation_checkpointing_the_sdpa_route_runs(monkeypatch):
     checkpointed = torch.utils.checkpoint.checkpoint(
         folded_attention.folded_relative_position_attention, attention, tokens, use_reentrant=False
     )
-    assert len(calls) == 1  # neither the forward nor the recomputation took the narrow route
+    assert len(calls) == (
+        1 if sees_hooks else 2
+    )  # with hooks seen, the forward did not take the narrow route
     torch.testing.assert_close(checkpointed, plain)
     grads = [torch.autograd.grad(out.sum(), tokens)[0] for out in (plain, checkpointed)]
-    assert len(calls) == 1
+    if sees_hooks:
+        assert len(calls) == 1  # nor did the recomputation
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
 
 
@@ -212,6 +219,7 @@ def test_folded_inference_equals_transformers_path_and_runs_by_device():
     [("sam", "eval"), ("msa", "eval"), ("msa", "folded eval"), ("msa", "train"), ("msa", "train recompute"),
      ("msa-3d", "eval"), ("msa", "whole model train")],
 )  # fmt: skip
+@needs_compiling_torch
 def test_the_encoder_compiles_as_one_graph(kind, mode, monkeypatch):
     """torch.compile sees every path whole: no graph break in the image encoder (stock, MSA, 3-D; eval,
     the fold at inference, both narrow training routes) or in a whole MSA training forward with a box."""

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch_support import needs_compiling_torch
 
 from msa_hf.data import axial_slices, load_nifti
+from msa_hf.inference.placement import torch_compiles_sam
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor, predict_file, read_prompts
 from msa_hf.testing import SCRAMBLED_AFFINE, BoxFillSam
 
@@ -119,6 +121,10 @@ def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny
     assert written.shape == data.shape and np.allclose(written.affine, SCRAMBLED_AFFINE)
     assert "written:" in capsys.readouterr().out
     compiled_arguments = [*arguments[:-1], str(tmp_path / "compiled.nii.gz")]
+    if not torch_compiles_sam():  # refused, before anything is written
+        assert main([*compiled_arguments, "--slice", "5", "--box", "2", "2", "12", "15", "--compile"]) != 0
+        assert "needs torch" in capsys.readouterr().err and not (tmp_path / "compiled.nii.gz").exists()
+        return
     assert (
         main([*compiled_arguments, "--slice", "5", "--box", "2", "2", "12", "15", "--propagate", "--compile"])
         == 0
@@ -127,6 +133,7 @@ def test_predict_command_on_a_dicom_image_and_a_propagated_volume(tmp_path, tiny
     assert (nib.load(tmp_path / "compiled.nii.gz").get_fdata() != written.get_fdata()).mean() < 1e-3
 
 
+@needs_compiling_torch
 def test_a_compiled_encoder_gives_the_same_embedding(tiny_base, capsys):
     from msa_hf import SamAdapterModel
 

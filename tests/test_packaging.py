@@ -45,6 +45,18 @@ def test_lowest_bounds_file_installs_exactly_the_lower_bounds():
     assert project["requires-python"] == ">=3.11,<3.14"
 
 
+def test_the_oldest_torch_run_installs_the_torch_lower_bound():
+    (torch_requirement,) = [
+        r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if _name(r) == "torch"
+    ]  # fmt: skip
+    bound = re.search(r">=\s*([\w.]+)", torch_requirement).group(1)
+    oldest = re.search(r"^OLDEST_TORCH := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    assert oldest.startswith(f"{bound}."), (
+        f"pyproject says torch>={bound}, make test-oldest-torch installs {oldest}"
+    )
+
+
 @pytest.mark.slow
 def test_an_installed_msa_hf_serves_and_publishes_the_demo(tmp_path):
     """pip's wheel of this checkout, installed into a folder away from it (no `spaces/` beside the package),

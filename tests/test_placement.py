@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.inference.placement import resolve_placement
 from msa_hf.inference.predictor import Prompt, SegmentationPredictor
-from msa_hf.testing import randomize_weights
+from msa_hf.testing import randomize_weights, tiny_sam_kwargs
 
 
 def test_defaults_and_bad_values():
@@ -66,8 +69,10 @@ def test_evaluation_in_bfloat16_matches_float32_to_bf16_tolerance(tiny_base, dis
             assert abs(row["dice"] - tables["bfloat16"][protocol][name]["dice"]) < 0.03
 
 
-def test_the_encoder_compiles_by_default_only_where_it_pays():
+def test_the_encoder_compiles_by_default_only_where_it_pays(monkeypatch):
     from msa_hf.inference.placement import COMPILE_PAYS_FROM_IMAGES, Placement, compile_by_default
+
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu128")  # a torch that compiles the encoder
 
     gpu, cpu = Placement(torch.device("cuda"), torch.bfloat16), Placement(torch.device("cpu"), torch.float32)
     assert compile_by_default(None, gpu, lambda: COMPILE_PAYS_FROM_IMAGES)
@@ -85,6 +90,31 @@ def test_the_encoder_compiles_by_default_only_where_it_pays():
         False, gpu, count
     )  # the user's word
     assert counted == []  # the images (a batch job's headers) are counted only when the count decides
+
+
+@pytest.mark.parametrize("version", ["2.5.1+cu124", "2.6.0", "2.7.0a0+git1234", "2.7.1+cpu", "2.13.0"])
+def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when_asked(version, monkeypatch):
+    from msa_hf.inference.placement import Placement, compile_by_default, compile_image_encoder
+    from msa_hf.training.config import TrainConfig
+
+    monkeypatch.setattr(torch, "__version__", version)
+    gpu = Placement(torch.device("cuda"), torch.bfloat16)
+    model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
+    if version.startswith(("2.5", "2.6")):
+        assert not compile_by_default(None, gpu, lambda: 10**6)  # a large GPU job stays eager
+        for refused in (
+            lambda: compile_by_default(True, gpu, lambda: 1),
+            lambda: compile_image_encoder(model),
+            lambda: TrainConfig(compile=True),
+        ):
+            with pytest.raises(
+                ValueError, match=f"needs torch 2.7 or newer; this is torch {re.escape(version)}"
+            ):
+                refused()
+        assert model.vision_encoder._compiled_call_impl is None  # refused before anything was compiled
+    else:
+        assert compile_by_default(None, gpu, lambda: 10**6) and compile_by_default(True, gpu, lambda: 1)
+        assert TrainConfig(compile=True).compile
 
 
 @pytest.mark.parametrize("requested", [None, True, False])

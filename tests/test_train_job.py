@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch_support import needs_compiling_torch
 from transformers import SamModel
 
 from msa_hf.data import prepare_dataset
@@ -405,6 +406,7 @@ def test_keeping_the_frozen_mlp_activations_trains_the_same_weights(
 
 
 @pytest.mark.slow
+@needs_compiling_torch
 def test_compiled_training_trains_the_same_weights(tiny_base, disk_dataset, tmp_path):
     plain = run_training(_config(tiny_base, disk_dataset, tmp_path / "plain", steps=2, eval_every=100))
     compiled = run_training(_config(tiny_base, disk_dataset, tmp_path / "compiled", steps=2, eval_every=100,
@@ -509,7 +511,12 @@ def test_resuming_with_other_settings_is_refused_and_the_record_kept(tmp_path):
     record = tmp_path / "run" / "train_config.yaml"
     record.write_text(recorded.to_yaml())
     same = _config(
-        tmp_path / "base", tmp_path / "data", tmp_path / "run", resume="latest", eval_every=1, compile=True
+        tmp_path / "base",
+        tmp_path / "data",
+        tmp_path / "run",
+        resume="latest",
+        eval_every=1,
+        gradient_checkpointing=True,
     )
     check_resume_config(same, tmp_path / "run")  # reporting settings may change
     other = _config(

@@ -239,7 +239,8 @@ def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the image encoder; its first call waits for the compilation (default: on a GPU "
-             "when the job encodes enough images or slices to repay it, several thousand; off on the CPU)",
+             "when the job encodes enough images or slices to repay it, several thousand; off on the CPU). "
+             "Needs torch 2.7 or newer",
     )  # fmt: skip
     parser.add_argument(
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"

@@ -83,13 +83,51 @@ def resolve_placement(
 COMPILE_PAYS_FROM_IMAGES = 8000
 
 
+# torch.compile of transformers' SAM image encoder (stock or ours) fails while dynamo traces it on torch 2.6
+# and older: a NameError inside transformers' output-capturing wrapper (seen on torch 2.5.1 and 2.6.0 with
+# transformers 5.17 and 5.25); from torch 2.7 the encoder compiles, as one graph
+COMPILE_NEEDS_TORCH = "2.7"
+
+
+def torch_compiles_sam() -> bool:
+    """Whether this torch can `torch.compile` the SAM image encoder (torch `COMPILE_NEEDS_TORCH` or newer)."""
+    from packaging.version import Version
+
+    return Version(Version(torch.__version__).base_version) >= Version(COMPILE_NEEDS_TORCH)
+
+
+def check_torch_compiles_sam(option: str) -> None:
+    """Refuse a compilation the user asked for (`option` names how they asked) on a torch that cannot do it.
+
+    Raises:
+        ValueError: torch older than `COMPILE_NEEDS_TORCH`.
+    """
+    if not torch_compiles_sam():
+        raise ValueError(
+            f"{option}: torch.compile of the SAM image encoder needs torch {COMPILE_NEEDS_TORCH} or newer; this is "
+            f"torch {torch.__version__}, on which it fails while tracing. Upgrade torch, or run without it "
+            "(the results are the same, only slower on a GPU)."
+        )
+
+
 def compile_by_default(requested: bool | None, placement: Placement, count_images: Callable[[], int]) -> bool:
     """Whether to `torch.compile` the image encoder: `requested` when the user said (True / False), else on
-    a GPU for a job that encodes at least `COMPILE_PAYS_FROM_IMAGES` images (slices count one each).
-    `count_images` is called only then (counting a batch job's inputs reads every header)."""
+    a GPU for a job that encodes at least `COMPILE_PAYS_FROM_IMAGES` images (slices count one each), where
+    this torch can (`torch_compiles_sam`). `count_images` is called only then (counting a batch job's inputs
+    reads every header).
+
+    Raises:
+        ValueError: `requested` True on a torch that cannot compile the encoder.
+    """
+    if requested:
+        check_torch_compiles_sam("compile_encoder=True (--compile)")
     if requested is not None:
         return requested
-    return placement.device.type == "cuda" and count_images() >= COMPILE_PAYS_FROM_IMAGES
+    return (
+        placement.device.type == "cuda"
+        and torch_compiles_sam()
+        and count_images() >= COMPILE_PAYS_FROM_IMAGES
+    )
 
 
 def compile_image_encoder(model: torch.nn.Module) -> None:
@@ -101,6 +139,7 @@ def compile_image_encoder(model: torch.nn.Module) -> None:
     encoder = model.vision_encoder
     if getattr(encoder, "_compiled_call_impl", None) is not None:  # compiled already (an earlier predictor)
         return
+    check_torch_compiles_sam("compile_encoder=True (--compile)")
     encoder.compile()
     compiled = getattr(encoder, "_compiled_call_impl", None)
     if compiled is None:  # a torch that compiles modules another way: compiled, just not timed

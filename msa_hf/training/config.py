@@ -97,7 +97,10 @@ class TrainConfig:
         metadata={"help": "structures to adapt to, by name or label value, comma-separated (default: all)"},
     )
     compile: bool = field(
-        default=False, metadata={"help": "torch.compile the model (inductor; compiles on the first steps)"}
+        default=False,
+        metadata={
+            "help": "torch.compile the model (inductor; compiles on the first steps; torch 2.7 or newer)"
+        },
     )
     eval_every: int = field(default=200, metadata={"help": "steps between validations"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between saved states"})
@@ -211,8 +214,11 @@ class TrainConfig:
                 "text_prompts needs method='msa' and a text_encoder (e.g. openai/clip-vit-base-patch32)."
             )
         from msa_hf.data.transforms import check_ct_window
+        from msa_hf.inference.placement import check_torch_compiles_sam
 
         check_ct_window(self.window)
+        if self.compile:
+            check_torch_compiles_sam("compile=True (--compile)")
 
     def to_yaml(self) -> str:
         import yaml
