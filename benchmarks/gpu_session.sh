@@ -120,11 +120,15 @@ PY
 batch=${PIPESTATUS[0]}
 # train.py end to end (workers, pinned memory, the whole job's images/s beside the bare step of the suite's
 # table) and msa-hf evaluate on the GPU, on a generated 1024 px dataset. train.py needs HF Datasets; a machine
-# without it and without the internet installs it from WHEELHOUSE (made elsewhere with `pip download
-# --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d wheels datasets`), else the
-# step says it did not run
+# without it and without the internet installs the wheels in WHEELHOUSE, exactly those (--no-deps): datasets and
+# the two packages it needs that such an image lacks, made elsewhere with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d wheels datasets==4.0.0 dill==0.3.8 multiprocess==0.70.16
+# (750 KB). Letting pip resolve datasets' dependencies instead fetches 90 MB, with a huggingface_hub 2.x that
+# would shadow the machine's own and that transformers 5.17 refuses. Without datasets the step says it did
+# not run
 if ! "$python" -c "import datasets" 2>/dev/null && [ -n "${WHEELHOUSE:-}" ]; then
-    "$python" -m pip install -q --no-index --find-links "$WHEELHOUSE" --target /tmp/msa-hf-site-packages datasets \
+    "$python" -m pip install -q --no-index --no-deps --target /tmp/msa-hf-site-packages "$WHEELHOUSE"/*.whl \
         2>&1 | tail -3 | tee -a "$log"
     export PYTHONPATH="$PYTHONPATH:/tmp/msa-hf-site-packages"
 fi
