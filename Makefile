@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast test-lowest test-oldest-torch lint format train train-tissue data base bench retention fallback-rules compare propagation clean
+.PHONY: setup test test-fast test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,20 +37,37 @@ $(LOWEST)/.installed: $(STAMP) .ci/lowest-bounds.txt
 test-lowest: $(LOWEST)/.installed
 	PYTHONPATH=$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
 
-# The oldest torch pyproject.toml allows, with the lowest versions of everything else, in a venv of its own,
-# then the fast tests (the compile tests skip there: --compile is refused below torch 2.7). PyPI's torch
-# for Linux is the CUDA build: this downloads about 4 GB, so it is a release check, not part of `make test`.
+# Release checks, not part of `make test`: the fast tests on other stacks of library versions, each in a venv
+# of its own (PyPI's torch for Linux is the CUDA build: each downloads about 4 GB). `test-oldest-torch`: the
+# oldest torch pyproject.toml allows with the lowest versions of everything else (the compile tests skip there:
+# --compile is refused below torch 2.7). `test-gpu-image`: the versions of the GPU image the benchmarks run on
+# (.ci/gpu-image.txt), torchvision included, which the project's own venv leaves out. A run writes its
+# bad-inputs page into its venv, not over docs/ (messages differ between versions).
 OLDEST_TORCH := 2.5.1
 OLDEST := .oldest-torch
+GPU_IMAGE := .gpu-image
+
+# $(1): the venv folder, $(2): torch's pin (and torchvision's), $(3): the constraints for everything else
+define other_stack
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q $(2)
+	$(1)/bin/python -m pip install -q $(2) ".[test,medical,demo,dicom,onnx]" -c $(3)
+	touch $(1)/.installed
+endef
+FAST_TESTS = -m pytest -m "not slow and not ddp and not browser"
+
 $(OLDEST)/.installed: pyproject.toml .ci/lowest-bounds.txt
-	rm -rf $(OLDEST)
-	$(PYTHON) -m venv $(OLDEST)
-	$(OLDEST)/bin/python -m pip install -q torch==$(OLDEST_TORCH)
-	$(OLDEST)/bin/python -m pip install -q torch==$(OLDEST_TORCH) ".[test,medical,demo,dicom,onnx]" -c .ci/lowest-bounds.txt
-	touch $@
+	$(call other_stack,$(OLDEST),torch==$(OLDEST_TORCH),.ci/lowest-bounds.txt)
+
+$(GPU_IMAGE)/.installed: pyproject.toml .ci/gpu-image.txt
+	$(call other_stack,$(GPU_IMAGE),$(shell grep '^torch' .ci/gpu-image.txt),.ci/gpu-image.txt)
 
 test-oldest-torch: $(OLDEST)/.installed
-	MSA_HF_BAD_INPUTS_PAGE=$(OLDEST)/bad-inputs.md $(OLDEST)/bin/python -m pytest -m "not slow and not ddp and not browser"
+	MSA_HF_BAD_INPUTS_PAGE=$(OLDEST)/bad-inputs.md $(OLDEST)/bin/python $(FAST_TESTS)
+
+test-gpu-image: $(GPU_IMAGE)/.installed
+	MSA_HF_BAD_INPUTS_PAGE=$(GPU_IMAGE)/bad-inputs.md $(GPU_IMAGE)/bin/python $(FAST_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -130,4 +147,4 @@ propagation: runs/msa-mni152/model/config.json runs/depth-mni152/model/config.js
 	$(PY) -m benchmarks.propagation --model tiny --model runs/msa-mni152/model --model runs/depth-mni152/model
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(OLDEST) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(OLDEST) $(GPU_IMAGE) build *.egg-info .pytest_cache .ruff_cache

@@ -1,11 +1,13 @@
-"""Import the original segment-anything package (PyPI `segment-anything`) without torchvision.
+"""Import the original segment-anything package (PyPI `segment-anything`), with or without torchvision.
 
 Its package __init__ imports torchvision through the automatic mask generator and resize transforms;
-only `segment_anything.modeling` is used here, so empty stand-ins for those modules suffice (docs/stack-notes.md).
+only `segment_anything.modeling` is used here, so where torchvision is not installed, empty stand-ins for
+those modules suffice while it imports (docs/stack-notes.md). Where it is, the real one is left alone.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from functools import partial
@@ -20,26 +22,28 @@ _STAND_INS = (
     "torchvision.transforms",
     "torchvision.transforms.functional",
 )
-_installed = [name for name in _STAND_INS if name not in sys.modules]
-for _name in _installed:
-    sys.modules[_name] = types.ModuleType(_name)
-sys.modules["torchvision.ops.boxes"].batched_nms = None
-sys.modules["torchvision.ops.boxes"].box_area = None
-sys.modules["torchvision.transforms.functional"].resize = None
-sys.modules["torchvision.transforms.functional"].to_pil_image = None
-
-from segment_anything.modeling import (  # noqa: E402
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
-
-# Remove the stand-ins again: other libraries probe for torchvision (datasets calls find_spec, which
-# fails on a module without __spec__) and must keep seeing it as absent.
-for _name in _installed:
-    del sys.modules[_name]
+if importlib.util.find_spec("torchvision") is not None:  # the real one is there: nothing to stand in for
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+else:
+    for _name in _STAND_INS:
+        sys.modules[_name] = types.ModuleType(_name)
+    sys.modules["torchvision.ops.boxes"].batched_nms = None
+    sys.modules["torchvision.ops.boxes"].box_area = None
+    sys.modules["torchvision.transforms.functional"].resize = None
+    sys.modules["torchvision.transforms.functional"].to_pil_image = None
+    try:
+        from segment_anything.modeling import (
+            ImageEncoderViT,
+            MaskDecoder,
+            PromptEncoder,
+            Sam,
+            TwoWayTransformer,
+        )
+    finally:
+        # Remove the stand-ins again: other libraries probe for torchvision (datasets calls find_spec, which
+        # fails on a module without __spec__) and must keep seeing it as absent.
+        for _name in _STAND_INS:
+            del sys.modules[_name]
 
 
 def build_tiny_original_sam(seed: int = 0) -> Sam:

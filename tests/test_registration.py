@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,7 @@ def test_mask_generation_pipeline_loads_an_msa_model(tmp_path):
     from msa_hf.processing.processor import MsaProcessor
 
     model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs())).eval()
-    randomize_weights(model, seed=3)
+    randomize_weights(model, seed=3, include_adapters=True)
     model.save_pretrained(tmp_path)
     MsaProcessor.for_model(model).save_pretrained(tmp_path)
     generator = pipeline("mask-generation", model=str(tmp_path), device="cpu")
@@ -63,6 +64,20 @@ def test_mask_generation_pipeline_loads_an_msa_model(tmp_path):
     # transformers' automatic mask generation de-duplicates masks with torchvision's NMS
     pytest.importorskip("torchvision", reason="the pipeline's post-processing needs torchvision")
     from PIL import Image
+    from transformers import SamModel
 
-    image = Image.fromarray(torch.randint(0, 255, (48, 40, 3), dtype=torch.uint8).numpy())
-    assert len(generator(image, points_per_batch=16)["masks"]) > 0
+    # with its adapters silent (each adds its up-projection of zero) the MSA model is SAM on the same weights,
+    # so the pipeline must find the same masks with either; no mask is filtered out by score (random weights)
+    for name, parameter in generator.model.named_parameters():
+        if ".up." in name:
+            parameter.data.zero_()
+    sam = SamModel(generator.model.config)
+    sam.load_state_dict(generator.model.state_dict(), strict=False)
+    stock = pipeline(
+        "mask-generation", model=sam.eval(), image_processor=generator.image_processor, device="cpu"
+    )
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype=np.uint8))
+    options = dict(points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    ours, theirs = generator(image, **options)["masks"], stock(image, **options)["masks"]
+    assert len(ours) > 0 and len(ours) == len(theirs)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
