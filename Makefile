@@ -38,11 +38,11 @@ test-lowest: $(LOWEST)/.installed
 	PYTHONPATH=$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
 
 # Release checks, not part of `make test`: the fast tests on other stacks of library versions, each in a venv
-# of its own (PyPI's torch for Linux is the CUDA build: each downloads about 4 GB). `test-oldest-torch`: the
-# oldest torch pyproject.toml allows with the lowest versions of everything else (the compile tests skip there:
-# --compile is refused below torch 2.7). `test-gpu-image`: the versions of the GPU image the benchmarks run on
-# (.ci/gpu-image.txt), torchvision included, which the project's own venv leaves out. A run writes its
-# bad-inputs page into its venv, not over docs/ (messages differ between versions).
+# of its own (PyPI's torch for Linux is the CUDA build: each downloads about 4 GB and takes about 6 GB of
+# disk). `test-oldest-torch`: the oldest torch pyproject.toml allows with the lowest versions of everything
+# else (the compile tests skip there: --compile is refused below torch 2.7). `test-gpu-image`: the versions of
+# the GPU image the benchmarks run on (.ci/gpu-image.txt), torchvision included, which the project's own venv
+# leaves out. A run writes its bad-inputs page into its venv, not over docs/ (messages differ between versions).
 OLDEST_TORCH := 2.5.1
 OLDEST := .oldest-torch
 GPU_IMAGE := .gpu-image
@@ -52,7 +52,7 @@ define other_stack
 	rm -rf $(1)
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q $(2)
-	$(1)/bin/python -m pip install -q $(2) ".[test,medical,demo,dicom,onnx]" -c $(3)
+	$(1)/bin/python -m pip install -q $(2) "setuptools>=68" ".[test,medical,demo,dicom,onnx]" -c $(3)
 	touch $(1)/.installed
 endef
 FAST_TESTS = -m pytest -m "not slow and not ddp and not browser"
