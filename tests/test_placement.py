@@ -93,7 +93,9 @@ def test_the_encoder_compiles_by_default_only_where_it_pays(monkeypatch):
 
 
 @pytest.mark.parametrize("version", ["2.5.1+cu124", "2.6.0", "2.7.0a0+git1234", "2.7.1+cpu", "2.13.0"])
-def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when_asked(version, monkeypatch):
+def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when_asked(
+    version, monkeypatch, capsys
+):
     from msa_hf.inference.placement import Placement, compile_by_default, compile_image_encoder
     from msa_hf.training.config import TrainConfig
 
@@ -101,7 +103,9 @@ def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when
     gpu = Placement(torch.device("cuda"), torch.bfloat16)
     model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
     if version.startswith(("2.5", "2.6")):
-        assert not compile_by_default(None, gpu, lambda: 10**6)  # a large GPU job stays eager
+        assert not compile_by_default(None, gpu, lambda: 10**6)  # a large GPU job stays eager, and says why
+        assert f"needs torch 2.7 or newer (this is torch {version})" in capsys.readouterr().err
+        assert not compile_by_default(None, gpu, lambda: 10) and not capsys.readouterr().err  # would not pay
         for refused in (
             lambda: compile_by_default(True, gpu, lambda: 1),
             lambda: compile_image_encoder(model),
@@ -114,6 +118,7 @@ def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when
         assert model.vision_encoder._compiled_call_impl is None  # refused before anything was compiled
     else:
         assert compile_by_default(None, gpu, lambda: 10**6) and compile_by_default(True, gpu, lambda: 1)
+        assert not capsys.readouterr().err
         assert TrainConfig(compile=True).compile
 
 
