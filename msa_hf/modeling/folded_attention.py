@@ -225,6 +225,8 @@ def _folded_sdpa(
 
 # the CPU flash kernel's backward entry point, looked up once (the check runs in every block of every step)
 _HAS_CPU_FLASH_BACKWARD = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
+# the innermost saved-tensor hooks, where this torch can tell (2.8 and newer); likewise looked up once
+_TOP_SAVED_TENSOR_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
 _NARROW_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -236,8 +238,7 @@ def _saved_tensor_hooks_active() -> bool:
     little higher."""
     if torch.compiler.is_compiling():  # a compiled graph plans its own saved tensors
         return False
-    top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-    return top_hooks is not None and top_hooks(False) is not None
+    return _TOP_SAVED_TENSOR_HOOKS is not None and _TOP_SAVED_TENSOR_HOOKS(False) is not None
 
 
 def _narrow_route(query: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> type | None:
