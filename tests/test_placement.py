@@ -106,8 +106,9 @@ def test_a_torch_that_cannot_compile_the_encoder_never_compiles_and_refuses_when
         assert not compile_by_default(None, gpu, lambda: 10**6)  # a large GPU job stays eager, and says why
         assert f"needs torch 2.7 or newer (this is torch {version})" in capsys.readouterr().err
         assert not compile_by_default(None, gpu, lambda: 10) and not capsys.readouterr().err  # would not pay
+        assert compile_by_default(True, gpu, lambda: 1)  # the user's word; refused where it compiles:
         for refused in (
-            lambda: compile_by_default(True, gpu, lambda: 1),
+            lambda: SegmentationPredictor(model, compile_encoder=True, device="cpu"),
             lambda: compile_image_encoder(model),
             lambda: TrainConfig(compile=True),
         ):

@@ -116,13 +116,10 @@ def compile_by_default(requested: bool | None, placement: Placement, count_image
     this torch can (`torch_compiles_sam`). `count_images` is called only then (counting a batch job's inputs
     reads every header).
 
-    Where it would pay but this torch cannot, says so on stderr (the job runs, slower).
-
-    Raises:
-        ValueError: `requested` True on a torch that cannot compile the encoder.
+    Where it would pay but this torch cannot, says so on stderr (the job runs, slower). A request (True) on
+    such a torch is refused where the compiling happens, `compile_image_encoder`, which every caller reaches
+    before it encodes anything.
     """
-    if requested:
-        check_torch_compiles_sam("compile_encoder=True (--compile)")
     if requested is not None:
         return requested
     if placement.device.type != "cuda" or count_images() < COMPILE_PAYS_FROM_IMAGES:
@@ -142,7 +139,10 @@ def compile_by_default(requested: bool | None, placement: Placement, count_image
 
 def compile_image_encoder(model: torch.nn.Module) -> None:
     """`torch.compile` `model.vision_encoder` in place (parameter names and `save_pretrained` unchanged),
-    and say once, on stderr, how long its first call (the compilation) took."""
+    and say once, on stderr, how long its first call (the compilation) took.
+
+    Raises:
+        ValueError: a torch that cannot compile the encoder (`check_torch_compiles_sam`)."""
     import sys
     import time
 
