@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the fast tests (`make test-fast`), which the lowest-bounds and other-stack runs run too
+FAST_TESTS := -m pytest -m "not slow and not ddp and not browser"
 
 .PHONY: setup test test-fast test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules compare propagation clean
 
@@ -24,7 +26,7 @@ test: $(STAMP)
 
 # The edit loop: everything except the slow, multi-process and browser tests (about a minute and a half).
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
+	$(VENV)/bin/python $(FAST_TESTS)
 
 # The lowest versions pyproject.toml allows (.ci/lowest-bounds.txt), installed over the pinned environment
 # into .lowest/ and put first on the path, then the fast tests.
@@ -35,7 +37,7 @@ $(LOWEST)/.installed: $(STAMP) .ci/lowest-bounds.txt
 	touch $@
 
 test-lowest: $(LOWEST)/.installed
-	PYTHONPATH=$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow and not ddp and not browser"
+	PYTHONPATH=$(LOWEST) $(VENV)/bin/python $(FAST_TESTS)
 
 # Release checks, not part of `make test`: the fast tests on other stacks of library versions, each in a venv
 # of its own (PyPI's torch for Linux is the CUDA build: each downloads about 4 GB and takes about 6 GB of
@@ -55,7 +57,6 @@ define other_stack
 	$(1)/bin/python -m pip install -q $(2) "setuptools>=68" ".[test,medical,demo,dicom,onnx]" -c $(3)
 	touch $(1)/.installed
 endef
-FAST_TESTS = -m pytest -m "not slow and not ddp and not browser"
 
 $(OLDEST)/.installed: pyproject.toml .ci/lowest-bounds.txt
 	$(call other_stack,$(OLDEST),torch==$(OLDEST_TORCH),.ci/lowest-bounds.txt)
