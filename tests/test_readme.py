@@ -1,5 +1,5 @@
 """The documentation's Python snippets run as written (offline, on the tiny SAM they build): the README's
-`python` blocks and those of docs/*.md, in that order."""
+`python` blocks and those of docs/*.md, in that order; and its links lead to pages that exist."""
 
 from __future__ import annotations
 
@@ -35,3 +35,23 @@ def test_readme_parameter_table_is_the_computed_one():
 
     # Regenerate with `msa-hf params` when the adapters change.
     assert parameter_table_markdown() in (REPO / "docs" / "benchmarks.md").read_text()
+
+
+def relative_links(page: Path) -> list[str]:
+    """The link targets of a Markdown page that point into the repository (no scheme, anchors dropped)."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+    return [target for target in targets if "://" not in target and not target.startswith("mailto:")]
+
+
+def test_documentation_links_resolve():
+    # pages move (a section becomes a page of its own); a link left behind is a dead end for a reader
+    pages = [README, *DOCS]
+    assert relative_links(README), "no link found in the README: the link pattern no longer matches"
+    dead = [f"{page.name}: {target}" for page in pages for target in relative_links(page)
+            if not (page.parent / target).exists()]  # fmt: skip
+    assert not dead, f"links to files that do not exist: {dead}"
+
+
+def test_every_documentation_page_is_listed_in_the_readme():
+    listed = relative_links(README)
+    assert [page.name for page in DOCS if f"docs/{page.name}" not in listed] == []

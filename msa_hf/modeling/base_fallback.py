@@ -8,7 +8,7 @@ adapted structures the adapted answer follows the prompt. So a model with `base_
 prompt twice, with the adapted model and with the base inside it (adapters off, the base's own mask decoder
 kept as `base_mask_decoder`), and keeps the adapted answer where it follows the prompt, the base's elsewhere.
 On the embedded data this keeps the held-out structure at its zero-shot Dice and most of the adapted
-structures' gain (docs/training-and-evaluation.md, "Keeping what the base could do").
+structures' gain (docs/retention.md).
 
 The rule, per image and prompt, on the adapted answer's best-scoring mask (low resolution, in the frame of
 the model's input): a positive click inside it, and with a box at least `BOX_SHARE` of its pixels inside the
