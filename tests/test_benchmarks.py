@@ -351,3 +351,30 @@ def test_retention_tables_give_each_settings_worst_and_best_seed_and_count_the_g
     assert "| fallback | 0 | 1.00 | 1.00 | 0.95 | 0.95 | yes |" in text
     assert "| fallback | 1 | 0.95 | 0.95 | 0.75 | 0.75 | no |" in text
     assert "| fallback (--base-fallback) | 0.570 ± 0.020 |" in text
+
+
+def _table_blocks(text: str) -> list[str]:
+    """The Markdown tables of `text`, each as its consecutive `|` lines."""
+    blocks, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks
+
+
+@pytest.mark.parametrize(
+    ("results", "page"),
+    [("compare.md", "training-and-evaluation.md"), ("propagation.md", "training-and-evaluation.md")],
+)
+def test_the_docs_copy_each_committed_results_table_as_written(results, page):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tables = _table_blocks((root / "benchmarks" / "results" / results).read_text())
+    shown = (root / "docs" / page).read_text()
+    assert tables and all(table in shown for table in tables), (
+        f"regenerate the copy of {results} in docs/{page}"
+    )
