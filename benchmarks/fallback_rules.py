@@ -144,6 +144,31 @@ def near_a_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size:
     return _chosen(adapted, base, keep)
 
 
+def inside_the_answer_as_shown(
+    adapted: Answers, base: Answers, prompts: dict[str, Any], size: int
+) -> Answers:
+    """A positive click inside the adapted answer as a user sees it: its best mask's logits upsampled
+    (bilinear, as the answer is shown) and read at the clicked input pixel, not the low-resolution pixel under
+    the click."""
+    if prompts["input_points"] is None:
+        return shipped(adapted, base, prompts, size)
+    logits = best_scoring_masks(adapted.pred_masks, adapted.iou_scores)  # (B, P, h, w)
+    batch, prompt_count, height, width = logits.shape
+    # the centre of the clicked input pixel in grid_sample's [-1, 1] frame (align_corners=False, as upsampling)
+    grid = (prompts["input_points"].to(logits.dtype) + 0.5) / size * 2 - 1  # (B, P, N, 2)
+    sampled = torch.nn.functional.grid_sample(
+        logits.reshape(batch * prompt_count, 1, height, width),
+        grid.reshape(batch * prompt_count, 1, -1, 2),
+        mode="bilinear",
+        align_corners=False,
+    ).reshape(batch, prompt_count, -1)  # (B, P, N)
+    positive = prompts["input_labels"] == 1
+    keep = ((sampled > 0) & positive).any(-1) & (logits > 0).flatten(2).any(-1)
+    if prompts["input_boxes"] is not None:
+        keep &= _box_followed(adapted, prompts, size)
+    return _chosen(adapted, base, keep)
+
+
 def continues_the_previous_round(
     adapted: Answers, base: Answers, prompts: dict[str, Any], size: int
 ) -> Answers:
@@ -212,6 +237,7 @@ RULES: dict[str, Rule] = {
     "best adapted mask holding the click": any_adapted_mask,
     "inside the base's answer": inside_the_base_answer,
     "a click within one mask pixel": near_a_click,
+    "a click inside the answer as shown": inside_the_answer_as_shown,
     "the model that answered the previous round": continues_the_previous_round,
     "no fewer clicks agree with the adapted answer": agrees_with_no_fewer_clicks,
     "more clicks agree with the adapted answer": agrees_with_more_clicks,

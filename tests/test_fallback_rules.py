@@ -17,6 +17,7 @@ from benchmarks.fallback_rules import (
     base_alone,
     continues_the_previous_round,
     every_click,
+    inside_the_answer_as_shown,
     inside_the_base_answer,
     near_a_click,
     shipped,
@@ -100,6 +101,22 @@ def test_each_rule_chooses_as_it_says():
     empty = _answers(np.zeros((8, 8), bool))
     assert not _is_adapted(agrees_with_more_clicks(shifted, empty, negatives, SIZE), shifted)  # 2 against 2
     assert not _is_adapted(agrees_with_more_clicks(empty, base, negatives, SIZE), empty)
+
+
+def test_the_answer_as_shown_is_read_between_low_resolution_pixels():
+    # a confident column (logit 3) at low-resolution x = 2 (input x 16..23) among logits of -1: upsampled, the
+    # answer reaches to input x = 26 (3 at the column's centre x = 20, -1 at the next centre x = 28)
+    logits = -torch.ones(8, 8)
+    logits[:, 2] = 3.0
+    adapted = Answers(pred_masks=logits[None, None, None], iou_scores=torch.ones(1, 1, 1))
+    base = _answers(np.ones((8, 8), bool))
+    shown_beside = _clicks((25, 30, 1))  # upsampled logit 3 - 4 * 5.5 / 8 = 0.25: inside as shown
+    assert _is_adapted(inside_the_answer_as_shown(adapted, base, shown_beside, SIZE), adapted)
+    assert not _is_adapted(shipped(adapted, base, shown_beside, SIZE), adapted)  # low-resolution pixel 3
+    outside = _clicks((27, 30, 1))  # 3 - 4 * 7.5 / 8 = -0.75
+    assert not _is_adapted(inside_the_answer_as_shown(adapted, base, outside, SIZE), adapted)
+    negative = _clicks((20, 30, 0))  # inside, but no positive click: the base answers
+    assert not _is_adapted(inside_the_answer_as_shown(adapted, base, negative, SIZE), adapted)
 
 
 def test_replaying_the_shipped_rule_gives_the_models_own_answers(fallback_pair, tmp_path):
