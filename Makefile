@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # the fast tests (`make test-fast`), which the lowest-bounds and other-stack runs run too
 FAST_TESTS := -m pytest -m "not slow and not ddp and not browser"
 
-.PHONY: setup test test-fast test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules compare propagation clean
+.PHONY: setup test test-fast test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,12 @@ retention: data
 # fallback models of `make retention` (no training; about 6 minutes). Writes benchmarks/results/fallback-rules.md.
 fallback-rules: data
 	$(PY) -m benchmarks.fallback_rules
+
+# The retention goal on more prompts: the fallback models of `make retention` replayed with each of the ten
+# evaluation clicks of a slice as the first click (no training; about 12 minutes). Writes
+# benchmarks/results/retention-clicks.{md,json}.
+retention-clicks: data
+	$(PY) -m benchmarks.retention_clicks
 
 # The method comparison on the default data at equal budget: MSA with and without retention, LoRA, full
 # fine-tuning and decoder-only, adapted and held-out structures (about 15 minutes on 2 CPU cores).

@@ -116,15 +116,6 @@ def test_target_checks_judge_the_rows():
     assert memory.format("with activation checkpointing", 1024, 1) not in checks
 
 
-def test_the_benchmark_docs_show_the_committed_results():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "docs" / "benchmarks.md").read_text()
-    shown = readme.split("<!-- bench:cpu -->\n")[1].split("\n<!-- /bench:cpu -->")[0]
-    assert shown == (root / "benchmarks" / "results" / "cpu.md").read_text().strip()
-
-
 @pytest.mark.slow
 def test_recipe_memory_is_measured_at_two_batches_and_extended_to_the_recipe(tmp_path):
     assert main(["--tiny", "--recipes", "--jobs", "2", "--output", str(tmp_path)]) == 0
@@ -319,15 +310,6 @@ def test_the_end_to_end_job_reports_train_py_beside_the_bare_step(tmp_path):
     assert re.search(r"msa-hf evaluate on the test split \(box, 1 click\), s \| [\d.]+ \|\n", table)
 
 
-def test_the_retention_docs_show_the_committed_results():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    page = (root / "docs" / "retention.md").read_text()
-    shown = page.split("<!-- results:retention -->\n")[1].split("\n<!-- /results:retention -->")[0]
-    assert shown == (root / "benchmarks" / "results" / "retention.md").read_text().strip()
-
-
 def test_retention_tables_give_each_settings_worst_and_best_seed_and_count_the_goal_per_seed():
     from benchmarks.retention import _COLUMNS, goals, tables
 
@@ -378,3 +360,20 @@ def test_the_docs_copy_each_committed_results_table_as_written(results, page):
     assert tables and all(table in shown for table in tables), (
         f"regenerate the copy of {results} in docs/{page}"
     )
+
+
+@pytest.mark.parametrize(
+    ("marker", "results", "page"),
+    [
+        ("bench:cpu", "cpu.md", "benchmarks.md"),
+        ("results:retention", "retention.md", "retention.md"),
+        ("results:retention-clicks", "retention-clicks.md", "retention.md"),
+    ],
+)
+def test_the_docs_show_the_committed_results_between_their_markers(marker, results, page):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / page).read_text()
+    shown = text.split(f"<!-- {marker} -->\n")[1].split(f"\n<!-- /{marker} -->")[0]
+    assert shown == (root / "benchmarks" / "results" / results).read_text().strip()
