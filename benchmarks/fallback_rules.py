@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
+from benchmarks.retention import gain_kept, held_out_kept
 from msa_hf.modeling.base_fallback import best_scoring_masks, choose_answers, clicks_inside, follows_prompt
 from msa_hf.modeling.modeling_msa import SamAdapterModel
 
@@ -345,10 +346,9 @@ def summarise(rows: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
                     for index, run in enumerate(runs):
                         zero = base[index][key]
                         if reference is None:
-                            values.append(run[key] / zero if zero > 0 else float("nan"))
+                            values.append(held_out_kept(run[key], zero))
                         else:
-                            gain = reference[index][key] - zero
-                            values.append((run[key] - zero) / gain if gain > 0 else float("nan"))
+                            values.append(gain_kept(run[key] - zero, reference[index][key] - zero))
                     shares.append(f"{min(values):.2f}")
                 kept.append(" / ".join(shares))
             synthetic = (

@@ -105,18 +105,29 @@ def scores(folder: Path) -> dict[str, float]:
     return row
 
 
+def held_out_kept(value: float, zero_shot: float) -> float:
+    """The held-out structure's Dice as a share of its zero-shot Dice (NaN where zero-shot scores 0)."""
+    return value / zero_shot if zero_shot > 0 else float("nan")
+
+
+def gain_kept(gain: float, unregularised_gain: float) -> float:
+    """The adapted structures' gain over zero-shot as a share of the gain that adaptation without retention
+    makes (NaN where that gain is not positive)."""
+    return gain / unregularised_gain if unregularised_gain > 0 else float("nan")
+
+
 def goals(row: dict[str, float], off: dict[str, float]) -> dict[str, float]:
     """Per protocol of `GOAL_PROTOCOLS`: the held-out structure's Dice as a share of its zero-shot Dice, and
     the adapted structures' gain over zero-shot as a share of the gain of the same seed without retention."""
     out = {}
     for protocol in GOAL_PROTOCOLS:
-        zero = row[f"zero-shot held-out {protocol}"]
-        out[f"held-out kept {protocol}"] = (
-            row[f"msa held-out {protocol}"] / zero if zero > 0 else float("nan")
+        out[f"held-out kept {protocol}"] = held_out_kept(
+            row[f"msa held-out {protocol}"], row[f"zero-shot held-out {protocol}"]
         )
-        base_gain = off[f"msa adapted {protocol}"] - off[f"zero-shot adapted {protocol}"]
-        gain = row[f"msa adapted {protocol}"] - row[f"zero-shot adapted {protocol}"]
-        out[f"gain kept {protocol}"] = gain / base_gain if base_gain > 0 else float("nan")
+        out[f"gain kept {protocol}"] = gain_kept(
+            row[f"msa adapted {protocol}"] - row[f"zero-shot adapted {protocol}"],
+            off[f"msa adapted {protocol}"] - off[f"zero-shot adapted {protocol}"],
+        )
     return out
 
 

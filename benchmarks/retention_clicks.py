@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from benchmarks.fallback_rules import CLASSES, HELD_OUT, RuleReplay, adapted_alone, base_alone, shipped
+from benchmarks.retention import GOAL, gain_kept, held_out_kept
 
-GOAL = 0.9  # the goal's threshold on every share (benchmarks.retention)
 PROTOCOLS = ("points1", "iterative")
 FIRST_CLICKS = 10  # the clicks each evaluation row carries (evaluation_tasks)
 RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
@@ -88,13 +88,13 @@ def shares(dice: dict[str, float]) -> dict[str, float]:
     as a share of the adapted model's gain."""
     out = {}
     for protocol in PROTOCOLS:
-        base_held = dice[f"base held-out {protocol}"]
-        out[f"held-out kept {protocol}"] = (
-            dice[f"fallback held-out {protocol}"] / base_held if base_held > 0 else float("nan")
+        out[f"held-out kept {protocol}"] = held_out_kept(
+            dice[f"fallback held-out {protocol}"], dice[f"base held-out {protocol}"]
         )
-        gain = dice[f"adapted adapted {protocol}"] - dice[f"base adapted {protocol}"]
-        kept = dice[f"fallback adapted {protocol}"] - dice[f"base adapted {protocol}"]
-        out[f"gain kept {protocol}"] = kept / gain if gain > 0 else float("nan")
+        out[f"gain kept {protocol}"] = gain_kept(
+            dice[f"fallback adapted {protocol}"] - dice[f"base adapted {protocol}"],
+            dice[f"adapted adapted {protocol}"] - dice[f"base adapted {protocol}"],
+        )
     return out
 
 
