@@ -61,7 +61,8 @@ class TrainConfig:
     distill_probability: float = field(
         default=0.0,
         metadata={"help": "share of steps that prompt the images anywhere and learn the base's own masks "
-                  "(self-distillation, keeps the base's promptability; method msa, 2-D)"},
+                  "(self-distillation: keeps other structures and the base's own task at one encoder pass, gives up "
+                  "most of the one-click gain; method msa, 2-D; docs/retention.md)"},
     )  # fmt: skip
     distill_outside_labels: bool = field(
         default=False,
@@ -72,13 +73,15 @@ class TrainConfig:
     base_fallback: bool = field(
         default=False,
         metadata={"help": "the saved model answers with its base (kept inside it) wherever the adapted answer "
-                  "ignores the prompt: its clicks outside its mask, most of it outside the box (keeps the base's "
-                  "promptability at twice the image-encoder cost; method msa, 2-D)"},
+                  "ignores the prompt: its clicks outside its mask, most of it outside the box (keeps other "
+                  "structures at the base's Dice and most of the gain, at twice the image-encoder cost; method "
+                  "msa, 2-D; docs/retention.md)"},
     )  # fmt: skip
     replay_share: float = field(
         default=0.0,
         metadata={"help": "share of every batch replaced by the base's synthetic pictures with their exact "
-                  "masks (replay, keeps the base's promptability; 2-D)"},
+                  "masks (replay: keeps the base's own kind of pictures, not other structures of yours; 2-D; "
+                  "docs/retention.md)"},
     )  # fmt: skip
     dice_weight: float = field(default=1.0, metadata={"help": "Dice loss weight"})
     bce_weight: float = field(default=1.0, metadata={"help": "binary cross-entropy weight"})
