@@ -350,3 +350,31 @@ def test_train_py_pushes_when_asked(tiny_base, disk_dataset, hub, tmp_path, caps
     pushed = hub.repos[("model", "org/msa-trained")]["files"]
     assert pushed["model.safetensors"] == (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
     assert "adapter_model.safetensors" in hub.repos[("model", "org/msa-trained-adapter")]["files"]
+
+
+def test_the_model_card_says_what_a_retention_option_keeps_and_nothing_without_one():
+    from msa_hf.hub.model_card import render_model_card
+    from msa_hf.training.config import TrainConfig
+
+    result = {"trainable_parameters": 10, "total_parameters": 100, "steps": 5}
+
+    def bullets(**options) -> list[str]:
+        config = TrainConfig(base="tiny", dataset="data/disks", output_dir="runs/x", **options)
+        card = render_model_card(config, result, "", None)
+        body = card.split("\n---\n", 1)[1]
+        return [line for line in body.splitlines() if line.startswith("- ")]
+
+    plain = bullets()
+    assert [line.split(":")[0] for line in plain] == [
+        "- Trainable parameters",
+        "- Training",
+        "- Research code, **not for clinical use**.",
+    ]
+    fallback = bullets(base_fallback=True)
+    assert fallback[2].startswith("- Retention: answers with its base") and "twice per image" in fallback[2]
+    assert fallback[3] == plain[2]  # the list goes on after it
+    both = bullets(distill_probability=0.5, distill_outside_labels=True, replay_share=0.25)[2]
+    assert both == (
+        "- Retention: self-distilled from its base on 50% of the steps, prompted off the adapted structures; "
+        "25% of every batch replayed from its base's synthetic pictures."
+    )

@@ -86,6 +86,23 @@ def card_metadata(
     )
 
 
+def retention_note(config: TrainConfig) -> str:
+    """The card's bullet on what the model keeps of its base (docs/retention.md); empty for the paper's
+    recipe, which keeps nothing in particular."""
+    kept = []
+    if config.base_fallback:
+        kept.append(
+            "answers with its base (kept inside it) wherever its own answer ignores the prompt, so it keeps "
+            "segmenting structures it was not adapted to; the image encoder runs twice per image"
+        )
+    if config.distill_probability > 0:
+        where = ", prompted off the adapted structures" if config.distill_outside_labels else ""
+        kept.append(f"self-distilled from its base on {config.distill_probability:.0%} of the steps{where}")
+    if config.replay_share > 0:
+        kept.append(f"{config.replay_share:.0%} of every batch replayed from its base's synthetic pictures")
+    return f"- Retention: {'; '.join(kept)}.\n" if kept else ""
+
+
 def render_model_card(
     config: TrainConfig, result: dict[str, Any], results_table: str, test_tables: dict[str, Any] | None
 ) -> str:
@@ -120,6 +137,7 @@ def render_model_card(
         learning_rate=config.learning_rate,
         box_share=f"{config.box_probability:.0%}",
         iterative_share=f"{config.iterative_probability:.0%}",
+        retention=retention_note(config),
         results_table=results_table if test_tables else NOT_EVALUATED,
         config_yaml=_public_config(config).to_yaml(),
         base_license=base_license,
