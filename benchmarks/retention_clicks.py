@@ -30,7 +30,6 @@ from benchmarks.fallback_rules import CLASSES, HELD_OUT, RuleReplay, adapted_alo
 from benchmarks.retention import GOAL, gain_kept, held_out_kept
 
 PROTOCOLS = ("points1", "iterative")
-FIRST_CLICKS = 10  # the clicks each evaluation row carries (evaluation_tasks)
 RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
 
 
@@ -54,7 +53,8 @@ def first_click_at(transform: Callable[[Any], dict[str, Any]], index: int) -> Ca
 
 def mean_dice_per_first_click(model: Any, dataset: str, split: str, classes: str) -> dict[str, list[float]]:
     """Per protocol, the mean Dice over the structures `classes` names (per case, then over cases, as
-    `evaluate_model` scores) with each of the ten evaluation clicks as the first click: `{protocol: [10]}`."""
+    `evaluate_model` scores) with each of the evaluation's clicks of a row (ten) as the first click:
+    `{protocol: [Dice per first click]}`."""
     from msa_hf.evaluation.case_scores import score_cases, summarise_by_class
     from msa_hf.evaluation.protocols import evaluation_tasks, predict_protocols
     from msa_hf.inference.placement import Placement
@@ -65,14 +65,12 @@ def mean_dice_per_first_click(model: Any, dataset: str, split: str, classes: str
         for row in tasks.with_format(None).select_columns(["case_id", "spacing"])
     }
     transform = tasks.format["format_kwargs"]["transform"]
+    clicks = tasks[0]["input_points"].shape[-2]  # as many as evaluation_tasks gives each row
+    placement = Placement(torch.device("cpu"), torch.float32)
     out: dict[str, list[float]] = {protocol: [] for protocol in PROTOCOLS}
-    for index in range(FIRST_CLICKS):
+    for index in range(clicks):
         tasks.set_transform(first_click_at(transform, index))
-        rows = list(
-            predict_protocols(
-                model, tasks, PROTOCOLS, placement=Placement(torch.device("cpu"), torch.float32)
-            )
-        )
+        rows = list(predict_protocols(model, tasks, PROTOCOLS, placement=placement))
         for protocol in PROTOCOLS:
             predictions = [
                 (case, slice_, name, masks[protocol], target) for case, slice_, name, masks, target in rows
