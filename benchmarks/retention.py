@@ -151,9 +151,15 @@ def summarise(runs: Path, settings: list[str], seeds: list[int]) -> tuple[str, l
     return tables(rows, settings, seeds), rows
 
 
-def _shares(row: dict[str, Any]) -> list[float]:
-    """The four goal shares of a run: held-out kept, then gain kept, each for one click and iterative."""
+def goal_shares(row: dict[str, Any]) -> list[float]:
+    """The four goal shares of a run (`goals`' keys): held-out kept, then gain kept, each for one click and
+    iterative: the order of the tables' columns."""
     return [row[f"{kind} kept {p}"] for kind in ("held-out", "gain") for p in GOAL_PROTOCOLS]
+
+
+def meets_goal(shares: list[float]) -> bool:
+    """Whether every share reaches `GOAL` (a NaN share does not)."""
+    return all(value >= GOAL for value in shares)
 
 
 def tables(rows: list[dict[str, Any]], settings: list[str], seeds: list[int]) -> str:
@@ -185,8 +191,8 @@ def tables(rows: list[dict[str, Any]], settings: list[str], seeds: list[int]) ->
         "|---|---:|---:|---:|---:|---:|",
     ]
     for setting in present:
-        runs = [_shares(r) for r in rows if r["setting"] == setting]
-        met = sum(all(value >= GOAL for value in shares) for shares in runs)
+        runs = [goal_shares(r) for r in rows if r["setting"] == setting]
+        met = sum(meets_goal(shares) for shares in runs)
         cells = [span([shares[i] for shares in runs]) for i in range(4)]
         lines.append(f"| {setting} | " + " | ".join(cells) + f" | {met} of {len(runs)} |")
     lines += [
@@ -216,8 +222,8 @@ def tables(rows: list[dict[str, Any]], settings: list[str], seeds: list[int]) ->
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        shares = _shares(row)
-        met = all(value >= GOAL for value in shares)
+        shares = goal_shares(row)
+        met = meets_goal(shares)
         lines.append(
             f"| {row['setting']} | {row['seed']} | "
             + " | ".join(f"{v:.2f}" for v in shares)
