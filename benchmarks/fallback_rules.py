@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
-from benchmarks.retention import gain_kept, held_out_kept
+from benchmarks.retention import gain_kept, held_out_kept, run_folder
 from msa_hf.modeling.base_fallback import best_scoring_masks, choose_answers, clicks_inside, follows_prompt
 from msa_hf.modeling.modeling_msa import SamAdapterModel
 
@@ -270,6 +270,18 @@ def scores(model: RuleReplay, dataset: str, split: str) -> dict[str, float]:
     return out
 
 
+def fallback_models(runs: Path, seeds: list[int]) -> dict[int, Path]:
+    """Per seed, the model folder of the `--base-fallback` run of `make retention` under `runs`; exits naming
+    the seeds' folders that hold no model."""
+    folders = {seed: run_folder(runs, "fallback", seed) / "model" for seed in seeds}
+    missing = [str(folder) for folder in folders.values() if not (folder / "config.json").is_file()]
+    if missing:
+        raise SystemExit(
+            f"no fallback model in {missing}: run `python -m benchmarks.retention --settings fallback`."
+        )
+    return folders
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fallback_rules", description=__doc__.splitlines()[0]
@@ -291,12 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from msa_hf.base_model.held_out import evaluate_prompted_segmentation, held_out_set, samples_at_size
     from msa_hf.training.test_report import SYNTHETIC_HELD_OUT_SAMPLES
 
-    folders = {seed: args.runs / f"fallback-s{seed}" / "model" for seed in args.seeds}
-    missing = [str(folder) for folder in folders.values() if not (folder / "config.json").is_file()]
-    if missing:
-        raise SystemExit(
-            f"no fallback model in {missing}: run `python -m benchmarks.retention --settings fallback`."
-        )
+    folders = fallback_models(args.runs, args.seeds)
     pictures = held_out_set(SYNTHETIC_HELD_OUT_SAMPLES)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in rules}
     for seed, folder in folders.items():

@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.fallback_rules import CLASSES, HELD_OUT, RuleReplay, adapted_alone, base_alone, shipped
+from benchmarks.fallback_rules import (
+    CLASSES,
+    HELD_OUT,
+    RuleReplay,
+    adapted_alone,
+    base_alone,
+    fallback_models,
+    shipped,
+)
 from benchmarks.retention import GOAL_PROTOCOLS, gain_kept, goal_shares, held_out_kept, meets_goal
 
 PROTOCOLS = GOAL_PROTOCOLS  # the goal's protocols, each started from every first click
@@ -153,13 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise_only:
         runs = {int(seed): run for seed, run in json.loads(dice_file.read_text()).items()}
     else:
-        folders = {seed: args.runs / f"fallback-s{seed}" / "model" for seed in args.seeds}
-        missing = [str(folder) for folder in folders.values() if not (folder / "config.json").is_file()]
-        if missing:
-            raise SystemExit(
-                f"no fallback model in {missing}: run `python -m benchmarks.retention --settings fallback`."
-            )
-        runs = replay(folders, args.dataset)
+        runs = replay(fallback_models(args.runs, args.seeds), args.dataset)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         dice_file.write_text(json.dumps({str(seed): run for seed, run in runs.items()}, indent=1))
     text = table(runs)
