@@ -35,7 +35,7 @@ from benchmarks.fallback_rules import (
     fallback_models,
     shipped,
 )
-from benchmarks.retention import GOAL_PROTOCOLS, gain_kept, goal_shares, held_out_kept, meets_goal
+from benchmarks.retention import GOAL_PROTOCOLS, goal_shares, goals, meets_goal
 
 PROTOCOLS = GOAL_PROTOCOLS  # the goal's protocols, each started from every first click
 RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
@@ -89,19 +89,19 @@ def mean_dice_per_first_click(model: Any, dataset: str, split: str, classes: str
 
 
 def shares(dice: dict[str, float]) -> dict[str, float]:
-    """The goal's shares from `{"<rule> <structures> <protocol>": Dice}`: the held-out structure's Dice under
-    the fallback as a share of the base's, and the fallback's gain over the base on the adapted structures
-    as a share of the adapted model's gain."""
-    out = {}
-    for protocol in PROTOCOLS:
-        out[f"held-out kept {protocol}"] = held_out_kept(
-            dice[f"fallback held-out {protocol}"], dice[f"base held-out {protocol}"]
-        )
-        out[f"gain kept {protocol}"] = gain_kept(
-            dice[f"fallback adapted {protocol}"] - dice[f"base adapted {protocol}"],
-            dice[f"adapted adapted {protocol}"] - dice[f"base adapted {protocol}"],
-        )
-    return out
+    """The goal's shares (`benchmarks.retention.goals`) from `{"<rule> <structures> <protocol>": Dice}`: the
+    fallback is the run scored, the base its zero-shot, and the adapted model alone the run without
+    retention."""
+    keys = [f"{structures} {protocol}" for structures in ("adapted", "held-out") for protocol in PROTOCOLS]
+    row = {f"msa {key}": dice[f"fallback {key}"] for key in keys} | {
+        f"zero-shot {key}": dice[f"base {key}"] for key in keys
+    }
+    # the run without retention counts on the adapted structures only
+    adapted = [f"adapted {protocol}" for protocol in PROTOCOLS]
+    off = {f"msa {key}": dice[f"adapted {key}"] for key in adapted} | {
+        f"zero-shot {key}": dice[f"base {key}"] for key in adapted
+    }
+    return goals(row, off)
 
 
 def table(runs: dict[int, dict[str, list[float]]]) -> str:
