@@ -42,18 +42,13 @@ RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
 
 
 def first_click_at(transform: Callable[[Any], dict[str, Any]], index: int) -> Callable[[Any], dict[str, Any]]:
-    """`transform` (a dataset's row transform giving `input_points (1, K, 2)` and `input_labels (1, K)` per
-    row) with the clicks rotated so that click `index` comes first; the others follow in their order."""
+    """`transform` (a dataset's batch transform giving per row `input_points (1, K, 2)` and `input_labels
+    (1, K)`, as lists) with the clicks rotated so that click `index` comes first; the others follow in order."""
 
     def rotated(rows: Any) -> dict[str, Any]:
         out = transform(rows)
-        for key, axis in (("input_points", -2), ("input_labels", -1)):
-            value = out[key]
-            out[key] = (
-                [torch.roll(v, -index, dims=axis) for v in value]
-                if isinstance(value, list)
-                else torch.roll(value, -index, dims=axis)
-            )
+        out["input_points"] = [torch.roll(points, -index, dims=-2) for points in out["input_points"]]
+        out["input_labels"] = [torch.roll(labels, -index, dims=-1) for labels in out["input_labels"]]
         return out
 
     return rotated

@@ -21,10 +21,6 @@ def test_first_click_at_rotates_points_and_labels_together():
     assert out["input_points"][0][0, :, 0].tolist() == [2.0, 0.0, 1.0]
     assert out["input_points"][1][0, :, 0].tolist() == [12.0, 10.0, 11.0]
     assert out["input_labels"][0].tolist() == [[1, 1, 0]]
-    stacked = first_click_at(lambda rows: {"input_points": points[None], "input_labels": labels[None]}, 1)(
-        None
-    )
-    assert stacked["input_points"][0, 0, :, 0].tolist() == [1.0, 2.0, 0.0]
     assert first_click_at(transform, 0)(None)["input_points"][0].equal(points)
 
 
