@@ -151,6 +151,17 @@ def summarise(runs: Path, settings: list[str], seeds: list[int]) -> tuple[str, l
     return tables(rows, settings, seeds), rows
 
 
+def written_by(parser: argparse.ArgumentParser, args: argparse.Namespace, options: tuple[str, ...]) -> str:
+    """The command that writes a results file: `parser.prog` with those of `options` (argument names) that
+    differ from their defaults, so that a file of other seeds or settings says how it was made."""
+    words = [parser.prog]
+    for name in options:
+        value = getattr(args, name)
+        if value != parser.get_default(name):
+            words += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    return " ".join(words)
+
+
 def goal_shares(row: dict[str, Any]) -> list[float]:
     """The four goal shares of a run (`goals`' keys): held-out kept, then gain kept, each for one click and
     iterative: the order of the tables' columns."""
@@ -252,17 +263,17 @@ def main(argv: list[str] | None = None) -> int:
             for setting in settings:
                 train(args.runs, setting, seed, args.dataset, args.steps)
                 table, rows = summarise(args.runs, settings, args.seeds)
-                _write(args.output, table, rows)
+                _write(args.output, table, rows, written_by(parser, args, ("seeds", "settings")))
     table, rows = summarise(args.runs, settings, args.seeds)
-    _write(args.output, table, rows)
+    _write(args.output, table, rows, written_by(parser, args, ("seeds", "settings")))
     print(table)
     return 0
 
 
-def _write(output: Path, table: str, rows: list[dict[str, Any]]) -> None:
+def _write(output: Path, table: str, rows: list[dict[str, Any]], command: str) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.retention"
-    output.with_suffix(".md").write_text(f"Written by `{command}` (`make retention`).\n\n{table}\n")
+    target = " (`make retention`)" if command == "python -m benchmarks.retention" else ""
+    output.with_suffix(".md").write_text(f"Written by `{command}`{target}.\n\n{table}\n")
     if rows:
         with output.with_suffix(".csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

@@ -35,7 +35,7 @@ from benchmarks.fallback_rules import (
     fallback_models,
     shipped,
 )
-from benchmarks.retention import GOAL_PROTOCOLS, goal_shares, goals, meets_goal
+from benchmarks.retention import GOAL_PROTOCOLS, goal_shares, goals, meets_goal, written_by
 
 PROTOCOLS = GOAL_PROTOCOLS  # the goal's protocols, each started from every first click
 RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
@@ -160,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         dice_file.write_text(json.dumps({str(seed): run for seed, run in runs.items()}, indent=1))
     text = table(runs)
+    args.seeds = list(runs)  # the header names the seeds the table shows (with --summarise-only, the file's)
     seeds = ", ".join(map(str, runs))
     args.output.with_suffix(".md").write_text(
-        "Written by `python -m benchmarks.retention_clicks`.\n\n"
+        f"Written by `{written_by(parser, args, ('seeds',))}`.\n\n"
         f"The retention goal's shares for the fallback models of `make retention` (seeds {seeds}), from the "
         "interior click alone (what `make retention` scores) and from each of the ten evaluation clicks of a "
         "slice as the first click (mean Dice over the ten). The adapted model alone and the base alone are "

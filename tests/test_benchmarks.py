@@ -335,6 +335,37 @@ def test_retention_tables_give_each_settings_worst_and_best_seed_and_count_the_g
     assert "| fallback (--base-fallback) | 0.570 ± 0.020 |" in text
 
 
+def test_a_results_file_of_other_seeds_names_them_in_its_command(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import retention, retention_clicks
+
+    # the default grid's file names the bare command; other seeds and settings are spelled out
+    monkeypatch.setattr(retention, "summarise", lambda runs, settings, seeds: ("a table", []))
+    retention.main(["--summarise-only", "--output", str(tmp_path / "default")])
+    assert (
+        (tmp_path / "default.md")
+        .read_text()
+        .startswith("Written by `python -m benchmarks.retention` (`make retention`).\n")
+    )
+    other = ["--summarise-only", "--seeds", "3", "4", "--settings", "off", "fallback"]
+    retention.main([*other, "--output", str(tmp_path / "other")])
+    assert (
+        (tmp_path / "other.md")
+        .read_text()
+        .startswith("Written by `python -m benchmarks.retention --seeds 3 4 --settings off fallback`.\n")
+    )
+    # the ten-click replay's table names the seeds its Dice file holds
+    monkeypatch.setattr(retention_clicks, "table", lambda runs: "a table")
+    (tmp_path / "clicks.json").write_text(json.dumps({"3": {}, "5": {}}))
+    retention_clicks.main(["--summarise-only", "--output", str(tmp_path / "clicks")])
+    assert (
+        (tmp_path / "clicks.md")
+        .read_text()
+        .startswith("Written by `python -m benchmarks.retention_clicks --seeds 3 5`.\n")
+    )
+
+
 def _table_blocks(text: str) -> list[str]:
     """The Markdown tables of `text`, each as its consecutive `|` lines."""
     blocks, current = [], []
