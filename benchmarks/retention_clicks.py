@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = ", ".join(map(str, runs))
     args.output.with_suffix(".md").write_text(
         f"Written by `{written_by(parser, args, ('seeds',))}`.\n\n"
-        f"The retention goal's shares for the fallback models of `make retention` (seeds {seeds}), from the "
+        f"The retention goal's shares for the `--base-fallback` models that `python -m benchmarks.retention` trained (seeds {seeds}), from the "
         "interior click alone (what `make retention` scores) and from each of the ten evaluation clicks of a "
         "slice as the first click (mean Dice over the ten). The adapted model alone and the base alone are "
         "the same weights with the adapters' or the base's answer always kept.\n\n"
