@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
-from benchmarks.retention import gain_kept, held_out_kept, run_folder
+from benchmarks.retention import add_run_arguments, gain_kept, held_out_kept, run_folder
 from msa_hf.modeling.base_fallback import best_scoring_masks, choose_answers, clicks_inside, follows_prompt
 from msa_hf.modeling.modeling_msa import SamAdapterModel
 
@@ -286,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fallback_rules", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--dataset", default="data/mni152-objects")
-    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
+    add_run_arguments(parser)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/fallback-rules.md"))
     parser.add_argument(
         "--rules", nargs="+", choices=list(RULES),

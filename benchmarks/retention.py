@@ -43,6 +43,7 @@ CLASSES = ["deep_grey_left", "deep_grey_right", "white_matter_left", "white_matt
 PROTOCOLS = ("box", "points1", "iterative")
 GOAL_PROTOCOLS = ("points1", "iterative")  # the protocols that say whether a prompt is followed
 GOAL = 0.9
+PROG = "python -m benchmarks.retention"
 _EVALUATIONS = {  # (model, structures) -> the run's evaluation folder
     ("msa", "adapted"): "evaluation",
     ("zero-shot", "adapted"): "evaluation-zero-shot",
@@ -151,6 +152,14 @@ def summarise(runs: Path, settings: list[str], seeds: list[int]) -> tuple[str, l
     return tables(rows, settings, seeds), rows
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--seeds`, `--dataset` and `--runs` with the defaults every retention benchmark shares: the seeds of the
+    goal, `make train`'s data, and the folder `make retention` trains its runs into."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--dataset", default="data/mni152-objects")
+    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
+
+
 def written_by(parser: argparse.ArgumentParser, args: argparse.Namespace, options: tuple[str, ...]) -> str:
     """The command that writes a results file: `parser.prog` with those of `options` (argument names) that
     differ from their defaults, so that a file of other seeds or settings says how it was made."""
@@ -244,13 +253,9 @@ def tables(rows: list[dict[str, Any]], settings: list[str], seeds: list[int]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.retention", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_run_arguments(parser)
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--dataset", default="data/mni152-objects")
-    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
     parser.add_argument("--steps", type=int, default=None, help="train.py's steps (default: train.py's)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/retention"))
     parser.add_argument(
@@ -258,21 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = ["off", *[s for s in args.settings if s != "off"]]  # every goal is relative to "off"
+    command = written_by(parser, args, ("seeds", "settings"))
     if not args.summarise_only:
         for seed in args.seeds:  # seed by seed, so a partial grid already compares settings
             for setting in settings:
                 train(args.runs, setting, seed, args.dataset, args.steps)
                 table, rows = summarise(args.runs, settings, args.seeds)
-                _write(args.output, table, rows, written_by(parser, args, ("seeds", "settings")))
+                _write(args.output, table, rows, command)
     table, rows = summarise(args.runs, settings, args.seeds)
-    _write(args.output, table, rows, written_by(parser, args, ("seeds", "settings")))
+    _write(args.output, table, rows, command)
     print(table)
     return 0
 
 
 def _write(output: Path, table: str, rows: list[dict[str, Any]], command: str) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    target = " (`make retention`)" if command == "python -m benchmarks.retention" else ""
+    target = " (`make retention`)" if command == PROG else ""  # the default grid is the make target's
     output.with_suffix(".md").write_text(f"Written by `{command}`{target}.\n\n{table}\n")
     if rows:
         with output.with_suffix(".csv").open("w", newline="") as handle:

@@ -35,7 +35,7 @@ from benchmarks.fallback_rules import (
     fallback_models,
     shipped,
 )
-from benchmarks.retention import GOAL_PROTOCOLS, goal_shares, goals, meets_goal, written_by
+from benchmarks.retention import GOAL_PROTOCOLS, add_run_arguments, goal_shares, goals, meets_goal, written_by
 
 PROTOCOLS = GOAL_PROTOCOLS  # the goal's protocols, each started from every first click
 RULES = {"fallback": shipped, "adapted": adapted_alone, "base": base_alone}
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.retention_clicks", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--dataset", default="data/mni152-objects")
-    parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
+    add_run_arguments(parser)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/retention-clicks"))
     parser.add_argument(
         "--summarise-only", action="store_true", help="no replay: the table from the Dice the last run wrote"
@@ -160,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         dice_file.write_text(json.dumps({str(seed): run for seed, run in runs.items()}, indent=1))
     text = table(runs)
-    args.seeds = list(runs)  # the header names the seeds the table shows (with --summarise-only, the file's)
+    # the header names the seeds the table shows (with --summarise-only, those of the Dice file)
+    command = written_by(parser, argparse.Namespace(seeds=list(runs)), ("seeds",))
     seeds = ", ".join(map(str, runs))
     args.output.with_suffix(".md").write_text(
-        f"Written by `{written_by(parser, args, ('seeds',))}`.\n\n"
-        f"The retention goal's shares for the `--base-fallback` models that `python -m benchmarks.retention` trained (seeds {seeds}), from the "
-        "interior click alone (what `make retention` scores) and from each of the ten evaluation clicks of a "
-        "slice as the first click (mean Dice over the ten). The adapted model alone and the base alone are "
+        f"Written by `{command}`.\n\n"
+        "The retention goal's shares for the `--base-fallback` models that `python -m benchmarks.retention` "
+        f"trained (seeds {seeds}), from the interior click alone (what `make retention` scores) and from each "
+        "of the ten evaluation clicks of a slice as the first click (mean Dice over the ten). The adapted model alone and the base alone are "
         "the same weights with the adapters' or the base's answer always kept.\n\n"
         f"{text}\n"
     )
