@@ -123,7 +123,7 @@ retention: data
 	$(PY) -m benchmarks.retention
 
 # Which rule should decide when a --base-fallback model answers with its base: other rules replayed on the
-# fallback models of `make retention` (no training; about 6 minutes). Writes benchmarks/results/fallback-rules.md.
+# fallback models of `make retention` (no training; about 7 minutes). Writes benchmarks/results/fallback-rules.md.
 fallback-rules: data
 	$(PY) -m benchmarks.fallback_rules
 

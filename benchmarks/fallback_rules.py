@@ -10,7 +10,7 @@ the test split) and the base's synthetic held-out pictures, beside the adapted m
 alone (zero-shot). Box prompts are judged the same way by every rule (at least `BOX_SHARE` of the answer
 inside the box); the rules differ on clicks.
 
-    python -m benchmarks.fallback_rules            # seeds 0 1 2, about 6 minutes on 2 CPU cores
+    python -m benchmarks.fallback_rules            # seeds 0 1 2, about 7 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from msa_hf.modeling.modeling_msa import SamAdapterModel
 
 Answers = SamImageSegmentationOutput
 Rule = Callable[[Answers, Answers, dict[str, Any], int], Answers]
+Choice = Callable[
+    [Answers, Answers, dict[str, Any], int], torch.Tensor
+]  # (B, P): True keeps the adapted answer
 CLASSES = "deep_grey_left,deep_grey_right,white_matter_left,white_matter_right"
 HELD_OUT = "ventricles"
 PROTOCOLS = ("points1", "iterative")
@@ -72,9 +75,14 @@ def _follows(adapted: Answers, prompts: dict[str, Any], size: int) -> torch.Tens
                           prompts["input_labels"], prompts["input_boxes"])  # fmt: skip
 
 
+def _shipped_choice(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
+    """`(B, P)`: whether the shipped rule keeps the adapted answer."""
+    return _follows(adapted, prompts, size)
+
+
 def shipped(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
     """A positive click inside the adapted answer (what `--base-fallback` does)."""
-    return _chosen(adapted, base, _follows(adapted, prompts, size))
+    return _chosen(adapted, base, _shipped_choice(adapted, base, prompts, size))
 
 
 def every_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
@@ -120,14 +128,20 @@ def any_adapted_mask(adapted: Answers, base: Answers, prompts: dict[str, Any], s
     return _chosen(adapted, base, each.any(-1), scores)
 
 
+def _follows_or_lies_inside_the_base_answer(
+    adapted: Answers, base: Answers, prompts: dict[str, Any], size: int
+) -> torch.Tensor:
+    """`(B, P)`: the shipped rule's choice, or a non-empty adapted answer lying (>= 90%) inside the base's."""
+    keep = _shipped_choice(adapted, base, prompts, size)
+    own, theirs = _answer(adapted), _answer(base)
+    area = own.flatten(2).sum(-1)
+    return keep | (((own & theirs).flatten(2).sum(-1) >= 0.9 * area) & (area > 0))
+
+
 def inside_the_base_answer(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
     """The shipped rule, or an adapted answer lying (>= 90%) inside the base's answer to the same prompt (both
     see the same object; the adapted answer is its adapted extent)."""
-    keep = _follows(adapted, prompts, size)
-    own, theirs = _answer(adapted), _answer(base)
-    area = own.flatten(2).sum(-1)
-    keep |= ((own & theirs).flatten(2).sum(-1) >= 0.9 * area) & (area > 0)
-    return _chosen(adapted, base, keep)
+    return _chosen(adapted, base, _follows_or_lies_inside_the_base_answer(adapted, base, prompts, size))
 
 
 def near_a_click(adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
@@ -190,6 +204,35 @@ def continues_the_previous_round(
     return _chosen(adapted, base, keep)
 
 
+class FirstClickDecides:
+    """A session rule: `first_click` (a `(B, P)` choice: True keeps the adapted answer) judges a session's first
+    click, and the model it chose answers every correction round of that session (a round with a mask prompt)
+    whatever its answer holds: the object is routed once, where its first click is.
+
+    Replay only: the rule remembers the choice of the last call without a mask prompt and applies it to the
+    calls with one, which is the order in which the evaluation decodes a batch (its one-click round, then that
+    batch's correction rounds, prompt for prompt in the same order). A correction round with no remembered
+    choice of its shape is judged as a first click.
+    """
+
+    def __init__(self, first_click: Choice) -> None:
+        self.first_click = first_click
+        self.session: torch.Tensor | None = None
+
+    def __call__(self, adapted: Answers, base: Answers, prompts: dict[str, Any], size: int) -> Answers:
+        opened = self.session
+        if (
+            prompts.get("input_masks") is None
+            or opened is None
+            or opened.shape != adapted.iou_scores.shape[:2]
+        ):
+            keep = self.first_click(adapted, base, prompts, size)
+            if prompts.get("input_masks") is None and prompts["input_points"] is not None:
+                self.session = keep
+            return _chosen(adapted, base, keep)
+        return _chosen(adapted, base, opened)
+
+
 def _clicks_agreeing(answers: Answers, prompts: dict[str, Any], size: int) -> torch.Tensor:
     """`(B, P)`: the prompt's clicks the best-scoring mask agrees with (positive inside, negative outside)."""
     inside = _clicks_in_answer(answers, prompts, size)
@@ -242,6 +285,10 @@ RULES: dict[str, Rule] = {
     "the model that answered the previous round": continues_the_previous_round,
     "no fewer clicks agree with the adapted answer": agrees_with_no_fewer_clicks,
     "more clicks agree with the adapted answer": agrees_with_more_clicks,
+    "the first click's model answers the session": FirstClickDecides(_shipped_choice),
+    "the first click's model answers the session, judged as inside the base's answer": FirstClickDecides(
+        _follows_or_lies_inside_the_base_answer
+    ),
 }
 
 

@@ -8,6 +8,7 @@ import torch
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput as Answers
 
 from benchmarks.fallback_rules import (
+    FirstClickDecides,
     RuleReplay,
     adapted_alone,
     agrees_with_more_clicks,
@@ -22,6 +23,8 @@ from benchmarks.fallback_rules import (
     near_a_click,
     shipped,
 )
+from benchmarks.fallback_rules import _follows_or_lies_inside_the_base_answer as follows_or_lies_inside
+from benchmarks.fallback_rules import _shipped_choice as shipped_choice
 
 SIZE = 64  # 8 x 8 low-resolution pixels of 8 x 8 input pixels each
 
@@ -101,6 +104,36 @@ def test_each_rule_chooses_as_it_says():
     empty = _answers(np.zeros((8, 8), bool))
     assert not _is_adapted(agrees_with_more_clicks(shifted, empty, negatives, SIZE), shifted)  # 2 against 2
     assert not _is_adapted(agrees_with_more_clicks(empty, base, negatives, SIZE), empty)
+
+
+def test_the_first_click_chooses_the_model_of_the_whole_session():
+    left, right = _picture(slice(2, 5), slice(0, 3)), _picture(slice(2, 5), slice(4, 8))  # x 0..23, 32..63
+    adapted, base = _answers(left), _answers(left | right)
+    session = FirstClickDecides(shipped_choice)
+    assert _is_adapted(session(adapted, base, _clicks((10, 30, 1)), SIZE), adapted)  # the first click: inside
+    # a correction round whose adapted answer leaves its clicks out: the adapted model began, it goes on
+    correction = {**_clicks((10, 30, 1), (40, 30, 1)), "input_masks": torch.ones(1, 1, 8, 8)}
+    missing = _answers(right)
+    assert not _is_adapted(shipped(missing, base, _clicks((10, 30, 1)), SIZE), missing)
+    assert _is_adapted(session(missing, base, correction, SIZE), missing)
+    # a session the base began stays the base's, even where a later adapted answer holds every click
+    other = _answers(_picture(slice(0, 8), slice(4, 8)))  # the base's answer: x 32..63, every row
+    assert not _is_adapted(session(adapted, other, _clicks((40, 30, 1)), SIZE), adapted)
+    holding = _answers(left | right)
+    assert _is_adapted(shipped(holding, other, correction, SIZE), holding)
+    assert not _is_adapted(session(holding, other, correction, SIZE), holding)
+    # a round of another shape than the remembered first click (two prompts) is judged as a first click
+    two = Answers(pred_masks=holding.pred_masks.expand(1, 2, -1, -1, -1), iou_scores=torch.ones(1, 2, 1))
+    pair = {
+        key: value.expand(1, 2, *value.shape[2:]) for key, value in correction.items() if value is not None
+    }
+    assert _is_adapted(session(two, other, {**pair, "input_boxes": None}, SIZE), two)
+    # judged as inside the base's answer, the first click beside the adapted answer keeps it for the session
+    inside_first = FirstClickDecides(follows_or_lies_inside)
+    assert _is_adapted(inside_first(adapted, base, _clicks((40, 30, 1)), SIZE), adapted)
+    corner = _answers(_picture(slice(6, 8), slice(6, 8)))  # x, y 48..63: no click, not inside the base's
+    assert not _is_adapted(inside_the_base_answer(corner, base, correction, SIZE), corner)
+    assert _is_adapted(inside_first(corner, base, correction, SIZE), corner)
 
 
 def test_the_answer_as_shown_is_read_between_low_resolution_pixels():
