@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
-from benchmarks.retention import add_run_arguments, gain_kept, held_out_kept, run_folder
+from benchmarks.retention import add_run_arguments, gain_kept, held_out_kept, run_folder, written_by
 from msa_hf.modeling.base_fallback import best_scoring_masks, choose_answers, clicks_inside, follows_prompt
 from msa_hf.modeling.modeling_msa import SamAdapterModel
 
@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[fallback rules] seed {seed} {name}: {row}", flush=True)
     table = summarise(rows, args.seeds)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(f"Written by `python -m benchmarks.fallback_rules`.\n\n{table}\n")
+    command = written_by(parser, args, ("seeds", "rules"))
+    args.output.write_text(f"Written by `{command}`.\n\n{table}\n")
     print(table)
     return 0
 
@@ -374,7 +375,8 @@ def summarise(rows: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
     adapted, base = rows[ADAPTED_ALONE], rows[BASE_ALONE]
     columns = [f"{structures} {protocol}" for structures in ("adapted", "held-out") for protocol in PROTOCOLS]
     lines = [
-        f"Fallback models of `make retention` (seeds {', '.join(map(str, seeds))}), each rule replayed on the same "
+        "The `--base-fallback` models that `python -m benchmarks.retention` trained (seeds "
+        f"{', '.join(map(str, seeds))}), each rule replayed on the same "
         "weights: mean Dice over seeds; *kept* is the smallest share over seeds (held-out: of the base's Dice; "
         "gain: of the adapted model's gain over the base on the adapted structures). 1 = one click, it = iterative.",
         "",

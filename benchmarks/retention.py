@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -167,7 +168,11 @@ def written_by(parser: argparse.ArgumentParser, args: argparse.Namespace, option
     for name in options:
         value = getattr(args, name)
         if value != parser.get_default(name):
-            words += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+            values = value if isinstance(value, list) else [value]
+            words += [
+                f"--{name.replace('_', '-')}",
+                *(shlex.quote(str(v)) for v in values),
+            ]  # a shell command
     return " ".join(words)
 
 

@@ -366,6 +366,26 @@ def test_a_results_file_of_other_seeds_names_them_in_its_command(tmp_path, monke
     )
 
 
+def test_a_written_by_command_quotes_what_the_shell_would_split():
+    import argparse
+    import shlex
+
+    from benchmarks.fallback_rules import RULES
+    from benchmarks.retention import written_by
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fallback_rules")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rules", nargs="+", choices=list(RULES))
+    rules = ["a click inside (shipped)", "the first click's model answers the session"]
+    args = parser.parse_args(["--seeds", "3", "--rules", *rules])
+    command = written_by(parser, args, ("seeds", "rules"))
+    words = shlex.split(command)  # what a shell hands the program when the command is pasted
+    assert words[:3] == ["python", "-m", "benchmarks.fallback_rules"]
+    assert words[3:] == ["--seeds", "3", "--rules", *rules]
+    assert parser.parse_args(words[3:]) == args
+    assert written_by(parser, parser.parse_args([]), ("seeds", "rules")) == parser.prog  # defaults: bare
+
+
 def _table_blocks(text: str) -> list[str]:
     """The Markdown tables of `text`, each as its consecutive `|` lines."""
     blocks, current = [], []
