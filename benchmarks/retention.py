@@ -161,6 +161,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/retention"))
 
 
+def _shell_word(value: str) -> str:
+    """`value` as one word of a shell command, quoted only where the shell would split or expand it (in double
+    quotes where it holds an apostrophe, which reads better than POSIX quoting's `'"'"'`)."""
+    if shlex.quote(value) == value:
+        return value
+    if "'" in value and not any(char in value for char in '"$`\\!'):
+        return f'"{value}"'
+    return shlex.quote(value)
+
+
 def written_by(parser: argparse.ArgumentParser, args: argparse.Namespace, options: tuple[str, ...]) -> str:
     """The command that writes a results file: `parser.prog` with those of `options` (argument names) that
     differ from their defaults, so that a file of other seeds or settings says how it was made."""
@@ -169,10 +179,7 @@ def written_by(parser: argparse.ArgumentParser, args: argparse.Namespace, option
         value = getattr(args, name)
         if value != parser.get_default(name):
             values = value if isinstance(value, list) else [value]
-            words += [
-                f"--{name.replace('_', '-')}",
-                *(shlex.quote(str(v)) for v in values),
-            ]  # a shell command
+            words += [f"--{name.replace('_', '-')}", *(_shell_word(str(v)) for v in values)]
     return " ".join(words)
 
 

@@ -383,6 +383,7 @@ def test_a_written_by_command_quotes_what_the_shell_would_split():
     assert words[:3] == ["python", "-m", "benchmarks.fallback_rules"]
     assert words[3:] == ["--seeds", "3", "--rules", *rules]
     assert parser.parse_args(words[3:]) == args
+    assert '"the first click\'s model answers the session"' in command  # readable, not '"'"'
     assert written_by(parser, parser.parse_args([]), ("seeds", "rules")) == parser.prog  # defaults: bare
 
 
