@@ -31,9 +31,8 @@ from msa_hf.modeling.modeling_msa import SamAdapterModel
 
 Answers = SamImageSegmentationOutput
 Rule = Callable[[Answers, Answers, dict[str, Any], int], Answers]
-Choice = Callable[
-    [Answers, Answers, dict[str, Any], int], torch.Tensor
-]  # (B, P): True keeps the adapted answer
+# a rule's choice alone, `(B, P)`: True keeps the adapted answer
+Choice = Callable[[Answers, Answers, dict[str, Any], int], torch.Tensor]
 CLASSES = "deep_grey_left,deep_grey_right,white_matter_left,white_matter_right"
 HELD_OUT = "ventricles"
 PROTOCOLS = ("points1", "iterative")
