@@ -193,3 +193,53 @@ def test_the_loop_clocks_its_steps_and_the_waits_for_data_apart_from_its_hooks()
     # the hooks' 4 x 0.2 s (after steps 1-4; the last hook runs after the clock stops) are not step time
     assert timing.seconds < 0.2 + timing.data_seconds
     assert 0.5 < timing.data_share <= 1.0
+
+
+class _OneOfTwoProcesses:
+    """The part of an accelerator that `Checkpoints.save` uses, for one of two processes run as threads: each
+    writes its own file into the checkpoint folder (as accelerate writes each process's random state), the
+    second one `delay` seconds later."""
+
+    def __init__(self, index: int, barrier, delay: float) -> None:
+        self.process_index, self.barrier, self.delay = index, barrier, delay
+        self.is_main_process = index == 0
+
+    def wait_for_everyone(self) -> None:
+        self.barrier.wait(timeout=5)
+
+    def save_state(self, folder: str) -> None:
+        import os
+        import time
+        from pathlib import Path
+
+        os.makedirs(folder, exist_ok=True)
+        time.sleep(self.delay)
+        (Path(folder) / f"random_states_{self.process_index}.pkl").write_bytes(b"state")
+
+
+@pytest.mark.parametrize("rolling", [True, False])
+def test_a_checkpoint_is_moved_into_place_only_after_every_process_wrote_into_it(tmp_path, rolling):
+    import threading
+
+    barrier = threading.Barrier(2)
+    checkpoints = Checkpoints(tmp_path, rolling=rolling)
+    errors: list[BaseException] = []
+
+    def save(index: int) -> None:
+        try:
+            checkpoints.save(_OneOfTwoProcesses(index, barrier, delay=0.3 * index), 2, {"micro": 2})
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=save, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    saved = checkpoints.latest()
+    assert sorted(path.name for path in saved.iterdir()) == [
+        "random_states_0.pkl", "random_states_1.pkl", "trainer_state.json",
+    ]  # fmt: skip
+    assert checkpoints.read_state(saved) == {"step": 2, "micro": 2}

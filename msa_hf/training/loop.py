@@ -146,6 +146,9 @@ class Checkpoints:
             shutil.rmtree(temporary, ignore_errors=True)
         accelerator.wait_for_everyone()
         save_training_state(accelerator, temporary)
+        # every process writes its own files into the temporary folder (its random state): the folder is moved
+        # into place only once all have finished, or a slower process writes into a folder that is gone
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (temporary / STATE_FILE).write_text(json.dumps({"step": step, **state}))
             _replace_folder(temporary, final)
