@@ -204,9 +204,9 @@ def continues_the_previous_round(
 
 
 class FirstClickDecides:
-    """A session rule: `first_click` (a `(B, P)` choice: True keeps the adapted answer) judges a session's first
-    click, and the model it chose answers every correction round of that session (a round with a mask prompt)
-    whatever its answer holds: the object is routed once, where its first click is.
+    """A session rule: `first_click` (a `(B, P)` choice: True keeps the adapted answer) judges a session's
+    first click, and the model it chose answers every correction round of that session (a round with a mask
+    prompt) whatever its answer holds: the object is routed once, where its first click is.
 
     Replay only: the rule remembers the choice of the last call without a mask prompt and applies it to the
     calls with one, which is the order in which the evaluation decodes a batch (its one-click round, then that
@@ -328,7 +328,16 @@ def fallback_models(runs: Path, seeds: list[int]) -> dict[int, Path]:
     return folders
 
 
-def main(argv: list[str] | None = None) -> int:
+def fallback_models_named(seeds: list[int]) -> str:
+    """How the results files name the models `fallback_models` finds (whatever seeds they were trained for)."""
+    return (
+        "the `--base-fallback` models that `python -m benchmarks.retention` trained "
+        f"(seeds {', '.join(map(str, seeds))})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m benchmarks.fallback_rules`."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fallback_rules", description=__doc__.splitlines()[0]
     )
@@ -338,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rules", nargs="+", choices=list(RULES),
         help="default: every rule; the adapted model alone and the base alone always run (the shares are of them)",
     )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     rules = {
         name: RULES[name]
@@ -373,11 +387,11 @@ def summarise(rows: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
     over seeds of the zero-shot held-out Dice and of the adapted model's gain over zero-shot that it keeps."""
     adapted, base = rows[ADAPTED_ALONE], rows[BASE_ALONE]
     columns = [f"{structures} {protocol}" for structures in ("adapted", "held-out") for protocol in PROTOCOLS]
+    models = fallback_models_named(seeds)
     lines = [
-        "The `--base-fallback` models that `python -m benchmarks.retention` trained (seeds "
-        f"{', '.join(map(str, seeds))}), each rule replayed on the same "
-        "weights: mean Dice over seeds; *kept* is the smallest share over seeds (held-out: of the base's Dice; "
-        "gain: of the adapted model's gain over the base on the adapted structures). 1 = one click, it = iterative.",
+        f"{models[0].upper()}{models[1:]}, each rule replayed on the same weights: mean Dice over "
+        "seeds; *kept* is the smallest share over seeds (held-out: of the base's Dice; gain: of the adapted "
+        "model's gain over the base on the adapted structures). 1 = one click, it = iterative.",
         "",
     ]
     for split in ("validation", "test"):

@@ -33,6 +33,7 @@ from benchmarks.fallback_rules import (
     adapted_alone,
     base_alone,
     fallback_models,
+    fallback_models_named,
     shipped,
 )
 from benchmarks.retention import GOAL_PROTOCOLS, add_run_arguments, goal_shares, goals, meets_goal, written_by
@@ -160,13 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs)
     # the header names the seeds the table shows (with --summarise-only, those of the Dice file)
     command = written_by(parser, argparse.Namespace(seeds=list(runs)), ("seeds",))
-    seeds = ", ".join(map(str, runs))
     args.output.with_suffix(".md").write_text(
         f"Written by `{command}`.\n\n"
-        "The retention goal's shares for the `--base-fallback` models that `python -m benchmarks.retention` "
-        f"trained (seeds {seeds}), from the interior click alone (what `make retention` scores) and from each "
-        "of the ten evaluation clicks of a slice as the first click (mean Dice over the ten). The adapted model alone and the base alone are "
-        "the same weights with the adapters' or the base's answer always kept.\n\n"
+        f"The retention goal's shares for {fallback_models_named(list(runs))}, from the interior click alone "
+        "(what `make retention` scores) and from each of the ten evaluation clicks of a slice as the first click "
+        "(mean Dice over the ten). The adapted model alone and the base alone are the same weights with the "
+        "adapters' or the base's answer always kept.\n\n"
         f"{text}\n"
     )
     print(text)

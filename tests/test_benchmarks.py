@@ -367,15 +367,12 @@ def test_a_results_file_of_other_seeds_names_them_in_its_command(tmp_path, monke
 
 
 def test_a_written_by_command_quotes_what_the_shell_would_split():
-    import argparse
     import shlex
 
-    from benchmarks.fallback_rules import RULES
+    from benchmarks.fallback_rules import build_parser
     from benchmarks.retention import written_by
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fallback_rules")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rules", nargs="+", choices=list(RULES))
+    parser = build_parser()  # the command line whose results file names its rules
     rules = ["a click inside (shipped)", "the first click's model answers the session"]
     args = parser.parse_args(["--seeds", "3", "--rules", *rules])
     command = written_by(parser, args, ("seeds", "rules"))

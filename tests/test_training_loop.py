@@ -4,6 +4,10 @@ on a small regression model whose batches are a function of the step (as every t
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,7 +204,7 @@ class _OneOfTwoProcesses:
     writes its own file into the checkpoint folder (as accelerate writes each process's random state), the
     second one `delay` seconds later."""
 
-    def __init__(self, index: int, barrier, delay: float) -> None:
+    def __init__(self, index: int, barrier: threading.Barrier, delay: float) -> None:
         self.process_index, self.barrier, self.delay = index, barrier, delay
         self.is_main_process = index == 0
 
@@ -208,10 +212,6 @@ class _OneOfTwoProcesses:
         self.barrier.wait(timeout=5)
 
     def save_state(self, folder: str) -> None:
-        import os
-        import time
-        from pathlib import Path
-
         os.makedirs(folder, exist_ok=True)
         time.sleep(self.delay)
         (Path(folder) / f"random_states_{self.process_index}.pkl").write_bytes(b"state")
@@ -219,16 +219,14 @@ class _OneOfTwoProcesses:
 
 @pytest.mark.parametrize("rolling", [True, False])
 def test_a_checkpoint_is_moved_into_place_only_after_every_process_wrote_into_it(tmp_path, rolling):
-    import threading
-
     barrier = threading.Barrier(2)
     checkpoints = Checkpoints(tmp_path, rolling=rolling)
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def save(index: int) -> None:
         try:
             checkpoints.save(_OneOfTwoProcesses(index, barrier, delay=0.3 * index), 2, {"micro": 2})
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+        except Exception as error:  # raised in the thread: reported by the assertion below
             errors.append(error)
             barrier.abort()
 
