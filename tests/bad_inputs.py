@@ -642,6 +642,24 @@ def _(f):
     return ["predict", "tiny", str(f / "in" / "m.json"), out(f, "masks"), *_box(2, 2, 20, 20)]
 
 
+@case(
+    "predict",
+    "--prompts-from-labels where an input has no label map",
+    mentions=("case2_0000.nii.gz", "manifest"),
+)
+def _(f):
+    source = nifti_source(f, count=3)
+    (source / "labelsTr" / "case2.nii.gz").unlink()
+    return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"),
+            "--prompts-from-labels", str(source / "labelsTr")]  # fmt: skip
+
+
+@case("predict", "--prompts-from-labels naming the inputs' own folder", mentions=("folder of their own",))
+def _(f):
+    source = png_source(f, count=2)
+    return ["predict", "tiny", str(source), out(f, "masks"), "--prompts-from-labels", str(source)]
+
+
 @case("predict", "DICOM-SEG output for a NIfTI input", mentions=("DICOM series", ".nii.gz"))
 def _(f):
     source = nifti_source(f, count=1)

@@ -179,6 +179,52 @@ def test_batches_that_cannot_run_are_refused_before_the_model_loads(tmp_path):
     assert [item.output.name for item in glob_items] == ["case0.png", "case1.png"]
 
 
+def test_label_maps_pair_with_their_inputs_as_prepare_pairs_them(tmp_path):
+    images, labels = tmp_path / "imagesTr", tmp_path / "labelsTr"
+    images.mkdir()
+    labels.mkdir()
+    for name in ("liver_001_0000.nii.gz", "img0002.nii.gz", "same.nii.gz", "slice.png"):
+        (images / name).write_bytes(b"")
+    for name in ("liver_001.nii.gz", "label0002.nii.gz", "same.nii.gz", "slice_mask.png", "other.nii.gz"):
+        (labels / name).write_bytes(b"")
+    items = collect_items(images, tmp_path / "out", labels_dir=labels)
+    assert {item.input.name: item.labels.name for item in items} == {
+        "img0002.nii.gz": "label0002.nii.gz",  # BTCV's role prefixes
+        "liver_001_0000.nii.gz": "liver_001.nii.gz",  # nnU-Net's channel suffix
+        "same.nii.gz": "same.nii.gz",
+        "slice.png": "slice_mask.png",
+    }
+    assert all(item.prompts is None for item in items)  # the prompts come from the label maps
+    (images / "unlabelled.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no label map for 1 of 5 inputs \(unlabelled.nii.gz\)"):
+        collect_items(images, tmp_path / "out", labels_dir=labels)
+    (images / "unlabelled.nii.gz").unlink()
+    (labels / "img0002_seg.nii.gz").write_bytes(b"")  # a second map that pairs with img0002
+    with pytest.raises(ValueError, match="2 label maps in .* pair with it"):
+        collect_items(images, tmp_path / "out", labels_dir=labels)
+    with pytest.raises(ValueError, match="that is the folder of the inputs"):
+        collect_items(labels, tmp_path / "out", labels_dir=labels)
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_a_missing_label_map_named_by_a_manifest_fails_that_input_alone(tiny_base, tmp_path):
+    pairs = [_volume_with_labels(tmp_path, f"{name}.nii.gz", 0) for name in ("a", "b")]
+    rows = [{"input": "images/a.nii.gz", "labels": "labels/a.nii.gz"},
+            {"input": "images/b.nii.gz", "labels": "labels/gone.nii.gz"}]  # fmt: skip
+    (tmp_path / "m.json").write_text(json.dumps(rows))
+    code = main(
+        ["predict", str(tiny_base), str(tmp_path / "m.json"), str(tmp_path / "out"), "--device", "cpu"]
+    )
+    assert code == 1
+    summary = {Path(row["input"]).name: row for row in _summary(tmp_path / "out")}
+    assert summary["a.nii.gz"]["status"] == "ok" and (tmp_path / "out" / "a.nii.gz").exists()
+    assert (
+        summary["b.nii.gz"]["error"]
+        == f"ValueError: label map {tmp_path / 'labels' / 'gone.nii.gz'}: no such file."
+    )
+    assert pairs[1][0].exists() and not (tmp_path / "out" / "b.nii.gz").exists()
+
+
 @pytest.mark.ddp
 def test_two_processes_share_the_inputs_and_write_one_summary(tiny_base, tmp_path):
     pictures = _pictures(tmp_path / "in", count=5)

@@ -86,8 +86,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument(
         "--prompts-from-labels", default=None, metavar="DIR",
-        help="many inputs: take prompts from the label map of the same file name in DIR (a box or a click per "
-             "structure, per slice of a volume), written with the structure's label value",
+        help="many inputs: take prompts from each input's label map in DIR, paired by file name as `prepare` "
+             "pairs them (case_0000.nii.gz -> case.nii.gz); a box or a click per structure, per slice of a "
+             "volume, written with the structure's label value",
     )  # fmt: skip
     predict.add_argument(
         "--prompt-kind", choices=["box", "click"], default="box",

@@ -65,6 +65,38 @@ def pairing_key(stem: str) -> str:
     return _ROLE_PREFIX.sub("", stem)
 
 
+def file_stem(path: Path) -> str:
+    """The name a file pairs by: without its extension (`case.nii.gz`, `case.png` -> `case`); a folder's (a
+    DICOM series) whole name, dots included."""
+    return path.name if path.is_dir() else nifti_stem(path)
+
+
+class LabelFolder:
+    """The label maps (NIfTI or image files) of one folder, found for an input the way `msa-hf prepare` pairs
+    them: the file of the same name, else the one that shares the input's `pairing_key` (an nnU-Net image
+    `case_0000.nii.gz` -> `case.nii.gz`, BTCV's `img0001` -> `label0001`, `case.png` -> `case_mask.png`)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        files = sorted(p for p in self.folder.iterdir() if p.is_file() and (is_nifti(p) or is_image_file(p)))
+        self._by_name = {p.name: p for p in files}
+        self._by_key: dict[str, list[Path]] = {}
+        for path in files:
+            self._by_key.setdefault(pairing_key(file_stem(path)), []).append(path)
+
+    def find(self, image: Path) -> Path | None:
+        """`image`'s label map, or None when none pairs with it. Raises `ValueError` when several do."""
+        if image.name in self._by_name:
+            return self._by_name[image.name]
+        found = self._by_key.get(pairing_key(file_stem(image)), [])
+        if len(found) > 1:
+            raise ValueError(
+                f"{image.name}: {len(found)} label maps in {self.folder} pair with it "
+                f"({', '.join(p.name for p in found)}); name the one to use in a manifest's labels column."
+            )
+        return found[0] if found else None
+
+
 def _subfolder(root: Path, names: tuple[str, ...]) -> Path | None:
     for name in names:
         if (root / name).is_dir():

@@ -165,15 +165,25 @@ def collect_items(
     probabilities_dir: str | Path | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
-    prompts: the manifest row's, else `prompts` (the same for every input), else the label map of the same
-    file name in `labels_dir`. Raises `ValueError` before anything runs when no input is found, when an input
-    has no prompt source, or when two inputs would write the same output."""
+    prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
+    (`LabelFolder`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
+    `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
+    map in `labels_dir` included), or when two inputs would write the same output."""
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
         raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
+    from msa_hf.data.sources import LabelFolder
+
     labels_dir = Path(labels_dir) if labels_dir else None
     if labels_dir is not None and not labels_dir.is_dir():
         raise ValueError(f"--prompts-from-labels {labels_dir}: not a folder of label maps.")
+    if labels_dir is not None and Path(source).is_dir() and labels_dir.resolve() == Path(source).resolve():
+        raise ValueError(
+            f"--prompts-from-labels {labels_dir}: that is the folder of the inputs; every file in it would be "
+            "segmented, label maps included. Keep the label maps in a folder of their own."
+        )
+    label_folder = LabelFolder(labels_dir) if labels_dir is not None else None
+    unpaired: list[Path] = []  # inputs that take their prompts from the label folder and find no label map
     rows: list[dict[str, Any]]
     base = Path(".")
     if Path(source).suffix.lower() in MANIFEST_SUFFIXES:
@@ -197,8 +207,11 @@ def collect_items(
         where = f"input {index} ({input_path})"
         row_prompts = _row_prompts(row.get("prompts"), base, where)
         labels = base / str(row["labels"]) if row.get("labels") else None
-        if labels is None and row_prompts is None and prompts is None and labels_dir is not None:
-            labels = labels_dir / input_path.name
+        if labels is None and row_prompts is None and prompts is None and label_folder is not None:
+            labels = label_folder.find(input_path)
+            if labels is None:
+                unpaired.append(input_path)
+                continue
         if row_prompts is None and prompts is None and labels is None:
             raise ValueError(
                 f"{where}: no prompts. Give --box/--point/--prompts for every input, --prompts-from-labels DIR, "
@@ -216,6 +229,17 @@ def collect_items(
                 if probabilities_dir
                 else None,
             )
+        )
+    if unpaired:
+        listed = ", ".join(p.name for p in unpaired[:5]) + (
+            f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
+        )
+        raise ValueError(
+            f"--prompts-from-labels {labels_dir}: no label map for {len(unpaired)} of {len(rows)} inputs "
+            f"({listed}). A label map pairs with its input by the same file name, or by the name they share "
+            "without a channel suffix, a role prefix or a mask suffix (case_0000.nii.gz -> case.nii.gz, "
+            "img0001 -> label0001, case.png -> case_mask.png). Give the other inputs as a glob, or name each "
+            "input's label map in a manifest's labels column."
         )
     seen: dict[Path, Path] = {}
     for item in items:
@@ -304,6 +328,8 @@ def check_label_map_grid(item: BatchItem) -> None:
     """A reference label map must be on its input's grid (volumes) or of its size (images)."""
     if item.labels is None:
         return
+    if not item.labels.exists():
+        raise ValueError(f"label map {item.labels}: no such file.")
     image, labels = _grid_shape(item.input), _grid_shape(item.labels)
     if image != labels:
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
