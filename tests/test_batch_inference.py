@@ -199,8 +199,8 @@ def test_label_maps_pair_with_their_inputs_as_prepare_pairs_them(tmp_path):
     with pytest.raises(ValueError, match=r"no label map for 1 of 5 inputs \(unlabelled.nii.gz\)"):
         collect_items(images, tmp_path / "out", labels_dir=labels)
     (images / "unlabelled.nii.gz").unlink()
-    (labels / "img0002_seg.nii.gz").write_bytes(b"")  # a second map that pairs with img0002
-    with pytest.raises(ValueError, match="2 label maps in .* pair with it"):
+    (labels / "slice_seg.png").write_bytes(b"")  # a second map that pairs with slice.png as well
+    with pytest.raises(ValueError, match="slice.png: 2 label maps pair with it by name"):
         collect_items(images, tmp_path / "out", labels_dir=labels)
     with pytest.raises(ValueError, match="that is the folder of the inputs"):
         collect_items(labels, tmp_path / "out", labels_dir=labels)

@@ -302,3 +302,16 @@ def test_transform_pixel_values_are_the_windowed_hu_by_hand():
     assert torch.allclose(default["pixel_values"], expected, atol=1e-5)
     with pytest.raises(ValueError, match="differ in size"):
         SamSegmentationTransform(image_size=64).example({**row, "mask": mask[:32]})
+
+
+def test_numbered_images_pair_with_their_own_masks(tmp_path):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        for index in (1, 2, 3):
+            Image.fromarray(np.full((8, 8), index, np.uint8)).save(
+                tmp_path / folder / f"patient_{index:04d}.png"
+            )
+    pairs = find_image_pairs(tmp_path)
+    assert [(p.case_id, p.label.name) for p in pairs] == [
+        (f"patient_{i:04d}", f"patient_{i:04d}.png") for i in (1, 2, 3)
+    ]

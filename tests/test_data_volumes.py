@@ -135,13 +135,20 @@ def test_bad_volumes_are_skipped_with_reasons(tmp_path):
     )
     report = prepare_dataset(source, tmp_path / "out", split=(1.0, 0.0, 0.0))
     reasons = {c["case_id"]: c["reason"] for c in report.skipped_cases}
-    assert set(reasons) == {"nan", "empty", "shape", "corrupt", "four_d", "nolabel"}
+    assert set(reasons) == {
+        "nan",
+        "empty",
+        "shape",
+        "corrupt",
+        "four_d",
+        "nolabel_0000",
+    }  # unpaired: its own name
     assert "nan_0000.nii.gz: 1 NaN/Inf" in reasons["nan"]
     assert "empty.nii.gz: the label map is empty" in reasons["empty"]
     assert "shape.nii.gz: label shape" in reasons["shape"] and "Resample" in reasons["shape"]
     assert "corrupt_0000.nii.gz" in reasons["corrupt"]
     assert "4-D image" in reasons["four_d"] and "--channel" in reasons["four_d"]
-    assert "no label map found" in reasons["nolabel"]
+    assert "no label map found" in reasons["nolabel_0000"]
     assert report.cases == {"train": 1} and report.slices["train"] == 5  # the good case is intact
     assert len(load_prepared(tmp_path / "out")["train"]) == 5
     assert any("no label table" in w for w in report.warnings)
@@ -320,3 +327,79 @@ def test_prepare_resamples_to_a_target_spacing(tmp_path):
     # 3 mm slices labelled 3..7 become 1.5 mm slices 6..15: twice as many labelled slices
     assert len(rows) == 2 * int(np.flatnonzero(labels.any(axis=(0, 1))).size)
     assert set(np.unique(np.asarray(rows[0]["label"])).tolist()) <= {0, 1, 2}
+
+
+def _numbered_case(
+    source: Path, image_name: str, label_name: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A case whose image and label map both differ from every other case's (so a wrong pairing shows)."""
+    image, labels = write_nifti_case(source, "tmp", seed=seed)
+    labels = np.roll(labels, seed, axis=0)
+    (source / "imagesTr" / "tmp_0000.nii.gz").rename(source / "imagesTr" / image_name)
+    nib.save(nib.Nifti1Image(labels, np.diag([0.7, 0.7, 3.0, 1.0])), source / "labelsTr" / label_name)
+    (source / "labelsTr" / "tmp.nii.gz").unlink()
+    return image, labels
+
+
+@pytest.mark.parametrize("suffix", ["", "_0000"])
+def test_numbered_cases_pair_one_to_one_and_stay_apart(tmp_path, suffix):
+    # patient_0001 ends like an nnU-Net channel suffix; it must stay its own case, paired with its own labels
+    source = tmp_path / "src"
+    cases = {
+        f"patient_{i:04d}": _numbered_case(
+            source, f"patient_{i:04d}{suffix}.nii.gz", f"patient_{i:04d}.nii.gz", i
+        )
+        for i in range(1, 5)
+    }
+    pairs = find_volume_pairs(source)
+    assert [(p.case_id, p.label.name) for p in pairs] == [(c, f"{c}.nii.gz") for c in cases]
+    prepare_dataset(source, tmp_path / "out", split=(0.5, 0.25, 0.25))
+    dataset = load_prepared(tmp_path / "out")
+    seen = set()
+    for split in dataset.values():
+        for row in split:
+            image, labels = cases[row["case_id"]]
+            z = row["slice"] + 3
+            assert np.array_equal(np.asarray(row["image"]), axial_slices(image)[z])
+            assert np.array_equal(np.asarray(row["label"]), axial_slices(labels)[z])
+            seen.add(row["case_id"])
+    assert seen == set(cases)  # every case written, none replaced by another
+
+
+def test_nnunet_channel_files_are_one_case_and_channel_picks_one(tmp_path):
+    source = tmp_path / "src"
+    first, labels = write_nifti_case(source, "brain", seed=0)
+    second, _ = write_nifti_case(tmp_path / "other", "brain", seed=1)
+    (tmp_path / "other" / "imagesTr" / "brain_0000.nii.gz").rename(source / "imagesTr" / "brain_0001.nii.gz")
+    write_nifti_case(source, "knee", seed=2)
+    pairs = find_volume_pairs(source)
+    assert [(p.case_id, p.image.name, sorted(p.channels)) for p in pairs] == [
+        ("brain", "brain_0000.nii.gz", [0, 1]),
+        ("knee", "knee_0000.nii.gz", []),
+    ]
+    for channel, expected in ((None, first), (1, second)):
+        out = tmp_path / f"out-{channel}"
+        report = prepare_dataset(source, out, split=(1, 0, 0), channel=channel)
+        assert any("one image file per channel" in warning for warning in report.warnings)
+        rows = [row for row in load_prepared(out)["train"] if row["case_id"] == "brain"]
+        assert rows and all(
+            np.array_equal(np.asarray(row["image"]), axial_slices(expected)[row["slice"] + 3]) for row in rows
+        )
+    report = prepare_dataset(source, tmp_path / "out-2", split=(1, 0, 0), channel=2)
+    assert "not for channel 2" in report.skipped_cases[0]["reason"]  # brain has channels 0 and 1 only
+
+
+def test_two_cases_of_one_name_are_refused(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / "src" / folder).mkdir(parents=True)
+        nib.save(
+            nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)),
+            tmp_path / "src" / folder / "c.nii.gz",
+        )
+        nib.save(
+            nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)),
+            tmp_path / "src" / folder / "c_seg.nii.gz",
+        )
+    with pytest.raises(ValueError, match="are both case c"):
+        prepare_dataset(tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

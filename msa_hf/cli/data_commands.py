@@ -25,7 +25,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="fractions of the cases (default 0.8 0.1 0.1)",
     )  # fmt: skip
     prepare.add_argument("--seed", type=int, default=0, help="seed of the case split")
-    prepare.add_argument("--channel", type=int, default=None, help="channel of 4-D NIfTI images to use")
+    prepare.add_argument(
+        "--channel", type=int, default=None,
+        help="channel to use: of 4-D NIfTI images, or of nnU-Net cases with one file per channel (case_0000, "
+             "case_0001, ...; there the default is 0)",
+    )  # fmt: skip
     prepare.add_argument("--modality", choices=("CT", "MR", "other"), default=None, help="default: guessed")
     prepare.add_argument(
         "--mask-threshold", type=float, default=None, help="binarise soft/JPEG masks at this value"

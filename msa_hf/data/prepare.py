@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
 from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
-from msa_hf.data.sources import CaseFiles, detect_source_kind, find_image_pairs, find_volume_pairs
+from msa_hf.data.sources import (
+    CaseFiles,
+    SourceLayoutError,
+    detect_source_kind,
+    find_image_pairs,
+    find_volume_pairs,
+)
 from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
@@ -53,7 +59,8 @@ class PrepareOptions:
         kind: "auto", "images" (2-D files) or "volumes" (NIfTI / DICOM).
         split: train/validation/test fractions of the cases.
         seed: the case shuffle before splitting.
-        channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS).
+        channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS), or of nnU-Net cases with
+            one image file per channel (`case_0000`, `case_0001`, ...; there None reads channel 0).
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
@@ -186,8 +193,46 @@ def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
     return guess_modality(volume)
 
 
+def _volume_cases(
+    cases: list[CaseFiles], options: PrepareOptions, report: PrepareReport
+) -> dict[str, list[CaseFiles]]:
+    """The volume cases by id. Two cases with one id (two files named alike in sub-folders) are refused: one
+    would silently replace the other. An nnU-Net case with one image file per channel reads `options.channel`
+    (default the first), which the report says."""
+    groups: dict[str, list[CaseFiles]] = {}
+    for case in cases:
+        if case.case_id in groups:
+            raise SourceLayoutError(
+                f"{groups[case.case_id][0].image} and {case.image} are both case {case.case_id}; give each "
+                "case a name of its own."
+            )
+        groups[case.case_id] = [case]
+    several = [case for case in cases if len(case.channels) > 1]
+    if several:
+        channels = sorted({k for case in several for k in case.channels})
+        report.warnings.append(
+            f"{len(several)} case(s) have one image file per channel (channels {channels}, e.g. "
+            f"{several[0].image.name}); read channel {options.channel or 0}"
+            f"{'' if options.channel is not None else ' (--channel k reads another)'}."
+        )
+    return groups
+
+
+def _case_image(case: CaseFiles, options: PrepareOptions) -> Volume:
+    """The case's image volume: `options.channel` of a 4-D file, or of an nnU-Net case's channel files."""
+    if len(case.channels) <= 1:
+        return load_volume(case.image, channel=options.channel)
+    channel = options.channel or 0
+    if channel not in case.channels:
+        raise VolumeReadError(
+            f"{case.image}: case {case.case_id} has image files for channels {sorted(case.channels)}, not for "
+            f"channel {channel} (--channel)."
+        )
+    return load_volume(case.channels[channel])
+
+
 def _volume_rows(case: CaseFiles, options: PrepareOptions, report: PrepareReport) -> list[dict[str, Any]]:
-    image = load_volume(case.image, channel=options.channel)
+    image = _case_image(case, options)
     label = load_volume(case.label, is_label=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -322,7 +367,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     report = PrepareReport(output=str(final), class_names={})
     table = _class_names(source, options)
     if kind == "volumes":
-        groups = {case.case_id: [case] for case in find_volume_pairs(source)}
+        groups = _volume_cases(find_volume_pairs(source), options, report)
     else:
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
     splits = split_cases(list(groups), options.split, options.seed)

@@ -7,9 +7,13 @@
 - name rules: `case.png` + `case_mask.png` (also `_label`, `_seg`, `_gt`) in one folder, or the same
   name in sibling folders `images/` + `masks/` (or `labels/`).
 
+In the image/label folder layouts an image finds its label map by name (`LabelIndex`), the rule that
+`msa-hf predict --prompts-from-labels` uses too.
+
 3-D (`find_volume_pairs`):
-- Decathlon / nnU-Net: `imagesTr/` + `labelsTr/` (`case_0000.nii.gz` channel suffix understood),
-  BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` + `labels/`.
+- Decathlon / nnU-Net: `imagesTr/` + `labelsTr/` (`case_0000.nii.gz` channel suffix understood; a case's
+  several channel files are one case), BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` +
+  `labels/`.
 - flat: `case.nii.gz` + `case_seg.nii.gz` / `_label` / `_mask`.
 - DICOM: one sub-folder per series under `images/`, labels as NIfTI in `labels/` named like the folder.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa_hf.data.image_files import is_image_file
@@ -38,11 +42,14 @@ class SourceLayoutError(ValueError):
 
 @dataclass
 class CaseFiles:
-    """One case: its id, its image (file or DICOM folder) and its label map (None when unpaired)."""
+    """One case: its id, its image (file or DICOM folder) and its label map (None when unpaired); `channels`,
+    an nnU-Net case's image files by channel (`case_0000`, `case_0001`, ...) where it has several, `image`
+    being the first."""
 
     case_id: str
     image: Path
     label: Path | None
+    channels: dict[int, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # a file name that is not UTF-8 (it reaches Python as lone surrogates) cannot be stored as text:
@@ -57,44 +64,68 @@ def _strip_mask_suffix(stem: str) -> str | None:
     return None
 
 
-def pairing_key(stem: str) -> str:
-    """The name an image and its label share: `img0001`/`label0001` -> `0001`, `case_0000` -> `case`,
-    `case_mask` -> `case`."""
-    stem = _strip_mask_suffix(stem) or stem
-    stem = _CHANNEL_SUFFIX.sub("", stem)
-    return _ROLE_PREFIX.sub("", stem)
-
-
 def file_stem(path: Path) -> str:
     """The name a file pairs by: without its extension (`case.nii.gz`, `case.png` -> `case`); a folder's (a
     DICOM series) whole name, dots included."""
     return path.name if path.is_dir() else nifti_stem(path)
 
 
-class LabelFolder:
-    """The label maps (NIfTI or image files) of one folder, found for an input the way `msa-hf prepare` pairs
-    them: the file of the same name, else the one that shares the input's `pairing_key` (an nnU-Net image
-    `case_0000.nii.gz` -> `case.nii.gz`, BTCV's `img0001` -> `label0001`, `case.png` -> `case_mask.png`)."""
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        files = sorted(p for p in self.folder.iterdir() if p.is_file() and (is_nifti(p) or is_image_file(p)))
-        self._by_name = {p.name: p for p in files}
-        self._by_key: dict[str, list[Path]] = {}
-        for path in files:
-            self._by_key.setdefault(pairing_key(file_stem(path)), []).append(path)
 
-    def find(self, image: Path) -> Path | None:
-        """`image`'s label map, or None when none pairs with it. Raises `ValueError` when several do."""
-        if image.name in self._by_name:
-            return self._by_name[image.name]
-        found = self._by_key.get(pairing_key(file_stem(image)), [])
-        if len(found) > 1:
-            raise ValueError(
-                f"{image.name}: {len(found)} label maps in {self.folder} pair with it "
-                f"({', '.join(p.name for p in found)}); name the one to use in a manifest's labels column."
-            )
-        return found[0] if found else None
+def _image_names(stem: str) -> list[str]:
+    """The names an image may share with its label map, most literal first: its own, without an nnU-Net
+    channel suffix (`case_0000` -> `case`), without a role prefix (`img0001` -> `0001`), without both."""
+    bare = _CHANNEL_SUFFIX.sub("", stem)
+    return _unique([stem, bare, _ROLE_PREFIX.sub("", stem), _ROLE_PREFIX.sub("", bare)])
+
+
+def _label_names(stem: str) -> list[str]:
+    """The names a label map may share with its image: its own, without a mask suffix (`case_seg` ->
+    `case`), without a role prefix (`label0001` -> `0001`), without both."""
+    bare = _strip_mask_suffix(stem) or stem
+    return _unique([stem, bare, _ROLE_PREFIX.sub("", stem), _ROLE_PREFIX.sub("", bare)])
+
+
+class LabelIndex:
+    """Label maps found for an image by name: the one rule `msa-hf prepare` and `msa-hf predict
+    --prompts-from-labels` pair by. A label map named as the image is by one of its names (`_image_names`: its
+    own, without an nnU-Net channel suffix, without a role prefix) pairs with it; failing that, one that has
+    such a name among its own names (`_label_names`: also without a mask suffix). So `patient_0001` pairs with
+    `patient_0001`, nnU-Net's `case_0000` (and `case_0001`, its second channel) with `case`, BTCV's `img0001`
+    with `label0001`, and `case` with `case_seg`; numbered cases are never shortened to one name."""
+
+    def __init__(self, labels: list[Path]) -> None:
+        self._by_stem: dict[str, list[Path]] = {}
+        self._by_name: dict[str, list[Path]] = {}
+        for path in labels:
+            self._by_stem.setdefault(file_stem(path), []).append(path)
+            for name in _label_names(file_stem(path)):
+                self._by_name.setdefault(name, []).append(path)
+
+    @classmethod
+    def in_folder(cls, folder: str | Path, recursive: bool = False) -> LabelIndex:
+        """The NIfTI and image files in `folder` (and in its sub-folders with `recursive`)."""
+        files = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+        return cls(sorted(p for p in files if p.is_file() and (is_nifti(p) or is_image_file(p))))
+
+    def find(self, image: Path) -> tuple[Path | None, str]:
+        """`image`'s label map (None when none pairs with it) and the name they share, which is the case's id
+        (the image's own name when unpaired). Raises `SourceLayoutError` when two label maps pair with it
+        equally well."""
+        names = _image_names(file_stem(image))
+        for table in (self._by_stem, self._by_name):
+            for name in names:
+                found = table.get(name, [])
+                if len(found) > 1:
+                    raise SourceLayoutError(
+                        f"{image}: {len(found)} label maps pair with it by name "
+                        f"({', '.join(str(p) for p in found)}); rename one, or list the pairs in a manifest."
+                    )
+                if found:
+                    return found[0], name
+        return None, file_stem(image)
 
 
 def _subfolder(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -130,9 +161,9 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
         return cases
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder and label_folder:
-        labels = {pairing_key(p.stem): p for p in sorted(label_folder.rglob("*")) if is_image_file(p)}
+        labels = LabelIndex([p for p in sorted(label_folder.rglob("*")) if is_image_file(p)])
         return [
-            CaseFiles(p.stem, p, labels.get(pairing_key(p.stem)))
+            CaseFiles(p.stem, p, labels.find(p)[0])
             for p in sorted(image_folder.rglob("*"))
             if is_image_file(p)
         ]
@@ -152,22 +183,42 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
     return cases
 
 
+def _add_channel(case: CaseFiles, image: Path) -> None:
+    """Another image that pairs with `case`'s label map: one more of its nnU-Net channel files, or a clash."""
+    files = [case.image, image] if not case.channels else [*case.channels.values(), image]
+    channels = {}
+    for path in files:
+        match = _CHANNEL_SUFFIX.search(file_stem(path))
+        if match is None or file_stem(path)[: match.start()] != case.case_id:
+            raise SourceLayoutError(
+                f"{', '.join(str(p) for p in files)} all pair with the label map {case.label} (case "
+                f"{case.case_id}); rename them so that each image has its own label map."
+            )
+        channels[int(match.group(0)[1:])] = path
+    case.channels = dict(sorted(channels.items()))
+    case.image = next(iter(case.channels.values()))
+
+
 def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
     """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps under `root`."""
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
-        labels = {}
-        if label_folder is not None:
-            labels = {pairing_key(nifti_stem(p)): p for p in sorted(label_folder.iterdir()) if is_nifti(p)}
-        cases = []
+        labels = LabelIndex(
+            [p for p in sorted(label_folder.iterdir()) if is_nifti(p)] if label_folder else []
+        )
+        cases: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or not (
+                is_nifti(entry) or entry.is_dir()
+            ):  # a folder: a DICOM series
                 continue
-            if is_nifti(entry) or entry.is_dir():  # a sub-folder is a DICOM series
-                stem = nifti_stem(entry) if is_nifti(entry) else entry.name
-                cases.append(CaseFiles(pairing_key(stem), entry, labels.get(pairing_key(stem))))
-        return cases
+            label, case_id = labels.find(entry)
+            if case_id not in cases:
+                cases[case_id] = CaseFiles(case_id, entry, label)
+            else:
+                _add_channel(cases[case_id], entry)
+        return list(cases.values())
     volumes = [p for p in sorted(root.rglob("*")) if is_nifti(p)]
     masks = {
         (p.parent, _strip_mask_suffix(nifti_stem(p))): p for p in volumes if _strip_mask_suffix(nifti_stem(p))

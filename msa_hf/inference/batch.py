@@ -166,13 +166,13 @@ def collect_items(
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
-    (`LabelFolder`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
+    (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
         raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
-    from msa_hf.data.sources import LabelFolder
+    from msa_hf.data.sources import LabelIndex
 
     labels_dir = Path(labels_dir) if labels_dir else None
     if labels_dir is not None and not labels_dir.is_dir():
@@ -182,7 +182,7 @@ def collect_items(
             f"--prompts-from-labels {labels_dir}: that is the folder of the inputs; every file in it would be "
             "segmented, label maps included. Keep the label maps in a folder of their own."
         )
-    label_folder = LabelFolder(labels_dir) if labels_dir is not None else None
+    label_index = LabelIndex.in_folder(labels_dir) if labels_dir is not None else None
     unpaired: list[Path] = []  # inputs that take their prompts from the label folder and find no label map
     rows: list[dict[str, Any]]
     base = Path(".")
@@ -207,8 +207,8 @@ def collect_items(
         where = f"input {index} ({input_path})"
         row_prompts = _row_prompts(row.get("prompts"), base, where)
         labels = base / str(row["labels"]) if row.get("labels") else None
-        if labels is None and row_prompts is None and prompts is None and label_folder is not None:
-            labels = label_folder.find(input_path)
+        if labels is None and row_prompts is None and prompts is None and label_index is not None:
+            labels = label_index.find(input_path)[0]
             if labels is None:
                 unpaired.append(input_path)
                 continue
