@@ -315,3 +315,28 @@ def test_numbered_images_pair_with_their_own_masks(tmp_path):
     assert [(p.case_id, p.label.name) for p in pairs] == [
         (f"patient_{i:04d}", f"patient_{i:04d}.png") for i in (1, 2, 3)
     ]
+
+
+def test_one_subfolder_per_patient_is_one_case_paired_within_it(tmp_path):
+    rng = np.random.default_rng(0)
+    for patient in ("anna", "ben"):
+        for folder in ("images", "masks"):
+            (tmp_path / "src" / folder / patient).mkdir(parents=True)
+        for name in ("001", "002"):  # slice names repeat across patients
+            image = rng.integers(0, 60, (32, 32)).astype(np.uint8)
+            mask = np.zeros((32, 32), np.uint8)
+            top = int(rng.integers(2, 14))
+            mask[top : top + 10, 6:18] = 1
+            image[mask > 0] = 200
+            Image.fromarray(image).save(tmp_path / "src" / "images" / patient / f"{name}.png")
+            Image.fromarray(mask).save(tmp_path / "src" / "masks" / patient / f"{name}.png")
+    pairs = find_image_pairs(tmp_path / "src")
+    assert [(p.case_id, p.image.parent.name, p.label.parent.name, p.label.name) for p in pairs] == [
+        (patient, patient, patient, f"{name}.png") for patient in ("anna", "ben") for name in ("001", "002")
+    ]
+    prepare_dataset(tmp_path / "src", tmp_path / "out", split=(0.5, 0.5, 0.0))
+    dataset = load_prepared(tmp_path / "out")
+    assert {split: set(rows["case_id"]) for split, rows in dataset.items() if len(rows)} in (
+        {"train": {"anna"}, "validation": {"ben"}},
+        {"train": {"ben"}, "validation": {"anna"}},
+    )  # a patient's slices never straddle two splits

@@ -5,7 +5,8 @@
 - `metadata.jsonl` (the `datasets` imagefolder convention): one JSON line per image with `file_name`,
   `label_file_name` and optionally `case_id` (several images of one patient share a case id).
 - name rules: `case.png` + `case_mask.png` (also `_label`, `_seg`, `_gt`) in one folder, or the same
-  name in sibling folders `images/` + `masks/` (or `labels/`).
+  name in sibling folders `images/` + `masks/` (or `labels/`); with one sub-folder per patient
+  (`images/<patient>/<slice>.png` + `masks/<patient>/<slice>.png`), each sub-folder is one case.
 
 In the image/label folder layouts an image finds its label map by name (`LabelIndex`), the rule that
 `msa-hf predict --prompts-from-labels` uses too.
@@ -161,12 +162,24 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
         return cases
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder and label_folder:
-        labels = LabelIndex([p for p in sorted(label_folder.rglob("*")) if is_image_file(p)])
-        return [
-            CaseFiles(p.stem, p, labels.find(p)[0])
-            for p in sorted(image_folder.rglob("*"))
-            if is_image_file(p)
-        ]
+        # one sub-folder per patient (images/<patient>/<slice>.png): its images are one case and pair with
+        # the masks of the same sub-folder (slice names repeat across patients); flat folders pair by name
+        label_files = [p for p in sorted(label_folder.rglob("*")) if is_image_file(p)]
+        in_subfolder: dict[Path, list[Path]] = {}
+        for path in label_files:
+            in_subfolder.setdefault(path.parent.relative_to(label_folder), []).append(path)
+        indexes = {folder: LabelIndex(files) for folder, files in in_subfolder.items()}
+        everywhere = LabelIndex(label_files)
+        cases = []
+        for image in sorted(image_folder.rglob("*")):
+            if not is_image_file(image):
+                continue
+            folder = image.parent.relative_to(image_folder)
+            labels = indexes.get(folder, everywhere)
+            cases.append(
+                CaseFiles(folder.parts[0] if folder.parts else image.stem, image, labels.find(image)[0])
+            )
+        return cases
     files = [p for p in sorted(root.rglob("*")) if is_image_file(p)]
     masks = {
         (p.parent, _strip_mask_suffix(p.stem)): p for p in files if _strip_mask_suffix(p.stem) is not None
