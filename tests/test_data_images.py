@@ -340,3 +340,17 @@ def test_one_subfolder_per_patient_is_one_case_paired_within_it(tmp_path):
         {"train": {"anna"}, "validation": {"ben"}},
         {"train": {"ben"}, "validation": {"anna"}},
     )  # a patient's slices never straddle two splits
+
+
+def test_subfolders_with_names_of_their_own_keep_one_case_per_image(tmp_path):
+    for folder in ("images", "masks"):
+        for split, names in (("train", ("a", "b")), ("test", ("c",))):
+            (tmp_path / folder / split).mkdir(parents=True)
+            for name in names:
+                Image.fromarray(np.full((8, 8), ord(name), np.uint8)).save(
+                    tmp_path / folder / split / f"{name}.png"
+                )
+    pairs = find_image_pairs(tmp_path)
+    assert [(p.case_id, p.label.relative_to(tmp_path).as_posix()) for p in pairs] == [
+        ("c", "masks/test/c.png"), ("a", "masks/train/a.png"), ("b", "masks/train/b.png")
+    ]  # fmt: skip

@@ -5,8 +5,8 @@
 - `metadata.jsonl` (the `datasets` imagefolder convention): one JSON line per image with `file_name`,
   `label_file_name` and optionally `case_id` (several images of one patient share a case id).
 - name rules: `case.png` + `case_mask.png` (also `_label`, `_seg`, `_gt`) in one folder, or the same
-  name in sibling folders `images/` + `masks/` (or `labels/`); with one sub-folder per patient
-  (`images/<patient>/<slice>.png` + `masks/<patient>/<slice>.png`), each sub-folder is one case.
+  name in sibling folders `images/` + `masks/` (or `labels/`), sub-folders pairing with sub-folders; where
+  image names repeat across sub-folders (`images/<patient>/001.png`), each sub-folder is one case.
 
 In the image/label folder layouts an image finds its label map by name (`LabelIndex`), the rule that
 `msa-hf predict --prompts-from-labels` uses too.
@@ -162,23 +162,22 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
         return cases
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder and label_folder:
-        # one sub-folder per patient (images/<patient>/<slice>.png): its images are one case and pair with
-        # the masks of the same sub-folder (slice names repeat across patients); flat folders pair by name
+        # images in sub-folders pair with the masks of the same sub-folder; where slice names repeat across
+        # sub-folders (images/<patient>/001.png), a name says nothing of the patient: each sub-folder is a case
         label_files = [p for p in sorted(label_folder.rglob("*")) if is_image_file(p)]
         in_subfolder: dict[Path, list[Path]] = {}
         for path in label_files:
             in_subfolder.setdefault(path.parent.relative_to(label_folder), []).append(path)
         indexes = {folder: LabelIndex(files) for folder, files in in_subfolder.items()}
         everywhere = LabelIndex(label_files)
+        images = [p for p in sorted(image_folder.rglob("*")) if is_image_file(p)]
+        folders = [p.parent.relative_to(image_folder) for p in images]
+        stems = [p.stem for p in images]
+        by_folder = len(set(zip(stems, folders, strict=True))) > len(set(stems))
         cases = []
-        for image in sorted(image_folder.rglob("*")):
-            if not is_image_file(image):
-                continue
-            folder = image.parent.relative_to(image_folder)
-            labels = indexes.get(folder, everywhere)
-            cases.append(
-                CaseFiles(folder.parts[0] if folder.parts else image.stem, image, labels.find(image)[0])
-            )
+        for image, folder in zip(images, folders, strict=True):
+            case_id = folder.parts[0] if by_folder and folder.parts else image.stem
+            cases.append(CaseFiles(case_id, image, indexes.get(folder, everywhere).find(image)[0]))
         return cases
     files = [p for p in sorted(root.rglob("*")) if is_image_file(p)]
     masks = {
