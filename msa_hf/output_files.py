@@ -43,6 +43,28 @@ def check_not_an_input(output: str | Path, inputs: Iterable[str | Path]) -> None
             )
 
 
+def check_new_outputs(outputs: Iterable[str | Path], overwrite: bool) -> None:
+    """Refuses outputs that exist already (a file, or a folder that is not empty) unless `overwrite`: an
+    earlier result, or a file of the user's that sits at the path given, is replaced only when asked.
+
+    Raises:
+        FileExistsError: naming the outputs that exist (the first three) and the fix.
+    """
+    existing = [
+        Path(p) for p in outputs if Path(p).is_file() or (Path(p).is_dir() and any(Path(p).iterdir()))
+    ]
+    if not existing or overwrite:
+        return
+    if len(existing) == 1:
+        what = f"{existing[0]} exists{' and is not empty' if existing[0].is_dir() else ''}"
+        raise FileExistsError(f"{what}; pass --overwrite to replace it, or write elsewhere.")
+    more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+    raise FileExistsError(
+        f"{', '.join(str(p) for p in existing[:3])}{more} exist; pass --overwrite to replace them, or write "
+        "elsewhere."
+    )
+
+
 def _apply_umask(path: Path, mode: int) -> None:
     # mkdtemp / mkstemp create private (0700 / 0600) entries; an output gets the user's usual permissions
     umask = os.umask(0)
@@ -58,15 +80,14 @@ def atomic_folder(
     is removed only then), on any error it is removed and `output` is left as it was.
 
     Raises:
-        FileExistsError: `output` is a non-empty folder and not `overwrite`.
+        FileExistsError: `output` is a non-empty folder and not `overwrite` (`check_new_outputs`).
         OutputError: `output` is a file, or is / lies inside / contains one of `inputs`.
     """
     output = Path(output)
     check_not_an_input(output, inputs)
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output} is a file; give a folder path for this output.")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True (--overwrite).")
+    check_new_outputs([output], overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     _apply_umask(staging, 0o777)

@@ -586,6 +586,21 @@ def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.txt"), *_box(2, 2, 20, 20)]
 
 
+@case("predict", "output file exists, no --overwrite", mentions=("m.png", "--overwrite"))
+def _(f):
+    (f / "out").mkdir(parents=True)
+    (f / "out" / "m.png").write_bytes(b"the user's own mask")
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
+
+
+@case("predict", "batch into a folder holding a mask, no --overwrite", mentions=("x.png", "--overwrite"))
+def _(f):
+    picture(f)
+    (f / "out" / "masks").mkdir(parents=True)
+    (f / "out" / "masks" / "x.png").write_bytes(b"an earlier mask")
+    return ["predict", "tiny", str(f / "in"), out(f, "masks"), *_box(2, 2, 20, 20)]
+
+
 @case("predict", "output is an existing folder", mentions=("folder",))
 def _(f):
     (f / "out" / "m.png").mkdir(parents=True)
@@ -845,6 +860,17 @@ def _(f):
 def _(f):
     (f / "in" / "empty").mkdir(parents=True)
     return ["evaluate", "tiny", "--dataset", str(f / "in" / "empty")]
+
+
+@case(
+    "evaluate",
+    "--output-dir with an earlier evaluation, no --overwrite",
+    mentions=("results.json", "--overwrite"),
+)
+def _(f):
+    (f / "out").mkdir(parents=True)
+    (f / "out" / "results.json").write_text("{}")
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--output-dir", out(f)]
 
 
 @case("evaluate", "a split the dataset does not have", mentions=("holdout",))

@@ -109,7 +109,11 @@ def test_evaluate_writes_whole_files_beside_the_users_and_never_into_the_dataset
     (out / "notes.txt").write_text("mine")
     (out / "results.json").write_text("an earlier evaluation")
     assert cli(["evaluate", str(tiny_base), "--dataset", str(disk_dataset), "--protocols", "box",
-                "--output-dir", str(out)]) == 0  # fmt: skip
+                "--output-dir", str(out)]) == 2  # fmt: skip
+    assert "results.json exists; pass --overwrite" in capsys.readouterr().err
+    assert _tree(out) == {"notes.txt": b"mine", "results.json": b"an earlier evaluation"}  # untouched
+    assert cli(["evaluate", str(tiny_base), "--dataset", str(disk_dataset), "--protocols", "box",
+                "--output-dir", str(out), "--overwrite"]) == 0  # fmt: skip
     files = _tree(out)
     assert files["notes.txt"] == b"mine" and b'"tables"' in files["results.json"]
     assert {"results.md", "cases_box.csv", "overlays.png"} <= set(files)
@@ -119,3 +123,48 @@ def test_evaluate_writes_whole_files_beside_the_users_and_never_into_the_dataset
                 "--output-dir", str(disk_dataset / "scores")]) == 2  # fmt: skip
     assert "lies inside the input" in capsys.readouterr().err
     assert _tree(disk_dataset) == dataset
+
+
+def test_predict_replaces_an_existing_mask_only_when_asked(tmp_path, capsys):
+    picture = np.full((40, 40), 30, np.uint8)
+    picture[10:30, 10:30] = 200
+    Image.fromarray(picture).save(tmp_path / "scan.png")
+    mine = tmp_path / "mask.png"  # say, the user's own annotation
+    Image.fromarray(np.ones((40, 40), np.uint8)).save(mine)
+    before = mine.read_bytes()
+    box = ["--box", "8", "8", "32", "32", "--device", "cpu"]
+    assert cli(["predict", "tiny", str(tmp_path / "scan.png"), str(mine), *box]) == 2
+    assert "mask.png exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert mine.read_bytes() == before
+    assert cli(["predict", "tiny", str(tmp_path / "scan.png"), str(mine), *box, "--overwrite"]) == 0
+    assert mine.read_bytes() != before and set(np.unique(np.asarray(Image.open(mine)))) <= {0, 1}
+
+
+def test_predict_over_many_inputs_refuses_a_folder_holding_their_masks(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "in" / f"{name}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.png").write_bytes(b"an earlier mask")
+    (out / "notes.txt").write_text("mine")
+    command = [
+        "predict",
+        "tiny",
+        str(tmp_path / "in"),
+        str(out),
+        "--box",
+        "4",
+        "4",
+        "20",
+        "20",
+        "--device",
+        "cpu",
+    ]
+    assert cli(command) == 2
+    assert f"{out / 'b.png'} exists; pass --overwrite" in capsys.readouterr().err
+    assert _tree(out) == {"b.png": b"an earlier mask", "notes.txt": b"mine"}  # nothing written
+    assert cli([*command, "--overwrite"]) == 0
+    files = _tree(out)
+    assert files["notes.txt"] == b"mine" and files["b.png"] != b"an earlier mask"
+    assert {"a.png", "summary.csv", "summary.md"} <= set(files)

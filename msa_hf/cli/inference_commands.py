@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from msa_hf.command_line import positive_int, space_or_comma_list
 
@@ -40,6 +41,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_output_dir("folder for tables, CSVs and pictures (default: print only)", required=False)
     evaluate.rename("--output", "--output-dir")
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation's tables in --output-dir",
+    )
     evaluate.add_argument(
         "--batch-size",
         type=positive_int,
@@ -111,14 +117,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "slices 8 at a time on a GPU, one at a time (one depth window) on the CPU, where a batch saves "
              "nothing and a propagation may never need the slices ahead)",
     )  # fmt: skip
+    predict.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a mask (or probability) file that exists at the output; for many inputs, those in the "
+             "output folder",
+    )  # fmt: skip
     _add_placement_arguments(predict)
     predict.set_defaults(run=_predict)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
+    from msa_hf.evaluation.results_files import evaluation_files
     from msa_hf.inference.loading import load_for_inference
+    from msa_hf.output_files import check_new_outputs
 
+    if args.output:  # before the model loads; the other files in the folder are the user's and stay
+        protocols = ["volume_points1", *(args.protocols or PROTOCOLS)]  # 3-D or 2-D: not known until it loads
+        check_new_outputs(evaluation_files(args.output, protocols), args.overwrite)
     classes = space_or_comma_list(args.classes)
     args.classes = ",".join(classes) if classes else None
     model, processor = load_for_inference(args.model)
@@ -164,6 +180,7 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+    from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
     from msa_hf.inference.batch import is_batch_source
@@ -194,6 +211,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
     # before the model loads
     check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
+    check_new_outputs(
+        [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
+    )
     model, processor = load_for_inference(args.model)
     summary = predict_file(
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
@@ -217,12 +237,16 @@ def _predict(args: argparse.Namespace) -> int:
 def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     """`msa-hf predict MODEL SOURCE OUTPUT_DIR`: every input of SOURCE with one model load (shared out over
     the processes of an `accelerate launch`); exit status 1 when an input failed (the others are written)."""
-    from msa_hf.inference.batch import collect_items, run_batch
+    from msa_hf.inference.batch import SUMMARY_FILES, collect_items, run_batch
     from msa_hf.inference.loading import load_for_inference
+    from msa_hf.output_files import check_new_outputs
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
         args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities
     )
+    summaries = [Path(args.output) / name for name in SUMMARY_FILES]
+    written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
+    check_new_outputs([*written, *summaries], args.overwrite)
     model, processor = load_for_inference(args.model)
     result = run_batch(
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,

@@ -46,12 +46,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from msa_hf.modeling.convert import convert_segment_anything_checkpoint
-    from msa_hf.output_files import atomic_folder, check_not_an_input
+    from msa_hf.output_files import atomic_folder, check_new_outputs, check_not_an_input
 
     output = Path(args.output)
     check_not_an_input(output, [args.checkpoint])  # before the conversion, not after
-    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-        raise ValueError(f"{output} exists and is not empty; pass --overwrite or another folder.")
+    check_new_outputs([output], args.overwrite)
     model = convert_segment_anything_checkpoint(
         args.checkpoint,
         decoder_attention_heads=args.decoder_attention_heads,
@@ -72,12 +71,11 @@ def _convert(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.onnx_export import export_onnx
-    from msa_hf.output_files import atomic_folder, check_not_an_input
+    from msa_hf.output_files import atomic_folder, check_new_outputs, check_not_an_input
 
     output = Path(args.output)
     check_not_an_input(output, [args.model])
-    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
-        raise ValueError(f"{output} exists and is not empty; pass --overwrite or another folder.")
+    check_new_outputs([output], args.overwrite)
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
 

@@ -31,6 +31,14 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]], metric: str 
     return "\n".join(lines)
 
 
+def evaluation_files(output_dir: str | Path, protocols: Iterable[str]) -> list[Path]:
+    """The files an evaluation of `protocols` may write into `output_dir` (`write_results` and the pictures),
+    which `msa-hf evaluate` replaces only with `--overwrite`."""
+    output_dir = Path(output_dir)
+    names = ["results.json", "results.md", *(f"cases_{p}.csv" for p in protocols), "overlays.png"]
+    return [output_dir / name for name in [*names, "dice_vs_clicks.png"]]
+
+
 def write_results(
     output_dir: str | Path,
     report: dict[str, Any],

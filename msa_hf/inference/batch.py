@@ -42,6 +42,7 @@ from msa_hf.inference.predictor import (
 PromptKind = Literal["box", "click"]
 MANIFEST_SUFFIXES = (".csv", ".json")
 MANIFEST_KEYS = ("input", "prompts", "labels", "output")
+SUMMARY_FILES = ("summary.csv", "summary.md")  # written into the output folder beside the masks
 SUMMARY_COLUMNS = (
     "input",
     "output",
@@ -494,7 +495,7 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
 
     output_dir = Path(output_dir)
     with (
-        atomic_file(output_dir / "summary.csv") as staging,
+        atomic_file(output_dir / SUMMARY_FILES[0]) as staging,
         staging.open("w", newline="", encoding="utf-8") as handle,
     ):
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
@@ -517,7 +518,7 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
             f"| {row['mean_score']} | {row['seconds']} |"
         )
     text = "\n".join(lines)
-    with atomic_file(output_dir / "summary.md") as staging:
+    with atomic_file(output_dir / SUMMARY_FILES[1]) as staging:
         staging.write_text(text + "\n", encoding="utf-8")
     return text
 
@@ -549,6 +550,9 @@ def run_batch(
     state = PartialState(cpu=on_cpu)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # nothing is written until every process has looked at the outputs (msa-hf predict refuses existing ones
+    # without --overwrite): a process that started later would otherwise find another's first mask
+    state.wait_for_everyone()
     if device is None and state.num_processes > 1:
         device = state.device
     indices = list(range(state.process_index, len(items), state.num_processes))
