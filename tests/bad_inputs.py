@@ -801,6 +801,26 @@ def _(f):
             *_box(2, 2, 10, 10), "--slice", "99"]  # fmt: skip
 
 
+@case("predict", "--prompt-frame voxel on a sagittal NIfTI", mentions=("not axial", "display"))
+def _(f):
+    import nibabel as nib
+
+    sagittal = np.array(
+        [[0.0, 0.0, 2.5, 0.0], [0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    )
+    (f / "in").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 6), np.float32), sagittal), f / "in" / "sag.nii.gz")
+    return ["predict", "tiny", str(f / "in" / "sag.nii.gz"), out(f, "m.nii.gz"), *_box(2, 2, 8, 8),
+            "--slice", "1", "--prompt-frame", "voxel"]  # fmt: skip
+
+
+@case("predict", "--prompt-frame voxel for many inputs", mentions=("one NIfTI input",))
+def _(f):
+    source = nifti_source(f, count=2)
+    return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",
+            "--prompt-frame", "voxel"]  # fmt: skip
+
+
 @case("predict", "--propagate on a 2-D image", mentions=("propagate",))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--propagate"]

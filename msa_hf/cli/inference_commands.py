@@ -118,6 +118,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "nothing and a propagation may never need the slices ahead)",
     )  # fmt: skip
     predict.add_argument(
+        "--prompt-frame", choices=["display", "voxel"], default="display",
+        help="a NIfTI volume's --slice/--point/--box (or --prompts): display = the axial slices msa-hf and its "
+             "demo show (RAS+, slice 0 inferior); voxel = the file's own voxel indices i j on slice k, as numpy, "
+             "ITK-SNAP and 3D Slicer (IJK) give them",
+    )  # fmt: skip
+    predict.add_argument(
         "--overwrite", action="store_true",
         help="replace a mask (or probability) file that exists at the output; for many inputs, those in the "
              "output folder",
@@ -180,6 +186,7 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+    from msa_hf.inference.prompt_frames import prompts_in_display_frame
     from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
@@ -206,9 +213,14 @@ def _predict(args: argparse.Namespace) -> int:
             )
         ]  # fmt: skip
     if batch:
+        if args.prompt_frame != "display":
+            raise ValueError(
+                "--prompt-frame voxel is for one NIfTI input at a time (voxel indices belong to one file's grid)."
+            )
         return _predict_many(args, prompts)
     if args.prompts_from_labels:
         raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
+    prompts = prompts_in_display_frame(prompts, args.input, args.prompt_frame)
     # before the model loads
     check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
     check_new_outputs(

@@ -13,6 +13,8 @@ __getattr__, __dir__ = lazy_exports(
         "predict_file": "predictor",
         "check_prediction_request": "predictor",
         "MASK_IMAGE_SUFFIXES": "predictor",
+        "prompts_in_display_frame": "prompt_frames",
+        "VoxelToDisplay": "prompt_frames",
         "VolumePredictor": "volume_predictor",
         "Propagation": "volume_predictor",
         "ClickDecoder": "click_decoder",
