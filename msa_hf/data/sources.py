@@ -106,9 +106,9 @@ class LabelIndex:
                 self._by_name.setdefault(name, []).append(path)
 
     @classmethod
-    def in_folder(cls, folder: str | Path, recursive: bool = False) -> LabelIndex:
-        """The NIfTI and image files in `folder` (and in its sub-folders with `recursive`)."""
-        files = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    def in_folder(cls, folder: str | Path) -> LabelIndex:
+        """The NIfTI and image files in `folder`."""
+        files = Path(folder).iterdir()
         return cls(sorted(p for p in files if p.is_file() and (is_nifti(p) or is_image_file(p))))
 
     def find(self, image: Path) -> tuple[Path | None, str]:
@@ -221,9 +221,8 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
         )
         cases: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
-            if entry.name.startswith(".") or not (
-                is_nifti(entry) or entry.is_dir()
-            ):  # a folder: a DICOM series
+            is_series = entry.is_dir()  # a sub-folder is a DICOM series
+            if entry.name.startswith(".") or not (is_nifti(entry) or is_series):
                 continue
             label, case_id = labels.find(entry)
             if case_id not in cases:
