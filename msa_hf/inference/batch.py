@@ -170,11 +170,11 @@ def collect_items(
     (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
+    from msa_hf.data.sources import LabelIndex
+
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
         raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
-    from msa_hf.data.sources import LabelIndex
-
     labels_dir = Path(labels_dir) if labels_dir else None
     if labels_dir is not None and not labels_dir.is_dir():
         raise ValueError(f"--prompts-from-labels {labels_dir}: not a folder of label maps.")
