@@ -12,6 +12,7 @@ from msa_hf.command_line import positive_int, space_or_comma_list
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
     from msa_hf.evaluation.decoding import PROTOCOLS
+    from msa_hf.inference.prompt_frames import PROMPT_FRAMES
 
     evaluate = commands.add_parser(
         "evaluate", help="Score a model on a prepared dataset with the paper's protocols."
@@ -118,7 +119,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "nothing and a propagation may never need the slices ahead)",
     )  # fmt: skip
     predict.add_argument(
-        "--prompt-frame", choices=["display", "voxel"], default="display",
+        "--prompt-frame", choices=PROMPT_FRAMES, default="display",
         help="a NIfTI volume's --slice/--point/--box (or --prompts): display = the axial slices msa-hf and its "
              "demo show (RAS+, slice 0 inferior); voxel = the file's own voxel indices i j on slice k, as numpy, "
              "ITK-SNAP and 3D Slicer (IJK) give them",

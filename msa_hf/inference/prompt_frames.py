@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from msa_hf.inference.predictor import Prompt
+if TYPE_CHECKING:  # the command line reads PROMPT_FRAMES without loading torch
+    from msa_hf.inference.predictor import Prompt
 
 PromptFrame = Literal["display", "voxel"]
 PROMPT_FRAMES: tuple[PromptFrame, ...] = ("display", "voxel")
