@@ -195,6 +195,9 @@ def test_label_maps_pair_with_their_inputs_as_prepare_pairs_them(tmp_path):
         "slice.png": "slice_mask.png",
     }
     assert all(item.prompts is None for item in items)  # the prompts come from the label maps
+    (images / "._same.nii.gz").write_bytes(b"")  # a macOS copy: neither an input nor a label map
+    (labels / "._same.nii.gz").write_bytes(b"")
+    assert len(collect_items(images, tmp_path / "out", labels_dir=labels)) == 4
     (images / "unlabelled.nii.gz").write_bytes(b"")
     with pytest.raises(ValueError, match=r"no label map for 1 of 5 inputs \(unlabelled.nii.gz\)"):
         collect_items(images, tmp_path / "out", labels_dir=labels)

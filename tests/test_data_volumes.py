@@ -403,3 +403,35 @@ def test_two_cases_of_one_name_are_refused(tmp_path):
     with pytest.raises(ValueError, match="are both case c"):
         prepare_dataset(tmp_path / "src", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_files_the_system_left_are_not_cases(tmp_path):
+    # the Decathlon's archives carry a macOS '._' copy beside every volume; Finder leaves .DS_Store
+    source = tmp_path / "Task02"
+    write_nifti_case(source, "la_003", seed=0)
+    write_nifti_case(source, "la_004", seed=1)
+    for junk in (
+        "imagesTr/._la_003_0000.nii.gz",
+        "labelsTr/._la_003.nii.gz",
+        ".DS_Store",
+        "imagesTr/.DS_Store",
+    ):
+        (source / junk).write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    pairs = find_volume_pairs(source)
+    assert [(p.case_id, p.image.name, p.label.name) for p in pairs] == [
+        ("la_003", "la_003_0000.nii.gz", "la_003.nii.gz"),
+        ("la_004", "la_004_0000.nii.gz", "la_004.nii.gz"),
+    ]
+    report = prepare_dataset(source, tmp_path / "out", split=(1, 0, 0))
+    assert not report.skipped_cases and report.cases == {"train": 2}
+    flat = tmp_path / "flat"  # case.nii.gz + case_seg.nii.gz, as unpacked from a macOS zip
+    image, labels = write_nifti_case(tmp_path / "made", "c", seed=0)
+    flat.mkdir()
+    (tmp_path / "made" / "imagesTr" / "c_0000.nii.gz").rename(flat / "c.nii.gz")
+    (tmp_path / "made" / "labelsTr" / "c.nii.gz").rename(flat / "c_seg.nii.gz")
+    (flat / "._c.nii.gz").write_bytes(b"junk")
+    (flat / "__MACOSX").mkdir()
+    (flat / "__MACOSX" / "._c_seg.nii.gz").write_bytes(b"junk")
+    assert [(p.case_id, p.label.name) for p in find_volume_pairs(flat)] == [("c", "c_seg.nii.gz")]
+    report = prepare_dataset(flat, tmp_path / "out-flat", split=(1, 0, 0))
+    assert not report.skipped_cases and report.cases == {"train": 1}

@@ -65,6 +65,19 @@ def _strip_mask_suffix(stem: str) -> str | None:
     return None
 
 
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether `path` (under `root`) is a file the system left rather than the user's: a dot file (macOS's
+    `._case.nii.gz` copies, which the Decathlon's archives carry beside every volume, `.DS_Store`) or
+    anything in a dot folder or `__MACOSX/`."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
+
+
+def visible_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The files in `folder` (and in its sub-folders with `recursive`), sorted, hidden ones left out."""
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in entries if p.is_file() and not is_hidden(p, folder))
+
+
 def file_stem(path: Path) -> str:
     """The name a file pairs by: without its extension (`case.nii.gz`, `case.png` -> `case`); a folder's (a
     DICOM series) whole name, dots included."""
@@ -107,9 +120,8 @@ class LabelIndex:
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
-        """The NIfTI and image files in `folder`."""
-        files = Path(folder).iterdir()
-        return cls(sorted(p for p in files if p.is_file() and (is_nifti(p) or is_image_file(p))))
+        """The NIfTI and image files in `folder` (`visible_files`)."""
+        return cls([p for p in visible_files(Path(folder)) if is_nifti(p) or is_image_file(p)])
 
     def find(self, image: Path) -> tuple[Path | None, str]:
         """`image`'s label map (None when none pairs with it) and the name they share, which is the case's id
@@ -164,13 +176,13 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
     if image_folder and label_folder:
         # images in sub-folders pair with the masks of the same sub-folder; where slice names repeat across
         # sub-folders (images/<patient>/001.png), a name says nothing of the patient: each sub-folder is a case
-        label_files = [p for p in sorted(label_folder.rglob("*")) if is_image_file(p)]
+        label_files = [p for p in visible_files(label_folder, recursive=True) if is_image_file(p)]
         in_subfolder: dict[Path, list[Path]] = {}
         for path in label_files:
             in_subfolder.setdefault(path.parent.relative_to(label_folder), []).append(path)
         indexes = {folder: LabelIndex(files) for folder, files in in_subfolder.items()}
         everywhere = LabelIndex(label_files)
-        images = [p for p in sorted(image_folder.rglob("*")) if is_image_file(p)]
+        images = [p for p in visible_files(image_folder, recursive=True) if is_image_file(p)]
         folders = [p.parent.relative_to(image_folder) for p in images]
         stems = [p.stem for p in images]
         by_folder = len(set(zip(stems, folders, strict=True))) > len(set(stems))
@@ -179,7 +191,7 @@ def find_image_pairs(root: str | Path) -> list[CaseFiles]:
             case_id = folder.parts[0] if by_folder and folder.parts else image.stem
             cases.append(CaseFiles(case_id, image, indexes.get(folder, everywhere).find(image)[0]))
         return cases
-    files = [p for p in sorted(root.rglob("*")) if is_image_file(p)]
+    files = [p for p in visible_files(root, recursive=True) if is_image_file(p)]
     masks = {
         (p.parent, _strip_mask_suffix(p.stem)): p for p in files if _strip_mask_suffix(p.stem) is not None
     }
@@ -216,13 +228,11 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
-        labels = LabelIndex(
-            [p for p in sorted(label_folder.iterdir()) if is_nifti(p)] if label_folder else []
-        )
+        labels = LabelIndex([p for p in visible_files(label_folder) if is_nifti(p)] if label_folder else [])
         cases: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
             is_series = entry.is_dir()  # a sub-folder is a DICOM series
-            if entry.name.startswith(".") or not (is_nifti(entry) or is_series):
+            if is_hidden(entry, image_folder) or not (is_nifti(entry) or is_series):
                 continue
             label, case_id = labels.find(entry)
             if case_id not in cases:
@@ -230,7 +240,7 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
             else:
                 _add_channel(cases[case_id], entry)
         return list(cases.values())
-    volumes = [p for p in sorted(root.rglob("*")) if is_nifti(p)]
+    volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
     masks = {
         (p.parent, _strip_mask_suffix(nifti_stem(p))): p for p in volumes if _strip_mask_suffix(nifti_stem(p))
     }
@@ -252,10 +262,9 @@ def detect_source_kind(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise SourceLayoutError(f"{root}: not a folder.")
-    for path in root.rglob("*"):
-        if is_nifti(path) or path.suffix.lower() == ".dcm":
-            return "volumes"
-    for path in root.rglob("*"):
-        if is_image_file(path):
-            return "images"
+    files = visible_files(root, recursive=True)
+    if any(is_nifti(path) or path.suffix.lower() == ".dcm" for path in files):
+        return "volumes"
+    if any(is_image_file(path) for path in files):
+        return "images"
     raise SourceLayoutError(f"{root}: holds no NIfTI, DICOM (.dcm) or image (PNG/JPEG/TIFF/BMP) files.")

@@ -74,9 +74,10 @@ def _is_glob(source: str) -> bool:
 
 def _supported_files(folder: Path) -> list[Path]:
     from msa_hf.data.image_files import is_image_file
+    from msa_hf.data.sources import visible_files
     from msa_hf.data.volumes import is_nifti
 
-    return sorted(p for p in folder.iterdir() if p.is_file() and (is_nifti(p) or is_image_file(p)))
+    return [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p)]
 
 
 def is_batch_source(source: str | Path) -> bool:
