@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def test_segment_follows_the_prompts():
         session.segment(image, [], None)
     with pytest.raises(ValueError, match="outside"):
         session.segment(image, [[64, 5, 1]], None)
+
+
+def test_the_page_sends_no_analytics_unless_asked(monkeypatch):
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    assert app.build_demo(BoxFillSam(64)).analytics_enabled is False  # Gradio's default would be True
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    assert app.build_demo(BoxFillSam(64)).analytics_enabled is True
 
 
 def test_segment_endpoint_through_gradio_client(tmp_path):
@@ -356,6 +364,7 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     # serve tunes its own process (the demo's volume limit, unless one is set; malloc keeping freed memory):
     # not this one's
     monkeypatch.setenv("MSA_HF_MAX_VOXELS", "1000000")
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)  # serve's own default, restored after
     monkeypatch.setattr("msa_hf.inference.cpu_memory.keep_freed_memory", lambda: None)
     base = fresh_sam()
     base.save_pretrained(tmp_path / "base")
@@ -368,6 +377,7 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     )
     assert DemoSession(served[-1]["model"]).adapters == ["liver"]
     assert served[-1]["options"] == {"max_file_size": "500mb", "server_port": 7999, "share": False}
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # nothing sent to Gradio's servers unasked
 
     monkeypatch.delenv("MSA_ADAPTERS")
     assert main(["demo", str(tmp_path / "base"), "--host", "0.0.0.0", "--share"]) == 0

@@ -62,12 +62,19 @@ def guarded(function):
     return run
 
 
+def analytics_allowed() -> bool:
+    """Whether the page may send Gradio's usage analytics to Gradio's servers: only when the user sets
+    `GRADIO_ANALYTICS_ENABLED=True`. The page serves medical images on hospital machines and laptops, where
+    nothing should leave the machine unasked (Gradio's own default is on)."""
+    return os.environ.get("GRADIO_ANALYTICS_ENABLED") == "True"
+
+
 def build_demo(model: Any, window: Any = None) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
     holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`)."""
     session = DemoSession(model, window=window)
     takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
-    with gr.Blocks(title="Medical SAM Adapter") as demo:
+    with gr.Blocks(title="Medical SAM Adapter", analytics_enabled=analytics_allowed()) as demo:
         gr.Markdown(
             "## Medical SAM Adapter\nClick the structure (negative clicks remove regions) or draw a box by "
             "clicking two opposite corners. Volumes: prompt a slice, then propagate. Research demo, "
@@ -412,5 +419,7 @@ def serve(
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
     # the demo's volume limit, checked from each file's header before any voxel is read (msa_hf.data.size_limits)
     os.environ.setdefault("MSA_HF_MAX_VOXELS", str(MAX_VOXELS))
+    # Gradio's module-level analytics (errors, integrations) read the variable itself: off unless asked for
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     served, processor = load_served(folder, model, adapters)
     build_demo(served, window=processor.window).launch(max_file_size=MAX_UPLOAD, **launch_options)
