@@ -62,7 +62,7 @@ def test_voxel_prompts_are_refused_where_they_name_no_file_grid(tmp_path):
         prompts_in_display_frame([Prompt(points=[[1, 1]])], tmp_path / "x.png", "voxel")
 
 
-def test_predict_with_voxel_prompts_writes_the_mask_of_the_display_prompt(tiny_base, tmp_path):
+def test_predict_with_voxel_prompts_writes_the_mask_of_the_display_prompt(tiny_base, tmp_path, capsys):
     data = np.full((30, 26, 6), 40.0, np.float32)
     data[6:16, 12:22, 1:5] = 400.0  # a bright block to segment
     path = tmp_path / "scan.nii.gz"
@@ -73,6 +73,7 @@ def test_predict_with_voxel_prompts_writes_the_mask_of_the_display_prompt(tiny_b
     common = ["--device", "cpu"]
     assert main(["predict", str(tiny_base), str(path), str(tmp_path / "voxel.nii.gz"), "--prompt-frame", "voxel",
                  "--box", "6", "12", "15", "21", "--slice", "3", *common]) == 0  # fmt: skip
+    assert "label 1 slice 3:" in capsys.readouterr().out  # printed in the file's slices, as asked
     assert main(["predict", str(tiny_base), str(path), str(tmp_path / "display.nii.gz"),
                  "--box", *(str(v) for v in display.box), "--slice", str(display.slice), *common]) == 0  # fmt: skip
     voxel_mask = np.asarray(nib.load(tmp_path / "voxel.nii.gz").dataobj)

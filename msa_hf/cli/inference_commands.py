@@ -187,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
-    from msa_hf.inference.prompt_frames import prompts_in_display_frame
+    from msa_hf.inference.prompt_frames import VoxelToDisplay, prompts_in_display_frame
     from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
@@ -233,11 +233,13 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
         multimask=args.multimask, batch_size=args.batch_size,
     )  # fmt: skip
+    # slices are printed in the frame the prompts were given in
+    to_file = VoxelToDisplay.of_file(args.input).file_slice if args.prompt_frame == "voxel" else (lambda z: z)
     for mask in summary["masks"]:
-        where = f" slice {mask['slice']}" if "slice" in mask else ""
-        where += (
-            f" (propagated to slices {mask['slices'][0]}-{mask['slices'][1]})" if "slices" in mask else ""
-        )
+        where = f" slice {to_file(mask['slice'])}" if "slice" in mask else ""
+        if "slices" in mask:
+            first, last = sorted(to_file(z) for z in mask["slices"])
+            where += f" (propagated to slices {first}-{last})"
         print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
         if "scores" in mask:
             print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")

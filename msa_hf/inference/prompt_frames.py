@@ -73,6 +73,10 @@ class VoxelToDisplay:
         height = self.shape[self.axes.index(1)]  # the display rows run anterior to posterior
         return x, height - 1 - y, int(z)
 
+    def file_slice(self, z: int) -> int:
+        """Display slice `z` as the file's slice `k` (the inverse of `point`'s slice)."""
+        return self.shape[2] - 1 - z if self.flips[2] else z
+
     def prompt(self, prompt: Prompt) -> Prompt:
         """`prompt` (points, box and slice in voxel indices) in the display frame; a prompt without a slice is
         returned as it is (a volume's prompt needs one, which `predict_file` says)."""
