@@ -187,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
-    from msa_hf.inference.prompt_frames import VoxelToDisplay, prompts_in_display_frame
+    from msa_hf.inference.prompt_frames import voxel_frame
     from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
@@ -221,7 +221,9 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_many(args, prompts)
     if args.prompts_from_labels:
         raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
-    prompts = prompts_in_display_frame(prompts, args.input, args.prompt_frame)
+    to_display = voxel_frame(args.input, args.prompt_frame)  # None: the prompts are display prompts
+    if to_display is not None:
+        prompts = [to_display.prompt(prompt) for prompt in prompts]
     # before the model loads
     check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
     check_new_outputs(
@@ -234,7 +236,7 @@ def _predict(args: argparse.Namespace) -> int:
         multimask=args.multimask, batch_size=args.batch_size,
     )  # fmt: skip
     # slices are printed in the frame the prompts were given in
-    to_file = VoxelToDisplay.of_file(args.input).file_slice if args.prompt_frame == "voxel" else (lambda z: z)
+    to_file = to_display.file_slice if to_display is not None else (lambda z: z)
     for mask in summary["masks"]:
         where = f" slice {to_file(mask['slice'])}" if "slice" in mask else ""
         if "slices" in mask:

@@ -15,6 +15,7 @@ __getattr__, __dir__ = lazy_exports(
         "MASK_IMAGE_SUFFIXES": "predictor",
         "prompts_in_display_frame": "prompt_frames",
         "VoxelToDisplay": "prompt_frames",
+        "voxel_frame": "prompt_frames",
         "VolumePredictor": "volume_predictor",
         "Propagation": "volume_predictor",
         "ClickDecoder": "click_decoder",

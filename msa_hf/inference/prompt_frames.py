@@ -73,9 +73,12 @@ class VoxelToDisplay:
         height = self.shape[self.axes.index(1)]  # the display rows run anterior to posterior
         return x, height - 1 - y, int(z)
 
-    def file_slice(self, z: int) -> int:
-        """Display slice `z` as the file's slice `k` (the inverse of `point`'s slice)."""
-        return self.shape[2] - 1 - z if self.flips[2] else z
+    def display_slice(self, k: int) -> int:
+        """The file's slice `k` as a display slice (slice 0 the most inferior)."""
+        return self.shape[2] - 1 - k if self.flips[2] else k
+
+    # the map reverses the slice order or keeps it, so it is its own inverse
+    file_slice = display_slice
 
     def prompt(self, prompt: Prompt) -> Prompt:
         """`prompt` (points, box and slice in voxel indices) in the display frame; a prompt without a slice is
@@ -92,14 +95,12 @@ class VoxelToDisplay:
             i0, j0, i1, j1 = prompt.box
             corners = np.array([self.point(i, j, prompt.slice)[:2] for i, j in ((i0, j0), (i1, j1))])
             box = [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
-        z = self.point(0, 0, prompt.slice)[2]
-        return dataclasses.replace(prompt, points=points, box=box, slice=z)
+        return dataclasses.replace(prompt, points=points, box=box, slice=self.display_slice(prompt.slice))
 
 
-def prompts_in_display_frame(
-    prompts: list[Prompt], input_path: str | Path, frame: PromptFrame
-) -> list[Prompt]:
-    """`prompts` given in `frame` for the input at `input_path`, in the display frame that `predict_file` reads.
+def voxel_frame(input_path: str | Path, frame: PromptFrame) -> VoxelToDisplay | None:
+    """The map from `frame` to the display frame for the input at `input_path`: None where prompts are given
+    in the display frame already.
 
     Raises:
         ValueError: an unknown frame, voxel prompts for an input other than a NIfTI file (a 2-D image's pixels
@@ -110,11 +111,19 @@ def prompts_in_display_frame(
     if frame not in PROMPT_FRAMES:
         raise ValueError(f"prompt frame {frame!r}: expected one of {', '.join(PROMPT_FRAMES)}.")
     if frame == "display":
-        return prompts
+        return None
     if not is_nifti(input_path):
         raise ValueError(
             f"--prompt-frame voxel: {input_path} is not a NIfTI file; voxel prompts name a NIfTI file's voxels. "
             "Give an image's prompts in its own pixels and a DICOM series' in the display frame."
         )
-    to_display = VoxelToDisplay.of_file(input_path)
-    return [to_display.prompt(prompt) for prompt in prompts]
+    return VoxelToDisplay.of_file(input_path)
+
+
+def prompts_in_display_frame(
+    prompts: list[Prompt], input_path: str | Path, frame: PromptFrame
+) -> list[Prompt]:
+    """`prompts` given in `frame` for the input at `input_path`, in the display frame that `predict_file` reads
+    (`voxel_frame` says what is refused)."""
+    to_display = voxel_frame(input_path, frame)
+    return prompts if to_display is None else [to_display.prompt(prompt) for prompt in prompts]
