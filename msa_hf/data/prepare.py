@@ -29,8 +29,8 @@ from msa_hf.data.image_files import ImageReadError, read_image, read_mask
 from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from msa_hf.data.sources import (
+    PAIRING_RULE,
     CaseFiles,
-    SourceLayoutError,
     detect_source_kind,
     find_image_pairs,
     find_volume_pairs,
@@ -196,17 +196,9 @@ def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
 def _volume_cases(
     cases: list[CaseFiles], options: PrepareOptions, report: PrepareReport
 ) -> dict[str, list[CaseFiles]]:
-    """The volume cases by id. Two cases with one id (two files named alike in sub-folders) are refused: one
-    would silently replace the other. An nnU-Net case with one image file per channel reads `options.channel`
-    (default the first), which the report says."""
-    groups: dict[str, list[CaseFiles]] = {}
-    for case in cases:
-        if case.case_id in groups:
-            raise SourceLayoutError(
-                f"{groups[case.case_id][0].image} and {case.image} are both case {case.case_id}; give each "
-                "case a name of its own."
-            )
-        groups[case.case_id] = [case]
+    """The volume cases by id (`find_volume_pairs` gives one case per id). An nnU-Net case with one image file
+    per channel reads `options.channel` (default the first), which the report says."""
+    groups = {case.case_id: [case] for case in cases}
     several = [case for case in cases if len(case.channels) > 1]
     if several:
         channels = sorted({k for case in several for k in case.channels})
@@ -380,7 +372,9 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             try:
                 if kind == "volumes":
                     if files[0].label is None:
-                        raise VolumeReadError(f"{files[0].image}: no label map found for case {case_id}.")
+                        raise VolumeReadError(
+                            f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
+                        )
                     rows = _volume_rows(files[0], options, report)
                 else:
                     rows = _image_rows(case_id, files, options, report, set(table) if table else None)

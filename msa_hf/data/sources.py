@@ -102,6 +102,13 @@ def _label_names(stem: str) -> list[str]:
     return _unique([stem, bare, _ROLE_PREFIX.sub("", stem), _ROLE_PREFIX.sub("", bare)])
 
 
+PAIRING_RULE = (
+    "A label map pairs with its image by the same file name, or by the name they share without a channel suffix, "
+    "a role prefix or a mask suffix (case_0000.nii.gz -> case.nii.gz, img0001 -> label0001, case.png -> "
+    "case_mask.png)."
+)  # what the refusals of an unpaired image say; `LabelIndex` is the rule itself
+
+
 class LabelIndex:
     """Label maps found for an image by name: the one rule `msa-hf prepare` and `msa-hf predict
     --prompts-from-labels` pair by. A label map named as the image is by one of its names (`_image_names`: its
@@ -224,31 +231,41 @@ def _add_channel(case: CaseFiles, image: Path) -> None:
 
 
 def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
-    """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps under `root`."""
+    """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps under `root`: one case per id (an
+    nnU-Net case's channel files are one case). Raises `SourceLayoutError` for two cases of one name."""
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
         labels = LabelIndex([p for p in visible_files(label_folder) if is_nifti(p)] if label_folder else [])
-        cases: dict[str, CaseFiles] = {}
+        paired: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
             is_series = entry.is_dir()  # a sub-folder is a DICOM series
             if is_hidden(entry, image_folder) or not (is_nifti(entry) or is_series):
                 continue
             label, case_id = labels.find(entry)
-            if case_id not in cases:
-                cases[case_id] = CaseFiles(case_id, entry, label)
+            if case_id not in paired:
+                paired[case_id] = CaseFiles(case_id, entry, label)
             else:
-                _add_channel(cases[case_id], entry)
-        return list(cases.values())
+                _add_channel(paired[case_id], entry)
+        return list(paired.values())
     volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
     masks = {
         (p.parent, _strip_mask_suffix(nifti_stem(p))): p for p in volumes if _strip_mask_suffix(nifti_stem(p))
     }
-    cases = [
-        CaseFiles(nifti_stem(p), p, masks.get((p.parent, nifti_stem(p))))
-        for p in volumes
-        if _strip_mask_suffix(nifti_stem(p)) is None
-    ]
+    by_id: dict[str, CaseFiles] = {}
+    for path in volumes:
+        if _strip_mask_suffix(nifti_stem(path)) is not None:
+            continue
+        case = CaseFiles(nifti_stem(path), path, masks.get((path.parent, nifti_stem(path))))
+        if (
+            case.case_id in by_id
+        ):  # files named alike in two sub-folders: one would replace the other downstream
+            raise SourceLayoutError(
+                f"{by_id[case.case_id].image} and {case.image} are both case {case.case_id}; give each case a "
+                "name of its own."
+            )
+        by_id[case.case_id] = case
+    cases = list(by_id.values())
     if not cases:
         raise SourceLayoutError(
             f"{root}: no volumes found. Expected imagesTr/ + labelsTr/ (Decathlon), img/ + label/ (BTCV), "

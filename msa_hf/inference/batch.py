@@ -171,7 +171,7 @@ def collect_items(
     (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
-    from msa_hf.data.sources import LabelIndex
+    from msa_hf.data.sources import PAIRING_RULE, LabelIndex
 
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
@@ -238,10 +238,8 @@ def collect_items(
         )
         raise ValueError(
             f"--prompts-from-labels {labels_dir}: no label map for {len(unpaired)} of {len(rows)} inputs "
-            f"({listed}). A label map pairs with its input by the same file name, or by the name they share "
-            "without a channel suffix, a role prefix or a mask suffix (case_0000.nii.gz -> case.nii.gz, "
-            "img0001 -> label0001, case.png -> case_mask.png). Give the other inputs as a glob, or name each "
-            "input's label map in a manifest's labels column."
+            f"({listed}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
+            "manifest's labels column."
         )
     seen: dict[Path, Path] = {}
     for item in items:
