@@ -50,9 +50,8 @@ def check_new_outputs(outputs: Iterable[str | Path], overwrite: bool) -> None:
     Raises:
         FileExistsError: naming the outputs that exist (the first three) and the fix.
     """
-    existing = [
-        Path(p) for p in outputs if Path(p).is_file() or (Path(p).is_dir() and any(Path(p).iterdir()))
-    ]
+    paths = [Path(p) for p in outputs]
+    existing = [p for p in paths if p.is_file() or (p.is_dir() and any(p.iterdir()))]
     if not existing or overwrite:
         return
     if len(existing) == 1:
