@@ -575,6 +575,39 @@ def _(f):
     return ["predict", "tiny", str(folder), out(f, "m.nii.gz"), *_box(2, 2, 20, 20)]
 
 
+def _study(f) -> Path:
+    """Two series of one study side by side, as a PACS exports them."""
+    from msa_hf.testing import write_dicom_series
+
+    study = f / "in" / "study"
+    volume = np.random.default_rng(0).integers(-200, 200, (4, 24, 24)).astype(np.int16)
+    write_dicom_series(study / "SER2", volume, series_number=2, description="axial")
+    write_dicom_series(study / "SER4", volume, series_number=4, description="delayed")
+    return study
+
+
+@case(
+    "predict", "a DICOM study of several series, no --series", mentions=("--series", "2: 4 axial CT slices")
+)
+def _(f):
+    return ["predict", "tiny", str(_study(f)), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 20, 20)]
+
+
+@case("predict", "--series names no series of the folder", mentions=("names none", "4: 4 axial CT slices"))
+def _(f):
+    return [
+        "predict",
+        "tiny",
+        str(_study(f)),
+        out(f, "m.nii.gz"),
+        "--series",
+        "7",
+        "--slice",
+        "1",
+        *_box(2, 2, 20, 20),
+    ]
+
+
 @case("predict", "output path is the input", mentions=("is the input",))
 def _(f):
     path = picture(f)
@@ -1501,10 +1534,12 @@ def run_case(item: Case, folder: Path) -> dict[str, Any]:
 
 
 def _last_line(message: str) -> str:
-    """The last line of `message` that is not a progress bar (the entry point's own line comes last)."""
-    lines = [part.strip() for line in message.splitlines() for part in line.split("\r")]
-    lines = [line for line in lines if line and "%|" not in line and "it/s]" not in line]
-    return lines[-1] if lines else ""
+    """The last message in `message` that is not a progress bar (the entry point's own comes last), with the
+    indented lines that continue it (a listing of what to choose from) joined on."""
+    lines = [part.rstrip() for line in message.splitlines() for part in line.split("\r")]
+    lines = [line for line in lines if line.strip() and "%|" not in line and "it/s]" not in line]
+    start = max((i for i, line in enumerate(lines) if not line[:1].isspace()), default=0)
+    return " ".join(line.strip() for line in lines[start:])
 
 
 def run_corpus(root: Path) -> list[dict[str, Any]]:

@@ -264,6 +264,17 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     assert message.startswith(f"propagated from slice {middle} to slices 1-9")
     with pytest.raises(ValueError, match="one NIfTI file"):
         VolumeSession([str(tmp_path / "x.png")], DemoSession(BrightInBoxSam(32)))
+    # the files of two series uploaded together are refused with what they hold, never stacked into one
+    write_dicom_series(
+        tmp_path / "other", np.zeros((4, 32, 32), np.int16), series_number=8, description="late"
+    )
+    files += sorted(str(p) for p in (tmp_path / "other").iterdir())
+    with pytest.raises(ValueError, match="upload the files of one of them") as refused:
+        VolumeSession(files, DemoSession(BrightInBoxSam(32)))
+    assert "3: 10 axial CT slices" in str(refused.value) and '8: 4 axial CT slices, "late"' in str(
+        refused.value
+    )
+    assert str(tmp_path) not in str(refused.value) and "msa-series-" not in str(refused.value)
 
 
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):

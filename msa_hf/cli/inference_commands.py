@@ -79,6 +79,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--box", nargs=4, type=float, default=None, metavar=("X0", "Y0", "X1", "Y1"))
     predict.add_argument("--slice", type=int, default=None, help="axial slice of a volume")
     predict.add_argument(
+        "--series", default=None, metavar="KEY",
+        help="a DICOM folder holding several series (a study, a PACS export): the one to segment, by the key "
+             "its listing gives (a series number such as 2, or 3/EchoNumbers=2 where one series holds several "
+             "acquisitions) or its series instance UID; without it, such a folder is refused with the listing",
+    )  # fmt: skip
+    predict.add_argument(
         "--name", default=None, help="the structure's name (the segment label of a DICOM-SEG output)"
     )
     predict.add_argument(
@@ -214,6 +220,10 @@ def _predict(args: argparse.Namespace) -> int:
             )
         ]  # fmt: skip
     if batch:
+        if args.series is not None:
+            raise ValueError(
+                "--series chooses the series of one DICOM folder; give that folder as the input."
+            )
         if args.prompt_frame != "display":
             raise ValueError(
                 "--prompt-frame voxel is for one NIfTI input at a time (voxel indices belong to one file's grid)."
@@ -225,7 +235,9 @@ def _predict(args: argparse.Namespace) -> int:
     if to_display is not None:
         prompts = [to_display.prompt(prompt) for prompt in prompts]
     # before the model loads
-    check_prediction_request(args.input, args.output, prompts, args.save_probabilities, args.multimask)
+    check_prediction_request(
+        args.input, args.output, prompts, args.save_probabilities, args.multimask, args.series
+    )
     check_new_outputs(
         [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
     )
@@ -233,8 +245,10 @@ def _predict(args: argparse.Namespace) -> int:
     summary = predict_file(
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
-        multimask=args.multimask, batch_size=args.batch_size,
+        multimask=args.multimask, batch_size=args.batch_size, series=args.series,
     )  # fmt: skip
+    if "series" in summary:
+        print(f"DICOM series {summary['series']}")
     # slices are printed in the frame the prompts were given in
     to_file = to_display.file_slice if to_display is not None else (lambda z: z)
     for mask in summary["masks"]:

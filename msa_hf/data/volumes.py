@@ -151,54 +151,42 @@ def load_nifti(
 
 
 def dicom_series_slices(
-    folder: str | Path, series_uid: str | None = None
+    folder: str | Path, series: str | None = None
 ) -> tuple[list[tuple[Path, Any]], np.ndarray]:
-    """The image slices of a DICOM series (one folder of slice files) in order, and the RAS affine of their grid.
+    """The image slices of a DICOM series in `folder` (its sub-folders included) in order, and the RAS
+    affine of their grid.
 
-    Returns `[(file, pydicom dataset), ...]` ordered by position along the slice normal (not by file name),
-    and the affine of the voxel grid (i = column, j = row, k = that order) in RAS (DICOM's LPS converted),
-    built from ImagePositionPatient / ImageOrientationPatient / PixelSpacing. Pixels are not decoded.
+    `series` chooses the stack where the folder holds several (a study's series, a localizer's planes, the
+    echoes or phases of one series: `msa_hf.data.dicom_stacks`), by the key the refusal lists, a series
+    number or a series instance UID. Returns `[(file, pydicom dataset), ...]` ordered by position along the
+    slice normal (not by file name), and the affine of the voxel grid (i = column, j = row, k = that order)
+    in RAS (DICOM's LPS converted), built from ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
+    Pixels are not decoded.
 
     Raises:
-        VolumeReadError: no DICOM images, several series without `series_uid`, a slice that cannot be read.
+        VolumeReadError: no DICOM images, several stacks without `series`, a slice that cannot be read.
     """
     import pydicom
 
-    folder = Path(folder)
+    from msa_hf.data.dicom_stacks import choose_stack
+
+    stack = choose_stack(folder, series)
     found = []
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in stack.files:
         try:
             dataset = pydicom.dcmread(file)
-        except Exception as error:
-            if _has_dicom_preamble(file):  # a slice of the series that cannot be read: refuse, never skip
-                raise VolumeReadError(
-                    f"{file}: a DICOM file of the series that cannot be read ({type(error).__name__}: {error}); "
-                    "reading the series without it would leave a gap. Replace it with an intact copy or "
-                    "re-export the series."
-                ) from error
-            continue  # not DICOM (e.g. a README)
-        if "PixelData" in dataset and "ImagePositionPatient" in dataset:
-            found.append((file, dataset))
-        elif _has_dicom_preamble(file) and len(dataset) == 0:  # the file meta and nothing else: truncated
+        except Exception as error:  # its header was read: the rest of it is damaged
             raise VolumeReadError(
-                f"{file}: a DICOM file that cannot be read (it ends after its header, so it is truncated); "
-                "reading the series without it would leave a gap. Replace it with an intact copy or re-export "
-                "the series."
+                f"{file}: a DICOM file of the series that cannot be read ({type(error).__name__}: {error}); "
+                "reading the series without it would leave a gap. Replace it with an intact copy or "
+                "re-export the series."
+            ) from error
+        if "PixelData" not in dataset:
+            raise VolumeReadError(
+                f"{file}: a slice of the series without pixel data (the file is cut short); reading the series "
+                "without it would leave a gap. Replace it with an intact copy or re-export the series."
             )
-    if not found:
-        raise VolumeReadError(
-            f"{folder}: no DICOM image slices (files with PixelData and ImagePositionPatient)."
-        )
-    series = sorted({str(d.get("SeriesInstanceUID", "")) for _, d in found})
-    if series_uid is not None:
-        found = [(f, d) for f, d in found if str(d.get("SeriesInstanceUID", "")) == series_uid]
-        if not found:
-            raise VolumeReadError(f"{folder}: no slices of series {series_uid}; it holds {series}.")
-    elif len(series) > 1:
-        raise VolumeReadError(
-            f"{folder}: holds {len(series)} DICOM series {series}. Put each series in its own folder or pass "
-            "series_uid=..."
-        )
+        found.append((file, dataset))
     from msa_hf.data.size_limits import check_voxel_count
 
     # from the headers, before any pixel is decoded
@@ -227,17 +215,19 @@ def dicom_series_slices(
     return found, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
 
 
-def load_dicom_series(folder: str | Path, series_uid: str | None = None) -> Volume:
-    """Load a DICOM series (one folder of slice files) as a RAS+ volume in Hounsfield units for CT.
+def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
+    """Load a DICOM series (a folder of slice files, or the stack `series` names in it) as a RAS+ volume in
+    Hounsfield units for CT.
 
-    Slices are ordered and placed as `dicom_series_slices` says; rescale slope and intercept are applied.
+    Slices are chosen, ordered and placed as `dicom_series_slices` says; rescale slope and intercept are
+    applied.
 
     Raises:
-        VolumeReadError: no DICOM images, several series without `series_uid`, inconsistent slices.
+        VolumeReadError: no DICOM images, several stacks without `series`, inconsistent slices.
     """
     import nibabel as nib
 
-    found, affine_ras = dicom_series_slices(folder, series_uid)
+    found, affine_ras = dicom_series_slices(folder, series)
     slices = []
     for file, dataset in found:
         try:
@@ -270,16 +260,23 @@ def guess_modality(volume: Volume) -> str:
 
 
 def load_volume(
-    path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
+    path: str | Path,
+    is_label: bool = False,
+    channel: int | None = None,
+    modality: str = "other",
+    series: str | None = None,
 ) -> Volume:
-    """A NIfTI file or a DICOM series folder, in RAS+ orientation (see `load_nifti`, `load_dicom_series`)."""
+    """A NIfTI file or a DICOM series folder, in RAS+ orientation (see `load_nifti`, `load_dicom_series`);
+    `series` chooses the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)."""
     path = Path(path)
+    if series is not None and not path.is_dir():
+        raise VolumeReadError(f"{path}: a series is chosen in a DICOM folder; this is not one.")
     if path.is_dir():
         if is_label:
             raise VolumeReadError(
                 f"{path}: label maps are read from NIfTI files, not DICOM folders (DICOM-SEG)."
             )
-        return load_dicom_series(path)
+        return load_dicom_series(path, series)
     if is_nifti(path):
         return load_nifti(path, is_label=is_label, channel=channel, modality=modality)
     raise VolumeReadError(f"{path}: not a NIfTI file (.nii, .nii.gz) or a DICOM series folder.")
@@ -313,12 +310,3 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), str(path))
-
-
-def _has_dicom_preamble(path: Path) -> bool:
-    """Whether `path` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False

@@ -213,6 +213,7 @@ class VolumeSession:
         files = [files] if isinstance(files, str) else list(files)
         self.source = self._gather(files)
         try:
+            self._check_one_stack(self.source)
             self.volume = load_volume(self.source)
         except (ValueError, OSError) as error:
             raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
@@ -234,6 +235,21 @@ class VolumeSession:
             session.model, session.window, device=placement.device, dtype=placement.dtype
         )
         self.predictor.set_volume(self.slices, self.modality)
+
+    @staticmethod
+    def _check_one_stack(source: str) -> None:
+        """Uploaded DICOM files must be one volume: files of several series (or a localizer's planes, or two
+        acquisitions of one series) are refused with what they hold, not stacked into one."""
+        if not Path(source).is_dir():
+            return
+        from msa_hf.data.dicom_stacks import find_stacks
+
+        stacks = find_stacks(source)
+        if len(stacks) > 1:
+            listing = "; ".join(stack.describe() for stack in stacks)
+            raise ValueError(
+                f"the DICOM files hold {len(stacks)} image stacks ({listing}); upload the files of one of them."
+            )
 
     @staticmethod
     def _gather(files: list[str]) -> str:

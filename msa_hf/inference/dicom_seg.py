@@ -31,34 +31,40 @@ def _highdicom():
 
 
 def labels_on_series_grid(
-    series: Path, canonical: np.ndarray, canonical_affine: np.ndarray, slices: Any = None
+    folder: Path,
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    slices: Any = None,
+    series: str | None = None,
 ) -> np.ndarray:
     """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
-    instance k being the k-th slice of `dicom_series_slices(series)` (pass its result as `slices` when it is
-    already read: the series is then not read again)."""
+    instance k being the k-th slice of `dicom_series_slices(folder, series)` (pass its result as `slices` when
+    it is already read: the series is then not read again)."""
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
     from msa_hf.data.volumes import dicom_series_slices
 
-    found, affine = slices if slices is not None else dicom_series_slices(series)
+    found, affine = slices if slices is not None else dicom_series_slices(folder, series)
     transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
     grid = apply_orientation(canonical, transform)  # (columns, rows, instances)
     if grid.shape != (int(found[0][1].Columns), int(found[0][1].Rows), len(found)):
         raise ValueError(
-            f"the label volume {canonical.shape} does not lie on the grid of the series {series}."
+            f"the label volume {canonical.shape} does not lie on the grid of the series in {folder}."
         )
     return np.ascontiguousarray(grid.transpose(2, 1, 0))
 
 
 def write_dicom_seg(
-    series: str | Path,
+    folder: str | Path,
     canonical: np.ndarray,
     canonical_affine: np.ndarray,
     output: str | Path,
     names: dict[int, str] | None = None,
     model_name: str = "MSA",
+    series: str | None = None,
 ) -> dict[int, int]:
-    """Write `canonical` (a RAS+ label volume of the series in the folder `series`) as a DICOM-SEG file.
+    """Write `canonical` (a RAS+ label volume of the series in `folder`, or of the stack `series` chooses
+    there: `msa_hf.data.dicom_stacks`) as a DICOM-SEG file referencing that series' instances.
 
     Each label value present becomes a segment (numbered from 1 in value order, labelled `names[value]` or
     "structure <value>"), marked semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
@@ -71,13 +77,15 @@ def write_dicom_seg(
     from msa_hf import __version__
     from msa_hf.data.volumes import dicom_series_slices
 
-    series, output = Path(series), Path(output)
-    slices = dicom_series_slices(series)  # read once: the grid for the labels, the sources for the SEG
-    labels = labels_on_series_grid(series, canonical, canonical_affine, slices)
+    folder, output = Path(folder), Path(output)
+    slices = dicom_series_slices(
+        folder, series
+    )  # read once: the grid for the labels, the sources for the SEG
+    labels = labels_on_series_grid(folder, canonical, canonical_affine, slices)
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
         raise ValueError(
-            f"nothing was segmented in {series}: a DICOM-SEG needs at least one non-empty segment."
+            f"nothing was segmented in {folder}: a DICOM-SEG needs at least one non-empty segment."
         )
     numbers = {value: number for number, value in enumerate(values, start=1)}
     segment_map = np.zeros(labels.shape, np.uint8 if len(values) < 256 else np.uint16)
@@ -115,9 +123,9 @@ def write_dicom_seg(
         )
     except (AttributeError, ValueError, TypeError) as error:
         raise ValueError(
-            f"{series}: cannot make a DICOM-SEG of this series ({type(error).__name__}: {error}); its headers may "
+            f"{folder}: cannot make a DICOM-SEG of this series ({type(error).__name__}: {error}); its headers may "
             "lack attributes a segmentation must copy (patient and study). Write NIfTI instead (.nii.gz)."
         ) from error
-    with atomic_file(output, inputs=[series]) as staging:
+    with atomic_file(output, inputs=[folder]) as staging:
         segmentation.save_as(staging)
     return numbers

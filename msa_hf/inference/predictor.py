@@ -334,6 +334,7 @@ def predict_file(
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
     batch_size: int | None = None,
+    series: str | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
@@ -352,13 +353,15 @@ def predict_file(
     gives SAM's three masks: the label map takes the best by score, the probability file holds all three
     (prompt k's at maps 3k, 3k + 1, 3k + 2). Not with propagation, which carries one mask.
 
-    `batch_size`: a volume's slices per encoder call (`VolumePredictor.encoding_batch`).
+    `batch_size`: a volume's slices per encoder call (`VolumePredictor.encoding_batch`). `series`: the stack
+    of a DICOM folder that holds several (a study's series; `msa_hf.data.dicom_stacks`), by its key, series
+    number or UID; the summary's `series` says which stack was read.
     """
     from msa_hf.data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
     from msa_hf.inference.volume_predictor import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
-    kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask)
+    kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask, series)
     placement = resolve_placement(device, dtype)
     if kind != "volume":
         image, modality = read_picture(input_path, kind)
@@ -371,7 +374,11 @@ def predict_file(
     maps: list[np.ndarray] = []  # probability maps in the order they are written
     values = _label_values(prompts)
     decode = True if multimask else None  # None: SAM's rule (three masks for a single click, best kept)
-    volume = load_volume(input_path)
+    if input_path.is_dir():  # a DICOM folder: which of its stacks is read
+        from msa_hf.data.dicom_stacks import choose_stack
+
+        summary["series"] = choose_stack(input_path, series).describe()
+    volume = load_volume(input_path, series=series)
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
@@ -413,7 +420,7 @@ def predict_file(
         for value, prompt in zip(values, prompts, strict=True):
             if prompt.name:
                 names.setdefault(value, prompt.name)
-        write_dicom_seg(input_path, canonical, volume.affine, output_path, names)
+        write_dicom_seg(input_path, canonical, volume.affine, output_path, names, series=series)
     else:
         save_on_input_grid(canonical, volume.affine, input_path, output_path)
     if probabilities_path is not None:
@@ -510,11 +517,14 @@ def check_prediction_request(
     prompts: list[Prompt],
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
+    series: str | None = None,
 ) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
     or a DICOM series folder). Raises `ValueError`, before anything is loaded or computed, for any other input,
     for an output format that cannot hold its mask or probabilities, for a probability file that is the input
-    or the mask, for volume-only prompt settings on a 2-D image and for `multimask` with propagation."""
+    or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
+    DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
+    headers, `msa_hf.data.dicom_stacks`)."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
     from msa_hf.data.volumes import is_nifti
 
@@ -561,6 +571,12 @@ def check_prediction_request(
         raise ValueError(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."
         )
+    if input_path.is_dir():
+        from msa_hf.data.dicom_stacks import choose_stack
+
+        choose_stack(input_path, series)
+    elif series is not None:
+        raise ValueError(f"{input_path}: a series is chosen in a DICOM folder; this input is not one.")
     if probabilities_path is not None:
         probabilities_path = Path(probabilities_path)
         check_not_an_input(probabilities_path, [input_path])

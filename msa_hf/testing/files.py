@@ -92,15 +92,32 @@ def write_png_folder(
     return written
 
 
-def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5), thickness=2.0) -> None:
+def write_dicom_series(
+    folder: Path,
+    volume_hu: np.ndarray,
+    spacing=(0.75, 0.5),
+    thickness=2.0,
+    series_number: int = 3,
+    description: str = "",
+    uids: tuple[str, str, str] | None = None,
+    attributes: dict | None = None,
+    orientation=(1, 0, 0, 0, 1, 0),
+    file_prefix: str = "IM",
+) -> tuple[str, str, str]:
     """A CT series: `volume_hu` (slices, rows, cols), stored as uint16 with slope 1 / intercept -1024,
-    written under shuffled file names so only ImagePositionPatient gives the order."""
+    written under shuffled file names so only ImagePositionPatient gives the order.
+
+    Several series can share `folder` (a study exported flat): give each its own `file_prefix`. `uids`
+    (series, study, frame of reference; fresh ones by default, returned) puts a second acquisition into
+    the same series; `attributes` are set on every slice (such as `{"AcquisitionNumber": 2}`); `orientation`
+    is ImageOrientationPatient, the slices stepping along its normal."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    folder.mkdir(parents=True)
-    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid, study_uid, frame_uid = uids or (generate_uid(), generate_uid(), generate_uid())
+    normal = np.cross(np.array(orientation[:3], float), np.array(orientation[3:], float))
     order = np.random.default_rng(0).permutation(len(volume_hu))
     for file_index, slice_index in enumerate(order):
         meta = FileMetaDataset()
@@ -115,18 +132,25 @@ def write_dicom_series(folder: Path, volume_hu: np.ndarray, spacing=(0.75, 0.5),
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "P0", "", "O"
         ds.StudyInstanceUID, ds.StudyID, ds.StudyDate, ds.StudyTime = study_uid, "1", "20260101", "120000"
         ds.ReferringPhysicianName, ds.AccessionNumber = "", ""
-        ds.FrameOfReferenceUID, ds.SeriesNumber = frame_uid, 3
+        ds.FrameOfReferenceUID, ds.SeriesNumber = frame_uid, series_number
+        if description:
+            ds.SeriesDescription = description
         ds.InstanceNumber = int(slice_index) + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-10.0, -20.0, 100.0 + thickness * float(slice_index)]
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [
+            float(v) for v in np.array([-10.0, -20.0, 100.0]) + thickness * slice_index * normal
+        ]
         ds.PixelSpacing = [spacing[0], spacing[1]]
         ds.SliceThickness = thickness
         ds.Rows, ds.Columns = volume_hu.shape[1:]
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        for name, value in (attributes or {}).items():
+            setattr(ds, name, value)
         ds.PixelData = (volume_hu[slice_index] + 1024).astype(np.uint16).tobytes()
-        ds.save_as(folder / f"IM{file_index:04d}", enforce_file_format=True)
+        ds.save_as(folder / f"{file_prefix}{file_index:04d}", enforce_file_format=True)
+    return series_uid, study_uid, frame_uid
 
 
 def sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0) -> np.ndarray:

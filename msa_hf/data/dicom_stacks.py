@@ -1,0 +1,256 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The image stacks of a DICOM folder, and choosing the one to read.
+
+A folder exported from a PACS or a scanner rarely holds one series: a study brings its localizer, its axial
+series, its reformats, each in a sub-folder of its own or all mixed together (`DICOM/PAT1/STD1/SER2/IM0001`,
+a `DICOMDIR` beside them). And one series is not always one volume: a localizer takes three planes in one
+series, a dual-energy, multi-echo or multi-phase acquisition puts two or more images at every position.
+Stacking such slices by their position would interleave two volumes (or three planes) into one without a word.
+
+So a folder is read as *stacks*: the slices of one series, one orientation and one acquisition (told apart by
+the first of `ACQUISITION_ATTRIBUTES` that gives each position one slice), each with a key to choose it by: the
+series number (`2`), with the orientation or the acquisition where a series holds several (`1/coronal`,
+`3/EchoNumbers=2`), or the series instance UID. A folder of one stack is read as it is; a folder of several
+needs its choice, and the refusal lists them (number, slices, orientation, modality, description) with the
+way to choose. Only headers are read here: the pixels of the chosen stack alone are decoded later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_hf.data.volumes import VolumeReadError
+
+# attributes that tell apart images at one position of one series, most specific first: the echoes of a
+# multi-echo MR, the phases of a dynamic or cardiac series, the acquisitions of a dual-energy CT
+ACQUISITION_ATTRIBUTES = (
+    "EchoNumbers",
+    "TemporalPositionIdentifier",
+    "AcquisitionNumber",
+    "TriggerTime",
+    "DiffusionBValue",
+    "ImageType",
+    "AcquisitionTime",
+)
+# the plane a stack's normal is closest to (RAS/LPS axis 0, 1, 2)
+PLANE_NAMES = ("sagittal", "coronal", "axial")
+
+
+@dataclass
+class DicomStack:
+    """One volume of a DICOM folder: slices of one series, orientation and acquisition (headers only)."""
+
+    key: str  # what `series=` / `--series` chooses it by
+    series_uid: str
+    series_number: str
+    description: str
+    modality: str
+    orientation: str  # axial, coronal, sagittal, or "oblique"
+    files: list[Path] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line of the listing: `2: 24 axial CT slices, "Abdomen 2.0 axial"`."""
+        text = f"{self.key}: {len(self.files)} {self.orientation} {self.modality} slice{'s' * (len(self.files) != 1)}"
+        return f'{text}, "{self.description}"' if self.description else text
+
+
+@dataclass
+class _Header:
+    file: Path
+    dataset: Any
+
+    def get(self, name: str) -> str:
+        value = self.dataset.get(name, "")
+        return "\\".join(str(v) for v in value) if _is_sequence_value(value) else str(value)
+
+
+def find_stacks(folder: str | Path) -> list[DicomStack]:
+    """The image stacks under `folder` (every sub-folder included), in series-number order.
+
+    Files that are not DICOM images (a DICOMDIR, a report, a README, files the system left) are passed over.
+
+    Raises:
+        VolumeReadError: no DICOM image slices (naming enhanced multi-frame files, which are not read), a
+            DICOM file that cannot be read, or images at one position that no attribute tells apart.
+    """
+    import pydicom
+
+    from msa_hf.data.sources import visible_files
+
+    folder = Path(folder)
+    images: list[_Header] = []
+    multi_frame: list[Path] = []
+    for file in visible_files(folder, recursive=True):
+        try:
+            dataset = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception as error:
+            if _has_dicom_preamble(file):  # a slice of a series that cannot be read: refuse, never skip
+                raise VolumeReadError(
+                    f"{file}: a DICOM file that cannot be read ({type(error).__name__}: {error}); reading its "
+                    "series without it would leave a gap. Replace it with an intact copy or re-export the series."
+                ) from error
+            continue  # not DICOM (e.g. a README)
+        if _has_dicom_preamble(file) and len(dataset) == 0:  # the file meta and nothing else: truncated
+            raise VolumeReadError(
+                f"{file}: a DICOM file that cannot be read (it ends after its header, so it is truncated); "
+                "reading its series without it would leave a gap. Replace it with an intact copy or re-export "
+                "the series."
+            )
+        if "ImagePositionPatient" in dataset and "ImageOrientationPatient" in dataset and "Rows" in dataset:
+            images.append(_Header(file, dataset))
+        elif "Rows" in dataset and int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+            multi_frame.append(file)
+    if not images:
+        found = (
+            f"; it holds enhanced multi-frame images ({', '.join(str(f) for f in multi_frame[:3])}), one file "
+            "per series, which msa_hf does not read: export the series as classic single-frame images from "
+            "your PACS or viewer, or convert it to NIfTI (for example with dcm2niix) and give the .nii.gz"
+            if multi_frame
+            else ""
+        )
+        raise VolumeReadError(
+            f"{folder}: no DICOM image slices (files with pixel data and a position in the patient){found}."
+        )
+    by_series: dict[str, list[_Header]] = defaultdict(list)
+    for header in images:
+        by_series[header.get("SeriesInstanceUID")].append(header)
+    numbers = [next(iter(headers)).get("SeriesNumber") for headers in by_series.values()]
+    stacks = []
+    for (series_uid, headers), number in zip(by_series.items(), numbers, strict=True):
+        # a series is named by its number where that number is its own in the folder, else by its UID
+        name = number if number and numbers.count(number) == 1 else series_uid
+        stacks.extend(_series_stacks(name, series_uid, number, headers))
+    return sorted(stacks, key=lambda stack: (_number_order(stack.series_number), stack.key))
+
+
+def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
+    """The stack of `folder` to read: its only one, or the one `series` names (a key of the listing, a series
+    number or a series instance UID).
+
+    Raises:
+        VolumeReadError: several stacks and no `series`, or a `series` that names none or several of them;
+            the message lists the folder's stacks and how to choose.
+    """
+    stacks = find_stacks(folder)
+    if series is None:
+        if len(stacks) == 1:
+            return stacks[0]
+        raise VolumeReadError(
+            f"{folder}: holds {len(stacks)} DICOM image stacks; name the one to read (msa-hf predict --series KEY, "
+            f"series=KEY in Python) or give each series a folder of its own:\n{_listing(stacks, Path(folder))}"
+        )
+    series = str(series).strip()
+    chosen = [stack for stack in stacks if stack.key == series] or [
+        stack for stack in stacks if series in (stack.series_uid, stack.series_number)
+    ]
+    if len(chosen) == 1:
+        return chosen[0]
+    what = "names several of them" if chosen else "names none of them"
+    listed = chosen or stacks
+    raise VolumeReadError(
+        f"{folder}: series {series!r} {what}; choose one by its key with --series KEY (series=KEY in Python):"
+        f"\n{_listing(listed, Path(folder))}"
+    )
+
+
+def _series_stacks(name: str, series_uid: str, number: str, headers: list[_Header]) -> list[DicomStack]:
+    """One series' stacks: split by orientation, then by acquisition where images share a position."""
+    first = headers[0]
+    description, modality = first.get("SeriesDescription").strip(), first.get("Modality") or "other"
+    by_plane: dict[tuple, list[_Header]] = defaultdict(list)
+    for header in headers:
+        cosines = np.array(header.dataset.ImageOrientationPatient, dtype=np.float64)
+        by_plane[tuple(np.round(cosines, 3))].append(header)
+    planes = {key: _plane_name(np.array(key)) for key in by_plane}
+    stacks = []
+    for plane_key, plane_headers in by_plane.items():
+        plane = planes[plane_key]
+        # the orientation names a stack only where its series has several (a localizer's three planes)
+        plane_name = name if len(by_plane) == 1 else _unique_plane_key(name, plane, plane_key, planes)
+        for acquisition, files in _acquisitions(plane_headers, np.array(plane_key)):
+            key = plane_name if acquisition is None else f"{plane_name}/{acquisition}"
+            stacks.append(DicomStack(key, series_uid, number, description, modality, plane, files))
+    return stacks
+
+
+def _acquisitions(headers: list[_Header], cosines: np.ndarray) -> list[tuple[str | None, list[Path]]]:
+    """The slices of one orientation as `[(acquisition label or None, files)]`: one group when every position
+    has one image, else split by the first attribute of `ACQUISITION_ATTRIBUTES` that leaves each of its groups
+    one image per position."""
+    normal = np.cross(cosines[:3], cosines[3:])
+
+    def distinct_positions(group: list[_Header]) -> bool:
+        depths = [
+            round(float(np.dot(np.array(h.dataset.ImagePositionPatient, float), normal)), 3) for h in group
+        ]
+        return len(set(depths)) == len(depths)
+
+    if distinct_positions(headers):
+        return [(None, [h.file for h in headers])]
+    for attribute in ACQUISITION_ATTRIBUTES:
+        groups: dict[str, list[_Header]] = defaultdict(list)
+        for header in headers:
+            groups[header.get(attribute)].append(header)
+        if len(groups) > 1 and all(distinct_positions(group) for group in groups.values()):
+            return [
+                (f"{attribute}={value}", [h.file for h in group]) for value, group in sorted(groups.items())
+            ]
+    depths: dict[float, list[Path]] = defaultdict(list)
+    for header in headers:
+        depths[round(float(np.dot(np.array(header.dataset.ImagePositionPatient, float), normal)), 3)].append(
+            header.file
+        )
+    twins = next(files for files in depths.values() if len(files) > 1)
+    raise VolumeReadError(
+        f"{twins[0]} and {twins[1]}: two images of one series at one position, and none of "
+        f"{', '.join(ACQUISITION_ATTRIBUTES)} tells them apart, so they cannot be stacked into one volume. "
+        "Put each acquisition's files in a folder of its own."
+    )
+
+
+def _plane_name(cosines: np.ndarray) -> str:
+    """axial / coronal / sagittal for a slice normal within ~25 degrees of an axis, else oblique."""
+    normal = np.cross(cosines[:3], cosines[3:])
+    axis = int(np.argmax(np.abs(normal)))
+    return PLANE_NAMES[axis] if abs(normal[axis]) > 0.9 else "oblique"
+
+
+def _unique_plane_key(name: str, plane: str, plane_key: tuple, planes: dict[tuple, str]) -> str:
+    """`2/coronal`, or `2/oblique-1` where one series holds two orientations of one plane name."""
+    same = [key for key, other in planes.items() if other == plane]
+    return f"{name}/{plane}" if len(same) == 1 else f"{name}/{plane}-{same.index(plane_key) + 1}"
+
+
+def _listing(stacks: list[DicomStack], folder: Path) -> str:
+    """The stacks one per line, each with the sub-folder its files are in where that is not `folder`."""
+    lines = []
+    for stack in stacks:
+        where = Path(os.path.commonpath([file.parent for file in stack.files])).relative_to(folder)
+        lines.append(f"  {stack.describe()}" + (f" (in {where})" if where.parts else ""))
+    return "\n".join(lines)
+
+
+def _number_order(number: str) -> tuple[int, str]:
+    return (int(number), "") if number.strip().lstrip("-").isdigit() else (1 << 30, number)
+
+
+def _is_sequence_value(value: Any) -> bool:
+    from pydicom.multival import MultiValue
+
+    return isinstance(value, MultiValue | list | tuple)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether `path` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False

@@ -1,0 +1,191 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""A DICOM folder as a clinic exports it: a study's series (a localizer's three planes, two acquisitions in one
+series) side by side, each read as its own volume, chosen by the key the refusal lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from msa_hf.data.dicom_stacks import choose_stack, find_stacks
+from msa_hf.data.volumes import VolumeReadError, axial_slices, dicom_series_slices, load_volume
+from msa_hf.testing.files import write_dicom_series
+
+pytest.importorskip("pydicom")
+
+
+def _volume(seed: int, shape=(6, 12, 16)) -> np.ndarray:
+    """Integer HU values, different for every seed (so a volume read from the wrong files shows)."""
+    return np.random.default_rng(seed).integers(-1000, 1000, shape).astype(np.float32)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A PACS export: DICOMDIR and a README beside nested series folders, and a flat folder of two series."""
+    root = tmp_path / "export"
+    base = root / "DICOM" / "PAT1" / "STD1"
+    volumes = {"2": _volume(2), "5": _volume(5, (4, 12, 16))}
+    write_dicom_series(base / "SER2", volumes["2"], series_number=2, description="Abdomen axial")
+    write_dicom_series(base / "SER5", volumes["5"], series_number=5, description="Late phase")
+    _write_dicomdir(root / "DICOMDIR")  # the export's directory: a DICOM file, not an image
+    (root / "README.txt").write_text("exported by the PACS")
+    return root, volumes
+
+
+def _write_dicomdir(path) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory = pydicom.Dataset()
+    directory.file_meta = meta
+    directory.FileSetID = "EXPORT"
+    directory.DirectoryRecordSequence = Sequence()
+    directory.save_as(path, enforce_file_format=True)
+
+
+def test_a_study_is_listed_by_series_and_each_is_read_alone(study):
+    root, volumes = study
+    stacks = find_stacks(root)
+    assert [(s.key, len(s.files), s.orientation, s.description) for s in stacks] == [
+        ("2", 6, "axial", "Abdomen axial"),
+        ("5", 4, "axial", "Late phase"),
+    ]
+    with pytest.raises(VolumeReadError, match="holds 2 DICOM image stacks") as refused:
+        load_volume(root)
+    message = str(refused.value)
+    assert (
+        "--series KEY" in message
+        and '2: 6 axial CT slices, "Abdomen axial" (in DICOM/PAT1/STD1/SER2)' in message
+    )
+    assert '5: 4 axial CT slices, "Late phase" (in DICOM/PAT1/STD1/SER5)' in message
+    for number, volume in volumes.items():
+        alone = load_volume(root / "DICOM" / "PAT1" / "STD1" / f"SER{number}")
+        chosen = load_volume(root, series=number)
+        assert np.array_equal(chosen.array, alone.array) and np.allclose(chosen.affine, alone.affine)
+        assert np.array_equal(axial_slices(chosen.array), volume[:, :, ::-1])  # LPS columns, mirrored
+    by_uid = choose_stack(root, stacks[1].series_uid)
+    assert by_uid.key == "5"
+    with pytest.raises(VolumeReadError, match="series '7' names none of them"):
+        load_volume(root, series="7")
+
+
+def test_two_acquisitions_at_the_same_positions_are_two_volumes(tmp_path):
+    first, second = _volume(1), _volume(11)
+    uids = write_dicom_series(tmp_path / "dual", first, attributes={"AcquisitionNumber": 1}, file_prefix="A")
+    write_dicom_series(
+        tmp_path / "dual", second, uids=uids, attributes={"AcquisitionNumber": 2}, file_prefix="B"
+    )
+    assert [s.key for s in find_stacks(tmp_path / "dual")] == [
+        "3/AcquisitionNumber=1",
+        "3/AcquisitionNumber=2",
+    ]
+    # stacked by position alone, the two would interleave into one volume of twelve slices
+    with pytest.raises(VolumeReadError, match="holds 2 DICOM image stacks"):
+        load_volume(tmp_path / "dual")
+    with pytest.raises(VolumeReadError, match="series '3' names several of them"):
+        load_volume(tmp_path / "dual", series="3")
+    for key, expected in (("3/AcquisitionNumber=1", first), ("3/AcquisitionNumber=2", second)):
+        volume = load_volume(tmp_path / "dual", series=key).array
+        assert np.array_equal(axial_slices(volume), expected[:, :, ::-1])
+
+
+def test_images_at_one_position_with_nothing_to_tell_them_apart_are_refused(tmp_path):
+    uids = write_dicom_series(tmp_path / "twice", _volume(1), file_prefix="A")
+    write_dicom_series(tmp_path / "twice", _volume(2), uids=uids, file_prefix="B")
+    with pytest.raises(VolumeReadError, match="two images of one series at one position") as refused:
+        load_volume(tmp_path / "twice")
+    assert "Put each acquisition's files in a folder of its own" in str(refused.value)
+
+
+def test_a_localizer_is_one_stack_per_plane(tmp_path):
+    uids = write_dicom_series(tmp_path / "scout", _volume(1, (1, 12, 16)), series_number=1, file_prefix="A")
+    write_dicom_series(
+        tmp_path / "scout", _volume(2, (1, 12, 16)), series_number=1, uids=uids,
+        orientation=(1, 0, 0, 0, 0, -1), file_prefix="B",
+    )  # fmt: skip
+    write_dicom_series(tmp_path / "scout", _volume(3, (3, 12, 16)), series_number=2, file_prefix="C")
+    stacks = find_stacks(tmp_path / "scout")
+    assert [(s.key, s.orientation, len(s.files)) for s in stacks] == [
+        ("1/axial", "axial", 1),
+        ("1/coronal", "coronal", 1),
+        ("2", "axial", 3),
+    ]
+    found, _ = dicom_series_slices(tmp_path / "scout", series="2")
+    assert [p.name[0] for p, _ in found] == ["C"] * 3
+
+
+def test_enhanced_multi_frame_images_are_refused_with_the_fix(tmp_path):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.Rows, dataset.Columns, dataset.NumberOfFrames = 4, 4, 3
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 16, 16, 15, 0
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.PixelData = np.zeros((3, 4, 4), np.uint16).tobytes()
+    (tmp_path / "enhanced").mkdir()
+    dataset.save_as(tmp_path / "enhanced" / "CT.dcm", enforce_file_format=True)
+    with pytest.raises(VolumeReadError, match="enhanced multi-frame images") as refused:
+        load_volume(tmp_path / "enhanced")
+    assert "dcm2niix" in str(refused.value) and "CT.dcm" in str(refused.value)
+
+
+def test_a_series_is_chosen_only_in_a_dicom_folder(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    with pytest.raises(VolumeReadError, match="a series is chosen in a DICOM folder"):
+        load_volume(tmp_path / "scan.nii.gz", series="2")
+
+
+def test_predict_segments_the_chosen_series_of_a_study(study, tiny_base, tmp_path, capsys):
+    """`msa-hf predict --series` reads the series it names: its mask equals the one made from that series'
+    folder alone, and its DICOM-SEG references that series' instances; a study without `--series` is refused
+    with the listing before the model loads."""
+    highdicom = pytest.importorskip("highdicom")
+    from msa_hf.cli import main
+
+    root, _ = study
+    prompts = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    alone = root / "DICOM" / "PAT1" / "STD1" / "SER5"
+    assert main(["predict", str(tiny_base), str(alone), str(tmp_path / "alone.nii.gz"), *prompts]) == 0
+    arguments = [
+        "predict",
+        str(tiny_base),
+        str(root),
+        str(tmp_path / "chosen.nii.gz"),
+        "--series",
+        "5",
+        *prompts,
+    ]
+    assert main(arguments) == 0
+    assert 'DICOM series 5: 4 axial CT slices, "Late phase"' in capsys.readouterr().out
+    expected = load_volume(tmp_path / "alone.nii.gz", is_label=True).array
+    assert expected.any() and np.array_equal(
+        load_volume(tmp_path / "chosen.nii.gz", is_label=True).array, expected
+    )
+    assert main([*arguments[:3], str(tmp_path / "seg.dcm"), *arguments[4:]]) == 0
+    segmentation = highdicom.seg.segread(tmp_path / "seg.dcm")
+    (referenced,) = segmentation.ReferencedSeriesSequence
+    assert referenced.SeriesInstanceUID == choose_stack(root, "5").series_uid
+    capsys.readouterr()
+    # refused before the model loads: a model that does not exist is never reached
+    missing_model = str(tmp_path / "no-model")
+    assert main(["predict", missing_model, str(root), str(tmp_path / "m.nii.gz"), *prompts]) != 0
+    error = capsys.readouterr().err
+    assert "holds 2 DICOM image stacks" in error and "2: 6 axial CT slices" in error
+    assert not (tmp_path / "m.nii.gz").exists()
+    assert main(["predict", missing_model, str(tmp_path / "alone.nii.gz"), str(tmp_path / "m.nii.gz"),
+                 "--series", "5", *prompts]) != 0  # fmt: skip
+    assert "a series is chosen in a DICOM folder" in capsys.readouterr().err
