@@ -435,3 +435,29 @@ def test_files_the_system_left_are_not_cases(tmp_path):
     assert [(p.case_id, p.label.name) for p in find_volume_pairs(flat)] == [("c", "c_seg.nii.gz")]
     report = prepare_dataset(flat, tmp_path / "out-flat", split=(1, 0, 0))
     assert not report.skipped_cases and report.cases == {"train": 1}
+
+
+def test_a_series_whose_slices_need_a_missing_decoder_says_what_to_install(tmp_path):
+    """A compressed series (here 12-bit JPEG, which Pillow cannot decode) is refused with the decoders to
+    install, as a single compressed DICOM image is."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from msa_hf.data.volumes import VolumeReadError
+
+    source = get_testdata_file("JPEG-lossy.dcm")
+    (tmp_path / "series").mkdir()
+    for index in range(2):
+        dataset = pydicom.dcmread(source)
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        dataset.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        dataset.ImagePositionPatient = [0.0, 0.0, 2.0 * index]
+        dataset.PixelSpacing = [1.0, 1.0]
+        dataset.save_as(tmp_path / "series" / f"IM{index}")
+    try:
+        load_dicom_series(tmp_path / "series")
+    except VolumeReadError as error:
+        assert "cannot decode pixel data" in str(error) and "pip install pylibjpeg" in str(error)
+    else:  # a machine with the decoders reads it
+        pytest.importorskip("pylibjpeg")

@@ -64,6 +64,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return array
 
 
+# what a DICOM compressed with a codec Pillow cannot decode (JPEG lossless or 12-bit, for example) needs
+DICOM_DECODERS_HINT = (
+    "Compressed transfer syntaxes need pydicom's pixel decoders (pip install pylibjpeg pylibjpeg-libjpeg)."
+)
+
+
 def is_dicom_file(path: str | Path) -> bool:
     """A single DICOM file: a `.dcm`/`.dicom` suffix, or the `DICM` marker at byte 128 (suffix-less exports)."""
     path = Path(path)
@@ -99,8 +105,7 @@ def read_dicom_image(path: str | Path) -> tuple[np.ndarray, str]:
         raise
     except Exception as error:
         raise ImageReadError(
-            f"{path}: cannot read the DICOM image ({type(error).__name__}: {error}). Compressed transfer "
-            "syntaxes need pydicom's pixel decoders (pip install pylibjpeg pylibjpeg-libjpeg)."
+            f"{path}: cannot read the DICOM image ({type(error).__name__}: {error}). {DICOM_DECODERS_HINT}"
         ) from error
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     colour = int(dataset.get("SamplesPerPixel", 1)) == 3

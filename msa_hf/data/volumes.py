@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.image_files import DICOM_DECODERS_HINT
 from msa_hf.data.label_tables import MAX_LABEL_VALUE
 from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
 from msa_hf.data.transforms import check_finite
@@ -234,7 +235,7 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
             pixels = dataset.pixel_array.astype(np.float32)
         except Exception as error:
             raise VolumeReadError(
-                f"{file}: cannot decode pixel data ({type(error).__name__}: {error})."
+                f"{file}: cannot decode pixel data ({type(error).__name__}: {error}). {DICOM_DECODERS_HINT}"
             ) from error
         if slices and pixels.shape != slices[0].shape:
             raise VolumeReadError(
