@@ -189,3 +189,22 @@ def test_predict_segments_the_chosen_series_of_a_study(study, tiny_base, tmp_pat
     assert main(["predict", missing_model, str(tmp_path / "alone.nii.gz"), str(tmp_path / "m.nii.gz"),
                  "--series", "5", *prompts]) != 0  # fmt: skip
     assert "a series is chosen in a DICOM folder" in capsys.readouterr().err
+
+
+def test_a_folder_of_patients_points_to_a_glob_and_keys_repeated_numbers_by_uid(tmp_path):
+    first = write_dicom_series(tmp_path / "cohort" / "p1", _volume(1), series_number=2)
+    write_dicom_series(tmp_path / "cohort" / "p2", _volume(2), series_number=2)
+    stacks = find_stacks(tmp_path / "cohort")
+    assert first[0] in [stack.key for stack in stacks]  # series 2 twice: each is named by its UID
+    with pytest.raises(VolumeReadError, match="quote a glob") as refused:
+        load_volume(tmp_path / "cohort")
+    assert f"'{tmp_path / 'cohort'}/*'" in str(refused.value)
+    assert np.array_equal(
+        load_volume(tmp_path / "cohort", series=first[0]).array, load_volume(tmp_path / "cohort" / "p1").array
+    )
+    # a study's series in one folder tree is a choice, not a batch
+    with pytest.raises(VolumeReadError) as refused:
+        write_dicom_series(tmp_path / "study" / "DICOM" / "SER1", _volume(1), series_number=1)
+        write_dicom_series(tmp_path / "study" / "DICOM" / "SER2", _volume(2), series_number=2)
+        load_volume(tmp_path / "study")
+    assert "glob" not in str(refused.value)
