@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, load_label_volume, segment_label_values
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
 from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
@@ -223,9 +224,11 @@ def _case_image(case: CaseFiles, options: PrepareOptions) -> Volume:
     return load_volume(case.channels[channel])
 
 
-def _volume_rows(case: CaseFiles, options: PrepareOptions, report: PrepareReport) -> list[dict[str, Any]]:
+def _volume_rows(
+    case: CaseFiles, options: PrepareOptions, report: PrepareReport, seg_values: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     image = _case_image(case, options)
-    label = load_volume(case.label, is_label=True)
+    label = load_label_volume(case.label, case.image, seg_values)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_same_grid(image, label)
@@ -358,8 +361,20 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     kind = detect_source_kind(source) if options.kind == "auto" else options.kind
     report = PrepareReport(output=str(final), class_names={})
     table = _class_names(source, options)
+    seg_values = None
     if kind == "volumes":
         groups = _volume_cases(find_volume_pairs(source), options, report)
+        seg_files = [
+            files[0].label
+            for files in groups.values()
+            if files[0].label and is_dicom_seg_file(files[0].label)
+        ]
+        if seg_files:  # segments are numbered per file: label values come from their labels
+            seg_values, note = segment_label_values(seg_files, table)
+            report.warnings += [note] if note else []
+            table = (
+                table if table is not None else {value: name for name, value in sorted(seg_values.items())}
+            )
     else:
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
     splits = split_cases(list(groups), options.split, options.seed)
@@ -375,7 +390,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                         raise VolumeReadError(
                             f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
                         )
-                    rows = _volume_rows(files[0], options, report)
+                    rows = _volume_rows(files[0], options, report, seg_values)
                 else:
                     rows = _image_rows(case_id, files, options, report, set(table) if table else None)
             except CASE_ERRORS as error:

@@ -16,7 +16,8 @@ In the image/label folder layouts an image finds its label map by name (`LabelIn
   several channel files are one case), BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` +
   `labels/`.
 - flat: `case.nii.gz` + `case_seg.nii.gz` / `_label` / `_mask`.
-- DICOM: one sub-folder per series under `images/`, labels as NIfTI in `labels/` named like the folder.
+- DICOM: one sub-folder per series under `images/`, labels as NIfTI or DICOM-SEG in `labels/` named like the
+  folder.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from msa_hf.data.image_files import is_image_file
+from msa_hf.data.image_files import is_dicom_file, is_image_file
 from msa_hf.data.volumes import is_nifti, nifti_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
@@ -127,8 +128,10 @@ class LabelIndex:
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
-        """The NIfTI and image files in `folder` (`visible_files`)."""
-        return cls([p for p in visible_files(Path(folder)) if is_nifti(p) or is_image_file(p)])
+        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`)."""
+        return cls(
+            [p for p in visible_files(Path(folder)) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
+        )
 
     def find(self, image: Path) -> tuple[Path | None, str]:
         """`image`'s label map (None when none pairs with it) and the name they share, which is the case's id
@@ -231,12 +234,18 @@ def _add_channel(case: CaseFiles, image: Path) -> None:
 
 
 def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
-    """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps under `root`: one case per id (an
-    nnU-Net case's channel files are one case). Raises `SourceLayoutError` for two cases of one name."""
+    """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps (or DICOM-SEG files, for series)
+    under `root`: one case per id (an nnU-Net case's channel files are one case). Raises `SourceLayoutError`
+    for two cases of one name."""
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
-        labels = LabelIndex([p for p in visible_files(label_folder) if is_nifti(p)] if label_folder else [])
+        # label maps: NIfTI, or DICOM-SEG files drawn on the DICOM series they pair with
+        labels = LabelIndex(
+            [p for p in visible_files(label_folder) if is_nifti(p) or is_dicom_file(p)]
+            if label_folder
+            else []
+        )
         paired: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
             is_series = entry.is_dir()  # a sub-folder is a DICOM series

@@ -226,8 +226,6 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     Raises:
         VolumeReadError: no DICOM images, several stacks without `series`, inconsistent slices.
     """
-    import nibabel as nib
-
     found, affine_ras = dicom_series_slices(folder, series)
     slices = []
     for file, dataset in found:
@@ -248,8 +246,17 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     array = np.stack([s.T for s in slices], axis=-1)
     modality = str(found[0][1].get("Modality", "other")).upper()
     modality = modality if modality in ("CT", "MR") else "other"
-    image = nib.Nifti1Image(array, affine_ras)
-    return _canonical(image, str(folder), modality, None, is_label=False)
+    return canonical_volume(array, affine_ras, str(folder), modality=modality)
+
+
+def canonical_volume(
+    array: np.ndarray, affine: np.ndarray, source: str, is_label: bool = False, modality: str = "other"
+) -> Volume:
+    """A voxel array `(I, J, K)` on `affine` (voxel -> RAS mm) as a RAS+ `Volume`, checked as a loaded file
+    is (finite intensities; integer, non-negative label values)."""
+    import nibabel as nib
+
+    return _canonical(nib.Nifti1Image(array, affine), source, modality, None, is_label=is_label)
 
 
 def guess_modality(volume: Volume) -> str:

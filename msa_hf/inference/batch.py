@@ -253,11 +253,17 @@ def collect_items(
 
 
 def prompts_from_label_map(
-    labels_path: str | Path, kind: PromptKind, volume: bool, rng: np.random.Generator | None = None
+    labels_path: str | Path,
+    kind: PromptKind,
+    volume: bool,
+    rng: np.random.Generator | None = None,
+    image_path: str | Path | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
-    axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts)."""
+    axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts); a volume's
+    label map may be a DICOM-SEG drawn on the DICOM series `image_path` (values: its segment numbers)."""
+    from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.volumes import axial_slices, load_volume
     from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
@@ -267,7 +273,12 @@ def prompts_from_label_map(
     if not labels_path.exists():
         raise ValueError(f"label map {labels_path}: no such file.")
     if volume:
-        planes = axial_slices(load_volume(labels_path, is_label=True).array)
+        label = (
+            load_volume(labels_path, is_label=True)
+            if image_path is None
+            else load_label_volume(labels_path, image_path)
+        )
+        planes = axial_slices(label.array)
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
         planes = read_mask(labels_path)[None]
     prompts = []
@@ -330,6 +341,12 @@ def check_label_map_grid(item: BatchItem) -> None:
         return
     if not item.labels.exists():
         raise ValueError(f"label map {item.labels}: no such file.")
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+
+    if is_dicom_seg_file(
+        item.labels
+    ):  # placed by the instances it references: read onto the series, or refused
+        return
     image, labels = _grid_shape(item.input), _grid_shape(item.labels)
     if image != labels:
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
@@ -466,7 +483,8 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
     if item.prompts is not None:
         return item.prompts
     check_label_map_grid(item)
-    return prompts_from_label_map(item.labels, kind, is_nifti(item.input) or item.input.is_dir())
+    volume = is_nifti(item.input) or item.input.is_dir()
+    return prompts_from_label_map(item.labels, kind, volume, image_path=item.input if volume else None)
 
 
 def _row(item: BatchItem) -> dict[str, Any]:

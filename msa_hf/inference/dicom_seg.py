@@ -21,13 +21,9 @@ SOFTWARE = "msa_hf"
 
 
 def _highdicom():
-    try:
-        import highdicom
-    except ImportError as error:
-        raise ValueError(
-            'writing DICOM-SEG needs highdicom: pip install "msa_hf[dicom]" (or pip install highdicom).'
-        ) from error
-    return highdicom
+    from msa_hf.data.dicom_seg_labels import import_highdicom
+
+    return import_highdicom("writing DICOM-SEG")
 
 
 def labels_on_series_grid(

@@ -1,0 +1,168 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""DICOM-SEG label maps: annotations made in a clinic's viewer, read onto the grid of the series they annotate.
+
+Viewers and annotation tools (OHIF, 3D Slicer, a PACS's own) save segmentations as DICOM-SEG: one file per
+annotated series, its frames referencing the series' instances, one segment per structure with a number and a
+label ("liver"). `msa-hf prepare` reads such a file as the label map of the DICOM series it pairs with by name
+(`images/case1/` + `labels/case1.dcm`), as it reads a NIfTI label map: each instance's frame lands on that
+instance's slice of the series, so the label volume has the series' own RAS+ grid.
+
+Segment numbers are a file's own: two files may number "liver" and "spleen" differently. A dataset's label
+values therefore come from the segments' labels (`segment_label_values`): a label table in the source folder
+gives each name its value, else the numbers the files agree on, else one value per name in alphabetical order.
+Overlapping segments cannot be one label map and are refused by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_hf.data.volumes import Volume, VolumeReadError, canonical_volume, dicom_series_slices
+
+
+def import_highdicom(purpose: str) -> Any:
+    """highdicom (the `dicom` extra), or an error saying what needs it and how to install it."""
+    try:
+        import highdicom
+    except ImportError as error:
+        raise VolumeReadError(
+            f'{purpose} needs highdicom: pip install "msa_hf[dicom]" (or pip install highdicom).'
+        ) from error
+    return highdicom
+
+
+def is_dicom_seg_file(path: str | Path) -> bool:
+    """Whether `path` is a DICOM Segmentation (Modality SEG), from its header."""
+    from msa_hf.data.image_files import is_dicom_file
+
+    path = Path(path)
+    if not path.is_file() or not is_dicom_file(path):
+        return False
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", "")) == "SEG"
+    except Exception:  # noqa: BLE001 - an unreadable file is not a SEG; its reader says why
+        return False
+
+
+def segment_names(path: str | Path) -> dict[int, str]:
+    """`{segment number: segment label}` of a DICOM-SEG file, from its header."""
+    import pydicom
+
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    return {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
+
+
+def segment_label_values(
+    files: list[Path], table: dict[int, str] | None
+) -> tuple[dict[str, int], str | None]:
+    """The label value of every segment label in `files`, and a note for the report when the values are not
+    the files' own numbers. With `table` (the source's label table), its values by name; else the segment
+    numbers where every file gives each label the same number and each number one label; else one value per
+    label, in alphabetical order."""
+    numbers: dict[str, set[int]] = {}
+    for file in files:
+        for number, name in segment_names(file).items():
+            numbers.setdefault(name, set()).add(number)
+    if table is not None:
+        return {name: value for value, name in table.items()}, None
+    agreed = all(len(found) == 1 for found in numbers.values())
+    owners = [next(iter(found)) for found in numbers.values()] if agreed else []
+    if agreed and len(set(owners)) == len(owners):
+        return {name: next(iter(found)) for name, found in numbers.items()}, None
+    by_name = {name: value for value, name in enumerate(sorted(numbers), start=1)}
+    return by_name, (
+        "the DICOM-SEG files number their segments differently; label values are given by segment label: "
+        + ", ".join(f"{value} {name}" for name, value in by_name.items())
+        + ". A label table (labels.json) in the source folder sets them."
+    )
+
+
+def load_label_volume(
+    label_path: str | Path, image_path: str | Path, seg_values: dict[str, int] | None = None
+) -> Volume:
+    """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG drawn on the DICOM series
+    `image_path` is (its segments valued by label with `seg_values`, else by their own numbers).
+
+    Raises:
+        VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
+            DICOM series.
+    """
+    from msa_hf.data.volumes import is_nifti, load_volume
+
+    label_path, image_path = Path(label_path), Path(image_path)
+    if is_nifti(label_path):
+        return load_volume(label_path, is_label=True)
+    if not image_path.is_dir():
+        raise VolumeReadError(
+            f"{label_path}: a DICOM-SEG label map is read onto the DICOM series it was drawn on; the image "
+            f"{image_path} is not a DICOM series folder. Pair it with the series, or export the labels as NIfTI."
+        )
+    return load_seg_labels(label_path, image_path, seg_values)
+
+
+def load_seg_labels(
+    seg_path: str | Path, series_folder: str | Path, values: dict[str, int] | None = None
+) -> Volume:
+    """The label map a DICOM-SEG file draws on the DICOM series in `series_folder`, as a RAS+ label volume on
+    that series' grid (as `load_volume(series_folder)` reads the image).
+
+    Each segment's pixels take `values[segment label]` (default: the segment's own number).
+
+    Raises:
+        VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
+            overlapping segments, or no highdicom.
+    """
+    highdicom = import_highdicom("reading a DICOM-SEG label map")
+    seg_path, series_folder = Path(seg_path), Path(series_folder)
+    if not is_dicom_seg_file(seg_path):
+        raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
+    segmentation = highdicom.seg.segread(seg_path)
+    found, affine = dicom_series_slices(series_folder)
+    series_uid = str(found[0][1].SeriesInstanceUID)
+    referenced = {str(item.SeriesInstanceUID) for item in segmentation.get("ReferencedSeriesSequence", [])}
+    if series_uid not in referenced:
+        raise VolumeReadError(
+            f"{seg_path}: a segmentation of series {sorted(referenced)}, not of the series in {series_folder} "
+            f"({series_uid}). Pair each DICOM-SEG with the series it was drawn on."
+        )
+    names = segment_names(seg_path)
+    values = values or {name: number for number, name in names.items()}
+    missing = sorted(name for name in names.values() if name not in values)
+    if missing:
+        raise VolumeReadError(
+            f"{seg_path}: segments {missing} have no label value in the label table {values}; add them to it."
+        )
+    uids = [str(dataset.SOPInstanceUID) for _, dataset in found]
+    try:
+        frames = segmentation.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=sorted(names),
+            assert_missing_frames_are_empty=True,  # instances with nothing drawn on them
+            ignore_spatial_locations=True,  # placed by the instances they reference, not by a grid of their own
+        )  # (instances, rows, columns, segments)
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise VolumeReadError(
+            f"{seg_path}: its frames cannot be placed on the series in {series_folder} "
+            f"({type(error).__name__}: {error})."
+        ) from error
+    frames = np.asarray(frames).astype(bool)
+    overlap = frames.sum(axis=-1) > 1
+    if overlap.any():
+        both = [
+            names[number] for number, drawn in zip(sorted(names), frames[overlap][0], strict=True) if drawn
+        ]
+        raise VolumeReadError(
+            f"{seg_path}: segments {both} overlap ({int(overlap.sum())} pixels), so they cannot be one label map. "
+            "Remove the overlap in your viewer, or keep one of them."
+        )
+    dtype = np.uint8 if max(values.values(), default=0) <= 255 else np.uint16
+    labels = np.zeros(frames.shape[:3], dtype)
+    for index, number in enumerate(sorted(names)):
+        labels[frames[..., index]] = values[names[number]]
+    # as the image: voxel (i = column, j = row, k = instance), then RAS+
+    return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True)

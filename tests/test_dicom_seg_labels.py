@@ -1,0 +1,162 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Annotations saved as DICOM-SEG by a clinic's viewer, read as the label maps of the series they were drawn on:
+`msa-hf prepare` with `images/<series>/` + `labels/<series>.dcm`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msa_hf.data import axial_slices, load_prepared, load_volume, prepare_dataset, volume_from_axial_slices
+from msa_hf.data.dicom_seg_labels import load_seg_labels
+from msa_hf.data.volumes import VolumeReadError
+from msa_hf.testing.files import write_dicom_series
+
+highdicom = pytest.importorskip("highdicom")
+SHAPE = (8, 24, 28)  # display slices (slices, rows, columns)
+
+
+def _case(
+    source: Path, case: str, structures: dict[str, tuple[slice, slice, slice]], seed: int
+) -> np.ndarray:
+    """A CT series with a SEG drawn on it, `structures` {segment label: display-frame block} numbered by the
+    SEG writer in the given order; returns the display-frame label map with those numbers."""
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+
+    volume = np.random.default_rng(seed).integers(-100, 100, SHAPE).astype(np.float32)
+    write_dicom_series(source / "images" / case, volume, series_number=2)
+    series = load_volume(source / "images" / case)
+    drawn = np.zeros(SHAPE, np.uint8)
+    for number, block in enumerate(structures.values(), start=1):
+        drawn[block] = number
+    (source / "labels").mkdir(parents=True, exist_ok=True)
+    names = dict(enumerate(structures, start=1))
+    write_dicom_seg(source / "images" / case, volume_from_axial_slices(drawn), series.affine,
+                    source / "labels" / f"{case}.dcm", names)  # fmt: skip
+    return drawn
+
+
+LIVER = (slice(2, 6), slice(3, 11), slice(4, 14))
+SPLEEN = (slice(3, 7), slice(14, 22), slice(15, 25))
+
+
+def _prepared_labels(output: Path) -> dict[str, np.ndarray]:
+    """Each case's label slices, stacked in slice order, from the prepared dataset."""
+    rows = load_prepared(output)["train"]
+    cases: dict[str, list] = {}
+    for row in rows:
+        cases.setdefault(row["case_id"], []).append((row["slice"], np.asarray(row["label"])))
+    return {
+        case: np.stack([label for _, label in sorted(items, key=lambda item: item[0])])
+        for case, items in cases.items()
+    }
+
+
+def test_seg_label_maps_are_valued_by_segment_label_across_files(tmp_path):
+    # case1 numbers liver 1 and spleen 2; case2 has only the spleen, as its segment 1
+    drawn1 = _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)
+    drawn2 = _case(tmp_path / "src", "case2", {"spleen": SPLEEN}, seed=2)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases and report.class_names == {1: "liver", 2: "spleen"}
+    assert any("number their segments differently" in warning for warning in report.warnings)
+    assert json.loads((tmp_path / "out" / "classes.json").read_text()) == {"1": "liver", "2": "spleen"}
+    labels = _prepared_labels(tmp_path / "out")
+    assert np.array_equal(labels["case1"], drawn1[2:7])  # labelled slices 2-6, liver 1 and spleen 2
+    assert np.array_equal(labels["case2"], np.where(drawn2 == 1, 2, 0)[3:7])  # its segment 1 is the spleen: 2
+
+
+def test_a_label_table_gives_the_segments_their_values(tmp_path):
+    drawn = _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)
+    (tmp_path / "src" / "labels.json").write_text(
+        json.dumps({"0": "background", "4": "spleen", "7": "liver"})
+    )
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert report.class_names == {4: "spleen", 7: "liver"} and not report.skipped_cases
+    expected = np.select([drawn == 1, drawn == 2], [7, 4], 0)[2:7]
+    assert np.array_equal(_prepared_labels(tmp_path / "out")["case1"], expected)
+    # a segment the table does not name skips its case with the reason; the others are prepared
+    _case(tmp_path / "src", "case2", {"spleen": SPLEEN}, seed=2)
+    (tmp_path / "src" / "labels.json").write_text(json.dumps({"0": "background", "4": "spleen"}))
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert [case["case_id"] for case in report.skipped_cases] == ["case1"]
+    assert "segments ['liver'] have no label value" in report.skipped_cases[0]["reason"]
+    assert np.array_equal(_prepared_labels(tmp_path / "out2")["case2"], 4 * _block(SPLEEN)[3:7])
+
+
+def test_a_seg_is_read_only_onto_the_series_it_was_drawn_on(tmp_path):
+    _case(tmp_path / "src", "case1", {"liver": LIVER}, seed=1)
+    _case(tmp_path / "src", "case2", {"liver": LIVER}, seed=2)
+    labels = load_seg_labels(tmp_path / "src" / "labels" / "case1.dcm", tmp_path / "src" / "images" / "case1")
+    series = load_volume(tmp_path / "src" / "images" / "case1")
+    assert np.allclose(labels.affine, series.affine) and labels.array.shape == series.array.shape
+    assert np.array_equal(axial_slices(labels.array), _block(LIVER))
+    with pytest.raises(VolumeReadError, match="Pair each DICOM-SEG with the series it was drawn on"):
+        load_seg_labels(tmp_path / "src" / "labels" / "case1.dcm", tmp_path / "src" / "images" / "case2")
+    with pytest.raises(VolumeReadError, match="not a DICOM Segmentation"):
+        load_seg_labels(
+            next((tmp_path / "src" / "images" / "case1").iterdir()), tmp_path / "src" / "images" / "case1"
+        )
+
+
+def test_overlapping_segments_are_refused_by_name(tmp_path):
+    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+
+    _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)
+    series_folder, path = tmp_path / "src" / "images" / "case1", tmp_path / "src" / "labels" / "case1.dcm"
+    series = load_volume(series_folder)
+    # the same two segments, the spleen's frames now also covering the liver
+    drawn = [_block(LIVER), _block(LIVER) | _block(SPLEEN)]
+    frames = np.stack(
+        [labels_on_series_grid(series_folder, volume_from_axial_slices(d), series.affine) for d in drawn],
+        axis=-1,
+    )
+    found, _ = dicom_series_slices(series_folder)
+    highdicom.seg.Segmentation(
+        source_images=[dataset for _, dataset in found], pixel_array=frames.astype(bool),
+        segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=list(highdicom.seg.segread(path).SegmentSequence), series_instance_uid=highdicom.UID(),
+        series_number=99, sop_instance_uid=highdicom.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="0", device_serial_number="0",
+    ).save_as(path)  # fmt: skip
+    with pytest.raises(VolumeReadError, match=r"segments \['liver', 'spleen'\] overlap"):
+        load_seg_labels(path, series_folder)
+
+
+def _block(block: tuple[slice, slice, slice]) -> np.ndarray:
+    drawn = np.zeros(SHAPE, np.uint8)
+    drawn[block] = 1
+    return drawn
+
+
+def test_predict_takes_its_prompts_from_seg_files_as_from_nifti_label_maps(tmp_path, tiny_base, capsys):
+    """Re-segmenting series from their DICOM-SEG annotations writes what the same annotations as NIfTI give."""
+    import nibabel as nib
+
+    from msa_hf.cli import main
+
+    drawn = {"case1": _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)}
+    drawn["case2"] = _case(tmp_path / "src", "case2", {"spleen": SPLEEN}, seed=2)
+    (tmp_path / "nifti").mkdir()
+    for case, display in drawn.items():
+        affine = load_volume(tmp_path / "src" / "images" / case).affine
+        nib.save(
+            nib.Nifti1Image(volume_from_axial_slices(display), affine), tmp_path / "nifti" / f"{case}.nii.gz"
+        )
+    written = {}
+    for labels in ("labels", "nifti"):
+        source = tmp_path / "src" / labels if labels == "labels" else tmp_path / "nifti"
+        arguments = ["predict", str(tiny_base), str(tmp_path / "src" / "images" / "*"), str(tmp_path / f"out-{labels}"),
+                     "--prompts-from-labels", str(source), "--device", "cpu"]  # fmt: skip
+        assert main(arguments) == 0, capsys.readouterr()
+        written[labels] = {
+            case: load_volume(tmp_path / f"out-{labels}" / f"{case}.nii.gz", is_label=True).array
+            for case in drawn
+        }
+    for case in drawn:
+        assert written["labels"][case].any() and np.array_equal(
+            written["labels"][case], written["nifti"][case]
+        ), case
