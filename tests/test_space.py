@@ -172,6 +172,36 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
         page.screenshot(path=str(ARTEFACTS / "demo-volume.png"), full_page=True)
 
 
+@pytest.mark.browser
+@needs_chromium
+def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
+    """Open the DICOM files of a series, click a slice, ask for the mask as DICOM-SEG: the page offers the file."""
+    import shutil
+
+    from msa_hf.testing import sphere_volume, write_dicom_series
+
+    ball = sphere_volume(shape=(6, 32, 32), centre=(3, 15, 16), radius=5.0)
+    write_dicom_series(tmp_path / "series", np.where(ball, 300, -1000).astype(np.int16))
+    files = []
+    for path in sorted((tmp_path / "series").iterdir()):  # as a viewer exports them, with the .dcm suffix
+        files.append(str(shutil.copy(path, tmp_path / f"{path.name}.dcm")))
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
+        page.locator("#volume-files input[type=file]").set_input_files(files)
+        status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
+        page.wait_for_function(status % "6 axial slices", timeout=60_000)
+        box = _visible_box(page, "#volume-view img")
+        page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.wait_for_function(status % "1 click(s)", timeout=30_000)
+        page.get_by_role(
+            "button", name="DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)"
+        ).click()
+        page.wait_for_function(
+            "(document.querySelector('#volume-seg') || {}).innerText?.includes('msa_mask_seg')",
+            timeout=30_000,
+        )
+
+
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
     import nibabel as nib
 
@@ -245,6 +275,9 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
 
 
 def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
+    from msa_hf.data import volume_from_axial_slices
+    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
     from msa_hf.testing import BrightInBoxSam, sphere_volume, write_dicom_series
 
     ball = sphere_volume(shape=(10, 32, 32), centre=(5, 15, 16), radius=4.0)
@@ -252,6 +285,8 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     files = sorted(str(p) for p in (tmp_path / "series").iterdir())
     volume = VolumeSession(files, DemoSession(BrightInBoxSam(32)))
     assert volume.modality == "CT" and volume.slices.shape == (10, 32, 32)
+    with pytest.raises(ValueError, match="nothing is segmented yet"):
+        volume.save_dicom_seg()
     expected = volume.slices > 0  # the ball, in the display orientation
     middle = int(np.argmax(expected.sum(axis=(1, 2))))
     rows, cols = np.nonzero(expected[middle])
@@ -264,6 +299,18 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     assert message.startswith(f"propagated from slice {middle} to slices 1-9")
     with pytest.raises(ValueError, match="one NIfTI file"):
         VolumeSession([str(tmp_path / "x.png")], DemoSession(BrightInBoxSam(32)))
+    # the mask as a DICOM-SEG of the uploaded series: its frames are the mask on each referenced instance
+    highdicom = pytest.importorskip("highdicom")
+    seg = highdicom.seg.segread(volume.save_dicom_seg())
+    uids = [str(dataset.SOPInstanceUID) for _, dataset in dicom_series_slices(volume.source)[0]]
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True,
+        assert_missing_frames_are_empty=True,
+    )[..., 0]  # fmt: skip
+    expected = labels_on_series_grid(
+        Path(volume.source), volume_from_axial_slices(volume.masks), volume.volume.affine
+    )
+    assert expected.any() and np.array_equal(frames.astype(bool), expected.astype(bool))
     # the files of two series uploaded together are refused with what they hold, never stacked into one
     write_dicom_series(
         tmp_path / "other", np.zeros((4, 32, 32), np.int16), series_number=8, description="late"
@@ -693,3 +740,14 @@ def test_the_volume_tab_shows_any_of_sams_three_masks_on_a_slice(tmp_path):
     assert volume.describe(index) == "slice 8: no prompts" and not volume.masks[index].any()
     with pytest.raises(ValueError, match="mask choice"):
         volume.set_prompts(index, clicked, choice=3)
+
+
+def test_a_nifti_volume_has_no_dicom_seg(tmp_path):
+    import nibabel as nib
+
+    from msa_hf.testing import BrightInBoxSam
+
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    volume = VolumeSession(str(tmp_path / "scan.nii.gz"), DemoSession(BrightInBoxSam(16)))
+    with pytest.raises(ValueError, match="opened from a NIfTI file"):
+        volume.save_dicom_seg()

@@ -39,7 +39,9 @@ def test_the_pushed_space_installs_starts_and_segments(tmp_path):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     requirements = (space / "requirements.txt").read_text().split()
-    assert requirements == [f"./wheels/{next(p for p in files if p.startswith('wheels/'))[7:]}[demo,medical]"]
+    assert requirements == [
+        f"./wheels/{next(p for p in files if p.startswith('wheels/'))[7:]}[demo,medical,dicom]"
+    ]
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -286,6 +286,12 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         # Gradio rewrite its cached file while the browser may still be reading it
         return gr.update(), volume.save(), message
 
+    @guarded
+    def dicom_seg_volume(volume):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        return volume.save_dicom_seg()
+
     volume_state = gr.State(None)
     volume_files = gr.File(
         label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
@@ -313,6 +319,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
         last_slice = gr.Number(value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice")
     volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
+    with gr.Row():
+        seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
+        volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
+    seg_button.click(dicom_seg_volume, [volume_state], volume_seg, **INTERNAL)
     volume_files.upload(
         open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status],
         **INTERNAL,

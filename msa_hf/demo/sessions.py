@@ -356,6 +356,29 @@ class VolumeSession:
             f"({int(result.masks.sum())} voxels); {result.describe_stops()}"
         )
 
+    def save_dicom_seg(self, folder: str | None = None) -> str:
+        """The mask volume as a DICOM-SEG referencing the uploaded series' instances (for a PACS or a viewer),
+        in `folder` (default: this session's temporary folder). Raises `ValueError` for a NIfTI upload, an
+        empty mask, or a series whose headers a segmentation cannot copy."""
+        from msa_hf.data import volume_from_axial_slices
+        from msa_hf.inference.dicom_seg import write_dicom_seg
+
+        if not Path(self.source).is_dir():
+            raise ValueError(
+                "a DICOM-SEG references the instances of a DICOM series; this volume was opened from a NIfTI "
+                "file: download the NIfTI mask."
+            )
+        if not self.masks.any():
+            raise ValueError("nothing is segmented yet: click a structure first.")
+        output = Path(folder or self.folder) / "msa_mask_seg.dcm"
+        output.unlink(missing_ok=True)  # this session's own earlier SEG, rewritten at each request
+        canonical = volume_from_axial_slices(self.masks.astype(np.uint8))
+        try:
+            write_dicom_seg(self.source, canonical, self.volume.affine, output, {1: "segmented structure"})
+        except ValueError as error:
+            raise ValueError(without_server_paths(str(error), [self.source])) from None
+        return str(output)
+
     def save(self, folder: str | None = None) -> str:
         """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
         this session's own temporary folder, overwritten at each change)."""

@@ -336,7 +336,7 @@ def space_files(
     Generated: `app.py` (`SPACE_APP`, which serves `msa_hf.demo.app`'s page) unless `space_folder` (a Space of
     your own, with its own `app.py`) is given, the README (from `msa_hf/hub/cards/space_card.md`),
     `msa_model.txt` (the served repo), `adapters.json` (task adapters), a wheel of this msa_hf under `wheels/`
-    and a `requirements.txt` that installs it with the demo and medical extras (msa_hf is not on PyPI, so the
+    and a `requirements.txt` that installs it with the demo, medical and dicom extras (msa_hf is not on PyPI, so the
     Space builds from its own copy; everything else comes from PyPI).
     """
     import json
@@ -363,7 +363,7 @@ def space_files(
         "README.md": render_space_card(model_repo_id, adapters).encode(),
         "msa_model.txt": model_repo_id.encode(),
         f"wheels/{wheel_name}": wheel,
-        "requirements.txt": f"./wheels/{wheel_name}[demo,medical]\n".encode(),
+        "requirements.txt": f"./wheels/{wheel_name}[demo,medical,dicom]\n".encode(),
     }
     if adapters:
         generated["adapters.json"] = json.dumps(adapters, indent=2).encode()
