@@ -223,7 +223,7 @@ def test_single_dicom_images_read_in_their_units_and_predict(tmp_path):
         [Prompt(box=[30, 30, 90, 90])],
     )
     assert summary["masks"][0]["pixels"] > 0
-    with pytest.raises(ValueError, match="frames is a volume"):
+    with pytest.raises(ValueError, match=r"frames \(a multi-frame volume or cine loop\).*dcm2niix"):
         read_dicom_image(get_testdata_file("rtdose.dcm"))
     (tmp_path / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
     with pytest.raises(ValueError, match="broken.dcm"):

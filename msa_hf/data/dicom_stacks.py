@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.image_files import MULTI_FRAME_ADVICE
 from msa_hf.data.volumes import VolumeReadError
 
 # attributes that tell apart images at one position of one series, most specific first: the echoes of a
@@ -108,9 +109,8 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
             multi_frame.append(file)
     if not images:
         found = (
-            f"; it holds enhanced multi-frame images ({', '.join(str(f) for f in multi_frame[:3])}), one file "
-            "per series, which msa_hf does not read: export the series as classic single-frame images from "
-            "your PACS or viewer, or convert it to NIfTI (for example with dcm2niix) and give the .nii.gz"
+            f"; it holds multi-frame images ({', '.join(str(f) for f in multi_frame[:3])}), a whole series in "
+            f"one file: {MULTI_FRAME_ADVICE}"
             if multi_frame
             else ""
         )

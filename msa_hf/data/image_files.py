@@ -64,6 +64,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return array
 
 
+# what to do with a multi-frame DICOM file (an enhanced CT/MR series, an ultrasound loop), which is not read
+MULTI_FRAME_ADVICE = (
+    "msa_hf reads a volume as a DICOM series of single-frame files or as NIfTI: export the series as classic "
+    "single-frame images from your PACS or viewer, or convert the file to NIfTI (for example with dcm2niix) and "
+    "give the .nii.gz"
+)
 # what a DICOM compressed with a codec Pillow cannot decode (JPEG lossless or 12-bit, for example) needs
 DICOM_DECODERS_HINT = (
     "Compressed transfer syntaxes need pydicom's pixel decoders (pip install pylibjpeg pylibjpeg-libjpeg)."
@@ -111,8 +117,8 @@ def read_dicom_image(path: str | Path) -> tuple[np.ndarray, str]:
     colour = int(dataset.get("SamplesPerPixel", 1)) == 3
     if frames > 1 or pixels.ndim == (4 if colour else 3):
         raise ImageReadError(
-            f"{path}: a DICOM file with {frames} frames is a volume; open it as a volume (a folder of the series) "
-            "rather than as a 2-D image."
+            f"{path}: a DICOM file of {frames} frames (a multi-frame volume or cine loop), not one 2-D image; "
+            f"{MULTI_FRAME_ADVICE}, or export the one frame to segment as an image."
         )
     modality = str(dataset.get("Modality", "other")).upper()
     modality = modality if modality in ("CT", "MR") else "other"
