@@ -105,8 +105,12 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
             )
         if "ImagePositionPatient" in dataset and "ImageOrientationPatient" in dataset and "Rows" in dataset:
             images.append(_Header(file, dataset))
-        elif "Rows" in dataset and int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-            multi_frame.append(file)
+        elif (
+            "Rows" in dataset
+            and int(dataset.get("NumberOfFrames", 1) or 1) > 1
+            and dataset.get("Modality") != "SEG"
+        ):
+            multi_frame.append(file)  # a segmentation is not an image to read
     if not images:
         found = (
             f"; it holds multi-frame images ({', '.join(str(f) for f in multi_frame[:3])}), a whole series in "
