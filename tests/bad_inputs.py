@@ -847,7 +847,7 @@ def _(f):
             "--slice", "1", "--prompt-frame", "voxel"]  # fmt: skip
 
 
-@case("predict", "--prompt-frame voxel for many inputs", mentions=("one NIfTI input",))
+@case("predict", "--prompt-frame voxel for many inputs", mentions=("one volume at a time",))
 def _(f):
     source = nifti_source(f, count=2)
     return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",

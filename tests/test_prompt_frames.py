@@ -56,9 +56,9 @@ def test_voxel_prompts_are_refused_where_they_name_no_file_grid(tmp_path):
     with pytest.raises(ValueError, match="third voxel axis runs left-right"):
         VoxelToDisplay.of_file(path)
     axial = _marked_file(tmp_path, AXIAL_AFFINES["RAS"], {})
-    with pytest.raises(ValueError, match="the file has slices 0 to 5"):
+    with pytest.raises(ValueError, match="the input has slices 0 to 5"):
         prompts_in_display_frame([Prompt(points=[[1, 1]], slice=6)], axial, "voxel")
-    with pytest.raises(ValueError, match="not a NIfTI file"):
+    with pytest.raises(ValueError, match="is not a volume"):
         prompts_in_display_frame([Prompt(points=[[1, 1]])], tmp_path / "x.png", "voxel")
 
 
@@ -79,3 +79,56 @@ def test_predict_with_voxel_prompts_writes_the_mask_of_the_display_prompt(tiny_b
     voxel_mask = np.asarray(nib.load(tmp_path / "voxel.nii.gz").dataobj)
     assert np.array_equal(voxel_mask, np.asarray(nib.load(tmp_path / "display.nii.gz").dataobj))
     assert voxel_mask[..., 3].any() and not voxel_mask[..., [0, 1, 2, 4, 5]].any()  # on the file's slice 3
+
+
+# axial series as scanners write them: the usual orientation, and one read feet-first with rows flipped
+SERIES_ORIENTATIONS = {"usual": (1, 0, 0, 0, 1, 0), "flipped rows, slices going down": (1, 0, 0, 0, -1, 0)}
+
+
+@pytest.mark.parametrize("name", list(SERIES_ORIENTATIONS))
+def test_a_dicom_viewers_pixel_on_an_instance_lands_on_that_pixel(tmp_path, name):
+    """`--prompt-frame voxel` on a DICOM series: column i, row j of the image numbered k (InstanceNumber, as a
+    viewer's overlay shows it, here counting down from the top of the body) name that pixel of that image."""
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.zeros((6, 12, 16), np.float32)  # (slices, rows, columns) as stored
+    marks = {100.0: (2, 3, 7), 200.0: (2, 10, 2), 300.0: (4, 5, 5)}  # value: (slice index, row, column)
+    for value, (k, row, column) in marks.items():
+        volume[k, row, column] = value
+    numbers = [40 - k for k in range(6)]  # slice index k is image 40 - k
+    write_dicom_series(
+        tmp_path / "series", volume, orientation=SERIES_ORIENTATIONS[name], instance_numbers=numbers
+    )
+    slices = axial_slices(load_volume(tmp_path / "series").array)
+    for value, (k, row, column) in marks.items():
+        (prompt,) = prompts_in_display_frame(
+            [Prompt(points=[[column, row]], slice=numbers[k])], tmp_path / "series", "voxel"
+        )
+        (x, y) = prompt.points[0]
+        assert slices[prompt.slice, int(y), int(x)] == value
+    to_display = VoxelToDisplay.of_series(tmp_path / "series")
+    assert [to_display.file_slice(to_display.display_slice(n)) for n in numbers] == numbers
+    with pytest.raises(
+        ValueError, match="no image of that InstanceNumber; it has images with InstanceNumbers 35 to 40"
+    ):
+        prompts_in_display_frame([Prompt(points=[[1, 1]], slice=3)], tmp_path / "series", "voxel")
+
+
+def test_predict_takes_a_viewers_coordinates_on_a_dicom_series(tiny_base, tmp_path, capsys):
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 4:12, 3:11] = 300.0  # a block on the left of the stored images: the patient's right
+    write_dicom_series(tmp_path / "series", volume, instance_numbers=[6 - k for k in range(6)])
+    common = ["--device", "cpu"]
+    assert main(["predict", str(tiny_base), str(tmp_path / "series"), str(tmp_path / "voxel.nii.gz"), "--prompt-frame",
+                 "voxel", "--box", "3", "4", "10", "11", "--slice", "3", *common]) == 0  # fmt: skip
+    assert "label 1 slice 3:" in capsys.readouterr().out  # the image number it was asked on
+    (display,) = prompts_in_display_frame([Prompt(box=[3, 4, 10, 11], slice=3)], tmp_path / "series", "voxel")
+    assert display.box[0] > 12  # the viewer's left half is the display's right half (neurological)
+    assert main(["predict", str(tiny_base), str(tmp_path / "series"), str(tmp_path / "display.nii.gz"),
+                 "--box", *(str(v) for v in display.box), "--slice", str(display.slice), *common]) == 0  # fmt: skip
+    voxel_mask = load_volume(tmp_path / "voxel.nii.gz", is_label=True).array
+    assert voxel_mask.any() and np.array_equal(
+        voxel_mask, load_volume(tmp_path / "display.nii.gz", is_label=True).array
+    )

@@ -126,9 +126,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     predict.add_argument(
         "--prompt-frame", choices=PROMPT_FRAMES, default="display",
-        help="a NIfTI volume's --slice/--point/--box (or --prompts): display = the axial slices msa-hf and its "
-             "demo show (RAS+, slice 0 inferior); voxel = the file's own voxel indices i j on slice k, as numpy, "
-             "ITK-SNAP and 3D Slicer (IJK) give them",
+        help="a volume's --slice/--point/--box (or --prompts): display = the axial slices msa-hf and its demo "
+             "show (RAS+, slice 0 inferior); voxel = the input's own grid: a NIfTI file's voxel indices i j on slice "
+             "k, as numpy, ITK-SNAP and 3D Slicer (IJK) give them, or a DICOM series' column i and row j on the "
+             "image of InstanceNumber k, as a viewer shows them",
     )  # fmt: skip
     predict.add_argument(
         "--overwrite", action="store_true",
@@ -226,12 +227,12 @@ def _predict(args: argparse.Namespace) -> int:
             )
         if args.prompt_frame != "display":
             raise ValueError(
-                "--prompt-frame voxel is for one NIfTI input at a time (voxel indices belong to one file's grid)."
+                "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
         return _predict_many(args, prompts)
     if args.prompts_from_labels:
         raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
-    to_display = voxel_frame(args.input, args.prompt_frame)  # None: the prompts are display prompts
+    to_display = voxel_frame(args.input, args.prompt_frame, args.series)  # None: prompts are display prompts
     if to_display is not None:
         prompts = [to_display.prompt(prompt) for prompt in prompts]
     # before the model loads

@@ -7,10 +7,13 @@ columns from the patient's left side (the patient's left is on the left of the p
 convention) and y counts rows from the anterior side. The demo's clicks, the prompts taken from label maps and
 every slice number msa_hf prints are in this frame.
 
-`voxel` is the NIfTI file's own voxel grid, as numpy (`nibabel.load(path).dataobj[i, j, k]`), ITK-SNAP's
-cursor and 3D Slicer's IJK coordinates give it: a point `(i, j)` on slice `k` is voxel `(i, j, k)` of the file,
-and a box is `[i0, j0, i1, j1]`. The file's third axis must run inferior-superior (an axial scan), so that its
-slice `k` is one of the display slices.
+`voxel` is the input's own grid. For a NIfTI file, its voxel indices, as numpy
+(`nibabel.load(path).dataobj[i, j, k]`), ITK-SNAP's cursor and 3D Slicer's IJK coordinates give them: a point
+`(i, j)` on slice `k` is voxel `(i, j, k)` of the file, and a box is `[i0, j0, i1, j1]`. For a DICOM series, what
+a viewer or a PACS shows: slice `k` is the image whose InstanceNumber is `k` (the image number in a viewer's
+overlay), and `(i, j)` its pixel's column and row. The input's third axis must run inferior-superior (an axial
+scan), so that each of its slices is one of the display slices. Reading a viewer's coordinates in the display
+frame instead would mirror them: a DICOM viewer shows the patient's left on the right of an axial image.
 """
 
 from __future__ import annotations
@@ -31,34 +34,63 @@ _DIRECTIONS = ("left-right", "posterior-anterior", "inferior-superior")
 
 @dataclasses.dataclass(frozen=True)
 class VoxelToDisplay:
-    """The map from a NIfTI file's voxel indices `(i, j, k)` to the display frame `(x, y, slice)`.
+    """The map from an input's own voxel indices `(i, j, k)` to the display frame `(x, y, slice)`.
 
-    `axes[a]` is the RAS+ axis that file axis `a` becomes, `flips[a]` whether it runs backwards there
-    (nibabel's `io_orientation`, which `as_closest_canonical` applies when msa_hf reads the file); `shape` is
-    the file's `(I, J, K)`.
+    `axes[a]` is the RAS+ axis that input axis `a` becomes, `flips[a]` whether it runs backwards there
+    (nibabel's `io_orientation`, which `as_closest_canonical` applies when msa_hf reads the input); `shape` is
+    the input's `(I, J, K)`. `instances` (a DICOM series) are the InstanceNumbers of its slices in `k` order,
+    which name the slices instead of `k`.
     """
 
     axes: tuple[int, int, int]
     flips: tuple[bool, bool, bool]
     shape: tuple[int, int, int]
+    instances: tuple[int, ...] | None = None
 
     @classmethod
-    def of_file(cls, path: str | Path) -> VoxelToDisplay:
-        """The map of the NIfTI file at `path`, read from its header. Raises `ValueError` for a file whose third
+    def of_affine(
+        cls, affine: np.ndarray, shape: tuple[int, ...], source: str, instances: tuple[int, ...] | None = None
+    ) -> VoxelToDisplay:
+        """The map of a grid of `shape` on `affine` (voxel -> RAS mm). Raises `ValueError` for a grid whose third
         axis is not its inferior-superior one."""
         import nibabel as nib
 
-        image = nib.load(str(path))
-        orientation = nib.orientations.io_orientation(image.affine)
+        orientation = nib.orientations.io_orientation(affine)
         axes = tuple(int(a) for a in orientation[:, 0])
         if axes[2] != 2:
             raise ValueError(
-                f"{path}: its third voxel axis runs {_DIRECTIONS[axes[2]]}, so its slices are not axial; voxel "
+                f"{source}: its third voxel axis runs {_DIRECTIONS[axes[2]]}, so its slices are not axial; voxel "
                 "prompts need an axial scan. Give the prompts in the display frame (--prompt-frame display: "
                 "the slices msa-hf and its demo show)."
             )
         flips = tuple(bool(f < 0) for f in orientation[:, 1])
-        return cls(axes, flips, tuple(int(s) for s in image.shape[:3]))  # type: ignore[arg-type]
+        return cls(axes, flips, tuple(int(s) for s in shape[:3]), instances)  # type: ignore[arg-type]
+
+    @classmethod
+    def of_file(cls, path: str | Path) -> VoxelToDisplay:
+        """The map of the NIfTI file at `path`, read from its header."""
+        import nibabel as nib
+
+        image = nib.load(str(path))
+        return cls.of_affine(image.affine, image.shape, str(path))
+
+    @classmethod
+    def of_series(cls, folder: str | Path, series: str | None = None) -> VoxelToDisplay:
+        """The map of the DICOM series in `folder` (or the stack `series` names there): `i` = column, `j` = row
+        of the image whose InstanceNumber is `k`. Raises `ValueError` where the series' images do not have one
+        InstanceNumber each."""
+        from msa_hf.data.volumes import dicom_series_slices
+
+        found, affine = dicom_series_slices(folder, series)
+        numbers = [dataset.get("InstanceNumber") for _, dataset in found]
+        if any(number is None for number in numbers) or len({int(n) for n in numbers}) != len(numbers):
+            raise ValueError(
+                f"{folder}: its images do not each carry an InstanceNumber of their own, so a slice cannot be "
+                "named by it; give the prompts in the display frame (--prompt-frame display)."
+            )
+        first = found[0][1]
+        shape = (int(first.Columns), int(first.Rows), len(found))
+        return cls.of_affine(affine, shape, str(folder), tuple(int(n) for n in numbers))
 
     def _canonical(self, i: float, j: float, k: float) -> list[float]:
         """`(i, j, k)` as RAS+ indices `(x, y, z)`."""
@@ -68,25 +100,44 @@ class VoxelToDisplay:
         return ras
 
     def point(self, i: float, j: float, k: int) -> tuple[float, float, int]:
-        """Voxel `(i, j)` on file slice `k` as display `(x, y)` on display slice `z`: `(x, y, z)`."""
-        x, y, z = self._canonical(i, j, k)
+        """Voxel `(i, j)` on the input's slice `k` as display `(x, y)` on display slice `z`: `(x, y, z)`."""
+        x, y, z = self._canonical(i, j, self._index(k))
         height = self.shape[self.axes.index(1)]  # the display rows run anterior to posterior
         return x, height - 1 - y, int(z)
 
     def display_slice(self, k: int) -> int:
-        """The file's slice `k` as a display slice (slice 0 the most inferior)."""
-        return self.shape[2] - 1 - k if self.flips[2] else k
+        """The input's slice `k` as a display slice (slice 0 the most inferior)."""
+        index = self._index(k)
+        return self.shape[2] - 1 - index if self.flips[2] else index
 
-    # the map reverses the slice order or keeps it, so it is its own inverse
-    file_slice = display_slice
+    def file_slice(self, z: int) -> int:
+        """Display slice `z` as the input's own slice number (a DICOM series': an InstanceNumber)."""
+        index = self.shape[2] - 1 - z if self.flips[2] else z
+        return self.instances[index] if self.instances is not None else index
+
+    def slice_names(self) -> str:
+        """The input's slice numbers, as a message gives them."""
+        if self.instances is None:
+            return f"slices 0 to {self.shape[2] - 1}"
+        return f"images with InstanceNumbers {min(self.instances)} to {max(self.instances)}"
+
+    def _index(self, k: int) -> int:
+        """The input's slice `k` as its index along the third axis."""
+        if self.instances is None:
+            if not 0 <= k < self.shape[2]:
+                raise ValueError(f"prompt slice {k}: the input has {self.slice_names()}.")
+            return int(k)
+        if k not in self.instances:
+            raise ValueError(f"prompt slice {k}: the series has no image of that InstanceNumber; it has "
+                             f"{self.slice_names()}.")  # fmt: skip
+        return self.instances.index(k)
 
     def prompt(self, prompt: Prompt) -> Prompt:
         """`prompt` (points, box and slice in voxel indices) in the display frame; a prompt without a slice is
         returned as it is (a volume's prompt needs one, which `predict_file` says)."""
         if prompt.slice is None:
             return prompt
-        if not 0 <= prompt.slice < self.shape[2]:
-            raise ValueError(f"prompt slice {prompt.slice}: the file has slices 0 to {self.shape[2] - 1}.")
+        self._index(prompt.slice)  # a slice the input has
         points = None
         if prompt.points:
             points = [list(self.point(i, j, prompt.slice)[:2]) for i, j in prompt.points]
@@ -98,13 +149,15 @@ class VoxelToDisplay:
         return dataclasses.replace(prompt, points=points, box=box, slice=self.display_slice(prompt.slice))
 
 
-def voxel_frame(input_path: str | Path, frame: PromptFrame) -> VoxelToDisplay | None:
-    """The map from `frame` to the display frame for the input at `input_path`: None where prompts are given
-    in the display frame already.
+def voxel_frame(
+    input_path: str | Path, frame: PromptFrame, series: str | None = None
+) -> VoxelToDisplay | None:
+    """The map from `frame` to the display frame for the input at `input_path` (a DICOM folder's stack: `series`):
+    None where prompts are given in the display frame already.
 
     Raises:
-        ValueError: an unknown frame, voxel prompts for an input other than a NIfTI file (a 2-D image's pixels
-            are its frame already; a DICOM series has no file grid to name), or for a non-axial NIfTI.
+        ValueError: an unknown frame, voxel prompts for a 2-D image (its pixels are its frame already), or for a
+            non-axial volume, or a DICOM series whose images are not numbered one each.
     """
     from msa_hf.data.volumes import is_nifti
 
@@ -112,18 +165,20 @@ def voxel_frame(input_path: str | Path, frame: PromptFrame) -> VoxelToDisplay | 
         raise ValueError(f"prompt frame {frame!r}: expected one of {', '.join(PROMPT_FRAMES)}.")
     if frame == "display":
         return None
-    if not is_nifti(input_path):
-        raise ValueError(
-            f"--prompt-frame voxel: {input_path} is not a NIfTI file; voxel prompts name a NIfTI file's voxels. "
-            "Give an image's prompts in its own pixels and a DICOM series' in the display frame."
-        )
-    return VoxelToDisplay.of_file(input_path)
+    if is_nifti(input_path):
+        return VoxelToDisplay.of_file(input_path)
+    if Path(input_path).is_dir():
+        return VoxelToDisplay.of_series(input_path, series)
+    raise ValueError(
+        f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a NIfTI file's voxels or a DICOM "
+        "series' pixels. Give an image's prompts in its own pixels."
+    )
 
 
 def prompts_in_display_frame(
-    prompts: list[Prompt], input_path: str | Path, frame: PromptFrame
+    prompts: list[Prompt], input_path: str | Path, frame: PromptFrame, series: str | None = None
 ) -> list[Prompt]:
     """`prompts` given in `frame` for the input at `input_path`, in the display frame that `predict_file` reads
     (`voxel_frame` says what is refused)."""
-    to_display = voxel_frame(input_path, frame)
+    to_display = voxel_frame(input_path, frame, series)
     return prompts if to_display is None else [to_display.prompt(prompt) for prompt in prompts]

@@ -103,6 +103,7 @@ def write_dicom_series(
     attributes: dict | None = None,
     orientation=(1, 0, 0, 0, 1, 0),
     file_prefix: str = "IM",
+    instance_numbers: list[int] | None = None,
 ) -> tuple[str, str, str]:
     """A CT series: `volume_hu` (slices, rows, cols), stored as uint16 with slope 1 / intercept -1024,
     written under shuffled file names so only ImagePositionPatient gives the order.
@@ -110,7 +111,8 @@ def write_dicom_series(
     Several series can share `folder` (a study exported flat): give each its own `file_prefix`. `uids`
     (series, study, frame of reference; fresh ones by default, returned) puts a second acquisition into
     the same series; `attributes` are set on every slice (such as `{"AcquisitionNumber": 2}`); `orientation`
-    is ImageOrientationPatient, the slices stepping along its normal."""
+    is ImageOrientationPatient, the slices stepping along its normal; `instance_numbers[k]` numbers slice `k`
+    (default `k + 1`)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -135,7 +137,7 @@ def write_dicom_series(
         ds.FrameOfReferenceUID, ds.SeriesNumber = frame_uid, series_number
         if description:
             ds.SeriesDescription = description
-        ds.InstanceNumber = int(slice_index) + 1
+        ds.InstanceNumber = instance_numbers[slice_index] if instance_numbers else int(slice_index) + 1
         ds.ImageOrientationPatient = list(orientation)
         ds.ImagePositionPatient = [
             float(v) for v in np.array([-10.0, -20.0, 100.0]) + thickness * slice_index * normal
