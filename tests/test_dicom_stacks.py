@@ -179,6 +179,7 @@ def test_predict_segments_the_chosen_series_of_a_study(study, tiny_base, tmp_pat
     segmentation = highdicom.seg.segread(tmp_path / "seg.dcm")
     (referenced,) = segmentation.ReferencedSeriesSequence
     assert referenced.SeriesInstanceUID == choose_stack(root, "5").series_uid
+    assert segmentation.SeriesDescription == "MSA segmentation of Late phase"  # as a PACS lists it
     capsys.readouterr()
     # refused before the model loads: a model that does not exist is never reached
     missing_model = str(tmp_path / "no-model")
@@ -208,3 +209,15 @@ def test_a_folder_of_patients_points_to_a_glob_and_keys_repeated_numbers_by_uid(
         write_dicom_series(tmp_path / "study" / "DICOM" / "SER2", _volume(2), series_number=2)
         load_volume(tmp_path / "study")
     assert "glob" not in str(refused.value)
+
+
+def test_a_segmentation_series_is_described_after_its_source():
+    from types import SimpleNamespace
+
+    from msa_hf.inference.dicom_seg import series_description
+
+    assert (
+        series_description(SimpleNamespace(SeriesDescription="Abdomen axial"))
+        == "MSA segmentation of Abdomen axial"
+    )
+    assert len(series_description(SimpleNamespace(SeriesDescription="x" * 80))) == 64

@@ -419,7 +419,10 @@ def test_a_dicom_series_gets_a_dicom_seg_whose_frames_are_the_mask(tiny_base, tm
     bright = labels_on_series_grid(tmp_path / "series", (series.array > 0).astype(np.uint8), series.affine)
     for index, (_, dataset) in enumerate(found):
         assert np.array_equal(bright[index] == 1, dataset.pixel_array.astype(np.float32) - 1024 > 0), index
-    assert pydicom.dcmread(tmp_path / "seg.dcm").Modality == "SEG"
+    written = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert (
+        written.Modality == "SEG" and written.SeriesDescription == "MSA segmentation"
+    )  # the source has none
 
 
 def test_dicom_seg_is_only_for_dicom_series_inputs(tmp_path):

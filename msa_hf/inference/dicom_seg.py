@@ -50,6 +50,13 @@ def labels_on_series_grid(
     return np.ascontiguousarray(grid.transpose(2, 1, 0))
 
 
+def series_description(source: Any) -> str:
+    """What a PACS lists the segmentation series as: `MSA segmentation of <the source series' description>`,
+    within the 64 characters DICOM allows."""
+    described = str(getattr(source, "SeriesDescription", "") or "").strip()
+    return (f"MSA segmentation of {described}" if described else "MSA segmentation")[:64]
+
+
 def write_dicom_seg(
     folder: str | Path,
     canonical: np.ndarray,
@@ -116,6 +123,7 @@ def write_dicom_seg(
             manufacturer_model_name=model_name[:64],
             software_versions=__version__,
             device_serial_number="none",
+            series_description=series_description(sources[0]),
         )
     except (AttributeError, ValueError, TypeError) as error:
         raise ValueError(
