@@ -221,3 +221,70 @@ def test_a_segmentation_series_is_described_after_its_source():
         == "MSA segmentation of Abdomen axial"
     )
     assert len(series_description(SimpleNamespace(SeriesDescription="x" * 80))) == 64
+
+
+def test_many_studies_are_segmented_in_the_series_asked_for(tmp_path, tiny_base, capsys):
+    """`--series` for many inputs applies to each DICOM folder; a manifest's series column chooses per input."""
+    from msa_hf.cli import main
+
+    for patient, seed in (("p1", 10), ("p2", 20)):
+        for number in (2, 5):
+            write_dicom_series(
+                tmp_path / "studies" / patient / f"SER{number}", _volume(seed + number), series_number=number
+            )
+    prompts = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    for patient in ("p1", "p2"):
+        for number in (2, 5):
+            alone = tmp_path / "studies" / patient / f"SER{number}"
+            assert (
+                main(
+                    [
+                        "predict",
+                        str(tiny_base),
+                        str(alone),
+                        str(tmp_path / f"{patient}-{number}.nii.gz"),
+                        *prompts,
+                    ]
+                )
+                == 0
+            )
+    expected = {
+        name: load_volume(tmp_path / f"{name}.nii.gz", is_label=True).array
+        for name in ("p1-2", "p1-5", "p2-2", "p2-5")
+    }
+    assert not np.array_equal(expected["p1-2"], expected["p1-5"])  # the series give different masks
+    glob = str(tmp_path / "studies" / "*")
+    assert main(["predict", str(tiny_base), glob, str(tmp_path / "all5"), "--series", "5", *prompts]) == 0
+    for patient in ("p1", "p2"):
+        written = load_volume(tmp_path / "all5" / f"{patient}.nii.gz", is_label=True).array
+        assert np.array_equal(written, expected[f"{patient}-5"]), patient
+    box = '[{"box": [3, 2, 12, 9], "slice": 2}]'
+    import csv
+
+    with (tmp_path / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["input", "series", "prompts"])
+        writer.writerows([["studies/p1", "2", box], ["studies/p2", "5", box]])
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_base),
+                str(tmp_path / "manifest.csv"),
+                str(tmp_path / "chosen"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(
+        load_volume(tmp_path / "chosen" / "p1.nii.gz", is_label=True).array, expected["p1-2"]
+    )
+    assert np.array_equal(
+        load_volume(tmp_path / "chosen" / "p2.nii.gz", is_label=True).array, expected["p2-5"]
+    )
+    # without a series, each study fails in its own row with the listing; the exit status says so
+    capsys.readouterr()
+    assert main(["predict", str(tiny_base), glob, str(tmp_path / "none"), *prompts]) == 1
+    assert "holds 2 DICOM image stacks" in capsys.readouterr().out

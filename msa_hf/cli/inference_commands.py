@@ -65,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "input",
         help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder; many: a folder of images or NIfTI "
-        "files, a quoted glob ('scans/*.nii.gz'), or a CSV/JSON manifest (input, prompts, labels, output)",
+        "files, a quoted glob ('scans/*.nii.gz'), or a CSV/JSON manifest (input, prompts, labels, output, series)",
     )
     predict.add_argument(
         "output",
@@ -82,7 +82,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--series", default=None, metavar="KEY",
         help="a DICOM folder holding several series (a study, a PACS export): the one to segment, by the key "
              "its listing gives (a series number such as 2, or 3/EchoNumbers=2 where one series holds several "
-             "acquisitions) or its series instance UID; without it, such a folder is refused with the listing",
+             "acquisitions) or its series instance UID; without it, such a folder is refused with the listing. "
+             "Many inputs: the same for every DICOM folder (a manifest's series column chooses per input)",
     )  # fmt: skip
     predict.add_argument(
         "--name", default=None, help="the structure's name (the segment label of a DICOM-SEG output)"
@@ -221,10 +222,6 @@ def _predict(args: argparse.Namespace) -> int:
             )
         ]  # fmt: skip
     if batch:
-        if args.series is not None:
-            raise ValueError(
-                "--series chooses the series of one DICOM folder; give that folder as the input."
-            )
         if args.prompt_frame != "display":
             raise ValueError(
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
@@ -274,7 +271,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     from msa_hf.output_files import check_new_outputs
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
-        args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities
+        args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series
     )
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]

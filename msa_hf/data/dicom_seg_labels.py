@@ -83,10 +83,14 @@ def segment_label_values(
 
 
 def load_label_volume(
-    label_path: str | Path, image_path: str | Path, seg_values: dict[str, int] | None = None
+    label_path: str | Path,
+    image_path: str | Path,
+    seg_values: dict[str, int] | None = None,
+    series: str | None = None,
 ) -> Volume:
     """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG drawn on the DICOM series
-    `image_path` is (its segments valued by label with `seg_values`, else by their own numbers).
+    `image_path` is (the stack `series` of it; segments valued by label with `seg_values`, else by their own
+    numbers).
 
     Raises:
         VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
@@ -102,14 +106,18 @@ def load_label_volume(
             f"{label_path}: a DICOM-SEG label map is read onto the DICOM series it was drawn on; the image "
             f"{image_path} is not a DICOM series folder. Pair it with the series, or export the labels as NIfTI."
         )
-    return load_seg_labels(label_path, image_path, seg_values)
+    return load_seg_labels(label_path, image_path, seg_values, series)
 
 
 def load_seg_labels(
-    seg_path: str | Path, series_folder: str | Path, values: dict[str, int] | None = None
+    seg_path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None = None,
+    series: str | None = None,
 ) -> Volume:
-    """The label map a DICOM-SEG file draws on the DICOM series in `series_folder`, as a RAS+ label volume on
-    that series' grid (as `load_volume(series_folder)` reads the image).
+    """The label map a DICOM-SEG file draws on the DICOM series in `series_folder` (the stack `series` of it),
+    as a RAS+ label volume on that series' grid (as `load_volume(series_folder, series=series)` reads the
+    image).
 
     Each segment's pixels take `values[segment label]` (default: the segment's own number).
 
@@ -122,7 +130,7 @@ def load_seg_labels(
     if not is_dicom_seg_file(seg_path):
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
-    found, affine = dicom_series_slices(series_folder)
+    found, affine = dicom_series_slices(series_folder, series)
     series_uid = str(found[0][1].SeriesInstanceUID)
     referenced = {str(item.SeriesInstanceUID) for item in segmentation.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:

@@ -3,7 +3,8 @@
 
 SOURCE is a folder of images or volumes, a glob (`"scans/*.nii.gz"`), or a manifest: a CSV with an `input`
 column, or a JSON list of objects, each naming an input and optionally its `prompts` (a prompts file, or the
-prompts themselves in JSON), a reference `labels` map to take prompts from, and an `output` name. Relative
+prompts themselves in JSON), a reference `labels` map to take prompts from, an `output` name and the `series`
+of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`). Relative
 paths in a manifest are read from the manifest's folder.
 
 Prompts come from the manifest row, from the command line (the same prompts for every input), or from a
@@ -41,7 +42,7 @@ from msa_hf.inference.predictor import (
 
 PromptKind = Literal["box", "click"]
 MANIFEST_SUFFIXES = (".csv", ".json")
-MANIFEST_KEYS = ("input", "prompts", "labels", "output")
+MANIFEST_KEYS = ("input", "prompts", "labels", "output", "series")
 SUMMARY_FILES = ("summary.csv", "summary.md")  # written into the output folder beside the masks
 SUMMARY_COLUMNS = (
     "input",
@@ -66,6 +67,7 @@ class BatchItem:
     prompts: list[Prompt] | None = None
     labels: Path | None = None
     probabilities: Path | None = None
+    series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
 
 
 def _is_glob(source: str) -> bool:
@@ -165,10 +167,12 @@ def collect_items(
     prompts: list[Prompt] | None = None,
     labels_dir: str | Path | None = None,
     probabilities_dir: str | Path | None = None,
+    series: str | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
-    (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). Raises
+    (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). A DICOM folder
+    reads the stack its manifest row's `series` names, else `series` (the same for every input). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex
@@ -221,6 +225,9 @@ def collect_items(
             )
         name = str(row.get("output") or output_name(input_path))
         output = output_dir / name
+        # the command's series is for the DICOM folders among the inputs; a row's own is for its input
+        row_series = str(row["series"]) if row.get("series") not in (None, "") else None
+        row_series = row_series or (series if input_path.is_dir() else None)
         items.append(
             BatchItem(
                 input=input_path,
@@ -230,6 +237,7 @@ def collect_items(
                 probabilities=Path(probabilities_dir) / _probabilities_name(name)
                 if probabilities_dir
                 else None,
+                series=row_series,
             )
         )
     if unpaired:
@@ -258,11 +266,13 @@ def prompts_from_label_map(
     volume: bool,
     rng: np.random.Generator | None = None,
     image_path: str | Path | None = None,
+    series: str | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
     axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts); a volume's
-    label map may be a DICOM-SEG drawn on the DICOM series `image_path` (values: its segment numbers)."""
+    label map may be a DICOM-SEG drawn on the DICOM series `image_path` (its stack `series`; values: the segment
+    numbers)."""
     from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.volumes import axial_slices, load_volume
@@ -276,7 +286,7 @@ def prompts_from_label_map(
         label = (
             load_volume(labels_path, is_label=True)
             if image_path is None
-            else load_label_volume(labels_path, image_path)
+            else load_label_volume(labels_path, image_path, series=series)
         )
         planes = axial_slices(label.array)
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
@@ -299,17 +309,17 @@ def prompts_from_label_map(
     return prompts
 
 
-def _encoded_images(path: Path) -> int:
+def _encoded_images(path: Path, series: str | None = None) -> int:
     """How many pictures predicting `path` encodes at most: its slices for a volume, else one (from headers;
     an unreadable input counts one and fails later, in its own row)."""
     try:
-        shape = _grid_shape(Path(path))
+        shape = _grid_shape(Path(path), series)
     except Exception:  # noqa: BLE001 - only an estimate for the compile decision
         return 1
     return int(shape[2]) if len(shape) == 3 else 1
 
 
-def _grid_shape(path: Path) -> tuple[int, ...]:
+def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     """The RAS+ shape of a volume (NIfTI or DICOM series), or the (height, width) of an image, from headers:
     no pixel is decoded (the input is read once, by `predict_file`)."""
     from nibabel.orientations import io_orientation
@@ -323,7 +333,7 @@ def _grid_shape(path: Path) -> tuple[int, ...]:
         image = nib.load(str(path))
         affine, shape = image.affine, image.shape[:3]
     elif path.is_dir():
-        found, affine = dicom_series_slices(path)
+        found, affine = dicom_series_slices(path, series)
         shape = (int(found[0][1].Columns), int(found[0][1].Rows), len(found))  # i = column, j = row, k
     else:
         with Image.open(path) as image:
@@ -347,7 +357,7 @@ def check_label_map_grid(item: BatchItem) -> None:
         item.labels
     ):  # placed by the instances it references: read onto the series, or refused
         return
-    image, labels = _grid_shape(item.input), _grid_shape(item.labels)
+    image, labels = _grid_shape(item.input, item.series), _grid_shape(item.labels)
     if image != labels:
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
 
@@ -377,7 +387,7 @@ def predict_batch(
     compile_encoder = compile_by_default(
         compile_encoder,
         resolve_placement(device, dtype),
-        lambda: sum(_encoded_images(i.input) for i in items),
+        lambda: sum(_encoded_images(i.input, i.series) for i in items),
     )
     # one placement (and one compilation, in place) for all inputs
     predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
@@ -394,13 +404,13 @@ def predict_batch(
                 try:
                     prompts = _item_prompts(item, kind)
                     input_kind = check_prediction_request(
-                        item.input, item.output, prompts, item.probabilities, multimask
+                        item.input, item.output, prompts, item.probabilities, multimask, item.series
                     )
                     if input_kind == "volume":
                         summary = predict_file(
                             model, item.input, item.output, prompts, window=window, device=device,
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
-                            batch_size=batch_size,
+                            batch_size=batch_size, series=item.series,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -484,7 +494,9 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
         return item.prompts
     check_label_map_grid(item)
     volume = is_nifti(item.input) or item.input.is_dir()
-    return prompts_from_label_map(item.labels, kind, volume, image_path=item.input if volume else None)
+    return prompts_from_label_map(
+        item.labels, kind, volume, image_path=item.input if volume else None, series=item.series
+    )
 
 
 def _row(item: BatchItem) -> dict[str, Any]:
