@@ -160,3 +160,56 @@ def test_predict_takes_its_prompts_from_seg_files_as_from_nifti_label_maps(tmp_p
         assert written["labels"][case].any() and np.array_equal(
             written["labels"][case], written["nifti"][case]
         ), case
+
+
+def test_a_study_is_read_in_the_series_its_seg_was_drawn_on(tmp_path, tiny_base):
+    """A case folder as a PACS exports a study (two series); its DICOM-SEG names the series it annotates, which
+    prepare and predict read without being told; NIfTI labels need --series."""
+    import nibabel as nib
+
+    from msa_hf.cli import main
+
+    drawn = _case(tmp_path / "src", "case1", {"liver": LIVER}, seed=1)  # series 2, annotated
+    other = np.random.default_rng(9).integers(-100, 100, (5, 24, 28)).astype(np.float32)
+    write_dicom_series(tmp_path / "src" / "images" / "case1" / "SER7", other, series_number=7)  # beside it
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases
+    assert np.array_equal(_prepared_labels(tmp_path / "out")["case1"], drawn[2:6])
+    image_rows = load_prepared(tmp_path / "out")["train"]
+    series = load_volume(tmp_path / "src" / "images" / "case1", series="2")
+    assert np.array_equal(np.asarray(image_rows[0]["image"]), axial_slices(series.array)[2])
+    # the same labels as NIfTI: the folder's two series are a choice
+    (tmp_path / "nifti" / "labels").mkdir(parents=True)
+    (tmp_path / "nifti" / "images").symlink_to(tmp_path / "src" / "images")
+    nib.save(
+        nib.Nifti1Image(volume_from_axial_slices(drawn), series.affine),
+        tmp_path / "nifti" / "labels" / "case1.nii.gz",
+    )
+    report = prepare_dataset(tmp_path / "nifti", tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert "holds 2 DICOM image stacks" in report.skipped_cases[0]["reason"]
+    report = prepare_dataset(
+        tmp_path / "nifti", tmp_path / "out3", kind="volumes", split=(1.0, 0.0, 0.0), series="2"
+    )
+    assert not report.skipped_cases and np.array_equal(
+        _prepared_labels(tmp_path / "out3")["case1"], drawn[2:6]
+    )
+    # predict from the SEG's prompts: the annotated series, as if it were alone
+    arguments = ["predict", str(tiny_base), str(tmp_path / "src" / "images" / "*"), "--device", "cpu"]
+    assert (
+        main(
+            [
+                *arguments[:3],
+                str(tmp_path / "masks"),
+                "--prompts-from-labels",
+                str(tmp_path / "src" / "labels"),
+                *arguments[3:],
+            ]
+        )
+        == 0
+    )
+    assert main([*arguments[:3], str(tmp_path / "alone"), "--prompts-from-labels", str(tmp_path / "nifti" / "labels"),
+                 "--series", "2", *arguments[3:]]) == 0  # fmt: skip
+    written = load_volume(tmp_path / "masks" / "case1.nii.gz", is_label=True).array
+    assert written.any() and np.array_equal(
+        written, load_volume(tmp_path / "alone" / "case1.nii.gz", is_label=True).array
+    )

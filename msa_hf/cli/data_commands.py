@@ -30,6 +30,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="channel to use: of 4-D NIfTI images, or of nnU-Net cases with one file per channel (case_0000, "
              "case_0001, ...; there the default is 0)",
     )  # fmt: skip
+    prepare.add_argument(
+        "--series", default=None, metavar="KEY",
+        help="DICOM case folders holding several series (a PACS export): the one to read in every case, by its "
+             "key, series number or UID, as msa-hf predict lists them (default: the series a DICOM-SEG label "
+             "map was drawn on)",
+    )  # fmt: skip
     prepare.add_argument("--modality", choices=("CT", "MR", "other"), default=None, help="default: guessed")
     prepare.add_argument(
         "--mask-threshold", type=float, default=None, help="binarise soft/JPEG masks at this value"
@@ -76,6 +82,7 @@ def _prepare(args: argparse.Namespace) -> int:
         split=tuple(args.split),
         seed=args.seed,
         channel=args.channel,
+        series=args.series,
         modality=args.modality,
         mask_threshold=args.mask_threshold,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None,

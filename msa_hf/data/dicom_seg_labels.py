@@ -49,6 +49,16 @@ def is_dicom_seg_file(path: str | Path) -> bool:
         return False
 
 
+def referenced_series(path: str | Path) -> str | None:
+    """The series instance UID a DICOM-SEG file was drawn on, from its header (None when it names none or
+    several)."""
+    import pydicom
+
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    found = {str(item.SeriesInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])}
+    return found.pop() if len(found) == 1 else None
+
+
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file, from its header."""
     import pydicom

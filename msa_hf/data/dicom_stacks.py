@@ -150,14 +150,15 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
             stack.files[0].relative_to(folder).parts[0] for stack in stacks if stack.files[0].parent != folder
         }
         each = (  # a folder of patients, one series each, is a batch: a glob says so
-            f"\nTo segment every sub-folder as an input of its own, quote a glob: msa-hf predict MODEL "
-            f"'{folder}/*' OUTPUT_FOLDER."
+            f"; or, to segment every sub-folder as an input of its own, quote a glob: msa-hf predict MODEL "
+            f"'{folder}/*' OUTPUT_FOLDER"
             if len(tops) == len(stacks)
             else ""
         )
         raise VolumeReadError(
-            f"{folder}: holds {len(stacks)} DICOM image stacks; name the one to read (msa-hf predict --series KEY, "
-            f"series=KEY in Python) or give each series a folder of its own:\n{_listing(stacks, folder)}{each}"
+            f"{folder}: holds {len(stacks)} DICOM image stacks; name the one to read (--series KEY of msa-hf predict "
+            f"or prepare, series=KEY in Python) or give each series a folder of its own{each}:\n"
+            f"{_listing(stacks, folder)}"
         )
     series = str(series).strip()
     chosen = [stack for stack in stacks if stack.key == series] or [

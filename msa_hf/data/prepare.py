@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, load_label_volume, segment_label_values
+from msa_hf.data.dicom_seg_labels import (
+    is_dicom_seg_file,
+    load_label_volume,
+    referenced_series,
+    segment_label_values,
+)
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
 from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
@@ -62,6 +67,9 @@ class PrepareOptions:
         seed: the case shuffle before splitting.
         channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS), or of nnU-Net cases with
             one image file per channel (`case_0000`, `case_0001`, ...; there None reads channel 0).
+        series: the stack to read of DICOM case folders that hold several (a study's series; a key, series number
+            or UID, `msa_hf.data.dicom_stacks`); None reads the series a DICOM-SEG label map references, and
+            refuses a folder of several stacks with NIfTI labels.
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
@@ -80,6 +88,7 @@ class PrepareOptions:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     channel: int | None = None
+    series: str | None = None
     modality: str | None = None
     mask_threshold: float | None = None
     target_spacing: tuple[float, float, float] | None = None
@@ -211,10 +220,19 @@ def _volume_cases(
     return groups
 
 
-def _case_image(case: CaseFiles, options: PrepareOptions) -> Volume:
-    """The case's image volume: `options.channel` of a 4-D file, or of an nnU-Net case's channel files."""
+def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
+    """The stack of a DICOM case folder to read: `options.series`, else the series its DICOM-SEG label map was
+    drawn on (None: the folder's only one)."""
+    if options.series is not None or not case.image.is_dir() or case.label is None:
+        return options.series
+    return referenced_series(case.label) if is_dicom_seg_file(case.label) else None
+
+
+def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = None) -> Volume:
+    """The case's image volume: `options.channel` of a 4-D file, or of an nnU-Net case's channel files; the
+    stack `series` of a DICOM folder."""
     if len(case.channels) <= 1:
-        return load_volume(case.image, channel=options.channel)
+        return load_volume(case.image, channel=options.channel, series=series)
     channel = options.channel or 0
     if channel not in case.channels:
         raise VolumeReadError(
@@ -227,8 +245,9 @@ def _case_image(case: CaseFiles, options: PrepareOptions) -> Volume:
 def _volume_rows(
     case: CaseFiles, options: PrepareOptions, report: PrepareReport, seg_values: dict[str, int] | None = None
 ) -> list[dict[str, Any]]:
-    image = _case_image(case, options)
-    label = load_label_volume(case.label, case.image, seg_values)
+    series = _case_series(case, options)
+    image = _case_image(case, options, series)
+    label = load_label_volume(case.label, case.image, seg_values, series)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_same_grid(image, label)
