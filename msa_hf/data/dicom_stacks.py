@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.image_files import MULTI_FRAME_ADVICE
+from msa_hf.data.image_files import MULTI_FRAME_ADVICE, has_dicom_marker
 from msa_hf.data.volumes import VolumeReadError
 
 # attributes that tell apart images at one position of one series, most specific first: the echoes of a
@@ -91,13 +91,13 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
         try:
             dataset = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as error:
-            if _has_dicom_preamble(file):  # a slice of a series that cannot be read: refuse, never skip
+            if has_dicom_marker(file):  # a slice of a series that cannot be read: refuse, never skip
                 raise VolumeReadError(
                     f"{file}: a DICOM file that cannot be read ({type(error).__name__}: {error}); reading its "
                     "series without it would leave a gap. Replace it with an intact copy or re-export the series."
                 ) from error
             continue  # not DICOM (e.g. a README)
-        if _has_dicom_preamble(file) and len(dataset) == 0:  # the file meta and nothing else: truncated
+        if has_dicom_marker(file) and len(dataset) == 0:  # the file meta and nothing else: truncated
             raise VolumeReadError(
                 f"{file}: a DICOM file that cannot be read (it ends after its header, so it is truncated); "
                 "reading its series without it would leave a gap. Replace it with an intact copy or re-export "
@@ -259,13 +259,3 @@ def _is_sequence_value(value: Any) -> bool:
     from pydicom.multival import MultiValue
 
     return isinstance(value, MultiValue | list | tuple)
-
-
-def _has_dicom_preamble(path: Path) -> bool:
-    """Whether `path` starts like a DICOM file (the "DICM" marker after the 128-byte preamble)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False

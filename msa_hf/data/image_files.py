@@ -79,10 +79,13 @@ DICOM_DECODERS_HINT = (
 def is_dicom_file(path: str | Path) -> bool:
     """A single DICOM file: a `.dcm`/`.dicom` suffix, or the `DICM` marker at byte 128 (suffix-less exports)."""
     path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_marker(path)
+
+
+def has_dicom_marker(path: str | Path) -> bool:
+    """Whether the file at `path` starts as a DICOM file does: the `DICM` marker after the 128-byte preamble."""
     try:
-        with path.open("rb") as handle:
+        with Path(path).open("rb") as handle:
             handle.seek(128)
             return handle.read(4) == b"DICM"
     except OSError:
