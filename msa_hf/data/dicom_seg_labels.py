@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.volumes import Volume, VolumeReadError, canonical_volume, dicom_series_slices
+from msa_hf.data.volumes import (
+    Volume,
+    VolumeReadError,
+    canonical_volume,
+    dicom_series_slices,
+    is_nifti,
+    load_volume,
+)
 
 
 def import_highdicom(purpose: str) -> Any:
@@ -74,12 +81,12 @@ def segment_label_values(
     the files' own numbers. With `table` (the source's label table), its values by name; else the segment
     numbers where every file gives each label the same number and each number one label; else one value per
     label, in alphabetical order."""
+    if table is not None:
+        return {name: value for value, name in table.items()}, None
     numbers: dict[str, set[int]] = {}
     for file in files:
         for number, name in segment_names(file).items():
             numbers.setdefault(name, set()).add(number)
-    if table is not None:
-        return {name: value for value, name in table.items()}, None
     agreed = all(len(found) == 1 for found in numbers.values())
     owners = [next(iter(found)) for found in numbers.values()] if agreed else []
     if agreed and len(set(owners)) == len(owners):
@@ -106,8 +113,6 @@ def load_label_volume(
         VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
             DICOM series.
     """
-    from msa_hf.data.volumes import is_nifti, load_volume
-
     label_path, image_path = Path(label_path), Path(image_path)
     if is_nifti(label_path):
         return load_volume(label_path, is_label=True)
