@@ -120,12 +120,13 @@ def test_a_localizer_is_one_stack_per_plane(tmp_path):
     assert [p.name[0] for p, _ in found] == ["C"] * 3
 
 
-def test_enhanced_multi_frame_images_are_refused_with_the_fix(tmp_path):
+def test_a_multi_frame_file_without_frame_positions_is_refused_with_the_fix(tmp_path):
+    """A cine loop (frames without positions in the patient) is not a volume: refused with what to do."""
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset = pydicom.Dataset()
@@ -288,3 +289,61 @@ def test_many_studies_are_segmented_in_the_series_asked_for(tmp_path, tiny_base,
     capsys.readouterr()
     assert main(["predict", str(tiny_base), glob, str(tmp_path / "none"), *prompts]) == 1
     assert "holds 2 DICOM image stacks" in capsys.readouterr().out
+
+
+def _enhanced_copy(series_folder, output, series_number=4):
+    """The series in `series_folder` as one enhanced multi-frame CT file (highdicom's legacy conversion)."""
+    highdicom = pytest.importorskip("highdicom")
+    found, _ = dicom_series_slices(series_folder)
+    enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[dataset for _, dataset in found], series_instance_uid=highdicom.UID(),
+        series_number=series_number, sop_instance_uid=highdicom.UID(), instance_number=1,
+    )  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    enhanced.save_as(output)
+    return output
+
+
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0, 1, 0), (1, 0, 0, 0, -1, 0)])
+def test_an_enhanced_multi_frame_file_reads_as_its_series(tmp_path, orientation):
+    """A whole CT volume in one enhanced multi-frame file reads to the voxels and geometry of the same series
+    as single-frame files, alone, in a folder, or beside other series."""
+    write_dicom_series(tmp_path / "classic", _volume(3), orientation=orientation, description="axial")
+    path = _enhanced_copy(tmp_path / "classic", tmp_path / "one" / "CT.dcm")
+    classic = load_volume(tmp_path / "classic")
+    for source in (path, tmp_path / "one"):
+        volume = load_volume(source)
+        assert volume.modality == "CT" and np.array_equal(volume.array, classic.array)
+        assert np.allclose(volume.affine, classic.affine)
+    write_dicom_series(tmp_path / "one" / "SER9", _volume(9), series_number=9)
+    stacks = find_stacks(tmp_path / "one")
+    assert [(s.key, s.frames) for s in stacks] == [("4", 6), ("9", None)]
+    assert "4: 6 axial CT frames in one file" in stacks[0].describe()
+    assert np.array_equal(load_volume(tmp_path / "one", series="4").array, classic.array)
+    with pytest.raises(VolumeReadError, match="an enhanced multi-frame file, one DICOM instance"):
+        dicom_series_slices(tmp_path / "one", series="4")
+
+
+def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base, capsys):
+    from msa_hf.cli import main
+
+    write_dicom_series(tmp_path / "classic", _volume(3))
+    path = _enhanced_copy(tmp_path / "classic", tmp_path / "enhanced" / "CT.dcm")
+    prompts = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    assert (
+        main(
+            ["predict", str(tiny_base), str(tmp_path / "classic"), str(tmp_path / "classic.nii.gz"), *prompts]
+        )
+        == 0
+    )
+    assert main(["predict", str(tiny_base), str(path), str(tmp_path / "enhanced.nii.gz"), *prompts]) == 0
+    expected = load_volume(tmp_path / "classic.nii.gz", is_label=True)
+    written = load_volume(tmp_path / "enhanced.nii.gz", is_label=True)
+    assert expected.array.any() and np.array_equal(written.array, expected.array)
+    assert np.allclose(written.affine, expected.affine)
+    capsys.readouterr()
+    assert (
+        main(["predict", str(tiny_base), str(tmp_path / "enhanced"), str(tmp_path / "seg.dcm"), *prompts])
+        != 0
+    )
+    assert "enhanced multi-frame file. Write .nii or .nii.gz" in capsys.readouterr().err

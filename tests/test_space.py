@@ -751,3 +751,22 @@ def test_a_nifti_volume_has_no_dicom_seg(tmp_path):
     volume = VolumeSession(str(tmp_path / "scan.nii.gz"), DemoSession(BrightInBoxSam(16)))
     with pytest.raises(ValueError, match="opened from a NIfTI file"):
         volume.save_dicom_seg()
+
+
+def test_an_enhanced_multi_frame_file_opens_as_its_series(tmp_path):
+    highdicom = pytest.importorskip("highdicom")
+    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.testing import BrightInBoxSam, write_dicom_series
+
+    volume = np.random.default_rng(0).integers(-1000, 1000, (5, 16, 16)).astype(np.float32)
+    write_dicom_series(tmp_path / "series", volume)
+    found, _ = dicom_series_slices(tmp_path / "series")
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[dataset for _, dataset in found], series_instance_uid=highdicom.UID(), series_number=3,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(tmp_path / "CT.dcm")  # fmt: skip
+    classic = VolumeSession(
+        sorted(str(p) for p in (tmp_path / "series").iterdir()), DemoSession(BrightInBoxSam(32))
+    )
+    enhanced = VolumeSession([str(tmp_path / "CT.dcm")], DemoSession(BrightInBoxSam(32)))
+    assert enhanced.modality == "CT" and np.array_equal(enhanced.slices, classic.slices)

@@ -16,7 +16,6 @@ Overlapping segments cannot be one label map and are refused by name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,20 +24,10 @@ from msa_hf.data.volumes import (
     VolumeReadError,
     canonical_volume,
     dicom_series_slices,
+    import_highdicom,
     is_nifti,
     load_volume,
 )
-
-
-def import_highdicom(purpose: str) -> Any:
-    """highdicom (the `dicom` extra), or an error saying what needs it and how to install it."""
-    try:
-        import highdicom
-    except ImportError as error:
-        raise VolumeReadError(
-            f'{purpose} needs highdicom: pip install "msa_hf[dicom]" (or pip install highdicom).'
-        ) from error
-    return highdicom
 
 
 def is_dicom_seg_file(path: str | Path) -> bool:

@@ -54,17 +54,26 @@ class DicomStack:
     modality: str
     orientation: str  # axial, coronal, sagittal, or "oblique"
     files: list[Path] = field(default_factory=list)
+    frames: int | None = None  # an enhanced multi-frame file (`files` is that one file): its frames
+
+    @property
+    def multi_frame(self) -> bool:
+        """Whether the stack is one enhanced multi-frame file rather than a series of single-frame files."""
+        return self.frames is not None
 
     def describe(self) -> str:
         """One line of the listing: `2: 24 axial CT slices, "Abdomen 2.0 axial"`."""
-        text = f"{self.key}: {len(self.files)} {self.orientation} {self.modality} slice{'s' * (len(self.files) != 1)}"
+        count = self.frames if self.frames is not None else len(self.files)
+        kind = "frames in one file" if self.multi_frame else f"slice{'s' * (count != 1)}"
+        text = f"{self.key}: {count} {self.orientation} {self.modality} {kind}"
         return f'{text}, "{self.description}"' if self.description else text
 
 
-@dataclass
+@dataclass(eq=False)
 class _Header:
     file: Path
     dataset: Any
+    enhanced: bool = False  # an enhanced multi-frame volume rather than one slice
 
     def get(self, name: str) -> str:
         value = self.dataset.get(name, "")
@@ -85,8 +94,8 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
     from msa_hf.data.sources import visible_files
 
     folder = Path(folder)
-    images: list[_Header] = []
-    multi_frame: list[Path] = []
+    images: list[_Header] = []  # single slices, and enhanced multi-frame files (each a volume in one file)
+    multi_frame: list[Path] = []  # other multi-frame files (a cine loop), which are not read
     for file in visible_files(folder, recursive=True):
         try:
             dataset = pydicom.dcmread(file, stop_before_pixels=True)
@@ -105,6 +114,8 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
             )
         if "ImagePositionPatient" in dataset and "ImageOrientationPatient" in dataset and "Rows" in dataset:
             images.append(_Header(file, dataset))
+        elif is_enhanced_volume(dataset):
+            images.append(_Header(file, dataset, enhanced=True))
         elif (
             "Rows" in dataset
             and int(dataset.get("NumberOfFrames", 1) or 1) > 1
@@ -129,8 +140,40 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
     for (series_uid, headers), number in zip(by_series.items(), numbers, strict=True):
         # a series is named by its number where that number is its own in the folder, else by its UID
         name = number if number and numbers.count(number) == 1 else series_uid
-        stacks.extend(_series_stacks(name, series_uid, number, headers))
+        files = [header for header in headers if not header.enhanced]
+        volumes = [header for header in headers if header.enhanced]
+        stacks.extend(_series_stacks(name, series_uid, number, files) if files else [])
+        for header in volumes:  # each file its own stack, named by its file where the series has more
+            key = name if len(headers) == 1 else f"{name}/{header.file.name}"
+            stacks.append(_enhanced_stack(key, series_uid, number, header))
     return sorted(stacks, key=lambda stack: (_number_order(stack.series_number), stack.key))
+
+
+def is_enhanced_volume(dataset: Any) -> bool:
+    """Whether a DICOM dataset (header) is an enhanced multi-frame image with a position for each frame: a CT
+    or MR volume in one file, as newer scanners write them (not a segmentation, not a cine loop)."""
+    if int(dataset.get("NumberOfFrames", 1) or 1) < 2 or dataset.get("Modality") == "SEG":
+        return False
+    groups = [
+        *dataset.get("SharedFunctionalGroupsSequence", []),
+        *dataset.get("PerFrameFunctionalGroupsSequence", []),
+    ]
+    return any("PlanePositionSequence" in group for group in groups)
+
+
+def _enhanced_stack(key: str, series_uid: str, number: str, header: _Header) -> DicomStack:
+    """The stack of one enhanced multi-frame file, its orientation from its (shared or first) frame's plane."""
+    dataset = header.dataset
+    groups = [
+        *dataset.get("SharedFunctionalGroupsSequence", []),
+        *dataset.get("PerFrameFunctionalGroupsSequence", []),
+    ]
+    planes = [group.PlaneOrientationSequence[0] for group in groups if "PlaneOrientationSequence" in group]
+    plane = _plane_name(np.array(planes[0].ImageOrientationPatient, float)) if planes else "oblique"
+    return DicomStack(
+        key, series_uid, number, header.get("SeriesDescription").strip(), header.get("Modality") or "other",
+        plane, [header.file], int(dataset.NumberOfFrames),
+    )  # fmt: skip
 
 
 def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:

@@ -66,9 +66,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 # what to do with a multi-frame DICOM file (an enhanced CT/MR series, an ultrasound loop), which is not read
 MULTI_FRAME_ADVICE = (
-    "msa_hf reads a volume as a DICOM series of single-frame files or as NIfTI: export the series as classic "
-    "single-frame images from your PACS or viewer, or convert the file to NIfTI (for example with dcm2niix) and "
-    "give the .nii.gz"
+    "msa_hf reads a volume as NIfTI, as a DICOM series of single-frame files, or as an enhanced multi-frame CT/MR "
+    "file whose frames carry their positions: export the series as classic single-frame images from your PACS "
+    "or viewer, or convert the file to NIfTI (for example with dcm2niix) and give the .nii.gz"
 )
 # what a DICOM compressed with a codec Pillow cannot decode (JPEG lossless or 12-bit, for example) needs
 DICOM_DECODERS_HINT = (

@@ -54,6 +54,17 @@ class Volume:
         return (y, x, z)
 
 
+def import_highdicom(purpose: str) -> Any:
+    """highdicom (the `dicom` extra), or an error saying what needs it and how to install it."""
+    try:
+        import highdicom
+    except ImportError as error:
+        raise VolumeReadError(
+            f'{purpose} needs highdicom: pip install "msa_hf[dicom]" (or pip install highdicom).'
+        ) from error
+    return highdicom
+
+
 def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
@@ -167,11 +178,22 @@ def dicom_series_slices(
     Raises:
         VolumeReadError: no DICOM images, several stacks without `series`, a slice that cannot be read.
     """
-    import pydicom
-
     from msa_hf.data.dicom_stacks import choose_stack
 
-    stack = choose_stack(folder, series)
+    return _stack_slices(choose_stack(folder, series), folder)
+
+
+def _stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]], np.ndarray]:
+    """`dicom_series_slices` of a chosen `DicomStack` of single-frame files."""
+    import pydicom
+
+    if stack.multi_frame:
+        raise VolumeReadError(
+            f"{stack.files[0]}: an enhanced multi-frame file, one DICOM instance for the whole volume; DICOM-SEG "
+            "output, DICOM-SEG label maps and InstanceNumber prompts need a series of single-frame images. Write "
+            "the mask as NIfTI (.nii.gz) and give prompts in the display frame, or export the series as classic "
+            "single-frame images."
+        )
     found = []
     for file in stack.files:
         try:
@@ -221,12 +243,17 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     Hounsfield units for CT.
 
     Slices are chosen, ordered and placed as `dicom_series_slices` says; rescale slope and intercept are
-    applied.
+    applied. A stack that is one enhanced multi-frame file is read by `load_enhanced_dicom`.
 
     Raises:
         VolumeReadError: no DICOM images, several stacks without `series`, inconsistent slices.
     """
-    found, affine_ras = dicom_series_slices(folder, series)
+    from msa_hf.data.dicom_stacks import choose_stack
+
+    stack = choose_stack(folder, series)
+    if stack.multi_frame:
+        return load_enhanced_dicom(stack.files[0])
+    found, affine_ras = _stack_slices(stack, folder)
     slices = []
     for file, dataset in found:
         try:
@@ -247,6 +274,38 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     modality = str(found[0][1].get("Modality", "other")).upper()
     modality = modality if modality in ("CT", "MR") else "other"
     return canonical_volume(array, affine_ras, str(folder), modality=modality)
+
+
+def load_enhanced_dicom(path: str | Path) -> Volume:
+    """An enhanced multi-frame DICOM file (a CT or MR volume in one file, each frame with its position) as a
+    RAS+ volume in Hounsfield units for CT, read with highdicom (the `dicom` extra), which orders the frames
+    into a regular grid.
+
+    Raises:
+        VolumeReadError: no highdicom, a file too large, or frames that do not form one regular volume.
+    """
+    import pydicom
+
+    from msa_hf.data.image_files import MULTI_FRAME_ADVICE
+    from msa_hf.data.size_limits import check_voxel_count
+
+    highdicom = import_highdicom("reading an enhanced multi-frame DICOM volume")
+    path = Path(path)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    check_voxel_count((int(header.Rows), int(header.Columns), frames), f"DICOM file {path}")
+    try:
+        volume = highdicom.imread(path).get_volume(dtype=np.float32)
+    except Exception as error:  # highdicom says why the frames are not one volume
+        raise VolumeReadError(
+            f"{path}: its {frames} frames cannot be read as one volume ({type(error).__name__}: {error}); "
+            f"{MULTI_FRAME_ADVICE}."
+        ) from error
+    # highdicom's voxel (slice, row, column) in LPS -> this module's (column, row, slice) in RAS
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(volume.affine)[:, [2, 1, 0, 3]]
+    modality = str(header.get("Modality", "other")).upper()
+    modality = modality if modality in ("CT", "MR") else "other"
+    return canonical_volume(np.asarray(volume.array).transpose(2, 1, 0), affine, str(path), modality=modality)
 
 
 def canonical_volume(
@@ -287,7 +346,27 @@ def load_volume(
         return load_dicom_series(path, series)
     if is_nifti(path):
         return load_nifti(path, is_label=is_label, channel=channel, modality=modality)
-    raise VolumeReadError(f"{path}: not a NIfTI file (.nii, .nii.gz) or a DICOM series folder.")
+    if not is_label and is_enhanced_dicom_file(path):
+        return load_enhanced_dicom(path)
+    raise VolumeReadError(
+        f"{path}: not a NIfTI file (.nii, .nii.gz), a DICOM series folder or an enhanced multi-frame DICOM volume."
+    )
+
+
+def is_enhanced_dicom_file(path: str | Path) -> bool:
+    """Whether `path` is one DICOM file holding a whole CT/MR volume (enhanced multi-frame), from its header."""
+    from msa_hf.data.dicom_stacks import is_enhanced_volume
+    from msa_hf.data.image_files import is_dicom_file
+
+    path = Path(path)
+    if not path.is_file() or not is_dicom_file(path):
+        return False
+    import pydicom
+
+    try:
+        return is_enhanced_volume(pydicom.dcmread(path, stop_before_pixels=True))
+    except Exception:  # noqa: BLE001 - not readable as DICOM: not such a file; its reader says why
+        return False
 
 
 def axial_slices(array: np.ndarray) -> np.ndarray:

@@ -324,12 +324,18 @@ def _encoded_images(path: Path, series: str | None = None) -> int:
 
 def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     """The RAS+ shape of a volume (NIfTI or DICOM series), or the (height, width) of an image, from headers:
-    no pixel is decoded (the input is read once, by `predict_file`)."""
+    no pixel is decoded (the input is read once, by `predict_file`), except for an enhanced multi-frame DICOM
+    volume, whose grid only its reader orders."""
     from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.volumes import dicom_series_slices, is_nifti
+    from msa_hf.data.dicom_stacks import choose_stack
+    from msa_hf.data.volumes import dicom_series_slices, is_enhanced_dicom_file, is_nifti, load_volume
 
+    if is_enhanced_dicom_file(path) or (path.is_dir() and choose_stack(path, series).multi_frame):
+        return tuple(
+            int(size) for size in load_volume(path, series=series if path.is_dir() else None).array.shape
+        )
     if is_nifti(path):
         import nibabel as nib
 

@@ -21,7 +21,7 @@ SOFTWARE = "msa_hf"
 
 
 def _highdicom():
-    from msa_hf.data.dicom_seg_labels import import_highdicom
+    from msa_hf.data.volumes import import_highdicom
 
     return import_highdicom("writing DICOM-SEG")
 

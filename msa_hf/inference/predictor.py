@@ -526,11 +526,13 @@ def check_prediction_request(
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
     headers, `msa_hf.data.dicom_stacks`)."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
-    from msa_hf.data.volumes import is_nifti
+    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
-    if input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path):
+    if is_enhanced_dicom_file(input_path):  # a whole CT/MR volume in one DICOM file
+        kind = "volume"
+    elif input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path):
         kind = "dicom"
     elif is_image_file(input_path):
         kind = "image"
@@ -574,7 +576,12 @@ def check_prediction_request(
     if input_path.is_dir():
         from msa_hf.data.dicom_stacks import choose_stack
 
-        choose_stack(input_path, series)
+        stack = choose_stack(input_path, series)
+        if stack.multi_frame and is_dicom_seg(output_path):
+            raise ValueError(
+                f"output {output_path}: DICOM-SEG references the instances of a series of single-frame images; "
+                f"{stack.files[0]} is an enhanced multi-frame file. Write .nii or .nii.gz."
+            )
     elif series is not None:
         raise ValueError(f"{input_path}: a series is chosen in a DICOM folder; this input is not one.")
     if probabilities_path is not None:
