@@ -385,8 +385,9 @@ def test_nnunet_channel_files_are_one_case_and_channel_picks_one(tmp_path):
         assert rows and all(
             np.array_equal(np.asarray(row["image"]), axial_slices(expected)[row["slice"] + 3]) for row in rows
         )
-    report = prepare_dataset(source, tmp_path / "out-2", split=(1, 0, 0), channel=2)
-    assert "not for channel 2" in report.skipped_cases[0]["reason"]  # brain has channels 0 and 1 only
+    with pytest.raises(ValueError, match="not for channel 2") as refused:  # brain has channels 0 and 1 only
+        prepare_dataset(source, tmp_path / "out-2", split=(1, 0, 0), channel=2)
+    assert "no usable case, nothing written" in str(refused.value) and not (tmp_path / "out-2").exists()
 
 
 def test_two_cases_of_one_name_are_refused(tmp_path):
@@ -461,3 +462,19 @@ def test_a_series_whose_slices_need_a_missing_decoder_says_what_to_install(tmp_p
         assert "cannot decode pixel data" in str(error) and "pip install pylibjpeg" in str(error)
     else:  # a machine with the decoders reads it
         pytest.importorskip("pylibjpeg")
+
+
+def test_a_run_with_no_usable_case_keeps_the_earlier_dataset(tmp_path):
+    """`--overwrite` replaces a dataset only with one that holds something: a rerun whose every case is skipped
+    (here a channel the 3-D volumes lack) is refused with each case's reason, and the earlier dataset stays."""
+    source = tmp_path / "src"
+    for index in range(2):
+        write_nifti_case(source, f"case{index}", shape=(24, 20, 6), seed=index)
+    prepare_dataset(source, tmp_path / "out", split=(1.0, 0.0, 0.0))
+    before = (tmp_path / "out" / "prepare_report.json").read_text()
+    rows = load_prepared(tmp_path / "out")["train"].num_rows
+    with pytest.raises(ValueError, match="no usable case, nothing written; 2 skipped") as refused:
+        prepare_dataset(source, tmp_path / "out", overwrite=True, split=(1.0, 0.0, 0.0), channel=3)
+    assert str(refused.value).count("channel 3 asked") == 2
+    assert (tmp_path / "out" / "prepare_report.json").read_text() == before
+    assert load_prepared(tmp_path / "out")["train"].num_rows == rows > 0

@@ -185,8 +185,9 @@ def test_a_study_is_read_in_the_series_its_seg_was_drawn_on(tmp_path, tiny_base)
         nib.Nifti1Image(volume_from_axial_slices(drawn), series.affine),
         tmp_path / "nifti" / "labels" / "case1.nii.gz",
     )
-    report = prepare_dataset(tmp_path / "nifti", tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
-    assert "holds 2 DICOM image stacks" in report.skipped_cases[0]["reason"]
+    with pytest.raises(ValueError, match="no usable case, nothing written") as refused:
+        prepare_dataset(tmp_path / "nifti", tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert "holds 2 DICOM image stacks" in str(refused.value) and "7: 5 axial CT slices" in str(refused.value)
     report = prepare_dataset(
         tmp_path / "nifti", tmp_path / "out3", kind="volumes", split=(1.0, 0.0, 0.0), series="2"
     )

@@ -366,6 +366,9 @@ def prepare_dataset(
     Returns:
         The report (also written as `prepare_report.json`). Bad cases are skipped and listed, never fatal:
         every good case is written.
+    Raises:
+        ValueError: no usable case (each skipped case's reason said), or an empty train split; nothing is
+            written then, and an earlier dataset in `output` stays as it was.
     """
     options = PrepareOptions(**options)
     source, output = Path(source), Path(output)
@@ -425,6 +428,17 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             writer.close()
     report.slices = {split: writer.num_rows for split, writer in writers.items()}
     usable = sum(report.cases.values())
+    if not sum(report.slices.values()):
+        # nothing to train on: refuse, so that the staging folder is dropped and an earlier dataset in the
+        # output (replaced only when a run succeeds, with --overwrite) is kept as it was
+        reasons = "".join(
+            f"\n  - {case['case_id']}: " + case["reason"].replace("\n", "\n    ")
+            for case in report.skipped_cases[:5]
+        )
+        more = f"\n  ... and {len(report.skipped_cases) - 5} more" if len(report.skipped_cases) > 5 else ""
+        raise ValueError(
+            f"{source}: no usable case, nothing written; {len(report.skipped_cases)} skipped:{reasons}{more}"
+        )
     if usable and options.split[0] > 0 and not report.slices.get("train"):
         # splits are fixed per case id before cases are read (a case keeps its split when another is fixed),
         # so skipped cases can leave the train split empty: refuse rather than write a dataset nothing trains on
