@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from msa_hf.demo.prompt_state import BOX, NEGATIVE, POSITIVE, add_prompt, describe, empty_prompts, undo_prompt
-from msa_hf.demo.sessions import DemoSession, VolumeSession
+from msa_hf.demo.sessions import DemoSession, SeveralStacks, VolumeSession
 from msa_hf.demo.uploads import read_upload, source_of
 from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
@@ -175,7 +175,8 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
 @pytest.mark.browser
 @needs_chromium
 def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
-    """Open the DICOM files of a series, click a slice, ask for the mask as DICOM-SEG: the page offers the file."""
+    """Open the DICOM files of a study, choose its series, click a slice, ask for the mask as DICOM-SEG: the
+    page offers the file."""
     import shutil
 
     from msa_hf.testing import sphere_volume, write_dicom_series
@@ -185,10 +186,17 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
     files = []
     for path in sorted((tmp_path / "series").iterdir()):  # as a viewer exports them, with the .dcm suffix
         files.append(str(shutil.copy(path, tmp_path / f"{path.name}.dcm")))
+    write_dicom_series(
+        tmp_path / "scout", np.zeros((2, 32, 32), np.int16), series_number=1, description="scout"
+    )
+    for path in sorted((tmp_path / "scout").iterdir()):  # a study: another series uploaded with it
+        files.append(str(shutil.copy(path, tmp_path / f"scout-{path.name}.dcm")))
     with demo_in_browser(BoxFillSam(64)) as page:
         page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
         page.locator("#volume-files input[type=file]").set_input_files(files)
         status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
+        page.wait_for_function(status % "the files hold 2 image stacks", timeout=60_000)
+        page.locator("#volume-series label", has_text="3: 6 axial CT slices").click()  # the series to open
         page.wait_for_function(status % "6 axial slices", timeout=60_000)
         box = _visible_box(page, "#volume-view img")
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
@@ -311,17 +319,17 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
         Path(volume.source), volume_from_axial_slices(volume.masks), volume.volume.affine
     )
     assert expected.any() and np.array_equal(frames.astype(bool), expected.astype(bool))
-    # the files of two series uploaded together are refused with what they hold, never stacked into one
+    # the files of two series uploaded together are never stacked into one: they are offered, then one opens
     write_dicom_series(
         tmp_path / "other", np.zeros((4, 32, 32), np.int16), series_number=8, description="late"
     )
     files += sorted(str(p) for p in (tmp_path / "other").iterdir())
-    with pytest.raises(ValueError, match="upload the files of one of them") as refused:
+    with pytest.raises(SeveralStacks) as refused:
         VolumeSession(files, DemoSession(BrightInBoxSam(32)))
-    assert "3: 10 axial CT slices" in str(refused.value) and '8: 4 axial CT slices, "late"' in str(
-        refused.value
-    )
+    assert refused.value.stacks == {"3": "3: 10 axial CT slices", "8": '8: 4 axial CT slices, "late"'}
     assert str(tmp_path) not in str(refused.value) and "msa-series-" not in str(refused.value)
+    chosen = VolumeSession(files, DemoSession(BrightInBoxSam(32)), series="3")
+    assert np.array_equal(chosen.slices, volume.slices)
 
 
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):

@@ -34,7 +34,7 @@ from msa_hf.demo.prompt_state import (
     has_prompt,
     undo_prompt,
 )
-from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession, mask_choice
+from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, SeveralStacks, VolumeSession, mask_choice
 from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 
@@ -229,15 +229,34 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     """The volume tab: a NIfTI file or a DICOM series, prompts per slice, propagation, the mask volume."""
 
     @guarded
-    def open_volume(files, adapter):
+    def open_volume(files, adapter, series=None):
+        hidden = gr.update(choices=[], value=None, visible=False)
         if not files:
-            return None, gr.update(), None, "no volume"
+            return None, gr.update(), None, "no volume", hidden
         paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
-        volume = VolumeSession(paths, session, adapter or None)
+        try:
+            volume = VolumeSession(paths, session, adapter or None, series=series or None)
+        except SeveralStacks as several:  # a study's series: the visitor chooses one
+            choices = [(described, key) for key, described in several.stacks.items()]
+            chooser = gr.update(choices=choices, value=None, visible=True)
+            message = f"the files hold {len(choices)} image stacks (series); choose the one to open."
+            return None, gr.update(), None, message, chooser
         middle = len(volume.slices) // 2
         volume.prepare(middle)
         shown = f"{len(volume.slices)} axial slices, {volume.modality}"
-        return volume, gr.update(maximum=len(volume.slices) - 1, value=middle), volume.show(middle), shown
+        chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
+        return (
+            volume,
+            gr.update(maximum=len(volume.slices) - 1, value=middle),
+            volume.show(middle),
+            shown,
+            chooser,
+        )
+
+    def choose_series(files, adapter, series):
+        if not series:  # the choices were just offered (or cleared): nothing chosen yet
+            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        return open_volume(files, adapter, series)
 
     def on_slice(volume, index):
         if volume is None:
@@ -297,6 +316,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
         file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
     )  # fmt: skip
+    volume_series = gr.Radio(
+        [], label="the files hold several image stacks (a study's series): open", visible=False,
+        elem_id="volume-series",
+    )  # fmt: skip
     with gr.Row():
         slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
         volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
@@ -324,8 +347,12 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
     seg_button.click(dicom_seg_volume, [volume_state], volume_seg, **INTERNAL)
     volume_files.upload(
-        open_volume, [volume_files, adapter], [volume_state, slice_index, volume_view, volume_status],
-        **INTERNAL,
+        open_volume, [volume_files, adapter],
+        [volume_state, slice_index, volume_view, volume_status, volume_series], **INTERNAL,
+    )  # fmt: skip
+    volume_series.change(
+        choose_series, [volume_files, adapter, volume_series],
+        [volume_state, slice_index, volume_view, volume_status, volume_series], **INTERNAL,
     )  # fmt: skip
     slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
     # encode the slice's window once the slider is let go, so its first click only decodes

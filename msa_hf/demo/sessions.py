@@ -202,19 +202,39 @@ class Segmentation:
         return f"mask {self.chosen + 1} of {len(self.scores)} shown; predicted IoU {listed}"
 
 
+class SeveralStacks(ValueError):
+    """Uploaded DICOM files that hold several image stacks (a study's series); `stacks` maps each stack's key
+    to its description, for the page to offer the choice."""
+
+    def __init__(self, stacks: dict[str, str]) -> None:
+        super().__init__(
+            f"the DICOM files hold {len(stacks)} image stacks ({'; '.join(stacks.values())}); choose one."
+        )
+        self.stacks = stacks
+
+
 class VolumeSession:
     """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
     propagation through the volume, and a NIfTI download on the input's grid."""
 
-    def __init__(self, files: str | list[str], session: DemoSession, adapter: str | None = None) -> None:
+    def __init__(
+        self,
+        files: str | list[str],
+        session: DemoSession,
+        adapter: str | None = None,
+        series: str | None = None,
+    ) -> None:
         from msa_hf.data import axial_slices, guess_modality, load_volume
         from msa_hf.inference.volume_predictor import VolumePredictor
 
         files = [files] if isinstance(files, str) else list(files)
-        self.source = self._gather(files)
+        self.source, self.series = self._gather(files), series
         try:
-            self._check_one_stack(self.source)
-            self.volume = load_volume(self.source)
+            if series is None:
+                self._check_one_stack(self.source)
+            self.volume = load_volume(self.source, series=series)
+        except SeveralStacks:
+            raise
         except (ValueError, OSError) as error:
             raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
         if self.volume.array.size > MAX_VOXELS:
@@ -239,17 +259,15 @@ class VolumeSession:
     @staticmethod
     def _check_one_stack(source: str) -> None:
         """Uploaded DICOM files must be one volume: files of several series (or a localizer's planes, or two
-        acquisitions of one series) are refused with what they hold, not stacked into one."""
+        acquisitions of one series) are never stacked into one; `SeveralStacks` says what they hold, for the
+        visitor to choose one (`series=`)."""
         if not Path(source).is_dir():
             return
         from msa_hf.data.dicom_stacks import find_stacks
 
         stacks = find_stacks(source)
         if len(stacks) > 1:
-            listing = "; ".join(stack.describe() for stack in stacks)
-            raise ValueError(
-                f"the DICOM files hold {len(stacks)} image stacks ({listing}); upload the files of one of them."
-            )
+            raise SeveralStacks({stack.key: stack.describe() for stack in stacks})
 
     @staticmethod
     def _gather(files: list[str]) -> str:
@@ -374,7 +392,14 @@ class VolumeSession:
         output.unlink(missing_ok=True)  # this session's own earlier SEG, rewritten at each request
         canonical = volume_from_axial_slices(self.masks.astype(np.uint8))
         try:
-            write_dicom_seg(self.source, canonical, self.volume.affine, output, {1: "segmented structure"})
+            write_dicom_seg(
+                self.source,
+                canonical,
+                self.volume.affine,
+                output,
+                {1: "segmented structure"},
+                series=self.series,
+            )
         except ValueError as error:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
         return str(output)
