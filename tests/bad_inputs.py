@@ -522,6 +522,52 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
+def _seg_source(f) -> Path:
+    """Two DICOM series, each with a DICOM-SEG label map drawn on it (`labels/<case>.dcm`)."""
+    from msa_hf.data import load_volume, volume_from_axial_slices
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.testing import write_dicom_series
+
+    source = f / "in" / "seg"
+    (source / "labels").mkdir(parents=True)
+    for index, case_id in enumerate(("case0", "case1")):
+        volume = np.random.default_rng(index).integers(-200, 200, (6, 24, 24)).astype(np.int16)
+        write_dicom_series(source / "images" / case_id, volume)
+        drawn = np.zeros((6, 24, 24), np.uint8)
+        drawn[2:4, 5:15, 5:15] = 1
+        affine = load_volume(source / "images" / case_id).affine
+        write_dicom_seg(source / "images" / case_id, volume_from_axial_slices(drawn), affine,
+                        source / "labels" / f"{case_id}.dcm", {1: "lesion"})  # fmt: skip
+    return source
+
+
+@case(
+    "prepare",
+    "a DICOM-SEG label map of another series",
+    expect="handled",
+    check=_report_names("case1", "drawn on"),
+)
+def _(f):
+    source = _seg_source(f)
+    shutil.copy(
+        source / "labels" / "case0.dcm", source / "labels" / "case1.dcm"
+    )  # case0's SEG named for case1
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
+
+
+@case("prepare", "a DICOM-SEG whose segment the label table lacks", expect="handled",
+      check=_report_names("no label value"))  # fmt: skip
+def _(f):
+    source = _seg_source(f)
+    (source / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion"}))
+    import pydicom
+
+    seg = pydicom.dcmread(source / "labels" / "case1.dcm")
+    seg.SegmentSequence[0].SegmentLabel = "tumour"
+    seg.save_as(source / "labels" / "case1.dcm")
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
+
+
 # ------------------------------------------------------------------------------------------------ predict
 def _box(*values: float) -> list[str]:
     return ["--box", *(str(v) for v in values)]
@@ -845,6 +891,26 @@ def _(f):
     nib.save(nib.Nifti1Image(np.zeros((12, 10, 6), np.float32), sagittal), f / "in" / "sag.nii.gz")
     return ["predict", "tiny", str(f / "in" / "sag.nii.gz"), out(f, "m.nii.gz"), *_box(2, 2, 8, 8),
             "--slice", "1", "--prompt-frame", "voxel"]  # fmt: skip
+
+
+@case(
+    "predict",
+    "--prompt-frame voxel on a DICOM image number the series lacks",
+    mentions=("InstanceNumber", "1 to 6"),
+)
+def _(f):
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(f / "in" / "series", np.zeros((6, 24, 24), np.int16))
+    return ["predict", "tiny", str(f / "in" / "series"), out(f, "m.nii.gz"), *_box(2, 2, 20, 20),
+            "--slice", "9", "--prompt-frame", "voxel"]  # fmt: skip
+
+
+@case("predict", "--series for a NIfTI input", mentions=("a series is chosen in a DICOM folder",))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0_0000.nii.gz"), out(f, "m.nii.gz"),
+            *_box(2, 2, 10, 10), "--slice", "1", "--series", "2"]  # fmt: skip
 
 
 @case("predict", "--prompt-frame voxel for many inputs", mentions=("one volume at a time",))

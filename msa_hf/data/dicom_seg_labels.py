@@ -55,6 +55,27 @@ def referenced_series(path: str | Path) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
+    """The stack of the DICOM folder `folder` that the DICOM-SEG at `seg_path` was drawn on, as `series=`
+    chooses it: None where the folder holds one stack (`load_seg_labels` then checks that it is the one).
+
+    Raises:
+        VolumeReadError: the folder holds several stacks and the SEG's series is not among them.
+    """
+    from msa_hf.data.dicom_stacks import find_stacks
+
+    stacks = find_stacks(folder)
+    if len(stacks) == 1:
+        return None
+    uid = referenced_series(seg_path)
+    if uid not in {stack.series_uid for stack in stacks}:
+        raise VolumeReadError(
+            f"{seg_path}: a segmentation of series {uid}, which is not among the series in {folder}. Pair each "
+            "DICOM-SEG with the series it was drawn on."
+        )
+    return uid
+
+
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file, from its header."""
     import pydicom

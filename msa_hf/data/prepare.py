@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from msa_hf.data.dicom_seg_labels import (
     is_dicom_seg_file,
     load_label_volume,
-    referenced_series,
+    seg_series,
     segment_label_values,
 )
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
@@ -225,7 +225,7 @@ def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
     drawn on (None: the folder's only one)."""
     if options.series is not None or not case.image.is_dir() or case.label is None:
         return options.series
-    return referenced_series(case.label) if is_dicom_seg_file(case.label) else None
+    return seg_series(case.label, case.image) if is_dicom_seg_file(case.label) else None
 
 
 def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = None) -> Volume:

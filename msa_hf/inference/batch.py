@@ -175,7 +175,7 @@ def collect_items(
     reads the stack its manifest row's `series` names, else `series` (the same for every input). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, referenced_series
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, seg_series
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex
 
     source, output_dir = str(source), Path(output_dir)
@@ -230,7 +230,7 @@ def collect_items(
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
         row_series = row_series or (series if input_path.is_dir() else None)
         if row_series is None and labels is not None and input_path.is_dir() and is_dicom_seg_file(labels):
-            row_series = referenced_series(labels)  # a study's series that its DICOM-SEG was drawn on
+            row_series = seg_series(labels, input_path)  # a study's series that its DICOM-SEG was drawn on
         items.append(
             BatchItem(
                 input=input_path,
