@@ -226,7 +226,8 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
 
 
 def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
-    """The volume tab: a NIfTI file or a DICOM series, prompts per slice, propagation, the mask volume."""
+    """The volume tab: a NIfTI file or DICOM files (a series; a study, whose series the visitor picks), prompts
+    per slice, propagation, the mask volume (NIfTI; DICOM-SEG for a DICOM series)."""
 
     @guarded
     def open_volume(files, adapter, series=None):
@@ -313,7 +314,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
 
     volume_state = gr.State(None)
     volume_files = gr.File(
-        label="NIfTI volume (.nii, .nii.gz) or the DICOM files of one series",
+        label="NIfTI volume (.nii, .nii.gz) or DICOM files (a series, or a study to pick a series from)",
         file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
     )  # fmt: skip
     volume_series = gr.Radio(
