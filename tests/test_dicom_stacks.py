@@ -324,7 +324,7 @@ def test_an_enhanced_multi_frame_file_reads_as_its_series(tmp_path, orientation)
         dicom_series_slices(tmp_path / "one", series="4")
 
 
-def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base, capsys):
+def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base):
     from msa_hf.cli import main
 
     write_dicom_series(tmp_path / "classic", _volume(3))
@@ -341,9 +341,24 @@ def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base, ca
     written = load_volume(tmp_path / "enhanced.nii.gz", is_label=True)
     assert expected.array.any() and np.array_equal(written.array, expected.array)
     assert np.allclose(written.affine, expected.affine)
-    capsys.readouterr()
-    assert (
-        main(["predict", str(tiny_base), str(tmp_path / "enhanced"), str(tmp_path / "seg.dcm"), *prompts])
-        != 0
-    )
-    assert "enhanced multi-frame file. Write .nii or .nii.gz" in capsys.readouterr().err
+    # its DICOM-SEG: each frame of the file holds the mask on the slice at that frame's position
+    highdicom = pytest.importorskip("highdicom")
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+
+    on_instances = labels_on_series_grid(tmp_path / "classic", expected.array, expected.affine)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    heights = [
+        float(g.PlanePositionSequence[0].ImagePositionPatient[2])
+        for g in header.PerFrameFunctionalGroupsSequence
+    ]
+    by_position = np.argsort(
+        heights
+    )  # the frames from the lowest slice up, as the single-frame series' order
+    for source in (path, tmp_path / "enhanced"):
+        output = tmp_path / f"seg-{source.name}.dcm"
+        assert main(["predict", str(tiny_base), str(source), str(output), *prompts]) == 0
+        drawn = highdicom.seg.segread(output).get_pixels_by_source_frame(
+            source_sop_instance_uid=str(header.SOPInstanceUID), source_frame_numbers=list(range(1, len(heights) + 1)),
+            segment_numbers=[1], assert_missing_frames_are_empty=True,
+        )[..., 0]  # fmt: skip
+        assert np.array_equal(drawn[by_position].astype(bool), on_instances.astype(bool)), source

@@ -190,9 +190,8 @@ def _stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]
     if stack.multi_frame:
         raise VolumeReadError(
             f"{stack.files[0]}: an enhanced multi-frame file, one DICOM instance for the whole volume; DICOM-SEG "
-            "output, DICOM-SEG label maps and InstanceNumber prompts need a series of single-frame images. Write "
-            "the mask as NIfTI (.nii.gz) and give prompts in the display frame, or export the series as classic "
-            "single-frame images."
+            "label maps and InstanceNumber prompts need a series of single-frame images. Give prompts in the "
+            "display frame and labels as NIfTI, or export the series as classic single-frame images."
         )
     found = []
     for file in stack.files:
@@ -215,27 +214,65 @@ def _stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]
     # from the headers, before any pixel is decoded
     check_voxel_count((int(found[0][1].Rows), int(found[0][1].Columns), len(found)), f"DICOM series {folder}")
     orientation = np.array(found[0][1].ImageOrientationPatient, dtype=np.float64)
-    row_cosine, column_cosine = orientation[:3], orientation[3:]
-    normal = np.cross(row_cosine, column_cosine)
+    normal = np.cross(orientation[:3], orientation[3:])
     found.sort(
         key=lambda item: float(np.dot(np.array(item[1].ImagePositionPatient, dtype=np.float64), normal))
     )
     positions = np.array([np.array(d.ImagePositionPatient, dtype=np.float64) for _, d in found])
-    row_spacing, column_spacing = (float(v) for v in found[0][1].PixelSpacing)
+    return found, _grid_affine(orientation, found[0][1].PixelSpacing, positions, folder)
+
+
+def _grid_affine(
+    orientation: np.ndarray, pixel_spacing: Any, positions: np.ndarray, source: Any
+) -> np.ndarray:
+    """The RAS affine of a grid of DICOM slices (i = column, j = row, k = slice) from ImageOrientationPatient,
+    PixelSpacing and the slices' ImagePositionPatient `(K, 3)` in order along the normal; uneven steps (a
+    missing slice) are warned about and averaged."""
+    row_cosine, column_cosine = orientation[:3], orientation[3:]
+    row_spacing, column_spacing = (float(v) for v in pixel_spacing)
+    normal = np.cross(row_cosine, column_cosine)
     slice_step = (positions[-1] - positions[0]) / (len(positions) - 1) if len(positions) > 1 else normal
     if len(positions) > 1:
         gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
         if gaps.min() < 1e-6 or gaps.max() - gaps.min() > 0.01 * max(gaps.mean(), 1e-6) + 1e-3:
             warnings.warn(
-                f"{folder}: uneven slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); using the mean.",
-                stacklevel=3,
+                f"{source}: uneven slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); using the mean.",
+                stacklevel=4,
             )
     affine_lps = np.eye(4)
     affine_lps[:3, 0] = row_cosine * column_spacing
     affine_lps[:3, 1] = column_cosine * row_spacing
     affine_lps[:3, 2] = slice_step
     affine_lps[:3, 3] = positions[0]
-    return found, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+
+
+def enhanced_frame_grid(dataset: Any, source: Any = "") -> tuple[list[int], np.ndarray]:
+    """The frames of an enhanced multi-frame DICOM dataset in position order (frame indices from 0) and the RAS
+    affine of their grid (i = column, j = row, k = that order), from each frame's plane position and the
+    (per-frame or shared) plane orientation and pixel measures; what `labels_on_series_grid` maps a label
+    volume onto for a DICOM-SEG of the file.
+
+    Raises:
+        VolumeReadError: a frame without a position, orientation or pixel spacing.
+    """
+    shared = [*dataset.get("SharedFunctionalGroupsSequence", [])]
+    frames = [*dataset.get("PerFrameFunctionalGroupsSequence", [])]
+
+    def value(frame: int, sequence: str, name: str) -> Any:
+        for group in [frames[frame], *shared]:
+            if sequence in group and name in group[sequence][0]:
+                return getattr(group[sequence][0], name)
+        raise VolumeReadError(f"{source}: frame {frame + 1} has no {sequence} {name}.")
+
+    orientation = np.array(value(0, "PlaneOrientationSequence", "ImageOrientationPatient"), dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = [
+        np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in range(len(frames))
+    ]
+    order = sorted(range(len(frames)), key=lambda f: float(np.dot(positions[f], normal)))
+    spacing = value(0, "PixelMeasuresSequence", "PixelSpacing")
+    return order, _grid_affine(orientation, spacing, np.array([positions[f] for f in order]), source)
 
 
 def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:

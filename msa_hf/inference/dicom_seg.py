@@ -36,18 +36,66 @@ def labels_on_series_grid(
     """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
     instance k being the k-th slice of `dicom_series_slices(folder, series)` (pass its result as `slices` when
     it is already read: the series is then not read again)."""
-    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
-
     from msa_hf.data.volumes import dicom_series_slices
 
     found, affine = slices if slices is not None else dicom_series_slices(folder, series)
+    return _labels_on_grid(
+        canonical,
+        canonical_affine,
+        affine,
+        (int(found[0][1].Columns), int(found[0][1].Rows), len(found)),
+        folder,
+    )
+
+
+def _labels_on_grid(
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    folder: Any,
+) -> np.ndarray:
+    """A RAS+ label volume `(X, Y, Z)` on a DICOM grid of `shape` (columns, rows, slices) and RAS `affine`, as
+    `(slices, rows, columns)`."""
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
     transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
-    grid = apply_orientation(canonical, transform)  # (columns, rows, instances)
-    if grid.shape != (int(found[0][1].Columns), int(found[0][1].Rows), len(found)):
+    grid = apply_orientation(canonical, transform)  # (columns, rows, slices)
+    if grid.shape != shape:
         raise ValueError(
             f"the label volume {canonical.shape} does not lie on the grid of the series in {folder}."
         )
     return np.ascontiguousarray(grid.transpose(2, 1, 0))
+
+
+def _sources_and_labels(
+    folder: Path, series: str | None, canonical: np.ndarray, canonical_affine: np.ndarray
+) -> tuple[list[Any], np.ndarray]:
+    """The source images a DICOM-SEG references and the label volume as its frames `(frames, rows, columns)`,
+    frame k on source frame k: a series' instances in position order, or an enhanced multi-frame file's own
+    frames (in the file's frame order, which highdicom maps frame to frame)."""
+    import pydicom
+
+    from msa_hf.data.dicom_stacks import choose_stack
+    from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
+
+    file = folder  # an enhanced multi-frame file given itself
+    if folder.is_dir():
+        stack = choose_stack(folder, series)
+        if not stack.multi_frame:
+            slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
+            return [dataset for _, dataset in slices[0]], labels_on_series_grid(
+                folder, canonical, canonical_affine, slices
+            )
+        file = stack.files[0]
+    dataset = pydicom.dcmread(file)
+    order, affine = enhanced_frame_grid(dataset, file)
+    in_position_order = _labels_on_grid(
+        canonical, canonical_affine, affine, (int(dataset.Columns), int(dataset.Rows), len(order)), folder
+    )
+    frames = np.empty_like(in_position_order)
+    frames[order] = in_position_order  # position k is frame order[k]
+    return [dataset], frames
 
 
 def series_description(source: Any) -> str:
@@ -67,7 +115,8 @@ def write_dicom_seg(
     series: str | None = None,
 ) -> dict[int, int]:
     """Write `canonical` (a RAS+ label volume of the series in `folder`, or of the stack `series` chooses
-    there: `msa_hf.data.dicom_stacks`) as a DICOM-SEG file referencing that series' instances.
+    there: `msa_hf.data.dicom_stacks`) as a DICOM-SEG file referencing that series' instances (or the frames
+    of an enhanced multi-frame file, which `folder` may also name itself).
 
     Each label value present becomes a segment (numbered from 1 in value order, labelled `names[value]` or
     "structure <value>"), marked semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
@@ -78,13 +127,9 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     from msa_hf import __version__
-    from msa_hf.data.volumes import dicom_series_slices
 
     folder, output = Path(folder), Path(output)
-    slices = dicom_series_slices(
-        folder, series
-    )  # read once: the grid for the labels, the sources for the SEG
-    labels = labels_on_series_grid(folder, canonical, canonical_affine, slices)
+    sources, labels = _sources_and_labels(folder, series, canonical, canonical_affine)
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
         raise ValueError(
@@ -108,7 +153,6 @@ def write_dicom_seg(
         )
         for value, number in numbers.items()
     ]
-    sources = [dataset for _, dataset in slices[0]]
     try:
         segmentation = highdicom.seg.Segmentation(
             source_images=sources,

@@ -556,7 +556,7 @@ def check_prediction_request(
                     f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
                 )
     elif is_dicom_seg(output_path):
-        if not input_path.is_dir():
+        if not input_path.is_dir() and not is_enhanced_dicom_file(input_path):
             raise ValueError(
                 f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
                 "is not one. Write .nii or .nii.gz."
@@ -576,12 +576,7 @@ def check_prediction_request(
     if input_path.is_dir():
         from msa_hf.data.dicom_stacks import choose_stack
 
-        stack = choose_stack(input_path, series)
-        if stack.multi_frame and is_dicom_seg(output_path):
-            raise ValueError(
-                f"output {output_path}: DICOM-SEG references the instances of a series of single-frame images; "
-                f"{stack.files[0]} is an enhanced multi-frame file. Write .nii or .nii.gz."
-            )
+        choose_stack(input_path, series)
     elif series is not None:
         raise ValueError(f"{input_path}: a series is chosen in a DICOM folder; this input is not one.")
     if probabilities_path is not None:
