@@ -214,3 +214,36 @@ def test_a_study_is_read_in_the_series_its_seg_was_drawn_on(tmp_path, tiny_base)
     assert written.any() and np.array_equal(
         written, load_volume(tmp_path / "alone" / "case1.nii.gz", is_label=True).array
     )
+
+
+def test_a_seg_drawn_on_an_enhanced_file_labels_it(tmp_path):
+    """An enhanced multi-frame CT file (`images/case1.dcm`) with a DICOM-SEG drawn on its frames
+    (`labels/case1.dcm`) prepares to the rows of the same series as single-frame files with its SEG."""
+    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+
+    drawn = _case(tmp_path / "classic", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)
+    series = tmp_path / "classic" / "images" / "case1"
+    found, _ = dicom_series_slices(series)
+    enhanced = tmp_path / "enhanced" / "images" / "case1.dcm"
+    enhanced.parent.mkdir(parents=True)
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[dataset for _, dataset in found], series_instance_uid=highdicom.UID(), series_number=2,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(enhanced)  # fmt: skip
+    (tmp_path / "enhanced" / "labels").mkdir()
+    affine = load_volume(enhanced).affine
+    write_dicom_seg(enhanced, volume_from_axial_slices(drawn), affine, tmp_path / "enhanced" / "labels" / "case1.dcm",
+                    {1: "liver", 2: "spleen"})  # fmt: skip
+    labels = load_seg_labels(tmp_path / "enhanced" / "labels" / "case1.dcm", enhanced)
+    assert np.array_equal(axial_slices(labels.array), drawn) and np.allclose(labels.affine, affine)
+    for source in ("classic", "enhanced"):
+        report = prepare_dataset(
+            tmp_path / source, tmp_path / f"out-{source}", kind="volumes", split=(1.0, 0.0, 0.0)
+        )
+        assert not report.skipped_cases and report.class_names == {1: "liver", 2: "spleen"}, source
+    rows = {source: load_prepared(tmp_path / f"out-{source}")["train"] for source in ("classic", "enhanced")}
+    assert rows["classic"].num_rows == rows["enhanced"].num_rows == 5
+    for classic, enhanced_row in zip(rows["classic"], rows["enhanced"], strict=True):
+        assert np.array_equal(np.asarray(classic["label"]), np.asarray(enhanced_row["label"]))
+        assert np.array_equal(np.asarray(classic["image"]), np.asarray(enhanced_row["image"]))

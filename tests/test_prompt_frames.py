@@ -132,3 +132,36 @@ def test_predict_takes_a_viewers_coordinates_on_a_dicom_series(tiny_base, tmp_pa
     assert voxel_mask.any() and np.array_equal(
         voxel_mask, load_volume(tmp_path / "display.nii.gz", is_label=True).array
     )
+
+
+def test_a_viewers_frame_number_and_pixel_on_an_enhanced_file(tmp_path):
+    """`--prompt-frame voxel` on an enhanced multi-frame file: column i, row j of frame k (counted from 1, in the
+    file's own frame order) land on that pixel of that frame."""
+    highdicom = pytest.importorskip("highdicom")
+    import pydicom
+
+    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.zeros((6, 12, 16), np.float32)
+    volume[1, 3, 7], volume[4, 9, 2] = 100.0, 200.0  # (slice, row, column)
+    write_dicom_series(tmp_path / "series", volume)
+    found, _ = dicom_series_slices(tmp_path / "series")
+    path = tmp_path / "CT.dcm"
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=[dataset for _, dataset in found], series_instance_uid=highdicom.UID(), series_number=3,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(path)  # fmt: skip
+    frames = pydicom.dcmread(path).pixel_array.astype(np.float32) - 1024  # (frames, rows, columns), in HU
+    slices = axial_slices(load_volume(path).array)
+    for value in (100.0, 200.0):
+        frame, row, column = np.argwhere(frames == value)[0]
+        (prompt,) = prompts_in_display_frame(
+            [Prompt(points=[[column, row]], slice=int(frame) + 1)], path, "voxel"
+        )
+        (x, y) = prompt.points[0]
+        assert slices[prompt.slice, int(y), int(x)] == value
+    with pytest.raises(
+        ValueError, match="no image of that frame number; it has images with frame numbers 1 to 6"
+    ):
+        prompts_in_display_frame([Prompt(points=[[1, 1]], slice=7)], path, "voxel")

@@ -24,7 +24,9 @@ from msa_hf.data.volumes import (
     VolumeReadError,
     canonical_volume,
     dicom_series_slices,
+    enhanced_frame_grid,
     import_highdicom,
+    is_enhanced_dicom_file,
     is_nifti,
     load_volume,
 )
@@ -74,6 +76,16 @@ def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
             "DICOM-SEG with the series it was drawn on."
         )
     return uid
+
+
+def _enhanced_file(image: Path, series: str | None) -> Path | None:
+    """The enhanced multi-frame file `image` is or holds as the chosen stack; None for a single-frame series."""
+    from msa_hf.data.dicom_stacks import choose_stack
+
+    if not image.is_dir():
+        return image
+    stack = choose_stack(image, series)
+    return stack.files[0] if stack.multi_frame else None
 
 
 def segment_names(path: str | Path) -> dict[int, str]:
@@ -126,7 +138,7 @@ def load_label_volume(
     label_path, image_path = Path(label_path), Path(image_path)
     if is_nifti(label_path):
         return load_volume(label_path, is_label=True)
-    if not image_path.is_dir():
+    if not image_path.is_dir() and not is_enhanced_dicom_file(image_path):
         raise VolumeReadError(
             f"{label_path}: a DICOM-SEG label map is read onto the DICOM series it was drawn on; the image "
             f"{image_path} is not a DICOM series folder. Pair it with the series, or export the labels as NIfTI."
@@ -150,13 +162,21 @@ def load_seg_labels(
         VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
             overlapping segments, or no highdicom.
     """
+    import pydicom
+
     highdicom = import_highdicom("reading a DICOM-SEG label map")
     seg_path, series_folder = Path(seg_path), Path(series_folder)
     if not is_dicom_seg_file(seg_path):
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
-    found, affine = dicom_series_slices(series_folder, series)
-    series_uid = str(found[0][1].SeriesInstanceUID)
+    enhanced = _enhanced_file(series_folder, series)
+    if enhanced is not None:  # one file: its frames, in position order
+        header = pydicom.dcmread(enhanced, stop_before_pixels=True)
+        order, affine = enhanced_frame_grid(header, enhanced)
+        series_uid = str(header.SeriesInstanceUID)
+    else:
+        found, affine = dicom_series_slices(series_folder, series)
+        series_uid = str(found[0][1].SeriesInstanceUID)
     referenced = {str(item.SeriesInstanceUID) for item in segmentation.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:
         raise VolumeReadError(
@@ -170,14 +190,22 @@ def load_seg_labels(
         raise VolumeReadError(
             f"{seg_path}: segments {missing} have no label value in the label table {values}; add them to it."
         )
-    uids = [str(dataset.SOPInstanceUID) for _, dataset in found]
+    # placed by the instances (or frames) they reference, not by a grid of their own; none drawn: empty
+    placement = {"assert_missing_frames_are_empty": True, "ignore_spatial_locations": True}
     try:
-        frames = segmentation.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids,
-            segment_numbers=sorted(names),
-            assert_missing_frames_are_empty=True,  # instances with nothing drawn on them
-            ignore_spatial_locations=True,  # placed by the instances they reference, not by a grid of their own
-        )  # (instances, rows, columns, segments)
+        if enhanced is not None:
+            frames = segmentation.get_pixels_by_source_frame(
+                source_sop_instance_uid=str(header.SOPInstanceUID),
+                source_frame_numbers=[frame + 1 for frame in order],
+                segment_numbers=sorted(names),
+                **placement,
+            )  # (frames in position order, rows, columns, segments)
+        else:
+            frames = segmentation.get_pixels_by_source_instance(
+                source_sop_instance_uids=[str(dataset.SOPInstanceUID) for _, dataset in found],
+                segment_numbers=sorted(names),
+                **placement,
+            )  # (instances, rows, columns, segments)
     except (ValueError, KeyError, RuntimeError) as error:
         raise VolumeReadError(
             f"{seg_path}: its frames cannot be placed on the series in {series_folder} "

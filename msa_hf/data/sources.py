@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa_hf.data.image_files import is_dicom_file, is_image_file
-from msa_hf.data.volumes import is_nifti, nifti_stem
+from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
 IMAGE_FOLDER_NAMES = ("imagesTr", "images", "img", "image", "imgs")
@@ -248,8 +248,9 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
         )
         paired: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
-            is_series = entry.is_dir()  # a sub-folder is a DICOM series
-            if is_hidden(entry, image_folder) or not (is_nifti(entry) or is_series):
+            is_series = entry.is_dir()  # a sub-folder is a DICOM series (or study)
+            is_volume = is_nifti(entry) or is_series or is_enhanced_dicom_file(entry)
+            if is_hidden(entry, image_folder) or not is_volume:
                 continue
             label, case_id = labels.find(entry)
             if case_id not in paired:

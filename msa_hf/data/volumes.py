@@ -189,9 +189,8 @@ def _stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]
 
     if stack.multi_frame:
         raise VolumeReadError(
-            f"{stack.files[0]}: an enhanced multi-frame file, one DICOM instance for the whole volume; DICOM-SEG "
-            "label maps and InstanceNumber prompts need a series of single-frame images. Give prompts in the "
-            "display frame and labels as NIfTI, or export the series as classic single-frame images."
+            f"{stack.files[0]}: an enhanced multi-frame file, one DICOM instance for the whole volume, not a "
+            "series of slice files: read it with load_volume (its frames' grid: enhanced_frame_grid)."
         )
     found = []
     for file in stack.files:

@@ -38,7 +38,8 @@ class VoxelToDisplay:
 
     `axes[a]` is the RAS+ axis that input axis `a` becomes, `flips[a]` whether it runs backwards there
     (nibabel's `io_orientation`, which `as_closest_canonical` applies when msa_hf reads the input); `shape` is
-    the input's `(I, J, K)`. `instances` (a DICOM series) are the InstanceNumbers of its slices in `k` order,
+    the input's `(I, J, K)`. `instances` (DICOM) are the numbers of its slices in `k` order (`numbered_by`:
+    a series' InstanceNumbers, an enhanced multi-frame file's frame numbers),
     which name the slices instead of `k`.
     """
 
@@ -46,10 +47,16 @@ class VoxelToDisplay:
     flips: tuple[bool, bool, bool]
     shape: tuple[int, int, int]
     instances: tuple[int, ...] | None = None
+    numbered_by: str = "InstanceNumber"
 
     @classmethod
     def of_affine(
-        cls, affine: np.ndarray, shape: tuple[int, ...], source: str, instances: tuple[int, ...] | None = None
+        cls,
+        affine: np.ndarray,
+        shape: tuple[int, ...],
+        source: str,
+        instances: tuple[int, ...] | None = None,
+        numbered_by: str = "InstanceNumber",
     ) -> VoxelToDisplay:
         """The map of a grid of `shape` on `affine` (voxel -> RAS mm). Raises `ValueError` for a grid whose third
         axis is not its inferior-superior one."""
@@ -64,7 +71,7 @@ class VoxelToDisplay:
                 "the slices msa-hf and its demo show)."
             )
         flips = tuple(bool(f < 0) for f in orientation[:, 1])
-        return cls(axes, flips, tuple(int(s) for s in shape[:3]), instances)  # type: ignore[arg-type]
+        return cls(axes, flips, tuple(int(s) for s in shape[:3]), instances, numbered_by)  # type: ignore[arg-type]
 
     @classmethod
     def of_file(cls, path: str | Path) -> VoxelToDisplay:
@@ -77,10 +84,25 @@ class VoxelToDisplay:
     @classmethod
     def of_series(cls, folder: str | Path, series: str | None = None) -> VoxelToDisplay:
         """The map of the DICOM series in `folder` (or the stack `series` names there): `i` = column, `j` = row
-        of the image whose InstanceNumber is `k`. Raises `ValueError` where the series' images do not have one
-        InstanceNumber each."""
-        from msa_hf.data.volumes import dicom_series_slices
+        of the image whose InstanceNumber is `k`; for an enhanced multi-frame file (which `folder` may also
+        name itself), of its frame number `k` (from 1, as a viewer counts them). Raises `ValueError` where the
+        series' images do not have one InstanceNumber each."""
+        import pydicom
 
+        from msa_hf.data.dicom_stacks import choose_stack
+        from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
+
+        file = Path(folder)  # an enhanced multi-frame file given itself
+        if file.is_dir():
+            stack = choose_stack(folder, series)
+            file = stack.files[0] if stack.multi_frame else None
+        if file is not None:
+            header = pydicom.dcmread(file, stop_before_pixels=True)
+            order, affine = enhanced_frame_grid(header, file)
+            shape = (int(header.Columns), int(header.Rows), len(order))
+            return cls.of_affine(
+                affine, shape, str(file), tuple(frame + 1 for frame in order), "frame number"
+            )
         found, affine = dicom_series_slices(folder, series)
         numbers = [dataset.get("InstanceNumber") for _, dataset in found]
         if any(number is None for number in numbers) or len({int(n) for n in numbers}) != len(numbers):
@@ -119,7 +141,7 @@ class VoxelToDisplay:
         """The input's slice numbers, as a message gives them."""
         if self.instances is None:
             return f"slices 0 to {self.shape[2] - 1}"
-        return f"images with InstanceNumbers {min(self.instances)} to {max(self.instances)}"
+        return f"images with {self.numbered_by}s {min(self.instances)} to {max(self.instances)}"
 
     def _index(self, k: int) -> int:
         """The input's slice `k` as its index along the third axis."""
@@ -128,7 +150,7 @@ class VoxelToDisplay:
                 raise ValueError(f"prompt slice {k}: the input has {self.slice_names()}.")
             return int(k)
         if k not in self.instances:
-            raise ValueError(f"prompt slice {k}: the series has no image of that InstanceNumber; it has "
+            raise ValueError(f"prompt slice {k}: the series has no image of that {self.numbered_by}; it has "
                              f"{self.slice_names()}.")  # fmt: skip
         return self.instances.index(k)
 
@@ -159,7 +181,7 @@ def voxel_frame(
         ValueError: an unknown frame, voxel prompts for a 2-D image (its pixels are its frame already), or for a
             non-axial volume, or a DICOM series whose images are not numbered one each.
     """
-    from msa_hf.data.volumes import is_nifti
+    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
 
     if frame not in PROMPT_FRAMES:
         raise ValueError(f"prompt frame {frame!r}: expected one of {', '.join(PROMPT_FRAMES)}.")
@@ -167,7 +189,7 @@ def voxel_frame(
         return None
     if is_nifti(input_path):
         return VoxelToDisplay.of_file(input_path)
-    if Path(input_path).is_dir():
+    if Path(input_path).is_dir() or is_enhanced_dicom_file(input_path):
         return VoxelToDisplay.of_series(input_path, series)
     raise ValueError(
         f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a NIfTI file's voxels or a DICOM "
