@@ -362,3 +362,20 @@ def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base):
             segment_numbers=[1], assert_missing_frames_are_empty=True,
         )[..., 0]  # fmt: skip
         assert np.array_equal(drawn[by_position].astype(bool), on_instances.astype(bool)), source
+
+
+def test_an_enhanced_file_of_two_acquisitions_is_refused_not_interleaved(tmp_path):
+    uids = write_dicom_series(
+        tmp_path / "dual", _volume(1), attributes={"AcquisitionNumber": 1}, file_prefix="A"
+    )
+    write_dicom_series(
+        tmp_path / "dual", _volume(2), uids=uids, attributes={"AcquisitionNumber": 2}, file_prefix="B"
+    )
+    highdicom = pytest.importorskip("highdicom")
+    datasets = [pydicom.dcmread(path) for path in sorted((tmp_path / "dual").iterdir())]
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=4,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(tmp_path / "CT.dcm")  # fmt: skip
+    with pytest.raises(VolumeReadError, match="its 12 frames cannot be read as one volume.*dcm2niix"):
+        load_volume(tmp_path / "CT.dcm")
