@@ -10,9 +10,10 @@ Stacking such slices by their position would interleave two volumes (or three pl
 So a folder is read as *stacks*: the slices of one series, one orientation and one acquisition (told apart by
 the first of `ACQUISITION_ATTRIBUTES` that gives each position one slice), each with a key to choose it by: the
 series number (`2`), with the orientation or the acquisition where a series holds several (`1/coronal`,
-`3/EchoNumbers=2`), or the series instance UID. A folder of one stack is read as it is; a folder of several
-needs its choice, and the refusal lists them (number, slices, orientation, modality, description) with the
-way to choose. Only headers are read here: the pixels of the chosen stack alone are decoded later.
+`3/EchoNumbers=2`), or the series instance UID. An enhanced multi-frame file (a whole CT/MR volume in one file,
+its frames carrying their positions) is a stack of its own. A folder of one stack is read as it is; a folder of
+several needs its choice, and the refusal lists them (number, slices, orientation, modality, description) with
+the way to choose. Only headers are read here: the pixels of the chosen stack alone are decoded later.
 """
 
 from __future__ import annotations
