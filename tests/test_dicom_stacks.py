@@ -379,3 +379,19 @@ def test_an_enhanced_file_of_two_acquisitions_is_refused_not_interleaved(tmp_pat
     ).save_as(tmp_path / "CT.dcm")  # fmt: skip
     with pytest.raises(VolumeReadError, match="its 12 frames cannot be read as one volume.*dcm2niix"):
         load_volume(tmp_path / "CT.dcm")
+
+
+def test_without_highdicom_an_enhanced_input_says_what_to_install_before_the_model_loads(
+    tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    from msa_hf.cli import main
+
+    write_dicom_series(tmp_path / "classic", _volume(3))
+    path = _enhanced_copy(tmp_path / "classic", tmp_path / "enhanced" / "CT.dcm")
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # as where the dicom extra is not installed
+    for source in (path, tmp_path / "enhanced"):
+        code = main(["predict", str(tmp_path / "no-model"), str(source), str(tmp_path / "m.nii.gz"), "--slice", "1",
+                     "--box", "1", "1", "5", "5"])  # fmt: skip
+        assert code != 0 and 'needs highdicom: pip install "msa_hf[dicom]"' in capsys.readouterr().err, source

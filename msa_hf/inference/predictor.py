@@ -526,7 +526,7 @@ def check_prediction_request(
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
     headers, `msa_hf.data.dicom_stacks`)."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
-    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.volumes import import_highdicom, is_enhanced_dicom_file, is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
@@ -573,12 +573,15 @@ def check_prediction_request(
         raise ValueError(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."
         )
+    enhanced = kind == "volume" and not is_nifti(input_path) and not input_path.is_dir()
     if input_path.is_dir():
         from msa_hf.data.dicom_stacks import choose_stack
 
-        choose_stack(input_path, series)
+        enhanced = choose_stack(input_path, series).multi_frame
     elif series is not None:
         raise ValueError(f"{input_path}: a series is chosen in a DICOM folder; this input is not one.")
+    if enhanced:  # its reader is there before anything runs
+        import_highdicom("reading an enhanced multi-frame DICOM volume")
     if probabilities_path is not None:
         probabilities_path = Path(probabilities_path)
         check_not_an_input(probabilities_path, [input_path])
