@@ -395,3 +395,23 @@ def test_without_highdicom_an_enhanced_input_says_what_to_install_before_the_mod
         code = main(["predict", str(tmp_path / "no-model"), str(source), str(tmp_path / "m.nii.gz"), "--slice", "1",
                      "--box", "1", "1", "5", "5"])  # fmt: skip
         assert code != 0 and 'needs highdicom: pip install "msa_hf[dicom]"' in capsys.readouterr().err, source
+
+
+def test_many_enhanced_files_are_segmented_as_volumes(tmp_path, tiny_base):
+    from msa_hf.cli import main
+
+    write_dicom_series(tmp_path / "classic", _volume(3))
+    for name in ("a", "b"):
+        _enhanced_copy(tmp_path / "classic", tmp_path / "scans" / f"{name}.dcm")
+    prompts = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    assert (
+        main(["predict", str(tiny_base), str(tmp_path / "classic"), str(tmp_path / "alone.nii.gz"), *prompts])
+        == 0
+    )
+    assert (
+        main(["predict", str(tiny_base), str(tmp_path / "scans" / "*.dcm"), str(tmp_path / "out"), *prompts])
+        == 0
+    )
+    expected = load_volume(tmp_path / "alone.nii.gz", is_label=True).array
+    for name in ("a", "b"):  # each mask a NIfTI named after its file
+        assert np.array_equal(load_volume(tmp_path / "out" / f"{name}.nii.gz", is_label=True).array, expected)

@@ -95,13 +95,16 @@ def is_batch_source(source: str | Path) -> bool:
 
 
 def output_name(input_path: Path) -> str:
-    """The mask's file name for an input: volumes (NIfTI, DICOM series) -> `<name>.nii.gz`, images -> `.png`."""
-    from msa_hf.data.volumes import is_nifti, nifti_stem
+    """The mask's file name for an input: volumes (NIfTI, a DICOM series, an enhanced multi-frame DICOM file) ->
+    `<name>.nii.gz`, images -> `.png`."""
+    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
 
     if is_nifti(input_path):
         return f"{nifti_stem(input_path)}.nii.gz"
     if input_path.is_dir():
         return f"{input_path.name}.nii.gz"
+    if is_enhanced_dicom_file(input_path):
+        return f"{input_path.stem}.nii.gz"
     return f"{input_path.stem}.png"
 
 
