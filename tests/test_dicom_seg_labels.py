@@ -247,3 +247,15 @@ def test_a_seg_drawn_on_an_enhanced_file_labels_it(tmp_path):
     for classic, enhanced_row in zip(rows["classic"], rows["enhanced"], strict=True):
         assert np.array_equal(np.asarray(classic["label"]), np.asarray(enhanced_row["label"]))
         assert np.array_equal(np.asarray(classic["image"]), np.asarray(enhanced_row["image"]))
+
+
+def test_seg_files_that_number_their_segments_alike_keep_their_numbers(tmp_path):
+    """Every file numbers the spleen 1 and the liver 2: those are the values (not the alphabetical liver 1)."""
+    drawn = {case: _case(tmp_path / "src", case, {"spleen": SPLEEN, "liver": LIVER}, seed=seed)
+             for case, seed in (("case1", 1), ("case2", 2))}  # fmt: skip
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert report.class_names == {1: "spleen", 2: "liver"}
+    assert not any("number their segments differently" in warning for warning in report.warnings)
+    labels = _prepared_labels(tmp_path / "out")
+    for case, display in drawn.items():
+        assert np.array_equal(labels[case], display[2:7]), case  # spleen 1, liver 2, as drawn

@@ -109,10 +109,10 @@ def segment_label_values(
     for file in files:
         for number, name in segment_names(file).items():
             numbers.setdefault(name, set()).add(number)
-    agreed = all(len(found) == 1 for found in numbers.values())
-    owners = [next(iter(found)) for found in numbers.values()] if agreed else []
-    if agreed and len(set(owners)) == len(owners):
-        return {name: next(iter(found)) for name, found in numbers.items()}, None
+    # one number per label across the files, and one label per number: the files' own numbering
+    own = {name: min(found) for name, found in numbers.items()}
+    if all(len(found) == 1 for found in numbers.values()) and len(set(own.values())) == len(own):
+        return own, None
     by_name = {name: value for value, name in enumerate(sorted(numbers), start=1)}
     return by_name, (
         "the DICOM-SEG files number their segments differently; label values are given by segment label: "

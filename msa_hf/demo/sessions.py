@@ -388,8 +388,7 @@ class VolumeSession:
             )
         if not self.masks.any():
             raise ValueError("nothing is segmented yet: click a structure first.")
-        output = Path(folder or self.folder) / "msa_mask_seg.dcm"
-        output.unlink(missing_ok=True)  # this session's own earlier SEG, rewritten at each request
+        output = Path(folder or self.folder) / "msa_mask_seg.dcm"  # replaced whole at each request
         canonical = volume_from_axial_slices(self.masks.astype(np.uint8))
         try:
             write_dicom_seg(
