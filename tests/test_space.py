@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.demo.prompt_state import BOX, NEGATIVE, POSITIVE, add_prompt, describe, empty_prompts, undo_prompt
-from msa_hf.demo.sessions import DemoSession, SeveralStacks, VolumeSession
+from msa_hf.demo.sessions import DemoSession, VolumeSession
 from msa_hf.demo.uploads import read_upload, source_of
 from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
@@ -326,7 +327,8 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     files += sorted(str(p) for p in (tmp_path / "other").iterdir())
     with pytest.raises(SeveralStacks) as refused:
         VolumeSession(files, DemoSession(BrightInBoxSam(32)))
-    assert refused.value.stacks == {"3": "3: 10 axial CT slices", "8": '8: 4 axial CT slices, "late"'}
+    offered = {stack.key: stack.describe() for stack in refused.value.stacks}
+    assert offered == {"3": "3: 10 axial CT slices", "8": '8: 4 axial CT slices, "late"'}
     assert str(tmp_path) not in str(refused.value) and "msa-series-" not in str(refused.value)
     chosen = VolumeSession(files, DemoSession(BrightInBoxSam(32)), series="3")
     assert np.array_equal(chosen.slices, volume.slices)

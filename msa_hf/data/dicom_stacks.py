@@ -81,6 +81,15 @@ class _Header:
         return "\\".join(str(v) for v in value) if _is_sequence_value(value) else str(value)
 
 
+class SeveralStacks(VolumeReadError):
+    """A DICOM folder of several image stacks read without choosing one; `stacks` are they, in listing order,
+    for a caller (the demo) to offer the choice."""
+
+    def __init__(self, stacks: list[DicomStack], message: str) -> None:
+        super().__init__(message)
+        self.stacks = stacks
+
+
 def find_stacks(folder: str | Path) -> list[DicomStack]:
     """The image stacks under `folder` (every sub-folder included), in series-number order.
 
@@ -199,10 +208,11 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
             if len(tops) == len(stacks)
             else ""
         )
-        raise VolumeReadError(
+        raise SeveralStacks(
+            stacks,
             f"{folder}: holds {len(stacks)} DICOM image stacks; name the one to read (--series KEY of msa-hf predict "
             f"or prepare, series=KEY in Python) or give each series a folder of its own{each}:\n"
-            f"{_listing(stacks, folder)}"
+            f"{_listing(stacks, folder)}",
         )
     series = str(series).strip()
     chosen = [stack for stack in stacks if stack.key == series] or [

@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.demo.api import parse_api_prompts
 from msa_hf.demo.prompt_state import (
     BOX,
@@ -34,7 +35,7 @@ from msa_hf.demo.prompt_state import (
     has_prompt,
     undo_prompt,
 )
-from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, SeveralStacks, VolumeSession, mask_choice
+from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession, mask_choice
 from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 
@@ -238,7 +239,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         try:
             volume = VolumeSession(paths, session, adapter or None, series=series or None)
         except SeveralStacks as several:  # a study's series: the visitor chooses one
-            choices = [(described, key) for key, described in several.stacks.items()]
+            choices = [(stack.describe(), stack.key) for stack in several.stacks]
             chooser = gr.update(choices=choices, value=None, visible=True)
             message = f"the files hold {len(choices)} image stacks (series); choose the one to open."
             return None, gr.update(), None, message, chooser

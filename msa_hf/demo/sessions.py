@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
@@ -202,17 +203,6 @@ class Segmentation:
         return f"mask {self.chosen + 1} of {len(self.scores)} shown; predicted IoU {listed}"
 
 
-class SeveralStacks(ValueError):
-    """Uploaded DICOM files that hold several image stacks (a study's series); `stacks` maps each stack's key
-    to its description, for the page to offer the choice."""
-
-    def __init__(self, stacks: dict[str, str]) -> None:
-        super().__init__(
-            f"the DICOM files hold {len(stacks)} image stacks ({'; '.join(stacks.values())}); choose one."
-        )
-        self.stacks = stacks
-
-
 class VolumeSession:
     """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
     propagation through the volume, and a NIfTI download on the input's grid."""
@@ -230,11 +220,11 @@ class VolumeSession:
         files = [files] if isinstance(files, str) else list(files)
         self.source, self.series = self._gather(files), series
         try:
-            if series is None:
-                self._check_one_stack(self.source)
             self.volume = load_volume(self.source, series=series)
-        except SeveralStacks:
-            raise
+        except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
+            listing = "; ".join(stack.describe() for stack in several.stacks)
+            message = f"the DICOM files hold {len(several.stacks)} image stacks ({listing}); choose one."
+            raise SeveralStacks(several.stacks, message) from None  # without the server's folder
         except (ValueError, OSError) as error:
             raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
         if self.volume.array.size > MAX_VOXELS:
@@ -255,19 +245,6 @@ class VolumeSession:
             session.model, session.window, device=placement.device, dtype=placement.dtype
         )
         self.predictor.set_volume(self.slices, self.modality)
-
-    @staticmethod
-    def _check_one_stack(source: str) -> None:
-        """Uploaded DICOM files must be one volume: files of several series (or a localizer's planes, or two
-        acquisitions of one series) are never stacked into one; `SeveralStacks` says what they hold, for the
-        visitor to choose one (`series=`)."""
-        if not Path(source).is_dir():
-            return
-        from msa_hf.data.dicom_stacks import find_stacks
-
-        stacks = find_stacks(source)
-        if len(stacks) > 1:
-            raise SeveralStacks({stack.key: stack.describe() for stack in stacks})
 
     @staticmethod
     def _gather(files: list[str]) -> str:
