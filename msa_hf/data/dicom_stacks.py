@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from msa_hf.data.image_files import MULTI_FRAME_ADVICE, has_dicom_marker
-from msa_hf.data.volumes import VolumeReadError
+from msa_hf.data.volumes import VolumeReadError, frame_value
 
 # attributes that tell apart images at one position of one series, most specific first: the echoes of a
 # multi-echo MR, the phases of a dynamic or cardiac series, the acquisitions of a dual-energy CT
@@ -164,22 +164,14 @@ def is_enhanced_volume(dataset: Any) -> bool:
     or MR volume in one file, as newer scanners write them (not a segmentation, not a cine loop)."""
     if int(dataset.get("NumberOfFrames", 1) or 1) < 2 or dataset.get("Modality") == "SEG":
         return False
-    groups = [
-        *dataset.get("SharedFunctionalGroupsSequence", []),
-        *dataset.get("PerFrameFunctionalGroupsSequence", []),
-    ]
-    return any("PlanePositionSequence" in group for group in groups)
+    return frame_value(dataset, 0, "PlanePositionSequence", "ImagePositionPatient") is not None
 
 
 def _enhanced_stack(key: str, series_uid: str, number: str, header: _Header) -> DicomStack:
     """The stack of one enhanced multi-frame file, its orientation from its (shared or first) frame's plane."""
     dataset = header.dataset
-    groups = [
-        *dataset.get("SharedFunctionalGroupsSequence", []),
-        *dataset.get("PerFrameFunctionalGroupsSequence", []),
-    ]
-    planes = [group.PlaneOrientationSequence[0] for group in groups if "PlaneOrientationSequence" in group]
-    plane = _plane_name(np.array(planes[0].ImageOrientationPatient, float)) if planes else "oblique"
+    cosines = frame_value(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
+    plane = _plane_name(np.array(cosines, float)) if cosines is not None else "oblique"
     return DicomStack(
         key, series_uid, number, header.get("SeriesDescription").strip(), header.get("Modality") or "other",
         plane, [header.file], int(dataset.NumberOfFrames),

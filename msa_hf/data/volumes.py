@@ -246,6 +246,17 @@ def _grid_affine(
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
 
 
+def frame_value(dataset: Any, frame: int, sequence: str, name: str) -> Any | None:
+    """An enhanced multi-frame dataset's functional-group attribute `sequence` > `name` for `frame` (from 0):
+    the frame's own, else the shared one; None where neither has it."""
+    frames = dataset.get("PerFrameFunctionalGroupsSequence", [])
+    own = [frames[frame]] if frame < len(frames) else []
+    for group in [*own, *dataset.get("SharedFunctionalGroupsSequence", [])]:
+        if sequence in group and name in group[sequence][0]:
+            return getattr(group[sequence][0], name)
+    return None
+
+
 def enhanced_frame_grid(dataset: Any, source: Any = "") -> tuple[list[int], np.ndarray]:
     """The frames of an enhanced multi-frame DICOM dataset in position order (frame indices from 0) and the RAS
     affine of their grid (i = column, j = row, k = that order), from each frame's plane position and the
@@ -255,21 +266,20 @@ def enhanced_frame_grid(dataset: Any, source: Any = "") -> tuple[list[int], np.n
     Raises:
         VolumeReadError: a frame without a position, orientation or pixel spacing.
     """
-    shared = [*dataset.get("SharedFunctionalGroupsSequence", [])]
-    frames = [*dataset.get("PerFrameFunctionalGroupsSequence", [])]
+    frames = len(dataset.get("PerFrameFunctionalGroupsSequence", []))
 
     def value(frame: int, sequence: str, name: str) -> Any:
-        for group in [frames[frame], *shared]:
-            if sequence in group and name in group[sequence][0]:
-                return getattr(group[sequence][0], name)
-        raise VolumeReadError(f"{source}: frame {frame + 1} has no {sequence} {name}.")
+        found = frame_value(dataset, frame, sequence, name)
+        if found is None:
+            raise VolumeReadError(f"{source}: frame {frame + 1} has no {sequence} {name}.")
+        return found
 
     orientation = np.array(value(0, "PlaneOrientationSequence", "ImageOrientationPatient"), dtype=np.float64)
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [
-        np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in range(len(frames))
+        np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in range(frames)
     ]
-    order = sorted(range(len(frames)), key=lambda f: float(np.dot(positions[f], normal)))
+    order = sorted(range(frames), key=lambda f: float(np.dot(positions[f], normal)))
     spacing = value(0, "PixelMeasuresSequence", "PixelSpacing")
     return order, _grid_affine(orientation, spacing, np.array([positions[f] for f in order]), source)
 
