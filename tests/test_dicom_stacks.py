@@ -415,3 +415,33 @@ def test_many_enhanced_files_are_segmented_as_volumes(tmp_path, tiny_base):
     expected = load_volume(tmp_path / "alone.nii.gz", is_label=True).array
     for name in ("a", "b"):  # each mask a NIfTI named after its file
         assert np.array_equal(load_volume(tmp_path / "out" / f"{name}.nii.gz", is_label=True).array, expected)
+
+
+def test_enhanced_files_take_prompts_from_nifti_label_maps_on_their_grid(tmp_path, tiny_base, capsys):
+    """A label map on an enhanced file's grid is accepted (its grid read from the header, as for a series) and
+    gives the masks the same labels give the series as single-frame files; one off the grid fails its row."""
+    import nibabel as nib
+
+    from msa_hf.cli import main
+
+    write_dicom_series(tmp_path / "series" / "a", _volume(3))
+    _enhanced_copy(tmp_path / "series" / "a", tmp_path / "enhanced" / "a.dcm")
+    series = load_volume(tmp_path / "series" / "a")
+    labels = np.zeros(series.array.shape, np.uint8)
+    labels[4:10, 3:9, 1:4] = 1
+    for folder in ("series-labels", "enhanced-labels"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(labels, series.affine), tmp_path / folder / "a.nii.gz")
+    common = ["--device", "cpu"]
+    assert main(["predict", str(tiny_base), str(tmp_path / "series" / "*"), str(tmp_path / "out-series"),
+                 "--prompts-from-labels", str(tmp_path / "series-labels"), *common]) == 0  # fmt: skip
+    assert main(["predict", str(tiny_base), str(tmp_path / "enhanced" / "*.dcm"), str(tmp_path / "out-enhanced"),
+                 "--prompts-from-labels", str(tmp_path / "enhanced-labels"), *common]) == 0  # fmt: skip
+    expected = load_volume(tmp_path / "out-series" / "a.nii.gz", is_label=True).array
+    written = load_volume(tmp_path / "out-enhanced" / "a.nii.gz", is_label=True).array
+    assert expected.any() and np.array_equal(written, expected)
+    nib.save(nib.Nifti1Image(labels[:, :, :4], series.affine), tmp_path / "enhanced-labels" / "a.nii.gz")
+    capsys.readouterr()
+    assert main(["predict", str(tiny_base), str(tmp_path / "enhanced" / "*.dcm"), str(tmp_path / "out-off"),
+                 "--prompts-from-labels", str(tmp_path / "enhanced-labels"), *common]) == 1  # fmt: skip
+    assert "has shape (16, 12, 4), its input" in capsys.readouterr().out

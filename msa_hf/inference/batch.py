@@ -34,6 +34,7 @@ from msa_hf.inference.predictor import (
     Prompt,
     SegmentationPredictor,
     check_prediction_request,
+    input_kind,
     predict_file,
     read_picture,
     read_prompts,
@@ -326,20 +327,23 @@ def _encoded_images(path: Path, series: str | None = None) -> int:
 
 
 def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
-    """The RAS+ shape of a volume (NIfTI or DICOM series), or the (height, width) of an image, from headers:
-    no pixel is decoded (the input is read once, by `predict_file`), except for an enhanced multi-frame DICOM
-    volume, whose grid only its reader orders."""
+    """The RAS+ shape of a volume (NIfTI, a DICOM series or an enhanced multi-frame file), or the (height,
+    width) of an image, from headers: no pixel is decoded (the input is read once, by `predict_file`)."""
+    import pydicom
     from nibabel.orientations import io_orientation
     from PIL import Image
 
     from msa_hf.data.dicom_stacks import choose_stack
-    from msa_hf.data.volumes import dicom_series_slices, is_enhanced_dicom_file, is_nifti, load_volume
+    from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid, is_enhanced_dicom_file, is_nifti
 
-    if is_enhanced_dicom_file(path) or (path.is_dir() and choose_stack(path, series).multi_frame):
-        return tuple(
-            int(size) for size in load_volume(path, series=series if path.is_dir() else None).array.shape
-        )
-    if is_nifti(path):
+    enhanced = path if is_enhanced_dicom_file(path) else None
+    if path.is_dir() and (stack := choose_stack(path, series)).multi_frame:
+        enhanced = stack.files[0]
+    if enhanced is not None:  # its frames' grid, as a DICOM-SEG of it places them
+        header = pydicom.dcmread(enhanced, stop_before_pixels=True)
+        order, affine = enhanced_frame_grid(header, enhanced)
+        shape = (int(header.Columns), int(header.Rows), len(order))
+    elif is_nifti(path):
         import nibabel as nib
 
         image = nib.load(str(path))
@@ -500,12 +504,10 @@ def _encoded(predictor: SegmentationPredictor, pictures: list[_Picture], batch_s
 
 def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
     """The item's prompts: its own, else taken from its reference label map."""
-    from msa_hf.data.volumes import is_nifti
-
     if item.prompts is not None:
         return item.prompts
     check_label_map_grid(item)
-    volume = is_nifti(item.input) or item.input.is_dir()
+    volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     return prompts_from_label_map(
         item.labels, kind, volume, image_path=item.input if volume else None, series=item.series
     )

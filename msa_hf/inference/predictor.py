@@ -511,6 +511,25 @@ def is_dicom_seg(output_path: str | Path) -> bool:
 MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
+def input_kind(input_path: str | Path) -> str:
+    """What an input is: "volume" (NIfTI, a DICOM series folder, an enhanced multi-frame DICOM file), "dicom"
+    (a single DICOM image) or "image" (PNG/JPEG/TIFF/BMP). Raises `ValueError` for anything else."""
+    from msa_hf.data.image_files import is_dicom_file, is_image_file
+    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
+
+    input_path = Path(input_path)
+    if is_nifti(input_path) or input_path.is_dir() or is_enhanced_dicom_file(input_path):
+        return "volume"
+    if input_path.is_file() and is_dicom_file(input_path):
+        return "dicom"
+    if is_image_file(input_path):
+        return "image"
+    raise ValueError(
+        f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
+        "series folder."
+    )
+
+
 def check_prediction_request(
     input_path: str | Path,
     output_path: str | Path,
@@ -525,24 +544,11 @@ def check_prediction_request(
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
     headers, `msa_hf.data.dicom_stacks`)."""
-    from msa_hf.data.image_files import is_dicom_file, is_image_file
     from msa_hf.data.volumes import import_highdicom, is_enhanced_dicom_file, is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
-    if is_enhanced_dicom_file(input_path):  # a whole CT/MR volume in one DICOM file
-        kind = "volume"
-    elif input_path.is_file() and not is_nifti(input_path) and is_dicom_file(input_path):
-        kind = "dicom"
-    elif is_image_file(input_path):
-        kind = "image"
-    elif is_nifti(input_path) or input_path.is_dir():
-        kind = "volume"
-    else:
-        raise ValueError(
-            f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
-            "series folder."
-        )
+    kind = input_kind(input_path)
     name = output_path.name.lower()
     if kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
