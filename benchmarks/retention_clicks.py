@@ -59,15 +59,12 @@ def mean_dice_per_first_click(model: Any, dataset: str, split: str, classes: str
     """Per protocol, the mean Dice over the structures `classes` names (per case, then over cases, as
     `evaluate_model` scores) with each of the evaluation's clicks of a row (ten) as the first click:
     `{protocol: [Dice per first click]}`."""
-    from msa_hf.evaluation.case_scores import score_cases, summarise_by_class
+    from msa_hf.evaluation.case_scores import case_spacings, score_cases, summarise_by_class
     from msa_hf.evaluation.protocols import evaluation_tasks, predict_protocols
     from msa_hf.inference.placement import Placement
 
     tasks = evaluation_tasks(dataset, split, model.config.vision_config.image_size, classes=classes)
-    spacing_of = {
-        row["case_id"]: tuple(row["spacing"])
-        for row in tasks.with_format(None).select_columns(["case_id", "spacing"])
-    }
+    spacing_of = case_spacings(tasks.with_format(None))
     transform = tasks.format["format_kwargs"]["transform"]
     clicks = tasks[0]["input_points"].shape[-2]  # as many as evaluation_tasks gives each row
     placement = Placement(torch.device("cpu"), torch.float32)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from msa_hf.cli import main
 from msa_hf.data import prepare_dataset
+from msa_hf.evaluation.metrics import picture_surface_metrics, surface_metrics
 from msa_hf.evaluation.protocols import CaseScore, clicks_to_reach, evaluate_model, markdown_table
 from msa_hf.testing import BoxFillSam
 
@@ -28,7 +29,11 @@ def disks(tmp_path_factory):
         rows, cols = np.nonzero(disk)
         box = np.zeros_like(disk, bool)
         box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
-        expected[f"disk{index}"] = 2 * disk.sum() / (disk.sum() + box.sum())
+        # Dice, and HD95 and NSD measured in the picture's plane, in pixels
+        expected[f"disk{index}"] = (
+            2 * disk.sum() / (disk.sum() + box.sum()),
+            *surface_metrics(box, disk, 2.0),
+        )
     output = tmp_path_factory.mktemp("prepared") / "disks"
     prepare_dataset(source, output, split=(0.0, 0.0, 1.0))
     return output, expected
@@ -39,14 +44,15 @@ def test_box_protocol_scores_a_box_filling_model_at_the_box_fill_dice(disks, tmp
     report = evaluate_model(BoxFillSam(48), folder, "test", ("box",), output_dir=tmp_path / "out")
     cases = (tmp_path / "out" / "cases_box.csv").read_text().splitlines()[1:]
     assert len(cases) == 8
+    assert (tmp_path / "out" / "cases_box.csv").read_text().startswith("case_id,class_name,dice,iou,hd95_px,")
     for line in cases:
-        case_id, _, dice, *_ = line.split(",")
-        assert float(dice) == pytest.approx(
-            expected[case_id], abs=1e-9
-        )  # exact: the model frame is the image
-    mean = np.mean(list(expected.values()))
+        case_id, _, dice, _, hd95, nsd, _ = line.split(",")
+        # exact: the model frame is the image
+        assert (float(dice), float(hd95), float(nsd)) == pytest.approx(expected[case_id], abs=1e-9)
+    mean = np.mean([dice for dice, _, _ in expected.values()])
     assert report["tables"]["box"]["class_1"]["dice"] == pytest.approx(mean)
-    assert "| class_1 | " in (tmp_path / "out" / "results.md").read_text()
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "| class_1 | " in results and "HD95 (pixels)" in results
     assert (tmp_path / "out" / "overlays.png").is_file()
 
 
@@ -177,3 +183,34 @@ def test_cli_evaluate_prints_the_iterative_curve_it_writes(tiny_base, disk_datas
         f"iterative: Dice per click {curve}; mean clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, to 0.90: "
         f"{iterative['clicks_to_0.90']:.2f} (a case that never gets there counts 4)"
     ) in capsys.readouterr().out
+
+
+def test_a_case_of_pictures_of_different_sizes_is_scored_picture_by_picture(tmp_path):
+    # images/<patient>/001.png: each patient folder is one case, and a patient's pictures differ in size
+    # (stacked as slices they could not be scored at all)
+    sizes = {"001": (48, 40), "002": (36, 52)}
+    expected = {}
+    for patient in ("p1", "p2"):
+        for name, (height, width) in sizes.items():
+            yy, xx = np.mgrid[0:height, 0:width]
+            disk = ((yy - height // 2) ** 2 + (xx - width // 2) ** 2 <= 64).astype(np.uint8)
+            for folder, pixels in (("images", disk * 180 + 20), ("masks", disk * 255)):
+                (tmp_path / "source" / folder / patient).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    tmp_path / "source" / folder / patient / f"{name}.png"
+                )
+            rows, cols = np.nonzero(disk)
+            box = np.zeros_like(disk, bool)
+            box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+            expected.setdefault(patient, []).append((box, disk.astype(bool)))
+    prepare_dataset(tmp_path / "source", tmp_path / "prepared", split=(0.0, 0.0, 1.0))
+    evaluate_model(BoxFillSam(52), tmp_path / "prepared", "test", ("box",), output_dir=tmp_path / "out")
+    cases = (tmp_path / "out" / "cases_box.csv").read_text().splitlines()[1:]
+    assert sorted(line.split(",")[0] for line in cases) == ["p1", "p2"]
+    for line in cases:
+        case_id, _, dice, _, hd95, nsd, _ = line.split(",")
+        pictures = expected[case_id]
+        shared = sum((box & disk).sum() for box, disk in pictures)
+        total = sum(box.sum() + disk.sum() for box, disk in pictures)
+        assert float(dice) == pytest.approx(2 * shared / total, abs=1e-9)
+        assert (float(hd95), float(nsd)) == pytest.approx(picture_surface_metrics(pictures, 2.0), abs=1e-9)

@@ -90,3 +90,55 @@ def test_evaluate_module_loads_by_path_and_matches_numpy(tmp_path, monkeypatch):
     assert result["dice"] == pytest.approx(dice(a, b)) and result["empty_on_empty"] == 1
     assert result["hd95"] == pytest.approx(hd95(a, b, (2.0, 1.0)))
     assert result["nsd"] == pytest.approx(normalized_surface_dice(a, b, 2.0, (2.0, 1.0)))
+
+
+def _square(shape: tuple[int, int], top: int, left: int, side: int) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def test_a_case_of_pictures_is_scored_in_2d_not_as_a_one_slice_volume():
+    from msa_hf.evaluation.case_scores import score_cases
+    from msa_hf.evaluation.metrics import surface_metrics
+
+    prediction, target = _square((64, 64), 10, 10, 30), _square((64, 64), 14, 12, 30)
+    rows = [("case", 0, "disk", [prediction], target)]
+    picture = score_cases(rows, {"case": None})[0]  # None: a 2-D picture (spacing unit "pixel")
+    assert (picture.hd95, picture.nsd) == surface_metrics(prediction, target, 2.0, (1.0, 1.0)) == (4.0, 0.5)
+    assert picture.dice == pytest.approx(dice(prediction, target))
+    # stacked as a one-slice volume, the slab's top and bottom faces become surface: other numbers
+    slab = score_cases(rows, {"case": (1.0, 1.0, 1.0)})[0]
+    assert slab.nsd == pytest.approx(0.942, abs=1e-3) and slab.hd95 == 3.0
+
+
+def test_pictures_of_one_case_pool_their_own_contours_and_may_differ_in_size():
+    from msa_hf.evaluation.case_scores import score_cases
+    from msa_hf.evaluation.metrics import picture_surface_metrics
+
+    a_prediction, a_target = _square((40, 40), 5, 5, 20), _square((40, 40), 5, 5, 20)  # exact
+    b_prediction, b_target = _square((30, 50), 2, 2, 10), _square((30, 50), 2, 8, 10)  # 6 px apart
+    a, b = (
+        surface_distances(a_prediction, a_target, (1.0, 1.0)),
+        surface_distances(b_prediction, b_target, (1.0, 1.0)),
+    )
+    within = sum(s.prediction_sizes[s.prediction_to_target <= 2].sum() for s in (a, b)) + sum(
+        s.target_sizes[s.target_to_prediction <= 2].sum() for s in (a, b)
+    )
+    total = sum(s.prediction_sizes.sum() + s.target_sizes.sum() for s in (a, b))
+    pairs = [(a_prediction, a_target), (b_prediction, b_target)]
+    hd, nsd = picture_surface_metrics(pairs, 2.0)
+    assert nsd == pytest.approx(within / total) and 0.5 < nsd < 1.0
+    # the pooled contour: 80 mm exact, 40 + 40 mm in picture b, most of it 6 mm off -> HD95 6 mm
+    assert hd == pytest.approx(6.0)
+    score = score_cases(
+        [("p", 0, "s", [a_prediction], a_target), ("p", 1, "s", [b_prediction], b_target)], {"p": None}
+    )[0]
+    assert (score.hd95, score.nsd) == (hd, nsd)
+    shared = (a_prediction & a_target).sum() + (b_prediction & b_target).sum()
+    assert score.dice == pytest.approx(2 * shared / (400 + 400 + 100 + 100))
+    # a picture empty on both sides adds nothing; one side empty everywhere: inf and 0
+    empty = np.zeros((8, 8), bool)
+    assert picture_surface_metrics([*pairs, (empty, empty)], 2.0) == (hd, nsd)
+    assert picture_surface_metrics([(np.zeros_like(a_target), a_target)], 2.0) == (math.inf, 0.0)
+    assert picture_surface_metrics([(empty, empty)], 2.0) == (None, None)

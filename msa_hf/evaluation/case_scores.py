@@ -1,15 +1,17 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Scoring per case: the slices of a case are stacked, and Dice, IoU, HD95 and NSD are computed per
-(case, structure) with the case's spacing, then averaged over cases per structure (docs/method.md)."""
+"""Scoring per case: the slices of a volume case are stacked, and Dice, IoU, HD95 and NSD are computed per
+(case, structure) with the case's spacing, then averaged over cases per structure (docs/method.md). A case of
+2-D pictures is scored in 2-D, in pixels, each picture's contours on their own."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from msa_hf.evaluation.metrics import dice, iou, summarise, surface_metrics
+from msa_hf.evaluation.metrics import dice, iou, picture_surface_metrics, summarise, surface_metrics
 
 NSD_TOLERANCE_MM = 2.0
 
@@ -27,20 +29,37 @@ class CaseScore:
     dice_per_click: list[float] = field(default_factory=list)
 
 
-def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float]]) -> list[CaseScore]:
-    """Stack slice predictions per (case, structure) and score them (see the module docstring)."""
+def case_spacings(rows: Any) -> dict[str, tuple[float, float, float] | None]:
+    """Per case id of a prepared dataset's `rows` (unformatted): the `(row, col, slice)` spacing in mm of a
+    volume's slices, or None for a case of 2-D pictures (spacing unit "pixel"), whose pictures are scored one
+    by one (`score_cases`)."""
+    columns = rows.select_columns(["case_id", "spacing", "spacing_unit"])
+    return {
+        row["case_id"]: None if row["spacing_unit"] == "pixel" else tuple(row["spacing"]) for row in columns
+    }
+
+
+def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float] | None]) -> list[CaseScore]:
+    """Score `(case_id, slice, class_name, masks per click, target)` predictions per (case, structure): a
+    volume's slices are stacked (at `spacing_of[case]`, default 1 mm), a case of 2-D pictures (`spacing_of`
+    None, `case_spacings`) is scored picture by picture (`picture_case_score`)."""
     grouped: dict[tuple[str, str], list[tuple[int, list[np.ndarray], np.ndarray]]] = defaultdict(list)
     for case_id, slice_index, class_name, masks, target in predictions:
         grouped[(case_id, class_name)].append((slice_index, masks, target))
     scores = []
     for (case_id, class_name), rows in sorted(grouped.items()):
         rows.sort(key=lambda r: r[0])
+        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
+        if spacing is None:
+            targets = [t.astype(bool) for _, _, t in rows]
+            clicks = [[m[k] for _, m, _ in rows] for k in range(len(rows[0][1]))]
+            scores.append(picture_case_score(case_id, class_name, clicks[-1], targets, clicks))
+            continue
         target = np.stack([t for _, _, t in rows]).astype(bool)
         final = np.stack([m[-1] for _, m, _ in rows])
         per_click = [
             dice(np.stack([m[k] for _, m, _ in rows]), target) or 0.0 for k in range(len(rows[0][1]))
         ]
-        spacing = spacing_of.get(case_id, (1.0, 1.0, 1.0))
         scores.append(case_score(case_id, class_name, final, target, spacing, per_click))
     return scores
 
@@ -66,6 +85,36 @@ def case_score(
         hd95=hd,
         nsd=nsd,
         dice_per_click=list(dice_per_click or []),
+    )
+
+
+def _pooled(metric, predictions: list[np.ndarray], targets: list[np.ndarray]) -> float | None:
+    """`metric` (Dice or IoU) over several pictures as over one mask: their pixels pooled."""
+    return metric(
+        np.concatenate([p.reshape(-1) for p in predictions]), np.concatenate([t.reshape(-1) for t in targets])
+    )
+
+
+def picture_case_score(
+    case_id: str,
+    class_name: str,
+    predictions: list[np.ndarray],
+    targets: list[np.ndarray],
+    clicks: list[list[np.ndarray]] | None = None,
+) -> CaseScore:
+    """Every metric of one structure in a case of 2-D pictures, `(H_i, W_i)` masks per picture (sizes may
+    differ): Dice and IoU over the pictures' pixels pooled, HD95 and NSD in pixels from each picture's own
+    contours (`picture_surface_metrics`; stacking pictures as slices would add the faces of a one-slice
+    volume to the surface), Dice per click from `clicks[k]`, the pictures' masks after click k."""
+    hd, nsd = picture_surface_metrics(zip(predictions, targets, strict=True), NSD_TOLERANCE_MM)
+    return CaseScore(
+        case_id=case_id,
+        class_name=class_name,
+        dice=_pooled(dice, predictions, targets),
+        iou=_pooled(iou, predictions, targets),
+        hd95=hd,
+        nsd=nsd,
+        dice_per_click=[_pooled(dice, masks, targets) or 0.0 for masks in clicks or []],
     )
 
 

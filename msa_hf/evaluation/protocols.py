@@ -27,6 +27,7 @@ from msa_hf.evaluation.case_scores import (
     NSD_TOLERANCE_MM,
     CaseScore,
     case_score,
+    case_spacings,
     clicks_to_reach,
     score_cases,
     summarise_by_class,
@@ -155,9 +156,7 @@ def evaluate_model(
     image_size = model.config.vision_config.image_size
     tasks = evaluation_tasks(dataset_dir, split, image_size, window=window, classes=classes)
     plain = tasks.with_format(None)
-    spacing_of = {
-        row["case_id"]: tuple(row["spacing"]) for row in plain.select_columns(["case_id", "spacing"])
-    }
+    spacing_of = case_spacings(plain)
     tables: dict[str, dict[str, dict[str, float]]] = {}
     report: dict[str, Any] = {"split": split, "tables": tables, "rows": len(tasks)}
     all_scores: dict[str, list[CaseScore]] = {}
@@ -191,7 +190,7 @@ def evaluate_model(
         output_dir = Path(output_dir)
         write_results(
             output_dir, report, all_scores, f"{split} split, per case then averaged, slice-prompted",
-            inputs=[dataset_dir],
+            inputs=[dataset_dir], distance_unit="pixels" if None in spacing_of.values() else "mm",
         )  # fmt: skip
         if first_predictions:
             tiles, captions = [], []

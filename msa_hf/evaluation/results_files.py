@@ -45,9 +45,11 @@ def write_results(
     scores: dict[str, list[CaseScore]],
     description: str,
     inputs: Iterable[str | Path] = (),
+    distance_unit: str = "mm",
 ) -> None:
     """`results.json` (`report`), `results.md` (Dice and HD95 tables of `report["tables"]`, titled with
-    `description`) and one `cases_<protocol>.csv` per protocol of `scores` in `output_dir`. Each file is
+    `description`; HD95 in `distance_unit`: "mm", or "pixels" for 2-D pictures) and one
+    `cases_<protocol>.csv` per protocol of `scores` in `output_dir`. Each file is
     written whole or not at all; other files in `output_dir` are left alone, and an `output_dir` inside one
     of `inputs` (the dataset scored) is refused."""
     output_dir = Path(output_dir)
@@ -57,17 +59,30 @@ def write_results(
     with atomic_file(output_dir / "results.md", inputs) as staging:
         staging.write_text(
             f"Dice per structure ({description})\n\n{markdown_table(tables)}\n\n"
-            f"HD95 (mm)\n\n{markdown_table(tables, 'hd95')}\n"
+            f"HD95 ({distance_unit})\n\n{markdown_table(tables, 'hd95')}\n"
         )
     for protocol, protocol_scores in scores.items():
-        write_case_csv(protocol_scores, output_dir / f"cases_{protocol}.csv", inputs)
+        write_case_csv(protocol_scores, output_dir / f"cases_{protocol}.csv", inputs, distance_unit)
 
 
-def write_case_csv(scores: list[CaseScore], path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
-    """One row per (case, structure) with every metric."""
+def write_case_csv(
+    scores: list[CaseScore], path: str | Path, inputs: Iterable[str | Path] = (), distance_unit: str = "mm"
+) -> None:
+    """One row per (case, structure) with every metric; the HD95 column is `hd95_mm`, or `hd95_px` where
+    `distance_unit` is "pixels"."""
     with atomic_file(path, inputs) as staging, staging.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["case_id", "class_name", "dice", "iou", "hd95_mm", "nsd", "dice_per_click"])
+        writer.writerow(
+            [
+                "case_id",
+                "class_name",
+                "dice",
+                "iou",
+                f"hd95_{'px' if distance_unit == 'pixels' else 'mm'}",
+                "nsd",
+                "dice_per_click",
+            ]
+        )
         for s in scores:
             writer.writerow(
                 [

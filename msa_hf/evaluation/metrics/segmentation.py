@@ -16,7 +16,7 @@ Conventions (docs/method.md, "Evaluation"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from scipy import ndimage
@@ -166,6 +166,32 @@ def surface_metrics(
     if not prediction.any() or not target.any():
         return float("inf"), 0.0
     surfaces = surface_distances(prediction, target, spacing)
+    return surfaces.robust_hausdorff(percent), surfaces.surface_dice(tolerance_mm)
+
+
+def picture_surface_metrics(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    tolerance_mm: float,
+    spacing: Sequence[float] | None = None,
+    percent: float = 95.0,
+) -> tuple[float | None, float | None]:
+    """`(hd95, nsd)` of several 2-D pictures of one case, `(prediction, target)` per picture (shapes may
+    differ between pictures): each picture's contours are measured against the other contour in that
+    picture only (separate pictures are not slices of one volume), and the contour elements of all pictures
+    are pooled for the percentile and the share. A picture where one side is empty adds its other side's
+    elements at distance inf. Both empty in every picture: `(None, None)`; one side empty in every picture:
+    `(inf, 0.0)`."""
+    spacing = spacing if spacing is not None else [1.0, 1.0]
+    parts = [surface_distances(p, t, spacing) for p, t in pairs if _bool(p).any() or _bool(t).any()]
+    if not parts:
+        return None, None
+    pooled = [np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(SurfaceDistances)]
+    if not len(pooled[1]) or not len(pooled[3]):
+        return float("inf"), 0.0
+    for distances, sizes in ((0, 1), (2, 3)):  # each side sorted by distance, its sizes in step
+        order = np.argsort(pooled[distances], kind="stable")
+        pooled[distances], pooled[sizes] = pooled[distances][order], pooled[sizes][order]
+    surfaces = SurfaceDistances(*pooled)
     return surfaces.robust_hausdorff(percent), surfaces.surface_dice(tolerance_mm)
 
 
