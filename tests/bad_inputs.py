@@ -1028,6 +1028,98 @@ def _(f):
     return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "lasso"]
 
 
+# ------------------------------------------------------------------------------------------------ score
+def scored_pair(folder: Path, prediction: Any = None, affine: Any = None) -> tuple[str, str]:
+    """A NIfTI source's label maps and predictions named as predict names them (`case<i>_0000.nii.gz`, the
+    labels themselves unless `prediction` replaces case 0's): the argv's predictions and labels folders."""
+    import nibabel as nib
+
+    source = nifti_source(folder)
+    predictions = folder / "in" / "pred"
+    predictions.mkdir()
+    for label in sorted((source / "labelsTr").glob("*.nii.gz")):
+        image = nib.load(label)
+        array = np.asarray(image.dataobj) if prediction is None or "case0" not in label.name else prediction
+        nib.save(
+            nib.Nifti1Image(array, image.affine if affine is None else affine),
+            predictions / label.name.replace(".nii.gz", "_0000.nii.gz"),
+        )
+    return str(predictions), str(source / "labelsTr")
+
+
+@case("score", "predictions folder does not exist", mentions=("nowhere",))
+def _(f):
+    return ["score", str(f / "in" / "nowhere"), str(nifti_source(f) / "labelsTr")]
+
+
+@case("score", "a prediction with no label map", mentions=("stray_0000.nii.gz", "no label map"))
+def _(f):
+    predictions, labels = scored_pair(f)
+    shutil.copy(Path(predictions) / "case0_0000.nii.gz", Path(predictions) / "stray_0000.nii.gz")
+    return ["score", predictions, labels]
+
+
+@case("score", "a prediction on another voxel grid", mentions=("case0_0000.nii.gz", "another voxel grid"))
+def _(f):
+    moved = np.diag([0.7, 0.7, 3.0, 1.0])  # nifti_source's grid, 5 mm to the side
+    moved[0, 3] = 5.0
+    return ["score", *scored_pair(f, affine=moved)]
+
+
+@case("score", "a probability map given as the prediction", mentions=("case0_0000.nii.gz", "non-integer"))
+def _(f):
+    return ["score", *scored_pair(f, prediction=np.full((24, 20, 10), 0.7, np.float32))]
+
+
+@case("score", "a volume against a 2-D mask", mentions=("one is a volume",))
+def _(f):
+    predictions, _ = scored_pair(f)
+    return ["score", str(Path(predictions) / "case0_0000.nii.gz"), str(png_source(f) / "case0_mask.png")]
+
+
+@case("score", "--tolerance 0", mentions=("--tolerance",))
+def _(f):
+    return ["score", *scored_pair(f), "--tolerance", "0"]
+
+
+@case("score", "--classes naming no structure", mentions=("pancreas",))
+def _(f):
+    return ["score", *scored_pair(f), "--classes", "pancreas"]
+
+
+@case(
+    "score",
+    "--output-dir with earlier scores, no --overwrite",
+    mentions=("scores.csv", "--overwrite"),
+    protect_out=True,
+)
+def _(f):
+    (f / "out").mkdir(parents=True)
+    (f / "out" / "scores.csv").write_text("mine")
+    return ["score", *scored_pair(f), "--output-dir", out(f)]
+
+
+@case(
+    "score",
+    "predictions written in another axis order than the labels",
+    expect="handled",
+    check=lambda f, o: "| class_1 | 3 | 1.000" in o,
+)
+def _(f):
+    # x flipped in the file, the same voxels in the world: read in RAS+ order they line up
+    import nibabel as nib
+
+    predictions, labels = scored_pair(f)
+    for path in Path(predictions).glob("*.nii.gz"):
+        image = nib.load(path)
+        flip = np.diag([-1.0, 1, 1, 1])
+        flip[0, 3] = image.shape[0] - 1
+        nib.save(
+            nib.Nifti1Image(np.ascontiguousarray(np.asarray(image.dataobj)[::-1]), image.affine @ flip), path
+        )
+    return ["score", predictions, labels]
+
+
 @case("evaluate", "a corrupt Parquet file in the dataset", mentions=("dataset",))
 def _(f):
     dataset = prepared(f)

@@ -69,7 +69,7 @@ def test_the_corpus_covers_every_entry_point_with_at_least_100_cases():
     entries = {case.entry for case in CASES}
     assert len(CASES) >= 100
     assert entries >= {"prepare", "predict", "evaluate", "convert", "train", "pretrain-base", "pretrain-encoder",
-                       "push", "push-space", "demo", "space", "export-onnx"}  # fmt: skip
+                       "push", "push-space", "demo", "space", "export-onnx", "score"}  # fmt: skip
     names = [f"{case.entry}: {case.name}" for case in CASES]
     assert len(set(names)) == len(names)
 

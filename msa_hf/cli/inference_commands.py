@@ -1,5 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""`msa-hf evaluate` (a model on a prepared dataset, by protocol) and `msa-hf predict` (a file with prompts)."""
+"""`msa-hf evaluate` (a model on a prepared dataset, by protocol), `msa-hf score` (mask files against label maps)
+and `msa-hf predict` (a file with prompts)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from msa_hf.command_line import positive_int, space_or_comma_list
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
+    from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM
     from msa_hf.evaluation.decoding import PROTOCOLS
     from msa_hf.inference.prompt_frames import PROMPT_FRAMES
 
@@ -55,6 +57,40 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     _add_placement_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
+
+    score = commands.add_parser(
+        "score",
+        help="Score mask files (msa-hf predict's or any tool's) against reference label maps: Dice, IoU, HD95, "
+        "NSD per case and structure.",
+    )
+    score.add_argument(
+        "predictions",
+        help="a folder of masks (NIfTI, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask file",
+    )
+    score.add_argument(
+        "labels",
+        help="the folder of reference label maps, paired with the predictions by name as prepare pairs images "
+        "(case_0000.nii.gz -> case.nii.gz); or one label map for one prediction",
+    )
+    score.add_argument(
+        "--classes", nargs="+", default=None,
+        help="structures to score, by name or label value (default: every value in the masks)",
+    )  # fmt: skip
+    score.add_argument(
+        "--label-table",
+        default=None,
+        help="names of the label values (dataset.json, labels.json, labels.txt, ...; default: the one in the "
+        "labels folder or the folder above it)",
+    )
+    score.add_argument(
+        "--tolerance",
+        type=float,
+        default=NSD_TOLERANCE_MM,
+        help=f"NSD's tolerance, in mm for volumes and pixels for 2-D masks (default {NSD_TOLERANCE_MM:g})",
+    )
+    score.add_output_dir("folder for scores.csv and scores.md (default: print only)", required=False)
+    score.add_argument("--overwrite", action="store_true", help="replace earlier scores in --output-dir")
+    score.set_defaults(run=_score)
 
     predict = commands.add_parser(
         "predict",
@@ -188,6 +224,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(
             f"written: {args.output} (results.md, results.json, cases_*.csv, overlays.png, dice_vs_clicks.png)"
         )
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from msa_hf.evaluation.mask_files import SCORE_FILES, score_mask_files, score_table, write_scores
+    from msa_hf.output_files import check_new_outputs, check_not_an_input
+
+    if not args.tolerance > 0:
+        raise ValueError(f"--tolerance {args.tolerance}: NSD's tolerance is a positive distance.")
+    if args.output:  # before anything is read; the other files in the folder are the user's and stay
+        check_not_an_input(args.output, [Path(args.labels)])
+        check_new_outputs([Path(args.output) / name for name in SCORE_FILES], args.overwrite)
+    scores, unit = score_mask_files(
+        args.predictions, args.labels, space_or_comma_list(args.classes), args.label_table, args.tolerance
+    )
+    cases = len({s.case_id for s in scores})
+    description = f"{args.predictions} scored against {args.labels}: {cases} cases, per case then averaged"
+    print(description + "\n\n" + score_table(scores, unit, args.tolerance))
+    if args.output:
+        write_scores(args.output, scores, unit, description, inputs=[args.labels], tolerance=args.tolerance)
+        print(f"written: {args.output} ({', '.join(SCORE_FILES)})")
     return 0
 
 

@@ -71,12 +71,13 @@ def case_score(
     target: np.ndarray,
     spacing: tuple[float, float, float],
     dice_per_click: list[float] | None = None,
+    tolerance: float = NSD_TOLERANCE_MM,
 ) -> CaseScore:
     """Every metric of one structure in one case: `prediction` and `target` are `(Z, H, W)` slice stacks,
-    `spacing` the case's (row, col, slice) voxel spacing in mm. The surface distances are computed once
-    for HD95 and NSD."""
+    `spacing` the case's (row, col, slice) voxel spacing in mm, `tolerance` NSD's in mm. The surface
+    distances are computed once for HD95 and NSD."""
     volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
-    hd, nsd = surface_metrics(prediction, target, NSD_TOLERANCE_MM, volume_spacing)
+    hd, nsd = surface_metrics(prediction, target, tolerance, volume_spacing)
     return CaseScore(
         case_id=case_id,
         class_name=class_name,
@@ -101,12 +102,14 @@ def picture_case_score(
     predictions: list[np.ndarray],
     targets: list[np.ndarray],
     clicks: list[list[np.ndarray]] | None = None,
+    tolerance: float = NSD_TOLERANCE_MM,
 ) -> CaseScore:
     """Every metric of one structure in a case of 2-D pictures, `(H_i, W_i)` masks per picture (sizes may
     differ): Dice and IoU over the pictures' pixels pooled, HD95 and NSD in pixels from each picture's own
     contours (`picture_surface_metrics`; stacking pictures as slices would add the faces of a one-slice
-    volume to the surface), Dice per click from `clicks[k]`, the pictures' masks after click k."""
-    hd, nsd = picture_surface_metrics(zip(predictions, targets, strict=True), NSD_TOLERANCE_MM)
+    volume to the surface; NSD at `tolerance` pixels), Dice per click from `clicks[k]`, the pictures' masks
+    after click k."""
+    hd, nsd = picture_surface_metrics(zip(predictions, targets, strict=True), tolerance)
     return CaseScore(
         case_id=case_id,
         class_name=class_name,

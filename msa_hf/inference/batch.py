@@ -117,6 +117,11 @@ def _probabilities_name(mask_name: str) -> str:
     )
 
 
+def is_probabilities_file(path: str | Path) -> bool:
+    """Whether `path` is named as `predict` names the probabilities it writes beside many masks."""
+    return Path(path).name.endswith(("_probabilities.nii.gz", "_probabilities.tif"))
+
+
 def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
     try:
         if manifest.suffix.lower() == ".csv":

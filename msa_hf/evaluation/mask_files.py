@@ -1,0 +1,293 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Scoring mask files against reference label maps (`msa-hf score`): any tool's masks, or `msa-hf predict`'s.
+
+Predictions (a folder, a quoted glob or one file) pair with the label maps of a folder by name, the rule of
+`msa-hf prepare` (`data.sources.LabelIndex`: `case_0000.nii.gz` -> `case.nii.gz`, `img0001` -> `label0001`).
+Each pair is read as `prepare` reads a label map: NIfTI in RAS+ orientation (so a mask written in another
+axis order still lines up) and checked to lie on the reference's grid; 2-D masks (PNG/TIFF/BMP) as label
+images of the reference's size. Every label value is a structure, named by the label table beside the labels
+(`dataset.json`, `labels.json`, ...) and scored per case as `msa-hf evaluate` scores (`case_scores`): Dice,
+IoU, HD95 and NSD, in mm for volumes and in pixels for 2-D masks, a structure absent from both counted apart.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM, CaseScore, case_score, picture_case_score
+
+SCORE_FILES = ("scores.csv", "scores.md")  # what `write_scores` writes into its folder
+
+
+@dataclass
+class MaskPair:
+    """A predicted mask, the reference label map it pairs with, and the case id they share."""
+
+    case_id: str
+    prediction: Path
+    label: Path
+
+
+@dataclass
+class MaskArrays:
+    """One pair read: `(Z, H, W)` slice stacks of a volume (`spacing` its `(row, col, slice)` mm) or `(H, W)`
+    masks of a 2-D picture (`spacing` None), as integer label maps."""
+
+    prediction: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float] | None
+
+
+def _is_mask_file(path: Path) -> bool:
+    from msa_hf.data.image_files import is_image_file
+    from msa_hf.data.volumes import is_nifti
+    from msa_hf.inference.batch import is_probabilities_file
+
+    return (is_nifti(path) or is_image_file(path)) and not is_probabilities_file(path)
+
+
+def find_mask_files(predictions: str | Path) -> list[Path]:
+    """The masks `predictions` names: a folder's NIfTI and image files (not `msa-hf predict`'s summary or
+    probability files), a quoted glob's matches, or one file.
+
+    Raises:
+        ValueError: nothing found, or a file that is not a NIfTI or image mask.
+    """
+    from msa_hf.data.sources import visible_files
+
+    source = str(predictions)
+    path = Path(source)
+    if path.is_dir():
+        found = [p for p in visible_files(path) if _is_mask_file(p)]
+    elif path.is_file():
+        found = [path]
+    elif any(character in source for character in "*?["):
+        found = sorted(p for p in map(Path, glob.glob(source)) if p.is_file() and _is_mask_file(p))
+    else:
+        raise ValueError(f"predictions {source}: no such file or folder.")
+    if not found:
+        raise ValueError(f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp).")
+    for file in found:
+        if not _is_mask_file(file):
+            raise ValueError(
+                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz) or lossless images "
+                "(.png, .tif, .bmp)."
+            )
+    return found
+
+
+def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPair]:
+    """Each prediction with its label map in the folder `labels` (or the one label map `labels` is, for one
+    prediction), by `LabelIndex`.
+
+    Raises:
+        ValueError: a prediction without a label map, two predictions of one label map, or no such folder.
+    """
+    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, file_stem
+
+    labels = Path(labels)
+    if labels.is_file():
+        if len(predictions) != 1:
+            raise ValueError(
+                f"labels {labels}: one label map for {len(predictions)} predictions; give the folder of label maps."
+            )
+        return [MaskPair(file_stem(labels), predictions[0], labels)]
+    if not labels.is_dir():
+        raise ValueError(f"labels {labels}: no such file or folder.")
+    index = LabelIndex.in_folder(labels)
+    pairs, unpaired, owner = [], [], {}
+    for prediction in predictions:
+        label, case_id = index.find(prediction)
+        if label is None:
+            unpaired.append(prediction)
+            continue
+        if label in owner:
+            raise ValueError(
+                f"predictions {owner[label]} and {prediction} both pair with the label map {label}; score one "
+                "of them (give the predictions as a glob)."
+            )
+        owner[label] = prediction
+        pairs.append(MaskPair(case_id, prediction, label))
+    if unpaired:
+        listed = ", ".join(p.name for p in unpaired[:5]) + (
+            f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
+        )
+        raise ValueError(
+            f"labels {labels}: no label map for {len(unpaired)} of {len(predictions)} predictions ({listed}). "
+            f"{PAIRING_RULE} Give the predictions to score as a glob, or move the others out of the folder."
+        )
+    return pairs
+
+
+def read_mask_pair(pair: MaskPair) -> MaskArrays:
+    """Both masks of `pair` as label maps on one grid (see the module docstring).
+
+    Raises:
+        ValueError: a volume paired with a 2-D mask, masks on different grids (shape, or a voxel-to-world
+            affine more than 0.01 mm apart), or a file that is not a valid label map (`VolumeReadError`,
+            `ImageReadError`).
+    """
+    from msa_hf.data.image_files import read_mask
+    from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
+
+    if is_nifti(pair.prediction) != is_nifti(pair.label):
+        raise ValueError(
+            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI), the other a 2-D "
+            "mask; score volumes against volumes and images against images."
+        )
+    if not is_nifti(pair.label):
+        prediction, label = read_mask(pair.prediction), read_mask(pair.label)
+        if prediction.shape != label.shape:
+            raise ValueError(
+                f"prediction {pair.prediction} is {prediction.shape[1]} x {prediction.shape[0]} pixels, its label "
+                f"map {pair.label} {label.shape[1]} x {label.shape[0]}; a mask is scored at its image's size."
+            )
+        return MaskArrays(prediction, label, None)
+    prediction, label = load_volume(pair.prediction, is_label=True), load_volume(pair.label, is_label=True)
+    if prediction.array.shape != label.array.shape or not np.allclose(
+        prediction.affine, label.affine, atol=1e-2
+    ):
+        raise ValueError(
+            f"prediction {pair.prediction} lies on another voxel grid than its label map {pair.label} (RAS+ "
+            f"shape {prediction.array.shape} vs {label.array.shape}, voxel-to-world affine "
+            f"{np.round(prediction.affine[:3], 2).tolist()} vs {np.round(label.affine[:3], 2).tolist()}). Predict on "
+            "the image the label map was drawn on, or resample the prediction onto the label map's grid (nearest "
+            "neighbour) first."
+        )
+    return MaskArrays(axial_slices(prediction.array), axial_slices(label.array), label.slice_spacing)
+
+
+def structure_names(labels: str | Path, label_table: str | Path | None = None) -> dict[int, str]:
+    """`{value: name}` of the structures: from `label_table`, else from the first label table in the labels
+    folder or the folder above it (nnU-Net's `dataset.json` beside `labelsTr/`), else none (values found in
+    the masks are then `class_<value>`)."""
+    from msa_hf.data.label_tables import find_label_table, parse_label_table
+
+    folder = Path(labels) if Path(labels).is_dir() else Path(labels).parent
+    path = Path(label_table) if label_table else (find_label_table(folder) or find_label_table(folder.parent))
+    return parse_label_table(path) if path is not None else {}
+
+
+def score_mask_files(
+    predictions: str | Path,
+    labels: str | Path,
+    classes: str | list[str] | None = None,
+    label_table: str | Path | None = None,
+    tolerance: float = NSD_TOLERANCE_MM,
+) -> tuple[list[CaseScore], str]:
+    """Score every prediction against its label map (see the module docstring), one pair in memory at a time.
+
+    Args:
+        predictions: a folder of masks, a glob (`"out/*.nii.gz"`) or one mask file.
+        labels: the folder of reference label maps (or one label map, for one prediction).
+        classes: structures to score, by name or value (as `msa-hf evaluate --classes`); default every value
+            found in the labels or the predictions.
+        label_table: the names of the label values (default: the table beside the labels, if any).
+        tolerance: NSD's tolerance, in mm for volumes and pixels for 2-D masks.
+
+    Returns:
+        One `CaseScore` per (case, structure), cases in pairing order and structures by value (a structure
+        absent from both masks of a case has no Dice, counted apart), and the distance unit ("mm" or
+        "pixels").
+
+    Raises:
+        ValueError: as `find_mask_files`, `pair_mask_files` and `read_mask_pair`; a mix of volumes and 2-D
+            masks; a structure of `classes` that is neither in the label table nor a value.
+    """
+    from msa_hf.data.label_tables import default_class_names
+    from msa_hf.data.tasks import select_class_names
+
+    pairs = pair_mask_files(find_mask_files(predictions), labels)
+    table = structure_names(labels, label_table)
+    wanted = None
+    if classes:  # resolved before any mask is read: a misspelt name fails at once
+        tokens = [t.strip() for t in (classes.split(",") if isinstance(classes, str) else classes)]
+        if not table and not all(t.isdigit() for t in tokens):
+            raise ValueError(
+                f"classes {', '.join(tokens)}: no label table names the structures of {labels} (dataset.json, "
+                "labels.json, labels.txt, ... there or in the folder above); give label values, or --label-table."
+            )
+        values = {int(t) for t in tokens if t.isdigit()}
+        wanted = select_class_names(default_class_names(sorted(values)) | table, tokens)
+    scored: dict[str, dict[int, CaseScore]] = {}
+    kinds = set()
+    for pair in pairs:
+        arrays = read_mask_pair(pair)
+        kinds.add(arrays.spacing is None)
+        if len(kinds) > 1:
+            raise ValueError(
+                f"predictions {predictions}: volumes and 2-D masks together ({pair.prediction}); score each kind "
+                "on its own."
+            )
+        present = set(np.unique(arrays.prediction).tolist()) | set(np.unique(arrays.label).tolist())
+        scored[pair.case_id] = {}
+        for value in sorted(present - {0} if wanted is None else set(wanted) & present):
+            prediction, label = arrays.prediction == value, arrays.label == value
+            name = table.get(value, f"class_{value}")
+            scored[pair.case_id][value] = (
+                picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)
+                if arrays.spacing is None
+                else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
+            )
+    every = wanted or {v: table.get(v, f"class_{v}") for case in scored.values() for v in case}
+    scores = [
+        case.get(value) or CaseScore(case_id, every[value], None, None, None, None)  # absent from both
+        for case_id, case in scored.items()
+        for value in sorted(every)
+    ]
+    return scores, "pixels" if True in kinds else "mm"
+
+
+def score_table(scores: list[CaseScore], distance_unit: str, tolerance: float = NSD_TOLERANCE_MM) -> str:
+    """A Markdown table of `scores` per structure (the order they appear in) and their mean: cases scored,
+    mean Dice, IoU, HD95 (over the cases where it is finite; how many are not is said) and NSD, and the cases
+    where the structure is in neither mask, which no mean counts."""
+    from msa_hf.evaluation.metrics import summarise
+
+    unit = "px" if distance_unit == "pixels" else "mm"
+    lines = [
+        f"| structure | cases | Dice | IoU | HD95 ({unit}) | NSD ({tolerance:g} {unit}) | in neither mask |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    means = []
+    for name in dict.fromkeys(s.class_name for s in scores):
+        rows = [s for s in scores if s.class_name == name]
+        dice, iou, nsd = (summarise(getattr(s, metric) for s in rows) for metric in ("dice", "iou", "nsd"))
+        distances = [s.hd95 for s in rows if s.hd95 is not None]
+        finite = [d for d in distances if np.isfinite(d)]
+        hd95 = f"{np.mean(finite):.2f}" if finite else "–"
+        if len(finite) < len(distances):  # one mask empty: no distance to the other
+            hd95 += f" ({len(distances) - len(finite)} inf)"
+        means.append((dice.mean, iou.mean, nsd.mean))
+        lines.append(
+            f"| {name} | {dice.count} | {dice.mean:.3f} | {iou.mean:.3f} | {hd95} | {nsd.mean:.3f} | "
+            f"{dice.empty_on_empty} |"
+        )
+    if len(means) > 1:
+        dice, iou, nsd = np.nanmean(np.array(means), axis=0)
+        lines.append(f"| **mean** | | **{dice:.3f}** | **{iou:.3f}** | | **{nsd:.3f}** | |")
+    return "\n".join(lines)
+
+
+def write_scores(
+    output_dir: str | Path,
+    scores: list[CaseScore],
+    distance_unit: str,
+    description: str,
+    inputs: list[str | Path] = (),
+    tolerance: float = NSD_TOLERANCE_MM,
+) -> None:
+    """`scores.csv` (one row per case and structure, `results_files.write_case_csv`) and `scores.md` (the
+    `score_table`, titled with `description`) in `output_dir`, each written whole; a folder inside one of
+    `inputs` is refused."""
+    from msa_hf.evaluation.results_files import write_case_csv
+    from msa_hf.output_files import atomic_file
+
+    output_dir = Path(output_dir)
+    write_case_csv(scores, output_dir / SCORE_FILES[0], inputs, distance_unit)
+    with atomic_file(output_dir / SCORE_FILES[1], inputs) as staging:
+        staging.write_text(f"{description}\n\n{score_table(scores, distance_unit, tolerance)}\n")

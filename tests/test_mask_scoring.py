@@ -1,0 +1,214 @@
+"""`msa-hf score`: mask files scored against reference label maps, compared with the metrics computed on the
+arrays themselves; the pairing, grids and refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from msa_hf.cli import main
+from msa_hf.evaluation.case_scores import case_score
+from msa_hf.evaluation.mask_files import score_mask_files
+from msa_hf.evaluation.metrics import dice, surface_metrics
+
+nib = pytest.importorskip("nibabel")
+
+AFFINE = np.array([[0.8, 0, 0, -50.0], [0, 0.8, 0, -40.0], [0, 0, 2.5, 10.0], [0, 0, 0, 1]])
+
+
+def _labels(shift: int = 0) -> np.ndarray:
+    labels = np.zeros((40, 36, 12), np.uint8)
+    labels[5 + shift : 20 + shift, 6:22, 3:9] = 1  # liver
+    labels[25:33, 10:30, 2:10] = 2  # spleen
+    return labels
+
+
+@pytest.fixture()
+def nnunet_folder(tmp_path):
+    """labelsTr/case<i>.nii.gz with dataset.json above them, and predictions named as `msa-hf predict` names
+    an nnU-Net input's mask (case<i>_0000.nii.gz), written in another axis order (x flipped); case 2's
+    prediction misses the spleen, and its reference has no liver."""
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": 2}}))
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = 39  # voxel i of the flipped file is voxel 39 - i of the label's grid
+    arrays = {}
+    for case in range(3):
+        labels, prediction = _labels(), _labels(shift=case)
+        if case == 2:
+            labels[labels == 1] = 0
+            prediction[prediction == 2] = 0
+        nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "labelsTr" / f"case{case}.nii.gz")
+        written = nib.Nifti1Image(np.ascontiguousarray(prediction[::-1]), AFFINE @ flip)
+        nib.save(written, tmp_path / "pred" / f"case{case}_0000.nii.gz")
+        arrays[f"case{case}"] = (prediction, labels)
+    # what predict writes beside its masks is not a mask to score
+    (tmp_path / "pred" / "summary.csv").write_text("input,output\n")
+    nib.save(
+        nib.Nifti1Image(np.zeros((40, 36, 12), np.float32), AFFINE),
+        tmp_path / "pred" / "case0_probabilities.nii.gz",
+    )
+    return tmp_path, arrays
+
+
+def test_volumes_are_scored_as_their_arrays_on_the_label_grid(nnunet_folder):
+    folder, arrays = nnunet_folder
+    scores, unit = score_mask_files(folder / "pred", folder / "labelsTr")
+    assert unit == "mm"
+    assert [(s.case_id, s.class_name) for s in scores] == [
+        (f"case{c}", name) for c in range(3) for name in ("liver", "spleen")
+    ]
+    for score in scores:
+        prediction, labels = arrays[score.case_id]
+        value = 1 if score.class_name == "liver" else 2
+        # the display stacks `case_score` takes: (Z, H, W) with (row, col, slice) spacing
+        stack = [np.transpose(m == value, (2, 1, 0))[:, ::-1] for m in (prediction, labels)]
+        expected = case_score(score.case_id, score.class_name, *stack, (0.8, 0.8, 2.5))
+        assert (score.dice, score.hd95, score.nsd) == pytest.approx(
+            (expected.dice, expected.hd95, expected.nsd)
+        )
+    by_case = {(s.case_id, s.class_name): s for s in scores}
+    assert by_case["case0", "liver"].dice == 1.0  # read in RAS+ order: the flipped file lines up
+    shifted = _labels(shift=1) == 1
+    assert by_case["case1", "liver"].dice == pytest.approx(dice(shifted, _labels() == 1))
+    assert by_case["case1", "liver"].hd95 == pytest.approx(0.8)  # one column of 0.8 mm off
+    assert by_case["case2", "liver"].dice == 0.0 and math.isinf(
+        by_case["case2", "liver"].hd95
+    )  # not in the label
+    assert by_case["case2", "spleen"].dice == 0.0  # missed
+
+
+def test_a_structure_in_neither_mask_is_counted_apart_and_classes_choose(nnunet_folder, capsys):
+    folder, _ = nnunet_folder
+    labels = _labels()
+    labels[labels == 2] = 0
+    nib.save(nib.Nifti1Image(labels, AFFINE), folder / "labelsTr" / "case3.nii.gz")
+    nib.save(nib.Nifti1Image(labels, AFFINE), folder / "pred" / "case3_0000.nii.gz")
+    scores, _ = score_mask_files(folder / "pred", folder / "labelsTr", classes=["spleen"])
+    assert [s.case_id for s in scores] == ["case0", "case1", "case2", "case3"]
+    assert scores[3].dice is None and scores[3].hd95 is None  # no spleen drawn, none predicted
+    assert main(["score", str(folder / "pred"), str(folder / "labelsTr"), "--classes", "spleen"]) == 0
+    table = capsys.readouterr().out
+    # cases 0 and 1 exact, case 2 missed: mean Dice 2/3 over three cases, one in neither mask
+    assert "| spleen | 3 | 0.667 | 0.667 | 0.00 (1 inf) | 0.667 | 1 |" in table
+    with pytest.raises(ValueError, match="pancreas"):
+        score_mask_files(folder / "pred", folder / "labelsTr", classes=["pancreas"])
+
+
+def test_score_writes_its_tables_and_keeps_earlier_ones(nnunet_folder, capsys):
+    folder, _ = nnunet_folder
+    output = folder / "scores"
+    assert main(["score", str(folder / "pred"), str(folder / "labelsTr"), "--output-dir", str(output)]) == 0
+    rows = list(csv.DictReader((output / "scores.csv").open()))
+    assert [(r["case_id"], r["class_name"]) for r in rows][:2] == [("case0", "liver"), ("case0", "spleen")]
+    assert float(rows[0]["dice"]) == 1.0 and "hd95_mm" in rows[0]
+    assert "| liver | 3 |" in (output / "scores.md").read_text()
+    before = (output / "scores.csv").read_bytes()
+    assert (
+        main(
+            [
+                "score",
+                str(folder / "pred"),
+                str(folder / "labelsTr"),
+                "--output-dir",
+                str(output),
+                "--classes",
+                "liver",
+            ]
+        )
+        == 2
+    )
+    assert "--overwrite" in capsys.readouterr().err and (output / "scores.csv").read_bytes() == before
+    assert (
+        main(
+            [
+                "score",
+                str(folder / "pred"),
+                str(folder / "labelsTr"),
+                "--output-dir",
+                str(folder / "labelsTr" / "s"),
+            ]
+        )
+        == 2
+    )
+    assert not (folder / "labelsTr" / "s").exists()
+
+
+def test_pictures_are_scored_in_pixels_as_2d_masks(tmp_path):
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "pred").mkdir()
+    yy, xx = np.mgrid[0:48, 0:40]
+    expected = {}
+    for index in range(2):
+        disk = (yy - 24) ** 2 + (xx - 20) ** 2 <= (8 + index) ** 2
+        box = np.zeros_like(disk)
+        box[14:34, 10 + index : 30] = True
+        Image.fromarray(disk.astype(np.uint8) * 255).save(tmp_path / "masks" / f"img{index}.png")  # {0, 255}
+        Image.fromarray(box.astype(np.uint8)).save(tmp_path / "pred" / f"img{index}.png")  # {0, 1}
+        expected[f"img{index}"] = (dice(box, disk), *surface_metrics(box, disk, 1.0, (1.0, 1.0)))
+    scores, unit = score_mask_files(tmp_path / "pred", tmp_path / "masks", tolerance=1.0)
+    assert unit == "pixels" and [s.class_name for s in scores] == ["class_1", "class_1"]
+    for score in scores:
+        assert (score.dice, score.hd95, score.nsd) == pytest.approx(expected[score.case_id])
+
+
+def test_masks_that_cannot_be_scored_are_refused_naming_the_file(nnunet_folder, tmp_path):
+    folder, _ = nnunet_folder
+    nib.save(nib.Nifti1Image(_labels(), AFFINE), folder / "pred" / "extra_0000.nii.gz")
+    with pytest.raises(ValueError, match=r"no label map for 1 of 4 predictions \(extra_0000.nii.gz\)"):
+        score_mask_files(folder / "pred", folder / "labelsTr")
+    moved = AFFINE.copy()
+    moved[0, 3] += 5.0  # same shape, 5 mm elsewhere
+    nib.save(nib.Nifti1Image(_labels(), moved), folder / "pred" / "case0_0000.nii.gz")
+    with pytest.raises(ValueError, match="another voxel grid"):
+        score_mask_files(folder / "pred" / "case0_0000.nii.gz", folder / "labelsTr" / "case0.nii.gz")
+    Image.fromarray(np.zeros((36, 40), np.uint8)).save(tmp_path / "case0.png")
+    with pytest.raises(ValueError, match="one is a volume"):
+        score_mask_files(tmp_path / "case0.png", folder / "labelsTr" / "case0.nii.gz")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "label.png")
+    with pytest.raises(ValueError, match="40 x 36 pixels, its label map .* 40 x 30"):
+        score_mask_files(tmp_path / "case0.png", tmp_path / "label.png")
+    with pytest.raises(ValueError, match="no masks found"):
+        score_mask_files(folder / "labelsTr" / "*.png", folder / "labelsTr")
+
+
+def test_predict_from_labels_then_score_gives_each_written_mask_its_metrics(tmp_path, capsys):
+    from msa_hf.testing import write_nifti_case
+
+    for index in range(2):
+        write_nifti_case(tmp_path / "src", f"case{index}", seed=index)
+    source = tmp_path / "src"
+    assert (
+        main(
+            [
+                "predict",
+                "tiny",
+                str(source / "imagesTr"),
+                str(tmp_path / "out"),
+                "--prompts-from-labels",
+                str(source / "labelsTr"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["score", str(tmp_path / "out"), str(source / "labelsTr"), "--output-dir", str(tmp_path / "out")]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    assert len(rows) == 4  # two cases, structures 1 and 2
+    for row in rows:
+        value = int(row["class_name"].removeprefix("class_"))
+        written = np.asarray(nib.load(tmp_path / "out" / f"{row['case_id']}_0000.nii.gz").dataobj) == value
+        labels = np.asarray(nib.load(source / "labelsTr" / f"{row['case_id']}.nii.gz").dataobj) == value
+        assert float(row["dice"]) == pytest.approx(dice(written, labels))
+        hd95, nsd = surface_metrics(written, labels, 2.0, (0.7, 0.7, 3.0))
+        assert (float(row["hd95_mm"]), float(row["nsd"])) == pytest.approx((hd95, nsd))
