@@ -212,3 +212,63 @@ def test_predict_from_labels_then_score_gives_each_written_mask_its_metrics(tmp_
         assert float(row["dice"]) == pytest.approx(dice(written, labels))
         hd95, nsd = surface_metrics(written, labels, 2.0, (0.7, 0.7, 3.0))
         assert (float(row["hd95_mm"]), float(row["nsd"])) == pytest.approx((hd95, nsd))
+
+
+def test_dicom_seg_masks_are_scored_on_their_series_by_segment_label(tmp_path, capsys):
+    pytest.importorskip("highdicom")
+    from msa_hf.data import load_volume, volume_from_axial_slices
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.testing.files import write_dicom_series
+
+    shape = (8, 24, 28)  # display slices, rows, columns
+    liver, spleen = (slice(2, 6), slice(3, 11), slice(4, 14)), (slice(3, 7), slice(14, 22), slice(15, 25))
+    moved_liver = (slice(3, 7), *liver[1:])  # one slice higher
+    series = tmp_path / "study" / "SER2"
+    write_dicom_series(series, np.zeros(shape, np.float32), series_number=2)
+    grid = load_volume(series)
+
+    def seg(path, blocks: dict[str, tuple]) -> np.ndarray:
+        drawn = np.zeros(shape, np.uint8)
+        for number, block in enumerate(blocks.values(), start=1):
+            drawn[block] = number
+        path.parent.mkdir(exist_ok=True)
+        write_dicom_seg(
+            series, volume_from_axial_slices(drawn), grid.affine, path, dict(enumerate(blocks, start=1))
+        )
+        return drawn
+
+    # the reference numbers liver 1, spleen 2; the prediction the other way round
+    seg(tmp_path / "labels" / "SER2.dcm", {"liver": liver, "spleen": spleen})
+    seg(tmp_path / "pred" / "SER2.dcm", {"spleen": spleen, "liver": moved_liver})
+    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "labels")]
+    assert main(argv) == 2 and "--images" in capsys.readouterr().err
+    scores, unit = score_mask_files(tmp_path / "pred", tmp_path / "labels", images=tmp_path / "study")
+    assert unit == "mm" and [s.class_name for s in scores] == ["liver", "spleen"]  # by label, not by number
+    stacks = [np.zeros(shape, bool) for _ in range(2)]
+    stacks[0][moved_liver], stacks[1][liver] = True, True
+    expected = case_score("SER2", "liver", *stacks, grid.slice_spacing)
+    assert (scores[0].dice, scores[0].hd95, scores[0].nsd) == pytest.approx(
+        (expected.dice, expected.hd95, expected.nsd)
+    )
+    assert scores[0].dice == pytest.approx(0.75) and scores[1].dice == 1.0
+    # a NIfTI prediction of the same series against the SEG: its values named by a label table
+    write_nifti = nib.Nifti1Image(
+        volume_from_axial_slices(np.where(stacks[0], 7, 0).astype(np.uint8)), grid.affine
+    )
+    (tmp_path / "nifti").mkdir()
+    nib.save(write_nifti, tmp_path / "nifti" / "SER2.nii.gz")
+    with pytest.raises(ValueError, match=r"segments \['liver', 'spleen'\] have no label value"):
+        score_mask_files(tmp_path / "nifti", tmp_path / "labels", images=tmp_path / "study")
+    (tmp_path / "labels.json").write_text(json.dumps({"7": "liver", "9": "spleen"}))
+    scores, _ = score_mask_files(
+        tmp_path / "nifti",
+        tmp_path / "labels",
+        images=tmp_path / "study",
+        label_table=tmp_path / "labels.json",
+    )
+    assert [(s.class_name, s.dice) for s in scores] == [("liver", pytest.approx(0.75)), ("spleen", 0.0)]
+    # a SEG of a series that is not under --images
+    other = tmp_path / "elsewhere" / "SER5"
+    write_dicom_series(other, np.zeros(shape, np.float32), series_number=5)
+    with pytest.raises(ValueError, match="not among the series under --images"):
+        score_mask_files(tmp_path / "pred", tmp_path / "labels", images=other)

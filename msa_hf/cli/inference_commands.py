@@ -65,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument(
         "predictions",
-        help="a folder of masks (NIfTI, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask file",
+        help="a folder of masks (NIfTI, DICOM-SEG, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask file",
     )
     score.add_argument(
         "labels",
@@ -87,6 +87,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=NSD_TOLERANCE_MM,
         help=f"NSD's tolerance, in mm for volumes and pixels for 2-D masks (default {NSD_TOLERANCE_MM:g})",
+    )
+    score.add_argument(
+        "--images",
+        default=None,
+        help="DICOM-SEG masks: the folder holding the DICOM series they were drawn on (a study, a PACS export, "
+        "a folder of series folders)",
     )
     score.add_output_dir("folder for scores.csv and scores.md (default: print only)", required=False)
     score.add_argument("--overwrite", action="store_true", help="replace earlier scores in --output-dir")
@@ -237,8 +243,9 @@ def _score(args: argparse.Namespace) -> int:
         check_not_an_input(args.output, [Path(args.labels)])
         check_new_outputs([Path(args.output) / name for name in SCORE_FILES], args.overwrite)
     scores, unit = score_mask_files(
-        args.predictions, args.labels, space_or_comma_list(args.classes), args.label_table, args.tolerance
-    )
+        args.predictions, args.labels, space_or_comma_list(args.classes), args.label_table, args.tolerance,
+        args.images,
+    )  # fmt: skip
     cases = len({s.case_id for s in scores})
     description = f"{args.predictions} scored against {args.labels}: {cases} cases, per case then averaged"
     print(description + "\n\n" + score_table(scores, unit, args.tolerance))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,14 @@ class MaskArrays:
 
 
 def _is_mask_file(path: Path) -> bool:
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.image_files import is_image_file
     from msa_hf.data.volumes import is_nifti
     from msa_hf.inference.batch import is_probabilities_file
 
-    return (is_nifti(path) or is_image_file(path)) and not is_probabilities_file(path)
+    if is_probabilities_file(path):
+        return False
+    return is_nifti(path) or is_image_file(path) or is_dicom_seg_file(path)
 
 
 def find_mask_files(predictions: str | Path) -> list[Path]:
@@ -70,12 +74,14 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
     else:
         raise ValueError(f"predictions {source}: no such file or folder.")
     if not found:
-        raise ValueError(f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp).")
+        raise ValueError(
+            f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp, DICOM-SEG)."
+        )
     for file in found:
         if not _is_mask_file(file):
             raise ValueError(
-                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz) or lossless images "
-                "(.png, .tif, .bmp)."
+                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz), DICOM-SEG or lossless "
+                "images (.png, .tif, .bmp)."
             )
     return found
 
@@ -123,23 +129,89 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
     return pairs
 
 
-def read_mask_pair(pair: MaskPair) -> MaskArrays:
-    """Both masks of `pair` as label maps on one grid (see the module docstring).
+class SegmentValues:
+    """Where DICOM-SEG masks are scored: the DICOM series they were drawn on (found under `images`, indexed
+    once by series UID) and the label value of each segment label, so that a SEG's segments and a NIfTI's
+    values (or another SEG's segments, numbered its own way) name the same structures.
+
+    A segment label takes its value from the label table by name; msa-hf predict's unnamed segments
+    ("structure 3") the value in their name; with no table and only DICOM-SEG files, the numbers the files
+    agree on, else one value per label alphabetically (`data.dicom_seg_labels.segment_label_values`)."""
+
+    def __init__(self, images: str | Path, files: list[Path], table: dict[int, str], only_seg: bool) -> None:
+        from msa_hf.data.dicom_seg_labels import segment_label_values, segment_names
+        from msa_hf.data.dicom_stacks import find_stacks
+
+        self.images = Path(images)
+        self.stacks: dict[str, list] = {}
+        for stack in find_stacks(self.images):
+            self.stacks.setdefault(stack.series_uid, []).append(stack)
+        labels = {name for file in files for name in segment_names(file).values()}
+        if not table and only_seg:
+            self.values, _ = segment_label_values(files, None)
+            self.names = {value: name for name, value in self.values.items()}
+            return
+        by_name = {name: value for value, name in table.items()}
+        self.values, unknown = {}, []
+        for name in sorted(labels):
+            number = name.removeprefix("structure ")
+            if name in by_name:
+                self.values[name] = by_name[name]
+            elif number.isdigit() and name != number:
+                self.values[name] = int(number)
+            else:
+                unknown.append(name)
+        if unknown:
+            where = "the label table" if table else "no label table (none beside the labels)"
+            raise ValueError(
+                f"DICOM-SEG segments {unknown} have no label value in {where}; they are scored against label "
+                'values through a label table that names them (--label-table labels.json, {"1": "liver"}).'
+            )
+        self.names = dict(table)
+
+    def read(self, seg: Path) -> Any:
+        """The RAS+ label volume `seg` draws on its series under `images` (`load_seg_labels`)."""
+        import os
+
+        from msa_hf.data.dicom_seg_labels import load_seg_labels, referenced_series
+
+        uid = referenced_series(seg)
+        stacks = self.stacks.get(uid or "", [])
+        if len(stacks) != 1:
+            found = "is not among" if not stacks else f"holds {len(stacks)} stacks (acquisitions) among"
+            raise ValueError(
+                f"DICOM-SEG {seg}: drawn on series {uid}, which {found} the series under --images {self.images}; "
+                "give the folder that holds the series each DICOM-SEG was drawn on."
+            )
+        files = stacks[0].files
+        location = Path(os.path.commonpath(files)) if len(files) > 1 else files[0]
+        if location.is_file() and not stacks[0].multi_frame:
+            location = location.parent
+        return load_seg_labels(seg, location, self.values, series=None if location.is_file() else uid)
+
+
+def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> MaskArrays:
+    """Both masks of `pair` as label maps on one grid (see the module docstring); DICOM-SEG masks read onto
+    their series through `segments`.
 
     Raises:
         ValueError: a volume paired with a 2-D mask, masks on different grids (shape, or a voxel-to-world
-            affine more than 0.01 mm apart), or a file that is not a valid label map (`VolumeReadError`,
-            `ImageReadError`).
+            affine more than 0.01 mm apart), a DICOM-SEG without `segments`, or a file that is not a valid
+            label map (`VolumeReadError`, `ImageReadError`).
     """
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
 
-    if is_nifti(pair.prediction) != is_nifti(pair.label):
+    def volume_file(path: Path) -> bool:
+        return is_nifti(path) or is_dicom_seg_file(path)
+
+    if volume_file(pair.prediction) != volume_file(pair.label):
         raise ValueError(
-            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI), the other a 2-D "
-            "mask; score volumes against volumes and images against images."
+            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG), the "
+            "other a 2-D mask; score volumes against volumes and images against images."
         )
-    if not is_nifti(pair.label):
+    if not volume_file(pair.label):
         prediction, label = read_mask(pair.prediction), read_mask(pair.label)
         if prediction.shape != label.shape:
             raise ValueError(
@@ -147,7 +219,18 @@ def read_mask_pair(pair: MaskPair) -> MaskArrays:
                 f"map {pair.label} {label.shape[1]} x {label.shape[0]}; a mask is scored at its image's size."
             )
         return MaskArrays(prediction, label, None)
-    prediction, label = load_volume(pair.prediction, is_label=True), load_volume(pair.label, is_label=True)
+
+    def read(path: Path) -> Any:
+        if is_nifti(path):
+            return load_volume(path, is_label=True)
+        if segments is None:
+            raise ValueError(
+                f"{path}: a DICOM-SEG is read onto the DICOM series it was drawn on; give the folder holding "
+                "that series with --images (images= in Python)."
+            )
+        return segments.read(path)
+
+    prediction, label = read(pair.prediction), read(pair.label)
     if prediction.array.shape != label.array.shape or not np.allclose(
         prediction.affine, label.affine, atol=1e-2
     ):
@@ -178,6 +261,7 @@ def score_mask_files(
     classes: str | list[str] | None = None,
     label_table: str | Path | None = None,
     tolerance: float = NSD_TOLERANCE_MM,
+    images: str | Path | None = None,
 ) -> tuple[list[CaseScore], str]:
     """Score every prediction against its label map (see the module docstring), one pair in memory at a time.
 
@@ -188,6 +272,8 @@ def score_mask_files(
             found in the labels or the predictions.
         label_table: the names of the label values (default: the table beside the labels, if any).
         tolerance: NSD's tolerance, in mm for volumes and pixels for 2-D masks.
+        images: the folder holding the DICOM series that DICOM-SEG masks were drawn on (a study, a PACS
+            export, a folder of series folders); needed where a prediction or a label map is a DICOM-SEG.
 
     Returns:
         One `CaseScore` per (case, structure), cases in pairing order and structures by value (a structure
@@ -198,11 +284,22 @@ def score_mask_files(
         ValueError: as `find_mask_files`, `pair_mask_files` and `read_mask_pair`; a mix of volumes and 2-D
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.label_tables import default_class_names
     from msa_hf.data.tasks import select_class_names
 
     pairs = pair_mask_files(find_mask_files(predictions), labels)
     table = structure_names(labels, label_table)
+    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
+    segments = None
+    if seg_files:
+        if images is None:
+            raise ValueError(
+                f"{seg_files[0]}: a DICOM-SEG is read onto the DICOM series it was drawn on; give the folder "
+                "holding the series with --images (images= in Python)."
+            )
+        segments = SegmentValues(images, seg_files, table, only_seg=len(seg_files) == 2 * len(pairs))
+        table = table or segments.names
     wanted = None
     if classes:  # resolved before any mask is read: a misspelt name fails at once
         tokens = [t.strip() for t in (classes.split(",") if isinstance(classes, str) else classes)]
@@ -216,7 +313,7 @@ def score_mask_files(
     scored: dict[str, dict[int, CaseScore]] = {}
     kinds = set()
     for pair in pairs:
-        arrays = read_mask_pair(pair)
+        arrays = read_mask_pair(pair, segments)
         kinds.add(arrays.spacing is None)
         if len(kinds) > 1:
             raise ValueError(
