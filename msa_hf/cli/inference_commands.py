@@ -12,7 +12,6 @@ from msa_hf.command_line import positive_int, space_or_comma_list
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
-    from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM
     from msa_hf.evaluation.decoding import PROTOCOLS
     from msa_hf.inference.prompt_frames import PROMPT_FRAMES
 
@@ -85,8 +84,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--tolerance",
         type=float,
-        default=NSD_TOLERANCE_MM,
-        help=f"NSD's tolerance, in mm for volumes and pixels for 2-D masks (default {NSD_TOLERANCE_MM:g})",
+        default=None,
+        help="NSD's tolerance, in mm for volumes and pixels for 2-D masks (default: msa-hf evaluate's, 2)",
     )
     score.add_argument(
         "--images",
@@ -234,9 +233,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM
     from msa_hf.evaluation.mask_files import SCORE_FILES, score_mask_files, score_table, write_scores
     from msa_hf.output_files import check_new_outputs, check_not_an_input
 
+    args.tolerance = NSD_TOLERANCE_MM if args.tolerance is None else args.tolerance
     if not args.tolerance > 0:
         raise ValueError(f"--tolerance {args.tolerance}: NSD's tolerance is a positive distance.")
     if args.output:  # before anything is read; the other files in the folder are the user's and stay

@@ -1,6 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Evaluation: the paper's prompt protocols on a prepared dataset (`protocols`), Dice/IoU/HD95/NSD
-(`metrics`), and pictures for people (`pictures`)."""
+(`metrics`), mask files scored against label maps (`mask_files`), and pictures for people (`pictures`)."""
 
 from msa_hf._lazy import lazy_exports
 
@@ -26,5 +26,6 @@ __getattr__, __dir__ = lazy_exports(
             )
         },
         **{name: "metrics" for name in ("dice", "iou", "hd95", "normalized_surface_dice", "summarise")},
+        **{name: "mask_files" for name in ("score_mask_files", "score_table", "write_scores")},
     },
 )

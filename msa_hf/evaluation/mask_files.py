@@ -310,7 +310,7 @@ def score_mask_files(
             )
         values = {int(t) for t in tokens if t.isdigit()}
         wanted = select_class_names(default_class_names(sorted(values)) | table, tokens)
-    scored: dict[str, dict[int, CaseScore]] = {}
+    scored: list[tuple[str, dict[int, CaseScore]]] = []  # per pair: its case id, its scores by value
     kinds = set()
     for pair in pairs:
         arrays = read_mask_pair(pair, segments)
@@ -321,19 +321,19 @@ def score_mask_files(
                 "on its own."
             )
         present = set(np.unique(arrays.prediction).tolist()) | set(np.unique(arrays.label).tolist())
-        scored[pair.case_id] = {}
+        scored.append((pair.case_id, {}))
         for value in sorted(present - {0} if wanted is None else set(wanted) & present):
             prediction, label = arrays.prediction == value, arrays.label == value
             name = table.get(value, f"class_{value}")
-            scored[pair.case_id][value] = (
+            scored[-1][1][value] = (
                 picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)
                 if arrays.spacing is None
                 else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
             )
-    every = wanted or {v: table.get(v, f"class_{v}") for case in scored.values() for v in case}
+    every = wanted or {v: table.get(v, f"class_{v}") for _, case in scored for v in case}
     scores = [
         case.get(value) or CaseScore(case_id, every[value], None, None, None, None)  # absent from both
-        for case_id, case in scored.items()
+        for case_id, case in scored
         for value in sorted(every)
     ]
     return scores, "pixels" if True in kinds else "mm"
