@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from msa_hf.evaluation.metrics import dice, hd95, iou, normalized_surface_dice, summarise, surface_distances
+from msa_hf.evaluation.metrics import (
+    dice,
+    hd95,
+    iou,
+    normalized_surface_dice,
+    summarise,
+    surface_distances,
+    surface_metrics,
+)
 
 
 def test_dice_and_iou_by_hand():
@@ -142,3 +150,25 @@ def test_pictures_of_one_case_pool_their_own_contours_and_may_differ_in_size():
     assert picture_surface_metrics([*pairs, (empty, empty)], 2.0) == (hd, nsd)
     assert picture_surface_metrics([(np.zeros_like(a_target), a_target)], 2.0) == (math.inf, 0.0)
     assert picture_surface_metrics([(empty, empty)], 2.0) == (None, None)
+
+
+def test_a_structure_with_gaps_between_its_slices_keeps_them_when_scored():
+    from msa_hf.evaluation.case_scores import score_cases
+
+    # two lesions of one class, one above the other on slices 2-3 and 8-9 of a case; the prediction misses
+    # the upper lesion's top slice
+    target = np.zeros((12, 32, 32), bool)
+    target[2:4, 4:20, 4:20] = True
+    target[8:10, 4:20, 4:20] = True
+    prediction = target.copy()
+    prediction[9] = False
+    rows = [("case", k, "lesion", [prediction[k]], target[k]) for k in range(12) if target[k].any()]
+    score = score_cases(rows, {"case": (1.0, 1.0, 3.0)})[0]
+    expected = surface_metrics(prediction, target, 2.0, (3.0, 1.0, 1.0))
+    assert (score.hd95, score.nsd) == pytest.approx(expected)
+    assert score.dice == pytest.approx(dice(prediction, target))
+    # the slices stacked one after another (the lesions touching) gave other numbers
+    squeezed = [k for k in range(12) if target[k].any()]
+    assert surface_metrics(prediction[squeezed], target[squeezed], 2.0, (3.0, 1.0, 1.0)) != pytest.approx(
+        expected
+    )

@@ -1,7 +1,8 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Scoring per case: the slices of a volume case are stacked, and Dice, IoU, HD95 and NSD are computed per
-(case, structure) with the case's spacing, then averaged over cases per structure (docs/method.md). A case of
-2-D pictures is scored in 2-D, in pixels, each picture's contours on their own."""
+"""Scoring per case: the slices of a volume case are stacked at their places in the case, and Dice, IoU,
+HD95 and NSD are computed per (case, structure) with the case's spacing, then averaged over cases per
+structure (docs/method.md). A case of 2-D pictures is scored in 2-D, in pixels, each picture's contours on
+their own."""
 
 from __future__ import annotations
 
@@ -55,11 +56,15 @@ def score_cases(predictions, spacing_of: dict[str, tuple[float, float, float] | 
             clicks = [[m[k] for _, m, _ in rows] for k in range(len(rows[0][1]))]
             scores.append(picture_case_score(case_id, class_name, clicks[-1], targets, clicks))
             continue
-        target = np.stack([t for _, _, t in rows]).astype(bool)
-        final = np.stack([m[-1] for _, m, _ in rows])
-        per_click = [
-            dice(np.stack([m[k] for _, m, _ in rows]), target) or 0.0 for k in range(len(rows[0][1]))
-        ]
+        # each slice at its own place in the case, the slices between without the structure left empty (a
+        # class of several lesions at different levels keeps its gaps: stacked together, the lesions touched)
+        first, clicks = rows[0][0], len(rows[0][1])
+        stacks = np.zeros((clicks + 1, rows[-1][0] - first + 1, *rows[0][2].shape), bool)
+        for slice_index, masks, t in rows:
+            stacks[:clicks, slice_index - first] = np.asarray(masks, dtype=bool)
+            stacks[clicks, slice_index - first] = t
+        target, final = stacks[clicks], stacks[clicks - 1]
+        per_click = [dice(stacks[k], target) or 0.0 for k in range(clicks)]
         scores.append(case_score(case_id, class_name, final, target, spacing, per_click))
     return scores
 
