@@ -28,7 +28,9 @@ def render_dataset_card(
     )
     split_rows = "\n".join(f"| {s} | {report.cases.get(s, 0)} | {report.slices.get(s, 0)} |" for s in SPLITS)
     class_rows = "\n".join(
-        f"| {value} | {class_name} | {report.slices_per_class.get(class_name, 0)} |"
+        # a region (a union of label values, `regions.json`) shows the values it holds
+        f"| {', '.join(map(str, report.regions.get(value, [value])))} | {class_name} | "
+        f"{report.slices_per_class.get(class_name, 0)} |"
         for value, class_name in report.class_names.items()
     )
     notes = [f"- skipped case `{c['case_id']}`: {c['reason']}" for c in report.skipped_cases]

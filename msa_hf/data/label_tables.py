@@ -4,7 +4,8 @@
 Read from the formats medical datasets ship: Medical Segmentation Decathlon `dataset.json` (both
 `{"0": "background", "1": "liver"}` and nnU-Net v2's `{"background": 0, "liver": 1}`), a plain JSON map or
 list, and text tables (`1 liver` per line, or ITK-SNAP's label description `1 255 0 0 1 1 1 "liver"`).
-Background (0) is never a target and is dropped.
+Background (0) is never a target and is dropped. nnU-Net v2's region-based tables (a structure as a list of
+label values: BraTS's whole tumour, tumour core and enhancing tumour) are read by `parse_label_regions`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,51 @@ def parse_label_table(path: str | Path) -> dict[int, str]:
             "the values in the label maps first)."
         )
     return table
+
+
+def parse_label_regions(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """The structures of a region-based label table, `{name: label values}` in the table's order, or None for a
+    table of one value per structure (`parse_label_table`).
+
+    A region is a union of label values, as nnU-Net v2's `dataset.json` writes it for nested or overlapping
+    targets (BraTS: `{"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}`);
+    once one entry is a list, every entry is a structure of its values (a number: a region of one value).
+
+    Raises:
+        LabelTableError: a region entry whose values are not label values (1 to 65535), or a name given twice.
+    """
+    path = Path(path)
+    if path.suffix != ".json":
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # parse_label_table says why
+    content = content.get("labels", content) if isinstance(content, dict) else content
+    if not isinstance(content, dict) or not any(isinstance(v, list) for v in content.values()):
+        return None
+    regions: dict[str, tuple[int, ...]] = {}
+    for name, entry in content.items():
+        values = entry if isinstance(entry, list) else [entry]
+        if values == [0]:
+            continue  # background
+        if not values or not all(_is_integer(v) and 0 < int(v) <= MAX_LABEL_VALUE for v in values):
+            raise LabelTableError(
+                f"{path}: region {name!r} is {entry!r}; a region lists label values from 1 to {MAX_LABEL_VALUE}, "
+                'e.g. "tumor core": [2, 3].'
+            )
+        regions[_name(name, entry, str(path))] = tuple(sorted({int(v) for v in values}))
+    return regions
+
+
+def read_label_structures(path: str | Path) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
+    """The structures a label table names: `{class id: name}` and, for a region-based table
+    (`parse_label_regions`), `{class id: label values}` with class ids 1..N in the table's order; for a table
+    of one value per structure, the class ids are the label values and the regions `{}`."""
+    regions = parse_label_regions(path)
+    if regions is None:
+        return parse_label_table(path), {}
+    return dict(enumerate(regions, start=1)), dict(enumerate(regions.values(), start=1))
 
 
 def find_label_table(folder: str | Path) -> Path | None:

@@ -32,7 +32,12 @@ from msa_hf.data.dicom_seg_labels import (
     segment_label_values,
 )
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
-from msa_hf.data.label_tables import LabelTableError, default_class_names, find_label_table, parse_label_table
+from msa_hf.data.label_tables import (
+    LabelTableError,
+    default_class_names,
+    find_label_table,
+    read_label_structures,
+)
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from msa_hf.data.sources import (
     PAIRING_RULE,
@@ -148,6 +153,7 @@ class PrepareReport:
     empty_slices_dropped: int = 0
     slices_per_class: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    regions: dict[int, list[int]] = field(default_factory=dict)  # structures that are unions of label values
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
@@ -346,11 +352,16 @@ def _group_image_cases(cases: list[CaseFiles], pattern: str | None) -> dict[str,
     return groups
 
 
-def _class_names(source: Path, options: PrepareOptions) -> dict[int, str] | None:
+def _class_names(
+    source: Path, options: PrepareOptions
+) -> tuple[dict[int, str] | None, dict[int, tuple[int, ...]]]:
+    """The label table's `{class id: name}` (None without a table) and, for a region-based table, `{class
+    id: label values}` with class ids 1..N in the table's order (else `{}`: each class id is its label
+    value)."""
     table_path = Path(options.label_table) if options.label_table else find_label_table(source)
     if table_path is None:
-        return None
-    return parse_label_table(table_path)
+        return None, {}
+    return read_label_structures(table_path)
 
 
 def prepare_dataset(
@@ -382,7 +393,10 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     """`prepare_dataset`'s work, writing into the (staging) folder `output` that becomes `final`."""
     kind = detect_source_kind(source) if options.kind == "auto" else options.kind
     report = PrepareReport(output=str(final), class_names={})
-    table = _class_names(source, options)
+    table, regions = _class_names(source, options)
+    report.regions = {class_id: list(values) for class_id, values in regions.items()}
+    # the label values the masks may hold: a region table's, or the plain table's own
+    known_values = {v for values in regions.values() for v in values} if regions else set(table or ())
     seg_values = None
     if kind == "volumes":
         groups = _volume_cases(find_volume_pairs(source), options, report)
@@ -391,6 +405,11 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             for files in groups.values()
             if files[0].label and is_dicom_seg_file(files[0].label)
         ]
+        if seg_files and regions:
+            raise ValueError(
+                f"{source}: DICOM-SEG labels with a region-based label table; a segment is one structure, so "
+                "give a table of one value per segment label, or export the labels as NIfTI."
+            )
         if seg_files:  # segments are numbered per file: label values come from their labels
             seg_values, note = segment_label_values(seg_files, table)
             report.warnings += [note] if note else []
@@ -402,6 +421,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     splits = split_cases(list(groups), options.split, options.seed)
     split_of = {case_id: split for split, ids in splits.items() for case_id in ids}
     seen_values: Counter[int] = Counter()
+    seen_classes: Counter[int] = Counter()  # slices holding each region
     writers = {split: SliceParquetWriter(split_file(output, split)) for split in SPLITS}
     try:
         for case_id in tqdm(sorted(groups), desc=f"prepare {source.name}", unit="case"):
@@ -414,13 +434,15 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                         )
                     rows = _volume_rows(files[0], options, report, seg_values)
                 else:
-                    rows = _image_rows(case_id, files, options, report, set(table) if table else None)
+                    rows = _image_rows(case_id, files, options, report, known_values or None)
             except CASE_ERRORS as error:
                 report.skipped_cases.append({"case_id": case_id, "reason": str(error)})
                 logger.warning("skipping case %s: %s", case_id, error)
                 continue
             for row in rows:
                 seen_values.update(row["labels_present"])
+                for class_id, values in regions.items():  # a region counts once per slice
+                    seen_classes[class_id] += bool(set(values) & set(row["labels_present"]))
             writers[split_of[case_id]].write_case(rows)
             report.cases[split_of[case_id]] = report.cases.get(split_of[case_id], 0) + (1 if rows else 0)
     finally:
@@ -456,12 +478,22 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             f"no label table in {source} (looked for dataset.json, labels.json, labels.txt); classes are named "
             "class_<value>. Add one to name them."
         )
-    unknown = sorted(set(seen_values) - set(table))
-    if unknown:
-        report.warnings.append(f"label values {unknown} appear in the masks but not in the label table.")
-        table.update(default_class_names(unknown))
-    report.class_names = dict(sorted(table.items()))
-    report.slices_per_class = {table[value]: count for value, count in sorted(seen_values.items())}
+    if regions:
+        unknown = sorted(set(seen_values) - known_values)
+        if unknown:
+            report.warnings.append(
+                f"label values {unknown} appear in the masks but in no region of the label table; no structure "
+                "holds them."
+            )
+        report.class_names = dict(table)
+        report.slices_per_class = {table[class_id]: seen_classes[class_id] for class_id in table}
+    else:
+        unknown = sorted(set(seen_values) - set(table))
+        if unknown:
+            report.warnings.append(f"label values {unknown} appear in the masks but not in the label table.")
+            table.update(default_class_names(unknown))
+        report.class_names = dict(sorted(table.items()))
+        report.slices_per_class = {table[value]: count for value, count in sorted(seen_values.items())}
     write_dataset_metadata(
         output,
         report,
@@ -482,11 +514,24 @@ def write_dataset_metadata(
     (output / "classes.json").write_text(
         json.dumps({str(k): v for k, v in report.class_names.items()}, indent=2)
     )
+    if report.regions:  # structures that are unions of label values (`read_regions`)
+        (output / "regions.json").write_text(
+            json.dumps({str(k): v for k, v in report.regions.items()}, indent=2)
+        )
     (output / "prepare_report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
     card = render_dataset_card(
         name=name, report=report, source_description=source_description, license_notice=license_notice
     )
     (output / "README.md").write_text(card, encoding="utf-8")
+
+
+def read_regions(folder: str | Path) -> dict[int, tuple[int, ...]]:
+    """`{class id: label values}` of a prepared dataset's structures that are unions of label values (its
+    `regions.json`, written from a region-based label table); `{}` where each class id is its label value."""
+    path = Path(folder) / "regions.json"
+    if not path.is_file():
+        return {}
+    return {int(k): tuple(int(v) for v in values) for k, values in json.loads(path.read_text()).items()}
 
 
 def read_class_names(folder: str | Path) -> dict[int, str]:

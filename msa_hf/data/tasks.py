@@ -67,6 +67,29 @@ def collate_ragged(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+Regions = Mapping[int, Sequence[int]]  # class id -> the label values a structure is the union of
+
+
+def structure_values(class_id: int, regions: Regions | None = None) -> tuple[int, ...]:
+    """The label values structure `class_id` is made of: its region's (a dataset's `regions.json`,
+    `read_regions`), else the class id itself. The one rule of which pixels a structure holds."""
+    return tuple(regions[class_id]) if regions and class_id in regions else (class_id,)
+
+
+def structure_mask(label: np.ndarray, class_id: int, regions: Regions | None = None) -> np.ndarray:
+    """Boolean mask of structure `class_id` in a label map of any shape (`structure_values`)."""
+    values = structure_values(class_id, regions)
+    return label == values[0] if len(values) == 1 else np.isin(label, values)
+
+
+def structures_present(
+    labels_present: Sequence[int], wanted: Sequence[int] | set[int], regions: Regions | None = None
+) -> list[int]:
+    """The structures of `wanted` that a slice holds, in class-id order, from its `labels_present` values."""
+    present = set(labels_present)
+    return [c for c in sorted(wanted) if present.intersection(structure_values(c, regions))]
+
+
 def select_class_names(class_names: Mapping[int, str], wanted: str | Sequence[str] | None) -> dict[int, str]:
     """The `{label value: name}` entries of `wanted`: names or label values, as a list or one comma-separated
     string ("csf,grey_matter", "1, 2"). None or empty keeps them all.
@@ -102,6 +125,7 @@ def to_binary_tasks(
     min_pixels: int = 1,
     image_size: int | None = None,
     keep_adapted: bool = False,
+    regions: Regions | None = None,
 ) -> Any:
     """One row per (slice, structure present): `image`, binary `mask` (uint8 0/1), `class_id`, `class_name`;
     with `keep_adapted`, also `adapted` (uint8 0/1), the union of every kept structure on that slice (what
@@ -118,6 +142,7 @@ def to_binary_tasks(
         min_pixels: smallest mask kept.
         image_size: also drop masks that vanish when resized to the model's input size (thin structures
             at a small `image_size`), so every row has a target in the model frame too.
+        regions: the dataset's structures made of several label values (`read_regions`).
     """
     wanted = set(class_names) if classes is None else set(classes)
     unknown = wanted - set(class_names)
@@ -133,17 +158,16 @@ def to_binary_tasks(
     def expand(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in features}
         for index in range(len(batch["case_id"])):
-            present = [v for v in batch["labels_present"][index] if v in wanted]
+            present = structures_present(batch["labels_present"][index], wanted, regions)
             if not present:
                 continue
             label = np.asarray(batch["label"][index])
+            values = [v for c in present for v in structure_values(c, regions)]
             adapted = (
-                mask_encoder.encode_example(np.isin(label, present).astype(np.uint8))
-                if keep_adapted
-                else None
+                mask_encoder.encode_example(np.isin(label, values).astype(np.uint8)) if keep_adapted else None
             )
             for value in present:
-                mask = label == value
+                mask = structure_mask(label, value, regions)
                 if int(mask.sum()) < min_pixels or (image_size and not _survives_resize(mask, image_size)):
                     skipped[0] += 1
                     continue

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msa_hf.data.tasks import SamSegmentationTransform
+from msa_hf.data.tasks import SamSegmentationTransform, structure_mask, structures_present
 from msa_hf.data.transforms import GrayscaleToRGB, SamNormalize, intensity_transform_for, resize_and_pad
 from msa_hf.processing.prompts import PADDING_LABEL, resized_shape, sample_point_prompt
 
@@ -105,17 +105,21 @@ class VolumeWindowDataset(torch.utils.data.Dataset):
         classes: Sequence[int] | None = None,
         stride: int | None = None,
         transform: Any | None = None,
+        regions: Mapping[int, Sequence[int]] | None = None,
     ) -> None:
         self.dataset = dataset
         self.class_names = dict(class_names)
         self.transform = transform
+        self.regions = dict(regions or {})  # structures made of several label values (`read_regions`)
         wanted = set(self.class_names) if classes is None else set(classes)
         present = dataset["labels_present"]
         self.windows = slice_windows(dataset, depth, stride)
         self.items = [
             (window, value)
             for window in self.windows
-            for value in sorted({v for row in window.rows for v in present[row]} & wanted)
+            for value in structures_present(
+                {v for row in window.rows for v in present[row]}, wanted, self.regions
+            )
         ]
 
     def __len__(self) -> int:
@@ -126,7 +130,9 @@ class VolumeWindowDataset(torch.utils.data.Dataset):
         rows = self.dataset[window.rows]  # positions repeat for padded windows; datasets handles that
         example = {
             "image": np.stack([np.asarray(image) for image in rows["image"]]),
-            "mask": np.stack([(np.asarray(label) == value) for label in rows["label"]]).astype(np.uint8),
+            "mask": np.stack(
+                [structure_mask(np.asarray(label), value, self.regions) for label in rows["label"]]
+            ).astype(np.uint8),
             "class_id": value,
             "class_name": self.class_names[value],
             "case_id": window.case_id,

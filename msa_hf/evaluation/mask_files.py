@@ -244,15 +244,17 @@ def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> Mas
     return MaskArrays(axial_slices(prediction.array), axial_slices(label.array), label.slice_spacing)
 
 
-def structure_names(labels: str | Path, label_table: str | Path | None = None) -> dict[int, str]:
-    """`{value: name}` of the structures: from `label_table`, else from the first label table in the labels
-    folder or the folder above it (nnU-Net's `dataset.json` beside `labelsTr/`), else none (values found in
-    the masks are then `class_<value>`)."""
-    from msa_hf.data.label_tables import find_label_table, parse_label_table
+def label_structures(
+    labels: str | Path, label_table: str | Path | None = None
+) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
+    """`{class id: name}` of the structures and the regions among them (`read_label_structures`): from
+    `label_table`, else from the first label table in the labels folder or the folder above it (nnU-Net's
+    `dataset.json` beside `labelsTr/`), else none (values found in the masks are then `class_<value>`)."""
+    from msa_hf.data.label_tables import find_label_table, read_label_structures
 
     folder = Path(labels) if Path(labels).is_dir() else Path(labels).parent
     path = Path(label_table) if label_table else (find_label_table(folder) or find_label_table(folder.parent))
-    return parse_label_table(path) if path is not None else {}
+    return read_label_structures(path) if path is not None else ({}, {})
 
 
 def score_mask_files(
@@ -286,10 +288,10 @@ def score_mask_files(
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.label_tables import default_class_names
-    from msa_hf.data.tasks import select_class_names
+    from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
 
     pairs = pair_mask_files(find_mask_files(predictions), labels)
-    table = structure_names(labels, label_table)
+    table, regions = label_structures(labels, label_table)
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
     segments = None
     if seg_files:
@@ -297,6 +299,11 @@ def score_mask_files(
             raise ValueError(
                 f"{seg_files[0]}: a DICOM-SEG is read onto the DICOM series it was drawn on; give the folder "
                 "holding the series with --images (images= in Python)."
+            )
+        if regions:
+            raise ValueError(
+                f"{seg_files[0]}: DICOM-SEG masks with a region-based label table; a segment is one structure, "
+                "so give a table of one value per segment label (--label-table)."
             )
         segments = SegmentValues(images, seg_files, table, only_seg=len(seg_files) == 2 * len(pairs))
         table = table or segments.names
@@ -322,15 +329,21 @@ def score_mask_files(
             )
         present = set(np.unique(arrays.prediction).tolist()) | set(np.unique(arrays.label).tolist())
         scored.append((pair.case_id, {}))
-        for value in sorted(present - {0} if wanted is None else set(wanted) & present):
-            prediction, label = arrays.prediction == value, arrays.label == value
+        candidates = set(wanted or table) if regions else (present - {0} if wanted is None else set(wanted))
+        for value in structures_present(present - {0}, candidates, regions):
+            prediction, label = (
+                structure_mask(arrays.prediction, value, regions),
+                structure_mask(arrays.label, value, regions),
+            )
             name = table.get(value, f"class_{value}")
             scored[-1][1][value] = (
                 picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)
                 if arrays.spacing is None
                 else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
             )
-    every = wanted or {v: table.get(v, f"class_{v}") for _, case in scored for v in case}
+    every = wanted or (
+        dict(table) if regions else {v: table.get(v, f"class_{v}") for _, case in scored for v in case}
+    )
     scores = [
         case.get(value) or CaseScore(case_id, every[value], None, None, None, None)  # absent from both
         for case_id, case in scored

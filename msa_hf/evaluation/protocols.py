@@ -104,6 +104,7 @@ def evaluation_tasks(
         SamSegmentationTransform,
         load_prepared,
         read_class_names,
+        read_regions,
         select_class_names,
         to_binary_tasks,
     )
@@ -112,7 +113,9 @@ def evaluation_tasks(
     if split not in slices:
         raise ValueError(f"{dataset_dir} has no {split!r} split (it has {list(slices)}).")
     class_names = select_class_names(read_class_names(dataset_dir), classes)
-    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size)
+    tasks = to_binary_tasks(
+        slices[split], class_names, image_size=image_size, regions=read_regions(dataset_dir)
+    )
     prompts = PromptSampling(num_positive=10, click_strategy="interior", use_box=True, box_jitter=0.0)
     tasks.set_transform(
         SamSegmentationTransform(

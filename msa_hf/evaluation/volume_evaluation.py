@@ -51,7 +51,9 @@ def evaluate_volumes(
         VolumeWindowDataset,
         load_prepared,
         read_class_names,
+        read_regions,
         select_class_names,
+        structure_mask,
     )
     from msa_hf.data.volume_windows import reassemble_volume
 
@@ -67,7 +69,10 @@ def evaluate_volumes(
         deterministic=True,
         window=window,
     )
-    windows = VolumeWindowDataset(slices, depth, class_names, stride=stride, transform=transform)
+    regions = read_regions(dataset_dir)
+    windows = VolumeWindowDataset(
+        slices, depth, class_names, stride=stride, transform=transform, regions=regions
+    )
     plain = slices.with_format(None)
     predictions: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
     placement = resolve_placement(device, dtype)
@@ -106,7 +111,7 @@ def evaluate_volumes(
         spacings[case_id] = tuple(rows[0]["spacing"])
     scores = []
     for (case_id, value), parts in sorted(predictions.items()):
-        target = label_volumes[case_id] == value
+        target = structure_mask(label_volumes[case_id], value, regions)
         volume = (
             # slices outside every window of this structure got no click: background (-1 vote)
             reassemble_volume(

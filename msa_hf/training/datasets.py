@@ -30,11 +30,13 @@ def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) 
         VolumeWindowDataset,
         load_prepared,
         read_class_names,
+        read_regions,
         select_class_names,
         to_binary_tasks,
     )
 
     class_names = select_class_names(read_class_names(config.dataset), config.classes)
+    regions = read_regions(config.dataset)
     slices = load_prepared(config.dataset)
     if split not in slices:
         raise ValueError(
@@ -52,11 +54,15 @@ def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) 
             deterministic=True,
             seed=config.seed,
         )
-        windows = VolumeWindowDataset(slices[split], config.num_slices, class_names, transform=transform)
+        windows = VolumeWindowDataset(
+            slices[split], config.num_slices, class_names, transform=transform, regions=regions
+        )
         return windows, transform
     # distillation that stays off the adapted structures needs their union on every training row
     keep_adapted = train and config.distill_probability > 0 and config.distill_outside_labels
-    tasks = to_binary_tasks(slices[split], class_names, image_size=image_size, keep_adapted=keep_adapted)
+    tasks = to_binary_tasks(
+        slices[split], class_names, image_size=image_size, keep_adapted=keep_adapted, regions=regions
+    )
     prompts = PromptSampling(
         num_positive=config.num_clicks,
         click_strategy="uniform" if train else "interior",

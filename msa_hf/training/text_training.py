@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.data.tasks import Regions, structure_values, structures_present
 from msa_hf.data.transforms import resize_and_pad
 from msa_hf.inference.image_encoding import image_to_pixel_values
 from msa_hf.modeling.text_prompts import TEXT_TEMPLATES, TextEncoder, random_description
@@ -39,12 +40,13 @@ class TextTrainingConfig:
 
 
 def text_examples(
-    dataset: Any, class_names: dict[int, str]
+    dataset: Any, class_names: dict[int, str], regions: Regions | None = None
 ) -> list[tuple[np.ndarray, np.ndarray, str, list[int]]]:
-    """`(image, label map, modality, labels present)` of every slice with at least one structure."""
+    """`(image, label map, modality, structures present)` of every slice with at least one structure of
+    `class_names` (`regions`: the dataset's structures made of several label values, `read_regions`)."""
     examples = []
     for row in dataset:
-        present = [int(v) for v in row["labels_present"] if int(v) in class_names]
+        present = structures_present([int(v) for v in row["labels_present"]], set(class_names), regions)
         if present:
             examples.append(
                 (
@@ -72,6 +74,7 @@ def sample_text_example(
     rng: np.random.Generator,
     config: TextTrainingConfig,
     size: int,
+    regions: Regions | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """One text-prompted example: `(pixels (3, S, S), target (1, S, S), text)`. With `union_probability` the
     text names two of the slice's structures and the target is the union of their masks."""
@@ -80,7 +83,8 @@ def sample_text_example(
     values = sorted(rng.choice(present, size=count, replace=False).tolist())
     names = [class_names[v] for v in values]
     text = random_description(names, modality, rng, config.templates, user=config.user_descriptions)
-    pixels, target = _example_tensors(image, label, values, modality, size)
+    label_values = [v for value in values for v in structure_values(value, regions)]
+    pixels, target = _example_tensors(image, label, label_values, modality, size)
     return pixels, target, text
 
 
@@ -90,13 +94,14 @@ def train_text_prompts(
     dataset: Any,
     class_names: dict[int, str],
     config: TextTrainingConfig,
+    regions: Regions | None = None,
 ) -> list[float]:
     """Train `model` (a `SamAdapterModel` with `text_embedding_dim`) on text-prompted examples of `dataset` (a
     prepared split); returns the loss per step. A frozen text encoder embeds each distinct description once."""
     from msa_hf.training.loop import LoopSettings, TrainingLoop, constant_rate
 
     size = model.config.vision_config.image_size
-    examples = text_examples(dataset, class_names)
+    examples = text_examples(dataset, class_names, regions)
     model.mark_only_adapters_as_trainable()
     settings = LoopSettings(
         steps=config.steps, learning_rate=config.learning_rate, weight_decay=0.01, max_grad_norm=None,
@@ -108,7 +113,7 @@ def train_text_prompts(
         while True:
             rng = np.random.default_rng([config.seed, loop.step])
             drawn = [
-                sample_text_example(examples[int(index)], class_names, rng, config, size)
+                sample_text_example(examples[int(index)], class_names, rng, config, size, regions)
                 for index in rng.choice(len(examples), size=config.batch_size)
             ]
             pixels, targets, texts = zip(*drawn, strict=True)

@@ -1,0 +1,155 @@
+"""Structures that are unions of label values (regions), as nnU-Net v2's region-based `dataset.json` writes
+BraTS's whole tumour, tumour core and enhancing tumour: read from the table, prepared, trained on, evaluated
+and scored as the union of their values."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from msa_hf.data import load_prepared, prepare_dataset, read_class_names, read_regions, to_binary_tasks
+from msa_hf.data.label_tables import LabelTableError, parse_label_regions, read_label_structures
+from msa_hf.evaluation.metrics import dice
+
+nib = pytest.importorskip("nibabel")
+
+BRATS_LABELS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+REGIONS = {1: (1, 2, 3), 2: (2, 3), 3: (3,)}
+
+
+def _tumour(shift: int = 0) -> np.ndarray:
+    """Nested label values on a (32, 28, 10) grid: edema 1 around a core of 2 around an enhancing 3."""
+    labels = np.zeros((32, 28, 10), np.uint8)
+    labels[6 + shift : 26 + shift, 4:24, 2:8] = 1
+    labels[10 + shift : 22 + shift, 8:20, 3:7] = 2
+    labels[13 + shift : 19 + shift, 11:17, 4:6] = 3
+    return labels
+
+
+@pytest.fixture()
+def brats_source(tmp_path):
+    """Four BraTS-like cases (imagesTr/ + labelsTr/) with the region-based dataset.json beside them."""
+    source = tmp_path / "brats"
+    for folder in ("imagesTr", "labelsTr"):
+        (source / folder).mkdir(parents=True)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    for case in range(4):
+        labels = _tumour(shift=case)
+        image = (rng.random(labels.shape) * 100 + labels * 200).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, affine), source / "imagesTr" / f"case{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), source / "labelsTr" / f"case{case}.nii.gz")
+    (source / "dataset.json").write_text(
+        json.dumps({"labels": BRATS_LABELS, "regions_class_order": [1, 2, 3]})
+    )
+    return source
+
+
+def test_a_region_based_table_names_unions_of_label_values(tmp_path):
+    table = tmp_path / "dataset.json"
+    table.write_text(json.dumps({"labels": BRATS_LABELS}))
+    assert parse_label_regions(table) == {
+        "whole tumor": (1, 2, 3),
+        "tumor core": (2, 3),
+        "enhancing tumor": (3,),
+    }
+    assert read_label_structures(table) == (
+        {1: "whole tumor", 2: "tumor core", 3: "enhancing tumor"},
+        REGIONS,
+    )
+    table.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    assert parse_label_regions(table) is None  # one value per structure: the class ids are the values
+    assert read_label_structures(table) == ({1: "liver", 2: "tumour"}, {})
+    table.write_text(json.dumps({"labels": {"background": 0, "core": [2, "x"]}}))
+    with pytest.raises(LabelTableError, match="region 'core'"):
+        parse_label_regions(table)
+
+
+def test_prepare_writes_regions_and_training_rows_hold_their_unions(brats_source, tmp_path):
+    report = prepare_dataset(brats_source, tmp_path / "prepared", split=(1.0, 0.0, 0.0))
+    assert read_class_names(tmp_path / "prepared") == {
+        1: "whole tumor",
+        2: "tumor core",
+        3: "enhancing tumor",
+    }
+    assert read_regions(tmp_path / "prepared") == REGIONS
+    # a region counts each slice once: whole tumour on slices 2-7, the core on 3-6, the enhancing part on 4-5
+    assert report.slices_per_class == {"whole tumor": 24, "tumor core": 16, "enhancing tumor": 8}
+    assert "| 1, 2, 3 | whole tumor | 24 |" in (tmp_path / "prepared" / "README.md").read_text()
+    slices = load_prepared(tmp_path / "prepared")["train"]
+    tasks = to_binary_tasks(slices, read_class_names(tmp_path / "prepared"), regions=REGIONS)
+    labels = {(row["case_id"], row["slice"]): np.asarray(row["label"]) for row in slices}
+    assert len(tasks) == 24 + 16 + 8
+    for row in tasks:
+        label = labels[row["case_id"], row["slice"]]
+        assert np.array_equal(np.asarray(row["mask"]).astype(bool), np.isin(label, REGIONS[row["class_id"]]))
+    # read as plain values (no regions), the whole tumour would be the edema ring alone
+    plain = to_binary_tasks(slices, {1: "edema"})
+    assert sum(np.asarray(row["mask"]).sum() for row in plain) < sum(
+        np.asarray(row["mask"]).sum() for row in tasks if row["class_id"] == 1
+    )
+
+
+def test_volume_windows_and_text_examples_use_the_unions(brats_source, tmp_path):
+    from msa_hf.data import VolumeWindowDataset
+    from msa_hf.training.text_training import (
+        TextTrainingConfig,
+        _example_tensors,
+        sample_text_example,
+        text_examples,
+    )
+
+    prepare_dataset(brats_source, tmp_path / "prepared", split=(1.0, 0.0, 0.0))
+    slices = load_prepared(tmp_path / "prepared")["train"]
+    names = read_class_names(tmp_path / "prepared")
+    windows = VolumeWindowDataset(slices, 4, names, regions=REGIONS)
+    for index in range(len(windows)):
+        item = windows[index]
+        rows = slices.select(windows.items[index][0].rows)
+        expected = np.stack(
+            [np.isin(np.asarray(label), REGIONS[item["class_id"]]) for label in rows["label"]]
+        )
+        assert np.array_equal(item["mask"].astype(bool), expected)
+    examples = text_examples(slices, names, REGIONS)
+    assert all(example[3] for example in examples)
+    image, label, _, present = next(e for e in examples if e[3] == [1, 2, 3])
+    config = TextTrainingConfig(union_probability=0.0)
+    _, target, text = sample_text_example(
+        (image, label, "MR", [2]), names, np.random.default_rng(0), config, 32, REGIONS
+    )
+    assert "tumor core" in text
+    # the target is the core's union (values 2 and 3), not value 2 alone (a ring around the enhancing part)
+    assert torch.equal(target, _example_tensors(image, label, [2, 3], "MR", 32)[1])
+    assert target.sum() > _example_tensors(image, label, [2], "MR", 32)[1].sum()
+
+
+def test_evaluate_and_score_measure_regions(brats_source, tmp_path):
+    from msa_hf.evaluation.mask_files import score_mask_files
+    from msa_hf.evaluation.protocols import evaluation_tasks
+
+    prepare_dataset(brats_source, tmp_path / "prepared", split=(0.5, 0.0, 0.5))
+    tasks = evaluation_tasks(tmp_path / "prepared", "test", 64).with_format(None)
+    assert {row["class_name"] for row in tasks} == {"whole tumor", "tumor core", "enhancing tumor"}
+    # predictions in label space (as nnU-Net paints regions back into label values): the core one voxel off
+    (tmp_path / "pred").mkdir()
+    for case in range(4):
+        prediction = _tumour(shift=case)
+        core = prediction >= 2
+        prediction[core] = 1
+        prediction[np.roll(core, 1, axis=1)] = 2
+        prediction[_tumour(shift=case) == 3] = 3
+        nib.save(
+            nib.Nifti1Image(prediction, np.diag([1.0, 1.0, 2.0, 1.0])),
+            tmp_path / "pred" / f"case{case}_0000.nii.gz",
+        )
+    scores, _ = score_mask_files(tmp_path / "pred", brats_source / "labelsTr")
+    assert [s.class_name for s in scores[:3]] == ["whole tumor", "tumor core", "enhancing tumor"]
+    by_name = {s.class_name: s for s in scores if s.case_id == "case0"}
+    written = np.asarray(nib.load(tmp_path / "pred" / "case0_0000.nii.gz").dataobj)
+    reference = _tumour()
+    for name, values in (("whole tumor", (1, 2, 3)), ("tumor core", (2, 3)), ("enhancing tumor", (3,))):
+        assert by_name[name].dice == pytest.approx(dice(np.isin(written, values), np.isin(reference, values)))
+    assert by_name["whole tumor"].dice == 1.0 and by_name["tumor core"].dice < 1.0
