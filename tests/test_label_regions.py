@@ -153,3 +153,68 @@ def test_evaluate_and_score_measure_regions(brats_source, tmp_path):
     for name, values in (("whole tumor", (1, 2, 3)), ("tumor core", (2, 3)), ("enhancing tumor", (3,))):
         assert by_name[name].dice == pytest.approx(dice(np.isin(written, values), np.isin(reference, values)))
     assert by_name["whole tumor"].dice == 1.0 and by_name["tumor core"].dice < 1.0
+
+
+def test_regions_paint_into_label_space_outermost_first():
+    from msa_hf.data.tasks import region_paint_values, structure_mask
+
+    assert region_paint_values(REGIONS) == {1: 1, 2: 2, 3: 3}
+    # painted in class-id order, each region read back as the union of its values is that region
+    whole, core, enhancing = (np.isin(_tumour(), values) for values in REGIONS.values())
+    painted = np.zeros_like(_tumour())
+    for class_id, mask in zip(REGIONS, (whole, core, enhancing), strict=True):
+        painted[mask] = region_paint_values(REGIONS)[class_id]
+    for class_id, mask in zip(REGIONS, (whole, core, enhancing), strict=True):
+        assert np.array_equal(structure_mask(painted, class_id, REGIONS), mask)
+    with pytest.raises(ValueError, match="outermost to the innermost"):
+        region_paint_values({1: (3,), 2: (2, 3)})  # the inner region first: nothing of its own is left
+
+
+def test_predict_from_labels_prompts_each_region_and_score_reads_it_back(brats_source, tmp_path):
+    from msa_hf.cli import main
+    from msa_hf.data import axial_slices
+    from msa_hf.inference.batch import prompts_from_label_map
+    from msa_hf.processing.prompts import box_from_mask
+
+    prompts = prompts_from_label_map(brats_source / "labelsTr" / "case0.nii.gz", "box", True, regions=REGIONS)
+    display = axial_slices(_tumour())
+    expected = [
+        (value, index, [float(v) for v in box_from_mask(np.isin(plane, REGIONS[value]))])
+        for value in REGIONS
+        for index, plane in enumerate(display)
+        if np.isin(plane, REGIONS[value]).any()
+    ]
+    assert [(p.value, p.slice, p.box) for p in prompts] == expected  # the whole tumour's box, not the ring's
+    inputs = str(brats_source / "imagesTr")
+    assert (
+        main(
+            [
+                "predict",
+                "tiny",
+                inputs,
+                str(tmp_path / "out"),
+                "--prompts-from-labels",
+                str(brats_source / "labelsTr"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "out"),
+                str(brats_source / "labelsTr"),
+                "--output-dir",
+                str(tmp_path / "scores"),
+            ]
+        )
+        == 0
+    )
+    rows = (tmp_path / "scores" / "scores.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[1] for row in rows[:3]] == ["whole tumor", "tumor core", "enhancing tumor"]
+    written = np.asarray(nib.load(tmp_path / "out" / "case0_0000.nii.gz").dataobj)
+    for row, values in zip(rows[:3], REGIONS.values(), strict=True):
+        assert float(row.split(",")[2]) == pytest.approx(
+            dice(np.isin(written, values), np.isin(_tumour(), values))
+        )

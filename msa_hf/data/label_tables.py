@@ -156,6 +156,22 @@ def read_label_structures(path: str | Path) -> tuple[dict[int, str], dict[int, t
     return dict(enumerate(regions, start=1)), dict(enumerate(regions.values(), start=1))
 
 
+def label_folder_structures(
+    labels: str | Path, label_table: str | Path | None = None
+) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
+    """The structures of a folder of label maps (or of one label map's folder), `read_label_structures`:
+    from `label_table`, else from `table_beside(labels)`; `({}, {})` where there is none."""
+    path = Path(label_table) if label_table else table_beside(labels)
+    return read_label_structures(path) if path is not None else ({}, {})
+
+
+def table_beside(labels: str | Path) -> Path | None:
+    """The label table of a folder of label maps (or of one label map's folder): the first in the folder,
+    else in the folder above it (nnU-Net's `dataset.json` beside `labelsTr/`)."""
+    folder = Path(labels) if Path(labels).is_dir() else Path(labels).parent
+    return find_label_table(folder) or find_label_table(folder.parent)
+
+
 def find_label_table(folder: str | Path) -> Path | None:
     """The first label table in `folder` (names in `LABEL_TABLE_NAMES` order), or None."""
     for name in LABEL_TABLE_NAMES:

@@ -90,6 +90,28 @@ def structures_present(
     return [c for c in sorted(wanted) if present.intersection(structure_values(c, regions))]
 
 
+def region_paint_values(regions: Regions) -> dict[int, int]:
+    """The label value that writes each region into one label map when the regions are painted in class-id
+    order, later over earlier (as nnU-Net writes region predictions): the smallest of its values that no later
+    region holds. Read back with `structure_mask`, each region is then the union of its own mask and the later
+    regions' (its mask itself where they nest inside it, as BraTS's do).
+
+    Raises:
+        ValueError: a region whose values all belong to later regions (it could not be told apart).
+    """
+    painted: dict[int, int] = {}
+    for class_id in sorted(regions):
+        later = {v for other in regions if other > class_id for v in regions[other]}
+        own = sorted(set(regions[class_id]) - later)
+        if not own:
+            raise ValueError(
+                f"region {class_id} ({list(regions[class_id])}) holds no label value of its own once the later "
+                "regions are painted over it; list regions from the outermost to the innermost."
+            )
+        painted[class_id] = own[0]
+    return painted
+
+
 def select_class_names(class_names: Mapping[int, str], wanted: str | Sequence[str] | None) -> dict[int, str]:
     """The `{label value: name}` entries of `wanted`: names or label values, as a list or one comma-separated
     string ("csf,grey_matter", "1, 2"). None or empty keeps them all.

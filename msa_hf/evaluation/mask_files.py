@@ -244,19 +244,6 @@ def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> Mas
     return MaskArrays(axial_slices(prediction.array), axial_slices(label.array), label.slice_spacing)
 
 
-def label_structures(
-    labels: str | Path, label_table: str | Path | None = None
-) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:
-    """`{class id: name}` of the structures and the regions among them (`read_label_structures`): from
-    `label_table`, else from the first label table in the labels folder or the folder above it (nnU-Net's
-    `dataset.json` beside `labelsTr/`), else none (values found in the masks are then `class_<value>`)."""
-    from msa_hf.data.label_tables import find_label_table, read_label_structures
-
-    folder = Path(labels) if Path(labels).is_dir() else Path(labels).parent
-    path = Path(label_table) if label_table else (find_label_table(folder) or find_label_table(folder.parent))
-    return read_label_structures(path) if path is not None else ({}, {})
-
-
 def score_mask_files(
     predictions: str | Path,
     labels: str | Path,
@@ -287,11 +274,11 @@ def score_mask_files(
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
-    from msa_hf.data.label_tables import default_class_names
+    from msa_hf.data.label_tables import default_class_names, label_folder_structures
     from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
 
     pairs = pair_mask_files(find_mask_files(predictions), labels)
-    table, regions = label_structures(labels, label_table)
+    table, regions = label_folder_structures(labels, label_table)
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
     segments = None
     if seg_files:

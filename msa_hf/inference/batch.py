@@ -22,6 +22,7 @@ import csv
 import glob
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -279,14 +280,18 @@ def prompts_from_label_map(
     rng: np.random.Generator | None = None,
     image_path: str | Path | None = None,
     series: str | None = None,
+    regions: Mapping[int, Sequence[int]] | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
     axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts); a volume's
     label map may be a DICOM-SEG drawn on the DICOM series `image_path` (its stack `series`; values: the segment
-    numbers)."""
+    numbers). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
+    structures are the regions, each prompted on the union of its values and written with the value that
+    paints it into label space (`region_paint_values`)."""
     from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.image_files import read_mask
+    from msa_hf.data.tasks import region_paint_values, structure_mask
     from msa_hf.data.volumes import axial_slices, load_volume
     from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
 
@@ -307,9 +312,11 @@ def prompts_from_label_map(
     values = [int(v) for v in np.unique(planes) if v != 0]
     if not values:
         raise ValueError(f"label map {labels_path}: no structure in it (all zero).")
-    for value in values:
+    painted = region_paint_values(regions) if regions else {}
+    for structure in sorted(regions) if regions else values:
+        value = painted.get(structure, structure)
         for index, plane in enumerate(planes):
-            mask = plane == value
+            mask = structure_mask(plane, structure, regions)
             if not mask.any():
                 continue
             where = {"slice": index} if volume else {}
@@ -511,10 +518,22 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
+    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.label_tables import parse_label_regions, read_label_structures, table_beside
+
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
+    # the regions of a region-based label table beside the labels; any other table leaves each label value a
+    # structure, as without one (a DICOM-SEG's segments are its own)
+    table = None if is_dicom_seg_file(item.labels) else table_beside(item.labels)
+    regions = read_label_structures(table)[1] if table is not None and parse_label_regions(table) else {}
     return prompts_from_label_map(
-        item.labels, kind, volume, image_path=item.input if volume else None, series=item.series
+        item.labels,
+        kind,
+        volume,
+        image_path=item.input if volume else None,
+        series=item.series,
+        regions=regions,
     )
 
 
