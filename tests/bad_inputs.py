@@ -346,6 +346,16 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f)]
 
 
+@case("prepare", "region-based label table with a region of names", mentions=("dataset.json", "tumor core"))
+def _(f):
+    source = png_source(f)
+    (source / "labels.txt").unlink()
+    (source / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "tumor core": ["core", "enh"]}})
+    )
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
 @case("prepare", "label table naming two values alike", mentions=("labels.json", "liver"))
 def _(f):
     source = png_source(f)

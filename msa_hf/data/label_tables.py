@@ -130,7 +130,10 @@ def parse_label_regions(path: str | Path) -> dict[str, tuple[int, ...]] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # parse_label_table says why
     content = content.get("labels", content) if isinstance(content, dict) else content
-    if not isinstance(content, dict) or not any(isinstance(v, list) for v in content.values()):
+    # regions are named by their keys ({"tumor core": [2, 3]}); a numbered key is a label value ({"1": ...})
+    if not isinstance(content, dict) or any(_is_integer(key) for key in content):
+        return None
+    if not any(isinstance(v, list) for v in content.values()):
         return None
     regions: dict[str, tuple[int, ...]] = {}
     for name, entry in content.items():

@@ -9,7 +9,7 @@ One row per 2-D image or per slice of a volume:
 | `slice` | int32 | index along the slice axis (0 for 2-D images) |
 | `num_slices` | int32 | slices of this case in the dataset |
 | `image` | Image | the pixels, lossless: uint8/uint16 PNG, or float32 TIFF (CT in HU, MRI raw) |
-| `label` | Image | label map, 0 = background, K = the K-th structure (`classes.json`) |
+| `label` | Image | label map, 0 = background, K = label value K (`classes.json`; regions: `regions.json`) |
 | `labels_present` | list[int32] | label values in this slice (filter without decoding pixels) |
 | `spacing` | float32[3] | (row, col, slice) in mm (1.0 for 2-D images, `spacing_unit`="pixel") |
 | `spacing_unit` | string | "mm" or "pixel" |
