@@ -341,8 +341,9 @@ def score_mask_files(
 
 def score_table(scores: list[CaseScore], distance_unit: str, tolerance: float = NSD_TOLERANCE_MM) -> str:
     """A Markdown table of `scores` per structure (the order they appear in) and their mean: cases scored,
-    mean Dice, IoU, HD95 (over the cases where it is finite; how many are not is said) and NSD, and the cases
-    where the structure is in neither mask, which no mean counts."""
+    Dice (mean ± standard deviation over the cases, as clinical papers report it), IoU, HD95 (over the cases
+    where it is finite; how many are not is said) and NSD, and the cases where the structure is in neither
+    mask, which no mean counts."""
     from msa_hf.evaluation.metrics import summarise
 
     unit = "px" if distance_unit == "pixels" else "mm"
@@ -354,6 +355,8 @@ def score_table(scores: list[CaseScore], distance_unit: str, tolerance: float = 
     for name in dict.fromkeys(s.class_name for s in scores):
         rows = [s for s in scores if s.class_name == name]
         dice, iou, nsd = (summarise(getattr(s, metric) for s in rows) for metric in ("dice", "iou", "nsd"))
+        dices = [s.dice for s in rows if s.dice is not None]
+        spread = f" ± {np.std(dices):.3f}" if len(dices) > 1 else ""
         distances = [s.hd95 for s in rows if s.hd95 is not None]
         finite = [d for d in distances if np.isfinite(d)]
         hd95 = f"{np.mean(finite):.2f}" if finite else "–"
@@ -361,7 +364,7 @@ def score_table(scores: list[CaseScore], distance_unit: str, tolerance: float = 
             hd95 += f" ({len(distances) - len(finite)} inf)"
         means.append((dice.mean, iou.mean, nsd.mean))
         lines.append(
-            f"| {name} | {dice.count} | {dice.mean:.3f} | {iou.mean:.3f} | {hd95} | {nsd.mean:.3f} | "
+            f"| {name} | {dice.count} | {dice.mean:.3f}{spread} | {iou.mean:.3f} | {hd95} | {nsd.mean:.3f} | "
             f"{dice.empty_on_empty} |"
         )
     if len(means) > 1:
