@@ -111,33 +111,10 @@ def test_score_writes_its_tables_and_keeps_earlier_ones(nnunet_folder, capsys):
     assert float(rows[0]["dice"]) == 1.0 and "hd95_mm" in rows[0]
     assert "| liver | 3 |" in (output / "scores.md").read_text()
     before = (output / "scores.csv").read_bytes()
-    assert (
-        main(
-            [
-                "score",
-                str(folder / "pred"),
-                str(folder / "labelsTr"),
-                "--output-dir",
-                str(output),
-                "--classes",
-                "liver",
-            ]
-        )
-        == 2
-    )
+    argv = ["score", str(folder / "pred"), str(folder / "labelsTr"), "--output-dir"]
+    assert main([*argv, str(output), "--classes", "liver"]) == 2
     assert "--overwrite" in capsys.readouterr().err and (output / "scores.csv").read_bytes() == before
-    assert (
-        main(
-            [
-                "score",
-                str(folder / "pred"),
-                str(folder / "labelsTr"),
-                "--output-dir",
-                str(folder / "labelsTr" / "s"),
-            ]
-        )
-        == 2
-    )
+    assert main([*argv, str(folder / "labelsTr" / "s")]) == 2  # inside the labels
     assert not (folder / "labelsTr" / "s").exists()
 
 

@@ -110,6 +110,12 @@ PAIRING_RULE = (
 )  # what the refusals of an unpaired image say; `LabelIndex` is the rule itself
 
 
+def listed_names(paths: list[Path], shown: int = 5) -> str:
+    """The names of the first `shown` of `paths`, and how many more: what a refusal of unpaired files lists."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(p.name for p in paths[:shown]) + more
+
+
 class LabelIndex:
     """Label maps found for an image by name: the one rule `msa-hf prepare` and `msa-hf predict
     --prompts-from-labels` pair by. A label map named as the image is by one of its names (`_image_names`: its

@@ -93,7 +93,7 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
     Raises:
         ValueError: a prediction without a label map, two predictions of one label map, or no such folder.
     """
-    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, file_stem
+    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, file_stem, listed_names
 
     labels = Path(labels)
     if labels.is_file():
@@ -119,11 +119,9 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
         owner[label] = prediction
         pairs.append(MaskPair(case_id, prediction, label))
     if unpaired:
-        listed = ", ".join(p.name for p in unpaired[:5]) + (
-            f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
-        )
         raise ValueError(
-            f"labels {labels}: no label map for {len(unpaired)} of {len(predictions)} predictions ({listed}). "
+            f"labels {labels}: no label map for {len(unpaired)} of {len(predictions)} predictions "
+            f"({listed_names(unpaired)}). "
             f"{PAIRING_RULE} Give the predictions to score as a glob, or move the others out of the folder."
         )
     return pairs

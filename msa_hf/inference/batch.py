@@ -186,7 +186,7 @@ def collect_items(
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output."""
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, seg_series
-    from msa_hf.data.sources import PAIRING_RULE, LabelIndex
+    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, listed_names
 
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
@@ -254,12 +254,9 @@ def collect_items(
             )
         )
     if unpaired:
-        listed = ", ".join(p.name for p in unpaired[:5]) + (
-            f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else ""
-        )
         raise ValueError(
             f"--prompts-from-labels {labels_dir}: no label map for {len(unpaired)} of {len(rows)} inputs "
-            f"({listed}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
+            f"({listed_names(unpaired)}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
             "manifest's labels column."
         )
     seen: dict[Path, Path] = {}
