@@ -250,3 +250,13 @@ def test_dicom_seg_masks_are_scored_on_their_series_by_segment_label(tmp_path, c
     write_dicom_series(other, np.zeros(shape, np.float32), series_number=5)
     with pytest.raises(ValueError, match="not among the series under --images"):
         score_mask_files(tmp_path / "pred", tmp_path / "labels", images=other)
+
+
+def test_predictions_named_as_other_tools_name_them_pair_with_their_labels(nnunet_folder):
+    folder, arrays = nnunet_folder
+    (folder / "other").mkdir()
+    for case, suffix in ((0, "_pred"), (1, "_seg"), (2, "")):
+        (folder / "pred" / f"case{case}_0000.nii.gz").rename(folder / "other" / f"case{case}{suffix}.nii.gz")
+    scores, _ = score_mask_files(folder / "other", folder / "labelsTr")
+    assert sorted({s.case_id for s in scores}) == ["case0", "case1", "case2"]
+    assert next(s for s in scores if s.case_id == "case0" and s.class_name == "liver").dice == 1.0

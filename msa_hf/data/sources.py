@@ -32,6 +32,7 @@ from msa_hf.data.image_files import is_dicom_file, is_image_file
 from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
+PREDICTION_SUFFIXES = ("_pred", "_prediction", *MASK_SUFFIXES)  # what other tools append to a predicted mask
 IMAGE_FOLDER_NAMES = ("imagesTr", "images", "img", "image", "imgs")
 LABEL_FOLDER_NAMES = ("labelsTr", "labels", "label", "masks", "mask", "segmentations", "seg", "gt")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net: case_0000 is channel 0 of case
@@ -155,6 +156,16 @@ class LabelIndex:
                 if found:
                     return found[0], name
         return None, file_stem(image)
+
+    def find_for_mask(self, mask: Path) -> tuple[Path | None, str]:
+        """A predicted mask's label map: as an image's (`find`), else by its name without a prediction
+        suffix (`case_pred.nii.gz`, `case_seg.png` -> `case`), as other tools name their outputs."""
+        label, name = self.find(mask)
+        stem = file_stem(mask)
+        for suffix in PREDICTION_SUFFIXES if label is None else ():
+            if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+                return self.find(mask.with_name(stem[: -len(suffix)] + mask.name[len(stem) :]))
+        return label, name
 
 
 def _subfolder(root: Path, names: tuple[str, ...]) -> Path | None:

@@ -107,7 +107,7 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
     index = LabelIndex.in_folder(labels)
     pairs, unpaired, owner = [], [], {}
     for prediction in predictions:
-        label, case_id = index.find(prediction)
+        label, case_id = index.find_for_mask(prediction)
         if label is None:
             unpaired.append(prediction)
             continue
@@ -122,7 +122,8 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
         raise ValueError(
             f"labels {labels}: no label map for {len(unpaired)} of {len(predictions)} predictions "
             f"({listed_names(unpaired)}). "
-            f"{PAIRING_RULE} Give the predictions to score as a glob, or move the others out of the folder."
+            f"{PAIRING_RULE} A prediction may also end in _pred or _prediction (case_pred.nii.gz -> case.nii.gz). "
+            "Give the predictions to score as a glob, or move the others out of the folder."
         )
     return pairs
 
