@@ -109,6 +109,14 @@ def test_score_writes_its_tables_and_keeps_earlier_ones(nnunet_folder, capsys):
     rows = list(csv.DictReader((output / "scores.csv").open()))
     assert [(r["case_id"], r["class_name"]) for r in rows][:2] == [("case0", "liver"), ("case0", "spleen")]
     assert float(rows[0]["dice"]) == 1.0 and "hd95_mm" in rows[0]
+    # the liver of case 0: 15 x 16 x 6 voxels of 0.8 x 0.8 x 2.5 mm, predicted and drawn alike
+    assert (
+        float(rows[0]["predicted_ml"])
+        == float(rows[0]["reference_ml"])
+        == pytest.approx(15 * 16 * 6 * 1.6 / 1000)
+    )
+    case2_spleen = next(r for r in rows if (r["case_id"], r["class_name"]) == ("case2", "spleen"))
+    assert float(case2_spleen["predicted_ml"]) == 0.0 and float(case2_spleen["reference_ml"]) > 0  # missed
     assert "| liver | 3 |" in (output / "scores.md").read_text()
     before = (output / "scores.csv").read_bytes()
     argv = ["score", str(folder / "pred"), str(folder / "labelsTr"), "--output-dir"]
@@ -129,11 +137,16 @@ def test_pictures_are_scored_in_pixels_as_2d_masks(tmp_path):
         box[14:34, 10 + index : 30] = True
         Image.fromarray(disk.astype(np.uint8) * 255).save(tmp_path / "masks" / f"img{index}.png")  # {0, 255}
         Image.fromarray(box.astype(np.uint8)).save(tmp_path / "pred" / f"img{index}.png")  # {0, 1}
-        expected[f"img{index}"] = (dice(box, disk), *surface_metrics(box, disk, 1.0, (1.0, 1.0)))
+        expected[f"img{index}"] = (
+            dice(box, disk),
+            *surface_metrics(box, disk, 1.0, (1.0, 1.0)),
+            box.sum(),
+            disk.sum(),
+        )
     scores, unit = score_mask_files(tmp_path / "pred", tmp_path / "masks", tolerance=1.0)
     assert unit == "pixels" and [s.class_name for s in scores] == ["class_1", "class_1"]
     for score in scores:
-        assert (score.dice, score.hd95, score.nsd) == pytest.approx(expected[score.case_id])
+        assert (score.dice, score.hd95, score.nsd, *score.sizes) == pytest.approx(expected[score.case_id])
 
 
 def test_masks_that_cannot_be_scored_are_refused_naming_the_file(nnunet_folder, tmp_path):

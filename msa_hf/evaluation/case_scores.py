@@ -28,6 +28,9 @@ class CaseScore:
     hd95: float | None
     nsd: float | None
     dice_per_click: list[float] = field(default_factory=list)
+    # the structure's size in the prediction and in the reference: mL for volumes, pixels for 2-D masks
+    # (`msa-hf score`; None where not measured)
+    sizes: tuple[float, float] | None = None
 
 
 def case_spacings(rows: Any) -> dict[str, tuple[float, float, float] | None]:

@@ -322,16 +322,21 @@ def score_mask_files(
                 structure_mask(arrays.label, value, regions),
             )
             name = table.get(value, f"class_{value}")
-            scored[-1][1][value] = (
+            score = (
                 picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)
                 if arrays.spacing is None
                 else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
             )
+            # a voxel's volume in mL (mm^3 / 1000); a 2-D mask's size in pixels
+            unit = 1.0 if arrays.spacing is None else float(np.prod(arrays.spacing)) / 1000.0
+            score.sizes = (float(prediction.sum()) * unit, float(label.sum()) * unit)
+            scored[-1][1][value] = score
     every = wanted or (
         dict(table) if regions else {v: table.get(v, f"class_{v}") for _, case in scored for v in case}
     )
     scores = [
-        case.get(value) or CaseScore(case_id, every[value], None, None, None, None)  # absent from both
+        case.get(value)
+        or CaseScore(case_id, every[value], None, None, None, None, sizes=(0.0, 0.0))  # in neither
         for case_id, case in scored
         for value in sorted(every)
     ]

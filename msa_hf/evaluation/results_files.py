@@ -69,29 +69,23 @@ def write_case_csv(
     scores: list[CaseScore], path: str | Path, inputs: Iterable[str | Path] = (), distance_unit: str = "mm"
 ) -> None:
     """One row per (case, structure) with every metric; the HD95 column is `hd95_mm`, or `hd95_px` where
-    `distance_unit` is "pixels"."""
+    `distance_unit` is "pixels"; where the scores measured the structure's size (`CaseScore.sizes`), also the
+    predicted and reference size (`predicted_ml`, `reference_ml`; `_px` for pixels)."""
+    unit = "px" if distance_unit == "pixels" else "mm"
+    sized = any(s.sizes is not None for s in scores)
+    size_unit = "px" if distance_unit == "pixels" else "ml"
     with atomic_file(path, inputs) as staging, staging.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "case_id",
-                "class_name",
-                "dice",
-                "iou",
-                f"hd95_{'px' if distance_unit == 'pixels' else 'mm'}",
-                "nsd",
-                "dice_per_click",
-            ]
-        )
+        header = ["case_id", "class_name", "dice", "iou", f"hd95_{unit}", "nsd", "dice_per_click"]
+        writer.writerow(header + ([f"predicted_{size_unit}", f"reference_{size_unit}"] if sized else []))
         for s in scores:
-            writer.writerow(
-                [
-                    s.case_id,
-                    s.class_name,
-                    s.dice,
-                    s.iou,
-                    s.hd95,
-                    s.nsd,
-                    " ".join(f"{d:.4f}" for d in s.dice_per_click),
-                ]
-            )
+            row = [
+                s.case_id,
+                s.class_name,
+                s.dice,
+                s.iou,
+                s.hd95,
+                s.nsd,
+                " ".join(f"{d:.4f}" for d in s.dice_per_click),
+            ]
+            writer.writerow(row + (list(s.sizes or ("", "")) if sized else []))
