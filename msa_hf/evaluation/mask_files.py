@@ -2,12 +2,15 @@
 """Scoring mask files against reference label maps (`msa-hf score`): any tool's masks, or `msa-hf predict`'s.
 
 Predictions (a folder, a quoted glob or one file) pair with the label maps of a folder by name, the rule of
-`msa-hf prepare` (`data.sources.LabelIndex`: `case_0000.nii.gz` -> `case.nii.gz`, `img0001` -> `label0001`).
-Each pair is read as `prepare` reads a label map: NIfTI in RAS+ orientation (so a mask written in another
-axis order still lines up) and checked to lie on the reference's grid; 2-D masks (PNG/TIFF/BMP) as label
-images of the reference's size. Every label value is a structure, named by the label table beside the labels
-(`dataset.json`, `labels.json`, ...) and scored per case as `msa-hf evaluate` scores (`case_scores`): Dice,
-IoU, HD95 and NSD, in mm for volumes and in pixels for 2-D masks, a structure absent from both counted apart.
+`msa-hf prepare` (`data.sources.LabelIndex`: `case_0000.nii.gz` -> `case.nii.gz`, `img0001` -> `label0001`), or
+without a prediction suffix (`case_pred.nii.gz`). Each pair is read as `prepare` reads a label map: NIfTI in
+RAS+ orientation (so a mask written in another axis order still lines up) and checked to lie on the
+reference's grid; a DICOM-SEG onto the series it was drawn on (`SegmentValues`); 2-D masks (PNG/TIFF/BMP) as
+label images of the reference's size. Every label value is a structure, or every region of a region-based
+table (`data.tasks.structure_mask`), named by the label table beside the labels (`dataset.json`,
+`labels.json`, ...) and scored per case as `msa-hf evaluate` scores (`case_scores`): Dice, IoU, HD95 and NSD,
+in mm for volumes and in pixels for 2-D masks, with the predicted and reference size; a structure absent from
+both is counted apart.
 """
 
 from __future__ import annotations
