@@ -120,7 +120,7 @@ def parse_label_regions(path: str | Path) -> dict[str, tuple[int, ...]] | None:
     once one entry is a list, every entry is a structure of its values (a number: a region of one value).
 
     Raises:
-        LabelTableError: a region entry whose values are not label values (1 to 65535), or a name given twice.
+        LabelTableError: a region entry whose values are not label values (1 to 65535), or whose name is empty.
     """
     path = Path(path)
     if path.suffix != ".json":
