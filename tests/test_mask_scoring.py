@@ -175,25 +175,10 @@ def test_predict_from_labels_then_score_gives_each_written_mask_its_metrics(tmp_
     for index in range(2):
         write_nifti_case(tmp_path / "src", f"case{index}", seed=index)
     source = tmp_path / "src"
-    assert (
-        main(
-            [
-                "predict",
-                "tiny",
-                str(source / "imagesTr"),
-                str(tmp_path / "out"),
-                "--prompts-from-labels",
-                str(source / "labelsTr"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            ["score", str(tmp_path / "out"), str(source / "labelsTr"), "--output-dir", str(tmp_path / "out")]
-        )
-        == 0
-    )
+    labels, out = str(source / "labelsTr"), str(tmp_path / "out")
+    assert main(["predict", "tiny", str(source / "imagesTr"), out, "--prompts-from-labels", labels]) == 0
+    assert f"msa-hf score {out} {labels}" in capsys.readouterr().out  # the next step, said
+    assert main(["score", out, labels, "--output-dir", out]) == 0
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
     assert len(rows) == 4  # two cases, structures 1 and 2
     for row in rows:

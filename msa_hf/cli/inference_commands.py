@@ -351,6 +351,10 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     text, rows = result
     print(text)
     print(f"written: {args.output} (masks, summary.csv, summary.md)")
+    if args.prompts_from_labels:  # the masks and their references: what scoring them takes
+        print(
+            f"to score the masks against the label maps: msa-hf score {args.output} {args.prompts_from_labels}"
+        )
     return 1 if any(row["status"] != "ok" for row in rows) else 0
 
 
