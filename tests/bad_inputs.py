@@ -356,6 +356,16 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f)]
 
 
+@case("prepare", "--remap-labels without a target", mentions=("--remap-labels", "255"))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--remap-labels", "255"]
+
+
+@case("prepare", "--remap-labels to a negative value", mentions=("remap", "-1"))
+def _(f):
+    return ["prepare", str(png_source(f)), "--output-dir", out(f), "--remap-labels", "255=-1"]
+
+
 @case("prepare", "label table naming two values alike", mentions=("labels.json", "liver"))
 def _(f):
     source = png_source(f)

@@ -218,3 +218,59 @@ def test_predict_from_labels_prompts_each_region_and_score_reads_it_back(brats_s
         assert float(row.split(",")[2]) == pytest.approx(
             dice(np.isin(written, values), np.isin(_tumour(), values))
         )
+
+
+def _fundus_mask(shift: int) -> np.ndarray:
+    """REFUGE's coding: 255 background, 128 the disc's rim, 0 the cup inside it."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    distance = np.hypot(yy - 30 - shift, xx - 34)
+    return np.where(distance <= 8, 0, np.where(distance <= 16, 128, 255)).astype(np.uint8)
+
+
+def test_refuge_coding_is_remapped_and_its_disc_is_a_region(tmp_path):
+    from PIL import Image
+
+    from msa_hf.cli import main
+
+    source = tmp_path / "refuge"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+    for index in range(4):
+        Image.fromarray(np.full((64, 64, 3), 90 + index, np.uint8)).save(
+            source / "images" / f"g{index:04d}.png"
+        )
+        Image.fromarray(_fundus_mask(index)).save(source / "masks" / f"g{index:04d}.png")
+    # the disc holds its rim and the cup: a region of both, once 255 is background, 128 the rim and 0 the cup
+    (source / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "optic disc": [1, 2], "optic cup": 2}})
+    )
+    argv = ["prepare", str(source), "--output-dir", str(tmp_path / "out"), "--split", "1", "0", "0"]
+    assert main([*argv, "--remap-labels", "255=0", "128=1", "0=2"]) == 0
+    slices = load_prepared(tmp_path / "out")["train"]
+    assert read_class_names(tmp_path / "out") == {1: "optic disc", 2: "optic cup"}
+    for row in slices:
+        coded = _fundus_mask(int(row["case_id"][1:]))
+        assert np.array_equal(np.asarray(row["label"]), np.select([coded == 0, coded == 128], [2, 1], 0))
+    tasks = to_binary_tasks(
+        slices, read_class_names(tmp_path / "out"), regions=read_regions(tmp_path / "out")
+    )
+    for row in tasks:
+        coded = _fundus_mask(int(row["case_id"][1:]))
+        expected = coded < 255 if row["class_name"] == "optic disc" else coded == 0
+        assert np.array_equal(np.asarray(row["mask"]).astype(bool), expected)
+    # without the remap the files' values (0, 128, 255) are not the table's: every case is skipped
+    assert main([*argv, "--overwrite"]) == 2
+    assert main([*argv, "--remap-labels", "255"]) == 2 and main([*argv, "--remap-labels", "255=-1"]) == 2
+
+
+def test_a_remap_applies_all_at_once_and_to_volumes_too(brats_source, tmp_path):
+    from msa_hf.data.label_tables import remap_label_values
+
+    labels = np.array([[0, 2, 300]], np.uint16)
+    assert remap_label_values(labels, {0: 2, 2: 0}).tolist() == [[2, 0, 300]]  # swapped, not chained
+    assert remap_label_values(np.array([[1]], np.uint8), {1: 700}).dtype == np.uint16
+    # volumes: the enhancing part (3) read as part of the core (2); the regions follow the values
+    prepare_dataset(brats_source, tmp_path / "prepared", split=(1.0, 0.0, 0.0), remap_labels={3: 2})
+    rows = load_prepared(tmp_path / "prepared")["train"]
+    assert all(3 not in row["labels_present"] for row in rows)
+    assert sum(2 in row["labels_present"] for row in rows) == 16  # the core's slices

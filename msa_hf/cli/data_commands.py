@@ -48,6 +48,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--case-id-pattern", default=None, help="regex; its first group is a 2-D file's case id"
     )
     prepare.add_argument("--label-table", default=None, help="label table (default: one found in the source)")
+    prepare.add_argument(
+        "--remap-labels", nargs="+", default=None, metavar="FROM=TO",
+        help="read label value FROM in the label maps as TO, all at once, before the label table: for files "
+             "that code structures unusually (REFUGE's 0 = cup, 128 = disc rim, 255 = background: 255=0 128=1 0=2)",
+    )  # fmt: skip
     prepare.add_argument("--name", default=None, help="dataset name for the card")
     prepare.add_argument("--license", default="unknown: state the licence of your source data here",
                          help="licence / attribution of the source data, written into the card")  # fmt: skip
@@ -88,11 +93,27 @@ def _prepare(args: argparse.Namespace) -> int:
         keep_empty_slices=args.keep_empty_slices,
         case_id_pattern=args.case_id_pattern,
         label_table=args.label_table,
+        remap_labels=_remap(args.remap_labels),
         name=args.name,
         source_license=args.license,
     )
     print(report.summary())
     return 0
+
+
+def _remap(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--remap-labels 255=0 0=2` as `{"255": "0", "0": "2"}` (checked by `PrepareOptions`)."""
+    if pairs is None:
+        return None
+    remap = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or source.strip() in remap:
+            raise ValueError(
+                f"--remap-labels {pair}: give each value once as FROM=TO, e.g. --remap-labels 255=0 128=1 0=2."
+            )
+        remap[source.strip()] = target.strip()
+    return remap
 
 
 def _build_default_data(args: argparse.Namespace) -> int:

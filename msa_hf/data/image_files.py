@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_hf.data.label_tables import MAX_LABEL_VALUE
+from msa_hf.data.label_tables import MAX_LABEL_VALUE, remap_label_values
 from msa_hf.data.size_limits import InputTooLargeError, check_image_size
 from msa_hf.data.transforms import check_finite
 
@@ -144,13 +144,17 @@ def read_dicom_image(path: str | Path) -> tuple[np.ndarray, str]:
 
 
 def read_mask(
-    path: str | Path, threshold: float | None = None, known_labels: set[int] | None = None
+    path: str | Path,
+    threshold: float | None = None,
+    known_labels: set[int] | None = None,
+    remap: dict[int, int] | None = None,
 ) -> np.ndarray:
     """A mask as an `(H, W)` label map (uint8, or uint16 for more than 255 labels); 0 is background.
 
     - `{0, 255}` (the usual binary PNG) becomes `{0, 1}`; other integer values are kept as labels.
     - `threshold` binarises instead (`value >= threshold` -> 1), for soft or JPEG masks.
     - `known_labels` (the label table's values) makes any other value an error.
+    - `remap` (`{value in the file: value to read}`, `label_tables.remap_label_values`) is applied first.
 
     Raises:
         ImageReadError: colour masks, negative or fractional values, values outside `known_labels`, or more
@@ -195,6 +199,9 @@ def read_mask(
             f"{path}: mask values {values[values > MAX_LABEL_VALUE][:5].astype(np.int64).tolist()} exceed "
             f"{MAX_LABEL_VALUE}, the largest a prepared label map holds; renumber the structures below it."
         )
+    if remap:
+        array = remap_label_values(array.astype(np.int64), remap)
+        values = np.unique(array)
     if set(values.tolist()) <= {0, 255}:
         return (array == 255).astype(np.uint8)
     if known_labels is not None:

@@ -14,6 +14,8 @@ import json
 import shlex
 from pathlib import Path
 
+import numpy as np
+
 MAX_LABEL_VALUE = 65535  # prepared label maps are stored as uint16
 LABEL_TABLE_NAMES = ("dataset.json", "labels.json", "classes.json", "labels.txt", "classes.txt", "labels.tsv")
 
@@ -173,6 +175,39 @@ def table_beside(labels: str | Path) -> Path | None:
     else in the folder above it (nnU-Net's `dataset.json` beside `labelsTr/`)."""
     folder = Path(labels) if Path(labels).is_dir() else Path(labels).parent
     return find_label_table(folder) or find_label_table(folder.parent)
+
+
+def check_label_remap(remap: dict[int, int]) -> dict[int, int]:
+    """`remap` (`{value in the files: value to read it as}`) as ints, checked: label values 0 to 65535.
+
+    Raises:
+        LabelTableError: a value that is not a whole number in that range.
+    """
+    checked = {}
+    for source, target in remap.items():
+        if not (_is_integer(source) and _is_integer(target)) or not all(
+            0 <= int(v) <= MAX_LABEL_VALUE for v in (source, target)
+        ):
+            raise LabelTableError(
+                f"label remap {source!r}={target!r}: both sides are label values from 0 to {MAX_LABEL_VALUE} "
+                "(e.g. 255=0 to read 255 as background)."
+            )
+        checked[int(source)] = int(target)
+    return checked
+
+
+def remap_label_values(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
+    """`labels` with each value of `remap` replaced by its target, all at once (`{0: 2, 255: 0}` swaps
+    nothing into a chain); values not in `remap` stay. The dtype widens to 16 bits where a target needs it.
+    For label maps whose files code the structures unusually (REFUGE's 0 = cup, 128 = disc rim, 255 =
+    background)."""
+    if not remap:
+        return labels
+    top = max(int(labels.max(initial=0)), *remap.values())
+    out = labels.astype(np.uint16 if top > 255 else np.uint8, copy=True)
+    for source, target in remap.items():
+        out[labels == source] = target
+    return out
 
 
 def find_label_table(folder: str | Path) -> Path | None:

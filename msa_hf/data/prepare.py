@@ -34,9 +34,11 @@ from msa_hf.data.dicom_seg_labels import (
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
 from msa_hf.data.label_tables import (
     LabelTableError,
+    check_label_remap,
     default_class_names,
     find_label_table,
     read_label_structures,
+    remap_label_values,
 )
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from msa_hf.data.sources import (
@@ -85,6 +87,9 @@ class PrepareOptions:
         case_id_pattern: regex whose first group is the case id of a 2-D file name (e.g. `(patient\\d+)_`),
             so several images of one patient land in one split.
         label_table: path of the label table; by default one found in the source folder.
+        remap_labels: `{value in the files: value to read it as}`, applied to every label map as it is read
+            (before the label table and the {0, 255} rule of 2-D masks): for files that code structures
+            unusually, such as REFUGE's 0 = cup, 128 = disc rim, 255 = background (`{255: 0, 128: 1, 0: 2}`).
         name: dataset name in the card.
         source_license: licence of the source data, for the card.
     """
@@ -100,6 +105,7 @@ class PrepareOptions:
     keep_empty_slices: bool = False
     case_id_pattern: str | None = None
     label_table: str | Path | None = None
+    remap_labels: dict[int, int] | None = None
     name: str | None = None
     source_license: str = "unknown: state the licence of your source data here"
 
@@ -123,6 +129,7 @@ class PrepareOptions:
                 f"mask_threshold={self.mask_threshold}: give a positive value in the masks' units, e.g. 128 for "
                 "8-bit masks or 0.5 for soft masks in [0, 1]."
             )
+        self.remap_labels = check_label_remap(self.remap_labels or {})
         if self.channel is not None and self.channel < 0:
             raise ValueError(f"channel={self.channel}: channels count from 0.")
         if self.case_id_pattern is not None:
@@ -254,6 +261,7 @@ def _volume_rows(
     series = _case_series(case, options)
     image = _case_image(case, options, series)
     label = load_label_volume(case.label, case.image, seg_values, series)
+    label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_same_grid(image, label)
@@ -311,7 +319,12 @@ def _image_rows(
             )
         image, mask = (
             read_image(case.image),
-            read_mask(case.label, threshold=options.mask_threshold, known_labels=known_labels),
+            read_mask(
+                case.label,
+                threshold=options.mask_threshold,
+                known_labels=known_labels,
+                remap=options.remap_labels,
+            ),
         )
         if image.shape[:2] != mask.shape:
             raise ImageReadError(
