@@ -103,6 +103,22 @@ class CommandParser(argparse.ArgumentParser):
         return dashed + equals + value if dashed in self._option_string_actions else arg
 
 
+def label_remap(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--remap-labels 255=0 0=2` as `{"255": "0", "0": "2"}` (the values checked where it is used,
+    `label_tables.check_label_remap`)."""
+    if pairs is None:
+        return None
+    remap = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or source.strip() in remap:
+            raise ValueError(
+                f"--remap-labels {pair}: give each value once as FROM=TO, e.g. --remap-labels 255=0 128=1 0=2."
+            )
+        remap[source.strip()] = target.strip()
+    return remap
+
+
 def space_or_comma_list(items: Sequence[str] | None) -> list[str] | None:
     """A space-separated list option's values with comma-separated items split too (the older spelling)."""
     if items is None:

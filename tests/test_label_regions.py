@@ -274,3 +274,72 @@ def test_a_remap_applies_all_at_once_and_to_volumes_too(brats_source, tmp_path):
     rows = load_prepared(tmp_path / "prepared")["train"]
     assert all(3 not in row["labels_present"] for row in rows)
     assert sum(2 in row["labels_present"] for row in rows) == 16  # the core's slices
+
+
+def test_refuge_coded_references_are_read_through_the_remap_by_predict_and_score(tmp_path, capsys):
+    from PIL import Image
+
+    from msa_hf.cli import main
+    from msa_hf.evaluation.mask_files import score_mask_files
+    from msa_hf.inference.batch import prompts_from_label_map
+    from msa_hf.processing.prompts import box_from_mask
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "images" / f"g{index}.png")
+        Image.fromarray(_fundus_mask(index)).save(tmp_path / "masks" / f"g{index}.png")
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "optic disc": [1, 2], "optic cup": 2}})
+    )
+    remap = {255: 0, 128: 1, 0: 2}
+    prompts = prompts_from_label_map(
+        tmp_path / "masks" / "g0.png", "box", False, regions={1: (1, 2), 2: (2,)}, label_remap=remap
+    )
+    coded = _fundus_mask(0)
+    assert [(p.value, p.box) for p in prompts] == [
+        (1, [float(v) for v in box_from_mask(coded < 255)]),  # the disc, rim and cup
+        (2, [float(v) for v in box_from_mask(coded == 0)]),  # the cup
+    ]
+    argv = ["predict", "tiny", str(tmp_path / "images"), str(tmp_path / "out"), "--prompts-from-labels"]
+    assert main([*argv, str(tmp_path / "masks"), "--remap-labels", "255=0", "128=1", "0=2"]) == 0
+    capsys.readouterr()
+    # the references read through the same remap: each region's Dice from the written mask
+    scores, unit = score_mask_files(tmp_path / "out", tmp_path / "masks", label_remap=remap)
+    written = np.asarray(Image.open(tmp_path / "out" / "g0.png"))
+    by_name = {s.class_name: s for s in scores if s.case_id == "g0"}
+    assert unit == "pixels" and set(by_name) == {"optic disc", "optic cup"}
+    assert by_name["optic disc"].dice == pytest.approx(dice(np.isin(written, (1, 2)), coded < 255))
+    assert by_name["optic cup"].dice == pytest.approx(dice(written == 2, coded == 0))
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "out"),
+                str(tmp_path / "masks"),
+                "--remap-labels",
+                "255=0",
+                "128=1",
+                "0=2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "tiny",
+                str(tmp_path / "images" / "g0.png"),
+                str(tmp_path / "one.png"),
+                "--box",
+                "1",
+                "1",
+                "9",
+                "9",
+                "--remap-labels",
+                "255=0",
+            ]
+        )
+        == 2
+    )

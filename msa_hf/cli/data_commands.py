@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from msa_hf.command_line import label_remap
+
 DEFAULT_OBJECTS_DIR = "data/mni152-objects"
 
 
@@ -93,27 +95,12 @@ def _prepare(args: argparse.Namespace) -> int:
         keep_empty_slices=args.keep_empty_slices,
         case_id_pattern=args.case_id_pattern,
         label_table=args.label_table,
-        remap_labels=_remap(args.remap_labels),
+        remap_labels=label_remap(args.remap_labels),
         name=args.name,
         source_license=args.license,
     )
     print(report.summary())
     return 0
-
-
-def _remap(pairs: list[str] | None) -> dict[str, str] | None:
-    """`--remap-labels 255=0 0=2` as `{"255": "0", "0": "2"}` (checked by `PrepareOptions`)."""
-    if pairs is None:
-        return None
-    remap = {}
-    for pair in pairs:
-        source, sep, target = pair.partition("=")
-        if not sep or source.strip() in remap:
-            raise ValueError(
-                f"--remap-labels {pair}: give each value once as FROM=TO, e.g. --remap-labels 255=0 128=1 0=2."
-            )
-        remap[source.strip()] = target.strip()
-    return remap
 
 
 def _build_default_data(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msa_hf.command_line import positive_int, space_or_comma_list
+from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -93,6 +93,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="DICOM-SEG masks: the folder holding the DICOM series they were drawn on (a study, a PACS export, "
         "a folder of series folders)",
     )
+    score.add_argument(
+        "--remap-labels", nargs="+", default=None, metavar="FROM=TO",
+        help="read the label maps' value FROM as TO, as msa-hf prepare --remap-labels does (REFUGE: 255=0 128=1 0=2)",
+    )  # fmt: skip
     score.add_output_dir("folder for scores.csv and scores.md (default: print only)", required=False)
     score.add_argument("--overwrite", action="store_true", help="replace earlier scores in --output-dir")
     score.set_defaults(run=_score)
@@ -149,6 +153,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--prompt-kind", choices=["box", "click"], default="box",
         help="with --prompts-from-labels or manifest labels: the structure's tight box, or one click on its most "
              "interior pixel (default: box)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--remap-labels", nargs="+", default=None, metavar="FROM=TO",
+        help="with --prompts-from-labels or manifest labels: read the label maps' value FROM as TO, as msa-hf "
+             "prepare --remap-labels does (REFUGE: 255=0 128=1 0=2)",
     )  # fmt: skip
     predict.add_argument(
         "--save-probabilities", default=None, metavar="PATH",
@@ -245,7 +254,7 @@ def _score(args: argparse.Namespace) -> int:
         check_new_outputs([Path(args.output) / name for name in SCORE_FILES], args.overwrite)
     scores, unit = score_mask_files(
         args.predictions, args.labels, space_or_comma_list(args.classes), args.label_table, args.tolerance,
-        args.images,
+        args.images, label_remap(args.remap_labels),
     )  # fmt: skip
     cases = len({s.case_id for s in scores})
     description = f"{args.predictions} scored against {args.labels}: {cases} cases, per case then averaged"
@@ -292,8 +301,10 @@ def _predict(args: argparse.Namespace) -> int:
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
         return _predict_many(args, prompts)
-    if args.prompts_from_labels:
-        raise ValueError("--prompts-from-labels is for many inputs (a folder, a glob or a manifest).")
+    if args.prompts_from_labels or args.remap_labels:
+        raise ValueError(
+            "--prompts-from-labels and --remap-labels are for many inputs (a folder, a glob or a manifest)."
+        )
     to_display = voxel_frame(args.input, args.prompt_frame, args.series)  # None: prompts are display prompts
     if to_display is not None:
         prompts = [to_display.prompt(prompt) for prompt in prompts]
@@ -336,8 +347,9 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     from msa_hf.output_files import check_new_outputs
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
-        args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series
-    )
+        args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series,
+        label_remap(args.remap_labels),
+    )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
     check_new_outputs([*written, *summaries], args.overwrite)

@@ -192,9 +192,12 @@ class SegmentValues:
         return load_seg_labels(seg, location, self.values, series=None if location.is_file() else uid)
 
 
-def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> MaskArrays:
+def read_mask_pair(
+    pair: MaskPair, segments: SegmentValues | None = None, label_remap: dict[int, int] | None = None
+) -> MaskArrays:
     """Both masks of `pair` as label maps on one grid (see the module docstring); DICOM-SEG masks read onto
-    their series through `segments`.
+    their series through `segments`; the reference's values read through `label_remap` (as `prepare
+    --remap-labels` reads them).
 
     Raises:
         ValueError: a volume paired with a 2-D mask, masks on different grids (shape, or a voxel-to-world
@@ -203,6 +206,7 @@ def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> Mas
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.image_files import read_mask
+    from msa_hf.data.label_tables import remap_label_values
     from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
 
     def volume_file(path: Path) -> bool:
@@ -214,7 +218,7 @@ def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> Mas
             "other a 2-D mask; score volumes against volumes and images against images."
         )
     if not volume_file(pair.label):
-        prediction, label = read_mask(pair.prediction), read_mask(pair.label)
+        prediction, label = read_mask(pair.prediction), read_mask(pair.label, remap=label_remap)
         if prediction.shape != label.shape:
             raise ValueError(
                 f"prediction {pair.prediction} is {prediction.shape[1]} x {prediction.shape[0]} pixels, its label "
@@ -233,6 +237,7 @@ def read_mask_pair(pair: MaskPair, segments: SegmentValues | None = None) -> Mas
         return segments.read(path)
 
     prediction, label = read(pair.prediction), read(pair.label)
+    label.array = remap_label_values(label.array, label_remap or {})
     if prediction.array.shape != label.array.shape or not np.allclose(
         prediction.affine, label.affine, atol=1e-2
     ):
@@ -253,6 +258,7 @@ def score_mask_files(
     label_table: str | Path | None = None,
     tolerance: float = NSD_TOLERANCE_MM,
     images: str | Path | None = None,
+    label_remap: dict[int, int] | None = None,
 ) -> tuple[list[CaseScore], str]:
     """Score every prediction against its label map (see the module docstring), one pair in memory at a time.
 
@@ -265,6 +271,8 @@ def score_mask_files(
         tolerance: NSD's tolerance, in mm for volumes and pixels for 2-D masks.
         images: the folder holding the DICOM series that DICOM-SEG masks were drawn on (a study, a PACS
             export, a folder of series folders); needed where a prediction or a label map is a DICOM-SEG.
+        label_remap: `{value in the label maps: value to read}` for references coded unusually (REFUGE's
+            255 background), as `prepare --remap-labels` reads them; the predictions are read as written.
 
     Returns:
         One `CaseScore` per (case, structure), cases in pairing order and structures by value (a structure
@@ -276,9 +284,10 @@ def score_mask_files(
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
-    from msa_hf.data.label_tables import default_class_names, label_folder_structures
+    from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
     from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
 
+    label_remap = check_label_remap(label_remap or {})
     pairs = pair_mask_files(find_mask_files(predictions), labels)
     table, regions = label_folder_structures(labels, label_table)
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
@@ -309,7 +318,7 @@ def score_mask_files(
     scored: list[tuple[str, dict[int, CaseScore]]] = []  # per pair: its case id, its scores by value
     kinds = set()
     for pair in pairs:
-        arrays = read_mask_pair(pair, segments)
+        arrays = read_mask_pair(pair, segments, label_remap)
         kinds.add(arrays.spacing is None)
         if len(kinds) > 1:
             raise ValueError(

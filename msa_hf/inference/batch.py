@@ -70,6 +70,7 @@ class BatchItem:
     labels: Path | None = None
     probabilities: Path | None = None
     series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
+    label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
 
 
 def _is_glob(source: str) -> bool:
@@ -178,16 +179,20 @@ def collect_items(
     labels_dir: str | Path | None = None,
     probabilities_dir: str | Path | None = None,
     series: str | None = None,
+    label_remap: dict[int, int] | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
     (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). A DICOM folder
     reads the stack its manifest row's `series` names, else `series` (the same for every input). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
-    map in `labels_dir` included), or when two inputs would write the same output."""
+    map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
+    label maps' values as `prepare --remap-labels` does."""
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, seg_series
+    from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex, listed_names
 
+    label_remap = check_label_remap(label_remap or {})
     source, output_dir = str(source), Path(output_dir)
     if output_dir.is_file():
         raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
@@ -251,6 +256,7 @@ def collect_items(
                 if probabilities_dir
                 else None,
                 series=row_series,
+                label_remap=label_remap,
             )
         )
     if unpaired:
@@ -278,6 +284,7 @@ def prompts_from_label_map(
     image_path: str | Path | None = None,
     series: str | None = None,
     regions: Mapping[int, Sequence[int]] | None = None,
+    label_remap: dict[int, int] | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
@@ -285,9 +292,11 @@ def prompts_from_label_map(
     label map may be a DICOM-SEG drawn on the DICOM series `image_path` (its stack `series`; values: the segment
     numbers). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
     structures are the regions, each prompted on the union of its values and written with the value that
-    paints it into label space (`region_paint_values`)."""
+    paints it into label space (`region_paint_values`). `label_remap` reads the label map's values as `prepare
+    --remap-labels` does."""
     from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.image_files import read_mask
+    from msa_hf.data.label_tables import remap_label_values
     from msa_hf.data.tasks import region_paint_values, structure_mask
     from msa_hf.data.volumes import axial_slices, load_volume
     from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
@@ -302,9 +311,9 @@ def prompts_from_label_map(
             if image_path is None
             else load_label_volume(labels_path, image_path, series=series)
         )
-        planes = axial_slices(label.array)
+        planes = axial_slices(remap_label_values(label.array, label_remap or {}))
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
-        planes = read_mask(labels_path)[None]
+        planes = read_mask(labels_path, remap=label_remap)[None]
     prompts = []
     values = [int(v) for v in np.unique(planes) if v != 0]
     if not values:
@@ -531,6 +540,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
         image_path=item.input if volume else None,
         series=item.series,
         regions=regions,
+        label_remap=item.label_remap,
     )
 
 
