@@ -248,6 +248,8 @@ def test_refuge_coding_is_remapped_and_its_disc_is_a_region(tmp_path):
     assert main([*argv, "--remap-labels", "255=0", "128=1", "0=2"]) == 0
     slices = load_prepared(tmp_path / "out")["train"]
     assert read_class_names(tmp_path / "out") == {1: "optic disc", 2: "optic cup"}
+    card = (tmp_path / "out" / "README.md").read_text()  # the card says the values are not the files' own
+    assert "read as: 255 -> 0, 128 -> 1, 0 -> 2" in card
     for row in slices:
         coded = _fundus_mask(int(row["case_id"][1:]))
         assert np.array_equal(np.asarray(row["label"]), np.select([coded == 0, coded == 128], [2, 1], 0))

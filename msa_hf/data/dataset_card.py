@@ -40,6 +40,9 @@ def render_dataset_card(
         notes.append(
             f"- {report.empty_slices_dropped} unlabelled slice(s) outside the labelled range were dropped."
         )
+    if report.label_remap:  # the stored values are not the source files' own
+        remapped = ", ".join(f"{source} -> {target}" for source, target in report.label_remap.items())
+        notes.append(f"- label values of the source files were read as: {remapped}.")
     notes += [f"- warning: {message}" for message in report.warnings]
     return Template(read_template("dataset_card.md")).substitute(
         name=name,

@@ -161,6 +161,7 @@ class PrepareReport:
     slices_per_class: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     regions: dict[int, list[int]] = field(default_factory=dict)  # structures that are unions of label values
+    label_remap: dict[int, int] = field(default_factory=dict)  # how the source's label maps were read
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
@@ -408,6 +409,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     report = PrepareReport(output=str(final), class_names={})
     table, regions = _class_names(source, options)
     report.regions = {class_id: list(values) for class_id, values in regions.items()}
+    report.label_remap = dict(options.remap_labels)
     # the label values the masks may hold: a region table's, or the plain table's own
     known_values = {v for values in regions.values() for v in values} if regions else set(table or ())
     seg_values = None
