@@ -27,7 +27,12 @@ PEAK_RESIDENT_MB = 3000  # what the whole corpus may hold at its peak
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory) -> dict[str, dict]:
     results = tmp_path_factory.mktemp("corpus") / "results.json"
-    environment = {**os.environ, "CORPUS_MEMORY_LIMIT_GB": str(MEMORY_LIMIT_GB), "HF_HUB_OFFLINE": "1"}
+    # the child runs this checkout's msa_hf, as this process does, whatever copy the venv has installed (the
+    # other-stack venvs of `make test-gpu-image` install a copy that a later edit leaves behind)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    environment = {
+        **os.environ, "CORPUS_MEMORY_LIMIT_GB": str(MEMORY_LIMIT_GB), "HF_HUB_OFFLINE": "1", "PYTHONPATH": path
+    }  # fmt: skip
     run = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "bad_inputs.py"), str(results)],
         capture_output=True, text=True, env=environment, timeout=900,
