@@ -114,7 +114,19 @@ def test_volume_windows_and_text_examples_use_the_unions(brats_source, tmp_path)
         )
         assert np.array_equal(item["mask"].astype(bool), expected)
     examples = text_examples(slices, names, REGIONS)
-    assert all(example[3] for example in examples)
+    # each slice's structures are the regions its label map holds any value of (edema alone: whole tumour)
+    assert len(examples) == len(slices)
+    for _, label, _, present in examples:
+        assert present == [c for c, values in REGIONS.items() if np.isin(label, values).any()]
+    # a slice holding the enhancing part alone is in all three regions, not only in structure 3
+    enhancing_only = {
+        "image": np.zeros((4, 4)),
+        "label": np.full((4, 4), 3),
+        "labels_present": [3],
+        "modality": "MR",
+    }
+    assert text_examples([enhancing_only], names, REGIONS)[0][3] == [1, 2, 3]
+    assert text_examples([enhancing_only], names)[0][3] == [3]
     image, label, _, present = next(e for e in examples if e[3] == [1, 2, 3])
     config = TextTrainingConfig(union_probability=0.0)
     _, target, text = sample_text_example(

@@ -161,6 +161,16 @@ def read_label_structures(path: str | Path) -> tuple[dict[int, str], dict[int, t
     return dict(enumerate(regions, start=1)), dict(enumerate(regions.values(), start=1))
 
 
+def regions_beside(labels: str | Path) -> dict[int, tuple[int, ...]]:
+    """`{class id: label values}` of the region-based label table beside a folder of label maps
+    (`table_beside`, numbered as `read_label_structures` numbers them); `{}` where there is no table or it
+    gives one value per structure (which is never parsed here, so a plain table cannot fail a caller that only
+    asks for regions)."""
+    path = table_beside(labels)
+    regions = parse_label_regions(path) if path is not None else None
+    return dict(enumerate(regions.values(), start=1)) if regions else {}
+
+
 def label_folder_structures(
     labels: str | Path, label_table: str | Path | None = None
 ) -> tuple[dict[int, str], dict[int, tuple[int, ...]]]:

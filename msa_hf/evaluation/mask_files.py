@@ -65,6 +65,7 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
         ValueError: nothing found, or a file that is not a NIfTI or image mask.
     """
     from msa_hf.data.sources import visible_files
+    from msa_hf.inference.batch import is_glob
 
     source = str(predictions)
     path = Path(source)
@@ -72,7 +73,7 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
         found = [p for p in visible_files(path) if _is_mask_file(p)]
     elif path.is_file():
         found = [path]
-    elif any(character in source for character in "*?["):
+    elif is_glob(source):
         found = sorted(p for p in map(Path, glob.glob(source)) if p.is_file() and _is_mask_file(p))
     else:
         raise ValueError(f"predictions {source}: no such file or folder.")
@@ -148,11 +149,11 @@ class SegmentValues:
         self.stacks: dict[str, list] = {}
         for stack in find_stacks(self.images):
             self.stacks.setdefault(stack.series_uid, []).append(stack)
-        labels = {name for file in files for name in segment_names(file).values()}
         if not table and only_seg:
             self.values, _ = segment_label_values(files, None)
             self.names = {value: name for name, value in self.values.items()}
             return
+        labels = {name for file in files for name in segment_names(file).values()}
         by_name = {name: value for value, name in table.items()}
         self.values, unknown = {}, []
         for name in sorted(labels):

@@ -73,7 +73,8 @@ class BatchItem:
     label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
 
 
-def _is_glob(source: str) -> bool:
+def is_glob(source: str) -> bool:
+    """Whether `source` is a glob pattern (`"scans/*.nii.gz"`) rather than a path."""
     return any(character in source for character in "*?[")
 
 
@@ -89,7 +90,7 @@ def is_batch_source(source: str | Path) -> bool:
     """Whether `source` names many inputs: a glob, a `.csv`/`.json` manifest, or a folder holding images or
     NIfTI files (a folder of DICOM files is one series, a single input)."""
     source = str(source)
-    if _is_glob(source) and not Path(source).exists():
+    if is_glob(source) and not Path(source).exists():
         return True
     path = Path(source)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
@@ -216,7 +217,7 @@ def collect_items(
         rows = _manifest_rows(manifest)
     else:
         found = (
-            sorted(Path(p) for p in glob.glob(source)) if _is_glob(source) else _supported_files(Path(source))
+            sorted(Path(p) for p in glob.glob(source)) if is_glob(source) else _supported_files(Path(source))
         )
         if not found:
             raise ValueError(
@@ -525,14 +526,13 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
     if item.prompts is not None:
         return item.prompts
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
-    from msa_hf.data.label_tables import parse_label_regions, read_label_structures, table_beside
+    from msa_hf.data.label_tables import regions_beside
 
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     # the regions of a region-based label table beside the labels; any other table leaves each label value a
     # structure, as without one (a DICOM-SEG's segments are its own)
-    table = None if is_dicom_seg_file(item.labels) else table_beside(item.labels)
-    regions = read_label_structures(table)[1] if table is not None and parse_label_regions(table) else {}
+    regions = {} if is_dicom_seg_file(item.labels) else regions_beside(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,
