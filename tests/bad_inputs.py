@@ -641,6 +641,22 @@ def _(f):
     return ["predict", "tiny", str(folder), out(f, "m.nii.gz"), *_box(2, 2, 20, 20)]
 
 
+@case(
+    "predict", "a 3 mm volume for a model of 1e-5 mm slices (a 1.3-billion-voxel grid)",
+    mentions=("resampled", "--no-resample-slices", "limit"),
+)  # fmt: skip
+def _(f):
+    import json
+
+    model = model_folder(f)
+    config = model / "processor_config.json"
+    content = json.loads(config.read_text())
+    content["msa_processing"]["slice_spacing"] = 1e-5  # a hand-edited or mistaken record
+    config.write_text(json.dumps(content))
+    volume = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return ["predict", str(model), str(volume), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 20, 20)]
+
+
 def _study(f) -> Path:
     """Two series of one study side by side, as a PACS exports them."""
     from msa_hf.testing import write_dicom_series

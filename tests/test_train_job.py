@@ -253,6 +253,10 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     assert result["steps"] == 2 and "points1" in result["validation"] and "box" not in result["validation"]
     trained = _weights(tmp_path / "run3d" / "model")
     assert any("depth_adapter" in k for k in trained)
+    # the slice spacing its depth branch learned (the cases' 1 mm), which inference resamples volumes to
+    from msa_hf.processing.processor import MsaProcessor
+
+    assert MsaProcessor.from_pretrained(tmp_path / "run3d" / "model").slice_spacing == 1.0
 
     # the test comparison on whole volumes: each column is evaluate_volumes of that model, and the card's
     # headline metric is the adapted model's mean

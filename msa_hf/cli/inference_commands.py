@@ -187,6 +187,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="replace a mask (or probability) file that exists at the output; for many inputs, those in the "
              "output folder",
     )  # fmt: skip
+    predict.add_argument(
+        "--resample-slices", action=argparse.BooleanOptionalAction, default=True,
+        help="a depth-branch model trained on volumes at one slice spacing (its processor records it): show it "
+             "a volume at another spacing resampled along the slice axis to that spacing, the masks mapped back "
+             "onto the input's slices (default: on; --no-resample-slices shows it the slices as they are)",
+    )  # fmt: skip
     _add_placement_arguments(predict)
     predict.set_defaults(run=_predict)
 
@@ -320,9 +326,12 @@ def _predict(args: argparse.Namespace) -> int:
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
+        slice_spacing=processor.slice_spacing if args.resample_slices else None,
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
+    if "resampled" in summary:
+        print(f"{summary['resampled']} (its depth branch's training spacing); masks on the input's slices")
     # slices are printed in the frame the prompts were given in
     to_file = to_display.file_slice if to_display is not None else (lambda z: z)
     for mask in summary["masks"]:
@@ -354,9 +363,16 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
     check_new_outputs([*written, *summaries], args.overwrite)
     model, processor = load_for_inference(args.model)
+    slice_spacing = processor.slice_spacing if args.resample_slices else None
+    if slice_spacing is not None:
+        print(
+            f"the model's depth branch was trained on slices {slice_spacing:g} mm apart: volumes at another "
+            "spacing are resampled to it, their masks mapped back onto their own slices"
+        )
     result = run_batch(
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
         dtype=args.dtype, multimask=args.multimask, batch_size=args.batch_size, compile_encoder=args.compile,
+        slice_spacing=slice_spacing,
     )  # fmt: skip
     if result is None:  # another process of a launch: the main one writes the summary
         return 0

@@ -408,6 +408,7 @@ def predict_batch(
     show_progress: bool = True,
     batch_size: int | None = None,
     compile_encoder: bool | None = None,
+    slice_spacing: float | None = None,
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
     A failing item gets status "failed" and its error, and the others go on.
@@ -416,7 +417,8 @@ def predict_batch(
     one encoder call, then each is decoded and written; a volume encodes its own slices in groups
     (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
     encoder once for all inputs (None: where it pays, `compile_by_default`, counting each image and each
-    volume slice)."""
+    volume slice). `slice_spacing`: a depth-branch model's training slice spacing, to which volumes are
+    resampled (`predict_file`)."""
     from tqdm.auto import tqdm
 
     compile_encoder = compile_by_default(
@@ -445,7 +447,7 @@ def predict_batch(
                         summary = predict_file(
                             model, item.input, item.output, prompts, window=window, device=device,
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
-                            batch_size=batch_size, series=item.series,
+                            batch_size=batch_size, series=item.series, slice_spacing=slice_spacing,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -608,6 +610,7 @@ def run_batch(
     multimask: bool = False,
     batch_size: int | None = None,
     compile_encoder: bool | None = None,
+    slice_spacing: float | None = None,
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.
@@ -633,6 +636,7 @@ def run_batch(
     rows = predict_batch(
         model, [items[i] for i in indices], window, kind, device, dtype, multimask,
         show_progress=state.is_local_main_process, batch_size=batch_size, compile_encoder=compile_encoder,
+        slice_spacing=slice_spacing,
     )  # fmt: skip
     for row in rows:
         row["process"] = state.process_index

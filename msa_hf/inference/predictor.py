@@ -335,6 +335,7 @@ def predict_file(
     multimask: bool = False,
     batch_size: int | None = None,
     series: str | None = None,
+    slice_spacing: float | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
@@ -356,8 +357,14 @@ def predict_file(
     `batch_size`: a volume's slices per encoder call (`VolumePredictor.encoding_batch`). `series`: the stack
     of a DICOM folder that holds several (a study's series; `msa_hf.data.dicom_stacks`), by its key, series
     number or UID; the summary's `series` says which stack was read.
+
+    `slice_spacing`: a depth-branch model's training slice spacing in mm (`MsaProcessor.slice_spacing`). A
+    volume whose slices lie farther apart or closer is resampled along its slice axis to that spacing before
+    the model sees it, and the masks come back onto the input's slices (`msa_hf.inference.slice_spacing`); the
+    summary's `resampled` says so. Prompts, masks and the summary's slices stay in the input's own slices.
     """
     from msa_hf.data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
+    from msa_hf.inference.slice_spacing import SliceResampling
     from msa_hf.inference.volume_predictor import VolumePredictor
 
     input_path, output_path = Path(input_path), Path(output_path)
@@ -382,16 +389,22 @@ def predict_file(
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
-    compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(slices))
+    resampling = SliceResampling.between(len(slices), volume.slice_spacing[2], slice_spacing)
+    model_slices = slices if resampling is None else resampling.image_to_model(slices)
+    if resampling is not None:
+        summary["resampled"] = resampling.describe()
+    compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
-    volume_predictor.set_volume(slices, modality)
+    volume_predictor.set_volume(model_slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):
             raise ValueError(
                 f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
             )
-        prediction = volume_predictor.predict_masks(prompt.slice, prompt, decode)
+        # the slice the model decodes the prompt on: the input's own, or the nearest one of the model's grid
+        model_slice = prompt.slice if resampling is None else resampling.to_model_slice(prompt.slice)
+        prediction = volume_predictor.predict_masks(model_slice, prompt, decode)
         mask = prediction.mask
         entry = _mask_entry(prediction, values[index], multimask, slice=prompt.slice)
         chosen = range(len(prediction.scores)) if multimask else [prediction.best]
@@ -400,13 +413,20 @@ def predict_file(
             volume_map[prompt.slice] = prediction.probabilities_of(which)
         if prompt.propagate and mask.any():
             propagation = volume_predictor.propagate(
-                prompt.slice, mask, keep_probabilities=probabilities_path is not None
+                model_slice, mask, keep_probabilities=probabilities_path is not None or resampling is not None
             )
-            labels[propagation.masks] = values[index]
-            entry.update(pixels=int(propagation.masks.sum()), slices=[propagation.first, propagation.last])
+            masks, probabilities = propagation.masks, propagation.probabilities
+            if resampling is not None:  # back onto the input's slices; the prompted one keeps its own mask
+                probabilities[model_slice] = prediction.probabilities_of(prediction.best)
+                probabilities = resampling.probabilities_to_input(probabilities)
+                masks = probabilities > 0.5  # as a mask keeps its logits above 0
+                masks[prompt.slice] = mask
+            labels[masks] = values[index]
+            filled = np.flatnonzero(masks.any(axis=(1, 2)))
+            entry.update(pixels=int(masks.sum()), slices=[int(filled.min()), int(filled.max())])
             if prompt_maps:  # the seed slice's map stays the prediction's
                 seed = prompt_maps[0][prompt.slice].copy()
-                prompt_maps[0][:] = propagation.probabilities
+                prompt_maps[0][:] = probabilities
                 prompt_maps[0][prompt.slice] = seed
         else:
             labels[prompt.slice][mask] = values[index]

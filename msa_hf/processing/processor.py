@@ -9,6 +9,10 @@ evaluation, `msa-hf evaluate`, `msa-hf predict`, the predictors, the demo Space)
 
 Intensity rule (the same as training): CT through `window` (a preset name or `(low, high)` in HU; unset:
 the modality's default, abdomen), MR by its 0.5-99.5 percentiles, 8/16-bit pictures by their range.
+
+A depth-branch model also records the slice spacing of the volumes it was trained on (`slice_spacing`, mm):
+its depth attention learned what D consecutive slices look like at that spacing, so volumes at another one
+are resampled along the slice axis before it sees them (`msa_hf.inference.slice_spacing`).
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ class MsaProcessor:
         mask_size: side of the decoder's low-resolution mask logits.
         window: CT window: a preset name (`"abdomen"`, `"lung"`, ...), `(low, high)` in HU, or `None` for the
             modality's default.
+        slice_spacing: a depth-branch model's training slice spacing in mm (the median over its training
+            cases), or `None` (a 2-D model, or one trained on pictures or by an older msa_hf).
     """
 
     image_size: int
     mask_size: int
     window: str | tuple[float, float] | None = None
+    slice_spacing: float | None = None
 
     def __post_init__(self) -> None:
         from msa_hf.data.transforms import check_ct_window
@@ -50,18 +57,35 @@ class MsaProcessor:
         if isinstance(self.window, list):  # as read back from JSON
             object.__setattr__(self, "window", tuple(float(v) for v in self.window))
         check_ct_window(self.window)
+        if self.slice_spacing is not None:
+            spacing = self.slice_spacing
+            if (
+                isinstance(spacing, bool)
+                or not isinstance(spacing, int | float)
+                or not 0 < spacing < float("inf")
+            ):
+                raise ValueError(
+                    f"slice_spacing={spacing!r}: give the training volumes' slice spacing in mm (a positive "
+                    "number), or None."
+                )
+            object.__setattr__(self, "slice_spacing", float(spacing))
 
     @classmethod
-    def for_model(cls, model: Any, window: str | tuple[float, float] | None = None) -> MsaProcessor:
+    def for_model(
+        cls, model: Any, window: str | tuple[float, float] | None = None, slice_spacing: float | None = None
+    ) -> MsaProcessor:
         """The processor of a model's geometry (`config.vision_config.image_size`, low-res mask = 4 x the
-        embedding side) with the given intensity `window`."""
+        embedding side) with the given intensity `window` and training `slice_spacing`."""
         vision = model.config.vision_config
-        return cls(vision.image_size, 4 * (vision.image_size // vision.patch_size), window)
+        return cls(vision.image_size, 4 * (vision.image_size // vision.patch_size), window, slice_spacing)
 
     def to_dict(self) -> dict[str, Any]:
         """The `msa_processing` section of `processor_config.json`."""
         window = list(self.window) if isinstance(self.window, tuple) else self.window
-        return {"format_version": FORMAT_VERSION, "window": window}
+        section: dict[str, Any] = {"format_version": FORMAT_VERSION, "window": window}
+        if self.slice_spacing is not None:  # older readers ignore the key: their models had none
+            section["slice_spacing"] = self.slice_spacing
+        return section
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Writes `processor_config.json`: transformers' `SamProcessor` fields for this geometry plus our
@@ -113,7 +137,7 @@ class MsaProcessor:
                 f"{source}: {PROCESSOR_FILE} has a {MSA_SECTION} section this msa_hf cannot read "
                 f"({section!r}); upgrade msa_hf."
             )
-        return cls(default.image_size, default.mask_size, section.get("window"))
+        return cls(default.image_size, default.mask_size, section.get("window"), section.get("slice_spacing"))
 
 
 def _sam_image_processor(image_size: int, mask_size: int) -> Any:

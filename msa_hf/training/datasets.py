@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import statistics
 from typing import Any
 
 import torch
 
 from msa_hf.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 # at most this many workers by default: past it, more processes only hold more copies of the dataset's pages
 MAX_DEFAULT_WORKERS = 8
@@ -80,6 +84,35 @@ def task_dataset(config: TrainConfig, split: str, image_size: int, train: bool) 
     )
     tasks.set_transform(transform)
     return tasks, transform
+
+
+def training_slice_spacing(config: TrainConfig) -> float | None:
+    """A depth-branch run's slice spacing in mm: the median over the train split's cases (each case's slices
+    share one), which the saved processor records so that inference resamples other volumes to it
+    (`msa_hf.inference.slice_spacing`). None for a 2-D run, whose model sees one slice at a time, and for
+    pictures (spacing in pixels). Cases spread over more than 1.5x around it are said in the log: the depth
+    branch then learns several spacings at once, and `msa-hf prepare --target-spacing` gives it one."""
+    if not config.use_depth_branch:
+        return None
+    from msa_hf.data import load_prepared
+
+    split = load_prepared(config.dataset)["train"]
+    by_case: dict[str, float] = {}
+    for case_id, spacing, unit in zip(split["case_id"], split["spacing"], split["spacing_unit"], strict=True):
+        if unit == "mm":
+            by_case.setdefault(case_id, float(spacing[2]))
+    if not by_case:
+        return None
+    median = statistics.median(by_case.values())
+    low, high = min(by_case.values()), max(by_case.values())
+    if high > 1.5 * median or low < median / 1.5:
+        logger.warning(
+            "%s: the training cases' slice spacings run from %g to %g mm; the model records their median, "
+            "%g mm, and inference resamples volumes to it. To train the depth branch at one spacing, prepare "
+            "the dataset with --target-spacing X Y %g.",
+            config.dataset, low, high, median, median,
+        )  # fmt: skip
+    return median
 
 
 def loader_options(num_workers: int | None, device: torch.device | str, processes: int = 1) -> dict[str, Any]:
