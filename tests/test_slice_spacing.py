@@ -275,3 +275,42 @@ def test_predict_resamples_for_a_model_folder_that_records_a_spacing(tmp_path, c
     written = sorted((tmp_path / "out").glob("*.nii.gz"))
     assert len(written) == 1
     np.testing.assert_array_equal(read_display(written[0]), read_display(tmp_path / "api.nii.gz"))
+
+
+def test_the_demo_resamples_as_predict_does(tmp_path):
+    from msa_hf.demo.prompt_state import BOX, add_prompt, empty_prompts
+    from msa_hf.demo.sessions import DemoSession, VolumeSession
+
+    ball = sphere_volume(shape=(17, 32, 32), centre=(8, 15, 17), radius=7.0)
+    save_display_slices(np.where(ball, 900.0, 100.0), 1.0, tmp_path / "thin.nii.gz")
+    seed = 7
+    x0, y0, x1, y1 = grown_box(ball[seed], 0.0)
+    predict_file(
+        BrightInBoxSam(32), tmp_path / "thin.nii.gz", tmp_path / "predicted.nii.gz",
+        [Prompt(box=[x0, y0, x1, y1], slice=seed, propagate=True)], slice_spacing=2.0,
+    )  # fmt: skip
+    volume = VolumeSession(str(tmp_path / "thin.nii.gz"), DemoSession(BrightInBoxSam(32), slice_spacing=2.0))
+    assert volume.resampling == SliceResampling(17, 1.0, 2.0) and len(volume.model_slices) == 9
+    assert len(volume.slices) == 17  # the visitor sees and prompts the volume's own slices
+    corner = add_prompt(empty_prompts(), x0, y0, BOX, ball.shape[1:])
+    volume.set_prompts(seed, add_prompt(corner, x1, y1, BOX, ball.shape[1:]))
+    answer = volume.masks[seed].copy()  # decoded on the model slice nearest to it: input slice 8's
+    in_box = np.zeros(ball.shape[1:], bool)
+    in_box[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = True
+    np.testing.assert_array_equal(answer, ball[8] & in_box)
+    message = volume.propagate(seed)
+    np.testing.assert_array_equal(volume.masks, read_display(tmp_path / "predicted.nii.gz") == 1)
+    present = np.flatnonzero(volume.masks.any(axis=(1, 2)))
+    assert f"to slices {present.min()}-{present.max()}" in message and "on the model's grid" in message
+    # a correction: a slice whose prompt finds nothing stays empty, and no walk passes it; the seed keeps its mask
+    corner = add_prompt(empty_prompts(), 0, 0, BOX, ball.shape[1:])
+    volume.set_prompts(10, add_prompt(corner, 3, 3, BOX, ball.shape[1:]))
+    assert not volume.masks[10].any()
+    volume.propagate(seed)
+    assert not volume.masks[10:].any() and volume.masks[2:9].any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(volume.masks[seed], answer)
+    # a slice range holds the result, counted on the volume's slices
+    message = volume.propagate(seed, slice_range=(5, 9))
+    assert not volume.masks[:5].any() and not volume.masks[10:].any()
+    present = np.flatnonzero(volume.masks.any(axis=(1, 2)))
+    assert f"to slices {present.min()}-{present.max()}" in message and present.min() >= 5

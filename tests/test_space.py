@@ -422,8 +422,8 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     served = []
 
     class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
-        def __init__(self, model, window=None):
-            served.append({"model": model})
+        def __init__(self, model, window=None, slice_spacing=None):
+            served.append({"model": model, "slice_spacing": slice_spacing})
 
         def launch(self, **options):
             served[-1]["options"] = options
@@ -453,6 +453,14 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     weight = "mask_decoder.iou_prediction_head.proj_out.weight"
     torch.testing.assert_close(model.state_dict()[weight], base.state_dict()[weight], rtol=0, atol=0)
     assert served[-1]["options"] == {"max_file_size": "500mb", "server_name": "0.0.0.0", "share": True}
+    assert served[-1]["slice_spacing"] is None  # a 2-D model: nothing to resample
+
+    # a depth-branch model's folder: served with the slice spacing its processor records
+    from msa_hf.processing.processor import MsaProcessor
+
+    MsaProcessor.for_model(base, slice_spacing=2.5).save_pretrained(tmp_path / "base")
+    assert main(["demo", str(tmp_path / "base")]) == 0
+    assert served[-1]["slice_spacing"] == 2.5
 
     assert main(["demo", "--adapter", "liver"]) != 0
     assert "NAME=REPO" in capsys.readouterr().err

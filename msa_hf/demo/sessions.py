@@ -40,9 +40,13 @@ class DemoSession:
     visitor's adapter choice never leaks into another's result.
     """
 
-    def __init__(self, model: Any, cache_size: int = 8, window: Any = None) -> None:
+    def __init__(
+        self, model: Any, cache_size: int = 8, window: Any = None, slice_spacing: float | None = None
+    ) -> None:
         self.model = model
         self.window = window  # the CT window the model was trained with (its MsaProcessor's)
+        # a depth-branch model's training slice spacing (its MsaProcessor's): volumes are resampled to it
+        self.slice_spacing = slice_spacing
         self.predictor = SegmentationPredictor(model, window)
         self.adapters = task_adapter_names(model)
         self.cache_size = cache_size
@@ -215,6 +219,7 @@ class VolumeSession:
         series: str | None = None,
     ) -> None:
         from msa_hf.data import axial_slices, guess_modality, load_volume
+        from msa_hf.inference.slice_spacing import SliceResampling
         from msa_hf.inference.volume_predictor import VolumePredictor
 
         files = [files] if isinstance(files, str) else list(files)
@@ -244,7 +249,18 @@ class VolumeSession:
         self.predictor = VolumePredictor(
             session.model, session.window, device=placement.device, dtype=placement.dtype
         )
-        self.predictor.set_volume(self.slices, self.modality)
+        # the visitor sees and prompts the volume's own slices; a depth-branch model sees them at its spacing
+        self.resampling = SliceResampling.between(
+            len(self.slices), self.volume.slice_spacing[2], session.slice_spacing
+        )
+        self.model_slices = (
+            self.slices if self.resampling is None else self.resampling.image_to_model(self.slices)
+        )
+        self.predictor.set_volume(self.model_slices, self.modality)
+
+    def model_slice(self, index: int) -> int:
+        """The slice of the model's grid where a prompt on the volume's slice `index` is decoded."""
+        return index if self.resampling is None else self.resampling.to_model_slice(index)
 
     @staticmethod
     def _gather(files: list[str]) -> str:
@@ -267,7 +283,7 @@ class VolumeSession:
     def prepare(self, index: int) -> None:
         """Encode slice `index`'s window now, so that its first click only decodes."""
         with self.session.using(self.adapter):
-            self.predictor.embedding(index)
+            self.predictor.embedding(self.model_slice(index))
 
     def prompts_of(self, index: int) -> dict[str, Any]:
         return self.prompts.get(index, empty_prompts())
@@ -290,10 +306,10 @@ class VolumeSession:
         if has_prompt(prompts):
             if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
                 self.adapter = adapter
-                self.predictor.set_volume(self.slices, self.modality)
+                self.predictor.set_volume(self.model_slices, self.modality)
             with self.session.using(self.adapter):
                 prediction = self.predictor.predict_masks(
-                    index, to_prompt(prompts["points"], prompts["box"]), multimask=multimask
+                    self.model_slice(index), to_prompt(prompts["points"], prompts["box"]), multimask=multimask
                 )
             self.segmentations[index] = Segmentation.of(prediction, choice)
             self.masks[index] = self.segmentations[index].mask > 0
@@ -335,21 +351,60 @@ class VolumeSession:
             and not self.masks[position].any()
         ]
         with self.session.using(self.adapter):
-            result = self.predictor.propagate_seeds(
-                seeds, stop_score=stop_score, slice_range=slice_range, empty_slices=empty
-            )
+            propagated, stops = self._propagate(seeds, index, stop_score, (low, high), empty)
         # a new propagation replaces the previous one; slices the visitor prompted keep their own masks
-        self.propagated = result.masks.copy()
+        self.propagated = propagated.copy()
         for position in seeds:
             self.propagated[position] = False  # the seeds are the visitor's own
         for position in range(len(self.slices)):
             if not has_prompt(self.prompts_of(position)):
                 self.masks[position] = self.propagated[position]
+        filled = np.flatnonzero(propagated.any(axis=(1, 2)))
         origin = f"slice {index}" if len(seeds) == 1 else f"slices {', '.join(str(i) for i in sorted(seeds))}"
+        if self.resampling is not None:
+            stops += f" (on the model's grid: {self.resampling.describe()})"
         return (
-            f"propagated from {origin} to slices {result.first}-{result.last} "
-            f"({int(result.masks.sum())} voxels); {result.describe_stops()}"
+            f"propagated from {origin} to slices {filled.min()}-{filled.max()} "
+            f"({int(propagated.sum())} voxels); {stops}"
         )
+
+    def _propagate(
+        self,
+        seeds: dict[int, np.ndarray],
+        index: int,
+        stop_score: float,
+        slice_range: tuple[int, int],
+        empty: list[int],
+    ) -> tuple[np.ndarray, str]:
+        """`propagate_seeds` on the model's grid; returns the masks `(N, H, W)` on the volume's slices (the
+        seeds' included) and where the walks stopped. Resampled, each seed is decoded on its model
+        slice (where two share one, the slice asked to propagate wins), and the walks' probabilities come back
+        by linear interpolation, kept above one half, within the range and off the slices marked empty."""
+        if self.resampling is None:
+            result = self.predictor.propagate_seeds(
+                seeds, stop_score=stop_score, slice_range=slice_range, empty_slices=empty
+            )
+            return result.masks, result.describe_stops()
+        to_model = self.model_slice
+        model_seeds = {to_model(position): mask for position, mask in seeds.items()}
+        model_seeds[to_model(index)] = seeds[index]
+        model_empty = sorted({to_model(position) for position in empty} - set(model_seeds))
+        low, high = slice_range
+        result = self.predictor.propagate_seeds(
+            model_seeds, stop_score=stop_score, slice_range=(to_model(low), to_model(high)),
+            empty_slices=model_empty, keep_probabilities=True,
+        )  # fmt: skip
+        probabilities = result.probabilities
+        # the walk keeps no map on a seed: its own answer's (the slice asked to propagate last, so it wins)
+        for position in [*seeds, index]:
+            answer = self.segmentations.get(position)
+            probabilities[to_model(position)] = seeds[position] if answer is None else answer.probabilities
+        masks = self.resampling.probabilities_to_input(probabilities) > 0.5
+        masks[:low], masks[high + 1 :] = False, False
+        masks[empty] = False
+        for position, mask in seeds.items():
+            masks[position] = mask
+        return masks, result.describe_stops()
 
     def save_dicom_seg(self, folder: str | None = None) -> str:
         """The mask volume as a DICOM-SEG referencing the uploaded series' instances (for a PACS or a viewer),
