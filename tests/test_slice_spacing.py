@@ -314,3 +314,43 @@ def test_the_demo_resamples_as_predict_does(tmp_path):
     assert not volume.masks[:5].any() and not volume.masks[10:].any()
     present = np.flatnonzero(volume.masks.any(axis=(1, 2)))
     assert f"to slices {present.min()}-{present.max()}" in message and present.min() >= 5
+
+
+def test_evaluate_says_where_cases_lie_off_the_models_spacing(tmp_path):
+    from msa_hf.data.prepare import prepare_dataset
+    from msa_hf.evaluation.protocols import evaluate_volumes
+    from msa_hf.evaluation.volume_evaluation import slice_spacing_note
+
+    note = slice_spacing_note({"a": (1.0, 1.0, 5.0), "b": (1.0, 1.0, 2.04), "c": (1.0, 1.0, 3.0)}, 2.0)
+    assert note.startswith("2 of 3 cases have slices 3, 5 mm apart") and "--target-spacing X Y 2" in note
+    assert slice_spacing_note({"a": (1.0, 1.0, 2.0)}, 2.0) is None
+    assert slice_spacing_note({"a": (1.0, 1.0, 5.0)}, None) is None
+
+    source = tmp_path / "source"
+    (source / "imagesTr").mkdir(parents=True)
+    (source / "labelsTr").mkdir()
+    for index in range(4):
+        image = np.full((24, 24, 8), 100.0, np.float32)
+        label = np.zeros((24, 24, 8), np.uint8)
+        label[6 + index : 16, 8:18, 2:6] = 1
+        image[label > 0] += 300
+        nib.save(
+            nib.Nifti1Image(image, np.diag([1.0, 1.0, 3.0, 1.0])),
+            source / "imagesTr" / f"c{index}_0000.nii.gz",
+        )
+        nib.save(
+            nib.Nifti1Image(label, np.diag([1.0, 1.0, 3.0, 1.0])), source / "labelsTr" / f"c{index}.nii.gz"
+        )
+    prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.25, 0.25), modality="MR")
+    model = depth_model()
+    off = evaluate_volumes(
+        model, tmp_path / "prepared", "test", slice_spacing=1.0, output_dir=tmp_path / "off"
+    )
+    on = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=3.0, output_dir=tmp_path / "on")
+    assert off["notes"] == ["1 of 1 cases have slices 3 mm apart, and the model's depth branch was trained on 1 mm: "
+                            "evaluate shows it each case's slices as the dataset holds them, where msa-hf predict "
+                            "resamples them to 1 mm. To score them as predict serves them, prepare the dataset "
+                            "with --target-spacing X Y 1."]  # fmt: skip
+    assert on["notes"] == [] and off["tables"] == on["tables"]  # a note, never another score
+    assert f"Note: {off['notes'][0]}" in (tmp_path / "off" / "results.md").read_text()
+    assert "Note:" not in (tmp_path / "on" / "results.md").read_text()

@@ -220,8 +220,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
             window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
+            slice_spacing=processor.slice_spacing,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
+        for note in report["notes"]:
+            print(f"note: {note}")
         if args.output:
             print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
         return 0

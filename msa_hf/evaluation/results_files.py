@@ -46,9 +46,10 @@ def write_results(
     description: str,
     inputs: Iterable[str | Path] = (),
     distance_unit: str = "mm",
+    notes: Iterable[str] = (),
 ) -> None:
     """`results.json` (`report`), `results.md` (Dice and HD95 tables of `report["tables"]`, titled with
-    `description`; HD95 in `distance_unit`: "mm", or "pixels" for 2-D pictures) and one
+    `description`, followed by `notes`; HD95 in `distance_unit`: "mm", or "pixels" for 2-D pictures) and one
     `cases_<protocol>.csv` per protocol of `scores` in `output_dir`. Each file is
     written whole or not at all; other files in `output_dir` are left alone, and an `output_dir` inside one
     of `inputs` (the dataset scored) is refused."""
@@ -60,6 +61,7 @@ def write_results(
         staging.write_text(
             f"Dice per structure ({description})\n\n{markdown_table(tables)}\n\n"
             f"HD95 ({distance_unit})\n\n{markdown_table(tables, 'hd95')}\n"
+            + "".join(f"\nNote: {note}\n" for note in notes)
         )
     for protocol, protocol_scores in scores.items():
         write_case_csv(protocol_scores, output_dir / f"cases_{protocol}.csv", inputs, distance_unit)

@@ -33,13 +33,15 @@ def evaluate_volumes(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     compile_encoder: bool | None = None,
+    slice_spacing: float | None = None,
 ) -> dict[str, Any]:
     """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
     structures `classes` names (names or label values, comma-separated; default all). With `output_dir`,
     writes results.json, results.md (Dice and HD95 tables) and cases_volume_points1.csv there. `window`:
     the CT window the model was trained with (its `MsaProcessor`'s; `None`: the modality default).
     `compile_encoder`: `torch.compile` the image encoder (None: where it pays, `compile_by_default`, counting
-    every window's D slices).
+    every window's D slices). `slice_spacing`: the model's training slice spacing (its `MsaProcessor`'s); where
+    cases lie off it, the report's `notes` say so (`slice_spacing_note`).
 
     Each window of D consecutive slices goes through the model at once; every slice showing the organ gets
     its most interior click, slices without it get none and count as background. Overlapping windows are
@@ -121,12 +123,35 @@ def evaluate_volumes(
         )
         scores.append(case_score(case_id, class_names[value], volume, target, spacings[case_id]))
     tables = {"volume_points1": summarise_by_class(scores)}
+    note = slice_spacing_note(spacings, slice_spacing)
+    notes = [note] if note else []
     if output_dir is not None:
         write_results(
             output_dir,
-            {"split": split, "depth": depth, "stride": stride or depth, "tables": tables},
+            {"split": split, "depth": depth, "stride": stride or depth, "tables": tables, "notes": notes},
             {"volume_points1": scores},
             f"{split} split, whole volumes, one click per slice, windows of {depth} slices",
             inputs=[dataset_dir],
+            notes=notes,
         )
-    return {"split": split, "depth": depth, "tables": tables, "scores": scores}
+    return {"split": split, "depth": depth, "tables": tables, "scores": scores, "notes": notes}
+
+
+def slice_spacing_note(spacings: dict[str, tuple[float, ...]], slice_spacing: float | None) -> str | None:
+    """What to know when scored cases (case -> `(row, col, slice)` spacing in mm) lie off a depth-branch
+    model's training `slice_spacing` (beyond `SliceResampling`'s tolerance): `evaluate` shows the model each
+    case's slices as the dataset holds them, where `msa-hf predict` would resample them. None where none does."""
+    from msa_hf.inference.slice_spacing import SliceResampling
+
+    off = [
+        float(s[2]) for s in spacings.values() if SliceResampling.between(2, s[2], slice_spacing) is not None
+    ]
+    if not off:
+        return None
+    listed = ", ".join(f"{value:g}" for value in sorted(set(off)))
+    return (
+        f"{len(off)} of {len(spacings)} cases have slices {listed} mm apart, and the model's depth branch was trained "
+        f"on {slice_spacing:g} mm: evaluate shows it each case's slices as the dataset holds them, where msa-hf "
+        f"predict resamples them to {slice_spacing:g} mm. To score them as predict serves them, prepare the "
+        f"dataset with --target-spacing X Y {slice_spacing:g}."
+    )
