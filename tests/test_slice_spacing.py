@@ -21,6 +21,7 @@ from msa_hf.testing import (
     randomize_weights,
     sphere_volume,
     tiny_sam_kwargs,
+    write_nifti_case,
 )
 
 
@@ -202,17 +203,9 @@ def test_training_records_the_median_slice_spacing_of_its_cases(tmp_path, caplog
     from msa_hf.training.datasets import training_slice_spacing
 
     source = tmp_path / "source"
-    (source / "imagesTr").mkdir(parents=True)
-    (source / "labelsTr").mkdir()
     spacings = [1.0, 2.0, 2.0, 2.5, 5.0, 2.0, 2.0, 2.0]
     for index, spacing in enumerate(spacings):
-        image = np.full((24, 24, 8), 100.0, np.float32)
-        label = np.zeros((24, 24, 8), np.uint8)
-        label[8:16, 8:16, 2:6] = 1
-        image[label > 0] += 300
-        affine = np.diag([1.0, 1.0, spacing, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), source / "imagesTr" / f"c{index}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), source / "labelsTr" / f"c{index}.nii.gz")
+        write_nifti_case(source, f"c{index}", hu=False, affine=np.diag([1.0, 1.0, spacing, 1.0]))
     prepare_dataset(source, tmp_path / "prepared", split=(0.75, 0.125, 0.125), modality="MR")
     from msa_hf.data import load_prepared
 
@@ -327,20 +320,8 @@ def test_evaluate_says_where_cases_lie_off_the_models_spacing(tmp_path):
     assert slice_spacing_note({"a": (1.0, 1.0, 5.0)}, None) is None
 
     source = tmp_path / "source"
-    (source / "imagesTr").mkdir(parents=True)
-    (source / "labelsTr").mkdir()
     for index in range(4):
-        image = np.full((24, 24, 8), 100.0, np.float32)
-        label = np.zeros((24, 24, 8), np.uint8)
-        label[6 + index : 16, 8:18, 2:6] = 1
-        image[label > 0] += 300
-        nib.save(
-            nib.Nifti1Image(image, np.diag([1.0, 1.0, 3.0, 1.0])),
-            source / "imagesTr" / f"c{index}_0000.nii.gz",
-        )
-        nib.save(
-            nib.Nifti1Image(label, np.diag([1.0, 1.0, 3.0, 1.0])), source / "labelsTr" / f"c{index}.nii.gz"
-        )
+        write_nifti_case(source, f"c{index}", seed=index, hu=False, affine=np.diag([1.0, 1.0, 3.0, 1.0]))
     prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.25, 0.25), modality="MR")
     model = depth_model()
     off = evaluate_volumes(
