@@ -290,6 +290,8 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     )
     assert dice.metric_value == round(expected["msa"]["class_1"]["dice"], 4)
     assert (tmp_path / "run3d" / "evaluation" / "cases_volume_points1.csv").read_text().count("class_1") == 1
+    assert "- 3-D: a depth branch attends across 4 slices, trained on slices 1 mm apart;" in card.text
+    assert json.loads((tmp_path / "run3d" / "train_result.json").read_text())["slice_spacing"] == 1.0
     zero_shot = json.loads((tmp_path / "run3d" / "evaluation-zero-shot" / "results.json").read_text())
     assert (
         zero_shot["tables"]["volume_points1"]["class_1"]["dice"] == expected["zero-shot"]["class_1"]["dice"]
@@ -365,6 +367,7 @@ def test_train_main_prints_the_test_table_and_writes_the_card(tiny_base, disk_da
         r for r in ModelCard(card).data.eval_results if (r.metric_type, r.metric_config) == ("dice", "box")
     ]
     assert box.metric_value == round(mean_box, 4) and "steps: 2" in card
+    assert "3-D" not in card  # a 2-D model: no depth-branch bullet
     assert (tmp_path / "run" / "evaluation" / "overlays.png").is_file()
     assert main(["--base", str(tmp_path / "missing"), "--dataset", str(disk_dataset)]) == 2
     assert "no such folder" in capsys.readouterr().err

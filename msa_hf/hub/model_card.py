@@ -86,6 +86,19 @@ def card_metadata(
     )
 
 
+def volume_note(config: TrainConfig, result: dict[str, Any]) -> str:
+    """The card's bullet on a depth-branch model: how many slices it sees at once and at what spacing it was
+    trained (which inference resamples volumes to); empty for a 2-D model."""
+    if not config.use_depth_branch:
+        return ""
+    spacing = result.get("slice_spacing")
+    trained = f", trained on slices {spacing:g} mm apart" if spacing else ""
+    resampled = (
+        "; `msa-hf predict` and the demo resample volumes at other slice spacings to it" if spacing else ""
+    )
+    return f"- 3-D: a depth branch attends across {config.num_slices} slices{trained}{resampled}.\n"
+
+
 def retention_note(config: TrainConfig) -> str:
     """The card's bullet on what the model keeps of its base (docs/retention.md); empty for the paper's
     recipe, which keeps nothing in particular."""
@@ -137,6 +150,7 @@ def render_model_card(
         learning_rate=config.learning_rate,
         box_share=f"{config.box_probability:.0%}",
         iterative_share=f"{config.iterative_probability:.0%}",
+        volumes=volume_note(config, result),
         retention=retention_note(config),
         results_table=results_table if test_tables else NOT_EVALUATED,
         config_yaml=_public_config(config).to_yaml(),

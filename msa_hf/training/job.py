@@ -53,6 +53,8 @@ class TrainResult:
     images_per_second: float | None = None
     data_wait_share: float | None = None
     first_step_seconds: float | None = None
+    # a depth-branch run's training slice spacing in mm (its processor's), which inference resamples volumes to
+    slice_spacing: float | None = None
 
 
 # What a resumed run may change: where and how often it reports, and how it computes (compiled or not,
@@ -272,7 +274,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         seconds=time.time() - started, validation=validation, best_step=loop.state["best_step"],
         num_processes=accelerator.num_processes, weights_agree=weights_agree, peak_memory_mb=_peak_memory_mb(),
         final_loss=float(np.mean(loop.losses[-20:])) if loop.losses else None,
-        **_throughput(loop.timing, config.batch_size * accelerator.num_processes),
+        slice_spacing=processor.slice_spacing, **_throughput(loop.timing, config.batch_size * accelerator.num_processes),
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
