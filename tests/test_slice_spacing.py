@@ -117,6 +117,8 @@ def test_a_thick_scan_gets_the_masks_of_its_model_grid_version(tmp_path):
     )  # fmt: skip
     assert summary["resampled"] == "8 slices at 4 mm resampled to 15 at the model's 2 mm"
     assert [m["slice"] for m in summary["masks"]] == [3, 5]  # the input's own slices
+    for mask in summary["masks"]:  # 1 x 1 x 4 mm voxels
+        assert mask["volume_ml"] == round(mask["pixels"] * 0.004, 4)
     predict_file(
         model, tmp_path / "fine.nii.gz", tmp_path / "fine_mask.nii.gz", on_fine,
         probabilities_path=tmp_path / "fine_p.nii.gz", slice_spacing=2.0,
@@ -241,7 +243,10 @@ def test_predict_resamples_for_a_model_folder_that_records_a_spacing(tmp_path, c
         )
         == 0
     )
-    assert "7 slices at 4 mm resampled to 13 at the model's 2 mm" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "7 slices at 4 mm resampled to 13 at the model's 2 mm" in printed
+    voxels = int((read_display(tmp_path / "cli.nii.gz") == 1).sum())
+    assert f"label 1 slice 3: {voxels} voxels, {round(voxels * 0.004, 4):g} mL, predicted IoU" in printed
     loaded = SamAdapterModel.from_pretrained(tmp_path / "model").eval()
     box = [Prompt(box=[4, 6, 20, 25], slice=3)]
     predict_file(loaded, tmp_path / "scan.nii.gz", tmp_path / "api.nii.gz", box, slice_spacing=2.0)

@@ -342,7 +342,12 @@ def _predict(args: argparse.Namespace) -> int:
         if "slices" in mask:
             first, last = sorted(to_file(z) for z in mask["slices"])
             where += f" (propagated to slices {first}-{last})"
-        print(f"label {mask['label']}{where}: {mask['pixels']} pixels, predicted IoU {mask['score']:.3f}")
+        size = (
+            f"{mask['pixels']} voxels, {mask['volume_ml']:g} mL"
+            if "volume_ml" in mask
+            else f"{mask['pixels']} pixels"
+        )
+        print(f"label {mask['label']}{where}: {size}, predicted IoU {mask['score']:.3f}")
         if "scores" in mask:
             print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")
     print(f"written: {summary['output']}")
