@@ -300,6 +300,8 @@ def test_the_demo_resamples_as_predict_does(tmp_path):
     np.testing.assert_array_equal(volume.masks, read_display(tmp_path / "predicted.nii.gz") == 1)
     present = np.flatnonzero(volume.masks.any(axis=(1, 2)))
     assert f"to slices {present.min()}-{present.max()}" in message and "on the model's grid" in message
+    voxels = int(volume.masks.sum())  # 1 mm voxels: a thousand to the mL
+    assert f"({voxels} voxels, {voxels / 1000:g} mL)" in message
     # a correction: a slice whose prompt finds nothing stays empty, and no walk passes it; the seed keeps its mask
     corner = add_prompt(empty_prompts(), 0, 0, BOX, ball.shape[1:])
     volume.set_prompts(10, add_prompt(corner, 3, 3, BOX, ball.shape[1:]))

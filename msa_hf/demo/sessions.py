@@ -363,9 +363,13 @@ class VolumeSession:
         origin = f"slice {index}" if len(seeds) == 1 else f"slices {', '.join(str(i) for i in sorted(seeds))}"
         if self.resampling is not None:
             stops += f" (on the model's grid: {self.resampling.describe()})"
+        voxels = int(propagated.sum())
+        millilitres = round(
+            voxels * float(np.prod(self.volume.spacing)) / 1000.0, 4
+        )  # the structure's volume
         return (
             f"propagated from {origin} to slices {filled.min()}-{filled.max()} "
-            f"({int(propagated.sum())} voxels); {stops}"
+            f"({voxels} voxels, {millilitres:g} mL); {stops}"
         )
 
     def _propagate(
