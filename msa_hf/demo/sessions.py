@@ -364,9 +364,8 @@ class VolumeSession:
         if self.resampling is not None:
             stops += f" (on the model's grid: {self.resampling.describe()})"
         voxels = int(propagated.sum())
-        millilitres = round(
-            voxels * float(np.prod(self.volume.spacing)) / 1000.0, 4
-        )  # the structure's volume
+        # the structure's volume, from the volume's voxel size (mm^3 -> mL)
+        millilitres = round(voxels * float(np.prod(self.volume.spacing)) / 1000.0, 4)
         return (
             f"propagated from {origin} to slices {filled.min()}-{filled.max()} "
             f"({voxels} voxels, {millilitres:g} mL); {stops}"
