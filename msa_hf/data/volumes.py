@@ -11,6 +11,7 @@ back to NIfTI on the image's own affine. Spacing is kept in millimetres for HD95
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,12 @@ class Volume:
         """`(row, col, slice)` spacing in mm of the slices `axial_slices` returns."""
         x, y, z = self.spacing
         return (y, x, z)
+
+
+def voxel_ml(spacing: Iterable[float]) -> float:
+    """One voxel's volume in mL for a voxel `spacing` in mm (its product, mm^3, over 1000): a structure's
+    voxel count times this is its volume, what a volumetry report reads."""
+    return float(np.prod([float(s) for s in spacing])) / 1000.0
 
 
 def import_highdicom(purpose: str) -> Any:

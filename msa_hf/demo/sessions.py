@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from msa_hf.data.dicom_stacks import SeveralStacks
+from msa_hf.data.volumes import voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
@@ -364,8 +365,7 @@ class VolumeSession:
         if self.resampling is not None:
             stops += f" (on the model's grid: {self.resampling.describe()})"
         voxels = int(propagated.sum())
-        # the structure's volume, from the volume's voxel size (mm^3 -> mL)
-        millilitres = round(voxels * float(np.prod(self.volume.spacing)) / 1000.0, 4)
+        millilitres = round(voxels * voxel_ml(self.volume.spacing), 4)  # the structure's volume
         return (
             f"propagated from {origin} to slices {filled.min()}-{filled.max()} "
             f"({voxels} voxels, {millilitres:g} mL); {stops}"

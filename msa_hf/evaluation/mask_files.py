@@ -287,6 +287,7 @@ def score_mask_files(
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
     from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
+    from msa_hf.data.volumes import voxel_ml
 
     label_remap = check_label_remap(label_remap or {})
     pairs = pair_mask_files(find_mask_files(predictions), labels)
@@ -340,8 +341,8 @@ def score_mask_files(
                 if arrays.spacing is None
                 else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
             )
-            # a voxel's volume in mL (mm^3 / 1000); a 2-D mask's size in pixels
-            unit = 1.0 if arrays.spacing is None else float(np.prod(arrays.spacing)) / 1000.0
+            # a volume's size in mL; a 2-D mask's in pixels
+            unit = 1.0 if arrays.spacing is None else voxel_ml(arrays.spacing)
             score.sizes = (float(prediction.sum()) * unit, float(label.sum()) * unit)
             scored[-1][1][value] = score
     every = wanted or (

@@ -364,7 +364,13 @@ def predict_file(
     summary's `resampled` says so. Prompts, masks and the summary's slices stay in the input's own slices.
     A volume's summary gives each mask's volume in mL too (`volume_ml`, from the input's voxel size).
     """
-    from msa_hf.data.volumes import axial_slices, guess_modality, load_volume, volume_from_axial_slices
+    from msa_hf.data.volumes import (
+        axial_slices,
+        guess_modality,
+        load_volume,
+        volume_from_axial_slices,
+        voxel_ml,
+    )
     from msa_hf.inference.slice_spacing import SliceResampling
     from msa_hf.inference.volume_predictor import VolumePredictor
 
@@ -390,7 +396,6 @@ def predict_file(
     modality = guess_modality(volume)
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
-    voxel_ml = float(np.prod(volume.spacing)) / 1000.0  # mm^3 -> mL
     resampling = SliceResampling.between(len(slices), volume.slice_spacing[2], slice_spacing)
     model_slices = slices if resampling is None else resampling.image_to_model(slices)
     if resampling is not None:
@@ -432,7 +437,7 @@ def predict_file(
                 prompt_maps[0][prompt.slice] = seed
         else:
             labels[prompt.slice][mask] = values[index]
-        entry["volume_ml"] = round(entry["pixels"] * voxel_ml, 4)  # what a volumetry report reads
+        entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
     canonical = volume_from_axial_slices(labels)
