@@ -478,3 +478,50 @@ def test_a_run_with_no_usable_case_keeps_the_earlier_dataset(tmp_path):
     assert str(refused.value).count("channel 3 asked") == 2
     assert (tmp_path / "out" / "prepare_report.json").read_text() == before
     assert load_prepared(tmp_path / "out")["train"].num_rows == rows > 0
+
+
+def test_axial_pixels_far_from_square_are_said_wherever_a_volume_is_read(tmp_path, caplog):
+    """A scan acquired in another plane (here 4 mm apart left-right, 0.5 mm in-plane) has axial pixels 8x
+    longer one way: prepare, predict and the demo say so, naming the file and the fix."""
+    import logging
+
+    from msa_hf.data.volumes import axial_pixel_note
+    from msa_hf.demo.sessions import DemoSession, VolumeSession
+    from msa_hf.inference.predictor import Prompt, predict_file
+    from msa_hf.testing import BrightInBoxSam, write_nifti_case
+
+    note = axial_pixel_note((4.0, 0.5, 0.5), "knee.nii.gz")
+    assert note.startswith(
+        "knee.nii.gz: its axial slices have pixels 4 x 0.5 mm (left-right x front-back), 8.0x"
+    )
+    assert "thinner left-right" in note and "--target-spacing" in note
+    assert "thinner front-back" in axial_pixel_note((0.5, 1.5, 3.0), "x")  # 3x
+    assert axial_pixel_note((0.7, 0.7, 3.0), "ct") is None  # thick slices, square pixels: fine
+    assert axial_pixel_note((1.0, 1.9, 1.0), "x") is None  # within 2x
+
+    sagittal = np.diag([4.0, 0.5, 0.5, 1.0])
+    write_nifti_case(tmp_path / "src", "knee", shape=(12, 40, 40), hu=False, affine=sagittal)
+    write_nifti_case(tmp_path / "src", "other", shape=(12, 40, 40), seed=1, hu=False, affine=sagittal)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "prepared", split=(0.5, 0.5, 0.0))
+    assert sum("its axial slices have pixels 4 x 0.5 mm" in w for w in report.warnings) == 2
+    squared = prepare_dataset(
+        tmp_path / "src", tmp_path / "squared", split=(0.5, 0.5, 0.0), target_spacing=(1, 1, 1)
+    )
+    assert not any("axial slices have pixels" in w for w in squared.warnings)  # resampled to square: nothing
+
+    image = tmp_path / "src" / "imagesTr" / "knee_0000.nii.gz"
+    with caplog.at_level(logging.WARNING):
+        summary = predict_file(
+            BrightInBoxSam(40), image, tmp_path / "m.nii.gz", [Prompt(box=[2, 2, 9, 30], slice=20)]
+        )
+    assert summary["warnings"] == [axial_pixel_note((4.0, 0.5, 0.5), image)]
+    assert summary["warnings"][0] in caplog.text
+    assert (tmp_path / "m.nii.gz").is_file()  # said, not refused
+    volume = VolumeSession(str(image), DemoSession(BrightInBoxSam(40)))
+    assert volume.pixel_note == axial_pixel_note((4.0, 0.5, 0.5), "the volume")
+    square = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 4), np.float32), np.diag([0.7, 0.7, 3.0, 1.0])), square)
+    assert "warnings" not in predict_file(
+        BrightInBoxSam(20), square, tmp_path / "c.nii.gz", [Prompt(box=[2, 2, 9, 9], slice=1)]
+    )
+    assert VolumeSession(str(square), DemoSession(BrightInBoxSam(20))).pixel_note is None

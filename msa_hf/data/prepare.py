@@ -52,6 +52,7 @@ from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
+    axial_pixel_note,
     axial_slices,
     check_same_grid,
     guess_modality,
@@ -275,6 +276,8 @@ def _volume_rows(
         affine = affine.copy()
         affine[:3, :3] = affine[:3, :3] * (np.asarray(options.target_spacing) / np.asarray(spacing))
         spacing = tuple(float(s) for s in options.target_spacing)
+    if note := axial_pixel_note(spacing, case.image):
+        report.warnings.append(note)
     if not label_array.any():
         raise VolumeReadError(f"{case.label}: the label map is empty (all background).")
     images, labels = axial_slices(image_array), axial_slices(label_array)

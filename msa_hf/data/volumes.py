@@ -55,6 +55,30 @@ class Volume:
         return (y, x, z)
 
 
+# axial pixels longer than this one way than the other: a scan acquired in another plane (a sagittal knee or
+# spine, a coronal abdomen), whose axial reformats SAM would see squashed
+MAX_PIXEL_ASPECT = 2.0
+
+
+def axial_pixel_note(spacing: Iterable[float], source: str | Path) -> str | None:
+    """What to know when a RAS+ volume of voxel `spacing` `(x, y, z)` mm (`Volume.spacing`) has axial pixels
+    far from square (beyond `MAX_PIXEL_ASPECT`), or None. msa_hf segments axial slices and resizes them by
+    pixels, as SAM does, so such a slice shows its structures squashed along the coarse axis; the fix is to
+    resample the scan to near-square axial pixels."""
+    column, row, _ = (float(v) for v in spacing)  # x runs along a slice's columns, y along its rows
+    aspect = max(row, column) / min(row, column)
+    if aspect <= MAX_PIXEL_ASPECT:
+        return None
+    coarse = "left-right" if column > row else "front-back"
+    return (
+        f"{source}: its axial slices have pixels {column:g} x {row:g} mm (left-right x front-back), "
+        f"{aspect:.1f}x longer {coarse}: the scan was likely acquired in another plane. msa_hf segments axial "
+        f"slices resized by pixels, so structures there look {aspect:.1f}x thinner {coarse} than they are and "
+        "masks will be poor. Resample the scan to near-square axial pixels first (msa-hf prepare "
+        "--target-spacing X Y Z with X = Y, or a reformat in your viewer)."
+    )
+
+
 def voxel_ml(spacing: Iterable[float]) -> float:
     """One voxel's volume in mL for a voxel `spacing` in mm (its product, mm^3, over 1000): a structure's
     voxel count times this is its volume, what a volumetry report reads."""

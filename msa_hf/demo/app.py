@@ -249,6 +249,8 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         shown = f"{len(volume.slices)} axial slices, {volume.modality}"
         if volume.resampling is not None:  # what the model sees is not what is shown: say so
             shown += f"; {volume.resampling.describe()}"
+        if volume.pixel_note:
+            shown += f". {volume.pixel_note}"
         chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
         return (
             volume,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from msa_hf.data.dicom_stacks import SeveralStacks
-from msa_hf.data.volumes import voxel_ml
+from msa_hf.data.volumes import axial_pixel_note, voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
@@ -238,6 +238,8 @@ class VolumeSession:
                 f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
             )
         self.modality = guess_modality(self.volume)
+        # axial pixels far from square (a scan acquired in another plane): the page says so when it opens
+        self.pixel_note = axial_pixel_note(self.volume.spacing, "the volume")
         self.slices = axial_slices(self.volume.array)
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores

@@ -10,6 +10,7 @@ display slice of a volume (anterior at the top, patient left on the left; see `m
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,8 @@ from msa_hf.inference.placement import compile_by_default, compile_image_encoder
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_logits
 from msa_hf.processing.prompts import resized_shape, to_model_frame
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -362,9 +365,11 @@ def predict_file(
     volume whose slices lie farther apart or closer is resampled along its slice axis to that spacing before
     the model sees it, and the masks come back onto the input's slices (`msa_hf.inference.slice_spacing`); the
     summary's `resampled` says so. Prompts, masks and the summary's slices stay in the input's own slices.
-    A volume's summary gives each mask's volume in mL too (`volume_ml`, from the input's voxel size).
+    A volume's summary gives each mask's volume in mL too (`volume_ml`, from the input's voxel size), and
+    its `warnings` what to know of the input (axial pixels far from square: `axial_pixel_note`, also logged).
     """
     from msa_hf.data.volumes import (
+        axial_pixel_note,
         axial_slices,
         guess_modality,
         load_volume,
@@ -394,6 +399,9 @@ def predict_file(
         summary["series"] = choose_stack(input_path, series).describe()
     volume = load_volume(input_path, series=series)
     modality = guess_modality(volume)
+    if note := axial_pixel_note(volume.spacing, input_path):  # said, not refused: the masks may still help
+        logger.warning(note)
+        summary["warnings"] = [note]
     slices = axial_slices(volume.array)
     labels = np.zeros(slices.shape, _label_dtype(values))
     resampling = SliceResampling.between(len(slices), volume.slice_spacing[2], slice_spacing)
