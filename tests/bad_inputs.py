@@ -916,7 +916,10 @@ def _(f):
             *_box(2, 2, 10, 10), "--slice", "99"]  # fmt: skip
 
 
-@case("predict", "--prompt-frame voxel on a sagittal NIfTI", mentions=("not axial", "display"))
+@case(
+    "predict", "--prompt-frame voxel on a sagittal NIfTI, --plane axial",
+    mentions=("sagittal, not axial", "--plane sagittal", "display"),
+)  # fmt: skip
 def _(f):
     import nibabel as nib
 
@@ -926,7 +929,7 @@ def _(f):
     (f / "in").mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.zeros((12, 10, 6), np.float32), sagittal), f / "in" / "sag.nii.gz")
     return ["predict", "tiny", str(f / "in" / "sag.nii.gz"), out(f, "m.nii.gz"), *_box(2, 2, 8, 8),
-            "--slice", "1", "--prompt-frame", "voxel"]  # fmt: skip
+            "--slice", "1", "--prompt-frame", "voxel", "--plane", "axial"]  # fmt: skip
 
 
 @case(

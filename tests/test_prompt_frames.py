@@ -48,13 +48,47 @@ def test_a_voxel_point_and_box_land_on_the_voxels_they_name(tmp_path, name):
     assert prompts_in_display_frame([prompt], path, "display") == [prompt]
 
 
+# files acquired in another plane: their third axis runs left-right (sagittal) or front-back (coronal)
+OTHER_PLANES = {
+    "sagittal": np.array(
+        [[0.0, 0.0, 2.5, 0.0], [0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    ),
+    "sagittal, flipped": np.array(
+        [[0.0, 0.0, -2.5, 0.0], [-0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    ),
+    "coronal": np.array(
+        [[0.8, 0.0, 0.0, 0.0], [0.0, 0.0, -2.5, 0.0], [0.0, -0.9, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_PLANES))
+def test_voxel_prompts_of_a_scan_acquired_in_another_plane_land_on_its_own_slices(tmp_path, name):
+    from msa_hf.data.planes import display_slices
+
+    marks = {100.0: (3, 7, 2), 200.0: (10, 2, 2), 300.0: (5, 5, 4)}
+    path = _marked_file(tmp_path, OTHER_PLANES[name], marks)
+    frame = VoxelToDisplay.of_file(path)
+    assert frame.plane == name.split(",")[0]
+    slices = display_slices(load_volume(path).array, frame.plane)
+    assert len(slices) == 6  # the file's own slices
+    for value, (i, j, k) in marks.items():
+        (prompt,) = prompts_in_display_frame([Prompt(points=[[i, j]], slice=k)], path, "voxel")
+        (x, y) = prompt.points[0]
+        assert slices[prompt.slice, int(y), int(x)] == value
+        assert frame.file_slice(prompt.slice) == k
+
+
 def test_voxel_prompts_are_refused_where_they_name_no_file_grid(tmp_path):
     sagittal = np.array(
         [[0.0, 0.0, 2.5, 0.0], [0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
     )
     path = _marked_file(tmp_path, sagittal, {})
-    with pytest.raises(ValueError, match="third voxel axis runs left-right"):
-        VoxelToDisplay.of_file(path)
+    with pytest.raises(
+        ValueError, match="third voxel axis runs left-right, so its slices are sagittal, not axial"
+    ):
+        VoxelToDisplay.of_file(path, plane="axial")  # voxel prompts name the file's own (sagittal) slices
+    assert VoxelToDisplay.of_file(path).plane == "sagittal"
     axial = _marked_file(tmp_path, AXIAL_AFFINES["RAS"], {})
     with pytest.raises(ValueError, match="the input has slices 0 to 5"):
         prompts_in_display_frame([Prompt(points=[[1, 1]], slice=6)], axial, "voxel")

@@ -12,6 +12,7 @@ from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
+    from msa_hf.data.planes import PLANE_CHOICES
     from msa_hf.evaluation.decoding import PROTOCOLS
     from msa_hf.inference.prompt_frames import PROMPT_FRAMES
 
@@ -188,6 +189,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "output folder",
     )  # fmt: skip
     predict.add_argument(
+        "--plane", choices=PLANE_CHOICES, default="auto",
+        help="the plane a volume is cut into for the 2-D model: auto = axial, unless the axial pixels' sides "
+             "differ more than twofold (a scan acquired sagittally or coronally: a knee, a spine), then the plane "
+             "with the squarest pixels, the one it was acquired in; with --prompt-frame voxel, the input's own "
+             "plane. --slice, --point and --box (display frame) are that plane's slices and pixels",
+    )  # fmt: skip
+    predict.add_argument(
         "--resample-slices", action=argparse.BooleanOptionalAction, default=True,
         help="a depth-branch model trained on volumes at one slice spacing (its processor records it): show it "
              "a volume at another spacing resampled along the slice axis to that spacing, the masks mapped back "
@@ -314,7 +322,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(
             "--prompts-from-labels and --remap-labels are for many inputs (a folder, a glob or a manifest)."
         )
-    to_display = voxel_frame(args.input, args.prompt_frame, args.series)  # None: prompts are display prompts
+    # None: prompts are display prompts; voxel prompts name the input's own slices, so its plane is theirs
+    to_display = voxel_frame(args.input, args.prompt_frame, args.series, args.plane)
+    plane = args.plane if to_display is None else to_display.plane
     if to_display is not None:
         prompts = [to_display.prompt(prompt) for prompt in prompts]
     # before the model loads
@@ -329,10 +339,12 @@ def _predict(args: argparse.Namespace) -> int:
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
-        slice_spacing=processor.slice_spacing if args.resample_slices else None,
+        slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
+    if summary.get("plane", "axial") != "axial":  # slice numbers and pixels below are that plane's
+        print(f"{summary['plane']} slices (the plane the scan was acquired in; --plane chooses another)")
     if "resampled" in summary:
         print(f"{summary['resampled']} (its depth branch's training spacing); masks on the input's slices")
     # slices are printed in the frame the prompts were given in
@@ -380,7 +392,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     result = run_batch(
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
         dtype=args.dtype, multimask=args.multimask, batch_size=args.batch_size, compile_encoder=args.compile,
-        slice_spacing=slice_spacing,
+        slice_spacing=slice_spacing, plane=args.plane,
     )  # fmt: skip
     if result is None:  # another process of a launch: the main one writes the summary
         return 0

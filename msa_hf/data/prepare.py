@@ -40,6 +40,7 @@ from msa_hf.data.label_tables import (
     read_label_structures,
     remap_label_values,
 )
+from msa_hf.data.planes import pixel_note
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from msa_hf.data.sources import (
     PAIRING_RULE,
@@ -52,7 +53,6 @@ from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
-    axial_pixel_note,
     axial_slices,
     check_same_grid,
     guess_modality,
@@ -276,7 +276,7 @@ def _volume_rows(
         affine = affine.copy()
         affine[:3, :3] = affine[:3, :3] * (np.asarray(options.target_spacing) / np.asarray(spacing))
         spacing = tuple(float(s) for s in options.target_spacing)
-    if note := axial_pixel_note(spacing, case.image):
+    if note := pixel_note(spacing, "axial", case.image):  # prepared datasets are axial
         report.warnings.append(note)
     if not label_array.any():
         raise VolumeReadError(f"{case.label}: the label map is empty (all background).")

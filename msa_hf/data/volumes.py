@@ -20,6 +20,7 @@ import numpy as np
 
 from msa_hf.data.image_files import DICOM_DECODERS_HINT
 from msa_hf.data.label_tables import MAX_LABEL_VALUE
+from msa_hf.data.planes import display_slices, volume_from_display_slices
 from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
 from msa_hf.data.transforms import check_finite
 
@@ -53,30 +54,6 @@ class Volume:
         """`(row, col, slice)` spacing in mm of the slices `axial_slices` returns."""
         x, y, z = self.spacing
         return (y, x, z)
-
-
-# axial pixels longer than this one way than the other: a scan acquired in another plane (a sagittal knee or
-# spine, a coronal abdomen), whose axial reformats SAM would see squashed
-MAX_PIXEL_ASPECT = 2.0
-
-
-def axial_pixel_note(spacing: Iterable[float], source: str | Path) -> str | None:
-    """What to know when a RAS+ volume of voxel `spacing` `(x, y, z)` mm (`Volume.spacing`) has axial pixels
-    far from square (beyond `MAX_PIXEL_ASPECT`), or None. msa_hf segments axial slices and resizes them by
-    pixels, as SAM does, so such a slice shows its structures squashed along the coarse axis; the fix is to
-    resample the scan to near-square axial pixels."""
-    column, row, _ = (float(v) for v in spacing)  # x runs along a slice's columns, y along its rows
-    aspect = max(row, column) / min(row, column)
-    if aspect <= MAX_PIXEL_ASPECT:
-        return None
-    coarse = "left-right" if column > row else "front-back"
-    return (
-        f"{source}: its axial slices have pixels {column:g} x {row:g} mm (left-right x front-back), "
-        f"{aspect:.1f}x longer {coarse}: the scan was likely acquired in another plane. msa_hf segments axial "
-        f"slices resized by pixels, so structures there look {aspect:.1f}x thinner {coarse} than they are and "
-        "masks will be poor. Resample the scan to near-square axial pixels first (msa-hf prepare "
-        "--target-spacing X Y Z with X = Y, or a reformat in your viewer)."
-    )
 
 
 def voxel_ml(spacing: Iterable[float]) -> float:
@@ -447,13 +424,14 @@ def is_enhanced_dicom_file(path: str | Path) -> bool:
 
 
 def axial_slices(array: np.ndarray) -> np.ndarray:
-    """RAS+ `(X, Y, Z)` -> `(Z, H=Y, W=X)` display slices (anterior at the top, patient left on the left)."""
-    return np.ascontiguousarray(array[:, ::-1, :].transpose(2, 1, 0))
+    """RAS+ `(X, Y, Z)` -> `(Z, H=Y, W=X)` display slices (anterior at the top, patient left on the left):
+    `msa_hf.data.planes.display_slices` of the axial plane."""
+    return display_slices(array, "axial")
 
 
 def volume_from_axial_slices(slices: np.ndarray) -> np.ndarray:
     """Inverse of `axial_slices`: `(Z, H, W)` -> RAS+ `(X, Y, Z)`."""
-    return np.ascontiguousarray(np.asarray(slices).transpose(2, 1, 0)[:, ::-1, :])
+    return volume_from_display_slices(slices, "axial")
 
 
 def check_same_grid(image: Volume, label: Volume) -> None:

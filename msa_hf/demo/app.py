@@ -246,7 +246,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             return None, gr.update(), None, message, chooser
         middle = len(volume.slices) // 2
         volume.prepare(middle)
-        shown = f"{len(volume.slices)} axial slices, {volume.modality}"
+        shown = f"{len(volume.slices)} {volume.plane} slices, {volume.modality}"
         if volume.resampling is not None:  # what the model sees is not what is shown: say so
             shown += f"; {volume.resampling.describe()}"
         if volume.pixel_note:

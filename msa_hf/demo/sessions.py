@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from msa_hf.data.dicom_stacks import SeveralStacks
-from msa_hf.data.volumes import axial_pixel_note, voxel_ml
+from msa_hf.data.planes import (
+    choose_plane,
+    display_slices,
+    pixel_note,
+    plane_spacing,
+    volume_from_display_slices,
+)
+from msa_hf.data.volumes import voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
@@ -209,7 +216,7 @@ class Segmentation:
 
 
 class VolumeSession:
-    """A NIfTI volume or DICOM series in the demo: axial slices, prompts per slice, one mask volume,
+    """A NIfTI volume or DICOM series in the demo: slices of one plane, prompts per slice, one mask volume,
     propagation through the volume, and a NIfTI download on the input's grid."""
 
     def __init__(
@@ -219,7 +226,7 @@ class VolumeSession:
         adapter: str | None = None,
         series: str | None = None,
     ) -> None:
-        from msa_hf.data import axial_slices, guess_modality, load_volume
+        from msa_hf.data import guess_modality, load_volume
         from msa_hf.inference.slice_spacing import SliceResampling
         from msa_hf.inference.volume_predictor import VolumePredictor
 
@@ -238,9 +245,11 @@ class VolumeSession:
                 f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
             )
         self.modality = guess_modality(self.volume)
-        # axial pixels far from square (a scan acquired in another plane): the page says so when it opens
-        self.pixel_note = axial_pixel_note(self.volume.spacing, "the volume")
-        self.slices = axial_slices(self.volume.array)
+        # cut in the plane the scan was acquired in where its axial pixels are far from square
+        self.plane = choose_plane(self.volume.spacing)
+        # pixels far from square even so: the page says so when it opens
+        self.pixel_note = pixel_note(self.volume.spacing, self.plane, "the volume")
+        self.slices = display_slices(self.volume.array, self.plane)
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores
         self.prompts: dict[int, dict[str, Any]] = {}
@@ -254,7 +263,7 @@ class VolumeSession:
         )
         # the visitor sees and prompts the volume's own slices; a depth-branch model sees them at its spacing
         self.resampling = SliceResampling.between(
-            len(self.slices), self.volume.slice_spacing[2], session.slice_spacing
+            len(self.slices), plane_spacing(self.volume.spacing, self.plane)[2], session.slice_spacing
         )
         self.model_slices = (
             self.slices if self.resampling is None else self.resampling.image_to_model(self.slices)
@@ -415,7 +424,6 @@ class VolumeSession:
         """The mask volume as a DICOM-SEG referencing the uploaded series' instances (for a PACS or a viewer),
         in `folder` (default: this session's temporary folder). Raises `ValueError` for a NIfTI upload, an
         empty mask, or a series whose headers a segmentation cannot copy."""
-        from msa_hf.data import volume_from_axial_slices
         from msa_hf.inference.dicom_seg import write_dicom_seg
 
         if not Path(self.source).is_dir():
@@ -426,7 +434,7 @@ class VolumeSession:
         if not self.masks.any():
             raise ValueError("nothing is segmented yet: click a structure first.")
         output = Path(folder or self.folder) / "msa_mask_seg.dcm"  # replaced whole at each request
-        canonical = volume_from_axial_slices(self.masks.astype(np.uint8))
+        canonical = volume_from_display_slices(self.masks.astype(np.uint8), self.plane)
         try:
             write_dicom_seg(
                 self.source,
@@ -444,12 +452,11 @@ class VolumeSession:
         """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
         this session's own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
-        from msa_hf.data import volume_from_axial_slices
         from msa_hf.inference.predictor import save_on_input_grid
 
         output = str(Path(folder) / "msa_mask.nii.gz")
         save_on_input_grid(
-            volume_from_axial_slices(self.masks.astype(np.uint8)),
+            volume_from_display_slices(self.masks.astype(np.uint8), self.plane),
             self.volume.affine,
             Path(self.source),
             Path(output),

@@ -287,10 +287,12 @@ def prompts_from_label_map(
     series: str | None = None,
     regions: Mapping[int, Sequence[int]] | None = None,
     label_remap: dict[int, int] | None = None,
+    plane: str = "auto",
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
-    axial slice that shows it, in display-slice coordinates (as `msa-hf predict` reads prompts); a volume's
+    slice that shows it, in display-slice coordinates of `plane` as `msa-hf predict` cuts the volume
+    (`planes.choose_plane`: the label map lies on its image's grid, so both choose alike); a volume's
     label map may be a DICOM-SEG drawn on the DICOM series `image_path` (its stack `series`; values: the segment
     numbers). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
     structures are the regions, each prompted on the union of its values and written with the value that
@@ -299,8 +301,9 @@ def prompts_from_label_map(
     from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values
+    from msa_hf.data.planes import choose_plane, display_slices
     from msa_hf.data.tasks import region_paint_values, structure_mask
-    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.data.volumes import load_volume
     from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
 
     rng = rng or np.random.default_rng(0)
@@ -313,18 +316,19 @@ def prompts_from_label_map(
             if image_path is None
             else load_label_volume(labels_path, image_path, series=series)
         )
-        planes = axial_slices(remap_label_values(label.array, label_remap or {}))
+        label_plane = choose_plane(label.spacing, plane)
+        slices = display_slices(remap_label_values(label.array, label_remap or {}), label_plane)
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
-        planes = read_mask(labels_path, remap=label_remap)[None]
+        slices = read_mask(labels_path, remap=label_remap)[None]
     prompts = []
-    values = [int(v) for v in np.unique(planes) if v != 0]
+    values = [int(v) for v in np.unique(slices) if v != 0]
     if not values:
         raise ValueError(f"label map {labels_path}: no structure in it (all zero).")
     painted = region_paint_values(regions) if regions else {}
     for structure in sorted(regions) if regions else values:
         value = painted.get(structure, structure)
-        for index, plane in enumerate(planes):
-            mask = structure_mask(plane, structure, regions)
+        for index, labelled in enumerate(slices):
+            mask = structure_mask(labelled, structure, regions)
             if not mask.any():
                 continue
             where = {"slice": index} if volume else {}
@@ -410,6 +414,7 @@ def predict_batch(
     batch_size: int | None = None,
     compile_encoder: bool | None = None,
     slice_spacing: float | None = None,
+    plane: str = "auto",
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
     A failing item gets status "failed" and its error, and the others go on.
@@ -419,7 +424,7 @@ def predict_batch(
     (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
     encoder once for all inputs (None: where it pays, `compile_by_default`, counting each image and each
     volume slice). `slice_spacing`: a depth-branch model's training slice spacing, to which volumes are
-    resampled (`predict_file`)."""
+    resampled, and `plane` the plane volumes are cut into (`predict_file`'s)."""
     from tqdm.auto import tqdm
 
     compile_encoder = compile_by_default(
@@ -440,7 +445,7 @@ def predict_batch(
                 rows.append(row)
                 started = time.time()
                 try:
-                    prompts = _item_prompts(item, kind)
+                    prompts = _item_prompts(item, kind, plane)
                     input_kind = check_prediction_request(
                         item.input, item.output, prompts, item.probabilities, multimask, item.series
                     )
@@ -448,7 +453,7 @@ def predict_batch(
                         summary = predict_file(
                             model, item.input, item.output, prompts, window=window, device=device,
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
-                            batch_size=batch_size, series=item.series, slice_spacing=slice_spacing,
+                            batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -524,7 +529,7 @@ def _encoded(predictor: SegmentationPredictor, pictures: list[_Picture], batch_s
     return pictures
 
 
-def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
+def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> list[Prompt]:
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
@@ -544,6 +549,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind) -> list[Prompt]:
         series=item.series,
         regions=regions,
         label_remap=item.label_remap,
+        plane=plane,
     )
 
 
@@ -614,6 +620,7 @@ def run_batch(
     batch_size: int | None = None,
     compile_encoder: bool | None = None,
     slice_spacing: float | None = None,
+    plane: str = "auto",
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.
@@ -639,7 +646,7 @@ def run_batch(
     rows = predict_batch(
         model, [items[i] for i in indices], window, kind, device, dtype, multimask,
         show_progress=state.is_local_main_process, batch_size=batch_size, compile_encoder=compile_encoder,
-        slice_spacing=slice_spacing,
+        slice_spacing=slice_spacing, plane=plane,
     )  # fmt: skip
     for row in rows:
         row["process"] = state.process_index

@@ -339,6 +339,7 @@ def predict_file(
     batch_size: int | None = None,
     series: str | None = None,
     slice_spacing: float | None = None,
+    plane: str = "auto",
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
@@ -366,16 +367,20 @@ def predict_file(
     the model sees it, and the masks come back onto the input's slices (`msa_hf.inference.slice_spacing`); the
     summary's `resampled` says so. Prompts, masks and the summary's slices stay in the input's own slices.
     A volume's summary gives each mask's volume in mL too (`volume_ml`, from the input's voxel size), and
-    its `warnings` what to know of the input (axial pixels far from square: `axial_pixel_note`, also logged).
+    its `warnings` what to know of the input (pixels far from square: `planes.pixel_note`, also logged).
+
+    `plane`: the plane a volume is cut into (`msa_hf.data.planes`): "axial", "coronal", "sagittal", or "auto"
+    (axial unless its pixels are far from square, then the plane the scan was acquired in; `choose_plane`).
+    Prompts' slices and pixels are that plane's display slices; the summary's `plane` says which was used.
     """
-    from msa_hf.data.volumes import (
-        axial_pixel_note,
-        axial_slices,
-        guess_modality,
-        load_volume,
-        volume_from_axial_slices,
-        voxel_ml,
+    from msa_hf.data.planes import (
+        choose_plane,
+        display_slices,
+        pixel_note,
+        plane_spacing,
+        volume_from_display_slices,
     )
+    from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
     from msa_hf.inference.slice_spacing import SliceResampling
     from msa_hf.inference.volume_predictor import VolumePredictor
 
@@ -399,12 +404,13 @@ def predict_file(
         summary["series"] = choose_stack(input_path, series).describe()
     volume = load_volume(input_path, series=series)
     modality = guess_modality(volume)
-    if note := axial_pixel_note(volume.spacing, input_path):  # said, not refused: the masks may still help
+    summary["plane"] = plane = choose_plane(volume.spacing, plane)
+    if note := pixel_note(volume.spacing, plane, input_path):  # said, not refused: the masks may still help
         logger.warning(note)
         summary["warnings"] = [note]
-    slices = axial_slices(volume.array)
+    slices = display_slices(volume.array, plane)
     labels = np.zeros(slices.shape, _label_dtype(values))
-    resampling = SliceResampling.between(len(slices), volume.slice_spacing[2], slice_spacing)
+    resampling = SliceResampling.between(len(slices), plane_spacing(volume.spacing, plane)[2], slice_spacing)
     model_slices = slices if resampling is None else resampling.image_to_model(slices)
     if resampling is not None:
         summary["resampled"] = resampling.describe()
@@ -448,7 +454,7 @@ def predict_file(
         entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
-    canonical = volume_from_axial_slices(labels)
+    canonical = volume_from_display_slices(labels, plane)
     if is_dicom_seg(output_path):
         from msa_hf.inference.dicom_seg import write_dicom_seg
 
@@ -460,7 +466,7 @@ def predict_file(
     else:
         save_on_input_grid(canonical, volume.affine, input_path, output_path)
     if probabilities_path is not None:
-        channels = [volume_from_axial_slices(volume_map) for volume_map in maps]
+        channels = [volume_from_display_slices(volume_map, plane) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
         save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary

@@ -2,17 +2,19 @@
 """The frames a volume's prompts may be given in.
 
 `display` (the default) is the frame msa_hf shows a volume in and predicts in: the volume turned to RAS+ and cut
-into axial slices (`msa_hf.data.volumes.axial_slices`). Slice 0 is the most inferior slice; on a slice, x counts
-columns from the patient's left side (the patient's left is on the left of the picture, the neurological
-convention) and y counts rows from the anterior side. The demo's clicks, the prompts taken from label maps and
-every slice number msa_hf prints are in this frame.
+into slices of one plane (`msa_hf.data.planes.display_slices`; axial unless the scan was acquired in another
+plane). On axial slices, slice 0 is the most inferior slice, x counts columns from the patient's left side
+(the patient's left is on the left of the picture, the neurological convention) and y counts rows from the
+anterior side; `msa_hf.data.planes` gives the coronal and sagittal conventions. The demo's clicks, the prompts
+taken from label maps and every slice number msa_hf prints are in this frame.
 
 `voxel` is the input's own grid. For a NIfTI file, its voxel indices, as numpy
 (`nibabel.load(path).dataobj[i, j, k]`), ITK-SNAP's cursor and 3D Slicer's IJK coordinates give them: a point
 `(i, j)` on slice `k` is voxel `(i, j, k)` of the file, and a box is `[i0, j0, i1, j1]`. For a DICOM series, what
 a viewer or a PACS shows: slice `k` is the image whose InstanceNumber is `k` (the image number in a viewer's
-overlay), and `(i, j)` its pixel's column and row. The input's third axis must run inferior-superior (an axial
-scan), so that each of its slices is one of the display slices. Reading a viewer's coordinates in the display
+overlay), and `(i, j)` its pixel's column and row. The input's own slices are cut in the plane its third axis
+runs across (its acquisition plane: axial for a third axis running inferior-superior), so that each of them is
+one of the display slices; voxel prompts with another `--plane` are refused. Reading a viewer's coordinates in the display
 frame instead would mirror them: a DICOM viewer shows the patient's left on the right of an axial image.
 """
 
@@ -24,17 +26,19 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from msa_hf.data.planes import DIRECTIONS, LAYOUTS, Plane, check_plane, plane_along
+
 if TYPE_CHECKING:  # the command line reads PROMPT_FRAMES without loading torch
     from msa_hf.inference.predictor import Prompt
 
 PromptFrame = Literal["display", "voxel"]
 PROMPT_FRAMES: tuple[PromptFrame, ...] = ("display", "voxel")
-_DIRECTIONS = ("left-right", "posterior-anterior", "inferior-superior")
 
 
 @dataclasses.dataclass(frozen=True)
 class VoxelToDisplay:
-    """The map from an input's own voxel indices `(i, j, k)` to the display frame `(x, y, slice)`.
+    """The map from an input's own voxel indices `(i, j, k)` to the display frame `(x, y, slice)` of `plane`,
+    the plane the input's slices lie in.
 
     `axes[a]` is the RAS+ axis that input axis `a` becomes, `flips[a]` whether it runs backwards there
     (nibabel's `io_orientation`, which `as_closest_canonical` applies when msa_hf reads the input); `shape` is
@@ -48,6 +52,7 @@ class VoxelToDisplay:
     shape: tuple[int, int, int]
     instances: tuple[int, ...] | None = None
     numbered_by: str = "InstanceNumber"
+    plane: Plane = "axial"
 
     @classmethod
     def of_affine(
@@ -57,32 +62,36 @@ class VoxelToDisplay:
         source: str,
         instances: tuple[int, ...] | None = None,
         numbered_by: str = "InstanceNumber",
+        plane: str = "auto",
     ) -> VoxelToDisplay:
-        """The map of a grid of `shape` on `affine` (voxel -> RAS mm). Raises `ValueError` for a grid whose third
-        axis is not its inferior-superior one."""
+        """The map of a grid of `shape` on `affine` (voxel -> RAS mm) onto the slices of `plane`: the plane the
+        grid's third axis runs across ("auto": that one). Raises `ValueError` for another plane, whose slices
+        are not the input's."""
         import nibabel as nib
 
+        check_plane(plane, ("auto", *LAYOUTS))
         orientation = nib.orientations.io_orientation(affine)
         axes = tuple(int(a) for a in orientation[:, 0])
-        if axes[2] != 2:
+        own = plane_along(axes[2])
+        if plane not in ("auto", own):
             raise ValueError(
-                f"{source}: its third voxel axis runs {_DIRECTIONS[axes[2]]}, so its slices are not axial; voxel "
-                "prompts need an axial scan. Give the prompts in the display frame (--prompt-frame display: "
-                "the slices msa-hf and its demo show)."
+                f"{source}: its third voxel axis runs {DIRECTIONS[axes[2]]}, so its slices are {own}, not {plane}; "
+                f"voxel prompts name those slices. Use --plane {own} (or auto), or give the prompts in the display "
+                f"frame of {plane} slices (--prompt-frame display: the slices msa-hf and its demo show)."
             )
         flips = tuple(bool(f < 0) for f in orientation[:, 1])
-        return cls(axes, flips, tuple(int(s) for s in shape[:3]), instances, numbered_by)  # type: ignore[arg-type]
+        return cls(axes, flips, tuple(int(s) for s in shape[:3]), instances, numbered_by, own)  # type: ignore[arg-type]
 
     @classmethod
-    def of_file(cls, path: str | Path) -> VoxelToDisplay:
-        """The map of the NIfTI file at `path`, read from its header."""
+    def of_file(cls, path: str | Path, plane: str = "auto") -> VoxelToDisplay:
+        """The map of the NIfTI file at `path`, read from its header (`plane` as `of_affine`'s)."""
         import nibabel as nib
 
         image = nib.load(str(path))
-        return cls.of_affine(image.affine, image.shape, str(path))
+        return cls.of_affine(image.affine, image.shape, str(path), plane=plane)
 
     @classmethod
-    def of_series(cls, folder: str | Path, series: str | None = None) -> VoxelToDisplay:
+    def of_series(cls, folder: str | Path, series: str | None = None, plane: str = "auto") -> VoxelToDisplay:
         """The map of the DICOM series in `folder` (or the stack `series` names there): `i` = column, `j` = row
         of the image whose InstanceNumber is `k`; for an enhanced multi-frame file (which `folder` may also
         name itself), of its frame number `k` (from 1, as a viewer counts them). Raises `ValueError` where the
@@ -101,7 +110,7 @@ class VoxelToDisplay:
             order, affine = enhanced_frame_grid(header, file)
             shape = (int(header.Columns), int(header.Rows), len(order))
             return cls.of_affine(
-                affine, shape, str(file), tuple(frame + 1 for frame in order), "frame number"
+                affine, shape, str(file), tuple(frame + 1 for frame in order), "frame number", plane
             )
         found, affine = dicom_series_slices(folder, series)
         numbers = [dataset.get("InstanceNumber") for _, dataset in found]
@@ -112,7 +121,7 @@ class VoxelToDisplay:
             )
         first = found[0][1]
         shape = (int(first.Columns), int(first.Rows), len(found))
-        return cls.of_affine(affine, shape, str(folder), tuple(int(n) for n in numbers))
+        return cls.of_affine(affine, shape, str(folder), tuple(int(n) for n in numbers), plane=plane)
 
     def _canonical(self, i: float, j: float, k: float) -> list[float]:
         """`(i, j, k)` as RAS+ indices `(x, y, z)`."""
@@ -123,12 +132,20 @@ class VoxelToDisplay:
 
     def point(self, i: float, j: float, k: int) -> tuple[float, float, int]:
         """Voxel `(i, j)` on the input's slice `k` as display `(x, y)` on display slice `z`: `(x, y, z)`."""
-        x, y, z = self._canonical(i, j, self._index(k))
-        height = self.shape[self.axes.index(1)]  # the display rows run anterior to posterior
-        return x, height - 1 - y, int(z)
+        ras = self._canonical(i, j, self._index(k))
+        layout = LAYOUTS[self.plane]
+
+        def along(
+            axis: int, flipped: bool
+        ) -> float:  # a display axis runs backwards where its RAS one is flipped
+            return self.shape[self.axes.index(axis)] - 1 - ras[axis] if flipped else ras[axis]
+
+        x = along(layout.column_axis, layout.columns_flipped)
+        y = along(layout.row_axis, layout.rows_flipped)
+        return x, y, int(ras[layout.slice_axis])
 
     def display_slice(self, k: int) -> int:
-        """The input's slice `k` as a display slice (slice 0 the most inferior)."""
+        """The input's slice `k` as a display slice (display slices run along their RAS axis, ascending)."""
         index = self._index(k)
         return self.shape[2] - 1 - index if self.flips[2] else index
 
@@ -172,14 +189,15 @@ class VoxelToDisplay:
 
 
 def voxel_frame(
-    input_path: str | Path, frame: PromptFrame, series: str | None = None
+    input_path: str | Path, frame: PromptFrame, series: str | None = None, plane: str = "auto"
 ) -> VoxelToDisplay | None:
-    """The map from `frame` to the display frame for the input at `input_path` (a DICOM folder's stack: `series`):
-    None where prompts are given in the display frame already.
+    """The map from `frame` to the display frame of `plane` for the input at `input_path` (a DICOM folder's
+    stack: `series`), whose own `plane` ("auto": the input's acquisition plane) it records: None where prompts
+    are given in the display frame already.
 
     Raises:
         ValueError: an unknown frame, voxel prompts for a 2-D image (its pixels are its frame already), or for a
-            non-axial volume, or a DICOM series whose images are not numbered one each.
+            plane other than the volume's own, or a DICOM series whose images are not numbered one each.
     """
     from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
 
@@ -188,9 +206,9 @@ def voxel_frame(
     if frame == "display":
         return None
     if is_nifti(input_path):
-        return VoxelToDisplay.of_file(input_path)
+        return VoxelToDisplay.of_file(input_path, plane)
     if Path(input_path).is_dir() or is_enhanced_dicom_file(input_path):
-        return VoxelToDisplay.of_series(input_path, series)
+        return VoxelToDisplay.of_series(input_path, series, plane)
     raise ValueError(
         f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a NIfTI file's voxels or a DICOM "
         "series' pixels. Give an image's prompts in its own pixels."
@@ -198,9 +216,14 @@ def voxel_frame(
 
 
 def prompts_in_display_frame(
-    prompts: list[Prompt], input_path: str | Path, frame: PromptFrame, series: str | None = None
+    prompts: list[Prompt],
+    input_path: str | Path,
+    frame: PromptFrame,
+    series: str | None = None,
+    plane: str = "auto",
 ) -> list[Prompt]:
     """`prompts` given in `frame` for the input at `input_path`, in the display frame that `predict_file` reads
-    (`voxel_frame` says what is refused)."""
-    to_display = voxel_frame(input_path, frame, series)
+    (`voxel_frame` says what is refused). Voxel prompts land on the input's own plane: predict with
+    `plane=voxel_frame(...).plane` (its acquisition plane, which "auto" may not choose for a near-square scan)."""
+    to_display = voxel_frame(input_path, frame, series, plane)
     return prompts if to_display is None else [to_display.prompt(prompt) for prompt in prompts]

@@ -1,0 +1,182 @@
+"""Volumes cut into axial, coronal or sagittal slices: the conventions, the choice, and predict, batch prompts
+and the demo on a scan acquired sagittally."""
+
+from __future__ import annotations
+
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from msa_hf.data.planes import (
+    choose_plane,
+    display_slices,
+    pixel_note,
+    plane_spacing,
+    volume_from_display_slices,
+)
+from msa_hf.data.volumes import axial_slices, load_volume
+from msa_hf.inference.predictor import Prompt, predict_file
+from msa_hf.inference.volume_predictor import grown_box
+from msa_hf.testing import BrightInBoxSam, write_nifti_case
+
+
+def test_each_planes_slices_follow_its_convention_and_come_back():
+    shape = (5, 6, 7)  # RAS+ (X: left -> right, Y: posterior -> anterior, Z: inferior -> superior)
+    volume = np.arange(np.prod(shape)).reshape(shape)
+    marker = (1, 4, 2)  # left of centre, anterior, low
+    corner = volume[marker]
+    axial = display_slices(volume, "axial")
+    assert (
+        axial.shape == (7, 6, 5) and axial[2, 6 - 1 - 4, 1] == corner
+    )  # slice z, row from anterior, column x
+    np.testing.assert_array_equal(axial, axial_slices(volume))
+    coronal = display_slices(volume, "coronal")
+    assert (
+        coronal.shape == (6, 7, 5) and coronal[4, 7 - 1 - 2, 1] == corner
+    )  # slice y, row from superior, col x
+    sagittal = display_slices(volume, "sagittal")
+    assert (
+        sagittal.shape == (5, 7, 6) and sagittal[1, 7 - 1 - 2, 6 - 1 - 4] == corner
+    )  # slice x, col from anterior
+    for plane in ("axial", "coronal", "sagittal"):
+        np.testing.assert_array_equal(
+            volume_from_display_slices(display_slices(volume, plane), plane), volume
+        )
+    assert plane_spacing((4.0, 0.5, 0.6), "sagittal") == (0.6, 0.5, 4.0)  # rows head-feet, columns front-back
+    assert plane_spacing((4.0, 0.5, 0.6), "coronal") == (0.6, 4.0, 0.5)
+    with pytest.raises(ValueError, match="expected one of axial, coronal, sagittal"):
+        display_slices(volume, "oblique")
+
+
+def test_auto_keeps_axial_unless_its_pixels_are_far_from_square():
+    assert choose_plane((0.7, 0.7, 3.0)) == "axial"  # thick axial CT slices: square pixels
+    assert choose_plane((1.0, 1.0, 1.0)) == "axial"  # isotropic: axial first
+    assert choose_plane((1.0, 1.9, 1.0)) == "axial"  # within twofold
+    assert choose_plane((4.0, 0.5, 0.5)) == "sagittal"  # a sagittal knee: slices 4 mm apart left-right
+    assert choose_plane((0.6, 5.0, 0.6)) == "coronal"
+    assert choose_plane((4.0, 0.5, 5.0)) == "coronal"  # the squarest pixels: 4 x 5 mm
+    assert choose_plane((4.0, 0.5, 0.5), "axial") == "axial"  # asked for
+    with pytest.raises(ValueError, match="auto, axial, coronal, sagittal"):
+        choose_plane((1, 1, 1), "transverse")
+
+
+def test_pixels_far_from_square_are_said_with_the_fix():
+    note = pixel_note((4.0, 0.5, 0.5), "axial", "knee.nii.gz")
+    assert note.startswith(
+        "knee.nii.gz: its axial slices have pixels 4 x 0.5 mm (left-right x front-back), 8.0x"
+    )
+    assert "thinner left-right" in note and "--plane auto" in note and "--target-spacing" in note
+    assert "thinner front-back" in pixel_note((0.5, 1.5, 3.0), "axial", "x")  # 3x
+    assert pixel_note((4.0, 0.5, 0.5), "sagittal", "knee") is None  # cut in its own plane: square
+    assert pixel_note((0.7, 0.7, 3.0), "axial", "ct") is None
+
+
+SAGITTAL = np.diag([4.0, 0.5, 0.5, 1.0])  # 4 mm apart left-right, 0.5 mm pixels within a sagittal slice
+
+
+def _sagittal_block(tmp_path):
+    """A RAS NIfTI acquired sagittally (12 slices of 40 x 40) with a bright block on sagittal slices 3-8."""
+    data = np.full((12, 40, 40), 100.0, np.float32)
+    block = np.zeros(data.shape, bool)
+    block[3:9, 10:30, 12:26] = True
+    data[block] = 900.0
+    path = tmp_path / "knee.nii.gz"
+    nib.save(nib.Nifti1Image(data, SAGITTAL), path)
+    return path, block
+
+
+def test_predict_cuts_a_sagittal_scan_in_its_own_plane(tmp_path, caplog):
+    path, block = _sagittal_block(tmp_path)
+    shown = display_slices(block, "sagittal")
+    box = grown_box(shown[5], 0.0)
+    with caplog.at_level(logging.WARNING):
+        summary = predict_file(
+            BrightInBoxSam(40), path, tmp_path / "m.nii.gz", [Prompt(box=box, slice=5, propagate=True)]
+        )
+    assert summary["plane"] == "sagittal" and "warnings" not in summary and not caplog.text
+    written = np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj) == 1
+    np.testing.assert_array_equal(written, block)  # the block, propagated through its six sagittal slices
+    assert summary["masks"][0]["slices"] == [3, 8]
+    assert summary["masks"][0]["volume_ml"] == round(block.sum() * 4.0 * 0.25 / 1000, 4)
+    # asked for axial slices, the same scan is segmented there (the box on an axial slice), and said to be squashed
+    axial = display_slices(block, "axial")
+    with caplog.at_level(logging.WARNING):
+        forced = predict_file(
+            BrightInBoxSam(40), path, tmp_path / "a.nii.gz",
+            [Prompt(box=grown_box(axial[20], 0.0), slice=20)], plane="axial",
+        )  # fmt: skip
+    assert forced["plane"] == "axial" and forced["warnings"] == [pixel_note((4.0, 0.5, 0.5), "axial", path)]
+    assert forced["warnings"][0] in caplog.text
+    written = np.asarray(nib.load(tmp_path / "a.nii.gz").dataobj) == 1
+    expected = np.zeros_like(block)
+    expected[:, :, 20] = block[:, :, 20]
+    np.testing.assert_array_equal(written, expected)
+
+
+def test_voxel_prompts_and_the_command_line_on_a_sagittal_scan(tiny_base, tmp_path, capsys):
+    from msa_hf.cli import main
+
+    _, block = _sagittal_block(tmp_path)
+    # stored as a scanner writes a sagittal series: voxel (i, j, k) is y (front-back), z (head-feet), x (slice)
+    path = tmp_path / "stored.nii.gz"
+    data = np.transpose(np.where(block, 900.0, 100.0).astype(np.float32), (1, 2, 0))
+    nib.save(
+        nib.Nifti1Image(data, np.array([[0, 0, 4.0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0, 1]])), path
+    )
+    args = ["predict", str(tiny_base), str(path), str(tmp_path / "v.nii.gz"), "--prompt-frame", "voxel",
+            "--slice", "5", "--box", "10", "12", "29", "25", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "sagittal slices (the plane the scan was acquired in" in printed and "label 1 slice 5:" in printed
+    written = np.asarray(nib.load(tmp_path / "v.nii.gz").dataobj)  # on the file's own grid
+    assert written.shape == data.shape and written[..., 5].any()
+    assert not written[..., [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].any()  # only the prompted sagittal slice
+    assert main([*args[:4], "--prompt-frame", "voxel", "--plane", "axial", "--slice", "5", "--box", "1", "1",
+                 "5", "5", "--overwrite"]) == 2  # fmt: skip
+    assert "so its slices are sagittal, not axial" in capsys.readouterr().err
+
+
+def test_batch_prompts_from_a_sagittal_label_map_are_its_sagittal_slices(tmp_path):
+    from msa_hf.inference.batch import prompts_from_label_map
+
+    path, block = _sagittal_block(tmp_path)
+    labels = tmp_path / "labels.nii.gz"
+    nib.save(nib.Nifti1Image(block.astype(np.uint8), SAGITTAL), labels)
+    prompts = prompts_from_label_map(labels, "box", volume=True)
+    assert [p.slice for p in prompts] == [3, 4, 5, 6, 7, 8]  # the block's sagittal slices
+    predict_file(BrightInBoxSam(40), path, tmp_path / "m.nii.gz", prompts)
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj) == 1, block)
+    axial = prompts_from_label_map(labels, "box", volume=True, plane="axial")
+    assert len(axial) == 14  # the block's axial slices
+
+
+def test_the_demo_shows_a_sagittal_scan_in_its_own_plane(tmp_path):
+    from msa_hf.demo.prompt_state import BOX, add_prompt, empty_prompts
+    from msa_hf.demo.sessions import DemoSession, VolumeSession
+
+    path, block = _sagittal_block(tmp_path)
+    volume = VolumeSession(str(path), DemoSession(BrightInBoxSam(40)))
+    assert volume.plane == "sagittal" and volume.slices.shape == (12, 40, 40) and volume.pixel_note is None
+    x0, y0, x1, y1 = grown_box(display_slices(block, "sagittal")[5], 0.0)
+    corner = add_prompt(empty_prompts(), x0, y0, BOX, volume.slices.shape[1:])
+    volume.set_prompts(5, add_prompt(corner, x1, y1, BOX, volume.slices.shape[1:]))
+    assert "to slices 3-8" in volume.propagate(5)
+    saved = load_volume(volume.save(str(tmp_path)), is_label=True)
+    np.testing.assert_array_equal(saved.array == 1, block)  # back on the input's grid
+
+
+def test_prepare_says_when_its_axial_rows_are_squashed(tmp_path):
+    from msa_hf.data import prepare_dataset
+
+    for index in range(2):
+        write_nifti_case(
+            tmp_path / "src", f"c{index}", shape=(12, 40, 40), seed=index, hu=False, affine=SAGITTAL
+        )
+    report = prepare_dataset(tmp_path / "src", tmp_path / "prepared", split=(0.5, 0.5, 0.0))
+    assert sum("its axial slices have pixels 4 x 0.5 mm" in w for w in report.warnings) == 2
+    square = prepare_dataset(
+        tmp_path / "src", tmp_path / "square", split=(0.5, 0.5, 0.0), target_spacing=(1, 1, 1)
+    )
+    assert not any("slices have pixels" in w for w in square.warnings)
