@@ -180,3 +180,37 @@ def test_prepare_says_when_its_axial_rows_are_squashed(tmp_path):
         tmp_path / "src", tmp_path / "square", split=(0.5, 0.5, 0.0), target_spacing=(1, 1, 1)
     )
     assert not any("slices have pixels" in w for w in square.warnings)
+
+
+def test_a_sagittal_dicom_series_is_segmented_on_the_image_a_viewer_numbers(tmp_path, capsys):
+    """A sagittal series as a PACS exports it: voxel prompts name image 5's columns and rows, and the mask is
+    the bright block on that image, and nothing else."""
+    from msa_hf.cli import main
+    from msa_hf.inference.prompt_frames import voxel_frame
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((10, 40, 40), -500, np.int16)  # (images, rows, columns)
+    volume[3:7, 10:30, 12:26] = 400  # on images numbered 4 to 7
+    folder = tmp_path / "series"
+    # rows run posterior (LPS +y), columns inferior (-z): a sagittal plane; images step along its normal, x
+    write_dicom_series(folder, volume, spacing=(0.5, 0.5), thickness=4.0, orientation=(0, 1, 0, 0, 0, -1))
+    frame = voxel_frame(folder, "voxel")
+    assert frame.plane == "sagittal"
+    prompt = frame.prompt(Prompt(box=[12, 10, 25, 29], slice=5))  # image 5's columns 12-25, rows 10-29
+    summary = predict_file(BrightInBoxSam(40), folder, tmp_path / "m.nii.gz", [prompt], plane=frame.plane)
+    assert summary["plane"] == "sagittal" and frame.file_slice(summary["masks"][0]["slice"]) == 5
+    bright = load_volume(folder).array > 0  # RAS+, as the mask is written for a DICOM series
+    written = np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj) == 1
+    (slab,) = np.flatnonzero(written.any(axis=(1, 2)))  # one sagittal image: one RAS x
+    expected = np.zeros_like(bright)
+    expected[slab] = bright[slab]
+    np.testing.assert_array_equal(written, expected)
+    assert written.sum() == 20 * 14  # the block's rows x columns on one image
+    # the command line numbers it as the viewer does
+    args = ["predict", "tiny", str(folder), str(tmp_path / "cli.nii.gz"), "--prompt-frame", "voxel",
+            "--slice", "5", "--box", "12", "10", "25", "29", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "sagittal slices" in printed and "label 1 slice 5:" in printed
+    cli = np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj) != 0
+    assert set(np.flatnonzero(cli.any(axis=(1, 2)))) <= {slab}
