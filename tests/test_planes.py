@@ -206,6 +206,11 @@ def test_a_sagittal_dicom_series_is_segmented_on_the_image_a_viewer_numbers(tmp_
     expected[slab] = bright[slab]
     np.testing.assert_array_equal(written, expected)
     assert written.sum() == 20 * 14  # the block's rows x columns on one image
+    # as a DICOM-SEG on the series' own images, it reads back as the same mask
+    from msa_hf.data.dicom_seg_labels import load_label_volume
+
+    predict_file(BrightInBoxSam(40), folder, tmp_path / "m.dcm", [prompt], plane=frame.plane)
+    np.testing.assert_array_equal(load_label_volume(tmp_path / "m.dcm", folder).array == 1, written)
     # the command line numbers it as the viewer does
     args = ["predict", "tiny", str(folder), str(tmp_path / "cli.nii.gz"), "--prompt-frame", "voxel",
             "--slice", "5", "--box", "12", "10", "25", "29", "--device", "cpu"]  # fmt: skip
