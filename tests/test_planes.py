@@ -167,19 +167,31 @@ def test_the_demo_shows_a_sagittal_scan_in_its_own_plane(tmp_path):
     np.testing.assert_array_equal(saved.array == 1, block)  # back on the input's grid
 
 
-def test_prepare_says_when_its_axial_rows_are_squashed(tmp_path):
-    from msa_hf.data import prepare_dataset
+def test_prepare_cuts_a_sagittal_case_in_its_own_plane_as_predict_does(tmp_path):
+    from msa_hf.data import load_prepared, prepare_dataset
 
     for index in range(2):
         write_nifti_case(
             tmp_path / "src", f"c{index}", shape=(12, 40, 40), seed=index, hu=False, affine=SAGITTAL
         )
     report = prepare_dataset(tmp_path / "src", tmp_path / "prepared", split=(0.5, 0.5, 0.0))
-    assert sum("its axial slices have pixels 4 x 0.5 mm" in w for w in report.warnings) == 2
-    square = prepare_dataset(
-        tmp_path / "src", tmp_path / "square", split=(0.5, 0.5, 0.0), target_spacing=(1, 1, 1)
-    )
-    assert not any("slices have pixels" in w for w in square.warnings)
+    assert report.planes == {"sagittal": 2} and not any("slices have pixels" in w for w in report.warnings)
+    assert "Volumes cut into slices of each plane (cases): sagittal 2." in report.summary()
+    rows = load_prepared(tmp_path / "prepared")["train"]
+    case = rows[0]["case_id"]
+    label = load_volume(tmp_path / "src" / "labelsTr" / f"{case}.nii.gz", is_label=True)
+    sagittal = display_slices(label.array, "sagittal")
+    first = np.flatnonzero(sagittal.any(axis=(1, 2)))[0]  # rows run from the first labelled slice
+    for row in rows:
+        assert tuple(row["spacing"]) == (0.5, 0.5, 4.0)  # (row, column, slice) of a sagittal slice
+        if row["case_id"] == case:
+            assert np.array_equal(np.asarray(row["label"]), sagittal[first + row["slice"]])
+    # asked for axial rows, the same cases are cut axially, and said to be squashed
+    axial = prepare_dataset(tmp_path / "src", tmp_path / "axial", split=(0.5, 0.5, 0.0), plane="axial")
+    assert axial.planes == {"axial": 2}
+    assert sum("its axial slices have pixels 4 x 0.5 mm" in w for w in axial.warnings) == 2
+    with pytest.raises(ValueError, match="auto, axial, coronal, sagittal"):
+        prepare_dataset(tmp_path / "src", tmp_path / "bad", plane="oblique")
 
 
 def test_a_sagittal_dicom_series_is_segmented_on_the_image_a_viewer_numbers(tmp_path, capsys):

@@ -12,6 +12,8 @@ DEFAULT_OBJECTS_DIR = "data/mni152-objects"
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
+    from msa_hf.data.planes import PLANE_CHOICES
+
     prepare = commands.add_parser(
         "prepare",
         help="Convert a folder of labelled PNGs, NIfTI volumes or DICOM series into a dataset directory.",
@@ -43,6 +45,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--target-spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                          help="resample volumes to this spacing in mm")  # fmt: skip
+    prepare.add_argument(
+        "--plane", choices=PLANE_CHOICES, default="auto",
+        help="the plane volumes are cut into: auto = axial, unless a case's axial pixels' sides differ more than "
+             "twofold (acquired sagittally or coronally), then the plane it was acquired in, as msa-hf predict "
+             "cuts it",
+    )  # fmt: skip
     prepare.add_argument(
         "--keep-empty-slices", action="store_true", help="keep slices outside the labelled range"
     )
@@ -92,6 +100,7 @@ def _prepare(args: argparse.Namespace) -> int:
         modality=args.modality,
         mask_threshold=args.mask_threshold,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None,
+        plane=args.plane,
         keep_empty_slices=args.keep_empty_slices,
         case_id_pattern=args.case_id_pattern,
         label_table=args.label_table,

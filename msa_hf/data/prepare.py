@@ -40,7 +40,14 @@ from msa_hf.data.label_tables import (
     read_label_structures,
     remap_label_values,
 )
-from msa_hf.data.planes import pixel_note
+from msa_hf.data.planes import (
+    PLANE_CHOICES,
+    check_plane,
+    choose_plane,
+    display_slices,
+    pixel_note,
+    plane_spacing,
+)
 from msa_hf.data.slice_dataset import SPLITS, SliceParquetWriter, slice_row, split_file
 from msa_hf.data.sources import (
     PAIRING_RULE,
@@ -53,7 +60,6 @@ from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
-    axial_slices,
     check_same_grid,
     guess_modality,
     load_volume,
@@ -82,6 +88,9 @@ class PrepareOptions:
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
         target_spacing: resample volumes to this (x, y, z) spacing in mm first.
+        plane: the plane volumes are cut into (`msa_hf.data.planes`): "auto" (axial, unless a case's axial
+            pixels are far from square: then the plane it was acquired in, as `msa-hf predict` cuts it),
+            "axial", "coronal" or "sagittal".
         keep_empty_slices: keep volume slices outside the labelled range (by default only the slices
             from the first to the last labelled one are kept; empty ones inside stay, so a window of D
             consecutive slices is truly consecutive).
@@ -103,6 +112,7 @@ class PrepareOptions:
     modality: str | None = None
     mask_threshold: float | None = None
     target_spacing: tuple[float, float, float] | None = None
+    plane: str = "auto"
     keep_empty_slices: bool = False
     case_id_pattern: str | None = None
     label_table: str | Path | None = None
@@ -130,6 +140,7 @@ class PrepareOptions:
                 f"mask_threshold={self.mask_threshold}: give a positive value in the masks' units, e.g. 128 for "
                 "8-bit masks or 0.5 for soft masks in [0, 1]."
             )
+        check_plane(self.plane, PLANE_CHOICES)
         self.remap_labels = check_label_remap(self.remap_labels or {})
         if self.channel is not None and self.channel < 0:
             raise ValueError(f"channel={self.channel}: channels count from 0.")
@@ -163,6 +174,7 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)
     regions: dict[int, list[int]] = field(default_factory=dict)  # structures that are unions of label values
     label_remap: dict[int, int] = field(default_factory=dict)  # how the source's label maps were read
+    planes: dict[str, int] = field(default_factory=dict)  # volumes cut into each plane's slices (`--plane`)
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
@@ -177,6 +189,9 @@ class PrepareReport:
             lines += ["", f"Skipped {len(self.empty_masks_skipped)} image(s) with an empty mask."]
         if self.empty_slices_dropped:
             lines += [f"Dropped {self.empty_slices_dropped} unlabelled slice(s) outside the labelled range."]
+        if set(self.planes) - {"axial"}:  # some cases were acquired in another plane and cut in it
+            counts = ", ".join(f"{plane} {count}" for plane, count in sorted(self.planes.items()))
+            lines += [f"Volumes cut into slices of each plane (cases): {counts}."]
         for message in self.warnings:
             lines.append(f"warning: {message}")
         return "\n".join(lines)
@@ -276,18 +291,20 @@ def _volume_rows(
         affine = affine.copy()
         affine[:3, :3] = affine[:3, :3] * (np.asarray(options.target_spacing) / np.asarray(spacing))
         spacing = tuple(float(s) for s in options.target_spacing)
-    if note := pixel_note(spacing, "axial", case.image):  # prepared datasets are axial
+    plane = choose_plane(spacing, options.plane)
+    if note := pixel_note(spacing, plane, case.image):
         report.warnings.append(note)
     if not label_array.any():
         raise VolumeReadError(f"{case.label}: the label map is empty (all background).")
-    images, labels = axial_slices(image_array), axial_slices(label_array)
+    images, labels = display_slices(image_array, plane), display_slices(label_array, plane)
+    report.planes[plane] = report.planes.get(plane, 0) + 1
     if options.keep_empty_slices:
         keep = range(len(labels))
     else:
         labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
         keep = range(int(labelled[0]), int(labelled[-1]) + 1)
         report.empty_slices_dropped += len(labels) - len(keep)
-    x, y, z = spacing
+    row_spacing = plane_spacing(spacing, plane)  # (row, column, slice) of the plane's slices
     image_dtype = np.int16 if modality == "CT" and np.array_equal(images, np.round(images)) else np.float32
     if image_dtype == np.int16 and (images.min() < -32768 or images.max() > 32767):
         image_dtype = np.float32
@@ -298,7 +315,7 @@ def _volume_rows(
             len(keep),
             images[k].astype(image_dtype),
             labels[k],
-            (y, x, z),
+            row_spacing,
             "mm",
             affine,
             modality,
