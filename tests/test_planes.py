@@ -165,6 +165,10 @@ def test_the_demo_shows_a_sagittal_scan_in_its_own_plane(tmp_path):
     assert "to slices 3-8" in volume.propagate(5)
     saved = load_volume(volume.save(str(tmp_path)), is_label=True)
     np.testing.assert_array_equal(saved.array == 1, block)  # back on the input's grid
+    # the visitor may ask for another plane: the same voxels, cut coronally
+    coronal = VolumeSession(str(path), DemoSession(BrightInBoxSam(40)), plane="coronal")
+    assert coronal.plane == "coronal" and coronal.pixel_note.startswith("the volume: its coronal slices")
+    np.testing.assert_array_equal(coronal.slices, display_slices(load_volume(path).array, "coronal"))
 
 
 def test_prepare_cuts_a_sagittal_case_in_its_own_plane_as_predict_does(tmp_path):

@@ -171,6 +171,8 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
         page.get_by_role("button", name="propagate through the volume").click()
         page.wait_for_function(status % "propagated from slice 4 to slices 0-8", timeout=30_000)
         page.screenshot(path=str(ARTEFACTS / "demo-volume.png"), full_page=True)
+        page.locator("#volume-plane label", has_text="coronal").click()  # the same volume, cut coronally
+        page.wait_for_function(status % "48 coronal slices", timeout=60_000)
 
 
 @pytest.mark.browser

@@ -24,6 +24,7 @@ import gradio as gr
 import numpy as np
 
 from msa_hf.data.dicom_stacks import SeveralStacks
+from msa_hf.data.planes import PLANE_CHOICES
 from msa_hf.demo.api import parse_api_prompts
 from msa_hf.demo.prompt_state import (
     BOX,
@@ -232,13 +233,15 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     per slice, propagation, the mask volume (NIfTI; DICOM-SEG for a DICOM series)."""
 
     @guarded
-    def open_volume(files, adapter, series=None):
+    def open_volume(files, adapter, series=None, plane="auto"):
         hidden = gr.update(choices=[], value=None, visible=False)
         if not files:
             return None, gr.update(), None, "no volume", hidden
         paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
         try:
-            volume = VolumeSession(paths, session, adapter or None, series=series or None)
+            volume = VolumeSession(
+                paths, session, adapter or None, series=series or None, plane=plane or "auto"
+            )
         except SeveralStacks as several:  # a study's series: the visitor chooses one
             choices = [(stack.describe(), stack.key) for stack in several.stacks]
             chooser = gr.update(choices=choices, value=None, visible=True)
@@ -254,16 +257,22 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
         return (
             volume,
-            gr.update(maximum=len(volume.slices) - 1, value=middle),
+            gr.update(maximum=len(volume.slices) - 1, value=middle, label=f"{volume.plane} slice"),
             volume.show(middle),
             shown,
             chooser,
         )
 
-    def choose_series(files, adapter, series):
+    def choose_series(files, adapter, series, plane):
         if not series:  # the choices were just offered (or cleared): nothing chosen yet
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-        return open_volume(files, adapter, series)
+        return open_volume(files, adapter, series, plane)
+
+    def upload_volume(files, adapter, plane):  # new files: no series chosen among them yet
+        return open_volume(files, adapter, None, plane)
+
+    def choose_plane(files, adapter, series, plane):  # the volume again, cut in another plane (prompts reset)
+        return open_volume(files, adapter, series, plane)
 
     def on_slice(volume, index):
         if volume is None:
@@ -330,6 +339,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     with gr.Row():
         slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
         volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
+        volume_plane = gr.Radio(
+            list(PLANE_CHOICES), value="auto", elem_id="volume-plane",
+            label="plane (auto: axial, or the one the scan was acquired in)",
+        )  # fmt: skip
     volume_view = gr.Image(
         label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
     )
@@ -353,14 +366,14 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
     seg_button.click(dicom_seg_volume, [volume_state], volume_seg, **INTERNAL)
-    volume_files.upload(
-        open_volume, [volume_files, adapter],
-        [volume_state, slice_index, volume_view, volume_status, volume_series], **INTERNAL,
-    )  # fmt: skip
+    opened = [volume_state, slice_index, volume_view, volume_status, volume_series]
+    volume_files.upload(upload_volume, [volume_files, adapter, volume_plane], opened, **INTERNAL)
     volume_series.change(
-        choose_series, [volume_files, adapter, volume_series],
-        [volume_state, slice_index, volume_view, volume_status, volume_series], **INTERNAL,
+        choose_series, [volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
     )  # fmt: skip
+    volume_plane.change(
+        choose_plane, [volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
+    )
     slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
     # encode the slice's window once the slider is let go, so its first click only decodes
     slice_index.release(

@@ -225,6 +225,7 @@ class VolumeSession:
         session: DemoSession,
         adapter: str | None = None,
         series: str | None = None,
+        plane: str = "auto",
     ) -> None:
         from msa_hf.data import guess_modality, load_volume
         from msa_hf.inference.slice_spacing import SliceResampling
@@ -245,8 +246,8 @@ class VolumeSession:
                 f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
             )
         self.modality = guess_modality(self.volume)
-        # cut in the plane the scan was acquired in where its axial pixels are far from square
-        self.plane = choose_plane(self.volume.spacing)
+        # the visitor's plane; auto: the plane the scan was acquired in where its axial pixels are far from square
+        self.plane = choose_plane(self.volume.spacing, plane)
         # pixels far from square even so: the page says so when it opens
         self.pixel_note = pixel_note(self.volume.spacing, self.plane, "the volume")
         self.slices = display_slices(self.volume.array, self.plane)
