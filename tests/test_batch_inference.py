@@ -68,7 +68,9 @@ def test_a_folder_is_segmented_with_one_load_and_a_bad_input_is_skipped(tiny_bas
         alone = _alone(tiny_base, picture, [Prompt(box=[5, 6, 25, 22])], tmp_path)
         assert np.array_equal(written, alone)  # the same mask as predicting that input alone
         assert int(rows[picture.name]["pixels"]) == int((written == 1).sum())
-        assert rows[picture.name]["volume_ml"] == ""  # a picture has no voxel size
+        assert (
+            rows[picture.name]["volume_ml"] == rows[picture.name]["plane"] == ""
+        )  # a picture: no voxels, no plane
     assert {p.name: p.read_bytes() for p in (tmp_path / "in").iterdir()} == before  # inputs untouched
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "case0.png", "case1.png", "case2.png", "summary.csv", "summary.md"
@@ -129,7 +131,7 @@ def test_volumes_re_segmented_from_their_label_maps_keep_the_structures_values(t
     # each volume's masks in mL: its voxels times the input's voxel volume
     for row in _summary(tmp_path / "out"):
         voxel_ml = float(np.prod(nib.load(row["input"]).header.get_zooms()[:3])) / 1000
-        assert int(row["pixels"]) > 0
+        assert int(row["pixels"]) > 0 and row["plane"] == "axial"
         assert float(row["volume_ml"]) == pytest.approx(int(row["pixels"]) * voxel_ml, abs=2e-4)
 
 

@@ -53,6 +53,7 @@ SUMMARY_COLUMNS = (
     "masks",
     "pixels",
     "volume_ml",
+    "plane",
     "mean_score",
     "seconds",
     "process",
@@ -563,13 +564,14 @@ def _succeeded(row: dict[str, Any], summary: dict[str, Any], seconds: float) -> 
         status="ok", masks=len(masks), pixels=sum(m["pixels"] for m in masks),
         # a volume's masks in mL (what a volumetry report reads); pictures have no voxel size
         volume_ml=round(sum(m["volume_ml"] for m in masks), 4) if masks and "volume_ml" in masks[0] else "",
+        plane=summary.get("plane", ""),  # the plane a volume was cut into (its slice numbers are that plane's)
         mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="", seconds=round(seconds, 2),
     )  # fmt: skip
 
 
 def _failed(row: dict[str, Any], error: Exception, seconds: float) -> None:
     row.update(
-        status="failed", masks=0, pixels=0, volume_ml="", mean_score="", error=f"{type(error).__name__}: {error}",
+        status="failed", masks=0, pixels=0, volume_ml="", plane="", mean_score="", error=f"{type(error).__name__}: {error}",
         seconds=round(seconds, 2),
     )  # fmt: skip
 
@@ -592,15 +594,15 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
         + (f", {failed} failed" if failed else "")
         + ".",
         "",
-        "| input | output | status | masks | pixels | mL | mean score | seconds |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| input | output | status | masks | pixels | mL | plane | mean score | seconds |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
         output = Path(row["output"]).name if row["status"] == "ok" else "–"
         lines.append(
             f"| {Path(row['input']).name} | {output} | {status.replace('|', '/')} | {row['masks']} | {row['pixels']} "
-            f"| {row['volume_ml']} | {row['mean_score']} | {row['seconds']} |"
+            f"| {row['volume_ml']} | {row['plane']} | {row['mean_score']} | {row['seconds']} |"
         )
     text = "\n".join(lines)
     with atomic_file(output_dir / SUMMARY_FILES[1]) as staging:
