@@ -179,7 +179,9 @@ def test_prepare_cuts_a_sagittal_case_in_its_own_plane_as_predict_does(tmp_path)
             tmp_path / "src", f"c{index}", shape=(12, 40, 40), seed=index, hu=False, affine=SAGITTAL
         )
     report = prepare_dataset(tmp_path / "src", tmp_path / "prepared", split=(0.5, 0.5, 0.0))
-    assert report.planes == {"sagittal": 2} and not any("slices have pixels" in w for w in report.warnings)
+    assert report.planes == {"c0": "sagittal", "c1": "sagittal"} and not any(
+        "slices have pixels" in w for w in report.warnings
+    )
     assert "Volumes cut into slices of each plane (cases): sagittal 2." in report.summary()
     rows = load_prepared(tmp_path / "prepared")["train"]
     case = rows[0]["case_id"]
@@ -192,7 +194,7 @@ def test_prepare_cuts_a_sagittal_case_in_its_own_plane_as_predict_does(tmp_path)
             assert np.array_equal(np.asarray(row["label"]), sagittal[first + row["slice"]])
     # asked for axial rows, the same cases are cut axially, and said to be squashed
     axial = prepare_dataset(tmp_path / "src", tmp_path / "axial", split=(0.5, 0.5, 0.0), plane="axial")
-    assert axial.planes == {"axial": 2}
+    assert axial.planes == {"c0": "axial", "c1": "axial"}
     assert sum("its axial slices have pixels 4 x 0.5 mm" in w for w in axial.warnings) == 2
     with pytest.raises(ValueError, match="auto, axial, coronal, sagittal"):
         prepare_dataset(tmp_path / "src", tmp_path / "bad", plane="oblique")

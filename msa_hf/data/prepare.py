@@ -174,7 +174,8 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)
     regions: dict[int, list[int]] = field(default_factory=dict)  # structures that are unions of label values
     label_remap: dict[int, int] = field(default_factory=dict)  # how the source's label maps were read
-    planes: dict[str, int] = field(default_factory=dict)  # volumes cut into each plane's slices (`--plane`)
+    # each volume case's plane (`--plane`): its rows are that plane's slices (`planes.display_slices`)
+    planes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
@@ -189,9 +190,10 @@ class PrepareReport:
             lines += ["", f"Skipped {len(self.empty_masks_skipped)} image(s) with an empty mask."]
         if self.empty_slices_dropped:
             lines += [f"Dropped {self.empty_slices_dropped} unlabelled slice(s) outside the labelled range."]
-        if set(self.planes) - {"axial"}:  # some cases were acquired in another plane and cut in it
-            counts = ", ".join(f"{plane} {count}" for plane, count in sorted(self.planes.items()))
-            lines += [f"Volumes cut into slices of each plane (cases): {counts}."]
+        if set(self.planes.values()) - {"axial"}:  # some cases were acquired in another plane and cut in it
+            counts = Counter(self.planes.values())
+            listed = ", ".join(f"{plane} {count}" for plane, count in sorted(counts.items()))
+            lines += [f"Volumes cut into slices of each plane (cases): {listed}."]
         for message in self.warnings:
             lines.append(f"warning: {message}")
         return "\n".join(lines)
@@ -297,7 +299,7 @@ def _volume_rows(
     if not label_array.any():
         raise VolumeReadError(f"{case.label}: the label map is empty (all background).")
     images, labels = display_slices(image_array, plane), display_slices(label_array, plane)
-    report.planes[plane] = report.planes.get(plane, 0) + 1
+    report.planes[case.case_id] = plane
     if options.keep_empty_slices:
         keep = range(len(labels))
     else:
