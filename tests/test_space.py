@@ -103,9 +103,11 @@ def demo_in_browser(model):
 
 
 def _visible_box(page, selector: str) -> dict:
-    """The on-screen box of the first element matching `selector`, once it is visible."""
+    """The on-screen box of the first element matching `selector`, once it is visible, scrolled into the
+    viewport (a click at coordinates below it reaches nothing)."""
     element = page.locator(selector).first
     element.wait_for(state="visible", timeout=30_000)
+    element.scroll_into_view_if_needed()
     return element.bounding_box()
 
 

@@ -341,7 +341,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
         volume_plane = gr.Radio(
             list(PLANE_CHOICES), value="auto", elem_id="volume-plane",
-            label="plane (auto: axial, or the one the scan was acquired in)",
+            label="plane (auto: as acquired)",
         )  # fmt: skip
     volume_view = gr.Image(
         label="slice (click to prompt)", type="numpy", interactive=False, elem_id="volume-view"
