@@ -237,3 +237,47 @@ def test_a_sagittal_dicom_series_is_segmented_on_the_image_a_viewer_numbers(tmp_
     assert "sagittal slices" in printed and "label 1 slice 5:" in printed
     cli = np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj) != 0
     assert set(np.flatnonzero(cli.any(axis=(1, 2)))) <= {slab}
+
+
+def test_a_model_records_its_training_planes_and_predict_says_when_it_cuts_another(tmp_path, caplog):
+    from msa_hf.data.planes import unseen_plane_note
+    from msa_hf.demo.sessions import DemoSession, VolumeSession
+    from msa_hf.processing.processor import MsaProcessor
+    from msa_hf.training.config import TrainConfig
+    from msa_hf.training.datasets import training_planes
+
+    assert unseen_plane_note("sagittal", ("axial",), "knee").startswith(
+        "knee: cut into sagittal slices, but the model was adapted on axial slices only"
+    )
+    assert unseen_plane_note("axial", ("axial", "sagittal"), "x") is None
+    assert unseen_plane_note("sagittal", None, "x") is None  # planes unknown: nothing to say
+    MsaProcessor(64, 32, planes=["sagittal", "axial", "axial"]).save_pretrained(tmp_path / "model")
+    assert MsaProcessor.from_pretrained(tmp_path / "model").planes == ("axial", "sagittal")
+    with pytest.raises(ValueError, match="oblique"):
+        MsaProcessor(64, 32, planes=("oblique",))
+    # a dataset's planes, from its report; one prepared before planes were recorded has none
+    for index in range(2):
+        write_nifti_case(
+            tmp_path / "src", f"c{index}", shape=(12, 40, 40), seed=index, hu=False, affine=SAGITTAL
+        )
+    from msa_hf.data import prepare_dataset
+
+    prepare_dataset(tmp_path / "src", tmp_path / "prepared", split=(0.5, 0.5, 0.0))
+    assert training_planes(TrainConfig(dataset=str(tmp_path / "prepared"))) == ("sagittal",)
+    assert training_planes(TrainConfig(dataset=str(tmp_path / "nowhere"))) is None
+    # predict and the demo say so where a volume is cut in a plane the model never saw
+    path, _ = _sagittal_block(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        summary = predict_file(
+            BrightInBoxSam(40), path, tmp_path / "m.nii.gz", [Prompt(box=[5, 5, 30, 30], slice=5)],
+            trained_planes=("axial",),
+        )  # fmt: skip
+    assert summary["warnings"] == [unseen_plane_note("sagittal", ("axial",), path)]
+    assert summary["warnings"][0] in caplog.text
+    seen = predict_file(
+        BrightInBoxSam(40), path, tmp_path / "n.nii.gz", [Prompt(box=[5, 5, 30, 30], slice=5)],
+        trained_planes=("sagittal",),
+    )  # fmt: skip
+    assert "warnings" not in seen
+    volume = VolumeSession(str(path), DemoSession(BrightInBoxSam(40), trained_planes=("axial",)))
+    assert volume.plane_note == unseen_plane_note("sagittal", ("axial",), "the volume")

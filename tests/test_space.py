@@ -426,8 +426,8 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     served = []
 
     class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
-        def __init__(self, model, window=None, slice_spacing=None):
-            served.append({"model": model, "slice_spacing": slice_spacing})
+        def __init__(self, model, window=None, slice_spacing=None, trained_planes=None):
+            served.append({"model": model, "slice_spacing": slice_spacing, "planes": trained_planes})
 
         def launch(self, **options):
             served[-1]["options"] = options
@@ -462,9 +462,9 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     # a depth-branch model's folder: served with the slice spacing its processor records
     from msa_hf.processing.processor import MsaProcessor
 
-    MsaProcessor.for_model(base, slice_spacing=2.5).save_pretrained(tmp_path / "base")
+    MsaProcessor.for_model(base, slice_spacing=2.5, planes=("axial",)).save_pretrained(tmp_path / "base")
     assert main(["demo", str(tmp_path / "base")]) == 0
-    assert served[-1]["slice_spacing"] == 2.5
+    assert served[-1]["slice_spacing"] == 2.5 and served[-1]["planes"] == ("axial",)
 
     assert main(["demo", "--adapter", "liver"]) != 0
     assert "NAME=REPO" in capsys.readouterr().err

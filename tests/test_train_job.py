@@ -256,7 +256,8 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     # the slice spacing its depth branch learned (the cases' 1 mm), which inference resamples volumes to
     from msa_hf.processing.processor import MsaProcessor
 
-    assert MsaProcessor.from_pretrained(tmp_path / "run3d" / "model").slice_spacing == 1.0
+    saved = MsaProcessor.from_pretrained(tmp_path / "run3d" / "model")
+    assert saved.slice_spacing == 1.0 and saved.planes == ("axial",)  # and the planes its rows were cut in
 
     # the test comparison on whole volumes: each column is evaluate_volumes of that model, and the card's
     # headline metric is the adapted model's mean

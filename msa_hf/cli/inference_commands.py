@@ -340,6 +340,7 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
         slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
+        trained_planes=processor.planes,
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
@@ -392,7 +393,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     result = run_batch(
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
         dtype=args.dtype, multimask=args.multimask, batch_size=args.batch_size, compile_encoder=args.compile,
-        slice_spacing=slice_spacing, plane=args.plane,
+        slice_spacing=slice_spacing, plane=args.plane, trained_planes=processor.planes,
     )  # fmt: skip
     if result is None:  # another process of a launch: the main one writes the summary
         return 0

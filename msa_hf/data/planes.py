@@ -143,3 +143,17 @@ def pixel_note(spacing: Iterable[float], plane: Plane, source: str | Path) -> st
         "poor. Cut it in the plane it was acquired in (msa-hf predict --plane auto, the default) or resample it "
         "to near-square pixels (msa-hf prepare --target-spacing X Y Z)."
     )
+
+
+def unseen_plane_note(plane: Plane, trained: Iterable[str] | None, source: str | Path) -> str | None:
+    """What to know when a volume is cut into `plane` slices but the model was trained on `trained` planes
+    only (`MsaProcessor.planes`), or None (a plane it saw, or planes unknown): an adapted model meets slices
+    unlike its training ones there."""
+    seen = tuple(sorted(set(trained or ())))
+    if not seen or plane in seen:
+        return None
+    return (
+        f"{source}: cut into {plane} slices, but the model was adapted on {' and '.join(seen)} slices only: expect "
+        f"it to do worse than on its own kind of slice. --plane {seen[0]} cuts the volume as the model was "
+        "trained (squashed where that plane's pixels are far from square)."
+    )

@@ -71,11 +71,16 @@ def analytics_allowed() -> bool:
     return os.environ.get("GRADIO_ANALYTICS_ENABLED") == "True"
 
 
-def build_demo(model: Any, window: Any = None, slice_spacing: float | None = None) -> gr.Blocks:
+def build_demo(
+    model: Any,
+    window: Any = None,
+    slice_spacing: float | None = None,
+    trained_planes: tuple[str, ...] | None = None,
+) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
     holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`), served with its
-    processor's CT `window` and, for a depth-branch model, its training `slice_spacing`."""
-    session = DemoSession(model, window=window, slice_spacing=slice_spacing)
+    processor's CT `window`, its training planes and, for a depth-branch model, its training `slice_spacing`."""
+    session = DemoSession(model, window=window, slice_spacing=slice_spacing, trained_planes=trained_planes)
     takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
     with gr.Blocks(title="Medical SAM Adapter", analytics_enabled=analytics_allowed()) as demo:
         gr.Markdown(
@@ -252,8 +257,8 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         shown = f"{len(volume.slices)} {volume.plane} slices, {volume.modality}"
         if volume.resampling is not None:  # what the model sees is not what is shown: say so
             shown += f"; {volume.resampling.describe()}"
-        if volume.pixel_note:
-            shown += f". {volume.pixel_note}"
+        for note in filter(None, (volume.pixel_note, volume.plane_note)):
+            shown += f". {note}"
         chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
         return (
             volume,
@@ -479,6 +484,9 @@ def serve(
     # Gradio's module-level analytics (errors, integrations) read the variable itself: off unless asked for
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     served, processor = load_served(folder, model, adapters)
-    build_demo(served, window=processor.window, slice_spacing=processor.slice_spacing).launch(
-        max_file_size=MAX_UPLOAD, **launch_options
-    )
+    build_demo(
+        served,
+        window=processor.window,
+        slice_spacing=processor.slice_spacing,
+        trained_planes=processor.planes,
+    ).launch(max_file_size=MAX_UPLOAD, **launch_options)

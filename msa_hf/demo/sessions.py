@@ -23,6 +23,7 @@ from msa_hf.data.planes import (
     display_slices,
     pixel_note,
     plane_spacing,
+    unseen_plane_note,
     volume_from_display_slices,
 )
 from msa_hf.data.volumes import voxel_ml
@@ -49,12 +50,18 @@ class DemoSession:
     """
 
     def __init__(
-        self, model: Any, cache_size: int = 8, window: Any = None, slice_spacing: float | None = None
+        self,
+        model: Any,
+        cache_size: int = 8,
+        window: Any = None,
+        slice_spacing: float | None = None,
+        trained_planes: tuple[str, ...] | None = None,
     ) -> None:
         self.model = model
         self.window = window  # the CT window the model was trained with (its MsaProcessor's)
         # a depth-branch model's training slice spacing (its MsaProcessor's): volumes are resampled to it
         self.slice_spacing = slice_spacing
+        self.trained_planes = trained_planes  # the planes its training volumes were cut into (MsaProcessor's)
         self.predictor = SegmentationPredictor(model, window)
         self.adapters = task_adapter_names(model)
         self.cache_size = cache_size
@@ -248,8 +255,9 @@ class VolumeSession:
         self.modality = guess_modality(self.volume)
         # the visitor's plane; auto: the plane the scan was acquired in where its axial pixels are far from square
         self.plane = choose_plane(self.volume.spacing, plane)
-        # pixels far from square even so: the page says so when it opens
+        # pixels far from square even so, or a plane the model never saw: the page says so when it opens
         self.pixel_note = pixel_note(self.volume.spacing, self.plane, "the volume")
+        self.plane_note = unseen_plane_note(self.plane, session.trained_planes, "the volume")
         self.slices = display_slices(self.volume.array, self.plane)
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores

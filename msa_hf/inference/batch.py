@@ -416,6 +416,7 @@ def predict_batch(
     compile_encoder: bool | None = None,
     slice_spacing: float | None = None,
     plane: str = "auto",
+    trained_planes: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
     A failing item gets status "failed" and its error, and the others go on.
@@ -425,7 +426,7 @@ def predict_batch(
     (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
     encoder once for all inputs (None: where it pays, `compile_by_default`, counting each image and each
     volume slice). `slice_spacing`: a depth-branch model's training slice spacing, to which volumes are
-    resampled, and `plane` the plane volumes are cut into (`predict_file`'s)."""
+    resampled, `plane` the plane volumes are cut into and `trained_planes` the model's (`predict_file`'s)."""
     from tqdm.auto import tqdm
 
     compile_encoder = compile_by_default(
@@ -455,6 +456,7 @@ def predict_batch(
                             model, item.input, item.output, prompts, window=window, device=device,
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
                             batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
+                            trained_planes=trained_planes,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -623,6 +625,7 @@ def run_batch(
     compile_encoder: bool | None = None,
     slice_spacing: float | None = None,
     plane: str = "auto",
+    trained_planes: tuple[str, ...] | None = None,
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.
@@ -648,7 +651,7 @@ def run_batch(
     rows = predict_batch(
         model, [items[i] for i in indices], window, kind, device, dtype, multimask,
         show_progress=state.is_local_main_process, batch_size=batch_size, compile_encoder=compile_encoder,
-        slice_spacing=slice_spacing, plane=plane,
+        slice_spacing=slice_spacing, plane=plane, trained_planes=trained_planes,
     )  # fmt: skip
     for row in rows:
         row["process"] = state.process_index

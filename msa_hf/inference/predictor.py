@@ -340,6 +340,7 @@ def predict_file(
     series: str | None = None,
     slice_spacing: float | None = None,
     plane: str = "auto",
+    trained_planes: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
@@ -372,12 +373,15 @@ def predict_file(
     `plane`: the plane a volume is cut into (`msa_hf.data.planes`): "axial", "coronal", "sagittal", or "auto"
     (axial unless its pixels are far from square, then the plane the scan was acquired in; `choose_plane`).
     Prompts' slices and pixels are that plane's display slices; the summary's `plane` says which was used.
+    `trained_planes` (`MsaProcessor.planes`): where the plane is not one of them, the summary's `warnings`
+    say so (`planes.unseen_plane_note`).
     """
     from msa_hf.data.planes import (
         choose_plane,
         display_slices,
         pixel_note,
         plane_spacing,
+        unseen_plane_note,
         volume_from_display_slices,
     )
     from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
@@ -405,9 +409,13 @@ def predict_file(
     volume = load_volume(input_path, series=series)
     modality = guess_modality(volume)
     summary["plane"] = plane = choose_plane(volume.spacing, plane)
-    if note := pixel_note(volume.spacing, plane, input_path):  # said, not refused: the masks may still help
+    notes = [
+        pixel_note(volume.spacing, plane, input_path),
+        unseen_plane_note(plane, trained_planes, input_path),
+    ]
+    for note in filter(None, notes):  # said, not refused: the masks may still help
         logger.warning(note)
-        summary["warnings"] = [note]
+        summary.setdefault("warnings", []).append(note)
     slices = display_slices(volume.array, plane)
     labels = np.zeros(slices.shape, _label_dtype(values))
     resampling = SliceResampling.between(len(slices), plane_spacing(volume.spacing, plane)[2], slice_spacing)

@@ -44,12 +44,15 @@ class MsaProcessor:
             modality's default.
         slice_spacing: a depth-branch model's training slice spacing in mm (the median over its training
             cases), or `None` (a 2-D model, or one trained on pictures or by an older msa_hf).
+        planes: the planes its training volumes were cut into (`msa_hf.data.planes`), or `None` where unknown
+            (pictures, a dataset prepared by an older msa_hf, a base).
     """
 
     image_size: int
     mask_size: int
     window: str | tuple[float, float] | None = None
     slice_spacing: float | None = None
+    planes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         from msa_hf.data.transforms import check_ct_window
@@ -69,15 +72,27 @@ class MsaProcessor:
                     "number), or None."
                 )
             object.__setattr__(self, "slice_spacing", float(spacing))
+        if self.planes is not None:
+            from msa_hf.data.planes import check_plane
+
+            planes = tuple(sorted(set(self.planes)))
+            for plane in planes:
+                check_plane(plane)
+            object.__setattr__(self, "planes", planes or None)
 
     @classmethod
     def for_model(
-        cls, model: Any, window: str | tuple[float, float] | None = None, slice_spacing: float | None = None
+        cls,
+        model: Any,
+        window: str | tuple[float, float] | None = None,
+        slice_spacing: float | None = None,
+        planes: tuple[str, ...] | None = None,
     ) -> MsaProcessor:
         """The processor of a model's geometry (`config.vision_config.image_size`, low-res mask = 4 x the
-        embedding side) with the given intensity `window` and training `slice_spacing`."""
+        embedding side) with the given intensity `window`, training `slice_spacing` and `planes`."""
         vision = model.config.vision_config
-        return cls(vision.image_size, 4 * (vision.image_size // vision.patch_size), window, slice_spacing)
+        side = vision.image_size
+        return cls(side, 4 * (side // vision.patch_size), window, slice_spacing, planes)
 
     def to_dict(self) -> dict[str, Any]:
         """The `msa_processing` section of `processor_config.json`."""
@@ -85,6 +100,8 @@ class MsaProcessor:
         section: dict[str, Any] = {"format_version": FORMAT_VERSION, "window": window}
         if self.slice_spacing is not None:  # older readers ignore the key: their models had none
             section["slice_spacing"] = self.slice_spacing
+        if self.planes is not None:
+            section["planes"] = list(self.planes)
         return section
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -137,7 +154,11 @@ class MsaProcessor:
                 f"{source}: {PROCESSOR_FILE} has a {MSA_SECTION} section this msa_hf cannot read "
                 f"({section!r}); upgrade msa_hf."
             )
-        return cls(default.image_size, default.mask_size, section.get("window"), section.get("slice_spacing"))
+        planes = section.get("planes")
+        return cls(
+            default.image_size, default.mask_size, section.get("window"), section.get("slice_spacing"),
+            tuple(planes) if planes else None,
+        )  # fmt: skip
 
 
 def _sam_image_processor(image_size: int, mask_size: int) -> Any:

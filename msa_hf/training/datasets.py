@@ -115,6 +115,21 @@ def training_slice_spacing(config: TrainConfig) -> float | None:
     return median
 
 
+def training_planes(config: TrainConfig) -> tuple[str, ...] | None:
+    """The planes the dataset's volumes were cut into (`planes` of its `prepare_report.json`), which the saved
+    processor records so that inference can say when it cuts a volume in a plane the model never saw; None
+    where the report gives none (pictures, or a dataset prepared before planes were recorded)."""
+    import json
+    from pathlib import Path
+
+    report = Path(config.dataset) / "prepare_report.json"
+    try:
+        planes = json.loads(report.read_text(encoding="utf-8")).get("planes") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return tuple(sorted(set(planes.values()))) if isinstance(planes, dict) and planes else None
+
+
 def loader_options(num_workers: int | None, device: torch.device | str, processes: int = 1) -> dict[str, Any]:
     """`torch.utils.data.DataLoader` keyword arguments that keep `device` fed with training batches.
 

@@ -25,7 +25,7 @@ from msa_hf.modeling.activation_checkpointing import enable_activation_checkpoin
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
-from msa_hf.training.datasets import loader_options, task_dataset, training_slice_spacing
+from msa_hf.training.datasets import loader_options, task_dataset, training_planes, training_slice_spacing
 from msa_hf.training.loop import Checkpoints, LoopSettings, LoopTiming, TrainingLoop, epoch_batches
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
@@ -164,7 +164,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         model.compile()
     image_size = model.config.vision_config.image_size
     # saved with every model this run writes
-    processor = MsaProcessor.for_model(model, config.window, training_slice_spacing(config))
+    processor = MsaProcessor.for_model(
+        model, config.window, training_slice_spacing(config), training_planes(config)
+    )
     train_set, train_transform = task_dataset(config, "train", image_size, train=True)
     validation_set, _ = task_dataset(config, "validation", image_size, train=False)
     if config.iou_weight == 0:
