@@ -66,6 +66,22 @@ def test_there_and_back_keeps_what_lies_on_both_grids():
         resampling.probabilities_to_input(ramp)
 
 
+def test_a_propagation_comes_back_by_its_maps_with_each_seed_keeping_its_mask():
+    resampling = SliceResampling(5, 1.0, 2.0)  # input slices 0-4 at model positions 0, 0.5, 1, 1.5, 2
+    walks = np.zeros((3, 1, 2), np.float32)
+    walks[2] = 0.8  # the walk reached model slice 2 (input slice 4)
+    seed_mask = np.array([[True, False]])
+    # input slices 1 and 2 share model slice 1: the later seed's map is the one placed there
+    seeds = {
+        1: (np.full((1, 2), 0.3, np.float32), seed_mask),
+        2: (np.full((1, 2), 0.9, np.float32), seed_mask),
+    }
+    masks, back = resampling.propagation_to_input(walks, seeds)
+    np.testing.assert_allclose(back[:, 0, 1], [0.0, 0.45, 0.9, 0.85, 0.8])
+    np.testing.assert_array_equal(masks[:, 0, 1], [False, False, False, True, True])  # seeds keep their masks
+    np.testing.assert_array_equal(masks[:, 0, 0], [False, True, True, True, True])
+
+
 def test_the_processor_records_the_slice_spacing(tmp_path):
     MsaProcessor(64, 32, slice_spacing=2.5).save_pretrained(tmp_path / "depth")
     section = json.loads((tmp_path / "depth" / "processor_config.json").read_text())["msa_processing"]
@@ -288,7 +304,7 @@ def test_the_demo_resamples_as_predict_does(tmp_path):
         [Prompt(box=[x0, y0, x1, y1], slice=seed, propagate=True)], slice_spacing=2.0,
     )  # fmt: skip
     volume = VolumeSession(str(tmp_path / "thin.nii.gz"), DemoSession(BrightInBoxSam(32), slice_spacing=2.0))
-    assert volume.resampling == SliceResampling(17, 1.0, 2.0) and len(volume.model_slices) == 9
+    assert volume.sliced.resampling == SliceResampling(17, 1.0, 2.0) and len(volume.sliced.model_slices) == 9
     assert len(volume.slices) == 17  # the visitor sees and prompts the volume's own slices
     corner = add_prompt(empty_prompts(), x0, y0, BOX, ball.shape[1:])
     volume.set_prompts(seed, add_prompt(corner, x1, y1, BOX, ball.shape[1:]))

@@ -255,9 +255,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         middle = len(volume.slices) // 2
         volume.prepare(middle)
         shown = f"{len(volume.slices)} {volume.plane} slices, {volume.modality}"
-        if volume.resampling is not None:  # what the model sees is not what is shown: say so
-            shown += f"; {volume.resampling.describe()}"
-        for note in filter(None, (volume.pixel_note, volume.plane_note)):
+        if volume.sliced.resampling is not None:  # what the model sees is not what is shown: say so
+            shown += f"; {volume.sliced.resampling.describe()}"
+        for note in volume.sliced.notes:
             shown += f". {note}"
         chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
         return (

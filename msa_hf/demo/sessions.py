@@ -18,14 +18,6 @@ import numpy as np
 import torch
 
 from msa_hf.data.dicom_stacks import SeveralStacks
-from msa_hf.data.planes import (
-    choose_plane,
-    display_slices,
-    pixel_note,
-    plane_spacing,
-    unseen_plane_note,
-    volume_from_display_slices,
-)
 from msa_hf.data.volumes import voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
@@ -235,8 +227,8 @@ class VolumeSession:
         plane: str = "auto",
     ) -> None:
         from msa_hf.data import guess_modality, load_volume
-        from msa_hf.inference.slice_spacing import SliceResampling
         from msa_hf.inference.volume_predictor import VolumePredictor
+        from msa_hf.inference.volume_slicing import SlicedVolume
 
         files = [files] if isinstance(files, str) else list(files)
         self.source, self.series = self._gather(files), series
@@ -253,12 +245,12 @@ class VolumeSession:
                 f"the volume has {self.volume.array.shape} voxels; the demo takes up to {MAX_VOXELS}."
             )
         self.modality = guess_modality(self.volume)
-        # the visitor's plane; auto: the plane the scan was acquired in where its axial pixels are far from square
-        self.plane = choose_plane(self.volume.spacing, plane)
-        # pixels far from square even so, or a plane the model never saw: the page says so when it opens
-        self.pixel_note = pixel_note(self.volume.spacing, self.plane, "the volume")
-        self.plane_note = unseen_plane_note(self.plane, session.trained_planes, "the volume")
-        self.slices = display_slices(self.volume.array, self.plane)
+        # cut as predict cuts it: the visitor's plane (auto: as acquired) and slices; what the model sees, at a
+        # depth branch's training spacing; and what the page says when it opens (`notes`)
+        self.sliced = SlicedVolume.cut(
+            self.volume, plane, session.slice_spacing, session.trained_planes, "the volume"
+        )
+        self.plane, self.slices = self.sliced.plane, self.sliced.slices
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores
         self.prompts: dict[int, dict[str, Any]] = {}
@@ -270,18 +262,7 @@ class VolumeSession:
         self.predictor = VolumePredictor(
             session.model, session.window, device=placement.device, dtype=placement.dtype
         )
-        # the visitor sees and prompts the volume's own slices; a depth-branch model sees them at its spacing
-        self.resampling = SliceResampling.between(
-            len(self.slices), plane_spacing(self.volume.spacing, self.plane)[2], session.slice_spacing
-        )
-        self.model_slices = (
-            self.slices if self.resampling is None else self.resampling.image_to_model(self.slices)
-        )
-        self.predictor.set_volume(self.model_slices, self.modality)
-
-    def model_slice(self, index: int) -> int:
-        """The slice of the model's grid where a prompt on the volume's slice `index` is decoded."""
-        return index if self.resampling is None else self.resampling.to_model_slice(index)
+        self.predictor.set_volume(self.sliced.model_slices, self.modality)
 
     @staticmethod
     def _gather(files: list[str]) -> str:
@@ -304,7 +285,7 @@ class VolumeSession:
     def prepare(self, index: int) -> None:
         """Encode slice `index`'s window now, so that its first click only decodes."""
         with self.session.using(self.adapter):
-            self.predictor.embedding(self.model_slice(index))
+            self.predictor.embedding(self.sliced.model_slice(index))
 
     def prompts_of(self, index: int) -> dict[str, Any]:
         return self.prompts.get(index, empty_prompts())
@@ -327,10 +308,12 @@ class VolumeSession:
         if has_prompt(prompts):
             if adapter and adapter != self.adapter:  # the encoder adapters change: re-encode
                 self.adapter = adapter
-                self.predictor.set_volume(self.model_slices, self.modality)
+                self.predictor.set_volume(self.sliced.model_slices, self.modality)
             with self.session.using(self.adapter):
                 prediction = self.predictor.predict_masks(
-                    self.model_slice(index), to_prompt(prompts["points"], prompts["box"]), multimask=multimask
+                    self.sliced.model_slice(index),
+                    to_prompt(prompts["points"], prompts["box"]),
+                    multimask=multimask,
                 )
             self.segmentations[index] = Segmentation.of(prediction, choice)
             self.masks[index] = self.segmentations[index].mask > 0
@@ -382,8 +365,8 @@ class VolumeSession:
                 self.masks[position] = self.propagated[position]
         filled = np.flatnonzero(propagated.any(axis=(1, 2)))
         origin = f"slice {index}" if len(seeds) == 1 else f"slices {', '.join(str(i) for i in sorted(seeds))}"
-        if self.resampling is not None:
-            stops += f" (on the model's grid: {self.resampling.describe()})"
+        if self.sliced.resampling is not None:
+            stops += f" (on the model's grid: {self.sliced.resampling.describe()})"
         voxels = int(propagated.sum())
         millilitres = round(voxels * voxel_ml(self.volume.spacing), 4)  # the structure's volume
         return (
@@ -400,33 +383,34 @@ class VolumeSession:
         empty: list[int],
     ) -> tuple[np.ndarray, str]:
         """`propagate_seeds` on the model's grid; returns the masks `(N, H, W)` on the volume's slices (the
-        seeds' included) and where the walks stopped. Resampled, each seed is decoded on its model
-        slice (where two share one, the slice asked to propagate wins), and the walks' probabilities come back
-        by linear interpolation, kept above one half, within the range and off the slices marked empty."""
-        if self.resampling is None:
+        seeds' included) and where the walks stopped. Resampled, each seed is decoded on its model slice (where
+        two share one, the slice asked to propagate wins) and the walks come back through
+        `SliceResampling.propagation_to_input`, within the range and off the slices marked empty."""
+        resampling = self.sliced.resampling
+        if resampling is None:
             result = self.predictor.propagate_seeds(
                 seeds, stop_score=stop_score, slice_range=slice_range, empty_slices=empty
             )
             return result.masks, result.describe_stops()
-        to_model = self.model_slice
-        model_seeds = {to_model(position): mask for position, mask in seeds.items()}
-        model_seeds[to_model(index)] = seeds[index]
+        to_model = self.sliced.model_slice
+        order = [
+            *(position for position in seeds if position != index),
+            index,
+        ]  # the later wins a model slice
+        model_seeds = {to_model(position): seeds[position] for position in order}
         model_empty = sorted({to_model(position) for position in empty} - set(model_seeds))
         low, high = slice_range
         result = self.predictor.propagate_seeds(
             model_seeds, stop_score=stop_score, slice_range=(to_model(low), to_model(high)),
             empty_slices=model_empty, keep_probabilities=True,
         )  # fmt: skip
-        probabilities = result.probabilities
-        # the walk keeps no map on a seed: its own answer's (the slice asked to propagate last, so it wins)
-        for position in [*seeds, index]:
+        maps = {}  # each seed's own answer's map (a mask where it has none)
+        for position in order:
             answer = self.segmentations.get(position)
-            probabilities[to_model(position)] = seeds[position] if answer is None else answer.probabilities
-        masks = self.resampling.probabilities_to_input(probabilities) > 0.5
+            maps[position] = (seeds[position] if answer is None else answer.probabilities, seeds[position])
+        masks, _ = resampling.propagation_to_input(result.probabilities, maps)
         masks[:low], masks[high + 1 :] = False, False
         masks[empty] = False
-        for position, mask in seeds.items():
-            masks[position] = mask
         return masks, result.describe_stops()
 
     def save_dicom_seg(self, folder: str | None = None) -> str:
@@ -443,7 +427,7 @@ class VolumeSession:
         if not self.masks.any():
             raise ValueError("nothing is segmented yet: click a structure first.")
         output = Path(folder or self.folder) / "msa_mask_seg.dcm"  # replaced whole at each request
-        canonical = volume_from_display_slices(self.masks.astype(np.uint8), self.plane)
+        canonical = self.sliced.to_volume(self.masks.astype(np.uint8))
         try:
             write_dicom_seg(
                 self.source,
@@ -465,7 +449,7 @@ class VolumeSession:
 
         output = str(Path(folder) / "msa_mask.nii.gz")
         save_on_input_grid(
-            volume_from_display_slices(self.masks.astype(np.uint8), self.plane),
+            self.sliced.to_volume(self.masks.astype(np.uint8)),
             self.volume.affine,
             Path(self.source),
             Path(output),

@@ -139,13 +139,11 @@ def evaluate_volumes(
 
 def slice_spacing_note(spacings: dict[str, tuple[float, ...]], slice_spacing: float | None) -> str | None:
     """What to know when scored cases (case -> `(row, col, slice)` spacing in mm) lie off a depth-branch
-    model's training `slice_spacing` (beyond `SliceResampling`'s tolerance): `evaluate` shows the model each
+    model's training `slice_spacing` (`slice_spacing.spacings_differ`): `evaluate` shows the model each
     case's slices as the dataset holds them, where `msa-hf predict` would resample them. None where none does."""
-    from msa_hf.inference.slice_spacing import SliceResampling
+    from msa_hf.inference.slice_spacing import spacings_differ
 
-    off = [
-        float(s[2]) for s in spacings.values() if SliceResampling.between(2, s[2], slice_spacing) is not None
-    ]
+    off = [float(s[2]) for s in spacings.values() if spacings_differ(float(s[2]), slice_spacing)]
     if not off:
         return None
     listed = ", ".join(f"{value:g}" for value in sorted(set(off)))

@@ -376,17 +376,9 @@ def predict_file(
     `trained_planes` (`MsaProcessor.planes`): where the plane is not one of them, the summary's `warnings`
     say so (`planes.unseen_plane_note`).
     """
-    from msa_hf.data.planes import (
-        choose_plane,
-        display_slices,
-        pixel_note,
-        plane_spacing,
-        unseen_plane_note,
-        volume_from_display_slices,
-    )
     from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
-    from msa_hf.inference.slice_spacing import SliceResampling
     from msa_hf.inference.volume_predictor import VolumePredictor
+    from msa_hf.inference.volume_slicing import SlicedVolume
 
     input_path, output_path = Path(input_path), Path(output_path)
     kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask, series)
@@ -408,31 +400,25 @@ def predict_file(
         summary["series"] = choose_stack(input_path, series).describe()
     volume = load_volume(input_path, series=series)
     modality = guess_modality(volume)
-    summary["plane"] = plane = choose_plane(volume.spacing, plane)
-    notes = [
-        pixel_note(volume.spacing, plane, input_path),
-        unseen_plane_note(plane, trained_planes, input_path),
-    ]
-    for note in filter(None, notes):  # said, not refused: the masks may still help
+    sliced = SlicedVolume.cut(volume, plane, slice_spacing, trained_planes, input_path)
+    summary["plane"] = sliced.plane
+    for note in sliced.notes:  # said, not refused: the masks may still help
         logger.warning(note)
         summary.setdefault("warnings", []).append(note)
-    slices = display_slices(volume.array, plane)
-    labels = np.zeros(slices.shape, _label_dtype(values))
-    resampling = SliceResampling.between(len(slices), plane_spacing(volume.spacing, plane)[2], slice_spacing)
-    model_slices = slices if resampling is None else resampling.image_to_model(slices)
+    resampling, slices = sliced.resampling, sliced.slices
     if resampling is not None:
         summary["resampled"] = resampling.describe()
-    compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(model_slices))
+    labels = np.zeros(slices.shape, _label_dtype(values))
+    compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(sliced.model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
-    volume_predictor.set_volume(model_slices, modality)
+    volume_predictor.set_volume(sliced.model_slices, modality)
     for index, prompt in enumerate(prompts):
         if prompt.slice is None or not 0 <= prompt.slice < len(slices):
             raise ValueError(
                 f"prompt {index}: a volume needs 'slice' in [0, {len(slices) - 1}], got {prompt.slice}."
             )
-        # the slice the model decodes the prompt on: the input's own, or the nearest one of the model's grid
-        model_slice = prompt.slice if resampling is None else resampling.to_model_slice(prompt.slice)
+        model_slice = sliced.model_slice(prompt.slice)  # the input's own, or the nearest on the model's grid
         prediction = volume_predictor.predict_masks(model_slice, prompt, decode)
         mask = prediction.mask
         entry = _mask_entry(prediction, values[index], multimask, slice=prompt.slice)
@@ -446,10 +432,8 @@ def predict_file(
             )
             masks, probabilities = propagation.masks, propagation.probabilities
             if resampling is not None:  # back onto the input's slices; the prompted one keeps its own mask
-                probabilities[model_slice] = prediction.probabilities_of(prediction.best)
-                probabilities = resampling.probabilities_to_input(probabilities)
-                masks = probabilities > 0.5  # as a mask keeps its logits above 0
-                masks[prompt.slice] = mask
+                seeds = {prompt.slice: (prediction.probabilities_of(prediction.best), mask)}
+                masks, probabilities = resampling.propagation_to_input(probabilities, seeds)
             labels[masks] = values[index]
             filled = np.flatnonzero(masks.any(axis=(1, 2)))
             entry.update(pixels=int(masks.sum()), slices=[int(filled.min()), int(filled.max())])
@@ -459,10 +443,10 @@ def predict_file(
                 prompt_maps[0][prompt.slice] = seed
         else:
             labels[prompt.slice][mask] = values[index]
-        entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)
+        entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)  # what volumetry reads
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
-    canonical = volume_from_display_slices(labels, plane)
+    canonical = sliced.to_volume(labels)
     if is_dicom_seg(output_path):
         from msa_hf.inference.dicom_seg import write_dicom_seg
 
@@ -474,7 +458,7 @@ def predict_file(
     else:
         save_on_input_grid(canonical, volume.affine, input_path, output_path)
     if probabilities_path is not None:
-        channels = [volume_from_display_slices(volume_map, plane) for volume_map in maps]
+        channels = [sliced.to_volume(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
         save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary

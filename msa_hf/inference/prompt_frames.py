@@ -135,9 +135,8 @@ class VoxelToDisplay:
         ras = self._canonical(i, j, self._index(k))
         layout = LAYOUTS[self.plane]
 
-        def along(
-            axis: int, flipped: bool
-        ) -> float:  # a display axis runs backwards where its RAS one is flipped
+        # a display axis runs backwards from its RAS axis where the plane's layout flips it
+        def along(axis: int, flipped: bool) -> float:
             return self.shape[self.axes.index(axis)] - 1 - ras[axis] if flipped else ras[axis]
 
         x = along(layout.column_axis, layout.columns_flipped)

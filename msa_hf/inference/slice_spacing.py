@@ -17,6 +17,7 @@ its logits above 0). A 2-D model sees one slice at a time, so its slice spacing 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,14 @@ import numpy as np
 # spacings within this share of the model's are used as they are: resampling a 2.0 mm scan for a model of
 # 2.04 mm would only blur it
 SPACING_TOLERANCE = 0.05
+
+
+def spacings_differ(input_spacing: float, model_spacing: float | None) -> bool:
+    """Whether slices `input_spacing` mm apart must be resampled for a model of `model_spacing` (None: a model
+    that records none): they differ by more than `SPACING_TOLERANCE` of the model's."""
+    return (
+        model_spacing is not None and abs(input_spacing - model_spacing) > SPACING_TOLERANCE * model_spacing
+    )
 
 
 def interpolate_slices(volume: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -67,9 +76,7 @@ class SliceResampling:
         """The resampling from a volume's slices to a model's, or None where none is needed: the model
         records no spacing (a 2-D model, or one trained by an older msa_hf), the volume has one slice, or
         the spacings agree within `SPACING_TOLERANCE`."""
-        if model_spacing is None or input_count < 2:
-            return None
-        if abs(input_spacing - model_spacing) <= SPACING_TOLERANCE * model_spacing:
+        if input_count < 2 or not spacings_differ(input_spacing, model_spacing):
             return None
         return cls(int(input_count), float(input_spacing), float(model_spacing))
 
@@ -107,6 +114,24 @@ class SliceResampling:
         float32 on the input's slices, linearly interpolated."""
         self._check(probabilities, self.model_count, "model")
         return interpolate_slices(probabilities, self.input_positions())
+
+    def propagation_to_input(
+        self, probabilities: np.ndarray, seeds: Mapping[int, tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A propagation on the model's grid back on the input's slices.
+
+        `probabilities` `(model_count, H, W)`: the walks' maps (0 where no walk reached, and on the seeds'
+        slices, filled here in place); `seeds` `{input slice: (probability map, mask)}`, each prompted on its
+        model slice (`to_model_slice`; where two share one, the later wins). The maps are interpolated onto the
+        input's slices and kept above one half (as a mask keeps its logits above 0), and each seed slice keeps
+        its own mask. Returns `(masks, probabilities)`, `(input_count, H, W)` bool and float32."""
+        for index, (seed_map, _) in seeds.items():
+            probabilities[self.to_model_slice(index)] = seed_map
+        back = self.probabilities_to_input(probabilities)
+        masks = back > 0.5
+        for index, (_, mask) in seeds.items():
+            masks[index] = mask
+        return masks, back
 
     def describe(self) -> str:
         """One line for a summary: the two spacings and slice counts."""
