@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from msa_hf.cli import main
 from msa_hf.data import prepare_dataset
 from msa_hf.evaluation.metrics import picture_surface_metrics, surface_metrics
 from msa_hf.evaluation.protocols import CaseScore, clicks_to_reach, evaluate_model, markdown_table
-from msa_hf.testing import BoxFillSam
+from msa_hf.testing import BoxFillSam, FillPromptedSlices
 
 
 @pytest.fixture(scope="module")
@@ -82,28 +79,6 @@ def test_clicks_to_reach_and_table_layout():
 def test_cli_evaluate_names_a_missing_model(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
-
-
-class FillPromptedSlices(torch.nn.Module):
-    """A depth-model stand-in: every slice with a real click is predicted all foreground."""
-
-    def __init__(self, image_size: int, num_slices: int) -> None:
-        super().__init__()
-        self.config = SimpleNamespace(
-            vision_config=SimpleNamespace(image_size=image_size), num_slices=num_slices
-        )
-        self.device = torch.device("cpu")
-
-    def get_image_embeddings(self, pixel_values):
-        volumes, _, depth, height, width = pixel_values.shape  # a window of D slices
-        return torch.zeros(volumes * depth, 1, height // 16, width // 16)
-
-    def forward(self, image_embeddings, input_points, input_labels, multimask_output=True, **kwargs):
-        count = input_points.shape[0]
-        size = image_embeddings.shape[-1] * 4
-        prompted = (input_labels[:, 0] != -10).any(dim=1)
-        logits = torch.where(prompted[:, None, None, None, None], 10.0, -10.0).expand(count, 1, 3, size, size)
-        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(count, 1, 3))
 
 
 def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):

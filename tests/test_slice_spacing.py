@@ -332,29 +332,161 @@ def test_the_demo_resamples_as_predict_does(tmp_path):
     assert f"to slices {present.min()}-{present.max()}" in message and present.min() >= 5
 
 
-def test_evaluate_says_where_cases_lie_off_the_models_spacing(tmp_path):
+def write_volume_case(source, name: str, image: np.ndarray, label: np.ndarray, slice_spacing: float) -> None:
+    """A Decathlon-style case from `(N, H, W)` display slices `slice_spacing` mm apart (1 mm pixels)."""
+    (source / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (source / "labelsTr").mkdir(parents=True, exist_ok=True)
+    save_display_slices(image, slice_spacing, source / "imagesTr" / f"{name}_0000.nii.gz")
+    canonical = np.ascontiguousarray(np.transpose(label, (2, 1, 0))[:, ::-1, :]).astype(np.uint8)
+    nib.save(
+        nib.Nifti1Image(canonical, np.diag([1.0, 1.0, slice_spacing, 1.0])),
+        source / "labelsTr" / f"{name}.nii.gz",
+    )
+
+
+def test_a_resampled_case_holds_the_models_slices_in_its_stored_dtype():
+    from msa_hf.evaluation.resampled_cases import ResampledCase
+
+    images = [np.full((2, 3), v, np.uint8) for v in (0, 11, 200)]
+    labels = [np.full((2, 3), v, np.uint8) for v in (0, 1, 2)]
+    rows = {"image": images, "label": labels, "case_id": ["c"] * 3, "modality": ["other"] * 3}
+    case = ResampledCase.from_rows(rows, SliceResampling(3, 2.0, 1.0))  # 5 model slices at 0, .5, 1, 1.5, 2
+    assert case.images.dtype == np.uint8  # its dtype picks the /255 intensity rule, as the stored rows'
+    assert case.images[:, 0, 0].tolist() == [0, 6, 11, 106, 200]  # 5.5 and 105.5 rounded half to even
+    assert case.labels[:, 0, 0].tolist() == [0, 1, 1, 2, 2]  # the nearest input slice's, halves up
+    assert len(case) == 5 and case["slice"] == [0, 1, 2, 3, 4] and case["case_id"] == ["c"] * 5
+    assert case["labels_present"] == [[], [1], [1], [2], [2]]
+    picked = case[[3, 0]]
+    assert (
+        picked["label"][0][0, 0] == 2
+        and picked["image"][1][0, 0] == 0
+        and picked["modality"] == ["other"] * 2
+    )
+    with pytest.raises(KeyError, match="no column 'spacing'"):
+        case["spacing"]
+    # votes back on the input's slices: +1 on model slices 0-2, -1 after; input slice 1 is model slice 2
+    votes = np.array([1, 1, 1, -1, -1], np.float32)[:, None, None] * np.ones((5, 2, 3))
+    assert case.votes_to_input(votes)[:, 0, 0].tolist() == [True, True, False]
+
+
+def test_evaluate_scores_a_thin_case_on_the_models_grid(tmp_path):
+    """1 mm slices for a model of 2 mm, with a stand-in that fills every clicked slice: the model slices are the
+    even input slices, clicked where their labels show the structure, and the odd slices take the mean of
+    their neighbours' votes. A structure only on an odd slice lies on no model slice: it is scored, as missed."""
     from msa_hf.data.prepare import prepare_dataset
     from msa_hf.evaluation.protocols import evaluate_volumes
-    from msa_hf.evaluation.volume_evaluation import slice_spacing_note
+    from msa_hf.testing import FillPromptedSlices
 
-    note = slice_spacing_note({"a": (1.0, 1.0, 5.0), "b": (1.0, 1.0, 2.04), "c": (1.0, 1.0, 3.0)}, 2.0)
-    assert note.startswith("2 of 3 cases have slices 3, 5 mm apart") and "--target-spacing X Y 2" in note
-    assert slice_spacing_note({"a": (1.0, 1.0, 2.0)}, 2.0) is None
-    assert slice_spacing_note({"a": (1.0, 1.0, 5.0)}, None) is None
-
-    source = tmp_path / "source"
-    for index in range(4):
-        write_nifti_case(source, f"c{index}", seed=index, hu=False, affine=np.diag([1.0, 1.0, 3.0, 1.0]))
-    prepare_dataset(source, tmp_path / "prepared", split=(0.5, 0.25, 0.25), modality="MR")
-    model = depth_model()
-    off = evaluate_volumes(
-        model, tmp_path / "prepared", "test", slice_spacing=1.0, output_dir=tmp_path / "off"
+    image = np.random.default_rng(0).uniform(100, 900, (16, 32, 32)).astype(np.float32)
+    label = np.zeros((16, 32, 32), np.uint8)
+    label[3:10, 8:20, 6:16] = 1  # input slices 3-9: model slices 2-4 (input 4, 6, 8) show it
+    label[5, 24:28, 20:26] = 2  # input slice 5 only, halfway between model slices 2 and 3
+    write_volume_case(tmp_path / "source", "thin", image, label, 1.0)
+    prepare_dataset(
+        tmp_path / "source",
+        tmp_path / "prepared",
+        split=(0.0, 0.0, 1.0),
+        modality="MR",
+        keep_empty_slices=True,
     )
-    on = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=3.0, output_dir=tmp_path / "on")
-    assert off["notes"] == ["1 of 1 cases have slices 3 mm apart, and the model's depth branch was trained on 1 mm: "
-                            "evaluate shows it each case's slices as the dataset holds them, where msa-hf predict "
-                            "resamples them to 1 mm. To score them as predict serves them, prepare the dataset "
-                            "with --target-spacing X Y 1."]  # fmt: skip
-    assert on["notes"] == [] and off["tables"] == on["tables"]  # a note, never another score
-    assert f"Note: {off['notes'][0]}" in (tmp_path / "off" / "results.md").read_text()
-    assert "Note:" not in (tmp_path / "on" / "results.md").read_text()
+
+    model = FillPromptedSlices(32, 4)  # 8 model slices: two windows of 4, no overlap
+    report = evaluate_volumes(
+        model, tmp_path / "prepared", "test", slice_spacing=2.0, output_dir=tmp_path / "out"
+    )
+    assert report["resampled"] == {"thin": "16 slices at 1 mm resampled to 8 at the model's 2 mm"}
+    dice = {score.class_name: score.dice for score in report["scores"]}
+    # filled: input slices 4-8 (model slices 2-4 and the odd ones between them); 3 and 9 get half a vote
+    assert dice["class_1"] == pytest.approx(2 * 5 * 120 / (5 * 1024 + 7 * 120))
+    assert dice["class_2"] == 0.0
+    assert report["notes"] == ["1 of 1 cases have slices 1 mm apart, and the model's depth branch was trained on "
+                               "2 mm: evaluate resampled them along the slice axis to 2 mm, as msa-hf predict does, "
+                               "and scored the masks on each case's own slices."]  # fmt: skip
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["resampled"] == report["resampled"]
+    assert f"Note: {report['notes'][0]}" in (tmp_path / "out" / "results.md").read_text()
+
+    as_is = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=2.0, resample_slices=False)
+    dice = {score.class_name: score.dice for score in as_is["scores"]}
+    assert dice["class_1"] == pytest.approx(2 * 7 * 120 / (7 * 1024 + 7 * 120))  # its 7 clicked slices filled
+    assert dice["class_2"] == pytest.approx(2 * 24 / (1024 + 24))
+    assert as_is["resampled"] == {} and as_is["notes"] == [
+        "1 of 1 cases have slices 1 mm apart, and the model's depth branch was trained on 2 mm: evaluate showed "
+        "it their slices as the dataset holds them (--no-resample-slices), where msa-hf predict resamples them "
+        "to 2 mm."
+    ]
+    on_grid = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=1.04)  # within 5%
+    assert on_grid["resampled"] == {} and on_grid["notes"] == [] and on_grid["tables"] == as_is["tables"]
+
+
+def test_evaluate_shows_a_thick_case_to_the_model_as_its_model_grid_version(tmp_path, monkeypatch, capsys):
+    """4 mm slices for a real depth model of 2 mm: the masks scored are those of the same case written at 2 mm
+    (images interpolated, each slice labelled as its nearest 4 mm slice) and evaluated as it is, on the
+    4 mm case's slices; the command line does the same, and --no-resample-slices does not."""
+    from msa_hf.cli import main as cli
+    from msa_hf.data import load_prepared
+    from msa_hf.data.prepare import prepare_dataset
+    from msa_hf.evaluation import volume_evaluation
+    from msa_hf.evaluation.protocols import evaluate_volumes
+    from msa_hf.evaluation.resampled_cases import ResampledCase
+
+    rng = np.random.default_rng(3)
+    resampling = SliceResampling(8, 4.0, 2.0)
+    for name in ("a", "b"):
+        thick = rng.uniform(100, 900, (8, 32, 32)).astype(np.float32)
+        label = np.zeros((8, 32, 32), np.uint8)
+        label[2:6, 6:18, 8:22] = 1
+        label[3:8, 20:28, 4:12] = 2
+        thick[label > 0] += 600.0
+        write_volume_case(tmp_path / "thick", name, thick, label, 4.0)
+        fine = resampling.image_to_model(thick)
+        write_volume_case(tmp_path / "fine", name, fine, label[resampling.nearest_input_slices()], 2.0)
+    for grid in ("thick", "fine"):
+        prepare_dataset(
+            tmp_path / grid,
+            tmp_path / f"{grid}_prepared",
+            split=(0.0, 0.0, 1.0),
+            modality="MR",
+            keep_empty_slices=True,
+        )
+    # the premise: the 2 mm dataset holds exactly what evaluation makes of the 4 mm one
+    thick_rows, fine_rows = (
+        load_prepared(tmp_path / f"{grid}_prepared")["test"] for grid in ("thick", "fine")
+    )
+    case = ResampledCase.from_rows(thick_rows.filter(lambda row: row["case_id"] == "a"), resampling)
+    fine_a = fine_rows.filter(lambda row: row["case_id"] == "a")
+    np.testing.assert_array_equal(case.images, np.stack([np.asarray(i) for i in fine_a["image"]]))
+    np.testing.assert_array_equal(case.labels, np.stack([np.asarray(i) for i in fine_a["label"]]))
+
+    scored: dict[tuple[str, str], np.ndarray] = {}
+    real_case_score = volume_evaluation.case_score
+
+    def keep_masks(case_id, class_name, prediction, target, spacing):
+        scored[(case_id, class_name)] = prediction
+        return real_case_score(case_id, class_name, prediction, target, spacing)
+
+    monkeypatch.setattr(volume_evaluation, "case_score", keep_masks)
+    model = depth_model()
+    evaluate_volumes(model, tmp_path / "fine_prepared", "test", slice_spacing=2.0)
+    fine_masks, scored = dict(scored), {}
+    report = evaluate_volumes(model, tmp_path / "thick_prepared", "test", slice_spacing=2.0)
+    assert sorted(scored) == sorted(fine_masks) and len(scored) == 4
+    assert any(mask.any() for mask in scored.values())
+    for key, mask in scored.items():  # input slice i is model slice 2i
+        np.testing.assert_array_equal(mask, fine_masks[key][::2])
+    monkeypatch.setattr(volume_evaluation, "case_score", real_case_score)
+
+    model.save_pretrained(tmp_path / "model")
+    MsaProcessor.for_model(model, slice_spacing=2.0).save_pretrained(tmp_path / "model")
+    assert cli(["evaluate", str(tmp_path / "model"), "--dataset", str(tmp_path / "thick_prepared"),
+                "--output-dir", str(tmp_path / "cli")]) == 0  # fmt: skip
+    assert "evaluate resampled them along the slice axis to 2 mm" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli" / "results.json").read_text())["tables"] == report["tables"]
+    as_is = evaluate_volumes(
+        model, tmp_path / "thick_prepared", "test", slice_spacing=2.0, resample_slices=False
+    )
+    assert cli(["evaluate", str(tmp_path / "model"), "--dataset", str(tmp_path / "thick_prepared"),
+                "--output-dir", str(tmp_path / "cli_as_is"), "--no-resample-slices"]) == 0  # fmt: skip
+    assert "(--no-resample-slices)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli_as_is" / "results.json").read_text())["tables"] == as_is["tables"]
+    assert as_is["tables"] != report["tables"]  # the depth branch saw other windows

@@ -55,6 +55,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=16,
         help="2-D models: images encoded at once on the device (default 16)",
     )
+    _add_resample_slices_argument(evaluate, "each case", "onto the case's own slices and scored there")
     _add_placement_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -195,12 +196,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "with the squarest pixels, the one it was acquired in; with --prompt-frame voxel, the input's own "
              "plane. --slice, --point and --box (display frame) are that plane's slices and pixels",
     )  # fmt: skip
-    predict.add_argument(
-        "--resample-slices", action=argparse.BooleanOptionalAction, default=True,
-        help="a depth-branch model trained on volumes at one slice spacing (its processor records it): show it "
-             "a volume at another spacing resampled along the slice axis to that spacing, the masks mapped back "
-             "onto the input's slices (default: on; --no-resample-slices shows it the slices as they are)",
-    )  # fmt: skip
+    _add_resample_slices_argument(predict, "a volume", "onto the input's slices")
     _add_placement_arguments(predict)
     predict.set_defaults(run=_predict)
 
@@ -228,7 +224,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
             window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
-            slice_spacing=processor.slice_spacing,
+            slice_spacing=processor.slice_spacing, resample_slices=args.resample_slices,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         for note in report["notes"]:
@@ -405,6 +401,17 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
             f"to score the masks against the label maps: msa-hf score {args.output} {args.prompts_from_labels}"
         )
     return 1 if any(row["status"] != "ok" for row in rows) else 0
+
+
+def _add_resample_slices_argument(parser: argparse.ArgumentParser, shown: str, back: str) -> None:
+    """`--resample-slices/--no-resample-slices`: a depth-branch model sees `shown` (a volume, each case) at its
+    training slice spacing, and the masks come `back` (where they go)."""
+    parser.add_argument(
+        "--resample-slices", action=argparse.BooleanOptionalAction, default=True,
+        help=f"a depth-branch model trained on volumes at one slice spacing (its processor records it): show it "
+             f"{shown} at another spacing resampled along the slice axis to that spacing, the masks mapped back "
+             f"{back} (default: on; --no-resample-slices shows it the slices as they are)",
+    )  # fmt: skip
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:

@@ -93,19 +93,28 @@ class SliceResampling:
         """`(input_count,)`: each input slice's position in model slices."""
         return np.arange(self.input_count) * (self.input_spacing / self.model_spacing)
 
+    def nearest_input_slices(self) -> np.ndarray:
+        """`(model_count,)` int: each model slice's nearest input slice (halves up, as `to_model_slice`), whose
+        label map stands for the model slice's where labels cannot be interpolated."""
+        return np.minimum(np.floor(self.model_positions() + 0.5 + 1e-9).astype(int), self.input_count - 1)
+
     def to_model_slice(self, index: int) -> int:
         """The model slice nearest to input slice `index` (where a prompt on that slice is decoded)."""
         position = index * self.input_spacing / self.model_spacing
         return int(min(np.floor(position + 0.5), self.model_count - 1))  # halves up, not to even
 
-    def image_to_model(self, slices: np.ndarray) -> np.ndarray:
-        """`(input_count, H, W)` image slices -> `(model_count, H, W)` float32, linearly interpolated."""
+    def image_to_model(
+        self, slices: np.ndarray, opt_out: str = "msa-hf predict --no-resample-slices"
+    ) -> np.ndarray:
+        """`(input_count, H, W)` image slices -> `(model_count, H, W)` float32, linearly interpolated.
+        `opt_out` names the command line that skips the resampling, for the message of a grid over the
+        voxel limit."""
         from msa_hf.data.size_limits import check_voxel_count
 
         self._check(slices, self.input_count, "input")
         check_voxel_count(
             (self.model_count, *np.shape(slices)[1:]),
-            f"{self.describe()} (msa-hf predict --no-resample-slices shows the model the slices as they are)",
+            f"{self.describe()} ({opt_out} shows the model the slices as they are)",
         )
         return interpolate_slices(slices, self.model_positions())
 

@@ -26,6 +26,7 @@ __getattr__, __dir__ = lazy_exports(
         "text_model": "tiny_models",
         "BoxFillSam": "stand_ins",
         "BrightInBoxSam": "stand_ins",
+        "FillPromptedSlices": "stand_ins",
         "SCRAMBLED_AFFINE": "files",
         "write_nifti_case": "files",
         "write_png_folder": "files",

@@ -48,3 +48,25 @@ class BrightInBoxSam(BoxFillSam):
             inside[index, max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
         logits = torch.where(bright & inside, 10.0, -10.0)[:, None, None].expand(-1, 1, 3, size, size)
         return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(len(image_embeddings), 1, 3))
+
+
+class FillPromptedSlices(torch.nn.Module):
+    """A depth-model stand-in: every slice with a real click is predicted all foreground."""
+
+    def __init__(self, image_size: int, num_slices: int) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(
+            vision_config=SimpleNamespace(image_size=image_size), num_slices=num_slices
+        )
+        self.device = torch.device("cpu")
+
+    def get_image_embeddings(self, pixel_values):
+        volumes, _, depth, height, width = pixel_values.shape  # a window of D slices
+        return torch.zeros(volumes * depth, 1, height // 16, width // 16)
+
+    def forward(self, image_embeddings, input_points, input_labels, multimask_output=True, **kwargs):
+        count = input_points.shape[0]
+        size = image_embeddings.shape[-1] * 4
+        prompted = (input_labels[:, 0] != -10).any(dim=1)
+        logits = torch.where(prompted[:, None, None, None, None], 10.0, -10.0).expand(count, 1, 3, size, size)
+        return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(count, 1, 3))

@@ -142,11 +142,13 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
     from msa_hf.evaluation.protocols import evaluate_volumes, markdown_table
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
-    window = MsaProcessor.from_pretrained(output_dir / "model", trained).window  # as trained
+    processor = MsaProcessor.from_pretrained(output_dir / "model", trained)
     reports = {
+        # both on the trained model's slice grid, as msa-hf predict serves it: the window and spacing it was
+        # trained at
         name: evaluate_volumes(
             model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
-            output_dir=output_dir / folder, window=window,
+            output_dir=output_dir / folder, window=processor.window, slice_spacing=processor.slice_spacing,
         )
         for name, model, folder in (
             ("zero-shot", zero_shot, "evaluation-zero-shot"),
