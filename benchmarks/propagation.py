@@ -3,13 +3,11 @@
 
     python -m benchmarks.propagation --model tiny --model runs/msa-mni152/model --model runs/depth-mni152/model
 
-For every test case (a slab of consecutive slices) and structure: one click on the most interior pixel of the
-slice where the structure is largest gives the seed mask, and `VolumePredictor.propagate` carries it through
-the slab. Then two corrections: on the slice with the most wrong pixels, a click on the most interior pixel of
-its largest error (positive where the structure was missed, negative where it was over-segmented) together
-with a positive click on the structure and, when logits are carried, that slice's current logits as the mask
-prompt (SAM's correction round), and the slab is propagated again from every seed so far (`propagate_seeds`). Dice is over the whole slab. Each protocol runs with the previous slice's logits carried
-as the mask prompt, and with boxes alone (the older propagation), for each model.
+For every test case (a slab of consecutive slices) and structure, the simulated user of `msa-hf evaluate
+--protocols volume_propagation` (`msa_hf.evaluation.volume_propagation`): one click on the slice where the
+structure is largest, propagated through the slab, then two corrections on the slice most wrong, propagated
+again from every seed so far. Dice is over the whole slab. Each protocol runs with the previous slice's logits
+carried as the mask prompt, and with boxes alone (the older propagation), for each model.
 """
 
 from __future__ import annotations
@@ -23,14 +21,9 @@ from typing import Any
 import numpy as np
 
 from msa_hf.evaluation.metrics.segmentation import dice
-from msa_hf.processing.prompts import most_interior_point, sample_error_click
+from msa_hf.evaluation.volume_propagation import DEFAULT_CORRECTIONS, propagate_with_corrections
 
-CORRECTIONS = 2
-
-
-def _click(region: np.ndarray) -> list[float]:
-    """A click on the most interior pixel of `region` `(H, W)`, as `[x, y]` (the evaluation protocols' rule)."""
-    return [float(v) for v in most_interior_point(region)]
+CORRECTIONS = DEFAULT_CORRECTIONS
 
 
 def _dice(predicted: np.ndarray, target: np.ndarray) -> float:
@@ -56,50 +49,10 @@ def case_volumes(dataset: str, split: str) -> list[tuple[str, np.ndarray, np.nda
 
 
 def segment_structure(predictor: Any, target: np.ndarray, carry: bool) -> tuple[float, list[float]]:
-    """One click, then `CORRECTIONS` corrections, on the structure `target` `(N, H, W)`; Dice after each."""
-    from msa_hf.inference.predictor import Prompt
-
-    areas = target.sum(axis=(1, 2))
-    seed_slice = int(np.argmax(areas))
-    click = _click(target[seed_slice])
-    seed = predictor.predict_masks(seed_slice, Prompt(points=[click]))
-    if not seed.mask.any():
-        return 0.0, [0.0] * CORRECTIONS
-    seeds = {seed_slice: seed.mask}
-    logits = {seed_slice: seed.low_res[seed.best]} if carry else None
-    result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits)
-    first = _dice(result.masks, target)
-    after, empty = [], set()
-    for _ in range(CORRECTIONS):
-        errors = result.masks ^ target
-        if not errors.any():  # nothing left to correct
-            after.append(1.0)
-            continue
-        worst = int(np.argmax(errors.sum(axis=(1, 2))))
-        # the simulated user's click on that slice's largest error (positive on a miss, negative on a leak),
-        # as the iterative protocol clicks, with a positive click on the structure where the slice shows it
-        error = sample_error_click(result.masks[worst], target[worst])
-        points, labels = [[float(v) for v in error.point]], [error.label]
-        if target[worst].any():
-            points, labels = [_click(target[worst]), *points], [1, *labels]
-        # SAM's correction round: the clicks, with the slice's current logits as the mask prompt
-        current = result.low_res.get(worst, (logits or {}).get(worst)) if carry else None
-        corrected = predictor.predict_masks(
-            worst, Prompt(points=points, labels=labels), multimask=False, mask_prompt=current
-        )
-        if corrected.mask.any():
-            seeds[worst] = corrected.mask
-            empty.discard(worst)
-            if carry:
-                logits[worst] = corrected.low_res[corrected.best]
-        else:  # the correction cleared the slice: no walk may fill it again
-            seeds.pop(worst, None)
-            empty.add(worst)
-        if not seeds:
-            after.append(0.0)
-            continue
-        result = predictor.propagate_seeds(seeds, carry_logits=carry, seed_logits=logits, empty_slices=empty)
-        after.append(_dice(result.masks, target))
+    """One click, then `CORRECTIONS` corrections, on the structure `target` `(N, H, W)` (the simulated user of
+    `msa-hf evaluate --protocols volume_propagation`); Dice after each."""
+    rounds = propagate_with_corrections(predictor, target, CORRECTIONS, carry_logits=carry)
+    first, *after = (_dice(masks, target) for masks in rounds)
     return first, after
 
 

@@ -99,19 +99,26 @@ def test_volume_evaluation_reassembles_windows_into_case_volumes(tmp_path):
     prepare_dataset(
         source, tmp_path / "prepared", split=(0.0, 0.0, 1.0), modality="MR", keep_empty_slices=True
     )
+    points1 = ("volume_points1",)  # the stand-in answers windows, not a predictor's slices
     report = evaluate_volumes(
-        FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2, classes="class_1"
-    )
+        FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2, classes="class_1",
+        protocols=points1,
+    )  # fmt: skip
     # the 5 prompted slices are filled (16 x 20 each), the 4 others empty: Dice = 2*180 / (180 + 5*320)
     expected = 2 * 180 / (180 + 5 * 320)
-    assert len(report["scores"]) == 3 and all(s.dice == pytest.approx(expected) for s in report["scores"])
+    scores = report["scores"]["volume_points1"]
+    assert len(scores) == 3 and all(s.dice == pytest.approx(expected) for s in scores)
     assert list(report["tables"]["volume_points1"]) == ["class_1"]  # only the structure asked for
     assert report["tables"]["volume_points1"]["class_1"]["cases"] == 3
-    both = evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2)
+    both = evaluate_volumes(
+        FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, stride=2, protocols=points1
+    )
     assert sorted(both["tables"]["volume_points1"]) == ["class_1", "class_2"]
     # the second structure: 2 prompted slices of 4 x 6 each, filled: Dice = 2*48 / (48 + 2*320)
     assert all(
-        s.dice == pytest.approx(2 * 48 / (48 + 2 * 320)) for s in both["scores"] if s.class_name == "class_2"
+        s.dice == pytest.approx(2 * 48 / (48 + 2 * 320))
+        for s in both["scores"]["volume_points1"]
+        if s.class_name == "class_2"
     )
     with pytest.raises(ValueError, match="'liver' is not a structure of this dataset; choose from class_1"):
         evaluate_volumes(FillPromptedSlices(32, 4), tmp_path / "prepared", "test", depth=4, classes="liver")

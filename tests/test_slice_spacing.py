@@ -391,11 +391,12 @@ def test_evaluate_scores_a_thin_case_on_the_models_grid(tmp_path):
     )
 
     model = FillPromptedSlices(32, 4)  # 8 model slices: two windows of 4, no overlap
+    points1 = {"protocols": ("volume_points1",)}  # the stand-in answers windows, not a predictor's slices
     report = evaluate_volumes(
-        model, tmp_path / "prepared", "test", slice_spacing=2.0, output_dir=tmp_path / "out"
+        model, tmp_path / "prepared", "test", slice_spacing=2.0, output_dir=tmp_path / "out", **points1
     )
     assert report["resampled"] == {"thin": "16 slices at 1 mm resampled to 8 at the model's 2 mm"}
-    dice = {score.class_name: score.dice for score in report["scores"]}
+    dice = {score.class_name: score.dice for score in report["scores"]["volume_points1"]}
     # filled: input slices 4-8 (model slices 2-4 and the odd ones between them); 3 and 9 get half a vote
     assert dice["class_1"] == pytest.approx(2 * 5 * 120 / (5 * 1024 + 7 * 120))
     assert dice["class_2"] == 0.0
@@ -406,8 +407,10 @@ def test_evaluate_scores_a_thin_case_on_the_models_grid(tmp_path):
     assert results["resampled"] == report["resampled"]
     assert f"Note: {report['notes'][0]}" in (tmp_path / "out" / "results.md").read_text()
 
-    as_is = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=2.0, resample_slices=False)
-    dice = {score.class_name: score.dice for score in as_is["scores"]}
+    as_is = evaluate_volumes(
+        model, tmp_path / "prepared", "test", slice_spacing=2.0, resample_slices=False, **points1
+    )
+    dice = {score.class_name: score.dice for score in as_is["scores"]["volume_points1"]}
     assert dice["class_1"] == pytest.approx(2 * 7 * 120 / (7 * 1024 + 7 * 120))  # its 7 clicked slices filled
     assert dice["class_2"] == pytest.approx(2 * 24 / (1024 + 24))
     assert as_is["resampled"] == {} and as_is["notes"] == [
@@ -415,7 +418,9 @@ def test_evaluate_scores_a_thin_case_on_the_models_grid(tmp_path):
         "it their slices as the dataset holds them (--no-resample-slices), where msa-hf predict resamples them "
         "to 2 mm."
     ]
-    on_grid = evaluate_volumes(model, tmp_path / "prepared", "test", slice_spacing=1.04)  # within 5%
+    on_grid = evaluate_volumes(
+        model, tmp_path / "prepared", "test", slice_spacing=1.04, **points1
+    )  # within 5%
     assert on_grid["resampled"] == {} and on_grid["notes"] == [] and on_grid["tables"] == as_is["tables"]
 
 
@@ -467,26 +472,30 @@ def test_evaluate_shows_a_thick_case_to_the_model_as_its_model_grid_version(tmp_
 
     monkeypatch.setattr(volume_evaluation, "case_score", keep_masks)
     model = depth_model()
-    evaluate_volumes(model, tmp_path / "fine_prepared", "test", slice_spacing=2.0)
+    points1 = {"protocols": ("volume_points1",)}
+    evaluate_volumes(model, tmp_path / "fine_prepared", "test", slice_spacing=2.0, **points1)
     fine_masks, scored = dict(scored), {}
-    report = evaluate_volumes(model, tmp_path / "thick_prepared", "test", slice_spacing=2.0)
+    evaluate_volumes(model, tmp_path / "thick_prepared", "test", slice_spacing=2.0, **points1)
     assert sorted(scored) == sorted(fine_masks) and len(scored) == 4
     assert any(mask.any() for mask in scored.values())
     for key, mask in scored.items():  # input slice i is model slice 2i
         np.testing.assert_array_equal(mask, fine_masks[key][::2])
     monkeypatch.setattr(volume_evaluation, "case_score", real_case_score)
+    report = evaluate_volumes(model, tmp_path / "thick_prepared", "test", slice_spacing=2.0, **points1)
 
     model.save_pretrained(tmp_path / "model")
     MsaProcessor.for_model(model, slice_spacing=2.0).save_pretrained(tmp_path / "model")
     assert cli(["evaluate", str(tmp_path / "model"), "--dataset", str(tmp_path / "thick_prepared"),
                 "--output-dir", str(tmp_path / "cli")]) == 0  # fmt: skip
     assert "evaluate resampled them along the slice axis to 2 mm" in capsys.readouterr().out
-    assert json.loads((tmp_path / "cli" / "results.json").read_text())["tables"] == report["tables"]
+    clicked = json.loads((tmp_path / "cli" / "results.json").read_text())["tables"]["volume_points1"]
+    assert clicked == report["tables"]["volume_points1"]
     as_is = evaluate_volumes(
         model, tmp_path / "thick_prepared", "test", slice_spacing=2.0, resample_slices=False
     )
     assert cli(["evaluate", str(tmp_path / "model"), "--dataset", str(tmp_path / "thick_prepared"),
                 "--output-dir", str(tmp_path / "cli_as_is"), "--no-resample-slices"]) == 0  # fmt: skip
     assert "(--no-resample-slices)" in capsys.readouterr().out
-    assert json.loads((tmp_path / "cli_as_is" / "results.json").read_text())["tables"] == as_is["tables"]
+    clicked = json.loads((tmp_path / "cli_as_is" / "results.json").read_text())["tables"]["volume_points1"]
+    assert clicked == as_is["tables"]["volume_points1"]
     assert as_is["tables"] != report["tables"]  # the depth branch saw other windows

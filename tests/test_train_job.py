@@ -307,7 +307,7 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     assert written["tables"]["volume_points1"]["class_1"]["dice"] == expected["msa"]["class_1"]["dice"]
     assert "HD95" in (tmp_path / "eval3d" / "results.md").read_text()
     assert cli_main([*arguments, "--protocols", "box"]) == 2
-    assert "--protocols and --clicks are for 2-D models" in capsys.readouterr().err
+    assert "--protocols box are for 2-D models" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register these commands on `msa-hf`'s subcommands."""
     from msa_hf.data.planes import PLANE_CHOICES
-    from msa_hf.evaluation.decoding import PROTOCOLS
+    from msa_hf.evaluation.decoding import PROTOCOLS, VOLUME_PROTOCOLS
     from msa_hf.inference.prompt_frames import PROMPT_FRAMES
 
     evaluate = commands.add_parser(
@@ -27,15 +27,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--split", default="test", help="split to score: train, validation or test")
     evaluate.add_argument(
-        "--protocols", nargs="+", default=None, choices=PROTOCOLS,
-        help="2-D models: prompt protocols to score (default: all)",
+        "--protocols", nargs="+", default=None, choices=[*PROTOCOLS, *VOLUME_PROTOCOLS],
+        help="prompt protocols to score: per slice (box, points1, points3, points10, iterative; default for 2-D "
+             "models: all) or on whole volumes (volume_points1: a click on every slice; volume_propagation: one "
+             "click propagated through the volume, then corrections; default for depth-branch models: both, "
+             "and open to 2-D models on a dataset of volumes, one kind per run)",
     )  # fmt: skip
     evaluate.add_argument(
-        "--clicks",
-        type=positive_int,
-        default=None,
-        help="2-D models: clicks of the iterative protocol (default 5)",
-    )
+        "--clicks", type=positive_int, default=None,
+        help="clicks of the iterative protocol (default 5), or of volume_propagation: the first click and the "
+             "corrections after it (default 3)",
+    )  # fmt: skip
     evaluate.add_argument(
         "--classes", nargs="+", default=None, help="structures to score, by name or label value"
     )
@@ -202,35 +204,52 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS
     from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
     from msa_hf.evaluation.results_files import evaluation_files
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.output_files import check_new_outputs
 
+    named = args.protocols or []
+    volume_protocols = [p for p in named if p in VOLUME_PROTOCOLS]
+    if volume_protocols and len(volume_protocols) < len(named):
+        raise ValueError(
+            f"--protocols {' '.join(named)}: whole-volume protocols ({', '.join(volume_protocols)}) and per-slice "
+            "ones are scored in separate runs; run msa-hf evaluate once for each kind, with its own --output-dir."
+        )
     if args.output:  # before the model loads; the other files in the folder are the user's and stay
-        protocols = ["volume_points1", *(args.protocols or PROTOCOLS)]  # 3-D or 2-D: not known until it loads
+        protocols = [
+            *VOLUME_PROTOCOLS,
+            *(args.protocols or PROTOCOLS),
+        ]  # 3-D or 2-D: not known until it loads
         check_new_outputs(evaluation_files(args.output, protocols), args.overwrite)
     classes = space_or_comma_list(args.classes)
     args.classes = ",".join(classes) if classes else None
     model, processor = load_for_inference(args.model)
-    if model.config.use_depth_branch:  # 3-D: whole volumes reassembled from windows of D slices
+    if model.config.use_depth_branch or volume_protocols:  # whole volumes, scored per case
         from msa_hf.evaluation.protocols import evaluate_volumes
 
-        if args.protocols is not None or args.clicks is not None:
+        if named and not volume_protocols:
             raise ValueError(
-                "a depth-branch model is scored on whole volumes with one click per slice (volume_points1); "
-                "--protocols and --clicks are for 2-D models."
+                f"a depth-branch model is scored on whole volumes (--protocols {' '.join(VOLUME_PROTOCOLS)}); "
+                f"--protocols {' '.join(named)} are for 2-D models."
             )
+        corrections = {} if args.clicks is None else {"corrections": args.clicks - 1}
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
             window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
             slice_spacing=processor.slice_spacing, resample_slices=args.resample_slices,
+            protocols=volume_protocols or VOLUME_PROTOCOLS, **corrections,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
+        if "volume_propagation" in report:
+            curve = ", ".join(f"{d:.3f}" for d in report["volume_propagation"]["dice_per_click"])
+            print(f"volume_propagation: Dice after the first click and each correction {curve}")
         for note in report["notes"]:
             print(f"note: {note}")
         if args.output:
-            print(f"written: {args.output} (results.md, results.json, cases_volume_points1.csv)")
+            written = ", ".join(f"cases_{p}.csv" for p in report["tables"])
+            print(f"written: {args.output} (results.md, results.json, {written})")
         return 0
     if args.stride is not None:
         raise ValueError("--stride sets the window stride of 3-D (depth-branch) models; this model is 2-D.")

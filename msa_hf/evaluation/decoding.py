@@ -12,6 +12,13 @@ Protocols (docs/training-and-evaluation.md):
   for one mask.
 - `iterative`: `points1`, then `clicks - 1` rounds of `error_click_round` (a click on the largest error plus
   the previous logits as the mask prompt). It yields one prediction per click.
+
+Whole volumes (`VOLUME_PROTOCOLS`, `volume_evaluation.evaluate_volumes`), scored per case on the volume:
+- `volume_points1`: one click on every slice that shows the structure, the depth branch seeing each window of
+  D slices at once.
+- `volume_propagation`: one click on the slice where the structure is largest, propagated through the volume,
+  then correction rounds on the slice most wrong, propagated again (`volume_propagation`), as a user of
+  `msa-hf predict --propagate` or the demo works.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ if TYPE_CHECKING:  # the vocabulary above the classes stays importable without t
     import torch
 
 PROTOCOLS = ("box", "points1", "points3", "points10", "iterative")
+VOLUME_PROTOCOLS = ("volume_points1", "volume_propagation")
 RENAMED_PROTOCOLS = {"click1": "points1", "click3": "points3"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,14 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]], metric: str 
     for class_name in classes:
         cells = [results[c].get(class_name, {}).get(metric, float("nan")) for c in columns]
         lines.append(f"| {class_name} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
-    means = [
-        np.nanmean([t[metric] for t in results[c].values()]) if results[c] else float("nan") for c in columns
-    ]
+    with (
+        warnings.catch_warnings()
+    ):  # a column with no value (HD95 where nothing was found) shows nan, unwarned
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = [
+            np.nanmean([t[metric] for t in results[c].values()]) if results[c] else float("nan")
+            for c in columns
+        ]
     lines.append("| **mean** | " + " | ".join(f"**{v:.3f}**" for v in means) + " |")
     return "\n".join(lines)
 

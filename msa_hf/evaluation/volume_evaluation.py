@@ -1,11 +1,12 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""3-D evaluation of depth-branch models: one click per slice on whole volumes reassembled from windows of
-D slices, scored per case with the case's spacing."""
+"""Evaluation on whole volumes, scored per case with the case's spacing: one click per slice with the depth
+branch seeing windows of D slices (`volume_points1`), and one click propagated through the volume with
+corrections (`volume_propagation`), for depth-branch and 2-D models alike."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from msa_hf.evaluation.case_scores import case_score, summarise_by_class
-from msa_hf.evaluation.decoding import MaskDecoding, decode_protocols
+from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS, MaskDecoding, decode_protocols
+from msa_hf.evaluation.metrics.segmentation import dice
 from msa_hf.evaluation.results_files import write_results
+from msa_hf.evaluation.volume_propagation import DEFAULT_CORRECTIONS, propagate_with_corrections
 from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_mask
@@ -36,24 +39,31 @@ def evaluate_volumes(
     compile_encoder: bool | None = None,
     slice_spacing: float | None = None,
     resample_slices: bool = True,
+    protocols: Sequence[str] = VOLUME_PROTOCOLS,
+    corrections: int = DEFAULT_CORRECTIONS,
 ) -> dict[str, Any]:
-    """3-D (depth branch): one-click Dice per organ on whole volumes reassembled from windows, for the
-    structures `classes` names (names or label values, comma-separated; default all). With `output_dir`,
-    writes results.json, results.md (Dice and HD95 tables) and cases_volume_points1.csv there. `window`:
-    the CT window the model was trained with (its `MsaProcessor`'s; `None`: the modality default).
-    `compile_encoder`: `torch.compile` the image encoder (None: where it pays, `compile_by_default`, counting
-    every window's D slices). `slice_spacing`: the model's training slice spacing (its `MsaProcessor`'s).
+    """Dice per structure on whole volumes for `protocols` (`VOLUME_PROTOCOLS`), for the structures `classes`
+    names (names or label values, comma-separated; default all). With `output_dir`, writes results.json,
+    results.md (Dice and HD95 tables) and one cases_<protocol>.csv per protocol there. `window`: the CT window
+    the model was trained with (its `MsaProcessor`'s; `None`: the modality default). `compile_encoder`:
+    `torch.compile` the image encoder (None: where it pays, `compile_by_default`, counting every slice
+    encoded). `slice_spacing`: the model's training slice spacing (its `MsaProcessor`'s).
 
-    Each window of D consecutive slices goes through the model at once; every slice showing the organ gets
-    its most interior click, slices without it get none and count as background. Overlapping windows are
-    averaged (`reassemble_volume`), and Dice/IoU/HD95/NSD are computed on the case's volume with its spacing.
+    `volume_points1`: each window of D consecutive slices (`depth`, default the model's; `stride` apart) goes
+    through the model at once; every slice showing the structure gets its most interior click, slices without
+    it get none and count as background. Overlapping windows are averaged (`reassemble_volume`).
+    `volume_propagation`: one click on the slice where the structure is largest, propagated through the
+    volume, then `corrections` correction rounds (`volume_propagation.propagate_with_corrections`); the
+    table scores the last round's masks, and each case's `dice_per_click` gives Dice after every round
+    (the report's `volume_propagation` their mean). Dice/IoU/HD95/NSD are computed on the case's volume with
+    its spacing.
 
     A case whose slices lie off `slice_spacing` (`spacings_differ`) is seen as `msa-hf predict` shows it the
     volume: resampled along its slice axis onto the model's grid (`ResampledCase`: images interpolated, each
-    model slice clicked on its nearest input slice's label), its votes brought back onto its own slices and
+    model slice clicked on its nearest input slice's label), its masks brought back onto its own slices and
     scored against its own labels. `resample_slices=False` shows the model every case as the dataset holds it
     (the report's `notes` then say which cases lie off the model's spacing). The report's `resampled` gives
-    each resampled case's grids.
+    each resampled case's grids, its `scores` each protocol's `CaseScore`s.
     """
     from msa_hf.data import (
         PromptSampling,
@@ -69,10 +79,14 @@ def evaluate_volumes(
     from msa_hf.data.volume_windows import reassemble_volume
     from msa_hf.evaluation.resampled_cases import ResampledCase
     from msa_hf.inference.slice_spacing import SliceResampling
+    from msa_hf.inference.volume_predictor import VolumePredictor
 
+    protocols = check_volume_protocols(protocols)
+    if isinstance(corrections, bool) or not isinstance(corrections, int) or corrections < 0:
+        raise ValueError(f"corrections={corrections!r}: give a number of correction rounds, 0 or more.")
     if output_dir is not None:  # refused before the model runs, not after
         check_not_an_input(output_dir, [dataset_dir])
-    depth = depth or model.config.num_slices
+    depth = depth or getattr(model.config, "num_slices", 1)
     image_size = model.config.vision_config.image_size
     class_names = select_class_names(read_class_names(dataset_dir), classes)
     slices = load_prepared(dataset_dir)[split]
@@ -102,14 +116,21 @@ def evaluate_volumes(
         if resamplings
         else slices
     )  # fmt: skip
-    windows = VolumeWindowDataset(
-        as_is, depth, class_names, stride=stride, transform=transform, regions=regions
+    clicked = "volume_points1" in protocols
+    windows = (
+        VolumeWindowDataset(as_is, depth, class_names, stride=stride, transform=transform, regions=regions)
+        if clicked
+        else None
     )
     placement = resolve_placement(device, dtype)
     model.to(placement.device).eval()
 
     def encoded_slices() -> int:  # resampled cases: their model slices once per structure, an upper bound
-        return len(windows) * depth + len(class_names) * sum(r.model_count for r in resamplings.values())
+        grid = sum(r.model_count for r in resamplings.values()) + sum(
+            len(rows) for case_id, rows in rows_of.items() if case_id not in resamplings
+        )
+        clicks = len(windows) * depth if clicked else 0
+        return clicks + (grid if "volume_propagation" in protocols else 0)
 
     if compile_by_default(compile_encoder, placement, encoded_slices):
         compile_image_encoder(model)
@@ -148,56 +169,93 @@ def evaluate_volumes(
             for (case_id, value), found in parts.items()
         }
 
-    masks = {
-        key: case_votes > 0
-        for key, case_votes in reassembled(
-            windows, {case: len(rows) for case, rows in rows_of.items()}
-        ).items()
-    }
-    scores = []
-    for case_id in sorted(rows_of):
+    clicked_masks = (
+        {
+            key: case_votes > 0
+            for key, case_votes in reassembled(windows, {case: len(rows) for case, rows in rows_of.items()}).items()
+        }
+        if clicked
+        else {}
+    )  # fmt: skip
+    predictor = (
+        VolumePredictor(model, window, device=placement.device, dtype=placement.dtype)
+        if "volume_propagation" in protocols
+        else None
+    )
+    scores: dict[str, list[Any]] = {protocol: [] for protocol in protocols}
+    for case_id in tqdm(sorted(rows_of), desc="evaluate cases", unit="case", leave=False):
         rows = plain.select(rows_of[case_id])  # the case's label stack, read once (not once per structure)
-        if case_id in resamplings:  # shown to the model on its grid, scored on the case's own slices
-            case = ResampledCase.from_rows(rows, resamplings[case_id])
+        case = ResampledCase.from_rows(rows, resamplings[case_id]) if case_id in resamplings else None
+        if clicked and case is not None:  # shown to the model on its grid, scored on the case's own slices
             case_windows = VolumeWindowDataset(
                 case, depth, class_names, stride=stride, transform=transform, regions=regions
             )
             for key, case_votes in reassembled(case_windows, {case_id: len(case)}).items():
-                masks[key] = case.votes_to_input(case_votes)
+                clicked_masks[key] = case.votes_to_input(case_votes)
         labels = np.stack([np.asarray(label) for label in rows["label"]])
+        if predictor is not None:
+            shown = case.images if case is not None else np.stack([np.asarray(i) for i in rows["image"]])
+            predictor.set_volume(shown, rows["modality"][0])
         # every structure the case holds is scored: one no model slice shows (a thin structure between the
         # slices of a coarser grid) was not found
-        for value in structures_present(
+        present = structures_present(
             {v for values in rows["labels_present"] for v in values}, class_names, regions
-        ):
+        )
+        for value in present:
             target = structure_mask(labels, value, regions)
-            predicted = masks.pop((case_id, value), np.zeros_like(target, dtype=bool))
-            scores.append(case_score(case_id, class_names[value], predicted, target, spacings[case_id]))
-    tables = {"volume_points1": summarise_by_class(scores)}
+            name, spacing = class_names[value], spacings[case_id]
+            if clicked:
+                predicted = clicked_masks.pop((case_id, value), np.zeros_like(target, dtype=bool))
+                scores["volume_points1"].append(case_score(case_id, name, predicted, target, spacing))
+            if predictor is not None:
+                # the simulated user clicks what the model's slices show; the masks come back as votes do
+                seen = structure_mask(case.labels, value, regions) if case is not None else target
+                rounds = propagate_with_corrections(predictor, seen, corrections)
+                if case is not None:
+                    rounds = [case.votes_to_input(mask * 2.0 - 1.0) for mask in rounds]
+                per_round = [dice(mask, target) or 0.0 for mask in rounds]
+                scores["volume_propagation"].append(
+                    case_score(case_id, name, rounds[-1], target, spacing, per_round)
+                )
+    tables = {protocol: summarise_by_class(protocol_scores) for protocol, protocol_scores in scores.items()}
     volumes = {case: spacing for case, spacing in spacings.items() if len(rows_of[case]) > 1}  # not 2-D cases
     note = slice_spacing_note(volumes, slice_spacing, resampled=resamplings)
     notes = [note] if note else []
     resampled = {case_id: r.describe() for case_id, r in sorted(resamplings.items())}
-    if output_dir is not None:
-        write_results(
-            output_dir,
-            {
-                "split": split, "depth": depth, "stride": stride or depth, "tables": tables, "notes": notes,
-                "resampled": resampled,
-            },
-            {"volume_points1": scores},
-            f"{split} split, whole volumes, one click per slice, windows of {depth} slices",
-            inputs=[dataset_dir],
-            notes=notes,
-        )  # fmt: skip
-    return {
-        "split": split,
-        "depth": depth,
-        "tables": tables,
-        "scores": scores,
-        "notes": notes,
+    report: dict[str, Any] = {
+        "split": split, "depth": depth, "stride": stride or depth, "tables": tables, "notes": notes,
         "resampled": resampled,
-    }
+    }  # fmt: skip
+    if predictor is not None:
+        propagated = scores["volume_propagation"]
+        report["volume_propagation"] = {
+            "corrections": corrections,
+            "dice_per_click": np.mean([s.dice_per_click for s in propagated], axis=0).tolist()
+            if propagated
+            else [],
+        }
+    if output_dir is not None:
+        rules = []
+        if clicked:
+            rules.append(f"volume_points1: one click per slice, windows of {depth} slices")
+        if predictor is not None:
+            rules.append(f"volume_propagation: one click propagated, then {corrections} corrections")
+        write_results(
+            output_dir, report, scores, f"{split} split, whole volumes; {'; '.join(rules)}",
+            inputs=[dataset_dir], notes=notes,
+        )  # fmt: skip
+    return {**report, "scores": scores}
+
+
+def check_volume_protocols(protocols: Sequence[str]) -> tuple[str, ...]:
+    """`protocols` as a tuple of `VOLUME_PROTOCOLS`, in their order; an empty list or an unknown name is an
+    error naming the choices."""
+    unknown = [p for p in protocols if p not in VOLUME_PROTOCOLS]
+    if unknown or not protocols:
+        raise ValueError(
+            f"volume protocols {unknown or list(protocols)}: choose from {', '.join(VOLUME_PROTOCOLS)}."
+        )
+    return tuple(p for p in VOLUME_PROTOCOLS if p in protocols)
 
 
 def slice_spacing_note(

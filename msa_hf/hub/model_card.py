@@ -53,7 +53,8 @@ def card_metadata(
 
     metric_names = {"dice": "Dice", "iou": "IoU", "hd95": "HD95 (mm)", "nsd": "NSD (2 mm)"}
     prompts = {"box": "box prompt", "points1": "one click", "points3": "three clicks", "points10": "ten clicks",
-               "iterative": "iterative clicks, last", "volume_points1": "3-D volumes, one click per slice"}  # fmt: skip
+               "iterative": "iterative clicks, last", "volume_points1": "3-D volumes, one click per slice",
+               "volume_propagation": "3-D volumes, one click propagated, corrected"}  # fmt: skip
     results = []
     for protocol, table in (test_tables or {}).items():
         if protocol not in prompts:  # a baseline (box_fill) is not a result of this model

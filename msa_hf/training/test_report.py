@@ -149,6 +149,7 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
         name: evaluate_volumes(
             model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
             output_dir=output_dir / folder, window=processor.window, slice_spacing=processor.slice_spacing,
+            protocols=("volume_points1",),
         )
         for name, model, folder in (
             ("zero-shot", zero_shot, "evaluation-zero-shot"),
