@@ -1067,6 +1067,20 @@ def _(f):
     return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "lasso"]
 
 
+@case(
+    "evaluate", "a whole-volume protocol on a dataset of pictures", mentions=("2-D pictures", "--protocols")
+)
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "volume_propagation"]
+
+
+@case(
+    "evaluate", "whole-volume and per-slice protocols in one run", mentions=("separate runs", "--output-dir")
+)
+def _(f):
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "volume_propagation", "box"]
+
+
 # ------------------------------------------------------------------------------------------------ score
 def scored_pair(folder: Path, prediction: Any = None, affine: Any = None) -> tuple[str, str]:
     """A NIfTI source's label maps and predictions named as predict names them (`case<i>_0000.nii.gz`, the

@@ -98,6 +98,12 @@ def evaluate_volumes(
     )
     regions = read_regions(dataset_dir)
     plain = slices.with_format(None)
+    if "pixel" in set(plain["spacing_unit"]):
+        raise ValueError(
+            f"{dataset_dir} holds 2-D pictures, and the whole-volume protocols ({', '.join(protocols)}) need "
+            "volumes: evaluate a 2-D model on it with the per-slice protocols (--protocols box points1 points3 "
+            "iterative)."
+        )
     # rows per case from the small columns: a per-case `filter` would decode every image of the split once
     # per case (and datasets' `sort` warns under pyarrow 25)
     case_rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
