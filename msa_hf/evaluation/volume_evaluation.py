@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from msa_hf.evaluation.case_scores import case_score, summarise_by_class
-from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS, MaskDecoding, decode_protocols
+from msa_hf.evaluation.case_scores import case_score, case_spacings, summarise_by_class
+from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS
 from msa_hf.evaluation.metrics.segmentation import dice
 from msa_hf.evaluation.results_files import write_results
+from msa_hf.evaluation.volume_clicks import WindowClicks
 from msa_hf.evaluation.volume_propagation import DEFAULT_CORRECTIONS, propagate_with_corrections
 from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import check_not_an_input
-from msa_hf.processing.mask_outputs import logits_to_original_mask
 
 
 @torch.no_grad()
@@ -76,7 +76,6 @@ def evaluate_volumes(
         structure_mask,
     )
     from msa_hf.data.tasks import structures_present
-    from msa_hf.data.volume_windows import reassemble_volume
     from msa_hf.evaluation.resampled_cases import ResampledCase
     from msa_hf.inference.slice_spacing import SliceResampling
     from msa_hf.inference.volume_predictor import VolumePredictor
@@ -98,7 +97,8 @@ def evaluate_volumes(
     )
     regions = read_regions(dataset_dir)
     plain = slices.with_format(None)
-    if "pixel" in set(plain["spacing_unit"]):
+    spacings = case_spacings(plain)
+    if None in spacings.values():
         raise ValueError(
             f"{dataset_dir} holds 2-D pictures, and the whole-volume protocols ({', '.join(protocols)}) need "
             "volumes: evaluate a 2-D model on it with the per-slice protocols (--protocols box points1 points3 "
@@ -110,8 +110,6 @@ def evaluate_volumes(
     for row, (case_id, slice_index) in enumerate(zip(plain["case_id"], plain["slice"], strict=True)):
         case_rows[case_id].append((slice_index, row))
     rows_of = {case_id: [row for _, row in sorted(rows)] for case_id, rows in case_rows.items()}
-    spacing_column = plain["spacing"]
-    spacings = {case_id: tuple(spacing_column[rows[0]]) for case_id, rows in rows_of.items()}
     resamplings: dict[str, SliceResampling] = {}  # the cases shown to the model on its slice grid
     for case_id, rows in rows_of.items():
         resampling = SliceResampling.between(len(rows), float(spacings[case_id][2]), slice_spacing)
@@ -135,50 +133,16 @@ def evaluate_volumes(
         grid = sum(r.model_count for r in resamplings.values()) + sum(
             len(rows) for case_id, rows in rows_of.items() if case_id not in resamplings
         )
-        clicks = len(windows) * depth if clicked else 0
-        return clicks + (grid if "volume_propagation" in protocols else 0)
+        windows_slices = len(windows) * depth if clicked else 0
+        return windows_slices + (grid if "volume_propagation" in protocols else 0)
 
     if compile_by_default(compile_encoder, placement, encoded_slices):
         compile_image_encoder(model)
-    decode = MaskDecoding(model)
-
-    def window_votes(dataset: VolumeWindowDataset, index: int) -> torch.Tensor:
-        """`(D, h, w)` +1 / -1 per pixel of one window's item, on its slices' stored size."""
-        item = dataset[index]
-        # the window's D slices are encoded at once (the depth branch sees them all), then each slice's click
-        decode.set_image_embeddings(placement.encode(model, item["pixel_values"][None]))
-        prompts = {key: item[key].to(placement.device) for key in ("input_points", "input_labels")}
-        logits = decode_protocols(decode, ("points1",), prompts)["points1"][0][:, 0].cpu()  # (D, h, w)
-        prompted = (item["input_labels"][:, 0] != -10).any(dim=1)
-        logits[~prompted] = -100.0  # no click on this slice: the user saw no organ there
-        height, width = (int(v) for v in item["original_sizes"])
-        return torch.stack([
-            torch.from_numpy(logits_to_original_mask(slice_logits, image_size, item["reshaped_input_sizes"], (height, width)).numpy())
-            for slice_logits in logits
-        ]).float() * 2 - 1  # fmt: skip
-
-    def reassembled(
-        dataset: VolumeWindowDataset, num_slices: dict[str, int]
-    ) -> dict[tuple[str, int], np.ndarray]:
-        """(case, structure) -> `(num_slices[case], h, w)` mean vote of the windows of `dataset`'s items."""
-        parts: dict[tuple[str, int], list[tuple[Any, torch.Tensor]]] = defaultdict(list)
-        for index, (depth_window, value) in enumerate(
-            tqdm(dataset.items, desc="evaluate volumes", unit="window", leave=False)
-        ):
-            parts[(depth_window.case_id, value)].append((depth_window, window_votes(dataset, index)))
-        # each window votes +1 / -1 per pixel and overlapping windows are averaged; slices outside every window
-        # of a structure got no click: background (-1 vote)
-        return {
-            (case_id, value): reassemble_volume(
-                [w for w, _ in found], [p for _, p in found], num_slices=num_slices[case_id], uncovered=-1.0
-            ).numpy()
-            for (case_id, value), found in parts.items()
-        }
-
+    clicks = WindowClicks(model, placement)
     clicked_masks = (
         {
             key: case_votes > 0
-            for key, case_votes in reassembled(windows, {case: len(rows) for case, rows in rows_of.items()}).items()
+            for key, case_votes in clicks.reassembled(windows, {case: len(rows) for case, rows in rows_of.items()}).items()
         }
         if clicked
         else {}
@@ -196,7 +160,7 @@ def evaluate_volumes(
             case_windows = VolumeWindowDataset(
                 case, depth, class_names, stride=stride, transform=transform, regions=regions
             )
-            for key, case_votes in reassembled(case_windows, {case_id: len(case)}).items():
+            for key, case_votes in clicks.reassembled(case_windows, {case_id: len(case)}).items():
                 clicked_masks[key] = case.votes_to_input(case_votes)
         labels = np.stack([np.asarray(label) for label in rows["label"]])
         if predictor is not None:
