@@ -71,6 +71,12 @@ def test_default_dataset_splits_by_slab_with_gaps(default_dataset):
     assert np.array_equal(np.asarray(row["image"]), axial_slices(image)[z])
     assert np.array_equal(np.asarray(row["label"]), axial_slices(labels)[z])
     assert row["modality"] == "MR" and row["spacing"] == [1.0, 1.0, 1.0] and row["spacing_unit"] == "mm"
+    # every slab is cut axially, which a model adapted on it records
+    from msa_hf.training.config import TrainConfig
+    from msa_hf.training.datasets import training_planes
+
+    assert report.planes == dict.fromkeys(starts, "axial")
+    assert training_planes(TrainConfig(dataset=str(folder))) == ("axial",)
 
 
 def test_default_dataset_card_keeps_the_mcgill_notice_and_gives_binary_tasks(default_dataset):

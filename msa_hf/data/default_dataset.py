@@ -164,6 +164,7 @@ def _build_into(
                     for value in row["labels_present"]:
                         counts[value] = counts.get(value, 0) + 1
                 writer.write_case(rows)
+                report.planes[case_id] = "axial"  # what a model adapted on it records (`training_planes`)
                 report.cases[split_name] = report.cases.get(split_name, 0) + 1
             report.slices[split_name] = writer.num_rows
     report.slices_per_class = {classes[v]: c for v, c in sorted(counts.items())}
