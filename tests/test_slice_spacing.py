@@ -349,7 +349,10 @@ def test_a_resampled_case_holds_the_models_slices_in_its_stored_dtype():
 
     images = [np.full((2, 3), v, np.uint8) for v in (0, 11, 200)]
     labels = [np.full((2, 3), v, np.uint8) for v in (0, 1, 2)]
-    rows = {"image": images, "label": labels, "case_id": ["c"] * 3, "modality": ["other"] * 3}
+    rows = {
+        "image": images, "label": labels, "labels_present": [[], [1], [2]], "case_id": ["c"] * 3,
+        "modality": ["other"] * 3,
+    }  # fmt: skip
     case = ResampledCase.from_rows(rows, SliceResampling(3, 2.0, 1.0))  # 5 model slices at 0, .5, 1, 1.5, 2
     assert case.images.dtype == np.uint8  # its dtype picks the /255 intensity rule, as the stored rows'
     assert case.images[:, 0, 0].tolist() == [0, 6, 11, 106, 200]  # 5.5 and 105.5 rounded half to even

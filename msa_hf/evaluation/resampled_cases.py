@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.slice_dataset import labels_present
 from msa_hf.inference.slice_spacing import SliceResampling
 
 
@@ -34,6 +33,7 @@ class ResampledCase:
         images: `(model_count, H, W)` image slices, in the dataset's stored dtype.
         labels: `(model_count, H, W)` label maps, each its nearest input slice's.
         modality: the case's modality.
+        present: each model slice's `labels_present` (read once, not at every window).
     """
 
     case_id: str
@@ -41,6 +41,7 @@ class ResampledCase:
     images: np.ndarray
     labels: np.ndarray
     modality: str
+    present: tuple[list[int], ...]
 
     COLUMNS = ("case_id", "slice", "labels_present", "modality", "image", "label")
 
@@ -54,12 +55,15 @@ class ResampledCase:
         if np.issubdtype(images.dtype, np.integer):  # a uint8 picture stays one: its dtype picks /255
             info = np.iinfo(images.dtype)
             interpolated = np.clip(np.rint(interpolated), info.min, info.max)
+        nearest = resampling.nearest_input_slices()
+        present = [list(values) for values in rows["labels_present"]]
         return cls(
             case_id=rows["case_id"][0],
             resampling=resampling,
             images=interpolated.astype(images.dtype),
-            labels=labels[resampling.nearest_input_slices()],
+            labels=labels[nearest],
             modality=rows["modality"][0],
+            present=tuple(present[i] for i in nearest),
         )
 
     def __len__(self) -> int:
@@ -78,7 +82,7 @@ class ResampledCase:
         value = {
             "case_id": lambda i: self.case_id,
             "slice": lambda i: int(i),
-            "labels_present": lambda i: labels_present(self.labels[i]),
+            "labels_present": lambda i: self.present[i],
             "modality": lambda i: self.modality,
             "image": lambda i: self.images[i],
             "label": lambda i: self.labels[i],
