@@ -1081,6 +1081,24 @@ def _(f):
     return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "volume_propagation", "box"]
 
 
+@case(
+    "evaluate",
+    "--clicks for a whole-volume protocol without rounds",
+    mentions=("--clicks", "volume_propagation"),
+)
+def _(f):
+    return [
+        "evaluate",
+        "tiny",
+        "--dataset",
+        str(prepared(f)),
+        "--protocols",
+        "volume_points1",
+        "--clicks",
+        "2",
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ score
 def scored_pair(folder: Path, prediction: Any = None, affine: Any = None) -> tuple[str, str]:
     """A NIfTI source's label maps and predictions named as predict names them (`case<i>_0000.nii.gz`, the

@@ -218,10 +218,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             "ones are scored in separate runs; run msa-hf evaluate once for each kind, with its own --output-dir."
         )
     if args.output:  # before the model loads; the other files in the folder are the user's and stay
-        protocols = [
-            *VOLUME_PROTOCOLS,
-            *(args.protocols or PROTOCOLS),
-        ]  # 3-D or 2-D: not known until it loads
+        # whole volumes or per slice: not known until the model loads
+        protocols = [*VOLUME_PROTOCOLS, *(args.protocols or PROTOCOLS)]
         check_new_outputs(evaluation_files(args.output, protocols), args.overwrite)
     classes = space_or_comma_list(args.classes)
     args.classes = ",".join(classes) if classes else None
@@ -234,12 +232,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"a depth-branch model is scored on whole volumes (--protocols {' '.join(VOLUME_PROTOCOLS)}); "
                 f"--protocols {' '.join(named)} are for 2-D models."
             )
+        run = volume_protocols or VOLUME_PROTOCOLS
+        if args.clicks is not None and "volume_propagation" not in run:
+            raise ValueError(
+                f"--clicks sets the rounds of volume_propagation (or of the 2-D iterative protocol); --protocols "
+                f"{' '.join(run)} has none."
+            )
         corrections = {} if args.clicks is None else {"corrections": args.clicks - 1}
         report = evaluate_volumes(
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
             window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
             slice_spacing=processor.slice_spacing, resample_slices=args.resample_slices,
-            protocols=volume_protocols or VOLUME_PROTOCOLS, **corrections,
+            protocols=run, **corrections,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         if "volume_propagation" in report:

@@ -62,23 +62,19 @@ def slice_row(
     modality: str,
 ) -> dict[str, Any]:
     """One dataset row (not yet encoded). `image` `(H, W)` or `(H, W, 3)`, `label` `(H, W)` integers."""
+    present = np.unique(label)
     return {
         "case_id": case_id,
         "slice": int(slice_index),
         "num_slices": int(num_slices),
         "image": image,
         "label": label,
-        "labels_present": labels_present(label),
+        "labels_present": [int(v) for v in present if v != 0],
         "spacing": [float(s) for s in spacing],
         "spacing_unit": spacing_unit,
         "affine": np.asarray(affine, dtype=np.float32).reshape(16).tolist(),
         "modality": modality,
     }
-
-
-def labels_present(label: np.ndarray) -> list[int]:
-    """The `labels_present` column of a label map `(H, W)`: its non-zero values, ascending."""
-    return [int(v) for v in np.unique(label) if v != 0]
 
 
 def split_file(folder: str | Path, split: str) -> Path:
