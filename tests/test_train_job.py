@@ -266,19 +266,27 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
     from msa_hf.training.test_report import volume_test_comparison
 
     printed = volume_test_comparison(config, tmp_path / "run3d")
-    assert "| structure | zero-shot volume_points1 | msa volume_points1 |" in printed
-    expected = {
-        name: evaluate_volumes(model, tmp_path / "prepared", "test", depth=4)["tables"]["volume_points1"]
+    assert (
+        "| structure | zero-shot volume_points1 | msa volume_points1 | zero-shot volume_propagation | "
+        "msa volume_propagation |" in printed
+    )
+    reports = {
+        name: evaluate_volumes(model, tmp_path / "prepared", "test", depth=4)
         for name, model in (
             ("zero-shot", SamAdapterModel.from_pretrained(tiny_base)),
             ("msa", SamAdapterModel.from_pretrained(tmp_path / "run3d" / "model")),
         )
     }
+    expected = {name: report["tables"]["volume_points1"] for name, report in reports.items()}
+    cells = [
+        reports[name]["tables"][protocol]["class_1"]["dice"]
+        for protocol in ("volume_points1", "volume_propagation")
+        for name in ("zero-shot", "msa")
+    ]
     row = next(line for line in printed.splitlines() if line.startswith("| class_1 |"))
-    assert (
-        row
-        == f"| class_1 | {expected['zero-shot']['class_1']['dice']:.3f} | {expected['msa']['class_1']['dice']:.3f} |"
-    )
+    assert row == "| class_1 | " + " | ".join(f"{v:.3f}" for v in cells) + " |"
+    curve = ", ".join(f"{d:.3f}" for d in reports["msa"]["volume_propagation"]["dice_per_click"])
+    assert f"msa {curve}" in printed
     from huggingface_hub import ModelCard
 
     card = ModelCard((tmp_path / "run3d" / "model" / "README.md").read_text())
@@ -290,7 +298,9 @@ def test_three_d_training_with_the_depth_branch(tiny_base, tmp_path, capsys):
         and dice.dataset_split == "test"
     )
     assert dice.metric_value == round(expected["msa"]["class_1"]["dice"], 4)
-    assert (tmp_path / "run3d" / "evaluation" / "cases_volume_points1.csv").read_text().count("class_1") == 1
+    assert any(r.metric_config == "volume_propagation" for r in card.data.eval_results)
+    for protocol in ("volume_points1", "volume_propagation"):
+        assert (tmp_path / "run3d" / "evaluation" / f"cases_{protocol}.csv").read_text().count("class_1") == 1
     assert "- 3-D: a depth branch attends across 4 slices, trained on slices 1 mm apart;" in card.text
     assert json.loads((tmp_path / "run3d" / "train_result.json").read_text())["slice_spacing"] == 1.0
     zero_shot = json.loads((tmp_path / "run3d" / "evaluation-zero-shot" / "results.json").read_text())

@@ -95,7 +95,9 @@ def volume_note(config: TrainConfig, result: dict[str, Any]) -> str:
     spacing = result.get("slice_spacing")
     trained = f", trained on slices {spacing:g} mm apart" if spacing else ""
     resampled = (
-        "; `msa-hf predict` and the demo resample volumes at other slice spacings to it" if spacing else ""
+        "; `msa-hf predict`, `msa-hf evaluate` and the demo resample volumes at other slice spacings to it"
+        if spacing
+        else ""
     )
     return f"- 3-D: a depth branch attends across {config.num_slices} slices{trained}{resampled}.\n"
 

@@ -135,11 +135,13 @@ def test_comparison(config: TrainConfig, output_dir: Path) -> str:
 
 
 def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
-    """3-D (depth branch): test-split Dice per structure on whole volumes (windows of D slices, one click per
-    slice showing the structure, reassembled) of the trained model next to the un-adapted base, which sees
-    the same windows slice by slice. Writes `evaluation/` (tables, per-case CSV) and the model card, and
-    returns the Markdown table."""
-    from msa_hf.evaluation.protocols import evaluate_volumes, markdown_table
+    """3-D (depth branch): test-split Dice per structure on whole volumes of the trained model next to the
+    un-adapted base, by both whole-volume protocols: one click per slice showing the structure (windows of D
+    slices, reassembled; the base sees the same windows slice by slice), and one click propagated through
+    the volume with two corrections (the last round's Dice). Writes `evaluation/` (tables, per-case CSVs) and
+    the model card, and returns the Markdown table."""
+    from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS
+    from msa_hf.evaluation.protocols import evaluate_volumes
 
     trained, zero_shot = _trained_and_zero_shot(config, output_dir)
     processor = MsaProcessor.from_pretrained(output_dir / "model", trained)
@@ -149,20 +151,22 @@ def volume_test_comparison(config: TrainConfig, output_dir: Path) -> str:
         name: evaluate_volumes(
             model, config.dataset, "test", depth=config.num_slices, classes=config.classes,
             output_dir=output_dir / folder, window=processor.window, slice_spacing=processor.slice_spacing,
-            protocols=("volume_points1",),
         )
         for name, model, folder in (
             ("zero-shot", zero_shot, "evaluation-zero-shot"),
             (config.method, trained, "evaluation"),
         )
     }  # fmt: skip
-    protocol = "volume_points1"
-    table = markdown_table(
-        {f"{name} {protocol}": report["tables"][protocol] for name, report in reports.items()}
-    )
+    table = comparison_table(reports, VOLUME_PROTOCOLS)
     _write_comparison_and_card(config, output_dir, table, reports[config.method]["tables"])
     evaluation = output_dir / "evaluation"
+    curves = "; ".join(
+        f"{name} " + ", ".join(f"{d:.3f}" for d in report["volume_propagation"]["dice_per_click"])
+        for name, report in reports.items()
+    )
     return (
-        f"Test-split Dice per structure on whole volumes (per case, one click per slice, windows of "
-        f"{config.num_slices} slices; base: {config.base}):\n\n{table}\n\nTables and per-case CSV: {evaluation}"
+        f"Test-split Dice per structure on whole volumes (per case; volume_points1: one click per slice, windows "
+        f"of {config.num_slices} slices; volume_propagation: one click propagated, two corrections; base: "
+        f"{config.base}):\n\n{table}\n\nvolume_propagation, Dice after the first click and each correction: "
+        f"{curves}\n\nTables and per-case CSVs: {evaluation}"
     )
