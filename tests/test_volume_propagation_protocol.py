@@ -145,6 +145,8 @@ def test_evaluate_scores_one_click_propagated_through_each_volume(tmp_path, ship
     assert report["volume_propagation"]["dice_per_click"] == pytest.approx(
         np.mean([s.dice_per_click for s in scores], axis=0)
     )
+    reached = [next((k + 1 for k, d in enumerate(s.dice_per_click) if d >= 0.9), 4) for s in scores]
+    assert report["volume_propagation"]["clicks_to_0.90"] == pytest.approx(np.mean(reached))
     csv = (tmp_path / "out" / "cases_volume_propagation.csv").read_text()
     assert "ball0,class_1," in csv and len(csv.strip().splitlines()) == 3
     assert (

@@ -247,8 +247,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         if "volume_propagation" in report:
-            curve = ", ".join(f"{d:.3f}" for d in report["volume_propagation"]["dice_per_click"])
-            print(f"volume_propagation: Dice after the first click and each correction {curve}")
+            propagated = report["volume_propagation"]
+            curve = ", ".join(f"{d:.3f}" for d in propagated["dice_per_click"])
+            print(f"volume_propagation: Dice after the first click and each correction {curve}; mean clicks "
+                  f"to 0.85: {propagated['clicks_to_0.85']:.2f}, to 0.90: {propagated['clicks_to_0.90']:.2f} "
+                  f"(a case that never gets there counts {len(propagated['dice_per_click']) + 1})")  # fmt: skip
         for note in report["notes"]:
             print(f"note: {note}")
         if args.output:

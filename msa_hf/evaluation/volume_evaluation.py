@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from msa_hf.evaluation.case_scores import case_score, case_spacings, summarise_by_class
+from msa_hf.evaluation.case_scores import case_score, case_spacings, clicks_to_reach, summarise_by_class
 from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS
 from msa_hf.evaluation.metrics.segmentation import dice
 from msa_hf.evaluation.results_files import write_results
@@ -203,6 +203,9 @@ def evaluate_volumes(
             "dice_per_click": np.mean([s.dice_per_click for s in propagated], axis=0).tolist()
             if propagated
             else [],
+            # as the iterative protocol reports: a case that never gets there counts the rounds + 1
+            "clicks_to_0.85": clicks_to_reach(propagated, 0.85),
+            "clicks_to_0.90": clicks_to_reach(propagated, 0.90),
         }
     if output_dir is not None:
         rules = []
