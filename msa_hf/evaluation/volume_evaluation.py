@@ -210,7 +210,7 @@ def evaluate_volumes(
     if output_dir is not None:
         rules = []
         if clicked:
-            rules.append(f"volume_points1: one click per slice, windows of {depth} slices")
+            rules.append(f"volume_points1: one click per slice, windows of {depth} slice{'s' * (depth != 1)}")
         if predictor is not None:
             rules.append(f"volume_propagation: one click propagated, then {corrections} corrections")
         write_results(
