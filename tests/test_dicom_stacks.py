@@ -10,7 +10,7 @@ import pytest
 
 from msa_hf.data.dicom_stacks import choose_stack, find_stacks
 from msa_hf.data.volumes import VolumeReadError, axial_slices, dicom_series_slices, load_volume
-from msa_hf.testing.files import write_dicom_series
+from msa_hf.testing.files import write_dicom_series, write_enhanced_acquisitions
 
 pytest.importorskip("pydicom")
 
@@ -364,21 +364,89 @@ def test_predict_segments_an_enhanced_file_as_its_series(tmp_path, tiny_base):
         assert np.array_equal(drawn[by_position].astype(bool), on_instances.astype(bool)), source
 
 
-def test_an_enhanced_file_of_two_acquisitions_is_refused_not_interleaved(tmp_path):
-    uids = write_dicom_series(
-        tmp_path / "dual", _volume(1), attributes={"AcquisitionNumber": 1}, file_prefix="A"
+def _two_acquisitions_in_one_file(tmp_path, numbers=(1, 2)):
+    """`_volume(1)` and `_volume(2)` as two acquisitions (AcquisitionNumber `numbers`) of series 3 in `dual/`,
+    and converted into one enhanced file `file/CT.dcm` (series 4)."""
+    pytest.importorskip("highdicom")
+    return write_enhanced_acquisitions(tmp_path, [_volume(1), _volume(2)], list(numbers))
+
+
+def test_an_enhanced_file_of_two_acquisitions_is_read_as_two_stacks(tmp_path):
+    """Two volumes at the same positions in one file (a multi-echo, multi-phase or converted dual acquisition)
+    are listed as two stacks, each read to the voxels and grid of that acquisition's own series, never
+    interleaved; the file or its folder, chosen by the listed key."""
+    from msa_hf.data.dicom_stacks import SeveralStacks
+
+    path = _two_acquisitions_in_one_file(tmp_path)
+    for source in (path, path.parent):
+        with pytest.raises(SeveralStacks) as refused:
+            load_volume(source)
+        keys = [stack.key for stack in refused.value.stacks]
+        assert keys == ["4/FrameAcquisitionNumber=1", "4/FrameAcquisitionNumber=2"]
+        message = str(refused.value)
+        assert "4/FrameAcquisitionNumber=2: 6 axial CT frames of one file" in message
+        assert ("folder of its own" in message) == source.is_dir()
+    frames = pydicom.dcmread(path, stop_before_pixels=True).PerFrameFunctionalGroupsSequence
+    for number in (1, 2):
+        (stack,) = [s for s in find_stacks(path) if s.key == f"4/FrameAcquisitionNumber={number}"]
+        assert [frames[f].FrameContentSequence[0].FrameAcquisitionNumber for f in stack.frame_indices] == [
+            number
+        ] * 6
+        classic = load_volume(tmp_path / "dual", series=f"3/AcquisitionNumber={number}")
+        for source in (path, path.parent):
+            volume = load_volume(source, series=stack.key)
+            assert volume.modality == "CT" and np.array_equal(volume.array, classic.array), (number, source)
+            assert np.allclose(volume.affine, classic.affine)
+    assert not np.array_equal(
+        load_volume(path, series=keys[0]).array, load_volume(path, series=keys[1]).array
     )
-    write_dicom_series(
-        tmp_path / "dual", _volume(2), uids=uids, attributes={"AcquisitionNumber": 2}, file_prefix="B"
-    )
-    highdicom = pytest.importorskip("highdicom")
-    datasets = [pydicom.dcmread(path) for path in sorted((tmp_path / "dual").iterdir())]
-    highdicom.legacy.LegacyConvertedEnhancedCTImage(
-        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=4,
-        sop_instance_uid=highdicom.UID(), instance_number=1,
-    ).save_as(tmp_path / "CT.dcm")  # fmt: skip
+
+
+def test_an_enhanced_file_whose_volumes_nothing_tells_apart_is_refused_not_interleaved(tmp_path):
+    path = _two_acquisitions_in_one_file(tmp_path, numbers=(1, 1))
+    assert [stack.frame_indices for stack in find_stacks(path)] == [None]
     with pytest.raises(VolumeReadError, match="its 12 frames cannot be read as one volume.*dcm2niix"):
-        load_volume(tmp_path / "CT.dcm")
+        load_volume(path)
+
+
+def test_predict_segments_one_volume_of_an_enhanced_file(tmp_path, tiny_base, capsys):
+    """predict on the second acquisition of a two-acquisition file: the mask of that acquisition's own series;
+    without --series, the stacks listed before the model loads; voxel prompts naming the file's own frame
+    numbers; a DICOM-SEG refused with the reason."""
+    from msa_hf.cli import main
+    from msa_hf.inference.predictor import Prompt
+    from msa_hf.inference.prompt_frames import prompts_in_display_frame
+
+    path = _two_acquisitions_in_one_file(tmp_path)
+    key = "4/FrameAcquisitionNumber=2"
+    prompts = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    assert main(["predict", str(tiny_base), str(tmp_path / "dual"), str(tmp_path / "classic.nii.gz"), "--series",
+                 "3/AcquisitionNumber=2", *prompts]) == 0  # fmt: skip
+    assert main(["predict", str(tiny_base), str(path), str(tmp_path / "file.nii.gz"), "--series", key,
+                 *prompts]) == 0  # fmt: skip
+    expected = load_volume(tmp_path / "classic.nii.gz", is_label=True)
+    written = load_volume(tmp_path / "file.nii.gz", is_label=True)
+    assert expected.array.any() and np.array_equal(written.array, expected.array)
+    capsys.readouterr()
+    missing_model = str(tmp_path / "no-model")  # refused before the model loads: never reached
+    assert main(["predict", missing_model, str(path), str(tmp_path / "none.nii.gz"), *prompts]) == 2
+    assert "holds 2 DICOM image stacks" in capsys.readouterr().err
+    # a DICOM-SEG is matched to its source frames by position, where this file has two frames each
+    assert (
+        main(["predict", missing_model, str(path), str(tmp_path / "seg.dcm"), "--series", key, *prompts]) == 2
+    )
+    assert "a DICOM-SEG cannot say which of them it segments" in capsys.readouterr().err
+    assert not (tmp_path / "seg.dcm").exists()
+
+    (stack,) = [s for s in find_stacks(path) if s.key == key]
+    pixels = pydicom.dcmread(path).pixel_array.astype(np.float32) - 1024  # (frames, rows, columns), HU
+    slices = axial_slices(load_volume(path, series=key).array)
+    for frame, row, column in ((stack.frame_indices[3], 5, 7), (stack.frame_indices[0], 10, 2)):
+        (prompt,) = prompts_in_display_frame(
+            [Prompt(points=[[column, row]], slice=frame + 1)], path, "voxel", series=key
+        )
+        (x, y) = prompt.points[0]
+        assert slices[prompt.slice, int(y), int(x)] == pixels[frame, row, column]
 
 
 def test_without_highdicom_an_enhanced_input_says_what_to_install_before_the_model_loads(

@@ -792,3 +792,26 @@ def test_an_enhanced_multi_frame_file_opens_as_its_series(tmp_path):
     )
     enhanced = VolumeSession([str(tmp_path / "CT.dcm")], DemoSession(BrightInBoxSam(32)))
     assert enhanced.modality == "CT" and np.array_equal(enhanced.slices, classic.slices)
+
+
+def test_an_enhanced_file_of_two_acquisitions_offers_each_and_opens_the_chosen_one(tmp_path):
+    pytest.importorskip("highdicom")
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.testing import write_enhanced_acquisitions
+
+    rng = np.random.default_rng(3)
+    volumes = [rng.integers(-1000, 1000, (5, 16, 16)).astype(np.float32) for _ in range(2)]
+    path = write_enhanced_acquisitions(tmp_path, volumes)
+    with pytest.raises(SeveralStacks) as refused:
+        VolumeSession([str(path)], DemoSession(BrightInBoxSam(32)))
+    offered = [stack.key for stack in refused.value.stacks]
+    assert offered == ["4/FrameAcquisitionNumber=1", "4/FrameAcquisitionNumber=2"]
+    assert str(tmp_path) not in str(refused.value)
+    chosen = VolumeSession([str(path)], DemoSession(BrightInBoxSam(32)), series=offered[1])
+    classic = axial_slices(load_volume(tmp_path / "dual", series="3/AcquisitionNumber=2").array)
+    assert np.array_equal(chosen.slices, classic)
+    prompts = add_prompt(empty_prompts(), 2, 2, BOX, chosen.slices.shape[1:])
+    chosen.set_prompts(2, add_prompt(prompts, 12, 12, BOX, chosen.slices.shape[1:]))
+    assert chosen.masks.any()
+    with pytest.raises(ValueError, match="a DICOM-SEG cannot say which of them it segments"):
+        chosen.save_dicom_seg()

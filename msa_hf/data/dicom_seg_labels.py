@@ -78,16 +78,6 @@ def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
     return uid
 
 
-def _enhanced_file(image: Path, series: str | None) -> Path | None:
-    """The enhanced multi-frame file `image` is or holds as the chosen stack; None for a single-frame series."""
-    from msa_hf.data.dicom_stacks import choose_stack
-
-    if not image.is_dir():
-        return image
-    stack = choose_stack(image, series)
-    return stack.files[0] if stack.multi_frame else None
-
-
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file, from its header."""
     import pydicom
@@ -164,15 +154,18 @@ def load_seg_labels(
     """
     import pydicom
 
+    from msa_hf.data.dicom_stacks import enhanced_stack_frames
+
     highdicom = import_highdicom("reading a DICOM-SEG label map")
     seg_path, series_folder = Path(seg_path), Path(series_folder)
     if not is_dicom_seg_file(seg_path):
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
-    enhanced = _enhanced_file(series_folder, series)
-    if enhanced is not None:  # one file: its frames, in position order
-        header = pydicom.dcmread(enhanced, stop_before_pixels=True)
-        order, affine = enhanced_frame_grid(header, enhanced)
+    enhanced = enhanced_stack_frames(series_folder, series)
+    if enhanced is not None:  # one file: its (chosen stack's) frames, in position order
+        file, chosen = enhanced
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+        order, affine = enhanced_frame_grid(header, file, chosen)
         series_uid = str(header.SeriesInstanceUID)
     else:
         found, affine = dicom_series_slices(series_folder, series)

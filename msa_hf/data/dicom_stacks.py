@@ -40,6 +40,17 @@ ACQUISITION_ATTRIBUTES = (
     "ImageType",
     "AcquisitionTime",
 )
+# the same for the frames of one enhanced multi-frame file (functional group, attribute), where a file holds
+# several volumes at the same positions: the stacks of a multi-stack file, the echoes of a multi-echo MR, the
+# phases of a dynamic series, the b-values of a diffusion series, the acquisitions of a converted series
+FRAME_ATTRIBUTES = (
+    ("FrameContentSequence", "StackID"),
+    ("MREchoSequence", "EffectiveEchoTime"),
+    ("FrameContentSequence", "TemporalPositionIndex"),
+    ("MRDiffusionSequence", "DiffusionBValue"),
+    ("CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"),
+    ("FrameContentSequence", "FrameAcquisitionNumber"),
+)
 # the plane a stack's normal is closest to (RAS/LPS axis 0, 1, 2)
 PLANE_NAMES = ("sagittal", "coronal", "axial")
 
@@ -56,6 +67,8 @@ class DicomStack:
     orientation: str  # axial, coronal, sagittal, or "oblique"
     files: list[Path] = field(default_factory=list)
     frames: int | None = None  # an enhanced multi-frame file (`files` is that one file): its frames
+    # the file's frames this stack is (indices from 0), where the file holds several volumes; None: all of them
+    frame_indices: tuple[int, ...] | None = None
 
     @property
     def multi_frame(self) -> bool:
@@ -65,7 +78,13 @@ class DicomStack:
     def describe(self) -> str:
         """One line of the listing: `2: 24 axial CT slices, "Abdomen 2.0 axial"`."""
         count = self.frames if self.frames is not None else len(self.files)
-        kind = "frames in one file" if self.multi_frame else f"slice{'s' * (count != 1)}"
+        kind = (
+            f"slice{'s' * (count != 1)}"
+            if not self.multi_frame
+            else "frames in one file"
+            if self.frame_indices is None
+            else "frames of one file"
+        )
         text = f"{self.key}: {count} {self.orientation} {self.modality} {kind}"
         return f'{text}, "{self.description}"' if self.description else text
 
@@ -106,7 +125,8 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
     folder = Path(folder)
     images: list[_Header] = []  # single slices, and enhanced multi-frame files (each a volume in one file)
     multi_frame: list[Path] = []  # other multi-frame files (a cine loop), which are not read
-    for file in visible_files(folder, recursive=True):
+    # an enhanced multi-frame file may be given itself: its own stacks
+    for file in [folder] if folder.is_file() else visible_files(folder, recursive=True):
         try:
             dataset = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as error:
@@ -153,9 +173,9 @@ def find_stacks(folder: str | Path) -> list[DicomStack]:
         files = [header for header in headers if not header.enhanced]
         volumes = [header for header in headers if header.enhanced]
         stacks.extend(_series_stacks(name, series_uid, number, files) if files else [])
-        for header in volumes:  # each file its own stack, named by its file where the series has more
+        for header in volumes:  # each file its own stacks, named by its file where the series has more
             key = name if len(headers) == 1 else f"{name}/{header.file.name}"
-            stacks.append(_enhanced_stack(key, series_uid, number, header))
+            stacks.extend(_enhanced_stacks(key, series_uid, number, header))
     return sorted(stacks, key=lambda stack: (_number_order(stack.series_number), stack.key))
 
 
@@ -167,32 +187,104 @@ def is_enhanced_volume(dataset: Any) -> bool:
     return frame_value(dataset, 0, "PlanePositionSequence", "ImagePositionPatient") is not None
 
 
-def _enhanced_stack(key: str, series_uid: str, number: str, header: _Header) -> DicomStack:
-    """The stack of one enhanced multi-frame file, its orientation from its (shared or first) frame's plane."""
+def _enhanced_stacks(key: str, series_uid: str, number: str, header: _Header) -> list[DicomStack]:
+    """The stacks of one enhanced multi-frame file, their orientation from the (shared or first) frame's plane:
+    the whole file, or where it holds several volumes at the same positions, one per group of its frames
+    (`frame_groups`), keyed `KEY/Attribute=value`."""
     dataset = header.dataset
     cosines = frame_value(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
     plane = _plane_name(np.array(cosines, float)) if cosines is not None else "oblique"
-    return DicomStack(
-        key, series_uid, number, header.get("SeriesDescription").strip(), header.get("Modality") or "other",
-        plane, [header.file], int(dataset.NumberOfFrames),
-    )  # fmt: skip
+    description, modality = header.get("SeriesDescription").strip(), header.get("Modality") or "other"
+    groups = frame_groups(dataset)
+    if len(groups) == 1:
+        return [
+            DicomStack(key, series_uid, number, description, modality, plane, [header.file], int(dataset.NumberOfFrames))
+        ]  # fmt: skip
+    return [
+        DicomStack(
+            f"{key}/{label}",
+            series_uid,
+            number,
+            description,
+            modality,
+            plane,
+            [header.file],
+            len(frames),
+            frames,
+        )
+        for label, frames in groups
+    ]
+
+
+def frame_groups(dataset: Any) -> list[tuple[str | None, tuple[int, ...]]]:
+    """The volumes an enhanced multi-frame dataset (header) holds, as `[(label or None, frame indices)]`: one
+    group of every frame where each position has one frame, else split by the first of `FRAME_ATTRIBUTES` that
+    every frame carries and that leaves each group one frame per position (`EffectiveEchoTime=10`); one
+    group of every frame where none does (its reader then says why the frames are not one volume)."""
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    every = [(None, tuple(range(count)))]
+    cosines = frame_value(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
+    positions = [
+        frame_value(dataset, f, "PlanePositionSequence", "ImagePositionPatient") for f in range(count)
+    ]
+    if cosines is None or any(position is None for position in positions):
+        return every
+    cosines = np.array(cosines, dtype=np.float64)
+    normal = np.cross(cosines[:3], cosines[3:])
+    depths = [round(float(np.dot(np.array(position, float), normal)), 3) for position in positions]
+
+    def one_per_position(frames: list[int]) -> bool:
+        return len({depths[f] for f in frames}) == len(frames)
+
+    if one_per_position(list(range(count))):
+        return every
+    for sequence, name in FRAME_ATTRIBUTES:
+        values = [frame_value(dataset, f, sequence, name) for f in range(count)]
+        if any(value is None for value in values):
+            continue
+        groups: dict[str, list[int]] = defaultdict(list)
+        for frame, value in enumerate(values):
+            groups[_value_text(value)].append(frame)
+        if len(groups) > 1 and all(one_per_position(frames) for frames in groups.values()):
+            return [(f"{name}={value}", tuple(groups[value])) for value in sorted(groups, key=_natural_order)]
+    return every
+
+
+def _value_text(value: Any) -> str:
+    """An attribute's value as a key's text: `10`, not `10.0`; several values joined by backslashes."""
+    if _is_sequence_value(value):
+        return "\\".join(_value_text(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _natural_order(text: str) -> tuple[int, float, str]:
+    """Numbers in their order (echo 2 before echo 10), then any other text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
-    """The stack of `folder` to read: its only one, or the one `series` names (a key of the listing, a series
-    number or a series instance UID).
+    """The stack of `folder` (or of an enhanced multi-frame file that holds several volumes) to read: its only
+    one, or the one `series` names (a key of the listing, a series number or a series instance UID).
 
     Raises:
         VolumeReadError: several stacks and no `series`, or a `series` that names none or several of them;
             the message lists the folder's stacks and how to choose.
     """
     stacks = find_stacks(folder)
+    folder = Path(folder)
+    listed_in = folder if folder.is_dir() else folder.parent  # an enhanced file given itself: its folder
     if series is None:
         if len(stacks) == 1:
             return stacks[0]
-        folder = Path(folder)
         tops = {
-            stack.files[0].relative_to(folder).parts[0] for stack in stacks if stack.files[0].parent != folder
+            stack.files[0].relative_to(folder).parts[0]
+            for stack in stacks
+            if folder.is_dir() and stack.files[0].parent != folder
         }
         each = (  # a folder of patients, one series each, is a batch: a glob says so
             f"; or, to segment every sub-folder as an input of its own, quote a glob: msa-hf predict MODEL "
@@ -200,11 +292,11 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
             if len(tops) == len(stacks)
             else ""
         )
+        own_folders = " or give each series a folder of its own" if folder.is_dir() else ""
         raise SeveralStacks(
             stacks,
             f"{folder}: holds {len(stacks)} DICOM image stacks; name the one to read (--series KEY of msa-hf predict "
-            f"or prepare, series=KEY in Python) or give each series a folder of its own{each}:\n"
-            f"{_listing(stacks, folder)}",
+            f"or prepare, series=KEY in Python){own_folders}{each}:\n{_listing(stacks, listed_in)}",
         )
     series = str(series).strip()
     chosen = [stack for stack in stacks if stack.key == series] or [
@@ -216,8 +308,17 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
     listed = chosen or stacks
     raise VolumeReadError(
         f"{folder}: series {series!r} {what}; choose one by its key with --series KEY (series=KEY in Python):"
-        f"\n{_listing(listed, Path(folder))}"
+        f"\n{_listing(listed, listed_in)}"
     )
+
+
+def enhanced_stack_frames(
+    path: str | Path, series: str | None = None
+) -> tuple[Path, tuple[int, ...] | None] | None:
+    """The enhanced multi-frame file that `path` is, or holds as the stack `series` chooses, with that stack's
+    frames (`DicomStack.frame_indices`; None: all of them); None for a series of single-frame files."""
+    stack = choose_stack(path, series)
+    return (stack.files[0], stack.frame_indices) if stack.multi_frame else None
 
 
 def _series_stacks(name: str, series_uid: str, number: str, headers: list[_Header]) -> list[DicomStack]:

@@ -11,7 +11,7 @@ back to NIfTI on the image's own affine. Spacing is kept in millimetres for HD95
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,16 +265,23 @@ def frame_value(dataset: Any, frame: int, sequence: str, name: str) -> Any | Non
     return None
 
 
-def enhanced_frame_grid(dataset: Any, source: Any = "") -> tuple[list[int], np.ndarray]:
+def enhanced_frame_grid(
+    dataset: Any, source: Any = "", frames: Sequence[int] | None = None
+) -> tuple[list[int], np.ndarray]:
     """The frames of an enhanced multi-frame DICOM dataset in position order (frame indices from 0) and the RAS
     affine of their grid (i = column, j = row, k = that order), from each frame's plane position and the
     (per-frame or shared) plane orientation and pixel measures; what `labels_on_series_grid` maps a label
-    volume onto for a DICOM-SEG of the file.
+    volume onto for a DICOM-SEG of the file. `frames`: the frames of one of the file's stacks
+    (`DicomStack.frame_indices`; None: every frame).
 
     Raises:
         VolumeReadError: a frame without a position, orientation or pixel spacing.
     """
-    frames = len(dataset.get("PerFrameFunctionalGroupsSequence", []))
+    chosen = (
+        list(range(len(dataset.get("PerFrameFunctionalGroupsSequence", []))))
+        if frames is None
+        else list(frames)
+    )
 
     def value(frame: int, sequence: str, name: str) -> Any:
         found = frame_value(dataset, frame, sequence, name)
@@ -282,13 +289,16 @@ def enhanced_frame_grid(dataset: Any, source: Any = "") -> tuple[list[int], np.n
             raise VolumeReadError(f"{source}: frame {frame + 1} has no {sequence} {name}.")
         return found
 
-    orientation = np.array(value(0, "PlaneOrientationSequence", "ImageOrientationPatient"), dtype=np.float64)
+    first = chosen[0]
+    orientation = np.array(
+        value(first, "PlaneOrientationSequence", "ImageOrientationPatient"), dtype=np.float64
+    )
     normal = np.cross(orientation[:3], orientation[3:])
-    positions = [
-        np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in range(frames)
-    ]
-    order = sorted(range(frames), key=lambda f: float(np.dot(positions[f], normal)))
-    spacing = value(0, "PixelMeasuresSequence", "PixelSpacing")
+    positions = {
+        f: np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in chosen
+    }
+    order = sorted(chosen, key=lambda f: float(np.dot(positions[f], normal)))
+    spacing = value(first, "PixelMeasuresSequence", "PixelSpacing")
     return order, _grid_affine(orientation, spacing, np.array([positions[f] for f in order]), source)
 
 
@@ -306,7 +316,7 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
 
     stack = choose_stack(folder, series)
     if stack.multi_frame:
-        return load_enhanced_dicom(stack.files[0])
+        return load_enhanced_dicom(stack.files[0], stack.frame_indices)
     found, affine_ras = _stack_slices(stack, folder)
     slices = []
     for file, dataset in found:
@@ -330,10 +340,12 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     return canonical_volume(array, affine_ras, str(folder), modality=modality)
 
 
-def load_enhanced_dicom(path: str | Path) -> Volume:
+def load_enhanced_dicom(path: str | Path, frames: Sequence[int] | None = None) -> Volume:
     """An enhanced multi-frame DICOM file (a CT or MR volume in one file, each frame with its position) as a
     RAS+ volume in Hounsfield units for CT, read with highdicom (the `dicom` extra), which orders the frames
-    into a regular grid.
+    into a regular grid. `frames`: the frames of one of the volumes the file holds (`DicomStack.frame_indices`:
+    one echo, phase or b-value), placed by their positions (`enhanced_frame_grid`) with each frame's rescale;
+    None: the whole file.
 
     Raises:
         VolumeReadError: no highdicom, a file too large, or frames that do not form one regular volume.
@@ -346,20 +358,50 @@ def load_enhanced_dicom(path: str | Path) -> Volume:
     highdicom = import_highdicom("reading an enhanced multi-frame DICOM volume")
     path = Path(path)
     header = pydicom.dcmread(path, stop_before_pixels=True)
-    frames = int(header.get("NumberOfFrames", 1) or 1)
-    check_voxel_count((int(header.Rows), int(header.Columns), frames), f"DICOM file {path}")
+    count = int(header.get("NumberOfFrames", 1) or 1)
+    check_voxel_count(
+        (int(header.Rows), int(header.Columns), count if frames is None else len(frames)),
+        f"DICOM file {path}",
+    )
+    modality = str(header.get("Modality", "other")).upper()
+    modality = modality if modality in ("CT", "MR") else "other"
+    if frames is not None:
+        return _enhanced_frames(path, frames, modality)
     try:
         volume = highdicom.imread(path).get_volume(dtype=np.float32)
     except Exception as error:  # highdicom says why the frames are not one volume
         raise VolumeReadError(
-            f"{path}: its {frames} frames cannot be read as one volume ({type(error).__name__}: {error}); "
+            f"{path}: its {count} frames cannot be read as one volume ({type(error).__name__}: {error}); "
             f"{MULTI_FRAME_ADVICE}."
         ) from error
     # highdicom's voxel (slice, row, column) in LPS -> this module's (column, row, slice) in RAS
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(volume.affine)[:, [2, 1, 0, 3]]
-    modality = str(header.get("Modality", "other")).upper()
-    modality = modality if modality in ("CT", "MR") else "other"
     return canonical_volume(np.asarray(volume.array).transpose(2, 1, 0), affine, str(path), modality=modality)
+
+
+def _enhanced_frames(path: Path, frames: Sequence[int], modality: str) -> Volume:
+    """`frames` of the enhanced multi-frame file `path` as one RAS+ volume: each frame's stored values through
+    its rescale (per frame, else the file's), stacked in position order on their grid."""
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    order, affine = enhanced_frame_grid(dataset, path, frames)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:
+        raise VolumeReadError(
+            f"{path}: cannot decode pixel data ({type(error).__name__}: {error}). {DICOM_DECODERS_HINT}"
+        ) from error
+    pixels = pixels.reshape(-1, int(dataset.Rows), int(dataset.Columns))  # (frames, rows, columns)
+    slices = []
+    for frame in order:
+        slope = frame_value(dataset, frame, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = frame_value(dataset, frame, "PixelValueTransformationSequence", "RescaleIntercept")
+        slope = float(dataset.get("RescaleSlope", 1.0) if slope is None else slope)
+        intercept = float(dataset.get("RescaleIntercept", 0.0) if intercept is None else intercept)
+        slices.append(pixels[frame].astype(np.float32) * slope + intercept)
+    # voxel (i = column, j = row, k = position)
+    return canonical_volume(np.stack([s.T for s in slices], axis=-1), affine, str(path), modality=modality)
 
 
 def canonical_volume(
@@ -387,12 +429,14 @@ def load_volume(
     modality: str = "other",
     series: str | None = None,
 ) -> Volume:
-    """A NIfTI file or a DICOM series folder, in RAS+ orientation (see `load_nifti`, `load_dicom_series`);
-    `series` chooses the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)."""
+    """A NIfTI file, a DICOM series folder or an enhanced multi-frame DICOM file, in RAS+ orientation (see
+    `load_nifti`, `load_dicom_series`); `series` chooses the stack of a DICOM folder, or of an enhanced file,
+    that holds several (`msa_hf.data.dicom_stacks`)."""
     path = Path(path)
-    if series is not None and not path.is_dir():
+    enhanced = not is_label and not path.is_dir() and not is_nifti(path) and is_enhanced_dicom_file(path)
+    if series is not None and not path.is_dir() and not enhanced:
         raise VolumeReadError(f"{path}: a series is chosen in a DICOM folder; this is not one.")
-    if path.is_dir():
+    if path.is_dir() or enhanced:  # an enhanced file may hold several volumes: its stacks, as a folder's
         if is_label:
             raise VolumeReadError(
                 f"{path}: label maps are read from NIfTI files, not DICOM folders (DICOM-SEG)."
@@ -400,8 +444,6 @@ def load_volume(
         return load_dicom_series(path, series)
     if is_nifti(path):
         return load_nifti(path, is_label=is_label, channel=channel, modality=modality)
-    if not is_label and is_enhanced_dicom_file(path):
-        return load_enhanced_dicom(path)
     raise VolumeReadError(
         f"{path}: not a NIfTI file (.nii, .nii.gz), a DICOM series folder or an enhanced multi-frame DICOM volume."
     )

@@ -358,15 +358,14 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.dicom_stacks import choose_stack
+    from msa_hf.data.dicom_stacks import enhanced_stack_frames
     from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid, is_enhanced_dicom_file, is_nifti
 
-    enhanced = path if is_enhanced_dicom_file(path) else None
-    if path.is_dir() and (stack := choose_stack(path, series)).multi_frame:
-        enhanced = stack.files[0]
-    if enhanced is not None:  # its frames' grid, as a DICOM-SEG of it places them
-        header = pydicom.dcmread(enhanced, stop_before_pixels=True)
-        order, affine = enhanced_frame_grid(header, enhanced)
+    enhanced = enhanced_stack_frames(path, series) if path.is_dir() or is_enhanced_dicom_file(path) else None
+    if enhanced is not None:  # its (chosen stack's) frames' grid, as a DICOM-SEG of it places them
+        file, chosen = enhanced
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+        order, affine = enhanced_frame_grid(header, file, chosen)
         shape = (int(header.Columns), int(header.Rows), len(order))
     elif is_nifti(path):
         import nibabel as nib

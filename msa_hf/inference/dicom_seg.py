@@ -76,26 +76,41 @@ def _sources_and_labels(
     frames (in the file's frame order, which highdicom maps frame to frame)."""
     import pydicom
 
-    from msa_hf.data.dicom_stacks import choose_stack
+    from msa_hf.data.dicom_stacks import enhanced_stack_frames
     from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
 
-    file = folder  # an enhanced multi-frame file given itself
-    if folder.is_dir():
-        stack = choose_stack(folder, series)
-        if not stack.multi_frame:
-            slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
-            return [dataset for _, dataset in slices[0]], labels_on_series_grid(
-                folder, canonical, canonical_affine, slices
-            )
-        file = stack.files[0]
+    enhanced = enhanced_stack_frames(folder, series)  # `folder` may be an enhanced file itself
+    check_seg_source(folder, series, enhanced)
+    if enhanced is None:
+        slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
+        return [dataset for _, dataset in slices[0]], labels_on_series_grid(
+            folder, canonical, canonical_affine, slices
+        )
+    file, chosen = enhanced
     dataset = pydicom.dcmread(file)
-    order, affine = enhanced_frame_grid(dataset, file)
+    order, affine = enhanced_frame_grid(dataset, file, chosen)
     in_position_order = _labels_on_grid(
         canonical, canonical_affine, affine, (int(dataset.Columns), int(dataset.Rows), len(order)), folder
     )
-    frames = np.empty_like(in_position_order)
-    frames[order] = in_position_order  # position k is frame order[k]
+    # one frame per frame of the file: the stack's hold the labels (position k is frame order[k]); the frames
+    # of the file's other volumes stay empty, and empty frames are left out of the segmentation
+    frames = np.zeros((int(dataset.NumberOfFrames), *in_position_order.shape[1:]), in_position_order.dtype)
+    frames[order] = in_position_order
     return [dataset], frames
+
+
+def check_seg_source(
+    source: str | Path, series: str | None, enhanced: tuple[Path, tuple[int, ...] | None] | None
+) -> None:
+    """Refuse a DICOM-SEG of one volume of an enhanced file that holds several at the same positions (an echo,
+    a phase: `enhanced`, from `dicom_stacks.enhanced_stack_frames`, names frames): a segmentation's frames are
+    matched to the source's by position, and there each position is several frames."""
+    if enhanced is not None and enhanced[1] is not None:
+        raise ValueError(
+            f"{source}: {series or 'the chosen stack'} is one of several volumes in one enhanced DICOM file, at "
+            "the same positions as the others, and a DICOM-SEG cannot say which of them it segments. Write the "
+            "mask as NIfTI (.nii.gz), or export that volume as a series of its own first."
+        )
 
 
 def series_description(source: Any) -> str:

@@ -601,9 +601,11 @@ def check_prediction_request(
                 f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
                 "is not one. Write .nii or .nii.gz."
             )
-        from msa_hf.inference.dicom_seg import _highdicom
+        from msa_hf.data.dicom_stacks import enhanced_stack_frames
+        from msa_hf.inference.dicom_seg import _highdicom, check_seg_source
 
         _highdicom()  # the extra is there before anything runs
+        check_seg_source(input_path, series, enhanced_stack_frames(input_path, series))
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(
             f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "
@@ -614,12 +616,15 @@ def check_prediction_request(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."
         )
     enhanced = kind == "volume" and not is_nifti(input_path) and not input_path.is_dir()
-    if input_path.is_dir():
+    if input_path.is_dir() or enhanced:  # a folder, or an enhanced file, may hold several stacks: chosen here
         from msa_hf.data.dicom_stacks import choose_stack
 
         enhanced = choose_stack(input_path, series).multi_frame
     elif series is not None:
-        raise ValueError(f"{input_path}: a series is chosen in a DICOM folder; this input is not one.")
+        raise ValueError(
+            f"{input_path}: a series is chosen in a DICOM folder or an enhanced multi-frame file; this input is "
+            "neither."
+        )
     if enhanced:  # its reader is there before anything runs
         import_highdicom("reading an enhanced multi-frame DICOM volume")
     if probabilities_path is not None:

@@ -98,16 +98,14 @@ class VoxelToDisplay:
         series' images do not have one InstanceNumber each."""
         import pydicom
 
-        from msa_hf.data.dicom_stacks import choose_stack
+        from msa_hf.data.dicom_stacks import enhanced_stack_frames
         from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
 
-        file = Path(folder)  # an enhanced multi-frame file given itself
-        if file.is_dir():
-            stack = choose_stack(folder, series)
-            file = stack.files[0] if stack.multi_frame else None
-        if file is not None:
+        enhanced = enhanced_stack_frames(folder, series)  # `folder` may be an enhanced file itself
+        if enhanced is not None:
+            file, chosen = enhanced
             header = pydicom.dcmread(file, stop_before_pixels=True)
-            order, affine = enhanced_frame_grid(header, file)
+            order, affine = enhanced_frame_grid(header, file, chosen)
             shape = (int(header.Columns), int(header.Rows), len(order))
             return cls.of_affine(
                 affine, shape, str(file), tuple(frame + 1 for frame in order), "frame number", plane

@@ -31,6 +31,7 @@ __getattr__, __dir__ = lazy_exports(
         "write_nifti_case": "files",
         "write_png_folder": "files",
         "write_dicom_series": "files",
+        "write_enhanced_acquisitions": "files",
         "sphere_volume": "files",
     },
 )

@@ -155,6 +155,35 @@ def write_dicom_series(
     return series_uid, study_uid, frame_uid
 
 
+def write_enhanced_acquisitions(
+    folder: Path, volumes_hu: list[np.ndarray], numbers: list[int] | None = None
+) -> Path:
+    """Several acquisitions of one CT series at the same positions (`volumes_hu`, each `(slices, rows, cols)`,
+    AcquisitionNumber `numbers`, default 1, 2, ...): written as classic files in `folder/dual` (series 3) and
+    converted into one enhanced multi-frame file `folder/file/CT.dcm` (series 4), which is returned. Needs
+    highdicom (the `dicom` extra)."""
+    import highdicom
+    import pydicom
+
+    numbers = numbers or list(range(1, len(volumes_hu) + 1))
+    uids = None
+    for index, (volume, number) in enumerate(zip(volumes_hu, numbers, strict=True)):
+        uids = write_dicom_series(
+            folder / "dual",
+            volume,
+            uids=uids,
+            attributes={"AcquisitionNumber": number},
+            file_prefix=f"A{index}_",
+        )
+    datasets = [pydicom.dcmread(path) for path in sorted((folder / "dual").iterdir())]
+    (folder / "file").mkdir(parents=True, exist_ok=True)
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=4,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(folder / "file" / "CT.dcm")  # fmt: skip
+    return folder / "file" / "CT.dcm"
+
+
 def sphere_volume(shape=(16, 32, 32), centre=(8, 15, 17), radius=6.0) -> np.ndarray:
     """`(N, H, W)` display slices holding a bright ball: the ground truth of propagation."""
     zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
