@@ -155,7 +155,7 @@ def test_evaluate_scores_one_click_propagated_through_each_volume(tmp_path, ship
     )
 
     arguments = ["evaluate", msa_hf.TINY_BASE, "--dataset", str(tmp_path / "prepared")]
-    assert cli([*arguments, "--protocols", "volume_propagation", "--clicks", "1", "--output-dir", str(tmp_path / "cli")]) == 0  # fmt: skip
+    assert cli([*arguments, "--protocols", "volume_propagation", "--clicks", "1", "--batch-size", "4", "--output-dir", str(tmp_path / "cli")]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "volume_propagation: Dice after the first click and each correction" in printed
     written = json.loads((tmp_path / "cli" / "results.json").read_text())

@@ -52,11 +52,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="replace an earlier evaluation's tables in --output-dir",
     )
     evaluate.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=16,
-        help="2-D models: images encoded at once on the device (default 16)",
-    )
+        "--batch-size", type=positive_int, default=None,
+        help="images encoded at once on the device by the per-slice protocols (default 16), or slices of a volume "
+             "by volume_propagation (default: 8 on a GPU, one depth window on the CPU)",
+    )  # fmt: skip
     _add_resample_slices_argument(evaluate, "each case", "onto the case's own slices and scored there")
     _add_placement_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
@@ -243,7 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
             window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
             slice_spacing=processor.slice_spacing, resample_slices=args.resample_slices,
-            protocols=run, **corrections,
+            protocols=run, batch_size=args.batch_size, **corrections,
         )  # fmt: skip
         print(markdown_table(report["tables"]))
         if "volume_propagation" in report:
@@ -263,7 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
     report = evaluate_model(
         model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
-        window=processor.window, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        window=processor.window, batch_size=args.batch_size or 16, device=args.device, dtype=args.dtype,
         compile_encoder=args.compile, **clicks,
     )  # fmt: skip
     print(markdown_table(report["tables"]))

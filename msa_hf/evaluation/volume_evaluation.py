@@ -41,6 +41,7 @@ def evaluate_volumes(
     resample_slices: bool = True,
     protocols: Sequence[str] = VOLUME_PROTOCOLS,
     corrections: int = DEFAULT_CORRECTIONS,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Dice per structure on whole volumes for `protocols` (`VOLUME_PROTOCOLS`), for the structures `classes`
     names (names or label values, comma-separated; default all). With `output_dir`, writes results.json,
@@ -56,7 +57,8 @@ def evaluate_volumes(
     volume, then `corrections` correction rounds (`volume_propagation.propagate_with_corrections`); the
     table scores the last round's masks, and each case's `dice_per_click` gives Dice after every round
     (the report's `volume_propagation` their mean). Dice/IoU/HD95/NSD are computed on the case's volume with
-    its spacing.
+    its spacing. `batch_size`: slices encoded at once by the propagation (`VolumePredictor.encoding_batch`; None:
+    its default).
 
     A case whose slices lie off `slice_spacing` (`spacings_differ`) is seen as `msa-hf predict` shows it the
     volume: resampled along its slice axis onto the model's grid (`ResampledCase`: images interpolated, each
@@ -148,7 +150,7 @@ def evaluate_volumes(
         else {}
     )  # fmt: skip
     predictor = (
-        VolumePredictor(model, window, device=placement.device, dtype=placement.dtype)
+        VolumePredictor(model, window, device=placement.device, dtype=placement.dtype, batch_size=batch_size)
         if "volume_propagation" in protocols
         else None
     )
