@@ -407,6 +407,35 @@ def test_an_enhanced_file_whose_volumes_nothing_tells_apart_is_refused_not_inter
     assert [stack.frame_indices for stack in find_stacks(path)] == [None]
     with pytest.raises(VolumeReadError, match="its 12 frames cannot be read as one volume.*dcm2niix"):
         load_volume(path)
+    # the frames' own reader refuses them too, never stacking two frames of one position
+    from msa_hf.data.volumes import load_enhanced_dicom
+
+    with pytest.raises(VolumeReadError, match="lie at one position, and nothing in the file tells"):
+        load_enhanced_dicom(path, frames=list(range(12)))
+
+
+def test_an_enhanced_file_of_two_orientations_is_a_stack_per_plane(tmp_path):
+    """A file holding an axial and a coronal stack (a localizer's planes, converted) is two stacks keyed by
+    plane, each read as the classic files of that orientation are."""
+    highdicom = pytest.importorskip("highdicom")
+    uids = write_dicom_series(tmp_path / "planes", _volume(1), file_prefix="AX")
+    write_dicom_series(
+        tmp_path / "planes", _volume(2), uids=uids, orientation=(1, 0, 0, 0, 0, -1), file_prefix="CO"
+    )
+    datasets = [pydicom.dcmread(path) for path in sorted((tmp_path / "planes").iterdir())]
+    highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=4,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    ).save_as(tmp_path / "CT.dcm")  # fmt: skip
+    stacks = find_stacks(tmp_path / "CT.dcm")
+    assert [(stack.key, stack.orientation, stack.frames) for stack in stacks] == [
+        ("4/axial", "axial", 6),
+        ("4/coronal", "coronal", 6),
+    ]
+    for plane in ("axial", "coronal"):
+        classic = load_volume(tmp_path / "planes", series=f"3/{plane}")
+        volume = load_volume(tmp_path / "CT.dcm", series=f"4/{plane}")
+        assert np.array_equal(volume.array, classic.array) and np.allclose(volume.affine, classic.affine)
 
 
 def test_predict_segments_one_volume_of_an_enhanced_file(tmp_path, tiny_base, capsys):

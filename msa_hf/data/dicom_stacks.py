@@ -188,66 +188,85 @@ def is_enhanced_volume(dataset: Any) -> bool:
 
 
 def _enhanced_stacks(key: str, series_uid: str, number: str, header: _Header) -> list[DicomStack]:
-    """The stacks of one enhanced multi-frame file, their orientation from the (shared or first) frame's plane:
-    the whole file, or where it holds several volumes at the same positions, one per group of its frames
-    (`frame_groups`), keyed `KEY/Attribute=value`."""
+    """The stacks of one enhanced multi-frame file, each with the orientation of its first frame's plane: the
+    whole file, or where it holds several volumes (orientations, or volumes at the same positions), one per
+    group of its frames (`frame_groups`), keyed `KEY/label`."""
     dataset = header.dataset
-    cosines = frame_value(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
-    plane = _plane_name(np.array(cosines, float)) if cosines is not None else "oblique"
     description, modality = header.get("SeriesDescription").strip(), header.get("Modality") or "other"
+
+    def plane_of(frame: int) -> str:
+        cosines = frame_value(dataset, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
+        return _plane_name(np.array(cosines, float)) if cosines is not None else "oblique"
+
     groups = frame_groups(dataset)
     if len(groups) == 1:
-        return [
-            DicomStack(key, series_uid, number, description, modality, plane, [header.file], int(dataset.NumberOfFrames))
-        ]  # fmt: skip
+        count = int(dataset.NumberOfFrames)
+        return [DicomStack(key, series_uid, number, description, modality, plane_of(0), [header.file], count)]
     return [
         DicomStack(
-            f"{key}/{label}",
-            series_uid,
-            number,
-            description,
-            modality,
-            plane,
-            [header.file],
-            len(frames),
-            frames,
+            f"{key}/{label}", series_uid, number, description, modality, plane_of(frames[0]), [header.file],
+            len(frames), frames,
         )
         for label, frames in groups
-    ]
+    ]  # fmt: skip
 
 
 def frame_groups(dataset: Any) -> list[tuple[str | None, tuple[int, ...]]]:
-    """The volumes an enhanced multi-frame dataset (header) holds, as `[(label or None, frame indices)]`: one
-    group of every frame where each position has one frame, else split by the first of `FRAME_ATTRIBUTES` that
-    every frame carries and that leaves each group one frame per position (`EffectiveEchoTime=10`); one
-    group of every frame where none does (its reader then says why the frames are not one volume)."""
+    """The volumes an enhanced multi-frame dataset (header) holds, as `[(label or None, frame indices)]`, as a
+    series' files are split (`_series_stacks`): by orientation first (`coronal`, where the file holds several),
+    then, where two frames of one orientation share a position, by the first of `FRAME_ATTRIBUTES` that every
+    one of them carries and that leaves each group one frame per position (`EffectiveEchoTime=10`). One group
+    of every frame where the file is one volume, or where nothing tells its frames apart (its reader then says
+    why they are not one volume)."""
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     every = [(None, tuple(range(count)))]
-    cosines = frame_value(dataset, 0, "PlaneOrientationSequence", "ImageOrientationPatient")
+    orientations = [
+        frame_value(dataset, f, "PlaneOrientationSequence", "ImageOrientationPatient") for f in range(count)
+    ]
     positions = [
         frame_value(dataset, f, "PlanePositionSequence", "ImagePositionPatient") for f in range(count)
     ]
-    if cosines is None or any(position is None for position in positions):
+    if any(value is None for value in (*orientations, *positions)):
         return every
-    cosines = np.array(cosines, dtype=np.float64)
-    normal = np.cross(cosines[:3], cosines[3:])
-    depths = [round(float(np.dot(np.array(position, float), normal)), 3) for position in positions]
+    by_plane: dict[tuple, list[int]] = defaultdict(list)
+    for frame, cosines in enumerate(orientations):
+        by_plane[tuple(np.round(np.array(cosines, dtype=np.float64), 3))].append(frame)
+    planes = {plane_key: _plane_name(np.array(plane_key)) for plane_key in by_plane}
+    groups: list[tuple[str | None, tuple[int, ...]]] = []
+    for plane_key, frames in by_plane.items():
+        # the orientation names a group only where the file holds several (as a localizer's three planes)
+        plane_label = (
+            None if len(by_plane) == 1 else _unique_plane_key("", planes[plane_key], plane_key, planes)[1:]
+        )
+        normal = np.cross(np.array(plane_key[:3]), np.array(plane_key[3:]))
+        depths = {f: round(float(np.dot(np.array(positions[f], float), normal)), 3) for f in frames}
+        for label, subset in _frame_acquisitions(dataset, frames, depths):
+            parts = [part for part in (plane_label, label) if part]
+            groups.append(("/".join(parts) or None, subset))
+    return every if len(groups) == 1 else groups
 
-    def one_per_position(frames: list[int]) -> bool:
-        return len({depths[f] for f in frames}) == len(frames)
 
-    if one_per_position(list(range(count))):
-        return every
+def _frame_acquisitions(
+    dataset: Any, frames: list[int], depths: dict[int, float]
+) -> list[tuple[str | None, tuple[int, ...]]]:
+    """`frames` of one orientation as `[(label or None, frames)]`: one group where each position has one frame,
+    else split by the first of `FRAME_ATTRIBUTES` that leaves each group one frame per position."""
+
+    def one_per_position(group: list[int]) -> bool:
+        return len({depths[f] for f in group}) == len(group)
+
+    if one_per_position(frames):
+        return [(None, tuple(frames))]
     for sequence, name in FRAME_ATTRIBUTES:
-        values = [frame_value(dataset, f, sequence, name) for f in range(count)]
+        values = [frame_value(dataset, f, sequence, name) for f in frames]
         if any(value is None for value in values):
             continue
         groups: dict[str, list[int]] = defaultdict(list)
-        for frame, value in enumerate(values):
+        for frame, value in zip(frames, values, strict=True):
             groups[_value_text(value)].append(frame)
-        if len(groups) > 1 and all(one_per_position(frames) for frames in groups.values()):
+        if len(groups) > 1 and all(one_per_position(group) for group in groups.values()):
             return [(f"{name}={value}", tuple(groups[value])) for value in sorted(groups, key=_natural_order)]
-    return every
+    return [(None, tuple(frames))]
 
 
 def _value_text(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.image_files import DICOM_DECODERS_HINT
+from msa_hf.data.image_files import DICOM_DECODERS_HINT, MULTI_FRAME_ADVICE
 from msa_hf.data.label_tables import MAX_LABEL_VALUE
 from msa_hf.data.planes import display_slices, volume_from_display_slices
 from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
@@ -298,6 +298,13 @@ def enhanced_frame_grid(
         f: np.array(value(f, "PlanePositionSequence", "ImagePositionPatient"), float) for f in chosen
     }
     order = sorted(chosen, key=lambda f: float(np.dot(positions[f], normal)))
+    depths = [round(float(np.dot(positions[f], normal)), 3) for f in order]
+    if len(set(depths)) != len(depths):  # two frames at one position: two volumes, never interleaved
+        twins = next(order[k : k + 2] for k in range(len(order) - 1) if depths[k] == depths[k + 1])
+        raise VolumeReadError(
+            f"{source}: frames {twins[0] + 1} and {twins[1] + 1} lie at one position, and nothing in the file "
+            f"tells their volumes apart, so they cannot be stacked into one; {MULTI_FRAME_ADVICE}."
+        )
     spacing = value(first, "PixelMeasuresSequence", "PixelSpacing")
     return order, _grid_affine(orientation, spacing, np.array([positions[f] for f in order]), source)
 
@@ -352,7 +359,6 @@ def load_enhanced_dicom(path: str | Path, frames: Sequence[int] | None = None) -
     """
     import pydicom
 
-    from msa_hf.data.image_files import MULTI_FRAME_ADVICE
     from msa_hf.data.size_limits import check_voxel_count
 
     highdicom = import_highdicom("reading an enhanced multi-frame DICOM volume")
