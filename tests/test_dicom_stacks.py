@@ -400,6 +400,16 @@ def test_an_enhanced_file_of_two_acquisitions_is_read_as_two_stacks(tmp_path):
     assert not np.array_equal(
         load_volume(path, series=keys[0]).array, load_volume(path, series=keys[1]).array
     )
+    # the part after the series number chooses as well: one --series for cases whose series numbers differ
+    assert np.array_equal(
+        load_volume(path, series="FrameAcquisitionNumber=2").array, load_volume(path, series=keys[1]).array
+    )
+    assert np.array_equal(
+        load_volume(tmp_path / "dual", series="AcquisitionNumber=2").array,
+        load_volume(path, series=keys[1]).array,
+    )
+    with pytest.raises(VolumeReadError, match="names none of them"):
+        load_volume(path, series="FrameAcquisitionNumber=3")
 
 
 def test_an_enhanced_file_whose_volumes_nothing_tells_apart_is_refused_not_interleaved(tmp_path):

@@ -288,7 +288,8 @@ def _natural_order(text: str) -> tuple[int, float, str]:
 
 def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
     """The stack of `folder` (or of an enhanced multi-frame file that holds several volumes) to read: its only
-    one, or the one `series` names (a key of the listing, a series number or a series instance UID).
+    one, or the one `series` names (a key of the listing, a series number, a series instance UID, or a key's
+    part after its series, `EchoNumbers=2`, where one stack has it).
 
     Raises:
         VolumeReadError: several stacks and no `series`, or a `series` that names none or several of them;
@@ -318,9 +319,12 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
             f"or prepare, series=KEY in Python){own_folders}{each}:\n{_listing(stacks, listed_in)}",
         )
     series = str(series).strip()
-    chosen = [stack for stack in stacks if stack.key == series] or [
-        stack for stack in stacks if series in (stack.series_uid, stack.series_number)
-    ]
+    chosen = (
+        [stack for stack in stacks if stack.key == series]
+        or [stack for stack in stacks if series in (stack.series_uid, stack.series_number)]
+        # the part after the series: one choice for every case of a dataset, whose series numbers differ
+        or [stack for stack in stacks if stack.key.partition("/")[2] == series]
+    )
     if len(chosen) == 1:
         return chosen[0]
     what = "names several of them" if chosen else "names none of them"
