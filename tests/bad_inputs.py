@@ -1074,11 +1074,10 @@ def _(f):
     return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "volume_propagation"]
 
 
-@case(
-    "evaluate", "whole-volume and per-slice protocols in one run", mentions=("separate runs", "--output-dir")
-)
+@case("evaluate", "per-slice and whole-volume protocols on a dataset of pictures", mentions=("2-D pictures",))
 def _(f):
-    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "volume_propagation", "box"]
+    return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--protocols", "box", "volume_propagation",
+            "--output-dir", out(f)]  # fmt: skip
 
 
 @case(

@@ -162,8 +162,23 @@ def test_evaluate_scores_one_click_propagated_through_each_volume(tmp_path, ship
     assert written["volume_propagation"]["corrections"] == 0
     first = np.mean([s.dice_per_click[0] for s in scores])
     assert written["volume_propagation"]["dice_per_click"] == pytest.approx([first])
-    assert cli([*arguments, "--protocols", "volume_propagation", "box"]) == 2
-    assert "scored in separate runs" in capsys.readouterr().err
+    # both kinds in one run: one results.json and results.md, each protocol's CSV, the per-slice pictures
+    from msa_hf.evaluation.protocols import evaluate_model
+
+    mixed = tmp_path / "mixed"
+    assert cli([*arguments, "--protocols", "points1", "volume_propagation", "--output-dir", str(mixed)]) == 0
+    written = json.loads((mixed / "results.json").read_text())
+    assert sorted(written["tables"]) == ["points1", "volume_propagation"]
+    assert written["tables"]["volume_propagation"] == report["tables"]["volume_propagation"]
+    per_slice = evaluate_model(shipped_base, tmp_path / "prepared", "test", ["points1"])
+    assert written["tables"]["points1"] == per_slice["tables"]["points1"]
+    assert written["volume_propagation"]["dice_per_click"] == pytest.approx(
+        report["volume_propagation"]["dice_per_click"]
+    )
+    results = (mixed / "results.md").read_text()
+    assert "points1: slice-prompted; volume_propagation: whole volumes" in results
+    for name in ("cases_points1.csv", "cases_volume_propagation.csv", "overlays.png"):
+        assert (mixed / name).is_file(), name
 
 
 def test_propagation_on_a_thick_case_is_that_of_its_model_grid_version(tmp_path, shipped_base, monkeypatch):

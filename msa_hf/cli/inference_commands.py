@@ -31,11 +31,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="prompt protocols to score: per slice (box, points1, points3, points10, iterative; default for 2-D "
              "models: all) or on whole volumes (volume_points1: a click on every slice; volume_propagation: one "
              "click propagated through the volume, then corrections; default for depth-branch models: both, "
-             "and open to 2-D models on a dataset of volumes, one kind per run)",
+             "and open to 2-D models on a dataset of volumes, beside per-slice ones)",
     )  # fmt: skip
     evaluate.add_argument(
         "--clicks", type=positive_int, default=None,
-        help="clicks of the iterative protocol (default 5), or of volume_propagation: the first click and the "
+        help="clicks of the iterative protocol (default 5) and of volume_propagation: the first click and the "
              "corrections after it (default 3)",
     )  # fmt: skip
     evaluate.add_argument(
@@ -204,18 +204,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from msa_hf.evaluation.decoding import VOLUME_PROTOCOLS
-    from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, markdown_table
-    from msa_hf.evaluation.results_files import evaluation_files
+    from msa_hf.evaluation.protocols import PROTOCOLS, evaluate_model, evaluate_volumes, markdown_table
+    from msa_hf.evaluation.results_files import evaluation_files, write_results
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.output_files import check_new_outputs
 
     named = args.protocols or []
     volume_protocols = [p for p in named if p in VOLUME_PROTOCOLS]
-    if volume_protocols and len(volume_protocols) < len(named):
-        raise ValueError(
-            f"--protocols {' '.join(named)}: whole-volume protocols ({', '.join(volume_protocols)}) and per-slice "
-            "ones are scored in separate runs; run msa-hf evaluate once for each kind, with its own --output-dir."
-        )
+    slice_protocols = [p for p in named if p not in VOLUME_PROTOCOLS]
     if args.output:  # before the model loads; the other files in the folder are the user's and stay
         # whole volumes or per slice: not known until the model loads
         protocols = [*VOLUME_PROTOCOLS, *(args.protocols or PROTOCOLS)]
@@ -223,59 +219,81 @@ def _evaluate(args: argparse.Namespace) -> int:
     classes = space_or_comma_list(args.classes)
     args.classes = ",".join(classes) if classes else None
     model, processor = load_for_inference(args.model)
-    if model.config.use_depth_branch or volume_protocols:  # whole volumes, scored per case
-        from msa_hf.evaluation.protocols import evaluate_volumes
-
-        if named and not volume_protocols:
-            raise ValueError(
-                f"a depth-branch model is scored on whole volumes (--protocols {' '.join(VOLUME_PROTOCOLS)}); "
-                f"--protocols {' '.join(named)} are for 2-D models."
-            )
-        run = volume_protocols or VOLUME_PROTOCOLS
-        if args.clicks is not None and "volume_propagation" not in run:
-            raise ValueError(
-                f"--clicks sets the rounds of volume_propagation (or of the 2-D iterative protocol); --protocols "
-                f"{' '.join(run)} has none."
-            )
+    depth_branch = bool(model.config.use_depth_branch)
+    if depth_branch and slice_protocols:
+        raise ValueError(
+            f"a depth-branch model is scored on whole volumes (--protocols {' '.join(VOLUME_PROTOCOLS)}); "
+            f"--protocols {' '.join(slice_protocols)} are for 2-D models."
+        )
+    # a depth-branch model: whole volumes; a 2-D model: per slice, and whole volumes where --protocols asks
+    run_volumes = volume_protocols or (list(VOLUME_PROTOCOLS) if depth_branch else [])
+    run_slices = [] if depth_branch else slice_protocols or ([] if volume_protocols else list(PROTOCOLS))
+    if args.stride is not None and "volume_points1" not in run_volumes:
+        raise ValueError(
+            "--stride sets the window stride of volume_points1 (3-D windows); it is not run here."
+        )
+    if args.clicks is not None and "volume_propagation" not in run_volumes and "iterative" not in run_slices:
+        raise ValueError(
+            f"--clicks sets the rounds of the iterative protocol and of volume_propagation; --protocols "
+            f"{' '.join(run_slices + run_volumes)} has neither."
+        )
+    # whole volumes first: a dataset of pictures is refused before the per-slice run writes anything
+    volumes = None
+    if run_volumes:
         corrections = {} if args.clicks is None else {"corrections": args.clicks - 1}
-        report = evaluate_volumes(
-            model, args.dataset, args.split, stride=args.stride, classes=args.classes, output_dir=args.output,
-            window=processor.window, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
-            slice_spacing=processor.slice_spacing, resample_slices=args.resample_slices,
-            protocols=run, batch_size=args.batch_size, **corrections,
+        volumes = evaluate_volumes(
+            model, args.dataset, args.split, stride=args.stride, classes=args.classes,
+            output_dir=None if run_slices else args.output, window=processor.window, device=args.device,
+            dtype=args.dtype, compile_encoder=args.compile, slice_spacing=processor.slice_spacing,
+            resample_slices=args.resample_slices, protocols=run_volumes, batch_size=args.batch_size, **corrections,
         )  # fmt: skip
-        print(markdown_table(report["tables"]))
-        if "volume_propagation" in report:
-            propagated = report["volume_propagation"]
+        print(markdown_table(volumes["tables"]))
+        if "volume_propagation" in volumes:
+            propagated = volumes["volume_propagation"]
             curve = ", ".join(f"{d:.3f}" for d in propagated["dice_per_click"])
             print(f"volume_propagation: Dice after the first click and each correction {curve}; mean clicks "
                   f"to 0.85: {propagated['clicks_to_0.85']:.2f}, to 0.90: {propagated['clicks_to_0.90']:.2f} "
                   f"(a case that never gets there counts {len(propagated['dice_per_click']) + 1})")  # fmt: skip
-        for note in report["notes"]:
+        for note in volumes["notes"]:
             print(f"note: {note}")
-        if args.output:
-            written = ", ".join(f"cases_{p}.csv" for p in report["tables"])
-            print(f"written: {args.output} (results.md, results.json, {written})")
-        return 0
-    if args.stride is not None:
-        raise ValueError("--stride sets the window stride of 3-D (depth-branch) models; this model is 2-D.")
-    clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
-    report = evaluate_model(
-        model, args.dataset, args.split, args.protocols or list(PROTOCOLS), args.output, classes=args.classes,
-        window=processor.window, batch_size=args.batch_size or 16, device=args.device, dtype=args.dtype,
-        compile_encoder=args.compile, **clicks,
-    )  # fmt: skip
-    print(markdown_table(report["tables"]))
-    if "iterative" in report:
-        iterative = report["iterative"]
-        curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
-        never = len(iterative["dice_per_click"]) + 1
-        print(f"iterative: Dice per click {curve}; mean clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, "
-              f"to 0.90: {iterative['clicks_to_0.90']:.2f} (a case that never gets there counts {never})")  # fmt: skip
-    if args.output:
-        print(
-            f"written: {args.output} (results.md, results.json, cases_*.csv, overlays.png, dice_vs_clicks.png)"
+    per_slice = None
+    if run_slices:
+        clicks = {} if args.clicks is None else {"clicks": args.clicks}  # else evaluate_model's default
+        per_slice = evaluate_model(
+            model, args.dataset, args.split, run_slices, args.output, classes=args.classes, window=processor.window,
+            batch_size=args.batch_size or 16, device=args.device, dtype=args.dtype, compile_encoder=args.compile,
+            **clicks,
+        )  # fmt: skip
+        print(markdown_table(per_slice["tables"]))
+        if "iterative" in per_slice:
+            iterative = per_slice["iterative"]
+            curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
+            never = len(iterative["dice_per_click"]) + 1
+            print(f"iterative: Dice per click {curve}; mean clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, "
+                  f"to 0.90: {iterative['clicks_to_0.90']:.2f} (a case that never gets there counts {never})")  # fmt: skip
+    if volumes is not None and per_slice is not None and args.output:
+        # one results.json and results.md for both kinds: the per-slice run wrote its CSVs and pictures,
+        # the whole-volume protocols add theirs
+        report = {
+            **per_slice,
+            **{k: v for k, v in volumes.items() if k not in ("tables", "scores", "split")},
+        }
+        report["tables"] = {**per_slice["tables"], **volumes["tables"]}
+        description = (
+            f"{args.split} split, per case then averaged; {', '.join(run_slices)}: slice-prompted; "
+            f"{', '.join(run_volumes)}: whole volumes"
         )
+        write_results(
+            args.output,
+            report,
+            volumes["scores"],
+            description,
+            inputs=[args.dataset],
+            notes=volumes["notes"],
+        )
+    if args.output:
+        pictures = ", overlays.png, dice_vs_clicks.png" if run_slices else ""
+        print(f"written: {args.output} (results.md, results.json, cases_*.csv{pictures})")
     return 0
 
 
