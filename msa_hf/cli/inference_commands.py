@@ -249,11 +249,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(markdown_table(volumes["tables"]))
         if "volume_propagation" in volumes:
-            propagated = volumes["volume_propagation"]
-            curve = ", ".join(f"{d:.3f}" for d in propagated["dice_per_click"])
-            print(f"volume_propagation: Dice after the first click and each correction {curve}; mean clicks "
-                  f"to 0.85: {propagated['clicks_to_0.85']:.2f}, to 0.90: {propagated['clicks_to_0.90']:.2f} "
-                  f"(a case that never gets there counts {len(propagated['dice_per_click']) + 1})")  # fmt: skip
+            _print_rounds(
+                "volume_propagation: Dice after the first click and each correction",
+                volumes["volume_propagation"],
+            )
         for note in volumes["notes"]:
             print(f"note: {note}")
     per_slice = None
@@ -266,11 +265,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(markdown_table(per_slice["tables"]))
         if "iterative" in per_slice:
-            iterative = per_slice["iterative"]
-            curve = ", ".join(f"{d:.3f}" for d in iterative["dice_per_click"])
-            never = len(iterative["dice_per_click"]) + 1
-            print(f"iterative: Dice per click {curve}; mean clicks to 0.85: {iterative['clicks_to_0.85']:.2f}, "
-                  f"to 0.90: {iterative['clicks_to_0.90']:.2f} (a case that never gets there counts {never})")  # fmt: skip
+            _print_rounds("iterative: Dice per click", per_slice["iterative"])
     if volumes is not None and per_slice is not None and args.output:
         # one results.json and results.md for both kinds: the per-slice run wrote its CSVs and pictures,
         # the whole-volume protocols add theirs
@@ -295,6 +290,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         pictures = ", overlays.png, dice_vs_clicks.png" if run_slices else ""
         print(f"written: {args.output} (results.md, results.json, cases_*.csv{pictures})")
     return 0
+
+
+def _print_rounds(what: str, rounds: dict) -> None:
+    """One line of an interactive protocol's report (`iterative`, `volume_propagation`): the mean Dice after
+    each click and the mean clicks to reach 0.85 and 0.90."""
+    curve = ", ".join(f"{d:.3f}" for d in rounds["dice_per_click"])
+    never = len(rounds["dice_per_click"]) + 1
+    print(f"{what} {curve}; mean clicks to 0.85: {rounds['clicks_to_0.85']:.2f}, to 0.90: "
+          f"{rounds['clicks_to_0.90']:.2f} (a case that never gets there counts {never})")  # fmt: skip
 
 
 def _score(args: argparse.Namespace) -> int:
