@@ -412,6 +412,41 @@ def test_an_enhanced_file_of_two_acquisitions_is_read_as_two_stacks(tmp_path):
         load_volume(path, series="FrameAcquisitionNumber=3")
 
 
+def test_prepare_reads_the_same_acquisition_of_every_case_by_the_part_after_its_series(tmp_path):
+    """Cases whose enhanced files number their series differently (4 and 7) prepared with one --series: the
+    key's part after the series number names the second acquisition of each."""
+    import nibabel as nib
+
+    from msa_hf.data import load_prepared, prepare_dataset
+
+    pytest.importorskip("highdicom")
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    (source / "labels").mkdir()
+    expected = {}
+    for index, number in enumerate((4, 7)):
+        path = write_enhanced_acquisitions(
+            tmp_path / f"case{index}", [_volume(10 + index), _volume(20 + index)], series_number=number
+        )
+        path.rename(source / "images" / f"case{index}.dcm")
+        chosen = load_volume(
+            source / "images" / f"case{index}.dcm", series=f"{number}/FrameAcquisitionNumber=2"
+        )
+        labels = np.zeros(chosen.array.shape, np.uint8)
+        labels[2:6, 3:8, 1:4] = 1
+        nib.save(nib.Nifti1Image(labels, chosen.affine), source / "labels" / f"case{index}.nii.gz")
+        expected[f"case{index}"] = axial_slices(chosen.array)
+    report = prepare_dataset(
+        source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0), series="FrameAcquisitionNumber=2",
+        keep_empty_slices=True,
+    )  # fmt: skip
+    assert not report.skipped_cases
+    rows = load_prepared(tmp_path / "out")["train"]
+    assert sorted(set(rows["case_id"])) == ["case0", "case1"] and len(rows) == 12
+    for row in rows:
+        assert np.array_equal(np.asarray(row["image"]), expected[row["case_id"]][row["slice"]])
+
+
 def test_an_enhanced_file_whose_volumes_nothing_tells_apart_is_refused_not_interleaved(tmp_path):
     path = _two_acquisitions_in_one_file(tmp_path, numbers=(1, 1))
     assert [stack.frame_indices for stack in find_stacks(path)] == [None]

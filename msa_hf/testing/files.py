@@ -156,11 +156,11 @@ def write_dicom_series(
 
 
 def write_enhanced_acquisitions(
-    folder: Path, volumes_hu: list[np.ndarray], numbers: list[int] | None = None
+    folder: Path, volumes_hu: list[np.ndarray], numbers: list[int] | None = None, series_number: int = 4
 ) -> Path:
     """Several acquisitions of one CT series at the same positions (`volumes_hu`, each `(slices, rows, cols)`,
     AcquisitionNumber `numbers`, default 1, 2, ...): written as classic files in `folder/dual` (series 3) and
-    converted into one enhanced multi-frame file `folder/file/CT.dcm` (series 4), which is returned. Needs
+    converted into one enhanced multi-frame file `folder/file/CT.dcm` (`series_number`), which is returned. Needs
     highdicom (the `dicom` extra)."""
     import highdicom
     import pydicom
@@ -178,7 +178,7 @@ def write_enhanced_acquisitions(
     datasets = [pydicom.dcmread(path) for path in sorted((folder / "dual").iterdir())]
     (folder / "file").mkdir(parents=True, exist_ok=True)
     highdicom.legacy.LegacyConvertedEnhancedCTImage(
-        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=4,
+        legacy_datasets=datasets, series_instance_uid=highdicom.UID(), series_number=series_number,
         sop_instance_uid=highdicom.UID(), instance_number=1,
     ).save_as(folder / "file" / "CT.dcm")  # fmt: skip
     return folder / "file" / "CT.dcm"
