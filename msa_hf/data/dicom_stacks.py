@@ -188,85 +188,127 @@ def is_enhanced_volume(dataset: Any) -> bool:
 
 
 def _enhanced_stacks(key: str, series_uid: str, number: str, header: _Header) -> list[DicomStack]:
-    """The stacks of one enhanced multi-frame file, each with the orientation of its first frame's plane: the
-    whole file, or where it holds several volumes (orientations, or volumes at the same positions), one per
-    group of its frames (`frame_groups`), keyed `KEY/label`."""
+    """The stacks of one enhanced multi-frame file: the whole file, or where it holds several volumes (several
+    orientations, or volumes at the same positions), one per volume of its frames (`_volumes_of`), keyed
+    `KEY/label`. Frames that nothing tells apart stay one stack, which its reader refuses."""
     dataset = header.dataset
     description, modality = header.get("SeriesDescription").strip(), header.get("Modality") or "other"
+    count = int(dataset.NumberOfFrames)
 
-    def plane_of(frame: int) -> str:
-        cosines = frame_value(dataset, frame, "PlaneOrientationSequence", "ImageOrientationPatient")
-        return _plane_name(np.array(cosines, float)) if cosines is not None else "oblique"
+    def attribute(sequence: str, name: str) -> Any:
+        return lambda frame: _text_or_none(frame_value(dataset, frame, sequence, name))
 
-    groups = frame_groups(dataset)
-    if len(groups) == 1:
-        count = int(dataset.NumberOfFrames)
-        return [DicomStack(key, series_uid, number, description, modality, plane_of(0), [header.file], count)]
-    return [
-        DicomStack(
-            f"{key}/{label}", series_uid, number, description, modality, plane_of(frames[0]), [header.file],
-            len(frames), frames,
-        )
-        for label, frames in groups
-    ]  # fmt: skip
-
-
-def frame_groups(dataset: Any) -> list[tuple[str | None, tuple[int, ...]]]:
-    """The volumes an enhanced multi-frame dataset (header) holds, as `[(label or None, frame indices)]`, as a
-    series' files are split (`_series_stacks`): by orientation first (`coronal`, where the file holds several),
-    then, where two frames of one orientation share a position, by the first of `FRAME_ATTRIBUTES` that every
-    one of them carries and that leaves each group one frame per position (`EffectiveEchoTime=10`). One group
-    of every frame where the file is one volume, or where nothing tells its frames apart (its reader then says
-    why they are not one volume)."""
-    count = int(dataset.get("NumberOfFrames", 1) or 1)
-    every = [(None, tuple(range(count)))]
     orientations = [
         frame_value(dataset, f, "PlaneOrientationSequence", "ImageOrientationPatient") for f in range(count)
     ]
     positions = [
         frame_value(dataset, f, "PlanePositionSequence", "ImagePositionPatient") for f in range(count)
     ]
-    if any(value is None for value in (*orientations, *positions)):
-        return every
-    by_plane: dict[tuple, list[int]] = defaultdict(list)
-    for frame, cosines in enumerate(orientations):
-        by_plane[tuple(np.round(np.array(cosines, dtype=np.float64), 3))].append(frame)
-    planes = {plane_key: _plane_name(np.array(plane_key)) for plane_key in by_plane}
-    groups: list[tuple[str | None, tuple[int, ...]]] = []
-    for plane_key, frames in by_plane.items():
-        # the orientation names a group only where the file holds several (as a localizer's three planes)
-        plane_label = (
-            None if len(by_plane) == 1 else _unique_plane_key("", planes[plane_key], plane_key, planes)[1:]
+    groups = (
+        []  # frames without a plane: one stack, which its reader places or refuses
+        if any(value is None for value in (*orientations, *positions))
+        else _volumes_of(
+            list(range(count)), orientations.__getitem__, positions.__getitem__,
+            [(name, attribute(sequence, name)) for sequence, name in FRAME_ATTRIBUTES],
         )
+    )  # fmt: skip
+    if len(groups) < 2:
+        plane = _plane_name(np.array(orientations[0], float)) if orientations[0] is not None else "oblique"
+        return [DicomStack(key, series_uid, number, description, modality, plane, [header.file], count)]
+    return [
+        DicomStack(
+            f"{key}/{group.label}", series_uid, number, description, modality, group.plane, [header.file],
+            len(group.items), tuple(group.items),
+        )
+        for group in groups
+    ]  # fmt: skip
+
+
+@dataclass
+class _Volume:
+    """One volume among the images of a series (`_volumes_of`): its `items` (slice headers, or a file's frame
+    indices), `label` (its orientation and acquisition where the series holds several, `coronal/EchoNumbers=2`;
+    None for the only one), `plane` (axial, coronal, sagittal, oblique) and, where two items lie at one
+    position and nothing told them apart, the first two such (`twins`)."""
+
+    items: list[Any]
+    label: str | None
+    plane: str
+    twins: tuple[Any, Any] | None = None
+
+
+def _volumes_of(
+    items: list[Any],
+    cosines_of: Any,
+    position_of: Any,
+    attributes: list[tuple[str, Any]],
+) -> list[_Volume]:
+    """The volumes among `items` (a series' slice headers, or an enhanced file's frames), as a series is read:
+    split by orientation (`cosines_of(item)`: ImageOrientationPatient) first, then, where two items of one
+    orientation share a position (`position_of(item)`: ImagePositionPatient, along the normal to 1 um), by the
+    first of `attributes` (`(name, value of an item, None where it has none)`) that every item carries and that
+    leaves each group one item per position. An orientation that nothing splits stays one volume, with its
+    `twins`."""
+    by_plane: dict[tuple, list[Any]] = defaultdict(list)
+    for item in items:
+        by_plane[tuple(np.round(np.array(cosines_of(item), dtype=np.float64), 3))].append(item)
+    planes = {plane_key: _plane_name(np.array(plane_key)) for plane_key in by_plane}
+    volumes = []
+    for plane_key, members in by_plane.items():
+        plane = planes[plane_key]
         normal = np.cross(np.array(plane_key[:3]), np.array(plane_key[3:]))
-        depths = {f: round(float(np.dot(np.array(positions[f], float), normal)), 3) for f in frames}
-        for label, subset in _frame_acquisitions(dataset, frames, depths):
-            parts = [part for part in (plane_label, label) if part]
-            groups.append(("/".join(parts) or None, subset))
-    return every if len(groups) == 1 else groups
+        depths = {
+            item: round(float(np.dot(np.array(position_of(item), np.float64), normal)), 3) for item in members
+        }
+        # the orientation names a volume only where the series has several (a localizer's three planes)
+        same = [other_key for other_key, other in planes.items() if other == plane]
+        plane_label = (
+            None
+            if len(by_plane) == 1
+            else plane
+            if len(same) == 1
+            else f"{plane}-{same.index(plane_key) + 1}"
+        )
+        if _one_per_position(members, depths):
+            volumes.append(_Volume(members, plane_label, plane))
+        elif (split := _split_by_attribute(members, depths, attributes)) is not None:
+            volumes.extend(
+                _Volume(group, "/".join(p for p in (plane_label, label) if p), plane)
+                for label, group in split
+            )
+        else:
+            at: dict[float, list[Any]] = defaultdict(list)
+            for item in members:
+                at[depths[item]].append(item)
+            twins = next(shared for shared in at.values() if len(shared) > 1)
+            volumes.append(_Volume(members, plane_label, plane, (twins[0], twins[1])))
+    return volumes
 
 
-def _frame_acquisitions(
-    dataset: Any, frames: list[int], depths: dict[int, float]
-) -> list[tuple[str | None, tuple[int, ...]]]:
-    """`frames` of one orientation as `[(label or None, frames)]`: one group where each position has one frame,
-    else split by the first of `FRAME_ATTRIBUTES` that leaves each group one frame per position."""
+def _one_per_position(group: list[Any], depths: dict[Any, float]) -> bool:
+    """Whether no two items of `group` lie at one position (`depths`: each item's along the normal)."""
+    return len({depths[item] for item in group}) == len(group)
 
-    def one_per_position(group: list[int]) -> bool:
-        return len({depths[f] for f in group}) == len(group)
 
-    if one_per_position(frames):
-        return [(None, tuple(frames))]
-    for sequence, name in FRAME_ATTRIBUTES:
-        values = [frame_value(dataset, f, sequence, name) for f in frames]
+def _split_by_attribute(
+    members: list[Any], depths: dict[Any, float], attributes: list[tuple[str, Any]]
+) -> list[tuple[str, list[Any]]] | None:
+    """`members` grouped by the first attribute whose groups each hold one item per position, as
+    `[("Name=value", group)]` in the values' natural order; None where none does."""
+    for name, value_of in attributes:
+        values = [value_of(item) for item in members]
         if any(value is None for value in values):
             continue
-        groups: dict[str, list[int]] = defaultdict(list)
-        for frame, value in zip(frames, values, strict=True):
-            groups[_value_text(value)].append(frame)
-        if len(groups) > 1 and all(one_per_position(group) for group in groups.values()):
-            return [(f"{name}={value}", tuple(groups[value])) for value in sorted(groups, key=_natural_order)]
-    return [(None, tuple(frames))]
+        groups: dict[str, list[Any]] = defaultdict(list)
+        for item, value in zip(members, values, strict=True):
+            groups[value].append(item)
+        if len(groups) > 1 and all(_one_per_position(group, depths) for group in groups.values()):
+            return [(f"{name}={value}", groups[value]) for value in sorted(groups, key=_natural_order)]
+    return None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else _value_text(value)
 
 
 def _value_text(value: Any) -> str:
@@ -345,58 +387,32 @@ def enhanced_stack_frames(
 
 
 def _series_stacks(name: str, series_uid: str, number: str, headers: list[_Header]) -> list[DicomStack]:
-    """One series' stacks: split by orientation, then by acquisition where images share a position."""
+    """One series' stacks: split by orientation, then by acquisition where images share a position
+    (`_volumes_of`, with `ACQUISITION_ATTRIBUTES`; an image without one reads as an empty value).
+
+    Raises:
+        VolumeReadError: two images at one position that none of the attributes tells apart.
+    """
     first = headers[0]
     description, modality = first.get("SeriesDescription").strip(), first.get("Modality") or "other"
-    by_plane: dict[tuple, list[_Header]] = defaultdict(list)
-    for header in headers:
-        cosines = np.array(header.dataset.ImageOrientationPatient, dtype=np.float64)
-        by_plane[tuple(np.round(cosines, 3))].append(header)
-    planes = {key: _plane_name(np.array(key)) for key in by_plane}
-    stacks = []
-    for plane_key, plane_headers in by_plane.items():
-        plane = planes[plane_key]
-        # the orientation names a stack only where its series has several (a localizer's three planes)
-        plane_name = name if len(by_plane) == 1 else _unique_plane_key(name, plane, plane_key, planes)
-        for acquisition, files in _acquisitions(plane_headers, np.array(plane_key)):
-            key = plane_name if acquisition is None else f"{plane_name}/{acquisition}"
-            stacks.append(DicomStack(key, series_uid, number, description, modality, plane, files))
-    return stacks
-
-
-def _acquisitions(headers: list[_Header], cosines: np.ndarray) -> list[tuple[str | None, list[Path]]]:
-    """The slices of one orientation as `[(acquisition label or None, files)]`: one group when every position
-    has one image, else split by the first attribute of `ACQUISITION_ATTRIBUTES` that leaves each of its groups
-    one image per position."""
-    normal = np.cross(cosines[:3], cosines[3:])
-
-    def distinct_positions(group: list[_Header]) -> bool:
-        depths = [
-            round(float(np.dot(np.array(h.dataset.ImagePositionPatient, float), normal)), 3) for h in group
-        ]
-        return len(set(depths)) == len(depths)
-
-    if distinct_positions(headers):
-        return [(None, [h.file for h in headers])]
-    for attribute in ACQUISITION_ATTRIBUTES:
-        groups: dict[str, list[_Header]] = defaultdict(list)
-        for header in headers:
-            groups[header.get(attribute)].append(header)
-        if len(groups) > 1 and all(distinct_positions(group) for group in groups.values()):
-            return [
-                (f"{attribute}={value}", [h.file for h in group]) for value, group in sorted(groups.items())
-            ]
-    depths: dict[float, list[Path]] = defaultdict(list)
-    for header in headers:
-        depths[round(float(np.dot(np.array(header.dataset.ImagePositionPatient, float), normal)), 3)].append(
-            header.file
-        )
-    twins = next(files for files in depths.values() if len(files) > 1)
-    raise VolumeReadError(
-        f"{twins[0]} and {twins[1]}: two images of one series at one position, and none of "
-        f"{', '.join(ACQUISITION_ATTRIBUTES)} tells them apart, so they cannot be stacked into one volume. "
-        "Put each acquisition's files in a folder of its own."
+    volumes = _volumes_of(
+        headers,
+        lambda header: header.dataset.ImageOrientationPatient,
+        lambda header: header.dataset.ImagePositionPatient,
+        [(attribute, lambda header, a=attribute: header.get(a)) for attribute in ACQUISITION_ATTRIBUTES],
     )
+    stacks = []
+    for volume in volumes:
+        if volume.twins is not None:
+            raise VolumeReadError(
+                f"{volume.twins[0].file} and {volume.twins[1].file}: two images of one series at one position, and "
+                f"none of {', '.join(ACQUISITION_ATTRIBUTES)} tells them apart, so they cannot be stacked into one "
+                "volume. Put each acquisition's files in a folder of its own."
+            )
+        key = name if volume.label is None else f"{name}/{volume.label}"
+        files = [header.file for header in volume.items]
+        stacks.append(DicomStack(key, series_uid, number, description, modality, volume.plane, files))
+    return stacks
 
 
 def _plane_name(cosines: np.ndarray) -> str:
@@ -404,12 +420,6 @@ def _plane_name(cosines: np.ndarray) -> str:
     normal = np.cross(cosines[:3], cosines[3:])
     axis = int(np.argmax(np.abs(normal)))
     return PLANE_NAMES[axis] if abs(normal[axis]) > 0.9 else "oblique"
-
-
-def _unique_plane_key(name: str, plane: str, plane_key: tuple, planes: dict[tuple, str]) -> str:
-    """`2/coronal`, or `2/oblique-1` where one series holds two orientations of one plane name."""
-    same = [key for key, other in planes.items() if other == plane]
-    return f"{name}/{plane}" if len(same) == 1 else f"{name}/{plane}-{same.index(plane_key) + 1}"
 
 
 def _listing(stacks: list[DicomStack], folder: Path) -> str:
