@@ -24,7 +24,6 @@ from msa_hf.data.volumes import (
     VolumeReadError,
     canonical_volume,
     dicom_series_slices,
-    enhanced_frame_grid,
     import_highdicom,
     is_enhanced_dicom_file,
     is_nifti,
@@ -152,20 +151,17 @@ def load_seg_labels(
         VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
             overlapping segments, or no highdicom.
     """
-    import pydicom
 
-    from msa_hf.data.dicom_stacks import enhanced_stack_frames
+    from msa_hf.data.dicom_stacks import enhanced_grid
 
     highdicom = import_highdicom("reading a DICOM-SEG label map")
     seg_path, series_folder = Path(seg_path), Path(series_folder)
     if not is_dicom_seg_file(seg_path):
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
-    enhanced = enhanced_stack_frames(series_folder, series)
+    enhanced = enhanced_grid(series_folder, series)
     if enhanced is not None:  # one file: its (chosen stack's) frames, in position order
-        file, chosen = enhanced
-        header = pydicom.dcmread(file, stop_before_pixels=True)
-        order, affine = enhanced_frame_grid(header, file, chosen)
+        header, order, affine = enhanced.dataset, enhanced.order, enhanced.affine
         series_uid = str(header.SeriesInstanceUID)
     else:
         found, affine = dicom_series_slices(series_folder, series)

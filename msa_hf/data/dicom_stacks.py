@@ -377,13 +377,39 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
     )
 
 
-def enhanced_stack_frames(
-    path: str | Path, series: str | None = None
-) -> tuple[Path, tuple[int, ...] | None] | None:
-    """The enhanced multi-frame file that `path` is, or holds as the stack `series` chooses, with that stack's
-    frames (`DicomStack.frame_indices`; None: all of them); None for a series of single-frame files."""
+@dataclass(frozen=True)
+class EnhancedGrid:
+    """The chosen stack of an enhanced multi-frame file as its frames lie (`enhanced_grid`): the `file`, its
+    `dataset` (the header, or with pixels), the stack's `frames` (`DicomStack.frame_indices`; None: every
+    frame), those frames in position `order` and the RAS `affine` of their grid (`volumes.enhanced_frame_grid`)."""
+
+    file: Path
+    dataset: Any
+    frames: tuple[int, ...] | None
+    order: list[int]
+    affine: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """`(columns, rows, frames)`: the voxel grid `(i, j, k)` the affine maps."""
+        return int(self.dataset.Columns), int(self.dataset.Rows), len(self.order)
+
+
+def enhanced_grid(path: str | Path, series: str | None = None, pixels: bool = False) -> EnhancedGrid | None:
+    """The enhanced multi-frame file that `path` is, or holds as the stack `series` chooses, with its frames'
+    grid (`pixels`: read the pixel data too, as a DICOM-SEG's source needs); None for a series of single-frame
+    files."""
+    import pydicom
+
+    from msa_hf.data.volumes import enhanced_frame_grid
+
     stack = choose_stack(path, series)
-    return (stack.files[0], stack.frame_indices) if stack.multi_frame else None
+    if not stack.multi_frame:
+        return None
+    file = stack.files[0]
+    dataset = pydicom.dcmread(file, stop_before_pixels=not pixels)
+    order, affine = enhanced_frame_grid(dataset, file, stack.frame_indices)
+    return EnhancedGrid(file, dataset, stack.frame_indices, order, affine)
 
 
 def _series_stacks(name: str, series_uid: str, number: str, headers: list[_Header]) -> list[DicomStack]:

@@ -354,19 +354,15 @@ def _encoded_images(path: Path, series: str | None = None) -> int:
 def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     """The RAS+ shape of a volume (NIfTI, a DICOM series or an enhanced multi-frame file), or the (height,
     width) of an image, from headers: no pixel is decoded (the input is read once, by `predict_file`)."""
-    import pydicom
     from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.dicom_stacks import enhanced_stack_frames
-    from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid, is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.dicom_stacks import enhanced_grid
+    from msa_hf.data.volumes import dicom_series_slices, is_enhanced_dicom_file, is_nifti
 
-    enhanced = enhanced_stack_frames(path, series) if path.is_dir() or is_enhanced_dicom_file(path) else None
+    enhanced = enhanced_grid(path, series) if path.is_dir() or is_enhanced_dicom_file(path) else None
     if enhanced is not None:  # its (chosen stack's) frames' grid, as a DICOM-SEG of it places them
-        file, chosen = enhanced
-        header = pydicom.dcmread(file, stop_before_pixels=True)
-        order, affine = enhanced_frame_grid(header, file, chosen)
-        shape = (int(header.Columns), int(header.Rows), len(order))
+        affine, shape = enhanced.affine, enhanced.shape
     elif is_nifti(path):
         import nibabel as nib
 

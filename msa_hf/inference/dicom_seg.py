@@ -74,24 +74,18 @@ def _sources_and_labels(
     """The source images a DICOM-SEG references and the label volume as its frames `(frames, rows, columns)`,
     frame k on source frame k: a series' instances in position order, or an enhanced multi-frame file's own
     frames (in the file's frame order, which highdicom maps frame to frame)."""
-    import pydicom
+    from msa_hf.data.dicom_stacks import enhanced_grid
+    from msa_hf.data.volumes import dicom_series_slices
 
-    from msa_hf.data.dicom_stacks import enhanced_stack_frames
-    from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
-
-    enhanced = enhanced_stack_frames(folder, series)  # `folder` may be an enhanced file itself
-    check_seg_source(folder, series, enhanced)
+    enhanced = enhanced_grid(folder, series, pixels=True)  # `folder` may be an enhanced file itself
+    check_seg_source(folder, series, None if enhanced is None else enhanced.frames)
     if enhanced is None:
         slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
         return [dataset for _, dataset in slices[0]], labels_on_series_grid(
             folder, canonical, canonical_affine, slices
         )
-    file, chosen = enhanced
-    dataset = pydicom.dcmread(file)
-    order, affine = enhanced_frame_grid(dataset, file, chosen)
-    in_position_order = _labels_on_grid(
-        canonical, canonical_affine, affine, (int(dataset.Columns), int(dataset.Rows), len(order)), folder
-    )
+    dataset, order = enhanced.dataset, enhanced.order
+    in_position_order = _labels_on_grid(canonical, canonical_affine, enhanced.affine, enhanced.shape, folder)
     # one frame per frame of the file: the stack's hold the labels (position k is frame order[k]); the frames
     # of the file's other volumes stay empty, and empty frames are left out of the segmentation
     frames = np.zeros((int(dataset.NumberOfFrames), *in_position_order.shape[1:]), in_position_order.dtype)
@@ -99,13 +93,11 @@ def _sources_and_labels(
     return [dataset], frames
 
 
-def check_seg_source(
-    source: str | Path, series: str | None, enhanced: tuple[Path, tuple[int, ...] | None] | None
-) -> None:
+def check_seg_source(source: str | Path, series: str | None, frame_indices: tuple[int, ...] | None) -> None:
     """Refuse a DICOM-SEG of one volume of an enhanced file that holds several at the same positions (an echo,
-    a phase: `enhanced`, from `dicom_stacks.enhanced_stack_frames`, names frames): a segmentation's frames are
+    a phase: the chosen stack names `frame_indices`, `DicomStack.frame_indices`): a segmentation's frames are
     matched to the source's by position, and there each position is several frames."""
-    if enhanced is not None and enhanced[1] is not None:
+    if frame_indices is not None:
         raise ValueError(
             f"{source}: {series or 'the chosen stack'} is one of several volumes in one enhanced DICOM file, at "
             "the same positions as the others, and a DICOM-SEG cannot say which of them it segments. Write the "

@@ -578,11 +578,16 @@ def check_prediction_request(
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
     headers, `msa_hf.data.dicom_stacks`)."""
+    import functools
+
+    from msa_hf.data.dicom_stacks import choose_stack
     from msa_hf.data.volumes import import_highdicom, is_enhanced_dicom_file, is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
     kind = input_kind(input_path)
+    # the stack a DICOM folder or enhanced file is read as, from its headers: read once, when first needed
+    stack = functools.cache(lambda: choose_stack(input_path, series))
     name = output_path.name.lower()
     if kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
@@ -601,11 +606,10 @@ def check_prediction_request(
                 f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
                 "is not one. Write .nii or .nii.gz."
             )
-        from msa_hf.data.dicom_stacks import enhanced_stack_frames
         from msa_hf.inference.dicom_seg import _highdicom, check_seg_source
 
         _highdicom()  # the extra is there before anything runs
-        check_seg_source(input_path, series, enhanced_stack_frames(input_path, series))
+        check_seg_source(input_path, series, stack().frame_indices)
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(
             f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "
@@ -617,9 +621,7 @@ def check_prediction_request(
         )
     enhanced = kind == "volume" and not is_nifti(input_path) and not input_path.is_dir()
     if input_path.is_dir() or enhanced:  # a folder, or an enhanced file, may hold several stacks: chosen here
-        from msa_hf.data.dicom_stacks import choose_stack
-
-        enhanced = choose_stack(input_path, series).multi_frame
+        enhanced = stack().multi_frame
     elif series is not None:
         raise ValueError(
             f"{input_path}: a series is chosen in a DICOM folder or an enhanced multi-frame file; this input is "

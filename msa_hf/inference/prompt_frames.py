@@ -96,19 +96,14 @@ class VoxelToDisplay:
         of the image whose InstanceNumber is `k`; for an enhanced multi-frame file (which `folder` may also
         name itself), of its frame number `k` (from 1, as a viewer counts them). Raises `ValueError` where the
         series' images do not have one InstanceNumber each."""
-        import pydicom
+        from msa_hf.data.dicom_stacks import enhanced_grid
+        from msa_hf.data.volumes import dicom_series_slices
 
-        from msa_hf.data.dicom_stacks import enhanced_stack_frames
-        from msa_hf.data.volumes import dicom_series_slices, enhanced_frame_grid
-
-        enhanced = enhanced_stack_frames(folder, series)  # `folder` may be an enhanced file itself
+        enhanced = enhanced_grid(folder, series)  # `folder` may be an enhanced file itself
         if enhanced is not None:
-            file, chosen = enhanced
-            header = pydicom.dcmread(file, stop_before_pixels=True)
-            order, affine = enhanced_frame_grid(header, file, chosen)
-            shape = (int(header.Columns), int(header.Rows), len(order))
+            numbers = tuple(frame + 1 for frame in enhanced.order)
             return cls.of_affine(
-                affine, shape, str(file), tuple(frame + 1 for frame in order), "frame number", plane
+                enhanced.affine, enhanced.shape, str(enhanced.file), numbers, "frame number", plane
             )
         found, affine = dicom_series_slices(folder, series)
         numbers = [dataset.get("InstanceNumber") for _, dataset in found]
