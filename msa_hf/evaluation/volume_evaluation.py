@@ -156,7 +156,12 @@ def evaluate_volumes(
     )
     scores: dict[str, list[Any]] = {protocol: [] for protocol in protocols}
     for case_id in tqdm(sorted(rows_of), desc="evaluate cases", unit="case", leave=False):
-        rows = plain.select(rows_of[case_id])  # the case's label stack, read once (not once per structure)
+        # the case's columns, each decoded once (not once per structure, nor once per use); its images only
+        # where they are shown again here (resampled, or propagated)
+        columns = ["case_id", "modality", "labels_present", "label"]
+        if case_id in resamplings or predictor is not None:
+            columns.append("image")
+        rows = plain.select(rows_of[case_id]).select_columns(columns)[:]
         case = ResampledCase.from_rows(rows, resamplings[case_id]) if case_id in resamplings else None
         if clicked and case is not None:  # shown to the model on its grid, scored on the case's own slices
             case_windows = VolumeWindowDataset(
