@@ -129,10 +129,10 @@ def pixel_note(spacing: Iterable[float], plane: Plane, source: str | Path) -> st
     """What to know when `plane`'s slices of a volume of RAS+ voxel `spacing` have pixels far from square
     (beyond `MAX_PIXEL_ASPECT`), or None: a 2-D model sees them resized by pixels, so structures look squashed
     along the coarse axis."""
-    row, column, _ = plane_spacing(spacing, plane)
-    aspect = max(row, column) / min(row, column)
+    aspect = pixel_aspect(spacing, plane)
     if aspect <= MAX_PIXEL_ASPECT:
         return None
+    row, column, _ = plane_spacing(spacing, plane)
     layout = LAYOUTS[plane]
     across, down = DIRECTIONS[layout.column_axis], DIRECTIONS[layout.row_axis]
     coarse = across if column > row else down

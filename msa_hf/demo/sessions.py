@@ -393,10 +393,8 @@ class VolumeSession:
             )
             return result.masks, result.describe_stops()
         to_model = self.sliced.model_slice
-        order = [
-            *(position for position in seeds if position != index),
-            index,
-        ]  # the later wins a model slice
+        # the slice asked to propagate comes last: where two seeds share a model slice, the later wins
+        order = [*(position for position in seeds if position != index), index]
         model_seeds = {to_model(position): seeds[position] for position in order}
         model_empty = sorted({to_model(position) for position in empty} - set(model_seeds))
         low, high = slice_range
