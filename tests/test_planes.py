@@ -133,6 +133,13 @@ def test_voxel_prompts_and_the_command_line_on_a_sagittal_scan(tiny_base, tmp_pa
     written = np.asarray(nib.load(tmp_path / "v.nii.gz").dataobj)  # on the file's own grid
     assert written.shape == data.shape and written[..., 5].any()
     assert not written[..., [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]].any()  # only the prompted sagittal slice
+    # the same mask as the same box given in the display frame of the sagittal slices
+    from msa_hf.inference.prompt_frames import prompts_in_display_frame
+
+    (shown,) = prompts_in_display_frame([Prompt(box=[10, 12, 29, 25], slice=5)], path, "voxel")
+    display = ["--slice", str(shown.slice), "--box", *(str(v) for v in shown.box)]
+    assert main([*args[:4], "--plane", "sagittal", *display, "--device", "cpu", "--overwrite"]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "v.nii.gz").dataobj), written)
     assert main([*args[:4], "--prompt-frame", "voxel", "--plane", "axial", "--slice", "5", "--box", "1", "1",
                  "5", "5", "--overwrite"]) == 2  # fmt: skip
     assert "so its slices are sagittal, not axial" in capsys.readouterr().err
