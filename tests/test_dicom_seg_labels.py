@@ -259,3 +259,44 @@ def test_seg_files_that_number_their_segments_alike_keep_their_numbers(tmp_path)
     labels = _prepared_labels(tmp_path / "out")
     for case, display in drawn.items():
         assert np.array_equal(labels[case], display[2:7]), case  # spleen 1, liver 2, as drawn
+
+
+def test_a_seg_drawn_on_one_of_two_volumes_of_a_series_labels_that_volume(tmp_path):
+    """A series holding two volumes at the same positions (two acquisitions as single-frame files, or the same
+    converted into one enhanced file) with a DICOM-SEG drawn on the second: prepare reads that volume with its
+    labels, chosen by the images the SEG references, where the series number alone names both."""
+    import shutil
+
+    from msa_hf.data.dicom_seg_labels import seg_series
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.testing import write_enhanced_acquisitions
+
+    rng = np.random.default_rng(4)
+    volumes = [rng.integers(-100, 100, SHAPE).astype(np.float32) for _ in range(2)]
+    enhanced = write_enhanced_acquisitions(tmp_path / "made", volumes)
+    sources = {  # (the case's image, the second volume's key, its own series alone)
+        "classic": (tmp_path / "classic" / "images" / "case1", "3/AcquisitionNumber=2"),
+        "enhanced": (tmp_path / "enhanced" / "images" / "case1.dcm", "4/FrameAcquisitionNumber=2"),
+    }
+    shutil.copytree(tmp_path / "made" / "dual", sources["classic"][0])
+    sources["enhanced"][0].parent.mkdir(parents=True)
+    shutil.copy(enhanced, sources["enhanced"][0])
+    second = axial_slices(load_volume(sources["classic"][0], series="3/AcquisitionNumber=2").array)
+    drawn = np.zeros(second.shape, np.uint8)
+    drawn[LIVER] = 1
+    for name, (image, key) in sources.items():
+        affine = load_volume(image, series=key).affine
+        (image.parents[1] / "labels").mkdir()
+        label = image.parents[1] / "labels" / "case1.dcm"
+        write_dicom_seg(image, volume_from_axial_slices(drawn), affine, label, {1: "liver"}, series=key)
+        assert seg_series(label, image) == key, name
+        report = prepare_dataset(
+            image.parents[1], tmp_path / f"out-{name}", kind="volumes", split=(1.0, 0.0, 0.0)
+        )
+        assert not report.skipped_cases, name
+        rows = sorted(load_prepared(tmp_path / f"out-{name}")["train"], key=lambda row: row["slice"])
+        images, labels = (
+            np.stack([np.asarray(row[column]) for row in rows]) for column in ("image", "label")
+        )
+        assert np.array_equal(images, second[LIVER[0]]), name  # the labelled slices of the second volume
+        assert np.array_equal(labels, drawn[LIVER[0]]), name

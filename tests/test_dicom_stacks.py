@@ -486,7 +486,7 @@ def test_an_enhanced_file_of_two_orientations_is_a_stack_per_plane(tmp_path):
 def test_predict_segments_one_volume_of_an_enhanced_file(tmp_path, tiny_base, capsys):
     """predict on the second acquisition of a two-acquisition file: the mask of that acquisition's own series;
     without --series, the stacks listed before the model loads; voxel prompts naming the file's own frame
-    numbers; a DICOM-SEG refused with the reason."""
+    numbers."""
     from msa_hf.cli import main
     from msa_hf.inference.predictor import Prompt
     from msa_hf.inference.prompt_frames import prompts_in_display_frame
@@ -505,12 +505,6 @@ def test_predict_segments_one_volume_of_an_enhanced_file(tmp_path, tiny_base, ca
     missing_model = str(tmp_path / "no-model")  # refused before the model loads: never reached
     assert main(["predict", missing_model, str(path), str(tmp_path / "none.nii.gz"), *prompts]) == 2
     assert "holds 2 DICOM image stacks" in capsys.readouterr().err
-    # a DICOM-SEG is matched to its source frames by position, where this file has two frames each
-    assert (
-        main(["predict", missing_model, str(path), str(tmp_path / "seg.dcm"), "--series", key, *prompts]) == 2
-    )
-    assert "a DICOM-SEG cannot say which of them it segments" in capsys.readouterr().err
-    assert not (tmp_path / "seg.dcm").exists()
 
     (stack,) = [s for s in find_stacks(path) if s.key == key]
     pixels = pydicom.dcmread(path).pixel_array.astype(np.float32) - 1024  # (frames, rows, columns), HU
@@ -587,3 +581,83 @@ def test_enhanced_files_take_prompts_from_nifti_label_maps_on_their_grid(tmp_pat
     assert main(["predict", str(tiny_base), str(tmp_path / "enhanced" / "*.dcm"), str(tmp_path / "out-off"),
                  "--prompts-from-labels", str(tmp_path / "enhanced-labels"), *common]) == 1  # fmt: skip
     assert "has shape (16, 12, 4), its input" in capsys.readouterr().out
+
+
+def test_a_dicom_seg_of_one_volume_of_an_enhanced_file_references_that_volume_alone(tmp_path, tiny_base):
+    """A DICOM-SEG of the second of two volumes at the same positions: each segmentation frame lies at its
+    source frame's position and references that volume's frame there, never the other volume's; read back
+    onto that volume it gives the mask predict writes as NIfTI; read onto the other volume it is refused,
+    naming the volume it was drawn on."""
+    highdicom = pytest.importorskip("highdicom")
+    from msa_hf.cli import main
+    from msa_hf.data.dicom_seg_labels import load_seg_labels
+    from msa_hf.data.volumes import frame_value
+
+    path = _two_acquisitions_in_one_file(tmp_path)
+    key, other = "4/FrameAcquisitionNumber=2", "4/FrameAcquisitionNumber=1"
+    prompts = ["--series", key, "--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    assert main(["predict", str(tiny_base), str(path), str(tmp_path / "mask.nii.gz"), *prompts]) == 0
+    assert main(["predict", str(tiny_base), str(path), str(tmp_path / "seg.dcm"), *prompts]) == 0
+    expected = load_volume(tmp_path / "mask.nii.gz", is_label=True)
+    assert expected.array.any()
+
+    (stack,) = [s for s in find_stacks(path) if s.key == key]
+    chosen = {frame + 1 for frame in stack.frame_indices}
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    segmentation = highdicom.seg.segread(tmp_path / "seg.dcm")
+    assert 0 < segmentation.NumberOfFrames < len(chosen)  # the drawn slices alone
+    for group in segmentation.PerFrameFunctionalGroupsSequence:
+        (derivation,) = group.DerivationImageSequence
+        (item,) = derivation.SourceImageSequence  # one frame: the chosen volume's, not its twin's
+        frame = int(item.ReferencedFrameNumber)
+        assert frame in chosen and item.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        position = frame_value(source, frame - 1, "PlanePositionSequence", "ImagePositionPatient")
+        assert np.allclose(group.PlanePositionSequence[0].ImagePositionPatient, position)
+
+    read = load_seg_labels(tmp_path / "seg.dcm", path, series=key)
+    assert np.array_equal(read.array, expected.array) and np.allclose(read.affine, expected.affine)
+    with pytest.raises(VolumeReadError, match=f"drawn on {key} of CT.dcm, not on {other}"):
+        load_seg_labels(tmp_path / "seg.dcm", path, series=other)
+
+
+def test_many_enhanced_files_read_the_volume_named_or_the_one_their_seg_was_drawn_on(tmp_path, tiny_base):
+    """Many inputs that are two-volume enhanced files: `--series` chooses the volume of each; with DICOM-SEG
+    label maps for prompts, each file's volume is the one its SEG was drawn on, without being named."""
+    import shutil
+
+    from msa_hf.cli import main
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+
+    path = _two_acquisitions_in_one_file(tmp_path)
+    key = "4/FrameAcquisitionNumber=2"
+    for name in ("a", "b"):
+        (tmp_path / "scans").mkdir(exist_ok=True)
+        shutil.copy(path, tmp_path / "scans" / f"{name}.dcm")
+    box = ["--slice", "2", "--box", "3", "2", "12", "9", "--device", "cpu"]
+    assert (
+        main(["predict", str(tiny_base), str(path), str(tmp_path / "alone.nii.gz"), "--series", key, *box])
+        == 0
+    )
+    expected = load_volume(tmp_path / "alone.nii.gz", is_label=True)
+    assert expected.array.any()
+    scans = str(tmp_path / "scans" / "*.dcm")
+    assert main(["predict", str(tiny_base), scans, str(tmp_path / "named"), "--series", key, *box]) == 0
+    # the mask as each file's DICOM-SEG label map: its tight box per slice, on the volume it was drawn on
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "nifti-labels").mkdir()
+    for name in ("a", "b"):
+        write_dicom_seg(tmp_path / "scans" / f"{name}.dcm", expected.array, expected.affine,
+                        tmp_path / "labels" / f"{name}.dcm", {1: "box"}, series=key)  # fmt: skip
+        shutil.copy(
+            tmp_path / "alone.nii.gz", tmp_path / "nifti-labels" / f"{name}.nii.gz"
+        )  # the same, as NIfTI
+    assert main(["predict", str(tiny_base), scans, str(tmp_path / "from-seg"), "--prompts-from-labels",
+                 str(tmp_path / "labels"), "--device", "cpu"]) == 0  # fmt: skip
+    assert main(["predict", str(tiny_base), scans, str(tmp_path / "from-nifti"), "--prompts-from-labels",
+                 str(tmp_path / "nifti-labels"), "--series", key, "--device", "cpu"]) == 0  # fmt: skip
+    for name in ("a", "b"):
+        named = load_volume(tmp_path / "named" / f"{name}.nii.gz", is_label=True)
+        assert np.array_equal(named.array, expected.array), name
+        from_seg = load_volume(tmp_path / "from-seg" / f"{name}.nii.gz", is_label=True)
+        from_nifti = load_volume(tmp_path / "from-nifti" / f"{name}.nii.gz", is_label=True)
+        assert from_seg.array.any() and np.array_equal(from_seg.array, from_nifti.array), name

@@ -131,7 +131,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="a DICOM folder holding several series (a study, a PACS export): the one to segment, by the key "
              "its listing gives (a series number such as 2, or 3/EchoNumbers=2 where one series holds several "
              "acquisitions) or its series instance UID; without it, such a folder is refused with the listing. "
-             "Many inputs: the same for every DICOM folder (a manifest's series column chooses per input)",
+             "Many inputs: the same for every DICOM folder or enhanced file (a manifest's series column chooses per input)",
     )  # fmt: skip
     predict.add_argument(
         "--name", default=None, help="the structure's name (the segment label of a DICOM-SEG output)"

@@ -16,6 +16,7 @@ Overlapping segments cannot be one label map and are refused by name.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from msa_hf.data.volumes import (
     canonical_volume,
     dicom_series_slices,
     import_highdicom,
-    is_enhanced_dicom_file,
+    is_dicom_stack_source,
     is_nifti,
     load_volume,
 )
@@ -58,23 +59,61 @@ def referenced_series(path: str | Path) -> str | None:
 
 def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
     """The stack of the DICOM folder `folder` that the DICOM-SEG at `seg_path` was drawn on, as `series=`
-    chooses it: None where the folder holds one stack (`load_seg_labels` then checks that it is the one).
+    chooses it: None where the folder holds one stack (`load_seg_labels` then checks that it is the one); the
+    series instance UID where one stack has it; the stack's key where that series holds several volumes (two
+    acquisitions, the echoes of an enhanced file), chosen by the instances or frames the SEG references.
 
     Raises:
-        VolumeReadError: the folder holds several stacks and the SEG's series is not among them.
+        VolumeReadError: the folder holds several stacks and the SEG's series is not among them, or the SEG
+            references images of several of that series' volumes.
     """
+    import pydicom
+
     from msa_hf.data.dicom_stacks import find_stacks
 
     stacks = find_stacks(folder)
     if len(stacks) == 1:
         return None
     uid = referenced_series(seg_path)
-    if uid not in {stack.series_uid for stack in stacks}:
+    candidates = [stack for stack in stacks if stack.series_uid == uid]
+    if not candidates:
         raise VolumeReadError(
             f"{seg_path}: a segmentation of series {uid}, which is not among the series in {folder}. Pair each "
             "DICOM-SEG with the series it was drawn on."
         )
-    return uid
+    if len(candidates) == 1:
+        return uid
+    header = pydicom.dcmread(seg_path, stop_before_pixels=True)
+    drawn = [stack.key for stack in candidates if _references_stack(header, stack)]
+    if len(drawn) != 1:
+        raise VolumeReadError(
+            f"{seg_path}: series {uid} holds {len(candidates)} volumes in {folder} "
+            f"({', '.join(stack.key for stack in candidates)}), and the segmentation references images of "
+            f"{'several' if drawn else 'none'} of them; name the one with --series KEY."
+        )
+    return drawn[0]
+
+
+def _references_stack(segmentation: Any, stack: Any) -> bool:
+    """Whether a DICOM-SEG header references an image of `stack` (a `DicomStack`): one of its frames for an
+    enhanced file's volume, one of its files' instances for a series'."""
+    import pydicom
+
+    if stack.multi_frame:
+        uid = str(pydicom.dcmread(stack.files[0], stop_before_pixels=True).SOPInstanceUID)
+        frames = {frame + 1 for frame in stack.frame_indices} if stack.frame_indices is not None else None
+        drawn = _referenced_frames(segmentation, uid)
+        return bool(drawn & frames) if frames is not None else bool(drawn)
+    instances = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in segmentation.get("ReferencedSeriesSequence", [])
+        for item in series.get("ReferencedInstanceSequence", [])
+    }
+    return any(
+        str(pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+        in instances
+        for file in stack.files
+    )
 
 
 def segment_names(path: str | Path) -> dict[int, str]:
@@ -127,7 +166,7 @@ def load_label_volume(
     label_path, image_path = Path(label_path), Path(image_path)
     if is_nifti(label_path):
         return load_volume(label_path, is_label=True)
-    if not image_path.is_dir() and not is_enhanced_dicom_file(image_path):
+    if not is_dicom_stack_source(image_path):
         raise VolumeReadError(
             f"{label_path}: a DICOM-SEG label map is read onto the DICOM series it was drawn on; the image "
             f"{image_path} is not a DICOM series folder. Pair it with the series, or export the labels as NIfTI."
@@ -179,6 +218,8 @@ def load_seg_labels(
         raise VolumeReadError(
             f"{seg_path}: segments {missing} have no label value in the label table {values}; add them to it."
         )
+    if enhanced is not None and enhanced.frames is not None:
+        _check_drawn_on_stack(segmentation, seg_path, enhanced, series)
     # placed by the instances (or frames) they reference, not by a grid of their own; none drawn: empty
     placement = {"assert_missing_frames_are_empty": True, "ignore_spatial_locations": True}
     try:
@@ -216,3 +257,31 @@ def load_seg_labels(
         labels[frames[..., index]] = values[names[number]]
     # as the image: voxel (i = column, j = row, k = instance), then RAS+
     return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True)
+
+
+def _referenced_frames(segmentation: Any, sop_instance_uid: str) -> set[int]:
+    """The frame numbers (from 1) of the source instance `sop_instance_uid` that a DICOM-SEG's frames were
+    derived from."""
+    return {
+        int(item.ReferencedFrameNumber)
+        for group in segmentation.get("PerFrameFunctionalGroupsSequence", [])
+        for derivation in group.get("DerivationImageSequence", [])
+        for item in derivation.get("SourceImageSequence", [])
+        if str(item.ReferencedSOPInstanceUID) == sop_instance_uid and item.get("ReferencedFrameNumber")
+    }
+
+
+def _check_drawn_on_stack(segmentation: Any, seg_path: Path, enhanced: Any, series: str | None) -> None:
+    """Refuse a DICOM-SEG drawn on another of the volumes an enhanced file holds at the same positions: read
+    onto this one, its frames would find none of theirs and the labels would come out empty."""
+    from msa_hf.data.dicom_stacks import find_stacks
+
+    drawn = _referenced_frames(segmentation, str(enhanced.dataset.SOPInstanceUID))
+    wanted = {frame + 1 for frame in enhanced.frames}
+    if not drawn or drawn & wanted:
+        return
+    on = [s.key for s in find_stacks(enhanced.file) if {f + 1 for f in s.frame_indices or ()} & drawn]
+    raise VolumeReadError(
+        f"{seg_path}: drawn on {' and '.join(on) or 'other frames'} of {enhanced.file.name}, not on "
+        f"{series or 'the chosen stack'}; pair it with that volume (--series {on[0] if on else 'KEY'})."
+    )

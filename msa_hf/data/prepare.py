@@ -62,6 +62,7 @@ from msa_hf.data.volumes import (
     VolumeReadError,
     check_same_grid,
     guess_modality,
+    is_dicom_stack_source,
     load_volume,
 )
 from msa_hf.output_files import atomic_folder
@@ -253,9 +254,9 @@ def _volume_cases(
 
 
 def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
-    """The stack of a DICOM case folder to read: `options.series`, else the series its DICOM-SEG label map was
+    """The stack of a DICOM case (a folder, or an enhanced file) to read: `options.series`, else the series its DICOM-SEG label map was
     drawn on (None: the folder's only one)."""
-    if options.series is not None or not case.image.is_dir() or case.label is None:
+    if options.series is not None or case.label is None or not is_dicom_stack_source(case.image):
         return options.series
     return seg_series(case.label, case.image) if is_dicom_seg_file(case.label) else None
 

@@ -455,6 +455,13 @@ def load_volume(
     )
 
 
+def is_dicom_stack_source(path: str | Path) -> bool:
+    """Whether `path` is read as DICOM image stacks (`msa_hf.data.dicom_stacks`): a folder (a series, a
+    study) or an enhanced multi-frame file, either of which may hold several volumes that `series=` chooses
+    among."""
+    return Path(path).is_dir() or is_enhanced_dicom_file(path)
+
+
 def is_enhanced_dicom_file(path: str | Path) -> bool:
     """Whether `path` is one DICOM file holding a whole CT/MR volume (enhanced multi-frame), from its header."""
     from msa_hf.data.dicom_stacks import is_enhanced_volume

@@ -187,13 +187,15 @@ def collect_items(
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
     (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). A DICOM folder
-    reads the stack its manifest row's `series` names, else `series` (the same for every input). Raises
+    (or an enhanced multi-frame file) reads the stack its manifest row's `series` names, else `series` (the same
+    for every input), else, with a DICOM-SEG label map, the one it was drawn on. Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
     label maps' values as `prepare --remap-labels` does."""
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, seg_series
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex, listed_names
+    from msa_hf.data.volumes import is_dicom_stack_source
 
     label_remap = check_label_remap(label_remap or {})
     source, output_dir = str(source), Path(output_dir)
@@ -244,10 +246,11 @@ def collect_items(
             )
         name = str(row.get("output") or output_name(input_path))
         output = output_dir / name
-        # the command's series is for the DICOM folders among the inputs; a row's own is for its input
+        # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
-        row_series = row_series or (series if input_path.is_dir() else None)
-        if row_series is None and labels is not None and input_path.is_dir() and is_dicom_seg_file(labels):
+        stacks = is_dicom_stack_source(input_path)
+        row_series = row_series or (series if stacks else None)
+        if row_series is None and labels is not None and stacks and is_dicom_seg_file(labels):
             row_series = seg_series(labels, input_path)  # a study's series that its DICOM-SEG was drawn on
         items.append(
             BatchItem(
@@ -358,9 +361,9 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     from PIL import Image
 
     from msa_hf.data.dicom_stacks import enhanced_grid
-    from msa_hf.data.volumes import dicom_series_slices, is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.volumes import dicom_series_slices, is_dicom_stack_source, is_nifti
 
-    enhanced = enhanced_grid(path, series) if path.is_dir() or is_enhanced_dicom_file(path) else None
+    enhanced = enhanced_grid(path, series) if is_dicom_stack_source(path) else None
     if enhanced is not None:  # its (chosen stack's) frames' grid, as a DICOM-SEG of it places them
         affine, shape = enhanced.affine, enhanced.shape
     elif is_nifti(path):

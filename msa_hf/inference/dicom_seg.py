@@ -10,6 +10,7 @@ in value order and labelled with the given names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,41 +69,90 @@ def _labels_on_grid(
     return np.ascontiguousarray(grid.transpose(2, 1, 0))
 
 
-def _sources_and_labels(
+@dataclass(frozen=True)
+class _SegSource:
+    """What a DICOM-SEG of one stack is built from (`_seg_source`): the `sources` it references, the labels as
+    its `frames` `(frames, rows, columns)`, the `geometry` given to highdicom where the frames do not map one to
+    one onto the source's, and the source frame numbers (from 1) the frames may reference (`referenced`; None:
+    whichever highdicom matches)."""
+
+    sources: list[Any]
+    frames: np.ndarray
+    geometry: dict[str, Any] = field(default_factory=dict)
+    referenced: frozenset[int] | None = None
+
+
+def _seg_source(
     folder: Path, series: str | None, canonical: np.ndarray, canonical_affine: np.ndarray
-) -> tuple[list[Any], np.ndarray]:
-    """The source images a DICOM-SEG references and the label volume as its frames `(frames, rows, columns)`,
-    frame k on source frame k: a series' instances in position order, or an enhanced multi-frame file's own
-    frames (in the file's frame order, which highdicom maps frame to frame)."""
+) -> _SegSource:
+    """The source images a DICOM-SEG references and the label volume as its frames: a series' instances in
+    position order (frame k on instance k); an enhanced multi-frame file's own frames (in the file's frame
+    order, which highdicom maps frame to frame); or, for one of several volumes that an enhanced file holds at
+    the same positions (an echo, a phase), that volume's frames in position order, placed by their positions
+    and referencing that volume's frames alone."""
     from msa_hf.data.dicom_stacks import enhanced_grid
     from msa_hf.data.volumes import dicom_series_slices
 
     enhanced = enhanced_grid(folder, series, pixels=True)  # `folder` may be an enhanced file itself
-    check_seg_source(folder, series, None if enhanced is None else enhanced.frames)
     if enhanced is None:
         slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
-        return [dataset for _, dataset in slices[0]], labels_on_series_grid(
-            folder, canonical, canonical_affine, slices
+        return _SegSource(
+            [dataset for _, dataset in slices[0]],
+            labels_on_series_grid(folder, canonical, canonical_affine, slices),
         )
     dataset, order = enhanced.dataset, enhanced.order
     in_position_order = _labels_on_grid(canonical, canonical_affine, enhanced.affine, enhanced.shape, folder)
-    # one frame per frame of the file: the stack's hold the labels (position k is frame order[k]); the frames
-    # of the file's other volumes stay empty, and empty frames are left out of the segmentation
+    if enhanced.frames is not None:
+        # the file holds other volumes at the same positions: highdicom cannot match frames to frames by
+        # position there, so the frames are placed explicitly and keep only their own volume's references
+        return _SegSource(
+            [dataset],
+            in_position_order,
+            _frame_geometry(dataset, order, folder),
+            frozenset(frame + 1 for frame in enhanced.frames),
+        )
+    # one frame per frame of the file, in the file's order
     frames = np.zeros((int(dataset.NumberOfFrames), *in_position_order.shape[1:]), in_position_order.dtype)
     frames[order] = in_position_order
-    return [dataset], frames
+    return _SegSource([dataset], frames)
 
 
-def check_seg_source(source: str | Path, series: str | None, frame_indices: tuple[int, ...] | None) -> None:
-    """Refuse a DICOM-SEG of one volume of an enhanced file that holds several at the same positions (an echo,
-    a phase: the chosen stack names `frame_indices`, `DicomStack.frame_indices`): a segmentation's frames are
-    matched to the source's by position, and there each position is several frames."""
-    if frame_indices is not None:
-        raise ValueError(
-            f"{source}: {series or 'the chosen stack'} is one of several volumes in one enhanced DICOM file, at "
-            "the same positions as the others, and a DICOM-SEG cannot say which of them it segments. Write the "
-            "mask as NIfTI (.nii.gz), or export that volume as a series of its own first."
-        )
+def _frame_geometry(dataset: Any, order: list[int], source: Any) -> dict[str, Any]:
+    """highdicom's `plane_positions`, `plane_orientation` and `pixel_measures` for segmentation frames that lie
+    on the enhanced file's frames `order` (indices from 0, in position order): each frame's own position, the
+    first's orientation and pixel spacing (the stack is one grid: `enhanced_frame_grid`), and its slice
+    thickness (else the distance between positions)."""
+    highdicom = _highdicom()
+    from msa_hf.data.volumes import frame_value
+
+    patient = highdicom.CoordinateSystemNames.PATIENT
+    positions = [frame_value(dataset, f, "PlanePositionSequence", "ImagePositionPatient") for f in order]
+    first = order[0]
+    thickness = frame_value(dataset, first, "PixelMeasuresSequence", "SliceThickness")
+    if thickness is None:
+        step = np.diff(np.asarray(positions, float), axis=0)
+        thickness = float(np.linalg.norm(step[0])) if len(step) else 1.0
+    return {
+        "plane_positions": [highdicom.PlanePositionSequence(patient, position) for position in positions],
+        "plane_orientation": highdicom.PlaneOrientationSequence(
+            patient, frame_value(dataset, first, "PlaneOrientationSequence", "ImageOrientationPatient")
+        ),
+        "pixel_measures": highdicom.PixelMeasuresSequence(
+            frame_value(dataset, first, "PixelMeasuresSequence", "PixelSpacing"), float(thickness)
+        ),
+    }
+
+
+def _keep_references(segmentation: Any, referenced: frozenset[int]) -> None:
+    """Each segmentation frame referencing the source frames `referenced` alone: highdicom references every
+    source frame at a frame's position, which in a file of several volumes includes the other volumes'."""
+    for group in segmentation.PerFrameFunctionalGroupsSequence:
+        for derivation in group.get("DerivationImageSequence", []):
+            derivation.SourceImageSequence = [
+                item
+                for item in derivation.SourceImageSequence
+                if int(item.get("ReferencedFrameNumber", 0) or 0) in referenced
+            ]
 
 
 def series_description(source: Any) -> str:
@@ -136,7 +186,8 @@ def write_dicom_seg(
     from msa_hf import __version__
 
     folder, output = Path(folder), Path(output)
-    sources, labels = _sources_and_labels(folder, series, canonical, canonical_affine)
+    source = _seg_source(folder, series, canonical, canonical_affine)
+    sources, labels = source.sources, source.frames
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
         raise ValueError(
@@ -175,12 +226,15 @@ def write_dicom_seg(
             software_versions=__version__,
             device_serial_number="none",
             series_description=series_description(sources[0]),
+            **source.geometry,
         )
     except (AttributeError, ValueError, TypeError) as error:
         raise ValueError(
             f"{folder}: cannot make a DICOM-SEG of this series ({type(error).__name__}: {error}); its headers may "
             "lack attributes a segmentation must copy (patient and study). Write NIfTI instead (.nii.gz)."
         ) from error
+    if source.referenced is not None:
+        _keep_references(segmentation, source.referenced)
     with atomic_file(output, inputs=[folder]) as staging:
         segmentation.save_as(staging)
     return numbers

@@ -549,10 +549,10 @@ def input_kind(input_path: str | Path) -> str:
     """What an input is: "volume" (NIfTI, a DICOM series folder, an enhanced multi-frame DICOM file), "dicom"
     (a single DICOM image) or "image" (PNG/JPEG/TIFF/BMP). Raises `ValueError` for anything else."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
-    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
 
     input_path = Path(input_path)
-    if is_nifti(input_path) or input_path.is_dir() or is_enhanced_dicom_file(input_path):
+    if is_nifti(input_path) or is_dicom_stack_source(input_path):
         return "volume"
     if input_path.is_file() and is_dicom_file(input_path):
         return "dicom"
@@ -581,7 +581,7 @@ def check_prediction_request(
     import functools
 
     from msa_hf.data.dicom_stacks import choose_stack
-    from msa_hf.data.volumes import import_highdicom, is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.volumes import import_highdicom, is_dicom_stack_source, is_nifti
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
@@ -601,15 +601,14 @@ def check_prediction_request(
                     f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
                 )
     elif is_dicom_seg(output_path):
-        if not input_path.is_dir() and not is_enhanced_dicom_file(input_path):
+        if not is_dicom_stack_source(input_path):
             raise ValueError(
                 f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
                 "is not one. Write .nii or .nii.gz."
             )
-        from msa_hf.inference.dicom_seg import _highdicom, check_seg_source
+        from msa_hf.inference.dicom_seg import _highdicom
 
         _highdicom()  # the extra is there before anything runs
-        check_seg_source(input_path, series, stack().frame_indices)
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(
             f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "

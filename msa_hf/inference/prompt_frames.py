@@ -191,7 +191,7 @@ def voxel_frame(
         ValueError: an unknown frame, voxel prompts for a 2-D image (its pixels are its frame already), or for a
             plane other than the volume's own, or a DICOM series whose images are not numbered one each.
     """
-    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti
+    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
 
     if frame not in PROMPT_FRAMES:
         raise ValueError(f"prompt frame {frame!r}: expected one of {', '.join(PROMPT_FRAMES)}.")
@@ -199,7 +199,7 @@ def voxel_frame(
         return None
     if is_nifti(input_path):
         return VoxelToDisplay.of_file(input_path, plane)
-    if Path(input_path).is_dir() or is_enhanced_dicom_file(input_path):
+    if is_dicom_stack_source(input_path):
         return VoxelToDisplay.of_series(input_path, series, plane)
     raise ValueError(
         f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a NIfTI file's voxels or a DICOM "
