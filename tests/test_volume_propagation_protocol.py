@@ -29,7 +29,9 @@ class ScriptedVolume:
         )
         return SimpleNamespace(mask=mask.copy(), low_res=np.zeros((1, 4, 4)), best=0)
 
-    def propagate_seeds(self, seeds, carry_logits=True, seed_logits=None, empty_slices=()):
+    def propagate_seeds(
+        self, seeds, carry_logits=True, seed_logits=None, empty_slices=(), keep_probabilities=False
+    ):
         self.propagations.append((sorted(seeds), sorted(empty_slices)))
         order = sorted(seeds)
         masks = np.stack([seeds[min(order, key=lambda s: abs(s - i))] for i in range(len(self.target))])
@@ -205,10 +207,9 @@ def test_propagation_on_a_thick_case_is_that_of_its_model_grid_version(tmp_path,
     kept: list[np.ndarray] = []
     real = volume_evaluation.propagate_with_corrections
 
-    def keeping(predictor, target, corrections=2):
-        rounds = real(predictor, target, corrections)
-        kept.append(rounds)
-        return rounds
+    def keeping(predictor, target, corrections=2, resampling=None):
+        kept.append(real(predictor, target, corrections))  # the rounds on the model's grid
+        return real(predictor, target, corrections, resampling=resampling)
 
     monkeypatch.setattr(volume_evaluation, "propagate_with_corrections", keeping)
     protocol = {"slice_spacing": 2.0, "protocols": ["volume_propagation"]}
@@ -224,3 +225,45 @@ def test_propagation_on_a_thick_case_is_that_of_its_model_grid_version(tmp_path,
     assert score.dice_per_click == pytest.approx([dice(mask[::2], ball) for mask in fine_rounds])
     assert thick_report["resampled"] == {"ball": "8 slices at 4 mm resampled to 15 at the model's 2 mm"}
     assert fine["resampled"] == {}
+
+
+def test_a_thin_case_comes_back_from_the_models_grid_as_predict_brings_a_propagation_back(shipped_base):
+    """1 mm slices for a model of 2 mm: the simulated user clicks and corrects on the model's grid, and each
+    round comes back on the case's own slices by predict's rule (the propagation's probabilities, the seed's
+    own on its slice, interpolated and kept above one half), not by the masks alone."""
+    from msa_hf.evaluation.metrics.segmentation import dice
+    from msa_hf.inference.predictor import Prompt
+    from msa_hf.inference.slice_spacing import SliceResampling
+    from msa_hf.inference.volume_predictor import VolumePredictor
+    from msa_hf.processing.prompts import most_interior_point
+    from msa_hf.testing import sphere_volume
+
+    resampling = SliceResampling(15, 1.0, 2.0)
+    ball = sphere_volume(shape=(15, 48, 48), centre=(7, 22, 26), radius=9.0)
+    image = (np.where(ball, 700.0, 200.0) + np.random.default_rng(2).normal(0, 20, ball.shape)).astype(
+        np.float32
+    )
+    seen = ball[resampling.nearest_input_slices()]  # (8, 48, 48): what the model's slices show
+    predictor = VolumePredictor(shipped_base)
+    predictor.set_volume(resampling.image_to_model(image), "MR")
+    rounds = propagate_with_corrections(predictor, seen, corrections=1, resampling=resampling)
+    assert [mask.shape for mask in rounds] == [ball.shape] * 2
+
+    seed_slice = int(np.argmax(seen.sum(axis=(1, 2))))
+    seed = predictor.predict_masks(
+        seed_slice, Prompt(points=[[float(v) for v in most_interior_point(seen[seed_slice])]])
+    )
+    walked = predictor.propagate_seeds(
+        {seed_slice: seed.mask}, seed_logits={seed_slice: seed.low_res[seed.best]}, keep_probabilities=True
+    )
+    on_input = 2 * seed_slice  # the input slice at the seed's model slice
+    assert resampling.to_model_slice(on_input) == seed_slice
+    expected, _ = resampling.propagation_to_input(
+        walked.probabilities, {on_input: (seed.probabilities_of(seed.best), seed.mask)}
+    )
+    np.testing.assert_array_equal(rounds[0], expected)
+    assert dice(rounds[0], ball) > 0.8
+    by_masks = resampling.probabilities_to_input(walked.masks.astype(np.float32)) > 0.5  # the masks' share
+    assert (by_masks != rounds[0]).any()  # a rule this test tells apart
+    with pytest.raises(ValueError, match="on the model's grid"):
+        propagate_with_corrections(predictor, ball, resampling=resampling)

@@ -62,8 +62,9 @@ def evaluate_volumes(
 
     A case whose slices lie off `slice_spacing` (`spacings_differ`) is seen as `msa-hf predict` shows it the
     volume: resampled along its slice axis onto the model's grid (`ResampledCase`: images interpolated, each
-    model slice clicked on its nearest input slice's label), its masks brought back onto its own slices and
-    scored against its own labels. `resample_slices=False` shows the model every case as the dataset holds it
+    model slice clicked on its nearest input slice's label), its masks brought back onto its own slices (the
+    windows' votes for `volume_points1`; for `volume_propagation` the propagation's probabilities, as predict
+    brings them back) and scored against its own labels. `resample_slices=False` shows the model every case as the dataset holds it
     (the report's `notes` then say which cases lie off the model's spacing). The report's `resampled` gives
     each resampled case's grids, its `scores` each protocol's `CaseScore`s.
     """
@@ -185,11 +186,11 @@ def evaluate_volumes(
                 predicted = clicked_masks.pop((case_id, value), np.zeros_like(target, dtype=bool))
                 scores["volume_points1"].append(case_score(case_id, name, predicted, target, spacing))
             if predictor is not None:
-                # the simulated user clicks what the model's slices show; the masks come back as votes do
+                # the simulated user clicks what the model's slices show; the masks come back as predict's
                 seen = structure_mask(case.labels, value, regions) if case is not None else target
-                rounds = propagate_with_corrections(predictor, seen, corrections)
-                if case is not None:
-                    rounds = [case.votes_to_input(mask * 2.0 - 1.0) for mask in rounds]
+                rounds = propagate_with_corrections(
+                    predictor, seen, corrections, resampling=case.resampling if case is not None else None
+                )
                 per_round = [dice(mask, target) or 0.0 for mask in rounds]
                 scores["volume_propagation"].append(
                     case_score(case_id, name, rounds[-1], target, spacing, per_round)

@@ -35,50 +35,81 @@ def _click(region: np.ndarray) -> list[float]:
 
 
 def propagate_with_corrections(
-    predictor: Any, target: np.ndarray, corrections: int = DEFAULT_CORRECTIONS, carry_logits: bool = True
+    predictor: Any,
+    target: np.ndarray,
+    corrections: int = DEFAULT_CORRECTIONS,
+    carry_logits: bool = True,
+    resampling: Any = None,
 ) -> list[np.ndarray]:
     """The masks a simulated user gets on one structure `target` `(N, H, W)` of the volume set on
     `predictor` (a `VolumePredictor`): after the first click's propagation, then after each of `corrections`
     correction rounds. `carry_logits`: propagate with each previous slice's logits as the mask prompt (the
-    default of predict and the demo), or with boxes alone.
+    default of predict and the demo), or with boxes alone. `resampling`: the case's `SliceResampling` where
+    `predictor` holds it on a depth-branch model's grid (and `target` is on that grid, the user clicking what
+    the model's slices show): each round comes back on the case's own slices as predict brings a propagation
+    back, its probabilities (the seeds' own on their slices) interpolated and kept above one half.
 
     Returns:
-        `corrections + 1` masks `(N, H, W)` bool. An empty `target` gets empty masks: nothing to click.
+        `corrections + 1` masks `(N, H, W)` bool (`(resampling.input_count, H, W)` with `resampling`). An empty
+        `target` gets empty masks: nothing to click.
     """
     from msa_hf.inference.predictor import Prompt
 
     target = np.asarray(target, dtype=bool)
     empty_masks = np.zeros(target.shape, bool)
+    if resampling is not None and len(target) != resampling.model_count:
+        raise ValueError(
+            f"target has {len(target)} slices; on the model's grid of {resampling.describe()} it has "
+            f"{resampling.model_count}."
+        )
+    shown = empty_masks if resampling is None else np.zeros((resampling.input_count, *target.shape[1:]), bool)
     if not target.any():
-        return [empty_masks] * (corrections + 1)
+        return [shown] * (corrections + 1)
     seeds: dict[int, np.ndarray] = {}
+    seed_maps: dict[int, np.ndarray] = {}  # each seed's probability map, for bringing a round back
     logits: dict[int, np.ndarray] = {}
     cleared: set[int] = set()
     low_res: dict[int, np.ndarray] = {}
 
-    def propagated() -> np.ndarray:
+    def propagated() -> tuple[np.ndarray, np.ndarray]:
+        """This round's masks on the model's grid, and as the user gets them back."""
         nonlocal low_res
         if not seeds:
             low_res = {}
-            return empty_masks
+            return empty_masks, shown
         result = predictor.propagate_seeds(
-            seeds, carry_logits=carry_logits, seed_logits=logits or None, empty_slices=cleared
+            seeds,
+            carry_logits=carry_logits,
+            seed_logits=logits or None,
+            empty_slices=cleared,
+            keep_probabilities=resampling is not None,
         )
         low_res = result.low_res
-        return result.masks
+        if resampling is None:
+            return result.masks, result.masks
+        probabilities = result.probabilities
+        for index, seed_map in seed_maps.items():
+            probabilities[index] = seed_map
+        return result.masks, resampling.probabilities_to_input(probabilities) > 0.5
+
+    def add_seed(index: int, prediction: Any) -> None:
+        seeds[index] = prediction.mask
+        cleared.discard(index)
+        if resampling is not None:
+            seed_maps[index] = prediction.probabilities_of(prediction.best)
+        if carry_logits:
+            logits[index] = prediction.low_res[prediction.best]
 
     seed_slice = int(np.argmax(target.sum(axis=(1, 2))))
     seed = predictor.predict_masks(seed_slice, Prompt(points=[_click(target[seed_slice])]))
     if seed.mask.any():
-        seeds[seed_slice] = seed.mask
-        if carry_logits:
-            logits[seed_slice] = seed.low_res[seed.best]
-    rounds = [propagated()]
+        add_seed(seed_slice, seed)
+    masks, back = propagated()
+    rounds = [back]
     for _ in range(corrections):
-        masks = rounds[-1]
         errors = masks ^ target
         if not errors.any():  # nothing left to correct
-            rounds.append(masks)
+            rounds.append(rounds[-1])
             continue
         worst = int(np.argmax(errors.sum(axis=(1, 2))))
         error = sample_error_click(masks[worst], target[worst])
@@ -90,13 +121,11 @@ def propagate_with_corrections(
             worst, Prompt(points=points, labels=labels), multimask=False, mask_prompt=current
         )
         if corrected.mask.any():
-            seeds[worst] = corrected.mask
-            cleared.discard(worst)
-            if carry_logits:
-                logits[worst] = corrected.low_res[corrected.best]
+            add_seed(worst, corrected)
         else:  # the correction cleared the slice: no walk may fill it again
-            seeds.pop(worst, None)
-            logits.pop(worst, None)
+            for kept in (seeds, seed_maps, logits):
+                kept.pop(worst, None)
             cleared.add(worst)
-        rounds.append(propagated())
+        masks, back = propagated()
+        rounds.append(back)
     return rounds
