@@ -171,3 +171,22 @@ def test_on_keys_wraps_an_array_transform():
     assert np.allclose(out["image"], [0.0, 1.0]) and out["label"] is sample["label"]
     with pytest.raises(KeyError, match="no key 'mask'"):
         OnKeys(WindowIntensity(preset="abdomen"), keys=("mask",))(sample)
+
+
+def test_a_covering_mask_sets_every_model_pixel_the_mask_touches():
+    """Where the nearest-neighbour resize keeps only the pixels whose centres a mask covers, the covering mask
+    sets each model pixel any of whose picture pixels the mask holds: with a fourfold reduction, each model
+    pixel is a 4x4 block."""
+    from msa_hf.data.transforms import covering_mask
+
+    rng = np.random.default_rng(0)
+    mask = torch.from_numpy((rng.random((64, 48)) > 0.97).astype(np.uint8))
+    covered = covering_mask(mask, 16)  # 64 x 48 -> 16 x 12, padded to 16 x 16
+    blocks = mask.reshape(16, 4, 12, 4).any(dim=3).any(dim=1)
+    assert covered.shape == (16, 16) and covered.dtype == torch.uint8
+    assert torch.equal(covered[:, :12].bool(), blocks) and not covered[:, 12:].any()
+    thin = torch.zeros(64, 48, dtype=torch.uint8)
+    thin[8:10, 20:22] = 1  # no pixel centre of the 16 x 12 grid on it
+    _, nearest = resize_and_pad(torch.zeros(1, 64, 48), thin, 16)
+    assert not nearest.any()
+    assert torch.nonzero(covering_mask(thin, 16)).tolist() == [[2, 5]]

@@ -196,3 +196,26 @@ def test_a_case_of_pictures_of_different_sizes_is_scored_picture_by_picture(tmp_
         total = sum(box.sum() + disk.sum() for box, disk in pictures)
         assert float(dice) == pytest.approx(2 * shared / total, abs=1e-9)
         assert (float(hd95), float(nsd)) == pytest.approx(picture_surface_metrics(pictures, 2.0), abs=1e-9)
+
+
+def test_a_structure_thinner_than_a_model_pixel_is_prompted_where_it_lies_and_scored(tmp_path):
+    """A 2x2 structure of a 64 px picture, seen by a 16 px model: resizing by nearest neighbour loses it (no
+    model pixel centre lies on it), and evaluation once left it out of every mean. It is now prompted on the
+    model pixel it covers, (row 2, column 5). The stand-in fills the box: that pixel, shown at the picture's
+    size, is rows 8-11 by columns 20-23 less its four corners (bilinear upsampling), 12 pixels holding three
+    of the structure's four. One click: a 5x5 square of model pixels around it, 398 picture pixels holding
+    all four."""
+    picture = np.full((64, 64), 20, np.uint8)
+    structure = np.zeros((64, 64), np.uint8)
+    structure[8:10, 20:22] = 1
+    (tmp_path / "source").mkdir()
+    Image.fromarray(picture + structure * 160).save(tmp_path / "source" / "thin.png")
+    Image.fromarray(structure * 255).save(tmp_path / "source" / "thin_mask.png")
+    prepare_dataset(tmp_path / "source", tmp_path / "prepared", split=(0.0, 0.0, 1.0))
+    report = evaluate_model(
+        BoxFillSam(16), tmp_path / "prepared", "test", ("box", "points1"), output_dir=tmp_path / "out"
+    )
+    assert report["tables"]["box"]["class_1"]["dice"] == pytest.approx(2 * 3 / (12 + 4))
+    assert report["tables"]["points1"]["class_1"]["dice"] == pytest.approx(2 * 4 / (398 + 4))
+    (line,) = (tmp_path / "out" / "cases_box.csv").read_text().splitlines()[1:]
+    assert line.startswith("thin,class_1,")

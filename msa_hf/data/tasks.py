@@ -24,6 +24,7 @@ from msa_hf.data.transforms import (
     IntensityJitter,
     RandomSpatialAugment,
     SamNormalize,
+    covering_mask,
     intensity_transform_for,
     resize_and_pad,
 )
@@ -282,6 +283,9 @@ class SamSegmentationTransform:
         seed: base seed of the prompt and augmentation streams.
         keep_original_mask: also return `target_original` `(H, W)` uint8, the mask at the image's own size
             (scoring at the original resolution; use `collate_ragged` when sizes differ).
+        keep_thin_structures: a target that the resize to `image_size` loses (thinner than a model pixel)
+            becomes the model pixels it covers (`covering_mask`), so it is prompted there and scored rather
+            than left without a target (evaluation; not with `augment`).
     """
 
     image_size: int
@@ -291,6 +295,7 @@ class SamSegmentationTransform:
     deterministic: bool = False
     seed: int = 0
     keep_original_mask: bool = False
+    keep_thin_structures: bool = False
     spatial_augment: RandomSpatialAugment = field(default_factory=RandomSpatialAugment)
     intensity_jitter: IntensityJitter = field(default_factory=IntensityJitter)
 
@@ -350,6 +355,9 @@ class SamSegmentationTransform:
         pixels, resized = resize_and_pad(
             pixels, torch.stack([layer.to(torch.uint8) for layer in layers]), self.image_size
         )
+        if self.keep_thin_structures and not self.augment and not resized[0].any() and mask.any():
+            resized = resized.clone()
+            resized[0] = covering_mask(mask, self.image_size)
         valid = torch.zeros(self.image_size, self.image_size, dtype=torch.uint8)
         height, width = resized_shape(original_size, self.image_size)
         valid[:height, :width] = 1

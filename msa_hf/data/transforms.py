@@ -243,6 +243,15 @@ def resize_and_pad(
     return padded, resized_mask[0] if squeeze else resized_mask
 
 
+def covering_mask(mask: torch.Tensor, image_size: int) -> torch.Tensor:
+    """`(H, W)` binary mask -> `(image_size, image_size)` uint8 in `resize_and_pad`'s frame, a pixel set where the
+    mask covers any part of it (an area resize kept above 0), where `resize_and_pad`'s nearest neighbour keeps
+    only the pixels whose centres it covers: a structure thinner than a model pixel keeps its place."""
+    height, width = resized_shape(tuple(mask.shape[-2:]), image_size)
+    area = F.interpolate(mask[None, None].float(), size=(height, width), mode="area")[0, 0]
+    return F.pad((area > 0).to(torch.uint8), (0, image_size - width, 0, image_size - height))
+
+
 def resample_to_spacing(
     volume: ArrayT, spacing: Iterable[float], target_spacing: Iterable[float], is_label: bool = False
 ) -> ArrayT:

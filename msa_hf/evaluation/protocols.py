@@ -98,7 +98,8 @@ def evaluation_tasks(
 ) -> Any:
     """Binary-task rows of `split` (of the structures `classes` names, default all; see
     `select_class_names`) with deterministic prompts (10 clicks, the first most interior; the tight box) and
-    the original-size target, for every protocol."""
+    the original-size target, for every protocol. A structure thinner than a model pixel at `image_size` is
+    kept, prompted on the model pixels it covers (`SamSegmentationTransform.keep_thin_structures`)."""
     from msa_hf.data import (
         PromptSampling,
         SamSegmentationTransform,
@@ -113,13 +114,18 @@ def evaluation_tasks(
     if split not in slices:
         raise ValueError(f"{dataset_dir} has no {split!r} split (it has {list(slices)}).")
     class_names = select_class_names(read_class_names(dataset_dir), classes)
-    tasks = to_binary_tasks(
-        slices[split], class_names, image_size=image_size, regions=read_regions(dataset_dir)
-    )
+    # every structure a slice shows is scored: one thinner than a model pixel is prompted on the pixels it
+    # covers, not dropped (which would leave the hardest targets out of the means)
+    tasks = to_binary_tasks(slices[split], class_names, regions=read_regions(dataset_dir))
     prompts = PromptSampling(num_positive=10, click_strategy="interior", use_box=True, box_jitter=0.0)
     tasks.set_transform(
         SamSegmentationTransform(
-            image_size=image_size, prompts=prompts, deterministic=True, keep_original_mask=True, window=window
+            image_size=image_size,
+            prompts=prompts,
+            deterministic=True,
+            keep_original_mask=True,
+            keep_thin_structures=True,
+            window=window,
         )
     )
     return tasks
