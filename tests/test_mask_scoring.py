@@ -258,3 +258,38 @@ def test_predictions_named_as_other_tools_name_them_pair_with_their_labels(nnune
     scores, _ = score_mask_files(folder / "other", folder / "labelsTr")
     assert sorted({s.case_id for s in scores}) == ["case0", "case1", "case2"]
     assert next(s for s in scores if s.case_id == "case0" and s.class_name == "liver").dice == 1.0
+
+
+def test_dicom_seg_masks_of_one_of_several_volumes_are_scored_on_that_volume(tmp_path):
+    """A series of two acquisitions (single-frame files) and the same converted into one enhanced file: SEG
+    masks drawn on the second acquisition of each are read onto that acquisition, chosen by the images they
+    reference, where the series alone names two volumes."""
+    pytest.importorskip("highdicom")
+    from msa_hf.data import axial_slices, load_volume, volume_from_axial_slices
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.testing import write_enhanced_acquisitions
+
+    rng = np.random.default_rng(5)
+    shape = (8, 24, 28)
+    write_enhanced_acquisitions(
+        tmp_path / "study", [rng.integers(-100, 100, shape).astype(np.float32) for _ in "ab"]
+    )
+    sources = {"dual": (tmp_path / "study" / "dual", "3/AcquisitionNumber=2"),
+               "file": (tmp_path / "study" / "file" / "CT.dcm", "4/FrameAcquisitionNumber=2")}  # fmt: skip
+    liver = (slice(2, 6), slice(3, 11), slice(4, 14))
+    moved = (slice(3, 7), *liver[1:])  # one slice higher: Dice 3/4
+    for name, (source, key) in sources.items():
+        grid = load_volume(source, series=key)
+        assert axial_slices(grid.array).shape == shape
+        for folder, block in (("labels", liver), ("pred", moved)):
+            drawn = np.zeros(shape, np.uint8)
+            drawn[block] = 1
+            (tmp_path / folder).mkdir(exist_ok=True)
+            write_dicom_seg(source, volume_from_axial_slices(drawn), grid.affine, tmp_path / folder / f"{name}.dcm",
+                            {1: "liver"}, series=key)  # fmt: skip
+    scores, unit = score_mask_files(tmp_path / "pred", tmp_path / "labels", images=tmp_path / "study")
+    assert unit == "mm" and sorted((s.case_id, s.class_name) for s in scores) == [
+        ("dual", "liver"),
+        ("file", "liver"),
+    ]
+    assert [s.dice for s in scores] == [pytest.approx(0.75)] * 2

@@ -67,8 +67,6 @@ def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
         VolumeReadError: the folder holds several stacks and the SEG's series is not among them, or the SEG
             references images of several of that series' volumes.
     """
-    import pydicom
-
     from msa_hf.data.dicom_stacks import find_stacks
 
     stacks = find_stacks(folder)
@@ -83,12 +81,27 @@ def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
         )
     if len(candidates) == 1:
         return uid
+    return drawn_on(seg_path, candidates, folder).key
+
+
+def drawn_on(seg_path: str | Path, stacks: list[Any], where: Any) -> Any:
+    """The one of `stacks` (`DicomStack`s of the series a DICOM-SEG names, found in `where`) whose images the
+    SEG references: where a series holds several volumes (two acquisitions, the echoes of an enhanced file),
+    the one it was drawn on.
+
+    Raises:
+        VolumeReadError: it references images of several of them, or of none.
+    """
+    import pydicom
+
+    if len(stacks) == 1:
+        return stacks[0]
     header = pydicom.dcmread(seg_path, stop_before_pixels=True)
-    drawn = [stack.key for stack in candidates if _references_stack(header, stack)]
+    drawn = [stack for stack in stacks if _references_stack(header, stack)]
     if len(drawn) != 1:
         raise VolumeReadError(
-            f"{seg_path}: series {uid} holds {len(candidates)} volumes in {folder} "
-            f"({', '.join(stack.key for stack in candidates)}), and the segmentation references images of "
+            f"{seg_path}: its series holds {len(stacks)} volumes in {where} "
+            f"({', '.join(stack.key for stack in stacks)}), and the segmentation references images of "
             f"{'several' if drawn else 'none'} of them; name the one with --series KEY."
         )
     return drawn[0]

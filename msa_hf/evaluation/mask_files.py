@@ -176,21 +176,30 @@ class SegmentValues:
         """The RAS+ label volume `seg` draws on its series under `images` (`load_seg_labels`)."""
         import os
 
-        from msa_hf.data.dicom_seg_labels import load_seg_labels, referenced_series
+        from msa_hf.data.dicom_seg_labels import drawn_on, load_seg_labels, referenced_series
 
         uid = referenced_series(seg)
         stacks = self.stacks.get(uid or "", [])
-        if len(stacks) != 1:
-            found = "is not among" if not stacks else f"holds {len(stacks)} stacks (acquisitions) among"
+        if not stacks:
             raise ValueError(
-                f"DICOM-SEG {seg}: drawn on series {uid}, which {found} the series under --images {self.images}; "
-                "give the folder that holds the series each DICOM-SEG was drawn on."
+                f"DICOM-SEG {seg}: drawn on series {uid}, which is not among the series under --images "
+                f"{self.images}; give the folder that holds the series each DICOM-SEG was drawn on."
             )
-        files = stacks[0].files
+        stack = drawn_on(seg, stacks, f"--images {self.images}")  # a series of several volumes: its own
+        files = stack.files
         location = Path(os.path.commonpath(files)) if len(files) > 1 else files[0]
-        if location.is_file() and not stacks[0].multi_frame:
+        if location.is_file() and not stack.multi_frame:
             location = location.parent
-        return load_seg_labels(seg, location, self.values, series=None if location.is_file() else uid)
+        series = None if location.is_file() else uid
+        if len(stacks) > 1:  # its key where it is read from (keys name stacks within one listing)
+            from msa_hf.data.dicom_stacks import find_stacks
+
+            (series,) = [
+                there.key
+                for there in find_stacks(location)
+                if there.files == stack.files and there.frame_indices == stack.frame_indices
+            ]
+        return load_seg_labels(seg, location, self.values, series=series)
 
 
 def read_mask_pair(
