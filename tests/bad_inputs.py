@@ -1169,6 +1169,30 @@ def _(f):
     return ["score", *scored_pair(f), "--output-dir", out(f)]
 
 
+@case("score", "a manifest of pairs with a row that names no label", mentions=("pairs.csv", "row 2", "label"))
+def _(f):
+    predictions, labels = scored_pair(f)
+    manifest = f / "in" / "pairs.csv"
+    manifest.write_text(
+        f"prediction,label\n{predictions}/case0_0000.nii.gz,{labels}/case0.nii.gz\n{predictions}/case1_0000.nii.gz,\n"
+    )
+    return ["score", str(manifest)]
+
+
+@case("score", "a manifest of pairs and a labels folder too", mentions=("pairs.csv", "leave the labels"))
+def _(f):
+    predictions, labels = scored_pair(f)
+    manifest = f / "in" / "pairs.csv"
+    manifest.write_text(f"prediction,label\n{predictions}/case0_0000.nii.gz,{labels}/case0.nii.gz\n")
+    return ["score", str(manifest), labels]
+
+
+@case("score", "predictions without labels or a manifest", mentions=("pred", "manifest"))
+def _(f):
+    predictions, _ = scored_pair(f)
+    return ["score", predictions]
+
+
 @case(
     "score",
     "predictions written in another axis order than the labels",

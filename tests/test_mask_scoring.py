@@ -293,3 +293,54 @@ def test_dicom_seg_masks_of_one_of_several_volumes_are_scored_on_that_volume(tmp
         ("file", "liver"),
     ]
     assert [s.dice for s in scores] == [pytest.approx(0.75)] * 2
+
+
+def test_a_manifest_pairs_masks_whose_names_do_not_tell(nnunet_folder, capsys):
+    """Predictions named by another tool (`run7_patientA_final.nii.gz`) against labels named by the hospital:
+    a CSV (or JSON) of pairs scores them as the same masks paired by name, named by the label table beside
+    the labels; a manifest with labels beside it, a row without a label, a missing file and two rows of one
+    case are refused by row."""
+    folder, _ = nnunet_folder
+    expected, _ = score_mask_files(folder / "pred", folder / "labelsTr")
+    (folder / "tool").mkdir()
+    rows = ["prediction,label,case_id"]
+    for case in range(3):
+        name = f"run7_patient{'ABC'[case]}_final.nii.gz"
+        (folder / "pred" / f"case{case}_0000.nii.gz").rename(folder / "tool" / name)
+        rows.append(f"tool/{name},labelsTr/case{case}.nii.gz,case{case}")
+    (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
+    scores, unit = score_mask_files(folder / "pairs.csv", None)
+    assert unit == "mm" and [(s.case_id, s.class_name) for s in scores] == [
+        (s.case_id, s.class_name) for s in expected
+    ]
+    for got, want in zip(scores, expected, strict=True):  # the same masks: the same values
+        assert (got.dice, got.hd95, got.nsd, *got.sizes) == pytest.approx(
+            (want.dice, want.hd95, want.nsd, *want.sizes), nan_ok=True
+        )
+    # JSON, case ids from the predictions' names; the command line with an output folder
+    pairs = [
+        {"prediction": f"tool/run7_patient{p}_final.nii.gz", "label": f"labelsTr/case{c}.nii.gz"}
+        for c, p in enumerate("ABC")
+    ]
+    (folder / "pairs.json").write_text(json.dumps(pairs))
+    assert main(["score", str(folder / "pairs.json"), "--output-dir", str(folder / "scores")]) == 0
+    written = list(csv.DictReader((folder / "scores" / "scores.csv").open()))
+    assert [row["case_id"] for row in written] == [f"run7_patient{p}_final" for p in "ABC" for _ in range(2)]
+    assert [float(row["dice"]) if row["dice"] else None for row in written] == [s.dice for s in expected]
+    assert "pairs.json's pairs scored: 3 cases" in capsys.readouterr().out
+
+    def refused(text: str, match: str, labels=None) -> None:
+        (folder / "bad.csv").write_text(text)
+        with pytest.raises(ValueError, match=match):
+            score_mask_files(folder / "bad.csv", labels)
+
+    refused(rows[0] + "\n" + rows[1] + "\n", "leave the labels", labels=folder / "labelsTr")
+    refused("prediction,label\ntool/run7_patientA_final.nii.gz,\n", "row 1 names no label")
+    refused("prediction,reference\na.nii.gz,b.nii.gz\n", r"row 1 has unknown columns \['reference'\]")
+    refused(
+        "prediction,label\ntool/missing.nii.gz,labelsTr/case0.nii.gz\n",
+        "row 1's prediction .*missing.nii.gz: no such file",
+    )
+    refused("\n".join([rows[0], rows[1], rows[1]]) + "\n", "rows 1 and 2 are both case 'case0'")
+    with pytest.raises(ValueError, match="give the label maps"):
+        score_mask_files(folder / "tool", None)

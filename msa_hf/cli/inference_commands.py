@@ -67,10 +67,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument(
         "predictions",
-        help="a folder of masks (NIfTI, DICOM-SEG, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask file",
+        help="a folder of masks (NIfTI, DICOM-SEG, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask "
+        "file; or a manifest of pairs whose names do not tell: a CSV with the columns prediction and label "
+        "(and case_id), or a JSON list of such objects, paths from its folder (then no LABELS)",
     )
     score.add_argument(
         "labels",
+        nargs="?",
+        default=None,
         help="the folder of reference label maps, paired with the predictions by name as prepare pairs images "
         "(case_0000.nii.gz -> case.nii.gz); or one label map for one prediction",
     )
@@ -303,24 +307,35 @@ def _print_rounds(what: str, rounds: dict) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM
-    from msa_hf.evaluation.mask_files import SCORE_FILES, score_mask_files, score_table, write_scores
+    from msa_hf.evaluation.mask_files import (
+        SCORE_FILES,
+        is_score_manifest,
+        manifest_pairs,
+        score_mask_files,
+        score_table,
+        write_scores,
+    )
     from msa_hf.output_files import check_new_outputs, check_not_an_input
 
     args.tolerance = NSD_TOLERANCE_MM if args.tolerance is None else args.tolerance
     if not args.tolerance > 0:
         raise ValueError(f"--tolerance {args.tolerance}: NSD's tolerance is a positive distance.")
+    inputs = [Path(args.labels)] if args.labels else []
+    if is_score_manifest(args.predictions):  # its label maps are the inputs the scores must not replace
+        inputs = [Path(args.predictions), *(pair.label for pair in manifest_pairs(args.predictions))]
     if args.output:  # before anything is read; the other files in the folder are the user's and stay
-        check_not_an_input(args.output, [Path(args.labels)])
+        check_not_an_input(args.output, inputs)
         check_new_outputs([Path(args.output) / name for name in SCORE_FILES], args.overwrite)
     scores, unit = score_mask_files(
         args.predictions, args.labels, space_or_comma_list(args.classes), args.label_table, args.tolerance,
         args.images, label_remap(args.remap_labels),
     )  # fmt: skip
     cases = len({s.case_id for s in scores})
-    description = f"{args.predictions} scored against {args.labels}: {cases} cases, per case then averaged"
+    against = f" scored against {args.labels}" if args.labels else "'s pairs scored"
+    description = f"{args.predictions}{against}: {cases} cases, per case then averaged"
     print(description + "\n\n" + score_table(scores, unit, args.tolerance))
     if args.output:
-        write_scores(args.output, scores, unit, description, inputs=[args.labels], tolerance=args.tolerance)
+        write_scores(args.output, scores, unit, description, inputs=inputs, tolerance=args.tolerance)
         print(f"written: {args.output} ({', '.join(SCORE_FILES)})")
     return 0
 

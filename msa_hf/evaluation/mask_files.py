@@ -3,7 +3,8 @@
 
 Predictions (a folder, a quoted glob or one file) pair with the label maps of a folder by name, the rule of
 `msa-hf prepare` (`data.sources.LabelIndex`: `case_0000.nii.gz` -> `case.nii.gz`, `img0001` -> `label0001`), or
-without a prediction suffix (`case_pred.nii.gz`). Each pair is read as `prepare` reads a label map: NIfTI in
+without a prediction suffix (`case_pred.nii.gz`); or a manifest (CSV or JSON) names each pair where names do
+not tell (`manifest_pairs`). Each pair is read as `prepare` reads a label map: NIfTI in
 RAS+ orientation (so a mask written in another axis order still lines up) and checked to lie on the
 reference's grid; a DICOM-SEG onto the series it was drawn on (`SegmentValues`); 2-D masks (PNG/TIFF/BMP) as
 label images of the reference's size. Every label value is a structure, or every region of a region-based
@@ -130,6 +131,83 @@ def pair_mask_files(predictions: list[Path], labels: str | Path) -> list[MaskPai
             "Give the predictions to score as a glob, or move the others out of the folder."
         )
     return pairs
+
+
+MANIFEST_COLUMNS = ("prediction", "label", "case_id")  # a score manifest's columns; case_id is optional
+
+
+def is_score_manifest(predictions: str | Path) -> bool:
+    """Whether `predictions` names a manifest of pairs (a .csv or .json file) rather than masks."""
+    return Path(predictions).suffix.lower() in (".csv", ".json")
+
+
+def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
+    """The pairs a manifest names: a CSV with the columns `prediction` and `label` (and `case_id`, default the
+    prediction's name without its suffix), or a JSON list of such objects; paths relative to the manifest's
+    folder. For masks whose names do not pair by `prepare`'s rule (another tool's outputs, a second
+    annotator's files).
+
+    Raises:
+        ValueError: an unreadable manifest, a row without both paths or with other columns, a path that is
+            not a mask file, or two rows of one case.
+    """
+    import csv
+    import json
+
+    from msa_hf.data.sources import file_stem
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise ValueError(f"manifest {manifest}: no such file.")
+    example = '{"prediction": "masks/a.nii.gz", "label": "reference/patient_a.nii.gz"}'
+    try:
+        if manifest.suffix.lower() == ".csv":
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                rows: Any = list(csv.DictReader(handle))
+        else:
+            rows = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        raise ValueError(f"manifest {manifest}: cannot read it ({error}).") from error
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(
+            f"manifest {manifest}: expected rows with the columns prediction and label (CSV), or a JSON list of "
+            f"objects like {example}."
+        )
+    pairs, seen = [], {}
+    for index, row in enumerate(rows):
+        unknown = sorted(set(row) - set(MANIFEST_COLUMNS))
+        missing = [name for name in ("prediction", "label") if not str(row.get(name) or "").strip()]
+        if unknown or missing:
+            problem = f"has unknown columns {unknown}" if unknown else f"names no {' and no '.join(missing)}"
+            raise ValueError(
+                f"manifest {manifest}: row {index + 1} {problem}; the columns are prediction and label (paths "
+                f"from the manifest's folder), and optionally case_id: {example}."
+            )
+        paths = {name: manifest.parent / str(row[name]).strip() for name in ("prediction", "label")}
+        for name, path in paths.items():
+            if not path.is_file() or not _is_mask_file(path):
+                what = "no such file" if not path.is_file() else "not a mask file"
+                raise ValueError(
+                    f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are NIfTI (.nii, "
+                    ".nii.gz), DICOM-SEG or lossless images (.png, .tif, .bmp)."
+                )
+        case_id = str(row.get("case_id") or "").strip() or file_stem(paths["prediction"])
+        if case_id in seen:
+            raise ValueError(
+                f"manifest {manifest}: rows {seen[case_id]} and {index + 1} are both case {case_id!r}; give each "
+                "pair a case_id of its own."
+            )
+        seen[case_id] = index + 1
+        pairs.append(MaskPair(case_id, paths["prediction"], paths["label"]))
+    return pairs
+
+
+def labels_folder(pairs: list[MaskPair]) -> Path:
+    """The folder holding the label maps of `pairs` (the deepest one they share), where their label table is
+    looked for."""
+    import os
+
+    return Path(os.path.commonpath([pair.label.parent.resolve() for pair in pairs]))
 
 
 class SegmentValues:
@@ -263,7 +341,7 @@ def read_mask_pair(
 
 def score_mask_files(
     predictions: str | Path,
-    labels: str | Path,
+    labels: str | Path | None,
     classes: str | list[str] | None = None,
     label_table: str | Path | None = None,
     tolerance: float = NSD_TOLERANCE_MM,
@@ -273,8 +351,10 @@ def score_mask_files(
     """Score every prediction against its label map (see the module docstring), one pair in memory at a time.
 
     Args:
-        predictions: a folder of masks, a glob (`"out/*.nii.gz"`) or one mask file.
-        labels: the folder of reference label maps (or one label map, for one prediction).
+        predictions: a folder of masks, a glob (`"out/*.nii.gz"`) or one mask file; or a manifest of pairs
+            (`manifest_pairs`), whose label maps' folder is then where the label table is looked for.
+        labels: the folder of reference label maps (or one label map, for one prediction); None with a
+            manifest.
         classes: structures to score, by name or value (as `msa-hf evaluate --classes`); default every value
             found in the labels or the predictions.
         label_table: the names of the label values (default: the table beside the labels, if any).
@@ -290,7 +370,8 @@ def score_mask_files(
         "pixels").
 
     Raises:
-        ValueError: as `find_mask_files`, `pair_mask_files` and `read_mask_pair`; a mix of volumes and 2-D
+        ValueError: as `find_mask_files`, `pair_mask_files`, `manifest_pairs` and `read_mask_pair`; labels
+            beside a manifest, or neither; a mix of volumes and 2-D
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
@@ -299,7 +380,21 @@ def score_mask_files(
     from msa_hf.data.volumes import voxel_ml
 
     label_remap = check_label_remap(label_remap or {})
-    pairs = pair_mask_files(find_mask_files(predictions), labels)
+    if is_score_manifest(predictions):
+        if labels is not None:
+            raise ValueError(
+                f"predictions {predictions}: a manifest names each prediction's label map; leave the labels "
+                f"({labels}) out."
+            )
+        pairs = manifest_pairs(predictions)
+        labels = labels_folder(pairs)
+    elif labels is None:
+        raise ValueError(
+            f"predictions {predictions}: give the label maps to score them against (a folder, or one file), or a "
+            "manifest of pairs (a CSV with the columns prediction and label)."
+        )
+    else:
+        pairs = pair_mask_files(find_mask_files(predictions), labels)
     table, regions = label_folder_structures(labels, label_table)
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
     segments = None
