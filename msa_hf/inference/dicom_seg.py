@@ -37,36 +37,17 @@ def labels_on_series_grid(
     """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
     instance k being the k-th slice of `dicom_series_slices(folder, series)` (pass its result as `slices` when
     it is already read: the series is then not read again)."""
+    from msa_hf.data.dicom_planes import labels_on_grid
     from msa_hf.data.volumes import dicom_series_slices
 
     found, affine = slices if slices is not None else dicom_series_slices(folder, series)
-    return _labels_on_grid(
+    return labels_on_grid(
         canonical,
         canonical_affine,
         affine,
         (int(found[0][1].Columns), int(found[0][1].Rows), len(found)),
         folder,
     )
-
-
-def _labels_on_grid(
-    canonical: np.ndarray,
-    canonical_affine: np.ndarray,
-    affine: np.ndarray,
-    shape: tuple[int, int, int],
-    folder: Any,
-) -> np.ndarray:
-    """A RAS+ label volume `(X, Y, Z)` on a DICOM grid of `shape` (columns, rows, slices) and RAS `affine`, as
-    `(slices, rows, columns)`."""
-    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
-
-    transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
-    grid = apply_orientation(canonical, transform)  # (columns, rows, slices)
-    if grid.shape != shape:
-        raise ValueError(
-            f"the label volume {canonical.shape} does not lie on the grid of the series in {folder}."
-        )
-    return np.ascontiguousarray(grid.transpose(2, 1, 0))
 
 
 @dataclass(frozen=True)
@@ -90,6 +71,7 @@ def _seg_source(
     order, which highdicom maps frame to frame); or, for one of several volumes that an enhanced file holds at
     the same positions (an echo, a phase), that volume's frames in position order, placed by their positions
     and referencing that volume's frames alone."""
+    from msa_hf.data.dicom_planes import labels_on_grid
     from msa_hf.data.dicom_stacks import enhanced_grid
     from msa_hf.data.volumes import dicom_series_slices
 
@@ -101,7 +83,7 @@ def _seg_source(
             labels_on_series_grid(folder, canonical, canonical_affine, slices),
         )
     dataset, order = enhanced.dataset, enhanced.order
-    in_position_order = _labels_on_grid(canonical, canonical_affine, enhanced.affine, enhanced.shape, folder)
+    in_position_order = labels_on_grid(canonical, canonical_affine, enhanced.affine, enhanced.shape, folder)
     if enhanced.frames is not None:
         # the file holds other volumes at the same positions: highdicom cannot match frames to frames by
         # position there, so the frames are placed explicitly and keep only their own volume's references

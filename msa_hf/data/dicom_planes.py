@@ -1,0 +1,140 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The image planes of a DICOM stack: where each slice lies in the patient and which instance (or frame) it
+is, in position order.
+
+What an object drawn on a series refers to and places itself by: a DICOM-SEG's frames, an RT Structure Set's
+contours. A series of single-frame files gives one plane per instance (`volumes.dicom_series_slices`), an
+enhanced multi-frame file one per frame of the chosen stack (`dicom_stacks.enhanced_grid`); either way plane
+`k` is voxel slice `k` of the volume `load_volume` reads, whose grid `labels_on_grid` maps label volumes onto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImagePlane:
+    """One slice of a DICOM stack: its first pixel's centre `position` (3,) in the patient (LPS mm), the
+    directions of increasing column (`row_cosine`) and increasing row (`column_cosine`), `spacing` (between
+    rows, between columns) in mm, and the image it is: `sop_class_uid`, `sop_instance_uid` and, in a
+    multi-frame file, its `frame` number (from 1)."""
+
+    position: np.ndarray
+    row_cosine: np.ndarray
+    column_cosine: np.ndarray
+    spacing: tuple[float, float]
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame: int | None = None
+
+    @property
+    def normal(self) -> np.ndarray:
+        """`(3,)` the plane's unit normal (row cosine x column cosine)."""
+        return np.cross(self.row_cosine, self.column_cosine)
+
+    def to_patient(self, pixels: np.ndarray) -> np.ndarray:
+        """`(N, 2)` `(column, row)` pixel coordinates (pixel centres at integers) -> `(N, 3)` LPS mm."""
+        pixels = np.asarray(pixels, dtype=np.float64)
+        return (
+            self.position
+            + pixels[:, :1] * self.spacing[1] * self.row_cosine
+            + pixels[:, 1:2] * self.spacing[0] * self.column_cosine
+        )
+
+    def to_pixels(self, points: np.ndarray) -> np.ndarray:
+        """`(N, 3)` LPS mm in this plane -> `(N, 2)` `(column, row)` pixel coordinates."""
+        offset = np.asarray(points, dtype=np.float64) - self.position
+        return np.stack(
+            [offset @ self.row_cosine / self.spacing[1], offset @ self.column_cosine / self.spacing[0]],
+            axis=1,
+        )
+
+
+@dataclass(frozen=True)
+class StackPlanes:
+    """A DICOM stack's `planes` in position order, a `header` dataset to copy the patient and study from,
+    the RAS `affine` of its voxel grid (i = column, j = row, k = plane) and that grid's `shape` `(columns,
+    rows, planes)`."""
+
+    planes: list[ImagePlane]
+    header: Any
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
+    """The planes of the DICOM series in folder `path`, or of the enhanced multi-frame file `path` is (the
+    stack `series` chooses where there are several, `dicom_stacks.choose_stack`).
+
+    Raises:
+        VolumeReadError: as `dicom_series_slices` and `enhanced_grid`.
+    """
+    from msa_hf.data.dicom_stacks import enhanced_grid
+    from msa_hf.data.volumes import dicom_series_slices, frame_value
+
+    enhanced = enhanced_grid(path, series)
+    if enhanced is None:
+        found, affine = dicom_series_slices(path, series)
+        planes = [
+            ImagePlane(
+                np.array(dataset.ImagePositionPatient, np.float64),
+                np.array(dataset.ImageOrientationPatient[:3], np.float64),
+                np.array(dataset.ImageOrientationPatient[3:], np.float64),
+                (float(dataset.PixelSpacing[0]), float(dataset.PixelSpacing[1])),
+                str(dataset.SOPClassUID),
+                str(dataset.SOPInstanceUID),
+            )
+            for _, dataset in found
+        ]
+        first = found[0][1]
+        return StackPlanes(planes, first, affine, (int(first.Columns), int(first.Rows), len(planes)))
+    dataset = enhanced.dataset
+
+    def value(frame: int, sequence: str, name: str) -> np.ndarray:
+        return np.array(frame_value(dataset, frame, sequence, name), np.float64)
+
+    planes = []
+    for frame in enhanced.order:
+        orientation = value(frame, "PlaneOrientationSequence", "ImageOrientationPatient")
+        spacing = value(frame, "PixelMeasuresSequence", "PixelSpacing")
+        planes.append(
+            ImagePlane(
+                value(frame, "PlanePositionSequence", "ImagePositionPatient"),
+                orientation[:3],
+                orientation[3:],
+                (float(spacing[0]), float(spacing[1])),
+                str(dataset.SOPClassUID),
+                str(dataset.SOPInstanceUID),
+                frame + 1,
+            )
+        )
+    return StackPlanes(planes, dataset, enhanced.affine, enhanced.shape)
+
+
+def labels_on_grid(
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    source: Any,
+) -> np.ndarray:
+    """A RAS+ label volume `(X, Y, Z)` on a DICOM grid of `shape` (columns, rows, planes) and RAS `affine`, as
+    `(planes, rows, columns)`.
+
+    Raises:
+        ValueError: the label volume does not lie on that grid (naming `source`).
+    """
+    from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+
+    transform = ornt_transform(io_orientation(canonical_affine), io_orientation(affine))
+    grid = apply_orientation(canonical, transform)  # (columns, rows, planes)
+    if grid.shape != shape:
+        raise ValueError(
+            f"the label volume {canonical.shape} does not lie on the grid of the series in {source}."
+        )
+    return np.ascontiguousarray(grid.transpose(2, 1, 0))

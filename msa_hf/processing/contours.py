@@ -1,0 +1,122 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Masks as planar contours and back: the geometry of DICOM RT Structure Sets.
+
+A radiotherapy planning system stores a structure as closed polygons per slice, not as a pixel mask.
+`mask_contours` traces a binary mask's boundary along the pixels' edges, so each polygon encloses exactly
+the mask's pixels: a pixel lies inside the contours (by the even-odd rule, holes being contours of their own)
+exactly when its centre does, and `fill_contours` gives the mask back unchanged. Coordinates are `(column,
+row)` in pixel units, a pixel's centre at its integer index and its corners at the half-integers between.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+# a boundary step: from one pixel corner to the next, as (row, column) corner indices
+_Corner = tuple[int, int]
+
+
+def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
+    """The closed contours of a binary mask `(H, W)` along its pixels' edges, each `(N, 2)` float64 `(column,
+    row)` vertices (no repeated first vertex; corners at half-integers, only where the boundary turns).
+
+    Outer boundaries run clockwise as the image is shown (rows down), holes anticlockwise. Pixels that touch
+    only at a corner are separate contours that share that corner. Filled by the even-odd rule at pixel
+    centres (`fill_contours`), the contours give `mask` back exactly.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask_contours takes one 2-D mask; got shape {mask.shape}.")
+    padded = np.pad(mask, 1)
+    # each boundary edge as a step between corners (corner (r, c) is the top-left corner of padded pixel
+    # (r, c)), with the mask's pixel on its right as the image is shown: clockwise around the structure
+    steps: dict[_Corner, list[_Corner]] = defaultdict(list)
+    rows, cols = np.nonzero(padded[1:, :] & ~padded[:-1, :])  # a pixel with background above
+    for r, c in zip(rows + 1, cols, strict=True):
+        steps[(r, c)].append((r, c + 1))  # along its top, left to right
+    rows, cols = np.nonzero(padded[:-1, :] & ~padded[1:, :])  # background below
+    for r, c in zip(rows, cols, strict=True):
+        steps[(r + 1, c + 1)].append((r + 1, c))  # along its bottom, right to left
+    rows, cols = np.nonzero(padded[:, 1:] & ~padded[:, :-1])  # background on the left
+    for r, c in zip(rows, cols + 1, strict=True):
+        steps[(r + 1, c)].append((r, c))  # up its left side
+    rows, cols = np.nonzero(padded[:, :-1] & ~padded[:, 1:])  # background on the right
+    for r, c in zip(rows, cols, strict=True):
+        steps[(r, c + 1)].append((r + 1, c + 1))  # down its right side
+
+    contours = []
+    while steps:
+        first = next(iter(steps))
+        first_step = (first, steps[first][0])  # taken last, when the loop comes back to it
+        loop, corner, heading = [], first, None
+        while True:
+            outgoing = steps[corner]
+            # where two steps leave one corner (pixels touching only there), turn right: each pixel keeps to
+            # its own side, and the contours meet at that corner without crossing
+            choice = 0 if heading is None else _rightmost(heading, corner, outgoing)
+            following = outgoing[choice]
+            if loop and (corner, following) == first_step:  # back at the first step: closed
+                outgoing.pop(choice)
+                if not outgoing:
+                    del steps[corner]
+                break
+            if loop:  # the first step stays until the loop closes on it
+                outgoing.pop(choice)
+                if not outgoing:
+                    del steps[corner]
+            loop.append(corner)
+            heading = (following[0] - corner[0], following[1] - corner[1])
+            corner = following
+        contours.append(_as_vertices(loop))
+    return contours
+
+
+def _rightmost(heading: tuple[int, int], corner: _Corner, outgoing: list[_Corner]) -> int:
+    """The index of the step in `outgoing` that turns right of `heading` (rows down, columns right)."""
+    right = (heading[1], -heading[0])  # a quarter turn clockwise as shown: (dr, dc) -> (dc, -dr)
+    for index, step in enumerate(outgoing):
+        if (step[0] - corner[0], step[1] - corner[1]) == right:
+            return index
+    return 0
+
+
+def _as_vertices(loop: list[_Corner]) -> np.ndarray:
+    """Corner indices -> `(column, row)` vertices at the half-integers, only where the boundary turns."""
+    points = np.array(loop, dtype=np.int64)
+    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
+    turns = np.any((points - before) != (after - points), axis=1)
+    kept = points[turns]
+    # corner (r, c) of the padded mask is the top-left corner of the mask's pixel (r - 1, c - 1)
+    return np.stack([kept[:, 1] - 1.5, kept[:, 0] - 1.5], axis=1).astype(np.float64)
+
+
+def fill_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of a `shape` `(H, W)` grid whose centres lie inside `contours` (each `(N, 2)` `(column, row)`
+    vertices of a closed polygon, in pixel units) by the even-odd rule: a pixel inside two contours (a hole in
+    a structure) is outside. Returns `(H, W)` bool."""
+    height, width = shape
+    filled = np.zeros(shape, dtype=bool)
+    centres = np.arange(width, dtype=np.float64)
+    for contour in contours:
+        points = np.asarray(contour, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
+            raise ValueError(
+                f"a contour needs at least three (column, row) vertices; got shape {points.shape}."
+            )
+        x0, y0 = points[:, 0], points[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        low, high = np.floor(y0.min()), np.ceil(y0.max())
+        for row in range(max(int(low), 0), min(int(high), height - 1) + 1):
+            # edges crossing the line through this row's centres, each counted once (half-open in y)
+            crossing = (y0 <= row) != (y1 <= row)
+            if not crossing.any():
+                continue
+            t = (row - y0[crossing]) / (y1[crossing] - y0[crossing])
+            xs = np.sort(x0[crossing] + t * (x1[crossing] - x0[crossing]))
+            inside = np.zeros(width, dtype=bool)
+            for start, stop in zip(xs[0::2], xs[1::2], strict=True):
+                inside ^= (centres >= start) & (centres < stop)  # a centre on an edge: its left one
+            filled[row] ^= inside
+    return filled
