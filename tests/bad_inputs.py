@@ -797,6 +797,20 @@ def _(f):
             "--slice", "1"]  # fmt: skip
 
 
+@case("predict", "RT structure set asked for with a NIfTI output", mentions=("RT structure set", ".dcm"))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0.nii.gz"), out(f, "mask.nii.gz"), *_box(2, 2, 10, 10),
+            "--slice", "1", "--dicom-output", "rtstruct"]  # fmt: skip
+
+
+@case("predict", "RT structure set asked for many inputs", mentions=("--dicom-output", "NIfTI"))
+def _(f):
+    source = nifti_source(f)
+    return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",
+            "--dicom-output", "rtstruct"]  # fmt: skip
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]

@@ -427,7 +427,7 @@ def test_a_dicom_series_gets_a_dicom_seg_whose_frames_are_the_mask(tiny_base, tm
 
 def test_dicom_seg_is_only_for_dicom_series_inputs(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
-    with pytest.raises(ValueError, match="references the instances of a DICOM series"):
+    with pytest.raises(ValueError, match="references the images of a DICOM series"):
         predict_file(
             BoxFillSam(16),
             tmp_path / "scan.nii.gz",

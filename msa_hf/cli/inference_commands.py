@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
+from msa_hf.inference.dicom_outputs import DICOM_OUTPUTS
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -170,6 +171,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--save-probabilities", default=None, metavar="PATH",
         help="also write each mask's probability as float32: .tif/.tiff (one page per map) for an image, "
              ".nii/.nii.gz on the input's grid for a volume",
+    )  # fmt: skip
+    predict.add_argument(
+        "--dicom-output", choices=DICOM_OUTPUTS, default=None,
+        help="a DICOM series' .dcm output: seg = a DICOM Segmentation (viewers, PACS), rtstruct = an RT "
+             "Structure Set, the contours a radiotherapy planning system imports (default: seg)",
     )  # fmt: skip
     predict.add_argument(
         "--multimask", action="store_true",
@@ -375,6 +381,10 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
+        if args.dicom_output is not None:
+            raise ValueError(
+                "--dicom-output is for one DICOM series and its .dcm output; many inputs are written as NIfTI."
+            )
         return _predict_many(args, prompts)
     if args.prompts_from_labels or args.remap_labels:
         raise ValueError(
@@ -387,7 +397,13 @@ def _predict(args: argparse.Namespace) -> int:
         prompts = [to_display.prompt(prompt) for prompt in prompts]
     # before the model loads
     check_prediction_request(
-        args.input, args.output, prompts, args.save_probabilities, args.multimask, args.series
+        args.input,
+        args.output,
+        prompts,
+        args.save_probabilities,
+        args.multimask,
+        args.series,
+        args.dicom_output,
     )
     check_new_outputs(
         [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
@@ -398,7 +414,7 @@ def _predict(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
         slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
-        trained_planes=processor.planes,
+        trained_planes=processor.planes, dicom_output=args.dicom_output or "seg",
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")

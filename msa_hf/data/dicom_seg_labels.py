@@ -32,28 +32,46 @@ from msa_hf.data.volumes import (
 )
 
 
-def is_dicom_seg_file(path: str | Path) -> bool:
-    """Whether `path` is a DICOM Segmentation (Modality SEG), from its header."""
+def _dicom_modality(path: str | Path) -> str | None:
+    """A DICOM file's Modality from its header (None: not a readable DICOM file)."""
     from msa_hf.data.image_files import is_dicom_file
 
     path = Path(path)
     if not path.is_file() or not is_dicom_file(path):
-        return False
+        return None
     import pydicom
 
     try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", "")) == "SEG"
-    except Exception:  # noqa: BLE001 - an unreadable file is not a SEG; its reader says why
-        return False
+        return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", ""))
+    except Exception:  # noqa: BLE001 - an unreadable file is no label file; its reader says why
+        return None
+
+
+def is_dicom_seg_file(path: str | Path) -> bool:
+    """Whether `path` is a DICOM Segmentation (Modality SEG), from its header."""
+    return _dicom_modality(path) == "SEG"
+
+
+def is_dicom_label_file(path: str | Path) -> bool:
+    """Whether `path` is a label map drawn on a DICOM series: a DICOM-SEG, or an RT Structure Set
+    (`rtstruct_labels`)."""
+    from msa_hf.data.rtstruct_labels import RTSTRUCT
+
+    return _dicom_modality(path) in ("SEG", RTSTRUCT)
 
 
 def referenced_series(path: str | Path) -> str | None:
-    """The series instance UID a DICOM-SEG file was drawn on, from its header (None when it names none or
-    several)."""
+    """The series instance UID a DICOM-SEG or RT Structure Set file was drawn on, from its header (None when
+    it names none or several)."""
     import pydicom
 
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, rtstruct_series
+
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    found = {str(item.SeriesInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])}
+    if str(dataset.get("Modality", "")) == RTSTRUCT:
+        found = rtstruct_series(dataset)
+    else:
+        found = {str(item.SeriesInstanceUID) for item in dataset.get("ReferencedSeriesSequence", [])}
     return found.pop() if len(found) == 1 else None
 
 
@@ -108,20 +126,29 @@ def drawn_on(seg_path: str | Path, stacks: list[Any], where: Any) -> Any:
 
 
 def _references_stack(segmentation: Any, stack: Any) -> bool:
-    """Whether a DICOM-SEG header references an image of `stack` (a `DicomStack`): one of its frames for an
-    enhanced file's volume, one of its files' instances for a series'."""
+    """Whether a DICOM-SEG (or RT Structure Set) header references an image of `stack` (a `DicomStack`): one
+    of its frames for an enhanced file's volume, one of its files' instances for a series'."""
     import pydicom
 
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, rtstruct_images
+
+    images = rtstruct_images(segmentation) if str(segmentation.get("Modality", "")) == RTSTRUCT else None
     if stack.multi_frame:
         uid = str(pydicom.dcmread(stack.files[0], stop_before_pixels=True).SOPInstanceUID)
         frames = {frame + 1 for frame in stack.frame_indices} if stack.frame_indices is not None else None
-        drawn = _referenced_frames(segmentation, uid)
+        drawn = (
+            _referenced_frames(segmentation, uid) if images is None else {f for u, f in images if u == uid}
+        )
         return bool(drawn & frames) if frames is not None else bool(drawn)
-    instances = {
-        str(item.ReferencedSOPInstanceUID)
-        for series in segmentation.get("ReferencedSeriesSequence", [])
-        for item in series.get("ReferencedInstanceSequence", [])
-    }
+    instances = (
+        {
+            str(item.ReferencedSOPInstanceUID)
+            for series in segmentation.get("ReferencedSeriesSequence", [])
+            for item in series.get("ReferencedInstanceSequence", [])
+        }
+        if images is None
+        else {uid for uid, _ in images}
+    )
     return any(
         str(pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
         in instances
@@ -130,10 +157,15 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 
 def segment_names(path: str | Path) -> dict[int, str]:
-    """`{segment number: segment label}` of a DICOM-SEG file, from its header."""
+    """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
+    Set), from its header."""
     import pydicom
 
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_names
+
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    if str(dataset.get("Modality", "")) == RTSTRUCT:
+        return roi_names(dataset)
     return {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
 
 
@@ -168,9 +200,9 @@ def load_label_volume(
     seg_values: dict[str, int] | None = None,
     series: str | None = None,
 ) -> Volume:
-    """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG drawn on the DICOM series
-    `image_path` is (the stack `series` of it; segments valued by label with `seg_values`, else by their own
-    numbers).
+    """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG or RT Structure Set drawn on
+    the DICOM series `image_path` is (the stack `series` of it; segments or ROIs valued by name with
+    `seg_values`, else by their own numbers).
 
     Raises:
         VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
@@ -181,10 +213,26 @@ def load_label_volume(
         return load_volume(label_path, is_label=True)
     if not is_dicom_stack_source(image_path):
         raise VolumeReadError(
-            f"{label_path}: a DICOM-SEG label map is read onto the DICOM series it was drawn on; the image "
-            f"{image_path} is not a DICOM series folder. Pair it with the series, or export the labels as NIfTI."
+            f"{label_path}: a DICOM label map (DICOM-SEG, RT structure set) is read onto the DICOM series it was "
+            f"drawn on; the image {image_path} is not a DICOM series folder. Pair it with the series, or export "
+            "the labels as NIfTI."
         )
-    return load_seg_labels(label_path, image_path, seg_values, series)
+    return load_dicom_labels(label_path, image_path, seg_values, series)
+
+
+def load_dicom_labels(
+    path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None = None,
+    series: str | None = None,
+) -> Volume:
+    """The label map a DICOM-SEG (`load_seg_labels`) or an RT Structure Set (`load_rtstruct_labels`: ROIs
+    that `values` does not name are left out) draws on the DICOM series in `series_folder`."""
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, load_rtstruct_labels
+
+    if _dicom_modality(path) == RTSTRUCT:
+        return load_rtstruct_labels(path, series_folder, values, series)
+    return load_seg_labels(path, series_folder, values, series)
 
 
 def load_seg_labels(

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from msa_hf.data.dicom_seg_labels import (
-    is_dicom_seg_file,
+    is_dicom_label_file,
     load_label_volume,
     seg_series,
     segment_label_values,
@@ -258,7 +258,7 @@ def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
     drawn on (None: the folder's only one)."""
     if options.series is not None or case.label is None or not is_dicom_stack_source(case.image):
         return options.series
-    return seg_series(case.label, case.image) if is_dicom_seg_file(case.label) else None
+    return seg_series(case.label, case.image) if is_dicom_label_file(case.label) else None
 
 
 def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = None) -> Volume:
@@ -441,7 +441,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
         seg_files = [
             files[0].label
             for files in groups.values()
-            if files[0].label and is_dicom_seg_file(files[0].label)
+            if files[0].label and is_dicom_label_file(files[0].label)
         ]
         if seg_files and regions:
             raise ValueError(

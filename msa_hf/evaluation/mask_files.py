@@ -48,14 +48,14 @@ class MaskArrays:
 
 
 def _is_mask_file(path: Path) -> bool:
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import is_image_file
     from msa_hf.data.volumes import is_nifti
     from msa_hf.inference.batch import is_probabilities_file
 
     if is_probabilities_file(path):
         return False
-    return is_nifti(path) or is_image_file(path) or is_dicom_seg_file(path)
+    return is_nifti(path) or is_image_file(path) or is_dicom_label_file(path)
 
 
 def find_mask_files(predictions: str | Path) -> list[Path]:
@@ -254,7 +254,7 @@ class SegmentValues:
         """The RAS+ label volume `seg` draws on its series under `images` (`load_seg_labels`)."""
         import os
 
-        from msa_hf.data.dicom_seg_labels import drawn_on, load_seg_labels, referenced_series
+        from msa_hf.data.dicom_seg_labels import drawn_on, load_dicom_labels, referenced_series
 
         uid = referenced_series(seg)
         stacks = self.stacks.get(uid or "", [])
@@ -277,7 +277,7 @@ class SegmentValues:
                 for there in find_stacks(location)
                 if there.files == stack.files and there.frame_indices == stack.frame_indices
             ]
-        return load_seg_labels(seg, location, self.values, series=series)
+        return load_dicom_labels(seg, location, self.values, series=series)
 
 
 def read_mask_pair(
@@ -292,13 +292,13 @@ def read_mask_pair(
             affine more than 0.01 mm apart), a DICOM-SEG without `segments`, or a file that is not a valid
             label map (`VolumeReadError`, `ImageReadError`).
     """
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values
     from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
 
     def volume_file(path: Path) -> bool:
-        return is_nifti(path) or is_dicom_seg_file(path)
+        return is_nifti(path) or is_dicom_label_file(path)
 
     if volume_file(pair.prediction) != volume_file(pair.label):
         raise ValueError(
@@ -374,7 +374,7 @@ def score_mask_files(
             beside a manifest, or neither; a mix of volumes and 2-D
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
     from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
     from msa_hf.data.volumes import voxel_ml
@@ -396,7 +396,7 @@ def score_mask_files(
     else:
         pairs = pair_mask_files(find_mask_files(predictions), labels)
     table, regions = label_folder_structures(labels, label_table)
-    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_seg_file(p)]
+    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_label_file(p)]
     segments = None
     if seg_files:
         if images is None:

@@ -192,7 +192,7 @@ def collect_items(
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
     label maps' values as `prepare --remap-labels` does."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file, seg_series
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex, listed_names
     from msa_hf.data.volumes import is_dicom_stack_source
@@ -250,7 +250,7 @@ def collect_items(
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
         stacks = is_dicom_stack_source(input_path)
         row_series = row_series or (series if stacks else None)
-        if row_series is None and labels is not None and stacks and is_dicom_seg_file(labels):
+        if row_series is None and labels is not None and stacks and is_dicom_label_file(labels):
             row_series = seg_series(labels, input_path)  # a study's series that its DICOM-SEG was drawn on
         items.append(
             BatchItem(
@@ -390,11 +390,11 @@ def check_label_map_grid(item: BatchItem) -> None:
         return
     if not item.labels.exists():
         raise ValueError(f"label map {item.labels}: no such file.")
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
 
-    if is_dicom_seg_file(
+    if is_dicom_label_file(
         item.labels
-    ):  # placed by the instances it references: read onto the series, or refused
+    ):  # placed by the images it references: read onto the series, or refused
         return
     image, labels = _grid_shape(item.input, item.series), _grid_shape(item.labels)
     if image != labels:
@@ -534,14 +534,14 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
-    from msa_hf.data.dicom_seg_labels import is_dicom_seg_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.label_tables import regions_beside
 
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     # the regions of a region-based label table beside the labels; any other table leaves each label value a
     # structure, as without one (a DICOM-SEG's segments are its own)
-    regions = {} if is_dicom_seg_file(item.labels) else regions_beside(item.labels)
+    regions = {} if is_dicom_label_file(item.labels) else regions_beside(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,

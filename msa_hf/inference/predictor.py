@@ -341,13 +341,15 @@ def predict_file(
     slice_spacing: float | None = None,
     plane: str = "auto",
     trained_planes: tuple[str, ...] | None = None,
+    dicom_output: str = "seg",
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
     `compile_by_default`; one input rarely has the slices for it).
 
     A DICOM series with an output ending in `.dcm` -> a DICOM-SEG referencing the series' instances (segment
-    labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`).
+    labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`), or with `dicom_output="rtstruct"` an RT
+    Structure Set of its contours (ROI names from the `name`s; `msa_hf.inference.rtstruct`).
     2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit for values beyond
     255). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
     affine and voxel order, or the DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
@@ -381,7 +383,9 @@ def predict_file(
     from msa_hf.inference.volume_slicing import SlicedVolume
 
     input_path, output_path = Path(input_path), Path(output_path)
-    kind = check_prediction_request(input_path, output_path, prompts, probabilities_path, multimask, series)
+    kind = check_prediction_request(
+        input_path, output_path, prompts, probabilities_path, multimask, series, dicom_output
+    )
     placement = resolve_placement(device, dtype)
     if kind != "volume":
         image, modality = read_picture(input_path, kind)
@@ -448,13 +452,13 @@ def predict_file(
         maps.extend(prompt_maps)
     canonical = sliced.to_volume(labels)
     if is_dicom_seg(output_path):
-        from msa_hf.inference.dicom_seg import write_dicom_seg
+        from msa_hf.inference.dicom_outputs import write_dicom_output
 
         names = {}
         for value, prompt in zip(values, prompts, strict=True):
             if prompt.name:
                 names.setdefault(value, prompt.name)
-        write_dicom_seg(input_path, canonical, volume.affine, output_path, names, series=series)
+        write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
     else:
         save_on_input_grid(canonical, volume.affine, input_path, output_path)
     if probabilities_path is not None:
@@ -571,9 +575,11 @@ def check_prediction_request(
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
     series: str | None = None,
+    dicom_output: str | None = None,
 ) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
-    or a DICOM series folder). Raises `ValueError`, before anything is loaded or computed, for any other input,
+    or a DICOM series folder). `dicom_output` (`dicom_outputs.DICOM_OUTPUTS`; None: seg) is the DICOM object a
+    `.dcm` output is written as, refused for any other output. Raises `ValueError`, before anything is loaded or computed, for any other input,
     for an output format that cannot hold its mask or probabilities, for a probability file that is the input
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
@@ -589,6 +595,13 @@ def check_prediction_request(
     # the stack a DICOM folder or enhanced file is read as, from its headers: read once, when first needed
     stack = functools.cache(lambda: choose_stack(input_path, series))
     name = output_path.name.lower()
+    if dicom_output not in (None, "seg") and not is_dicom_seg(output_path):
+        from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
+
+        raise ValueError(
+            f"output {output_path}: {DICOM_OUTPUT_NAMES[check_dicom_output(dicom_output)]} is written to a "
+            ".dcm file (of a DICOM series' mask); name the output so, or leave out --dicom-output."
+        )
     if kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
             raise ValueError(
@@ -601,14 +614,18 @@ def check_prediction_request(
                     f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
                 )
     elif is_dicom_seg(output_path):
+        from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
+
+        written_as = DICOM_OUTPUT_NAMES[check_dicom_output(dicom_output or "seg")]
         if not is_dicom_stack_source(input_path):
             raise ValueError(
-                f"output {output_path}: DICOM-SEG (.dcm) references the instances of a DICOM series; {input_path} "
-                "is not one. Write .nii or .nii.gz."
+                f"output {output_path}: {written_as} (.dcm) references the images of a DICOM series; "
+                f"{input_path} is not one. Write .nii or .nii.gz."
             )
-        from msa_hf.inference.dicom_seg import _highdicom
+        if dicom_output != "rtstruct":
+            from msa_hf.inference.dicom_seg import _highdicom
 
-        _highdicom()  # the extra is there before anything runs
+            _highdicom()  # the extra is there before anything runs
     elif not name.endswith((".nii", ".nii.gz")):
         raise ValueError(
             f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "

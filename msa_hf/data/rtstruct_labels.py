@@ -1,0 +1,152 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""RT Structure Set label maps: the contours of radiotherapy planning, read onto the grid of their series.
+
+Radiotherapy datasets (and planning systems' exports) annotate CT and MR series as RT Structure Sets
+(RTSTRUCT): per structure (ROI, named "Liver", "PTV", "BODY"), closed polygons on the slices, in patient
+coordinates, each referencing the image it was drawn on. `msa-hf prepare`, `--prompts-from-labels` and
+`score` read such a file as a label map of the series it pairs with, as they read a DICOM-SEG
+(`dicom_seg_labels`): each contour lands on its image's slice (by its reference, else by its position along
+the slice normal) and is filled by the even-odd rule at pixel centres (`processing.contours.fill_contours`;
+nested contours are holes, as planning systems read them).
+
+A structure set usually holds more than the targets (the body outline, planning margins, the couch), and
+those overlap the organs. A label table that names ROIs chooses them: ROIs it does not name are left out.
+Without one, every ROI is read, and overlapping ROIs are refused by name with that advice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_hf.data.volumes import Volume, VolumeReadError, canonical_volume
+
+RTSTRUCT = "RTSTRUCT"  # the Modality of an RT Structure Set
+
+
+def roi_names(dataset: Any) -> dict[int, str]:
+    """`{ROI number: ROI name}` of an RT Structure Set dataset (its header)."""
+    return {
+        int(item.ROINumber): str(item.get("ROIName", f"ROI {item.ROINumber}"))
+        for item in dataset.get("StructureSetROISequence", [])
+    }
+
+
+def rtstruct_series(dataset: Any) -> set[str]:
+    """The series instance UIDs an RT Structure Set's contours are drawn on (its referenced frame of
+    reference's studies' series)."""
+    return {
+        str(series.SeriesInstanceUID)
+        for frame in dataset.get("ReferencedFrameOfReferenceSequence", [])
+        for study in frame.get("RTReferencedStudySequence", [])
+        for series in study.get("RTReferencedSeriesSequence", [])
+    }
+
+
+def rtstruct_images(dataset: Any) -> set[tuple[str, int | None]]:
+    """The images (SOP instance UID, frame number or None) an RT Structure Set's contours reference."""
+    return {
+        (
+            str(image.ReferencedSOPInstanceUID),
+            int(image.ReferencedFrameNumber) if "ReferencedFrameNumber" in image else None,
+        )
+        for roi in dataset.get("ROIContourSequence", [])
+        for contour in roi.get("ContourSequence", [])
+        for image in contour.get("ContourImageSequence", [])
+    }
+
+
+def load_rtstruct_labels(
+    path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None = None,
+    series: str | None = None,
+) -> Volume:
+    """The label map an RT Structure Set at `path` draws on the DICOM series in `series_folder` (or the
+    enhanced multi-frame file it is; the stack `series` of it), as a RAS+ label volume on that series' grid
+    (as `load_volume(series_folder, series=series)` reads the image).
+
+    Each ROI named in `values` (`{ROI name: label value}`) takes its value; ROIs it does not name are left
+    out. Without `values`, every ROI takes its own number. Only closed planar contours are read.
+
+    Raises:
+        VolumeReadError: not a structure set, one drawn on another series, a contour on no slice of the
+            series, or two ROIs read that overlap.
+    """
+    import pydicom
+
+    from msa_hf.data.dicom_planes import stack_planes
+    from msa_hf.processing.contours import fill_contours
+
+    path, series_folder = Path(path), Path(series_folder)
+    dataset = pydicom.dcmread(path)
+    if str(dataset.get("Modality", "")) != RTSTRUCT:
+        raise VolumeReadError(f"{path}: not an RT Structure Set (Modality RTSTRUCT).")
+    stack = stack_planes(series_folder, series)
+    series_uid = str(stack.header.SeriesInstanceUID)
+    drawn_on = rtstruct_series(dataset)
+    if drawn_on and series_uid not in drawn_on:
+        raise VolumeReadError(
+            f"{path}: a structure set of series {sorted(drawn_on)}, not of the series in {series_folder} "
+            f"({series_uid}). Pair each RT structure set with the series it was drawn on."
+        )
+    names = roi_names(dataset)
+    chosen = (
+        {number: values[name] for number, name in names.items() if name in values}
+        if values is not None
+        else {number: number for number in names}
+    )
+    planes = stack.planes
+    index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
+    columns, rows, count = stack.shape
+    dtype = np.uint8 if max(chosen.values(), default=0) <= 255 else np.uint16
+    labels = np.zeros((count, rows, columns), dtype)
+    owner = np.zeros((count, rows, columns), np.int32)  # the ROI number each pixel was read from
+    for roi in dataset.get("ROIContourSequence", []):
+        number = int(roi.ReferencedROINumber)
+        if number not in chosen:
+            continue
+        by_plane: dict[int, list[np.ndarray]] = {}
+        for contour in roi.get("ContourSequence", []):
+            if str(contour.get("ContourGeometricType", "")) != "CLOSED_PLANAR":
+                continue
+            points = np.asarray(contour.ContourData, np.float64).reshape(-1, 3)
+            k = _plane_of(contour, points, planes, index)
+            if k is None:
+                raise VolumeReadError(
+                    f"{path}: a contour of ROI {names.get(number, number)!r} lies on no slice of the series in "
+                    f"{series_folder}; pair the structure set with the series it was drawn on."
+                )
+            by_plane.setdefault(k, []).append(planes[k].to_pixels(points))
+        for k, contours in by_plane.items():
+            inside = fill_contours(contours, (rows, columns))
+            both = inside & (owner[k] != 0)
+            if both.any():
+                other = names.get(int(owner[k][both][0]), "?")
+                raise VolumeReadError(
+                    f"{path}: ROIs {other!r} and {names.get(number, number)!r} overlap ({int(both.sum())} pixels "
+                    f"on slice {k}), so they cannot be one label map. Name the ROIs to read in a label table "
+                    '(labels.json, {"1": "liver"}; ROIs it leaves out, such as the body outline, are not read).'
+                )
+            labels[k][inside] = chosen[number]
+            owner[k][inside] = number
+    # as the image: voxel (i = column, j = row, k = plane), then RAS+
+    return canonical_volume(labels.transpose(2, 1, 0), stack.affine, str(path), is_label=True)
+
+
+def _plane_of(contour: Any, points: np.ndarray, planes: list[Any], index: dict) -> int | None:
+    """The slice a contour lies on: the image it references, else the plane its points lie in (within a
+    tenth of the slices' spacing, along the normal)."""
+    for image in contour.get("ContourImageSequence", []):
+        frame = int(image.ReferencedFrameNumber) if "ReferencedFrameNumber" in image else None
+        found = index.get((str(image.ReferencedSOPInstanceUID), frame))
+        if found is not None:
+            return found
+    normal = planes[0].normal
+    depths = np.array([plane.position @ normal for plane in planes])
+    depth = float(points.mean(axis=0) @ normal)
+    nearest = int(np.argmin(np.abs(depths - depth)))
+    step = float(np.min(np.abs(np.diff(depths)))) if len(depths) > 1 else 1.0
+    return nearest if abs(depths[nearest] - depth) <= 0.1 * step else None

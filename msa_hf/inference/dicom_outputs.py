@@ -1,0 +1,46 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The DICOM objects a DICOM series' mask may be written as, and the one place that chooses the writer.
+
+`seg`: a DICOM Segmentation (`dicom_seg`), which viewers and PACS show over the series; `rtstruct`: an RT
+Structure Set (`rtstruct`), the contours radiotherapy planning systems import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DICOM_OUTPUTS = ("seg", "rtstruct")
+DICOM_OUTPUT_NAMES = {"seg": "a DICOM-SEG", "rtstruct": "an RT structure set"}  # as a message says them
+
+
+def check_dicom_output(kind: str) -> str:
+    """`kind` checked against `DICOM_OUTPUTS`; raises `ValueError` naming them."""
+    if kind not in DICOM_OUTPUTS:
+        raise ValueError(f"dicom_output={kind!r}: a DICOM output is one of {', '.join(DICOM_OUTPUTS)}.")
+    return kind
+
+
+def write_dicom_output(
+    kind: str,
+    source: str | Path,
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    output: str | Path,
+    names: dict[int, str] | None = None,
+    series: str | None = None,
+) -> dict[int, int]:
+    """Write the RAS+ label volume `canonical` `(X, Y, Z)` of the DICOM series (or enhanced file) `source` as
+    the DICOM object `kind` names, referencing that series (the stack `series` of it). Returns `{label value:
+    segment or ROI number}`."""
+    if check_dicom_output(kind) == "rtstruct":
+        from msa_hf.inference.rtstruct import write_rtstruct
+
+        writer: Any = write_rtstruct
+    else:
+        from msa_hf.inference.dicom_seg import write_dicom_seg
+
+        writer = write_dicom_seg
+    return writer(source, canonical, canonical_affine, output, names, series=series)

@@ -1,0 +1,186 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""RT Structure Set output: a predicted label volume as the contours a radiotherapy planning system imports.
+
+Planning systems (and most contouring tools) read structures as DICOM RT Structure Sets (RTSTRUCT): closed
+planar polygons per slice in patient coordinates, each referencing the image it was drawn on. Each label
+value present becomes one ROI, named from the given names (or "structure <value>"); its mask on each slice of
+the series is traced along the pixels' edges (`processing.contours.mask_contours`), so a reader that fills
+contours by the even-odd rule at pixel centres (holes are contours of their own, as planning systems take
+nested contours) gets the mask back exactly (`data.rtstruct_labels` reads it so). Needs pydicom alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msa_hf.output_files import atomic_file
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+# distinct, saturated colours a planning system shows the ROIs in, in turn
+ROI_COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 200, 200))
+# copied from the source so the structure set files under its patient and study
+PATIENT_AND_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+)  # fmt: skip
+
+
+def write_rtstruct(
+    source: str | Path,
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    output: str | Path,
+    names: dict[int, str] | None = None,
+    model_name: str = "MSA",
+    series: str | None = None,
+) -> dict[int, int]:
+    """Write `canonical` (a RAS+ label volume `(X, Y, Z)` of the DICOM series in folder `source`, or of the
+    enhanced multi-frame file `source` is; the stack `series` chooses where there are several) as an RT
+    Structure Set referencing that stack's images.
+
+    Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
+    "structure <value>", generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
+    contour per boundary on each slice that shows it. The file is written whole or not at all. Returns
+    `{label value: ROI number}`.
+
+    Raises:
+        ValueError: nothing segmented, a label volume off the series' grid, or a source whose headers lack
+            what a structure set must copy.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from msa_hf import __version__
+    from msa_hf.data.dicom_planes import labels_on_grid, stack_planes
+    from msa_hf.processing.contours import mask_contours
+
+    source, output = Path(source), Path(output)
+    stack = stack_planes(source, series)
+    labels = labels_on_grid(canonical, canonical_affine, stack.affine, stack.shape, source)  # (planes, H, W)
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    if not values:
+        raise ValueError(
+            f"nothing was segmented in {source}: an RT structure set needs at least one contour."
+        )
+    header = stack.header
+    frame_of_reference = _frame_of_reference(header, source)
+    now = datetime.datetime.now()
+
+    dataset = Dataset()
+    for keyword in PATIENT_AND_STUDY:
+        if keyword in header:
+            setattr(dataset, keyword, header.data_element(keyword).value)
+    if "StudyInstanceUID" not in dataset:
+        raise ValueError(
+            f"{source}: its headers name no StudyInstanceUID, which a structure set must share with its images. "
+            "Write NIfTI instead (.nii.gz)."
+        )
+    dataset.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.Modality = "RTSTRUCT"
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.SeriesNumber = int(getattr(header, "SeriesNumber", 0) or 0) + 2000
+    described = str(getattr(header, "SeriesDescription", "") or "").strip()
+    dataset.SeriesDescription = (f"MSA contours of {described}" if described else "MSA contours")[:64]
+    dataset.InstanceNumber = 1
+    dataset.Manufacturer = "msa_hf"
+    dataset.ManufacturerModelName = model_name[:64]
+    dataset.SoftwareVersions = __version__
+    dataset.StructureSetLabel = "MSA"
+    dataset.StructureSetName = model_name[:64]
+    dataset.StructureSetDate = dataset.InstanceCreationDate = now.strftime("%Y%m%d")
+    dataset.StructureSetTime = dataset.InstanceCreationTime = now.strftime("%H%M%S")
+    dataset.SpecificCharacterSet = "ISO_IR 192"
+
+    # the images the contours lie on: the series (or the file's frames) they reference
+    series_item = Dataset()
+    series_item.SeriesInstanceUID = str(header.SeriesInstanceUID)
+    series_item.ContourImageSequence = Sequence([_image_reference(plane) for plane in _unique_images(stack)])
+    study_item = Dataset()
+    study_item.ReferencedSOPClassUID = (
+        "1.2.840.10008.3.1.2.3.1"  # Detached Study Management: retired, and what readers expect there
+    )
+    study_item.ReferencedSOPInstanceUID = str(dataset.StudyInstanceUID)
+    study_item.RTReferencedSeriesSequence = Sequence([series_item])
+    frame_item = Dataset()
+    frame_item.FrameOfReferenceUID = frame_of_reference
+    frame_item.RTReferencedStudySequence = Sequence([study_item])
+    dataset.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
+
+    rois, contours_of, observations, numbers = [], [], [], {}
+    for number, value in enumerate(values, start=1):
+        numbers[value] = number
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = frame_of_reference
+        roi.ROIName = (names or {}).get(value, f"structure {value}")[:64]
+        roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC"
+        roi.ROIGenerationDescription = f"msa_hf {__version__}, {model_name}"[:64]
+        rois.append(roi)
+        contours = []
+        for plane, mask in zip(stack.planes, labels == value, strict=True):
+            if not mask.any():
+                continue
+            for vertices in mask_contours(mask):
+                contour = Dataset()
+                contour.ContourImageSequence = Sequence([_image_reference(plane)])
+                contour.ContourGeometricType = "CLOSED_PLANAR"
+                contour.NumberOfContourPoints = len(vertices)
+                contour.ContourData = [f"{v:.4f}" for v in plane.to_patient(vertices).ravel()]
+                contours.append(contour)
+        roi_contour = Dataset()
+        roi_contour.ReferencedROINumber = number
+        roi_contour.ROIDisplayColor = list(ROI_COLOURS[(number - 1) % len(ROI_COLOURS)])
+        roi_contour.ContourSequence = Sequence(contours)
+        contours_of.append(roi_contour)
+        observation = Dataset()
+        observation.ObservationNumber = number
+        observation.ReferencedROINumber = number
+        observation.RTROIInterpretedType = ""  # not known to a promptable model: the user's to say
+        observation.ROIInterpreter = ""
+        observations.append(observation)
+    dataset.StructureSetROISequence = Sequence(rois)
+    dataset.ROIContourSequence = Sequence(contours_of)
+    dataset.RTROIObservationsSequence = Sequence(observations)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_dataset = pydicom.FileDataset(str(output), dataset, file_meta=meta, preamble=b"\0" * 128)
+    with atomic_file(output, inputs=[source]) as staging:
+        file_dataset.save_as(staging, enforce_file_format=True)
+    return numbers
+
+
+def _frame_of_reference(header: Any, source: Path) -> str:
+    uid = str(getattr(header, "FrameOfReferenceUID", "") or "")
+    if not uid:
+        raise ValueError(
+            f"{source}: its headers name no FrameOfReferenceUID, which places a structure set's contours on "
+            "the images. Write NIfTI instead (.nii.gz)."
+        )
+    return uid
+
+
+def _unique_images(stack: Any) -> list[Any]:
+    """The stack's planes, one per image instance and frame (a multi-frame file's frames each)."""
+    return list({(plane.sop_instance_uid, plane.frame): plane for plane in stack.planes}.values())
+
+
+def _image_reference(plane: Any) -> Any:
+    """A Contour Image Sequence item: the image (and frame) a contour lies on."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = plane.sop_class_uid
+    item.ReferencedSOPInstanceUID = plane.sop_instance_uid
+    if plane.frame is not None:
+        item.ReferencedFrameNumber = plane.frame
+    return item

@@ -1,0 +1,221 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""RT Structure Sets: a mask as the contours a planning system imports, and such contours read as label maps.
+The contours are checked against the source's own headers (each point solved into that image's pixels), and
+read back to the very mask they were traced from."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from msa_hf.processing.contours import fill_contours, mask_contours
+
+pydicom = pytest.importorskip("pydicom")
+nib = pytest.importorskip("nibabel")
+
+
+def test_contours_traced_along_pixel_edges_fill_back_to_the_mask():
+    """Random masks (holes, pixels touching at a corner, the grid's edges) come back exactly; a square with a
+    hole is its outline clockwise as shown and the hole's the other way round, at the pixels' corners."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = tuple(int(v) for v in rng.integers(1, 18, 2))
+        mask = rng.random(shape) > rng.random()
+        contours = mask_contours(mask)
+        assert np.array_equal(fill_contours(contours, shape), mask) if contours else not mask.any()
+    ring = np.zeros((5, 5), bool)
+    ring[1:4, 1:4] = True
+    ring[2, 2] = False
+    outline, hole = mask_contours(ring)
+    assert outline.tolist() == [[0.5, 0.5], [3.5, 0.5], [3.5, 3.5], [0.5, 3.5]]  # (column, row): clockwise
+    assert hole.tolist() == [[1.5, 2.5], [2.5, 2.5], [2.5, 1.5], [1.5, 1.5]]  # anticlockwise
+    diagonal = np.eye(2, dtype=bool)  # two pixels meeting at one corner: two contours sharing it
+    assert [c.tolist() for c in mask_contours(diagonal)] == [
+        [[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]],
+        [[0.5, 0.5], [1.5, 0.5], [1.5, 1.5], [0.5, 1.5]],
+    ]
+
+
+def _solved(point: np.ndarray, dataset) -> tuple[float, float, float]:
+    """A contour point (LPS mm) in the pixels of the image `dataset` it references, from that image's own
+    headers: (column, row, distance from its plane)."""
+    position = np.array(dataset.ImagePositionPatient, float)
+    x, y = (
+        np.array(dataset.ImageOrientationPatient[:3], float),
+        np.array(dataset.ImageOrientationPatient[3:], float),
+    )
+    rows_mm, columns_mm = (float(v) for v in dataset.PixelSpacing)
+    offset = point - position
+    return offset @ x / columns_mm, offset @ y / rows_mm, offset @ np.cross(x, y)
+
+
+def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny_base, tmp_path, capsys):
+    """`--dicom-output rtstruct`: one ROI per label value, named by the prompts; every contour lies on the
+    image it references, its corners on that image's pixel corners, and filled it is the NIfTI mask of the
+    same prompts on that image; it files under the series' patient, study and frame of reference; read back
+    (and scored) it is that mask."""
+    from msa_hf.cli import main
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import dicom_series_slices, load_volume
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+    from msa_hf.inference.rtstruct import RT_STRUCTURE_SET_STORAGE
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:4, 5:14, 6:16] = 300.0
+    volume[2, 8:11, 9:12] = -1000.0  # a hole on one slice
+    write_dicom_series(tmp_path / "series", volume)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([
+        {"box": [5, 4, 17, 15], "slice": 2, "propagate": True, "name": "bright block", "value": 4},
+        {"box": [1, 1, 8, 8], "slice": 4},
+    ]))  # fmt: skip
+    arguments = ["predict", str(tiny_base), str(tmp_path / "series"), str(tmp_path / "rs.dcm"),
+                 "--prompts", str(prompts), "--device", "cpu", "--dicom-output", "rtstruct"]  # fmt: skip
+    assert main(arguments) == 0
+    assert main([*arguments[:3], str(tmp_path / "mask.nii.gz"), *arguments[4:-2]]) == 0  # the same as NIfTI
+    capsys.readouterr()
+    mask = load_volume(tmp_path / "mask.nii.gz", is_label=True)
+    values = [int(v) for v in np.unique(mask.array) if v]
+    found, _ = dicom_series_slices(tmp_path / "series")
+    images = {str(dataset.SOPInstanceUID): (index, dataset) for index, (_, dataset) in enumerate(found)}
+    on_instances = labels_on_series_grid(
+        tmp_path / "series", mask.array, mask.affine
+    )  # (instances, rows, cols)
+
+    written = pydicom.dcmread(tmp_path / "rs.dcm")
+    source = found[0][1]
+    assert written.Modality == "RTSTRUCT" and written.SOPClassUID == RT_STRUCTURE_SET_STORAGE
+    assert (written.PatientID, written.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
+    (frame,) = written.ReferencedFrameOfReferenceSequence
+    assert frame.FrameOfReferenceUID == source.FrameOfReferenceUID
+    (referenced_series,) = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence
+    assert referenced_series.SeriesInstanceUID == source.SeriesInstanceUID
+    assert {item.ReferencedSOPInstanceUID for item in referenced_series.ContourImageSequence} == set(images)
+    names = {int(roi.ROINumber): roi.ROIName for roi in written.StructureSetROISequence}
+    assert names == {
+        n: ("bright block" if v == 4 else f"structure {v}") for n, v in enumerate(values, start=1)
+    }
+    assert len(values) == 2 and on_instances.any()
+    for roi, value in zip(written.ROIContourSequence, values, strict=True):
+        drawn = np.zeros(on_instances.shape, bool)
+        by_instance: dict[int, list] = {}
+        for contour in roi.ContourSequence:
+            assert contour.ContourGeometricType == "CLOSED_PLANAR"
+            (image,) = contour.ContourImageSequence
+            index, dataset = images[image.ReferencedSOPInstanceUID]
+            points = np.array(contour.ContourData, float).reshape(-1, 3)
+            assert len(points) == contour.NumberOfContourPoints
+            solved = np.array([_solved(point, dataset) for point in points])
+            assert np.allclose(solved[:, 2], 0, atol=1e-3)  # on that image's plane
+            assert np.allclose(solved[:, :2] % 1, 0.5, atol=1e-3)  # at its pixels' corners
+            by_instance.setdefault(index, []).append(solved[:, :2])
+        for index, contours in by_instance.items():
+            drawn[index] = fill_contours(contours, on_instances.shape[1:])
+        assert np.array_equal(drawn, on_instances == value), value
+    block = written.ROIContourSequence[values.index(4)]  # more contours than slices: the hole is one of them
+    assert len(block.ContourSequence) > int((on_instances == 4).any(axis=(1, 2)).sum())
+
+    read = load_rtstruct_labels(
+        tmp_path / "rs.dcm", tmp_path / "series", {"bright block": 4, "structure 2": 2}
+    )
+    assert np.array_equal(read.array, mask.array) and np.allclose(read.affine, mask.affine)
+    # scored against the NIfTI mask, ROIs matched to values by name through a label table
+    (tmp_path / "ref").mkdir()
+    nib.save(nib.load(tmp_path / "mask.nii.gz"), tmp_path / "ref" / "rs.nii.gz")
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"2": "structure 2", "4": "bright block"}))
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "rs.dcm").rename(tmp_path / "pred" / "rs.dcm")
+    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(tmp_path / "series")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| bright block | 1 | 1.000" in printed and "| structure 2 | 1 | 1.000" in printed
+
+
+def test_an_rt_structure_set_of_one_volume_of_an_enhanced_file_references_its_frames(tmp_path):
+    """The second of two volumes in one enhanced file: each contour references that volume's frame at its
+    position, and reads back to the mask."""
+    pytest.importorskip("highdicom")
+    from msa_hf.data import volume_from_axial_slices
+    from msa_hf.data.dicom_stacks import find_stacks
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import frame_value, load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_enhanced_acquisitions
+
+    rng = np.random.default_rng(1)
+    path = write_enhanced_acquisitions(
+        tmp_path, [rng.integers(-100, 100, (6, 12, 16)).astype(np.float32) for _ in "ab"]
+    )
+    key = "4/FrameAcquisitionNumber=2"
+    grid = load_volume(path, series=key)
+    drawn = np.zeros((6, 12, 16), np.uint8)
+    drawn[1:4, 2:9, 3:12] = 1
+    canonical = volume_from_axial_slices(drawn)
+    write_rtstruct(path, canonical, grid.affine, tmp_path / "rs.dcm", {1: "block"}, series=key)
+    (stack,) = [s for s in find_stacks(path) if s.key == key]
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    written = pydicom.dcmread(tmp_path / "rs.dcm")
+    contours = written.ROIContourSequence[0].ContourSequence
+    assert len(contours) == 3
+    for contour in contours:
+        (image,) = contour.ContourImageSequence
+        frame = int(image.ReferencedFrameNumber)
+        assert frame - 1 in stack.frame_indices and image.ReferencedSOPInstanceUID == header.SOPInstanceUID
+        position = frame_value(header, frame - 1, "PlanePositionSequence", "ImagePositionPatient")
+        normal = np.cross(
+            *np.array(
+                frame_value(header, 0, "PlaneOrientationSequence", "ImageOrientationPatient"), float
+            ).reshape(2, 3)
+        )
+        points = np.array(contour.ContourData, float).reshape(-1, 3)
+        assert np.allclose((points - np.array(position, float)) @ normal, 0, atol=1e-3)
+    read = load_rtstruct_labels(tmp_path / "rs.dcm", path, series=key)
+    assert np.array_equal(read.array, canonical) and np.allclose(read.affine, grid.affine)
+
+
+def _with_body(rtstruct, body_rtstruct) -> None:
+    """Add the one ROI of `body_rtstruct` to `rtstruct` as ROI 2 named BODY (as a planning system's export
+    holds the outline of the body beside the organs)."""
+    target, body = pydicom.dcmread(rtstruct), pydicom.dcmread(body_rtstruct)
+    roi, contours = body.StructureSetROISequence[0], body.ROIContourSequence[0]
+    roi.ROINumber, roi.ROIName, contours.ReferencedROINumber = 2, "BODY", 2
+    target.StructureSetROISequence.append(roi)
+    target.ROIContourSequence.append(contours)
+    target.save_as(rtstruct)
+
+
+def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_path):
+    """A case labelled by an RT structure set holding the liver and the body outline around it: without a
+    label table the overlapping ROIs skip the case, named; a table naming the liver reads it alone, on the
+    series' grid."""
+    from msa_hf.data import axial_slices, load_prepared, prepare_dataset, volume_from_axial_slices
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    source = tmp_path / "source"
+    rng = np.random.default_rng(2)
+    write_dicom_series(source / "images" / "case1", rng.integers(-100, 100, (8, 24, 28)).astype(np.float32))
+    series = load_volume(source / "images" / "case1")
+    liver, body = np.zeros((8, 24, 28), np.uint8), np.zeros((8, 24, 28), np.uint8)
+    liver[2:6, 5:12, 6:15] = 1
+    body[:, 2:22, 3:26] = 1
+    (source / "labels").mkdir(parents=True)
+    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(liver), series.affine,
+                   source / "labels" / "case1.dcm", {1: "Liver"})  # fmt: skip
+    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(body), series.affine,
+                   tmp_path / "body.dcm", {1: "BODY"})  # fmt: skip
+    _with_body(source / "labels" / "case1.dcm", tmp_path / "body.dcm")
+    with pytest.raises(ValueError, match="no usable case") as refused:
+        prepare_dataset(source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert "ROIs 'Liver' and 'BODY' overlap" in str(refused.value) and "label table" in str(refused.value)
+    (source / "labels.json").write_text(json.dumps({"1": "Liver"}))
+    report = prepare_dataset(source, tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases and report.class_names == {1: "Liver"}
+    rows = sorted(load_prepared(tmp_path / "out2")["train"], key=lambda row: row["slice"])
+    labels = np.stack([np.asarray(row["label"]) for row in rows])
+    images = np.stack([np.asarray(row["image"]) for row in rows])
+    assert np.array_equal(labels, liver[2:6]) and np.array_equal(images, axial_slices(series.array)[2:6])
