@@ -213,6 +213,13 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
             "(document.querySelector('#volume-seg') || {}).innerText?.includes('msa_mask_seg')",
             timeout=30_000,
         )
+        page.get_by_role(
+            "button", name="RT structure set of the mask (a DICOM series, for a planning system)"
+        ).click()
+        page.wait_for_function(
+            "(document.querySelector('#volume-rtstruct') || {}).innerText?.includes('msa_mask_rtstruct')",
+            timeout=30_000,
+        )
 
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
@@ -289,7 +296,7 @@ def test_dicom_upload_is_segmented_in_its_own_units(tmp_path):
 
 def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     from msa_hf.data import volume_from_axial_slices
-    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.data.volumes import axial_slices, dicom_series_slices
     from msa_hf.inference.dicom_seg import labels_on_series_grid
     from msa_hf.testing import BrightInBoxSam, sphere_volume, write_dicom_series
 
@@ -299,7 +306,7 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     volume = VolumeSession(files, DemoSession(BrightInBoxSam(32)))
     assert volume.modality == "CT" and volume.slices.shape == (10, 32, 32)
     with pytest.raises(ValueError, match="nothing is segmented yet"):
-        volume.save_dicom_seg()
+        volume.save_dicom()
     expected = volume.slices > 0  # the ball, in the display orientation
     middle = int(np.argmax(expected.sum(axis=(1, 2))))
     rows, cols = np.nonzero(expected[middle])
@@ -314,7 +321,7 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
         VolumeSession([str(tmp_path / "x.png")], DemoSession(BrightInBoxSam(32)))
     # the mask as a DICOM-SEG of the uploaded series: its frames are the mask on each referenced instance
     highdicom = pytest.importorskip("highdicom")
-    seg = highdicom.seg.segread(volume.save_dicom_seg())
+    seg = highdicom.seg.segread(volume.save_dicom())
     uids = [str(dataset.SOPInstanceUID) for _, dataset in dicom_series_slices(volume.source)[0]]
     frames = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=[1], ignore_spatial_locations=True,
@@ -324,6 +331,14 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
         Path(volume.source), volume_from_axial_slices(volume.masks), volume.volume.affine
     )
     assert expected.any() and np.array_equal(frames.astype(bool), expected.astype(bool))
+    # and as an RT structure set: its contours filled are the mask on every slice
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+
+    rtstruct = volume.save_dicom("rtstruct")
+    assert Path(rtstruct).name == "msa_mask_rtstruct.dcm"
+    assert np.array_equal(
+        axial_slices(load_rtstruct_labels(rtstruct, volume.source).array) == 1, volume.masks
+    )
     # the files of two series uploaded together are never stacked into one: they are offered, then one opens
     write_dicom_series(
         tmp_path / "other", np.zeros((4, 32, 32), np.int16), series_number=8, description="late"
@@ -772,7 +787,7 @@ def test_a_nifti_volume_has_no_dicom_seg(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
     volume = VolumeSession(str(tmp_path / "scan.nii.gz"), DemoSession(BrightInBoxSam(16)))
     with pytest.raises(ValueError, match="opened from a NIfTI file"):
-        volume.save_dicom_seg()
+        volume.save_dicom()
 
 
 def test_an_enhanced_multi_frame_file_opens_as_its_series(tmp_path):
@@ -815,5 +830,5 @@ def test_an_enhanced_file_of_two_acquisitions_offers_each_and_opens_the_chosen_o
     chosen.set_prompts(2, add_prompt(prompts, 12, 12, BOX, chosen.slices.shape[1:]))
     assert chosen.masks.any()
     # its DICOM-SEG is the mask on that volume's frames (references checked in test_dicom_stacks)
-    read = load_seg_labels(chosen.save_dicom_seg(), chosen.source, series=offered[1])
+    read = load_seg_labels(chosen.save_dicom(), chosen.source, series=offered[1])
     assert np.array_equal(axial_slices(read.array).astype(bool), chosen.masks)

@@ -235,7 +235,7 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
 
 def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     """The volume tab: a NIfTI file or DICOM files (a series; a study, whose series the visitor picks), prompts
-    per slice, propagation, the mask volume (NIfTI; DICOM-SEG for a DICOM series)."""
+    per slice, propagation, the mask volume (NIfTI; DICOM-SEG or RT structure set for a DICOM series)."""
 
     @guarded
     def open_volume(files, adapter, series=None, plane="auto"):
@@ -326,11 +326,14 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         # Gradio rewrite its cached file while the browser may still be reading it
         return gr.update(), volume.save(), message
 
-    @guarded
-    def dicom_seg_volume(volume):
-        if volume is None:
-            raise ValueError("upload a volume first.")
-        return volume.save_dicom_seg()
+    def dicom_of_volume(kind: str):
+        @guarded
+        def save(volume):
+            if volume is None:
+                raise ValueError("upload a volume first.")
+            return volume.save_dicom(kind)
+
+        return save
 
     volume_state = gr.State(None)
     volume_files = gr.File(
@@ -370,7 +373,11 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     with gr.Row():
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
-    seg_button.click(dicom_seg_volume, [volume_state], volume_seg, **INTERNAL)
+    with gr.Row():
+        rtstruct_button = gr.Button("RT structure set of the mask (a DICOM series, for a planning system)")
+        volume_rtstruct = gr.File(label="mask as RT structure set (contours)", elem_id="volume-rtstruct")
+    seg_button.click(dicom_of_volume("seg"), [volume_state], volume_seg, **INTERNAL)
+    rtstruct_button.click(dicom_of_volume("rtstruct"), [volume_state], volume_rtstruct, **INTERNAL)
     opened = [volume_state, slice_index, volume_view, volume_status, volume_series]
     volume_files.upload(upload_volume, [volume_files, adapter, volume_plane], opened, **INTERNAL)
     volume_series.change(

@@ -411,29 +411,32 @@ class VolumeSession:
         masks[empty] = False
         return masks, result.describe_stops()
 
-    def save_dicom_seg(self, folder: str | None = None) -> str:
-        """The mask volume as a DICOM-SEG referencing the uploaded series' instances (for a PACS or a viewer),
-        in `folder` (default: this session's temporary folder). Raises `ValueError` for a NIfTI upload, an
-        empty mask, or a series whose headers a segmentation cannot copy."""
-        from msa_hf.inference.dicom_seg import write_dicom_seg
+    def save_dicom(self, kind: str = "seg", folder: str | None = None) -> str:
+        """The mask volume as the DICOM object `kind` names (`dicom_outputs.DICOM_OUTPUTS`: "seg", a DICOM-SEG
+        for a PACS or a viewer; "rtstruct", an RT structure set for a planning system) referencing the
+        uploaded series' images, in `folder` (default: this session's temporary folder). Raises `ValueError`
+        for a NIfTI upload, an empty mask, or a series whose headers it cannot copy."""
+        from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output, write_dicom_output
 
+        written_as = DICOM_OUTPUT_NAMES[check_dicom_output(kind)]
         if not Path(self.source).is_dir():
             raise ValueError(
-                "a DICOM-SEG references the instances of a DICOM series; this volume was opened from a NIfTI "
+                f"{written_as} references the images of a DICOM series; this volume was opened from a NIfTI "
                 "file: download the NIfTI mask."
             )
         if not self.masks.any():
             raise ValueError("nothing is segmented yet: click a structure first.")
-        output = Path(folder or self.folder) / "msa_mask_seg.dcm"  # replaced whole at each request
+        output = Path(folder or self.folder) / f"msa_mask_{kind}.dcm"  # replaced whole at each request
         canonical = self.sliced.to_volume(self.masks.astype(np.uint8))
         try:
-            write_dicom_seg(
+            write_dicom_output(
+                kind,
                 self.source,
                 canonical,
                 self.volume.affine,
                 output,
                 {1: "segmented structure"},
-                series=self.series,
+                self.series,
             )
         except ValueError as error:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
