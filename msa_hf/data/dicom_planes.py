@@ -75,7 +75,7 @@ def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
         VolumeReadError: as `dicom_series_slices` and `enhanced_grid`.
     """
     from msa_hf.data.dicom_stacks import enhanced_grid
-    from msa_hf.data.volumes import dicom_series_slices, frame_value
+    from msa_hf.data.volumes import dicom_series_slices
 
     enhanced = enhanced_grid(path, series)
     if enhanced is None:
@@ -93,6 +93,14 @@ def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
         ]
         first = found[0][1]
         return StackPlanes(planes, first, affine, (int(first.Columns), int(first.Rows), len(planes)))
+    return StackPlanes(enhanced_planes(enhanced), enhanced.dataset, enhanced.affine, enhanced.shape)
+
+
+def enhanced_planes(enhanced: Any) -> list[ImagePlane]:
+    """The planes of an enhanced multi-frame file's chosen stack (`dicom_stacks.EnhancedGrid`), in position
+    order: each frame's own position, orientation and pixel spacing (per-frame or shared)."""
+    from msa_hf.data.volumes import frame_value
+
     dataset = enhanced.dataset
 
     def value(frame: int, sequence: str, name: str) -> np.ndarray:
@@ -113,7 +121,7 @@ def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
                 frame + 1,
             )
         )
-    return StackPlanes(planes, dataset, enhanced.affine, enhanced.shape)
+    return planes
 
 
 def labels_on_grid(

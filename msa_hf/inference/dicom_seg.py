@@ -90,7 +90,7 @@ def _seg_source(
         return _SegSource(
             [dataset],
             in_position_order,
-            _frame_geometry(dataset, order, folder),
+            _frame_geometry(enhanced),
             frozenset(frame + 1 for frame in enhanced.frames),
         )
     # one frame per frame of the file, in the file's order
@@ -99,29 +99,27 @@ def _seg_source(
     return _SegSource([dataset], frames)
 
 
-def _frame_geometry(dataset: Any, order: list[int], source: Any) -> dict[str, Any]:
+def _frame_geometry(enhanced: Any) -> dict[str, Any]:
     """highdicom's `plane_positions`, `plane_orientation` and `pixel_measures` for segmentation frames that lie
-    on the enhanced file's frames `order` (indices from 0, in position order): each frame's own position, the
-    first's orientation and pixel spacing (the stack is one grid: `enhanced_frame_grid`), and its slice
-    thickness (else the distance between positions)."""
+    on the frames of an enhanced file's chosen stack (`EnhancedGrid`), in position order: each frame's own
+    position, the first's orientation and pixel spacing (the stack is one grid: `enhanced_frame_grid`), and
+    the slice thickness (else the distance between positions)."""
     highdicom = _highdicom()
+    from msa_hf.data.dicom_planes import enhanced_planes
     from msa_hf.data.volumes import frame_value
 
     patient = highdicom.CoordinateSystemNames.PATIENT
-    positions = [frame_value(dataset, f, "PlanePositionSequence", "ImagePositionPatient") for f in order]
-    first = order[0]
-    thickness = frame_value(dataset, first, "PixelMeasuresSequence", "SliceThickness")
+    planes = enhanced_planes(enhanced)
+    first = planes[0]
+    thickness = frame_value(enhanced.dataset, enhanced.order[0], "PixelMeasuresSequence", "SliceThickness")
     if thickness is None:
-        step = np.diff(np.asarray(positions, float), axis=0)
-        thickness = float(np.linalg.norm(step[0])) if len(step) else 1.0
+        thickness = float(np.linalg.norm(planes[1].position - first.position)) if len(planes) > 1 else 1.0
     return {
-        "plane_positions": [highdicom.PlanePositionSequence(patient, position) for position in positions],
+        "plane_positions": [highdicom.PlanePositionSequence(patient, plane.position) for plane in planes],
         "plane_orientation": highdicom.PlaneOrientationSequence(
-            patient, frame_value(dataset, first, "PlaneOrientationSequence", "ImageOrientationPatient")
+            patient, [*first.row_cosine, *first.column_cosine]
         ),
-        "pixel_measures": highdicom.PixelMeasuresSequence(
-            frame_value(dataset, first, "PixelMeasuresSequence", "PixelSpacing"), float(thickness)
-        ),
+        "pixel_measures": highdicom.PixelMeasuresSequence(list(first.spacing), float(thickness)),
     }
 
 
