@@ -11,6 +11,10 @@ Segment numbers are a file's own: two files may number "liver" and "spleen" diff
 values therefore come from the segments' labels (`segment_label_values`): a label table in the source folder
 gives each name its value, else the numbers the files agree on, else one value per name in alphabetical order.
 Overlapping segments cannot be one label map and are refused by name.
+
+The rules of pairing a DICOM label object with its series (`referenced_series`, `seg_series`, `drawn_on`) and
+of its names' values hold for RT Structure Sets too, whose ROIs are read by `rtstruct_labels`
+(`load_dicom_labels` chooses the reader).
 """
 
 from __future__ import annotations
