@@ -804,7 +804,11 @@ def _(f):
             "--slice", "1", "--dicom-output", "rtstruct"]  # fmt: skip
 
 
-@case("predict", "RT structure set asked for many inputs", mentions=("--dicom-output", "NIfTI"))
+@case(
+    "predict",
+    "RT structure set asked for many inputs none of them DICOM",
+    mentions=("--dicom-output", "DICOM series"),
+)
 def _(f):
     source = nifti_source(f)
     return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",

@@ -219,3 +219,28 @@ def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_pat
     labels = np.stack([np.asarray(row["label"]) for row in rows])
     images = np.stack([np.asarray(row["image"]) for row in rows])
     assert np.array_equal(labels, liver[2:6]) and np.array_equal(images, axial_slices(series.array)[2:6])
+
+
+def test_many_dicom_series_are_written_as_rt_structure_sets(tiny_base, tmp_path):
+    """`--dicom-output rtstruct` for a folder of series: each series' mask is `<series>.dcm`, an RT structure
+    set whose contours read back to the NIfTI mask the same run writes without the option."""
+    from msa_hf.cli import main
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.testing import write_dicom_series
+
+    for number in (2, 5):
+        volume = np.full((6, 20, 24), -1000.0, np.float32)
+        volume[1:5, 4 + number : 12 + number, 6:16] = 300.0
+        write_dicom_series(tmp_path / "study" / f"SER{number}", volume, series_number=number)
+    arguments = ["predict", str(tiny_base), str(tmp_path / "study" / "*"), "--slice", "2", "--box", "5", "4", "17",
+                 "16", "--propagate", "--device", "cpu"]  # fmt: skip
+    assert main([*arguments[:3], str(tmp_path / "nifti"), *arguments[3:]]) == 0
+    assert main([*arguments[:3], str(tmp_path / "rt"), *arguments[3:], "--dicom-output", "rtstruct"]) == 0
+    for number in (2, 5):
+        written = pydicom.dcmread(tmp_path / "rt" / f"SER{number}.dcm")
+        assert written.Modality == "RTSTRUCT"
+        read = load_rtstruct_labels(tmp_path / "rt" / f"SER{number}.dcm", tmp_path / "study" / f"SER{number}")
+        expected = load_volume(tmp_path / "nifti" / f"SER{number}.nii.gz", is_label=True)
+        assert expected.array.any() and np.array_equal(read.array, expected.array), number
+    assert "SER2.dcm" in (tmp_path / "rt" / "summary.csv").read_text()

@@ -175,7 +175,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--dicom-output", choices=DICOM_OUTPUTS, default=None,
         help="a DICOM series' .dcm output: seg = a DICOM Segmentation (viewers, PACS), rtstruct = an RT "
-             "Structure Set, the contours a radiotherapy planning system imports (default: seg)",
+             "Structure Set, the contours a radiotherapy planning system imports (default: seg). Many inputs: "
+             "each DICOM series' mask is written so, as <name>.dcm",
     )  # fmt: skip
     predict.add_argument(
         "--multimask", action="store_true",
@@ -381,10 +382,6 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
-        if args.dicom_output is not None:
-            raise ValueError(
-                "--dicom-output is for one DICOM series and its .dcm output; many inputs are written as NIfTI."
-            )
         return _predict_many(args, prompts)
     if args.prompts_from_labels or args.remap_labels:
         raise ValueError(
@@ -452,7 +449,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
         args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series,
-        label_remap(args.remap_labels),
+        label_remap(args.remap_labels), args.dicom_output,
     )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]

@@ -73,6 +73,7 @@ class BatchItem:
     probabilities: Path | None = None
     series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
     label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
+    dicom_output: str = "seg"  # what a `.dcm` output is written as (`dicom_outputs.DICOM_OUTPUTS`)
 
 
 def is_glob(source: str) -> bool:
@@ -100,17 +101,19 @@ def is_batch_source(source: str | Path) -> bool:
     return path.is_dir() and bool(_supported_files(path))
 
 
-def output_name(input_path: Path) -> str:
+def output_name(input_path: Path, dicom_output: str | None = None) -> str:
     """The mask's file name for an input: volumes (NIfTI, a DICOM series, an enhanced multi-frame DICOM file) ->
-    `<name>.nii.gz`, images -> `.png`."""
+    `<name>.nii.gz`, images -> `.png`; with `dicom_output` (a DICOM object to write, `dicom_outputs`), a DICOM
+    series or enhanced file -> `<name>.dcm`."""
     from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
 
+    suffix = ".dcm" if dicom_output else ".nii.gz"
     if is_nifti(input_path):
         return f"{nifti_stem(input_path)}.nii.gz"
     if input_path.is_dir():
-        return f"{input_path.name}.nii.gz"
+        return f"{input_path.name}{suffix}"
     if is_enhanced_dicom_file(input_path):
-        return f"{input_path.stem}.nii.gz"
+        return f"{input_path.stem}{suffix}"
     return f"{input_path.stem}.png"
 
 
@@ -183,12 +186,15 @@ def collect_items(
     probabilities_dir: str | Path | None = None,
     series: str | None = None,
     label_remap: dict[int, int] | None = None,
+    dicom_output: str | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
     (`LabelIndex`: the same file name, or the name they share, as `msa-hf prepare` pairs them). A DICOM folder
     (or an enhanced multi-frame file) reads the stack its manifest row's `series` names, else `series` (the same
-    for every input), else, with a DICOM-SEG label map, the one it was drawn on. Raises
+    for every input), else, with a DICOM-SEG label map, the one it was drawn on. With `dicom_output`
+    (`dicom_outputs.DICOM_OUTPUTS`), a DICOM input's mask is that DICOM object, `<name>.dcm`, as is a manifest
+    row's `.dcm` output (a DICOM-SEG without it); other inputs' masks stay NIfTI or PNG. Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
     label maps' values as `prepare --remap-labels` does."""
@@ -244,7 +250,7 @@ def collect_items(
                 f"{where}: no prompts. Give --box/--point/--prompts for every input, --prompts-from-labels DIR, "
                 "or prompts/labels in the manifest."
             )
-        name = str(row.get("output") or output_name(input_path))
+        name = str(row.get("output") or output_name(input_path, dicom_output))
         output = output_dir / name
         # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
@@ -263,7 +269,15 @@ def collect_items(
                 else None,
                 series=row_series,
                 label_remap=label_remap,
+                dicom_output=dicom_output or "seg",
             )
+        )
+    if dicom_output is not None and not any(is_dicom_stack_source(item.input) for item in items):
+        from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
+
+        raise ValueError(
+            f"--dicom-output {dicom_output}: none of the inputs is a DICOM series, whose mask "
+            f"{DICOM_OUTPUT_NAMES[check_dicom_output(dicom_output)]} would reference; leave it out."
         )
     if unpaired:
         raise ValueError(
@@ -447,14 +461,20 @@ def predict_batch(
                 try:
                     prompts = _item_prompts(item, kind, plane)
                     input_kind = check_prediction_request(
-                        item.input, item.output, prompts, item.probabilities, multimask, item.series
+                        item.input,
+                        item.output,
+                        prompts,
+                        item.probabilities,
+                        multimask,
+                        item.series,
+                        item.dicom_output,
                     )
                     if input_kind == "volume":
                         summary = predict_file(
                             model, item.input, item.output, prompts, window=window, device=device,
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
                             batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
-                            trained_planes=trained_planes,
+                            trained_planes=trained_planes, dicom_output=item.dicom_output,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
