@@ -141,7 +141,7 @@ def test_an_rt_structure_set_of_one_volume_of_an_enhanced_file_references_its_fr
     from msa_hf.data import volume_from_axial_slices
     from msa_hf.data.dicom_stacks import find_stacks
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
-    from msa_hf.data.volumes import frame_value, load_volume
+    from msa_hf.data.volumes import VolumeReadError, frame_value, load_volume
     from msa_hf.inference.rtstruct import write_rtstruct
     from msa_hf.testing import write_enhanced_acquisitions
 
@@ -174,6 +174,10 @@ def test_an_rt_structure_set_of_one_volume_of_an_enhanced_file_references_its_fr
         assert np.allclose((points - np.array(position, float)) @ normal, 0, atol=1e-3)
     read = load_rtstruct_labels(tmp_path / "rs.dcm", path, series=key)
     assert np.array_equal(read.array, canonical) and np.allclose(read.affine, grid.affine)
+    with pytest.raises(
+        VolumeReadError, match=r"none of its ROIs \(block\) is named in the label table \(Block\)"
+    ):
+        load_rtstruct_labels(tmp_path / "rs.dcm", path, {"Block": 1}, series=key)
 
 
 def _with_body(rtstruct, body_rtstruct) -> None:

@@ -98,6 +98,11 @@ def load_rtstruct_labels(
         if values is not None
         else {number: number for number in names}
     )
+    if not chosen:
+        raise VolumeReadError(
+            f"{path}: none of its ROIs ({', '.join(sorted(names.values())) or 'none'}) is named in the label "
+            f"table ({', '.join(sorted(values or {}))}); name the structures as the structure set does."
+        )
     planes = stack.planes
     index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
     columns, rows, count = stack.shape
