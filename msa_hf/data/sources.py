@@ -312,3 +312,26 @@ def detect_source_kind(root: str | Path) -> str:
     if any(is_image_file(path) for path in files):
         return "images"
     raise SourceLayoutError(f"{root}: holds no NIfTI, DICOM (.dcm) or image (PNG/JPEG/TIFF/BMP) files.")
+
+
+def read_manifest(manifest: Path, expected: str) -> list[dict]:
+    """The rows of a manifest: a CSV file (a header of column names) or a JSON list of objects, in order.
+    `expected` says what a row holds, for the message of a manifest that holds no rows ("rows with an "input"
+    column (CSV) or a JSON list of objects like {...}").
+
+    Raises:
+        ValueError: an unreadable file, or one that is not a non-empty list of rows.
+    """
+    import csv
+
+    try:
+        if manifest.suffix.lower() == ".csv":
+            with manifest.open(newline="", encoding="utf-8") as handle:
+                rows: object = list(csv.DictReader(handle))
+        else:
+            rows = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        raise ValueError(f"manifest {manifest}: cannot read it ({error}).") from error
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"manifest {manifest}: expected {expected}.")
+    return rows

@@ -151,28 +151,16 @@ def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
         ValueError: an unreadable manifest, a row without both paths or with other columns, a path that is
             not a mask file, or two rows of one case.
     """
-    import csv
-    import json
-
-    from msa_hf.data.sources import file_stem
+    from msa_hf.data.sources import file_stem, read_manifest
 
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ValueError(f"manifest {manifest}: no such file.")
     example = '{"prediction": "masks/a.nii.gz", "label": "reference/patient_a.nii.gz"}'
-    try:
-        if manifest.suffix.lower() == ".csv":
-            with manifest.open(newline="", encoding="utf-8") as handle:
-                rows: Any = list(csv.DictReader(handle))
-        else:
-            rows = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
-        raise ValueError(f"manifest {manifest}: cannot read it ({error}).") from error
-    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
-        raise ValueError(
-            f"manifest {manifest}: expected rows with the columns prediction and label (CSV), or a JSON list of "
-            f"objects like {example}."
-        )
+    rows = read_manifest(
+        manifest,
+        f"rows with the columns prediction and label (CSV), or a JSON list of objects like {example}",
+    )
     pairs, seen = [], {}
     for index, row in enumerate(rows):
         unknown = sorted(set(row) - set(MANIFEST_COLUMNS))

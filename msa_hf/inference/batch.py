@@ -131,19 +131,13 @@ def is_probabilities_file(path: str | Path) -> bool:
 
 
 def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
-    try:
-        if manifest.suffix.lower() == ".csv":
-            with manifest.open(newline="", encoding="utf-8") as handle:
-                rows: Any = list(csv.DictReader(handle))
-        else:
-            rows = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
-        raise ValueError(f"manifest {manifest}: cannot read it ({error}).") from error
-    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) for row in rows):
-        raise ValueError(
-            f'manifest {manifest}: expected rows with an "input" column (CSV) or a JSON list of objects like '
-            '{"input": "case1.nii.gz", "prompts": "case1.json"}.'
-        )
+    from msa_hf.data.sources import read_manifest
+
+    rows = read_manifest(
+        manifest,
+        'rows with an "input" column (CSV) or a JSON list of objects like {"input": "case1.nii.gz", "prompts": '
+        '"case1.json"}',
+    )
     for index, row in enumerate(rows):
         unknown = sorted(set(row) - set(MANIFEST_KEYS))
         if unknown or not row.get("input"):
