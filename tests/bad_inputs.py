@@ -542,6 +542,33 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
+@case(
+    "prepare",
+    "a DICOM export whose patient folder holds both a DICOM-SEG and an RT structure set",
+    expect="handled",
+    check=_report_names("--dicom-labels"),
+)
+def _(f):
+    from msa_hf.data import load_volume, volume_from_axial_slices
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    source = f / "in" / "export"
+    for index, patient in enumerate(("P1", "P2")):
+        volume = np.random.default_rng(index).integers(-200, 200, (6, 24, 24)).astype(np.int16)
+        write_dicom_series(source / patient / "CT", volume)
+        drawn = np.zeros((6, 24, 24), np.uint8)
+        drawn[2:4, 5:15, 5:15] = 1
+        affine = load_volume(source / patient / "CT").affine
+        write_rtstruct(source / patient / "CT", volume_from_axial_slices(drawn), affine,
+                       source / patient / "RS" / "rs.dcm", {1: "lesion"})  # fmt: skip
+        if index == 0:
+            write_dicom_seg(source / patient / "CT", volume_from_axial_slices(drawn), affine,
+                            source / patient / "SEG" / "seg.dcm", {1: "lesion"})  # fmt: skip
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
+
+
 def _seg_source(f) -> Path:
     """Two DICOM series, each with a DICOM-SEG label map drawn on it (`labels/<case>.dcm`)."""
     from msa_hf.data import load_volume, volume_from_axial_slices

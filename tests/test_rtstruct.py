@@ -248,3 +248,51 @@ def test_many_dicom_series_are_written_as_rt_structure_sets(tiny_base, tmp_path)
         expected = load_volume(tmp_path / "nifti" / f"SER{number}.nii.gz", is_label=True)
         assert expected.array.any() and np.array_equal(read.array, expected.array), number
     assert "SER2.dcm" in (tmp_path / "rt" / "summary.csv").read_text()
+
+
+def test_prepare_reads_a_dicom_export_of_patient_folders(tmp_path):
+    """A download laid out as one folder per patient, each holding its series (a CT and an MR) and the label
+    objects drawn on the CT: each folder is a case read in the series its label object references. A folder
+    holding both a DICOM-SEG and an RT structure set is skipped, naming both, until --dicom-labels chooses."""
+    pytest.importorskip("highdicom")
+    from msa_hf.data import axial_slices, load_prepared, prepare_dataset, volume_from_axial_slices
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "download"
+    drawn = {}
+    for index, patient in enumerate(("LUNG1-001", "LUNG1-002")):
+        ct = root / patient / "study" / "CT"
+        write_dicom_series(ct, rng.integers(-100, 100, (8, 20, 24)).astype(np.float32), series_number=2)
+        write_dicom_series(
+            root / patient / "study" / "MR", np.zeros((5, 20, 24), np.float32), series_number=7
+        )
+        series = load_volume(ct)
+        labels = np.zeros((8, 20, 24), np.uint8)
+        labels[2 + index : 6, 4:12, 5:15] = 1
+        drawn[patient] = (labels, axial_slices(series.array))
+        canonical = volume_from_axial_slices(labels)
+        write_rtstruct(ct, canonical, series.affine, root / patient / "RTSTRUCT" / "1-1.dcm", {1: "GTV-1"})
+        if index == 1:  # the second patient has a SEG of the same as well
+            write_dicom_seg(ct, canonical, series.affine, root / patient / "SEG" / "1-1.dcm", {1: "GTV-1"})
+    report = prepare_dataset(root, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert [case["case_id"] for case in report.skipped_cases] == ["LUNG1-002"]
+    reason = report.skipped_cases[0]["reason"]
+    assert (
+        "RTSTRUCT/1-1.dcm (rtstruct)" in reason
+        and "SEG/1-1.dcm (seg)" in reason
+        and "--dicom-labels" in reason
+    )
+    report = prepare_dataset(
+        root, tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0), dicom_labels="rtstruct"
+    )
+    assert not report.skipped_cases and report.class_names == {1: "GTV-1"}
+    rows = load_prepared(tmp_path / "out2")["train"]
+    for patient, (labels, images) in drawn.items():
+        case = sorted((r for r in rows if r["case_id"] == patient), key=lambda r: r["slice"])
+        kept = slice(2 + (patient == "LUNG1-002"), 6)  # the labelled slices
+        assert np.array_equal(np.stack([np.asarray(r["label"]) for r in case]), labels[kept]), patient
+        assert np.array_equal(np.stack([np.asarray(r["image"]) for r in case]), images[kept]), patient

@@ -39,6 +39,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "key, series number or UID, as msa-hf predict lists them (default: the series a DICOM-SEG label "
              "map was drawn on)",
     )  # fmt: skip
+    prepare.add_argument(
+        "--dicom-labels", choices=("seg", "rtstruct"), default=None,
+        help="one folder per patient holding its DICOM series and label objects (a PACS or TCIA download): "
+             "where a folder holds both a DICOM-SEG and an RT structure set, the one to read",
+    )  # fmt: skip
     prepare.add_argument("--modality", choices=("CT", "MR", "other"), default=None, help="default: guessed")
     prepare.add_argument(
         "--mask-threshold", type=float, default=None, help="binarise soft/JPEG masks at this value"
@@ -97,6 +102,7 @@ def _prepare(args: argparse.Namespace) -> int:
         seed=args.seed,
         channel=args.channel,
         series=args.series,
+        dicom_labels=args.dicom_labels,
         modality=args.modality,
         mask_threshold=args.mask_threshold,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None,

@@ -56,12 +56,20 @@ def is_dicom_seg_file(path: str | Path) -> bool:
     return _dicom_modality(path) == "SEG"
 
 
+DICOM_LABEL_KINDS = {"seg": "SEG", "rtstruct": "RTSTRUCT"}  # a DICOM label object's kind: its Modality
+
+
+def dicom_label_kind(path: str | Path) -> str | None:
+    """ "seg" for a DICOM-SEG, "rtstruct" for an RT Structure Set (`rtstruct_labels`), else None: the kind of
+    label map drawn on a DICOM series that `path` is, from its header."""
+    modality = _dicom_modality(path)
+    return next((kind for kind, name in DICOM_LABEL_KINDS.items() if name == modality), None)
+
+
 def is_dicom_label_file(path: str | Path) -> bool:
     """Whether `path` is a label map drawn on a DICOM series: a DICOM-SEG, or an RT Structure Set
     (`rtstruct_labels`)."""
-    from msa_hf.data.rtstruct_labels import RTSTRUCT
-
-    return _dicom_modality(path) in ("SEG", RTSTRUCT)
+    return dicom_label_kind(path) is not None
 
 
 def referenced_series(path: str | Path) -> str | None:

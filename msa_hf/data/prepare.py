@@ -85,6 +85,8 @@ class PrepareOptions:
         series: the stack to read of DICOM case folders that hold several (a study's series; a key, series number
             or UID, `msa_hf.data.dicom_stacks`); None reads the series a DICOM-SEG label map references, and
             refuses a folder of several stacks with NIfTI labels.
+        dicom_labels: "seg" or "rtstruct": where a case folder of a DICOM export holds both a DICOM-SEG and an
+            RT structure set (`sources.dicom_study_cases`), the one to read.
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
@@ -110,6 +112,7 @@ class PrepareOptions:
     seed: int = 0
     channel: int | None = None
     series: str | None = None
+    dicom_labels: str | None = None
     modality: str | None = None
     mask_threshold: float | None = None
     target_spacing: tuple[float, float, float] | None = None
@@ -437,7 +440,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     known_values = {v for values in regions.values() for v in values} if regions else set(table or ())
     seg_values = None
     if kind == "volumes":
-        groups = _volume_cases(find_volume_pairs(source), options, report)
+        groups = _volume_cases(find_volume_pairs(source, options.dicom_labels), options, report)
         seg_files = [
             files[0].label
             for files in groups.values()
@@ -468,7 +471,8 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                 if kind == "volumes":
                     if files[0].label is None:
                         raise VolumeReadError(
-                            f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
+                            files[0].problem
+                            or f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
                         )
                     rows = _volume_rows(files[0], options, report, seg_values)
                 else:

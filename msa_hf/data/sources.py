@@ -16,8 +16,9 @@ In the image/label folder layouts an image finds its label map by name (`LabelIn
   several channel files are one case), BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` +
   `labels/`.
 - flat: `case.nii.gz` + `case_seg.nii.gz` / `_label` / `_mask`.
-- DICOM: one sub-folder per series under `images/`, labels as NIfTI or DICOM-SEG in `labels/` named like the
-  folder.
+- DICOM: one sub-folder per series under `images/`, labels as NIfTI, DICOM-SEG or RT structure sets in
+  `labels/` named like the folder; or, as a PACS or an archive exports them, one folder per patient holding
+  its series and the label object drawn on one of them (`dicom_study_cases`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class CaseFiles:
     image: Path
     label: Path | None
     channels: dict[int, Path] = field(default_factory=dict)
+    problem: str | None = None  # why no label map was chosen where the layout found several
 
     def __post_init__(self) -> None:
         # a file name that is not UTF-8 (it reaches Python as lone surrogates) cannot be stored as text:
@@ -250,10 +252,12 @@ def _add_channel(case: CaseFiles, image: Path) -> None:
     case.image = next(iter(case.channels.values()))
 
 
-def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
+def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list[CaseFiles]:
     """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps (or DICOM-SEG files, for series)
-    under `root`: one case per id (an nnU-Net case's channel files are one case). Raises `SourceLayoutError`
-    for two cases of one name."""
+    under `root`: one case per id (an nnU-Net case's channel files are one case); or, where `root` holds
+    neither, one case per folder of DICOM files that holds its series and a label object drawn on one of them
+    (`dicom_study_cases`; `dicom_labels` chooses "seg" or "rtstruct" where a folder holds both). Raises
+    `SourceLayoutError` for two cases of one name."""
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
@@ -276,6 +280,8 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
                 _add_channel(paired[case_id], entry)
         return list(paired.values())
     volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
+    if not volumes and (studies := dicom_study_cases(root, dicom_labels)):
+        return studies
     masks = {
         (p.parent, _strip_mask_suffix(nifti_stem(p))): p for p in volumes if _strip_mask_suffix(nifti_stem(p))
     }
@@ -296,9 +302,42 @@ def find_volume_pairs(root: str | Path) -> list[CaseFiles]:
     if not cases:
         raise SourceLayoutError(
             f"{root}: no volumes found. Expected imagesTr/ + labelsTr/ (Decathlon), img/ + label/ (BTCV), "
-            "images/ + labels/ with NIfTI files or DICOM series folders, or case.nii.gz + case_seg.nii.gz."
+            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, or one "
+            "folder per patient holding its DICOM series and a DICOM-SEG or RT structure set drawn on them."
         )
     return cases
+
+
+def dicom_study_cases(root: Path, dicom_labels: str | None = None) -> list[CaseFiles]:
+    """One case per folder under `root` that holds DICOM files, as a PACS export or an archive (TCIA) lays a
+    dataset out: a patient's (or study's) folder with its series and, somewhere inside, the DICOM-SEG or RT
+    structure set drawn on one of them (`dicom_seg_labels.dicom_label_kind`). The case's image is the folder
+    (the series the label object references is read: `seg_series`), its label that file. A folder without one
+    is a case without a label map; a folder with several (a SEG beside an RTSTRUCT, two annotators) keeps none
+    and says why, unless `dicom_labels` ("seg" or "rtstruct") leaves one. Empty where no folder holds a label
+    object (not this layout)."""
+    from msa_hf.data.dicom_seg_labels import dicom_label_kind
+
+    cases, labelled = [], False
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p, root)):
+        files = [p for p in visible_files(folder, recursive=True) if is_dicom_file(p)]
+        if not files:
+            continue
+        found = [(p, kind) for p in files if (kind := dicom_label_kind(p)) is not None]
+        labelled = labelled or bool(found)
+        chosen = [p for p, kind in found if dicom_labels in (None, kind)]
+        problem = None
+        if found and not chosen:
+            kinds = ", ".join(sorted({kind for _, kind in found}))
+            problem = f"{folder}: its label objects are {kinds}, and --dicom-labels asks for {dicom_labels}."
+        if len(chosen) > 1:
+            listed = ", ".join(f"{p.relative_to(folder)} ({kind})" for p, kind in found if p in chosen)
+            problem = (
+                f"{folder}: {len(chosen)} label objects ({listed}); keep one per case folder, or choose the kind "
+                "to read with --dicom-labels seg or rtstruct."
+            )
+        cases.append(CaseFiles(folder.name, folder, chosen[0] if len(chosen) == 1 else None, problem=problem))
+    return cases if labelled else []
 
 
 def detect_source_kind(root: str | Path) -> str:
