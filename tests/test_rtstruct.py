@@ -60,7 +60,7 @@ def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
     from msa_hf.data.volumes import dicom_series_slices, load_volume
     from msa_hf.inference.dicom_seg import labels_on_series_grid
-    from msa_hf.inference.rtstruct import RT_STRUCTURE_SET_STORAGE
+    from msa_hf.inference.rtstruct import PATIENT_AND_STUDY, RT_STRUCTURE_SET_STORAGE
     from msa_hf.testing import write_dicom_series
 
     volume = np.full((6, 20, 24), -1000.0, np.float32)
@@ -89,6 +89,9 @@ def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny
     source = found[0][1]
     assert written.Modality == "RTSTRUCT" and written.SOPClassUID == RT_STRUCTURE_SET_STORAGE
     assert (written.PatientID, written.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
+    # the patient and study attributes the standard wants present, empty where the source has none
+    assert all(keyword in written for keyword in (*PATIENT_AND_STUDY, "OperatorsName", "StructureSetDate"))
+    assert written.AccessionNumber == source.get("AccessionNumber", "")
     (frame,) = written.ReferencedFrameOfReferenceSequence
     assert frame.FrameOfReferenceUID == source.FrameOfReferenceUID
     (referenced_series,) = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence

@@ -22,11 +22,13 @@ from msa_hf.output_files import atomic_file
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 # distinct, saturated colours a planning system shows the ROIs in, in turn
 ROI_COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 200, 200))
-# copied from the source so the structure set files under its patient and study
+# copied from the source so the structure set files under its patient and study; the standard wants these
+# present even where empty (type 2), so an attribute the source lacks is written empty
 PATIENT_AND_STUDY = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
-    "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription",
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName",
 )  # fmt: skip
+COPIED_IF_PRESENT = ("StudyInstanceUID", "StudyDescription", "PatientAge", "PatientWeight")
 
 
 def write_rtstruct(
@@ -74,6 +76,8 @@ def write_rtstruct(
 
     dataset = Dataset()
     for keyword in PATIENT_AND_STUDY:
+        setattr(dataset, keyword, header.data_element(keyword).value if keyword in header else "")
+    for keyword in COPIED_IF_PRESENT:
         if keyword in header:
             setattr(dataset, keyword, header.data_element(keyword).value)
     if "StudyInstanceUID" not in dataset:
@@ -88,6 +92,8 @@ def write_rtstruct(
     dataset.SeriesNumber = int(getattr(header, "SeriesNumber", 0) or 0) + 2000
     described = str(getattr(header, "SeriesDescription", "") or "").strip()
     dataset.SeriesDescription = (f"MSA contours of {described}" if described else "MSA contours")[:64]
+    dataset.SeriesDate, dataset.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    dataset.OperatorsName = ""
     dataset.InstanceNumber = 1
     dataset.Manufacturer = "msa_hf"
     dataset.ManufacturerModelName = model_name[:64]
