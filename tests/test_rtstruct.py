@@ -219,6 +219,13 @@ def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_pat
     with pytest.raises(ValueError, match="no usable case") as refused:
         prepare_dataset(source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
     assert "ROIs 'Liver' and 'BODY' overlap" in str(refused.value) and "label table" in str(refused.value)
+    # ROIs given one value are one structure, overlap or not
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+
+    union = load_rtstruct_labels(
+        source / "labels" / "case1.dcm", source / "images" / "case1", {"Liver": 1, "BODY": 1}
+    )
+    assert np.array_equal(axial_slices(union.array), liver | body)
     (source / "labels.json").write_text(json.dumps({"1": "Liver"}))
     report = prepare_dataset(source, tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
     assert not report.skipped_cases and report.class_names == {1: "Liver"}

@@ -108,7 +108,7 @@ def load_rtstruct_labels(
     columns, rows, count = stack.shape
     dtype = np.uint8 if max(chosen.values(), default=0) <= 255 else np.uint16
     labels = np.zeros((count, rows, columns), dtype)
-    owner = np.zeros((count, rows, columns), np.int32)  # the ROI number each pixel was read from
+    read: set[int] = set()  # the ROIs drawn so far, for naming an overlap
     for roi in dataset.get("ROIContourSequence", []):
         number = int(roi.ReferencedROINumber)
         if number not in chosen:
@@ -125,18 +125,21 @@ def load_rtstruct_labels(
                     f"{series_folder}; pair the structure set with the series it was drawn on."
                 )
             by_plane.setdefault(k, []).append(planes[k].to_pixels(points))
+        value = chosen[number]
         for k, contours in by_plane.items():
             inside = fill_contours(contours, (rows, columns))
-            both = inside & (owner[k] != 0)
+            # ROIs given one value (two lobes, one organ) may overlap; ROIs of different values may not
+            both = inside & (labels[k] != 0) & (labels[k] != value)
             if both.any():
-                other = names.get(int(owner[k][both][0]), "?")
+                taken = int(labels[k][both][0])
+                other = next(names[n] for n in sorted(chosen) if chosen[n] == taken and n in read)
                 raise VolumeReadError(
                     f"{path}: ROIs {other!r} and {names.get(number, number)!r} overlap ({int(both.sum())} pixels "
                     f"on slice {k}), so they cannot be one label map. Name the ROIs to read in a label table "
                     '(labels.json, {"1": "liver"}; ROIs it leaves out, such as the body outline, are not read).'
                 )
-            labels[k][inside] = chosen[number]
-            owner[k][inside] = number
+            labels[k][inside] = value
+        read.add(number)
     # as the image: voxel (i = column, j = row, k = plane), then RAS+
     return canonical_volume(labels.transpose(2, 1, 0), stack.affine, str(path), is_label=True)
 
