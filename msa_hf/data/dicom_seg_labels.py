@@ -46,7 +46,10 @@ def _dicom_modality(path: str | Path) -> str | None:
     import pydicom
 
     try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True).get("Modality", ""))
+        # the one tag: a folder's every slice is asked this when a DICOM export is searched for its labels
+        return str(
+            pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", "")
+        )
     except Exception:  # noqa: BLE001 - an unreadable file is no label file; its reader says why
         return None
 
