@@ -434,7 +434,11 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"label {mask['label']}{where}: {size}, predicted IoU {mask['score']:.3f}")
         if "scores" in mask:
             print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")
-    print(f"written: {summary['output']}")
+    from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES
+    from msa_hf.inference.predictor import is_dicom_seg
+
+    as_dicom = f" ({DICOM_OUTPUT_NAMES[args.dicom_output or 'seg']})" if is_dicom_seg(args.output) else ""
+    print(f"written: {summary['output']}{as_dicom}")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
     return 0
