@@ -331,11 +331,15 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
         Path(volume.source), volume_from_axial_slices(volume.masks), volume.volume.affine
     )
     assert expected.any() and np.array_equal(frames.astype(bool), expected.astype(bool))
-    # and as an RT structure set: its contours filled are the mask on every slice
+    # and as an RT structure set, named as asked: its contours filled are the mask on every slice
+    import pydicom
+
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
 
-    rtstruct = volume.save_dicom("rtstruct")
+    rtstruct = volume.save_dicom("rtstruct", name="Tumour")
     assert Path(rtstruct).name == "msa_mask_rtstruct.dcm"
+    assert pydicom.dcmread(rtstruct).StructureSetROISequence[0].ROIName == "Tumour"
+    assert pydicom.dcmread(volume.save_dicom()).SegmentSequence[0].SegmentLabel == "segmented structure"
     assert np.array_equal(
         axial_slices(load_rtstruct_labels(rtstruct, volume.source).array) == 1, volume.masks
     )

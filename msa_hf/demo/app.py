@@ -328,10 +328,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
 
     def dicom_of_volume(kind: str):
         @guarded
-        def save(volume):
+        def save(volume, name):
             if volume is None:
                 raise ValueError("upload a volume first.")
-            return volume.save_dicom(kind)
+            return volume.save_dicom(kind, name=name or "")
 
         return save
 
@@ -370,14 +370,20 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
         last_slice = gr.Number(value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice")
     volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
+    structure_name = gr.Textbox(
+        label="structure name (what a PACS or a planning system lists it as)", placeholder="segmented structure",
+        elem_id="structure-name",
+    )  # fmt: skip
     with gr.Row():
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
     with gr.Row():
         rtstruct_button = gr.Button("RT structure set of the mask (a DICOM series, for a planning system)")
         volume_rtstruct = gr.File(label="mask as RT structure set (contours)", elem_id="volume-rtstruct")
-    seg_button.click(dicom_of_volume("seg"), [volume_state], volume_seg, **INTERNAL)
-    rtstruct_button.click(dicom_of_volume("rtstruct"), [volume_state], volume_rtstruct, **INTERNAL)
+    seg_button.click(dicom_of_volume("seg"), [volume_state, structure_name], volume_seg, **INTERNAL)
+    rtstruct_button.click(
+        dicom_of_volume("rtstruct"), [volume_state, structure_name], volume_rtstruct, **INTERNAL
+    )  # fmt: skip
     opened = [volume_state, slice_index, volume_view, volume_status, volume_series]
     volume_files.upload(upload_volume, [volume_files, adapter, volume_plane], opened, **INTERNAL)
     volume_series.change(

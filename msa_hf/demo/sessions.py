@@ -411,11 +411,12 @@ class VolumeSession:
         masks[empty] = False
         return masks, result.describe_stops()
 
-    def save_dicom(self, kind: str = "seg", folder: str | None = None) -> str:
+    def save_dicom(self, kind: str = "seg", folder: str | None = None, name: str = "") -> str:
         """The mask volume as the DICOM object `kind` names (`dicom_outputs.DICOM_OUTPUTS`: "seg", a DICOM-SEG
         for a PACS or a viewer; "rtstruct", an RT structure set for a planning system) referencing the
-        uploaded series' images, in `folder` (default: this session's temporary folder). Raises `ValueError`
-        for a NIfTI upload, an empty mask, or a series whose headers it cannot copy."""
+        uploaded series' images, its structure called `name` (the segment label or ROI name a viewer lists;
+        default "segmented structure"), in `folder` (default: this session's temporary folder). Raises
+        `ValueError` for a NIfTI upload, an empty mask, or a series whose headers it cannot copy."""
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output, write_dicom_output
 
         written_as = DICOM_OUTPUT_NAMES[check_dicom_output(kind)]
@@ -435,7 +436,7 @@ class VolumeSession:
                 canonical,
                 self.volume.affine,
                 output,
-                {1: "segmented structure"},
+                {1: name.strip() or "segmented structure"},
                 self.series,
             )
         except ValueError as error:
