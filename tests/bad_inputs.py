@@ -569,6 +569,12 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
+@case("prepare", "--overlapping for NIfTI label maps", mentions=("--overlapping", "label maps"))
+def _(f):
+    source = nifti_source(f)
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--overlapping"]
+
+
 def _seg_source(f) -> Path:
     """Two DICOM series, each with a DICOM-SEG label map drawn on it (`labels/<case>.dcm`)."""
     from msa_hf.data import load_volume, volume_from_axial_slices

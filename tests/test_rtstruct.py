@@ -306,3 +306,69 @@ def test_prepare_reads_a_dicom_export_of_patient_folders(tmp_path):
         kept = slice(2 + (patient == "LUNG1-002"), 6)  # the labelled slices
         assert np.array_equal(np.stack([np.asarray(r["label"]) for r in case]), labels[kept]), patient
         assert np.array_equal(np.stack([np.asarray(r["image"]) for r in case]), images[kept]), patient
+
+
+def test_overlapping_structures_are_read_as_regions(tmp_path):
+    """The liver inside the body outline, both wanted: with `overlapping`, each structure is a region of the
+    label map's codes (a bit each), and each region's mask is that structure's own, overlap included, in
+    prepare's rows and in the reader; a label map input or remapped values are refused."""
+    from msa_hf.data import (
+        axial_slices,
+        load_prepared,
+        prepare_dataset,
+        read_regions,
+        volume_from_axial_slices,
+    )
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.tasks import structure_mask
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    source = tmp_path / "source"
+    write_dicom_series(
+        source / "images" / "case1",
+        np.random.default_rng(4).integers(-100, 100, (8, 24, 28)).astype(np.float32),
+    )
+    series = load_volume(source / "images" / "case1")
+    liver, body = np.zeros((8, 24, 28), np.uint8), np.zeros((8, 24, 28), np.uint8)
+    liver[2:6, 5:12, 6:15] = 1
+    body[1:7, 2:22, 3:26] = 1
+    (source / "labels").mkdir(parents=True)
+    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(liver), series.affine,
+                   source / "labels" / "case1.dcm", {1: "Liver"})  # fmt: skip
+    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(body), series.affine,
+                   tmp_path / "body.dcm", {1: "BODY"})  # fmt: skip
+    _with_body(source / "labels" / "case1.dcm", tmp_path / "body.dcm")
+    read = load_rtstruct_labels(
+        source / "labels" / "case1.dcm",
+        source / "images" / "case1",
+        {"Liver": 1, "BODY": 2},
+        overlapping=True,
+    )
+    assert np.array_equal(axial_slices(read.array), liver * 1 | body * 2)  # bit 0 the liver, bit 1 the body
+
+    report = prepare_dataset(
+        source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0), overlapping=True
+    )
+    assert not report.skipped_cases and report.class_names == {
+        1: "Liver",
+        2: "BODY",
+    }  # the file's ROI numbers
+    regions = read_regions(tmp_path / "out")
+    assert regions == {1: (3,), 2: (2, 3)}  # the codes that occur: the body alone, both (the liver is inside)
+    assert report.slices_per_class == {"Liver": 4, "BODY": 6}
+    rows = sorted(load_prepared(tmp_path / "out")["train"], key=lambda row: row["slice"])
+    stacked = np.stack([np.asarray(row["label"]) for row in rows])
+    assert np.array_equal(structure_mask(stacked, 1, regions), liver[1:7].astype(bool))
+    assert np.array_equal(structure_mask(stacked, 2, regions), body[1:7].astype(bool))
+    with pytest.raises(ValueError, match="--remap-labels"):
+        prepare_dataset(source, tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0), overlapping=True,
+                        remap_labels={1: 2})  # fmt: skip
+    nifti = tmp_path / "nifti"
+    for folder in ("imagesTr", "labelsTr"):
+        (nifti / folder).mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), nifti / "imagesTr" / "case.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), np.eye(4)), nifti / "labelsTr" / "case.nii.gz")
+    with pytest.raises(ValueError, match="these labels are label maps"):
+        prepare_dataset(nifti, tmp_path / "out3", kind="volumes", split=(1.0, 0.0, 0.0), overlapping=True)

@@ -44,6 +44,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="one folder per patient holding its DICOM series and label objects (a PACS or TCIA download): "
              "where a folder holds both a DICOM-SEG and an RT structure set, the one to read",
     )  # fmt: skip
+    prepare.add_argument(
+        "--overlapping", action="store_true",
+        help="DICOM-SEG or RT structure set labels whose structures overlap (a tumour inside its organ, organs "
+             "inside the body outline): read each as a region of its own (at most 16) rather than refusing",
+    )  # fmt: skip
     prepare.add_argument("--modality", choices=("CT", "MR", "other"), default=None, help="default: guessed")
     prepare.add_argument(
         "--mask-threshold", type=float, default=None, help="binarise soft/JPEG masks at this value"
@@ -103,6 +108,7 @@ def _prepare(args: argparse.Namespace) -> int:
         channel=args.channel,
         series=args.series,
         dicom_labels=args.dicom_labels,
+        overlapping=args.overlapping,
         modality=args.modality,
         mask_threshold=args.mask_threshold,
         target_spacing=tuple(args.target_spacing) if args.target_spacing else None,

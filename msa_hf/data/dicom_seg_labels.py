@@ -35,6 +35,27 @@ from msa_hf.data.volumes import (
     load_volume,
 )
 
+# Structures that may overlap (a tumour inside its organ, an organ inside the body outline) are read as bits:
+# structure v sets bit v - 1 of a pixel's code, so a pixel inside two structures holds both, and structure v is
+# the region of the codes that have its bit (`overlap_regions`)
+MAX_OVERLAPPING_STRUCTURES = 16  # the bits of a uint16 label map
+
+
+def overlap_code(value: int) -> int:
+    """The bit structure `value` (from 1) sets in a pixel's code when structures may overlap."""
+    if not 1 <= value <= MAX_OVERLAPPING_STRUCTURES:
+        raise ValueError(
+            f"structure value {value}: overlapping structures are read as the bits of a 16-bit label map, values "
+            f"1 to {MAX_OVERLAPPING_STRUCTURES}; name at most {MAX_OVERLAPPING_STRUCTURES} structures to read."
+        )
+    return 1 << (value - 1)
+
+
+def overlap_regions(codes: Any, values: Any) -> dict[int, tuple[int, ...]]:
+    """`{structure value: the codes among `codes` that hold its bit}`: each structure as a region of the label
+    maps written with `overlap_code`."""
+    return {value: tuple(sorted(c for c in codes if c & overlap_code(value))) for value in values}
+
 
 def _dicom_modality(path: str | Path) -> str | None:
     """A DICOM file's Modality from its header (None: not a readable DICOM file)."""
@@ -214,10 +235,11 @@ def load_label_volume(
     image_path: str | Path,
     seg_values: dict[str, int] | None = None,
     series: str | None = None,
+    overlapping: bool = False,
 ) -> Volume:
     """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG or RT Structure Set drawn on
     the DICOM series `image_path` is (the stack `series` of it; segments or ROIs valued by name with
-    `seg_values`, else by their own numbers).
+    `seg_values`, else by their own numbers; with `overlapping`, as the bits of each pixel's code).
 
     Raises:
         VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
@@ -232,7 +254,7 @@ def load_label_volume(
             f"drawn on; the image {image_path} is not a DICOM series folder. Pair it with the series, or export "
             "the labels as NIfTI."
         )
-    return load_dicom_labels(label_path, image_path, seg_values, series)
+    return load_dicom_labels(label_path, image_path, seg_values, series, overlapping)
 
 
 def load_dicom_labels(
@@ -240,14 +262,16 @@ def load_dicom_labels(
     series_folder: str | Path,
     values: dict[str, int] | None = None,
     series: str | None = None,
+    overlapping: bool = False,
 ) -> Volume:
     """The label map a DICOM-SEG (`load_seg_labels`) or an RT Structure Set (`load_rtstruct_labels`: ROIs
-    that `values` does not name are left out) draws on the DICOM series in `series_folder`."""
+    that `values` does not name are left out) draws on the DICOM series in `series_folder`; with
+    `overlapping`, its structures as the bits of each pixel's code (`overlap_code`)."""
     from msa_hf.data.rtstruct_labels import RTSTRUCT, load_rtstruct_labels
 
     if _dicom_modality(path) == RTSTRUCT:
-        return load_rtstruct_labels(path, series_folder, values, series)
-    return load_seg_labels(path, series_folder, values, series)
+        return load_rtstruct_labels(path, series_folder, values, series, overlapping)
+    return load_seg_labels(path, series_folder, values, series, overlapping)
 
 
 def load_seg_labels(
@@ -255,12 +279,14 @@ def load_seg_labels(
     series_folder: str | Path,
     values: dict[str, int] | None = None,
     series: str | None = None,
+    overlapping: bool = False,
 ) -> Volume:
     """The label map a DICOM-SEG file draws on the DICOM series in `series_folder` (the stack `series` of it),
     as a RAS+ label volume on that series' grid (as `load_volume(series_folder, series=series)` reads the
     image).
 
-    Each segment's pixels take `values[segment label]` (default: the segment's own number).
+    Each segment's pixels take `values[segment label]` (default: the segment's own number); with `overlapping`,
+    segments may overlap and each sets its bit of a pixel's code instead (`overlap_code`).
 
     Raises:
         VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
@@ -318,6 +344,11 @@ def load_seg_labels(
             f"({type(error).__name__}: {error})."
         ) from error
     frames = np.asarray(frames).astype(bool)
+    if overlapping:  # each segment a bit of the pixels' codes (`overlap_code`)
+        labels = np.zeros(frames.shape[:3], np.uint16)
+        for index, number in enumerate(sorted(names)):
+            labels[frames[..., index]] |= overlap_code(values[names[number]])
+        return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True)
     overlap = frames.sum(axis=-1) > 1
     if overlap.any():
         both = [

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from msa_hf.data.dicom_seg_labels import (
     is_dicom_label_file,
     load_label_volume,
+    overlap_code,
+    overlap_regions,
     seg_series,
     segment_label_values,
 )
@@ -87,6 +89,9 @@ class PrepareOptions:
             refuses a folder of several stacks with NIfTI labels.
         dicom_labels: "seg" or "rtstruct": where a case folder of a DICOM export holds both a DICOM-SEG and an
             RT structure set (`sources.dicom_study_cases`), the one to read.
+        overlapping: DICOM-SEG and RT structure set labels whose structures overlap (a tumour inside its
+            organ, organs inside the body outline): each structure is read as a region, a bit of the label map
+            (`dicom_seg_labels.overlap_code`; at most 16 structures), rather than refused.
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
@@ -113,6 +118,7 @@ class PrepareOptions:
     channel: int | None = None
     series: str | None = None
     dicom_labels: str | None = None
+    overlapping: bool = False
     modality: str | None = None
     mask_threshold: float | None = None
     target_spacing: tuple[float, float, float] | None = None
@@ -283,7 +289,7 @@ def _volume_rows(
 ) -> list[dict[str, Any]]:
     series = _case_series(case, options)
     image = _case_image(case, options, series)
-    label = load_label_volume(case.label, case.image, seg_values, series)
+    label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
     label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -392,6 +398,29 @@ def _group_image_cases(cases: list[CaseFiles], pattern: str | None) -> dict[str,
     return groups
 
 
+def _overlap_regions(
+    source: Path, label_files: list[Path], table: dict[int, str] | None, options: PrepareOptions
+) -> dict[int, tuple[int, ...]]:
+    """`PrepareOptions.overlapping`'s regions before any case is read: each structure of `table` as every code
+    holding its bit (`overlap_regions`), refused where the labels are not DICOM label objects, where the label
+    values are remapped, or where the structures are too many for the bits."""
+    if not label_files:
+        raise ValueError(
+            f"{source}: --overlapping reads DICOM-SEG and RT structure set labels, whose structures may overlap; "
+            "these labels are label maps, one value per pixel. Leave it out."
+        )
+    if options.remap_labels:
+        raise ValueError(
+            f"{source}: --overlapping reads each structure as a bit of the label map; --remap-labels has no values "
+            "to remap there. Use one or the other."
+        )
+    values = sorted(table or {})
+    for value in values:
+        overlap_code(value)  # a value beyond the bits is refused with the advice
+    every = range(1, 1 << max(values, default=0))
+    return overlap_regions(every, values)
+
+
 def _class_names(
     source: Path, options: PrepareOptions
 ) -> tuple[dict[int, str] | None, dict[int, tuple[int, ...]]]:
@@ -457,10 +486,14 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             table = (
                 table if table is not None else {value: name for name, value in sorted(seg_values.items())}
             )
+        if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
+            regions = _overlap_regions(source, seg_files, table, options)
+            known_values = {code for codes in regions.values() for code in codes}
     else:
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
     splits = split_cases(list(groups), options.split, options.seed)
     split_of = {case_id: split for split, ids in splits.items() for case_id in ids}
+    region_sets = {class_id: set(values) for class_id, values in regions.items()}
     seen_values: Counter[int] = Counter()
     seen_classes: Counter[int] = Counter()  # slices holding each region
     writers = {split: SliceParquetWriter(split_file(output, split)) for split in SPLITS}
@@ -483,8 +516,8 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                 continue
             for row in rows:
                 seen_values.update(row["labels_present"])
-                for class_id, values in regions.items():  # a region counts once per slice
-                    seen_classes[class_id] += bool(set(values) & set(row["labels_present"]))
+                for class_id, values in region_sets.items():  # a region counts once per slice
+                    seen_classes[class_id] += bool(values & set(row["labels_present"]))
             writers[split_of[case_id]].write_case(rows)
             report.cases[split_of[case_id]] = report.cases.get(split_of[case_id], 0) + (1 if rows else 0)
     finally:
@@ -520,6 +553,9 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             f"no label table in {source} (looked for dataset.json, labels.json, labels.txt); classes are named "
             "class_<value>. Add one to name them."
         )
+    if options.overlapping:  # the codes the masks hold, not every combination of bits
+        regions = overlap_regions(set(seen_values), regions)
+        report.regions = {class_id: list(values) for class_id, values in regions.items()}
     if regions:
         unknown = sorted(set(seen_values) - known_values)
         if unknown:

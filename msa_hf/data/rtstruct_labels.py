@@ -63,13 +63,15 @@ def load_rtstruct_labels(
     series_folder: str | Path,
     values: dict[str, int] | None = None,
     series: str | None = None,
+    overlapping: bool = False,
 ) -> Volume:
     """The label map an RT Structure Set at `path` draws on the DICOM series in `series_folder` (or the
     enhanced multi-frame file it is; the stack `series` of it), as a RAS+ label volume on that series' grid
     (as `load_volume(series_folder, series=series)` reads the image).
 
     Each ROI named in `values` (`{ROI name: label value}`) takes its value; ROIs it does not name are left
-    out. Without `values`, every ROI takes its own number. Only closed planar contours are read.
+    out. Without `values`, every ROI takes its own number. Only closed planar contours are read. With
+    `overlapping`, ROIs may overlap, each setting its bit of a pixel's code (`dicom_seg_labels.overlap_code`).
 
     Raises:
         VolumeReadError: not a structure set, one drawn on another series, a contour on no slice of the
@@ -78,6 +80,7 @@ def load_rtstruct_labels(
     import pydicom
 
     from msa_hf.data.dicom_planes import stack_planes
+    from msa_hf.data.dicom_seg_labels import overlap_code
     from msa_hf.processing.contours import fill_contours
 
     path, series_folder = Path(path), Path(series_folder)
@@ -106,7 +109,7 @@ def load_rtstruct_labels(
     planes = stack.planes
     index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
     columns, rows, count = stack.shape
-    dtype = np.uint8 if max(chosen.values(), default=0) <= 255 else np.uint16
+    dtype = np.uint8 if max(chosen.values(), default=0) <= 255 and not overlapping else np.uint16
     labels = np.zeros((count, rows, columns), dtype)
     read: set[int] = set()  # the ROIs drawn so far, for naming an overlap
     for roi in dataset.get("ROIContourSequence", []):
@@ -128,6 +131,9 @@ def load_rtstruct_labels(
         value = chosen[number]
         for k, contours in by_plane.items():
             inside = fill_contours(contours, (rows, columns))
+            if overlapping:
+                labels[k][inside] |= overlap_code(value)
+                continue
             # ROIs given one value (two lobes, one organ) may overlap; ROIs of different values may not
             both = inside & (labels[k] != 0) & (labels[k] != value)
             if both.any():
