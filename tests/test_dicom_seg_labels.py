@@ -300,3 +300,43 @@ def test_a_seg_drawn_on_one_of_two_volumes_of_a_series_labels_that_volume(tmp_pa
         )
         assert np.array_equal(images, second[LIVER[0]]), name  # the labelled slices of the second volume
         assert np.array_equal(labels, drawn[LIVER[0]]), name
+
+
+def test_overlapping_segments_are_read_as_bits_when_asked(tmp_path):
+    """A viewer's SEG whose two segments overlap (a tumour drawn inside its organ): refused by default, and with
+    `overlapping` each segment sets its own bit of the label map."""
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from msa_hf.data.volumes import dicom_series_slices
+
+    write_dicom_series(tmp_path / "series", np.zeros(SHAPE, np.float32), series_number=2)
+    found, _ = dicom_series_slices(tmp_path / "series")
+    sources = [pydicom.dcmread(path) for path, _ in found]
+    organ, tumour = np.zeros((len(found), *SHAPE[1:]), bool), np.zeros((len(found), *SHAPE[1:]), bool)
+    organ[2:6, 3:15, 4:20] = True
+    tumour[3:5, 6:10, 8:12] = True  # inside the organ
+    descriptions = [
+        highdicom.seg.SegmentDescription(
+            segment_number=number, segment_label=label, segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue, algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for number, label in ((1, "organ"), (2, "tumour"))
+    ]  # fmt: skip
+    highdicom.seg.Segmentation(
+        source_images=sources, pixel_array=np.stack([organ, tumour], axis=-1), segment_descriptions=descriptions,
+        segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY, series_instance_uid=highdicom.UID(),
+        series_number=100, sop_instance_uid=highdicom.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="1", device_serial_number="1",
+    ).save_as(tmp_path / "seg.dcm")  # fmt: skip
+    with pytest.raises(VolumeReadError, match=r"segments \['organ', 'tumour'\] overlap"):
+        load_seg_labels(tmp_path / "seg.dcm", tmp_path / "series")
+    read = load_seg_labels(
+        tmp_path / "seg.dcm", tmp_path / "series", {"organ": 1, "tumour": 2}, overlapping=True
+    )
+    on_instances = np.zeros(organ.shape, np.uint16)
+    on_instances[organ] |= 1
+    on_instances[tumour] |= 2
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+
+    assert np.array_equal(labels_on_series_grid(tmp_path / "series", read.array, read.affine), on_instances)
