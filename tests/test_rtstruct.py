@@ -194,28 +194,38 @@ def _with_body(rtstruct, body_rtstruct) -> None:
     target.save_as(rtstruct)
 
 
-def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_path):
-    """A case labelled by an RT structure set holding the liver and the body outline around it: without a
-    label table the overlapping ROIs skip the case, named; a table naming the liver reads it alone, on the
-    series' grid."""
-    from msa_hf.data import axial_slices, load_prepared, prepare_dataset, volume_from_axial_slices
+def _liver_in_body(tmp_path, body_slices: slice):
+    """`source/images/case1` (a CT series) labelled by `source/labels/case1.dcm`, an RT structure set of the
+    liver (ROI 1) and the body outline around it (ROI 2, on `body_slices`); returns the source, the series'
+    volume and both display-frame masks."""
+    from msa_hf.data import volume_from_axial_slices
     from msa_hf.data.volumes import load_volume
     from msa_hf.inference.rtstruct import write_rtstruct
     from msa_hf.testing import write_dicom_series
 
     source = tmp_path / "source"
-    rng = np.random.default_rng(2)
-    write_dicom_series(source / "images" / "case1", rng.integers(-100, 100, (8, 24, 28)).astype(np.float32))
+    image = np.random.default_rng(2).integers(-100, 100, (8, 24, 28)).astype(np.float32)
+    write_dicom_series(source / "images" / "case1", image)
     series = load_volume(source / "images" / "case1")
     liver, body = np.zeros((8, 24, 28), np.uint8), np.zeros((8, 24, 28), np.uint8)
     liver[2:6, 5:12, 6:15] = 1
-    body[:, 2:22, 3:26] = 1
+    body[body_slices, 2:22, 3:26] = 1
     (source / "labels").mkdir(parents=True)
     write_rtstruct(source / "images" / "case1", volume_from_axial_slices(liver), series.affine,
                    source / "labels" / "case1.dcm", {1: "Liver"})  # fmt: skip
     write_rtstruct(source / "images" / "case1", volume_from_axial_slices(body), series.affine,
                    tmp_path / "body.dcm", {1: "BODY"})  # fmt: skip
     _with_body(source / "labels" / "case1.dcm", tmp_path / "body.dcm")
+    return source, series, liver, body
+
+
+def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_path):
+    """A case labelled by an RT structure set holding the liver and the body outline around it: without a
+    label table the overlapping ROIs skip the case, named; a table naming the liver reads it alone, on the
+    series' grid."""
+    from msa_hf.data import axial_slices, load_prepared, prepare_dataset
+
+    source, series, liver, body = _liver_in_body(tmp_path, slice(None))
     with pytest.raises(ValueError, match="no usable case") as refused:
         prepare_dataset(source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
     assert "ROIs 'Liver' and 'BODY' overlap" in str(refused.value) and "label table" in str(refused.value)
@@ -317,29 +327,11 @@ def test_overlapping_structures_are_read_as_regions(tmp_path):
         load_prepared,
         prepare_dataset,
         read_regions,
-        volume_from_axial_slices,
     )
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
     from msa_hf.data.tasks import structure_mask
-    from msa_hf.data.volumes import load_volume
-    from msa_hf.inference.rtstruct import write_rtstruct
-    from msa_hf.testing import write_dicom_series
 
-    source = tmp_path / "source"
-    write_dicom_series(
-        source / "images" / "case1",
-        np.random.default_rng(4).integers(-100, 100, (8, 24, 28)).astype(np.float32),
-    )
-    series = load_volume(source / "images" / "case1")
-    liver, body = np.zeros((8, 24, 28), np.uint8), np.zeros((8, 24, 28), np.uint8)
-    liver[2:6, 5:12, 6:15] = 1
-    body[1:7, 2:22, 3:26] = 1
-    (source / "labels").mkdir(parents=True)
-    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(liver), series.affine,
-                   source / "labels" / "case1.dcm", {1: "Liver"})  # fmt: skip
-    write_rtstruct(source / "images" / "case1", volume_from_axial_slices(body), series.affine,
-                   tmp_path / "body.dcm", {1: "BODY"})  # fmt: skip
-    _with_body(source / "labels" / "case1.dcm", tmp_path / "body.dcm")
+    source, series, liver, body = _liver_in_body(tmp_path, slice(1, 7))
     read = load_rtstruct_labels(
         source / "labels" / "case1.dcm",
         source / "images" / "case1",
