@@ -364,3 +364,5 @@ def test_overlapping_structures_are_read_as_regions(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), np.eye(4)), nifti / "labelsTr" / "case.nii.gz")
     with pytest.raises(ValueError, match="these labels are label maps"):
         prepare_dataset(nifti, tmp_path / "out3", kind="volumes", split=(1.0, 0.0, 0.0), overlapping=True)
+    with pytest.raises(ValueError, match="these are pictures with masks"):
+        prepare_dataset(nifti, tmp_path / "out4", kind="images", overlapping=True)

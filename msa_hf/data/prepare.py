@@ -263,8 +263,8 @@ def _volume_cases(
 
 
 def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
-    """The stack of a DICOM case (a folder, or an enhanced file) to read: `options.series`, else the series its DICOM-SEG label map was
-    drawn on (None: the folder's only one)."""
+    """The stack of a DICOM case (a folder, or an enhanced file) to read: `options.series`, else the series
+    its DICOM-SEG or RT structure set was drawn on (None: the folder's only one)."""
     if options.series is not None or case.label is None or not is_dicom_stack_source(case.image):
         return options.series
     return seg_series(case.label, case.image) if is_dicom_label_file(case.label) else None
@@ -490,6 +490,11 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             regions = _overlap_regions(source, seg_files, table, options)
             known_values = {code for codes in regions.values() for code in codes}
     else:
+        if options.overlapping:
+            raise ValueError(
+                f"{source}: --overlapping reads the DICOM-SEG and RT structure set labels of volumes; these are "
+                "pictures with masks. Leave it out."
+            )
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
     splits = split_cases(list(groups), options.split, options.seed)
     split_of = {case_id: split for split, ids in splits.items() for case_id in ids}
