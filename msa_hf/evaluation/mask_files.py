@@ -80,12 +80,12 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
         raise ValueError(f"predictions {source}: no such file or folder.")
     if not found:
         raise ValueError(
-            f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp, DICOM-SEG)."
+            f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp, DICOM-SEG, RT structure sets)."
         )
     for file in found:
         if not _is_mask_file(file):
             raise ValueError(
-                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz), DICOM-SEG or lossless "
+                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz), DICOM-SEG, RT structure sets or lossless "
                 "images (.png, .tif, .bmp)."
             )
     return found
@@ -177,7 +177,7 @@ def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
                 what = "no such file" if not path.is_file() else "not a mask file"
                 raise ValueError(
                     f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are NIfTI (.nii, "
-                    ".nii.gz), DICOM-SEG or lossless images (.png, .tif, .bmp)."
+                    ".nii.gz), DICOM-SEG, RT structure sets or lossless images (.png, .tif, .bmp)."
                 )
         case_id = str(row.get("case_id") or "").strip() or file_stem(paths["prediction"])
         if case_id in seen:
@@ -233,7 +233,7 @@ class SegmentValues:
         if unknown:
             where = "the label table" if table else "no label table (none beside the labels)"
             raise ValueError(
-                f"DICOM-SEG segments {unknown} have no label value in {where}; they are scored against label "
+                f"DICOM-SEG or RT structure set segments {unknown} have no label value in {where}; they are scored against label "
                 'values through a label table that names them (--label-table labels.json, {"1": "liver"}).'
             )
         self.names = dict(table)
@@ -248,8 +248,8 @@ class SegmentValues:
         stacks = self.stacks.get(uid or "", [])
         if not stacks:
             raise ValueError(
-                f"DICOM-SEG {seg}: drawn on series {uid}, which is not among the series under --images "
-                f"{self.images}; give the folder that holds the series each DICOM-SEG was drawn on."
+                f"{seg}: drawn on series {uid}, which is not among the series under --images "
+                f"{self.images}; give the folder that holds the series each DICOM-SEG or RT structure set was drawn on."
             )
         stack = drawn_on(seg, stacks, f"--images {self.images}")  # a series of several volumes: its own
         files = stack.files
@@ -290,7 +290,7 @@ def read_mask_pair(
 
     if volume_file(pair.prediction) != volume_file(pair.label):
         raise ValueError(
-            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG), the "
+            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG, RT structure set), the "
             "other a 2-D mask; score volumes against volumes and images against images."
         )
     if not volume_file(pair.label):
@@ -307,7 +307,7 @@ def read_mask_pair(
             return load_volume(path, is_label=True)
         if segments is None:
             raise ValueError(
-                f"{path}: a DICOM-SEG is read onto the DICOM series it was drawn on; give the folder holding "
+                f"{path}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder holding "
                 "that series with --images (images= in Python)."
             )
         return segments.read(path)
@@ -389,12 +389,12 @@ def score_mask_files(
     if seg_files:
         if images is None:
             raise ValueError(
-                f"{seg_files[0]}: a DICOM-SEG is read onto the DICOM series it was drawn on; give the folder "
+                f"{seg_files[0]}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder "
                 "holding the series with --images (images= in Python)."
             )
         if regions:
             raise ValueError(
-                f"{seg_files[0]}: DICOM-SEG masks with a region-based label table; a segment is one structure, "
+                f"{seg_files[0]}: DICOM-SEG or RT structure set masks with a region-based label table; a segment is one structure, "
                 "so give a table of one value per segment label (--label-table)."
             )
         segments = SegmentValues(images, seg_files, table, only_seg=len(seg_files) == 2 * len(pairs))
