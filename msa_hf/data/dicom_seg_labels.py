@@ -131,7 +131,7 @@ def seg_series(seg_path: str | Path, folder: str | Path) -> str | None:
     if not candidates:
         raise VolumeReadError(
             f"{seg_path}: a segmentation of series {uid}, which is not among the series in {folder}. Pair each "
-            "DICOM-SEG with the series it was drawn on."
+            "DICOM-SEG or RT structure set with the series it was drawn on."
         )
     if len(candidates) == 1:
         return uid

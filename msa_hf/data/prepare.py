@@ -477,8 +477,9 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
         ]
         if seg_files and regions:
             raise ValueError(
-                f"{source}: DICOM-SEG labels with a region-based label table; a segment is one structure, so "
-                "give a table of one value per segment label, or export the labels as NIfTI."
+                f"{source}: DICOM-SEG or RT structure set labels with a region-based label table; a segment or ROI "
+                "is one structure, so give a table of one value per name (--overlapping reads overlapping ones as "
+                "regions), or export the labels as NIfTI."
             )
         if seg_files:  # segments are numbered per file: label values come from their labels
             seg_values, note = segment_label_values(seg_files, table)
