@@ -366,3 +366,34 @@ def test_overlapping_structures_are_read_as_regions(tmp_path):
         prepare_dataset(nifti, tmp_path / "out3", kind="volumes", split=(1.0, 0.0, 0.0), overlapping=True)
     with pytest.raises(ValueError, match="these are pictures with masks"):
         prepare_dataset(nifti, tmp_path / "out4", kind="images", overlapping=True)
+
+
+def test_contours_without_image_references_land_by_position(tmp_path):
+    """A structure set whose contours name no image (older planning systems write none) is placed by each
+    contour's position along the slice normal: the same mask; a contour between two slices is refused."""
+    from msa_hf.data import volume_from_axial_slices
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import VolumeReadError, load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(tmp_path / "series", np.zeros((6, 16, 20), np.float32))
+    series = load_volume(tmp_path / "series")
+    drawn = np.zeros((6, 16, 20), np.uint8)
+    drawn[1:5, 3:12, 4:15] = 1
+    drawn[2, 6:8, 7:9] = 0  # a hole
+    canonical = volume_from_axial_slices(drawn)
+    write_rtstruct(tmp_path / "series", canonical, series.affine, tmp_path / "rs.dcm", {1: "block"})
+    written = pydicom.dcmread(tmp_path / "rs.dcm")
+    for contour in written.ROIContourSequence[0].ContourSequence:
+        del contour.ContourImageSequence
+    written.save_as(tmp_path / "unreferenced.dcm")
+    read = load_rtstruct_labels(tmp_path / "unreferenced.dcm", tmp_path / "series")
+    assert np.array_equal(read.array, canonical)
+    contour = written.ROIContourSequence[0].ContourSequence[0]
+    points = np.array(contour.ContourData, float).reshape(-1, 3)
+    points[:, 2] += 1.0  # half of the 2 mm between slices
+    contour.ContourData = [f"{v:.4f}" for v in points.ravel()]
+    written.save_as(tmp_path / "between.dcm")
+    with pytest.raises(VolumeReadError, match="lies on no slice"):
+        load_rtstruct_labels(tmp_path / "between.dcm", tmp_path / "series")
