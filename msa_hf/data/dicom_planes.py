@@ -4,7 +4,7 @@ is, in position order.
 
 What an object drawn on a series refers to and places itself by: a DICOM-SEG's frames, an RT Structure Set's
 contours. A series of single-frame files gives one plane per instance (`volumes.dicom_series_slices`), an
-enhanced multi-frame file one per frame of the chosen stack (`dicom_stacks.enhanced_grid`); either way plane
+enhanced multi-frame file one per frame of the chosen stack (`dicom_stacks.read_stack`); either way plane
 `k` is voxel slice `k` of the volume `load_volume` reads, whose grid `labels_on_grid` maps label volumes onto.
 """
 
@@ -72,14 +72,14 @@ def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
     stack `series` chooses where there are several, `dicom_stacks.choose_stack`).
 
     Raises:
-        VolumeReadError: as `dicom_series_slices` and `enhanced_grid`.
+        VolumeReadError: as `dicom_stacks.read_stack`.
     """
-    from msa_hf.data.dicom_stacks import enhanced_grid
-    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.data.dicom_stacks import read_stack
 
-    enhanced = enhanced_grid(path, series)
-    if enhanced is None:
-        found, affine = dicom_series_slices(path, series)
+    images = read_stack(path, series)
+    if images.enhanced is not None:
+        planes = enhanced_planes(images.enhanced)
+    else:
         planes = [
             ImagePlane(
                 np.array(dataset.ImagePositionPatient, np.float64),
@@ -89,11 +89,9 @@ def stack_planes(path: str | Path, series: str | None = None) -> StackPlanes:
                 str(dataset.SOPClassUID),
                 str(dataset.SOPInstanceUID),
             )
-            for _, dataset in found
+            for _, dataset in images.slices
         ]
-        first = found[0][1]
-        return StackPlanes(planes, first, affine, (int(first.Columns), int(first.Rows), len(planes)))
-    return StackPlanes(enhanced_planes(enhanced), enhanced.dataset, enhanced.affine, enhanced.shape)
+    return StackPlanes(planes, images.header, images.affine, images.shape)
 
 
 def enhanced_planes(enhanced: Any) -> list[ImagePlane]:

@@ -28,7 +28,6 @@ from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
     canonical_volume,
-    dicom_series_slices,
     import_highdicom,
     is_dicom_stack_source,
     is_nifti,
@@ -292,21 +291,19 @@ def load_seg_labels(
         VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
             overlapping segments, or no highdicom.
     """
-
-    from msa_hf.data.dicom_stacks import enhanced_grid
+    from msa_hf.data.dicom_stacks import read_stack
 
     highdicom = import_highdicom("reading a DICOM-SEG label map")
     seg_path, series_folder = Path(seg_path), Path(series_folder)
     if not is_dicom_seg_file(seg_path):
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
-    enhanced = enhanced_grid(series_folder, series)
-    if enhanced is not None:  # one file: its (chosen stack's) frames, in position order
-        header, order, affine = enhanced.dataset, enhanced.order, enhanced.affine
-        series_uid = str(header.SeriesInstanceUID)
-    else:
-        found, affine = dicom_series_slices(series_folder, series)
-        series_uid = str(found[0][1].SeriesInstanceUID)
+    images = read_stack(series_folder, series)
+    enhanced, affine = (
+        images.enhanced,
+        images.affine,
+    )  # an enhanced file: its chosen frames, in position order
+    series_uid = str(images.header.SeriesInstanceUID)
     referenced = {str(item.SeriesInstanceUID) for item in segmentation.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:
         raise VolumeReadError(
@@ -327,14 +324,14 @@ def load_seg_labels(
     try:
         if enhanced is not None:
             frames = segmentation.get_pixels_by_source_frame(
-                source_sop_instance_uid=str(header.SOPInstanceUID),
-                source_frame_numbers=[frame + 1 for frame in order],
+                source_sop_instance_uid=str(enhanced.dataset.SOPInstanceUID),
+                source_frame_numbers=[frame + 1 for frame in enhanced.order],
                 segment_numbers=sorted(names),
                 **placement,
             )  # (frames in position order, rows, columns, segments)
         else:
             frames = segmentation.get_pixels_by_source_instance(
-                source_sop_instance_uids=[str(dataset.SOPInstanceUID) for _, dataset in found],
+                source_sop_instance_uids=[str(dataset.SOPInstanceUID) for _, dataset in images.slices],
                 segment_numbers=sorted(names),
                 **placement,
             )  # (instances, rows, columns, segments)

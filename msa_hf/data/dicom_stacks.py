@@ -379,7 +379,7 @@ def choose_stack(folder: str | Path, series: str | None = None) -> DicomStack:
 
 @dataclass(frozen=True)
 class EnhancedGrid:
-    """The chosen stack of an enhanced multi-frame file as its frames lie (`enhanced_grid`): the `file`, its
+    """The chosen stack of an enhanced multi-frame file as its frames lie (`read_stack`): the `file`, its
     `dataset` (the header, or with pixels), the stack's `frames` (`DicomStack.frame_indices`; None: every
     frame), those frames in position `order` and the RAS `affine` of their grid (`volumes.enhanced_frame_grid`)."""
 
@@ -395,21 +395,48 @@ class EnhancedGrid:
         return int(self.dataset.Columns), int(self.dataset.Rows), len(self.order)
 
 
-def enhanced_grid(path: str | Path, series: str | None = None, pixels: bool = False) -> EnhancedGrid | None:
-    """The enhanced multi-frame file that `path` is, or holds as the stack `series` chooses, with its frames'
-    grid (`pixels`: read the pixel data too, as a DICOM-SEG's source needs); None for a series of single-frame
-    files."""
+@dataclass(frozen=True)
+class StackImages:
+    """The chosen stack of a DICOM folder or enhanced multi-frame file, read once (`read_stack`): its
+    `stack`, the RAS `affine` of its voxel grid (i = column, j = row, k = position order) and that grid's
+    `shape` `(columns, rows, slices)`, and either a series' `slices` (`[(file, dataset)]` in position order)
+    or an enhanced file's `enhanced` grid."""
+
+    stack: DicomStack
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    slices: list[tuple[Path, Any]] | None = None
+    enhanced: EnhancedGrid | None = None
+
+    @property
+    def header(self) -> Any:
+        """A dataset of the stack, to copy its series, study and patient from."""
+        return self.enhanced.dataset if self.enhanced is not None else self.slices[0][1]
+
+
+def read_stack(path: str | Path, series: str | None = None, pixels: bool = False) -> StackImages:
+    """The stack of the DICOM folder `path`, or of the enhanced multi-frame file `path` is, that `series`
+    chooses (`choose_stack`, asked once), read as its images lie: a series' slice files in position order
+    (`volumes.stack_slices`), or an enhanced file's header (`pixels`: with its pixel data, as a DICOM-SEG's
+    source needs) with its chosen frames in position order (`volumes.enhanced_frame_grid`).
+
+    Raises:
+        VolumeReadError: as `choose_stack`, `stack_slices` and `enhanced_frame_grid`.
+    """
     import pydicom
 
-    from msa_hf.data.volumes import enhanced_frame_grid
+    from msa_hf.data.volumes import enhanced_frame_grid, stack_slices
 
     stack = choose_stack(path, series)
     if not stack.multi_frame:
-        return None
+        found, affine = stack_slices(stack, path)
+        first = found[0][1]
+        return StackImages(stack, affine, (int(first.Columns), int(first.Rows), len(found)), slices=found)
     file = stack.files[0]
     dataset = pydicom.dcmread(file, stop_before_pixels=not pixels)
     order, affine = enhanced_frame_grid(dataset, file, stack.frame_indices)
-    return EnhancedGrid(file, dataset, stack.frame_indices, order, affine)
+    grid = EnhancedGrid(file, dataset, stack.frame_indices, order, affine)
+    return StackImages(stack, affine, grid.shape, enhanced=grid)
 
 
 def _series_stacks(name: str, series_uid: str, number: str, headers: list[_Header]) -> list[DicomStack]:

@@ -188,10 +188,10 @@ def dicom_series_slices(
     """
     from msa_hf.data.dicom_stacks import choose_stack
 
-    return _stack_slices(choose_stack(folder, series), folder)
+    return stack_slices(choose_stack(folder, series), folder)
 
 
-def _stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]], np.ndarray]:
+def stack_slices(stack: Any, folder: str | Path) -> tuple[list[tuple[Path, Any]], np.ndarray]:
     """`dicom_series_slices` of a chosen `DicomStack` of single-frame files."""
     import pydicom
 
@@ -324,7 +324,7 @@ def load_dicom_series(folder: str | Path, series: str | None = None) -> Volume:
     stack = choose_stack(folder, series)
     if stack.multi_frame:
         return load_enhanced_dicom(stack.files[0], stack.frame_indices)
-    found, affine_ras = _stack_slices(stack, folder)
+    found, affine_ras = stack_slices(stack, folder)
     slices = []
     for file, dataset in found:
         try:

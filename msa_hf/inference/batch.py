@@ -368,20 +368,17 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.dicom_stacks import enhanced_grid
-    from msa_hf.data.volumes import dicom_series_slices, is_dicom_stack_source, is_nifti
+    from msa_hf.data.dicom_stacks import read_stack
+    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
 
-    enhanced = enhanced_grid(path, series) if is_dicom_stack_source(path) else None
-    if enhanced is not None:  # its (chosen stack's) frames' grid, as a DICOM-SEG of it places them
-        affine, shape = enhanced.affine, enhanced.shape
+    if is_dicom_stack_source(path):  # the chosen stack's grid, as a DICOM label object of it places it
+        images = read_stack(path, series)
+        affine, shape = images.affine, images.shape
     elif is_nifti(path):
         import nibabel as nib
 
         image = nib.load(str(path))
         affine, shape = image.affine, image.shape[:3]
-    elif path.is_dir():
-        found, affine = dicom_series_slices(path, series)
-        shape = (int(found[0][1].Columns), int(found[0][1].Rows), len(found))  # i = column, j = row, k
     else:
         with Image.open(path) as image:
             return (image.height, image.width)

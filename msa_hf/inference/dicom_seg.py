@@ -3,7 +3,7 @@
 
 Hospitals' viewers and PACS read segmentations as DICOM-SEG objects that reference the source series'
 instances. The label volume is mapped back onto the series' own grid (each instance's rows and columns, in
-the slice order `dicom_series_slices` gives) and written with `highdicom` (the `dicom` extra:
+the slice order `dicom_stacks.read_stack` gives) and written with `highdicom` (the `dicom` extra:
 `pip install "msa_hf[dicom]"`) as a binary segmentation, one segment per label value present, numbered from 1
 in value order and labelled with the given names.
 """
@@ -28,26 +28,16 @@ def _highdicom():
 
 
 def labels_on_series_grid(
-    folder: Path,
-    canonical: np.ndarray,
-    canonical_affine: np.ndarray,
-    slices: Any = None,
-    series: str | None = None,
+    folder: Path, canonical: np.ndarray, canonical_affine: np.ndarray, series: str | None = None
 ) -> np.ndarray:
-    """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(instances, rows, columns)`,
-    instance k being the k-th slice of `dicom_series_slices(folder, series)` (pass its result as `slices` when
-    it is already read: the series is then not read again)."""
+    """A RAS+ label volume `(X, Y, Z)` (as `load_volume` gives the series) as `(slices, rows, columns)` on the
+    chosen stack of `folder` (`dicom_stacks.read_stack`): slice k is its k-th instance in position order, or
+    an enhanced file's k-th chosen frame."""
     from msa_hf.data.dicom_planes import labels_on_grid
-    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.data.dicom_stacks import read_stack
 
-    found, affine = slices if slices is not None else dicom_series_slices(folder, series)
-    return labels_on_grid(
-        canonical,
-        canonical_affine,
-        affine,
-        (int(found[0][1].Columns), int(found[0][1].Rows), len(found)),
-        folder,
-    )
+    images = read_stack(folder, series)
+    return labels_on_grid(canonical, canonical_affine, images.affine, images.shape, folder)
 
 
 @dataclass(frozen=True)
@@ -72,18 +62,14 @@ def _seg_source(
     the same positions (an echo, a phase), that volume's frames in position order, placed by their positions
     and referencing that volume's frames alone."""
     from msa_hf.data.dicom_planes import labels_on_grid
-    from msa_hf.data.dicom_stacks import enhanced_grid
-    from msa_hf.data.volumes import dicom_series_slices
+    from msa_hf.data.dicom_stacks import read_stack
 
-    enhanced = enhanced_grid(folder, series, pixels=True)  # `folder` may be an enhanced file itself
+    images = read_stack(folder, series, pixels=True)  # `folder` may be an enhanced file itself
+    in_position_order = labels_on_grid(canonical, canonical_affine, images.affine, images.shape, folder)
+    enhanced = images.enhanced
     if enhanced is None:
-        slices = dicom_series_slices(folder, series)  # read once: the grid for the labels, the sources
-        return _SegSource(
-            [dataset for _, dataset in slices[0]],
-            labels_on_series_grid(folder, canonical, canonical_affine, slices),
-        )
+        return _SegSource([dataset for _, dataset in images.slices], in_position_order)
     dataset, order = enhanced.dataset, enhanced.order
-    in_position_order = labels_on_grid(canonical, canonical_affine, enhanced.affine, enhanced.shape, folder)
     if enhanced.frames is not None:
         # the file holds other volumes at the same positions: highdicom cannot match frames to frames by
         # position there, so the frames are placed explicitly and keep only their own volume's references

@@ -96,25 +96,23 @@ class VoxelToDisplay:
         of the image whose InstanceNumber is `k`; for an enhanced multi-frame file (which `folder` may also
         name itself), of its frame number `k` (from 1, as a viewer counts them). Raises `ValueError` where the
         series' images do not have one InstanceNumber each."""
-        from msa_hf.data.dicom_stacks import enhanced_grid
-        from msa_hf.data.volumes import dicom_series_slices
+        from msa_hf.data.dicom_stacks import read_stack
 
-        enhanced = enhanced_grid(folder, series)  # `folder` may be an enhanced file itself
-        if enhanced is not None:
-            numbers = tuple(frame + 1 for frame in enhanced.order)
+        images = read_stack(folder, series)  # `folder` may be an enhanced file itself
+        if images.enhanced is not None:
+            numbers = tuple(frame + 1 for frame in images.enhanced.order)
             return cls.of_affine(
-                enhanced.affine, enhanced.shape, str(enhanced.file), numbers, "frame number", plane
+                images.affine, images.shape, str(images.enhanced.file), numbers, "frame number", plane
             )
-        found, affine = dicom_series_slices(folder, series)
-        numbers = [dataset.get("InstanceNumber") for _, dataset in found]
+        numbers = [dataset.get("InstanceNumber") for _, dataset in images.slices]
         if any(number is None for number in numbers) or len({int(n) for n in numbers}) != len(numbers):
             raise ValueError(
                 f"{folder}: its images do not each carry an InstanceNumber of their own, so a slice cannot be "
                 "named by it; give the prompts in the display frame (--prompt-frame display)."
             )
-        first = found[0][1]
-        shape = (int(first.Columns), int(first.Rows), len(found))
-        return cls.of_affine(affine, shape, str(folder), tuple(int(n) for n in numbers), plane=plane)
+        return cls.of_affine(
+            images.affine, images.shape, str(folder), tuple(int(n) for n in numbers), plane=plane
+        )
 
     def _canonical(self, i: float, j: float, k: float) -> list[float]:
         """`(i, j, k)` as RAS+ indices `(x, y, z)`."""
