@@ -68,7 +68,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument(
         "predictions",
-        help="a folder of masks (NIfTI, DICOM-SEG, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') or one mask "
+        help="a folder of masks (NIfTI, DICOM-SEG, RT structure sets, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') "
+        "or one mask "
         "file; or a manifest of pairs whose names do not tell: a CSV with the columns prediction and label "
         "(and case_id), or a JSON list of such objects, paths from its folder (then no LABELS)",
     )
@@ -139,7 +140,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "Many inputs: the same for every DICOM folder or enhanced file (a manifest's series column chooses per input)",
     )  # fmt: skip
     predict.add_argument(
-        "--name", default=None, help="the structure's name (the segment label of a DICOM-SEG output)"
+        "--name",
+        default=None,
+        help="the structure's name (the segment label of a DICOM-SEG output, the ROI name of an RT structure set)",
     )
     predict.add_argument(
         "--text", default=None, help='describe the target, e.g. "left kidney" (text-trained models)'
@@ -435,9 +438,9 @@ def _predict(args: argparse.Namespace) -> int:
         if "scores" in mask:
             print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")
     from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES
-    from msa_hf.inference.predictor import is_dicom_seg
+    from msa_hf.inference.predictor import is_dicom_output
 
-    as_dicom = f" ({DICOM_OUTPUT_NAMES[args.dicom_output or 'seg']})" if is_dicom_seg(args.output) else ""
+    as_dicom = f" ({DICOM_OUTPUT_NAMES[args.dicom_output or 'seg']})" if is_dicom_output(args.output) else ""
     print(f"written: {summary['output']}{as_dicom}")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")

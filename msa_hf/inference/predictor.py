@@ -451,7 +451,7 @@ def predict_file(
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
     canonical = sliced.to_volume(labels)
-    if is_dicom_seg(output_path):
+    if is_dicom_output(output_path):
         from msa_hf.inference.dicom_outputs import write_dicom_output
 
         names = {}
@@ -540,8 +540,9 @@ def _mask_entry(prediction: MaskPrediction, label: int, multimask: bool, **extra
     return entry
 
 
-def is_dicom_seg(output_path: str | Path) -> bool:
-    """Whether a volume's mask is to be written as DICOM-SEG (a `.dcm` path) rather than NIfTI."""
+def is_dicom_output(output_path: str | Path) -> bool:
+    """Whether a volume's mask is to be written as a DICOM object (a `.dcm` path: a DICOM-SEG, or an RT
+    structure set, as `dicom_output` says) rather than NIfTI."""
     return str(output_path).lower().endswith(".dcm")
 
 
@@ -579,8 +580,8 @@ def check_prediction_request(
 ) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
     or a DICOM series folder). `dicom_output` (`dicom_outputs.DICOM_OUTPUTS`; None: seg) is the DICOM object a
-    `.dcm` output is written as, refused for any other output. Raises `ValueError`, before anything is loaded or computed, for any other input,
-    for an output format that cannot hold its mask or probabilities, for a probability file that is the input
+    `.dcm` output is written as, refused for any other output. Raises `ValueError`, before anything is loaded
+    or computed, for any other input, for an output format that cannot hold its mask or probabilities, for a probability file that is the input
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
     headers, `msa_hf.data.dicom_stacks`)."""
@@ -595,7 +596,7 @@ def check_prediction_request(
     # the stack a DICOM folder or enhanced file is read as, from its headers: read once, when first needed
     stack = functools.cache(lambda: choose_stack(input_path, series))
     name = output_path.name.lower()
-    if dicom_output not in (None, "seg") and not is_dicom_seg(output_path):
+    if dicom_output not in (None, "seg") and not is_dicom_output(output_path):
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
 
         raise ValueError(
@@ -613,7 +614,7 @@ def check_prediction_request(
                 raise ValueError(
                     f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
                 )
-    elif is_dicom_seg(output_path):
+    elif is_dicom_output(output_path):
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
 
         written_as = DICOM_OUTPUT_NAMES[check_dicom_output(dicom_output or "seg")]
