@@ -5,11 +5,13 @@ is, in position order.
 What an object drawn on a series refers to and places itself by: a DICOM-SEG's frames, an RT Structure Set's
 contours. A series of single-frame files gives one plane per instance (`volumes.dicom_series_slices`), an
 enhanced multi-frame file one per frame of the chosen stack (`dicom_stacks.read_stack`); either way plane
-`k` is voxel slice `k` of the volume `load_volume` reads, whose grid `labels_on_grid` maps label volumes onto.
+`k` is voxel slice `k` of the volume `load_volume` reads, whose grid `labels_on_grid` maps label volumes onto
+(`structures_on_grid`: each structure's own mask, where structures overlap).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,32 @@ def labels_on_grid(
             f"the label volume {canonical.shape} does not lie on the grid of the series in {source}."
         )
     return np.ascontiguousarray(grid.transpose(2, 1, 0))
+
+
+# What a DICOM object drawn on a series is written from: a RAS+ label volume `(X, Y, Z)` (one structure per
+# label value), or `{label value: RAS+ mask (X, Y, Z)}`, whose masks may overlap (a tumour inside its organ)
+Structures = np.ndarray | Mapping[int, np.ndarray]
+
+
+def structures_on_grid(
+    structures: Structures,
+    canonical_affine: np.ndarray,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    source: Any,
+) -> dict[int, np.ndarray]:
+    """Each structure of `structures` (a label volume, or each structure's own mask) on a DICOM grid, as
+    `labels_on_grid` maps it: `{label value: (planes, rows, columns) bool}` in value order, empty structures
+    left out.
+
+    Raises:
+        ValueError: a volume off that grid (naming `source`).
+    """
+    if isinstance(structures, Mapping):
+        masks = {
+            int(value): labels_on_grid(np.asarray(mask, bool), canonical_affine, affine, shape, source)
+            for value, mask in sorted(structures.items())
+        }
+        return {value: mask for value, mask in masks.items() if mask.any()}
+    labels = labels_on_grid(structures, canonical_affine, affine, shape, source)
+    return {int(value): labels == value for value in np.unique(labels) if value != 0}

@@ -10,7 +10,8 @@ instance's slice of the series, so the label volume has the series' own RAS+ gri
 Segment numbers are a file's own: two files may number "liver" and "spleen" differently. A dataset's label
 values therefore come from the segments' labels (`segment_label_values`): a label table in the source folder
 gives each name its value, else the numbers the files agree on, else one value per name in alphabetical order.
-Overlapping segments cannot be one label map and are refused by name.
+Overlapping segments cannot be one label map: read as one they are refused by name, and read as structures
+(`load_dicom_structures`, `overlap_code`) each keeps its own mask.
 
 The rules of pairing a DICOM label object with its series (`referenced_series`, `seg_series`, `drawn_on`) and
 of its names' values hold for RT Structure Sets too, whose ROIs are read by `rtstruct_labels`
@@ -38,6 +39,11 @@ from msa_hf.data.volumes import (
 # structure v sets bit v - 1 of a pixel's code, so a pixel inside two structures holds both, and structure v is
 # the region of the codes that have its bit (`overlap_regions`)
 MAX_OVERLAPPING_STRUCTURES = 16  # the bits of a uint16 label map
+
+
+class OverlappingStructuresError(VolumeReadError):
+    """A DICOM label object read as one label map whose structures overlap (the message names them); read
+    with `overlapping` (`load_dicom_structures` does where it must)."""
 
 
 def overlap_code(value: int) -> int:
@@ -247,13 +253,32 @@ def load_label_volume(
     label_path, image_path = Path(label_path), Path(image_path)
     if is_nifti(label_path):
         return load_volume(label_path, is_label=True)
+    _check_drawn_on_dicom(label_path, image_path)
+    return load_dicom_labels(label_path, image_path, seg_values, series, overlapping)
+
+
+def load_label_structures(
+    label_path: str | Path,
+    image_path: str | Path,
+    seg_values: dict[str, int] | None = None,
+    series: str | None = None,
+) -> tuple[Volume, dict[int, tuple[int, ...]] | None]:
+    """`load_label_volume` for a reader that takes structures however they lie: a NIfTI label map, or a DICOM
+    label object read by `load_dicom_structures` (overlapping structures as bits, with each one's codes)."""
+    label_path, image_path = Path(label_path), Path(image_path)
+    if is_nifti(label_path):
+        return load_volume(label_path, is_label=True), None
+    _check_drawn_on_dicom(label_path, image_path)
+    return load_dicom_structures(label_path, image_path, seg_values, series)
+
+
+def _check_drawn_on_dicom(label_path: Path, image_path: Path) -> None:
     if not is_dicom_stack_source(image_path):
         raise VolumeReadError(
             f"{label_path}: a DICOM label map (DICOM-SEG, RT structure set) is read onto the DICOM series it was "
             f"drawn on; the image {image_path} is not a DICOM series folder. Pair it with the series, or export "
             "the labels as NIfTI."
         )
-    return load_dicom_labels(label_path, image_path, seg_values, series, overlapping)
 
 
 def load_dicom_labels(
@@ -271,6 +296,33 @@ def load_dicom_labels(
     if _dicom_modality(path) == RTSTRUCT:
         return load_rtstruct_labels(path, series_folder, values, series, overlapping)
     return load_seg_labels(path, series_folder, values, series, overlapping)
+
+
+def load_dicom_structures(
+    path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None = None,
+    series: str | None = None,
+) -> tuple[Volume, dict[int, tuple[int, ...]] | None]:
+    """The structures a DICOM-SEG or RT Structure Set draws on the DICOM series in `series_folder`, however
+    they lie: a label map and None where no two overlap (`load_dicom_labels`); where some do (a tumour inside
+    its organ, as `msa-hf predict` writes prompts whose masks overlap), the bits of each pixel's code and each
+    drawn structure's region of codes (`overlap_regions`), which `tasks.structure_mask` reads. A structure the
+    regions leave out is not drawn.
+
+    Raises:
+        VolumeReadError: as `load_dicom_labels`; overlapping structures valued beyond
+            `MAX_OVERLAPPING_STRUCTURES` (`overlap_code`'s `ValueError`).
+    """
+    try:
+        return load_dicom_labels(path, series_folder, values, series), None
+    except OverlappingStructuresError:
+        volume = load_dicom_labels(path, series_folder, values, series, overlapping=True)
+    codes = [int(code) for code in np.unique(volume.array) if code]
+    drawn = sorted(
+        {bit + 1 for code in codes for bit in range(MAX_OVERLAPPING_STRUCTURES) if code >> bit & 1}
+    )
+    return volume, overlap_regions(codes, drawn)
 
 
 def load_seg_labels(
@@ -351,7 +403,7 @@ def load_seg_labels(
         both = [
             names[number] for number, drawn in zip(sorted(names), frames[overlap][0], strict=True) if drawn
         ]
-        raise VolumeReadError(
+        raise OverlappingStructuresError(
             f"{seg_path}: segments {both} overlap ({int(overlap.sum())} pixels), so they cannot be one label map. "
             "Remove the overlap in your viewer, or keep one of them."
         )

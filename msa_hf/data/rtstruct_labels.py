@@ -80,7 +80,7 @@ def load_rtstruct_labels(
     import pydicom
 
     from msa_hf.data.dicom_planes import stack_planes
-    from msa_hf.data.dicom_seg_labels import overlap_code
+    from msa_hf.data.dicom_seg_labels import OverlappingStructuresError, overlap_code
     from msa_hf.processing.contours import fill_contours
 
     path, series_folder = Path(path), Path(series_folder)
@@ -139,7 +139,7 @@ def load_rtstruct_labels(
             if both.any():
                 taken = int(labels[k][both][0])
                 other = next(names[n] for n in sorted(chosen) if chosen[n] == taken and n in read)
-                raise VolumeReadError(
+                raise OverlappingStructuresError(
                     f"{path}: ROIs {other!r} and {names.get(number, number)!r} overlap ({int(both.sum())} pixels "
                     f"on slice {k}), so they cannot be one label map. Name the ROIs to read in a label table "
                     '(labels.json, {"1": "liver"}; ROIs it leaves out, such as the body outline, are not read).'

@@ -19,11 +19,14 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from msa_hf.evaluation.case_scores import NSD_TOLERANCE_MM, CaseScore, case_score, picture_case_score
+
+if TYPE_CHECKING:
+    from msa_hf.data.tasks import Regions
 
 SCORE_FILES = ("scores.csv", "scores.md")  # what `write_scores` writes into its folder
 
@@ -40,11 +43,34 @@ class MaskPair:
 @dataclass
 class MaskArrays:
     """One pair read: `(Z, H, W)` slice stacks of a volume (`spacing` its `(row, col, slice)` mm) or `(H, W)`
-    masks of a 2-D picture (`spacing` None), as integer label maps."""
+    masks of a 2-D picture (`spacing` None), as integer label maps; a DICOM object whose structures overlap
+    as the bits of each pixel's code, with each drawn structure's codes (`prediction_codes`, `label_codes`:
+    `dicom_seg_labels.load_dicom_structures`)."""
 
     prediction: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float] | None
+    prediction_codes: dict[int, tuple[int, ...]] | None = None
+    label_codes: dict[int, tuple[int, ...]] | None = None
+
+    def structures_present(self) -> set[int]:
+        """The label values (structures) either mask holds, 0 aside."""
+        present = set()
+        for array, codes in ((self.prediction, self.prediction_codes), (self.label, self.label_codes)):
+            present |= set(codes) if codes is not None else set(np.unique(array).tolist()) - {0}
+        return present
+
+    def structure_masks(self, value: int, regions: Regions | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Structure `value`'s predicted and reference masks (`tasks.structure_mask`, through `regions` of a
+        region-based label table; a bit-coded side through its own codes, empty where it draws none)."""
+        from msa_hf.data.tasks import structure_mask
+
+        def mask(array: np.ndarray, codes: dict[int, tuple[int, ...]] | None) -> np.ndarray:
+            if codes is None:
+                return structure_mask(array, value, regions)
+            return np.isin(array, codes.get(value, ()))
+
+        return mask(self.prediction, self.prediction_codes), mask(self.label, self.label_codes)
 
 
 def _is_mask_file(path: Path) -> bool:
@@ -238,11 +264,12 @@ class SegmentValues:
             )
         self.names = dict(table)
 
-    def read(self, seg: Path) -> Any:
-        """The RAS+ label volume `seg` draws on its series under `images` (`load_seg_labels`)."""
+    def read(self, seg: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
+        """The structures `seg` draws on its series under `images`: a RAS+ label volume and None, or where they
+        overlap, its codes and each structure's codes (`load_dicom_structures`)."""
         import os
 
-        from msa_hf.data.dicom_seg_labels import drawn_on, load_dicom_labels, referenced_series
+        from msa_hf.data.dicom_seg_labels import drawn_on, load_dicom_structures, referenced_series
 
         uid = referenced_series(seg)
         stacks = self.stacks.get(uid or "", [])
@@ -265,7 +292,7 @@ class SegmentValues:
                 for there in find_stacks(location)
                 if there.files == stack.files and there.frame_indices == stack.frame_indices
             ]
-        return load_dicom_labels(seg, location, self.values, series=series)
+        return load_dicom_structures(seg, location, self.values, series=series)
 
 
 def read_mask_pair(
@@ -302,9 +329,9 @@ def read_mask_pair(
             )
         return MaskArrays(prediction, label, None)
 
-    def read(path: Path) -> Any:
+    def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
         if is_nifti(path):
-            return load_volume(path, is_label=True)
+            return load_volume(path, is_label=True), None
         if segments is None:
             raise ValueError(
                 f"{path}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder holding "
@@ -312,8 +339,9 @@ def read_mask_pair(
             )
         return segments.read(path)
 
-    prediction, label = read(pair.prediction), read(pair.label)
-    label.array = remap_label_values(label.array, label_remap or {})
+    (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
+    if label_codes is None:
+        label.array = remap_label_values(label.array, label_remap or {})
     if prediction.array.shape != label.array.shape or not np.allclose(
         prediction.affine, label.affine, atol=1e-2
     ):
@@ -324,7 +352,13 @@ def read_mask_pair(
             "the image the label map was drawn on, or resample the prediction onto the label map's grid (nearest "
             "neighbour) first."
         )
-    return MaskArrays(axial_slices(prediction.array), axial_slices(label.array), label.slice_spacing)
+    return MaskArrays(
+        axial_slices(prediction.array),
+        axial_slices(label.array),
+        label.slice_spacing,
+        prediction_codes,
+        label_codes,
+    )
 
 
 def score_mask_files(
@@ -364,7 +398,7 @@ def score_mask_files(
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
-    from msa_hf.data.tasks import select_class_names, structure_mask, structures_present
+    from msa_hf.data.tasks import select_class_names, structures_present
     from msa_hf.data.volumes import voxel_ml
 
     label_remap = check_label_remap(label_remap or {})
@@ -419,14 +453,11 @@ def score_mask_files(
                 f"predictions {predictions}: volumes and 2-D masks together ({pair.prediction}); score each kind "
                 "on its own."
             )
-        present = set(np.unique(arrays.prediction).tolist()) | set(np.unique(arrays.label).tolist())
+        present = arrays.structures_present()
         scored.append((pair.case_id, {}))
-        candidates = set(wanted or table) if regions else (present - {0} if wanted is None else set(wanted))
-        for value in structures_present(present - {0}, candidates, regions):
-            prediction, label = (
-                structure_mask(arrays.prediction, value, regions),
-                structure_mask(arrays.label, value, regions),
-            )
+        candidates = set(wanted or table) if regions else (present if wanted is None else set(wanted))
+        for value in structures_present(present, candidates, regions):
+            prediction, label = arrays.structure_masks(value, regions)
             name = table.get(value, f"class_{value}")
             score = (
                 picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)

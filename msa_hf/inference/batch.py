@@ -305,12 +305,13 @@ def prompts_from_label_map(
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
     slice that shows it, in display-slice coordinates of `plane` as `msa-hf predict` cuts the volume
     (`planes.choose_plane`: the label map lies on its image's grid, so both choose alike); a volume's
-    label map may be a DICOM-SEG drawn on the DICOM series `image_path` (its stack `series`; values: the segment
-    numbers). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
+    label map may be a DICOM-SEG or RT structure set drawn on the DICOM series `image_path` (its stack `series`;
+    values: the segment or ROI numbers), whose structures may overlap (each prompted on its own mask:
+    `load_dicom_structures`). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
     structures are the regions, each prompted on the union of its values and written with the value that
     paints it into label space (`region_paint_values`). `label_remap` reads the label map's values as `prepare
     --remap-labels` does."""
-    from msa_hf.data.dicom_seg_labels import load_label_volume
+    from msa_hf.data.dicom_seg_labels import load_label_structures
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values
     from msa_hf.data.planes import choose_plane, display_slices
@@ -323,20 +324,28 @@ def prompts_from_label_map(
     if not labels_path.exists():
         raise ValueError(f"label map {labels_path}: no such file.")
     if volume:
-        label = (
-            load_volume(labels_path, is_label=True)
+        label, codes = (
+            (load_volume(labels_path, is_label=True), None)
             if image_path is None
-            else load_label_volume(labels_path, image_path, series=series)
+            else load_label_structures(labels_path, image_path, series=series)
         )
-        label_plane = choose_plane(label.spacing, plane)
-        slices = display_slices(remap_label_values(label.array, label_remap or {}), label_plane)
+        if codes is not None:  # overlapping structures: each is the region of its codes
+            if regions:
+                raise ValueError(
+                    f"label map {labels_path}: its structures overlap, and a region-based label table describes "
+                    "label values; give a table of one value per structure name."
+                )
+            regions = codes
+        array = label.array if codes is not None else remap_label_values(label.array, label_remap or {})
+        slices = display_slices(array, choose_plane(label.spacing, plane))
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
-        slices = read_mask(labels_path, remap=label_remap)[None]
+        slices, codes = read_mask(labels_path, remap=label_remap)[None], None
     prompts = []
     values = [int(v) for v in np.unique(slices) if v != 0]
     if not values:
         raise ValueError(f"label map {labels_path}: no structure in it (all zero).")
-    painted = region_paint_values(regions) if regions else {}
+    # a region-based table's regions are written by the values that paint them; overlapping structures by their own
+    painted = region_paint_values(regions) if regions and codes is None else {}
     for structure in sorted(regions) if regions else values:
         value = painted.get(structure, structure)
         for index, labelled in enumerate(slices):

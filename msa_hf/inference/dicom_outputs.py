@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.dicom_planes import Structures
+
 DICOM_OUTPUTS = ("seg", "rtstruct")
 DICOM_OUTPUT_NAMES = {"seg": "a DICOM-SEG", "rtstruct": "an RT structure set"}  # as a message says them
 
@@ -26,14 +28,15 @@ def check_dicom_output(kind: str) -> str:
 def write_dicom_output(
     kind: str,
     source: str | Path,
-    canonical: np.ndarray,
+    canonical: Structures,
     canonical_affine: np.ndarray,
     output: str | Path,
     names: dict[int, str] | None = None,
     series: str | None = None,
 ) -> dict[int, int]:
-    """Write the RAS+ label volume `canonical` `(X, Y, Z)` of the DICOM series (or enhanced file) `source` as
-    the DICOM object `kind` names, referencing that series (the stack `series` of it). Returns `{label value:
+    """Write the RAS+ label volume `canonical` `(X, Y, Z)` of the DICOM series (or enhanced file) `source`, or
+    its structures' own masks `{label value: (X, Y, Z)}` (which may overlap, each written whole), as the DICOM
+    object `kind` names, referencing that series (the stack `series` of it). Returns `{label value:
     segment or ROI number}`."""
     if check_dicom_output(kind) == "rtstruct":
         from msa_hf.inference.rtstruct import write_rtstruct

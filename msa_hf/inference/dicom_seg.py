@@ -5,7 +5,8 @@ Hospitals' viewers and PACS read segmentations as DICOM-SEG objects that referen
 instances. The label volume is mapped back onto the series' own grid (each instance's rows and columns, in
 the slice order `dicom_stacks.read_stack` gives) and written with `highdicom` (the `dicom` extra:
 `pip install "msa_hf[dicom]"`) as a binary segmentation, one segment per label value present, numbered from 1
-in value order and labelled with the given names.
+in value order and labelled with the given names. Given each structure's own mask, segments may overlap (a
+tumour inside its organ), each kept whole, as a label volume cannot keep them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.dicom_planes import Structures
 from msa_hf.output_files import atomic_file
 
 SOFTWARE = "msa_hf"
@@ -42,39 +44,62 @@ def labels_on_series_grid(
 
 @dataclass(frozen=True)
 class _SegSource:
-    """What a DICOM-SEG of one stack is built from (`_seg_source`): the `sources` it references, the labels as
-    its `frames` `(frames, rows, columns)`, the `geometry` given to highdicom where the frames do not map one to
-    one onto the source's, and the source frame numbers (from 1) the frames may reference (`referenced`; None:
-    whichever highdicom matches)."""
+    """What a DICOM-SEG of one stack is built from (`_seg_source`): the `sources` it references, the label
+    `values` of its segments (segment k + 1 is `values[k]`), its `frames` (`segment_pixels`), the `geometry`
+    given to highdicom where the frames do not map one to one onto the source's, and the source frame numbers
+    (from 1) the frames may reference (`referenced`; None: whichever highdicom matches)."""
 
     sources: list[Any]
+    values: tuple[int, ...]
     frames: np.ndarray
     geometry: dict[str, Any] = field(default_factory=dict)
     referenced: frozenset[int] | None = None
 
 
+def segment_pixels(masks: list[np.ndarray]) -> np.ndarray:
+    """highdicom's pixel array of a binary segmentation whose segment k + 1 is `masks[k]` (each `(frames, rows,
+    columns)` bool): one array of segment numbers where no two segments share a pixel (uint8, or uint16 beyond
+    255 segments), else `(frames, rows, columns, segments)` of 0 and 1, where a pixel may be in several."""
+    covered = np.zeros(masks[0].shape, np.uint16)
+    for mask in masks:
+        covered += mask
+    if covered.max() > 1:  # overlapping segments: one channel each
+        return np.stack(masks, axis=-1).astype(np.uint8)
+    numbers = np.zeros(masks[0].shape, np.uint8 if len(masks) < 256 else np.uint16)
+    for number, mask in enumerate(masks, start=1):
+        numbers[mask] = number
+    return numbers
+
+
 def _seg_source(
-    folder: Path, series: str | None, canonical: np.ndarray, canonical_affine: np.ndarray
+    folder: Path, series: str | None, canonical: Structures, canonical_affine: np.ndarray
 ) -> _SegSource:
-    """The source images a DICOM-SEG references and the label volume as its frames: a series' instances in
+    """The source images a DICOM-SEG references and the structures as its frames: a series' instances in
     position order (frame k on instance k); an enhanced multi-frame file's own frames (in the file's frame
     order, which highdicom maps frame to frame); or, for one of several volumes that an enhanced file holds at
     the same positions (an echo, a phase), that volume's frames in position order, placed by their positions
     and referencing that volume's frames alone."""
-    from msa_hf.data.dicom_planes import labels_on_grid
+    from msa_hf.data.dicom_planes import structures_on_grid
     from msa_hf.data.dicom_stacks import read_stack
 
     images = read_stack(folder, series, pixels=True)  # `folder` may be an enhanced file itself
-    in_position_order = labels_on_grid(canonical, canonical_affine, images.affine, images.shape, folder)
+    structures = structures_on_grid(canonical, canonical_affine, images.affine, images.shape, folder)
+    if not structures:
+        raise ValueError(
+            f"nothing was segmented in {folder}: a DICOM-SEG needs at least one non-empty segment."
+        )
+    values = tuple(structures)
+    in_position_order = segment_pixels(list(structures.values()))
     enhanced = images.enhanced
     if enhanced is None:
-        return _SegSource([dataset for _, dataset in images.slices], in_position_order)
+        return _SegSource([dataset for _, dataset in images.slices], values, in_position_order)
     dataset, order = enhanced.dataset, enhanced.order
     if enhanced.frames is not None:
         # the file holds other volumes at the same positions: highdicom cannot match frames to frames by
         # position there, so the frames are placed explicitly and keep only their own volume's references
         return _SegSource(
             [dataset],
+            values,
             in_position_order,
             _frame_geometry(enhanced),
             frozenset(frame + 1 for frame in enhanced.frames),
@@ -82,7 +107,7 @@ def _seg_source(
     # one frame per frame of the file, in the file's order
     frames = np.zeros((int(dataset.NumberOfFrames), *in_position_order.shape[1:]), in_position_order.dtype)
     frames[order] = in_position_order
-    return _SegSource([dataset], frames)
+    return _SegSource([dataset], values, frames)
 
 
 def _frame_geometry(enhanced: Any) -> dict[str, Any]:
@@ -130,7 +155,7 @@ def series_description(source: Any) -> str:
 
 def write_dicom_seg(
     folder: str | Path,
-    canonical: np.ndarray,
+    canonical: Structures,
     canonical_affine: np.ndarray,
     output: str | Path,
     names: dict[int, str] | None = None,
@@ -138,10 +163,11 @@ def write_dicom_seg(
     series: str | None = None,
 ) -> dict[int, int]:
     """Write `canonical` (a RAS+ label volume of the series in `folder`, or of the stack `series` chooses
-    there: `msa_hf.data.dicom_stacks`) as a DICOM-SEG file referencing that series' instances (or the frames
-    of an enhanced multi-frame file, which `folder` may also name itself).
+    there: `msa_hf.data.dicom_stacks`; or `{label value: RAS+ mask}`, whose structures may overlap) as a
+    DICOM-SEG file referencing that series' instances (or the frames of an enhanced multi-frame file, which
+    `folder` may also name itself).
 
-    Each label value present becomes a segment (numbered from 1 in value order, labelled `names[value]` or
+    Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`) (numbered from 1 in value order, labelled `names[value]` or
     "structure <value>"), marked semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
     Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
     `{label value: segment number}`.
@@ -153,16 +179,8 @@ def write_dicom_seg(
 
     folder, output = Path(folder), Path(output)
     source = _seg_source(folder, series, canonical, canonical_affine)
-    sources, labels = source.sources, source.frames
-    values = [int(v) for v in np.unique(labels) if v != 0]
-    if not values:
-        raise ValueError(
-            f"nothing was segmented in {folder}: a DICOM-SEG needs at least one non-empty segment."
-        )
-    numbers = {value: number for number, value in enumerate(values, start=1)}
-    segment_map = np.zeros(labels.shape, np.uint8 if len(values) < 256 else np.uint16)
-    for value, number in numbers.items():
-        segment_map[labels == value] = number
+    sources = source.sources
+    numbers = {value: number for number, value in enumerate(source.values, start=1)}
     algorithm = highdicom.AlgorithmIdentificationSequence(
         name=SOFTWARE, version=__version__, family=codes.cid7162.ArtificialIntelligence
     )
@@ -180,7 +198,7 @@ def write_dicom_seg(
     try:
         segmentation = highdicom.seg.Segmentation(
             source_images=sources,
-            pixel_array=segment_map,
+            pixel_array=source.frames,
             segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
             series_instance_uid=highdicom.UID(),

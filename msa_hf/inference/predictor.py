@@ -344,7 +344,8 @@ def predict_file(
     dicom_output: str = "seg",
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
-    `value`. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
+    `value`. Where masks of different values overlap, a label map keeps the later prompt's value (the summary's
+    `warnings` say so: `overlap_note`); a DICOM-SEG or RT structure set keeps each structure whole. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
     `compile_by_default`; one input rarely has the slices for it).
 
     A DICOM series with an output ending in `.dcm` -> a DICOM-SEG referencing the series' instances (segment
@@ -407,12 +408,14 @@ def predict_file(
     sliced = SlicedVolume.cut(volume, plane, slice_spacing, trained_planes, input_path)
     summary["plane"] = sliced.plane
     for note in sliced.notes:  # said, not refused: the masks may still help
-        logger.warning(note)
-        summary.setdefault("warnings", []).append(note)
+        _warn(summary, note)
     resampling, slices = sliced.resampling, sliced.slices
     if resampling is not None:
         summary["resampled"] = resampling.describe()
     labels = np.zeros(slices.shape, _label_dtype(values))
+    # each value's whole mask, where the output keeps structures that overlap (a DICOM object does; a label map
+    # keeps one value per pixel)
+    structures: dict[int, np.ndarray] | None = {} if is_dicom_output(output_path) else None
     compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(sliced.model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
@@ -438,7 +441,9 @@ def predict_file(
             if resampling is not None:  # back onto the input's slices; the prompted one keeps its own mask
                 seeds = {prompt.slice: (prediction.probabilities_of(prediction.best), mask)}
                 masks, probabilities = resampling.propagation_to_input(probabilities, seeds)
-            labels[masks] = values[index]
+            painted_over = paint_mask(labels, masks, values[index])
+            if structures is not None:
+                structures.setdefault(values[index], np.zeros(slices.shape, bool))[masks] = True
             filled = np.flatnonzero(masks.any(axis=(1, 2)))
             entry.update(pixels=int(masks.sum()), slices=[int(filled.min()), int(filled.max())])
             if prompt_maps:  # the seed slice's map stays the prediction's
@@ -446,21 +451,25 @@ def predict_file(
                 prompt_maps[0][:] = probabilities
                 prompt_maps[0][prompt.slice] = seed
         else:
-            labels[prompt.slice][mask] = values[index]
+            painted_over = paint_mask(labels[prompt.slice], mask, values[index])
+            if structures is not None:
+                structures.setdefault(values[index], np.zeros(slices.shape, bool))[prompt.slice][mask] = True
+        if painted_over and structures is None:
+            _warn(summary, overlap_note(index, values[index], painted_over, volume=True))
         entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)  # what volumetry reads
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
-    canonical = sliced.to_volume(labels)
-    if is_dicom_output(output_path):
+    if structures is not None:  # each structure whole, overlaps kept
         from msa_hf.inference.dicom_outputs import write_dicom_output
 
         names = {}
         for value, prompt in zip(values, prompts, strict=True):
             if prompt.name:
                 names.setdefault(value, prompt.name)
-        write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
+        whole = {value: sliced.to_volume(mask) for value, mask in structures.items()}
+        write_dicom_output(dicom_output, input_path, whole, volume.affine, output_path, names, series)
     else:
-        save_on_input_grid(canonical, volume.affine, input_path, output_path)
+        save_on_input_grid(sliced.to_volume(labels), volume.affine, input_path, output_path)
     if probabilities_path is not None:
         channels = [sliced.to_volume(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
@@ -501,7 +510,9 @@ def segment_picture(
     for index, prompt in enumerate(prompts):
         prediction = predictor.predict_masks(prompt, True if multimask else None)
         mask = prediction.mask
-        labels[mask] = values[index]
+        painted_over = paint_mask(labels, mask, values[index])
+        if painted_over:
+            _warn(summary, overlap_note(index, values[index], painted_over, volume=False))
         summary["masks"].append(_mask_entry(prediction, values[index], multimask))
         if probabilities_path is not None:
             chosen = range(len(prediction.scores)) if multimask else [prediction.best]
@@ -513,6 +524,38 @@ def segment_picture(
             pages = [Image.fromarray(page, mode="F") for page in maps]
             pages[0].save(staging, format="TIFF", save_all=True, append_images=pages[1:])
     return summary
+
+
+def paint_mask(labels: np.ndarray, mask: np.ndarray, value: int) -> dict[int, int]:
+    """Write `value` into the label map `labels` where `mask` (same shape, bool), over whatever was there.
+    Returns `{other value: pixels of it painted over}` (a value's own pixels do not count: two prompts of one
+    structure, two lobes of one organ, may overlap)."""
+    under = labels[mask]
+    others, counts = np.unique(under[(under != 0) & (under != value)], return_counts=True)
+    labels[mask] = value
+    return {int(other): int(count) for other, count in zip(others, counts, strict=True)}
+
+
+def overlap_note(index: int, value: int, painted_over: dict[int, int], volume: bool) -> str:
+    """What a summary says where prompt `index`'s mask (label `value`) covered other structures' pixels
+    (`paint_mask`): a label map keeps one value per pixel, and what keeps both."""
+    covered = ", ".join(f"{count} of label {other}" for other, count in sorted(painted_over.items()))
+    keeps = (
+        "a DICOM series' masks written as a DICOM-SEG or an RT structure set (.dcm) keep each structure whole, "
+        "as the probability file (--save-probabilities) does"
+        if volume
+        else "the probability file (--save-probabilities) keeps each mask whole"
+    )
+    return (
+        f"prompt {index}'s mask (label {value}) covers pixels of earlier masks ({covered}); the label map keeps "
+        f"one value per pixel, the later prompt's there; {keeps}."
+    )
+
+
+def _warn(summary: dict[str, Any], note: str) -> None:
+    """Log `note` and add it to the summary's `warnings`: said, not refused (the masks may still help)."""
+    logger.warning(note)
+    summary.setdefault("warnings", []).append(note)
 
 
 def _label_values(prompts: list[Prompt]) -> list[int]:

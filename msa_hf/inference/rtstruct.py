@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.dicom_planes import Structures
 from msa_hf.output_files import atomic_file
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -33,7 +34,7 @@ COPIED_IF_PRESENT = ("StudyInstanceUID", "StudyDescription", "PatientAge", "Pati
 
 def write_rtstruct(
     source: str | Path,
-    canonical: np.ndarray,
+    canonical: Structures,
     canonical_affine: np.ndarray,
     output: str | Path,
     names: dict[int, str] | None = None,
@@ -41,8 +42,9 @@ def write_rtstruct(
     series: str | None = None,
 ) -> dict[int, int]:
     """Write `canonical` (a RAS+ label volume `(X, Y, Z)` of the DICOM series in folder `source`, or of the
-    enhanced multi-frame file `source` is; the stack `series` chooses where there are several) as an RT
-    Structure Set referencing that stack's images.
+    enhanced multi-frame file `source` is; the stack `series` chooses where there are several; or `{label
+    value: RAS+ mask}`, whose structures may overlap, each ROI then whole) as an RT Structure Set referencing
+    that stack's images.
 
     Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
     "structure <value>", generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
@@ -59,14 +61,13 @@ def write_rtstruct(
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from msa_hf import __version__
-    from msa_hf.data.dicom_planes import labels_on_grid, stack_planes
+    from msa_hf.data.dicom_planes import stack_planes, structures_on_grid
     from msa_hf.processing.contours import mask_contours
 
     source, output = Path(source), Path(output)
     stack = stack_planes(source, series)
-    labels = labels_on_grid(canonical, canonical_affine, stack.affine, stack.shape, source)  # (planes, H, W)
-    values = [int(v) for v in np.unique(labels) if v != 0]
-    if not values:
+    structures = structures_on_grid(canonical, canonical_affine, stack.affine, stack.shape, source)
+    if not structures:
         raise ValueError(
             f"nothing was segmented in {source}: an RT structure set needs at least one contour."
         )
@@ -120,7 +121,7 @@ def write_rtstruct(
     dataset.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
 
     rois, contours_of, observations, numbers = [], [], [], {}
-    for number, value in enumerate(values, start=1):
+    for number, (value, planes_mask) in enumerate(structures.items(), start=1):
         numbers[value] = number
         roi = Dataset()
         roi.ROINumber = number
@@ -130,7 +131,7 @@ def write_rtstruct(
         roi.ROIGenerationDescription = f"msa_hf {__version__}, {model_name}"[:64]
         rois.append(roi)
         contours = []
-        for plane, mask in zip(stack.planes, labels == value, strict=True):
+        for plane, mask in zip(stack.planes, planes_mask, strict=True):  # (H, W) each
             if not mask.any():
                 continue
             for vertices in mask_contours(mask):

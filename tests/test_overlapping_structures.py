@@ -1,0 +1,170 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Structures that overlap (a tumour inside its organ): a label map keeps one value per pixel and says so; a
+DICOM-SEG or RT structure set keeps each structure whole, and is read back, scored and prompted from so. A
+stand-in model whose masks are the prompt boxes filled gives masks known in advance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from msa_hf.inference.predictor import Prompt, predict_file
+from msa_hf.testing import BoxFillSam
+
+pytest.importorskip("highdicom")
+
+LIVER = [
+    Prompt(box=[2, 2, 19, 15], slice=2, value=1, name="liver"),
+    Prompt(box=[3, 3, 17, 14], slice=3, value=1),
+]
+TUMOUR = [
+    Prompt(box=[6, 5, 21, 9], slice=2, value=2, name="tumour")
+]  # inside the liver, and out past its edge
+
+
+@pytest.fixture
+def series(tmp_path):
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 3:16, 2:20] = 60.0
+    write_dicom_series(tmp_path / "series", volume)
+    return tmp_path / "series"
+
+
+def _alone(series, tmp_path, prompts, name):
+    """A structure predicted on its own: the RAS+ mask a whole structure is."""
+    from msa_hf.data.volumes import load_volume
+
+    predict_file(BoxFillSam(32), series, tmp_path / f"{name}.nii.gz", prompts)
+    return load_volume(tmp_path / f"{name}.nii.gz", is_label=True).array > 0
+
+
+def test_a_label_map_keeps_the_later_prompt_where_masks_overlap_and_says_so(series, tmp_path):
+    from msa_hf.data.volumes import load_volume
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    both = liver & tumour
+    assert both.any() and (tumour & ~liver).any()  # overlapping, and not nested: neither a subset
+    summary = predict_file(BoxFillSam(32), series, tmp_path / "mask.nii.gz", LIVER + TUMOUR)
+    labels = load_volume(tmp_path / "mask.nii.gz", is_label=True).array
+    assert np.array_equal(labels == 2, tumour) and np.array_equal(labels == 1, liver & ~tumour)
+    (note,) = summary["warnings"]
+    assert f"prompt 2's mask (label 2) covers pixels of earlier masks ({int(both.sum())} of label 1)" in note
+    assert "DICOM-SEG or an RT structure set (.dcm) keep each structure whole" in note
+    # two prompts of one structure overlapping (slices 2 and 3 do not; these two do) are no conflict
+    summary = predict_file(
+        BoxFillSam(32),
+        series,
+        tmp_path / "two.nii.gz",
+        [LIVER[0], Prompt(box=[1, 1, 5, 5], slice=2, value=1)],
+    )
+    assert "warnings" not in summary
+    # a 2-D picture says it too
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(tmp_path / "picture.png")
+    prompts = [Prompt(box=[2, 2, 12, 12]), Prompt(box=[8, 8, 16, 16])]
+    summary = predict_file(BoxFillSam(32), tmp_path / "picture.png", tmp_path / "picture_mask.png", prompts)
+    assert "label map keeps one value per pixel" in summary["warnings"][0]
+    assert "--save-probabilities" in summary["warnings"][0]
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_dicom_outputs_keep_each_structure_whole(series, tmp_path, kind):
+    """Written with both prompts, each segment or ROI is the mask its structure gets alone; read back, each
+    structure is its own mask again, and the same file read as one label map is refused naming the two."""
+    from msa_hf.data.dicom_seg_labels import (
+        OverlappingStructuresError,
+        load_dicom_labels,
+        load_dicom_structures,
+    )
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    summary = predict_file(BoxFillSam(32), series, tmp_path / "mask.dcm", LIVER + TUMOUR, dicom_output=kind)
+    assert "warnings" not in summary  # nothing was lost
+    volume, codes = load_dicom_structures(tmp_path / "mask.dcm", series, {"liver": 1, "tumour": 2})
+    assert codes == {1: (1, 3), 2: (2, 3)}  # liver alone, tumour alone, both
+    assert np.array_equal(np.isin(volume.array, codes[1]), liver)
+    assert np.array_equal(np.isin(volume.array, codes[2]), tumour)
+    with pytest.raises(OverlappingStructuresError, match="overlap"):
+        load_dicom_labels(tmp_path / "mask.dcm", series, {"liver": 1, "tumour": 2})
+    # a structure set or segmentation without overlaps is still one label map
+    predict_file(
+        BoxFillSam(32),
+        series,
+        tmp_path / "apart.dcm",
+        [dataclasses.replace(LIVER[1], name="liver"), *TUMOUR],
+        dicom_output=kind,
+    )
+    apart, none = load_dicom_structures(tmp_path / "apart.dcm", series, {"liver": 1, "tumour": 2})
+    assert none is None and set(np.unique(apart.array).tolist()) == {0, 1, 2}
+
+
+def test_a_dicom_seg_of_overlapping_segments_as_highdicom_reads_it(series, tmp_path):
+    """Independently of our reader: the segmentation's frames, read by highdicom per source instance, hold each
+    segment whole (a pixel may be in both)."""
+    import highdicom
+
+    from msa_hf.data.volumes import dicom_series_slices, load_volume
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    predict_file(BoxFillSam(32), series, tmp_path / "mask.dcm", LIVER + TUMOUR)
+    segmentation = highdicom.seg.segread(tmp_path / "mask.dcm")
+    assert [s.SegmentLabel for s in segmentation.SegmentSequence] == ["liver", "tumour"]
+    found, _ = dicom_series_slices(series)
+    frames = segmentation.get_pixels_by_source_instance(
+        source_sop_instance_uids=[str(dataset.SOPInstanceUID) for _, dataset in found],
+        segment_numbers=[1, 2], skip_overlap_checks=True, ignore_spatial_locations=True,
+        assert_missing_frames_are_empty=True,
+    )  # fmt: skip
+    affine = load_volume(series).affine
+    for number, whole in ((1, liver), (2, tumour)):
+        expected = labels_on_series_grid(series, whole.astype(np.uint8), affine) == 1
+        assert np.array_equal(frames[..., number - 1].astype(bool), expected), number
+    assert (frames.sum(axis=-1) == 2).any()
+
+
+def test_overlapping_structures_are_scored_and_prompted_each_whole(series, tmp_path, capsys):
+    """`score` reads each structure of a DICOM object whole: a SEG against an RT structure set of the same
+    prompts scores 1 for both; against the label map of those prompts, the liver's Dice is what its missing
+    overlap costs, computed here. Prompts from an RT structure set's labels are each structure's own boxes."""
+    from msa_hf.cli import main
+    from msa_hf.data.planes import display_slices
+    from msa_hf.inference.batch import prompts_from_label_map
+    from msa_hf.processing.prompts import box_from_mask
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    for folder, kind in (("pred", "seg"), ("ref", "rtstruct")):
+        predict_file(
+            BoxFillSam(32), series, tmp_path / folder / "case.dcm", LIVER + TUMOUR, dicom_output=kind
+        )
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(series)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| liver | 1 | 1.000" in printed and "| tumour | 1 | 1.000" in printed
+
+    predict_file(BoxFillSam(32), series, tmp_path / "flat" / "case.nii.gz", LIVER + TUMOUR)
+    (tmp_path / "flat" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    (tmp_path / "ref" / "case.dcm").unlink()
+    assert main(["score", str(tmp_path / "pred"), str(tmp_path / "flat"), "--images", str(series)]) == 0
+    printed = capsys.readouterr().out
+    kept = liver & ~tumour
+    assert f"| liver | 1 | {2 * kept.sum() / (liver.sum() + kept.sum()):.3f}" in printed
+    assert "| tumour | 1 | 1.000" in printed
+
+    predict_file(BoxFillSam(32), series, tmp_path / "rs.dcm", LIVER + TUMOUR, dicom_output="rtstruct")
+    prompts = prompts_from_label_map(
+        tmp_path / "rs.dcm", "box", volume=True, image_path=series, plane="axial"
+    )
+    expected = []
+    for value, whole in ((1, liver), (2, tumour)):
+        for index, shown in enumerate(display_slices(whole, "axial")):
+            if shown.any():
+                expected.append((value, index, [float(v) for v in box_from_mask(shown)]))
+    assert [(p.value, p.slice, p.box) for p in prompts] == expected
