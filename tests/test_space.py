@@ -180,8 +180,8 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
 @pytest.mark.browser
 @needs_chromium
 def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
-    """Open the DICOM files of a study, choose its series, click a slice, ask for the mask as DICOM-SEG: the
-    page offers the file."""
+    """Open the DICOM files of a study, choose its series, click a slice, keep that structure and click
+    another, ask for the masks as DICOM-SEG and RT structure set: the page offers the files."""
     import shutil
 
     from msa_hf.testing import sphere_volume, write_dicom_series
@@ -205,6 +205,13 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
         page.wait_for_function(status % "6 axial slices", timeout=60_000)
         box = _visible_box(page, "#volume-view img")
         page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        page.wait_for_function(status % "1 click(s)", timeout=30_000)
+        # kept under its name, then a second structure: both go into the downloads
+        page.locator("#structure-name textarea").fill("ball")
+        page.locator("#keep-structure").click()
+        page.wait_for_function(status % "kept 'ball'", timeout=30_000)
+        box = _visible_box(page, "#volume-view img")  # the button was scrolled to: where the slice is now
+        page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
         page.wait_for_function(status % "1 click(s)", timeout=30_000)
         page.get_by_role(
             "button", name="DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)"
@@ -355,6 +362,59 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     assert str(tmp_path) not in str(refused.value) and "msa-series-" not in str(refused.value)
     chosen = VolumeSession(files, DemoSession(BrightInBoxSam(32)), series="3")
     assert np.array_equal(chosen.slices, volume.slices)
+
+
+def test_kept_structures_stay_whole_in_every_download(tmp_path):
+    """Keep one structure, segment another over it: the slices outline the kept one, the NIfTI label map holds
+    both (the later over the earlier), and the DICOM-SEG and the RT structure set each whole, named."""
+    import pydicom
+
+    from msa_hf.data.dicom_seg_labels import load_dicom_structures
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.evaluation.pictures import TARGET_COLOUR
+    from msa_hf.testing import write_dicom_series
+
+    pytest.importorskip("highdicom")
+    write_dicom_series(tmp_path / "series", np.full((6, 32, 32), 40, np.int16))
+    files = sorted(str(p) for p in (tmp_path / "series").iterdir())
+    volume = VolumeSession(files, DemoSession(BoxFillSam(32)))
+    assert volume.plane == "axial"
+
+    def boxed(first, last):
+        prompts = add_prompt(empty_prompts(), first, first, BOX, (32, 32))
+        return add_prompt(prompts, last, last, BOX, (32, 32))
+
+    with pytest.raises(ValueError, match="nothing is segmented yet"):
+        volume.keep_structure("liver")
+    volume.set_prompts(3, boxed(4, 20))
+    liver = volume.masks.copy()
+    assert volume.keep_structure("liver") == "kept 'liver'; segment the next structure (labels: 1 'liver')"
+    assert not volume.masks.any() and volume.prompts_of(3) == empty_prompts()
+    view = volume.show(3)
+    assert (
+        tuple(view[4, 12]) == TARGET_COLOUR and tuple(view[12, 12]) != TARGET_COLOUR
+    )  # outlined, not filled
+    volume.set_prompts(3, boxed(14, 26))
+    tumour = volume.masks.copy()
+    assert (liver & tumour).any() and (tumour & ~liver).any()
+
+    labels = axial_slices(load_volume(volume.save(str(tmp_path)), is_label=True).array)
+    assert np.array_equal(labels == 2, tumour) and np.array_equal(labels == 1, liver & ~tumour)
+    for kind in ("seg", "rtstruct"):
+        written = volume.save_dicom(kind, str(tmp_path), name="tumour")
+        read, codes = load_dicom_structures(written, volume.source, {"liver": 1, "tumour": 2})
+        assert codes is not None, kind  # they overlap, each whole
+        for value, whole in ((1, liver), (2, tumour)):
+            assert np.array_equal(axial_slices(np.isin(read.array, codes[value])), whole), (kind, value)
+    assert [s.SegmentLabel for s in pydicom.dcmread(tmp_path / "msa_mask_seg.dcm").SegmentSequence] == [
+        "liver",
+        "tumour",
+    ]
+    # with nothing being segmented, the kept structures alone
+    volume.keep_structure("")
+    assert volume.structures()[1] == {1: "liver", 2: "structure 2"}
+    rois = pydicom.dcmread(volume.save_dicom("rtstruct", str(tmp_path))).StructureSetROISequence
+    assert [roi.ROIName for roi in rois] == ["liver", "structure 2"]
 
 
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):

@@ -326,6 +326,13 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         # Gradio rewrite its cached file while the browser may still be reading it
         return gr.update(), volume.save(), message
 
+    @guarded
+    def keep_volume_structure(volume, index, name):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        message = volume.keep_structure(name or "")
+        return volume.show(int(index)), volume.save(), message, ""  # the next structure's name starts empty
+
     def dicom_of_volume(kind: str):
         @guarded
         def save(volume, name):
@@ -370,16 +377,27 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
         last_slice = gr.Number(value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice")
     volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
-    structure_name = gr.Textbox(
-        label="structure name (what a PACS or a planning system lists it as)", placeholder="segmented structure",
-        elem_id="structure-name",
-    )  # fmt: skip
+    with gr.Row():
+        structure_name = gr.Textbox(
+            label="structure name (what a PACS or a planning system lists it as)",
+            placeholder="segmented structure", elem_id="structure-name",
+        )  # fmt: skip
+        keep_button = gr.Button(
+            "keep this structure, segment another (kept ones: outlined, and in every download)",
+            elem_id="keep-structure",
+        )  # fmt: skip
     with gr.Row():
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
     with gr.Row():
         rtstruct_button = gr.Button("RT structure set of the mask (a DICOM series, for a planning system)")
         volume_rtstruct = gr.File(label="mask as RT structure set (contours)", elem_id="volume-rtstruct")
+    keep_button.click(
+        keep_volume_structure,
+        [volume_state, slice_index, structure_name],
+        [volume_view, volume_mask, volume_status, structure_name],
+        **INTERNAL,
+    )
     seg_button.click(dicom_of_volume("seg"), [volume_state, structure_name], volume_seg, **INTERNAL)
     rtstruct_button.click(
         dicom_of_volume("rtstruct"), [volume_state, structure_name], volume_rtstruct, **INTERNAL

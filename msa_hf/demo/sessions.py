@@ -215,8 +215,9 @@ class Segmentation:
 
 
 class VolumeSession:
-    """A NIfTI volume or DICOM series in the demo: slices of one plane, prompts per slice, one mask volume,
-    propagation through the volume, and a NIfTI download on the input's grid."""
+    """A NIfTI volume or DICOM series in the demo: slices of one plane, prompts per slice, the mask volume of
+    the structure being segmented, propagation through the volume, the structures kept before it
+    (`keep_structure`), and downloads on the input's grid (NIfTI; DICOM-SEG or RT structure set)."""
 
     def __init__(
         self,
@@ -255,6 +256,8 @@ class VolumeSession:
         self.propagated = np.zeros(self.slices.shape, bool)  # what propagation filled, which undo restores
         self.prompts: dict[int, dict[str, Any]] = {}
         self.segmentations: dict[int, Segmentation] = {}  # the last answer to each slice's own prompts
+        # structures segmented before this one, in order: (name, mask volume on the slices)
+        self.kept: list[tuple[str, np.ndarray]] = []
         self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
@@ -294,7 +297,12 @@ class VolumeSession:
         """Slice `index` with its mask and prompts drawn, `(H, W, 3)` uint8 (remembered as the one on screen)."""
         self.displayed = index
         prompts = self.prompts_of(index)
-        picture = overlay(self.slices[index], self.masks[index], margin=None, scale=1)
+        kept = np.zeros(self.slices.shape[1:], bool)
+        for _, masks in self.kept:
+            kept |= masks[index]
+        # the structure being segmented filled, those kept outlined
+        target = kept if kept.any() else None
+        picture = overlay(self.slices[index], self.masks[index], target, margin=None, scale=1)
         return np.asarray(draw_prompts(picture, prompts["points"], prompts["box"], prompts["corner"]))
 
     def set_prompts(
@@ -411,12 +419,38 @@ class VolumeSession:
         masks[empty] = False
         return masks, result.describe_stops()
 
+    def keep_structure(self, name: str = "") -> str:
+        """Keep the structure segmented so far, called `name` (default "structure <k>"), and start the next:
+        prompts, masks and propagation start afresh; the kept structure stays in the downloads (label k) and is
+        outlined on the slices. Returns what the page says. Raises `ValueError` where nothing is segmented."""
+        if not self.masks.any():
+            raise ValueError("nothing is segmented yet: segment a structure, then keep it to start the next.")
+        name = name.strip() or f"structure {len(self.kept) + 1}"
+        self.kept.append((name, self.masks.copy()))
+        self.masks = np.zeros(self.slices.shape, bool)
+        self.propagated = np.zeros(self.slices.shape, bool)
+        self.prompts, self.segmentations = {}, {}
+        listed = ", ".join(f"{value} {kept!r}" for value, (kept, _) in enumerate(self.kept, start=1))
+        return f"kept {name!r}; segment the next structure (labels: {listed})"
+
+    def structures(self, name: str = "") -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        """Every structure of the session as `{label value: mask volume (N, H, W) on the slices}` and their
+        names: the kept ones as 1, 2, ... in order, then the one being segmented (called `name`, default
+        "segmented structure"), if anything is."""
+        masks = {value: kept for value, (_, kept) in enumerate(self.kept, start=1)}
+        names = {value: kept for value, (kept, _) in enumerate(self.kept, start=1)}
+        if self.masks.any():
+            current = len(self.kept) + 1
+            masks[current], names[current] = self.masks, name.strip() or "segmented structure"
+        return masks, names
+
     def save_dicom(self, kind: str = "seg", folder: str | None = None, name: str = "") -> str:
-        """The mask volume as the DICOM object `kind` names (`dicom_outputs.DICOM_OUTPUTS`: "seg", a DICOM-SEG
-        for a PACS or a viewer; "rtstruct", an RT structure set for a planning system) referencing the
-        uploaded series' images, its structure called `name` (the segment label or ROI name a viewer lists;
-        default "segmented structure"), in `folder` (default: this session's temporary folder). Raises
-        `ValueError` for a NIfTI upload, an empty mask, or a series whose headers it cannot copy."""
+        """Every structure (`structures`) as the DICOM object `kind` names (`dicom_outputs.DICOM_OUTPUTS`:
+        "seg", a DICOM-SEG for a PACS or a viewer; "rtstruct", an RT structure set for a planning system)
+        referencing the uploaded series' images, each whole where they overlap, the one being segmented
+        called `name` (the segment label or ROI name a viewer lists; default "segmented structure"), in
+        `folder` (default: this session's temporary folder). Raises `ValueError` for a NIfTI upload, nothing
+        segmented, or a series whose headers it cannot copy."""
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output, write_dicom_output
 
         written_as = DICOM_OUTPUT_NAMES[check_dicom_output(kind)]
@@ -425,33 +459,30 @@ class VolumeSession:
                 f"{written_as} references the images of a DICOM series; this volume was opened from a NIfTI "
                 "file: download the NIfTI mask."
             )
-        if not self.masks.any():
+        masks, names = self.structures(name)
+        if not masks:
             raise ValueError("nothing is segmented yet: click a structure first.")
         output = Path(folder or self.folder) / f"msa_mask_{kind}.dcm"  # replaced whole at each request
-        canonical = self.sliced.to_volume(self.masks.astype(np.uint8))
+        whole = {value: self.sliced.to_volume(mask) for value, mask in masks.items()}
         try:
-            write_dicom_output(
-                kind,
-                self.source,
-                canonical,
-                self.volume.affine,
-                output,
-                {1: name.strip() or "segmented structure"},
-                self.series,
-            )
+            write_dicom_output(kind, self.source, whole, self.volume.affine, output, names, self.series)
         except ValueError as error:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
         return str(output)
 
     def save(self, folder: str | None = None) -> str:
-        """The mask volume as NIfTI on the input's grid (its affine and voxel order), in `folder` (default:
-        this session's own temporary folder, overwritten at each change)."""
+        """Every structure (`structures`) as one NIfTI label map on the input's grid (its affine and voxel
+        order; label k the k-th, later over earlier where they overlap), in `folder` (default: this session's
+        own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
-        from msa_hf.inference.predictor import save_on_input_grid
+        from msa_hf.inference.predictor import paint_mask, save_on_input_grid
 
+        labels = np.zeros(self.slices.shape, np.uint8 if len(self.kept) < 255 else np.uint16)
+        for value, mask in self.structures()[0].items():
+            paint_mask(labels, mask, value)
         output = str(Path(folder) / "msa_mask.nii.gz")
         save_on_input_grid(
-            self.sliced.to_volume(self.masks.astype(np.uint8)),
+            self.sliced.to_volume(labels),
             self.volume.affine,
             Path(self.source),
             Path(output),
