@@ -6,8 +6,9 @@
     python -m benchmarks.run --device cuda     # a GPU: 1024 px, bf16 autocast, images/s and MFU
     python -m benchmarks.run --tiny --jobs 2 --output build/bench   # the CI regression run: every case, tiny
     python -m benchmarks.run --recipes         # memory of the README's GPU recipe (ViT-B, 1024 px, bf16, MSA)
+    python -m benchmarks.run --precision       # the image encoder in float32 and bfloat16 autocast on this CPU
 
-Writes `<output>/<device>[-recipes][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
+Writes `<output>/<device>[-recipes][-precision][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
 every case. A case that fails or runs past `--timeout` is listed with why under "Failed cases", the rest still
 run, and the exit code is 1. With `--time-budget`, no case starts once it is spent; those are listed as not run.
 """
@@ -114,6 +115,20 @@ def plan(device: str, full: bool, tiny: bool) -> list[dict[str, Any]]:
     return cases
 
 
+def precision_plan(device: str, tiny: bool) -> list[dict[str, Any]]:
+    """The image encoder (SAM's and MSA's) in float32 and under bfloat16 autocast, at 256 px (batch 4) and
+    1024 px (batch 1): what `--dtype bfloat16` buys on this processor. On a CPU that computes bfloat16 natively
+    (`placement.native_bfloat16_cpu`, said in the table's heading) it is about twice as fast; elsewhere it is
+    emulated and slower."""
+    geometry, sizes = ("tiny", [(64, 2)]) if tiny else ("ViT-B", [(256, 4), (1024, 1)])
+    repeats = dict(repeats=1, warmup=0) if tiny else dict(repeats=3, warmup=1)
+    return [
+        {"section": "precision", "case": "encoder_forward", "model": model, "geometry": geometry, "size": size,
+         "batch": batch, "depth": None, "device": device, "dtype": dtype, **repeats}
+        for size, batch in sizes for model in ("sam", "msa") for dtype in ("float32", "bfloat16")
+    ]  # fmt: skip
+
+
 RECIPE_BATCH = 8  # the README's GPU recipes train with --batch-size 8 per process
 
 
@@ -200,6 +215,24 @@ def run_case(params: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 def _find(rows: list[dict], **match: Any) -> dict | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def precision_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, goal, verdict) of the precision rows: bfloat16 autocast's time per image over
+    float32's, per encoder and size; below 1x, `--dtype bfloat16` is worth it on this processor."""
+    checks = []
+    for model, size in dict.fromkeys((r["model"], r["size"]) for r in rows if r["section"] == "precision"):
+        timed = {
+            dtype: _find(rows, section="precision", model=model, size=size, dtype=dtype)
+            for dtype in ("float32", "bfloat16")
+        }
+        if all(timed.values()):
+            ratio = (timed["bfloat16"]["median_ms"] / timed["bfloat16"]["batch"]) / (
+                timed["float32"]["median_ms"] / timed["float32"]["batch"]
+            )
+            checks.append((f"{model} encoder in bfloat16 vs float32, {size} px", f"{ratio:.2f}x time",
+                           "< 1x: --dtype bfloat16 pays here", "met" if ratio < 1 else "missed"))  # fmt: skip
+    return checks
 
 
 def target_checks(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -307,6 +340,7 @@ def markdown(
         "interactive": ["model", "fast", "multimask", "size", "median_ms", "min_ms", "max_ms", "peak_mb"],
         "recipes": ["method", "checkpointing", "narrow_attention", "size", "batch", "dtype", "median_ms", "images_per_s", "peak_mb", "allocated_mb"],
         "retention": ["case", "model", "method", "retention", "fast", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s", "peak_mb", "allocated_mb"],
+        "precision": ["model", "dtype", "size", "batch", "median_ms", "min_ms", "max_ms", "images_per_s"],
     }  # fmt: skip
     titles = {
         "encoder": "Image encoder forward",
@@ -318,10 +352,13 @@ def markdown(
         "retention": "What retention adds: a self-distillation step, a step with a quarter of its rows replayed "
         "(the msa training row above is the plain step), and the base fallback's encoding and click (beside the "
         "msa encoder and click rows)",
+        "precision": "Image encoder forward in float32 and under bfloat16 autocast (`--dtype bfloat16`)",
     }
     first = rows[0] if rows else (failures[0].params if failures else not_run[0])
+    dtypes = {row["dtype"] for row in rows} or {first["dtype"]}
+    dtype = first["dtype"] if len(dtypes) == 1 else "dtype per row"
     lines = [
-        f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {first['dtype']}, random weights. "
+        f"Measured by `{command}` on {machine}; geometry {first['geometry']}, {dtype}, random weights. "
         "Times in ms (median, min, max over the repeats); memory in MiB: `peak_mb` is the growth of the resident "
         "high-water mark from before the model was built (CUDA: max allocated), `allocated_mb` the peak of live "
         "tensor storage over one training step (CUDA: max allocated), which the memory targets use.",
@@ -346,7 +383,7 @@ def markdown(
                   "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]  # fmt: skip
         lines += ["| " + " | ".join(_cell(e[c]) for c in columns) + " |" for e in estimates]
         lines.append("")
-    checks = target_checks(rows)
+    checks = target_checks([row for row in rows if row["section"] != "precision"]) + precision_checks(rows)
     if checks:
         lines += ["**Targets**", "", "| target | measured | goal | verdict |", "|---|---|---|---|"]
         lines += [f"| {t} | {m} | {g} | {v} |" for t, m, g, v in checks]
@@ -377,7 +414,12 @@ def machine_description(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    from msa_hf.inference.placement import native_bfloat16_cpu
+
+    native = (
+        ", bfloat16 in hardware (AMX or AVX512-BF16)" if native_bfloat16_cpu() else ", no bfloat16 hardware"
+    )
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores{native}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--recipes", action="store_true", help="only the memory of the README's GPU training recipe"
+    )
+    parser.add_argument(
+        "--precision", action="store_true", help="only the image encoder in float32 and bfloat16 autocast"
     )
     parser.add_argument("--output", default="benchmarks/results", help="folder for the CSV and Markdown")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case")
@@ -417,17 +462,28 @@ def main(argv: list[str] | None = None) -> int:
         "python -m benchmarks.run"
         + "".join(
             f" {flag}"
-            for flag, on in (("--full", args.full), ("--tiny", args.tiny), ("--recipes", args.recipes))
+            for flag, on in (
+                ("--full", args.full),
+                ("--tiny", args.tiny),
+                ("--recipes", args.recipes),
+                ("--precision", args.precision),
+            )
             if on
         )
         + (f" --device {args.device}" if args.device != "cpu" else "")
     )
-    cases = recipe_plan(args.device, args.tiny) if args.recipes else plan(args.device, args.full, args.tiny)
+    if args.recipes:
+        cases = recipe_plan(args.device, args.tiny)
+    elif args.precision:
+        cases = precision_plan(args.device, args.tiny)
+    else:
+        cases = plan(args.device, args.full, args.tiny)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     stem = (
         args.device.split(":")[0]
         + ("-recipes" if args.recipes else "")
+        + ("-precision" if args.precision else "")
         + ("-full" if args.full else "")
         + ("-tiny" if args.tiny else "")
     )

@@ -64,6 +64,34 @@ def test_encoder_macs_follow_the_shapes():
     )
 
 
+def test_the_precision_run_times_each_encoder_in_both_dtypes_and_judges_the_ratio():
+    from benchmarks.run import markdown, precision_checks, precision_plan
+
+    cases = precision_plan("cpu", tiny=False)
+    assert [(c["model"], c["size"], c["batch"], c["dtype"]) for c in cases] == [
+        (model, size, batch, dtype)
+        for size, batch in ((256, 4), (1024, 1))
+        for model in ("sam", "msa")
+        for dtype in ("float32", "bfloat16")
+    ]
+    rows = [
+        {**case, "median_ms": 100.0 if case["dtype"] == "float32" else 40.0, "min_ms": 1.0, "max_ms": 1.0,
+         "images_per_s": 1.0, "peak_mb": 1.0}
+        for case in cases
+    ]  # fmt: skip
+    rows[-1]["median_ms"] = 150.0  # msa at 1024 px slower in bfloat16: missed
+    checks = precision_checks(rows)
+    assert [(target, measured, verdict) for target, measured, _, verdict in checks] == [
+        ("sam encoder in bfloat16 vs float32, 256 px", "0.40x time", "met"),
+        ("msa encoder in bfloat16 vs float32, 256 px", "0.40x time", "met"),
+        ("sam encoder in bfloat16 vs float32, 1024 px", "0.40x time", "met"),
+        ("msa encoder in bfloat16 vs float32, 1024 px", "1.50x time", "missed"),
+    ]
+    # the main run's targets (SAM vs MSA in one dtype) are not judged on rows of two dtypes
+    shown = markdown(rows, "a CPU", "python -m benchmarks.run --precision")
+    assert "MSA 2-D encoder vs SamModel" not in shown and "dtype per row" in shown
+
+
 def test_target_checks_judge_the_rows():
     rows = [
         dict(
@@ -415,6 +443,7 @@ def test_the_docs_copy_each_committed_results_table_as_written(results, page):
     ("marker", "results", "page"),
     [
         ("bench:cpu", "cpu.md", "benchmarks.md"),
+        ("bench:cpu-precision", "cpu-precision.md", "benchmarks.md"),
         ("results:retention", "retention.md", "retention.md"),
         ("results:retention-clicks", "retention-clicks.md", "retention.md"),
     ],

@@ -31,6 +31,60 @@ def test_defaults_and_bad_values():
             resolve_placement("cuda")
 
 
+def test_a_cpu_that_computes_bfloat16_natively_is_told_of_it(monkeypatch, tmp_path, capsys):
+    """The tip is said where float32 was taken by default on a CPU with bfloat16 hardware, and only there; the
+    hardware is read from torch's CPU probes (AMX tiles, AVX512-BF16)."""
+    from msa_hf.cli import main
+    from msa_hf.inference import placement
+
+    for amx, avx512_bf16, native in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda on=avx512_bf16: on)
+        assert placement.native_bfloat16_cpu() is native
+        assert (placement.cpu_precision_tip("cpu", None) is not None) is native
+        assert placement.cpu_precision_tip("cpu", "float32") is None  # chosen: nothing to say
+        assert placement.cpu_precision_tip("cpu", "bfloat16") is None
+
+    def broken():
+        raise RuntimeError("no CPU probes in this build")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken)
+    assert placement.native_bfloat16_cpu() is False
+    # said once by a command that encodes on the CPU by default
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "scan.png")
+    arguments = [
+        "predict",
+        "tiny",
+        str(tmp_path / "scan.png"),
+        str(tmp_path / "mask.png"),
+        "--box",
+        "2",
+        "2",
+        "9",
+        "9",
+    ]
+    assert main([*arguments, "--device", "cpu"]) == 0
+    assert capsys.readouterr().err.count("--dtype bfloat16 encodes images about 2x faster") == 1
+    assert (
+        main(
+            [
+                *arguments[:3],
+                str(tmp_path / "mask2.png"),
+                *arguments[4:],
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
+    assert "bfloat16" not in capsys.readouterr().err
+
+
 def test_a_bfloat16_encoder_gives_the_float32_masks_within_its_tolerance(tiny_base):
     from msa_hf import SamAdapterModel
 

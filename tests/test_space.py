@@ -364,6 +364,30 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     assert np.array_equal(chosen.slices, volume.slices)
 
 
+def test_the_page_encodes_on_the_device_and_in_the_dtype_it_is_given(tiny_base, tmp_path):
+    """A session's pictures and volumes are encoded where and how it was told: bfloat16 on the CPU gives the
+    float32 mask within bfloat16's tolerance, through the same code."""
+    import nibabel as nib
+    import torch
+
+    from msa_hf.inference.loading import load_for_inference
+
+    model, _ = load_for_inference(str(tiny_base))
+    picture = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    masks = {}
+    for dtype in ("float32", "bfloat16"):
+        session = DemoSession(model, device="cpu", dtype=dtype)
+        assert session.predictor.placement.dtype == getattr(torch, dtype)
+        masks[dtype] = session.segment(picture, [], [8, 8, 30, 30]) > 0
+    agree = (masks["float32"] == masks["bfloat16"]).mean()
+    assert agree > 0.97 and masks["float32"].any(), agree
+    session = DemoSession(model, device="cpu", dtype="bfloat16")
+    data = np.random.default_rng(1).normal(100, 5, (16, 16, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "volume.nii.gz")
+    volume = VolumeSession(str(tmp_path / "volume.nii.gz"), session)
+    assert volume.predictor.decoder.placement == session.predictor.placement
+
+
 def test_kept_structures_stay_whole_in_every_download(tmp_path):
     """Keep one structure, segment another over it: the slices outline the kept one, the NIfTI label map holds
     both (the later over the earlier), and the DICOM-SEG and the RT structure set each whole, named."""
@@ -505,8 +529,11 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     served = []
 
     class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
-        def __init__(self, model, window=None, slice_spacing=None, trained_planes=None):
-            served.append({"model": model, "slice_spacing": slice_spacing, "planes": trained_planes})
+        def __init__(
+            self, model, window=None, slice_spacing=None, trained_planes=None, device=None, dtype=None
+        ):
+            served.append({"model": model, "slice_spacing": slice_spacing, "planes": trained_planes,
+                           "placement": (device, dtype)})  # fmt: skip
 
         def launch(self, **options):
             served[-1]["options"] = options
@@ -547,6 +574,19 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
 
     assert main(["demo", "--adapter", "liver"]) != 0
     assert "NAME=REPO" in capsys.readouterr().err
+
+    # where it runs: the command's --device/--dtype over a Space's MSA_DEVICE/MSA_DTYPE, else the defaults
+    assert served[-1]["placement"] == (None, None)
+    monkeypatch.setenv("MSA_DEVICE", "cpu")
+    monkeypatch.setenv("MSA_DTYPE", "bfloat16")
+    assert main(["demo", str(tmp_path / "base")]) == 0
+    assert served[-1]["placement"] == ("cpu", "bfloat16")
+    assert main(["demo", str(tmp_path / "base"), "--dtype", "float32"]) == 0
+    assert served[-1]["placement"] == ("cpu", "float32")
+    monkeypatch.setenv("MSA_DTYPE", "float16")  # not on a CPU: refused before the model loads
+    pages = len(served)
+    assert main(["demo", str(tmp_path / "base")]) != 0
+    assert "float16 on the CPU" in capsys.readouterr().err and len(served) == pages
 
 
 def test_a_text_trained_model_segments_by_description(tmp_path):

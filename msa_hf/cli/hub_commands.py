@@ -68,6 +68,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=None, help="default: 7860, or the next free port")
     demo.add_argument("--host", default=None, help="address to listen on (default: 127.0.0.1, this machine)")
     demo.add_argument("--share", action="store_true", help="also serve a temporary public link (Gradio's)")
+    demo.add_argument(
+        "--device", default=None,
+        help="cpu, cuda or cuda:N (default: MSA_DEVICE, else cuda when a GPU is visible, else cpu)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16"],
+        help="image encoder precision (default: MSA_DTYPE, else bfloat16 on CUDA, float32 on the CPU; "
+        "bfloat16 also pays on a CPU that computes it natively, Intel AMX or AVX512-BF16)",
+    )  # fmt: skip
     demo.set_defaults(run=_demo)
 
 
@@ -134,5 +143,8 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"the demo needs the demo extra: pip install 'msa_hf[demo]' ({error}).") from None
     adapters = _task_adapters(args.adapter) or None
     options = {"server_port": args.port, "server_name": args.host, "share": args.share}
-    serve(model=args.model, adapters=adapters, **{k: v for k, v in options.items() if v is not None})
+    serve(
+        model=args.model, adapters=adapters, device=args.device, dtype=args.dtype,
+        **{k: v for k, v in options.items() if v is not None},
+    )  # fmt: skip
     return 0

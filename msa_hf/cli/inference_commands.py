@@ -5,6 +5,7 @@ and `msa-hf predict` (a file with prompts)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
@@ -223,6 +224,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.output_files import check_new_outputs
 
+    _say_precision_tip(args)
     named = args.protocols or []
     volume_protocols = [p for p in named if p in VOLUME_PROTOCOLS]
     slice_protocols = [p for p in named if p not in VOLUME_PROTOCOLS]
@@ -358,6 +360,7 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
+    _say_precision_tip(args)
     from msa_hf.inference.batch import is_batch_source
 
     batch = is_batch_source(args.input)
@@ -496,6 +499,15 @@ def _add_resample_slices_argument(parser: argparse.ArgumentParser, shown: str, b
     )  # fmt: skip
 
 
+def _say_precision_tip(args: argparse.Namespace) -> None:
+    """On stderr, once: `cpu_precision_tip` for this command's --device and --dtype."""
+    from msa_hf.inference.placement import cpu_precision_tip
+
+    tip = cpu_precision_tip(args.device, args.dtype)
+    if tip:
+        print(f"note: {tip}", file=sys.stderr)
+
+
 def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -508,5 +520,6 @@ def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-        help="image encoder precision (default: bfloat16 autocast on CUDA, float32 on the CPU)",
+        help="image encoder precision (default: bfloat16 autocast on CUDA, float32 on the CPU; bfloat16 also "
+             "pays on a CPU that computes it natively, Intel AMX or AVX512-BF16: about 2.3x faster there)",
     )  # fmt: skip

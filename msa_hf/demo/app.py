@@ -76,11 +76,17 @@ def build_demo(
     window: Any = None,
     slice_spacing: float | None = None,
     trained_planes: tuple[str, ...] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
     holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`), served with its
-    processor's CT `window`, its training planes and, for a depth-branch model, its training `slice_spacing`."""
-    session = DemoSession(model, window=window, slice_spacing=slice_spacing, trained_planes=trained_planes)
+    processor's CT `window`, its training planes and, for a depth-branch model, its training `slice_spacing`,
+    on `device` in `dtype` (`placement.resolve_placement`: default a GPU in bfloat16 where there is one)."""
+    session = DemoSession(
+        model, window=window, slice_spacing=slice_spacing, trained_planes=trained_planes, device=device,
+        dtype=dtype,
+    )  # fmt: skip
     takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
     with gr.Blocks(title="Medical SAM Adapter", analytics_enabled=analytics_allowed()) as demo:
         gr.Markdown(
@@ -501,23 +507,37 @@ def serve(
     folder: str | Path | None = None,
     model: str | None = None,
     adapters: dict[str, str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
     **launch_options: Any,
 ) -> None:
-    """Load the served model (`load_served(folder, model, adapters)`) and serve the page until interrupted.
-    `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its own: it
-    sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed memory
-    mapped."""
+    """Load the served model (`load_served(folder, model, adapters)`) and serve the page until interrupted,
+    on `device` in `dtype` (else `MSA_DEVICE` and `MSA_DTYPE`, a Space's settings; else a GPU in bfloat16
+    where there is one, the CPU in float32 otherwise: `placement.resolve_placement`, checked before the model
+    loads). `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its
+    own: it sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed
+    memory mapped."""
     from msa_hf.inference.cpu_memory import keep_freed_memory
+    from msa_hf.inference.placement import resolve_placement
 
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
     # the demo's volume limit, checked from each file's header before any voxel is read (msa_hf.data.size_limits)
     os.environ.setdefault("MSA_HF_MAX_VOXELS", str(MAX_VOXELS))
     # Gradio's module-level analytics (errors, integrations) read the variable itself: off unless asked for
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    device, dtype = (
+        device or os.environ.get("MSA_DEVICE") or None,
+        dtype or os.environ.get("MSA_DTYPE") or None,
+    )
+    resolve_placement(
+        device, dtype
+    )  # a device or dtype this machine cannot serve: said before the model loads
     served, processor = load_served(folder, model, adapters)
     build_demo(
         served,
         window=processor.window,
         slice_spacing=processor.slice_spacing,
         trained_planes=processor.planes,
+        device=device,
+        dtype=dtype,
     ).launch(max_file_size=MAX_UPLOAD, **launch_options)

@@ -48,13 +48,17 @@ class DemoSession:
         window: Any = None,
         slice_spacing: float | None = None,
         trained_planes: tuple[str, ...] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         self.model = model
         self.window = window  # the CT window the model was trained with (its MsaProcessor's)
         # a depth-branch model's training slice spacing (its MsaProcessor's): volumes are resampled to it
         self.slice_spacing = slice_spacing
         self.trained_planes = trained_planes  # the planes its training volumes were cut into (MsaProcessor's)
-        self.predictor = SegmentationPredictor(model, window)
+        # `device` / `dtype`: `resolve_placement`'s (default: a CUDA GPU with a bfloat16 encoder where there is
+        # one, else the CPU in float32); volumes are encoded on the same
+        self.predictor = SegmentationPredictor(model, window, device=device, dtype=dtype)
         self.adapters = task_adapter_names(model)
         self.cache_size = cache_size
         self._lock = threading.RLock()
