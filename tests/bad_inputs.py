@@ -1613,6 +1613,11 @@ def _(f):
     return ["demo", "tiny", "--adapter", f"liver={model_folder(f)}"]
 
 
+@case("demo", "a device that does not exist", mentions=("gpu0", "cpu, cuda"))
+def _(f):
+    return ["demo", "tiny", "--device", "gpu0"]
+
+
 # ------------------------------------------------------------------------------------------------ Space
 def _session():
     from msa_hf import TINY_BASE, SamAdapterModel
@@ -1771,6 +1776,14 @@ def _(f):
 
     path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
     return lambda: VolumeSession([str(path)], _session()).propagate(2)
+
+
+@space("keep a structure before segmenting one", mentions=("nothing is segmented",))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return lambda: VolumeSession([str(path)], _session()).keep_structure("liver")
 
 
 # ------------------------------------------------------------------------------------------------ runner
