@@ -542,13 +542,9 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
-@case(
-    "prepare",
-    "a DICOM export whose patient folder holds both a DICOM-SEG and an RT structure set",
-    expect="handled",
-    check=_report_names("--dicom-labels"),
-)
-def _(f):
+def two_label_export(f) -> Path:
+    """A DICOM download of two patient folders (a CT and an RT structure set each), the first also holding a
+    DICOM-SEG of the same."""
     from msa_hf.data import load_volume, volume_from_axial_slices
     from msa_hf.inference.dicom_seg import write_dicom_seg
     from msa_hf.inference.rtstruct import write_rtstruct
@@ -566,6 +562,17 @@ def _(f):
         if index == 0:
             write_dicom_seg(source / patient / "CT", volume_from_axial_slices(drawn), affine,
                             source / patient / "SEG" / "seg.dcm", {1: "lesion"})  # fmt: skip
+    return source
+
+
+@case(
+    "prepare",
+    "a DICOM export whose patient folder holds both a DICOM-SEG and an RT structure set",
+    expect="handled",
+    check=_report_names("--dicom-labels"),
+)
+def _(f):
+    source = two_label_export(f)
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
@@ -624,6 +631,23 @@ def _(f):
 # ------------------------------------------------------------------------------------------------ predict
 def _box(*values: float) -> list[str]:
     return ["--box", *(str(v) for v in values)]
+
+
+@case(
+    "predict",
+    "--prompts-from-labels on a DICOM export whose patient folder holds a DICOM-SEG and an RT structure set",
+    mentions=("P1", "--dicom-labels"),
+)
+def _(f):
+    source = two_label_export(f)
+    return ["predict", "tiny", str(source), out(f), "--prompts-from-labels", str(source)]
+
+
+@case("predict", "--dicom-labels for a folder of NIfTI files", mentions=("--dicom-labels",))
+def _(f):
+    source = nifti_source(f)
+    return ["predict", "tiny", str(source / "imagesTr"), out(f), "--prompts-from-labels", str(source / "labelsTr"),
+            "--dicom-labels", "seg"]  # fmt: skip
 
 
 @case("predict", "model folder does not exist", mentions=("nowhere",))

@@ -270,19 +270,16 @@ def test_many_dicom_series_are_written_as_rt_structure_sets(tiny_base, tmp_path)
     assert "SER2.dcm" in (tmp_path / "rt" / "summary.csv").read_text()
 
 
-def test_prepare_reads_a_dicom_export_of_patient_folders(tmp_path):
-    """A download laid out as one folder per patient, each holding its series (a CT and an MR) and the label
-    objects drawn on the CT: each folder is a case read in the series its label object references. A folder
-    holding both a DICOM-SEG and an RT structure set is skipped, naming both, until --dicom-labels chooses."""
-    pytest.importorskip("highdicom")
-    from msa_hf.data import axial_slices, load_prepared, prepare_dataset, volume_from_axial_slices
+def _patient_download(root, seg_of_second: bool = False) -> dict:
+    """A download laid out as TCIA's: per patient a study of a CT and an MR, and an RT structure set of a GTV
+    drawn on the CT (the second patient also a DICOM-SEG of it, with `seg_of_second`). Returns each patient's
+    label and CT slices `(8, 20, 24)`."""
+    from msa_hf.data import axial_slices, volume_from_axial_slices
     from msa_hf.data.volumes import load_volume
-    from msa_hf.inference.dicom_seg import write_dicom_seg
     from msa_hf.inference.rtstruct import write_rtstruct
     from msa_hf.testing import write_dicom_series
 
     rng = np.random.default_rng(3)
-    root = tmp_path / "download"
     drawn = {}
     for index, patient in enumerate(("LUNG1-001", "LUNG1-002")):
         ct = root / patient / "study" / "CT"
@@ -296,8 +293,22 @@ def test_prepare_reads_a_dicom_export_of_patient_folders(tmp_path):
         drawn[patient] = (labels, axial_slices(series.array))
         canonical = volume_from_axial_slices(labels)
         write_rtstruct(ct, canonical, series.affine, root / patient / "RTSTRUCT" / "1-1.dcm", {1: "GTV-1"})
-        if index == 1:  # the second patient has a SEG of the same as well
+        if index == 1 and seg_of_second:
+            from msa_hf.inference.dicom_seg import write_dicom_seg
+
             write_dicom_seg(ct, canonical, series.affine, root / patient / "SEG" / "1-1.dcm", {1: "GTV-1"})
+    return drawn
+
+
+def test_prepare_reads_a_dicom_export_of_patient_folders(tmp_path):
+    """A download laid out as one folder per patient, each holding its series (a CT and an MR) and the label
+    objects drawn on the CT: each folder is a case read in the series its label object references. A folder
+    holding both a DICOM-SEG and an RT structure set is skipped, naming both, until --dicom-labels chooses."""
+    pytest.importorskip("highdicom")
+    from msa_hf.data import load_prepared, prepare_dataset
+
+    root = tmp_path / "download"
+    drawn = _patient_download(root, seg_of_second=True)
     report = prepare_dataset(root, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
     assert [case["case_id"] for case in report.skipped_cases] == ["LUNG1-002"]
     reason = report.skipped_cases[0]["reason"]
@@ -397,3 +408,69 @@ def test_contours_without_image_references_land_by_position(tmp_path):
     written.save_as(tmp_path / "between.dcm")
     with pytest.raises(VolumeReadError, match="lies on no slice"):
         load_rtstruct_labels(tmp_path / "between.dcm", tmp_path / "series")
+
+
+def test_a_download_of_patient_folders_is_resegmented_from_its_labels_and_scored(tiny_base, tmp_path, capsys):
+    """`predict MODEL download/ OUT --prompts-from-labels download/`: each patient folder is an input, read in
+    the CT its structure set was drawn on and prompted from that structure set; `score OUT download/` pairs
+    each mask with the structure set in its patient's folder and finds the series there."""
+    from msa_hf.cli import main
+    from msa_hf.data import axial_slices
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.batch import collect_items, is_batch_source, predict_batch, prompts_from_label_map
+    from msa_hf.inference.predictor import predict_file
+    from msa_hf.testing import BoxFillSam
+
+    root = tmp_path / "download"
+    drawn = _patient_download(root)
+    assert is_batch_source(root, root) and not is_batch_source(root)  # one study, unless its labels prompt it
+    items = collect_items(root, tmp_path / "out", labels_dir=root, dicom_output="rtstruct")
+    assert [
+        (item.input.name, item.labels.relative_to(root).as_posix(), item.output.name) for item in items
+    ] == [
+        ("LUNG1-001", "LUNG1-001/RTSTRUCT/1-1.dcm", "LUNG1-001.dcm"),
+        ("LUNG1-002", "LUNG1-002/RTSTRUCT/1-1.dcm", "LUNG1-002.dcm"),
+    ]
+    from msa_hf.data.dicom_stacks import find_stacks
+
+    for item in items:  # the CT, not the MR beside it
+        assert item.series == find_stacks(item.input / "study" / "CT")[0].series_uid
+    rows = predict_batch(BoxFillSam(32), items, kind="box", show_progress=False)
+    assert [row["status"] for row in rows] == ["ok", "ok"], rows
+    for item in items:  # the same as that CT predicted alone with its structure set's boxes
+        ct = root / item.input.name / "study" / "CT"
+        prompts = prompts_from_label_map(item.labels, "box", volume=True, image_path=ct)
+        predict_file(BoxFillSam(32), ct, tmp_path / f"{item.input.name}.nii.gz", prompts)
+        alone = load_volume(tmp_path / f"{item.input.name}.nii.gz", is_label=True).array
+        from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+
+        assert np.array_equal(load_rtstruct_labels(item.output, ct).array, alone), item.input.name
+
+    # the command line: masks as NIfTI, then scored without naming where the series are
+    assert main(["predict", str(tiny_base), str(root), str(tmp_path / "cli"), "--prompts-from-labels", str(root),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    # a patient folder holding a DICOM-SEG beside its structure set: refused naming both, until one is chosen
+    _patient_download(tmp_path / "both", seg_of_second=True)
+    with pytest.raises(ValueError, match=r"LUNG1-002: 2 label objects .*--dicom-labels"):
+        collect_items(tmp_path / "both", tmp_path / "out2", labels_dir=tmp_path / "both")
+    chosen = collect_items(
+        tmp_path / "both", tmp_path / "out2", labels_dir=tmp_path / "both", dicom_labels="rtstruct"
+    )
+    assert [item.labels.parent.name for item in chosen] == ["RTSTRUCT", "RTSTRUCT"]
+
+    table = tmp_path / "cli" / "labels.json"  # the masks' values by the structure sets' ROI names
+    assert f"msa-hf score {tmp_path / 'cli'} {root} --label-table {table}" in capsys.readouterr().out
+    assert json.loads(table.read_text()) == {"1": "GTV-1"}
+    masks = {}
+    for patient, (labels, _) in drawn.items():
+        masks[patient] = axial_slices(
+            load_volume(tmp_path / "cli" / f"{patient}.nii.gz", is_label=True).array
+        )
+        assert masks[patient].shape == labels.shape  # on the CT's grid
+    assert main(["score", str(tmp_path / "cli"), str(root), "--label-table", str(table)]) == 0
+    printed = capsys.readouterr().out
+    dices = [
+        2 * ((masks[p] == 1) & (labels == 1)).sum() / ((masks[p] == 1).sum() + labels.sum())
+        for p, (labels, _) in drawn.items()
+    ]
+    assert f"| GTV-1 | 2 | {np.mean(dices):.3f}" in printed, printed

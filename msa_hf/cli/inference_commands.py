@@ -159,7 +159,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--prompts-from-labels", default=None, metavar="DIR",
         help="many inputs: take prompts from each input's label map in DIR, paired by file name as `prepare` "
              "pairs them (case_0000.nii.gz -> case.nii.gz); a box or a click per structure, per slice of a "
-             "volume, written with the structure's label value",
+             "volume, written with the structure's label value. DIR may be the input folder itself where that "
+             "is a DICOM download of one folder per patient, each holding its series and the DICOM-SEG or RT "
+             "structure set drawn on one",
+    )  # fmt: skip
+    predict.add_argument(
+        "--dicom-labels", choices=("seg", "rtstruct"), default=None,
+        help="with --prompts-from-labels on a DICOM download of patient folders: where a folder holds both a "
+             "DICOM-SEG and an RT structure set, the one to prompt from",
     )  # fmt: skip
     predict.add_argument(
         "--prompt-kind", choices=["box", "click"], default="box",
@@ -363,7 +370,7 @@ def _predict(args: argparse.Namespace) -> int:
     _say_precision_tip(args)
     from msa_hf.inference.batch import is_batch_source
 
-    batch = is_batch_source(args.input)
+    batch = is_batch_source(args.input, args.prompts_from_labels)
     given = bool(args.prompts or args.point or args.negative or args.box or args.text)
     if args.prompts:
         prompts = read_prompts(args.prompts)
@@ -389,9 +396,10 @@ def _predict(args: argparse.Namespace) -> int:
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
         return _predict_many(args, prompts)
-    if args.prompts_from_labels or args.remap_labels:
+    if args.prompts_from_labels or args.remap_labels or args.dicom_labels:
         raise ValueError(
-            "--prompts-from-labels and --remap-labels are for many inputs (a folder, a glob or a manifest)."
+            "--prompts-from-labels, --remap-labels and --dicom-labels are for many inputs (a folder, a glob or a "
+            "manifest)."
         )
     # None: prompts are display prompts; voxel prompts name the input's own slices, so its plane is theirs
     to_display = voxel_frame(args.input, args.prompt_frame, args.series, args.plane)
@@ -453,15 +461,25 @@ def _predict(args: argparse.Namespace) -> int:
 def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     """`msa-hf predict MODEL SOURCE OUTPUT_DIR`: every input of SOURCE with one model load (shared out over
     the processes of an `accelerate launch`); exit status 1 when an input failed (the others are written)."""
-    from msa_hf.inference.batch import SUMMARY_FILES, collect_items, run_batch
+    from msa_hf.inference.batch import (
+        LABEL_TABLE_FILE,
+        SUMMARY_FILES,
+        collect_items,
+        dicom_label_table,
+        run_batch,
+        write_label_table,
+    )
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.output_files import check_new_outputs
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
         args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series,
-        label_remap(args.remap_labels), args.dicom_output,
+        label_remap(args.remap_labels), args.dicom_output, args.dicom_labels,
     )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
+    table = dicom_label_table(items)  # the masks' values by the DICOM label objects' names
+    if table:
+        summaries.append(Path(args.output) / LABEL_TABLE_FILE)
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
     check_new_outputs([*written, *summaries], args.overwrite)
     model, processor = load_for_inference(args.model)
@@ -480,10 +498,14 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         return 0
     text, rows = result
     print(text)
-    print(f"written: {args.output} (masks, summary.csv, summary.md)")
+    extra = ""
+    if table:
+        extra = f" --label-table {write_label_table(table, args.output)}"
+    print(f"written: {args.output} (masks, summary.csv, summary.md{', labels.json' if table else ''})")
     if args.prompts_from_labels:  # the masks and their references: what scoring them takes
         print(
-            f"to score the masks against the label maps: msa-hf score {args.output} {args.prompts_from_labels}"
+            "to score the masks against the label maps: "
+            f"msa-hf score {args.output} {args.prompts_from_labels}{extra}"
         )
     return 1 if any(row["status"] != "ok" for row in rows) else 0
 

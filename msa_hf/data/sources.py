@@ -127,20 +127,26 @@ class LabelIndex:
     `patient_0001`, nnU-Net's `case_0000` (and `case_0001`, its second channel) with `case`, BTCV's `img0001`
     with `label0001`, and `case` with `case_seg`; numbered cases are never shortened to one name."""
 
-    def __init__(self, labels: list[Path]) -> None:
+    def __init__(self, labels: list[Path], names: list[str] | None = None) -> None:
+        """`labels`, each known by `names` (default: its file name, `file_stem`)."""
         self._by_stem: dict[str, list[Path]] = {}
         self._by_name: dict[str, list[Path]] = {}
-        for path in labels:
-            self._by_stem.setdefault(file_stem(path), []).append(path)
-            for name in _label_names(file_stem(path)):
+        for path, stem in zip(labels, names or [file_stem(path) for path in labels], strict=True):
+            self._by_stem.setdefault(stem, []).append(path)
+            for name in _label_names(stem):
                 self._by_name.setdefault(name, []).append(path)
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
-        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`)."""
-        return cls(
-            [p for p in visible_files(Path(folder)) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
-        )
+        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`); or, where it holds none but is a
+        DICOM download of one folder per patient (`dicom_study_cases`), each patient's label object, known by
+        its folder's name (`patient1.nii.gz` pairs with the RT structure set inside `patient1/`)."""
+        folder = Path(folder)
+        files = [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
+        if not files and folder.is_dir():
+            labelled = [case for case in dicom_study_cases(folder) if case.label is not None]
+            return cls([case.label for case in labelled], [case.case_id for case in labelled])
+        return cls(files)
 
     def find(self, image: Path) -> tuple[Path | None, str]:
         """`image`'s label map (None when none pairs with it) and the name they share, which is the case's id

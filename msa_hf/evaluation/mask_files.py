@@ -382,7 +382,9 @@ def score_mask_files(
         label_table: the names of the label values (default: the table beside the labels, if any).
         tolerance: NSD's tolerance, in mm for volumes and pixels for 2-D masks.
         images: the folder holding the DICOM series that DICOM-SEG masks were drawn on (a study, a PACS
-            export, a folder of series folders); needed where a prediction or a label map is a DICOM-SEG.
+            export, a folder of series folders); needed where a prediction or a label map is a DICOM-SEG,
+            except with `labels` a DICOM download of one folder per patient, which holds them (the default
+            there).
         label_remap: `{value in the label maps: value to read}` for references coded unusually (REFUGE's
             255 background), as `prepare --remap-labels` reads them; the predictions are read as written.
 
@@ -421,6 +423,10 @@ def score_mask_files(
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_label_file(p)]
     segments = None
     if seg_files:
+        if images is None and any(
+            is_dicom_label_file(pair.label) and pair.label.parent != Path(labels) for pair in pairs
+        ):  # a DICOM download of patient folders (`LabelIndex.in_folder`): its series lie beside their labels
+            images = labels
         if images is None:
             raise ValueError(
                 f"{seg_files[0]}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder "

@@ -46,6 +46,8 @@ PromptKind = Literal["box", "click"]
 MANIFEST_SUFFIXES = (".csv", ".json")
 MANIFEST_KEYS = ("input", "prompts", "labels", "output", "series")
 SUMMARY_FILES = ("summary.csv", "summary.md")  # written into the output folder beside the masks
+# the names of the masks' values, beside them, where the prompts came from DICOM label objects
+LABEL_TABLE_FILE = "labels.json"
 SUMMARY_COLUMNS = (
     "input",
     "output",
@@ -89,16 +91,23 @@ def _supported_files(folder: Path) -> list[Path]:
     return [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p)]
 
 
-def is_batch_source(source: str | Path) -> bool:
+def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) -> bool:
     """Whether `source` names many inputs: a glob, a `.csv`/`.json` manifest, or a folder holding images or
-    NIfTI files (a folder of DICOM files is one series, a single input)."""
+    NIfTI files (a folder of DICOM files is one series, a single input); or, with `labels_dir` the same
+    folder, a DICOM download of one folder per patient whose label objects give the prompts
+    (`collect_items` reads which)."""
     source = str(source)
     if is_glob(source) and not Path(source).exists():
         return True
     path = Path(source)
     if path.suffix.lower() in MANIFEST_SUFFIXES:
         return True
-    return path.is_dir() and bool(_supported_files(path))
+    if not path.is_dir():
+        return False
+    if labels_dir is not None and Path(labels_dir).resolve() == path.resolve():
+        if any(child.is_dir() for child in path.iterdir()):
+            return True
+    return bool(_supported_files(path))
 
 
 def output_name(input_path: Path, dicom_output: str | None = None) -> str:
@@ -181,6 +190,7 @@ def collect_items(
     series: str | None = None,
     label_remap: dict[int, int] | None = None,
     dicom_output: str | None = None,
+    dicom_labels: str | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
@@ -191,10 +201,15 @@ def collect_items(
     row's `.dcm` output (a DICOM-SEG without it); other inputs' masks stay NIfTI or PNG. Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
-    label maps' values as `prepare --remap-labels` does."""
+    label maps' values as `prepare --remap-labels` does.
+
+    `labels_dir` may be `source` itself where that is a DICOM download of one folder per patient
+    (`sources.dicom_study_cases`): each patient folder is an input, prompted from the label object inside it
+    (`dicom_labels`, "seg" or "rtstruct", choosing where a folder holds both) and read on the series that
+    object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`)."""
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series
     from msa_hf.data.label_tables import check_label_remap
-    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, listed_names
+    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, dicom_study_cases, listed_names
     from msa_hf.data.volumes import is_dicom_stack_source
 
     label_remap = check_label_remap(label_remap or {})
@@ -204,12 +219,32 @@ def collect_items(
     labels_dir = Path(labels_dir) if labels_dir else None
     if labels_dir is not None and not labels_dir.is_dir():
         raise ValueError(f"--prompts-from-labels {labels_dir}: not a folder of label maps.")
-    if labels_dir is not None and Path(source).is_dir() and labels_dir.resolve() == Path(source).resolve():
+    same_folder = (
+        labels_dir is not None and Path(source).is_dir() and labels_dir.resolve() == Path(source).resolve()
+    )
+    # a DICOM download of one folder per patient: each patient is an input, prompted from the label object
+    # inside its folder, read on the series that object was drawn on
+    studies = dicom_study_cases(Path(source), dicom_labels) if same_folder else []
+    if dicom_labels is not None and not studies:
+        raise ValueError(
+            f"--dicom-labels {dicom_labels}: for --prompts-from-labels on a DICOM download of patient folders "
+            "(the input folder itself); leave it out here."
+        )
+    if same_folder and not studies:
         raise ValueError(
             f"--prompts-from-labels {labels_dir}: that is the folder of the inputs; every file in it would be "
-            "segmented, label maps included. Keep the label maps in a folder of their own."
+            "segmented, label maps included. Keep the label maps in a folder of their own (or give a DICOM "
+            "download of one folder per patient, each holding its series and the DICOM-SEG or RT structure set "
+            "drawn on one)."
         )
-    label_index = LabelIndex.in_folder(labels_dir) if labels_dir is not None else None
+    problems = [case.problem for case in studies if case.problem]
+    if problems:
+        raise ValueError(f"--prompts-from-labels {labels_dir}: {' '.join(problems)}")
+    if studies:
+        labelled = [case for case in studies if case.label is not None]
+        label_index = LabelIndex([case.label for case in labelled], [case.case_id for case in labelled])
+    else:
+        label_index = LabelIndex.in_folder(labels_dir) if labels_dir is not None else None
     unpaired: list[Path] = []  # inputs that take their prompts from the label folder and find no label map
     rows: list[dict[str, Any]]
     base = Path(".")
@@ -220,9 +255,12 @@ def collect_items(
         base = manifest.parent
         rows = _manifest_rows(manifest)
     else:
-        found = (
-            sorted(Path(p) for p in glob.glob(source)) if is_glob(source) else _supported_files(Path(source))
-        )
+        if studies:
+            found = [case.image for case in studies]
+        elif is_glob(source):
+            found = sorted(Path(p) for p in glob.glob(source))
+        else:
+            found = _supported_files(Path(source))
         if not found:
             raise ValueError(
                 f"{source}: no images or NIfTI volumes found (PNG/JPEG/TIFF/BMP, .nii, .nii.gz)."
@@ -396,6 +434,36 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     for axis, size in zip(axes, shape, strict=True):
         ras[axis] = int(size)
     return tuple(ras)
+
+
+def dicom_label_table(items: list[BatchItem]) -> dict[int, str] | None:
+    """`{label value: structure name}` of the masks prompted from DICOM label objects (`prompts_from_label_map`
+    values their structures by the objects' own segment or ROI numbers): what `msa-hf score` needs to pair the
+    masks' values with the objects' names. None where no item's labels are such an object, or where two
+    objects give one number different names (the numbers then mean nothing across cases)."""
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, segment_names
+
+    table: dict[int, str] = {}
+    found = False
+    for item in items:
+        if item.prompts is not None or item.labels is None or not is_dicom_label_file(item.labels):
+            continue
+        found = True
+        for number, name in segment_names(item.labels).items():
+            if table.setdefault(number, name) != name:
+                return None
+    return dict(sorted(table.items())) if found else None
+
+
+def write_label_table(table: dict[int, str], output_dir: str | Path) -> Path:
+    """`table` as `output_dir/labels.json` (`{"1": "GTV-1"}`, the form `msa-hf score --label-table` reads),
+    written whole or not at all."""
+    from msa_hf.output_files import atomic_file
+
+    path = Path(output_dir) / LABEL_TABLE_FILE
+    with atomic_file(path) as staging:
+        Path(staging).write_text(json.dumps({str(value): name for value, name in table.items()}, indent=1))
+    return path
 
 
 def check_label_map_grid(item: BatchItem) -> None:
