@@ -104,9 +104,9 @@ def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) ->
         return True
     if not path.is_dir():
         return False
-    if labels_dir is not None and Path(labels_dir).resolve() == path.resolve():
-        if any(child.is_dir() for child in path.iterdir()):
-            return True
+    same_folder = labels_dir is not None and Path(labels_dir).resolve() == path.resolve()
+    if same_folder and any(child.is_dir() for child in path.iterdir()):  # a download of patient folders
+        return True
     return bool(_supported_files(path))
 
 
