@@ -168,3 +168,27 @@ def test_overlapping_structures_are_scored_and_prompted_each_whole(series, tmp_p
             if shown.any():
                 expected.append((value, index, [float(v) for v in box_from_mask(shown)]))
     assert [(p.value, p.slice, p.box) for p in prompts] == expected
+
+
+@pytest.mark.parametrize("volumes", [1, 2])
+def test_an_enhanced_files_dicom_seg_keeps_overlapping_segments_whole(tmp_path, volumes):
+    """An enhanced multi-frame file as the input (its own frames, or the second of two acquisitions it holds):
+    the segmentation's overlapping segments land on that volume's frames, each whole."""
+    from msa_hf.data.dicom_seg_labels import load_dicom_structures
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.testing import write_enhanced_acquisitions
+
+    rng = np.random.default_rng(5)
+    enhanced = write_enhanced_acquisitions(
+        tmp_path, [rng.integers(-100, 100, (6, 20, 24)).astype(np.float32) for _ in range(volumes)]
+    )
+    series = "4/FrameAcquisitionNumber=2" if volumes == 2 else None
+    wholes = []
+    for name, prompts in (("liver", LIVER), ("tumour", TUMOUR)):
+        predict_file(BoxFillSam(32), enhanced, tmp_path / f"{name}.nii.gz", prompts, series=series)
+        wholes.append(load_volume(tmp_path / f"{name}.nii.gz", is_label=True).array > 0)
+    predict_file(BoxFillSam(32), enhanced, tmp_path / "mask.dcm", LIVER + TUMOUR, series=series)
+    volume, codes = load_dicom_structures(tmp_path / "mask.dcm", enhanced, {"liver": 1, "tumour": 2}, series)
+    assert codes == {1: (1, 3), 2: (2, 3)}
+    for value, whole in enumerate(wholes, start=1):
+        assert np.array_equal(np.isin(volume.array, codes[value]), whole), value

@@ -345,8 +345,9 @@ def predict_file(
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. Where masks of different values overlap, a label map keeps the later prompt's value (the summary's
-    `warnings` say so: `overlap_note`); a DICOM-SEG or RT structure set keeps each structure whole. With `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays,
-    `compile_by_default`; one input rarely has the slices for it).
+    `warnings` say so: `overlap_note`); a DICOM-SEG or RT structure set keeps each structure whole. With
+    `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays, `compile_by_default`; one
+    input rarely has the slices for it).
 
     A DICOM series with an output ending in `.dcm` -> a DICOM-SEG referencing the series' instances (segment
     labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`), or with `dicom_output="rtstruct"` an RT
