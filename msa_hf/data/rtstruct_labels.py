@@ -108,6 +108,7 @@ def load_rtstruct_labels(
         )
     planes = stack.planes
     index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
+    depths = _depths(planes)  # where a contour that names no image is placed
     columns, rows, count = stack.shape
     dtype = np.uint8 if max(chosen.values(), default=0) <= 255 and not overlapping else np.uint16
     labels = np.zeros((count, rows, columns), dtype)
@@ -121,7 +122,7 @@ def load_rtstruct_labels(
             if str(contour.get("ContourGeometricType", "")) != "CLOSED_PLANAR":
                 continue
             points = np.asarray(contour.ContourData, np.float64).reshape(-1, 3)
-            k = _plane_of(contour, points, planes, index)
+            k = _plane_of(contour, points, index, depths, planes[0].normal)
             if k is None:
                 raise VolumeReadError(
                     f"{path}: a contour of ROI {names.get(number, number)!r} lies on no slice of the series in "
@@ -150,17 +151,25 @@ def load_rtstruct_labels(
     return canonical_volume(labels.transpose(2, 1, 0), stack.affine, str(path), is_label=True)
 
 
-def _plane_of(contour: Any, points: np.ndarray, planes: list[Any], index: dict) -> int | None:
-    """The slice a contour lies on: the image it references, else the plane its points lie in (within a
-    tenth of the slices' spacing, along the normal)."""
+def _depths(planes: list[Any]) -> tuple[np.ndarray, float]:
+    """Each slice's position along the stack's normal `(slices,)` (mm) and the smallest step between two."""
+    normal = planes[0].normal
+    depths = np.array([plane.position @ normal for plane in planes])
+    return depths, float(np.min(np.abs(np.diff(depths)))) if len(depths) > 1 else 1.0
+
+
+def _plane_of(
+    contour: Any, points: np.ndarray, index: dict, depths: tuple[np.ndarray, float], normal: np.ndarray
+) -> int | None:
+    """The slice a contour lies on: the image it references (`index`: `(SOP instance UID, frame)` -> slice),
+    else the slice whose position along `normal` its points lie at, within a tenth of the smallest step
+    (`depths`, `_depths`)."""
     for image in contour.get("ContourImageSequence", []):
         frame = int(image.ReferencedFrameNumber) if "ReferencedFrameNumber" in image else None
         found = index.get((str(image.ReferencedSOPInstanceUID), frame))
         if found is not None:
             return found
-    normal = planes[0].normal
-    depths = np.array([plane.position @ normal for plane in planes])
+    along, step = depths
     depth = float(points.mean(axis=0) @ normal)
-    nearest = int(np.argmin(np.abs(depths - depth)))
-    step = float(np.min(np.abs(np.diff(depths)))) if len(depths) > 1 else 1.0
-    return nearest if abs(depths[nearest] - depth) <= 0.1 * step else None
+    nearest = int(np.argmin(np.abs(along - depth)))
+    return nearest if abs(along[nearest] - depth) <= 0.1 * step else None
