@@ -1192,6 +1192,25 @@ def scored_pair(folder: Path, prediction: Any = None, affine: Any = None) -> tup
     return str(predictions), str(source / "labelsTr")
 
 
+@case(
+    "score", "RT structure sets of overlapping structures valued beyond 16", mentions=("case.dcm", "1 to 16")
+)
+def _(f):
+    from msa_hf.inference.predictor import Prompt, predict_file
+    from msa_hf.testing import BoxFillSam, write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 3:16, 2:20] = 60.0
+    write_dicom_series(f / "in" / "series", volume)
+    prompts = [Prompt(box=[2, 2, 19, 15], slice=2, value=20, name="liver"),
+               Prompt(box=[6, 5, 21, 9], slice=2, value=21, name="tumour")]  # fmt: skip
+    for folder in ("pred", "ref"):
+        predict_file(BoxFillSam(32), f / "in" / "series", f / "in" / folder / "case.dcm", prompts,
+                     dicom_output="rtstruct")  # fmt: skip
+    (f / "in" / "ref" / "labels.json").write_text(json.dumps({"20": "liver", "21": "tumour"}))
+    return ["score", str(f / "in" / "pred"), str(f / "in" / "ref"), "--images", str(f / "in" / "series")]
+
+
 @case("score", "predictions folder does not exist", mentions=("nowhere",))
 def _(f):
     return ["score", str(f / "in" / "nowhere"), str(nifti_source(f) / "labelsTr")]

@@ -317,7 +317,15 @@ def load_dicom_structures(
     try:
         return load_dicom_labels(path, series_folder, values, series), None
     except OverlappingStructuresError:
-        volume = load_dicom_labels(path, series_folder, values, series, overlapping=True)
+        try:
+            volume = load_dicom_labels(path, series_folder, values, series, overlapping=True)
+        except ValueError:  # a value beyond the code's bits (`overlap_code`)
+            given = sorted(set((values or {}).values())) or "its own numbers"
+            raise VolumeReadError(
+                f"{path}: its structures overlap, and each is then read whole as one bit of a 16-bit code, "
+                f"which takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; the structures are valued "
+                f"{given}. Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
+            ) from None
     codes = [int(code) for code in np.unique(volume.array) if code]
     drawn = sorted(
         {bit + 1 for code in codes for bit in range(MAX_OVERLAPPING_STRUCTURES) if code >> bit & 1}
