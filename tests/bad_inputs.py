@@ -1821,6 +1821,18 @@ def _(f):
     return lambda: VolumeSession([str(path)], _session()).propagate(2)
 
 
+@space("API volume with a slice outside it", mentions=("slice: 10 is outside",))
+def _(f):
+    path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return lambda: _session().segment_volume([str(path)], 10, [], [2, 2, 8, 8])
+
+
+@space("API volume without a prompt", mentions=("points and box",))
+def _(f):
+    path = nifti_source(f, count=1) / "imagesTr" / "case0_0000.nii.gz"
+    return lambda: _session().segment_volume([str(path)], 2, [], None)
+
+
 @space("keep a structure before segmenting one", mentions=("nothing is segmented",))
 def _(f):
     from msa_hf.demo.sessions import VolumeSession

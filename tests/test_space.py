@@ -15,6 +15,7 @@ from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.demo.prompt_state import BOX, NEGATIVE, POSITIVE, add_prompt, describe, empty_prompts, undo_prompt
 from msa_hf.demo.sessions import DemoSession, VolumeSession
 from msa_hf.demo.uploads import read_upload, source_of
+from msa_hf.inference.predictor import Prompt, predict_file
 from msa_hf.testing import BoxFillSam, BrightInBoxSam
 
 gradio = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
@@ -388,6 +389,34 @@ def test_the_page_encodes_on_the_device_and_in_the_dtype_it_is_given(tiny_base, 
     assert volume.predictor.decoder.placement == session.predictor.placement
 
 
+def test_the_volume_api_propagates_and_keeps_no_temporary_copies(tmp_path, monkeypatch):
+    """`/segment_volume` with `propagate`: the whole ball from a box on its middle slice, as the page gives it;
+    the uploaded DICOM files' copy and the volume's own folder are removed, the answer kept for download."""
+    import tempfile
+
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.testing import sphere_volume, write_dicom_series
+
+    ball = sphere_volume(shape=(10, 32, 32), centre=(5, 15, 16), radius=4.0)
+    write_dicom_series(tmp_path / "series", np.where(ball, 300, -1000).astype(np.int16))
+    files = sorted(str(p) for p in (tmp_path / "series").iterdir())
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    session = DemoSession(BrightInBoxSam(32))
+    shown = VolumeSession(files, session)
+    expected = shown.slices > 0  # the ball, as the page shows its slices
+    shown.close()
+    middle = int(np.argmax(expected.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(expected[middle])
+    box = [float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())]
+    path, done = session.segment_volume(files, middle, [], box, propagate=True)
+    assert done.startswith(f"propagated from slice {middle} to slices 1-9"), done
+    assert np.array_equal(axial_slices(load_volume(path, is_label=True).array) == 1, expected)
+    assert [p.name.split("-")[1] for p in (tmp_path / "tmp").iterdir()] == ["downloads"]
+    with pytest.raises(ValueError, match="slice: 10 is outside"):
+        session.segment_volume(files, 10, [], box)
+
+
 def test_kept_structures_stay_whole_in_every_download(tmp_path):
     """Keep one structure, segment another over it: the slices outline the kept one, the NIfTI label map holds
     both (the later over the earlier), and the DICOM-SEG and the RT structure set each whole, named."""
@@ -721,7 +750,7 @@ def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
     try:
         client = Client(demo.local_url, verbose=False)
         api = client.view_api(return_format="dict", print_info=False)
-        assert set(api["named_endpoints"]) == {"/segment"} and not api["unnamed_endpoints"]
+        assert set(api["named_endpoints"]) == {"/segment", "/segment_volume"} and not api["unnamed_endpoints"]
         endpoint = api["named_endpoints"]["/segment"]
         assert [p["parameter_name"] for p in endpoint["parameters"]] == ["image", "points", "box", "adapter"]
         assert [r["label"] for r in endpoint["returns"]] == ["mask"]
@@ -733,6 +762,32 @@ def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
             client.predict(picture, "", "[1, 2", "", api_name="/segment")
         with pytest.raises(Exception, match="unknown task adapter 'liver'"):
             client.predict(picture, json.dumps([[40, 24, 1]]), "", "liver", api_name="/segment")
+        # a volume: a NIfTI file, a slice and a box -> the mask on the input's grid, as predict writes it
+        volume = api["named_endpoints"]["/segment_volume"]
+        assert [p["parameter_name"] for p in volume["parameters"]] == [
+            "volume", "slice", "points", "box", "propagate", "adapter",
+        ]  # fmt: skip
+        assert [r["label"] for r in volume["returns"]] == ["mask", "status"]
+        import nibabel as nib
+
+        from msa_hf.data import load_nifti
+        from msa_hf.testing import SCRAMBLED_AFFINE
+
+        data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
+        nib.save(nib.Nifti1Image(data, SCRAMBLED_AFFINE), tmp_path / "scan.nii.gz")
+        scan = handle_file(str(tmp_path / "scan.nii.gz"))
+        mask, status = client.predict(
+            [scan], 5, "", json.dumps([3, 4, 9, 12]), False, "", api_name="/segment_volume"
+        )
+        assert status.startswith("slice 5: box")
+        predict_file(BoxFillSam(64), tmp_path / "scan.nii.gz", tmp_path / "expected.nii.gz",
+                     [Prompt(box=[3, 4, 9, 12], slice=5)])  # fmt: skip
+        expected = load_nifti(tmp_path / "expected.nii.gz", is_label=True).array
+        assert expected.any() and np.array_equal(load_nifti(mask, is_label=True).array, expected)
+        with pytest.raises(Exception, match=r"slice: 12 is outside the volume's 12 axial slices \(0 to 11\)"):
+            client.predict([scan], 12, "", json.dumps([3, 4, 9, 12]), False, "", api_name="/segment_volume")
+        with pytest.raises(Exception, match="points and box: neither was sent"):
+            client.predict([scan], 5, "", "", False, "", api_name="/segment_volume")
     finally:
         demo.close()
 

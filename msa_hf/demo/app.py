@@ -103,6 +103,7 @@ def build_demo(
         with gr.Tab("volume (NIfTI / DICOM series)"):
             volume_tab(session, adapter)
         segment_endpoint(session)
+        volume_endpoint(session)
     demo.queue(default_concurrency_limit=1)  # one request at a time, as the page says
     return demo
 
@@ -447,8 +448,46 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     )
 
 
+def volume_endpoint(session: DemoSession) -> None:
+    """The documented API endpoint `/segment_volume`: a volume (a NIfTI file, or the DICOM files of one
+    series), a slice, clicks and a box on it, and whether to propagate -> the NIfTI mask on the input's grid
+    and a status line (hidden components carry its named inputs and outputs)."""
+
+    @guarded
+    def api_segment_volume(volume, slice, points: str, box: str, propagate: bool, adapter: str = ""):  # noqa: A002
+        """API: volume files + display slice + JSON points `[[x, y, label], ...]` + JSON box or "" + propagate
+        (+ an adapter name, "" for the active one) -> (mask NIfTI, status)."""
+        files = [f if isinstance(f, str) else f.name for f in (volume or [])]
+        if not files:
+            raise ValueError("volume: none was sent; send one NIfTI file or the DICOM files of one series.")
+        if slice is None or float(slice) != int(slice):
+            raise ValueError(f"slice: got {slice!r}; send the slice's index, as the page's slider shows it.")
+        clicks, corners = parse_api_prompts(points, box)
+        return session.segment_volume(files, int(slice), clicks, corners, bool(propagate), adapter or None)
+
+    with gr.Row(visible=False):
+        api_volume = gr.File(file_count="multiple", label="volume")
+        api_slice = gr.Number(precision=0, label="slice")
+        api_points = gr.Textbox(label="points")
+        api_box = gr.Textbox(label="box")
+        api_propagate = gr.Checkbox(value=False, label="propagate")
+        api_adapter = gr.Textbox(value="", label="adapter")
+        api_mask = gr.File(label="mask")
+        api_status = gr.Textbox(label="status")
+    gr.Button(visible=False).click(
+        api_segment_volume, [api_volume, api_slice, api_points, api_box, api_propagate, api_adapter],
+        [api_mask, api_status], api_name="segment_volume",
+        api_description="Segment a volume (`volume`: one NIfTI file or the DICOM files of one series) on its "
+        "slice `slice` as the page shows it (axial, 0 the most inferior, unless the volume was acquired in "
+        "another plane) with clicks `points` and/or `box` (as /segment takes them, in that slice's pixels), "
+        "carried through the volume when `propagate`; returns the NIfTI mask on the input's grid and what was "
+        "done.",
+    )  # fmt: skip
+
+
 def segment_endpoint(session: DemoSession) -> None:
-    """The one documented API endpoint, `/segment` (hidden components carry its named inputs and output)."""
+    """The documented API endpoint `/segment` for a picture (hidden components carry its named inputs and
+    output)."""
 
     @guarded
     def api_segment(image, points: str, box: str, adapter: str = ""):
@@ -465,7 +504,7 @@ def segment_endpoint(session: DemoSession) -> None:
         api_box = gr.Textbox(label="box")
         api_adapter = gr.Textbox(value="", label="adapter")
         api_mask = gr.Image(type="numpy", format="png", label="mask")
-    # the one documented endpoint; every other event is the page's own (api_visibility="private")
+    # a documented endpoint (with /segment_volume); every other event is the page's own (api_visibility="private")
     gr.Button(visible=False).click(
         api_segment, [api_image, api_points, api_box, api_adapter], api_mask, api_name="segment",
         api_description="Segment `image` with clicks `points` (JSON [[x, y, label], ...], label 1 or 0) "

@@ -29,7 +29,7 @@ from msa_hf.inference.predictor import SegmentationPredictor
 
 MAX_VOXELS = 512 * 512 * 1024
 MULTIMASK_COUNT = 3  # SAM's multimask output
-KEPT_DOWNLOADS = 16  # probability maps kept for the page's downloads, the oldest removed first
+KEPT_DOWNLOADS = 16  # files kept for downloads (probability maps, the API's masks), the oldest removed first
 
 
 class DemoSession:
@@ -63,8 +63,8 @@ class DemoSession:
         self.cache_size = cache_size
         self._lock = threading.RLock()
         self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._probability_files: list[Path] = []  # the demo's own downloads, the oldest removed first
-        self._probability_folder: Path | None = None
+        self._downloads: list[Path] = []  # the demo's own downloads, the oldest removed first
+        self._download_folder: Path | None = None
         self._written = 0
 
     @contextmanager
@@ -155,21 +155,64 @@ class DemoSession:
             prediction = self.predictor.predict_masks(prompt, multimask=multimask)
         return Segmentation.of(prediction, choice)
 
+    def _download(self, stem: str, suffix: str) -> Path:
+        """A new path `<stem>-<n><suffix>` for a download in the session's own folder; only the last
+        `KEPT_DOWNLOADS` are kept (Gradio serves its own copy of each)."""
+        with self._lock:
+            if self._download_folder is None:
+                self._download_folder = Path(tempfile.mkdtemp(prefix="msa-downloads-"))
+            self._written += 1
+            path = self._download_folder / f"{stem}-{self._written}{suffix}"
+            self._downloads.append(path)
+            while len(self._downloads) > KEPT_DOWNLOADS:
+                self._downloads.pop(0).unlink(missing_ok=True)
+        return path
+
     def probability_file(self, probabilities: np.ndarray) -> str:
-        """`probabilities` `(H, W)` written as a float32 TIFF for the page's download; returns its path. Only
-        the last `KEPT_DOWNLOADS` files are kept (Gradio serves its own copy of each)."""
+        """`probabilities` `(H, W)` written as a float32 TIFF for the page's download; returns its path
+        (`_download`)."""
         from PIL import Image
 
-        with self._lock:
-            if self._probability_folder is None:
-                self._probability_folder = Path(tempfile.mkdtemp(prefix="msa-probabilities-"))
-            self._written += 1
-            path = self._probability_folder / f"probabilities-{self._written}.tif"
-            Image.fromarray(np.asarray(probabilities, np.float32), mode="F").save(path)
-            self._probability_files.append(path)
-            while len(self._probability_files) > KEPT_DOWNLOADS:
-                self._probability_files.pop(0).unlink(missing_ok=True)
+        path = self._download("probabilities", ".tif")
+        Image.fromarray(np.asarray(probabilities, np.float32), mode="F").save(path)
         return str(path)
+
+    def segment_volume(
+        self,
+        files: list[str],
+        index: int,
+        points: list[list[float]],
+        box: list[float] | None,
+        propagate: bool = False,
+        adapter: str | None = None,
+        stop_score: float = 0.5,
+    ) -> tuple[str, str]:
+        """One request of the `/segment_volume` API: the volume `files` (one NIfTI file, or the DICOM files of
+        one series) prompted on display slice `index` (as the page shows it) with `points` `[[x, y, label],
+        ...]` and `box`, and with `propagate` carried through the volume (stopping where the predicted IoU falls
+        below `stop_score`). Returns the NIfTI mask on the input's grid (`_download`) and what was done (the
+        slice's scores, or where propagation went). The volume's own temporary files are removed.
+
+        Raises:
+            ValueError: no prompt, a slice or click outside the volume, or a volume the page refuses.
+        """
+        if not points and box is None:
+            raise ValueError("points and box: neither was sent; send a click or a box on the slice.")
+        volume = VolumeSession(files, self, adapter)
+        try:
+            if not 0 <= index < len(volume.slices):
+                raise ValueError(
+                    f"slice: {index} is outside the volume's {len(volume.slices)} {volume.plane} slices "
+                    f"(0 to {len(volume.slices) - 1})."
+                )
+            prompts = {**empty_prompts(), "points": points, "box": box}
+            volume.set_prompts(index, prompts, adapter)
+            done = volume.propagate(index, stop_score) if propagate else volume.describe(index)
+            path = self._download("mask", ".nii.gz")
+            volume.save(str(path.parent), path.name)
+        finally:
+            volume.close()
+        return str(path), done
 
 
 def multimask_for(choice: int | None) -> bool | None:
@@ -237,6 +280,8 @@ class VolumeSession:
 
         files = [files] if isinstance(files, str) else list(files)
         self.source, self.series = self._gather(files), series
+        # the folder the uploaded DICOM files were copied into (`_gather`), removed by `close`
+        self.copied = None if self.source in files else self.source
         try:
             self.volume = load_volume(self.source, series=series)
         except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
@@ -474,17 +519,23 @@ class VolumeSession:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
         return str(output)
 
-    def save(self, folder: str | None = None) -> str:
+    def close(self) -> None:
+        """Remove this volume's temporary files: its downloads' folder, and the copy of uploaded DICOM files."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.copied is not None:
+            shutil.rmtree(self.copied, ignore_errors=True)
+
+    def save(self, folder: str | None = None, name: str = "msa_mask.nii.gz") -> str:
         """Every structure (`structures`) as one NIfTI label map on the input's grid (its affine and voxel
-        order; label k the k-th, later over earlier where they overlap), in `folder` (default: this session's
-        own temporary folder, overwritten at each change)."""
+        order; label k the k-th, later over earlier where they overlap), `name` in `folder` (default: this
+        session's own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
         from msa_hf.inference.predictor import paint_mask, save_on_input_grid
 
         labels = np.zeros(self.slices.shape, np.uint8 if len(self.kept) < 255 else np.uint16)
         for value, mask in self.structures()[0].items():
             paint_mask(labels, mask, value)
-        output = str(Path(folder) / "msa_mask.nii.gz")
+        output = str(Path(folder) / name)
         save_on_input_grid(
             self.sliced.to_volume(labels),
             self.volume.affine,
