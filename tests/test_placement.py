@@ -32,25 +32,33 @@ def test_defaults_and_bad_values():
 
 
 def test_a_cpu_that_computes_bfloat16_natively_is_told_of_it(monkeypatch, tmp_path, capsys):
-    """The tip is said where float32 was taken by default on a CPU with bfloat16 hardware, and only there; the
-    hardware is read from torch's CPU probes (AMX tiles, AVX512-BF16)."""
+    """The tip is said where float32 was taken by default on a CPU with bfloat16 hardware for an encoder wide
+    enough for bfloat16 to pay (ViT-B's 768 and up), and only there; the hardware is read from torch's CPU
+    probes (AMX tiles, AVX512-BF16)."""
+    from types import SimpleNamespace
+
     from msa_hf.cli import main
     from msa_hf.inference import placement
 
+    def model(width):
+        return SimpleNamespace(config=SimpleNamespace(vision_config=SimpleNamespace(hidden_size=width)))
+
+    vit_b, small = model(768), model(64)
     for amx, avx512_bf16, native in ((True, False, True), (False, True, True), (False, False, False)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda on=avx512_bf16: on)
         assert placement.native_bfloat16_cpu() is native
-        assert (placement.cpu_precision_tip("cpu", None) is not None) is native
-        assert placement.cpu_precision_tip("cpu", "float32") is None  # chosen: nothing to say
-        assert placement.cpu_precision_tip("cpu", "bfloat16") is None
+        assert (placement.cpu_precision_tip("cpu", None, vit_b) is not None) is native
+        assert placement.cpu_precision_tip("cpu", None, small) is None  # slower in bfloat16
+        assert placement.cpu_precision_tip("cpu", "float32", vit_b) is None  # chosen: nothing to say
+        assert placement.cpu_precision_tip("cpu", "bfloat16", vit_b) is None
 
     def broken():
         raise RuntimeError("no CPU probes in this build")
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken)
     assert placement.native_bfloat16_cpu() is False
-    # said once by a command that encodes on the CPU by default
+    # said once by a command that encodes on the CPU by default, after the model loads (its width decides)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     from PIL import Image
 
@@ -67,6 +75,9 @@ def test_a_cpu_that_computes_bfloat16_natively_is_told_of_it(monkeypatch, tmp_pa
         "9",
     ]
     assert main([*arguments, "--device", "cpu"]) == 0
+    assert "bfloat16" not in capsys.readouterr().err  # the tiny base: float32 is the faster
+    monkeypatch.setattr(placement, "BFLOAT16_PAYS_FROM_WIDTH", 1)  # as if it were wide
+    assert main([*arguments[:3], str(tmp_path / "mask1.png"), *arguments[4:], "--device", "cpu"]) == 0
     assert capsys.readouterr().err.count("--dtype bfloat16 encodes images about 2x faster") == 1
     assert (
         main(

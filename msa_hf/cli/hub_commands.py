@@ -75,7 +75,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16"],
         help="image encoder precision (default: MSA_DTYPE, else bfloat16 on CUDA, float32 on the CPU; "
-        "bfloat16 also pays on a CPU that computes it natively, Intel AMX or AVX512-BF16)",
+        "bfloat16 also pays on a CPU that computes it natively, Intel AMX or AVX512-BF16, for a ViT-B or larger)",
     )  # fmt: skip
     demo.set_defaults(run=_demo)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
 from msa_hf.inference.dicom_outputs import DICOM_OUTPUTS
@@ -231,7 +232,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.output_files import check_new_outputs
 
-    _say_precision_tip(args)
     named = args.protocols or []
     volume_protocols = [p for p in named if p in VOLUME_PROTOCOLS]
     slice_protocols = [p for p in named if p not in VOLUME_PROTOCOLS]
@@ -242,6 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     classes = space_or_comma_list(args.classes)
     args.classes = ",".join(classes) if classes else None
     model, processor = load_for_inference(args.model)
+    _say_precision_tip(args, model)
     depth_branch = bool(model.config.use_depth_branch)
     if depth_branch and slice_protocols:
         raise ValueError(
@@ -367,7 +368,6 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.output_files import check_new_outputs
 
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
-    _say_precision_tip(args)
     from msa_hf.inference.batch import is_batch_source
 
     batch = is_batch_source(args.input, args.prompts_from_labels)
@@ -420,6 +420,7 @@ def _predict(args: argparse.Namespace) -> int:
         [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
     )
     model, processor = load_for_inference(args.model)
+    _say_precision_tip(args, model)
     summary = predict_file(
         model, args.input, args.output, prompts, window=processor.window, compile_encoder=args.compile,
         device=args.device, dtype=args.dtype, probabilities_path=args.save_probabilities,
@@ -483,6 +484,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
     check_new_outputs([*written, *summaries], args.overwrite)
     model, processor = load_for_inference(args.model)
+    _say_precision_tip(args, model)
     slice_spacing = processor.slice_spacing if args.resample_slices else None
     if slice_spacing is not None:
         print(
@@ -521,11 +523,11 @@ def _add_resample_slices_argument(parser: argparse.ArgumentParser, shown: str, b
     )  # fmt: skip
 
 
-def _say_precision_tip(args: argparse.Namespace) -> None:
-    """On stderr, once: `cpu_precision_tip` for this command's --device and --dtype."""
+def _say_precision_tip(args: argparse.Namespace, model: Any) -> None:
+    """On stderr, once: `cpu_precision_tip` for this command's --device, --dtype and model."""
     from msa_hf.inference.placement import cpu_precision_tip
 
-    tip = cpu_precision_tip(args.device, args.dtype)
+    tip = cpu_precision_tip(args.device, args.dtype, model)
     if tip:
         print(f"note: {tip}", file=sys.stderr)
 
@@ -543,5 +545,6 @@ def _add_placement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"],
         help="image encoder precision (default: bfloat16 autocast on CUDA, float32 on the CPU; bfloat16 also "
-             "pays on a CPU that computes it natively, Intel AMX or AVX512-BF16: about 2.3x faster there)",
+             "pays on a CPU that computes it natively, Intel AMX or AVX512-BF16: about 2.3x faster there for "
+             "a ViT-B or larger)",
     )  # fmt: skip

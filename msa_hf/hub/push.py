@@ -276,7 +276,8 @@ SPACE_APP = '''# Copyright 2026 The msa_hf authors. Licensed under the Apache Li
 `MSA_MODEL` (a Hub id or folder) picks the model, else `msa_model.txt` beside this file, else msa_hf's shipped
 small base; `MSA_ADAPTERS` or `adapters.json` beside this file offer task adapters on one base. `MSA_DEVICE`
 and `MSA_DTYPE` (a Space's variables) set where the model runs: by default a GPU in bfloat16 where the Space
-has one, else the CPU in float32 (`MSA_DTYPE=bfloat16` encodes about twice as fast on a CPU with Intel AMX).
+has one, else the CPU in float32 (`MSA_DTYPE=bfloat16` encodes a ViT-B or larger about twice as fast on a
+CPU with Intel AMX).
 """
 
 from pathlib import Path

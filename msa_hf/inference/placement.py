@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,10 +61,23 @@ def native_bfloat16_cpu() -> bool:
         return False
 
 
-def cpu_precision_tip(device: str | torch.device | None, dtype: str | torch.dtype | None) -> str | None:
-    """What a command says where it encodes on a CPU in float32 by default although that CPU computes bfloat16
-    natively (`native_bfloat16_cpu`): that `--dtype bfloat16` is about twice as fast there. None otherwise
-    (a dtype chosen, a GPU, a CPU without bfloat16 hardware)."""
+# bfloat16 autocast pays on such a CPU for encoders as wide as SAM's ViT-B and wider (0.42-0.45x the time at
+# 256 and 1024 px); a small encoder, the shipped base's, runs slower in it (2.4x the time at 64 px): its
+# products are too small for the bfloat16 units to repay the casts (`benchmarks/results/cpu-precision.md`)
+BFLOAT16_PAYS_FROM_WIDTH = 768
+
+
+def cpu_precision_tip(
+    device: str | torch.device | None, dtype: str | torch.dtype | None, model: Any = None
+) -> str | None:
+    """What a command says where it encodes `model` on a CPU in float32 by default although that CPU computes
+    bfloat16 natively (`native_bfloat16_cpu`) and the encoder is wide enough for it to pay
+    (`BFLOAT16_PAYS_FROM_WIDTH`): that `--dtype bfloat16` is about twice as fast there. None otherwise (a
+    dtype chosen, a GPU, a CPU without bfloat16 hardware, a small encoder)."""
+    vision = getattr(getattr(model, "config", None), "vision_config", None)
+    width = getattr(vision, "hidden_size", None)
+    if width is None or width < BFLOAT16_PAYS_FROM_WIDTH:
+        return None
     if dtype is not None or resolve_placement(device).device.type != "cpu" or not native_bfloat16_cpu():
         return None
     return (
