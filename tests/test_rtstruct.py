@@ -474,3 +474,38 @@ def test_a_download_of_patient_folders_is_resegmented_from_its_labels_and_scored
         for p, (labels, _) in drawn.items()
     ]
     assert f"| GTV-1 | 2 | {np.mean(dices):.3f}" in printed, printed
+
+
+def test_a_downloads_structures_take_one_value_in_every_case(tmp_path):
+    """Two structure sets numbering their ROIs differently (the GTV is ROI 1 in one, 2 in the other; the body
+    outline around it the other way round): prompted from them, each structure carries one value in every
+    case (by name, alphabetically where the numbers disagree), the value the written label table names."""
+    from msa_hf.data import volume_from_axial_slices
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.batch import _item_prompts, collect_items, dicom_label_table
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.processing.prompts import box_from_mask
+    from msa_hf.testing import write_dicom_series
+
+    root = tmp_path / "download"
+    gtv, body = np.zeros((6, 20, 24), bool), np.zeros((6, 20, 24), bool)
+    gtv[2:4, 6:10, 8:12] = True
+    body[1:5, 2:18, 3:21] = True
+    for patient, numbering in (("P1", {"GTV-1": 1, "BODY": 2}), ("P2", {"BODY": 1, "GTV-1": 2})):
+        ct = root / patient / "CT"
+        write_dicom_series(ct, np.zeros((6, 20, 24), np.float32))
+        masks = {
+            numbering["GTV-1"]: volume_from_axial_slices(gtv),
+            numbering["BODY"]: volume_from_axial_slices(body),
+        }
+        names = {value: name for name, value in numbering.items()}
+        write_rtstruct(ct, masks, load_volume(ct).affine, root / patient / "RS" / "rs.dcm", names)
+    items = collect_items(root, tmp_path / "out", labels_dir=root)
+    assert [item.label_values for item in items] == [{"BODY": 1, "GTV-1": 2}] * 2
+    assert dicom_label_table(items) == {1: "BODY", 2: "GTV-1"}
+    for item in items:
+        prompts = _item_prompts(item, "box", plane="axial")
+        boxes = {(p.value, p.slice): p.box for p in prompts}
+        for index in (2, 3):  # the GTV's slices: its own box, valued 2 in both cases
+            assert boxes[(2, index)] == [float(v) for v in box_from_mask(gtv[index])], item.input.name
+        assert {value for value, _ in boxes} == {1, 2}

@@ -76,6 +76,8 @@ class BatchItem:
     series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
     label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
     dicom_output: str = "seg"  # what a `.dcm` output is written as (`dicom_outputs.DICOM_OUTPUTS`)
+    # `labels` a DICOM label object: its structures valued by name, alike in every case (`dicom_label_values`)
+    label_values: dict[str, int] | None = None
 
 
 def is_glob(source: str) -> bool:
@@ -317,6 +319,10 @@ def collect_items(
             f"({listed_names(unpaired)}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
             "manifest's labels column."
         )
+    values = dicom_label_values(items)
+    for item in items:
+        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels):
+            item.label_values = values
     seen: dict[Path, Path] = {}
     for item in items:
         if item.output in seen:
@@ -338,17 +344,18 @@ def prompts_from_label_map(
     regions: Mapping[int, Sequence[int]] | None = None,
     label_remap: dict[int, int] | None = None,
     plane: str = "auto",
+    seg_values: dict[str, int] | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
     slice that shows it, in display-slice coordinates of `plane` as `msa-hf predict` cuts the volume
     (`planes.choose_plane`: the label map lies on its image's grid, so both choose alike); a volume's
     label map may be a DICOM-SEG or RT structure set drawn on the DICOM series `image_path` (its stack `series`;
-    values: the segment or ROI numbers), whose structures may overlap (each prompted on its own mask:
-    `load_dicom_structures`). With `regions` (a region-based label table beside the labels: `{class id: label values}`), the
-    structures are the regions, each prompted on the union of its values and written with the value that
-    paints it into label space (`region_paint_values`). `label_remap` reads the label map's values as `prepare
-    --remap-labels` does."""
+    values: the segment or ROI numbers, or by name through `seg_values`), whose structures may overlap (each
+    prompted on its own mask: `load_dicom_structures`). With `regions` (a region-based label table beside the
+    labels: `{class id: label values}`), the structures are the regions, each prompted on the union of its
+    values and written with the value that paints it into label space (`region_paint_values`).
+    `label_remap` reads the label map's values as `prepare --remap-labels` does."""
     from msa_hf.data.dicom_seg_labels import load_label_structures
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values
@@ -365,7 +372,7 @@ def prompts_from_label_map(
         label, codes = (
             (load_volume(labels_path, is_label=True), None)
             if image_path is None
-            else load_label_structures(labels_path, image_path, series=series)
+            else load_label_structures(labels_path, image_path, seg_values, series)
         )
         if codes is not None:  # overlapping structures: each is the region of its codes
             if regions:
@@ -436,23 +443,31 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     return tuple(ras)
 
 
-def dicom_label_table(items: list[BatchItem]) -> dict[int, str] | None:
-    """`{label value: structure name}` of the masks prompted from DICOM label objects (`prompts_from_label_map`
-    values their structures by the objects' own segment or ROI numbers): what `msa-hf score` needs to pair the
-    masks' values with the objects' names. None where no item's labels are such an object, or where two
-    objects give one number different names (the numbers then mean nothing across cases)."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, segment_names
+def dicom_label_values(items: list[BatchItem]) -> dict[str, int] | None:
+    """`{structure name: label value}` for the items prompted from DICOM label objects, one for all of them
+    (`dicom_seg_labels.segment_label_values`: the objects' own segment or ROI numbers where they agree, else
+    one value per name in alphabetical order), so a structure's masks carry one value in every case. None
+    where no item is prompted so."""
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, segment_label_values
 
-    table: dict[int, str] = {}
-    found = False
-    for item in items:
-        if item.prompts is not None or item.labels is None or not is_dicom_label_file(item.labels):
-            continue
-        found = True
-        for number, name in segment_names(item.labels).items():
-            if table.setdefault(number, name) != name:
-                return None
-    return dict(sorted(table.items())) if found else None
+    files = [
+        item.labels
+        for item in items
+        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels)
+    ]
+    return segment_label_values(files, None)[0] if files else None
+
+
+def dicom_label_table(items: list[BatchItem]) -> dict[int, str] | None:
+    """`{label value: structure name}` of the masks prompted from DICOM label objects (`label_values`, set by
+    `collect_items`): what `msa-hf score --label-table` needs to pair the masks' values with the objects'
+    names. None where no item is prompted so."""
+    values = next((item.label_values for item in items if item.label_values is not None), None)
+    return (
+        None
+        if values is None
+        else {value: name for name, value in sorted(values.items(), key=lambda kv: kv[1])}
+    )
 
 
 def write_label_table(table: dict[int, str], output_dir: str | Path) -> Path:
@@ -639,6 +654,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         regions=regions,
         label_remap=item.label_remap,
         plane=plane,
+        seg_values=item.label_values,
     )
 
 
