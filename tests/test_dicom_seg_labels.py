@@ -133,13 +133,17 @@ def _block(block: tuple[slice, slice, slice]) -> np.ndarray:
 
 
 def test_predict_takes_its_prompts_from_seg_files_as_from_nifti_label_maps(tmp_path, tiny_base, capsys):
-    """Re-segmenting series from their DICOM-SEG annotations writes what the same annotations as NIfTI give."""
+    """Re-segmenting series from their DICOM-SEG annotations writes what the same annotations as NIfTI give,
+    a structure valued alike in every case: the two files number the spleen differently (2, then 1), so the
+    values go by name (liver 1, spleen 2), as the NIfTI label maps here value them."""
     import nibabel as nib
 
     from msa_hf.cli import main
 
     drawn = {"case1": _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)}
-    drawn["case2"] = _case(tmp_path / "src", "case2", {"spleen": SPLEEN}, seed=2)
+    drawn["case2"] = (
+        _case(tmp_path / "src", "case2", {"spleen": SPLEEN}, seed=2) * 2
+    )  # its SEG's 1: the spleen
     (tmp_path / "nifti").mkdir()
     for case, display in drawn.items():
         affine = load_volume(tmp_path / "src" / "images" / case).affine
@@ -160,6 +164,8 @@ def test_predict_takes_its_prompts_from_seg_files_as_from_nifti_label_maps(tmp_p
         assert written["labels"][case].any() and np.array_equal(
             written["labels"][case], written["nifti"][case]
         ), case
+    assert set(np.unique(written["labels"]["case2"]).tolist()) == {0, 2}  # the spleen, as in case1
+    assert json.loads((tmp_path / "out-labels" / "labels.json").read_text()) == {"1": "liver", "2": "spleen"}
 
 
 def test_a_study_is_read_in_the_series_its_seg_was_drawn_on(tmp_path, tiny_base):
