@@ -417,6 +417,32 @@ def test_the_volume_api_propagates_and_keeps_no_temporary_copies(tmp_path, monke
         session.segment_volume(files, 10, [], box)
 
 
+def test_a_volume_is_closed_when_the_visitors_session_ends(tmp_path):
+    """The page's volume state closes its volume when Gradio drops the session: the slice embeddings go, and
+    the copy of the uploaded DICOM files and the volume's own folder are removed."""
+    from msa_hf.demo.sessions import EMBEDDING_CACHE_BYTES
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(tmp_path / "series", np.zeros((4, 24, 24), np.int16))
+    session = DemoSession(BoxFillSam(32))
+    volume = VolumeSession(sorted(str(p) for p in (tmp_path / "series").iterdir()), session)
+    assert volume.predictor.max_cached_bytes == EMBEDDING_CACHE_BYTES
+    volume.prepare(1)
+    assert volume.predictor._embeddings and Path(volume.copied).is_dir() and Path(volume.folder).is_dir()
+    demo = app.build_demo(BoxFillSam(32))
+    default = gradio.State(None).delete_callback
+    (state,) = [
+        block
+        for block in demo.blocks.values()
+        if isinstance(block, gradio.State) and block.delete_callback is not default
+    ]
+    state.delete_callback(volume)
+    assert not volume.predictor._embeddings
+    assert not Path(volume.copied).exists() and not Path(volume.folder).exists()
+    assert sorted(p.name for p in (tmp_path / "series").iterdir())  # the visitor's own files stay
+    state.delete_callback(None)  # a session that never opened a volume
+
+
 def test_kept_structures_stay_whole_in_every_download(tmp_path):
     """Keep one structure, segment another over it: the slices outline the kept one, the NIfTI label map holds
     both (the later over the earlier), and the DICOM-SEG and the RT structure set each whole, named."""

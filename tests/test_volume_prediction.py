@@ -182,6 +182,37 @@ def test_volume_slices_are_encoded_in_aligned_groups_with_the_same_embeddings(us
         VolumePredictor(model, batch_size=0)
 
 
+def test_a_bounded_embedding_cache_drops_the_least_recently_used_and_encodes_it_again():
+    """`max_cached_bytes`: room for two slices' embeddings; a third drops the one used longest ago, which is
+    encoded again (the same values) when asked for; slices still cached are not."""
+    model = tiny_model()
+    calls = []
+    encode = model.get_image_embeddings
+
+    def counted(pixel_values, **kwargs):
+        calls.append(len(pixel_values))
+        return encode(pixel_values, **kwargs)
+
+    model.get_image_embeddings = counted
+    slices = np.random.default_rng(3).normal(100, 20, (5, 40, 50)).astype(np.float32)
+    unbounded = VolumePredictor(model)
+    unbounded.set_volume(slices, "MR")
+    reference = [unbounded.embedding(index).clone() for index in range(3)]
+    one = reference[0].element_size() * reference[0].nelement()
+    predictor = VolumePredictor(model, max_cached_bytes=2 * one)
+    predictor.set_volume(slices, "MR")
+    calls.clear()
+    for index in (0, 1, 0, 2):  # 0 used again after 1: 1 is the least recently used when 2 arrives
+        predictor.embedding(index)
+    assert calls == [1, 1, 1] and sorted(predictor._embeddings) == [0, 2]
+    predictor.embedding(0)
+    assert len(calls) == 3  # still cached
+    torch.testing.assert_close(predictor.embedding(1), reference[1], atol=0, rtol=0)  # again, alike
+    assert len(calls) == 4 and sorted(predictor._embeddings) == [0, 1]
+    predictor.forget_embeddings()
+    assert not predictor._embeddings
+
+
 def test_two_d_predictor_runs_a_depth_model_on_one_picture():
     model = depth_model(num_slices=2)
     image = np.random.default_rng(1).integers(0, 255, (30, 30), dtype=np.uint8)

@@ -245,7 +245,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     per slice, propagation, the mask volume (NIfTI; DICOM-SEG or RT structure set for a DICOM series)."""
 
     @guarded
-    def open_volume(files, adapter, series=None, plane="auto"):
+    def open_volume(previous, files, adapter, series=None, plane="auto"):
+        if previous is not None:  # replaced by what opens now (or by nothing): free what it holds
+            previous.close()
         hidden = gr.update(choices=[], value=None, visible=False)
         if not files:
             return None, gr.update(), None, "no volume", hidden
@@ -275,16 +277,18 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             chooser,
         )
 
-    def choose_series(files, adapter, series, plane):
+    def choose_series(previous, files, adapter, series, plane):
         if not series:  # the choices were just offered (or cleared): nothing chosen yet
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-        return open_volume(files, adapter, series, plane)
+        return open_volume(previous, files, adapter, series, plane)
 
-    def upload_volume(files, adapter, plane):  # new files: no series chosen among them yet
-        return open_volume(files, adapter, None, plane)
+    def upload_volume(previous, files, adapter, plane):  # new files: no series chosen among them yet
+        return open_volume(previous, files, adapter, None, plane)
 
-    def choose_plane(files, adapter, series, plane):  # the volume again, cut in another plane (prompts reset)
-        return open_volume(files, adapter, series, plane)
+    def choose_plane(
+        previous, files, adapter, series, plane
+    ):  # the volume again, in another plane (prompts reset)
+        return open_volume(previous, files, adapter, series, plane)
 
     def on_slice(volume, index):
         if volume is None:
@@ -349,7 +353,11 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
 
         return save
 
-    volume_state = gr.State(None)
+    # a visitor's volume: closed when another replaces it, or when Gradio drops the session (an hour after the
+    # visitor leaves), so its embeddings and temporary files do not outlive it
+    volume_state = gr.State(
+        None, delete_callback=lambda volume: volume.close() if volume is not None else None
+    )
     volume_files = gr.File(
         label="NIfTI volume (.nii, .nii.gz) or DICOM files (a series, or a study to pick a series from)",
         file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
@@ -410,13 +418,15 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         dicom_of_volume("rtstruct"), [volume_state, structure_name], volume_rtstruct, **INTERNAL
     )  # fmt: skip
     opened = [volume_state, slice_index, volume_view, volume_status, volume_series]
-    volume_files.upload(upload_volume, [volume_files, adapter, volume_plane], opened, **INTERNAL)
+    volume_files.upload(
+        upload_volume, [volume_state, volume_files, adapter, volume_plane], opened, **INTERNAL
+    )  # fmt: skip
     volume_series.change(
-        choose_series, [volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
+        choose_series, [volume_state, volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
     )  # fmt: skip
     volume_plane.change(
-        choose_plane, [volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
-    )
+        choose_plane, [volume_state, volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
+    )  # fmt: skip
     slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
     # encode the slice's window once the slider is let go, so its first click only decodes
     slice_index.release(

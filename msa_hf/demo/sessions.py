@@ -28,6 +28,10 @@ from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_valu
 from msa_hf.inference.predictor import SegmentationPredictor
 
 MAX_VOXELS = 512 * 512 * 1024
+# a volume's slice embeddings a visitor's session keeps (the least recently used are encoded again when asked
+# for): 256 slices of a ViT-B at 1024 px, every slice of most scans; visitors' sessions live on until an hour
+# after they leave, so what each holds is bounded
+EMBEDDING_CACHE_BYTES = 1 << 30
 MULTIMASK_COUNT = 3  # SAM's multimask output
 KEPT_DOWNLOADS = 16  # files kept for downloads (probability maps, the API's masks), the oldest removed first
 
@@ -312,8 +316,9 @@ class VolumeSession:
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
         placement = session.predictor.placement  # the session's device and dtype
         self.predictor = VolumePredictor(
-            session.model, session.window, device=placement.device, dtype=placement.dtype
-        )
+            session.model, session.window, device=placement.device, dtype=placement.dtype,
+            max_cached_bytes=EMBEDDING_CACHE_BYTES,
+        )  # fmt: skip
         self.predictor.set_volume(self.sliced.model_slices, self.modality)
 
     @staticmethod
@@ -520,7 +525,9 @@ class VolumeSession:
         return str(output)
 
     def close(self) -> None:
-        """Remove this volume's temporary files: its downloads' folder, and the copy of uploaded DICOM files."""
+        """Free what this volume holds: its slice embeddings, and its temporary files (its downloads' folder, the
+        copy of uploaded DICOM files). Called when the visitor opens another volume or their session ends."""
+        self.predictor.forget_embeddings()
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.copied is not None:
             shutil.rmtree(self.copied, ignore_errors=True)

@@ -14,6 +14,7 @@ stops where the mask vanishes or the IoU head's score drops below `stop_score`, 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +100,12 @@ class VolumePredictor:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int | None = None,
+        max_cached_bytes: int | None = None,
     ) -> None:
+        # `max_cached_bytes`: the slice embeddings kept at most (the least recently used go first, and are
+        # encoded again when asked for); None keeps every slice's, which a volume of 300 ViT-B slices holds in
+        # 1.2 GB
+        self.max_cached_bytes = max_cached_bytes
         self.window = window
         self.decoder = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         self.model = self.decoder.model  # on the decoder's device
@@ -107,7 +113,7 @@ class VolumePredictor:
         self.batch_size = self.encoding_batch(batch_size)
         self._slices: np.ndarray | None = None
         self._modality = "other"
-        self._embeddings: dict[int, torch.Tensor] = {}
+        self._embeddings: OrderedDict[int, torch.Tensor] = OrderedDict()  # least recently used first
 
     def encoding_batch(self, batch_size: int | None) -> int:
         """Slices encoded per encoder call: `batch_size` rounded up to whole depth windows; by default 8 on a
@@ -129,7 +135,12 @@ class VolumePredictor:
             raise ValueError(
                 f"a volume's slices must be (N, H, W) with N, H, W > 0; got shape {slices.shape}."
             )
-        self._slices, self._modality, self._embeddings = slices, modality, {}
+        self._slices, self._modality = slices, modality
+        self.forget_embeddings()
+
+    def forget_embeddings(self) -> None:
+        """Drop every cached slice embedding (they are encoded again when asked for)."""
+        self._embeddings = OrderedDict()
 
     @property
     def num_slices(self) -> int:
@@ -157,7 +168,18 @@ class VolumePredictor:
             )
             for offset, embedding in enumerate(embeddings):
                 self._embeddings[start + offset] = embedding[None]
+            self._evict(keep=len(embeddings))
+        self._embeddings.move_to_end(index)
         return self._embeddings[index]
+
+    def _evict(self, keep: int) -> None:
+        """Drop the least recently used embeddings beyond `max_cached_bytes`, never the `keep` just added."""
+        if self.max_cached_bytes is None:
+            return
+        size = sum(e.element_size() * e.nelement() for e in self._embeddings.values())
+        while len(self._embeddings) > keep and size > self.max_cached_bytes:
+            _, dropped = self._embeddings.popitem(last=False)
+            size -= dropped.element_size() * dropped.nelement()
 
     def predict(self, index: int, prompt: Prompt, multimask: bool | None = None) -> tuple[np.ndarray, float]:
         """Slice `index`'s mask `(H, W)` bool for `prompt` (coordinates in the slice), and its IoU score
