@@ -484,15 +484,17 @@ class VolumeSession:
         self.masks = np.zeros(self.slices.shape, bool)
         self.propagated = np.zeros(self.slices.shape, bool)
         self.prompts, self.segmentations = {}, {}
-        listed = ", ".join(f"{value} {kept!r}" for value, (kept, _) in enumerate(self.kept, start=1))
+        listed = ", ".join(
+            f"{value} {kept_name!r}" for value, (kept_name, _) in enumerate(self.kept, start=1)
+        )
         return f"kept {name!r}; segment the next structure (labels: {listed})"
 
     def structures(self, name: str = "") -> tuple[dict[int, np.ndarray], dict[int, str]]:
         """Every structure of the session as `{label value: mask volume (N, H, W) on the slices}` and their
         names: the kept ones as 1, 2, ... in order, then the one being segmented (called `name`, default
         "segmented structure"), if anything is."""
-        masks = {value: kept for value, (_, kept) in enumerate(self.kept, start=1)}
-        names = {value: kept for value, (kept, _) in enumerate(self.kept, start=1)}
+        masks = {value: mask for value, (_, mask) in enumerate(self.kept, start=1)}
+        names = {value: kept_name for value, (kept_name, _) in enumerate(self.kept, start=1)}
         if self.masks.any():
             current = len(self.kept) + 1
             masks[current], names[current] = self.masks, name.strip() or "segmented structure"
