@@ -332,3 +332,28 @@ def test_images_are_encoded_in_groups_and_decoded_as_alone(tmp_path, use_depth_b
             batched.seek(page)
             single.seek(page)
             np.testing.assert_allclose(np.asarray(batched), np.asarray(single), atol=1e-5)
+
+
+def test_the_summary_keeps_what_each_input_noted(tmp_path):
+    """An input whose masks paint over each other is noted in summary.csv's warnings column (and counted in
+    summary.md); an input without notes leaves it empty."""
+    from msa_hf.inference.batch import BatchItem, predict_batch, write_summary
+    from msa_hf.testing import BoxFillSam
+
+    for name in ("plain", "overlapping"):
+        Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / f"{name}.png")
+    items = [
+        BatchItem(tmp_path / "plain.png", tmp_path / "out" / "plain.png", [Prompt(box=[2, 2, 10, 10])]),
+        BatchItem(
+            tmp_path / "overlapping.png",
+            tmp_path / "out" / "overlapping.png",
+            [Prompt(box=[2, 2, 12, 12]), Prompt(box=[8, 8, 16, 16])],
+        ),
+    ]
+    rows = predict_batch(BoxFillSam(32), items, show_progress=False)
+    text = write_summary(rows, tmp_path / "out")
+    with (tmp_path / "out" / "summary.csv").open() as handle:
+        written = {Path(row["input"]).name: row["warnings"] for row in csv.DictReader(handle)}
+    assert written["plain.png"] == ""
+    assert "prompt 1's mask (label 2) covers pixels of earlier masks" in written["overlapping.png"]
+    assert text.startswith("2 of 2 inputs segmented; 1 with warnings")

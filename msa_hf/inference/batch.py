@@ -59,6 +59,7 @@ SUMMARY_COLUMNS = (
     "mean_score",
     "seconds",
     "process",
+    "warnings",
     "error",
 )
 
@@ -670,13 +671,15 @@ def _succeeded(row: dict[str, Any], summary: dict[str, Any], seconds: float) -> 
         volume_ml=round(sum(m["volume_ml"] for m in masks), 4) if masks and "volume_ml" in masks[0] else "",
         plane=summary.get("plane", ""),  # the plane a volume was cut into (its slice numbers are that plane's)
         mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="", seconds=round(seconds, 2),
+        # what the input's summary noted (pixels far from square, an unseen plane, masks painted over others)
+        warnings=" ".join(summary.get("warnings", [])),
     )  # fmt: skip
 
 
 def _failed(row: dict[str, Any], error: Exception, seconds: float) -> None:
     row.update(
         status="failed", masks=0, pixels=0, volume_ml="", plane="", mean_score="", error=f"{type(error).__name__}: {error}",
-        seconds=round(seconds, 2),
+        seconds=round(seconds, 2), warnings="",
     )  # fmt: skip
 
 
@@ -693,9 +696,11 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
         writer.writeheader()
         writer.writerows(rows)
     failed = sum(row["status"] != "ok" for row in rows)
+    noted = sum(bool(row.get("warnings")) for row in rows)
     lines = [
         f"{len(rows) - failed} of {len(rows)} inputs segmented"
         + (f", {failed} failed" if failed else "")
+        + (f"; {noted} with warnings (summary.csv's warnings column)" if noted else "")
         + ".",
         "",
         "| input | output | status | masks | pixels | mL | plane | mean score | seconds |",
