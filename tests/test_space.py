@@ -443,6 +443,27 @@ def test_a_volume_is_closed_when_the_visitors_session_ends(tmp_path):
     state.delete_callback(None)  # a session that never opened a volume
 
 
+def test_only_the_volumes_used_last_keep_their_embeddings(tmp_path, monkeypatch):
+    """Of all visitors' volumes, the `MAX_WARM_VOLUMES` used last keep their slice embeddings; an older one's
+    are dropped, and it still answers (encoding again) when its visitor returns, the same mask."""
+    import nibabel as nib
+
+    from msa_hf.demo import sessions
+
+    monkeypatch.setattr(sessions, "MAX_WARM_VOLUMES", 2)
+    data = np.random.default_rng(0).normal(100, 5, (20, 12, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
+    session = DemoSession(BoxFillSam(32))
+    volumes = [VolumeSession(str(tmp_path / "scan.nii.gz"), session) for _ in range(3)]
+    prompts = add_prompt(add_prompt(empty_prompts(), 2, 2, BOX, (12, 20)), 9, 8, BOX, (12, 20))
+    first = volumes[0].set_prompts(2, prompts).copy()
+    for volume in volumes[1:]:
+        volume.prepare(2)
+    assert [bool(v.predictor._embeddings) for v in volumes] == [False, True, True]
+    assert np.array_equal(volumes[0].set_prompts(2, prompts), first)  # back: encoded again, the same
+    assert [bool(v.predictor._embeddings) for v in volumes] == [True, False, True]
+
+
 def test_kept_structures_stay_whole_in_every_download(tmp_path):
     """Keep one structure, segment another over it: the slices outline the kept one, the NIfTI label map holds
     both (the later over the earlier), and the DICOM-SEG and the RT structure set each whole, named."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,9 @@ MAX_VOXELS = 512 * 512 * 1024
 # for): 256 slices of a ViT-B at 1024 px, every slice of most scans; visitors' sessions live on until an hour
 # after they leave, so what each holds is bounded
 EMBEDDING_CACHE_BYTES = 1 << 30
+# visitors' volumes whose embeddings stay in memory at once (so at most 4 GiB of them for the whole page); the
+# least recently used volume's are dropped, and encoded again if its visitor comes back
+MAX_WARM_VOLUMES = 4
 MULTIMASK_COUNT = 3  # SAM's multimask output
 KEPT_DOWNLOADS = 16  # files kept for downloads (probability maps, the API's masks), the oldest removed first
 
@@ -67,6 +71,7 @@ class DemoSession:
         self.cache_size = cache_size
         self._lock = threading.RLock()
         self._embeddings: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._warm_volumes: OrderedDict[int, weakref.ref] = OrderedDict()  # least recently used first
         self._downloads: list[Path] = []  # the demo's own downloads, the oldest removed first
         self._download_folder: Path | None = None
         self._written = 0
@@ -158,6 +163,17 @@ class DemoSession:
             self.predictor.set_image_embedding(self._embedding(image, modality, adapter), image.shape[:2])
             prediction = self.predictor.predict_masks(prompt, multimask=multimask)
         return Segmentation.of(prediction, choice)
+
+    def warm(self, volume: VolumeSession) -> None:
+        """Mark `volume` as in use: of all visitors' volumes, the `MAX_WARM_VOLUMES` used last keep their slice
+        embeddings, an older one's are dropped (encoded again when its visitor returns)."""
+        with self._lock:
+            self._warm_volumes.pop(id(volume), None)
+            self._warm_volumes[id(volume)] = weakref.ref(volume)
+            while len(self._warm_volumes) > MAX_WARM_VOLUMES:
+                _, oldest = self._warm_volumes.popitem(last=False)
+                if (cooled := oldest()) is not None:
+                    cooled.predictor.forget_embeddings()
 
     def _download(self, stem: str, suffix: str) -> Path:
         """A new path `<stem>-<n><suffix>` for a download in the session's own folder; only the last
@@ -341,6 +357,7 @@ class VolumeSession:
 
     def prepare(self, index: int) -> None:
         """Encode slice `index`'s window now, so that its first click only decodes."""
+        self.session.warm(self)
         with self.session.using(self.adapter):
             self.predictor.embedding(self.sliced.model_slice(index))
 
@@ -364,6 +381,7 @@ class VolumeSession:
     ) -> np.ndarray:
         """Store slice `index`'s prompts, segment it when they are complete; returns the new view. `choice`
         as `DemoSession.segment_masks`' (None: SAM's best; 0, 1, 2: one of its three masks)."""
+        self.session.warm(self)
         multimask = multimask_for(choice)
         self.prompts[index] = prompts
         self.segmentations.pop(index, None)
@@ -416,6 +434,7 @@ class VolumeSession:
             and has_prompt(self.prompts_of(position))
             and not self.masks[position].any()
         ]
+        self.session.warm(self)
         with self.session.using(self.adapter):
             propagated, stops = self._propagate(seeds, index, stop_score, (low, high), empty)
         # a new propagation replaces the previous one; slices the visitor prompted keep their own masks
