@@ -659,6 +659,15 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     assert served[-1]["placement"] == ("cpu", "bfloat16")
     assert main(["demo", str(tmp_path / "base"), "--dtype", "float32"]) == 0
     assert served[-1]["placement"] == ("cpu", "float32")
+    # on a CPU with bfloat16 hardware, a wide enough encoder served in float32 by default: the log says so
+    from msa_hf.inference import placement
+
+    monkeypatch.setattr(placement, "native_bfloat16_cpu", lambda: True)
+    monkeypatch.setattr(placement, "BFLOAT16_PAYS_FROM_WIDTH", 1)
+    monkeypatch.delenv("MSA_DTYPE")
+    capsys.readouterr()
+    assert main(["demo", str(tmp_path / "base")]) == 0
+    assert "In a Space: MSA_DTYPE=bfloat16." in capsys.readouterr().err
     monkeypatch.setenv("MSA_DTYPE", "float16")  # not on a CPU: refused before the model loads
     pages = len(served)
     assert main(["demo", str(tmp_path / "base")]) != 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -567,7 +568,7 @@ def serve(
     own: it sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed
     memory mapped."""
     from msa_hf.inference.cpu_memory import keep_freed_memory
-    from msa_hf.inference.placement import resolve_placement
+    from msa_hf.inference.placement import cpu_precision_tip, resolve_placement
 
     keep_freed_memory()  # clicks on CPU: per-click buffers stay mapped instead of page-faulting in each time
     # the demo's volume limit, checked from each file's header before any voxel is read (msa_hf.data.size_limits)
@@ -582,6 +583,9 @@ def serve(
         device, dtype
     )  # a device or dtype this machine cannot serve: said before the model loads
     served, processor = load_served(folder, model, adapters)
+    tip = cpu_precision_tip(device, dtype, served)
+    if tip:  # a Space's owner reads it in the Space's logs
+        print(f"note: {tip} In a Space: MSA_DTYPE=bfloat16.", file=sys.stderr)
     build_demo(
         served,
         window=processor.window,
