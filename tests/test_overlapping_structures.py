@@ -192,3 +192,24 @@ def test_an_enhanced_files_dicom_seg_keeps_overlapping_segments_whole(tmp_path, 
     assert codes == {1: (1, 3), 2: (2, 3)}
     for value, whole in enumerate(wholes, start=1):
         assert np.array_equal(np.isin(volume.array, codes[value]), whole), value
+
+
+def test_segment_pixels_are_numbers_where_segments_are_apart_and_channels_where_they_overlap():
+    """A label map's values become segment numbers by lookup (values 3 and 7: segments 1 and 2); the same
+    structures given as masks that do not overlap give the same numbers; overlapping masks one channel each."""
+    from msa_hf.data.dicom_planes import GridStructures
+    from msa_hf.inference.dicom_seg import segment_pixels
+
+    labels = np.zeros((2, 4, 5), np.uint8)
+    labels[0, :2, :2], labels[1, 2:, 3:] = 3, 7
+    numbers = np.where(labels == 3, 1, np.where(labels == 7, 2, 0))
+    from_map = segment_pixels(GridStructures((3, 7), labels=labels))
+    assert from_map.dtype == np.uint8 and np.array_equal(from_map, numbers)
+    apart = GridStructures((3, 7), masks={3: labels == 3, 7: labels == 7})
+    assert np.array_equal(segment_pixels(apart), numbers)
+    assert np.array_equal(GridStructures((3, 7), labels=labels).mask(7), labels == 7)
+    around = np.zeros_like(labels, bool)
+    around[0, :3, :3] = True  # holds all of structure 3
+    channels = segment_pixels(GridStructures((3, 9), masks={3: labels == 3, 9: around}))
+    assert channels.shape == (2, 4, 5, 2)
+    assert np.array_equal(channels[..., 0], labels == 3) and np.array_equal(channels[..., 1], around)

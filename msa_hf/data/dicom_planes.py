@@ -153,16 +153,30 @@ def labels_on_grid(
 Structures = np.ndarray | Mapping[int, np.ndarray]
 
 
+@dataclass(frozen=True)
+class GridStructures:
+    """Structures on a DICOM grid (`structures_on_grid`): their label `values` in order, and either one label
+    map `labels` `(planes, rows, columns)` (given as one: no two overlap) or each one's own `masks`."""
+
+    values: tuple[int, ...]
+    labels: np.ndarray | None = None
+    masks: Mapping[int, np.ndarray] | None = None
+
+    def mask(self, value: int) -> np.ndarray:
+        """Structure `value`'s `(planes, rows, columns)` bool mask (from the label map: made when asked for,
+        so a map of many structures is never held as many masks at once)."""
+        return self.masks[value] if self.masks is not None else self.labels == value
+
+
 def structures_on_grid(
     structures: Structures,
     canonical_affine: np.ndarray,
     affine: np.ndarray,
     shape: tuple[int, int, int],
     source: Any,
-) -> dict[int, np.ndarray]:
-    """Each structure of `structures` (a label volume, or each structure's own mask) on a DICOM grid, as
-    `labels_on_grid` maps it: `{label value: (planes, rows, columns) bool}` in value order, empty structures
-    left out.
+) -> GridStructures:
+    """`structures` (a label volume, or each structure's own mask) on a DICOM grid, as `labels_on_grid` maps
+    it, structures in value order and empty ones left out.
 
     Raises:
         ValueError: a volume off that grid (naming `source`).
@@ -172,6 +186,7 @@ def structures_on_grid(
             int(value): labels_on_grid(np.asarray(mask, bool), canonical_affine, affine, shape, source)
             for value, mask in sorted(structures.items())
         }
-        return {value: mask for value, mask in masks.items() if mask.any()}
+        drawn = {value: mask for value, mask in masks.items() if mask.any()}
+        return GridStructures(tuple(drawn), masks=drawn)
     labels = labels_on_grid(structures, canonical_affine, affine, shape, source)
-    return {int(value): labels == value for value in np.unique(labels) if value != 0}
+    return GridStructures(tuple(int(value) for value in np.unique(labels) if value != 0), labels=labels)

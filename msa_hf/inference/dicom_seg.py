@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.dicom_planes import Structures
+from msa_hf.data.dicom_planes import GridStructures, Structures
 from msa_hf.output_files import atomic_file
 
 SOFTWARE = "msa_hf"
@@ -56,16 +56,24 @@ class _SegSource:
     referenced: frozenset[int] | None = None
 
 
-def segment_pixels(masks: list[np.ndarray]) -> np.ndarray:
-    """highdicom's pixel array of a binary segmentation whose segment k + 1 is `masks[k]` (each `(frames, rows,
-    columns)` bool): one array of segment numbers where no two segments share a pixel (uint8, or uint16 beyond
-    255 segments), else `(frames, rows, columns, segments)` of 0 and 1, where a pixel may be in several."""
+def segment_pixels(structures: GridStructures) -> np.ndarray:
+    """highdicom's pixel array of a binary segmentation whose segment k + 1 is `structures.values[k]`: one
+    array `(frames, rows, columns)` of segment numbers where no two segments share a pixel (uint8, or uint16
+    beyond 255 segments; a label map's values looked up, no mask made), else `(frames, rows, columns,
+    segments)` of 0 and 1, where a pixel may be in several."""
+    values = structures.values
+    dtype = np.uint8 if len(values) < 256 else np.uint16
+    if structures.labels is not None:  # segment k + 1 where the label map holds values[k]
+        numbers = np.zeros(int(structures.labels.max()) + 1, dtype)
+        numbers[list(values)] = np.arange(1, len(values) + 1)
+        return numbers[structures.labels]
+    masks = [structures.mask(value) for value in values]
     covered = np.zeros(masks[0].shape, np.uint16)
     for mask in masks:
         covered += mask
     if covered.max() > 1:  # overlapping segments: one channel each
         return np.stack(masks, axis=-1).astype(np.uint8)
-    numbers = np.zeros(masks[0].shape, np.uint8 if len(masks) < 256 else np.uint16)
+    numbers = np.zeros(masks[0].shape, dtype)
     for number, mask in enumerate(masks, start=1):
         numbers[mask] = number
     return numbers
@@ -84,12 +92,12 @@ def _seg_source(
 
     images = read_stack(folder, series, pixels=True)  # `folder` may be an enhanced file itself
     structures = structures_on_grid(canonical, canonical_affine, images.affine, images.shape, folder)
-    if not structures:
+    if not structures.values:
         raise ValueError(
             f"nothing was segmented in {folder}: a DICOM-SEG needs at least one non-empty segment."
         )
-    values = tuple(structures)
-    in_position_order = segment_pixels(list(structures.values()))
+    values = structures.values
+    in_position_order = segment_pixels(structures)
     enhanced = images.enhanced
     if enhanced is None:
         return _SegSource([dataset for _, dataset in images.slices], values, in_position_order)
@@ -167,8 +175,9 @@ def write_dicom_seg(
     DICOM-SEG file referencing that series' instances (or the frames of an enhanced multi-frame file, which
     `folder` may also name itself).
 
-    Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`) (numbered from 1 in value order, labelled `names[value]` or
-    "structure <value>"), marked semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
+    Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`), numbered
+    from 1 in value order, labelled `names[value]` (or "structure <value>"), marked semi-automatic (a prompted
+    model) and attributed to msa_hf and `model_name`.
     Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
     `{label value: segment number}`.
     """

@@ -67,7 +67,7 @@ def write_rtstruct(
     source, output = Path(source), Path(output)
     stack = stack_planes(source, series)
     structures = structures_on_grid(canonical, canonical_affine, stack.affine, stack.shape, source)
-    if not structures:
+    if not structures.values:
         raise ValueError(
             f"nothing was segmented in {source}: an RT structure set needs at least one contour."
         )
@@ -121,7 +121,7 @@ def write_rtstruct(
     dataset.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
 
     rois, contours_of, observations, numbers = [], [], [], {}
-    for number, (value, planes_mask) in enumerate(structures.items(), start=1):
+    for number, value in enumerate(structures.values, start=1):
         numbers[value] = number
         roi = Dataset()
         roi.ROINumber = number
@@ -131,7 +131,7 @@ def write_rtstruct(
         roi.ROIGenerationDescription = f"msa_hf {__version__}, {model_name}"[:64]
         rois.append(roi)
         contours = []
-        for plane, mask in zip(stack.planes, planes_mask, strict=True):  # (H, W) each
+        for plane, mask in zip(stack.planes, structures.mask(value), strict=True):  # (H, W) each
             if not mask.any():
                 continue
             for vertices in mask_contours(mask):
