@@ -213,3 +213,26 @@ def test_segment_pixels_are_numbers_where_segments_are_apart_and_channels_where_
     channels = segment_pixels(GridStructures((3, 9), masks={3: labels == 3, 9: around}))
     assert channels.shape == (2, 4, 5, 2)
     assert np.array_equal(channels[..., 0], labels == 3) and np.array_equal(channels[..., 1], around)
+
+
+def test_painted_labels_keep_a_mask_only_for_what_was_painted_over():
+    """Prompts painted later over earlier: with nothing covered the label map itself is what a DICOM output is
+    written from (no mask per structure); once a structure is covered, each comes back whole, from the map and
+    the pixels it lost, whether painted on the whole volume or on one slice."""
+    from msa_hf.inference.predictor import PaintedLabels
+
+    painted = PaintedLabels((3, 6, 6), np.uint8, keep_whole=True)
+    liver, lesion, spleen = (np.zeros((3, 6, 6), bool) for _ in range(3))
+    liver[:, 1:5, 1:5], spleen[:, 5:, 5:] = True, True
+    assert painted.paint(liver, 1) == {} and painted.paint(spleen, 2) == {}
+    assert painted.structures() is painted.labels
+    lesion[1, 2:4, 3:6] = True  # inside the liver, and out past it
+    assert painted.paint(lesion[1], 3, index=1) == {1: 4}
+    whole = painted.structures()
+    assert list(whole) == [1, 2, 3] and set(painted._lost) == {1}  # only the liver lost pixels
+    for value, mask in ((1, liver), (2, spleen), (3, lesion)):
+        assert np.array_equal(whole[value], mask), value
+    assert np.array_equal(painted.labels == 1, liver & ~lesion)  # the map: the later prompt's value
+    flat = PaintedLabels((3, 6, 6), np.uint8)  # a label map output remembers nothing
+    flat.paint(liver, 1)
+    assert flat.paint(lesion, 3) == {1: 4} and flat.structures() is flat.labels

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -413,10 +414,9 @@ def predict_file(
     resampling, slices = sliced.resampling, sliced.slices
     if resampling is not None:
         summary["resampled"] = resampling.describe()
-    labels = np.zeros(slices.shape, _label_dtype(values))
-    # each value's whole mask, where the output keeps structures that overlap (a DICOM object does; a label map
-    # keeps one value per pixel)
-    structures: dict[int, np.ndarray] | None = {} if is_dicom_output(output_path) else None
+    # a DICOM object keeps structures that overlap whole; a label map keeps one value per pixel
+    keep_whole = is_dicom_output(output_path)
+    painted = PaintedLabels(slices.shape, _label_dtype(values), keep_whole)
     compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(sliced.model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
     volume_predictor = VolumePredictor(model, window, compile_encoder, device, dtype, batch_size)
@@ -442,9 +442,7 @@ def predict_file(
             if resampling is not None:  # back onto the input's slices; the prompted one keeps its own mask
                 seeds = {prompt.slice: (prediction.probabilities_of(prediction.best), mask)}
                 masks, probabilities = resampling.propagation_to_input(probabilities, seeds)
-            painted_over = paint_mask(labels, masks, values[index])
-            if structures is not None:
-                structures.setdefault(values[index], np.zeros(slices.shape, bool))[masks] = True
+            painted_over = painted.paint(masks, values[index])
             filled = np.flatnonzero(masks.any(axis=(1, 2)))
             entry.update(pixels=int(masks.sum()), slices=[int(filled.min()), int(filled.max())])
             if prompt_maps:  # the seed slice's map stays the prediction's
@@ -452,25 +450,28 @@ def predict_file(
                 prompt_maps[0][:] = probabilities
                 prompt_maps[0][prompt.slice] = seed
         else:
-            painted_over = paint_mask(labels[prompt.slice], mask, values[index])
-            if structures is not None:
-                structures.setdefault(values[index], np.zeros(slices.shape, bool))[prompt.slice][mask] = True
-        if painted_over and structures is None:
+            painted_over = painted.paint(mask, values[index], prompt.slice)
+        if painted_over and not keep_whole:
             _warn(summary, overlap_note(index, values[index], painted_over, volume=True))
         entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)  # what volumetry reads
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
-    if structures is not None:  # each structure whole, overlaps kept
+    if keep_whole:  # each structure whole, overlaps kept
         from msa_hf.inference.dicom_outputs import write_dicom_output
 
         names = {}
         for value, prompt in zip(values, prompts, strict=True):
             if prompt.name:
                 names.setdefault(value, prompt.name)
-        whole = {value: sliced.to_volume(mask) for value, mask in structures.items()}
-        write_dicom_output(dicom_output, input_path, whole, volume.affine, output_path, names, series)
+        structures = painted.structures()
+        canonical = (
+            sliced.to_volume(structures)
+            if isinstance(structures, np.ndarray)
+            else {value: sliced.to_volume(mask) for value, mask in structures.items()}
+        )
+        write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
     else:
-        save_on_input_grid(sliced.to_volume(labels), volume.affine, input_path, output_path)
+        save_on_input_grid(sliced.to_volume(painted.labels), volume.affine, input_path, output_path)
     if probabilities_path is not None:
         channels = [sliced.to_volume(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
@@ -527,14 +528,53 @@ def segment_picture(
     return summary
 
 
-def paint_mask(labels: np.ndarray, mask: np.ndarray, value: int) -> dict[int, int]:
-    """Write `value` into the label map `labels` where `mask` (same shape, bool), over whatever was there.
-    Returns `{other value: pixels of it painted over}` (a value's own pixels do not count: two prompts of one
-    structure, two lobes of one organ, may overlap)."""
+def paint_mask(
+    labels: np.ndarray,
+    mask: np.ndarray,
+    value: int,
+    painted_over: Callable[[int, np.ndarray], None] | None = None,
+) -> dict[int, int]:
+    """Write `value` into the label map `labels` where `mask` (same shape, bool), over whatever was there;
+    `painted_over(other, pixels)` is told, before, which pixels of each other value go. Returns `{other value:
+    pixels of it painted over}` (a value's own pixels do not count: two prompts of one structure, two lobes of
+    one organ, may overlap)."""
     under = labels[mask]
     others, counts = np.unique(under[(under != 0) & (under != value)], return_counts=True)
+    for other in others if painted_over is not None else ():
+        painted_over(int(other), mask & (labels == other))
     labels[mask] = value
     return {int(other): int(count) for other, count in zip(others, counts, strict=True)}
+
+
+class PaintedLabels:
+    """A label map `labels` painted prompt by prompt, the later over the earlier (`paint`); with `keep_whole`,
+    the pixels each value loses to a later one are remembered, so every structure can be given back whole
+    (`structures`) while only the structures painted over take a mask of their own."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, keep_whole: bool = False) -> None:
+        self.labels = np.zeros(shape, dtype)
+        self._lost: dict[int, np.ndarray] | None = {} if keep_whole else None
+
+    def paint(self, mask: np.ndarray, value: int, index: int | None = None) -> dict[int, int]:
+        """`paint_mask` of `mask` (shaped like `labels`, or like its slice `index`); returns what it covered."""
+        region = self.labels if index is None else self.labels[index]
+
+        def remember(other: int, pixels: np.ndarray) -> None:
+            lost = self._lost.setdefault(other, np.zeros(self.labels.shape, bool))
+            (lost if index is None else lost[index])[pixels] = True
+
+        return paint_mask(region, mask, value, remember if self._lost is not None else None)
+
+    def structures(self) -> np.ndarray | dict[int, np.ndarray]:
+        """The label map where no structure was painted over, else each value's whole mask (its pixels in the
+        map and those it lost), as the DICOM writers take them (`dicom_planes.Structures`)."""
+        if not self._lost:
+            return self.labels
+        values = {int(v) for v in np.unique(self.labels) if v} | set(self._lost)
+        return {
+            value: (self.labels == value) | self._lost[value] if value in self._lost else self.labels == value
+            for value in sorted(values)
+        }
 
 
 def overlap_note(index: int, value: int, painted_over: dict[int, int], volume: bool) -> str:
