@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from msa_hf.command_line import label_remap
+from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 
 DEFAULT_OBJECTS_DIR = "data/mni152-objects"
 
@@ -40,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "map was drawn on)",
     )  # fmt: skip
     prepare.add_argument(
-        "--dicom-labels", choices=("seg", "rtstruct"), default=None,
+        "--dicom-labels", choices=tuple(DICOM_LABEL_KINDS), default=None,
         help="one folder per patient holding its DICOM series and label objects (a PACS or TCIA download): "
              "where a folder holds both a DICOM-SEG and an RT structure set, the one to read",
     )  # fmt: skip

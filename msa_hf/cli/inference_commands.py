@@ -165,7 +165,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "structure set drawn on one",
     )  # fmt: skip
     predict.add_argument(
-        "--dicom-labels", choices=("seg", "rtstruct"), default=None,
+        "--dicom-labels", choices=DICOM_OUTPUTS, default=None,
         help="with --prompts-from-labels on a DICOM download of patient folders: where a folder holds both a "
              "DICOM-SEG and an RT structure set, the one to prompt from",
     )  # fmt: skip

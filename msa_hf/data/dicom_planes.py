@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+# the DICOM objects drawn on a series that msa_hf reads as labels and writes as masks, by kind: their Modality
+DICOM_LABEL_KINDS = {"seg": "SEG", "rtstruct": "RTSTRUCT"}
+
 
 @dataclass(frozen=True)
 class ImagePlane:

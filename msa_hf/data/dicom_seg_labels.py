@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
@@ -82,10 +83,7 @@ def _dicom_modality(path: str | Path) -> str | None:
 
 def is_dicom_seg_file(path: str | Path) -> bool:
     """Whether `path` is a DICOM Segmentation (Modality SEG), from its header."""
-    return _dicom_modality(path) == "SEG"
-
-
-DICOM_LABEL_KINDS = {"seg": "SEG", "rtstruct": "RTSTRUCT"}  # a DICOM label object's kind: its Modality
+    return _dicom_modality(path) == DICOM_LABEL_KINDS["seg"]
 
 
 def dicom_label_kind(path: str | Path) -> str | None:

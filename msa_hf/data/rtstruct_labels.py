@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 from msa_hf.data.volumes import Volume, VolumeReadError, canonical_volume
 
-RTSTRUCT = "RTSTRUCT"  # the Modality of an RT Structure Set
+RTSTRUCT = DICOM_LABEL_KINDS["rtstruct"]  # the Modality of an RT Structure Set
 
 
 def roi_names(dataset: Any) -> dict[int, str]:

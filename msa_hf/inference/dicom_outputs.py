@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.dicom_planes import Structures
+from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS, Structures
 
-DICOM_OUTPUTS = ("seg", "rtstruct")
+DICOM_OUTPUTS = tuple(DICOM_LABEL_KINDS)  # what a mask may be written as: the kinds read as labels
 DICOM_OUTPUT_NAMES = {"seg": "a DICOM-SEG", "rtstruct": "an RT structure set"}  # as a message says them
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from msa_hf.data.dicom_planes import Structures
+from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS, Structures
 from msa_hf.output_files import atomic_file
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -88,7 +88,7 @@ def write_rtstruct(
         )
     dataset.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     dataset.SOPInstanceUID = generate_uid()
-    dataset.Modality = "RTSTRUCT"
+    dataset.Modality = DICOM_LABEL_KINDS["rtstruct"]
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SeriesNumber = int(getattr(header, "SeriesNumber", 0) or 0) + 2000
     described = str(getattr(header, "SeriesDescription", "") or "").strip()
