@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from msa_hf.data.tasks import Regions
 
 SCORE_FILES = ("scores.csv", "scores.md")  # what `write_scores` writes into its folder
+# what a mask file may be, as the messages say it
+MASK_FORMATS = "NIfTI (.nii, .nii.gz), DICOM-SEG, RT structure sets or lossless images (.png, .tif, .bmp)"
 
 
 @dataclass
@@ -105,15 +107,10 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
     else:
         raise ValueError(f"predictions {source}: no such file or folder.")
     if not found:
-        raise ValueError(
-            f"predictions {source}: no masks found (.nii, .nii.gz, .png, .tif, .bmp, DICOM-SEG, RT structure sets)."
-        )
+        raise ValueError(f"predictions {source}: no masks found; masks are {MASK_FORMATS}.")
     for file in found:
         if not _is_mask_file(file):
-            raise ValueError(
-                f"prediction {file}: not a mask file; masks are NIfTI (.nii, .nii.gz), DICOM-SEG, RT structure sets or lossless "
-                "images (.png, .tif, .bmp)."
-            )
+            raise ValueError(f"prediction {file}: not a mask file; masks are {MASK_FORMATS}.")
     return found
 
 
@@ -202,8 +199,7 @@ def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
             if not path.is_file() or not _is_mask_file(path):
                 what = "no such file" if not path.is_file() else "not a mask file"
                 raise ValueError(
-                    f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are NIfTI (.nii, "
-                    ".nii.gz), DICOM-SEG, RT structure sets or lossless images (.png, .tif, .bmp)."
+                    f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are {MASK_FORMATS}."
                 )
         case_id = str(row.get("case_id") or "").strip() or file_stem(paths["prediction"])
         if case_id in seen:
@@ -259,8 +255,9 @@ class SegmentValues:
         if unknown:
             where = "the label table" if table else "no label table (none beside the labels)"
             raise ValueError(
-                f"DICOM-SEG or RT structure set segments {unknown} have no label value in {where}; they are scored against label "
-                'values through a label table that names them (--label-table labels.json, {"1": "liver"}).'
+                f"DICOM-SEG segments or RT structure set ROIs {unknown} have no label value in {where}; they are "
+                "scored against label values through a label table that names them (--label-table labels.json, "
+                '{"1": "liver"}).'
             )
         self.names = dict(table)
 
@@ -295,6 +292,14 @@ class SegmentValues:
         return load_dicom_structures(seg, location, self.values, series=series)
 
 
+def _needs_images(path: Path) -> str:
+    """What a message says of a DICOM label object to read without the series it was drawn on."""
+    return (
+        f"{path}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder holding "
+        "that series with --images (images= in Python)."
+    )
+
+
 def read_mask_pair(
     pair: MaskPair, segments: SegmentValues | None = None, label_remap: dict[int, int] | None = None
 ) -> MaskArrays:
@@ -317,8 +322,8 @@ def read_mask_pair(
 
     if volume_file(pair.prediction) != volume_file(pair.label):
         raise ValueError(
-            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG, RT structure set), the "
-            "other a 2-D mask; score volumes against volumes and images against images."
+            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG, RT "
+            "structure set), the other a 2-D mask; score volumes against volumes and images against images."
         )
     if not volume_file(pair.label):
         prediction, label = read_mask(pair.prediction), read_mask(pair.label, remap=label_remap)
@@ -333,10 +338,7 @@ def read_mask_pair(
         if is_nifti(path):
             return load_volume(path, is_label=True), None
         if segments is None:
-            raise ValueError(
-                f"{path}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder holding "
-                "that series with --images (images= in Python)."
-            )
+            raise ValueError(_needs_images(path))
         return segments.read(path)
 
     (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
@@ -428,14 +430,11 @@ def score_mask_files(
         ):  # a DICOM download of patient folders (`LabelIndex.in_folder`): its series lie beside their labels
             images = labels
         if images is None:
-            raise ValueError(
-                f"{seg_files[0]}: a DICOM label object is read onto the DICOM series it was drawn on; give the folder "
-                "holding the series with --images (images= in Python)."
-            )
+            raise ValueError(_needs_images(seg_files[0]))
         if regions:
             raise ValueError(
-                f"{seg_files[0]}: DICOM-SEG or RT structure set masks with a region-based label table; a segment is one structure, "
-                "so give a table of one value per segment label (--label-table)."
+                f"{seg_files[0]}: DICOM-SEG or RT structure set masks with a region-based label table; a segment or "
+                "ROI is one structure, so give a table of one value per name (--label-table)."
             )
         segments = SegmentValues(images, seg_files, table, only_seg=len(seg_files) == 2 * len(pairs))
         table = table or segments.names
