@@ -77,7 +77,7 @@ class BatchItem:
     series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
     label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
     dicom_output: str = "seg"  # what a `.dcm` output is written as (`dicom_outputs.DICOM_OUTPUTS`)
-    # `labels` a DICOM label object: its structures valued by name, alike in every case (`dicom_label_values`)
+    # `labels` a DICOM label object: its structures valued by name, alike in every case (`collect_items`)
     label_values: dict[str, int] | None = None
 
 
@@ -210,7 +210,7 @@ def collect_items(
     (`sources.dicom_study_cases`): each patient folder is an input, prompted from the label object inside it
     (`dicom_labels`, "seg" or "rtstruct", choosing where a folder holds both) and read on the series that
     object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`)."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex, dicom_study_cases, listed_names
     from msa_hf.data.volumes import is_dicom_stack_source
@@ -320,9 +320,16 @@ def collect_items(
             f"({listed_names(unpaired)}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
             "manifest's labels column."
         )
-    values = dicom_label_values(items)
-    for item in items:
-        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels):
+    # prompted from DICOM label objects: one value per structure name for all of them (the objects' own segment
+    # or ROI numbers where they agree, else alphabetical), so a structure's masks carry it in every case
+    from_dicom = [
+        item
+        for item in items
+        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels)
+    ]
+    if from_dicom:
+        values, _ = segment_label_values([item.labels for item in from_dicom], None)
+        for item in from_dicom:
             item.label_values = values
     seen: dict[Path, Path] = {}
     for item in items:
@@ -442,21 +449,6 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     for axis, size in zip(axes, shape, strict=True):
         ras[axis] = int(size)
     return tuple(ras)
-
-
-def dicom_label_values(items: list[BatchItem]) -> dict[str, int] | None:
-    """`{structure name: label value}` for the items prompted from DICOM label objects, one for all of them
-    (`dicom_seg_labels.segment_label_values`: the objects' own segment or ROI numbers where they agree, else
-    one value per name in alphabetical order), so a structure's masks carry one value in every case. None
-    where no item is prompted so."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, segment_label_values
-
-    files = [
-        item.labels
-        for item in items
-        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels)
-    ]
-    return segment_label_values(files, None)[0] if files else None
 
 
 def dicom_label_table(items: list[BatchItem]) -> dict[int, str] | None:
