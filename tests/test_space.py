@@ -425,6 +425,7 @@ def test_a_volume_is_closed_when_the_visitors_session_ends(tmp_path):
 
     write_dicom_series(tmp_path / "series", np.zeros((4, 24, 24), np.int16))
     session = DemoSession(BoxFillSam(32))
+    uploaded = {p.name: p.read_bytes() for p in (tmp_path / "series").iterdir()}
     volume = VolumeSession(sorted(str(p) for p in (tmp_path / "series").iterdir()), session)
     assert volume.predictor.max_cached_bytes == EMBEDDING_CACHE_BYTES
     volume.prepare(1)
@@ -439,7 +440,7 @@ def test_a_volume_is_closed_when_the_visitors_session_ends(tmp_path):
     state.delete_callback(volume)
     assert not volume.predictor._embeddings
     assert not Path(volume.copied).exists() and not Path(volume.folder).exists()
-    assert sorted(p.name for p in (tmp_path / "series").iterdir())  # the visitor's own files stay
+    assert {p.name: p.read_bytes() for p in (tmp_path / "series").iterdir()} == uploaded  # the visitor's own
     state.delete_callback(None)  # a session that never opened a volume
 
 
