@@ -70,9 +70,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     score.add_argument(
         "predictions",
-        help="a folder of masks (NIfTI, DICOM-SEG, RT structure sets, PNG/TIFF/BMP), a quoted glob ('out/*.nii.gz') "
-        "or one mask "
-        "file; or a manifest of pairs whose names do not tell: a CSV with the columns prediction and label "
+        help="a folder of masks (NIfTI, DICOM-SEG, RT structure sets, PNG/TIFF/BMP), a quoted glob "
+        "('out/*.nii.gz') or one mask file; or a manifest of pairs whose names do not tell: a CSV with the columns prediction and label "
         "(and case_id), or a JSON list of such objects, paths from its folder (then no LABELS)",
     )
     score.add_argument(

@@ -357,10 +357,8 @@ def load_seg_labels(
         raise VolumeReadError(f"{seg_path}: not a DICOM Segmentation (Modality SEG) nor a NIfTI label map.")
     segmentation = highdicom.seg.segread(seg_path)
     images = read_stack(series_folder, series)
-    enhanced, affine = (
-        images.enhanced,
-        images.affine,
-    )  # an enhanced file: its chosen frames, in position order
+    # an enhanced file: its chosen frames, in position order
+    enhanced, affine = images.enhanced, images.affine
     series_uid = str(images.header.SeriesInstanceUID)
     referenced = {str(item.SeriesInstanceUID) for item in segmentation.get("ReferencedSeriesSequence", [])}
     if series_uid not in referenced:

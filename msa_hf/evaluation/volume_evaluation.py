@@ -65,8 +65,8 @@ def evaluate_volumes(
     model slice clicked on its nearest input slice's label), its masks brought back onto its own slices (the
     windows' votes for `volume_points1`; for `volume_propagation` the propagation's probabilities, as predict
     brings them back) and scored against its own labels. `resample_slices=False` shows the model every case as
-    the dataset holds it (the report's `notes` then say which cases lie off the model's spacing). The report's `resampled` gives
-    each resampled case's grids, its `scores` each protocol's `CaseScore`s.
+    the dataset holds it (the report's `notes` then say which cases lie off the model's spacing). The report's
+    `resampled` gives each resampled case's grids, its `scores` each protocol's `CaseScore`s.
     """
     from msa_hf.data import (
         PromptSampling,
