@@ -236,3 +236,32 @@ def test_painted_labels_keep_a_mask_only_for_what_was_painted_over():
     flat = PaintedLabels((3, 6, 6), np.uint8)  # a label map output remembers nothing
     flat.paint(liver, 1)
     assert flat.paint(lesion, 3) == {1: 4} and flat.structures() is flat.labels
+
+
+def test_remapped_label_values_apply_to_overlapping_structures(series, tmp_path, capsys):
+    """`--remap-labels` reads an overlapping reference's values as it reads a label map's: swapped, the
+    liver's prediction is scored against the tumour's structure (their Dice, computed here); remapped to 0,
+    a structure drops out; prompts carry the value it is read as."""
+    from msa_hf.cli import main
+    from msa_hf.inference.batch import prompts_from_label_map
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    for folder, kind in (("pred", "seg"), ("ref", "rtstruct")):
+        predict_file(
+            BoxFillSam(32), series, tmp_path / folder / "case.dcm", LIVER + TUMOUR, dicom_output=kind
+        )
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(series)]
+    assert main([*argv, "--remap-labels", "1=2", "2=1"]) == 0
+    swapped = f"{2 * (liver & tumour).sum() / (liver.sum() + tumour.sum()):.3f}"
+    printed = capsys.readouterr().out
+    assert f"| liver | 1 | {swapped}" in printed and f"| tumour | 1 | {swapped}" in printed
+
+    reference = tmp_path / "ref" / "case.dcm"
+    kinds = {"volume": True, "image_path": series, "plane": "axial"}
+    as_read = prompts_from_label_map(reference, "box", **kinds)
+    renumbered = prompts_from_label_map(reference, "box", label_remap={2: 5}, **kinds)
+    assert [p.value for p in renumbered] == [5 if p.value == 2 else p.value for p in as_read]
+    assert [p.box for p in renumbered] == [p.box for p in as_read]
+    dropped = prompts_from_label_map(reference, "box", label_remap={2: 0}, **kinds)
+    assert [(p.value, p.box) for p in dropped] == [(p.value, p.box) for p in as_read if p.value == 1]

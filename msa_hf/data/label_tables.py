@@ -220,6 +220,21 @@ def remap_label_values(labels: np.ndarray, remap: dict[int, int]) -> np.ndarray:
     return out
 
 
+def remap_structure_codes(
+    codes: dict[int, tuple[int, ...]], remap: dict[int, int]
+) -> dict[int, tuple[int, ...]]:
+    """Overlapping structures' codes (`{label value: codes of the pixels it covers}`, as
+    `load_dicom_structures` reads them) with their label values read through `remap` as
+    `remap_label_values` reads a label map's: a value remapped to 0 is background and drops out, two values
+    remapped to one become one structure covering both's codes."""
+    remapped: dict[int, set[int]] = {}
+    for value, value_codes in codes.items():
+        target = remap.get(value, value)
+        if target != 0:
+            remapped.setdefault(target, set()).update(value_codes)
+    return {value: tuple(sorted(value_codes)) for value, value_codes in sorted(remapped.items())}
+
+
 def find_label_table(folder: str | Path) -> Path | None:
     """The first label table in `folder` (names in `LABEL_TABLE_NAMES` order), or None."""
     for name in LABEL_TABLE_NAMES:

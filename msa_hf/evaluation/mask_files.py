@@ -314,7 +314,7 @@ def read_mask_pair(
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import read_mask
-    from msa_hf.data.label_tables import remap_label_values
+    from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
 
     def volume_file(path: Path) -> bool:
@@ -344,6 +344,8 @@ def read_mask_pair(
     (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
     if label_codes is None:
         label.array = remap_label_values(label.array, label_remap or {})
+    else:
+        label_codes = remap_structure_codes(label_codes, label_remap or {})
     if prediction.array.shape != label.array.shape or not np.allclose(
         prediction.affine, label.affine, atol=1e-2
     ):

@@ -366,7 +366,7 @@ def prompts_from_label_map(
     `label_remap` reads the label map's values as `prepare --remap-labels` does."""
     from msa_hf.data.dicom_seg_labels import load_label_structures
     from msa_hf.data.image_files import read_mask
-    from msa_hf.data.label_tables import remap_label_values
+    from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.planes import choose_plane, display_slices
     from msa_hf.data.tasks import region_paint_values, structure_mask
     from msa_hf.data.volumes import load_volume
@@ -388,7 +388,7 @@ def prompts_from_label_map(
                     f"label map {labels_path}: its structures overlap, and a region-based label table describes "
                     "label values; give a table of one value per structure name."
                 )
-            regions = codes
+            regions = remap_structure_codes(codes, label_remap or {})
         array = label.array if codes is not None else remap_label_values(label.array, label_remap or {})
         slices = display_slices(array, choose_plane(label.spacing, plane))
     else:  # as msa-hf prepare reads masks: {0, 255} is one structure, other values are labels
