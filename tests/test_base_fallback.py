@@ -90,8 +90,10 @@ def test_the_model_answers_each_prompt_as_the_adapted_model_or_as_the_base(fallb
     assert 0 < follows.sum() < len(follows)  # both kinds of prompt are in the test
     for index, follow in enumerate(follows.tolist()):
         expected = adapted if follow else from_base
-        assert torch.equal(answered.pred_masks[0, index], expected.pred_masks[0, index])
-        assert torch.equal(answered.iou_scores[0, index], expected.iou_scores[0, index])
+        # float32's own tolerance: the fallback decodes both answers in one batch, and a CPU's matmul kernels
+        # may sum a batch of another size in another order (bitwise equal on some CPUs, not all)
+        torch.testing.assert_close(answered.pred_masks[0, index], expected.pred_masks[0, index])
+        torch.testing.assert_close(answered.iou_scores[0, index], expected.iou_scores[0, index])
     # the interactive path: both embeddings cached, the same answers
     embeddings = model.get_image_embeddings(pixels)
     channels = model.config.vision_config.output_channels

@@ -168,7 +168,9 @@ def test_replaying_the_shipped_rule_gives_the_models_own_answers(fallback_pair, 
         replay.rule = base_alone
         based = replay(**inputs)
         from_base = base(**inputs)
-    assert torch.equal(own.pred_masks, replayed.pred_masks)
-    assert torch.equal(own.iou_scores, replayed.iou_scores)
-    assert not torch.equal(own.pred_masks, based.pred_masks)  # some prompts are the adapted model's
+    # float32's own tolerance: the two decode their batches in different sizes, which a CPU's matmul kernels
+    # may sum in another order (bitwise equal on some CPUs, not all)
+    torch.testing.assert_close(own.pred_masks, replayed.pred_masks)
+    torch.testing.assert_close(own.iou_scores, replayed.iou_scores)
+    assert (own.pred_masks - based.pred_masks).abs().max() > 0.1  # some prompts are the adapted model's
     torch.testing.assert_close(based.pred_masks, from_base.pred_masks)
