@@ -650,6 +650,41 @@ def _(f):
             "--dicom-labels", "seg"]  # fmt: skip
 
 
+@case("predict", "--structure-files with a file name as the output", mentions=("m.nii.gz", "folder"))
+def _(f):
+    source = nifti_source(f, count=1)
+    return ["predict", "tiny", str(source / "imagesTr" / "case0_0000.nii.gz"), out(f, "m.nii.gz"), "--slice", "1",
+            *_box(2, 2, 20, 20), "--structure-files"]  # fmt: skip
+
+
+@case("predict", "--structure-files with a .dcm output", mentions=("--structure-files",))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.dcm"), *_box(2, 2, 20, 20), "--structure-files"]
+
+
+@case(
+    "predict",
+    "--structure-files into a folder of the user's files",
+    mentions=("out", "other than structure masks"),
+    protect_out=True,
+)
+def _(f):
+    (f / "out").mkdir(parents=True)
+    (f / "out" / "notes.txt").write_text("mine")
+    return ["predict", "tiny", str(picture(f)), out(f), *_box(2, 2, 20, 20), "--structure-files"]
+
+
+@case(
+    "predict",
+    "--structure-files and --dicom-output for many inputs",
+    mentions=("--structure-files", "--dicom-output"),
+)
+def _(f):
+    source = nifti_source(f)
+    return ["predict", "tiny", str(source / "imagesTr"), out(f), "--prompts-from-labels", str(source / "labelsTr"),
+            "--structure-files", "--dicom-output", "seg"]  # fmt: skip
+
+
 @case("predict", "model folder does not exist", mentions=("nowhere",))
 def _(f):
     return ["predict", str(f / "in" / "nowhere"), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]
@@ -1209,6 +1244,20 @@ def _(f):
                      dicom_output="rtstruct")  # fmt: skip
     (f / "in" / "ref" / "labels.json").write_text(json.dumps({"20": "liver", "21": "tumour"}))
     return ["score", str(f / "in" / "pred"), str(f / "in" / "ref"), "--images", str(f / "in" / "series")]
+
+
+@case("score", "a structure file that no label table names", mentions=("spleen.nii.gz", "label table"))
+def _(f):
+    import nibabel as nib
+
+    source = nifti_source(f, count=1)
+    case = f / "in" / "pred" / "case0"
+    case.mkdir(parents=True)
+    label = nib.load(source / "labelsTr" / "case0.nii.gz")
+    for name, value in (("label_1", 1), ("spleen", 2)):
+        mask = (np.asarray(label.dataobj) == value).astype(np.uint8)
+        nib.save(nib.Nifti1Image(mask, label.affine), case / f"{name}.nii.gz")
+    return ["score", str(f / "in" / "pred"), str(source / "labelsTr")]
 
 
 @case("score", "predictions folder does not exist", mentions=("nowhere",))

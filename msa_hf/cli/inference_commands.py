@@ -190,6 +190,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "each DICOM series' mask is written so, as <name>.dcm",
     )  # fmt: skip
     predict.add_argument(
+        "--structure-files", action="store_true",
+        help="write OUTPUT as a folder of one binary mask per structure, each whole where structures overlap (a "
+             "tumour inside its organ): <name>.nii.gz for a volume, <name>.png for an image (--name or the "
+             "prompts' names; label_<value> without one). Many inputs: a folder per input",
+    )  # fmt: skip
+    predict.add_argument(
         "--multimask", action="store_true",
         help="SAM's three masks per prompt: the mask file takes the best by score, every score is printed, "
              "--save-probabilities keeps all three (not with --propagate)",
@@ -360,6 +366,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from msa_hf.data.structure_files import check_structure_folder_output
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
     from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
@@ -414,7 +421,10 @@ def _predict(args: argparse.Namespace) -> int:
         args.multimask,
         args.series,
         args.dicom_output,
+        args.structure_files,
     )
+    if args.structure_files:
+        check_structure_folder_output(args.output)
     check_new_outputs(
         [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
     )
@@ -426,6 +436,7 @@ def _predict(args: argparse.Namespace) -> int:
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
         slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
         trained_planes=processor.planes, dicom_output=args.dicom_output or "seg",
+        structure_files=args.structure_files,
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
@@ -452,7 +463,11 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.predictor import is_dicom_output
 
     as_dicom = f" ({DICOM_OUTPUT_NAMES[args.dicom_output or 'seg']})" if is_dicom_output(args.output) else ""
-    print(f"written: {summary['output']}{as_dicom}")
+    if "structure_files" in summary:
+        files = ", ".join(summary["structure_files"].values())
+        print(f"written: {summary['output']} (one mask per structure: {files})")
+    else:
+        print(f"written: {summary['output']}{as_dicom}")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
     return 0
@@ -461,6 +476,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     """`msa-hf predict MODEL SOURCE OUTPUT_DIR`: every input of SOURCE with one model load (shared out over
     the processes of an `accelerate launch`); exit status 1 when an input failed (the others are written)."""
+    from msa_hf.data.structure_files import check_structure_folder_output
     from msa_hf.inference.batch import (
         LABEL_TABLE_FILE,
         SUMMARY_FILES,
@@ -474,13 +490,15 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
         args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series,
-        label_remap(args.remap_labels), args.dicom_output, args.dicom_labels,
+        label_remap(args.remap_labels), args.dicom_output, args.dicom_labels, args.structure_files,
     )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
     table = dicom_label_table(items)  # the masks' values by the DICOM label objects' names
     if table:
         summaries.append(Path(args.output) / LABEL_TABLE_FILE)
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
+    for item in items if args.structure_files else ():
+        check_structure_folder_output(item.output)
     check_new_outputs([*written, *summaries], args.overwrite)
     model, processor = load_for_inference(args.model)
     _say_precision_tip(args, model)

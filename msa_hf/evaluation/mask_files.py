@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 SCORE_FILES = ("scores.csv", "scores.md")  # what `write_scores` writes into its folder
 # what a mask file may be, as the messages say it
-MASK_FORMATS = "NIfTI (.nii, .nii.gz), DICOM-SEG, RT structure sets or lossless images (.png, .tif, .bmp)"
+MASK_FORMATS = (
+    "NIfTI (.nii, .nii.gz), DICOM-SEG, RT structure sets or lossless images (.png, .tif, .bmp), or a folder per "
+    "case of one mask per structure"
+)
 
 
 @dataclass
@@ -75,6 +78,13 @@ class MaskArrays:
         return mask(self.prediction, self.prediction_codes), mask(self.label, self.label_codes)
 
 
+def _is_prediction(path: Path) -> bool:
+    """A mask file, or a case's folder of one mask per structure (`data.structure_files`)."""
+    from msa_hf.data.structure_files import is_structure_folder
+
+    return is_structure_folder(path) if path.is_dir() else _is_mask_file(path)
+
+
 def _is_mask_file(path: Path) -> bool:
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import is_image_file
@@ -88,7 +98,8 @@ def _is_mask_file(path: Path) -> bool:
 
 def find_mask_files(predictions: str | Path) -> list[Path]:
     """The masks `predictions` names: a folder's NIfTI and image files (not `msa-hf predict`'s summary or
-    probability files), a quoted glob's matches, or one file.
+    probability files) and its sub-folders of one mask per structure (`msa-hf predict --structure-files`,
+    TotalSegmentator), each one case, a quoted glob's matches, or one file.
 
     Raises:
         ValueError: nothing found, or a file that is not a NIfTI or image mask.
@@ -99,17 +110,21 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
     source = str(predictions)
     path = Path(source)
     if path.is_dir():
-        found = [p for p in visible_files(path) if _is_mask_file(p)]
+        from msa_hf.data.sources import is_hidden
+        from msa_hf.data.structure_files import is_structure_folder
+
+        folders = [p for p in path.iterdir() if not is_hidden(p, path) and is_structure_folder(p)]
+        found = sorted([p for p in visible_files(path) if _is_mask_file(p)] + folders)
     elif path.is_file():
         found = [path]
     elif is_glob(source):
-        found = sorted(p for p in map(Path, glob.glob(source)) if p.is_file() and _is_mask_file(p))
+        found = sorted(p for p in map(Path, glob.glob(source)) if _is_prediction(p))
     else:
         raise ValueError(f"predictions {source}: no such file or folder.")
     if not found:
         raise ValueError(f"predictions {source}: no masks found; masks are {MASK_FORMATS}.")
     for file in found:
-        if not _is_mask_file(file):
+        if not _is_prediction(file):
             raise ValueError(f"prediction {file}: not a mask file; masks are {MASK_FORMATS}.")
     return found
 
@@ -196,8 +211,10 @@ def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
             )
         paths = {name: manifest.parent / str(row[name]).strip() for name in ("prediction", "label")}
         for name, path in paths.items():
-            if not path.is_file() or not _is_mask_file(path):
-                what = "no such file" if not path.is_file() else "not a mask file"
+            if not path.exists() or not (
+                _is_prediction(path) if name == "prediction" else _is_mask_file(path)
+            ):
+                what = "no such file" if not path.exists() else "not a mask file"
                 raise ValueError(
                     f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are {MASK_FORMATS}."
                 )
@@ -301,11 +318,15 @@ def _needs_images(path: Path) -> str:
 
 
 def read_mask_pair(
-    pair: MaskPair, segments: SegmentValues | None = None, label_remap: dict[int, int] | None = None
+    pair: MaskPair,
+    segments: SegmentValues | None = None,
+    label_remap: dict[int, int] | None = None,
+    names: dict[int, str] | None = None,
 ) -> MaskArrays:
     """Both masks of `pair` as label maps on one grid (see the module docstring); DICOM-SEG masks read onto
     their series through `segments`; the reference's values read through `label_remap` (as `prepare
-    --remap-labels` reads them).
+    --remap-labels` reads them); a prediction that is a folder of one mask per structure valued through the
+    label table `names` (`{value: name}`; `structure_files.read_structure_folder`).
 
     Raises:
         ValueError: a volume paired with a 2-D mask, masks on different grids (shape, or a voxel-to-world
@@ -315,9 +336,12 @@ def read_mask_pair(
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
+    from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
     from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
 
     def volume_file(path: Path) -> bool:
+        if path.is_dir():  # a folder of structure files: NIfTI ones, or PNG
+            return not structure_files(path)[0].name.lower().endswith(PICTURE_SUFFIX)
         return is_nifti(path) or is_dicom_label_file(path)
 
     if volume_file(pair.prediction) != volume_file(pair.label):
@@ -326,15 +350,22 @@ def read_mask_pair(
             "structure set), the other a 2-D mask; score volumes against volumes and images against images."
         )
     if not volume_file(pair.label):
-        prediction, label = read_mask(pair.prediction), read_mask(pair.label, remap=label_remap)
+        prediction, prediction_codes = (
+            read_structure_folder(pair.prediction, names or {})
+            if pair.prediction.is_dir()
+            else (read_mask(pair.prediction), None)
+        )
+        label = read_mask(pair.label, remap=label_remap)
         if prediction.shape != label.shape:
             raise ValueError(
                 f"prediction {pair.prediction} is {prediction.shape[1]} x {prediction.shape[0]} pixels, its label "
                 f"map {pair.label} {label.shape[1]} x {label.shape[0]}; a mask is scored at its image's size."
             )
-        return MaskArrays(prediction, label, None)
+        return MaskArrays(prediction, label, None, prediction_codes)
 
     def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
+        if path.is_dir():
+            return read_structure_folder(path, names or {})
         if is_nifti(path):
             return load_volume(path, is_label=True), None
         if segments is None:
@@ -378,7 +409,9 @@ def score_mask_files(
 
     Args:
         predictions: a folder of masks, a glob (`"out/*.nii.gz"`) or one mask file; or a manifest of pairs
-            (`manifest_pairs`), whose label maps' folder is then where the label table is looked for.
+            (`manifest_pairs`), whose label maps' folder is then where the label table is looked for. A case may
+            be a folder of one mask per structure (`data.structure_files`): in a folder of cases, or alone
+            with one label map.
         labels: the folder of reference label maps (or one label map, for one prediction); None with a
             manifest.
         classes: structures to score, by name or value (as `msa-hf evaluate --classes`); default every value
@@ -404,6 +437,8 @@ def score_mask_files(
     """
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
+    from msa_hf.data.sources import file_stem
+    from msa_hf.data.structure_files import is_structure_folder
     from msa_hf.data.tasks import select_class_names, structures_present
     from msa_hf.data.volumes import voxel_ml
 
@@ -421,6 +456,8 @@ def score_mask_files(
             f"predictions {predictions}: give the label maps to score them against (a folder, or one file), or a "
             "manifest of pairs (a CSV with the columns prediction and label)."
         )
+    elif Path(labels).is_file() and is_structure_folder(predictions):  # one case's structures, one label map
+        pairs = [MaskPair(file_stem(Path(labels)), Path(predictions), Path(labels))]
     else:
         pairs = pair_mask_files(find_mask_files(predictions), labels)
     table, regions = label_folder_structures(labels, label_table)
@@ -453,7 +490,7 @@ def score_mask_files(
     scored: list[tuple[str, dict[int, CaseScore]]] = []  # per pair: its case id, its scores by value
     kinds = set()
     for pair in pairs:
-        arrays = read_mask_pair(pair, segments, label_remap)
+        arrays = read_mask_pair(pair, segments, label_remap, table)
         kinds.add(arrays.spacing is None)
         if len(kinds) > 1:
             raise ValueError(

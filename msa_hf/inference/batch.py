@@ -79,6 +79,7 @@ class BatchItem:
     dicom_output: str = "seg"  # what a `.dcm` output is written as (`dicom_outputs.DICOM_OUTPUTS`)
     # `labels` a DICOM label object: its structures valued by name, alike in every case (`collect_items`)
     label_values: dict[str, int] | None = None
+    structure_files: bool = False  # `output` a folder of one mask per structure (`predict_file`)
 
 
 def is_glob(source: str) -> bool:
@@ -194,6 +195,7 @@ def collect_items(
     label_remap: dict[int, int] | None = None,
     dicom_output: str | None = None,
     dicom_labels: str | None = None,
+    structure_files: bool = False,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
@@ -201,7 +203,9 @@ def collect_items(
     (or an enhanced multi-frame file) reads the stack its manifest row's `series` names, else `series` (the same
     for every input), else, with a DICOM-SEG label map, the one it was drawn on. With `dicom_output`
     (`dicom_outputs.DICOM_OUTPUTS`), a DICOM input's mask is that DICOM object, `<name>.dcm`, as is a manifest
-    row's `.dcm` output (a DICOM-SEG without it); other inputs' masks stay NIfTI or PNG. Raises
+    row's `.dcm` output (a DICOM-SEG without it); other inputs' masks stay NIfTI or PNG. With `structure_files`,
+    each input's output is a folder of one mask per structure, named as its mask would be without the suffix
+    (or as the manifest row's output says). Raises
     `ValueError` before anything runs when no input is found, when an input has no prompt source (no label
     map in `labels_dir` included), or when two inputs would write the same output. `label_remap` reads the
     label maps' values as `prepare --remap-labels` does.
@@ -213,10 +217,15 @@ def collect_items(
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import PAIRING_RULE, LabelIndex, dicom_study_cases, listed_names
-    from msa_hf.data.volumes import is_dicom_stack_source
+    from msa_hf.data.volumes import is_dicom_stack_source, nifti_stem
 
     label_remap = check_label_remap(label_remap or {})
     source, output_dir = str(source), Path(output_dir)
+    if structure_files and dicom_output is not None:
+        raise ValueError(
+            f"--dicom-output {dicom_output} with --structure-files: a DICOM-SEG or RT structure set keeps each "
+            "structure whole already; one file per structure is for NIfTI and PNG masks. Give one of them."
+        )
     if output_dir.is_file():
         raise ValueError(f"output {output_dir}: a batch writes a folder of masks; this is a file.")
     labels_dir = Path(labels_dir) if labels_dir else None
@@ -285,7 +294,8 @@ def collect_items(
                 f"{where}: no prompts. Give --box/--point/--prompts for every input, --prompts-from-labels DIR, "
                 "or prompts/labels in the manifest."
             )
-        name = str(row.get("output") or output_name(input_path, dicom_output))
+        default_name = output_name(input_path, dicom_output)
+        name = str(row.get("output") or (nifti_stem(default_name) if structure_files else default_name))
         output = output_dir / name
         # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
@@ -299,12 +309,14 @@ def collect_items(
                 output=output,
                 prompts=row_prompts if row_prompts is not None else (prompts if labels is None else None),
                 labels=labels,
-                probabilities=Path(probabilities_dir) / _probabilities_name(name)
+                probabilities=Path(probabilities_dir)
+                / _probabilities_name(default_name if structure_files else name)
                 if probabilities_dir
                 else None,
                 series=row_series,
                 label_remap=label_remap,
                 dicom_output=dicom_output or "seg",
+                structure_files=structure_files,
             )
         )
     if dicom_output is not None and not any(is_dicom_stack_source(item.input) for item in items):
@@ -353,6 +365,7 @@ def prompts_from_label_map(
     label_remap: dict[int, int] | None = None,
     plane: str = "auto",
     seg_values: dict[str, int] | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
@@ -363,7 +376,9 @@ def prompts_from_label_map(
     prompted on its own mask: `load_dicom_structures`). With `regions` (a region-based label table beside the
     labels: `{class id: label values}`), the structures are the regions, each prompted on the union of its
     values and written with the value that paints it into label space (`region_paint_values`).
-    `label_remap` reads the label map's values as `prepare --remap-labels` does."""
+    `label_remap` reads the label map's values as `prepare --remap-labels` does. `names` (`{label value, or
+    a region's class id: name}`) names each structure's prompts (what a DICOM output or a structure file is
+    called)."""
     from msa_hf.data.dicom_seg_labels import load_label_structures
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
@@ -400,12 +415,13 @@ def prompts_from_label_map(
     # a region-based table's regions are written by the values that paint them; overlapping structures by their own
     painted = region_paint_values(regions) if regions and codes is None else {}
     for structure in sorted(regions) if regions else values:
-        value = painted.get(structure, structure)
+        value, name = painted.get(structure, structure), (names or {}).get(structure)
         for index, labelled in enumerate(slices):
             mask = structure_mask(labelled, structure, regions)
             if not mask.any():
                 continue
             where = {"slice": index} if volume else {}
+            where |= {"name": name} if name else {}
             if kind == "box":
                 prompts.append(Prompt(box=[float(v) for v in box_from_mask(mask)], value=value, **where))
             else:
@@ -544,6 +560,7 @@ def predict_batch(
                         multimask,
                         item.series,
                         item.dicom_output,
+                        item.structure_files,
                     )
                     if input_kind == "volume":
                         summary = predict_file(
@@ -551,6 +568,7 @@ def predict_batch(
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
                             batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
                             trained_planes=trained_planes, dicom_output=item.dicom_output,
+                            structure_files=item.structure_files,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -570,7 +588,7 @@ def predict_batch(
                     predictor.set_image_embedding(picture.embedding, picture.size)
                     summary = segment_picture(
                         predictor, picture.item.input, picture.item.output, picture.prompts,
-                        picture.item.probabilities, multimask,
+                        picture.item.probabilities, multimask, picture.item.structure_files,
                     )  # fmt: skip
                     _succeeded(picture.row, summary, picture.seconds + time.time() - started)
                 except Exception as error:
@@ -637,7 +655,8 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     # the regions of a region-based label table beside the labels; any other table leaves each label value a
     # structure, as without one (a DICOM-SEG's segments are its own)
-    regions = {} if is_dicom_label_file(item.labels) else regions_beside(item.labels)
+    dicom_labels = is_dicom_label_file(item.labels)
+    regions = {} if dicom_labels else regions_beside(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,
@@ -648,7 +667,23 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         label_remap=item.label_remap,
         plane=plane,
         seg_values=item.label_values,
+        names=_structure_names(item, dicom_labels),
     )
+
+
+def _structure_names(item: BatchItem, dicom_labels: bool) -> dict[int, str]:
+    """The names of the structures `item`'s label map draws (`{label value, or region class id: name}`):
+    a DICOM label object's by the values its names were given, else the label table beside the label maps;
+    `{}` without one, or where the table cannot be read (the masks are then named by value; a table that
+    matters is read, and its faults said, where it is used)."""
+    from msa_hf.data.label_tables import label_folder_structures
+
+    if dicom_labels:
+        return {value: name for name, value in (item.label_values or {}).items()}
+    try:
+        return label_folder_structures(item.labels)[0]
+    except (OSError, ValueError):  # `LabelTableError` too
+        return {}
 
 
 def _row(item: BatchItem) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.data.structure_files import PICTURE_SUFFIX, VOLUME_SUFFIXES, write_structure_folder
 from msa_hf.inference.click_decoder import click_decoder_for
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
@@ -343,10 +344,14 @@ def predict_file(
     plane: str = "auto",
     trained_planes: tuple[str, ...] | None = None,
     dicom_output: str = "seg",
+    structure_files: bool = False,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. Where masks of different values overlap, a label map keeps the later prompt's value (the summary's
-    `warnings` say so: `overlap_note`); a DICOM-SEG or RT structure set keeps each structure whole. With
+    `warnings` say so: `overlap_note`); a DICOM-SEG or RT structure set keeps each structure whole, and so does
+    `structure_files`: `output_path` is then a folder of one binary mask per label value, named by the prompts'
+    `name`s (`<name>.nii.gz`, `<name>.png` for a 2-D image; `label_<value>` without one; the summary's
+    `structure_files` maps values to files; `msa_hf.data.structure_files`). With
     `compile_encoder`, the image encoder runs `torch.compile`d (None: where it pays, `compile_by_default`; one
     input rarely has the slices for it).
 
@@ -387,7 +392,7 @@ def predict_file(
 
     input_path, output_path = Path(input_path), Path(output_path)
     kind = check_prediction_request(
-        input_path, output_path, prompts, probabilities_path, multimask, series, dicom_output
+        input_path, output_path, prompts, probabilities_path, multimask, series, dicom_output, structure_files
     )
     placement = resolve_placement(device, dtype)
     if kind != "volume":
@@ -395,7 +400,9 @@ def predict_file(
         compile_encoder = compile_by_default(compile_encoder, placement, lambda: 1)
         predictor = SegmentationPredictor(model, window, compile_encoder, device, dtype)
         predictor.set_image(image, modality)
-        return segment_picture(predictor, input_path, output_path, prompts, probabilities_path, multimask)
+        return segment_picture(
+            predictor, input_path, output_path, prompts, probabilities_path, multimask, structure_files
+        )
     summary = _summary(input_path, output_path, probabilities_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     maps: list[np.ndarray] = []  # probability maps in the order they are written
@@ -414,8 +421,9 @@ def predict_file(
     resampling, slices = sliced.resampling, sliced.slices
     if resampling is not None:
         summary["resampled"] = resampling.describe()
-    # a DICOM object keeps structures that overlap whole; a label map keeps one value per pixel
-    keep_whole = is_dicom_output(output_path)
+    # a DICOM object or a folder of structure files keeps structures that overlap whole; a label map keeps
+    # one value per pixel
+    keep_whole = is_dicom_output(output_path) or structure_files
     painted = PaintedLabels(slices.shape, _label_dtype(values), keep_whole)
     compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(sliced.model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
@@ -456,13 +464,23 @@ def predict_file(
         entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)  # what volumetry reads
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
-    if keep_whole:  # each structure whole, overlaps kept
+    names = _structure_names(values, prompts)
+    if structure_files:
+        summary["structure_files"] = write_structure_folder(
+            output_path,
+            (
+                (value, sliced.to_volume(painted.structure_mask(value).astype(np.uint8)))
+                for value in sorted(set(values))
+            ),
+            names,
+            values,
+            lambda mask, path: _write_on_input_grid(mask, volume.affine, input_path, path),
+            VOLUME_SUFFIXES[0],
+            inputs=[input_path],
+        )
+    elif keep_whole:  # each structure whole, overlaps kept
         from msa_hf.inference.dicom_outputs import write_dicom_output
 
-        names = {}
-        for value, prompt in zip(values, prompts, strict=True):
-            if prompt.name:
-                names.setdefault(value, prompt.name)
         structures = painted.structures()
         canonical = (
             sliced.to_volume(structures)
@@ -497,30 +515,42 @@ def segment_picture(
     prompts: list[Prompt],
     probabilities_path: str | Path | None = None,
     multimask: bool = False,
+    structure_files: bool = False,
 ) -> dict[str, Any]:
     """`predict_file` for a 2-D input whose picture `predictor` already holds (`set_image`, or an embedding
-    encoded with others: `set_image_embedding`): decode every prompt, write the label map (and the
-    probabilities), return the summary."""
+    encoded with others: `set_image_embedding`): decode every prompt, write the label map or the folder of
+    structure files (and the probabilities), return the summary."""
     from PIL import Image
 
     input_path, output_path = Path(input_path), Path(output_path)
     summary = _summary(input_path, output_path, probabilities_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     values = _label_values(prompts)
-    labels = np.zeros(predictor.original_size, _label_dtype(values))
+    painted = PaintedLabels(predictor.original_size, _label_dtype(values), keep_whole=structure_files)
     maps: list[np.ndarray] = []  # probability pages in the order they are written
     for index, prompt in enumerate(prompts):
         prediction = predictor.predict_masks(prompt, True if multimask else None)
         mask = prediction.mask
-        painted_over = paint_mask(labels, mask, values[index])
-        if painted_over:
+        painted_over = painted.paint(mask, values[index])
+        if painted_over and not structure_files:
             _warn(summary, overlap_note(index, values[index], painted_over, volume=False))
         summary["masks"].append(_mask_entry(prediction, values[index], multimask))
         if probabilities_path is not None:
             chosen = range(len(prediction.scores)) if multimask else [prediction.best]
             maps.extend(prediction.probabilities_of(which) for which in chosen)
-    with atomic_file(output_path, inputs=[input_path]) as staging:
-        Image.fromarray(labels).save(staging)
+    if structure_files:  # the usual binary PNG: 0 and 255
+        summary["structure_files"] = write_structure_folder(
+            output_path,
+            ((value, painted.structure_mask(value).astype(np.uint8) * 255) for value in sorted(set(values))),
+            _structure_names(values, prompts),
+            values,
+            lambda mask, path: Image.fromarray(mask).save(path),
+            PICTURE_SUFFIX,
+            inputs=[input_path],
+        )
+    else:
+        with atomic_file(output_path, inputs=[input_path]) as staging:
+            Image.fromarray(painted.labels).save(staging)
     if probabilities_path is not None:
         with atomic_file(Path(probabilities_path), inputs=[input_path]) as staging:
             pages = [Image.fromarray(page, mode="F") for page in maps]
@@ -565,16 +595,21 @@ class PaintedLabels:
 
         return paint_mask(region, mask, value, remember if self._lost is not None else None)
 
+    def structure_mask(self, value: int) -> np.ndarray:
+        """Structure `value`'s whole mask (bool, shaped like `labels`): its pixels in the map and, with
+        `keep_whole`, those it lost to later values."""
+        mask = self.labels == value
+        if self._lost and value in self._lost:
+            mask |= self._lost[value]
+        return mask
+
     def structures(self) -> np.ndarray | dict[int, np.ndarray]:
-        """The label map where no structure was painted over, else each value's whole mask (its pixels in the
-        map and those it lost), as the DICOM writers take them (`dicom_planes.Structures`)."""
+        """The label map where no structure was painted over, else each value's whole mask
+        (`structure_mask`), as the DICOM writers take them (`dicom_planes.Structures`)."""
         if not self._lost:
             return self.labels
         values = {int(v) for v in np.unique(self.labels) if v} | set(self._lost)
-        return {
-            value: (self.labels == value) | self._lost[value] if value in self._lost else self.labels == value
-            for value in sorted(values)
-        }
+        return {value: self.structure_mask(value) for value in sorted(values)}
 
 
 def overlap_note(index: int, value: int, painted_over: dict[int, int], volume: bool) -> str:
@@ -582,10 +617,11 @@ def overlap_note(index: int, value: int, painted_over: dict[int, int], volume: b
     (`paint_mask`): a label map keeps one value per pixel, and what keeps both."""
     covered = ", ".join(f"{count} of label {other}" for other, count in sorted(painted_over.items()))
     keeps = (
-        "a DICOM series' masks written as a DICOM-SEG or an RT structure set (.dcm) keep each structure whole, "
-        "as the probability file (--save-probabilities) does"
+        "one file per structure (--structure-files) and, for a DICOM series, a DICOM-SEG or an RT structure set "
+        "(.dcm) keep each structure whole, as the probability file (--save-probabilities) does"
         if volume
-        else "the probability file (--save-probabilities) keeps each mask whole"
+        else "one file per structure (--structure-files) keeps each mask whole, as the probability file "
+        "(--save-probabilities) does"
     )
     return (
         f"prompt {index}'s mask (label {value}) covers pixels of earlier masks ({covered}); the label map keeps "
@@ -597,6 +633,16 @@ def _warn(summary: dict[str, Any], note: str) -> None:
     """Log `note` and add it to the summary's `warnings`: said, not refused (the masks may still help)."""
     logger.warning(note)
     summary.setdefault("warnings", []).append(note)
+
+
+def _structure_names(values: list[int], prompts: list[Prompt]) -> dict[int, str]:
+    """`{label value: name}`: the first `name` among the prompts of each value (a structure prompted on
+    several slices is named once)."""
+    names: dict[int, str] = {}
+    for value, prompt in zip(values, prompts, strict=True):
+        if prompt.name:
+            names.setdefault(value, prompt.name)
+    return names
 
 
 def _label_values(prompts: list[Prompt]) -> list[int]:
@@ -661,10 +707,12 @@ def check_prediction_request(
     multimask: bool = False,
     series: str | None = None,
     dicom_output: str | None = None,
+    structure_files: bool = False,
 ) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
     or a DICOM series folder). `dicom_output` (`dicom_outputs.DICOM_OUTPUTS`; None: seg) is the DICOM object a
-    `.dcm` output is written as, refused for any other output. Raises `ValueError`, before anything is loaded
+    `.dcm` output is written as, refused for any other output; with `structure_files` the output is a folder
+    of one mask per structure (`predict_file`). Raises `ValueError`, before anything is loaded
     or computed, for any other input, for an output format that cannot hold its mask or probabilities, for a probability file that is the input
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
@@ -672,7 +720,7 @@ def check_prediction_request(
     import functools
 
     from msa_hf.data.dicom_stacks import choose_stack
-    from msa_hf.data.volumes import import_highdicom, is_dicom_stack_source, is_nifti
+    from msa_hf.data.volumes import import_highdicom, is_dicom_stack_source, is_nifti, nifti_stem
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
@@ -687,17 +735,23 @@ def check_prediction_request(
             f"output {output_path}: {DICOM_OUTPUT_NAMES[check_dicom_output(dicom_output)]} is written to a "
             ".dcm file (of a DICOM series' mask); name the output so, or leave out --dicom-output."
         )
-    if kind != "volume":
+    if structure_files:
+        if is_dicom_output(output_path) or dicom_output not in (None, "seg"):
+            raise ValueError(
+                f"output {output_path}: a DICOM-SEG or RT structure set keeps each structure whole already; "
+                "leave out --structure-files (one file per structure is for NIfTI and PNG masks)."
+            )
+        if name.endswith((*MASK_IMAGE_SUFFIXES, ".nii", ".nii.gz")) or output_path.is_file():
+            raise ValueError(
+                f"output {output_path}: structure files are written into a folder, one mask per structure; give a "
+                f"folder path (such as {output_path.parent / nifti_stem(output_path)})."
+            )
+    elif kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
             raise ValueError(
                 f"output {output_path}: the mask of a 2-D image is written as {', '.join(MASK_IMAGE_SUFFIXES)} "
                 "(lossless); .nii/.nii.gz is for volumes."
             )
-        for index, prompt in enumerate(prompts):
-            if prompt.slice is not None or prompt.propagate:
-                raise ValueError(
-                    f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
-                )
     elif is_dicom_output(output_path):
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
 
@@ -716,6 +770,11 @@ def check_prediction_request(
             f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "
             "DICOM series)."
         )
+    for index, prompt in enumerate(prompts if kind != "volume" else ()):
+        if prompt.slice is not None or prompt.propagate:
+            raise ValueError(
+                f"prompt {index}: 'slice' and 'propagate' are for volumes; {input_path} is a 2-D image."
+            )
     if multimask and any(prompt.propagate for prompt in prompts):
         raise ValueError(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."

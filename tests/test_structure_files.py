@@ -1,0 +1,203 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""A folder of one binary mask per structure: written by `predict --structure-files` with every structure
+whole where they overlap, on the input's own grid, and scored by `score` through the label table's names. A
+stand-in model whose masks are the prompt boxes filled gives masks known in advance."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from msa_hf.data.structure_files import read_structure_folder, structure_file_stems
+from msa_hf.inference.predictor import Prompt, predict_file
+from msa_hf.testing import BoxFillSam
+
+nib = pytest.importorskip("nibabel")
+
+LIVER = [
+    Prompt(box=[2, 2, 19, 15], slice=2, value=1, name="liver"),
+    Prompt(box=[3, 3, 17, 14], slice=3, value=1),
+]
+TUMOUR = [
+    Prompt(box=[6, 5, 21, 9], slice=2, value=2, name="tumour")
+]  # inside the liver, and out past its edge
+UNNAMED = [Prompt(box=[1, 17, 5, 19], slice=4, value=3)]  # apart from both, with no name
+
+
+@pytest.fixture
+def scan(tmp_path):
+    """A NIfTI scan stored in LPS voxel order (x and y flipped), so that a mask written on RAS+ would not
+    line up with it."""
+    affine = np.array([[-0.8, 0, 0, 20.0], [0, -0.8, 0, 18.0], [0, 0, 2.5, -10.0], [0, 0, 0, 1]])
+    volume = np.random.default_rng(0).integers(-200, 200, (24, 20, 6)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "scan.nii.gz")
+    return tmp_path / "scan.nii.gz"
+
+
+def _alone(scan, tmp_path, prompts, name):
+    """A structure predicted on its own, in the input's voxel order: the mask a whole structure is."""
+    predict_file(BoxFillSam(32), scan, tmp_path / f"{name}.nii.gz", prompts)
+    return np.asanyarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj) > 0
+
+
+def test_file_stems_are_safe_names_and_unnamed_structures_are_numbered():
+    stems = structure_file_stems(
+        [1, 2, 3, 4, 5, 6], {1: "left kidney", 2: "T2/FLAIR", 3: "", 5: "Liver", 6: "liver"}
+    )
+    assert stems == {
+        1: "left_kidney",
+        2: "T2_FLAIR",
+        3: "label_3",
+        4: "label_4",
+        5: "Liver_5",  # one file name on macOS and Windows: both numbered
+        6: "liver_6",
+    }
+
+
+def test_a_volume_s_overlapping_structures_are_each_whole_in_their_own_file(scan, tmp_path):
+    """Each file equals its structure predicted alone (the liver keeps the pixels the tumour covers), in the
+    input's own voxel order and affine, 0 and 1; no overlap warning, as nothing was lost."""
+    alone = {
+        "liver": _alone(scan, tmp_path, LIVER, "liver"),
+        "tumour": _alone(scan, tmp_path, TUMOUR, "tumour"),
+        "label_3": _alone(scan, tmp_path, UNNAMED, "unnamed"),
+    }
+    assert (alone["liver"] & alone["tumour"]).any() and (alone["tumour"] & ~alone["liver"]).any()
+    summary = predict_file(
+        BoxFillSam(32), scan, tmp_path / "out", LIVER + TUMOUR + UNNAMED, structure_files=True
+    )
+    assert summary["structure_files"] == {1: "liver.nii.gz", 2: "tumour.nii.gz", 3: "label_3.nii.gz"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(summary["structure_files"].values())
+    assert "warnings" not in summary
+    for stem, expected in alone.items():
+        written = nib.load(tmp_path / "out" / f"{stem}.nii.gz")
+        np.testing.assert_allclose(written.affine, nib.load(scan).affine)
+        array = np.asanyarray(written.dataobj)
+        assert set(np.unique(array)) <= {0, 1}
+        np.testing.assert_array_equal(array > 0, expected)
+
+    # read back: bits of a code where the structures overlap, each structure whole
+    volume, codes = read_structure_folder(tmp_path / "out", {1: "liver", 2: "tumour"})
+    assert set(codes) == {1, 2, 3}
+    for value, stem in ((1, "liver"), (2, "tumour"), (3, "label_3")):
+        ras = nib.as_closest_canonical(nib.load(tmp_path / "out" / f"{stem}.nii.gz"))
+        np.testing.assert_array_equal(np.isin(volume.array, codes[value]), np.asanyarray(ras.dataobj) > 0)
+
+
+def test_structures_apart_read_back_as_a_label_map(scan, tmp_path):
+    predict_file(BoxFillSam(32), scan, tmp_path / "out", LIVER + UNNAMED, structure_files=True)
+    volume, codes = read_structure_folder(tmp_path / "out", {1: "liver"})
+    assert codes == {1: (1,), 3: (3,)}
+    predict_file(BoxFillSam(32), scan, tmp_path / "map.nii.gz", LIVER + UNNAMED)
+    ras = nib.as_closest_canonical(nib.load(tmp_path / "map.nii.gz"))
+    np.testing.assert_array_equal(volume.array, np.asanyarray(ras.dataobj))
+
+
+def test_a_picture_s_structures_are_binary_pngs(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32), np.uint8)).save(tmp_path / "x.png")
+    prompts = [Prompt(box=[2, 3, 20, 15], name="disc"), Prompt(box=[10, 8, 30, 25], name="cup")]
+    summary = predict_file(
+        BoxFillSam(32), tmp_path / "x.png", tmp_path / "out", prompts, structure_files=True
+    )
+    assert summary["structure_files"] == {1: "disc.png", 2: "cup.png"}
+    for name, (x0, y0, x1, y1) in (("disc", (2, 3, 20, 15)), ("cup", (10, 8, 30, 25))):
+        expected = np.zeros((32, 32), np.uint8)
+        expected[y0 : y1 + 1, x0 : x1 + 1] = 255
+        np.testing.assert_array_equal(np.array(Image.open(tmp_path / "out" / f"{name}.png")), expected)
+
+
+def test_structure_files_refuse_what_cannot_hold_them_and_keep_a_user_s_folder(scan, tmp_path):
+    from msa_hf.inference.predictor import check_prediction_request
+
+    with pytest.raises(ValueError, match=r"structure files are written into a folder.*out_masks"):
+        check_prediction_request(scan, tmp_path / "out_masks.nii.gz", LIVER, structure_files=True)
+    with pytest.raises(ValueError, match="keeps each structure whole already"):
+        check_prediction_request(scan, tmp_path / "out.dcm", LIVER, structure_files=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match="holds files other than structure masks"):
+        predict_file(BoxFillSam(32), scan, mine, LIVER, structure_files=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (
+        mine / "notes.txt"
+    ).read_text() == "my notes"
+    predict_file(BoxFillSam(32), scan, tmp_path / "out", LIVER, structure_files=True)
+    predict_file(
+        BoxFillSam(32), scan, tmp_path / "out", TUMOUR, structure_files=True
+    )  # an earlier one: replaced
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["tumour.nii.gz"]
+
+
+@pytest.fixture
+def stand_in_model(monkeypatch):
+    """`msa-hf predict MODEL ...` served by the box-filling stand-in."""
+    import msa_hf.inference.loading as loading
+
+    processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
+    monkeypatch.setattr(loading, "load_for_inference", lambda _: (BoxFillSam(24), processor))
+
+
+def test_many_inputs_prompted_from_labels_are_scored_from_their_structure_folders(
+    tmp_path, stand_in_model, capsys
+):
+    """Structure files are named by the label table beside the labels; `score` pairs each folder with its
+    label map and values the files through the same table: boxes prompted from box-shaped structures score
+    1 each. A liver file grown into the kidney scores the Dice computed here, and the kidney stays whole."""
+    from msa_hf.cli import main
+    from msa_hf.testing import write_nifti_case
+
+    for seed, case in enumerate(("case_a", "case_b")):
+        write_nifti_case(tmp_path, case, seed=seed)
+    (tmp_path / "labelsTr" / "labels.json").write_text(json.dumps({"1": "liver", "2": "left kidney"}))
+    out = tmp_path / "out"
+    argv = [
+        "predict",
+        "m",
+        str(tmp_path / "imagesTr"),
+        str(out),
+        "--prompts-from-labels",
+        str(tmp_path / "labelsTr"),
+    ]
+    assert main([*argv, "--structure-files"]) == 0
+    printed = capsys.readouterr().out
+    assert f"msa-hf score {out} {tmp_path / 'labelsTr'}" in printed
+    for case in ("case_a_0000", "case_b_0000"):  # named as the inputs are
+        assert sorted(p.name for p in (out / case).iterdir()) == ["left_kidney.nii.gz", "liver.nii.gz"]
+    assert main(["score", str(out), str(tmp_path / "labelsTr")]) == 0
+    printed = capsys.readouterr().out
+    assert "| liver | 2 | 1.000" in printed and "| left kidney | 2 | 1.000" in printed
+
+    # case_a's liver grown over the kidney: the files overlap, each is scored whole
+    liver_file = out / "case_a_0000" / "liver.nii.gz"
+    written = nib.load(liver_file)
+    grown = np.asanyarray(written.dataobj).copy()
+    grown[4:18, 5:13, 3:6] = 1
+    nib.save(nib.Nifti1Image(grown, written.affine), liver_file)
+    reference = np.asanyarray(nib.load(tmp_path / "labelsTr" / "case_a.nii.gz").dataobj)
+    truth = reference == 1
+    dice = 2 * (grown.astype(bool) & truth).sum() / (grown.astype(bool).sum() + truth.sum())
+    assert main(["score", str(out / "case_a_0000"), str(tmp_path / "labelsTr" / "case_a.nii.gz"),
+                 "--label-table", str(tmp_path / "labelsTr" / "labels.json")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"| liver | 1 | {dice:.3f}" in printed and "| left kidney | 1 | 1.000" in printed
+
+
+def test_score_names_a_structure_file_the_table_does_not_know(scan, tmp_path):
+    from msa_hf.evaluation.mask_files import score_mask_files
+
+    predict_file(BoxFillSam(32), scan, tmp_path / "pred" / "scan", LIVER + TUMOUR, structure_files=True)
+    (tmp_path / "ref").mkdir()
+    predict_file(BoxFillSam(32), scan, tmp_path / "ref" / "scan.nii.gz", LIVER)
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver"}))
+    with pytest.raises(
+        ValueError, match=r"tumour.nii.gz: no structure of the label table is named 'tumour'.*liver"
+    ):
+        score_mask_files(tmp_path / "pred", tmp_path / "ref")
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    scores, _ = score_mask_files(tmp_path / "pred", tmp_path / "ref")
+    assert [(s.class_name, s.dice) for s in scores] == [("liver", 1.0), ("tumour", 0.0)]
