@@ -628,6 +628,81 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
+def structure_folder_source(folder: Path, count: int = 2) -> Path:
+    """A TotalSegmentator-style source: `s<i>/ct.nii.gz` + `s<i>/segmentations/{liver,spleen}.nii.gz`, from
+    `nifti_source`'s cases (labels 1 and 2 as the liver and the spleen)."""
+    import nibabel as nib
+
+    vols = nifti_source(folder, count=count)
+    source = folder / "in" / "totalseg"
+    for index in range(count):
+        case = source / f"s{index}"
+        (case / "segmentations").mkdir(parents=True)
+        shutil.copy(vols / "imagesTr" / f"case{index}_0000.nii.gz", case / "ct.nii.gz")
+        label = nib.load(vols / "labelsTr" / f"case{index}.nii.gz")
+        for name, value in (("liver", 1), ("spleen", 2)):
+            mask = (np.asarray(label.dataobj) == value).astype(np.uint8)
+            nib.save(nib.Nifti1Image(mask, label.affine), case / "segmentations" / f"{name}.nii.gz")
+    return source
+
+
+@case("prepare", "a case folder of structure files holding two images", expect="handled",
+      check=_report_names("s1", "2 images"))  # fmt: skip
+def _(f):
+    source = structure_folder_source(f)
+    shutil.copy(source / "s1" / "ct.nii.gz", source / "s1" / "ct_copy.nii.gz")
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case("prepare", "structure files that overlap, without --overlapping", expect="handled",
+      check=_report_names("s1", "overlap", "--overlapping"))  # fmt: skip
+def _(f):
+    source = structure_folder_source(f)
+    shutil.copy(
+        source / "s1" / "segmentations" / "liver.nii.gz", source / "s1" / "segmentations" / "tumour.nii.gz"
+    )
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case("prepare", "a label table that names none of a case's structure files", expect="handled",
+      check=_report_names("s1", "none of its structure files"))  # fmt: skip
+def _(f):
+    source = structure_folder_source(f)
+    for name in ("liver", "spleen"):
+        path = source / "s1" / "segmentations" / f"{name}.nii.gz"
+        path.rename(path.with_name(f"organ_{name}.nii.gz"))
+    (source / "labels.json").write_text(json.dumps({"1": "liver", "2": "spleen"}))
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case("prepare", "a structure file on another grid than the others", expect="handled",
+      check=_report_names("s1", "another voxel grid"))  # fmt: skip
+def _(f):
+    import nibabel as nib
+
+    source = structure_folder_source(f)
+    spleen = source / "s1" / "segmentations" / "spleen.nii.gz"
+    image = nib.load(spleen)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :, :5], image.affine), spleen)
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case(
+    "prepare", "a structure file of random bytes", expect="handled", check=_report_names("s1", "liver.nii.gz")
+)
+def _(f):
+    source = structure_folder_source(f)
+    (source / "s1" / "segmentations" / "liver.nii.gz").write_bytes(os.urandom(300))
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case("prepare", "structure files with a region-based label table", mentions=("region-based",))
+def _(f):
+    source = structure_folder_source(f)
+    (source / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organs": [1, 2]}}))
+    return ["prepare", str(source), "--output-dir", out(f)]
+
+
 # ------------------------------------------------------------------------------------------------ predict
 def _box(*values: float) -> list[str]:
     return ["--box", *(str(v) for v in values)]

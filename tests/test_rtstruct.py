@@ -482,7 +482,7 @@ def test_a_downloads_structures_take_one_value_in_every_case(tmp_path):
     case (by name, alphabetically where the numbers disagree), the value the written label table names."""
     from msa_hf.data import volume_from_axial_slices
     from msa_hf.data.volumes import load_volume
-    from msa_hf.inference.batch import _item_prompts, collect_items, dicom_label_table
+    from msa_hf.inference.batch import _item_prompts, collect_items, named_label_table
     from msa_hf.inference.rtstruct import write_rtstruct
     from msa_hf.processing.prompts import box_from_mask
     from msa_hf.testing import write_dicom_series
@@ -502,7 +502,7 @@ def test_a_downloads_structures_take_one_value_in_every_case(tmp_path):
         write_rtstruct(ct, masks, load_volume(ct).affine, root / patient / "RS" / "rs.dcm", names)
     items = collect_items(root, tmp_path / "out", labels_dir=root)
     assert [item.label_values for item in items] == [{"BODY": 1, "GTV-1": 2}] * 2
-    assert dicom_label_table(items) == {1: "BODY", 2: "GTV-1"}
+    assert named_label_table(items) == {1: "BODY", 2: "GTV-1"}
     for item in items:
         prompts = _item_prompts(item, "box", plane="axial")
         boxes = {(p.value, p.slice): p.box for p in prompts}

@@ -201,3 +201,132 @@ def test_score_names_a_structure_file_the_table_does_not_know(scan, tmp_path):
     (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
     scores, _ = score_mask_files(tmp_path / "pred", tmp_path / "ref")
     assert [(s.class_name, s.dice) for s in scores] == [("liver", 1.0), ("tumour", 0.0)]
+
+
+# ------------------------------------------------------------------------------ structure folders as labels
+BOXES = {  # RAS+ voxel boxes on a (24, 20, 10) grid
+    "liver": (slice(4, 12), slice(5, 13), slice(3, 6)),
+    "spleen": (slice(14, 20), slice(6, 12), slice(4, 8)),
+    "kidney_left": (slice(2, 6), slice(14, 18), slice(2, 9)),
+}
+AFFINE = np.diag([0.7, 0.7, 3.0, 1.0])
+
+
+def _structure_case(folder, name, seed, structures=BOXES):
+    """A TotalSegmentator-style case: `<name>/ct.nii.gz` and `<name>/segmentations/<structure>.nii.gz`."""
+    image = np.random.default_rng(seed).integers(-1000, 1000, (24, 20, 10)).astype(np.int16)
+    (folder / name / "segmentations").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(image, AFFINE), folder / name / "ct.nii.gz")
+    for structure, box in structures.items():
+        mask = np.zeros((24, 20, 10), np.uint8)
+        mask[box] = 1
+        nib.save(nib.Nifti1Image(mask, AFFINE), folder / name / "segmentations" / f"{structure}.nii.gz")
+
+
+def _rows_of(folder, case_id):
+    from msa_hf.data import load_prepared
+
+    rows = [row for row in load_prepared(folder)["train"] if row["case_id"] == case_id]
+    rows.sort(key=lambda row: row["slice"])
+    return np.stack([np.asarray(row["label"]) for row in rows])
+
+
+def _expected_slices(values):
+    """The label map of `BOXES` valued by `values` ({name: value}), as prepare's axial rows of the labelled slices."""
+    from msa_hf.data import axial_slices
+
+    labels = np.zeros((24, 20, 10), np.uint8)
+    for name, value in values.items():
+        labels[BOXES[name]] = value
+    slices = axial_slices(labels)
+    kept = np.flatnonzero(slices.reshape(len(slices), -1).any(axis=1))
+    return slices[kept[0] : kept[-1] + 1]
+
+
+def test_prepare_reads_a_totalsegmentator_layout_valued_by_file_name_or_by_the_table(tmp_path):
+    """Without a table, each structure takes a value in file-name order, alike in every case, and the report
+    says so; a label table picks the structures it names and leaves the other files unread."""
+    from msa_hf.data import prepare_dataset
+
+    for seed, name in enumerate(("s0001", "s0002")):
+        _structure_case(tmp_path / "src", name, seed)
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases
+    assert report.class_names == {1: "kidney_left", 2: "liver", 3: "spleen"}
+    assert any("structure file name (1 kidney_left, 2 liver, 3 spleen)" in w for w in report.warnings)
+    expected = _expected_slices({"kidney_left": 1, "liver": 2, "spleen": 3})
+    for case in ("s0001", "s0002"):
+        np.testing.assert_array_equal(_rows_of(tmp_path / "out", case), expected)
+
+    (tmp_path / "labels.json").write_text(json.dumps({"1": "liver", "2": "spleen"}))
+    report = prepare_dataset(tmp_path / "src", tmp_path / "picked", kind="volumes", split=(1.0, 0.0, 0.0),
+                             label_table=tmp_path / "labels.json")  # fmt: skip
+    assert report.class_names == {1: "liver", 2: "spleen"}
+    np.testing.assert_array_equal(
+        _rows_of(tmp_path / "picked", "s0001"), _expected_slices({"liver": 1, "spleen": 2})
+    )
+
+
+def test_prepare_refuses_overlapping_structure_files_unless_asked_and_reads_them_as_regions(tmp_path):
+    from msa_hf.data import axial_slices, prepare_dataset, read_regions
+    from msa_hf.data.tasks import structure_mask
+
+    tumour = (slice(6, 9), slice(6, 9), slice(3, 5))  # inside the liver
+    _structure_case(tmp_path / "src", "s0001", 0, {"liver": BOXES["liver"], "tumour": tumour})
+    _structure_case(tmp_path / "src", "s0002", 1, {"liver": BOXES["liver"]})
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert [case["case_id"] for case in report.skipped_cases] == ["s0001"]
+    assert "liver.nii.gz and tumour.nii.gz overlap" in report.skipped_cases[0]["reason"]
+    assert "--overlapping" in report.skipped_cases[0]["reason"]
+
+    report = prepare_dataset(tmp_path / "src", tmp_path / "both", kind="volumes", split=(1.0, 0.0, 0.0),
+                             overlapping=True)  # fmt: skip
+    assert not report.skipped_cases and report.class_names == {1: "liver", 2: "tumour"}
+    regions = read_regions(tmp_path / "both")
+    rows = _rows_of(tmp_path / "both", "s0001")
+    for name, box in (("liver", BOXES["liver"]), ("tumour", tumour)):
+        whole = np.zeros((24, 20, 10), bool)
+        whole[box] = True
+        np.testing.assert_array_equal(
+            structure_mask(rows, 1 if name == "liver" else 2, regions), axial_slices(whole)[3:6]
+        )
+
+
+def test_labels_as_structure_folders_prompt_predict_and_are_scored(tmp_path, stand_in_model, capsys):
+    """`labelsTr/<case>/` folders of structure files: paired by name, prompted structure by structure (the
+    box-filling stand-in then writes each box back), and scored against with no table (the files name the
+    structures on both sides)."""
+    from msa_hf.cli import main
+
+    for seed, name in enumerate(("s0001", "s0002")):
+        _structure_case(tmp_path / "src", name, seed)
+        (tmp_path / "imagesTr").mkdir(exist_ok=True)
+        (tmp_path / "src" / name / "ct.nii.gz").rename(tmp_path / "imagesTr" / f"{name}.nii.gz")
+    labels = tmp_path / "labelsTr"
+    labels.mkdir()
+    for name in ("s0001", "s0002"):
+        (tmp_path / "src" / name / "segmentations").rename(labels / name)
+    out = tmp_path / "out"
+    argv = ["predict", "m", str(tmp_path / "imagesTr"), str(out), "--prompts-from-labels", str(labels)]
+    assert main([*argv, "--structure-files"]) == 0
+    for name in ("s0001", "s0002"):
+        for structure, box in BOXES.items():
+            whole = np.zeros((24, 20, 10), np.uint8)
+            whole[box] = 1
+            np.testing.assert_array_equal(
+                np.asanyarray(nib.load(out / name / f"{structure}.nii.gz").dataobj), whole
+            )
+    capsys.readouterr()
+    assert main(["score", str(out), str(labels)]) == 0
+    printed = capsys.readouterr().out
+    for structure in BOXES:
+        assert f"| {structure} | 2 | 1.000" in printed
+
+    # one label map of the same structures: the same prompts, so the same masks
+    assert main([*argv[:3], str(tmp_path / "maps"), *argv[4:]]) == 0
+    from msa_hf.data.structure_files import read_structure_folder
+
+    names = {1: "kidney_left", 2: "liver", 3: "spleen"}
+    as_map = nib.as_closest_canonical(nib.load(tmp_path / "maps" / "s0001.nii.gz"))
+    volume, _ = read_structure_folder(labels / "s0001", names)
+    np.testing.assert_array_equal(np.asanyarray(as_map.dataobj), volume.array)

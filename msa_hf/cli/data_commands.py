@@ -47,8 +47,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     prepare.add_argument(
         "--overlapping", action="store_true",
-        help="DICOM-SEG or RT structure set labels whose structures overlap (a tumour inside its organ, organs "
-             "inside the body outline): read each as a region of its own (at most 16) rather than refusing",
+        help="DICOM-SEG, RT structure set or structure-file labels (one mask file per structure) whose "
+             "structures overlap (a tumour inside its organ, organs inside the body outline): read each as a "
+             "region of its own (at most 16) rather than refusing",
     )  # fmt: skip
     prepare.add_argument("--modality", choices=("CT", "MR", "other"), default=None, help="default: guessed")
     prepare.add_argument(

@@ -481,7 +481,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         LABEL_TABLE_FILE,
         SUMMARY_FILES,
         collect_items,
-        dicom_label_table,
+        named_label_table,
         run_batch,
         write_label_table,
     )
@@ -493,7 +493,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         label_remap(args.remap_labels), args.dicom_output, args.dicom_labels, args.structure_files,
     )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
-    table = dicom_label_table(items)  # the masks' values by the DICOM label objects' names
+    table = named_label_table(items)  # the masks' values by the label objects' or structure files' names
     if table:
         summaries.append(Path(args.output) / LABEL_TABLE_FILE)
     written = [path for item in items for path in (item.output, item.probabilities) if path is not None]

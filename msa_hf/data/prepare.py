@@ -58,6 +58,7 @@ from msa_hf.data.sources import (
     find_image_pairs,
     find_volume_pairs,
 )
+from msa_hf.data.structure_files import read_structure_folder, structure_label_values
 from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
@@ -89,9 +90,9 @@ class PrepareOptions:
             refuses a folder of several stacks with NIfTI labels.
         dicom_labels: "seg" or "rtstruct": where a case folder of a DICOM export holds both a DICOM-SEG and an
             RT structure set (`sources.dicom_study_cases`), the one to read.
-        overlapping: DICOM-SEG and RT structure set labels whose structures overlap (a tumour inside its
-            organ, organs inside the body outline): each structure is read as a region, a bit of the label map
-            (`dicom_seg_labels.overlap_code`; at most 16 structures), rather than refused.
+        overlapping: DICOM-SEG, RT structure set or structure-file labels whose structures overlap (a tumour
+            inside its organ, organs inside the body outline): each structure is read as a region, a bit of the
+            label map (`dicom_seg_labels.overlap_code`; at most 16 structures), rather than refused.
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
             volumes whose minimum is at or below -500 (air in HU) and MR otherwise.
         mask_threshold: binarise masks at this value (soft or JPEG masks) instead of reading labels.
@@ -285,11 +286,20 @@ def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = N
 
 
 def _volume_rows(
-    case: CaseFiles, options: PrepareOptions, report: PrepareReport, seg_values: dict[str, int] | None = None
+    case: CaseFiles,
+    options: PrepareOptions,
+    report: PrepareReport,
+    seg_values: dict[str, int] | None = None,
+    structure_names: dict[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     series = _case_series(case, options)
     image = _case_image(case, options, series)
-    label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
+    if case.label.is_dir():  # one mask file per structure: those the table names, valued by it
+        label, _ = read_structure_folder(
+            case.label, structure_names or {}, overlapping=options.overlapping, only_named=True
+        )
+    else:
+        label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
     label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -406,8 +416,9 @@ def _overlap_regions(
     values are remapped, or where the structures are too many for the bits."""
     if not label_files:
         raise ValueError(
-            f"{source}: --overlapping reads DICOM-SEG and RT structure set labels, whose structures may overlap; "
-            "these labels are label maps, one value per pixel. Leave it out."
+            f"{source}: --overlapping reads DICOM-SEG, RT structure set and structure-file labels (one mask file "
+            "per structure), whose structures may overlap; these labels are label maps, one value per pixel. "
+            "Leave it out."
         )
     if options.remap_labels:
         raise ValueError(
@@ -467,7 +478,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     report.label_remap = dict(options.remap_labels)
     # the label values the masks may hold: a region table's, or the plain table's own
     known_values = {v for values in regions.values() for v in values} if regions else set(table or ())
-    seg_values = None
+    seg_values, structure_names = None, None
     if kind == "volumes":
         groups = _volume_cases(find_volume_pairs(source, options.dicom_labels), options, report)
         seg_files = [
@@ -487,8 +498,22 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             table = (
                 table if table is not None else {value: name for name, value in sorted(seg_values.items())}
             )
+        # folders of one mask file per structure: valued by name, as segments are
+        structure_folders = [
+            files[0].label for files in groups.values() if files[0].label and files[0].label.is_dir()
+        ]
+        if structure_folders and regions:
+            raise ValueError(
+                f"{source}: structure-file labels (one mask file per structure) with a region-based label table; a "
+                "file is one structure, so give a table of one value per name (--overlapping reads overlapping "
+                "ones as regions)."
+            )
+        if structure_folders:
+            structure_names, note = structure_label_values(structure_folders, table)
+            report.warnings += [note] if note else []
+            table = table if table is not None else dict(structure_names)
         if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
-            regions = _overlap_regions(source, seg_files, table, options)
+            regions = _overlap_regions(source, [*seg_files, *structure_folders], table, options)
             known_values = {code for codes in regions.values() for code in codes}
     else:
         if options.overlapping:
@@ -513,7 +538,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                             files[0].problem
                             or f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
                         )
-                    rows = _volume_rows(files[0], options, report, seg_values)
+                    rows = _volume_rows(files[0], options, report, seg_values, structure_names)
                 else:
                     rows = _image_rows(case_id, files, options, report, known_values or None)
             except CASE_ERRORS as error:

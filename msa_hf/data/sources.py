@@ -19,6 +19,9 @@ In the image/label folder layouts an image finds its label map by name (`LabelIn
 - DICOM: one sub-folder per series under `images/`, labels as NIfTI, DICOM-SEG or RT structure sets in
   `labels/` named like the folder; or, as a PACS or an archive exports them, one folder per patient holding
   its series and the label object drawn on one of them (`dicom_study_cases`).
+- one mask file per structure (`structure_files`): a case's label map may be a folder of them, named like
+  the case in `labels/`; or, as the TotalSegmentator dataset lays it out, one folder per case holding its
+  image and such a folder (`s0001/ct.nii.gz` + `s0001/segmentations/liver.nii.gz`, `structure_folder_cases`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msa_hf.data.image_files import is_dicom_file, is_image_file
+from msa_hf.data.structure_files import is_structure_folder
 from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
@@ -138,11 +142,13 @@ class LabelIndex:
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
-        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`); or, where it holds none but is a
-        DICOM download of one folder per patient (`dicom_study_cases`), each patient's label object, known by
-        its folder's name (`patient1.nii.gz` pairs with the RT structure set inside `patient1/`)."""
+        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`) and its folders of one mask
+        per structure (`label_folders`); or, where it holds none but is a DICOM download of one folder per
+        patient (`dicom_study_cases`), each patient's label object, known by its folder's name
+        (`patient1.nii.gz` pairs with the RT structure set inside `patient1/`)."""
         folder = Path(folder)
         files = [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
+        files += label_folders(folder)
         if not files and folder.is_dir():
             labelled = [case for case in dicom_study_cases(folder) if case.label is not None]
             return cls([case.label for case in labelled], [case.case_id for case in labelled])
@@ -174,6 +180,38 @@ class LabelIndex:
             if stem.lower().endswith(suffix) and len(stem) > len(suffix):
                 return self.find(mask.with_name(stem[: -len(suffix)] + mask.name[len(stem) :]))
         return label, name
+
+
+def label_folders(folder: Path) -> list[Path]:
+    """The sub-folders of `folder` that hold one mask file per structure (`structure_files`): each one case's
+    label map, known by the folder's name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not is_hidden(p, folder) and is_structure_folder(p))
+
+
+def structure_folder_cases(root: Path) -> list[CaseFiles]:
+    """One case per folder under `root` that holds its image (one NIfTI file) beside a folder of one mask per
+    structure (`structure_files`), as the TotalSegmentator dataset is laid out (`s0001/ct.nii.gz` +
+    `s0001/segmentations/`); a case folder with several images or several such folders keeps no label map
+    and says why. Empty where no folder holds a structure folder (not this layout)."""
+    cases, labelled = [], False
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p, root)):
+        images = [p for p in visible_files(folder) if is_nifti(p)]
+        structures = label_folders(folder)
+        labelled = labelled or bool(structures)
+        if not images:
+            continue
+        problem = None
+        if len(images) > 1 or len(structures) > 1:
+            listed = ", ".join(p.name for p in [*images, *structures])
+            problem = (
+                f"{folder}: {len(images)} images and {len(structures)} folders of structure masks ({listed}); "
+                "keep one image (a NIfTI file) and one folder of its structures per case folder."
+            )
+        label = structures[0] if len(structures) == 1 and problem is None else None
+        cases.append(CaseFiles(folder.name, images[0], label, problem=problem))
+    return cases if labelled else []
 
 
 def _subfolder(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -270,6 +308,7 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
         # label maps: NIfTI, or DICOM-SEG files drawn on the DICOM series they pair with
         labels = LabelIndex(
             [p for p in visible_files(label_folder) if is_nifti(p) or is_dicom_file(p)]
+            + label_folders(label_folder)
             if label_folder
             else []
         )
@@ -285,6 +324,8 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
             else:
                 _add_channel(paired[case_id], entry)
         return list(paired.values())
+    if by_case_folder := structure_folder_cases(root):
+        return by_case_folder
     volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
     if not volumes and (studies := dicom_study_cases(root, dicom_labels)):
         return studies
@@ -308,7 +349,8 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
     if not cases:
         raise SourceLayoutError(
             f"{root}: no volumes found. Expected imagesTr/ + labelsTr/ (Decathlon), img/ + label/ (BTCV), "
-            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, or one "
+            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, one "
+            "folder per case holding its image and a folder of one mask per structure (TotalSegmentator), or one "
             "folder per patient holding its DICOM series and a DICOM-SEG or RT structure set drawn on them."
         )
     return cases

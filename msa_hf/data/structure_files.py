@@ -124,46 +124,98 @@ def is_structure_folder(path: str | Path) -> bool:
     return bool(structure_files(path))
 
 
+def _key(stem: str) -> str:
+    """What a file's stem and a structure's name are compared by: `safe_file_stem`, case aside."""
+    return safe_file_stem(stem).casefold()
+
+
 def structure_values(names: Mapping[int, str]) -> dict[str, int]:
-    """`{file stem, casefolded: label value}` for the structures a label table `names` ({value: name}) names,
-    as `structure_file_stems` names their files."""
-    return {stem.casefold(): value for value, stem in structure_file_stems(sorted(names), names).items()}
+    """`{file stem key: label value}` for the structures a label table `names` ({value: name}) names, as
+    `structure_file_stems` names their files (and as the names themselves are, where no two collide)."""
+    keys = {_key(stem): value for value, stem in structure_file_stems(sorted(names), names).items()}
+    return {_key(name): value for value, name in names.items() if _key(name)} | keys
+
+
+def _unnamed_value(stem: str) -> int | None:
+    """The value a `label_<value>` file is named for, else None."""
+    number = stem[len(UNNAMED_PREFIX) :] if stem.lower().startswith(UNNAMED_PREFIX) else ""
+    return int(number) if number.isdigit() and int(number) > 0 else None
+
+
+def structure_label_values(
+    folders: Iterable[str | Path], table: Mapping[int, str] | None
+) -> tuple[dict[int, str], str | None]:
+    """The names of the structures that the structure folders `folders` hold, by label value
+    (`{value: name}`), and a note for a report where they were not given. With `table` (a label table), the
+    table itself; else each file name (without its suffix) across all folders, valued in alphabetical order
+    from 1 (a `label_<value>` file keeps its value), so a structure has one value in every case."""
+    if table is not None:
+        return dict(table), None
+    stems = {}
+    for folder in folders:
+        for file in structure_files(folder):
+            stem = _structure_stem(file) or ""
+            stems.setdefault(_key(stem), stem)
+    names = {value: stem for stem in stems.values() if (value := _unnamed_value(stem)) is not None}
+    free = (value for value in range(1, 1 << 16) if value not in names)
+    for key in sorted(k for k, stem in stems.items() if _unnamed_value(stem) is None):
+        names[next(free)] = stems[key]
+    listed = ", ".join(f"{value} {name}" for value, name in sorted(names.items()))
+    return dict(sorted(names.items())), (
+        f"no label table: label values are given by structure file name ({listed}); a label table (labels.json) "
+        "sets them."
+    )
 
 
 def read_structure_folder(
-    folder: str | Path, names: Mapping[int, str]
+    folder: str | Path,
+    names: Mapping[int, str],
+    overlapping: bool | None = None,
+    only_named: bool = False,
 ) -> tuple[Any, dict[int, tuple[int, ...]]]:
     """The structures of `folder` (`structure_files`), valued through the label table `names` ({value: name};
     `label_<value>` files need none): a volume's as a RAS+ `Volume` on the files' shared grid, a 2-D image's
-    as an `(H, W)` array; either a label map of the values where no two structures overlap, or the bits of each
-    pixel's code where some do (`dicom_seg_labels.overlap_code`), with each structure's codes
-    (`{value: codes}`; a label map's are `{value: (value,)}`).
+    as an `(H, W)` array; either a label map of the values, or the bits of each pixel's code
+    (`dicom_seg_labels.overlap_code`), with each structure's codes (`{value: codes}`; a label map's are
+    `{value: (value,)}`). `overlapping`: None, bits where two structures overlap and a label map where none
+    do; True, bits always; False, a label map always, overlapping structures refused. With `only_named`, a
+    file that `names` does not name is left out (how a label table picks some structures of a whole-body
+    folder), not refused.
 
     Raises:
-        ValueError: a folder that holds no structure masks; a file whose name no structure of `names` has
+        VolumeReadError: a folder that holds no structure masks; a file whose name no structure of `names` has
             (naming the names there are); two files of one structure; masks on different grids or of different
-            sizes; overlapping structures valued beyond 16; an unreadable mask (`VolumeReadError`,
+            sizes; overlapping structures valued beyond 16; an unreadable NIfTI mask (a PNG one:
             `ImageReadError`).
+        OverlappingStructuresError: `overlapping=False` and two structures overlap, or nothing is named
+            (`only_named`).
     """
-    from msa_hf.data.dicom_seg_labels import MAX_OVERLAPPING_STRUCTURES, overlap_code, overlap_regions
+    from msa_hf.data.dicom_seg_labels import (
+        MAX_OVERLAPPING_STRUCTURES,
+        OverlappingStructuresError,
+        overlap_code,
+        overlap_regions,
+    )
+    from msa_hf.data.volumes import VolumeReadError
 
     folder = Path(folder)
     files = structure_files(folder)
     if not files:
-        raise ValueError(
+        raise VolumeReadError(
             f"{folder}: not a folder of structure masks (one NIfTI or one PNG file per structure, nothing else)."
         )
     by_stem = structure_values(names)
-    values = {}
+    values: dict[Path, int] = {}
     for file in files:
         stem = _structure_stem(file) or ""
-        number = stem[len(UNNAMED_PREFIX) :] if stem.lower().startswith(UNNAMED_PREFIX) else ""
-        value = by_stem.get(stem.casefold(), int(number) if number.isdigit() and int(number) > 0 else None)
+        value = by_stem.get(_key(stem), _unnamed_value(stem))
+        if value is None and only_named:
+            continue
         if value is None:
             stems = list(structure_file_stems(sorted(names), names).values())
             known = ", ".join(f"{s}{file.name[len(stem) :]}" for s in stems[:8])
             known += f" and {len(stems) - 8} more" if len(stems) > 8 else ""
-            raise ValueError(
+            raise VolumeReadError(
                 f"{file}: no structure of the label table is named {stem!r} "
                 f"({'its structures are written ' + known if known else 'there is no label table'}); name the file "
                 f"as its structure is named there, label_<value> for a label value, or give a label table that "
@@ -171,34 +223,53 @@ def read_structure_folder(
             )
         if value in values.values():
             other = next(f for f, v in values.items() if v == value)
-            raise ValueError(f"{other} and {file} are both structure {value}; keep one of them.")
+            raise VolumeReadError(f"{other} and {file} are both structure {value}; keep one of them.")
         values[file] = value
+    if not values:
+        raise VolumeReadError(
+            f"{folder}: none of its structure files ({', '.join(f.name for f in files[:8])}"
+            f"{' and more' if len(files) > 8 else ''}) is named in the label table "
+            f"({', '.join(sorted(names.values())[:8]) or 'none'}); name the structures as the files are."
+        )
+    chosen = list(values)
     # one mask in memory at a time (a whole-body folder holds a hundred); read again where structures overlap
-    labels, grid, overlapping = None, None, False
-    for file, mask, volume in _masks(files):
+    labels, grid, overlaps = None, None, False
+    if overlapping is not True:
+        for file, mask, volume in _masks(chosen):
+            if labels is None:
+                top = max(values.values())
+                labels, grid = np.zeros(mask.shape, np.uint8 if top <= 255 else np.uint16), volume
+            under = labels[mask]
+            if under.any():
+                if overlapping is None:  # read again, as bits
+                    overlaps = True
+                    break
+                taken = int(np.bincount(under[under != 0]).argmax())
+                other = next(f for f, v in values.items() if v == taken)
+                raise OverlappingStructuresError(
+                    f"{folder}: {other.name} and {file.name} overlap ({int((under != 0).sum())} pixels), so they "
+                    "cannot be one label map; read each whole with --overlapping, or leave one out through a "
+                    "label table that does not name it."
+                )
+            labels[mask] = values[file]
+        if not overlaps:
+            codes = {value: (value,) for value in sorted(values.values()) if (labels == value).any()}
+            return (labels if grid is None else dataclasses.replace(grid, array=labels)), codes
+    beyond = sorted(v for v in values.values() if v > MAX_OVERLAPPING_STRUCTURES)
+    if beyond:
+        raise VolumeReadError(
+            f"{folder}: its structures overlap, and each is then read whole as one bit of a 16-bit code, which "
+            f"takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; it holds structures valued {beyond}. "
+            f"Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
+        )
+    labels = None
+    for file, mask, volume in _masks(chosen):
         if labels is None:
-            labels, grid = (
-                np.zeros(mask.shape, np.uint8 if max(values.values()) <= 255 else np.uint16),
-                volume,
-            )
-        overlapping = overlapping or bool(labels[mask].any())
-        labels[mask] = values[file]
-    if not overlapping:
-        codes = {value: (value,) for value in sorted(values.values()) if (labels == value).any()}
-    else:
-        beyond = sorted(v for v in values.values() if v > MAX_OVERLAPPING_STRUCTURES)
-        if beyond:
-            raise ValueError(
-                f"{folder}: its structures overlap, and each is then read whole as one bit of a 16-bit code, which "
-                f"takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; it holds structures valued {beyond}. "
-                f"Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
-            )
-        labels = np.zeros(labels.shape, np.uint16)
-        for file, mask, _ in _masks(files):
-            labels[mask] |= overlap_code(values[file])
-        present = [int(code) for code in np.unique(labels) if code]
-        drawn = sorted(v for v in values.values() if any(code & overlap_code(v) for code in present))
-        codes = overlap_regions(present, drawn)
+            labels, grid = np.zeros(mask.shape, np.uint16), volume
+        labels[mask] |= overlap_code(values[file])
+    present = [int(code) for code in np.unique(labels) if code]
+    drawn = sorted(v for v in values.values() if any(code & overlap_code(v) for code in present))
+    codes = overlap_regions(present, drawn)
     return (labels if grid is None else dataclasses.replace(grid, array=labels)), codes
 
 
@@ -206,14 +277,14 @@ def _masks(files: list[Path]) -> Iterator[tuple[Path, np.ndarray, Any]]:
     """Each file, its mask (its nonzero pixels: RAS+ `(X, Y, Z)` for NIfTI, `(H, W)` for PNG) and its `Volume`
     (None for PNG), checked to lie on the first file's grid."""
     from msa_hf.data.image_files import read_mask
-    from msa_hf.data.volumes import load_volume
+    from msa_hf.data.volumes import VolumeReadError, load_volume
 
     first = None
     for file in files:
         if file.name.lower().endswith(PICTURE_SUFFIX):
             volume, mask = None, read_mask(file) > 0
             if first is not None and mask.shape != first[1]:
-                raise ValueError(
+                raise VolumeReadError(
                     f"{file} is {mask.shape[1]} x {mask.shape[0]} pixels, {first[0]} {first[1][1]} x "
                     f"{first[1][0]}; the structures of one image are masks of its size."
                 )
@@ -224,7 +295,7 @@ def _masks(files: list[Path]) -> Iterator[tuple[Path, np.ndarray, Any]]:
             if first is not None and (
                 mask.shape != first[1] or not np.allclose(volume.affine, first[2].affine, atol=1e-2)
             ):
-                raise ValueError(
+                raise VolumeReadError(
                     f"{file} lies on another voxel grid than {first[0]} (RAS+ shape {mask.shape} vs "
                     f"{first[1]}); the structures of one scan are masks on its grid."
                 )

@@ -78,8 +78,9 @@ class MaskArrays:
         return mask(self.prediction, self.prediction_codes), mask(self.label, self.label_codes)
 
 
-def _is_prediction(path: Path) -> bool:
-    """A mask file, or a case's folder of one mask per structure (`data.structure_files`)."""
+def _is_mask_source(path: Path) -> bool:
+    """A mask file, or a case's folder of one mask per structure (`data.structure_files`): what a prediction
+    or a reference may be."""
     from msa_hf.data.structure_files import is_structure_folder
 
     return is_structure_folder(path) if path.is_dir() else _is_mask_file(path)
@@ -118,13 +119,13 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
     elif path.is_file():
         found = [path]
     elif is_glob(source):
-        found = sorted(p for p in map(Path, glob.glob(source)) if _is_prediction(p))
+        found = sorted(p for p in map(Path, glob.glob(source)) if _is_mask_source(p))
     else:
         raise ValueError(f"predictions {source}: no such file or folder.")
     if not found:
         raise ValueError(f"predictions {source}: no masks found; masks are {MASK_FORMATS}.")
     for file in found:
-        if not _is_prediction(file):
+        if not _is_mask_source(file):
             raise ValueError(f"prediction {file}: not a mask file; masks are {MASK_FORMATS}.")
     return found
 
@@ -211,9 +212,7 @@ def manifest_pairs(manifest: str | Path) -> list[MaskPair]:
             )
         paths = {name: manifest.parent / str(row[name]).strip() for name in ("prediction", "label")}
         for name, path in paths.items():
-            if not path.exists() or not (
-                _is_prediction(path) if name == "prediction" else _is_mask_file(path)
-            ):
+            if not path.exists() or not _is_mask_source(path):
                 what = "no such file" if not path.exists() else "not a mask file"
                 raise ValueError(
                     f"manifest {manifest}: row {index + 1}'s {name} {path}: {what}; masks are {MASK_FORMATS}."
@@ -355,13 +354,17 @@ def read_mask_pair(
             if pair.prediction.is_dir()
             else (read_mask(pair.prediction), None)
         )
-        label = read_mask(pair.label, remap=label_remap)
+        if pair.label.is_dir():
+            label, label_codes = read_structure_folder(pair.label, names or {})
+            label_codes = remap_structure_codes(label_codes, label_remap or {})
+        else:
+            label, label_codes = read_mask(pair.label, remap=label_remap), None
         if prediction.shape != label.shape:
             raise ValueError(
                 f"prediction {pair.prediction} is {prediction.shape[1]} x {prediction.shape[0]} pixels, its label "
                 f"map {pair.label} {label.shape[1]} x {label.shape[0]}; a mask is scored at its image's size."
             )
-        return MaskArrays(prediction, label, None, prediction_codes)
+        return MaskArrays(prediction, label, None, prediction_codes, label_codes)
 
     def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
         if path.is_dir():
@@ -438,7 +441,7 @@ def score_mask_files(
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
     from msa_hf.data.sources import file_stem
-    from msa_hf.data.structure_files import is_structure_folder
+    from msa_hf.data.structure_files import is_structure_folder, structure_label_values
     from msa_hf.data.tasks import select_class_names, structures_present
     from msa_hf.data.volumes import voxel_ml
 
@@ -461,6 +464,10 @@ def score_mask_files(
     else:
         pairs = pair_mask_files(find_mask_files(predictions), labels)
     table, regions = label_folder_structures(labels, label_table)
+    folders = [p for pair in pairs for p in (pair.prediction, pair.label) if p.is_dir()]
+    if not table and folders and len(folders) == 2 * len(pairs):
+        # structure files on both sides and no table: the file names name the structures, alike in every case
+        table, _ = structure_label_values(folders, None)
     seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_label_file(p)]
     segments = None
     if seg_files:

@@ -46,7 +46,7 @@ PromptKind = Literal["box", "click"]
 MANIFEST_SUFFIXES = (".csv", ".json")
 MANIFEST_KEYS = ("input", "prompts", "labels", "output", "series")
 SUMMARY_FILES = ("summary.csv", "summary.md")  # written into the output folder beside the masks
-# the names of the masks' values, beside them, where the prompts came from DICOM label objects
+# the names of the masks' values, beside them, where prompts came from DICOM label objects or structure files
 LABEL_TABLE_FILE = "labels.json"
 SUMMARY_COLUMNS = (
     "input",
@@ -77,7 +77,8 @@ class BatchItem:
     series: str | None = None  # the stack of a DICOM folder that holds several (`msa_hf.data.dicom_stacks`)
     label_remap: dict[int, int] | None = None  # how `labels` codes its values (`prepare --remap-labels`)
     dicom_output: str = "seg"  # what a `.dcm` output is written as (`dicom_outputs.DICOM_OUTPUTS`)
-    # `labels` a DICOM label object: its structures valued by name, alike in every case (`collect_items`)
+    # `labels` a DICOM label object or a folder of structure files: its structures valued by name, alike in every
+    # case (`collect_items`)
     label_values: dict[str, int] | None = None
     structure_files: bool = False  # `output` a folder of one mask per structure (`predict_file`)
 
@@ -343,6 +344,19 @@ def collect_items(
         values, _ = segment_label_values([item.labels for item in from_dicom], None)
         for item in from_dicom:
             item.label_values = values
+    # prompted from folders of one mask per structure: valued by the label table beside them, else by file name
+    # across all of them, so a structure carries one value in every case
+    from_folders = [
+        item for item in items if item.prompts is None and item.labels is not None and item.labels.is_dir()
+    ]
+    if from_folders:
+        from msa_hf.data.label_tables import label_folder_structures
+        from msa_hf.data.structure_files import structure_label_values
+
+        table = label_folder_structures(from_folders[0].labels.parent)[0] or None
+        names, _ = structure_label_values([item.labels for item in from_folders], table)
+        for item in from_folders:
+            item.label_values = {name: value for value, name in names.items()}
     seen: dict[Path, Path] = {}
     for item in items:
         if item.output in seen:
@@ -391,7 +405,20 @@ def prompts_from_label_map(
     labels_path = Path(labels_path)
     if not labels_path.exists():
         raise ValueError(f"label map {labels_path}: no such file.")
-    if volume:
+    if labels_path.is_dir():  # one mask file per structure, valued by name: each structure whole
+        from msa_hf.data.structure_files import read_structure_folder
+
+        if regions:
+            raise ValueError(
+                f"label map {labels_path}: a folder of one mask per structure, and a region-based label table "
+                "describes label values; give a table of one value per structure name."
+            )
+        by_value = {value: name for name, value in (seg_values or {}).items()} or dict(names or {})
+        label, codes = read_structure_folder(labels_path, by_value)
+        array = label.array if volume else label
+        regions = remap_structure_codes(codes, label_remap or {})
+        slices = display_slices(array, choose_plane(label.spacing, plane)) if volume else array[None]
+    elif volume:
         label, codes = (
             (load_volume(labels_path, is_label=True), None)
             if image_path is None
@@ -467,10 +494,10 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     return tuple(ras)
 
 
-def dicom_label_table(items: list[BatchItem]) -> dict[int, str] | None:
-    """`{label value: structure name}` of the masks prompted from DICOM label objects (`label_values`, set by
-    `collect_items`): what `msa-hf score --label-table` needs to pair the masks' values with the objects'
-    names. None where no item is prompted so."""
+def named_label_table(items: list[BatchItem]) -> dict[int, str] | None:
+    """`{label value: structure name}` of the masks prompted from DICOM label objects or folders of structure
+    files (`label_values`, set by `collect_items`): what `msa-hf score --label-table` needs to pair the masks'
+    values with the objects' or files' names. None where no item is prompted so."""
     values = next((item.label_values for item in items if item.label_values is not None), None)
     return (
         None
@@ -502,7 +529,13 @@ def check_label_map_grid(item: BatchItem) -> None:
         item.labels
     ):  # placed by the images it references: read onto the series, or refused
         return
-    image, labels = _grid_shape(item.input, item.series), _grid_shape(item.labels)
+    from msa_hf.data.structure_files import structure_files
+
+    # a folder of one mask per structure: its files' grid (each checked against the first where read)
+    first = structure_files(item.labels)[:1] if item.labels.is_dir() else [item.labels]
+    if not first:
+        raise ValueError(f"label map {item.labels}: a folder, and not one of structure masks.")
+    image, labels = _grid_shape(item.input, item.series), _grid_shape(first[0])
     if image != labels:
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
 
@@ -667,18 +700,19 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         label_remap=item.label_remap,
         plane=plane,
         seg_values=item.label_values,
-        names=_structure_names(item, dicom_labels),
+        names=_label_map_names(item, dicom_labels),
     )
 
 
-def _structure_names(item: BatchItem, dicom_labels: bool) -> dict[int, str]:
+def _label_map_names(item: BatchItem, dicom_labels: bool) -> dict[int, str]:
     """The names of the structures `item`'s label map draws (`{label value, or region class id: name}`):
-    a DICOM label object's by the values its names were given, else the label table beside the label maps;
+    a DICOM label object's or a structure folder's by the values its names were given, else the label table
+    beside the label maps;
     `{}` without one, or where the table cannot be read (the masks are then named by value; a table that
     matters is read, and its faults said, where it is used)."""
     from msa_hf.data.label_tables import label_folder_structures
 
-    if dicom_labels:
+    if dicom_labels or item.labels.is_dir():  # valued by name in `collect_items`
         return {value: name for name, value in (item.label_values or {}).items()}
     try:
         return label_folder_structures(item.labels)[0]
