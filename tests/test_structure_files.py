@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from msa_hf.data.structure_files import read_structure_folder, structure_file_stems
+from msa_hf.data.structure_files import read_structure_folder, structure_file_stems, structure_values
 from msa_hf.inference.predictor import Prompt, predict_file
 from msa_hf.testing import BoxFillSam
 
@@ -54,6 +54,12 @@ def test_file_stems_are_safe_names_and_unnamed_structures_are_numbered():
         4: "label_4",
         5: "Liver_5",  # one file name on macOS and Windows: both numbered
         6: "liver_6",
+    }
+    # read back: a name finds its value as written or as given; a name two structures share finds neither
+    assert structure_values({1: "left kidney", 5: "Liver", 6: "liver"}) == {
+        "left_kidney": 1,
+        "liver_5": 5,
+        "liver_6": 6,
     }
 
 

@@ -3,8 +3,9 @@
 annotation tools write them: the NIfTI (or PNG) output that keeps structures which overlap each whole, where a
 label map holds one value per pixel.
 
-`msa-hf predict --structure-files` writes a folder per input; `msa-hf score` reads such folders as predictions.
-A file is named by its structure's name made safe for a file name, or `label_<value>` for a structure without a
+`msa-hf predict --structure-files` writes a folder per input; `msa-hf score` reads such folders as predictions
+and as references, `msa-hf prepare` and `predict --prompts-from-labels` as label maps (the TotalSegmentator
+dataset's `segmentations/` folders among them; `sources.structure_folder_cases`). A file is named by its structure's name made safe for a file name, or `label_<value>` for a structure without a
 name (`structure_file_stems`); reading goes back through the label table by the same rule, so a name always
 finds its value. Read, the structures are a label map where none overlap and the bits of a 16-bit code where
 some do (`dicom_seg_labels.overlap_code`), with each structure's codes, as a DICOM object's are.
@@ -133,7 +134,11 @@ def structure_values(names: Mapping[int, str]) -> dict[str, int]:
     """`{file stem key: label value}` for the structures a label table `names` ({value: name}) names, as
     `structure_file_stems` names their files (and as the names themselves are, where no two collide)."""
     keys = {_key(stem): value for value, stem in structure_file_stems(sorted(names), names).items()}
-    return {_key(name): value for value, name in names.items() if _key(name)} | keys
+    by_name: dict[str, list[int]] = {}
+    for value, name in names.items():
+        by_name.setdefault(_key(str(name)), []).append(value)
+    # a name two structures share (case aside) finds neither: their files are told apart by value
+    return {key: found[0] for key, found in by_name.items() if key and len(found) == 1} | keys
 
 
 def _unnamed_value(stem: str) -> int | None:
