@@ -228,6 +228,13 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
             "(document.querySelector('#volume-rtstruct') || {}).innerText?.includes('msa_mask_rtstruct')",
             timeout=30_000,
         )
+        page.get_by_role(
+            "button", name="one NIfTI file per structure (zip; each whole where structures overlap)"
+        ).click()
+        page.wait_for_function(
+            "(document.querySelector('#volume-structure-files') || {}).innerText?.includes('msa_structures')",
+            timeout=30_000,
+        )
 
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
@@ -511,6 +518,17 @@ def test_kept_structures_stay_whole_in_every_download(tmp_path):
         "liver",
         "tumour",
     ]
+    import zipfile
+
+    with zipfile.ZipFile(volume.save_structure_files(str(tmp_path / "zip"), name="tumour")) as archive:
+        assert sorted(archive.namelist()) == ["liver.nii.gz", "tumour.nii.gz"]
+        archive.extractall(tmp_path / "unzipped")
+    assert sorted(p.name for p in (tmp_path / "zip").iterdir()) == [
+        "msa_structures.zip"
+    ]  # the staging is gone
+    for stem, whole in (("liver", liver), ("tumour", tumour)):
+        read = load_volume(tmp_path / "unzipped" / f"{stem}.nii.gz", is_label=True)
+        assert np.array_equal(axial_slices(read.array) == 1, whole), stem
     # with nothing being segmented, the kept structures alone
     volume.keep_structure("")
     assert volume.structures()[1] == {1: "liver", 2: "structure 2"}

@@ -354,6 +354,12 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
 
         return save
 
+    @guarded
+    def structure_files_of_volume(volume, name):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        return volume.save_structure_files(name=name or "")
+
     # a visitor's volume: closed when another replaces it, or when Gradio drops the session (an hour after the
     # visitor leaves), so its embeddings and temporary files do not outlive it
     volume_state = gr.State(
@@ -403,6 +409,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             elem_id="keep-structure",
         )  # fmt: skip
     with gr.Row():
+        files_button = gr.Button("one NIfTI file per structure (zip; each whole where structures overlap)")
+        volume_files_zip = gr.File(label="a mask file per structure (zip)", elem_id="volume-structure-files")
+    with gr.Row():
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
         volume_seg = gr.File(label="mask as DICOM-SEG", elem_id="volume-seg")
     with gr.Row():
@@ -413,6 +422,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         [volume_state, slice_index, structure_name],
         [volume_view, volume_mask, volume_status, structure_name],
         **INTERNAL,
+    )
+    files_button.click(
+        structure_files_of_volume, [volume_state, structure_name], volume_files_zip, **INTERNAL
     )
     seg_button.click(dicom_of_volume("seg"), [volume_state, structure_name], volume_seg, **INTERNAL)
     rtstruct_button.click(

@@ -545,6 +545,31 @@ class VolumeSession:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
         return str(output)
 
+    def save_structure_files(self, folder: str | None = None, name: str = "") -> str:
+        """Every structure (`structures`) as one binary NIfTI mask on the input's grid, each whole where they
+        overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`; the one being segmented called
+        `name`, default "segmented structure"), zipped as `msa_structures.zip` in `folder` (default: this
+        session's temporary folder; replaced at each request). Raises `ValueError` where nothing is segmented."""
+        from msa_hf.data.structure_files import VOLUME_SUFFIXES, write_structure_folder
+        from msa_hf.inference.predictor import write_on_input_grid
+
+        masks, names = self.structures(name)
+        if not masks:
+            raise ValueError("nothing is segmented yet: click a structure first.")
+        folder_path = Path(folder or self.folder)
+        staged = folder_path / "msa_structures"
+        write_structure_folder(
+            staged,
+            ((value, self.sliced.to_volume(mask.astype(np.uint8))) for value, mask in masks.items()),
+            names,
+            masks,
+            lambda mask, path: write_on_input_grid(mask, self.volume.affine, Path(self.source), path),
+            VOLUME_SUFFIXES[0],
+        )
+        archive = shutil.make_archive(str(folder_path / "msa_structures"), "zip", staged)
+        shutil.rmtree(staged, ignore_errors=True)
+        return archive
+
     def close(self) -> None:
         """Free what this volume holds: its slice embeddings, and its temporary files (its downloads' folder, the
         copy of uploaded DICOM files). Called when the visitor opens another volume or their session ends."""

@@ -474,7 +474,7 @@ def predict_file(
             ),
             names,
             values,
-            lambda mask, path: _write_on_input_grid(mask, volume.affine, input_path, path),
+            lambda mask, path: write_on_input_grid(mask, volume.affine, input_path, path),
             VOLUME_SUFFIXES[0],
             inputs=[input_path],
         )
@@ -812,12 +812,14 @@ def save_on_input_grid(
     """Write a RAS+ label volume `(X, Y, Z)` back in the NIfTI input's own voxel order and affine (DICOM:
     RAS+), whole or not at all (`output_files.atomic_file`), never over the input."""
     with atomic_file(output, inputs=[input_path]) as staging:
-        _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
+        write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
 
 
-def _write_on_input_grid(
+def write_on_input_grid(
     canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
 ) -> None:
+    """`save_on_input_grid`'s writing, straight to `output`: for writers that stage their own output (a folder
+    of structure files, `structure_files.write_structure_folder`)."""
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
