@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,40 @@ def test_remapped_label_values_apply_to_overlapping_structures(series, tmp_path,
     assert [p.box for p in renumbered] == [p.box for p in as_read]
     dropped = prompts_from_label_map(reference, "box", label_remap={2: 0}, **kinds)
     assert [(p.value, p.box) for p in dropped] == [(p.value, p.box) for p in as_read if p.value == 1]
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_overlapping_structures_are_read_from_one_reading_of_the_series(series, tmp_path, monkeypatch, kind):
+    """Structures that overlap come back as bits, each whole, from one reading of the series (and of an RT
+    structure set's file): they were read twice, as a label map, refused, then as bits. Apart, they come back
+    as a label map."""
+    import pydicom
+
+    import msa_hf.data.dicom_stacks as dicom_stacks
+    from msa_hf.data.dicom_seg_labels import load_dicom_structures
+
+    liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
+    predict_file(BoxFillSam(32), series, tmp_path / "both.dcm", LIVER + TUMOUR, dicom_output=kind)
+    reads = []
+    read_stack, dcmread = dicom_stacks.read_stack, pydicom.dcmread
+
+    def reading_stack(*args, **kwargs):
+        reads.append("series")
+        return read_stack(*args, **kwargs)
+
+    def reading_file(path, *args, **kwargs):
+        if "specific_tags" not in kwargs:  # a whole file, not the one tag that tells its kind
+            reads.append(Path(path).name)
+        return dcmread(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_stacks, "read_stack", reading_stack)
+    monkeypatch.setattr(pydicom, "dcmread", reading_file)
+    volume, codes = load_dicom_structures(tmp_path / "both.dcm", series, {"liver": 1, "tumour": 2})
+    assert codes is not None and reads.count("series") == 1
+    if kind == "rtstruct":  # a DICOM-SEG is opened by highdicom's own reader
+        assert reads.count("both.dcm") == 1
+    for value, whole in ((1, liver), (2, tumour)):
+        assert np.array_equal(np.isin(volume.array, codes[value]), whole), value
+    predict_file(BoxFillSam(32), series, tmp_path / "liver.dcm", LIVER, dicom_output=kind)
+    volume, codes = load_dicom_structures(tmp_path / "liver.dcm", series, {"liver": 1})
+    assert codes is None and np.array_equal(volume.array == 1, liver)

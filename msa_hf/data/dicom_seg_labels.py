@@ -289,11 +289,23 @@ def load_dicom_labels(
     """The label map a DICOM-SEG (`load_seg_labels`) or an RT Structure Set (`load_rtstruct_labels`: ROIs
     that `values` does not name are left out) draws on the DICOM series in `series_folder`; with
     `overlapping`, its structures as the bits of each pixel's code (`overlap_code`)."""
-    from msa_hf.data.rtstruct_labels import RTSTRUCT, load_rtstruct_labels
+    return _read_dicom_labels(path, series_folder, values, series, overlapping)[0]
+
+
+def _read_dicom_labels(
+    path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None,
+    series: str | None,
+    overlapping: bool | None,
+) -> tuple[Volume, bool]:
+    """`load_dicom_labels`, and whether the volume holds bits (`overlap_code`) rather than label values;
+    `overlapping=None` reads bits only where structures overlap, from one reading of the file and the series."""
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, read_rtstruct_labels
 
     if _dicom_modality(path) == RTSTRUCT:
-        return load_rtstruct_labels(path, series_folder, values, series, overlapping)
-    return load_seg_labels(path, series_folder, values, series, overlapping)
+        return read_rtstruct_labels(path, series_folder, values, series, overlapping)
+    return _read_seg_labels(path, series_folder, values, series, overlapping)
 
 
 def load_dicom_structures(
@@ -313,17 +325,18 @@ def load_dicom_structures(
             `MAX_OVERLAPPING_STRUCTURES` (`overlap_code`'s `ValueError`).
     """
     try:
-        return load_dicom_labels(path, series_folder, values, series), None
-    except OverlappingStructuresError:
-        try:
-            volume = load_dicom_labels(path, series_folder, values, series, overlapping=True)
-        except ValueError:  # a value beyond the code's bits (`overlap_code`)
-            given = sorted(set((values or {}).values())) or "its own numbers"
-            raise VolumeReadError(
-                f"{path}: its structures overlap, and each is then read whole as one bit of a 16-bit code, "
-                f"which takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; the structures are valued "
-                f"{given}. Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
-            ) from None
+        volume, bits = _read_dicom_labels(path, series_folder, values, series, overlapping=None)
+    except VolumeReadError:
+        raise
+    except ValueError:  # overlapping, and a value beyond the code's bits (`overlap_code`)
+        given = sorted(set((values or {}).values())) or "its own numbers"
+        raise VolumeReadError(
+            f"{path}: its structures overlap, and each is then read whole as one bit of a 16-bit code, "
+            f"which takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; the structures are valued "
+            f"{given}. Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
+        ) from None
+    if not bits:
+        return volume, None
     codes = [int(code) for code in np.unique(volume.array) if code]
     drawn = sorted(
         {bit + 1 for code in codes for bit in range(MAX_OVERLAPPING_STRUCTURES) if code >> bit & 1}
@@ -349,6 +362,17 @@ def load_seg_labels(
         VolumeReadError: not a DICOM-SEG, a SEG of another series, a segment label without a value,
             overlapping segments, or no highdicom.
     """
+    return _read_seg_labels(seg_path, series_folder, values, series, overlapping)[0]
+
+
+def _read_seg_labels(
+    seg_path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None,
+    series: str | None,
+    overlapping: bool | None,
+) -> tuple[Volume, bool]:
+    """`load_seg_labels`, and whether the volume holds bits; `overlapping=None`: bits where segments overlap."""
     from msa_hf.data.dicom_stacks import read_stack
 
     highdicom = import_highdicom("reading a DICOM-SEG label map")
@@ -397,12 +421,14 @@ def load_seg_labels(
             f"({type(error).__name__}: {error})."
         ) from error
     frames = np.asarray(frames).astype(bool)
-    if overlapping:  # each segment a bit of the pixels' codes (`overlap_code`)
+    overlap = frames.sum(axis=-1) > 1
+    if overlapping or (
+        overlapping is None and overlap.any()
+    ):  # each segment a bit of the codes (`overlap_code`)
         labels = np.zeros(frames.shape[:3], np.uint16)
         for index, number in enumerate(sorted(names)):
             labels[frames[..., index]] |= overlap_code(values[names[number]])
-        return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True)
-    overlap = frames.sum(axis=-1) > 1
+        return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True), True
     if overlap.any():
         both = [
             names[number] for number, drawn in zip(sorted(names), frames[overlap][0], strict=True) if drawn
@@ -416,7 +442,7 @@ def load_seg_labels(
     for index, number in enumerate(sorted(names)):
         labels[frames[..., index]] = values[names[number]]
     # as the image: voxel (i = column, j = row, k = instance), then RAS+
-    return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True)
+    return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True), False
 
 
 def _referenced_frames(segmentation: Any, sop_instance_uid: str) -> set[int]:

@@ -78,11 +78,23 @@ def load_rtstruct_labels(
         VolumeReadError: not a structure set, one drawn on another series, a contour on no slice of the
             series, or two ROIs read that overlap.
     """
+    return read_rtstruct_labels(path, series_folder, values, series, overlapping)[0]
+
+
+def read_rtstruct_labels(
+    path: str | Path,
+    series_folder: str | Path,
+    values: dict[str, int] | None,
+    series: str | None,
+    overlapping: bool | None,
+) -> tuple[Volume, bool]:
+    """`load_rtstruct_labels`, and whether the volume holds bits (`overlap_code`) rather than label values;
+    `overlapping=None` reads bits only where ROIs of different values overlap (the file and the series read
+    once: the ROIs are filled again, as bits, from the first overlap)."""
     import pydicom
 
     from msa_hf.data.dicom_planes import stack_planes
-    from msa_hf.data.dicom_seg_labels import OverlappingStructuresError, overlap_code
-    from msa_hf.processing.contours import fill_contours
+    from msa_hf.data.dicom_seg_labels import OverlappingStructuresError
 
     path, series_folder = Path(path), Path(series_folder)
     dataset = pydicom.dcmread(path)
@@ -107,6 +119,30 @@ def load_rtstruct_labels(
             f"{path}: none of its ROIs ({', '.join(sorted(names.values())) or 'none'}) is named in the label "
             f"table ({', '.join(sorted(values or {}))}); name the structures as the structure set does."
         )
+    bits = bool(overlapping)  # None: label values, until two ROIs overlap
+    try:
+        return _fill_rois(dataset, chosen, names, stack, path, series_folder, bits), bits
+    except OverlappingStructuresError:
+        if overlapping is not None:
+            raise
+    return _fill_rois(dataset, chosen, names, stack, path, series_folder, True), True
+
+
+def _fill_rois(
+    dataset: Any,
+    chosen: dict[int, int],
+    names: dict[int, str],
+    stack: Any,
+    path: Path,
+    series_folder: Path,
+    overlapping: bool,
+) -> Volume:
+    """The `chosen` ROIs (`{ROI number: label value}`) of the structure set `dataset` filled on the planes of
+    `stack` as a RAS+ label volume: label values (ROIs of different values overlapping refused,
+    `OverlappingStructuresError`), or with `overlapping` the bits of each pixel's code."""
+    from msa_hf.data.dicom_seg_labels import OverlappingStructuresError, overlap_code
+    from msa_hf.processing.contours import fill_contours
+
     planes = stack.planes
     index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
     depths = _depths(planes)  # where a contour that names no image is placed
