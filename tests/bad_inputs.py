@@ -696,6 +696,26 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
 
 
+@case("prepare", "a split file that leaves a case out", mentions=("meta.csv", "s1", "no split"))
+def _(f):
+    source = structure_folder_source(f)
+    (source / "meta.csv").write_text("image_id;split\ns0;train\n")
+    return ["prepare", str(source), "--output-dir", out(f), "--split-file", str(source / "meta.csv")]
+
+
+@case("prepare", "a split file with a split of another name", mentions=("meta.csv", "line 3", "holdout"))
+def _(f):
+    source = structure_folder_source(f)
+    (source / "meta.csv").write_text("image_id;split\ns0;train\ns1;holdout\n")
+    return ["prepare", str(source), "--output-dir", out(f), "--split-file", str(source / "meta.csv")]
+
+
+@case("prepare", "a split file that does not exist", mentions=("nowhere.csv",))
+def _(f):
+    source = structure_folder_source(f)
+    return ["prepare", str(source), "--output-dir", out(f), "--split-file", str(f / "in" / "nowhere.csv")]
+
+
 @case("prepare", "structure files with a region-based label table", mentions=("region-based",))
 def _(f):
     source = structure_folder_source(f)

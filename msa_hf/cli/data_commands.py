@@ -25,10 +25,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_output_dir("dataset directory to write", positional=True)
     prepare.add_argument("--kind", choices=("auto", "images", "volumes"), default="auto")
     prepare.add_argument(
-        "--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
+        "--split", type=float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
         help="fractions of the cases (default 0.8 0.1 0.1)",
     )  # fmt: skip
     prepare.add_argument("--seed", type=int, default=0, help="seed of the case split")
+    prepare.add_argument(
+        "--split-file", default=None, metavar="FILE",
+        help="the dataset's own split of its cases instead of --split: TotalSegmentator's meta.csv, a table of a "
+             "case column and a split column (train, val, test), or JSON {\"train\": [...], \"validation\": [...], "
+             "\"test\": [...]}; every case must be in it",
+    )  # fmt: skip
     prepare.add_argument(
         "--channel", type=int, default=None,
         help="channel to use: of 4-D NIfTI images, or of nnU-Net cases with one file per channel (case_0000, "
@@ -100,12 +106,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _prepare(args: argparse.Namespace) -> int:
     from msa_hf.data import prepare_dataset
 
+    if args.split and args.split_file:
+        raise ValueError(
+            f"--split {' '.join(f'{v:g}' for v in args.split)} and --split-file {args.split_file}: the file "
+            "assigns every case its split; give one of them."
+        )
     report = prepare_dataset(
         args.source,
         args.output,
         overwrite=args.overwrite,
         kind=args.kind,
-        split=tuple(args.split),
+        split=tuple(args.split) if args.split else (0.8, 0.1, 0.1),
+        split_file=args.split_file,
         seed=args.seed,
         channel=args.channel,
         series=args.series,

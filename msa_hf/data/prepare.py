@@ -58,6 +58,7 @@ from msa_hf.data.sources import (
     find_image_pairs,
     find_volume_pairs,
 )
+from msa_hf.data.split_files import cases_by_split, read_split_file
 from msa_hf.data.structure_files import read_structure_folder, structure_label_values
 from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
@@ -83,6 +84,9 @@ class PrepareOptions:
         kind: "auto", "images" (2-D files) or "volumes" (NIfTI / DICOM).
         split: train/validation/test fractions of the cases.
         seed: the case shuffle before splitting.
+        split_file: the dataset's own split of its cases (`split_files.read_split_file`: TotalSegmentator's
+            `meta.csv`, a table of case and split, a JSON object of lists), used instead of `split` and `seed`;
+            a case it does not assign is refused before any case is read.
         channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS), or of nnU-Net cases with
             one image file per channel (`case_0000`, `case_0001`, ...; there None reads channel 0).
         series: the stack to read of DICOM case folders that hold several (a study's series; a key, series number
@@ -116,6 +120,7 @@ class PrepareOptions:
     kind: str = "auto"
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    split_file: str | Path | None = None
     channel: int | None = None
     series: str | None = None
     dicom_labels: str | None = None
@@ -187,10 +192,15 @@ class PrepareReport:
     label_remap: dict[int, int] = field(default_factory=dict)  # how the source's label maps were read
     # each volume case's plane (`--plane`): its rows are that plane's slices (`planes.display_slices`)
     planes: dict[str, str] = field(default_factory=dict)
+    split_file: str | None = (
+        None  # the dataset's own split, where the cases were split by it (`--split-file`)
+    )
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
-        lines = [f"Dataset written to {self.output}", "", "| split | cases | slices |", "|---|---:|---:|"]
+        lines = [f"Dataset written to {self.output}", ""]
+        lines += [f"Cases split as {self.split_file} assigns them.", ""] if self.split_file else []
+        lines += ["| split | cases | slices |", "|---|---:|---:|"]
         lines += [f"| {s} | {self.cases.get(s, 0)} | {self.slices.get(s, 0)} |" for s in SPLITS]
         lines += ["", "| class | slices containing it |", "|---|---:|"]
         lines += [f"| {name} | {self.slices_per_class.get(name, 0)} |" for name in self.class_names.values()]
@@ -522,7 +532,18 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                 "pictures with masks. Leave it out."
             )
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
-    splits = split_cases(list(groups), options.split, options.seed)
+    if options.split_file is not None:  # the dataset's own split, so a model is tested where others test
+        splits, absent = cases_by_split(groups, read_split_file(options.split_file), options.split_file)
+        report.split_file = str(options.split_file)
+        if absent:
+            report.warnings.append(
+                f"{len(absent)} case(s) of the split file are not in {source} ({', '.join(absent[:5])}"
+                f"{' and more' if len(absent) > 5 else ''}); the dataset holds the others."
+            )
+        wanted = {split: bool(splits[split]) for split in SPLITS}
+    else:
+        splits = split_cases(list(groups), options.split, options.seed)
+        wanted = {split: fraction > 0 for split, fraction in zip(SPLITS, options.split, strict=True)}
     split_of = {case_id: split for split, ids in splits.items() for case_id in ids}
     region_sets = {class_id: set(values) for class_id, values in regions.items()}
     seen_values: Counter[int] = Counter()
@@ -567,16 +588,17 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
         raise ValueError(
             f"{source}: no usable case, nothing written; {len(report.skipped_cases)} skipped:{reasons}{more}"
         )
-    if usable and options.split[0] > 0 and not report.slices.get("train"):
+    if usable and wanted["train"] and not report.slices.get("train"):
         # splits are fixed per case id before cases are read (a case keeps its split when another is fixed),
         # so skipped cases can leave the train split empty: refuse rather than write a dataset nothing trains on
         raise ValueError(
             f"{source}: the train split would be empty ({usable} usable case(s): "
             f"{', '.join(f'{split} {report.cases.get(split, 0)}' for split in SPLITS)}; "
-            f"{len(report.skipped_cases)} skipped, with reasons above). Add or fix cases, or pass --split 1 0 0."
+            f"{len(report.skipped_cases)} skipped, with reasons above). Add or fix cases, or "
+            f"{'move cases to train in the split file' if options.split_file else 'pass --split 1 0 0'}."
         )
-    for split, fraction in zip(SPLITS, options.split, strict=True):
-        if fraction > 0 and not report.slices.get(split) and split != "train":
+    for split in SPLITS:
+        if wanted[split] and not report.slices.get(split) and split != "train":
             report.warnings.append(f"the {split} split is empty: too few usable cases for it.")
     if table is None:
         table = default_class_names(list(seen_values))
