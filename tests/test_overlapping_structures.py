@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 
 from msa_hf.inference.predictor import Prompt, predict_file
-from msa_hf.testing import BoxFillSam
+from msa_hf.testing import BoxFillSam, overlapping_prompts
 
 pytest.importorskip("highdicom")
 
-LIVER = [
-    Prompt(box=[2, 2, 19, 15], slice=2, value=1, name="liver"),
-    Prompt(box=[3, 3, 17, 14], slice=3, value=1),
-]
-TUMOUR = [
-    Prompt(box=[6, 5, 21, 9], slice=2, value=2, name="tumour")
-]  # inside the liver, and out past its edge
+LIVER, TUMOUR = overlapping_prompts()  # a liver, and a tumour inside it and out past its edge
 
 
 @pytest.fixture
@@ -130,6 +124,17 @@ def test_a_dicom_seg_of_overlapping_segments_as_highdicom_reads_it(series, tmp_p
     assert (frames.sum(axis=-1) == 2).any()
 
 
+def _seg_scored_against_rtstruct(series, tmp_path) -> list[str]:
+    """The liver and the tumour written as a DICOM-SEG in `pred/` and an RT structure set in `ref/` (with its
+    label table): the argv that scores the one against the other."""
+    for folder, kind in (("pred", "seg"), ("ref", "rtstruct")):
+        predict_file(
+            BoxFillSam(32), series, tmp_path / folder / "case.dcm", LIVER + TUMOUR, dicom_output=kind
+        )
+    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    return ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(series)]
+
+
 def test_overlapping_structures_are_scored_and_prompted_each_whole(series, tmp_path, capsys):
     """`score` reads each structure of a DICOM object whole: a SEG against an RT structure set of the same
     prompts scores 1 for both; against the label map of those prompts, the liver's Dice is what its missing
@@ -140,12 +145,7 @@ def test_overlapping_structures_are_scored_and_prompted_each_whole(series, tmp_p
     from msa_hf.processing.prompts import box_from_mask
 
     liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
-    for folder, kind in (("pred", "seg"), ("ref", "rtstruct")):
-        predict_file(
-            BoxFillSam(32), series, tmp_path / folder / "case.dcm", LIVER + TUMOUR, dicom_output=kind
-        )
-    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
-    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(series)]
+    argv = _seg_scored_against_rtstruct(series, tmp_path)
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| liver | 1 | 1.000" in printed and "| tumour | 1 | 1.000" in printed
@@ -247,12 +247,7 @@ def test_remapped_label_values_apply_to_overlapping_structures(series, tmp_path,
     from msa_hf.inference.batch import prompts_from_label_map
 
     liver, tumour = _alone(series, tmp_path, LIVER, "liver"), _alone(series, tmp_path, TUMOUR, "tumour")
-    for folder, kind in (("pred", "seg"), ("ref", "rtstruct")):
-        predict_file(
-            BoxFillSam(32), series, tmp_path / folder / "case.dcm", LIVER + TUMOUR, dicom_output=kind
-        )
-    (tmp_path / "ref" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
-    argv = ["score", str(tmp_path / "pred"), str(tmp_path / "ref"), "--images", str(series)]
+    argv = _seg_scored_against_rtstruct(series, tmp_path)
     assert main([*argv, "--remap-labels", "1=2", "2=1"]) == 0
     swapped = f"{2 * (liver & tumour).sum() / (liver.sum() + tumour.sum()):.3f}"
     printed = capsys.readouterr().out

@@ -13,17 +13,11 @@ import pytest
 
 from msa_hf.data.structure_files import read_structure_folder, structure_file_stems, structure_values
 from msa_hf.inference.predictor import Prompt, predict_file
-from msa_hf.testing import BoxFillSam
+from msa_hf.testing import BoxFillSam, overlapping_prompts
 
 nib = pytest.importorskip("nibabel")
 
-LIVER = [
-    Prompt(box=[2, 2, 19, 15], slice=2, value=1, name="liver"),
-    Prompt(box=[3, 3, 17, 14], slice=3, value=1),
-]
-TUMOUR = [
-    Prompt(box=[6, 5, 21, 9], slice=2, value=2, name="tumour")
-]  # inside the liver, and out past its edge
+LIVER, TUMOUR = overlapping_prompts()  # a liver, and a tumour inside it and out past its edge
 UNNAMED = [Prompt(box=[1, 17, 5, 19], slice=4, value=3)]  # apart from both, with no name
 
 

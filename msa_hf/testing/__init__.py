@@ -27,6 +27,7 @@ __getattr__, __dir__ = lazy_exports(
         "BoxFillSam": "stand_ins",
         "BrightInBoxSam": "stand_ins",
         "FillPromptedSlices": "stand_ins",
+        "overlapping_prompts": "stand_ins",
         "SCRAMBLED_AFFINE": "files",
         "write_nifti_case": "files",
         "write_png_folder": "files",

@@ -70,3 +70,16 @@ class FillPromptedSlices(torch.nn.Module):
         prompted = (input_labels[:, 0] != -10).any(dim=1)
         logits = torch.where(prompted[:, None, None, None, None], 10.0, -10.0).expand(count, 1, 3, size, size)
         return SimpleNamespace(pred_masks=logits, iou_scores=torch.ones(count, 1, 3))
+
+
+def overlapping_prompts() -> tuple[list, list]:
+    """Prompts whose masks overlap under `BoxFillSam`, for slices of at least 20 x 24 pixels: a liver (value 1,
+    named) boxed on slices 2 and 3, and a tumour (value 2, named) on slice 2, inside the liver and out past its
+    edge. New lists at each call."""
+    from msa_hf.inference.predictor import Prompt
+
+    liver = [
+        Prompt(box=[2, 2, 19, 15], slice=2, value=1, name="liver"),
+        Prompt(box=[3, 3, 17, 14], slice=3, value=1),
+    ]
+    return liver, [Prompt(box=[6, 5, 21, 9], slice=2, value=2, name="tumour")]
