@@ -214,27 +214,24 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
         box = _visible_box(page, "#volume-view img")  # the button was scrolled to: where the slice is now
         page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
         page.wait_for_function(status % "1 click(s)", timeout=30_000)
-        page.get_by_role(
-            "button", name="DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)"
-        ).click()
-        page.wait_for_function(
-            "(document.querySelector('#volume-seg') || {}).innerText?.includes('msa_mask_seg')",
-            timeout=30_000,
-        )
-        page.get_by_role(
-            "button", name="RT structure set of the mask (a DICOM series, for a planning system)"
-        ).click()
-        page.wait_for_function(
-            "(document.querySelector('#volume-rtstruct') || {}).innerText?.includes('msa_mask_rtstruct')",
-            timeout=30_000,
-        )
-        page.get_by_role(
-            "button", name="one NIfTI file per structure (zip; each whole where structures overlap)"
-        ).click()
-        page.wait_for_function(
-            "(document.querySelector('#volume-structure-files') || {}).innerText?.includes('msa_structures')",
-            timeout=30_000,
-        )
+        for button, element, file in (
+            ("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)", "volume-seg", "msa_mask_seg"),
+            (
+                "RT structure set of the mask (a DICOM series, for a planning system)",
+                "volume-rtstruct",
+                "msa_mask_rtstruct",
+            ),
+            (
+                "one NIfTI file per structure (zip; each whole where structures overlap)",
+                "volume-structure-files",
+                "msa_structures",
+            ),
+        ):  # each download offered: the file's name shows in its box
+            page.get_by_role("button", name=button).click()
+            page.wait_for_function(
+                f"(document.querySelector('#{element}') || {{}}).innerText?.includes('{file}')",
+                timeout=30_000,
+            )
 
 
 def test_volume_session_segments_slices_and_saves_on_the_input_grid(tmp_path):
