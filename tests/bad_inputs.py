@@ -1957,6 +1957,46 @@ def _(f):
     return lambda: VolumeSession([str(path)], _session())
 
 
+@space("volume upload: a zip that is random bytes", mentions=("export.zip", "not a readable zip"))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    path = f / "in" / "export.zip"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(600))
+    return lambda: VolumeSession([str(path)], _session())
+
+
+@space("volume upload: a zip without a DICOM file", mentions=("no DICOM file in the zip",))
+def _(f):
+    import zipfile
+
+    from msa_hf.demo.sessions import VolumeSession
+
+    path = f / "in" / "export.zip"
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("report.pdf", b"%PDF-1.4 not an image")
+    return lambda: VolumeSession([str(path)], _session())
+
+
+@space(
+    "volume upload: a zip of more files than a study holds", mentions=("export.zip", "the demo takes up to")
+)
+def _(f):
+    import zipfile
+
+    from msa_hf.demo.sessions import VolumeSession
+    from msa_hf.demo.uploads import MAX_ZIP_FILES
+
+    path = f / "in" / "export.zip"
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(MAX_ZIP_FILES + 1):
+            archive.writestr(f"IM{index:05d}", b"")
+    return lambda: VolumeSession([str(path)], _session())
+
+
 @space("propagate from an empty slice", mentions=("segment",))
 def _(f):
     from msa_hf.demo.sessions import VolumeSession

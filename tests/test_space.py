@@ -1063,3 +1063,42 @@ def test_an_enhanced_file_of_two_acquisitions_offers_each_and_opens_the_chosen_o
     # its DICOM-SEG is the mask on that volume's frames (references checked in test_dicom_stacks)
     read = load_seg_labels(chosen.save_dicom(), chosen.source, series=offered[1])
     assert np.array_equal(axial_slices(read.array).astype(bool), chosen.masks)
+
+
+def test_a_zip_of_a_pacs_export_opens_as_its_series(tmp_path, monkeypatch):
+    """A zip as a PACS exports a series (files without a suffix, in folders, beside a README and macOS's
+    copies) opens as the same volume as its files uploaded one by one, its DICOM files alone copied; a zip
+    that is not one, holds no DICOM file or unpacks beyond the limit is refused, saying so."""
+    import zipfile
+
+    import msa_hf.demo.uploads as uploads
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.random.default_rng(0).integers(-200, 200, (5, 24, 20)).astype(np.int16)
+    write_dicom_series(tmp_path / "series", volume)
+    files = sorted((tmp_path / "series").iterdir())
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, file in enumerate(files):
+            archive.write(file, f"PAT1/STUDY1/SER3/IM{index:04d}")
+            archive.writestr(f"__MACOSX/PAT1/STUDY1/SER3/._IM{index:04d}", b"resource fork")
+        archive.writestr("README.TXT", "exported by a PACS")
+    session = DemoSession(BoxFillSam(32))
+    from_zip = VolumeSession([str(export)], session)
+    from_files = VolumeSession([str(f) for f in files], session)
+    assert np.array_equal(from_zip.volume.array, from_files.volume.array)
+    assert np.allclose(from_zip.volume.affine, from_files.volume.affine)
+    assert len(list(Path(from_zip.source).iterdir())) == len(files)  # the DICOM files alone
+    from_zip.close()
+    assert not Path(from_zip.source).exists()
+
+    (tmp_path / "broken.zip").write_bytes(os.urandom(400))
+    with pytest.raises(ValueError, match="broken.zip: not a readable zip archive"):
+        VolumeSession([str(tmp_path / "broken.zip")], session)
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as archive:
+        archive.writestr("notes.txt", "no images here")
+    with pytest.raises(ValueError, match="no DICOM file in the zip"):
+        VolumeSession([str(tmp_path / "notes.zip")], session)
+    monkeypatch.setattr(uploads, "MAX_ZIP_BYTES", 2_000)  # below the series' size
+    with pytest.raises(ValueError, match="export.zip: .* the demo takes up to"):
+        VolumeSession([str(export)], session)

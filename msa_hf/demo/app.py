@@ -366,8 +366,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         None, delete_callback=lambda volume: volume.close() if volume is not None else None
     )
     volume_files = gr.File(
-        label="NIfTI volume (.nii, .nii.gz) or DICOM files (a series, or a study to pick a series from)",
-        file_types=[".nii", ".gz", ".dcm"], file_count="multiple", elem_id="volume-files",
+        label="NIfTI volume (.nii, .nii.gz), DICOM files (a series, or a study to pick a series from), or a .zip "
+              "of them (a PACS export)",
+        file_types=[".nii", ".gz", ".dcm", ".zip"], file_count="multiple", elem_id="volume-files",
     )  # fmt: skip
     volume_series = gr.Radio(
         [], label="the files hold several image stacks (a study's series): open", visible=False,

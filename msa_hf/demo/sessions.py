@@ -22,7 +22,7 @@ from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.data.volumes import voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
-from msa_hf.demo.uploads import MAX_SIDE, without_server_paths
+from msa_hf.demo.uploads import MAX_SIDE, is_zip_upload, unpack_dicom_zip, without_server_paths
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 from msa_hf.hub.task_adapters import task_adapter_names
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
@@ -339,20 +339,33 @@ class VolumeSession:
 
     @staticmethod
     def _gather(files: list[str]) -> str:
-        """One NIfTI file as is; DICOM files (a series) copied into one folder, as `load_dicom_series` reads."""
+        """One NIfTI file as is; DICOM files (a series, a study), or zips of them (a PACS export), copied into
+        one folder, as `load_volume` reads it (`uploads.unpack_dicom_zip`)."""
         from msa_hf.data import is_dicom_file
         from msa_hf.data.volumes import is_nifti
 
         if len(files) == 1 and is_nifti(files[0]):
             return files[0]
-        if files and all(is_dicom_file(f) for f in files):
-            folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
-            for index, file in enumerate(files):
-                shutil.copy(file, folder / f"{index:05d}.dcm")
-            return str(folder)
         names = [Path(f).name for f in files]
+        if files and all(is_dicom_file(f) or is_zip_upload(f) for f in files):
+            folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
+            copied = 0
+            try:
+                for file in files:
+                    if is_zip_upload(file):
+                        copied += unpack_dicom_zip(file, folder, copied)
+                    else:
+                        shutil.copy(file, folder / f"{copied:05d}.dcm")
+                        copied += 1
+                if not copied:
+                    raise ValueError(f"{names}: no DICOM file in the zip; zip the folder of a DICOM series.")
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return str(folder)
         raise ValueError(
-            f"{names}: upload one NIfTI file (.nii, .nii.gz) or all the DICOM files (.dcm) of one series."
+            f"{names}: upload one NIfTI file (.nii, .nii.gz), all the DICOM files (.dcm) of one series, or a .zip "
+            "of them."
         )
 
     def prepare(self, index: int) -> None:
