@@ -330,3 +330,36 @@ def test_labels_as_structure_folders_prompt_predict_and_are_scored(tmp_path, sta
     as_map = nib.as_closest_canonical(nib.load(tmp_path / "maps" / "s0001.nii.gz"))
     volume, _ = read_structure_folder(labels / "s0001", names)
     np.testing.assert_array_equal(np.asanyarray(as_map.dataobj), volume.array)
+
+
+@pytest.mark.parametrize("structure_files", [False, True])
+def test_a_totalsegmentator_layout_is_re_segmented_and_scored_in_place(
+    tmp_path, stand_in_model, capsys, structure_files
+):
+    """`predict DATASET OUT --prompts-from-labels DATASET` takes each case folder's image, prompted from its
+    structure files, and names its mask for the case; `score OUT DATASET` (with the printed label table for
+    label maps) pairs each mask with its case's folder: the boxes of box-shaped structures score 1."""
+    from msa_hf.cli import main
+
+    for seed, name in enumerate(("s0001", "s0002")):
+        _structure_case(tmp_path / "src", name, seed)
+    out = tmp_path / "out"
+    argv = ["predict", "m", str(tmp_path / "src"), str(out), "--prompts-from-labels", str(tmp_path / "src")]
+    assert main(argv + (["--structure-files"] if structure_files else [])) == 0
+    printed = capsys.readouterr().out
+    if structure_files:
+        assert sorted(p.name for p in (out / "s0001").iterdir()) == sorted(f"{s}.nii.gz" for s in BOXES)
+        score = ["score", str(out), str(tmp_path / "src")]
+    else:
+        assert {"s0001.nii.gz", "s0002.nii.gz"} <= {p.name for p in out.iterdir()}
+        assert json.loads((out / "labels.json").read_text()) == {
+            "1": "kidney_left",
+            "2": "liver",
+            "3": "spleen",
+        }
+        score = ["score", str(out), str(tmp_path / "src"), "--label-table", str(out / "labels.json")]
+        assert " ".join(score) in printed  # the command predict prints
+    assert main(score) == 0
+    printed = capsys.readouterr().out
+    for structure in BOXES:
+        assert f"| {structure} | 2 | 1.000" in printed

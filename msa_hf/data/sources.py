@@ -143,14 +143,16 @@ class LabelIndex:
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
         """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`) and its folders of one mask
-        per structure (`label_folders`); or, where it holds none but is a DICOM download of one folder per
-        patient (`dicom_study_cases`), each patient's label object, known by its folder's name
-        (`patient1.nii.gz` pairs with the RT structure set inside `patient1/`)."""
+        per structure (`label_folders`); or, where it holds none but is a dataset of one folder per case
+        (`structure_folder_cases`: TotalSegmentator's) or a DICOM download of one folder per patient
+        (`dicom_study_cases`), each case's label map, known by its folder's name (`s0001.nii.gz` pairs with
+        `s0001/segmentations/`, `patient1.nii.gz` with the RT structure set inside `patient1/`)."""
         folder = Path(folder)
         files = [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
         files += label_folders(folder)
         if not files and folder.is_dir():
-            labelled = [case for case in dicom_study_cases(folder) if case.label is not None]
+            cases = structure_folder_cases(folder) or dicom_study_cases(folder)
+            labelled = [case for case in cases if case.label is not None]
             return cls([case.label for case in labelled], [case.case_id for case in labelled])
         return cls(files)
 

@@ -214,10 +214,19 @@ def collect_items(
     `labels_dir` may be `source` itself where that is a DICOM download of one folder per patient
     (`sources.dicom_study_cases`): each patient folder is an input, prompted from the label object inside it
     (`dicom_labels`, "seg" or "rtstruct", choosing where a folder holds both) and read on the series that
-    object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`)."""
+    object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`). Or a dataset of one folder per case
+    holding its image and a folder of its structure files (`sources.structure_folder_cases`,
+    TotalSegmentator's): each case's image is an input prompted from its structures, its mask `<case>.nii.gz`
+    (a folder `<case>` with `structure_files`)."""
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
     from msa_hf.data.label_tables import check_label_remap
-    from msa_hf.data.sources import PAIRING_RULE, LabelIndex, dicom_study_cases, listed_names
+    from msa_hf.data.sources import (
+        PAIRING_RULE,
+        LabelIndex,
+        dicom_study_cases,
+        listed_names,
+        structure_folder_cases,
+    )
     from msa_hf.data.volumes import is_dicom_stack_source, nifti_stem
 
     label_remap = check_label_remap(label_remap or {})
@@ -236,8 +245,11 @@ def collect_items(
         labels_dir is not None and Path(source).is_dir() and labels_dir.resolve() == Path(source).resolve()
     )
     # a DICOM download of one folder per patient: each patient is an input, prompted from the label object
-    # inside its folder, read on the series that object was drawn on
+    # inside its folder, read on the series that object was drawn on; or a dataset of one folder per case
+    # holding its image and its structure files (TotalSegmentator's)
     studies = dicom_study_cases(Path(source), dicom_labels) if same_folder else []
+    if same_folder and not studies and dicom_labels is None:
+        studies = structure_folder_cases(Path(source))
     if dicom_labels is not None and not studies:
         raise ValueError(
             f"--dicom-labels {dicom_labels}: for --prompts-from-labels on a DICOM download of patient folders "
@@ -248,7 +260,8 @@ def collect_items(
             f"--prompts-from-labels {labels_dir}: that is the folder of the inputs; every file in it would be "
             "segmented, label maps included. Keep the label maps in a folder of their own (or give a DICOM "
             "download of one folder per patient, each holding its series and the DICOM-SEG or RT structure set "
-            "drawn on one)."
+            "drawn on one, or a dataset of one folder per case holding its image and a folder of its structure "
+            "files)."
         )
     problems = [case.problem for case in studies if case.problem]
     if problems:
@@ -279,6 +292,10 @@ def collect_items(
                 f"{source}: no images or NIfTI volumes found (PNG/JPEG/TIFF/BMP, .nii, .nii.gz)."
             )
         rows = [{"input": str(path)} for path in found]
+        for row, case in zip(rows, studies, strict=False):  # a case folder's image file: named for the case
+            if not case.image.is_dir() and case.label is not None:
+                row["output"] = case.case_id if structure_files else f"{case.case_id}.nii.gz"
+                row["labels"] = str(case.label)
     items = []
     for index, row in enumerate(rows):
         input_path = base / str(row["input"])
