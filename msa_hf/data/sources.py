@@ -208,7 +208,7 @@ def structure_folder_cases(root: Path) -> list[CaseFiles]:
         if len(images) > 1 or len(structures) > 1:
             listed = ", ".join(p.name for p in [*images, *structures])
             problem = (
-                f"{folder}: {len(images)} images and {len(structures)} folders of structure masks ({listed}); "
+                f"{folder}: {len(images)} NIfTI image(s) and {len(structures)} folder(s) of structure masks ({listed}); "
                 "keep one image (a NIfTI file) and one folder of its structures per case folder."
             )
         label = structures[0] if len(structures) == 1 and problem is None else None
