@@ -165,10 +165,11 @@ def structure_label_values(
     free = (value for value in range(1, 1 << 16) if value not in names)
     for key in sorted(k for k, stem in stems.items() if _unnamed_value(stem) is None):
         names[next(free)] = stems[key]
-    listed = ", ".join(f"{value} {name}" for value, name in sorted(names.items()))
+    listed = ", ".join(f"{value} {name}" for value, name in sorted(names.items())[:12])
+    listed += f" and {len(names) - 12} more" if len(names) > 12 else ""
     return dict(sorted(names.items())), (
         f"no label table: label values are given by structure file name ({listed}); a label table (labels.json) "
-        "sets them."
+        "sets them, and picks the structures to read."
     )
 
 
@@ -190,10 +191,9 @@ def read_structure_folder(
     Raises:
         VolumeReadError: a folder that holds no structure masks; a file whose name no structure of `names` has
             (naming the names there are); two files of one structure; masks on different grids or of different
-            sizes; overlapping structures valued beyond 16; an unreadable NIfTI mask (a PNG one:
-            `ImageReadError`).
-        OverlappingStructuresError: `overlapping=False` and two structures overlap, or nothing is named
-            (`only_named`).
+            sizes; overlapping structures valued beyond 16; no file named in `names` (`only_named`); an
+            unreadable NIfTI mask (a PNG one: `ImageReadError`).
+        OverlappingStructuresError: `overlapping=False` and two structures overlap.
     """
     from msa_hf.data.dicom_seg_labels import (
         MAX_OVERLAPPING_STRUCTURES,
