@@ -192,9 +192,7 @@ class PrepareReport:
     label_remap: dict[int, int] = field(default_factory=dict)  # how the source's label maps were read
     # each volume case's plane (`--plane`): its rows are that plane's slices (`planes.display_slices`)
     planes: dict[str, str] = field(default_factory=dict)
-    split_file: str | None = (
-        None  # the dataset's own split, where the cases were split by it (`--split-file`)
-    )
+    split_file: str | None = None  # the dataset's own split the cases follow (`--split-file`)
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
