@@ -716,6 +716,12 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--split-file", str(f / "in" / "nowhere.csv")]
 
 
+@case("prepare", "--structures naming a structure twice", mentions=("--structures", "once"))
+def _(f):
+    source = structure_folder_source(f)
+    return ["prepare", str(source), "--output-dir", out(f), "--structures", "liver", "spleen", "liver"]
+
+
 @case("prepare", "structure files with a region-based label table", mentions=("region-based",))
 def _(f):
     source = structure_folder_source(f)

@@ -509,3 +509,28 @@ def test_a_downloads_structures_take_one_value_in_every_case(tmp_path):
         for index in (2, 3):  # the GTV's slices: its own box, valued 2 in both cases
             assert boxes[(2, index)] == [float(v) for v in box_from_mask(gtv[index])], item.input.name
         assert {value for value, _ in boxes} == {1, 2}
+
+
+def test_structures_named_on_the_command_line_pick_rois_as_a_table_would(tmp_path, capsys):
+    """`prepare --structures Liver` reads the liver alone (the body outline around it is left out, so nothing
+    overlaps), valued 1, as a label table naming it does; with a label table too, or for label maps, it is
+    refused."""
+    from msa_hf.cli import main
+    from msa_hf.data import load_prepared
+
+    source, _, liver, _ = _liver_in_body(tmp_path, slice(0, 8))
+    argv = ["prepare", str(source), str(tmp_path / "out"), "--split", "1", "0", "0"]
+    assert main([*argv, "--structures", "Liver"]) == 0
+    rows = sorted(load_prepared(tmp_path / "out")["train"], key=lambda row: row["slice"])
+    assert np.array_equal(np.stack([np.asarray(row["label"]) for row in rows]), liver[2:6])
+    assert json.loads((tmp_path / "out" / "classes.json").read_text()) == {"1": "Liver"}
+    capsys.readouterr()
+    (tmp_path / "labels.json").write_text('{"1": "Liver"}')
+    argv[2] = str(tmp_path / "out2")
+    assert main([*argv, "--structures", "Liver", "--label-table", str(tmp_path / "labels.json")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    from msa_hf.testing import write_nifti_case
+
+    write_nifti_case(tmp_path / "maps", "case")
+    assert main(["prepare", str(tmp_path / "maps"), str(tmp_path / "out3"), "--structures", "liver"]) == 2
+    assert "these labels are label maps" in capsys.readouterr().err

@@ -243,9 +243,10 @@ def _expected_slices(values):
     return slices[kept[0] : kept[-1] + 1]
 
 
-def test_prepare_reads_a_totalsegmentator_layout_valued_by_file_name_or_by_the_table(tmp_path):
+def test_prepare_reads_a_totalsegmentator_layout_valued_by_file_name_by_the_table_or_by_name(tmp_path):
     """Without a table, each structure takes a value in file-name order, alike in every case, and the report
-    says so; a label table picks the structures it names and leaves the other files unread."""
+    says so; a label table (or `structures`, one written inline) picks the structures it names and leaves the
+    other files unread."""
     from msa_hf.data import prepare_dataset
 
     for seed, name in enumerate(("s0001", "s0002")):
@@ -264,6 +265,13 @@ def test_prepare_reads_a_totalsegmentator_layout_valued_by_file_name_or_by_the_t
     assert report.class_names == {1: "liver", 2: "spleen"}
     np.testing.assert_array_equal(
         _rows_of(tmp_path / "picked", "s0001"), _expected_slices({"liver": 1, "spleen": 2})
+    )
+    # the same picked on the command line, in another order: the order gives the values
+    report = prepare_dataset(tmp_path / "src", tmp_path / "named", kind="volumes", split=(1.0, 0.0, 0.0),
+                             structures=("spleen", "liver"))  # fmt: skip
+    assert report.class_names == {1: "spleen", 2: "liver"}
+    np.testing.assert_array_equal(
+        _rows_of(tmp_path / "named", "s0002"), _expected_slices({"spleen": 1, "liver": 2})
     )
 
 

@@ -77,6 +77,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--label-table", default=None, help="label table (default: one found in the source)")
     prepare.add_argument(
+        "--structures", nargs="+", default=None, metavar="NAME",
+        help="the structures to read by name, valued 1, 2, ... in this order, instead of a label table: DICOM-SEG "
+             "segments, RT structure set ROIs or structure files (liver.nii.gz) named so; the others are left out",
+    )  # fmt: skip
+    prepare.add_argument(
         "--remap-labels", nargs="+", default=None, metavar="FROM=TO",
         help="read label value FROM in the label maps as TO, all at once, before the label table: for files "
              "that code structures unusually (REFUGE's 0 = cup, 128 = disc rim, 255 = background: 255=0 128=1 0=2)",
@@ -130,6 +135,7 @@ def _prepare(args: argparse.Namespace) -> int:
         keep_empty_slices=args.keep_empty_slices,
         case_id_pattern=args.case_id_pattern,
         label_table=args.label_table,
+        structures=tuple(args.structures) if args.structures else None,
         remap_labels=label_remap(args.remap_labels),
         name=args.name,
         source_license=args.license,

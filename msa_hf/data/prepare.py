@@ -110,6 +110,9 @@ class PrepareOptions:
         case_id_pattern: regex whose first group is the case id of a 2-D file name (e.g. `(patient\\d+)_`),
             so several images of one patient land in one split.
         label_table: path of the label table; by default one found in the source folder.
+        structures: the structures to read by name, valued 1, 2, ... in this order: a label table written
+            inline, for labels that carry names (DICOM-SEG segments, RT structure set ROIs, structure files);
+            not with `label_table`, nor for label maps, whose structures are values.
         remap_labels: `{value in the files: value to read it as}`, applied to every label map as it is read
             (before the label table and the {0, 255} rule of 2-D masks): for files that code structures
             unusually, such as REFUGE's 0 = cup, 128 = disc rim, 255 = background (`{255: 0, 128: 1, 0: 2}`).
@@ -132,6 +135,7 @@ class PrepareOptions:
     keep_empty_slices: bool = False
     case_id_pattern: str | None = None
     label_table: str | Path | None = None
+    structures: tuple[str, ...] | None = None
     remap_labels: dict[int, int] | None = None
     name: str | None = None
     source_license: str = "unknown: state the licence of your source data here"
@@ -157,6 +161,18 @@ class PrepareOptions:
                 "8-bit masks or 0.5 for soft masks in [0, 1]."
             )
         check_plane(self.plane, PLANE_CHOICES)
+        if self.structures is not None:
+            names = [str(name).strip() for name in self.structures]
+            if not names or not all(names) or len(set(names)) != len(names):
+                raise ValueError(
+                    f"structures {list(self.structures)}: name each structure once (--structures liver spleen)."
+                )
+            if self.label_table is not None:
+                raise ValueError(
+                    f"structures {names} and label table {self.label_table}: both name the structures to read; "
+                    "give one of them."
+                )
+            self.structures = tuple(names)
         self.remap_labels = check_label_remap(self.remap_labels or {})
         if self.channel is not None and self.channel < 0:
             raise ValueError(f"channel={self.channel}: channels count from 0.")
@@ -440,12 +456,22 @@ def _overlap_regions(
     return overlap_regions(every, values)
 
 
+def _structures_need_names(source: Path) -> str:
+    """What `--structures` is told for a source of label maps."""
+    return (
+        f"{source}: --structures picks structures by name, and these labels are label maps, whose structures are "
+        'values; name the values in a label table (--label-table labels.json, {"1": "liver"}).'
+    )
+
+
 def _class_names(
     source: Path, options: PrepareOptions
 ) -> tuple[dict[int, str] | None, dict[int, tuple[int, ...]]]:
     """The label table's `{class id: name}` (None without a table) and, for a region-based table, `{class
     id: label values}` with class ids 1..N in the table's order (else `{}`: each class id is its label
     value)."""
+    if options.structures:  # a label table written inline
+        return dict(enumerate(options.structures, start=1)), {}
     table_path = Path(options.label_table) if options.label_table else find_label_table(source)
     if table_path is None:
         return None, {}
@@ -520,6 +546,8 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             structure_names, note = structure_label_values(structure_folders, table)
             report.warnings += [note] if note else []
             table = table if table is not None else dict(structure_names)
+        if options.structures and not seg_files and not structure_folders:
+            raise ValueError(_structures_need_names(source))
         if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
             regions = _overlap_regions(source, [*seg_files, *structure_folders], table, options)
             known_values = {code for codes in regions.values() for code in codes}
@@ -529,6 +557,8 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                 f"{source}: --overlapping reads the DICOM-SEG and RT structure set labels of volumes; these are "
                 "pictures with masks. Leave it out."
             )
+        if options.structures:
+            raise ValueError(_structures_need_names(source))
         groups = _group_image_cases(find_image_pairs(source), options.case_id_pattern)
     if options.split_file is not None:  # the dataset's own split, so a model is tested where others test
         splits, absent = cases_by_split(groups, read_split_file(options.split_file), options.split_file)
