@@ -794,6 +794,25 @@ def _(f):
             "--structure-files", "--dicom-output", "seg"]  # fmt: skip
 
 
+@case("predict", "a zip that is random bytes", mentions=("export.zip", "not a readable zip"))
+def _(f):
+    path = f / "in" / "export.zip"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(600))
+    return ["predict", "tiny", str(path), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 20, 20)]
+
+
+@case("predict", "a zip without a DICOM file", mentions=("export.zip", "no DICOM file"))
+def _(f):
+    import zipfile
+
+    path = f / "in" / "export.zip"
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("scan.nii.gz", b"not DICOM")
+    return ["predict", "tiny", str(path), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 20, 20)]
+
+
 @case("predict", "model folder does not exist", mentions=("nowhere",))
 def _(f):
     return ["predict", str(f / "in" / "nowhere"), str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20)]

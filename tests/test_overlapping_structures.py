@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,42 @@ def test_overlapping_structures_are_read_from_one_reading_of_the_series(series, 
     predict_file(BoxFillSam(32), series, tmp_path / "liver.dcm", LIVER, dicom_output=kind)
     volume, codes = load_dicom_structures(tmp_path / "liver.dcm", series, {"liver": 1})
     assert codes is None and np.array_equal(volume.array == 1, liver)
+
+
+def test_predict_takes_a_zipped_series_as_its_folder(series, tmp_path, capsys, monkeypatch):
+    """`msa-hf predict MODEL export.zip OUT`: the zip's DICOM files (suffix-less, in folders, beside a README)
+    are predicted as their folder is, the DICOM-SEG referencing the same instances; the temporary folder is
+    gone afterwards, and a message names the zip, not it."""
+    import zipfile
+    from types import SimpleNamespace
+
+    import pydicom
+
+    import msa_hf.inference.loading as loading
+    from msa_hf.cli import main
+
+    export = tmp_path / "export.zip"
+    with zipfile.ZipFile(export, "w") as archive:
+        for index, file in enumerate(sorted(series.iterdir())):
+            archive.write(file, f"PAT/SER/IM{index:04d}")
+        archive.writestr("README.TXT", "exported")
+    processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
+    monkeypatch.setattr(loading, "load_for_inference", lambda _: (BoxFillSam(32), processor))
+    box = ["--slice", "2", "--box", "2", "2", "19", "15"]
+    assert main(["predict", "m", str(export), str(tmp_path / "zipped.dcm"), *box]) == 0
+    assert main(["predict", "m", str(series), str(tmp_path / "folder.dcm"), *box]) == 0
+    capsys.readouterr()
+    assert main(["predict", "m", str(export), str(tmp_path / "z.dcm"), *box, "--series", "7"]) == 2
+    message = capsys.readouterr().err
+    assert "export.zip" in message and "msa-zip-" not in message
+    zipped, folder = (pydicom.dcmread(tmp_path / name) for name in ("zipped.dcm", "folder.dcm"))
+    assert np.array_equal(zipped.pixel_array, folder.pixel_array)
+    referenced = [
+        [
+            str(item.ReferencedSOPInstanceUID)
+            for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        ]
+        for seg in (zipped, folder)
+    ]
+    assert referenced[0] == referenced[1]
+    assert not list(Path(tempfile.gettempdir()).glob("msa-zip-*"))

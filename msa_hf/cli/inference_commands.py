@@ -119,7 +119,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("model", help="model folder, Hub id, .pth, or 'tiny'")
     predict.add_argument(
         "input",
-        help="image file, one DICOM image, .nii/.nii.gz, or DICOM series folder; many: a folder of images or NIfTI "
+        help="image file, one DICOM image, .nii/.nii.gz, a DICOM series folder or a .zip of it (a PACS export); "
+        "many: a folder of images or NIfTI "
         "files, a quoted glob ('scans/*.nii.gz'), or a CSV/JSON manifest (input, prompts, labels, output, series)",
     )
     predict.add_argument(
@@ -365,7 +366,21 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_zipped(args: argparse.Namespace) -> int:
+    """`msa-hf predict MODEL export.zip OUTPUT`: the zip's DICOM files unpacked into a temporary folder
+    (`dicom_zips.unpacked_zip`), predicted as that folder is, the zip named where a message names the folder."""
+    from msa_hf.data.dicom_zips import unpacked_zip
+
+    zipped = args.input
+    with unpacked_zip(zipped) as folder:
+        try:
+            return _predict(argparse.Namespace(**{**vars(args), "input": str(folder)}))
+        except ValueError as error:
+            raise ValueError(str(error).replace(str(folder), zipped)) from None
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from msa_hf.data.dicom_zips import is_zip
     from msa_hf.data.structure_files import check_structure_folder_output
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
@@ -373,6 +388,8 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.inference.prompt_frames import voxel_frame
     from msa_hf.output_files import check_new_outputs
 
+    if is_zip(args.input):  # a DICOM series or study zipped, as a PACS exports it
+        return _predict_zipped(args)
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
     from msa_hf.inference.batch import is_batch_source
 

@@ -358,7 +358,9 @@ class VolumeSession:
                         shutil.copy(file, folder / f"{copied:05d}.dcm")
                         copied += 1
                 if not copied:
-                    raise ValueError(f"{names}: no DICOM file in the zip; zip the folder of a DICOM series.")
+                    from msa_hf.data.dicom_zips import no_dicom_message
+
+                    raise ValueError(no_dicom_message(", ".join(names)))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise

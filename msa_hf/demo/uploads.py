@@ -58,62 +58,16 @@ MAX_ZIP_FILES = 10_000
 
 def is_zip_upload(path: str | Path) -> bool:
     """Whether an uploaded file is a zip archive (by its name: the visitor chose to send one)."""
-    return Path(path).suffix.lower() == ".zip"
+    from msa_hf.data.dicom_zips import is_zip
+
+    return is_zip(path)
 
 
 def unpack_dicom_zip(path: str | Path, folder: Path, first: int = 0) -> int:
-    """Copy the DICOM files in the zip at `path` into `folder` as `<n>.dcm` from `first` on, by number, never
-    by the names inside it (an archive cannot write outside `folder`); members that are no DICOM file (a
-    README, macOS's `__MACOSX` copies) are passed over. Returns how many were copied.
+    """`dicom_zips.unpack_dicom_zip` within the demo's limits (`MAX_ZIP_FILES`, `MAX_ZIP_BYTES`)."""
+    from msa_hf.data.dicom_zips import unpack_dicom_zip as unpack
 
-    Raises:
-        ValueError: not a readable zip, more than `MAX_ZIP_FILES` members, or more than `MAX_ZIP_BYTES`
-            unpacked (declared, or found while reading).
-    """
-    import zipfile
-
-    from msa_hf.data.image_files import has_dicom_marker
-
-    name = Path(path).name
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ValueError(
-            f"{name}: not a readable zip archive ({error}); zip the DICOM folder again."
-        ) from None
-    with archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
-        declared = sum(member.file_size for member in members)
-        if len(members) > MAX_ZIP_FILES or declared > MAX_ZIP_BYTES:
-            raise ValueError(
-                f"{name}: {len(members):,} files, {declared / 1024**3:.1f} GB unpacked; the demo takes up to "
-                f"{MAX_ZIP_FILES:,} files and {MAX_ZIP_BYTES / 1024**3:.0f} GB: zip one series or study."
-            )
-        copied, unpacked = 0, 0
-        for member in members:
-            target = folder / f"{first + copied:05d}.dcm"
-            try:
-                with archive.open(member) as source, target.open("wb") as sink:
-                    while chunk := source.read(
-                        1 << 20
-                    ):  # counted as read: a member may claim less than it holds
-                        unpacked += len(chunk)
-                        if unpacked > MAX_ZIP_BYTES:
-                            raise ValueError(
-                                f"{name}: more than {MAX_ZIP_BYTES / 1024**3:.0f} GB unpacked; the demo takes up to "
-                                "that: zip one series or study."
-                            )
-                        sink.write(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:  # RuntimeError: encrypted
-                raise ValueError(
-                    f"{name}: {member.filename} cannot be unpacked ({error}); zip the DICOM folder again, without a "
-                    "password."
-                ) from None
-            if has_dicom_marker(target) or Path(member.filename).suffix.lower() in (".dcm", ".dicom"):
-                copied += 1
-            else:
-                target.unlink()
-    return copied
+    return unpack(path, folder, first, MAX_ZIP_FILES, MAX_ZIP_BYTES, limits_of="the demo")
 
 
 def without_server_paths(message: str, paths: list[str]) -> str:
