@@ -63,6 +63,17 @@ def overlap_regions(codes: Any, values: Any) -> dict[int, tuple[int, ...]]:
     return {value: tuple(sorted(c for c in codes if c & overlap_code(value))) for value in values}
 
 
+def drawn_structures(bits: np.ndarray) -> dict[int, tuple[int, ...]]:
+    """`{structure value: its codes}` of the structures a bit-coded label map `bits` draws (`overlap_code`):
+    each structure whose bit some pixel holds, as the region of the codes that occur with it
+    (`overlap_regions`)."""
+    codes = [int(code) for code in np.unique(bits) if code]
+    drawn = sorted(
+        {bit + 1 for code in codes for bit in range(MAX_OVERLAPPING_STRUCTURES) if code >> bit & 1}
+    )
+    return overlap_regions(codes, drawn)
+
+
 def _dicom_modality(path: str | Path) -> str | None:
     """A DICOM file's Modality from its header (None: not a readable DICOM file)."""
     from msa_hf.data.image_files import is_dicom_file
@@ -337,11 +348,7 @@ def load_dicom_structures(
         ) from None
     if not bits:
         return volume, None
-    codes = [int(code) for code in np.unique(volume.array) if code]
-    drawn = sorted(
-        {bit + 1 for code in codes for bit in range(MAX_OVERLAPPING_STRUCTURES) if code >> bit & 1}
-    )
-    return volume, overlap_regions(codes, drawn)
+    return volume, drawn_structures(volume.array)
 
 
 def load_seg_labels(

@@ -96,12 +96,12 @@ def write_structure_folder(
 
 
 def _structure_stem(path: Path) -> str | None:
-    """The structure a file of a structure folder is named for (its name without the suffix), or None for a
-    file that is no structure mask."""
-    lower = path.name.lower()
-    for suffix in (*VOLUME_SUFFIXES, PICTURE_SUFFIX):
-        if lower.endswith(suffix) and len(lower) > len(suffix):
-            return path.name[: -len(suffix)]
+    """The structure a file of a structure folder is named for (its name without the suffix, `nifti_stem`),
+    or None for a file that is no structure mask."""
+    from msa_hf.data.volumes import is_nifti, nifti_stem
+
+    if is_nifti(path) or path.suffix.lower() == PICTURE_SUFFIX:
+        return nifti_stem(path) or None
     return None
 
 
@@ -198,8 +198,8 @@ def read_structure_folder(
     from msa_hf.data.dicom_seg_labels import (
         MAX_OVERLAPPING_STRUCTURES,
         OverlappingStructuresError,
+        drawn_structures,
         overlap_code,
-        overlap_regions,
     )
     from msa_hf.data.volumes import VolumeReadError
 
@@ -272,17 +272,14 @@ def read_structure_folder(
         if labels is None:
             labels, grid = np.zeros(mask.shape, np.uint16), volume
         labels[mask] |= overlap_code(values[file])
-    present = [int(code) for code in np.unique(labels) if code]
-    drawn = sorted(v for v in values.values() if any(code & overlap_code(v) for code in present))
-    codes = overlap_regions(present, drawn)
-    return (labels if grid is None else dataclasses.replace(grid, array=labels)), codes
+    return (labels if grid is None else dataclasses.replace(grid, array=labels)), drawn_structures(labels)
 
 
 def _masks(files: list[Path]) -> Iterator[tuple[Path, np.ndarray, Any]]:
     """Each file, its mask (its nonzero pixels: RAS+ `(X, Y, Z)` for NIfTI, `(H, W)` for PNG) and its `Volume`
     (None for PNG), checked to lie on the first file's grid."""
     from msa_hf.data.image_files import read_mask
-    from msa_hf.data.volumes import VolumeReadError, load_volume
+    from msa_hf.data.volumes import VolumeReadError, affines_match, load_volume
 
     first = None
     for file in files:
@@ -298,7 +295,7 @@ def _masks(files: list[Path]) -> Iterator[tuple[Path, np.ndarray, Any]]:
             mask = volume.array > 0
             volume.array = np.empty(0)  # the grid is what is kept of it
             if first is not None and (
-                mask.shape != first[1] or not np.allclose(volume.affine, first[2].affine, atol=1e-2)
+                mask.shape != first[1] or not affines_match(volume.affine, first[2].affine)
             ):
                 raise VolumeReadError(
                     f"{file} lies on another voxel grid than {first[0]} (RAS+ shape {mask.shape} vs "

@@ -489,6 +489,14 @@ def volume_from_axial_slices(slices: np.ndarray) -> np.ndarray:
     return volume_from_display_slices(slices, "axial")
 
 
+GRID_TOLERANCE_MM = 1e-2  # voxel-to-world affines this close are one grid (what headers round away)
+
+
+def affines_match(affine: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two voxel-to-world affines `(4, 4)` place voxels alike, within `GRID_TOLERANCE_MM`."""
+    return bool(np.allclose(affine, other, atol=GRID_TOLERANCE_MM))
+
+
 def check_same_grid(image: Volume, label: Volume) -> None:
     """Raise when the label map is not on the image's voxel grid; warn when their affines disagree."""
     if image.array.shape != label.array.shape:
@@ -496,7 +504,7 @@ def check_same_grid(image: Volume, label: Volume) -> None:
             f"{label.source}: label shape {label.array.shape} differs from image {image.source} "
             f"{image.array.shape} (after reorientation). Resample the label onto the image grid."
         )
-    if not np.allclose(image.affine, label.affine, atol=1e-2):
+    if not affines_match(image.affine, label.affine):
         warnings.warn(
             f"{label.source}: affine differs from {image.source}'s; using the image's geometry.", stacklevel=2
         )

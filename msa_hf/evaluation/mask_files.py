@@ -111,11 +111,9 @@ def find_mask_files(predictions: str | Path) -> list[Path]:
     source = str(predictions)
     path = Path(source)
     if path.is_dir():
-        from msa_hf.data.sources import is_hidden
-        from msa_hf.data.structure_files import is_structure_folder
+        from msa_hf.data.sources import label_folders
 
-        folders = [p for p in path.iterdir() if not is_hidden(p, path) and is_structure_folder(p)]
-        found = sorted([p for p in visible_files(path) if _is_mask_file(p)] + folders)
+        found = sorted([p for p in visible_files(path) if _is_mask_file(p)] + label_folders(path))
     elif path.is_file():
         found = [path]
     elif is_glob(source):
@@ -336,7 +334,7 @@ def read_mask_pair(
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
-    from msa_hf.data.volumes import axial_slices, is_nifti, load_volume
+    from msa_hf.data.volumes import affines_match, axial_slices, is_nifti, load_volume
 
     def volume_file(path: Path) -> bool:
         if path.is_dir():  # a folder of structure files: NIfTI ones, or PNG
@@ -380,9 +378,7 @@ def read_mask_pair(
         label.array = remap_label_values(label.array, label_remap or {})
     else:
         label_codes = remap_structure_codes(label_codes, label_remap or {})
-    if prediction.array.shape != label.array.shape or not np.allclose(
-        prediction.affine, label.affine, atol=1e-2
-    ):
+    if prediction.array.shape != label.array.shape or not affines_match(prediction.affine, label.affine):
         raise ValueError(
             f"prediction {pair.prediction} lies on another voxel grid than its label map {pair.label} (RAS+ "
             f"shape {prediction.array.shape} vs {label.array.shape}, voxel-to-world affine "
