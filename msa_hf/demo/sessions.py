@@ -22,7 +22,7 @@ from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.data.volumes import voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
-from msa_hf.demo.uploads import MAX_SIDE, is_zip_upload, unpack_dicom_zip, without_server_paths
+from msa_hf.demo.uploads import MAX_SIDE, unpack_dicom_zip, without_server_paths
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 from msa_hf.hub.task_adapters import task_adapter_names
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
@@ -342,24 +342,23 @@ class VolumeSession:
         """One NIfTI file as is; DICOM files (a series, a study), or zips of them (a PACS export), copied into
         one folder, as `load_volume` reads it (`uploads.unpack_dicom_zip`)."""
         from msa_hf.data import is_dicom_file
+        from msa_hf.data.dicom_zips import is_zip, no_dicom_message
         from msa_hf.data.volumes import is_nifti
 
         if len(files) == 1 and is_nifti(files[0]):
             return files[0]
         names = [Path(f).name for f in files]
-        if files and all(is_dicom_file(f) or is_zip_upload(f) for f in files):
+        if files and all(is_dicom_file(f) or is_zip(f) for f in files):
             folder = Path(tempfile.mkdtemp(prefix="msa-series-"))
             copied = 0
             try:
                 for file in files:
-                    if is_zip_upload(file):
+                    if is_zip(file):
                         copied += unpack_dicom_zip(file, folder, copied)
                     else:
                         shutil.copy(file, folder / f"{copied:05d}.dcm")
                         copied += 1
                 if not copied:
-                    from msa_hf.data.dicom_zips import no_dicom_message
-
                     raise ValueError(no_dicom_message(", ".join(names)))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -565,21 +564,15 @@ class VolumeSession:
         overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`; the one being segmented called
         `name`, default "segmented structure"), zipped as `msa_structures.zip` in `folder` (default: this
         session's temporary folder; replaced at each request). Raises `ValueError` where nothing is segmented."""
-        from msa_hf.data.structure_files import VOLUME_SUFFIXES, write_structure_folder
-        from msa_hf.inference.predictor import write_on_input_grid
+        from msa_hf.inference.predictor import save_structure_files_on_input_grid
 
         masks, names = self.structures(name)
         if not masks:
             raise ValueError("nothing is segmented yet: click a structure first.")
         folder_path = Path(folder or self.folder)
         staged = folder_path / "msa_structures"
-        write_structure_folder(
-            staged,
-            ((value, self.sliced.to_volume(mask.astype(np.uint8))) for value, mask in masks.items()),
-            names,
-            masks,
-            lambda mask, path: write_on_input_grid(mask, self.volume.affine, Path(self.source), path),
-            VOLUME_SUFFIXES[0],
+        save_structure_files_on_input_grid(
+            staged, masks.items(), names, masks, self.sliced, self.volume.affine, self.source
         )
         archive = shutil.make_archive(str(folder_path / "msa_structures"), "zip", staged)
         shutil.rmtree(staged, ignore_errors=True)

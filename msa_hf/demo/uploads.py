@@ -56,13 +56,6 @@ MAX_ZIP_BYTES = 2 * 1024**3  # what its DICOM files may hold unpacked: a 1,024-s
 MAX_ZIP_FILES = 10_000
 
 
-def is_zip_upload(path: str | Path) -> bool:
-    """Whether an uploaded file is a zip archive (by its name: the visitor chose to send one)."""
-    from msa_hf.data.dicom_zips import is_zip
-
-    return is_zip(path)
-
-
 def unpack_dicom_zip(path: str | Path, folder: Path, first: int = 0) -> int:
     """`dicom_zips.unpack_dicom_zip` within the demo's limits (`MAX_ZIP_FILES`, `MAX_ZIP_BYTES`)."""
     from msa_hf.data.dicom_zips import unpack_dicom_zip as unpack

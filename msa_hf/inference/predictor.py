@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -466,17 +466,14 @@ def predict_file(
         maps.extend(prompt_maps)
     names = _structure_names(values, prompts)
     if structure_files:
-        summary["structure_files"] = write_structure_folder(
+        summary["structure_files"] = save_structure_files_on_input_grid(
             output_path,
-            (
-                (value, sliced.to_volume(painted.structure_mask(value).astype(np.uint8)))
-                for value in sorted(set(values))
-            ),
+            ((value, painted.structure_mask(value)) for value in sorted(set(values))),
             names,
             values,
-            lambda mask, path: write_on_input_grid(mask, volume.affine, input_path, path),
-            VOLUME_SUFFIXES[0],
-            inputs=[input_path],
+            sliced,
+            volume.affine,
+            input_path,
         )
     elif keep_whole:  # each structure whole, overlaps kept
         from msa_hf.inference.dicom_outputs import write_dicom_output
@@ -812,14 +809,37 @@ def save_on_input_grid(
     """Write a RAS+ label volume `(X, Y, Z)` back in the NIfTI input's own voxel order and affine (DICOM:
     RAS+), whole or not at all (`output_files.atomic_file`), never over the input."""
     with atomic_file(output, inputs=[input_path]) as staging:
-        write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
+        _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
 
 
-def write_on_input_grid(
+def save_structure_files_on_input_grid(
+    output: str | Path,
+    masks: Iterable[tuple[int, np.ndarray]],
+    names: dict[int, str],
+    values: Iterable[int],
+    sliced: Any,
+    canonical_affine: np.ndarray,
+    input_path: str | Path,
+) -> dict[int, str]:
+    """Each `(value, mask)` of `masks` (bool, on the display slices of `sliced`, a `SlicedVolume`; taken one at a
+    time) as a binary NIfTI file on the input's grid, as `save_on_input_grid` writes a label volume, in the
+    folder `output` (`structure_files.write_structure_folder`: named by `names`, over all `values`), never
+    over the input. Returns `{value: file name}`."""
+    input_path = Path(input_path)
+    return write_structure_folder(
+        output,
+        ((value, sliced.to_volume(mask.astype(np.uint8))) for value, mask in masks),
+        names,
+        values,
+        lambda mask, path: _write_on_input_grid(mask, canonical_affine, input_path, path),
+        VOLUME_SUFFIXES[0],
+        inputs=[input_path],
+    )
+
+
+def _write_on_input_grid(
     canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
 ) -> None:
-    """`save_on_input_grid`'s writing, straight to `output`: for writers that stage their own output (a folder
-    of structure files, `structure_files.write_structure_folder`)."""
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
