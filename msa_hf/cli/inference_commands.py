@@ -160,9 +160,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--prompts-from-labels", default=None, metavar="DIR",
         help="many inputs: take prompts from each input's label map in DIR, paired by file name as `prepare` "
              "pairs them (case_0000.nii.gz -> case.nii.gz); a box or a click per structure, per slice of a "
-             "volume, written with the structure's label value. DIR may be the input folder itself where that "
-             "is a DICOM download of one folder per patient, each holding its series and the DICOM-SEG or RT "
-             "structure set drawn on one",
+             "volume, written with the structure's label value; a label map may be a folder of one mask file "
+             "per structure named like the input. DIR may be the input folder itself where that is a DICOM "
+             "download of one folder per patient, each holding its series and the DICOM-SEG or RT structure set "
+             "drawn on one, or a dataset of one folder per case holding its image and a folder of its structure "
+             "files (TotalSegmentator's)",
     )  # fmt: skip
     predict.add_argument(
         "--dicom-labels", choices=DICOM_OUTPUTS, default=None,
