@@ -251,15 +251,22 @@ def load_label_volume(
     series: str | None = None,
     overlapping: bool = False,
 ) -> Volume:
-    """The label map of the volume at `image_path`: a NIfTI file, or a DICOM-SEG or RT Structure Set drawn on
+    """The label map of the volume at `image_path`: a NIfTI file, a DICOM-SEG or RT Structure Set drawn on
     the DICOM series `image_path` is (the stack `series` of it; segments or ROIs valued by name with
-    `seg_values`, else by their own numbers; with `overlapping`, as the bits of each pixel's code).
+    `seg_values`, else by their own numbers; with `overlapping`, as the bits of each pixel's code), or a folder
+    of one mask file per structure (the files `seg_values` names, valued by it: `read_structure_folder`).
 
     Raises:
-        VolumeReadError: as `load_volume` and `load_seg_labels`, or a DICOM-SEG for an image that is not a
-            DICOM series.
+        VolumeReadError: as `load_volume`, `load_seg_labels` and `read_structure_folder`, or a DICOM-SEG for
+            an image that is not a DICOM series.
     """
-    label_path, image_path = Path(label_path), Path(image_path)
+    label_path = Path(label_path)
+    if label_path.is_dir():
+        from msa_hf.data.structure_files import read_structure_folder
+
+        names = {value: name for name, value in (seg_values or {}).items()}
+        return read_structure_folder(label_path, names, overlapping, only_named=seg_values is not None)[0]
+    image_path = Path(image_path)
     if is_nifti(label_path):
         return load_volume(label_path, is_label=True)
     _check_drawn_on_dicom(label_path, image_path)

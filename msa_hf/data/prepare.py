@@ -59,7 +59,7 @@ from msa_hf.data.sources import (
     find_volume_pairs,
 )
 from msa_hf.data.split_files import cases_by_split, read_split_file
-from msa_hf.data.structure_files import read_structure_folder, structure_label_values
+from msa_hf.data.structure_files import structure_label_values
 from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
@@ -314,16 +314,10 @@ def _volume_rows(
     options: PrepareOptions,
     report: PrepareReport,
     seg_values: dict[str, int] | None = None,
-    structure_names: dict[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     series = _case_series(case, options)
     image = _case_image(case, options, series)
-    if case.label.is_dir():  # one mask file per structure: those the table names, valued by it
-        label, _ = read_structure_folder(
-            case.label, structure_names or {}, overlapping=options.overlapping, only_named=True
-        )
-    else:
-        label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
+    label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
     label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -512,7 +506,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     report.label_remap = dict(options.remap_labels)
     # the label values the masks may hold: a region table's, or the plain table's own
     known_values = {v for values in regions.values() for v in values} if regions else set(table or ())
-    seg_values, structure_names = None, None
+    seg_values = None  # {name: label value} of labels that carry names: DICOM objects, structure files
     if kind == "volumes":
         groups = _volume_cases(find_volume_pairs(source, options.dicom_labels), options, report)
         seg_files = [
@@ -543,9 +537,11 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                 "ones as regions)."
             )
         if structure_folders:
-            structure_names, note = structure_label_values(structure_folders, table)
+            names, note = structure_label_values(structure_folders, table)
             report.warnings += [note] if note else []
-            table = table if table is not None else dict(structure_names)
+            # the table where there was one (a DICOM object's values among it): one value per name either way
+            table = table if table is not None else names
+            seg_values = {name: value for value, name in names.items()}
         if options.structures and not seg_files and not structure_folders:
             raise ValueError(_structures_need_names(source))
         if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
@@ -587,7 +583,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
                             files[0].problem
                             or f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
                         )
-                    rows = _volume_rows(files[0], options, report, seg_values, structure_names)
+                    rows = _volume_rows(files[0], options, report, seg_values)
                 else:
                     rows = _image_rows(case_id, files, options, report, known_values or None)
             except CASE_ERRORS as error:
