@@ -81,3 +81,18 @@ def fallback_pair(tiny_base) -> tuple[SamAdapterModel, SamModel]:
             if parameter.requires_grad:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
     return model.eval(), base
+
+
+@pytest.fixture
+def serve_stand_in(monkeypatch):
+    """`serve_stand_in(model)`: the commands' `MODEL` (any name) served by `model`, a stand-in with known masks
+    (`msa_hf.testing.BoxFillSam`), with a processor of no window, slice spacing or planes."""
+    from types import SimpleNamespace
+
+    import msa_hf.inference.loading as loading
+
+    def serve(model) -> None:
+        processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
+        monkeypatch.setattr(loading, "load_for_inference", lambda _: (model, processor))
+
+    return serve

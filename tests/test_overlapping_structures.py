@@ -301,16 +301,14 @@ def test_overlapping_structures_are_read_from_one_reading_of_the_series(series, 
     assert codes is None and np.array_equal(volume.array == 1, liver)
 
 
-def test_predict_takes_a_zipped_series_as_its_folder(series, tmp_path, capsys, monkeypatch):
+def test_predict_takes_a_zipped_series_as_its_folder(series, tmp_path, capsys, serve_stand_in):
     """`msa-hf predict MODEL export.zip OUT`: the zip's DICOM files (suffix-less, in folders, beside a README)
     are predicted as their folder is, the DICOM-SEG referencing the same instances; the temporary folder is
     gone afterwards, and a message names the zip, not it."""
     import zipfile
-    from types import SimpleNamespace
 
     import pydicom
 
-    import msa_hf.inference.loading as loading
     from msa_hf.cli import main
 
     export = tmp_path / "export.zip"
@@ -318,8 +316,7 @@ def test_predict_takes_a_zipped_series_as_its_folder(series, tmp_path, capsys, m
         for index, file in enumerate(sorted(series.iterdir())):
             archive.write(file, f"PAT/SER/IM{index:04d}")
         archive.writestr("README.TXT", "exported")
-    processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
-    monkeypatch.setattr(loading, "load_for_inference", lambda _: (BoxFillSam(32), processor))
+    serve_stand_in(BoxFillSam(32))
     box = ["--slice", "2", "--box", "2", "2", "19", "15"]
     assert main(["predict", "m", str(export), str(tmp_path / "zipped.dcm"), *box]) == 0
     assert main(["predict", "m", str(series), str(tmp_path / "folder.dcm"), *box]) == 0

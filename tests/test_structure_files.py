@@ -6,7 +6,6 @@ stand-in model whose masks are the prompt boxes filled gives masks known in adva
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -134,12 +133,9 @@ def test_structure_files_refuse_what_cannot_hold_them_and_keep_a_user_s_folder(s
 
 
 @pytest.fixture
-def stand_in_model(monkeypatch):
-    """`msa-hf predict MODEL ...` served by the box-filling stand-in."""
-    import msa_hf.inference.loading as loading
-
-    processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
-    monkeypatch.setattr(loading, "load_for_inference", lambda _: (BoxFillSam(24), processor))
+def stand_in_model(serve_stand_in):
+    """`msa-hf predict MODEL ...` served by the box-filling stand-in, at the slices' own size (24 pixels)."""
+    serve_stand_in(BoxFillSam(24))
 
 
 def test_many_inputs_prompted_from_labels_are_scored_from_their_structure_folders(
