@@ -88,7 +88,8 @@ def write_structure_folder(
     check_structure_folder_output(output)
     stems = structure_file_stems(sorted(set(values)), names)
     written = {}
-    with atomic_folder(output, overwrite=is_structure_folder(output), inputs=inputs) as staging:
+    # what the check leaves to replace is an empty folder or earlier structure files
+    with atomic_folder(output, overwrite=True, inputs=inputs) as staging:
         for value, mask in masks:
             written[value] = f"{stems[value]}{suffix}"
             write(mask, staging / written[value])
