@@ -94,6 +94,9 @@ def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny
     assert written.AccessionNumber == source.get("AccessionNumber", "")
     (frame,) = written.ReferencedFrameOfReferenceSequence
     assert frame.FrameOfReferenceUID == source.FrameOfReferenceUID
+    # and the Frame of Reference module itself, as the standard's validators want it (no reference point here)
+    assert written.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert "PositionReferenceIndicator" in written and written.PositionReferenceIndicator == ""
     (referenced_series,) = frame.RTReferencedStudySequence[0].RTReferencedSeriesSequence
     assert referenced_series.SeriesInstanceUID == source.SeriesInstanceUID
     assert {item.ReferencedSOPInstanceUID for item in referenced_series.ContourImageSequence} == set(images)

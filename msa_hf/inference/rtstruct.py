@@ -104,6 +104,14 @@ def write_rtstruct(
     dataset.StructureSetDate = dataset.InstanceCreationDate = now.strftime("%Y%m%d")
     dataset.StructureSetTime = dataset.InstanceCreationTime = now.strftime("%H%M%S")
     dataset.SpecificCharacterSet = "ISO_IR 192"
+    # the Frame of Reference module: the images' own, which the standard (and its validators) want at the top
+    # level as well as inside the references below; the anatomical reference point is copied, else empty
+    dataset.FrameOfReferenceUID = frame_of_reference
+    dataset.PositionReferenceIndicator = (
+        header.data_element("PositionReferenceIndicator").value
+        if "PositionReferenceIndicator" in header
+        else ""
+    )
 
     # the images the contours lie on: the series (or the file's frames) they reference
     series_item = Dataset()

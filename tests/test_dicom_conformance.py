@@ -1,0 +1,74 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""The DICOM files `predict` writes conform to the standard as its reference validator reads it.
+
+Viewers, PACS and radiotherapy planning systems import DICOM-SEG and RT structure sets only as far as the
+files carry what their information object definitions require. `dciodvfy` (David Clunie's dicom3tools, the
+validator the DICOM community checks files with; Debian's `dicom3tools` package) checks every module the
+standard lists for a file's SOP class. These tests run it on each kind of file `predict` writes, from a
+series of classic images and from an enhanced multi-frame file, with structures that overlap, and fail on any
+error it reports. They are skipped where `dciodvfy` is not installed (`apt-get install dicom3tools`); the
+attributes they found missing once are also asserted directly in test_rtstruct.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from msa_hf.inference.predictor import predict_file
+from msa_hf.testing import BoxFillSam, overlapping_prompts
+
+pytest.importorskip("highdicom")
+DCIODVFY = shutil.which("dciodvfy")
+pytestmark = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian's dicom3tools) is not installed")
+
+LIVER, TUMOUR = overlapping_prompts()  # a liver, and a tumour inside it and out past its edge
+
+
+def _validator_errors(path) -> list[str]:
+    """The lines `dciodvfy` reports as errors for the file at `path` (its warnings are advice, not breaches)."""
+    run = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A CT series of classic images, and the same slices as one enhanced multi-frame file."""
+    from msa_hf.testing import write_dicom_series
+    from msa_hf.testing.files import write_enhanced_acquisitions
+
+    folder = tmp_path_factory.mktemp("sources")
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 3:16, 2:20] = 60.0
+    write_dicom_series(folder / "series", volume, description="abdomen")
+    enhanced = write_enhanced_acquisitions(folder / "enhanced", [volume])
+    return {"series": folder / "series", "enhanced": enhanced}
+
+
+@pytest.mark.parametrize("source_kind", ["series", "enhanced"])
+@pytest.mark.parametrize("output_kind", ["seg", "rtstruct"])
+def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, source_kind, output_kind):
+    """A liver and a tumour that overlaps it, written as a DICOM-SEG or an RT structure set of a classic
+    series or of an enhanced file: `dciodvfy` names the expected SOP class and reports no error."""
+    import pydicom
+
+    output = tmp_path / f"{source_kind}-{output_kind}.dcm"
+    predict_file(BoxFillSam(32), sources[source_kind], output, LIVER + TUMOUR, dicom_output=output_kind)
+    written = pydicom.dcmread(output)
+    assert written.Modality == {"seg": "SEG", "rtstruct": "RTSTRUCT"}[output_kind]
+    assert _validator_errors(output) == []
+
+
+def test_the_validator_reports_a_missing_required_attribute(sources, tmp_path):
+    """The check can fail: an RT structure set without its Frame of Reference UID is an error to it."""
+    import pydicom
+
+    output = tmp_path / "rs.dcm"
+    predict_file(BoxFillSam(32), sources["series"], output, LIVER, dicom_output="rtstruct")
+    broken = pydicom.dcmread(output)
+    del broken.FrameOfReferenceUID
+    broken.save_as(tmp_path / "broken.dcm")
+    assert any("FrameOfReferenceUID" in line for line in _validator_errors(tmp_path / "broken.dcm"))
