@@ -12,6 +12,7 @@ attributes they found missing once are also asserted directly in test_rtstruct.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -51,12 +52,17 @@ def sources(tmp_path_factory):
 @pytest.mark.parametrize("source_kind", ["series", "enhanced"])
 @pytest.mark.parametrize("output_kind", ["seg", "rtstruct"])
 def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, source_kind, output_kind):
-    """A liver and a tumour that overlaps it, written as a DICOM-SEG or an RT structure set of a classic
-    series or of an enhanced file: `dciodvfy` names the expected SOP class and reports no error."""
+    """A liver and a tumour that overlaps it, named at greater length than DICOM holds, written as a
+    DICOM-SEG or an RT structure set of a classic series or of an enhanced file: `dciodvfy` reports no
+    error."""
     import pydicom
 
     output = tmp_path / f"{source_kind}-{output_kind}.dcm"
-    predict_file(BoxFillSam(32), sources[source_kind], output, LIVER + TUMOUR, dicom_output=output_kind)
+    tumour = [
+        dataclasses.replace(prompt, name="a tumour inside the liver and out past its edge " * 2)
+        for prompt in TUMOUR
+    ]
+    predict_file(BoxFillSam(32), sources[source_kind], output, LIVER + tumour, dicom_output=output_kind)
     written = pydicom.dcmread(output)
     assert written.Modality == {"seg": "SEG", "rtstruct": "RTSTRUCT"}[output_kind]
     assert _validator_errors(output) == []

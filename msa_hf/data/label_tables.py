@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,24 @@ def find_label_table(folder: str | Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def distinct_names(names: Mapping[int, str], max_length: int | None = None) -> dict[int, str]:
+    """`names` (`{label value: name}`) with each name that another shares, case aside, followed by
+    `_<value>` ("liver", "Liver" -> "liver_1", "Liver_2"), so that every structure is told apart where names
+    are compared without case (file systems on macOS and Windows, planning systems' structure IDs). With
+    `max_length` (a DICOM LO value's 64 characters), longer names are cut to it first, keeping the suffix."""
+
+    def cut(name: str, suffix: str = "") -> str:
+        return (name[: max_length - len(suffix)] if max_length else name) + suffix
+
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[cut(name).casefold()] = counts.get(cut(name).casefold(), 0) + 1
+    return {
+        value: cut(name, f"_{value}") if counts[cut(name).casefold()] > 1 else cut(name)
+        for value, name in names.items()
+    }
 
 
 def default_class_names(values: list[int]) -> dict[int, str]:

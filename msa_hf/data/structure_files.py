@@ -37,16 +37,13 @@ def structure_file_stems(values: Iterable[int], names: Mapping[int, str]) -> dic
     """`{label value: file stem}` for a folder of structure files: the name's `safe_file_stem`, or
     `label_<value>` where a value has no usable name; names that would share a file (case aside, as macOS
     and Windows compare them) each get `_<value>` after them."""
+    from msa_hf.data.label_tables import distinct_names
+
     stems = {}
     for value in values:
         stem = safe_file_stem(str(names.get(value) or ""))
         stems[int(value)] = stem if stem else f"{UNNAMED_PREFIX}{int(value)}"
-    counts: dict[str, int] = {}
-    for stem in stems.values():
-        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
-    return {
-        value: f"{stem}_{value}" if counts[stem.casefold()] > 1 else stem for value, stem in stems.items()
-    }
+    return distinct_names(stems)
 
 
 def check_structure_folder_output(output: str | Path) -> None:

@@ -176,7 +176,7 @@ def write_dicom_seg(
     `folder` may also name itself).
 
     Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`), numbered
-    from 1 in value order, labelled `names[value]` (or "structure <value>"), marked semi-automatic (a prompted
+    from 1 in value order, labelled `names[value]` (or "structure <value>"; `dicom_structure_names`), marked semi-automatic (a prompted
     model) and attributed to msa_hf and `model_name`.
     Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
     `{label value: segment number}`.
@@ -185,18 +185,20 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     from msa_hf import __version__
+    from msa_hf.inference.dicom_outputs import dicom_structure_names
 
     folder, output = Path(folder), Path(output)
     source = _seg_source(folder, series, canonical, canonical_affine)
     sources = source.sources
     numbers = {value: number for number, value in enumerate(source.values, start=1)}
+    labels = dicom_structure_names(numbers, names)
     algorithm = highdicom.AlgorithmIdentificationSequence(
         name=SOFTWARE, version=__version__, family=codes.cid7162.ArtificialIntelligence
     )
     descriptions = [
         highdicom.seg.SegmentDescription(
             segment_number=number,
-            segment_label=(names or {}).get(value, f"structure {value}"),
+            segment_label=labels[value],
             segmented_property_category=codes.SCT.Tissue,
             segmented_property_type=codes.SCT.Tissue,
             algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,

@@ -38,8 +38,9 @@ class Prompt:
     `box` `[x0, y0, x1, y1]`; `slice` picks the axial slice of a volume, and `propagate` carries that slice's
     mask through the volume (`msa_hf.inference.volume_predictor.VolumePredictor.propagate`); `text` describes the
     target in words (models trained with text prompts: `SamAdapterConfig.text_embedding_dim`). `value` is the
-    label value its mask gets in the written label map (default: the prompt's position + 1), `name` the
-    structure's name (a DICOM-SEG's segment label)."""
+    label value its mask gets in the written label map (default: an earlier prompt's of the same name, case
+    aside, so one structure may be prompted on several slices; else the prompt's position + 1), `name` the
+    structure's name (a DICOM-SEG's segment label, an RT structure set's ROI name)."""
 
     points: list[list[float]] | None = None
     labels: list[int] | None = None
@@ -484,6 +485,7 @@ def predict_file(
             if isinstance(structures, np.ndarray)
             else {value: sliced.to_volume(mask) for value, mask in structures.items()}
         )
+        _note_renamed_structures(summary, names, sorted(set(values)))
         write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
     else:
         save_on_input_grid(sliced.to_volume(painted.labels), volume.affine, input_path, output_path)
@@ -632,6 +634,23 @@ def _warn(summary: dict[str, Any], note: str) -> None:
     summary.setdefault("warnings", []).append(note)
 
 
+def _note_renamed_structures(summary: dict[str, Any], names: dict[int, str], values: list[int]) -> None:
+    """Say which structures a DICOM output labels otherwise than named (`dicom_structure_names`: names
+    shared by structures of different values, or too long for DICOM)."""
+    from msa_hf.inference.dicom_outputs import dicom_structure_names
+
+    labels = dicom_structure_names(values, names)
+    renamed = {value: labels[value] for value in values if names.get(value) and labels[value] != names[value]}
+    if renamed:
+        _warn(
+            summary,
+            "structures labelled otherwise in the DICOM output (a name shared by other label values, or over "
+            "64 characters): "
+            + ", ".join(f"{names[v]!r} (value {v}) as {n!r}" for v, n in renamed.items())
+            + ". Give prompts of one structure the same value to write them as one.",
+        )
+
+
 def _structure_names(values: list[int], prompts: list[Prompt]) -> dict[int, str]:
     """`{label value: name}`: the first `name` among the prompts of each value (a structure prompted on
     several slices is named once)."""
@@ -643,8 +662,18 @@ def _structure_names(values: list[int], prompts: list[Prompt]) -> dict[int, str]
 
 
 def _label_values(prompts: list[Prompt]) -> list[int]:
-    """The label value of each prompt's mask: its `value`, else its position + 1."""
-    return [prompt.value or index + 1 for index, prompt in enumerate(prompts)]
+    """The label value of each prompt's mask: its `value`; else, for a prompt named as an earlier one is (case
+    aside), that one's value, so one structure prompted on several slices is one structure; else its position
+    + 1."""
+    values: list[int] = []
+    by_name: dict[str, int] = {}
+    for index, prompt in enumerate(prompts):
+        name = (prompt.name or "").strip().casefold()
+        value = prompt.value or (by_name.get(name) if name else None) or index + 1
+        if name:
+            by_name.setdefault(name, value)
+        values.append(value)
+    return values
 
 
 def _label_dtype(values: list[int]) -> type[np.unsignedinteger]:

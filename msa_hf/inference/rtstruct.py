@@ -47,7 +47,7 @@ def write_rtstruct(
     that stack's images.
 
     Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
-    "structure <value>", generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
+    "structure <value>" (`dicom_structure_names`), generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
     contour per boundary on each slice that shows it. The file is written whole or not at all. Returns
     `{label value: ROI number}`.
 
@@ -62,6 +62,7 @@ def write_rtstruct(
 
     from msa_hf import __version__
     from msa_hf.data.dicom_planes import stack_planes, structures_on_grid
+    from msa_hf.inference.dicom_outputs import dicom_structure_names
     from msa_hf.processing.contours import mask_contours
 
     source, output = Path(source), Path(output)
@@ -129,12 +130,13 @@ def write_rtstruct(
     dataset.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
 
     rois, contours_of, observations, numbers = [], [], [], {}
+    roi_names = dicom_structure_names(structures.values, names)
     for number, value in enumerate(structures.values, start=1):
         numbers[value] = number
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = frame_of_reference
-        roi.ROIName = (names or {}).get(value, f"structure {value}")[:64]
+        roi.ROIName = roi_names[value]
         roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC"
         roi.ROIGenerationDescription = f"msa_hf {__version__}, {model_name}"[:64]
         rois.append(roi)
