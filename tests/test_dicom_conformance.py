@@ -46,20 +46,22 @@ def sources(tmp_path_factory):
     volume[1:5, 3:16, 2:20] = 60.0
     write_dicom_series(folder / "series", volume, description="abdomen")
     enhanced = write_enhanced_acquisitions(folder / "enhanced", [volume])
-    return {"series": folder / "series", "enhanced": enhanced}
+    latin = {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"}  # Latin-1, as many scanners
+    write_dicom_series(folder / "latin", volume, description="Thorax ä", attributes=latin)
+    return {"series": folder / "series", "enhanced": enhanced, "latin": folder / "latin"}
 
 
-@pytest.mark.parametrize("source_kind", ["series", "enhanced"])
+@pytest.mark.parametrize("source_kind", ["series", "enhanced", "latin"])
 @pytest.mark.parametrize("output_kind", ["seg", "rtstruct"])
 def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, source_kind, output_kind):
-    """A liver and a tumour that overlaps it, named at greater length than DICOM holds, written as a
-    DICOM-SEG or an RT structure set of a classic series or of an enhanced file: `dciodvfy` reports no
-    error."""
+    """A liver and a tumour that overlaps it, named beyond ASCII and at greater length than DICOM holds,
+    written as a DICOM-SEG or an RT structure set of a classic series, of an enhanced file, or of a series in
+    Latin-1 with a patient's name beyond ASCII: `dciodvfy` reports no error."""
     import pydicom
 
     output = tmp_path / f"{source_kind}-{output_kind}.dcm"
     tumour = [
-        dataclasses.replace(prompt, name="a tumour inside the liver and out past its edge " * 2)
+        dataclasses.replace(prompt, name="Läsion 肝, a tumour inside the liver and out past its edge " * 2)
         for prompt in TUMOUR
     ]
     predict_file(BoxFillSam(32), sources[source_kind], output, LIVER + tumour, dicom_output=output_kind)

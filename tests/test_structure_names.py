@@ -16,9 +16,12 @@ from msa_hf.testing import BoxFillSam
 
 def test_names_shared_case_aside_each_get_their_value():
     assert distinct_names({1: "liver", 2: "Liver", 3: "spleen"}) == {1: "liver_1", 2: "Liver_2", 3: "spleen"}
-    assert distinct_names({4: "a" * 70, 5: "b"}, max_length=64) == {4: "a" * 64, 5: "b"}
+    assert distinct_names({4: "a" * 70, 5: "b"}, max_bytes=64) == {4: "a" * 64, 5: "b"}
+    # counted in bytes of UTF-8, and never cut inside a character (肝 is three bytes)
+    assert distinct_names({6: "ä" * 40}, max_bytes=64) == {6: "ä" * 32}
+    assert distinct_names({6: "a" + "肝" * 30}, max_bytes=64) == {6: "a" + "肝" * 21}
     # two names that only differ past the limit are one name once cut: the suffix stays inside the limit
-    cut = distinct_names({7: "x" * 64 + "1", 12: "x" * 64 + "2"}, max_length=64)
+    cut = distinct_names({7: "x" * 64 + "1", 12: "x" * 64 + "2"}, max_bytes=64)
     assert cut == {7: "x" * 62 + "_7", 12: "x" * 61 + "_12"}
 
 
@@ -74,3 +77,28 @@ def test_a_dicom_output_names_every_structure_apart(series, tmp_path, kind):
     (note,) = summary["warnings"]
     assert "'Liver' (value 1) as 'Liver_1'" in note and "'Liver' (value 2) as 'Liver_2'" in note
     assert f"(value 3) as '{long_name[:64]}'" in note
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_names_beyond_ascii_are_kept_in_dicom_outputs(tmp_path, kind):
+    """A structure named in German and Chinese, of a series whose headers are in Latin-1 (a patient named
+    Müller): the DICOM output is UTF-8 and reads back with both names as they were."""
+    import pydicom
+
+    from msa_hf.testing import write_dicom_series
+
+    if kind == "seg":
+        pytest.importorskip("highdicom")
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    latin = {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"}
+    write_dicom_series(tmp_path / "series", volume, attributes=latin)
+    prompt = Prompt(box=[2, 2, 19, 15], slice=2, name="Läsion 肝")
+    predict_file(BoxFillSam(32), tmp_path / "series", tmp_path / "out.dcm", [prompt], dicom_output=kind)
+    written = pydicom.dcmread(tmp_path / "out.dcm")
+    structures = written.SegmentSequence if kind == "seg" else written.StructureSetROISequence
+    label = structures[0].SegmentLabel if kind == "seg" else structures[0].ROIName
+    assert (written.SpecificCharacterSet, label, str(written.PatientName)) == (
+        "ISO_IR 192",
+        "Läsion 肝",
+        "Müller^Jörg",
+    )

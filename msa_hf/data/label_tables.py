@@ -245,14 +245,17 @@ def find_label_table(folder: str | Path) -> Path | None:
     return None
 
 
-def distinct_names(names: Mapping[int, str], max_length: int | None = None) -> dict[int, str]:
+def distinct_names(names: Mapping[int, str], max_bytes: int | None = None) -> dict[int, str]:
     """`names` (`{label value: name}`) with each name that another shares, case aside, followed by
     `_<value>` ("liver", "Liver" -> "liver_1", "Liver_2"), so that every structure is told apart where names
     are compared without case (file systems on macOS and Windows, planning systems' structure IDs). With
-    `max_length` (a DICOM LO value's 64 characters), longer names are cut to it first, keeping the suffix."""
+    `max_bytes` (a DICOM LO value's 64), longer names are cut to that many bytes of UTF-8 first (never inside
+    a character), keeping the suffix."""
 
     def cut(name: str, suffix: str = "") -> str:
-        return (name[: max_length - len(suffix)] if max_length else name) + suffix
+        if max_bytes is None:
+            return name + suffix
+        return name.encode()[: max_bytes - len(suffix)].decode("utf-8", "ignore") + suffix
 
     counts: dict[str, int] = {}
     for name in names.values():

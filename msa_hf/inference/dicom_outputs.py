@@ -17,12 +17,14 @@ from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS, Structures
 
 DICOM_OUTPUTS = tuple(DICOM_LABEL_KINDS)  # what a mask may be written as: the kinds read as labels
 DICOM_OUTPUT_NAMES = {"seg": "a DICOM-SEG", "rtstruct": "an RT structure set"}  # as a message says them
-DICOM_NAME_LENGTH = 64  # a segment label or ROI name is a DICOM LO value: at most 64 characters
+# a segment label or ROI name is a DICOM LO value: at most 64 characters, which validators (and fixed-size
+# readers) count in bytes, so a name is kept to 64 bytes of UTF-8
+DICOM_NAME_BYTES = 64
 
 
 def dicom_structure_names(values: Iterable[int], names: Mapping[int, str] | None) -> dict[int, str]:
     """`{label value: name}` as a DICOM object labels its structures (segment labels, ROI names): `names`'
-    name, or "structure <value>" without one; at most the 64 characters a DICOM LO value holds; and names
+    name, or "structure <value>" without one; at most the 64 bytes of UTF-8 a DICOM LO value holds; and names
     that another structure shares, case aside, followed by `_<value>`, so that every segment or ROI can be
     told apart (planning systems refuse two structures of one name, and reading a file back by name would
     merge them)."""
@@ -30,7 +32,7 @@ def dicom_structure_names(values: Iterable[int], names: Mapping[int, str] | None
 
     given = names or {}
     named = {int(value): str(given.get(value) or "").strip() or f"structure {value}" for value in values}
-    return distinct_names(named, max_length=DICOM_NAME_LENGTH)
+    return distinct_names(named, max_bytes=DICOM_NAME_BYTES)
 
 
 def check_dicom_output(kind: str) -> str:

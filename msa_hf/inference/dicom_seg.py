@@ -221,6 +221,9 @@ def write_dicom_seg(
             software_versions=__version__,
             device_serial_number="none",
             series_description=series_description(sources[0]),
+            # UTF-8, as the RT structure set: names in any script, and the patient's copied whatever the
+            # source's own character set (without one, a segment label beyond ASCII is invalid)
+            specific_character_set="ISO_IR 192",
             **source.geometry,
         )
     except (AttributeError, ValueError, TypeError) as error:

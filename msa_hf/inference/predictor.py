@@ -640,12 +640,14 @@ def _note_renamed_structures(summary: dict[str, Any], names: dict[int, str], val
     from msa_hf.inference.dicom_outputs import dicom_structure_names
 
     labels = dicom_structure_names(values, names)
-    renamed = {value: labels[value] for value in values if names.get(value) and labels[value] != names[value]}
+    renamed = {
+        value: labels[value] for value in values if names.get(value) and labels[value] != names[value].strip()
+    }
     if renamed:
         _warn(
             summary,
             "structures labelled otherwise in the DICOM output (a name shared by other label values, or over "
-            "64 characters): "
+            "64 bytes of UTF-8): "
             + ", ".join(f"{names[v]!r} (value {v}) as {n!r}" for v, n in renamed.items())
             + ". Give prompts of one structure the same value to write them as one.",
         )
