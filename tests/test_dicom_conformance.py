@@ -47,7 +47,9 @@ def sources(tmp_path_factory):
     write_dicom_series(folder / "series", volume, description="abdomen")
     enhanced = write_enhanced_acquisitions(folder / "enhanced", [volume])
     latin = {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"}  # Latin-1, as many scanners
-    write_dicom_series(folder / "latin", volume, description="Thorax ä", attributes=latin)
+    write_dicom_series(
+        folder / "latin", volume, description="Thorax mit Kontrastmittel, ä " * 3, attributes=latin
+    )
     return {"series": folder / "series", "enhanced": enhanced, "latin": folder / "latin"}
 
 

@@ -215,13 +215,17 @@ def test_a_folder_of_patients_points_to_a_glob_and_keys_repeated_numbers_by_uid(
 def test_a_segmentation_series_is_described_after_its_source():
     from types import SimpleNamespace
 
-    from msa_hf.inference.dicom_seg import series_description
+    from msa_hf.inference.dicom_outputs import series_description
 
     assert (
-        series_description(SimpleNamespace(SeriesDescription="Abdomen axial"))
+        series_description(SimpleNamespace(SeriesDescription="Abdomen axial"), "MSA segmentation")
         == "MSA segmentation of Abdomen axial"
     )
-    assert len(series_description(SimpleNamespace(SeriesDescription="x" * 80))) == 64
+    assert series_description(SimpleNamespace(SeriesDescription=""), "MSA contours") == "MSA contours"
+    assert len(series_description(SimpleNamespace(SeriesDescription="x" * 80), "MSA segmentation")) == 64
+    # 64 bytes of UTF-8, as validators count a LO value: 22 of them before the umlauts, 21 umlauts of two
+    described = series_description(SimpleNamespace(SeriesDescription="ä" * 40), "MSA segmentation")
+    assert described == "MSA segmentation of " + "ä" * 22 and len(described.encode()) == 64
 
 
 def test_many_studies_are_segmented_in_the_series_asked_for(tmp_path, tiny_base, capsys):

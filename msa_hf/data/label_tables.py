@@ -245,6 +245,11 @@ def find_label_table(folder: str | Path) -> Path | None:
     return None
 
 
+def utf8_prefix(text: str, max_bytes: int) -> str:
+    """The longest start of `text` whose UTF-8 takes at most `max_bytes` (never cut inside a character)."""
+    return text.encode()[:max_bytes].decode("utf-8", "ignore")
+
+
 def distinct_names(names: Mapping[int, str], max_bytes: int | None = None) -> dict[int, str]:
     """`names` (`{label value: name}`) with each name that another shares, case aside, followed by
     `_<value>` ("liver", "Liver" -> "liver_1", "Liver_2"), so that every structure is told apart where names
@@ -253,9 +258,7 @@ def distinct_names(names: Mapping[int, str], max_bytes: int | None = None) -> di
     a character), keeping the suffix."""
 
     def cut(name: str, suffix: str = "") -> str:
-        if max_bytes is None:
-            return name + suffix
-        return name.encode()[: max_bytes - len(suffix)].decode("utf-8", "ignore") + suffix
+        return (name if max_bytes is None else utf8_prefix(name, max_bytes - len(suffix))) + suffix
 
     counts: dict[str, int] = {}
     for name in names.values():

@@ -22,6 +22,20 @@ DICOM_OUTPUT_NAMES = {"seg": "a DICOM-SEG", "rtstruct": "an RT structure set"}  
 DICOM_NAME_BYTES = 64
 
 
+def dicom_text(text: str) -> str:
+    """`text` as a DICOM LO value holds it (a description, a model's name): at most `DICOM_NAME_BYTES` bytes."""
+    from msa_hf.data.label_tables import utf8_prefix
+
+    return utf8_prefix(text, DICOM_NAME_BYTES)
+
+
+def series_description(source: Any, what: str) -> str:
+    """What a PACS lists a written series as: `<what> of <the source series' description>` ("MSA
+    segmentation of Abdomen axial"), or `what` where the source has none; as `dicom_text` holds it."""
+    described = str(getattr(source, "SeriesDescription", "") or "").strip()
+    return dicom_text(f"{what} of {described}" if described else what)
+
+
 def dicom_structure_names(values: Iterable[int], names: Mapping[int, str] | None) -> dict[int, str]:
     """`{label value: name}` as a DICOM object labels its structures (segment labels, ROI names): `names`'
     name, or "structure <value>" without one; at most the 64 bytes of UTF-8 a DICOM LO value holds; and names

@@ -154,13 +154,6 @@ def _keep_references(segmentation: Any, referenced: frozenset[int]) -> None:
             ]
 
 
-def series_description(source: Any) -> str:
-    """What a PACS lists the segmentation series as: `MSA segmentation of <the source series' description>`,
-    within the 64 characters DICOM allows."""
-    described = str(getattr(source, "SeriesDescription", "") or "").strip()
-    return (f"MSA segmentation of {described}" if described else "MSA segmentation")[:64]
-
-
 def write_dicom_seg(
     folder: str | Path,
     canonical: Structures,
@@ -185,7 +178,7 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     from msa_hf import __version__
-    from msa_hf.inference.dicom_outputs import dicom_structure_names
+    from msa_hf.inference.dicom_outputs import dicom_structure_names, dicom_text, series_description
 
     folder, output = Path(folder), Path(output)
     source = _seg_source(folder, series, canonical, canonical_affine)
@@ -217,10 +210,10 @@ def write_dicom_seg(
             sop_instance_uid=highdicom.UID(),
             instance_number=1,
             manufacturer=SOFTWARE,
-            manufacturer_model_name=model_name[:64],
+            manufacturer_model_name=dicom_text(model_name),
             software_versions=__version__,
             device_serial_number="none",
-            series_description=series_description(sources[0]),
+            series_description=series_description(sources[0], "MSA segmentation"),
             # UTF-8, as the RT structure set: names in any script, and the patient's copied whatever the
             # source's own character set (without one, a segment label beyond ASCII is invalid)
             specific_character_set="ISO_IR 192",

@@ -62,7 +62,7 @@ def write_rtstruct(
 
     from msa_hf import __version__
     from msa_hf.data.dicom_planes import stack_planes, structures_on_grid
-    from msa_hf.inference.dicom_outputs import dicom_structure_names
+    from msa_hf.inference.dicom_outputs import dicom_structure_names, dicom_text, series_description
     from msa_hf.processing.contours import mask_contours
 
     source, output = Path(source), Path(output)
@@ -92,16 +92,15 @@ def write_rtstruct(
     dataset.Modality = DICOM_LABEL_KINDS["rtstruct"]
     dataset.SeriesInstanceUID = generate_uid()
     dataset.SeriesNumber = int(getattr(header, "SeriesNumber", 0) or 0) + 2000
-    described = str(getattr(header, "SeriesDescription", "") or "").strip()
-    dataset.SeriesDescription = (f"MSA contours of {described}" if described else "MSA contours")[:64]
+    dataset.SeriesDescription = series_description(header, "MSA contours")
     dataset.SeriesDate, dataset.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     dataset.OperatorsName = ""
     dataset.InstanceNumber = 1
     dataset.Manufacturer = "msa_hf"
-    dataset.ManufacturerModelName = model_name[:64]
+    dataset.ManufacturerModelName = dicom_text(model_name)
     dataset.SoftwareVersions = __version__
     dataset.StructureSetLabel = "MSA"
-    dataset.StructureSetName = model_name[:64]
+    dataset.StructureSetName = dicom_text(model_name)
     dataset.StructureSetDate = dataset.InstanceCreationDate = now.strftime("%Y%m%d")
     dataset.StructureSetTime = dataset.InstanceCreationTime = now.strftime("%H%M%S")
     dataset.SpecificCharacterSet = "ISO_IR 192"
@@ -138,7 +137,7 @@ def write_rtstruct(
         roi.ReferencedFrameOfReferenceUID = frame_of_reference
         roi.ROIName = roi_names[value]
         roi.ROIGenerationAlgorithm = "SEMIAUTOMATIC"
-        roi.ROIGenerationDescription = f"msa_hf {__version__}, {model_name}"[:64]
+        roi.ROIGenerationDescription = dicom_text(f"msa_hf {__version__}, {model_name}")
         rois.append(roi)
         contours = []
         for plane, mask in zip(stack.planes, structures.mask(value), strict=True):  # (H, W) each
