@@ -48,7 +48,7 @@ def sources(tmp_path_factory):
     enhanced = write_enhanced_acquisitions(folder / "enhanced", [volume])
     latin = {"SpecificCharacterSet": "ISO_IR 100", "PatientName": "Müller^Jörg"}  # Latin-1, as many scanners
     write_dicom_series(
-        folder / "latin", volume, description="Thorax mit Kontrastmittel, ä " * 3, attributes=latin
+        folder / "latin", volume, description="Thorax mit Kontrastmittel, " + "äöü " * 5, attributes=latin
     )
     return {"series": folder / "series", "enhanced": enhanced, "latin": folder / "latin"}
 
