@@ -55,6 +55,49 @@ def test_nifti_prediction_keeps_the_input_affine_and_voxel_order(tmp_path):
     assert back[7][15, 12] == 2 and not back[6].any()  # the click's square, on its own slice only
 
 
+def test_nifti_outputs_keep_both_of_the_inputs_affines_their_codes_and_units(tmp_path):
+    """An input with a scanner qform beside an sform to a template (as a registered scan has) and units of
+    micrometres: the mask, its probabilities and its structure files carry both affines with their codes and
+    those units, and a mask of a DICOM series is in scanner coordinates (codes 1) and millimetres."""
+    from msa_hf.testing import write_dicom_series
+
+    data = np.random.default_rng(0).normal(100, 5, (20, 12, 16)).astype(np.float32)
+    template = SCRAMBLED_AFFINE.copy()
+    template[:3, 3] += [7.0, -3.0, 11.0]  # the same grid, placed elsewhere
+    image = nib.Nifti1Image(data, None)
+    image.set_qform(SCRAMBLED_AFFINE, code=1)
+    image.set_sform(template, code=4)
+    image.header.set_xyzt_units("micron", "sec")
+    nib.save(image, tmp_path / "scan.nii.gz")
+    prompts = [Prompt(box=[3, 4, 9, 12], slice=5, name="liver")]
+    predict_file(
+        BoxFillSam(32), tmp_path / "scan.nii.gz", tmp_path / "mask.nii.gz", prompts,
+        probabilities_path=tmp_path / "probabilities.nii.gz",
+    )  # fmt: skip
+    predict_file(BoxFillSam(32), tmp_path / "scan.nii.gz", tmp_path / "files", prompts, structure_files=True)
+    for path in (
+        tmp_path / "mask.nii.gz",
+        tmp_path / "probabilities.nii.gz",
+        tmp_path / "files" / "liver.nii.gz",
+    ):
+        header = nib.load(path).header
+        qform, qform_code = header.get_qform(coded=True)
+        sform, sform_code = header.get_sform(coded=True)
+        assert (int(qform_code), int(sform_code)) == (1, 4), path
+        assert np.allclose(qform, SCRAMBLED_AFFINE) and np.allclose(sform, template), path
+        assert header.get_xyzt_units() == ("micron", "sec"), path
+
+    write_dicom_series(tmp_path / "series", np.zeros((6, 20, 24), np.float32))
+    predict_file(
+        BoxFillSam(32), tmp_path / "series", tmp_path / "series.nii.gz", [Prompt(box=[2, 2, 9, 9], slice=2)]
+    )
+    written = nib.load(tmp_path / "series.nii.gz")
+    qform, qform_code = written.header.get_qform(coded=True)
+    sform, sform_code = written.header.get_sform(coded=True)
+    assert (int(qform_code), int(sform_code)) == (1, 1) and np.allclose(qform, sform)
+    assert written.header.get_xyzt_units()[0] == "mm"
+
+
 def test_bad_prompts_are_refused_with_the_reason(tmp_path):
     predictor = SegmentationPredictor(BoxFillSam(32))
     predictor.set_image(np.zeros((20, 30), np.uint8))

@@ -514,4 +514,6 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     """Write a RAS+ `(X, Y, Z)` array (e.g. a reassembled prediction) as NIfTI on `affine`."""
     import nibabel as nib
 
-    nib.save(nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64)), str(path))
+    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    image.header.set_xyzt_units("mm")  # the unit of every affine here; a reader told none must guess it
+    nib.save(image, str(path))

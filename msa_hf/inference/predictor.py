@@ -881,8 +881,19 @@ def _write_on_input_grid(
         transform = ornt_transform(io_orientation(canonical_affine), io_orientation(original.affine))
         array = apply_orientation(canonical, transform)
         image = nib.Nifti1Image(np.ascontiguousarray(array), original.affine)
-        image.set_qform(original.affine, code=int(original.header["qform_code"]) or 1)
-        image.set_sform(original.affine, code=int(original.header["sform_code"]) or 1)
+        # the input's own geometry, so that a viewer lays the mask where it shows the input: both of its
+        # affines with their codes (a qform to the scanner beside an sform to a template stays so; one the
+        # input lacks is its affine, as scanner space) and its units (millimetres where it says none)
+        for kind in ("qform", "sform"):
+            affine, code = getattr(original.header, f"get_{kind}")(coded=True)
+            getattr(image, f"set_{kind}")(affine if code else original.affine, code=int(code) or 1)
+        space, time = original.header.get_xyzt_units()
+        image.header.set_xyzt_units("mm" if space == "unknown" else space, time)
         nib.save(image, str(output))
         return
-    nib.save(nib.Nifti1Image(canonical, canonical_affine), str(output))
+    # a DICOM series: its RAS+ affine is the scanner's patient coordinates, in millimetres
+    image = nib.Nifti1Image(canonical, canonical_affine)
+    image.set_qform(canonical_affine, code=1)
+    image.set_sform(canonical_affine, code=1)
+    image.header.set_xyzt_units("mm")
+    nib.save(image, str(output))
