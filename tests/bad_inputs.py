@@ -1035,6 +1035,44 @@ def _(f):
             "--dicom-output", "rtstruct"]  # fmt: skip
 
 
+def _names_apart(folder: Path, output: str) -> bool:
+    """A DICOM output's segments or ROIs: named apart, each within the 64 bytes of a DICOM LO value."""
+    import pydicom
+
+    written = pydicom.dcmread(folder / "out" / "named.dcm")
+    items = written.get("SegmentSequence") or written.StructureSetROISequence
+    names = [str(item.get("SegmentLabel") or item.get("ROIName")) for item in items]
+    return (
+        len(names) == 3
+        and len({n.casefold() for n in names}) == 3
+        and max(len(n.encode()) for n in names) <= 64
+    )
+
+
+for _kind in ("seg", "rtstruct"):
+
+    @case(
+        "predict",
+        f"--dicom-output {_kind} of prompts whose names are shared by other values or too long for DICOM",
+        expect="handled",
+        check=_names_apart,
+    )
+    def _(f, kind=_kind):
+        from msa_hf.testing import write_dicom_series
+
+        volume = np.full((6, 24, 24), -1000, np.int16)
+        volume[1:5, 4:20, 4:20] = 60
+        write_dicom_series(f / "in" / "series", volume)
+        prompts = [
+            {"box": [4, 4, 20, 20], "slice": 2, "name": "Liver", "value": 1},
+            {"box": [6, 6, 12, 12], "slice": 3, "name": "liver", "value": 2},
+            {"box": [10, 10, 18, 18], "slice": 3, "name": "Läsion 肝 " * 12, "value": 3},
+        ]
+        (f / "in" / "prompts.json").write_text(json.dumps(prompts))
+        return ["predict", "tiny", str(f / "in" / "series"), out(f, "named.dcm"), "--prompts",
+                str(f / "in" / "prompts.json"), "--dicom-output", kind]  # fmt: skip
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]
