@@ -463,7 +463,7 @@ class VolumeSession:
         if self.sliced.resampling is not None:
             stops += f" (on the model's grid: {self.sliced.resampling.describe()})"
         voxels = int(propagated.sum())
-        millilitres = round(voxels * voxel_ml(self.volume.spacing), 4)  # the structure's volume
+        millilitres = round(voxels * voxel_ml(self.volume.affine), 4)  # the structure's volume
         return (
             f"propagated from {origin} to slices {filled.min()}-{filled.max()} "
             f"({voxels} voxels, {millilitres:g} mL); {stops}"

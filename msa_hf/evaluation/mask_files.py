@@ -57,6 +57,7 @@ class MaskArrays:
     spacing: tuple[float, float, float] | None
     prediction_codes: dict[int, tuple[int, ...]] | None = None
     label_codes: dict[int, tuple[int, ...]] | None = None
+    voxel_ml: float | None = None  # a volume's voxel in mL (`volumes.voxel_ml` of its grid)
 
     def structures_present(self) -> set[int]:
         """The label values (structures) either mask holds, 0 aside."""
@@ -334,7 +335,7 @@ def read_mask_pair(
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
-    from msa_hf.data.volumes import affines_match, axial_slices, is_nifti, load_volume
+    from msa_hf.data.volumes import affines_match, axial_slices, is_nifti, load_volume, voxel_ml
 
     def volume_file(path: Path) -> bool:
         if path.is_dir():  # a folder of structure files: NIfTI ones, or PNG
@@ -392,6 +393,7 @@ def read_mask_pair(
         label.slice_spacing,
         prediction_codes,
         label_codes,
+        voxel_ml(label.affine),
     )
 
 
@@ -439,7 +441,6 @@ def score_mask_files(
     from msa_hf.data.sources import file_stem
     from msa_hf.data.structure_files import is_structure_folder, structure_label_values
     from msa_hf.data.tasks import select_class_names, structures_present
-    from msa_hf.data.volumes import voxel_ml
 
     label_remap = check_label_remap(label_remap or {})
     if is_score_manifest(predictions):
@@ -512,7 +513,7 @@ def score_mask_files(
                 else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
             )
             # a volume's size in mL; a 2-D mask's in pixels
-            unit = 1.0 if arrays.spacing is None else voxel_ml(arrays.spacing)
+            unit = arrays.voxel_ml or 1.0
             score.sizes = (float(prediction.sum()) * unit, float(label.sum()) * unit)
             scored[-1][1][value] = score
     every = wanted or (

@@ -462,7 +462,7 @@ def predict_file(
             painted_over = painted.paint(mask, values[index], prompt.slice)
         if painted_over and not keep_whole:
             _warn(summary, overlap_note(index, values[index], painted_over, volume=True))
-        entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.spacing), 4)  # what volumetry reads
+        entry["volume_ml"] = round(entry["pixels"] * voxel_ml(volume.affine), 4)  # what volumetry reads
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
     names = _structure_names(values, prompts)
@@ -891,9 +891,14 @@ def _write_on_input_grid(
         image.header.set_xyzt_units("mm" if space == "unknown" else space, time)
         nib.save(image, str(output))
         return
-    # a DICOM series: its RAS+ affine is the scanner's patient coordinates, in millimetres
+    # a DICOM series: its RAS+ affine is the scanner's patient coordinates, in millimetres. A series acquired
+    # with the gantry tilted steps its slices off their normal: that shear the sform holds and a qform cannot,
+    # so the qform is then left unknown rather than set to a rigid approximation that places voxels elsewhere
+    from msa_hf.data.volumes import TILT_TOLERANCE_DEGREES, tilt_degrees
+
     image = nib.Nifti1Image(canonical, canonical_affine)
-    image.set_qform(canonical_affine, code=1)
+    sheared = tilt_degrees(canonical_affine) > TILT_TOLERANCE_DEGREES
+    image.set_qform(canonical_affine, code=0 if sheared else 1)
     image.set_sform(canonical_affine, code=1)
     image.header.set_xyzt_units("mm")
     nib.save(image, str(output))

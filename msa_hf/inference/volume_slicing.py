@@ -25,15 +25,15 @@ from msa_hf.data.planes import (
     unseen_plane_note,
     volume_from_display_slices,
 )
-from msa_hf.data.volumes import Volume
+from msa_hf.data.volumes import Volume, tilt_note
 from msa_hf.inference.slice_spacing import SliceResampling
 
 
 @dataclass
 class SlicedVolume:
     """`slices` `(N, H, W)`: the display slices of `plane` a user prompts; `model_slices` `(M, H, W)`: what the
-    model sees (the same array unless `resampling`); `notes`: what to say about the cut (`planes.pixel_note`,
-    `planes.unseen_plane_note`), in that order, the absent ones left out."""
+    model sees (the same array unless `resampling`); `notes`: what to say about the cut (`volumes.tilt_note`,
+    `planes.pixel_note`, `planes.unseen_plane_note`), in that order, the absent ones left out."""
 
     plane: Plane
     slices: np.ndarray
@@ -55,6 +55,7 @@ class SlicedVolume:
         chosen = choose_plane(volume.spacing, plane)
         source = volume.source if source is None else source
         notes = [
+            tilt_note(volume.affine, source),
             pixel_note(volume.spacing, chosen, source),
             unseen_plane_note(chosen, trained_planes, source),
         ]

@@ -104,6 +104,7 @@ def write_dicom_series(
     orientation=(1, 0, 0, 0, 1, 0),
     file_prefix: str = "IM",
     instance_numbers: list[int] | None = None,
+    step: tuple[float, float, float] | None = None,
 ) -> tuple[str, str, str]:
     """A CT series: `volume_hu` (slices, rows, cols), stored as uint16 with slope 1 / intercept -1024,
     written under shuffled file names so only ImagePositionPatient gives the order.
@@ -112,7 +113,9 @@ def write_dicom_series(
     (series, study, frame of reference; fresh ones by default, returned) puts a second acquisition into
     the same series; `attributes` are set on every slice (such as `{"AcquisitionNumber": 2}`); `orientation`
     is ImageOrientationPatient, the slices stepping along its normal; `instance_numbers[k]` numbers slice `k`
-    (default `k + 1`)."""
+    (default `k + 1`); `step` is the move from one slice's ImagePositionPatient to the next (default
+    `thickness` along the normal; along the table axis `(0, 0, thickness)` with a tilted `orientation`, a CT
+    acquired with the gantry tilted)."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -140,7 +143,9 @@ def write_dicom_series(
         ds.InstanceNumber = instance_numbers[slice_index] if instance_numbers else int(slice_index) + 1
         ds.ImageOrientationPatient = list(orientation)
         ds.ImagePositionPatient = [
-            float(v) for v in np.array([-10.0, -20.0, 100.0]) + thickness * slice_index * normal
+            float(v)
+            for v in np.array([-10.0, -20.0, 100.0])
+            + slice_index * (thickness * normal if step is None else np.asarray(step, float))
         ]
         ds.PixelSpacing = [spacing[0], spacing[1]]
         ds.SliceThickness = thickness
