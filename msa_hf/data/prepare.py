@@ -278,7 +278,7 @@ def _volume_cases(
     groups = {case.case_id: [case] for case in cases}
     several = [case for case in cases if len(case.channels) > 1]
     if several:
-        channels = sorted({k for case in several for k in case.channels})
+        channels = _channel_listing(several[0])
         report.warnings.append(
             f"{len(several)} case(s) have one image file per channel (channels {channels}, e.g. "
             f"{several[0].image.name}); read channel {options.channel or 0}"
@@ -303,10 +303,18 @@ def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = N
     channel = options.channel or 0
     if channel not in case.channels:
         raise VolumeReadError(
-            f"{case.image}: case {case.case_id} has image files for channels {sorted(case.channels)}, not for "
+            f"{case.image}: case {case.case_id} has image files for channels {_channel_listing(case)}, not for "
             f"channel {channel} (--channel)."
         )
     return load_volume(case.channels[channel])
+
+
+def _channel_listing(case: CaseFiles) -> str:
+    """A case's channels as a message lists them: their numbers, each with its sequence where files name it
+    ("0 = flair, 1 = t1, ...")."""
+    if not case.channel_names:
+        return str(sorted(case.channels))
+    return ", ".join(f"{k} = {case.channel_names[k]}" for k in sorted(case.channels))
 
 
 def _volume_rows(

@@ -15,7 +15,11 @@ In the image/label folder layouts an image finds its label map by name (`LabelIn
 - Decathlon / nnU-Net: `imagesTr/` + `labelsTr/` (`case_0000.nii.gz` channel suffix understood; a case's
   several channel files are one case), BTCV: `img/img0001.nii.gz` + `label/label0001.nii.gz`, or `images/` +
   `labels/`.
-- flat: `case.nii.gz` + `case_seg.nii.gz` / `_label` / `_mask`.
+- flat or in folders, paired within each folder by what the names say (`file_role`): `case.nii.gz` +
+  `case_seg.nii.gz` / `_label` / `_mask`; LiTS's `volume-0.nii` + `segmentation-0.nii`; KiTS's one folder per
+  case holding `imaging.nii.gz` + `segmentation.nii.gz`; BraTS's one folder per case holding its sequences
+  (`BraTS2021_00000_flair.nii.gz`, `_t1`, `_t1ce`, `_t2`; BraTS 2023's `-t1c`, `-t2f`, ...) + `_seg`, one channel
+  per sequence.
 - DICOM: one sub-folder per series under `images/`, labels as NIfTI, DICOM-SEG or RT structure sets in
   `labels/` named like the folder; or, as a PACS or an archive exports them, one folder per patient holding
   its series and the label object drawn on one of them (`dicom_study_cases`).
@@ -41,7 +45,12 @@ PREDICTION_SUFFIXES = ("_pred", "_prediction", *MASK_SUFFIXES)  # what other too
 IMAGE_FOLDER_NAMES = ("imagesTr", "images", "img", "image", "imgs")
 LABEL_FOLDER_NAMES = ("labelsTr", "labels", "label", "masks", "mask", "segmentations", "seg", "gt")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net: case_0000 is channel 0 of case
-_ROLE_PREFIX = re.compile(r"^(img|image|label|labels|seg|mask)[_-]?(?=\d)", re.IGNORECASE)
+_ROLE_PREFIX = re.compile(
+    r"^(img|image|imaging|volume|label|labels|seg|segmentation|mask)[_-]?(?=\d)", re.IGNORECASE
+)  # BTCV's img0001 / label0001, LiTS's volume-0 / segmentation-0
+LABEL_ROLES = ("segmentation", "seg", "label", "labels", "mask", "gt")  # a volume file named as its role
+IMAGE_ROLES = ("imaging", "image", "img", "volume", "vol")
+_NUMBERED_ROLE = re.compile(r"^(?P<role>[A-Za-z]+)[_-]?(?P<id>\d.*)$")  # segmentation-0: role, then case id
 
 
 class SourceLayoutError(ValueError):
@@ -59,6 +68,7 @@ class CaseFiles:
     label: Path | None
     channels: dict[int, Path] = field(default_factory=dict)
     problem: str | None = None  # why no label map was chosen where the layout found several
+    channel_names: dict[int, str] = field(default_factory=dict)  # a channel's sequence, where files name it
 
     def __post_init__(self) -> None:
         # a file name that is not UTF-8 (it reaches Python as lone surrogates) cannot be stored as text:
@@ -67,8 +77,10 @@ class CaseFiles:
 
 
 def _strip_mask_suffix(stem: str) -> str | None:
+    """`stem` without a mask suffix (`case_seg` -> `case`; `case-seg`, as BraTS 2023 names them, too), or None
+    where it has none."""
     for suffix in MASK_SUFFIXES:
-        if stem.lower().endswith(suffix):
+        if stem.lower().endswith(suffix) or stem.lower().endswith("-" + suffix[1:]):
             return stem[: -len(suffix)]
     return None
 
@@ -200,6 +212,8 @@ def structure_folder_cases(root: Path) -> list[CaseFiles]:
     cases, labelled = [], False
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p, root)):
         images = [p for p in visible_files(folder) if is_nifti(p)]
+        if any(file_role(nifti_stem(p))[0] == "label" for p in images):
+            continue  # a label map beside the image (KiTS23's, with its instances/ folder): `_cases_by_role`
         structures = label_folders(folder)
         labelled = labelled or bool(structures)
         if not images:
@@ -331,14 +345,8 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
     volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
     if not volumes and (studies := dicom_study_cases(root, dicom_labels)):
         return studies
-    masks = {
-        (p.parent, _strip_mask_suffix(nifti_stem(p))): p for p in volumes if _strip_mask_suffix(nifti_stem(p))
-    }
     by_id: dict[str, CaseFiles] = {}
-    for path in volumes:
-        if _strip_mask_suffix(nifti_stem(path)) is not None:
-            continue
-        case = CaseFiles(nifti_stem(path), path, masks.get((path.parent, nifti_stem(path))))
+    for case in _cases_by_role(volumes):
         if (
             case.case_id in by_id
         ):  # files named alike in two sub-folders: one would replace the other downstream
@@ -351,11 +359,83 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
     if not cases:
         raise SourceLayoutError(
             f"{root}: no volumes found. Expected imagesTr/ + labelsTr/ (Decathlon), img/ + label/ (BTCV), "
-            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, one "
-            "folder per case holding its image and a folder of one mask per structure (TotalSegmentator), or one "
-            "folder per patient holding its DICOM series and a DICOM-SEG or RT structure set drawn on them."
+            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, "
+            "volume-0.nii + segmentation-0.nii (LiTS), one folder per case holding imaging.nii.gz + "
+            "segmentation.nii.gz (KiTS) or its sequences + case_seg.nii.gz (BraTS), one folder per case holding "
+            "its image and a folder of one mask per structure (TotalSegmentator), or one folder per patient "
+            "holding its DICOM series and a DICOM-SEG or RT structure set drawn on them."
         )
     return cases
+
+
+def file_role(stem: str) -> tuple[str, str]:
+    """What a volume file's name (`stem`, without its extension) says it is, "image" or "label", and the case
+    id it names ("" where the name is a role alone, the case being its folder): a label by its role
+    (`segmentation`, as KiTS names it; `segmentation-0`, LiTS; `label0001`, BTCV) or a mask suffix (`case_seg`,
+    `case-seg`: BraTS); an image by its role (`imaging`, `volume-0`, `img0001`), else by its own name."""
+    lower = stem.lower()
+    for role, names in (("label", LABEL_ROLES), ("image", IMAGE_ROLES)):
+        if lower in names:
+            return role, ""
+        numbered = _NUMBERED_ROLE.match(stem)
+        if numbered and numbered["role"].lower() in names:
+            return role, numbered["id"]
+    bare = _strip_mask_suffix(stem)
+    return ("label", bare) if bare else ("image", stem)
+
+
+def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
+    """Cases of NIfTI `volumes` paired within their folders by `file_role`: a label map with the images of its
+    case id; one named by a role alone (`segmentation.nii.gz`) with the folder's image named so
+    (`imaging.nii.gz`) or its only image, the folder's name being the case id; one with a case id and no image
+    of that name (`BraTS2021_00000_seg`) with the images that name it followed by a sequence
+    (`BraTS2021_00000_flair`, `_t1`, ...), one channel each, in the order of the sequences' names. Images that
+    no label map takes are cases without one, except those in folders under a case folder (KiTS's
+    `instances/`: other annotations)."""
+    by_folder: dict[Path, list[Path]] = {}
+    for path in volumes:
+        by_folder.setdefault(path.parent, []).append(path)
+    cases: list[CaseFiles] = []
+    unpaired: list[Path] = []
+    case_folders: set[Path] = set()  # folders that are one case each (a label map named by its role alone)
+    for folder, files in by_folder.items():
+        roles = [(path, *file_role(nifti_stem(path))) for path in files]
+        # an image is known by its name and by the case id its role names (vol1 and 1 for vol1.nii.gz)
+        images = {path: {nifti_stem(path), case_id} for path, role, case_id in roles if role == "image"}
+        for label, _, case_id in (entry for entry in roles if entry[1] == "label"):
+            named = [path for path, names in images.items() if case_id in names]
+            if not named and not case_id and len(images) == 1:
+                named = list(images)
+            sequences = {
+                stem[len(case_id) + 1 :]: path
+                for path in images
+                if case_id
+                and (stem := nifti_stem(path))[: len(case_id) + 1] in (f"{case_id}_", f"{case_id}-")
+            }
+            if not case_id:
+                case_folders.add(folder)
+            if len(named) == 1:
+                cases.append(CaseFiles(case_id or folder.name, named[0], label))
+                del images[named[0]]
+            elif len(named) > 1:
+                listed = ", ".join(path.name for path in named)
+                problem = f"{label}: {len(named)} images pair with it ({listed}); keep one per label map."
+                cases.append(CaseFiles(case_id or folder.name, named[0], None, problem=problem))
+                for path in named:
+                    del images[path]
+            elif sequences:
+                channels = dict(enumerate(path for _, path in sorted(sequences.items())))
+                case = CaseFiles(case_id, channels[0], label, channels=channels)
+                case.channel_names = dict(enumerate(sorted(sequences)))
+                cases.append(case)
+                for path in sequences.values():
+                    del images[path]
+        unpaired.extend(images)
+    for path in unpaired:  # cases without a label map, but not the other annotations inside a case folder
+        if not any(folder in case_folders for folder in path.parents[1:]):
+            named_by_role = file_role(nifti_stem(path)) == ("image", "")  # imaging.nii.gz: its folder's case
+            cases.append(CaseFiles(path.parent.name if named_by_role else nifti_stem(path), path, None))
+    return sorted(cases, key=lambda case: str(case.image))
 
 
 def dicom_study_cases(root: Path, dicom_labels: str | None = None) -> list[CaseFiles]:
