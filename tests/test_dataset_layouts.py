@@ -141,3 +141,36 @@ def test_brats_case_folders_read_one_sequence_as_a_channel(tmp_path, case_ids, s
         assert _slices_equal(output, chosen) == set(case_ids)
     with pytest.raises(ValueError, match=f"3 = {sequences[3]}, not for channel 4"):
         prepare_dataset(source, tmp_path / "out-4", split=(1, 0, 0), keep_empty_slices=True, channel=4)
+
+
+@pytest.mark.parametrize("layout", ["kits", "lits"])
+def test_a_dataset_keeping_labels_beside_images_is_re_segmented_and_scored_in_place(
+    tmp_path, serve_stand_in, capsys, layout
+):
+    """`predict DATASET OUT --prompts-from-labels DATASET` on KiTS's case folders or LiTS's files side by
+    side: each labelled case's image, prompted from its own label map, gives `OUT/<case>.nii.gz` (an
+    unlabelled case is not an input); the `score` command it prints pairs each mask with its case's label map,
+    and the boxes a box-filling model draws from box-shaped labels score 1."""
+    from msa_hf.cli import main
+    from msa_hf.testing import BoxFillSam
+
+    source = tmp_path / layout
+    cases = ["case_00000", "case_00001"] if layout == "kits" else ["0", "1"]
+    for index, case_id in enumerate(cases):
+        if layout == "kits":
+            _volume(source / case_id / "imaging.nii.gz", index)
+            _volume(source / case_id / "segmentation.nii.gz", index, label=True)
+        else:
+            _volume(source / f"volume-{case_id}.nii", index)
+            _volume(source / f"segmentation-{case_id}.nii", index, label=True)
+    if layout == "kits":
+        _volume(source / "case_00099" / "imaging.nii.gz", 99)  # a test case, unlabelled
+    serve_stand_in(BoxFillSam(24))
+    out = tmp_path / "out"
+    assert main(["predict", "m", str(source), str(out), "--prompts-from-labels", str(source)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{case_id}.nii.gz" for case_id in cases]
+    score = ["score", str(out), str(source)]
+    assert " ".join(score) in printed
+    assert main(score) == 0
+    assert "| class_1 | 2 | 1.000" in capsys.readouterr().out

@@ -163,8 +163,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "volume, written with the structure's label value; a label map may be a folder of one mask file "
              "per structure named like the input. DIR may be the input folder itself where that is a DICOM "
              "download of one folder per patient, each holding its series and the DICOM-SEG or RT structure set "
-             "drawn on one, or a dataset of one folder per case holding its image and a folder of its structure "
-             "files (TotalSegmentator's)",
+             "drawn on one, or a dataset that keeps each case's label map beside its image (TotalSegmentator's "
+             "structure folders, KiTS's case folders, LiTS's volume-N beside segmentation-N, BraTS's sequences "
+             "beside their _seg, the first sequence read)",
     )  # fmt: skip
     predict.add_argument(
         "--dicom-labels", choices=DICOM_OUTPUTS, default=None,

@@ -155,15 +155,20 @@ class LabelIndex:
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
         """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`) and its folders of one mask
-        per structure (`label_folders`); or, where it holds none but is a dataset of one folder per case
-        (`structure_folder_cases`: TotalSegmentator's) or a DICOM download of one folder per patient
-        (`dicom_study_cases`), each case's label map, known by its folder's name (`s0001.nii.gz` pairs with
-        `s0001/segmentations/`, `patient1.nii.gz` with the RT structure set inside `patient1/`)."""
+        per structure (`label_folders`); or, where it is a dataset that keeps each case's label map beside its
+        image (`labelled_case_folders`: TotalSegmentator's, KiTS's, LiTS's) or, holding no such files, a DICOM
+        download of one folder per patient (`dicom_study_cases`), each case's label map alone, known by its
+        case (`s0001.nii.gz` pairs with `s0001/segmentations/`, `case_00000.nii.gz` with
+        `case_00000/segmentation.nii.gz`, `0.nii.gz` with `segmentation-0.nii`, `patient1.nii.gz` with the RT
+        structure set inside `patient1/`)."""
         folder = Path(folder)
+        # a dataset keeping its label maps beside its images: the label maps alone, known by their cases
+        cases = labelled_case_folders(folder) if folder.is_dir() else []
         files = [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
         files += label_folders(folder)
-        if not files and folder.is_dir():
-            cases = structure_folder_cases(folder) or dicom_study_cases(folder)
+        if not cases and not files and folder.is_dir():
+            cases = dicom_study_cases(folder)
+        if cases:
             labelled = [case for case in cases if case.label is not None]
             return cls([case.label for case in labelled], [case.case_id for case in labelled])
         return cls(files)
@@ -228,6 +233,18 @@ def structure_folder_cases(root: Path) -> list[CaseFiles]:
         label = structures[0] if len(structures) == 1 and problem is None else None
         cases.append(CaseFiles(folder.name, images[0], label, problem=problem))
     return cases if labelled else []
+
+
+def labelled_case_folders(root: Path) -> list[CaseFiles]:
+    """The labelled cases of a dataset under `root` that keeps each case's label map beside its image: one
+    folder per case holding its image and a folder of its structure files (`structure_folder_cases`,
+    TotalSegmentator's), or volumes paired within their folders by name (`file_role`: KiTS's case folders,
+    LiTS's `volume-N` beside `segmentation-N`, BraTS's sequences beside their `_seg`). Empty where `root`
+    is laid out otherwise."""
+    if cases := structure_folder_cases(root):
+        return cases
+    volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
+    return [case for case in _cases_by_role(volumes) if case.label is not None]
 
 
 def _subfolder(root: Path, names: tuple[str, ...]) -> Path | None:

@@ -214,18 +214,19 @@ def collect_items(
     `labels_dir` may be `source` itself where that is a DICOM download of one folder per patient
     (`sources.dicom_study_cases`): each patient folder is an input, prompted from the label object inside it
     (`dicom_labels`, "seg" or "rtstruct", choosing where a folder holds both) and read on the series that
-    object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`). Or a dataset of one folder per case
-    holding its image and a folder of its structure files (`sources.structure_folder_cases`,
-    TotalSegmentator's): each case's image is an input prompted from its structures, its mask `<case>.nii.gz`
-    (a folder `<case>` with `structure_files`)."""
+    object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`). Or a dataset that keeps each case's label map beside its
+    image (`sources.labelled_case_folders`: TotalSegmentator's structure folders, KiTS's case folders, LiTS's
+    `volume-N` beside `segmentation-N`, BraTS's sequences beside their `_seg`, whose first sequence is read):
+    each labelled case's image is an input prompted from its label map, its mask `<case>.nii.gz` (a folder
+    `<case>` with `structure_files`)."""
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import (
         PAIRING_RULE,
         LabelIndex,
         dicom_study_cases,
+        labelled_case_folders,
         listed_names,
-        structure_folder_cases,
     )
     from msa_hf.data.volumes import is_dicom_stack_source, nifti_stem
 
@@ -249,7 +250,7 @@ def collect_items(
     # holding its image and its structure files (TotalSegmentator's)
     studies = dicom_study_cases(Path(source), dicom_labels) if same_folder else []
     if same_folder and not studies and dicom_labels is None:
-        studies = structure_folder_cases(Path(source))
+        studies = labelled_case_folders(Path(source))
     if dicom_labels is not None and not studies:
         raise ValueError(
             f"--dicom-labels {dicom_labels}: for --prompts-from-labels on a DICOM download of patient folders "
@@ -260,8 +261,8 @@ def collect_items(
             f"--prompts-from-labels {labels_dir}: that is the folder of the inputs; every file in it would be "
             "segmented, label maps included. Keep the label maps in a folder of their own (or give a DICOM "
             "download of one folder per patient, each holding its series and the DICOM-SEG or RT structure set "
-            "drawn on one, or a dataset of one folder per case holding its image and a folder of its structure "
-            "files)."
+            "drawn on one, or a dataset that keeps each case's label map beside its image: TotalSegmentator's "
+            "structure folders, KiTS's case folders, LiTS's volume-N beside segmentation-N)."
         )
     problems = [case.problem for case in studies if case.problem]
     if problems:
