@@ -174,3 +174,53 @@ def test_a_dataset_keeping_labels_beside_images_is_re_segmented_and_scored_in_pl
     assert " ".join(score) in printed
     assert main(score) == 0
     assert "| class_1 | 2 | 1.000" in capsys.readouterr().out
+
+
+def test_acdc_scans_of_one_patient_stay_in_one_split(tmp_path):
+    """ACDC: a patient folder holds two labelled frames (`patient001_frame01` + `_gt`, `_frame12` + `_gt`) and
+    an unlabelled 4-D cine: each frame is a case of its own, written equal to its files, and both frames of a
+    patient land in one split, which the report says; `--case-id-pattern` groups volumes as it says."""
+    source = tmp_path / "ACDC" / "training"
+    files = {}
+    for number in range(1, 7):
+        patient = f"patient{number:03d}"
+        for frame in (1, 12):
+            case_id = f"{patient}_frame{frame:02d}"
+            files[case_id] = (
+                _volume(source / patient / f"{case_id}.nii.gz", number * 100 + frame),
+                _volume(source / patient / f"{case_id}_gt.nii.gz", number + frame, label=True),
+            )
+        _volume(source / patient / f"{patient}_4d.nii.gz", number)
+    report = prepare_dataset(source, tmp_path / "out", split=(0.5, 0.25, 0.25), keep_empty_slices=True)
+    assert any("12 cases are scans of 6 patients" in warning for warning in report.warnings)
+    assert _slices_equal(tmp_path / "out", files) == set(files)
+    split_of = {}
+    for split, rows in load_prepared(tmp_path / "out").items():
+        for row in rows:
+            split_of.setdefault(row["case_id"][: len("patient001")], set()).add(split)
+    assert len(split_of) == 6 and all(len(splits) == 1 for splits in split_of.values())
+    assert len({next(iter(s)) for s in split_of.values()}) == 3  # the split still spreads the patients
+    # the pattern decides instead: each frame its own group, so some patient's frames part ways
+    report = prepare_dataset(
+        source, tmp_path / "by-frame", split=(0.5, 0.5, 0), case_id_pattern=r"^(patient\d+_frame\d+)",
+        keep_empty_slices=True,
+    )  # fmt: skip
+    assert not any("scans of" in warning for warning in report.warnings)
+    assert sum(report.cases.values()) == 12
+    parted = {}
+    for split, rows in load_prepared(tmp_path / "by-frame").items():
+        for row in rows:
+            parted.setdefault(row["case_id"][: len("patient001")], set()).add(split)
+    assert any(len(splits) == 2 for splits in parted.values())
+
+
+def test_cases_numbered_in_a_folder_named_for_them_stay_apart(tmp_path):
+    """`liver/liver_0.nii.gz` ... with their `_seg`: numbered cases of a folder named for them all are not one
+    patient's scans; each is a case of its own, split alone."""
+    source = tmp_path / "data"
+    for number in range(8):
+        _volume(source / "liver" / f"liver_{number}.nii.gz", number)
+        _volume(source / "liver" / f"liver_{number}_seg.nii.gz", number, label=True)
+    report = prepare_dataset(source, tmp_path / "out", split=(0.5, 0.25, 0.25))
+    assert not any("scans of" in warning for warning in report.warnings)
+    assert report.cases == {"train": 4, "validation": 2, "test": 2}

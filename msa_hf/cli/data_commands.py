@@ -73,7 +73,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--keep-empty-slices", action="store_true", help="keep slices outside the labelled range"
     )
     prepare.add_argument(
-        "--case-id-pattern", default=None, help="regex; its first group is a 2-D file's case id"
+        "--case-id-pattern",
+        default=None,
+        help="regex; its first group is a 2-D file's case id, or the patient of a volume's file name, whose "
+        "volumes are kept in one split (default for volumes: those in a folder named as their case ids begin, "
+        "ACDC's patient001/patient001_frame01.nii.gz)",
     )
     prepare.add_argument("--label-table", default=None, help="label table (default: one found in the source)")
     prepare.add_argument(

@@ -108,7 +108,8 @@ class PrepareOptions:
             from the first to the last labelled one are kept; empty ones inside stay, so a window of D
             consecutive slices is truly consecutive).
         case_id_pattern: regex whose first group is the case id of a 2-D file name (e.g. `(patient\\d+)_`),
-            so several images of one patient land in one split.
+            so several images of one patient land in one split; for volumes, the patient of a volume's file
+            name, whose volumes (each still a case of its own) land in one split.
         label_table: path of the label table; by default one found in the source folder.
         structures: the structures to read by name, valued 1, 2, ... in this order: a label table written
             inline, for labels that carry names (DICOM-SEG segments, RT structure set ROIs, structure files);
@@ -273,9 +274,39 @@ def _guess_modality(volume: Volume, options: PrepareOptions) -> str:
 def _volume_cases(
     cases: list[CaseFiles], options: PrepareOptions, report: PrepareReport
 ) -> dict[str, list[CaseFiles]]:
-    """The volume cases by id (`find_volume_pairs` gives one case per id). An nnU-Net case with one image file
-    per channel reads `options.channel` (default the first), which the report says."""
-    groups = {case.case_id: [case] for case in cases}
+    """The volume cases grouped by patient, each group kept in one split: by `options.case_id_pattern`'s first
+    group in the image's file name where given; else cases inside one folder named as their ids begin, followed by
+    a scan's name (`_scan_of_folder_patient`), are that folder's patient (ACDC's
+    `patient001/patient001_frame01.nii.gz` and `_frame12`: two scans of one heart, never one in training and
+    the other in the test split), which the report says; else each case alone. An nnU-Net case with one image file per channel reads `options.channel` (default the first), which
+    the report says."""
+    regex = re.compile(options.case_id_pattern) if options.case_id_pattern else None
+    groups: dict[str, list[CaseFiles]] = defaultdict(list)
+    for case in cases:
+        folder = case.image.parent.name if case.image.is_file() else ""
+        match = regex.search(case.image.name) if regex is not None else None
+        if regex is not None and case.label is not None:  # an unlabelled volume is skipped whatever its group
+            if match is None:
+                raise ValueError(
+                    f"case_id_pattern {options.case_id_pattern!r} does not match {case.image.name}; fix the "
+                    "pattern so its first group names the patient of every volume."
+                )
+            groups[match.group(1)].append(case)
+        elif _scan_of_folder_patient(case.case_id, folder):
+            groups[folder].append(case)
+        else:
+            groups[case.case_id].append(case)
+    labelled = {
+        group: [case for case in members if case.label is not None] for group, members in groups.items()
+    }
+    together = {group: members for group, members in labelled.items() if len(members) > 1}
+    if together and regex is None:
+        example, members = next(iter(together.items()))
+        report.warnings.append(
+            f"{sum(len(m) for m in together.values())} cases are scans of {len(together)} patients, each kept in "
+            f"one split: the cases in a folder named as their ids begin (e.g. {example}: "
+            f"{', '.join(case.case_id for case in members[:3])}); --case-id-pattern groups them otherwise."
+        )
     several = [case for case in cases if len(case.channels) > 1]
     if several:
         channels = _channel_listing(several[0])
@@ -285,6 +316,15 @@ def _volume_cases(
             f"{'' if options.channel is not None else ' (--channel k reads another)'}."
         )
     return groups
+
+
+def _scan_of_folder_patient(case_id: str, folder: str) -> bool:
+    """Whether a volume `case_id` in `folder` names one scan of the patient the folder is named for: the id is
+    the folder's name, a separator, and a scan's name with a letter in it (`patient001_frame01`, `P7-baseline`),
+    not a bare number (`liver/liver_12` numbers cases in a folder named for them all)."""
+    prefix = case_id[: len(folder) + 1]
+    rest = case_id[len(folder) + 1 :]
+    return bool(folder) and prefix in (f"{folder}_", f"{folder}-") and any(c.isalpha() for c in rest)
 
 
 def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
@@ -582,28 +622,32 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
     seen_classes: Counter[int] = Counter()  # slices holding each region
     writers = {split: SliceParquetWriter(split_file(output, split)) for split in SPLITS}
     try:
-        for case_id in tqdm(sorted(groups), desc=f"prepare {source.name}", unit="case"):
-            files = groups[case_id]
-            try:
-                if kind == "volumes":
-                    if files[0].label is None:
-                        raise VolumeReadError(
-                            files[0].problem
-                            or f"{files[0].image}: no label map found for case {case_id}. {PAIRING_RULE}"
-                        )
-                    rows = _volume_rows(files[0], options, report, seg_values)
-                else:
-                    rows = _image_rows(case_id, files, options, report, known_values or None)
-            except CASE_ERRORS as error:
-                report.skipped_cases.append({"case_id": case_id, "reason": str(error)})
-                logger.warning("skipping case %s: %s", case_id, error)
-                continue
-            for row in rows:
-                seen_values.update(row["labels_present"])
-                for class_id, values in region_sets.items():  # a region counts once per slice
-                    seen_classes[class_id] += bool(values & set(row["labels_present"]))
-            writers[split_of[case_id]].write_case(rows)
-            report.cases[split_of[case_id]] = report.cases.get(split_of[case_id], 0) + (1 if rows else 0)
+        for group in tqdm(sorted(groups), desc=f"prepare {source.name}", unit="case"):
+            # a 2-D case is its group's pictures; a volume is a case of its own, its patient's group kept in
+            # the group's split
+            members = groups[group] if kind == "volumes" else [None]
+            for volume_case in members:
+                case_id = volume_case.case_id if volume_case is not None else group
+                try:
+                    if volume_case is not None:
+                        if volume_case.label is None:
+                            raise VolumeReadError(
+                                volume_case.problem
+                                or f"{volume_case.image}: no label map found for case {case_id}. {PAIRING_RULE}"
+                            )
+                        rows = _volume_rows(volume_case, options, report, seg_values)
+                    else:
+                        rows = _image_rows(case_id, groups[group], options, report, known_values or None)
+                except CASE_ERRORS as error:
+                    report.skipped_cases.append({"case_id": case_id, "reason": str(error)})
+                    logger.warning("skipping case %s: %s", case_id, error)
+                    continue
+                for row in rows:
+                    seen_values.update(row["labels_present"])
+                    for class_id, values in region_sets.items():  # a region counts once per slice
+                        seen_classes[class_id] += bool(values & set(row["labels_present"]))
+                writers[split_of[group]].write_case(rows)
+                report.cases[split_of[group]] = report.cases.get(split_of[group], 0) + (1 if rows else 0)
     finally:
         for writer in writers.values():
             writer.close()
