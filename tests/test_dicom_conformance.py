@@ -82,3 +82,42 @@ def test_the_validator_reports_a_missing_required_attribute(sources, tmp_path):
     del broken.FrameOfReferenceUID
     broken.save_as(tmp_path / "broken.dcm")
     assert any("FrameOfReferenceUID" in line for line in _validator_errors(tmp_path / "broken.dcm"))
+
+
+PLASTIMATCH = shutil.which("plastimatch")
+
+
+@pytest.mark.skipif(PLASTIMATCH is None, reason="plastimatch (Debian's plastimatch) is not installed")
+@pytest.mark.parametrize("orientation", ["axial", "rotated in plane"])
+@pytest.mark.parametrize("nested", ["or", "xor"])
+def test_an_independent_rasterizer_reads_rt_structure_sets_back_to_their_masks(tmp_path, orientation, nested):
+    """plastimatch, the radiotherapy toolkit's converter, rasterizes an RT structure set of random masks
+    (holes, islands in holes, pixels touching at a corner) back onto the series' grid voxel for voxel, whether
+    it unites a slice's contours (its default) or takes nested ones as holes (`--xor-contours`)."""
+    import nibabel as nib
+
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    cosine, sine = np.cos(np.deg2rad(20)), np.sin(np.deg2rad(20))
+    planes = {"axial": (1, 0, 0, 0, 1, 0), "rotated in plane": (cosine, sine, 0, -sine, cosine, 0)}
+    write_dicom_series(tmp_path / "ct", np.zeros((6, 30, 34), np.float32), orientation=planes[orientation])
+    volume = load_volume(tmp_path / "ct")
+    draw = np.random.default_rng(3).random(volume.array.shape)
+    labels = np.zeros(volume.array.shape, np.uint8)
+    labels[draw > 0.3] = 1  # dense speckle: holes and corner contacts on every slice
+    labels[4:24, 4:24, 2] = 1  # and a square ring with an island in its hole
+    labels[8:20, 8:20, 2] = 0
+    labels[12:15, 12:15, 2] = 1
+    labels[draw < 0.05] = 2
+    write_rtstruct(
+        tmp_path / "ct", labels, volume.affine, tmp_path / "rs.dcm", names={1: "speckle", 2: "sparse"}
+    )
+    command = [PLASTIMATCH, "convert", "--input", str(tmp_path / "rs.dcm"), "--referenced-ct", str(tmp_path / "ct"),
+               "--output-prefix", str(tmp_path / "read"), "--prefix-format", "nii.gz"]  # fmt: skip
+    subprocess.run(command + (["--xor-contours"] if nested == "xor" else []), capture_output=True, check=True)
+    for value, name in ((1, "speckle"), (2, "sparse")):
+        read = nib.as_closest_canonical(nib.load(tmp_path / "read" / f"{name}.nii.gz"))
+        assert np.allclose(read.affine, volume.affine, atol=1e-3)
+        assert np.array_equal(np.asarray(read.dataobj) > 0, labels == value), name

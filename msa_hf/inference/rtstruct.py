@@ -4,9 +4,10 @@
 Planning systems (and most contouring tools) read structures as DICOM RT Structure Sets (RTSTRUCT): closed
 planar polygons per slice in patient coordinates, each referencing the image it was drawn on. Each label
 value present becomes one ROI, named from the given names (or "structure <value>"); its mask on each slice of
-the series is traced along the pixels' edges (`processing.contours.mask_contours`), so a reader that fills
-contours by the even-odd rule at pixel centres (holes are contours of their own, as planning systems take
-nested contours) gets the mask back exactly (`data.rtstruct_labels` reads it so). Needs pydicom alone.
+the series is traced along the pixels' edges (`processing.contours.mask_contours`), each hole joined to the
+boundary around it by a cut of zero width (`keyhole_contours`: the keyhole technique), so a reader gets the
+mask back exactly at pixel centres whether it takes nested contours as holes (even-odd, as planning systems
+do; `data.rtstruct_labels` reads it so) or fills each polygon on its own and unites them. Needs pydicom alone.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def write_rtstruct(
 
     Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
     "structure <value>" (`dicom_structure_names`), generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
-    contour per boundary on each slice that shows it. The file is written whole or not at all. Returns
+    contour per outer boundary on each slice that shows it, its holes joined to it (`keyhole_contours`). The file is written whole or not at all. Returns
     `{label value: ROI number}`.
 
     Raises:
@@ -63,7 +64,7 @@ def write_rtstruct(
     from msa_hf import __version__
     from msa_hf.data.dicom_planes import stack_planes, structures_on_grid
     from msa_hf.inference.dicom_outputs import dicom_structure_names, dicom_text, series_description
-    from msa_hf.processing.contours import mask_contours
+    from msa_hf.processing.contours import keyhole_contours, mask_contours
 
     source, output = Path(source), Path(output)
     stack = stack_planes(source, series)
@@ -143,7 +144,7 @@ def write_rtstruct(
         for plane, mask in zip(stack.planes, structures.mask(value), strict=True):  # (H, W) each
             if not mask.any():
                 continue
-            for vertices in mask_contours(mask):
+            for vertices in keyhole_contours(mask_contours(mask)):
                 contour = Dataset()
                 contour.ContourImageSequence = Sequence([_image_reference(plane)])
                 contour.ContourGeometricType = "CLOSED_PLANAR"

@@ -4,7 +4,8 @@
 A radiotherapy planning system stores a structure as closed polygons per slice, not as a pixel mask.
 `mask_contours` traces a binary mask's boundary along the pixels' edges, so each polygon encloses exactly
 the mask's pixels: a pixel lies inside the contours (by the even-odd rule, holes being contours of their own)
-exactly when its centre does, and `fill_contours` gives the mask back unchanged. Coordinates are `(column,
+exactly when its centre does, and `fill_contours` gives the mask back unchanged; `keyhole_contours` joins each hole to the boundary around it,
+for readers that fill each polygon on its own. Coordinates are `(column,
 row)` in pixel units, a pixel's centre at its integer index and its corners at the half-integers between.
 """
 
@@ -120,3 +121,60 @@ def fill_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
                 inside ^= (centres >= start) & (centres < stop)  # a centre on an edge: its left one
             filled[row] ^= inside
     return filled
+
+
+def keyhole_contours(contours: list[np.ndarray]) -> list[np.ndarray]:
+    """`mask_contours`' contours with each hole joined to the boundary around it by a cut of zero width (the
+    keyhole technique): one polygon per outer boundary, holes inside it, islands in holes polygons of their own.
+
+    Readers of RT structure sets fill nested contours in two ways: as holes (even-odd, as planning systems take
+    them) or each polygon on its own, the results united (as some converters do). Separate hole contours fill
+    back only the first way; keyholed ones fill back to the mask both ways, since the cut, run down and back
+    along a pixel edge, holds no pixel centre and changes no pixel's parity. Each hole (anticlockwise) is cut
+    from its top-left vertex straight up to the nearest boundary above it, which is its outer boundary or a hole
+    of that boundary already joined to it (holes are taken from the top down). Vertices are `(column, row)` in
+    pixel units as `mask_contours` gives them; a keyholed polygon passes through the ends of its cuts twice."""
+    polygons = [np.asarray(contour, dtype=np.float64) for contour in contours]
+    holes = [index for index, polygon in enumerate(polygons) if _signed_area(polygon) < 0]
+    outer = [polygon for index, polygon in enumerate(polygons) if index not in set(holes)]
+    for index in sorted(holes, key=lambda k: (polygons[k][:, 1].min(), polygons[k][:, 0].min())):
+        hole = polygons[index]
+        top = np.flatnonzero(hole[:, 1] == hole[:, 1].min())
+        start = int(top[np.argmin(hole[top, 0])])  # its top-left vertex
+        x, y = hole[start]
+        best: tuple[float, int, int] | None = None  # (row of the hit, polygon, edge)
+        for which, polygon in enumerate(outer):
+            ends = np.roll(polygon, -1, axis=0)
+            across = (
+                (polygon[:, 1] == ends[:, 1])
+                & (polygon[:, 1] < y)
+                & (np.minimum(polygon[:, 0], ends[:, 0]) <= x)
+                & (np.maximum(polygon[:, 0], ends[:, 0]) >= x)
+            )
+            for edge in np.flatnonzero(across):
+                if best is None or polygon[edge, 1] > best[0]:
+                    best = (float(polygon[edge, 1]), which, int(edge))
+        if best is None:  # no boundary above: not inside any (cannot happen for mask_contours' holes)
+            outer.append(hole)
+            continue
+        row, which, edge = best
+        polygon = outer[which]
+        hit = np.array([x, row])
+        before = polygon[: edge + 1]
+        after = polygon[edge + 1 :]
+        entry = [] if np.array_equal(before[-1], hit) else [hit]
+        around = np.concatenate([hole[start:], hole[:start], hole[start : start + 1]])
+        outer[which] = np.concatenate(
+            [before, *([np.array(entry)] if entry else []), around, hit[None], after]
+        )
+        if len(after) and np.array_equal(after[0], hit):  # the cut ends on a vertex: not twice in a row
+            outer[which] = np.concatenate([before, *([np.array(entry)] if entry else []), around, after])
+    return outer
+
+
+def _signed_area(polygon: np.ndarray) -> float:
+    """Twice the signed area of a polygon `(N, 2)` `(column, row)` by the shoelace formula: positive for one
+    running clockwise as an image is shown (rows down: an outer boundary of `mask_contours`), negative
+    anticlockwise (a hole)."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
