@@ -1,13 +1,15 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""The DICOM files `predict` writes conform to the standard as its reference validator reads it.
+"""The DICOM files `predict` writes, checked by tools of others: they conform to the standard as its
+reference validator reads it, and an independent radiotherapy converter reads the RT structure sets back.
 
 Viewers, PACS and radiotherapy planning systems import DICOM-SEG and RT structure sets only as far as the
 files carry what their information object definitions require. `dciodvfy` (David Clunie's dicom3tools, the
 validator the DICOM community checks files with; Debian's `dicom3tools` package) checks every module the
-standard lists for a file's SOP class. These tests run it on each kind of file `predict` writes, from a
+standard lists for a file's SOP class; these tests run it on each kind of file `predict` writes, from a
 series of classic images and from an enhanced multi-frame file, with structures that overlap, and fail on any
-error it reports. They are skipped where `dciodvfy` is not installed (`apt-get install dicom3tools`); the
-attributes they found missing once are also asserted directly in test_rtstruct.
+error it reports. `plastimatch` (Debian's `plastimatch`) rasterizes our RT structure sets onto the series,
+and writes structure sets of its own that our reader reads. Each test is skipped where its tool is not
+installed; what they found once is also asserted directly in test_rtstruct and test_structure_names.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from msa_hf.testing import BoxFillSam, overlapping_prompts
 
 pytest.importorskip("highdicom")
 DCIODVFY = shutil.which("dciodvfy")
-pytestmark = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian's dicom3tools) is not installed")
+needs_dciodvfy = pytest.mark.skipif(
+    DCIODVFY is None, reason="dciodvfy (Debian's dicom3tools) is not installed"
+)
 
 LIVER, TUMOUR = overlapping_prompts()  # a liver, and a tumour inside it and out past its edge
 
@@ -53,6 +57,7 @@ def sources(tmp_path_factory):
     return {"series": folder / "series", "enhanced": enhanced, "latin": folder / "latin"}
 
 
+@needs_dciodvfy
 @pytest.mark.parametrize("source_kind", ["series", "enhanced", "latin"])
 @pytest.mark.parametrize("output_kind", ["seg", "rtstruct"])
 def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, source_kind, output_kind):
@@ -72,6 +77,7 @@ def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, s
     assert _validator_errors(output) == []
 
 
+@needs_dciodvfy
 def test_the_validator_reports_a_missing_required_attribute(sources, tmp_path):
     """The check can fail: an RT structure set without its Frame of Reference UID is an error to it."""
     import pydicom
@@ -121,3 +127,32 @@ def test_an_independent_rasterizer_reads_rt_structure_sets_back_to_their_masks(t
         read = nib.as_closest_canonical(nib.load(tmp_path / "read" / f"{name}.nii.gz"))
         assert np.allclose(read.affine, volume.affine, atol=1e-3)
         assert np.array_equal(np.asarray(read.dataobj) > 0, labels == value), name
+
+
+@pytest.mark.skipif(PLASTIMATCH is None, reason="plastimatch (Debian's plastimatch) is not installed")
+def test_rt_structure_sets_another_tool_writes_are_read_to_their_masks(tmp_path):
+    """An RT structure set plastimatch writes from a label map (its contours its own, not on our pixel
+    edges) is read by `load_rtstruct_labels` onto the series as that label map, voxel for voxel."""
+    import nibabel as nib
+    import pydicom
+
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(tmp_path / "ct", np.zeros((6, 40, 44), np.float32))
+    volume = load_volume(tmp_path / "ct")
+    labels = np.zeros(volume.array.shape, np.uint8)
+    rows, columns = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    labels[..., 1:5][((rows - 20) ** 2 / 100 + (columns - 18) ** 2 / 60) < 1] = 1  # an ellipse on four slices
+    labels[5:9, 30:36, 2] = 1  # and a rectangle beside it on one
+    nib.save(nib.Nifti1Image(labels, volume.affine), tmp_path / "labels.nii.gz")
+    command = [PLASTIMATCH, "convert", "--input-ss-img", str(tmp_path / "labels.nii.gz"), "--referenced-ct",
+               str(tmp_path / "ct"), "--output-dicom", str(tmp_path / "written")]  # fmt: skip
+    subprocess.run(command, capture_output=True, check=True)
+    (structure_set,) = [
+        path for path in (tmp_path / "written").rglob("*")
+        if path.is_file() and pydicom.dcmread(path, stop_before_pixels=True).Modality == "RTSTRUCT"
+    ]  # fmt: skip
+    read = load_rtstruct_labels(structure_set, tmp_path / "ct")
+    assert np.allclose(read.affine, volume.affine) and np.array_equal(read.array > 0, labels > 0)
