@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # the fast tests (`make test-fast`), which the lowest-bounds and other-stack runs run too
 FAST_TESTS := -m pytest -m "not slow and not ddp and not browser"
 
-.PHONY: setup test test-fast test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
+.PHONY: setup test test-fast dicom-tools test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # The edit loop: everything except the slow, multi-process and browser tests (about a minute and a half).
 test-fast: $(STAMP)
 	$(VENV)/bin/python $(FAST_TESTS)
+
+# Tools of others that check our DICOM outputs (the standard's validator, a radiotherapy converter): the
+# tests that use them are skipped without them. Debian and Ubuntu packages; needs root.
+dicom-tools:
+	apt-get install -y dicom3tools plastimatch
 
 # The lowest versions pyproject.toml allows (.ci/lowest-bounds.txt), installed over the pinned environment
 # into .lowest/ and put first on the path, then the fast tests.
