@@ -156,3 +156,37 @@ def test_rt_structure_sets_another_tool_writes_are_read_to_their_masks(tmp_path)
     ]  # fmt: skip
     read = load_rtstruct_labels(structure_set, tmp_path / "ct")
     assert np.allclose(read.affine, volume.affine) and np.array_equal(read.array > 0, labels > 0)
+
+
+@pytest.mark.parametrize("orientation", ["axial", "sagittal", "coronal", "rotated in plane"])
+def test_itk_lays_a_series_mask_where_it_lays_the_series(tmp_path, orientation):
+    """The NIfTI mask `predict` writes for a DICOM series, read by ITK (what 3D Slicer and ITK-SNAP read NIfTI
+    and DICOM with) and resampled onto ITK's own reading of the series, is the mask on the series' images
+    voxel for voxel, as msa_hf maps it there (`labels_on_series_grid`): a viewer overlays it where it
+    belongs, for series acquired in any plane."""
+    sitk = pytest.importorskip("SimpleITK")
+
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.dicom_seg import labels_on_series_grid
+    from msa_hf.inference.predictor import Prompt
+    from msa_hf.testing import write_dicom_series
+
+    cosine, sine = np.cos(np.deg2rad(20)), np.sin(np.deg2rad(20))
+    planes = {
+        "axial": (1, 0, 0, 0, 1, 0), "sagittal": (0, 1, 0, 0, 0, -1), "coronal": (1, 0, 0, 0, 0, -1),
+        "rotated in plane": (cosine, sine, 0, -sine, cosine, 0),
+    }  # fmt: skip
+    volume = np.zeros((8, 30, 34), np.float32)
+    volume[2:6, 5:20, 8:25] = 100.0
+    write_dicom_series(tmp_path / "ct", volume, orientation=planes[orientation])
+    prompts = [Prompt(box=[8, 5, 24, 19], slice=3), Prompt(box=[2, 3, 9, 7], slice=4)]
+    predict_file(BoxFillSam(32), tmp_path / "ct", tmp_path / "mask.nii.gz", prompts)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "ct")))
+    series = reader.Execute()
+    mask = sitk.ReadImage(str(tmp_path / "mask.nii.gz"))
+    on_series = sitk.Resample(mask, series, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    ours = load_volume(tmp_path / "mask.nii.gz", is_label=True)
+    expected = labels_on_series_grid(tmp_path / "ct", ours.array, ours.affine)  # (instances, rows, columns)
+    assert np.isin([1, 2], expected).all()
+    assert np.array_equal(sitk.GetArrayFromImage(on_series), expected)
