@@ -1541,6 +1541,39 @@ def _(f):
     return ["evaluate", "tiny", "--dataset", str(prepared(f)), "--stride", "0"]
 
 
+# ------------------------------------------------------------------------------------------------ send
+def _closed_port() -> int:
+    """A localhost port nothing listens on (bound, then let go)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@case("send", "a PNG given as a DICOM file", mentions=("x.png", "not a DICOM file"))
+def _(f):
+    return ["send", str(picture(f)), "--to", "PACS@127.0.0.1:104"]
+
+
+@case("send", "a file that does not exist", mentions=("nowhere.dcm", "no such file"))
+def _(f):
+    return ["send", str(f / "in" / "nowhere.dcm"), "--to", "PACS@127.0.0.1:104"]
+
+
+@case("send", "a node given without its port", mentions=("AE_TITLE@HOST:PORT",))
+def _(f):
+    return ["send", str(picture(f)), "--to", "PACS@localhost"]
+
+
+@case("send", "a node where nothing listens", mentions=("PACS@127.0.0.1", "nothing answers there", "kept"))
+def _(f):
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(f / "in" / "series", np.zeros((2, 8, 8), np.int16))
+    return ["send", str(f / "in" / "series"), "--to", f"PACS@127.0.0.1:{_closed_port()}"]
+
+
 # ------------------------------------------------------------------------------------------------ convert
 def _checkpoint(f: Path, data: bytes) -> str:
     path = f / "in" / "sam.pth"

@@ -231,7 +231,76 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     _add_resample_slices_argument(predict, "a volume", "onto the input's slices")
     _add_placement_arguments(predict)
+    _add_sending_arguments(
+        predict, "--send-to", "also send each DICOM-SEG or RT structure set written to ",
+        ". The files are written first and kept; where the node cannot take them, `msa-hf send` sends them "
+        "again",
+    )  # fmt: skip
     predict.set_defaults(run=_predict)
+
+    send = commands.add_parser(
+        "send",
+        help="Send DICOM files (msa-hf predict's DICOM-SEG or RT structure sets, or any) to a DICOM node: a "
+             "PACS, a viewer, a planning system's import node.",
+    )  # fmt: skip
+    send.add_argument(
+        "paths", nargs="+", metavar="PATH", help="DICOM files, or folders of them (not their sub-folders)"
+    )
+    _add_sending_arguments(send, "--to", "send them to ", "", required=True)
+    send.set_defaults(run=_send)
+
+
+def _add_sending_arguments(
+    parser: argparse.ArgumentParser, flag: str, lead: str, tail: str, required: bool = False
+) -> None:
+    """`flag` AE_TITLE@HOST:PORT (the DICOM node to send to; its help between `lead` and `tail`) and
+    `--calling-ae`."""
+    from msa_hf.inference.dicom_send import DEFAULT_CALLING_AE
+
+    parser.add_argument(
+        flag, metavar="AE_TITLE@HOST:PORT", default=None, required=required, dest="send_to",
+        help=f"{lead}the DICOM node (a PACS, a viewer, a planning system's import node) with this AE title, host "
+             f"and port, as it is configured (C-STORE; needs the dicom extra){tail}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--calling-ae", metavar="AE_TITLE", default=DEFAULT_CALLING_AE,
+        help=f"the AE title to call from, which a node that admits callers by title must know (default: "
+             f"{DEFAULT_CALLING_AE})",
+    )  # fmt: skip
+
+
+def _sending_node(args: argparse.Namespace):
+    """The node `--send-to`/`--to` names (None without one), checked before anything runs."""
+    from msa_hf.inference.dicom_send import check_ae_title, import_pynetdicom, parse_dicom_node
+
+    if args.send_to is None:
+        return None
+    node = parse_dicom_node(args.send_to, "--to" if args.command == "send" else "--send-to")
+    check_ae_title(args.calling_ae, "--calling-ae")
+    import_pynetdicom()
+    return node
+
+
+def _send_written(paths: list[Path], node: Any, args: argparse.Namespace) -> None:
+    """Send the DICOM objects `paths` just written to `node`, saying so; a failure says how to send again."""
+    from msa_hf.inference.dicom_send import DicomSendError, send_dicom_files
+
+    try:
+        sent = send_dicom_files(paths, node, args.calling_ae)
+    except DicomSendError as error:
+        again = " ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        raise DicomSendError(f"{error} Send them again with: msa-hf send {again} --to {node}") from None
+    print(f"sent: {sent} DICOM object{'s' if sent != 1 else ''} to {node}")
+
+
+def _send(args: argparse.Namespace) -> int:
+    from msa_hf.inference.dicom_send import dicom_files_in, send_dicom_files
+
+    node = _sending_node(args)
+    paths = dicom_files_in(args.paths)
+    sent = send_dicom_files(paths, node, args.calling_ae)
+    print(f"sent: {sent} DICOM object{'s' if sent != 1 else ''} to {node}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -387,7 +456,13 @@ def _predict(args: argparse.Namespace) -> int:
     from msa_hf.data.structure_files import check_structure_folder_output
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.loading import load_for_inference
-    from msa_hf.inference.predictor import Prompt, check_prediction_request, predict_file, read_prompts
+    from msa_hf.inference.predictor import (
+        Prompt,
+        check_prediction_request,
+        is_dicom_output,
+        predict_file,
+        read_prompts,
+    )
     from msa_hf.inference.prompt_frames import voxel_frame
     from msa_hf.output_files import check_new_outputs
 
@@ -448,6 +523,12 @@ def _predict(args: argparse.Namespace) -> int:
     check_new_outputs(
         [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
     )
+    node = _sending_node(args)
+    if node is not None and not is_dicom_output(args.output):
+        raise ValueError(
+            f"--send-to {node}: a DICOM node takes DICOM objects; {args.output} is not one. Name the output .dcm "
+            "(a DICOM-SEG, or --dicom-output rtstruct) for a DICOM series, or leave --send-to out."
+        )
     model, processor = load_for_inference(args.model)
     _say_precision_tip(args, model)
     summary = predict_file(
@@ -480,7 +561,6 @@ def _predict(args: argparse.Namespace) -> int:
         if "scores" in mask:
             print(f"  three masks, predicted IoU {', '.join(f'{v:.3f}' for v in mask['scores'])}")
     from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES
-    from msa_hf.inference.predictor import is_dicom_output
 
     as_dicom = f" ({DICOM_OUTPUT_NAMES[args.dicom_output or 'seg']})" if is_dicom_output(args.output) else ""
     if "structure_files" in summary:
@@ -490,6 +570,8 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"written: {summary['output']}{as_dicom}")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
+    if node is not None:
+        _send_written([Path(summary["output"])], node, args)
     return 0
 
 
@@ -520,6 +602,12 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     for item in items if args.structure_files else ():
         check_structure_folder_output(item.output)
     check_new_outputs([*written, *summaries], args.overwrite)
+    node = _sending_node(args)
+    if node is not None and not any(str(item.output).lower().endswith(".dcm") for item in items):
+        raise ValueError(
+            f"--send-to {node}: a DICOM node takes DICOM objects, and none of these inputs' masks is one; give "
+            "--dicom-output seg or rtstruct for DICOM series, or leave --send-to out."
+        )
     model, processor = load_for_inference(args.model)
     _say_precision_tip(args, model)
     slice_spacing = processor.slice_spacing if args.resample_slices else None
@@ -546,6 +634,13 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
             "to score the masks against the label maps: "
             f"msa-hf score {args.output} {args.prompts_from_labels}{extra}"
         )
+    dicom = [
+        Path(row["output"])
+        for row in rows
+        if row["status"] == "ok" and row["output"].lower().endswith(".dcm")
+    ]
+    if node is not None and dicom:  # the inputs that failed have nothing to send; they are in the summary
+        _send_written(dicom, node, args)
     return 1 if any(row["status"] != "ok" for row in rows) else 0
 
 

@@ -1,0 +1,198 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Sending results to a DICOM node (`--send-to`, `msa-hf send`): a storage node run in this process (as a
+PACS or a planning system's import node runs one) receives the objects `predict` wrote, element for element;
+a node that refuses, is absent, or takes no such objects gives an error naming it, with every file kept. A
+stand-in model whose masks are the prompt boxes filled gives masks known in advance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msa_hf.testing import BoxFillSam
+
+pytest.importorskip("pynetdicom")
+pytest.importorskip("highdicom")
+
+
+class StorageNode:
+    """A DICOM storage node on localhost answering to `ae_title`, keeping what it receives; `takes` the SOP
+    classes it accepts (default: segmentations and RT structure sets)."""
+
+    def __init__(self, ae_title: str = "TPS", takes: tuple[str, ...] | None = None) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.sop_class import RTStructureSetStorage, SegmentationStorage
+
+        self.received: list = []
+        entity = AE(ae_title=ae_title)
+        entity.require_called_aet = True
+        for sop_class in takes or (RTStructureSetStorage, SegmentationStorage):
+            entity.add_supported_context(sop_class)
+        self.server = entity.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
+        self.port = self.server.server_address[1]
+
+    def _store(self, event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        self.received.append(dataset)
+        return 0x0000
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def node():
+    running = StorageNode()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def series(tmp_path):
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 3:16, 2:20] = 60.0
+    write_dicom_series(tmp_path / "series", volume)
+    return tmp_path / "series"
+
+
+def _same_object(received, path) -> bool:
+    """Whether a received dataset is the file at `path`, element for element."""
+    import pydicom
+
+    written = pydicom.dcmread(path)
+    return received.SOPInstanceUID == written.SOPInstanceUID and all(
+        received[element.tag].value == element.value for element in written if element.tag != 0x7FE00010
+    ) and (
+        "PixelData" not in written or received.PixelData == written.PixelData
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_predict_sends_what_it_wrote(series, tmp_path, node, serve_stand_in, capsys, kind):
+    """`predict ... out.dcm --send-to TPS@127.0.0.1:PORT`: the node receives the file written, whole."""
+    from msa_hf.cli import main
+
+    serve_stand_in(BoxFillSam(32))
+    box = ["--slice", "2", "--box", "2", "2", "19", "15", "--name", "liver"]
+    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), *box, "--dicom-output", kind,
+            "--send-to", f"TPS@127.0.0.1:{node.port}"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"sent: 1 DICOM object to TPS@127.0.0.1:{node.port}" in capsys.readouterr().out
+    (received,) = node.received
+    assert _same_object(received, tmp_path / "out.dcm")
+
+
+def test_many_inputs_send_each_dicom_object_over_one_association(tmp_path, node, serve_stand_in, capsys):
+    """A batch of two DICOM series with `--dicom-output rtstruct --send-to`: both structure sets arrive."""
+    from msa_hf.cli import main
+    from msa_hf.testing import write_dicom_series
+
+    for name in ("p1", "p2"):
+        write_dicom_series(tmp_path / "in" / name, np.full((6, 20, 24), 60.0, np.float32))
+    serve_stand_in(BoxFillSam(32))
+    argv = ["predict", "m", str(tmp_path / "in" / "*"), str(tmp_path / "out"), "--slice", "2", "--box", "2", "2", "19",
+            "15", "--dicom-output", "rtstruct", "--send-to", f"TPS@127.0.0.1:{node.port}"]  # fmt: skip
+    assert main(argv) == 0
+    assert "sent: 2 DICOM objects" in capsys.readouterr().out
+    assert sorted(ds.SOPInstanceUID for ds in node.received) == sorted(
+        __import__("pydicom").dcmread(path).SOPInstanceUID for path in (tmp_path / "out").glob("*.dcm")
+    )
+
+
+def test_send_sends_files_and_folders_again(series, tmp_path, node, serve_stand_in, capsys):
+    """`msa-hf send FILE FOLDER --to NODE`: what predict wrote earlier, the folder's DICOM files among others."""
+    from msa_hf.cli import main
+
+    serve_stand_in(BoxFillSam(32))
+    box = ["--slice", "2", "--box", "2", "2", "19", "15"]
+    assert main(["predict", "m", str(series), str(tmp_path / "a.dcm"), *box]) == 0
+    (tmp_path / "more").mkdir()
+    assert (
+        main(
+            [
+                "predict",
+                "m",
+                str(series),
+                str(tmp_path / "more" / "b.dcm"),
+                *box,
+                "--dicom-output",
+                "rtstruct",
+            ]
+        )
+        == 0
+    )
+    (tmp_path / "more" / "notes.txt").write_text("not DICOM")
+    capsys.readouterr()
+    assert (
+        main(["send", str(tmp_path / "a.dcm"), str(tmp_path / "more"), "--to", f"TPS@127.0.0.1:{node.port}"])
+        == 0
+    )
+    assert "sent: 2 DICOM objects" in capsys.readouterr().out
+    assert [ds.Modality for ds in node.received] == ["SEG", "RTSTRUCT"]
+    assert _same_object(node.received[1], tmp_path / "more" / "b.dcm")
+
+
+@pytest.mark.parametrize("problem", ["wrong title", "nothing there", "takes no such objects"])
+def test_a_node_that_cannot_take_them_is_named_and_the_files_kept(
+    series, tmp_path, serve_stand_in, capsys, problem
+):
+    """The error names the node and why, says the file is kept and how to send it again; the file is whole."""
+    import pydicom
+    from pynetdicom.sop_class import CTImageStorage
+
+    from msa_hf.cli import main
+
+    running = StorageNode(takes=(CTImageStorage,) if problem == "takes no such objects" else None)
+    port = running.port
+    if problem == "nothing there":
+        running.close()
+    title = "WRONG" if problem == "wrong title" else "TPS"
+    serve_stand_in(BoxFillSam(32))
+    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2", "19", "15",
+            "--send-to", f"{title}@127.0.0.1:{port}"]  # fmt: skip
+    try:
+        assert main(argv) == 2
+    finally:
+        if problem != "nothing there":
+            running.close()
+    message = capsys.readouterr().err
+    reason = {"wrong title": "refused the association", "nothing there": "nothing answers there",
+              "takes no such objects": "does not take Segmentation Storage"}[problem]  # fmt: skip
+    assert f"{title}@127.0.0.1:{port}" in message and reason in message, message
+    assert (
+        "kept" in message and f"msa-hf send {tmp_path / 'out.dcm'} --to {title}@127.0.0.1:{port}" in message
+    )
+    assert pydicom.dcmread(tmp_path / "out.dcm").Modality == "SEG" and not running.received
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "words"),
+    [
+        (["--send-to", "PACS@host"], "AE_TITLE@HOST:PORT"),
+        (["--send-to", "PACS@host:70000"], "AE_TITLE@HOST:PORT"),
+        (["--send-to", "A_TITLE_FAR_TOO_LONG@host:104"], "1 to 16 characters"),
+        (["--send-to", "PACS@host:104", "--calling-ae", "BACK\\SLASH"], "--calling-ae"),
+    ],
+)
+def test_a_badly_named_node_is_refused_before_the_model_loads(series, tmp_path, capsys, argv_tail, words):
+    from msa_hf.cli import main
+
+    argv = ["predict", "no-such-model", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2",
+            "19", "15", *argv_tail]  # fmt: skip
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "out.dcm").exists()
+
+
+def test_a_mask_that_is_not_dicom_is_not_sent(series, tmp_path, capsys):
+    from msa_hf.cli import main
+
+    argv = ["predict", "no-such-model", str(series), str(tmp_path / "out.nii.gz"), "--slice", "2", "--box", "2",
+            "2", "19", "15", "--send-to", "PACS@127.0.0.1:104"]  # fmt: skip
+    assert main(argv) == 2
+    assert "takes DICOM objects" in capsys.readouterr().err
