@@ -1542,15 +1542,6 @@ def _(f):
 
 
 # ------------------------------------------------------------------------------------------------ send
-def _closed_port() -> int:
-    """A localhost port nothing listens on (bound, then let go)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @case("send", "a PNG given as a DICOM file", mentions=("x.png", "not a DICOM file"))
 def _(f):
     return ["send", str(picture(f)), "--to", "PACS@127.0.0.1:104"]
@@ -1571,7 +1562,7 @@ def _(f):
     from msa_hf.testing import write_dicom_series
 
     write_dicom_series(f / "in" / "series", np.zeros((2, 8, 8), np.int16))
-    return ["send", str(f / "in" / "series"), "--to", f"PACS@127.0.0.1:{_closed_port()}"]
+    return ["send", str(f / "in" / "series"), "--to", "PACS@127.0.0.1:1"]  # port 1: tcpmux, never served
 
 
 # ------------------------------------------------------------------------------------------------ convert

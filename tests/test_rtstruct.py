@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from msa_hf.processing.contours import fill_contours, keyhole_contours, mask_contours
+from msa_hf.processing.contours import fill_contours, fill_nested_contours, keyhole_contours, mask_contours
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -74,6 +74,41 @@ def test_keyholed_contours_fill_back_to_the_mask_however_a_reader_fills_them():
         [1.5, 1.5], [1.5, 2.5], [2.5, 2.5], [2.5, 1.5], [1.5, 1.5],  # round the hole, back to its corner
         [1.5, 0.5], [3.5, 0.5], [3.5, 3.5], [0.5, 3.5],  # up the cut, on along the outline
     ]  # fmt: skip
+
+
+def _square(top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """A contour round the pixels of rows `top:bottom`, columns `left:right` (along their edges)."""
+    return np.array([[left, top], [right, top], [right, bottom], [left, bottom]], np.float64) - 0.5
+
+
+def test_a_structures_contours_fill_by_nesting():
+    """Nested contours are holes and an island in a hole is filled again; two strokes over each other are one
+    region (the even-odd rule alone cuts out where they cross); two copies of a contour are that contour; and
+    traced masks, keyholed or not, come back exactly."""
+    shape = (16, 16)
+    ring = fill_nested_contours([_square(1, 1, 15, 15), _square(4, 4, 12, 12), _square(6, 6, 10, 10)], shape)
+    expected = np.zeros(shape, bool)
+    expected[1:15, 1:15] = True
+    expected[4:12, 4:12] = False
+    expected[6:10, 6:10] = True
+    assert np.array_equal(ring, expected)
+    strokes = [_square(2, 2, 8, 8), _square(5, 5, 11, 11)]
+    united = np.zeros(shape, bool)
+    united[2:8, 2:8] = united[5:11, 5:11] = True
+    assert np.array_equal(fill_nested_contours(strokes, shape), united)
+    assert int(fill_contours(strokes, shape).sum()) == int(united.sum()) - 9  # even-odd: the crossing cut out
+    assert np.array_equal(
+        fill_nested_contours([strokes[0], strokes[0]], shape), fill_contours([strokes[0]], shape)
+    )
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        mask = rng.random((14, 15)) > rng.random()
+        for contours in (mask_contours(mask), keyhole_contours(mask_contours(mask))):
+            assert (
+                np.array_equal(fill_nested_contours(contours, mask.shape), mask)
+                if contours
+                else not mask.any()
+            )
 
 
 def _solved(point: np.ndarray, dataset) -> tuple[float, float, float]:
@@ -452,6 +487,35 @@ def test_contours_without_image_references_land_by_position(tmp_path):
     written.save_as(tmp_path / "between.dcm")
     with pytest.raises(VolumeReadError, match="lies on no slice"):
         load_rtstruct_labels(tmp_path / "between.dcm", tmp_path / "series")
+
+
+def test_a_structure_drawn_in_two_overlapping_strokes_is_read_as_one_region(tmp_path):
+    """A structure set whose ROI has two contours on one slice that overlap without one holding the other
+    (two strokes, as a hand draws them) is read as their union, not with the crossing cut out."""
+    from msa_hf.data import volume_from_axial_slices
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import load_volume
+    from msa_hf.inference.rtstruct import write_rtstruct
+    from msa_hf.testing import write_dicom_series
+
+    write_dicom_series(tmp_path / "series", np.zeros((4, 16, 20), np.float32))
+    series = load_volume(tmp_path / "series")
+    first, second = np.zeros((4, 16, 20), np.uint8), np.zeros((4, 16, 20), np.uint8)
+    first[2, 2:9, 3:10] = 1
+    second[2, 5:13, 7:16] = 1
+    write_rtstruct(
+        tmp_path / "series", volume_from_axial_slices(first), series.affine, tmp_path / "a.dcm", {1: "x"}
+    )
+    write_rtstruct(
+        tmp_path / "series", volume_from_axial_slices(second), series.affine, tmp_path / "b.dcm", {1: "x"}
+    )
+    combined = pydicom.dcmread(tmp_path / "a.dcm")
+    combined.ROIContourSequence[0].ContourSequence.append(
+        pydicom.dcmread(tmp_path / "b.dcm").ROIContourSequence[0].ContourSequence[0]
+    )
+    combined.save_as(tmp_path / "strokes.dcm")
+    read = load_rtstruct_labels(tmp_path / "strokes.dcm", tmp_path / "series")
+    assert np.array_equal(read.array, volume_from_axial_slices(first | second))
 
 
 def test_a_download_of_patient_folders_is_resegmented_from_its_labels_and_scored(tiny_base, tmp_path, capsys):

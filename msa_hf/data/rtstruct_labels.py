@@ -6,8 +6,9 @@ Radiotherapy datasets (and planning systems' exports) annotate CT and MR series 
 coordinates, each referencing the image it was drawn on. `msa-hf prepare`, `--prompts-from-labels` and
 `score` read such a file as a label map of the series it pairs with, as they read a DICOM-SEG
 (`dicom_seg_labels`): each contour lands on its image's slice (by its reference, else by its position along
-the slice normal) and is filled by the even-odd rule at pixel centres (`processing.contours.fill_contours`;
-nested contours are holes, as planning systems read them).
+the slice normal) and is filled at pixel centres by nesting (`processing.contours.fill_nested_contours`: a
+contour inside another is a hole, as planning systems read them; contours that overlap without one holding the
+other, two strokes over one organ, are united).
 
 A structure set usually holds more than the targets (the body outline, planning margins, the couch), and
 those overlap the organs. A label table that names ROIs chooses them: ROIs it does not name are left out.
@@ -141,7 +142,7 @@ def _fill_rois(
     `stack` as a RAS+ label volume: label values (ROIs of different values overlapping refused,
     `OverlappingStructuresError`), or with `overlapping` the bits of each pixel's code."""
     from msa_hf.data.dicom_seg_labels import OverlappingStructuresError, overlap_code
-    from msa_hf.processing.contours import fill_contours
+    from msa_hf.processing.contours import fill_nested_contours
 
     planes = stack.planes
     index = {(plane.sop_instance_uid, plane.frame): k for k, plane in enumerate(planes)}
@@ -168,7 +169,7 @@ def _fill_rois(
             by_plane.setdefault(k, []).append(planes[k].to_pixels(points))
         value = chosen[number]
         for k, contours in by_plane.items():
-            inside = fill_contours(contours, (rows, columns))
+            inside = fill_nested_contours(contours, (rows, columns))
             if overlapping:
                 labels[k][inside] |= overlap_code(value)
                 continue

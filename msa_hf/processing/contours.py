@@ -178,3 +178,53 @@ def _signed_area(polygon: np.ndarray) -> float:
     anticlockwise (a hole)."""
     x, y = polygon[:, 0], polygon[:, 1]
     return float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def fill_nested_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of a `shape` `(H, W)` grid that one structure's `contours` on a slice (each `(N, 2)`
+    `(column, row)` vertices in pixel units) cover, by nesting: each contour filled on its own
+    (`fill_contours`); one lying wholly inside another is a hole in it, an island inside a hole is filled
+    again, and contours that overlap without one holding the other are united. Returns `(H, W)` bool.
+
+    Readers of RT structure sets differ where a structure's contours overlap: nested ones are holes to planning
+    systems, but two strokes drawn over each other are one region, which the even-odd rule alone would cut
+    apart where they cross. Keyholed contours (`keyhole_contours`) and contours without overlaps fill alike
+    either way."""
+    filled = [fill_contours([contour], shape) for contour in contours]
+    order = sorted(range(len(filled)), key=lambda k: -int(filled[k].sum()))  # holders before what they hold
+    boxes = [_box(mask) for mask in filled]
+    result = np.zeros(shape, dtype=bool)
+    for position, index in enumerate(order):
+        mask, box = filled[index], boxes[index]
+        if box is None:
+            continue
+        depth = sum(
+            _strictly_inside(mask, box, filled[other], boxes[other]) for other in order[:position]
+        )  # how many contours hold this one
+        if depth % 2:
+            result &= ~mask
+        else:
+            result |= mask
+    return result
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The rows and columns `(top, bottom, left, right)` (bottom and right excluded) a mask spans, or None."""
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
+
+
+def _strictly_inside(mask, box, outer, outer_box) -> bool:
+    """Whether `mask` (spanning `box`) lies inside `outer` and is not all of it (the same pixels are two copies of
+    one contour, not a hole)."""
+    if outer_box is None or not (
+        outer_box[0] <= box[0]
+        and box[1] <= outer_box[1]
+        and outer_box[2] <= box[2]
+        and box[3] <= outer_box[3]
+    ):
+        return False
+    crop = (slice(box[0], box[1]), slice(box[2], box[3]))
+    return not (mask[crop] & ~outer[crop]).any() and int(outer.sum()) > int(mask.sum())
