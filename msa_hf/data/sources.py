@@ -45,11 +45,11 @@ PREDICTION_SUFFIXES = ("_pred", "_prediction", *MASK_SUFFIXES)  # what other too
 IMAGE_FOLDER_NAMES = ("imagesTr", "images", "img", "image", "imgs")
 LABEL_FOLDER_NAMES = ("labelsTr", "labels", "label", "masks", "mask", "segmentations", "seg", "gt")
 _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net: case_0000 is channel 0 of case
-_ROLE_PREFIX = re.compile(
-    r"^(img|image|imaging|volume|label|labels|seg|segmentation|mask)[_-]?(?=\d)", re.IGNORECASE
-)  # BTCV's img0001 / label0001, LiTS's volume-0 / segmentation-0
-LABEL_ROLES = ("segmentation", "seg", "label", "labels", "mask", "gt")  # a volume file named as its role
+LABEL_ROLES = ("segmentation", "seg", "label", "labels", "mask", "gt")  # a file named as its role
 IMAGE_ROLES = ("imaging", "image", "img", "volume", "vol")
+_ROLE_PREFIX = re.compile(
+    rf"^({'|'.join(LABEL_ROLES + IMAGE_ROLES)})[_-]?(?=\d)", re.IGNORECASE
+)  # BTCV's img0001 / label0001, LiTS's volume-0 / segmentation-0
 _NUMBERED_ROLE = re.compile(r"^(?P<role>[A-Za-z]+)[_-]?(?P<id>\d.*)$")  # segmentation-0: role, then case id
 
 

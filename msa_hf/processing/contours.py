@@ -136,7 +136,7 @@ def keyhole_contours(contours: list[np.ndarray]) -> list[np.ndarray]:
     pixel units as `mask_contours` gives them; a keyholed polygon passes through the ends of its cuts twice."""
     polygons = [np.asarray(contour, dtype=np.float64) for contour in contours]
     holes = [index for index, polygon in enumerate(polygons) if _signed_area(polygon) < 0]
-    outer = [polygon for index, polygon in enumerate(polygons) if index not in set(holes)]
+    outer = [polygon for polygon in polygons if _signed_area(polygon) >= 0]
     for index in sorted(holes, key=lambda k: (polygons[k][:, 1].min(), polygons[k][:, 0].min())):
         hole = polygons[index]
         top = np.flatnonzero(hole[:, 1] == hole[:, 1].min())
