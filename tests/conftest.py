@@ -84,6 +84,18 @@ def fallback_pair(tiny_base) -> tuple[SamAdapterModel, SamModel]:
 
 
 @pytest.fixture
+def block_series(tmp_path) -> Path:
+    """A CT series in `tmp_path/series`: six slices of 20 x 24 pixels of air, a block of soft tissue (60 HU)
+    on slices 1-4, rows 3-15, columns 2-19."""
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 20, 24), -1000.0, np.float32)
+    volume[1:5, 3:16, 2:20] = 60.0
+    write_dicom_series(tmp_path / "series", volume)
+    return tmp_path / "series"
+
+
+@pytest.fixture
 def serve_stand_in(monkeypatch):
     """`serve_stand_in(model)`: the commands' `MODEL` (any name) served by `model`, a stand-in with known masks
     (`msa_hf.testing.BoxFillSam`), with a processor of no window, slice spacing or planes."""

@@ -22,13 +22,8 @@ LIVER, TUMOUR = overlapping_prompts()  # a liver, and a tumour inside it and out
 
 
 @pytest.fixture
-def series(tmp_path):
-    from msa_hf.testing import write_dicom_series
-
-    volume = np.full((6, 20, 24), -1000.0, np.float32)
-    volume[1:5, 3:16, 2:20] = 60.0
-    write_dicom_series(tmp_path / "series", volume)
-    return tmp_path / "series"
+def series(block_series):
+    return block_series
 
 
 def _alone(series, tmp_path, prompts, name):

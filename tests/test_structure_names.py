@@ -26,13 +26,8 @@ def test_names_shared_case_aside_each_get_their_value():
 
 
 @pytest.fixture
-def series(tmp_path):
-    from msa_hf.testing import write_dicom_series
-
-    volume = np.full((6, 20, 24), -1000.0, np.float32)
-    volume[1:5, 3:16, 2:20] = 60.0
-    write_dicom_series(tmp_path / "series", volume)
-    return tmp_path / "series"
+def series(block_series):
+    return block_series
 
 
 def test_prompts_of_one_name_are_one_structure(series, tmp_path):
