@@ -1557,6 +1557,11 @@ def _(f):
     return ["send", str(picture(f)), "--to", "PACS@localhost"]
 
 
+@case("send", "a DICOMweb URL without a host", mentions=("https:///dicom-web", "host"))
+def _(f):
+    return ["send", str(picture(f)), "--to", "https:///dicom-web"]
+
+
 @case("send", "a node where nothing listens", mentions=("PACS@127.0.0.1", "nothing answers there", "kept"))
 def _(f):
     from msa_hf.testing import write_dicom_series

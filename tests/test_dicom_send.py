@@ -191,3 +191,107 @@ def test_a_mask_that_is_not_dicom_is_not_sent(series, tmp_path, capsys):
             "2", "19", "15", "--send-to", "PACS@127.0.0.1:104"]  # fmt: skip
     assert main(argv) == 2
     assert "takes DICOM objects" in capsys.readouterr().err
+
+
+class DicomWebServer:
+    """A DICOMweb service on localhost that takes STOW-RS requests at `/dicom-web/studies`, keeping each part's
+    bytes and headers; `status` is what it answers (a `409` refuses all), `token` the bearer token it wants."""
+
+    def __init__(self, status: int = 200, token: str | None = None) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.parts: list[bytes] = []
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests.append({"path": self.path, **dict(self.headers)})
+                wanted = f"Bearer {token}" if token else None
+                if wanted and self.headers.get("Authorization") != wanted:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                boundary = self.headers["Content-Type"].split("boundary=")[1].encode()
+                for chunk in body.split(b"--" + boundary)[1:-1]:
+                    server.parts.append(chunk.split(b"\r\n\r\n", 1)[1][:-2])
+                self.send_response(status)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/dicom-web"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_predict_stores_its_objects_on_a_dicomweb_service(
+    series, tmp_path, serve_stand_in, capsys, monkeypatch
+):
+    """`--send-to https://.../dicom-web`: one STOW-RS request to `/studies`, a multipart of the written files'
+    bytes, with the bearer token from the environment; `msa-hf send` does the same for files again."""
+    from msa_hf.cli import main
+    from msa_hf.inference.dicomweb_store import TOKEN_VARIABLE
+
+    service = DicomWebServer(token="s3cret")
+    monkeypatch.setenv(TOKEN_VARIABLE, "s3cret")
+    serve_stand_in(BoxFillSam(32))
+    try:
+        argv = ["predict", "m", str(series), str(tmp_path / "rs.dcm"), "--slice", "2", "--box", "2", "2", "19",
+                "15", "--dicom-output", "rtstruct", "--send-to", service.url]  # fmt: skip
+        assert main(argv) == 0
+        assert f"sent: 1 DICOM object to {service.url}" in capsys.readouterr().out
+        assert service.parts == [(tmp_path / "rs.dcm").read_bytes()]
+        (request,) = service.requests
+        assert request["path"] == "/dicom-web/studies" and request["Authorization"] == "Bearer s3cret"
+        assert 'type="application/dicom"' in request["Content-Type"]
+        assert (
+            main(
+                ["send", str(tmp_path / "rs.dcm"), str(tmp_path / "rs.dcm"), "--to", service.url + "/studies"]
+            )
+            == 0
+        )
+        assert service.parts[1:] == [(tmp_path / "rs.dcm").read_bytes()] * 2
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("problem", ["credentials", "refused", "nothing there"])
+def test_a_dicomweb_service_that_does_not_store_them_is_named(
+    tmp_path, series, serve_stand_in, capsys, problem
+):
+    """A wrong token (401), a service that stores nothing (409) or none at the URL: the error names the service
+    and why (where to put the token), exit 2, the file kept."""
+    import pydicom
+
+    from msa_hf.cli import main
+
+    service = DicomWebServer(status=409, token="right" if problem == "credentials" else None)
+    url = service.url
+    if problem == "nothing there":
+        service.close()
+    serve_stand_in(BoxFillSam(32))
+    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2", "19", "15",
+            "--send-to", url]  # fmt: skip
+    try:
+        assert main(argv) == 2
+    finally:
+        if problem != "nothing there":
+            service.close()
+    message = capsys.readouterr().err
+    reason = {
+        "credentials": "MSA_HF_DICOMWEB_TOKEN",
+        "refused": "HTTP 409",
+        "nothing there": "nothing answers",
+    }
+    assert f"DICOMweb service {url}" in message and reason[problem] in message and "kept" in message, message
+    assert pydicom.dcmread(tmp_path / "out.dcm").Modality == "SEG"

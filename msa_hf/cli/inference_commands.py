@@ -256,11 +256,14 @@ def _add_sending_arguments(
     """`flag` AE_TITLE@HOST:PORT (the DICOM node to send to; its help between `lead` and `tail`) and
     `--calling-ae`."""
     from msa_hf.inference.dicom_send import DEFAULT_CALLING_AE
+    from msa_hf.inference.dicomweb_store import TOKEN_VARIABLE
 
     parser.add_argument(
-        flag, metavar="AE_TITLE@HOST:PORT", default=None, required=required, dest="send_to",
+        flag, metavar="AE_TITLE@HOST:PORT|URL", default=None, required=required, dest="send_to",
         help=f"{lead}the DICOM node (a PACS, a viewer, a planning system's import node) with this AE title, host "
-             f"and port, as it is configured (C-STORE; needs the dicom extra){tail}",
+             "and port, as it is configured (C-STORE; needs the dicom extra), or the DICOMweb service at this "
+             "root URL, a web or cloud PACS (STOW-RS; a bearer token from the environment variable "
+             f"{TOKEN_VARIABLE}){tail}",
     )  # fmt: skip
     parser.add_argument(
         "--calling-ae", metavar="AE_TITLE", default=DEFAULT_CALLING_AE,
@@ -271,13 +274,14 @@ def _add_sending_arguments(
 
 def _sending_node(args: argparse.Namespace):
     """The node `--send-to`/`--to` names (None without one), checked before anything runs."""
-    from msa_hf.inference.dicom_send import check_ae_title, import_pynetdicom, parse_dicom_node
+    from msa_hf.inference.dicom_send import DicomNode, check_ae_title, import_pynetdicom, parse_destination
 
     if args.send_to is None:
         return None
-    node = parse_dicom_node(args.send_to, "--to" if args.command == "send" else "--send-to")
-    check_ae_title(args.calling_ae, "--calling-ae")
-    import_pynetdicom()
+    node = parse_destination(args.send_to, "--to" if args.command == "send" else "--send-to")
+    if isinstance(node, DicomNode):
+        check_ae_title(args.calling_ae, "--calling-ae")
+        import_pynetdicom()
     return node
 
 

@@ -3,7 +3,8 @@
 radiotherapy planning system, as clinics move every image and result (DICOM C-STORE over the network).
 
 A node is named as `AE_TITLE@HOST:PORT` (`parse_dicom_node`), the way DICOM nodes are configured: the
-application entity title the receiver answers to, its host and its port (104 or 11112 by convention). The
+application entity title the receiver answers to, its host and its port (104 or 11112 by convention). A web
+or cloud PACS is named by its DICOMweb URL instead, and takes the files over HTTP (`dicomweb_store`). The
 files are written first and stay where they are; sending is a copy, so a node that cannot be reached loses
 nothing, and `msa-hf send` sends them again. Needs `pynetdicom` (the `dicom` extra).
 """
@@ -16,6 +17,7 @@ import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CALLING_AE = "MSA_HF"  # the title msa_hf calls from; nodes that admit callers by title must know it
 DEFAULT_TIMEOUT_S = 30.0
@@ -103,24 +105,47 @@ def dicom_files_in(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def parse_destination(text: str, flag: str = "--send-to") -> DicomNode | Any:
+    """Where to send: a DICOM node `AE_TITLE@HOST:PORT` (`parse_dicom_node`), or a DICOMweb service by its
+    root URL (`dicomweb_store.parse_dicomweb_service`); a `ValueError` naming `flag` otherwise."""
+    from msa_hf.inference.dicomweb_store import is_dicomweb_url, parse_dicomweb_service
+
+    return parse_dicomweb_service(text, flag) if is_dicomweb_url(text) else parse_dicom_node(text, flag)
+
+
+def kept_files(paths: list[Path]) -> str:
+    """What a failed send says of the files: that they are kept, naming the first."""
+    return f"the files are kept ({', '.join(p.name for p in paths[:3])}{' ...' if len(paths) > 3 else ''})"
+
+
 def send_dicom_files(
     paths: Iterable[str | Path],
-    node: DicomNode,
+    destination: Any,
     calling_ae: str = DEFAULT_CALLING_AE,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> int:
-    """Store the DICOM files `paths` on `node` over one association (C-STORE), calling as `calling_ae`.
-    Returns how many were stored.
+    """Store the DICOM files `paths` at `destination` (`parse_destination`): on a DICOM node over one
+    association (C-STORE, calling as `calling_ae`), or on a DICOMweb service in one STOW-RS request
+    (`dicomweb_store.store_over_dicomweb`). Returns how many were stored.
 
     Raises:
-        DicomSendError: the node cannot be reached or refuses the association (naming why: a title it does
-            not know, a kind of object it does not take), or a file is not stored (its status). The files
-            are kept either way.
+        DicomSendError: the destination cannot be reached or refuses the files (naming why: a title it does
+            not know, a kind of object it does not take, credentials), or a file is not stored. The files are
+            kept either way.
     """
+    from msa_hf.inference.dicomweb_store import DicomWebService, store_over_dicomweb
+
+    paths = [Path(p) for p in paths]
+    if isinstance(destination, DicomWebService):
+        return store_over_dicomweb(paths, destination, timeout)
+    return _store_on_node(paths, destination, calling_ae, timeout)
+
+
+def _store_on_node(paths: list[Path], node: DicomNode, calling_ae: str, timeout: float) -> int:
+    """`send_dicom_files` to a DICOM node: one association, a C-STORE per file."""
     pynetdicom = import_pynetdicom()
     import pydicom
 
-    paths = [Path(p) for p in paths]
     check_ae_title(calling_ae, "--calling-ae")
     datasets = [pydicom.dcmread(path) for path in paths]
     entity = pynetdicom.AE(ae_title=calling_ae)
@@ -130,7 +155,7 @@ def send_dicom_files(
         (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets
     ):
         entity.add_requested_context(sop_class, syntax)
-    kept = f"the files are kept ({', '.join(p.name for p in paths[:3])}{' ...' if len(paths) > 3 else ''})"
+    kept = kept_files(paths)
     try:  # told apart from a refusal: nothing listening there at all
         socket.create_connection((node.host, node.port), timeout=timeout).close()
     except OSError as error:
