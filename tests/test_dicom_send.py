@@ -254,13 +254,13 @@ def test_predict_stores_its_objects_on_a_dicomweb_service(
         (request,) = service.requests
         assert request["path"] == "/dicom-web/studies" and request["Authorization"] == "Bearer s3cret"
         assert 'type="application/dicom"' in request["Content-Type"]
-        assert (
-            main(
-                ["send", str(tmp_path / "rs.dcm"), str(tmp_path / "rs.dcm"), "--to", service.url + "/studies"]
-            )
-            == 0
-        )
-        assert service.parts[1:] == [(tmp_path / "rs.dcm").read_bytes()] * 2
+        twice = [str(tmp_path / "rs.dcm")] * 2
+        assert main(["send", *twice, "--to", service.url + "/studies"]) == 0
+        assert service.parts[1:] == [(tmp_path / "rs.dcm").read_bytes()] * 2 and len(service.requests) == 2
+        # a batch larger than one request's bytes goes in several requests, each file once
+        monkeypatch.setattr("msa_hf.inference.dicomweb_store.REQUEST_BYTES", 1)
+        assert main(["send", *twice, "--to", service.url]) == 0
+        assert len(service.requests) == 4 and len(service.parts) == 5
     finally:
         service.close()
 

@@ -3,7 +3,8 @@
 takes C-STORE (Orthanc's DICOMweb plugin, dcm4chee, Google's Healthcare API, Azure's DICOM service).
 
 A service is named by its DICOMweb root URL (`https://pacs.example.org/dicom-web`); the files are POSTed to
-`<root>/studies` as one `multipart/related; type="application/dicom"` request, as PS3.18 defines it. A bearer
+`<root>/studies` as `multipart/related; type="application/dicom"` requests, as PS3.18 defines them, up to
+64 MB each. A bearer
 token, where the service asks for one, comes from the environment (`MSA_HF_DICOMWEB_TOKEN`), never the command
 line, which shells keep in their history. Needs httpx, which huggingface_hub brings.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 TOKEN_VARIABLE = "MSA_HF_DICOMWEB_TOKEN"
 FAILED_SOP_SEQUENCE = "00081198"  # a STOW-RS response's Failed SOP Sequence (DICOM JSON)
+REQUEST_BYTES = 64 * 2**20  # files per request up to this size, so a batch is not held in memory whole
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +57,43 @@ def parse_dicomweb_service(text: str, flag: str) -> DicomWebService:
 
 
 def store_over_dicomweb(paths: list[Path], service: DicomWebService, timeout: float) -> int:
-    """POST the DICOM files `paths` to `service`'s `/studies` in one STOW-RS request. Returns how many it
-    stored. Raises `DicomSendError` naming the service and why: nothing answering, credentials refused (a
-    bearer token in `TOKEN_VARIABLE`), or files it did not store (the response's failures)."""
-    import httpx
-
+    """POST the DICOM files `paths` to `service`'s `/studies` in STOW-RS requests of at most
+    `REQUEST_BYTES` each (one file at least), so a large batch is never held in memory at once. Returns how
+    many it stored. Raises `DicomSendError` naming the service and why: nothing answering, credentials refused
+    (a bearer token in `TOKEN_VARIABLE`), or files it did not store (the response's failures), with how many
+    went before."""
     from msa_hf.inference.dicom_send import DicomSendError, kept_files
 
-    kept = kept_files(paths)
+    stored = 0
+    for group in _requests(paths):
+        try:
+            stored += _post(group, service, timeout)
+        except DicomSendError as error:
+            sent = f"{stored} of {len(paths)} sent before" if stored else "nothing sent"
+            raise DicomSendError(f"{error}; {sent}, {kept_files(paths)}.") from None
+    return stored
+
+
+def _requests(paths: list[Path]) -> list[list[Path]]:
+    """`paths` in groups of at most `REQUEST_BYTES` (a larger file alone)."""
+    groups: list[list[Path]] = [[]]
+    size = 0
+    for path in paths:
+        length = path.stat().st_size
+        if groups[-1] and size + length > REQUEST_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += length
+    return groups
+
+
+def _post(paths: list[Path], service: DicomWebService, timeout: float) -> int:
+    """One STOW-RS request of the files `paths`; how many were stored, or `DicomSendError` saying why not."""
+    import httpx
+
+    from msa_hf.inference.dicom_send import DicomSendError
+
     boundary = uuid.uuid4().hex
     body = (
         b"".join(
@@ -81,8 +112,7 @@ def store_over_dicomweb(paths: list[Path], service: DicomWebService, timeout: fl
         response = httpx.post(f"{service.url}/studies", content=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as failure:
         raise DicomSendError(
-            f"DICOMweb service {service}: nothing answers there ({type(failure).__name__}: {failure}); nothing "
-            f"sent, {kept}."
+            f"DICOMweb service {service}: nothing answers there ({type(failure).__name__}: {failure})"
         ) from None
     failed = _failed_count(response)
     if response.status_code == 200 or (response.status_code == 202 and failed == 0):
@@ -91,10 +121,10 @@ def store_over_dicomweb(paths: list[Path], service: DicomWebService, timeout: fl
         why = (f"it refused the credentials (HTTP {response.status_code}); put its bearer token in "
                f"{TOKEN_VARIABLE}")  # fmt: skip
     elif response.status_code == 202:
-        why = f"it stored {len(paths) - failed} of {len(paths)} (HTTP 202, {failed} refused)"
+        why = f"it stored {len(paths) - failed} of a request's {len(paths)} (HTTP 202, {failed} refused)"
     else:
-        why = f"it stored nothing (HTTP {response.status_code} {response.reason_phrase})"
-    raise DicomSendError(f"DICOMweb service {service}: {why}; {kept}.")
+        why = f"it stored none of a request's {len(paths)} (HTTP {response.status_code} {response.reason_phrase})"
+    raise DicomSendError(f"DICOMweb service {service}: {why}")
 
 
 def _failed_count(response) -> int:
