@@ -100,7 +100,8 @@ def test_many_inputs_send_each_dicom_object_over_one_association(tmp_path, node,
 
 
 def test_send_sends_files_and_folders_again(series, tmp_path, node, serve_stand_in, capsys):
-    """`msa-hf send FILE FOLDER --to NODE`: what predict wrote earlier, the folder's DICOM files among others."""
+    """`msa-hf send FILE FOLDER --to NODE`: what predict wrote earlier, the folder's DICOM files among others
+    (not its DICOMDIR)."""
     from msa_hf.cli import main
 
     serve_stand_in(BoxFillSam(32))
@@ -122,6 +123,9 @@ def test_send_sends_files_and_folders_again(series, tmp_path, node, serve_stand_
         == 0
     )
     (tmp_path / "more" / "notes.txt").write_text("not DICOM")
+    (tmp_path / "more" / "DICOMDIR").write_bytes(
+        (tmp_path / "a.dcm").read_bytes()
+    )  # an export's index: not sent
     capsys.readouterr()
     assert (
         main(["send", str(tmp_path / "a.dcm"), str(tmp_path / "more"), "--to", f"TPS@127.0.0.1:{node.port}"])

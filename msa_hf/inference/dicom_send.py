@@ -85,14 +85,16 @@ def import_pynetdicom():
 
 
 def dicom_files_in(paths: Iterable[str | Path]) -> list[Path]:
-    """The DICOM files among `paths`, and in the folders among them (not their sub-folders): what `msa-hf
-    send` sends. Raises `ValueError` naming a path that does not exist or a folder without one."""
+    """The DICOM files among `paths`, and in the folders among them (not their sub-folders, nor a DICOMDIR):
+    what `msa-hf send` sends. Raises `ValueError` naming a path that does not exist or a folder without one."""
     from msa_hf.data.image_files import is_dicom_file
 
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
+            inside = sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR" and is_dicom_file(p)
+            )  # a DICOMDIR indexes an export's files; it is not an object a node stores
             if not inside:
                 raise ValueError(f"{path}: no DICOM file in this folder to send.")
             found += inside
@@ -145,6 +147,7 @@ def _store_on_node(paths: list[Path], node: DicomNode, calling_ae: str, timeout:
     """`send_dicom_files` to a DICOM node: one association, a C-STORE per file."""
     pynetdicom = import_pynetdicom()
     import pydicom
+    from pydicom.uid import ImplicitVRLittleEndian  # DICOM's default, for a file that names no syntax
 
     check_ae_title(calling_ae, "--calling-ae")
     datasets = [pydicom.dcmread(path) for path in paths]
@@ -152,7 +155,8 @@ def _store_on_node(paths: list[Path], node: DicomNode, calling_ae: str, timeout:
     entity.acse_timeout = entity.dimse_timeout = entity.network_timeout = timeout
     entity.connection_timeout = timeout
     for sop_class, syntax in dict.fromkeys(
-        (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets
+        (str(ds.SOPClassUID), str(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)))
+        for ds in datasets
     ):
         entity.add_requested_context(sop_class, syntax)
     kept = kept_files(paths)
