@@ -65,6 +65,8 @@ def test_keyholed_contours_fill_back_to_the_mask_however_a_reader_fills_them():
         assert np.array_equal(fill_contours(polygons, shape), mask)
         assert np.array_equal(np.logical_or.reduce([fill_contours([p], shape) for p in polygons]), mask)
         assert np.array_equal(np.logical_or.reduce([_winding_fill(p, shape) for p in polygons]), mask)
+        for polygon in polygons:  # no vertex twice in a row, the last and the first included
+            assert not np.all(polygon == np.roll(polygon, -1, axis=0), axis=1).any()
     ring = np.zeros((5, 5), bool)
     ring[1:4, 1:4] = True
     ring[2, 2] = False

@@ -164,11 +164,10 @@ def keyhole_contours(contours: list[np.ndarray]) -> list[np.ndarray]:
         after = polygon[edge + 1 :]
         entry = [] if np.array_equal(before[-1], hit) else [hit]
         around = np.concatenate([hole[start:], hole[:start], hole[start : start + 1]])
-        outer[which] = np.concatenate(
-            [before, *([np.array(entry)] if entry else []), around, hit[None], after]
-        )
-        if len(after) and np.array_equal(after[0], hit):  # the cut ends on a vertex: not twice in a row
-            outer[which] = np.concatenate([before, *([np.array(entry)] if entry else []), around, after])
+        # back up the cut to where it began, unless the next vertex (the first, past the last edge) is there
+        following = after[0] if len(after) else polygon[0]
+        back = [] if np.array_equal(following, hit) else [hit[None]]
+        outer[which] = np.concatenate([before, *([np.array(entry)] if entry else []), around, *back, after])
     return outer
 
 
