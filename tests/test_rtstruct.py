@@ -129,13 +129,13 @@ def _solved(point: np.ndarray, dataset) -> tuple[float, float, float]:
 def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny_base, tmp_path, capsys):
     """`--dicom-output rtstruct`: one ROI per label value, named by the prompts; every contour lies on the
     image it references, its corners on that image's pixel corners, and filled (together by the even-odd
-    rule, or each on its own and united) it is the NIfTI mask of the same prompts on that image; it files under the series' patient, study and frame of reference; read back
-    (and scored) it is that mask."""
+    rule, or each on its own and united) it is the NIfTI mask of the same prompts on that image; it files
+    under the series' patient, study and frame of reference; read back (and scored) it is that mask."""
     from msa_hf.cli import main
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
     from msa_hf.data.volumes import dicom_series_slices, load_volume
     from msa_hf.inference.dicom_seg import labels_on_series_grid
-    from msa_hf.inference.rtstruct import PATIENT_AND_STUDY, RT_STRUCTURE_SET_STORAGE
+    from msa_hf.inference.rtstruct import COPIED_OR_EMPTY, RT_STRUCTURE_SET_STORAGE
     from msa_hf.testing import write_dicom_series
 
     volume = np.full((6, 20, 24), -1000.0, np.float32)
@@ -165,7 +165,7 @@ def test_predict_writes_an_rt_structure_set_whose_contours_enclose_the_mask(tiny
     assert written.Modality == "RTSTRUCT" and written.SOPClassUID == RT_STRUCTURE_SET_STORAGE
     assert (written.PatientID, written.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
     # the patient and study attributes the standard wants present, empty where the source has none
-    assert all(keyword in written for keyword in (*PATIENT_AND_STUDY, "OperatorsName", "StructureSetDate"))
+    assert all(keyword in written for keyword in (*COPIED_OR_EMPTY, "OperatorsName", "StructureSetDate"))
     assert written.AccessionNumber == source.get("AccessionNumber", "")
     (frame,) = written.ReferencedFrameOfReferenceSequence
     assert frame.FrameOfReferenceUID == source.FrameOfReferenceUID

@@ -285,25 +285,26 @@ def _sending_node(args: argparse.Namespace):
     return node
 
 
-def _send_written(paths: list[Path], node: Any, args: argparse.Namespace) -> None:
-    """Send the DICOM objects `paths` just written to `node`, saying so; a failure says how to send again."""
+def _send_written(paths: list[Path], node: Any, args: argparse.Namespace, just_written: bool = True) -> None:
+    """Send the DICOM objects `paths` to `node`, saying so; a failure of objects `just_written` says how to send
+    them again."""
     from msa_hf.inference.dicom_send import DicomSendError, send_dicom_files
 
     try:
         sent = send_dicom_files(paths, node, args.calling_ae)
     except DicomSendError as error:
+        if not just_written:
+            raise
         again = " ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         raise DicomSendError(f"{error} Send them again with: msa-hf send {again} --to {node}") from None
     print(f"sent: {sent} DICOM object{'s' if sent != 1 else ''} to {node}")
 
 
 def _send(args: argparse.Namespace) -> int:
-    from msa_hf.inference.dicom_send import dicom_files_in, send_dicom_files
+    from msa_hf.inference.dicom_send import dicom_files_in
 
     node = _sending_node(args)
-    paths = dicom_files_in(args.paths)
-    sent = send_dicom_files(paths, node, args.calling_ae)
-    print(f"sent: {sent} DICOM object{'s' if sent != 1 else ''} to {node}")
+    _send_written(dicom_files_in(args.paths), node, args, just_written=False)
     return 0
 
 
@@ -592,6 +593,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         write_label_table,
     )
     from msa_hf.inference.loading import load_for_inference
+    from msa_hf.inference.predictor import is_dicom_output
     from msa_hf.output_files import check_new_outputs
 
     items = collect_items(  # every input, output and prompt source is known before the model loads
@@ -607,7 +609,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         check_structure_folder_output(item.output)
     check_new_outputs([*written, *summaries], args.overwrite)
     node = _sending_node(args)
-    if node is not None and not any(str(item.output).lower().endswith(".dcm") for item in items):
+    if node is not None and not any(is_dicom_output(item.output) for item in items):
         raise ValueError(
             f"--send-to {node}: a DICOM node takes DICOM objects, and none of these inputs' masks is one; give "
             "--dicom-output seg or rtstruct for DICOM series, or leave --send-to out."
@@ -638,11 +640,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
             "to score the masks against the label maps: "
             f"msa-hf score {args.output} {args.prompts_from_labels}{extra}"
         )
-    dicom = [
-        Path(row["output"])
-        for row in rows
-        if row["status"] == "ok" and row["output"].lower().endswith(".dcm")
-    ]
+    dicom = [Path(row["output"]) for row in rows if row["status"] == "ok" and is_dicom_output(row["output"])]
     if node is not None and dicom:  # the inputs that failed have nothing to send; they are in the summary
         _send_written(dicom, node, args)
     return 1 if any(row["status"] != "ok" for row in rows) else 0

@@ -275,23 +275,17 @@ def _volume_cases(
     cases: list[CaseFiles], options: PrepareOptions, report: PrepareReport
 ) -> dict[str, list[CaseFiles]]:
     """The volume cases grouped by patient, each group kept in one split: by `options.case_id_pattern`'s first
-    group in the image's file name where given; else cases inside one folder named as their ids begin, followed by
-    a scan's name (`_scan_of_folder_patient`), are that folder's patient (ACDC's
+    group in the image's file name where given; else cases inside one folder named as their ids begin,
+    followed by a scan's name (`_scan_of_folder_patient`), are that folder's patient (ACDC's
     `patient001/patient001_frame01.nii.gz` and `_frame12`: two scans of one heart, never one in training and
-    the other in the test split), which the report says; else each case alone. An nnU-Net case with one image file per channel reads `options.channel` (default the first), which
-    the report says."""
+    the other in the test split), which the report says; else each case alone. An nnU-Net case with one image
+    file per channel reads `options.channel` (default the first), which the report says."""
     regex = re.compile(options.case_id_pattern) if options.case_id_pattern else None
     groups: dict[str, list[CaseFiles]] = defaultdict(list)
     for case in cases:
         folder = case.image.parent.name if case.image.is_file() else ""
-        match = regex.search(case.image.name) if regex is not None else None
         if regex is not None and case.label is not None:  # an unlabelled volume is skipped whatever its group
-            if match is None:
-                raise ValueError(
-                    f"case_id_pattern {options.case_id_pattern!r} does not match {case.image.name}; fix the "
-                    "pattern so its first group names the patient of every volume."
-                )
-            groups[match.group(1)].append(case)
+            groups[_pattern_case_id(regex, case.image.name)].append(case)
         elif _scan_of_folder_patient(case.case_id, folder):
             groups[folder].append(case)
         else:
@@ -461,17 +455,20 @@ def _group_image_cases(cases: list[CaseFiles], pattern: str | None) -> dict[str,
     groups: dict[str, list[CaseFiles]] = defaultdict(list)
     regex = re.compile(pattern) if pattern else None
     for case in cases:
-        case_id = case.case_id
-        if regex is not None:
-            match = regex.search(case.image.name)
-            if match is None or not match.groups():
-                raise ValueError(
-                    f"case_id_pattern {pattern!r} does not match {case.image.name} (or has no group); fix the "
-                    "pattern so its first group is the case id."
-                )
-            case_id = match.group(1)
-        groups[case_id].append(case)
+        groups[case.case_id if regex is None else _pattern_case_id(regex, case.image.name)].append(case)
     return groups
+
+
+def _pattern_case_id(regex: re.Pattern, file_name: str) -> str:
+    """The first group of `--case-id-pattern` (`regex`) in `file_name`: the case (or, of volumes, the patient)
+    the file belongs to; a `ValueError` where it does not match."""
+    match = regex.search(file_name)
+    if match is None or not match.groups():
+        raise ValueError(
+            f"case_id_pattern {regex.pattern!r} does not match {file_name} (or has no group); fix the pattern so "
+            "its first group is the case id."
+        )
+    return match.group(1)
 
 
 def _overlap_regions(

@@ -5,8 +5,9 @@ label map holds one value per pixel.
 
 `msa-hf predict --structure-files` writes a folder per input; `msa-hf score` reads such folders as predictions
 and as references, `msa-hf prepare` and `predict --prompts-from-labels` as label maps (the TotalSegmentator
-dataset's `segmentations/` folders among them; `sources.structure_folder_cases`). A file is named by its structure's name made safe for a file name, or `label_<value>` for a structure without a
-name (`structure_file_stems`); reading goes back through the label table by the same rule, so a name always
+dataset's `segmentations/` folders among them; `sources.structure_folder_cases`). A file is named by its
+structure's name made safe for a file name, or `label_<value>` for a structure without a name
+(`structure_file_stems`); reading goes back through the label table by the same rule, so a name always
 finds its value. Read, the structures are a label map where none overlap and the bits of a 16-bit code where
 some do (`dicom_seg_labels.overlap_code`), with each structure's codes, as a DICOM object's are.
 """

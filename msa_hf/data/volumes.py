@@ -543,9 +543,16 @@ def check_same_grid(image: Volume, label: Volume) -> None:
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
-    """Write a RAS+ `(X, Y, Z)` array (e.g. a reassembled prediction) as NIfTI on `affine`."""
+    """Write a RAS+ `(X, Y, Z)` array (a reassembled prediction, a DICOM series' mask) as NIfTI on `affine`, in
+    the scanner's coordinates (qform and sform code 1) and millimetres. A grid whose slices step off their
+    normal (a CT series acquired with the gantry tilted, `tilt_degrees`) has a shear that the sform holds and a
+    qform cannot: its qform is then left unknown rather than set to a rigid approximation that places voxels
+    elsewhere."""
     import nibabel as nib
 
-    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    affine = np.asarray(affine, dtype=np.float64)
+    image = nib.Nifti1Image(np.asarray(array), affine)
+    image.set_qform(affine, code=0 if tilt_degrees(affine) > TILT_TOLERANCE_DEGREES else 1)
+    image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")  # the unit of every affine here; a reader told none must guess it
     nib.save(image, str(path))

@@ -169,8 +169,8 @@ def write_dicom_seg(
     `folder` may also name itself).
 
     Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`), numbered
-    from 1 in value order, labelled `names[value]` (or "structure <value>"; `dicom_structure_names`), marked semi-automatic (a prompted
-    model) and attributed to msa_hf and `model_name`.
+    from 1 in value order, labelled `names[value]` (or "structure <value>"; `dicom_structure_names`), marked
+    semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
     Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
     `{label value: segment number}`.
     """

@@ -874,7 +874,7 @@ def _write_on_input_grid(
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
-    from msa_hf.data.volumes import is_nifti
+    from msa_hf.data.volumes import is_nifti, save_nifti
 
     if is_nifti(input_path):
         original = nib.load(str(input_path))
@@ -891,14 +891,4 @@ def _write_on_input_grid(
         image.header.set_xyzt_units("mm" if space == "unknown" else space, time)
         nib.save(image, str(output))
         return
-    # a DICOM series: its RAS+ affine is the scanner's patient coordinates, in millimetres. A series acquired
-    # with the gantry tilted steps its slices off their normal: that shear the sform holds and a qform cannot,
-    # so the qform is then left unknown rather than set to a rigid approximation that places voxels elsewhere
-    from msa_hf.data.volumes import TILT_TOLERANCE_DEGREES, tilt_degrees
-
-    image = nib.Nifti1Image(canonical, canonical_affine)
-    sheared = tilt_degrees(canonical_affine) > TILT_TOLERANCE_DEGREES
-    image.set_qform(canonical_affine, code=0 if sheared else 1)
-    image.set_sform(canonical_affine, code=1)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(output))
+    save_nifti(canonical, canonical_affine, output)  # a DICOM series: RAS+ on its scanner coordinates

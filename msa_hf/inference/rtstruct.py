@@ -24,11 +24,12 @@ from msa_hf.output_files import atomic_file
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 # distinct, saturated colours a planning system shows the ROIs in, in turn
 ROI_COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 200, 200))
-# copied from the source so the structure set files under its patient and study; the standard wants these
-# present even where empty (type 2), so an attribute the source lacks is written empty
-PATIENT_AND_STUDY = (
+# copied from the source so the structure set files under its patient, study and frame of reference (the
+# anatomical point the frame is measured from); the standard wants these present even where empty (type 2),
+# so an attribute the source lacks is written empty
+COPIED_OR_EMPTY = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
-    "AccessionNumber", "ReferringPhysicianName",
+    "AccessionNumber", "ReferringPhysicianName", "PositionReferenceIndicator",
 )  # fmt: skip
 COPIED_IF_PRESENT = ("StudyInstanceUID", "StudyDescription", "PatientAge", "PatientWeight")
 
@@ -48,9 +49,9 @@ def write_rtstruct(
     that stack's images.
 
     Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
-    "structure <value>" (`dicom_structure_names`), generated semi-automatically by msa_hf and `model_name`), with one CLOSED_PLANAR
-    contour per outer boundary on each slice that shows it, its holes joined to it (`keyhole_contours`). The file is written whole or not at all. Returns
-    `{label value: ROI number}`.
+    "structure <value>" (`dicom_structure_names`), generated semi-automatically by msa_hf and `model_name`),
+    with one CLOSED_PLANAR contour per outer boundary on each slice that shows it, its holes joined to it
+    (`keyhole_contours`). The file is written whole or not at all. Returns `{label value: ROI number}`.
 
     Raises:
         ValueError: nothing segmented, a label volume off the series' grid, or a source whose headers lack
@@ -78,7 +79,7 @@ def write_rtstruct(
     now = datetime.datetime.now()
 
     dataset = Dataset()
-    for keyword in PATIENT_AND_STUDY:
+    for keyword in COPIED_OR_EMPTY:
         setattr(dataset, keyword, header.data_element(keyword).value if keyword in header else "")
     for keyword in COPIED_IF_PRESENT:
         if keyword in header:
@@ -106,13 +107,8 @@ def write_rtstruct(
     dataset.StructureSetTime = dataset.InstanceCreationTime = now.strftime("%H%M%S")
     dataset.SpecificCharacterSet = "ISO_IR 192"
     # the Frame of Reference module: the images' own, which the standard (and its validators) want at the top
-    # level as well as inside the references below; the anatomical reference point is copied, else empty
+    # level as well as inside the references below (its reference point is copied with the patient's)
     dataset.FrameOfReferenceUID = frame_of_reference
-    dataset.PositionReferenceIndicator = (
-        header.data_element("PositionReferenceIndicator").value
-        if "PositionReferenceIndicator" in header
-        else ""
-    )
 
     # the images the contours lie on: the series (or the file's frames) they reference
     series_item = Dataset()

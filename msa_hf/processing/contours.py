@@ -4,9 +4,11 @@
 A radiotherapy planning system stores a structure as closed polygons per slice, not as a pixel mask.
 `mask_contours` traces a binary mask's boundary along the pixels' edges, so each polygon encloses exactly
 the mask's pixels: a pixel lies inside the contours (by the even-odd rule, holes being contours of their own)
-exactly when its centre does, and `fill_contours` gives the mask back unchanged; `keyhole_contours` joins each hole to the boundary around it,
-for readers that fill each polygon on its own. Coordinates are `(column,
-row)` in pixel units, a pixel's centre at its integer index and its corners at the half-integers between.
+exactly when its centre does, and `fill_contours` gives the mask back unchanged; `keyhole_contours` joins each
+hole to the boundary around it, for readers that fill each polygon on its own, and `fill_nested_contours`
+reads contours as such readers differ in (nested ones holes, overlapping ones united). Coordinates are
+`(column, row)` in pixel units, a pixel's centre at its integer index and its corners at the half-integers
+between.
 """
 
 from __future__ import annotations
