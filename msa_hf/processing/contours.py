@@ -137,8 +137,9 @@ def keyhole_contours(contours: list[np.ndarray]) -> list[np.ndarray]:
     of that boundary already joined to it (holes are taken from the top down). Vertices are `(column, row)` in
     pixel units as `mask_contours` gives them; a keyholed polygon passes through the ends of its cuts twice."""
     polygons = [np.asarray(contour, dtype=np.float64) for contour in contours]
-    holes = [index for index, polygon in enumerate(polygons) if _signed_area(polygon) < 0]
-    outer = [polygon for polygon in polygons if _signed_area(polygon) >= 0]
+    areas = [_signed_area(polygon) for polygon in polygons]
+    holes = [index for index, area in enumerate(areas) if area < 0]
+    outer = [polygon for polygon, area in zip(polygons, areas, strict=True) if area >= 0]
     for index in sorted(holes, key=lambda k: (polygons[k][:, 1].min(), polygons[k][:, 0].min())):
         hole = polygons[index]
         top = np.flatnonzero(hole[:, 1] == hole[:, 1].min())
@@ -164,12 +165,13 @@ def keyhole_contours(contours: list[np.ndarray]) -> list[np.ndarray]:
         hit = np.array([x, row])
         before = polygon[: edge + 1]
         after = polygon[edge + 1 :]
-        entry = [] if np.array_equal(before[-1], hit) else [hit]
+        # down the cut from the edge, unless its vertex is there; round the hole; back up the cut, unless the
+        # next vertex (the first, past the last edge) is there
+        down = [] if np.array_equal(before[-1], hit) else [hit[None]]
         around = np.concatenate([hole[start:], hole[:start], hole[start : start + 1]])
-        # back up the cut to where it began, unless the next vertex (the first, past the last edge) is there
         following = after[0] if len(after) else polygon[0]
         back = [] if np.array_equal(following, hit) else [hit[None]]
-        outer[which] = np.concatenate([before, *([np.array(entry)] if entry else []), around, *back, after])
+        outer[which] = np.concatenate([before, *down, around, *back, after])
     return outer
 
 
@@ -191,8 +193,11 @@ def fill_nested_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> 
     systems, but two strokes drawn over each other are one region, which the even-odd rule alone would cut
     apart where they cross. Keyholed contours (`keyhole_contours`) and contours without overlaps fill alike
     either way."""
+    if len(contours) == 1:  # most slices: nothing to nest
+        return fill_contours(contours, shape)
     filled = [fill_contours([contour], shape) for contour in contours]
-    order = sorted(range(len(filled)), key=lambda k: -int(filled[k].sum()))  # holders before what they hold
+    areas = [int(mask.sum()) for mask in filled]
+    order = sorted(range(len(filled)), key=lambda k: -areas[k])  # holders before what they hold
     boxes = [_box(mask) for mask in filled]
     result = np.zeros(shape, dtype=bool)
     for position, index in enumerate(order):
@@ -200,8 +205,9 @@ def fill_nested_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> 
         if box is None:
             continue
         depth = sum(
-            _strictly_inside(mask, box, filled[other], boxes[other]) for other in order[:position]
-        )  # how many contours hold this one
+            areas[other] > areas[index] and _inside(mask, box, filled[other], boxes[other])
+            for other in order[:position]
+        )  # how many contours hold this one (a larger one: the same pixels are two copies, not a hole)
         if depth % 2:
             result &= ~mask
         else:
@@ -217,9 +223,8 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
 
 
-def _strictly_inside(mask, box, outer, outer_box) -> bool:
-    """Whether `mask` (spanning `box`) lies inside `outer` and is not all of it (the same pixels are two copies of
-    one contour, not a hole)."""
+def _inside(mask, box, outer, outer_box) -> bool:
+    """Whether `mask` (spanning `box`) lies inside `outer` (spanning `outer_box`)."""
     if outer_box is None or not (
         outer_box[0] <= box[0]
         and box[1] <= outer_box[1]
@@ -228,4 +233,4 @@ def _strictly_inside(mask, box, outer, outer_box) -> bool:
     ):
         return False
     crop = (slice(box[0], box[1]), slice(box[2], box[3]))
-    return not (mask[crop] & ~outer[crop]).any() and int(outer.sum()) > int(mask.sum())
+    return not (mask[crop] & ~outer[crop]).any()
