@@ -14,6 +14,13 @@ from msa_hf.testing import BoxFillSam
 pytest.importorskip("pynetdicom")
 pytest.importorskip("highdicom")
 
+BOX = ["--slice", "2", "--box", "2", "2", "19", "15"]  # a box on the block of `block_series`
+
+
+def _predict(series, output, *more: str) -> list[str]:
+    """`msa-hf predict` of `series` into `output` with `BOX`, served by the stand-in, and `more` arguments."""
+    return ["predict", "m", str(series), str(output), *BOX, *more]
+
 
 class StorageNode:
     """A DICOM storage node on localhost answering to `ae_title`, keeping what it receives; `takes` the SOP
@@ -40,7 +47,10 @@ class StorageNode:
         return 0x0000
 
     def close(self) -> None:
-        self.server.shutdown()
+        """Stop answering (once: a node already closed stays so)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
 
 
 @pytest.fixture
@@ -73,9 +83,8 @@ def test_predict_sends_what_it_wrote(series, tmp_path, node, serve_stand_in, cap
     from msa_hf.cli import main
 
     serve_stand_in(BoxFillSam(32))
-    box = ["--slice", "2", "--box", "2", "2", "19", "15", "--name", "liver"]
-    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), *box, "--dicom-output", kind,
-            "--send-to", f"TPS@127.0.0.1:{node.port}"]  # fmt: skip
+    argv = _predict(series, tmp_path / "out.dcm", "--name", "liver", "--dicom-output", kind, "--send-to",
+                    f"TPS@127.0.0.1:{node.port}")  # fmt: skip
     assert main(argv) == 0
     assert f"sent: 1 DICOM object to TPS@127.0.0.1:{node.port}" in capsys.readouterr().out
     (received,) = node.received
@@ -83,20 +92,22 @@ def test_predict_sends_what_it_wrote(series, tmp_path, node, serve_stand_in, cap
 
 
 def test_many_inputs_send_each_dicom_object_over_one_association(tmp_path, node, serve_stand_in, capsys):
-    """A batch of two DICOM series with `--dicom-output rtstruct --send-to`: both structure sets arrive."""
+    """A batch of two DICOM series with `--dicom-output rtstruct --send-to`: both structure sets arrive, each
+    the file written, whole."""
     from msa_hf.cli import main
     from msa_hf.testing import write_dicom_series
 
     for name in ("p1", "p2"):
         write_dicom_series(tmp_path / "in" / name, np.full((6, 20, 24), 60.0, np.float32))
     serve_stand_in(BoxFillSam(32))
-    argv = ["predict", "m", str(tmp_path / "in" / "*"), str(tmp_path / "out"), "--slice", "2", "--box", "2", "2", "19",
-            "15", "--dicom-output", "rtstruct", "--send-to", f"TPS@127.0.0.1:{node.port}"]  # fmt: skip
+    argv = _predict(tmp_path / "in" / "*", tmp_path / "out", "--dicom-output", "rtstruct", "--send-to",
+                    f"TPS@127.0.0.1:{node.port}")  # fmt: skip
     assert main(argv) == 0
     assert "sent: 2 DICOM objects" in capsys.readouterr().out
-    assert sorted(ds.SOPInstanceUID for ds in node.received) == sorted(
-        __import__("pydicom").dcmread(path).SOPInstanceUID for path in (tmp_path / "out").glob("*.dcm")
-    )
+    written = sorted((tmp_path / "out").glob("*.dcm"))
+    assert len(written) == len(node.received) == 2
+    for path in written:
+        assert sum(_same_object(received, path) for received in node.received) == 1, path
 
 
 def test_send_sends_files_and_folders_again(series, tmp_path, node, serve_stand_in, capsys):
@@ -105,34 +116,18 @@ def test_send_sends_files_and_folders_again(series, tmp_path, node, serve_stand_
     from msa_hf.cli import main
 
     serve_stand_in(BoxFillSam(32))
-    box = ["--slice", "2", "--box", "2", "2", "19", "15"]
-    assert main(["predict", "m", str(series), str(tmp_path / "a.dcm"), *box]) == 0
+    assert main(_predict(series, tmp_path / "a.dcm")) == 0
     (tmp_path / "more").mkdir()
-    assert (
-        main(
-            [
-                "predict",
-                "m",
-                str(series),
-                str(tmp_path / "more" / "b.dcm"),
-                *box,
-                "--dicom-output",
-                "rtstruct",
-            ]
-        )
-        == 0
-    )
+    assert main(_predict(series, tmp_path / "more" / "b.dcm", "--dicom-output", "rtstruct")) == 0
     (tmp_path / "more" / "notes.txt").write_text("not DICOM")
-    (tmp_path / "more" / "DICOMDIR").write_bytes(
-        (tmp_path / "a.dcm").read_bytes()
-    )  # an export's index: not sent
+    index = (tmp_path / "a.dcm").read_bytes()
+    (tmp_path / "more" / "DICOMDIR").write_bytes(index)  # an export's index: not sent
     capsys.readouterr()
-    assert (
-        main(["send", str(tmp_path / "a.dcm"), str(tmp_path / "more"), "--to", f"TPS@127.0.0.1:{node.port}"])
-        == 0
-    )
+    node_name = f"TPS@127.0.0.1:{node.port}"
+    assert main(["send", str(tmp_path / "a.dcm"), str(tmp_path / "more"), "--to", node_name]) == 0
     assert "sent: 2 DICOM objects" in capsys.readouterr().out
     assert [ds.Modality for ds in node.received] == ["SEG", "RTSTRUCT"]
+    assert _same_object(node.received[0], tmp_path / "a.dcm")
     assert _same_object(node.received[1], tmp_path / "more" / "b.dcm")
 
 
@@ -152,13 +147,10 @@ def test_a_node_that_cannot_take_them_is_named_and_the_files_kept(
         running.close()
     title = "WRONG" if problem == "wrong title" else "TPS"
     serve_stand_in(BoxFillSam(32))
-    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2", "19", "15",
-            "--send-to", f"{title}@127.0.0.1:{port}"]  # fmt: skip
     try:
-        assert main(argv) == 2
+        assert main(_predict(series, tmp_path / "out.dcm", "--send-to", f"{title}@127.0.0.1:{port}")) == 2
     finally:
-        if problem != "nothing there":
-            running.close()
+        running.close()
     message = capsys.readouterr().err
     reason = {"wrong title": "refused the association", "nothing there": "nothing answers there",
               "takes no such objects": "does not take Segmentation Storage"}[problem]  # fmt: skip
@@ -181,8 +173,8 @@ def test_a_node_that_cannot_take_them_is_named_and_the_files_kept(
 def test_a_badly_named_node_is_refused_before_the_model_loads(series, tmp_path, capsys, argv_tail, words):
     from msa_hf.cli import main
 
-    argv = ["predict", "no-such-model", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2",
-            "19", "15", *argv_tail]  # fmt: skip
+    argv = _predict(series, tmp_path / "out.dcm", *argv_tail)
+    argv[1] = "no-such-model"  # refused before any model is looked for
     assert main(argv) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "out.dcm").exists()
@@ -191,17 +183,18 @@ def test_a_badly_named_node_is_refused_before_the_model_loads(series, tmp_path, 
 def test_a_mask_that_is_not_dicom_is_not_sent(series, tmp_path, capsys):
     from msa_hf.cli import main
 
-    argv = ["predict", "no-such-model", str(series), str(tmp_path / "out.nii.gz"), "--slice", "2", "--box", "2",
-            "2", "19", "15", "--send-to", "PACS@127.0.0.1:104"]  # fmt: skip
+    argv = _predict(series, tmp_path / "out.nii.gz", "--send-to", "PACS@127.0.0.1:104")
+    argv[1] = "no-such-model"  # refused before any model is looked for
     assert main(argv) == 2
     assert "takes DICOM objects" in capsys.readouterr().err
 
 
 class DicomWebServer:
     """A DICOMweb service on localhost that takes STOW-RS requests at `/dicom-web/studies`, keeping each part's
-    bytes and headers; `status` is what it answers (a `409` refuses all), `token` the bearer token it wants."""
+    bytes and headers; `status` is what it answers (a `409` refuses all) with the DICOM JSON `answer`, `token`
+    the bearer token it wants."""
 
-    def __init__(self, status: int = 200, token: str | None = None) -> None:
+    def __init__(self, status: int = 200, token: str | None = None, answer: bytes = b"{}") -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -224,7 +217,7 @@ class DicomWebServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/dicom+json")
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(answer)
 
             def log_message(self, *args) -> None:
                 pass
@@ -234,8 +227,11 @@ class DicomWebServer:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        """Stop answering (once: a service already closed stays so)."""
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+            self.http = None
 
 
 def test_predict_stores_its_objects_on_a_dicomweb_service(
@@ -250,8 +246,7 @@ def test_predict_stores_its_objects_on_a_dicomweb_service(
     monkeypatch.setenv(TOKEN_VARIABLE, "s3cret")
     serve_stand_in(BoxFillSam(32))
     try:
-        argv = ["predict", "m", str(series), str(tmp_path / "rs.dcm"), "--slice", "2", "--box", "2", "2", "19",
-                "15", "--dicom-output", "rtstruct", "--send-to", service.url]  # fmt: skip
+        argv = _predict(series, tmp_path / "rs.dcm", "--dicom-output", "rtstruct", "--send-to", service.url)
         assert main(argv) == 0
         assert f"sent: 1 DICOM object to {service.url}" in capsys.readouterr().out
         assert service.parts == [(tmp_path / "rs.dcm").read_bytes()]
@@ -284,13 +279,10 @@ def test_a_dicomweb_service_that_does_not_store_them_is_named(
     if problem == "nothing there":
         service.close()
     serve_stand_in(BoxFillSam(32))
-    argv = ["predict", "m", str(series), str(tmp_path / "out.dcm"), "--slice", "2", "--box", "2", "2", "19", "15",
-            "--send-to", url]  # fmt: skip
     try:
-        assert main(argv) == 2
+        assert main(_predict(series, tmp_path / "out.dcm", "--send-to", url)) == 2
     finally:
-        if problem != "nothing there":
-            service.close()
+        service.close()
     message = capsys.readouterr().err
     reason = {
         "credentials": "MSA_HF_DICOMWEB_TOKEN",
@@ -299,3 +291,26 @@ def test_a_dicomweb_service_that_does_not_store_them_is_named(
     }
     assert f"DICOMweb service {url}" in message and reason[problem] in message and "kept" in message, message
     assert pydicom.dcmread(tmp_path / "out.dcm").Modality == "SEG"
+
+
+def test_a_dicomweb_service_storing_some_of_them_says_how_many(tmp_path, series, serve_stand_in, capsys):
+    """HTTP 202 with a Failed SOP Sequence of one: `send` of two files fails saying one of two was stored; 202
+    without failures is a success."""
+    import json
+
+    from msa_hf.cli import main
+
+    serve_stand_in(BoxFillSam(32))
+    assert main(_predict(series, tmp_path / "out.dcm")) == 0
+    failed = json.dumps({"00081198": {"vr": "SQ", "Value": [{"00081150": {"vr": "UI", "Value": ["1.2"]}}]}})
+    partly, wholly = DicomWebServer(status=202, answer=failed.encode()), DicomWebServer(status=202)
+    twice = [str(tmp_path / "out.dcm")] * 2
+    capsys.readouterr()
+    try:
+        assert main(["send", *twice, "--to", partly.url]) == 2
+        assert "it stored 1 of a request's 2 (HTTP 202, 1 refused)" in capsys.readouterr().err
+        assert main(["send", *twice, "--to", wholly.url]) == 0
+        assert f"sent: 2 DICOM objects to {wholly.url}" in capsys.readouterr().out
+    finally:
+        partly.close()
+        wholly.close()
