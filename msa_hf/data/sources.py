@@ -416,18 +416,18 @@ def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
     unpaired: list[Path] = []
     case_folders: set[Path] = set()  # folders that are one case each (a label map named by its role alone)
     for folder, files in by_folder.items():
-        roles = [(path, *file_role(nifti_stem(path))) for path in files]
+        stems = {path: nifti_stem(path) for path in files}
+        roles = [(path, *file_role(stems[path])) for path in files]
         # an image is known by its name and by the case id its role names (vol1 and 1 for vol1.nii.gz)
-        images = {path: {nifti_stem(path), case_id} for path, role, case_id in roles if role == "image"}
+        images = {path: {stems[path], case_id} for path, role, case_id in roles if role == "image"}
         for label, _, case_id in (entry for entry in roles if entry[1] == "label"):
             named = [path for path, names in images.items() if case_id in names]
             if not named and not case_id and len(images) == 1:
                 named = list(images)
             sequences = {
-                stem[len(case_id) + 1 :]: path
+                stems[path][len(case_id) + 1 :]: path
                 for path in images
-                if case_id
-                and (stem := nifti_stem(path))[: len(case_id) + 1] in (f"{case_id}_", f"{case_id}-")
+                if case_id and stems[path][: len(case_id) + 1] in (f"{case_id}_", f"{case_id}-")
             }
             if not case_id:
                 case_folders.add(folder)
@@ -449,7 +449,7 @@ def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
                     del images[path]
         unpaired.extend(images)
     for path in unpaired:  # cases without a label map, but not the other annotations inside a case folder
-        if not any(folder in case_folders for folder in path.parents[1:]):
+        if not (case_folders and case_folders.intersection(path.parents[1:])):
             named_by_role = file_role(nifti_stem(path)) == ("image", "")  # imaging.nii.gz: its folder's case
             cases.append(CaseFiles(path.parent.name if named_by_role else nifti_stem(path), path, None))
     return sorted(cases, key=lambda case: str(case.image))
