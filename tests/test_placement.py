@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch_support import needs_compiling_torch
 
 from msa_hf import SamAdapterConfig, SamAdapterModel
 from msa_hf.inference.placement import resolve_placement
@@ -220,3 +221,96 @@ def test_evaluation_and_batch_prediction_count_their_images_for_the_compile_deci
     predict_batch(model, items, device="cpu", show_progress=False, compile_encoder=requested)
     assert asked == [(requested, report["rows"]), (requested, 3)]  # one image per row, per picture
     assert compiled == ([model, model] if requested else [])
+
+
+@needs_compiling_torch
+def test_the_reason_a_compilation_failed_is_found_where_the_build_tools_are_the_cause():
+    """A compiler's error (wrapped by inductor and dynamo, as they raise it), a missing compiler and Triton's
+    failing launcher build are the machine's; anything else is not, and is left to be seen."""
+    import subprocess
+
+    from torch._inductor import exc
+
+    from msa_hf.inference.placement import compile_toolchain_failure
+
+    output = "In file included from Python.h:14,\n/usr/include/python3.14/pyconfig.h:3:12: fatal error: x.h: No such file"
+    compiler_failed = exc.CppCompileError(["g++", "kernel.cpp"], output)
+    assert compile_toolchain_failure(exc.InductorError(compiler_failed, None)) == (
+        "/usr/include/python3.14/pyconfig.h:3:12: fatal error: x.h: No such file"
+    )
+    assert "No working C++ compiler" in compile_toolchain_failure(exc.InvalidCxxCompiler())
+    try:  # raised while another was being handled, as Triton's build inside a compiled call is
+        try:
+            raise RuntimeError("compiling the launcher")
+        except RuntimeError:
+            raise subprocess.CalledProcessError(1, ["/usr/bin/gcc", "cuda_utils.c"]) from None
+    except subprocess.CalledProcessError as launcher_failed:
+        assert compile_toolchain_failure(RuntimeError("kernel")) is None
+        wrapped = RuntimeError("first call")
+        wrapped.__cause__ = launcher_failed
+        assert compile_toolchain_failure(wrapped) == "/usr/bin/gcc failed"
+    assert compile_toolchain_failure(exc.InductorError(NotImplementedError("an op"), None)) is None
+
+
+@needs_compiling_torch
+def test_a_machine_that_cannot_build_kernels_runs_the_compiled_module_uncompiled_with_the_same_results(
+    capsys,
+):
+    """No C++ compiler (a Python without its headers fails the same way, later): the first call says why and
+    how to compile, and every call gives the plain module's outputs and gradients, for the image encoder of
+    inference and for the whole model of training."""
+    import sys
+
+    import torch._inductor.config as inductor_config
+
+    from msa_hf.inference.placement import compile_image_encoder, compile_in_place
+
+    # no compiler; and no cached kernels, which would hide it
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}):
+        torch.manual_seed(0)
+        model = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
+        randomize_weights(model)
+        model.eval()
+        pixels = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            plain = model.get_image_embeddings(pixels)
+        compile_image_encoder(model)
+        with torch.no_grad():
+            first, second = model.get_image_embeddings(pixels), model.get_image_embeddings(pixels)
+        torch.testing.assert_close(first, plain, atol=0, rtol=0)
+        torch.testing.assert_close(second, plain, atol=0, rtol=0)
+        said = capsys.readouterr().err
+        python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        assert said.count("torch.compile could not build the image encoder's kernels") == 1
+        assert "No working C++ compiler" in said and f"apt install g++ {python}-dev" in said
+        assert model.vision_encoder._compiled_call_impl is None  # uncompiled from then on
+
+        trained = SamAdapterModel(SamAdapterConfig(**tiny_sam_kwargs()))
+        randomize_weights(trained)
+        boxes = torch.tensor([[[8.0, 8.0, 40.0, 50.0]], [[2.0, 10.0, 60.0, 30.0]]])
+        gradients = []
+        for compiled in (False, True):
+            trained.zero_grad()
+            if compiled:
+                compile_in_place(trained, "the model")
+            masks = trained(pixel_values=pixels, input_boxes=boxes, multimask_output=False).pred_masks
+            masks.square().mean().backward()
+            gradients.append({n: p.grad.clone() for n, p in trained.named_parameters() if p.grad is not None})
+        assert gradients[0] and gradients[0].keys() == gradients[1].keys()
+        for name, gradient in gradients[0].items():
+            torch.testing.assert_close(gradients[1][name], gradient, atol=0, rtol=0, msg=name)
+        assert "torch.compile could not build the model's kernels" in capsys.readouterr().err
+
+
+@needs_compiling_torch
+def test_a_compilation_that_fails_for_another_reason_is_not_hidden():
+    from msa_hf.inference.placement import compile_in_place
+
+    class Refuses(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("not a build tool's fault")
+
+    module = Refuses()
+    compile_in_place(module, "the module")
+    with pytest.raises(ValueError, match="not a build tool's fault"):
+        module(torch.ones(2))

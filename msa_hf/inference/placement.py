@@ -176,30 +176,97 @@ def compile_by_default(requested: bool | None, placement: Placement, count_image
     return True
 
 
-def compile_image_encoder(model: torch.nn.Module) -> None:
-    """`torch.compile` `model.vision_encoder` in place (parameter names and `save_pretrained` unchanged),
-    and say once, on stderr, how long its first call (the compilation) took.
+def compile_toolchain_failure(error: BaseException) -> str | None:
+    """Why a compilation failed, where the cause is this machine's build tools rather than the model: the
+    compiler's first error line, or the tool that is missing; None for any other failure (a model that does
+    not trace is a bug to see, not to hide).
 
-    Raises:
-        ValueError: a torch that cannot compile the encoder (`check_torch_compiles_sam`)."""
+    Inductor builds its kernels when a compiled module is first called: CPU kernels with the machine's C++
+    compiler, GPU kernels through Triton, whose launcher is C; both need this Python's development headers
+    (`Python.h`), which a distribution's Python often lacks until its `-dev` package is installed.
+    """
+    import subprocess
+
+    from torch._inductor import exc
+
+    # no compiler, or no Triton for a GPU (TritonMissing: torch 2.6 and newer)
+    missing_tool = (
+        exc.InvalidCxxCompiler,
+        *(getattr(exc, name) for name in ("TritonMissing",) if hasattr(exc, name)),
+    )
+    chain, seen = [], error
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = getattr(seen, "inner_exception", None) or seen.__cause__ or seen.__context__
+    for cause in chain:
+        if isinstance(cause, exc.CppCompileError):  # the compiler ran and failed (CUDACompileError too)
+            errors = [line.strip() for line in str(cause.output).splitlines() if "error" in line.lower()]
+            return (errors[0] if errors else "the C++ compiler failed")[:300]
+        if isinstance(cause, missing_tool):
+            return str(cause).strip().splitlines()[0][:300]
+        if isinstance(cause, subprocess.CalledProcessError):  # Triton building its launcher with gcc
+            return f"{cause.cmd[0] if isinstance(cause.cmd, list | tuple) else cause.cmd} failed"[:300]
+    for cause in chain:  # a failure that says what it lacked, however it was raised
+        if "Python.h" in str(cause):
+            return str(cause).strip().splitlines()[0][:300]
+    return None
+
+
+def uncompiled_note(what: str, reason: str) -> str:
+    """What to print where `what` runs uncompiled because this machine cannot build kernels: why, and how to
+    make it compile."""
+    import sys
+
+    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return (
+        f"torch.compile could not build {what}'s kernels on this machine ({reason}); {what} runs uncompiled, "
+        f"with the same results, slower. To compile it, install a C++ compiler and this Python's development "
+        f"headers (Debian, Ubuntu: apt install g++ {python}-dev), or turn compiling off (--no-compile)."
+    )
+
+
+def compile_in_place(module: torch.nn.Module, what: str) -> None:
+    """`torch.compile` `module` in place (parameter names and `save_pretrained` unchanged). Its first call
+    compiles: that call says on stderr how long the compilation took, or, where this machine cannot build the
+    kernels (`compile_toolchain_failure`), says why and runs `module` uncompiled from then on (the results
+    are the same; only a GPU is much slower). `what` names the module in those lines ("the image encoder").
+    """
     import sys
     import time
 
-    encoder = model.vision_encoder
-    if getattr(encoder, "_compiled_call_impl", None) is not None:  # compiled already (an earlier predictor)
+    if getattr(module, "_compiled_call_impl", None) is not None:  # compiled already (an earlier predictor)
         return
-    check_torch_compiles_sam("compile_encoder=True (--compile)")
-    encoder.compile()
-    compiled = getattr(encoder, "_compiled_call_impl", None)
+    module.compile()
+    compiled = getattr(module, "_compiled_call_impl", None)
     if compiled is None:  # a torch that compiles modules another way: compiled, just not timed
         return
 
     def first_call(*args, **kwargs):
-        print("compiling the image encoder (its first call waits for it) ...", file=sys.stderr, flush=True)
+        print(f"compiling {what} (its first call waits for it) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        result = compiled(*args, **kwargs)
-        encoder._compiled_call_impl = compiled  # later calls go straight to the compiled code
-        print(f"image encoder compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        try:
+            result = compiled(*args, **kwargs)
+        except Exception as error:
+            reason = compile_toolchain_failure(error)
+            if reason is None:
+                raise
+            module._compiled_call_impl = None  # from now on every call is the plain module's
+            print(uncompiled_note(what, reason), file=sys.stderr, flush=True)
+            return module._call_impl(*args, **kwargs)
+        module._compiled_call_impl = compiled  # later calls go straight to the compiled code
+        print(f"{what} compiled in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         return result
 
-    encoder._compiled_call_impl = first_call
+    module._compiled_call_impl = first_call
+
+
+def compile_image_encoder(model: torch.nn.Module) -> None:
+    """`torch.compile` `model.vision_encoder` in place (`compile_in_place`: timed once, uncompiled where this
+    machine cannot build the kernels).
+
+    Raises:
+        ValueError: a torch that cannot compile the encoder (`check_torch_compiles_sam`)."""
+    if getattr(model.vision_encoder, "_compiled_call_impl", None) is not None:  # an earlier predictor's
+        return
+    check_torch_compiles_sam("compile_encoder=True (--compile)")
+    compile_in_place(model.vision_encoder, "the image encoder")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msa_hf.inference.placement import compile_in_place
 from msa_hf.modeling.activation_checkpointing import enable_activation_checkpointing
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
@@ -161,7 +162,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     set_frozen_mlp_recompute(model, config.recompute_frozen_mlp)
     if config.compile:
         # in place: the module, its parameter names and save_pretrained stay as they are; only calls compile
-        model.compile()
+        compile_in_place(model, "the model")
     image_size = model.config.vision_config.image_size
     # saved with every model this run writes
     processor = MsaProcessor.for_model(
