@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # the fast tests (`make test-fast`), which the lowest-bounds and other-stack runs run too
 FAST_TESTS := -m pytest -m "not slow and not ddp and not browser"
 
-.PHONY: setup test test-fast dicom-tools test-lowest test-oldest-torch test-gpu-image lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
+.PHONY: setup test test-fast dicom-tools test-lowest test-oldest-torch test-gpu-image test-newest-python lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,11 @@ OLDEST_TORCH := 2.5.1
 OLDEST := .oldest-torch
 GPU_IMAGE := .gpu-image
 
-# $(1): the venv folder, $(2): torch's pin (and torchvision's), $(3): the constraints for everything else
+# $(1): the venv folder, $(2): torch's pin (and torchvision's), $(3): the constraints for everything else,
+# $(4): the Python that makes the venv (default: $(PYTHON))
 define other_stack
 	rm -rf $(1)
-	$(PYTHON) -m venv $(1)
+	$(or $(4),$(PYTHON)) -m venv $(1)
 	$(1)/bin/python -m pip install -q $(2)
 	$(1)/bin/python -m pip install -q $(2) "setuptools>=68" ".[test,medical,demo,dicom,onnx]" -c $(3)
 	touch $(1)/.installed
@@ -68,6 +69,21 @@ $(OLDEST)/.installed: pyproject.toml .ci/lowest-bounds.txt
 
 $(GPU_IMAGE)/.installed: pyproject.toml .ci/gpu-image.txt
 	$(call other_stack,$(GPU_IMAGE),$(shell grep '^torch' .ci/gpu-image.txt),.ci/gpu-image.txt)
+
+# `test-newest-python`: the newest Python pyproject.toml allows (NEWEST_PYTHON; the cap above it is tested
+# against this), with the newest releases of everything. It needs that interpreter: on the path, or
+# NEWEST_PYTHON_EXE=/path/to/python3.14 (.ci/debian-unstable-python.sh unpacks Debian unstable's build where a
+# Debian stable has none). On Python 3.14 the dicom extra's JPEG-LS codec (pyjpegls) has no wheel and is
+# compiled from source: it needs g++ and the Python's headers.
+NEWEST_PYTHON := 3.14
+NEWEST_PYTHON_EXE ?= python$(NEWEST_PYTHON)
+NEWEST := .newest-python
+
+$(NEWEST)/.installed: pyproject.toml
+	$(call other_stack,$(NEWEST),torch,/dev/null,$(NEWEST_PYTHON_EXE))
+
+test-newest-python: $(NEWEST)/.installed
+	MSA_HF_BAD_INPUTS_PAGE=$(NEWEST)/bad-inputs.md $(NEWEST)/bin/python $(FAST_TESTS)
 
 test-oldest-torch: $(OLDEST)/.installed
 	MSA_HF_BAD_INPUTS_PAGE=$(OLDEST)/bad-inputs.md $(OLDEST)/bin/python $(FAST_TESTS)
