@@ -752,6 +752,57 @@ def _(f):
     return ["predict", "tiny", str(source), out(f), "--prompts-from-labels", str(source)]
 
 
+def four_d_scan(folder: Path, names: dict[str, str] | None = None) -> Path:
+    """A 4-D NIfTI of 3 channels in a Decathlon `imagesTs/`, with a `dataset.json` naming them where `names`."""
+    import nibabel as nib
+
+    path = folder / "in" / "msd" / "imagesTs" / "scan.nii.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(100, 10, (24, 20, 4, 3)).astype(np.float32),
+                             np.eye(4)), path)  # fmt: skip
+    if names is not None:
+        (path.parent.parent / "dataset.json").write_text(json.dumps({"modality": names}))
+    return path
+
+
+@case(
+    "predict",
+    "a 4-D scan to a model trained on one-channel cases",
+    mentions=("scan.nii.gz", "3 channels", "--channel"),
+)
+def _(f):
+    return ["predict", "tiny", str(four_d_scan(f)), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 15, 15)]
+
+
+@case("predict", "--channel naming a sequence the scan does not have",
+      mentions=("scan.nii.gz", "'dwi'", "0 = FLAIR, 1 = T1w, 2 = T2w"))  # fmt: skip
+def _(f):
+    scan = four_d_scan(f, {"0": "FLAIR", "1": "T1w", "2": "T2w"})
+    return [
+        "predict",
+        "tiny",
+        str(scan),
+        out(f, "m.nii.gz"),
+        "--slice",
+        "1",
+        *_box(2, 2, 15, 15),
+        "--channel",
+        "dwi",
+    ]
+
+
+@case("predict", "--channel beyond the scan's channels", mentions=("scan.nii.gz", "channel 3", "0 to 2"))
+def _(f):
+    return ["predict", "tiny", str(four_d_scan(f)), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 15, 15),
+            "--channel", "3"]  # fmt: skip
+
+
+@case("predict", "--channel of a negative number", mentions=("-1", "count from 0"))
+def _(f):
+    return ["predict", "tiny", str(four_d_scan(f)), out(f, "m.nii.gz"), "--slice", "1", *_box(2, 2, 15, 15),
+            "--channel=-1"]  # fmt: skip
+
+
 @case("predict", "--dicom-labels for a folder of NIfTI files", mentions=("--dicom-labels",))
 def _(f):
     source = nifti_source(f)

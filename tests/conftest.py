@@ -97,14 +97,17 @@ def block_series(tmp_path) -> Path:
 
 @pytest.fixture
 def serve_stand_in(monkeypatch):
-    """`serve_stand_in(model)`: the commands' `MODEL` (any name) served by `model`, a stand-in with known masks
-    (`msa_hf.testing.BoxFillSam`), with a processor of no window, slice spacing or planes."""
+    """`serve_stand_in(model, channel=None)`: the commands' `MODEL` (any name) served by `model`, a stand-in with
+    known masks (`msa_hf.testing.BoxFillSam`), with a processor of no window, slice spacing or planes, trained on
+    `channel` (a `ChannelChoice` of origin "the model") of multi-channel cases."""
     from types import SimpleNamespace
 
     import msa_hf.inference.loading as loading
 
-    def serve(model) -> None:
-        processor = SimpleNamespace(window=None, slice_spacing=None, planes=None)
+    def serve(model, channel=None) -> None:
+        processor = SimpleNamespace(
+            window=None, slice_spacing=None, planes=None, channel_choice=lambda: channel
+        )
         monkeypatch.setattr(loading, "load_for_inference", lambda _: (model, processor))
 
     return serve

@@ -385,7 +385,9 @@ def test_nnunet_channel_files_are_one_case_and_channel_picks_one(tmp_path):
         assert rows and all(
             np.array_equal(np.asarray(row["image"]), axial_slices(expected)[row["slice"] + 3]) for row in rows
         )
-    with pytest.raises(ValueError, match="not for channel 2") as refused:  # brain has channels 0 and 1 only
+    with pytest.raises(
+        ValueError, match=r"channel 2 \(--channel\) does not exist; its channels are 0 to 1"
+    ) as refused:  # brain has channels 0 and 1 only
         prepare_dataset(source, tmp_path / "out-2", split=(1, 0, 0), channel=2)
     assert "no usable case, nothing written" in str(refused.value) and not (tmp_path / "out-2").exists()
 

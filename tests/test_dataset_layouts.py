@@ -139,7 +139,9 @@ def test_brats_case_folders_read_one_sequence_as_a_channel(tmp_path, case_ids, s
         sequence = sequences[channel or 0]
         chosen = {case_id: (case[sequence], case["seg"]) for case_id, case in files.items()}
         assert _slices_equal(output, chosen) == set(case_ids)
-    with pytest.raises(ValueError, match=f"3 = {sequences[3]}, not for channel 4"):
+    with pytest.raises(
+        ValueError, match=f"channel 4 .--channel. does not exist; its channels are .*3 = {sequences[3]}"
+    ):
         prepare_dataset(source, tmp_path / "out-4", split=(1, 0, 0), keep_empty_slices=True, channel=4)
 
 

@@ -378,3 +378,15 @@ def test_the_model_card_says_what_a_retention_option_keeps_and_nothing_without_o
         "- Retention: self-distilled from its base on 50% of the steps, prompted off the adapted structures; "
         "25% of every batch replayed from its base's synthetic pictures."
     )
+
+
+def test_the_model_card_names_the_channel_a_multi_channel_model_reads():
+    from msa_hf.hub.model_card import render_model_card
+    from msa_hf.training.config import TrainConfig
+
+    config = TrainConfig(base="tiny", dataset="data/brats", output_dir="runs/x")
+    result = {"trainable_parameters": 10, "total_parameters": 100, "steps": 5}
+    assert "Multi-channel" not in render_model_card(config, result, "", None)
+    card = render_model_card(config, {**result, "channel": "0 (flair)"}, "", None)
+    (line,) = [line for line in card.splitlines() if line.startswith("- Multi-channel")]
+    assert "trained on channel 0 (flair)" in line and "`--channel` reads another" in line

@@ -622,10 +622,17 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
 
     class Page:  # build_demo's stand-in: records what it serves instead of serving until interrupted
         def __init__(
-            self, model, window=None, slice_spacing=None, trained_planes=None, device=None, dtype=None
+            self,
+            model,
+            window=None,
+            slice_spacing=None,
+            trained_planes=None,
+            device=None,
+            dtype=None,
+            channel=None,
         ):
             served.append({"model": model, "slice_spacing": slice_spacing, "planes": trained_planes,
-                           "placement": (device, dtype)})  # fmt: skip
+                           "placement": (device, dtype), "channel": channel})  # fmt: skip
 
         def launch(self, **options):
             served[-1]["options"] = options
@@ -660,9 +667,12 @@ def test_msa_hf_demo_serves_the_model_and_adapters_it_is_given(tmp_path, monkeyp
     # a depth-branch model's folder: served with the slice spacing its processor records
     from msa_hf.processing.processor import MsaProcessor
 
-    MsaProcessor.for_model(base, slice_spacing=2.5, planes=("axial",)).save_pretrained(tmp_path / "base")
+    MsaProcessor.for_model(base, slice_spacing=2.5, planes=("axial",), channel=(1, "T1w")).save_pretrained(
+        tmp_path / "base"
+    )
     assert main(["demo", str(tmp_path / "base")]) == 0
     assert served[-1]["slice_spacing"] == 2.5 and served[-1]["planes"] == ("axial",)
+    assert (served[-1]["channel"].index, served[-1]["channel"].name) == (1, "T1w")  # of a 4-D upload
 
     assert main(["demo", "--adapter", "liver"]) != 0
     assert "NAME=REPO" in capsys.readouterr().err

@@ -36,9 +36,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "\"test\": [...]}; every case must be in it",
     )  # fmt: skip
     prepare.add_argument(
-        "--channel", type=int, default=None,
-        help="channel to use: of 4-D NIfTI images, or of nnU-Net cases with one file per channel (case_0000, "
-             "case_0001, ...; there the default is 0)",
+        "--channel", default=None, metavar="K_OR_NAME",
+        help="channel to use, by number or name (flair): of 4-D NIfTI images, or of cases with one file per "
+             "channel (nnU-Net's case_0000, case_0001; BraTS's _flair, _t1, ...; there the default is the first); "
+             "models trained on the dataset read the same channel",
     )  # fmt: skip
     prepare.add_argument(
         "--series", default=None, metavar="KEY",

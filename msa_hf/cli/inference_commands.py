@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from msa_hf.command_line import label_remap, positive_int, space_or_comma_list
+from msa_hf.data.channels import ChannelChoice
 from msa_hf.inference.dicom_outputs import DICOM_OUTPUTS
 
 
@@ -228,6 +229,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              "differ more than twofold (a scan acquired sagittally or coronally: a knee, a spine), then the plane "
              "with the squarest pixels, the one it was acquired in; with --prompt-frame voxel, the input's own "
              "plane. --slice, --point and --box (display frame) are that plane's slices and pixels",
+    )  # fmt: skip
+    predict.add_argument(
+        "--channel", default=None, metavar="K_OR_NAME",
+        help="the channel to read of 4-D NIfTI inputs (the Decathlon's BraTS: 4 sequences in one file) and of "
+             "cases with one file per sequence: a number, or a name as the dataset names them (flair). Default: "
+             "the channel the model was trained on (msa-hf prepare --channel), matched by name where both name "
+             "their channels",
     )  # fmt: skip
     _add_resample_slices_argument(predict, "a volume", "onto the input's slices")
     _add_placement_arguments(predict)
@@ -473,6 +481,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     if is_zip(args.input):  # a DICOM series or study zipped, as a PACS exports it
         return _predict_zipped(args)
+    if args.channel is not None:  # a number or a name; refused here, before the model loads
+        ChannelChoice.parse(args.channel)
     keep_freed_memory()  # many prompts on one image: per-click buffers stay mapped (msa_hf.inference.cpu_memory)
     from msa_hf.inference.batch import is_batch_source
 
@@ -542,10 +552,12 @@ def _predict(args: argparse.Namespace) -> int:
         multimask=args.multimask, batch_size=args.batch_size, series=args.series,
         slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
         trained_planes=processor.planes, dicom_output=args.dicom_output or "seg",
-        structure_files=args.structure_files,
+        structure_files=args.structure_files, channel=_channel(args, processor),
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
+    if "channel" in summary:
+        print(f"channel {summary['channel']} of the 4-D input")
     if summary.get("plane", "axial") != "axial":  # slice numbers and pixels below are that plane's
         print(f"{summary['plane']} slices (the plane the scan was acquired in; --plane chooses another)")
     if "resampled" in summary:
@@ -578,6 +590,11 @@ def _predict(args: argparse.Namespace) -> int:
     if node is not None:
         _send_written([Path(summary["output"])], node, args)
     return 0
+
+
+def _channel(args: argparse.Namespace, processor: Any) -> ChannelChoice | None:
+    """The channel to read of multi-channel inputs: `--channel`, else the one the model was trained on."""
+    return ChannelChoice.parse(args.channel) if args.channel is not None else processor.channel_choice()
 
 
 def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
@@ -626,6 +643,7 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
         model, items, args.output, window=processor.window, kind=args.prompt_kind, device=args.device,
         dtype=args.dtype, multimask=args.multimask, batch_size=args.batch_size, compile_encoder=args.compile,
         slice_spacing=slice_spacing, plane=args.plane, trained_planes=processor.planes,
+        channel=_channel(args, processor),
     )  # fmt: skip
     if result is None:  # another process of a launch: the main one writes the summary
         return 0

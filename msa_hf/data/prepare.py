@@ -25,6 +25,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from msa_hf.data.channels import (
+    ChannelChoice,
+    case_channel_names,
+    channel_listing,
+    choose_channel_file,
+    choose_volume_channel,
+)
 from msa_hf.data.dicom_seg_labels import (
     is_dicom_label_file,
     load_label_volume,
@@ -87,8 +94,11 @@ class PrepareOptions:
         split_file: the dataset's own split of its cases (`split_files.read_split_file`: TotalSegmentator's
             `meta.csv`, a table of case and split, a JSON object of lists), used instead of `split` and `seed`;
             a case it does not assign is refused before any case is read.
-        channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in BraTS), or of nnU-Net cases with
-            one image file per channel (`case_0000`, `case_0001`, ...; there None reads channel 0).
+        channel: the channel of 4-D NIfTI files to use (e.g. 0 = FLAIR in the Decathlon's BraTS), or of cases
+            with one image file per channel (nnU-Net's `case_0000`, `case_0001`; BraTS's `_flair`, `_t1`, ...;
+            there None reads the first): a number, a name (`"flair"`, as the files or the dataset's
+            `dataset.json` name the channels) or a `channels.ChannelChoice`. The report records the channel
+            read, and a model trained on the dataset reads the same one (`MsaProcessor.channel`).
         series: the stack to read of DICOM case folders that hold several (a study's series; a key, series number
             or UID, `msa_hf.data.dicom_stacks`); None reads the series a DICOM-SEG label map references, and
             refuses a folder of several stacks with NIfTI labels.
@@ -125,7 +135,7 @@ class PrepareOptions:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     split_file: str | Path | None = None
-    channel: int | None = None
+    channel: ChannelChoice | int | str | None = None
     series: str | None = None
     dicom_labels: str | None = None
     overlapping: bool = False
@@ -175,8 +185,8 @@ class PrepareOptions:
                 )
             self.structures = tuple(names)
         self.remap_labels = check_label_remap(self.remap_labels or {})
-        if self.channel is not None and self.channel < 0:
-            raise ValueError(f"channel={self.channel}: channels count from 0.")
+        if self.channel is not None and not isinstance(self.channel, ChannelChoice):
+            self.channel = ChannelChoice.parse(self.channel)
         if self.case_id_pattern is not None:
             try:
                 groups = re.compile(self.case_id_pattern).groups
@@ -210,6 +220,9 @@ class PrepareReport:
     # each volume case's plane (`--plane`): its rows are that plane's slices (`planes.display_slices`)
     planes: dict[str, str] = field(default_factory=dict)
     split_file: str | None = None  # the dataset's own split the cases follow (`--split-file`)
+    # the channel read of multi-channel cases (a 4-D file's, or one of a case's files by channel), and its name
+    channel: int | None = None
+    channel_name: str | None = None
 
     def summary(self) -> str:
         """A plain-text table for the terminal."""
@@ -230,6 +243,11 @@ class PrepareReport:
             counts = Counter(self.planes.values())
             listed = ", ".join(f"{plane} {count}" for plane, count in sorted(counts.items()))
             lines += [f"Volumes cut into slices of each plane (cases): {listed}."]
+        if self.channel is not None:
+            named = f" ({self.channel_name})" if self.channel_name else ""
+            lines += [
+                f"Read channel {self.channel}{named} of multi-channel cases; models trained here read it too."
+            ]
         for message in self.warnings:
             lines.append(f"warning: {message}")
         return "\n".join(lines)
@@ -303,10 +321,12 @@ def _volume_cases(
         )
     several = [case for case in cases if len(case.channels) > 1]
     if several:
-        channels = _channel_listing(several[0])
+        names = case_channel_names(several[0])
+        channels = channel_listing(names, max(several[0].channels) + 1)
+        chosen = options.channel.describe() if options.channel is not None else "0"
         report.warnings.append(
             f"{len(several)} case(s) have one image file per channel (channels {channels}, e.g. "
-            f"{several[0].image.name}); read channel {options.channel or 0}"
+            f"{several[0].image.name}); read channel {chosen}"
             f"{'' if options.channel is not None else ' (--channel k reads another)'}."
         )
     return groups
@@ -329,26 +349,28 @@ def _case_series(case: CaseFiles, options: PrepareOptions) -> str | None:
     return seg_series(case.label, case.image) if is_dicom_label_file(case.label) else None
 
 
-def _case_image(case: CaseFiles, options: PrepareOptions, series: str | None = None) -> Volume:
-    """The case's image volume: `options.channel` of a 4-D file, or of an nnU-Net case's channel files; the
-    stack `series` of a DICOM folder."""
-    if len(case.channels) <= 1:
-        return load_volume(case.image, channel=options.channel, series=series)
-    channel = options.channel or 0
-    if channel not in case.channels:
-        raise VolumeReadError(
-            f"{case.image}: case {case.case_id} has image files for channels {_channel_listing(case)}, not for "
-            f"channel {channel} (--channel)."
-        )
-    return load_volume(case.channels[channel])
+def _case_image(
+    case: CaseFiles, options: PrepareOptions, report: PrepareReport, series: str | None = None
+) -> Volume:
+    """The case's image volume: `options.channel` of a 4-D file, or of a case's files by channel (the first
+    by default), which `report` records (the first case's); the stack `series` of a DICOM folder.
 
-
-def _channel_listing(case: CaseFiles) -> str:
-    """A case's channels as a message lists them: their numbers, each with its sequence where files name it
-    ("0 = flair, 1 = t1, ...")."""
-    if not case.channel_names:
-        return str(sorted(case.channels))
-    return ", ".join(f"{k} = {case.channel_names[k]}" for k in sorted(case.channels))
+    Raises:
+        VolumeReadError: a channel the case does not have, a 4-D file without `options.channel`."""
+    try:
+        if len(case.channels) > 1:
+            path, index, name = choose_channel_file(case, options.channel)
+            chosen, volume_channel = (index, name), None
+        else:
+            path, chosen = case.image, choose_volume_channel(case.image, options.channel)
+            volume_channel = chosen[0] if chosen else None
+    except ValueError as error:
+        raise VolumeReadError(str(error)) from None
+    if chosen is not None and report.channel is None:
+        report.channel, report.channel_name = chosen
+    if chosen is None and options.channel is not None and options.channel.index not in (None, 0):
+        volume_channel = options.channel.index  # a 3-D volume: refused by its reader, which says why
+    return load_volume(path, channel=volume_channel, series=series)
 
 
 def _volume_rows(
@@ -358,7 +380,7 @@ def _volume_rows(
     seg_values: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     series = _case_series(case, options)
-    image = _case_image(case, options, series)
+    image = _case_image(case, options, report, series)
     label = load_label_volume(case.label, case.image, seg_values, series, options.overlapping)
     label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:

@@ -128,7 +128,8 @@ def _canonical(image, source: str, modality: str, channel: int | None, is_label:
         elif channel is None:
             raise VolumeReadError(
                 f"{source}: 4-D image of shape {shape} (several channels or time points). MSA takes one 3-D "
-                f"volume per case: pick one with channel=k (msa-hf prepare --channel k), 0 <= k < {shape[3]}."
+                f"volume per case: pick one with --channel k (msa-hf prepare and predict; channel=k in Python), "
+                f"0 <= k < {shape[3]}."
             )
         elif not 0 <= channel < shape[3]:
             raise VolumeReadError(f"{source}: channel {channel} out of range for shape {shape}.")

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 import numpy as np
@@ -40,6 +40,9 @@ from msa_hf.demo.prompt_state import (
 from msa_hf.demo.sessions import MAX_VOXELS, DemoSession, VolumeSession, mask_choice
 from msa_hf.demo.uploads import IMAGE_TYPES, belongs_to, read_upload, source_of
 from msa_hf.evaluation.pictures import draw_prompts, overlay
+
+if TYPE_CHECKING:
+    from msa_hf.data.channels import ChannelChoice
 
 MAX_UPLOAD = "500mb"
 # axial slices of the MNI152 template, shipped with the package (their notice: README.md beside them)
@@ -79,14 +82,16 @@ def build_demo(
     trained_planes: tuple[str, ...] | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    channel: ChannelChoice | None = None,
 ) -> gr.Blocks:
     """The Gradio app around `model` (a `SamAdapterModel`, any model with SAM's interface, or a peft model
     holding several task adapters: `msa_hf.hub.task_adapters.load_task_adapters`), served with its
     processor's CT `window`, its training planes and, for a depth-branch model, its training `slice_spacing`,
-    on `device` in `dtype` (`placement.resolve_placement`: default a GPU in bfloat16 where there is one)."""
+    on `device` in `dtype` (`placement.resolve_placement`: default a GPU in bfloat16 where there is one), reading
+    the `channel` it was trained on of a 4-D upload (`MsaProcessor.channel_choice`)."""
     session = DemoSession(
         model, window=window, slice_spacing=slice_spacing, trained_planes=trained_planes, device=device,
-        dtype=dtype,
+        dtype=dtype, channel=channel,
     )  # fmt: skip
     takes_text = getattr(getattr(model, "config", None), "text_embedding_dim", None) is not None
     with gr.Blocks(title="Medical SAM Adapter", analytics_enabled=analytics_allowed()) as demo:
@@ -606,4 +611,5 @@ def serve(
         trained_planes=processor.planes,
         device=device,
         dtype=dtype,
+        channel=processor.channel_choice(),
     ).launch(max_file_size=MAX_UPLOAD, **launch_options)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from msa_hf.evaluation.pictures import draw_prompts, overlay
 from msa_hf.hub.task_adapters import task_adapter_names
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.predictor import SegmentationPredictor
+
+if TYPE_CHECKING:
+    from msa_hf.data.channels import ChannelChoice
 
 MAX_VOXELS = 512 * 512 * 1024
 # a volume's slice embeddings a visitor's session keeps (the least recently used are encoded again when asked
@@ -58,12 +61,14 @@ class DemoSession:
         trained_planes: tuple[str, ...] | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        channel: ChannelChoice | None = None,
     ) -> None:
         self.model = model
         self.window = window  # the CT window the model was trained with (its MsaProcessor's)
         # a depth-branch model's training slice spacing (its MsaProcessor's): volumes are resampled to it
         self.slice_spacing = slice_spacing
         self.trained_planes = trained_planes  # the planes its training volumes were cut into (MsaProcessor's)
+        self.channel = channel  # the channel read of a 4-D upload: the one the model was trained on
         # `device` / `dtype`: `resolve_placement`'s (default: a CUDA GPU with a bfloat16 encoder where there is
         # one, else the CPU in float32); volumes are encoded on the same
         self.predictor = SegmentationPredictor(model, window, device=device, dtype=dtype)
@@ -295,6 +300,7 @@ class VolumeSession:
         plane: str = "auto",
     ) -> None:
         from msa_hf.data import guess_modality, load_volume
+        from msa_hf.data.channels import choose_volume_channel
         from msa_hf.inference.volume_predictor import VolumePredictor
         from msa_hf.inference.volume_slicing import SlicedVolume
 
@@ -303,7 +309,10 @@ class VolumeSession:
         # the folder the uploaded DICOM files were copied into (`_gather`), removed by `close`
         self.copied = None if self.source in files else self.source
         try:
-            self.volume = load_volume(self.source, series=series)
+            chosen = (
+                choose_volume_channel(self.source, session.channel) if Path(self.source).is_file() else None
+            )
+            self.volume = load_volume(self.source, series=series, channel=chosen[0] if chosen else None)
         except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
             listing = "; ".join(stack.describe() for stack in several.stacks)
             message = f"the DICOM files hold {len(several.stacks)} image stacks ({listing}); choose one."

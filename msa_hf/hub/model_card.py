@@ -102,6 +102,19 @@ def volume_note(config: TrainConfig, result: dict[str, Any]) -> str:
     return f"- 3-D: a depth branch attends across {config.num_slices} slices{trained}{resampled}.\n"
 
 
+def channel_note(result: dict[str, Any]) -> str:
+    """The card's bullet on the channel the model reads of multi-channel scans (`train_result.json`'s
+    `channel`, its processor's); empty where its training cases had one channel."""
+    channel = result.get("channel")
+    if not channel:
+        return ""
+    return (
+        f"- Multi-channel scans (a 4-D NIfTI, or one file per sequence): trained on channel {channel}, which "
+        "`msa-hf predict` and the demo read of new cases too (by name where both name their channels; "
+        "`--channel` reads another).\n"
+    )
+
+
 def retention_note(config: TrainConfig) -> str:
     """The card's bullet on what the model keeps of its base (docs/retention.md); empty for the paper's
     recipe, which keeps nothing in particular."""
@@ -154,6 +167,7 @@ def render_model_card(
         box_share=f"{config.box_probability:.0%}",
         iterative_share=f"{config.iterative_probability:.0%}",
         volumes=volume_note(config, result),
+        channel=channel_note(result),
         retention=retention_note(config),
         results_table=results_table if test_tables else NOT_EVALUATED,
         config_yaml=_public_config(config).to_yaml(),

@@ -19,6 +19,7 @@ the processes and one summary (`summary.csv`, `summary.md`) is written by the ma
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import json
 import time
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from msa_hf.data.channels import ChannelChoice, choose_channel_file
+from msa_hf.data.sources import CaseFiles
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.placement import compile_by_default, resolve_placement
 from msa_hf.inference.predictor import (
@@ -81,6 +84,9 @@ class BatchItem:
     # case (`collect_items`)
     label_values: dict[str, int] | None = None
     structure_files: bool = False  # `output` a folder of one mask per structure (`predict_file`)
+    # a case with one image file per channel (BraTS's sequences): `input` is read as the file of the run's
+    # channel (`channels.choose_channel_file`), its first file until then
+    channel_case: CaseFiles | None = None
 
 
 def is_glob(source: str) -> bool:
@@ -216,7 +222,8 @@ def collect_items(
     (`dicom_labels`, "seg" or "rtstruct", choosing where a folder holds both) and read on the series that
     object was drawn on; its mask is `<patient>.nii.gz` (or `.dcm`). Or a dataset that keeps each case's label map beside its
     image (`sources.labelled_case_folders`: TotalSegmentator's structure folders, KiTS's case folders, LiTS's
-    `volume-N` beside `segmentation-N`, BraTS's sequences beside their `_seg`, whose first sequence is read):
+    `volume-N` beside `segmentation-N`, BraTS's sequences beside their `_seg`, whose sequence of the run's
+    channel is read: `predict_batch`):
     each labelled case's image is an input prompted from its label map, its mask `<case>.nii.gz` (a folder
     `<case>` with `structure_files`)."""
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
@@ -297,6 +304,8 @@ def collect_items(
             if not case.image.is_dir() and case.label is not None:
                 row["output"] = case.case_id if structure_files else f"{case.case_id}.nii.gz"
                 row["labels"] = str(case.label)
+            if len(case.channels) > 1:
+                row["channel_case"] = case
     items = []
     for index, row in enumerate(rows):
         input_path = base / str(row["input"])
@@ -336,6 +345,7 @@ def collect_items(
                 label_remap=label_remap,
                 dicom_output=dicom_output or "seg",
                 structure_files=structure_files,
+                channel_case=row.get("channel_case"),
             )
         )
     if dicom_output is not None and not any(is_dicom_stack_source(item.input) for item in items):
@@ -572,6 +582,7 @@ def predict_batch(
     slice_spacing: float | None = None,
     plane: str = "auto",
     trained_planes: tuple[str, ...] | None = None,
+    channel: ChannelChoice | None = None,
 ) -> list[dict[str, Any]]:
     """Segment every item with the already-loaded `model`; returns one summary row per item (`SUMMARY_COLUMNS`).
     A failing item gets status "failed" and its error, and the others go on.
@@ -581,7 +592,10 @@ def predict_batch(
     (`VolumePredictor.encoding_batch`, with `batch_size` when given). `compile_encoder` compiles the image
     encoder once for all inputs (None: where it pays, `compile_by_default`, counting each image and each
     volume slice). `slice_spacing`: a depth-branch model's training slice spacing, to which volumes are
-    resampled, `plane` the plane volumes are cut into and `trained_planes` the model's (`predict_file`'s)."""
+    resampled, `plane` the plane volumes are cut into and `trained_planes` the model's (`predict_file`'s).
+    `channel`: the channel read of multi-channel inputs, 4-D files and cases with one file per channel (the
+    model's, `MsaProcessor.channel_choice`, unless told otherwise); an input of several channels without one
+    fails, saying how to give it."""
     from tqdm.auto import tqdm
 
     compile_encoder = compile_by_default(
@@ -602,6 +616,10 @@ def predict_batch(
                 rows.append(row)
                 started = time.time()
                 try:
+                    if item.channel_case is not None:  # the file of the channel: the row names it
+                        chosen = choose_channel_file(item.channel_case, channel)[0]
+                        item = dataclasses.replace(item, input=chosen, channel_case=None)
+                        row["input"] = str(chosen)
                     prompts = _item_prompts(item, kind, plane)
                     input_kind = check_prediction_request(
                         item.input,
@@ -619,7 +637,7 @@ def predict_batch(
                             dtype=dtype, probabilities_path=item.probabilities, multimask=multimask,
                             batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
                             trained_planes=trained_planes, dicom_output=item.dicom_output,
-                            structure_files=item.structure_files,
+                            structure_files=item.structure_files, channel=channel,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -812,6 +830,7 @@ def run_batch(
     slice_spacing: float | None = None,
     plane: str = "auto",
     trained_planes: tuple[str, ...] | None = None,
+    channel: ChannelChoice | None = None,
 ) -> tuple[str, list[dict[str, Any]]] | None:
     """`predict_batch` shared out over the processes of an `accelerate launch` (input i goes to process
     i mod N, on that process's device unless `device` is given), then one summary written by the main process.
@@ -837,7 +856,7 @@ def run_batch(
     rows = predict_batch(
         model, [items[i] for i in indices], window, kind, device, dtype, multimask,
         show_progress=state.is_local_main_process, batch_size=batch_size, compile_encoder=compile_encoder,
-        slice_spacing=slice_spacing, plane=plane, trained_planes=trained_planes,
+        slice_spacing=slice_spacing, plane=plane, trained_planes=trained_planes, channel=channel,
     )  # fmt: skip
     for row in rows:
         row["process"] = state.process_index

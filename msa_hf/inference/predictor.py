@@ -16,7 +16,7 @@ import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from msa_hf.inference.placement import compile_by_default, compile_image_encoder
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_logits
 from msa_hf.processing.prompts import resized_shape, to_model_frame
+
+if TYPE_CHECKING:
+    from msa_hf.data.channels import ChannelChoice
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +349,7 @@ def predict_file(
     trained_planes: tuple[str, ...] | None = None,
     dicom_output: str = "seg",
     structure_files: bool = False,
+    channel: ChannelChoice | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. Where masks of different values overlap, a label map keeps the later prompt's value (the summary's
@@ -386,7 +390,12 @@ def predict_file(
     Prompts' slices and pixels are that plane's display slices; the summary's `plane` says which was used.
     `trained_planes` (`MsaProcessor.planes`): where the plane is not one of them, the summary's `warnings`
     say so (`planes.unseen_plane_note`).
+
+    `channel`: the channel to read of a 4-D NIfTI input (`msa_hf.data.channels`; the model's own is
+    `MsaProcessor.channel_choice`), by name where the dataset's `dataset.json` names its channels; the
+    summary's `channel` says which. A 4-D input without one is refused, with its channels listed.
     """
+    from msa_hf.data.channels import choose_volume_channel
     from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
     from msa_hf.inference.volume_predictor import VolumePredictor
     from msa_hf.inference.volume_slicing import SlicedVolume
@@ -413,7 +422,12 @@ def predict_file(
         from msa_hf.data.dicom_stacks import choose_stack
 
         summary["series"] = choose_stack(input_path, series).describe()
-    volume = load_volume(input_path, series=series)
+    chosen = choose_volume_channel(input_path, channel) if input_path.is_file() else None
+    if chosen is not None:
+        summary["channel"] = f"{chosen[0]} ({chosen[1]})" if chosen[1] else str(chosen[0])
+    elif channel is not None and channel.origin == "--channel":
+        _warn(summary, f"--channel {channel.describe()} left aside: {input_path.name} has one channel.")
+    volume = load_volume(input_path, series=series, channel=chosen[0] if chosen else None)
     modality = guess_modality(volume)
     sliced = SlicedVolume.cut(volume, plane, slice_spacing, trained_planes, input_path)
     summary["plane"] = sliced.plane

@@ -12,7 +12,9 @@ the modality's default, abdomen), MR by its 0.5-99.5 percentiles, 8/16-bit pictu
 
 A depth-branch model also records the slice spacing of the volumes it was trained on (`slice_spacing`, mm):
 its depth attention learned what D consecutive slices look like at that spacing, so volumes at another one
-are resampled along the slice axis before it sees them (`msa_hf.inference.slice_spacing`).
+are resampled along the slice axis before it sees them (`msa_hf.inference.slice_spacing`). A model trained
+on one channel of multi-channel cases (FLAIR of BraTS's four sequences) records it (`channel`), so inference
+reads the same sequence of a new case (`msa_hf.data.channels`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from msa_hf.data.channels import ChannelChoice
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,10 @@ class MsaProcessor:
             cases), or `None` (a 2-D model, or one trained on pictures or by an older msa_hf).
         planes: the planes its training volumes were cut into (`msa_hf.data.planes`), or `None` where unknown
             (pictures, a dataset prepared by an older msa_hf, a base).
+        channel: the channel its training cases were read in where they had several (a 4-D file's, or one of
+            a case's files by channel: `msa_hf.data.channels`), which inference reads too; `None` otherwise.
+        channel_name: that channel's name where the dataset named it ("flair"), which inference matches
+            first (`ChannelChoice.pick`).
     """
 
     image_size: int
@@ -53,6 +62,8 @@ class MsaProcessor:
     window: str | tuple[float, float] | None = None
     slice_spacing: float | None = None
     planes: tuple[str, ...] | None = None
+    channel: int | None = None
+    channel_name: str | None = None
 
     def __post_init__(self) -> None:
         from msa_hf.data.transforms import check_ct_window
@@ -79,6 +90,14 @@ class MsaProcessor:
             for plane in planes:
                 check_plane(plane)
             object.__setattr__(self, "planes", planes or None)
+        if self.channel is not None and (
+            isinstance(self.channel, bool) or not isinstance(self.channel, int) or self.channel < 0
+        ):
+            raise ValueError(f"channel={self.channel!r}: a channel's number (0, 1, ...), or None.")
+        if self.channel_name is not None and (self.channel is None or not str(self.channel_name).strip()):
+            raise ValueError(
+                f"channel_name={self.channel_name!r}: the name of `channel`, which must be given."
+            )
 
     @classmethod
     def for_model(
@@ -87,12 +106,24 @@ class MsaProcessor:
         window: str | tuple[float, float] | None = None,
         slice_spacing: float | None = None,
         planes: tuple[str, ...] | None = None,
+        channel: tuple[int, str | None] | None = None,
     ) -> MsaProcessor:
         """The processor of a model's geometry (`config.vision_config.image_size`, low-res mask = 4 x the
-        embedding side) with the given intensity `window`, training `slice_spacing` and `planes`."""
+        embedding side) with the given intensity `window`, training `slice_spacing`, `planes` and `channel`
+        (its number and name)."""
         vision = model.config.vision_config
         side = vision.image_size
-        return cls(side, 4 * (side // vision.patch_size), window, slice_spacing, planes)
+        index, name = channel if channel is not None else (None, None)
+        return cls(side, 4 * (side // vision.patch_size), window, slice_spacing, planes, index, name)
+
+    def channel_choice(self) -> ChannelChoice | None:
+        """The channel inference reads of a multi-channel input unless told otherwise (`--channel`): the
+        training cases' own, or None where they had one."""
+        if self.channel is None:
+            return None
+        from msa_hf.data.channels import ChannelChoice
+
+        return ChannelChoice(self.channel, self.channel_name, origin="the model")
 
     def to_dict(self) -> dict[str, Any]:
         """The `msa_processing` section of `processor_config.json`."""
@@ -102,6 +133,10 @@ class MsaProcessor:
             section["slice_spacing"] = self.slice_spacing
         if self.planes is not None:
             section["planes"] = list(self.planes)
+        if self.channel is not None:
+            section["channel"] = self.channel
+            if self.channel_name:
+                section["channel_name"] = self.channel_name
         return section
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -157,7 +192,7 @@ class MsaProcessor:
         planes = section.get("planes")
         return cls(
             default.image_size, default.mask_size, section.get("window"), section.get("slice_spacing"),
-            tuple(planes) if planes else None,
+            tuple(planes) if planes else None, section.get("channel"), section.get("channel_name"),
         )  # fmt: skip
 
 

@@ -130,6 +130,25 @@ def training_planes(config: TrainConfig) -> tuple[str, ...] | None:
     return tuple(sorted(set(planes.values()))) if isinstance(planes, dict) and planes else None
 
 
+def training_channel(config: TrainConfig) -> tuple[int, str | None] | None:
+    """The channel the dataset's multi-channel cases were read in and its name (`channel` and `channel_name` of
+    its `prepare_report.json`), which the saved processor records so that inference reads the same one; None
+    where its cases had one channel (or the report predates the record)."""
+    import json
+    from pathlib import Path
+
+    report = Path(config.dataset) / "prepare_report.json"
+    try:
+        content = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    channel = content.get("channel") if isinstance(content, dict) else None
+    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
+        return None
+    name = content.get("channel_name")
+    return channel, name if isinstance(name, str) and name.strip() else None
+
+
 def loader_options(num_workers: int | None, device: torch.device | str, processes: int = 1) -> dict[str, Any]:
     """`torch.utils.data.DataLoader` keyword arguments that keep `device` fed with training batches.
 

@@ -26,7 +26,13 @@ from msa_hf.modeling.activation_checkpointing import enable_activation_checkpoin
 from msa_hf.modeling.frozen_mlp import set_frozen_mlp_recompute
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.training.config import TrainConfig
-from msa_hf.training.datasets import loader_options, task_dataset, training_planes, training_slice_spacing
+from msa_hf.training.datasets import (
+    loader_options,
+    task_dataset,
+    training_channel,
+    training_planes,
+    training_slice_spacing,
+)
 from msa_hf.training.loop import Checkpoints, LoopSettings, LoopTiming, TrainingLoop, epoch_batches
 from msa_hf.training.methods import build_model_for_method, trainable_parameter_count
 from msa_hf.training.prompted import evaluate_prompts, prompted_training_loss
@@ -56,6 +62,8 @@ class TrainResult:
     first_step_seconds: float | None = None
     # a depth-branch run's training slice spacing in mm (its processor's), which inference resamples volumes to
     slice_spacing: float | None = None
+    # the channel its multi-channel cases were read in, "3 (T2w)" (its processor's), which inference reads too
+    channel: str | None = None
 
 
 # What a resumed run may change: where and how often it reports, and how it computes (compiled or not,
@@ -166,7 +174,11 @@ def run_training(config: TrainConfig) -> TrainResult:
     image_size = model.config.vision_config.image_size
     # saved with every model this run writes
     processor = MsaProcessor.for_model(
-        model, config.window, training_slice_spacing(config), training_planes(config)
+        model,
+        config.window,
+        training_slice_spacing(config),
+        training_planes(config),
+        training_channel(config),
     )
     train_set, train_transform = task_dataset(config, "train", image_size, train=True)
     validation_set, _ = task_dataset(config, "validation", image_size, train=False)
@@ -277,7 +289,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         seconds=time.time() - started, validation=validation, best_step=loop.state["best_step"],
         num_processes=accelerator.num_processes, weights_agree=weights_agree, peak_memory_mb=_peak_memory_mb(),
         final_loss=float(np.mean(loop.losses[-20:])) if loop.losses else None,
-        slice_spacing=processor.slice_spacing, **_throughput(loop.timing, config.batch_size * accelerator.num_processes),
+        slice_spacing=processor.slice_spacing,
+        channel=processor.channel_choice().describe() if processor.channel is not None else None,
+        **_throughput(loop.timing, config.batch_size * accelerator.num_processes),
     )  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "train_result.json").write_text(json.dumps(asdict(result), indent=2))
