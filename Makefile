@@ -79,6 +79,8 @@ NEWEST_PYTHON := 3.14
 NEWEST_PYTHON_EXE ?= python$(NEWEST_PYTHON)
 NEWEST := .newest-python
 
+# the newest releases, whatever cap a pip configuration on the machine sets (PIP_CONSTRAINT replaces its file)
+$(NEWEST)/.installed: export PIP_CONSTRAINT = /dev/null
 $(NEWEST)/.installed: pyproject.toml
 	$(call other_stack,$(NEWEST),torch,/dev/null,$(NEWEST_PYTHON_EXE))
 
