@@ -56,6 +56,10 @@ def test_a_channel_is_picked_by_name_where_both_sides_name_them_else_by_number()
     )  # the name, not the number
     assert trained.pick({}, 4, "case") == 0  # a case that names nothing: the number
     with pytest.raises(
+        ValueError, match=r"trained on channel 3, which this case of 2 channels \(0 to 1\) does not"
+    ):
+        ChannelChoice(3, origin="the model").pick({}, 2, "case")
+    with pytest.raises(
         ValueError, match=r"trained on channel 0 \(flair\).*0 = t1c, 1 = t1n, 2 = t2f, 3 = t2w"
     ):
         trained.pick({0: "t1c", 1: "t1n", 2: "t2f", 3: "t2w"}, 4, "BraTS-GLI-00000-000")

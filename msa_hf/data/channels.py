@@ -88,10 +88,15 @@ class ChannelChoice:
                 f"(no {CHANNEL_TABLE_NAME} beside it, no sequence in its file names); give its number, 0 to "
                 f"{count - 1}."
             )
+        if not 0 <= self.index < count and self.origin == "--channel":
+            raise ValueError(
+                f"{source}: channel {self.index} (--channel) does not exist; its channels are "
+                f"{channel_listing(names, count)}."
+            )
         if not 0 <= self.index < count:
             raise ValueError(
-                f"{source}: channel {self.index} ({self.origin}) does not exist; its channels are "
-                f"{channel_listing(names, count)}."
+                f"{source}: the model was trained on channel {self.describe()}, which this case of {count} "
+                f"channels ({channel_listing(names, count)}) does not have; give the one to read with --channel."
             )
         return self.index
 
