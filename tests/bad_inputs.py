@@ -752,6 +752,11 @@ def _(f):
     return ["predict", "tiny", str(source), out(f), "--prompts-from-labels", str(source)]
 
 
+@case("predict", "--device mps where this torch has no such device", mentions=("device mps", "--device cpu"))
+def _(f):
+    return ["predict", "tiny", str(picture(f)), out(f, "m.png"), *_box(2, 2, 20, 20), "--device", "mps"]
+
+
 def four_d_scan(folder: Path, names: dict[str, str] | None = None) -> Path:
     """A 4-D NIfTI of 3 channels in a Decathlon `imagesTs/`, with a `dataset.json` naming them where `names`."""
     import nibabel as nib

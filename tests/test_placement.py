@@ -30,6 +30,21 @@ def test_defaults_and_bad_values():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA GPU; use --device cpu"):
             resolve_placement("cuda")
+    for other in ("mps", "xpu"):  # another accelerator: taken where this torch has it, else refused by name
+        backend = getattr(torch, other, None) or getattr(torch.backends, other, None)
+        if backend is not None and backend.is_available():
+            assert resolve_placement(other).device.type == other
+        else:
+            with pytest.raises(ValueError, match=f"device {other}: this Python's torch cannot use it"):
+                resolve_placement(other)
+
+
+def test_a_gpu_number_beyond_the_machine_s_gpus_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_placement("cuda:1").device == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"device cuda:2: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
+        resolve_placement("cuda:2")
 
 
 def test_a_cpu_that_computes_bfloat16_natively_is_told_of_it(monkeypatch, tmp_path, capsys):

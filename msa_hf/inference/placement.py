@@ -94,7 +94,8 @@ def resolve_placement(
     float32 elsewhere).
 
     Raises:
-        ValueError: an unknown device or dtype, CUDA asked for where there is none, or float16 on the CPU.
+        ValueError: an unknown device or dtype, a device this machine or this torch lacks (CUDA where there
+            is none, a GPU number beyond its GPUs, Apple's mps on another machine), or float16 on the CPU.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,6 +105,21 @@ def resolve_placement(
         raise ValueError(f"device {device!r}: {error}; use cpu, cuda or cuda:N.") from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device}: this Python's torch sees no CUDA GPU; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(
+            f"device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0 to "
+            f"cuda:{count - 1}); use one of them."
+        )
+    if device.type not in ("cpu", "cuda"):
+        # another accelerator (mps, xpu, ...): only where this torch has it; the model moves there unchanged
+        backend = getattr(torch, device.type, None) or getattr(torch.backends, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ValueError(
+                f"device {device}: this Python's torch cannot use it (not built with it, or no such device "
+                "here); use --device cpu, or cuda for an NVIDIA GPU."
+            )
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     elif isinstance(dtype, str):
