@@ -67,7 +67,7 @@ def test_pretraining_runs_checkpoints_and_resumes(tmp_path):
     )
     final = pretrain_base(tmp_path, config)  # resumes at step 1 and finishes the remaining 3
     assert json.loads((tmp_path / "progress.json").read_text())["step"] == 4
-    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text(encoding="utf-8").splitlines()))
     assert rows[-1]["step"] == "4" and rows[-1]["box_fill"] != ""
     reloaded = SamModel.from_pretrained(final)
     assert reloaded.config.vision_config.image_size == 128

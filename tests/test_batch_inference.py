@@ -324,14 +324,14 @@ def test_images_are_encoded_in_groups_and_decoded_as_alone(tmp_path, use_depth_b
         np.testing.assert_array_equal(
             np.asarray(Image.open(tmp_path / "out" / path.name)), np.asarray(Image.open(alone))
         )
-        for page in range(2):  # each prompt's probability map, as when the image is segmented alone
-            batched, single = (
-                Image.open(tmp_path / "out" / f"{path.stem}.tif"),
-                Image.open(alone.with_suffix(".tif")),
-            )
-            batched.seek(page)
-            single.seek(page)
-            np.testing.assert_allclose(np.asarray(batched), np.asarray(single), atol=1e-5)
+        with (
+            Image.open(tmp_path / "out" / f"{path.stem}.tif") as batched,
+            Image.open(alone.with_suffix(".tif")) as single,
+        ):
+            for page in range(2):  # each prompt's probability map, as when the image is segmented alone
+                batched.seek(page)
+                single.seek(page)
+                np.testing.assert_allclose(np.asarray(batched), np.asarray(single), atol=1e-5)
 
 
 def test_the_summary_keeps_what_each_input_noted(tmp_path):

@@ -106,7 +106,7 @@ def test_score_writes_its_tables_and_keeps_earlier_ones(nnunet_folder, capsys):
     folder, _ = nnunet_folder
     output = folder / "scores"
     assert main(["score", str(folder / "pred"), str(folder / "labelsTr"), "--output-dir", str(output)]) == 0
-    rows = list(csv.DictReader((output / "scores.csv").open()))
+    rows = list(csv.DictReader((output / "scores.csv").read_text(encoding="utf-8").splitlines()))
     assert [(r["case_id"], r["class_name"]) for r in rows][:2] == [("case0", "liver"), ("case0", "spleen")]
     assert float(rows[0]["dice"]) == 1.0 and "hd95_mm" in rows[0]
     # the liver of case 0: 15 x 16 x 6 voxels of 0.8 x 0.8 x 2.5 mm, predicted and drawn alike
@@ -179,7 +179,7 @@ def test_predict_from_labels_then_score_gives_each_written_mask_its_metrics(tmp_
     assert main(["predict", "tiny", str(source / "imagesTr"), out, "--prompts-from-labels", labels]) == 0
     assert f"msa-hf score {out} {labels}" in capsys.readouterr().out  # the next step, said
     assert main(["score", out, labels, "--output-dir", out]) == 0
-    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 4  # two cases, structures 1 and 2
     for row in rows:
         value = int(row["class_name"].removeprefix("class_"))
@@ -327,7 +327,9 @@ def test_a_manifest_pairs_masks_whose_names_do_not_tell(nnunet_folder, capsys):
     ]
     (folder / "pairs.json").write_text(json.dumps(pairs))
     assert main(["score", str(folder / "pairs.json"), "--output-dir", str(folder / "scores")]) == 0
-    written = list(csv.DictReader((folder / "scores" / "scores.csv").open()))
+    written = list(
+        csv.DictReader((folder / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines())
+    )
     assert [row["case_id"] for row in written] == [f"run7_patient{p}_final" for p in "ABC" for _ in range(2)]
     assert [float(row["dice"]) if row["dice"] else None for row in written] == [s.dice for s in expected]
     assert "pairs.json's pairs scored: 3 cases" in capsys.readouterr().out

@@ -19,7 +19,8 @@ TINY_BASE = str(Path(__file__).resolve().parent / "pretrained" / "sam-tiny-synth
 
 
 def _curve_rows(metrics_csv: Path) -> str:
-    rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("box")]
+    with metrics_csv.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("box")]
     keep = rows if len(rows) <= 14 else rows[:: max(1, len(rows) // 12)] + rows[-1:]
     return "\n".join(
         f"| {int(r['images']):,} | {float(r['box']):.3f} | {float(r['points1']):.3f} | {float(r['points3']):.3f} | "
