@@ -233,5 +233,7 @@ def test_the_demo_reads_the_model_s_channel_of_a_4d_upload(tiny_base, tmp_path):
         [str(scan)], DemoSession(model, channel=ChannelChoice(2, origin="the model"))
     ).volume
     np.testing.assert_array_equal(volume.array, load_nifti(scan, channel=2).array)
-    with pytest.raises(ValueError, match="4-D image of 4 channels"):
+    with pytest.raises(
+        ValueError, match="4-D image of 4 channels .* upload that channel alone, as a 3-D volume"
+    ):
         VolumeSession([str(scan)], DemoSession(model))

@@ -171,13 +171,17 @@ def choose_channel_file(case: CaseFiles, choice: ChannelChoice | None) -> tuple[
     return case.channels[index], index, names.get(index)
 
 
-def choose_volume_channel(path: str | Path, choice: ChannelChoice | None) -> tuple[int, str | None] | None:
+def choose_volume_channel(
+    path: str | Path,
+    choice: ChannelChoice | None,
+    how: str = "give it with --channel (a number, or a name where the dataset names them)",
+) -> tuple[int, str | None] | None:
     """The channel to read of a 4-D NIfTI file and its name (`dataset_channel_names`), or None for a file of
     one channel (a 3-D volume; not NIfTI).
 
     Raises:
-        ValueError: a 4-D file and no `choice` (the message lists its channels and names `--channel`), or a
-            channel it does not have."""
+        ValueError: a 4-D file and no `choice` (the message lists its channels and says `how` to give one), or
+            a channel it does not have."""
     count = nifti_channel_count(path)
     if count == 1:
         return None
@@ -185,7 +189,7 @@ def choose_volume_channel(path: str | Path, choice: ChannelChoice | None) -> tup
     if choice is None:
         raise ValueError(
             f"{path}: a 4-D image of {count} channels ({channel_listing(names, count)}) or time points; MSA "
-            "reads one: give it with --channel (a number, or a name where the dataset names them)."
+            f"reads one: {how}."
         )
     index = choice.pick(names, count, str(path))
     return index, names.get(index)

@@ -309,9 +309,10 @@ class VolumeSession:
         # the folder the uploaded DICOM files were copied into (`_gather`), removed by `close`
         self.copied = None if self.source in files else self.source
         try:
-            chosen = (
-                choose_volume_channel(self.source, session.channel) if Path(self.source).is_file() else None
-            )
+            # a 4-D upload: the channel the model was trained on; the page has no choice of channel to offer
+            how = "upload that channel alone, as a 3-D volume"
+            is_file = Path(self.source).is_file()
+            chosen = choose_volume_channel(self.source, session.channel, how) if is_file else None
             self.volume = load_volume(self.source, series=series, channel=chosen[0] if chosen else None)
         except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
             listing = "; ".join(stack.describe() for stack in several.stacks)
