@@ -79,3 +79,84 @@ def test_score_measures_a_tilted_masks_volume_as_predict_does(tmp_path):
     (tmp_path / "ref" / "ct.nii.gz").write_bytes((tmp_path / "pred" / "ct.nii.gz").read_bytes())
     (score,), _ = score_mask_files(tmp_path / "pred", tmp_path / "ref")
     assert score.sizes == pytest.approx((summary["masks"][0]["volume_ml"],) * 2, abs=1e-4)
+
+
+def _sheared_affine(tilt: float = TILT) -> np.ndarray:
+    """A RAS+ voxel grid of 0.75 x 0.5 mm pixels whose slices, 2 mm apart along the table, are tilted by `tilt`
+    about the left-right axis (the x axis stays upright)."""
+    radians = np.deg2rad(tilt)
+    affine = np.eye(4)
+    affine[:3, 0] = [0.75, 0.0, 0.0]
+    affine[:3, 1] = [0.0, 0.5 * np.cos(radians), 0.5 * np.sin(radians)]
+    affine[:3, 2] = [0.0, 0.0, THICKNESS]
+    return affine
+
+
+def _brute_force_hd95(prediction, target, spacing, axes) -> float:
+    """HD95 with every surfel's distance to every surfel of the other side measured in world coordinates."""
+    from msa_hf.evaluation.metrics.segmentation import _percentile_by_size
+    from msa_hf.evaluation.metrics.surface_elements import block_codes, surfel_areas_3d
+
+    codes = [block_codes(prediction), block_codes(target)]
+    borders = [(c != 0) & (c != 255) for c in codes]
+    points = [np.argwhere(b) @ axes for b in borders]
+    sizes = surfel_areas_3d(spacing)
+    one_way = []
+    for own, other in ((0, 1), (1, 0)):
+        distances = np.sqrt(((points[own][:, None] - points[other][None]) ** 2).sum(-1)).min(1)
+        order = np.argsort(distances, kind="stable")
+        weights = sizes[codes[own][borders[own]]]
+        one_way.append(_percentile_by_size(distances[order], weights[order], 95.0))
+    return max(one_way)
+
+
+def test_surface_distances_on_a_tilted_grid_are_measured_in_the_world():
+    """On a sheared grid HD95 and NSD measure the surfels' world positions (a brute force over every pair
+    agrees); the spacings alone measure the grid as if upright and miss by several percent here. On an
+    upright grid, rotated or not, the axes change nothing."""
+    from msa_hf.data.planes import display_axes
+    from msa_hf.evaluation.metrics.segmentation import is_sheared, surface_metrics
+
+    rng = np.random.default_rng(0)
+    target = np.zeros((10, 24, 24), bool)  # (Z, H, W) display stacks
+    target[2:8, 5:19, 6:18] = True
+    prediction = np.roll(target, (1, 3), axis=(0, 1)) | (rng.random(target.shape) > 0.995)
+    axes = display_axes(_sheared_affine(), "axial")
+    spacing = np.linalg.norm(axes, axis=1)  # (slice, row, col) steps' lengths
+    assert is_sheared(axes) and not is_sheared(display_axes(SCRAMBLED_AFFINE, "axial"))
+    exact_hd, exact_nsd = surface_metrics(prediction, target, 1.0, spacing, axes=axes)
+    upright_hd, upright_nsd = surface_metrics(prediction, target, 1.0, spacing)
+    assert exact_hd == pytest.approx(_brute_force_hd95(prediction, target, spacing, axes), rel=1e-9)
+    assert abs(exact_hd - upright_hd) / exact_hd > 0.03 and exact_nsd != upright_nsd
+    upright = display_axes(SCRAMBLED_AFFINE, "axial")
+    assert surface_metrics(prediction, target, 1.0, np.linalg.norm(upright, axis=1), axes=upright) == (
+        surface_metrics(prediction, target, 1.0, np.linalg.norm(upright, axis=1))
+    )
+
+
+def test_score_measures_surface_distances_on_the_tilted_grid(tmp_path):
+    """`score` on NIfTI masks of a tilted series' grid (its sheared sform) gives the world-measured HD95."""
+    from msa_hf.data.planes import display_axes
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.evaluation.mask_files import score_mask_files
+
+    affine = _sheared_affine()
+    reference = np.zeros((24, 20, 10), np.uint8)  # RAS+ (X, Y, Z)
+    reference[6:18, 4:15, 2:8] = 1
+    predicted = np.roll(reference, (2, 3, 1), axis=(0, 1, 2))
+    for folder, array in (("pred", predicted), ("ref", reference)):
+        (tmp_path / folder).mkdir()
+        image = nib.Nifti1Image(array, affine)
+        image.set_qform(None, code=0)
+        image.set_sform(affine, code=1)
+        nib.save(image, tmp_path / folder / "ct.nii.gz")
+    (score,), _ = score_mask_files(tmp_path / "pred", tmp_path / "ref")
+    grid = load_volume(tmp_path / "ref" / "ct.nii.gz", is_label=True).affine
+    axes = display_axes(grid, "axial")
+    stacks = [
+        axial_slices(load_volume(tmp_path / f / "ct.nii.gz", is_label=True).array) > 0
+        for f in ("pred", "ref")
+    ]
+    assert score.hd95 == pytest.approx(
+        _brute_force_hd95(*stacks, np.linalg.norm(axes, axis=1), axes), rel=1e-9
+    )

@@ -92,6 +92,21 @@ def volume_from_display_slices(slices: np.ndarray, plane: Plane = "axial") -> np
     return np.ascontiguousarray(np.flip(array, _flips(layout)) if _flips(layout) else array)
 
 
+def display_axes(affine: np.ndarray, plane: Plane = "axial") -> np.ndarray:
+    """The world-coordinate step in mm along each axis of `plane`'s display slices `(N, H, W)` of a RAS+ array
+    on the voxel grid `affine` `(4, 4)`: one row per display axis, `(3, 3)`, an axis that runs backwards
+    negated. Orthogonal rows for an upright grid; a gantry-tilted CT's are not (`metrics.is_sheared`)."""
+    check_plane(plane)
+    layout = LAYOUTS[plane]
+    steps = np.asarray(affine, dtype=np.float64)[:3, :3].T  # one row per RAS+ array axis
+    signs = {
+        layout.slice_axis: 1.0,
+        layout.row_axis: -1.0 if layout.rows_flipped else 1.0,
+        layout.column_axis: -1.0 if layout.columns_flipped else 1.0,
+    }
+    return np.stack([signs[axis] * steps[axis] for axis in layout.order])
+
+
 def plane_spacing(spacing: Iterable[float], plane: Plane = "axial") -> tuple[float, float, float]:
     """`(row, column, slice)` spacing in mm of `plane`'s display slices, from the RAS+ voxel `spacing`
     `(x, y, z)`."""

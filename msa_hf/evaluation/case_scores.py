@@ -80,12 +80,14 @@ def case_score(
     spacing: tuple[float, float, float],
     dice_per_click: list[float] | None = None,
     tolerance: float = NSD_TOLERANCE_MM,
+    axes: np.ndarray | None = None,
 ) -> CaseScore:
     """Every metric of one structure in one case: `prediction` and `target` are `(Z, H, W)` slice stacks,
-    `spacing` the case's (row, col, slice) voxel spacing in mm, `tolerance` NSD's in mm. The surface
-    distances are computed once for HD95 and NSD."""
+    `spacing` the case's (row, col, slice) voxel spacing in mm, `tolerance` NSD's in mm, `axes` the stacks'
+    axes in world coordinates where known (`planes.display_axes`; a gantry-tilted grid is measured with
+    them). The surface distances are computed once for HD95 and NSD."""
     volume_spacing = (spacing[2], spacing[0], spacing[1])  # (slice, row, col) for (Z, H, W) stacks
-    hd, nsd = surface_metrics(prediction, target, tolerance, volume_spacing)
+    hd, nsd = surface_metrics(prediction, target, tolerance, volume_spacing, axes=axes)
     return CaseScore(
         case_id=case_id,
         class_name=class_name,

@@ -58,6 +58,9 @@ class MaskArrays:
     prediction_codes: dict[int, tuple[int, ...]] | None = None
     label_codes: dict[int, tuple[int, ...]] | None = None
     voxel_ml: float | None = None  # a volume's voxel in mL (`volumes.voxel_ml` of its grid)
+    # the stacks' (Z, H, W) axes in world coordinates (`planes.display_axes`): surface distances on a
+    # gantry-tilted grid are measured with them
+    axes: np.ndarray | None = None
 
     def structures_present(self) -> set[int]:
         """The label values (structures) either mask holds, 0 aside."""
@@ -334,6 +337,7 @@ def read_mask_pair(
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
+    from msa_hf.data.planes import display_axes
     from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
     from msa_hf.data.volumes import affines_match, axial_slices, is_nifti, load_volume, voxel_ml
 
@@ -394,6 +398,7 @@ def read_mask_pair(
         prediction_codes,
         label_codes,
         voxel_ml(label.affine),
+        display_axes(label.affine, "axial"),
     )
 
 
@@ -510,7 +515,15 @@ def score_mask_files(
             score = (
                 picture_case_score(pair.case_id, name, [prediction], [label], tolerance=tolerance)
                 if arrays.spacing is None
-                else case_score(pair.case_id, name, prediction, label, arrays.spacing, tolerance=tolerance)
+                else case_score(
+                    pair.case_id,
+                    name,
+                    prediction,
+                    label,
+                    arrays.spacing,
+                    tolerance=tolerance,
+                    axes=arrays.axes,
+                )
             )
             # a volume's size in mL; a 2-D mask's in pixels
             unit = arrays.voxel_ml or 1.0
