@@ -14,7 +14,7 @@ Conventions (docs/method.md, "Evaluation"):
 - A voxel grid whose axes are not orthogonal (a CT series acquired with the gantry tilted steps each slice
   sideways) is measured with its axes' vectors (`axes`): surface distances are then the physical distances
   between surface elements (a k-d tree in world coordinates), where the spacings alone would measure the grid
-  as if upright (up to 16% off for a diagonal step at a 20 degree tilt). Surfel sizes stay those of the
+  as if upright (a diagonal step 16% long or 19% short at a 20 degree tilt). Surfel sizes stay those of the
   axes' lengths.
 """
 
