@@ -136,12 +136,16 @@ def dataset_channel_names(path: str | Path) -> dict[int, str]:
 
 def nifti_channel_count(path: str | Path) -> int:
     """How many channels a NIfTI file holds, from its header (1 for a 3-D volume and for anything not NIfTI,
-    which the readers judge themselves)."""
+    a DICOM folder or file included, which the readers judge themselves)."""
+    from msa_hf.data.volumes import is_nifti
+
+    if not is_nifti(path) or not Path(path).is_file():
+        return 1
     try:
         import nibabel as nib
 
         shape = nib.load(str(path)).shape
-    except Exception:  # not NIfTI, or unreadable: its reader says why
+    except Exception:  # unreadable: its reader says why
         return 1
     return int(shape[3]) if len(shape) == 4 else 1
 

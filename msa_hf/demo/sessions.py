@@ -311,8 +311,7 @@ class VolumeSession:
         try:
             # a 4-D upload: the channel the model was trained on; the page has no choice of channel to offer
             how = "upload that channel alone, as a 3-D volume"
-            is_file = Path(self.source).is_file()
-            chosen = choose_volume_channel(self.source, session.channel, how) if is_file else None
+            chosen = choose_volume_channel(self.source, session.channel, how)
             self.volume = load_volume(self.source, series=series, channel=chosen[0] if chosen else None)
         except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
             listing = "; ".join(stack.describe() for stack in several.stacks)

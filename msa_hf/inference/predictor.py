@@ -422,7 +422,7 @@ def predict_file(
         from msa_hf.data.dicom_stacks import choose_stack
 
         summary["series"] = choose_stack(input_path, series).describe()
-    chosen = choose_volume_channel(input_path, channel) if input_path.is_file() else None
+    chosen = choose_volume_channel(input_path, channel)
     if chosen is not None:
         summary["channel"] = f"{chosen[0]} ({chosen[1]})" if chosen[1] else str(chosen[0])
     elif channel is not None and channel.origin == "--channel":

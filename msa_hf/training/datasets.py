@@ -115,18 +115,24 @@ def training_slice_spacing(config: TrainConfig) -> float | None:
     return median
 
 
+def _prepare_report(config: TrainConfig) -> dict[str, Any]:
+    """The dataset's `prepare_report.json` (empty where there is none, as for a Hub dataset, or it is not an
+    object)."""
+    import json
+    from pathlib import Path
+
+    try:
+        content = json.loads((Path(config.dataset) / "prepare_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
 def training_planes(config: TrainConfig) -> tuple[str, ...] | None:
     """The planes the dataset's volumes were cut into (`planes` of its `prepare_report.json`), which the saved
     processor records so that inference can say when it cuts a volume in a plane the model never saw; None
     where the report gives none (pictures, or a dataset prepared before planes were recorded)."""
-    import json
-    from pathlib import Path
-
-    report = Path(config.dataset) / "prepare_report.json"
-    try:
-        planes = json.loads(report.read_text(encoding="utf-8")).get("planes") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    planes = _prepare_report(config).get("planes") or {}
     return tuple(sorted(set(planes.values()))) if isinstance(planes, dict) and planes else None
 
 
@@ -134,15 +140,8 @@ def training_channel(config: TrainConfig) -> tuple[int, str | None] | None:
     """The channel the dataset's multi-channel cases were read in and its name (`channel` and `channel_name` of
     its `prepare_report.json`), which the saved processor records so that inference reads the same one; None
     where its cases had one channel (or the report predates the record)."""
-    import json
-    from pathlib import Path
-
-    report = Path(config.dataset) / "prepare_report.json"
-    try:
-        content = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    channel = content.get("channel") if isinstance(content, dict) else None
+    content = _prepare_report(config)
+    channel = content.get("channel")
     if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
         return None
     name = content.get("channel_name")
