@@ -808,6 +808,59 @@ def _(f):
             "--channel=-1"]  # fmt: skip
 
 
+def itk_scan(folder: Path, name: str = "scan.nrrd", shape: tuple[int, ...] = (24, 20, 4)) -> Path:
+    """A scan written by SimpleITK as `name` (NRRD or MetaImage by its suffix) in `folder/in/`."""
+    import SimpleITK as sitk
+
+    path = folder / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.random.default_rng(0).normal(100, 10, shape[::-1]).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    return path
+
+
+@case("predict", "a truncated NRRD scan", mentions=("scan.nrrd", "cannot read the voxel data"))
+def _(f):
+    scan = itk_scan(f)
+    scan.write_bytes(scan.read_bytes()[:-500])
+    return ["predict", "tiny", str(scan), out(f, "m.nrrd"), "--slice", "1", *_box(2, 2, 15, 15)]
+
+
+@case("predict", "a MetaImage header whose data file is missing", mentions=("scan.mhd", "beside it"))
+def _(f):
+    scan = itk_scan(f, "scan.mhd")
+    scan.with_suffix(".raw").unlink()
+    return ["predict", "tiny", str(scan), out(f, "m.mha"), "--slice", "1", *_box(2, 2, 15, 15)]
+
+
+@case("predict", "a 2-D MetaImage given as a volume", mentions=("scan.mha", "2-D", "PNG"))
+def _(f):
+    return ["predict", "tiny", str(itk_scan(f, "scan.mha", (24, 20))), out(f, "m.mha"), *_box(2, 2, 15, 15)]
+
+
+@case(
+    "predict",
+    "a volume's mask asked as .nhdr (a header beside its data)",
+    mentions=("m.nhdr", ".nrrd", ".mha"),
+)
+def _(f):
+    return ["predict", "tiny", str(itk_scan(f)), out(f, "m.nhdr"), "--slice", "1", *_box(2, 2, 15, 15)]
+
+
+@case("prepare", "a 3D Slicer segmentation whose segments overlap (layers)",
+      mentions=("case.seg.nrrd", "2 layers", "labelmap"))  # fmt: skip
+def _(f):
+    import SimpleITK as sitk
+
+    scan = itk_scan(f, "case.nrrd")
+    labels = sitk.GetImageFromArray(np.zeros((4, 20, 24), np.uint8))
+    layered = sitk.Compose([labels, labels])
+    layered.SetMetaData("Segment0_Layer", "0")
+    layered.SetMetaData("Segment1_Layer", "1")
+    sitk.WriteImage(layered, str(scan.parent / "case.seg.nrrd"))
+    return ["prepare", str(scan.parent), "--output-dir", out(f)]
+
+
 @case("predict", "--dicom-labels for a folder of NIfTI files", mentions=("--dicom-labels",))
 def _(f):
     source = nifti_source(f)

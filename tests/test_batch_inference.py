@@ -176,7 +176,7 @@ def test_batches_that_cannot_run_are_refused_before_the_model_loads(tmp_path):
                                                  {"input": "in/case1.png", "output": "x.png"}]))  # fmt: skip
     with pytest.raises(ValueError, match="would both be written to"):
         collect_items(tmp_path / "m.json", tmp_path / "out", prompts=[Prompt(box=[1, 1, 4, 4])])
-    with pytest.raises(ValueError, match="no images or NIfTI volumes"):
+    with pytest.raises(ValueError, match=r"no images \(PNG/JPEG/TIFF/BMP\) or volumes \(NIfTI"):
         collect_items(str(tmp_path / "in" / "*.nii.gz"), tmp_path / "out", prompts=[Prompt(box=[1, 1, 4, 4])])
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="a batch writes a folder"):

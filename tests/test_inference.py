@@ -131,8 +131,13 @@ def test_outputs_that_cannot_hold_the_mask_are_refused_before_anything_runs(tmp_
         ("scan.png", "mask.nii.gz", Prompt(points=[[1, 1]]), "mask of a 2-D image is written as .png"),
         ("scan.png", "mask.jpg", Prompt(points=[[1, 1]]), r"\(lossless\)"),
         ("scan.png", "mask.png", Prompt(points=[[1, 1]], slice=2), "'slice' and 'propagate' are for volumes"),
-        ("v.nii.gz", "mask.png", Prompt(points=[[1, 1]], slice=2), "mask of a volume is written as .nii"),
-        ("notes.txt", "mask.png", Prompt(points=[[1, 1]]), "notes.txt: not an image .* a NIfTI file"),
+        (
+            "v.nii.gz",
+            "mask.png",
+            Prompt(points=[[1, 1]], slice=2),
+            "mask of a volume is written as NIfTI .* NRRD .* MetaImage",
+        ),
+        ("notes.txt", "mask.png", Prompt(points=[[1, 1]]), "notes.txt: not an image .* a volume \\(NIfTI"),
     ]
     (tmp_path / "notes.txt").write_text("not a picture")
     for source, output, prompt, reason in refused:

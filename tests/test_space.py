@@ -162,7 +162,7 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
     data = np.random.default_rng(0).normal(100, 5, (48, 48, 9)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
     with demo_in_browser(BoxFillSam(64)) as page:
-        page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
+        page.get_by_role("tab", name="volume (NIfTI / NRRD / MHA / DICOM)").click()
         page.locator("#volume-files input[type=file]").set_input_files(str(tmp_path / "scan.nii.gz"))
         status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
         page.wait_for_function(status % "9 axial slices", timeout=60_000)
@@ -198,7 +198,7 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
     for path in sorted((tmp_path / "scout").iterdir()):  # a study: another series uploaded with it
         files.append(str(shutil.copy(path, tmp_path / f"scout-{path.name}.dcm")))
     with demo_in_browser(BoxFillSam(64)) as page:
-        page.get_by_role("tab", name="volume (NIfTI / DICOM series)").click()
+        page.get_by_role("tab", name="volume (NIfTI / NRRD / MHA / DICOM)").click()
         page.locator("#volume-files input[type=file]").set_input_files(files)
         status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
         page.wait_for_function(status % "the files hold 2 image stacks", timeout=60_000)
@@ -222,7 +222,7 @@ def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
                 "msa_mask_rtstruct",
             ),
             (
-                "one NIfTI file per structure (zip; each whole where structures overlap)",
+                "one mask file per structure (zip; each whole where structures overlap)",
                 "volume-structure-files",
                 "msa_structures",
             ),
@@ -329,7 +329,7 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
     message = volume.propagate(middle)
     assert np.array_equal(volume.masks, expected), message
     assert message.startswith(f"propagated from slice {middle} to slices 1-9")
-    with pytest.raises(ValueError, match="one NIfTI file"):
+    with pytest.raises(ValueError, match="upload one volume file"):
         VolumeSession([str(tmp_path / "x.png")], DemoSession(BrightInBoxSam(32)))
     # the mask as a DICOM-SEG of the uploaded series: its frames are the mask on each referenced instance
     highdicom = pytest.importorskip("highdicom")
@@ -1027,7 +1027,7 @@ def test_a_nifti_volume_has_no_dicom_seg(tmp_path):
 
     nib.save(nib.Nifti1Image(np.zeros((16, 16, 4), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
     volume = VolumeSession(str(tmp_path / "scan.nii.gz"), DemoSession(BrightInBoxSam(16)))
-    with pytest.raises(ValueError, match="opened from a NIfTI file"):
+    with pytest.raises(ValueError, match="opened from a volume file"):
         volume.save_dicom()
 
 

@@ -134,18 +134,16 @@ def dataset_channel_names(path: str | Path) -> dict[int, str]:
     return {}
 
 
-def nifti_channel_count(path: str | Path) -> int:
-    """How many channels a NIfTI file holds, from its header (1 for a 3-D volume and for anything not NIfTI,
-    a DICOM folder or file included, which the readers judge themselves)."""
-    from msa_hf.data.volumes import is_nifti
+def volume_channel_count(path: str | Path) -> int:
+    """How many channels a volume file (NIfTI, NRRD, MetaImage) holds, from its header (1 for a 3-D volume
+    and for anything else, a DICOM folder or file included, which the readers judge themselves)."""
+    from msa_hf.data.volumes import VolumeReadError, is_volume_file, volume_file_header
 
-    if not is_nifti(path) or not Path(path).is_file():
+    if not is_volume_file(path) or not Path(path).is_file():
         return 1
     try:
-        import nibabel as nib
-
-        shape = nib.load(str(path)).shape
-    except Exception:  # unreadable: its reader says why
+        shape = volume_file_header(path)[1]
+    except VolumeReadError:  # unreadable: its reader says why
         return 1
     return int(shape[3]) if len(shape) == 4 else 1
 
@@ -180,13 +178,13 @@ def choose_volume_channel(
     choice: ChannelChoice | None,
     how: str = "give it with --channel (a number, or a name where the dataset names them)",
 ) -> tuple[int, str | None] | None:
-    """The channel to read of a 4-D NIfTI file and its name (`dataset_channel_names`), or None for a file of
-    one channel (a 3-D volume; not NIfTI).
+    """The channel to read of a 4-D volume file and its name (`dataset_channel_names`), or None for a file of
+    one channel (a 3-D volume; not a volume file).
 
     Raises:
         ValueError: a 4-D file and no `choice` (the message lists its channels and says `how` to give one), or
             a channel it does not have."""
-    count = nifti_channel_count(path)
+    count = volume_channel_count(path)
     if count == 1:
         return None
     names = dataset_channel_names(path)

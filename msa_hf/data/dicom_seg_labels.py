@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
+from msa_hf.data.label_tables import remap_label_values
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
     canonical_volume,
     import_highdicom,
     is_dicom_stack_source,
-    is_nifti,
+    is_volume_file,
     load_volume,
 )
 
@@ -208,10 +209,15 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
-    Set), from its header."""
+    Set; `{label value: segment name}` of a 3D Slicer segmentation, `itk_files.slicer_segmentation_names`), from
+    its header."""
     import pydicom
 
+    from msa_hf.data.itk_files import is_itk_file, slicer_segmentation_names
     from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_names
+
+    if is_itk_file(path):
+        return slicer_segmentation_names(path)
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     if str(dataset.get("Modality", "")) == RTSTRUCT:
@@ -238,7 +244,7 @@ def segment_label_values(
         return own, None
     by_name = {name: value for value, name in enumerate(sorted(numbers), start=1)}
     return by_name, (
-        "the DICOM-SEG files number their segments differently; label values are given by segment label: "
+        "the segmentation files number their segments differently; label values are given by segment label: "
         + ", ".join(f"{value} {name}" for name, value in by_name.items())
         + ". A label table (labels.json) in the source folder sets them."
     )
@@ -251,7 +257,8 @@ def load_label_volume(
     series: str | None = None,
     overlapping: bool = False,
 ) -> Volume:
-    """The label map of the volume at `image_path`: a NIfTI file, a DICOM-SEG or RT Structure Set drawn on
+    """The label map of the volume at `image_path`: a volume file (a 3D Slicer segmentation's segments valued
+    by name with `seg_values`, those it does not name left out), a DICOM-SEG or RT Structure Set drawn on
     the DICOM series `image_path` is (the stack `series` of it; segments or ROIs valued by name with
     `seg_values`, else by their own numbers; with `overlapping`, as the bits of each pixel's code), or a folder
     of one mask file per structure (the files `seg_values` names, valued by it: `read_structure_folder`).
@@ -267,8 +274,14 @@ def load_label_volume(
         names = {value: name for name, value in (seg_values or {}).items()}
         return read_structure_folder(label_path, names, overlapping, only_named=seg_values is not None)[0]
     image_path = Path(image_path)
-    if is_nifti(label_path):
-        return load_volume(label_path, is_label=True)
+    if is_volume_file(label_path):
+        volume = load_volume(label_path, is_label=True)
+        names = segment_names(label_path) if seg_values else {}
+        if names:  # a 3D Slicer segmentation: each segment valued by its name, as a DICOM-SEG's
+            volume.array = remap_label_values(
+                volume.array, {value: seg_values.get(name, 0) for value, name in names.items()}
+            )
+        return volume
     _check_drawn_on_dicom(label_path, image_path)
     return load_dicom_labels(label_path, image_path, seg_values, series, overlapping)
 
@@ -282,7 +295,7 @@ def load_label_structures(
     """`load_label_volume` for a reader that takes structures however they lie: a NIfTI label map, or a DICOM
     label object read by `load_dicom_structures` (overlapping structures as bits, with each one's codes)."""
     label_path, image_path = Path(label_path), Path(image_path)
-    if is_nifti(label_path):
+    if is_volume_file(label_path):
         return load_volume(label_path, is_label=True), None
     _check_drawn_on_dicom(label_path, image_path)
     return load_dicom_structures(label_path, image_path, seg_values, series)

@@ -39,8 +39,10 @@ from msa_hf.data.dicom_seg_labels import (
     overlap_regions,
     seg_series,
     segment_label_values,
+    segment_names,
 )
 from msa_hf.data.image_files import ImageReadError, read_image, read_mask
+from msa_hf.data.itk_files import is_itk_file
 from msa_hf.data.label_tables import (
     LabelTableError,
     check_label_remap,
@@ -581,14 +583,24 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             for files in groups.values()
             if files[0].label and is_dicom_label_file(files[0].label)
         ]
+        # 3D Slicer segmentations name their segments too, each file numbering them its own way; under a
+        # region-based table their values are the regions' own
+        slicer_files = [
+            files[0].label
+            for files in groups.values()
+            if files[0].label
+            and not regions
+            and is_itk_file(files[0].label)
+            and segment_names(files[0].label)
+        ]
         if seg_files and regions:
             raise ValueError(
                 f"{source}: DICOM-SEG or RT structure set labels with a region-based label table; a segment or ROI "
                 "is one structure, so give a table of one value per name (--overlapping reads overlapping ones as "
                 "regions), or export the labels as NIfTI."
             )
-        if seg_files:  # segments are numbered per file: label values come from their labels
-            seg_values, note = segment_label_values(seg_files, table)
+        if seg_files or slicer_files:  # segments are numbered per file: label values come from their labels
+            seg_values, note = segment_label_values([*seg_files, *slicer_files], table)
             report.warnings += [note] if note else []
             table = (
                 table if table is not None else {value: name for name, value in sorted(seg_values.items())}
@@ -609,7 +621,7 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
             # the table where there was one (a DICOM object's values among it): one value per name either way
             table = table if table is not None else names
             seg_values = {name: value for value, name in names.items()}
-        if options.structures and not seg_files and not structure_folders:
+        if options.structures and not seg_files and not slicer_files and not structure_folders:
             raise ValueError(_structures_need_names(source))
         if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
             regions = _overlap_regions(source, [*seg_files, *structure_folders], table, options)

@@ -20,6 +20,8 @@ In the image/label folder layouts an image finds its label map by name (`LabelIn
   case holding `imaging.nii.gz` + `segmentation.nii.gz`; BraTS's one folder per case holding its sequences
   (`BraTS2021_00000_flair.nii.gz`, `_t1`, `_t1ce`, `_t2`; BraTS 2023's `-t1c`, `-t2f`, ...) + `_seg`, one channel
   per sequence.
+- any of these with NRRD (`.nrrd`, `.nhdr`: 3D Slicer's, its segmentations `case.seg.nrrd`) or MetaImage
+  (`.mha`, `.mhd`: grand-challenge.org's) files in place of NIfTI, read through SimpleITK (`itk_files`).
 - DICOM: one sub-folder per series under `images/`, labels as NIfTI, DICOM-SEG or RT structure sets in
   `labels/` named like the folder; or, as a PACS or an archive exports them, one folder per patient holding
   its series and the label object drawn on one of them (`dicom_study_cases`).
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from msa_hf.data.image_files import is_dicom_file, is_image_file
 from msa_hf.data.structure_files import is_structure_folder
-from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
+from msa_hf.data.volumes import VOLUME_FILE_NAMES, is_enhanced_dicom_file, is_volume_file, volume_file_stem
 
 MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_segmentation", "_gt")
 PREDICTION_SUFFIXES = ("_pred", "_prediction", *MASK_SUFFIXES)  # what other tools append to a predicted mask
@@ -77,10 +79,10 @@ class CaseFiles:
 
 
 def _strip_mask_suffix(stem: str) -> str | None:
-    """`stem` without a mask suffix (`case_seg` -> `case`; `case-seg`, as BraTS 2023 names them, too), or None
-    where it has none."""
+    """`stem` without a mask suffix (`case_seg` -> `case`; `case-seg`, as BraTS 2023 names them, and
+    `case.seg`, as 3D Slicer names a segmentation, `case.seg.nrrd`, too), or None where it has none."""
     for suffix in MASK_SUFFIXES:
-        if stem.lower().endswith(suffix) or stem.lower().endswith("-" + suffix[1:]):
+        if stem.lower().endswith((suffix, "-" + suffix[1:], "." + suffix[1:])):
             return stem[: -len(suffix)]
     return None
 
@@ -101,7 +103,7 @@ def visible_files(folder: Path, recursive: bool = False) -> list[Path]:
 def file_stem(path: Path) -> str:
     """The name a file pairs by: without its extension (`case.nii.gz`, `case.png` -> `case`); a folder's (a
     DICOM series) whole name, dots included."""
-    return path.name if path.is_dir() else nifti_stem(path)
+    return path.name if path.is_dir() else volume_file_stem(path)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -154,7 +156,7 @@ class LabelIndex:
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> LabelIndex:
-        """The NIfTI, image and DICOM(-SEG) files in `folder` (`visible_files`) and its folders of one mask
+        """The volume, image and DICOM(-SEG) files in `folder` (`visible_files`) and its folders of one mask
         per structure (`label_folders`); or, where it is a dataset that keeps each case's label map beside its
         image (`labelled_case_folders`: TotalSegmentator's, KiTS's, LiTS's) or, holding no such files, a DICOM
         download of one folder per patient (`dicom_study_cases`), each case's label map alone, known by its
@@ -164,7 +166,9 @@ class LabelIndex:
         folder = Path(folder)
         # a dataset keeping its label maps beside its images: the label maps alone, known by their cases
         cases = labelled_case_folders(folder) if folder.is_dir() else []
-        files = [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p) or is_dicom_file(p)]
+        files = [
+            p for p in visible_files(folder) if is_volume_file(p) or is_image_file(p) or is_dicom_file(p)
+        ]
         files += label_folders(folder)
         if not cases and not files and folder.is_dir():
             cases = dicom_study_cases(folder)
@@ -210,14 +214,14 @@ def label_folders(folder: Path) -> list[Path]:
 
 
 def structure_folder_cases(root: Path) -> list[CaseFiles]:
-    """One case per folder under `root` that holds its image (one NIfTI file) beside a folder of one mask per
+    """One case per folder under `root` that holds its image (one volume file) beside a folder of one mask per
     structure (`structure_files`), as the TotalSegmentator dataset is laid out (`s0001/ct.nii.gz` +
     `s0001/segmentations/`); a case folder with several images or several such folders keeps no label map
     and says why. Empty where no folder holds a structure folder (not this layout)."""
     cases, labelled = [], False
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p, root)):
-        images = [p for p in visible_files(folder) if is_nifti(p)]
-        if any(file_role(nifti_stem(p))[0] == "label" for p in images):
+        images = [p for p in visible_files(folder) if is_volume_file(p)]
+        if any(file_role(volume_file_stem(p))[0] == "label" for p in images):
             continue  # a label map beside the image (KiTS23's, with its instances/ folder): `_cases_by_role`
         structures = label_folders(folder)
         labelled = labelled or bool(structures)
@@ -227,8 +231,8 @@ def structure_folder_cases(root: Path) -> list[CaseFiles]:
         if len(images) > 1 or len(structures) > 1:
             listed = ", ".join(p.name for p in [*images, *structures])
             problem = (
-                f"{folder}: {len(images)} NIfTI image(s) and {len(structures)} folder(s) of structure masks ({listed}); "
-                "keep one image (a NIfTI file) and one folder of its structures per case folder."
+                f"{folder}: {len(images)} volume file(s) and {len(structures)} folder(s) of structure masks ({listed}); "
+                "keep one image (a volume file) and one folder of its structures per case folder."
             )
         label = structures[0] if len(structures) == 1 and problem is None else None
         cases.append(CaseFiles(folder.name, images[0], label, problem=problem))
@@ -243,7 +247,7 @@ def labelled_case_folders(root: Path) -> list[CaseFiles]:
     is laid out otherwise."""
     if cases := structure_folder_cases(root):
         return cases
-    volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
+    volumes = [p for p in visible_files(root, recursive=True) if is_volume_file(p)]
     return [case for case in _cases_by_role(volumes) if case.label is not None]
 
 
@@ -330,7 +334,7 @@ def _add_channel(case: CaseFiles, image: Path) -> None:
 
 
 def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list[CaseFiles]:
-    """Pair NIfTI volumes (or DICOM series folders) with NIfTI label maps (or DICOM-SEG files, for series)
+    """Pair volume files (NIfTI, NRRD, MetaImage; or DICOM series folders) with label maps in such files (or DICOM-SEG files, for series)
     under `root`: one case per id (an nnU-Net case's channel files are one case); or, where `root` holds
     neither, one case per folder of DICOM files that holds its series and a label object drawn on one of them
     (`dicom_study_cases`; `dicom_labels` chooses "seg" or "rtstruct" where a folder holds both). Raises
@@ -338,9 +342,9 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
     root = Path(root)
     image_folder, label_folder = _subfolder(root, IMAGE_FOLDER_NAMES), _subfolder(root, LABEL_FOLDER_NAMES)
     if image_folder is not None:
-        # label maps: NIfTI, or DICOM-SEG files drawn on the DICOM series they pair with
+        # label maps: volume files, or DICOM-SEG files drawn on the DICOM series they pair with
         labels = LabelIndex(
-            [p for p in visible_files(label_folder) if is_nifti(p) or is_dicom_file(p)]
+            [p for p in visible_files(label_folder) if is_volume_file(p) or is_dicom_file(p)]
             + label_folders(label_folder)
             if label_folder
             else []
@@ -348,7 +352,7 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
         paired: dict[str, CaseFiles] = {}
         for entry in sorted(image_folder.iterdir()):
             is_series = entry.is_dir()  # a sub-folder is a DICOM series (or study)
-            is_volume = is_nifti(entry) or is_series or is_enhanced_dicom_file(entry)
+            is_volume = is_volume_file(entry) or is_series or is_enhanced_dicom_file(entry)
             if is_hidden(entry, image_folder) or not is_volume:
                 continue
             label, case_id = labels.find(entry)
@@ -359,7 +363,7 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
         return list(paired.values())
     if by_case_folder := structure_folder_cases(root):
         return by_case_folder
-    volumes = [p for p in visible_files(root, recursive=True) if is_nifti(p)]
+    volumes = [p for p in visible_files(root, recursive=True) if is_volume_file(p)]
     if not volumes and (studies := dicom_study_cases(root, dicom_labels)):
         return studies
     by_id: dict[str, CaseFiles] = {}
@@ -376,7 +380,7 @@ def find_volume_pairs(root: str | Path, dicom_labels: str | None = None) -> list
     if not cases:
         raise SourceLayoutError(
             f"{root}: no volumes found. Expected imagesTr/ + labelsTr/ (Decathlon), img/ + label/ (BTCV), "
-            "images/ + labels/ with NIfTI files or DICOM series folders, case.nii.gz + case_seg.nii.gz, "
+            "images/ + labels/ with volume files (NIfTI, NRRD, MetaImage) or DICOM series folders, case.nii.gz + case_seg.nii.gz, "
             "volume-0.nii + segmentation-0.nii (LiTS), one folder per case holding imaging.nii.gz + "
             "segmentation.nii.gz (KiTS) or its sequences + case_seg.nii.gz (BraTS), one folder per case holding "
             "its image and a folder of one mask per structure (TotalSegmentator), or one folder per patient "
@@ -398,11 +402,13 @@ def file_role(stem: str) -> tuple[str, str]:
         if numbered and numbered["role"].lower() in names:
             return role, numbered["id"]
     bare = _strip_mask_suffix(stem)
+    if bare and bare.lower() in LABEL_ROLES:  # Slicer's `Segmentation.seg.nrrd`: a role alone
+        return "label", ""
     return ("label", bare) if bare else ("image", stem)
 
 
 def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
-    """Cases of NIfTI `volumes` paired within their folders by `file_role`: a label map with the images of its
+    """Cases of volume files `volumes` paired within their folders by `file_role`: a label map with the images of its
     case id; one named by a role alone (`segmentation.nii.gz`) with the folder's image named so
     (`imaging.nii.gz`) or its only image, the folder's name being the case id; one with a case id and no image
     of that name (`BraTS2021_00000_seg`) with the images that name it followed by a sequence
@@ -416,7 +422,7 @@ def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
     unpaired: list[Path] = []
     case_folders: set[Path] = set()  # folders that are one case each (a label map named by its role alone)
     for folder, files in by_folder.items():
-        stems = {path: nifti_stem(path) for path in files}
+        stems = {path: volume_file_stem(path) for path in files}
         roles = [(path, *file_role(stems[path])) for path in files]
         # an image is known by its name and by the case id its role names (vol1 and 1 for vol1.nii.gz)
         images = {path: {stems[path], case_id} for path, role, case_id in roles if role == "image"}
@@ -450,8 +456,11 @@ def _cases_by_role(volumes: list[Path]) -> list[CaseFiles]:
         unpaired.extend(images)
     for path in unpaired:  # cases without a label map, but not the other annotations inside a case folder
         if not (case_folders and case_folders.intersection(path.parents[1:])):
-            named_by_role = file_role(nifti_stem(path)) == ("image", "")  # imaging.nii.gz: its folder's case
-            cases.append(CaseFiles(path.parent.name if named_by_role else nifti_stem(path), path, None))
+            named_by_role = file_role(volume_file_stem(path)) == (
+                "image",
+                "",
+            )  # imaging.nii.gz: its folder's case
+            cases.append(CaseFiles(path.parent.name if named_by_role else volume_file_stem(path), path, None))
     return sorted(cases, key=lambda case: str(case.image))
 
 
@@ -488,16 +497,18 @@ def dicom_study_cases(root: Path, dicom_labels: str | None = None) -> list[CaseF
 
 
 def detect_source_kind(root: str | Path) -> str:
-    """`"volumes"` when `root` holds NIfTI files or DICOM series, `"images"` when it holds 2-D images."""
+    """`"volumes"` when `root` holds volume files (NIfTI, NRRD, MetaImage) or DICOM series, `"images"` when it holds 2-D images."""
     root = Path(root)
     if not root.is_dir():
         raise SourceLayoutError(f"{root}: not a folder.")
     files = visible_files(root, recursive=True)
-    if any(is_nifti(path) or path.suffix.lower() == ".dcm" for path in files):
+    if any(is_volume_file(path) or path.suffix.lower() == ".dcm" for path in files):
         return "volumes"
     if any(is_image_file(path) for path in files):
         return "images"
-    raise SourceLayoutError(f"{root}: holds no NIfTI, DICOM (.dcm) or image (PNG/JPEG/TIFF/BMP) files.")
+    raise SourceLayoutError(
+        f"{root}: holds no volume ({VOLUME_FILE_NAMES}), DICOM (.dcm) or image (PNG/JPEG/TIFF/BMP) files."
+    )
 
 
 def read_manifest(manifest: Path, expected: str) -> list[dict]:

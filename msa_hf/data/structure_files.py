@@ -1,6 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """A folder of one binary mask per structure (`liver.nii.gz`, `tumour.nii.gz`), as TotalSegmentator and many
-annotation tools write them: the NIfTI (or PNG) output that keeps structures which overlap each whole, where a
+annotation tools write them: the NIfTI (NRRD, MetaImage; or PNG) output that keeps structures which overlap each whole, where a
 label map holds one value per pixel.
 
 `msa-hf predict --structure-files` writes a folder per input; `msa-hf score` reads such folders as predictions
@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii")  # a volume's structure files
 PICTURE_SUFFIX = ".png"  # a 2-D image's: 0 and 255, the usual binary PNG
 UNNAMED_PREFIX = "label_"  # `label_3.nii.gz`: the structure of value 3, which has no name
 
@@ -95,17 +94,17 @@ def write_structure_folder(
 
 
 def _structure_stem(path: Path) -> str | None:
-    """The structure a file of a structure folder is named for (its name without the suffix, `nifti_stem`),
+    """The structure a file of a structure folder is named for (its name without the suffix, `volume_file_stem`),
     or None for a file that is no structure mask."""
-    from msa_hf.data.volumes import is_nifti, nifti_stem
+    from msa_hf.data.volumes import is_volume_file, volume_file_stem
 
-    if is_nifti(path) or path.suffix.lower() == PICTURE_SUFFIX:
-        return nifti_stem(path) or None
+    if is_volume_file(path) or path.suffix.lower() == PICTURE_SUFFIX:
+        return volume_file_stem(path) or None
     return None
 
 
 def structure_files(folder: str | Path) -> list[Path]:
-    """The structure masks in `folder` (visible NIfTI or PNG files), sorted; none for a folder holding anything
+    """The structure masks in `folder` (visible volume files, NIfTI, NRRD or MetaImage, or PNG files), sorted; none for a folder holding anything
     else beside them (a DICOM series folder, a folder of cases), which is then no structure folder."""
     from msa_hf.data.sources import is_hidden
 

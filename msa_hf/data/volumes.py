@@ -1,5 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""Reading 3-D scans: NIfTI (nibabel) and DICOM series (pydicom), in one canonical orientation.
+"""Reading 3-D scans: NIfTI (nibabel), NRRD and MetaImage (SimpleITK, `itk_files`) and DICOM series (pydicom),
+in one canonical orientation.
 
 Every volume is reoriented to RAS+ (`nibabel.as_closest_canonical`), so axis 2 is inferior -> superior
 and axial slices are `array[:, :, k]`. Slices handed to the model are in the display convention
@@ -19,12 +20,17 @@ from typing import Any
 import numpy as np
 
 from msa_hf.data.image_files import DICOM_DECODERS_HINT, MULTI_FRAME_ADVICE
+from msa_hf.data.itk_files import ITK_OUTPUT_SUFFIXES, ITK_SUFFIXES, ItkReadError, is_itk_file
 from msa_hf.data.label_tables import MAX_LABEL_VALUE
 from msa_hf.data.planes import display_slices, volume_from_display_slices
-from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size
+from msa_hf.data.size_limits import InputTooLargeError, check_nifti_size, check_voxel_count
 from msa_hf.data.transforms import check_finite
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+VOLUME_FILE_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)  # a volume in one file (or a header and its data)
+# a volume in one file: what a volume's mask is written as, and what a demo visitor can upload
+ONE_FILE_VOLUME_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_OUTPUT_SUFFIXES)
+VOLUME_FILE_NAMES = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)"
 
 
 class VolumeReadError(ValueError):
@@ -109,13 +115,35 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def nifti_stem(path: str | Path) -> str:
-    """`case.nii.gz` -> `case`."""
+def is_volume_file(path: str | Path) -> bool:
+    """Whether `path` names a volume file by its suffix (`VOLUME_FILE_SUFFIXES`): NIfTI, NRRD or MetaImage."""
+    return str(path).lower().endswith(VOLUME_FILE_SUFFIXES)
+
+
+def volume_file_suffix(path: str | Path) -> str:
+    """A volume file's suffix as written (`case.nii.gz` -> `.nii.gz`, `ct.NRRD` -> `.NRRD`); a file of any
+    other kind, its last suffix."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in sorted(VOLUME_FILE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
+            return name[-len(suffix) :]
+    return Path(path).suffix
+
+
+def volume_output_suffix(input_path: str | Path) -> str:
+    """The suffix a volume's mask is written with unless told otherwise: the input's own format in its
+    one-file form (`.nrrd` for `.nrrd` and `.nhdr`, `.mha` for `.mha` and `.mhd`), else `.nii.gz` (NIfTI,
+    DICOM)."""
+    if is_itk_file(input_path):
+        return ".nrrd" if volume_file_suffix(input_path).lower() in (".nrrd", ".nhdr") else ".mha"
+    return ".nii.gz"
+
+
+def volume_file_stem(path: str | Path) -> str:
+    """A file's name without its suffix, a volume's whole suffix (`case.nii.gz`, `case.nrrd` -> `case`;
+    Slicer's `case.seg.nrrd` -> `case.seg`)."""
+    name = Path(path).name
+    return name[: len(name) - len(volume_file_suffix(path))]
 
 
 def _canonical(image, source: str, modality: str, channel: int | None, is_label: bool) -> Volume:
@@ -197,6 +225,81 @@ def load_nifti(
         raise VolumeReadError(str(error)) from error
     try:
         return _canonical(image, str(path), modality, channel, is_label)
+    except ValueError as error:
+        if isinstance(error, VolumeReadError):
+            raise
+        raise VolumeReadError(str(error)) from error
+
+
+def volume_file_header(path: str | Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A volume file's voxel -> RAS affine `(4, 4)` and shape (`(I, J, K)`, with a fourth entry for several
+    channels), from its header alone: no voxel is read.
+
+    Raises:
+        VolumeReadError: not a volume file, or not readable as one.
+    """
+    if is_itk_file(path):
+        from msa_hf.data.itk_files import read_itk_header
+
+        try:
+            header = read_itk_header(path)
+        except ItkReadError as error:
+            raise VolumeReadError(str(error)) from error
+        return header.affine, header.shape
+    if not is_nifti(path):
+        raise VolumeReadError(f"{path}: not a {VOLUME_FILE_NAMES} file.")
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
+        raise VolumeReadError(
+            f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
+        ) from error
+    return image.affine, tuple(int(n) for n in image.shape)
+
+
+def load_itk(
+    path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
+) -> Volume:
+    """Load an NRRD (`.nrrd`, `.nhdr`) or MetaImage (`.mha`, `.mhd`) scan, or label map with `is_label=True`,
+    in RAS+ orientation, as `load_nifti` loads NIfTI (`itk_files`): a vector image's components, or a 4-D
+    image's fourth axis, are its channels.
+
+    Raises:
+        VolumeReadError: as `load_nifti`; a 3D Slicer segmentation whose segments overlap (several layers).
+    """
+    import nibabel as nib
+
+    from msa_hf.data.itk_files import read_itk_header, read_itk_voxels
+
+    try:
+        header = read_itk_header(path)
+        if is_label and len(header.shape) == 4:
+            layered = "Segment0_Layer" in header.metadata
+            raise VolumeReadError(
+                f"{path}: a label map with {header.shape[3]} "
+                + (
+                    "layers (a 3D Slicer segmentation whose segments overlap). A label map holds one value per "
+                    "voxel: in Slicer, export the segments as a labelmap volume (Segmentations, Export to "
+                    "files, or Data, right-click, Export visible segments to binary labelmap), or save each "
+                    "structure as a file of its own in a folder."
+                    if layered
+                    else "components per voxel; a label map holds one integer per voxel."
+                )
+            )
+        # the voxel count from the header, before any voxel is read (the data may lie in another file, and
+        # compressed or not: a file too short for them is refused by ITK's reader)
+        check_voxel_count(header.shape, str(path))
+        array = read_itk_voxels(path)
+    except ItkReadError as error:
+        raise VolumeReadError(str(error)) from error
+    except InputTooLargeError as error:
+        raise VolumeReadError(str(error)) from error
+    if array.dtype.itemsize == 8 and np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float64)  # NIfTI has no 64-bit integers; exact to 2**53, checked below
+    try:
+        return _canonical(nib.Nifti1Image(array, header.affine), str(path), modality, channel, is_label)
     except ValueError as error:
         if isinstance(error, VolumeReadError):
             raise
@@ -468,11 +571,13 @@ def load_volume(
     modality: str = "other",
     series: str | None = None,
 ) -> Volume:
-    """A NIfTI file, a DICOM series folder or an enhanced multi-frame DICOM file, in RAS+ orientation (see
-    `load_nifti`, `load_dicom_series`); `series` chooses the stack of a DICOM folder, or of an enhanced file,
+    """A NIfTI, NRRD or MetaImage file, a DICOM series folder or an enhanced multi-frame DICOM file, in RAS+
+    orientation (see `load_nifti`, `load_itk`, `load_dicom_series`); `series` chooses the stack of a DICOM folder, or of an enhanced file,
     that holds several (`msa_hf.data.dicom_stacks`)."""
     path = Path(path)
-    enhanced = not is_label and not path.is_dir() and not is_nifti(path) and is_enhanced_dicom_file(path)
+    enhanced = (
+        not is_label and not path.is_dir() and not is_volume_file(path) and is_enhanced_dicom_file(path)
+    )
     if series is not None and not path.is_dir() and not enhanced:
         raise VolumeReadError(f"{path}: a series is chosen in a DICOM folder; this is not one.")
     if path.is_dir() or enhanced:  # an enhanced file may hold several volumes: its stacks, as a folder's
@@ -483,8 +588,10 @@ def load_volume(
         return load_dicom_series(path, series)
     if is_nifti(path):
         return load_nifti(path, is_label=is_label, channel=channel, modality=modality)
+    if is_itk_file(path):
+        return load_itk(path, is_label=is_label, channel=channel, modality=modality)
     raise VolumeReadError(
-        f"{path}: not a NIfTI file (.nii, .nii.gz), a DICOM series folder or an enhanced multi-frame DICOM volume."
+        f"{path}: not a {VOLUME_FILE_NAMES} file, a DICOM series folder or an enhanced multi-frame DICOM volume."
     )
 
 
@@ -557,3 +664,19 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")  # the unit of every affine here; a reader told none must guess it
     nib.save(image, str(path))
+
+
+def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
+    """Write an `(X, Y, Z)` array on `affine` (voxel -> RAS mm) in the format `path`'s suffix names
+    (`ONE_FILE_VOLUME_SUFFIXES`): NIfTI (`save_nifti`), NRRD or MetaImage (`itk_files.write_itk_volume`)."""
+    from msa_hf.data.itk_files import write_itk_volume
+
+    if is_nifti(path):
+        save_nifti(array, affine, path)
+    elif str(path).lower().endswith(ITK_OUTPUT_SUFFIXES):
+        try:
+            write_itk_volume(array, affine, path)
+        except ItkReadError as error:
+            raise VolumeReadError(str(error)) from error
+    else:
+        raise ValueError(f"{path}: a volume is written as {', '.join(ONE_FILE_VOLUME_SUFFIXES)}.")

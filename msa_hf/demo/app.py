@@ -8,7 +8,7 @@ that an installed msa_hf can serve and publish it. The image is encoded once per
 for volumes) and decoded per click, as SAM's predictor does. `segment` is also an API endpoint
 (`api_name="segment"`) for `gradio_client`.
 
-Prompts: positive/negative clicks, and a box drawn by clicking two opposite corners. Volumes (NIfTI or a
+Prompts: positive/negative clicks, and a box drawn by clicking two opposite corners. Volumes (NIfTI, NRRD, MetaImage or a
 DICOM series): prompt any slice, then propagate its mask through the volume.
 """
 
@@ -106,7 +106,7 @@ def build_demo(
         )  # fmt: skip
         with gr.Tab("2-D image"):
             image_tab(session, adapter, takes_text)
-        with gr.Tab("volume (NIfTI / DICOM series)"):
+        with gr.Tab("volume (NIfTI / NRRD / MHA / DICOM)"):
             volume_tab(session, adapter)
         segment_endpoint(session)
         volume_endpoint(session)
@@ -247,8 +247,8 @@ def image_tab(session: DemoSession, adapter: gr.Dropdown, takes_text: bool) -> N
 
 
 def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
-    """The volume tab: a NIfTI file or DICOM files (a series; a study, whose series the visitor picks), prompts
-    per slice, propagation, the mask volume (NIfTI; DICOM-SEG or RT structure set for a DICOM series)."""
+    """The volume tab: a volume file (NIfTI, NRRD, MetaImage) or DICOM files (a series; a study, whose series the visitor picks), prompts
+    per slice, propagation, the mask volume (in the file's format, NIfTI for DICOM; DICOM-SEG or RT structure set for a DICOM series)."""
 
     @guarded
     def open_volume(previous, files, adapter, series=None, plane="auto"):
@@ -371,9 +371,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         None, delete_callback=lambda volume: volume.close() if volume is not None else None
     )
     volume_files = gr.File(
-        label="NIfTI volume (.nii, .nii.gz), DICOM files (a series, or a study to pick a series from), or a .zip "
-              "of them (a PACS export)",
-        file_types=[".nii", ".gz", ".dcm", ".zip"], file_count="multiple", elem_id="volume-files",
+        label="a volume file (NIfTI .nii/.nii.gz, NRRD .nrrd, MetaImage .mha), DICOM files (a series, or a study "
+              "to pick a series from), or a .zip of them (a PACS export)",
+        file_types=[".nii", ".gz", ".nrrd", ".mha", ".dcm", ".zip"], file_count="multiple", elem_id="volume-files",
     )  # fmt: skip
     volume_series = gr.Radio(
         [], label="the files hold several image stacks (a study's series): open", visible=False,
@@ -404,7 +404,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         )  # fmt: skip
         first_slice = gr.Number(value=0, precision=0, label="from slice", elem_id="first-slice")
         last_slice = gr.Number(value=-1, precision=0, label="to slice (-1: the last)", elem_id="last-slice")
-    volume_mask = gr.File(label="mask volume (NIfTI, input geometry)")
+    volume_mask = gr.File(label="mask volume (the input's format and geometry; NIfTI for DICOM)")
     with gr.Row():
         structure_name = gr.Textbox(
             label="structure name (what a PACS or a planning system lists it as)",
@@ -415,7 +415,7 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             elem_id="keep-structure",
         )  # fmt: skip
     with gr.Row():
-        files_button = gr.Button("one NIfTI file per structure (zip; each whole where structures overlap)")
+        files_button = gr.Button("one mask file per structure (zip; each whole where structures overlap)")
         volume_files_zip = gr.File(label="a mask file per structure (zip)", elem_id="volume-structure-files")
     with gr.Row():
         seg_button = gr.Button("DICOM-SEG of the mask (a DICOM series, for a PACS or a viewer)")
@@ -478,17 +478,20 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
 
 
 def volume_endpoint(session: DemoSession) -> None:
-    """The documented API endpoint `/segment_volume`: a volume (a NIfTI file, or the DICOM files of one
-    series), a slice, clicks and a box on it, and whether to propagate -> the NIfTI mask on the input's grid
+    """The documented API endpoint `/segment_volume`: a volume (a NIfTI, NRRD or MetaImage file, or the DICOM
+    files of one series), a slice, clicks and a box on it, and whether to propagate -> the mask on the input's
+    grid (in its format; NIfTI for DICOM)
     and a status line (hidden components carry its named inputs and outputs)."""
 
     @guarded
     def api_segment_volume(volume, slice, points: str, box: str, propagate: bool, adapter: str = ""):  # noqa: A002
         """API: volume files + display slice + JSON points `[[x, y, label], ...]` + JSON box or "" + propagate
-        (+ an adapter name, "" for the active one) -> (mask NIfTI, status)."""
+        (+ an adapter name, "" for the active one) -> (mask file, status)."""
         files = [f if isinstance(f, str) else f.name for f in (volume or [])]
         if not files:
-            raise ValueError("volume: none was sent; send one NIfTI file or the DICOM files of one series.")
+            raise ValueError(
+                "volume: none was sent; send one volume file (NIfTI, NRRD, MetaImage) or the DICOM files of one series."
+            )
         if slice is None or float(slice) != int(slice):
             raise ValueError(f"slice: got {slice!r}; send the slice's index, as the page's slider shows it.")
         clicks, corners = parse_api_prompts(points, box)
@@ -506,10 +509,10 @@ def volume_endpoint(session: DemoSession) -> None:
     gr.Button(visible=False).click(
         api_segment_volume, [api_volume, api_slice, api_points, api_box, api_propagate, api_adapter],
         [api_mask, api_status], api_name="segment_volume",
-        api_description="Segment a volume (`volume`: one NIfTI file or the DICOM files of one series) on its "
+        api_description="Segment a volume (`volume`: one NIfTI, NRRD or MetaImage file, or the DICOM files of one series) on its "
         "slice `slice` as the page shows it (axial, 0 the most inferior, unless the volume was acquired in "
         "another plane) with clicks `points` and/or `box` (as /segment takes them, in that slice's pixels), "
-        "carried through the volume when `propagate`; returns the NIfTI mask on the input's grid and what was "
+        "carried through the volume when `propagate`; returns the mask on the input's grid (in its format; NIfTI for DICOM) and what was "
         "done.",
     )  # fmt: skip
 

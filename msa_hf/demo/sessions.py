@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from msa_hf.data.dicom_stacks import SeveralStacks
-from msa_hf.data.volumes import voxel_ml
+from msa_hf.data.volumes import volume_output_suffix, voxel_ml
 from msa_hf.demo.prompt_state import describe as describe_prompts
 from msa_hf.demo.prompt_state import empty_prompts, has_prompt, to_prompt
 from msa_hf.demo.uploads import MAX_SIDE, unpack_dicom_zip, without_server_paths
@@ -213,9 +213,9 @@ class DemoSession:
         stop_score: float = 0.5,
     ) -> tuple[str, str]:
         """One request of the `/segment_volume` API: the volume `files` (one NIfTI file, or the DICOM files of
-        one series) prompted on display slice `index` (as the page shows it) with `points` `[[x, y, label],
+        one series; NRRD and MetaImage too) prompted on display slice `index` (as the page shows it) with `points` `[[x, y, label],
         ...]` and `box`, and with `propagate` carried through the volume (stopping where the predicted IoU falls
-        below `stop_score`). Returns the NIfTI mask on the input's grid (`_download`) and what was done (the
+        below `stop_score`). Returns the mask on the input's grid, in its format (NIfTI for DICOM) (`_download`) and what was done (the
         slice's scores, or where propagation went). The volume's own temporary files are removed.
 
         Raises:
@@ -233,7 +233,7 @@ class DemoSession:
             prompts = {**empty_prompts(), "points": points, "box": box}
             volume.set_prompts(index, prompts, adapter)
             done = volume.propagate(index, stop_score) if propagate else volume.describe(index)
-            path = self._download("mask", ".nii.gz")
+            path = self._download("mask", volume_output_suffix(volume.source))
             volume.save(str(path.parent), path.name)
         finally:
             volume.close()
@@ -348,13 +348,13 @@ class VolumeSession:
 
     @staticmethod
     def _gather(files: list[str]) -> str:
-        """One NIfTI file as is; DICOM files (a series, a study), or zips of them (a PACS export), copied into
+        """One volume file (NIfTI, NRRD, MetaImage) as is; DICOM files (a series, a study), or zips of them (a PACS export), copied into
         one folder, as `load_volume` reads it (`uploads.unpack_dicom_zip`)."""
         from msa_hf.data import is_dicom_file
         from msa_hf.data.dicom_zips import is_zip, no_dicom_message
-        from msa_hf.data.volumes import is_nifti
+        from msa_hf.data.volumes import ONE_FILE_VOLUME_SUFFIXES
 
-        if len(files) == 1 and is_nifti(files[0]):
+        if len(files) == 1 and str(files[0]).lower().endswith(ONE_FILE_VOLUME_SUFFIXES):
             return files[0]
         names = [Path(f).name for f in files]
         if files and all(is_dicom_file(f) or is_zip(f) for f in files):
@@ -374,8 +374,8 @@ class VolumeSession:
                 raise
             return str(folder)
         raise ValueError(
-            f"{names}: upload one NIfTI file (.nii, .nii.gz), all the DICOM files (.dcm) of one series, or a .zip "
-            "of them."
+            f"{names}: upload one volume file (NIfTI .nii or .nii.gz, NRRD .nrrd, MetaImage .mha), all the DICOM "
+            "files (.dcm) of one series, or a .zip of them."
         )
 
     def prepare(self, index: int) -> None:
@@ -547,15 +547,15 @@ class VolumeSession:
         "seg", a DICOM-SEG for a PACS or a viewer; "rtstruct", an RT structure set for a planning system)
         referencing the uploaded series' images, each whole where they overlap, the one being segmented
         called `name` (the segment label or ROI name a viewer lists; default "segmented structure"), in
-        `folder` (default: this session's temporary folder). Raises `ValueError` for a NIfTI upload, nothing
+        `folder` (default: this session's temporary folder). Raises `ValueError` for a volume file upload, nothing
         segmented, or a series whose headers it cannot copy."""
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output, write_dicom_output
 
         written_as = DICOM_OUTPUT_NAMES[check_dicom_output(kind)]
         if not Path(self.source).is_dir():
             raise ValueError(
-                f"{written_as} references the images of a DICOM series; this volume was opened from a NIfTI "
-                "file: download the NIfTI mask."
+                f"{written_as} references the images of a DICOM series; this volume was opened from a "
+                "volume file: download the mask file."
             )
         masks, names = self.structures(name)
         if not masks:
@@ -569,8 +569,8 @@ class VolumeSession:
         return str(output)
 
     def save_structure_files(self, folder: str | None = None, name: str = "") -> str:
-        """Every structure (`structures`) as one binary NIfTI mask on the input's grid, each whole where they
-        overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`; the one being segmented called
+        """Every structure (`structures`) as one binary mask file on the input's grid (in its format, as `save`),
+        each whole where they overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`; the one being segmented called
         `name`, default "segmented structure"), zipped as `msa_structures.zip` in `folder` (default: this
         session's temporary folder; replaced at each request). Raises `ValueError` where nothing is segmented."""
         from msa_hf.inference.predictor import save_structure_files_on_input_grid
@@ -595,11 +595,13 @@ class VolumeSession:
         if self.copied is not None:
             shutil.rmtree(self.copied, ignore_errors=True)
 
-    def save(self, folder: str | None = None, name: str = "msa_mask.nii.gz") -> str:
-        """Every structure (`structures`) as one NIfTI label map on the input's grid (its affine and voxel
-        order; label k the k-th, later over earlier where they overlap), `name` in `folder` (default: this
-        session's own temporary folder, overwritten at each change)."""
+    def save(self, folder: str | None = None, name: str | None = None) -> str:
+        """Every structure (`structures`) as one label map on the input's grid (its affine and voxel order;
+        label k the k-th, later over earlier where they overlap) in the input's format (`volume_output_suffix`:
+        NIfTI for NIfTI and DICOM, NRRD, MetaImage), `name` (default `msa_mask` and that suffix) in `folder`
+        (default: this session's own temporary folder, overwritten at each change)."""
         folder = folder or self.folder
+        name = name or f"msa_mask{volume_output_suffix(self.source)}"
         from msa_hf.inference.predictor import paint_mask, save_on_input_grid
 
         labels = np.zeros(self.slices.shape, np.uint8 if len(self.kept) < 255 else np.uint16)

@@ -33,7 +33,9 @@ def read_upload(path: str, window: Any = None) -> tuple[np.ndarray, np.ndarray, 
     from msa_hf.data import is_dicom_file, read_dicom_image, read_image
 
     name = Path(path).name
-    if Path(path).suffix.lower() in (".nii", ".gz"):
+    from msa_hf.data.volumes import is_volume_file
+
+    if is_volume_file(path) or Path(path).suffix.lower() == ".gz":
         raise ValueError(f"{name} is a volume: open it in the 'volume' tab.")
     try:
         if is_dicom_file(path):

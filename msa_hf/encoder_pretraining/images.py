@@ -1,6 +1,6 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Unlabelled images for encoder pretraining: a prepared dataset (labels ignored), a folder of PNG/JPEG/TIFF/
-DICOM images, or NIfTI volumes (every axial slice), as SAM inputs `(3, S, S)`.
+DICOM images, or volume files (NIfTI, NRRD, MetaImage: every axial slice), as SAM inputs `(3, S, S)`.
 
 The paper pretrains on RadImageNet, EyePACS, BCN-20000 and HAM-10000; each is a folder of images, so
 `msa-hf pretrain-encoder <folder> ...` takes them as downloaded (docs/encoder-pretraining-and-text.md).
@@ -18,15 +18,15 @@ from msa_hf.inference.image_encoding import image_to_pixel_values
 
 
 def _axial_slice_count(path: Path) -> int:
-    """Axial slices of a NIfTI volume, from its header (the voxels are read only when a slice is used)."""
+    """Axial slices of a volume file, from its header (the voxels are read only when a slice is used)."""
     import nibabel as nib
 
-    header = nib.load(str(path))
-    if len(header.shape) != 3:  # let the reader say what is wrong (4-D without a channel, ...)
-        from msa_hf.data.volumes import axial_slices, load_nifti
+    from msa_hf.data.volumes import axial_slices, load_volume, volume_file_header
 
-        return len(axial_slices(load_nifti(path).array))
-    return header.shape[["S" in code or "I" in code for code in nib.aff2axcodes(header.affine)].index(True)]
+    affine, shape = volume_file_header(path)
+    if len(shape) != 3:  # let the reader say what is wrong (4-D without a channel, ...)
+        return len(axial_slices(load_volume(path).array))
+    return shape[["S" in code or "I" in code for code in nib.aff2axcodes(affine)].index(True)]
 
 
 class UnlabelledImages(torch.utils.data.Dataset):
@@ -34,7 +34,7 @@ class UnlabelledImages(torch.utils.data.Dataset):
 
     def __init__(self, source: str | Path, image_size: int) -> None:
         from msa_hf.data.image_files import IMAGE_SUFFIXES, is_dicom_file
-        from msa_hf.data.volumes import is_nifti
+        from msa_hf.data.volumes import is_volume_file
 
         self.image_size = image_size
         self.items: list[tuple[str, Any]] = []
@@ -47,15 +47,17 @@ class UnlabelledImages(torch.utils.data.Dataset):
                 self.items += [("row", (split, index)) for index in range(len(self._rows[split]))]
         elif source.is_dir():
             for file in sorted(p for p in source.rglob("*") if p.is_file()):
-                if file.suffix.lower() in IMAGE_SUFFIXES or (not is_nifti(file) and is_dicom_file(file)):
+                if file.suffix.lower() in IMAGE_SUFFIXES or (
+                    not is_volume_file(file) and is_dicom_file(file)
+                ):
                     self.items.append(("image", str(file)))
-                elif is_nifti(file):
+                elif is_volume_file(file):
                     count = _axial_slice_count(file)
                     self.items += [("slice", (str(file), index)) for index in range(count)]
         if not self.items:
             raise ValueError(
                 f"{source}: no images found. Pass a prepared dataset (msa-hf prepare), or a folder of PNG, JPEG, "
-                "TIFF or DICOM images or NIfTI volumes."
+                "TIFF or DICOM images or volume files (NIfTI, NRRD, MetaImage)."
             )
         self._volume: tuple[str, np.ndarray, str] | None = None
 
@@ -74,9 +76,9 @@ class UnlabelledImages(torch.utils.data.Dataset):
             return read_dicom_image(where) if is_dicom_file(where) else (read_image(where), "other")
         path, slice_index = where
         if self._volume is None or self._volume[0] != path:  # consecutive slices share one read
-            from msa_hf.data.volumes import axial_slices, guess_modality, load_nifti
+            from msa_hf.data.volumes import axial_slices, guess_modality, load_volume
 
-            volume = load_nifti(path)
+            volume = load_volume(path)
             modality = guess_modality(volume)
             self._volume = (path, axial_slices(volume.array), modality)
         return self._volume[1][slice_index], self._volume[2]

@@ -93,12 +93,12 @@ def _is_mask_source(path: Path) -> bool:
 def _is_mask_file(path: Path) -> bool:
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
     from msa_hf.data.image_files import is_image_file
-    from msa_hf.data.volumes import is_nifti
+    from msa_hf.data.volumes import is_volume_file
     from msa_hf.inference.batch import is_probabilities_file
 
     if is_probabilities_file(path):
         return False
-    return is_nifti(path) or is_image_file(path) or is_dicom_label_file(path)
+    return is_volume_file(path) or is_image_file(path) or is_dicom_label_file(path)
 
 
 def find_mask_files(predictions: str | Path) -> list[Path]:
@@ -339,17 +339,17 @@ def read_mask_pair(
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.planes import display_axes
     from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
-    from msa_hf.data.volumes import affines_match, axial_slices, is_nifti, load_volume, voxel_ml
+    from msa_hf.data.volumes import affines_match, axial_slices, is_volume_file, load_volume, voxel_ml
 
     def volume_file(path: Path) -> bool:
-        if path.is_dir():  # a folder of structure files: NIfTI ones, or PNG
+        if path.is_dir():  # a folder of structure files: volume files, or PNG
             return not structure_files(path)[0].name.lower().endswith(PICTURE_SUFFIX)
-        return is_nifti(path) or is_dicom_label_file(path)
+        return is_volume_file(path) or is_dicom_label_file(path)
 
     if volume_file(pair.prediction) != volume_file(pair.label):
         raise ValueError(
-            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, DICOM-SEG, RT "
-            "structure set), the other a 2-D mask; score volumes against volumes and images against images."
+            f"prediction {pair.prediction} and label map {pair.label}: one is a volume (NIfTI, NRRD, MetaImage, "
+            "DICOM-SEG, RT structure set), the other a 2-D mask; score volumes against volumes and images against images."
         )
     if not volume_file(pair.label):
         prediction, prediction_codes = (
@@ -372,7 +372,7 @@ def read_mask_pair(
     def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
         if path.is_dir():
             return read_structure_folder(path, names or {})
-        if is_nifti(path):
+        if is_volume_file(path):
             return load_volume(path, is_label=True), None
         if segments is None:
             raise ValueError(_needs_images(path))

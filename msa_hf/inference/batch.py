@@ -97,14 +97,14 @@ def is_glob(source: str) -> bool:
 def _supported_files(folder: Path) -> list[Path]:
     from msa_hf.data.image_files import is_image_file
     from msa_hf.data.sources import visible_files
-    from msa_hf.data.volumes import is_nifti
+    from msa_hf.data.volumes import is_volume_file
 
-    return [p for p in visible_files(folder) if is_nifti(p) or is_image_file(p)]
+    return [p for p in visible_files(folder) if is_volume_file(p) or is_image_file(p)]
 
 
 def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) -> bool:
     """Whether `source` names many inputs: a glob, a `.csv`/`.json` manifest, or a folder holding images or
-    NIfTI files (a folder of DICOM files is one series, a single input); or, with `labels_dir` the same
+    volume files (NIfTI, NRRD, MetaImage; a folder of DICOM files is one series, a single input); or, with `labels_dir` the same
     folder, a DICOM download of one folder per patient whose label objects give the prompts
     (`collect_items` reads which)."""
     source = str(source)
@@ -122,14 +122,19 @@ def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) ->
 
 
 def output_name(input_path: Path, dicom_output: str | None = None) -> str:
-    """The mask's file name for an input: volumes (NIfTI, a DICOM series, an enhanced multi-frame DICOM file) ->
-    `<name>.nii.gz`, images -> `.png`; with `dicom_output` (a DICOM object to write, `dicom_outputs`), a DICOM
-    series or enhanced file -> `<name>.dcm`."""
-    from msa_hf.data.volumes import is_enhanced_dicom_file, is_nifti, nifti_stem
+    """The mask's file name for an input: a volume file -> `<name>` in its own format (`volume_output_suffix`:
+    `.nii.gz`, `.nrrd`, `.mha`); a DICOM series or an enhanced multi-frame DICOM file -> `<name>.nii.gz`, or
+    with `dicom_output` (a DICOM object to write, `dicom_outputs`) `<name>.dcm`; images -> `.png`."""
+    from msa_hf.data.volumes import (
+        is_enhanced_dicom_file,
+        is_volume_file,
+        volume_file_stem,
+        volume_output_suffix,
+    )
 
     suffix = ".dcm" if dicom_output else ".nii.gz"
-    if is_nifti(input_path):
-        return f"{nifti_stem(input_path)}.nii.gz"
+    if is_volume_file(input_path):
+        return f"{volume_file_stem(input_path)}{volume_output_suffix(input_path)}"
     if input_path.is_dir():
         return f"{input_path.name}{suffix}"
     if is_enhanced_dicom_file(input_path):
@@ -137,17 +142,24 @@ def output_name(input_path: Path, dicom_output: str | None = None) -> str:
     return f"{input_path.stem}.png"
 
 
+PROBABILITIES_SUFFIX = "_probabilities"  # `case_probabilities.nii.gz` beside `case.nii.gz`
+
+
 def _probabilities_name(mask_name: str) -> str:
-    return (
-        mask_name[: -len(".nii.gz")] + "_probabilities.nii.gz"
-        if mask_name.endswith(".nii.gz")
-        else (Path(mask_name).stem + "_probabilities.tif")
-    )
+    """The probabilities' file name beside a mask: a volume's in the mask's format, an image's as TIFF."""
+    from msa_hf.data.volumes import is_volume_file, volume_file_stem, volume_file_suffix
+
+    if is_volume_file(mask_name):
+        return f"{volume_file_stem(mask_name)}{PROBABILITIES_SUFFIX}{volume_file_suffix(mask_name)}"
+    return f"{Path(mask_name).stem}{PROBABILITIES_SUFFIX}.tif"
 
 
 def is_probabilities_file(path: str | Path) -> bool:
     """Whether `path` is named as `predict` names the probabilities it writes beside many masks."""
-    return Path(path).name.endswith(("_probabilities.nii.gz", "_probabilities.tif"))
+    from msa_hf.data.volumes import is_volume_file, volume_file_stem
+
+    stem = volume_file_stem(path) if is_volume_file(path) else Path(path).stem
+    return stem.endswith(PROBABILITIES_SUFFIX) and (is_volume_file(path) or Path(path).suffix == ".tif")
 
 
 def _manifest_rows(manifest: Path) -> list[dict[str, Any]]:
@@ -235,7 +247,12 @@ def collect_items(
         labelled_case_folders,
         listed_names,
     )
-    from msa_hf.data.volumes import is_dicom_stack_source, nifti_stem
+    from msa_hf.data.volumes import (
+        VOLUME_FILE_NAMES,
+        is_dicom_stack_source,
+        volume_file_stem,
+        volume_output_suffix,
+    )
 
     label_remap = check_label_remap(label_remap or {})
     source, output_dir = str(source), Path(output_dir)
@@ -297,12 +314,13 @@ def collect_items(
             found = _supported_files(Path(source))
         if not found:
             raise ValueError(
-                f"{source}: no images or NIfTI volumes found (PNG/JPEG/TIFF/BMP, .nii, .nii.gz)."
+                f"{source}: no images (PNG/JPEG/TIFF/BMP) or volumes ({VOLUME_FILE_NAMES}) found."
             )
         rows = [{"input": str(path)} for path in found]
         for row, case in zip(rows, studies, strict=False):  # a case folder's image file: named for the case
             if not case.image.is_dir() and case.label is not None:
-                row["output"] = case.case_id if structure_files else f"{case.case_id}.nii.gz"
+                mask_suffix = volume_output_suffix(case.image)
+                row["output"] = case.case_id if structure_files else f"{case.case_id}{mask_suffix}"
                 row["labels"] = str(case.label)
             if len(case.channels) > 1:
                 row["channel_case"] = case
@@ -323,7 +341,7 @@ def collect_items(
                 "or prompts/labels in the manifest."
             )
         default_name = output_name(input_path, dicom_output)
-        name = str(row.get("output") or (nifti_stem(default_name) if structure_files else default_name))
+        name = str(row.get("output") or (volume_file_stem(default_name) if structure_files else default_name))
         output = output_dir / name
         # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
@@ -502,16 +520,14 @@ def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     from PIL import Image
 
     from msa_hf.data.dicom_stacks import read_stack
-    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
+    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, volume_file_header
 
     if is_dicom_stack_source(path):  # the chosen stack's grid, as a DICOM label object of it places it
         images = read_stack(path, series)
         affine, shape = images.affine, images.shape
-    elif is_nifti(path):
-        import nibabel as nib
-
-        image = nib.load(str(path))
-        affine, shape = image.affine, image.shape[:3]
+    elif is_volume_file(path):
+        affine, shape = volume_file_header(path)
+        shape = shape[:3]
     else:
         with Image.open(path) as image:
             return (image.height, image.width)

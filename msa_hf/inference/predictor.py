@@ -1,7 +1,8 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
 """Label-free inference: `SegmentationPredictor` (encode once, decode per prompt, like SAM's predictor) and
-`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF or one DICOM image, a NIfTI volume or a DICOM series and
-writes masks in the input's geometry (a NIfTI mask keeps the input's affine and voxel order).
+`predict_file` behind `msa-hf predict`, which reads a PNG/JPEG/TIFF or one DICOM image, a NIfTI, NRRD or MetaImage
+volume or a DICOM series and writes masks in the input's geometry (a volume's mask keeps the input's affine and voxel
+order).
 
 Prompts are in the input's own pixel coordinates: `(x, y)` = (column, row) of the image, or of the axial
 display slice of a volume (anterior at the top, patient left on the left; see `msa_hf.data.volumes`).
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from msa_hf.data.structure_files import PICTURE_SUFFIX, VOLUME_SUFFIXES, write_structure_folder
+from msa_hf.data.structure_files import PICTURE_SUFFIX, write_structure_folder
+from msa_hf.data.volumes import volume_output_suffix
 from msa_hf.inference.click_decoder import click_decoder_for
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
 from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
@@ -364,12 +366,13 @@ def predict_file(
     labels from the prompts' `name`s; `msa_hf.inference.dicom_seg`), or with `dicom_output="rtstruct"` an RT
     Structure Set of its contours (ROI names from the `name`s; `msa_hf.inference.rtstruct`).
     2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit for values beyond
-    255). NIfTI or a DICOM series folder -> a NIfTI label map on the input's grid: the NIfTI input's own
-    affine and voxel order, or the DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
+    255). A volume file or a DICOM series folder -> a label map on the input's grid, in the format the output's
+    suffix names (NIfTI, NRRD `.nrrd` or MetaImage `.mha`): a volume file's own affine and voxel order, or the
+    DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
     counts and scores, and with `multimask` every mask's score).
 
     `probabilities_path` also writes each mask's probability (the sigmoid of its logits) as float32: a
-    multi-page TIFF for an image (page k: prompt k), a NIfTI on the input's grid for a volume (`(X, Y, Z)`
+    multi-page TIFF for an image (page k: prompt k), a volume file on the input's grid for a volume (`(X, Y, Z)`
     for one map, `(X, Y, Z, K)` for several; 0 where nothing was predicted). With `multimask`, each prompt
     gives SAM's three masks: the label map takes the best by score, the probability file holds all three
     (prompt k's at maps 3k, 3k + 1, 3k + 2). Not with propagation, which carries one mask.
@@ -391,7 +394,7 @@ def predict_file(
     `trained_planes` (`MsaProcessor.planes`): where the plane is not one of them, the summary's `warnings`
     say so (`planes.unseen_plane_note`).
 
-    `channel`: the channel to read of a 4-D NIfTI input (`msa_hf.data.channels`; the model's own is
+    `channel`: the channel to read of a 4-D input (or an NRRD's vector components) (`msa_hf.data.channels`; the model's own is
     `MsaProcessor.channel_choice`), by name where the dataset's `dataset.json` names its channels; the
     summary's `channel` says which. A 4-D input without one is refused, with its channels listed.
     """
@@ -723,21 +726,21 @@ MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
 def input_kind(input_path: str | Path) -> str:
-    """What an input is: "volume" (NIfTI, a DICOM series folder, an enhanced multi-frame DICOM file), "dicom"
+    """What an input is: "volume" (a NIfTI, NRRD or MetaImage file, a DICOM series folder, an enhanced multi-frame DICOM file), "dicom"
     (a single DICOM image) or "image" (PNG/JPEG/TIFF/BMP). Raises `ValueError` for anything else."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
-    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
+    from msa_hf.data.volumes import VOLUME_FILE_NAMES, is_dicom_stack_source, is_volume_file
 
     input_path = Path(input_path)
-    if is_nifti(input_path) or is_dicom_stack_source(input_path):
+    if is_volume_file(input_path) or is_dicom_stack_source(input_path):
         return "volume"
     if input_path.is_file() and is_dicom_file(input_path):
         return "dicom"
     if is_image_file(input_path):
         return "image"
     raise ValueError(
-        f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a NIfTI file or a DICOM "
-        "series folder."
+        f"{input_path}: not an image (PNG/JPEG/TIFF/BMP or a single DICOM file), a volume ({VOLUME_FILE_NAMES}) or "
+        "a DICOM series folder."
     )
 
 
@@ -762,7 +765,13 @@ def check_prediction_request(
     import functools
 
     from msa_hf.data.dicom_stacks import choose_stack
-    from msa_hf.data.volumes import import_highdicom, is_dicom_stack_source, is_nifti, nifti_stem
+    from msa_hf.data.volumes import (
+        ONE_FILE_VOLUME_SUFFIXES,
+        import_highdicom,
+        is_dicom_stack_source,
+        is_volume_file,
+        volume_file_stem,
+    )
 
     input_path, output_path = Path(input_path), Path(output_path)
     check_not_an_input(output_path, [input_path])  # `predict x.png x.png` must not replace the picture
@@ -781,18 +790,18 @@ def check_prediction_request(
         if is_dicom_output(output_path) or dicom_output not in (None, "seg"):
             raise ValueError(
                 f"output {output_path}: a DICOM-SEG or RT structure set keeps each structure whole already; "
-                "leave out --structure-files (one file per structure is for NIfTI and PNG masks)."
+                "leave out --structure-files (one file per structure is for volume files and PNG masks)."
             )
-        if name.endswith((*MASK_IMAGE_SUFFIXES, ".nii", ".nii.gz")) or output_path.is_file():
+        if name.endswith((*MASK_IMAGE_SUFFIXES, *ONE_FILE_VOLUME_SUFFIXES)) or output_path.is_file():
             raise ValueError(
                 f"output {output_path}: structure files are written into a folder, one mask per structure; give a "
-                f"folder path (such as {output_path.parent / nifti_stem(output_path)})."
+                f"folder path (such as {output_path.parent / volume_file_stem(output_path)})."
             )
     elif kind != "volume":
         if not name.endswith(MASK_IMAGE_SUFFIXES):
             raise ValueError(
                 f"output {output_path}: the mask of a 2-D image is written as {', '.join(MASK_IMAGE_SUFFIXES)} "
-                "(lossless); .nii/.nii.gz is for volumes."
+                f"(lossless); {', '.join(ONE_FILE_VOLUME_SUFFIXES)} are for volumes."
             )
     elif is_dicom_output(output_path):
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output
@@ -801,16 +810,16 @@ def check_prediction_request(
         if not is_dicom_stack_source(input_path):
             raise ValueError(
                 f"output {output_path}: {written_as} (.dcm) references the images of a DICOM series; "
-                f"{input_path} is not one. Write .nii or .nii.gz."
+                f"{input_path} is not one. Write {', '.join(ONE_FILE_VOLUME_SUFFIXES)}."
             )
         if dicom_output != "rtstruct":
             from msa_hf.inference.dicom_seg import _highdicom
 
             _highdicom()  # the extra is there before anything runs
-    elif not name.endswith((".nii", ".nii.gz")):
+    elif not name.endswith(ONE_FILE_VOLUME_SUFFIXES):
         raise ValueError(
-            f"output {output_path}: the mask of a volume is written as .nii or .nii.gz (or .dcm, DICOM-SEG, for a "
-            "DICOM series)."
+            f"output {output_path}: the mask of a volume is written as NIfTI (.nii, .nii.gz), NRRD (.nrrd) or "
+            "MetaImage (.mha) (or .dcm, DICOM-SEG, for a DICOM series)."
         )
     for index, prompt in enumerate(prompts if kind != "volume" else ()):
         if prompt.slice is not None or prompt.propagate:
@@ -821,7 +830,7 @@ def check_prediction_request(
         raise ValueError(
             "multimask gives three masks per prompt; propagation carries one: use one or the other."
         )
-    enhanced = kind == "volume" and not is_nifti(input_path) and not input_path.is_dir()
+    enhanced = kind == "volume" and not is_volume_file(input_path) and not input_path.is_dir()
     if input_path.is_dir() or enhanced:  # a folder, or an enhanced file, may hold several stacks: chosen here
         enhanced = stack().multi_frame
     elif series is not None:
@@ -839,7 +848,7 @@ def check_prediction_request(
                 f"probabilities {probabilities_path}: the same file as the mask; give the probabilities a path "
                 "of their own."
             )
-        wanted = (".tif", ".tiff") if kind != "volume" else (".nii", ".nii.gz")
+        wanted = (".tif", ".tiff") if kind != "volume" else ONE_FILE_VOLUME_SUFFIXES
         if not probabilities_path.name.lower().endswith(wanted):
             raise ValueError(
                 f"probabilities {probabilities_path}: float maps of a {'volume' if kind == 'volume' else '2-D image'} "
@@ -851,8 +860,8 @@ def check_prediction_request(
 def save_on_input_grid(
     canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
 ) -> None:
-    """Write a RAS+ label volume `(X, Y, Z)` back in the NIfTI input's own voxel order and affine (DICOM:
-    RAS+), whole or not at all (`output_files.atomic_file`), never over the input."""
+    """Write a RAS+ label volume `(X, Y, Z)` back in a volume file input's own voxel order and affine (DICOM:
+    RAS+), in the format `output`'s suffix names (`volumes.save_volume`), whole or not at all (`output_files.atomic_file`), never over the input."""
     with atomic_file(output, inputs=[input_path]) as staging:
         _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
 
@@ -867,7 +876,7 @@ def save_structure_files_on_input_grid(
     input_path: str | Path,
 ) -> dict[int, str]:
     """Each `(value, mask)` of `masks` (bool, on the display slices of `sliced`, a `SlicedVolume`; taken one at a
-    time) as a binary NIfTI file on the input's grid, as `save_on_input_grid` writes a label volume, in the
+    time) as a binary volume file on the input's grid, in the input's format (`volume_output_suffix`), as `save_on_input_grid` writes a label volume, in the
     folder `output` (`structure_files.write_structure_folder`: named by `names`, over all `values`), never
     over the input. Returns `{value: file name}`."""
     input_path = Path(input_path)
@@ -877,7 +886,7 @@ def save_structure_files_on_input_grid(
         names,
         values,
         lambda mask, path: _write_on_input_grid(mask, canonical_affine, input_path, path),
-        VOLUME_SUFFIXES[0],
+        volume_output_suffix(input_path),
         inputs=[input_path],
     )
 
@@ -888,9 +897,9 @@ def _write_on_input_grid(
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
-    from msa_hf.data.volumes import is_nifti, save_nifti
+    from msa_hf.data.volumes import is_nifti, is_volume_file, save_volume, volume_file_header
 
-    if is_nifti(input_path):
+    if is_nifti(input_path) and is_nifti(output):
         original = nib.load(str(input_path))
         transform = ornt_transform(io_orientation(canonical_affine), io_orientation(original.affine))
         array = apply_orientation(canonical, transform)
@@ -905,4 +914,10 @@ def _write_on_input_grid(
         image.header.set_xyzt_units("mm" if space == "unknown" else space, time)
         nib.save(image, str(output))
         return
-    save_nifti(canonical, canonical_affine, output)  # a DICOM series: RAS+ on its scanner coordinates
+    if is_volume_file(input_path):  # in the input's voxel order, on its affine
+        input_affine = volume_file_header(input_path)[0]
+        canonical = apply_orientation(
+            canonical, ornt_transform(io_orientation(canonical_affine), io_orientation(input_affine))
+        )
+        canonical_affine = input_affine
+    save_volume(np.ascontiguousarray(canonical), canonical_affine, output)  # a DICOM series: RAS+

@@ -84,11 +84,12 @@ class VoxelToDisplay:
 
     @classmethod
     def of_file(cls, path: str | Path, plane: str = "auto") -> VoxelToDisplay:
-        """The map of the NIfTI file at `path`, read from its header (`plane` as `of_affine`'s)."""
-        import nibabel as nib
+        """The map of the volume file (NIfTI, NRRD, MetaImage) at `path`, read from its header (`plane` as
+        `of_affine`'s)."""
+        from msa_hf.data.volumes import volume_file_header
 
-        image = nib.load(str(path))
-        return cls.of_affine(image.affine, image.shape, str(path), plane=plane)
+        affine, shape = volume_file_header(path)
+        return cls.of_affine(affine, shape, str(path), plane=plane)
 
     @classmethod
     def of_series(cls, folder: str | Path, series: str | None = None, plane: str = "auto") -> VoxelToDisplay:
@@ -189,18 +190,18 @@ def voxel_frame(
         ValueError: an unknown frame, voxel prompts for a 2-D image (its pixels are its frame already), or for a
             plane other than the volume's own, or a DICOM series whose images are not numbered one each.
     """
-    from msa_hf.data.volumes import is_dicom_stack_source, is_nifti
+    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file
 
     if frame not in PROMPT_FRAMES:
         raise ValueError(f"prompt frame {frame!r}: expected one of {', '.join(PROMPT_FRAMES)}.")
     if frame == "display":
         return None
-    if is_nifti(input_path):
+    if is_volume_file(input_path):
         return VoxelToDisplay.of_file(input_path, plane)
     if is_dicom_stack_source(input_path):
         return VoxelToDisplay.of_series(input_path, series, plane)
     raise ValueError(
-        f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a NIfTI file's voxels or a DICOM "
+        f"--prompt-frame voxel: {input_path} is not a volume; voxel prompts name a volume file's voxels or a DICOM "
         "series' pixels. Give an image's prompts in its own pixels."
     )
 
