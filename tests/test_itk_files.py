@@ -297,3 +297,46 @@ def test_slicer_segmentations_numbered_differently_are_valued_by_segment_name(tm
         assert np.array_equal(
             np.asarray(row["label"]), axial_slices((labels == 2).astype(np.uint8))[row["slice"]]
         )
+
+
+def test_structure_files_and_probabilities_of_an_nrrd_input_are_nrrd_on_its_grid(tmp_path):
+    """Two prompts on an NRRD scan: `--structure-files` writes `<name>.nrrd` each, the probabilities a vector
+    NRRD of two maps, both equal to what the NIfTI scan gives, as ITK reads them; score reads the folder."""
+    ball, nifti = _ball_scan(tmp_path)
+    scan = _converted(nifti, tmp_path / "s.nrrd")
+    box = grown_box(ball[6], 0.0)
+    prompts = [Prompt(box=box, slice=6, name="ball"), Prompt(box=box, slice=5, name="cap")]
+    predict_file(
+        BrightInBoxSam(32),
+        nifti,
+        tmp_path / "ref.nii.gz",
+        prompts,
+        probabilities_path=tmp_path / "ref_p.nii.gz",
+    )
+    predict_file(
+        BrightInBoxSam(32),
+        scan,
+        tmp_path / "pred" / "s",
+        prompts,
+        structure_files=True,
+        probabilities_path=tmp_path / "p.nrrd",
+    )
+    assert sorted(p.name for p in (tmp_path / "pred" / "s").iterdir()) == ["ball.nrrd", "cap.nrrd"]
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ref.nii.gz")))
+    for value, name in ((1, "ball"), (2, "cap")):
+        written = sitk.ReadImage(str(tmp_path / "pred" / "s" / f"{name}.nrrd"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(written) == 1, reference == value)
+        np.testing.assert_allclose(written.GetOrigin(), sitk.ReadImage(str(scan)).GetOrigin(), atol=1e-5)
+    probabilities = sitk.ReadImage(str(tmp_path / "p.nrrd"))
+    assert probabilities.GetNumberOfComponentsPerPixel() == 2
+    expected = np.asarray(nib.load(tmp_path / "ref_p.nii.gz").dataobj)  # (I, J, K, 2) on the same voxel order
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(probabilities).transpose(2, 1, 0, 3), expected, atol=1e-6
+    )
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    _converted(tmp_path / "ref.nii.gz", labels / "s.nrrd")
+    (labels / "labels.json").write_text('{"1": "ball", "2": "cap"}')
+    assert main(["score", str(tmp_path / "pred"), str(labels), "--output-dir", str(tmp_path / "scores")]) == 0
+    rows = list(csv.DictReader((tmp_path / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines()))
+    assert [float(row["dice"]) for row in rows] == [1.0, 1.0]

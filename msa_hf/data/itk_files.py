@@ -134,10 +134,13 @@ def read_itk_voxels(path: str | Path) -> np.ndarray:
 
 
 def write_itk_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
-    """Write an `(I, J, K)` array on a RAS affine `(4, 4)` as NRRD or MetaImage (by `path`'s suffix,
-    `ITK_OUTPUT_SUFFIXES`), compressed."""
+    """Write an `(I, J, K)` array, or `(I, J, K, C)` of several channels (a vector image, as `read_itk_voxels`
+    reads one), on a RAS affine `(4, 4)` as NRRD or MetaImage (by `path`'s suffix, `ITK_OUTPUT_SUFFIXES`),
+    compressed."""
     sitk = import_simpleitk()
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array).transpose(2, 1, 0)))
+    array = np.asarray(array)
+    order = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(order)), isVector=array.ndim == 4)
     direction, spacing, origin = itk_geometry(affine)
     image.SetDirection(direction)
     image.SetSpacing(spacing)
