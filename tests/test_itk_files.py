@@ -340,3 +340,15 @@ def test_structure_files_and_probabilities_of_an_nrrd_input_are_nrrd_on_its_grid
     assert main(["score", str(tmp_path / "pred"), str(labels), "--output-dir", str(tmp_path / "scores")]) == 0
     rows = list(csv.DictReader((tmp_path / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines()))
     assert [float(row["dice"]) for row in rows] == [1.0, 1.0]
+
+
+def test_predict_from_a_slicer_segmentation_names_the_structures_after_its_segments(tmp_path):
+    image, labels = write_nifti_case(tmp_path / "nifti", "case0")
+    _converted(tmp_path / "nifti/imagesTr/case0_0000.nii.gz", tmp_path / "src/images/case0.nrrd")
+    (tmp_path / "src/labels").mkdir()
+    stored = np.where(labels == 1, 2, np.where(labels == 2, 1, 0)).astype(np.uint8)  # spleen 1, liver 2
+    _slicer_segmentation(tmp_path / "src/labels/case0.seg.nrrd", stored, {1: "spleen", 2: "liver"})
+    out = tmp_path / "out"
+    assert main(["predict", "tiny", str(tmp_path / "src/images"), str(out), "--prompts-from-labels",
+                 str(tmp_path / "src/labels"), "--structure-files"]) == 0  # fmt: skip
+    assert sorted(p.name for p in (out / "case0").iterdir()) == ["liver.nrrd", "spleen.nrrd"]

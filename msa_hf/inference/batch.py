@@ -759,17 +759,19 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
 def _label_map_names(item: BatchItem, dicom_labels: bool) -> dict[int, str]:
     """The names of the structures `item`'s label map draws (`{label value, or region class id: name}`):
     a DICOM label object's or a structure folder's by the values its names were given, else the label table
-    beside the label maps;
-    `{}` without one, or where the table cannot be read (the masks are then named by value; a table that
+    beside the label maps, else a 3D Slicer segmentation's own segment names;
+    `{}` without any, or where the table cannot be read (the masks are then named by value; a table that
     matters is read, and its faults said, where it is used)."""
+    from msa_hf.data.dicom_seg_labels import segment_names
     from msa_hf.data.label_tables import label_folder_structures
 
     if dicom_labels or item.labels.is_dir():  # valued by name in `collect_items`
         return {value: name for name, value in (item.label_values or {}).items()}
     try:
-        return label_folder_structures(item.labels)[0]
+        table = label_folder_structures(item.labels)[0]
     except (OSError, ValueError):  # `LabelTableError` too
-        return {}
+        table = {}
+    return table or segment_names(item.labels)
 
 
 def _row(item: BatchItem) -> dict[str, Any]:
