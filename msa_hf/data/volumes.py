@@ -223,8 +223,14 @@ def load_nifti(
         check_nifti_size(path, image.shape, image.header.get_data_dtype().itemsize, image.dataobj.offset)
     except InputTooLargeError as error:
         raise VolumeReadError(str(error)) from error
+    return _read_canonical(image, str(path), modality, channel, is_label)
+
+
+def _read_canonical(image, source: str, modality: str, channel: int | None, is_label: bool) -> Volume:
+    """`_canonical` of a file's image, any `ValueError` of its reading (nibabel's among them) a
+    `VolumeReadError` naming the file."""
     try:
-        return _canonical(image, str(path), modality, channel, is_label)
+        return _canonical(image, source, modality, channel, is_label)
     except ValueError as error:
         if isinstance(error, VolumeReadError):
             raise
@@ -285,25 +291,18 @@ def load_itk(
                     "files, or Data, right-click, Export visible segments to binary labelmap), or save each "
                     "structure as a file of its own in a folder."
                     if layered
-                    else "components per voxel; a label map holds one integer per voxel."
+                    else "channels (components per voxel, or a fourth axis); a label map holds one integer per voxel."
                 )
             )
         # the voxel count from the header, before any voxel is read (the data may lie in another file, and
         # compressed or not: a file too short for them is refused by ITK's reader)
         check_voxel_count(header.shape, str(path))
         array = read_itk_voxels(path)
-    except ItkReadError as error:
-        raise VolumeReadError(str(error)) from error
-    except InputTooLargeError as error:
+    except (ItkReadError, InputTooLargeError) as error:
         raise VolumeReadError(str(error)) from error
     if array.dtype.itemsize == 8 and np.issubdtype(array.dtype, np.integer):
-        array = array.astype(np.float64)  # NIfTI has no 64-bit integers; exact to 2**53, checked below
-    try:
-        return _canonical(nib.Nifti1Image(array, header.affine), str(path), modality, channel, is_label)
-    except ValueError as error:
-        if isinstance(error, VolumeReadError):
-            raise
-        raise VolumeReadError(str(error)) from error
+        array = array.astype(np.float64)  # nibabel takes no 64-bit integers; exact to 2**53, checked after
+    return _read_canonical(nib.Nifti1Image(array, header.affine), str(path), modality, channel, is_label)
 
 
 def dicom_series_slices(
