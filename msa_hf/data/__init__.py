@@ -6,7 +6,8 @@ Folder -> dataset directory: `prepare_dataset` (CLI `msa-hf prepare`); the embed
 `msa-hf build-default-data`). Dataset -> model inputs:
 `to_binary_tasks` + `SamSegmentationTransform` (2-D), `VolumeWindowDataset` + `SamVolumeTransform`
 (3-D, depth branch). Preprocessing transforms live in `msa_hf.data.transforms`; prompt simulation in
-`msa_hf.processing.prompts`. nibabel / pydicom / nilearn (the `medical` extra) are imported only when used.
+`msa_hf.processing.prompts`. nibabel / pydicom / nilearn / SimpleITK (the `medical` extra) are imported only when
+used.
 """
 
 _EXPORTS = {
@@ -64,6 +65,7 @@ _EXPORTS = {
     "resample_to_spacing": "transforms",
     "resize_and_pad": "transforms",
     "save_nifti": "volumes",
+    "save_volume": "volumes",
     "select_class_names": "tasks",
     "slice_windows": "volume_windows",
     "split_cases": "prepare",
@@ -141,6 +143,7 @@ __all__ = [
     "resample_to_spacing",
     "resize_and_pad",
     "save_nifti",
+    "save_volume",
     "select_class_names",
     "slice_windows",
     "split_cases",
