@@ -647,7 +647,7 @@ def structure_folder_source(folder: Path, count: int = 2) -> Path:
 
 
 @case("prepare", "a case folder of structure files holding two images", expect="handled",
-      check=_report_names("s1", "2 NIfTI image(s)"))  # fmt: skip
+      check=_report_names("s1", "2 volume file(s)"))  # fmt: skip
 def _(f):
     source = structure_folder_source(f)
     shutil.copy(source / "s1" / "ct.nii.gz", source / "s1" / "ct_copy.nii.gz")
@@ -745,7 +745,7 @@ def _(f):
 
 
 @case("predict", "--prompts-from-labels on a case folder holding two images beside its structures",
-      mentions=("s1", "2 NIfTI image(s)"))  # fmt: skip
+      mentions=("s1", "2 volume file(s)"))  # fmt: skip
 def _(f):
     source = structure_folder_source(f)
     shutil.copy(source / "s1" / "ct.nii.gz", source / "s1" / "ct_copy.nii.gz")

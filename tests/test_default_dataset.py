@@ -117,7 +117,7 @@ def test_cli_prepare_and_build_default_data(tmp_path, capsys):
     assert len(load_prepared(tmp_path / "out")["train"]) == 4
     (tmp_path / "empty").mkdir()
     assert main(["prepare", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 2
-    assert "holds no NIfTI" in capsys.readouterr().err
+    assert "holds no volume (NIfTI" in capsys.readouterr().err
     assert main(["build-default-data", str(tmp_path / "mni"), "--targets", "tissue"]) == 0
     assert "| grey_matter |" in capsys.readouterr().out
     assert main(["build-default-data", str(tmp_path / "objects")]) == 0  # the default: brain structures

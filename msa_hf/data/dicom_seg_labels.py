@@ -209,14 +209,14 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
-    Set; `{label value: segment name}` of a 3D Slicer segmentation, `itk_files.slicer_segmentation_names`), from
-    its header."""
+    Set; `{label value: segment name}` of a 3D Slicer segmentation, `itk_files.slicer_segmentation_names`, and
+    nothing for any other volume file), from its header."""
     import pydicom
 
-    from msa_hf.data.itk_files import is_itk_file, slicer_segmentation_names
+    from msa_hf.data.itk_files import slicer_segmentation_names
     from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_names
 
-    if is_itk_file(path):
+    if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
         return slicer_segmentation_names(path)
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
