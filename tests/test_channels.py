@@ -16,7 +16,7 @@ import pytest
 
 from msa_hf.cli import main
 from msa_hf.data import axial_slices, load_prepared, prepare_dataset
-from msa_hf.data.channels import ChannelChoice, dataset_channel_names
+from msa_hf.data.channels import ChannelChoice, SeveralChannels, dataset_channel_names
 from msa_hf.processing.processor import MsaProcessor
 from msa_hf.testing import BoxFillSam
 
@@ -233,7 +233,46 @@ def test_the_demo_reads_the_model_s_channel_of_a_4d_upload(tiny_base, tmp_path):
         [str(scan)], DemoSession(model, channel=ChannelChoice(2, origin="the model"))
     ).volume
     np.testing.assert_array_equal(volume.array, load_nifti(scan, channel=2).array)
+    # a model of one-channel cases: the page is told the channels to offer, without the server's folder
     with pytest.raises(
-        ValueError, match="4-D image of 4 channels .* upload that channel alone, as a 3-D volume"
-    ):
+        SeveralChannels, match=r"^the file holds 4 channels \(0, 1, 2, 3\); choose"
+    ) as offered:
         VolumeSession([str(scan)], DemoSession(model))
+    assert offered.value.choices() == [("0", 0), ("1", 1), ("2", 2), ("3", 3)]
+    # the visitor's choice, over the model's own
+    chosen = VolumeSession(
+        [str(scan)],
+        DemoSession(model, channel=ChannelChoice(2, origin="the model")),
+        channel=ChannelChoice(1),
+    )
+    np.testing.assert_array_equal(chosen.volume.array, load_nifti(scan, channel=1).array)
+    chosen.close()
+
+
+def test_the_demo_offers_a_4d_upload_s_channels_by_name_and_opens_the_one_chosen(tiny_base, tmp_path):
+    """The page's chooser: a Decathlon scan read where it lies, whose dataset.json names its sequences, is
+    offered by them, and the one chosen opens (status and slices). An upload arrives without its dataset.json:
+    its channels are numbered (the browser test in test_space.py)."""
+    from msa_hf import SamAdapterModel
+    from msa_hf.demo import app
+
+    (tmp_path / "msd" / "imagesTs").mkdir(parents=True)
+    scan = tmp_path / "msd" / "imagesTs" / "scan.nii.gz"
+    _four_d(scan, 3)
+    (tmp_path / "msd" / "dataset.json").write_text(
+        json.dumps({"modality": {"0": "FLAIR", "1": "T1w", "2": "T1gd", "3": "T2w"}})
+    )
+    demo = app.build_demo(SamAdapterModel.from_pretrained(tiny_base))
+    upload = next(fn for fn in demo.fns.values() if fn.fn.__name__ == "upload_volume").fn
+    choose = next(fn for fn in demo.fns.values() if fn.fn.__name__ == "choose_channel").fn
+    volume, _, _, status, _, chooser = upload(None, [str(scan)], "", "auto")
+    assert volume is None and "4 channels (0 = FLAIR, 1 = T1w, 2 = T1gd, 3 = T2w)" in status
+    assert chooser["visible"] and chooser["choices"][3] == ("3 = T2w", "3")
+    volume, _, view, status, _, chooser = choose(None, [str(scan)], "", None, "auto", "3")
+    try:
+        assert "channel T2w" in status and view is not None and chooser == {"__type__": "update"}
+        from msa_hf.data.volumes import load_nifti
+
+        np.testing.assert_array_equal(volume.volume.array, load_nifti(scan, channel=3).array)
+    finally:
+        volume.close()

@@ -180,6 +180,25 @@ def test_volume_click_and_propagation_in_a_real_browser(tmp_path):
 
 @pytest.mark.browser
 @needs_chromium
+def test_a_multi_channel_scan_offers_its_channels_and_opens_the_one_chosen_in_a_real_browser(tmp_path):
+    """A 4-D MRI (its sequences in one file): the page lists its channels, and the one clicked opens. (An upload
+    arrives without the dataset.json beside it, so the page numbers them.)"""
+    import nibabel as nib
+
+    scan = tmp_path / "brain.nii.gz"
+    array = np.random.default_rng(0).normal(100, 20, (32, 32, 6, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(array, np.eye(4)), scan)
+    with demo_in_browser(BoxFillSam(64)) as page:
+        page.get_by_role("tab", name="volume (NIfTI / NRRD / MHA / DICOM)").click()
+        page.locator("#volume-files input[type=file]").set_input_files(str(scan))
+        status = "[...document.querySelectorAll('#volume-status textarea')].some(e => e.value.includes(%r))"
+        page.wait_for_function(status % "the file holds 3 channels (0, 1, 2); choose", timeout=60_000)
+        page.locator("#volume-channel label", has_text="1").click()
+        page.wait_for_function(status % "6 axial slices, MR, channel 1", timeout=60_000)
+
+
+@pytest.mark.browser
+@needs_chromium
 def test_dicom_series_click_and_its_dicom_seg_in_a_real_browser(tmp_path):
     """Open the DICOM files of a study, choose its series, click a slice, keep that structure and click
     another, ask for the masks as DICOM-SEG and RT structure set: the page offers the files."""

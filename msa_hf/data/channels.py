@@ -24,6 +24,22 @@ if TYPE_CHECKING:
 CHANNEL_TABLE_NAME = "dataset.json"
 
 
+class SeveralChannels(ValueError):
+    """A multi-channel file read without a channel chosen: its `count` channels and their `names` (`{index:
+    name}`, empty where nothing names them), for a caller (the demo) to offer the choice."""
+
+    def __init__(self, message: str, count: int, names: Mapping[int, str]) -> None:
+        super().__init__(message)
+        self.count, self.names = count, dict(names)
+
+    def choices(self) -> list[tuple[str, int]]:
+        """`(label, index)` per channel, as a chooser lists them ("0 = FLAIR", or "0" unnamed)."""
+        return [
+            (f"{index} = {self.names[index]}" if index in self.names else str(index), index)
+            for index in range(self.count)
+        ]
+
+
 @dataclass(frozen=True)
 class ChannelChoice:
     """The channel to read: by `name` where the case names its channels and a name is given, else by `index`.
@@ -182,16 +198,18 @@ def choose_volume_channel(
     one channel (a 3-D volume; not a volume file).
 
     Raises:
-        ValueError: a 4-D file and no `choice` (the message lists its channels and says `how` to give one), or
-            a channel it does not have."""
+        SeveralChannels: a 4-D file and no `choice` (the message lists its channels and says `how` to give one).
+        ValueError: a channel it does not have."""
     count = volume_channel_count(path)
     if count == 1:
         return None
     names = dataset_channel_names(path)
     if choice is None:
-        raise ValueError(
+        raise SeveralChannels(
             f"{path}: a 4-D image of {count} channels ({channel_listing(names, count)}) or time points; MSA "
-            f"reads one: {how}."
+            f"reads one: {how}.",
+            count,
+            names,
         )
     index = choice.pick(names, count, str(path))
     return index, names.get(index)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 import numpy as np
 
+from msa_hf.data.channels import ChannelChoice, SeveralChannels
 from msa_hf.data.dicom_stacks import SeveralStacks
 from msa_hf.data.planes import PLANE_CHOICES
 from msa_hf.demo.api import parse_api_prompts
@@ -251,22 +252,28 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     per slice, propagation, the mask volume (in the file's format, NIfTI for DICOM; DICOM-SEG or RT structure set for a DICOM series)."""
 
     @guarded
-    def open_volume(previous, files, adapter, series=None, plane="auto"):
+    def open_volume(previous, files, adapter, series=None, plane="auto", channel=None):
         if previous is not None:  # replaced by what opens now (or by nothing): free what it holds
             previous.close()
         hidden = gr.update(choices=[], value=None, visible=False)
         if not files:
-            return None, gr.update(), None, "no volume", hidden
+            return None, gr.update(), None, "no volume", hidden, hidden
         paths = [f if isinstance(f, str) else f.name for f in (files if isinstance(files, list) else [files])]
+        chosen = None if channel in (None, "") else ChannelChoice(index=int(channel), origin="the page")
         try:
             volume = VolumeSession(
-                paths, session, adapter or None, series=series or None, plane=plane or "auto"
+                paths, session, adapter or None, series=series or None, plane=plane or "auto", channel=chosen
             )
         except SeveralStacks as several:  # a study's series: the visitor chooses one
             choices = [(stack.describe(), stack.key) for stack in several.stacks]
             chooser = gr.update(choices=choices, value=None, visible=True)
             message = f"the files hold {len(choices)} image stacks (series); choose the one to open."
-            return None, gr.update(), None, message, chooser
+            return None, gr.update(), None, message, chooser, hidden
+        except SeveralChannels as several:  # a multi-channel scan (MRI sequences): the visitor chooses one
+            chooser = gr.update(
+                choices=[(label, str(index)) for label, index in several.choices()], value=None, visible=True
+            )
+            return None, gr.update(), None, str(several), hidden, chooser
         middle = len(volume.slices) // 2
         volume.prepare(middle)
         shown = f"{len(volume.slices)} {volume.plane} slices, {volume.modality}"
@@ -274,27 +281,37 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             shown += f"; {volume.sliced.resampling.describe()}"
         for note in volume.sliced.notes:
             shown += f". {note}"
-        chooser = gr.update() if series else hidden  # a chosen series stays shown, to choose another
+        if chosen is not None:
+            shown += f", channel {volume.channel_name or channel}"
+        # a chosen series or channel stays shown, to choose another
         return (
             volume,
             gr.update(maximum=len(volume.slices) - 1, value=middle, label=f"{volume.plane} slice"),
             volume.show(middle),
             shown,
-            chooser,
+            gr.update() if series else hidden,
+            gr.update() if chosen is not None else hidden,
         )
 
-    def choose_series(previous, files, adapter, series, plane):
+    def choose_series(previous, files, adapter, series, plane, channel):
         if not series:  # the choices were just offered (or cleared): nothing chosen yet
-            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-        return open_volume(previous, files, adapter, series, plane)
+            return (gr.update(),) * 6
+        return open_volume(previous, files, adapter, series, plane, channel)
 
-    def upload_volume(previous, files, adapter, plane):  # new files: no series chosen among them yet
+    def choose_channel(previous, files, adapter, series, plane, channel):
+        if channel in (None, ""):  # the choices were just offered (or cleared): nothing chosen yet
+            return (gr.update(),) * 6
+        return open_volume(previous, files, adapter, series, plane, channel)
+
+    def upload_volume(
+        previous, files, adapter, plane
+    ):  # new files: no series or channel chosen among them yet
         return open_volume(previous, files, adapter, None, plane)
 
     def choose_plane(
-        previous, files, adapter, series, plane
+        previous, files, adapter, series, plane, channel
     ):  # the volume again, in another plane (prompts reset)
-        return open_volume(previous, files, adapter, series, plane)
+        return open_volume(previous, files, adapter, series, plane, channel)
 
     def on_slice(volume, index):
         if volume is None:
@@ -379,6 +396,10 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         [], label="the files hold several image stacks (a study's series): open", visible=False,
         elem_id="volume-series",
     )  # fmt: skip
+    volume_channel = gr.Radio(
+        [], label="the file holds several channels (MRI sequences, time points): open", visible=False,
+        elem_id="volume-channel",
+    )  # fmt: skip
     with gr.Row():
         slice_index = gr.Slider(0, 1, step=1, value=0, label="axial slice", elem_id="slice")
         volume_mode = gr.Radio([POSITIVE, NEGATIVE, BOX], value=POSITIVE, label="a click adds")
@@ -436,16 +457,14 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     rtstruct_button.click(
         dicom_of_volume("rtstruct"), [volume_state, structure_name], volume_rtstruct, **INTERNAL
     )  # fmt: skip
-    opened = [volume_state, slice_index, volume_view, volume_status, volume_series]
+    opened = [volume_state, slice_index, volume_view, volume_status, volume_series, volume_channel]
+    chosen = [volume_state, volume_files, adapter, volume_series, volume_plane, volume_channel]
     volume_files.upload(
         upload_volume, [volume_state, volume_files, adapter, volume_plane], opened, **INTERNAL
     )  # fmt: skip
-    volume_series.change(
-        choose_series, [volume_state, volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
-    )  # fmt: skip
-    volume_plane.change(
-        choose_plane, [volume_state, volume_files, adapter, volume_series, volume_plane], opened, **INTERNAL
-    )  # fmt: skip
+    volume_series.change(choose_series, chosen, opened, **INTERNAL)
+    volume_channel.change(choose_channel, chosen, opened, **INTERNAL)
+    volume_plane.change(choose_plane, chosen, opened, **INTERNAL)
     slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
     # encode the slice's window once the slider is let go, so its first click only decodes
     slice_index.release(

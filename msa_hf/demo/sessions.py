@@ -287,9 +287,11 @@ class Segmentation:
 
 
 class VolumeSession:
-    """A NIfTI volume or DICOM series in the demo: slices of one plane, prompts per slice, the mask volume of
-    the structure being segmented, propagation through the volume, the structures kept before it
-    (`keep_structure`), and downloads on the input's grid (NIfTI; DICOM-SEG or RT structure set)."""
+    """A volume file (NIfTI, NRRD, MetaImage) or DICOM series in the demo: slices of one plane, prompts per
+    slice, the mask volume of the structure being segmented, propagation through the volume, the structures
+    kept before it (`keep_structure`), and downloads on the input's grid (in the file's format; DICOM-SEG or RT
+    structure set). A multi-channel file opens the `channel` the visitor chose, else the one the model was
+    trained on (`DemoSession.channel`), else raises `SeveralChannels` for the page to offer them."""
 
     def __init__(
         self,
@@ -298,9 +300,10 @@ class VolumeSession:
         adapter: str | None = None,
         series: str | None = None,
         plane: str = "auto",
+        channel: ChannelChoice | None = None,
     ) -> None:
         from msa_hf.data import guess_modality, load_volume
-        from msa_hf.data.channels import choose_volume_channel
+        from msa_hf.data.channels import SeveralChannels, choose_volume_channel
         from msa_hf.inference.volume_predictor import VolumePredictor
         from msa_hf.inference.volume_slicing import SlicedVolume
 
@@ -309,14 +312,20 @@ class VolumeSession:
         # the folder the uploaded DICOM files were copied into (`_gather`), removed by `close`
         self.copied = None if self.source in files else self.source
         try:
-            # a 4-D upload: the channel the model was trained on; the page has no choice of channel to offer
-            how = "upload that channel alone, as a 3-D volume"
-            chosen = choose_volume_channel(self.source, session.channel, how)
+            # a 4-D upload: the channel the visitor chose, else the one the model was trained on, else the
+            # visitor is offered its channels
+            how = "choose one on the page (or upload that channel alone, as a 3-D volume)"
+            chosen = choose_volume_channel(self.source, channel or session.channel, how)
             self.volume = load_volume(self.source, series=series, channel=chosen[0] if chosen else None)
+            self.channel_name = chosen[1] if chosen else None  # what the page says it opened
         except SeveralStacks as several:  # uploaded files of a study: the page offers its stacks
             listing = "; ".join(stack.describe() for stack in several.stacks)
             message = f"the DICOM files hold {len(several.stacks)} image stacks ({listing}); choose one."
             raise SeveralStacks(several.stacks, message) from None  # without the server's folder
+        except SeveralChannels as several:  # a multi-channel upload: the page offers its channels
+            listing = ", ".join(label for label, _ in several.choices())
+            message = f"the file holds {several.count} channels ({listing}); choose the one to open."
+            raise SeveralChannels(message, several.count, several.names) from None
         except (ValueError, OSError) as error:
             raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
         if self.volume.array.size > MAX_VOXELS:
