@@ -2226,6 +2226,21 @@ def _(f):
     return lambda: _session().segment_volume([str(path)], 2, [], None)
 
 
+@space("API volume of several channels, none chosen", mentions=("3 channels (0, 1, 2)", "choose"))
+def _(f):
+    scan = four_d_scan(f)
+    return lambda: _session().segment_volume([str(scan)], 1, [], [2, 2, 8, 8])
+
+
+@space("an NRRD upload whose voxel data are cut short", mentions=("scan.nrrd", "cannot read the voxel data"))
+def _(f):
+    from msa_hf.demo.sessions import VolumeSession
+
+    scan = itk_scan(f)
+    scan.write_bytes(scan.read_bytes()[:-500])
+    return lambda: VolumeSession([str(scan)], _session())
+
+
 @space("keep a structure before segmenting one", mentions=("nothing is segmented",))
 def _(f):
     from msa_hf.demo.sessions import VolumeSession

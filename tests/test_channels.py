@@ -276,3 +276,29 @@ def test_the_demo_offers_a_4d_upload_s_channels_by_name_and_opens_the_one_chosen
         np.testing.assert_array_equal(volume.volume.array, load_nifti(scan, channel=3).array)
     finally:
         volume.close()
+
+
+def test_the_volume_api_reads_the_channel_it_is_given(tmp_path):
+    """`/segment_volume`'s `channel`: a ball bright in channel 2 alone is segmented from channel 2, and from
+    channel 0 nothing is."""
+    from msa_hf.data.volumes import axial_slices, load_volume
+    from msa_hf.demo.sessions import DemoSession
+    from msa_hf.testing import BrightInBoxSam, sphere_volume
+
+    ball = sphere_volume(shape=(8, 32, 32), centre=(4, 15, 16), radius=4.0)
+    canonical = np.transpose(ball, (2, 1, 0))[:, ::-1, :]  # display slices -> RAS voxels
+    channels = np.stack(
+        [np.full(canonical.shape, -100.0), np.zeros(canonical.shape), np.where(canonical, 900.0, -100.0)], -1
+    )
+    nib.save(nib.Nifti1Image(channels.astype(np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    rows, cols = np.nonzero(ball[4])
+    box = [float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())]
+    session = DemoSession(BrightInBoxSam(32))
+    masks = {}
+    for channel in (0, 2):
+        path, _ = session.segment_volume(
+            [str(tmp_path / "scan.nii.gz")], 4, [], box, channel=ChannelChoice(channel)
+        )
+        masks[channel] = axial_slices(load_volume(path, is_label=True).array)[4] == 1
+    np.testing.assert_array_equal(masks[2], ball[4])
+    assert not masks[0].any()

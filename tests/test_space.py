@@ -866,7 +866,7 @@ def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
         # a volume: a NIfTI file, a slice and a box -> the mask on the input's grid, as predict writes it
         volume = api["named_endpoints"]["/segment_volume"]
         assert [p["parameter_name"] for p in volume["parameters"]] == [
-            "volume", "slice", "points", "box", "propagate", "adapter",
+            "volume", "slice", "points", "box", "propagate", "adapter", "channel",
         ]  # fmt: skip
         assert [r["label"] for r in volume["returns"]] == ["mask", "status"]
         import nibabel as nib
@@ -889,6 +889,16 @@ def test_the_api_is_one_documented_endpoint_with_named_arguments(tmp_path):
             client.predict([scan], 12, "", json.dumps([3, 4, 9, 12]), False, "", api_name="/segment_volume")
         with pytest.raises(Exception, match="points and box: neither was sent"):
             client.predict([scan], 5, "", "", False, "", api_name="/segment_volume")
+        # a scan of several channels: the one named, as predict reads it; none named is refused with them listed
+        channels = np.stack([data, -data, 2 * data], axis=-1)
+        nib.save(nib.Nifti1Image(channels, SCRAMBLED_AFFINE), tmp_path / "channels.nii.gz")
+        several = handle_file(str(tmp_path / "channels.nii.gz"))
+        with pytest.raises(Exception, match=r"3 channels \(0, 1, 2\)"):
+            client.predict([several], 5, "", json.dumps([3, 4, 9, 12]), False, "", api_name="/segment_volume")
+        mask, _ = client.predict(
+            [several], 5, "", json.dumps([3, 4, 9, 12]), False, "", "2", api_name="/segment_volume"
+        )
+        assert np.array_equal(load_nifti(mask, is_label=True).array, expected)
     finally:
         demo.close()
 

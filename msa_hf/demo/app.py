@@ -503,9 +503,18 @@ def volume_endpoint(session: DemoSession) -> None:
     and a status line (hidden components carry its named inputs and outputs)."""
 
     @guarded
-    def api_segment_volume(volume, slice, points: str, box: str, propagate: bool, adapter: str = ""):  # noqa: A002
+    def api_segment_volume(
+        volume,
+        slice,
+        points: str,
+        box: str,
+        propagate: bool,
+        adapter: str = "",
+        channel: str = "",  # noqa: A002
+    ):
         """API: volume files + display slice + JSON points `[[x, y, label], ...]` + JSON box or "" + propagate
-        (+ an adapter name, "" for the active one) -> (mask file, status)."""
+        (+ an adapter name, "" for the active one; + the channel of a multi-channel scan, a number, "" for the
+        model's own) -> (mask file, status)."""
         files = [f if isinstance(f, str) else f.name for f in (volume or [])]
         if not files:
             raise ValueError(
@@ -514,7 +523,10 @@ def volume_endpoint(session: DemoSession) -> None:
         if slice is None or float(slice) != int(slice):
             raise ValueError(f"slice: got {slice!r}; send the slice's index, as the page's slider shows it.")
         clicks, corners = parse_api_prompts(points, box)
-        return session.segment_volume(files, int(slice), clicks, corners, bool(propagate), adapter or None)
+        chosen = ChannelChoice.parse(channel) if str(channel or "").strip() else None
+        return session.segment_volume(
+            files, int(slice), clicks, corners, bool(propagate), adapter or None, channel=chosen
+        )
 
     with gr.Row(visible=False):
         api_volume = gr.File(file_count="multiple", label="volume")
@@ -523,15 +535,17 @@ def volume_endpoint(session: DemoSession) -> None:
         api_box = gr.Textbox(label="box")
         api_propagate = gr.Checkbox(value=False, label="propagate")
         api_adapter = gr.Textbox(value="", label="adapter")
+        api_channel = gr.Textbox(value="", label="channel")
         api_mask = gr.File(label="mask")
         api_status = gr.Textbox(label="status")
     gr.Button(visible=False).click(
-        api_segment_volume, [api_volume, api_slice, api_points, api_box, api_propagate, api_adapter],
+        api_segment_volume, [api_volume, api_slice, api_points, api_box, api_propagate, api_adapter, api_channel],
         [api_mask, api_status], api_name="segment_volume",
         api_description="Segment a volume (`volume`: one NIfTI, NRRD or MetaImage file, or the DICOM files of one series) on its "
         "slice `slice` as the page shows it (axial, 0 the most inferior, unless the volume was acquired in "
         "another plane) with clicks `points` and/or `box` (as /segment takes them, in that slice's pixels), "
-        "carried through the volume when `propagate`; returns the mask on the input's grid (in its format; NIfTI for DICOM) and what was "
+        "carried through the volume when `propagate` (`channel`: the one to read of a multi-channel scan, by number, "
+        "where the model records none); returns the mask on the input's grid (in its format; NIfTI for DICOM) and what was "
         "done.",
     )  # fmt: skip
 

@@ -211,19 +211,21 @@ class DemoSession:
         propagate: bool = False,
         adapter: str | None = None,
         stop_score: float = 0.5,
+        channel: ChannelChoice | None = None,
     ) -> tuple[str, str]:
         """One request of the `/segment_volume` API: the volume `files` (one NIfTI file, or the DICOM files of
         one series; NRRD and MetaImage too) prompted on display slice `index` (as the page shows it) with `points` `[[x, y, label],
         ...]` and `box`, and with `propagate` carried through the volume (stopping where the predicted IoU falls
         below `stop_score`). Returns the mask on the input's grid, in its format (NIfTI for DICOM) (`_download`) and what was done (the
-        slice's scores, or where propagation went). The volume's own temporary files are removed.
+        slice's scores, or where propagation went). `channel`: the one to read of a multi-channel scan (else the
+        model's; `VolumeSession`). The volume's own temporary files are removed.
 
         Raises:
             ValueError: no prompt, a slice or click outside the volume, or a volume the page refuses.
         """
         if not points and box is None:
             raise ValueError("points and box: neither was sent; send a click or a box on the slice.")
-        volume = VolumeSession(files, self, adapter)
+        volume = VolumeSession(files, self, adapter, channel=channel)
         try:
             if not 0 <= index < len(volume.slices):
                 raise ValueError(
