@@ -326,7 +326,7 @@ class VolumeSession:
             raise SeveralStacks(several.stacks, message) from None  # without the server's folder
         except SeveralChannels as several:  # a multi-channel upload: the page offers its channels
             listing = ", ".join(label for label, _ in several.choices())
-            message = f"the file holds {several.count} channels ({listing}); choose the one to open."
+            message = f"the file holds {several.count} channels ({listing}); choose the one to open (the API: channel)."
             raise SeveralChannels(message, several.count, several.names) from None
         except (ValueError, OSError) as error:
             raise ValueError(without_server_paths(str(error), [*files, self.source])) from None
