@@ -202,6 +202,22 @@ def _canonical(image, source: str, modality: str, channel: int | None, is_label:
     return Volume(array=array, affine=image.affine.copy(), spacing=zooms, source=source, modality=modality)
 
 
+def _open_nifti(path: str | Path) -> Any:
+    """nibabel's image of a NIfTI file, its header read and its voxels not yet.
+
+    Raises:
+        VolumeReadError: the file is not readable as NIfTI.
+    """
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
+        raise VolumeReadError(
+            f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
+        ) from error
+
+
 def load_nifti(
     path: str | Path, is_label: bool = False, channel: int | None = None, modality: str = "other"
 ) -> Volume:
@@ -211,14 +227,7 @@ def load_nifti(
         VolumeReadError: unreadable or corrupt file, 4-D without `channel`, NaN/Inf voxels, a label map
             with non-integer or negative values.
     """
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
-        raise VolumeReadError(
-            f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
-        ) from error
+    image = _open_nifti(path)
     try:  # from the header, before any voxel is read
         check_nifti_size(path, image.shape, image.header.get_data_dtype().itemsize, image.dataobj.offset)
     except InputTooLargeError as error:
@@ -254,14 +263,7 @@ def volume_file_header(path: str | Path) -> tuple[np.ndarray, tuple[int, ...]]:
         return header.affine, header.shape
     if not is_nifti(path):
         raise VolumeReadError(f"{path}: not a {VOLUME_FILE_NAMES} file.")
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
-        raise VolumeReadError(
-            f"{path}: not a readable NIfTI file ({type(error).__name__}: {error})."
-        ) from error
+    image = _open_nifti(path)
     return image.affine, tuple(int(n) for n in image.shape)
 
 
