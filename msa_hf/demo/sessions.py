@@ -213,12 +213,13 @@ class DemoSession:
         stop_score: float = 0.5,
         channel: ChannelChoice | None = None,
     ) -> tuple[str, str]:
-        """One request of the `/segment_volume` API: the volume `files` (one NIfTI file, or the DICOM files of
-        one series; NRRD and MetaImage too) prompted on display slice `index` (as the page shows it) with `points` `[[x, y, label],
-        ...]` and `box`, and with `propagate` carried through the volume (stopping where the predicted IoU falls
-        below `stop_score`). Returns the mask on the input's grid, in its format (NIfTI for DICOM) (`_download`) and what was done (the
-        slice's scores, or where propagation went). `channel`: the one to read of a multi-channel scan (else the
-        model's; `VolumeSession`). The volume's own temporary files are removed.
+        """One request of the `/segment_volume` API: the volume `files` (one NIfTI, NRRD or MetaImage file, or
+        the DICOM files of one series) prompted on display slice `index` (as the page shows it) with `points`
+        `[[x, y, label], ...]` and `box`, and with `propagate` carried through the volume (stopping where the
+        predicted IoU falls below `stop_score`). Returns the mask on the input's grid, in its format (NIfTI for
+        DICOM; `_download`), and what was done (the slice's scores, or where propagation went). `channel`: the
+        one to read of a multi-channel scan (else the model's; `VolumeSession`). The volume's own temporary
+        files are removed.
 
         Raises:
             ValueError: no prompt, a slice or click outside the volume, or a volume the page refuses.
@@ -359,8 +360,8 @@ class VolumeSession:
 
     @staticmethod
     def _gather(files: list[str]) -> str:
-        """One volume file (NIfTI, NRRD, MetaImage) as is; DICOM files (a series, a study), or zips of them (a PACS export), copied into
-        one folder, as `load_volume` reads it (`uploads.unpack_dicom_zip`)."""
+        """One volume file (NIfTI, NRRD, MetaImage) as is; DICOM files (a series, a study), or zips of them (a
+        PACS export), copied into one folder, as `load_volume` reads it (`uploads.unpack_dicom_zip`)."""
         from msa_hf.data import is_dicom_file
         from msa_hf.data.dicom_zips import is_zip, no_dicom_message
         from msa_hf.data.volumes import ONE_FILE_VOLUME_SUFFIXES
@@ -580,9 +581,9 @@ class VolumeSession:
         return str(output)
 
     def save_structure_files(self, folder: str | None = None, name: str = "") -> str:
-        """Every structure (`structures`) as one binary mask file on the input's grid (in its format, as `save`),
-        each whole where they overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`; the one being segmented called
-        `name`, default "segmented structure"), zipped as `msa_structures.zip` in `folder` (default: this
+        """Every structure (`structures`) as one binary mask file on the input's grid (in its format, as
+        `save`), each whole where they overlap (`structure_files.write_structure_folder`, named `<name>.nii.gz`
+        or `.nrrd`, `.mha`; the one being segmented called `name`, default "segmented structure"), zipped as `msa_structures.zip` in `folder` (default: this
         session's temporary folder; replaced at each request). Raises `ValueError` where nothing is segmented."""
         from msa_hf.inference.predictor import save_structure_files_on_input_grid
 

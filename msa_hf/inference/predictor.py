@@ -394,9 +394,10 @@ def predict_file(
     `trained_planes` (`MsaProcessor.planes`): where the plane is not one of them, the summary's `warnings`
     say so (`planes.unseen_plane_note`).
 
-    `channel`: the channel to read of a 4-D input (or an NRRD's vector components) (`msa_hf.data.channels`; the model's own is
-    `MsaProcessor.channel_choice`), by name where the dataset's `dataset.json` names its channels; the
-    summary's `channel` says which. A 4-D input without one is refused, with its channels listed.
+    `channel`: the channel to read of a 4-D input (or an NRRD's vector components) (`msa_hf.data.channels`;
+    the model's own is `MsaProcessor.channel_choice`), by name where the dataset's `dataset.json` names its
+    channels; the summary's `channel` says which. A 4-D input without one is refused, with its channels
+    listed.
     """
     from msa_hf.data.channels import choose_volume_channel
     from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
@@ -726,8 +727,9 @@ MASK_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 
 
 def input_kind(input_path: str | Path) -> str:
-    """What an input is: "volume" (a NIfTI, NRRD or MetaImage file, a DICOM series folder, an enhanced multi-frame DICOM file), "dicom"
-    (a single DICOM image) or "image" (PNG/JPEG/TIFF/BMP). Raises `ValueError` for anything else."""
+    """What an input is: "volume" (a NIfTI, NRRD or MetaImage file, a DICOM series folder, an enhanced
+    multi-frame DICOM file), "dicom" (a single DICOM image) or "image" (PNG/JPEG/TIFF/BMP). Raises `ValueError`
+    for anything else."""
     from msa_hf.data.image_files import is_dicom_file, is_image_file
     from msa_hf.data.volumes import VOLUME_FILE_NAMES, is_dicom_stack_source, is_volume_file
 
@@ -861,7 +863,8 @@ def save_on_input_grid(
     canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
 ) -> None:
     """Write a RAS+ label volume `(X, Y, Z)` back in a volume file input's own voxel order and affine (DICOM:
-    RAS+), in the format `output`'s suffix names (`volumes.save_volume`), whole or not at all (`output_files.atomic_file`), never over the input."""
+    RAS+), in the format `output`'s suffix names (`volumes.save_volume`), whole or not at all
+    (`output_files.atomic_file`), never over the input."""
     with atomic_file(output, inputs=[input_path]) as staging:
         _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
 
@@ -876,9 +879,10 @@ def save_structure_files_on_input_grid(
     input_path: str | Path,
 ) -> dict[int, str]:
     """Each `(value, mask)` of `masks` (bool, on the display slices of `sliced`, a `SlicedVolume`; taken one at a
-    time) as a binary volume file on the input's grid, in the input's format (`volume_output_suffix`), as `save_on_input_grid` writes a label volume, in the
-    folder `output` (`structure_files.write_structure_folder`: named by `names`, over all `values`), never
-    over the input. Returns `{value: file name}`."""
+    time) as a binary volume file on the input's grid, in the input's format (`volume_output_suffix`), as
+    `save_on_input_grid` writes a label volume, in the folder `output`
+    (`structure_files.write_structure_folder`: named by `names`, over all `values`), never over the input.
+    Returns `{value: file name}`."""
     input_path = Path(input_path)
     return write_structure_folder(
         output,
