@@ -267,6 +267,7 @@ def test_the_reason_a_compilation_failed_is_found_where_the_build_tools_are_the_
     assert compile_toolchain_failure(exc.InductorError(NotImplementedError("an op"), None)) is None
 
 
+@pytest.mark.slow  # about 40 s: inductor lowers the whole model, forward and backward, until it fails
 @needs_compiling_torch
 def test_a_machine_that_cannot_build_kernels_runs_the_compiled_module_uncompiled_with_the_same_results(
     capsys,
