@@ -342,13 +342,21 @@ def test_structure_files_and_probabilities_of_an_nrrd_input_are_nrrd_on_its_grid
     assert [float(row["dice"]) for row in rows] == [1.0, 1.0]
 
 
-def test_predict_from_a_slicer_segmentation_names_the_structures_after_its_segments(tmp_path):
-    image, labels = write_nifti_case(tmp_path / "nifti", "case0")
+def test_predict_from_a_slicer_segmentation_names_the_structures_after_its_segments(tmp_path, serve_stand_in):
+    """Each structure file is named after its segment and holds that segment: a box-filling stand-in prompted
+    with each box-shaped structure's box gives the structure back."""
+    from msa_hf.testing import BoxFillSam
+
+    _, labels = write_nifti_case(tmp_path / "nifti", "case0")
     _converted(tmp_path / "nifti/imagesTr/case0_0000.nii.gz", tmp_path / "src/images/case0.nrrd")
     (tmp_path / "src/labels").mkdir()
     stored = np.where(labels == 1, 2, np.where(labels == 2, 1, 0)).astype(np.uint8)  # spleen 1, liver 2
     _slicer_segmentation(tmp_path / "src/labels/case0.seg.nrrd", stored, {1: "spleen", 2: "liver"})
+    serve_stand_in(BoxFillSam(24))
     out = tmp_path / "out"
-    assert main(["predict", "tiny", str(tmp_path / "src/images"), str(out), "--prompts-from-labels",
+    assert main(["predict", "m", str(tmp_path / "src/images"), str(out), "--prompts-from-labels",
                  str(tmp_path / "src/labels"), "--structure-files"]) == 0  # fmt: skip
     assert sorted(p.name for p in (out / "case0").iterdir()) == ["liver.nrrd", "spleen.nrrd"]
+    for name, value in (("liver", 2), ("spleen", 1)):
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case0" / f"{name}.nrrd")))
+        np.testing.assert_array_equal(written == 1, stored.transpose(2, 1, 0) == value)
