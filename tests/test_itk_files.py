@@ -14,7 +14,8 @@ from scipy.spatial.transform import Rotation
 from msa_hf.cli import main
 from msa_hf.data import axial_slices, find_volume_pairs, load_prepared, prepare_dataset
 from msa_hf.data.channels import volume_channel_count
-from msa_hf.data.itk_files import itk_affine, itk_geometry, read_itk_header, slicer_segment_names
+from msa_hf.data.itk_files import itk_affine, itk_geometry, read_itk_header
+from msa_hf.data.slicer_segmentations import slicer_segment_names
 from msa_hf.data.volumes import VolumeReadError, load_nifti, load_volume, save_volume
 from msa_hf.evaluation.metrics import dice
 from msa_hf.inference.predictor import Prompt, predict_file

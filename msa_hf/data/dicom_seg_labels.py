@@ -209,12 +209,12 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
-    Set; `{label value: segment name}` of a 3D Slicer segmentation, `itk_files.slicer_segmentation_names`, and
+    Set; `{label value: segment name}` of a 3D Slicer segmentation, `slicer_segmentations.slicer_segmentation_names`, and
     nothing for any other volume file), from its header."""
     import pydicom
 
-    from msa_hf.data.itk_files import slicer_segmentation_names
     from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_names
+    from msa_hf.data.slicer_segmentations import slicer_segmentation_names
 
     if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
         return slicer_segmentation_names(path)

@@ -36,7 +36,8 @@ class ItkHeader:
         shape: `(I, J, K)` voxels, with a fourth entry for several channels (components per voxel, or a
             4-D image's fourth axis).
         affine: `(4, 4)` voxel -> world (RAS, mm) of the first three axes.
-        metadata: the header's other fields (Slicer's `Segment0_Name`, ...), as text.
+        metadata: the header's other fields (3D Slicer's `Segment0_Name`, ...: `slicer_segmentations`), as
+            text.
     """
 
     shape: tuple[int, ...]
@@ -146,31 +147,6 @@ def write_itk_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) ->
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
     sitk.WriteImage(image, str(path), useCompression=True)
-
-
-def slicer_segment_names(metadata: dict[str, str]) -> dict[int, str]:
-    """The structure names of a 3D Slicer segmentation (`.seg.nrrd`) by label value, from its header
-    (`Segment<N>_Name`, `Segment<N>_LabelValue`); empty for any other file. Slicer numbers segments from 0
-    and gives each a label value within its layer."""
-    names: dict[int, str] = {}
-    index = 0
-    while f"Segment{index}_Name" in metadata:
-        value = metadata.get(f"Segment{index}_LabelValue", str(index + 1))
-        if value.strip().lstrip("-").isdigit():
-            names[int(value)] = metadata[f"Segment{index}_Name"].strip()
-        index += 1
-    return names
-
-
-def slicer_segmentation_names(path: str | Path) -> dict[int, str]:
-    """`slicer_segment_names` of the file at `path`: `{label value: segment name}` of a 3D Slicer segmentation,
-    empty for any other file (a NRRD or MetaImage without segments, an unreadable one, anything else)."""
-    if not is_itk_file(path) or not Path(path).is_file():
-        return {}
-    try:
-        return slicer_segment_names(read_itk_header(path).metadata)
-    except ItkReadError:  # its reader says why, when the file is read
-        return {}
 
 
 def _itk_reason(error: RuntimeError) -> str:
