@@ -1077,6 +1077,12 @@ def _(f):
             "--save-probabilities", out(f, "p.png")]  # fmt: skip
 
 
+@case("predict", "probabilities of a volume named as a Slicer segmentation", mentions=("p.seg.nrrd", ".nrrd"))
+def _(f):
+    return ["predict", "tiny", str(itk_scan(f)), out(f, "m.seg.nrrd"), "--slice", "1", *_box(2, 2, 15, 15),
+            "--save-probabilities", out(f, "p.seg.nrrd")]  # fmt: skip
+
+
 @case("predict", "batch manifest with an unknown column", mentions=("manifest", "box"))
 def _(f):
     picture(f)

@@ -15,7 +15,7 @@ from msa_hf.cli import main
 from msa_hf.data import axial_slices, find_volume_pairs, load_prepared, prepare_dataset
 from msa_hf.data.channels import volume_channel_count
 from msa_hf.data.itk_files import itk_affine, itk_geometry, read_itk_header
-from msa_hf.data.slicer_segmentations import slicer_segment_names
+from msa_hf.data.slicer_segmentations import slicer_segment_names, slicer_segmentation_names
 from msa_hf.data.volumes import VolumeReadError, load_nifti, load_volume, save_volume
 from msa_hf.evaluation.metrics import dice
 from msa_hf.inference.predictor import Prompt, predict_file
@@ -248,6 +248,7 @@ def test_the_demo_opens_an_nrrd_upload_and_gives_its_mask_back_as_nrrd(tmp_path)
     assert (sitk.GetArrayFromImage(written) == 1).sum() == ball.sum()
     np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
     np.testing.assert_array_equal(axial_slices(load_volume(path, is_label=True).array) == 1, ball)
+    assert slicer_segmentation_names(path) == {1: "structure 1"}  # Slicer opens it as a segmentation
     volume = VolumeSession(str(scan), session)
     try:
         assert volume.save().endswith("msa_mask.nrrd")

@@ -11,6 +11,7 @@ sign both ways (`itk_affine`, `itk_geometry`). A voxel array comes out of Simple
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,12 @@ def read_itk_voxels(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(*reversed(range(array.ndim))))  # (t, k, j, i) -> (i, j, k, t)
 
 
-def write_itk_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
+def write_itk_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, metadata: Mapping[str, str] | None = None
+) -> None:
     """Write an `(I, J, K)` array, or `(I, J, K, C)` of several channels (a vector image, as `read_itk_voxels`
     reads one), on a RAS affine `(4, 4)` as NRRD or MetaImage (by `path`'s suffix, `ITK_OUTPUT_SUFFIXES`),
-    compressed."""
+    compressed; `metadata`'s fields go into the header (an NRRD's `key:=value` lines)."""
     sitk = import_simpleitk()
     array = np.asarray(array)
     order = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
@@ -146,6 +149,8 @@ def write_itk_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) ->
     image.SetDirection(direction)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(key, value)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 

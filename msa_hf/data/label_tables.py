@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +267,19 @@ def distinct_names(names: Mapping[int, str], max_bytes: int | None = None) -> di
         value: cut(name, f"_{value}") if counts[cut(name).casefold()] > 1 else cut(name)
         for value, name in names.items()
     }
+
+
+def output_structure_names(
+    values: Iterable[int], names: Mapping[int, str] | None, max_bytes: int | None = None
+) -> dict[int, str]:
+    """`{label value: name}` as a written file labels its structures (a DICOM-SEG's segments, an RT structure
+    set's ROIs, a 3D Slicer segmentation's segments): `names`' name, or "structure <value>" without one; names
+    that another structure shares, case aside, followed by `_<value>` (`distinct_names`: with `max_bytes`, cut
+    to that many bytes of UTF-8 first), so that every structure can be told apart and a file read back by
+    name does not merge two."""
+    given = names or {}
+    named = {int(value): str(given.get(value) or "").strip() or f"structure {value}" for value in values}
+    return distinct_names(named, max_bytes=max_bytes)
 
 
 def default_class_names(values: list[int]) -> dict[int, str]:

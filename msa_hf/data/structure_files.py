@@ -66,11 +66,11 @@ def write_structure_folder(
     masks: Iterable[tuple[int, np.ndarray]],
     names: Mapping[int, str],
     values: Iterable[int],
-    write: Callable[[np.ndarray, Path], None],
+    write: Callable[[int, np.ndarray, Path], None],
     suffix: str,
     inputs: Iterable[str | Path] = (),
 ) -> dict[int, str]:
-    """Write each `(value, mask)` of `masks` (taken one at a time) as `write(mask, path)` to
+    """Write each `(value, mask)` of `masks` (taken one at a time) as `write(value, mask, path)` to
     `output/<stem><suffix>`, stems from `structure_file_stems` over all `values` and their `names`; whole or
     not at all (`output_files.atomic_folder`), never over an input, and an earlier folder replaced only where
     it holds structure files alone (a folder of anything else is refused). Returns `{value: file name}`.
@@ -89,7 +89,7 @@ def write_structure_folder(
     with atomic_folder(output, overwrite=True, inputs=inputs) as staging:
         for value, mask in masks:
             written[value] = f"{stems[value]}{suffix}"
-            write(mask, staging / written[value])
+            write(value, mask, staging / written[value])
     return written
 
 

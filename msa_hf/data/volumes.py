@@ -12,7 +12,7 @@ back to NIfTI on the image's own affine. Spacing is kept in millimetres for HD95
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -667,12 +667,23 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
     nib.save(image, str(path))
 
 
-def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> None:
+def save_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, names: Mapping[int, str] | None = None
+) -> None:
     """Write an `(X, Y, Z)` array on `affine` (voxel -> RAS mm) in the format `path`'s suffix names
-    (`ONE_FILE_VOLUME_SUFFIXES`): NIfTI (`save_nifti`), NRRD or MetaImage (`itk_files.write_itk_volume`)."""
+    (`ONE_FILE_VOLUME_SUFFIXES`): NIfTI (`save_nifti`), NRRD or MetaImage (`itk_files.write_itk_volume`). A
+    label map with `names` (`{label value: name}`, the structures written), or any named `.seg.nrrd`, goes to
+    NRRD as a 3D Slicer segmentation whose segments they name
+    (`slicer_segmentations.write_slicer_segmentation`); NIfTI and MetaImage have no place for names."""
     from msa_hf.data.itk_files import write_itk_volume
+    from msa_hf.data.slicer_segmentations import is_slicer_segmentation_path, write_slicer_segmentation
 
-    if is_nifti(path):
+    if is_slicer_segmentation_path(path) or (names is not None and str(path).lower().endswith(".nrrd")):
+        try:
+            write_slicer_segmentation(array, affine, path, names)
+        except ItkReadError as error:
+            raise VolumeReadError(str(error)) from error
+    elif is_nifti(path):
         save_nifti(array, affine, path)
     elif str(path).lower().endswith(ITK_OUTPUT_SUFFIXES):
         try:

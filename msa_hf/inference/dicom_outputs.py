@@ -37,16 +37,12 @@ def series_description(source: Any, what: str) -> str:
 
 
 def dicom_structure_names(values: Iterable[int], names: Mapping[int, str] | None) -> dict[int, str]:
-    """`{label value: name}` as a DICOM object labels its structures (segment labels, ROI names): `names`'
-    name, or "structure <value>" without one; at most the 64 bytes of UTF-8 a DICOM LO value holds; and names
-    that another structure shares, case aside, followed by `_<value>`, so that every segment or ROI can be
-    told apart (planning systems refuse two structures of one name, and reading a file back by name would
-    merge them)."""
-    from msa_hf.data.label_tables import distinct_names
+    """`{label value: name}` as a DICOM object labels its structures (segment labels, ROI names):
+    `label_tables.output_structure_names`, at most the 64 bytes of UTF-8 a DICOM LO value holds (planning
+    systems also refuse two structures of one name)."""
+    from msa_hf.data.label_tables import output_structure_names
 
-    given = names or {}
-    named = {int(value): str(given.get(value) or "").strip() or f"structure {value}" for value in values}
-    return distinct_names(named, max_bytes=DICOM_NAME_BYTES)
+    return output_structure_names(values, names, max_bytes=DICOM_NAME_BYTES)
 
 
 def check_dicom_output(kind: str) -> str:

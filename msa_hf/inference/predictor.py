@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -495,7 +495,7 @@ def predict_file(
             input_path,
         )
     elif keep_whole:  # each structure whole, overlaps kept
-        from msa_hf.inference.dicom_outputs import write_dicom_output
+        from msa_hf.inference.dicom_outputs import dicom_structure_names, write_dicom_output
 
         structures = painted.structures()
         canonical = (
@@ -503,10 +503,28 @@ def predict_file(
             if isinstance(structures, np.ndarray)
             else {value: sliced.to_volume(mask) for value, mask in structures.items()}
         )
-        _note_renamed_structures(summary, names, sorted(set(values)))
+        _note_renamed_structures(
+            summary,
+            names,
+            dicom_structure_names(sorted(set(values)), names),
+            "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
+        )
         write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
     else:
-        save_on_input_grid(sliced.to_volume(painted.labels), volume.affine, input_path, output_path)
+        if output_path.name.lower().endswith(".nrrd"):  # a 3D Slicer segmentation: its segments are named
+            from msa_hf.data.label_tables import output_structure_names
+
+            labels = output_structure_names(sorted(set(values)), names)
+            _note_renamed_structures(
+                summary, names, labels, "the segmentation (a name shared by other label values)"
+            )
+        save_on_input_grid(
+            sliced.to_volume(painted.labels),
+            volume.affine,
+            input_path,
+            output_path,
+            {value: names.get(value, "") for value in sorted(set(values))},
+        )
     if probabilities_path is not None:
         channels = [sliced.to_volume(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
@@ -561,7 +579,7 @@ def segment_picture(
             ((value, painted.structure_mask(value).astype(np.uint8) * 255) for value in sorted(set(values))),
             _structure_names(values, prompts),
             values,
-            lambda mask, path: Image.fromarray(mask).save(path),
+            lambda _, mask, path: Image.fromarray(mask).save(path),
             PICTURE_SUFFIX,
             inputs=[input_path],
         )
@@ -652,20 +670,19 @@ def _warn(summary: dict[str, Any], note: str) -> None:
     summary.setdefault("warnings", []).append(note)
 
 
-def _note_renamed_structures(summary: dict[str, Any], names: dict[int, str], values: list[int]) -> None:
-    """Say which structures a DICOM output labels otherwise than named (`dicom_structure_names`: names
-    shared by structures of different values, or too long for DICOM)."""
-    from msa_hf.inference.dicom_outputs import dicom_structure_names
-
-    labels = dicom_structure_names(values, names)
+def _note_renamed_structures(
+    summary: dict[str, Any], names: dict[int, str], labels: dict[int, str], where: str
+) -> None:
+    """Say which structures an output that names them (`where`, and why) labels otherwise than named
+    (`labels`, from `label_tables.output_structure_names`: names shared by structures of different values,
+    or too long for DICOM)."""
     renamed = {
-        value: labels[value] for value in values if names.get(value) and labels[value] != names[value].strip()
+        value: labels[value] for value in labels if names.get(value) and labels[value] != names[value].strip()
     }
     if renamed:
         _warn(
             summary,
-            "structures labelled otherwise in the DICOM output (a name shared by other label values, or over "
-            "64 bytes of UTF-8): "
+            f"structures labelled otherwise in {where}: "
             + ", ".join(f"{names[v]!r} (value {v}) as {n!r}" for v, n in renamed.items())
             + ". Give prompts of one structure the same value to write them as one.",
         )
@@ -767,6 +784,7 @@ def check_prediction_request(
     import functools
 
     from msa_hf.data.dicom_stacks import choose_stack
+    from msa_hf.data.slicer_segmentations import is_slicer_segmentation_path
     from msa_hf.data.volumes import (
         ONE_FILE_VOLUME_SUFFIXES,
         import_highdicom,
@@ -820,8 +838,9 @@ def check_prediction_request(
             _highdicom()  # the extra is there before anything runs
     elif not name.endswith(ONE_FILE_VOLUME_SUFFIXES):
         raise ValueError(
-            f"output {output_path}: the mask of a volume is written as NIfTI (.nii, .nii.gz), NRRD (.nrrd) or "
-            "MetaImage (.mha) (or .dcm, DICOM-SEG, for a DICOM series)."
+            f"output {output_path}: the mask of a volume is written as NIfTI (.nii, .nii.gz), NRRD (.nrrd, a 3D "
+            "Slicer segmentation; .seg.nrrd as Slicer names one) or MetaImage (.mha) (or .dcm, DICOM-SEG, for a "
+            "DICOM series)."
         )
     for index, prompt in enumerate(prompts if kind != "volume" else ()):
         if prompt.slice is not None or prompt.propagate:
@@ -851,6 +870,11 @@ def check_prediction_request(
                 "of their own."
             )
         wanted = (".tif", ".tiff") if kind != "volume" else ONE_FILE_VOLUME_SUFFIXES
+        if is_slicer_segmentation_path(probabilities_path):
+            raise ValueError(
+                f"probabilities {probabilities_path}: float maps are not a 3D Slicer segmentation (.seg.nrrd), "
+                "which holds label values; name them .nrrd."
+            )
         if not probabilities_path.name.lower().endswith(wanted):
             raise ValueError(
                 f"probabilities {probabilities_path}: float maps of a {'volume' if kind == 'volume' else '2-D image'} "
@@ -860,13 +884,18 @@ def check_prediction_request(
 
 
 def save_on_input_grid(
-    canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    input_path: Path,
+    output: Path,
+    names: Mapping[int, str] | None = None,
 ) -> None:
-    """Write a RAS+ label volume `(X, Y, Z)` back in a volume file input's own voxel order and affine (DICOM:
-    RAS+), in the format `output`'s suffix names (`volumes.save_volume`), whole or not at all
+    """Write a RAS+ volume `(X, Y, Z)` back in a volume file input's own voxel order and affine (DICOM:
+    RAS+), in the format `output`'s suffix names (`volumes.save_volume`: a label map with its structures'
+    `names`, `{label value: name}`, as a 3D Slicer segmentation in NRRD), whole or not at all
     (`output_files.atomic_file`), never over the input."""
     with atomic_file(output, inputs=[input_path]) as staging:
-        _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging)
+        _write_on_input_grid(canonical, canonical_affine, Path(input_path), staging, names)
 
 
 def save_structure_files_on_input_grid(
@@ -881,22 +910,32 @@ def save_structure_files_on_input_grid(
     """Each `(value, mask)` of `masks` (bool, on the display slices of `sliced`, a `SlicedVolume`; taken one at a
     time) as a binary volume file on the input's grid, in the input's format (`volume_output_suffix`), as
     `save_on_input_grid` writes a label volume, in the folder `output`
-    (`structure_files.write_structure_folder`: named by `names`, over all `values`), never over the input.
-    Returns `{value: file name}`."""
+    (`structure_files.write_structure_folder`: named by `names`, over all `values`; an NRRD file as a 3D
+    Slicer segmentation of one segment, named so), never over the input. Returns `{value: file name}`."""
+    from msa_hf.data.label_tables import output_structure_names
+
     input_path = Path(input_path)
+    values = list(values)
+    segments = output_structure_names(sorted(set(values)), names)
     return write_structure_folder(
         output,
         ((value, sliced.to_volume(mask.astype(np.uint8))) for value, mask in masks),
         names,
         values,
-        lambda mask, path: _write_on_input_grid(mask, canonical_affine, input_path, path),
+        lambda value, mask, path: _write_on_input_grid(
+            mask, canonical_affine, input_path, path, {1: segments[value]}
+        ),
         volume_output_suffix(input_path),
         inputs=[input_path],
     )
 
 
 def _write_on_input_grid(
-    canonical: np.ndarray, canonical_affine: np.ndarray, input_path: Path, output: Path
+    canonical: np.ndarray,
+    canonical_affine: np.ndarray,
+    input_path: Path,
+    output: Path,
+    names: Mapping[int, str] | None = None,
 ) -> None:
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
@@ -924,4 +963,4 @@ def _write_on_input_grid(
             canonical, ornt_transform(io_orientation(canonical_affine), io_orientation(input_affine))
         )
         canonical_affine = input_affine
-    save_volume(np.ascontiguousarray(canonical), canonical_affine, output)  # a DICOM series: RAS+
+    save_volume(np.ascontiguousarray(canonical), canonical_affine, output, names)  # a DICOM series: RAS+
