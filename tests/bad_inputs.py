@@ -847,16 +847,20 @@ def _(f):
     return ["predict", "tiny", str(itk_scan(f)), out(f, "m.nhdr"), "--slice", "1", *_box(2, 2, 15, 15)]
 
 
-@case("prepare", "a 3D Slicer segmentation whose segments overlap (layers)",
-      mentions=("case.seg.nrrd", "2 layers", "labelmap"))  # fmt: skip
+@case("prepare", "a 3D Slicer segmentation whose segments overlap (layers), without --overlapping",
+      mentions=("case.seg.nrrd", "['organ', 'tumour'] overlap", "--overlapping"))  # fmt: skip
 def _(f):
     import SimpleITK as sitk
 
     scan = itk_scan(f, "case.nrrd")
-    labels = sitk.GetImageFromArray(np.zeros((4, 20, 24), np.uint8))
-    layered = sitk.Compose([labels, labels])
-    layered.SetMetaData("Segment0_Layer", "0")
-    layered.SetMetaData("Segment1_Layer", "1")
+    organ, tumour = np.zeros((4, 20, 24), np.uint8), np.zeros((4, 20, 24), np.uint8)
+    organ[1:3, 4:16, 4:20] = 1
+    tumour[1:3, 8:12, 8:12] = 1  # inside the organ, so in a layer of its own
+    layered = sitk.Compose([sitk.GetImageFromArray(organ), sitk.GetImageFromArray(tumour)])
+    for index, name in enumerate(("organ", "tumour")):
+        layered.SetMetaData(f"Segment{index}_Name", name)
+        layered.SetMetaData(f"Segment{index}_Layer", str(index))
+        layered.SetMetaData(f"Segment{index}_LabelValue", "1")
     sitk.WriteImage(layered, str(scan.parent / "case.seg.nrrd"))
     return ["prepare", str(scan.parent), "--output-dir", out(f)]
 

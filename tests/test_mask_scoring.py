@@ -235,7 +235,7 @@ def test_dicom_seg_masks_are_scored_on_their_series_by_segment_label(tmp_path, c
     nib.save(write_nifti, tmp_path / "nifti" / "SER2.nii.gz")
     with pytest.raises(
         ValueError,
-        match=r"DICOM-SEG segments or RT structure set ROIs \['liver', 'spleen'\] have no label value",
+        match=r"segments \(DICOM-SEG, 3D Slicer\) or RT structure set ROIs \['liver', 'spleen'\] have no label value",
     ):
         score_mask_files(tmp_path / "nifti", tmp_path / "labels", images=tmp_path / "study")
     (tmp_path / "labels.json").write_text(json.dumps({"7": "liver", "9": "spleen"}))

@@ -194,3 +194,132 @@ def test_a_segment_name_stays_on_its_header_line_and_float_maps_are_refused(tmp_
         check_prediction_request(
             nifti, tmp_path / "m.seg.nrrd", [Prompt(box=(1, 1, 4, 4), slice=2)], tmp_path / "p.seg.nrrd"
         )
+
+
+def _overlap_scan(tmp_path):
+    """A scan of 4 slices of 20 x 24 pixels (display), as NIfTI: what `overlapping_prompts` are drawn on."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(
+        nib.Nifti1Image(rng.normal(size=(24, 20, 4)).astype(np.float32), np.diag([0.8, 0.8, 2.5, 1])), path
+    )
+    return path
+
+
+def test_overlapping_structures_are_kept_whole_in_layers_and_read_back_whole(tmp_path, capsys):
+    """A tumour inside its liver and out past its edge: a `.seg.nrrd` keeps both whole, the tumour in a
+    second layer (as Slicer does: slicerio reads each segment's mask equal to its structure file), where a
+    plain `.nrrd` label map keeps the later prompt's value and says so. Read back, each structure is whole:
+    by score (against the same file, and against the label map, where the liver loses what it lost), by
+    predict's prompts from labels, and by `prepare --overlapping`, which refuses it without."""
+    from msa_hf.data.dicom_seg_labels import load_label_structures
+    from msa_hf.data.planes import display_slices
+    from msa_hf.data.tasks import structure_mask
+    from msa_hf.inference.batch import prompts_from_label_map
+    from msa_hf.processing.prompts import box_from_mask
+    from msa_hf.testing import BoxFillSam, overlapping_prompts
+
+    liver_prompts, tumour_prompts = overlapping_prompts()
+    prompts = liver_prompts + tumour_prompts
+    scan = _overlap_scan(tmp_path)
+    summary = predict_file(BoxFillSam(32), scan, tmp_path / "pred" / "case.seg.nrrd", prompts)
+    assert summary["layers"] == 2 and not summary.get("warnings")
+    flat = predict_file(BoxFillSam(32), scan, tmp_path / "flat" / "case.nrrd", prompts)
+    assert any("covers pixels of earlier masks" in warning for warning in flat["warnings"])
+    predict_file(BoxFillSam(32), scan, tmp_path / "whole", prompts, structure_files=True)
+    whole = {
+        name: sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "whole" / f"{name}.nii.gz"))).transpose(
+            2, 1, 0
+        )
+        == 1
+        for name in ("liver", "tumour")
+    }
+    assert (whole["liver"] & whole["tumour"]).any() and (whole["tumour"] & ~whole["liver"]).any()
+
+    segmentation = slicerio.read_segmentation(str(tmp_path / "pred" / "case.seg.nrrd"))
+    assert segmentation["voxels"].shape[0] == 2  # slicerio: the layers first
+    layers = {s["name"]: (s["layer"], s["labelValue"]) for s in segmentation["segments"]}
+    assert layers == {"liver": (0, 1), "tumour": (1, 2)}
+    for name, mask in whole.items():
+        np.testing.assert_array_equal(slicerio.segment_mask(segmentation, name), mask)
+
+    volume, codes = load_label_structures(tmp_path / "pred" / "case.seg.nrrd", scan)
+    for value, name in ((1, "liver"), (2, "tumour")):  # the scan's grid is RAS+: its voxel order is ours
+        np.testing.assert_array_equal(structure_mask(volume.array, value, codes), whole[name])
+
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "case.seg.nrrd").write_bytes((tmp_path / "pred" / "case.seg.nrrd").read_bytes())
+    assert main(["score", str(tmp_path / "pred"), str(tmp_path / "ref")]) == 0
+    printed = capsys.readouterr().out
+    assert "| liver | 1 | 1.000" in printed and "| tumour | 1 | 1.000" in printed
+    (tmp_path / "flat" / "labels.json").write_text(json.dumps({"1": "liver", "2": "tumour"}))
+    assert main(["score", str(tmp_path / "pred"), str(tmp_path / "flat")]) == 0
+    printed = capsys.readouterr().out
+    kept = whole["liver"] & ~whole["tumour"]
+    liver_dice = 2 * kept.sum() / (whole["liver"].sum() + kept.sum())
+    assert f"| liver | 1 | {liver_dice:.3f}" in printed and "| tumour | 1 | 1.000" in printed
+
+    found = prompts_from_label_map(
+        tmp_path / "pred" / "case.seg.nrrd", "box", volume=True, image_path=scan, plane="axial"
+    )
+    expected = []
+    for value, name in ((1, "liver"), (2, "tumour")):
+        for index, shown in enumerate(display_slices(whole[name], "axial")):
+            if shown.any():
+                expected.append((value, index, [float(v) for v in box_from_mask(shown)]))
+    assert [(p.value, p.slice, p.box) for p in found] == expected
+
+    source = tmp_path / "src"
+    source.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(scan)), str(source / "case.nrrd"))
+    (source / "case.seg.nrrd").write_bytes((tmp_path / "pred" / "case.seg.nrrd").read_bytes())
+    with pytest.raises(ValueError, match=r"segments \['liver', 'tumour'\] overlap .*--overlapping"):
+        prepare_dataset(source, tmp_path / "flat_rows", split=(1, 0, 0), keep_empty_slices=True)
+    report = prepare_dataset(
+        source, tmp_path / "rows", split=(1, 0, 0), keep_empty_slices=True, overlapping=True
+    )
+    assert report.class_names == {1: "liver", 2: "tumour"}
+    shown = {name: display_slices(mask, "axial") for name, mask in whole.items()}
+    for row in load_prepared(tmp_path / "rows")["train"]:
+        bits = np.asarray(row["label"])
+        for value, name in ((1, "liver"), (2, "tumour")):
+            np.testing.assert_array_equal(bits & (1 << (value - 1)) > 0, shown[name][row["slice"]])
+
+
+def test_slicer_labels_numbered_differently_are_prompted_and_scored_by_name(tmp_path, serve_stand_in):
+    """Two cases whose segmentations (written by slicerio) number the liver and the spleen the other way round:
+    predict prompted from them gives each structure one value in both cases (`OUT/labels.json`), and score
+    pairs each structure with its own segment, case by case: the liver's reference volume is the liver's."""
+    import csv
+
+    from msa_hf.data.volumes import voxel_ml
+    from msa_hf.testing import BoxFillSam
+
+    images, source, truth = tmp_path / "images", tmp_path / "labels", {}
+    images.mkdir()
+    source.mkdir()
+    for index, order in enumerate((("liver", "spleen"), ("spleen", "liver"))):
+        _, labels = write_nifti_case(tmp_path / "nifti", f"case{index}", seed=index)
+        image = tmp_path / f"nifti/imagesTr/case{index}_0000.nii.gz"
+        sitk.WriteImage(sitk.ReadImage(str(image)), str(images / f"case{index}.nrrd"))
+        affine = nib.load(image).affine
+        segmentation = slicerio.create_segmentation(labels.shape, LPS_TO_RAS @ affine)
+        masks = {"liver": labels == 1, "spleen": labels == 2}
+        for name in order:
+            slicerio.add_segment(segmentation, masks[name], {"name": name})
+        slicerio.write_segmentation(str(source / f"case{index}.seg.nrrd"), segmentation)
+        truth[f"case{index}"] = {name: mask.sum() * voxel_ml(affine) for name, mask in masks.items()}
+    assert truth["case0"]["liver"] != truth["case0"]["spleen"]
+    serve_stand_in(BoxFillSam(24))
+    out = tmp_path / "out"
+    assert main(["predict", "m", str(images), str(out), "--prompts-from-labels", str(source)]) == 0
+    assert json.loads((out / "labels.json").read_text()) == {"1": "liver", "2": "spleen"}
+    assert slicer_segmentation_names(out / "case1.nrrd") == {1: "liver", 2: "spleen"}
+    assert main(["score", str(out), str(source), "--output-dir", str(tmp_path / "scores")]) == 0
+    rows = list(csv.DictReader((tmp_path / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines()))
+    assert sorted((row["case_id"], row["class_name"]) for row in rows) == [
+        ("case0", "liver"), ("case0", "spleen"), ("case1", "liver"), ("case1", "spleen")
+    ]  # fmt: skip
+    for row in rows:
+        assert float(row["dice"]) == 1.0
+        assert float(row["reference_ml"]) == pytest.approx(truth[row["case_id"]][row["class_name"]])

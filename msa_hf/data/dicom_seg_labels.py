@@ -20,13 +20,14 @@ of its names' values hold for RT Structure Sets too, whose ROIs are read by `rts
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
-from msa_hf.data.label_tables import remap_label_values
+from msa_hf.data.slicer_segmentations import is_slicer_segmentation, load_slicer_labels
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
@@ -109,6 +110,12 @@ def is_dicom_label_file(path: str | Path) -> bool:
     """Whether `path` is a label map drawn on a DICOM series: a DICOM-SEG, or an RT Structure Set
     (`rtstruct_labels`)."""
     return dicom_label_kind(path) is not None
+
+
+def is_named_label_file(path: str | Path) -> bool:
+    """Whether `path` is a label map whose structures are named segments, each file numbering them its own
+    way, and so read by name: a DICOM label object (`is_dicom_label_file`) or a 3D Slicer segmentation."""
+    return is_dicom_label_file(path) or is_slicer_segmentation(path)
 
 
 def referenced_series(path: str | Path) -> str | None:
@@ -258,7 +265,8 @@ def load_label_volume(
     overlapping: bool = False,
 ) -> Volume:
     """The label map of the volume at `image_path`: a volume file (a 3D Slicer segmentation's segments valued
-    by name with `seg_values`, those it does not name left out), a DICOM-SEG or RT Structure Set drawn on
+    by name with `seg_values`, those it does not name left out, and those that overlap as bits with
+    `overlapping`: `load_slicer_labels`), a DICOM-SEG or RT Structure Set drawn on
     the DICOM series `image_path` is (the stack `series` of it; segments or ROIs valued by name with
     `seg_values`, else by their own numbers; with `overlapping`, as the bits of each pixel's code), or a folder
     of one mask file per structure (the files `seg_values` names, valued by it: `read_structure_folder`).
@@ -274,14 +282,10 @@ def load_label_volume(
         names = {value: name for name, value in (seg_values or {}).items()}
         return read_structure_folder(label_path, names, overlapping, only_named=seg_values is not None)[0]
     image_path = Path(image_path)
+    if is_slicer_segmentation(label_path):  # each segment valued by its name, as a DICOM-SEG's
+        return load_slicer_labels(label_path, seg_values, overlapping)[0]
     if is_volume_file(label_path):
-        volume = load_volume(label_path, is_label=True)
-        names = segment_names(label_path) if seg_values else {}
-        if names:  # a 3D Slicer segmentation: each segment valued by its name, as a DICOM-SEG's
-            volume.array = remap_label_values(
-                volume.array, {value: seg_values.get(name, 0) for value, name in names.items()}
-            )
-        return volume
+        return load_volume(label_path, is_label=True)
     _check_drawn_on_dicom(label_path, image_path)
     return load_dicom_labels(label_path, image_path, seg_values, series, overlapping)
 
@@ -293,8 +297,12 @@ def load_label_structures(
     series: str | None = None,
 ) -> tuple[Volume, dict[int, tuple[int, ...]] | None]:
     """`load_label_volume` for a reader that takes structures however they lie: a NIfTI label map, or a DICOM
-    label object read by `load_dicom_structures` (overlapping structures as bits, with each one's codes)."""
+    label object read by `load_dicom_structures` or a 3D Slicer segmentation (overlapping structures as bits,
+    with each one's codes)."""
     label_path, image_path = Path(label_path), Path(image_path)
+    if is_slicer_segmentation(label_path):  # segments that overlap (several layers): each read whole
+        volume, bits = load_slicer_labels(label_path, seg_values, overlapping=None)
+        return volume, drawn_structures(volume.array) if bits else None
     if is_volume_file(label_path):
         return load_volume(label_path, is_label=True), None
     _check_drawn_on_dicom(label_path, image_path)
@@ -360,12 +368,7 @@ def load_dicom_structures(
     except VolumeReadError:
         raise
     except ValueError:  # overlapping, and a value beyond the code's bits (`overlap_code`)
-        given = sorted(set((values or {}).values())) or "its own numbers"
-        raise VolumeReadError(
-            f"{path}: its structures overlap, and each is then read whole as one bit of a 16-bit code, "
-            f"which takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; the structures are valued "
-            f"{given}. Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
-        ) from None
+        raise too_many_overlapping(path, values) from None
     if not bits:
         return volume, None
     return volume, drawn_structures(volume.array)
@@ -448,28 +451,71 @@ def _read_seg_labels(
             f"({type(error).__name__}: {error})."
         ) from error
     frames = np.asarray(frames).astype(bool)
-    overlap = frames.sum(axis=-1) > 1
-    if overlapping or (
-        overlapping is None and overlap.any()
-    ):  # each segment a bit of the codes (`overlap_code`)
-        labels = np.zeros(frames.shape[:3], np.uint16)
-        for index, number in enumerate(sorted(names)):
-            labels[frames[..., index]] |= overlap_code(values[names[number]])
-        return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True), True
-    if overlap.any():
-        both = [
-            names[number] for number, drawn in zip(sorted(names), frames[overlap][0], strict=True) if drawn
-        ]
-        raise OverlappingStructuresError(
-            f"{seg_path}: segments {both} overlap ({int(overlap.sum())} pixels), so they cannot be one label map. "
-            "Remove the overlap in your viewer, or keep one of them."
-        )
-    dtype = np.uint8 if max(values.values(), default=0) <= 255 else np.uint16
-    labels = np.zeros(frames.shape[:3], dtype)
-    for index, number in enumerate(sorted(names)):
-        labels[frames[..., index]] = values[names[number]]
+    labels, bits = segments_label_map(
+        frames.shape[:3],
+        lambda: ((names[number], frames[..., index]) for index, number in enumerate(sorted(names))),
+        values,
+        overlapping,
+        str(seg_path),
+    )
     # as the image: voxel (i = column, j = row, k = instance), then RAS+
-    return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True), False
+    return canonical_volume(labels.transpose(2, 1, 0), affine, str(seg_path), is_label=True), bits
+
+
+def too_many_overlapping(path: str | Path, values: Mapping[str, int] | None) -> VolumeReadError:
+    """The error of structures that overlap and are valued beyond the bits of their codes (`overlap_code`)."""
+    given = sorted(set((values or {}).values())) or "its own numbers"
+    return VolumeReadError(
+        f"{path}: its structures overlap, and each is then read whole as one bit of a 16-bit code, "
+        f"which takes label values 1 to {MAX_OVERLAPPING_STRUCTURES}; the structures are valued "
+        f"{given}. Number them 1 to {MAX_OVERLAPPING_STRUCTURES} in the label table."
+    )
+
+
+def segments_label_map(
+    shape: tuple[int, ...],
+    segments: Callable[[], Iterable[tuple[str, np.ndarray]]],
+    values: Mapping[str, int],
+    overlapping: bool | None,
+    source: str,
+) -> tuple[np.ndarray, bool]:
+    """The label map of named segments (`segments()` yields `(name, mask)`, each mask bool of `shape`, taken
+    one at a time; called again where the map is read again as bits), each valued by its name through
+    `values` (a segment it does not name is left out): one value per pixel, or with `overlapping` the bits of
+    each pixel's code (`overlap_code`); `overlapping=None` reads bits only where segments overlap. Returns the
+    map and whether it holds bits.
+
+    Raises:
+        OverlappingStructuresError: `overlapping=False`, and segments of different values overlap.
+        ValueError: bits of a value beyond `MAX_OVERLAPPING_STRUCTURES` (`overlap_code`).
+    """
+    if not overlapping:
+        labels = np.zeros(shape, np.uint8 if max(values.values(), default=0) <= 255 else np.uint16)
+        owners: dict[int, str] = {}
+        for name, mask in segments():
+            if name not in values:
+                continue
+            value = values[name]
+            under = labels[mask]
+            others = under[(under != 0) & (under != value)]
+            if others.size:
+                if overlapping is None:  # read again, as bits
+                    break
+                earlier = owners[int(np.bincount(others).argmax())]
+                raise OverlappingStructuresError(
+                    f"{source}: segments {[earlier, name]} overlap ({others.size} pixels), so they cannot be one "
+                    "label map. Read each whole (msa-hf prepare --overlapping; score and predict "
+                    "--prompts-from-labels do), remove the overlap in your viewer, or keep one of them."
+                )
+            labels[mask] = value
+            owners.setdefault(value, name)
+        else:
+            return labels, False
+    bits = np.zeros(shape, np.uint16)
+    for name, mask in segments():
+        if name in values:
+            bits[mask] |= overlap_code(values[name])
+    return bits, True
 
 
 def _referenced_frames(segmentation: Any, sop_instance_uid: str) -> set[int]:

@@ -106,7 +106,8 @@ class PrepareOptions:
             refuses a folder of several stacks with NIfTI labels.
         dicom_labels: "seg" or "rtstruct": where a case folder of a DICOM export holds both a DICOM-SEG and an
             RT structure set (`sources.dicom_study_cases`), the one to read.
-        overlapping: DICOM-SEG, RT structure set or structure-file labels whose structures overlap (a tumour
+        overlapping: DICOM-SEG, RT structure set, 3D Slicer segmentation (its layers) or structure-file labels
+            whose structures overlap (a tumour
             inside its organ, organs inside the body outline): each structure is read as a region, a bit of the
             label map (`dicom_seg_labels.overlap_code`; at most 16 structures), rather than refused.
         modality: "CT", "MR" or "other" for NIfTI/2-D data (DICOM says it itself); None guesses CT for
@@ -503,9 +504,9 @@ def _overlap_regions(
     values are remapped, or where the structures are too many for the bits."""
     if not label_files:
         raise ValueError(
-            f"{source}: --overlapping reads DICOM-SEG, RT structure set and structure-file labels (one mask file "
-            "per structure), whose structures may overlap; these labels are label maps, one value per pixel. "
-            "Leave it out."
+            f"{source}: --overlapping reads DICOM-SEG, RT structure set, 3D Slicer segmentation and structure-file "
+            "labels (one mask file per structure), whose structures may overlap; these labels are label maps, one "
+            "value per pixel. Leave it out."
         )
     if options.remap_labels:
         raise ValueError(
@@ -624,7 +625,9 @@ def _prepare_into(source: Path, output: Path, options: PrepareOptions, final: Pa
         if options.structures and not seg_files and not slicer_files and not structure_folders:
             raise ValueError(_structures_need_names(source))
         if options.overlapping:  # every structure a region of the codes holding its bit, pruned at the end
-            regions = _overlap_regions(source, [*seg_files, *structure_folders], table, options)
+            regions = _overlap_regions(
+                source, [*seg_files, *slicer_files, *structure_folders], table, options
+            )
             known_values = {code for codes in regions.values() for code in codes}
     else:
         if options.overlapping:

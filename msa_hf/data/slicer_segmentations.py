@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from msa_hf.data.itk_files import ItkReadError, is_itk_file, read_itk_header, write_itk_volume
+from msa_hf.data.itk_files import (
+    ItkReadError,
+    is_itk_file,
+    read_itk_header,
+    read_itk_voxels,
+    write_itk_volume,
+)
+
+if TYPE_CHECKING:
+    from msa_hf.data.volumes import Volume
 
 SLICER_SEGMENTATION_SUFFIX = ".seg.nrrd"
 # what Slicer reads a file's voxels as: a binary label map (its other kinds, fractional maps, are not written)
@@ -45,22 +56,44 @@ def is_slicer_segmentation_path(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(SLICER_SEGMENTATION_SUFFIX)
 
 
-def slicer_segment_names(metadata: dict[str, str]) -> dict[int, str]:
-    """The structure names of a 3D Slicer segmentation (`.seg.nrrd`) by label value, from its header
-    (`Segment<N>_Name`, `Segment<N>_LabelValue`); empty for any other file. Slicer numbers segments from 0
-    and gives each a label value within its layer."""
-    names: dict[int, str] = {}
+@dataclass(frozen=True)
+class SlicerSegment:
+    """One segment of a 3D Slicer segmentation: its name, the layer (component) it lies in, and the value its
+    voxels hold there."""
+
+    name: str
+    layer: int
+    label_value: int
+
+
+def slicer_segments(metadata: Mapping[str, str]) -> list[SlicerSegment]:
+    """The segments a 3D Slicer segmentation's header lists (`Segment<N>_Name`, `_Layer`, `_LabelValue`), in
+    its order; none for any other file. A segment without a layer lies in the first, one without a label value
+    holds its position from 1 (as files of older Slicer versions)."""
+    segments = []
     index = 0
     while f"Segment{index}_Name" in metadata:
-        value = metadata.get(f"Segment{index}_LabelValue", str(index + 1))
-        if value.strip().lstrip("-").isdigit():
-            names[int(value)] = metadata[f"Segment{index}_Name"].strip()
+        value = metadata.get(f"Segment{index}_LabelValue", str(index + 1)).strip()
+        layer = metadata.get(f"Segment{index}_Layer", "0").strip()
+        if value.isdigit() and layer.isdigit():
+            segments.append(SlicerSegment(metadata[f"Segment{index}_Name"].strip(), int(layer), int(value)))
         index += 1
-    return names
+    return segments
+
+
+def slicer_segment_names(metadata: Mapping[str, str]) -> dict[int, str]:
+    """The structure names of a 3D Slicer segmentation by the value each is read with, from its header; empty
+    for any other file. Its label value; where layers (of segments that overlap) number their segments alike,
+    as Slicer numbers each from 1, its position from 1, the value Slicer's export to a labelmap gives it."""
+    segments = slicer_segments(metadata)
+    values = [segment.label_value for segment in segments]
+    if len(set(values)) < len(values):  # layers numbering their segments alike (Slicer's own, from 1 each)
+        return {index: segment.name for index, segment in enumerate(segments, start=1)}
+    return {segment.label_value: segment.name for segment in segments}
 
 
 def slicer_segmentation_names(path: str | Path) -> dict[int, str]:
-    """`slicer_segment_names` of the file at `path`: `{label value: segment name}` of a 3D Slicer segmentation,
+    """`slicer_segment_names` of the file at `path`: `{value: segment name}` of a 3D Slicer segmentation,
     empty for any other file (a NRRD or MetaImage without segments, an unreadable one, anything else)."""
     if not is_itk_file(path) or not Path(path).is_file():
         return {}
@@ -70,16 +103,95 @@ def slicer_segmentation_names(path: str | Path) -> dict[int, str]:
         return {}
 
 
+def is_slicer_segmentation(path: str | Path) -> bool:
+    """Whether `path` is a 3D Slicer segmentation: an NRRD file whose header lists segments (whatever its
+    name; `is_slicer_segmentation_path` is the name alone)."""
+    return bool(slicer_segmentation_names(path))
+
+
+def load_slicer_labels(
+    path: str | Path, values: Mapping[str, int] | None = None, overlapping: bool | None = False
+) -> tuple[Volume, bool]:
+    """The structures of a 3D Slicer segmentation as a RAS+ label volume, each segment valued by its name
+    through `values` (`{name: value}`; a segment it does not name is left out; default: the file's own,
+    `slicer_segment_names`), and whether the volume holds bits: segments that overlap (several layers) as the
+    bits of each pixel's code with `overlapping`, where they overlap with `overlapping=None`
+    (`dicom_seg_labels.segments_label_map`).
+
+    Raises:
+        VolumeReadError: not readable, a segment in a layer the file lacks, or with `overlapping=False`
+            segments that overlap (`OverlappingStructuresError`).
+    """
+    from msa_hf.data.dicom_seg_labels import segments_label_map, too_many_overlapping
+    from msa_hf.data.label_tables import remap_label_values
+    from msa_hf.data.size_limits import InputTooLargeError, check_voxel_count
+    from msa_hf.data.volumes import VolumeReadError, canonical_volume
+
+    try:
+        header = read_itk_header(path)
+        check_voxel_count(header.shape, str(path))
+        voxels = read_itk_voxels(path)
+    except (ItkReadError, InputTooLargeError) as error:
+        raise VolumeReadError(str(error)) from error
+    segments = slicer_segments(header.metadata)
+    own = {name: value for value, name in slicer_segment_names(header.metadata).items()}
+    values = own if values is None else values
+    layers = voxels if voxels.ndim == 4 else voxels[..., None]
+    if voxels.ndim == 3 and not overlapping:  # one value per voxel already: each value becomes its name's
+        remap = {segment.label_value: values.get(segment.name, 0) for segment in segments}
+        return canonical_volume(remap_label_values(voxels, remap), header.affine, str(path), True), False
+    beyond = [segment.name for segment in segments if segment.layer >= layers.shape[3]]
+    if beyond:
+        raise VolumeReadError(
+            f"{path}: segments {beyond} lie in layers the file does not hold (it holds {layers.shape[3]}); "
+            "save the segmentation again in Slicer."
+        )
+    try:
+        labels, bits = segments_label_map(
+            layers.shape[:3],
+            lambda: (
+                (segment.name, layers[..., segment.layer] == segment.label_value) for segment in segments
+            ),
+            values,
+            overlapping,
+            str(path),
+        )
+    except VolumeReadError:
+        raise
+    except ValueError:  # overlapping, and a value beyond the code's bits
+        raise too_many_overlapping(path, values) from None
+    return canonical_volume(labels, header.affine, str(path), is_label=True), bits
+
+
+def slicer_layers(masks: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Structures that may overlap (`{label value: mask}`, bool masks of one shape `(I, J, K)`) as the layers a
+    3D Slicer segmentation keeps them in, `(I, J, K, L)`: each structure, in value order, in the first layer
+    where it overlaps none already there (a new one where it overlaps in all), holding its own value; so a
+    structure lies in one layer, and as few layers as the overlaps need (one where none overlap)."""
+    shape = next(iter(masks.values())).shape
+    top = max(masks, default=0)
+    layers = [np.zeros(shape, np.uint8 if top <= 255 else np.uint16)]
+    for value in sorted(masks):
+        mask = masks[value]
+        layer = next((layer for layer in layers if not layer[mask].any()), None)
+        if layer is None:
+            layers.append(layer := np.zeros_like(layers[0]))
+        layer[mask] = value
+    return np.stack(layers, axis=-1)
+
+
 def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> dict[str, str]:
-    """The header fields that make the label map `labels` `(I, J, K)` (integers, 0 the background) a 3D Slicer
+    """The header fields that make the label map `labels` `(I, J, K)`, or its layers `(I, J, K, L)`
+    (`slicer_layers`: a structure's value in one layer), integers with 0 the background, a 3D Slicer
     segmentation: one segment per structure of `names` (`{label value: name}`, as written: every structure,
     also one with no voxel) and per other value present (named "structure <value>"), in value order, each
-    with its name, label value, layer 0, a colour (`SEGMENT_COLOURS`) and its extent in voxels (`min max` of
+    with its name, label value, layer, a colour (`SEGMENT_COLOURS`) and its extent in voxels (`min max` of
     I, J and K; Slicer's `0 -1 ...` for an empty one)."""
     from msa_hf.data.label_tables import output_structure_names
 
+    layers = labels if labels.ndim == 4 else labels[..., None]
     named = {int(value): _header_text(str(name or "")) for value, name in names.items()}
-    present = {int(value) for value in np.unique(labels) if value}
+    present = {int(value) for value in np.unique(layers) if value}
     segments = output_structure_names(sorted(present | set(named)), named)
     fields = {
         "Segmentation_MasterRepresentation": BINARY_LABELMAP,  # Slicer before 5.4 reads this name
@@ -88,6 +200,7 @@ def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> 
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
     }
     for index, (value, name) in enumerate(segments.items()):
+        layer = next((i for i in range(layers.shape[3]) if (layers[..., i] == value).any()), 0)
         fields.update(
             {
                 f"Segment{index}_ID": f"Segment_{value}",
@@ -97,8 +210,8 @@ def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> 
                     f"{c:g}" for c in SEGMENT_COLOURS[index % len(SEGMENT_COLOURS)]
                 ),
                 f"Segment{index}_ColorAutoGenerated": "1",
-                f"Segment{index}_Extent": _extent(labels == value),
-                f"Segment{index}_Layer": "0",
+                f"Segment{index}_Extent": _extent(layers[..., layer] == value),
+                f"Segment{index}_Layer": str(layer),
                 f"Segment{index}_LabelValue": str(value),
             }
         )
@@ -108,8 +221,9 @@ def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> 
 def write_slicer_segmentation(
     labels: np.ndarray, affine: np.ndarray, path: str | Path, names: Mapping[int, str] | None = None
 ) -> None:
-    """Write the label map `labels` `(I, J, K)` on the RAS affine `(4, 4)` as a 3D Slicer segmentation
-    (`.seg.nrrd`): an NRRD label map with its segments named by `names` (`{label value: name}`;
+    """Write the label map `labels` `(I, J, K)`, or its layers `(I, J, K, L)` (`slicer_layers`), on the RAS
+    affine `(4, 4)` as a 3D Slicer segmentation (`.seg.nrrd`): an NRRD label map (layers along its first
+    axis, of kind `list`, as Slicer writes them) with its segments named by `names` (`{label value: name}`;
     `slicer_segmentation_fields`).
 
     Raises:
@@ -122,6 +236,20 @@ def write_slicer_segmentation(
             "as .nrrd."
         )
     write_itk_volume(labels, affine, path, slicer_segmentation_fields(labels, names or {}))
+    if labels.ndim == 4:  # ITK calls the layers' axis a vector; Slicer (and slicerio) read it as a list
+        _layers_as_list(Path(path))
+
+
+def _layers_as_list(path: Path) -> None:
+    """Rename the first axis' kind in an attached NRRD header from `vector` to `list`. The data start after
+    the header's first empty line wherever it ends, so the header may change length."""
+    content = path.read_bytes()
+    header, blank, data = content.partition(b"\n\n")
+    lines = [
+        b"kinds: list" + line.removeprefix(b"kinds: vector") if line.startswith(b"kinds: vector") else line
+        for line in header.split(b"\n")
+    ]
+    path.write_bytes(b"\n".join(lines) + blank + data)
 
 
 def _header_text(text: str) -> str:

@@ -196,11 +196,13 @@ class LabelIndex:
 
     def find_for_mask(self, mask: Path) -> tuple[Path | None, str]:
         """A predicted mask's label map: as an image's (`find`), else by its name without a prediction
-        suffix (`case_pred.nii.gz`, `case_seg.png` -> `case`), as other tools name their outputs."""
+        suffix (`case_pred.nii.gz`, `case_seg.png` -> `case`; `case-seg`, and `case.seg.nrrd` as 3D Slicer names
+        a segmentation, too), as other tools name their outputs."""
         label, name = self.find(mask)
         stem = file_stem(mask)
         for suffix in PREDICTION_SUFFIXES if label is None else ():
-            if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            spelt = (suffix, "-" + suffix[1:], "." + suffix[1:])
+            if stem.lower().endswith(spelt) and len(stem) > len(suffix):
                 return self.find(mask.with_name(stem[: -len(suffix)] + mask.name[len(stem) :]))
         return label, name
 

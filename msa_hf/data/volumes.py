@@ -288,10 +288,10 @@ def load_itk(
             raise VolumeReadError(
                 f"{path}: a label map with {header.shape[3]} "
                 + (
-                    "layers (a 3D Slicer segmentation whose segments overlap). A label map holds one value per "
-                    "voxel: in Slicer, export the segments as a labelmap volume (Segmentations, Export to "
-                    "files, or Data, right-click, Export visible segments to binary labelmap), or save each "
-                    "structure as a file of its own in a folder."
+                    "layers (a 3D Slicer segmentation whose segments overlap), and a label map holds one value "
+                    "per voxel here. msa-hf prepare (with --overlapping), score and predict --prompts-from-labels "
+                    "read its segments by name; elsewhere, export them from Slicer as a labelmap volume "
+                    "(Segmentations, Export to files), or save each structure as a file of its own in a folder."
                     if layered
                     else "channels (components per voxel, or a fourth axis); a label map holds one integer per voxel."
                 )

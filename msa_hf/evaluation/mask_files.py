@@ -239,21 +239,24 @@ def labels_folder(pairs: list[MaskPair]) -> Path:
 
 
 class SegmentValues:
-    """Where DICOM-SEG masks are scored: the DICOM series they were drawn on (found under `images`, indexed
-    once by series UID) and the label value of each segment label, so that a SEG's segments and a NIfTI's
-    values (or another SEG's segments, numbered its own way) name the same structures.
+    """Where masks of named segments are scored (DICOM-SEG, RT structure sets, 3D Slicer segmentations): the
+    DICOM series the DICOM objects were drawn on (found under `images`, indexed once by series UID; a Slicer
+    file lies on its own grid) and the label value of each segment label, so that a SEG's segments and a
+    NIfTI's values (or another file's segments, numbered its own way) name the same structures.
 
     A segment label takes its value from the label table by name; msa-hf predict's unnamed segments
-    ("structure 3") the value in their name; with no table and only DICOM-SEG files, the numbers the files
-    agree on, else one value per label alphabetically (`data.dicom_seg_labels.segment_label_values`)."""
+    ("structure 3") the value in their name; with no table and only such files, the numbers the files agree
+    on, else one value per label alphabetically (`data.dicom_seg_labels.segment_label_values`)."""
 
-    def __init__(self, images: str | Path, files: list[Path], table: dict[int, str], only_seg: bool) -> None:
+    def __init__(
+        self, images: str | Path | None, files: list[Path], table: dict[int, str], only_seg: bool
+    ) -> None:
         from msa_hf.data.dicom_seg_labels import segment_label_values, segment_names
         from msa_hf.data.dicom_stacks import find_stacks
 
-        self.images = Path(images)
+        self.images = Path(images) if images is not None else None
         self.stacks: dict[str, list] = {}
-        for stack in find_stacks(self.images):
+        for stack in find_stacks(self.images) if self.images is not None else ():
             self.stacks.setdefault(stack.series_uid, []).append(stack)
         if not table and only_seg:
             self.values, _ = segment_label_values(files, None)
@@ -273,19 +276,30 @@ class SegmentValues:
         if unknown:
             where = "the label table" if table else "no label table (none beside the labels)"
             raise ValueError(
-                f"DICOM-SEG segments or RT structure set ROIs {unknown} have no label value in {where}; they are "
+                f"segments (DICOM-SEG, 3D Slicer) or RT structure set ROIs {unknown} have no label value in {where}; "
+                "they are "
                 "scored against label values through a label table that names them (--label-table labels.json, "
                 '{"1": "liver"}).'
             )
         self.names = dict(table)
 
     def read(self, seg: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
-        """The structures `seg` draws on its series under `images`: a RAS+ label volume and None, or where they
-        overlap, its codes and each structure's codes (`load_dicom_structures`)."""
+        """The structures `seg` draws (a DICOM object's on its series under `images`): a RAS+ label volume and
+        None, or where they overlap, its codes and each structure's codes (`load_label_structures`)."""
         import os
 
-        from msa_hf.data.dicom_seg_labels import drawn_on, load_dicom_structures, referenced_series
+        from msa_hf.data.dicom_seg_labels import (
+            drawn_on,
+            is_dicom_label_file,
+            load_dicom_structures,
+            load_label_structures,
+            referenced_series,
+        )
 
+        if not is_dicom_label_file(seg):  # a 3D Slicer segmentation: its own grid
+            return load_label_structures(seg, seg, self.values)
+        if self.images is None:
+            raise ValueError(_needs_images(seg))
         uid = referenced_series(seg)
         stacks = self.stacks.get(uid or "", [])
         if not stacks:
@@ -334,7 +348,7 @@ def read_mask_pair(
             affine more than 0.01 mm apart), a DICOM-SEG without `segments`, or a file that is not a valid
             label map (`VolumeReadError`, `ImageReadError`).
     """
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, is_named_label_file
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.planes import display_axes
@@ -372,11 +386,11 @@ def read_mask_pair(
     def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
         if path.is_dir():
             return read_structure_folder(path, names or {})
+        if segments is not None and is_named_label_file(path):
+            return segments.read(path)
         if is_volume_file(path):
             return load_volume(path, is_label=True), None
-        if segments is None:
-            raise ValueError(_needs_images(path))
-        return segments.read(path)
+        raise ValueError(_needs_images(path))
 
     (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
     if label_codes is None:
@@ -441,7 +455,7 @@ def score_mask_files(
             beside a manifest, or neither; a mix of volumes and 2-D
             masks; a structure of `classes` that is neither in the label table nor a value.
     """
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, is_named_label_file
     from msa_hf.data.label_tables import check_label_remap, default_class_names, label_folder_structures
     from msa_hf.data.sources import file_stem
     from msa_hf.data.structure_files import is_structure_folder, structure_label_values
@@ -470,19 +484,21 @@ def score_mask_files(
     if not table and folders and len(folders) == 2 * len(pairs):
         # structure files on both sides and no table: the file names name the structures, alike in every case
         table, _ = structure_label_values(folders, None)
-    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_dicom_label_file(p)]
+    # label objects of named segments (DICOM's, 3D Slicer's), each file numbering them its own way
+    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_named_label_file(p)]
     segments = None
     if seg_files:
         if images is None and any(
             is_dicom_label_file(pair.label) and pair.label.parent != Path(labels) for pair in pairs
         ):  # a DICOM download of patient folders (`LabelIndex.in_folder`): its series lie beside their labels
             images = labels
-        if images is None:
-            raise ValueError(_needs_images(seg_files[0]))
+        dicom_files = [p for p in seg_files if is_dicom_label_file(p)]
+        if images is None and dicom_files:
+            raise ValueError(_needs_images(dicom_files[0]))
         if regions:
             raise ValueError(
-                f"{seg_files[0]}: DICOM-SEG or RT structure set masks with a region-based label table; a segment or "
-                "ROI is one structure, so give a table of one value per name (--label-table)."
+                f"{seg_files[0]}: DICOM-SEG, RT structure set or 3D Slicer masks with a region-based label table; a "
+                "segment or ROI is one structure, so give a table of one value per name (--label-table)."
             )
         segments = SegmentValues(images, seg_files, table, only_seg=len(seg_files) == 2 * len(pairs))
         table = table or segments.names

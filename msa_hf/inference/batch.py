@@ -238,7 +238,12 @@ def collect_items(
     channel is read: `predict_batch`):
     each labelled case's image is an input prompted from its label map, its mask `<case>.nii.gz` (a folder
     `<case>` with `structure_files`)."""
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
+    from msa_hf.data.dicom_seg_labels import (
+        is_dicom_label_file,
+        is_named_label_file,
+        seg_series,
+        segment_label_values,
+    )
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import (
         PAIRING_RULE,
@@ -379,12 +384,13 @@ def collect_items(
             f"({listed_names(unpaired)}). {PAIRING_RULE} Give the other inputs as a glob, or name each input's label map in a "
             "manifest's labels column."
         )
-    # prompted from DICOM label objects: one value per structure name for all of them (the objects' own segment
-    # or ROI numbers where they agree, else alphabetical), so a structure's masks carry it in every case
+    # prompted from label objects of named segments (DICOM's, 3D Slicer's): one value per structure name for all
+    # of them (the objects' own segment or ROI numbers where they agree, else alphabetical), so a structure's
+    # masks carry it in every case
     from_dicom = [
         item
         for item in items
-        if item.prompts is None and item.labels is not None and is_dicom_label_file(item.labels)
+        if item.prompts is None and item.labels is not None and is_named_label_file(item.labels)
     ]
     if from_dicom:
         values, _ = segment_label_values([item.labels for item in from_dicom], None)
@@ -733,15 +739,15 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file
+    from msa_hf.data.dicom_seg_labels import is_named_label_file
     from msa_hf.data.label_tables import regions_beside
 
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     # the regions of a region-based label table beside the labels; any other table leaves each label value a
-    # structure, as without one (a DICOM-SEG's segments are its own)
-    dicom_labels = is_dicom_label_file(item.labels)
-    regions = {} if dicom_labels else regions_beside(item.labels)
+    # structure, as without one (a DICOM-SEG's or a Slicer segmentation's segments are its own)
+    named_segments = is_named_label_file(item.labels)
+    regions = {} if named_segments else regions_beside(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,
@@ -752,26 +758,24 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         label_remap=item.label_remap,
         plane=plane,
         seg_values=item.label_values,
-        names=_label_map_names(item, dicom_labels),
+        names=_label_map_names(item, named_segments),
     )
 
 
-def _label_map_names(item: BatchItem, dicom_labels: bool) -> dict[int, str]:
+def _label_map_names(item: BatchItem, named_segments: bool) -> dict[int, str]:
     """The names of the structures `item`'s label map draws (`{label value, or region class id: name}`):
-    a DICOM label object's or a structure folder's by the values its names were given, else the label table
-    beside the label maps, else a 3D Slicer segmentation's own segment names;
-    `{}` without any, or where the table cannot be read (the masks are then named by value; a table that
-    matters is read, and its faults said, where it is used)."""
-    from msa_hf.data.dicom_seg_labels import segment_names
+    a label object's of named segments (DICOM's, 3D Slicer's) or a structure folder's by the values its names
+    were given, else the label table beside the label maps; `{}` without either, or where the table cannot
+    be read (the masks are then named by value; a table that matters is read, and its faults said, where it
+    is used)."""
     from msa_hf.data.label_tables import label_folder_structures
 
-    if dicom_labels or item.labels.is_dir():  # valued by name in `collect_items`
+    if named_segments or item.labels.is_dir():  # valued by name in `collect_items`
         return {value: name for name, value in (item.label_values or {}).items()}
     try:
-        table = label_folder_structures(item.labels)[0]
+        return label_folder_structures(item.labels)[0]
     except (OSError, ValueError):  # `LabelTableError` too
-        table = {}
-    return table or segment_names(item.labels)
+        return {}
 
 
 def _row(item: BatchItem) -> dict[str, Any]:

@@ -400,6 +400,7 @@ def predict_file(
     listed.
     """
     from msa_hf.data.channels import choose_volume_channel
+    from msa_hf.data.slicer_segmentations import is_slicer_segmentation_path
     from msa_hf.data.volumes import guess_modality, load_volume, voxel_ml
     from msa_hf.inference.volume_predictor import VolumePredictor
     from msa_hf.inference.volume_slicing import SlicedVolume
@@ -440,9 +441,9 @@ def predict_file(
     resampling, slices = sliced.resampling, sliced.slices
     if resampling is not None:
         summary["resampled"] = resampling.describe()
-    # a DICOM object or a folder of structure files keeps structures that overlap whole; a label map keeps
-    # one value per pixel
-    keep_whole = is_dicom_output(output_path) or structure_files
+    # a DICOM object, a 3D Slicer segmentation (in layers) or a folder of structure files keeps structures that
+    # overlap whole; a label map keeps one value per pixel
+    keep_whole = is_dicom_output(output_path) or structure_files or is_slicer_segmentation_path(output_path)
     painted = PaintedLabels(slices.shape, _label_dtype(values), keep_whole)
     compile_encoder = compile_by_default(compile_encoder, placement, lambda: len(sliced.model_slices))
     # embeddings are cached per slice (per depth window with a depth branch): each slice is encoded once
@@ -503,6 +504,11 @@ def predict_file(
             if isinstance(structures, np.ndarray)
             else {value: sliced.to_volume(mask) for value, mask in structures.items()}
         )
+        if not is_dicom_output(output_path):  # a 3D Slicer segmentation: overlapping structures in layers
+            _save_slicer_segmentation(
+                summary, canonical, volume.affine, input_path, output_path, values, names
+            )
+            return _with_probabilities(summary, maps, sliced, volume.affine, input_path, probabilities_path)
         _note_renamed_structures(
             summary,
             names,
@@ -510,25 +516,59 @@ def predict_file(
             "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
         )
         write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
-    else:
-        if output_path.name.lower().endswith(".nrrd"):  # a 3D Slicer segmentation: its segments are named
-            from msa_hf.data.label_tables import output_structure_names
-
-            labels = output_structure_names(sorted(set(values)), names)
-            _note_renamed_structures(
-                summary, names, labels, "the segmentation (a name shared by other label values)"
-            )
-        save_on_input_grid(
-            sliced.to_volume(painted.labels),
-            volume.affine,
-            input_path,
-            output_path,
-            {value: names.get(value, "") for value in sorted(set(values))},
+    elif output_path.name.lower().endswith(".nrrd"):  # a 3D Slicer segmentation of one layer
+        _save_slicer_segmentation(
+            summary, sliced.to_volume(painted.labels), volume.affine, input_path, output_path, values, names
         )
+    else:
+        save_on_input_grid(sliced.to_volume(painted.labels), volume.affine, input_path, output_path)
+    return _with_probabilities(summary, maps, sliced, volume.affine, input_path, probabilities_path)
+
+
+def _save_slicer_segmentation(
+    summary: dict[str, Any],
+    canonical: np.ndarray | dict[int, np.ndarray],
+    canonical_affine: np.ndarray,
+    input_path: Path,
+    output_path: Path,
+    values: list[int],
+    names: dict[int, str],
+) -> None:
+    """A volume's structures (a RAS+ label map `(X, Y, Z)`, or each one's mask where they overlap) as a 3D
+    Slicer segmentation on the input's grid, every prompted structure a named segment (overlapping ones in
+    layers: `slicer_segmentations.slicer_layers`); the summary says which names were told apart."""
+    from msa_hf.data.label_tables import output_structure_names
+    from msa_hf.data.slicer_segmentations import slicer_layers
+
+    written = sorted(set(values))
+    _note_renamed_structures(
+        summary,
+        names,
+        output_structure_names(written, names),
+        "the segmentation (a name shared by other label values)",
+    )
+    if isinstance(canonical, dict):
+        canonical = slicer_layers(canonical)
+        summary["layers"] = canonical.shape[3]  # structures that overlap, each whole in a layer
+    save_on_input_grid(
+        canonical, canonical_affine, input_path, output_path, {v: names.get(v, "") for v in written}
+    )
+
+
+def _with_probabilities(
+    summary: dict[str, Any],
+    maps: list[np.ndarray],
+    sliced: Any,
+    canonical_affine: np.ndarray,
+    input_path: Path,
+    probabilities_path: str | Path | None,
+) -> dict[str, Any]:
+    """Write the probability `maps` (display slices of `sliced`) on the input's grid where asked, one map as
+    `(X, Y, Z)` and several as `(X, Y, Z, K)`; returns `summary`."""
     if probabilities_path is not None:
         channels = [sliced.to_volume(volume_map) for volume_map in maps]
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
-        save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
+        save_on_input_grid(stacked, canonical_affine, input_path, Path(probabilities_path))
     return summary
 
 
@@ -652,8 +692,9 @@ def overlap_note(index: int, value: int, painted_over: dict[int, int], volume: b
     (`paint_mask`): a label map keeps one value per pixel, and what keeps both."""
     covered = ", ".join(f"{count} of label {other}" for other, count in sorted(painted_over.items()))
     keeps = (
-        "one file per structure (--structure-files) and, for a DICOM series, a DICOM-SEG or an RT structure set "
-        "(.dcm) keep each structure whole, as the probability file (--save-probabilities) does"
+        "one file per structure (--structure-files), a 3D Slicer segmentation (.seg.nrrd, in layers) and, for a "
+        "DICOM series, a DICOM-SEG or an RT structure set (.dcm) keep each structure whole, as the probability "
+        "file (--save-probabilities) does"
         if volume
         else "one file per structure (--structure-files) keeps each mask whole, as the probability file "
         "(--save-probabilities) does"
