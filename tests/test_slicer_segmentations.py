@@ -323,3 +323,20 @@ def test_slicer_labels_numbered_differently_are_prompted_and_scored_by_name(tmp_
     for row in rows:
         assert float(row["dice"]) == 1.0
         assert float(row["reference_ml"]) == pytest.approx(truth[row["case_id"]][row["class_name"]])
+
+
+def test_a_manifest_may_ask_for_a_slicer_segmentation_and_its_probabilities_are_plain_nrrd(
+    tmp_path, serve_stand_in
+):
+    big, _, nifti = _two_ball_scan(tmp_path)
+    manifest = tmp_path / "cases.json"
+    box = list(grown_box(big[6], 0.0))
+    manifest.write_text(json.dumps([{"input": "scan.nii.gz", "output": "scan.seg.nrrd",
+                                     "prompts": [{"box": box, "slice": 6, "name": "ball"}]}]))  # fmt: skip
+    serve_stand_in(BrightInBoxSam(32))
+    out = tmp_path / "out"
+    assert main(["predict", "m", str(manifest), str(out), "--save-probabilities", str(tmp_path / "p")]) == 0
+    assert slicer_segmentation_names(out / "scan.seg.nrrd") == {1: "ball"}
+    assert [p.name for p in (tmp_path / "p").iterdir()] == ["scan_probabilities.nrrd"]
+    probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p" / "scan_probabilities.nrrd")))
+    assert probabilities.dtype == np.float32 and probabilities.max() > 0.5

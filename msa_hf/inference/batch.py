@@ -146,9 +146,13 @@ PROBABILITIES_SUFFIX = "_probabilities"  # `case_probabilities.nii.gz` beside `c
 
 
 def _probabilities_name(mask_name: str) -> str:
-    """The probabilities' file name beside a mask: a volume's in the mask's format, an image's as TIFF."""
+    """The probabilities' file name beside a mask: a volume's in the mask's format (a 3D Slicer segmentation's,
+    `case.seg.nrrd`, as plain NRRD: `case_probabilities.nrrd`), an image's as TIFF."""
+    from msa_hf.data.slicer_segmentations import SLICER_SEGMENTATION_SUFFIX, is_slicer_segmentation_path
     from msa_hf.data.volumes import is_volume_file, volume_file_stem, volume_file_suffix
 
+    if is_slicer_segmentation_path(mask_name):
+        return f"{mask_name[: -len(SLICER_SEGMENTATION_SUFFIX)]}{PROBABILITIES_SUFFIX}.nrrd"
     if is_volume_file(mask_name):
         return f"{volume_file_stem(mask_name)}{PROBABILITIES_SUFFIX}{volume_file_suffix(mask_name)}"
     return f"{Path(mask_name).stem}{PROBABILITIES_SUFFIX}.tif"
