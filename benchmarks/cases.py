@@ -298,3 +298,15 @@ def decoder_click(params: dict[str, Any]) -> dict[str, Any]:
 
 
 CASES = {"encoder_forward": encoder_forward, "train_step": train_step, "decoder_click": decoder_click}
+
+
+def run_in_child(case: str, params: dict[str, Any], results: Any) -> None:
+    """Run one case in a forked child (`run.run_case_forked`) and send `("ok", row JSON)` through the
+    connection `results`, or `("error", "Type: message", traceback)` where it raised."""
+    import json
+    import traceback
+
+    try:
+        results.send(("ok", json.dumps(CASES[case](params))))
+    except BaseException as error:  # noqa: BLE001 - every failure is the case's, reported by the parent
+        results.send(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))

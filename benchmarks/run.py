@@ -1,5 +1,5 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""`make bench`: the speed and memory suite, one fresh process per case, results as CSV + Markdown.
+"""`make bench`: the speed and memory suite, one process per case, results as CSV + Markdown.
 
     python -m benchmarks.run                   # CPU, ViT-B geometry, modest sizes (under 10 minutes here)
     python -m benchmarks.run --full            # adds 1024 px training and larger batches (long on CPU)
@@ -8,6 +8,7 @@
     python -m benchmarks.run --recipes         # memory of the README's GPU recipe (ViT-B, 1024 px, bf16, MSA)
     python -m benchmarks.run --precision       # the image encoder in float32 and bfloat16 autocast on this CPU
 
+A table's case runs in a fresh interpreter; a --tiny case in a process forked from one that has done the imports.
 Writes `<output>/<device>[-recipes][-precision][-full][-tiny].csv` and `.md` (the tables and the target checks), again after
 every case. A case that fails or runs past `--timeout` is listed with why under "Failed cases", the rest still
 run, and the exit code is 1. With `--time-budget`, no case starts once it is spent; those are listed as not run.
@@ -211,6 +212,39 @@ def run_case(params: dict[str, Any], timeout: float) -> dict[str, Any]:
         "case": params["case"],
         **json.loads(done.stdout.strip().splitlines()[-1]),
     }
+
+
+def run_case_forked(params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """`run_case` in a process forked from a server that imported torch, transformers and the cases once
+    (multiprocessing's forkserver): each case keeps a process of its own, without a fresh interpreter's seven
+    seconds of imports, which on a tiny model are most of a case. For --tiny; the tables keep fresh processes.
+    Raises `CaseFailed`."""
+    import multiprocessing
+
+    from .cases import run_in_child
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["benchmarks.cases"])  # the server only imports: no thread pool forked
+    parameters = {k: v for k, v in params.items() if k not in ("section", "case")}
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=run_in_child, args=(params["case"], parameters, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise CaseFailed(params, f"ran past its {timeout:g} s timeout (--timeout)")
+        outcome = receive.recv()
+    except EOFError:  # ended without a word: killed (out of memory), or crashed
+        child.join()
+        raise CaseFailed(params, f"exit code {child.exitcode}") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if outcome[0] != "ok":
+        raise CaseFailed(params, outcome[1], outcome[2][-3000:])
+    return {"section": params["section"], "case": params["case"], **json.loads(outcome[1])}
 
 
 def _find(rows: list[dict], **match: Any) -> dict | None:
@@ -498,12 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_budget is not None and time.time() - started >= args.time_budget:
             return None
         try:
-            return run_case(params, args.timeout)
+            return (run_case_forked if args.tiny else run_case)(params, args.timeout)
         except CaseFailed as failure:
             return failure
 
-    # each case is its own process; with --jobs several run at once (threads only wait on them), and the
-    # results are taken in the plan's order
+    # each case is its own process (a fresh one for the tables, forked with the imports done for --tiny); with
+    # --jobs several run at once (threads only wait on them), and the results are taken in the plan's order
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for index, (params, outcome) in enumerate(zip(cases, pool.map(measure, cases), strict=True), 1):
             label = (f"[{index}/{len(cases)}] {params['section']}: {params['case']} "
