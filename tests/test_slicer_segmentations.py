@@ -340,3 +340,43 @@ def test_a_manifest_may_ask_for_a_slicer_segmentation_and_its_probabilities_are_
     assert [p.name for p in (tmp_path / "p").iterdir()] == ["scan_probabilities.nrrd"]
     probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p" / "scan_probabilities.nrrd")))
     assert probabilities.dtype == np.float32 and probabilities.max() > 0.5
+
+
+def test_nrrd_masks_under_a_region_based_table_are_read_by_value(tmp_path, serve_stand_in):
+    """BraTS-like label maps whose region-based table (whole tumour = 1, 2, 3; core = 2, 3; enhancing = 3)
+    lies beside them: predict's NRRD masks name their segments after the regions, yet their values are the
+    values that paint the regions, so score reads them as a label map, region by region."""
+    import csv
+
+    from msa_hf.evaluation.metrics import dice
+    from msa_hf.testing import BoxFillSam
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    truth = np.zeros((32, 28, 6), np.uint8)
+    truth[6:26, 4:24, 1:5] = 1
+    truth[10:22, 8:20, 2:4] = 2
+    truth[13:19, 11:17, 2:4] = 3
+    for case in range(2):
+        image = nib.Nifti1Image((truth * 200 + case).astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+        nib.save(image, tmp_path / "scan.nii.gz")
+        sitk.WriteImage(sitk.ReadImage(str(tmp_path / "scan.nii.gz")), str(images / f"case{case}.nrrd"))
+        nib.save(nib.Nifti1Image(truth, np.diag([1.0, 1.0, 2.0, 1.0])), labels / f"case{case}.nii.gz")
+    names = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": names, "regions_class_order": [1, 2, 3]}))
+    (labels / "dataset.json").write_text((tmp_path / "dataset.json").read_text())
+    serve_stand_in(BoxFillSam(32))
+    out = tmp_path / "out"
+    assert main(["predict", "m", str(images), str(out), "--prompts-from-labels", str(labels)]) == 0
+    assert set(slicer_segmentation_names(out / "case0.nrrd").values()) == {
+        "whole tumor", "tumor core", "enhancing tumor"
+    }  # fmt: skip
+    assert main(["score", str(out), str(labels), "--output-dir", str(tmp_path / "scores")]) == 0
+    rows = list(csv.DictReader((tmp_path / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines()))
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case0.nrrd"))).transpose(2, 1, 0)
+    regions = {"whole tumor": (1, 2, 3), "tumor core": (2, 3), "enhancing tumor": (3,)}
+    scored = {row["class_name"]: float(row["dice"]) for row in rows if row["case_id"] == "case0"}
+    assert scored == pytest.approx(
+        {name: dice(np.isin(written, values), np.isin(truth, values)) for name, values in regions.items()}
+    )

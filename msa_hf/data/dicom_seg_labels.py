@@ -112,10 +112,12 @@ def is_dicom_label_file(path: str | Path) -> bool:
     return dicom_label_kind(path) is not None
 
 
-def is_named_label_file(path: str | Path) -> bool:
+def is_named_label_file(path: str | Path, region_based: bool = False) -> bool:
     """Whether `path` is a label map whose structures are named segments, each file numbering them its own
-    way, and so read by name: a DICOM label object (`is_dicom_label_file`) or a 3D Slicer segmentation."""
-    return is_dicom_label_file(path) or is_slicer_segmentation(path)
+    way, and so read by name: a DICOM label object (`is_dicom_label_file`) or a 3D Slicer segmentation, unless
+    a region-based label table describes its values (`region_based`: regions of label values, read as a label
+    map's, as `prepare` reads them)."""
+    return is_dicom_label_file(path) or (not region_based and is_slicer_segmentation(path))
 
 
 def referenced_series(path: str | Path) -> str | None:

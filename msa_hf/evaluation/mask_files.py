@@ -386,7 +386,7 @@ def read_mask_pair(
     def read(path: Path) -> tuple[Any, dict[int, tuple[int, ...]] | None]:
         if path.is_dir():
             return read_structure_folder(path, names or {})
-        if segments is not None and is_named_label_file(path):
+        if segments is not None and is_named_label_file(path):  # none under a region-based table
             return segments.read(path)
         if is_volume_file(path):
             return load_volume(path, is_label=True), None
@@ -485,7 +485,9 @@ def score_mask_files(
         # structure files on both sides and no table: the file names name the structures, alike in every case
         table, _ = structure_label_values(folders, None)
     # label objects of named segments (DICOM's, 3D Slicer's), each file numbering them its own way
-    seg_files = [p for pair in pairs for p in (pair.prediction, pair.label) if is_named_label_file(p)]
+    seg_files = [
+        p for pair in pairs for p in (pair.prediction, pair.label) if is_named_label_file(p, bool(regions))
+    ]
     segments = None
     if seg_files:
         if images is None and any(

@@ -248,7 +248,7 @@ def collect_items(
         seg_series,
         segment_label_values,
     )
-    from msa_hf.data.label_tables import check_label_remap
+    from msa_hf.data.label_tables import check_label_remap, regions_beside
     from msa_hf.data.sources import (
         PAIRING_RULE,
         LabelIndex,
@@ -394,7 +394,9 @@ def collect_items(
     from_dicom = [
         item
         for item in items
-        if item.prompts is None and item.labels is not None and is_named_label_file(item.labels)
+        if item.prompts is None
+        and item.labels is not None
+        and is_named_label_file(item.labels, region_based=bool(regions_beside(item.labels)))
     ]
     if from_dicom:
         values, _ = segment_label_values([item.labels for item in from_dicom], None)
@@ -743,15 +745,16 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
-    from msa_hf.data.dicom_seg_labels import is_named_label_file
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, is_named_label_file
     from msa_hf.data.label_tables import regions_beside
 
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     # the regions of a region-based label table beside the labels; any other table leaves each label value a
     # structure, as without one (a DICOM-SEG's or a Slicer segmentation's segments are its own)
-    named_segments = is_named_label_file(item.labels)
-    regions = {} if named_segments else regions_beside(item.labels)
+    regions = {} if is_dicom_label_file(item.labels) else regions_beside(item.labels)
+    named_segments = is_named_label_file(item.labels, region_based=bool(regions))
+    regions = {} if named_segments else regions
     return prompts_from_label_map(
         item.labels,
         kind,
