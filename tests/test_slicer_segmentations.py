@@ -380,3 +380,64 @@ def test_nrrd_masks_under_a_region_based_table_are_read_by_value(tmp_path, serve
     assert scored == pytest.approx(
         {name: dice(np.isin(written, values), np.isin(truth, values)) for name, values in regions.items()}
     )
+
+
+def test_a_segmentation_cropped_to_its_structures_is_placed_on_its_scans_grid(tmp_path, capsys):
+    """3D Slicer may save a segmentation cropped to its segments: the scan's voxel size and axes, another
+    origin and size. prepare, predict's prompts from labels and score place it on the scan's grid (here an
+    LPS-ordered NRRD scan), as the uncropped file lies; one half a voxel off the scan's lattice is refused."""
+    from msa_hf.data.volumes import VolumeReadError
+    from msa_hf.inference.batch import prompts_from_label_map
+
+    big, small, nifti = _two_ball_scan(tmp_path)
+    source = tmp_path / "src"
+    source.mkdir()
+    scan = source / "case.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(nifti)), str(scan))
+    prompts = [
+        Prompt(box=grown_box(big[6], 0.0), slice=6, name="ball"),
+        Prompt(box=grown_box(small[6], 0.0), slice=6, name="pea"),
+    ]
+    full = tmp_path / "full" / "case.seg.nrrd"
+    predict_file(BrightInBoxSam(32), scan, full, prompts)
+    whole = sitk.ReadImage(str(full))
+    drawn = np.nonzero(sitk.GetArrayFromImage(whole))  # (k, j, i)
+    start = [int(drawn[axis].min()) - 1 for axis in (2, 1, 0)]  # ITK's index order (i, j, k), a voxel around
+    size = [int(drawn[axis].max()) + 2 - begin for axis, begin in zip((2, 1, 0), start, strict=True)]
+    assert min(start) >= 0 and all(b + n < m for b, n, m in zip(start, size, whole.GetSize(), strict=True))
+    cropped = sitk.RegionOfInterest(whole, size=size, index=start)
+    for key in whole.GetMetaDataKeys():
+        cropped.SetMetaData(key, whole.GetMetaData(key))
+    assert sitk.GetArrayFromImage(cropped).sum() == sitk.GetArrayFromImage(whole).sum()  # nothing cut away
+    sitk.WriteImage(cropped, str(source / "case.seg.nrrd"))
+
+    read = {}
+    for name, folder in (("full", full.parent), ("cropped", source)):
+        if name == "full":
+            sitk.WriteImage(sitk.ReadImage(str(scan)), str(folder / "case.nrrd"))
+        prepare_dataset(folder, tmp_path / f"rows-{name}", split=(1, 0, 0), keep_empty_slices=True)
+        read[name] = {
+            row["slice"]: np.asarray(row["label"])
+            for row in load_prepared(tmp_path / f"rows-{name}")["train"]
+        }
+    assert read["cropped"].keys() == read["full"].keys()
+    for index, label in read["full"].items():
+        np.testing.assert_array_equal(read["cropped"][index], label)
+
+    found = {
+        name: [(p.value, p.slice, p.box) for p in prompts_from_label_map(path, "box", True, image_path=scan)]
+        for name, path in (("full", full), ("cropped", source / "case.seg.nrrd"))
+    }
+    assert found["cropped"] == found["full"] and found["full"]
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "case.nrrd").write_bytes(full.read_bytes())
+    assert main(["score", str(tmp_path / "pred" / "case.nrrd"), str(source / "case.seg.nrrd")]) == 0
+    printed = capsys.readouterr().out
+    assert "| ball | 1 | 1.000" in printed and "| pea | 1 | 1.000" in printed
+
+    off_lattice = sitk.Image(cropped)
+    off_lattice.SetOrigin([v + 0.4 for v in cropped.GetOrigin()])  # half a voxel of 0.8 mm
+    sitk.WriteImage(off_lattice, str(source / "case.seg.nrrd"))
+    with pytest.raises((ValueError, VolumeReadError), match=r"label shape .* differs"):
+        prepare_dataset(source, tmp_path / "rows-off", split=(1, 0, 0), keep_empty_slices=True)

@@ -73,9 +73,9 @@ from msa_hf.data.transforms import resample_to_spacing
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
-    check_same_grid,
     guess_modality,
     is_dicom_stack_source,
+    label_on_image_grid,
     load_volume,
 )
 from msa_hf.output_files import atomic_folder
@@ -388,7 +388,7 @@ def _volume_rows(
     label.array = remap_label_values(label.array, options.remap_labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_same_grid(image, label)
+        label = label_on_image_grid(image, label)  # a segmentation cropped to its structures: placed
     report.warnings += [str(w.message) for w in caught]
     modality = _guess_modality(image, options)
     image_array, label_array, spacing, affine = image.array, label.array, image.spacing, image.affine

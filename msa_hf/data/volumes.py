@@ -11,6 +11,7 @@ back to NIfTI on the image's own affine. Spacing is kept in millimetres for HD95
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -636,6 +637,79 @@ GRID_TOLERANCE_MM = 1e-2  # voxel-to-world affines this close are one grid (what
 def affines_match(affine: np.ndarray, other: np.ndarray) -> bool:
     """Whether two voxel-to-world affines `(4, 4)` place voxels alike, within `GRID_TOLERANCE_MM`."""
     return bool(np.allclose(affine, other, atol=GRID_TOLERANCE_MM))
+
+
+def canonical_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The RAS+ grid, `(affine (4, 4), (X, Y, Z))`, that a voxel grid of `affine` and `shape` (its first three
+    axes) becomes when a volume on it is read (`load_volume` turns every volume to RAS+), from the header
+    alone."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation
+
+    shape = tuple(int(n) for n in shape[:3])
+    orientation = io_orientation(affine)
+    ras = [0, 0, 0]
+    for axis, size in zip(orientation[:, 0].astype(int), shape, strict=True):
+        ras[axis] = size
+    return np.asarray(affine, dtype=np.float64) @ inv_ornt_aff(orientation, shape), (ras[0], ras[1], ras[2])
+
+
+def volume_grid(path: str | Path, series: str | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The RAS+ grid `(affine (4, 4), (X, Y, Z))` a volume file, a DICOM series folder or an enhanced
+    multi-frame file (its stack `series`) is read onto, from its headers: no voxel is decoded.
+
+    Raises:
+        VolumeReadError: as `volume_file_header` and `dicom_stacks.choose_stack`.
+    """
+    if is_dicom_stack_source(path):
+        from msa_hf.data.dicom_stacks import read_stack
+
+        images = read_stack(path, series)
+        return canonical_grid(images.affine, images.shape)
+    return canonical_grid(*volume_file_header(path))
+
+
+def sub_grid_offset(
+    affine: np.ndarray, shape: Sequence[int], grid_affine: np.ndarray, grid_shape: Sequence[int]
+) -> tuple[int, int, int] | None:
+    """Where a grid (`affine`, `shape`) lies within another (`grid_affine`, `grid_shape`), both RAS+ and `(4,
+    4)`: the voxel of the other that its first voxel is, where both have the same axes and voxel size, its
+    voxels fall on the other's (within `GRID_TOLERANCE_MM`) and it lies inside it. None otherwise. 3D Slicer
+    saves a segmentation cropped so (to its segments, or its own extent), and some tools save a label map of
+    a region of interest alike."""
+    if not np.allclose(affine[:3, :3], grid_affine[:3, :3], atol=GRID_TOLERANCE_MM):
+        return None
+    offset = np.linalg.solve(grid_affine[:3, :3], affine[:3, 3] - grid_affine[:3, 3])
+    rounded = np.round(offset)
+    if np.linalg.norm(grid_affine[:3, :3] @ (offset - rounded)) > GRID_TOLERANCE_MM:
+        return None
+    start = rounded.astype(int)
+    if (start < 0).any() or (start + np.asarray(shape[:3]) > np.asarray(grid_shape[:3])).any():
+        return None
+    return int(start[0]), int(start[1]), int(start[2])
+
+
+def placed_on_grid(volume: Volume, shape: Sequence[int], affine: np.ndarray) -> Volume | None:
+    """A RAS+ label volume that lies on a part of a grid (`sub_grid_offset`), padded with 0 onto the whole
+    grid (`shape` `(X, Y, Z)`, `affine` RAS+); None where it does not lie on it."""
+    start = sub_grid_offset(volume.affine, volume.array.shape, affine, shape)
+    if start is None:
+        return None
+    array = np.zeros(tuple(shape[:3]) + volume.array.shape[3:], volume.array.dtype)
+    box = tuple(slice(begin, begin + size) for begin, size in zip(start, volume.array.shape[:3], strict=True))
+    array[box] = volume.array
+    return dataclasses.replace(volume, array=array, affine=np.asarray(affine, dtype=np.float64))
+
+
+def label_on_image_grid(image: Volume, label: Volume) -> Volume:
+    """`label` on `image`'s voxel grid: as it is where their shapes agree (a warning where their affines
+    do not), else placed onto it where it lies on a part of it (`placed_on_grid`: a segmentation cropped
+    to its structures); refused otherwise."""
+    if image.array.shape != label.array.shape:
+        placed = placed_on_grid(label, image.array.shape, image.affine)
+        if placed is not None:
+            return placed
+    check_same_grid(image, label)
+    return label
 
 
 def check_same_grid(image: Volume, label: Volume) -> None:

@@ -353,7 +353,14 @@ def read_mask_pair(
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.planes import display_axes
     from msa_hf.data.structure_files import PICTURE_SUFFIX, read_structure_folder, structure_files
-    from msa_hf.data.volumes import affines_match, axial_slices, is_volume_file, load_volume, voxel_ml
+    from msa_hf.data.volumes import (
+        affines_match,
+        axial_slices,
+        is_volume_file,
+        load_volume,
+        placed_on_grid,
+        voxel_ml,
+    )
 
     def volume_file(path: Path) -> bool:
         if path.is_dir():  # a folder of structure files: volume files, or PNG
@@ -393,6 +400,9 @@ def read_mask_pair(
         raise ValueError(_needs_images(path))
 
     (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
+    if prediction.array.shape != label.array.shape:  # one cropped to its structures (3D Slicer's): placed
+        label = placed_on_grid(label, prediction.array.shape, prediction.affine) or label
+        prediction = placed_on_grid(prediction, label.array.shape, label.affine) or prediction
     if label_codes is None:
         label.array = remap_label_values(label.array, label_remap or {})
     else:

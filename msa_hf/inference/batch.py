@@ -456,7 +456,7 @@ def prompts_from_label_map(
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
     from msa_hf.data.planes import choose_plane, display_slices
     from msa_hf.data.tasks import region_paint_values, structure_mask
-    from msa_hf.data.volumes import load_volume
+    from msa_hf.data.volumes import is_volume_file, load_volume, placed_on_grid, volume_grid
     from msa_hf.processing.prompts import box_from_mask, sample_point_prompt
 
     rng = rng or np.random.default_rng(0)
@@ -482,6 +482,10 @@ def prompts_from_label_map(
             if image_path is None
             else load_label_structures(labels_path, image_path, seg_values, series)
         )
+        if image_path is not None and is_volume_file(labels_path):  # cropped to its structures: placed
+            grid_affine, grid_shape = volume_grid(image_path, series)
+            if label.array.shape != grid_shape:
+                label = placed_on_grid(label, grid_shape, grid_affine) or label
         if codes is not None:  # overlapping structures: each is the region of its codes
             if regions:
                 raise ValueError(
@@ -528,26 +532,14 @@ def _encoded_images(path: Path, series: str | None = None) -> int:
 def _grid_shape(path: Path, series: str | None = None) -> tuple[int, ...]:
     """The RAS+ shape of a volume (NIfTI, a DICOM series or an enhanced multi-frame file), or the (height,
     width) of an image, from headers: no pixel is decoded (the input is read once, by `predict_file`)."""
-    from nibabel.orientations import io_orientation
     from PIL import Image
 
-    from msa_hf.data.dicom_stacks import read_stack
-    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, volume_file_header
+    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, volume_grid
 
-    if is_dicom_stack_source(path):  # the chosen stack's grid, as a DICOM label object of it places it
-        images = read_stack(path, series)
-        affine, shape = images.affine, images.shape
-    elif is_volume_file(path):
-        affine, shape = volume_file_header(path)
-        shape = shape[:3]
-    else:
-        with Image.open(path) as image:
-            return (image.height, image.width)
-    axes = io_orientation(affine)[:, 0].astype(int)  # input axis j becomes RAS+ axis axes[j]
-    ras = [0, 0, 0]
-    for axis, size in zip(axes, shape, strict=True):
-        ras[axis] = int(size)
-    return tuple(ras)
+    if is_dicom_stack_source(path) or is_volume_file(path):
+        return volume_grid(path, series)[1]
+    with Image.open(path) as image:
+        return (image.height, image.width)
 
 
 def named_label_table(items: list[BatchItem]) -> dict[int, str] | None:
@@ -592,8 +584,19 @@ def check_label_map_grid(item: BatchItem) -> None:
     if not first:
         raise ValueError(f"label map {item.labels}: a folder, and not one of structure masks.")
     image, labels = _grid_shape(item.input, item.series), _grid_shape(first[0])
-    if image != labels:
+    if image != labels and not _on_part_of_grid(first[0], item.input, item.series):
         raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
+
+
+def _on_part_of_grid(labels: Path, image: Path, series: str | None) -> bool:
+    """Whether a volume's label map lies on a part of its image's grid (`volumes.sub_grid_offset`: a 3D Slicer
+    segmentation cropped to its structures), from headers."""
+    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, sub_grid_offset, volume_grid
+
+    if not is_volume_file(labels) or not (is_volume_file(image) or is_dicom_stack_source(image)):
+        return False
+    (label_affine, label_shape), (image_affine, image_shape) = volume_grid(labels), volume_grid(image, series)
+    return sub_grid_offset(label_affine, label_shape, image_affine, image_shape) is not None
 
 
 def predict_batch(
