@@ -1,5 +1,6 @@
 # Every target sets up what it needs: a .venv with the CPU torch from disk first (any other torch
-# requirement would pull a multi-GB CUDA build), then this package with its extras.
+# requirement would pull a multi-GB CUDA build), then this package with its extras. Nothing is byte-compiled
+# at install (a minute of compiling modules most runs never import); Python compiles what it imports, once.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,8 +14,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,medical,demo,dicom,onnx]"
+	$(PY) -m pip install -q --no-compile torch==2.13.0
+	$(PY) -m pip install -q --no-compile -e ".[test,medical,demo,dicom,onnx]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -39,7 +40,7 @@ dicom-tools:
 LOWEST := .lowest
 $(LOWEST)/.installed: $(STAMP) .ci/lowest-bounds.txt
 	rm -rf $(LOWEST)
-	$(PY) -m pip install -q --no-deps --target $(LOWEST) -r .ci/lowest-bounds.txt
+	$(PY) -m pip install -q --no-compile --no-deps --target $(LOWEST) -r .ci/lowest-bounds.txt
 	touch $@
 
 test-lowest: $(LOWEST)/.installed

@@ -242,13 +242,8 @@ def collect_items(
     channel is read: `predict_batch`):
     each labelled case's image is an input prompted from its label map, its mask `<case>.nii.gz` (a folder
     `<case>` with `structure_files`)."""
-    from msa_hf.data.dicom_seg_labels import (
-        is_dicom_label_file,
-        is_named_label_file,
-        seg_series,
-        segment_label_values,
-    )
-    from msa_hf.data.label_tables import check_label_remap, regions_beside
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
+    from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import (
         PAIRING_RULE,
         LabelIndex,
@@ -394,9 +389,7 @@ def collect_items(
     from_dicom = [
         item
         for item in items
-        if item.prompts is None
-        and item.labels is not None
-        and is_named_label_file(item.labels, region_based=bool(regions_beside(item.labels)))
+        if item.prompts is None and item.labels is not None and _label_regions(item.labels)[0]
     ]
     if from_dicom:
         values, _ = segment_label_values([item.labels for item in from_dicom], None)
@@ -748,16 +741,9 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
-    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, is_named_label_file
-    from msa_hf.data.label_tables import regions_beside
-
     check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
-    # the regions of a region-based label table beside the labels; any other table leaves each label value a
-    # structure, as without one (a DICOM-SEG's or a Slicer segmentation's segments are its own)
-    regions = {} if is_dicom_label_file(item.labels) else regions_beside(item.labels)
-    named_segments = is_named_label_file(item.labels, region_based=bool(regions))
-    regions = {} if named_segments else regions
+    named_segments, regions = _label_regions(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,
@@ -770,6 +756,19 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         seg_values=item.label_values,
         names=_label_map_names(item, named_segments),
     )
+
+
+def _label_regions(labels: Path) -> tuple[bool, dict[int, tuple[int, ...]]]:
+    """Whether a reference label map's structures are named segments, read by name
+    (`dicom_seg_labels.is_named_label_file`: a DICOM label object, a 3D Slicer segmentation), and else the
+    regions of a region-based label table beside the label maps (`{}` for any other table: each label value
+    is a structure, as without one)."""
+    from msa_hf.data.dicom_seg_labels import is_dicom_label_file, is_named_label_file
+    from msa_hf.data.label_tables import regions_beside
+
+    regions = {} if is_dicom_label_file(labels) else regions_beside(labels)
+    named = is_named_label_file(labels, region_based=bool(regions))
+    return named, {} if named else regions
 
 
 def _label_map_names(item: BatchItem, named_segments: bool) -> dict[int, str]:
