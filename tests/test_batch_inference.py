@@ -257,9 +257,13 @@ def test_two_processes_share_the_inputs_and_write_one_summary(tiny_base, tmp_pat
 
 def test_a_label_map_off_its_inputs_grid_fails_that_input_alone(tiny_base, tmp_path):
     pairs = [_volume_with_labels(tmp_path, f"{name}.nii.gz", 0) for name in ("a", "b")]
-    small = np.zeros((20, 24, 5), np.uint8)  # one slice fewer than its input
+    # one slice fewer than its input, and half a slice off its lattice: on another grid (a label map on a part
+    # of its input's grid would be placed on it, `test_slicer_segmentations`)
+    small = np.zeros((20, 24, 5), np.uint8)
     small[4:8, 4:8, 1:3] = 7
-    nib.save(nib.Nifti1Image(small, SCRAMBLED_AFFINE), pairs[1][1])
+    shifted = SCRAMBLED_AFFINE.copy()
+    shifted[:3, 3] += 0.5 * SCRAMBLED_AFFINE[:3, 2]
+    nib.save(nib.Nifti1Image(small, shifted), pairs[1][1])
     code = main(["predict", str(tiny_base), str(tmp_path / "images"), str(tmp_path / "out"),
                  "--prompts-from-labels", str(tmp_path / "labels"), "--device", "cpu"])  # fmt: skip
     assert code == 1

@@ -580,7 +580,9 @@ def test_enhanced_files_take_prompts_from_nifti_label_maps_on_their_grid(tmp_pat
     expected = load_volume(tmp_path / "out-series" / "a.nii.gz", is_label=True).array
     written = load_volume(tmp_path / "out-enhanced" / "a.nii.gz", is_label=True).array
     assert expected.any() and np.array_equal(written, expected)
-    nib.save(nib.Nifti1Image(labels[:, :, :4], series.affine), tmp_path / "enhanced-labels" / "a.nii.gz")
+    shifted = series.affine.copy()  # a slice fewer and half a slice off the series' lattice: another grid
+    shifted[:3, 3] += 0.5 * series.affine[:3, 2]
+    nib.save(nib.Nifti1Image(labels[:, :, :4], shifted), tmp_path / "enhanced-labels" / "a.nii.gz")
     capsys.readouterr()
     assert main(["predict", str(tiny_base), str(tmp_path / "enhanced" / "*.dcm"), str(tmp_path / "out-off"),
                  "--prompts-from-labels", str(tmp_path / "enhanced-labels"), *common]) == 1  # fmt: skip
