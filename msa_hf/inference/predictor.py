@@ -368,7 +368,9 @@ def predict_file(
     2-D images and single DICOM images -> a PNG label map of the same size (8-bit; 16-bit for values beyond
     255). A volume file or a DICOM series folder -> a label map on the input's grid, in the format the output's
     suffix names (NIfTI, NRRD `.nrrd` or MetaImage `.mha`): a volume file's own affine and voxel order, or the
-    DICOM series' RAS affine. Returns a summary (output path, per-prompt pixel
+    DICOM series' RAS affine. NRRD is a 3D Slicer segmentation, a segment per label value named by the
+    prompts' `name`s (`slicer_segmentations`); named `.seg.nrrd`, it keeps structures that overlap whole, in
+    layers (the summary's `layers`). Returns a summary (output path, per-prompt pixel
     counts and scores, and with `multimask` every mask's score).
 
     `probabilities_path` also writes each mask's probability (the sigmoid of its logits) as float32: a
