@@ -431,6 +431,7 @@ def prompts_from_label_map(
     plane: str = "auto",
     seg_values: dict[str, int] | None = None,
     names: Mapping[int, str] | None = None,
+    grid: tuple[np.ndarray, tuple[int, int, int]] | None = None,
 ) -> list[Prompt]:
     """One prompt per structure of a reference label map: its tight box (`kind="box"`) or one click on its
     most interior pixel (`"click"`), carrying the structure's label value. For a volume, one per structure and
@@ -443,7 +444,9 @@ def prompts_from_label_map(
     values and written with the value that paints it into label space (`region_paint_values`).
     `label_remap` reads the label map's values as `prepare --remap-labels` does. `names` (`{label value, or
     a region's class id: name}`) names each structure's prompts (what a DICOM output or a structure file is
-    called)."""
+    called). A volume file's label map that lies on a part of its image's grid (a 3D Slicer segmentation
+    cropped to its structures) is placed on the whole grid: `grid`, the image's RAS+ `(affine, (X, Y, Z))` where
+    known (`check_label_map_grid`), else read from `image_path`'s headers."""
     from msa_hf.data.dicom_seg_labels import load_label_structures
     from msa_hf.data.image_files import read_mask
     from msa_hf.data.label_tables import remap_label_values, remap_structure_codes
@@ -476,7 +479,7 @@ def prompts_from_label_map(
             else load_label_structures(labels_path, image_path, seg_values, series)
         )
         if image_path is not None and is_volume_file(labels_path):  # cropped to its structures: placed
-            grid_affine, grid_shape = volume_grid(image_path, series)
+            grid_affine, grid_shape = grid or volume_grid(image_path, series)
             if label.array.shape != grid_shape:
                 label = placed_on_grid(label, grid_shape, grid_affine) or label
         if codes is not None:  # overlapping structures: each is the region of its codes
@@ -558,38 +561,37 @@ def write_label_table(table: dict[int, str], output_dir: str | Path) -> Path:
     return path
 
 
-def check_label_map_grid(item: BatchItem) -> None:
-    """A reference label map must be on its input's grid (volumes) or of its size (images)."""
+def check_label_map_grid(item: BatchItem) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """A reference label map must be on its input's grid (volumes) or of its size (images); a volume file
+    may also lie on a part of its volume's grid (`volumes.sub_grid_offset`: a 3D Slicer segmentation cropped to
+    its structures). Returns the input's RAS+ grid `(affine, (X, Y, Z))` where a label map file of a volume
+    was checked against it (what `prompts_from_label_map` places it on), else None. From headers alone."""
     if item.labels is None:
-        return
+        return None
     if not item.labels.exists():
         raise ValueError(f"label map {item.labels}: no such file.")
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file
+    from msa_hf.data.structure_files import structure_files
+    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, sub_grid_offset, volume_grid
 
     if is_dicom_label_file(
         item.labels
     ):  # placed by the images it references: read onto the series, or refused
-        return
-    from msa_hf.data.structure_files import structure_files
-
-    # a folder of one mask per structure: its files' grid (each checked against the first where read)
-    first = structure_files(item.labels)[:1] if item.labels.is_dir() else [item.labels]
-    if not first:
-        raise ValueError(f"label map {item.labels}: a folder, and not one of structure masks.")
-    image, labels = _grid_shape(item.input, item.series), _grid_shape(first[0])
-    if image != labels and not _on_part_of_grid(first[0], item.input, item.series):
-        raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
-
-
-def _on_part_of_grid(labels: Path, image: Path, series: str | None) -> bool:
-    """Whether a volume's label map lies on a part of its image's grid (`volumes.sub_grid_offset`: a 3D Slicer
-    segmentation cropped to its structures), from headers."""
-    from msa_hf.data.volumes import is_dicom_stack_source, is_volume_file, sub_grid_offset, volume_grid
-
-    if not is_volume_file(labels) or not (is_volume_file(image) or is_dicom_stack_source(image)):
-        return False
-    (label_affine, label_shape), (image_affine, image_shape) = volume_grid(labels), volume_grid(image, series)
-    return sub_grid_offset(label_affine, label_shape, image_affine, image_shape) is not None
+        return None
+    if is_volume_file(item.labels) and (is_volume_file(item.input) or is_dicom_stack_source(item.input)):
+        (affine, labels), grid = volume_grid(item.labels), volume_grid(item.input, item.series)
+        if labels == grid[1] or sub_grid_offset(affine, labels, *grid) is not None:
+            return grid
+        image = grid[1]
+    else:
+        # a folder of one mask per structure: its files' grid (each checked against the first where read)
+        first = structure_files(item.labels)[:1] if item.labels.is_dir() else [item.labels]
+        if not first:
+            raise ValueError(f"label map {item.labels}: a folder, and not one of structure masks.")
+        image, labels = _grid_shape(item.input, item.series), _grid_shape(first[0])
+        if image == labels:
+            return None
+    raise ValueError(f"label map {item.labels} has shape {labels}, its input {item.input} {image}.")
 
 
 def predict_batch(
@@ -741,7 +743,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
     """The item's prompts: its own, else taken from its reference label map."""
     if item.prompts is not None:
         return item.prompts
-    check_label_map_grid(item)
+    grid = check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
     named_segments, regions = _label_regions(item.labels)
     return prompts_from_label_map(
@@ -750,6 +752,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         volume,
         image_path=item.input if volume else None,
         series=item.series,
+        grid=grid,
         regions=regions,
         label_remap=item.label_remap,
         plane=plane,

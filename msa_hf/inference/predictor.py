@@ -506,25 +506,29 @@ def predict_file(
             if isinstance(structures, np.ndarray)
             else {value: sliced.to_volume(mask) for value, mask in structures.items()}
         )
-        if not is_dicom_output(output_path):  # a 3D Slicer segmentation: overlapping structures in layers
+        if is_dicom_output(output_path):
+            _note_renamed_structures(
+                summary,
+                names,
+                dicom_structure_names(sorted(set(values)), names),
+                "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
+            )
+            write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
+        else:  # a 3D Slicer segmentation (.seg.nrrd): overlapping structures in layers
             _save_slicer_segmentation(
                 summary, canonical, volume.affine, input_path, output_path, values, names
             )
-            return _with_probabilities(summary, maps, sliced, volume.affine, input_path, probabilities_path)
-        _note_renamed_structures(
-            summary,
-            names,
-            dicom_structure_names(sorted(set(values)), names),
-            "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
-        )
-        write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
     elif output_path.name.lower().endswith(".nrrd"):  # a 3D Slicer segmentation of one layer
         _save_slicer_segmentation(
             summary, sliced.to_volume(painted.labels), volume.affine, input_path, output_path, values, names
         )
     else:
         save_on_input_grid(sliced.to_volume(painted.labels), volume.affine, input_path, output_path)
-    return _with_probabilities(summary, maps, sliced, volume.affine, input_path, probabilities_path)
+    if probabilities_path is not None:
+        channels = [sliced.to_volume(volume_map) for volume_map in maps]
+        stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
+        save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
+    return summary
 
 
 def _save_slicer_segmentation(
@@ -555,23 +559,6 @@ def _save_slicer_segmentation(
     save_on_input_grid(
         canonical, canonical_affine, input_path, output_path, {v: names.get(v, "") for v in written}
     )
-
-
-def _with_probabilities(
-    summary: dict[str, Any],
-    maps: list[np.ndarray],
-    sliced: Any,
-    canonical_affine: np.ndarray,
-    input_path: Path,
-    probabilities_path: str | Path | None,
-) -> dict[str, Any]:
-    """Write the probability `maps` (display slices of `sliced`) on the input's grid where asked, one map as
-    `(X, Y, Z)` and several as `(X, Y, Z, K)`; returns `summary`."""
-    if probabilities_path is not None:
-        channels = [sliced.to_volume(volume_map) for volume_map in maps]
-        stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
-        save_on_input_grid(stacked, canonical_affine, input_path, Path(probabilities_path))
-    return summary
 
 
 def read_picture(input_path: str | Path, kind: str) -> tuple[np.ndarray, str]:
