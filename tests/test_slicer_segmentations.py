@@ -339,7 +339,16 @@ def test_a_manifest_may_ask_for_a_slicer_segmentation_and_its_probabilities_are_
     assert slicer_segmentation_names(out / "scan.seg.nrrd") == {1: "ball"}
     assert [p.name for p in (tmp_path / "p").iterdir()] == ["scan_probabilities.nrrd"]
     probabilities = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "p" / "scan_probabilities.nrrd")))
-    assert probabilities.dtype == np.float32 and probabilities.max() > 0.5
+    predict_file(
+        BrightInBoxSam(32),
+        nifti,
+        tmp_path / "reference.nii.gz",
+        [Prompt(box=box, slice=6, name="ball")],
+        probabilities_path=tmp_path / "reference_p.nii.gz",
+    )  # the same map, written as NIfTI: (I, J, K) in the same voxel order
+    expected = np.asarray(nib.load(tmp_path / "reference_p.nii.gz").dataobj)
+    assert probabilities.dtype == np.float32 and expected.max() > 0.5
+    np.testing.assert_allclose(probabilities.transpose(2, 1, 0), expected, atol=1e-6)
 
 
 def test_nrrd_masks_under_a_region_based_table_are_read_by_value(tmp_path, serve_stand_in):
