@@ -402,6 +402,7 @@ def read_mask_pair(
     (prediction, prediction_codes), (label, label_codes) = read(pair.prediction), read(pair.label)
     if prediction.array.shape != label.array.shape:  # one cropped to its structures (3D Slicer's): placed
         label = placed_on_grid(label, prediction.array.shape, prediction.affine) or label
+    if prediction.array.shape != label.array.shape:
         prediction = placed_on_grid(prediction, label.array.shape, label.affine) or prediction
     if label_codes is None:
         label.array = remap_label_values(label.array, label_remap or {})
