@@ -367,3 +367,54 @@ def test_a_totalsegmentator_layout_is_re_segmented_and_scored_in_place(
     printed = capsys.readouterr().out
     for structure in BOXES:
         assert f"| {structure} | 2 | 1.000" in printed
+
+
+def test_detached_headers_name_their_data_in_each_form_the_formats_allow(tmp_path):
+    from msa_hf.data.itk_files import detached_data_files
+
+    headers = {
+        "one.mhd": "NDims = 3\nElementType = MET_UCHAR\nElementDataFile = one.raw\n",
+        "inside.mhd": "NDims = 3\nElementDataFile = LOCAL\n",
+        "slices.mhd": "NDims = 3\nElementDataFile = slice%02d.raw 1 5 2\n",
+        "listed.nhdr": "NRRD0004\ntype: uchar\ndata file: LIST\nlisted_a.raw\nlisted_b.raw\n",
+        "spaced.nhdr": "NRRD0004\ndatafile: spaced.raw.gz\n",
+        "whole.nrrd": "NRRD0004\ndata file: not_read.raw\n",  # one-file form: no detached data
+    }
+    for name, text in headers.items():
+        (tmp_path / name).write_text(text)
+    found = {name: [p.name for p in detached_data_files(tmp_path / name)] for name in headers}
+    assert found == {
+        "one.mhd": ["one.raw"],
+        "inside.mhd": [],
+        "slices.mhd": ["slice01.raw", "slice03.raw", "slice05.raw"],
+        "listed.nhdr": ["listed_a.raw", "listed_b.raw"],
+        "spaced.nhdr": ["spaced.raw.gz"],
+        "whole.nrrd": [],
+    }
+
+
+@pytest.mark.parametrize("header_suffix", [".mhd", ".nhdr"])
+def test_a_folder_of_detached_headers_and_their_data_is_a_structure_folder(scan, tmp_path, header_suffix):
+    """MetaImage's `liver.mhd` + `liver.raw` (NRRD's `liver.nhdr` + `liver.raw.gz`) is one structure's mask:
+    the folder reads as the same structures as the NIfTI one; a stray file beside them still makes it no
+    structure folder."""
+    sitk = pytest.importorskip("SimpleITK")
+    from msa_hf.data.structure_files import structure_files
+
+    predict_file(BoxFillSam(32), scan, tmp_path / "nifti", LIVER + UNNAMED, structure_files=True)
+    detached = tmp_path / "detached"
+    detached.mkdir()
+    for file in (tmp_path / "nifti").iterdir():
+        stem = file.name.removesuffix(".nii.gz")
+        sitk.WriteImage(
+            sitk.ReadImage(str(file)), str(detached / f"{stem}{header_suffix}"), useCompression=True
+        )
+    assert len(list(detached.iterdir())) == 4  # two headers, two data files
+    assert [p.name for p in structure_files(detached)] == [f"label_3{header_suffix}", f"liver{header_suffix}"]
+    volume, codes = read_structure_folder(detached, {1: "liver"})
+    expected, expected_codes = read_structure_folder(tmp_path / "nifti", {1: "liver"})
+    assert codes == expected_codes == {1: (1,), 3: (3,)}
+    np.testing.assert_array_equal(volume.array, expected.array)
+    np.testing.assert_allclose(volume.affine, expected.affine, atol=1e-5)
+    (detached / "notes.txt").write_text("not a mask")
+    assert structure_files(detached) == []

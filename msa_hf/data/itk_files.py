@@ -22,6 +22,9 @@ import numpy as np
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 # written: the one-file forms only, so that a mask is written whole or not at all
 ITK_OUTPUT_SUFFIXES = (".nrrd", ".mha")
+DETACHED_HEADER_SUFFIXES = (".nhdr", ".mhd")  # a header whose voxels lie in other files beside it
+# the field of a detached header that names its data files: NRRD's (either spelling), MetaImage's
+_DATA_FILE_FIELDS = {"data file": ":", "datafile": ":", "elementdatafile": "="}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
 
 
@@ -116,6 +119,49 @@ def read_itk_header(path: str | Path) -> ItkHeader:
     return ItkHeader(shape=shape, affine=affine, metadata=metadata)
 
 
+def detached_data_files(path: str | Path) -> list[Path]:
+    """The files beside a detached header `path` (`.nhdr`, `.mhd`) that hold its voxels, as its header names
+    them: NRRD's `data file:` field, MetaImage's `ElementDataFile =`, each as one file, a `LIST` of files on
+    the lines after it, or a numbered pattern (`slice%03d.raw 1 40 1`). None for a one-file volume, a header
+    whose data are inside it (`LOCAL`) or a header that cannot be read as text."""
+    path = Path(path)
+    if not path.name.lower().endswith(DETACHED_HEADER_SUFFIXES) or not path.is_file():
+        return []
+    try:
+        with path.open("rb") as file:  # a header is text; its data, if inside, are not read
+            lines = file.read(1 << 16).decode("latin-1").splitlines()
+    except OSError:
+        return []
+    for index, line in enumerate(lines):
+        value = _data_file_field(line)
+        if value is None:
+            continue
+        words = value.split()
+        if not words or words[0].upper() == "LOCAL":
+            return []
+        if words[0].upper() == "LIST":  # one file per line, to the end of the header
+            names = [rest.strip() for rest in lines[index + 1 :] if rest.strip()]
+        elif len(words) >= 4 and "%" in words[0]:  # a printf pattern with its first, last and step numbers
+            try:
+                first, last, step = (int(word) for word in words[1:4])
+                names = [words[0] % number for number in range(first, last + (1 if step > 0 else -1), step)]
+            except (TypeError, ValueError):
+                return []
+        else:
+            names = [value.strip()]
+        return [path.parent / name for name in names]
+    return []
+
+
+def _data_file_field(line: str) -> str | None:
+    """The value of a header `line` that is the field naming a detached header's data files, else None."""
+    for field, separator in _DATA_FILE_FIELDS.items():
+        key, found, value = line.partition(separator)
+        if found and key.strip().lower() == field:
+            return value.strip()
+    return None
+
+
 def read_itk_voxels(path: str | Path) -> np.ndarray:
     """The voxels of an NRRD or MetaImage file as `(I, J, K)`, or `(I, J, K, C)` with several channels.
 
@@ -126,7 +172,7 @@ def read_itk_voxels(path: str | Path) -> np.ndarray:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        detached = str(path).lower().endswith((".nhdr", ".mhd"))
+        detached = str(path).lower().endswith(DETACHED_HEADER_SUFFIXES)
         where = " The data lie in the file its header names, which must be beside it." if detached else ""
         raise ItkReadError(f"{path}: cannot read the voxel data ({_itk_reason(error)}).{where}") from error
     array = sitk.GetArrayFromImage(image)

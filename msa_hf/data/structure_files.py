@@ -104,14 +104,22 @@ def _structure_stem(path: Path) -> str | None:
 
 
 def structure_files(folder: str | Path) -> list[Path]:
-    """The structure masks in `folder` (visible volume files, NIfTI, NRRD or MetaImage, or PNG files), sorted; none for a folder holding anything
-    else beside them (a DICOM series folder, a folder of cases), which is then no structure folder."""
+    """The structure masks in `folder` (visible volume files, NIfTI, NRRD or MetaImage, or PNG files), sorted;
+    none for a folder holding anything else beside them (a DICOM series folder, a folder of cases), which is
+    then no structure folder. A detached header's data files (`liver.raw` beside `liver.mhd`) are part of its
+    mask, not another file."""
+    from msa_hf.data.itk_files import detached_data_files
     from msa_hf.data.sources import is_hidden
 
     folder = Path(folder)
     if not folder.is_dir():
         return []
     entries = [p for p in folder.iterdir() if not is_hidden(p, folder)]
+    # a detached header's data (`liver.mhd` beside `liver.raw`) belong to the structure the header names
+    data_files = {
+        data.name for header in entries for data in detached_data_files(header) if data.parent == folder
+    }
+    entries = [p for p in entries if p.name not in data_files]
     if not entries or any(p.is_dir() or _structure_stem(p) is None for p in entries):
         return []
     kinds = {p.name.lower().endswith(PICTURE_SUFFIX) for p in entries}
