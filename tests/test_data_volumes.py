@@ -212,6 +212,24 @@ def test_dicom_series_prepared_with_nifti_labels(tmp_path):
         ("labels.json", json.dumps(["background", "csf", "gm"]), {1: "csf", 2: "gm"}),
         ("labels.txt", "# comment\n0 background\n1 left kidney\n3 aorta\n", {1: "left kidney", 3: "aorta"}),
         ("labels.txt", '0 0 0 0 0 0 0 "Clear Label"\n1 255 0 0 1 1 1 "spleen"\n', {1: "spleen"}),
+        ("labels.txt", "1 level 2 of 3 4 5\n2 segment 12\n", {1: "level 2 of 3 4 5", 2: "segment 12"}),
+        (  # 3D Slicer's colour table (spaces in names written as underscores)
+            "Segmentation-label_ColorTable.ctbl",
+            "# Color table file x.ctbl\n# 3 values\n0 Background 0 0 0 0\n1 artery 216 101 79 255\n"
+            "3 connective_tissue 111 184 210 255\n",
+            {1: "artery", 3: "connective_tissue"},
+        ),
+        (  # FreeSurfer's lookup table (tab-separated, as FreeSurferColorLUT.txt)
+            "FreeSurferColorLUT.txt",
+            "#No. Label Name:   R   G   B   A\n0\tUnknown\t0 0 0 0\n17\tLeft-Hippocampus\t220 216 20 0\n",
+            {17: "Left-Hippocampus"},
+        ),
+        (  # 3D Slicer's CSV colour table; a row without a name is named by its terminology
+            "colours.csv",
+            "LabelValue,Name,Color_R,Color_G,Color_B,Color_A,Type_CodeMeaning\n"
+            "1,liver,221,130,101,255,Liver\n2,,144,238,144,255,Spleen\n",
+            {1: "liver", 2: "Spleen"},
+        ),
     ],
 )
 def test_label_tables(tmp_path, name, text, expected):
@@ -223,6 +241,11 @@ def test_bad_label_tables_name_the_file(tmp_path):
     (tmp_path / "labels.txt").write_text("liver 1\n")
     with pytest.raises(LabelTableError, match=r"labels\.txt:1: expected"):
         parse_label_table(tmp_path / "labels.txt")
+    (tmp_path / "labels.csv").write_text("value,structure\n1,liver\n")
+    with pytest.raises(
+        LabelTableError, match=r"labels\.csv: a CSV label table needs the columns LabelValue and Name"
+    ):
+        parse_label_table(tmp_path / "labels.csv")
     (tmp_path / "labels.json").write_text("{not json")
     with pytest.raises(LabelTableError, match="not valid JSON"):
         parse_label_table(tmp_path / "labels.json")

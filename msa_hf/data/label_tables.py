@@ -3,7 +3,9 @@
 
 Read from the formats medical datasets ship: Medical Segmentation Decathlon `dataset.json` (both
 `{"0": "background", "1": "liver"}` and nnU-Net v2's `{"background": 0, "liver": 1}`), a plain JSON map or
-list, and text tables (`1 liver` per line, or ITK-SNAP's label description `1 255 0 0 1 1 1 "liver"`).
+list, text tables (`1 liver` per line, ITK-SNAP's label description `1 255 0 0 1 1 1 "liver"`, or a colour table
+`1 liver 216 101 79 255` as 3D Slicer's `.ctbl` and FreeSurfer's `FreeSurferColorLUT.txt` are written), and 3D
+Slicer's CSV colour tables (`LabelValue,Name,Color_R,...`).
 Background (0) is never a target and is dropped. nnU-Net v2's region-based tables (a structure as a list of
 label values: BraTS's whole tumour, tumour core and enhancing tumour) are read by `parse_label_regions`.
 """
@@ -55,6 +57,47 @@ def _name(name: object, value: object, source: str) -> str:
     return name.strip()
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_line_name(fields: list[str]) -> str:
+    """The name on a text table's line split into `fields` (the value first): ITK-SNAP's
+    `value R G B A visibility mesh "name"` (its last field), a colour table's `value name R G B A` (3D
+    Slicer's `.ctbl`, FreeSurfer's LUT: the words before the four colour numbers), else all after the value."""
+    if len(fields) == 8 and all(_is_number(field) for field in fields[1:7]):
+        return fields[7]
+    if len(fields) >= 6 and all(field.isdigit() for field in fields[-4:]) and not _is_number(fields[1]):
+        return " ".join(fields[1:-4])
+    return " ".join(fields[1:])
+
+
+def _from_csv_colour_table(text: str, path: Path) -> dict[int, str]:
+    """`{value: name}` from 3D Slicer's CSV colour table: its `LabelValue` and `Name` columns (an entry
+    without a name is named by its terminology's `Type_CodeMeaning`)."""
+    import csv
+
+    rows = list(csv.DictReader(text.splitlines()))
+    columns = set(rows[0]) if rows else set()
+    if not {"LabelValue", "Name"} <= columns:
+        raise LabelTableError(
+            f"{path}: a CSV label table needs the columns LabelValue and Name (3D Slicer's colour table); found "
+            f"{sorted(columns) or 'none'}. Give a text table of '<value> <name>' lines instead."
+        )
+    table = {}
+    for number, row in enumerate(rows, start=2):
+        value = (row["LabelValue"] or "").strip()
+        if not _is_integer(value):
+            raise LabelTableError(f"{path}:{number}: LabelValue {value!r} is not an integer.")
+        name = (row["Name"] or "").strip() or (row.get("Type_CodeMeaning") or "").strip()
+        table[int(value)] = _name(name, value, f"{path}:{number}")
+    return table
+
+
 def parse_label_table(path: str | Path) -> dict[int, str]:
     """`{label value: name}` from a label-table file, background (0) removed.
 
@@ -81,6 +124,8 @@ def parse_label_table(path: str | Path) -> dict[int, str]:
             raise LabelTableError(
                 f"{path}: expected a JSON object or list of names, got {type(content).__name__}."
             )
+    elif path.suffix.lower() == ".csv":
+        table = _from_csv_colour_table(text, path)
     else:
         table = {}
         for number, line in enumerate(text.splitlines(), start=1):
@@ -90,10 +135,10 @@ def parse_label_table(path: str | Path) -> dict[int, str]:
             fields = shlex.split(line.replace("\t", " "))
             if not fields[0].lstrip("-").isdigit() or len(fields) < 2:
                 raise LabelTableError(
-                    f"{path}:{number}: expected '<value> <name>' (or an ITK-SNAP label line), got {line!r}."
+                    f"{path}:{number}: expected '<value> <name>' (or an ITK-SNAP or colour-table label line), got "
+                    f"{line!r}."
                 )
-            # ITK-SNAP: value R G B A visibility mesh "name" -> the name is the last field.
-            table[int(fields[0])] = fields[-1] if len(fields) >= 8 else " ".join(fields[1:])
+            table[int(fields[0])] = _text_line_name(fields)
     table.pop(0, None)
     if any(value < 0 for value in table):
         raise LabelTableError(f"{path}: negative label values {sorted(v for v in table if v < 0)}.")
