@@ -293,16 +293,15 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
             gr.update() if chosen is not None else hidden,
         )
 
-    def when_chosen(position: int):
-        """A series or channel choice's handler: the volume opened once the input at `position` (of the
-        `chosen` inputs) holds a choice; nothing changed while its choices were only just offered or cleared."""
+    def choose_series(previous, files, adapter, series, plane, channel):
+        if not series:  # the choices were just offered (or cleared): nothing chosen yet
+            return (gr.update(),) * 6
+        return open_volume(previous, files, adapter, series, plane, channel)
 
-        def choose(*inputs):
-            if inputs[position] in (None, ""):
-                return (gr.update(),) * 6
-            return open_volume(*inputs)
-
-        return choose
+    def choose_channel(previous, files, adapter, series, plane, channel):
+        if channel in (None, ""):  # the choices were just offered (or cleared): nothing chosen yet
+            return (gr.update(),) * 6
+        return open_volume(previous, files, adapter, series, plane, channel)
 
     def upload_volume(
         previous, files, adapter, plane
@@ -463,8 +462,8 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     volume_files.upload(
         upload_volume, [volume_state, volume_files, adapter, volume_plane], opened, **INTERNAL
     )  # fmt: skip
-    volume_series.change(when_chosen(chosen.index(volume_series)), chosen, opened, **INTERNAL)
-    volume_channel.change(when_chosen(chosen.index(volume_channel)), chosen, opened, **INTERNAL)
+    volume_series.change(choose_series, chosen, opened, **INTERNAL)
+    volume_channel.change(choose_channel, chosen, opened, **INTERNAL)
     volume_plane.change(choose_plane, chosen, opened, **INTERNAL)
     slice_index.change(on_slice, [volume_state, slice_index], volume_view, **INTERNAL)
     # encode the slice's window once the slider is let go, so its first click only decodes
