@@ -382,6 +382,22 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f)]
 
 
+@case(
+    "prepare", "a CSV label table without LabelValue and Name columns", mentions=("colours.csv", "LabelValue")
+)
+def _(f):
+    source = png_source(f)
+    (source / "colours.csv").write_text("value,structure\n1,square\n")
+    return ["prepare", str(source), "--output-dir", out(f), "--label-table", str(source / "colours.csv")]
+
+
+@case("prepare", "a CSV colour table with a label value that is no integer", mentions=("colours.csv", "1.5"))
+def _(f):
+    source = png_source(f)
+    (source / "colours.csv").write_text("LabelValue,Name,Color_R,Color_G,Color_B\n1.5,square,255,0,0\n")
+    return ["prepare", str(source), "--output-dir", out(f), "--label-table", str(source / "colours.csv")]
+
+
 @case("prepare", "--label-table file does not exist", mentions=("nowhere.json",))
 def _(f):
     return [
@@ -693,6 +709,23 @@ def _(f):
 def _(f):
     source = structure_folder_source(f)
     (source / "s1" / "segmentations" / "liver.nii.gz").write_bytes(os.urandom(300))
+    return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
+
+
+@case("prepare", "a MetaImage structure file whose data file is missing", expect="handled",
+      check=_report_names("s1", "liver.mhd", "beside it"))  # fmt: skip
+def _(f):
+    import SimpleITK as sitk
+
+    source = structure_folder_source(f)
+    folder = source / "s1" / "segmentations"
+    for name in ("liver", "spleen"):  # as MetaImage: a header beside its data
+        nifti = sitk.ReadImage(str(folder / f"{name}.nii.gz"))
+        mask = sitk.GetImageFromArray(sitk.GetArrayFromImage(nifti))
+        mask.CopyInformation(nifti)  # the grid, without NIfTI's header fields that MetaImage has no place for
+        sitk.WriteImage(mask, str(folder / f"{name}.mhd"))
+        (folder / f"{name}.nii.gz").unlink()
+    (folder / "liver.raw").unlink()
     return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]
 
 
