@@ -26,8 +26,7 @@ setup: $(STAMP)
 # The slow tests run in a second pytest process beside the fast ones, with a temporary folder of their own;
 # their output follows the fast run's. Either failing (or collecting nothing: pytest's exit 5) fails the target.
 # While two test processes share the cores, torch's OpenMP threads sleep rather than spin when they wait for
-# work (GNU OpenMP spins by default, as if each process had the machine to itself): on two cores a pair of
-# concurrent runs took 47 s instead of 74 s, one run alone 35 s instead of 37 s.
+# work (docs/stack-notes.md says what spinning cost).
 SLOW_RUN := build/slow-tests
 test test-lowest: export OMP_WAIT_POLICY ?= PASSIVE
 test: $(STAMP)

@@ -715,15 +715,12 @@ def _(f):
 @case("prepare", "a MetaImage structure file whose data file is missing", expect="handled",
       check=_report_names("s1", "liver.mhd", "beside it"))  # fmt: skip
 def _(f):
-    import SimpleITK as sitk
+    from msa_hf.testing import write_itk_copy
 
     source = structure_folder_source(f)
     folder = source / "s1" / "segmentations"
     for name in ("liver", "spleen"):  # as MetaImage: a header beside its data
-        nifti = sitk.ReadImage(str(folder / f"{name}.nii.gz"))
-        mask = sitk.GetImageFromArray(sitk.GetArrayFromImage(nifti))
-        mask.CopyInformation(nifti)  # the grid, without NIfTI's header fields that MetaImage has no place for
-        sitk.WriteImage(mask, str(folder / f"{name}.mhd"))
+        write_itk_copy(folder / f"{name}.nii.gz", folder / f"{name}.mhd")
         (folder / f"{name}.nii.gz").unlink()
     (folder / "liver.raw").unlink()
     return ["prepare", str(source), "--output-dir", out(f), "--split", "1", "0", "0"]

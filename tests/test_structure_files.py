@@ -398,18 +398,16 @@ def test_a_folder_of_detached_headers_and_their_data_is_a_structure_folder(scan,
     """MetaImage's `liver.mhd` + `liver.raw` (NRRD's `liver.nhdr` + `liver.raw.gz`) is one structure's mask:
     the folder reads as the same structures as the NIfTI one; a stray file beside them still makes it no
     structure folder."""
-    sitk = pytest.importorskip("SimpleITK")
+    pytest.importorskip("SimpleITK")
     from msa_hf.data.structure_files import structure_files
+    from msa_hf.testing import write_itk_copy
 
     predict_file(BoxFillSam(32), scan, tmp_path / "nifti", LIVER + UNNAMED, structure_files=True)
     detached = tmp_path / "detached"
     detached.mkdir()
     for file in (tmp_path / "nifti").iterdir():
-        nifti = sitk.ReadImage(str(file))
-        mask = sitk.GetImageFromArray(sitk.GetArrayFromImage(nifti))
-        mask.CopyInformation(nifti)  # the grid, without NIfTI's header fields that MetaImage has no place for
         stem = file.name.removesuffix(".nii.gz")
-        sitk.WriteImage(mask, str(detached / f"{stem}{header_suffix}"), useCompression=True)
+        write_itk_copy(file, detached / f"{stem}{header_suffix}", compress=True)
     assert len(list(detached.iterdir())) == 4  # two headers, two data files
     assert [p.name for p in structure_files(detached)] == [f"label_3{header_suffix}", f"liver{header_suffix}"]
     volume, codes = read_structure_folder(detached, {1: "liver"})

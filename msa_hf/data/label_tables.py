@@ -12,6 +12,7 @@ label values: BraTS's whole tumour, tumour core and enhancing tumour) are read b
 
 from __future__ import annotations
 
+import csv
 import json
 import shlex
 from collections.abc import Iterable, Mapping
@@ -79,8 +80,6 @@ def _text_line_name(fields: list[str]) -> str:
 def _from_csv_colour_table(text: str, path: Path) -> dict[int, str]:
     """`{value: name}` from 3D Slicer's CSV colour table: its `LabelValue` and `Name` columns (an entry
     without a name is named by its terminology's `Type_CodeMeaning`)."""
-    import csv
-
     rows = list(csv.DictReader(text.splitlines()))
     columns = set(rows[0]) if rows else set()
     if not {"LabelValue", "Name"} <= columns:

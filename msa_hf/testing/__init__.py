@@ -30,6 +30,7 @@ __getattr__, __dir__ = lazy_exports(
         "overlapping_prompts": "stand_ins",
         "SCRAMBLED_AFFINE": "files",
         "write_nifti_case": "files",
+        "write_itk_copy": "files",
         "write_png_folder": "files",
         "write_dicom_series": "files",
         "write_enhanced_acquisitions": "files",

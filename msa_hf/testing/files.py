@@ -52,6 +52,21 @@ def _blob_mask(height: int, width: int, seed: int, values=(1,)) -> np.ndarray:
     return mask
 
 
+def write_itk_copy(nifti: str | Path, path: str | Path, compress: bool = False) -> Path:
+    """The NIfTI volume `nifti` written as `path` (NRRD or MetaImage, by its suffix; `.nhdr` and `.mhd` beside
+    their data file) by ITK itself: the same voxels on the same grid, without NIfTI's own header fields
+    (which MetaImage has no place for: ITK warns of each). Needs SimpleITK (the `medical` extra)."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(nifti))
+    copy = sitk.GetImageFromArray(
+        sitk.GetArrayFromImage(image), isVector=image.GetNumberOfComponentsPerPixel() > 1
+    )
+    copy.CopyInformation(image)
+    sitk.WriteImage(copy, str(path), useCompression=compress)
+    return Path(path)
+
+
 def write_png_folder(
     root: Path, count: int = 6, layout: str = "suffix"
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
