@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS, Structures
+from msa_hf.data.structure_colours import structure_colour_bytes
 from msa_hf.output_files import atomic_file
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-# distinct, saturated colours a planning system shows the ROIs in, in turn
-ROI_COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (255, 0, 255), (0, 200, 200))
 # copied from the source so the structure set files under its patient, study and frame of reference (the
 # anatomical point the frame is measured from); the standard wants these present even where empty (type 2),
 # so an attribute the source lacks is written empty
@@ -149,7 +148,7 @@ def write_rtstruct(
                 contours.append(contour)
         roi_contour = Dataset()
         roi_contour.ReferencedROINumber = number
-        roi_contour.ROIDisplayColor = list(ROI_COLOURS[(number - 1) % len(ROI_COLOURS)])
+        roi_contour.ROIDisplayColor = list(structure_colour_bytes(number - 1))
         roi_contour.ContourSequence = Sequence(contours)
         contours_of.append(roi_contour)
         observation = Dataset()
