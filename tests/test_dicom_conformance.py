@@ -78,6 +78,21 @@ def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, s
 
 
 @needs_dciodvfy
+def test_coded_segments_pass_the_standards_validator(sources, tmp_path):
+    """Segments coded from their names (`structure_codes`), with a type's laterality modifier and an abnormal
+    structure's anatomic region and its laterality, in a DICOM-SEG: `dciodvfy` reports no error."""
+    import pydicom
+
+    kidney = [dataclasses.replace(prompt, name="Kidney_L") for prompt in LIVER]
+    prompts = kidney + [dataclasses.replace(prompt, name="left kidney cyst") for prompt in TUMOUR]
+    predict_file(BoxFillSam(32), sources["series"], tmp_path / "seg.dcm", prompts, dicom_output="seg")
+    segments = pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
+    assert "SegmentedPropertyTypeModifierCodeSequence" in segments[0].SegmentedPropertyTypeCodeSequence[0]
+    assert "AnatomicRegionModifierSequence" in segments[-1].AnatomicRegionSequence[0]
+    assert _validator_errors(tmp_path / "seg.dcm") == []
+
+
+@needs_dciodvfy
 def test_the_validator_reports_a_missing_required_attribute(sources, tmp_path):
     """The check can fail: an RT structure set without its Frame of Reference UID is an error to it."""
     import pydicom

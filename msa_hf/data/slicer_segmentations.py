@@ -29,12 +29,19 @@ from msa_hf.data.itk_files import (
 )
 
 if TYPE_CHECKING:
+    from pydicom.sr.coding import Code
+
+    from msa_hf.data.structure_codes import StructureCode
     from msa_hf.data.volumes import Volume
 
 SLICER_SEGMENTATION_SUFFIX = ".seg.nrrd"
 EMPTY_EXTENT = "0 -1 0 -1 0 -1"  # how Slicer records the extent of a segment with no voxel
 # what Slicer reads a file's voxels as: a binary label map (its other kinds, fractional maps, are not written)
 BINARY_LABELMAP = "Binary labelmap"
+# Slicer's terminology lists of the DICOM standard's segmentation codes (CID 7150 and its types; anatomic
+# regions): a segment's `TerminologyEntry` names its codes' lists
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
 def is_slicer_segmentation_path(path: str | Path) -> bool:
@@ -172,8 +179,10 @@ def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> 
     segmentation: one segment per structure of `names` (`{label value: name}`, as written: every structure,
     also one with no voxel) and per other value present (named "structure <value>"), in value order, each
     with its name, label value, layer, a colour (`structure_colour`) and its extent in voxels (`min max` of
-    I, J and K; Slicer's `0 -1 ...` for an empty one)."""
+    I, J and K; Slicer's `0 -1 ...` for an empty one), and the standard codes its name denotes, where it
+    denotes some (`structure_codes`), as its terminology (`terminology_entry`)."""
     from msa_hf.data.label_tables import output_structure_names
+    from msa_hf.data.structure_codes import structure_code
     from msa_hf.data.structure_colours import structure_colour
 
     layers = labels if labels.ndim == 4 else labels[..., None]
@@ -202,7 +211,34 @@ def slicer_segmentation_fields(labels: np.ndarray, names: Mapping[int, str]) -> 
                 f"Segment{index}_LabelValue": str(value),
             }
         )
+        code = structure_code(named.get(value))
+        if code is not None:
+            fields[f"Segment{index}_Tags"] = f"TerminologyEntry:{terminology_entry(code)}|"
     return fields
+
+
+def terminology_entry(code: StructureCode) -> str:
+    """3D Slicer's `TerminologyEntry` of a segment coded `code`: the context, category, type and type
+    modifier, then the anatomic context, region and region modifier, `~` apart, each code as
+    `scheme^value^meaning` (empty: `^^`). The codes are the DICOM standard's (`structure_codes`), so the
+    contexts are Slicer's DICOM master lists."""
+
+    def coded(concept: Code | None) -> str:
+        if concept is None:
+            return "^^"
+        return "^".join((concept.scheme_designator, concept.value, concept.meaning))
+
+    return "~".join(
+        (
+            TERMINOLOGY_CONTEXT,
+            coded(code.category),
+            coded(code.type),
+            coded(code.laterality),
+            ANATOMIC_CONTEXT,
+            coded(code.region),
+            coded(code.region_laterality),
+        )
+    )
 
 
 def write_slicer_segmentation(

@@ -5,8 +5,9 @@ Hospitals' viewers and PACS read segmentations as DICOM-SEG objects that referen
 instances. The label volume is mapped back onto the series' own grid (each instance's rows and columns, in
 the slice order `dicom_stacks.read_stack` gives) and written with `highdicom` (the `dicom` extra:
 `pip install "msa_hf[dicom]"`) as a binary segmentation, one segment per label value present, numbered from 1
-in value order and labelled with the given names. Given each structure's own mask, segments may overlap (a
-tumour inside its organ), each kept whole, as a label volume cannot keep them.
+in value order, labelled with the given names and coded by them (`structure_codes`). Given each structure's
+own mask, segments may overlap (a tumour inside its organ), each kept whole, as a label volume cannot keep
+them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from msa_hf.data.dicom_planes import GridStructures, Structures
+from msa_hf.data.structure_colours import structure_colour_bytes
 from msa_hf.output_files import atomic_file
 
 SOFTWARE = "msa_hf"
@@ -154,6 +156,36 @@ def _keep_references(segmentation: Any, referenced: frozenset[int]) -> None:
             ]
 
 
+def _segment_description(number: int, label: str, name: str | None, algorithm: Any) -> Any:
+    """highdicom's description of segment `number`, labelled `label`: the standard concept its structure's
+    `name` denotes (`structure_codes.structure_code`; Tissue where none), a type's laterality as its
+    modifier and an abnormal structure's anatomic region with the region's laterality; coloured as the
+    structure's other written files colour it (`structure_colours`); semi-automatic, made by `algorithm`."""
+    highdicom = _highdicom()
+    from msa_hf.data.structure_codes import generic_code, structure_code
+
+    code = structure_code(name) or generic_code()
+    description = highdicom.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=code.category,
+        segmented_property_type=code.type,
+        algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[code.region] if code.region is not None else None,
+        display_color=highdicom.color.CIELabColor.from_rgb(*structure_colour_bytes(number - 1)),
+    )
+    if code.laterality is not None:
+        description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            highdicom.sr.CodedConcept.from_code(code.laterality)
+        ]
+    if code.region_laterality is not None:
+        description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [
+            highdicom.sr.CodedConcept.from_code(code.region_laterality)
+        ]
+    return description
+
+
 def write_dicom_seg(
     folder: str | Path,
     canonical: Structures,
@@ -169,8 +201,9 @@ def write_dicom_seg(
     `folder` may also name itself).
 
     Each label value present becomes a segment, whole where it overlaps another (`segment_pixels`), numbered
-    from 1 in value order, labelled `names[value]` (or "structure <value>"; `dicom_structure_names`), marked
-    semi-automatic (a prompted model) and attributed to msa_hf and `model_name`.
+    from 1 in value order, labelled `names[value]` (or "structure <value>"; `dicom_structure_names`), coded
+    and coloured by it (`_segment_description`), marked semi-automatic (a prompted model) and attributed to
+    msa_hf and `model_name`.
     Empty frames are left out, as the standard allows. The file is written whole or not at all. Returns
     `{label value: segment number}`.
     """
@@ -189,14 +222,7 @@ def write_dicom_seg(
         name=SOFTWARE, version=__version__, family=codes.cid7162.ArtificialIntelligence
     )
     descriptions = [
-        highdicom.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=labels[value],
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-            algorithm_identification=algorithm,
-        )
+        _segment_description(number, labels[value], (names or {}).get(value), algorithm)
         for value, number in numbers.items()
     ]
     try:

@@ -1,0 +1,193 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""Standard codes for named structures: what a written segment says it *is*, beyond its name.
+
+A DICOM Segmentation describes each segment by two coded concepts, a category (anatomical structure,
+morphologically abnormal structure, physical object, tissue) and a type (liver, neoplasm, catheter), and may
+add a laterality to the type. PACS viewers and 3D Slicer show, colour and search segments by these codes, and
+3D Slicer keeps the same codes in a segmentation file's `TerminologyEntry` tag. The DICOM standard lists the
+concepts a segment's type is chosen from in its context groups: CID 7192 (anatomical structures), CID 7194
+(morphologically abnormal structures), CID 7193 (physical objects) and CID 7166 (common tissues), each the
+types of one category of CID 7150; laterality is CID 244. pydicom ships these groups.
+
+`structure_code` finds a structure's concept by its name, as label tables and masks' file names give it:
+the name's words (split at spaces, punctuation and lower-to-upper case changes, case aside) equal to a
+concept's meaning's words, after British spellings (tumour, grey, oesophagus, haemorrhage, oedema) and names
+in common use (`SYNONYMS`: tumor, caudate, pallidum, CSF, ...). A left or right word (left, l, lt, right, r,
+rt) that the concept's meaning does not itself hold (Left atrium does) becomes the laterality, and a last
+word in the plural is tried in the singular ("lateral ventricles"). A name of an abnormal structure after an
+anatomical one ("liver tumour", "left kidney cyst") is that abnormal structure with the anatomical one as its
+anatomic region. Numbers at the end of a name (one of several lesions) are left out. A name that matches no concept gets no code, and its writer keeps the generic one
+(`generic_code`: Tissue).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom.sr.coding import Code
+
+# the category each context group's types belong to (CID 7150), in the order a concept in two groups is
+# read (Artery is both an anatomical structure and a common tissue: it is read as the structure)
+CATEGORY_GROUPS = (
+    (7194, "MorphologicallyAbnormalStructure"),
+    (7193, "PhysicalObject"),
+    (7192, "AnatomicalStructure"),
+    (7166, "Tissue"),
+)
+BRITISH_SPELLINGS = {
+    "tumour": "tumor",
+    "grey": "gray",
+    "oesophagus": "esophagus",
+    "haemorrhage": "hemorrhage",
+    "haematoma": "hematoma",
+    "oedema": "edema",
+}
+# names in common use for a concept whose meaning in the standard says it otherwise
+SYNONYMS = {
+    "tumor": "neoplasm",
+    "metastasis": "neoplasm secondary",
+    "metastases": "neoplasm secondary",
+    "urinary bladder": "bladder",
+    "small bowel": "small intestine",
+    "large bowel": "large intestine",
+    "csf": "cerebrospinal fluid",
+    # FreeSurfer's and FSL's names of deep grey matter and the hemispheres
+    "caudate": "caudate nucleus",
+    "pallidum": "globus pallidus",
+    "hemisphere": "cerebral hemisphere",
+}
+LATERALITY_WORDS = {"left": "Left", "l": "Left", "lt": "Left", "right": "Right", "r": "Right", "rt": "Right"}
+
+
+@dataclass(frozen=True)
+class StructureCode:
+    """A structure's coded concepts, each a pydicom `Code`: its `category` (CID 7150) and `type`; the
+    `laterality` of the type (CID 244) where the name gives a side the type does not hold; for an abnormal
+    structure named with the anatomical structure it lies in, that structure as its anatomic `region`, with
+    the region's own `region_laterality`."""
+
+    category: Code
+    type: Code
+    laterality: Code | None = None
+    region: Code | None = None
+    region_laterality: Code | None = None
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """`text`'s words, lower case, with British spellings made American: split at every character that is not
+    a letter or digit and where a lower-case letter meets an upper-case one (`LeftKidney`)."""
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text)
+    words = (word for word in re.split(r"[^0-9a-z]+", spaced.casefold()) if word)
+    return tuple(BRITISH_SPELLINGS.get(word, word) for word in words)
+
+
+@cache
+def _concepts() -> dict[tuple[str, ...], StructureCode]:
+    """Every segmentation type of `CATEGORY_GROUPS` by its meaning's words. Where two concepts of one group
+    share a meaning (Descending aorta), the one whose pydicom keyword spells the meaning is kept. Empty
+    without pydicom (the `medical` and `dicom` extras): a 3D Slicer segmentation is then written uncoded."""
+    try:
+        from pydicom.sr.codedict import codes
+    except ImportError:
+        return {}
+
+    found: dict[tuple[str, ...], tuple[int, bool, StructureCode]] = {}
+    for rank, (group, category) in enumerate(CATEGORY_GROUPS):
+        concepts = getattr(codes, f"cid{group}")
+        category_code = getattr(codes.cid7150, category)
+        for keyword in concepts.dir():
+            code = getattr(concepts, keyword)
+            spells = keyword.casefold() == re.sub(r"[^0-9a-z]", "", code.meaning.casefold())
+            key = _words(code.meaning)
+            earlier = found.get(key)
+            if earlier is None or (earlier[0] == rank and spells and not earlier[1]):
+                found[key] = (rank, spells, StructureCode(category_code, code))
+    return {key: code for key, (_, _, code) in found.items()}
+
+
+def _lookup(words: tuple[str, ...]) -> StructureCode | None:
+    """The concept whose meaning is `words`, through `SYNONYMS`, or with the last word in the singular."""
+    concepts = _concepts()
+    forms = [words]
+    if words and len(words[-1]) > 3 and words[-1].endswith("s"):
+        forms.append((*words[:-1], words[-1][:-1]))
+    for form in forms:
+        synonym = SYNONYMS.get(" ".join(form))
+        for candidate in (form, tuple(synonym.split()) if synonym else None):
+            if candidate and candidate in concepts:
+                return concepts[candidate]
+    return None
+
+
+def _with_side(words: tuple[str, ...]) -> StructureCode | None:
+    """The concept `words` name whole (Left atrium), else the one they name without their left or right words,
+    with that side as its laterality (one side only: a name with both is none of these)."""
+    whole = _lookup(words)
+    if whole is not None:
+        return whole
+    sides = {LATERALITY_WORDS[word] for word in words if word in LATERALITY_WORDS}
+    found = (
+        _lookup(tuple(word for word in words if word not in LATERALITY_WORDS)) if len(sides) == 1 else None
+    )
+    if found is None:
+        return None
+    from pydicom.sr.codedict import codes
+
+    return StructureCode(found.category, found.type, getattr(codes.cid244, sides.pop()))
+
+
+def structure_code(name: str | None) -> StructureCode | None:
+    """The standard concept that the structure name `name` denotes (see the module's docstring): its category,
+    type and laterality, and for an abnormal structure named after the anatomical structure it lies in
+    ("liver tumour"), that structure as its region; None where no concept matches (or no name is given).
+
+    >>> code = structure_code("Kidney_L")
+    >>> code.category.meaning, code.type.meaning, code.laterality.meaning
+    ('Anatomical Structure', 'Kidney', 'Left')
+    """
+    words = _words(name or "")
+    numbered = words
+    while numbered and numbered[-1].isdigit():  # "lesion 2": one of several
+        numbered = numbered[:-1]
+    for form in dict.fromkeys((words, numbered)):  # a meaning may end in a number itself
+        found = _named(form) if form else None
+        if found is not None:
+            return found
+    return None
+
+
+def _named(words: tuple[str, ...]) -> StructureCode | None:
+    """The concept `words` name (`_with_side`), else an abnormal structure named after the anatomical structure
+    it lies in (a side anywhere in the name is the region's)."""
+    found = _with_side(words)
+    if found is not None or not _concepts():
+        return found
+    from pydicom.sr.codedict import codes
+
+    for split in range(1, len(words)):
+        tail = words[split:]
+        sides = tuple(word for word in tail if word in LATERALITY_WORDS)
+        region = _with_side(words[:split] + sides)
+        finding = _lookup(tuple(word for word in tail if word not in LATERALITY_WORDS))
+        if (
+            region is not None
+            and finding is not None
+            and region.category == codes.cid7150.AnatomicalStructure
+            and finding.category == codes.cid7150.MorphologicallyAbnormalStructure
+        ):
+            return StructureCode(
+                finding.category, finding.type, region=region.type, region_laterality=region.laterality
+            )
+    return None
+
+
+def generic_code() -> StructureCode:
+    """The code a structure whose name matches no concept is written with: Tissue, of category Tissue (what
+    the standard's segmentation examples use where nothing more is known)."""
+    from pydicom.sr.codedict import codes
+
+    return StructureCode(codes.cid7150.Tissue, codes.SCT.Tissue)

@@ -1,0 +1,202 @@
+# Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
+"""What written segments say a structure is: the DICOM standard's codes found from structure names
+(`structure_codes`), written into DICOM-SEG segment descriptions and 3D Slicer terminology entries, and one
+colour per structure across a DICOM-SEG, an RT structure set and a 3D Slicer segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from msa_hf.data.structure_codes import CATEGORY_GROUPS, generic_code, structure_code
+from msa_hf.inference.predictor import Prompt, predict_file
+from msa_hf.testing import BoxFillSam
+
+pydicom = pytest.importorskip("pydicom")
+
+ANATOMY, ABNORMAL, OBJECT = "91723000", "49755003", "260787004"  # CID 7150's categories
+LEFT, RIGHT = "7771000", "24028007"  # CID 244
+LIVER, KIDNEY, NEOPLASM, CYST = "10200004", "64033007", "108369006", "367643001"
+
+
+def _values(name: str) -> tuple | None:
+    """`structure_code(name)` as the code values it holds: category, type, laterality, region, region's
+    laterality (None for each one absent)."""
+    code = structure_code(name)
+    if code is None:
+        return None
+    concepts = (code.category, code.type, code.laterality, code.region, code.region_laterality)
+    return tuple(concept.value if concept is not None else None for concept in concepts)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("liver", (ANATOMY, LIVER, None, None, None)),
+        ("Liver", (ANATOMY, LIVER, None, None, None)),
+        # a side written in any of the ways label tables and file names write it
+        ("left kidney", (ANATOMY, KIDNEY, LEFT, None, None)),
+        ("Kidney_L", (ANATOMY, KIDNEY, LEFT, None, None)),
+        ("kidney-rt", (ANATOMY, KIDNEY, RIGHT, None, None)),
+        ("RightKidney", (ANATOMY, KIDNEY, RIGHT, None, None)),
+        ("adrenal_gland_left", (ANATOMY, "23451007", LEFT, None, None)),
+        # a meaning that holds its side is that concept, no modifier (Left atrium)
+        ("left atrium", (ANATOMY, "82471001", None, None, None)),
+        # British spellings, plurals, synonyms, FreeSurfer's names
+        ("oesophagus", (ANATOMY, "32849002", None, None, None)),
+        ("lateral ventricles", (ANATOMY, "66720007", None, None, None)),
+        ("Left-Lateral-Ventricle", (ANATOMY, "66720007", LEFT, None, None)),
+        ("Right-Caudate", (ANATOMY, "11000004", RIGHT, None, None)),
+        ("left pallidum", (ANATOMY, "14738005", LEFT, None, None)),
+        ("grey matter", (ANATOMY, "389081007", None, None, None)),
+        ("urinary_bladder", (ANATOMY, "89837001", None, None, None)),
+        ("CSF", (ANATOMY, "65216001", None, None, None)),
+        # abnormal structures, alone, numbered and in the structure they lie in
+        ("tumour", (ABNORMAL, NEOPLASM, None, None, None)),
+        ("lesion 2", (ABNORMAL, "52988006", None, None, None)),
+        ("metastases", (ABNORMAL, "14799000", None, None, None)),
+        ("liver tumour", (ABNORMAL, NEOPLASM, None, LIVER, None)),
+        ("left kidney cyst", (ABNORMAL, CYST, None, KIDNEY, LEFT)),
+        ("kidney tumor right", (ABNORMAL, NEOPLASM, None, KIDNEY, RIGHT)),
+        ("catheter", (OBJECT, "19923001", None, None, None)),
+    ],
+)
+def test_a_structure_name_gives_its_standard_codes(name, expected):
+    assert _values(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["structure 3", "class_1", "blob", "left right kidney", "tumour liver", "", None, "L", "2"]
+)
+def test_a_name_that_denotes_no_concept_gets_no_code(name):
+    """Unknown words, auto-generated names, both sides at once, a region after its finding, a side alone."""
+    assert structure_code(name) is None
+
+
+def test_every_segmentation_type_of_the_standard_is_found_by_its_meaning():
+    """Each concept of the four groups of types, named by its own meaning, is found as itself (or as the one
+    concept of the same meaning, case aside, that the index keeps), with no side and no region."""
+    from pydicom.sr.codedict import codes
+
+    count = 0
+    for group, _ in CATEGORY_GROUPS:
+        concepts = getattr(codes, f"cid{group}")
+        for keyword in concepts.dir():
+            concept = getattr(concepts, keyword)
+            found = structure_code(concept.meaning)
+            assert found is not None, concept
+            assert found.type.meaning.casefold() == concept.meaning.casefold(), concept
+            assert found.laterality is None and found.region is None, concept
+            count += 1
+    assert count > 850
+
+
+def test_the_generic_code_is_tissue():
+    code = generic_code()
+    assert (code.category.value, code.type.value) == ("85756007", "85756007")
+
+
+@pytest.fixture
+def coded_prompts():
+    """Four structures on the block series, each coded differently: a plain organ, an organ with a side, an
+    abnormal structure in an organ with a side, and a name no concept matches."""
+    return [
+        Prompt(box=[2, 2, 10, 10], slice=2, name="liver"),
+        Prompt(box=[12, 2, 20, 10], slice=2, name="Kidney_L"),
+        Prompt(box=[2, 12, 10, 18], slice=3, name="left kidney cyst"),
+        Prompt(box=[12, 12, 20, 18], slice=3, name="blob"),
+    ]
+
+
+def test_dicom_seg_segments_carry_the_codes_their_names_denote(block_series, coded_prompts, tmp_path):
+    """Each segment's category and type, the type's laterality modifier, the anatomic region with its own
+    laterality, as the standard nests them; an unknown name stays Tissue; the segment labels are the names."""
+    pytest.importorskip("highdicom")
+    predict_file(BoxFillSam(32), block_series, tmp_path / "seg.dcm", coded_prompts, dicom_output="seg")
+    segments = pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
+    assert [segment.SegmentLabel for segment in segments] == ["liver", "Kidney_L", "left kidney cyst", "blob"]
+
+    def written(segment) -> tuple:
+        category = segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue
+        kind = segment.SegmentedPropertyTypeCodeSequence[0]
+        side = kind.get("SegmentedPropertyTypeModifierCodeSequence")
+        region = segment.get("AnatomicRegionSequence")
+        region_side = region[0].get("AnatomicRegionModifierSequence") if region else None
+        return (
+            category,
+            kind.CodeValue,
+            side[0].CodeValue if side else None,
+            region[0].CodeValue if region else None,
+            region_side[0].CodeValue if region_side else None,
+        )
+
+    assert [written(segment) for segment in segments] == [
+        (ANATOMY, LIVER, None, None, None),
+        (ANATOMY, KIDNEY, LEFT, None, None),
+        (ABNORMAL, CYST, None, KIDNEY, LEFT),
+        ("85756007", "85756007", None, None, None),
+    ]
+    assert (
+        segments[1]
+        .SegmentedPropertyTypeCodeSequence[0]
+        .SegmentedPropertyTypeModifierCodeSequence[0]
+        .CodingSchemeDesignator
+        == "SCT"
+    )
+
+
+def test_slicer_segments_carry_the_codes_as_slicers_terminology(block_series, coded_prompts, tmp_path):
+    """3D Slicer's own reader (slicerio) reads each coded segment's terminology back to the codes, with the
+    DICOM master lists as contexts; an unknown name has no terminology."""
+    slicerio = pytest.importorskip("slicerio")
+    pytest.importorskip("SimpleITK")
+    predict_file(BoxFillSam(32), block_series, tmp_path / "case.seg.nrrd", coded_prompts)
+    segments = {
+        segment["name"]: segment
+        for segment in slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"), skip_voxels=True)[
+            "segments"
+        ]
+    }
+    liver = segments["liver"]["terminology"]
+    assert liver["contextName"] == "Segmentation category and type - DICOM master list"
+    assert liver["category"] == ["SCT", ANATOMY, "Anatomical Structure"]
+    assert liver["type"] == ["SCT", LIVER, "Liver"]
+    assert "typeModifier" not in liver and "anatomicRegion" not in liver
+    assert segments["Kidney_L"]["terminology"]["typeModifier"] == ["SCT", LEFT, "Left"]
+    cyst = segments["left kidney cyst"]["terminology"]
+    assert cyst["type"][:2] == ["SCT", CYST]
+    assert cyst["anatomicContextName"] == "Anatomic codes - DICOM master list"
+    assert cyst["anatomicRegion"] == ["SCT", KIDNEY, "Kidney"]
+    assert cyst["anatomicRegionModifier"] == ["SCT", LEFT, "Left"]
+    assert "terminology" not in segments["blob"]
+
+
+def test_a_structure_has_one_colour_in_every_written_file(block_series, coded_prompts, tmp_path):
+    """The k-th structure's colour in a 3D Slicer segmentation, an RT structure set's ROI display colour and a
+    DICOM-SEG's recommended CIELab colour (converted back to RGB) are one colour, and the structures'
+    colours differ."""
+    pytest.importorskip("highdicom")
+    pytest.importorskip("SimpleITK")
+    from highdicom.color import CIELabColor
+
+    from msa_hf.data.structure_colours import structure_colour_bytes
+
+    model = BoxFillSam(32)
+    predict_file(model, block_series, tmp_path / "seg.dcm", coded_prompts, dicom_output="seg")
+    predict_file(model, block_series, tmp_path / "rs.dcm", coded_prompts, dicom_output="rtstruct")
+    predict_file(model, block_series, tmp_path / "case.seg.nrrd", coded_prompts)
+    seg = [
+        CIELabColor.from_dicom_value(segment.RecommendedDisplayCIELabValue).to_rgb()
+        for segment in pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
+    ]
+    rt = [
+        tuple(int(c) for c in roi.ROIDisplayColor)
+        for roi in pydicom.dcmread(tmp_path / "rs.dcm").ROIContourSequence
+    ]
+    slicerio = pytest.importorskip("slicerio")
+    segments = slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"), skip_voxels=True)["segments"]
+    slicer = [tuple(round(255 * c) for c in segment["color"]) for segment in segments]
+    expected = [structure_colour_bytes(k) for k in range(len(coded_prompts))]
+    assert rt == slicer == expected
+    assert all(np.abs(np.subtract(got, want)).max() <= 1 for got, want in zip(seg, expected, strict=True))
+    assert len(set(expected)) == len(expected)
