@@ -5,11 +5,14 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# the slow tests (training runs, several processes, the browser) and the fast ones (`make test-fast`, which the
-# lowest-bounds and other-stack runs run too): `make test` runs both, side by side
+# the fast tests (`make test-fast`, which the lowest-bounds and other-stack runs run too) leave out the slow
+# ones: training runs, several processes, the browser
 SLOW_MARKS := slow or ddp or browser
-SLOW_TESTS := -m pytest -m "$(SLOW_MARKS)"
 FAST_TESTS := -m pytest -m "not ($(SLOW_MARKS))"
+# `make test` runs every test in two processes side by side: the training runs in one, the rest in the other
+# (the multi-process and browser tests, under a minute each, with the fast ones: that evens the two out)
+TRAINING_TESTS := -m pytest -m slow
+OTHER_TESTS := -m pytest -m "not slow"
 
 .PHONY: setup test test-fast dicom-tools test-lowest test-oldest-torch test-gpu-image test-newest-python lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
 
@@ -23,8 +26,9 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
-# The slow tests run in a second pytest process beside the fast ones, with a temporary folder of their own;
-# their output follows the fast run's. Either failing (or collecting nothing: pytest's exit 5) fails the target.
+# The training runs (`slow`) run in a second pytest process beside the other tests, with a temporary folder of
+# their own; their output follows the other run's. Either failing (or collecting nothing: pytest's exit 5)
+# fails the target.
 # While two test processes share the cores, torch's OpenMP threads sleep rather than spin when they wait for
 # work (docs/stack-notes.md says what spinning cost).
 SLOW_RUN := build/slow-tests
@@ -33,11 +37,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@rm -rf $(SLOW_RUN) && mkdir -p $(SLOW_RUN)/tmp
-	@(TMPDIR="$$PWD/$(SLOW_RUN)/tmp" $(VENV)/bin/python $(SLOW_TESTS) > $(SLOW_RUN)/log 2>&1; \
+	@(TMPDIR="$$PWD/$(SLOW_RUN)/tmp" $(VENV)/bin/python $(TRAINING_TESTS) > $(SLOW_RUN)/log 2>&1; \
 	  echo $$? > $(SLOW_RUN)/rc) & \
-	$(VENV)/bin/python $(FAST_TESTS); fast=$$?; \
-	wait; echo "== the slow tests ($(SLOW_MARKS)) =="; cat $(SLOW_RUN)/log; slow=$$(cat $(SLOW_RUN)/rc); \
-	[ "$$fast" -ne 0 ] && exit "$$fast"; exit "$$slow"
+	$(VENV)/bin/python $(OTHER_TESTS); other=$$?; \
+	wait; echo "== the training runs (slow) =="; cat $(SLOW_RUN)/log; slow=$$(cat $(SLOW_RUN)/rc); \
+	[ "$$other" -ne 0 ] && exit "$$other"; exit "$$slow"
 
 # The edit loop: everything except the slow, multi-process and browser tests (about six minutes on two cores).
 test-fast: $(STAMP)
