@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msa_hf.data.structure_codes import CATEGORY_GROUPS, generic_code, structure_code
+from msa_hf.data.structure_codes import CATEGORY_GROUPS, _words, generic_code, structure_code
 from msa_hf.inference.predictor import Prompt, predict_file
 from msa_hf.testing import BoxFillSam
 
@@ -66,11 +66,34 @@ def test_a_structure_name_gives_its_standard_codes(name, expected):
 
 
 @pytest.mark.parametrize(
-    "name", ["structure 3", "class_1", "blob", "left right kidney", "tumour liver", "", None, "L", "2"]
+    "name",
+    [
+        "structure 3",
+        "class_1",
+        "blob",
+        "left right kidney",
+        "tumour liver",
+        "",
+        None,
+        "L",
+        "2",
+        "Läsion",
+        "肝臓",
+    ],
 )
 def test_a_name_that_denotes_no_concept_gets_no_code(name):
-    """Unknown words, auto-generated names, both sides at once, a region after its finding, a side alone."""
+    """Unknown words, auto-generated names, both sides at once, a region after its finding, a side alone,
+    words beyond ASCII."""
     assert structure_code(name) is None
+
+
+def test_a_name_is_split_into_words_as_people_write_them():
+    """At separators and run-together capitals, case aside, British spellings made American; a letter beyond
+    ASCII stays in its word (`Läsion` is not the side "l" and "sion")."""
+    assert _words("Left-Lateral_Ventricle") == ("left", "lateral", "ventricle")
+    assert _words("LeftKidney 2") == ("left", "kidney", "2")
+    assert _words("liver tumour, grey") == ("liver", "tumor", "gray")
+    assert _words("Läsion des Rückenmarks") == ("läsion", "des", "rückenmarks")
 
 
 def test_every_segmentation_type_of_the_standard_is_found_by_its_meaning():

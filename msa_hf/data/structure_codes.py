@@ -79,9 +79,9 @@ class StructureCode:
 
 def _words(text: str) -> tuple[str, ...]:
     """`text`'s words, lower case, with British spellings made American: split at every character that is not
-    a letter or digit and where a lower-case letter meets an upper-case one (`LeftKidney`)."""
+    a letter or digit (of any script) and where a lower-case letter meets an upper-case one (`LeftKidney`)."""
     spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text)
-    words = (word for word in re.split(r"[^0-9a-z]+", spaced.casefold()) if word)
+    words = re.findall(r"[^\W_]+", spaced.casefold())  # letters of any script stay in their word (Läsion)
     return tuple(BRITISH_SPELLINGS.get(word, word) for word in words)
 
 
