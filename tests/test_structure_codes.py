@@ -119,6 +119,15 @@ def test_the_generic_code_is_tissue():
     assert (code.category.value, code.type.value) == ("85756007", "85756007")
 
 
+# what the summary of a file that codes its segments says of `coded_prompts`, by label value
+EXPECTED_SUMMARY = {
+    1: "Liver (SCT 10200004): Anatomical Structure",
+    2: "Kidney, Left (SCT 64033007): Anatomical Structure",
+    3: "Cyst (SCT 367643001) in Kidney, Left (SCT 64033007): Morphologically Abnormal Structure",
+    4: "Tissue (SCT 85756007), the generic code: the name denotes no concept of the standard",
+}
+
+
 @pytest.fixture
 def coded_prompts():
     """Four structures on the block series, each coded differently: a plain organ, an organ with a side, an
@@ -135,7 +144,10 @@ def test_dicom_seg_segments_carry_the_codes_their_names_denote(block_series, cod
     """Each segment's category and type, the type's laterality modifier, the anatomic region with its own
     laterality, as the standard nests them; an unknown name stays Tissue; the segment labels are the names."""
     pytest.importorskip("highdicom")
-    predict_file(BoxFillSam(32), block_series, tmp_path / "seg.dcm", coded_prompts, dicom_output="seg")
+    summary = predict_file(
+        BoxFillSam(32), block_series, tmp_path / "seg.dcm", coded_prompts, dicom_output="seg"
+    )
+    assert summary["codes"] == EXPECTED_SUMMARY
     segments = pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
     assert [segment.SegmentLabel for segment in segments] == ["liver", "Kidney_L", "left kidney cyst", "blob"]
 
@@ -173,7 +185,8 @@ def test_slicer_segments_carry_the_codes_as_slicers_terminology(block_series, co
     DICOM master lists as contexts; an unknown name has no terminology."""
     slicerio = pytest.importorskip("slicerio")
     pytest.importorskip("SimpleITK")
-    predict_file(BoxFillSam(32), block_series, tmp_path / "case.seg.nrrd", coded_prompts)
+    summary = predict_file(BoxFillSam(32), block_series, tmp_path / "case.seg.nrrd", coded_prompts)
+    assert summary["codes"] == EXPECTED_SUMMARY
     segments = {
         segment["name"]: segment
         for segment in slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"), skip_voxels=True)[

@@ -23,6 +23,7 @@ anatomic region. Numbers at the end of a name (one of several lesions) are left 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -191,3 +192,27 @@ def generic_code() -> StructureCode:
     from pydicom.sr.codedict import codes
 
     return StructureCode(codes.cid7150.Tissue, codes.SCT.Tissue)
+
+
+def describe_code(code: StructureCode | None) -> str:
+    """`code` in words, as a summary reports it: "Kidney, Left (SCT 64033007): Anatomical Structure", "Cyst
+    (SCT 367643001) in Kidney, Left (SCT 64033007): Morphologically Abnormal Structure"; None: the generic
+    code, said so."""
+    if code is None:
+        return "Tissue (SCT 85756007), the generic code: the name denotes no concept of the standard"
+
+    def named(concept: Code, side: Code | None) -> str:
+        where = f", {side.meaning}" if side is not None else ""
+        return f"{concept.meaning}{where} ({concept.scheme_designator} {concept.value})"
+
+    region = f" in {named(code.region, code.region_laterality)}" if code.region is not None else ""
+    return f"{named(code.type, code.laterality)}{region}: {code.category.meaning}"
+
+
+def written_codes(values: Iterable[int], names: Mapping[int, str] | None) -> dict[int, str]:
+    """`{label value: describe_code(...)}` of the structures `values` named by `names`, as a file that codes
+    its segments (a DICOM-SEG, a 3D Slicer segmentation) codes them. Empty without pydicom."""
+    if not _concepts():
+        return {}
+    given = names or {}
+    return {int(value): describe_code(structure_code(given.get(value))) for value in values}

@@ -514,6 +514,8 @@ def predict_file(
                 "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
             )
             write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
+            if dicom_output == "seg":
+                _note_codes(summary, values, names)
         else:  # a 3D Slicer segmentation (.seg.nrrd): overlapping structures in layers
             _save_slicer_segmentation(
                 summary, canonical, volume.affine, input_path, output_path, values, names
@@ -531,6 +533,16 @@ def predict_file(
     return summary
 
 
+def _note_codes(summary: dict[str, Any], values: list[int], names: dict[int, str]) -> None:
+    """The summary's `codes`: what each written structure is coded as (`structure_codes.written_codes`), so a
+    name that denotes no standard concept is seen written as the generic one."""
+    from msa_hf.data.structure_codes import written_codes
+
+    codes = written_codes(sorted(set(values)), names)
+    if codes:
+        summary["codes"] = codes
+
+
 def _save_slicer_segmentation(
     summary: dict[str, Any],
     canonical: np.ndarray | dict[int, np.ndarray],
@@ -542,7 +554,8 @@ def _save_slicer_segmentation(
 ) -> None:
     """A volume's structures (a RAS+ label map `(X, Y, Z)`, or each one's mask where they overlap) as a 3D
     Slicer segmentation on the input's grid, every prompted structure a named segment (overlapping ones in
-    layers: `slicer_segmentations.slicer_layers`); the summary says which names were told apart."""
+    layers: `slicer_segmentations.slicer_layers`); the summary says which names were told apart and how each
+    structure is coded."""
     from msa_hf.data.label_tables import output_structure_names
     from msa_hf.data.slicer_segmentations import slicer_layers
 
@@ -559,6 +572,7 @@ def _save_slicer_segmentation(
     save_on_input_grid(
         canonical, canonical_affine, input_path, output_path, {v: names.get(v, "") for v in written}
     )
+    _note_codes(summary, values, names)
 
 
 def read_picture(input_path: str | Path, kind: str) -> tuple[np.ndarray, str]:
