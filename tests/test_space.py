@@ -552,6 +552,34 @@ def test_kept_structures_stay_whole_in_every_download(tmp_path):
     assert [roi.ROIName for roi in rois] == ["liver", "structure 2"]
 
 
+def test_an_nrrd_volumes_mask_download_names_and_codes_the_kept_structures(tmp_path):
+    """An NRRD upload's mask download is a 3D Slicer segmentation whose segments bear the kept structures'
+    names ("segmented structure" for the one being segmented), coded where a name denotes a concept."""
+    slicerio = pytest.importorskip("slicerio")
+    pytest.importorskip("SimpleITK")
+    from msa_hf.testing import write_itk_copy, write_nifti_case
+
+    write_nifti_case(tmp_path, "case", shape=(32, 32, 6))
+    scan = write_itk_copy(tmp_path / "imagesTr" / "case_0000.nii.gz", tmp_path / "scan.nrrd")
+    volume = VolumeSession(str(scan), DemoSession(BoxFillSam(32)))
+    prompts = add_prompt(add_prompt(empty_prompts(), 4, 4, BOX, (32, 32)), 20, 20, BOX, (32, 32))
+    volume.set_prompts(3, prompts)
+    volume.keep_structure("left kidney")
+    volume.set_prompts(
+        3, add_prompt(add_prompt(empty_prompts(), 22, 22, BOX, (32, 32)), 28, 28, BOX, (32, 32))
+    )
+    saved = volume.save(str(tmp_path / "out"))
+    assert saved.endswith(".nrrd")
+    segments = slicerio.read_segmentation(saved, skip_voxels=True)["segments"]
+    assert [(s["name"], s["labelValue"]) for s in segments] == [
+        ("left kidney", 1),
+        ("segmented structure", 2),
+    ]
+    kidney = segments[0]["terminology"]
+    assert (kidney["type"][1], kidney["typeModifier"][1]) == ("64033007", "7771000")  # Kidney, Left
+    assert "terminology" not in segments[1]
+
+
 def test_choosing_a_task_adapter_segments_with_that_adapter(tmp_path):
     from peft import PeftModel
 

@@ -610,22 +610,20 @@ class VolumeSession:
     def save(self, folder: str | None = None, name: str | None = None) -> str:
         """Every structure (`structures`) as one label map on the input's grid (its affine and voxel order;
         label k the k-th, later over earlier where they overlap) in the input's format (`volume_output_suffix`:
-        NIfTI for NIfTI and DICOM, NRRD as a 3D Slicer segmentation, MetaImage), `name` (default `msa_mask` and that suffix) in `folder`
-        (default: this session's own temporary folder, overwritten at each change)."""
+        NIfTI for NIfTI and DICOM, NRRD as a 3D Slicer segmentation whose segments bear the structures' names,
+        MetaImage), `name` (default `msa_mask` and that suffix) in `folder` (default: this session's own
+        temporary folder, overwritten at each change)."""
         folder = folder or self.folder
         name = name or f"msa_mask{volume_output_suffix(self.source)}"
         from msa_hf.inference.predictor import paint_mask, save_on_input_grid
 
         labels = np.zeros(self.slices.shape, np.uint8 if len(self.kept) < 255 else np.uint16)
-        structures = self.structures()[0]
+        structures, names = self.structures()
         for value, mask in structures.items():
             paint_mask(labels, mask, value)
         output = str(Path(folder) / name)
+        # NRRD: a 3D Slicer segmentation, its segments named (and coded) as the kept structures are named
         save_on_input_grid(
-            self.sliced.to_volume(labels),
-            self.volume.affine,
-            Path(self.source),
-            Path(output),
-            {value: "" for value in structures},  # NRRD: a 3D Slicer segmentation, "structure k" each
+            self.sliced.to_volume(labels), self.volume.affine, Path(self.source), Path(output), names
         )
         return output
