@@ -248,7 +248,7 @@ def test_the_demo_opens_an_nrrd_upload_and_gives_its_mask_back_as_nrrd(tmp_path)
     assert (sitk.GetArrayFromImage(written) == 1).sum() == ball.sum()
     np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
     np.testing.assert_array_equal(axial_slices(load_volume(path, is_label=True).array) == 1, ball)
-    assert slicer_segmentation_names(path) == {1: "structure 1"}  # Slicer opens it as a segmentation
+    assert slicer_segmentation_names(path) == {1: "segmented structure"}  # Slicer opens it as a segmentation
     volume = VolumeSession(str(scan), session)
     try:
         assert volume.save().endswith("msa_mask.nrrd")
