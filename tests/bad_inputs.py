@@ -639,7 +639,10 @@ def _(f):
     import pydicom
 
     seg = pydicom.dcmread(source / "labels" / "case1.dcm")
-    seg.SegmentSequence[0].SegmentLabel = "tumour"
+    segment = seg.SegmentSequence[0]
+    segment.SegmentLabel = "tumour"  # a neoplasm, not the table's lesion; coded generically, as viewers do
+    segment.SegmentedPropertyTypeCodeSequence[0].CodeValue = "85756007"
+    segment.SegmentedPropertyTypeCodeSequence[0].CodeMeaning = "Tissue"
     seg.save_as(source / "labels" / "case1.dcm")
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 

@@ -236,3 +236,101 @@ def test_a_structure_has_one_colour_in_every_written_file(block_series, coded_pr
     assert rt == slicer == expected
     assert all(np.abs(np.subtract(got, want)).max() <= 1 for got, want in zip(seg, expected, strict=True))
     assert len(set(expected)) == len(expected)
+
+
+def test_a_table_name_finds_the_file_structure_of_its_concept():
+    """A file's name the table does not hold takes the value of the one table name of its concept: sides
+    must agree, two unmatched names of one concept (two lesions) or two table names of one concept match
+    nothing, the generic code matches nothing, and a file's own code outweighs what its label says."""
+    from msa_hf.data.structure_codes import values_by_concept
+
+    table = {"left kidney": 1, "liver": 2, "lesion": 3}
+    assert values_by_concept(table, ["Kidney_L", "Liver", "lesion"]) == {**table, "Kidney_L": 1, "Liver": 2}
+    assert values_by_concept(table, ["Kidney_R", "kidney"]) == table  # another side, no side
+    assert values_by_concept(table, ["lesion 1", "lesion 2"]) == table  # which one is the table's?
+    assert values_by_concept({"left kidney": 1, "Kidney_L": 4}, ["kidney left"]) == {
+        "left kidney": 1,
+        "Kidney_L": 4,
+    }
+    assert values_by_concept({"tissue": 1}, ["soft tissue", "Segment 1"]) == {"tissue": 1}
+    leber = structure_code("liver")
+    assert values_by_concept(table, ["Leber"], {"Leber": leber}) == {**table, "Leber": 2}
+
+
+def _relabelled_segmentation(path, labels: dict[int, str]) -> None:
+    """The DICOM-SEG at `path` with segment k's label replaced by `labels[k]` (its codes kept)."""
+    dataset = pydicom.dcmread(path)
+    for segment in dataset.SegmentSequence:
+        segment.SegmentLabel = labels.get(int(segment.SegmentNumber), segment.SegmentLabel)
+    dataset.save_as(path)
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct", "seg.nrrd", "folder"])
+def test_files_that_name_a_structure_otherwise_are_read_by_a_tables_names(
+    block_series, coded_prompts, tmp_path, kind
+):
+    """A DICOM-SEG, an RT structure set, a 3D Slicer segmentation and a folder of structure files of
+    `Kidney_L` and `liver` (the DICOM-SEG's liver relabelled `Leber`, still coded Liver), read through a table
+    of `left kidney` and `liver` (values 7 and 9): each structure has the table's value where it was written,
+    and the structures the table leaves out are left out."""
+    from msa_hf.data.dicom_seg_labels import load_label_volume
+    from msa_hf.data.volumes import load_volume
+
+    prompts = coded_prompts[:2]  # liver (1), Kidney_L (2)
+    reference = tmp_path / "reference.nii.gz"
+    predict_file(BoxFillSam(32), block_series, reference, prompts)
+    written = load_volume(reference, is_label=True).array
+    if kind in ("seg", "rtstruct"):
+        pytest.importorskip("highdicom")
+        output = tmp_path / f"{kind}.dcm"
+        predict_file(BoxFillSam(32), block_series, output, prompts, dicom_output=kind)
+        if kind == "seg":
+            _relabelled_segmentation(output, {1: "Leber"})
+    elif kind == "seg.nrrd":
+        pytest.importorskip("SimpleITK")
+        output = tmp_path / "case.seg.nrrd"
+        predict_file(BoxFillSam(32), block_series, output, prompts)
+    else:
+        output = tmp_path / "structures"
+        predict_file(BoxFillSam(32), block_series, output, prompts, structure_files=True)
+    read = load_label_volume(output, block_series, {"left kidney": 7, "liver": 9}).array
+    expected = np.select([written == 2, written == 1], [7, 9], 0)
+    np.testing.assert_array_equal(read, expected)
+    assert (read == 7).any() and (read == 9).any()
+
+
+def test_score_pairs_a_structure_named_otherwise_in_prediction_and_reference(tmp_path):
+    """A predicted DICOM-SEG's `Kidney_L` is scored against the reference's `left kidney` through a table that
+    names the latter: one class, its Dice that of the two masks (without the match, `Kidney_L` has no value
+    and is refused)."""
+    pytest.importorskip("highdicom")
+    from msa_hf.data import load_volume, volume_from_axial_slices
+    from msa_hf.evaluation.mask_files import score_mask_files
+    from msa_hf.inference.dicom_seg import write_dicom_seg
+    from msa_hf.testing import write_dicom_series
+
+    shape = (6, 20, 24)
+    series = tmp_path / "study" / "SER1"
+    write_dicom_series(series, np.zeros(shape, np.float32))
+    grid = load_volume(series)
+    drawn = {
+        "labels": (slice(1, 5), slice(2, 12), slice(3, 13)),
+        "pred": (slice(2, 5), slice(2, 12), slice(3, 13)),
+    }
+    for folder, name in (("labels", "left kidney"), ("pred", "Kidney_L")):
+        mask = np.zeros(shape, np.uint8)
+        mask[drawn[folder]] = 1
+        (tmp_path / folder).mkdir()
+        write_dicom_seg(
+            series, volume_from_axial_slices(mask), grid.affine, tmp_path / folder / "SER1.dcm", {1: name}
+        )
+    (tmp_path / "labels.json").write_text('{"1": "left kidney"}')
+    scores, _ = score_mask_files(
+        tmp_path / "pred",
+        tmp_path / "labels",
+        images=tmp_path / "study",
+        label_table=tmp_path / "labels.json",
+    )
+    assert [(score.class_name, score.dice) for score in scores] == [
+        ("left kidney", pytest.approx(2 * 3 / (3 + 4)))
+    ]

@@ -28,6 +28,7 @@ import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 from msa_hf.data.slicer_segmentations import is_slicer_segmentation, load_slicer_labels
+from msa_hf.data.structure_codes import StructureCode, values_by_concept
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
@@ -234,6 +235,40 @@ def segment_names(path: str | Path) -> dict[int, str]:
     return {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
 
 
+def segment_codes(dataset: Any) -> dict[str, StructureCode]:
+    """`{segment label: its codes}` of a DICOM-SEG's segments (`dataset`, read by pydicom): the segmented
+    property category and type, the type's laterality modifier, the first anatomic region and its laterality
+    (`structure_codes.StructureCode`), for a values lookup by concept (`structure_codes.values_by_concept`)."""
+    from pydicom.sr.coding import Code
+
+    def code(item: Any) -> Code:
+        return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.get("CodeMeaning", "")))
+
+    def first(item: Any, keyword: str) -> Any:
+        sequence = item.get(keyword) or []
+        return sequence[0] if len(sequence) else None
+
+    codes = {}
+    for segment in dataset.get("SegmentSequence", []):
+        kind, category = (
+            first(segment, "SegmentedPropertyTypeCodeSequence"),
+            first(segment, "SegmentedPropertyCategoryCodeSequence"),
+        )
+        if kind is None or category is None or "CodeValue" not in kind:
+            continue
+        side = first(kind, "SegmentedPropertyTypeModifierCodeSequence")
+        region = first(segment, "AnatomicRegionSequence")
+        region_side = first(region, "AnatomicRegionModifierSequence") if region is not None else None
+        codes[str(segment.SegmentLabel)] = StructureCode(
+            code(category),
+            code(kind),
+            code(side) if side is not None else None,
+            code(region) if region is not None else None,
+            code(region_side) if region_side is not None else None,
+        )
+    return codes
+
+
 def segment_label_values(
     files: list[Path], table: dict[int, str] | None
 ) -> tuple[dict[str, int], str | None]:
@@ -423,6 +458,8 @@ def _read_seg_labels(
             f"({series_uid}). Pair each DICOM-SEG with the series it was drawn on."
         )
     names = segment_names(seg_path)
+    if values:  # a segment labelled otherwise than the table names it, coded as one of its structures
+        values = values_by_concept(values, names.values(), segment_codes(segmentation))
     values = values or {name: number for number, name in names.items()}
     missing = sorted(name for name in names.values() if name not in values)
     if missing:

@@ -96,6 +96,7 @@ def read_rtstruct_labels(
 
     from msa_hf.data.dicom_planes import stack_planes
     from msa_hf.data.dicom_seg_labels import OverlappingStructuresError
+    from msa_hf.data.structure_codes import values_by_concept
 
     path, series_folder = Path(path), Path(series_folder)
     dataset = pydicom.dcmread(path)
@@ -110,6 +111,8 @@ def read_rtstruct_labels(
             f"({series_uid}). Pair each RT structure set with the series it was drawn on."
         )
     names = roi_names(dataset)
+    if values:  # an ROI named otherwise than the table names its structure (Kidney_L, left kidney)
+        values = values_by_concept(values, names.values())
     chosen = (
         {number: values[name] for number, name in names.items() if name in values}
         if values is not None

@@ -118,6 +118,7 @@ def load_slicer_labels(
     from msa_hf.data.dicom_seg_labels import segments_label_map, too_many_overlapping
     from msa_hf.data.label_tables import remap_label_values
     from msa_hf.data.size_limits import InputTooLargeError, check_voxel_count
+    from msa_hf.data.structure_codes import values_by_concept
     from msa_hf.data.volumes import VolumeReadError, canonical_volume
 
     try:
@@ -128,7 +129,8 @@ def load_slicer_labels(
         raise VolumeReadError(str(error)) from error
     segments = slicer_segments(header.metadata)
     own = {name: value for value, name in slicer_segment_names(header.metadata).items()}
-    values = own if values is None else values
+    # a segment named otherwise than the table names its structure (Kidney_L, left kidney)
+    values = own if values is None else values_by_concept(values, [segment.name for segment in segments])
     layers = voxels if voxels.ndim == 4 else voxels[..., None]
     if voxels.ndim == 3 and not overlapping:  # one value per voxel already: each value becomes its name's
         remap = {segment.label_value: values.get(segment.name, 0) for segment in segments}

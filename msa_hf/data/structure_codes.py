@@ -39,6 +39,7 @@ CATEGORY_GROUPS = (
     (7192, "AnatomicalStructure"),
     (7166, "Tissue"),
 )
+GENERIC_TYPE_VALUE = "85756007"  # SNOMED CT's Tissue: what a segment is coded as where nothing more is known
 BRITISH_SPELLINGS = {
     "tumour": "tumor",
     "grey": "gray",
@@ -216,3 +217,47 @@ def written_codes(values: Iterable[int], names: Mapping[int, str] | None) -> dic
         return {}
     given = names or {}
     return {int(value): describe_code(structure_code(given.get(value))) for value in values}
+
+
+def concept_key(code: StructureCode | None) -> tuple | None:
+    """What makes two codes one structure: the type, its laterality, the region and the region's laterality,
+    each as `(scheme, value)` (meanings and the category aside); None for no code and for the generic one,
+    which says nothing of what a structure is."""
+    if code is None or (code.type.scheme_designator, code.type.value) == ("SCT", GENERIC_TYPE_VALUE):
+        return None
+    concepts = (code.type, code.laterality, code.region, code.region_laterality)
+    return tuple(None if c is None else (c.scheme_designator, c.value) for c in concepts)
+
+
+def values_by_concept(
+    values: Mapping[str, int],
+    found: Iterable[str],
+    found_codes: Mapping[str, StructureCode | None] | None = None,
+) -> dict[str, int]:
+    """`values` (a label table's `{name: value}`) with each name of `found` (a file's structures) that it does
+    not hold, but whose concept is the concept of one of its names, given that name's value: `Kidney_L` read
+    as the table's `left kidney`, a DICOM-SEG segment labelled `Leber` and coded Liver as its `liver`. A
+    structure's concept is `found_codes[name]` where the file codes it, else the one its name denotes
+    (`structure_code`). Only one to one: a concept that two table names, or two unmatched found names, share
+    matches nothing (two lesions stay apart), and the generic code matches nothing."""
+    matched = dict(values)
+    if not _concepts():
+        return matched
+
+    def key_of(name: str, codes: Mapping[str, StructureCode | None]) -> tuple | None:
+        return concept_key(codes.get(name)) or concept_key(structure_code(name))
+
+    table: dict[tuple, list[str]] = {}
+    for name in values:
+        key = key_of(name, {})
+        if key is not None:
+            table.setdefault(key, []).append(name)
+    unmatched: dict[tuple, list[str]] = {}
+    for name in dict.fromkeys(found):
+        key = key_of(name, found_codes or {}) if name not in values else None
+        if key is not None:
+            unmatched.setdefault(key, []).append(name)
+    for key, names in unmatched.items():
+        if len(names) == 1 and len(table.get(key, [])) == 1:
+            matched[names[0]] = values[table[key][0]]
+    return matched

@@ -207,6 +207,7 @@ def read_structure_folder(
         drawn_structures,
         overlap_code,
     )
+    from msa_hf.data.structure_codes import values_by_concept
     from msa_hf.data.volumes import VolumeReadError
 
     folder = Path(folder)
@@ -216,6 +217,10 @@ def read_structure_folder(
             f"{folder}: not a folder of structure masks (one NIfTI or one PNG file per structure, nothing else)."
         )
     by_stem = structure_values(names)
+    # a file named otherwise than the table names its structure (kidney_left, left kidney)
+    unknown = [stem for stem in (_structure_stem(file) or "" for file in files) if _key(stem) not in by_stem]
+    by_concept = values_by_concept({name: value for value, name in names.items()}, unknown)
+    by_stem.update({_key(stem): value for stem, value in by_concept.items() if stem in unknown})
     values: dict[Path, int] = {}
     for file in files:
         stem = _structure_stem(file) or ""

@@ -244,7 +244,8 @@ class SegmentValues:
     file lies on its own grid) and the label value of each segment label, so that a SEG's segments and a
     NIfTI's values (or another file's segments, numbered its own way) name the same structures.
 
-    A segment label takes its value from the label table by name; msa-hf predict's unnamed segments
+    A segment label takes its value from the label table by name (or by the concept the name denotes:
+    `structure_codes.values_by_concept`); msa-hf predict's unnamed segments
     ("structure 3") the value in their name; with no table and only such files, the numbers the files agree
     on, else one value per label alphabetically (`data.dicom_seg_labels.segment_label_values`)."""
 
@@ -253,6 +254,7 @@ class SegmentValues:
     ) -> None:
         from msa_hf.data.dicom_seg_labels import segment_label_values, segment_names
         from msa_hf.data.dicom_stacks import find_stacks
+        from msa_hf.data.structure_codes import values_by_concept
 
         self.images = Path(images) if images is not None else None
         self.stacks: dict[str, list] = {}
@@ -263,7 +265,8 @@ class SegmentValues:
             self.names = {value: name for name, value in self.values.items()}
             return
         labels = {name for file in files for name in segment_names(file).values()}
-        by_name = {name: value for value, name in table.items()}
+        # a structure named otherwise than the table names it (Kidney_L, left kidney) is that structure
+        by_name = values_by_concept({name: value for value, name in table.items()}, sorted(labels))
         self.values, unknown = {}, []
         for name in sorted(labels):
             number = name.removeprefix("structure ")
