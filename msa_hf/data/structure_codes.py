@@ -241,7 +241,8 @@ def values_by_concept(
     (`structure_code`). Only one to one: a concept that two table names, or two unmatched found names, share
     matches nothing (two lesions stay apart), and the generic code matches nothing."""
     matched = dict(values)
-    if not _concepts():
+    unknown = [name for name in dict.fromkeys(found) if name not in values]
+    if not unknown or not _concepts():  # every name found in the table (the usual case): nothing to look up
         return matched
 
     def key_of(name: str, codes: Mapping[str, StructureCode | None]) -> tuple | None:
@@ -253,8 +254,8 @@ def values_by_concept(
         if key is not None:
             table.setdefault(key, []).append(name)
     unmatched: dict[tuple, list[str]] = {}
-    for name in dict.fromkeys(found):
-        key = key_of(name, found_codes or {}) if name not in values else None
+    for name in unknown:
+        key = key_of(name, found_codes or {})
         if key is not None:
             unmatched.setdefault(key, []).append(name)
     for key, names in unmatched.items():
