@@ -124,7 +124,7 @@ EXPECTED_SUMMARY = {
     1: "Liver (SCT 10200004): Anatomical Structure",
     2: "Kidney, Left (SCT 64033007): Anatomical Structure",
     3: "Cyst (SCT 367643001) in Kidney, Left (SCT 64033007): Morphologically Abnormal Structure",
-    4: "Tissue (SCT 85756007), the generic code: the name denotes no concept of the standard",
+    4: "Tissue (SCT 85756007): Tissue, the generic code: the name denotes no concept of the standard",
 }
 
 

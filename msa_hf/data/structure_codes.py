@@ -16,8 +16,11 @@ in common use (`SYNONYMS`: tumor, caudate, pallidum, CSF, ...). A left or right 
 rt) that the concept's meaning does not itself hold (Left atrium does) becomes the laterality, and a last
 word in the plural is tried in the singular ("lateral ventricles"). A name of an abnormal structure after an
 anatomical one ("liver tumour", "left kidney cyst") is that abnormal structure with the anatomical one as its
-anatomic region. Numbers at the end of a name (one of several lesions) are left out. A name that matches no concept gets no code, and its writer keeps the generic one
-(`generic_code`: Tissue).
+anatomic region. Numbers at the end of a name (one of several lesions) are left out. A name that matches no
+concept gets no code, and its writer keeps the generic one (`generic_code`: Tissue).
+
+Reading goes the other way: `values_by_concept` lets a label table's name find a file's structure named
+otherwise (`Kidney_L` for the table's `left kidney`; a DICOM-SEG segment by its own codes), one to one.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ CATEGORY_GROUPS = (
     (7192, "AnatomicalStructure"),
     (7166, "Tissue"),
 )
-GENERIC_TYPE_VALUE = "85756007"  # SNOMED CT's Tissue: what a segment is coded as where nothing more is known
 BRITISH_SPELLINGS = {
     "tumour": "tumor",
     "grey": "gray",
@@ -200,7 +202,9 @@ def describe_code(code: StructureCode | None) -> str:
     (SCT 367643001) in Kidney, Left (SCT 64033007): Morphologically Abnormal Structure"; None: the generic
     code, said so."""
     if code is None:
-        return "Tissue (SCT 85756007), the generic code: the name denotes no concept of the standard"
+        return (
+            f"{describe_code(generic_code())}, the generic code: the name denotes no concept of the standard"
+        )
 
     def named(concept: Code, side: Code | None) -> str:
         where = f", {side.meaning}" if side is not None else ""
@@ -223,7 +227,7 @@ def concept_key(code: StructureCode | None) -> tuple | None:
     """What makes two codes one structure: the type, its laterality, the region and the region's laterality,
     each as `(scheme, value)` (meanings and the category aside); None for no code and for the generic one,
     which says nothing of what a structure is."""
-    if code is None or (code.type.scheme_designator, code.type.value) == ("SCT", GENERIC_TYPE_VALUE):
+    if code is None or code.type == generic_code().type:
         return None
     concepts = (code.type, code.laterality, code.region, code.region_laterality)
     return tuple(None if c is None else (c.scheme_designator, c.value) for c in concepts)
