@@ -78,18 +78,26 @@ def test_predicted_dicom_files_pass_the_standards_validator(sources, tmp_path, s
 
 
 @needs_dciodvfy
-def test_coded_segments_pass_the_standards_validator(sources, tmp_path):
-    """Segments coded from their names (`structure_codes`), with a type's laterality modifier and an abnormal
-    structure's anatomic region and its laterality, in a DICOM-SEG: `dciodvfy` reports no error."""
+@pytest.mark.parametrize("output_kind", ["seg", "rtstruct"])
+def test_coded_structures_pass_the_standards_validator(sources, tmp_path, output_kind):
+    """Structures coded from their names (`structure_codes`), with a type's laterality modifier and an
+    abnormal structure's anatomic region and its laterality, as DICOM-SEG segments or RT structure set ROI
+    observations: `dciodvfy` reports no error."""
     import pydicom
 
     kidney = [dataclasses.replace(prompt, name="Kidney_L") for prompt in LIVER]
     prompts = kidney + [dataclasses.replace(prompt, name="left kidney cyst") for prompt in TUMOUR]
-    predict_file(BoxFillSam(32), sources["series"], tmp_path / "seg.dcm", prompts, dicom_output="seg")
-    segments = pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
-    assert "SegmentedPropertyTypeModifierCodeSequence" in segments[0].SegmentedPropertyTypeCodeSequence[0]
-    assert "AnatomicRegionModifierSequence" in segments[-1].AnatomicRegionSequence[0]
-    assert _validator_errors(tmp_path / "seg.dcm") == []
+    output = tmp_path / f"{output_kind}.dcm"
+    predict_file(BoxFillSam(32), sources["series"], output, prompts, dicom_output=output_kind)
+    written = pydicom.dcmread(output)
+    items, type_keyword = (
+        (written.SegmentSequence, "SegmentedPropertyTypeCodeSequence")
+        if output_kind == "seg"
+        else (written.RTROIObservationsSequence, "RTROIIdentificationCodeSequence")
+    )
+    assert "SegmentedPropertyTypeModifierCodeSequence" in items[0][type_keyword][0]
+    assert "AnatomicRegionModifierSequence" in items[-1].AnatomicRegionSequence[0]
+    assert _validator_errors(output) == []
 
 
 @needs_dciodvfy

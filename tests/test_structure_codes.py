@@ -180,13 +180,39 @@ def test_dicom_seg_segments_carry_the_codes_their_names_denote(block_series, cod
     )
 
 
+# what the summary of a file that leaves a structure of no concept uncoded (a 3D Slicer segmentation, an RT
+# structure set) says of `coded_prompts`
+UNCODED_SUMMARY = {**EXPECTED_SUMMARY, 4: "none: the name denotes no concept of the standard"}
+
+
+def test_rt_structure_set_rois_carry_the_codes_their_names_denote(block_series, coded_prompts, tmp_path):
+    """Each ROI observation of an RT structure set holds the category, the identification code with its
+    laterality modifier, and the anatomic region with its laterality that the ROI's name denotes, read back
+    (`read_dicom_codes`) to the name's codes; an ROI whose name denotes nothing is left uncoded."""
+    from msa_hf.data.structure_codes import read_dicom_codes
+
+    summary = predict_file(
+        BoxFillSam(32), block_series, tmp_path / "rs.dcm", coded_prompts, dicom_output="rtstruct"
+    )
+    assert summary["codes"] == UNCODED_SUMMARY
+    written = pydicom.dcmread(tmp_path / "rs.dcm")
+    observations = written.RTROIObservationsSequence
+    read = [read_dicom_codes(item, "RTROIIdentificationCodeSequence") for item in observations]
+    assert read == [structure_code(prompt.name) for prompt in coded_prompts[:3]] + [None]
+    kidney = observations[1].RTROIIdentificationCodeSequence[0]
+    assert kidney.CodeValue == KIDNEY
+    assert kidney.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == LEFT
+    assert observations[2].AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeValue == LEFT
+    assert "SegmentedPropertyCategoryCodeSequence" not in observations[3]
+
+
 def test_slicer_segments_carry_the_codes_as_slicers_terminology(block_series, coded_prompts, tmp_path):
     """3D Slicer's own reader (slicerio) reads each coded segment's terminology back to the codes, with the
     DICOM master lists as contexts; an unknown name has no terminology."""
     slicerio = pytest.importorskip("slicerio")
     pytest.importorskip("SimpleITK")
     summary = predict_file(BoxFillSam(32), block_series, tmp_path / "case.seg.nrrd", coded_prompts)
-    assert summary["codes"] == EXPECTED_SUMMARY
+    assert summary["codes"] == UNCODED_SUMMARY
     segments = {
         segment["name"]: segment
         for segment in slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"), skip_voxels=True)[
@@ -257,11 +283,44 @@ def test_a_table_name_finds_the_file_structure_of_its_concept():
     assert values_by_concept(table, ["Leber"], {"Leber": leber}) == {**table, "Leber": 2}
 
 
-def _relabelled_segmentation(path, labels: dict[int, str]) -> None:
-    """The DICOM-SEG at `path` with segment k's label replaced by `labels[k]` (its codes kept)."""
+def test_a_slicer_terminology_of_snomeds_older_identifiers_is_its_concept():
+    """A segment's terminology as older 3D Slicer files write it (SNOMED RT identifiers, scheme SRT, in
+    Slicer's own anatomy list) is read to its codes, and its concept is that of the SNOMED CT code: a
+    segment labelled `Leber` coded so reads as the table's `liver`; a terminology of the generic code, or
+    none, matches nothing."""
+    from msa_hf.data.slicer_segmentations import read_terminology_entry
+    from msa_hf.data.structure_codes import concept_key, values_by_concept
+
+    older = (
+        "Segmentation.Status:inprogress|TerminologyEntry:Segmentation category and type - 3D Slicer General "
+        "Anatomy list~SRT^T-D000A^Anatomical Structure~SRT^T-62000^Liver~^^~Anatomic codes - DICOM master "
+        "list~^^~^^|"
+    )
+    code = read_terminology_entry(older)
+    assert (code.type.scheme_designator, code.type.value, code.type.meaning) == ("SRT", "T-62000", "Liver")
+    assert concept_key(code) == concept_key(structure_code("liver"))
+    assert values_by_concept({"liver": 5}, ["Leber"], {"Leber": code}) == {"liver": 5, "Leber": 5}
+    tissue = older.replace("SRT^T-62000^Liver", "SCT^85756007^Tissue")
+    assert values_by_concept({"liver": 5}, ["Leber"], {"Leber": read_terminology_entry(tissue)}) == {
+        "liver": 5
+    }
+    assert read_terminology_entry("Segmentation.Status:inprogress|") is None
+
+
+def _relabelled(path, old: str, new: str) -> None:
+    """The DICOM-SEG, RT structure set or 3D Slicer segmentation at `path` with its structure named `old`
+    named `new` (its codes kept)."""
+    if path.name.endswith(".seg.nrrd"):
+        header, blank, data = path.read_bytes().partition(b"\n\n")
+        old_line, new_line = f"_Name:={old}\n".encode(), f"_Name:={new}\n".encode()
+        assert (header + b"\n").count(old_line) == 1
+        path.write_bytes((header + b"\n").replace(old_line, new_line)[:-1] + blank + data)
+        return
     dataset = pydicom.dcmread(path)
-    for segment in dataset.SegmentSequence:
-        segment.SegmentLabel = labels.get(int(segment.SegmentNumber), segment.SegmentLabel)
+    for segment in dataset.get("SegmentSequence", []):
+        segment.SegmentLabel = new if segment.SegmentLabel == old else segment.SegmentLabel
+    for roi in dataset.get("StructureSetROISequence", []):
+        roi.ROIName = new if roi.ROIName == old else roi.ROIName
     dataset.save_as(path)
 
 
@@ -270,9 +329,9 @@ def test_files_that_name_a_structure_otherwise_are_read_by_a_tables_names(
     block_series, coded_prompts, tmp_path, kind
 ):
     """A DICOM-SEG, an RT structure set, a 3D Slicer segmentation and a folder of structure files of
-    `Kidney_L` and `liver` (the DICOM-SEG's liver relabelled `Leber`, still coded Liver), read through a table
-    of `left kidney` and `liver` (values 7 and 9): each structure has the table's value where it was written,
-    and the structures the table leaves out are left out."""
+    `Kidney_L` and `liver` (in the three files that code their structures, the liver renamed `Leber`, still
+    coded Liver), read through a table of `left kidney` and `liver` (values 7 and 9): each structure has the
+    table's value where it was written, and the structures the table leaves out are left out."""
     from msa_hf.data.dicom_seg_labels import load_label_volume
     from msa_hf.data.volumes import load_volume
 
@@ -284,12 +343,12 @@ def test_files_that_name_a_structure_otherwise_are_read_by_a_tables_names(
         pytest.importorskip("highdicom")
         output = tmp_path / f"{kind}.dcm"
         predict_file(BoxFillSam(32), block_series, output, prompts, dicom_output=kind)
-        if kind == "seg":
-            _relabelled_segmentation(output, {1: "Leber"})
+        _relabelled(output, "liver", "Leber")
     elif kind == "seg.nrrd":
         pytest.importorskip("SimpleITK")
         output = tmp_path / "case.seg.nrrd"
         predict_file(BoxFillSam(32), block_series, output, prompts)
+        _relabelled(output, "liver", "Leber")
     else:
         output = tmp_path / "structures"
         predict_file(BoxFillSam(32), block_series, output, prompts, structure_files=True)

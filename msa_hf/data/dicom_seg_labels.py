@@ -236,36 +236,15 @@ def segment_names(path: str | Path) -> dict[int, str]:
 
 
 def segment_codes(dataset: Any) -> dict[str, StructureCode]:
-    """`{segment label: its codes}` of a DICOM-SEG's segments (`dataset`, read by pydicom): the segmented
-    property category and type, the type's laterality modifier, the first anatomic region and its laterality
-    (`structure_codes.StructureCode`), for a values lookup by concept (`structure_codes.values_by_concept`)."""
-    from pydicom.sr.coding import Code
-
-    def code(item: Any) -> Code:
-        return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.get("CodeMeaning", "")))
-
-    def first(item: Any, keyword: str) -> Any:
-        sequence = item.get(keyword) or []
-        return sequence[0] if len(sequence) else None
+    """`{segment label: its codes}` of a DICOM-SEG's segments (`dataset`, read by pydicom;
+    `structure_codes.read_dicom_codes`), for a values lookup by concept (`structure_codes.values_by_concept`)."""
+    from msa_hf.data.structure_codes import read_dicom_codes
 
     codes = {}
     for segment in dataset.get("SegmentSequence", []):
-        kind, category = (
-            first(segment, "SegmentedPropertyTypeCodeSequence"),
-            first(segment, "SegmentedPropertyCategoryCodeSequence"),
-        )
-        if kind is None or category is None or "CodeValue" not in kind:
-            continue
-        side = first(kind, "SegmentedPropertyTypeModifierCodeSequence")
-        region = first(segment, "AnatomicRegionSequence")
-        region_side = first(region, "AnatomicRegionModifierSequence") if region is not None else None
-        codes[str(segment.SegmentLabel)] = StructureCode(
-            code(category),
-            code(kind),
-            code(side) if side is not None else None,
-            code(region) if region is not None else None,
-            code(region_side) if region_side is not None else None,
-        )
+        code = read_dicom_codes(segment, "SegmentedPropertyTypeCodeSequence")
+        if code is not None:
+            codes[str(segment.SegmentLabel)] = code
     return codes
 
 

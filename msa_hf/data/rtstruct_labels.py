@@ -18,12 +18,15 @@ Without one, every ROI is read, and overlapping ROIs are refused by name with th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 from msa_hf.data.volumes import Volume, VolumeReadError, canonical_volume
+
+if TYPE_CHECKING:
+    from msa_hf.data.structure_codes import StructureCode
 
 RTSTRUCT = DICOM_LABEL_KINDS["rtstruct"]  # the Modality of an RT Structure Set
 
@@ -34,6 +37,22 @@ def roi_names(dataset: Any) -> dict[int, str]:
         int(item.ROINumber): str(item.get("ROIName", f"ROI {item.ROINumber}"))
         for item in dataset.get("StructureSetROISequence", [])
     }
+
+
+def roi_codes(dataset: Any) -> dict[str, StructureCode]:
+    """`{ROI name: its codes}` of an RT Structure Set's ROIs that its observations code
+    (`structure_codes.read_dicom_codes`: category, identification code with laterality, anatomic region), for
+    a values lookup by concept (`structure_codes.values_by_concept`)."""
+    from msa_hf.data.structure_codes import read_dicom_codes
+
+    names = roi_names(dataset)
+    codes = {}
+    for observation in dataset.get("RTROIObservationsSequence", []):
+        code = read_dicom_codes(observation, "RTROIIdentificationCodeSequence")
+        name = names.get(int(observation.get("ReferencedROINumber", -1)))
+        if code is not None and name is not None:
+            codes[name] = code
+    return codes
 
 
 def rtstruct_series(dataset: Any) -> set[str]:
@@ -112,7 +131,7 @@ def read_rtstruct_labels(
         )
     names = roi_names(dataset)
     if values:  # an ROI named otherwise than the table names its structure (Kidney_L, left kidney)
-        values = values_by_concept(values, names.values())
+        values = values_by_concept(values, names.values(), roi_codes(dataset))
     chosen = (
         {number: values[name] for number, name in names.items() if name in values}
         if values is not None

@@ -51,12 +51,13 @@ def is_slicer_segmentation_path(path: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class SlicerSegment:
-    """One segment of a 3D Slicer segmentation: its name, the layer (component) it lies in, and the value its
-    voxels hold there."""
+    """One segment of a 3D Slicer segmentation: its name, the layer (component) it lies in, the value its
+    voxels hold there, and the standard codes its terminology gives it (`read_terminology_entry`)."""
 
     name: str
     layer: int
     label_value: int
+    code: StructureCode | None = None
 
 
 def slicer_segments(metadata: Mapping[str, str]) -> list[SlicerSegment]:
@@ -69,7 +70,10 @@ def slicer_segments(metadata: Mapping[str, str]) -> list[SlicerSegment]:
         value = metadata.get(f"Segment{index}_LabelValue", str(index + 1)).strip()
         layer = metadata.get(f"Segment{index}_Layer", "0").strip()
         if value.isdigit() and layer.isdigit():
-            segments.append(SlicerSegment(metadata[f"Segment{index}_Name"].strip(), int(layer), int(value)))
+            code = read_terminology_entry(metadata.get(f"Segment{index}_Tags", ""))
+            segments.append(
+                SlicerSegment(metadata[f"Segment{index}_Name"].strip(), int(layer), int(value), code)
+            )
         index += 1
     return segments
 
@@ -129,8 +133,11 @@ def load_slicer_labels(
         raise VolumeReadError(str(error)) from error
     segments = slicer_segments(header.metadata)
     own = {name: value for value, name in slicer_segment_names(header.metadata).items()}
-    # a segment named otherwise than the table names its structure (Kidney_L, left kidney)
-    values = own if values is None else values_by_concept(values, [segment.name for segment in segments])
+    # a segment named otherwise than the table names its structure (Kidney_L, left kidney; by its terminology)
+    codes = {segment.name: segment.code for segment in segments if segment.code is not None}
+    values = (
+        own if values is None else values_by_concept(values, [segment.name for segment in segments], codes)
+    )
     layers = voxels if voxels.ndim == 4 else voxels[..., None]
     if voxels.ndim == 3 and not overlapping:  # one value per voxel already: each value becomes its name's
         remap = {segment.label_value: values.get(segment.name, 0) for segment in segments}
@@ -241,6 +248,37 @@ def terminology_entry(code: StructureCode) -> str:
             coded(code.region_laterality),
         )
     )
+
+
+def read_terminology_entry(tags: str) -> StructureCode | None:
+    """The codes of a segment's `Segment<N>_Tags` field (`|`-separated `key:value` tags) from its
+    `TerminologyEntry` tag, as `terminology_entry` writes it and 3D Slicer does, whatever the context (Slicer's
+    own anatomy lists use the standard's codes too): category, type, type modifier (the laterality), anatomic
+    region and its modifier. None without the tag, with an empty category or type, or without pydicom."""
+    entry = next(
+        (tag.partition(":")[2] for tag in tags.split("|") if tag.strip().startswith("TerminologyEntry:")),
+        None,
+    )
+    parts = entry.split("~") if entry else []
+    if len(parts) < 3:
+        return None
+    try:
+        from pydicom.sr.coding import Code
+    except ImportError:
+        return None
+    from msa_hf.data.structure_codes import StructureCode
+
+    def coded(index: int) -> Code | None:
+        scheme, _, rest = (parts[index] if index < len(parts) else "").partition("^")
+        value, _, meaning = rest.partition("^")
+        return (
+            Code(value.strip(), scheme.strip(), meaning.strip()) if scheme.strip() and value.strip() else None
+        )
+
+    category, kind = coded(1), coded(2)
+    if category is None or kind is None:
+        return None
+    return StructureCode(category, kind, coded(3), coded(5), coded(6))
 
 
 def write_slicer_segmentation(

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydicom.sr.coding import Code
@@ -214,23 +214,101 @@ def describe_code(code: StructureCode | None) -> str:
     return f"{named(code.type, code.laterality)}{region}: {code.category.meaning}"
 
 
-def written_codes(values: Iterable[int], names: Mapping[int, str] | None) -> dict[int, str]:
+UNCODED = "none: the name denotes no concept of the standard"
+
+
+def written_codes(
+    values: Iterable[int], names: Mapping[int, str] | None, generic: bool = True
+) -> dict[int, str]:
     """`{label value: describe_code(...)}` of the structures `values` named by `names`, as a file that codes
-    its segments (a DICOM-SEG, a 3D Slicer segmentation) codes them. Empty without pydicom."""
+    them codes them: a DICOM-SEG, whose segments must all be coded, with the generic code where a name denotes
+    nothing (`generic`); a 3D Slicer segmentation or an RT structure set, which leave such a structure
+    uncoded (`UNCODED`). Empty without pydicom."""
     if not _concepts():
         return {}
     given = names or {}
-    return {int(value): describe_code(structure_code(given.get(value))) for value in values}
+    codes = {int(value): structure_code(given.get(value)) for value in values}
+    return {
+        value: describe_code(code) if code is not None or generic else UNCODED
+        for value, code in codes.items()
+    }
+
+
+def read_dicom_codes(item: Any, type_keyword: str) -> StructureCode | None:
+    """The codes a DICOM item gives its structure, as a DICOM-SEG's segment (`type_keyword`
+    "SegmentedPropertyTypeCodeSequence") and an RT structure set's ROI observation
+    ("RTROIIdentificationCodeSequence") give them: the segmented property category, the type with its
+    laterality modifier, and the first anatomic region with its laterality; None where the item gives no
+    category or no type."""
+    from pydicom.sr.coding import Code
+
+    def first(parent: Any, keyword: str) -> Any:
+        sequence = (parent.get(keyword) or []) if parent is not None else []
+        return sequence[0] if len(sequence) else None
+
+    def code(concept: Any) -> Code | None:
+        if concept is None or "CodeValue" not in concept:
+            return None
+        return Code(
+            str(concept.CodeValue), str(concept.CodingSchemeDesignator), str(concept.get("CodeMeaning", ""))
+        )
+
+    kind, category = first(item, type_keyword), first(item, "SegmentedPropertyCategoryCodeSequence")
+    if code(kind) is None or code(category) is None:
+        return None
+    region = first(item, "AnatomicRegionSequence")
+    return StructureCode(
+        code(category),
+        code(kind),
+        code(first(kind, "SegmentedPropertyTypeModifierCodeSequence")),
+        code(region),
+        code(first(region, "AnatomicRegionModifierSequence")),
+    )
+
+
+def write_dicom_codes(item: Any, code: StructureCode, type_keyword: str) -> None:
+    """Set `code` on the DICOM item `item` (a pydicom `Dataset`) as `read_dicom_codes` reads it: one item
+    each in the segmented property category and in `type_keyword` (the type, its laterality as the type's
+    modifier), and an abnormal structure's region in the anatomic region sequence with the region's
+    laterality as its modifier."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def coded(concept: Code, modifier_keyword: str, modifier: Code | None) -> Dataset:
+        element = Dataset()
+        element.CodeValue = concept.value
+        element.CodingSchemeDesignator = concept.scheme_designator
+        element.CodeMeaning = concept.meaning
+        if modifier is not None:
+            setattr(element, modifier_keyword, Sequence([coded(modifier, "", None)]))
+        return element
+
+    item.SegmentedPropertyCategoryCodeSequence = Sequence([coded(code.category, "", None)])
+    kind = coded(code.type, "SegmentedPropertyTypeModifierCodeSequence", code.laterality)
+    setattr(item, type_keyword, Sequence([kind]))
+    if code.region is not None:
+        item.AnatomicRegionSequence = Sequence(
+            [coded(code.region, "AnatomicRegionModifierSequence", code.region_laterality)]
+        )
 
 
 def concept_key(code: StructureCode | None) -> tuple | None:
     """What makes two codes one structure: the type, its laterality, the region and the region's laterality,
-    each as `(scheme, value)` (meanings and the category aside); None for no code and for the generic one,
-    which says nothing of what a structure is."""
+    each as `(scheme, value)` (meanings and the category aside; SNOMED RT's identifiers as SNOMED CT's); None
+    for no code and for the generic one, which says nothing of what a structure is."""
     if code is None or code.type == generic_code().type:
         return None
-    concepts = (code.type, code.laterality, code.region, code.region_laterality)
-    return tuple(None if c is None else (c.scheme_designator, c.value) for c in concepts)
+    # SNOMED's older identifiers (scheme SRT, as older 3D Slicer and DICOM files write them) as today's
+    from pydicom.sr.coding import snomed_mapping
+
+    def key(concept: Code | None) -> tuple[str, str] | None:
+        if concept is None:
+            return None
+        if concept.scheme_designator == "SRT" and concept.value in snomed_mapping["SRT"]:
+            return ("SCT", snomed_mapping["SRT"][concept.value])
+        return (concept.scheme_designator, concept.value)
+
+    return tuple(key(c) for c in (code.type, code.laterality, code.region, code.region_laterality))
 
 
 def values_by_concept(

@@ -514,8 +514,7 @@ def predict_file(
                 "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
             )
             write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
-            if dicom_output == "seg":
-                _note_codes(summary, values, names)
+            _note_codes(summary, values, names, generic=dicom_output == "seg")
         else:  # a 3D Slicer segmentation (.seg.nrrd): overlapping structures in layers
             _save_slicer_segmentation(
                 summary, canonical, volume.affine, input_path, output_path, values, names
@@ -533,12 +532,14 @@ def predict_file(
     return summary
 
 
-def _note_codes(summary: dict[str, Any], values: list[int], names: dict[int, str]) -> None:
-    """The summary's `codes`: what each written structure is coded as (`structure_codes.written_codes`), so a
-    name that denotes no standard concept is seen written as the generic one."""
+def _note_codes(
+    summary: dict[str, Any], values: list[int], names: dict[int, str], generic: bool = False
+) -> None:
+    """The summary's `codes`: what each written structure is coded as (`structure_codes.written_codes`; with
+    `generic`, as a DICOM-SEG codes a name that denotes no standard concept), so such a name is seen."""
     from msa_hf.data.structure_codes import written_codes
 
-    codes = written_codes(sorted(set(values)), names)
+    codes = written_codes(sorted(set(values)), names, generic)
     if codes:
         summary["codes"] = codes
 

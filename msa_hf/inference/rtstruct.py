@@ -50,7 +50,8 @@ def write_rtstruct(
     Each label value present becomes an ROI (numbered from 1 in value order, named `names[value]` or
     "structure <value>" (`dicom_structure_names`), generated semi-automatically by msa_hf and `model_name`),
     with one CLOSED_PLANAR contour per outer boundary on each slice that shows it, its holes joined to it
-    (`keyhole_contours`). The file is written whole or not at all. Returns `{label value: ROI number}`.
+    (`keyhole_contours`). An ROI whose name denotes a standard concept (`structure_codes.structure_code`)
+    is coded by it in its observation: category, identification code with laterality, anatomic region. The file is written whole or not at all. Returns `{label value: ROI number}`.
 
     Raises:
         ValueError: nothing segmented, a label volume off the series' grid, or a source whose headers lack
@@ -63,6 +64,7 @@ def write_rtstruct(
 
     from msa_hf import __version__
     from msa_hf.data.dicom_planes import stack_planes, structures_on_grid
+    from msa_hf.data.structure_codes import structure_code, write_dicom_codes
     from msa_hf.inference.dicom_outputs import dicom_structure_names, dicom_text, series_description
     from msa_hf.processing.contours import keyhole_contours, mask_contours
 
@@ -154,8 +156,11 @@ def write_rtstruct(
         observation = Dataset()
         observation.ObservationNumber = number
         observation.ReferencedROINumber = number
-        observation.RTROIInterpretedType = ""  # not known to a promptable model: the user's to say
+        observation.RTROIInterpretedType = ""  # a role in the plan (target, organ at risk): the user's to say
         observation.ROIInterpreter = ""
+        code = structure_code((names or {}).get(value))
+        if code is not None:  # what the ROI is, where its name says (a planning system may map it)
+            write_dicom_codes(observation, code, "RTROIIdentificationCodeSequence")
         observations.append(observation)
     dataset.StructureSetROISequence = Sequence(rois)
     dataset.ROIContourSequence = Sequence(contours_of)
