@@ -68,6 +68,28 @@ def test_seg_label_maps_are_valued_by_segment_label_across_files(tmp_path):
     assert np.array_equal(labels["case2"], np.where(drawn2 == 1, 2, 0)[3:7])  # its segment 1 is the spleen: 2
 
 
+def test_segments_labelled_otherwise_in_some_files_are_one_structure_without_a_table(tmp_path):
+    """Two SEGs label a segment `left kidney`, a third `Kidney_L`, each as its segment 2: without a table they
+    are one class (named as most files name it) valued 2 in every case; the report says which labels were
+    joined. Two segments of one concept in one file (two lesions) stay apart."""
+    drawn = [
+        _case(tmp_path / "src", f"case{k}", {"liver": LIVER, name: SPLEEN}, seed=k)
+        for k, name in enumerate(("left kidney", "left kidney", "Kidney_L"))
+    ]
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases and report.class_names == {1: "liver", 2: "left kidney"}
+    assert any("Kidney_L as 'left kidney'" in warning for warning in report.warnings)
+    labels = _prepared_labels(tmp_path / "out")
+    for k in range(3):
+        np.testing.assert_array_equal(labels[f"case{k}"], drawn[k][2:7])
+
+    _case(tmp_path / "two", "case0", {"lesion 1": LIVER, "lesion 2": SPLEEN}, seed=0)
+    _case(tmp_path / "two", "case1", {"lesion 1": LIVER}, seed=1)
+    report = prepare_dataset(tmp_path / "two", tmp_path / "out2", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert report.class_names == {1: "lesion 1", 2: "lesion 2"}
+    assert not any("read as one" in warning for warning in report.warnings)
+
+
 def test_a_label_table_gives_the_segments_their_values(tmp_path):
     drawn = _case(tmp_path / "src", "case1", {"liver": LIVER, "spleen": SPLEEN}, seed=1)
     (tmp_path / "src" / "labels.json").write_text(

@@ -307,6 +307,21 @@ def test_a_slicer_terminology_of_snomeds_older_identifiers_is_its_concept():
     assert read_terminology_entry("Segmentation.Status:inprogress|") is None
 
 
+def test_names_of_one_concept_across_cases_are_joined_where_no_case_holds_two():
+    """Names of one concept in different groups are joined to the name most groups use (a tie: the first
+    alphabetically); never two names one group holds (two lesions), other sides, or the generic code."""
+    from msa_hf.data.structure_codes import joined_names_note, names_by_concept
+
+    cases = [["liver", "Kidney_L"], ["Liver", "left kidney"], ["liver", "left kidney", "Kidney_R"]]
+    joined = names_by_concept(cases)
+    assert joined == {"Kidney_L": "left kidney", "Liver": "liver"}
+    assert "Kidney_L as 'left kidney'; Liver as 'liver'" in joined_names_note(joined)
+    assert names_by_concept([["lesion 1", "lesion 2"], ["lesion 1"], ["lesion"]]) == {}
+    assert names_by_concept([["tumour"], ["tumor"]]) == {"tumour": "tumor"}
+    assert names_by_concept([["blob"], ["Blob"], ["structure 3"], ["structure 4"]]) == {}
+    assert joined_names_note({}) is None
+
+
 def _relabelled(path, old: str, new: str) -> None:
     """The DICOM-SEG, RT structure set or 3D Slicer segmentation at `path` with its structure named `old`
     named `new` (its codes kept)."""

@@ -271,6 +271,25 @@ def test_prepare_reads_a_totalsegmentator_layout_valued_by_file_name_by_the_tabl
     )
 
 
+def test_prepare_without_a_table_joins_a_structure_each_case_names_its_own_way(tmp_path):
+    """Two cases name the left kidney's file `kidney_left`, a third `Kidney_L`: without a table it is one
+    class, named as most cases name it, its masks valued alike in every case, and the report says which names
+    were joined."""
+    from msa_hf.data import prepare_dataset
+
+    for seed, name in enumerate(("s0001", "s0002", "s0003")):
+        _structure_case(tmp_path / "src", name, seed)
+    kidney = tmp_path / "src" / "s0003" / "segmentations" / "kidney_left.nii.gz"
+    kidney.rename(kidney.with_name("Kidney_L.nii.gz"))
+    report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases
+    assert report.class_names == {1: "kidney_left", 2: "liver", 3: "spleen"}
+    assert any("Kidney_L as 'kidney_left'" in warning for warning in report.warnings)
+    expected = _expected_slices({"kidney_left": 1, "liver": 2, "spleen": 3})
+    for case in ("s0001", "s0002", "s0003"):
+        np.testing.assert_array_equal(_rows_of(tmp_path / "out", case), expected)
+
+
 def test_prepare_refuses_overlapping_structure_files_unless_asked_and_reads_them_as_regions(tmp_path):
     from msa_hf.data import axial_slices, prepare_dataset, read_regions
     from msa_hf.data.tasks import structure_mask

@@ -28,7 +28,12 @@ import numpy as np
 
 from msa_hf.data.dicom_planes import DICOM_LABEL_KINDS
 from msa_hf.data.slicer_segmentations import is_slicer_segmentation, load_slicer_labels
-from msa_hf.data.structure_codes import StructureCode, values_by_concept
+from msa_hf.data.structure_codes import (
+    StructureCode,
+    joined_names_note,
+    names_by_concept,
+    values_by_concept,
+)
 from msa_hf.data.volumes import (
     Volume,
     VolumeReadError,
@@ -254,23 +259,29 @@ def segment_label_values(
     """The label value of every segment label in `files`, and a note for the report when the values are not
     the files' own numbers. With `table` (the source's label table), its values by name; else the segment
     numbers where every file gives each label the same number and each number one label; else one value per
-    label, in alphabetical order."""
+    label, in alphabetical order. Without a table, labels that name one structure otherwise in different
+    files (`Kidney_L`, `left kidney`) are one label, as most files name it (`structure_codes.names_by_concept`;
+    the note says so), which a file's reader finds by concept (`structure_codes.values_by_concept`)."""
     if table is not None:
         return {name: value for value, name in table.items()}, None
+    labels = [segment_names(file) for file in files]
+    joined = names_by_concept(names.values() for names in labels)
+    notes = [joined_names_note(joined)]
     numbers: dict[str, set[int]] = {}
-    for file in files:
-        for number, name in segment_names(file).items():
-            numbers.setdefault(name, set()).add(number)
+    for names in labels:
+        for number, name in names.items():
+            numbers.setdefault(joined.get(name, name), set()).add(number)
     # one number per label across the files, and one label per number: the files' own numbering
     own = {name: min(found) for name, found in numbers.items()}
     if all(len(found) == 1 for found in numbers.values()) and len(set(own.values())) == len(own):
-        return own, None
+        return own, "\n".join(filter(None, notes)) or None
     by_name = {name: value for value, name in enumerate(sorted(numbers), start=1)}
-    return by_name, (
+    notes.append(
         "the segmentation files number their segments differently; label values are given by segment label: "
         + ", ".join(f"{value} {name}" for name, value in by_name.items())
         + ". A label table (labels.json) in the source folder sets them."
     )
+    return by_name, "\n".join(filter(None, notes))
 
 
 def load_label_volume(

@@ -26,6 +26,7 @@ otherwise (`Kidney_L` for the table's `left kidney`; a DICOM-SEG segment by its 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -344,3 +345,41 @@ def values_by_concept(
         if len(names) == 1 and len(table.get(key, [])) == 1:
             matched[names[0]] = values[table[key][0]]
     return matched
+
+
+def names_by_concept(groups: Iterable[Iterable[str]]) -> dict[str, str]:
+    """`{name: the name it is joined to}` for the structure names of `groups` (each one file's or one case's)
+    that denote one concept (`structure_code`) named otherwise elsewhere: `Kidney_L` in some cases and `left
+    kidney` in others are one structure, named as most groups name it (a tie: the first in alphabetical
+    order). Names are joined only where no group holds two of them (two lesions of one case stay apart), and
+    the generic code joins nothing. Names not joined are not in the result; empty without pydicom."""
+    sets = [set(group) for group in groups]
+    if not _concepts():
+        return {}
+    count = Counter(name for group in sets for name in group)
+    by_key: dict[tuple, list[str]] = {}
+    for name in sorted(count):
+        key = concept_key(structure_code(name))
+        if key is not None:
+            by_key.setdefault(key, []).append(name)
+    joined = {}
+    for names in by_key.values():
+        if len(names) < 2 or any(len(group.intersection(names)) > 1 for group in sets):
+            continue
+        kept = min(names, key=lambda name: (-count[name], name))
+        joined.update({name: kept for name in names if name != kept})
+    return joined
+
+
+def joined_names_note(joined: Mapping[str, str]) -> str | None:
+    """A report's note of the names `names_by_concept` joined, or None where it joined none."""
+    if not joined:
+        return None
+    kept: dict[str, list[str]] = {}
+    for name, to in sorted(joined.items()):
+        kept.setdefault(to, []).append(name)
+    listed = "; ".join(f"{', '.join(names)} as {to!r}" for to, names in sorted(kept.items()))
+    return (
+        f"structures named otherwise in some cases are read as one, by what the names denote: {listed}. A label "
+        "table (labels.json) that names them keeps them apart."
+    )

@@ -159,24 +159,34 @@ def structure_label_values(
     """The names of the structures that the structure folders `folders` hold, by label value
     (`{value: name}`), and a note for a report where they were not given. With `table` (a label table), the
     table itself; else each file name (without its suffix) across all folders, valued in alphabetical order
-    from 1 (a `label_<value>` file keeps its value), so a structure has one value in every case."""
+    from 1 (a `label_<value>` file keeps its value), so a structure has one value in every case; names of one
+    structure written otherwise in different folders (`kidney_left`, `Kidney_L`) are one, as most folders
+    name it (`structure_codes.names_by_concept`; the note says so), which `read_structure_folder` finds by
+    concept."""
+    from msa_hf.data.structure_codes import joined_names_note, names_by_concept
+
     if table is not None:
         return dict(table), None
-    stems = {}
-    for folder in folders:
-        for file in structure_files(folder):
-            stem = _structure_stem(file) or ""
-            stems.setdefault(_key(stem), stem)
+    found = [[_structure_stem(file) or "" for file in structure_files(folder)] for folder in folders]
+    first: dict[str, str] = {}  # a structure's file stem as first found, case aside
+    for folder_stems in found:
+        for stem in folder_stems:
+            first.setdefault(_key(stem), stem)
+    joined = names_by_concept([first[_key(stem)] for stem in folder_stems] for folder_stems in found)
+    stems: dict[str, str] = {}
+    for stem in first.values():
+        stems.setdefault(_key(joined.get(stem, stem)), joined.get(stem, stem))
     names = {value: stem for stem in stems.values() if (value := _unnamed_value(stem)) is not None}
     free = (value for value in range(1, 1 << 16) if value not in names)
     for key in sorted(k for k, stem in stems.items() if _unnamed_value(stem) is None):
         names[next(free)] = stems[key]
     listed = ", ".join(f"{value} {name}" for value, name in sorted(names.items())[:12])
     listed += f" and {len(names) - 12} more" if len(names) > 12 else ""
-    return dict(sorted(names.items())), (
+    note = (
         f"no label table: label values are given by structure file name ({listed}); a label table (labels.json) "
         "sets them, and picks the structures to read."
     )
+    return dict(sorted(names.items())), "\n".join(filter(None, [note, joined_names_note(joined)]))
 
 
 def read_structure_folder(
