@@ -373,10 +373,11 @@ def test_files_that_name_a_structure_otherwise_are_read_by_a_tables_names(
     assert (read == 7).any() and (read == 9).any()
 
 
-def test_score_pairs_a_structure_named_otherwise_in_prediction_and_reference(tmp_path):
-    """A predicted DICOM-SEG's `Kidney_L` is scored against the reference's `left kidney` through a table that
-    names the latter: one class, its Dice that of the two masks (without the match, `Kidney_L` has no value
-    and is refused)."""
+@pytest.mark.parametrize("with_table", [True, False])
+def test_score_pairs_a_structure_named_otherwise_in_prediction_and_reference(tmp_path, with_table):
+    """A predicted DICOM-SEG's `Kidney_L` is scored against the reference's `left kidney`, through a table that
+    names the latter or with no table: one class, its Dice that of the two masks (without the match, `Kidney_L`
+    has no value in the table and is refused, and without a table the two are two classes)."""
     pytest.importorskip("highdicom")
     from msa_hf.data import load_volume, volume_from_axial_slices
     from msa_hf.evaluation.mask_files import score_mask_files
@@ -398,13 +399,15 @@ def test_score_pairs_a_structure_named_otherwise_in_prediction_and_reference(tmp
         write_dicom_seg(
             series, volume_from_axial_slices(mask), grid.affine, tmp_path / folder / "SER1.dcm", {1: name}
         )
-    (tmp_path / "labels.json").write_text('{"1": "left kidney"}')
+    if with_table:
+        (tmp_path / "labels.json").write_text('{"1": "left kidney"}')
     scores, _ = score_mask_files(
         tmp_path / "pred",
         tmp_path / "labels",
         images=tmp_path / "study",
-        label_table=tmp_path / "labels.json",
+        label_table=tmp_path / "labels.json" if with_table else None,
     )
+    # without a table, the class is named as the files name it most, the first alphabetically on a tie
     assert [(score.class_name, score.dice) for score in scores] == [
-        ("left kidney", pytest.approx(2 * 3 / (3 + 4)))
+        ("left kidney" if with_table else "Kidney_L", pytest.approx(2 * 3 / (3 + 4)))
     ]
