@@ -243,7 +243,7 @@ def test_the_demo_opens_an_nrrd_upload_and_gives_its_mask_back_as_nrrd(tmp_path)
     scan = _converted(nifti, tmp_path / "s.nrrd")
     session = DemoSession(BrightInBoxSam(32))
     path, done = session.segment_volume([str(scan)], 6, [], list(grown_box(ball[6], 0.0)), propagate=True)
-    assert path.endswith(".nrrd"), path
+    assert path.endswith(".seg.nrrd"), path  # named as Slicer names a segmentation
     written, source = sitk.ReadImage(path), sitk.ReadImage(str(scan))
     assert (sitk.GetArrayFromImage(written) == 1).sum() == ball.sum()
     np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
@@ -251,7 +251,7 @@ def test_the_demo_opens_an_nrrd_upload_and_gives_its_mask_back_as_nrrd(tmp_path)
     assert slicer_segmentation_names(path) == {1: "segmented structure"}  # Slicer opens it as a segmentation
     volume = VolumeSession(str(scan), session)
     try:
-        assert volume.save().endswith("msa_mask.nrrd")
+        assert volume.save().endswith("msa_mask.seg.nrrd")
     finally:
         volume.close()
 

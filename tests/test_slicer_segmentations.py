@@ -314,7 +314,13 @@ def test_slicer_labels_numbered_differently_are_prompted_and_scored_by_name(tmp_
     out = tmp_path / "out"
     assert main(["predict", "m", str(images), str(out), "--prompts-from-labels", str(source)]) == 0
     assert json.loads((out / "labels.json").read_text()) == {"1": "liver", "2": "spleen"}
-    assert slicer_segmentation_names(out / "case1.nrrd") == {1: "liver", 2: "spleen"}
+    # named as Slicer names a segmentation, so that Slicer opens it as one
+    assert sorted(path.name for path in out.glob("*.nrrd")) == ["case0.seg.nrrd", "case1.seg.nrrd"]
+    assert slicer_segmentation_names(out / "case1.seg.nrrd") == {1: "liver", 2: "spleen"}
+    folders = tmp_path / "folders"
+    assert main(["predict", "m", str(images), str(folders), "--prompts-from-labels", str(source),
+                 "--structure-files"]) == 0  # fmt: skip
+    assert sorted(path.name for path in (folders / "case0").iterdir()) == ["liver.nrrd", "spleen.nrrd"]
     assert main(["score", str(out), str(source), "--output-dir", str(tmp_path / "scores")]) == 0
     rows = list(csv.DictReader((tmp_path / "scores" / "scores.csv").read_text(encoding="utf-8").splitlines()))
     assert sorted((row["case_id"], row["class_name"]) for row in rows) == [

@@ -204,7 +204,8 @@ class LabelIndex:
             spelt = (suffix, "-" + suffix[1:], "." + suffix[1:])
             if stem.lower().endswith(spelt) and len(stem) > len(suffix):
                 return self.find(mask.with_name(stem[: -len(suffix)] + mask.name[len(stem) :]))
-        return label, name
+        # `case.seg.nrrd` paired with `case.seg.nrrd` (3D Slicer's names on both sides) is case `case`
+        return label, name[: -len(".seg")] if name.lower().endswith(".seg") and len(name) > 4 else name
 
 
 def label_folders(folder: Path) -> list[Path]:

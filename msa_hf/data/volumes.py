@@ -131,12 +131,15 @@ def volume_file_suffix(path: str | Path) -> str:
     return Path(path).suffix
 
 
-def volume_output_suffix(input_path: str | Path) -> str:
+def volume_output_suffix(input_path: str | Path, label_map: bool = False) -> str:
     """The suffix a volume's mask is written with unless told otherwise: the input's own format in its
     one-file form (`.nrrd` for `.nrrd` and `.nhdr`, `.mha` for `.mha` and `.mhd`), else `.nii.gz` (NIfTI,
-    DICOM)."""
+    DICOM). With `label_map` (a case's named structures in one file), an NRRD input's as 3D Slicer names a
+    segmentation, `.seg.nrrd`, so that Slicer opens it as one."""
     if is_itk_file(input_path):
-        return ".nrrd" if volume_file_suffix(input_path).lower() in (".nrrd", ".nhdr") else ".mha"
+        if volume_file_suffix(input_path).lower() in (".nrrd", ".nhdr"):
+            return ".seg.nrrd" if label_map else ".nrrd"
+        return ".mha"
     return ".nii.gz"
 
 

@@ -236,7 +236,7 @@ class DemoSession:
             prompts = {**empty_prompts(), "points": points, "box": box}
             volume.set_prompts(index, prompts, adapter)
             done = volume.propagate(index, stop_score) if propagate else volume.describe(index)
-            path = self._download("mask", volume_output_suffix(volume.source))
+            path = self._download("mask", volume_output_suffix(volume.source, label_map=True))
             volume.save(str(path.parent), path.name)
         finally:
             volume.close()
@@ -614,7 +614,7 @@ class VolumeSession:
         MetaImage), `name` (default `msa_mask` and that suffix) in `folder` (default: this session's own
         temporary folder, overwritten at each change)."""
         folder = folder or self.folder
-        name = name or f"msa_mask{volume_output_suffix(self.source)}"
+        name = name or f"msa_mask{volume_output_suffix(self.source, label_map=True)}"
         from msa_hf.inference.predictor import paint_mask, save_on_input_grid
 
         labels = np.zeros(self.slices.shape, np.uint8 if len(self.kept) < 255 else np.uint16)

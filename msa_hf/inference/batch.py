@@ -87,6 +87,9 @@ class BatchItem:
     # a case with one image file per channel (BraTS's sequences): `input` is read as the file of the run's
     # channel (`channels.choose_channel_file`), its first file until then
     channel_case: CaseFiles | None = None
+    # prompted from `labels`: whether it names its structures, and the regions of a region-based table beside
+    # it (`_label_regions`, read once)
+    label_regions: tuple[bool, dict[int, tuple[int, ...]]] | None = None
 
 
 def is_glob(source: str) -> bool:
@@ -123,7 +126,7 @@ def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) ->
 
 def output_name(input_path: Path, dicom_output: str | None = None) -> str:
     """The mask's file name for an input: a volume file -> `<name>` in its own format (`volume_output_suffix`:
-    `.nii.gz`, `.nrrd`, `.mha`); a DICOM series or an enhanced multi-frame DICOM file -> `<name>.nii.gz`, or
+    `.nii.gz`, `.seg.nrrd` (a 3D Slicer segmentation), `.mha`); a DICOM series or an enhanced multi-frame DICOM file -> `<name>.nii.gz`, or
     with `dicom_output` (a DICOM object to write, `dicom_outputs`) `<name>.dcm`; images -> `.png`."""
     from msa_hf.data.volumes import (
         is_enhanced_dicom_file,
@@ -134,7 +137,7 @@ def output_name(input_path: Path, dicom_output: str | None = None) -> str:
 
     suffix = ".dcm" if dicom_output else ".nii.gz"
     if is_volume_file(input_path):
-        return f"{volume_file_stem(input_path)}{volume_output_suffix(input_path)}"
+        return f"{volume_file_stem(input_path)}{volume_output_suffix(input_path, label_map=True)}"
     if input_path.is_dir():
         return f"{input_path.name}{suffix}"
     if is_enhanced_dicom_file(input_path):
@@ -254,6 +257,7 @@ def collect_items(
     from msa_hf.data.volumes import (
         VOLUME_FILE_NAMES,
         is_dicom_stack_source,
+        is_volume_file,
         volume_file_stem,
         volume_output_suffix,
     )
@@ -323,8 +327,9 @@ def collect_items(
         rows = [{"input": str(path)} for path in found]
         for row, case in zip(rows, studies, strict=False):  # a case folder's image file: named for the case
             if not case.image.is_dir() and case.label is not None:
-                mask_suffix = volume_output_suffix(case.image)
+                mask_suffix = volume_output_suffix(case.image, label_map=True)
                 row["output"] = case.case_id if structure_files else f"{case.case_id}{mask_suffix}"
+                row["output_by_default"] = True  # named here, not by the user: `_painted_name` may rename it
                 row["labels"] = str(case.label)
             if len(case.channels) > 1:
                 row["channel_case"] = case
@@ -344,8 +349,14 @@ def collect_items(
                 f"{where}: no prompts. Give --box/--point/--prompts for every input, --prompts-from-labels DIR, "
                 "or prompts/labels in the manifest."
             )
+        # prompted from its label map: whether it names its structures, and a region-based table's regions
+        label_regions = _label_regions(labels) if labels is not None and row_prompts is None else None
         default_name = output_name(input_path, dicom_output)
-        name = str(row.get("output") or (volume_file_stem(default_name) if structure_files else default_name))
+        # a folder of structure files is named for its input, without the mask's suffix (`.seg.nrrd` whole)
+        folder = volume_file_stem(input_path if is_volume_file(input_path) else Path(default_name))
+        name = str(row.get("output") or (folder if structure_files else default_name))
+        if not row.get("output") or row.get("output_by_default"):
+            name = _painted_name(name, label_regions)
         output = output_dir / name
         # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
@@ -368,6 +379,7 @@ def collect_items(
                 dicom_output=dicom_output or "seg",
                 structure_files=structure_files,
                 channel_case=row.get("channel_case"),
+                label_regions=label_regions,
             )
         )
     if dicom_output is not None and not any(is_dicom_stack_source(item.input) for item in items):
@@ -386,11 +398,7 @@ def collect_items(
     # prompted from label objects of named segments (DICOM's, 3D Slicer's): one value per structure name for all
     # of them (the objects' own segment or ROI numbers where they agree, else alphabetical), so a structure's
     # masks carry it in every case
-    from_dicom = [
-        item
-        for item in items
-        if item.prompts is None and item.labels is not None and _label_regions(item.labels)[0]
-    ]
+    from_dicom = [item for item in items if item.label_regions is not None and item.label_regions[0]]
     if from_dicom:
         values, _ = segment_label_values([item.labels for item in from_dicom], None)
         for item in from_dicom:
@@ -745,7 +753,7 @@ def _item_prompts(item: BatchItem, kind: PromptKind, plane: str = "auto") -> lis
         return item.prompts
     grid = check_label_map_grid(item)
     volume = input_kind(item.input) == "volume"  # as predict_file reads the input
-    named_segments, regions = _label_regions(item.labels)
+    named_segments, regions = item.label_regions or _label_regions(item.labels)
     return prompts_from_label_map(
         item.labels,
         kind,
@@ -772,6 +780,17 @@ def _label_regions(labels: Path) -> tuple[bool, dict[int, tuple[int, ...]]]:
     regions = {} if is_dicom_label_file(labels) else regions_beside(labels)
     named = is_named_label_file(labels, region_based=bool(regions))
     return named, {} if named else regions
+
+
+def _painted_name(name: str, label_regions: tuple[bool, dict[int, tuple[int, ...]]] | None) -> str:
+    """A default mask name as written for an item prompted from a label map under a region-based table: its
+    regions (whole tumour, core) are painted into one label map by the values that paint them, so a plain
+    `.nrrd` rather than a 3D Slicer segmentation's `.seg.nrrd`, which keeps overlapping structures whole in
+    layers."""
+    suffix = ".seg.nrrd"
+    if label_regions is not None and label_regions[1] and name.lower().endswith(suffix):
+        return f"{name[: -len(suffix)]}.nrrd"
+    return name
 
 
 def _label_map_names(item: BatchItem, named_segments: bool) -> dict[int, str]:
