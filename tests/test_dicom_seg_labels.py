@@ -70,15 +70,21 @@ def test_seg_label_maps_are_valued_by_segment_label_across_files(tmp_path):
 
 def test_segments_labelled_otherwise_in_some_files_are_one_structure_without_a_table(tmp_path):
     """Two SEGs label a segment `left kidney`, a third `Kidney_L`, each as its segment 2: without a table they
-    are one class (named as most files name it) valued 2 in every case; the report says which labels were
-    joined. Two segments of one concept in one file (two lesions) stay apart."""
+    are one class (named as most files name it) valued 2 in every case; so is the third's liver, labelled
+    `Leber` but coded Liver; the report says which labels were joined. Two segments of one concept in one
+    file (two lesions) stay apart."""
+    import pydicom
+
     drawn = [
         _case(tmp_path / "src", f"case{k}", {"liver": LIVER, name: SPLEEN}, seed=k)
         for k, name in enumerate(("left kidney", "left kidney", "Kidney_L"))
     ]
+    german = pydicom.dcmread(tmp_path / "src" / "labels" / "case2.dcm")
+    german.SegmentSequence[0].SegmentLabel = "Leber"  # its codes kept: Liver
+    german.save_as(tmp_path / "src" / "labels" / "case2.dcm")
     report = prepare_dataset(tmp_path / "src", tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
     assert not report.skipped_cases and report.class_names == {1: "liver", 2: "left kidney"}
-    assert any("Kidney_L as 'left kidney'" in warning for warning in report.warnings)
+    assert any("Kidney_L as 'left kidney'; Leber as 'liver'" in warning for warning in report.warnings)
     labels = _prepared_labels(tmp_path / "out")
     for k in range(3):
         np.testing.assert_array_equal(labels[f"case{k}"], drawn[k][2:7])

@@ -442,8 +442,12 @@ def test_a_dicom_series_gets_a_dicom_seg_whose_frames_are_the_mask(tiny_base, tm
     arguments = ["predict", str(tiny_base), str(tmp_path / "series"), str(tmp_path / "seg.dcm"),
                  "--prompts", str(prompts), "--device", "cpu"]  # fmt: skip
     assert main(arguments) == 0
+    printed = capsys.readouterr().out  # what each segment was coded as, a name of no concept shown so
+    assert (
+        "  label 4: Tissue (SCT 85756007): Tissue, the generic code: the name denotes no concept" in printed
+    )
     assert main([*arguments[:3], str(tmp_path / "mask.nii.gz"), *arguments[4:]]) == 0  # the same as NIfTI
-    capsys.readouterr()
+    assert "coded as" not in capsys.readouterr().out  # a NIfTI codes nothing
     expected = load_volume(tmp_path / "mask.nii.gz", is_label=True).array  # RAS+, as the series reads
     segmentation = highdicom.seg.segread(tmp_path / "seg.dcm")
     values = [int(v) for v in np.unique(expected) if v]

@@ -585,6 +585,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"written: {summary['output']} (one mask per structure: {files})")
     else:
         print(f"written: {summary['output']}{as_dicom}")
+    if "codes" in summary:  # what a viewer or PACS shows and searches each structure as
+        print("coded as (the DICOM standard's concept each name denotes):")
+        for value, code in summary["codes"].items():
+            print(f"  label {value}: {code}")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
     if node is not None:

@@ -226,18 +226,30 @@ def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
     Set; `{label value: segment name}` of a 3D Slicer segmentation, `slicer_segmentations.slicer_segmentation_names`, and
     nothing for any other volume file), from its header."""
+    return named_structures(path)[0]
+
+
+def named_structures(path: str | Path) -> tuple[dict[int, str], dict[str, StructureCode]]:
+    """`segment_names(path)`, and the codes the file gives its structures itself (`{name: codes}`: a DICOM-SEG's
+    segment descriptions, `segment_codes`; an RT structure set's ROI observations, `rtstruct_labels.roi_codes`;
+    a 3D Slicer segment's terminology), from one reading of its header."""
     import pydicom
 
-    from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_names
-    from msa_hf.data.slicer_segmentations import slicer_segmentation_names
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_codes, roi_names
+    from msa_hf.data.slicer_segmentations import header_fields, slicer_segment_names, slicer_segments
 
     if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
-        return slicer_segmentation_names(path)
+        fields = header_fields(path)
+        codes = {
+            segment.name: segment.code for segment in slicer_segments(fields) if segment.code is not None
+        }
+        return slicer_segment_names(fields), codes
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     if str(dataset.get("Modality", "")) == RTSTRUCT:
-        return roi_names(dataset)
-    return {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
+        return roi_names(dataset), roi_codes(dataset)
+    names = {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
+    return names, segment_codes(dataset)
 
 
 def segment_codes(dataset: Any) -> dict[str, StructureCode]:
@@ -264,8 +276,12 @@ def segment_label_values(
     the note says so), which a file's reader finds by concept (`structure_codes.values_by_concept`)."""
     if table is not None:
         return {name: value for value, name in table.items()}, None
-    labels = [segment_names(file) for file in files]
-    joined = names_by_concept(names.values() for names in labels)
+    labels, codes = [], {}
+    for file in files:
+        names, file_codes = named_structures(file)
+        labels.append(names)
+        codes.update(file_codes)
+    joined = names_by_concept((names.values() for names in labels), codes)
     notes = [joined_names_note(joined)]
     numbers: dict[str, set[int]] = {}
     for names in labels:

@@ -92,11 +92,17 @@ def slicer_segment_names(metadata: Mapping[str, str]) -> dict[int, str]:
 def slicer_segmentation_names(path: str | Path) -> dict[int, str]:
     """`slicer_segment_names` of the file at `path`: `{value: segment name}` of a 3D Slicer segmentation,
     empty for any other file (a NRRD or MetaImage without segments, an unreadable one, anything else)."""
+    return slicer_segment_names(header_fields(path))
+
+
+def header_fields(path: str | Path) -> Mapping[str, str]:
+    """The header fields of the NRRD or MetaImage file at `path` (where a 3D Slicer segmentation lists its
+    segments); empty for any other file or an unreadable one (its reader says why, when the file is read)."""
     if not is_itk_file(path) or not Path(path).is_file():
         return {}
     try:
-        return slicer_segment_names(read_itk_header(path).metadata)
-    except ItkReadError:  # its reader says why, when the file is read
+        return read_itk_header(path).metadata
+    except ItkReadError:
         return {}
 
 

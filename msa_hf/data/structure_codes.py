@@ -312,6 +312,12 @@ def concept_key(code: StructureCode | None) -> tuple | None:
     return tuple(key(c) for c in (code.type, code.laterality, code.region, code.region_laterality))
 
 
+def _concept_of(name: str, codes: Mapping[str, StructureCode | None] | None) -> tuple | None:
+    """The concept (`concept_key`) of the structure `name`: its file's own code for it (`codes[name]`), else
+    the one its name denotes."""
+    return concept_key((codes or {}).get(name)) or concept_key(structure_code(name))
+
+
 def values_by_concept(
     values: Mapping[str, int],
     found: Iterable[str],
@@ -328,17 +334,14 @@ def values_by_concept(
     if not unknown or not _concepts():  # every name found in the table (the usual case): nothing to look up
         return matched
 
-    def key_of(name: str, codes: Mapping[str, StructureCode | None]) -> tuple | None:
-        return concept_key(codes.get(name)) or concept_key(structure_code(name))
-
     table: dict[tuple, list[str]] = {}
     for name in values:
-        key = key_of(name, {})
+        key = _concept_of(name, None)
         if key is not None:
             table.setdefault(key, []).append(name)
     unmatched: dict[tuple, list[str]] = {}
     for name in unknown:
-        key = key_of(name, found_codes or {})
+        key = _concept_of(name, found_codes)
         if key is not None:
             unmatched.setdefault(key, []).append(name)
     for key, names in unmatched.items():
@@ -347,19 +350,23 @@ def values_by_concept(
     return matched
 
 
-def names_by_concept(groups: Iterable[Iterable[str]]) -> dict[str, str]:
+def names_by_concept(
+    groups: Iterable[Iterable[str]], codes: Mapping[str, StructureCode | None] | None = None
+) -> dict[str, str]:
     """`{name: the name it is joined to}` for the structure names of `groups` (each one file's or one case's)
-    that denote one concept (`structure_code`) named otherwise elsewhere: `Kidney_L` in some cases and `left
-    kidney` in others are one structure, named as most groups name it (a tie: the first in alphabetical
-    order). Names are joined only where no group holds two of them (two lesions of one case stay apart), and
-    the generic code joins nothing. Names not joined are not in the result; empty without pydicom."""
+    that denote one concept named otherwise elsewhere: `Kidney_L` in some cases and `left kidney` in others
+    are one structure, named as most groups name it (a tie: the first in alphabetical order). A name's concept
+    is `codes[name]` where its file codes it (a DICOM-SEG segment `Leber` coded Liver), else the one the name
+    denotes (`structure_code`). Names are joined only where no group holds two of them (two lesions of one
+    case stay apart), and the generic code joins nothing. Names not joined are not in the result; empty
+    without pydicom."""
     sets = [set(group) for group in groups]
     if not _concepts():
         return {}
     count = Counter(name for group in sets for name in group)
     by_key: dict[tuple, list[str]] = {}
     for name in sorted(count):
-        key = concept_key(structure_code(name))
+        key = _concept_of(name, codes)
         if key is not None:
             by_key.setdefault(key, []).append(name)
     joined = {}
