@@ -1225,6 +1225,29 @@ for _kind in ("seg", "rtstruct"):
                 str(f / "in" / "prompts.json"), "--dicom-output", kind]  # fmt: skip
 
 
+def small_series(folder: Path) -> Path:
+    """A CT series of six slices of 24 x 24 pixels with a block of soft tissue, in `folder/in/series`."""
+    from msa_hf.testing import write_dicom_series
+
+    volume = np.full((6, 24, 24), -1000, np.int16)
+    volume[1:5, 4:20, 4:20] = 60
+    write_dicom_series(folder / "in" / "series", volume)
+    return folder / "in" / "series"
+
+
+@case("predict", "--volume-report beside a NIfTI mask", mentions=("--volume-report", "DICOM-SEG"))
+def _(f):
+    return ["predict", "tiny", str(small_series(f)), out(f, "m.nii.gz"), *_box(4, 4, 20, 20), "--slice", "2",
+            "--volume-report", out(f, "volumes.dcm")]  # fmt: skip
+
+
+@case("predict", "--volume-report for many inputs", mentions=("--volume-report", "structures_ml"))
+def _(f):
+    source = nifti_source(f)
+    return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",
+            "--volume-report", out(f, "volumes.dcm")]  # fmt: skip
+
+
 @case("predict", "no prompt at all", mentions=("--point", "--box"))
 def _(f):
     return ["predict", "tiny", str(picture(f)), out(f, "m.png")]

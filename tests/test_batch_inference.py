@@ -128,11 +128,17 @@ def test_volumes_re_segmented_from_their_label_maps_keep_the_structures_values(t
             tmp_path / "probabilities" / image_path.name.replace(".nii.gz", "_probabilities.nii.gz")
         )
         assert nib.load(probabilities).shape == (*written.shape, len(prompts))
-    # each volume's masks in mL: its voxels times the input's voxel volume
+    # each volume's masks in mL: its voxels times the input's voxel volume; each structure's whole volume as
+    # its written mask holds it
     for row in _summary(tmp_path / "out"):
         voxel_ml = float(np.prod(nib.load(row["input"]).header.get_zooms()[:3])) / 1000
         assert int(row["pixels"]) > 0 and row["plane"] == "axial"
         assert float(row["volume_ml"]) == pytest.approx(int(row["pixels"]) * voxel_ml, abs=2e-4)
+        written = np.asarray(nib.load(row["output"]).dataobj)
+        structures = dict(item.split("=") for item in row["structures_ml"].split())
+        assert {int(v): float(ml) for v, ml in structures.items()} == pytest.approx(
+            {v: np.count_nonzero(written == v) * voxel_ml for v in (7, 44)}, abs=2e-4
+        )
 
 
 def test_a_manifest_names_inputs_prompts_and_outputs_relative_to_itself(tiny_base, tmp_path):

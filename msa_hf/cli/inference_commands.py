@@ -189,6 +189,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
              ".nii/.nii.gz on the input's grid for a volume",
     )  # fmt: skip
     predict.add_argument(
+        "--volume-report", default=None, metavar="PATH",
+        help="with a DICOM-SEG output (OUTPUT.dcm of a DICOM series): also write each structure's volume (mL) as "
+             "a DICOM Structured Report (measurement report, SR) at PATH (.dcm) that references the segments, "
+             "as PACS and OHIF list them; sent with the segmentation by --send-to",
+    )  # fmt: skip
+    predict.add_argument(
         "--dicom-output", choices=DICOM_OUTPUTS, default=None,
         help="a DICOM series' .dcm output: seg = a DICOM Segmentation (viewers, PACS), rtstruct = an RT "
              "Structure Set, the contours a radiotherapy planning system imports (default: seg). Many inputs: "
@@ -511,6 +517,11 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
+        if args.volume_report:
+            raise ValueError(
+                "--volume-report is for one DICOM series at a time; for many inputs, summary.csv's "
+                "structures_ml column gives each input's structures' volumes (label value=mL)."
+            )
         return _predict_many(args, prompts)
     if args.prompts_from_labels or args.remap_labels or args.dicom_labels:
         raise ValueError(
@@ -532,12 +543,12 @@ def _predict(args: argparse.Namespace) -> int:
         args.series,
         args.dicom_output,
         args.structure_files,
+        args.volume_report,
     )
     if args.structure_files:
         check_structure_folder_output(args.output)
-    check_new_outputs(
-        [args.output, *([args.save_probabilities] if args.save_probabilities else [])], args.overwrite
-    )
+    extra = [path for path in (args.save_probabilities, args.volume_report) if path]
+    check_new_outputs([args.output, *extra], args.overwrite)
     node = _sending_node(args)
     if node is not None and not is_dicom_output(args.output):
         raise ValueError(
@@ -553,6 +564,7 @@ def _predict(args: argparse.Namespace) -> int:
         slice_spacing=processor.slice_spacing if args.resample_slices else None, plane=plane,
         trained_planes=processor.planes, dicom_output=args.dicom_output or "seg",
         structure_files=args.structure_files, channel=_channel(args, processor),
+        volume_report=args.volume_report,
     )  # fmt: skip
     if "series" in summary:
         print(f"DICOM series {summary['series']}")
@@ -589,10 +601,14 @@ def _predict(args: argparse.Namespace) -> int:
         print("coded as (the DICOM standard's concept each name denotes):")
         for value, code in summary["codes"].items():
             print(f"  label {value}: {code}")
+    if "volume_report" in summary:
+        volumes = ", ".join(f"label {value} {ml:g} mL" for value, ml in summary["volumes_ml"].items())
+        print(f"written: {summary['volume_report']} (a DICOM SR of the structures' volumes: {volumes})")
     if "probabilities" in summary:
         print(f"written: {summary['probabilities']} (probabilities)")
     if node is not None:
-        _send_written([Path(summary["output"])], node, args)
+        reports = [Path(summary["volume_report"])] if "volume_report" in summary else []
+        _send_written([Path(summary["output"]), *reports], node, args)
     return 0
 
 

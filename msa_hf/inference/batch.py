@@ -58,6 +58,7 @@ SUMMARY_COLUMNS = (
     "masks",
     "pixels",
     "volume_ml",
+    "structures_ml",
     "plane",
     "mean_score",
     "seconds",
@@ -819,6 +820,8 @@ def _succeeded(row: dict[str, Any], summary: dict[str, Any], seconds: float) -> 
         status="ok", masks=len(masks), pixels=sum(m["pixels"] for m in masks),
         # a volume's masks in mL (what a volumetry report reads); pictures have no voxel size
         volume_ml=round(sum(m["volume_ml"] for m in masks), 4) if masks and "volume_ml" in masks[0] else "",
+        # each structure's whole volume as written (`label value=mL`), where its masks overlap or add up
+        structures_ml=" ".join(f"{value}={ml:g}" for value, ml in summary.get("volumes_ml", {}).items()),
         plane=summary.get("plane", ""),  # the plane a volume was cut into (its slice numbers are that plane's)
         mean_score=round(float(np.mean([m["score"] for m in masks])), 4), error="", seconds=round(seconds, 2),
         # what the input's summary noted (pixels far from square, an unseen plane, masks painted over others)
@@ -828,7 +831,7 @@ def _succeeded(row: dict[str, Any], summary: dict[str, Any], seconds: float) -> 
 
 def _failed(row: dict[str, Any], error: Exception, seconds: float) -> None:
     row.update(
-        status="failed", masks=0, pixels=0, volume_ml="", plane="", mean_score="", error=f"{type(error).__name__}: {error}",
+        status="failed", masks=0, pixels=0, volume_ml="", structures_ml="", plane="", mean_score="", error=f"{type(error).__name__}: {error}",
         seconds=round(seconds, 2), warnings="",
     )  # fmt: skip
 

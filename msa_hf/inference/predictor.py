@@ -352,6 +352,7 @@ def predict_file(
     dicom_output: str = "seg",
     structure_files: bool = False,
     channel: ChannelChoice | None = None,
+    volume_report: str | Path | None = None,
 ) -> dict[str, Any]:
     """Segment `input_path` with `prompts`; mask `k` (of prompt `k`) gets label value `k + 1`, or the prompt's
     `value`. Where masks of different values overlap, a label map keeps the later prompt's value (the summary's
@@ -400,6 +401,11 @@ def predict_file(
     the model's own is `MsaProcessor.channel_choice`), by name where the dataset's `dataset.json` names its
     channels; the summary's `channel` says which. A 4-D input without one is refused, with its channels
     listed.
+
+    The summary's `volumes_ml` gives each structure's whole volume as written (`{label value: mL}`; where a label
+    map keeps the later prompt's value, the voxels that kept its own). `volume_report` (with a DICOM-SEG output)
+    also writes them as a DICOM Measurement Report (SR) referencing the segments
+    (`volume_report.write_volume_report`).
     """
     from msa_hf.data.channels import choose_volume_channel
     from msa_hf.data.slicer_segmentations import is_slicer_segmentation_path
@@ -409,7 +415,15 @@ def predict_file(
 
     input_path, output_path = Path(input_path), Path(output_path)
     kind = check_prediction_request(
-        input_path, output_path, prompts, probabilities_path, multimask, series, dicom_output, structure_files
+        input_path,
+        output_path,
+        prompts,
+        probabilities_path,
+        multimask,
+        series,
+        dicom_output,
+        structure_files,
+        volume_report,
     )
     placement = resolve_placement(device, dtype)
     if kind != "volume":
@@ -487,6 +501,10 @@ def predict_file(
         summary["masks"].append(entry)
         maps.extend(prompt_maps)
     names = _structure_names(values, prompts)
+    # each structure's whole volume as written: its own mask where the output keeps it whole, else its voxels
+    # in the label map
+    structures = painted.structures() if keep_whole else painted.labels
+    summary["volumes_ml"] = _structure_volumes(structures, sorted(set(values)), voxel_ml(volume.affine))
     if structure_files:
         summary["structure_files"] = save_structure_files_on_input_grid(
             output_path,
@@ -500,7 +518,6 @@ def predict_file(
     elif keep_whole:  # each structure whole, overlaps kept
         from msa_hf.inference.dicom_outputs import dicom_structure_names, write_dicom_output
 
-        structures = painted.structures()
         canonical = (
             sliced.to_volume(structures)
             if isinstance(structures, np.ndarray)
@@ -513,8 +530,21 @@ def predict_file(
                 dicom_structure_names(sorted(set(values)), names),
                 "the DICOM output (a name shared by other label values, or over 64 bytes of UTF-8)",
             )
-            write_dicom_output(dicom_output, input_path, canonical, volume.affine, output_path, names, series)
+            written = write_dicom_output(
+                dicom_output, input_path, canonical, volume.affine, output_path, names, series
+            )
             _note_codes(summary, values, names, generic=dicom_output == "seg")
+            if volume_report is not None:
+                from msa_hf.inference.volume_report import write_volume_report
+
+                write_volume_report(
+                    output_path,
+                    input_path,
+                    {written[value]: ml for value, ml in summary["volumes_ml"].items() if value in written},
+                    volume_report,
+                    series=series,
+                )
+                summary["volume_report"] = str(volume_report)
         else:  # a 3D Slicer segmentation (.seg.nrrd): overlapping structures in layers
             _save_slicer_segmentation(
                 summary, canonical, volume.affine, input_path, output_path, values, names
@@ -530,6 +560,21 @@ def predict_file(
         stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
         save_on_input_grid(stacked, volume.affine, input_path, Path(probabilities_path))
     return summary
+
+
+def _structure_volumes(
+    structures: np.ndarray | dict[int, np.ndarray], values: Iterable[int], millilitres_per_voxel: float
+) -> dict[int, float]:
+    """Each structure of `values`'s whole volume in mL (`{label value: mL}`; 0 for one with no voxel): its voxels
+    in the label map `structures`, or in its own mask (`{value: mask}`, where structures overlap), times a
+    voxel's true volume."""
+
+    def voxels(value: int) -> int:
+        if isinstance(structures, dict):
+            return int(np.count_nonzero(structures[value])) if value in structures else 0
+        return int(np.count_nonzero(structures == value))
+
+    return {int(value): round(voxels(value) * millilitres_per_voxel, 4) for value in values}
 
 
 def _note_codes(
@@ -808,6 +853,23 @@ def input_kind(input_path: str | Path) -> str:
     )
 
 
+def _check_volume_report(report: Path, input_path: Path, output_path: Path, dicom_output: str | None) -> None:
+    """Refuses a volume report that cannot be written: one without a DICOM-SEG output to reference, one not
+    named `.dcm`, or one that is the input or the mask."""
+    if not is_dicom_output(output_path) or dicom_output not in (None, "seg"):
+        raise ValueError(
+            f"--volume-report {report}: a volume report references the segments of a DICOM-SEG; write the mask "
+            "as one (OUTPUT.dcm of a DICOM series, without --dicom-output rtstruct), or leave it out."
+        )
+    if report.suffix.lower() != ".dcm":
+        raise ValueError(f"--volume-report {report}: a DICOM Structured Report is written to a .dcm file.")
+    if report.resolve() == output_path.resolve():
+        raise ValueError(
+            f"--volume-report {report}: it is the mask's own path; give the report another name."
+        )
+    check_not_an_input(report, [input_path])
+
+
 def check_prediction_request(
     input_path: str | Path,
     output_path: str | Path,
@@ -817,11 +879,13 @@ def check_prediction_request(
     series: str | None = None,
     dicom_output: str | None = None,
     structure_files: bool = False,
+    volume_report: str | Path | None = None,
 ) -> str:
     """What `input_path` is: "dicom" (a single DICOM image), "image" (PNG/JPEG/TIFF/BMP) or "volume" (NIfTI
     or a DICOM series folder). `dicom_output` (`dicom_outputs.DICOM_OUTPUTS`; None: seg) is the DICOM object a
     `.dcm` output is written as, refused for any other output; with `structure_files` the output is a folder
-    of one mask per structure (`predict_file`). Raises `ValueError`, before anything is loaded
+    of one mask per structure (`predict_file`); `volume_report`, a DICOM SR beside a DICOM-SEG output.
+    Raises `ValueError`, before anything is loaded
     or computed, for any other input, for an output format that cannot hold its mask or probabilities, for a probability file that is the input
     or the mask, for volume-only prompt settings on a 2-D image, for `multimask` with propagation, and for a
     DICOM folder whose stack to read is not known (several, and `series` names none of them: read from the
@@ -887,6 +951,8 @@ def check_prediction_request(
             "Slicer segmentation; .seg.nrrd as Slicer names one) or MetaImage (.mha) (or .dcm, DICOM-SEG, for a "
             "DICOM series)."
         )
+    if volume_report is not None:
+        _check_volume_report(Path(volume_report), input_path, output_path, dicom_output)
     for index, prompt in enumerate(prompts if kind != "volume" else ()):
         if prompt.slice is not None or prompt.propagate:
             raise ValueError(
