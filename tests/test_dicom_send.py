@@ -91,6 +91,25 @@ def test_predict_sends_what_it_wrote(series, tmp_path, node, serve_stand_in, cap
     assert _same_object(received, tmp_path / "out.dcm")
 
 
+def test_a_volume_report_is_sent_with_its_segmentation(series, tmp_path, serve_stand_in, capsys):
+    """`--volume-report r.dcm --send-to`: the node receives the DICOM-SEG and the report, each whole."""
+    from pynetdicom.sop_class import Comprehensive3DSRStorage, SegmentationStorage
+
+    from msa_hf.cli import main
+
+    serve_stand_in(BoxFillSam(32))
+    running = StorageNode(takes=(SegmentationStorage, Comprehensive3DSRStorage))
+    try:
+        argv = _predict(series, tmp_path / "out.dcm", "--name", "liver", "--volume-report", str(tmp_path / "r.dcm"),
+                        "--send-to", f"TPS@127.0.0.1:{running.port}")  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        running.close()
+    assert "sent: 2 DICOM objects" in capsys.readouterr().out
+    segmentation, report = running.received
+    assert _same_object(segmentation, tmp_path / "out.dcm") and _same_object(report, tmp_path / "r.dcm")
+
+
 def test_many_inputs_send_each_dicom_object_over_one_association(tmp_path, node, serve_stand_in, capsys):
     """A batch of two DICOM series with `--dicom-output rtstruct --send-to`: both structure sets arrive, each
     the file written, whole."""
