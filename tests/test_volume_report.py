@@ -55,6 +55,12 @@ def test_a_dicom_seg_gets_a_report_of_each_segments_volume(block_series, tmp_pat
     seg = pydicom.dcmread(tmp_path / "seg.dcm")
     report = highdicom.sr.srread(tmp_path / "report.dcm")
     assert report.Modality == "SR" and report.StudyInstanceUID == seg.StudyInstanceUID
+    (procedure,) = [
+        item for item in report.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"
+    ]
+    assert (
+        procedure.ConceptCodeSequence[0].CodeValue == "25045-6"
+    )  # CT, unspecified body region (the series')
     groups = report.content.get_volumetric_roi_measurement_groups()
     assert [str(group.tracking_identifier) for group in groups] == [p.name for p in PROMPTS]
     for number, group in enumerate(groups, start=1):

@@ -21,11 +21,12 @@ from typing import Any
 from msa_hf.output_files import atomic_file
 
 MILLILITRE = ("ml", "UCUM", "milliliter")  # UCUM's millilitre, as DICOM's measurement units code it
-# the procedure a report measures, by the images' modality (LOINC's "<modality> unspecified body region")
+# the procedure a report measures (CID 100), by the images' modality; "Imaging procedure" for any other
 PROCEDURES = {
     "CT": "CTUnspecifiedBodyRegion",
     "MR": "MRIUnspecifiedBodyRegion",
     "PT": "PETUnspecifiedBodyRegion",
+    "NM": "NMUnspecifiedBodyRegion",
 }
 
 
@@ -103,7 +104,7 @@ def write_volume_report(
         ),
     )
     modality = str(images[0].get("Modality", ""))
-    procedure = getattr(codes.LN, PROCEDURES.get(modality, "CTUnspecifiedBodyRegion"))
+    procedure = getattr(codes.cid100, PROCEDURES.get(modality, "ImagingProcedure"))
     report = highdicom.sr.MeasurementReport(
         observation_context=highdicom.sr.ObservationContext(observer_device_context=device),
         procedure_reported=procedure,
