@@ -592,6 +592,24 @@ def _(f):
     return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
 
 
+@case(
+    "prepare",
+    "RT structure sets whose ROIs are all planning objects (a body outline)",
+    mentions=("planning objects", "lesion (EXTERNAL)", "label table"),
+)
+def _(f):
+    import pydicom
+
+    source = two_label_export(f)
+    shutil.rmtree(source / "P1" / "SEG")
+    for patient in ("P1", "P2"):
+        path = source / patient / "RS" / "rs.dcm"
+        dataset = pydicom.dcmread(path)
+        dataset.RTROIObservationsSequence[0].RTROIInterpretedType = "EXTERNAL"
+        dataset.save_as(path)
+    return ["prepare", str(source), "--output-dir", out(f), "--kind", "volumes", "--split", "1", "0", "0"]
+
+
 @case("prepare", "--overlapping for NIfTI label maps", mentions=("--overlapping", "label maps"))
 def _(f):
     source = nifti_source(f)

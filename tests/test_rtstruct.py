@@ -269,9 +269,12 @@ def _with_body(rtstruct, body_rtstruct) -> None:
     holds the outline of the body beside the organs)."""
     target, body = pydicom.dcmread(rtstruct), pydicom.dcmread(body_rtstruct)
     roi, contours = body.StructureSetROISequence[0], body.ROIContourSequence[0]
+    observation = body.RTROIObservationsSequence[0]
     roi.ROINumber, roi.ROIName, contours.ReferencedROINumber = 2, "BODY", 2
+    observation.ObservationNumber = observation.ReferencedROINumber = 2
     target.StructureSetROISequence.append(roi)
     target.ROIContourSequence.append(contours)
+    target.RTROIObservationsSequence.append(observation)
     target.save_as(rtstruct)
 
 
@@ -324,6 +327,34 @@ def test_prepare_reads_the_rois_a_label_table_names_from_a_structure_set(tmp_pat
     labels = np.stack([np.asarray(row["label"]) for row in rows])
     images = np.stack([np.asarray(row["image"]) for row in rows])
     assert np.array_equal(labels, liver[2:6]) and np.array_equal(images, axial_slices(series.array)[2:6])
+
+
+def test_planning_objects_are_left_out_where_no_table_chooses_the_rois(tmp_path):
+    """The body outline typed EXTERNAL (as planning systems type it): without a table, prepare leaves it out and
+    reads the liver alone, and its report names what it left out; a table that names the body reads it; a
+    structure set of planning objects alone is refused, naming them."""
+    from msa_hf.data import axial_slices, load_prepared, prepare_dataset
+    from msa_hf.data.rtstruct_labels import load_rtstruct_labels
+    from msa_hf.data.volumes import VolumeReadError
+
+    source, _, liver, body = _liver_in_body(tmp_path, slice(None))
+    rtstruct = source / "labels" / "case1.dcm"
+    dataset = pydicom.dcmread(rtstruct)
+    dataset.RTROIObservationsSequence[1].RTROIInterpretedType = "EXTERNAL"  # ROI 2, the body
+    dataset.save_as(rtstruct)
+    report = prepare_dataset(source, tmp_path / "out", kind="volumes", split=(1.0, 0.0, 0.0))
+    assert not report.skipped_cases and report.class_names == {1: "Liver"}
+    assert any("left out: BODY (EXTERNAL)" in warning for warning in report.warnings)
+    rows = sorted(load_prepared(tmp_path / "out")["train"], key=lambda row: row["slice"])
+    assert np.array_equal(np.stack([np.asarray(row["label"]) for row in rows]), liver[2:6])
+    named = load_rtstruct_labels(rtstruct, source / "images" / "case1", {"BODY": 5})
+    assert np.array_equal(axial_slices(named.array), body * 5)
+    dataset.RTROIObservationsSequence[0].RTROIInterpretedType = "MARKER"
+    dataset.save_as(rtstruct)
+    with pytest.raises(
+        VolumeReadError, match=r"all planning objects \(Liver \(MARKER\), BODY \(EXTERNAL\)\)"
+    ):
+        load_rtstruct_labels(rtstruct, source / "images" / "case1")
 
 
 def test_many_dicom_series_are_written_as_rt_structure_sets(tiny_base, tmp_path):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -224,18 +224,28 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
-    Set; `{label value: segment name}` of a 3D Slicer segmentation, `slicer_segmentations.slicer_segmentation_names`, and
-    nothing for any other volume file), from its header."""
-    return named_structures(path)[0]
+    Set, its planning objects left out, `rtstruct_labels.structure_rois`; `{label value: segment name}` of a 3D
+    Slicer segmentation, `slicer_segmentations.slicer_segmentation_names`, and nothing for any other volume
+    file), from its header."""
+    return named_structures(path).names
 
 
-def named_structures(path: str | Path) -> tuple[dict[int, str], dict[str, StructureCode]]:
-    """`segment_names(path)`, and the codes the file gives its structures itself (`{name: codes}`: a DICOM-SEG's
-    segment descriptions, `segment_codes`; an RT structure set's ROI observations, `rtstruct_labels.roi_codes`;
-    a 3D Slicer segment's terminology), from one reading of its header."""
+class NamedStructures(NamedTuple):
+    """What a label file says of its structures, from one reading of its header: `names` (`segment_names`),
+    the codes it gives them itself (`{name: codes}`: a DICOM-SEG's segment descriptions, `segment_codes`; an
+    RT structure set's ROI observations, `rtstruct_labels.roi_codes`; a 3D Slicer segment's terminology), and
+    the RT planning objects left out of `names` (`{ROI name: interpreted type}`)."""
+
+    names: dict[int, str]
+    codes: dict[str, StructureCode]
+    left_out: dict[str, str]
+
+
+def named_structures(path: str | Path) -> NamedStructures:
+    """`NamedStructures` of the label file at `path`."""
     import pydicom
 
-    from msa_hf.data.rtstruct_labels import RTSTRUCT, roi_codes, roi_names
+    from msa_hf.data.rtstruct_labels import RTSTRUCT, planning_objects, roi_codes, roi_names
     from msa_hf.data.slicer_segmentations import header_fields, slicer_segment_names, slicer_segments
 
     if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
@@ -243,13 +253,15 @@ def named_structures(path: str | Path) -> tuple[dict[int, str], dict[str, Struct
         codes = {
             segment.name: segment.code for segment in slicer_segments(fields) if segment.code is not None
         }
-        return slicer_segment_names(fields), codes
+        return NamedStructures(slicer_segment_names(fields), codes, {})
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     if str(dataset.get("Modality", "")) == RTSTRUCT:
-        return roi_names(dataset), roi_codes(dataset)
+        names, objects = roi_names(dataset), planning_objects(dataset)
+        kept = {number: name for number, name in names.items() if number not in objects}
+        return NamedStructures(kept, roi_codes(dataset), {names[n]: kind for n, kind in objects.items()})
     names = {int(item.SegmentNumber): str(item.SegmentLabel) for item in dataset.get("SegmentSequence", [])}
-    return names, segment_codes(dataset)
+    return NamedStructures(names, segment_codes(dataset), {})
 
 
 def segment_codes(dataset: Any) -> dict[str, StructureCode]:
@@ -273,16 +285,21 @@ def segment_label_values(
     numbers where every file gives each label the same number and each number one label; else one value per
     label, in alphabetical order. Without a table, labels that name one structure otherwise in different
     files (`Kidney_L`, `left kidney`) are one label, as most files name it (`structure_codes.names_by_concept`;
-    the note says so), which a file's reader finds by concept (`structure_codes.values_by_concept`)."""
+    the note says so), which a file's reader finds by concept (`structure_codes.values_by_concept`); an RT
+    structure set's planning objects are left out (`rtstruct_labels.PLANNING_OBJECTS`; the note names them)."""
+    from msa_hf.data.rtstruct_labels import planning_objects_note
+
     if table is not None:
         return {name: value for value, name in table.items()}, None
-    labels, codes = [], {}
+
+    labels, codes, left_out = [], {}, {}
     for file in files:
-        names, file_codes = named_structures(file)
-        labels.append(names)
-        codes.update(file_codes)
+        found = named_structures(file)
+        labels.append(found.names)
+        codes.update(found.codes)
+        left_out.update(found.left_out)
     joined = names_by_concept((names.values() for names in labels), codes)
-    notes = [joined_names_note(joined)]
+    notes = [planning_objects_note(left_out), joined_names_note(joined)]
     numbers: dict[str, set[int]] = {}
     for names in labels:
         for number, name in names.items():

@@ -12,11 +12,14 @@ other, two strokes over one organ, are united).
 
 A structure set usually holds more than the targets (the body outline, planning margins, the couch), and
 those overlap the organs. A label table that names ROIs chooses them: ROIs it does not name are left out.
-Without one, every ROI is read, and overlapping ROIs are refused by name with that advice.
+Without one, every ROI is read but the planning objects its observations type as such (`PLANNING_OBJECTS`:
+the body outline, the couch, markers, bolus, dose-shaping regions; `planning_objects`), and ROIs that still
+overlap are refused by name with that advice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +32,16 @@ if TYPE_CHECKING:
     from msa_hf.data.structure_codes import StructureCode
 
 RTSTRUCT = DICOM_LABEL_KINDS["rtstruct"]  # the Modality of an RT Structure Set
+# RT ROI Interpreted Types of what a plan places around the anatomy rather than anatomy or a target: the
+# external body outline, the couch and immobilisation, markers and reference points, bolus, brachytherapy
+# devices, and regions that shape or measure the dose. They overlap the organs, so without a label table
+# they are left out (a table that names one reads it).
+PLANNING_OBJECTS = frozenset(
+    {
+        "EXTERNAL", "SUPPORT", "FIXATION", "MARKER", "REGISTRATION", "ISOCENTER", "BOLUS", "BRACHY_CHANNEL",
+        "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD", "DOSE_REGION", "CONTROL", "DOSE_MEASUREMENT",
+    }
+)  # fmt: skip
 
 
 def roi_names(dataset: Any) -> dict[int, str]:
@@ -37,6 +50,35 @@ def roi_names(dataset: Any) -> dict[int, str]:
         int(item.ROINumber): str(item.get("ROIName", f"ROI {item.ROINumber}"))
         for item in dataset.get("StructureSetROISequence", [])
     }
+
+
+def planning_objects(dataset: Any) -> dict[int, str]:
+    """`{ROI number: its interpreted type}` of an RT Structure Set's ROIs that its observations type as planning
+    objects (`PLANNING_OBJECTS`: the body outline EXTERNAL, the couch SUPPORT, ...)."""
+    return {
+        int(item.ReferencedROINumber): str(item.RTROIInterpretedType).strip().upper()
+        for item in dataset.get("RTROIObservationsSequence", [])
+        if "ReferencedROINumber" in item
+        and str(item.get("RTROIInterpretedType", "") or "").strip().upper() in PLANNING_OBJECTS
+    }
+
+
+def structure_rois(dataset: Any) -> dict[int, str]:
+    """`roi_names` without the planning objects (`planning_objects`): the ROIs read where no label table
+    chooses them."""
+    left_out = planning_objects(dataset)
+    return {number: name for number, name in roi_names(dataset).items() if number not in left_out}
+
+
+def planning_objects_note(left_out: Mapping[str, str]) -> str | None:
+    """A report's note of the planning objects left out (`{ROI name: interpreted type}`), or None."""
+    if not left_out:
+        return None
+    listed = ", ".join(f"{name} ({kind})" for name, kind in sorted(left_out.items()))
+    return (
+        f"RT structure set ROIs typed as planning objects were left out: {listed}. A label table (labels.json) "
+        "that names one reads it."
+    )
 
 
 def roi_codes(dataset: Any) -> dict[str, StructureCode]:
@@ -91,7 +133,7 @@ def load_rtstruct_labels(
     (as `load_volume(series_folder, series=series)` reads the image).
 
     Each ROI named in `values` (`{ROI name: label value}`) takes its value; ROIs it does not name are left
-    out. Without `values`, every ROI takes its own number. Only closed planar contours are read. With
+    out. Without `values`, every ROI but the planning objects (`structure_rois`) takes its own number. Only closed planar contours are read. With
     `overlapping`, ROIs may overlap, each setting its bit of a pixel's code (`dicom_seg_labels.overlap_code`).
 
     Raises:
@@ -135,8 +177,15 @@ def read_rtstruct_labels(
     chosen = (
         {number: values[name] for number, name in names.items() if name in values}
         if values is not None
-        else {number: number for number in names}
+        else {number: number for number in structure_rois(dataset)}
     )
+    objects = planning_objects(dataset)
+    if not chosen and objects and len(objects) == len(names):  # nothing but the body outline, the couch, ...
+        listed = ", ".join(f"{names[n]} ({kind})" for n, kind in sorted(objects.items()))
+        raise VolumeReadError(
+            f"{path}: its ROIs are all planning objects ({listed}), which are read only where a label table "
+            'names them (labels.json, {"1": "BODY"}).'
+        )
     if not chosen:
         raise VolumeReadError(
             f"{path}: none of its ROIs ({', '.join(sorted(names.values())) or 'none'}) is named in the label "
