@@ -362,11 +362,20 @@ def test_dicom_series_upload_propagates_through_the_volume(tmp_path):
         Path(volume.source), volume_from_axial_slices(volume.masks), volume.volume.affine
     )
     assert expected.any() and np.array_equal(frames.astype(bool), expected.astype(bool))
-    # and as an RT structure set, named as asked: its contours filled are the mask on every slice
     import pydicom
 
     from msa_hf.data.rtstruct_labels import load_rtstruct_labels
 
+    # with a report of its volume, which references the segmentation given beside it
+    segmentation, report = volume.save_volume_report(name="Tumour")
+    read = highdicom.sr.srread(report).content.get_volumetric_roi_measurement_groups()
+    assert [str(group.tracking_identifier) for group in read] == ["Tumour"]
+    assert (
+        read[0].referenced_segment.referenced_sop_instance_uid == pydicom.dcmread(segmentation).SOPInstanceUID
+    )
+    voxel_ml = abs(np.linalg.det(volume.volume.affine[:3, :3])) / 1000
+    assert read[0].get_measurements()[0].value == pytest.approx(volume.masks.sum() * voxel_ml, abs=1e-4)
+    # and as an RT structure set, named as asked: its contours filled are the mask on every slice
     rtstruct = volume.save_dicom("rtstruct", name="Tumour")
     assert Path(rtstruct).name == "msa_mask_rtstruct.dcm"
     assert pydicom.dcmread(rtstruct).StructureSetROISequence[0].ROIName == "Tumour"

@@ -377,6 +377,12 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
         return save
 
     @guarded
+    def volume_report_of_volume(volume, name):
+        if volume is None:
+            raise ValueError("upload a volume first.")
+        return list(volume.save_volume_report(name=name or ""))
+
+    @guarded
     def structure_files_of_volume(volume, name):
         if volume is None:
             raise ValueError("upload a volume first.")
@@ -444,6 +450,13 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     with gr.Row():
         rtstruct_button = gr.Button("RT structure set of the mask (a DICOM series, for a planning system)")
         volume_rtstruct = gr.File(label="mask as RT structure set (contours)", elem_id="volume-rtstruct")
+    with gr.Row():
+        report_button = gr.Button(
+            "each structure's volume as a DICOM report (SR), with the DICOM-SEG it references (a DICOM series)"
+        )
+        volume_report = gr.File(
+            label="DICOM-SEG and volume report", file_count="multiple", elem_id="volume-report"
+        )  # fmt: skip
     keep_button.click(
         keep_volume_structure,
         [volume_state, slice_index, structure_name],
@@ -456,6 +469,9 @@ def volume_tab(session: DemoSession, adapter: gr.Dropdown) -> None:
     seg_button.click(dicom_of_volume("seg"), [volume_state, structure_name], volume_seg, **INTERNAL)
     rtstruct_button.click(
         dicom_of_volume("rtstruct"), [volume_state, structure_name], volume_rtstruct, **INTERNAL
+    )  # fmt: skip
+    report_button.click(
+        volume_report_of_volume, [volume_state, structure_name], volume_report, **INTERNAL
     )  # fmt: skip
     opened = [volume_state, slice_index, volume_view, volume_status, volume_series, volume_channel]
     chosen = [volume_state, volume_files, adapter, volume_series, volume_plane, volume_channel]

@@ -561,6 +561,13 @@ class VolumeSession:
         called `name` (the segment label or ROI name a viewer lists; default "segmented structure"), in
         `folder` (default: this session's temporary folder). Raises `ValueError` for a volume file upload, nothing
         segmented, or a series whose headers it cannot copy."""
+        return str(self._write_dicom(kind, folder, name)[0])
+
+    def _write_dicom(
+        self, kind: str, folder: str | None, name: str
+    ) -> tuple[Path, dict[int, int], dict[int, np.ndarray]]:
+        """`save_dicom`'s file, with `{label value: segment or ROI number}` of what it wrote and the
+        structures' masks (`structures`)."""
         from msa_hf.inference.dicom_outputs import DICOM_OUTPUT_NAMES, check_dicom_output, write_dicom_output
 
         written_as = DICOM_OUTPUT_NAMES[check_dicom_output(kind)]
@@ -575,10 +582,36 @@ class VolumeSession:
         output = Path(folder or self.folder) / f"msa_mask_{kind}.dcm"  # replaced whole at each request
         whole = {value: self.sliced.to_volume(mask) for value, mask in masks.items()}
         try:
-            write_dicom_output(kind, self.source, whole, self.volume.affine, output, names, self.series)
+            numbers = write_dicom_output(
+                kind, self.source, whole, self.volume.affine, output, names, self.series
+            )
         except ValueError as error:
             raise ValueError(without_server_paths(str(error), [self.source])) from None
-        return str(output)
+        return output, numbers, masks
+
+    def save_volume_report(self, folder: str | None = None, name: str = "") -> tuple[str, str]:
+        """Every structure as a DICOM-SEG of the uploaded series (`save_dicom`) and each one's volume as a DICOM
+        measurement report (SR) referencing that segmentation's segments (`volume_report.write_volume_report`),
+        both in `folder` (default: this session's temporary folder; replaced at each request, the report always
+        beside the segmentation it references). Returns both paths. Raises `ValueError` as `save_dicom`."""
+        from msa_hf.data.volumes import voxel_ml
+        from msa_hf.inference.predictor import structure_volumes
+        from msa_hf.inference.volume_report import write_volume_report
+
+        segmentation, numbers, masks = self._write_dicom("seg", folder, name)
+        volumes = structure_volumes(masks, masks, voxel_ml(self.volume.affine))
+        report = Path(folder or self.folder) / "msa_volumes.dcm"
+        try:
+            write_volume_report(
+                segmentation,
+                self.source,
+                {numbers[value]: ml for value, ml in volumes.items() if value in numbers},
+                report,
+                series=self.series,
+            )
+        except ValueError as error:
+            raise ValueError(without_server_paths(str(error), [self.source])) from None
+        return str(segmentation), str(report)
 
     def save_structure_files(self, folder: str | None = None, name: str = "") -> str:
         """Every structure (`structures`) as one binary mask file on the input's grid (in its format, as

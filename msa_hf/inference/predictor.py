@@ -504,7 +504,7 @@ def predict_file(
     # each structure's whole volume as written: its own mask where the output keeps it whole, else its voxels
     # in the label map
     structures = painted.structures() if keep_whole else painted.labels
-    summary["volumes_ml"] = _structure_volumes(structures, sorted(set(values)), voxel_ml(volume.affine))
+    summary["volumes_ml"] = structure_volumes(structures, sorted(set(values)), voxel_ml(volume.affine))
     if structure_files:
         summary["structure_files"] = save_structure_files_on_input_grid(
             output_path,
@@ -562,7 +562,7 @@ def predict_file(
     return summary
 
 
-def _structure_volumes(
+def structure_volumes(
     structures: np.ndarray | dict[int, np.ndarray], values: Iterable[int], millilitres_per_voxel: float
 ) -> dict[int, float]:
     """Each structure of `values`'s whole volume in mL (`{label value: mL}`; 0 for one with no voxel): its voxels
