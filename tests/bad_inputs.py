@@ -1259,11 +1259,13 @@ def _(f):
             "--volume-report", out(f, "volumes.dcm")]  # fmt: skip
 
 
-@case("predict", "--volume-report for many inputs", mentions=("--volume-report", "structures_ml"))
+@case(
+    "predict", "--volume-report for many inputs none of them DICOM", mentions=("--volume-report", "DICOM-SEG")
+)
 def _(f):
     source = nifti_source(f)
     return ["predict", "tiny", str(source / "imagesTr"), out(f, "masks"), *_box(2, 2, 10, 10), "--slice", "1",
-            "--volume-report", out(f, "volumes.dcm")]  # fmt: skip
+            "--volume-report", out(f, "reports")]  # fmt: skip
 
 
 @case("predict", "no prompt at all", mentions=("--point", "--box"))

@@ -134,3 +134,23 @@ def test_the_command_writes_prints_and_keeps_an_earlier_report(
     assert main([*arguments[:3], str(tmp_path / "seg2.dcm"), *arguments[4:]]) == 2
     assert "r.dcm exists" in capsys.readouterr().err
     assert (tmp_path / "r.dcm").read_bytes() == before and not (tmp_path / "seg2.dcm").exists()
+
+
+def test_many_series_get_a_report_each_beside_their_segmentations(tmp_path, serve_stand_in, capsys):
+    """`predict 'in/*' out --dicom-output seg --volume-report reports`: each series' DICOM-SEG gets
+    `reports/<name>_volumes.dcm`, which references that segmentation."""
+    from msa_hf.cli import main
+    from msa_hf.testing import write_dicom_series
+
+    for name in ("p1", "p2"):
+        write_dicom_series(tmp_path / "in" / name, np.full((6, 20, 24), 60.0, np.float32))
+    serve_stand_in(BoxFillSam(32))
+    assert main(["predict", "m", str(tmp_path / "in" / "*"), str(tmp_path / "out"), "--box", "2", "2", "10", "10",
+                 "--slice", "2", "--dicom-output", "seg", "--volume-report", str(tmp_path / "reports")]) == 0  # fmt: skip
+    assert "written: 2 volume report(s) in" in capsys.readouterr().out
+    for name in ("p1", "p2"):
+        report = highdicom.sr.srread(tmp_path / "reports" / f"{name}_volumes.dcm")
+        (group,) = report.content.get_volumetric_roi_measurement_groups()
+        seg = pydicom.dcmread(tmp_path / "out" / f"{name}.dcm")
+        assert group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert group.get_measurements()[0].value > 0

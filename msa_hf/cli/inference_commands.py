@@ -192,7 +192,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--volume-report", default=None, metavar="PATH",
         help="with a DICOM-SEG output (OUTPUT.dcm of a DICOM series): also write each structure's volume (mL) as "
              "a DICOM Structured Report (measurement report, SR) at PATH (.dcm) that references the segments, "
-             "as PACS and OHIF list them; sent with the segmentation by --send-to",
+             "as PACS and OHIF list them; sent with the segmentation by --send-to. Many inputs: a folder, each "
+             "DICOM-SEG's report <name>_volumes.dcm there",
     )  # fmt: skip
     predict.add_argument(
         "--dicom-output", choices=DICOM_OUTPUTS, default=None,
@@ -517,11 +518,6 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--prompt-frame voxel is for one volume at a time (voxel indices belong to one input's grid)."
             )
-        if args.volume_report:
-            raise ValueError(
-                "--volume-report is for one DICOM series at a time; for many inputs, summary.csv's "
-                "structures_ml column gives each input's structures' volumes (label value=mL)."
-            )
         return _predict_many(args, prompts)
     if args.prompts_from_labels or args.remap_labels or args.dicom_labels:
         raise ValueError(
@@ -636,12 +632,18 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
     items = collect_items(  # every input, output and prompt source is known before the model loads
         args.input, args.output, prompts, args.prompts_from_labels, args.save_probabilities, args.series,
         label_remap(args.remap_labels), args.dicom_output, args.dicom_labels, args.structure_files,
+        args.volume_report,
     )  # fmt: skip
     summaries = [Path(args.output) / name for name in SUMMARY_FILES]
     table = named_label_table(items)  # the masks' values by the label objects' or structure files' names
     if table:
         summaries.append(Path(args.output) / LABEL_TABLE_FILE)
-    written = [path for item in items for path in (item.output, item.probabilities) if path is not None]
+    written = [
+        path
+        for item in items
+        for path in (item.output, item.probabilities, item.volume_report)
+        if path is not None
+    ]
     for item in items if args.structure_files else ():
         check_structure_folder_output(item.output)
     check_new_outputs([*written, *summaries], args.overwrite)
@@ -679,6 +681,13 @@ def _predict_many(args: argparse.Namespace, prompts: list | None) -> int:
             f"msa-hf score {args.output} {args.prompts_from_labels}{extra}"
         )
     dicom = [Path(row["output"]) for row in rows if row["status"] == "ok" and is_dicom_output(row["output"])]
+    reports = {item.output: item.volume_report for item in items if item.volume_report is not None}
+    reported = [reports[path] for path in dicom if path in reports]  # of the segmentations written
+    if reported:
+        print(
+            f"written: {len(reported)} volume report(s) in {args.volume_report} (<name>_volumes.dcm, DICOM SR)"
+        )
+    dicom += reported
     if node is not None and dicom:  # the inputs that failed have nothing to send; they are in the summary
         _send_written(dicom, node, args)
     return 1 if any(row["status"] != "ok" for row in rows) else 0

@@ -91,6 +91,7 @@ class BatchItem:
     # prompted from `labels`: whether it names its structures, and the regions of a region-based table beside
     # it (`_label_regions`, read once)
     label_regions: tuple[bool, dict[int, tuple[int, ...]]] | None = None
+    volume_report: Path | None = None  # the DICOM SR of the structures' volumes beside a DICOM-SEG output
 
 
 def is_glob(source: str) -> bool:
@@ -223,6 +224,7 @@ def collect_items(
     dicom_output: str | None = None,
     dicom_labels: str | None = None,
     structure_files: bool = False,
+    volume_reports_dir: str | Path | None = None,
 ) -> list[BatchItem]:
     """The inputs `source` names (see the module docstring), each with its output path in `output_dir` and its
     prompts: the manifest row's, else `prompts` (the same for every input), else its label map in `labels_dir`
@@ -245,7 +247,10 @@ def collect_items(
     `volume-N` beside `segmentation-N`, BraTS's sequences beside their `_seg`, whose sequence of the run's
     channel is read: `predict_batch`):
     each labelled case's image is an input prompted from its label map, its mask `<case>.nii.gz` (a folder
-    `<case>` with `structure_files`)."""
+    `<case>` with `structure_files`).
+
+    With `volume_reports_dir`, each input whose mask is a DICOM-SEG also gets a report of its structures'
+    volumes (`volume_report`), `<name>_volumes.dcm` there; refused where no input's mask is one."""
     from msa_hf.data.dicom_seg_labels import is_dicom_label_file, seg_series, segment_label_values
     from msa_hf.data.label_tables import check_label_remap
     from msa_hf.data.sources import (
@@ -417,6 +422,8 @@ def collect_items(
         names, _ = structure_label_values([item.labels for item in from_folders], table)
         for item in from_folders:
             item.label_values = {name: value for value, name in names.items()}
+    if volume_reports_dir is not None:
+        _add_volume_reports(items, Path(volume_reports_dir))
     seen: dict[Path, Path] = {}
     for item in items:
         if item.output in seen:
@@ -665,6 +672,7 @@ def predict_batch(
                         item.series,
                         item.dicom_output,
                         item.structure_files,
+                        item.volume_report,
                     )
                     if input_kind == "volume":
                         summary = predict_file(
@@ -673,6 +681,7 @@ def predict_batch(
                             batch_size=batch_size, series=item.series, slice_spacing=slice_spacing, plane=plane,
                             trained_planes=trained_planes, dicom_output=item.dicom_output,
                             structure_files=item.structure_files, channel=channel,
+                            volume_report=item.volume_report,
                         )  # fmt: skip
                         _succeeded(row, summary, time.time() - started)
                         progress.update()
@@ -781,6 +790,33 @@ def _label_regions(labels: Path) -> tuple[bool, dict[int, tuple[int, ...]]]:
     regions = {} if is_dicom_label_file(labels) else regions_beside(labels)
     named = is_named_label_file(labels, region_based=bool(regions))
     return named, {} if named else regions
+
+
+def _add_volume_reports(items: list[BatchItem], folder: Path) -> None:
+    """Give each item whose mask is a DICOM-SEG its volume report, `<name>_volumes.dcm` in `folder`.
+
+    Raises:
+        ValueError: `folder` named as a file, or no item's mask a DICOM-SEG.
+    """
+    from msa_hf.inference.predictor import is_dicom_output
+
+    if folder.suffix.lower() == ".dcm" or folder.is_file():
+        raise ValueError(
+            f"--volume-report {folder}: for many inputs, a folder to write each DICOM-SEG's volume report in "
+            "(<name>_volumes.dcm)."
+        )
+    segmentations = [
+        item
+        for item in items
+        if is_dicom_output(item.output) and item.dicom_output == "seg" and not item.structure_files
+    ]
+    if not segmentations:
+        raise ValueError(
+            f"--volume-report {folder}: a volume report references a DICOM-SEG's segments, and none of these "
+            "inputs' masks is one; give DICOM series with --dicom-output seg, or leave it out."
+        )
+    for item in segmentations:
+        item.volume_report = folder / f"{item.output.stem}_volumes.dcm"
 
 
 def _painted_name(name: str, label_regions: tuple[bool, dict[int, tuple[int, ...]]] | None) -> str:
