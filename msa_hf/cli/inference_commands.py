@@ -192,7 +192,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--volume-report", default=None, metavar="PATH",
         help="with a DICOM-SEG output (OUTPUT.dcm of a DICOM series): also write each structure's volume (mL) as "
              "a DICOM Structured Report (measurement report, SR) at PATH (.dcm) that references the segments, "
-             "as PACS and OHIF list them; sent with the segmentation by --send-to. Many inputs: a folder, each "
+             "as a PACS lists them; sent with the segmentation by --send-to. Many inputs: a folder, each "
              "DICOM-SEG's report <name>_volumes.dcm there",
     )  # fmt: skip
     predict.add_argument(

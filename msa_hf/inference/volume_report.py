@@ -7,8 +7,9 @@ measurements per region of interest; a volumetric one (TID 1411) references its 
 DICOM Segmentation. `write_volume_report` writes one such group per segment of a DICOM-SEG that `predict`
 wrote: the segment's own codes as the finding (what it is; an abnormal structure's region as its site), its
 volume in millilitres (voxels counted times the voxel's true volume, as the summary's `volume_ml`), msa_hf and
-the model as the observing device and the algorithm. Viewers that read TID 1500 (OHIF, 3D Slicer's
-QuantitativeReporting, PACS with measurement support) list the volumes by structure beside the segmentation.
+the model as the observing device and the algorithm. Tools that read TID 1500 (3D Slicer's
+QuantitativeReporting through dcmqi, PACS with measurement support) list the volumes by structure beside the
+segmentation.
 """
 
 from __future__ import annotations
