@@ -126,10 +126,14 @@ def is_batch_source(source: str | Path, labels_dir: str | Path | None = None) ->
     return bool(_supported_files(path))
 
 
-def output_name(input_path: Path, dicom_output: str | None = None) -> str:
+def output_name(
+    input_path: Path, dicom_output: str | None = None, label_map: bool = True, stem: str | None = None
+) -> str:
     """The mask's file name for an input: a volume file -> `<name>` in its own format (`volume_output_suffix`:
-    `.nii.gz`, `.seg.nrrd` (a 3D Slicer segmentation), `.mha`); a DICOM series or an enhanced multi-frame DICOM file -> `<name>.nii.gz`, or
-    with `dicom_output` (a DICOM object to write, `dicom_outputs`) `<name>.dcm`; images -> `.png`."""
+    `.nii.gz`, `.mha`, and `.seg.nrrd`, a 3D Slicer segmentation, unless the mask is no `label_map` of named
+    structures but regions painted by value: `.nrrd`); a DICOM series or an enhanced multi-frame DICOM file ->
+    `<name>.nii.gz`, or with `dicom_output` (a DICOM object to write, `dicom_outputs`) `<name>.dcm`; images ->
+    `.png`. `<name>` is the input's own, or `stem` (a case folder's image file is named for its case)."""
     from msa_hf.data.volumes import (
         is_enhanced_dicom_file,
         is_volume_file,
@@ -139,12 +143,12 @@ def output_name(input_path: Path, dicom_output: str | None = None) -> str:
 
     suffix = ".dcm" if dicom_output else ".nii.gz"
     if is_volume_file(input_path):
-        return f"{volume_file_stem(input_path)}{volume_output_suffix(input_path, label_map=True)}"
+        return f"{stem or volume_file_stem(input_path)}{volume_output_suffix(input_path, label_map)}"
     if input_path.is_dir():
-        return f"{input_path.name}{suffix}"
+        return f"{stem or input_path.name}{suffix}"
     if is_enhanced_dicom_file(input_path):
-        return f"{input_path.stem}{suffix}"
-    return f"{input_path.stem}.png"
+        return f"{stem or input_path.stem}{suffix}"
+    return f"{stem or input_path.stem}.png"
 
 
 PROBABILITIES_SUFFIX = "_probabilities"  # `case_probabilities.nii.gz` beside `case.nii.gz`
@@ -265,7 +269,6 @@ def collect_items(
         is_dicom_stack_source,
         is_volume_file,
         volume_file_stem,
-        volume_output_suffix,
     )
 
     label_remap = check_label_remap(label_remap or {})
@@ -333,9 +336,7 @@ def collect_items(
         rows = [{"input": str(path)} for path in found]
         for row, case in zip(rows, studies, strict=False):  # a case folder's image file: named for the case
             if not case.image.is_dir() and case.label is not None:
-                mask_suffix = volume_output_suffix(case.image, label_map=True)
-                row["output"] = case.case_id if structure_files else f"{case.case_id}{mask_suffix}"
-                row["output_by_default"] = True  # named here, not by the user: `_painted_name` may rename it
+                row["named_for_case"] = case.case_id  # its mask is named for the case, not for the image file
                 row["labels"] = str(case.label)
             if len(case.channels) > 1:
                 row["channel_case"] = case
@@ -357,12 +358,17 @@ def collect_items(
             )
         # prompted from its label map: whether it names its structures, and a region-based table's regions
         label_regions = _label_regions(labels) if labels is not None and row_prompts is None else None
-        default_name = output_name(input_path, dicom_output)
+        # a region-based table's regions (whole tumour, core) are painted into one label map by value, not kept
+        # whole as a Slicer segmentation's layers
+        painted = label_regions is not None and bool(label_regions[1])
+        default_name = output_name(
+            input_path, dicom_output, label_map=not painted, stem=row.get("named_for_case")
+        )
         # a folder of structure files is named for its input, without the mask's suffix (`.seg.nrrd` whole)
-        folder = volume_file_stem(input_path if is_volume_file(input_path) else Path(default_name))
+        folder = row.get("named_for_case") or volume_file_stem(
+            input_path if is_volume_file(input_path) else Path(default_name)
+        )
         name = str(row.get("output") or (folder if structure_files else default_name))
-        if not row.get("output") or row.get("output_by_default"):
-            name = _painted_name(name, label_regions)
         output = output_dir / name
         # the command's series is for the DICOM folders and files among the inputs; a row's own for its input
         row_series = str(row["series"]) if row.get("series") not in (None, "") else None
@@ -817,17 +823,6 @@ def _add_volume_reports(items: list[BatchItem], folder: Path) -> None:
         )
     for item in segmentations:
         item.volume_report = folder / f"{item.output.stem}_volumes.dcm"
-
-
-def _painted_name(name: str, label_regions: tuple[bool, dict[int, tuple[int, ...]]] | None) -> str:
-    """A default mask name as written for an item prompted from a label map under a region-based table: its
-    regions (whole tumour, core) are painted into one label map by the values that paint them, so a plain
-    `.nrrd` rather than a 3D Slicer segmentation's `.seg.nrrd`, which keeps overlapping structures whole in
-    layers."""
-    suffix = ".seg.nrrd"
-    if label_regions is not None and label_regions[1] and name.lower().endswith(suffix):
-        return f"{name[: -len(suffix)]}.nrrd"
-    return name
 
 
 def _label_map_names(item: BatchItem, named_segments: bool) -> dict[int, str]:
