@@ -224,7 +224,7 @@ def _references_stack(segmentation: Any, stack: Any) -> bool:
 
 def segment_names(path: str | Path) -> dict[int, str]:
     """`{segment number: segment label}` of a DICOM-SEG file (`{ROI number: ROI name}` of an RT Structure
-    Set, its planning objects left out, `rtstruct_labels.structure_rois`; `{label value: segment name}` of a 3D
+    Set, its planning objects left out, `rtstruct_labels.planning_objects`; `{label value: segment name}` of a 3D
     Slicer segmentation, `slicer_segmentations.slicer_segmentation_names`, and nothing for any other volume
     file), from its header."""
     return named_structures(path).names

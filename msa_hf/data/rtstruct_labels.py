@@ -63,13 +63,6 @@ def planning_objects(dataset: Any) -> dict[int, str]:
     }
 
 
-def structure_rois(dataset: Any) -> dict[int, str]:
-    """`roi_names` without the planning objects (`planning_objects`): the ROIs read where no label table
-    chooses them."""
-    left_out = planning_objects(dataset)
-    return {number: name for number, name in roi_names(dataset).items() if number not in left_out}
-
-
 def planning_objects_note(left_out: Mapping[str, str]) -> str | None:
     """A report's note of the planning objects left out (`{ROI name: interpreted type}`), or None."""
     if not left_out:
@@ -133,7 +126,7 @@ def load_rtstruct_labels(
     (as `load_volume(series_folder, series=series)` reads the image).
 
     Each ROI named in `values` (`{ROI name: label value}`) takes its value; ROIs it does not name are left
-    out. Without `values`, every ROI but the planning objects (`structure_rois`) takes its own number. Only closed planar contours are read. With
+    out. Without `values`, every ROI but the planning objects (`planning_objects`) takes its own number. Only closed planar contours are read. With
     `overlapping`, ROIs may overlap, each setting its bit of a pixel's code (`dicom_seg_labels.overlap_code`).
 
     Raises:
@@ -171,15 +164,14 @@ def read_rtstruct_labels(
             f"{path}: a structure set of series {sorted(drawn_on)}, not of the series in {series_folder} "
             f"({series_uid}). Pair each RT structure set with the series it was drawn on."
         )
-    names = roi_names(dataset)
+    names, objects = roi_names(dataset), planning_objects(dataset)
     if values:  # an ROI named otherwise than the table names its structure (Kidney_L, left kidney)
         values = values_by_concept(values, names.values(), roi_codes(dataset))
     chosen = (
         {number: values[name] for number, name in names.items() if name in values}
         if values is not None
-        else {number: number for number in structure_rois(dataset)}
+        else {number: number for number in names if number not in objects}
     )
-    objects = planning_objects(dataset)
     if not chosen and objects and len(objects) == len(names):  # nothing but the body outline, the couch, ...
         listed = ", ".join(f"{names[n]} ({kind})" for n, kind in sorted(objects.items()))
         raise VolumeReadError(

@@ -58,7 +58,7 @@ def write_volume_report(
     from msa_hf.inference.dicom_outputs import dicom_text, series_description
 
     segmentation, output = Path(segmentation), Path(output)
-    seg = pydicom.dcmread(segmentation)
+    seg = pydicom.dcmread(segmentation, stop_before_pixels=True)  # its segments and frames' references
     if str(seg.get("Modality", "")) != "SEG":
         raise ValueError(
             f"{segmentation}: not a DICOM-SEG; a volume report references a segmentation's segments."
