@@ -64,10 +64,11 @@ def test_the_base_segments_fresh_synthetic_samples_and_a_random_twin_does_not(fr
 
 @pytest.mark.slow
 def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path):
-    """The realistic base for a learning check: MSA adapters on it, 100 steps on the embedded MRI's CSF (a
+    """The realistic base for a learning check: MSA adapters on it, 70 steps on the embedded MRI's CSF (a
     thin structure a click alone cannot outline), beat the base's zero-shot Dice and the same budget on a
-    random-init twin, each by a stated margin. (Over training seeds 0, 1 and 2 the margins were 0.25, 0.21
-    and 0.20 over zero-shot, 0.34, 0.31 and 0.29 over the twin.)"""
+    random-init twin, each by a stated margin. (Over training seeds 0, 1 and 2 the margins were 0.16, 0.18
+    and 0.19 over zero-shot, 0.24, 0.27 and 0.27 over the twin; 100 steps gave 0.20-0.25 and 0.29-0.34
+    in 40% more time.)"""
     from msa_hf import SamAdapterConfig
     from msa_hf.base_model.gate import mri_gate_tasks
     from msa_hf.data import build_mni152_tissue_dataset, read_class_names
@@ -77,7 +78,7 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
     csf = next(value for value, name in read_class_names(tmp_path / "mni").items() if name == "csf")
     train = mri_gate_tasks(tmp_path / "mni", 128, "train", train=True, class_id=csf)
     test = mri_gate_tasks(tmp_path / "mni", 128, "test", train=False, class_id=csf)
-    training = AdapterTrainingConfig(steps=100)
+    training = AdapterTrainingConfig(steps=70)
     scores = {}
     for name in ("zero-shot", "adapted", "random twin"):
         if name == "random twin":
@@ -90,7 +91,7 @@ def test_msa_on_the_base_learns_a_tissue_that_a_random_twin_barely_does(tmp_path
             torch.manual_seed(0)
             train_adapters(model.mark_only_adapters_as_trainable(), train, training)
         scores[name] = evaluate_prompts(model, test, ("points1",))["points1"]["dice"]
-    assert scores["adapted"] > scores["zero-shot"] + 0.15, scores
+    assert scores["adapted"] > scores["zero-shot"] + 0.12, scores
     assert scores["adapted"] > scores["random twin"] + 0.05, scores
 
 
