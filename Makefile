@@ -33,8 +33,9 @@ setup: $(STAMP)
 # work (docs/stack-notes.md says what spinning cost).
 # The training runs' temporary folder would also move inductor's cache of compiled kernels (torch keeps it in
 # the temporary folder) and leave it cold on every run: the compiled-training test alone then spends about
-# two and a half minutes of CPU compiling the same kernels again. The cache stays where torch keeps it; its
-# entries are keyed by the graph, the code and torch's version, so a change still compiles afresh.
+# two and a half minutes of CPU compiling the same kernels again. The cache stays where torch keeps it, so a
+# second `make test` in a checkout compiles nothing again; its entries are keyed by the graph, torch's
+# version and where its headers lie, so a change, or another checkout's venv (a fresh clone), compiles afresh.
 SLOW_RUN := build/slow-tests
 test test-lowest: export OMP_WAIT_POLICY ?= PASSIVE
 test test-lowest: export TORCHINDUCTOR_CACHE_DIR ?= $(or $(TMPDIR),/tmp)/torchinductor_$(shell id -un)

@@ -139,6 +139,10 @@ def test_volumes_re_segmented_from_their_label_maps_keep_the_structures_values(t
         assert {int(v): float(ml) for v, ml in structures.items()} == pytest.approx(
             {v: np.count_nonzero(written == v) * voxel_ml for v in (7, 44)}, abs=2e-4
         )
+        # summary.md gives the structures' volumes, not the sum of masks that overlap
+        line = next(line for line in (tmp_path / "out" / "summary.md").read_text().splitlines()
+                    if line.startswith(f"| {Path(row['input']).name} |"))  # fmt: skip
+        assert line.split(" | ")[5] == row["structures_ml"]
 
 
 def test_a_manifest_names_inputs_prompts_and_outputs_relative_to_itself(tiny_base, tmp_path):

@@ -246,14 +246,12 @@ def named_structures(path: str | Path) -> NamedStructures:
     import pydicom
 
     from msa_hf.data.rtstruct_labels import RTSTRUCT, planning_objects, roi_codes, roi_names
-    from msa_hf.data.slicer_segmentations import header_fields, slicer_segment_names, slicer_segments
+    from msa_hf.data.slicer_segmentations import header_fields, names_by_value, slicer_segments
 
     if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
-        fields = header_fields(path)
-        codes = {
-            segment.name: segment.code for segment in slicer_segments(fields) if segment.code is not None
-        }
-        return NamedStructures(slicer_segment_names(fields), codes, {})
+        segments = slicer_segments(header_fields(path))
+        codes = {segment.name: segment.code for segment in segments if segment.code is not None}
+        return NamedStructures(names_by_value(segments), codes, {})
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     if str(dataset.get("Modality", "")) == RTSTRUCT:

@@ -82,7 +82,11 @@ def slicer_segment_names(metadata: Mapping[str, str]) -> dict[int, str]:
     """The structure names of a 3D Slicer segmentation by the value each is read with, from its header; empty
     for any other file. Its label value; where layers (of segments that overlap) number their segments alike,
     as Slicer numbers each from 1, its position from 1, the value Slicer's export to a labelmap gives it."""
-    segments = slicer_segments(metadata)
+    return names_by_value(slicer_segments(metadata))
+
+
+def names_by_value(segments: list[SlicerSegment]) -> dict[int, str]:
+    """`slicer_segment_names` of segments already read from a header (`slicer_segments`)."""
     values = [segment.label_value for segment in segments]
     if len(set(values)) < len(values):  # layers numbering their segments alike (Slicer's own, from 1 each)
         return {index: segment.name for index, segment in enumerate(segments, start=1)}
@@ -138,7 +142,7 @@ def load_slicer_labels(
     except (ItkReadError, InputTooLargeError) as error:
         raise VolumeReadError(str(error)) from error
     segments = slicer_segments(header.metadata)
-    own = {name: value for value, name in slicer_segment_names(header.metadata).items()}
+    own = {name: value for value, name in names_by_value(segments).items()}
     # a segment named otherwise than the table names its structure (Kidney_L, left kidney; by its terminology)
     codes = {segment.name: segment.code for segment in segments if segment.code is not None}
     values = (

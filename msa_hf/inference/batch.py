@@ -868,7 +868,12 @@ def _failed(row: dict[str, Any], error: Exception, seconds: float) -> None:
 
 
 def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
-    """`summary.csv` and `summary.md` in `output_dir` (one row per input, in input order); returns the Markdown."""
+    """`summary.csv` and `summary.md` in `output_dir` (one row per input, in input order); returns the Markdown.
+
+    The Markdown gives a volume's structures as written (`structures_ml`), what a reader takes its mL for;
+    `summary.csv` also has the sum of its masks' volumes (`volume_ml`), which counts twice where two prompts'
+    masks overlap.
+    """
     from msa_hf.output_files import atomic_file
 
     output_dir = Path(output_dir)
@@ -887,7 +892,7 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
         + (f"; {noted} with warnings (summary.csv's warnings column)" if noted else "")
         + ".",
         "",
-        "| input | output | status | masks | pixels | mL | plane | mean score | seconds |",
+        "| input | output | status | masks | pixels | mL per structure | plane | mean score | seconds |",
         "|---|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
@@ -895,7 +900,7 @@ def write_summary(rows: list[dict[str, Any]], output_dir: str | Path) -> str:
         output = Path(row["output"]).name if row["status"] == "ok" else "–"
         lines.append(
             f"| {Path(row['input']).name} | {output} | {status.replace('|', '/')} | {row['masks']} | {row['pixels']} "
-            f"| {row['volume_ml']} | {row['plane']} | {row['mean_score']} | {row['seconds']} |"
+            f"| {row['structures_ml']} | {row['plane']} | {row['mean_score']} | {row['seconds']} |"
         )
     text = "\n".join(lines)
     with atomic_file(output_dir / SUMMARY_FILES[1]) as staging:
