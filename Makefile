@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 # ones: training runs, several processes, the browser
 SLOW_MARKS := slow or ddp or browser
 FAST_TESTS := -m pytest -m "not ($(SLOW_MARKS))"
-# `make test` runs every test in two processes side by side: the training runs in one, the rest in the other
-# (the multi-process and browser tests, under a minute each, with the fast ones: that evens the two out)
-TRAINING_TESTS := -m pytest -m slow
-OTHER_TESTS := -m pytest -m "not slow"
+# `make test` runs every test in two processes side by side: the training runs and the browser tests in one,
+# the rest in the other (the multi-process tests with the fast ones). That evens them out in CI, where the
+# lowest-bounds run shares the cores too: the process that ends last runs alone on a core the others left.
+TRAINING_TESTS := -m pytest -m "slow or browser"
+OTHER_TESTS := -m pytest -m "not (slow or browser)"
 
 .PHONY: setup test test-fast dicom-tools test-lowest test-oldest-torch test-gpu-image test-newest-python lint format train train-tissue data base bench retention fallback-rules retention-clicks compare propagation clean
 
@@ -26,9 +27,9 @@ $(STAMP): $(PY) pyproject.toml
 
 setup: $(STAMP)
 
-# The training runs (`slow`) run in a second pytest process beside the other tests, with a temporary folder of
-# their own; their output follows the other run's. Either failing (or collecting nothing: pytest's exit 5)
-# fails the target.
+# The training runs (`slow`, with the `browser` tests) run in a second pytest process beside the other tests,
+# with a temporary folder of their own; their output follows the other run's. Either failing (or collecting
+# nothing: pytest's exit 5) fails the target.
 # While two test processes share the cores, torch's OpenMP threads sleep rather than spin when they wait for
 # work (docs/stack-notes.md says what spinning cost).
 # The training runs' temporary folder would also move inductor's cache of compiled kernels (torch keeps it in
@@ -46,7 +47,7 @@ test: $(STAMP)
 	@(TMPDIR="$$PWD/$(SLOW_RUN)/tmp" $(VENV)/bin/python $(TRAINING_TESTS) > $(SLOW_RUN)/log 2>&1; \
 	  echo $$? > $(SLOW_RUN)/rc) & \
 	$(VENV)/bin/python $(OTHER_TESTS); other=$$?; \
-	wait; echo "== the training runs (slow) =="; cat $(SLOW_RUN)/log; slow=$$(cat $(SLOW_RUN)/rc); \
+	wait; echo "== the training runs and browser tests (slow, browser) =="; cat $(SLOW_RUN)/log; slow=$$(cat $(SLOW_RUN)/rc); \
 	[ "$$other" -ne 0 ] && exit "$$other"; exit "$$slow"
 
 # The edit loop: everything except the slow, multi-process and browser tests (about six minutes on two cores).
