@@ -246,12 +246,11 @@ def named_structures(path: str | Path) -> NamedStructures:
     import pydicom
 
     from msa_hf.data.rtstruct_labels import RTSTRUCT, planning_objects, roi_codes, roi_names
-    from msa_hf.data.slicer_segmentations import header_fields, names_by_value, slicer_segments
+    from msa_hf.data.slicer_segmentations import codes_by_name, header_fields, names_by_value, slicer_segments
 
     if is_volume_file(path):  # of label maps in volume files, only a 3D Slicer segmentation names its values
         segments = slicer_segments(header_fields(path))
-        codes = {segment.name: segment.code for segment in segments if segment.code is not None}
-        return NamedStructures(names_by_value(segments), codes, {})
+        return NamedStructures(names_by_value(segments), codes_by_name(segments), {})
 
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
     if str(dataset.get("Modality", "")) == RTSTRUCT:

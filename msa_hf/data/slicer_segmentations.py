@@ -85,6 +85,11 @@ def slicer_segment_names(metadata: Mapping[str, str]) -> dict[int, str]:
     return names_by_value(slicer_segments(metadata))
 
 
+def codes_by_name(segments: list[SlicerSegment]) -> dict[str, StructureCode]:
+    """`{segment name: code}` of the segments whose terminology codes a structure."""
+    return {segment.name: segment.code for segment in segments if segment.code is not None}
+
+
 def names_by_value(segments: list[SlicerSegment]) -> dict[int, str]:
     """`slicer_segment_names` of segments already read from a header (`slicer_segments`)."""
     values = [segment.label_value for segment in segments]
@@ -144,7 +149,7 @@ def load_slicer_labels(
     segments = slicer_segments(header.metadata)
     own = {name: value for value, name in names_by_value(segments).items()}
     # a segment named otherwise than the table names its structure (Kidney_L, left kidney; by its terminology)
-    codes = {segment.name: segment.code for segment in segments if segment.code is not None}
+    codes = codes_by_name(segments)
     values = (
         own if values is None else values_by_concept(values, [segment.name for segment in segments], codes)
     )
