@@ -4,7 +4,8 @@
 peft's `register_peft_method` only accepts members of its `PeftType` enum, which an outside package cannot
 extend. The working route (docs/stack-notes.md) is to put the config class, tuner class and prefix into peft's three
 mapping dicts under a string key; `MsaAdapterConfig.__post_init__` sets `peft_type` to that string. This
-touches private structures, so `peft` is pinned to 0.21.* and tests cover save, load and switching.
+touches private structures, so `peft` is capped below its next minor release (each one is tested before the
+cap moves: the lowest-bounds run installs 0.21.0) and tests cover save, load and switching.
 """
 
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING

@@ -1,5 +1,5 @@
 # Copyright 2026 The msa_hf authors. Licensed under the Apache License, Version 2.0.
-"""`get_peft_model` for msa_hf's own wrapping (adapter export, the LoRA baseline), without peft 0.21's
+"""`get_peft_model` for msa_hf's own wrapping (adapter export, the LoRA baseline), without peft's
 FutureWarning about transformers 5's deprecated `is_gradient_checkpointing`: it comes from peft reading that
 property inside every wrap, and says nothing the user can act on."""
 
