@@ -1,10 +1,12 @@
 """msa-hf export-onnx: the decoder graph is SAM's ONNX interface over the model's own prompt encoder and
 adapted decoder (equal to the model's forward for clicks, boxes and mask prompts), and onnxruntime on the CPU
-matches PyTorch within 1e-3 on mask logits, for the shipped base and for an adapted model, 2-D and 3-D."""
+matches PyTorch within 1e-3 on mask logits, for the shipped base and for an adapted model, 2-D and 3-D, with
+either of torch's exporters (torch.export's runs take 15-25 s each, so they are training-run tests)."""
 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from msa_hf import SamAdapterConfig, SamAdapterModel  # noqa: E402
-from msa_hf.inference.onnx_export import PromptDecoderGraph, export_onnx  # noqa: E402
+from msa_hf.inference import onnx_export  # noqa: E402
+from msa_hf.inference.onnx_export import PromptDecoderGraph, export_onnx, resolve_exporter  # noqa: E402
 from msa_hf.testing import randomize_adapter_weights, randomize_weights, tiny_sam_kwargs  # noqa: E402
 
 
@@ -54,30 +57,106 @@ def test_the_decoder_graph_is_the_models_own_forward_for_clicks_boxes_and_masks(
             torch.testing.assert_close(scores, expected.iou_scores[:, 0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["shipped base", "adapted", "adapted 3-D"])
-def test_onnxruntime_matches_pytorch(kind, tmp_path):
+def _model(kind: str):
     if kind == "shipped base":
         from msa_hf.inference.loading import load_for_inference
 
-        model, _ = load_for_inference("tiny")
-    else:
-        model = _adapted(use_depth_branch=kind == "adapted 3-D", num_slices=2)
-    report = export_onnx(model, tmp_path)
-    assert (tmp_path / "image_encoder.onnx").is_file() and (tmp_path / "prompt_decoder.onnx").is_file()
-    assert json.loads((tmp_path / "onnx_export.json").read_text())["check"] == report["check"]
+        return load_for_inference("tiny")[0]
+    return _adapted(use_depth_branch=kind == "adapted 3-D", num_slices=2)
+
+
+def _check_export(report: dict, folder, kind: str, exporter: str) -> None:
+    import onnx
+
+    assert (folder / "image_encoder.onnx").is_file() and (folder / "prompt_decoder.onnx").is_file()
+    assert json.loads((folder / "onnx_export.json").read_text())["check"] == report["check"]
     assert report["slices_per_window"] == (2 if kind == "adapted 3-D" else 1)
+    assert report["exporter"] == exporter
+    for name in ("image_encoder.onnx", "prompt_decoder.onnx"):
+        (opset,) = [
+            o.version
+            for o in onnx.load(str(folder / name), load_external_data=False).opset_import
+            if not o.domain
+        ]
+        assert opset == report["opset"] == {"torch.export": 18, "torchscript": 17}[exporter]
     checked = report["check"]
     assert {"masks (1 clicks)", "masks (5 clicks)", "masks (box)", "masks (box + mask)"} <= set(checked)
+    # a 2-D encoder takes any batch; a depth-branch one exactly its window
+    assert ("image_embeddings (batch of 3)" in checked) == (kind != "adapted 3-D")
     assert all(value < 1e-3 for value in checked.values()), checked
+    assert (
+        sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []
+    )  # no staging left
+
+
+@pytest.mark.parametrize("kind", ["shipped base", "adapted", "adapted 3-D"])
+def test_onnxruntime_matches_pytorch_through_the_tracer(kind, tmp_path):
+    model = _model(kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = export_onnx(model, tmp_path, exporter="torchscript")
+    _check_export(report, tmp_path, kind, "torchscript")
+    # the tracer's notes on constants it records, and torch's notice about the older exporter, are not shown
+    said = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not [m for m in said if "TracerWarning" in m or "legacy TorchScript" in m], said
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["adapted", "adapted 3-D"])
+def test_onnxruntime_matches_pytorch_through_torch_export(kind, tmp_path, monkeypatch, caplog):
+    model = _model(kind)
+    if kind == "adapted 3-D":  # the weights beside the graph, as for a graph over protobuf's 2 GB (ViT-H)
+        monkeypatch.setattr(onnx_export, "LARGE_GRAPH_BYTES", 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = export_onnx(model, tmp_path, exporter="torch.export")
+    _check_export(report, tmp_path, kind, "torch.export")
+    said = [str(w.message) for w in caught] + [record.getMessage() for record in caplog.records]
+    assert not [m for m in said if "training mode" in m or "axis name" in m or "torchvision" in m], said
+    weights_files = sorted(path.name for path in tmp_path.glob("*.data"))
+    if kind == "adapted 3-D":  # named after the graph, not after the staging file it was written as
+        assert weights_files == ["image_encoder.onnx.data", "prompt_decoder.onnx.data"]
+    else:
+        assert weights_files == []
+
+
+def test_the_exporter_is_torch_export_where_it_can_run(monkeypatch):
+    import importlib.util
+
+    assert resolve_exporter() == "torch.export"  # torch 2.13 and onnxscript here
+    assert resolve_exporter("torchscript") == "torchscript"
+    with pytest.raises(ValueError, match="choose one of torch.export, torchscript"):
+        resolve_exporter("dynamo")
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "onnxscript" else found(name)
+    )
+    assert resolve_exporter() == "torchscript"
+    with pytest.raises(ValueError, match=r'needs onnxscript: pip install "msa_hf\[onnx\]"'):
+        resolve_exporter("torch.export")
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "__version__", "2.8.0+cpu")
+    assert resolve_exporter() == "torchscript"
+    with pytest.raises(ValueError, match="needs torch 2.9 or newer .* --exporter torchscript"):
+        resolve_exporter("torch.export")
 
 
 def test_the_command_exports_and_refuses_to_overwrite(tiny_base, tmp_path, capsys):
     from msa_hf.cli import main
 
-    assert main(["export-onnx", str(tiny_base), "--output-dir", str(tmp_path / "onnx")]) == 0
+    command = [
+        "export-onnx",
+        str(tiny_base),
+        "--output-dir",
+        str(tmp_path / "onnx"),
+        "--exporter",
+        "torchscript",
+    ]
+    assert main(command) == 0
     printed = capsys.readouterr().out
     assert "prompt_decoder.onnx" in printed and "onnxruntime vs PyTorch" in printed
-    assert main(["export-onnx", str(tiny_base), "--output-dir", str(tmp_path / "onnx")]) != 0
+    assert "(torchscript, opset 17)" in printed
+    assert main(command) != 0
     assert "pass --overwrite" in capsys.readouterr().err
     import onnx
 

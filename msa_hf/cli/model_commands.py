@@ -38,6 +38,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the onnxruntime comparison with PyTorch (no onnxruntime)",
     )
+    export.add_argument(
+        "--exporter",
+        choices=["auto", "torch.export", "torchscript"],
+        default="auto",
+        help="torch's exporter: torch.export (opset 18; torch 2.9 or newer with onnxscript) or its older "
+        "tracer, torchscript (opset 17); auto: torch.export where it can run, else torchscript",
+    )
     export.set_defaults(run=_export_onnx)
 
     params = commands.add_parser("params", help="Print trainable-parameter counts for ViT-B/L/H (Markdown).")
@@ -70,7 +77,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from msa_hf.inference.loading import load_for_inference
-    from msa_hf.inference.onnx_export import export_onnx
+    from msa_hf.inference.onnx_export import export_onnx, resolve_exporter
     from msa_hf.output_files import atomic_folder, check_new_outputs, check_not_an_input
 
     output = Path(args.output)
@@ -83,12 +90,16 @@ def _export_onnx(args: argparse.Namespace) -> int:
             import onnxruntime  # noqa: F401
     except ImportError as error:
         raise ValueError(
-            f'export-onnx needs {error.name}: pip install "msa_hf[onnx]" (onnx, onnxruntime).'
+            f'export-onnx needs {error.name}: pip install "msa_hf[onnx]" (onnx, onnxscript, onnxruntime).'
         ) from error
+    exporter = resolve_exporter(args.exporter)  # before the model loads: a refusal costs nothing
     model, _ = load_for_inference(args.model)
     with atomic_folder(output, overwrite=args.overwrite, inputs=[args.model]) as staging:
-        report = export_onnx(model, staging, check=not args.no_check)
-    print(f"written: {output / 'image_encoder.onnx'}, {output / 'prompt_decoder.onnx'}")
+        report = export_onnx(model, staging, check=not args.no_check, exporter=exporter)
+    print(
+        f"written: {output / 'image_encoder.onnx'}, {output / 'prompt_decoder.onnx'} "
+        f"({report['exporter']}, opset {report['opset']})"
+    )
     for name, difference in report.get("check", {}).items():
         print(f"  onnxruntime vs PyTorch, {name}: max |difference| {difference:.2e}")
     return 0

@@ -14,13 +14,24 @@ browser with onnxruntime-web) and the small decoder runs per click:
   -1 padding (add one padding point `(0, 0)` with label -1 when there is no box, as SAM's prompt encoder
   does). The decoder adapters are inside; the prompt-conditioned one reads the same tokens.
 
+Two exporters of torch write the graphs. `torch.export` (the default from torch 2.9, where torch made it its
+own default; it needs onnxscript) captures the model with `torch.export` and writes opset 18; `torchscript`,
+torch's older tracer, writes opset 17 and is the only one before torch 2.9. A graph of over 2 GB of weights
+(ViT-H's encoder) keeps them beside it as `<graph>.onnx.data`, as protobuf requires.
+
 `export_onnx` checks both graphs with onnxruntime against PyTorch before it returns (when onnxruntime is
-installed), and writes `onnx_export.json` with the shapes, the labels convention and the largest differences.
+installed), and writes `onnx_export.json` with the exporter, the shapes, the labels convention and the
+largest differences.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +41,12 @@ from torch import nn
 
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
-OPSET = 17
+EXPORTERS = ("torch.export", "torchscript")
+# the opset each exporter writes: torch.export's translation starts at 18 (asked for 17, torch 2.13 still
+# writes SAM's graphs at 18); the tracer's graphs have been checked at 17
+OPSETS = {"torch.export": 18, "torchscript": 17}
+# protobuf's limit on one file; a graph with more weights keeps them in a `.data` file beside it
+LARGE_GRAPH_BYTES = 2 * 1024**3 - 64 * 1024**2
 
 
 class ImageEncoderGraph(nn.Module):
@@ -112,13 +128,119 @@ def _example_inputs(model: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return pixels, decoder
 
 
-def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[str, Any]:
-    """Write `image_encoder.onnx` and `prompt_decoder.onnx` for `model` (a `SamAdapterModel` or a `SamModel`,
-    on the CPU, float32) into `output_dir`, check them with onnxruntime when `check`, and return the report
-    also written as `onnx_export.json`."""
-    from msa_hf.modeling.base_fallback import has_base_fallback
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def resolve_exporter(exporter: str = "auto") -> str:
+    """The exporter `export_onnx` uses: `torch.export` from torch 2.9 where onnxscript is installed, else
+    `torchscript` (`"auto"`); a named one is checked.
+
+    Raises:
+        ValueError: an unknown name, or `torch.export` where torch is older than 2.9 or onnxscript is missing.
+    """
+    if exporter == "auto":
+        usable = _torch_version() >= (2, 9) and importlib.util.find_spec("onnxscript") is not None
+        return "torch.export" if usable else "torchscript"
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)} (or auto).")
+    if exporter == "torch.export":
+        if _torch_version() < (2, 9):
+            raise ValueError(
+                f"the torch.export exporter needs torch 2.9 or newer (this is {torch.__version__}); upgrade "
+                "torch, or export with --exporter torchscript."
+            )
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ValueError(
+                'the torch.export exporter needs onnxscript: pip install "msa_hf[onnx]", or export with '
+                "--exporter torchscript."
+            )
+    return exporter
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence what the exporters say that a user cannot act on: the tracer's warnings about Python values
+    it records as constants (the shapes an export fixes on purpose), torch's notice that the tracer is the
+    older exporter (chosen only where asked for or where torch.export is missing), and torch.export's
+    notes on torchvision ops it skips (SAM uses none) and on an axis name two inputs share (the clicks'
+    coordinates and labels: one axis, named as asked)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings(
+                "ignore", message="You are using the legacy TorchScript-based ONNX export"
+            )
+            warnings.filterwarnings(
+                "ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning
+            )
+            warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
+            yield
+    finally:
+        registration.setLevel(level)
+
+
+def _write_graph(
+    exporter: str,
+    graph: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    output: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+) -> None:
+    """Export `graph` called on `inputs` to `output` (written whole or not at all), with the named inputs'
+    axes in `dynamic` (`{input name: {axis: axis name}}`, output axes following) left free."""
     from msa_hf.output_files import atomic_file
 
+    graph.eval()  # torch.export warns about a wrapper left in training mode (the model inside is in eval)
+    if exporter == "torchscript":
+        axes = dict(dynamic)
+        if "pixel_values" in dynamic:
+            axes["image_embeddings"] = dynamic["pixel_values"]
+        with torch.no_grad(), _quiet_export(), atomic_file(output) as staging:
+            torch.onnx.export(
+                graph, inputs, str(staging), input_names=input_names, output_names=output_names,
+                opset_version=OPSETS[exporter], dynamo=False, dynamic_axes=axes or None,
+            )  # fmt: skip
+        return
+    # torch.export fixes an axis whose example is 1 (it cannot tell it from a broadcast), so a free batch is
+    # traced on an example of two
+    if "pixel_values" in dynamic and inputs[0].shape[0] == 1:
+        inputs = (inputs[0].expand(2, -1, -1, -1).contiguous(), *inputs[1:])
+    dims = {name: torch.export.Dim(name, min=1) for axes in dynamic.values() for name in axes.values()}
+    shapes = tuple(
+        {axis: dims[name] for axis, name in dynamic.get(input_name, {}).items()} or None
+        for input_name in input_names
+    )
+    with torch.no_grad(), _quiet_export():
+        program = torch.onnx.export(
+            graph, inputs, None, input_names=input_names, output_names=output_names,
+            opset_version=OPSETS[exporter], dynamo=True, dynamic_shapes=shapes, verbose=False,
+        )  # fmt: skip
+    import onnx_ir
+
+    weight_bytes = sum(value.const_value.nbytes for value in program.model.graph.initializers.values())
+    # the weights file is named after the graph's own name, not the staging file's, so it resolves after
+    # the rename
+    external = f"{output.name}.data" if weight_bytes > LARGE_GRAPH_BYTES else None
+    with atomic_file(output) as staging:
+        onnx_ir.save(program.model, staging, external_data=external)
+
+
+def export_onnx(
+    model: Any, output_dir: str | Path, check: bool = True, exporter: str = "auto"
+) -> dict[str, Any]:
+    """Write `image_encoder.onnx` and `prompt_decoder.onnx` for `model` (a `SamAdapterModel` or a `SamModel`,
+    on the CPU, float32) into `output_dir` with `exporter` (`resolve_exporter`), check them with onnxruntime
+    when `check`, and return the report also written as `onnx_export.json`."""
+    from msa_hf.modeling.base_fallback import has_base_fallback
+
+    exporter = resolve_exporter(exporter)
     if has_base_fallback(model):
         raise ValueError(
             "this model answers with its base where the adapted answer ignores the prompt (base_fallback): two "
@@ -130,20 +252,18 @@ def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     pixels, decoder_inputs = _example_inputs(model)
-    with torch.no_grad(), atomic_file(output_dir / ENCODER_FILE) as staging:
-        torch.onnx.export(
-            ImageEncoderGraph(model), (pixels,), str(staging), input_names=["pixel_values"],
-            output_names=["image_embeddings"], opset_version=OPSET, dynamo=False,
-            dynamic_axes=None if pixels.shape[0] > 1 else {"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
-        )  # fmt: skip
-    names = list(decoder_inputs)
-    with torch.no_grad(), atomic_file(output_dir / DECODER_FILE) as staging:
-        torch.onnx.export(
-            PromptDecoderGraph(model), tuple(decoder_inputs.values()), str(staging), input_names=names,
-            output_names=["masks", "iou_predictions"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
-        )  # fmt: skip
+    # a depth-branch model's encoder takes exactly its window of slices; any other takes any batch
+    _write_graph(
+        exporter, ImageEncoderGraph(model), (pixels,), output_dir / ENCODER_FILE, ["pixel_values"],
+        ["image_embeddings"], {} if pixels.shape[0] > 1 else {"pixel_values": {0: "batch"}},
+    )  # fmt: skip
+    _write_graph(
+        exporter, PromptDecoderGraph(model), tuple(decoder_inputs.values()), output_dir / DECODER_FILE,
+        list(decoder_inputs), ["masks", "iou_predictions"],
+        {"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+    )  # fmt: skip
     report: dict[str, Any] = {
+        "exporter": exporter,
         "encoder": ENCODER_FILE,
         "decoder": DECODER_FILE,
         "image_size": model.config.vision_config.image_size,
@@ -156,7 +276,7 @@ def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[
             "3": "box bottom-right",
             "-1": "padding (add one when there is no box)",
         },  # fmt: skip
-        "opset": OPSET,
+        "opset": OPSETS[exporter],
     }
     if check:
         report["check"] = check_onnx(model, output_dir)
@@ -167,8 +287,9 @@ def export_onnx(model: Any, output_dir: str | Path, check: bool = True) -> dict[
 def check_onnx(
     model: Any, output_dir: str | Path, point_counts: tuple[int, ...] = (1, 2, 5)
 ) -> dict[str, float]:
-    """The largest absolute differences between onnxruntime on the CPU and PyTorch: image embeddings, and mask
-    logits and scores of the decoder for several point counts, a box, and a mask prompt."""
+    """The largest absolute differences between onnxruntime on the CPU and PyTorch: image embeddings (of one
+    image and, where the batch is free, of three), and mask logits and scores of the decoder for several point
+    counts, a box, and a mask prompt."""
     import onnxruntime
 
     output_dir = Path(output_dir)
@@ -179,6 +300,12 @@ def check_onnx(
         expected = ImageEncoderGraph(model)(pixels)
     embeddings = encoder.run(None, {"pixel_values": pixels.numpy()})[0]
     differences = {"image_embeddings": float(np.abs(embeddings - expected.numpy()).max())}
+    if pixels.shape[0] == 1:  # the batch axis is free: a batch of three images too
+        batch = torch.randn((3, *pixels.shape[1:]), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            expected = ImageEncoderGraph(model)(batch)
+        embeddings = encoder.run(None, {"pixel_values": batch.numpy()})[0]
+        differences["image_embeddings (batch of 3)"] = float(np.abs(embeddings - expected.numpy()).max())
     rng = np.random.default_rng(0)
     size = model.config.vision_config.image_size
     cases = []
