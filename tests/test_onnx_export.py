@@ -82,7 +82,7 @@ def _check_export(report: dict, folder, kind: str, exporter: str) -> None:
     checked = report["check"]
     assert {"masks (1 clicks)", "masks (5 clicks)", "masks (box)", "masks (box + mask)"} <= set(checked)
     # a 2-D encoder takes any batch; a depth-branch one exactly its window
-    assert ("image_embeddings (batch of 3)" in checked) == (kind != "adapted 3-D")
+    assert ("image_embeddings (batch of 2)" in checked) == (kind != "adapted 3-D")
     assert all(value < 1e-3 for value in checked.values()), checked
     assert (
         sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []
