@@ -1,10 +1,9 @@
 """A pushed demo Space builds from what we push: the exact file set `push_space` uploads is installed into a
-fresh virtual environment (torch this machine's build, everything else through pip's index, msa_hf from the
-wheel inside the set), the app starts from it, and its `segment` API answers as the app does here."""
+fresh virtual environment (msa_hf from the wheel inside the set, its requirements resolved by pip), the app
+starts from it, and its `segment` API answers as the app does here."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import socket
@@ -48,21 +47,22 @@ def test_the_pushed_space_installs_starts_and_segments(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    # The Space gets PyPI's torch; here, this machine's own build, seen by the new venv through a path file
-    # rather than unpacked again (three quarters of a gigabyte; pip counts it installed, and installs what
-    # it needs beside it)
+    # The Space's pip installs from PyPI; here the new venv sees the distributions this checkout's own
+    # environment installed from the same requirements (torch's CPU build among them) through a path file,
+    # rather than unpacking them again (about a minute of CPU). pip counts them installed, checks the
+    # wheel's requirements against them and fetches whatever they lack; msa_hf itself, and the installers'
+    # own packages, are left out, so msa_hf comes from the pushed wheel alone.
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    installed, shared = Path(torch.__file__).parent.parent, tmp_path / "torch-build"
+    installed, shared = Path(torch.__file__).parent.parent, tmp_path / "project-environment"
     shared.mkdir()
-    top_level = (
-        importlib.metadata.distribution("torch").read_text("top_level.txt").split()
-    )  # torch, torchgen, ...
-    for name in [*top_level, next(installed.glob("torch-*.dist-info")).name]:
-        (shared / name).symlink_to(installed / name)
-    (Path(site) / "torch-build.pth").write_text(f"{shared}\n")
+    left_out = ("msa_hf", "__editable__", "pip", "setuptools", "wheel", "_distutils_hack", "__pycache__")
+    for entry in installed.iterdir():
+        if entry.suffix != ".pth" and not entry.name.lower().startswith(left_out):
+            (shared / entry.name).symlink_to(entry)
+    (Path(site) / "project-environment.pth").write_text(f"{shared}\n")
     result = subprocess.run(
         [python, "-m", "pip", "install", "-q", "--no-compile", "-r", "requirements.txt"],
         cwd=space,
@@ -70,12 +70,11 @@ def test_the_pushed_space_installs_starts_and_segments(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (
-        str(shared)
-        in subprocess.run(
-            [python, "-c", "import torch; print(torch.__file__)"], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    where = subprocess.run(
+        [python, "-c", "import msa_hf, gradio; print(msa_hf.__file__); print(gradio.__file__)"],
+        capture_output=True, text=True, check=True, cwd=space, env={**os.environ, "PYTHONPATH": ""},
+    ).stdout.split()  # fmt: skip
+    assert where[0].startswith(site) and where[1].startswith(str(shared)), where  # msa_hf is the wheel's
 
     port = _free_port()
     env = {
