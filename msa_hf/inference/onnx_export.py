@@ -39,9 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from msa_hf.inference.placement import torch_is_at_least
+
 ENCODER_FILE = "image_encoder.onnx"
 DECODER_FILE = "prompt_decoder.onnx"
 EXPORTERS = ("torch.export", "torchscript")
+# the first torch whose `torch.onnx.export` captures with torch.export by default
+TORCH_EXPORT_NEEDS_TORCH = "2.9"
 # the opset each exporter writes: torch.export's translation starts at 18 (asked for 17, torch 2.13 still
 # writes SAM's graphs at 18); the tracer's graphs have been checked at 17
 OPSETS = {"torch.export": 18, "torchscript": 17}
@@ -128,28 +132,25 @@ def _example_inputs(model: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return pixels, decoder
 
 
-def _torch_version() -> tuple[int, int]:
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
 def resolve_exporter(exporter: str = "auto") -> str:
-    """The exporter `export_onnx` uses: `torch.export` from torch 2.9 where onnxscript is installed, else
-    `torchscript` (`"auto"`); a named one is checked.
+    """The exporter `export_onnx` uses: `torch.export` from torch `TORCH_EXPORT_NEEDS_TORCH` where onnxscript
+    is installed, else `torchscript` (`"auto"`); a named one is checked.
 
     Raises:
-        ValueError: an unknown name, or `torch.export` where torch is older than 2.9 or onnxscript is missing.
+        ValueError: an unknown name, or `torch.export` on an older torch or without onnxscript.
     """
     if exporter == "auto":
-        usable = _torch_version() >= (2, 9) and importlib.util.find_spec("onnxscript") is not None
+        usable = (
+            torch_is_at_least(TORCH_EXPORT_NEEDS_TORCH) and importlib.util.find_spec("onnxscript") is not None
+        )
         return "torch.export" if usable else "torchscript"
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter {exporter!r}: choose one of {', '.join(EXPORTERS)} (or auto).")
     if exporter == "torch.export":
-        if _torch_version() < (2, 9):
+        if not torch_is_at_least(TORCH_EXPORT_NEEDS_TORCH):
             raise ValueError(
-                f"the torch.export exporter needs torch 2.9 or newer (this is {torch.__version__}); upgrade "
-                "torch, or export with --exporter torchscript."
+                f"the torch.export exporter needs torch {TORCH_EXPORT_NEEDS_TORCH} or newer (this is "
+                f"{torch.__version__}); upgrade torch, or export with --exporter torchscript."
             )
         if importlib.util.find_spec("onnxscript") is None:
             raise ValueError(

@@ -144,11 +144,16 @@ COMPILE_PAYS_FROM_IMAGES = 8000
 COMPILE_NEEDS_TORCH = "2.7"
 
 
-def torch_compiles_sam() -> bool:
-    """Whether this torch can `torch.compile` the SAM image encoder (torch `COMPILE_NEEDS_TORCH` or newer)."""
+def torch_is_at_least(version: str) -> bool:
+    """Whether the running torch is `version` (e.g. `"2.7"`) or newer, whatever its local build tag (`+cpu`)."""
     from packaging.version import Version
 
-    return Version(Version(torch.__version__).base_version) >= Version(COMPILE_NEEDS_TORCH)
+    return Version(Version(torch.__version__).base_version) >= Version(version)
+
+
+def torch_compiles_sam() -> bool:
+    """Whether this torch can `torch.compile` the SAM image encoder (torch `COMPILE_NEEDS_TORCH` or newer)."""
+    return torch_is_at_least(COMPILE_NEEDS_TORCH)
 
 
 def check_torch_compiles_sam(option: str) -> None:
