@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -171,9 +172,10 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     import json
 
     import yaml
+    from packaging.specifiers import SpecifierSet
 
     from msa_hf.cli import main
-    from msa_hf.hub.push import SPACE_APP, render_space_card
+    from msa_hf.hub.push import SPACE_APP, SPACE_PYTHON, render_space_card
 
     # the checkout's Space folder holds what a push generates (its README: the template's generic rendering),
     # so the two cannot drift apart
@@ -192,6 +194,12 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     readme = files["README.md"].decode()
     metadata = yaml.safe_load(readme.split("---")[1])
     assert metadata["sdk"] == "gradio" and metadata["models"] == ["org/sam-base", *adapters.values()]
+    # a Space runs Python 3.10 unless told: the card names one that msa_hf installs on
+    requires_python = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"
+    ]["requires-python"]
+    assert metadata["python_version"] == SPACE_PYTHON and SPACE_PYTHON in SpecifierSet(requires_python)
+    assert "3.10" not in SpecifierSet(requires_python)  # the default would fail to install it
     assert "| liver | [`org/msa-liver-adapter`]" in readme and "McGill University" in readme
     assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver"]) == 2
     assert "NAME=REPO" in capsys.readouterr().err

@@ -289,6 +289,12 @@ if __name__ == "__main__":
 '''
 
 
+# The Python a pushed Space runs. A Space runs Python 3.10 unless its card names another, and msa_hf needs 3.11 or
+# newer (pyproject.toml's requires-python; a test keeps the two in step): without it the Space's build fails
+# at installing msa_hf. 3.12: inside that range, with wheels of everything the demo installs (on 3.14 the
+# dicom extra's JPEG-LS codec compiles from source).
+SPACE_PYTHON = "3.12"
+
 DEFAULT_SERVING = (
     "The model comes from the `MSA_MODEL` variable (a Hub id or folder), else `msa_model.txt`, else msa_hf's "
     'shipped small base. Several task adapters on one base: `MSA_ADAPTERS` (JSON `{"name": "adapter '
@@ -302,9 +308,9 @@ def render_space_card(
     adapters: dict[str, str] | None = None,
     title: str = "Medical SAM Adapter",
 ) -> str:
-    """The Space README from `msa_hf/hub/cards/space_card.md`: Space metadata (Gradio version, the served model repos
-    under `models:`, so the Hub links them) and what it serves. No arguments: the generic README of a
-    checkout's `spaces/msa-demo/`."""
+    """The Space README from `msa_hf/hub/cards/space_card.md`: Space metadata (Gradio version, the Python it
+    runs, `SPACE_PYTHON`, the served model repos under `models:`, so the Hub links them) and what it serves. No
+    arguments: the generic README of a checkout's `spaces/msa-demo/`."""
     import gradio
 
     from msa_hf.hub.cards import read_template
@@ -326,7 +332,11 @@ def render_space_card(
     else:
         serving = DEFAULT_SERVING
     return Template(read_template("space_card.md")).substitute(
-        title=title, gradio_version=gradio.__version__, models_yaml=models_yaml, serving=serving
+        title=title,
+        gradio_version=gradio.__version__,
+        python_version=SPACE_PYTHON,
+        models_yaml=models_yaml,
+        serving=serving,
     )
 
 
