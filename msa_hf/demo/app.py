@@ -44,6 +44,7 @@ from msa_hf.evaluation.pictures import draw_prompts, overlay
 
 if TYPE_CHECKING:
     from msa_hf.data.channels import ChannelChoice
+    from msa_hf.inference.placement import Placement
 
 MAX_UPLOAD = "500mb"
 # axial slices of the MNI152 template, shipped with the package (their notice: README.md beside them)
@@ -81,7 +82,7 @@ def build_demo(
     window: Any = None,
     slice_spacing: float | None = None,
     trained_planes: tuple[str, ...] | None = None,
-    device: str | None = None,
+    device: str | Placement | None = None,
     dtype: str | None = None,
     channel: ChannelChoice | None = None,
 ) -> gr.Blocks:
@@ -634,9 +635,11 @@ def serve(
     """Load the served model (`load_served(folder, model, adapters)`) and serve the page until interrupted,
     on `device` in `dtype` (else `MSA_DEVICE` and `MSA_DTYPE`, a Space's settings; else a GPU in bfloat16
     where there is one, the CPU in float32 otherwise: `placement.resolve_placement`, checked before the model
-    loads). `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its
+    loads). On ZeroGPU hardware, images are encoded on the GPU it lends per call, in `dtype` (default
+    bfloat16), and clicks decoded on the CPU (`zero_gpu`), unless `device` is "cpu". `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its
     own: it sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed
     memory mapped."""
+    from msa_hf.demo.zero_gpu import running_on_zero_gpu, zero_gpu_placement
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.placement import cpu_precision_tip, resolve_placement
 
@@ -649,12 +652,17 @@ def serve(
         device or os.environ.get("MSA_DEVICE") or None,
         dtype or os.environ.get("MSA_DTYPE") or None,
     )
-    resolve_placement(
-        device, dtype
-    )  # a device or dtype this machine cannot serve: said before the model loads
+    # ZeroGPU hardware lends a GPU per call: the encoder runs there, the clicks on this CPU (`zero_gpu`);
+    # MSA_DEVICE=cpu keeps everything on the CPU
+    lent_gpu = running_on_zero_gpu() and device != "cpu"
+    if not lent_gpu:
+        resolve_placement(
+            device, dtype
+        )  # a device or dtype this machine cannot serve: said before the model loads
     served, processor = load_served(folder, model, adapters)
-    tip = cpu_precision_tip(device, dtype, served)
-    if tip:  # a Space's owner reads it in the Space's logs
+    if lent_gpu:
+        device, dtype = zero_gpu_placement(served, dtype), None
+    elif tip := cpu_precision_tip(device, dtype, served):  # a Space's owner reads it in the Space's logs
         print(f"note: {tip} In a Space: MSA_DTYPE=bfloat16.", file=sys.stderr)
     build_demo(
         served,

@@ -26,6 +26,7 @@ from msa_hf.demo.uploads import MAX_SIDE, unpack_dicom_zip, without_server_paths
 from msa_hf.evaluation.pictures import draw_prompts, overlay
 from msa_hf.hub.task_adapters import task_adapter_names
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
+from msa_hf.inference.placement import Placement
 from msa_hf.inference.predictor import SegmentationPredictor
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class DemoSession:
         window: Any = None,
         slice_spacing: float | None = None,
         trained_planes: tuple[str, ...] | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | Placement | None = None,
         dtype: str | torch.dtype | None = None,
         channel: ChannelChoice | None = None,
     ) -> None:
@@ -351,9 +352,8 @@ class VolumeSession:
         self.displayed: int | None = None
         self.session, self.adapter = session, adapter
         self.folder = tempfile.mkdtemp(prefix="msa-mask-")
-        placement = session.predictor.placement  # the session's device and dtype
         self.predictor = VolumePredictor(
-            session.model, session.window, device=placement.device, dtype=placement.dtype,
+            session.model, session.window, device=session.predictor.placement,  # the session's device and dtype
             max_cached_bytes=EMBEDDING_CACHE_BYTES,
         )  # fmt: skip
         self.predictor.set_volume(self.sliced.model_slices, self.modality)

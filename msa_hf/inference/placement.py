@@ -47,6 +47,14 @@ class Placement:
             embeddings = model.get_image_embeddings(pixel_values.to(self.device), **kwargs)
         return embeddings.float()
 
+    @property
+    def slices_per_encoding(self) -> int:
+        """Slices of a volume encoded per encoder call where the caller asks for no number: 8 on a GPU, where a
+        batch costs little more than one slice, and 1 on the CPU, where each slice costs its own time (a
+        volume's slices are encoded as they are first asked for, and a propagation that stops early would
+        have paid for slices it never reads)."""
+        return 8 if self.device.type == "cuda" else 1
+
 
 def native_bfloat16_cpu() -> bool:
     """Whether this CPU computes bfloat16 in hardware (Intel AMX tiles, or AVX512-BF16). There bfloat16
@@ -87,16 +95,24 @@ def cpu_precision_tip(
 
 
 def resolve_placement(
-    device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    device: str | torch.device | Placement | None = None, dtype: str | torch.dtype | None = None
 ) -> Placement:
     """`Placement` from command-line style values: `device` "cuda", "cuda:1", "cpu" (default: CUDA when
     available), `dtype` "bfloat16"/"bf16", "float16"/"fp16", "float32"/"fp32" (default: bfloat16 on CUDA,
-    float32 elsewhere).
+    float32 elsewhere). A `Placement` as `device` (one chosen already, such as the demo's on ZeroGPU
+    hardware: `msa_hf.demo.zero_gpu`) is returned as it is.
 
     Raises:
         ValueError: an unknown device or dtype, a device this machine or this torch lacks (CUDA where there
-            is none, a GPU number beyond its GPUs, Apple's mps on another machine), or float16 on the CPU.
+            is none, a GPU number beyond its GPUs, Apple's mps on another machine), float16 on the CPU, or a
+            dtype beside a `Placement` (which has its own).
     """
+    if isinstance(device, Placement):
+        if dtype is not None:
+            raise ValueError(
+                f"dtype {dtype!r} beside {device}: a placement has its own dtype; give one of them."
+            )
+        return device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -26,7 +26,7 @@ from msa_hf.data.structure_files import PICTURE_SUFFIX, write_structure_folder
 from msa_hf.data.volumes import volume_output_suffix
 from msa_hf.inference.click_decoder import click_decoder_for
 from msa_hf.inference.image_encoding import encode_pictures, image_to_pixel_values
-from msa_hf.inference.placement import compile_by_default, compile_image_encoder, resolve_placement
+from msa_hf.inference.placement import Placement, compile_by_default, compile_image_encoder, resolve_placement
 from msa_hf.output_files import atomic_file, check_not_an_input
 from msa_hf.processing.mask_outputs import logits_to_original_logits
 from msa_hf.processing.prompts import resized_shape, to_model_frame
@@ -200,7 +200,7 @@ class SegmentationPredictor:
         model: Any,
         window: str | tuple[float, float] | None = None,
         compile_encoder: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | Placement | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> None:
         # `device` / `dtype`: see `resolve_placement` (default: CUDA with a bf16 encoder when there is a GPU)

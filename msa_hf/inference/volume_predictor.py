@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from msa_hf.inference.image_encoding import depth_branch_slices, encode_slices, image_to_pixel_values
+from msa_hf.inference.placement import Placement
 from msa_hf.inference.predictor import MaskPrediction, Prompt, SegmentationPredictor
 
 DEFAULT_STOP_SCORE = 0.5  # the IoU head's score under which a propagated slice is not kept
@@ -97,7 +98,7 @@ class VolumePredictor:
         model: Any,
         window: str | tuple[float, float] | None = None,
         compile_encoder: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | Placement | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int | None = None,
         max_cached_bytes: int | None = None,
@@ -116,14 +117,13 @@ class VolumePredictor:
         self._embeddings: OrderedDict[int, torch.Tensor] = OrderedDict()  # least recently used first
 
     def encoding_batch(self, batch_size: int | None) -> int:
-        """Slices encoded per encoder call: `batch_size` rounded up to whole depth windows; by default 8 on a
-        GPU, and on the CPU one slice (one window with a depth branch). A slice is encoded with the aligned
-        group of slices around it, before any of them is asked for: on a GPU a batch costs little more than
-        one slice, on the CPU each slice costs its own time, and a propagation that stops early would have
-        paid for slices it never reads."""
+        """Slices encoded per encoder call: `batch_size` rounded up to whole depth windows; by default the
+        placement's (`Placement.slices_per_encoding`: 8 on a GPU, on the CPU one slice, so one window with a
+        depth branch). A slice is encoded with the aligned group of slices around it, before any of them is
+        asked for."""
         depth = self.depth or 1
         if batch_size is None:
-            batch_size = 8 if self.decoder.placement.device.type == "cuda" else depth
+            batch_size = self.decoder.placement.slices_per_encoding
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: give a positive number of slices.")
         return -(-batch_size // depth) * depth

@@ -5,7 +5,8 @@
 small base; `MSA_ADAPTERS` or `adapters.json` beside this file offer task adapters on one base. `MSA_DEVICE`
 and `MSA_DTYPE` (a Space's variables) set where the model runs: by default a GPU in bfloat16 where the Space
 has one, else the CPU in float32 (`MSA_DTYPE=bfloat16` encodes a ViT-B or larger about twice as fast on a
-CPU with Intel AMX).
+CPU with Intel AMX). On ZeroGPU hardware the images are encoded on the GPU it lends per call and the clicks
+decoded on the CPU.
 """
 
 from pathlib import Path
