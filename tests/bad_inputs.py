@@ -2061,6 +2061,11 @@ def _(f):
     return ["push-space", "org/my demo", "org/model", "--dry-run"]
 
 
+@case("push-space", "a --hardware the Hub does not have", mentions=("--hardware", "zero-a10g"))
+def _(f):
+    return ["push-space", "org/demo", "org/model", "--hardware", "h100", "--dry-run"]
+
+
 @case("push-space", "a --space-folder without app.py", mentions=("app.py",))
 def _(f):
     (f / "in" / "space").mkdir(parents=True)

@@ -19,13 +19,17 @@ REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
 class FakeHub:
-    """Repos as `{(type, repo_id): {"files": {path: bytes}, "sha": str, "private": bool, "sdk": str}}`."""
+    """Repos as `{(type, repo_id): {"files": {path: bytes}, "sha": str, "private": bool, "sdk": str}}`, and a
+    Space's "hardware" once requested."""
 
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], dict] = {}
         self.commits: list[dict] = []
         self.fail_commits_to: set[str] = set()  # repo ids whose commits fail with HTTP 500 (nothing applied)
         self.tokens: set[str] | None = None  # when set, requests must carry one of these bearer tokens
+        self.refuse_hardware = (
+            False  # a Space's hardware request refused (HTTP 402), as for an account without PRO
+        )
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -101,6 +105,19 @@ class FakeHub:
                 if path == "/api/validate-yaml":
                     return self._send(200, {})
                 parts = path.split("/")  # /api/{type}s/{org}/{name}/{action}/{revision}
+                if parts[1:3] == ["api", "spaces"] and parts[5:] == ["hardware"]:
+                    repo = hub.repos.get(("space", f"{parts[3]}/{parts[4]}"))
+                    if repo is None:
+                        return self._send(
+                            404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+                        )
+                    flavor = json.loads(body)["flavor"]
+                    if hub.refuse_hardware:
+                        return self._send(402, {"error": f"Subscribe to PRO to use {flavor}"})
+                    repo["hardware"] = flavor
+                    return self._send(
+                        200, {"stage": "BUILDING", "hardware": {"current": None, "requested": flavor}}
+                    )
                 if len(parts) >= 7 and parts[1] == "api" and parts[2] in REPO_TYPES:
                     repo = hub.repos.get((REPO_TYPES[parts[2]], f"{parts[3]}/{parts[4]}"))
                     if repo is None:

@@ -168,6 +168,30 @@ def test_a_space_of_your_own_folder_is_pushed_with_its_app(hub, tmp_path, capsys
     assert files["msa_model.txt"] == b"org/msa-disks" and any(p.startswith("wheels/") for p in files)
 
 
+def test_a_space_is_asked_onto_the_hardware_named_and_its_card_suggests_it(hub, capsys):
+    import yaml
+
+    from msa_hf.cli import main
+    from msa_hf.hub.push import PushError, push_space
+
+    assert main(["push-space", "org/zero", "org/msa-disks", "--hardware", "zero-a10g", "--dry-run"]) == 0
+    assert "hardware: zero-a10g" in capsys.readouterr().out and ("space", "org/zero") not in hub.repos
+    assert main(["push-space", "org/zero", "org/msa-disks", "--hardware", "h100-huge"]) == 2
+    assert "zero-a10g is ZeroGPU" in capsys.readouterr().err and ("space", "org/zero") not in hub.repos
+    assert main(["push-space", "org/zero", "org/msa-disks", "--hardware", "zero-a10g"]) == 0
+    space = hub.repos[("space", "org/zero")]
+    metadata = yaml.safe_load(space["files"]["README.md"].decode().split("---")[1])
+    assert space["hardware"] == "zero-a10g" and metadata["suggested_hardware"] == "zero-a10g"
+    # an account the Hub will not give that hardware: the Space is published all the same, and the error says so
+    hub.refuse_hardware = True
+    with pytest.raises(PushError, match=r"published \(.*\), but the Hub did not grant the hardware t4-small"):
+        push_space("org/t4", "org/msa-disks", hardware="t4-small")
+    assert (
+        "msa_model.txt" in hub.repos[("space", "org/t4")]["files"]
+        and "hardware" not in hub.repos[("space", "org/t4")]
+    )
+
+
 def test_space_with_task_adapters_and_its_card(hub, capsys):
     import json
 
@@ -200,6 +224,7 @@ def test_space_with_task_adapters_and_its_card(hub, capsys):
     ]["requires-python"]
     assert metadata["python_version"] == SPACE_PYTHON and SPACE_PYTHON in SpecifierSet(requires_python)
     assert "3.10" not in SpecifierSet(requires_python)  # the default would fail to install it
+    assert "suggested_hardware" not in metadata  # no hardware asked for: the Space's own
     assert "| liver | [`org/msa-liver-adapter`]" in readme and "McGill University" in readme
     assert main(["push-space", "org/organs", "org/sam-base", "--adapter", "liver"]) == 2
     assert "NAME=REPO" in capsys.readouterr().err

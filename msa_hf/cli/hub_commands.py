@@ -48,6 +48,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--space-folder", default=None,
         help="a Space folder of your own to publish (its app.py and files) instead of msa_hf's demo page",
     )  # fmt: skip
+    space.add_argument(
+        "--hardware", default=None, metavar="FLAVOR",
+        help="the hardware the Space is asked to run on after the upload (zero-a10g: ZeroGPU, t4-small, ...; "
+        "needs a PRO account or a payment method), also its card's suggested_hardware; default: the Space's own",
+    )  # fmt: skip
     space.add_argument("--dry-run", action="store_true", help="list the files, upload nothing")
     space.add_argument(
         "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
@@ -130,7 +135,7 @@ def _push_space(args: argparse.Namespace) -> int:
     adapters = _task_adapters(args.adapter)
     result = push_space(
         args.space_repo_id, args.model, space_folder=args.space_folder, adapters=adapters or None,
-        dry_run=args.dry_run, token=args.token,
+        dry_run=args.dry_run, token=args.token, hardware=args.hardware,
     )  # fmt: skip
     print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
     return 0
