@@ -26,10 +26,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from msa_hf.hub.task_adapters import task_adapter_names
-from msa_hf.inference.placement import Placement
+from msa_hf.inference.placement import Placement, parse_dtype
 
 # Slices of a volume encoded per GPU call: each call waits for a GPU to be lent, so a volume asks for few; 32
 # ViT-B embeddings are 128 MB to send back
@@ -70,30 +71,34 @@ class ZeroGpuPlacement(Placement):
                 "before the page starts, so that the GPU workers hold it."
             )
         adapter = model.active_adapter if task_adapter_names(model) else None
-        return _encode_on_lent_gpu(id(model), adapter, pixel_values.cpu(), kwargs, self.gpu_dtype)
+        # numpy arrays cross as plain pickles; a tensor would cross as shared memory, handed over by the sender
+        embeddings = _encode_on_lent_gpu(
+            id(model), adapter, pixel_values.cpu().numpy(), kwargs, self.gpu_dtype
+        )
+        return torch.from_numpy(embeddings)
 
     @property
     def slices_per_encoding(self) -> int:
         return SLICES_PER_GPU_CALL
 
 
-def _gpu_seconds(key: int, adapter: str | None, pixel_values: torch.Tensor, *_: Any) -> int:
+def _gpu_seconds(key: int, adapter: str | None, pixel_values: np.ndarray, *_: Any) -> int:
     """The duration a GPU call asks ZeroGPU for: `GPU_SECONDS_PER_CALL` and `GPU_SECONDS_PER_PICTURE` each."""
     return GPU_SECONDS_PER_CALL + math.ceil(len(pixel_values) * GPU_SECONDS_PER_PICTURE)
 
 
 def _encode_in_worker(
-    key: int, adapter: str | None, pixel_values: torch.Tensor, options: dict[str, Any], dtype: torch.dtype
-) -> torch.Tensor:
+    key: int, adapter: str | None, pixel_values: np.ndarray, options: dict[str, Any], dtype: torch.dtype
+) -> np.ndarray:
     """In a ZeroGPU worker: the embeddings `(B, C, h, w)` of `pixel_values` `(B, 3, S, S)` by the served model
-    `key` with task `adapter` active, on its GPU under `dtype` autocast, returned float32 on the CPU."""
+    `key` with task `adapter` active, on its GPU under `dtype` autocast, returned float32."""
     model = _SERVED[key]
     if adapter is not None and model.active_adapter != adapter:  # the Space's choice, made after the fork
         model.set_adapter(adapter)
     placement = Placement(torch.device(GPU_DEVICE), dtype)
     model.to(placement.device)  # this worker's copy; the Space's stays on its CPU
     with torch.inference_mode():  # the worker's own thread: grad mode does not carry over
-        return placement.encode(model, pixel_values, **options).cpu()
+        return placement.encode(model, torch.from_numpy(pixel_values), **options).cpu().numpy()
 
 
 def zero_gpu_placement(model: Any, dtype: str | torch.dtype | None = None) -> ZeroGpuPlacement:
@@ -112,13 +117,8 @@ def zero_gpu_placement(model: Any, dtype: str | torch.dtype | None = None) -> Ze
             "this Space runs on ZeroGPU hardware (SPACES_ZERO_GPU is set) but the `spaces` package is missing: "
             "add `spaces` to the Space's requirements.txt."
         ) from error
-    from msa_hf.inference.placement import DTYPES
-
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: use one of {sorted(DTYPES)}.")
-        dtype = DTYPES[dtype]
+    gpu_dtype = parse_dtype(dtype) if dtype is not None else torch.bfloat16
     _SERVED[id(model)] = model.to("cpu").eval()
     if _encode_on_lent_gpu is None:
         _encode_on_lent_gpu = spaces.GPU(_encode_in_worker, duration=_gpu_seconds)
-    return ZeroGpuPlacement(torch.device("cpu"), torch.float32, dtype or torch.bfloat16)
+    return ZeroGpuPlacement(torch.device("cpu"), torch.float32, gpu_dtype)

@@ -94,6 +94,19 @@ def cpu_precision_tip(
     )
 
 
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype, or one as `--dtype` spells it: "bfloat16"/"bf16", "float16"/"fp16", "float32"/"fp32".
+
+    Raises:
+        ValueError: another name.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: use one of {sorted(DTYPES)}.")
+    return DTYPES[dtype]
+
+
 def resolve_placement(
     device: str | torch.device | Placement | None = None, dtype: str | torch.dtype | None = None
 ) -> Placement:
@@ -138,10 +151,7 @@ def resolve_placement(
             )
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    elif isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: use one of {sorted(DTYPES)}.")
-        dtype = DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     if device.type == "cpu" and dtype == torch.float16:
         raise ValueError("dtype float16 on the CPU: use bfloat16 or float32.")
     return Placement(device, dtype)
