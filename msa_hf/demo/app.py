@@ -636,9 +636,9 @@ def serve(
     on `device` in `dtype` (else `MSA_DEVICE` and `MSA_DTYPE`, a Space's settings; else a GPU in bfloat16
     where there is one, the CPU in float32 otherwise: `placement.resolve_placement`, checked before the model
     loads). On ZeroGPU hardware, images are encoded on the GPU it lends per call, in `dtype` (default
-    bfloat16), and clicks decoded on the CPU (`zero_gpu`), unless `device` is "cpu". `launch_options` go to Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its
-    own: it sets this process's volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed
-    memory mapped."""
+    bfloat16), and clicks decoded on the CPU (`zero_gpu`), unless `device` is "cpu". `launch_options` go to
+    Gradio's `launch` (e.g. `server_port`, `share`). Meant for a process of its own: it sets this process's
+    volume limit to the demo's (`MSA_HF_MAX_VOXELS`, unless set) and keeps freed memory mapped."""
     from msa_hf.demo.zero_gpu import running_on_zero_gpu, zero_gpu_placement
     from msa_hf.inference.cpu_memory import keep_freed_memory
     from msa_hf.inference.placement import cpu_precision_tip, resolve_placement
@@ -655,10 +655,8 @@ def serve(
     # ZeroGPU hardware lends a GPU per call: the encoder runs there, the clicks on this CPU (`zero_gpu`);
     # MSA_DEVICE=cpu keeps everything on the CPU
     lent_gpu = running_on_zero_gpu() and device != "cpu"
-    if not lent_gpu:
-        resolve_placement(
-            device, dtype
-        )  # a device or dtype this machine cannot serve: said before the model loads
+    if not lent_gpu:  # a device or dtype this machine cannot serve: said before the model loads
+        resolve_placement(device, dtype)
     served, processor = load_served(folder, model, adapters)
     if lent_gpu:
         device, dtype = zero_gpu_placement(served, dtype), None
