@@ -2051,6 +2051,11 @@ def _(f):
     return ["push", str(_run_folder(f)), "org/name", "--dry-run", "--dataset-repo-id", "org/data"]
 
 
+@case("push", "--space-hardware without --space-repo-id", mentions=("--space-repo-id",))
+def _(f):
+    return ["push", str(_run_folder(f)), "org/name", "--dry-run", "--space-hardware", "zero-a10g"]
+
+
 @case("push-space", "an --adapter without NAME=", mentions=("--adapter",))
 def _(f):
     return ["push-space", "org/demo", "org/model", "--adapter", "org/liver", "--dry-run"]

@@ -192,6 +192,20 @@ def test_a_space_is_asked_onto_the_hardware_named_and_its_card_suggests_it(hub, 
     )
 
 
+def test_push_creates_the_runs_space_on_the_hardware_named(trained_run, hub, capsys):
+    from msa_hf.cli import main
+
+    command = ["push", str(trained_run), "org/msa-run", "--space-repo-id", "org/msa-run-demo"]
+    assert main([*command, "--space-hardware", "t4", "--dry-run"]) == 2  # refused before anything is uploaded
+    assert "zero-a10g is ZeroGPU" in capsys.readouterr().err
+    assert main([*command, "--space-hardware", "zero-a10g", "--dry-run"]) == 0
+    assert "would create Space org/msa-run-demo serving org/msa-run on zero-a10g" in capsys.readouterr().out
+    assert not hub.repos
+    assert main([*command, "--space-hardware", "zero-a10g"]) == 0
+    assert hub.repos[("space", "org/msa-run-demo")]["hardware"] == "zero-a10g"
+    assert hub.repos[("space", "org/msa-run-demo")]["files"]["msa_model.txt"] == b"org/msa-run"
+
+
 def test_space_with_task_adapters_and_its_card(hub, capsys):
     import json
 

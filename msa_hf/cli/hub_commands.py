@@ -30,6 +30,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     push.add_argument("--space-repo-id", default=None, help="also create a Gradio Space serving the model")
     push.add_argument(
+        "--space-hardware", default=None, metavar="FLAVOR",
+        help="with --space-repo-id: the Space's hardware, as push-space's --hardware (zero-a10g: ZeroGPU)",
+    )  # fmt: skip
+    push.add_argument(
         "--token", default=None, help="Hub token with write access (default: HF_TOKEN or `hf auth login`'s)"
     )
     push.set_defaults(run=_push)
@@ -92,6 +96,14 @@ def _push(args: argparse.Namespace) -> int:
         raise ValueError(
             "--dataset-repo-id names where --dataset goes; pass --dataset <prepared dataset directory>."
         )
+    if args.space_hardware is not None:  # refused before anything is uploaded
+        from msa_hf.hub.push import check_space_hardware
+
+        if not args.space_repo_id:
+            raise ValueError(
+                "--space-hardware is the hardware of the Space --space-repo-id creates; pass both."
+            )
+        check_space_hardware(args.space_hardware)
     dataset_repo_id = None
     if args.dataset:
         dataset_repo_id = args.dataset_repo_id or default_dataset_repo_id(args.repo_id, args.dataset)
@@ -111,10 +123,14 @@ def _push(args: argparse.Namespace) -> int:
     if args.space_repo_id:
         from msa_hf.hub.push import push_space
 
+        on = f" on {args.space_hardware}" if args.space_hardware else ""
         if args.dry_run:
-            print(f"would create Space {args.space_repo_id} serving {args.repo_id}")
+            print(f"would create Space {args.space_repo_id} serving {args.repo_id}{on}")
         else:
-            print(f"space: {push_space(args.space_repo_id, args.repo_id, token=args.token)}")
+            space = push_space(
+                args.space_repo_id, args.repo_id, token=args.token, hardware=args.space_hardware
+            )
+            print(f"space: {space}")
     return 0
 
 
