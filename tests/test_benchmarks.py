@@ -310,6 +310,7 @@ def test_a_gpu_run_measures_every_plain_row_before_the_compiled_ones():
     assert compiled.count(True) == 2 and compiled == sorted(compiled)
 
 
+@pytest.mark.slow  # two real commands, about 20 s: as the tiny suite's run, beside the training runs
 def test_the_end_to_end_job_reports_train_py_beside_the_bare_step(tmp_path):
     """The GPU script's train.py + evaluate step, dry-run here: a real run of both commands, and its table
     puts the job's images/s next to the suite's bare step."""
