@@ -170,3 +170,35 @@ def test_serve_on_zero_gpu_hardware_lends_the_gpu_to_the_encoder(zero_gpu, tiny_
         app.serve(model=str(tiny_base))
     monkeypatch.setenv("SPACES_ZERO_GPU", "false")
     assert not running_on_zero_gpu()
+
+
+def test_the_page_on_zero_gpu_answers_its_api_as_the_cpu_page_does(zero_gpu, tmp_path):
+    """The whole page around the ZeroGPU placement: `/segment` through gradio_client, its GPU call made from
+    the request's thread."""
+    import json
+
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from msa_hf.demo import app
+
+    model = _msa_model()
+    image = np.random.default_rng(3).integers(0, 255, (48, 56), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "slice.png")
+    masks = {}
+    for name, device in (("cpu", "cpu"), ("zero", zero_gpu_placement(model, "float32"))):
+        demo = app.build_demo(model if name == "zero" else copy.deepcopy(model), device=device)
+        demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+        try:
+            result = Client(demo.local_url, verbose=False).predict(
+                handle_file(str(tmp_path / "slice.png")),
+                json.dumps([[20, 24, 1]]),
+                "",
+                "",
+                api_name="/segment",
+            )
+            masks[name] = np.asarray(Image.open(result))
+        finally:
+            demo.close()
+    assert (masks["zero"] == masks["cpu"]).mean() > 0.999 and masks["zero"].any()
+    assert len(zero_gpu.calls) == 1 and zero_gpu.calls[0]["pid"] != os.getpid()
