@@ -179,6 +179,7 @@ def test_a_space_is_asked_onto_the_hardware_named_and_its_card_suggests_it(hub, 
     assert main(["push-space", "org/zero", "org/msa-disks", "--hardware", "h100-huge"]) == 2
     assert "zero-a10g is ZeroGPU" in capsys.readouterr().err and ("space", "org/zero") not in hub.repos
     assert main(["push-space", "org/zero", "org/msa-disks", "--hardware", "zero-a10g"]) == 0
+    assert "hardware: zero-a10g requested" in capsys.readouterr().out
     space = hub.repos[("space", "org/zero")]
     metadata = yaml.safe_load(space["files"]["README.md"].decode().split("---")[1])
     assert space["hardware"] == "zero-a10g" and metadata["suggested_hardware"] == "zero-a10g"
@@ -202,6 +203,7 @@ def test_push_creates_the_runs_space_on_the_hardware_named(trained_run, hub, cap
     assert "would create Space org/msa-run-demo serving org/msa-run on zero-a10g" in capsys.readouterr().out
     assert not hub.repos
     assert main([*command, "--space-hardware", "zero-a10g"]) == 0
+    assert "(hardware zero-a10g requested)" in capsys.readouterr().out
     assert hub.repos[("space", "org/msa-run-demo")]["hardware"] == "zero-a10g"
     assert hub.repos[("space", "org/msa-run-demo")]["files"]["msa_model.txt"] == b"org/msa-run"
 

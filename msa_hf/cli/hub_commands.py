@@ -130,7 +130,7 @@ def _push(args: argparse.Namespace) -> int:
             space = push_space(
                 args.space_repo_id, args.repo_id, token=args.token, hardware=args.space_hardware
             )
-            print(f"space: {space}")
+            print(f"space: {space}" + (f" (hardware {args.space_hardware} requested)" if on else ""))
     return 0
 
 
@@ -154,6 +154,8 @@ def _push_space(args: argparse.Namespace) -> int:
         dry_run=args.dry_run, token=args.token, hardware=args.hardware,
     )  # fmt: skip
     print(("would upload to " + args.space_repo_id + ":\n" if args.dry_run else "space: ") + result)
+    if args.hardware and not args.dry_run:
+        print(f"hardware: {args.hardware} requested; the Space builds and starts on it")
     return 0
 
 
