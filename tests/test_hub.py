@@ -198,7 +198,7 @@ def test_push_creates_the_runs_space_on_the_hardware_named(trained_run, hub, cap
 
     command = ["push", str(trained_run), "org/msa-run", "--space-repo-id", "org/msa-run-demo"]
     assert main([*command, "--space-hardware", "t4", "--dry-run"]) == 2  # refused before anything is uploaded
-    assert "zero-a10g is ZeroGPU" in capsys.readouterr().err
+    assert "--space-hardware 't4': not a Space hardware" in capsys.readouterr().err
     assert main([*command, "--space-hardware", "zero-a10g", "--dry-run"]) == 0
     assert "would create Space org/msa-run-demo serving org/msa-run on zero-a10g" in capsys.readouterr().out
     assert not hub.repos

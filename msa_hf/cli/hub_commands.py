@@ -103,7 +103,7 @@ def _push(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--space-hardware is the hardware of the Space --space-repo-id creates; pass both."
             )
-        check_space_hardware(args.space_hardware)
+        check_space_hardware(args.space_hardware, "--space-hardware")
     dataset_repo_id = None
     if args.dataset:
         dataset_repo_id = args.dataset_repo_id or default_dataset_repo_id(args.repo_id, args.dataset)

@@ -304,15 +304,15 @@ DEFAULT_SERVING = (
 )
 
 
-def check_space_hardware(hardware: str) -> str:
+def check_space_hardware(hardware: str, option: str = "--hardware") -> str:
     """`hardware` if it names a Space hardware of the Hub's (`huggingface_hub.SpaceHardware`: "zero-a10g" is
-    ZeroGPU, "t4-small" a T4, ...). Raises `ValueError` listing them otherwise."""
+    ZeroGPU, "t4-small" a T4, ...). Raises `ValueError` listing them otherwise, naming the `option` given."""
     from huggingface_hub import SpaceHardware
 
     flavors = [flavor.value for flavor in SpaceHardware]
     if hardware not in flavors:
         raise ValueError(
-            f"--hardware {hardware!r}: not a Space hardware the Hub offers (zero-a10g is ZeroGPU); use one of "
+            f"{option} {hardware!r}: not a Space hardware the Hub offers (zero-a10g is ZeroGPU); use one of "
             f"{', '.join(flavors)}."
         )
     return hardware
