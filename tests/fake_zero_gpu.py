@@ -10,6 +10,8 @@ import os
 import pickle
 from typing import Any
 
+ANSWER_SECONDS = 120
+
 
 def _serve_calls(task: Any, end: Any, parent_end: Any) -> None:
     import torch
@@ -54,6 +56,8 @@ class FakeZeroGpu:
                 self._workers.append((process, end))
                 worker.append(end)
             worker[0].send_bytes(pickle.dumps((args, kwargs)))
+            if not worker[0].poll(ANSWER_SECONDS):  # a stuck worker fails the test instead of hanging the run
+                raise RuntimeError(f"the ZeroGPU stand-in's worker gave no answer in {ANSWER_SECONDS} s")
             status, value, pid = pickle.loads(worker[0].recv_bytes())
             self.calls.append({"seconds": seconds, "pid": pid, "arguments": args})
             if status == "error":
