@@ -123,14 +123,15 @@ def _push(args: argparse.Namespace) -> int:
     if args.space_repo_id:
         from msa_hf.hub.push import push_space
 
-        on = f" on {args.space_hardware}" if args.space_hardware else ""
+        hardware = args.space_hardware
         if args.dry_run:
-            print(f"would create Space {args.space_repo_id} serving {args.repo_id}{on}")
-        else:
-            space = push_space(
-                args.space_repo_id, args.repo_id, token=args.token, hardware=args.space_hardware
+            print(
+                f"would create Space {args.space_repo_id} serving {args.repo_id}"
+                + (f" on {hardware}" if hardware else "")
             )
-            print(f"space: {space}" + (f" (hardware {args.space_hardware} requested)" if on else ""))
+        else:
+            space = push_space(args.space_repo_id, args.repo_id, token=args.token, hardware=hardware)
+            print(f"space: {space}" + (f" (hardware {hardware} requested)" if hardware else ""))
     return 0
 
 

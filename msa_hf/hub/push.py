@@ -10,6 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub.errors import HfHubHTTPError
 
 
 class PushError(ValueError):
@@ -58,9 +62,15 @@ def hub_errors(repo_id: str, published: list[str] | None = None):
                 f"{repo_id.split('/')[0]} (--token or HF_TOKEN).{done}"
             ) from error
         raise PushError(
-            f"{repo_id}: the Hub failed (HTTP {status}: {str(error).splitlines()[0][:200]}); nothing of this "
-            f"push was committed to {repo_id}. Run the command again.{done}"
+            f"{repo_id}: the Hub failed ({http_failure(error)}); nothing of this push was committed to "
+            f"{repo_id}. Run the command again.{done}"
         ) from error
+
+
+def http_failure(error: HfHubHTTPError) -> str:
+    """What the Hub answered to a failed request (an `HfHubHTTPError`): "HTTP <status>: <its first line>"."""
+    status = getattr(error.response, "status_code", None)
+    return f"HTTP {status}: {str(error).splitlines()[0][:200]}"
 
 
 @dataclass
@@ -435,7 +445,7 @@ def push_space(
         check_space_hardware(hardware)
     files = space_files(model_repo_id, space_folder, adapters, hardware)
     if dry_run:
-        return "\n".join([*files, *([f"(then the Space's hardware: {hardware})"] if hardware else [])])
+        return "\n".join(files) + (f"\n(then the Space's hardware: {hardware})" if hardware else "")
     api = HfApi(token=token)
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content))
@@ -450,11 +460,10 @@ def push_space(
         try:
             api.request_space_hardware(repo_id, hardware)
         except HfHubHTTPError as error:  # the Space stands, on the hardware it had
-            status = getattr(error.response, "status_code", None)
             raise PushError(
-                f"{repo_id}: published ({commit}), but the Hub did not grant the hardware {hardware} (HTTP "
-                f"{status}: {str(error).splitlines()[0][:200]}). ZeroGPU (zero-a10g) needs a PRO account or an "
-                "organisation's Team or Enterprise plan, the other GPUs a payment method on the account; choose "
-                "the hardware in the Space's settings."
+                f"{repo_id}: published ({commit}), but the Hub did not grant the hardware {hardware} "
+                f"({http_failure(error)}). ZeroGPU (zero-a10g) needs a PRO account or an organisation's Team or "
+                "Enterprise plan, the other GPUs a payment method on the account; choose the hardware in the "
+                "Space's settings."
             ) from error
     return str(commit)
